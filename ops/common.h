@@ -1,0 +1,31 @@
+// Validation helpers shared by op implementations. Messages follow DESIGN.md: op,
+// argument, expected, given.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tg::ops {
+
+/// Throws tg::ValueError when `t` is undefined.
+void check_defined(const char* op, const char* arg, const Tensor& t);
+/// Throws tg::DTypeError unless `t` has a floating dtype.
+void check_floating(const char* op, const char* arg, const Tensor& t);
+/// Throws tg::DTypeError unless `t.dtype() == dt`.
+void check_dtype(const char* op, const char* arg, const Tensor& t, DType dt);
+/// Throws tg::DTypeError unless a and b have the same dtype.
+void check_same_dtype(const char* op, const char* arg_a, const Tensor& a, const char* arg_b, const Tensor& b);
+/// Throws tg::DeviceError unless a and b are on the same device.
+void check_same_device(const char* op, const char* arg_a, const Tensor& a, const char* arg_b, const Tensor& b);
+/// Throws tg::ShapeError unless t.dim() == ndim.
+void check_ndim(const char* op, const char* arg, const Tensor& t, int ndim);
+/// Throws tg::ShapeError unless t.dim() is in [lo, hi].
+void check_ndim_range(const char* op, const char* arg, const Tensor& t, int lo, int hi);
+
+/// An uninitialised tensor like `t` (same device), with `shape` and `dtype`.
+Tensor empty_like(const Tensor& t, const Shape& shape, DType dtype);
+inline Tensor empty_like(const Tensor& t) { return empty_like(t, t.shape(), t.dtype()); }
+
+}  // namespace tg::ops

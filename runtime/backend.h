@@ -1,0 +1,54 @@
+// The per-device-type backend interface. The CPU backend is always present; the CUDA
+// backend registers itself when the library is built with CUDA. Code above runtime/
+// reaches a backend only through `backend(device)`, so no public function needs #ifdefs.
+#pragma once
+
+#include <cstddef>
+
+#include "runtime/device.h"
+#include "runtime/memory.h"
+#include "runtime/stream.h"
+
+namespace tg::runtime {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual int device_count() const = 0;
+
+  /// Allocates `nbytes` on `device` for use on `stream`; throws tg::OutOfMemory.
+  virtual void* allocate(std::size_t nbytes, Stream stream) = 0;
+  /// Returns memory from `allocate`. Safe to call while kernels using it are queued on
+  /// the allocation stream (and streams recorded with record_stream).
+  virtual void deallocate(void* ptr, Device device) = 0;
+  /// Marks `ptr` as used by `stream` too, so it is not reused before that stream's
+  /// queued work completes.
+  virtual void record_stream(void* ptr, Stream stream) = 0;
+
+  /// Copies `nbytes` between host and this backend's devices (either side may be CPU),
+  /// ordered on `stream`; returns once the data is safe to read on the host when dst is CPU.
+  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes,
+                    Stream stream) = 0;
+  virtual void memset_zero(void* ptr, std::size_t nbytes, Stream stream) = 0;
+
+  virtual Stream current_stream(Device device) = 0;
+  virtual void set_current_stream(Stream stream) = 0;
+  virtual Stream create_stream(Device device) = 0;
+  virtual void destroy_stream(Stream stream) = 0;
+  virtual void synchronize(Stream stream) = 0;
+  virtual void synchronize_device(Device device) = 0;
+
+  virtual MemoryStats memory_stats(Device device) = 0;
+  virtual void reset_peak_stats(Device device) = 0;
+  virtual void empty_cache(Device device) = 0;
+};
+
+/// The backend of `type`, or nullptr when not built in.
+Backend* find_backend(DeviceType type);
+/// The backend of `device`; throws tg::DeviceError when it is not built in or the index
+/// is out of range.
+Backend& backend(Device device);
+/// Installs the backend for `type` (called by static registrars; last one wins).
+void register_backend(DeviceType type, Backend* b);
+
+}  // namespace tg::runtime

@@ -1,0 +1,88 @@
+// Shared helpers for the test suite.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "catch.h"
+#include "tilegrad.h"
+
+namespace tgt {
+
+/// Skips the current test case unless a CUDA device is present.
+#define TG_REQUIRE_CUDA()                                                  \
+  do {                                                                     \
+    if (!::tg::cuda_available()) TG_SKIP("no CUDA device: [cuda] test skipped"); \
+  } while (0)
+
+/// Host copy of all values as f64.
+inline std::vector<double> values(const tg::Tensor& t) { return t.to_vector<double>(); }
+
+/// max |a - b| over elements (inf on a shape mismatch, nan when either holds a nan that the other does not).
+inline double max_abs_diff(const tg::Tensor& a, const tg::Tensor& b) {
+  if (a.shape() != b.shape()) return INFINITY;
+  auto va = values(a), vb = values(b);
+  double m = 0;
+  for (std::size_t i = 0; i < va.size(); ++i) {
+    if (std::isnan(va[i]) != std::isnan(vb[i])) return NAN;
+    if (std::isnan(va[i])) continue;
+    if (std::isinf(va[i]) || std::isinf(vb[i])) {
+      if (va[i] != vb[i]) return INFINITY;
+      continue;
+    }
+    m = std::max(m, std::fabs(va[i] - vb[i]));
+  }
+  return m;
+}
+
+/// REQUIREs that `got` matches `expected` elementwise within atol + rtol*|expected|
+/// (same shape; nan where expected has nan; equal infinities).
+inline void require_close(const tg::Tensor& got, const tg::Tensor& expected, double rtol = 1e-5,
+                          double atol = 1e-6) {
+  INFO("got shape " << got.shape() << ", expected shape " << expected.shape());
+  REQUIRE(got.shape() == expected.shape());
+  auto g = values(got), e = values(expected);
+  std::size_t bad = 0, first = 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    bool ok;
+    if (std::isnan(e[i])) ok = std::isnan(g[i]);
+    else if (std::isinf(e[i])) ok = g[i] == e[i];
+    else ok = std::fabs(g[i] - e[i]) <= atol + rtol * std::fabs(e[i]);
+    if (!ok) {
+      if (!bad) first = i;
+      ++bad;
+      if (std::isfinite(g[i]) && std::isfinite(e[i])) worst = std::max(worst, std::fabs(g[i] - e[i]));
+    }
+  }
+  INFO(bad << " of " << g.size() << " elements differ; first at flat index " << first << ": got "
+            << (bad ? g[first] : 0.0) << ", expected " << (bad ? e[first] : 0.0) << "; worst abs diff " << worst);
+  REQUIRE(bad == 0);
+}
+
+/// Runs f, REQUIREs that it throws E, and that the message contains every part.
+template <typename E, typename F>
+void require_throws(F&& f, const std::vector<std::string>& parts) {
+  bool threw = false;
+  std::string msg;
+  try {
+    f();
+  } catch (const E& e) {
+    threw = true;
+    msg = e.what();
+  }
+  INFO("expected an exception of the requested tg::Error type");
+  REQUIRE(threw);
+  for (const auto& p : parts) {
+    INFO("message: \"" << msg << "\" should contain \"" << p << "\"");
+    CHECK(msg.find(p) != std::string::npos);
+  }
+}
+
+/// Random f64 CPU tensor in [lo, hi).
+inline tg::Tensor rand64(const tg::Shape& s, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  return tg::rand_seeded(s, seed, {.dtype = tg::DType::f64}, lo, hi);
+}
+
+}  // namespace tgt

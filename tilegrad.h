@@ -1,0 +1,22 @@
+// tilegrad: the whole public API.
+#pragma once
+
+#include "autograd/engine.h"
+#include "autograd/gradcheck.h"
+#include "autograd/grad_mode.h"
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "core/tensor.h"
+#include "ops/copy/copy.h"
+#include "ops/elementwise/elementwise.h"
+#include "ops/factory/factory.h"
+#include "ops/linalg/matmul.h"
+#include "ops/loss/loss.h"
+#include "ops/reduce/reduce.h"
+#include "ops/shape/shape_ops.h"
+#include "ops/softmax/softmax.h"
+#include "runtime/device.h"
+#include "runtime/error.h"
+#include "runtime/memory.h"
+#include "runtime/philox.h"
+#include "runtime/stream.h"
