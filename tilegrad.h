@@ -20,3 +20,7 @@
 #include "runtime/memory.h"
 #include "runtime/philox.h"
 #include "runtime/stream.h"
+#include "core/block_sparse.h"
+#include "core/layout.h"
+#include "ops/layout/builders.h"
+#include "ops/sparse_convert/sparse_convert.h"

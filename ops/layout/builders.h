@@ -1,0 +1,21 @@
+// Layout builders (no gradient). See OPS.md "Layout builders". The attention pattern
+// builders and matmul/adapted/distribution layouts are still to come.
+#pragma once
+
+#include <cstdint>
+
+#include "core/layout.h"
+
+namespace tg {
+
+/// Every block of a [B, Mb*bs, Nb*bs] batch active.
+Layout full_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t block_size);
+/// Each block active with probability `density` (Philox with `seed`; the same on every
+/// machine). density 0 gives an empty layout, 1 a full one.
+Layout random_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t block_size, double density,
+                     std::uint64_t seed);
+/// The layout of the non-zero content of `dense` [B, M, N]: a block is active iff any of
+/// its elements is non-zero (NaN counts as non-zero). M and N must be divisible by block_size.
+Layout layout_of(const Tensor& dense, std::int64_t block_size);
+
+}  // namespace tg
