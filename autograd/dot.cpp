@@ -1,4 +1,6 @@
 // Graphviz export of an autograd graph through Boost.Graph.
+// GCC 12 reports a false -Wmaybe-uninitialized inside Boost.Graph's edge iterators.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <boost/graph/adjacency_list.hpp>
 #include <boost/graph/graphviz.hpp>
 #include <sstream>

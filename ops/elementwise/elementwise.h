@@ -46,8 +46,14 @@ Tensor minimum(const Tensor& a, const Tensor& b);
 
 /// The shape a and b broadcast to; throws tg::ShapeError naming `op`.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op = "broadcast");
-/// Sums `x` over broadcast dims so that it has `shape` (the backward of broadcasting).
+/// Sums `x` over broadcast dims so that it has `shape` (the backward of broadcasting):
+/// `shape` must broadcast to x's shape (tg::ShapeError otherwise). Returns x itself when
+/// the shapes are equal. Accumulates in f32 (f64 for f64). Differentiable.
 Tensor sum_to(const Tensor& x, const Shape& shape);
+/// `x` repeated NumPy-style to `shape` (a new contiguous tensor; x itself when the shapes
+/// are equal); x's shape must broadcast to `shape` (tg::ShapeError otherwise).
+/// Differentiable (backward: sum_to).
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
 
 inline Tensor operator-(const Tensor& x) { return neg(x); }
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

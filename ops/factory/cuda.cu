@@ -1,6 +1,7 @@
 // CUDA kernels of the factory family. The random kernels call the same per-element
 // functions as the CPU ones (random_math.h), so both give the same numbers.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 

@@ -1,0 +1,177 @@
+// CPU kernels of the element-wise family: one generic map loop over the functors of
+// math.h, and a plain sum for sum_to.
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "ops/elementwise/kernels.h"
+#include "ops/elementwise/math.h"
+#include "ops/elementwise/plan.h"
+
+namespace tg::ops {
+namespace {
+
+template <typename T>
+using acc_t = typename acc_type<T>::type;
+
+// out[m][i] = f(in[0][off0(i)], ...) for i in [0, n); a null output is not written.
+template <typename T, typename F>
+void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in, const std::array<T*, F::kOut>& out,
+             std::int64_t n, const F& f) {
+  using A = acc_t<T>;
+  constexpr int N = F::kIn, M = F::kOut;
+  A x[N], y[M];
+  if (plan.all_contiguous) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][i]);
+      f(x, y);
+      for (int m = 0; m < M; ++m) {
+        if (out[m]) out[m][i] = T(y[m]);
+      }
+    }
+    return;
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][plan.offset(k, i)]);
+    f(x, y);
+    for (int m = 0; m < M; ++m) {
+      if (out[m]) out[m][i] = T(y[m]);
+    }
+  }
+}
+
+template <typename T>
+const T* cptr(const Tensor& t) {
+  return static_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* mptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+template <UnaryOp OP, typename T>
+void unary_fwd_t(const Tensor& x, const Tensor& out, double s) {
+  auto plan = make_map_plan<1>(out.shape(), {x.shape()}, unary_op_name(OP));
+  map_cpu<T>(plan, {cptr<T>(x)}, {mptr<T>(out)}, out.numel(), ew::UnaryFwd<OP, acc_t<T>>{static_cast<acc_t<T>>(s)});
+}
+
+template <typename T>
+void unary_fwd_switch(UnaryOp op, const Tensor& x, const Tensor& out, double s) {
+  switch (op) {
+#define TG_CASE(name)                         \
+  case UnaryOp::name:                         \
+    unary_fwd_t<UnaryOp::name, T>(x, out, s); \
+    break;
+    TG_FOR_EACH_UNARY_OP(TG_CASE)
+#undef TG_CASE
+  }
+}
+
+void unary_fwd_cpu(UnaryOp op, const Tensor& x, const Tensor& out, double s) {
+  TG_DISPATCH_FLOATING(out.dtype(), unary_op_name(op), [&] { unary_fwd_switch<scalar_t>(op, x, out, s); });
+}
+
+template <UnaryOp OP, typename T>
+void unary_bwd_t(const Tensor& saved, const Tensor& g, const Tensor& gi, double s) {
+  MapPlan<2> plan;  // all three share one shape
+  map_cpu<T>(plan, {cptr<T>(saved), cptr<T>(g)}, {mptr<T>(gi)}, gi.numel(),
+             ew::UnaryBwd<OP, acc_t<T>>{static_cast<acc_t<T>>(s)});
+}
+
+template <typename T>
+void unary_bwd_switch(UnaryOp op, const Tensor& saved, const Tensor& g, const Tensor& gi, double s) {
+  switch (op) {
+#define TG_CASE(name)                                \
+  case UnaryOp::name:                                \
+    unary_bwd_t<UnaryOp::name, T>(saved, g, gi, s); \
+    break;
+    TG_FOR_EACH_UNARY_OP(TG_CASE)
+#undef TG_CASE
+  }
+}
+
+void unary_bwd_cpu(UnaryOp op, const Tensor& saved, const Tensor& g, const Tensor& gi, double s) {
+  TG_DISPATCH_FLOATING(gi.dtype(), unary_op_name(op), [&] { unary_bwd_switch<scalar_t>(op, saved, g, gi, s); });
+}
+
+template <BinaryOp OP, typename T>
+void binary_fwd_t(const Tensor& a, const Tensor& b, const Tensor& out) {
+  auto plan = make_map_plan<2>(out.shape(), {a.shape(), b.shape()}, binary_op_name(OP));
+  map_cpu<T>(plan, {cptr<T>(a), cptr<T>(b)}, {mptr<T>(out)}, out.numel(), ew::BinaryFwd<OP, acc_t<T>>{});
+}
+
+template <typename T>
+void binary_fwd_switch(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  switch (op) {
+#define TG_CASE(name)                           \
+  case BinaryOp::name:                          \
+    binary_fwd_t<BinaryOp::name, T>(a, b, out); \
+    break;
+    TG_FOR_EACH_BINARY_OP(TG_CASE)
+#undef TG_CASE
+  }
+}
+
+void binary_fwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  TG_DISPATCH_FLOATING(out.dtype(), binary_op_name(op), [&] { binary_fwd_switch<scalar_t>(op, a, b, out); });
+}
+
+template <BinaryOp OP, typename T>
+void binary_bwd_t(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+  auto plan = make_map_plan<3>(g.shape(), {a.shape(), b.shape(), g.shape()}, binary_op_name(OP));
+  map_cpu<T>(plan, {cptr<T>(a), cptr<T>(b), cptr<T>(g)}, {mptr<T>(ga), mptr<T>(gb)}, g.numel(),
+             ew::BinaryBwd<OP, acc_t<T>>{});
+}
+
+template <typename T>
+void binary_bwd_switch(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga,
+                       const Tensor& gb) {
+  switch (op) {
+#define TG_CASE(name)                                  \
+  case BinaryOp::name:                                 \
+    binary_bwd_t<BinaryOp::name, T>(a, b, g, ga, gb); \
+    break;
+    TG_FOR_EACH_BINARY_OP(TG_CASE)
+#undef TG_CASE
+  }
+}
+
+void binary_bwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga,
+                    const Tensor& gb) {
+  TG_DISPATCH_FLOATING(g.dtype(), binary_op_name(op), [&] { binary_bwd_switch<scalar_t>(op, a, b, g, ga, gb); });
+}
+
+void sum_to_cpu(const Tensor& x, const Tensor& out) {
+  const SumToPlan plan = make_sum_to_plan(x.shape(), out.shape(), "sum_to");
+  TG_DISPATCH_FLOATING(x.dtype(), "sum_to", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* px = cptr<scalar_t>(x);
+    scalar_t* po = mptr<scalar_t>(out);
+    if (plan.inner_reduced) {
+      for (std::int64_t k = 0; k < plan.n_out; ++k) {
+        const scalar_t* base = px + plan.koff(k);
+        A acc = 0;
+        for (std::int64_t r = 0; r < plan.n_red; ++r) acc += static_cast<A>(base[plan.roff(r)]);
+        po[k] = scalar_t(acc);
+      }
+    } else {
+      // Kept dims innermost: walk x in memory order, one accumulator per output.
+      std::vector<A> acc(static_cast<std::size_t>(plan.n_out), A(0));
+      for (std::int64_t r = 0; r < plan.n_red; ++r) {
+        const scalar_t* base = px + plan.roff(r);
+        for (std::int64_t k = 0; k < plan.n_out; ++k) acc[static_cast<std::size_t>(k)] += static_cast<A>(base[plan.koff(k)]);
+      }
+      for (std::int64_t k = 0; k < plan.n_out; ++k) po[k] = scalar_t(acc[static_cast<std::size_t>(k)]);
+    }
+  });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(unary_fwd, CPU, &unary_fwd_cpu);
+TG_REGISTER_KERNEL(unary_bwd, CPU, &unary_bwd_cpu);
+TG_REGISTER_KERNEL(binary_fwd, CPU, &binary_fwd_cpu);
+TG_REGISTER_KERNEL(binary_bwd, CPU, &binary_bwd_cpu);
+TG_REGISTER_KERNEL(sum_to_kernel, CPU, &sum_to_cpu);
+
+}  // namespace tg::ops
