@@ -24,3 +24,6 @@
 #include "core/layout.h"
 #include "ops/layout/builders.h"
 #include "ops/sparse_convert/sparse_convert.h"
+#include "nn/linear.h"
+#include "nn/module.h"
+#include "nn/sequential.h"
