@@ -27,3 +27,4 @@
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "nn/sequential.h"
+#include "nn/checkpoint.h"
