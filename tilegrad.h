@@ -28,3 +28,4 @@
 #include "nn/module.h"
 #include "nn/sequential.h"
 #include "nn/checkpoint.h"
+#include "optim/optimizer.h"

@@ -1,0 +1,50 @@
+#include <cmath>
+
+#include "ops/optim/kernels.h"
+#include "ops/optim/update_math.h"
+
+namespace tg::ops {
+namespace {
+
+using std::sqrt;
+
+void adamw_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+               const std::vector<Tensor>& v, const AdamWHyper& h) {
+  const double bc1 = 1 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bc2 = 1 - std::pow(h.beta2, static_cast<double>(h.step));
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    TG_DISPATCH_FLOATING(params[i].dtype(), "adamw", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      scalar_t* p = params[i].data<scalar_t>();
+      const scalar_t* g = grads[i].data<scalar_t>();
+      A* mm = m[i].data<A>();
+      A* vv = v[i].data<A>();
+      for (std::int64_t j = 0; j < params[i].numel(); ++j) {
+        p[j] = scalar_t(adamw_update<A>(A(p[j]), A(g[j]), mm[j], vv[j], A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
+                                        A(h.weight_decay), A(bc1), A(bc2)));
+      }
+    });
+  }
+}
+
+void sgd_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& bufs,
+             double lr, double momentum, double wd) {
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    TG_DISPATCH_FLOATING(params[i].dtype(), "sgd", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      scalar_t* p = params[i].data<scalar_t>();
+      const scalar_t* g = grads[i].data<scalar_t>();
+      A* b = bufs[i].defined() ? bufs[i].data<A>() : nullptr;
+      for (std::int64_t j = 0; j < params[i].numel(); ++j) {
+        p[j] = scalar_t(sgd_update<A>(A(p[j]), A(g[j]), b ? b + j : nullptr, A(lr), A(momentum), A(wd)));
+      }
+    });
+  }
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(adamw_kernel, CPU, &adamw_cpu);
+TG_REGISTER_KERNEL(sgd_kernel, CPU, &sgd_cpu);
+
+}  // namespace tg::ops

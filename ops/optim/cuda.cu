@@ -1,0 +1,120 @@
+// Multi-tensor optimizer updates: one launch per parameter dtype updates every parameter,
+// driven by a chunk table (tensor, start, length) built on the host.
+#include <cmath>
+#include <cstring>
+
+#include "ops/optim/kernels.h"
+#include "ops/optim/update_math.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace tg::ops {
+namespace {
+
+constexpr std::int64_t kChunk = 65536;
+
+struct TensorRef {
+  void* p;
+  const void* g;
+  void* m;  // AdamW m or SGD momentum buffer (may be null for SGD)
+  void* v;
+};
+struct Chunk {
+  int tensor;
+  std::int64_t start, len;
+};
+
+template <typename T, typename A>
+__global__ void adamw_multi(const TensorRef* refs, const Chunk* chunks, A lr, A b1, A b2, A eps, A wd, A bc1, A bc2) {
+  const Chunk c = chunks[blockIdx.x];
+  const TensorRef r = refs[c.tensor];
+  T* p = static_cast<T*>(r.p);
+  const T* g = static_cast<const T*>(r.g);
+  A* m = static_cast<A*>(r.m);
+  A* v = static_cast<A*>(r.v);
+  for (std::int64_t j = c.start + threadIdx.x; j < c.start + c.len; j += blockDim.x) {
+    A mj = m[j], vj = v[j];
+    p[j] = T(adamw_update<A>(A(p[j]), A(g[j]), mj, vj, lr, b1, b2, eps, wd, bc1, bc2));
+    m[j] = mj;
+    v[j] = vj;
+  }
+}
+
+template <typename T, typename A>
+__global__ void sgd_multi(const TensorRef* refs, const Chunk* chunks, A lr, A momentum, A wd) {
+  const Chunk c = chunks[blockIdx.x];
+  const TensorRef r = refs[c.tensor];
+  T* p = static_cast<T*>(r.p);
+  const T* g = static_cast<const T*>(r.g);
+  A* buf = static_cast<A*>(r.m);
+  for (std::int64_t j = c.start + threadIdx.x; j < c.start + c.len; j += blockDim.x) {
+    p[j] = T(sgd_update<A>(A(p[j]), A(g[j]), buf ? buf + j : nullptr, lr, momentum, wd));
+  }
+}
+
+// Builds the device-side tables for the parameters of one dtype; `launch` gets them.
+template <typename Launch>
+void for_each_dtype_group(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                          const std::vector<Tensor>& m, const std::vector<Tensor>& v, Launch&& launch) {
+  for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
+    std::vector<TensorRef> refs;
+    std::vector<Chunk> chunks;
+    Device dev;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (params[i].dtype() != dt || params[i].numel() == 0) continue;
+      dev = params[i].device();
+      refs.push_back({params[i].data_ptr(), grads[i].data_ptr(), m[i].defined() ? m[i].data_ptr() : nullptr,
+                      v.empty() || !v[i].defined() ? nullptr : v[i].data_ptr()});
+      for (std::int64_t s = 0; s < params[i].numel(); s += kChunk) {
+        chunks.push_back({static_cast<int>(refs.size() - 1), s, std::min(kChunk, params[i].numel() - s)});
+      }
+    }
+    if (chunks.empty()) continue;
+    std::size_t ref_bytes = refs.size() * sizeof(TensorRef), chunk_bytes = chunks.size() * sizeof(Chunk);
+    std::size_t ref_pad = (ref_bytes + 15) / 16 * 16;
+    Tensor host = empty({static_cast<std::int64_t>(ref_pad + chunk_bytes)}, {.dtype = DType::boolean});
+    std::memcpy(host.data_ptr(), refs.data(), ref_bytes);
+    std::memcpy(static_cast<char*>(host.data_ptr()) + ref_pad, chunks.data(), chunk_bytes);
+    Tensor table = empty(host.shape(), {.dtype = DType::boolean, .device = dev});
+    copy_bytes(table, host);
+    auto* d_refs = static_cast<const TensorRef*>(table.data_ptr());
+    auto* d_chunks = reinterpret_cast<const Chunk*>(static_cast<const char*>(table.data_ptr()) + ref_pad);
+    launch(dt, dev, d_refs, d_chunks, static_cast<unsigned>(chunks.size()));
+  }
+}
+
+void adamw_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
+                const std::vector<Tensor>& v, const AdamWHyper& h) {
+  const double bc1 = 1 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bc2 = 1 - std::pow(h.beta2, static_cast<double>(h.step));
+  for_each_dtype_group(params, grads, m, v, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
+                                                unsigned n) {
+    cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+    TG_DISPATCH_FLOATING(dt, "adamw", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      adamw_multi<scalar_t, A><<<n, 256, 0, st>>>(refs, chunks, A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
+                                                  A(h.weight_decay), A(bc1), A(bc2));
+    });
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
+void sgd_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& bufs,
+              double lr, double momentum, double wd) {
+  for_each_dtype_group(params, grads, bufs, {}, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
+                                                    unsigned n) {
+    cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+    TG_DISPATCH_FLOATING(dt, "sgd", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      sgd_multi<scalar_t, A><<<n, 256, 0, st>>>(refs, chunks, A(lr), A(momentum), A(wd));
+    });
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(adamw_kernel, CUDA, &adamw_cuda);
+TG_REGISTER_KERNEL(sgd_kernel, CUDA, &sgd_cuda);
+
+}  // namespace tg::ops

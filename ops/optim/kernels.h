@@ -1,0 +1,28 @@
+// Fused optimizer update kernels: one call updates every parameter in place.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "ops/dispatch.h"
+
+namespace tg::ops {
+
+struct AdamWHyper {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+  std::int64_t step = 1;  ///< 1-based step for bias correction
+};
+
+/// For each i: params[i] (f32/bf16/f16/f64) -= lr * (m̂ / (√v̂ + eps) + wd * param), with
+/// m, v (f32, f64 for f64 params) updated from grads[i] (same dtype as params[i]).
+using AdamWFn = void(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                     const std::vector<Tensor>& m, const std::vector<Tensor>& v, const AdamWHyper& h);
+/// For each i: buf = momentum * buf + (g + wd * p) (buf undefined when momentum == 0);
+/// p -= lr * buf (or lr * (g + wd * p) without momentum).
+using SgdFn = void(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                   const std::vector<Tensor>& bufs, double lr, double momentum, double weight_decay);
+TG_DECLARE_KERNEL(adamw_kernel, AdamWFn);
+TG_DECLARE_KERNEL(sgd_kernel, SgdFn);
+
+}  // namespace tg::ops

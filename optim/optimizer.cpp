@@ -1,0 +1,165 @@
+#include "optim/optimizer.h"
+
+#include <cmath>
+#include <string>
+
+#include "autograd/grad_mode.h"
+#include "ops/elementwise/elementwise.h"
+#include "ops/factory/factory.h"
+#include "ops/optim/kernels.h"
+#include "ops/reduce/reduce.h"
+
+namespace tg::optim {
+
+namespace {
+DType state_dtype(const Tensor& p) { return p.dtype() == DType::f64 ? DType::f64 : DType::f32; }
+
+// Parameters (and their gradients / state) that have a gradient this step.
+struct Active {
+  std::vector<Tensor> p, g, a, b;
+};
+
+void check_grad(const Tensor& p, const Tensor& g, std::size_t i) {
+  if (g.shape() != p.shape() || g.dtype() != p.dtype() || g.device() != p.device()) {
+    TG_THROW(ShapeError, "optimizer step: gradient of parameter ", i, " is ", g.shape(), " ", g.dtype(), " on ",
+             g.device(), ", expected ", p.shape(), " ", p.dtype(), " on ", p.device());
+  }
+}
+
+Tensor find_state(const std::vector<std::pair<std::string, Tensor>>& st, const std::string& name) {
+  for (const auto& [n, t] : st)
+    if (n == name) return t;
+  TG_THROW(ValueError, "optimizer load_state: missing state tensor \"", name, "\"");
+}
+
+void restore(Tensor& dst, const Tensor& src, const std::string& name) {
+  if (src.shape() != dst.shape()) {
+    TG_THROW(ShapeError, "optimizer load_state: \"", name, "\" has shape ", src.shape(), ", expected ", dst.shape());
+  }
+  copy_bytes(dst, src.to(dst.dtype()).to(dst.device()));
+}
+}  // namespace
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    if (!p.defined() || !p.requires_grad() || !p.is_leaf()) {
+      TG_THROW(ValueError, "optimizer: parameter ", i, " must be a leaf tensor requiring grad");
+    }
+  }
+  if (!(lr >= 0)) TG_THROW(ValueError, "optimizer: learning rate must be >= 0, got ", lr);
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.zero_grad();
+}
+
+SGD::SGD(std::vector<Tensor> params, double lr, double momentum, double weight_decay)
+    : Optimizer(std::move(params), lr), momentum_(momentum), weight_decay_(weight_decay) {
+  if (momentum < 0) TG_THROW(ValueError, "SGD: momentum must be >= 0, got ", momentum);
+  for (auto& p : params_) {
+    bufs_.push_back(momentum > 0 ? zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}) : Tensor());
+  }
+}
+
+void SGD::step() {
+  NoGradGuard ng;
+  std::vector<Tensor> p, g, b;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Tensor gi = params_[i].grad();
+    if (!gi.defined()) continue;
+    check_grad(params_[i], gi, i);
+    p.push_back(params_[i]);
+    g.push_back(gi);
+    b.push_back(bufs_[i]);
+  }
+  if (p.empty()) return;
+  ops::sgd_kernel()(p[0].device())(p, g, b, lr_, momentum_, weight_decay_);
+}
+
+std::vector<std::pair<std::string, Tensor>> SGD::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (std::size_t i = 0; i < bufs_.size(); ++i)
+    if (bufs_[i].defined()) s.emplace_back("momentum." + std::to_string(i), bufs_[i]);
+  return s;
+}
+
+void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
+  for (std::size_t i = 0; i < bufs_.size(); ++i)
+    if (bufs_[i].defined()) restore(bufs_[i], find_state(st, "momentum." + std::to_string(i)), "momentum." + std::to_string(i));
+}
+
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts) : Optimizer(std::move(params), opts.lr), opts_(opts) {
+  if (!(opts.beta1 >= 0 && opts.beta1 < 1 && opts.beta2 >= 0 && opts.beta2 < 1)) {
+    TG_THROW(ValueError, "AdamW: betas must be in [0, 1), got (", opts.beta1, ", ", opts.beta2, ")");
+  }
+  for (auto& p : params_) {
+    m_.push_back(zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}));
+    v_.push_back(zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}));
+  }
+}
+
+void AdamW::step() {
+  NoGradGuard ng;
+  std::vector<Tensor> p, g, m, v;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    Tensor gi = params_[i].grad();
+    if (!gi.defined()) continue;
+    check_grad(params_[i], gi, i);
+    p.push_back(params_[i]);
+    g.push_back(gi);
+    m.push_back(m_[i]);
+    v.push_back(v_[i]);
+  }
+  if (p.empty()) return;
+  ++step_;
+  ops::AdamWHyper h{lr_, opts_.beta1, opts_.beta2, opts_.eps, opts_.weight_decay, step_};
+  ops::adamw_kernel()(p[0].device())(p, g, m, v, h);
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  s.emplace_back("step", from_vector<std::int64_t>({step_}, {1}));
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    s.emplace_back("m." + std::to_string(i), m_[i]);
+    s.emplace_back("v." + std::to_string(i), v_[i]);
+  }
+  return s;
+}
+
+void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
+  step_ = find_state(st, "step").to_vector<std::int64_t>().at(0);
+  for (std::size_t i = 0; i < m_.size(); ++i) {
+    restore(m_[i], find_state(st, "m." + std::to_string(i)), "m." + std::to_string(i));
+    restore(v_[i], find_state(st, "v." + std::to_string(i)), "v." + std::to_string(i));
+  }
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  NoGradGuard ng;
+  double total = 0;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor g32 = g.to(DType::f64 == g.dtype() ? DType::f64 : DType::f32);
+    total += sum(mul(g32, g32)).item<double>();
+  }
+  double norm = std::sqrt(total);
+  if (norm > max_norm && norm > 0) {
+    double scale = max_norm / (norm + 1e-6);
+    for (const auto& p : params) {
+      Tensor g = p.grad();
+      if (g.defined()) p.impl().grad = mul(g, scale).impl_ptr();
+    }
+  }
+  return norm;
+}
+
+double warmup_cosine_lr(std::int64_t step, std::int64_t warmup, std::int64_t total, double peak, double min_lr) {
+  if (step < warmup) return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (step >= total) return min_lr;
+  double t = static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
+  return min_lr + 0.5 * (peak - min_lr) * (1 + std::cos(3.14159265358979323846 * t));
+}
+
+}  // namespace tg::optim

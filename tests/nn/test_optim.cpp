@@ -1,0 +1,120 @@
+#include <cmath>
+
+#include "util.h"
+
+using namespace tg;
+
+namespace {
+// Independent AdamW reference for one parameter vector.
+struct RefAdam {
+  std::vector<double> m, v;
+  int t = 0;
+  void step(std::vector<double>& p, const std::vector<double>& g, const optim::AdamWOptions& o) {
+    if (m.empty()) m.assign(p.size(), 0), v.assign(p.size(), 0);
+    ++t;
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      m[i] = o.beta1 * m[i] + (1 - o.beta1) * g[i];
+      v[i] = o.beta2 * v[i] + (1 - o.beta2) * g[i] * g[i];
+      double mh = m[i] / (1 - std::pow(o.beta1, t)), vh = v[i] / (1 - std::pow(o.beta2, t));
+      p[i] -= o.lr * (mh / (std::sqrt(vh) + o.eps) + o.weight_decay * p[i]);
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE("AdamW matches an independent reference over several steps", "[optim]") {
+  Tensor p = tgt::rand64({7}, 1).requires_grad_();
+  Tensor q = tgt::rand64({2, 3}, 2).requires_grad_();
+  optim::AdamWOptions o{.lr = 0.1, .beta1 = 0.8, .beta2 = 0.95, .eps = 1e-6, .weight_decay = 0.1};
+  optim::AdamW opt({p, q}, o);
+  std::vector<double> rp = tgt::values(p), rq = tgt::values(q);
+  RefAdam ap, aq;
+  for (int s = 0; s < 4; ++s) {
+    opt.zero_grad();
+    sum(mul(p, p)).backward();  // grad 2p; q has no grad in odd steps
+    if (s % 2 == 0) sum(q * 3.0).backward();
+    std::vector<double> gp(rp.size());
+    for (std::size_t i = 0; i < rp.size(); ++i) gp[i] = 2 * rp[i];
+    opt.step();
+    ap.step(rp, gp, o);
+    if (s % 2 == 0) aq.step(rq, std::vector<double>(rq.size(), 3.0), o);
+    REQUIRE(tgt::max_abs_diff(p, from_vector(rp, {7})) < 1e-12);
+  }
+  // q was stepped only when it had a gradient, with the optimizer's global step count
+  REQUIRE(opt.step_count() == 4);
+  REQUIRE(tgt::values(q) != tgt::values(tgt::rand64({2, 3}, 2)));
+}
+
+TEST_CASE("SGD with momentum and weight decay", "[optim]") {
+  Tensor p = from_vector<double>({1.0, -2.0}, {2}).requires_grad_();
+  optim::SGD opt({p}, 0.1, 0.9, 0.01);
+  std::vector<double> ref{1.0, -2.0}, buf{0, 0};
+  for (int s = 0; s < 3; ++s) {
+    opt.zero_grad();
+    sum(p * p).backward();
+    opt.step();
+    for (int i = 0; i < 2; ++i) {
+      double d = 2 * ref[static_cast<std::size_t>(i)] + 0.01 * ref[static_cast<std::size_t>(i)];
+      buf[static_cast<std::size_t>(i)] = 0.9 * buf[static_cast<std::size_t>(i)] + d;
+      ref[static_cast<std::size_t>(i)] -= 0.1 * buf[static_cast<std::size_t>(i)];
+    }
+  }
+  tgt::require_close(p, from_vector(ref, {2}), 1e-12, 1e-14);
+}
+
+TEST_CASE("optimizer state round trip, clipping, schedules and errors", "[optim]") {
+  Tensor p = tgt::rand64({5}, 3).requires_grad_();
+  optim::AdamW a({p});
+  sum(p * p).backward();
+  a.step();
+  optim::AdamW b({p});
+  b.load_state(a.state());
+  REQUIRE(b.step_count() == 1);
+  REQUIRE(tgt::values(b.state()[1].second) == tgt::values(a.state()[1].second));
+
+  Tensor g1 = from_vector<double>({3.0, 0.0}, {2}).requires_grad_();
+  Tensor g2 = from_vector<double>({4.0}, {1}).requires_grad_();
+  sum(g1 * g1 * 0.5).backward();  // grad = g1 = (3, 0)
+  sum(g2 * g2 * 0.5).backward();  // grad = (4)
+  double norm = optim::clip_grad_norm({g1, g2}, 1.0);
+  REQUIRE(norm == Approx(5.0));
+  REQUIRE(tgt::values(g1.grad())[0] == Approx(0.6).epsilon(1e-5));
+  REQUIRE(tgt::values(g2.grad())[0] == Approx(0.8).epsilon(1e-5));
+
+  REQUIRE(optim::warmup_cosine_lr(0, 10, 110, 1.0) == Approx(0.1));
+  REQUIRE(optim::warmup_cosine_lr(10, 10, 110, 1.0) == Approx(1.0));
+  REQUIRE(optim::warmup_cosine_lr(60, 10, 110, 1.0, 0.0) == Approx(0.5));
+  REQUIRE(optim::warmup_cosine_lr(500, 10, 110, 1.0, 0.1) == Approx(0.1));
+
+  tgt::require_throws<ValueError>([] { optim::SGD({from_vector<double>({1}, {1})}, 0.1); },
+                                  {"optimizer", "parameter 0", "requiring grad"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({p}, {.beta1 = 1.0}); }, {"AdamW", "betas"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({p}).load_state({}); }, {"missing state", "step"});
+}
+
+TEST_CASE("AdamW and SGD on CUDA match the CPU", "[optim][cuda]") {
+  TG_REQUIRE_CUDA();
+  for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+    std::vector<Tensor> cpu_p, gpu_p;
+    for (std::int64_t n : {1, 300, 70000}) {  // 70000 spans two chunks
+      Tensor base = rand_seeded({n}, static_cast<std::uint64_t>(n), {.dtype = dt});
+      cpu_p.push_back(base.detach().clone().requires_grad_());
+      gpu_p.push_back(base.to(Device::cuda()).detach().requires_grad_());
+    }
+    optim::AdamW oc(cpu_p, {.lr = 0.01}), og(gpu_p, {.lr = 0.01});
+    optim::SGD sc(cpu_p, 0.05, 0.9), sg(gpu_p, 0.05, 0.9);
+    for (int s = 0; s < 3; ++s) {
+      for (std::size_t i = 0; i < cpu_p.size(); ++i) {
+        Tensor g = rand_seeded(cpu_p[i].shape(), 100 + static_cast<std::uint64_t>(s), {.dtype = dt});
+        cpu_p[i].set_grad(g);
+        gpu_p[i].set_grad(g.to(Device::cuda()));
+      }
+      oc.step();
+      og.step();
+      sc.step();
+      sg.step();
+    }
+    double tol = dt == DType::f32 ? 1e-6 : 1e-2;
+    for (std::size_t i = 0; i < cpu_p.size(); ++i) tgt::require_close(gpu_p[i], cpu_p[i], tol, tol);
+  }
+}
