@@ -29,3 +29,4 @@
 #include "nn/sequential.h"
 #include "nn/checkpoint.h"
 #include "optim/optimizer.h"
+#include "ops/layout/patterns.h"
