@@ -30,3 +30,4 @@
 #include "nn/checkpoint.h"
 #include "optim/optimizer.h"
 #include "ops/layout/patterns.h"
+#include "nn/layers.h"
