@@ -36,7 +36,7 @@ TEST_CASE("to_sparse / to_dense round trip against a masked reference", "[ops][s
           REQUIRE(sv[static_cast<std::size_t>((k * c.bs + i) * c.bs + j)] ==
                   dv[static_cast<std::size_t>((b * l.rows() + r * c.bs + i) * l.cols() + cc * c.bs + j)]);
         }
-    for (double fill : {0.0, -INFINITY}) {
+    for (double fill : {0.0, -double(INFINITY)}) {
       Tensor back = to_dense(s, fill);
       tgt::require_close(back, from_vector(masked_reference(dv, l, fill), d.shape()), 0, 0);
     }

@@ -1,0 +1,64 @@
+// CPU GEMM through Eigen. 16-bit dtypes are widened to f32 one matrix at a time, multiplied
+// with Eigen's f32 GEMM (f32 accumulation) and rounded once when stored.
+#include <Eigen/Dense>
+#include <type_traits>
+#include <vector>
+
+#include "ops/linalg/kernels.h"
+
+namespace tg::ops {
+namespace {
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// c (m x n) = op(a) · op(b) for one matrix pair, all row-major.
+template <typename T>
+void gemm_one(const T* a, const T* b, T* c, const GemmParams& p) {
+  using Idx = Eigen::Index;
+  const Idx m = p.m, n = p.n, k = p.k;
+  Eigen::Map<const RowMat<T>> A(a, p.trans_a ? k : m, p.trans_a ? m : k);
+  Eigen::Map<const RowMat<T>> B(b, p.trans_b ? n : k, p.trans_b ? k : n);
+  Eigen::Map<RowMat<T>> C(c, m, n);
+  if (!p.trans_a && !p.trans_b) C.noalias() = A * B;
+  else if (p.trans_a && !p.trans_b) C.noalias() = A.transpose() * B;
+  else if (!p.trans_a && p.trans_b) C.noalias() = A * B.transpose();
+  else C.noalias() = A.transpose() * B.transpose();
+}
+
+template <typename T>
+void widen(const T* src, std::int64_t n, std::vector<float>& dst) {
+  dst.resize(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) dst[static_cast<std::size_t>(i)] = static_cast<float>(src[i]);
+}
+
+template <typename T>
+void gemm_typed(const Tensor& a, const Tensor& b, const Tensor& out, const GemmParams& p) {
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* pc = out.data<T>();
+  const std::int64_t mn = p.m * p.n, mk = p.m * p.k, kn = p.k * p.n;
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    for (std::int64_t i = 0; i < p.batch; ++i) gemm_one<T>(pa + i * p.stride_a, pb + i * p.stride_b, pc + i * mn, p);
+  } else {
+    std::vector<float> fa, fb, fc(static_cast<std::size_t>(mn));
+    // A shared operand (stride 0) is widened once for the whole batch.
+    for (std::int64_t i = 0; i < p.batch; ++i) {
+      if (i == 0 || p.stride_a != 0) widen(pa + i * p.stride_a, mk, fa);
+      if (i == 0 || p.stride_b != 0) widen(pb + i * p.stride_b, kn, fb);
+      gemm_one<float>(fa.data(), fb.data(), fc.data(), p);
+      T* c = pc + i * mn;
+      for (std::int64_t j = 0; j < mn; ++j) c[j] = T(fc[static_cast<std::size_t>(j)]);
+    }
+  }
+}
+
+void gemm_cpu(const Tensor& a, const Tensor& b, const Tensor& out, const GemmParams& p) {
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { gemm_typed<scalar_t>(a, b, out, p); });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(matmul_gemm, CPU, &gemm_cpu);
+
+}  // namespace tg::ops

@@ -1,0 +1,344 @@
+// Tests of matmul (ops/linalg): a triple-loop f64 reference for every shape case and trans
+// flag, 16-bit accuracy, empty extents, gradchecks, bad inputs, and CUDA against the CPU.
+#include <cmath>
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "util.h"
+
+using namespace tg;
+
+namespace {
+
+struct Case {
+  bool a_batched;      // a 3-d [batch, .., ..] (else 2-d)
+  std::int64_t batch;
+  bool b_batched;      // b 3-d too (else b is 2-d: shared by the batch when a is 3-d)
+  std::int64_t m, k, n;
+  bool ta, tb;
+};
+
+Shape a_shape(const Case& c) {
+  const std::int64_t r = c.ta ? c.k : c.m, col = c.ta ? c.m : c.k;
+  return c.a_batched ? Shape{c.batch, r, col} : Shape{r, col};
+}
+Shape b_shape(const Case& c) {
+  const std::int64_t r = c.tb ? c.n : c.k, col = c.tb ? c.k : c.n;
+  return c.b_batched ? Shape{c.batch, r, col} : Shape{r, col};
+}
+
+Shape out_shape(const Case& c) { return c.a_batched ? Shape{c.batch, c.m, c.n} : Shape{c.m, c.n}; }
+
+// out[i][r][j] = sum_p op(a_i)[r][p] · op(b_i)[p][j], in f64 with plain loops.
+Tensor reference(const Tensor& a, const Tensor& b, const Case& c) {
+  const auto av = a.to_vector<double>(), bv = b.to_vector<double>();
+  const std::int64_t nb = c.a_batched ? c.batch : 1;
+  std::vector<double> out(static_cast<std::size_t>(nb * c.m * c.n), 0.0);
+  for (std::int64_t i = 0; i < nb; ++i) {
+    const double* pa = av.data() + i * c.m * c.k;
+    const double* pb = bv.data() + (c.b_batched ? i * c.k * c.n : 0);
+    for (std::int64_t r = 0; r < c.m; ++r) {
+      for (std::int64_t j = 0; j < c.n; ++j) {
+        double s = 0;
+        for (std::int64_t p = 0; p < c.k; ++p) {
+          const double x = c.ta ? pa[p * c.m + r] : pa[r * c.k + p];
+          const double y = c.tb ? pb[j * c.k + p] : pb[p * c.n + j];
+          s += x * y;
+        }
+        out[static_cast<std::size_t>((i * c.m + r) * c.n + j)] = s;
+      }
+    }
+  }
+  return from_vector(out, out_shape(c));
+}
+
+// Every shape case (2-d, batched, shared b) with every trans combination.
+std::vector<Case> all_cases(std::int64_t m, std::int64_t k, std::int64_t n, std::int64_t batch) {
+  std::vector<Case> cs;
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    cs.push_back({false, 1, false, m, k, n, ta, tb});
+    cs.push_back({true, batch, true, m, k, n, ta, tb});
+    cs.push_back({true, batch, false, m, k, n, ta, tb});
+  }
+  return cs;
+}
+
+std::string describe(const Case& c) {
+  std::string s = !c.a_batched ? "2-d" : (c.b_batched ? "batched" : "shared-b");
+  return s + " M=" + std::to_string(c.m) + " K=" + std::to_string(c.k) + " N=" + std::to_string(c.n) +
+         " B=" + std::to_string(c.batch) + " trans_a=" + std::to_string(c.ta) + " trans_b=" + std::to_string(c.tb);
+}
+
+// f32 and 16-bit results: one rounding of an f32 sum (plus that sum's own error).
+double rtol_for(DType dt) {
+  switch (dt) {
+    case DType::f64: return 1e-12;
+    case DType::f32: return 1e-5;
+    case DType::bf16: return 1.0 / 128;  // 2^-8 is the worst-case rounding; some slack for the f32 sum
+    case DType::f16: return 1.0 / 512;
+    default: return 0;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("matmul: matches a triple-loop f64 reference, every shape case and trans flag", "[ops][matmul]") {
+  for (DType dt : {DType::f64, DType::f32}) {
+    for (const Case& c : all_cases(5, 7, 3, 4)) {
+      INFO(describe(c) << " dtype " << dt);
+      Tensor a = tgt::rand64(a_shape(c), 11).to(dt), b = tgt::rand64(b_shape(c), 12).to(dt);
+      Tensor out = matmul(a, b, c.ta, c.tb);
+      REQUIRE(out.dtype() == dt);
+      tgt::require_close(out, reference(a, b, c), rtol_for(dt), dt == DType::f64 ? 1e-12 : 1e-5);
+    }
+  }
+}
+
+TEST_CASE("matmul: larger non-square shapes cross Eigen's blocking", "[ops][matmul]") {
+  for (const Case& c : all_cases(67, 130, 45, 3)) {
+    INFO(describe(c));
+    Tensor a = tgt::rand64(a_shape(c), 21), b = tgt::rand64(b_shape(c), 22);
+    tgt::require_close(matmul(a, b, c.ta, c.tb), reference(a, b, c), 1e-11, 1e-11);
+  }
+}
+
+TEST_CASE("matmul: bf16 and f16 are within one output rounding of the f64 reference", "[ops][matmul]") {
+  for (DType dt : {DType::bf16, DType::f16}) {
+    for (const Case& c : all_cases(9, 33, 17, 3)) {
+      INFO(describe(c) << " dtype " << dt);
+      // The reference uses the same (rounded) inputs: only accumulation and output rounding differ.
+      Tensor a = tgt::rand64(a_shape(c), 31).to(dt), b = tgt::rand64(b_shape(c), 32).to(dt);
+      Tensor out = matmul(a, b, c.ta, c.tb);
+      REQUIRE(out.dtype() == dt);
+      tgt::require_close(out, reference(a, b, c), rtol_for(dt), 1e-3);
+    }
+  }
+}
+
+TEST_CASE("matmul: 16-bit dtypes accumulate in f32, rounding once at the end", "[ops][matmul]") {
+  // 4096 products of 1 · 0.0100098 (exact in bf16): the sum 41.0 is far from what a bf16
+  // running sum gives (it stalls once the ulp exceeds 2 · 0.01).
+  const std::int64_t k = 4096;
+  for (DType dt : {DType::bf16, DType::f16}) {
+    INFO("dtype " << dt);
+    Tensor a = from_vector(std::vector<double>(static_cast<std::size_t>(k), 1.0), {1, k}).to(dt);
+    const double v = static_cast<double>(static_cast<float>(bfloat16(0.01f)));
+    Tensor b = from_vector(std::vector<double>(static_cast<std::size_t>(k), v), {k, 1}).to(dt);
+    const double exact = v * static_cast<double>(k);
+    const double got = matmul(a, b).item<double>();
+    CHECK(std::fabs(got - exact) <= rtol_for(dt) * exact);
+  }
+}
+
+TEST_CASE("matmul: one element and 1-wide extents", "[ops][matmul]") {
+  Tensor a = from_vector<double>({3.0}, {1, 1}), b = from_vector<double>({-2.5}, {1, 1});
+  CHECK(matmul(a, b).item<double>() == -7.5);
+  CHECK(matmul(a, b, true, true).item<double>() == -7.5);
+  for (const Case& c : all_cases(1, 6, 1, 1)) {
+    INFO(describe(c));
+    Tensor x = tgt::rand64(a_shape(c), 41), y = tgt::rand64(b_shape(c), 42);
+    tgt::require_close(matmul(x, y, c.ta, c.tb), reference(x, y, c), 1e-12, 1e-12);
+  }
+}
+
+TEST_CASE("matmul: empty extents give empty results, K = 0 gives zeros", "[ops][matmul]") {
+  for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+    for (auto [m, k, n, batch] : std::vector<std::array<std::int64_t, 4>>{
+             {0, 3, 4, 2}, {3, 0, 4, 2}, {3, 4, 0, 2}, {3, 4, 5, 0}, {0, 0, 0, 0}, {2, 0, 2, 1}}) {
+      for (const Case& c : all_cases(m, k, n, batch)) {
+        INFO(describe(c) << " dtype " << dt);
+        Tensor a = tgt::rand64(a_shape(c), 51).to(dt), b = tgt::rand64(b_shape(c), 52).to(dt);
+        Tensor out = matmul(a, b, c.ta, c.tb);
+        REQUIRE(out.shape() == out_shape(c));
+        // (B = 0 leaves the 2-d case non-empty: it must still be right.)
+        tgt::require_close(out, reference(a, b, c), rtol_for(dt), 1e-3);
+        if (k == 0) {
+          for (double v : out.to_vector<double>()) CHECK(v == 0.0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul: K = 0 zeros even a recycled, dirty output buffer", "[ops][matmul]") {
+  // Fill the allocator's cache with non-zero bytes of the right size, then matmul with K = 0.
+  { Tensor junk = tgt::rand64({4, 5}, 61, 1.0, 2.0); }
+  Tensor out = matmul(tgt::rand64({4, 0}, 62), tgt::rand64({0, 5}, 63));
+  for (double v : out.to_vector<double>()) CHECK(v == 0.0);
+}
+
+TEST_CASE("matmul: gradcheck for every shape case and trans flag", "[ops][matmul][gradcheck]") {
+  for (const Case& c : all_cases(3, 4, 2, 2)) {
+    INFO(describe(c));
+    Tensor a = tgt::rand64(a_shape(c), 71).requires_grad_(true);
+    Tensor b = tgt::rand64(b_shape(c), 72).requires_grad_(true);
+    auto res = autograd::gradcheck(
+        [&](const std::vector<Tensor>& in) { return matmul(in[0], in[1], c.ta, c.tb); }, {a, b});
+    INFO(res.report);
+    REQUIRE(res);
+  }
+}
+
+TEST_CASE("matmul: gradients with only one input requiring grad, and with K = 0", "[ops][matmul][gradcheck]") {
+  for (const Case& c : all_cases(3, 2, 4, 2)) {
+    INFO(describe(c));
+    Tensor a = tgt::rand64(a_shape(c), 81), b = tgt::rand64(b_shape(c), 82).requires_grad_(true);
+    auto res = autograd::gradcheck([&](const std::vector<Tensor>& in) { return matmul(in[0], in[1], c.ta, c.tb); },
+                                   {a, b});
+    INFO(res.report);
+    REQUIRE(res);
+    Tensor a2 = tgt::rand64(a_shape(c), 83).requires_grad_(true), b2 = tgt::rand64(b_shape(c), 84);
+    Tensor out = matmul(a2, b2, c.ta, c.tb);
+    backward(out, tgt::rand64(out.shape(), 85));
+    CHECK(a2.grad().shape() == a2.shape());
+    CHECK_FALSE(b2.grad().defined());
+  }
+  for (const Case& c : all_cases(3, 0, 2, 2)) {
+    INFO(describe(c));
+    Tensor a = tgt::rand64(a_shape(c), 86).requires_grad_(true), b = tgt::rand64(b_shape(c), 87).requires_grad_(true);
+    Tensor out = matmul(a, b, c.ta, c.tb);
+    backward(out, tgt::rand64(out.shape(), 88));
+    CHECK(a.grad().shape() == a.shape());
+    CHECK(b.grad().shape() == b.shape());
+  }
+  // M = 0: dB sums over no rows and must be zeros of b's shape.
+  Tensor a = tgt::rand64({2, 0, 3}, 89).requires_grad_(true), b = tgt::rand64({3, 4}, 90).requires_grad_(true);
+  Tensor out = matmul(a, b);
+  backward(out, tgt::rand64(out.shape(), 91));
+  REQUIRE(b.grad().shape() == b.shape());
+  for (double v : b.grad().to_vector<double>()) CHECK(v == 0.0);
+}
+
+TEST_CASE("matmul: bad inputs name the op, the argument and the extents", "[ops][matmul]") {
+  Tensor a = tgt::rand64({2, 4}, 1), b = tgt::rand64({3, 5}, 2);
+  tgt::require_throws<ShapeError>([&] { matmul(a, b); },
+                                  {"matmul: inner extents differ: a has K=4 (dim -1), b has K=3 (dim -2)"});
+  tgt::require_throws<ShapeError>([&] { matmul(a, b, true, true); }, {"a has K=2 (dim -2)", "b has K=5 (dim -1)"});
+  tgt::require_throws<ShapeError>([&] { matmul(tgt::rand64({2, 3, 4}, 3), tgt::rand64({3, 4, 5}, 4)); },
+                                  {"matmul", "batch", "a has B=2", "b has B=3"});
+  tgt::require_throws<ShapeError>([&] { matmul(tgt::rand64({4}, 5), tgt::rand64({4, 2}, 6)); },
+                                  {"matmul", "a", "[4]"});
+  tgt::require_throws<ShapeError>([&] { matmul(tgt::rand64({1, 2, 3, 4}, 5), tgt::rand64({4, 2}, 6)); },
+                                  {"matmul", "a", "[1, 2, 3, 4]"});
+  tgt::require_throws<ShapeError>([&] { matmul(tgt::rand64({2, 3}, 5), tgt::rand64({4}, 6)); }, {"matmul", "b"});
+  tgt::require_throws<ShapeError>([&] { matmul(tgt::rand64({2, 3}, 5), tgt::rand64({2, 3, 4}, 6)); },
+                                  {"matmul", "b", "3-d", "[2, 3, 4]"});
+  tgt::require_throws<DTypeError>([&] { matmul(a, tgt::rand64({4, 5}, 7).to(DType::f32)); },
+                                  {"matmul", "a", "b", "f64", "f32"});
+  tgt::require_throws<DTypeError>([&] { matmul(a.to(DType::i32), tgt::rand64({4, 5}, 7).to(DType::i32)); },
+                                  {"matmul", "a", "floating", "i32"});
+  tgt::require_throws<ValueError>([&] { matmul(Tensor(), a); }, {"matmul", "a", "undefined"});
+  if (cuda_available()) {
+    tgt::require_throws<DeviceError>([&] { matmul(a, tgt::rand64({4, 5}, 7).to(Device::cuda())); },
+                                     {"matmul", "a", "b", "cpu", "cuda"});
+  }
+}
+
+TEST_CASE("matmul: allow_tf32 is a switch, off by default", "[ops][matmul]") {
+  CHECK_FALSE(allow_tf32());
+  set_allow_tf32(true);
+  CHECK(allow_tf32());
+  set_allow_tf32(false);
+  CHECK_FALSE(allow_tf32());
+}
+
+// ---- CUDA ---------------------------------------------------------------------------------
+
+namespace {
+
+// Forward and both gradients of one case on `device`, as f64 CPU tensors.
+std::vector<Tensor> run_case(const Case& c, DType dt, Device device, std::uint64_t seed) {
+  Tensor a = tgt::rand64(a_shape(c), seed).to(dt).to(device).requires_grad_(true);
+  Tensor b = tgt::rand64(b_shape(c), seed + 1).to(dt).to(device).requires_grad_(true);
+  Tensor out = matmul(a, b, c.ta, c.tb);
+  REQUIRE(out.device() == device);
+  REQUIRE(out.dtype() == dt);
+  Tensor g = tgt::rand64(out.shape(), seed + 2).to(dt).to(device);
+  backward(out, g);
+  REQUIRE(a.grad().device() == device);
+  REQUIRE(a.grad().dtype() == dt);
+  REQUIRE(b.grad().dtype() == dt);
+  auto host = [](const Tensor& t) { return t.detach().to(Device::cpu()).to(DType::f64); };
+  return {host(out), host(a.grad()), host(b.grad())};
+}
+
+}  // namespace
+
+TEST_CASE("matmul [cuda]: forward and backward match the CPU for every dtype, shape case and trans flag",
+          "[ops][matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  // Both sides accumulate in f32 (f64) but in different orders: 16-bit results may differ
+  // by one rounding of the output.
+  for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+    for (const auto& dims : std::vector<std::array<std::int64_t, 4>>{{5, 7, 3, 4}, {64, 96, 80, 3}, {33, 130, 17, 2}}) {
+      for (const Case& c : all_cases(dims[0], dims[1], dims[2], dims[3])) {
+        INFO(describe(c) << " dtype " << dt);
+        auto cpu = run_case(c, dt, Device::cpu(), 100);
+        auto gpu = run_case(c, dt, Device::cuda(), 100);
+        const double rtol = dt == DType::f64 ? 1e-10 : 2 * rtol_for(dt);
+        const double atol = dt == DType::f64 ? 1e-10 : (dt == DType::f32 ? 1e-4 : 2e-2);
+        for (std::size_t i = 0; i < 3; ++i) {
+          INFO("output " << i << " (0: out, 1: grad a, 2: grad b)");
+          tgt::require_close(gpu[i], cpu[i], rtol, atol);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul [cuda]: empty extents and K = 0 zeros on the GPU", "[ops][matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (auto [m, k, n, batch] : std::vector<std::array<std::int64_t, 4>>{
+             {0, 3, 4, 2}, {3, 0, 4, 2}, {3, 4, 0, 2}, {3, 4, 5, 0}}) {
+      for (const Case& c : all_cases(m, k, n, batch)) {
+        INFO(describe(c) << " dtype " << dt);
+        { Tensor junk = tgt::rand64({64, 64}, 5, 1.0, 2.0).to(dt).to(Device::cuda()); }
+        Tensor a = tgt::rand64(a_shape(c), 51).to(dt).to(Device::cuda());
+        Tensor b = tgt::rand64(b_shape(c), 52).to(dt).to(Device::cuda());
+        Tensor out = matmul(a, b, c.ta, c.tb);
+        REQUIRE(out.device() == Device::cuda());
+        REQUIRE(out.shape() == out_shape(c));
+        tgt::require_close(out, reference(a, b, c), 2 * rtol_for(dt), 2e-2);
+        if (k == 0) {
+          for (double v : out.to_vector<double>()) CHECK(v == 0.0);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul [cuda]: f32 with TF32 allowed stays close to the f64 reference", "[ops][matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  set_allow_tf32(true);
+  for (const Case& c : all_cases(64, 256, 48, 2)) {
+    INFO(describe(c));
+    Tensor a = tgt::rand64(a_shape(c), 7), b = tgt::rand64(b_shape(c), 8);
+    Tensor out = matmul(a.to(DType::f32).to(Device::cuda()), b.to(DType::f32).to(Device::cuda()), c.ta, c.tb);
+    // TF32 keeps 10 mantissa bits of each input: error ~ 2^-11 · sum |a||b| <= 2^-11 · K.
+    tgt::require_close(out, reference(a, b, c), 0, 256.0 / 1024);
+  }
+  set_allow_tf32(false);
+  for (const Case& c : all_cases(64, 256, 48, 2)) {
+    INFO(describe(c) << " (TF32 off: f32 accuracy)");
+    Tensor a = tgt::rand64(a_shape(c), 7), b = tgt::rand64(b_shape(c), 8);
+    Tensor out = matmul(a.to(DType::f32).to(Device::cuda()), b.to(DType::f32).to(Device::cuda()), c.ta, c.tb);
+    tgt::require_close(out, reference(a.to(DType::f32), b.to(DType::f32), c), 1e-5, 1e-4);
+  }
+}
+
+TEST_CASE("matmul [cuda]: 16-bit dtypes accumulate in f32 on the GPU", "[ops][matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  const std::int64_t k = 4096;
+  for (DType dt : {DType::bf16, DType::f16}) {
+    INFO("dtype " << dt);
+    const double v = static_cast<double>(static_cast<float>(bfloat16(0.01f)));
+    Tensor a = from_vector(std::vector<double>(static_cast<std::size_t>(k), 1.0), {1, k}).to(dt).to(Device::cuda());
+    Tensor b = from_vector(std::vector<double>(static_cast<std::size_t>(k), v), {k, 1}).to(dt).to(Device::cuda());
+    const double exact = v * static_cast<double>(k);
+    CHECK(std::fabs(matmul(a, b).item<double>() - exact) <= rtol_for(dt) * exact);
+  }
+}
