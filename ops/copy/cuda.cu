@@ -21,6 +21,7 @@ __global__ void cast_kernel(const Src* __restrict__ src, Dst* __restrict__ dst, 
 void cast_cuda(const Tensor& src, const Tensor& dst) {
   const std::int64_t n = src.numel();
   if (n == 0) return;
+  tg::cuda::DeviceGuard guard(src.device().index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(src.device().index);
   constexpr int kThreads = 256;
   // Grid-stride loop: a capped grid still covers any numel; 1<<16 blocks fill every SM.

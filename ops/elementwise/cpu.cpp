@@ -144,7 +144,9 @@ void binary_bwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor&
 void sum_to_cpu(const Tensor& x, const Tensor& out) {
   const SumToPlan plan = make_sum_to_plan(x.shape(), out.shape(), "sum_to");
   TG_DISPATCH_FLOATING(x.dtype(), "sum_to", [&] {
-    using A = acc_t<scalar_t>;
+    // The reference backend sums sequentially, so it accumulates in f64 whatever the dtype
+    // (a sequential f32 sum of 10^5 terms would be less accurate than the GPU's tree).
+    using A = double;
     const scalar_t* px = cptr<scalar_t>(x);
     scalar_t* po = mptr<scalar_t>(out);
     if (plan.inner_reduced) {

@@ -23,6 +23,13 @@ struct InputPlan {
   std::int64_t strides[kMaxMapDims] = {};    ///< Strided: element strides per coalesced dim (0 = broadcast)
 };
 
+/// i % m, with a 32-bit division when both fit (64-bit division is several times slower
+/// on GPUs, and this runs per element on broadcast paths).
+TG_HOST_DEVICE TG_INLINE std::int64_t mod_fast(std::int64_t i, std::int64_t m) {
+  if (((i | m) >> 32) == 0) return static_cast<std::uint32_t>(i) % static_cast<std::uint32_t>(m);
+  return i % m;
+}
+
 template <int N>
 struct MapPlan {
   int ndim = 0;                            ///< coalesced dims (Strided inputs only)
@@ -36,12 +43,14 @@ struct MapPlan {
     switch (p.mode) {
       case InputMode::Contiguous: return i;
       case InputMode::Scalar: return 0;
-      case InputMode::Row: return i % p.row_len;
+      case InputMode::Row: return mod_fast(i, p.row_len);
       default: break;
     }
     std::int64_t off = 0;
     for (int d = ndim - 1; d >= 0; --d) {
-      const std::int64_t q = i / sizes[d];
+      const std::int64_t q = ((i | sizes[d]) >> 32) == 0
+                                 ? static_cast<std::uint32_t>(i) / static_cast<std::uint32_t>(sizes[d])
+                                 : i / sizes[d];
       off += (i - q * sizes[d]) * p.strides[d];
       i = q;
     }
@@ -69,6 +78,8 @@ struct SumToPlan {
 
   TG_HOST_DEVICE TG_INLINE static std::int64_t unravel(std::int64_t i, int n, const std::int64_t* sizes,
                                                        const std::int64_t* strides) {
+    if (n == 0) return 0;
+    if (n == 1) return i * strides[0];  // the common case: no division at all
     std::int64_t off = 0;
     for (int d = n - 1; d >= 0; --d) {
       const std::int64_t q = i / sizes[d];

@@ -33,6 +33,7 @@ template <typename F>
 void launch(const Tensor& out, F f) {
   const std::int64_t n = out.numel();
   if (n == 0) return;
+  tg::cuda::DeviceGuard guard(out.device().index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(out.device().index);
   for_each_index<<<grid_for(n), kThreads, 0, stream>>>(n, f);
   TG_CUDA_CHECK_LAST();

@@ -1,0 +1,35 @@
+// Kernel slots of the loss family. Every kernel receives validated, allocated tensors.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "ops/dispatch.h"
+
+namespace tg::ops {
+
+/// Cross-entropy forward. logits [N, C] floating, target [N] i64 or i32 (values already
+/// checked: ignore_index or in [0, C)), count = number of rows whose target is not
+/// ignore_index. Writes lse[r] = log Σ_c exp(logits[r, c]) (f32, f64 for f64 logits;
+/// N > 0 and C > 0 when any row is counted) and the 0-d out (logits' dtype) =
+/// Σ_{counted r} (lse[r] − logits[r, target[r]]) / count, or 0 when count == 0.
+using CrossEntropyFwdFn = void(const Tensor& logits, const Tensor& target, std::int64_t ignore_index,
+                               std::int64_t count, const Tensor& out, const Tensor& lse);
+TG_DECLARE_KERNEL(cross_entropy_fwd_kernel, CrossEntropyFwdFn);
+
+/// Cross-entropy backward (N * C > 0): dlogits[r, c] = (exp(logits[r, c] − lse[r]) −
+/// [c == target[r]]) · g / count for counted rows, 0 for ignored rows; g is the 0-d
+/// output gradient (logits' dtype, on logits' device).
+using CrossEntropyBwdFn = void(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad,
+                               std::int64_t ignore_index, std::int64_t count, const Tensor& dlogits);
+TG_DECLARE_KERNEL(cross_entropy_bwd_kernel, CrossEntropyBwdFn);
+
+/// out (0-d) = Σ (a − b)² / numel (nan for numel 0); a, b of equal shape and dtype.
+using MseFwdFn = void(const Tensor& a, const Tensor& b, const Tensor& out);
+TG_DECLARE_KERNEL(mse_fwd_kernel, MseFwdFn);
+
+/// da = 2 (a − b) · g / numel, db = −da (numel > 0); g is the 0-d output gradient.
+using MseBwdFn = void(const Tensor& a, const Tensor& b, const Tensor& grad, const Tensor& da, const Tensor& db);
+TG_DECLARE_KERNEL(mse_bwd_kernel, MseBwdFn);
+
+}  // namespace tg::ops
