@@ -1,0 +1,96 @@
+// Block-sparse data movement throughput (transpose, gather, repeat_interleave, split, merge)
+// at 16 x 2048 x 2048, block 64, densities 0.25 / 0.5 / 1.0, f32 and bf16, next to the
+// device copy rate measured in the same run. GB/s counts the fewest bytes the op must read
+// and write; %copy is that rate over the copy rate.
+#include <cstdio>
+#include <cstdint>
+#include <vector>
+
+#include "bench_util.h"
+#include "ops/sparse_move/kernels.h"
+#include "tilegrad.h"
+
+namespace {
+
+double g_copy = 0;
+
+void row(const char* op, double density, tg::DType dt, double ms, double bytes) {
+  const double gbs = bytes / ms / 1e6;
+  std::printf("%-22s %-14s %5d %7.2f %-5s %9.3f %9.0f %6.1f%%\n", op, "16x2048x2048", 64, density, tg::dtype_name(dt), ms,
+              gbs, 100 * gbs / g_copy);
+}
+
+// Indices for gather along dim 2 on layout l: "local" permutes the columns inside each
+// block (v = C*bs + ((17 j + i) mod bs)); "row" draws v uniformly from the whole row.
+tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local) {
+  const std::int64_t n = l.n_blocks(), bs = l.block_size(), N = l.cols();
+  const auto coords = l.tables(tg::Device::cpu()).block_coords.to_vector<std::int64_t>();
+  std::vector<std::int32_t> v(static_cast<std::size_t>(n * bs * bs));
+  std::uint64_t s = 88172645463325252ull;
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t i = 0; i < bs; ++i)
+      for (std::int64_t j = 0; j < bs; ++j) {
+        std::int64_t val;
+        if (local) {
+          val = coords[static_cast<std::size_t>(3 * k + 2)] * bs + ((17 * j + i) % bs);
+        } else {
+          s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+          val = static_cast<std::int64_t>(s % static_cast<std::uint64_t>(N));
+        }
+        v[static_cast<std::size_t>((k * bs + i) * bs + j)] = static_cast<std::int32_t>(val);
+      }
+  return tg::BlockSparseTensor(tg::from_vector(v, {n, bs, bs}).to(tg::Device::cuda()), l);
+}
+
+}  // namespace
+
+int main() {
+  g_copy = tgb::copy_rate_gbps();
+  std::printf("device copy rate: %.0f GB/s (read + write)\n", g_copy);
+  std::printf("%-22s %-14s %5s %7s %-5s %9s %9s %7s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s", "%copy");
+  const std::int64_t B = 16, S = 2048, bs = 64;
+  tg::NoGradGuard ng;
+  for (tg::DType dt : {tg::DType::f32, tg::DType::bf16}) {
+    for (double density : {0.25, 0.5, 1.0}) {
+      tg::Layout l = tg::random_layout(B, S / bs, S / bs, bs, density, 3);
+      tg::BlockSparseTensor x(
+          tg::rand_seeded({l.n_blocks(), bs, bs}, 1, {.dtype = dt, .device = tg::Device::cuda()}), l);
+      const double data = static_cast<double>(x.data().nbytes());
+
+      double ms = tgb::time_ms([&] { tg::transpose(x); });
+      row("transpose", density, dt, ms, 2 * data);
+
+      for (bool local : {true, false}) {
+        tg::BlockSparseTensor idx = make_idx(l, local);
+        const double idx_bytes = static_cast<double>(idx.data().nbytes());
+        // read idx, read one source element per output element, write the output
+        const double bytes = idx_bytes + 2 * data;
+        ms = tgb::time_ms([&] { tg::gather(x, 2, idx); });
+        row(local ? "gather (in-block)" : "gather (random row)", density, dt, ms, bytes);
+        // the same without the index-range pass and its host round trip
+        tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
+        ms = tgb::time_ms([&] {
+          tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out);
+        });
+        row("  kernel only", density, dt, ms, bytes);
+        ms = tgb::time_ms([&] {
+          std::int64_t lo, hi;
+          tg::ops::sparse_index_range_kernel()(tg::Device::cuda())(idx.data(), lo, hi);
+        });
+        row("  index check only", density, dt, ms, idx_bytes);
+      }
+
+      ms = tgb::time_ms([&] { tg::repeat_interleave(x, 2); });
+      row("repeat_interleave r=2", density, dt, ms, 3 * data);  // read once, write twice
+
+      tg::BlockSparseTensor heads = tg::split(x, 4, -1);
+      ms = tgb::time_ms([&] { tg::split(x, 4, -1); });
+      row("split P=4 (cols)", density, dt, ms, 2 * data);
+      ms = tgb::time_ms([&] { tg::merge(heads, 4, -1); });
+      row("merge P=4 (cols)", density, dt, ms, 2 * data);
+      ms = tgb::time_ms([&] { tg::split(x, 4, 1); });
+      row("split P=4 (rows)", density, dt, ms, 2 * data);
+    }
+  }
+  return 0;
+}
