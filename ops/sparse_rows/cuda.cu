@@ -1,0 +1,449 @@
+// CUDA kernels of the block-sparse row family.
+//
+// - Row reductions: one warp per logical row. The layout's CSR row_offsets give the
+//   blocks of the row's block-row; the row's elements are one bs-long segment per block,
+//   read with the widest vector loads the alignment allows, several in flight per lane.
+//   Each lane keeps a partial result; a warp shuffle combines them (no atomics, so the
+//   result is the same on every run).
+// - Column sums: one CUDA block per block-column, walking the CSC col_blocks; threads
+//   own columns within the block, and a shared-memory pass adds the per-thread parts in
+//   a fixed order.
+// - Maps (row broadcasts, outer broadcasts, the row_max backward): a grid-stride loop over
+//   vector units of the output blocks; each unit finds its (b, r, c) in block_coords.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+
+#include "core/dtype.h"
+#include "ops/sparse_rows/kernels.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace tg::ops {
+namespace {
+
+template <typename T>
+using acc_t = typename acc_type<T>::type;
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// ---- vector units ------------------------------------------------------------------------
+template <int W> struct RawOf;
+template <> struct RawOf<16> { using type = uint4; };
+template <> struct RawOf<8> { using type = uint2; };
+template <> struct RawOf<4> { using type = unsigned int; };
+template <> struct RawOf<2> { using type = unsigned short; };
+
+// W bytes of T moved with one load or store (W a multiple of sizeof(T)).
+template <typename T, int W>
+struct Pack {
+  static constexpr int kLen = W / static_cast<int>(sizeof(T));
+  typename RawOf<W>::type raw;
+  __device__ __forceinline__ T get(int t) const { return reinterpret_cast<const T*>(&raw)[t]; }
+  __device__ __forceinline__ void set(int t, T v) { reinterpret_cast<T*>(&raw)[t] = v; }
+};
+
+template <typename T, int W>
+__device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
+  Pack<T, W> v;
+  v.raw = *reinterpret_cast<const typename RawOf<W>::type*>(p);
+  return v;
+}
+
+template <typename T, int W>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& v) {
+  *reinterpret_cast<typename RawOf<W>::type*>(p) = v.raw;
+}
+
+int log2_exact(std::int64_t v) {
+  int lg = 0;
+  while ((std::int64_t(1) << lg) < v) ++lg;
+  return lg;
+}
+
+// The widest unit (16, 8, 4 or 2 bytes, at least one element) dividing `unit_bytes` at
+// which every non-null pointer is aligned.
+int pick_width(std::int64_t unit_bytes, std::int64_t es, std::initializer_list<const void*> ptrs) {
+  for (int w : {16, 8, 4, 2}) {
+    if (w < es || unit_bytes % w != 0) continue;
+    bool ok = true;
+    for (const void* p : ptrs) ok = ok && (p == nullptr || reinterpret_cast<std::uintptr_t>(p) % w == 0);
+    if (ok) return w;
+  }
+  return static_cast<int>(es);
+}
+
+// Calls f(std::integral_constant<int, W>) for the runtime width w (>= sizeof(T)).
+template <typename T, typename F>
+void with_width(int w, F&& f) {
+  constexpr int es = static_cast<int>(sizeof(T));
+  switch (w) {
+    case 16: if constexpr (16 >= es) { f(std::integral_constant<int, 16>{}); return; } break;
+    case 8: if constexpr (8 >= es) { f(std::integral_constant<int, 8>{}); return; } break;
+    case 4: if constexpr (4 >= es) { f(std::integral_constant<int, 4>{}); return; } break;
+    case 2: if constexpr (2 >= es) { f(std::integral_constant<int, 2>{}); return; } break;
+    default: break;
+  }
+  TG_THROW(Error, "sparse_rows: internal error: unsupported vector width ", w, " for element size ", es);
+}
+
+int sm_count(int device) {
+  static std::array<std::atomic<int>, 64> cache{};
+  const int slot = device >= 0 && device < 64 ? device : 0;
+  int n = cache[static_cast<std::size_t>(slot)].load(std::memory_order_relaxed);
+  if (n == 0) {
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    cache[static_cast<std::size_t>(slot)].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+unsigned grid_for(std::int64_t work_items, int device) {
+  const std::int64_t want = (work_items + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, sm_count(device) * 32)));
+}
+
+// ---- row reductions ----------------------------------------------------------------------
+// (va, ia) comes before (vb, ib) in the order that picks the first maximal element: an
+// index < 0 means "no element"; nan above everything; larger first; lower index on ties.
+template <typename A>
+__device__ __forceinline__ bool before(A va, std::int64_t ia, A vb, std::int64_t ib) {
+  if (ia < 0) return false;
+  if (ib < 0) return true;
+  const bool na = va != va, nb = vb != vb;
+  if (na != nb) return na;
+  if (!na && va != vb) return va > vb;
+  return ia < ib;
+}
+
+constexpr int kUnroll = 4;  // vector loads in flight per lane
+
+template <typename T, int W, bool kMax>
+__global__ void __launch_bounds__(kThreads)
+    row_reduce_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
+                      std::int64_t M, std::int64_t Mb, int lg_bs, int lg_units, T* __restrict__ out,
+                      std::int64_t* __restrict__ index) {
+  using A = acc_t<T>;
+  using P = Pack<T, W>;
+  constexpr int V = P::kLen;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row >= rows) return;  // whole warps leave together
+  const std::int64_t bs = std::int64_t(1) << lg_bs;
+  const std::int64_t b = row / M, R = row - b * M, r = R >> lg_bs, i = R & (bs - 1);
+  const std::int64_t k0 = row_off[b * Mb + r], k1 = row_off[b * Mb + r + 1];
+  const std::int64_t total = (k1 - k0) << lg_units;  // vector units in the row
+  const std::int64_t umask = (std::int64_t(1) << lg_units) - 1;
+  // Flat data index of the first element of unit u.
+  auto elem = [&](std::int64_t u) { return ((k0 + (u >> lg_units)) * bs + i) * bs + (u & umask) * V; };
+
+  A s = 0;
+  A m = -static_cast<A>(INFINITY);
+  std::int64_t best = -1;
+  auto consume = [&](const P& p, std::int64_t e) {
+#pragma unroll
+    for (int t = 0; t < V; ++t) {
+      const A v = static_cast<A>(p.get(t));
+      if constexpr (kMax) {
+        if (before(v, e + t, m, best)) {
+          m = v;
+          best = e + t;
+        }
+      } else {
+        s += v;
+      }
+    }
+  };
+  std::int64_t u = lane;
+  for (; u + (kUnroll - 1) * 32 < total; u += kUnroll * 32) {
+    P p[kUnroll];
+    std::int64_t e[kUnroll];
+#pragma unroll
+    for (int q = 0; q < kUnroll; ++q) {
+      e[q] = elem(u + q * 32);
+      p[q] = load_pack<T, W>(x + e[q]);
+    }
+#pragma unroll
+    for (int q = 0; q < kUnroll; ++q) consume(p[q], e[q]);
+  }
+  for (; u < total; u += 32) {
+    const std::int64_t e = elem(u);
+    consume(load_pack<T, W>(x + e), e);
+  }
+
+  if constexpr (kMax) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const A om = __shfl_xor_sync(kFullMask, m, off);
+      const std::int64_t ob = __shfl_xor_sync(kFullMask, best, off);
+      if (before(om, ob, m, best)) {
+        m = om;
+        best = ob;
+      }
+    }
+    if (lane == 0) {
+      out[row] = static_cast<T>(m);
+      index[row] = best;
+    }
+  } else {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
+    if (lane == 0) out[row] = static_cast<T>(s);
+  }
+}
+
+template <typename T>
+void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Tensor& out, const Tensor& index) {
+  const Device dev = out.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const std::int64_t bs = l.block_size(), es = static_cast<std::int64_t>(sizeof(T));
+  const std::int64_t rows = l.batch() * l.rows();
+  const T* x = static_cast<const T*>(data.data_ptr());
+  const std::int64_t* row_off = l.tables(dev).row_offsets.data<std::int64_t>();
+  const int w = pick_width(bs * es, es, {x});
+  const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w);
+  const unsigned grid = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+  with_width<T>(w, [&](auto wc) {
+    constexpr int W = decltype(wc)::value;
+    if (kind == RowReduce::Max) {
+      row_reduce_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
+                                                                lg_units, out.data<T>(), index.data<std::int64_t>());
+    } else {
+      row_reduce_kernel<T, W, false><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
+                                                                 lg_units, out.data<T>(), nullptr);
+    }
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
+// ---- column sums -------------------------------------------------------------------------
+// Block (b, c) of the grid sums block-column c of batch b. Thread t owns column
+// j = t % tj (+ multiples of tj when bs > tj) and rows i = t / tj + multiples of 256 / tj.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    col_sum_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ col_off,
+                   const std::int64_t* __restrict__ col_blocks, std::int64_t Nb, std::int64_t N, std::int64_t bs,
+                   int tj, T* __restrict__ out) {
+  using A = acc_t<T>;
+  __shared__ A part[kThreads];
+  const std::int64_t bc = blockIdx.x;  // b * Nb + c
+  const std::int64_t b = bc / Nb, c = bc - b * Nb;
+  const std::int64_t q0 = col_off[bc], q1 = col_off[bc + 1];
+  const int t = static_cast<int>(threadIdx.x), j = t % tj, y = t / tj, ys = kThreads / tj;
+  for (std::int64_t jc = 0; jc < bs; jc += tj) {
+    A s = 0;
+    for (std::int64_t q = q0; q < q1; ++q) {
+      const T* blk = x + col_blocks[q] * bs * bs + jc + j;
+      for (std::int64_t i = y; i < bs; i += ys) s += static_cast<A>(blk[i * bs]);
+    }
+    part[t] = s;
+    __syncthreads();
+    if (y == 0) {
+      A tot = 0;
+      for (int yy = 0; yy < ys; ++yy) tot += part[yy * tj + j];
+      out[b * N + c * bs + jc + j] = static_cast<T>(tot);
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T>
+void col_sum_t(const Tensor& data, const Layout& l, const Tensor& out) {
+  const Device dev = out.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const LayoutTables& tab = l.tables(dev);
+  const std::int64_t bs = l.block_size();
+  const int tj = static_cast<int>(std::min<std::int64_t>(bs, kThreads));
+  const unsigned grid = static_cast<unsigned>(l.batch() * l.block_cols());
+  col_sum_kernel<T><<<grid, kThreads, 0, st>>>(static_cast<const T*>(data.data_ptr()),
+                                               tab.col_offsets.data<std::int64_t>(),
+                                               tab.col_blocks.data<std::int64_t>(), l.block_cols(), l.cols(), bs, tj,
+                                               out.data<T>());
+  TG_CUDA_CHECK_LAST();
+}
+
+// ---- maps over the output blocks ---------------------------------------------------------
+// out[e] for each vector unit of out [n, bs, bs]; f(pack, e0, row, col) fills the unit
+// that starts at flat index e0, in logical row `row` (b * M + ...) and column `col`.
+template <typename T, int W, typename F>
+__global__ void __launch_bounds__(kThreads)
+    block_map_kernel(T* __restrict__ out, std::int64_t units, const std::int64_t* __restrict__ coords, int lg_bs,
+                     std::int64_t M, std::int64_t N, F f) {
+  constexpr int V = Pack<T, W>::kLen;
+  const std::int64_t bs = std::int64_t(1) << lg_bs;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t u = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; u < units; u += stride) {
+    const std::int64_t e0 = u * V;
+    const std::int64_t k = e0 >> (2 * lg_bs);
+    const std::int64_t rem = e0 & (bs * bs - 1);
+    const std::int64_t i = rem >> lg_bs, j0 = rem & (bs - 1);
+    const std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
+    Pack<T, W> p;
+    f(p, e0, b * M + r * bs + i, b * N + c * bs + j0);
+    store_pack<T, W>(out + e0, p);
+  }
+}
+
+template <typename T, int W, RowMapOp Op, bool kHasX>
+struct RowMapF {
+  const T* x;
+  const T* v;
+  acc_t<T> alpha;
+  __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t e0, std::int64_t row, std::int64_t) const {
+    using A = acc_t<T>;
+    const A s = alpha * static_cast<A>(v[row]);
+    Pack<T, W> xv;
+    if constexpr (kHasX) xv = load_pack<T, W>(x + e0);
+#pragma unroll
+    for (int t = 0; t < Pack<T, W>::kLen; ++t) {
+      const A xe = kHasX ? static_cast<A>(xv.get(t)) : A(0);
+      A y;
+      if constexpr (Op == RowMapOp::Add) y = xe + s;
+      else if constexpr (Op == RowMapOp::Mul) y = xe * s;
+      else y = xe / s;
+      p.set(t, static_cast<T>(y));
+    }
+  }
+};
+
+template <typename T, int W>
+struct OuterF {
+  const T* a;
+  const T* b;
+  acc_t<T> alpha_b;
+  __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t, std::int64_t row, std::int64_t col) const {
+    using A = acc_t<T>;
+    const A av = a ? static_cast<A>(a[row]) : A(0);
+    Pack<T, W> bv;
+    if (b) bv = load_pack<T, W>(b + col);
+#pragma unroll
+    for (int t = 0; t < Pack<T, W>::kLen; ++t) {
+      const A be = b ? static_cast<A>(bv.get(t)) : A(0);
+      p.set(t, static_cast<T>(av + alpha_b * be));
+    }
+  }
+};
+
+template <typename T, int W>
+struct RowMaxBwdF {
+  const T* g;
+  const std::int64_t* index;
+  __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t e0, std::int64_t row, std::int64_t) const {
+    const std::int64_t hit = index[row] - e0;  // position of the row's maximum in this unit
+    const T gv = g[row];
+#pragma unroll
+    for (int t = 0; t < Pack<T, W>::kLen; ++t) p.set(t, hit == t ? gv : static_cast<T>(0.0f));
+  }
+};
+
+// Everything a map launch needs besides the functor.
+template <typename T>
+struct MapCtx {
+  T* out;
+  std::int64_t units;
+  const std::int64_t* coords;
+  int lg_bs;
+  std::int64_t M, N;
+  unsigned grid;
+  cudaStream_t stream;
+};
+
+template <typename T, int W, typename F>
+void run_map(const MapCtx<T>& c, F f) {
+  block_map_kernel<T, W><<<c.grid, kThreads, 0, c.stream>>>(c.out, c.units, c.coords, c.lg_bs, c.M, c.N, f);
+  TG_CUDA_CHECK_LAST();
+}
+
+// Picks the vector width for `out` and the operands `ptrs` read at its vector units, and
+// calls body(std::integral_constant<int, W>, MapCtx) to launch with a functor.
+template <typename T, typename Body>
+void launch_map(const Layout& l, const Tensor& out, std::initializer_list<const void*> ptrs, Body&& body) {
+  const Device dev = out.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  const std::int64_t bs = l.block_size(), es = static_cast<std::int64_t>(sizeof(T));
+  int w = pick_width(bs * es, es, {out.data_ptr()});
+  for (const void* p : ptrs) w = std::min(w, pick_width(bs * es, es, {p}));
+  MapCtx<T> ctx{out.data<T>(), 0, l.tables(dev).block_coords.data<std::int64_t>(), log2_exact(bs), l.rows(),
+                l.cols(), 0, tg::cuda::current_cuda_stream(dev.index)};
+  with_width<T>(w, [&](auto wc) {
+    constexpr int W = decltype(wc)::value;
+    ctx.units = out.numel() / Pack<T, W>::kLen;
+    ctx.grid = grid_for(ctx.units, dev.index);
+    body(wc, ctx);
+  });
+}
+
+template <typename T>
+void row_map_t(RowMapOp op, const Tensor& x, const Tensor& v, double alpha, const Layout& l, const Tensor& out) {
+  const T* xp = x.defined() ? x.data<T>() : nullptr;
+  const T* vp = v.data<T>();
+  const acc_t<T> al = static_cast<acc_t<T>>(alpha);
+  launch_map<T>(l, out, {xp}, [&](auto wc, const MapCtx<T>& ctx) {
+    constexpr int W = decltype(wc)::value;
+    if (!xp) {
+      run_map<T, W>(ctx, RowMapF<T, W, RowMapOp::Add, false>{xp, vp, al});
+      return;
+    }
+    switch (op) {
+      case RowMapOp::Add: run_map<T, W>(ctx, RowMapF<T, W, RowMapOp::Add, true>{xp, vp, al}); break;
+      case RowMapOp::Mul: run_map<T, W>(ctx, RowMapF<T, W, RowMapOp::Mul, true>{xp, vp, al}); break;
+      case RowMapOp::Div: run_map<T, W>(ctx, RowMapF<T, W, RowMapOp::Div, true>{xp, vp, al}); break;
+    }
+  });
+}
+
+template <typename T>
+void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, const Tensor& out) {
+  const T* ap = a.defined() ? a.data<T>() : nullptr;
+  const T* bp = b.defined() ? b.data<T>() : nullptr;
+  const acc_t<T> al = static_cast<acc_t<T>>(alpha_b);
+  // b is read a unit at a time at col(e0), a multiple of the unit: only its base matters.
+  launch_map<T>(l, out, {bp}, [&](auto wc, const MapCtx<T>& ctx) {
+    constexpr int W = decltype(wc)::value;
+    run_map<T, W>(ctx, OuterF<T, W>{ap, bp, al});
+  });
+}
+
+template <typename T>
+void row_max_bwd_t(const Tensor& g, const Tensor& index, const Layout& l, const Tensor& dx) {
+  const T* gp = g.data<T>();
+  const std::int64_t* ip = index.data<std::int64_t>();
+  launch_map<T>(l, dx, {}, [&](auto wc, const MapCtx<T>& ctx) {
+    constexpr int W = decltype(wc)::value;
+    run_map<T, W>(ctx, RowMaxBwdF<T, W>{gp, ip});
+  });
+}
+
+// ---- registered entry points -------------------------------------------------------------
+void row_reduce_cuda(const Tensor& data, const Layout& l, RowReduce kind, const Tensor& out, const Tensor& index) {
+  TG_DISPATCH_FLOATING(data.dtype(), "row_reduce", [&] { row_reduce_t<scalar_t>(data, l, kind, out, index); });
+}
+void col_sum_cuda(const Tensor& data, const Layout& l, const Tensor& out) {
+  TG_DISPATCH_FLOATING(data.dtype(), "col_sum", [&] { col_sum_t<scalar_t>(data, l, out); });
+}
+void row_map_cuda(RowMapOp op, const Tensor& x, const Tensor& v, double alpha, const Layout& l, const Tensor& out) {
+  TG_DISPATCH_FLOATING(out.dtype(), "row_map", [&] { row_map_t<scalar_t>(op, x, v, alpha, l, out); });
+}
+void outer_cuda(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, const Tensor& out) {
+  TG_DISPATCH_FLOATING(out.dtype(), "broadcast", [&] { outer_t<scalar_t>(a, b, alpha_b, l, out); });
+}
+void row_max_bwd_cuda(const Tensor& g, const Tensor& index, const Layout& l, const Tensor& dx) {
+  TG_DISPATCH_FLOATING(dx.dtype(), "row_max backward", [&] { row_max_bwd_t<scalar_t>(g, index, l, dx); });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(sparse_row_reduce_kernel, CUDA, &row_reduce_cuda);
+TG_REGISTER_KERNEL(sparse_col_sum_kernel, CUDA, &col_sum_cuda);
+TG_REGISTER_KERNEL(sparse_row_map_kernel, CUDA, &row_map_cuda);
+TG_REGISTER_KERNEL(sparse_outer_kernel, CUDA, &outer_cuda);
+TG_REGISTER_KERNEL(sparse_row_max_bwd_kernel, CUDA, &row_max_bwd_cuda);
+
+}  // namespace tg::ops
