@@ -1,0 +1,389 @@
+// The CUDA backend: one caching pool per device, per-thread current streams, copies and
+// memsets ordered on streams, and per-thread cuBLAS handles.
+#include "runtime/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/error.h"
+
+namespace tg::cuda {
+namespace {
+
+// Devices beyond this many are not addressable; no single host comes close.
+constexpr int kMaxDevices = 64;
+
+void check_index(int device, const char* fn) {
+  const int n = device_count();
+  if (device < 0 || device >= n) {
+    TG_THROW(DeviceError, fn, ": device cuda:", device, " does not exist (", n, " CUDA device(s) visible)");
+  }
+}
+
+void check_device(Device device, const char* fn) {
+  if (!device.is_cuda()) TG_THROW(DeviceError, fn, ": expected a CUDA device, got ", device);
+  check_index(device.index, fn);
+}
+
+// RawDeviceApi over the CUDA runtime for one device. Every call switches to the device,
+// because the pool may be used from a thread whose current device is another one.
+class CudaRawApi final : public runtime::RawDeviceApi {
+ public:
+  explicit CudaRawApi(int device) : device_(device) {}
+
+  void* raw_malloc(std::size_t bytes) override {
+    DeviceGuard g(device_);
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+      // Not sticky, but it would stay in cudaGetLastError and be blamed on the next
+      // kernel launch check.
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    TG_CUDA_CHECK(err);
+    return p;
+  }
+  void raw_free(void* p) override {
+    DeviceGuard g(device_);
+    TG_CUDA_CHECK(cudaFree(p));
+  }
+  void* event_create() override {
+    DeviceGuard g(device_);
+    cudaEvent_t ev = nullptr;
+    // Timing would make every record/query more expensive and is never needed here.
+    TG_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    return ev;
+  }
+  void event_destroy(void* ev) override {
+    DeviceGuard g(device_);
+    TG_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(ev)));
+  }
+  void event_record(void* ev, void* stream) override {
+    DeviceGuard g(device_);
+    TG_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(ev), static_cast<cudaStream_t>(stream)));
+  }
+  bool event_query(void* ev) override {
+    const cudaError_t err = cudaEventQuery(static_cast<cudaEvent_t>(ev));
+    if (err == cudaErrorNotReady) {
+      (void)cudaGetLastError();  // "not ready" is an answer, not an error to report later
+      return false;
+    }
+    TG_CUDA_CHECK(err);
+    return true;
+  }
+  void synchronize() override {
+    DeviceGuard g(device_);
+    TG_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+ private:
+  int device_;
+};
+
+// Pools are created on first use and deliberately never destroyed: at process exit the
+// CUDA runtime may already be torn down, and cudaFree would then fail.
+std::array<std::atomic<runtime::CachingPool*>, kMaxDevices> g_pools{};
+std::mutex g_pools_mutex;
+
+// The calling thread's current stream per device; nullptr = legacy default stream.
+std::vector<cudaStream_t>& thread_streams() {
+  thread_local std::vector<cudaStream_t> streams;
+  if (streams.size() < static_cast<std::size_t>(device_count())) streams.resize(static_cast<std::size_t>(device_count()));
+  return streams;
+}
+
+// ---- cuBLAS handles --------------------------------------------------------------------
+// Creating a handle is expensive (milliseconds, allocates device memory), so handles are
+// per thread and recycled through a process-wide free list when a thread exits. Like the
+// pools, they are never destroyed.
+struct CublasState {
+  std::mutex mutex;
+  std::array<std::vector<cublasHandle_t>, kMaxDevices> free_handles;
+  // Workspace of each (handle, stream) pair: cuBLAS kernels of one handle on two streams
+  // must not share a workspace, and cublasSetStream resets it to cuBLAS's own default.
+  std::map<std::pair<cublasHandle_t, cudaStream_t>, std::pair<int, void*>> workspaces;
+};
+
+CublasState& cublas_state() {
+  static auto* s = new CublasState;
+  return *s;
+}
+
+struct ThreadHandles {
+  std::array<cublasHandle_t, kMaxDevices> handles{};
+  ~ThreadHandles() {
+    CublasState& s = cublas_state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (int d = 0; d < kMaxDevices; ++d)
+      if (handles[static_cast<std::size_t>(d)] != nullptr)
+        s.free_handles[static_cast<std::size_t>(d)].push_back(handles[static_cast<std::size_t>(d)]);
+  }
+};
+
+std::size_t cublas_workspace_size(int device) {
+  // cuBLAS recommends 32 MiB on Hopper and later, 4 MiB before.
+  static std::array<std::atomic<std::size_t>, kMaxDevices> sizes{};
+  std::size_t size = sizes[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
+  if (size == 0) {
+    int major = 0;
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    size = major >= 9 ? (std::size_t{32} << 20) : (std::size_t{4} << 20);
+    sizes[static_cast<std::size_t>(device)].store(size, std::memory_order_relaxed);
+  }
+  return size;
+}
+
+// Frees the cuBLAS workspaces bound to `stream` (which its owner is destroying).
+void release_cublas_workspaces(cudaStream_t stream) {
+  CublasState& s = cublas_state();
+  std::vector<std::pair<int, void*>> doomed;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (auto it = s.workspaces.begin(); it != s.workspaces.end();) {
+      if (it->first.second == stream) {
+        doomed.push_back(it->second);
+        it = s.workspaces.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& [device, ptr] : doomed) pool(device).deallocate(ptr);
+}
+
+// ---- the backend -----------------------------------------------------------------------
+
+class CudaBackend final : public runtime::Backend {
+ public:
+  int device_count() const override { return cuda::device_count(); }
+
+  void* allocate(std::size_t nbytes, Stream stream) override {
+    check_device(stream.device, "allocate");
+    return pool(stream.device.index).allocate(nbytes, stream.handle);
+  }
+
+  void deallocate(void* ptr, Device device) override {
+    if (ptr == nullptr) return;
+    check_device(device, "deallocate");
+    pool(device.index).deallocate(ptr);
+  }
+
+  void record_stream(void* ptr, Stream stream) override {
+    check_device(stream.device, "record_stream");
+    pool(stream.device.index).record_stream(ptr, stream.handle);
+  }
+
+  void copy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes,
+            Stream stream) override {
+    if (nbytes == 0) return;
+    if (dst_device.is_cpu() && src_device.is_cpu()) {
+      std::memmove(dst, src, nbytes);
+      return;
+    }
+    if (dst_device.is_cuda()) check_device(dst_device, "copy");
+    if (src_device.is_cuda()) check_device(src_device, "copy");
+    // The copy runs on `stream` when it is a CUDA stream, else on the current stream of
+    // the CUDA side.
+    const Device cuda_side = src_device.is_cuda() ? src_device : dst_device;
+    if (!stream.device.is_cuda()) stream = Stream{cuda_side, current_cuda_stream(cuda_side.index)};
+    check_device(stream.device, "copy");
+    const cudaStream_t s = stream_of(stream);
+
+    DeviceGuard g(stream.device.index);
+    if (src_device.is_cuda() && dst_device.is_cuda()) {
+      if (src_device.index == dst_device.index) {
+        TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, s));
+      } else {
+        TG_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_device.index, src, src_device.index, nbytes, s));
+      }
+    } else if (dst_device.is_cuda()) {
+      // From pageable host memory this returns once the source has been staged, so the
+      // caller may reuse it; from pinned memory the caller must keep it alive until
+      // `stream` reaches the copy.
+      TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, s));
+    } else {
+      TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
+      // The host reads dst as soon as we return.
+      TG_CUDA_CHECK(cudaStreamSynchronize(s));
+    }
+  }
+
+  void memset_zero(void* ptr, std::size_t nbytes, Stream stream) override {
+    if (nbytes == 0) return;
+    check_device(stream.device, "memset_zero");
+    DeviceGuard g(stream.device.index);
+    TG_CUDA_CHECK(cudaMemsetAsync(ptr, 0, nbytes, stream_of(stream)));
+  }
+
+  Stream current_stream(Device device) override {
+    check_device(device, "current_stream");
+    return Stream{device, thread_streams()[static_cast<std::size_t>(device.index)]};
+  }
+
+  void set_current_stream(Stream stream) override {
+    check_device(stream.device, "set_current_stream");
+    thread_streams()[static_cast<std::size_t>(stream.device.index)] = stream_of(stream);
+  }
+
+  Stream create_stream(Device device) override {
+    check_device(device, "create_stream");
+    DeviceGuard g(device.index);
+    cudaStream_t s = nullptr;
+    // Non-blocking: work on it must not serialize with the legacy default stream.
+    TG_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return Stream{device, s};
+  }
+
+  void destroy_stream(Stream stream) override {
+    check_device(stream.device, "destroy_stream");
+    TG_CHECK(stream.handle != nullptr, ValueError, "destroy_stream: the default stream of ", stream.device,
+             " cannot be destroyed");
+    const cudaStream_t s = stream_of(stream);
+    DeviceGuard g(stream.device.index);
+    // Blocks cached for this stream stay in the pool under its handle value, which a
+    // later stream may receive. Finishing the stream's work now makes that reuse safe.
+    TG_CUDA_CHECK(cudaStreamSynchronize(s));
+    release_cublas_workspaces(s);
+    auto& mine = thread_streams()[static_cast<std::size_t>(stream.device.index)];
+    if (mine == s) mine = nullptr;
+    TG_CUDA_CHECK(cudaStreamDestroy(s));
+  }
+
+  void synchronize(Stream stream) override {
+    check_device(stream.device, "synchronize");
+    DeviceGuard g(stream.device.index);
+    TG_CUDA_CHECK(cudaStreamSynchronize(stream_of(stream)));
+  }
+
+  void synchronize_device(Device device) override {
+    check_device(device, "synchronize");
+    DeviceGuard g(device.index);
+    TG_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+
+  MemoryStats memory_stats(Device device) override {
+    check_device(device, "memory_stats");
+    return pool(device.index).stats();
+  }
+  void reset_peak_stats(Device device) override {
+    check_device(device, "reset_peak_stats");
+    pool(device.index).reset_peak_stats();
+  }
+  void empty_cache(Device device) override {
+    check_device(device, "empty_cache");
+    pool(device.index).empty_cache();
+  }
+};
+
+CudaBackend& backend_instance() {
+  static CudaBackend instance;
+  return instance;
+}
+
+// Registers at load time without touching the CUDA API: machines without a driver must
+// be able to load the library (device_count() then reports 0).
+struct Registrar {
+  Registrar() { runtime::register_backend(DeviceType::CUDA, &backend_instance()); }
+};
+const Registrar registrar;
+
+}  // namespace
+
+int device_count() {
+  static const int count = [] {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+      (void)cudaGetLastError();  // no driver or no device: a CPU-only run, not an error
+      return 0;
+    }
+    return std::min(n, kMaxDevices);
+  }();
+  return count;
+}
+
+DeviceGuard::DeviceGuard(int device) {
+  int current = -1;
+  TG_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != device) {
+    TG_CUDA_CHECK(cudaSetDevice(device));
+    prev_ = current;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (prev_ >= 0) (void)cudaSetDevice(prev_);  // destructors must not throw
+}
+
+cudaStream_t stream_of(tg::Stream stream) {
+  TG_CHECK(stream.device.is_cuda(), DeviceError, "expected a CUDA stream, got a stream of ", stream.device);
+  return static_cast<cudaStream_t>(stream.handle);
+}
+
+cudaStream_t current_cuda_stream(int device) {
+  check_index(device, "current_cuda_stream");
+  return thread_streams()[static_cast<std::size_t>(device)];
+}
+
+runtime::CachingPool& pool(int device) {
+  check_index(device, "pool");
+  auto& slot = g_pools[static_cast<std::size_t>(device)];
+  if (runtime::CachingPool* p = slot.load(std::memory_order_acquire)) return *p;
+  std::lock_guard<std::mutex> lock(g_pools_mutex);
+  if (runtime::CachingPool* p = slot.load(std::memory_order_relaxed)) return *p;
+  auto* api = new CudaRawApi(device);  // lives as long as the (never destroyed) pool
+  auto* p = new runtime::CachingPool(*api, "cuda:" + std::to_string(device), runtime::pool_disabled_by_env());
+  slot.store(p, std::memory_order_release);
+  return *p;
+}
+
+cublasHandle_t cublas_handle(int device) {
+  check_index(device, "cublas_handle");
+  thread_local ThreadHandles mine;
+  cublasHandle_t& h = mine.handles[static_cast<std::size_t>(device)];
+  CublasState& state = cublas_state();
+  if (h == nullptr) {
+    {
+      std::lock_guard<std::mutex> lock(state.mutex);
+      auto& spare = state.free_handles[static_cast<std::size_t>(device)];
+      if (!spare.empty()) {
+        h = spare.back();
+        spare.pop_back();
+      }
+    }
+    if (h == nullptr) {
+      DeviceGuard g(device);
+      TG_CUBLAS_CHECK(cublasCreate(&h));
+    }
+  }
+  const cudaStream_t stream = current_cuda_stream(device);
+  TG_CUBLAS_CHECK(cublasSetStream(h, stream));
+
+  void* workspace = nullptr;
+  const std::size_t size = cublas_workspace_size(device);
+  {
+    std::lock_guard<std::mutex> lock(state.mutex);
+    auto it = state.workspaces.find({h, stream});
+    if (it != state.workspaces.end()) workspace = it->second.second;
+  }
+  if (workspace == nullptr) {
+    // Allocated outside the state lock: the pool may synchronize on OOM.
+    workspace = pool(device).allocate(size, stream);
+    std::lock_guard<std::mutex> lock(state.mutex);
+    state.workspaces[{h, stream}] = {device, workspace};
+  }
+  TG_CUBLAS_CHECK(cublasSetWorkspace(h, workspace, size));
+  return h;
+}
+
+}  // namespace tg::cuda
