@@ -123,7 +123,7 @@ TEST_CASE("cuda pool: empty_cache returns cached segments to the driver", "[runt
 }
 
 TEST_CASE("cuda pool: an impossible request throws tg::OutOfMemory and the pool keeps working",
-          "[runtime][pool][cuda]") {
+          "[runtime][pool][cuda][oom]") {
   tg::runtime::Backend* be = cuda_backend();
   if (be == nullptr) TG_SKIP("no CUDA device: [cuda] test skipped");
   const tg::Device dev = tg::Device::cuda(0);
