@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -83,6 +86,37 @@ void require_throws(F&& f, const std::vector<std::string>& parts) {
 /// Random f64 CPU tensor in [lo, hi).
 inline tg::Tensor rand64(const tg::Shape& s, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   return tg::rand_seeded(s, seed, {.dtype = tg::DType::f64}, lo, hi);
+}
+
+/// A view of `base`'s storage starting `skip` elements in: its data pointer is not 16-byte
+/// aligned, which forces kernels off their vectorised paths.
+inline tg::Tensor misaligned_view(const tg::Tensor& base, std::int64_t skip, const tg::Shape& shape) {
+  auto impl = std::make_shared<tg::TensorImpl>();
+  impl->storage = base.impl().storage;
+  impl->offset = base.impl().offset + static_cast<std::size_t>(skip) * tg::dtype_size(base.dtype());
+  impl->shape = shape;
+  impl->dtype = base.dtype();
+  impl->device = base.device();
+  return tg::Tensor(impl);
+}
+
+/// A layout [B, Mb, Nb] at block size bs whose block (b, r, c) is active iff on(b, r, c).
+inline tg::Layout layout_where(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs,
+                               const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& on) {
+  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb));
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t r = 0; r < Mb; ++r)
+      for (std::int64_t c = 0; c < Nb; ++c) m[static_cast<std::size_t>((b * Mb + r) * Nb + c)] = on(b, r, c);
+  return tg::Layout(tg::from_vector<bool>(m, {B, Mb, Nb}), bs);
+}
+
+/// A layout with each block active with probability percent/100 (std::mt19937_64 with seed).
+inline tg::Layout rand_mask_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs, int percent,
+                                   std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb));
+  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<int>(rng() % 100) < percent;
+  return tg::Layout(tg::from_vector(m, {B, Mb, Nb}), bs);
 }
 
 }  // namespace tgt

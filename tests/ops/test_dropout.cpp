@@ -21,17 +21,6 @@ std::vector<bool> reference_mask(std::int64_t n, double p, std::uint64_t seed, s
   return keep;
 }
 
-// A view of `base`'s storage starting `skip` elements in (not 16-byte aligned).
-Tensor misaligned_view(const Tensor& base, std::int64_t skip, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = base.impl().storage;
-  impl->offset = base.impl().offset + static_cast<std::size_t>(skip) * dtype_size(base.dtype());
-  impl->shape = shape;
-  impl->dtype = base.dtype();
-  impl->device = base.device();
-  return Tensor(impl);
-}
-
 }  // namespace
 
 TEST_CASE("dropout keeps exactly the elements whose Philox uniform is >= p, scaled by 1/(1-p)",
@@ -175,7 +164,7 @@ TEST_CASE("dropout on CUDA uses the same mask as the CPU, bit for bit", "[ops][d
     {
       INFO("misaligned " << dt);
       Tensor base = rand_seeded({1001}, ++seed, {.dtype = dt, .device = gpu}, 0.5, 1.5);
-      Tensor xd = misaligned_view(base, 1, {1000});
+      Tensor xd = tgt::misaligned_view(base, 1, {1000});
       tgt::require_close(dropout(xd, 0.3, 77, 88).to(Device::cpu()), dropout(xd.to(Device::cpu()), 0.3, 77, 88), 0,
                          0);
     }

@@ -194,18 +194,6 @@ Tensor rand_dt(const Shape& s, std::uint64_t seed, DType dt, double lo, double h
   return rand_seeded(s, seed, {.dtype = dt, .device = dev}, lo, hi);
 }
 
-// A view of `base`'s storage starting `skip` elements in: its data pointer is not
-// 16-byte aligned, which forces the kernels off their vectorised path.
-Tensor misaligned(const Tensor& base, std::int64_t skip, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = base.impl().storage;
-  impl->offset = base.impl().offset + static_cast<std::size_t>(skip) * dtype_size(base.dtype());
-  impl->shape = shape;
-  impl->dtype = base.dtype();
-  impl->device = base.device();
-  return Tensor(impl);
-}
-
 }  // namespace
 
 TEST_CASE("unary ops match an f64 reference in every dtype", "[ops][elementwise]") {
@@ -536,11 +524,11 @@ TEST_CASE("element-wise ops on CUDA match the CPU, forward and backward", "[ops]
       INFO("misaligned " << dt);
       Tensor base_a = rand_dt({1000 * 37 + 3}, ++seed, dt, -2, 2, g);
       Tensor base_b = rand_dt({1000 * 37 + 1}, ++seed, dt, 0.5, 2, g);
-      Tensor a = misaligned(base_a, 3, {1000, 37}), b = misaligned(base_b, 1, {1000, 37});
+      Tensor a = tgt::misaligned_view(base_a, 3, {1000, 37}), b = tgt::misaligned_view(base_b, 1, {1000, 37});
       Tensor ah = a.to(Device::cpu()), bh = b.to(Device::cpu());
       tgt::require_close((a * b).to(Device::cpu()), ah * bh, tol(dt), tol(dt));
       tgt::require_close(gelu(a).to(Device::cpu()), gelu(ah), tol(dt), tol(dt));
-      Tensor row = misaligned(base_b, 1, {37});
+      Tensor row = tgt::misaligned_view(base_b, 1, {37});
       tgt::require_close((a + row).to(Device::cpu()), ah + row.to(Device::cpu()), tol(dt), tol(dt));
     }
   }

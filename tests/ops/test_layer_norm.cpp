@@ -76,17 +76,6 @@ LnRef ln_reference(const std::vector<double>& x, const std::vector<double>& gamm
 
 Tensor as_tensor(const std::vector<double>& v, const Shape& s) { return from_vector(v, s); }
 
-// A view of `base`'s storage starting `skip` elements in (not 16-byte aligned).
-Tensor misaligned_view(const Tensor& base, std::int64_t skip, const Shape& shape) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = base.impl().storage;
-  impl->offset = base.impl().offset + static_cast<std::size_t>(skip) * dtype_size(base.dtype());
-  impl->shape = shape;
-  impl->dtype = base.dtype();
-  impl->device = base.device();
-  return Tensor(impl);
-}
-
 }  // namespace
 
 TEST_CASE("layer_norm forward and backward match an f64 reference", "[ops][layer_norm]") {
@@ -275,9 +264,9 @@ TEST_CASE("layer_norm on CUDA matches the CPU, forward and backward", "[ops][lay
     {
       INFO("misaligned " << dt);
       Tensor base = rnd({37 * 256 + 3}, ++seed, dt, -1, 1, gpu);
-      Tensor xd = misaligned_view(base, 3, {37, 256});
+      Tensor xd = tgt::misaligned_view(base, 3, {37, 256});
       Tensor gbase = rnd({257}, ++seed, dt, 0.5, 1.5, gpu);
-      Tensor gd = misaligned_view(gbase, 1, {256});
+      Tensor gd = tgt::misaligned_view(gbase, 1, {256});
       Tensor xh = xd.to(Device::cpu()), gh = gd.to(Device::cpu());
       tgt::require_close(layer_norm(xd, gd, Tensor()).to(Device::cpu()), layer_norm(xh, gh, Tensor()), ln_tol(dt),
                          ln_tol(dt));

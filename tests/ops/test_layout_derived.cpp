@@ -11,14 +11,6 @@ using namespace tg;
 
 namespace {
 
-Layout rand_mask_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs, int percent,
-                        std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb));
-  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<int>(rng() % 100) < percent;
-  return Layout(from_vector(m, {B, Mb, Nb}), bs);
-}
-
 BlockSparseTensor rand_idx(const Layout& l, std::int64_t hi, std::uint64_t seed, DType dt) {
   const std::int64_t bs = l.block_size();
   std::mt19937_64 rng(seed);
@@ -51,7 +43,7 @@ TEST_CASE("matmul_layout is the structural product", "[ops][layout]") {
     for (int trial = 0; trial < 4; ++trial) {
       const std::int64_t B = 1 + static_cast<std::int64_t>(rng() % 3), Mb = 1 + static_cast<std::int64_t>(rng() % 5),
                          Kb = 1 + static_cast<std::int64_t>(rng() % 5), Nb = 1 + static_cast<std::int64_t>(rng() % 5);
-      Layout lx = rand_mask_layout(B, Mb, Kb, 16, percent, rng()), ly = rand_mask_layout(B, Kb, Nb, 16, percent, rng());
+      Layout lx = tgt::rand_mask_layout(B, Mb, Kb, 16, percent, rng()), ly = tgt::rand_mask_layout(B, Kb, Nb, 16, percent, rng());
       Layout lo = matmul_layout(lx, ly);
       REQUIRE(lo.block_size() == 16);
       REQUIRE(lo.batch() == B);
@@ -67,7 +59,7 @@ TEST_CASE("matmul_layout is the structural product", "[ops][layout]") {
     }
   }
   // one block each
-  Layout one_x = rand_mask_layout(1, 1, 1, 2, 100, 1);
+  Layout one_x = tgt::rand_mask_layout(1, 1, 1, 2, 100, 1);
   REQUIRE(matmul_layout(one_x, one_x).n_blocks() == 1);
 }
 
@@ -78,7 +70,7 @@ TEST_CASE("distribution_layout marks every written target block", "[ops][layout]
       for (int d : {0, 1, 2}) {
         const std::int64_t B = 1 + static_cast<std::int64_t>(rng() % 3), Mb = 1 + static_cast<std::int64_t>(rng() % 3),
                            Nb = 1 + static_cast<std::int64_t>(rng() % 3);
-        Layout l = rand_mask_layout(B, Mb, Nb, bs, percent, rng());
+        Layout l = tgt::rand_mask_layout(B, Mb, Nb, bs, percent, rng());
         Shape t{B + 1, (Mb + 1) * bs, (Nb + 2) * bs};
         const std::int64_t ext = t[d];
         for (DType it : {DType::i32, DType::i64}) {
@@ -96,7 +88,7 @@ TEST_CASE("distribution_layout marks every written target block", "[ops][layout]
 
 TEST_CASE("adapted_layout of content", "[ops][layout]") {
   // two source blocks of 4: one with a non-zero in its top-left element, one all zero
-  Layout l = rand_mask_layout(1, 2, 1, 4, 100, 1);
+  Layout l = tgt::rand_mask_layout(1, 2, 1, 4, 100, 1);
   std::vector<double> v(32, 0.0);
   v[0] = 1.0;
   BlockSparseTensor x(from_vector(v, {2, 4, 4}), l);
@@ -116,16 +108,16 @@ TEST_CASE("adapted_layout of content", "[ops][layout]") {
 }
 
 TEST_CASE("derived layouts bad inputs", "[ops][layout]") {
-  Layout a = rand_mask_layout(2, 3, 4, 16, 50, 1), b = rand_mask_layout(2, 5, 2, 16, 50, 2);
+  Layout a = tgt::rand_mask_layout(2, 3, 4, 16, 50, 1), b = tgt::rand_mask_layout(2, 5, 2, 16, 50, 2);
   tgt::require_throws<ShapeError>([&] { matmul_layout(a, b); }, {"matmul_layout", "4 block-columns", "5 block-rows"});
-  tgt::require_throws<ShapeError>([&] { matmul_layout(a, rand_mask_layout(3, 4, 2, 16, 50, 3)); },
+  tgt::require_throws<ShapeError>([&] { matmul_layout(a, tgt::rand_mask_layout(3, 4, 2, 16, 50, 3)); },
                                   {"matmul_layout", "batch", "2", "3"});
-  tgt::require_throws<LayoutError>([&] { matmul_layout(a, rand_mask_layout(2, 4, 2, 32, 50, 3)); },
+  tgt::require_throws<LayoutError>([&] { matmul_layout(a, tgt::rand_mask_layout(2, 4, 2, 32, 50, 3)); },
                                    {"matmul_layout", "block size", "16", "32"});
   tgt::require_throws<LayoutError>([&] { matmul_layout(Layout(), a); }, {"matmul_layout", "defined"});
   BlockSparseTensor x(zeros({a.n_blocks(), 16, 16}), a);
   tgt::require_throws<LayoutError>([&] { adapted_layout(x, 0); }, {"adapted_layout", "bs_to", "0"});
-  Layout li = rand_mask_layout(1, 2, 2, 2, 100, 4);
+  Layout li = tgt::rand_mask_layout(1, 2, 2, 2, 100, 4);
   BlockSparseTensor idx = rand_idx(li, 4, 5, DType::i64);
   tgt::require_throws<ValueError>([&] { distribution_layout(idx, 2, {1, 4, 2}, 2); },
                                   {"distribution_layout", "[0, 2)", "dim 2"});
@@ -144,7 +136,7 @@ TEST_CASE("derived layouts CUDA match CPU", "[ops][layout][cuda]") {
   TG_REQUIRE_CUDA();
   std::mt19937_64 rng(9);
   for (std::int64_t bs : {1, 2, 16, 64}) {
-    Layout l = rand_mask_layout(2, 3, 2, bs, 60, rng());
+    Layout l = tgt::rand_mask_layout(2, 3, 2, bs, 60, rng());
     for (int d : {0, 1, 2}) {
       Shape t{3, 4 * bs, 3 * bs};
       for (DType it : {DType::i32, DType::i64}) {

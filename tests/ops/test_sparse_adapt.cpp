@@ -12,14 +12,6 @@ using namespace tg;
 
 namespace {
 
-Layout rand_mask_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs, int percent,
-                        std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb));
-  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<int>(rng() % 100) < percent;
-  return Layout(from_vector(m, {B, Mb, Nb}), bs);
-}
-
 // Random blocks, with every third block all zero (so that "holding a non-zero" matters).
 BlockSparseTensor rand_bst(const Layout& l, std::uint64_t seed) {
   const std::int64_t bs = l.block_size();
@@ -92,7 +84,7 @@ TEST_CASE("adapt_layout matches the dense reference", "[ops][sparse_adapt]") {
         const std::int64_t cap = std::max<std::int64_t>(1, std::min<std::int64_t>(5, 128 / bs_from));
         const std::int64_t Mb = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(cap));
         const std::int64_t Nb = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(cap));
-        Layout l = percent >= 0 ? rand_mask_layout(B, Mb, Nb, bs_from, percent, seed++) : Layout();
+        Layout l = percent >= 0 ? tgt::rand_mask_layout(B, Mb, Nb, bs_from, percent, seed++) : Layout();
         if (percent < 0) {  // exactly one block
           std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb), false);
           m[rng() % m.size()] = true;
@@ -106,7 +98,7 @@ TEST_CASE("adapt_layout matches the dense reference", "[ops][sparse_adapt]") {
         require_adapted(a, want, reference(x, want));
         REQUIRE(adapted_layout(x, bs_to) == want);
         // a given target layout (drops values outside it, zeros where x has nothing)
-        Layout given = rand_mask_layout(B, want.block_rows(), want.block_cols(), bs_to, 50, seed++);
+        Layout given = tgt::rand_mask_layout(B, want.block_rows(), want.block_cols(), bs_to, 50, seed++);
         BlockSparseTensor g = adapt_layout(x, bs_to, given);
         require_adapted(g, given, reference(x, given));
         // and back: cropping a padded extent returns x's values where both layouts hold them
@@ -150,11 +142,11 @@ TEST_CASE("adapt_layout pads non-divisible extents", "[ops][sparse_adapt]") {
 TEST_CASE("adapt_layout gradcheck", "[ops][sparse_adapt][gradcheck]") {
   for (auto [bs_from, bs_to, Mb, Nb] : {std::array<std::int64_t, 4>{2, 4, 3, 1}, std::array<std::int64_t, 4>{4, 2, 1, 2},
                                         std::array<std::int64_t, 4>{2, 2, 2, 2}, std::array<std::int64_t, 4>{1, 4, 3, 2}}) {
-    Layout l = rand_mask_layout(2, Mb, Nb, bs_from, 70, static_cast<std::uint64_t>(bs_from * 10 + bs_to));
+    Layout l = tgt::rand_mask_layout(2, Mb, Nb, bs_from, 70, static_cast<std::uint64_t>(bs_from * 10 + bs_to));
     if (l.n_blocks() == 0) l = full_layout(2, Mb, Nb, bs_from);
     Tensor xd = tgt::rand64({l.n_blocks(), bs_from, bs_from}, 7).requires_grad_();
     const std::int64_t tMb = round_up(Mb * bs_from, bs_to) / bs_to, tNb = round_up(Nb * bs_from, bs_to) / bs_to;
-    Layout lt = rand_mask_layout(2, tMb, tNb, bs_to, 70, 8);
+    Layout lt = tgt::rand_mask_layout(2, tMb, tNb, bs_to, 70, 8);
     INFO("bs " << bs_from << " -> " << bs_to);
     auto r = autograd::gradcheck(
         [&](const std::vector<Tensor>& in) { return adapt_layout(BlockSparseTensor(in[0], l), bs_to, lt).data(); }, {xd});
@@ -189,7 +181,7 @@ TEST_CASE("adapt_layout CUDA matches CPU", "[ops][sparse_adapt][cuda]") {
   std::uint64_t seed = 50;
   for (std::int64_t bs_from : {1, 2, 16, 32, 64}) {
     for (std::int64_t bs_to : {1, 4, 16, 64, 128}) {
-      Layout l = rand_mask_layout(2, 3, 2, bs_from, 60, seed++);
+      Layout l = tgt::rand_mask_layout(2, 3, 2, bs_from, 60, seed++);
       BlockSparseTensor x64 = rand_bst(l, seed++);
       for (DType dt : {DType::f32, DType::bf16, DType::f64}) {
         INFO("bs " << bs_from << " -> " << bs_to << " " << dtype_name(dt));
@@ -203,7 +195,7 @@ TEST_CASE("adapt_layout CUDA matches CPU", "[ops][sparse_adapt][cuda]") {
         ac.data().backward(g);
         ag.data().backward(g.to(Device::cuda()));
         tgt::require_close(xg.grad(), xc.grad(), 0, 0);
-        Layout given = rand_mask_layout(2, ac.layout().block_rows(), ac.layout().block_cols(), bs_to, 50, seed++);
+        Layout given = tgt::rand_mask_layout(2, ac.layout().block_rows(), ac.layout().block_cols(), bs_to, 50, seed++);
         NoGradGuard ng;
         tgt::require_close(adapt_layout(BlockSparseTensor(xg, l), bs_to, given).data(),
                            adapt_layout(BlockSparseTensor(xc, l), bs_to, given).data(), 0, 0);

@@ -18,15 +18,6 @@ std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 const double kNan = std::nan("");
 const double kPi = 3.14159265358979323846;
 
-Layout layout_where(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs,
-                    const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& on) {
-  std::vector<bool> m(at(B * Mb * Nb));
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t r = 0; r < Mb; ++r)
-      for (std::int64_t c = 0; c < Nb; ++c) m[at((b * Mb + r) * Nb + c)] = on(b, r, c);
-  return Layout(from_vector<bool>(m, {B, Mb, Nb}), bs);
-}
-
 // Block sizes 1, 2, 16, 32; batch 1-3; empty, one block, ~30%, full, and layouts with an
 // empty block-row and block-column.
 std::vector<Layout> test_layouts() {
@@ -39,13 +30,13 @@ std::vector<Layout> test_layouts() {
       ++seed;
       switch (kind) {
         case 0: out.push_back(random_layout(B, Mb, Nb, bs, 0.0, seed)); break;
-        case 1: out.push_back(layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
+        case 1: out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
                   return b == 0 && r == Mb - 1 && c == 0;
                 }));
                 break;
         case 2: out.push_back(random_layout(B, Mb, Nb, bs, 0.3, seed)); break;
         case 3: out.push_back(full_layout(B, Mb, Nb, bs)); break;
-        default: out.push_back(layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
+        default: out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
                    return r != 0 && c != Nb - 1 && (b + r + c) % 3 != 1;
                  }));
       }
@@ -193,7 +184,7 @@ TEST_CASE("block-sparse element-wise ops propagate nan and inf like the dense op
 }
 
 TEST_CASE("block-sparse element-wise gradcheck", "[ops][sparse_elementwise][gradcheck]") {
-  Layout l = layout_where(2, 3, 2, 2, [](auto b, auto r, auto c) { return r != 1 && (b + c) % 2 == 0; });
+  Layout l = tgt::layout_where(2, 3, 2, 2, [](auto b, auto r, auto c) { return r != 1 && (b + c) % 2 == 0; });
   REQUIRE(l.n_blocks() > 0);
   auto X = [&](const Tensor& d) { return BlockSparseTensor(d, l); };
   std::uint64_t seed = 40;
@@ -224,7 +215,7 @@ TEST_CASE("block-sparse element-wise gradcheck", "[ops][sparse_elementwise][grad
 
 TEST_CASE("block-sparse element-wise backward reaches the dense input", "[ops][sparse_elementwise]") {
   // y = exp(x) * x + 2x on the active blocks; dy/ddense = exp(x)(1 + x) + 2 there, 0 elsewhere
-  Layout l = layout_where(2, 2, 3, 16, [](auto b, auto r, auto c) { return (b + r * 2 + c) % 3 != 0; });
+  Layout l = tgt::layout_where(2, 2, 3, 16, [](auto b, auto r, auto c) { return (b + r * 2 + c) % 3 != 0; });
   Tensor dense = tgt::rand64({2, 32, 48}, 5).requires_grad_();
   BlockSparseTensor x = to_sparse(dense, l);
   BlockSparseTensor y = exp(x) * x + 2.0 * x;
@@ -235,8 +226,8 @@ TEST_CASE("block-sparse element-wise backward reaches the dense input", "[ops][s
 }
 
 TEST_CASE("block-sparse element-wise bad inputs", "[ops][sparse_elementwise]") {
-  Layout la = layout_where(2, 4, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 2 == 0; });  // 16 blocks
-  Layout lb = layout_where(2, 4, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 3 == 0; });
+  Layout la = tgt::layout_where(2, 4, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 2 == 0; });  // 16 blocks
+  Layout lb = tgt::layout_where(2, 4, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 3 == 0; });
   auto make = [](const Layout& l, DType dt = DType::f32) {
     return BlockSparseTensor(zeros({l.n_blocks(), l.block_size(), l.block_size()}, {.dtype = dt}), l);
   };

@@ -18,16 +18,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
-// A layout from a per-block predicate.
-Layout layout_where(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs,
-                    const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& on) {
-  std::vector<bool> m(at(B * Mb * Nb));
-  for (std::int64_t b = 0; b < B; ++b)
-    for (std::int64_t r = 0; r < Mb; ++r)
-      for (std::int64_t c = 0; c < Nb; ++c) m[at((b * Mb + r) * Nb + c)] = on(b, r, c);
-  return Layout(from_vector<bool>(m, {B, Mb, Nb}), bs);
-}
-
 // The layouts every reference test runs over: block sizes 1, 2, 16, 32; batch 1-3; empty,
 // one block, ~30%, full, and ~50% with a whole block-row and block-column left empty.
 std::vector<Layout> test_layouts() {
@@ -41,7 +31,7 @@ std::vector<Layout> test_layouts() {
       switch (kind) {
         case 0: out.push_back(random_layout(B, Mb, Nb, bs, 0.0, seed)); break;
         case 1:
-          out.push_back(layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
+          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
             return b == B - 1 && r == Mb / 2 && c == Nb - 1;
           }));
           break;
@@ -49,7 +39,7 @@ std::vector<Layout> test_layouts() {
         case 3: out.push_back(full_layout(B, Mb, Nb, bs)); break;
         default: {
           Layout r = random_layout(B, Mb, Nb, bs, 0.6, seed);
-          out.push_back(layout_where(B, Mb, Nb, bs, [&](auto b, auto rr, auto c) {
+          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto rr, auto c) {
             return rr != 1 && c != 0 && r.active(b, rr, c);
           }));
         }
@@ -178,7 +168,7 @@ TEST_CASE("broadcast_add / broadcast_sub match masked f64 references", "[ops][sp
 TEST_CASE("row reductions: empty rows, ties, nan and -inf", "[ops][sparse_rows]") {
   // batch 0: block-row 0 has blocks (0,0), (0,2); block-row 1 is empty.
   const std::int64_t bs = 2;
-  Layout l = layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return r == 0 && c != 1; });
+  Layout l = tgt::layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return r == 0 && c != 1; });
   // logical rows 0 and 1 (block-row 0); columns 0,1 and 4,5 are active
   std::vector<double> d(2 * bs * 3 * bs, 0.0);
   auto set = [&](std::int64_t i, std::int64_t j, double v) { d[at(i * 3 * bs + j)] = v; };
@@ -233,7 +223,7 @@ TEST_CASE("row ops on an empty layout give defined results and gradients", "[ops
 TEST_CASE("backward of row ops to a dense input matches a masked reference", "[ops][sparse_rows]") {
   // loss = sum(w * to_dense(row_add(x, v))) + sum(u * row_sum(x)); dloss/ddense is
   // (w + u[row]) on active elements, 0 elsewhere; dloss/dv = sum of w over active row elements.
-  Layout l = layout_where(2, 3, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 3 != 0 && r != 2; });
+  Layout l = tgt::layout_where(2, 3, 4, 16, [](auto b, auto r, auto c) { return (b + r + c) % 3 != 0 && r != 2; });
   Tensor dense = tgt::rand64({2, 48, 64}, 7).requires_grad_();
   Tensor v = tgt::rand64({2, 48}, 8).requires_grad_();
   Tensor w = tgt::rand64({2, 48, 64}, 9), u = tgt::rand64({2, 48}, 10);
@@ -252,7 +242,7 @@ TEST_CASE("backward of row ops to a dense input matches a masked reference", "[o
 
 TEST_CASE("row ops gradcheck", "[ops][sparse_rows][gradcheck]") {
   // a block-row and a block-column without blocks, and 2x2 blocks
-  Layout l = layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return r != 1 && c != 2 && (b + r + c) % 4 != 3; });
+  Layout l = tgt::layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return r != 1 && c != 2 && (b + r + c) % 4 != 3; });
   REQUIRE(l.n_blocks() > 0);
   Tensor xd = tgt::rand64({l.n_blocks(), 2, 2}, 11).requires_grad_();
   Tensor v = tgt::rand64({2, 6}, 12, 0.5, 1.5).requires_grad_();
@@ -267,7 +257,7 @@ TEST_CASE("row ops gradcheck", "[ops][sparse_rows][gradcheck]") {
   check("row_sum", [&](const std::vector<Tensor>& in) { return row_sum(X(in[0])); }, {xd});
   // rows without blocks give -inf, which finite differences cannot handle: a layout with a
   // block in every row (and an empty block-column) for row_max
-  Layout lm = layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return c != 1 && (c == 0 || (b + r) % 2 == 0); });
+  Layout lm = tgt::layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return c != 1 && (c == 0 || (b + r) % 2 == 0); });
   Tensor xm = tgt::rand64({lm.n_blocks(), 2, 2}, 15).requires_grad_();
   check("row_max", [&](const std::vector<Tensor>& in) { return row_max(BlockSparseTensor(in[0], lm)); }, {xm});
   check("col_sum", [&](const std::vector<Tensor>& in) { return col_sum(X(in[0])); }, {xd});
