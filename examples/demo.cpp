@@ -2,7 +2,7 @@
 // memory pool statistics. Runs on the GPU when one is present.
 #include <iostream>
 
-#include "tilegrad.h"
+#include <tilegrad/tilegrad.h>
 
 int main(int argc, char** argv) {
   tg::Device dev = argc > 1 ? tg::Device::parse(argv[1]) : tg::default_device();
