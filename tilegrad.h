@@ -40,3 +40,4 @@
 #include "ops/sparse_move/sparse_move.h"
 #include "ops/sparse_adapt/sparse_adapt.h"
 #include "ops/layout/derived.h"
+#include "ops/sparse_nn/sparse_nn.h"
