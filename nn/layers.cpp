@@ -8,6 +8,7 @@
 #include "ops/embedding/embedding.h"
 #include "ops/factory/factory.h"
 #include "ops/layer_norm/layer_norm.h"
+#include "ops/sparse_nn/sparse_nn.h"
 
 namespace tg::nn {
 
@@ -21,6 +22,8 @@ LayerNorm::LayerNorm(std::int64_t dim, double eps_, TensorOptions opts) : Module
 
 Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
 
+BlockSparseTensor LayerNorm::forward(const BlockSparseTensor& x) const { return layer_norm(x, weight, bias, eps); }
+
 Dropout::Dropout(double p_, std::uint64_t seed) : Module("Dropout"), p(p_), seed_(seed) {
   TG_CHECK(p_ >= 0.0 && p_ < 1.0, ValueError, "Dropout: p must be in [0, 1), got ", p_);
 }
@@ -28,6 +31,11 @@ Dropout::Dropout(double p_, std::uint64_t seed) : Module("Dropout"), p(p_), seed
 Tensor Dropout::forward(const Tensor& x) {
   if (!is_training() || p == 0.0) return x;
   // A fresh offset per call: successive calls draw independent masks from the same seed.
+  return dropout(x, p, seed_, offset_++);
+}
+
+BlockSparseTensor Dropout::forward(const BlockSparseTensor& x) {
+  if (!is_training() || p == 0.0) return x;
   return dropout(x, p, seed_, offset_++);
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "core/block_sparse.h"
 #include "nn/module.h"
 
 namespace tg::nn {
@@ -13,6 +14,9 @@ class LayerNorm : public Module {
   explicit LayerNorm(std::int64_t dim, double eps = 1e-5, TensorOptions opts = {});
   Tensor forward(const Tensor& x) const;
   Tensor operator()(const Tensor& x) const { return forward(x); }
+  /// Block-sparse input with a row-striped layout (see tg::layer_norm on block-sparse).
+  BlockSparseTensor forward(const BlockSparseTensor& x) const;
+  BlockSparseTensor operator()(const BlockSparseTensor& x) const { return forward(x); }
   Tensor weight, bias;
   double eps;
 };
@@ -24,6 +28,9 @@ class Dropout : public Module {
   explicit Dropout(double p, std::uint64_t seed = 0);
   Tensor forward(const Tensor& x);
   Tensor operator()(const Tensor& x) { return forward(x); }
+  /// On the active elements of a block-sparse tensor.
+  BlockSparseTensor forward(const BlockSparseTensor& x);
+  BlockSparseTensor operator()(const BlockSparseTensor& x) { return forward(x); }
   double p;
 
  private:

@@ -6,6 +6,7 @@
 #include "ops/factory/factory.h"
 #include "ops/linalg/matmul.h"
 #include "ops/shape/shape_ops.h"
+#include "ops/sparse_nn/sparse_nn.h"
 
 namespace tg::nn {
 
@@ -31,5 +32,7 @@ Tensor Linear::forward(const Tensor& x) const {
   if (bias.defined()) y = add(y, bias);
   return reshape(y, out_shape);
 }
+
+BlockSparseTensor Linear::forward(const BlockSparseTensor& x) const { return linear(x, weight, bias); }
 
 }  // namespace tg::nn

@@ -1,6 +1,7 @@
 // Fully connected layer: y = x Wᵀ + b.
 #pragma once
 
+#include "core/block_sparse.h"
 #include "nn/module.h"
 
 namespace tg::nn {
@@ -13,6 +14,10 @@ class Linear : public Module {
   /// x [..., in] -> [..., out]. Throws ShapeError when the last extent is not in_features.
   Tensor forward(const Tensor& x) const;
   Tensor operator()(const Tensor& x) const { return forward(x); }
+  /// Block-sparse x [B, M, in]: only rows with an active block compute; the output has the
+  /// row-striped layout of those rows (out_features must be divisible by the block size).
+  BlockSparseTensor forward(const BlockSparseTensor& x) const;
+  BlockSparseTensor operator()(const BlockSparseTensor& x) const { return forward(x); }
   Tensor weight, bias;
   std::int64_t in_features, out_features;
 };

@@ -72,3 +72,20 @@ TEST_CASE("block-sparse dropout uses the dense mask of the block data", "[ops][s
   REQUIRE(y.layout() == l);
   tgt::require_close(y.data(), dropout(x.data(), 0.3, 11, 4), 0, 0);
 }
+
+TEST_CASE("nn modules accept block-sparse input", "[ops][sparse_nn][nn]") {
+  Layout l = striped(1, 2, 2, 4, {true, false});
+  BlockSparseTensor x = to_sparse(tgt::rand64({1, 8, 8}, 3), l);
+  nn::Linear lin(8, 4, true, {.dtype = DType::f64}, 1);
+  BlockSparseTensor y = lin(x);
+  tgt::require_close(y.data(), linear(x, lin.weight, lin.bias).data(), 0, 0);
+  nn::LayerNorm ln(8, 1e-5, {.dtype = DType::f64});
+  tgt::require_close(ln(x).data(), layer_norm(x, ln.weight, ln.bias, 1e-5).data(), 0, 0);
+  nn::Dropout drop(0.5, 3);
+  drop.eval();
+  REQUIRE(drop(x).data().is_same(x.data()));
+  drop.train();
+  REQUIRE(drop(x).layout() == l);
+  sum(lin(ln(x)).data()).backward();
+  REQUIRE(lin.weight.grad().defined());
+}
