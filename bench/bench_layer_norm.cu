@@ -1,4 +1,4 @@
-// LayerNorm forward / backward on [16384, 1024] (f32, bf16) and an AdamW step over ~100M
+// LayerNorm forward / backward on [16384, 1024] and [65536, 1024] (f32, bf16) and an AdamW step over ~100M
 // f32 parameters in 20 tensors, next to the device copy rate measured in the same run.
 //
 // Bytes counted (the fewest that must move):
@@ -37,11 +37,13 @@ double time_reps(const std::function<void()>& fn) {
          kReps;
 }
 
-void bench_layer_norm(tg::DType dt) {
+void bench_layer_norm(tg::DType dt, std::int64_t rows) {
   using tg::Tensor;
   const tg::Device gpu = tg::Device::cuda();
-  const std::int64_t rows = 16384, D = 1024;
-  const std::string shape = "[16384, 1024]";
+  const std::int64_t D = 1024;
+  char shape_buf[32];
+  std::snprintf(shape_buf, sizeof shape_buf, "[%lld, 1024]", static_cast<long long>(rows));
+  const std::string shape = shape_buf;
   const char* name = tg::dtype_name(dt);
   const double nb = static_cast<double>(rows * D) * static_cast<double>(tg::dtype_size(dt));
   Tensor x = tg::rand_seeded({rows, D}, 1, {.dtype = dt, .device = gpu}, -2.0, 3.0);
@@ -104,8 +106,12 @@ void bench_adamw() {
 int main() {
   g_copy = tgb::copy_rate_gbps();
   std::printf("device: cudaMemcpyDeviceToDevice of 2 GiB: %.0f GB/s (bytes read + written)\n\n", g_copy);
-  bench_layer_norm(tg::DType::f32);
-  bench_layer_norm(tg::DType::bf16);
+  // 16K rows (a 16 x 1024-token batch) and 64K rows: at 32 MB a bf16 pass is short enough
+  // (~10 us) for launch and tail overheads to show; the larger size shows the kernels.
+  for (std::int64_t rows : {16384, 65536}) {
+    bench_layer_norm(tg::DType::f32, rows);
+    bench_layer_norm(tg::DType::bf16, rows);
+  }
   bench_adamw();
   return 0;
 }

@@ -276,16 +276,18 @@ struct RegPlan {
   int threads;
 };
 
-RegPlan plan_for(std::int64_t cols, int max_p) {
+RegPlan plan_for(std::int64_t cols, int max_p, int target_threads) {
   if (cols <= kWarpMaxCols) {
     int p = 1;
     while (p * 32 < cols) p *= 2;
     return {true, p, 32};
   }
-  // Fewest elements per thread that keep a block at <= 256 threads, else max_p per thread
-  // with up to 1024 threads.
+  // Fewest elements per thread that keep a block at <= target_threads, else max_p per
+  // thread with up to 1024 threads. The forward wants more bytes in flight per thread than
+  // the backward (which loads two arrays): its load, all-reduce and store phases do not
+  // overlap within a block, so each thread must keep enough loads outstanding.
   int p = 4;
-  while (p < max_p && (cols + p - 1) / p > 256) p *= 2;
+  while (p < max_p && (cols + p - 1) / p > target_threads) p *= 2;
   const int threads = static_cast<int>(((cols + p - 1) / p + 31) / 32 * 32);
   return {false, p, threads};
 }
@@ -317,7 +319,7 @@ void softmax_fwd_typed(const T* x, T* y, std::int64_t rows, std::int64_t cols, d
     TG_CUDA_CHECK_LAST();
     return;
   }
-  const RegPlan plan = plan_for(cols, block_max_p<T>());
+  const RegPlan plan = plan_for(cols, block_max_p<T>(), 128);
   const int c = static_cast<int>(cols);
   with_p(plan.p, [&](auto pc) {
     constexpr int P = decltype(pc)::value;
@@ -350,7 +352,7 @@ void softmax_bwd_typed(const T* y, const T* dy, T* dx, std::int64_t rows, std::i
     TG_CUDA_CHECK_LAST();
     return;
   }
-  const RegPlan plan = plan_for(cols, block_max_p<T>());
+  const RegPlan plan = plan_for(cols, block_max_p<T>(), 256);
   const int c = static_cast<int>(cols);
   with_p(plan.p, [&](auto pc) {
     constexpr int P = decltype(pc)::value;
