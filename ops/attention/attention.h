@@ -56,7 +56,8 @@ class AttentionPattern {
   /// Block boundaries (size q_blocks + 1 / k_blocks + 1, starting at 0).
   const std::vector<std::int64_t>& q_starts() const { return q_starts_; }
   const std::vector<std::int64_t>& k_starts() const { return k_starts_; }
-  /// Uniform block sizes (0 when variable).
+  /// Uniform block sizes (0 when variable). When non-zero, every block has this size:
+  /// sq() == q_blocks() · bq() (likewise for keys).
   std::int64_t bq() const { return bq_; }
   std::int64_t bk() const { return bk_; }
   /// The mask as bool [P, q_blocks, k_blocks] on the CPU, and its host bytes.
@@ -66,12 +67,23 @@ class AttentionPattern {
   bool visited(std::int64_t p, std::int64_t r, std::int64_t c) const;
   /// Fraction of visited (query, key) element pairs (over P·Sq·Sk).
   double density() const;
+  /// A process-wide unique number of this pattern (copies share it; 0 when undefined):
+  /// a key for caches of per-pattern work lists that cannot be confused with a later one.
+  std::uint64_t id() const;
+  /// The pattern with P = `count` rows: itself when count() == count, else a P = 1 pattern
+  /// repeated. Remembered, so repeated calls return the same object (same id()). Throws
+  /// ShapeError when count() is neither 1 nor `count`.
+  AttentionPattern expanded(std::int64_t count) const;
 
  private:
+  struct Memo;
+  AttentionPattern(Tensor mask, std::vector<std::int64_t> q_starts, std::vector<std::int64_t> k_starts,
+                   std::int64_t bq, std::int64_t bk);
   Tensor mask_;
   std::shared_ptr<const std::vector<std::uint8_t>> mask_host_;
   std::vector<std::int64_t> q_starts_, k_starts_;
   std::int64_t bq_ = 0, bk_ = 0;
+  std::shared_ptr<Memo> memo_;  ///< id and the remembered expansion, shared by copies
 };
 
 /// The options of flash_attention; defaults are plain softmax attention over the pattern.
@@ -104,8 +116,8 @@ struct AttentionOptions {
   BlockSparseTensor bias;
   /// Logits soft cap c > 0: s = c·tanh(t / c). 0: off.
   double softcap = 0.0;
-  /// Attention sinks: one logit per query head (f32 or q's dtype, [Hq]) added to every
-  /// softmax denominator. Differentiable.
+  /// Attention sinks: one logit per query head (f32 or q's dtype, [Hq], on q's device)
+  /// added to every softmax denominator. Differentiable.
   Tensor sinks;
   /// Dropout on the probabilities (Philox, same mask on CPU and CUDA); p in [0, 1).
   double dropout_p = 0.0;
@@ -117,11 +129,12 @@ struct AttentionOptions {
 /// Output and row log-sum-exp.
 struct AttentionResult {
   Tensor out;  ///< [B·Hq, Sq, Dv], q's dtype
-  Tensor lse;  ///< [B·Hq, Sq], f32 (f64 for f64)
+  Tensor lse;  ///< [B·Hq, Sq], f32 (f64 for f64); not differentiable (never requires grad)
 };
 
 /// Block-sparse flash attention (see the file comment for the exact definition).
-/// Differentiable in q, k, v, options.bias and options.sinks. Errors: ShapeError (ranks,
+/// Differentiable in q, k, v, options.bias and options.sinks (once: the backward itself
+/// records nothing, so there is no double backward). Errors: ShapeError (ranks,
 /// B·Hq not a multiple of B·Hkv, D/Dv mismatches, pattern extent != Sq x Sk, P not 1 or
 /// B·Hq, lens/segments/mask/bias/sinks shapes), DTypeError, DeviceError, ValueError
 /// (options out of range). Every message names flash_attention, the argument, expected
@@ -131,7 +144,9 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 /// The same, also returning the row log-sum-exp.
 AttentionResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                          const AttentionPattern& pattern, const AttentionOptions& options = {});
-/// Block-sparse q, k, v with row-striped layouts (see sparse_nn.h): absent rows read as 0.
+/// Block-sparse q, k, v with row-striped layouts (see sparse_nn.h): absent rows read as 0
+/// (an absent query row still attends, with scores 0 + bias). Returns the dense output.
+/// Throws LayoutError for layouts that are not row-striped, then as the dense version.
 Tensor flash_attention(const BlockSparseTensor& q, const BlockSparseTensor& k, const BlockSparseTensor& v,
                        const AttentionPattern& pattern, const AttentionOptions& options = {});
 

@@ -30,7 +30,7 @@ struct AttentionProblem {
   BlockSparseTensor mask;
   /// Additive bias (q's dtype, layout [bhq, sq/bs, sk/bs]) on the kernel's device, or undefined.
   BlockSparseTensor bias;
-  Tensor sinks;  ///< f32 [Hq] on the kernel's device, or undefined
+  Tensor sinks;  ///< f32 [Hq] (f64 when q is f64) on the kernel's device, or undefined
   double dropout_p = 0.0;
   std::uint32_t dropout_threshold = 0;  ///< ops::dropout_threshold(p)
   std::uint64_t seed = 0, offset = 0;
@@ -46,7 +46,8 @@ TG_DECLARE_KERNEL(attention_fwd_kernel, AttentionFwdFn);
 /// Backward: given o, lse of the forward and do (q's dtype, [bhq, sq, dv]), writes dq
 /// [bhq, sq, d], dk [bhkv, sk, d], dv [bhkv, sk, dv] (q's dtype; dk/dv summed over the
 /// query heads sharing a kv row), and when defined: dbias (bias's dtype, the bias's block
-/// data shape) and dsinks (f32 [Hq]). Every output is fully overwritten.
+/// data shape) and dsinks (sinks' dtype: f32, f64 for f64, [Hq]). Every output is fully
+/// overwritten.
 using AttentionBwdFn = void(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                             const Tensor& dout, const AttentionProblem& p, const Tensor& dq, const Tensor& dk,
                             const Tensor& dv, const Tensor& dbias, const Tensor& dsinks);

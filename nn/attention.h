@@ -1,0 +1,63 @@
+// Multi-head (self-)attention on block-sparse flash attention, with grouped kv heads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "nn/linear.h"
+#include "nn/module.h"
+#include "ops/attention/attention.h"
+
+namespace tg::nn {
+
+struct MultiHeadAttentionOptions {
+  /// kv heads (GQA / MQA); 0: num_heads. Must divide num_heads.
+  std::int64_t num_kv_heads = 0;
+  /// One [(H + 2·Hkv)·Dh, d_model] projection ("qkv") instead of three ("q", "k", "v").
+  bool fused_qkv = true;
+  /// Biases on the projections.
+  bool bias = true;
+  /// Dropout on the attention probabilities in training mode.
+  double dropout = 0.0;
+  /// Keys after the query are invisible.
+  bool causal = false;
+  /// Block pattern used when forward gets none ([1 or B·H, S/bq, S/bk]); undefined: all pairs.
+  AttentionPattern pattern = {};
+  /// dtype / device of the parameters.
+  TensorOptions tensor = {};
+  /// Seeds the initial weights and the dropout masks.
+  std::uint64_t seed = 0;
+};
+
+class MultiHeadAttention : public Module {
+ public:
+  /// Head dim Dh = d_model / num_heads. Throws ShapeError when num_heads does not divide
+  /// d_model or num_kv_heads does not divide num_heads, ValueError for dropout outside
+  /// [0, 1).
+  MultiHeadAttention(std::int64_t d_model, std::int64_t num_heads, MultiHeadAttentionOptions options = {});
+
+  /// Self-attention of x [B, S, d_model] -> [B, S, d_model]: projections, heads as rows
+  /// [B·H, S, Dh] (row b·H + h), flash_attention over `pattern` (else the constructor's,
+  /// else every pair), the output projection. `options` passes the other attention
+  /// options (bias, sinks, lens, window, ...); the module sets num_heads, ORs in its causal
+  /// flag, and in training mode with options.dropout_p == 0 applies its own dropout with a
+  /// fresh Philox offset per call. Throws ShapeError for an x of another shape, then as
+  /// flash_attention.
+  Tensor forward(const Tensor& x, const AttentionPattern& pattern = AttentionPattern(),
+                 const AttentionOptions& options = {});
+  Tensor operator()(const Tensor& x, const AttentionPattern& pattern = AttentionPattern(),
+                    const AttentionOptions& options = {}) {
+    return forward(x, pattern, options);
+  }
+
+  std::int64_t d_model, num_heads, num_kv_heads, head_dim;
+  MultiHeadAttentionOptions options;
+  /// fused_qkv: qkv set, q/k/v null; otherwise the reverse.
+  std::shared_ptr<Linear> qkv, q, k, v, proj;
+
+ private:
+  std::uint64_t dropout_offset_ = 0;
+  AttentionPattern dense_;  ///< the all-pairs pattern of the last sequence length
+};
+
+}  // namespace tg::nn
