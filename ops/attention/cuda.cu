@@ -1,0 +1,380 @@
+// CUDA kernels of block-sparse flash attention: the glue between the kernel slots and the
+// kernels of ops/attention/cuda/.
+//
+// - bf16 / f16: tensor-core kernels (cuda/tc_fwd.cuh, cuda/tc_bwd.cuh), instantiated for
+//   D, Dv in {32, 64, 128} by the cuda_{fwd,bwd_kv,bwd_q}_{bf16,f16}.cu files.
+// - f32: CUDA-core kernels (cuda/simt.cuh), always deterministic.
+// - Work: tile lists built on the host from the pattern and causal / window, cached on the
+//   device per pattern (cuda/work_lists.h).
+// - Backward: D = rowsum(dO ⊙ o), then the kv pass (dK, dV, dbias; dQ by f32 atomics into a
+//   workspace), then either the dQ conversion or, in deterministic mode, the q pass; the
+//   sinks' gradient is a fixed-order reduction per head.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "ops/attention/cuda/aux.cuh"
+#include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/simt.cuh"
+#include "ops/attention/cuda/tc_bwd.cuh"
+#include "ops/attention/cuda/tc_fwd.cuh"
+#include "ops/attention/cuda/work_lists.h"
+#include "ops/attention/kernels.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace tg::ops::attn {
+
+// Launchers instantiated in the cuda_*.cu files (see cuda/tc_launch.cuh).
+template <typename T, int D, int DV, bool kGeneral>
+void launch_fwd(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+template <typename T, int D, int DV, bool kGeneral>
+void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+template <typename T, int D, int DV, bool kGeneral>
+void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+
+namespace {
+
+__global__ void __launch_bounds__(kSimtThreads) simt_fwd_kernel(const __grid_constant__ SimtArgs a) {
+  __shared__ float smem[kSimtSmem / 4];
+  simt_fwd_body(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+__global__ void __launch_bounds__(kSimtThreads) simt_bwd_q_kernel(const __grid_constant__ SimtArgs a) {
+  __shared__ float smem[kSimtSmem / 4];
+  simt_bwd_q_body(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+__global__ void __launch_bounds__(kSimtThreads) simt_bwd_kv_kernel(const __grid_constant__ SimtArgs a) {
+  __shared__ float smem[kSimtSmem / 4];
+  simt_bwd_kv_body(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAuxThreads)
+    delta_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
+                 int dv) {
+  delta_body(o, dout, delta, rows, dv, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAuxThreads)
+    dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq, std::int64_t n, float scale) {
+  for (std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * kAuxThreads + threadIdx.x; x < n;
+       x += static_cast<std::int64_t>(gridDim.x) * kAuxThreads)
+    dq_convert_body(acc, dq, n, scale, x);
+}
+
+__global__ void __launch_bounds__(kAuxThreads)
+    dsinks_kernel(const float* __restrict__ lse, const float* __restrict__ delta, const float* __restrict__ sinks,
+                  float* __restrict__ dsinks, int batch, int heads, int sq) {
+  __shared__ float red[kAuxThreads];
+  dsinks_body(lse, delta, sinks, dsinks, batch, heads, sq, red, static_cast<int>(threadIdx.x),
+              static_cast<int>(blockIdx.x));
+}
+
+constexpr const char* kOp = "flash_attention";
+
+// Tensor cores: head dims with compiled kernels; f32 (CUDA cores): any up to 128.
+void check_head_dims(const AttentionProblem& p, DType dt) {
+  if (dt == DType::f32) {
+    if (p.d > 4 * 32 || p.dv > 4 * 32) {
+      TG_THROW(ValueError, kOp, ": on CUDA the head dims of f32 inputs must be at most 128 (D of q and k, Dv of v), got D = ",
+               p.d, " and Dv = ", p.dv);
+    }
+  } else if (!supported_head_dim(p.d) || !supported_head_dim(p.dv)) {
+    TG_THROW(ValueError, kOp, ": on CUDA the head dims of ", dt,
+             " inputs must be 32, 64 or 128 (D of q and k, Dv of v), got D = ", p.d, " and Dv = ", p.dv);
+  }
+}
+
+int log2_of(std::int64_t v) {
+  int lg = 0;
+  while ((std::int64_t(1) << lg) < v) ++lg;
+  return lg;
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+
+bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0; }
+
+Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
+  Params r;
+  r.bhq = static_cast<int>(p.bhq);
+  r.bhkv = static_cast<int>(p.bhkv);
+  r.group = static_cast<int>(p.bhq / p.bhkv);
+  r.heads = static_cast<int>(p.heads);
+  r.sq = static_cast<int>(p.sq);
+  r.sk = static_cast<int>(p.sk);
+  r.scale = static_cast<float>(p.scale);
+  r.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
+  r.softcap = static_cast<float>(p.softcap);
+  r.inv_softcap = p.softcap > 0.0 ? static_cast<float>(1.0 / p.softcap) : 0.f;
+  r.causal = p.causal ? 1 : 0;
+  // a bound beyond the extents hides nothing; clamping keeps i - wl and i + wr in range
+  const std::int64_t far = p.sq + p.sk;
+  r.wl = p.window_left < 0 ? -1 : static_cast<int>(std::min(p.window_left, far));
+  r.wr = p.window_right < 0 ? -1 : static_cast<int>(std::min(p.window_right, far));
+  r.q_lens = ptr_or_null<std::int64_t>(p.q_lens);
+  r.k_lens = ptr_or_null<std::int64_t>(p.k_lens);
+  r.seg_q = ptr_or_null<std::int64_t>(p.seg_q);
+  r.seg_k = ptr_or_null<std::int64_t>(p.seg_k);
+  if (p.mask.defined()) {
+    const Layout& l = p.mask.layout();
+    r.mask_index = static_cast<const std::int64_t*>(l.tables(dev).block_index.data_ptr());
+    r.mask_data = static_cast<const std::uint8_t*>(p.mask.data().data_ptr());
+    r.mask_lg = log2_of(l.block_size());
+    r.mask_mb = static_cast<int>(l.block_rows());
+    r.mask_nb = static_cast<int>(l.block_cols());
+  }
+  r.elem_checks = r.q_lens || r.k_lens || r.seg_q || r.mask_index;
+  if (p.bias.defined()) {
+    const Layout& l = p.bias.layout();
+    r.bias_index = static_cast<const std::int64_t*>(l.tables(dev).block_index.data_ptr());
+    r.bias_data = p.bias.data().data_ptr();
+    r.bias_lg = log2_of(l.block_size());
+    r.bias_mb = static_cast<int>(l.block_rows());
+    r.bias_nb = static_cast<int>(l.block_cols());
+  }
+  r.pat = static_cast<const std::uint8_t*>(w.pattern.data_ptr());
+  r.pat_qb = static_cast<int>(p.pattern.q_blocks());
+  r.pat_kb = static_cast<int>(p.pattern.k_blocks());
+  r.q_blk = static_cast<const std::int32_t*>(w.q_blk.data_ptr());
+  r.k_blk = static_cast<const std::int32_t*>(w.k_blk.data_ptr());
+  r.sinks = ptr_or_null<float>(p.sinks);
+  r.dropout = p.dropout_p > 0.0;
+  r.drop_threshold = p.dropout_threshold;
+  r.drop_scale = p.dropout_p > 0.0 ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.f;
+  r.seed = p.seed;
+  r.offset = p.offset;
+  return r;
+}
+
+TileList rows_of(const DeviceWork& w) {
+  return {static_cast<const std::int32_t*>(w.row_order.data_ptr()), static_cast<const std::int32_t*>(w.row_off.data_ptr()),
+          static_cast<const std::int32_t*>(w.row_entries.data_ptr()), w.num_m, w.num_n};
+}
+
+TileList cols_of(const DeviceWork& w) {
+  return {static_cast<const std::int32_t*>(w.col_order.data_ptr()), static_cast<const std::int32_t*>(w.col_off.data_ptr()),
+          static_cast<const std::int32_t*>(w.col_entries.data_ptr()), w.num_m, w.num_n};
+}
+
+// The kernels read q, k, v, dO with 16-byte cp.async and write rows in 4-byte pairs; a
+// tensor whose data is not 16-byte aligned (a view into other storage) is copied first, and
+// an output is written to an aligned temporary and copied back.
+bool aligned16(const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+Tensor aligned_input(const Tensor& t) {
+  if (aligned16(t)) return t;
+  Tensor c = empty(t.shape(), {.dtype = t.dtype(), .device = t.device()});
+  copy_bytes(c, t);
+  return c;
+}
+
+Tensor aligned_output(const Tensor& t) {
+  if (!t.defined() || aligned16(t)) return t;
+  return empty(t.shape(), {.dtype = t.dtype(), .device = t.device()});
+}
+
+void finish_output(const Tensor& user, const Tensor& written) {
+  if (user.defined() && !user.is_same(written)) copy_bytes(user, written);
+}
+
+// Calls f(D, DV, G) with compile-time head dims and general flag.
+template <typename F>
+void with_dims(std::int64_t d, std::int64_t dv, bool general, F&& f) {
+  auto with_g = [&](auto D, auto DV) {
+    if (general) f(D, DV, std::true_type{});
+    else f(D, DV, std::false_type{});
+  };
+  auto with_dv = [&](auto D) {
+    switch (dv) {
+      case 32: with_g(D, std::integral_constant<int, 32>{}); return;
+      case 64: with_g(D, std::integral_constant<int, 64>{}); return;
+      default: with_g(D, std::integral_constant<int, 128>{}); return;
+    }
+  };
+  switch (d) {
+    case 32: with_dv(std::integral_constant<int, 32>{}); return;
+    case 64: with_dv(std::integral_constant<int, 64>{}); return;
+    default: with_dv(std::integral_constant<int, 128>{}); return;
+  }
+}
+
+template <typename T>
+const T* cptr(const Tensor& t) {
+  return static_cast<const T*>(t.data_ptr());
+}
+template <typename T>
+T* mptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p, const Tensor& o,
+                        const Tensor& lse) {
+  check_head_dims(p, q.dtype());
+  const Device dev = q.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  const cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const bool simt = q.dtype() == DType::f32;
+  const auto work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
+  const Params prm = make_params(p, *work, dev);
+  const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
+  const Tensor oa = aligned_output(o), la = aligned_output(lse);
+
+  if (simt) {
+    SimtArgs a;
+    a.p = prm;
+    a.rows = rows_of(*work);
+    a.d = static_cast<int>(p.d);
+    a.dv = static_cast<int>(p.dv);
+    a.q = cptr<float>(qa);
+    a.k = cptr<float>(ka);
+    a.v = cptr<float>(va);
+    a.o = mptr<float>(oa);
+    a.lse_out = mptr<float>(la);
+    simt_fwd_kernel<<<static_cast<unsigned>(work->row_items), kSimtThreads, 0, st>>>(a);
+    TG_CUDA_CHECK_LAST();
+  } else {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      FwdArgs<T> a;
+      a.p = prm;
+      a.list = rows_of(*work);
+      a.q = cptr<T>(qa);
+      a.k = cptr<T>(ka);
+      a.v = cptr<T>(va);
+      a.o = mptr<T>(oa);
+      a.lse = mptr<float>(la);
+      with_dims(p.d, p.dv, is_general(p), [&](auto D, auto DV, auto G) {
+        launch_fwd<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, work->row_items, st);
+      });
+    };
+    if (q.dtype() == DType::bf16) run(bfloat16{});
+    else run(half{});
+  }
+  finish_output(o, oa);
+  finish_output(lse, la);
+}
+
+void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        const Tensor& dout, const AttentionProblem& p, const Tensor& dq, const Tensor& dk,
+                        const Tensor& dv, const Tensor& dbias, const Tensor& dsinks) {
+  check_head_dims(p, q.dtype());
+  const Device dev = q.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  const cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const bool simt = q.dtype() == DType::f32;
+  const bool general = is_general(p);
+  const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v), doa = aligned_input(dout);
+  const Tensor dqa = aligned_output(dq), dka = aligned_output(dk), dva = aligned_output(dv);
+  const Tensor dba = aligned_output(dbias);
+
+  // D = rowsum(dO ⊙ o)
+  const std::int64_t rows = p.bhq * p.sq;
+  Tensor delta = empty({p.bhq, p.sq}, {.dtype = DType::f32, .device = dev});
+  const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
+  auto run_delta = [&](auto tag) {
+    using T = decltype(tag);
+    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
+                                                        static_cast<int>(p.dv));
+    TG_CUDA_CHECK_LAST();
+  };
+  if (q.dtype() == DType::f32) run_delta(float{});
+  else if (q.dtype() == DType::bf16) run_delta(bfloat16{});
+  else run_delta(half{});
+  if (dba.defined() && dba.numel() > 0) TG_CUDA_CHECK(cudaMemsetAsync(dba.data_ptr(), 0, dba.nbytes(), st));
+
+  if (simt) {
+    const auto work = device_work(p, kSimtTile, kSimtTile, true, dev);
+    SimtArgs a;
+    a.p = make_params(p, *work, dev);
+    a.rows = rows_of(*work);
+    a.cols = cols_of(*work);
+    a.d = static_cast<int>(p.d);
+    a.dv = static_cast<int>(p.dv);
+    a.q = cptr<float>(qa);
+    a.k = cptr<float>(ka);
+    a.v = cptr<float>(va);
+    a.dout = cptr<float>(doa);
+    a.lse = cptr<float>(lse);
+    a.delta = cptr<float>(delta);
+    a.dq = mptr<float>(dqa);
+    a.dk = mptr<float>(dka);
+    a.dv_out = mptr<float>(dva);
+    a.dbias = mptr<float>(dba);
+    simt_bwd_kv_kernel<<<static_cast<unsigned>(work->col_items), kSimtThreads, 0, st>>>(a);
+    TG_CUDA_CHECK_LAST();
+    simt_bwd_q_kernel<<<static_cast<unsigned>(work->row_items), kSimtThreads, 0, st>>>(a);
+    TG_CUDA_CHECK_LAST();
+  } else {
+    const auto kv_work = device_work(p, bwd_kv_bm(general), kBwdKvBN, true, dev);
+    const bool atomic = !p.deterministic;
+    Tensor dq_acc;
+    if (atomic) {
+      dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
+      TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
+    }
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      BwdArgs<T> a;
+      a.p = make_params(p, *kv_work, dev);
+      a.cols = cols_of(*kv_work);
+      a.q = cptr<T>(qa);
+      a.k = cptr<T>(ka);
+      a.v = cptr<T>(va);
+      a.dout = cptr<T>(doa);
+      a.lse = cptr<float>(lse);
+      a.delta = cptr<float>(delta);
+      a.dq_acc = mptr<float>(dq_acc);
+      a.dq = mptr<T>(dqa);
+      a.dk = mptr<T>(dka);
+      a.dv = mptr<T>(dva);
+      a.dbias = mptr<T>(dba);
+      a.atomic_dq = atomic;
+      with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
+        launch_bwd_kv<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, kv_work->col_items, st);
+      });
+      if (atomic) {
+        const std::int64_t n = dq_acc.numel();
+        const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>((n + kAuxThreads - 1) / kAuxThreads, 65535));
+        dq_convert_kernel<T><<<grid, kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n,
+                                                           static_cast<float>(p.scale));
+        TG_CUDA_CHECK_LAST();
+      } else {
+        const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);
+        a.p = make_params(p, *q_work, dev);
+        a.rows = rows_of(*q_work);
+        with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
+          launch_bwd_q<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, q_work->row_items, st);
+        });
+      }
+    };
+    if (q.dtype() == DType::bf16) run(bfloat16{});
+    else run(half{});
+  }
+
+  if (dsinks.defined()) {
+    dsinks_kernel<<<static_cast<unsigned>(p.heads), kAuxThreads, 0, st>>>(
+        cptr<float>(lse), cptr<float>(delta), cptr<float>(p.sinks), mptr<float>(dsinks), static_cast<int>(p.batch),
+        static_cast<int>(p.heads), static_cast<int>(p.sq));
+    TG_CUDA_CHECK_LAST();
+  }
+  finish_output(dq, dqa);
+  finish_output(dk, dka);
+  finish_output(dv, dva);
+  finish_output(dbias, dba);
+}
+
+}  // namespace
+}  // namespace tg::ops::attn
+
+namespace tg::ops {
+TG_REGISTER_KERNEL(attention_fwd_kernel, CUDA, attn::attention_fwd_cuda);
+TG_REGISTER_KERNEL(attention_bwd_kernel, CUDA, attn::attention_bwd_cuda);
+}  // namespace tg::ops

@@ -1,0 +1,55 @@
+// The small passes around the attention backward: D = rowsum(dO ⊙ o), the conversion of
+// the f32 dQ workspace, and the sinks' gradient (a fixed-order reduction per head).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/attention/cuda/ptx.cuh"
+
+namespace tg::ops::attn {
+
+constexpr int kAuxThreads = 256;
+
+/// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row.
+template <typename T>
+__device__ __forceinline__ void delta_body(const T* o, const T* dout, float* delta, std::int64_t rows, int dv, int tid,
+                                           int block) {
+  const std::int64_t row = static_cast<std::int64_t>(block) * (kAuxThreads / 32) + (tid >> 5);
+  if (row >= rows) return;  // whole warps leave together
+  const int lane = tid & 31;
+  float s = 0.f;
+  for (int c = lane; c < dv; c += 32) s += static_cast<float>(o[row * dv + c]) * static_cast<float>(dout[row * dv + c]);
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) s += shfl_xor(s, m);
+  if (lane == 0) delta[row] = s;
+}
+
+/// dq[x] = scale · acc[x] rounded to T.
+template <typename T>
+__device__ __forceinline__ void dq_convert_body(const float* acc, T* dq, std::int64_t n, float scale, std::int64_t x) {
+  if (x < n) dq[x] = T(acc[x] * scale);
+}
+
+/// dsinks[h] = -Σ_{b, i} exp(sink_h - lse[b·heads + h, i]) · delta[b·heads + h, i], one CTA of
+/// kAuxThreads per head; `red` holds kAuxThreads floats of shared memory.
+__device__ __forceinline__ void dsinks_body(const float* lse, const float* delta, const float* sinks, float* dsinks,
+                                            int batch, int heads, int sq, float* red, int tid, int h) {
+  const float sink = sinks[h];
+  float s = 0.f;
+  const std::int64_t n = static_cast<std::int64_t>(batch) * sq;
+  for (std::int64_t x = tid; x < n; x += kAuxThreads) {
+    const std::int64_t b = x / sq, i = x % sq;
+    const std::int64_t row = (b * heads + h) * sq + i;
+    s += expf(sink - lse[row]) * delta[row];
+  }
+  red[tid] = s;
+  sync_cta();
+  for (int w = kAuxThreads / 2; w > 0; w >>= 1) {
+    if (tid < w) red[tid] += red[tid + w];
+    sync_cta();
+  }
+  if (tid == 0) dsinks[h] = -red[0];
+}
+
+}  // namespace tg::ops::attn

@@ -1,0 +1,183 @@
+// What every attention kernel knows about one call, and the per-element rules of
+// attention.h shared by all of them: which keys a query sees, the score transform
+// (scale, bias, soft cap) and the dropout decision.
+//
+// Work is described by tile lists built on the host (work_lists.h): a CTA takes one item
+// (a query tile of one head, or a key tile of one kv head) and walks its entries. Each entry
+// carries flags saying which per-element checks its tile needs; a tile without flags (and
+// a call without lens, segments or element mask) is entirely visible and checks nothing.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/attention/cuda/entry.h"
+#include "ops/attention/cuda/ptx.cuh"
+#include "runtime/philox.h"
+
+namespace tg::ops::attn {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+/// Device pointers and scalars of one attention call. Optional pointers are null when absent.
+struct Params {
+  int bhq = 0, bhkv = 0, group = 1, heads = 1, sq = 0, sk = 0;
+  float scale = 1.f, scale_log2 = 1.f;   ///< scale, scale · log2(e)
+  float softcap = 0.f, inv_softcap = 0.f;  ///< 0: off
+  int causal = 0, wl = -1, wr = -1;        ///< window bounds, < 0: unbounded (clamped to the extents)
+  bool elem_checks = false;                ///< lens, segments or an element mask present
+  const std::int64_t* q_lens = nullptr;
+  const std::int64_t* k_lens = nullptr;
+  const std::int64_t* seg_q = nullptr;
+  const std::int64_t* seg_k = nullptr;
+  // element mask (true = excluded): block_index [bhq, mask_mb, mask_nb], data [n, bs, bs]
+  const std::int64_t* mask_index = nullptr;
+  const std::uint8_t* mask_data = nullptr;
+  int mask_lg = 0, mask_mb = 0, mask_nb = 0;
+  // additive bias (q's dtype): same layout description
+  const std::int64_t* bias_index = nullptr;
+  const void* bias_data = nullptr;
+  int bias_lg = 0, bias_mb = 0, bias_nb = 0;
+  // pattern [bhq, pat_qb, pat_kb] and the block of every query / key position
+  const std::uint8_t* pat = nullptr;
+  int pat_qb = 0, pat_kb = 0;
+  const std::int32_t* q_blk = nullptr;
+  const std::int32_t* k_blk = nullptr;
+  const float* sinks = nullptr;  ///< [heads]
+  bool dropout = false;
+  std::uint32_t drop_threshold = 0;
+  float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
+  std::uint64_t seed = 0, offset = 0;
+};
+
+/// A tile list on the device: item order[x] (a CTA's work) owns entries[off[item] .. off[item + 1]).
+struct TileList {
+  const std::int32_t* order = nullptr;
+  const std::int32_t* off = nullptr;
+  const std::int32_t* entries = nullptr;
+  int num_m = 0;  ///< query tiles per head
+  int num_n = 0;  ///< key tiles per kv head
+};
+
+/// Whether key j is visible to query i of row bh (batch b) under the checks `flags` asks for
+/// (plus lens, segments and mask when the call has them).
+__device__ __forceinline__ bool visible(const Params& p, int flags, int bh, int b, int i, int j) {
+  if (flags & kCheckPattern) {
+    if (i >= p.sq || j >= p.sk) return false;
+    if (!p.pat[(static_cast<std::int64_t>(bh) * p.pat_qb + p.q_blk[i]) * p.pat_kb + p.k_blk[j]]) return false;
+  }
+  if (flags & kCheckGeometry) {
+    if (p.causal && j > i) return false;
+    if (p.wl >= 0 && j < i - p.wl) return false;
+    if (p.wr >= 0 && j > i + p.wr) return false;
+  }
+  if (p.elem_checks) {
+    if (i >= p.sq || j >= p.sk) return false;
+    if (p.q_lens && i >= p.q_lens[b]) return false;
+    if (p.k_lens && j >= p.k_lens[b]) return false;
+    if (p.seg_q && p.seg_q[static_cast<std::int64_t>(b) * p.sq + i] != p.seg_k[static_cast<std::int64_t>(b) * p.sk + j])
+      return false;
+    if (p.mask_data) {
+      const std::int64_t blk =
+          p.mask_index[(static_cast<std::int64_t>(bh) * p.mask_mb + (i >> p.mask_lg)) * p.mask_nb + (j >> p.mask_lg)];
+      const int low = (1 << p.mask_lg) - 1;
+      if (blk >= 0 && p.mask_data[(((blk << p.mask_lg) + (i & low)) << p.mask_lg) + (j & low)]) return false;
+    }
+  }
+  return true;
+}
+
+/// The bias at (bh, i, j); 0 outside the extents or in an absent block.
+template <typename T>
+__device__ __forceinline__ float bias_at(const Params& p, int bh, int i, int j) {
+  if (i >= p.sq || j >= p.sk) return 0.f;
+  const std::int64_t blk =
+      p.bias_index[(static_cast<std::int64_t>(bh) * p.bias_mb + (i >> p.bias_lg)) * p.bias_nb + (j >> p.bias_lg)];
+  if (blk < 0) return 0.f;
+  const int low = (1 << p.bias_lg) - 1;
+  return static_cast<float>(static_cast<const T*>(p.bias_data)[(((blk << p.bias_lg) + (i & low)) << p.bias_lg) + (j & low)]);
+}
+
+/// Where the bias element (bh, i, j) lives in the block data, or -1 (absent block or outside).
+__device__ __forceinline__ std::int64_t bias_slot(const Params& p, int bh, int i, int j) {
+  if (i >= p.sq || j >= p.sk) return -1;
+  const std::int64_t blk =
+      p.bias_index[(static_cast<std::int64_t>(bh) * p.bias_mb + (i >> p.bias_lg)) * p.bias_nb + (j >> p.bias_lg)];
+  if (blk < 0) return -1;
+  const int low = (1 << p.bias_lg) - 1;
+  return (((blk << p.bias_lg) + (i & low)) << p.bias_lg) + (j & low);
+}
+
+/// The score s of attention.h from the raw dot product q·k, with bias and soft cap;
+/// `dsdt` receives ds/dt (1 without a soft cap).
+template <typename T>
+__device__ __forceinline__ float general_score(const Params& p, float dot, int bh, int i, int j, float& dsdt) {
+  float t = dot * p.scale;
+  if (p.bias_data) t += bias_at<T>(p, bh, i, j);
+  dsdt = 1.f;
+  if (p.softcap > 0.f) {
+    const float th = tanhf(t * p.inv_softcap);
+    dsdt = 1.f - th * th;
+    t = p.softcap * th;
+  }
+  return t;
+}
+
+/// The same in log2 units (s · log2 e).
+template <typename T>
+__device__ __forceinline__ float general_score_log2(const Params& p, float dot, int bh, int i, int j, float& dsdt) {
+  return general_score<T>(p, dot, bh, i, j, dsdt) * kLog2e;
+}
+
+// The elements a thread holds in 8 consecutive n-tiles of an m16n8 accumulator, x = 4·nt + c
+// (nt < 8, c < 4): (row + 8·(c >> 1), col + 8·nt + (c & 1)), given the thread's first
+// row and column. The kernels' S tiles have queries as rows and keys as columns, the
+// transposed ones (kv pass) keys as rows and queries as columns.
+__device__ __forceinline__ void element_of(int x, bool transposed, int i0, int j0, int& i, int& j) {
+  const int nt = x >> 2, c = x & 3;
+  if (!transposed) {
+    i = i0 + (c >> 1) * 8;
+    j = j0 + nt * 8 + (c & 1);
+  } else {
+    i = i0 + nt * 8 + (c & 1);
+    j = j0 + (c >> 1) * 8;
+  }
+}
+
+/// Bit x set when element x < count (see element_of) is visible. Out of line and not unrolled: the
+/// checks are long and run only on the tiles that need them.
+static __device__ __noinline__ std::uint32_t visible_bits(const Params& p, int flags, int bh, int b, int i0, int j0,
+                                                          bool transposed, int count) {
+  std::uint32_t bits = 0;
+#pragma unroll 1
+  for (int x = 0; x < count; ++x) {
+    int i, j;
+    element_of(x, transposed, i0, j0, i, j);
+    if (visible(p, flags, bh, b, i, j)) bits |= 1u << x;
+  }
+  return bits;
+}
+
+/// Dropout keep of one element.
+__device__ __forceinline__ bool keep_one(const Params& p, int bh, int i, int j) {
+  const std::uint64_t e = (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
+                              static_cast<std::uint64_t>(p.sk) +
+                          static_cast<std::uint64_t>(j);
+  return (philox::bits(p.seed, p.offset, e) >> 8) >= p.drop_threshold;
+}
+
+/// Bit x set when dropout keeps element x < count (see element_of).
+static __device__ __noinline__ std::uint32_t keep_bits(const Params& p, int bh, int i0, int j0, bool transposed,
+                                                       int count) {
+  std::uint32_t bits = 0;
+#pragma unroll 1
+  for (int x = 0; x < count; ++x) {
+    int i, j;
+    element_of(x, transposed, i0, j0, i, j);
+    if (keep_one(p, bh, i, j)) bits |= 1u << x;
+  }
+  return bits;
+}
+
+}  // namespace tg::ops::attn

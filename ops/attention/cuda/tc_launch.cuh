@@ -1,0 +1,107 @@
+// Kernels and launchers of the tensor-core attention passes, instantiated per element type
+// and head dims by the cuda_*.cu files of ops/attention (one file per pass and dtype, so
+// they compile in parallel).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/tc_bwd.cuh"
+#include "ops/attention/cuda/tc_fwd.cuh"
+#include "runtime/cuda/cuda_check.h"
+
+namespace tg::ops::attn {
+
+template <int D, int DV>
+using FwdCfg = FwdConfig<D, DV, kFwdBN, fwd_warps(DV), fwd_slices(DV)>;
+template <int D, int DV, bool kGeneral>
+using BwdKvCfg = BwdKvConfig<D, DV, bwd_kv_bm(kGeneral), kBwdKvWarps>;
+template <int D, int DV>
+using BwdQCfg = BwdQConfig<D, DV, kBwdQBN, kBwdQWarps>;
+
+template <typename T, typename Cfg, bool kGeneral>
+__global__ void __launch_bounds__(Cfg::kThreads) fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
+  extern __shared__ __align__(16) char smem[];
+  fwd_tile_body<T, Cfg, kGeneral>(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+template <typename T, typename Cfg, bool kGeneral>
+__global__ void __launch_bounds__(Cfg::kThreads) bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
+  extern __shared__ __align__(16) char smem[];
+  bwd_kv_body<T, Cfg, kGeneral>(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+template <typename T, typename Cfg, bool kGeneral>
+__global__ void __launch_bounds__(Cfg::kThreads) bwd_q_kernel(const __grid_constant__ BwdArgs<T> a) {
+  extern __shared__ __align__(16) char smem[];
+  bwd_q_body<T, Cfg, kGeneral>(a, smem, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+}
+
+// Allows `smem` bytes of dynamic shared memory for `kernel` on the current device (once per
+// device and kernel).
+template <typename K>
+void allow_smem(K* kernel, int smem) {
+  static std::atomic<std::uint64_t> done{0};
+  int dev = 0;
+  TG_CUDA_CHECK(cudaGetDevice(&dev));
+  const std::uint64_t bit = std::uint64_t(1) << (dev & 63);
+  if (done.load(std::memory_order_relaxed) & bit) return;
+  TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  done.fetch_or(bit, std::memory_order_relaxed);
+}
+
+template <typename T, int D, int DV, bool kGeneral>
+void launch_fwd(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = FwdCfg<D, DV>;
+  auto* kernel = fwd_kernel<T, Cfg, kGeneral>;
+  allow_smem(kernel, Cfg::kSmem);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  TG_CUDA_CHECK_LAST();
+}
+
+template <typename T, int D, int DV, bool kGeneral>
+void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = BwdKvCfg<D, DV, kGeneral>;
+  auto* kernel = bwd_kv_kernel<T, Cfg, kGeneral>;
+  allow_smem(kernel, Cfg::kSmem);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  TG_CUDA_CHECK_LAST();
+}
+
+template <typename T, int D, int DV, bool kGeneral>
+void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = BwdQCfg<D, DV>;
+  auto* kernel = bwd_q_kernel<T, Cfg, kGeneral>;
+  allow_smem(kernel, Cfg::kSmem);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  TG_CUDA_CHECK_LAST();
+}
+
+}  // namespace tg::ops::attn
+
+// Explicit instantiations of launcher L (taking A<T>) for element type T over every pair
+// of head dims, with and without the general (bias / soft cap / dropout) path.
+#define TG_ATTN_INSTANTIATE(L, A, T, D, DV, G) \
+  template void ::tg::ops::attn::L<T, D, DV, G>(const ::tg::ops::attn::A<T>&, std::int64_t, cudaStream_t);
+#define TG_ATTN_INSTANTIATE_ALL(L, A, T) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 32, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 32, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 64, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 64, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 128, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 32, 128, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 32, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 32, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 64, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 64, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 128, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 64, 128, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 32, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 32, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 64, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 64, true) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 128, false) \
+  TG_ATTN_INSTANTIATE(L, A, T, 128, 128, true)

@@ -1,0 +1,66 @@
+// Tile lists of the CUDA attention kernels, built on the host from the pattern and the
+// options that hide whole tiles (causal, window), then cached on the device.
+//
+// Row lists: per (row bh, query tile m of bm rows), the key tiles n (of bn keys) holding at
+// least one pair that the pattern visits and causal / window do not rule out, ascending,
+// each entry (n << kFlagBits) | flags (kCheckPattern, kCheckGeometry of entry.h).
+// Column lists: per (kv row, key tile n), the entries ((bh % group) · num_m + m) << kFlagBits
+// | flags of the row lists that contain n (their transpose; all query heads of the group).
+// Each list also has an order of its items for the launch: by row (kv row), and within a
+// row the longest lists first, so that a row's tiles run together (K/V reuse in L2) and the
+// long ones do not finish last.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ops/attention/kernels.h"
+
+namespace tg::ops::attn {
+
+/// The host data the lists depend on.
+struct ListSpec {
+  std::int64_t bhq = 0, bhkv = 0, sq = 0, sk = 0;
+  const std::uint8_t* pattern = nullptr;  ///< [bhq, qb, kb]
+  std::int64_t qb = 0, kb = 0;
+  const std::vector<std::int64_t>* q_starts = nullptr;  ///< qb + 1 block boundaries
+  const std::vector<std::int64_t>* k_starts = nullptr;
+  const std::vector<std::int32_t>* q_blk = nullptr;  ///< block of each query position [sq]
+  const std::vector<std::int32_t>* k_blk = nullptr;  ///< block of each key position [sk]
+  bool causal = false;
+  std::int64_t wl = -1, wr = -1;  ///< < 0: unbounded
+};
+
+struct HostList {
+  int num_m = 0, num_n = 0;
+  std::vector<std::int32_t> order;    ///< items in launch order
+  std::vector<std::int32_t> off;      ///< items + 1 offsets into entries
+  std::vector<std::int32_t> entries;
+};
+
+/// The block of every position: blk[i] = r for starts[r] <= i < starts[r + 1].
+std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& starts);
+
+/// Row lists for query tiles of bm rows and key tiles of bn keys.
+HostList build_row_lists(const ListSpec& s, int bm, int bn);
+
+/// Column lists (the transpose of `rows`, grouped by kv row).
+HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv);
+
+/// Tile lists and pattern tables on one device.
+struct DeviceWork {
+  Tensor pattern;       ///< bool [bhq, qb, kb]
+  Tensor q_blk, k_blk;  ///< i32 [sq], [sk]
+  Tensor row_order, row_off, row_entries;
+  Tensor col_order, col_off, col_entries;  ///< undefined unless asked for
+  int num_m = 0, num_n = 0;
+  std::int64_t row_items = 0, col_items = 0;
+};
+
+/// The device work lists of problem `p` for tiles of bm x bn (and their transpose when
+/// `with_cols`), built once and cached by the pattern's id, the extents, causal / window
+/// and the tile sizes, so a training loop builds them in its first step only.
+std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev);
+
+}  // namespace tg::ops::attn

@@ -1,0 +1,399 @@
+// CUDA flash attention against the CPU backend: the same random inputs (rounded to the
+// tested dtype) through the public flash_attention_with_lse and its backward on both
+// devices, the CPU in f64. Covers the tensor-core kernels (bf16, f16) for every compiled
+// head-dim pair and the f32 kernels, uniform and variable block sizes, every option,
+// GQA / MQA / cross-attention, empty rows, extents that are not multiples of the tiles,
+// deterministic mode (bit-identical twice), misaligned inputs and the head-dim restriction.
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ops/attention/attention.h"
+#include "util.h"
+
+using namespace tg;
+
+namespace {
+
+std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
+
+struct Shape4 {
+  std::int64_t B = 1, Hq = 2, Hkv = 2, sq = 64, sk = 64, d = 64, dv = 64;
+};
+
+// f64 master inputs on the CPU.
+struct Inputs {
+  Shape4 s;
+  Tensor q, k, v, dout;
+};
+
+Inputs make_inputs(const Shape4& s, std::uint64_t seed) {
+  return {s, tgt::rand64({s.B * s.Hq, s.sq, s.d}, seed, -2.0, 2.0), tgt::rand64({s.B * s.Hkv, s.sk, s.d}, seed + 1, -2.0, 2.0),
+          tgt::rand64({s.B * s.Hkv, s.sk, s.dv}, seed + 2), tgt::rand64({s.B * s.Hq, s.sq, s.dv}, seed + 3)};
+}
+
+// A pattern mask [P, Qb, Kb] with each pair visited with probability percent/100.
+Tensor pattern_mask(std::int64_t P, std::int64_t Qb, std::int64_t Kb, int percent, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<bool> m(at(P * Qb * Kb));
+  for (std::size_t i = 0; i < m.size(); ++i) m[i] = static_cast<int>(rng() % 100) < percent;
+  return from_vector(m, {P, Qb, Kb});
+}
+
+AttentionPattern uniform_pattern(std::int64_t P, std::int64_t sq, std::int64_t sk, std::int64_t bq, std::int64_t bk,
+                                 int percent, std::uint64_t seed) {
+  return AttentionPattern::uniform(pattern_mask(P, sq / bq, sk / bk, percent, seed), bq, bk);
+}
+
+BlockSparseTensor element_mask(std::int64_t P, std::int64_t sq, std::int64_t sk, std::int64_t bs, std::uint64_t seed) {
+  Layout l = random_layout(P, sq / bs, sk / bs, bs, 0.6, seed);
+  std::mt19937_64 rng(seed + 1);
+  std::vector<bool> d(at(l.n_blocks() * bs * bs));
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = rng() % 10 < 3;
+  return BlockSparseTensor(from_vector(d, {l.n_blocks(), bs, bs}), l);
+}
+
+BlockSparseTensor bias_of(std::int64_t bhq, std::int64_t sq, std::int64_t sk, std::int64_t bs, std::uint64_t seed) {
+  Layout l = random_layout(bhq, sq / bs, sk / bs, bs, 0.7, seed);
+  return BlockSparseTensor(tgt::rand64({l.n_blocks(), bs, bs}, seed + 1, -2.0, 2.0), l);
+}
+
+Tensor segments(std::int64_t B, std::int64_t S, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<std::int64_t> ids(at(B * S));
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::int64_t id = 0;
+    for (std::int64_t i = 0; i < S; ++i) {
+      if (i > 0 && rng() % 23 == 0) ++id;
+      ids[at(b * S + i)] = id;
+    }
+  }
+  return from_vector(ids, {B, S});
+}
+
+// Outputs and gradients of one run, on the CPU in f64.
+struct Result {
+  Tensor out, lse, dq, dk, dv, dbias, dsinks;
+};
+
+// Runs forward and backward on `dev` with q, k, v, dout, bias in `dt` (sinks in f32, or f64
+// for an f64 run) from the master inputs.
+Result run(const Inputs& in, const AttentionPattern& pat, const AttentionOptions& opt, DType dt, Device dev) {
+  auto leaf = [&](const Tensor& t, DType to) { return t.to(to).to(dev).detach().requires_grad_(); };
+  Tensor q = leaf(in.q, dt), k = leaf(in.k, dt), v = leaf(in.v, dt);
+  AttentionOptions o = opt;
+  Tensor bias_data, sinks;
+  if (opt.bias.defined()) {
+    bias_data = leaf(opt.bias.data(), dt);
+    o.bias = BlockSparseTensor(bias_data, opt.bias.layout());
+  }
+  if (opt.sinks.defined()) {
+    sinks = leaf(opt.sinks, dt == DType::f64 ? DType::f64 : DType::f32);
+    o.sinks = sinks;
+  }
+  for (Tensor* t : {&o.q_lens, &o.k_lens, &o.seg_q, &o.seg_k})
+    if (t->defined()) *t = t->to(dev);
+  if (opt.mask.defined()) o.mask = BlockSparseTensor(opt.mask.data().to(dev), opt.mask.layout());
+  AttentionResult r = flash_attention_with_lse(q, k, v, pat, o);
+  r.out.backward(in.dout.to(dt).to(dev));
+  auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()).to(DType::f64) : Tensor(); };
+  return {host(r.out), host(r.lse), host(q.grad()), host(k.grad()), host(v.grad()),
+          bias_data.defined() ? host(bias_data.grad()) : Tensor(), sinks.defined() ? host(sinks.grad()) : Tensor()};
+}
+
+// The master inputs rounded to dt (so both devices see the same values).
+Inputs rounded(const Inputs& in, DType dt) {
+  auto r = [&](const Tensor& t) { return t.to(dt).to(DType::f64); };
+  return {in.s, r(in.q), r(in.k), r(in.v), r(in.dout)};
+}
+
+AttentionOptions options_rounded(const AttentionOptions& opt, DType dt) {
+  AttentionOptions o = opt;
+  if (opt.bias.defined()) o.bias = BlockSparseTensor(opt.bias.data().to(dt).to(DType::f64), opt.bias.layout());
+  if (opt.sinks.defined()) o.sinks = opt.sinks.to(DType::f32).to(DType::f64);
+  return o;
+}
+
+// |got - want| <= tol · max|want| elementwise (same non-finite values).
+void require_near(const char* what, const Tensor& got, const Tensor& want, double tol) {
+  INFO(what);
+  REQUIRE(got.defined() == want.defined());
+  if (!want.defined()) return;
+  REQUIRE(got.shape() == want.shape());
+  const auto g = tgt::values(got), w = tgt::values(want);
+  double scale = 1e-3;
+  for (double x : w)
+    if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const bool ok = std::isfinite(w[i]) ? std::fabs(g[i] - w[i]) <= tol * scale : g[i] == w[i];
+    if (!ok && bad++ == 0) first = i;
+  }
+  INFO(bad << " of " << w.size() << " differ (tolerance " << tol << " x " << scale << "); first at " << first
+            << ": got " << (bad ? g[first] : 0.0) << ", want " << (bad ? w[first] : 0.0));
+  REQUIRE(bad == 0);
+}
+
+double tolerance(DType dt) { return dt == DType::bf16 ? 2.5e-2 : dt == DType::f16 ? 5e-3 : 1e-4; }
+
+// CUDA in dt against the CPU in f64 on the same rounded inputs: outputs, lse, every gradient.
+void check_cuda(const std::string& name, const Inputs& master, const AttentionPattern& pat, const AttentionOptions& opt,
+                std::vector<DType> dtypes = {DType::bf16, DType::f16, DType::f32}) {
+  for (DType dt : dtypes) {
+    INFO(name << " in " << dtype_name(dt));
+    const Inputs in = rounded(master, dt);
+    const AttentionOptions o = options_rounded(opt, dt);
+    const Result want = run(in, pat, o, DType::f64, Device::cpu());
+    const Result got = run(in, pat, o, dt, Device::cuda());
+    const double tol = tolerance(dt);
+    require_near("out", got.out, want.out, tol);
+    require_near("lse", got.lse, want.lse, 1e-4);
+    require_near("dq", got.dq, want.dq, 2 * tol);
+    require_near("dk", got.dk, want.dk, 2 * tol);
+    require_near("dv", got.dv, want.dv, 2 * tol);
+    require_near("dbias", got.dbias, want.dbias, 2 * tol);
+    require_near("dsinks", got.dsinks, want.dsinks, 2 * tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("flash_attention CUDA matches the CPU for every head-dim pair", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  for (std::int64_t d : {32, 64, 128}) {
+    for (std::int64_t dv : {32, 64, 128}) {
+      Shape4 s;
+      s.sq = 96;
+      s.sk = 80;
+      s.d = d;
+      s.dv = dv;
+      const Inputs in = make_inputs(s, static_cast<std::uint64_t>(d * 7 + dv));
+      const AttentionPattern pat = uniform_pattern(1, 96, 80, 32, 16, 70, static_cast<std::uint64_t>(d + dv));
+      check_cuda("D " + std::to_string(d) + ", Dv " + std::to_string(dv), in, pat, {},
+                 d == dv ? std::vector<DType>{DType::bf16, DType::f16, DType::f32} : std::vector<DType>{DType::bf16});
+    }
+  }
+}
+
+TEST_CASE("flash_attention CUDA: block sizes, variable blocks and ragged extents", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  Shape4 s;
+  s.Hq = 2;
+  s.Hkv = 1;
+  s.sq = 256;
+  s.sk = 256;
+  const Inputs in = make_inputs(s, 10);
+  for (std::int64_t bq : {16, 32, 64, 128}) {
+    const std::int64_t bk = bq == 16 ? 128 : bq == 128 ? 32 : bq;
+    check_cuda("uniform bq " + std::to_string(bq) + " bk " + std::to_string(bk), in,
+               uniform_pattern(2, 256, 256, bq, bk, 60, static_cast<std::uint64_t>(bq)), {}, {DType::bf16});
+  }
+  // variable blocks (a query block longer than a tile, tiny key blocks), per-head
+  std::vector<std::int64_t> qz{5, 150, 40, 61}, kz{1, 63, 64, 7, 121};
+  check_cuda("variable blocks", in, AttentionPattern::variable(pattern_mask(2, 4, 5, 70, 11), qz, kz), {},
+             {DType::bf16, DType::f32});
+  // Sq, Sk not multiples of the tiles; dense blocks with short tails
+  Shape4 r;
+  r.sq = 200;
+  r.sk = 136;
+  r.Hq = 1;
+  r.Hkv = 1;
+  check_cuda("ragged dense", make_inputs(r, 12), AttentionPattern::dense(200, 136, 64), {});
+  r.sq = 17;
+  r.sk = 250;
+  check_cuda("ragged uniform 16", make_inputs(r, 13), AttentionPattern::dense(17, 250, 16), {}, {DType::bf16, DType::f32});
+}
+
+TEST_CASE("flash_attention CUDA: each option matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  const std::int64_t B = 2, H = 2, S = 128;
+  Shape4 s;
+  s.B = B;
+  s.Hq = H;
+  s.Hkv = H;
+  s.sq = S;
+  s.sk = S;
+  const Inputs in = make_inputs(s, 20);
+  const AttentionPattern dense = AttentionPattern::dense(S, S, 32);
+  const AttentionPattern sparse = uniform_pattern(B * H, S, S, 32, 32, 60, 21);
+  const std::vector<DType> both{DType::bf16, DType::f32};
+  AttentionOptions o;
+  o.causal = true;
+  check_cuda("causal", in, dense, o);
+  o = {};
+  o.causal = true;
+  o.window_left = 40;
+  check_cuda("causal window", in, dense, o, both);
+  o = {};
+  o.window_left = 3;
+  o.window_right = 20;
+  check_cuda("two-sided window", in, sparse, o, both);
+  o = {};
+  o.num_heads = H;
+  o.q_lens = from_vector(std::vector<std::int64_t>{100, 0}, {B});
+  o.k_lens = from_vector(std::vector<std::int64_t>{77, 128}, {B});
+  check_cuda("lens", in, dense, o, both);
+  o = {};
+  o.num_heads = H;
+  o.seg_q = segments(B, S, 22);
+  o.seg_k = o.seg_q;
+  check_cuda("segments", in, sparse, o, both);
+  o = {};
+  o.mask = element_mask(1, S, S, 16, 23);
+  check_cuda("shared element mask", in, dense, o, both);
+  o.mask = element_mask(B * H, S, S, 8, 24);
+  check_cuda("per-head element mask", in, sparse, o, both);
+  o = {};
+  o.mask_fn = [](std::int64_t bh, std::int64_t i, std::int64_t j) { return (i * 7 + j * 3 + bh) % 5 == 0; };
+  check_cuda("mask_fn", in, dense, o, both);
+  o = {};
+  o.bias = bias_of(B * H, S, S, 32, 25);
+  check_cuda("bias", in, sparse, o);
+  o.bias = bias_of(B * H, S, S, 4, 26);
+  check_cuda("bias, block 4", in, dense, o, both);
+  o = {};
+  o.softcap = 3.0;
+  o.scale = 0.5;
+  check_cuda("softcap", in, dense, o);
+  o = {};
+  o.sinks = tgt::rand64({H}, 27, -1.0, 2.0);
+  check_cuda("sinks", in, sparse, o);
+  o = {};
+  o.dropout_p = 0.25;
+  o.seed = 123;
+  o.offset = 9;
+  check_cuda("dropout", in, sparse, o);
+  o = {};
+  o.num_heads = H;
+  o.causal = true;
+  o.window_left = 50;
+  o.q_lens = from_vector(std::vector<std::int64_t>{120, 64}, {B});
+  o.seg_q = segments(B, S, 28);
+  o.seg_k = o.seg_q;
+  o.mask = element_mask(1, S, S, 16, 29);
+  o.bias = bias_of(B * H, S, S, 16, 30);
+  o.softcap = 4.0;
+  o.sinks = tgt::rand64({H}, 31);
+  o.dropout_p = 0.1;
+  o.seed = 5;
+  check_cuda("everything at once", in, sparse, o);
+}
+
+TEST_CASE("flash_attention CUDA: GQA, MQA, cross-attention, empty rows", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  Shape4 g;
+  g.B = 2;
+  g.Hq = 4;
+  g.Hkv = 2;
+  g.sq = 96;
+  g.sk = 96;
+  AttentionOptions o;
+  o.causal = true;
+  check_cuda("GQA causal", make_inputs(g, 40), uniform_pattern(1, 96, 96, 32, 32, 80, 41), o);
+  g.Hkv = 1;
+  g.sq = 64;
+  g.sk = 160;
+  g.dv = 32;
+  check_cuda("MQA cross-attention", make_inputs(g, 42), uniform_pattern(8, 64, 160, 16, 32, 50, 43), {},
+             {DType::bf16, DType::f32});
+  // rows without any visible key: the first query blocks visit nothing; a pattern of nothing
+  Shape4 e;
+  e.sq = 128;
+  e.sk = 64;
+  Tensor m = pattern_mask(1, 4, 2, 100, 44);
+  std::vector<bool> mv(8, true);
+  mv[0] = mv[1] = mv[2] = mv[3] = false;
+  const AttentionPattern half = AttentionPattern::uniform(from_vector(mv, {1, 4, 2}), 32, 32);
+  AttentionOptions sk;
+  sk.sinks = tgt::rand64({2}, 45);
+  check_cuda("empty rows", make_inputs(e, 46), half, {});
+  check_cuda("empty rows with sinks", make_inputs(e, 46), half, sk);
+  const AttentionPattern none = AttentionPattern::uniform(zeros({1, 4, 2}, {.dtype = DType::boolean}), 32, 32);
+  check_cuda("empty pattern", make_inputs(e, 47), none, {}, {DType::bf16, DType::f32});
+  check_cuda("empty pattern with sinks", make_inputs(e, 47), none, sk, {DType::bf16});
+  // exact zeros and -inf where nothing is visible
+  const Inputs in = rounded(make_inputs(e, 48), DType::bf16);
+  const Result r = run(in, half, {}, DType::bf16, Device::cuda());
+  const auto out = tgt::values(r.out), lse = tgt::values(r.lse);
+  for (std::int64_t bh = 0; bh < 2; ++bh)
+    for (std::int64_t i = 0; i < 64; ++i) {
+      REQUIRE(lse[at(bh * 128 + i)] == -INFINITY);
+      for (std::int64_t c = 0; c < 64; ++c) REQUIRE(out[at((bh * 128 + i) * 64 + c)] == 0.0);
+    }
+}
+
+TEST_CASE("flash_attention CUDA deterministic mode is bit-identical run to run", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  Shape4 s;
+  s.B = 2;
+  s.Hq = 4;
+  s.Hkv = 2;
+  s.sq = 160;
+  s.sk = 160;
+  const Inputs master = make_inputs(s, 60);
+  AttentionOptions o;
+  o.causal = true;
+  o.deterministic = true;
+  o.sinks = tgt::rand64({4}, 61);
+  o.bias = bias_of(8, 160, 160, 32, 62);
+  for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
+    INFO(dtype_name(dt));
+    const Inputs in = rounded(master, dt);
+    const AttentionOptions oo = options_rounded(o, dt);
+    const AttentionPattern pat = uniform_pattern(1, 160, 160, 32, 32, 80, 63);
+    const Result a = run(in, pat, oo, dt, Device::cuda()), b = run(in, pat, oo, dt, Device::cuda());
+    const std::vector<std::pair<Tensor, Tensor>> pairs{
+        {a.out, b.out}, {a.dq, b.dq}, {a.dk, b.dk}, {a.dv, b.dv}, {a.dbias, b.dbias}, {a.dsinks, b.dsinks}};
+    for (const auto& [x, y] : pairs) tgt::require_close(x, y, 0, 0);
+    const Result want = run(in, pat, oo, DType::f64, Device::cpu());
+    require_near("dq", a.dq, want.dq, 2 * tolerance(dt));
+    require_near("dk", a.dk, want.dk, 2 * tolerance(dt));
+  }
+  check_cuda("deterministic with plain options", master, AttentionPattern::dense(160, 160, 64),
+             [] {
+               AttentionOptions d;
+               d.deterministic = true;
+               return d;
+             }(),
+             {DType::bf16, DType::f16});
+}
+
+TEST_CASE("flash_attention CUDA: repeated calls, misaligned inputs, head dims", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  Shape4 s;
+  s.sq = 64;
+  s.sk = 64;
+  const Inputs in = rounded(make_inputs(s, 70), DType::bf16);
+  const AttentionPattern pat = uniform_pattern(1, 64, 64, 16, 16, 50, 71);
+  // the cached work lists of one pattern serve later calls; another pattern gets its own
+  const Result a = run(in, pat, {}, DType::bf16, gpu), b = run(in, pat, {}, DType::bf16, gpu);
+  tgt::require_close(a.out, b.out, 0, 0);
+  const AttentionPattern other = uniform_pattern(1, 64, 64, 16, 16, 50, 72);
+  require_near("other pattern", run(in, other, {}, DType::bf16, gpu).out,
+               run(in, other, {}, DType::f64, Device::cpu()).out, tolerance(DType::bf16));
+  // inputs whose data is not 16-byte aligned
+  const Tensor q = in.q.to(DType::bf16).to(gpu), k = in.k.to(DType::bf16).to(gpu), v = in.v.to(DType::bf16).to(gpu);
+  Tensor big = empty({q.numel() + 3}, {.dtype = DType::bf16, .device = gpu});
+  Tensor qm = tgt::misaligned_view(big, 3, q.shape());
+  copy_bytes(qm, q);
+  tgt::require_close(flash_attention(qm, k, v, pat), flash_attention(q, k, v, pat), 0, 0);
+  // head dims without tensor-core kernels
+  const Tensor q48 = zeros({2, 64, 48}, {.dtype = DType::bf16, .device = gpu});
+  const Tensor k48 = zeros({2, 64, 48}, {.dtype = DType::bf16, .device = gpu});
+  tgt::require_throws<ValueError>([&] { (void)flash_attention(q48, k48, v, pat); },
+                                  {"flash_attention", "32, 64 or 128", "D = 48"});
+  const Tensor q256 = zeros({2, 64, 256}, {.dtype = DType::f32, .device = gpu});
+  tgt::require_throws<ValueError>([&] { (void)flash_attention(q256, q256, q256, pat); },
+                                  {"flash_attention", "at most 128", "D = 256"});
+  // f32 takes any head dim up to 128
+  Shape4 f;
+  f.sq = 40;
+  f.sk = 40;
+  f.d = 8;
+  f.dv = 12;
+  check_cuda("f32 small head dims", make_inputs(f, 73), AttentionPattern::dense(40, 40, 16), {}, {DType::f32});
+}
