@@ -1,0 +1,80 @@
+// Block-sparse softmax, forward and backward, next to the device copy rate measured in
+// the same run (PERF.md target: >= 85% of it).
+//
+// Bytes counted (the fewest that must move, each read and written once):
+//   fwd          read x, write y                      2 x data bytes
+//   bwd          read y and dy, write dx              3 x data bytes
+//   masked fwd   read x and the mask (1 B/element), write y
+// The CSR table (B * Mb + 1 i64) is not counted. "row" is the longest logical row in
+// elements: it picks the kernel (a warp per row up to 1024, a block per row up to 4096,
+// two passes beyond). Each timed run issues kInner calls back to back, so the host-side
+// cost of a call (validation, allocation from the pool, launch) shows only where the
+// kernel is shorter than it.
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+
+#include "bench_util.h"
+#include "ops/sparse_softmax/sparse_softmax.h"
+#include "tilegrad.h"
+
+namespace {
+constexpr int kInner = 10;
+
+std::int64_t longest_row(const tg::Layout& l) {
+  const auto off = l.tables(tg::Device::cpu()).row_offsets.to_vector<std::int64_t>();
+  std::int64_t m = 0;
+  for (std::size_t q = 0; q + 1 < off.size(); ++q) m = std::max(m, off[q + 1] - off[q]);
+  return m * l.block_size();
+}
+
+void report(const char* op, const char* shape, const tg::Layout& l, tg::DType dt, double bytes,
+            const std::function<void()>& fn, double copy) {
+  const double ms = tgb::time_ms([&] {
+                      for (int i = 0; i < kInner; ++i) fn();
+                    }) /
+                    kInner;
+  const double gbs = bytes / ms / 1e6;
+  std::printf("%-11s %-13s %4lld %7.2f %6lld %-5s %9.4f %9.0f %6.1f%%%s\n", op, shape,
+              static_cast<long long>(l.block_size()), l.density(), static_cast<long long>(longest_row(l)),
+              tg::dtype_name(dt), ms, gbs, 100 * gbs / copy, gbs >= 0.85 * copy ? "" : "  (< 85%)");
+}
+}  // namespace
+
+int main() {
+  const double copy = tgb::copy_rate_gbps();
+  std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
+  std::printf("%-11s %-13s %4s %7s %6s %-5s %9s %9s %7s\n", "op", "shape", "bs", "density", "row", "dtype", "ms",
+              "GB/s", "%copy");
+  const tg::Device gpu = tg::Device::cuda();
+  tg::NoGradGuard no_grad;
+  struct Shape3 {
+    std::int64_t B, M, N;
+    const char* name;
+  };
+  for (const Shape3& s : {Shape3{16, 2048, 2048, "16x2048x2048"}, Shape3{16, 512, 8192, "16x512x8192"}}) {
+    for (std::int64_t bs : {32, 64, 128}) {
+      for (double density : {0.25, 0.5, 1.0}) {
+        tg::Layout l = tg::random_layout(s.B, s.M / bs, s.N / bs, bs, density, 7);
+        (void)l.tables(gpu);  // build the device index tables outside the timing
+        for (tg::DType dt : {tg::DType::f32, tg::DType::bf16}) {
+          const tg::Shape data_shape{l.n_blocks(), bs, bs};
+          tg::BlockSparseTensor x(tg::rand_seeded(data_shape, 1, {.dtype = dt, .device = gpu}, -4, 4), l);
+          tg::BlockSparseTensor dy(tg::rand_seeded(data_shape, 2, {.dtype = dt, .device = gpu}, -1, 1), l);
+          tg::BlockSparseTensor y = tg::softmax(x);
+          const double data = static_cast<double>(x.data().nbytes());
+          report("fwd", s.name, l, dt, 2 * data, [&] { tg::softmax(x); }, copy);
+          report("bwd", s.name, l, dt, 3 * data, [&] { tg::softmax_backward(y, dy); }, copy);
+          if (bs == 64 && density == 0.5) {
+            // an element mask over every block of x excluding about half the elements, 1 B each
+            tg::Tensor u = tg::rand_seeded(data_shape, 3, {.dtype = tg::DType::f32, .device = gpu});
+            tg::BlockSparseTensor mask(tg::relu(tg::sub(u, 0.5)).to(tg::DType::boolean), l);
+            const double mbytes = static_cast<double>(mask.data().nbytes());
+            report("masked fwd", s.name, l, dt, 2 * data + mbytes, [&] { tg::masked_softmax(x, mask); }, copy);
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}

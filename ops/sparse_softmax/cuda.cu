@@ -1,0 +1,464 @@
+// CUDA kernels of the block-sparse softmax family.
+//
+// A logical row is one bs-long segment per active block of its block-row (the layout's
+// CSR row_offsets). The kernels walk it in chunks of VEC elements: chunk u starts at row
+// position q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk
+// never straddles two blocks). The plan is chosen from the longest row of the layout:
+//  - rows of <= kWarpMaxLen elements: a warp per row, each lane holding P <= 32 elements
+//    in registers: read once, one warp all-reduce, written once;
+//  - rows of <= kRegMaxLen: a block per row, each thread holding P <= 16 (f64: 8);
+//  - longer rows: a block per row and two passes over global memory (online max and sum
+//    of exp, then the output), the second pass mostly hitting L2.
+// Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
+// Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
+// data pointers are 16-byte aligned, else scalar. Math in f32 (f64 for f64).
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "ops/reduce/cuda_math.cuh"
+#include "ops/sparse_softmax/kernels.h"
+#include "runtime/cuda/cuda_backend.h"
+
+namespace tg::ops {
+namespace {
+
+using gpu::MaxSum;
+using gpu::MaxSumOp;
+using gpu::SumOp;
+
+template <typename T>
+using acc_t = typename acc_type<T>::type;
+
+constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
+constexpr std::int64_t kWarpMaxLen = 1024;
+constexpr std::int64_t kRegMaxLen = 4096;
+constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / the smallest P a block row may take
+constexpr int kLongThreads = 512;
+
+// Elements per thread on the block path: 16, 8 for f64 (whose registers count double).
+template <typename T>
+constexpr int block_max_p() {
+  return sizeof(T) >= 8 ? 8 : 16;
+}
+
+// Where the rows are.
+struct RowGeom {
+  const std::int64_t* row_off;  // CSR offsets of the block-rows, [B * Mb + 1]
+  std::int64_t rows;            // B * M
+  std::int64_t M, Mb;
+  int lg_bs;
+};
+
+// The element mask (data == nullptr: none).
+struct MaskGeom {
+  const std::uint8_t* data;    // mask blocks [nm, bs, bs]
+  const std::int64_t* coords;  // x's block_coords [n, 3]
+  const std::int64_t* index;   // the mask layout's block_index [B, Mb, Nb]
+  std::int64_t Nb;
+};
+
+struct Row {
+  std::int64_t br;      // b * Mb + r
+  std::int64_t base;    // flat index of the row's first element
+  std::int64_t chunks;  // VEC-element chunks in the row
+};
+
+template <int VEC>
+__device__ __forceinline__ Row locate(const RowGeom& g, std::int64_t row) {
+  const std::int64_t b = row / g.M, R = row - b * g.M;
+  const std::int64_t br = b * g.Mb + (R >> g.lg_bs), i = R & ((std::int64_t(1) << g.lg_bs) - 1);
+  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
+  return {br, ((k0 << g.lg_bs) + i) << g.lg_bs, ((k1 - k0) << g.lg_bs) / VEC};
+}
+
+// Flat data index of the first element of chunk u of the row.
+template <int VEC>
+__device__ __forceinline__ std::int64_t chunk_at(const Row& row, std::int64_t u, int lg_bs) {
+  const std::int64_t q = u * VEC;
+  return row.base + ((q >> lg_bs) << (2 * lg_bs)) + (q & ((std::int64_t(1) << lg_bs) - 1));
+}
+
+// Bit t set when element t of the chunk at flat index e is excluded by the mask. The
+// mask block holding it sits at the same in-block offset, (mk - k) blocks away.
+template <int VEC>
+__device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& row, std::int64_t e, int lg_bs) {
+  const std::int64_t k = e >> (2 * lg_bs);
+  const std::int64_t mk = mg.index[row.br * mg.Nb + mg.coords[3 * k + 2]];
+  if (mk < 0) return 0u;
+  const std::uint8_t* p = mg.data + e + ((mk - k) << (2 * lg_bs));
+  unsigned bits = 0;
+#pragma unroll
+  for (int t = 0; t < VEC; ++t) bits |= (p[t] != 0 ? 1u : 0u) << t;
+  return bits;
+}
+
+template <bool WARP, typename V, typename Op>
+__device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
+  if constexpr (WARP) return gpu::warp_allreduce(v, op);
+  else return gpu::block_allreduce(v, op, smem);
+}
+
+// First row and row step of this warp (WARP: block = 32 x kWarpRows) or block (1-d).
+template <bool WARP>
+__device__ __forceinline__ void row_range(std::int64_t& row, std::int64_t& step) {
+  if constexpr (WARP) {
+    row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+    step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  } else {
+    row = blockIdx.x;
+    step = gridDim.x;
+  }
+}
+
+// ---- register-resident rows --------------------------------------------------------------
+// Thread `tid` of the row's nt threads owns chunks c * nt + tid for c < P / VEC; chunks
+// past the row's end are padding (-inf forward, 0 backward) and are not stored.
+
+template <typename T, int VEC, int P, bool WARP>
+__device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__ y, const RowGeom& g,
+                                        const MaskGeom& mg, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  constexpr int CH = P / VEC;
+  static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
+  __shared__ MaxSum<Acc> smem[32];
+  const int tid = threadIdx.x;
+  const int nt = WARP ? 32 : static_cast<int>(blockDim.x);
+  const Acc ninf = gpu::neg_inf<Acc>();
+  std::int64_t row, step;
+  row_range<WARP>(row, step);
+  for (; row < g.rows; row += step) {
+    const Row rw = locate<VEC>(g, row);
+    if (rw.chunks == 0) continue;  // no blocks: nothing to write (uniform over the row's threads)
+    Acc v[P];
+    unsigned excl = 0;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
+      if (u < rw.chunks) {
+        const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+        gpu::load_pack<VEC>(x + e, v + c * VEC);
+        const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[c * VEC + k] = (bits >> k) & 1u ? ninf : v[c * VEC + k] * scale;
+        excl |= bits << (c * VEC);
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[c * VEC + k] = ninf;
+      }
+    }
+    // One all-reduce of (max, sum of exp): each thread sums exp(v - its own max) and
+    // rescales by exp(its max - row max) once that is known.
+    Acc mt = ninf;
+#pragma unroll
+    for (int i = 0; i < P; ++i) mt = gpu::nan_max(mt, v[i]);
+    Acc st = 0;
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      v[i] = gpu::exp_sub(v[i], mt);
+      st += v[i];
+    }
+    const MaxSum<Acc> ms = row_allreduce<WARP>(MaxSum<Acc>{mt, st}, MaxSumOp{}, smem);
+    // all -inf (or excluded) row: zeros; a nan makes s, and so every included output, nan
+    const Acc f = ms.m == ninf ? Acc(0) : gpu::exp_sub(mt, ms.m) / ms.s;
+#pragma unroll
+    for (int i = 0; i < P; ++i) v[i] = (excl >> i) & 1u ? Acc(0) : v[i] * f;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
+      if (u < rw.chunks) gpu::store_pack<VEC>(y + chunk_at<VEC>(rw, u, g.lg_bs), v + c * VEC);
+    }
+  }
+}
+
+template <typename T, int VEC, int P, bool WARP>
+__device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
+                                        const RowGeom& g, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  constexpr int CH = P / VEC;
+  static_assert(P % VEC == 0, "P must be a multiple of VEC");
+  __shared__ Acc smem[32];
+  const int tid = threadIdx.x;
+  const int nt = WARP ? 32 : static_cast<int>(blockDim.x);
+  std::int64_t row, step;
+  row_range<WARP>(row, step);
+  for (; row < g.rows; row += step) {
+    const Row rw = locate<VEC>(g, row);
+    if (rw.chunks == 0) continue;
+    Acc a[P], b[P];  // y, dy
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
+      if (u < rw.chunks) {
+        const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+        gpu::load_pack<VEC>(y + e, a + c * VEC);
+        gpu::load_pack<VEC>(dy + e, b + c * VEC);
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) a[c * VEC + k] = b[c * VEC + k] = Acc(0);
+      }
+    }
+    Acc s = 0;
+#pragma unroll
+    for (int i = 0; i < P; ++i) s += a[i] != Acc(0) ? a[i] * b[i] : Acc(0);
+    s = row_allreduce<WARP>(s, SumOp{}, smem);
+#pragma unroll
+    for (int i = 0; i < P; ++i) a[i] = a[i] != Acc(0) ? scale * a[i] * (b[i] - s) : Acc(0);
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
+      if (u < rw.chunks) gpu::store_pack<VEC>(dx + chunk_at<VEC>(rw, u, g.lg_bs), a + c * VEC);
+    }
+  }
+}
+
+template <typename T, int VEC, int P>
+__global__ void __launch_bounds__(32 * kWarpRows)
+    fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
+  fwd_reg<T, VEC, P, true>(x, y, g, mg, scale);
+}
+template <typename T, int VEC, int P>
+__global__ void __launch_bounds__(kBlockMaxThreads)
+    fwd_block(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
+  fwd_reg<T, VEC, P, false>(x, y, g, mg, scale);
+}
+template <typename T, int VEC, int P>
+__global__ void __launch_bounds__(32 * kWarpRows)
+    bwd_warp(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
+  bwd_reg<T, VEC, P, true>(y, dy, dx, g, scale);
+}
+template <typename T, int VEC, int P>
+__global__ void __launch_bounds__(kBlockMaxThreads)
+    bwd_block(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
+  bwd_reg<T, VEC, P, false>(y, dy, dx, g, scale);
+}
+
+// ---- long rows: a block per row, two passes ----------------------------------------------
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kLongThreads)
+    fwd_long(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  __shared__ MaxSum<Acc> smem[32];
+  const Acc ninf = gpu::neg_inf<Acc>();
+  for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
+    const Row rw = locate<VEC>(g, row);
+    if (rw.chunks == 0) continue;
+    MaxSum<Acc> ms{ninf, Acc(0)};
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc v[VEC];
+      gpu::load_pack<VEC>(x + e, v);
+      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+      Acc lm = ninf;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        v[k] = (bits >> k) & 1u ? ninf : v[k] * scale;
+        lm = gpu::nan_max(lm, v[k]);
+      }
+      const Acc nm = gpu::nan_max(ms.m, lm);
+      Acc ls = 0;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[k], nm);
+      ms.s = ms.s * gpu::exp_sub(ms.m, nm) + ls;
+      ms.m = nm;
+    }
+    ms = gpu::block_allreduce(ms, MaxSumOp{}, smem);
+    const Acc m = ms.m;
+    const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc v[VEC];
+      gpu::load_pack<VEC>(x + e, v);
+      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[k] = (bits >> k) & 1u ? Acc(0) : gpu::exp_sub(v[k] * scale, m) * inv;
+      gpu::store_pack<VEC>(y + e, v);
+    }
+  }
+}
+
+template <typename T, int VEC>
+__global__ void __launch_bounds__(kLongThreads)
+    bwd_long(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  __shared__ Acc smem[32];
+  for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
+    const Row rw = locate<VEC>(g, row);
+    if (rw.chunks == 0) continue;
+    Acc s = 0;
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc a[VEC], b[VEC];
+      gpu::load_pack<VEC>(y + e, a);
+      gpu::load_pack<VEC>(dy + e, b);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) s += a[k] != Acc(0) ? a[k] * b[k] : Acc(0);
+    }
+    s = gpu::block_allreduce(s, SumOp{}, smem);
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc a[VEC], b[VEC];
+      gpu::load_pack<VEC>(y + e, a);
+      gpu::load_pack<VEC>(dy + e, b);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) a[k] = a[k] != Acc(0) ? scale * a[k] * (b[k] - s) : Acc(0);
+      gpu::store_pack<VEC>(dx + e, a);
+    }
+  }
+}
+
+// ---- launch ------------------------------------------------------------------------------
+
+int log2_exact(std::int64_t v) {
+  int lg = 0;
+  while ((std::int64_t(1) << lg) < v) ++lg;
+  return lg;
+}
+
+// Longest logical row of the layout, in elements (from the host CSR table, built once).
+std::int64_t max_row_len(const Layout& l) {
+  const std::int64_t* off = l.tables(Device::cpu()).row_offsets.data<std::int64_t>();
+  std::int64_t m = 0;
+  for (std::int64_t q = 0; q < l.batch() * l.block_rows(); ++q) m = std::max(m, off[q + 1] - off[q]);
+  return m * l.block_size();
+}
+
+enum class PlanKind { Warp, Block, Long };
+
+struct Plan {
+  PlanKind kind;
+  int p;        // elements per thread (register paths)
+  int threads;  // per row
+};
+
+template <typename T>
+Plan plan_for(std::int64_t len) {
+  if (len <= kWarpMaxLen) {
+    int p = 1;
+    while (p * 32 < len) p *= 2;
+    return {PlanKind::Warp, p, 32};
+  }
+  if (len <= kRegMaxLen) {
+    // fewest elements per thread that keep the block at <= 256 threads (f64: 512)
+    int p = 4;
+    while (p < block_max_p<T>() && (len + p - 1) / p > 256) p *= 2;
+    return {PlanKind::Block, p, static_cast<int>(((len + p - 1) / p + 31) / 32 * 32)};
+  }
+  return {PlanKind::Long, 0, kLongThreads};
+}
+
+// Calls f(std::integral_constant<int, P>) for the runtime p.
+template <typename F>
+void with_p(int p, F&& f) {
+  switch (p) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    default: return f(std::integral_constant<int, 32>{});
+  }
+}
+
+RowGeom row_geom(const Layout& l, const LayoutTables& tab) {
+  return {tab.row_offsets.data<std::int64_t>(), l.batch() * l.rows(), l.rows(), l.block_rows(),
+          log2_exact(l.block_size())};
+}
+
+template <typename T>
+void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, double scale, const Tensor& y) {
+  using Acc = acc_t<T>;
+  constexpr int MV = gpu::max_vec<T>();
+  const Device dev = x.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const LayoutTables& tab = l.tables(dev);
+  const RowGeom g = row_geom(l, tab);
+  MaskGeom mg{nullptr, nullptr, nullptr, l.block_cols()};
+  if (mask.defined()) {
+    mg.data = static_cast<const std::uint8_t*>(mask.data().data_ptr());
+    mg.coords = tab.block_coords.data<std::int64_t>();
+    mg.index = mask.layout().tables(dev).block_index.data<std::int64_t>();
+  }
+  const T* xp = static_cast<const T*>(x.data_ptr());
+  T* yp = y.data<T>();
+  const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp});
+  const Acc sc = static_cast<Acc>(scale);
+  const Plan plan = plan_for<T>(max_row_len(l));
+  if (plan.kind == PlanKind::Long) {
+    const unsigned grid = gpu::grid_for(g.rows, 1);
+    if (vec) fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    else fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    TG_CUDA_CHECK_LAST();
+    return;
+  }
+  with_p(plan.p, [&](auto pc) {
+    constexpr int P = decltype(pc)::value;
+    constexpr int V = P < MV ? P : MV;
+    if (plan.kind == PlanKind::Warp) {
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+      if (vec) fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      else fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+    } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
+      const unsigned grid = gpu::grid_for(g.rows, 1);
+      if (vec) fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      else fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+    }
+  });
+  TG_CUDA_CHECK_LAST();
+}
+
+template <typename T>
+void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, const Tensor& dx) {
+  using Acc = acc_t<T>;
+  constexpr int MV = gpu::max_vec<T>();
+  const Device dev = y.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+  const RowGeom g = row_geom(l, l.tables(dev));
+  const T* yp = static_cast<const T*>(y.data_ptr());
+  const T* gp = static_cast<const T*>(dy.data_ptr());
+  T* op = dx.data<T>();
+  const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
+  const Acc sc = static_cast<Acc>(scale);
+  const Plan plan = plan_for<T>(max_row_len(l));
+  if (plan.kind == PlanKind::Long) {
+    const unsigned grid = gpu::grid_for(g.rows, 1);
+    if (vec) bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    else bwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    TG_CUDA_CHECK_LAST();
+    return;
+  }
+  with_p(plan.p, [&](auto pc) {
+    constexpr int P = decltype(pc)::value;
+    constexpr int V = P < MV ? P : MV;
+    if (plan.kind == PlanKind::Warp) {
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+      if (vec) bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      else bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+    } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
+      const unsigned grid = gpu::grid_for(g.rows, 1);
+      if (vec) bwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+      else bwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+    }
+  });
+  TG_CUDA_CHECK_LAST();
+}
+
+void fwd_cuda(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, double scale, const Tensor& y) {
+  TG_DISPATCH_FLOATING(x.dtype(), "softmax", [&] { fwd_t<scalar_t>(x, l, mask, scale, y); });
+}
+
+void bwd_cuda(const Tensor& y, const Tensor& dy, const Layout& l, double scale, const Tensor& dx) {
+  TG_DISPATCH_FLOATING(y.dtype(), "softmax_backward", [&] { bwd_t<scalar_t>(y, dy, l, scale, dx); });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(sparse_softmax_fwd_kernel, CUDA, &fwd_cuda);
+TG_REGISTER_KERNEL(sparse_softmax_bwd_kernel, CUDA, &bwd_cuda);
+
+}  // namespace tg::ops

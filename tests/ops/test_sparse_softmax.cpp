@@ -1,0 +1,488 @@
+// Tests of the block-sparse softmax (ops/sparse_softmax): f64 references written as plain
+// loops over a dense matrix whose inactive (and masked) elements are excluded, -inf rows,
+// nan, gradchecks, bad inputs, and CUDA against the CPU.
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/sparse_softmax/sparse_softmax.h"
+#include "util.h"
+
+using namespace tg;
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+const double kNan = std::nan("");
+
+std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
+
+// Block sizes 1, 2, 16, 32, 64; batch 1-3; empty, one block, ~30%, full, and ~60% with a
+// whole block-row and block-column left empty.
+std::vector<Layout> test_layouts() {
+  std::vector<Layout> out;
+  std::uint64_t seed = 300;
+  for (std::int64_t bs : {1, 2, 16, 32, 64}) {
+    const std::int64_t g = bs >= 64 ? 2 : bs >= 16 ? 3 : 5;  // block grid extent
+    for (int kind = 0; kind < 5; ++kind) {
+      const std::int64_t B = 1 + (kind + bs) % 3, Mb = g, Nb = g + 1 - kind % 2;
+      ++seed;
+      switch (kind) {
+        case 0: out.push_back(random_layout(B, Mb, Nb, bs, 0.0, seed)); break;
+        case 1:
+          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
+            return b == B - 1 && r == Mb / 2 && c == Nb - 1;
+          }));
+          break;
+        case 2: out.push_back(random_layout(B, Mb, Nb, bs, 0.3, seed)); break;
+        case 3: out.push_back(full_layout(B, Mb, Nb, bs)); break;
+        default: {
+          Layout r = random_layout(B, Mb, Nb, bs, 0.6, seed);
+          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto rr, auto c) {
+            return rr != 1 && c != 0 && r.active(b, rr, c);
+          }));
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::string describe(const Layout& l) {
+  return detail::concat("layout B=", l.batch(), " Mb=", l.block_rows(), " Nb=", l.block_cols(),
+                        " bs=", l.block_size(), " active=", l.n_blocks());
+}
+
+bool active(const Layout& l, std::int64_t b, std::int64_t i, std::int64_t j) {
+  return l.active(b, i / l.block_size(), j / l.block_size());
+}
+
+// A random element mask: mask layout `ml` (its blocks may lie outside x's layout), each
+// element of an active mask block true with probability `percent`/100. Returns the mask
+// and, in `excl`, the dense [B, M, N] exclusion flags it stands for.
+BlockSparseTensor random_mask(const Layout& ml, int percent, std::uint64_t seed, std::vector<char>& excl) {
+  const std::int64_t B = ml.batch(), M = ml.rows(), N = ml.cols();
+  std::mt19937_64 rng(seed);
+  std::vector<double> m(at(B * M * N));
+  for (double& v : m) v = static_cast<int>(rng() % 100) < percent ? 1.0 : 0.0;
+  excl.assign(m.size(), 0);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < M; ++i)
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        excl[e] = active(ml, b, i, j) && m[e] != 0.0;
+      }
+  BlockSparseTensor md = to_sparse(from_vector(m, {B, M, N}), ml);
+  return BlockSparseTensor(md.data().to(DType::boolean), ml);
+}
+
+// Expected softmax(scale * x) as a dense [B, M, N] (nan at inactive positions) from the
+// dense values d of x; `excl` (dense flags, or empty) marks masked elements.
+Tensor reference(const Layout& l, const std::vector<double>& d, const std::vector<char>& excl, double scale) {
+  const std::int64_t B = l.batch(), M = l.rows(), N = l.cols();
+  std::vector<double> y(at(B * M * N), kNan);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < M; ++i) {
+      double m = -kInf;
+      bool nan = false;
+      auto included = [&](std::int64_t j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        return active(l, b, i, j) && (excl.empty() || !excl[e]);
+      };
+      for (std::int64_t j = 0; j < N; ++j) {
+        if (!included(j)) continue;
+        const double z = scale * d[at((b * M + i) * N + j)];
+        if (std::isnan(z)) nan = true;
+        else m = std::max(m, z);
+      }
+      double s = 0;
+      for (std::int64_t j = 0; j < N; ++j)
+        if (included(j)) s += std::exp(scale * d[at((b * M + i) * N + j)] - m);
+      for (std::int64_t j = 0; j < N; ++j) {
+        if (!active(l, b, i, j)) continue;
+        const std::size_t e = at((b * M + i) * N + j);
+        if (!included(j)) y[e] = 0.0;
+        else if (nan) y[e] = kNan;
+        else if (m == -kInf) y[e] = 0.0;
+        else y[e] = std::exp(scale * d[e] - m) / s;
+      }
+    }
+  return from_vector(y, {B, M, N});
+}
+
+// Expected input gradient as a dense [B, M, N] (nan at inactive positions) from the dense
+// forward output y and output gradient g.
+Tensor reference_grad(const Layout& l, const std::vector<double>& y, const std::vector<double>& g, double scale) {
+  const std::int64_t B = l.batch(), M = l.rows(), N = l.cols();
+  std::vector<double> dx(at(B * M * N), kNan);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < M; ++i) {
+      double s = 0;
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        if (active(l, b, i, j) && y[e] != 0.0) s += y[e] * g[e];
+      }
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        if (active(l, b, i, j)) dx[e] = y[e] != 0.0 ? scale * y[e] * (g[e] - s) : 0.0;
+      }
+    }
+  return from_vector(dx, {B, M, N});
+}
+
+// A random dense f64 [B, M, N], its values, and its block-sparse part under l.
+struct Sample {
+  std::vector<double> d;
+  BlockSparseTensor x;
+};
+Sample sample(const Layout& l, std::uint64_t seed, double lo = -3.0, double hi = 3.0) {
+  Tensor dense = tgt::rand64({l.batch(), l.rows(), l.cols()}, seed, lo, hi);
+  return {tgt::values(dense), to_sparse(dense, l)};
+}
+
+// Values of a storage dtype, read back as f64 (what a bf16 / f16 kernel actually sees).
+std::vector<double> rounded(const std::vector<double>& d, DType dt) {
+  return tgt::values(from_vector(d, {static_cast<std::int64_t>(d.size())}).to(dt));
+}
+
+}  // namespace
+
+TEST_CASE("block-sparse softmax matches a masked f64 reference", "[ops][sparse_softmax]") {
+  std::uint64_t seed = 1;
+  const double scales[] = {1.0, 0.37, -1.6};
+  int q = 0;
+  for (const Layout& l : test_layouts()) {
+    const double scale = scales[q++ % 3];
+    INFO(describe(l) << " scale " << scale);
+    Sample s = sample(l, ++seed);
+    BlockSparseTensor y = softmax(s.x, scale);
+    REQUIRE(y.layout() == l);
+    REQUIRE(y.dtype() == DType::f64);
+    tgt::require_close(to_dense(y, kNan), reference(l, s.d, {}, scale), 1e-12, 1e-15);
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      INFO("dtype " << dtype_name(dt));
+      BlockSparseTensor xl(s.x.data().to(dt), l);
+      BlockSparseTensor yl = softmax(xl, scale);
+      REQUIRE(yl.dtype() == dt);
+      const double tol = dt == DType::f32 ? 1e-5 : dt == DType::f16 ? 2e-3 : 1e-2;
+      tgt::require_close(to_dense(yl, kNan), reference(l, rounded(s.d, dt), {}, scale), tol, tol * 1e-2);
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax: -inf rows give zeros, nan propagates, empty rows stay unwritten",
+          "[ops][sparse_softmax]") {
+  // batch 0: block-row 0 has blocks (0,0), (0,2); block-row 1 is empty.
+  const std::int64_t bs = 2, N = 3 * bs;
+  Layout l = tgt::layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return r == 0 && c != 1; });
+  std::vector<double> d(at(2 * bs * N), 0.0);
+  auto set = [&](std::int64_t i, std::int64_t j, double v) { d[at(i * N + j)] = v; };
+  set(0, 0, 1.0); set(0, 1, -kInf); set(0, 4, 2.0); set(0, 5, 0.5);        // one -inf among finite values
+  set(1, 0, -kInf); set(1, 1, -kInf); set(1, 4, -kInf); set(1, 5, -kInf);  // all -inf
+  BlockSparseTensor x = to_sparse(from_vector(d, {1, 2 * bs, N}), l);
+  Tensor y = to_dense(softmax(x), 7.0);  // 7: never written
+  const double e1 = std::exp(1.0), e2 = std::exp(2.0), e5 = std::exp(0.5), z = e1 + e2 + e5;
+  std::vector<double> want = {e1 / z, 0.0, 7.0, 7.0, e2 / z, e5 / z,  // row 0
+                              0.0,    0.0, 7.0, 7.0, 0.0,    0.0,     // row 1: zeros, not nan
+                              7.0,    7.0, 7.0, 7.0, 7.0,    7.0,     // rows 2, 3: no blocks
+                              7.0,    7.0, 7.0, 7.0, 7.0,    7.0};
+  tgt::require_close(y, from_vector(want, {1, 2 * bs, N}), 1e-15, 0);
+  // a nan makes its whole row nan and leaves the other rows alone
+  set(1, 4, kNan);
+  set(0, 5, kNan);
+  Tensor yn = to_dense(softmax(to_sparse(from_vector(d, {1, 2 * bs, N}), l)), 7.0);
+  auto v = tgt::values(yn);
+  for (std::int64_t j : {0, 1, 4, 5}) {
+    INFO("column " << j);
+    REQUIRE(std::isnan(v[at(j)]));
+    REQUIRE(std::isnan(v[at(N + j)]));
+  }
+  // f32 and bf16 agree on the same special rows
+  for (DType dt : {DType::f32, DType::bf16}) {
+    BlockSparseTensor xl(x.data().to(dt), l);
+    tgt::require_close(to_dense(softmax(xl), 7.0), from_vector(want, {1, 2 * bs, N}), 1e-2, 1e-6);
+  }
+}
+
+TEST_CASE("block-sparse softmax on a full layout equals the dense softmax", "[ops][sparse_softmax]") {
+  Layout l = full_layout(2, 3, 4, 16);
+  Tensor dense = tgt::rand64({2, 48, 64}, 17, -4.0, 4.0);
+  Tensor yd = softmax(dense, 0.5);  // the dense overload keeps working next to the block-sparse one
+  REQUIRE(yd.shape() == Shape{2, 48, 64});
+  tgt::require_close(to_dense(softmax(to_sparse(dense, l), 0.5)), yd, 1e-13, 1e-15);
+  Tensor g = tgt::rand64({2, 48, 64}, 18);
+  tgt::require_close(to_dense(softmax_backward(to_sparse(yd, l), to_sparse(g, l), 0.5)),
+                     softmax_backward(yd, g, 0.5), 1e-13, 1e-15);
+}
+
+TEST_CASE("masked_softmax matches a masked f64 reference", "[ops][sparse_softmax]") {
+  std::uint64_t seed = 40;
+  for (const Layout& l : test_layouts()) {
+    INFO(describe(l));
+    // mask blocks: a random half of the grid, independent of x's layout
+    Layout ml = random_layout(l.batch(), l.block_rows(), l.block_cols(), l.block_size(), 0.5, ++seed);
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(ml, 40, ++seed, excl);
+    Sample s = sample(l, ++seed);
+    const double scale = 0.8;
+    BlockSparseTensor y = masked_softmax(s.x, mask, scale);
+    REQUIRE(y.layout() == l);
+    tgt::require_close(to_dense(y, kNan), reference(l, s.d, excl, scale), 1e-12, 1e-15);
+    BlockSparseTensor x32(s.x.data().to(DType::f32), l);
+    tgt::require_close(to_dense(masked_softmax(x32, mask, scale), kNan), reference(l, rounded(s.d, DType::f32), excl, scale),
+                       1e-5, 1e-7);
+  }
+}
+
+TEST_CASE("masked_softmax: excluded rows give zeros, excluded nan is ignored", "[ops][sparse_softmax]") {
+  const std::int64_t bs = 4;
+  Layout l = full_layout(1, 2, 2, bs);  // [1, 8, 8]
+  Sample s = sample(l, 5);
+  // mask: one block (0, 0, 1) with row 1 fully true and element (2, 5) true; and a block
+  // (0, 1, 0) with row 4 (in-block row 0) true
+  Layout ml = tgt::layout_where(1, 2, 2, bs, [](auto, auto r, auto c) { return (r == 0 && c == 1) || (r == 1 && c == 0); });
+  std::vector<double> m(64, 0.0);
+  for (std::int64_t j = 0; j < 8; ++j) m[at(1 * 8 + j)] = 1.0;  // only columns 4-7 lie in the mask block
+  m[at(2 * 8 + 5)] = 1.0;
+  for (std::int64_t j = 0; j < 4; ++j) m[at(4 * 8 + j)] = 1.0;
+  BlockSparseTensor mask(to_sparse(from_vector(m, {1, 8, 8}), ml).data().to(DType::boolean), ml);
+  std::vector<char> excl(64, 0);
+  for (std::int64_t j = 4; j < 8; ++j) excl[at(1 * 8 + j)] = 1;
+  excl[at(2 * 8 + 5)] = 1;
+  for (std::int64_t j = 0; j < 4; ++j) excl[at(4 * 8 + j)] = 1;
+  // a nan at an excluded position changes nothing
+  s.d[at(2 * 8 + 5)] = kNan;
+  BlockSparseTensor x = to_sparse(from_vector(s.d, {1, 8, 8}), l);
+  tgt::require_close(to_dense(masked_softmax(x, mask)), reference(l, s.d, excl, 1.0), 1e-12, 1e-15);
+  // row 1 is half excluded: the other half sums to 1
+  auto y = tgt::values(to_dense(masked_softmax(x, mask)));
+  double row1 = 0;
+  for (std::int64_t j = 0; j < 8; ++j) row1 += y[at(8 + j)];
+  REQUIRE(row1 == Approx(1.0));
+  // a fully excluded row gives zeros
+  Layout lx = tgt::layout_where(1, 2, 2, bs, [](auto, auto r, auto c) { return r == 0 && c == 1; });
+  BlockSparseTensor xs = to_sparse(from_vector(s.d, {1, 8, 8}), lx);
+  auto ys = tgt::values(to_dense(masked_softmax(xs, mask), kNan));
+  for (std::int64_t j = 4; j < 8; ++j) REQUIRE(ys[at(8 + j)] == 0.0);
+  // a nan row stays nan where included and 0 where excluded
+  s.d[at(2 * 8 + 1)] = kNan;
+  auto yn = tgt::values(to_dense(masked_softmax(to_sparse(from_vector(s.d, {1, 8, 8}), l), mask)));
+  for (std::int64_t j = 0; j < 8; ++j) {
+    INFO("column " << j);
+    if (j == 5) REQUIRE(yn[at(16 + j)] == 0.0);
+    else REQUIRE(std::isnan(yn[at(16 + j)]));
+  }
+}
+
+TEST_CASE("block-sparse softmax backward matches the f64 reference", "[ops][sparse_softmax]") {
+  std::uint64_t seed = 70;
+  int q = 0;
+  for (const Layout& l : test_layouts()) {
+    const bool masked = q++ % 2 == 1;
+    const double scale = masked ? 1.3 : 0.6;
+    INFO(describe(l) << (masked ? " masked" : ""));
+    Sample s = sample(l, ++seed);
+    Tensor g = tgt::rand64({l.batch(), l.rows(), l.cols()}, ++seed);
+    std::vector<char> excl;
+    BlockSparseTensor mask;
+    if (masked) {
+      Layout ml = random_layout(l.batch(), l.block_rows(), l.block_cols(), l.block_size(), 0.7, ++seed);
+      mask = random_mask(ml, 30, ++seed, excl);
+    }
+    Tensor xd = s.x.data().detach().requires_grad_();
+    BlockSparseTensor x(xd, l);
+    BlockSparseTensor y = masked ? masked_softmax(x, mask, scale) : softmax(x, scale);
+    BlockSparseTensor dy = to_sparse(g, l);
+    y.data().backward(dy.data());
+    Tensor want = reference_grad(l, tgt::values(reference(l, s.d, excl, scale)), tgt::values(g), scale);
+    tgt::require_close(to_dense(BlockSparseTensor(xd.grad(), l), kNan), want, 1e-11, 1e-14);
+    tgt::require_close(to_dense(softmax_backward(y, dy, scale), kNan), want, 1e-11, 1e-14);
+    BlockSparseTensor y32(y.data().detach().to(DType::f32), l), dy32(dy.data().to(DType::f32), l);
+    tgt::require_close(to_dense(softmax_backward(y32, dy32, scale), kNan), want, 1e-4, 1e-6);
+  }
+}
+
+TEST_CASE("block-sparse softmax backward: excluded elements get exactly 0", "[ops][sparse_softmax]") {
+  Layout l = full_layout(1, 1, 2, 2);  // [1, 2, 4]
+  std::vector<double> m = {1, 0, 0, 0, 0, 0, 1, 1};
+  BlockSparseTensor mask(to_sparse(from_vector(m, {1, 2, 4}), l).data().to(DType::boolean), l);
+  Tensor xd = to_sparse(tgt::rand64({1, 2, 4}, 3), l).data().detach().requires_grad_();
+  BlockSparseTensor y = masked_softmax(BlockSparseTensor(xd, l), mask);
+  // dy is nan and inf at excluded positions: neither reaches any gradient
+  std::vector<double> g = {kNan, 0.5, -1.0, 2.0, 0.25, 3.0, kInf, kNan};
+  y.data().backward(to_sparse(from_vector(g, {1, 2, 4}), l).data());
+  auto dx = tgt::values(to_dense(BlockSparseTensor(xd.grad(), l)));
+  REQUIRE(dx[0] == 0.0);
+  REQUIRE(dx[6] == 0.0);
+  REQUIRE(dx[7] == 0.0);
+  for (std::size_t i : {1u, 2u, 3u, 4u, 5u}) REQUIRE(std::isfinite(dx[i]));
+  // the included elements of each row: gradients sum to 0 (softmax is shift-invariant)
+  REQUIRE(dx[1] + dx[2] + dx[3] == Approx(0.0).margin(1e-12));
+  REQUIRE(dx[4] + dx[5] == Approx(0.0).margin(1e-12));
+}
+
+TEST_CASE("block-sparse softmax gradcheck", "[ops][sparse_softmax][gradcheck]") {
+  auto check = [](const char* what, const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                  const std::vector<Tensor>& in) {
+    auto r = autograd::gradcheck(f, in);
+    INFO(what << ": " << r.report);
+    REQUIRE(r.ok);
+  };
+  // a block-row and a block-column without blocks, 2x2 blocks
+  Layout l = tgt::layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return r != 1 && c != 2 && (b + r + c) % 4 != 3; });
+  REQUIRE(l.n_blocks() > 0);
+  Tensor xd = tgt::rand64({l.n_blocks(), 2, 2}, 11, -2.0, 2.0).requires_grad_();
+  check("softmax", [&](const std::vector<Tensor>& in) { return softmax(BlockSparseTensor(in[0], l), 0.7).data(); },
+        {xd});
+  std::vector<char> excl;
+  BlockSparseTensor mask = random_mask(random_layout(2, 3, 3, 2, 0.6, 12), 40, 13, excl);
+  check("masked_softmax", [&](const std::vector<Tensor>& in) {
+    return masked_softmax(BlockSparseTensor(in[0], l), mask, -1.2).data();
+  }, {xd});
+  // bs 1, composed with other ops
+  Layout l1 = random_layout(1, 4, 5, 1, 0.6, 14);
+  Tensor x1 = tgt::rand64({l1.n_blocks(), 1, 1}, 15).requires_grad_();
+  check("softmax bs 1", [&](const std::vector<Tensor>& in) {
+    return mul(softmax(BlockSparseTensor(in[0], l1)).data(), in[0]);
+  }, {x1});
+}
+
+TEST_CASE("block-sparse softmax bad inputs", "[ops][sparse_softmax]") {
+  Layout l = full_layout(2, 2, 3, 4);  // [2, 8, 12]
+  BlockSparseTensor x(zeros({12, 4, 4}), l);
+  BlockSparseTensor mask(zeros({12, 4, 4}, {.dtype = DType::boolean}), l);
+  BlockSparseTensor xi(zeros({12, 4, 4}, {.dtype = DType::i32}), l);
+  tgt::require_throws<DTypeError>([&] { softmax(xi); }, {"softmax", "x", "floating", "i32"});
+  tgt::require_throws<DTypeError>([&] { masked_softmax(xi, mask); }, {"masked_softmax", "x", "floating", "i32"});
+  tgt::require_throws<ValueError>([&] { softmax(BlockSparseTensor()); }, {"softmax", "x", "undefined"});
+  tgt::require_throws<ValueError>([&] { softmax(x, kInf); }, {"softmax", "scale", "finite", "inf"});
+  tgt::require_throws<ValueError>([&] { masked_softmax(x, mask, kNan); }, {"masked_softmax", "scale", "finite"});
+
+  // mask: dtype, logical shape, block size, malformed
+  BlockSparseTensor mf(zeros({12, 4, 4}), l);
+  tgt::require_throws<DTypeError>([&] { masked_softmax(x, mf); }, {"masked_softmax", "mask", "bool", "f32"});
+  BlockSparseTensor mshape(zeros({8, 4, 4}, {.dtype = DType::boolean}), full_layout(2, 2, 2, 4));
+  tgt::require_throws<ShapeError>([&] { masked_softmax(x, mshape); },
+                                  {"masked_softmax", "mask", "[2, 8, 12]", "[2, 8, 8]"});
+  BlockSparseTensor mbs(zeros({4, 8, 8}, {.dtype = DType::boolean}), full_layout(1, 2, 2, 8));
+  BlockSparseTensor x8(zeros({16, 4, 4}), full_layout(1, 4, 4, 4));  // [1, 16, 16] at block 4
+  tgt::require_throws<LayoutError>([&] { masked_softmax(x8, mbs); },
+                                   {"masked_softmax", "mask", "block size", "4", "8"});
+  tgt::require_throws<ValueError>([&] { masked_softmax(x, BlockSparseTensor()); }, {"masked_softmax", "mask", "undefined"});
+
+  // backward: layouts, dtypes
+  Layout half = tgt::layout_where(2, 2, 3, 4, [](auto b, auto r, auto c) { return (b + r + c) % 2 == 0; });
+  REQUIRE(half.n_blocks() == 6);
+  tgt::require_throws<LayoutError>([&] { softmax_backward(x, BlockSparseTensor(zeros({6, 4, 4}), half)); },
+                                   {"softmax_backward", "y", "dy", "same layout", "12 active", "6 active"});
+  tgt::require_throws<DTypeError>([&] { softmax_backward(x, BlockSparseTensor(zeros({12, 4, 4}, {.dtype = DType::f64}), l)); },
+                                  {"softmax_backward", "y", "dy", "f32", "f64"});
+  tgt::require_throws<DTypeError>([&] { softmax_backward(xi, x); }, {"softmax_backward", "y", "floating", "i32"});
+  tgt::require_throws<ValueError>([&] { softmax_backward(x, x, -kInf); }, {"softmax_backward", "scale", "finite"});
+}
+
+TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  struct Case {
+    std::int64_t B, Mb, Nb, bs;
+    double density;
+    bool masked;
+  };
+  // Row lengths reach every plan: a warp per row (<= 1024 elements), a block per row
+  // (<= 4096) and the two-pass path (the N = 8192 rows at block 64, density 1).
+  const std::vector<Case> cases = {
+      {2, 5, 7, 1, 0.5, false},   {2, 4, 9, 2, 0.4, true},    {3, 3, 5, 16, 1.0, false}, {2, 3, 6, 32, 0.5, true},
+      {2, 2, 24, 64, 0.7, false}, {1, 2, 20, 128, 0.8, true}, {1, 2, 2, 16, 0.0, false}, {1, 2, 128, 64, 1.0, false},
+      {1, 2, 128, 64, 1.0, true}, {1, 1, 300, 8, 0.9, false}, {1, 2, 48, 128, 0.9, false}};
+  std::uint64_t seed = 900;
+  for (const Case& c : cases) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    std::vector<char> excl;
+    BlockSparseTensor mask;
+    if (c.masked) {
+      Layout ml = random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed);
+      mask = random_mask(ml, 30, ++seed, excl);
+    }
+    // random values with an all -inf row, a row holding a nan and a -inf sprinkled in
+    std::vector<double> d = tgt::values(tgt::rand64({l.n_blocks(), c.bs, c.bs}, ++seed, -4.0, 4.0));
+    if (l.n_blocks() > 1) {
+      const std::int64_t bs = c.bs;
+      for (std::int64_t k = 0; k < l.n_blocks(); ++k) d[at(k * bs * bs)] = -kInf;  // in-block row 0: all -inf
+      if (bs > 1) d[at((l.n_blocks() - 1) * bs * bs + bs + bs / 2)] = kNan;  // one element of in-block row 1
+      if (bs > 2) d[at(2 * bs + 1)] = -kInf;                                  // block 0, in-block row 2
+    }
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+      INFO(describe(l) << (c.masked ? " masked" : "") << " dtype " << dtype_name(dt));
+      const double rtol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
+      Tensor xd = from_vector(d, {l.n_blocks(), c.bs, c.bs}).to(dt);
+      Tensor gd = rand_seeded({l.n_blocks(), c.bs, c.bs}, ++seed, {.dtype = dt}, -1.0, 1.0);
+      const double scale = dt == DType::f64 ? 0.9 : 1.0;
+      auto run = [&](Device dev) {
+        Tensor x = xd.to(dev).detach().requires_grad_();
+        BlockSparseTensor y =
+            c.masked ? masked_softmax(BlockSparseTensor(x, l), BlockSparseTensor(mask.data().to(dev), mask.layout()), scale)
+                     : softmax(BlockSparseTensor(x, l), scale);
+        y.data().backward(gd.to(dev));
+        return std::vector<Tensor>{y.data(), x.grad()};
+      };
+      std::vector<Tensor> cpu = run(Device::cpu()), cuda = run(gpu);
+      REQUIRE(cuda[0].device() == gpu);
+      {
+        INFO("y");
+        tgt::require_close(cuda[0], cpu[0], rtol, rtol * 1e-2);
+      }
+      {
+        // the two devices' y may differ by an ulp in bf16 / f16, which dx inherits
+        INFO("dx");
+        tgt::require_close(cuda[1], cpu[1], 2 * rtol, rtol * 1e-1);
+      }
+      {
+        INFO("softmax_backward on the same y");
+        BlockSparseTensor yc(cpu[0].detach(), l), gc(gd, l);
+        Tensor want = softmax_backward(yc, gc, scale).data();
+        Tensor got = softmax_backward(BlockSparseTensor(yc.data().to(gpu), l), BlockSparseTensor(gd.to(gpu), l), scale).data();
+        tgt::require_close(got, want, rtol, rtol * 1e-2);
+      }
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax CUDA scalar path (misaligned data) matches CPU", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (std::int64_t bs : {16, 64}) {
+    Layout l = random_layout(2, 3, 40, bs, 0.6, 31 + static_cast<std::uint64_t>(bs));
+    const Shape shape{l.n_blocks(), bs, bs};
+    for (DType dt : {DType::f32, DType::bf16}) {
+      INFO("bs " << bs << " dtype " << dtype_name(dt));
+      const double tol = dt == DType::bf16 ? 1e-2 : 1e-5;
+      Tensor base = rand_seeded({l.n_blocks() * bs * bs + 1}, 32, {.dtype = dt, .device = gpu}, -3.0, 3.0);
+      Tensor x = tgt::misaligned_view(base, 1, shape);
+      Tensor gbase = rand_seeded({l.n_blocks() * bs * bs + 1}, 33, {.dtype = dt, .device = gpu});
+      Tensor g = tgt::misaligned_view(gbase, 1, shape);
+      BlockSparseTensor y = softmax(BlockSparseTensor(x, l));
+      BlockSparseTensor ycpu = softmax(BlockSparseTensor(x.to(Device::cpu()), l));
+      tgt::require_close(y.data(), ycpu.data(), tol, tol * 1e-2);
+      BlockSparseTensor yv(tgt::misaligned_view(rand_seeded({l.n_blocks() * bs * bs + 1}, 34, {.dtype = dt, .device = gpu}), 1, shape), l);
+      Tensor dx = softmax_backward(yv, BlockSparseTensor(g, l)).data();
+      Tensor dxc = softmax_backward(BlockSparseTensor(yv.data().to(Device::cpu()), l),
+                                    BlockSparseTensor(g.to(Device::cpu()), l)).data();
+      tgt::require_close(dx, dxc, tol, tol * 1e-1);
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax with mixed devices throws", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  Layout l = full_layout(1, 2, 2, 4);
+  BlockSparseTensor x(zeros({4, 4, 4}), l);
+  BlockSparseTensor mask(zeros({4, 4, 4}, {.dtype = DType::boolean, .device = Device::cuda()}), l);
+  tgt::require_throws<DeviceError>([&] { masked_softmax(x, mask); }, {"masked_softmax", "x", "mask", "same device"});
+  BlockSparseTensor dy(zeros({4, 4, 4}, {.device = Device::cuda()}), l);
+  tgt::require_throws<DeviceError>([&] { softmax_backward(x, dy); }, {"softmax_backward", "y", "dy", "same device"});
+}
