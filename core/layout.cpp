@@ -1,8 +1,12 @@
 #include "core/layout.h"
 
+#include <array>
+#include <atomic>
 #include <mutex>
 #include <ostream>
 #include <unordered_map>
+
+#include "core/layout_tables.h"
 
 namespace tg {
 
@@ -20,6 +24,13 @@ namespace {
 std::uint64_t fnv1a(const std::uint8_t* p, std::size_t n, std::uint64_t h = 1469598103934665603ull) {
   for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
+}
+
+// One builder slot per device type. Atomics: registrars run at load time, lookups from any
+// thread later.
+std::array<std::atomic<LayoutTablesBuilder>, kNumDeviceTypes>& builders() {
+  static std::array<std::atomic<LayoutTablesBuilder>, kNumDeviceTypes> slots{};
+  return slots;
 }
 
 bool is_pow2(std::int64_t v) { return v >= 1 && (v & (v - 1)) == 0; }
@@ -122,6 +133,11 @@ const LayoutTables& Layout::tables(Device device) const {
   std::lock_guard<std::mutex> lock(i.mu);
   auto it = i.tables.find(device);
   if (it != i.tables.end()) return *it->second;
+  if (!device.is_cpu()) {
+    if (LayoutTablesBuilder build = layout_tables_builder(device.type)) {
+      return *i.tables.emplace(device, std::make_unique<LayoutTables>(build(*this, device))).first->second;
+    }
+  }
   auto host_it = i.tables.find(Device::cpu());
   if (host_it == i.tables.end()) {
     host_it = i.tables.emplace(Device::cpu(), std::make_unique<LayoutTables>(build_host_tables(*this, i.host))).first;
@@ -132,6 +148,14 @@ const LayoutTables& Layout::tables(Device device) const {
                                                        h.row_offsets.to(device), h.col_offsets.to(device),
                                                        h.col_blocks.to(device)});
   return *i.tables.emplace(device, std::move(t)).first->second;
+}
+
+void register_layout_tables_builder(DeviceType type, LayoutTablesBuilder fn) {
+  builders()[static_cast<std::size_t>(type)].store(fn, std::memory_order_release);
+}
+
+LayoutTablesBuilder layout_tables_builder(DeviceType type) {
+  return builders()[static_cast<std::size_t>(type)].load(std::memory_order_acquire);
 }
 
 Layout Layout::transposed() const {

@@ -1,5 +1,8 @@
 #include <sstream>
+#include <utility>
+#include <vector>
 
+#include "core/layout_tables.h"
 #include "util.h"
 
 using namespace tg;
@@ -77,4 +80,78 @@ TEST_CASE("Layout bad inputs", "[core][layout]") {
   tgt::require_throws<LayoutError>([] { layout_of(zeros({1, 6, 4}), 4); }, {"layout_of", "M = 6", "4"});
   tgt::require_throws<ValueError>([] { random_layout(1, 2, 2, 2, 1.5, 0); }, {"random_layout", "density", "1.5"});
   tgt::require_throws<ValueError>([] { full_layout(1, 2, 2, 2).active(0, 2, 0); }, {"Layout::active", "(0, 2, 0)"});
+}
+
+namespace {
+
+// Every table of `got` equals the one of `want` (shapes and values).
+void require_same_tables(const LayoutTables& got, const LayoutTables& want) {
+  const std::pair<const char*, std::pair<const Tensor*, const Tensor*>> tabs[] = {
+      {"block_coords", {&got.block_coords, &want.block_coords}},
+      {"block_index", {&got.block_index, &want.block_index}},
+      {"row_offsets", {&got.row_offsets, &want.row_offsets}},
+      {"col_offsets", {&got.col_offsets, &want.col_offsets}},
+      {"col_blocks", {&got.col_blocks, &want.col_blocks}}};
+  for (const auto& [name, t] : tabs) {
+    INFO(name);
+    REQUIRE(t.first->dtype() == DType::i64);
+    REQUIRE(t.first->shape() == t.second->shape());
+    REQUIRE(t.first->to_vector<std::int64_t>() == t.second->to_vector<std::int64_t>());
+  }
+}
+
+// Layouts for the table builders: empty, single block, full, random, with empty block-rows
+// and block-columns, zero extents, and a large one.
+std::vector<Layout> table_layouts() {
+  std::vector<Layout> out = {random_layout(3, 5, 4, 2, 0.5, 21),
+                             random_layout(2, 3, 3, 16, 0.0, 22),
+                             full_layout(2, 4, 5, 1),
+                             tgt::layout_where(1, 7, 9, 4, [](auto, auto r, auto c) { return r == 3 && c == 8; }),
+                             tgt::layout_where(2, 6, 5, 2, [](auto b, auto r, auto c) { return r % 3 != 1 && c != 2 && (b + r + c) % 2 == 0; }),
+                             Layout(zeros({1, 0, 4}, {.dtype = DType::boolean}), 8),
+                             Layout(zeros({2, 3, 0}, {.dtype = DType::boolean}), 8),
+                             random_layout(1, 1, 300, 32, 0.5, 23),
+                             random_layout(16, 64, 64, 64, 0.3, 24)};
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Layout tables of zero-extent and sparse layouts are consistent", "[core][layout]") {
+  for (const Layout& l : table_layouts()) {
+    INFO(l);
+    const LayoutTables& t = l.tables(Device::cpu());
+    const std::int64_t B = l.batch(), Mb = l.block_rows(), Nb = l.block_cols(), n = l.n_blocks();
+    REQUIRE(t.block_coords.shape() == Shape{n, 3});
+    REQUIRE(t.block_index.shape() == Shape{B, Mb, Nb});
+    auto row = t.row_offsets.to_vector<std::int64_t>(), col = t.col_offsets.to_vector<std::int64_t>();
+    REQUIRE(row.size() == static_cast<std::size_t>(B * Mb + 1));
+    REQUIRE(col.size() == static_cast<std::size_t>(B * Nb + 1));
+    REQUIRE(row.front() == 0);
+    REQUIRE(row.back() == n);
+    REQUIRE(col.front() == 0);
+    REQUIRE(col.back() == n);
+    std::vector<std::int64_t> want;
+    std::int64_t k = 0;
+    for (std::uint8_t on : l.mask_host()) want.push_back(on ? k++ : -1);
+    REQUIRE(k == n);
+    REQUIRE(t.block_index.to_vector<std::int64_t>() == want);
+  }
+}
+
+TEST_CASE("Layout tables built on the GPU equal the CPU ones", "[core][layout][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  LayoutTablesBuilder build = layout_tables_builder(DeviceType::CUDA);
+  REQUIRE(build != nullptr);
+  for (const Layout& l : table_layouts()) {
+    INFO(l);
+    // through Layout::tables on a fresh layout (the device tables first: nothing to copy from)
+    Layout fresh(l.mask(), l.block_size());
+    const LayoutTables& g = fresh.tables(gpu);
+    REQUIRE(g.block_index.device() == gpu);
+    require_same_tables(g, l.tables(Device::cpu()));
+    // and the builder called directly
+    require_same_tables(build(l, gpu), l.tables(Device::cpu()));
+  }
 }
