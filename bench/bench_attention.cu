@@ -1,0 +1,142 @@
+// Block-sparse flash attention, bf16, batch 4 x 16 heads x S 4096, D 64 and 128: forward
+// (the public flash_attention) and forward + backward (its autograd backward), for the
+// patterns dense, causal, causal window 1024, random 10% of 64-blocks and a pattern of
+// variable block sizes (block-causal). CUDA events, warm-up, median of >= 20 runs.
+//
+// Useful FLOPs count only attended (query, key) pairs: 4·D per pair forward (QKᵀ and PV),
+// 2.5 times that backward, so forward + backward = 3.5 · 4·D per pair. The pairs are
+// counted exactly on the host from the pattern and causal / window. The bf16 GEMM rate of
+// tg::matmul (cuBLAS) at 8192³, measured in the same run, is printed as the ceiling.
+// Peers (PyTorch SDPA, FlexAttention) are timed by bench/attention_peers.py with the same
+// shapes and patterns and the same table.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "ops/attention/attention.h"
+#include "tilegrad.h"
+
+namespace {
+
+constexpr std::int64_t kBatch = 4, kHeads = 16, kSeq = 4096;
+
+struct Case {
+  std::string name;
+  tg::AttentionPattern pattern;
+  tg::AttentionOptions options;
+};
+
+// Attended (query, key) pairs of one head: the visited blocks' pairs that causal / window keep.
+double attended_pairs(const tg::AttentionPattern& pat, const tg::AttentionOptions& o) {
+  const auto& qs = pat.q_starts();
+  const auto& ks = pat.k_starts();
+  double pairs = 0;
+  for (std::int64_t r = 0; r < pat.q_blocks(); ++r)
+    for (std::int64_t c = 0; c < pat.k_blocks(); ++c) {
+      if (!pat.visited(0, r, c)) continue;
+      for (std::int64_t i = qs[static_cast<std::size_t>(r)]; i < qs[static_cast<std::size_t>(r) + 1]; ++i) {
+        std::int64_t lo = ks[static_cast<std::size_t>(c)], hi = ks[static_cast<std::size_t>(c) + 1] - 1;
+        if (o.causal) hi = std::min(hi, i);
+        if (o.window_left >= 0) lo = std::max(lo, i - o.window_left);
+        if (o.window_right >= 0) hi = std::min(hi, i + o.window_right);
+        if (hi >= lo) pairs += static_cast<double>(hi - lo + 1);
+      }
+    }
+  return pairs;
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  const tg::AttentionPattern dense = tg::AttentionPattern::dense(kSeq, kSeq, 128);
+  out.push_back({"dense", dense, {}});
+  tg::AttentionOptions causal;
+  causal.causal = true;
+  out.push_back({"causal", dense, causal});
+  tg::AttentionOptions window = causal;
+  window.window_left = 1024;
+  out.push_back({"causal window 1024", dense, window});
+  {
+    const std::int64_t nb = kSeq / 64;
+    std::mt19937_64 rng(42);
+    std::vector<bool> m(static_cast<std::size_t>(nb * nb));
+    for (std::size_t x = 0; x < m.size(); ++x) m[x] = rng() % 10 == 0;
+    out.push_back({"random 10% of 64-blocks", tg::AttentionPattern::uniform(tg::from_vector(m, {1, nb, nb}), 64, 64), {}});
+  }
+  {
+    // block sizes of 64..512 (multiples of 64) summing to S, visited when block-causal
+    std::mt19937_64 rng(7);
+    std::vector<std::int64_t> sizes;
+    std::int64_t left = kSeq;
+    while (left > 0) {
+      const std::int64_t s = std::min<std::int64_t>(left, 64 * static_cast<std::int64_t>(1 + rng() % 8));
+      sizes.push_back(s);
+      left -= s;
+    }
+    const std::int64_t nb = static_cast<std::int64_t>(sizes.size());
+    std::vector<bool> m(static_cast<std::size_t>(nb * nb));
+    for (std::int64_t r = 0; r < nb; ++r)
+      for (std::int64_t c = 0; c <= r; ++c) m[static_cast<std::size_t>(r * nb + c)] = true;
+    out.push_back({"variable blocks, block-causal", tg::AttentionPattern::variable(tg::from_vector(m, {1, nb, nb}), sizes, sizes), {}});
+  }
+  return out;
+}
+
+double gemm_ceiling() {
+  const tg::Device gpu = tg::Device::cuda();
+  tg::NoGradGuard ng;
+  const std::int64_t n = 8192;
+  tg::Tensor a = tg::rand_seeded({n, n}, 1, {.dtype = tg::DType::bf16, .device = gpu}, -1, 1);
+  tg::Tensor b = tg::rand_seeded({n, n}, 2, {.dtype = tg::DType::bf16, .device = gpu}, -1, 1);
+  const double ms = tgb::time_ms([&] { (void)tg::matmul(a, b); }, 5, 20);
+  return 2.0 * static_cast<double>(n) * n * n / ms / 1e9;
+}
+
+}  // namespace
+
+int main() {
+  const tg::Device gpu = tg::Device::cuda();
+  const double ceiling = gemm_ceiling();
+  std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
+  std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
+              static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
+  std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s", "fwd+bwd ms",
+              "fwd+bwd TF/s", "%ceiling");
+  const std::int64_t bh = kBatch * kHeads;
+  for (std::int64_t d : {64, 128}) {
+    const tg::TensorOptions bf{.dtype = tg::DType::bf16, .device = gpu};
+    tg::Tensor q = tg::rand_seeded({bh, kSeq, d}, 10, bf, -1, 1);
+    tg::Tensor k = tg::rand_seeded({bh, kSeq, d}, 11, bf, -1, 1);
+    tg::Tensor v = tg::rand_seeded({bh, kSeq, d}, 12, bf, -1, 1);
+    tg::Tensor dout = tg::rand_seeded({bh, kSeq, d}, 13, bf, -1, 1);
+    for (const Case& c : cases()) {
+      tg::AttentionOptions o = c.options;
+      o.num_heads = kHeads;
+      const double pairs = attended_pairs(c.pattern, o) * static_cast<double>(bh);
+      const double density = pairs / (static_cast<double>(bh) * kSeq * kSeq);
+      const double fwd_flops = 4.0 * static_cast<double>(d) * pairs;
+      double fwd_ms = 0;
+      {
+        tg::NoGradGuard ng;
+        fwd_ms = tgb::time_ms([&] { (void)tg::flash_attention(q, k, v, c.pattern, o); }, 3, 30);
+      }
+      tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+      const double both_ms = tgb::time_ms(
+          [&] {
+            tg::flash_attention(qg, kg, vg, c.pattern, o).backward(dout);
+            qg.zero_grad();
+            kg.zero_grad();
+            vg.zero_grad();
+          },
+          2, 20);
+      const double fwd_tf = fwd_flops / fwd_ms / 1e9, both_tf = 3.5 * fwd_flops / both_ms / 1e9;
+      std::printf("%-30s %4lld %8.3f %9.3f %9.1f %11.3f %11.1f %8.1f%%\n", c.name.c_str(), static_cast<long long>(d),
+                  density, fwd_ms, fwd_tf, both_ms, both_tf, 100.0 * both_tf / ceiling);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
