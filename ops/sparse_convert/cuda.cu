@@ -1,4 +1,5 @@
 #include <cstdint>
+#include <cstring>
 
 #include "ops/sparse_convert/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -24,6 +25,69 @@ __global__ void move_blocks_kernel(char* dense, char* blocks, const std::int64_t
       else *d = *s;
     }
   }
+}
+
+// One CUDA block per dense tile (b, r, c), grid-stride: copies the tile's block when the
+// layout has it, else writes the fill pattern, so each output byte is written once.
+template <typename Vec>
+__global__ void to_dense_tiles_kernel(char* dense, const char* blocks, const std::int64_t* index, std::int64_t tiles,
+                                      std::int64_t Mb, std::int64_t Nb, std::int64_t bs, std::int64_t es, Vec fill) {
+  const std::int64_t units_per_row = bs * es / static_cast<std::int64_t>(sizeof(Vec));
+  const std::int64_t units = bs * units_per_row;
+  const std::int64_t N = Nb * bs;
+  for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const std::int64_t k = index[t];
+    const std::int64_t c = t % Nb, br = t / Nb;  // br = b * Mb + r
+    for (std::int64_t u = threadIdx.x; u < units; u += blockDim.x) {
+      const std::int64_t i = u / units_per_row, j = u % units_per_row;
+      Vec* d = reinterpret_cast<Vec*>(dense + ((br * bs + i) * N + c * bs) * es) + j;
+      *d = k >= 0 ? reinterpret_cast<const Vec*>(blocks + (k * bs + i) * bs * es)[j] : fill;
+    }
+  }
+}
+
+// The fill element's bytes repeated over a Vec (es divides sizeof(Vec) here).
+template <typename Vec>
+Vec fill_pattern(const Tensor& fill, std::int64_t es) {
+  Vec v;
+  char* p = reinterpret_cast<char*>(&v);
+  for (std::size_t o = 0; o < sizeof(Vec); o += static_cast<std::size_t>(es)) {
+    std::memcpy(p + o, fill.data_ptr(), static_cast<std::size_t>(es));
+  }
+  return v;
+}
+
+void to_dense_cuda(const Tensor& blocks, const Layout& layout, const Tensor& fill, Tensor& dense) {
+  const std::int64_t bs = layout.block_size(), es = static_cast<std::int64_t>(dtype_size(dense.dtype()));
+  const std::int64_t Mb = layout.block_rows(), Nb = layout.block_cols();
+  const std::int64_t tiles = layout.batch() * Mb * Nb;
+  const std::int64_t row_bytes = bs * es;
+  const std::int64_t* index = layout.tables(dense.device()).block_index.data<std::int64_t>();
+  cudaStream_t st = tg::cuda::current_cuda_stream(dense.device().index);
+  char* d = static_cast<char*>(dense.data_ptr());
+  const char* s = static_cast<const char*>(blocks.data_ptr());
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(tiles, 65535 * 16));
+  auto aligned = [&](std::int64_t w) {
+    return row_bytes % w == 0 && reinterpret_cast<std::uintptr_t>(d) % w == 0 &&
+           (s == nullptr || reinterpret_cast<std::uintptr_t>(s) % w == 0);
+  };
+  const std::int64_t units = bs * bs * es;
+  const unsigned threads = static_cast<unsigned>(std::min<std::int64_t>(256, std::max<std::int64_t>(32, units / 16)));
+  // The widest unit that is aligned and holds whole elements (the fill pattern repeats
+  // one element). Every pointer is aligned to its element size, so w = es always fits.
+  if (aligned(16) && es <= 16) {
+    to_dense_tiles_kernel<int4><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int4>(fill, es));
+  } else if (aligned(8) && es <= 8) {
+    to_dense_tiles_kernel<int2><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int2>(fill, es));
+  } else if (aligned(4) && es <= 4) {
+    to_dense_tiles_kernel<int><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int>(fill, es));
+  } else if (aligned(2) && es <= 2) {
+    to_dense_tiles_kernel<short><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<short>(fill, es));
+  } else {
+    TG_CHECK(es == 1, ValueError, "to_dense: block data is not aligned to its ", es, "-byte elements");
+    to_dense_tiles_kernel<char><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<char>(fill, es));
+  }
+  TG_CUDA_CHECK_LAST();
 }
 
 template <bool ToBlocks>
@@ -54,7 +118,6 @@ void launch(const Tensor& dense, const Layout& layout, const Tensor& blocks) {
 }
 
 void to_sparse_cuda(const Tensor& dense, const Layout& layout, Tensor& blocks) { launch<true>(dense, layout, blocks); }
-void to_dense_cuda(const Tensor& blocks, const Layout& layout, Tensor& dense) { launch<false>(dense, layout, blocks); }
 
 }  // namespace
 

@@ -7,8 +7,10 @@ namespace tg::ops {
 
 // dense [B,M,N] -> blocks [n,bs,bs] (gather) using the layout's block_coords on the device.
 using ToSparseFn = void(const Tensor& dense, const Layout& layout, Tensor& blocks);
-// blocks -> dense; `dense` was pre-filled with the fill value.
-using ToDenseFn = void(const Tensor& blocks, const Layout& layout, Tensor& dense);
+// blocks -> dense in one pass: every bs x bs tile of `dense` (uninitialised, numel > 0) is
+// written once, with its block when active and with `fill` (one element of dense's dtype,
+// on the CPU) when not.
+using ToDenseFn = void(const Tensor& blocks, const Layout& layout, const Tensor& fill, Tensor& dense);
 TG_DECLARE_KERNEL(to_sparse_kernel, ToSparseFn);
 TG_DECLARE_KERNEL(to_dense_kernel, ToDenseFn);
 

@@ -34,8 +34,11 @@ BlockSparseTensor to_sparse(const Tensor& dense, const Layout& layout) {
 Tensor to_dense(const BlockSparseTensor& x, double fill_value) {
   check_block_sparse("to_dense", "x", x);
   const Layout& layout = x.layout();
-  Tensor dense = full(x.shape(), fill_value, {.dtype = x.dtype(), .device = x.device()});
-  if (layout.n_blocks() > 0) ops::to_dense_kernel()(x.device())(x.data(), layout, dense);
+  Tensor dense = empty(x.shape(), {.dtype = x.dtype(), .device = x.device()});
+  if (dense.numel() > 0) {
+    const Tensor fill = full({1}, fill_value, {.dtype = x.dtype()});
+    ops::to_dense_kernel()(x.device())(x.data(), layout, fill, dense);
+  }
   if (autograd::needs_grad({x.data()})) {
     autograd::record("to_dense", {x.data()}, {dense}, [layout](const std::vector<Tensor>& g) {
       return std::vector<Tensor>{to_sparse(g[0], layout).data()};

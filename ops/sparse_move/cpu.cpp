@@ -115,7 +115,15 @@ void for_each_element(const Layout& l, F&& f) {
         f((k * bs + i) * bs + j, coords[3 * k], coords[3 * k + 1] * bs + i, coords[3 * k + 2] * bs + j);
 }
 
-void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out) {
+void index_range_cpu(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
+
+void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
+                std::int64_t* range) {
+  if (range) {
+    index_range_cpu(idx, range[0], range[1]);
+    const std::int64_t ext = dim == 0 ? sl.batch() : dim == 1 ? sl.rows() : sl.cols();
+    if (range[0] < 0 || range[1] >= ext) return;  // the caller throws
+  }
   Locator loc(sl);
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);

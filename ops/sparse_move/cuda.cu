@@ -246,6 +246,14 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
 
 // ---- gather / scatter ----------------------------------------------------------------------
 
+// Signed -> unsigned map that keeps the order, so that both extremes are atomicMax of
+// unsigned values starting from a zeroed buffer: res[0] = max(~map(v)) (the minimum),
+// res[1] = max(map(v)).
+__device__ __forceinline__ unsigned long long order_map(long long v) {
+  return static_cast<unsigned long long>(v) ^ 0x8000000000000000ull;
+}
+
+
 // Where index value v sends the element (b, R*bs + i, C*bs + j) of a block (R, C) along dim:
 // the flat block of a [B, Mb, Nb] grid and the row/column inside it; -1 when v is outside
 // [0, ext) (validated before, but never trusted for memory safety).
@@ -266,10 +274,11 @@ template <typename E, typename I, int V>
 __global__ void gather_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx,
                          const std::int64_t* __restrict__ coords, const std::int64_t* __restrict__ sidx,
                          std::int64_t sMb, std::int64_t sNb, std::int64_t ext, int dim, int lbs, std::int64_t total,
-                         int shift) {
+                         int shift, unsigned long long* __restrict__ range) {
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   const std::int64_t umask = (std::int64_t(1) << shift) - 1, bmask = (std::int64_t(1) << lbs) - 1;
+  long long lo = LLONG_MAX, hi = LLONG_MIN;
   for (std::int64_t g = thread_index(); g < total; g += thread_stride()) {
     const std::int64_t k = g >> shift, e0 = (g & umask) * V, i = e0 >> lbs, j0 = e0 & bmask;
     const IP ip = reinterpret_cast<const IP*>(idx)[g];
@@ -277,11 +286,24 @@ __global__ void gather_k(const E* __restrict__ src, E* __restrict__ out, const I
     EP o;
 #pragma unroll
     for (int e = 0; e < V; ++e) {
+      lo = min(lo, static_cast<long long>(ip.v[e]));
+      hi = max(hi, static_cast<long long>(ip.v[e]));
       const Target t = locate(dim, static_cast<std::int64_t>(ip.v[e]), ext, b, R, C, i, j0 + e, sMb, sNb, lbs);
       const std::int64_t s = t.cell >= 0 ? sidx[t.cell] : -1;
       o.v[e] = s >= 0 ? src[(s << (2 * lbs)) + (t.ri << lbs) + t.ci] : E(0);
     }
     reinterpret_cast<EP*>(out)[g] = o;
+  }
+  if (range) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+      hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+    }
+    if ((threadIdx.x & 31) == 0) {
+      atomicMax(range, ~order_map(lo));
+      atomicMax(range + 1, order_map(hi));
+    }
   }
 }
 
@@ -348,11 +370,19 @@ void dispatch_index(DType dt, F&& f) {
 
 std::int64_t extent_of(const Layout& l, int d) { return d == 0 ? l.batch() : d == 1 ? l.rows() : l.cols(); }
 
-void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out) {
+void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
+                 std::int64_t* range) {
   const std::int64_t n = il.n_blocks(), bs = il.block_size();
   if (n == 0) return;
   const int dev = src.device().index, lbs = log2_exact(bs);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev);
+  Tensor res;
+  unsigned long long* r = nullptr;
+  if (range) {
+    res = empty({2}, {.dtype = DType::i64, .device = src.device()});
+    r = reinterpret_cast<unsigned long long*>(res.data<std::int64_t>());
+    TG_CUDA_CHECK(cudaMemsetAsync(r, 0, 2 * sizeof(unsigned long long), st));
+  }
   const std::int64_t* coords = il.tables(idx.device()).block_coords.data<std::int64_t>();
   const std::int64_t* sidx = sl.tables(src.device()).block_index.data<std::int64_t>();
   const std::int64_t ext = extent_of(sl, dim), es = static_cast<std::int64_t>(dtype_size(src.dtype()));
@@ -367,11 +397,17 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
         const std::int64_t total = n << shift;
         gather_k<E, I, V><<<grid_for(total, dev), kThreads, 0, st>>>(
             static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
-            coords, sidx, sl.block_rows(), sl.block_cols(), ext, dim, lbs, total, shift);
+            coords, sidx, sl.block_rows(), sl.block_cols(), ext, dim, lbs, total, shift, r);
         TG_CUDA_CHECK_LAST();
       });
     });
   });
+  if (range) {
+    const std::vector<std::int64_t> h = res.to_vector<std::int64_t>();  // waits for the stream
+    const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
+    range[0] = unmap(~static_cast<std::uint64_t>(h[0]));
+    range[1] = unmap(static_cast<std::uint64_t>(h[1]));
+  }
 }
 
 void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& tl, bool sum,
@@ -413,13 +449,6 @@ void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& id
 }
 
 // ---- index range ---------------------------------------------------------------------------
-
-// Signed -> unsigned map that keeps the order, so that both extremes are atomicMax of
-// unsigned values starting from a zeroed buffer: res[0] = max(~map(v)) (the minimum),
-// res[1] = max(map(v)).
-__device__ __forceinline__ unsigned long long order_map(long long v) {
-  return static_cast<unsigned long long>(v) ^ 0x8000000000000000ull;
-}
 
 template <typename I, int V>
 __global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ idx, std::int64_t units,

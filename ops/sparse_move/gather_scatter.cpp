@@ -63,7 +63,7 @@ void check_index_range(const char* op, const BlockSparseTensor& idx, int dim, st
   }
 }
 
-Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx);
+Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, bool checked);
 
 // Sum or none into target_layout, without validation; the result has src's dtype.
 Tensor scatter_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, const Layout& target,
@@ -79,12 +79,21 @@ Tensor scatter_impl(const BlockSparseTensor& src, int dim, const BlockSparseTens
   return out;
 }
 
-Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx) {
+// With `checked`, the kernel also reports idx's value range and an index outside src's
+// extent along dim throws (after the kernel, which never reads outside src).
+Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, bool checked) {
   const Layout& lo = idx.layout();
   const std::int64_t bs = lo.block_size();
   Tensor out = ops::empty_like(src.data(), {lo.n_blocks(), bs, bs}, src.dtype());
   if (lo.n_blocks() > 0) {
-    ops::sparse_gather_kernel()(src.device())(src.data(), src.layout(), dim, idx.data(), lo, out);
+    std::int64_t range[2] = {0, 0};
+    ops::sparse_gather_kernel()(src.device())(src.data(), src.layout(), dim, idx.data(), lo, out,
+                                              checked ? range : nullptr);
+    const std::int64_t limit = extent(src.layout(), dim);
+    if (checked && (range[0] < 0 || range[1] >= limit)) {
+      TG_THROW(ValueError, "gather: idx values must lie in [0, ", limit, ") (the extent of src along dim ", dim,
+               "), got values in [", range[0], ", ", range[1], "]");
+    }
   }
   return out;
 }
@@ -98,8 +107,7 @@ BlockSparseTensor gather(const BlockSparseTensor& src, int dim, const BlockSpars
   check_index_dtype("gather", idx);
   ops::check_same_device("gather", "src", src.data(), "idx", idx.data());
   check_extents("gather", d, "idx", idx.layout(), "src", src.layout());
-  check_index_range("gather", idx, d, extent(src.layout(), d), "src");
-  Tensor out = gather_impl(src, d, idx);
+  Tensor out = gather_impl(src, d, idx, /*checked=*/true);
   if (autograd::needs_grad({src.data()})) {
     autograd::record("gather", {src.data()}, {out},
                      [d, ls = src.layout(), li = idx.layout(), id = idx.data().detach()](const std::vector<Tensor>& g) {
@@ -136,7 +144,7 @@ BlockSparseTensor scatter_reduce(const BlockSparseTensor& src, int dim, const Bl
     if (sum) {
       autograd::record("scatter_reduce", {src.data()}, {out},
                        [d, lt = target_layout, li = idx.layout(), id = idx.data().detach()](const std::vector<Tensor>& g) {
-                         return std::vector<Tensor>{gather_impl(BlockSparseTensor(g[0], lt), d, BlockSparseTensor(id, li))};
+                         return std::vector<Tensor>{gather_impl(BlockSparseTensor(g[0], lt), d, BlockSparseTensor(id, li), false)};
                        });
     } else {
       autograd::record("scatter_reduce(none)", {src.data()}, {out}, [](const std::vector<Tensor>&) -> std::vector<Tensor> {

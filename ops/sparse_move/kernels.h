@@ -24,8 +24,12 @@ using ReduceBlocksFn = void(const Tensor& grad, const Layout& out_layout, const 
                             const Layout& src_layout, Tensor& grad_src);
 /// out (layout of idx) = src read at the positions idx names along `dim` (0, 1 or 2);
 /// absent source positions read 0. idx is i32 or i64; any src dtype.
+/// With `range` non-null, also stores the smallest and largest idx value in range[0..1]
+/// (the host waits for them): the index check rides on the kernel's own read of idx instead
+/// of a separate pass. Out-of-range values never touch memory outside src (they read 0, or
+/// on the CPU nothing is gathered); the caller throws.
 using GatherFn = void(const Tensor& src, const Layout& src_layout, int dim, const Tensor& idx,
-                      const Layout& idx_layout, Tensor& out);
+                      const Layout& idx_layout, Tensor& out, std::int64_t* range);
 /// Writes (sum: adds) each src element to the position idx names along `dim` in the
 /// zero-initialised `out` (target_layout); positions in inactive target blocks are dropped.
 /// Sum: `out` has the accumulation dtype (f32, or f64 for f64) and CUDA uses atomics.
