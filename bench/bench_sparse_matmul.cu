@@ -1,0 +1,132 @@
+// Block-sparse matmul (SDD, DSD, DDS) at 16 x 2048 x 2048 x 2048 against cuBLAS's dense
+// batched GEMM of the same shape, measured in the same process (PERF.md: time <= 1.2 x
+// density x cuBLAS at density >= 0.25, <= 1.5 x at 0.1; backward <= 2.2 x forward).
+//
+// Useful FLOPs count only block products that exist: 2·bs³ per (output block, k-block)
+// pair, i.e. 2·B·M·N·K·density for these modes (density of the one sparse operand);
+// the backward (dx + dy) does twice that. cuBLAS's bf16 runs bf16 in / f32 compute, its
+// f32 TF32 (CUBLAS_COMPUTE_32F_FAST_TF32), and ours f32 with tg::set_allow_tf32(true).
+// The floor is arithmetic: at density d the operands move at most ~0.4 GB (bf16) for
+// d·275 GFLOP, far below the copy rate, so cuBLAS's rate is the ceiling to compare with.
+// Medians of 20 runs after 5 warm-up runs, CUDA events on the default stream.
+#include <cublas_v2.h>
+
+#include <cstdio>
+#include <string>
+
+#include "bench_util.h"
+#include "ops/sparse_matmul/sparse_matmul.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
+#include "tilegrad.h"
+
+namespace {
+
+constexpr std::int64_t kB = 16, kS = 2048;
+constexpr int kWarmup = 5, kReps = 20;
+
+enum class Mode { SDD, DSD, DDS };
+const char* mode_name(Mode m) { return m == Mode::SDD ? "SDD" : m == Mode::DSD ? "DSD" : "DDS"; }
+
+// Row-major C[i] = op(A[i]) · op(B[i]) (all kS x kS, batch kB) as cuBLAS's column-major
+// Cᵀ = op(B)ᵀ · op(A)ᵀ.
+void cublas_gemm(cublasHandle_t h, tg::DType dt, const void* a, const void* b, void* c, bool ta, bool tb) {
+  const cudaDataType_t t = dt == tg::DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t ct = dt == tg::DType::bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+  const float one = 1.0f, zero = 0.0f;
+  const int n = static_cast<int>(kS);
+  const long long stride = kS * kS;
+  TG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, n,
+                                             n, &one, b, t, n, stride, a, t, n, stride, &zero, c, t, n, stride,
+                                             static_cast<int>(kB), ct, CUBLAS_GEMM_DEFAULT));
+}
+
+void line(const char* mode, std::int64_t bs, double density, tg::DType dt, const char* dir, double ms, double flops,
+          double ref_ms, const std::string& extra) {
+  std::printf("%-6s %4lld %7.3f %-5s %-4s %9.3f %9.1f %8.3f  %s\n", mode, static_cast<long long>(bs), density,
+              tg::dtype_name(dt), dir, ms, flops / ms / 1e9, ms / (density * ref_ms), extra.c_str());
+}
+
+void bench_dtype(cublasHandle_t h, tg::DType dt) {
+  const tg::Device gpu = tg::Device::cuda();
+  const tg::TensorOptions o{.dtype = dt, .device = gpu};
+  const tg::Tensor x = tg::rand_seeded({kB, kS, kS}, 1, o, -1, 1);
+  const tg::Tensor y = tg::rand_seeded({kB, kS, kS}, 2, o, -1, 1);
+  const tg::Tensor g = tg::rand_seeded({kB, kS, kS}, 3, o, -1, 1);
+  const tg::Tensor c = tg::empty({kB, kS, kS}, o), d = tg::empty({kB, kS, kS}, o);
+  const double dense_flops = 2.0 * kB * kS * kS * kS;
+
+  const double ref_fwd = tgb::time_ms([&] { cublas_gemm(h, dt, x.data_ptr(), y.data_ptr(), c.data_ptr(), false, false); },
+                                      kWarmup, kReps);
+  const double ref_bwd = tgb::time_ms(
+      [&] {
+        cublas_gemm(h, dt, g.data_ptr(), y.data_ptr(), c.data_ptr(), false, true);  // dx = dO · yᵀ
+        cublas_gemm(h, dt, x.data_ptr(), g.data_ptr(), d.data_ptr(), true, false);  // dy = xᵀ · dO
+      },
+      kWarmup, kReps);
+  line("cuBLAS", 0, 1.0, dt, "fwd", ref_fwd, dense_flops, ref_fwd, "");
+  line("cuBLAS", 0, 1.0, dt, "bwd", ref_bwd, 2 * dense_flops, ref_bwd, "");
+
+  std::uint64_t seed = 10;
+  for (Mode m : {Mode::SDD, Mode::DSD, Mode::DDS}) {
+    for (std::int64_t bs : {32, 64, 128}) {
+      for (double want : {0.1, 0.25, 0.5, 1.0}) {
+        const tg::Layout l = tg::random_layout(kB, kS / bs, kS / bs, bs, want, ++seed);
+        const double density = l.density();
+        const double flops = dense_flops * density;  // pairs · 2·bs³ for these modes
+        // leaves: the dense operands, or the block data of the sparse one
+        tg::Tensor xl = m == Mode::DSD ? tg::to_sparse(x, l).data().detach() : x.detach();
+        tg::Tensor yl = m == Mode::DDS ? tg::to_sparse(y, l).data().detach() : y.detach();
+        tg::Tensor gl = m == Mode::SDD ? tg::to_sparse(g, l).data().detach() : g;
+        auto forward = [&]() -> tg::Tensor {
+          switch (m) {
+            case Mode::SDD: return tg::matmul(xl, yl, l).data();
+            case Mode::DSD: return tg::matmul(tg::BlockSparseTensor(xl, l), yl);
+            default: return tg::matmul(xl, tg::BlockSparseTensor(yl, l));
+          }
+        };
+        double fwd;
+        {
+          tg::NoGradGuard no_grad;
+          fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
+        }
+        line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, "");
+        xl.requires_grad_(true);
+        yl.requires_grad_(true);
+        const tg::Tensor out = forward();
+        const double bwd = tgb::time_ms(
+            [&] {
+              xl.zero_grad();
+              yl.zero_grad();
+              tg::backward(out, gl, /*retain_graph=*/true);
+            },
+            kWarmup, kReps);
+        char extra[64];
+        std::snprintf(extra, sizeof extra, "bwd/fwd %.2f", bwd / fwd);
+        line(mode_name(m), bs, density, dt, "bwd", bwd, 2 * flops, ref_bwd, extra);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  if (!tg::cuda_available()) {
+    std::printf("bench_sparse_matmul: no CUDA device\n");
+    return 0;
+  }
+  cublasHandle_t h;
+  TG_CUBLAS_CHECK(cublasCreate(&h));
+  // tilegrad's default current stream is the legacy default stream, which time_ms times.
+  TG_CUBLAS_CHECK(cublasSetStream(h, tg::cuda::current_cuda_stream(0)));
+  tg::set_allow_tf32(true);
+  std::printf("block-sparse matmul, B x M x N x K = %lld x %lld x %lld x %lld, vs cuBLAS dense batched GEMM\n",
+              static_cast<long long>(kB), static_cast<long long>(kS), static_cast<long long>(kS),
+              static_cast<long long>(kS));
+  std::printf("%-6s %4s %7s %-5s %-4s %9s %9s %8s\n", "mode", "bs", "density", "dtype", "dir", "ms", "TFLOP/s",
+              "ours/(d*cuBLAS)");
+  for (tg::DType dt : {tg::DType::bf16, tg::DType::f32}) bench_dtype(h, dt);
+  TG_CUBLAS_CHECK(cublasDestroy(h));
+  return 0;
+}

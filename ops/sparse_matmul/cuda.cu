@@ -1,0 +1,283 @@
+// CUDA side of block-sparse matmul: the per-device schedule, the exact (SIMT) kernel, the
+// split-K reduction, and the dispatch between them and the tensor-core kernel.
+//
+// Schedule. The plan's pair lists can be very unequal (one full block-row, the rest empty)
+// or few (a handful of output blocks with long k lists). Both would leave most SMs idle
+// with one CTA per output tile, so a list longer than a chunk is cut into equal pieces,
+// each its own CTA writing an f32 (f64) partial tile into a workspace slot; a second
+// kernel sums each tile's slots in slot order, so results do not depend on timing. The
+// chunk is sized to give the GPU a few CTAs per SM and never less than 256 of k.
+//
+// Paths. bf16/f16 (and f32 when tg::allow_tf32()) take the tensor-core kernel when every
+// operand starts 16-byte aligned (cp.async moves 16-byte chunks); everything else, f64
+// and exact f32 included, takes the SIMT kernel: 256 threads on a TILE x TILE output
+// tile (TILE = min(bs, 64)), each thread accumulating (TILE/16)^2 outputs in registers
+// from k-slices staged in shared memory.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/dtype.h"
+#include "ops/linalg/matmul.h"
+#include "ops/sparse_matmul/cuda_launch.cuh"
+#include "ops/sparse_matmul/kernels.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
+
+namespace tg::ops {
+namespace {
+
+using spmm::DevAddr;
+using spmm::KernelArgs;
+
+constexpr int kSimtThreads = 256;
+constexpr int kSimtBK = 16;
+constexpr std::int64_t kMinChunkK = 256;  // fewest k elements one split piece covers
+constexpr int kCtasPerSm = 4;             // split until about this many CTAs per SM
+
+int sm_count(int device) {
+  static std::array<std::atomic<int>, 64> cache{};
+  auto& slot = cache[static_cast<std::size_t>(device & 63)];
+  int n = slot.load(std::memory_order_relaxed);
+  if (n == 0) {
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    slot.store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
+
+// ---- schedule ----------------------------------------------------------------------------
+struct DevicePairs {
+  Tensor pairs;  // i32 [n_pairs, 2]
+};
+
+struct Schedule {
+  Tensor items;   // i32 [n_items, 4]: out tile, pair begin, pair end, slot (-1: direct)
+  Tensor reduce;  // i32 [n_split, 3]: out tile, first slot, slot count
+  std::int64_t n_items = 0, n_split = 0, n_slots = 0;
+};
+
+Tensor to_device_i32(const std::vector<std::int32_t>& v, std::int64_t cols, Device dev) {
+  return from_vector(v, {static_cast<std::int64_t>(v.size()) / cols, cols}).to(dev);
+}
+
+std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile, Device dev) {
+  auto s = std::make_shared<Schedule>();
+  const std::int64_t sub = (p.bs / tile) * (p.bs / tile);  // CTAs per (item, block)
+  const std::int64_t target = static_cast<std::int64_t>(sm_count(dev.index)) * kCtasPerSm;
+  const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
+  const std::int64_t chunk = std::max(min_chunk, (p.n_pairs() * sub + target - 1) / target);
+  std::vector<std::int32_t> items, reduce;
+  items.reserve(static_cast<std::size_t>(4 * p.n_out));
+  std::int32_t slots = 0;
+  for (std::int64_t o = 0; o < p.n_out; ++o) {
+    const std::int32_t b = p.pair_begin[static_cast<std::size_t>(o)], e = p.pair_begin[static_cast<std::size_t>(o + 1)];
+    const std::int64_t len = e - b;
+    const auto oi = static_cast<std::int32_t>(o);
+    if (len <= chunk) {
+      items.insert(items.end(), {oi, b, e, -1});
+      continue;
+    }
+    const std::int64_t pieces = (len + chunk - 1) / chunk;
+    reduce.insert(reduce.end(), {oi, slots, static_cast<std::int32_t>(pieces)});
+    for (std::int64_t q = 0; q < pieces; ++q) {
+      const auto lo = static_cast<std::int32_t>(b + len * q / pieces), hi = static_cast<std::int32_t>(b + len * (q + 1) / pieces);
+      items.insert(items.end(), {oi, lo, hi, slots++});
+    }
+  }
+  s->n_items = static_cast<std::int64_t>(items.size()) / 4;
+  s->n_split = static_cast<std::int64_t>(reduce.size()) / 3;
+  s->n_slots = slots;
+  s->items = to_device_i32(items, 4, dev);
+  if (s->n_split > 0) s->reduce = to_device_i32(reduce, 3, dev);
+  return s;
+}
+
+// ---- SIMT kernel -------------------------------------------------------------------------
+template <typename T, typename Acc, int TILE>
+__global__ void __launch_bounds__(kSimtThreads) simt_kernel(const KernelArgs args) {
+  constexpr int R = TILE / 16;  // outputs per thread along each side
+  __shared__ Acc sa[kSimtBK][TILE + 1];  // op(A) slice, [k][m]
+  __shared__ Acc sb[kSimtBK][TILE + 1];  // op(B) slice, [k][n]
+  const int tid = static_cast<int>(threadIdx.x), ty = tid >> 4, tx = tid & 15;
+  const int4 item = args.items[blockIdx.x];
+  const int ti = static_cast<int>(blockIdx.y) / args.nsub, tj = static_cast<int>(blockIdx.y) % args.nsub;
+  const int nsteps = (item.z - item.y) << args.lg_kpp;
+  const int kmask = (1 << args.lg_kpp) - 1;
+  const T* A = static_cast<const T*>(args.a);
+  const T* B = static_cast<const T*>(args.b);
+  const long long m0 = static_cast<long long>(ti) * TILE, n0 = static_cast<long long>(tj) * TILE;
+
+  Acc acc[R][R];
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int j = 0; j < R; ++j) acc[i][j] = Acc(0);
+
+  for (int s = 0; s < nsteps; ++s) {
+    const int2 pr = args.pairs[item.y + (s >> args.lg_kpp)];
+    const long long kk = static_cast<long long>(s & kmask) * kSimtBK;
+    const T* ga = A + args.addr_a.offset(pr.x);
+    const T* gb = B + args.addr_b.offset(pr.y);
+    // Consecutive threads read consecutive addresses along each stored row.
+    for (int e = tid; e < TILE * kSimtBK; e += kSimtThreads) {
+      if (args.trans_a) {
+        const int m = e % TILE, k = e / TILE;
+        sa[k][m] = static_cast<Acc>(ga[(kk + k) * args.lda + m0 + m]);
+      } else {
+        const int k = e % kSimtBK, m = e / kSimtBK;
+        sa[k][m] = static_cast<Acc>(ga[(m0 + m) * args.lda + kk + k]);
+      }
+      if (args.trans_b) {
+        const int k = e % kSimtBK, n = e / kSimtBK;
+        sb[k][n] = static_cast<Acc>(gb[(n0 + n) * args.ldb + kk + k]);
+      } else {
+        const int n = e % TILE, k = e / TILE;
+        sb[k][n] = static_cast<Acc>(gb[(kk + k) * args.ldb + n0 + n]);
+      }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kSimtBK; ++k) {
+      Acc av[R], bv[R];
+#pragma unroll
+      for (int i = 0; i < R; ++i) av[i] = sa[k][ty + 16 * i];
+#pragma unroll
+      for (int j = 0; j < R; ++j) bv[j] = sb[k][tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int j = 0; j < R; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+    }
+    __syncthreads();
+  }
+
+  if (item.w < 0) {
+    T* out = static_cast<T*>(args.c) + args.addr_c.offset(item.x) + m0 * args.ldc + n0;
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int j = 0; j < R; ++j) out[(ty + 16 * i) * args.ldc + tx + 16 * j] = static_cast<T>(acc[i][j]);
+  } else {
+    const long long bs = args.bs;
+    Acc* out = static_cast<Acc*>(args.ws) + static_cast<long long>(item.w) * bs * bs + m0 * bs + n0;
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int j = 0; j < R; ++j) out[(ty + 16 * i) * bs + tx + 16 * j] = acc[i][j];
+  }
+}
+
+template <typename T, typename Acc, int TILE>
+void launch_simt(KernelArgs args, int n_items, cudaStream_t stream) {
+  args.nsub = args.bs / TILE;
+  args.lg_kpp = 0;
+  while ((kSimtBK << args.lg_kpp) < args.bs) ++args.lg_kpp;
+  const dim3 grid(static_cast<unsigned>(n_items), static_cast<unsigned>(args.nsub * args.nsub));
+  simt_kernel<T, Acc, TILE><<<grid, kSimtThreads, 0, stream>>>(args);
+  TG_CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- split-K reduction -------------------------------------------------------------------
+// Output tile red[3r] = the sum of slots red[3r+1] .. red[3r+1] + red[3r+2] - 1, in order.
+template <typename T, typename Acc>
+__global__ void reduce_kernel(const int* __restrict__ red, const Acc* __restrict__ ws, T* __restrict__ c,
+                              DevAddr addr_c, long long ldc, int bs) {
+  const int r = static_cast<int>(blockIdx.x);
+  const int o = red[3 * r], s0 = red[3 * r + 1], ns = red[3 * r + 2];
+  const long long bs2 = static_cast<long long>(bs) * bs;
+  T* base = c + addr_c.offset(o);
+  for (long long e = static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x; e < bs2;
+       e += static_cast<long long>(gridDim.y) * blockDim.x) {
+    Acc s = Acc(0);
+    for (int q = 0; q < ns; ++q) s += ws[(s0 + q) * bs2 + e];
+    base[(e / bs) * ldc + e % bs] = static_cast<T>(s);
+  }
+}
+
+// ---- dispatch ----------------------------------------------------------------------------
+DevAddr dev_addr(const TileAddr& a) {
+  return DevAddr{static_cast<unsigned>(a.grid_cols), a.bs * a.ld, a.bs};
+}
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+template <typename T>
+void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
+  using Acc = typename acc_type<T>::type;
+  const Device dev = out.device();
+  tg::cuda::DeviceGuard guard(dev.index);
+  cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
+
+  constexpr bool k16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+  const bool tensor_cores = (k16 || (std::is_same_v<T, float> && allow_tf32())) && aligned16(a) && aligned16(b) &&
+                            aligned16(out);
+  const std::int64_t tile = tensor_cores ? spmm::mma_tile(static_cast<int>(p.bs)) : std::min<std::int64_t>(p.bs, 64);
+
+  const std::string prefix = "cuda:" + std::to_string(dev.index);
+  const DevicePairs& pairs = p.cached<DevicePairs>(prefix + "/pairs", [&] {
+    std::vector<std::int32_t> v(static_cast<std::size_t>(2 * p.n_pairs()));
+    for (std::size_t q = 0; q < p.pair_a.size(); ++q) {
+      v[2 * q] = p.pair_a[q];
+      v[2 * q + 1] = p.pair_b[q];
+    }
+    return std::make_shared<DevicePairs>(DevicePairs{to_device_i32(v, 2, dev)});
+  });
+  const Schedule& sched =
+      p.cached<Schedule>(prefix + "/tile" + std::to_string(tile), [&] { return build_schedule(p, tile, dev); });
+
+  Tensor ws;
+  if (sched.n_slots > 0) ws = empty({sched.n_slots, p.bs, p.bs}, {.dtype = dtype_of<Acc>(), .device = dev});
+  KernelArgs args{};
+  args.items = static_cast<const int4*>(sched.items.data_ptr());
+  args.pairs = p.n_pairs() > 0 ? static_cast<const int2*>(pairs.pairs.data_ptr()) : nullptr;
+  args.a = a.data_ptr();
+  args.b = b.data_ptr();
+  args.c = out.data_ptr();
+  args.ws = ws.defined() ? ws.data_ptr() : nullptr;
+  args.addr_a = dev_addr(p.a);
+  args.addr_b = dev_addr(p.b);
+  args.addr_c = dev_addr(p.c);
+  args.lda = p.a.ld;
+  args.ldb = p.b.ld;
+  args.ldc = p.c.ld;
+  args.bs = static_cast<int>(p.bs);
+  args.trans_a = p.trans_a;
+  args.trans_b = p.trans_b;
+  const int n_items = static_cast<int>(sched.n_items);
+
+  if constexpr (!std::is_same_v<T, double>) {
+    if (tensor_cores) {
+      spmm::launch_mma<T>(args, n_items, stream);
+    }
+  }
+  if (!tensor_cores) {
+    switch (tile) {
+      case 64: launch_simt<T, Acc, 64>(args, n_items, stream); break;
+      case 32: launch_simt<T, Acc, 32>(args, n_items, stream); break;
+      case 16: launch_simt<T, Acc, 16>(args, n_items, stream); break;
+      default: TG_THROW(Error, "matmul: internal error: no CUDA tile for block size ", p.bs);
+    }
+  }
+  if (sched.n_split > 0) {
+    const std::int64_t per_tile = (p.bs * p.bs + kSimtThreads - 1) / kSimtThreads;
+    const dim3 grid(static_cast<unsigned>(sched.n_split), static_cast<unsigned>(std::min<std::int64_t>(per_tile, 16)));
+    reduce_kernel<T, Acc><<<grid, kSimtThreads, 0, stream>>>(static_cast<const int*>(sched.reduce.data_ptr()),
+                                                             static_cast<const Acc*>(ws.data_ptr()), out.data<T>(),
+                                                             args.addr_c, args.ldc, args.bs);
+    TG_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+void matmul_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out); });
+}
+
+}  // namespace
+
+TG_REGISTER_KERNEL(sparse_matmul_kernel, CUDA, &matmul_cuda);
+
+}  // namespace tg::ops

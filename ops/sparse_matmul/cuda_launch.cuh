@@ -1,0 +1,54 @@
+// What the CUDA kernels of block-sparse matmul receive, shared by the launch code
+// (cuda.cu) and the tensor-core kernels (mma_kernel.cuh, one .cu per dtype).
+//
+// Work is a list of items, one CTA row each: (output tile, first pair, end pair, slot).
+// An item with slot < 0 owns its output tile and writes it; items of an output tile
+// whose pair list was split (split-K) write f32 (f64) partial tiles into workspace slots,
+// which a reduction kernel sums in slot order. gridDim.y enumerates the sub-tiles of an
+// output tile when the block is larger than the CTA tile.
+// Include only from .cu files.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace tg::ops::spmm {
+
+/// Tile id -> element offset of the tile's (0, 0) (see TileAddr in plan.h), with 32-bit
+/// division: ids and grid widths fit i32.
+struct DevAddr {
+  unsigned grid_cols;
+  long long row_step;  ///< bs * ld
+  long long bs;
+  __device__ __forceinline__ long long offset(int id) const {
+    const unsigned u = static_cast<unsigned>(id);
+    return static_cast<long long>(u / grid_cols) * row_step + static_cast<long long>(u % grid_cols) * bs;
+  }
+};
+
+struct KernelArgs {
+  const int4* items;  ///< [n_items]: out tile, pair begin, pair end, slot (-1: direct)
+  const int2* pairs;  ///< [n_pairs]: (a tile id, b tile id)
+  const void* a;
+  const void* b;
+  void* c;
+  void* ws;  ///< partial tiles [n_slots, bs, bs] of the accumulation type
+  DevAddr addr_a, addr_b, addr_c;
+  long long lda, ldb, ldc;
+  int bs;
+  int lg_kpp;  ///< log2 of the CTA k-steps per pair (bs / BK); set by the launcher
+  int nsub;    ///< CTA tiles per block side (bs / BM); set by the launcher
+  int trans_a, trans_b;
+};
+
+/// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with
+/// the CTA tile for block size args.bs; n_items CTA rows on `stream`. Defined per dtype
+/// in mma_<dtype>.cu.
+template <typename E>
+void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream);
+
+/// The CTA tile side the tensor-core kernel uses for block size bs.
+inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }
+
+}  // namespace tg::ops::spmm

@@ -1,0 +1,186 @@
+// Block-sparse matmul: validation, plan lookup, output allocation, dispatch, autograd.
+#include "ops/sparse_matmul/sparse_matmul.h"
+
+#include "autograd/node.h"
+#include "ops/common.h"
+#include "ops/sparse_matmul/kernels.h"
+
+namespace tg {
+
+namespace ops {
+TG_DEFINE_KERNEL(sparse_matmul_kernel, SparseMatmulFn)
+}  // namespace ops
+
+namespace {
+
+constexpr const char* kOp = "matmul";
+constexpr std::int64_t kCudaMinBlock = 16;
+
+// One operand of a product: a dense [B, R, C] tensor, or block data with its layout;
+// `trans` reads it transposed.
+struct Side {
+  Tensor t;
+  Layout layout;
+  bool trans = false;
+
+  bool sparse() const { return layout.defined(); }
+  ops::OperandDesc desc() const {
+    if (sparse()) return {layout, layout.batch(), layout.rows(), layout.cols(), trans};
+    return {Layout(), t.size(0), t.size(1), t.size(2), trans};
+  }
+};
+
+// The output of a product: block-sparse with `layout`, or dense [batch, rows, cols].
+ops::OperandDesc sparse_target(const Layout& l) { return {l, l.batch(), l.rows(), l.cols(), false}; }
+ops::OperandDesc dense_target(std::int64_t batch, std::int64_t rows, std::int64_t cols) {
+  return {Layout(), batch, rows, cols, false};
+}
+// The gradient of a side has the side's own stored form.
+ops::OperandDesc target_like(const Side& s) {
+  ops::OperandDesc d = s.desc();
+  d.trans = false;
+  return d;
+}
+
+Side dense_side(const char* arg, const Tensor& t) {
+  ops::check_floating(kOp, arg, t);
+  ops::check_ndim(kOp, arg, t, 3);
+  return {t, Layout(), false};
+}
+
+Side sparse_side(const char* arg, const BlockSparseTensor& x) {
+  check_block_sparse(kOp, arg, x);
+  ops::check_floating(kOp, arg, x.data());
+  return {x.data(), x.layout(), false};
+}
+
+// Checks x · y (and layout_out when given) and returns the common block size.
+std::int64_t validate(const Side& x, const Side& y, const Layout* layout_out) {
+  ops::check_same_dtype(kOp, "x", x.t, "y", y.t);
+  ops::check_same_device(kOp, "x", x.t, "y", y.t);
+  if (layout_out && !layout_out->defined()) TG_THROW(LayoutError, kOp, ": layout_out is undefined");
+
+  // The block size: that of the first block-sparse argument; the others must agree.
+  std::int64_t bs = 0;
+  const char* bs_arg = nullptr;
+  auto take = [&](const char* arg, const Layout& l) {
+    if (bs == 0) {
+      bs = l.block_size();
+      bs_arg = arg;
+    } else if (l.block_size() != bs) {
+      TG_THROW(LayoutError, kOp, ": block sizes differ: ", bs_arg, " has block size ", bs, " but ", arg,
+               " has block size ", l.block_size(), " (all block-sparse operands and layout_out must share one)");
+    }
+  };
+  if (x.sparse()) take("x", x.layout);
+  if (y.sparse()) take("y", y.layout);
+  if (layout_out) take("layout_out", *layout_out);
+
+  const ops::OperandDesc dx = x.desc(), dy = y.desc();
+  if (dx.batch != dy.batch) {
+    TG_THROW(ShapeError, kOp, ": batch extents differ: x has B=", dx.batch, " but y has B=", dy.batch);
+  }
+  if (dx.cols != dy.rows) {
+    if (x.sparse() && y.sparse()) {
+      TG_THROW(ShapeError, kOp, ": inner extents differ: layout of x has ", x.layout.block_cols(),
+               " block-columns (K=", dx.cols, ") but layout of y has ", y.layout.block_rows(), " block-rows (K=",
+               dy.rows, ")");
+    }
+    TG_THROW(ShapeError, kOp, ": inner extents differ: x has K=", dx.cols, " (dim 2) but y has K=", dy.rows,
+             " (dim 1)");
+  }
+  auto divisible = [&](const char* arg, const char* what, int dim, std::int64_t v) {
+    if (v % bs != 0) {
+      TG_THROW(ShapeError, kOp, ": ", arg, " has ", what, "=", v, " (dim ", dim,
+               "), which must be a multiple of the block size ", bs);
+    }
+  };
+  if (!x.sparse()) {
+    divisible("x", "M", 1, dx.rows);
+    divisible("x", "K", 2, dx.cols);
+  }
+  if (!y.sparse()) {
+    divisible("y", "K", 1, dy.rows);
+    divisible("y", "N", 2, dy.cols);
+  }
+  if (layout_out) {
+    const Shape want{dx.batch, dx.rows / bs, dy.cols / bs};
+    const Shape got{layout_out->batch(), layout_out->block_rows(), layout_out->block_cols()};
+    if (want != got) {
+      TG_THROW(ShapeError, kOp, ": layout_out must have shape [B, M/bs, N/bs] = ", want, " (B=", dx.batch,
+               ", M=", dx.rows, ", N=", dy.cols, ", bs=", bs, "), got ", got);
+    }
+  }
+  if (x.t.device().is_cuda() && bs < kCudaMinBlock) {
+    TG_THROW(LayoutError, kOp, ": block size ", bs, " is not supported on CUDA (expected ", kCudaMinBlock,
+             ", 32, 64, 128 or another power of two >= ", kCudaMinBlock, ")");
+  }
+  return bs;
+}
+
+// op(a) · op(b) into the output described by c, without autograd.
+Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
+  std::shared_ptr<const ops::MatmulPlan> plan = ops::matmul_plan(a.desc(), b.desc(), c, bs);
+  const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
+  Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
+  if (plan->n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(*plan, a.t, b.t, out);
+  return out;
+}
+
+// op(a) · op(b), recording the backward. With C = op(A) · op(B):
+//   dop(A) = dC · op(B)ᵀ, so dA = dC · op(B)ᵀ, or its transpose op(B) · dCᵀ when A is read
+//   transposed; dop(B) = op(A)ᵀ · dC, so dB = op(A)ᵀ · dC, or dCᵀ · op(A) when B is.
+// Each gradient is restricted to its operand's own layout (or dense form).
+Tensor product(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
+  Tensor out = run(a, b, c, bs);
+  if (autograd::needs_grad({a.t, b.t})) {
+    const bool need_a = a.t.requires_grad(), need_b = b.t.requires_grad();
+    Side ad{a.t.detach(), a.layout, a.trans}, bd{b.t.detach(), b.layout, b.trans};
+    autograd::record(kOp, {a.t, b.t}, {out}, [ad, bd, c, bs, need_a, need_b](const std::vector<Tensor>& g) {
+      const Side gc{g[0], c.layout, false}, gct{g[0], c.layout, true};
+      Tensor da, db;
+      if (need_a) {
+        da = ad.trans ? product(bd, gct, target_like(ad), bs)
+                      : product(gc, Side{bd.t, bd.layout, !bd.trans}, target_like(ad), bs);
+      }
+      if (need_b) {
+        db = bd.trans ? product(gct, ad, target_like(bd), bs)
+                      : product(Side{ad.t, ad.layout, !ad.trans}, gc, target_like(bd), bs);
+      }
+      return std::vector<Tensor>{da, db};
+    });
+  }
+  return out;
+}
+
+BlockSparseTensor sparse_out(const Side& x, const Side& y, const Layout& layout_out) {
+  const std::int64_t bs = validate(x, y, &layout_out);
+  return BlockSparseTensor(product(x, y, sparse_target(layout_out), bs), layout_out);
+}
+
+Tensor dense_out(const Side& x, const Side& y) {
+  const std::int64_t bs = validate(x, y, nullptr);
+  return product(x, y, dense_target(x.desc().batch, x.desc().rows, y.desc().cols), bs);
+}
+
+}  // namespace
+
+BlockSparseTensor matmul(const Tensor& x, const Tensor& y, const Layout& layout_out) {
+  return sparse_out(dense_side("x", x), dense_side("y", y), layout_out);
+}
+BlockSparseTensor matmul(const BlockSparseTensor& x, const Tensor& y, const Layout& layout_out) {
+  return sparse_out(sparse_side("x", x), dense_side("y", y), layout_out);
+}
+BlockSparseTensor matmul(const Tensor& x, const BlockSparseTensor& y, const Layout& layout_out) {
+  return sparse_out(dense_side("x", x), sparse_side("y", y), layout_out);
+}
+BlockSparseTensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const Layout& layout_out) {
+  return sparse_out(sparse_side("x", x), sparse_side("y", y), layout_out);
+}
+Tensor matmul(const BlockSparseTensor& x, const Tensor& y) { return dense_out(sparse_side("x", x), dense_side("y", y)); }
+Tensor matmul(const Tensor& x, const BlockSparseTensor& y) { return dense_out(dense_side("x", x), sparse_side("y", y)); }
+Tensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y) {
+  return dense_out(sparse_side("x", x), sparse_side("y", y));
+}
+
+}  // namespace tg

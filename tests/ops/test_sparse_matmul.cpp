@@ -1,0 +1,488 @@
+// Tests of block-sparse matmul (ops/sparse_matmul) in all seven operand combinations:
+// masked f64 references written as plain loops, 16-bit and f32 accuracy, exact zeros where
+// no k-block overlaps, empty layouts and extents, backward against masked references,
+// gradchecks, bad inputs, and CUDA against the CPU.
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "ops/sparse_matmul/plan.h"
+#include "ops/sparse_matmul/sparse_matmul.h"
+#include "util.h"
+
+using namespace tg;
+
+namespace {
+
+std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
+const double kNan = std::numeric_limits<double>::quiet_NaN();
+
+// The operand combinations, named (output, x, y).
+struct Mode {
+  const char* name;
+  bool out_sparse, x_sparse, y_sparse;
+};
+const std::vector<Mode> kModes = {{"SDD", true, false, false}, {"SSD", true, true, false},
+                                  {"SDS", true, false, true},  {"SSS", true, true, true},
+                                  {"DSD", false, true, false}, {"DDS", false, false, true},
+                                  {"DSS", false, true, true}};
+
+// One problem: x [B, M, K] under lx, y [B, K, N] under ly, output layout lo.
+struct Problem {
+  Layout lx, ly, lo;
+  std::int64_t B() const { return lo.batch(); }
+  std::int64_t M() const { return lo.rows(); }
+  std::int64_t K() const { return lx.cols(); }
+  std::int64_t N() const { return lo.cols(); }
+  std::int64_t bs() const { return lo.block_size(); }
+};
+
+Problem problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t Nb, std::int64_t bs, double dx,
+                double dy, double dout, std::uint64_t seed) {
+  return {random_layout(B, Mb, Kb, bs, dx, seed), random_layout(B, Kb, Nb, bs, dy, seed + 1),
+          random_layout(B, Mb, Nb, bs, dout, seed + 2)};
+}
+
+std::string describe(const Problem& p) {
+  return detail::concat("B=", p.B(), " M=", p.M(), " K=", p.K(), " N=", p.N(), " bs=", p.bs(), " blocks x/y/out=",
+                        p.lx.n_blocks(), "/", p.ly.n_blocks(), "/", p.lo.n_blocks());
+}
+
+// The op's input for an operand: block data when sparse, else the dense tensor itself.
+Tensor input_of(const Tensor& dense, const Layout& l, bool sparse) {
+  return sparse ? to_sparse(dense, l).data().detach() : dense;
+}
+
+// Calls the overload of `m` on inputs (block data or dense); returns the output block data
+// (sparse output) or the dense output.
+Tensor apply(const Mode& m, const Problem& p, const Tensor& xin, const Tensor& yin) {
+  auto X = [&] { return BlockSparseTensor(xin, p.lx); };
+  auto Y = [&] { return BlockSparseTensor(yin, p.ly); };
+  if (m.out_sparse) {
+    BlockSparseTensor out;
+    if (!m.x_sparse && !m.y_sparse) out = matmul(xin, yin, p.lo);
+    else if (m.x_sparse && !m.y_sparse) out = matmul(X(), yin, p.lo);
+    else if (!m.x_sparse) out = matmul(xin, Y(), p.lo);
+    else out = matmul(X(), Y(), p.lo);
+    REQUIRE(out.layout() == p.lo);
+    return out.data();
+  }
+  if (m.x_sparse && !m.y_sparse) return matmul(X(), yin);
+  if (!m.x_sparse) return matmul(xin, Y());
+  return matmul(X(), Y());
+}
+
+// The logical dense value of an op output (inactive positions of a sparse one: `fill`).
+Tensor logical(const Tensor& out, const Layout& l, bool sparse, double fill = kNan) {
+  return sparse ? to_dense(BlockSparseTensor(out, l), fill) : out;
+}
+
+// Host f64 values of a dense [B, R, C], zeroed outside l's blocks when `mask`.
+std::vector<double> host(const Tensor& dense, const Layout& l, bool mask) {
+  std::vector<double> v = tgt::values(dense);
+  if (!mask) return v;
+  const std::int64_t R = dense.size(1), C = dense.size(2), bs = l.block_size();
+  for (std::int64_t b = 0; b < dense.size(0); ++b)
+    for (std::int64_t i = 0; i < R; ++i)
+      for (std::int64_t j = 0; j < C; ++j)
+        if (!l.active(b, i / bs, j / bs)) v[at((b * R + i) * C + j)] = 0.0;
+  return v;
+}
+
+// [B, M, N] = op(a) · op(b) in f64 with plain loops; a is stored [B, M, K] (or [B, K, M]
+// when ta), b [B, K, N] (or [B, N, K] when tb). Outside `lo`'s blocks (when given): fill.
+Tensor reference_mm(const std::vector<double>& a, const std::vector<double>& b, std::int64_t B, std::int64_t M,
+                    std::int64_t K, std::int64_t N, bool ta, bool tb, const Layout* lo, double fill) {
+  std::vector<double> out(at(B * M * N), fill);
+  for (std::int64_t bt = 0; bt < B; ++bt) {
+    const double* pa = a.data() + bt * M * K;
+    const double* pb = b.data() + bt * K * N;
+    for (std::int64_t i = 0; i < M; ++i)
+      for (std::int64_t j = 0; j < N; ++j) {
+        if (lo && !lo->active(bt, i / lo->block_size(), j / lo->block_size())) continue;
+        double s = 0;
+        for (std::int64_t k = 0; k < K; ++k) s += (ta ? pa[k * M + i] : pa[i * K + k]) * (tb ? pb[j * K + k] : pb[k * N + j]);
+        out[at((bt * M + i) * N + j)] = s;
+      }
+  }
+  return from_vector(out, {B, M, N});
+}
+
+// The f64 reference of mode m for dense operands (masked by their layouts when sparse).
+Tensor reference(const Mode& m, const Problem& p, const Tensor& xd, const Tensor& yd) {
+  return reference_mm(host(xd, p.lx, m.x_sparse), host(yd, p.ly, m.y_sparse), p.B(), p.M(), p.K(), p.N(), false,
+                      false, m.out_sparse ? &p.lo : nullptr, kNan);
+}
+
+// Problems at block size bs: non-square, batch 1-3, empty layouts, empty rows and columns,
+// full layouts, and k-dimensions without overlapping blocks.
+std::vector<Problem> problems(std::int64_t bs, std::uint64_t seed) {
+  const std::int64_t g = bs >= 16 ? 1 : 2;  // grid scale: more blocks when blocks are small
+  std::vector<Problem> ps;
+  ps.push_back(problem(2, 2 * g, 3 * g, 2 * g + 1, bs, 0.5, 0.5, 0.6, seed));
+  ps.push_back(problem(1, 3 * g, 2 * g, 2, bs, 1.0, 1.0, 1.0, seed + 10));
+  ps.push_back(problem(3, 2, 2 * g + 1, 3 * g, bs, 0.4, 0.7, 0.5, seed + 20));
+  ps.push_back(problem(2, 2, 3, 2, bs, 0.0, 0.6, 0.7, seed + 30));  // x empty
+  ps.push_back(problem(2, 3, 2, 2, bs, 0.7, 0.6, 0.0, seed + 40));  // output empty
+  // x without blocks in block-row 1, y without blocks in block-column 0, and an output
+  // block-row left out
+  const std::int64_t B = 2, Mb = 3, Kb = 3 * g, Nb = 3;
+  Layout rx = random_layout(B, Mb, Kb, bs, 0.8, seed + 50), ry = random_layout(B, Kb, Nb, bs, 0.8, seed + 51);
+  ps.push_back({tgt::layout_where(B, Mb, Kb, bs, [&](auto b, auto r, auto c) { return r != 1 && rx.active(b, r, c); }),
+                tgt::layout_where(B, Kb, Nb, bs, [&](auto b, auto r, auto c) { return c != 0 && ry.active(b, r, c); }),
+                tgt::layout_where(B, Mb, Nb, bs, [](auto, auto r, auto) { return r != 2; })});
+  // no k-block active in both x and y: every output block is exactly 0
+  ps.push_back({tgt::layout_where(1, 2, 4, bs, [](auto, auto, auto c) { return c % 2 == 0; }),
+                tgt::layout_where(1, 4, 3, bs, [](auto, auto r, auto) { return r % 2 == 1; }),
+                full_layout(1, 2, 3, bs)});
+  return ps;
+}
+
+struct Inputs {
+  Tensor xd, yd;  // dense f64 values
+};
+Inputs inputs(const Problem& p, std::uint64_t seed) {
+  return {tgt::rand64({p.B(), p.M(), p.K()}, seed), tgt::rand64({p.B(), p.K(), p.N()}, seed + 1)};
+}
+
+void check_gradcheck(const char* what, const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                     const std::vector<Tensor>& in) {
+  auto r = autograd::gradcheck(f, in);
+  INFO(what << ": " << r.report);
+  REQUIRE(r.ok);
+}
+
+}  // namespace
+
+TEST_CASE("sparse matmul: every mode matches a masked f64 reference", "[ops][sparse_matmul]") {
+  std::uint64_t seed = 1000;
+  for (std::int64_t bs : {1, 2, 16, 32}) {
+    for (const Problem& p : problems(bs, seed += 100)) {
+      Inputs in = inputs(p, ++seed);
+      for (const Mode& m : kModes) {
+        INFO(m.name << " " << describe(p));
+        Tensor out = apply(m, p, input_of(in.xd, p.lx, m.x_sparse), input_of(in.yd, p.ly, m.y_sparse));
+        REQUIRE(out.dtype() == DType::f64);
+        REQUIRE(out.shape() == (m.out_sparse ? Shape{p.lo.n_blocks(), bs, bs} : Shape{p.B(), p.M(), p.N()}));
+        tgt::require_close(logical(out, p.lo, m.out_sparse), reference(m, p, in.xd, in.yd), 1e-12, 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul: blocks without a common k are exactly zero", "[ops][sparse_matmul]") {
+  for (std::int64_t bs : {1, 16}) {
+    const Problem p = problems(bs, 7).back();
+    Inputs in = inputs(p, 8);
+    for (const Mode& m : kModes) {
+      INFO(m.name << " bs=" << bs);
+      const Tensor out = apply(m, p, input_of(in.xd, p.lx, m.x_sparse), input_of(in.yd, p.ly, m.y_sparse));
+      if (m.x_sparse && m.y_sparse) {
+        for (double v : tgt::values(out)) REQUIRE(v == 0.0);
+      } else {
+        // with one side dense, each k-block still overlaps: compare with the reference
+        tgt::require_close(logical(out, p.lo, m.out_sparse), reference(m, p, in.xd, in.yd), 1e-12, 1e-12);
+      }
+    }
+  }
+  // a dense side whose values are 0 outside the other's k-blocks also gives exact zeros,
+  // and an output block-row whose x block-row is empty too
+  const std::int64_t bs = 2;
+  Layout lx = tgt::layout_where(1, 2, 2, bs, [](auto, auto r, auto c) { return r == 0 && c == 0; });
+  Layout lo = full_layout(1, 2, 2, bs);
+  Tensor xd = to_dense(to_sparse(tgt::rand64({1, 4, 4}, 3), lx));
+  Tensor yd = tgt::rand64({1, 4, 4}, 4);
+  Tensor got = to_dense(matmul(to_sparse(xd, lx), yd, lo));
+  auto v = tgt::values(got);
+  for (std::int64_t i = 2; i < 4; ++i)
+    for (std::int64_t j = 0; j < 4; ++j) REQUIRE(v[at(i * 4 + j)] == 0.0);
+  tgt::require_close(matmul(to_sparse(xd, lx), yd), got, 0, 0);
+}
+
+TEST_CASE("sparse matmul: empty extents", "[ops][sparse_matmul]") {
+  // K = 0: every output element is an empty sum
+  Layout lo = full_layout(2, 2, 3, 2);
+  Tensor x0 = zeros({2, 4, 0}, {.dtype = DType::f64}), y0 = zeros({2, 0, 6}, {.dtype = DType::f64});
+  BlockSparseTensor o = matmul(x0, y0, lo);
+  tgt::require_close(to_dense(o), zeros({2, 4, 6}, {.dtype = DType::f64}), 0, 0);
+  Layout ly0 = full_layout(2, 0, 3, 2);
+  tgt::require_close(matmul(x0, BlockSparseTensor(zeros({0, 2, 2}, {.dtype = DType::f64}), ly0)),
+                     zeros({2, 4, 6}, {.dtype = DType::f64}), 0, 0);
+  // M = 0 and B = 0: empty outputs
+  Layout lx = full_layout(1, 0, 2, 2);
+  Tensor y = tgt::rand64({1, 4, 6}, 1);
+  REQUIRE(matmul(BlockSparseTensor(zeros({0, 2, 2}, {.dtype = DType::f64}), lx), y).shape() == Shape{1, 0, 6});
+  Layout lb = full_layout(0, 2, 2, 2);
+  Tensor xb = zeros({0, 4, 4}, {.dtype = DType::f64});
+  REQUIRE(matmul(xb, xb, lb).data().shape() == Shape{0, 2, 2});
+  // empty layouts with gradients: zero gradients of the right shapes
+  Layout e = random_layout(2, 2, 2, 2, 0.0, 1);
+  Tensor xd = tgt::rand64({2, 4, 4}, 2).requires_grad_();
+  Tensor ys = zeros({0, 2, 2}, {.dtype = DType::f64}).requires_grad_();
+  Tensor out = matmul(xd, BlockSparseTensor(ys, e));
+  tgt::require_close(out, zeros({2, 4, 4}, {.dtype = DType::f64}), 0, 0);
+  sum(out).backward();
+  tgt::require_close(xd.grad(), zeros({2, 4, 4}, {.dtype = DType::f64}), 0, 0);
+  REQUIRE(ys.grad().shape() == Shape{0, 2, 2});
+}
+
+TEST_CASE("sparse matmul: f32, bf16 and f16 accumulate in f32", "[ops][sparse_matmul]") {
+  std::uint64_t seed = 3000;
+  for (std::int64_t bs : {2, 16, 32}) {
+    const Problem p = problems(bs, seed += 10)[0];
+    Inputs in = inputs(p, ++seed);
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      // the reference sees the same rounded inputs: what is left is accumulation and the
+      // one final rounding
+      Tensor xr = in.xd.to(dt).to(DType::f64), yr = in.yd.to(dt).to(DType::f64);
+      const double rtol = dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 8e-3 : 1e-3;
+      const double atol = (dt == DType::f32 ? 1e-6 : 1e-3) * std::sqrt(static_cast<double>(p.K()));
+      for (const Mode& m : kModes) {
+        INFO(m.name << " " << describe(p) << " " << dtype_name(dt));
+        Tensor out = apply(m, p, input_of(in.xd.to(dt), p.lx, m.x_sparse), input_of(in.yd.to(dt), p.ly, m.y_sparse));
+        REQUIRE(out.dtype() == dt);
+        tgt::require_close(logical(out.to(DType::f64), p.lo, m.out_sparse), reference(m, p, xr, yr), rtol, atol);
+      }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul: gradients match masked f64 references", "[ops][sparse_matmul]") {
+  // loss = sum(W ⊙ out): dx = (W · yᵀ) on x's blocks, dy = (xᵀ · W) on y's blocks, with W,
+  // x and y masked by their layouts.
+  std::uint64_t seed = 5000;
+  for (std::int64_t bs : {1, 16}) {
+    for (const Problem& p : problems(bs, seed += 100)) {
+      Inputs in = inputs(p, ++seed);
+      Tensor wd = tgt::rand64({p.B(), p.M(), p.N()}, ++seed);
+      for (const Mode& m : kModes) {
+        INFO(m.name << " " << describe(p));
+        Tensor xin = input_of(in.xd, p.lx, m.x_sparse).requires_grad_();
+        Tensor yin = input_of(in.yd, p.ly, m.y_sparse).requires_grad_();
+        Tensor win = input_of(wd, p.lo, m.out_sparse);
+        sum(mul(apply(m, p, xin, yin), win)).backward();
+        const auto xv = host(in.xd, p.lx, m.x_sparse), yv = host(in.yd, p.ly, m.y_sparse);
+        const auto wv = host(wd, p.lo, m.out_sparse);
+        // dx [B, M, K] = W [B, M, N] · yᵀ; dy [B, K, N] = xᵀ · W
+        Tensor dx = reference_mm(wv, yv, p.B(), p.M(), p.N(), p.K(), false, true, m.x_sparse ? &p.lx : nullptr, 0.0);
+        Tensor dy = reference_mm(xv, wv, p.B(), p.K(), p.M(), p.N(), true, false, m.y_sparse ? &p.ly : nullptr, 0.0);
+        REQUIRE(xin.grad().shape() == xin.shape());
+        REQUIRE(yin.grad().shape() == yin.shape());
+        tgt::require_close(logical(xin.grad(), p.lx, m.x_sparse, 0.0), dx, 1e-12, 1e-12);
+        tgt::require_close(logical(yin.grad(), p.ly, m.y_sparse, 0.0), dy, 1e-12, 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul gradcheck, every mode", "[ops][sparse_matmul][gradcheck]") {
+  // 2x2 blocks; x lacks block-row 1, y lacks block-column 0, the output lacks (1, 1)
+  const std::int64_t B = 2, Mb = 2, Kb = 3, Nb = 2, bs = 2;
+  Problem p{tgt::layout_where(B, Mb, Kb, bs, [](auto b, auto r, auto c) { return (r == 0 || c == b) && c != 2 - b; }),
+            tgt::layout_where(B, Kb, Nb, bs, [](auto b, auto r, auto c) { return c != 0 || r == b; }),
+            tgt::layout_where(B, Mb, Nb, bs, [](auto, auto r, auto c) { return r != 1 || c != 1; })};
+  Inputs in = inputs(p, 77);
+  for (const Mode& m : kModes) {
+    INFO(m.name);
+    Tensor xin = input_of(in.xd, p.lx, m.x_sparse).requires_grad_();
+    Tensor yin = input_of(in.yd, p.ly, m.y_sparse).requires_grad_();
+    check_gradcheck(m.name, [&](const std::vector<Tensor>& v) { return apply(m, p, v[0], v[1]); }, {xin, yin});
+    // one argument requiring grad at a time
+    Tensor xc = xin.detach(), yc = yin.detach();
+    check_gradcheck(m.name, [&](const std::vector<Tensor>& v) { return apply(m, p, v[0], yc); }, {xin});
+    check_gradcheck(m.name, [&](const std::vector<Tensor>& v) { return apply(m, p, xc, v[0]); }, {yin});
+  }
+  // chained: a sparse product feeding another (the backward of a sparse output reaching
+  // a sparse input), at block size 1
+  Layout l1 = random_layout(1, 3, 4, 1, 0.6, 5), l2 = random_layout(1, 4, 3, 1, 0.6, 6);
+  Layout l3 = random_layout(1, 3, 3, 1, 0.7, 7);
+  Tensor a = tgt::rand64({l1.n_blocks(), 1, 1}, 8).requires_grad_();
+  Tensor b = tgt::rand64({1, 4, 3}, 9).requires_grad_();
+  Tensor c = tgt::rand64({l2.n_blocks(), 1, 1}, 10).requires_grad_();
+  check_gradcheck("chain", [&](const std::vector<Tensor>& v) {
+    BlockSparseTensor s = matmul(BlockSparseTensor(v[0], l1), v[1], l3);                // [1, 3, 3]
+    BlockSparseTensor s2 = matmul(transpose(v[1]), BlockSparseTensor(v[2], l2), l3);  // [1, 3, 3]
+    return matmul(s, s2);
+  }, {a, b, c});
+}
+
+TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_matmul]") {
+  Layout lx = random_layout(2, 3, 4, 16, 0.5, 1), ly = random_layout(2, 4, 2, 16, 0.5, 2);
+  Layout lx2 = random_layout(2, 3, 4, 16, 0.5, 1);  // equal masks, another object
+  ops::OperandDesc a{lx, 2, 48, 64, false}, a2{lx2, 2, 48, 64, false}, b{ly, 2, 64, 32, false};
+  ops::OperandDesc c{Layout(), 2, 48, 32, false};
+  auto p1 = ops::matmul_plan(a, b, c, 16), p2 = ops::matmul_plan(a2, b, c, 16);
+  REQUIRE(p1 == p2);
+  ops::OperandDesc bt{ly.transposed(), 2, 32, 64, true};  // ly's transpose read transposed: same product
+  auto p3 = ops::matmul_plan(a, bt, c, 16);
+  REQUIRE(p3 != p1);
+  REQUIRE(p3->pair_begin == p1->pair_begin);
+  REQUIRE(p1->n_out == 2 * 3 * 2);
+}
+
+TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
+  const Layout lx = full_layout(2, 3, 4, 16), ly = full_layout(2, 4, 2, 16), lo = full_layout(2, 3, 2, 16);
+  const BlockSparseTensor x(zeros({24, 16, 16}), lx), y(zeros({16, 16, 16}), ly);
+  const Tensor xd = zeros({2, 48, 64}), yd = zeros({2, 64, 32});
+  // ranks
+  tgt::require_throws<ShapeError>([&] { matmul(zeros({48, 64}), yd, lo); }, {"matmul", "x", "3-d", "[48, 64]"});
+  tgt::require_throws<ShapeError>([&] { matmul(x, zeros({64, 32})); }, {"matmul", "y", "3-d", "[64, 32]"});
+  // inner extents
+  tgt::require_throws<ShapeError>([&] { matmul(xd, zeros({2, 48, 32}), lo); },
+                                  {"matmul", "inner", "x has K=64", "y has K=48"});
+  const BlockSparseTensor y3(zeros({12, 16, 16}), full_layout(2, 3, 2, 16));
+  tgt::require_throws<ShapeError>([&] { matmul(x, y3); },
+                                  {"matmul", "layout of x has 4 block-columns", "layout of y has 3 block-rows"});
+  tgt::require_throws<ShapeError>([&] { matmul(zeros({3, 48, 64}), y); }, {"matmul", "batch", "x has B=3", "y has B=2"});
+  // layout_out
+  tgt::require_throws<ShapeError>([&] { matmul(x, yd, full_layout(2, 3, 3, 16)); },
+                                  {"matmul", "layout_out", "[2, 3, 2]", "[2, 3, 3]"});
+  tgt::require_throws<ShapeError>([&] { matmul(x, y, full_layout(1, 3, 2, 16)); },
+                                  {"matmul", "layout_out", "[2, 3, 2]", "[1, 3, 2]"});
+  tgt::require_throws<LayoutError>([&] { matmul(xd, yd, Layout()); }, {"matmul", "layout_out", "undefined"});
+  // block sizes
+  tgt::require_throws<LayoutError>([&] { matmul(x, yd, full_layout(2, 6, 4, 8)); },
+                                   {"matmul", "block size", "x has block size 16", "layout_out has block size 8"});
+  const BlockSparseTensor y8(zeros({64, 8, 8}), full_layout(2, 8, 4, 8));
+  tgt::require_throws<LayoutError>([&] { matmul(x, y8); }, {"matmul", "x has block size 16", "y has block size 8"});
+  // divisibility of dense extents by the block size
+  tgt::require_throws<ShapeError>([&] { matmul(x, zeros({2, 64, 40})); },
+                                  {"matmul", "y has N=40", "multiple of the block size 16"});
+  tgt::require_throws<ShapeError>([&] { matmul(zeros({2, 40, 64}), y); },
+                                  {"matmul", "x has M=40", "multiple of the block size 16"});
+  // dtypes
+  tgt::require_throws<DTypeError>([&] { matmul(x, zeros({2, 64, 32}, {.dtype = DType::bf16})); },
+                                  {"matmul", "x", "y", "same dtype", "f32", "bf16"});
+  tgt::require_throws<DTypeError>([&] { matmul(zeros({2, 48, 64}, {.dtype = DType::i32}), y); },
+                                  {"matmul", "x", "floating", "i32"});
+  const BlockSparseTensor yi(zeros({16, 16, 16}, {.dtype = DType::i64}), ly);
+  tgt::require_throws<DTypeError>([&] { matmul(x, yi, lo); }, {"matmul", "y", "floating", "i64"});
+  // malformed / undefined operands
+  tgt::require_throws<ValueError>([&] { matmul(Tensor(), y); }, {"matmul", "x", "undefined"});
+  tgt::require_throws<ValueError>([&] { matmul(x, BlockSparseTensor()); }, {"matmul", "y", "undefined"});
+}
+
+// ---- CUDA against the CPU -------------------------------------------------------------
+
+namespace {
+
+// Forward and backward of mode m on `dev` from the same host inputs (dtype dt); returns
+// {out, dx, dy} on the CPU as f64.
+std::vector<Tensor> run_on(Device dev, const Mode& m, const Problem& p, const Tensor& xin, const Tensor& yin,
+                           const Tensor& w) {
+  Tensor x = xin.to(dev).detach().requires_grad_(), y = yin.to(dev).detach().requires_grad_();
+  Tensor out = apply(m, p, x, y);
+  REQUIRE(out.device() == dev);
+  out.backward(w.to(dev));
+  return {out.to(Device::cpu()).to(DType::f64), x.grad().to(Device::cpu()).to(DType::f64),
+          y.grad().to(Device::cpu()).to(DType::f64)};
+}
+
+double rtol_of(DType dt) {
+  switch (dt) {
+    case DType::bf16: return 1.6e-2;
+    case DType::f16: return 2e-3;
+    case DType::f64: return 1e-12;
+    default: return allow_tf32() ? 4e-3 : 1e-5;
+  }
+}
+
+void compare_cuda_cpu(const Mode& m, const Problem& p, DType dt, std::uint64_t seed) {
+  const Inputs in = inputs(p, seed);
+  Tensor xin = input_of(in.xd, p.lx, m.x_sparse).to(dt), yin = input_of(in.yd, p.ly, m.y_sparse).to(dt);
+  Tensor w = input_of(tgt::rand64({p.B(), p.M(), p.N()}, seed + 7), p.lo, m.out_sparse).to(dt);
+  const auto cpu = run_on(Device::cpu(), m, p, xin, yin, w);
+  const auto gpu = run_on(Device::cuda(), m, p, xin, yin, w);
+  const double rtol = rtol_of(dt);
+  // sums of up to K products of values in [-1, 1]: scale the absolute tolerance with K
+  const double atol = rtol * std::sqrt(static_cast<double>(std::max({p.K(), p.M(), p.N()})));
+  const char* names[] = {"out", "dx", "dy"};
+  for (std::size_t q = 0; q < 3; ++q) {
+    INFO(names[q]);
+    tgt::require_close(gpu[q], cpu[q], rtol, atol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("sparse matmul CUDA matches the CPU: every mode, block size and dtype", "[ops][sparse_matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  std::uint64_t seed = 9000;
+  for (std::int64_t bs : {16, 32, 64, 128}) {
+    const std::int64_t g = bs <= 32 ? 4 : bs == 64 ? 3 : 2;  // grid extent
+    std::vector<Problem> ps = {problem(2, g, g + 1, g - 1, bs, 0.5, 0.6, 0.5, seed += 10),
+                               problem(1, g + 1, g, g, bs, 1.0, 1.0, 1.0, seed += 10),
+                               problems(bs, seed += 10)[5]};
+    for (const Problem& p : ps) {
+      for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
+        for (const Mode& m : kModes) {
+          INFO(m.name << " " << describe(p) << " " << dtype_name(dt));
+          compare_cuda_cpu(m, p, dt, ++seed);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul CUDA: f64, TF32, block 256, skewed and misaligned operands", "[ops][sparse_matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  std::uint64_t seed = 9500;
+  // f64 runs the exact kernel; block 256 covers several tiles per output block
+  for (const Mode& m : kModes) {
+    INFO(m.name << " f64 / bs 256");
+    compare_cuda_cpu(m, problem(2, 3, 4, 2, 16, 0.5, 0.5, 0.5, ++seed), DType::f64, ++seed);
+    compare_cuda_cpu(m, problem(1, 2, 3, 2, 256, 0.7, 0.7, 0.7, ++seed), DType::bf16, ++seed);
+  }
+  // TF32 when allowed
+  set_allow_tf32(true);
+  for (const Mode& m : kModes) {
+    INFO(m.name << " tf32");
+    compare_cuda_cpu(m, problem(2, 4, 5, 3, 32, 0.5, 0.6, 0.6, ++seed), DType::f32, ++seed);
+    compare_cuda_cpu(m, problem(1, 2, 3, 2, 128, 0.8, 0.8, 0.8, ++seed), DType::f32, ++seed);
+  }
+  set_allow_tf32(false);
+  // skewed: one full block-row of x and few, long output blocks (split over many CTAs);
+  // and a single output block with a long k list
+  for (std::int64_t bs : {16, 64}) {
+    const std::int64_t Kb = bs == 16 ? 96 : 24;
+    Problem skew{tgt::layout_where(1, 4, Kb, bs, [](auto, auto r, auto c) { return r == 1 || c % 7 == 0; }),
+                 full_layout(1, Kb, 3, bs), full_layout(1, 4, 3, bs)};
+    Problem one{full_layout(1, 1, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 1, 1, bs)};
+    for (const Mode& m : kModes) {
+      for (DType dt : {DType::bf16, DType::f32}) {
+        INFO(m.name << " skewed bs=" << bs << " " << dtype_name(dt));
+        compare_cuda_cpu(m, skew, dt, ++seed);
+        compare_cuda_cpu(m, one, dt, ++seed);
+      }
+    }
+  }
+  // operands whose data does not start 16-byte aligned take the general kernel
+  const Problem p = problem(2, 3, 4, 2, 16, 0.6, 1.0, 0.7, ++seed);
+  const Inputs in = inputs(p, ++seed);
+  for (DType dt : {DType::bf16, DType::f32}) {
+    INFO("misaligned " << dtype_name(dt));
+    Tensor xd = in.xd.to(dt).to(Device::cuda());
+    Tensor big = zeros({xd.numel() + 1}, {.dtype = dt, .device = Device::cuda()});
+    Tensor xm = tgt::misaligned_view(big, 1, xd.shape());
+    copy_bytes(xm, xd);
+    Tensor yd = in.yd.to(dt);
+    Tensor want = matmul(xd.to(Device::cpu()), yd, p.lo).data().to(DType::f64);
+    Tensor got = matmul(xm, yd.to(Device::cuda()), p.lo).data().to(Device::cpu()).to(DType::f64);
+    tgt::require_close(got, want, rtol_of(dt), rtol_of(dt) * std::sqrt(static_cast<double>(p.K())));
+  }
+}
+
+TEST_CASE("sparse matmul CUDA bad inputs", "[ops][sparse_matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  const Layout l8 = full_layout(1, 2, 2, 8);
+  tgt::require_throws<LayoutError>(
+      [&] { matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}, {.device = gpu}), l8); },
+      {"matmul", "block size 8", "CUDA", "16"});
+  const Layout l16 = full_layout(1, 1, 1, 16);
+  tgt::require_throws<DeviceError>([&] { matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}), l16); },
+                                   {"matmul", "x", "y", "same device"});
+}
