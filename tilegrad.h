@@ -41,3 +41,7 @@
 #include "ops/sparse_adapt/sparse_adapt.h"
 #include "ops/layout/derived.h"
 #include "ops/sparse_nn/sparse_nn.h"
+#include "ops/sparse_matmul/sparse_matmul.h"
+#include "ops/sparse_softmax/sparse_softmax.h"
+#include "ops/attention/attention.h"
+#include "nn/attention.h"

@@ -27,6 +27,8 @@ struct Args {
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
+  std::string dtype = "auto";
+  int tf32 = -1;
   bool resume = false, quiet = false;
 };
 
@@ -44,6 +46,10 @@ Usage: tilegrad-train [flags]
   --block N           attention block size, 32 or 64 (default 32 on CPU, 64 on GPU)
   --lr X              peak learning rate, warm-up + cosine (default 3e-3 CPU, 1e-3 GPU)
   --dropout P         dropout probability (default 0 on CPU, 0.1 on GPU)
+  --dtype T           parameter and activation dtype: f32 | bf16 (default f32 on CPU,
+                      bf16 on GPU, where attention runs on tensor cores; AdamW keeps
+                      its moments in f32 either way)
+  --tf32 on|off       let f32 matmuls use TF32 tensor cores on the GPU (default on)
   --eval-every N      evaluate on the held-out 10% every N steps (default steps/10)
   --eval-batches N    batches per evaluation (default 8)
   --csv PATH          loss curve output (default train_loss.csv)
@@ -79,6 +85,12 @@ Args parse(int argc, char** argv) {
     else if (f == "--lr") a.lr = std::stod(need(i));
     else if (f == "--dropout") a.dropout = std::stod(need(i));
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
+    else if (f == "--dtype") a.dtype = need(i);
+    else if (f == "--tf32") {
+      const std::string v = need(i);
+      if (v != "on" && v != "off") throw tg::ValueError("tilegrad-train: --tf32 takes on or off, got " + v);
+      a.tf32 = v == "on";
+    }
     else if (f == "--eval-batches") a.eval_batches = std::stoll(need(i));
     else if (f == "--csv") a.csv = need(i);
     else if (f == "--checkpoint") a.checkpoint = need(i);
@@ -221,6 +233,10 @@ int main(int argc, char** argv) try {
   cfg.dropout = pick(a.dropout, 0.0, 0.1, gpu);
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
+  const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;
+  if (dtype != "f32" && dtype != "bf16") throw tg::ValueError("tilegrad-train: --dtype takes f32 or bf16, got " + dtype);
+  cfg.dtype = dtype == "bf16" ? tg::DType::bf16 : tg::DType::f32;
+  tg::set_allow_tf32(a.tf32 != 0);
   const std::int64_t steps = pick(a.steps, 500, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
   const double lr = pick(a.lr, 3e-3, 1e-3, gpu);
   const std::int64_t eval_every = a.eval_every > 0 ? a.eval_every : std::max<std::int64_t>(1, steps / 10);
@@ -245,7 +261,8 @@ int main(int argc, char** argv) try {
   std::cout << "tilegrad-train on " << dev << ": " << text.size() << " characters from " << a.data << ", vocabulary "
             << cfg.vocab << "\n"
             << "model: " << cfg.layers << " layers, d_model " << cfg.d_model << ", " << cfg.heads << " heads, context "
-            << T << ", " << model.num_parameters() << " parameters\n"
+            << T << ", " << model.num_parameters() << " parameters, " << tg::dtype_name(cfg.dtype)
+            << (gpu && cfg.dtype == tg::DType::f32 && tg::allow_tf32() ? " (TF32 matmuls)" : "") << "\n"
             << "attention pattern (block " << cfg.block << "): " << gpt::attention_pattern(cfg, T) << "\n"
             << "training " << steps << " steps of " << B << " x " << T << " tokens, peak lr " << lr << "\n";
 

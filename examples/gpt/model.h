@@ -1,10 +1,7 @@
 // A small GPT for the training example: token + position embeddings, pre-LayerNorm
 // transformer blocks whose self-attention follows a block-sparse pattern (sliding window
-// + global blocks, built with the pattern builders), and a linear head.
-//
-// The attention is evaluated densely with the pattern expanded to an additive element
-// mask (-inf outside the active blocks and above the diagonal); the block-sparse kernels
-// replace this once they exist, with the same semantics.
+// + global blocks, built with the pattern builders) through nn::MultiHeadAttention, i.e.
+// block-sparse flash attention that reads only the pattern's blocks, and a linear head.
 #pragma once
 
 #include <cmath>
@@ -36,58 +33,29 @@ inline tg::Layout attention_pattern(const Config& c, std::int64_t T) {
   return tg::pattern_union(local, global);
 }
 
-/// Additive mask [T, T]: 0 where (query i, key j) is in an active block and j <= i, else -inf.
-inline tg::Tensor attention_mask(const tg::Layout& pattern, std::int64_t T, tg::DType dtype, tg::Device dev) {
-  std::vector<float> m(static_cast<std::size_t>(T * T));
-  const std::int64_t bs = pattern.block_size();
-  for (std::int64_t i = 0; i < T; ++i)
-    for (std::int64_t j = 0; j < T; ++j)
-      m[static_cast<std::size_t>(i * T + j)] = (j <= i && pattern.active(0, i / bs, j / bs)) ? 0.0f : -INFINITY;
-  return tg::from_vector(m, {T, T}, {.dtype = dtype, .device = dev});
-}
-
 class Block : public tg::nn::Module {
  public:
-  Block(const Config& c, std::uint64_t seed) : Module("Block"), c_(c) {
+  Block(const Config& c, std::uint64_t seed) : Module("Block") {
     tg::TensorOptions o{.dtype = c.dtype, .device = c.device};
     ln1 = register_module("ln1", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
-    qkv = register_module("qkv", std::make_shared<tg::nn::Linear>(c.d_model, 3 * c.d_model, true, o, seed));
-    proj = register_module("proj", std::make_shared<tg::nn::Linear>(c.d_model, c.d_model, true, o, seed + 1));
+    attn = register_module("attn", std::make_shared<tg::nn::MultiHeadAttention>(
+                                        c.d_model, c.heads,
+                                        tg::nn::MultiHeadAttentionOptions{.causal = true, .tensor = o, .seed = seed}));
     ln2 = register_module("ln2", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
     fc = register_module("fc", std::make_shared<tg::nn::Linear>(c.d_model, 4 * c.d_model, true, o, seed + 2));
     out = register_module("out", std::make_shared<tg::nn::Linear>(4 * c.d_model, c.d_model, true, o, seed + 3));
     drop = register_module("drop", std::make_shared<tg::nn::Dropout>(c.dropout, seed + 4));
   }
 
-  /// x [B, T, d] -> [B, T, d]; mask [T, T] additive.
-  tg::Tensor forward(const tg::Tensor& x, const tg::Tensor& mask) {
-    x_shape_ = x.shape();
-    tg::Tensor h = x + drop->forward(proj->forward(attention(ln1->forward(x), mask)));
+  /// x [B, T, d] -> [B, T, d]; attention visits the pattern's blocks (causal inside them).
+  tg::Tensor forward(const tg::Tensor& x, const tg::AttentionPattern& pattern) {
+    tg::Tensor h = x + drop->forward(attn->forward(ln1->forward(x), pattern));
     return h + drop->forward(out->forward(tg::gelu(fc->forward(ln2->forward(h)), tg::GeluApprox::Tanh)));
   }
 
- private:
-  // Multi-head self-attention; heads are split with reshape/transpose of the last dims.
-  tg::Tensor attention(const tg::Tensor& x, const tg::Tensor& mask) {
-    const std::int64_t B = x.size(0), T = x.size(1), d = c_.d_model, H = c_.heads, Dh = d / H;
-    tg::Tensor qkv_ = qkv->forward(x);  // [B, T, 3d]
-    auto heads_t = [&](const tg::Tensor& t) {  // [B, T, d] -> [B*H, Dh, T]
-      return tg::reshape(tg::transpose(t), {B * H, Dh, T});
-    };
-    tg::Tensor q = tg::transpose(heads_t(tg::slice(qkv_, -1, 0, d)));  // [B*H, T, Dh]
-    tg::Tensor kt = heads_t(tg::slice(qkv_, -1, d, 2 * d));              // [B*H, Dh, T]
-    tg::Tensor v = tg::transpose(heads_t(tg::slice(qkv_, -1, 2 * d, 3 * d)));
-    tg::Tensor att = tg::softmax(tg::matmul(q, kt) + mask, 1.0 / std::sqrt(static_cast<double>(Dh)));
-    tg::Tensor o = tg::matmul(att, v);                                   // [B*H, T, Dh]
-    return tg::transpose(tg::reshape(tg::transpose(o), {B, d, T}));      // [B, T, d]
-  }
-
-  Config c_;
-  tg::Shape x_shape_;
-
- public:
   std::shared_ptr<tg::nn::LayerNorm> ln1, ln2;
-  std::shared_ptr<tg::nn::Linear> qkv, proj, fc, out;
+  std::shared_ptr<tg::nn::MultiHeadAttention> attn;
+  std::shared_ptr<tg::nn::Linear> fc, out;
   std::shared_ptr<tg::nn::Dropout> drop;
 };
 
@@ -110,14 +78,23 @@ class GPT : public tg::nn::Module {
   /// idx [B, T] (i64, T <= ctx) -> logits [B, T, vocab].
   tg::Tensor forward(const tg::Tensor& idx) {
     const std::int64_t T = idx.size(1);
-    if (T != mask_T_) {
-      pattern = attention_pattern(cfg, T);
-      mask_ = attention_mask(pattern, T, cfg.dtype, cfg.device);
+    if (T != pattern_T_) {
+      // A length that is not a multiple of the block size (generation) keeps the same
+      // block membership: the last query and key blocks are just shorter.
+      const std::int64_t nb = (T + cfg.block - 1) / cfg.block;
+      pattern = attention_pattern(cfg, nb * cfg.block);
+      if (T % cfg.block == 0) {
+        attn_pattern_ = tg::AttentionPattern::from_layout(pattern);
+      } else {
+        std::vector<std::int64_t> sizes(static_cast<std::size_t>(nb), cfg.block);
+        sizes.back() = T - (nb - 1) * cfg.block;
+        attn_pattern_ = tg::AttentionPattern::variable(pattern.mask(), sizes, sizes);
+      }
       positions_ = tg::arange(T, {.dtype = tg::DType::i64, .device = cfg.device});
-      mask_T_ = T;
+      pattern_T_ = T;
     }
     tg::Tensor h = tok->forward(idx) + pos->forward(positions_);
-    for (auto& b : blocks) h = b->forward(h, mask_);
+    for (auto& b : blocks) h = b->forward(h, attn_pattern_);
     return head->forward(ln_f->forward(h));
   }
 
@@ -129,8 +106,9 @@ class GPT : public tg::nn::Module {
   std::shared_ptr<tg::nn::Linear> head;
 
  private:
-  std::int64_t mask_T_ = -1;
-  tg::Tensor mask_, positions_;
+  std::int64_t pattern_T_ = -1;
+  tg::AttentionPattern attn_pattern_;
+  tg::Tensor positions_;
 };
 
 }  // namespace gpt

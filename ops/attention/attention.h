@@ -89,7 +89,7 @@ class AttentionPattern {
 /// The options of flash_attention; defaults are plain softmax attention over the pattern.
 struct AttentionOptions {
   /// Scores are scale · q·k; default 1/sqrt(D).
-  std::optional<double> scale;
+  std::optional<double> scale{};
   /// Query heads Hq per batch (B = B·Hq / Hq). Needed to find b and h of a row for q_lens,
   /// k_lens, seg_q, seg_k and sinks; default: sinks.numel() when sinks are given, else
   /// B·Hq (B = 1).
@@ -100,25 +100,25 @@ struct AttentionOptions {
   std::int64_t window_left = -1, window_right = -1;
   /// Valid lengths per batch (i64 or i32 [B], on the inputs' device or the CPU): queries
   /// i >= q_lens[b] output 0, keys j >= k_lens[b] are invisible. Undefined: all valid.
-  Tensor q_lens, k_lens;
+  Tensor q_lens{}, k_lens{};
   /// Segment (document) ids per position (i32/i64 [B, Sq] and [B, Sk]): a key is visible
   /// only within the query's segment. Both or neither.
-  Tensor seg_q, seg_k;
+  Tensor seg_q{}, seg_k{};
   /// Element mask, true = excluded: bool block-sparse [P, Sq, Sk] (P = 1 or B·Hq) of any
   /// block size dividing Sq and Sk; absent blocks exclude nothing.
-  BlockSparseTensor mask;
+  BlockSparseTensor mask{};
   /// A mask callback (bh, i, j) -> excluded, evaluated on the host for the visited pairs
   /// only and applied like `mask`.
-  std::function<bool(std::int64_t bh, std::int64_t i, std::int64_t j)> mask_fn;
+  std::function<bool(std::int64_t bh, std::int64_t i, std::int64_t j)> mask_fn{};
   /// Additive bias on the scores (before the soft cap), block-sparse [B·Hq, Sq, Sk] of
   /// q's dtype (or f32), any block size dividing Sq and Sk; absent blocks add 0.
   /// Differentiable (its gradient has the bias's layout).
-  BlockSparseTensor bias;
+  BlockSparseTensor bias{};
   /// Logits soft cap c > 0: s = c·tanh(t / c). 0: off.
   double softcap = 0.0;
   /// Attention sinks: one logit per query head (f32 or q's dtype, [Hq], on q's device)
   /// added to every softmax denominator. Differentiable.
-  Tensor sinks;
+  Tensor sinks{};
   /// Dropout on the probabilities (Philox, same mask on CPU and CUDA); p in [0, 1).
   double dropout_p = 0.0;
   std::uint64_t seed = 0, offset = 0;

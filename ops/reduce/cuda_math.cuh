@@ -42,6 +42,14 @@ __device__ __forceinline__ Acc exp_sub(Acc a, Acc m) {
   return a == neg_inf<Acc>() ? Acc(0) : acc_exp(a - m);
 }
 
+/// exp(a - m) through exp2f (a couple of ulp of f32), for results rounded to 16-bit storage
+/// anyway: expf's accurate range reduction made the bf16 softmax forward compute-bound.
+/// Same -inf handling as exp_sub.
+__device__ __forceinline__ float exp_sub_fast(float a, float m) {
+  return a == neg_inf<float>() ? 0.0f : exp2f((a - m) * 1.4426950408889634f);
+}
+__device__ __forceinline__ double exp_sub_fast(double a, double m) { return exp_sub(a, m); }
+
 // ---- reduction operators -----------------------------------------------------------------
 struct SumOp {
   template <typename A>

@@ -93,7 +93,7 @@ __device__ __forceinline__ void softmax_fwd_reg(const T* __restrict__ x, T* __re
     } else {
 #pragma unroll
       for (int i = 0; i < P; ++i) {
-        v[i] = gpu::exp_sub(v[i], mt);
+        v[i] = sizeof(T) == 2 ? gpu::exp_sub_fast(v[i], mt) : gpu::exp_sub(v[i], mt);
         st += v[i];
       }
     }

@@ -3,6 +3,10 @@
 // they compile in parallel).
 #pragma once
 
+#include <mutex>
+#include <set>
+#include <utility>
+
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -41,16 +45,19 @@ __global__ void __launch_bounds__(Cfg::kThreads) bwd_q_kernel(const __grid_const
 }
 
 // Allows `smem` bytes of dynamic shared memory for `kernel` on the current device (once per
-// device and kernel).
+// device and kernel). Keyed by the kernel's address: kernels of different tile configs
+// share one function type, so a static per template instance would be shared by them.
 template <typename K>
 void allow_smem(K* kernel, int smem) {
-  static std::atomic<std::uint64_t> done{0};
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
   int dev = 0;
   TG_CUDA_CHECK(cudaGetDevice(&dev));
-  const std::uint64_t bit = std::uint64_t(1) << (dev & 63);
-  if (done.load(std::memory_order_relaxed) & bit) return;
+  const std::pair<const void*, int> key{reinterpret_cast<const void*>(kernel), dev};
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key)) return;
   TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  done.fetch_or(bit, std::memory_order_relaxed);
+  done.insert(key);
 }
 
 template <typename T, int D, int DV, bool kGeneral>
