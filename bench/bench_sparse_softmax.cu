@@ -63,14 +63,17 @@ int main() {
           tg::BlockSparseTensor dy(tg::rand_seeded(data_shape, 2, {.dtype = dt, .device = gpu}, -1, 1), l);
           tg::BlockSparseTensor y = tg::softmax(x);
           const double data = static_cast<double>(x.data().nbytes());
-          report("fwd", s.name, l, dt, 2 * data, [&] { tg::softmax(x); }, copy);
-          report("bwd", s.name, l, dt, 3 * data, [&] { tg::softmax_backward(y, dy); }, copy);
+          report(
+              "fwd", s.name, l, dt, 2 * data, [&] { tg::softmax(x); }, copy);
+          report(
+              "bwd", s.name, l, dt, 3 * data, [&] { tg::softmax_backward(y, dy); }, copy);
           if (bs == 64 && density == 0.5) {
             // an element mask over every block of x excluding about half the elements, 1 B each
             tg::Tensor u = tg::rand_seeded(data_shape, 3, {.dtype = tg::DType::f32, .device = gpu});
             tg::BlockSparseTensor mask(tg::relu(tg::sub(u, 0.5)).to(tg::DType::boolean), l);
             const double mbytes = static_cast<double>(mask.data().nbytes());
-            report("masked fwd", s.name, l, dt, 2 * data + mbytes, [&] { tg::masked_softmax(x, mask); }, copy);
+            report(
+                "masked fwd", s.name, l, dt, 2 * data + mbytes, [&] { tg::masked_softmax(x, mask); }, copy);
           }
         }
       }

@@ -58,8 +58,7 @@ __global__ void offsets_kernel(std::int64_t* __restrict__ offsets, const std::in
 // index holds the row-major scan; turns it into block_index (-1 where inactive) and
 // writes block_coords for the active blocks.
 __global__ void coords_kernel(const std::uint8_t* __restrict__ m, std::int64_t* __restrict__ index,
-                              std::int64_t* __restrict__ coords, std::int64_t total, std::int64_t Mb,
-                              std::int64_t Nb) {
+                              std::int64_t* __restrict__ coords, std::int64_t total, std::int64_t Mb, std::int64_t Nb) {
   for (std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total;
        t += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     if (m[t] != 0) {
@@ -119,8 +118,8 @@ LayoutTables build_cuda(const Layout& l, Device device) {
   offsets_kernel<<<grid_for(B * Mb + 1), kThreads, 0, st>>>(t.row_offsets.data<std::int64_t>(), index, B * Mb, Nb,
                                                             total, n);
   TG_CUDA_CHECK_LAST();
-  offsets_kernel<<<grid_for(B * Nb + 1), kThreads, 0, st>>>(t.col_offsets.data<std::int64_t>(), pt, B * Nb, Mb,
-                                                            total, n);
+  offsets_kernel<<<grid_for(B * Nb + 1), kThreads, 0, st>>>(t.col_offsets.data<std::int64_t>(), pt, B * Nb, Mb, total,
+                                                            n);
   TG_CUDA_CHECK_LAST();
   if (total > 0) {
     coords_kernel<<<grid_for(total), kThreads, 0, st>>>(m, index, t.block_coords.data<std::int64_t>(), total, Mb, Nb);

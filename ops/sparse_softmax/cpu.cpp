@@ -64,9 +64,8 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
         z[static_cast<std::size_t>(q)] = out ? kNegInf : sc * static_cast<A>(xp[at(q)]);
         m = cpu::nan_max(m, z[static_cast<std::size_t>(q)]);
       }
-      const A s = cpu::pairwise_sum<A>(0, len, [&](std::int64_t q) {
-        return cpu::exp_sub(z[static_cast<std::size_t>(q)], m);
-      });
+      const A s =
+          cpu::pairwise_sum<A>(0, len, [&](std::int64_t q) { return cpu::exp_sub(z[static_cast<std::size_t>(q)], m); });
       const A inv = m == kNegInf ? A(0) : A(1) / s;  // every element -inf or excluded: zeros
       for (std::int64_t q = 0; q < len; ++q) {
         const std::size_t u = static_cast<std::size_t>(q);

@@ -33,7 +33,7 @@ using acc_t = typename acc_type<T>::type;
 constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
 constexpr std::int64_t kWarpMaxLen = 1024;
 constexpr std::int64_t kRegMaxLen = 4096;
-constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / the smallest P a block row may take
+constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / 8, the fewest elements an f64 thread holds there
 constexpr int kLongThreads = 512;
 
 // Elements per thread on the block path: 16, 8 for f64 (whose registers count double).
@@ -95,8 +95,10 @@ __device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& ro
 
 template <bool WARP, typename V, typename Op>
 __device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
-  if constexpr (WARP) return gpu::warp_allreduce(v, op);
-  else return gpu::block_allreduce(v, op, smem);
+  if constexpr (WARP)
+    return gpu::warp_allreduce(v, op);
+  else
+    return gpu::block_allreduce(v, op, smem);
 }
 
 // First row and row step of this warp (WARP: block = 32 x kWarpRows) or block (1-d).
@@ -213,8 +215,7 @@ __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __rest
 }
 
 template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(32 * kWarpRows)
-    fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
+__global__ void __launch_bounds__(32 * kWarpRows) fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
   fwd_reg<T, VEC, P, true>(x, y, g, mg, scale);
 }
 template <typename T, int VEC, int P>
@@ -223,8 +224,7 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
   fwd_reg<T, VEC, P, false>(x, y, g, mg, scale);
 }
 template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(32 * kWarpRows)
-    bwd_warp(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
+__global__ void __launch_bounds__(32 * kWarpRows) bwd_warp(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
   bwd_reg<T, VEC, P, true>(y, dy, dx, g, scale);
 }
 template <typename T, int VEC, int P>
@@ -234,46 +234,95 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
 }
 
 // ---- long rows: a block per row, two passes ----------------------------------------------
+// Each pass walks the row unroll<VEC>() chunks per thread at a time, all loads issued
+// before any math, so that a thread keeps several loads in flight (fewer for 8-element
+// chunks, whose f32 copies would not fit the 128 registers of a 512-thread block).
+template <int VEC>
+constexpr int unroll() {
+  return VEC >= 8 ? 2 : 4;
+}
+
+// Loads the chunks u0 + w * nt (w < unroll) of `src` that lie in the row into v[w];
+// returns a bit per chunk in the row.
+template <typename T, typename Acc, int VEC>
+__device__ __forceinline__ unsigned load_chunks(const T* __restrict__ src, const Row& rw, std::int64_t u0, int nt,
+                                                int lg_bs, Acc (&v)[unroll<VEC>()][VEC]) {
+  constexpr int kUnroll = unroll<VEC>();
+  unsigned in_row = 0;
+#pragma unroll
+  for (int w = 0; w < kUnroll; ++w) {
+    const std::int64_t u = u0 + static_cast<std::int64_t>(w) * nt;
+    if (u < rw.chunks) {
+      gpu::load_pack<VEC>(src + chunk_at<VEC>(rw, u, lg_bs), v[w]);
+      in_row |= 1u << w;
+    }
+  }
+  return in_row;
+}
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
     fwd_long(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
   using Acc = acc_t<T>;
+  constexpr int kUnroll = unroll<VEC>();
   __shared__ MaxSum<Acc> smem[32];
   const Acc ninf = gpu::neg_inf<Acc>();
+  const int nt = static_cast<int>(blockDim.x);
+  // The scaled, masked values of chunk w of the group loaded at u0 (-inf outside the row).
+  auto prepare = [&](const Row& rw, std::int64_t u0, unsigned in_row, Acc(&v)[kUnroll][VEC], unsigned(&excl)[kUnroll]) {
+#pragma unroll
+    for (int w = 0; w < kUnroll; ++w) {
+      excl[w] = 0;
+      if (!((in_row >> w) & 1u)) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[w][k] = ninf;
+        continue;
+      }
+      if (mg.data) {
+        const std::int64_t u = u0 + static_cast<std::int64_t>(w) * nt;
+        excl[w] = chunk_mask<VEC>(mg, rw, chunk_at<VEC>(rw, u, g.lg_bs), g.lg_bs);
+      }
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? ninf : v[w][k] * scale;
+    }
+  };
   for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     MaxSum<Acc> ms{ninf, Acc(0)};
-    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
-      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-      Acc v[VEC];
-      gpu::load_pack<VEC>(x + e, v);
-      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
+      Acc v[kUnroll][VEC];
+      unsigned excl[kUnroll];
+      prepare(rw, u0, load_chunks<T, Acc, VEC>(x, rw, u0, nt, g.lg_bs, v), v, excl);
       Acc lm = ninf;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        v[k] = (bits >> k) & 1u ? ninf : v[k] * scale;
-        lm = gpu::nan_max(lm, v[k]);
-      }
+      for (int w = 0; w < kUnroll; ++w)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) lm = gpu::nan_max(lm, v[w][k]);
       const Acc nm = gpu::nan_max(ms.m, lm);
       Acc ls = 0;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[k], nm);
+      for (int w = 0; w < kUnroll; ++w)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[w][k], nm);
       ms.s = ms.s * gpu::exp_sub(ms.m, nm) + ls;
       ms.m = nm;
     }
     ms = gpu::block_allreduce(ms, MaxSumOp{}, smem);
     const Acc m = ms.m;
-    const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;
-    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
-      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-      Acc v[VEC];
-      gpu::load_pack<VEC>(x + e, v);
-      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+    const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;  // all -inf (or excluded): zeros
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
+      Acc v[kUnroll][VEC];
+      unsigned excl[kUnroll];
+      const unsigned in_row = load_chunks<T, Acc, VEC>(x, rw, u0, nt, g.lg_bs, v);
+      prepare(rw, u0, in_row, v, excl);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) v[k] = (bits >> k) & 1u ? Acc(0) : gpu::exp_sub(v[k] * scale, m) * inv;
-      gpu::store_pack<VEC>(y + e, v);
+      for (int w = 0; w < kUnroll; ++w) {
+        if (!((in_row >> w) & 1u)) continue;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? Acc(0) : gpu::exp_sub(v[w][k], m) * inv;
+        gpu::store_pack<VEC>(y + chunk_at<VEC>(rw, u0 + static_cast<std::int64_t>(w) * nt, g.lg_bs), v[w]);
+      }
     }
   }
 }
@@ -282,28 +331,36 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
     bwd_long(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale) {
   using Acc = acc_t<T>;
+  constexpr int kUnroll = unroll<VEC>();
   __shared__ Acc smem[32];
+  const int nt = static_cast<int>(blockDim.x);
   for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     Acc s = 0;
-    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
-      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-      Acc a[VEC], b[VEC];
-      gpu::load_pack<VEC>(y + e, a);
-      gpu::load_pack<VEC>(dy + e, b);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
+      Acc a[kUnroll][VEC], b[kUnroll][VEC];
+      const unsigned in_row = load_chunks<T, Acc, VEC>(y, rw, u0, nt, g.lg_bs, a);
+      load_chunks<T, Acc, VEC>(dy, rw, u0, nt, g.lg_bs, b);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) s += a[k] != Acc(0) ? a[k] * b[k] : Acc(0);
+      for (int w = 0; w < kUnroll; ++w) {
+        if (!((in_row >> w) & 1u)) continue;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) s += a[w][k] != Acc(0) ? a[w][k] * b[w][k] : Acc(0);
+      }
     }
     s = gpu::block_allreduce(s, SumOp{}, smem);
-    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
-      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-      Acc a[VEC], b[VEC];
-      gpu::load_pack<VEC>(y + e, a);
-      gpu::load_pack<VEC>(dy + e, b);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
+      Acc a[kUnroll][VEC], b[kUnroll][VEC];
+      const unsigned in_row = load_chunks<T, Acc, VEC>(y, rw, u0, nt, g.lg_bs, a);
+      load_chunks<T, Acc, VEC>(dy, rw, u0, nt, g.lg_bs, b);
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) a[k] = a[k] != Acc(0) ? scale * a[k] * (b[k] - s) : Acc(0);
-      gpu::store_pack<VEC>(dx + e, a);
+      for (int w = 0; w < kUnroll; ++w) {
+        if (!((in_row >> w) & 1u)) continue;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) a[w][k] = a[w][k] != Acc(0) ? scale * a[w][k] * (b[w][k] - s) : Acc(0);
+        gpu::store_pack<VEC>(dx + chunk_at<VEC>(rw, u0 + static_cast<std::int64_t>(w) * nt, g.lg_bs), a[w]);
+      }
     }
   }
 }
@@ -332,17 +389,19 @@ struct Plan {
   int threads;  // per row
 };
 
+// `target` threads per row on the block path: the forward takes fewer threads with more
+// elements each than the backward (which loads two arrays), because a block's load,
+// all-reduce and store phases do not overlap: each thread must keep enough loads in flight.
 template <typename T>
-Plan plan_for(std::int64_t len) {
+Plan plan_for(std::int64_t len, int target) {
   if (len <= kWarpMaxLen) {
     int p = 1;
     while (p * 32 < len) p *= 2;
     return {PlanKind::Warp, p, 32};
   }
   if (len <= kRegMaxLen) {
-    // fewest elements per thread that keep the block at <= 256 threads (f64: 512)
     int p = 4;
-    while (p < block_max_p<T>() && (len + p - 1) / p > 256) p *= 2;
+    while (p < block_max_p<T>() && (len + p - 1) / p > target) p *= 2;
     return {PlanKind::Block, p, static_cast<int>(((len + p - 1) / p + 31) / 32 * 32)};
   }
   return {PlanKind::Long, 0, kLongThreads};
@@ -352,12 +411,18 @@ Plan plan_for(std::int64_t len) {
 template <typename F>
 void with_p(int p, F&& f) {
   switch (p) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 8: return f(std::integral_constant<int, 8>{});
-    case 16: return f(std::integral_constant<int, 16>{});
-    default: return f(std::integral_constant<int, 32>{});
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    case 16:
+      return f(std::integral_constant<int, 16>{});
+    default:
+      return f(std::integral_constant<int, 32>{});
   }
 }
 
@@ -385,11 +450,13 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   T* yp = y.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l));
+  const Plan plan = plan_for<T>(max_row_len(l), 128);
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
-    if (vec) fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
-    else fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    if (vec)
+      fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    else
+      fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
     TG_CUDA_CHECK_LAST();
     return;
   }
@@ -399,12 +466,16 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
     if (plan.kind == PlanKind::Warp) {
       const dim3 block(32, kWarpRows);
       const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-      if (vec) fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-      else fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      if (vec)
+        fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      else
+        fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
     } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
-      if (vec) fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
-      else fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      if (vec)
+        fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      else
+        fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
     }
   });
   TG_CUDA_CHECK_LAST();
@@ -423,11 +494,13 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   T* op = dx.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l));
+  const Plan plan = plan_for<T>(max_row_len(l), 256);
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
-    if (vec) bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
-    else bwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    if (vec)
+      bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    else
+      bwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
     TG_CUDA_CHECK_LAST();
     return;
   }
@@ -437,12 +510,16 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
     if (plan.kind == PlanKind::Warp) {
       const dim3 block(32, kWarpRows);
       const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-      if (vec) bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
-      else bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      if (vec)
+        bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      else
+        bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
     } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
-      if (vec) bwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
-      else bwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+      if (vec)
+        bwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+      else
+        bwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
     }
   });
   TG_CUDA_CHECK_LAST();

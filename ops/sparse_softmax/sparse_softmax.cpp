@@ -41,8 +41,7 @@ void check_mask(const char* op, const BlockSparseTensor& x, const BlockSparseTen
     TG_THROW(ShapeError, op, ": mask must have the logical shape of x, ", x.shape(), ", got ", mask.shape());
   }
   if (mask.block_size() != x.block_size()) {
-    TG_THROW(LayoutError, op, ": mask must have the block size of x, ", x.block_size(), ", got ",
-             mask.block_size());
+    TG_THROW(LayoutError, op, ": mask must have the block size of x, ", x.block_size(), ", got ", mask.block_size());
   }
   ops::check_same_device(op, "x", x.data(), "mask", mask.data());
 }

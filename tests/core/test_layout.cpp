@@ -103,16 +103,16 @@ void require_same_tables(const LayoutTables& got, const LayoutTables& want) {
 // Layouts for the table builders: empty, single block, full, random, with empty block-rows
 // and block-columns, zero extents, and a large one.
 std::vector<Layout> table_layouts() {
-  std::vector<Layout> out = {random_layout(3, 5, 4, 2, 0.5, 21),
-                             random_layout(2, 3, 3, 16, 0.0, 22),
-                             full_layout(2, 4, 5, 1),
-                             tgt::layout_where(1, 7, 9, 4, [](auto, auto r, auto c) { return r == 3 && c == 8; }),
-                             tgt::layout_where(2, 6, 5, 2, [](auto b, auto r, auto c) { return r % 3 != 1 && c != 2 && (b + r + c) % 2 == 0; }),
-                             Layout(zeros({1, 0, 4}, {.dtype = DType::boolean}), 8),
-                             Layout(zeros({2, 3, 0}, {.dtype = DType::boolean}), 8),
-                             random_layout(1, 1, 300, 32, 0.5, 23),
-                             random_layout(16, 64, 64, 64, 0.3, 24)};
-  return out;
+  auto gaps = [](auto b, auto r, auto c) { return r % 3 != 1 && c != 2 && (b + r + c) % 2 == 0; };
+  return {random_layout(3, 5, 4, 2, 0.5, 21),
+          random_layout(2, 3, 3, 16, 0.0, 22),
+          full_layout(2, 4, 5, 1),
+          tgt::layout_where(1, 7, 9, 4, [](auto, auto r, auto c) { return r == 3 && c == 8; }),
+          tgt::layout_where(2, 6, 5, 2, gaps),
+          Layout(zeros({1, 0, 4}, {.dtype = DType::boolean}), 8),
+          Layout(zeros({2, 3, 0}, {.dtype = DType::boolean}), 8),
+          random_layout(1, 1, 300, 32, 0.5, 23),
+          random_layout(16, 64, 64, 64, 0.3, 24)};
 }
 
 }  // namespace

@@ -32,19 +32,23 @@ std::vector<Layout> test_layouts() {
       const std::int64_t B = 1 + (kind + bs) % 3, Mb = g, Nb = g + 1 - kind % 2;
       ++seed;
       switch (kind) {
-        case 0: out.push_back(random_layout(B, Mb, Nb, bs, 0.0, seed)); break;
-        case 1:
-          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto r, auto c) {
-            return b == B - 1 && r == Mb / 2 && c == Nb - 1;
-          }));
+        case 0:
+          out.push_back(random_layout(B, Mb, Nb, bs, 0.0, seed));
           break;
-        case 2: out.push_back(random_layout(B, Mb, Nb, bs, 0.3, seed)); break;
-        case 3: out.push_back(full_layout(B, Mb, Nb, bs)); break;
+        case 1:
+          out.push_back(tgt::layout_where(
+              B, Mb, Nb, bs, [&](auto b, auto r, auto c) { return b == B - 1 && r == Mb / 2 && c == Nb - 1; }));
+          break;
+        case 2:
+          out.push_back(random_layout(B, Mb, Nb, bs, 0.3, seed));
+          break;
+        case 3:
+          out.push_back(full_layout(B, Mb, Nb, bs));
+          break;
         default: {
           Layout r = random_layout(B, Mb, Nb, bs, 0.6, seed);
-          out.push_back(tgt::layout_where(B, Mb, Nb, bs, [&](auto b, auto rr, auto c) {
-            return rr != 1 && c != 0 && r.active(b, rr, c);
-          }));
+          out.push_back(tgt::layout_where(
+              B, Mb, Nb, bs, [&](auto b, auto rr, auto c) { return rr != 1 && c != 0 && r.active(b, rr, c); }));
         }
       }
     }
@@ -53,8 +57,8 @@ std::vector<Layout> test_layouts() {
 }
 
 std::string describe(const Layout& l) {
-  return detail::concat("layout B=", l.batch(), " Mb=", l.block_rows(), " Nb=", l.block_cols(),
-                        " bs=", l.block_size(), " active=", l.n_blocks());
+  return detail::concat("layout B=", l.batch(), " Mb=", l.block_rows(), " Nb=", l.block_cols(), " bs=", l.block_size(),
+                        " active=", l.n_blocks());
 }
 
 bool active(const Layout& l, std::int64_t b, std::int64_t i, std::int64_t j) {
@@ -96,8 +100,10 @@ Tensor reference(const Layout& l, const std::vector<double>& d, const std::vecto
       for (std::int64_t j = 0; j < N; ++j) {
         if (!included(j)) continue;
         const double z = scale * d[at((b * M + i) * N + j)];
-        if (std::isnan(z)) nan = true;
-        else m = std::max(m, z);
+        if (std::isnan(z))
+          nan = true;
+        else
+          m = std::max(m, z);
       }
       double s = 0;
       for (std::int64_t j = 0; j < N; ++j)
@@ -105,10 +111,14 @@ Tensor reference(const Layout& l, const std::vector<double>& d, const std::vecto
       for (std::int64_t j = 0; j < N; ++j) {
         if (!active(l, b, i, j)) continue;
         const std::size_t e = at((b * M + i) * N + j);
-        if (!included(j)) y[e] = 0.0;
-        else if (nan) y[e] = kNan;
-        else if (m == -kInf) y[e] = 0.0;
-        else y[e] = std::exp(scale * d[e] - m) / s;
+        if (!included(j))
+          y[e] = 0.0;
+        else if (nan)
+          y[e] = kNan;
+        else if (m == -kInf)
+          y[e] = 0.0;
+        else
+          y[e] = std::exp(scale * d[e] - m) / s;
       }
     }
   return from_vector(y, {B, M, N});
@@ -181,8 +191,14 @@ TEST_CASE("block-sparse softmax: -inf rows give zeros, nan propagates, empty row
   Layout l = tgt::layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return r == 0 && c != 1; });
   std::vector<double> d(at(2 * bs * N), 0.0);
   auto set = [&](std::int64_t i, std::int64_t j, double v) { d[at(i * N + j)] = v; };
-  set(0, 0, 1.0); set(0, 1, -kInf); set(0, 4, 2.0); set(0, 5, 0.5);        // one -inf among finite values
-  set(1, 0, -kInf); set(1, 1, -kInf); set(1, 4, -kInf); set(1, 5, -kInf);  // all -inf
+  set(0, 0, 1.0);
+  set(0, 1, -kInf);
+  set(0, 4, 2.0);
+  set(0, 5, 0.5);  // one -inf among finite values
+  set(1, 0, -kInf);
+  set(1, 1, -kInf);
+  set(1, 4, -kInf);
+  set(1, 5, -kInf);  // all -inf
   BlockSparseTensor x = to_sparse(from_vector(d, {1, 2 * bs, N}), l);
   Tensor y = to_dense(softmax(x), 7.0);  // 7: never written
   const double e1 = std::exp(1.0), e2 = std::exp(2.0), e5 = std::exp(0.5), z = e1 + e2 + e5;
@@ -215,8 +231,8 @@ TEST_CASE("block-sparse softmax on a full layout equals the dense softmax", "[op
   REQUIRE(yd.shape() == Shape{2, 48, 64});
   tgt::require_close(to_dense(softmax(to_sparse(dense, l), 0.5)), yd, 1e-13, 1e-15);
   Tensor g = tgt::rand64({2, 48, 64}, 18);
-  tgt::require_close(to_dense(softmax_backward(to_sparse(yd, l), to_sparse(g, l), 0.5)),
-                     softmax_backward(yd, g, 0.5), 1e-13, 1e-15);
+  tgt::require_close(to_dense(softmax_backward(to_sparse(yd, l), to_sparse(g, l), 0.5)), softmax_backward(yd, g, 0.5),
+                     1e-13, 1e-15);
 }
 
 TEST_CASE("masked_softmax matches a masked f64 reference", "[ops][sparse_softmax]") {
@@ -233,8 +249,8 @@ TEST_CASE("masked_softmax matches a masked f64 reference", "[ops][sparse_softmax
     REQUIRE(y.layout() == l);
     tgt::require_close(to_dense(y, kNan), reference(l, s.d, excl, scale), 1e-12, 1e-15);
     BlockSparseTensor x32(s.x.data().to(DType::f32), l);
-    tgt::require_close(to_dense(masked_softmax(x32, mask, scale), kNan), reference(l, rounded(s.d, DType::f32), excl, scale),
-                       1e-5, 1e-7);
+    tgt::require_close(to_dense(masked_softmax(x32, mask, scale), kNan),
+                       reference(l, rounded(s.d, DType::f32), excl, scale), 1e-5, 1e-7);
   }
 }
 
@@ -244,7 +260,8 @@ TEST_CASE("masked_softmax: excluded rows give zeros, excluded nan is ignored", "
   Sample s = sample(l, 5);
   // mask: one block (0, 0, 1) with row 1 fully true and element (2, 5) true; and a block
   // (0, 1, 0) with row 4 (in-block row 0) true
-  Layout ml = tgt::layout_where(1, 2, 2, bs, [](auto, auto r, auto c) { return (r == 0 && c == 1) || (r == 1 && c == 0); });
+  Layout ml =
+      tgt::layout_where(1, 2, 2, bs, [](auto, auto r, auto c) { return (r == 0 && c == 1) || (r == 1 && c == 0); });
   std::vector<double> m(64, 0.0);
   for (std::int64_t j = 0; j < 8; ++j) m[at(1 * 8 + j)] = 1.0;  // only columns 4-7 lie in the mask block
   m[at(2 * 8 + 5)] = 1.0;
@@ -273,8 +290,10 @@ TEST_CASE("masked_softmax: excluded rows give zeros, excluded nan is ignored", "
   auto yn = tgt::values(to_dense(masked_softmax(to_sparse(from_vector(s.d, {1, 8, 8}), l), mask)));
   for (std::int64_t j = 0; j < 8; ++j) {
     INFO("column " << j);
-    if (j == 5) REQUIRE(yn[at(16 + j)] == 0.0);
-    else REQUIRE(std::isnan(yn[at(16 + j)]));
+    if (j == 5)
+      REQUIRE(yn[at(16 + j)] == 0.0);
+    else
+      REQUIRE(std::isnan(yn[at(16 + j)]));
   }
 }
 
@@ -333,22 +352,22 @@ TEST_CASE("block-sparse softmax gradcheck", "[ops][sparse_softmax][gradcheck]") 
     REQUIRE(r.ok);
   };
   // a block-row and a block-column without blocks, 2x2 blocks
-  Layout l = tgt::layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return r != 1 && c != 2 && (b + r + c) % 4 != 3; });
+  Layout l =
+      tgt::layout_where(2, 3, 3, 2, [](auto b, auto r, auto c) { return r != 1 && c != 2 && (b + r + c) % 4 != 3; });
   REQUIRE(l.n_blocks() > 0);
   Tensor xd = tgt::rand64({l.n_blocks(), 2, 2}, 11, -2.0, 2.0).requires_grad_();
   check("softmax", [&](const std::vector<Tensor>& in) { return softmax(BlockSparseTensor(in[0], l), 0.7).data(); },
         {xd});
   std::vector<char> excl;
   BlockSparseTensor mask = random_mask(random_layout(2, 3, 3, 2, 0.6, 12), 40, 13, excl);
-  check("masked_softmax", [&](const std::vector<Tensor>& in) {
-    return masked_softmax(BlockSparseTensor(in[0], l), mask, -1.2).data();
-  }, {xd});
+  check("masked_softmax",
+        [&](const std::vector<Tensor>& in) { return masked_softmax(BlockSparseTensor(in[0], l), mask, -1.2).data(); },
+        {xd});
   // bs 1, composed with other ops
   Layout l1 = random_layout(1, 4, 5, 1, 0.6, 14);
   Tensor x1 = tgt::rand64({l1.n_blocks(), 1, 1}, 15).requires_grad_();
-  check("softmax bs 1", [&](const std::vector<Tensor>& in) {
-    return mul(softmax(BlockSparseTensor(in[0], l1)).data(), in[0]);
-  }, {x1});
+  check("softmax bs 1",
+        [&](const std::vector<Tensor>& in) { return mul(softmax(BlockSparseTensor(in[0], l1)).data(), in[0]); }, {x1});
 }
 
 TEST_CASE("block-sparse softmax bad inputs", "[ops][sparse_softmax]") {
@@ -372,15 +391,22 @@ TEST_CASE("block-sparse softmax bad inputs", "[ops][sparse_softmax]") {
   BlockSparseTensor x8(zeros({16, 4, 4}), full_layout(1, 4, 4, 4));  // [1, 16, 16] at block 4
   tgt::require_throws<LayoutError>([&] { masked_softmax(x8, mbs); },
                                    {"masked_softmax", "mask", "block size", "4", "8"});
-  tgt::require_throws<ValueError>([&] { masked_softmax(x, BlockSparseTensor()); }, {"masked_softmax", "mask", "undefined"});
+  tgt::require_throws<ValueError>([&] { masked_softmax(x, BlockSparseTensor()); },
+                                  {"masked_softmax", "mask", "undefined"});
 
   // backward: layouts, dtypes
   Layout half = tgt::layout_where(2, 2, 3, 4, [](auto b, auto r, auto c) { return (b + r + c) % 2 == 0; });
   REQUIRE(half.n_blocks() == 6);
-  tgt::require_throws<LayoutError>([&] { softmax_backward(x, BlockSparseTensor(zeros({6, 4, 4}), half)); },
-                                   {"softmax_backward", "y", "dy", "same layout", "12 active", "6 active"});
-  tgt::require_throws<DTypeError>([&] { softmax_backward(x, BlockSparseTensor(zeros({12, 4, 4}, {.dtype = DType::f64}), l)); },
-                                  {"softmax_backward", "y", "dy", "f32", "f64"});
+  tgt::require_throws<LayoutError>(
+      [&] {
+        softmax_backward(x, BlockSparseTensor(zeros({6, 4, 4}), half));
+      },
+      {"softmax_backward", "y", "dy", "same layout", "12 active", "6 active"});
+  tgt::require_throws<DTypeError>(
+      [&] {
+        softmax_backward(x, BlockSparseTensor(zeros({12, 4, 4}, {.dtype = DType::f64}), l));
+      },
+      {"softmax_backward", "y", "dy", "f32", "f64"});
   tgt::require_throws<DTypeError>([&] { softmax_backward(xi, x); }, {"softmax_backward", "y", "floating", "i32"});
   tgt::require_throws<ValueError>([&] { softmax_backward(x, x, -kInf); }, {"softmax_backward", "scale", "finite"});
 }
@@ -395,10 +421,10 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
   };
   // Row lengths reach every plan: a warp per row (<= 1024 elements), a block per row
   // (<= 4096) and the two-pass path (the N = 8192 rows at block 64, density 1).
-  const std::vector<Case> cases = {
-      {2, 5, 7, 1, 0.5, false},   {2, 4, 9, 2, 0.4, true},    {3, 3, 5, 16, 1.0, false}, {2, 3, 6, 32, 0.5, true},
-      {2, 2, 24, 64, 0.7, false}, {1, 2, 20, 128, 0.8, true}, {1, 2, 2, 16, 0.0, false}, {1, 2, 128, 64, 1.0, false},
-      {1, 2, 128, 64, 1.0, true}, {1, 1, 300, 8, 0.9, false}, {1, 2, 48, 128, 0.9, false}};
+  const std::vector<Case> cases = {{2, 5, 7, 1, 0.5, false},   {2, 4, 9, 2, 0.4, true},     {3, 3, 5, 16, 1.0, false},
+                                   {2, 3, 6, 32, 0.5, true},   {2, 2, 24, 64, 0.7, false},  {1, 2, 20, 128, 0.8, true},
+                                   {1, 2, 2, 16, 0.0, false},  {1, 2, 128, 64, 1.0, false}, {1, 2, 128, 64, 1.0, true},
+                                   {1, 1, 300, 8, 0.9, false}, {1, 2, 48, 128, 0.9, false}};
   std::uint64_t seed = 900;
   for (const Case& c : cases) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
@@ -413,8 +439,8 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
     if (l.n_blocks() > 1) {
       const std::int64_t bs = c.bs;
       for (std::int64_t k = 0; k < l.n_blocks(); ++k) d[at(k * bs * bs)] = -kInf;  // in-block row 0: all -inf
-      if (bs > 1) d[at((l.n_blocks() - 1) * bs * bs + bs + bs / 2)] = kNan;  // one element of in-block row 1
-      if (bs > 2) d[at(2 * bs + 1)] = -kInf;                                  // block 0, in-block row 2
+      if (bs > 1) d[at((l.n_blocks() - 1) * bs * bs + bs + bs / 2)] = kNan;        // one element of in-block row 1
+      if (bs > 2) d[at(2 * bs + 1)] = -kInf;                                       // block 0, in-block row 2
     }
     for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
       INFO(describe(l) << (c.masked ? " masked" : "") << " dtype " << dtype_name(dt));
@@ -424,9 +450,9 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
       const double scale = dt == DType::f64 ? 0.9 : 1.0;
       auto run = [&](Device dev) {
         Tensor x = xd.to(dev).detach().requires_grad_();
-        BlockSparseTensor y =
-            c.masked ? masked_softmax(BlockSparseTensor(x, l), BlockSparseTensor(mask.data().to(dev), mask.layout()), scale)
-                     : softmax(BlockSparseTensor(x, l), scale);
+        BlockSparseTensor y = c.masked ? masked_softmax(BlockSparseTensor(x, l),
+                                                        BlockSparseTensor(mask.data().to(dev), mask.layout()), scale)
+                                       : softmax(BlockSparseTensor(x, l), scale);
         y.data().backward(gd.to(dev));
         return std::vector<Tensor>{y.data(), x.grad()};
       };
@@ -445,7 +471,8 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
         INFO("softmax_backward on the same y");
         BlockSparseTensor yc(cpu[0].detach(), l), gc(gd, l);
         Tensor want = softmax_backward(yc, gc, scale).data();
-        Tensor got = softmax_backward(BlockSparseTensor(yc.data().to(gpu), l), BlockSparseTensor(gd.to(gpu), l), scale).data();
+        Tensor got =
+            softmax_backward(BlockSparseTensor(yc.data().to(gpu), l), BlockSparseTensor(gd.to(gpu), l), scale).data();
         tgt::require_close(got, want, rtol, rtol * 1e-2);
       }
     }
@@ -468,10 +495,13 @@ TEST_CASE("block-sparse softmax CUDA scalar path (misaligned data) matches CPU",
       BlockSparseTensor y = softmax(BlockSparseTensor(x, l));
       BlockSparseTensor ycpu = softmax(BlockSparseTensor(x.to(Device::cpu()), l));
       tgt::require_close(y.data(), ycpu.data(), tol, tol * 1e-2);
-      BlockSparseTensor yv(tgt::misaligned_view(rand_seeded({l.n_blocks() * bs * bs + 1}, 34, {.dtype = dt, .device = gpu}), 1, shape), l);
+      BlockSparseTensor yv(
+          tgt::misaligned_view(rand_seeded({l.n_blocks() * bs * bs + 1}, 34, {.dtype = dt, .device = gpu}), 1, shape),
+          l);
       Tensor dx = softmax_backward(yv, BlockSparseTensor(g, l)).data();
-      Tensor dxc = softmax_backward(BlockSparseTensor(yv.data().to(Device::cpu()), l),
-                                    BlockSparseTensor(g.to(Device::cpu()), l)).data();
+      Tensor dxc =
+          softmax_backward(BlockSparseTensor(yv.data().to(Device::cpu()), l), BlockSparseTensor(g.to(Device::cpu()), l))
+              .data();
       tgt::require_close(dx, dxc, tol, tol * 1e-1);
     }
   }
