@@ -436,11 +436,12 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
     }
     // random values with an all -inf row, a row holding a nan and a -inf sprinkled in
     std::vector<double> d = tgt::values(tgt::rand64({l.n_blocks(), c.bs, c.bs}, ++seed, -4.0, 4.0));
-    if (l.n_blocks() > 1) {
+    if (l.n_blocks() > 1 && c.bs > 1) {
       const std::int64_t bs = c.bs;
-      for (std::int64_t k = 0; k < l.n_blocks(); ++k) d[at(k * bs * bs)] = -kInf;  // in-block row 0: all -inf
-      if (bs > 1) d[at((l.n_blocks() - 1) * bs * bs + bs + bs / 2)] = kNan;        // one element of in-block row 1
-      if (bs > 2) d[at(2 * bs + 1)] = -kInf;                                       // block 0, in-block row 2
+      for (std::int64_t k = 0; k < l.n_blocks(); ++k)  // in-block row 0 of every block: all -inf
+        for (std::int64_t j = 0; j < bs; ++j) d[at(k * bs * bs + j)] = -kInf;
+      d[at((l.n_blocks() - 1) * bs * bs + bs + bs / 2)] = kNan;  // one element of in-block row 1
+      if (bs > 2) d[at(2 * bs + 1)] = -kInf;                     // block 0, in-block row 2
     }
     for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
       INFO(describe(l) << (c.masked ? " masked" : "") << " dtype " << dtype_name(dt));
