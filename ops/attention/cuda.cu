@@ -145,6 +145,12 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   r.pat_kb = static_cast<int>(p.pattern.k_blocks());
   r.q_blk = static_cast<const std::int32_t*>(w.q_blk.data_ptr());
   r.k_blk = static_cast<const std::int32_t*>(w.k_blk.data_ptr());
+  // uniform power-of-two pattern blocks: block of a position by a shift
+  auto lg_of_block = [](std::int64_t bs) { return bs >= 8 && (bs & (bs - 1)) == 0 ? log2_of(bs) : -1; };
+  if (lg_of_block(p.pattern.bq()) >= 0 && lg_of_block(p.pattern.bk()) >= 0) {
+    r.q_lg = lg_of_block(p.pattern.bq());
+    r.k_lg = lg_of_block(p.pattern.bk());
+  }
   r.sinks = ptr_or_null<float>(p.sinks);
   r.dropout = p.dropout_p > 0.0;
   r.drop_threshold = p.dropout_threshold;

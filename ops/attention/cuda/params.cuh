@@ -44,6 +44,7 @@ struct Params {
   int pat_qb = 0, pat_kb = 0;
   const std::int32_t* q_blk = nullptr;
   const std::int32_t* k_blk = nullptr;
+  int q_lg = -1, k_lg = -1;  ///< log2 of uniform pattern block sizes (>= 16), -1 when variable
   const float* sinks = nullptr;  ///< [heads]
   bool dropout = false;
   std::uint32_t drop_threshold = 0;
@@ -157,6 +158,41 @@ static __device__ __noinline__ std::uint32_t visible_bits(const Params& p, int f
     if (visible(p, flags, bh, b, i, j)) bits |= 1u << x;
   }
   return bits;
+}
+
+/// visible_bits for uniform pattern blocks and no lens / segments / mask: one pattern
+/// lookup per pair of neighbouring elements (the 8 columns, or rows, of an n-tile lie in one
+/// block) and the causal / window test in registers.
+static __device__ __noinline__ std::uint32_t uniform_bits(const Params& p, int flags, int bh, int i0, int j0,
+                                                          bool transposed, int count) {
+  const std::uint8_t* pat = p.pat + static_cast<std::int64_t>(bh) * p.pat_qb * p.pat_kb;
+  std::uint32_t bits = 0;
+#pragma unroll 1
+  for (int x = 0; x < count; x += 2) {
+    int i, j;
+    element_of(x, transposed, i0, j0, i, j);
+    const int i1 = transposed ? i + 1 : i, j1 = transposed ? j : j + 1;  // element x + 1
+    bool on0 = true, on1 = true;
+    if (flags & kCheckPattern) {
+      const bool blk = i < p.sq && j < p.sk && pat[(i >> p.q_lg) * p.pat_kb + (j >> p.k_lg)];
+      on0 = blk;
+      on1 = blk && i1 < p.sq && j1 < p.sk;
+    }
+    if (flags & kCheckGeometry) {
+      on0 = on0 && !(p.causal && j > i) && !(p.wl >= 0 && j < i - p.wl) && !(p.wr >= 0 && j > i + p.wr);
+      on1 = on1 && !(p.causal && j1 > i1) && !(p.wl >= 0 && j1 < i1 - p.wl) && !(p.wr >= 0 && j1 > i1 + p.wr);
+    }
+    bits |= (on0 ? 1u : 0u) << x;
+    bits |= (on1 ? 1u : 0u) << (x + 1);
+  }
+  return bits;
+}
+
+/// The visibility bits of a thread's elements (see element_of) in a tile with `flags`.
+__device__ __forceinline__ std::uint32_t tile_bits(const Params& p, int flags, int bh, int b, int i0, int j0,
+                                                   bool transposed, int count) {
+  if (p.q_lg >= 0 && !p.elem_checks) return uniform_bits(p, flags, bh, i0, j0, transposed, count);
+  return visible_bits(p, flags, bh, b, i0, j0, transposed, count);
 }
 
 /// Dropout keep of one element.

@@ -148,7 +148,7 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
 #pragma unroll
     for (int w = 0; w < NWD; ++w) {
       const int count = NTQ * 4 - 32 * w < 32 ? NTQ * 4 - 32 * w : 32;
-      vis[w] = check ? visible_bits(p, flags, bh, b, i0 + 2 * t + 64 * w, kr, true, count) : ~0u;
+      vis[w] = check ? tile_bits(p, flags, bh, b, i0 + 2 * t + 64 * w, kr, true, count) : ~0u;
       kept[w] = ~0u;
       if constexpr (kGeneral) {
         if (p.dropout) kept[w] = keep_bits(p, bh, i0 + 2 * t + 64 * w, kr, true, count);
@@ -406,7 +406,7 @@ __device__ __forceinline__ void bwd_q_body(const BwdArgs<T>& a, char* smem, int 
     std::uint32_t vis[NTS / 8], kept[NTS / 8];
 #pragma unroll
     for (int w = 0; w < NTS / 8; ++w) {
-      vis[w] = check ? visible_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
+      vis[w] = check ? tile_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
       kept[w] = ~0u;
       if constexpr (kGeneral) {
         if (p.dropout) kept[w] = keep_bits(p, bh, r0, k0 + 2 * t + 64 * w, false, 32);

@@ -130,7 +130,7 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
       const int r0 = q0 + (warp * MT + mt) * 16 + g;
       std::uint32_t vis[NTS / 8];
 #pragma unroll
-      for (int w = 0; w < NTS / 8; ++w) vis[w] = check ? visible_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
+      for (int w = 0; w < NTS / 8; ++w) vis[w] = check ? tile_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
 #pragma unroll
       for (int nt = 0; nt < NTS; ++nt) {
 #pragma unroll
