@@ -105,7 +105,7 @@ struct AttentionOptions {
   /// only within the query's segment. Both or neither.
   Tensor seg_q{}, seg_k{};
   /// Element mask, true = excluded: bool block-sparse [P, Sq, Sk] (P = 1 or B·Hq) of any
-  /// block size dividing Sq and Sk; absent blocks exclude nothing.
+  /// block size dividing Sq and Sk, on q's device or the CPU; absent blocks exclude nothing.
   BlockSparseTensor mask{};
   /// A mask callback (bh, i, j) -> excluded, evaluated on the host for the visited pairs
   /// only and applied like `mask`.

@@ -26,7 +26,8 @@ void check_index_tensor(const char* arg, const Tensor& t, const Shape& want, con
 
 Tensor to_index(const Tensor& t, Device dev) { return t.detach().to(DType::i64).to(dev); }
 
-// The block-sparse tensor `x` (argument `arg`) must be [P, sq, sk] on q's device.
+// The block-sparse tensor `x` (argument `arg`) must be [P, sq, sk] on q's device (the mask,
+// allow_shared, may also be on the CPU).
 void check_elementwise_operand(const char* arg, const BlockSparseTensor& x, std::int64_t sq, std::int64_t sk,
                                std::int64_t bhq, bool allow_shared, const Tensor& q) {
   check_block_sparse(kOp, arg, x);
@@ -36,6 +37,7 @@ void check_elementwise_operand(const char* arg, const BlockSparseTensor& x, std:
     TG_THROW(ShapeError, kOp, ": ", arg, " must have the logical shape [", allow_shared ? "1 or " : "", "B·Hq, Sq, Sk] = [",
              allow_shared ? "1 or " : "", bhq, ", ", sq, ", ", sk, "], got ", s, " (block size ", x.block_size(), ")");
   }
+  if (allow_shared && x.device().is_cpu()) return;
   check_same_device(kOp, "q", q, arg, x.data());
 }
 
@@ -265,7 +267,7 @@ PreparedAttention prepare_attention(const Tensor& q, const Tensor& k, const Tens
       p.mask = BlockSparseTensor(folded.data().to(dev), folded.layout());
     } else if (o.mask.defined() && has_elements) {
       NoGradGuard ng;
-      BlockSparseTensor m(o.mask.data().detach(), o.mask.layout());
+      BlockSparseTensor m(o.mask.data().detach().to(dev), o.mask.layout());
       p.mask = m.layout().batch() == bhq ? m : repeat(m, {bhq, 1, 1});
     }
   } else {

@@ -183,7 +183,8 @@ Tensor segments(std::int64_t B, std::int64_t S, std::uint64_t seed) {
 TEST_CASE("flash_attention: plain attention matches the dense f64 reference", "[ops][attention]") {
   // one dense block, uniform blocks, and a dense pattern whose last blocks are shorter
   check_case("one block", make_qkv(2, 2, 16, 16, 8, 8, 1), AttentionPattern::dense(16, 16, 16), {});
-  check_case("uniform 16", make_qkv(3, 3, 48, 80, 16, 8, 4), AttentionPattern::dense(48, 80, 16), {});
+  check_case("uniform 16", make_qkv(3, 3, 48, 80, 16, 8, 4), AttentionPattern::dense(48, 80, 16), {},
+             {DType::f64, DType::f32, DType::bf16, DType::f16});
   check_case("dense block 32, short tail", make_qkv(2, 1, 48, 80, 8, 12, 7), AttentionPattern::dense(48, 80, 32), {});
   // a query block of 100 rows is processed in several chunks
   check_case("long query block", make_qkv(1, 1, 100, 24, 8, 8, 10), AttentionPattern::dense(100, 24, 128), {});
@@ -691,6 +692,12 @@ TEST_CASE("flash_attention mixed devices and CUDA block sizes throw", "[ops][att
   tgt::require_throws<DeviceError>([&] { (void)flash_attention(q, k, v, pat, o); },
                                    {"flash_attention", "options.sinks", "same device"});
   o = {};
-  o.q_lens = zeros({1}, {.dtype = DType::i64});  // the CPU is fine for lens
+  o.q_lens = zeros({1}, {.dtype = DType::i64});  // the CPU is fine for lens and the mask
+  o.mask = random_element_mask(1, 32, 32, 16, 121);
+  REQUIRE(flash_attention(q, k, v, pat, o).device() == gpu);
+  o.bias = random_bias(2, 32, 32, 16, 122);
+  tgt::require_throws<DeviceError>([&] { (void)flash_attention(q, k, v, pat, o); },
+                                   {"flash_attention", "options.bias", "same device"});
+  o = {};
   REQUIRE(flash_attention(q, k, v, pat, o).device() == gpu);
 }
