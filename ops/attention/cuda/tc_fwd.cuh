@@ -86,6 +86,17 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
     }
   }
 
+  // With one 16-row slice per warp there is room to keep the warp's Q fragments in
+  // registers for the whole walk (Q is read from shared memory once, not once per key tile).
+  constexpr bool kQRegs = MT == 1;
+  [[maybe_unused]] std::uint32_t q_reg[kQRegs ? D / 16 : 1][4];
+  if constexpr (kQRegs) {
+    cp_async_wait<1>();  // the Q tile (the first group) has landed
+    sync_cta();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(q_reg[kk], sQ + Swz<D>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+  }
+
   for (int e = e0; e < e1; ++e) {
     const int stage = (e - e0) & 1;
     if (e + 1 < e1) load_kv(e + 1, stage ^ 1);
@@ -109,9 +120,14 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       std::uint32_t qa[MT][4];
+      if constexpr (kQRegs) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
-        ldsm_x4(qa[mt], sQ + Swz<D>::at((warp * MT + mt) * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        for (int x = 0; x < 4; ++x) qa[0][x] = q_reg[kk][x];
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+          ldsm_x4(qa[mt], sQ + Swz<D>::at((warp * MT + mt) * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+      }
 #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         std::uint32_t kb[4];
