@@ -4,12 +4,18 @@
 // CSR row_offsets). The kernels walk it in chunks of VEC elements: chunk u starts at row
 // position q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk
 // never straddles two blocks). The plan is chosen from the longest row of the layout:
-//  - rows of <= kWarpMaxLen elements: a warp per row, each lane holding P <= 32 elements
-//    in registers: read once, one warp all-reduce, written once;
-//  - rows of <= kRegMaxLen: a block per row, each thread holding P <= 16 (f64: 8);
+//  - rows of <= 32 * P elements: a warp per row, each lane holding P elements in registers
+//    (forward: P <= 64, f64 32; backward: P <= 32): read once, one warp all-reduce (no
+//    __syncthreads), written once. Rows of a sparse layout vary in length, and a warp per
+//    row keeps the threads a shorter row leaves idle down to part of one warp;
+//  - rows of <= kBlockMaxThreads * P: a block per row, each thread holding P elements
+//    (forward: 64 bytes of storage per thread, so each keeps 4 16-byte loads in flight;
+//    backward: <= 16, f64 8, of each of y and dy);
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
-// Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
+// 16-bit forwards take their per-element exponentials through exp2f (gpu::exp_sub_fast):
+// expf made them compute-bound, and the result is rounded to 8 or 11 bits anyway. The
+// (max, sum) combines and the rescale factors stay exact.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
 // data pointers are 16-byte aligned, else scalar. Math in f32 (f64 for f64).
 #include <algorithm>
@@ -31,15 +37,37 @@ template <typename T>
 using acc_t = typename acc_type<T>::type;
 
 constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
-constexpr std::int64_t kWarpMaxLen = 1024;
-constexpr std::int64_t kRegMaxLen = 4096;
-constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / 8, the fewest elements an f64 thread holds there
+constexpr std::int64_t kBwdWarpMaxLen = 1024;
+constexpr std::int64_t kBwdRegMaxLen = 4096;
+constexpr int kBlockMaxThreads = 512;
 constexpr int kLongThreads = 512;
 
-// Elements per thread on the block path: 16, 8 for f64 (whose registers count double).
+// Most elements per thread on the backward's block path: 16, 8 for f64 (whose registers
+// count double); it holds two arrays.
 template <typename T>
 constexpr int block_max_p() {
   return sizeof(T) >= 8 ? 8 : 16;
+}
+
+// Elements per lane of the forward's warp path at most (f64 registers count double).
+template <typename T>
+constexpr int fwd_warp_max_p() {
+  return sizeof(T) >= 8 ? 32 : 64;
+}
+
+// Elements per thread of the forward's block path: 64 bytes of storage.
+template <typename T>
+constexpr int fwd_block_p() {
+  return static_cast<int>(64 / sizeof(T));
+}
+
+// exp(a - m) for the forward's per-element exponentials (see the top of the file).
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc elem_exp(Acc a, Acc m) {
+  if constexpr (sizeof(T) == 2)
+    return gpu::exp_sub_fast(a, m);
+  else
+    return gpu::exp_sub(a, m);
 }
 
 // Where the rows are.
@@ -122,7 +150,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
                                         const MaskGeom& mg, acc_t<T> scale) {
   using Acc = acc_t<T>;
   constexpr int CH = P / VEC;
-  static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
+  static_assert(P % VEC == 0 && P <= 64, "P must be a multiple of VEC and at most 64 (one mask bit each)");
   __shared__ MaxSum<Acc> smem[32];
   const int tid = threadIdx.x;
   const int nt = WARP ? 32 : static_cast<int>(blockDim.x);
@@ -133,7 +161,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;  // no blocks: nothing to write (uniform over the row's threads)
     Acc v[P];
-    unsigned excl = 0;
+    std::uint64_t excl = 0;
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
       const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
@@ -143,7 +171,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
         const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[c * VEC + k] = (bits >> k) & 1u ? ninf : v[c * VEC + k] * scale;
-        excl |= bits << (c * VEC);
+        excl |= static_cast<std::uint64_t>(bits) << (c * VEC);
       } else {
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[c * VEC + k] = ninf;
@@ -157,7 +185,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
     Acc st = 0;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      v[i] = gpu::exp_sub(v[i], mt);
+      v[i] = elem_exp<T>(v[i], mt);
       st += v[i];
     }
     const MaxSum<Acc> ms = row_allreduce<WARP>(MaxSum<Acc>{mt, st}, MaxSumOp{}, smem);
@@ -234,23 +262,22 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
 }
 
 // ---- long rows: a block per row, two passes ----------------------------------------------
-// Each pass walks the row unroll<VEC>() chunks per thread at a time, all loads issued
-// before any math, so that a thread keeps several loads in flight (fewer for 8-element
-// chunks, whose f32 copies would not fit the 128 registers of a 512-thread block).
+// Each pass walks the row U chunks per thread at a time, all loads issued before any
+// math, so that a thread keeps several loads in flight: four 16-byte vectors in the
+// forward, fewer of each array in the backward for 8-element chunks (whose f32 copies of
+// y and dy would not fit the 128 registers of a 512-thread block).
+constexpr int kLongUnroll = 4;
 template <int VEC>
-constexpr int unroll() {
+constexpr int bwd_unroll() {
   return VEC >= 8 ? 2 : 4;
 }
 
-// Loads the chunks u0 + w * nt (w < unroll) of `src` that lie in the row into v[w];
-// returns a bit per chunk in the row.
-template <typename T, typename Acc, int VEC>
+template <typename T, typename Acc, int U, int VEC>
 __device__ __forceinline__ unsigned load_chunks(const T* __restrict__ src, const Row& rw, std::int64_t u0, int nt,
-                                                int lg_bs, Acc (&v)[unroll<VEC>()][VEC]) {
-  constexpr int kUnroll = unroll<VEC>();
+                                                int lg_bs, Acc (&v)[U][VEC]) {
   unsigned in_row = 0;
 #pragma unroll
-  for (int w = 0; w < kUnroll; ++w) {
+  for (int w = 0; w < U; ++w) {
     const std::int64_t u = u0 + static_cast<std::int64_t>(w) * nt;
     if (u < rw.chunks) {
       gpu::load_pack<VEC>(src + chunk_at<VEC>(rw, u, lg_bs), v[w]);
@@ -264,14 +291,13 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
     fwd_long(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
   using Acc = acc_t<T>;
-  constexpr int kUnroll = unroll<VEC>();
   __shared__ MaxSum<Acc> smem[32];
   const Acc ninf = gpu::neg_inf<Acc>();
   const int nt = static_cast<int>(blockDim.x);
   // The scaled, masked values of chunk w of the group loaded at u0 (-inf outside the row).
-  auto prepare = [&](const Row& rw, std::int64_t u0, unsigned in_row, Acc(&v)[kUnroll][VEC], unsigned(&excl)[kUnroll]) {
+  auto prepare = [&](const Row& rw, std::int64_t u0, unsigned in_row, Acc(&v)[kLongUnroll][VEC], unsigned(&excl)[kLongUnroll]) {
 #pragma unroll
-    for (int w = 0; w < kUnroll; ++w) {
+    for (int w = 0; w < kLongUnroll; ++w) {
       excl[w] = 0;
       if (!((in_row >> w) & 1u)) {
 #pragma unroll
@@ -290,37 +316,37 @@ __global__ void __launch_bounds__(kLongThreads)
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     MaxSum<Acc> ms{ninf, Acc(0)};
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
-      Acc v[kUnroll][VEC];
-      unsigned excl[kUnroll];
-      prepare(rw, u0, load_chunks<T, Acc, VEC>(x, rw, u0, nt, g.lg_bs, v), v, excl);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kLongUnroll) * nt) {
+      Acc v[kLongUnroll][VEC];
+      unsigned excl[kLongUnroll];
+      prepare(rw, u0, load_chunks(x, rw, u0, nt, g.lg_bs, v), v, excl);
       Acc lm = ninf;
 #pragma unroll
-      for (int w = 0; w < kUnroll; ++w)
+      for (int w = 0; w < kLongUnroll; ++w)
 #pragma unroll
         for (int k = 0; k < VEC; ++k) lm = gpu::nan_max(lm, v[w][k]);
       const Acc nm = gpu::nan_max(ms.m, lm);
       Acc ls = 0;
 #pragma unroll
-      for (int w = 0; w < kUnroll; ++w)
+      for (int w = 0; w < kLongUnroll; ++w)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[w][k], nm);
+        for (int k = 0; k < VEC; ++k) ls += elem_exp<T>(v[w][k], nm);
       ms.s = ms.s * gpu::exp_sub(ms.m, nm) + ls;
       ms.m = nm;
     }
     ms = gpu::block_allreduce(ms, MaxSumOp{}, smem);
     const Acc m = ms.m;
     const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;  // all -inf (or excluded): zeros
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
-      Acc v[kUnroll][VEC];
-      unsigned excl[kUnroll];
-      const unsigned in_row = load_chunks<T, Acc, VEC>(x, rw, u0, nt, g.lg_bs, v);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kLongUnroll) * nt) {
+      Acc v[kLongUnroll][VEC];
+      unsigned excl[kLongUnroll];
+      const unsigned in_row = load_chunks(x, rw, u0, nt, g.lg_bs, v);
       prepare(rw, u0, in_row, v, excl);
 #pragma unroll
-      for (int w = 0; w < kUnroll; ++w) {
+      for (int w = 0; w < kLongUnroll; ++w) {
         if (!((in_row >> w) & 1u)) continue;
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? Acc(0) : gpu::exp_sub(v[w][k], m) * inv;
+        for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? Acc(0) : elem_exp<T>(v[w][k], m) * inv;
         gpu::store_pack<VEC>(y + chunk_at<VEC>(rw, u0 + static_cast<std::int64_t>(w) * nt, g.lg_bs), v[w]);
       }
     }
@@ -331,31 +357,31 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
     bwd_long(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale) {
   using Acc = acc_t<T>;
-  constexpr int kUnroll = unroll<VEC>();
+  constexpr int kU = bwd_unroll<VEC>();
   __shared__ Acc smem[32];
   const int nt = static_cast<int>(blockDim.x);
   for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     Acc s = 0;
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
-      Acc a[kUnroll][VEC], b[kUnroll][VEC];
-      const unsigned in_row = load_chunks<T, Acc, VEC>(y, rw, u0, nt, g.lg_bs, a);
-      load_chunks<T, Acc, VEC>(dy, rw, u0, nt, g.lg_bs, b);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kU) * nt) {
+      Acc a[kU][VEC], b[kU][VEC];
+      const unsigned in_row = load_chunks(y, rw, u0, nt, g.lg_bs, a);
+      load_chunks(dy, rw, u0, nt, g.lg_bs, b);
 #pragma unroll
-      for (int w = 0; w < kUnroll; ++w) {
+      for (int w = 0; w < kU; ++w) {
         if (!((in_row >> w) & 1u)) continue;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) s += a[w][k] != Acc(0) ? a[w][k] * b[w][k] : Acc(0);
       }
     }
     s = gpu::block_allreduce(s, SumOp{}, smem);
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kUnroll) * nt) {
-      Acc a[kUnroll][VEC], b[kUnroll][VEC];
-      const unsigned in_row = load_chunks<T, Acc, VEC>(y, rw, u0, nt, g.lg_bs, a);
-      load_chunks<T, Acc, VEC>(dy, rw, u0, nt, g.lg_bs, b);
+    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kU) * nt) {
+      Acc a[kU][VEC], b[kU][VEC];
+      const unsigned in_row = load_chunks(y, rw, u0, nt, g.lg_bs, a);
+      load_chunks(dy, rw, u0, nt, g.lg_bs, b);
 #pragma unroll
-      for (int w = 0; w < kUnroll; ++w) {
+      for (int w = 0; w < kU; ++w) {
         if (!((in_row >> w) & 1u)) continue;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) a[w][k] = a[w][k] != Acc(0) ? scale * a[w][k] * (b[w][k] - s) : Acc(0);
@@ -389,20 +415,34 @@ struct Plan {
   int threads;  // per row
 };
 
-// `target` threads per row on the block path: the forward takes fewer threads with more
-// elements each than the backward (which loads two arrays), because a block's load,
-// all-reduce and store phases do not overlap: each thread must keep enough loads in flight.
+int warp_p(std::int64_t len) {
+  int p = 1;
+  while (p * 32 < len) p *= 2;
+  return p;
+}
+
+int threads_for(std::int64_t len, int p) { return static_cast<int>(((len + p - 1) / p + 31) / 32 * 32); }
+
+// The forward holds one array: 64 bytes per thread on the block path, because a block's
+// load, all-reduce and store phases do not overlap, so each thread must keep enough loads
+// in flight by itself.
 template <typename T>
-Plan plan_for(std::int64_t len, int target) {
-  if (len <= kWarpMaxLen) {
-    int p = 1;
-    while (p * 32 < len) p *= 2;
-    return {PlanKind::Warp, p, 32};
-  }
-  if (len <= kRegMaxLen) {
+Plan fwd_plan(std::int64_t len) {
+  if (len <= 32 * fwd_warp_max_p<T>()) return {PlanKind::Warp, warp_p(len), 32};
+  constexpr int p = fwd_block_p<T>();
+  if (len <= std::int64_t(kBlockMaxThreads) * p) return {PlanKind::Block, p, threads_for(len, p)};
+  return {PlanKind::Long, 0, kLongThreads};
+}
+
+// The backward holds y and dy: at most `target` (256) threads per row while P may grow.
+template <typename T>
+Plan bwd_plan(std::int64_t len) {
+  constexpr int target = 256;
+  if (len <= kBwdWarpMaxLen) return {PlanKind::Warp, warp_p(len), 32};
+  if (len <= kBwdRegMaxLen) {
     int p = 4;
     while (p < block_max_p<T>() && (len + p - 1) / p > target) p *= 2;
-    return {PlanKind::Block, p, static_cast<int>(((len + p - 1) / p + 31) / 32 * 32)};
+    return {PlanKind::Block, p, threads_for(len, p)};
   }
   return {PlanKind::Long, 0, kLongThreads};
 }
@@ -421,8 +461,10 @@ void with_p(int p, F&& f) {
       return f(std::integral_constant<int, 8>{});
     case 16:
       return f(std::integral_constant<int, 16>{});
-    default:
+    case 32:
       return f(std::integral_constant<int, 32>{});
+    default:
+      return f(std::integral_constant<int, 64>{});
   }
 }
 
@@ -450,7 +492,7 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   T* yp = y.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l), 128);
+  const Plan plan = fwd_plan<T>(max_row_len(l));
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
     if (vec)
@@ -464,13 +506,15 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
     constexpr int P = decltype(pc)::value;
     constexpr int V = P < MV ? P : MV;
     if (plan.kind == PlanKind::Warp) {
-      const dim3 block(32, kWarpRows);
-      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-      if (vec)
-        fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-      else
-        fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-    } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
+      if constexpr (P <= fwd_warp_max_p<T>()) {
+        const dim3 block(32, kWarpRows);
+        const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+        if (vec)
+          fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+        else
+          fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      }
+    } else if constexpr (P == fwd_block_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
       if (vec)
         fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
@@ -494,7 +538,7 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   T* op = dx.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l), 256);
+  const Plan plan = bwd_plan<T>(max_row_len(l));
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
     if (vec)
@@ -508,12 +552,14 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
     constexpr int P = decltype(pc)::value;
     constexpr int V = P < MV ? P : MV;
     if (plan.kind == PlanKind::Warp) {
-      const dim3 block(32, kWarpRows);
-      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-      if (vec)
-        bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
-      else
-        bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      if constexpr (P <= 32) {
+        const dim3 block(32, kWarpRows);
+        const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+        if (vec)
+          bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+        else
+          bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      }
     } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
       if (vec)

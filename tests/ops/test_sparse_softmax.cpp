@@ -419,12 +419,16 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
     double density;
     bool masked;
   };
-  // Row lengths reach every plan: a warp per row (<= 1024 elements), a block per row
-  // (<= 4096) and the two-pass path (the N = 8192 rows at block 64, density 1).
-  const std::vector<Case> cases = {{2, 5, 7, 1, 0.5, false},   {2, 4, 9, 2, 0.4, true},     {3, 3, 5, 16, 1.0, false},
-                                   {2, 3, 6, 32, 0.5, true},   {2, 2, 24, 64, 0.7, false},  {1, 2, 20, 128, 0.8, true},
-                                   {1, 2, 2, 16, 0.0, false},  {1, 2, 128, 64, 1.0, false}, {1, 2, 128, 64, 1.0, true},
-                                   {1, 1, 300, 8, 0.9, false}, {1, 2, 48, 128, 0.9, false}};
+  // Row lengths reach every plan of each dtype. Forward: a warp per row up to 2048
+  // elements (f64 1024; the 2048-long rows at block 64 hold 64 per lane), a block per row
+  // up to 16384 (bf16, f16), 8192 (f32), 4096 (f64), two passes beyond (the 17408-long
+  // rows at block 128). Backward: warp <= 1024, block <= 4096, two passes beyond.
+  const std::vector<Case> cases = {
+      {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
+      {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
+      {1, 2, 2, 16, 0.0, false},   {1, 2, 128, 64, 1.0, false},  {1, 2, 128, 64, 1.0, true},
+      {1, 1, 300, 8, 0.9, false},  {1, 2, 48, 128, 0.9, false},  {1, 2, 32, 64, 1.0, false},
+      {1, 3, 30, 64, 0.9, true},   {1, 1, 136, 128, 1.0, false}, {1, 1, 136, 128, 1.0, true}};
   std::uint64_t seed = 900;
   for (const Case& c : cases) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
