@@ -24,6 +24,7 @@
 #include "ops/linalg/matmul.h"
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/kernels.h"
+#include "ops/sparse_matmul/path.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -94,6 +95,95 @@ std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile,
   s->items = to_device_i32(items, 4, dev);
   if (s->n_split > 0) s->reduce = to_device_i32(reduce, 3, dev);
   return s;
+}
+
+// ---- grouped schedule --------------------------------------------------------------------
+// Regions of G x G output blocks (G = 128 / bs), one CTA each, over the union of the
+// k-blocks of the region's pairs. A step records, per block-row i of the region, the x
+// tile of any pair (i, ., k) and, per block-column j, the y tile of any pair (., j, k); -1
+// where there is none. That zero then multiplies only products no stored block of the
+// region needs: if output (i, j) is stored and both its tiles at k exist, (i, j, k) is one
+// of its pairs, so both ids are recorded.
+struct Grouped {
+  Tensor items;  // i32 [n_items, 4]: region, step begin, step end, -1
+  Tensor steps;  // i32 [n_steps, 2G]
+  Tensor outs;   // i32 [n_items, G * G]
+  std::int64_t n_items = 0;
+  std::int64_t work = 0;       // block products computed, zeros included
+  std::int64_t max_steps = 0;  // longest region
+  std::int64_t total_steps = 0;
+};
+
+std::shared_ptr<Grouped> build_grouped(const MatmulPlan& p, Device dev) {
+  auto s = std::make_shared<Grouped>();
+  const std::int64_t G = 128 / p.bs, mg = (p.mb + G - 1) / G, ng = (p.nb + G - 1) / G;
+  auto region_of = [&](std::int64_t o) {
+    const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
+    return (c[0] * mg + c[1] / G) * ng + c[2] / G;
+  };
+  // Output tiles sorted by region (row-major regions: neighbours share operand panels).
+  std::vector<std::int32_t> order(static_cast<std::size_t>(p.n_out));
+  for (std::int64_t o = 0; o < p.n_out; ++o) order[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(o);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t u, std::int32_t v) { return region_of(u) < region_of(v); });
+
+  std::vector<std::int32_t> items, steps, outs;
+  std::vector<std::int32_t> rec(static_cast<std::size_t>(p.kb * 2 * G), -1);
+  std::vector<char> seen(static_cast<std::size_t>(p.kb), 0);
+  std::vector<std::int32_t> ks;
+  for (std::size_t q0 = 0; q0 < order.size();) {
+    const std::int64_t region = region_of(order[q0]);
+    std::size_t q1 = q0;
+    const std::size_t out_base = outs.size();
+    outs.resize(out_base + static_cast<std::size_t>(G * G), -1);
+    ks.clear();
+    for (; q1 < order.size() && region_of(order[q1]) == region; ++q1) {
+      const std::int32_t o = order[q1];
+      const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
+      const std::int64_t gi = c[1] % G, gj = c[2] % G;
+      outs[out_base + static_cast<std::size_t>(gi * G + gj)] = o;
+      for (std::int32_t q = p.pair_begin[static_cast<std::size_t>(o)]; q < p.pair_begin[static_cast<std::size_t>(o) + 1];
+           ++q) {
+        const std::int32_t k = p.pair_k[static_cast<std::size_t>(q)];
+        if (!seen[static_cast<std::size_t>(k)]) {
+          seen[static_cast<std::size_t>(k)] = 1;
+          ks.push_back(k);
+        }
+        rec[static_cast<std::size_t>(k * 2 * G + gi)] = p.pair_a[static_cast<std::size_t>(q)];
+        rec[static_cast<std::size_t>(k * 2 * G + G + gj)] = p.pair_b[static_cast<std::size_t>(q)];
+      }
+    }
+    std::sort(ks.begin(), ks.end());
+    const auto first = static_cast<std::int32_t>(steps.size() / static_cast<std::size_t>(2 * G));
+    items.insert(items.end(), {static_cast<std::int32_t>(s->n_items), first,
+                               first + static_cast<std::int32_t>(ks.size()), -1});
+    for (const std::int32_t k : ks) {
+      auto* r = &rec[static_cast<std::size_t>(k * 2 * G)];
+      steps.insert(steps.end(), r, r + 2 * G);
+      std::fill(r, r + 2 * G, -1);
+      seen[static_cast<std::size_t>(k)] = 0;
+    }
+    ++s->n_items;
+    s->total_steps += static_cast<std::int64_t>(ks.size());
+    s->max_steps = std::max<std::int64_t>(s->max_steps, static_cast<std::int64_t>(ks.size()));
+    q0 = q1;
+  }
+  s->work = s->total_steps * G * G;
+  if (s->n_items > 0) {
+    s->items = to_device_i32(items, 4, dev);
+    s->outs = to_device_i32(outs, G * G, dev);
+  }
+  if (!steps.empty()) s->steps = to_device_i32(steps, 2 * G, dev);
+  return s;
+}
+
+// Whether the grouped path should run (Auto): its zero products cost less than the per-block
+// path's small tiles (about 3x slower per product at block 32, 1.5x at 64 than a 128 x 128
+// tile), and no region is so long that it alone would dominate the run time.
+bool grouped_pays(const MatmulPlan& p, const Grouped& g, int sms) {
+  if (p.n_pairs() == 0 || g.n_items == 0) return false;
+  const double waste = static_cast<double>(g.work) / static_cast<double>(p.n_pairs());
+  const double limit = p.bs == 32 ? 3.0 : 1.5;
+  return waste <= limit && g.max_steps * sms <= 2 * g.total_steps;
 }
 
 // ---- SIMT kernel -------------------------------------------------------------------------
@@ -226,18 +316,11 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     }
     return std::make_shared<DevicePairs>(DevicePairs{to_device_i32(v, 2, dev)});
   });
-  const Schedule& sched =
-      p.cached<Schedule>(prefix + "/tile" + std::to_string(tile), [&] { return build_schedule(p, tile, dev); });
-
-  Tensor ws;
-  if (sched.n_slots > 0) ws = empty({sched.n_slots, p.bs, p.bs}, {.dtype = dtype_of<Acc>(), .device = dev});
   KernelArgs args{};
-  args.items = static_cast<const int4*>(sched.items.data_ptr());
   args.pairs = p.n_pairs() > 0 ? static_cast<const int2*>(pairs.pairs.data_ptr()) : nullptr;
   args.a = a.data_ptr();
   args.b = b.data_ptr();
   args.c = out.data_ptr();
-  args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   args.addr_a = dev_addr(p.a);
   args.addr_b = dev_addr(p.b);
   args.addr_c = dev_addr(p.c);
@@ -247,6 +330,28 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.bs = static_cast<int>(p.bs);
   args.trans_a = p.trans_a;
   args.trans_b = p.trans_b;
+
+  if constexpr (k16) {
+    // The grouped path: regions of several blocks in one 128 x 128 CTA tile (path.h).
+    const spmm::MmaPath choice = spmm::mma_path();
+    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock) {
+      const Grouped& g = p.cached<Grouped>(prefix + "/grouped", [&] { return build_grouped(p, dev); });
+      if (choice == spmm::MmaPath::Grouped || grouped_pays(p, g, sm_count(dev.index))) {
+        KernelArgs ga = args;
+        ga.items = static_cast<const int4*>(g.items.data_ptr());
+        ga.steps = g.steps.defined() ? static_cast<const int*>(g.steps.data_ptr()) : nullptr;
+        ga.outs = static_cast<const int*>(g.outs.data_ptr());
+        spmm::launch_mma_grouped<T>(ga, static_cast<int>(g.n_items), stream);
+        return;
+      }
+    }
+  }
+  const Schedule& sched =
+      p.cached<Schedule>(prefix + "/tile" + std::to_string(tile), [&] { return build_schedule(p, tile, dev); });
+  Tensor ws;
+  if (sched.n_slots > 0) ws = empty({sched.n_slots, p.bs, p.bs}, {.dtype = dtype_of<Acc>(), .device = dev});
+  args.items = static_cast<const int4*>(sched.items.data_ptr());
+  args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   const int n_items = static_cast<int>(sched.n_items);
 
   if constexpr (!std::is_same_v<T, double>) {

@@ -5,7 +5,8 @@
 // An item with slot < 0 owns its output tile and writes it; items of an output tile
 // whose pair list was split (split-K) write f32 (f64) partial tiles into workspace slots,
 // which a reduction kernel sums in slot order. gridDim.y enumerates the sub-tiles of an
-// output tile when the block is larger than the CTA tile.
+// output tile when the block is larger than the CTA tile. The grouped path's items are
+// (region, first step, end step, -1) instead (see path.h).
 // Include only from .cu files.
 #pragma once
 
@@ -30,6 +31,8 @@ struct DevAddr {
 struct KernelArgs {
   const int4* items;  ///< [n_items]: out tile, pair begin, pair end, slot (-1: direct)
   const int2* pairs;  ///< [n_pairs]: (a tile id, b tile id)
+  const int* steps;   ///< grouped path: [n_steps, 2G]: a tile ids of the G rows, b tile ids of the G columns
+  const int* outs;    ///< grouped path: [n_regions, G * G]: output tile ids, row-major (-1: not stored)
   const void* a;
   const void* b;
   void* c;
@@ -47,6 +50,11 @@ struct KernelArgs {
 /// in mma_<dtype>.cu.
 template <typename E>
 void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream);
+
+/// Launches the grouped tensor-core kernel (E bf16 or half, args.bs 32 or 64): one 128 x 128
+/// CTA per item = region of (128 / bs)^2 output blocks; defined in mma_<dtype>.cu.
+template <typename E>
+void launch_mma_grouped(const KernelArgs& args, int n_items, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

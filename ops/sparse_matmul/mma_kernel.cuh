@@ -5,6 +5,9 @@
 // copies the A and B tiles of that pair and k-range from global memory into a ring of
 // shared-memory stages with cp.async (STAGES-1 steps in flight), then the warps multiply
 // them with mma.sync: m16n8k16 for bf16/f16, m16n8k8 TF32 for f32, f32 accumulation.
+// The grouped variant (blocks of 32 / 64, see path.h) runs the same loop on a 128 x 128
+// region of several output blocks: a step then names one tile per block-row of the
+// region for A and one per block-column for B, absent ones copied as zeros.
 //
 // Transposed operands cost nothing extra: a tile is copied into shared memory in its
 // stored orientation (rows along its contiguous dimension, 16-byte chunks), and the
@@ -211,32 +214,115 @@ __device__ __forceinline__ void store2(E* p, float x, float y) {
   }
 }
 
+// ---- operand loading ---------------------------------------------------------------------
+/// Which 16-byte chunks of a stage each thread copies, and the tile ids they come from.
+/// The ids of a step are fetched from global memory one main-loop iteration before its
+/// copies are issued, so that the fetch latency hides behind that iteration's mma work
+/// instead of stalling the copy issue.
+template <class C, typename E, bool TA, bool TB, int GB>
+struct Loader {
+  using L = Smem<C, E, TA, TB>;
+  static constexpr int kChunk = 16 / static_cast<int>(sizeof(E));
+  static constexpr int A_PER_ROW = L::A_COLS / kChunk, A_CHUNKS = L::A_ROWS * A_PER_ROW;
+  static constexpr int B_PER_ROW = L::B_COLS / kChunk, B_CHUNKS = L::B_ROWS * B_PER_ROW;
+  static constexpr int A_ITERS = (A_CHUNKS + C::kThreads - 1) / C::kThreads;
+  static constexpr int B_ITERS = (B_CHUNKS + C::kThreads - 1) / C::kThreads;
+  static constexpr int G = GB > 0 ? C::BM / GB : 1;  // blocks per side of a grouped region
+  // A grouped region stacks blocks along m (A's rows unless transposed) and n (B's columns
+  // unless transposed); the other dimension of each stored tile is k.
+  static constexpr bool A_ROWS_GROUPED = !TA, B_ROWS_GROUPED = TB;
+
+  /// Tile ids of one step: a pair (per-block path), or per chunk (grouped path, -1: zeros).
+  struct Ids {
+    int2 pair{0, 0};
+    int a[A_ITERS]{}, b[B_ITERS]{};
+  };
+
+  __device__ __forceinline__ static Ids fetch(const KernelArgs& args, int first, int step, int tid) {
+    Ids ids;
+    if constexpr (GB == 0) {
+      ids.pair = args.pairs[first + (step >> args.lg_kpp)];
+    } else {
+      const int* rec = args.steps + static_cast<long long>(first + (step >> args.lg_kpp)) * (2 * G);
+#pragma unroll
+      for (int i = 0; i < A_ITERS; ++i) {
+        const int c = tid + i * C::kThreads;
+        if (A_CHUNKS % C::kThreads == 0 || c < A_CHUNKS) {
+          const int r = c / A_PER_ROW, col = (c % A_PER_ROW) * kChunk;
+          ids.a[i] = rec[(A_ROWS_GROUPED ? r : col) / GB];
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < B_ITERS; ++i) {
+        const int c = tid + i * C::kThreads;
+        if (B_CHUNKS % C::kThreads == 0 || c < B_CHUNKS) {
+          const int r = c / B_PER_ROW, col = (c % B_PER_ROW) * kChunk;
+          ids.b[i] = rec[G + (B_ROWS_GROUPED ? r : col) / GB];
+        }
+      }
+    }
+    return ids;
+  }
+
+  /// Copies the chunks of one operand tile of a grouped region: chunk (r, col) of the
+  /// stored-orientation tile comes from block ids[i] (zeros when absent), at the row /
+  /// column inside that block and k offset kk.
+  template <int ROWS, int COLS, int LD, int ITERS, bool ROWS_GROUPED>
+  __device__ __forceinline__ static void copy_grouped(E* s, const E* X, const int (&ids)[ITERS], const DevAddr& addr,
+                                                      long long ld, int kk, int tid) {
+    constexpr int kPerRow = COLS / kChunk, kChunks = ROWS * kPerRow;
+#pragma unroll
+    for (int i = 0; i < ITERS; ++i) {
+      const int c = tid + i * C::kThreads;
+      if (kChunks % C::kThreads == 0 || c < kChunks) {
+        const int r = c / kPerRow, col = (c % kPerRow) * kChunk;
+        E* dst = s + r * LD + col;
+        if (ids[i] < 0) {
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+        } else {
+          const long long rr = ROWS_GROUPED ? r % GB : kk + r, cc = ROWS_GROUPED ? kk + col : col % GB;
+          cp_async16(dst, X + addr.offset(ids[i]) + rr * ld + cc);
+        }
+      }
+    }
+  }
+
+  /// Issues the copies of `step` into stage `slot`; (ti, tj): the CTA's sub-tile of a block
+  /// larger than the CTA tile (per-block path).
+  __device__ __forceinline__ static void issue(const KernelArgs& args, const Ids& ids, int step, E* s, int ti, int tj,
+                                               int tid) {
+    const E* A = static_cast<const E*>(args.a);
+    const E* B = static_cast<const E*>(args.b);
+    const int kk = (step & ((1 << args.lg_kpp) - 1)) * C::BK;
+    if constexpr (GB == 0) {
+      const long long a_sub = TA ? static_cast<long long>(ti) * C::BM : static_cast<long long>(ti) * C::BM * args.lda;
+      const long long b_sub = TB ? static_cast<long long>(tj) * C::BN * args.ldb : static_cast<long long>(tj) * C::BN;
+      const E* ga = A + args.addr_a.offset(ids.pair.x) + a_sub + (TA ? kk * args.lda : kk);
+      const E* gb = B + args.addr_b.offset(ids.pair.y) + b_sub + (TB ? kk : kk * args.ldb);
+      copy_tile<L::A_ROWS, L::A_COLS, L::A_LD, C::kThreads>(s, ga, args.lda, tid);
+      copy_tile<L::B_ROWS, L::B_COLS, L::B_LD, C::kThreads>(s + L::A_SIZE, gb, args.ldb, tid);
+    } else {
+      copy_grouped<L::A_ROWS, L::A_COLS, L::A_LD, A_ITERS, A_ROWS_GROUPED>(s, A, ids.a, args.addr_a, args.lda, kk, tid);
+      copy_grouped<L::B_ROWS, L::B_COLS, L::B_LD, B_ITERS, B_ROWS_GROUPED>(s + L::A_SIZE, B, ids.b, args.addr_b,
+                                                                          args.ldb, kk, tid);
+    }
+  }
+};
+
 // ---- the kernel --------------------------------------------------------------------------
-template <class C, typename E, bool TA, bool TB>
+/// GB = 0: per-block path, item = (output tile, pair begin, pair end, slot). GB > 0:
+/// grouped path for blocks of GB, item = (region, step begin, step end, -1), the region's
+/// G x G output tile ids at args.outs[region * G * G] (-1: not stored).
+template <class C, typename E, bool TA, bool TB, int GB>
 __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args) {
   using L = Smem<C, E, TA, TB>;
+  using Ld = Loader<C, E, TA, TB, GB>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   E* smem = reinterpret_cast<E*>(smem_raw);
   const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int4 item = args.items[blockIdx.x];
   const int ti = static_cast<int>(blockIdx.y) / args.nsub, tj = static_cast<int>(blockIdx.y) % args.nsub;
   const int nsteps = (item.z - item.y) << args.lg_kpp;
-  const int kmask = (1 << args.lg_kpp) - 1;
-  const E* A = static_cast<const E*>(args.a);
-  const E* B = static_cast<const E*>(args.b);
-  // This CTA's sub-tile inside the (possibly larger) block.
-  const long long a_sub = TA ? static_cast<long long>(ti) * C::BM : static_cast<long long>(ti) * C::BM * args.lda;
-  const long long b_sub = TB ? static_cast<long long>(tj) * C::BN * args.ldb : static_cast<long long>(tj) * C::BN;
-
-  auto load_stage = [&](int step, int slot) {
-    const int2 pr = args.pairs[item.y + (step >> args.lg_kpp)];
-    const long long kk = static_cast<long long>(step & kmask) * C::BK;
-    const E* ga = A + args.addr_a.offset(pr.x) + a_sub + (TA ? kk * args.lda : kk);
-    const E* gb = B + args.addr_b.offset(pr.y) + b_sub + (TB ? kk : kk * args.ldb);
-    E* s = smem + slot * L::STAGE;
-    copy_tile<L::A_ROWS, L::A_COLS, L::A_LD, C::kThreads>(s, ga, args.lda, tid);
-    copy_tile<L::B_ROWS, L::B_COLS, L::B_LD, C::kThreads>(s + L::A_SIZE, gb, args.ldb, tid);
-  };
 
   const int wm0 = (warp % C::WM) * C::WTM, wn0 = (warp / C::WM) * C::WTN;
   float acc[C::MT][C::NT][4];
@@ -249,16 +335,21 @@ __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args)
 
 #pragma unroll
   for (int s = 0; s < L::STAGES - 1; ++s) {
-    if (s < nsteps) load_stage(s, s);
+    if (s < nsteps) Ld::issue(args, Ld::fetch(args, item.y, s, tid), s, smem + s * L::STAGE, ti, tj, tid);
     cp_async_commit();
   }
+  typename Ld::Ids pending;  // ids of the next step to issue
+  if (L::STAGES - 1 < nsteps) pending = Ld::fetch(args, item.y, L::STAGES - 1, tid);
   for (int s = 0; s < nsteps; ++s) {
     cp_async_wait<L::STAGES - 2>();
-    // Stage s has landed for every thread, and every warp is done with step s-1, whose
-    // slot the next copy reuses.
+    // Stage s has landed for every thread (cp.async and zero stores alike), and every
+    // warp is done with step s-1, whose slot the next copy reuses.
     __syncthreads();
     const int next = s + L::STAGES - 1;
-    if (next < nsteps) load_stage(next, next % L::STAGES);
+    if (next < nsteps) {
+      Ld::issue(args, pending, next, smem + (next % L::STAGES) * L::STAGE, ti, tj, tid);
+      if (next + 1 < nsteps) pending = Ld::fetch(args, item.y, next + 1, tid);
+    }
     cp_async_commit();
     const E* sa = smem + (s % L::STAGES) * L::STAGE;
     const E* sb = sa + L::A_SIZE;
@@ -277,6 +368,23 @@ __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args)
 
   // Fragment element (row g or g+8, columns 2t and 2t+1) of each mma tile.
   const int g = lane >> 2, t = lane & 3;
+  if constexpr (GB > 0) {
+    // Rows r and r+8 of a fragment lie in one 16-row band, hence in one block (GB >= 16).
+    const int* outs = args.outs + static_cast<long long>(item.x) * Ld::G * Ld::G;
+    E* C0 = static_cast<E*>(args.c);
+#pragma unroll
+    for (int mt = 0; mt < C::MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < C::NT; ++nt) {
+        const int row = wm0 + mt * 16 + g, col = wn0 + nt * 8 + 2 * t;
+        const int id = outs[(row / GB) * Ld::G + col / GB];
+        if (id < 0) continue;
+        E* p = C0 + args.addr_c.offset(id) + static_cast<long long>(row % GB) * args.ldc + col % GB;
+        store2<E>(p, acc[mt][nt][0], acc[mt][nt][1]);
+        store2<E>(p + 8 * args.ldc, acc[mt][nt][2], acc[mt][nt][3]);
+      }
+    return;
+  }
   const long long row0 = static_cast<long long>(ti) * C::BM + wm0, col0 = static_cast<long long>(tj) * C::BN + wn0;
   if (item.w < 0) {
     E* out = static_cast<E*>(args.c) + args.addr_c.offset(item.x) + row0 * args.ldc + col0;
@@ -303,12 +411,13 @@ __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args)
 }
 
 // ---- launch ------------------------------------------------------------------------------
-template <class C, typename E, bool TA, bool TB>
+template <class C, typename E, bool TA, bool TB, int GB>
 void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   using L = Smem<C, E, TA, TB>;
-  auto* kernel = &mma_kernel<C, E, TA, TB>;
+  auto* kernel = &mma_kernel<C, E, TA, TB, GB>;
   if constexpr (L::BYTES > 48 * 1024) {
-    // Opting in to more than 48 KiB of dynamic shared memory, once per device.
+    // Opting in to more than 48 KiB of dynamic shared memory, once per device; the flags
+    // belong to this instantiation, i.e. to this kernel.
     static std::array<std::atomic<bool>, 64> ready{};
     int dev = 0;
     TG_CUDA_CHECK(cudaGetDevice(&dev));
@@ -319,7 +428,7 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
     }
   }
   KernelArgs a = args;
-  a.nsub = args.bs / C::BM;
+  a.nsub = GB > 0 ? 1 : args.bs / C::BM;
   a.lg_kpp = 0;
   while ((C::BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   const dim3 grid(static_cast<unsigned>(n_items), static_cast<unsigned>(a.nsub * a.nsub));
@@ -327,12 +436,12 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class C, typename E>
+template <class C, typename E, int GB = 0>
 void launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  if (!args.trans_a && !args.trans_b) launch_cfg<C, E, false, false>(args, n_items, stream);
-  else if (args.trans_a && !args.trans_b) launch_cfg<C, E, true, false>(args, n_items, stream);
-  else if (!args.trans_a) launch_cfg<C, E, false, true>(args, n_items, stream);
-  else launch_cfg<C, E, true, true>(args, n_items, stream);
+  if (!args.trans_a && !args.trans_b) launch_cfg<C, E, false, false, GB>(args, n_items, stream);
+  else if (args.trans_a && !args.trans_b) launch_cfg<C, E, true, false, GB>(args, n_items, stream);
+  else if (!args.trans_a) launch_cfg<C, E, false, true, GB>(args, n_items, stream);
+  else launch_cfg<C, E, true, true, GB>(args, n_items, stream);
 }
 
 template <typename E>
@@ -343,6 +452,16 @@ void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream) {
     case 32: launch_trans<Cfg32, E>(args, n_items, stream); break;
     case 16: launch_trans<Cfg16, E>(args, n_items, stream); break;
     default: TG_THROW(Error, "matmul: internal error: no tensor-core tile for block size ", args.bs);
+  }
+}
+
+template <typename E>
+void launch_mma_grouped(const KernelArgs& args, int n_items, cudaStream_t stream) {
+  static_assert(Cfg128::BK <= 32, "a k-step never spans two blocks");
+  switch (args.bs) {
+    case 64: launch_trans<Cfg128, E, 64>(args, n_items, stream); break;
+    case 32: launch_trans<Cfg128, E, 32>(args, n_items, stream); break;
+    default: TG_THROW(Error, "matmul: internal error: no grouped tile for block size ", args.bs);
   }
 }
 

@@ -107,11 +107,14 @@ std::shared_ptr<MatmulPlan> build_plan(const OperandDesc& a, const OperandDesc& 
       i = (o / p->nb) % p->mb;
       j = o % p->nb;
     }
+    p->out_coord.insert(p->out_coord.end(),
+                        {static_cast<std::int32_t>(bt), static_cast<std::int32_t>(i), static_cast<std::int32_t>(j)});
     auto add = [&](std::int64_t k) {
       const std::int64_t ta = ia.id(bt, i, k), tb = ib.id(bt, k, j);
       if (ta < 0 || tb < 0) return;
       p->pair_a.push_back(static_cast<std::int32_t>(ta));
       p->pair_b.push_back(static_cast<std::int32_t>(tb));
+      p->pair_k.push_back(static_cast<std::int32_t>(k));
     };
     // Enumerate the k of the sparse side (the shorter candidate list), check the other.
     if (a.sparse()) ia.for_each_in_row(bt, i, add);

@@ -53,6 +53,9 @@ struct MatmulPlan {
   /// increasing k; an output tile without pairs is exactly 0.
   std::vector<std::int32_t> pair_begin;
   std::vector<std::int32_t> pair_a, pair_b;
+  /// Position of each pair's product along k (its k-block), and (b, i, j) of each output
+  /// tile (3 per tile): what a backend needs to regroup the work into larger tiles.
+  std::vector<std::int32_t> pair_k, out_coord;
   std::int64_t n_pairs() const { return static_cast<std::int64_t>(pair_a.size()); }
   /// Longest pair list.
   std::int64_t max_pairs = 0;

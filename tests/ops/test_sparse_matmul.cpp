@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
@@ -322,6 +323,19 @@ TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_mat
   REQUIRE(p3 != p1);
   REQUIRE(p3->pair_begin == p1->pair_begin);
   REQUIRE(p1->n_out == 2 * 3 * 2);
+  // every pair's k and every output's (b, i, j) name the tiles the pair multiplies
+  REQUIRE(p1->out_coord.size() == at(3 * p1->n_out));
+  REQUIRE(p1->pair_k.size() == at(p1->n_pairs()));
+  for (std::int64_t o = 0; o < p1->n_out; ++o) {
+    const std::int32_t b = p1->out_coord[at(3 * o)], i = p1->out_coord[at(3 * o + 1)], j = p1->out_coord[at(3 * o + 2)];
+    REQUIRE(o == (b * 3 + i) * 2 + j);  // the dense output's tile grid
+    for (std::int32_t q = p1->pair_begin[at(o)]; q < p1->pair_begin[at(o + 1)]; ++q) {
+      const std::int32_t k = p1->pair_k[at(q)];
+      REQUIRE(lx.active(b, i, k));
+      REQUIRE(ly.active(b, k, j));
+      REQUIRE((q == p1->pair_begin[at(o)] || p1->pair_k[at(q - 1)] < k));  // increasing k
+    }
+  }
 }
 
 TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
@@ -475,6 +489,38 @@ TEST_CASE("sparse matmul CUDA: f64, TF32, block 256, skewed and misaligned opera
     Tensor want = matmul(xd.to(Device::cpu()), yd, p.lo).data().to(DType::f64);
     Tensor got = matmul(xm, yd.to(Device::cuda()), p.lo).data().to(Device::cpu()).to(DType::f64);
     tgt::require_close(got, want, rtol_of(dt), rtol_of(dt) * std::sqrt(static_cast<double>(p.K())));
+  }
+}
+
+TEST_CASE("sparse matmul CUDA: grouped regions of blocks 32 and 64", "[ops][sparse_matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  // Forces the grouped path (128 x 128 regions of (128/bs)^2 blocks, absent blocks read as
+  // zeros) on every mode, forward and backward (so every transpose combination), against
+  // the CPU: regions cut by the grid edge, regions with only some blocks stored or some
+  // operand blocks absent, empty rows and columns, empty operands and outputs, k without
+  // overlap, batch > 1. Then the same problems on the per-block path.
+  struct Restore {
+    ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
+  } restore;
+  std::uint64_t seed = 9700;
+  for (const ops::spmm::MmaPath path : {ops::spmm::MmaPath::Grouped, ops::spmm::MmaPath::PerBlock}) {
+    ops::spmm::set_mma_path(path);
+    for (std::int64_t bs : {32, 64}) {
+      const std::vector<Problem> all = problems(bs, seed += 100);
+      std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed + 1),   // partial regions
+                                 problem(1, 4, 5, 4, bs, 1.0, 1.0, 1.0, seed + 2),   // whole regions
+                                 problem(2, 6, 4, 7, bs, 0.2, 0.3, 0.25, seed + 3),  // mostly absent blocks
+                                 all[3], all[4], all[5], all[6]};
+      for (const Problem& p : ps) {
+        for (DType dt : {DType::bf16, DType::f16}) {
+          for (const Mode& m : kModes) {
+            INFO((path == ops::spmm::MmaPath::Grouped ? "grouped " : "per-block ") << m.name << " " << describe(p)
+                                                                                   << " " << dtype_name(dt));
+            compare_cuda_cpu(m, p, dt, ++seed);
+          }
+        }
+      }
+    }
   }
 }
 

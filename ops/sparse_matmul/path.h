@@ -1,0 +1,24 @@
+// Choice between the two decompositions of a bf16/f16 product on CUDA, overridable so that
+// tests can run both on the same inputs.
+//
+// Per-block: one CTA per output block (or per 128 x 128 piece of a larger one) over its
+// pair list, with split-K for long lists. Grouped (blocks of 32 and 64): one CTA per
+// 128 x 128 output region made of (128/bs)^2 blocks, over the union of the k-blocks its
+// blocks need, absent operand blocks read as zeros; operand tiles are shared by the
+// region's blocks. Auto takes the grouped one when the zeros it multiplies cost less
+// than the small tiles of the per-block one and no region is much longer than the rest.
+#pragma once
+
+namespace tg::ops::spmm {
+
+enum class MmaPath { Auto, PerBlock, Grouped };
+
+/// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
+/// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned
+/// operands); elsewhere the per-block one runs.
+void set_mma_path(MmaPath path);
+
+/// The decomposition set by set_mma_path (Auto by default).
+MmaPath mma_path();
+
+}  // namespace tg::ops::spmm
