@@ -9,7 +9,9 @@
 // chunk is sized to give the GPU a few CTAs per SM and never less than 256 of k.
 //
 // Paths. bf16/f16 (and f32 when tg::allow_tf32()) take the tensor-core kernel when every
-// operand starts 16-byte aligned (cp.async moves 16-byte chunks); everything else, f64
+// operand starts 16-byte aligned (cp.async moves 16-byte chunks); for bf16/f16 at blocks
+// of 32 and 64 that is, where it pays, its grouped variant over 128 x 128 regions of
+// blocks (see path.h and the grouped schedule below); everything else, f64
 // and exact f32 included, takes the SIMT kernel: 256 threads on a TILE x TILE output
 // tile (TILE = min(bs, 64)), each thread accumulating (TILE/16)^2 outputs in registers
 // from k-slices staged in shared memory.

@@ -42,7 +42,13 @@ struct Cfg {
   static constexpr int STAGES16 = STAGES16_, STAGES32 = STAGES32_;
   static_assert(WTN % 16 == 0 && WTM % 16 == 0, "warp tiles are whole 16 x 16 units");
 };
-using Cfg128 = Cfg<128, 32, 2, 4, 4, 3>;
+// Blocks of 128 and more, 16-bit: k-steps of 64 (half the barriers per k of 32-steps),
+// three stages (2 x 105 KiB of shared memory: two CTAs per SM). TF32 keeps 32-steps,
+// whose 32-bit stages are as large. The grouped path needs BK <= 32 (a step never spans
+// two blocks of 32).
+using Cfg128 = Cfg<128, 64, 2, 4, 3, 3>;
+using Cfg128Tf32 = Cfg<128, 32, 2, 4, 4, 3>;
+using CfgGroup = Cfg<128, 32, 2, 4, 4, 3>;
 using Cfg64 = Cfg<64, 32, 2, 2, 4, 3>;
 using Cfg32 = Cfg<32, 32, 2, 2, 4, 4>;
 using Cfg16 = Cfg<16, 16, 1, 1, 4, 4>;
@@ -447,7 +453,10 @@ void launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
 template <typename E>
 void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream) {
   switch (mma_tile(args.bs)) {
-    case 128: launch_trans<Cfg128, E>(args, n_items, stream); break;
+    case 128:
+      if constexpr (sizeof(E) == 2) launch_trans<Cfg128, E>(args, n_items, stream);
+      else launch_trans<Cfg128Tf32, E>(args, n_items, stream);
+      break;
     case 64: launch_trans<Cfg64, E>(args, n_items, stream); break;
     case 32: launch_trans<Cfg32, E>(args, n_items, stream); break;
     case 16: launch_trans<Cfg16, E>(args, n_items, stream); break;
@@ -457,10 +466,10 @@ void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream) {
 
 template <typename E>
 void launch_mma_grouped(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  static_assert(Cfg128::BK <= 32, "a k-step never spans two blocks");
+  static_assert(CfgGroup::BK <= 32 && CfgGroup::BM == 128, "a k-step never spans two blocks of 32");
   switch (args.bs) {
-    case 64: launch_trans<Cfg128, E, 64>(args, n_items, stream); break;
-    case 32: launch_trans<Cfg128, E, 32>(args, n_items, stream); break;
+    case 64: launch_trans<CfgGroup, E, 64>(args, n_items, stream); break;
+    case 32: launch_trans<CfgGroup, E, 32>(args, n_items, stream); break;
     default: TG_THROW(Error, "matmul: internal error: no grouped tile for block size ", args.bs);
   }
 }
