@@ -86,6 +86,9 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void sync_cta() { __syncthreads(); }
 __device__ __forceinline__ void sync_warp() { __syncwarp(); }
 
+/// Whether `pred` holds on any lane of the (whole, converged) warp.
+__device__ __forceinline__ bool warp_any(bool pred) { return __any_sync(0xffffffffu, pred) != 0; }
+
 __device__ __forceinline__ float shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
 __device__ __forceinline__ float shfl(float v, int src) { return __shfl_sync(0xffffffffu, v, src); }
 

@@ -124,143 +124,164 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
     const float* sLs = sL + stage * BM;
     const float* sDs = sD + stage * BM;
 
-    // Sᵀ = K Qᵀ: rows = this warp's 16 keys, columns = the BM queries
-    float st[NTQ][4];
-#pragma unroll
-    for (int nt = 0; nt < NTQ; ++nt) st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      std::uint32_t ka[4];
-      ldsm_x4(ka, sK + Swz<D>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-#pragma unroll
-      for (int np = 0; np < BM / 16; ++np) {
-        std::uint32_t qb[4];
-        ldsm_x4(qb, sQs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
-        mma16816<T>(st[2 * np], ka, qb[0], qb[1]);
-        mma16816<T>(st[2 * np + 1], ka, qb[2], qb[3]);
-      }
-    }
-
-    // Pᵀ; a dropped element keeps its probability with the sign bit set
+    // visibility (and dropout) first: a warp whose 16 keys see no query of this tile skips it
     constexpr int NWD = (NTQ + 7) / 8;  // 32-element bit words
     const int kr = k0 + warp * 16 + g;  // this thread's first key
-    std::uint32_t vis[NWD], kept[NWD];
+    std::uint32_t vis[NWD], kept[NWD], seen = 0;
 #pragma unroll
     for (int w = 0; w < NWD; ++w) {
       const int count = NTQ * 4 - 32 * w < 32 ? NTQ * 4 - 32 * w : 32;
       vis[w] = check ? tile_bits(p, flags, bh, b, i0 + 2 * t + 64 * w, kr, true, count) : ~0u;
-      kept[w] = ~0u;
-      if constexpr (kGeneral) {
-        if (p.dropout) kept[w] = keep_bits(p, bh, i0 + 2 * t + 64 * w, kr, true, count);
-      }
+      seen |= vis[w];
     }
-    [[maybe_unused]] float fac[kGeneral ? NTQ : 1][4];
-#pragma unroll
-    for (int nt = 0; nt < NTQ; ++nt) {
-#pragma unroll
-      for (int cc = 0; cc < 2; ++cc) {
-        const int iq = nt * 8 + 2 * t + cc;
-        const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          const int c = hf * 2 + cc;
-          const int bit = (nt & 7) * 4 + c;
-          const bool on = (vis[nt >> 3] >> bit) & 1u;
-          float xs;
-          if constexpr (kGeneral) {
-            float dsdt = 1.f;
-            xs = on ? general_score_log2<T>(p, st[nt][c], bh, i0 + iq, kr + hf * 8, dsdt) : -INFINITY;
-            fac[nt][c] = dsdt;
-          } else {
-            xs = on ? st[nt][c] * p.scale_log2 : -INFINITY;
-          }
-          const float pr = fast_exp2(xs - L);
-          st[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
-        }
-      }
-    }
+    const bool any = !check || warp_any(seen != 0);
 
-    // dV += Pdᵀ dO (the 1/(1-p) is applied once at the end)
+    if (any) {
 #pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk) {
-      std::uint32_t pa[4];
-      pa[0] = pack2<T>(fmaxf(st[2 * kk][0], 0.f), fmaxf(st[2 * kk][1], 0.f));
-      pa[1] = pack2<T>(fmaxf(st[2 * kk][2], 0.f), fmaxf(st[2 * kk][3], 0.f));
-      pa[2] = pack2<T>(fmaxf(st[2 * kk + 1][0], 0.f), fmaxf(st[2 * kk + 1][1], 0.f));
-      pa[3] = pack2<T>(fmaxf(st[2 * kk + 1][2], 0.f), fmaxf(st[2 * kk + 1][3], 0.f));
-#pragma unroll
-      for (int np = 0; np < DV / 16; ++np) {
-        std::uint32_t ob[4];
-        ldsm_x4_trans(ob, sOs + Swz<DV>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
-        mma16816<T>(acc_dv[2 * np], pa, ob[0], ob[1]);
-        mma16816<T>(acc_dv[2 * np + 1], pa, ob[2], ob[3]);
-      }
-    }
-
-    // dPᵀ = V dOᵀ
-    float dp[NTQ][4];
-#pragma unroll
-    for (int nt = 0; nt < NTQ; ++nt) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      std::uint32_t va[4];
-      ldsm_x4(va, sV + Swz<DV>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-#pragma unroll
-      for (int np = 0; np < BM / 16; ++np) {
-        std::uint32_t ob[4];
-        ldsm_x4(ob, sOs + Swz<DV>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
-        mma16816<T>(dp[2 * np], va, ob[0], ob[1]);
-        mma16816<T>(dp[2 * np + 1], va, ob[2], ob[3]);
-      }
-    }
-
-    // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias
-#pragma unroll
-    for (int nt = 0; nt < NTQ; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int iq = nt * 8 + 2 * t + (c & 1);
-        const float pr = st[nt][c];
-        const float dpv = sign_bit(pr) ? 0.f : dp[nt][c] * p.drop_scale;
-        float ds = fabsf(pr) * (dpv - sDs[iq]);
+      for (int w = 0; w < NWD; ++w) {
+        kept[w] = ~0u;
         if constexpr (kGeneral) {
-          ds *= fac[nt][c];
-          if (a.dbias) {
-            const int i = i0 + iq, j = k0 + warp * 16 + g + (c >> 1) * 8;
-            const std::int64_t slot = bias_slot(p, bh, i, j);
-            if (slot >= 0) a.dbias[slot] = T(ds);
+          const int count = NTQ * 4 - 32 * w < 32 ? NTQ * 4 - 32 * w : 32;
+          if (p.dropout) kept[w] = keep_bits(p, bh, i0 + 2 * t + 64 * w, kr, true, count);
+        }
+      }
+
+      // Sᵀ = K Qᵀ: rows = this warp's 16 keys, columns = the BM queries
+      float st[NTQ][4];
+#pragma unroll
+      for (int nt = 0; nt < NTQ; ++nt) st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t ka[4];
+        ldsm_x4(ka, sK + Swz<D>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+#pragma unroll
+        for (int np = 0; np < BM / 16; ++np) {
+          std::uint32_t qb[4];
+          ldsm_x4(qb, sQs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+          mma16816<T>(st[2 * np], ka, qb[0], qb[1]);
+          mma16816<T>(st[2 * np + 1], ka, qb[2], qb[3]);
+        }
+      }
+
+      // Pᵀ; a dropped element keeps its probability with the sign bit set
+      [[maybe_unused]] float fac[kGeneral ? NTQ : 1][4];
+#pragma unroll
+      for (int nt = 0; nt < NTQ; ++nt) {
+#pragma unroll
+        for (int cc = 0; cc < 2; ++cc) {
+          const int iq = nt * 8 + 2 * t + cc;
+          const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
+#pragma unroll
+          for (int hf = 0; hf < 2; ++hf) {
+            const int c = hf * 2 + cc;
+            const int bit = (nt & 7) * 4 + c;
+            const bool on = (vis[nt >> 3] >> bit) & 1u;
+            float xs;
+            if constexpr (kGeneral) {
+              float dsdt = 1.f;
+              xs = on ? general_score_log2<T>(p, st[nt][c], bh, i0 + iq, kr + hf * 8, dsdt) : -INFINITY;
+              fac[nt][c] = dsdt;
+            } else {
+              xs = on ? st[nt][c] * p.scale_log2 : -INFINITY;
+            }
+            const float pr = fast_exp2(xs - L);
+            st[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
           }
         }
-        st[nt][c] = ds;
       }
-    }
 
-    // dK += dTᵀ Q (scale applied at the end)
+      // dV += Pdᵀ dO (the 1/(1-p) is applied once at the end)
 #pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk) {
-      std::uint32_t pa[4];
-      pa[0] = pack2<T>(st[2 * kk][0], st[2 * kk][1]);
-      pa[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
-      pa[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-      pa[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+      for (int kk = 0; kk < BM / 16; ++kk) {
+        std::uint32_t pa[4];
+        pa[0] = pack2<T>(fmaxf(st[2 * kk][0], 0.f), fmaxf(st[2 * kk][1], 0.f));
+        pa[1] = pack2<T>(fmaxf(st[2 * kk][2], 0.f), fmaxf(st[2 * kk][3], 0.f));
+        pa[2] = pack2<T>(fmaxf(st[2 * kk + 1][0], 0.f), fmaxf(st[2 * kk + 1][1], 0.f));
+        pa[3] = pack2<T>(fmaxf(st[2 * kk + 1][2], 0.f), fmaxf(st[2 * kk + 1][3], 0.f));
 #pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        std::uint32_t qb[4];
-        ldsm_x4_trans(qb, sQs + Swz<D>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
-        mma16816<T>(acc_dk[2 * np], pa, qb[0], qb[1]);
-        mma16816<T>(acc_dk[2 * np + 1], pa, qb[2], qb[3]);
+        for (int np = 0; np < DV / 16; ++np) {
+          std::uint32_t ob[4];
+          ldsm_x4_trans(ob, sOs + Swz<DV>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
+          mma16816<T>(acc_dv[2 * np], pa, ob[0], ob[1]);
+          mma16816<T>(acc_dv[2 * np + 1], pa, ob[2], ob[3]);
+        }
+      }
+
+      // dPᵀ = V dOᵀ
+      float dp[NTQ][4];
+#pragma unroll
+      for (int nt = 0; nt < NTQ; ++nt) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        std::uint32_t va[4];
+        ldsm_x4(va, sV + Swz<DV>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+#pragma unroll
+        for (int np = 0; np < BM / 16; ++np) {
+          std::uint32_t ob[4];
+          ldsm_x4(ob, sOs + Swz<DV>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+          mma16816<T>(dp[2 * np], va, ob[0], ob[1]);
+          mma16816<T>(dp[2 * np + 1], va, ob[2], ob[3]);
+        }
+      }
+
+      // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
+      // written before the pass)
+#pragma unroll
+      for (int nt = 0; nt < NTQ; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int iq = nt * 8 + 2 * t + (c & 1);
+          const float pr = st[nt][c];
+          const float dpv = sign_bit(pr) ? 0.f : dp[nt][c] * p.drop_scale;
+          float ds = fabsf(pr) * (dpv - sDs[iq]);
+          if constexpr (kGeneral) {
+            ds *= fac[nt][c];
+            if (a.dbias) {
+              const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + (c >> 1) * 8);
+              if (slot >= 0) a.dbias[slot] = T(ds);
+            }
+          }
+          st[nt][c] = ds;
+        }
+      }
+
+      // dK += dTᵀ Q (scale applied at the end)
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk) {
+        std::uint32_t pa[4];
+        pa[0] = pack2<T>(st[2 * kk][0], st[2 * kk][1]);
+        pa[1] = pack2<T>(st[2 * kk][2], st[2 * kk][3]);
+        pa[2] = pack2<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
+        pa[3] = pack2<T>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
+#pragma unroll
+        for (int np = 0; np < D / 16; ++np) {
+          std::uint32_t qb[4];
+          ldsm_x4_trans(qb, sQs + Swz<D>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
+          mma16816<T>(acc_dk[2 * np], pa, qb[0], qb[1]);
+          mma16816<T>(acc_dk[2 * np + 1], pa, qb[2], qb[3]);
+        }
+      }
+
+      if (a.atomic_dq) {  // dTᵀ to shared memory [BN keys][BM queries] for dQ below
+        const int kw = warp * 16 + g;
+#pragma unroll
+        for (int nt = 0; nt < NTQ; ++nt) {
+          *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kw, nt) + 4 * t) = pack2<T>(st[nt][0], st[nt][1]);
+          *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kw + 8, nt) + 4 * t) = pack2<T>(st[nt][2], st[nt][3]);
+        }
+      }
+    } else if (a.atomic_dq) {  // a skipping warp's keys add nothing to dQ
+      const int kw = warp * 16 + g;
+#pragma unroll
+      for (int nt = 0; nt < NTQ; ++nt) {
+        *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kw, nt) + 4 * t) = 0u;
+        *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kw + 8, nt) + 4 * t) = 0u;
       }
     }
 
     if (a.atomic_dq) {
-      // dTᵀ to shared memory [BN keys][BM queries], then dQ (BM x D) = dT K by units of
-      // (16 query rows, kDq head-dim columns) spread over the warps, added atomically
-      const int kr = warp * 16 + g;
-#pragma unroll
-      for (int nt = 0; nt < NTQ; ++nt) {
-        *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kr, nt) + 4 * t) = pack2<T>(st[nt][0], st[nt][1]);
-        *reinterpret_cast<std::uint32_t*>(sS + Swz<BM>::at(kr + 8, nt) + 4 * t) = pack2<T>(st[nt][2], st[nt][3]);
-      }
+      // dQ (BM x D) = dT K by units of (16 query rows, kDq head-dim columns) spread over the
+      // warps, added atomically to the f32 workspace
       sync_cta();
       constexpr int DQ = Cfg::kDq;
       constexpr int kUnits = (BM / 16) * (D / DQ);
@@ -384,99 +405,109 @@ __device__ __forceinline__ void bwd_q_body(const BwdArgs<T>& a, char* smem, int 
     const char* sKs = sK + stage * Cfg::kKBytes;
     const char* sVs = sV + stage * Cfg::kVBytes;
 
-    // S = Q Kᵀ
-    float s[NTS][4];
-#pragma unroll
-    for (int nt = 0; nt < NTS; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      std::uint32_t qa[4];
-      ldsm_x4(qa, sQ + Swz<D>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-#pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        std::uint32_t kb[4];
-        ldsm_x4(kb, sKs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
-        mma16816<T>(s[2 * np], qa, kb[0], kb[1]);
-        mma16816<T>(s[2 * np + 1], qa, kb[2], kb[3]);
-      }
-    }
-
-    // P (sign bit = dropped)
+    // visibility (and dropout) first: a warp whose 16 rows see no key of this tile skips it
     const int r0 = q0 + warp * 16 + g;
-    std::uint32_t vis[NTS / 8], kept[NTS / 8];
+    std::uint32_t vis[NTS / 8], kept[NTS / 8], seen = 0;
 #pragma unroll
     for (int w = 0; w < NTS / 8; ++w) {
       vis[w] = check ? tile_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
-      kept[w] = ~0u;
-      if constexpr (kGeneral) {
-        if (p.dropout) kept[w] = keep_bits(p, bh, r0, k0 + 2 * t + 64 * w, false, 32);
-      }
+      seen |= vis[w];
     }
-    [[maybe_unused]] float fac[kGeneral ? NTS : 1][4];
+    const bool any = !check || warp_any(seen != 0);
+
+    if (any) {
 #pragma unroll
-    for (int nt = 0; nt < NTS; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int bit = (nt & 7) * 4 + c;
-        const bool on = (vis[nt >> 3] >> bit) & 1u;
-        float xs;
+      for (int w = 0; w < NTS / 8; ++w) {
+        kept[w] = ~0u;
         if constexpr (kGeneral) {
-          float dsdt = 1.f;
-          xs = on ? general_score_log2<T>(p, s[nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                  : -INFINITY;
-          fac[nt][c] = dsdt;
-        } else {
-          xs = on ? s[nt][c] * p.scale_log2 : -INFINITY;
+          if (p.dropout) kept[w] = keep_bits(p, bh, r0, k0 + 2 * t + 64 * w, false, 32);
         }
-        const float pr = fast_exp2(xs - L[c >> 1]);
-        s[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
       }
-    }
 
-    // dP = dO Vᵀ
-    float dp[NTS][4];
+      // S = Q Kᵀ
+      float s[NTS][4];
 #pragma unroll
-    for (int nt = 0; nt < NTS; ++nt) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
+      for (int nt = 0; nt < NTS; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      std::uint32_t oa[4];
-      ldsm_x4(oa, sO + Swz<DV>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t qa[4];
+        ldsm_x4(qa, sQ + Swz<D>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
 #pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        std::uint32_t vb[4];
-        ldsm_x4(vb, sVs + Swz<DV>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
-        mma16816<T>(dp[2 * np], oa, vb[0], vb[1]);
-        mma16816<T>(dp[2 * np + 1], oa, vb[2], vb[3]);
+        for (int np = 0; np < BN / 16; ++np) {
+          std::uint32_t kb[4];
+          ldsm_x4(kb, sKs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+          mma16816<T>(s[2 * np], qa, kb[0], kb[1]);
+          mma16816<T>(s[2 * np + 1], qa, kb[2], kb[3]);
+        }
       }
-    }
 
-    // dT
+      // P (sign bit = dropped)
+      [[maybe_unused]] float fac[kGeneral ? NTS : 1][4];
 #pragma unroll
-    for (int nt = 0; nt < NTS; ++nt) {
+      for (int nt = 0; nt < NTS; ++nt) {
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float pr = s[nt][c];
-        const float dpv = sign_bit(pr) ? 0.f : dp[nt][c] * p.drop_scale;
-        float ds = fabsf(pr) * (dpv - Dd[c >> 1]);
-        if constexpr (kGeneral) ds *= fac[nt][c];
-        s[nt][c] = ds;
+        for (int c = 0; c < 4; ++c) {
+          const int bit = (nt & 7) * 4 + c;
+          const bool on = (vis[nt >> 3] >> bit) & 1u;
+          float xs;
+          if constexpr (kGeneral) {
+            float dsdt = 1.f;
+            xs = on ? general_score_log2<T>(p, s[nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
+                    : -INFINITY;
+            fac[nt][c] = dsdt;
+          } else {
+            xs = on ? s[nt][c] * p.scale_log2 : -INFINITY;
+          }
+          const float pr = fast_exp2(xs - L[c >> 1]);
+          s[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
+        }
       }
-    }
 
-    // dQ += dT K
+      // dP = dO Vᵀ
+      float dp[NTS][4];
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      std::uint32_t pa[4];
-      pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int nt = 0; nt < NTS; ++nt) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
 #pragma unroll
-      for (int np = 0; np < D / 16; ++np) {
-        std::uint32_t kb[4];
-        ldsm_x4_trans(kb, sKs + Swz<D>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
-        mma16816<T>(acc_dq[2 * np], pa, kb[0], kb[1]);
-        mma16816<T>(acc_dq[2 * np + 1], pa, kb[2], kb[3]);
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        std::uint32_t oa[4];
+        ldsm_x4(oa, sO + Swz<DV>::at(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+#pragma unroll
+        for (int np = 0; np < BN / 16; ++np) {
+          std::uint32_t vb[4];
+          ldsm_x4(vb, sVs + Swz<DV>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+          mma16816<T>(dp[2 * np], oa, vb[0], vb[1]);
+          mma16816<T>(dp[2 * np + 1], oa, vb[2], vb[3]);
+        }
+      }
+
+      // dT
+#pragma unroll
+      for (int nt = 0; nt < NTS; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const float pr = s[nt][c];
+          const float dpv = sign_bit(pr) ? 0.f : dp[nt][c] * p.drop_scale;
+          float ds = fabsf(pr) * (dpv - Dd[c >> 1]);
+          if constexpr (kGeneral) ds *= fac[nt][c];
+          s[nt][c] = ds;
+        }
+      }
+
+      // dQ += dT K
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        std::uint32_t pa[4];
+        pa[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int np = 0; np < D / 16; ++np) {
+          std::uint32_t kb[4];
+          ldsm_x4_trans(kb, sKs + Swz<D>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
+          mma16816<T>(acc_dq[2 * np], pa, kb[0], kb[1]);
+          mma16816<T>(acc_dq[2 * np + 1], pa, kb[2], kb[3]);
+        }
       }
     }
     sync_cta();

@@ -111,126 +111,146 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
     const char* sKs = sK + stage * Cfg::kKBytes;
     const char* sVs = sV + stage * Cfg::kVBytes;
 
-    // S = Q Kᵀ
-    float s[MT][NTS][4];
+    // visibility first: a warp with no visible element in this tile skips it (block-sparse
+    // patterns often leave whole 16-row slices of a tile empty)
+    std::uint32_t vis[MT][NTS / 8];
+    bool any = true;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < NTS; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      std::uint32_t qa[MT][4];
-      if constexpr (kQRegs) {
-#pragma unroll
-        for (int x = 0; x < 4; ++x) qa[0][x] = q_reg[kk][x];
-      } else {
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-          ldsm_x4(qa[mt], sQ + Swz<D>::at((warp * MT + mt) * 16 + (lane & 15), 2 * kk + (lane >> 4)));
-      }
-#pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        std::uint32_t kb[4];
-        ldsm_x4(kb, sKs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          mma16816<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
-          mma16816<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
-        }
-      }
-    }
-
-    // scores in log2 units, -inf where invisible
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int r0 = q0 + (warp * MT + mt) * 16 + g;
-      std::uint32_t vis[NTS / 8];
-#pragma unroll
-      for (int w = 0; w < NTS / 8; ++w) vis[w] = check ? tile_bits(p, flags, bh, b, r0, k0 + 2 * t + 64 * w, false, 32) : ~0u;
-#pragma unroll
-      for (int nt = 0; nt < NTS; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const bool on = (vis[nt >> 3] >> ((nt & 7) * 4 + c)) & 1u;
-          float x;
-          if constexpr (kGeneral) {
-            float dsdt;
-            x = on ? general_score_log2<T>(p, s[mt][nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                   : -INFINITY;
-          } else {
-            x = on ? s[mt][nt][c] * p.scale_log2 : -INFINITY;
-          }
-          s[mt][nt][c] = x;
-        }
-      }
-    }
-
-    // online softmax
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NTS; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
-        mx = fmaxf(mx, shfl_xor(mx, 1));
-        mx = fmaxf(mx, shfl_xor(mx, 2));
-        const float m_new = fmaxf(row_max[mt][hf], mx);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
-        const float corr = fast_exp2(row_max[mt][hf] - m_use);
-        row_max[mt][hf] = m_new;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < NTS; ++nt) {
-          const float p0 = fast_exp2(s[mt][nt][2 * hf] - m_use), p1 = fast_exp2(s[mt][nt][2 * hf + 1] - m_use);
-          s[mt][nt][2 * hf] = p0;
-          s[mt][nt][2 * hf + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[mt][hf] = row_sum[mt][hf] * corr + sum;
-#pragma unroll
-        for (int nt = 0; nt < NTO; ++nt) {
-          acc_o[mt][nt][2 * hf] *= corr;
-          acc_o[mt][nt][2 * hf + 1] *= corr;
-        }
-      }
-    }
-
-    if constexpr (kGeneral) {
-      if (p.dropout) {  // dropped probabilities count in the sum but not in O
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          const int r0 = q0 + (warp * MT + mt) * 16 + g;
-#pragma unroll
-          for (int w = 0; w < NTS / 8; ++w) {
-            const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t + 64 * w, false, 32);
-#pragma unroll
-            for (int x = 0; x < 32; ++x)
-              if (!((kept >> x) & 1u)) s[mt][w * 8 + (x >> 2)][x & 3] = 0.f;
-          }
-        }
-      }
-    }
-
-    // O += P V
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      std::uint32_t pa[MT][4];
+      for (int w = 0; w < NTS / 8; ++w) vis[mt][w] = ~0u;
+    if (check) {
+      std::uint32_t seen = 0;
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
 #pragma unroll
-      for (int np = 0; np < DV / 16; ++np) {
-        std::uint32_t vb[4];
-        ldsm_x4_trans(vb, sVs + Swz<DV>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
+        for (int w = 0; w < NTS / 8; ++w) {
+          vis[mt][w] = tile_bits(p, flags, bh, b, q0 + (warp * MT + mt) * 16 + g, k0 + 2 * t + 64 * w, false, 32);
+          seen |= vis[mt][w];
+        }
+      }
+      any = warp_any(seen != 0);
+    }
+
+    if (any) {
+      // S = Q Kᵀ
+      float s[MT][NTS][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NTS; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t qa[MT][4];
+        if constexpr (kQRegs) {
+#pragma unroll
+          for (int x = 0; x < 4; ++x) qa[0][x] = q_reg[kk][x];
+        } else {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+            ldsm_x4(qa[mt], sQ + Swz<D>::at((warp * MT + mt) * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        }
+#pragma unroll
+        for (int np = 0; np < BN / 16; ++np) {
+          std::uint32_t kb[4];
+          ldsm_x4(kb, sKs + Swz<D>::at(np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816<T>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+            mma16816<T>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+          }
+        }
+      }
+
+      // scores in log2 units, -inf where invisible
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int r0 = q0 + (warp * MT + mt) * 16 + g;
+#pragma unroll
+        for (int nt = 0; nt < NTS; ++nt) {
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const bool on = (vis[mt][nt >> 3] >> ((nt & 7) * 4 + c)) & 1u;
+            float x;
+            if constexpr (kGeneral) {
+              float dsdt;
+              x = on ? general_score_log2<T>(p, s[mt][nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
+                     : -INFINITY;
+            } else {
+              x = on ? s[mt][nt][c] * p.scale_log2 : -INFINITY;
+            }
+            s[mt][nt][c] = x;
+          }
+        }
+      }
+
+      // online softmax
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float mx = -INFINITY;
+#pragma unroll
+          for (int nt = 0; nt < NTS; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * hf], s[mt][nt][2 * hf + 1]));
+          mx = fmaxf(mx, shfl_xor(mx, 1));
+          mx = fmaxf(mx, shfl_xor(mx, 2));
+          const float m_new = fmaxf(row_max[mt][hf], mx);
+          const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
+          const float corr = fast_exp2(row_max[mt][hf] - m_use);
+          row_max[mt][hf] = m_new;
+          float sum = 0.f;
+#pragma unroll
+          for (int nt = 0; nt < NTS; ++nt) {
+            const float p0 = fast_exp2(s[mt][nt][2 * hf] - m_use), p1 = fast_exp2(s[mt][nt][2 * hf + 1] - m_use);
+            s[mt][nt][2 * hf] = p0;
+            s[mt][nt][2 * hf + 1] = p1;
+            sum += p0 + p1;
+          }
+          row_sum[mt][hf] = row_sum[mt][hf] * corr + sum;
+#pragma unroll
+          for (int nt = 0; nt < NTO; ++nt) {
+            acc_o[mt][nt][2 * hf] *= corr;
+            acc_o[mt][nt][2 * hf + 1] *= corr;
+          }
+        }
+      }
+
+      if constexpr (kGeneral) {
+        if (p.dropout) {  // dropped probabilities count in the sum but not in O
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            const int r0 = q0 + (warp * MT + mt) * 16 + g;
+#pragma unroll
+            for (int w = 0; w < NTS / 8; ++w) {
+              const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t + 64 * w, false, 32);
+#pragma unroll
+              for (int x = 0; x < 32; ++x)
+                if (!((kept >> x) & 1u)) s[mt][w * 8 + (x >> 2)][x & 3] = 0.f;
+            }
+          }
+        }
+      }
+
+      // O += P V
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        std::uint32_t pa[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          mma16816<T>(acc_o[mt][2 * np], pa[mt], vb[0], vb[1]);
-          mma16816<T>(acc_o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
+          pa[mt][0] = pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int np = 0; np < DV / 16; ++np) {
+          std::uint32_t vb[4];
+          ldsm_x4_trans(vb, sVs + Swz<DV>::at(kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7), 2 * np + (lane >> 4)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma16816<T>(acc_o[mt][2 * np], pa[mt], vb[0], vb[1]);
+            mma16816<T>(acc_o[mt][2 * np + 1], pa[mt], vb[2], vb[3]);
+          }
         }
       }
     }
