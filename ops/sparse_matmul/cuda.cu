@@ -87,7 +87,8 @@ std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile,
     const std::int64_t pieces = (len + chunk - 1) / chunk;
     reduce.insert(reduce.end(), {oi, slots, static_cast<std::int32_t>(pieces)});
     for (std::int64_t q = 0; q < pieces; ++q) {
-      const auto lo = static_cast<std::int32_t>(b + len * q / pieces), hi = static_cast<std::int32_t>(b + len * (q + 1) / pieces);
+      const auto lo = static_cast<std::int32_t>(b + len * q / pieces),
+                 hi = static_cast<std::int32_t>(b + len * (q + 1) / pieces);
       items.insert(items.end(), {oi, lo, hi, slots++});
     }
   }
@@ -100,68 +101,73 @@ std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile,
 }
 
 // ---- grouped schedule --------------------------------------------------------------------
-// Regions of G x G output blocks (G = 128 / bs), one CTA each, over the union of the
-// k-blocks of the region's pairs. A step records, per block-row i of the region, the x
-// tile of any pair (i, ., k) and, per block-column j, the y tile of any pair (., j, k); -1
-// where there is none. That zero then multiplies only products no stored block of the
+// Regions of GM x GN output blocks (128 x 128, 64 x 128 or 128 x 64 elements), one CTA
+// each, over the union of the k-blocks of the region's pairs. A step records, per
+// block-row i of the region, the x tile of any pair (i, ., k) and, per block-column j, the
+// y tile of any pair (., j, k); -1 where there is none. That zero then multiplies only products no stored block of the
 // region needs: if output (i, j) is stored and both its tiles at k exist, (i, j, k) is one
 // of its pairs, so both ids are recorded.
 struct Grouped {
-  Tensor items;  // i32 [n_items, 4]: region, step begin, step end, -1
-  Tensor steps;  // i32 [n_steps, 2G]
-  Tensor outs;   // i32 [n_items, G * G]
+  Tensor items;            // i32 [n_items, 4]: region, step begin, step end, -1
+  Tensor steps;            // i32 [n_steps, GM + GN]
+  Tensor outs;             // i32 [n_items, GM * GN]
+  int rows = 0, cols = 0;  // region extent in elements
   std::int64_t n_items = 0;
   std::int64_t work = 0;       // block products computed, zeros included
   std::int64_t max_steps = 0;  // longest region
   std::int64_t total_steps = 0;
 };
 
-std::shared_ptr<Grouped> build_grouped(const MatmulPlan& p, Device dev) {
+std::shared_ptr<Grouped> build_grouped(const MatmulPlan& p, int rows, int cols, Device dev) {
   auto s = std::make_shared<Grouped>();
-  const std::int64_t G = 128 / p.bs, mg = (p.mb + G - 1) / G, ng = (p.nb + G - 1) / G;
+  s->rows = rows;
+  s->cols = cols;
+  const std::int64_t GM = rows / p.bs, GN = cols / p.bs, W = GM + GN;
+  const std::int64_t mg = (p.mb + GM - 1) / GM, ng = (p.nb + GN - 1) / GN;
   auto region_of = [&](std::int64_t o) {
     const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
-    return (c[0] * mg + c[1] / G) * ng + c[2] / G;
+    return (c[0] * mg + c[1] / GM) * ng + c[2] / GN;
   };
   // Output tiles sorted by region (row-major regions: neighbours share operand panels).
   std::vector<std::int32_t> order(static_cast<std::size_t>(p.n_out));
   for (std::int64_t o = 0; o < p.n_out; ++o) order[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(o);
-  std::stable_sort(order.begin(), order.end(), [&](std::int32_t u, std::int32_t v) { return region_of(u) < region_of(v); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int32_t u, std::int32_t v) { return region_of(u) < region_of(v); });
 
   std::vector<std::int32_t> items, steps, outs;
-  std::vector<std::int32_t> rec(static_cast<std::size_t>(p.kb * 2 * G), -1);
+  std::vector<std::int32_t> rec(static_cast<std::size_t>(p.kb * W), -1);
   std::vector<char> seen(static_cast<std::size_t>(p.kb), 0);
   std::vector<std::int32_t> ks;
   for (std::size_t q0 = 0; q0 < order.size();) {
     const std::int64_t region = region_of(order[q0]);
     std::size_t q1 = q0;
     const std::size_t out_base = outs.size();
-    outs.resize(out_base + static_cast<std::size_t>(G * G), -1);
+    outs.resize(out_base + static_cast<std::size_t>(GM * GN), -1);
     ks.clear();
     for (; q1 < order.size() && region_of(order[q1]) == region; ++q1) {
       const std::int32_t o = order[q1];
       const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
-      const std::int64_t gi = c[1] % G, gj = c[2] % G;
-      outs[out_base + static_cast<std::size_t>(gi * G + gj)] = o;
-      for (std::int32_t q = p.pair_begin[static_cast<std::size_t>(o)]; q < p.pair_begin[static_cast<std::size_t>(o) + 1];
-           ++q) {
+      const std::int64_t gi = c[1] % GM, gj = c[2] % GN;
+      outs[out_base + static_cast<std::size_t>(gi * GN + gj)] = o;
+      for (std::int32_t q = p.pair_begin[static_cast<std::size_t>(o)];
+           q < p.pair_begin[static_cast<std::size_t>(o) + 1]; ++q) {
         const std::int32_t k = p.pair_k[static_cast<std::size_t>(q)];
         if (!seen[static_cast<std::size_t>(k)]) {
           seen[static_cast<std::size_t>(k)] = 1;
           ks.push_back(k);
         }
-        rec[static_cast<std::size_t>(k * 2 * G + gi)] = p.pair_a[static_cast<std::size_t>(q)];
-        rec[static_cast<std::size_t>(k * 2 * G + G + gj)] = p.pair_b[static_cast<std::size_t>(q)];
+        rec[static_cast<std::size_t>(k * W + gi)] = p.pair_a[static_cast<std::size_t>(q)];
+        rec[static_cast<std::size_t>(k * W + GM + gj)] = p.pair_b[static_cast<std::size_t>(q)];
       }
     }
     std::sort(ks.begin(), ks.end());
-    const auto first = static_cast<std::int32_t>(steps.size() / static_cast<std::size_t>(2 * G));
-    items.insert(items.end(), {static_cast<std::int32_t>(s->n_items), first,
-                               first + static_cast<std::int32_t>(ks.size()), -1});
+    const auto first = static_cast<std::int32_t>(steps.size() / static_cast<std::size_t>(W));
+    items.insert(items.end(),
+                 {static_cast<std::int32_t>(s->n_items), first, first + static_cast<std::int32_t>(ks.size()), -1});
     for (const std::int32_t k : ks) {
-      auto* r = &rec[static_cast<std::size_t>(k * 2 * G)];
-      steps.insert(steps.end(), r, r + 2 * G);
-      std::fill(r, r + 2 * G, -1);
+      auto* r = &rec[static_cast<std::size_t>(k * W)];
+      steps.insert(steps.end(), r, r + W);
+      std::fill(r, r + W, -1);
       seen[static_cast<std::size_t>(k)] = 0;
     }
     ++s->n_items;
@@ -169,29 +175,32 @@ std::shared_ptr<Grouped> build_grouped(const MatmulPlan& p, Device dev) {
     s->max_steps = std::max<std::int64_t>(s->max_steps, static_cast<std::int64_t>(ks.size()));
     q0 = q1;
   }
-  s->work = s->total_steps * G * G;
+  s->work = s->total_steps * GM * GN;
   if (s->n_items > 0) {
     s->items = to_device_i32(items, 4, dev);
-    s->outs = to_device_i32(outs, G * G, dev);
+    s->outs = to_device_i32(outs, GM * GN, dev);
   }
-  if (!steps.empty()) s->steps = to_device_i32(steps, 2 * G, dev);
+  if (!steps.empty()) s->steps = to_device_i32(steps, W, dev);
   return s;
 }
 
-// Whether the grouped path should run (Auto): its zero products cost less than the per-block
-// path's small tiles (about 3x slower per product at block 32, 1.5x at 64 than a 128 x 128
-// tile), and no region is so long that it alone would dominate the run time.
-bool grouped_pays(const MatmulPlan& p, const Grouped& g, int sms) {
-  if (p.n_pairs() == 0 || g.n_items == 0) return false;
-  const double waste = static_cast<double>(g.work) / static_cast<double>(p.n_pairs());
-  const double limit = p.bs == 32 ? 3.0 : 1.5;
-  return waste <= limit && g.max_steps * sms <= 2 * g.total_steps;
+// Estimated cost of a grouped schedule (Auto), in units of a block product on a 128 x 128
+// tile: its products, zeros included, times the relative cost of its tile (a 64 x 128 tile
+// reuses operands less: ~1.25x). Infinite when one region is so long that it alone would
+// dominate the run time (no split-K here).
+double grouped_cost(const Grouped& g, int sms) {
+  if (g.n_items == 0 || g.max_steps * sms > 2 * g.total_steps) return 1e300;
+  return static_cast<double>(g.work) * (g.rows == g.cols ? 1.0 : 1.25);
 }
+
+// The same for the per-block path: its 32 x 32 and 64 x 64 tiles are about 3x and 1.5x
+// slower per product than a 128 x 128 one.
+double per_block_cost(const MatmulPlan& p) { return static_cast<double>(p.n_pairs()) * (p.bs == 32 ? 3.0 : 1.5); }
 
 // ---- SIMT kernel -------------------------------------------------------------------------
 template <typename T, typename Acc, int TILE>
 __global__ void __launch_bounds__(kSimtThreads) simt_kernel(const KernelArgs args) {
-  constexpr int R = TILE / 16;  // outputs per thread along each side
+  constexpr int R = TILE / 16;           // outputs per thread along each side
   __shared__ Acc sa[kSimtBK][TILE + 1];  // op(A) slice, [k][m]
   __shared__ Acc sb[kSimtBK][TILE + 1];  // op(B) slice, [k][n]
   const int tid = static_cast<int>(threadIdx.x), ty = tid >> 4, tx = tid & 15;
@@ -291,9 +300,7 @@ __global__ void reduce_kernel(const int* __restrict__ red, const Acc* __restrict
 }
 
 // ---- dispatch ----------------------------------------------------------------------------
-DevAddr dev_addr(const TileAddr& a) {
-  return DevAddr{static_cast<unsigned>(a.grid_cols), a.bs * a.ld, a.bs};
-}
+DevAddr dev_addr(const TileAddr& a) { return DevAddr{static_cast<unsigned>(a.grid_cols), a.bs * a.ld, a.bs}; }
 
 bool aligned16(const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
 
@@ -305,8 +312,8 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
 
   constexpr bool k16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
-  const bool tensor_cores = (k16 || (std::is_same_v<T, float> && allow_tf32())) && aligned16(a) && aligned16(b) &&
-                            aligned16(out);
+  const bool tensor_cores =
+      (k16 || (std::is_same_v<T, float> && allow_tf32())) && aligned16(a) && aligned16(b) && aligned16(out);
   const std::int64_t tile = tensor_cores ? spmm::mma_tile(static_cast<int>(p.bs)) : std::min<std::int64_t>(p.bs, 64);
 
   const std::string prefix = "cuda:" + std::to_string(dev.index);
@@ -334,16 +341,37 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.trans_b = p.trans_b;
 
   if constexpr (k16) {
-    // The grouped path: regions of several blocks in one 128 x 128 CTA tile (path.h).
+    // The grouped path: regions of several blocks in one CTA tile (path.h).
     const spmm::MmaPath choice = spmm::mma_path();
-    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock) {
-      const Grouped& g = p.cached<Grouped>(prefix + "/grouped", [&] { return build_grouped(p, dev); });
-      if (choice == spmm::MmaPath::Grouped || grouped_pays(p, g, sm_count(dev.index))) {
+    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock && p.n_pairs() > 0) {
+      auto grouped = [&](int rows, int cols) -> const Grouped& {
+        return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
+                                 [&] { return build_grouped(p, rows, cols, dev); });
+      };
+      const Grouped* g = nullptr;
+      if (choice == spmm::MmaPath::Grouped)
+        g = &grouped(128, 128);
+      else if (choice == spmm::MmaPath::GroupedWide)
+        g = &grouped(64, 128);
+      else if (choice == spmm::MmaPath::GroupedTall)
+        g = &grouped(128, 64);
+      else {
+        const int sms = sm_count(dev.index);
+        double best = per_block_cost(p);
+        for (const Grouped* c : {&grouped(128, 128), &grouped(64, 128), &grouped(128, 64)}) {
+          const double cost = grouped_cost(*c, sms);
+          if (cost < best) {
+            best = cost;
+            g = c;
+          }
+        }
+      }
+      if (g != nullptr) {
         KernelArgs ga = args;
-        ga.items = static_cast<const int4*>(g.items.data_ptr());
-        ga.steps = g.steps.defined() ? static_cast<const int*>(g.steps.data_ptr()) : nullptr;
-        ga.outs = static_cast<const int*>(g.outs.data_ptr());
-        spmm::launch_mma_grouped<T>(ga, static_cast<int>(g.n_items), stream);
+        ga.items = static_cast<const int4*>(g->items.data_ptr());
+        ga.steps = g->steps.defined() ? static_cast<const int*>(g->steps.data_ptr()) : nullptr;
+        ga.outs = static_cast<const int*>(g->outs.data_ptr());
+        spmm::launch_mma_grouped<T>(ga, static_cast<int>(g->n_items), g->rows, g->cols, stream);
         return;
       }
     }
@@ -363,10 +391,17 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   }
   if (!tensor_cores) {
     switch (tile) {
-      case 64: launch_simt<T, Acc, 64>(args, n_items, stream); break;
-      case 32: launch_simt<T, Acc, 32>(args, n_items, stream); break;
-      case 16: launch_simt<T, Acc, 16>(args, n_items, stream); break;
-      default: TG_THROW(Error, "matmul: internal error: no CUDA tile for block size ", p.bs);
+      case 64:
+        launch_simt<T, Acc, 64>(args, n_items, stream);
+        break;
+      case 32:
+        launch_simt<T, Acc, 32>(args, n_items, stream);
+        break;
+      case 16:
+        launch_simt<T, Acc, 16>(args, n_items, stream);
+        break;
+      default:
+        TG_THROW(Error, "matmul: internal error: no CUDA tile for block size ", p.bs);
     }
   }
   if (sched.n_split > 0) {

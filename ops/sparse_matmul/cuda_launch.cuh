@@ -31,8 +31,9 @@ struct DevAddr {
 struct KernelArgs {
   const int4* items;  ///< [n_items]: out tile, pair begin, pair end, slot (-1: direct)
   const int2* pairs;  ///< [n_pairs]: (a tile id, b tile id)
-  const int* steps;   ///< grouped path: [n_steps, 2G]: a tile ids of the G rows, b tile ids of the G columns
-  const int* outs;    ///< grouped path: [n_regions, G * G]: output tile ids, row-major (-1: not stored)
+  const int*
+      steps;  ///< grouped path: [n_steps, GM + GN]: a tile ids of the GM block-rows, b tile ids of the GN block-columns
+  const int* outs;  ///< grouped path: [n_regions, GM * GN]: output tile ids, row-major (-1: not stored)
   const void* a;
   const void* b;
   void* c;
@@ -51,10 +52,11 @@ struct KernelArgs {
 template <typename E>
 void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream);
 
-/// Launches the grouped tensor-core kernel (E bf16 or half, args.bs 32 or 64): one 128 x 128
-/// CTA per item = region of (128 / bs)^2 output blocks; defined in mma_<dtype>.cu.
+/// Launches the grouped tensor-core kernel (E bf16 or half, args.bs 32 or 64): one CTA per
+/// item = region of rows x cols elements (128 x 128, 64 x 128 or 128 x 64) made of
+/// (rows / bs) x (cols / bs) output blocks; defined in mma_<dtype>.cu.
 template <typename E>
-void launch_mma_grouped(const KernelArgs& args, int n_items, cudaStream_t stream);
+void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

@@ -4,5 +4,5 @@
 
 namespace tg::ops::spmm {
 template void launch_mma<tg::bfloat16>(const KernelArgs&, int, cudaStream_t);
-template void launch_mma_grouped<tg::bfloat16>(const KernelArgs&, int, cudaStream_t);
+template void launch_mma_grouped<tg::bfloat16>(const KernelArgs&, int, int, int, cudaStream_t);
 }  // namespace tg::ops::spmm

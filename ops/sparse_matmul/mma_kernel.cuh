@@ -6,8 +6,9 @@
 // shared-memory stages with cp.async (STAGES-1 steps in flight), then the warps multiply
 // them with mma.sync: m16n8k16 for bf16/f16, m16n8k8 TF32 for f32, f32 accumulation.
 // The grouped variant (blocks of 32 / 64, see path.h) runs the same loop on a 128 x 128
-// region of several output blocks: a step then names one tile per block-row of the
-// region for A and one per block-column for B, absent ones copied as zeros.
+// (or 64 x 128, 128 x 64) region of several output blocks: a step then names one tile per
+// block-row of the region for A and one per block-column for B, absent ones copied as
+// zeros.
 //
 // Transposed operands cost nothing extra: a tile is copied into shared memory in its
 // stored orientation (rows along its contiguous dimension, 16-byte chunks), and the
@@ -32,10 +33,11 @@
 
 namespace tg::ops::spmm {
 
-/// CTA tile BM x BM, k-step BK, WM x WN warps, pipeline depth for 16-bit and 32-bit elements.
-template <int BM_, int BK_, int WM_, int WN_, int STAGES16_, int STAGES32_>
+/// CTA tile BM x BN (square unless a grouped region says otherwise), k-step BK, WM x WN
+/// warps, pipeline depth for 16-bit and 32-bit elements.
+template <int BM_, int BK_, int WM_, int WN_, int STAGES16_, int STAGES32_, int BN_ = BM_>
 struct Cfg {
-  static constexpr int BM = BM_, BN = BM_, BK = BK_, WM = WM_, WN = WN_;
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_;
   static constexpr int kThreads = 32 * WM * WN;
   static constexpr int WTM = BM / WM, WTN = BN / WN;  // warp tile
   static constexpr int MT = WTM / 16, NT = WTN / 8;   // mma tiles per warp
@@ -49,6 +51,8 @@ struct Cfg {
 using Cfg128 = Cfg<128, 64, 2, 4, 3, 3>;
 using Cfg128Tf32 = Cfg<128, 32, 2, 4, 4, 3>;
 using CfgGroup = Cfg<128, 32, 2, 4, 4, 3>;
+using CfgGroupWide = Cfg<64, 32, 2, 4, 4, 3, 128>;  // one block-row band of 64, 128 wide
+using CfgGroupTall = Cfg<128, 32, 4, 2, 4, 3, 64>;
 using Cfg64 = Cfg<64, 32, 2, 2, 4, 3>;
 using Cfg32 = Cfg<32, 32, 2, 2, 4, 4>;
 using Cfg16 = Cfg<16, 16, 1, 1, 4, 4>;
@@ -233,7 +237,10 @@ struct Loader {
   static constexpr int B_PER_ROW = L::B_COLS / kChunk, B_CHUNKS = L::B_ROWS * B_PER_ROW;
   static constexpr int A_ITERS = (A_CHUNKS + C::kThreads - 1) / C::kThreads;
   static constexpr int B_ITERS = (B_CHUNKS + C::kThreads - 1) / C::kThreads;
-  static constexpr int G = GB > 0 ? C::BM / GB : 1;  // blocks per side of a grouped region
+  // blocks along m and n of a grouped region
+  static constexpr int GM = GB > 0 ? C::BM / GB : 1, GN = GB > 0 ? C::BN / GB : 1;
+  static constexpr int GB1 = GB > 0 ? GB : 1;  // GB as a divisor
+  static_assert(GB == 0 || (C::BM % GB1 == 0 && C::BN % GB1 == 0 && C::BK <= GB), "regions of whole blocks");
   // A grouped region stacks blocks along m (A's rows unless transposed) and n (B's columns
   // unless transposed); the other dimension of each stored tile is k.
   static constexpr bool A_ROWS_GROUPED = !TA, B_ROWS_GROUPED = TB;
@@ -249,7 +256,7 @@ struct Loader {
     if constexpr (GB == 0) {
       ids.pair = args.pairs[first + (step >> args.lg_kpp)];
     } else {
-      const int* rec = args.steps + static_cast<long long>(first + (step >> args.lg_kpp)) * (2 * G);
+      const int* rec = args.steps + static_cast<long long>(first + (step >> args.lg_kpp)) * (GM + GN);
 #pragma unroll
       for (int i = 0; i < A_ITERS; ++i) {
         const int c = tid + i * C::kThreads;
@@ -263,7 +270,7 @@ struct Loader {
         const int c = tid + i * C::kThreads;
         if (B_CHUNKS % C::kThreads == 0 || c < B_CHUNKS) {
           const int r = c / B_PER_ROW, col = (c % B_PER_ROW) * kChunk;
-          ids.b[i] = rec[G + (B_ROWS_GROUPED ? r : col) / GB];
+          ids.b[i] = rec[GM + (B_ROWS_GROUPED ? r : col) / GB];
         }
       }
     }
@@ -310,7 +317,7 @@ struct Loader {
     } else {
       copy_grouped<L::A_ROWS, L::A_COLS, L::A_LD, A_ITERS, A_ROWS_GROUPED>(s, A, ids.a, args.addr_a, args.lda, kk, tid);
       copy_grouped<L::B_ROWS, L::B_COLS, L::B_LD, B_ITERS, B_ROWS_GROUPED>(s + L::A_SIZE, B, ids.b, args.addr_b,
-                                                                          args.ldb, kk, tid);
+                                                                           args.ldb, kk, tid);
     }
   }
 };
@@ -318,7 +325,7 @@ struct Loader {
 // ---- the kernel --------------------------------------------------------------------------
 /// GB = 0: per-block path, item = (output tile, pair begin, pair end, slot). GB > 0:
 /// grouped path for blocks of GB, item = (region, step begin, step end, -1), the region's
-/// G x G output tile ids at args.outs[region * G * G] (-1: not stored).
+/// GM x GN output tile ids at args.outs[region * GM * GN] (-1: not stored).
 template <class C, typename E, bool TA, bool TB, int GB>
 __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args) {
   using L = Smem<C, E, TA, TB>;
@@ -376,14 +383,14 @@ __global__ void __launch_bounds__(C::kThreads) mma_kernel(const KernelArgs args)
   const int g = lane >> 2, t = lane & 3;
   if constexpr (GB > 0) {
     // Rows r and r+8 of a fragment lie in one 16-row band, hence in one block (GB >= 16).
-    const int* outs = args.outs + static_cast<long long>(item.x) * Ld::G * Ld::G;
+    const int* outs = args.outs + static_cast<long long>(item.x) * Ld::GM * Ld::GN;
     E* C0 = static_cast<E*>(args.c);
 #pragma unroll
     for (int mt = 0; mt < C::MT; ++mt)
 #pragma unroll
       for (int nt = 0; nt < C::NT; ++nt) {
         const int row = wm0 + mt * 16 + g, col = wn0 + nt * 8 + 2 * t;
-        const int id = outs[(row / GB) * Ld::G + col / GB];
+        const int id = outs[(row / GB) * Ld::GN + col / GB];
         if (id < 0) continue;
         E* p = C0 + args.addr_c.offset(id) + static_cast<long long>(row % GB) * args.ldc + col % GB;
         store2<E>(p, acc[mt][nt][0], acc[mt][nt][1]);
@@ -429,7 +436,8 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
     TG_CUDA_CHECK(cudaGetDevice(&dev));
     auto& flag = ready[static_cast<std::size_t>(dev & 63)];
     if (!flag.load(std::memory_order_acquire)) {
-      TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L::BYTES)));
+      TG_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(L::BYTES)));
       flag.store(true, std::memory_order_release);
     }
   }
@@ -444,34 +452,63 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
 
 template <class C, typename E, int GB = 0>
 void launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  if (!args.trans_a && !args.trans_b) launch_cfg<C, E, false, false, GB>(args, n_items, stream);
-  else if (args.trans_a && !args.trans_b) launch_cfg<C, E, true, false, GB>(args, n_items, stream);
-  else if (!args.trans_a) launch_cfg<C, E, false, true, GB>(args, n_items, stream);
-  else launch_cfg<C, E, true, true, GB>(args, n_items, stream);
+  if (!args.trans_a && !args.trans_b)
+    launch_cfg<C, E, false, false, GB>(args, n_items, stream);
+  else if (args.trans_a && !args.trans_b)
+    launch_cfg<C, E, true, false, GB>(args, n_items, stream);
+  else if (!args.trans_a)
+    launch_cfg<C, E, false, true, GB>(args, n_items, stream);
+  else
+    launch_cfg<C, E, true, true, GB>(args, n_items, stream);
 }
 
 template <typename E>
 void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream) {
   switch (mma_tile(args.bs)) {
     case 128:
-      if constexpr (sizeof(E) == 2) launch_trans<Cfg128, E>(args, n_items, stream);
-      else launch_trans<Cfg128Tf32, E>(args, n_items, stream);
+      if constexpr (sizeof(E) == 2)
+        launch_trans<Cfg128, E>(args, n_items, stream);
+      else
+        launch_trans<Cfg128Tf32, E>(args, n_items, stream);
       break;
-    case 64: launch_trans<Cfg64, E>(args, n_items, stream); break;
-    case 32: launch_trans<Cfg32, E>(args, n_items, stream); break;
-    case 16: launch_trans<Cfg16, E>(args, n_items, stream); break;
-    default: TG_THROW(Error, "matmul: internal error: no tensor-core tile for block size ", args.bs);
+    case 64:
+      launch_trans<Cfg64, E>(args, n_items, stream);
+      break;
+    case 32:
+      launch_trans<Cfg32, E>(args, n_items, stream);
+      break;
+    case 16:
+      launch_trans<Cfg16, E>(args, n_items, stream);
+      break;
+    default:
+      TG_THROW(Error, "matmul: internal error: no tensor-core tile for block size ", args.bs);
+  }
+}
+
+template <class C, typename E>
+void launch_grouped_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
+  switch (args.bs) {
+    case 64:
+      launch_trans<C, E, 64>(args, n_items, stream);
+      break;
+    case 32:
+      launch_trans<C, E, 32>(args, n_items, stream);
+      break;
+    default:
+      TG_THROW(Error, "matmul: internal error: no grouped tile for block size ", args.bs);
   }
 }
 
 template <typename E>
-void launch_mma_grouped(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  static_assert(CfgGroup::BK <= 32 && CfgGroup::BM == 128, "a k-step never spans two blocks of 32");
-  switch (args.bs) {
-    case 64: launch_trans<CfgGroup, E, 64>(args, n_items, stream); break;
-    case 32: launch_trans<CfgGroup, E, 32>(args, n_items, stream); break;
-    default: TG_THROW(Error, "matmul: internal error: no grouped tile for block size ", args.bs);
-  }
+void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream) {
+  if (rows == 128 && cols == 128)
+    launch_grouped_cfg<CfgGroup, E>(args, n_items, stream);
+  else if (rows == 64 && cols == 128)
+    launch_grouped_cfg<CfgGroupWide, E>(args, n_items, stream);
+  else if (rows == 128 && cols == 64)
+    launch_grouped_cfg<CfgGroupTall, E>(args, n_items, stream);
+  else
+    TG_THROW(Error, "matmul: internal error: no grouped region of ", rows, " x ", cols);
 }
 
 }  // namespace tg::ops::spmm

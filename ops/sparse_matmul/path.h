@@ -3,15 +3,17 @@
 //
 // Per-block: one CTA per output block (or per 128 x 128 piece of a larger one) over its
 // pair list, with split-K for long lists. Grouped (blocks of 32 and 64): one CTA per
-// 128 x 128 output region made of (128/bs)^2 blocks, over the union of the k-blocks its
-// blocks need, absent operand blocks read as zeros; operand tiles are shared by the
-// region's blocks. Auto takes the grouped one when the zeros it multiplies cost less
-// than the small tiles of the per-block one and no region is much longer than the rest.
+// output region of 128 x 128 (Grouped), 64 x 128 (GroupedWide: one band of block-rows)
+// or 128 x 64 (GroupedTall) elements made of several blocks, over the union of the
+// k-blocks its blocks need, absent operand blocks read as zeros; operand tiles are shared
+// by the region's blocks. Auto takes the cheapest by an estimate of the products each
+// computes, zeros included, weighted by the speed of its tile; a grouped one only when no
+// region is much longer than the rest (it has no split-K).
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped };
+enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned

@@ -37,7 +37,8 @@ class TileIndex {
     if (!d_.trans) {
       for (std::int64_t q = row_off_[b * rb_ + i]; q < row_off_[b * rb_ + i + 1]; ++q) f(coords_[3 * q + 2]);
     } else {
-      for (std::int64_t q = col_off_[b * cb_ + i]; q < col_off_[b * cb_ + i + 1]; ++q) f(coords_[3 * col_blocks_[q] + 1]);
+      for (std::int64_t q = col_off_[b * cb_ + i]; q < col_off_[b * cb_ + i + 1]; ++q)
+        f(coords_[3 * col_blocks_[q] + 1]);
     }
   }
 
@@ -45,7 +46,8 @@ class TileIndex {
   template <typename F>
   void for_each_in_col(std::int64_t b, std::int64_t j, F&& f) const {
     if (!d_.trans) {
-      for (std::int64_t q = col_off_[b * cb_ + j]; q < col_off_[b * cb_ + j + 1]; ++q) f(coords_[3 * col_blocks_[q] + 1]);
+      for (std::int64_t q = col_off_[b * cb_ + j]; q < col_off_[b * cb_ + j + 1]; ++q)
+        f(coords_[3 * col_blocks_[q] + 1]);
     } else {
       for (std::int64_t q = row_off_[b * rb_ + j]; q < row_off_[b * rb_ + j + 1]; ++q) f(coords_[3 * q + 2]);
     }
@@ -93,7 +95,8 @@ std::shared_ptr<MatmulPlan> build_plan(const OperandDesc& a, const OperandDesc& 
   narrow(p->n_out, "output tiles");
 
   const TileIndex ia(a, bs), ib(b, bs);
-  const std::int64_t* out_coords = c.sparse() ? c.layout.tables(Device::cpu()).block_coords.data<std::int64_t>() : nullptr;
+  const std::int64_t* out_coords =
+      c.sparse() ? c.layout.tables(Device::cpu()).block_coords.data<std::int64_t>() : nullptr;
   p->pair_begin.resize(static_cast<std::size_t>(p->n_out + 1));
   p->pair_begin[0] = 0;
   for (std::int64_t o = 0; o < p->n_out; ++o) {
@@ -117,9 +120,12 @@ std::shared_ptr<MatmulPlan> build_plan(const OperandDesc& a, const OperandDesc& 
       p->pair_k.push_back(static_cast<std::int32_t>(k));
     };
     // Enumerate the k of the sparse side (the shorter candidate list), check the other.
-    if (a.sparse()) ia.for_each_in_row(bt, i, add);
-    else if (b.sparse()) ib.for_each_in_col(bt, j, add);
-    else for (std::int64_t k = 0; k < p->kb; ++k) add(k);
+    if (a.sparse())
+      ia.for_each_in_row(bt, i, add);
+    else if (b.sparse())
+      ib.for_each_in_col(bt, j, add);
+    else
+      for (std::int64_t k = 0; k < p->kb; ++k) add(k);
     const std::int64_t end = narrow(static_cast<std::int64_t>(p->pair_a.size()), "block pairs");
     p->max_pairs = std::max<std::int64_t>(p->max_pairs, end - p->pair_begin[static_cast<std::size_t>(o)]);
     p->pair_begin[static_cast<std::size_t>(o + 1)] = static_cast<std::int32_t>(end);

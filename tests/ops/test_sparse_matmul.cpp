@@ -26,9 +26,8 @@ struct Mode {
   const char* name;
   bool out_sparse, x_sparse, y_sparse;
 };
-const std::vector<Mode> kModes = {{"SDD", true, false, false}, {"SSD", true, true, false},
-                                  {"SDS", true, false, true},  {"SSS", true, true, true},
-                                  {"DSD", false, true, false}, {"DDS", false, false, true},
+const std::vector<Mode> kModes = {{"SDD", true, false, false}, {"SSD", true, true, false},  {"SDS", true, false, true},
+                                  {"SSS", true, true, true},   {"DSD", false, true, false}, {"DDS", false, false, true},
                                   {"DSS", false, true, true}};
 
 // One problem: x [B, M, K] under lx, y [B, K, N] under ly, output layout lo.
@@ -48,8 +47,8 @@ Problem problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t N
 }
 
 std::string describe(const Problem& p) {
-  return detail::concat("B=", p.B(), " M=", p.M(), " K=", p.K(), " N=", p.N(), " bs=", p.bs(), " blocks x/y/out=",
-                        p.lx.n_blocks(), "/", p.ly.n_blocks(), "/", p.lo.n_blocks());
+  return detail::concat("B=", p.B(), " M=", p.M(), " K=", p.K(), " N=", p.N(), " bs=", p.bs(),
+                        " blocks x/y/out=", p.lx.n_blocks(), "/", p.ly.n_blocks(), "/", p.lo.n_blocks());
 }
 
 // The op's input for an operand: block data when sparse, else the dense values; a new
@@ -65,10 +64,14 @@ Tensor apply(const Mode& m, const Problem& p, const Tensor& xin, const Tensor& y
   auto Y = [&] { return BlockSparseTensor(yin, p.ly); };
   if (m.out_sparse) {
     BlockSparseTensor out;
-    if (!m.x_sparse && !m.y_sparse) out = matmul(xin, yin, p.lo);
-    else if (m.x_sparse && !m.y_sparse) out = matmul(X(), yin, p.lo);
-    else if (!m.x_sparse) out = matmul(xin, Y(), p.lo);
-    else out = matmul(X(), Y(), p.lo);
+    if (!m.x_sparse && !m.y_sparse)
+      out = matmul(xin, yin, p.lo);
+    else if (m.x_sparse && !m.y_sparse)
+      out = matmul(X(), yin, p.lo);
+    else if (!m.x_sparse)
+      out = matmul(xin, Y(), p.lo);
+    else
+      out = matmul(X(), Y(), p.lo);
     REQUIRE(out.layout() == p.lo);
     return out.data();
   }
@@ -106,7 +109,8 @@ Tensor reference_mm(const std::vector<double>& a, const std::vector<double>& b, 
       for (std::int64_t j = 0; j < N; ++j) {
         if (lo && !lo->active(bt, i / lo->block_size(), j / lo->block_size())) continue;
         double s = 0;
-        for (std::int64_t k = 0; k < K; ++k) s += (ta ? pa[k * M + i] : pa[i * K + k]) * (tb ? pb[j * K + k] : pb[k * N + j]);
+        for (std::int64_t k = 0; k < K; ++k)
+          s += (ta ? pa[k * M + i] : pa[i * K + k]) * (tb ? pb[j * K + k] : pb[k * N + j]);
         out[at((bt * M + i) * N + j)] = s;
       }
   }
@@ -115,8 +119,8 @@ Tensor reference_mm(const std::vector<double>& a, const std::vector<double>& b, 
 
 // The f64 reference of mode m for dense operands (masked by their layouts when sparse).
 Tensor reference(const Mode& m, const Problem& p, const Tensor& xd, const Tensor& yd) {
-  return reference_mm(host(xd, p.lx, m.x_sparse), host(yd, p.ly, m.y_sparse), p.B(), p.M(), p.K(), p.N(), false,
-                      false, m.out_sparse ? &p.lo : nullptr, kNan);
+  return reference_mm(host(xd, p.lx, m.x_sparse), host(yd, p.ly, m.y_sparse), p.B(), p.M(), p.K(), p.N(), false, false,
+                      m.out_sparse ? &p.lo : nullptr, kNan);
 }
 
 // Problems at block size bs: non-square, batch 1-3, empty layouts, empty rows and columns,
@@ -304,11 +308,13 @@ TEST_CASE("sparse matmul gradcheck, every mode", "[ops][sparse_matmul][gradcheck
   Tensor a = tgt::rand64({l1.n_blocks(), 1, 1}, 8).requires_grad_();
   Tensor b = tgt::rand64({1, 4, 3}, 9).requires_grad_();
   Tensor c = tgt::rand64({l2.n_blocks(), 1, 1}, 10).requires_grad_();
-  check_gradcheck("chain", [&](const std::vector<Tensor>& v) {
-    BlockSparseTensor s = matmul(BlockSparseTensor(v[0], l1), v[1], l3);                // [1, 3, 3]
-    BlockSparseTensor s2 = matmul(transpose(v[1]), BlockSparseTensor(v[2], l2), l3);  // [1, 3, 3]
-    return matmul(s, s2);
-  }, {a, b, c});
+  check_gradcheck("chain",
+                  [&](const std::vector<Tensor>& v) {
+                    BlockSparseTensor s = matmul(BlockSparseTensor(v[0], l1), v[1], l3);              // [1, 3, 3]
+                    BlockSparseTensor s2 = matmul(transpose(v[1]), BlockSparseTensor(v[2], l2), l3);  // [1, 3, 3]
+                    return matmul(s, s2);
+                  },
+                  {a, b, c});
 }
 
 TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_matmul]") {
@@ -346,12 +352,19 @@ TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
   tgt::require_throws<ShapeError>([&] { matmul(zeros({48, 64}), yd, lo); }, {"matmul", "x", "3-d", "[48, 64]"});
   tgt::require_throws<ShapeError>([&] { matmul(x, zeros({64, 32})); }, {"matmul", "y", "3-d", "[64, 32]"});
   // inner extents
-  tgt::require_throws<ShapeError>([&] { matmul(xd, zeros({2, 48, 32}), lo); },
-                                  {"matmul", "inner", "x has K=64", "y has K=48"});
+  tgt::require_throws<ShapeError>(
+      [&] {
+        matmul(xd, zeros({2, 48, 32}), lo);
+      },
+      {"matmul", "inner", "x has K=64", "y has K=48"});
   const BlockSparseTensor y3(zeros({12, 16, 16}), full_layout(2, 3, 2, 16));
   tgt::require_throws<ShapeError>([&] { matmul(x, y3); },
                                   {"matmul", "layout of x has 4 block-columns", "layout of y has 3 block-rows"});
-  tgt::require_throws<ShapeError>([&] { matmul(zeros({3, 48, 64}), y); }, {"matmul", "batch", "x has B=3", "y has B=2"});
+  tgt::require_throws<ShapeError>(
+      [&] {
+        matmul(zeros({3, 48, 64}), y);
+      },
+      {"matmul", "batch", "x has B=3", "y has B=2"});
   // layout_out
   tgt::require_throws<ShapeError>([&] { matmul(x, yd, full_layout(2, 3, 3, 16)); },
                                   {"matmul", "layout_out", "[2, 3, 2]", "[2, 3, 3]"});
@@ -364,15 +377,27 @@ TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
   const BlockSparseTensor y8(zeros({64, 8, 8}), full_layout(2, 8, 4, 8));
   tgt::require_throws<LayoutError>([&] { matmul(x, y8); }, {"matmul", "x has block size 16", "y has block size 8"});
   // divisibility of dense extents by the block size
-  tgt::require_throws<ShapeError>([&] { matmul(x, zeros({2, 64, 40})); },
-                                  {"matmul", "y has N=40", "multiple of the block size 16"});
-  tgt::require_throws<ShapeError>([&] { matmul(zeros({2, 40, 64}), y); },
-                                  {"matmul", "x has M=40", "multiple of the block size 16"});
+  tgt::require_throws<ShapeError>(
+      [&] {
+        matmul(x, zeros({2, 64, 40}));
+      },
+      {"matmul", "y has N=40", "multiple of the block size 16"});
+  tgt::require_throws<ShapeError>(
+      [&] {
+        matmul(zeros({2, 40, 64}), y);
+      },
+      {"matmul", "x has M=40", "multiple of the block size 16"});
   // dtypes
-  tgt::require_throws<DTypeError>([&] { matmul(x, zeros({2, 64, 32}, {.dtype = DType::bf16})); },
-                                  {"matmul", "x", "y", "same dtype", "f32", "bf16"});
-  tgt::require_throws<DTypeError>([&] { matmul(zeros({2, 48, 64}, {.dtype = DType::i32}), y); },
-                                  {"matmul", "x", "floating", "i32"});
+  tgt::require_throws<DTypeError>(
+      [&] {
+        matmul(x, zeros({2, 64, 32}, {.dtype = DType::bf16}));
+      },
+      {"matmul", "x", "y", "same dtype", "f32", "bf16"});
+  tgt::require_throws<DTypeError>(
+      [&] {
+        matmul(zeros({2, 48, 64}, {.dtype = DType::i32}), y);
+      },
+      {"matmul", "x", "floating", "i32"});
   const BlockSparseTensor yi(zeros({16, 16, 16}, {.dtype = DType::i64}), ly);
   tgt::require_throws<DTypeError>([&] { matmul(x, yi, lo); }, {"matmul", "y", "floating", "i64"});
   // malformed / undefined operands
@@ -398,10 +423,14 @@ std::vector<Tensor> run_on(Device dev, const Mode& m, const Problem& p, const Te
 
 double rtol_of(DType dt) {
   switch (dt) {
-    case DType::bf16: return 1.6e-2;
-    case DType::f16: return 2e-3;
-    case DType::f64: return 1e-12;
-    default: return allow_tf32() ? 4e-3 : 1e-5;
+    case DType::bf16:
+      return 1.6e-2;
+    case DType::f16:
+      return 2e-3;
+    case DType::f64:
+      return 1e-12;
+    default:
+      return allow_tf32() ? 4e-3 : 1e-5;
   }
 }
 
@@ -429,8 +458,7 @@ TEST_CASE("sparse matmul CUDA matches the CPU: every mode, block size and dtype"
   for (std::int64_t bs : {16, 32, 64, 128}) {
     const std::int64_t g = bs <= 32 ? 4 : bs == 64 ? 3 : 2;  // grid extent
     std::vector<Problem> ps = {problem(2, g, g + 1, g - 1, bs, 0.5, 0.6, 0.5, seed += 10),
-                               problem(1, g + 1, g, g, bs, 1.0, 1.0, 1.0, seed += 10),
-                               problems(bs, seed += 10)[5]};
+                               problem(1, g + 1, g, g, bs, 1.0, 1.0, 1.0, seed += 10), problems(bs, seed += 10)[5]};
     for (const Problem& p : ps) {
       for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
         for (const Mode& m : kModes) {
@@ -494,28 +522,33 @@ TEST_CASE("sparse matmul CUDA: f64, TF32, block 256, skewed and misaligned opera
 
 TEST_CASE("sparse matmul CUDA: grouped regions of blocks 32 and 64", "[ops][sparse_matmul][cuda]") {
   TG_REQUIRE_CUDA();
-  // Forces the grouped path (128 x 128 regions of (128/bs)^2 blocks, absent blocks read as
-  // zeros) on every mode, forward and backward (so every transpose combination), against
-  // the CPU: regions cut by the grid edge, regions with only some blocks stored or some
-  // operand blocks absent, empty rows and columns, empty operands and outputs, k without
-  // overlap, batch > 1. Then the same problems on the per-block path.
+  // Forces each grouped path (128 x 128, 64 x 128 and 128 x 64 regions of several blocks,
+  // absent blocks read as zeros) on every mode, forward and backward (so every transpose
+  // combination), against the CPU: regions cut by the grid edge, regions with only some
+  // blocks stored or some operand blocks absent, empty rows and columns, empty operands
+  // and outputs, k without overlap, batch > 1. Then the same problems on the per-block path.
   struct Restore {
     ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
   } restore;
   std::uint64_t seed = 9700;
-  for (const ops::spmm::MmaPath path : {ops::spmm::MmaPath::Grouped, ops::spmm::MmaPath::PerBlock}) {
+  using ops::spmm::MmaPath;
+  const char* names[] = {"auto", "per-block", "grouped 128x128", "grouped 64x128", "grouped 128x64"};
+  for (const MmaPath path : {MmaPath::Grouped, MmaPath::GroupedWide, MmaPath::GroupedTall, MmaPath::PerBlock}) {
     ops::spmm::set_mma_path(path);
     for (std::int64_t bs : {32, 64}) {
       const std::vector<Problem> all = problems(bs, seed += 100);
       std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed + 1),   // partial regions
                                  problem(1, 4, 5, 4, bs, 1.0, 1.0, 1.0, seed + 2),   // whole regions
                                  problem(2, 6, 4, 7, bs, 0.2, 0.3, 0.25, seed + 3),  // mostly absent blocks
-                                 all[3], all[4], all[5], all[6]};
+                                 all[3],
+                                 all[4],
+                                 all[5],
+                                 all[6]};
       for (const Problem& p : ps) {
         for (DType dt : {DType::bf16, DType::f16}) {
+          if (dt == DType::f16 && path != MmaPath::Grouped) continue;  // same code as bf16 but the mma
           for (const Mode& m : kModes) {
-            INFO((path == ops::spmm::MmaPath::Grouped ? "grouped " : "per-block ") << m.name << " " << describe(p)
-                                                                                   << " " << dtype_name(dt));
+            INFO(names[static_cast<int>(path)] << " " << m.name << " " << describe(p) << " " << dtype_name(dt));
             compare_cuda_cpu(m, p, dt, ++seed);
           }
         }
@@ -529,9 +562,14 @@ TEST_CASE("sparse matmul CUDA bad inputs", "[ops][sparse_matmul][cuda]") {
   const Device gpu = Device::cuda();
   const Layout l8 = full_layout(1, 2, 2, 8);
   tgt::require_throws<LayoutError>(
-      [&] { matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}, {.device = gpu}), l8); },
+      [&] {
+        matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}, {.device = gpu}), l8);
+      },
       {"matmul", "block size 8", "CUDA", "16"});
   const Layout l16 = full_layout(1, 1, 1, 16);
-  tgt::require_throws<DeviceError>([&] { matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}), l16); },
-                                   {"matmul", "x", "y", "same device"});
+  tgt::require_throws<DeviceError>(
+      [&] {
+        matmul(zeros({1, 16, 16}, {.device = gpu}), zeros({1, 16, 16}), l16);
+      },
+      {"matmul", "x", "y", "same device"});
 }
