@@ -8,13 +8,17 @@
 // f32 TF32 (CUBLAS_COMPUTE_32F_FAST_TF32), and ours f32 with tg::set_allow_tf32(true).
 // The floor is arithmetic: at density d the operands move at most ~0.4 GB (bf16) for
 // d·275 GFLOP, far below the copy rate, so cuBLAS's rate is the ceiling to compare with.
-// Medians of 20 runs after 5 warm-up runs, CUDA events on the default stream.
+// Medians of 20 runs after 5 warm-up runs, CUDA events on the default stream. bf16 forward
+// lines at blocks 32 and 64 also time each CUDA decomposition forced (per-block, grouped
+// 128x128 / 64x128 / 128x64 regions), against which to judge the automatic choice.
 #include <cublas_v2.h>
 
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "bench_util.h"
+#include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -36,8 +40,8 @@ void cublas_gemm(cublasHandle_t h, tg::DType dt, const void* a, const void* b, v
   const float one = 1.0f, zero = 0.0f;
   const int n = static_cast<int>(kS);
   const long long stride = kS * kS;
-  TG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, n,
-                                             n, &one, b, t, n, stride, a, t, n, stride, &zero, c, t, n, stride,
+  TG_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, n, n,
+                                             &one, b, t, n, stride, a, t, n, stride, &zero, c, t, n, stride,
                                              static_cast<int>(kB), ct, CUBLAS_GEMM_DEFAULT));
 }
 
@@ -56,8 +60,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
   const tg::Tensor c = tg::empty({kB, kS, kS}, o), d = tg::empty({kB, kS, kS}, o);
   const double dense_flops = 2.0 * kB * kS * kS * kS;
 
-  const double ref_fwd = tgb::time_ms([&] { cublas_gemm(h, dt, x.data_ptr(), y.data_ptr(), c.data_ptr(), false, false); },
-                                      kWarmup, kReps);
+  const double ref_fwd =
+      tgb::time_ms([&] { cublas_gemm(h, dt, x.data_ptr(), y.data_ptr(), c.data_ptr(), false, false); }, kWarmup, kReps);
   const double ref_bwd = tgb::time_ms(
       [&] {
         cublas_gemm(h, dt, g.data_ptr(), y.data_ptr(), c.data_ptr(), false, true);  // dx = dO · yᵀ
@@ -80,9 +84,12 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
         tg::Tensor gl = m == Mode::SDD ? tg::to_sparse(g, l).data().detach() : g;
         auto forward = [&]() -> tg::Tensor {
           switch (m) {
-            case Mode::SDD: return tg::matmul(xl, yl, l).data();
-            case Mode::DSD: return tg::matmul(tg::BlockSparseTensor(xl, l), yl);
-            default: return tg::matmul(xl, tg::BlockSparseTensor(yl, l));
+            case Mode::SDD:
+              return tg::matmul(xl, yl, l).data();
+            case Mode::DSD:
+              return tg::matmul(tg::BlockSparseTensor(xl, l), yl);
+            default:
+              return tg::matmul(xl, tg::BlockSparseTensor(yl, l));
           }
         };
         double fwd;
@@ -90,7 +97,24 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           tg::NoGradGuard no_grad;
           fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
         }
-        line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, "");
+        std::string paths;
+        if (dt == tg::DType::bf16 && (bs == 32 || bs == 64)) {
+          // The forward on each forced decomposition (ops/sparse_matmul/path.h), to check
+          // the automatic choice.
+          using tg::ops::spmm::MmaPath;
+          tg::NoGradGuard no_grad;
+          for (auto [path, name] :
+               {std::pair{MmaPath::PerBlock, "per-block"}, std::pair{MmaPath::Grouped, "128x128"},
+                std::pair{MmaPath::GroupedWide, "64x128"}, std::pair{MmaPath::GroupedTall, "128x64"}}) {
+            tg::ops::spmm::set_mma_path(path);
+            char buf[48];
+            std::snprintf(buf, sizeof buf, "%s%s %.3f", paths.empty() ? "ms: " : ", ", name,
+                          tgb::time_ms([&] { forward(); }, kWarmup, kReps));
+            paths += buf;
+          }
+          tg::ops::spmm::set_mma_path(MmaPath::Auto);
+        }
+        line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, paths);
         xl.requires_grad_(true);
         yl.requires_grad_(true);
         const tg::Tensor out = forward();
