@@ -27,6 +27,7 @@
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/kernels.h"
 #include "ops/sparse_matmul/path.h"
+#include "ops/sparse_matmul/regions.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -101,12 +102,7 @@ std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile,
 }
 
 // ---- grouped schedule --------------------------------------------------------------------
-// Regions of GM x GN output blocks (128 x 128, 64 x 128 or 128 x 64 elements), one CTA
-// each, over the union of the k-blocks of the region's pairs. A step records, per
-// block-row i of the region, the x tile of any pair (i, ., k) and, per block-column j, the
-// y tile of any pair (., j, k); -1 where there is none. That zero then multiplies only products no stored block of the
-// region needs: if output (i, j) is stored and both its tiles at k exist, (i, j, k) is one
-// of its pairs, so both ids are recorded.
+// Device copy of a RegionSchedule (regions.h) of rows x cols elements.
 struct Grouped {
   Tensor items;            // i32 [n_items, 4]: region, step begin, step end, -1
   Tensor steps;            // i32 [n_steps, GM + GN]
@@ -119,68 +115,19 @@ struct Grouped {
 };
 
 std::shared_ptr<Grouped> build_grouped(const MatmulPlan& p, int rows, int cols, Device dev) {
+  const RegionSchedule r = region_schedule(p, rows / p.bs, cols / p.bs);
   auto s = std::make_shared<Grouped>();
   s->rows = rows;
   s->cols = cols;
-  const std::int64_t GM = rows / p.bs, GN = cols / p.bs, W = GM + GN;
-  const std::int64_t mg = (p.mb + GM - 1) / GM, ng = (p.nb + GN - 1) / GN;
-  auto region_of = [&](std::int64_t o) {
-    const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
-    return (c[0] * mg + c[1] / GM) * ng + c[2] / GN;
-  };
-  // Output tiles sorted by region (row-major regions: neighbours share operand panels).
-  std::vector<std::int32_t> order(static_cast<std::size_t>(p.n_out));
-  for (std::int64_t o = 0; o < p.n_out; ++o) order[static_cast<std::size_t>(o)] = static_cast<std::int32_t>(o);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::int32_t u, std::int32_t v) { return region_of(u) < region_of(v); });
-
-  std::vector<std::int32_t> items, steps, outs;
-  std::vector<std::int32_t> rec(static_cast<std::size_t>(p.kb * W), -1);
-  std::vector<char> seen(static_cast<std::size_t>(p.kb), 0);
-  std::vector<std::int32_t> ks;
-  for (std::size_t q0 = 0; q0 < order.size();) {
-    const std::int64_t region = region_of(order[q0]);
-    std::size_t q1 = q0;
-    const std::size_t out_base = outs.size();
-    outs.resize(out_base + static_cast<std::size_t>(GM * GN), -1);
-    ks.clear();
-    for (; q1 < order.size() && region_of(order[q1]) == region; ++q1) {
-      const std::int32_t o = order[q1];
-      const std::int32_t* c = &p.out_coord[static_cast<std::size_t>(3 * o)];
-      const std::int64_t gi = c[1] % GM, gj = c[2] % GN;
-      outs[out_base + static_cast<std::size_t>(gi * GN + gj)] = o;
-      for (std::int32_t q = p.pair_begin[static_cast<std::size_t>(o)];
-           q < p.pair_begin[static_cast<std::size_t>(o) + 1]; ++q) {
-        const std::int32_t k = p.pair_k[static_cast<std::size_t>(q)];
-        if (!seen[static_cast<std::size_t>(k)]) {
-          seen[static_cast<std::size_t>(k)] = 1;
-          ks.push_back(k);
-        }
-        rec[static_cast<std::size_t>(k * W + gi)] = p.pair_a[static_cast<std::size_t>(q)];
-        rec[static_cast<std::size_t>(k * W + GM + gj)] = p.pair_b[static_cast<std::size_t>(q)];
-      }
-    }
-    std::sort(ks.begin(), ks.end());
-    const auto first = static_cast<std::int32_t>(steps.size() / static_cast<std::size_t>(W));
-    items.insert(items.end(),
-                 {static_cast<std::int32_t>(s->n_items), first, first + static_cast<std::int32_t>(ks.size()), -1});
-    for (const std::int32_t k : ks) {
-      auto* r = &rec[static_cast<std::size_t>(k * W)];
-      steps.insert(steps.end(), r, r + W);
-      std::fill(r, r + W, -1);
-      seen[static_cast<std::size_t>(k)] = 0;
-    }
-    ++s->n_items;
-    s->total_steps += static_cast<std::int64_t>(ks.size());
-    s->max_steps = std::max<std::int64_t>(s->max_steps, static_cast<std::int64_t>(ks.size()));
-    q0 = q1;
+  s->n_items = r.n_regions;
+  s->work = r.work;
+  s->max_steps = r.max_steps;
+  s->total_steps = r.total_steps;
+  if (r.n_regions > 0) {
+    s->items = to_device_i32(r.items, 4, dev);
+    s->outs = to_device_i32(r.outs, r.gm * r.gn, dev);
   }
-  s->work = s->total_steps * GM * GN;
-  if (s->n_items > 0) {
-    s->items = to_device_i32(items, 4, dev);
-    s->outs = to_device_i32(outs, GM * GN, dev);
-  }
-  if (!steps.empty()) s->steps = to_device_i32(steps, W, dev);
+  if (!r.steps.empty()) s->steps = to_device_i32(r.steps, r.gm + r.gn, dev);
   return s;
 }
 

@@ -7,10 +7,12 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
+#include "ops/sparse_matmul/regions.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
 
@@ -340,6 +342,66 @@ TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_mat
       REQUIRE(lx.active(b, i, k));
       REQUIRE(ly.active(b, k, j));
       REQUIRE((q == p1->pair_begin[at(o)] || p1->pair_k[at(q - 1)] < k));  // increasing k
+    }
+  }
+}
+
+TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[ops][sparse_matmul]") {
+  // The schedule of the grouped CUDA path, checked on the host: with integer tile "values"
+  // va(id), vb(id), every stored output tile must get exactly the sum over its pairs from
+  // its region's steps (ids -1 contributing nothing), and appear in exactly one region.
+  auto va = [](std::int64_t id) {
+    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 2654435761u) % 97) + 1;
+  };
+  auto vb = [](std::int64_t id) {
+    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 40503u) % 89) + 1;
+  };
+  const std::int64_t bs = 16;
+  std::uint64_t seed = 7100;
+  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed),
+                             problem(1, 4, 5, 4, bs, 1.0, 1.0, 1.0, seed + 5),
+                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
+  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
+  for (const Problem& p : ps) {
+    for (const Mode& m : kModes) {
+      for (const bool ta : {false, true}) {
+        // x read transposed: the same product from x's transposed storage
+        ops::OperandDesc a = ta ? ops::OperandDesc{m.x_sparse ? p.lx.transposed() : Layout(), p.B(), p.K(), p.M(), true}
+                                : ops::OperandDesc{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
+        ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
+        ops::OperandDesc c{m.out_sparse ? p.lo : Layout(), p.B(), p.M(), p.N(), false};
+        const auto plan = ops::matmul_plan(a, b, c, bs);
+        for (auto [gm, gn] : {std::pair<std::int64_t, std::int64_t>{2, 2}, {1, 2}, {2, 1}, {4, 4}, {2, 4}, {4, 2}}) {
+          INFO(m.name << (ta ? " x transposed " : " ") << describe(p) << " regions " << gm << "x" << gn);
+          const ops::RegionSchedule r = ops::region_schedule(*plan, gm, gn);
+          REQUIRE(r.items.size() == at(4 * r.n_regions));
+          REQUIRE(r.outs.size() == at(gm * gn * r.n_regions));
+          REQUIRE(r.steps.size() == at((gm + gn) * r.total_steps));
+          REQUIRE(r.work == r.total_steps * gm * gn);
+          std::vector<int> times(at(plan->n_out), 0);
+          for (std::int64_t g = 0; g < r.n_regions; ++g) {
+            const std::int32_t* it = &r.items[at(4 * g)];
+            REQUIRE(it[0] == g);
+            REQUIRE(it[3] == -1);
+            REQUIRE(it[2] - it[1] <= r.max_steps);
+            for (std::int64_t gi = 0; gi < gm; ++gi)
+              for (std::int64_t gj = 0; gj < gn; ++gj) {
+                const std::int32_t o = r.outs[at(g * gm * gn + gi * gn + gj)];
+                if (o < 0) continue;
+                ++times[at(o)];
+                std::int64_t want = 0, got = 0;
+                for (std::int32_t q = plan->pair_begin[at(o)]; q < plan->pair_begin[at(o + 1)]; ++q)
+                  want += va(plan->pair_a[at(q)]) * vb(plan->pair_b[at(q)]);
+                for (std::int32_t st = it[1]; st < it[2]; ++st) {
+                  const std::int32_t ia = r.steps[at(st * (gm + gn) + gi)], ib = r.steps[at(st * (gm + gn) + gm + gj)];
+                  if (ia >= 0 && ib >= 0) got += va(ia) * vb(ib);
+                }
+                REQUIRE(got == want);
+              }
+          }
+          for (std::int64_t o = 0; o < plan->n_out; ++o) REQUIRE(times[at(o)] == 1);
+        }
+      }
     }
   }
 }
