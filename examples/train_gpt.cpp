@@ -273,8 +273,10 @@ int main(int argc, char** argv) try {
   const bool tty = isatty(2) && !a.quiet;
   auto t0 = std::chrono::steady_clock::now();
   double ema = 0, val_loss = NAN, tok_s = 0;
+  std::vector<double> step_s;  // training step times (loss.item() syncs), evaluation excluded
   std::uint64_t allocs_after_first = 0;
   for (std::int64_t step = start_step; step < steps; ++step) {
+    const auto t_step = std::chrono::steady_clock::now();
     double cur_lr = tg::optim::warmup_cosine_lr(step, std::min<std::int64_t>(100, steps / 10), steps, lr, lr * 0.1);
     opt.set_lr(cur_lr);
     tg::Tensor x, y;
@@ -287,7 +289,9 @@ int main(int argc, char** argv) try {
     double l = loss.item<double>();
     ema = step == start_step ? l : 0.95 * ema + 0.05 * l;
     if (step == start_step && gpu) allocs_after_first = tg::memory_stats(dev).device_allocs;
-    double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto now = std::chrono::steady_clock::now();
+    double elapsed = std::chrono::duration<double>(now - t0).count();
+    step_s.push_back(std::chrono::duration<double>(now - t_step).count());
     tok_s = static_cast<double>((step - start_step + 1) * B * T) / elapsed;
     bool eval_now = (step + 1) % eval_every == 0 || step + 1 == steps;
     if (eval_now) val_loss = evaluate(model, val, B, T, a.eval_batches);
@@ -309,7 +313,16 @@ int main(int argc, char** argv) try {
   tg::nn::save_tensors(all_tensors, a.checkpoint, meta);
 
   std::cout << "held-out loss: " << val_loss << " nats/char\n";
-  std::cout << "throughput: " << tok_s << " tokens/s\n";
+  std::cout << "throughput: " << tok_s << " tokens/s overall";
+  if (step_s.size() > 10) {
+    // Steady state: the median step after the first ten (pool warm-up, pattern tables).
+    std::vector<double> steady(step_s.begin() + 10, step_s.end());
+    std::nth_element(steady.begin(), steady.begin() + static_cast<std::ptrdiff_t>(steady.size() / 2), steady.end());
+    const double med = steady[steady.size() / 2];
+    std::cout << ", " << static_cast<double>(B * T) / med << " tokens/s steady state (median step " << med * 1e3
+              << " ms)";
+  }
+  std::cout << "\n";
   if (gpu) {
     tg::MemoryStats s = tg::memory_stats(dev);
     std::cout << "memory pool: " << s << "\n"
