@@ -35,8 +35,9 @@ class AttentionPattern {
  public:
   AttentionPattern() = default;
   /// From a mask [P, Sq/bq, Sk/bk] (bool or any integer/floating, non-zero = visited) with
-  /// P = 1 (shared by every batch·head) or B·Hq; bq, bk in {16, 32, 64, 128} (any power of
-  /// two >= 1 on the CPU). Throws ShapeError (rank), ValueError (block sizes).
+  /// P = 1 (shared by every batch·head) or B·Hq; bq, bk >= 1 on both backends (the CUDA
+  /// kernels tile on their own; 16-128 are the usual sizes). Throws ShapeError (rank),
+  /// ValueError (block sizes).
   static AttentionPattern uniform(const Tensor& mask, std::int64_t bq, std::int64_t bk);
   /// From a square-block Layout [P, Sq/bs, Sk/bs] (bq = bk = bs).
   static AttentionPattern from_layout(const Layout& layout);

@@ -156,13 +156,6 @@ PreparedAttention prepare_attention(const Tensor& q, const Tensor& k, const Tens
   if (pattern.count() != 1 && pattern.count() != bhq) {
     TG_THROW(ShapeError, kOp, ": pattern must have P = 1 or B·Hq = ", bhq, " rows, got P = ", pattern.count());
   }
-  if (dev.is_cuda()) {
-    auto ok = [](std::int64_t b) { return b == 0 || b == 16 || b == 32 || b == 64 || b == 128; };
-    if (!ok(pattern.bq()) || !ok(pattern.bk())) {
-      TG_THROW(ValueError, kOp, ": on CUDA the pattern's block sizes must be 16, 32, 64 or 128, got bq = ",
-               pattern.bq(), ", bk = ", pattern.bk());
-    }
-  }
 
   // --- heads -----------------------------------------------------------------------------
   if (o.num_heads < 0) TG_THROW(ValueError, kOp, ": options.num_heads must be >= 0, got ", o.num_heads);
