@@ -4,18 +4,12 @@
 // CSR row_offsets). The kernels walk it in chunks of VEC elements: chunk u starts at row
 // position q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk
 // never straddles two blocks). The plan is chosen from the longest row of the layout:
-//  - rows of <= 32 * P elements: a warp per row, each lane holding P elements in registers
-//    (forward: P <= 64, f64 32; backward: P <= 32): read once, one warp all-reduce (no
-//    __syncthreads), written once. Rows of a sparse layout vary in length, and a warp per
-//    row keeps the threads a shorter row leaves idle down to part of one warp;
-//  - rows of <= kBlockMaxThreads * P: a block per row, each thread holding P elements
-//    (forward: 64 bytes of storage per thread, so each keeps 4 16-byte loads in flight;
-//    backward: <= 16, f64 8, of each of y and dy);
+//  - rows of <= kWarpMaxLen elements: a warp per row, each lane holding P <= 32 elements
+//    in registers: read once, one warp all-reduce, written once;
+//  - rows of <= kRegMaxLen: a block per row, each thread holding P <= 16 (f64: 8);
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
-// 16-bit forwards take their per-element exponentials through exp2f (gpu::exp_sub_fast):
-// expf made them compute-bound, and the result is rounded to 8 or 11 bits anyway. The
-// (max, sum) combines and the rescale factors stay exact.
+// Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
 // data pointers are 16-byte aligned, else scalar. Math in f32 (f64 for f64).
 #include <algorithm>
@@ -37,37 +31,15 @@ template <typename T>
 using acc_t = typename acc_type<T>::type;
 
 constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
-constexpr std::int64_t kBwdWarpMaxLen = 1024;
-constexpr std::int64_t kBwdRegMaxLen = 4096;
-constexpr int kBlockMaxThreads = 512;
+constexpr std::int64_t kWarpMaxLen = 1024;
+constexpr std::int64_t kRegMaxLen = 4096;
+constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / the smallest P a block row may take
 constexpr int kLongThreads = 512;
 
-// Most elements per thread on the backward's block path: 16, 8 for f64 (whose registers
-// count double); it holds two arrays.
+// Elements per thread on the block path: 16, 8 for f64 (whose registers count double).
 template <typename T>
 constexpr int block_max_p() {
   return sizeof(T) >= 8 ? 8 : 16;
-}
-
-// Elements per lane of the forward's warp path at most (f64 registers count double).
-template <typename T>
-constexpr int fwd_warp_max_p() {
-  return sizeof(T) >= 8 ? 32 : 64;
-}
-
-// Elements per thread of the forward's block path: 64 bytes of storage.
-template <typename T>
-constexpr int fwd_block_p() {
-  return static_cast<int>(64 / sizeof(T));
-}
-
-// exp(a - m) for the forward's per-element exponentials (see the top of the file).
-template <typename T, typename Acc>
-__device__ __forceinline__ Acc elem_exp(Acc a, Acc m) {
-  if constexpr (sizeof(T) == 2)
-    return gpu::exp_sub_fast(a, m);
-  else
-    return gpu::exp_sub(a, m);
 }
 
 // Where the rows are.
@@ -123,10 +95,8 @@ __device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& ro
 
 template <bool WARP, typename V, typename Op>
 __device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
-  if constexpr (WARP)
-    return gpu::warp_allreduce(v, op);
-  else
-    return gpu::block_allreduce(v, op, smem);
+  if constexpr (WARP) return gpu::warp_allreduce(v, op);
+  else return gpu::block_allreduce(v, op, smem);
 }
 
 // First row and row step of this warp (WARP: block = 32 x kWarpRows) or block (1-d).
@@ -150,7 +120,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
                                         const MaskGeom& mg, acc_t<T> scale) {
   using Acc = acc_t<T>;
   constexpr int CH = P / VEC;
-  static_assert(P % VEC == 0 && P <= 64, "P must be a multiple of VEC and at most 64 (one mask bit each)");
+  static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
   __shared__ MaxSum<Acc> smem[32];
   const int tid = threadIdx.x;
   const int nt = WARP ? 32 : static_cast<int>(blockDim.x);
@@ -161,7 +131,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;  // no blocks: nothing to write (uniform over the row's threads)
     Acc v[P];
-    std::uint64_t excl = 0;
+    unsigned excl = 0;
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
       const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
@@ -171,7 +141,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
         const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[c * VEC + k] = (bits >> k) & 1u ? ninf : v[c * VEC + k] * scale;
-        excl |= static_cast<std::uint64_t>(bits) << (c * VEC);
+        excl |= bits << (c * VEC);
       } else {
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[c * VEC + k] = ninf;
@@ -185,7 +155,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
     Acc st = 0;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      v[i] = elem_exp<T>(v[i], mt);
+      v[i] = sizeof(T) == 2 ? gpu::exp_sub_fast(v[i], mt) : gpu::exp_sub(v[i], mt);
       st += v[i];
     }
     const MaxSum<Acc> ms = row_allreduce<WARP>(MaxSum<Acc>{mt, st}, MaxSumOp{}, smem);
@@ -243,7 +213,8 @@ __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __rest
 }
 
 template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(32 * kWarpRows) fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
+__global__ void __launch_bounds__(32 * kWarpRows)
+    fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
   fwd_reg<T, VEC, P, true>(x, y, g, mg, scale);
 }
 template <typename T, int VEC, int P>
@@ -252,7 +223,8 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
   fwd_reg<T, VEC, P, false>(x, y, g, mg, scale);
 }
 template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(32 * kWarpRows) bwd_warp(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
+__global__ void __launch_bounds__(32 * kWarpRows)
+    bwd_warp(const T* y, const T* dy, T* dx, RowGeom g, acc_t<T> scale) {
   bwd_reg<T, VEC, P, true>(y, dy, dx, g, scale);
 }
 template <typename T, int VEC, int P>
@@ -262,30 +234,6 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
 }
 
 // ---- long rows: a block per row, two passes ----------------------------------------------
-// Each pass walks the row U chunks per thread at a time, all loads issued before any
-// math, so that a thread keeps several loads in flight: four 16-byte vectors in the
-// forward, fewer of each array in the backward for 8-element chunks (whose f32 copies of
-// y and dy would not fit the 128 registers of a 512-thread block).
-constexpr int kLongUnroll = 4;
-template <int VEC>
-constexpr int bwd_unroll() {
-  return VEC >= 8 ? 2 : 4;
-}
-
-template <typename T, typename Acc, int U, int VEC>
-__device__ __forceinline__ unsigned load_chunks(const T* __restrict__ src, const Row& rw, std::int64_t u0, int nt,
-                                                int lg_bs, Acc (&v)[U][VEC]) {
-  unsigned in_row = 0;
-#pragma unroll
-  for (int w = 0; w < U; ++w) {
-    const std::int64_t u = u0 + static_cast<std::int64_t>(w) * nt;
-    if (u < rw.chunks) {
-      gpu::load_pack<VEC>(src + chunk_at<VEC>(rw, u, lg_bs), v[w]);
-      in_row |= 1u << w;
-    }
-  }
-  return in_row;
-}
 
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
@@ -293,62 +241,39 @@ __global__ void __launch_bounds__(kLongThreads)
   using Acc = acc_t<T>;
   __shared__ MaxSum<Acc> smem[32];
   const Acc ninf = gpu::neg_inf<Acc>();
-  const int nt = static_cast<int>(blockDim.x);
-  // The scaled, masked values of chunk w of the group loaded at u0 (-inf outside the row).
-  auto prepare = [&](const Row& rw, std::int64_t u0, unsigned in_row, Acc(&v)[kLongUnroll][VEC], unsigned(&excl)[kLongUnroll]) {
-#pragma unroll
-    for (int w = 0; w < kLongUnroll; ++w) {
-      excl[w] = 0;
-      if (!((in_row >> w) & 1u)) {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) v[w][k] = ninf;
-        continue;
-      }
-      if (mg.data) {
-        const std::int64_t u = u0 + static_cast<std::int64_t>(w) * nt;
-        excl[w] = chunk_mask<VEC>(mg, rw, chunk_at<VEC>(rw, u, g.lg_bs), g.lg_bs);
-      }
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? ninf : v[w][k] * scale;
-    }
-  };
   for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     MaxSum<Acc> ms{ninf, Acc(0)};
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kLongUnroll) * nt) {
-      Acc v[kLongUnroll][VEC];
-      unsigned excl[kLongUnroll];
-      prepare(rw, u0, load_chunks(x, rw, u0, nt, g.lg_bs, v), v, excl);
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc v[VEC];
+      gpu::load_pack<VEC>(x + e, v);
+      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
       Acc lm = ninf;
 #pragma unroll
-      for (int w = 0; w < kLongUnroll; ++w)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) lm = gpu::nan_max(lm, v[w][k]);
+      for (int k = 0; k < VEC; ++k) {
+        v[k] = (bits >> k) & 1u ? ninf : v[k] * scale;
+        lm = gpu::nan_max(lm, v[k]);
+      }
       const Acc nm = gpu::nan_max(ms.m, lm);
       Acc ls = 0;
 #pragma unroll
-      for (int w = 0; w < kLongUnroll; ++w)
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) ls += elem_exp<T>(v[w][k], nm);
+      for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[k], nm);
       ms.s = ms.s * gpu::exp_sub(ms.m, nm) + ls;
       ms.m = nm;
     }
     ms = gpu::block_allreduce(ms, MaxSumOp{}, smem);
     const Acc m = ms.m;
-    const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;  // all -inf (or excluded): zeros
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kLongUnroll) * nt) {
-      Acc v[kLongUnroll][VEC];
-      unsigned excl[kLongUnroll];
-      const unsigned in_row = load_chunks(x, rw, u0, nt, g.lg_bs, v);
-      prepare(rw, u0, in_row, v, excl);
+    const Acc inv = m == ninf ? Acc(0) : Acc(1) / ms.s;
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc v[VEC];
+      gpu::load_pack<VEC>(x + e, v);
+      const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
 #pragma unroll
-      for (int w = 0; w < kLongUnroll; ++w) {
-        if (!((in_row >> w) & 1u)) continue;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) v[w][k] = (excl[w] >> k) & 1u ? Acc(0) : elem_exp<T>(v[w][k], m) * inv;
-        gpu::store_pack<VEC>(y + chunk_at<VEC>(rw, u0 + static_cast<std::int64_t>(w) * nt, g.lg_bs), v[w]);
-      }
+      for (int k = 0; k < VEC; ++k) v[k] = (bits >> k) & 1u ? Acc(0) : gpu::exp_sub(v[k] * scale, m) * inv;
+      gpu::store_pack<VEC>(y + e, v);
     }
   }
 }
@@ -357,36 +282,28 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kLongThreads)
     bwd_long(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale) {
   using Acc = acc_t<T>;
-  constexpr int kU = bwd_unroll<VEC>();
   __shared__ Acc smem[32];
-  const int nt = static_cast<int>(blockDim.x);
   for (std::int64_t row = blockIdx.x; row < g.rows; row += gridDim.x) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;
     Acc s = 0;
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kU) * nt) {
-      Acc a[kU][VEC], b[kU][VEC];
-      const unsigned in_row = load_chunks(y, rw, u0, nt, g.lg_bs, a);
-      load_chunks(dy, rw, u0, nt, g.lg_bs, b);
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc a[VEC], b[VEC];
+      gpu::load_pack<VEC>(y + e, a);
+      gpu::load_pack<VEC>(dy + e, b);
 #pragma unroll
-      for (int w = 0; w < kU; ++w) {
-        if (!((in_row >> w) & 1u)) continue;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) s += a[w][k] != Acc(0) ? a[w][k] * b[w][k] : Acc(0);
-      }
+      for (int k = 0; k < VEC; ++k) s += a[k] != Acc(0) ? a[k] * b[k] : Acc(0);
     }
     s = gpu::block_allreduce(s, SumOp{}, smem);
-    for (std::int64_t u0 = threadIdx.x; u0 < rw.chunks; u0 += static_cast<std::int64_t>(kU) * nt) {
-      Acc a[kU][VEC], b[kU][VEC];
-      const unsigned in_row = load_chunks(y, rw, u0, nt, g.lg_bs, a);
-      load_chunks(dy, rw, u0, nt, g.lg_bs, b);
+    for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
+      const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
+      Acc a[VEC], b[VEC];
+      gpu::load_pack<VEC>(y + e, a);
+      gpu::load_pack<VEC>(dy + e, b);
 #pragma unroll
-      for (int w = 0; w < kU; ++w) {
-        if (!((in_row >> w) & 1u)) continue;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) a[w][k] = a[w][k] != Acc(0) ? scale * a[w][k] * (b[w][k] - s) : Acc(0);
-        gpu::store_pack<VEC>(dx + chunk_at<VEC>(rw, u0 + static_cast<std::int64_t>(w) * nt, g.lg_bs), a[w]);
-      }
+      for (int k = 0; k < VEC; ++k) a[k] = a[k] != Acc(0) ? scale * a[k] * (b[k] - s) : Acc(0);
+      gpu::store_pack<VEC>(dx + e, a);
     }
   }
 }
@@ -415,34 +332,18 @@ struct Plan {
   int threads;  // per row
 };
 
-int warp_p(std::int64_t len) {
-  int p = 1;
-  while (p * 32 < len) p *= 2;
-  return p;
-}
-
-int threads_for(std::int64_t len, int p) { return static_cast<int>(((len + p - 1) / p + 31) / 32 * 32); }
-
-// The forward holds one array: 64 bytes per thread on the block path, because a block's
-// load, all-reduce and store phases do not overlap, so each thread must keep enough loads
-// in flight by itself.
 template <typename T>
-Plan fwd_plan(std::int64_t len) {
-  if (len <= 32 * fwd_warp_max_p<T>()) return {PlanKind::Warp, warp_p(len), 32};
-  constexpr int p = fwd_block_p<T>();
-  if (len <= std::int64_t(kBlockMaxThreads) * p) return {PlanKind::Block, p, threads_for(len, p)};
-  return {PlanKind::Long, 0, kLongThreads};
-}
-
-// The backward holds y and dy: at most `target` (256) threads per row while P may grow.
-template <typename T>
-Plan bwd_plan(std::int64_t len) {
-  constexpr int target = 256;
-  if (len <= kBwdWarpMaxLen) return {PlanKind::Warp, warp_p(len), 32};
-  if (len <= kBwdRegMaxLen) {
+Plan plan_for(std::int64_t len) {
+  if (len <= kWarpMaxLen) {
+    int p = 1;
+    while (p * 32 < len) p *= 2;
+    return {PlanKind::Warp, p, 32};
+  }
+  if (len <= kRegMaxLen) {
+    // fewest elements per thread that keep the block at <= 256 threads (f64: 512)
     int p = 4;
-    while (p < block_max_p<T>() && (len + p - 1) / p > target) p *= 2;
-    return {PlanKind::Block, p, threads_for(len, p)};
+    while (p < block_max_p<T>() && (len + p - 1) / p > 256) p *= 2;
+    return {PlanKind::Block, p, static_cast<int>(((len + p - 1) / p + 31) / 32 * 32)};
   }
   return {PlanKind::Long, 0, kLongThreads};
 }
@@ -451,20 +352,12 @@ Plan bwd_plan(std::int64_t len) {
 template <typename F>
 void with_p(int p, F&& f) {
   switch (p) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    case 8:
-      return f(std::integral_constant<int, 8>{});
-    case 16:
-      return f(std::integral_constant<int, 16>{});
-    case 32:
-      return f(std::integral_constant<int, 32>{});
-    default:
-      return f(std::integral_constant<int, 64>{});
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    default: return f(std::integral_constant<int, 32>{});
   }
 }
 
@@ -492,13 +385,11 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   T* yp = y.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = fwd_plan<T>(max_row_len(l));
+  const Plan plan = plan_for<T>(max_row_len(l));
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
-    if (vec)
-      fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
-    else
-      fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    if (vec) fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    else fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
     TG_CUDA_CHECK_LAST();
     return;
   }
@@ -506,20 +397,14 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
     constexpr int P = decltype(pc)::value;
     constexpr int V = P < MV ? P : MV;
     if (plan.kind == PlanKind::Warp) {
-      if constexpr (P <= fwd_warp_max_p<T>()) {
-        const dim3 block(32, kWarpRows);
-        const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-        if (vec)
-          fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-        else
-          fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-      }
-    } else if constexpr (P == fwd_block_p<T>()) {
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+      if (vec) fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      else fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+    } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
-      if (vec)
-        fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
-      else
-        fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      if (vec) fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      else fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
     }
   });
   TG_CUDA_CHECK_LAST();
@@ -538,13 +423,11 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   T* op = dx.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = bwd_plan<T>(max_row_len(l));
+  const Plan plan = plan_for<T>(max_row_len(l));
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
-    if (vec)
-      bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
-    else
-      bwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    if (vec) bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
+    else bwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
     TG_CUDA_CHECK_LAST();
     return;
   }
@@ -552,20 +435,14 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
     constexpr int P = decltype(pc)::value;
     constexpr int V = P < MV ? P : MV;
     if (plan.kind == PlanKind::Warp) {
-      if constexpr (P <= 32) {
-        const dim3 block(32, kWarpRows);
-        const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-        if (vec)
-          bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
-        else
-          bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
-      }
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+      if (vec) bwd_warp<T, V, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
+      else bwd_warp<T, 1, P><<<grid, block, 0, st>>>(yp, gp, op, g, sc);
     } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
       const unsigned grid = gpu::grid_for(g.rows, 1);
-      if (vec)
-        bwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
-      else
-        bwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+      if (vec) bwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
+      else bwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(yp, gp, op, g, sc);
     }
   });
   TG_CUDA_CHECK_LAST();
