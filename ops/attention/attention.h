@@ -35,7 +35,7 @@ class AttentionPattern {
  public:
   AttentionPattern() = default;
   /// From a mask [P, Sq/bq, Sk/bk] (bool or any integer/floating, non-zero = visited) with
-  /// P = 1 (shared by every batch·head) or B·Hq; bq, bk >= 1 on both backends (the CUDA
+  /// P = 1 (shared by every batch·head) or B·Hq; bq, bk powers of two on both backends (CUDA
   /// kernels tile on their own; 16-128 are the usual sizes). Throws ShapeError (rank),
   /// ValueError (block sizes).
   static AttentionPattern uniform(const Tensor& mask, std::int64_t bq, std::int64_t bk);
