@@ -41,6 +41,10 @@ class Backend {
   virtual MemoryStats memory_stats(Device device) = 0;
   virtual void reset_peak_stats(Device device) = 0;
   virtual void empty_cache(Device device) = 0;
+  /// Frees what the backend keeps for reuse beyond the pools' caches (library handles and
+  /// their workspaces), then empties the pools of every device it has touched. Later
+  /// calls re-create what they need. No other thread may use the backend meanwhile.
+  virtual void release_resources() {}
 };
 
 /// The backend of `type`, or nullptr when not built in.

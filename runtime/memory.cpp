@@ -5,6 +5,7 @@
 #include <string>
 
 #include "runtime/backend.h"
+#include "runtime/op_caches.h"
 
 namespace tg {
 
@@ -30,5 +31,13 @@ std::ostream& operator<<(std::ostream& os, const MemoryStats& s) {
 MemoryStats memory_stats(Device device) { return runtime::backend(device).memory_stats(device); }
 void reset_peak_stats(Device device) { runtime::backend(device).reset_peak_stats(device); }
 void empty_cache(Device device) { runtime::backend(device).empty_cache(device); }
+
+void release_device_resources() {
+  // The caches first: their tensors go back to the pools, which the backends then empty.
+  runtime::release_op_caches();
+  for (int t = 0; t < kNumDeviceTypes; ++t) {
+    if (runtime::Backend* b = runtime::find_backend(static_cast<DeviceType>(t))) b->release_resources();
+  }
+}
 
 }  // namespace tg

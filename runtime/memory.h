@@ -33,5 +33,12 @@ MemoryStats memory_stats(Device device);
 void reset_peak_stats(Device device);
 /// Returns every cached, unused segment of `device` to the driver.
 void empty_cache(Device device);
+/// Frees every device resource tilegrad keeps for reuse, on every device: the ops' caches
+/// (block-sparse matmul plans, attention tile lists, derived layouts), cuBLAS handles and
+/// workspaces, and the pools' unused segments. Meant for the end of a program checked by
+/// a leak checker, or before handing the GPU to another library. Tensors alive stay valid;
+/// later calls re-create what they need (at some cost). No other thread may run tilegrad
+/// work meanwhile. Harmless on a CPU-only build.
+void release_device_resources();
 
 }  // namespace tg

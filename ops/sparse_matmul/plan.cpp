@@ -2,6 +2,9 @@
 
 #include <climits>
 #include <list>
+#include <mutex>
+
+#include "runtime/op_caches.h"
 
 namespace tg::ops {
 
@@ -152,9 +155,20 @@ constexpr std::size_t kMaxPlans = 16;
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs) {
   // Never destroyed: plans hold device tensors, which must not be freed during static
-  // destruction, after the device runtime may be gone.
+  // destruction, after the device runtime may be gone. tg::release_device_resources()
+  // empties it through the op-cache registry.
   static auto* mu = new std::mutex;
-  static auto* entries = new std::list<Entry>;  // most recently used first
+  static auto* entries = [] {
+    auto* list = new std::list<Entry>;  // most recently used first
+    runtime::register_op_cache([list] {
+      std::list<Entry> doomed;
+      {
+        std::lock_guard<std::mutex> lock(*mu);
+        doomed.swap(*list);
+      }
+    });
+    return list;
+  }();
   {
     std::lock_guard<std::mutex> lock(*mu);
     for (auto it = entries->begin(); it != entries->end(); ++it) {

@@ -131,6 +131,12 @@ struct ThreadHandles {
   }
 };
 
+// The calling thread's handles, one per device (created on first use).
+ThreadHandles& thread_handles() {
+  thread_local ThreadHandles mine;
+  return mine;
+}
+
 std::size_t cublas_workspace_size(int device) {
   // cuBLAS recommends 32 MiB on Hopper and later, 4 MiB before.
   static std::array<std::atomic<std::size_t>, kMaxDevices> sizes{};
@@ -160,6 +166,34 @@ void release_cublas_workspaces(cudaStream_t stream) {
     }
   }
   for (const auto& [device, ptr] : doomed) pool(device).deallocate(ptr);
+}
+
+// Destroys the spare handles and the calling thread's, and frees every workspace (a handle
+// of another thread gets a new one on its next use: cublas_handle sets it each time).
+void release_cublas() {
+  CublasState& s = cublas_state();
+  std::vector<std::pair<int, void*>> workspaces;
+  std::vector<std::pair<int, cublasHandle_t>> handles;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (const auto& entry : s.workspaces) workspaces.push_back(entry.second);
+    s.workspaces.clear();
+    for (int d = 0; d < kMaxDevices; ++d) {
+      for (cublasHandle_t h : s.free_handles[static_cast<std::size_t>(d)]) handles.emplace_back(d, h);
+      s.free_handles[static_cast<std::size_t>(d)].clear();
+    }
+  }
+  ThreadHandles& mine = thread_handles();
+  for (int d = 0; d < kMaxDevices; ++d) {
+    cublasHandle_t& h = mine.handles[static_cast<std::size_t>(d)];
+    if (h != nullptr) handles.emplace_back(d, h);
+    h = nullptr;
+  }
+  for (const auto& [device, h] : handles) {
+    DeviceGuard g(device);
+    TG_CUBLAS_CHECK(cublasDestroy(h));
+  }
+  for (const auto& [device, ptr] : workspaces) pool(device).deallocate(ptr);
 }
 
 // ---- the backend -----------------------------------------------------------------------
@@ -284,6 +318,21 @@ class CudaBackend final : public runtime::Backend {
     check_device(device, "empty_cache");
     pool(device.index).empty_cache();
   }
+
+  void release_resources() override {
+    // Queued kernels may still use the workspaces and the blocks about to be released.
+    for (int d = 0; d < kMaxDevices; ++d) {
+      if (g_pools[static_cast<std::size_t>(d)].load(std::memory_order_acquire) == nullptr) continue;
+      DeviceGuard g(d);
+      TG_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+    release_cublas();
+    for (int d = 0; d < kMaxDevices; ++d) {
+      if (runtime::CachingPool* p = g_pools[static_cast<std::size_t>(d)].load(std::memory_order_acquire)) {
+        p->empty_cache();
+      }
+    }
+  }
 };
 
 CudaBackend& backend_instance() {
@@ -349,8 +398,7 @@ runtime::CachingPool& pool(int device) {
 
 cublasHandle_t cublas_handle(int device) {
   check_index(device, "cublas_handle");
-  thread_local ThreadHandles mine;
-  cublasHandle_t& h = mine.handles[static_cast<std::size_t>(device)];
+  cublasHandle_t& h = thread_handles().handles[static_cast<std::size_t>(device)];
   CublasState& state = cublas_state();
   if (h == nullptr) {
     {

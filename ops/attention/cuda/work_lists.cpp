@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "ops/attention/cuda/entry.h"
+#include "runtime/op_caches.h"
 
 namespace tg::ops::attn {
 namespace {
@@ -164,7 +165,18 @@ constexpr std::size_t kCacheEntries = 64;
 
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev) {
   // Never destroyed: its device tensors must not be freed after the CUDA runtime is gone.
-  static Cache* cache = new Cache;
+  // tg::release_device_resources() empties it through the op-cache registry.
+  static Cache* cache = [] {
+    auto* c = new Cache;
+    runtime::register_op_cache([c] {
+      decltype(c->entries) doomed;
+      {
+        std::lock_guard<std::mutex> lock(c->mu);
+        doomed.swap(c->entries);
+      }
+    });
+    return c;
+  }();
   const Key key{p.pattern.id(), p.bhq, p.bhkv, p.sq, p.sk, p.causal, p.window_left < 0 ? -1 : p.window_left,
                 p.window_right < 0 ? -1 : p.window_right, bm, bn, with_cols, dev.index};
   {
