@@ -14,6 +14,7 @@
 #include <atomic>
 #include <initializer_list>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/layer_norm/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -25,8 +26,9 @@ namespace {
 constexpr int kWarp = 32;
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr std::int64_t kWarpMaxD = 1024;  // rows up to this long: one warp per row
-constexpr int kFwdWarps = 4;              // rows (warps) per block, forward
-constexpr int kBwdWarps = 4;              // rows (warps) per block, backward
+constexpr int kFwdWarps = 4;              // warps per block, forward (each on its own rows)
+constexpr int kFwdMinBlocks = 1;          // forward: no register cap (a cap of 96 spills)
+constexpr int kBwdMinWarps = 4;           // backward: no register cap beyond 255 (one block)
 constexpr unsigned kMaxGrid = 1u << 24;   // grid-stride loops cover any number of rows
 
 // ---- small device helpers ----------------------------------------------------------------
@@ -37,23 +39,123 @@ struct alignas(sizeof(T) * VEC) Pack {
   T v[VEC];
 };
 
+template <typename T>
+constexpr bool kIs16Bit = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+
+/// Storage -> f32/f64. bf16 is a shift; f16 uses the hardware conversion (the portable
+/// operator float of tg::half is a branchy software decode).
+template <typename T>
+__device__ __forceinline__ typename acc_type<T>::type to_acc(T v) {
+  return static_cast<typename acc_type<T>::type>(v);
+}
+template <>
+__device__ __forceinline__ float to_acc<half>(half v) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
+  return f;
+}
+
+/// Two f32 -> two 16-bit values (round to nearest even) packed in one word, `lo` at the
+/// lower address: one hardware instruction instead of the software rounding of tg::bfloat16
+/// (bf16 storage is otherwise instruction-bound rather than memory-bound).
+template <typename T>
+__device__ __forceinline__ std::uint32_t cvt2(float lo, float hi) {
+  std::uint32_t r;
+  if constexpr (std::is_same_v<T, half>) {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    r = static_cast<std::uint32_t>(bfloat16(lo).bits) | (static_cast<std::uint32_t>(bfloat16(hi).bits) << 16);
+#else
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+#endif
+  }
+  return r;
+}
+
+/// N 32-bit words: how rows of a 16-bit type are held between their load and their use.
+template <int N>
+struct alignas(4 * N) Words {
+  std::uint32_t w[N];
+};
+
+/// The form VEC loaded elements of T are kept in: packed words for 16-bit types (two
+/// elements per register, where f32 values would take two), the elements otherwise.
+template <typename T, int VEC>
+using Raw = std::conditional_t<kIs16Bit<T>, Words<(VEC + 1) / 2>, Pack<T, VEC>>;
+
+template <typename T, int VEC>
+__device__ __forceinline__ Raw<T, VEC> load_raw(const T* p) {
+  if constexpr (kIs16Bit<T> && VEC == 1) {
+    return Words<1>{{static_cast<std::uint32_t>(*reinterpret_cast<const std::uint16_t*>(p))}};
+  } else {
+    return *reinterpret_cast<const Raw<T, VEC>*>(p);
+  }
+}
+
+/// Element k of a Raw pack in the accumulation type (bf16: a shift or a mask).
+template <typename T, int VEC>
+__device__ __forceinline__ typename acc_type<T>::type elem(const Raw<T, VEC>& r, int k) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    return __uint_as_float(k % 2 == 0 ? r.w[k / 2] << 16 : r.w[k / 2] & 0xffff0000u);
+  } else if constexpr (std::is_same_v<T, half>) {
+    float f;
+    if (k % 2 == 0) asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, %1; cvt.f32.f16 %0, lo; }" : "=f"(f) : "r"(r.w[k / 2]));
+    else asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, %1; cvt.f32.f16 %0, hi; }" : "=f"(f) : "r"(r.w[k / 2]));
+    return f;
+  } else {
+    return static_cast<typename acc_type<T>::type>(r.v[k]);
+  }
+}
+
 template <typename T, int VEC, typename Acc>
 __device__ __forceinline__ void load_pack(const T* p, Acc (&out)[VEC]) {
   const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p);
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) out[k] = static_cast<Acc>(pk.v[k]);
+  for (int k = 0; k < VEC; ++k) out[k] = to_acc(pk.v[k]);
 }
 
 template <typename T, int VEC, typename Acc>
 __device__ __forceinline__ void store_pack(T* p, const Acc (&in)[VEC]) {
-  Pack<T, VEC> pk;
+  if constexpr (kIs16Bit<T> && VEC % 2 == 0) {
+    struct alignas(sizeof(T) * VEC) Words {
+      std::uint32_t w[VEC / 2];
+    } pk;
 #pragma unroll
-  for (int k = 0; k < VEC; ++k) pk.v[k] = static_cast<T>(in[k]);
-  *reinterpret_cast<Pack<T, VEC>*>(p) = pk;
+    for (int k = 0; k < VEC / 2; ++k) pk.w[k] = cvt2<T>(in[2 * k], in[2 * k + 1]);
+    *reinterpret_cast<Words*>(p) = pk;
+  } else if constexpr (kIs16Bit<T>) {
+    static_assert(VEC == 1);
+    const std::uint32_t w = cvt2<T>(in[0], 0.0f);
+    *reinterpret_cast<std::uint16_t*>(p) = static_cast<std::uint16_t>(w & 0xffffu);
+  } else {
+    Pack<T, VEC> pk;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) pk.v[k] = static_cast<T>(in[k]);
+    *reinterpret_cast<Pack<T, VEC>*>(p) = pk;
+  }
 }
 
 __device__ __forceinline__ float acc_rsqrt(float v) { return rsqrtf(v); }
 __device__ __forceinline__ double acc_rsqrt(double v) { return rsqrt(v); }
+
+// Programmatic dependent launch (sm_90): every kernel here is launched with
+// programmatic stream serialisation, so it may be scheduled while the previous kernel of
+// the stream is still finishing. wait_prior_grid() must therefore come before the first
+// global memory access (read or write) of every kernel: it returns once the previous grid
+// has completed and its writes are visible, which keeps the usual stream order while the
+// launch and block dispatch overlap the previous kernel's tail. allow_next_grid() lets the
+// next kernel be scheduled early (it still waits for our completion before touching memory).
+__device__ __forceinline__ void wait_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 /// Butterfly sum: IEEE addition is commutative, so every lane ends with the same value.
 template <typename Acc>
@@ -61,6 +163,15 @@ __device__ __forceinline__ Acc warp_sum(Acc v) {
 #pragma unroll
   for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
   return v;
+}
+
+/// warp_sum of N independent values, interleaved so that the shuffles overlap.
+template <int N, typename Acc>
+__device__ __forceinline__ void warp_sum_n(Acc (&v)[N]) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1)
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] += __shfl_xor_sync(kFullMask, v[i], o);
 }
 
 /// Sums a and b over a 1-d block (blockDim.x a multiple of 32, at most 1024); every
@@ -123,69 +234,90 @@ __device__ __forceinline__ Welford<Acc> block_welford(Welford<Acc> w, Welford<Ac
 // One warp per row; block = (32, kFwdWarps). Lane `lane` owns the VEC-element chunks
 // starting at (j * 32 + lane) * VEC for j < NV; VEC > 1 only when D % VEC == 0 and every
 // pointer is 16-byte aligned, so a chunk is either wholly inside the row or wholly out.
-template <typename T, int VEC, int NV>
-__global__ void __launch_bounds__(kWarp* kFwdWarps)
+// Each warp takes R consecutive rows at a time and issues all their loads before the first
+// reduction: a bf16 row of 1024 is only 64 bytes per lane, too little in flight to cover
+// the memory latency on its own. The loaded values stay in their storage type (half the
+// registers for bf16) and are converted where they are used.
+template <typename T, int VEC, int NV, int R>
+__global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
     ln_fwd_warp(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta, std::int64_t rows,
                 int D, typename acc_type<T>::type eps, T* __restrict__ y, typename acc_type<T>::type* __restrict__ mean,
                 typename acc_type<T>::type* __restrict__ rstd) {
   using Acc = typename acc_type<T>::type;
+  wait_prior_grid();
+  allow_next_grid();
   const int lane = threadIdx.x;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
-  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
-       row += step) {
-    const T* xr = x + row * D;
-    Acc v[NV][VEC];
-    Acc s = 0;
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.y * R;
+  for (std::int64_t r0 = (static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y) * R; r0 < rows;
+       r0 += step) {
+    Raw<T, VEC> v[R][NV];
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
-        load_pack<T, VEC>(xr + c, v[j]);
+    for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) s += v[j][k];
+      for (int j = 0; j < NV; ++j) {
+        const int c = (j * kWarp + lane) * VEC;
+        if (r0 + r < rows && c < D) v[r][j] = load_raw<T, VEC>(x + (r0 + r) * D + c);
+        else v[r][j] = Raw<T, VEC>{};  // zeros: rows past the end only feed unused sums
       }
+    Acc mu[R], rs[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      mu[r] = 0;
+#pragma unroll
+      for (int j = 0; j < NV; ++j)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) mu[r] += elem<T, VEC>(v[r][j], k);  // chunks past D hold zeros
     }
-    const Acc mu = warp_sum(s) * inv_d;
-    Acc q = 0;
+    warp_sum_n(mu);
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
+    for (int r = 0; r < R; ++r) {
+      mu[r] *= inv_d;
+      rs[r] = 0;
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          const Acc d = v[j][k] - mu;
-          q += d * d;
+      for (int j = 0; j < NV; ++j) {
+        const int c = (j * kWarp + lane) * VEC;
+        if (c < D) {
+#pragma unroll
+          for (int k = 0; k < VEC; ++k) {
+            const Acc d = elem<T, VEC>(v[r][j], k) - mu[r];
+            rs[r] += d * d;
+          }
         }
       }
     }
-    const Acc rs = acc_rsqrt(warp_sum(q) * inv_d + eps);
-    T* yr = y + row * D;
+    warp_sum_n(rs);
+#pragma unroll
+    for (int r = 0; r < R; ++r) rs[r] = acc_rsqrt(rs[r] * inv_d + eps);
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
+      if (c >= D) continue;
+      Acc g[VEC], b[VEC];  // gamma / beta chunk: loaded once for the R rows
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        g[k] = 1;
+        b[k] = 0;
+      }
+      if (gamma) load_pack<T, VEC>(gamma + c, g);
+      if (beta) load_pack<T, VEC>(beta + c, b);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r0 + r >= rows) continue;
         Acc o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = (v[j][k] - mu) * rs;
-        if (gamma) {
-          Acc g[VEC];
-          load_pack<T, VEC>(gamma + c, g);
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) o[k] *= g[k];
-        }
-        if (beta) {
-          Acc b[VEC];
-          load_pack<T, VEC>(beta + c, b);
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) o[k] += b[k];
-        }
-        store_pack<T, VEC>(yr + c, o);
+        for (int k = 0; k < VEC; ++k) o[k] = (elem<T, VEC>(v[r][j], k) - mu[r]) * rs[r] * g[k] + b[k];
+        store_pack<T, VEC>(y + (r0 + r) * D + c, o);
       }
     }
     if (lane == 0) {
-      mean[row] = mu;
-      rstd[row] = rs;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r0 + r < rows) {
+          mean[r0 + r] = mu[r];
+          rstd[r0 + r] = rs[r];
+        }
+      }
     }
   }
 }
@@ -199,6 +331,8 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
                              typename acc_type<T>::type* __restrict__ rstd) {
   using Acc = typename acc_type<T>::type;
   __shared__ Welford<Acc> sh[kWarp];
+  wait_prior_grid();
+  allow_next_grid();
   const std::int64_t nvec = D / VEC;
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * D;
@@ -246,112 +380,137 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
 
 // ---- backward ----------------------------------------------------------------------------
 
-// One warp per row (block = (32, kBwdWarps)), grid-stride over rows; the same chunk
-// ownership as ln_fwd_warp. With COLS, each lane also sums dy * xhat and dy for its
-// columns over all rows it visits, and the block writes its partial sums as row
-// blockIdx.x of part_g / part_b ([gridDim.x, D]). Dynamic shared memory: 2 * D Acc.
-template <typename T, int VEC, int NV, bool COLS>
-__global__ void __launch_bounds__(kWarp* kBwdWarps)
-    ln_bwd_warp(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+// Rows of up to kWarpMaxD elements, one 1-d block of NW warps per row: thread t owns the
+// VEC-element chunks starting at (j * NW * 32 + t) * VEC for j < NV (the same columns for
+// every row, so gamma is loaded once and the column sums stay in registers). A block takes
+// R consecutive rows at a time, issues all their loads, then reduces the 2 * R row sums
+// together: one warp butterfly and one barrier per R rows. Spreading a row over NW warps
+// keeps the per-thread share of the column sums small (2 * NV * VEC values), which leaves
+// the registers to the rows in flight.
+//
+// The row sums go through red[buf]; buf alternates between batches so that a fast
+// thread writing batch k + 1 cannot overwrite sums that a slow one still reads for batch
+// k (a thread reaches batch k + 2's writes only after the barrier of batch k + 1, which
+// every thread passes after its reads of batch k).
+//
+// With COLS, each thread also sums dy * xhat and dy over all rows it visits and the block
+// writes them as row blockIdx.x of part_g / part_b ([gridDim.x, D]); every column has
+// exactly one owner thread per block. dx may be null (only the column sums wanted).
+template <typename T, int VEC, int NV, int R, int NW, bool COLS>
+__global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
+    ln_bwd_rows(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                 const typename acc_type<T>::type* __restrict__ mean,
                 const typename acc_type<T>::type* __restrict__ rstd, std::int64_t rows, int D, T* __restrict__ dx,
                 typename acc_type<T>::type* __restrict__ part_g, typename acc_type<T>::type* __restrict__ part_b) {
   using Acc = typename acc_type<T>::type;
-  const int lane = threadIdx.x;
+  constexpr int kThreads = NW * kWarp;
+  __shared__ Acc red[2][R][2][NW];  // [buf][row][sum g, sum g * xhat][warp]
+  wait_prior_grid();
+  allow_next_grid();
+  const int t = threadIdx.x, lane = t % kWarp, warp = t / kWarp;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
-  Acc ag[COLS ? NV : 1][VEC], ab[COLS ? NV : 1][VEC];
-  if constexpr (COLS) {
+  Acc gm[NV][VEC];
 #pragma unroll
-    for (int j = 0; j < NV; ++j)
+  for (int j = 0; j < NV; ++j) {
+    const int c = (j * kThreads + t) * VEC;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) ag[j][k] = ab[j][k] = 0;
+    for (int k = 0; k < VEC; ++k) gm[j][k] = 1;
+    if (gamma && c < D) load_pack<T, VEC>(gamma + c, gm[j]);
   }
-  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  for (std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < rows;
-       row += step) {
-    const T* dyr = dy + row * D;
-    const T* xr = x + row * D;
-    const Acc mu = mean[row], rs = rstd[row];
-    Acc dv[NV][VEC], xh[NV][VEC];
+  Acc ag[COLS ? NV : 1][VEC], ab[COLS ? NV : 1][VEC];
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
-        load_pack<T, VEC>(dyr + c, dv[j]);
-        load_pack<T, VEC>(xr + c, xh[j]);
+  for (int j = 0; j < (COLS ? NV : 1); ++j)
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) ag[j][k] = ab[j][k] = 0;
+  int buf = 0;
+  const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * R;
+  for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * R; r0 < rows; r0 += step) {
+    Raw<T, VEC> dv[R][NV], xv[R][NV];
+    Acc mu[R], rs[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bool valid = r0 + r < rows;
+      mu[r] = valid ? mean[r0 + r] : Acc(0);
+      rs[r] = valid ? rstd[r0 + r] : Acc(0);
+#pragma unroll
+      for (int j = 0; j < NV; ++j) {
+        const int c = (j * kThreads + t) * VEC;
+        if (valid && c < D) {
+          dv[r][j] = load_raw<T, VEC>(dy + (r0 + r) * D + c);
+          xv[r][j] = load_raw<T, VEC>(x + (r0 + r) * D + c);
+        } else {
+          dv[r][j] = Raw<T, VEC>{};  // zeros: add nothing to any sum
+          xv[r][j] = Raw<T, VEC>{};
+        }
       }
     }
+    Acc s[2 * R];  // s[2r]: sum(g), s[2r + 1]: sum(g * xhat) with g = dy * gamma
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
+    for (int r = 0; r < R; ++r) {
+      s[2 * r] = s[2 * r + 1] = 0;
+#pragma unroll
+      for (int j = 0; j < NV; ++j)
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
-          xh[j][k] = (xh[j][k] - mu) * rs;
+          const Acc d = elem<T, VEC>(dv[r][j], k);
+          const Acc xh = (elem<T, VEC>(xv[r][j], k) - mu[r]) * rs[r];  // 0 where dv / xv are padding
+          const Acc g = d * gm[j][k];
+          s[2 * r] += g;
+          s[2 * r + 1] += g * xh;
           if constexpr (COLS) {
-            ag[j][k] += dv[j][k] * xh[j][k];
-            ab[j][k] += dv[j][k];
+            ag[j][k] += d * xh;
+            ab[j][k] += d;
           }
         }
+    }
+    if (!dx) continue;  // uniform over the grid: no thread skips a barrier another one takes
+    warp_sum_n(s);
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        red[buf][r][0][warp] = s[2 * r];
+        red[buf][r][1][warp] = s[2 * r + 1];
       }
     }
-    if (!dx) continue;
-    Acc s1 = 0, s2 = 0;  // sum(g), sum(g * xhat) with g = dy * gamma
+    __syncthreads();
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
-        if (gamma) {
-          Acc g[VEC];
-          load_pack<T, VEC>(gamma + c, g);
+    for (int r = 0; r < R; ++r) {
+      if (r0 + r >= rows) continue;
+      Acc m1 = 0, m2 = 0;
 #pragma unroll
-          for (int k = 0; k < VEC; ++k) dv[j][k] *= g[k];
-        }
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          s1 += dv[j][k];
-          s2 += dv[j][k] * xh[j][k];
-        }
+      for (int w = 0; w < NW; ++w) {  // a fixed order: every thread gets the same values
+        m1 += red[buf][r][0][w];
+        m2 += red[buf][r][1][w];
       }
-    }
-    const Acc m1 = warp_sum(s1) * inv_d, m2 = warp_sum(s2) * inv_d;
-    T* dxr = dx + row * D;
+      m1 *= inv_d;
+      m2 *= inv_d;
 #pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      const int c = (j * kWarp + lane) * VEC;
-      if (c < D) {
+      for (int j = 0; j < NV; ++j) {
+        const int c = (j * kThreads + t) * VEC;
+        if (c >= D) continue;
         Acc o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = rs * (dv[j][k] - m1 - xh[j][k] * m2);
-        store_pack<T, VEC>(dxr + c, o);
+        for (int k = 0; k < VEC; ++k) {
+          const Acc xh = (elem<T, VEC>(xv[r][j], k) - mu[r]) * rs[r];
+          o[k] = rs[r] * (elem<T, VEC>(dv[r][j], k) * gm[j][k] - m1 - xh * m2);
+        }
+        store_pack<T, VEC>(dx + (r0 + r) * D + c, o);
       }
     }
+    buf ^= 1;
   }
   if constexpr (COLS) {
-    extern __shared__ __align__(16) unsigned char ln_smem[];
-    Acc* sg = reinterpret_cast<Acc*>(ln_smem);
-    Acc* sb = sg + D;
-    // Warps add their sums one after another: a fixed order, so the result is deterministic.
-    for (int w = 0; w < static_cast<int>(blockDim.y); ++w) {
-      if (static_cast<int>(threadIdx.y) == w) {
+    Acc* pg = part_g + static_cast<std::int64_t>(blockIdx.x) * D;
+    Acc* pb = part_b + static_cast<std::int64_t>(blockIdx.x) * D;
 #pragma unroll
-        for (int j = 0; j < NV; ++j) {
-          const int c = (j * kWarp + lane) * VEC;
-          if (c < D) {
+    for (int j = 0; j < NV; ++j) {
+      const int c = (j * kThreads + t) * VEC;
+      if (c >= D) continue;
 #pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-              sg[c + k] = (w == 0 ? Acc(0) : sg[c + k]) + ag[j][k];
-              sb[c + k] = (w == 0 ? Acc(0) : sb[c + k]) + ab[j][k];
-            }
-          }
-        }
+      for (int k = 0; k < VEC; ++k) {
+        pg[c + k] = ag[j][k];
+        pb[c + k] = ab[j][k];
       }
-      __syncthreads();
-    }
-    const int tid = threadIdx.y * kWarp + threadIdx.x, nt = blockDim.y * kWarp;
-    for (int c = tid; c < D; c += nt) {
-      part_g[static_cast<std::int64_t>(blockIdx.x) * D + c] = sg[c];
-      part_b[static_cast<std::int64_t>(blockIdx.x) * D + c] = sb[c];
     }
   }
 }
@@ -364,6 +523,8 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
                                 std::int64_t D, T* __restrict__ dx) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sh[2][kWarp];
+  wait_prior_grid();
+  allow_next_grid();
   const std::int64_t nvec = D / VEC;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -423,6 +584,8 @@ __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
                             typename acc_type<T>::type* __restrict__ part_b) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sg[kColRows][kColTile + 1], sb[kColRows][kColTile + 1];
+  wait_prior_grid();
+  allow_next_grid();
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kColTile + threadIdx.x;
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.y) * rows_per_chunk;
   const std::int64_t r1 = std::min(rows, r0 + rows_per_chunk);
@@ -459,6 +622,8 @@ __global__ void __launch_bounds__(kFinCols* kFinRows)
                     T* __restrict__ dgamma, T* __restrict__ dbeta) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sg[kFinRows][kFinCols], sb[kFinRows][kFinCols];
+  wait_prior_grid();
+  allow_next_grid();
   const int tx = threadIdx.x, ty = threadIdx.y;
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinCols + tx;
   Acc g = 0, b = 0;
@@ -499,15 +664,64 @@ bool use_vec(std::int64_t D, int vec, std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-int sm_count(int device) {
-  static std::atomic<int> cache[64];
+/// A per-device attribute, read once.
+int device_attr(cudaDeviceAttr attr, int device, std::atomic<int> (&cache)[64]) {
   if (device < 0 || device >= 64) device = 0;
   int n = cache[device].load(std::memory_order_relaxed);
   if (n == 0) {
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cache[device].store(n, std::memory_order_relaxed);
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, attr, device));
+    cache[device].store(n + 1, std::memory_order_relaxed);  // stored + 1: 0 means "not read yet"
+    return n;
   }
-  return n;
+  return n - 1;
+}
+
+int sm_count(int device) {
+  static std::atomic<int> cache[64];
+  return device_attr(cudaDevAttrMultiProcessorCount, device, cache);
+}
+
+/// Programmatic dependent launch needs sm_90 (older devices get plain launches).
+bool pdl_supported(int device) {
+  static std::atomic<int> cache[64];
+  return device_attr(cudaDevAttrComputeCapabilityMajor, device, cache) >= 9;
+}
+
+/// Launches `kernel` with programmatic stream serialisation where the device has it. Every
+/// kernel in this file calls wait_prior_grid() before touching global memory, which is what
+/// makes that safe (see wait_prior_grid).
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, int device,
+            Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  if (pdl_supported(device)) {
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
+/// Most co-resident blocks of `kernel` on the device (at least one per SM).
+template <typename K>
+int resident_blocks(K kernel, int threads, std::size_t smem, int device) {
+  int per_sm = 0;
+  TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return std::max(1, per_sm) * sm_count(device);
+}
+
+/// Blocks for a kernel that loops over row batches: one per batch, but no more than can
+/// run at once (the loop covers the rest; later blocks would only queue behind them).
+template <typename K>
+unsigned persistent_grid(K kernel, int threads, std::int64_t rows, int rows_per_block, int device) {
+  const std::int64_t want = (rows + rows_per_block - 1) / rows_per_block;
+  return static_cast<unsigned>(std::min<std::int64_t>(want, resident_blocks(kernel, threads, 0, device)));
 }
 
 unsigned grid_rows(std::int64_t rows, int rows_per_block) {
@@ -515,6 +729,27 @@ unsigned grid_rows(std::int64_t rows, int rows_per_block) {
 }
 
 int block_threads(std::int64_t D, int vec) { return D / vec <= 1024 ? 256 : 512; }
+
+/// 32-bit registers that NV chunks of VEC elements take once converted to acc_type<T>
+/// (the compiler keeps the converted values of a batch for all its uses, so this and not
+/// the storage size is what a row costs in registers).
+template <typename T, int VEC, int NV>
+constexpr int acc_regs() {
+  return NV * VEC * static_cast<int>(sizeof(typename acc_type<T>::type) / 4);
+}
+
+/// Rows per warp per batch of the forward: about 64 registers of row values per thread
+/// (2 rows of f32[1024] or bf16[1024]), all loaded before the first reduction.
+template <typename T, int VEC, int NV>
+constexpr int fwd_rows() {
+  return std::clamp(64 / acc_regs<T, VEC, NV>(), 1, 8);
+}
+
+/// Rows per block per batch of the backward: about 64 registers of dy and x values.
+template <typename T, int VEC, int NV>
+constexpr int bwd_rows() {
+  return std::clamp(64 / (2 * acc_regs<T, VEC, NV>()), 1, 8);
+}
 
 /// Calls f.template operator()<NV>() with NV the smallest power of two such that
 /// NV * 32 * VEC >= D (D <= kWarpMaxD), so that one warp covers the row.
@@ -536,20 +771,42 @@ void with_nv(std::int64_t D, F&& f) {
     if (chunks <= 32) return f.template operator()<32>();
 }
 
+/// The backward plan for D <= kWarpMaxD: calls f.template operator()<NW, NV>() with NW
+/// warps per row (1, 2 or 4: as many as the row has 32-chunk groups, at most 4) and NV
+/// the smallest power of two with NV * NW * 32 * VEC >= D.
+template <int VEC, typename F>
+void with_bwd_plan(std::int64_t D, F&& f) {
+  const std::int64_t chunks = (D + VEC - 1) / VEC;
+  constexpr std::int64_t kMaxChunks = kWarpMaxD / VEC;
+  static_assert(kMaxChunks >= 128 && kMaxChunks <= 1024);
+  if (chunks <= 32) return f.template operator()<1, 1>();
+  if (chunks <= 64) return f.template operator()<2, 1>();
+  if (chunks <= 128) return f.template operator()<4, 1>();
+  if constexpr (kMaxChunks >= 256)
+    if (chunks <= 256) return f.template operator()<4, 2>();
+  if constexpr (kMaxChunks >= 512)
+    if (chunks <= 512) return f.template operator()<4, 4>();
+  if constexpr (kMaxChunks >= 1024)
+    if (chunks <= 1024) return f.template operator()<4, 8>();
+}
+
 template <typename T, int VEC>
 void fwd_launch(const T* x, const T* g, const T* b, std::int64_t rows, std::int64_t D, double eps, T* y,
-                typename acc_type<T>::type* mean, typename acc_type<T>::type* rstd, cudaStream_t stream) {
+                typename acc_type<T>::type* mean, typename acc_type<T>::type* rstd, int device, cudaStream_t stream) {
   using Acc = typename acc_type<T>::type;
   const Acc e = static_cast<Acc>(eps);
   if (D <= kWarpMaxD) {
     with_nv<VEC>(D, [&]<int NV>() {
-      ln_fwd_warp<T, VEC, NV><<<grid_rows(rows, kFwdWarps), dim3(kWarp, kFwdWarps), 0, stream>>>(
-          x, g, b, rows, static_cast<int>(D), e, y, mean, rstd);
+      constexpr int R = fwd_rows<T, VEC, NV>();
+      auto* kernel = &ln_fwd_warp<T, VEC, NV, R>;
+      const unsigned grid = persistent_grid(kernel, kWarp * kFwdWarps, rows, kFwdWarps * R, device);
+      launch(kernel, grid, dim3(kWarp, kFwdWarps), 0, stream, device, x, g, b, rows, static_cast<int>(D), e, y, mean,
+             rstd);
     });
   } else {
-    ln_fwd_block<T, VEC><<<grid_rows(rows, 1), block_threads(D, VEC), 0, stream>>>(x, g, b, rows, D, e, y, mean, rstd);
+    launch(&ln_fwd_block<T, VEC>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, x, g, b, rows, D, e,
+           y, mean, rstd);
   }
-  TG_CUDA_CHECK_LAST();
 }
 
 void layer_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, std::int64_t rows, std::int64_t D,
@@ -567,17 +824,9 @@ void layer_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& bet
     T* py = y.data<T>();
     Acc* pm = mean.data<Acc>();
     Acc* pr = rstd.data<Acc>();
-    if (use_vec(D, V, {px, pg, pb, py})) fwd_launch<T, V>(px, pg, pb, rows, D, eps, py, pm, pr, stream);
-    else fwd_launch<T, 1>(px, pg, pb, rows, D, eps, py, pm, pr, stream);
+    if (use_vec(D, V, {px, pg, pb, py})) fwd_launch<T, V>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
+    else fwd_launch<T, 1>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
   });
-}
-
-/// Most co-resident blocks of `kernel` on the device (at least one per SM).
-template <typename K>
-int resident_blocks(K kernel, int threads, std::size_t smem, int device) {
-  int per_sm = 0;
-  TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return std::max(1, per_sm) * sm_count(device);
 }
 
 template <typename T, int VEC>
@@ -594,45 +843,42 @@ void bwd_launch(const T* dy, const T* x, const T* g, const typename acc_type<T>:
     part_b = tg::empty(Shape{n, D}, {.dtype = dtype_of<Acc>(), .device = Device::cuda(device)});
   };
   if (D <= kWarpMaxD) {
-    with_nv<VEC>(D, [&]<int NV>() {
-      const dim3 block(kWarp, kBwdWarps);
-      const unsigned want = grid_rows(rows, kBwdWarps);
+    with_bwd_plan<VEC>(D, [&]<int NW, int NV>() {
+      constexpr int R = bwd_rows<T, VEC, NV>();
+      const int threads = kWarp * NW;
       if (cols) {
-        // Partial rows cost D values per block: use no more blocks than can run at once.
-        const std::size_t smem = 2 * static_cast<std::size_t>(D) * sizeof(Acc);
-        auto* kernel = &ln_bwd_warp<T, VEC, NV, true>;
-        const unsigned grid =
-            std::min<unsigned>(want, static_cast<unsigned>(resident_blocks(kernel, kWarp * kBwdWarps, smem, device)));
+        // One partial row per block (D values each): the grid is at most what runs at once.
+        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, true>;
+        const unsigned grid = persistent_grid(kernel, threads, rows, R, device);
         alloc_parts(grid);
-        kernel<<<grid, block, smem, stream>>>(dy, x, g, mean, rstd, rows, static_cast<int>(D), dx,
-                                              part_g.data<Acc>(), part_b.data<Acc>());
+        launch(kernel, grid, threads, 0, stream, device, dy, x, g, mean, rstd, rows, static_cast<int>(D), dx,
+               part_g.data<Acc>(), part_b.data<Acc>());
       } else {
-        ln_bwd_warp<T, VEC, NV, false>
-            <<<want, block, 0, stream>>>(dy, x, g, mean, rstd, rows, static_cast<int>(D), dx, nullptr, nullptr);
+        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, false>;
+        const unsigned grid = persistent_grid(kernel, threads, rows, R, device);
+        launch(kernel, grid, threads, 0, stream, device, dy, x, g, mean, rstd, rows, static_cast<int>(D), dx,
+               static_cast<Acc*>(nullptr), static_cast<Acc*>(nullptr));
       }
     });
-    TG_CUDA_CHECK_LAST();
   } else {
     if (dx) {
-      ln_bwd_block_dx<T, VEC><<<grid_rows(rows, 1), block_threads(D, VEC), 0, stream>>>(dy, x, g, mean, rstd, rows,
-                                                                                          D, dx);
-      TG_CUDA_CHECK_LAST();
+      launch(&ln_bwd_block_dx<T, VEC>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, dy, x, g, mean,
+             rstd, rows, D, dx);
     }
     if (cols) {
       const std::int64_t col_blocks = (D + kColTile - 1) / kColTile;
       const std::int64_t rows_per_chunk = std::max<std::int64_t>(32, (rows + 255) / 256);
       alloc_parts((rows + rows_per_chunk - 1) / rows_per_chunk);
-      ln_bwd_cols<T><<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nparts)), dim3(kColTile, kColRows),
-                       0, stream>>>(dy, x, mean, rstd, rows, D, rows_per_chunk, part_g.data<Acc>(),
-                                    part_b.data<Acc>());
-      TG_CUDA_CHECK_LAST();
+      launch(&ln_bwd_cols<T>, dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nparts)),
+             dim3(kColTile, kColRows), 0, stream, device, dy, x, mean, rstd, rows, D, rows_per_chunk,
+             part_g.data<Acc>(), part_b.data<Acc>());
     }
   }
   if (cols) {
     const std::int64_t fin_blocks = (D + kFinCols - 1) / kFinCols;
-    ln_col_finalize<T><<<static_cast<unsigned>(fin_blocks), dim3(kFinCols, kFinRows), 0, stream>>>(
-        part_g.data<Acc>(), part_b.data<Acc>(), nparts, D, dgamma, dbeta);
-    TG_CUDA_CHECK_LAST();
+    launch(&ln_col_finalize<T>, static_cast<unsigned>(fin_blocks), dim3(kFinCols, kFinRows), 0, stream, device,
+           static_cast<const Acc*>(part_g.data<Acc>()), static_cast<const Acc*>(part_b.data<Acc>()), nparts, D, dgamma,
+           dbeta);
   }
 }
 

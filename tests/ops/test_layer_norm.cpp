@@ -220,6 +220,11 @@ TEST_CASE("layer_norm on CUDA matches the CPU, forward and backward", "[ops][lay
       {{2, 9, 1024}, "D=1024"}, {{9, 1025}, "D=1025"},      {{5, 3000}, "D=3000"},    {{3, 4096}, "D=4096"},
       {{1, 512}, "one row"},    {{5000, 64}, "many rows"},  {{3001, 1024}, "many rows D=1024"},
       {{700, 2048}, "many rows, block path"},
+      // Row batches (several rows per warp / block) with a partial last batch, every
+      // backward plan (1, 2, 4 warps per row), and rows longer than the register plans.
+      {{5, 1024}, "partial batch D=1024"},  {{4097, 1024}, "many rows, partial batch"},
+      {{13, 1536}, "D=1536"},               {{6, 8192}, "D=8192"},
+      {{9, 520}, "D=520"},                  {{11, 264}, "D=264"},
   };
   for (DType dt : kLnDtypes) {
     for (const Case& c : cases) {
