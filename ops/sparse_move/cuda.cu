@@ -4,8 +4,9 @@
 // layout) and grid-strides over flat work: a work item is a naturally aligned unit of up
 // to 16 bytes of one block (block sizes and element sizes are powers of two, so the
 // block of a unit is a shift away). Consecutive threads take consecutive units of a block,
-// so loads and stores are coalesced. transpose stages 32x32 or 64x64 tiles in shared
-// memory so that both its reads and its writes are 16-byte row accesses.
+// so loads and stores are coalesced. transpose transposes 16-byte micro-tiles in
+// registers and stages up to 64x64 tiles in (swizzled) shared memory so that both its
+// reads and its writes are 16-byte row accesses.
 #include <climits>
 #include <limits>
 #include <cstdint>
@@ -169,7 +170,7 @@ __global__ void transpose_flat_k(const E* __restrict__ src, E* __restrict__ out,
   }
 }
 
-// A CUDA block moves TPI T x T sub-tiles (16 KiB) per step: 16-byte row reads of each
+// 1-byte elements (bool): a CUDA block moves TPI T x T sub-tiles (16 KiB) per step: 16-byte row reads of each
 // source sub-tile into shared memory, then 16-byte row writes of its transpose. Sub-tile
 // `it` is (output block t, tile row ti, tile column tj); it is the transpose of source
 // sub-tile (tj, ti) of block col_blocks[t].
@@ -217,6 +218,112 @@ __global__ void __launch_bounds__(kThreads) transpose_tile_k(const E* __restrict
   }
 }
 
+// Column f of an EPV x EPV micro-tile held as EPV rows of four 32-bit words (element size
+// ES, EPV = 16 / ES), as one 16-byte vector: element e of the result is element f of row e.
+// Every index is a compile-time constant once the callers' loops are unrolled, so the
+// words stay in registers (a union of element arrays went through local memory).
+template <int ES>
+__device__ __forceinline__ uint4 column_vector(const unsigned (&w)[16 / ES][4], int f) {
+  unsigned o[4];
+  if constexpr (ES == 4) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) o[c] = w[c][f];
+  } else if constexpr (ES == 8) {  // rows 0 and 1, element f = words 2f, 2f + 1
+#pragma unroll
+    for (int c = 0; c < 2; ++c) o[2 * c] = w[c][2 * f], o[2 * c + 1] = w[c][2 * f + 1];
+  } else {  // ES == 2: element f of a row is half f % 2 of word f / 2 (little endian)
+    static_assert(ES == 2, "2-, 4- or 8-byte elements");
+#pragma unroll
+    for (int c = 0; c < 4; ++c) o[c] = __byte_perm(w[2 * c][f / 2], w[2 * c + 1][f / 2], f % 2 ? 0x7632 : 0x5410);
+  }
+  return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+// 2-, 4- and 8-byte elements: a thread owns an EPV x EPV micro-tile (EPV = 16 / es
+// elements, one 16-byte vector per row): it loads the micro-tile's EPV source rows as
+// 16-byte vectors (EPV independent loads in flight), transposes them in registers and
+// stores the EPV transposed rows as 16-byte vectors into a shared tile of the output. After
+// a barrier, every output row of the tile is written with coalesced 16-byte stores.
+// A step covers S = kThreads / MPT sub-tiles of T x T (4096 * EPV bytes of shared memory),
+// one micro-tile per thread. Sub-tile `it` is (output block t, tile row ti, tile column
+// tj), the transpose of source sub-tile (tj, ti) of block col_blocks[t].
+//
+// Shared layout: tile[q][row][chunk], 16-byte chunks, chunk c of row i stored at
+// c ^ ((i / EPV) & SWM). The 8 lanes of a quarter warp (one 128-bit shared access phase)
+// store chunk mr of rows mc*EPV + f for 8 consecutive mc (phys chunks mr ^ mc: 8 distinct
+// bank groups) and load 8 consecutive chunks of one row (jv ^ const: distinct), so neither
+// side has bank conflicts when a row has >= 8 chunks (smaller tiles are merely slower).
+template <typename E, int T>
+__global__ void __launch_bounds__(kThreads) transpose_micro_k(const E* __restrict__ src, E* __restrict__ out,
+                                                              const std::int64_t* __restrict__ col_blocks,
+                                                              std::int64_t items, int lbs, int ltiles) {
+  constexpr int EPV = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte vector
+  constexpr int MPC = T / EPV;                          // micro-tiles (16-byte chunks) per tile row
+  constexpr int MPT = MPC * MPC;                        // micro-tiles per sub-tile
+  static_assert(MPC >= 1 && MPT <= kThreads && kThreads % MPT == 0, "one micro-tile per thread");
+  constexpr int S = kThreads / MPT;                     // sub-tiles per step
+  constexpr int SWM = (MPC < 8 ? MPC : 8) - 1;          // swizzle mask, keeps chunks < MPC
+  __shared__ uint4 tile[S][T][MPC];
+  const std::int64_t tmask = (std::int64_t(1) << ltiles) - 1;
+  // This thread's micro-tile: sub-tile q of the step, micro row mr, micro column mc.
+  const int q = static_cast<int>(threadIdx.x) / MPT, mr = (static_cast<int>(threadIdx.x) % MPT) / MPC,
+            mc = static_cast<int>(threadIdx.x) % MPC;
+  for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S; first < items;
+       first += static_cast<std::int64_t>(gridDim.x) * S) {
+    const std::int64_t it = first + q;
+    if (it < items) {
+      const std::int64_t t = it >> (2 * ltiles), ti = (it >> ltiles) & tmask, tj = it & tmask;
+      // Source rows tj*T + mr*EPV + e, columns ti*T + mc*EPV + f.
+      const E* sb = src + (col_blocks[t] << (2 * lbs)) + ((tj * T + mr * EPV) << lbs) + ti * T + mc * EPV;
+      unsigned w[EPV][4];
+#pragma unroll
+      for (int e = 0; e < EPV; ++e) {
+        const uint4 x = *reinterpret_cast<const uint4*>(sb + (std::int64_t(e) << lbs));
+        w[e][0] = x.x, w[e][1] = x.y, w[e][2] = x.z, w[e][3] = x.w;
+      }
+      // Output row mc*EPV + f of the sub-tile, columns mr*EPV + e: its chunk mr.
+#pragma unroll
+      for (int f = 0; f < EPV; ++f) tile[q][mc * EPV + f][mr ^ (mc & SWM)] = column_vector<sizeof(E)>(w, f);
+    }
+    __syncthreads();
+    // S * T * MPC = kThreads * EPV output chunks per step, EPV per thread.
+#pragma unroll
+    for (int k = 0; k < EPV; ++k) {
+      const int v = k * kThreads + static_cast<int>(threadIdx.x);
+      const int oq = v / (T * MPC), i = (v / MPC) % T, jv = v % MPC;
+      const std::int64_t it2 = first + oq;
+      if (it2 < items) {
+        const std::int64_t t = it2 >> (2 * ltiles), ti = (it2 >> ltiles) & tmask, tj = it2 & tmask;
+        *reinterpret_cast<uint4*>(out + (t << (2 * lbs)) + ((ti * T + i) << lbs) + tj * T + jv * EPV) =
+            tile[oq][i][jv ^ ((i / EPV) & SWM)];
+      }
+    }
+    __syncthreads();  // the tile is rewritten by the next step
+  }
+}
+
+// Launches transpose_micro_k with sub-tiles of T x T (T = block size, at most 64, and at
+// most 32 for 8-byte elements so that a sub-tile has <= kThreads micro-tiles).
+template <typename E>
+void launch_transpose_micro(const E* s, E* o, const std::int64_t* col_blocks, std::int64_t n, std::int64_t bs,
+                            int dev, cudaStream_t st) {
+  constexpr std::int64_t kMaxT = sizeof(E) == 8 ? 32 : 64;
+  const std::int64_t T = std::min(bs, kMaxT);
+  const int lbs = log2_exact(bs), ltiles = log2_exact(bs / T);
+  const std::int64_t items = n << (2 * ltiles);
+  const std::int64_t epv = 16 / static_cast<std::int64_t>(sizeof(E));
+  const std::int64_t per_step = std::max<std::int64_t>(1, kThreads / ((T / epv) * (T / epv)));
+  const unsigned grid = static_cast<unsigned>(
+      std::min<std::int64_t>((items + per_step - 1) / per_step, std::int64_t(sm_count(dev)) * 16));
+  if (T == 64) {
+    if constexpr (kMaxT >= 64) transpose_micro_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+  } else if (T == 32) {
+    transpose_micro_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+  } else {
+    transpose_micro_k<E, 16><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+  }
+}
+
 void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
   const std::int64_t n = l.n_blocks(), bs = l.block_size();
   if (n == 0) return;
@@ -228,20 +335,59 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
     using E = decltype(e);
     const E* s = static_cast<const E*>(src.data_ptr());
     E* o = static_cast<E*>(out.data_ptr());
-    if (bs >= 32 && aligned) {
-      const int T = bs >= 64 ? 64 : 32, ltiles = log2_exact(bs / T);
-      const std::int64_t items = n << (2 * ltiles);
-      const std::int64_t tpi = std::max<std::int64_t>(1, 16384 / (T * T * static_cast<std::int64_t>(sizeof(E))));
-      const unsigned grid =
-          static_cast<unsigned>(std::min<std::int64_t>((items + tpi - 1) / tpi, std::int64_t(sm_count(dev)) * 16));
-      if (T == 64) transpose_tile_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
-      else transpose_tile_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+    if constexpr (sizeof(E) >= 2) {
+      // Block rows of >= 16 elements are >= 32 bytes, so every 16-byte vector of a block
+      // is aligned when the pointers are.
+      if (bs >= 16 && aligned) {
+        launch_transpose_micro<E>(s, o, col_blocks, n, bs, dev, st);
+        TG_CUDA_CHECK_LAST();
+        return;
+      }
     } else {
-      const std::int64_t total = n << (2 * lbs);
-      transpose_flat_k<E><<<grid_for(total, dev), kThreads, 0, st>>>(s, o, col_blocks, total, lbs);
+      if (bs >= 32 && aligned) {  // bytes: 16 per vector, shared tile with padded rows
+        const int T = bs >= 64 ? 64 : 32, ltiles = log2_exact(bs / T);
+        const std::int64_t items = n << (2 * ltiles);
+        const std::int64_t tpi = std::max<std::int64_t>(1, 16384 / (T * T));
+        const unsigned grid =
+            static_cast<unsigned>(std::min<std::int64_t>((items + tpi - 1) / tpi, std::int64_t(sm_count(dev)) * 16));
+        if (T == 64) transpose_tile_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+        else transpose_tile_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+        TG_CUDA_CHECK_LAST();
+        return;
+      }
     }
+    // Small blocks or misaligned data: one element per thread.
+    const std::int64_t total = n << (2 * lbs);
+    transpose_flat_k<E><<<grid_for(total, dev), kThreads, 0, st>>>(s, o, col_blocks, total, lbs);
     TG_CUDA_CHECK_LAST();
   });
+}
+
+// ---- host readback ---------------------------------------------------------------------------
+
+// The calling thread's pinned host buffer for the two words of an index range. Copying into
+// pinned memory is one DMA that the stream synchronisation waits for; a pageable
+// destination (Tensor::to_vector) adds a host tensor, a staging copy and more latency to
+// every gather and scatter_reduce. Allocated once per thread and never freed: freeing it
+// at thread exit could run after the CUDA runtime is gone.
+std::int64_t* pinned_range_buffer() {
+  thread_local std::int64_t* buf = [] {
+    void* p = nullptr;
+    TG_CUDA_CHECK(cudaHostAlloc(&p, 2 * sizeof(std::int64_t), cudaHostAllocPortable));
+    return static_cast<std::int64_t*>(p);
+  }();
+  return buf;
+}
+
+// Waits for `st` and decodes the (~min, max) words written by the kernels' atomicMax into
+// lo and hi.
+void read_range(const unsigned long long* dev_words, cudaStream_t st, std::int64_t& lo, std::int64_t& hi) {
+  std::int64_t* h = pinned_range_buffer();
+  TG_CUDA_CHECK(cudaMemcpyAsync(h, dev_words, 2 * sizeof(std::int64_t), cudaMemcpyDeviceToHost, st));
+  TG_CUDA_CHECK(cudaStreamSynchronize(st));
+  const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
+  lo = unmap(~static_cast<std::uint64_t>(h[0]));
+  hi = unmap(static_cast<std::uint64_t>(h[1]));
 }
 
 // ---- gather / scatter ----------------------------------------------------------------------
@@ -402,12 +548,7 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
       });
     });
   });
-  if (range) {
-    const std::vector<std::int64_t> h = res.to_vector<std::int64_t>();  // waits for the stream
-    const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
-    range[0] = unmap(~static_cast<std::uint64_t>(h[0]));
-    range[1] = unmap(static_cast<std::uint64_t>(h[1]));
-  }
+  if (range) read_range(r, st, range[0], range[1]);
 }
 
 void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& tl, bool sum,
@@ -508,10 +649,7 @@ void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
     }
     TG_CUDA_CHECK_LAST();
   });
-  const std::vector<std::int64_t> h = res.to_vector<std::int64_t>();  // waits for the stream
-  const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
-  lo = unmap(~static_cast<std::uint64_t>(h[0]));
-  hi = unmap(static_cast<std::uint64_t>(h[1]));
+  read_range(r, st, lo, hi);
 }
 
 // ---- distribution layout -------------------------------------------------------------------

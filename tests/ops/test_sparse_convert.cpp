@@ -81,3 +81,46 @@ TEST_CASE("to_sparse / to_dense CUDA matches CPU", "[ops][sparse][cuda]") {
     }
   }
 }
+
+namespace {
+// count CPU values of dtype dt with varied bit patterns; bool: a mix of true and false.
+Tensor convert_values(std::int64_t count, DType dt) {
+  if (dt == DType::boolean) {
+    std::vector<bool> v(static_cast<std::size_t>(count));
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = (i * 7 + 3) % 3 == 0;
+    return from_vector(v, {count});
+  }
+  return (tgt::rand64({count}, 21) * 1000.0).to(dt);
+}
+}  // namespace
+
+// Every to_sparse / to_dense path on the GPU: 16-byte units and the narrower ones that
+// block rows of 1-8 bytes or data misaligned by one element fall back to, every element
+// size, block sizes 1-256, empty and full layouts, a fill in the inactive tiles.
+TEST_CASE("to_sparse / to_dense CUDA: every dtype, block size and alignment", "[ops][sparse][sparse_convert][cuda]") {
+  TG_REQUIRE_CUDA();
+  for (std::int64_t bs : {1, 2, 16, 32, 64, 128, 256}) {
+    for (double density : {0.0, 0.4, 1.0}) {
+      const std::int64_t B = 2, Mb = bs >= 128 ? 2 : 5, Nb = bs >= 128 ? 3 : 3;
+      Layout l = random_layout(B, Mb, Nb, bs, density, static_cast<std::uint64_t>(bs) + 5);
+      for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64, DType::i32, DType::i64, DType::boolean}) {
+        for (std::int64_t skip : {0, 1}) {
+          INFO("bs " << bs << " blocks " << l.n_blocks() << " " << dtype_name(dt) << " skip " << skip);
+          const Shape dshape{B, Mb * bs, Nb * bs};
+          const std::int64_t dcount = dshape.numel();
+          Tensor vals = convert_values(dcount + skip, dt);
+          Tensor dc = tgt::misaligned_view(vals, skip, dshape);
+          Tensor dg = tgt::misaligned_view(vals.to(Device::cuda()), skip, dshape);
+          BlockSparseTensor sc = to_sparse(dc, l), sg = to_sparse(dg, l);
+          tgt::require_close(sg.data(), sc.data(), 0, 0);
+          // to_dense from misaligned blocks
+          Tensor bc = tgt::misaligned_view(vals, skip, {l.n_blocks(), bs, bs});
+          Tensor bg = tgt::misaligned_view(vals.to(Device::cuda()), skip, {l.n_blocks(), bs, bs});
+          const double fill = dt == DType::boolean ? 1.0 : -1.5;
+          tgt::require_close(to_dense(BlockSparseTensor(bg, l), fill), to_dense(BlockSparseTensor(bc, l), fill), 0, 0);
+          tgt::require_close(to_dense(sg, 0.0), to_dense(sc, 0.0), 0, 0);
+        }
+      }
+    }
+  }
+}
