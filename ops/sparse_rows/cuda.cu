@@ -8,8 +8,14 @@
 // - Column sums: one CUDA block per block-column, walking the CSC col_blocks; threads
 //   own columns within the block, and a shared-memory pass adds the per-thread parts in
 //   a fixed order.
-// - Maps (row broadcasts, outer broadcasts, the row_max backward): a grid-stride loop over
-//   vector units of the output blocks; each unit finds its (b, r, c) in block_coords.
+//   row_max keeps, per lane, the maximum of each vector unit (one max per element) and the
+//   first unit holding the lane's maximum; the position inside that unit is found once at
+//   the end by reading the unit again (a per-element arg-max test made it issue-bound).
+// - Maps (row broadcasts, the row_max backward): a grid-stride loop over vector units of
+//   the output blocks; each unit finds its (b, r, c) in block_coords.
+// - Outer broadcasts: a CUDA block per output block when the block holds at least one
+//   vector unit per thread: (b, r, c) read once, each thread keeps its column's b values in
+//   registers and writes its units down the rows; smaller blocks take the map.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -123,6 +129,18 @@ __device__ __forceinline__ bool before(A va, std::int64_t ia, A vb, std::int64_t
 
 constexpr int kUnroll = 4;  // vector loads in flight per lane
 
+// max(a, b) where a nan wins, one instruction for f32 (max.NaN, sm_80+).
+__device__ __forceinline__ float max_nan(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return (a != a || a > b) ? a : b;
+#endif
+}
+__device__ __forceinline__ double max_nan(double a, double b) { return (a != a || a > b) ? a : b; }
+
 template <typename T, int W, bool kMax>
 __global__ void __launch_bounds__(kThreads)
     row_reduce_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
@@ -143,20 +161,21 @@ __global__ void __launch_bounds__(kThreads)
   auto elem = [&](std::int64_t u) { return ((k0 + (u >> lg_units)) * bs + i) * bs + (u & umask) * V; };
 
   A s = 0;
-  A m = -static_cast<A>(INFINITY);
-  std::int64_t best = -1;
+  A m = -static_cast<A>(INFINITY);  // max: the lane's maximum so far
+  std::int64_t best = -1;           // max: flat index of the first unit holding it (then of the element)
   auto consume = [&](const P& p, std::int64_t e) {
+    if constexpr (kMax) {
+      A um = static_cast<A>(p.get(0));
 #pragma unroll
-    for (int t = 0; t < V; ++t) {
-      const A v = static_cast<A>(p.get(t));
-      if constexpr (kMax) {
-        if (before(v, e + t, m, best)) {
-          m = v;
-          best = e + t;
-        }
-      } else {
-        s += v;
+      for (int t = 1; t < V; ++t) um = max_nan(um, static_cast<A>(p.get(t)));
+      // the lane's units come in increasing index order: keep the first of equal maxima
+      if (best < 0 || (um != um && m == m) || um > m) {
+        m = um;
+        best = e;
       }
+    } else {
+#pragma unroll
+      for (int t = 0; t < V; ++t) s += static_cast<A>(p.get(t));
     }
   };
   std::int64_t u = lane;
@@ -177,6 +196,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   if constexpr (kMax) {
+    if (best >= 0) {  // the first element of the best unit equal to m (a nan when m is nan)
+      const P p = load_pack<T, W>(x + best);
+      int hit = V - 1;
+      A hv = m;
+#pragma unroll
+      for (int t = V - 1; t >= 0; --t) {
+        const A v = static_cast<A>(p.get(t));
+        if (v == m || (v != v && m != m)) {
+          hit = t;
+          hv = v;  // +0 and -0 compare equal: report the element's own value
+        }
+      }
+      best += hit;
+      m = hv;
+    }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) {
       const A om = __shfl_xor_sync(kFullMask, m, off);
@@ -399,6 +433,47 @@ void row_map_t(RowMapOp op, const Tensor& x, const Tensor& v, double alpha, cons
   });
 }
 
+// out block k = (b, r, c): out[k, i, j] = a[b * M + r * bs + i] + alpha_b * bv[b * N + c * bs + j]
+// (a or bv null: 0). A CUDA block per output block (grid-stride over the blocks); needs
+// upr = bs / V units per block-row with kThreads % upr == 0 and bs * upr >= kThreads, so
+// that thread t always writes column unit t % upr, at rows t / upr + multiples of
+// kThreads / upr: its alpha_b * bv values stay in registers for the whole block, and its
+// units take one (mostly broadcast) load of a each and no index lookups.
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    outer_block_kernel(T* __restrict__ out, std::int64_t n_blocks, const std::int64_t* __restrict__ coords,
+                       int lg_bs, int lg_upr, std::int64_t M, std::int64_t N, const T* __restrict__ a,
+                       const T* __restrict__ bv, acc_t<T> alpha_b) {
+  using A = acc_t<T>;
+  constexpr int V = Pack<T, W>::kLen;
+  const int bs = 1 << lg_bs;
+  const int t = static_cast<int>(threadIdx.x);
+  const int j0 = (t & ((1 << lg_upr) - 1)) * V;  // this thread's column
+  const int i0 = t >> lg_upr, istep = kThreads >> lg_upr;
+  for (std::int64_t k = blockIdx.x; k < n_blocks; k += gridDim.x) {
+    const std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
+    A bvals[V];
+    if (bv) {
+      const Pack<T, W> p = load_pack<T, W>(bv + b * N + c * bs + j0);
+#pragma unroll
+      for (int q = 0; q < V; ++q) bvals[q] = alpha_b * static_cast<A>(p.get(q));
+    } else {
+#pragma unroll
+      for (int q = 0; q < V; ++q) bvals[q] = A(0);
+    }
+    const T* arow = a ? a + b * M + r * bs : nullptr;
+    T* o = out + (k << (2 * lg_bs)) + j0;
+#pragma unroll 4
+    for (int i = i0; i < bs; i += istep) {
+      const A av = arow ? static_cast<A>(arow[i]) : A(0);
+      Pack<T, W> p;
+#pragma unroll
+      for (int q = 0; q < V; ++q) p.set(q, static_cast<T>(av + bvals[q]));
+      store_pack<T, W>(o + (static_cast<std::int64_t>(i) << lg_bs), p);
+    }
+  }
+}
+
 template <typename T>
 void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, const Tensor& out) {
   const T* ap = a.defined() ? a.data<T>() : nullptr;
@@ -407,6 +482,16 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
   // b is read a unit at a time at col(e0), a multiple of the unit: only its base matters.
   launch_map<T>(l, out, {bp}, [&](auto wc, const MapCtx<T>& ctx) {
     constexpr int W = decltype(wc)::value;
+    constexpr std::int64_t V = Pack<T, W>::kLen;
+    const std::int64_t bs = l.block_size(), upr = bs / V;
+    if (kThreads % upr == 0 && bs * upr >= kThreads) {
+      const std::int64_t n = l.n_blocks();
+      const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, sm_count(out.device().index) * 16));
+      outer_block_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs,
+                                                                  log2_exact(upr), ctx.M, ctx.N, ap, bp, al);
+      TG_CUDA_CHECK_LAST();
+      return;
+    }
     run_map<T, W>(ctx, OuterF<T, W>{ap, bp, al});
   });
 }

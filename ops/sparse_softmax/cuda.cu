@@ -3,15 +3,25 @@
 // A logical row is one bs-long segment per active block of its block-row (the layout's
 // CSR row_offsets). The kernels walk it in chunks of VEC elements: chunk u starts at row
 // position q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk
-// never straddles two blocks). The plan is chosen from the longest row of the layout:
-//  - rows of <= kWarpMaxLen elements: a warp per row, each lane holding P <= 32 elements
-//    in registers: read once, one warp all-reduce, written once;
-//  - rows of <= kRegMaxLen: a block per row, each thread holding P <= 16 (f64: 8);
+// never straddles two blocks). The plan is chosen from the longest row of the layout.
+//
+// Forward (memory-bound only when it spends few instructions per element: the old fused
+// (max, sum) all-reduce cost two exponentials per combine and made it issue-bound):
+//  - rows of <= 32 * P elements: a warp per row, each lane holding P <= fwd_max_p<T>()
+//    elements (64 bytes of storage) in registers; rows of <= 512 * fwd_max_p<T>(): a block
+//    per row, each thread holding fwd_max_p<T>() elements. Either way every load of the row
+//    is issued first, then the row max is all-reduced, then each element takes one exp and
+//    the sum is all-reduced, then the row is written: two cheap all-reductions (max, add)
+//    instead of one whose combines take exponentials;
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
+// Backward: a warp per row up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to
+// kRegMaxLen, two passes beyond.
 // Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
-// data pointers are 16-byte aligned, else scalar. Math in f32 (f64 for f64).
+// data pointers (and the mask's) are 16-byte aligned, else scalar. Math in f32 (f64 for
+// f64); 16-bit forwards take their exponentials through exp2f (their results are rounded
+// to 8 or 11 bits).
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -31,10 +41,21 @@ template <typename T>
 using acc_t = typename acc_type<T>::type;
 
 constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
-constexpr std::int64_t kWarpMaxLen = 1024;
+constexpr std::int64_t kWarpMaxLen = 1024;  // backward plans
 constexpr std::int64_t kRegMaxLen = 4096;
 constexpr int kBlockMaxThreads = 512;  // kRegMaxLen / the smallest P a block row may take
 constexpr int kLongThreads = 512;
+constexpr int kFwdBlockMaxThreads = 512;
+
+// Elements per thread of the forward's register plans at most. 16-byte loads: 64 bytes of
+// storage, i.e. four loads in flight per thread (16 f32, 32 bf16/f16, 8 f64; at most 32,
+// one mask bit each); more would cost occupancy (the warp-per-2048 plan of a530dfa with
+// 64 f32 per lane measured slower). Scalar loads (misaligned data): 8, whose flat indices
+// the compiler keeps in registers next to the values.
+template <typename T>
+constexpr int fwd_max_p(bool vec) {
+  return !vec ? 8 : 64 / static_cast<int>(sizeof(T)) < 32 ? 64 / static_cast<int>(sizeof(T)) : 32;
+}
 
 // Elements per thread on the block path: 16, 8 for f64 (whose registers count double).
 template <typename T>
@@ -64,10 +85,10 @@ struct Row {
   std::int64_t chunks;  // VEC-element chunks in the row
 };
 
+// Row b * M + R lies in block-row b * Mb + R / bs (M = Mb * bs): no division needed.
 template <int VEC>
 __device__ __forceinline__ Row locate(const RowGeom& g, std::int64_t row) {
-  const std::int64_t b = row / g.M, R = row - b * g.M;
-  const std::int64_t br = b * g.Mb + (R >> g.lg_bs), i = R & ((std::int64_t(1) << g.lg_bs) - 1);
+  const std::int64_t br = row >> g.lg_bs, i = row & ((std::int64_t(1) << g.lg_bs) - 1);
   const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
   return {br, ((k0 << g.lg_bs) + i) << g.lg_bs, ((k1 - k0) << g.lg_bs) / VEC};
 }
@@ -80,17 +101,47 @@ __device__ __forceinline__ std::int64_t chunk_at(const Row& row, std::int64_t u,
 }
 
 // Bit t set when element t of the chunk at flat index e is excluded by the mask. The
-// mask block holding it sits at the same in-block offset, (mk - k) blocks away.
+// mask block holding it sits at the same in-block offset, (mk - k) blocks away. Its VEC
+// bytes are read with one load: VEC > 1 only when the mask data is 16-byte aligned, and e
+// is a multiple of VEC.
 template <int VEC>
 __device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& row, std::int64_t e, int lg_bs) {
   const std::int64_t k = e >> (2 * lg_bs);
   const std::int64_t mk = mg.index[row.br * mg.Nb + mg.coords[3 * k + 2]];
   if (mk < 0) return 0u;
   const std::uint8_t* p = mg.data + e + ((mk - k) << (2 * lg_bs));
+  const gpu::Pack<std::uint8_t, VEC> pk = *reinterpret_cast<const gpu::Pack<std::uint8_t, VEC>*>(p);
   unsigned bits = 0;
 #pragma unroll
-  for (int t = 0; t < VEC; ++t) bits |= (p[t] != 0 ? 1u : 0u) << t;
+  for (int t = 0; t < VEC; ++t) bits |= (pk.v[t] != 0 ? 1u : 0u) << t;
   return bits;
+}
+
+// max(a, b) where a nan wins (as gpu::nan_max), one instruction for f32 (max.NaN, sm_80+).
+__device__ __forceinline__ float max_nan(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return gpu::nan_max(a, b);
+#endif
+}
+__device__ __forceinline__ double max_nan(double a, double b) { return gpu::nan_max(a, b); }
+
+struct MaxNanOp {
+  template <typename A>
+  __device__ __forceinline__ A operator()(const A& a, const A& b) const {
+    return max_nan(a, b);
+  }
+};
+
+// exp(z - m) for a row max m that is not -inf (so z = -inf gives 0 without a test);
+// through exp2f for 16-bit storage, whose results keep 8 or 11 bits.
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc exp_shifted(Acc z, Acc m) {
+  if constexpr (sizeof(T) == 2) return exp2f((z - m) * 1.4426950408889634f);
+  else return gpu::acc_exp(z - m);
 }
 
 template <bool WARP, typename V, typename Op>
@@ -112,16 +163,19 @@ __device__ __forceinline__ void row_range(std::int64_t& row, std::int64_t& step)
 }
 
 // ---- register-resident rows --------------------------------------------------------------
-// Thread `tid` of the row's nt threads owns chunks c * nt + tid for c < P / VEC; chunks
-// past the row's end are padding (-inf forward, 0 backward) and are not stored.
+// Thread `tid` of the row's nt threads owns chunks c * nt + tid for c < P / VEC (a warp's
+// 16-byte loads cover 512 consecutive bytes).
 
-template <typename T, int VEC, int P, bool WARP>
+// Forward: chunks past the row's end are neither loaded, computed nor stored. Every load
+// of the row is issued before any math; then two all-reductions: the max (one max per
+// element), and after one exp per element the sum.
+template <typename T, int VEC, int P, bool WARP, bool MASKED>
 __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__ y, const RowGeom& g,
                                         const MaskGeom& mg, acc_t<T> scale) {
   using Acc = acc_t<T>;
   constexpr int CH = P / VEC;
   static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
-  __shared__ MaxSum<Acc> smem[32];
+  __shared__ Acc smem[32];
   const int tid = threadIdx.x;
   const int nt = WARP ? 32 : static_cast<int>(blockDim.x);
   const Acc ninf = gpu::neg_inf<Acc>();
@@ -130,47 +184,69 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
   for (; row < g.rows; row += step) {
     const Row rw = locate<VEC>(g, row);
     if (rw.chunks == 0) continue;  // no blocks: nothing to write (uniform over the row's threads)
+    // Chunk c of this thread: in the row? and its flat index (recomputed where needed:
+    // holding CH 64-bit indices would cost registers that the values need).
+    auto in = [&](int c) { return static_cast<std::int64_t>(c) * nt + tid < rw.chunks; };
+    auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * nt + tid, g.lg_bs); };
     Acc v[P];
-    unsigned excl = 0;
 #pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
-      if (u < rw.chunks) {
-        const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-        gpu::load_pack<VEC>(x + e, v + c * VEC);
-        const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
+    for (int c = 0; c < CH; ++c)
+      if (in(c)) gpu::load_pack<VEC>(x + e(c), v + c * VEC);
+    unsigned excl = 0;  // bit i: element i excluded by the mask
+    if constexpr (MASKED) {
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) v[c * VEC + k] = (bits >> k) & 1u ? ninf : v[c * VEC + k] * scale;
-        excl |= bits << (c * VEC);
-      } else {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) v[c * VEC + k] = ninf;
-      }
+      for (int c = 0; c < CH; ++c)
+        if (in(c)) excl |= chunk_mask<VEC>(mg, rw, e(c), g.lg_bs) << (c * VEC);
     }
-    // One all-reduce of (max, sum of exp): each thread sums exp(v - its own max) and
-    // rescales by exp(its max - row max) once that is known.
     Acc mt = ninf;
 #pragma unroll
-    for (int i = 0; i < P; ++i) mt = gpu::nan_max(mt, v[i]);
+    for (int c = 0; c < CH; ++c) {
+      if (!in(c)) continue;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int i = c * VEC + k;
+        v[i] = MASKED && ((excl >> i) & 1u) ? ninf : v[i] * scale;
+        mt = max_nan(mt, v[i]);
+      }
+    }
+    const Acc m = row_allreduce<WARP>(mt, MaxNanOp{}, smem);
+    if (m == ninf) {  // every element -inf or excluded: zeros (uniform over the row's threads)
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        if (!in(c)) continue;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) v[c * VEC + k] = Acc(0);
+        gpu::store_pack<VEC>(y + e(c), v + c * VEC);
+      }
+      continue;
+    }
     Acc st = 0;
 #pragma unroll
-    for (int i = 0; i < P; ++i) {
-      v[i] = sizeof(T) == 2 ? gpu::exp_sub_fast(v[i], mt) : gpu::exp_sub(v[i], mt);
-      st += v[i];
-    }
-    const MaxSum<Acc> ms = row_allreduce<WARP>(MaxSum<Acc>{mt, st}, MaxSumOp{}, smem);
-    // all -inf (or excluded) row: zeros; a nan makes s, and so every included output, nan
-    const Acc f = ms.m == ninf ? Acc(0) : gpu::exp_sub(mt, ms.m) / ms.s;
+    for (int c = 0; c < CH; ++c) {
+      if (!in(c)) continue;
 #pragma unroll
-    for (int i = 0; i < P; ++i) v[i] = (excl >> i) & 1u ? Acc(0) : v[i] * f;
+      for (int k = 0; k < VEC; ++k) {
+        v[c * VEC + k] = exp_shifted<T>(v[c * VEC + k], m);
+        st += v[c * VEC + k];
+      }
+    }
+    // s >= 1 (the max gives exp(0)) unless m is +inf or nan, when s is nan and so is every
+    // included output, as on the CPU.
+    const Acc inv = Acc(1) / row_allreduce<WARP>(st, SumOp{}, smem);
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
-      const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
-      if (u < rw.chunks) gpu::store_pack<VEC>(y + chunk_at<VEC>(rw, u, g.lg_bs), v + c * VEC);
+      if (!in(c)) continue;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int i = c * VEC + k;
+        v[i] = MASKED && ((excl >> i) & 1u) ? Acc(0) : v[i] * inv;
+      }
+      gpu::store_pack<VEC>(y + e(c), v + c * VEC);
     }
   }
 }
 
+// Backward: chunks past the row's end are padding (0) and are not stored.
 template <typename T, int VEC, int P, bool WARP>
 __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx,
                                         const RowGeom& g, acc_t<T> scale) {
@@ -212,15 +288,16 @@ __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __rest
   }
 }
 
-template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(32 * kWarpRows)
+// At most 64 registers per thread (the register plans need about 50): 1024 threads per SM.
+template <typename T, int VEC, int P, bool MASKED>
+__global__ void __launch_bounds__(32 * kWarpRows, 8)
     fwd_warp(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
-  fwd_reg<T, VEC, P, true>(x, y, g, mg, scale);
+  fwd_reg<T, VEC, P, true, MASKED>(x, y, g, mg, scale);
 }
-template <typename T, int VEC, int P>
-__global__ void __launch_bounds__(kBlockMaxThreads)
+template <typename T, int VEC, int P, bool MASKED>
+__global__ void __launch_bounds__(kFwdBlockMaxThreads, 2)
     fwd_block(const T* x, T* y, RowGeom g, MaskGeom mg, acc_t<T> scale) {
-  fwd_reg<T, VEC, P, false>(x, y, g, mg, scale);
+  fwd_reg<T, VEC, P, false, MASKED>(x, y, g, mg, scale);
 }
 template <typename T, int VEC, int P>
 __global__ void __launch_bounds__(32 * kWarpRows)
@@ -332,6 +409,24 @@ struct Plan {
   int threads;  // per row
 };
 
+// Forward: a warp per row while 32 lanes of fwd_max_p<T>(vec) elements hold it (the fewest
+// elements per lane that do), else a block of such threads per row up to
+// kFwdBlockMaxThreads of them, else two passes.
+template <typename T>
+Plan fwd_plan_for(std::int64_t len, bool vec) {
+  const int pmax = fwd_max_p<T>(vec);
+  if (len <= 32 * pmax) {
+    int p = 1;
+    while (p * 32 < len) p *= 2;
+    return {PlanKind::Warp, p, 32};
+  }
+  if (len <= std::int64_t(kFwdBlockMaxThreads) * pmax)
+    return {PlanKind::Block, pmax, static_cast<int>(((len + pmax - 1) / pmax + 31) / 32 * 32)};
+  return {PlanKind::Long, 0, kLongThreads};
+}
+
+// Backward: a warp per row up to kWarpMaxLen, a block per row (at most 256 threads, f64
+// 512) up to kRegMaxLen, else two passes.
 template <typename T>
 Plan plan_for(std::int64_t len) {
   if (len <= kWarpMaxLen) {
@@ -366,10 +461,44 @@ RowGeom row_geom(const Layout& l, const LayoutTables& tab) {
           log2_exact(l.block_size())};
 }
 
+// Launches the forward's plan; MASKED: mg holds an element mask.
+template <typename T, bool MASKED>
+void fwd_launch(const Plan& plan, bool vec, const T* xp, T* yp, const RowGeom& g, const MaskGeom& mg, acc_t<T> sc,
+                cudaStream_t st) {
+  constexpr int MV = gpu::max_vec<T>();
+  if (plan.kind == PlanKind::Long) {
+    const unsigned grid = gpu::grid_for(g.rows, 1);
+    if (vec) fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    else fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
+    return;
+  }
+  with_p(plan.p, [&](auto pc) {
+    constexpr int P = decltype(pc)::value;
+    constexpr int V = P < MV ? P : MV;
+    // fwd_plan_for picks p <= fwd_max_p<T>(vec) on the warp path, p == it on the block path
+    constexpr int PV = fwd_max_p<T>(true), PS = fwd_max_p<T>(false);
+    if (plan.kind == PlanKind::Warp) {
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
+      if (vec) {
+        if constexpr (P <= PV) fwd_warp<T, V, P, MASKED><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      } else {
+        if constexpr (P <= PS) fwd_warp<T, 1, P, MASKED><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
+      }
+    } else {
+      const unsigned grid = gpu::grid_for(g.rows, 1);
+      if (vec) {
+        if constexpr (P == PV) fwd_block<T, V, P, MASKED><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      } else {
+        if constexpr (P == PS) fwd_block<T, 1, P, MASKED><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
+      }
+    }
+  });
+}
+
 template <typename T>
 void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, double scale, const Tensor& y) {
   using Acc = acc_t<T>;
-  constexpr int MV = gpu::max_vec<T>();
   const Device dev = x.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
@@ -383,30 +512,13 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   }
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* yp = y.data<T>();
-  const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp});
+  // the mask's VEC bytes per chunk are read with one load too (chunk_mask)
+  const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp}) &&
+                   (mg.data == nullptr || reinterpret_cast<std::uintptr_t>(mg.data) % 16 == 0);
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l));
-  if (plan.kind == PlanKind::Long) {
-    const unsigned grid = gpu::grid_for(g.rows, 1);
-    if (vec) fwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
-    else fwd_long<T, 1><<<grid, kLongThreads, 0, st>>>(xp, yp, g, mg, sc);
-    TG_CUDA_CHECK_LAST();
-    return;
-  }
-  with_p(plan.p, [&](auto pc) {
-    constexpr int P = decltype(pc)::value;
-    constexpr int V = P < MV ? P : MV;
-    if (plan.kind == PlanKind::Warp) {
-      const dim3 block(32, kWarpRows);
-      const unsigned grid = gpu::grid_for(g.rows, kWarpRows);
-      if (vec) fwd_warp<T, V, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-      else fwd_warp<T, 1, P><<<grid, block, 0, st>>>(xp, yp, g, mg, sc);
-    } else if constexpr (P >= 4 && P <= block_max_p<T>()) {
-      const unsigned grid = gpu::grid_for(g.rows, 1);
-      if (vec) fwd_block<T, V, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
-      else fwd_block<T, 1, P><<<grid, plan.threads, 0, st>>>(xp, yp, g, mg, sc);
-    }
-  });
+  const Plan plan = fwd_plan_for<T>(max_row_len(l), vec);
+  if (mg.data) fwd_launch<T, true>(plan, vec, xp, yp, g, mg, sc, st);
+  else fwd_launch<T, false>(plan, vec, xp, yp, g, mg, sc, st);
   TG_CUDA_CHECK_LAST();
 }
 

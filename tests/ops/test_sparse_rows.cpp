@@ -388,6 +388,86 @@ TEST_CASE("row_max CUDA picks the same first maximum as the CPU among ties", "[o
   }
 }
 
+TEST_CASE("row_max CUDA: nan, -inf rows, signed zeros and ties match the CPU value and index",
+          "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // bs 64 with up to 24 blocks per row: several 4-unit steps per lane (and the tail loop);
+  // bs 8: units of one f32 / bf16 pair. Misaligned data takes the narrowest loads.
+  for (std::int64_t bs : {8, 64}) {
+    Layout l = random_layout(2, 3, 24, bs, 0.6, 91 + static_cast<std::uint64_t>(bs));
+    const std::int64_t n = l.n_blocks() * bs * bs;
+    std::vector<double> vals(at(n));
+    std::uint64_t st = 777;
+    for (double& v : vals) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      const int k = static_cast<int>((st >> 33) % 8);
+      v = k == 0 ? -kInf : k == 1 ? -0.0 : k == 2 ? 0.0 : static_cast<double>(k % 3) - 3.0;  // no positive values
+    }
+    // in-block row 0 of every block: all -inf; row 1: a nan late in the row's last block;
+    // row 2 of the first block: a nan and a later one
+    for (std::int64_t k = 0; k < l.n_blocks(); ++k)
+      for (std::int64_t j = 0; j < bs; ++j) vals[at(k * bs * bs + j)] = -kInf;
+    vals[at((l.n_blocks() - 1) * bs * bs + bs + bs - 2)] = std::nan("");
+    vals[at(2 * bs + 3)] = std::nan("");
+    vals[at(2 * bs + 5)] = std::nan("");
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      for (bool misaligned : {false, true}) {
+        INFO("bs " << bs << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
+        Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
+        Tensor xg = d.to(Device::cuda());
+        if (misaligned) {
+          Tensor base = zeros({n + 1}, {.dtype = dt, .device = Device::cuda()});
+          xg = tgt::misaligned_view(base, 1, d.shape());
+          copy_bytes(xg, d.to(Device::cuda()));
+        }
+        Tensor g = rand_seeded({2, l.rows()}, 93, {.dtype = dt});
+        auto run = [&](const Tensor& x) {
+          Tensor xd = x.detach().requires_grad_();
+          Tensor m = row_max(BlockSparseTensor(xd, l));
+          m.backward(g.to(x.device()));
+          return std::vector<Tensor>{m, xd.grad()};
+        };
+        std::vector<Tensor> want = run(d), got = run(xg);
+        tgt::require_close(got[0], want[0], 0, 0);  // the same values (nan where nan)
+        tgt::require_close(got[1], want[1], 0, 0);  // the gradient lands on the same element
+        // signed zeros: the reported maximum is the element's own value
+        auto gv = tgt::values(got[0]), wv = tgt::values(want[0]);
+        for (std::size_t i = 0; i < gv.size(); ++i) {
+          if (gv[i] == 0.0) REQUIRE(std::signbit(gv[i]) == std::signbit(wv[i]));
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("broadcast_add/sub CUDA with narrow loads of b and small blocks match CPU", "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // bs 64 with b misaligned: the per-block kernel with element-wide units; bs 4 and 8: the
+  // per-unit map (a block holds fewer units than a CUDA block has threads); bs 256 f64:
+  // 256 units per block-row.
+  struct Case { std::int64_t Mb, Nb, bs; };
+  for (const Case& c : {Case{3, 5, 64}, Case{4, 6, 4}, Case{3, 7, 8}, Case{2, 2, 256}}) {
+    Layout l = random_layout(2, c.Mb, c.Nb, c.bs, 0.6, 200 + static_cast<std::uint64_t>(c.bs));
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+      for (bool misaligned : {false, true}) {
+        INFO("bs " << c.bs << " dtype " << dtype_name(dt) << (misaligned ? " misaligned b" : ""));
+        const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : 1e-6;
+        Tensor a = rand_seeded({2, l.rows()}, 201, {.dtype = dt}, -2.0, 2.0);
+        Tensor b = rand_seeded({2, l.cols()}, 202, {.dtype = dt}, -2.0, 2.0);
+        Tensor bg = b.to(Device::cuda());
+        if (misaligned) {
+          Tensor base = zeros({2 * l.cols() + 1}, {.dtype = dt, .device = Device::cuda()});
+          bg = tgt::misaligned_view(base, 1, b.shape());
+          copy_bytes(bg, b.to(Device::cuda()));
+        }
+        Tensor ag = a.to(Device::cuda());
+        tgt::require_close(broadcast_add(ag, bg, l).data(), broadcast_add(a, b, l).data(), tol, tol);
+        tgt::require_close(broadcast_sub(ag, bg, l).data(), broadcast_sub(a, b, l).data(), tol, tol);
+      }
+    }
+  }
+}
+
 TEST_CASE("row ops with mixed devices throw", "[ops][sparse_rows][cuda]") {
   TG_REQUIRE_CUDA();
   Layout l = full_layout(1, 2, 2, 4);

@@ -419,16 +419,22 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
     double density;
     bool masked;
   };
-  // Row lengths reach every plan of each dtype. Forward: a warp per row up to 2048
-  // elements (f64 1024; the 2048-long rows at block 64 hold 64 per lane), a block per row
-  // up to 16384 (bf16, f16), 8192 (f32), 4096 (f64), two passes beyond (the 17408-long
-  // rows at block 128). Backward: warp <= 1024, block <= 4096, two passes beyond.
+  // Row lengths reach every plan of each dtype. Forward: a warp per row up to 32 * P
+  // elements (P = 16 f32, 32 bf16/f16, 8 f64: 512 / 1024 / 256), a block of such threads per
+  // row up to 512 of them (8192 f32, 16384 bf16/f16, 4096 f64), two passes beyond (the
+  // 17408-long rows at block 128). Backward: warp <= 1024, block <= 4096, two passes
+  // beyond. The full layouts sit on the forward's plan edges: 512 and 1024 (the warp's
+  // largest P for f32 and 16-bit), 528 (the smallest f32 block: 33 of 64 threads busy),
+  // 16384 (a 512-thread 16-bit block), 16512 (just past it).
   const std::vector<Case> cases = {
       {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
       {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
       {1, 2, 2, 16, 0.0, false},   {1, 2, 128, 64, 1.0, false},  {1, 2, 128, 64, 1.0, true},
       {1, 1, 300, 8, 0.9, false},  {1, 2, 48, 128, 0.9, false},  {1, 2, 32, 64, 1.0, false},
-      {1, 3, 30, 64, 0.9, true},   {1, 1, 136, 128, 1.0, false}, {1, 1, 136, 128, 1.0, true}};
+      {1, 3, 30, 64, 0.9, true},   {1, 1, 136, 128, 1.0, false}, {1, 1, 136, 128, 1.0, true},
+      {2, 2, 8, 64, 1.0, false},   {2, 2, 8, 64, 1.0, true},     {1, 2, 16, 64, 1.0, false},
+      {1, 2, 16, 64, 1.0, true},   {1, 3, 33, 16, 1.0, false},   {1, 3, 33, 16, 1.0, true},
+      {1, 1, 128, 128, 1.0, true}, {1, 1, 129, 128, 1.0, false}, {2, 6, 40, 32, 0.2, true}};
   std::uint64_t seed = 900;
   for (const Case& c : cases) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
@@ -508,6 +514,50 @@ TEST_CASE("block-sparse softmax CUDA scalar path (misaligned data) matches CPU",
           softmax_backward(BlockSparseTensor(yv.data().to(Device::cpu()), l), BlockSparseTensor(g.to(Device::cpu()), l))
               .data();
       tgt::require_close(dx, dxc, tol, tol * 1e-1);
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax CUDA scalar forward plans (misaligned data or mask) match CPU",
+          "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  // Scalar loads hold 8 elements per thread: rows of 4 blocks at bs 16 (64: warp, P = 2),
+  // 40 (~640: block), 200 (~3200: block), 400 (~6400: two passes); each with and without
+  // a mask, with x misaligned, or x aligned and only the mask misaligned.
+  std::uint64_t seed = 1300;
+  for (std::int64_t nb : {4, 40, 200, 400}) {
+    const std::int64_t bs = 16;
+    Layout l = random_layout(2, 2, nb, bs, nb == 4 ? 1.0 : 0.8, ++seed);
+    Layout ml = random_layout(2, 2, nb, bs, 0.7, ++seed);
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(ml, 30, ++seed, excl);
+    const Shape shape{l.n_blocks(), bs, bs};
+    const Shape mshape{ml.n_blocks(), bs, bs};
+    std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
+    for (std::int64_t j = 0; j < bs; ++j) d[at(j)] = -kInf;  // one all -inf row (unless masked in)
+    d[at(bs * bs + 3)] = kNan;                               // and a nan
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : 1e-5;
+      Tensor xc = from_vector(d, shape).to(dt);
+      Tensor xbase = zeros({l.n_blocks() * bs * bs + 1}, {.dtype = dt, .device = gpu});
+      Tensor xmis = tgt::misaligned_view(xbase, 1, shape);
+      copy_bytes(xmis, xc.to(gpu));
+      Tensor mbase = zeros({ml.n_blocks() * bs * bs + 1}, {.dtype = DType::boolean, .device = gpu});
+      Tensor mmis = tgt::misaligned_view(mbase, 1, mshape);
+      copy_bytes(mmis, mask.data().to(gpu));
+      for (int variant = 0; variant < 3; ++variant) {
+        INFO("blocks per row " << nb << " dtype " << dtype_name(dt) << " variant " << variant);
+        // 0: x misaligned, no mask; 1: x misaligned, mask aligned; 2: x aligned, mask misaligned
+        Tensor x = variant == 2 ? xc.to(gpu) : xmis;
+        Tensor y = variant == 0 ? softmax(BlockSparseTensor(x, l)).data()
+                   : masked_softmax(BlockSparseTensor(x, l),
+                                    BlockSparseTensor(variant == 1 ? mask.data().to(gpu) : mmis, ml))
+                         .data();
+        Tensor want = variant == 0 ? softmax(BlockSparseTensor(xc, l)).data()
+                                   : masked_softmax(BlockSparseTensor(xc, l), mask).data();
+        tgt::require_close(y, want, tol, tol * 1e-2);
+      }
     }
   }
 }
