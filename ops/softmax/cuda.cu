@@ -2,10 +2,14 @@
 //
 // Rows that fit in registers are read once and written once:
 //   cols <= 1024:   one warp per row, each lane holding P <= 32 elements;
+//   16-bit forward, aligned rows of <= 4096: one warp per row, data kept packed;
 //   cols <= 16384:  one block per row, each thread holding P <= 16 elements (f64: 8192, 8).
 // Longer rows take two passes over global memory (the second mostly hits L2): an online
 // (max, sum of exp) pass, then the output pass. Math is in f32 (f64 for f64); loads and
 // stores are 16-byte vectors when every row stays 16-byte aligned.
+#include <type_traits>
+
+#include "core/half.h"
 #include "ops/reduce/cuda_math.cuh"
 #include "ops/softmax/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -17,8 +21,28 @@ using gpu::MaxSum;
 using gpu::MaxSumOp;
 using gpu::SumOp;
 
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ float ex2_approx(float x) {  // 2^x, ~2 ulp; -inf gives 0, tiny results 0
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/// exp(a) in the log_softmax backward: ex2 for 16-bit results (expf's accurate range
+/// reduction made the bf16 backward compute-bound at 81% of the copy rate), expf else.
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc exp_for(Acc a) {
+  if constexpr (sizeof(T) == 2) {
+    return ex2_approx(a * kLog2e);
+  } else {
+    return gpu::acc_exp(a);
+  }
+}
+
 constexpr int kWarpRows = 4;             // rows (warps) per block on the warp path
 constexpr std::int64_t kWarpMaxCols = 1024;
+constexpr std::int64_t kWarp16MaxCols = 4096;  // 16-bit forward: warp rows up to here
 // Elements per thread on the block path: 16 (8 for f64, whose registers count double
 // under the 64-register cap of a 1024-thread block); longer rows go online.
 template <typename T>
@@ -154,7 +178,7 @@ __device__ __forceinline__ void softmax_bwd_reg(const T* __restrict__ y, const T
     s = row_allreduce<WARP>(s, SumOp{}, smem);
     if (log) {
 #pragma unroll
-      for (int i = 0; i < P; ++i) a[i] = scale * (b[i] - gpu::acc_exp(a[i]) * s);
+      for (int i = 0; i < P; ++i) a[i] = scale * (b[i] - exp_for<T>(a[i]) * s);
     } else {
 #pragma unroll
       for (int i = 0; i < P; ++i) a[i] = scale * a[i] * (b[i] - s);
@@ -187,6 +211,122 @@ template <typename T, int VEC, int P>
 __global__ void __launch_bounds__(1024) softmax_bwd_block(const T* y, const T* dy, T* dx, std::int64_t rows, int cols,
                                                           typename acc_type<T>::type scale, bool log) {
   softmax_bwd_reg<T, VEC, P, false>(y, dy, dx, rows, cols, scale, log);
+}
+
+// ---- 16-bit rows of 1025..4096 elements: one warp per row, kept packed ----------------
+// The block path (one 128-thread block per 4 KB bf16 row) took as long as f32 for the same
+// elements (40% of the copy rate): latency-bound, its load, all-reduce and store phases
+// serialised within each block. Here a warp owns a row: each lane issues all of its CH
+// 16-byte loads at once, keeps them packed (4 registers per 8 elements), and makes three
+// register passes: the max, the sum of exp (ex2 of pre-scaled exponents), the output. No
+// shared memory, no barrier. The exponentials are recomputed in the last pass rather than
+// kept (64 more registers per lane at 2048 elements): MUFU has room for two per element.
+// Results are rounded to 16 bits, so ex2.approx (~2 ulp of f32) costs no accuracy.
+// Element k (0..7) of a 16-byte chunk of T as f32 (exact; f16 through the hardware convert).
+template <typename T>
+__device__ __forceinline__ float chunk_elem(const uint4& c, int k) {
+  const unsigned short b = reinterpret_cast<const unsigned short*>(&c)[k];
+  if constexpr (std::is_same_v<T, half>) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(b));
+    return f;
+  } else {
+    static_assert(std::is_same_v<T, bfloat16>, "16-bit types only");
+    return __uint_as_float(static_cast<unsigned>(b) << 16);
+  }
+}
+
+// Two f32 as two T (round to nearest even; lo at the lower address).
+template <typename T>
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  unsigned r;
+  if constexpr (std::is_same_v<T, half>) {
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  } else {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  }
+  return r;
+}
+
+// Applies f to the 8 elements of chunk c and packs the results.
+template <typename T, typename F>
+__device__ __forceinline__ uint4 map_chunk(const uint4& c, F f) {
+  uint4 r;
+  r.x = pack2<T>(f(chunk_elem<T>(c, 0)), f(chunk_elem<T>(c, 1)));
+  r.y = pack2<T>(f(chunk_elem<T>(c, 2)), f(chunk_elem<T>(c, 3)));
+  r.z = pack2<T>(f(chunk_elem<T>(c, 4)), f(chunk_elem<T>(c, 5)));
+  r.w = pack2<T>(f(chunk_elem<T>(c, 6)), f(chunk_elem<T>(c, 7)));
+  return r;
+}
+
+// Rows of cols <= CH * 256 elements, cols % 8 == 0, x and y 16-byte aligned. Lane l owns
+// chunks c * 32 + l (c < CH) of 8 elements; chunks past the row end are skipped.
+template <typename T, int CH>
+__global__ void __launch_bounds__(32 * kWarpRows)
+    softmax_fwd_warp16(const T* __restrict__ x, T* __restrict__ y, std::int64_t rows, int cols, float scale,
+                       bool log) {
+  constexpr int V = 8;
+  const int lane = threadIdx.x;
+  const int nvec = cols / V;
+  const float ninf = gpu::neg_inf<float>();
+  std::int64_t row, step;
+  row_range<true>(row, step);
+  for (; row < rows; row += step) {
+    const uint4* xr = reinterpret_cast<const uint4*>(x + row * cols);
+    uint4* yr = reinterpret_cast<uint4*>(y + row * cols);
+    uint4 raw[CH];
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (c * 32 + lane < nvec) raw[c] = xr[c * 32 + lane];
+    }
+    // Pass 1: the row max of z = scale * x (a nan wins, as everywhere).
+    float mt = ninf;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (c * 32 + lane < nvec) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) mt = gpu::nan_max(mt, chunk_elem<T>(raw[c], k) * scale);
+      }
+    }
+    const float m = gpu::warp_allreduce(mt, gpu::NanMaxOp{});  // equal in every lane
+    if (m == ninf) {  // every z is -inf: softmax 0, log_softmax -inf (the CPU's convention)
+      const float fill = log ? ninf : 0.0f;
+      const unsigned w = pack2<T>(fill, fill);
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        if (c * 32 + lane < nvec) yr[c * 32 + lane] = make_uint4(w, w, w, w);
+      }
+      continue;
+    }
+    // exp(z - m) = 2^((z - m) log2 e); z = -inf gives 0, m = +inf or nan gives nan.
+    const auto ex = [&](float v) { return ex2_approx((v * scale - m) * kLog2e); };
+    // Pass 2: the sum of exp(z - m).
+    float st = 0;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (c * 32 + lane < nvec) {
+#pragma unroll
+        for (int k = 0; k < V; ++k) st += ex(chunk_elem<T>(raw[c], k));
+      }
+    }
+    const float s = gpu::warp_allreduce(st, SumOp{});
+    // Pass 3: the output.
+    if (log) {
+      const float ls = logf(s);
+      const auto out = [&](float v) { return v * scale - m - ls; };
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        if (c * 32 + lane < nvec) yr[c * 32 + lane] = map_chunk<T>(raw[c], out);
+      }
+    } else {
+      const float inv = 1.0f / s;
+      const auto out = [&](float v) { return ex(v) * inv; };
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        if (c * 32 + lane < nvec) yr[c * 32 + lane] = map_chunk<T>(raw[c], out);
+      }
+    }
+  }
 }
 
 // ---- long rows: one block per row, two passes over global memory ------------------------
@@ -260,7 +400,7 @@ __global__ void __launch_bounds__(kOnlineThreads)
       gpu::load_pack<VEC>(dy + off + j * VEC, b);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        a[k] = log ? scale * (b[k] - gpu::acc_exp(a[k]) * s) : scale * a[k] * (b[k] - s);
+        a[k] = log ? scale * (b[k] - exp_for<T>(a[k]) * s) : scale * a[k] * (b[k] - s);
       }
       gpu::store_pack<VEC>(dx + off + j * VEC, a);
     }
@@ -318,6 +458,17 @@ void softmax_fwd_typed(const T* x, T* y, std::int64_t rows, std::int64_t cols, d
     else softmax_fwd_online<T, 1><<<grid, kOnlineThreads, 0, stream>>>(x, y, rows, cols, sc, log);
     TG_CUDA_CHECK_LAST();
     return;
+  }
+  if constexpr (sizeof(T) == 2) {
+    if (vec && cols > kWarpMaxCols && cols <= kWarp16MaxCols) {
+      const dim3 block(32, kWarpRows);
+      const unsigned grid = gpu::grid_for(rows, kWarpRows);
+      const int c = static_cast<int>(cols);
+      if (cols <= 2048) softmax_fwd_warp16<T, 8><<<grid, block, 0, stream>>>(x, y, rows, c, sc, log);
+      else softmax_fwd_warp16<T, 16><<<grid, block, 0, stream>>>(x, y, rows, c, sc, log);
+      TG_CUDA_CHECK_LAST();
+      return;
+    }
   }
   const RegPlan plan = plan_for(cols, block_max_p<T>(), 128);
   const int c = static_cast<int>(cols);

@@ -536,3 +536,126 @@ TEST_CASE("element-wise ops on CUDA match the CPU, forward and backward", "[ops]
   tgt::require_throws<DeviceError>([&] { (void)add(zeros({2}, {.device = g}), zeros({2})); },
                                    {"add", "same device", "cuda:0", "cpu"});
 }
+
+// The 16-bit GELU (erf) kernels evaluate Phi through a fast erfc on the GPU: compare them
+// with the exact function in f64 of the same 16-bit inputs, to half an ulp of the storage
+// type plus 1e-5 relative (the f32 math must be within ~1e-6 of exact before rounding).
+TEST_CASE("CUDA gelu (erf) on 16-bit types is within half an ulp of the exact function", "[ops][elementwise][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  const double inv_sqrt2 = 0.70710678118654752440, inv_sqrt2pi = 0.39894228040143267794;
+  auto cdf = [&](double x) { return 0.5 * std::erfc(-x * inv_sqrt2); };
+  std::uint64_t seed = 9100;
+  // Lengths: a multiple of the 8-element chunk, chunk-aligned tails of 1..7 elements, one
+  // chunk short of a full 2-chunk thread, and several grid blocks' worth.
+  for (DType dt : {DType::bf16, DType::f16}) {
+    const double half_ulp = dt == DType::bf16 ? 1.0 / 256 : 1.0 / 2048;
+    const double tiny = dt == DType::bf16 ? 1e-37 : 3e-8;  // flushed / subnormal outputs
+    for (std::int64_t n : {std::int64_t{8}, std::int64_t{13}, std::int64_t{4088}, std::int64_t{4096 + 7},
+                           std::int64_t{300001}}) {
+      for (double range : {4.0, 14.0}) {
+        INFO("dtype " << dt << ", n " << n << ", range " << range);
+        Tensor xc = rand_dt({n}, ++seed, dt, -range, range);
+        Tensor go = rand_dt({n}, ++seed, dt, -1, 1);
+        Tensor x = xc.to(g).requires_grad_();
+        Tensor y = gelu(x);
+        y.backward(go.to(g));
+        const auto xv = xc.to_vector<double>(), gv = go.to_vector<double>();
+        std::vector<double> ye(xv.size()), ge(xv.size());
+        for (std::size_t i = 0; i < xv.size(); ++i) {
+          ye[i] = xv[i] * cdf(xv[i]);
+          ge[i] = gv[i] * (cdf(xv[i]) + xv[i] * std::exp(-0.5 * xv[i] * xv[i]) * inv_sqrt2pi);
+        }
+        tgt::require_close(y.to(Device::cpu()).to(DType::f64), from_vector<double>(ye, {n}), half_ulp + 1e-5, tiny);
+        // The derivative crosses 0 near x = -0.75 (a difference of O(1) terms): 2e-6 absolute.
+        tgt::require_close(x.grad().to(Device::cpu()).to(DType::f64), from_vector<double>(ge, {n}), half_ulp + 1e-5,
+                           2e-6);
+      }
+    }
+    // Special values against the CPU: zeros, infinities, nan, huge and tiny magnitudes.
+    INFO("special values " << dt);
+    const std::vector<double> sv = {0.0,   -0.0,  INFINITY, -INFINITY, NAN,   1e4,    -1e4, 60000, -60000,
+                                    1e-6,  -1e-6, 3.0,      -3.0,      -5.5,  -8.0,   -12.0, 20.0,  -0.75,
+                                    0.125, 1.0,   -1.0,     2.5,       -2.5,  0.0625, 7.0,   -7.0,  -13.0};
+    Tensor xs = from_vector<double>(sv, {static_cast<std::int64_t>(sv.size())}).to(dt);
+    Tensor xg = xs.to(g).requires_grad_(), xh = xs.detach().requires_grad_();
+    Tensor yg = gelu(xg), yh = gelu(xh);
+    tgt::require_close(yg.to(Device::cpu()), yh, 2 * half_ulp, 1e-6);
+    Tensor ones = full_like(xs, 1.0);
+    yg.backward(ones.to(g));
+    yh.backward(ones);
+    tgt::require_close(xg.grad().to(Device::cpu()), xh.grad(), 2 * half_ulp, 1e-6);
+    // A misaligned view (the scalar path of the same kernel).
+    Tensor base = rand_dt({1000 * 37 + 3}, ++seed, dt, -6, 6, g);
+    Tensor a = tgt::misaligned_view(base, 3, {1000, 37});
+    tgt::require_close(gelu(a).to(Device::cpu()), gelu(a.to(Device::cpu())), 2 * half_ulp, 1e-6);
+  }
+}
+
+// The broadcast paths of the 16-bit map kernel (2 chunks per thread) and the 16-byte
+// column sums of sum_to, on shapes that hit every branch: bias rows whose length is or is
+// not a multiple of 8, aligned or not, partial last blocks, and the column-sum fallbacks.
+TEST_CASE("CUDA bias-row adds and column sums (16-bit vector paths) match the CPU", "[ops][elementwise][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device g = Device::cuda();
+  std::uint64_t seed = 9500;
+  for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
+    const double tol = dt == DType::f32 ? 1e-5 : dt == DType::f16 ? 2e-3 : 1.6e-2;
+    struct B {
+      Shape a, b;
+    };
+    for (const B& c : std::vector<B>{{{256, 4096}, {4096}},
+                                     {{33, 264}, {264}},
+                                     {{7, 8}, {8}},
+                                     {{5, 7, 64}, {7, 64}},
+                                     {{41, 1003}, {1003}},
+                                     {{3, 5, 16}, {5, 1}},
+                                     {{4097}, Shape{}}}) {
+      INFO("add " << dt << " " << c.a << " + " << c.b);
+      Tensor ac = rand_dt(c.a, ++seed, dt, -2, 2), bc = rand_dt(c.b, ++seed, dt, -2, 2);
+      Tensor ag = ac.to(g).requires_grad_(), bg = bc.to(g).requires_grad_();
+      Tensor ah = ac.detach().requires_grad_(), bh = bc.detach().requires_grad_();
+      Tensor yg = ag + bg, yh = ah + bh;
+      tgt::require_close(yg.to(Device::cpu()), yh, tol, tol);
+      tgt::require_close((ag * bg).to(Device::cpu()), ah * bh, tol, tol);
+      // The gradient of the broadcast operand is a sum_to (column sums for the bias rows).
+      Tensor go = rand_dt(c.a, ++seed, dt, -1, 1);
+      yg.backward(go.to(g));
+      yh.backward(go);
+      const double n = static_cast<double>(c.a.numel()) / static_cast<double>(std::max<std::int64_t>(1, c.b.numel()));
+      tgt::require_close(bg.grad().to(Device::cpu()), bh.grad(), tol * 4, tol * 4 + 1e-5 * n);
+    }
+    // A 16-byte-multiple row whose data pointer is misaligned: per-element row reads.
+    {
+      INFO("misaligned row " << dt);
+      Tensor base = rand_dt({64 + 1}, ++seed, dt, -2, 2, g);
+      Tensor row = tgt::misaligned_view(base, 1, {64});
+      Tensor a = rand_dt({300, 64}, ++seed, dt, -2, 2, g);
+      tgt::require_close((a + row).to(Device::cpu()), a.to(Device::cpu()) + row.to(Device::cpu()), tol, tol);
+    }
+    // Column sums: the vector path (outputs a multiple of 8 and adjacent), a partial last
+    // block of outputs, one or many row chunks, empty input, and the fallbacks.
+    struct C {
+      Shape x, to;
+    };
+    for (const C& c : std::vector<C>{{{1024, 4096}, {4096}},
+                                     {{3000, 264}, {264}},
+                                     {{100, 6, 8}, {6, 8}},
+                                     {{9, 8}, {8}},
+                                     {{20000, 16}, {1, 16}},
+                                     {{0, 16}, {16}},
+                                     {{64, 12}, {12}},
+                                     {{4, 3, 40}, {4, 1, 40}}}) {
+      INFO("sum_to " << c.x << " -> " << c.to << " " << dt);
+      Tensor xc = rand_dt(c.x, ++seed, dt, -1, 1);
+      const double n = static_cast<double>(std::max<std::int64_t>(1, c.x.numel() / std::max<std::int64_t>(1, c.to.numel())));
+      tgt::require_close(sum_to(xc.to(g), c.to).to(Device::cpu()), sum_to(xc, c.to), tol, 1e-5 * n + tol);
+    }
+    {
+      INFO("sum_to of a misaligned view " << dt);
+      Tensor base = rand_dt({200 * 64 + 1}, ++seed, dt, -1, 1, g);
+      Tensor x = tgt::misaligned_view(base, 1, {200, 64});
+      tgt::require_close(sum_to(x, {64}).to(Device::cpu()), sum_to(x.to(Device::cpu()), {64}), tol, 2e-3 + tol);
+    }
+  }
+}

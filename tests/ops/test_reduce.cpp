@@ -268,7 +268,9 @@ TEST_CASE("CUDA reductions match the CPU (all elements, every dtype, large sizes
 TEST_CASE("CUDA last-dim reductions match the CPU (warp and block rows, aligned or not)", "[ops][reduce][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
-  const std::vector<std::int64_t> col_sizes = {1, 3, 8, 31, 32, 33, 100, 1000, 1024, 1025, 2048, 4099, 20000};
+  // 16-bit sums of aligned rows up to 8192 (multiples of 8) take one warp per row.
+  const std::vector<std::int64_t> col_sizes = {1,    3,    8,    16,   31,   32,   33,   100,  1000,
+                                               1024, 1025, 2048, 2056, 4096, 4099, 6000, 8192, 8200, 20000};
   for (DType dt : {DType::f32, DType::f64, DType::bf16, DType::f16}) {
     for (std::int64_t cols : col_sizes) {
       const std::int64_t rows = cols >= 4096 ? 37 : 301;
@@ -301,4 +303,21 @@ TEST_CASE("CUDA last-dim reductions match the CPU (warp and block rows, aligned 
   Tensor z = empty({4, 0}, {.dtype = DType::f32, .device = gpu});
   CHECK(sum(z, -1).to_vector<double>() == std::vector<double>(4, 0.0));
   CHECK(sum(empty({0, 5}, {.dtype = DType::f32, .device = gpu}), -1).shape() == Shape{0});
+}
+
+TEST_CASE("CUDA 16-bit row sums: many rows and misaligned views", "[ops][reduce][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    for (std::int64_t cols : {std::int64_t{2048}, std::int64_t{264}}) {
+      INFO("dtype " << dt << ", cols " << cols);
+      Tensor x = rand_t({5000, cols}, static_cast<std::uint64_t>(cols) + 3, dt);
+      tgt::require_close(sum(x.to(gpu), -1).to(Device::cpu()), sum(x, -1), 1e-2, 0.1);
+      tgt::require_close(mean(x.to(gpu), -1).to(Device::cpu()), mean(x, -1), 1e-2, 1e-2);
+    }
+    INFO("misaligned " << dt);
+    Tensor base = rand_t({300 * 2048 + 1}, 17, dt).to(gpu);
+    Tensor xm = tgt::misaligned_view(base, 1, {300, 2048});
+    tgt::require_close(sum(xm, -1).to(Device::cpu()), sum(xm.to(Device::cpu()), -1), 1e-2, 0.1);
+  }
 }

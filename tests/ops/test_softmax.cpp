@@ -188,9 +188,11 @@ TEST_CASE("CUDA softmax forward and backward match the CPU on every row-length p
   const Device gpu = Device::cuda();
   // warp rows (<= 1024), block rows (<= 16384; f64 <= 8192), online rows beyond; odd
   // lengths take the scalar (unvectorised) kernels.
+  // 16-bit forward rows of 1032..4096 that are multiples of 8 take the packed warp kernel
+  // (8 chunks per lane up to 2048, 16 beyond; partial last chunk rounds: 1032, 2056, 4088).
   const std::vector<std::int64_t> col_sizes = {1,    2,    5,    31,   32,    33,    64,    100,   255,
-                                               1000, 1024, 1025, 2048, 3001,  4096,  8192,  8193,  12000,
-                                               16384, 16385, 20000, 40000};
+                                               1000, 1024, 1025, 1032, 1536,  2048,  2056,  3001,  4088,
+                                               4096, 8192, 8193, 12000, 16384, 16385, 20000, 40000};
   for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
     for (std::int64_t cols : col_sizes) {
       const std::int64_t rows = cols >= 8192 ? 6 : cols >= 1024 ? 40 : 203;
@@ -225,8 +227,10 @@ TEST_CASE("CUDA softmax forward and backward match the CPU on every row-length p
 TEST_CASE("CUDA softmax: -inf rows, nan rows, empty and 0-d inputs", "[ops][softmax][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
-  for (std::int64_t cols : {std::int64_t{3}, std::int64_t{40}, std::int64_t{2048}, std::int64_t{30000}}) {
-    for (DType dt : {DType::f32, DType::bf16}) {
+  for (std::int64_t cols :
+       {std::int64_t{3}, std::int64_t{40}, std::int64_t{1032}, std::int64_t{2048}, std::int64_t{4096},
+        std::int64_t{30000}}) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
       INFO("cols " << cols << ", dtype " << dt);
       std::vector<double> v(static_cast<std::size_t>(3 * cols), -kInf);  // row 0 all -inf
       for (std::int64_t c = 0; c < cols; ++c) {
@@ -249,4 +253,35 @@ TEST_CASE("CUDA softmax: -inf rows, nan rows, empty and 0-d inputs", "[ops][soft
   // an unaligned view of the data (odd row length) with many rows
   Tensor x = rand_t({4097, 3}, 9, DType::f32);
   tgt::require_close(softmax(x.to(gpu)).to(Device::cpu()), softmax(x), 2e-6, 1e-7);
+}
+
+TEST_CASE("CUDA 16-bit softmax: packed warp rows with many rows, negative scales, misaligned views",
+          "[ops][softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (DType dt : {DType::bf16, DType::f16}) {
+    for (std::int64_t cols : {std::int64_t{1040}, std::int64_t{2048}, std::int64_t{3072}}) {
+      for (double scale : {1.0, -0.5, 0.125}) {
+        for (bool log : {false, true}) {
+          INFO("dtype " << dt << ", cols " << cols << ", scale " << scale << ", log " << log);
+          // Enough rows for many blocks; wide logits so that exp underflows in places.
+          Tensor x = rand_t({1000, cols}, static_cast<std::uint64_t>(cols) + 11, dt, Device::cpu(), -30.0, 30.0);
+          Tensor yc = log ? log_softmax(x, scale) : softmax(x, scale);
+          Tensor yg = (log ? log_softmax(x.to(gpu), scale) : softmax(x.to(gpu), scale)).to(Device::cpu());
+          tgt::require_close(yg, yc, 8e-3, log ? 8e-3 : 1e-3);
+          // and against the f64 reference: within 16-bit rounding
+          tgt::require_close(yg.to(DType::f64), ref_softmax(x, scale, log), 1e-2, log ? 2e-2 : 1e-3);
+        }
+      }
+    }
+    // A view whose data pointer is not 16-byte aligned: the unvectorised kernels.
+    INFO("misaligned " << dt);
+    Tensor base = rand_t({64 * 2048 + 3}, 5, dt, gpu);
+    Tensor xm = tgt::misaligned_view(base, 3, {64, 2048});
+    for (bool log : {false, true}) {
+      Tensor yg = (log ? log_softmax(xm) : softmax(xm)).to(Device::cpu());
+      Tensor xh = xm.to(Device::cpu());
+      tgt::require_close(yg, log ? log_softmax(xh) : softmax(xh), 8e-3, log ? 8e-3 : 1e-3);
+    }
+  }
 }
