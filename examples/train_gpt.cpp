@@ -10,6 +10,7 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <set>
 #include <string>
 #include <unistd.h>
 
@@ -37,7 +38,7 @@ const char* kHelp = R"(tilegrad-train: train a character-level GPT with block-sp
 Usage: tilegrad-train [flags]
   --data PATH         text file or folder of text files (default /usr/share/common-licenses)
   --device D          auto | cpu | cuda | cuda:N (default auto: the GPU when present)
-  --steps N           optimisation steps (default CPU 500, GPU 2000)
+  --steps N           optimisation steps (default CPU 800, GPU 2000)
   --batch N           sequences per step (default CPU 16, GPU 16)
   --ctx N             context length in characters (default CPU 128, GPU 1024)
   --layers N          transformer blocks (default CPU 2, GPU 6)
@@ -108,8 +109,11 @@ std::string read_corpus(const std::string& path) {
   std::string text;
   std::vector<fs::path> files;
   if (fs::is_directory(path)) {
+    // Each file once: links to a file already listed (common-licenses has GPL -> GPL-3,
+    // ...) would put the same text twice into the training data.
+    std::set<fs::path> seen;
     for (const auto& e : fs::recursive_directory_iterator(path))
-      if (e.is_regular_file()) files.push_back(e.path());
+      if (e.is_regular_file() && seen.insert(fs::canonical(e.path())).second) files.push_back(e.path());
     std::sort(files.begin(), files.end());
   } else {
     files.push_back(path);
@@ -237,7 +241,7 @@ int main(int argc, char** argv) try {
   if (dtype != "f32" && dtype != "bf16") throw tg::ValueError("tilegrad-train: --dtype takes f32 or bf16, got " + dtype);
   cfg.dtype = dtype == "bf16" ? tg::DType::bf16 : tg::DType::f32;
   tg::set_allow_tf32(a.tf32 != 0);
-  const std::int64_t steps = pick(a.steps, 500, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
+  const std::int64_t steps = pick(a.steps, 800, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
   const double lr = pick(a.lr, 3e-3, 1e-3, gpu);
   const std::int64_t eval_every = a.eval_every > 0 ? a.eval_every : std::max<std::int64_t>(1, steps / 10);
   if (cfg.d_model % cfg.heads) throw tg::ValueError("tilegrad-train: --d-model must be divisible by --heads");
