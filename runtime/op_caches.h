@@ -5,6 +5,8 @@
 #pragma once
 
 #include <functional>
+#include <list>
+#include <mutex>
 
 namespace tg::runtime {
 
@@ -16,5 +18,28 @@ void register_op_cache(std::function<void()> release);
 /// Calls every registered release function. Entries still in use by a running op stay
 /// alive until that op lets go of them (the caches hand out shared pointers).
 void release_op_caches();
+
+/// The process-wide list of one op cache's entries (most recently used first, the
+/// caller's policy), guarded by `mu`: created on first use, registered above, never
+/// destroyed (its entries may hold device tensors, which must not be freed after the
+/// device runtime is gone at exit). One list per `Entry` type.
+template <typename Entry>
+struct OpCacheList {
+  std::mutex mu;
+  std::list<Entry> entries;
+
+  static OpCacheList& instance() {
+    static OpCacheList* list = [] {
+      auto* l = new OpCacheList;
+      register_op_cache([l] {
+        std::list<Entry> doomed;  // destroyed outside the lock
+        std::lock_guard<std::mutex> lock(l->mu);
+        doomed.swap(l->entries);
+      });
+      return l;
+    }();
+    return *list;
+  }
+};
 
 }  // namespace tg::runtime

@@ -154,34 +154,21 @@ constexpr std::size_t kMaxPlans = 16;
 
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs) {
-  // Never destroyed: plans hold device tensors, which must not be freed during static
-  // destruction, after the device runtime may be gone. tg::release_device_resources()
-  // empties it through the op-cache registry.
-  static auto* mu = new std::mutex;
-  static auto* entries = [] {
-    auto* list = new std::list<Entry>;  // most recently used first
-    runtime::register_op_cache([list] {
-      std::list<Entry> doomed;
-      {
-        std::lock_guard<std::mutex> lock(*mu);
-        doomed.swap(*list);
-      }
-    });
-    return list;
-  }();
+  // Plans hold device tensors: the list is released by tg::release_device_resources().
+  auto& cache = runtime::OpCacheList<Entry>::instance();
   {
-    std::lock_guard<std::mutex> lock(*mu);
-    for (auto it = entries->begin(); it != entries->end(); ++it) {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    for (auto it = cache.entries.begin(); it != cache.entries.end(); ++it) {
       if (it->bs == bs && same_desc(it->a, a) && same_desc(it->b, b) && same_desc(it->c, c)) {
-        entries->splice(entries->begin(), *entries, it);
-        return entries->front().plan;
+        cache.entries.splice(cache.entries.begin(), cache.entries, it);
+        return cache.entries.front().plan;
       }
     }
   }
   std::shared_ptr<const MatmulPlan> plan = build_plan(a, b, c, bs);  // outside the lock: may be slow
-  std::lock_guard<std::mutex> lock(*mu);
-  entries->push_front(Entry{a, b, c, bs, plan});
-  if (entries->size() > kMaxPlans) entries->pop_back();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  cache.entries.push_front(Entry{a, b, c, bs, plan});
+  if (cache.entries.size() > kMaxPlans) cache.entries.pop_back();
   return plan;
 }
 

@@ -35,36 +35,24 @@ bool same(const Entry& e, const std::string& op, const std::vector<std::int64_t>
 
 Layout memo_layout(const std::string& op, const std::vector<std::int64_t>& params, const std::vector<Layout>& inputs,
                    const std::function<Layout()>& build) {
-  // Never destroyed: the layouts may hold device index tables, which must not be freed
-  // after the device runtime is gone. tg::release_device_resources() empties it.
-  static auto* mu = new std::mutex;
-  static auto* entries = [] {
-    auto* list = new std::list<Entry>;  // most recently used first
-    runtime::register_op_cache([list] {
-      std::list<Entry> doomed;
-      {
-        std::lock_guard<std::mutex> lock(*mu);
-        doomed.swap(*list);
-      }
-    });
-    return list;
-  }();
+  // The layouts may hold device index tables: released by tg::release_device_resources().
+  auto& cache = runtime::OpCacheList<Entry>::instance();
   for (const Layout& l : inputs) {
     if (cells(l) > kMaxCells) return build();
   }
   {
-    std::lock_guard<std::mutex> lock(*mu);
-    for (auto it = entries->begin(); it != entries->end(); ++it) {
+    std::lock_guard<std::mutex> lock(cache.mu);
+    for (auto it = cache.entries.begin(); it != cache.entries.end(); ++it) {
       if (same(*it, op, params, inputs)) {
-        entries->splice(entries->begin(), *entries, it);
-        return entries->front().result;
+        cache.entries.splice(cache.entries.begin(), cache.entries, it);
+        return cache.entries.front().result;
       }
     }
   }
   Layout result = build();  // outside the lock: building may be slow
-  std::lock_guard<std::mutex> lock(*mu);
-  entries->push_front(Entry{op, params, inputs, result});
-  if (entries->size() > kMaxEntries) entries->pop_back();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  cache.entries.push_front(Entry{op, params, inputs, result});
+  if (cache.entries.size() > kMaxEntries) cache.entries.pop_back();
   return result;
 }
 

@@ -154,29 +154,15 @@ Tensor upload(const V& host, DType dt, Device dev) {
 using Key = std::tuple<std::uint64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, std::int64_t,
                        std::int64_t, int, int, bool, int>;
 
-struct Cache {
-  std::mutex mu;
-  std::list<std::pair<Key, std::shared_ptr<const DeviceWork>>> entries;  // most recent first
-};
+using Cache = runtime::OpCacheList<std::pair<Key, std::shared_ptr<const DeviceWork>>>;  // most recent first
 
 constexpr std::size_t kCacheEntries = 64;
 
 }  // namespace
 
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev) {
-  // Never destroyed: its device tensors must not be freed after the CUDA runtime is gone.
-  // tg::release_device_resources() empties it through the op-cache registry.
-  static Cache* cache = [] {
-    auto* c = new Cache;
-    runtime::register_op_cache([c] {
-      decltype(c->entries) doomed;
-      {
-        std::lock_guard<std::mutex> lock(c->mu);
-        doomed.swap(c->entries);
-      }
-    });
-    return c;
-  }();
+  // Its device tensors are released by tg::release_device_resources().
+  Cache* cache = &Cache::instance();
   const Key key{p.pattern.id(), p.bhq, p.bhkv, p.sq, p.sk, p.causal, p.window_left < 0 ? -1 : p.window_left,
                 p.window_right < 0 ? -1 : p.window_right, bm, bn, with_cols, dev.index};
   {
