@@ -17,6 +17,22 @@ namespace {
 template <typename T>
 using acc_t = typename acc_type<T>::type;
 
+// The row length shared by every Row input when no input is Strided (0 when there is no
+// Row input, -1 when the rows differ or an input is Strided).
+template <int N>
+std::int64_t common_row_len(const MapPlan<N>& plan) {
+  std::int64_t len = 0;
+  for (int k = 0; k < N; ++k) {
+    const InputPlan& p = plan.in[k];
+    if (p.mode == InputMode::Strided) return -1;
+    if (p.mode == InputMode::Row) {
+      if (len != 0 && len != p.row_len) return -1;
+      len = p.row_len;
+    }
+  }
+  return len;
+}
+
 // out[m][i] = f(in[0][off0(i)], ...) for i in [0, n); a null output is not written.
 template <typename T, typename F>
 void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in, const std::array<T*, F::kOut>& out,
@@ -24,6 +40,24 @@ void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in
   using A = acc_t<T>;
   constexpr int N = F::kIn, M = F::kOut;
   A x[N], y[M];
+  std::int64_t row = plan.all_contiguous ? -1 : common_row_len(plan);
+  if (row == 0) row = n;  // only scalars broadcast: one "row" of everything
+  if (row > 0 && n % row == 0) {
+    // A bias row or a scalar: walk rows, so that no element needs a division.
+    for (std::int64_t base = 0; base < n; base += row) {
+      for (std::int64_t j = 0; j < row; ++j) {
+        for (int k = 0; k < N; ++k) {
+          const InputMode mode = plan.in[k].mode;
+          x[k] = static_cast<A>(in[k][mode == InputMode::Contiguous ? base + j : mode == InputMode::Row ? j : 0]);
+        }
+        f(x, y);
+        for (int m = 0; m < M; ++m) {
+          if (out[m]) out[m][base + j] = T(y[m]);
+        }
+      }
+    }
+    return;
+  }
   if (plan.all_contiguous) {
     for (std::int64_t i = 0; i < n; ++i) {
       for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][i]);
