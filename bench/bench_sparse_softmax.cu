@@ -6,9 +6,9 @@
 //   bwd          read y and dy, write dx              3 x data bytes
 //   masked fwd   read x and the mask (1 B/element), write y
 // The CSR table (B * Mb + 1 i64) is not counted. "row" is the longest logical row in
-// elements: it picks the kernel (forward: a warp per row up to 2048, a block per row up to
-// 16384 for bf16 / 8192 for f32, two passes beyond; backward: warp up to 1024, block up
-// to 4096, two passes beyond). Each timed run issues kInner calls back to back, so the host-side
+// elements: it picks the kernel (forward: a warp per row up to 512 f32 / 1024 bf16, a
+// block per row up to 8192 f32 / 16384 bf16, two passes beyond; backward: warp up to
+// 1024, block up to 4096, two passes beyond; see ops/sparse_softmax/cuda.cu). Each timed run issues kInner calls back to back, so the host-side
 // cost of a call (validation, allocation from the pool, launch) shows only where the
 // kernel is shorter than it.
 #include <algorithm>
