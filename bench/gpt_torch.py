@@ -10,15 +10,20 @@ prints it). Attention variants:
   sdpa-causal  dense causal SDPA (flash kernel): more work than the block pattern, fastest
                dense kernel;
   sdpa-mask    SDPA with the example's block pattern as a boolean mask (same result as ours);
-  flex         FlexAttention with the same block pattern as a BlockMask (when available).
+  flex         FlexAttention with the same block pattern as a BlockMask (when available);
+  blksprs      blksprs' block-sparse flash attention over the same pattern (causal inside
+               it), q/k/v converted to its compressed form and back each call; needs the
+               blksprs package importable (BLKSPRS_PATH: the folder holding `blksprs/`).
 
 Usage: gpt_torch.py [--steps N] [--batch B] [--ctx T] [--layers L] [--d-model D]
                     [--heads H] [--block BS] [--window-blocks W] [--dtype f32|bf16]
-                    [--attn sdpa-causal|sdpa-mask|flex|all]
+                    [--attn sdpa-causal|sdpa-mask|flex|blksprs|all]
 Prints one line per variant: tokens/s (median of per-step times after warm-up).
 """
 import argparse
 import math
+import os
+import sys
 import statistics
 import time
 
@@ -100,7 +105,40 @@ def make_attn(kind, T, bs, window_blocks, device):
         bm = create_block_mask(mask_mod, None, None, T, T, device=device)
         fa = torch.compile(flex_attention)
         return lambda q, k, v: fa(q, k, v, block_mask=bm)
+    if kind == "blksprs":
+        return make_blksprs_attn(pat, T, bs, device)
     raise ValueError(kind)
+
+
+def make_blksprs_attn(pat, T, bs, device):
+    """blksprs.ops.flash_attention on the example's pattern (as in the shared peers script);
+    layouts and blksprs' layout cache are built once per (batch x heads, head dim)."""
+    if os.environ.get("BLKSPRS_PATH"):
+        sys.path.insert(0, os.environ["BLKSPRS_PATH"])
+    os.environ.setdefault("BLKSPRS_AUTOTUNE", "DEFAULT")
+    import blksprs as bsp
+
+    state = {}
+
+    def attn(q, k, v):
+        B, H, _, D = q.shape
+        BH = B * H
+        if state.get("key") != (BH, D):
+            lay = pat.to(device).expand(BH, -1, -1).contiguous()
+            lay_qkv = torch.ones(BH, T // bs, D // bs, device=device, dtype=torch.bool)
+            lay_o = bsp.layouting.build_sparsity_layout_matmul(lay, lay_qkv)
+            cache = bsp.ops.flash_attention_build_layout_cache(
+                lay, sparsity_layout_q=lay_qkv, sparsity_layout_k=lay_qkv, sparsity_layout_v=lay_qkv,
+                sparsity_layout_o=lay_o)
+            lengths = torch.full((BH,), T, device=device, dtype=torch.int64)
+            state.update(key=(BH, D), lay=lay, lay_qkv=lay_qkv, lay_o=lay_o, cache=cache, lengths=lengths)
+        lq = state["lay_qkv"]
+        qs, ks, vs = (bsp.ops.to_sparse(t.reshape(BH, T, D), lq, bs) for t in (q, k, v))
+        o = bsp.ops.flash_attention(qs, lq, ks, lq, vs, lq, state["lay"], bs, layout_cache=state["cache"],
+                                    sparsity_layout_o=state["lay_o"], causal_lengths=state["lengths"])
+        return bsp.ops.to_dense(o, state["lay_o"], bs).reshape(B, H, T, D)
+
+    return attn
 
 
 def run(args, kind):
@@ -149,7 +187,7 @@ def main():
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
-    kinds = ["sdpa-causal", "sdpa-mask", "flex"] if args.attn == "all" else [args.attn]
+    kinds = ["sdpa-causal", "sdpa-mask", "flex", "blksprs"] if args.attn == "all" else [args.attn]
     for kind in kinds:
         try:
             run(args, kind)

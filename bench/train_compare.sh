@@ -4,7 +4,8 @@
 # tilegrad-train runs its GPU configuration (6 layers, d_model 384, 6 heads, context 1024,
 # batch 16, bf16, block 64, window 4 blocks + 1 global block) and prints its steady-state
 # tokens/s and the pool statistics; bench/gpt_torch.py runs the same configuration with
-# dense causal SDPA, SDPA with the same block mask, and FlexAttention with it.
+# dense causal SDPA, SDPA with the same block mask, FlexAttention with it, and blksprs
+# attention with it (when blksprs is importable).
 set -uo pipefail
 build="${1:?usage: bench/train_compare.sh BUILD_DIR [STEPS]}"
 steps="${2:-120}"
@@ -13,5 +14,7 @@ tmp="$(mktemp -d)"
 "$build/examples/tilegrad-train" --device cuda --steps "$steps" --eval-every "$steps" --eval-batches 2 \
   --sample-len 64 --quiet --csv "$tmp/loss.csv" --checkpoint "$tmp/gpt.safetensors" |
   grep -E "^(model|attention pattern|training|held-out|throughput|memory pool|device allocations)"
+# blksprs for the block-sparse PyTorch twin: BLKSPRS_PATH, else peers/blksprs-src when present.
+[ -z "${BLKSPRS_PATH:-}" ] && [ -d "$here/../peers/blksprs-src" ] && export BLKSPRS_PATH="$here/../peers/blksprs-src"
 python3 "$here/gpt_torch.py" --dtype bf16 --steps "$(( steps < 60 ? steps : 60 ))" --dropout 0.1
 rm -rf "$tmp"
