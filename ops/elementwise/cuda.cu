@@ -632,10 +632,9 @@ std::int64_t cols_vec_wave(int device) {
   std::atomic<int>& c = cache[device >= 0 && device < 64 ? device : 0];
   int n = c.load(std::memory_order_relaxed);
   if (n == 0) {
-    int per_sm = 0, sms = 0;
+    int per_sm = 0;
     TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, sum_to_cols_vec<T, false>, kSumX * kSumY, 0));
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    n = std::max(1, per_sm) * std::max(1, sms) + 1;
+    n = std::max(1, per_sm) * std::max(1, cuda::multiprocessor_count(device)) + 1;
     c.store(n, std::memory_order_relaxed);
   }
   return n - 1;

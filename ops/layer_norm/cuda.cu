@@ -11,7 +11,6 @@
 // block-per-row path gets its partials from a separate column kernel. A second small
 // kernel adds the partial rows in a fixed order: deterministic, no atomics.
 #include <algorithm>
-#include <atomic>
 #include <initializer_list>
 #include <cstdint>
 #include <type_traits>
@@ -664,28 +663,8 @@ bool use_vec(std::int64_t D, int vec, std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-/// A per-device attribute, read once.
-int device_attr(cudaDeviceAttr attr, int device, std::atomic<int> (&cache)[64]) {
-  if (device < 0 || device >= 64) device = 0;
-  int n = cache[device].load(std::memory_order_relaxed);
-  if (n == 0) {
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, attr, device));
-    cache[device].store(n + 1, std::memory_order_relaxed);  // stored + 1: 0 means "not read yet"
-    return n;
-  }
-  return n - 1;
-}
-
-int sm_count(int device) {
-  static std::atomic<int> cache[64];
-  return device_attr(cudaDevAttrMultiProcessorCount, device, cache);
-}
-
 /// Programmatic dependent launch needs sm_90 (older devices get plain launches).
-bool pdl_supported(int device) {
-  static std::atomic<int> cache[64];
-  return device_attr(cudaDevAttrComputeCapabilityMajor, device, cache) >= 9;
-}
+bool pdl_supported(int device) { return cuda::compute_capability_major(device) >= 9; }
 
 /// Launches `kernel` with programmatic stream serialisation where the device has it. Every
 /// kernel in this file calls wait_prior_grid() before touching global memory, which is what
@@ -713,7 +692,7 @@ template <typename K>
 int resident_blocks(K kernel, int threads, std::size_t smem, int device) {
   int per_sm = 0;
   TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return std::max(1, per_sm) * sm_count(device);
+  return std::max(1, per_sm) * cuda::multiprocessor_count(device);
 }
 
 /// Blocks for a kernel that loops over row batches: one per batch, but no more than can

@@ -76,7 +76,7 @@ void nonzero_blocks_cuda(const Tensor& src, Tensor& flags) {
   if (n == 0) return;
   const int dev = src.device().index;
   cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, std::int64_t(sm_count(dev)) * 16));
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, std::int64_t(cuda::multiprocessor_count(dev)) * 16));
   const unsigned threads = static_cast<unsigned>(std::min<std::int64_t>(kThreads, std::max<std::int64_t>(32, bb)));
   TG_DISPATCH_ALL(src.dtype(), "adapted_layout", [&] {
     nonzero_blocks_k<scalar_t><<<grid, threads, 0, st>>>(src.data<scalar_t>(), n, bb, flags.data<bool>());

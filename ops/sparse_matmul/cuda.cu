@@ -16,8 +16,6 @@
 // tile (TILE = min(bs, 64)), each thread accumulating (TILE/16)^2 outputs in registers
 // from k-slices staged in shared memory.
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -42,16 +40,6 @@ constexpr int kSimtBK = 16;
 constexpr std::int64_t kMinChunkK = 256;  // fewest k elements one split piece covers
 constexpr int kCtasPerSm = 4;             // split until about this many CTAs per SM
 
-int sm_count(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  auto& slot = cache[static_cast<std::size_t>(device & 63)];
-  int n = slot.load(std::memory_order_relaxed);
-  if (n == 0) {
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    slot.store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
 
 // ---- schedule ----------------------------------------------------------------------------
 struct DevicePairs {
@@ -71,7 +59,7 @@ Tensor to_device_i32(const std::vector<std::int32_t>& v, std::int64_t cols, Devi
 std::shared_ptr<Schedule> build_schedule(const MatmulPlan& p, std::int64_t tile, Device dev) {
   auto s = std::make_shared<Schedule>();
   const std::int64_t sub = (p.bs / tile) * (p.bs / tile);  // CTAs per (item, block)
-  const std::int64_t target = static_cast<std::int64_t>(sm_count(dev.index)) * kCtasPerSm;
+  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kCtasPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   const std::int64_t chunk = std::max(min_chunk, (p.n_pairs() * sub + target - 1) / target);
   std::vector<std::int32_t> items, reduce;
@@ -303,7 +291,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
       else if (choice == spmm::MmaPath::GroupedTall)
         g = &grouped(128, 64);
       else {
-        const int sms = sm_count(dev.index);
+        const int sms = cuda::multiprocessor_count(dev.index);
         double best = per_block_cost(p);
         for (const Grouped* c : {&grouped(128, 128), &grouped(64, 128), &grouped(128, 64)}) {
           const double cost = grouped_cost(*c, sms);

@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
 
 unsigned chunk_grid(std::int64_t total, int device) {
   const std::int64_t chunks = (total + std::int64_t(kUnroll) * kThreads - 1) / (std::int64_t(kUnroll) * kThreads);
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(chunks, std::int64_t(sm_count(device)) * 8)));
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(chunks, std::int64_t(cuda::multiprocessor_count(device)) * 8)));
 }
 
 void map_blocks_cuda(const Tensor& src, const Layout& sl, const BlockMap& m, const Layout& ol, Tensor& out) {
@@ -314,7 +314,7 @@ void launch_transpose_micro(const E* s, E* o, const std::int64_t* col_blocks, st
   const std::int64_t epv = 16 / static_cast<std::int64_t>(sizeof(E));
   const std::int64_t per_step = std::max<std::int64_t>(1, kThreads / ((T / epv) * (T / epv)));
   const unsigned grid = static_cast<unsigned>(
-      std::min<std::int64_t>((items + per_step - 1) / per_step, std::int64_t(sm_count(dev)) * 16));
+      std::min<std::int64_t>((items + per_step - 1) / per_step, std::int64_t(cuda::multiprocessor_count(dev)) * 16));
   if (T == 64) {
     if constexpr (kMaxT >= 64) transpose_micro_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
   } else if (T == 32) {
@@ -349,7 +349,7 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
         const std::int64_t items = n << (2 * ltiles);
         const std::int64_t tpi = std::max<std::int64_t>(1, 16384 / (T * T));
         const unsigned grid =
-            static_cast<unsigned>(std::min<std::int64_t>((items + tpi - 1) / tpi, std::int64_t(sm_count(dev)) * 16));
+            static_cast<unsigned>(std::min<std::int64_t>((items + tpi - 1) / tpi, std::int64_t(cuda::multiprocessor_count(dev)) * 16));
         if (T == 64) transpose_tile_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
         else transpose_tile_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
         TG_CUDA_CHECK_LAST();

@@ -6,34 +6,22 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "core/dtype.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
 namespace tg::ops::smove {
 
 constexpr int kThreads = 256;
 
-inline int sm_count(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  const std::size_t slot = device >= 0 && device < 64 ? static_cast<std::size_t>(device) : 0;
-  int n = cache[slot].load(std::memory_order_relaxed);
-  if (n == 0) {
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cache[slot].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
-
 /// Blocks of kThreads for `items` one-per-thread work items, capped at what fills the GPU
 /// (the kernels grid-stride over the rest).
 inline unsigned grid_for(std::int64_t items, int device, int per_sm = 16) {
   const std::int64_t want = (items + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, std::int64_t(sm_count(device)) * per_sm)));
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, std::int64_t(cuda::multiprocessor_count(device)) * per_sm)));
 }
 
 /// An opaque, naturally aligned unit of `Bytes` bytes (1, 2, 4, 8 or 16).

@@ -17,8 +17,6 @@
 //   vector unit per thread: (b, r, c) read once, each thread keeps its column's b values in
 //   registers and writes its units down the rows; smaller blocks take the map.
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
@@ -98,20 +96,10 @@ void with_width(int w, F&& f) {
   TG_THROW(Error, "sparse_rows: internal error: unsupported vector width ", w, " for element size ", es);
 }
 
-int sm_count(int device) {
-  static std::array<std::atomic<int>, 64> cache{};
-  const int slot = device >= 0 && device < 64 ? device : 0;
-  int n = cache[static_cast<std::size_t>(slot)].load(std::memory_order_relaxed);
-  if (n == 0) {
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    cache[static_cast<std::size_t>(slot)].store(n, std::memory_order_relaxed);
-  }
-  return n;
-}
 
 unsigned grid_for(std::int64_t work_items, int device) {
   const std::int64_t want = (work_items + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, sm_count(device) * 32)));
+  return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, cuda::multiprocessor_count(device) * 32)));
 }
 
 // ---- row reductions ----------------------------------------------------------------------
@@ -486,7 +474,7 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
     const std::int64_t bs = l.block_size(), upr = bs / V;
     if (kThreads % upr == 0 && bs * upr >= kThreads) {
       const std::int64_t n = l.n_blocks();
-      const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, sm_count(out.device().index) * 16));
+      const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, cuda::multiprocessor_count(out.device().index) * 16));
       outer_block_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs,
                                                                   log2_exact(upr), ctx.M, ctx.N, ap, bp, al);
       TG_CUDA_CHECK_LAST();

@@ -137,17 +137,24 @@ ThreadHandles& thread_handles() {
   return mine;
 }
 
+// cudaDeviceGetAttribute(attr, device) through a per-device cache of `slots` (value + 1;
+// 0 means not read yet).
+int cached_attribute(cudaDeviceAttr attr, int device, std::array<std::atomic<int>, kMaxDevices>& slots) {
+  check_index(device, "device attribute");
+  std::atomic<int>& slot = slots[static_cast<std::size_t>(device)];
+  int n = slot.load(std::memory_order_relaxed);
+  if (n == 0) {
+    int value = 0;
+    TG_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, device));
+    n = value + 1;
+    slot.store(n, std::memory_order_relaxed);
+  }
+  return n - 1;
+}
+
 std::size_t cublas_workspace_size(int device) {
   // cuBLAS recommends 32 MiB on Hopper and later, 4 MiB before.
-  static std::array<std::atomic<std::size_t>, kMaxDevices> sizes{};
-  std::size_t size = sizes[static_cast<std::size_t>(device)].load(std::memory_order_relaxed);
-  if (size == 0) {
-    int major = 0;
-    TG_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    size = major >= 9 ? (std::size_t{32} << 20) : (std::size_t{4} << 20);
-    sizes[static_cast<std::size_t>(device)].store(size, std::memory_order_relaxed);
-  }
-  return size;
+  return compute_capability_major(device) >= 9 ? (std::size_t{32} << 20) : (std::size_t{4} << 20);
 }
 
 // Frees the cuBLAS workspaces bound to `stream` (which its owner is destroying).
@@ -394,6 +401,16 @@ runtime::CachingPool& pool(int device) {
   auto* p = new runtime::CachingPool(*api, "cuda:" + std::to_string(device), runtime::pool_disabled_by_env());
   slot.store(p, std::memory_order_release);
   return *p;
+}
+
+int multiprocessor_count(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> slots{};
+  return cached_attribute(cudaDevAttrMultiProcessorCount, device, slots);
+}
+
+int compute_capability_major(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> slots{};
+  return cached_attribute(cudaDevAttrComputeCapabilityMajor, device, slots);
 }
 
 cublasHandle_t cublas_handle(int device) {

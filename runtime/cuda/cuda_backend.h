@@ -25,6 +25,13 @@ cudaStream_t stream_of(tg::Stream stream);
 /// tg::DeviceError for an invalid device index.
 cudaStream_t current_cuda_stream(int device);
 
+/// Multiprocessors of `device`, read once per device and cached (kernels size their grids
+/// with it on every launch).
+int multiprocessor_count(int device);
+
+/// Major compute capability of `device`, read once per device and cached.
+int compute_capability_major(int device);
+
 /// A cuBLAS handle owned by the calling thread for `device`, bound to the thread's current
 /// stream on that device and to a workspace from the caching pool reserved for that
 /// stream. Rebinds on every call, so call it right before each cuBLAS call rather than
