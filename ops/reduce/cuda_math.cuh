@@ -36,6 +36,19 @@ __host__ __device__ __forceinline__ Acc nan_max(Acc a, Acc b) {
   return (a != a || a > b) ? a : b;
 }
 
+/// nan_max in one instruction for f32 (max.NaN, sm_80+; a NaN result may differ from a's
+/// payload bits); plain nan_max for f64 and in host passes.
+__device__ __forceinline__ float nan_max_fast(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  float r;
+  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+#else
+  return nan_max(a, b);
+#endif
+}
+__device__ __forceinline__ double nan_max_fast(double a, double b) { return nan_max(a, b); }
+
 /// exp(a - m), with exp(-inf - m) = 0 even when m is -inf too (an all -inf row).
 template <typename Acc>
 __device__ __forceinline__ Acc exp_sub(Acc a, Acc m) {

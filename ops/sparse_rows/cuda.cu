@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "core/dtype.h"
+#include "ops/reduce/cuda_math.cuh"
 #include "ops/sparse_rows/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -117,18 +118,6 @@ __device__ __forceinline__ bool before(A va, std::int64_t ia, A vb, std::int64_t
 
 constexpr int kUnroll = 4;  // vector loads in flight per lane
 
-// max(a, b) where a nan wins, one instruction for f32 (max.NaN, sm_80+).
-__device__ __forceinline__ float max_nan(float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  float r;
-  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-#else
-  return (a != a || a > b) ? a : b;
-#endif
-}
-__device__ __forceinline__ double max_nan(double a, double b) { return (a != a || a > b) ? a : b; }
-
 template <typename T, int W, bool kMax>
 __global__ void __launch_bounds__(kThreads)
     row_reduce_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
@@ -155,7 +144,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kMax) {
       A um = static_cast<A>(p.get(0));
 #pragma unroll
-      for (int t = 1; t < V; ++t) um = max_nan(um, static_cast<A>(p.get(t)));
+      for (int t = 1; t < V; ++t) um = gpu::nan_max_fast(um, static_cast<A>(p.get(t)));
       // the lane's units come in increasing index order: keep the first of equal maxima
       if (best < 0 || (um != um && m == m) || um > m) {
         m = um;

@@ -117,22 +117,10 @@ __device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& ro
   return bits;
 }
 
-// max(a, b) where a nan wins (as gpu::nan_max), one instruction for f32 (max.NaN, sm_80+).
-__device__ __forceinline__ float max_nan(float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  float r;
-  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-#else
-  return gpu::nan_max(a, b);
-#endif
-}
-__device__ __forceinline__ double max_nan(double a, double b) { return gpu::nan_max(a, b); }
-
 struct MaxNanOp {
   template <typename A>
   __device__ __forceinline__ A operator()(const A& a, const A& b) const {
-    return max_nan(a, b);
+    return gpu::nan_max_fast(a, b);
   }
 };
 
@@ -206,7 +194,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
       for (int k = 0; k < VEC; ++k) {
         const int i = c * VEC + k;
         v[i] = MASKED && ((excl >> i) & 1u) ? ninf : v[i] * scale;
-        mt = max_nan(mt, v[i]);
+        mt = gpu::nan_max_fast(mt, v[i]);
       }
     }
     const Acc m = row_allreduce<WARP>(mt, MaxNanOp{}, smem);
