@@ -365,26 +365,10 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
 
 // ---- host readback ---------------------------------------------------------------------------
 
-// The calling thread's pinned host buffer for the two words of an index range. Copying into
-// pinned memory is one DMA that the stream synchronisation waits for; a pageable
-// destination (Tensor::to_vector) adds a host tensor, a staging copy and more latency to
-// every gather and scatter_reduce. Allocated once per thread and never freed: freeing it
-// at thread exit could run after the CUDA runtime is gone.
-std::int64_t* pinned_range_buffer() {
-  thread_local std::int64_t* buf = [] {
-    void* p = nullptr;
-    TG_CUDA_CHECK(cudaHostAlloc(&p, 2 * sizeof(std::int64_t), cudaHostAllocPortable));
-    return static_cast<std::int64_t*>(p);
-  }();
-  return buf;
-}
-
-// Waits for `st` and decodes the (~min, max) words written by the kernels' atomicMax into
-// lo and hi.
-void read_range(const unsigned long long* dev_words, cudaStream_t st, std::int64_t& lo, std::int64_t& hi) {
-  std::int64_t* h = pinned_range_buffer();
-  TG_CUDA_CHECK(cudaMemcpyAsync(h, dev_words, 2 * sizeof(std::int64_t), cudaMemcpyDeviceToHost, st));
-  TG_CUDA_CHECK(cudaStreamSynchronize(st));
+// Decodes the (~min, max) words that the kernels' atomicMax wrote into `words` (an i64 [2]
+// tensor on the device) into lo and hi; waits for the stream.
+void read_range(const Tensor& words, std::int64_t& lo, std::int64_t& hi) {
+  const std::vector<std::int64_t> h = words.to_vector<std::int64_t>();
   const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
   lo = unmap(~static_cast<std::uint64_t>(h[0]));
   hi = unmap(static_cast<std::uint64_t>(h[1]));
@@ -548,7 +532,7 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
       });
     });
   });
-  if (range) read_range(r, st, range[0], range[1]);
+  if (range) read_range(res, range[0], range[1]);
 }
 
 void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& tl, bool sum,
@@ -649,7 +633,7 @@ void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
     }
     TG_CUDA_CHECK_LAST();
   });
-  read_range(r, st, lo, hi);
+  read_range(res, lo, hi);
 }
 
 // ---- distribution layout -------------------------------------------------------------------
