@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "core/half.h"
+#include "ops/cuda_fast_math.cuh"
 #include "ops/elementwise/kernels.h"
 #include "ops/elementwise/math.h"
 #include "ops/elementwise/plan.h"
@@ -61,7 +62,7 @@ __device__ TG_INLINE void chunk_to_acc(const Chunk<T>& c, A (&v)[Chunk<T>::kLen]
   if constexpr (std::is_same_v<T, half>) {
     const auto* h = reinterpret_cast<const unsigned short*>(&c.raw);
 #pragma unroll
-    for (int j = 0; j < Chunk<T>::kLen; ++j) asm("cvt.f32.f16 %0, %1;" : "=f"(v[j]) : "h"(h[j]));
+    for (int j = 0; j < Chunk<T>::kLen; ++j) v[j] = gpu::to_f32<half>(h[j]);
   } else {
 #pragma unroll
     for (int j = 0; j < Chunk<T>::kLen; ++j) v[j] = static_cast<A>(c.get(j));
@@ -74,13 +75,7 @@ __device__ TG_INLINE Chunk<T> acc_to_chunk(const A (&v)[Chunk<T>::kLen]) {
   if constexpr (std::is_same_v<T, bfloat16> || std::is_same_v<T, half>) {
     auto* w = reinterpret_cast<std::uint32_t*>(&c.raw);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {  // the element at the lower address goes in the low half
-      if constexpr (std::is_same_v<T, bfloat16>) {
-        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w[j]) : "f"(v[2 * j + 1]), "f"(v[2 * j]));
-      } else {
-        asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(w[j]) : "f"(v[2 * j + 1]), "f"(v[2 * j]));
-      }
-    }
+    for (int j = 0; j < 4; ++j) w[j] = gpu::pack2<T>(v[2 * j], v[2 * j + 1]);
   } else {
 #pragma unroll
     for (int j = 0; j < Chunk<T>::kLen; ++j) c.set(j, T(v[j]));
@@ -277,11 +272,7 @@ void launch_contig_map(Device device, const std::array<const T*, F::kIn>& in, co
 // q's relative error <= 8e-6 everywhere (the erf formula of the CPU reference loses every
 // digit of Phi below x = -3, where 1 + erf cancels; the absolute differences are < 1e-8).
 // f32 and f64 keep the library erf (CPU parity at 1e-5); the CPU keeps exact erf.
-__device__ TG_INLINE float ex2_approx(float x) {  // 2^x, ~2 ulp, denormal results flushed to 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+using gpu::ex2_approx;
 __device__ TG_INLINE float rcp_approx(float x) {  // 1/x, <= 1 ulp; 1/inf = 0
   float y;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "ops/cuda_fast_math.cuh"
 #include "ops/layer_norm/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -49,27 +50,7 @@ __device__ __forceinline__ typename acc_type<T>::type to_acc(T v) {
 }
 template <>
 __device__ __forceinline__ float to_acc<half>(half v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
-  return f;
-}
-
-/// Two f32 -> two 16-bit values (round to nearest even) packed in one word, `lo` at the
-/// lower address: one hardware instruction instead of the software rounding of tg::bfloat16
-/// (bf16 storage is otherwise instruction-bound rather than memory-bound).
-template <typename T>
-__device__ __forceinline__ std::uint32_t cvt2(float lo, float hi) {
-  std::uint32_t r;
-  if constexpr (std::is_same_v<T, half>) {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  } else {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    r = static_cast<std::uint32_t>(bfloat16(lo).bits) | (static_cast<std::uint32_t>(bfloat16(hi).bits) << 16);
-#else
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-#endif
-  }
-  return r;
+  return gpu::to_f32<half>(v.bits);
 }
 
 /// N 32-bit words: how rows of a 16-bit type are held between their load and their use.
@@ -121,11 +102,11 @@ __device__ __forceinline__ void store_pack(T* p, const Acc (&in)[VEC]) {
       std::uint32_t w[VEC / 2];
     } pk;
 #pragma unroll
-    for (int k = 0; k < VEC / 2; ++k) pk.w[k] = cvt2<T>(in[2 * k], in[2 * k + 1]);
+    for (int k = 0; k < VEC / 2; ++k) pk.w[k] = gpu::pack2<T>(in[2 * k], in[2 * k + 1]);
     *reinterpret_cast<Words*>(p) = pk;
   } else if constexpr (kIs16Bit<T>) {
     static_assert(VEC == 1);
-    const std::uint32_t w = cvt2<T>(in[0], 0.0f);
+    const std::uint32_t w = gpu::pack2<T>(in[0], 0.0f);
     *reinterpret_cast<std::uint16_t*>(p) = static_cast<std::uint16_t>(w & 0xffffu);
   } else {
     Pack<T, VEC> pk;

@@ -1,5 +1,5 @@
 // Device-side helpers shared by the CUDA kernels of the reduce, softmax and loss
-// families: nan-aware max/argmax, the online (max, sum-of-exp) pair, warp and block
+// families (with the scalar math of ops/cuda_fast_math.cuh): nan-aware argmax, the online (max, sum-of-exp) pair, warp and block
 // all-reductions, 16-byte vector loads/stores, and a CUB device-wide reduction whose
 // temporary storage comes from the caching pool. Include only from .cu files.
 #pragma once
@@ -14,6 +14,7 @@
 
 #include "core/dtype.h"
 #include "core/tensor.h"
+#include "ops/cuda_fast_math.cuh"
 #include "runtime/cuda/cuda_check.h"
 
 namespace tg::ops::gpu {
@@ -29,25 +30,6 @@ __device__ __forceinline__ float acc_exp(float x) { return expf(x); }
 __device__ __forceinline__ double acc_exp(double x) { return exp(x); }
 __device__ __forceinline__ float acc_log(float x) { return logf(x); }
 __device__ __forceinline__ double acc_log(double x) { return log(x); }
-
-/// max(a, b) where a nan wins (nan propagates through max).
-template <typename Acc>
-__host__ __device__ __forceinline__ Acc nan_max(Acc a, Acc b) {
-  return (a != a || a > b) ? a : b;
-}
-
-/// nan_max in one instruction for f32 (max.NaN, sm_80+; a NaN result may differ from a's
-/// payload bits); plain nan_max for f64 and in host passes.
-__device__ __forceinline__ float nan_max_fast(float a, float b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  float r;
-  asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-#else
-  return nan_max(a, b);
-#endif
-}
-__device__ __forceinline__ double nan_max_fast(double a, double b) { return nan_max(a, b); }
 
 /// exp(a - m), with exp(-inf - m) = 0 even when m is -inf too (an all -inf row).
 template <typename Acc>

@@ -23,11 +23,7 @@ using gpu::SumOp;
 
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float ex2_approx(float x) {  // 2^x, ~2 ulp; -inf gives 0, tiny results 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+using gpu::ex2_approx;
 
 /// exp(a) in the log_softmax backward: ex2 for 16-bit results (expf's accurate range
 /// reduction made the bf16 backward compute-bound at 81% of the copy rate), expf else.
@@ -225,37 +221,18 @@ __global__ void __launch_bounds__(1024) softmax_bwd_block(const T* y, const T* d
 // Element k (0..7) of a 16-byte chunk of T as f32 (exact; f16 through the hardware convert).
 template <typename T>
 __device__ __forceinline__ float chunk_elem(const uint4& c, int k) {
-  const unsigned short b = reinterpret_cast<const unsigned short*>(&c)[k];
-  if constexpr (std::is_same_v<T, half>) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(b));
-    return f;
-  } else {
-    static_assert(std::is_same_v<T, bfloat16>, "16-bit types only");
-    return __uint_as_float(static_cast<unsigned>(b) << 16);
-  }
+  return gpu::to_f32<T>(reinterpret_cast<const unsigned short*>(&c)[k]);
 }
 
-// Two f32 as two T (round to nearest even; lo at the lower address).
-template <typename T>
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  unsigned r;
-  if constexpr (std::is_same_v<T, half>) {
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  } else {
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  }
-  return r;
-}
 
 // Applies f to the 8 elements of chunk c and packs the results.
 template <typename T, typename F>
 __device__ __forceinline__ uint4 map_chunk(const uint4& c, F f) {
   uint4 r;
-  r.x = pack2<T>(f(chunk_elem<T>(c, 0)), f(chunk_elem<T>(c, 1)));
-  r.y = pack2<T>(f(chunk_elem<T>(c, 2)), f(chunk_elem<T>(c, 3)));
-  r.z = pack2<T>(f(chunk_elem<T>(c, 4)), f(chunk_elem<T>(c, 5)));
-  r.w = pack2<T>(f(chunk_elem<T>(c, 6)), f(chunk_elem<T>(c, 7)));
+  r.x = gpu::pack2<T>(f(chunk_elem<T>(c, 0)), f(chunk_elem<T>(c, 1)));
+  r.y = gpu::pack2<T>(f(chunk_elem<T>(c, 2)), f(chunk_elem<T>(c, 3)));
+  r.z = gpu::pack2<T>(f(chunk_elem<T>(c, 4)), f(chunk_elem<T>(c, 5)));
+  r.w = gpu::pack2<T>(f(chunk_elem<T>(c, 6)), f(chunk_elem<T>(c, 7)));
   return r;
 }
 
@@ -291,7 +268,7 @@ __global__ void __launch_bounds__(32 * kWarpRows)
     const float m = gpu::warp_allreduce(mt, gpu::NanMaxOp{});  // equal in every lane
     if (m == ninf) {  // every z is -inf: softmax 0, log_softmax -inf (the CPU's convention)
       const float fill = log ? ninf : 0.0f;
-      const unsigned w = pack2<T>(fill, fill);
+      const unsigned w = gpu::pack2<T>(fill, fill);
 #pragma unroll
       for (int c = 0; c < CH; ++c) {
         if (c * 32 + lane < nvec) yr[c * 32 + lane] = make_uint4(w, w, w, w);

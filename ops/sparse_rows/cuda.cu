@@ -22,7 +22,7 @@
 #include <type_traits>
 
 #include "core/dtype.h"
-#include "ops/reduce/cuda_math.cuh"
+#include "ops/cuda_fast_math.cuh"
 #include "ops/sparse_rows/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"

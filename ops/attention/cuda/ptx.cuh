@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "core/half.h"
+#include "ops/cuda_fast_math.cuh"
 
 namespace tg::ops::attn {
 
@@ -99,11 +100,7 @@ __device__ __forceinline__ void atomic_add2(float* p, float a, float b) {
 }
 
 /// 2^x (one MUFU op; 2^-inf = 0).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
+using gpu::ex2_approx;
 
 __device__ __forceinline__ bool sign_bit(float x) { return (__float_as_uint(x) >> 31) != 0u; }
 

@@ -184,7 +184,7 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
             } else {
               xs = on ? st[nt][c] * p.scale_log2 : -INFINITY;
             }
-            const float pr = fast_exp2(xs - L);
+            const float pr = ex2_approx(xs - L);
             st[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
           }
         }
@@ -458,7 +458,7 @@ __device__ __forceinline__ void bwd_q_body(const BwdArgs<T>& a, char* smem, int 
           } else {
             xs = on ? s[nt][c] * p.scale_log2 : -INFINITY;
           }
-          const float pr = fast_exp2(xs - L[c >> 1]);
+          const float pr = ex2_approx(xs - L[c >> 1]);
           s[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
         }
       }

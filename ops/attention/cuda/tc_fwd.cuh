@@ -196,12 +196,12 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
           mx = fmaxf(mx, shfl_xor(mx, 2));
           const float m_new = fmaxf(row_max[mt][hf], mx);
           const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
-          const float corr = fast_exp2(row_max[mt][hf] - m_use);
+          const float corr = ex2_approx(row_max[mt][hf] - m_use);
           row_max[mt][hf] = m_new;
           float sum = 0.f;
 #pragma unroll
           for (int nt = 0; nt < NTS; ++nt) {
-            const float p0 = fast_exp2(s[mt][nt][2 * hf] - m_use), p1 = fast_exp2(s[mt][nt][2 * hf + 1] - m_use);
+            const float p0 = ex2_approx(s[mt][nt][2 * hf] - m_use), p1 = ex2_approx(s[mt][nt][2 * hf + 1] - m_use);
             s[mt][nt][2 * hf] = p0;
             s[mt][nt][2 * hf + 1] = p1;
             sum += p0 + p1;
