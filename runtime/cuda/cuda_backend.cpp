@@ -157,14 +157,15 @@ std::size_t cublas_workspace_size(int device) {
   return compute_capability_major(device) >= 9 ? (std::size_t{32} << 20) : (std::size_t{4} << 20);
 }
 
-// Frees the cuBLAS workspaces bound to `stream` (which its owner is destroying).
-void release_cublas_workspaces(cudaStream_t stream) {
+// Frees the cuBLAS workspaces whose (handle, stream) key satisfies `doomed`.
+template <typename Pred>
+void release_cublas_workspaces_if(Pred doomed_key) {
   CublasState& s = cublas_state();
   std::vector<std::pair<int, void*>> doomed;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
     for (auto it = s.workspaces.begin(); it != s.workspaces.end();) {
-      if (it->first.second == stream) {
+      if (doomed_key(it->first)) {
         doomed.push_back(it->second);
         it = s.workspaces.erase(it);
       } else {
@@ -172,19 +173,22 @@ void release_cublas_workspaces(cudaStream_t stream) {
       }
     }
   }
+  // Outside the lock: the pool may synchronize.
   for (const auto& [device, ptr] : doomed) pool(device).deallocate(ptr);
+}
+
+// Frees the cuBLAS workspaces bound to `stream` (which its owner is destroying).
+void release_cublas_workspaces(cudaStream_t stream) {
+  release_cublas_workspaces_if([stream](const auto& key) { return key.second == stream; });
 }
 
 // Destroys the spare handles and the calling thread's, and frees every workspace (a handle
 // of another thread gets a new one on its next use: cublas_handle sets it each time).
 void release_cublas() {
   CublasState& s = cublas_state();
-  std::vector<std::pair<int, void*>> workspaces;
   std::vector<std::pair<int, cublasHandle_t>> handles;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
-    for (const auto& entry : s.workspaces) workspaces.push_back(entry.second);
-    s.workspaces.clear();
     for (int d = 0; d < kMaxDevices; ++d) {
       for (cublasHandle_t h : s.free_handles[static_cast<std::size_t>(d)]) handles.emplace_back(d, h);
       s.free_handles[static_cast<std::size_t>(d)].clear();
@@ -200,7 +204,7 @@ void release_cublas() {
     DeviceGuard g(device);
     TG_CUBLAS_CHECK(cublasDestroy(h));
   }
-  for (const auto& [device, ptr] : workspaces) pool(device).deallocate(ptr);
+  release_cublas_workspaces_if([](const auto&) { return true; });
 }
 
 // ---- the backend -----------------------------------------------------------------------
