@@ -1,21 +1,30 @@
 // CUDA kernels of the block-sparse row family.
 //
-// - Row reductions: one warp per logical row. The layout's CSR row_offsets give the
-//   blocks of the row's block-row; the row's elements are one bs-long segment per block,
-//   read with the widest vector loads the alignment allows, several in flight per lane.
-//   Each lane keeps a partial result; a warp shuffle combines them (no atomics, so the
-//   result is the same on every run).
+// - Row reductions: G lanes per logical row, G = the vector units of one bs-long segment
+//   (at most 32), so a warp reads 32 / G neighbouring rows, i.e. 512 contiguous bytes of a
+//   block, and each lane owns the same unit of every segment of its row: at block 64 a
+//   bf16 lane loads one unit per block, all of them (up to kUnroll) issued before any is
+//   used. One warp per row left short rows (low density, 16-bit) with one or two
+//   dependent loads per lane and the warp's start-up latency for 1 KB. Each lane keeps a
+//   partial result; shuffles within the G lanes combine them (no atomics, so the result is
+//   the same on every run).
 // - Column sums: one CUDA block per block-column, walking the CSC col_blocks; threads
 //   own columns within the block, and a shared-memory pass adds the per-thread parts in
 //   a fixed order.
 //   row_max keeps, per lane, the maximum of each vector unit (one max per element) and the
-//   first unit holding the lane's maximum; the position inside that unit is found once at
-//   the end by reading the unit again (a per-element arg-max test made it issue-bound).
+//   first unit holding the lane's maximum, in registers; the position inside that unit is
+//   found once at the end (a per-element arg-max test made it issue-bound; reading the unit
+//   again put a dependent load at the end of every row).
 // - Maps (row broadcasts, the row_max backward): a grid-stride loop over vector units of
 //   the output blocks; each unit finds its (b, r, c) in block_coords.
-// - Outer broadcasts: a CUDA block per output block when the block holds at least one
-//   vector unit per thread: (b, r, c) read once, each thread keeps its column's b values in
-//   registers and writes its units down the rows; smaller blocks take the map.
+// - Outer broadcasts: a warp per output block when a block-row is at most 32 units and the
+//   block at least 32: (b, r, c) read once, each lane keeps its column's b values in
+//   registers and writes its units down the rows, loading the a values of kOuterRows rows
+//   at once. (A CUDA block per output block stored only two 16-byte units per thread per
+//   chain of dependent loads at bf16 / block 64, and was latency-bound.) Wider block-rows
+//   take a CUDA block per output block; smaller blocks take the map.
+// 16-bit storage is converted in hardware (to_f32 / pack2): tg::bfloat16's rounding and
+// tg::half's decode are software, several instructions per element.
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
@@ -63,6 +72,39 @@ __device__ __forceinline__ Pack<T, W> load_pack(const T* p) {
 template <typename T, int W>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, W>& v) {
   *reinterpret_cast<typename RawOf<W>::type*>(p) = v.raw;
+}
+
+template <typename T>
+constexpr bool kIs16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+
+// A stored T as its accumulation type.
+template <typename T>
+__device__ __forceinline__ acc_t<T> to_acc(T v) {
+  if constexpr (kIs16<T>) return gpu::to_f32<T>(v.bits);
+  else return static_cast<acc_t<T>>(v);
+}
+
+// Element t of a pack as the accumulation type.
+template <typename T, int W>
+__device__ __forceinline__ acc_t<T> elem_acc(const Pack<T, W>& p, int t) {
+  return to_acc<T>(p.get(t));
+}
+
+// The pack of T holding v[0, kLen), rounded to nearest even.
+template <typename T, int W>
+__device__ __forceinline__ Pack<T, W> make_pack(const acc_t<T>* v) {
+  Pack<T, W> p;
+  if constexpr (kIs16<T> && W >= 4) {
+    auto* words = reinterpret_cast<std::uint32_t*>(&p.raw);
+#pragma unroll
+    for (int t = 0; t < W / 4; ++t) words[t] = gpu::pack2<T>(v[2 * t], v[2 * t + 1]);
+  } else if constexpr (kIs16<T>) {
+    p.set(0, T::from_bits(static_cast<std::uint16_t>(gpu::pack2<T>(v[0], 0.0f))));
+  } else {
+#pragma unroll
+    for (int t = 0; t < Pack<T, W>::kLen; ++t) p.set(t, static_cast<T>(v[t]));
+  }
+  return p;
 }
 
 int log2_exact(std::int64_t v) {
@@ -116,22 +158,28 @@ __device__ __forceinline__ bool before(A va, std::int64_t ia, A vb, std::int64_t
   return ia < ib;
 }
 
-constexpr int kUnroll = 4;  // vector loads in flight per lane
+constexpr int kUnroll = 8;  // vector loads in flight per lane
 
+// Row `row` is taken by the 2^lg_g lanes of global thread ids row * 2^lg_g + [0, 2^lg_g);
+// lane gl of them reduces units gl, gl + 2^lg_g, ... of the row (lg_g <= lg_units, so
+// always the same unit of each segment).
 template <typename T, int W, bool kMax>
 __global__ void __launch_bounds__(kThreads)
     row_reduce_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
-                      std::int64_t M, std::int64_t Mb, int lg_bs, int lg_units, T* __restrict__ out,
+                      std::int64_t M, std::int64_t Mb, int lg_bs, int lg_units, int lg_g, T* __restrict__ out,
                       std::int64_t* __restrict__ index) {
   using A = acc_t<T>;
   using P = Pack<T, W>;
   constexpr int V = P::kLen;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row >= rows) return;  // whole warps leave together
+  const std::int64_t gtid = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (((gtid & ~std::int64_t(31)) >> lg_g) >= rows) return;  // whole warps leave together
+  const int g = 1 << lg_g;
+  const int gl = static_cast<int>(threadIdx.x) & (g - 1);
+  const std::int64_t row = gtid >> lg_g;
+  const bool live = row < rows;  // lanes past the last row reduce an empty row
   const std::int64_t bs = std::int64_t(1) << lg_bs;
-  const std::int64_t b = row / M, R = row - b * M, r = R >> lg_bs, i = R & (bs - 1);
-  const std::int64_t k0 = row_off[b * Mb + r], k1 = row_off[b * Mb + r + 1];
+  const std::int64_t b = live ? row / M : 0, R = row - b * M, r = R >> lg_bs, i = R & (bs - 1);
+  const std::int64_t k0 = live ? row_off[b * Mb + r] : 0, k1 = live ? row_off[b * Mb + r + 1] : 0;
   const std::int64_t total = (k1 - k0) << lg_units;  // vector units in the row
   const std::int64_t umask = (std::int64_t(1) << lg_units) - 1;
   // Flat data index of the first element of unit u.
@@ -140,46 +188,40 @@ __global__ void __launch_bounds__(kThreads)
   A s = 0;
   A m = -static_cast<A>(INFINITY);  // max: the lane's maximum so far
   std::int64_t best = -1;           // max: flat index of the first unit holding it (then of the element)
-  auto consume = [&](const P& p, std::int64_t e) {
+  P bp{};                           // max: that unit
+  auto consume = [&](const P& p, std::int64_t u) {
     if constexpr (kMax) {
-      A um = static_cast<A>(p.get(0));
+      A um = elem_acc<T, W>(p, 0);
 #pragma unroll
-      for (int t = 1; t < V; ++t) um = gpu::nan_max_fast(um, static_cast<A>(p.get(t)));
+      for (int t = 1; t < V; ++t) um = gpu::nan_max_fast(um, elem_acc<T, W>(p, t));
       // the lane's units come in increasing index order: keep the first of equal maxima
       if (best < 0 || (um != um && m == m) || um > m) {
         m = um;
-        best = e;
+        best = elem(u);
+        bp = p;
       }
     } else {
 #pragma unroll
-      for (int t = 0; t < V; ++t) s += static_cast<A>(p.get(t));
+      for (int t = 0; t < V; ++t) s += elem_acc<T, W>(p, t);
     }
   };
-  std::int64_t u = lane;
-  for (; u + (kUnroll - 1) * 32 < total; u += kUnroll * 32) {
+  for (std::int64_t u = gl; u < total; u += kUnroll * g) {
     P p[kUnroll];
-    std::int64_t e[kUnroll];
 #pragma unroll
-    for (int q = 0; q < kUnroll; ++q) {
-      e[q] = elem(u + q * 32);
-      p[q] = load_pack<T, W>(x + e[q]);
-    }
+    for (int q = 0; q < kUnroll; ++q)
+      if (u + q * g < total) p[q] = load_pack<T, W>(x + elem(u + q * g));
 #pragma unroll
-    for (int q = 0; q < kUnroll; ++q) consume(p[q], e[q]);
-  }
-  for (; u < total; u += 32) {
-    const std::int64_t e = elem(u);
-    consume(load_pack<T, W>(x + e), e);
+    for (int q = 0; q < kUnroll; ++q)
+      if (u + q * g < total) consume(p[q], u + q * g);
   }
 
   if constexpr (kMax) {
     if (best >= 0) {  // the first element of the best unit equal to m (a nan when m is nan)
-      const P p = load_pack<T, W>(x + best);
       int hit = V - 1;
       A hv = m;
 #pragma unroll
       for (int t = V - 1; t >= 0; --t) {
-        const A v = static_cast<A>(p.get(t));
+        const A v = elem_acc<T, W>(bp, t);
         if (v == m || (v != v && m != m)) {
           hit = t;
           hv = v;  // +0 and -0 compare equal: report the element's own value
@@ -188,8 +230,7 @@ __global__ void __launch_bounds__(kThreads)
       best += hit;
       m = hv;
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
+    for (int off = g >> 1; off > 0; off >>= 1) {
       const A om = __shfl_xor_sync(kFullMask, m, off);
       const std::int64_t ob = __shfl_xor_sync(kFullMask, best, off);
       if (before(om, ob, m, best)) {
@@ -197,14 +238,13 @@ __global__ void __launch_bounds__(kThreads)
         best = ob;
       }
     }
-    if (lane == 0) {
+    if (gl == 0 && live) {
       out[row] = static_cast<T>(m);
       index[row] = best;
     }
   } else {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
-    if (lane == 0) out[row] = static_cast<T>(s);
+    for (int off = g >> 1; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
+    if (gl == 0 && live) out[row] = static_cast<T>(s);
   }
 }
 
@@ -218,16 +258,18 @@ void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Ten
   const T* x = static_cast<const T*>(data.data_ptr());
   const std::int64_t* row_off = l.tables(dev).row_offsets.data<std::int64_t>();
   const int w = pick_width(bs * es, es, {x});
-  const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w);
-  const unsigned grid = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+  const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w), lg_g = std::min(lg_units, 5);
+  const std::int64_t threads = rows << lg_g;
+  const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
   with_width<T>(w, [&](auto wc) {
     constexpr int W = decltype(wc)::value;
     if (kind == RowReduce::Max) {
       row_reduce_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
-                                                                lg_units, out.data<T>(), index.data<std::int64_t>());
+                                                                lg_units, lg_g, out.data<T>(),
+                                                                index.data<std::int64_t>());
     } else {
       row_reduce_kernel<T, W, false><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
-                                                                 lg_units, out.data<T>(), nullptr);
+                                                                 lg_units, lg_g, out.data<T>(), nullptr);
     }
     TG_CUDA_CHECK_LAST();
   });
@@ -251,7 +293,7 @@ __global__ void __launch_bounds__(kThreads)
     A s = 0;
     for (std::int64_t q = q0; q < q1; ++q) {
       const T* blk = x + col_blocks[q] * bs * bs + jc + j;
-      for (std::int64_t i = y; i < bs; i += ys) s += static_cast<A>(blk[i * bs]);
+      for (std::int64_t i = y; i < bs; i += ys) s += to_acc<T>(blk[i * bs]);
     }
     part[t] = s;
     __syncthreads();
@@ -309,18 +351,18 @@ struct RowMapF {
   acc_t<T> alpha;
   __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t e0, std::int64_t row, std::int64_t) const {
     using A = acc_t<T>;
-    const A s = alpha * static_cast<A>(v[row]);
+    const A s = alpha * to_acc<T>(v[row]);
     Pack<T, W> xv;
     if constexpr (kHasX) xv = load_pack<T, W>(x + e0);
+    A y[Pack<T, W>::kLen];
 #pragma unroll
     for (int t = 0; t < Pack<T, W>::kLen; ++t) {
-      const A xe = kHasX ? static_cast<A>(xv.get(t)) : A(0);
-      A y;
-      if constexpr (Op == RowMapOp::Add) y = xe + s;
-      else if constexpr (Op == RowMapOp::Mul) y = xe * s;
-      else y = xe / s;
-      p.set(t, static_cast<T>(y));
+      const A xe = kHasX ? elem_acc<T, W>(xv, t) : A(0);
+      if constexpr (Op == RowMapOp::Add) y[t] = xe + s;
+      else if constexpr (Op == RowMapOp::Mul) y[t] = xe * s;
+      else y[t] = xe / s;
     }
+    p = make_pack<T, W>(y);
   }
 };
 
@@ -331,14 +373,13 @@ struct OuterF {
   acc_t<T> alpha_b;
   __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t, std::int64_t row, std::int64_t col) const {
     using A = acc_t<T>;
-    const A av = a ? static_cast<A>(a[row]) : A(0);
+    const A av = a ? to_acc<T>(a[row]) : A(0);
     Pack<T, W> bv;
     if (b) bv = load_pack<T, W>(b + col);
+    A y[Pack<T, W>::kLen];
 #pragma unroll
-    for (int t = 0; t < Pack<T, W>::kLen; ++t) {
-      const A be = b ? static_cast<A>(bv.get(t)) : A(0);
-      p.set(t, static_cast<T>(av + alpha_b * be));
-    }
+    for (int t = 0; t < Pack<T, W>::kLen; ++t) y[t] = av + alpha_b * (b ? elem_acc<T, W>(bv, t) : A(0));
+    p = make_pack<T, W>(y);
   }
 };
 
@@ -348,7 +389,7 @@ struct RowMaxBwdF {
   const std::int64_t* index;
   __device__ __forceinline__ void operator()(Pack<T, W>& p, std::int64_t e0, std::int64_t row, std::int64_t) const {
     const std::int64_t hit = index[row] - e0;  // position of the row's maximum in this unit
-    const T gv = g[row];
+    const T gv = g[row];  // copied, not converted
 #pragma unroll
     for (int t = 0; t < Pack<T, W>::kLen; ++t) p.set(t, hit == t ? gv : static_cast<T>(0.0f));
   }
@@ -433,7 +474,7 @@ __global__ void __launch_bounds__(kThreads)
     if (bv) {
       const Pack<T, W> p = load_pack<T, W>(bv + b * N + c * bs + j0);
 #pragma unroll
-      for (int q = 0; q < V; ++q) bvals[q] = alpha_b * static_cast<A>(p.get(q));
+      for (int q = 0; q < V; ++q) bvals[q] = alpha_b * elem_acc<T, W>(p, q);
     } else {
 #pragma unroll
       for (int q = 0; q < V; ++q) bvals[q] = A(0);
@@ -442,11 +483,63 @@ __global__ void __launch_bounds__(kThreads)
     T* o = out + (k << (2 * lg_bs)) + j0;
 #pragma unroll 4
     for (int i = i0; i < bs; i += istep) {
-      const A av = arow ? static_cast<A>(arow[i]) : A(0);
-      Pack<T, W> p;
+      const A av = arow ? to_acc<T>(arow[i]) : A(0);
+      A y[V];
 #pragma unroll
-      for (int q = 0; q < V; ++q) p.set(q, static_cast<T>(av + bvals[q]));
-      store_pack<T, W>(o + (static_cast<std::int64_t>(i) << lg_bs), p);
+      for (int q = 0; q < V; ++q) y[q] = av + bvals[q];
+      store_pack<T, W>(o + (static_cast<std::int64_t>(i) << lg_bs), make_pack<T, W>(y));
+    }
+  }
+}
+
+// The same for a warp per output block (grid-stride over the blocks), for 32 / 2^lg_upr <=
+// bs (every lane has rows) and 2^lg_upr <= 32: lane t writes column unit t % upr at rows
+// t / upr + multiples of 32 / upr, kOuterRows of them per step with their a values
+// loaded together.
+constexpr int kOuterRows = 8;
+
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    outer_warp_kernel(T* __restrict__ out, std::int64_t n_blocks, const std::int64_t* __restrict__ coords,
+                      int lg_bs, int lg_upr, std::int64_t M, std::int64_t N, const T* __restrict__ a,
+                      const T* __restrict__ bv, acc_t<T> alpha_b) {
+  using A = acc_t<T>;
+  constexpr int V = Pack<T, W>::kLen;
+  const int bs = 1 << lg_bs;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int j0 = (lane & ((1 << lg_upr) - 1)) * V;  // this lane's column
+  const int i0 = lane >> lg_upr, istep = 32 >> lg_upr;
+  const std::int64_t nwarps = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  for (std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; k < n_blocks;
+       k += nwarps) {
+    const std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
+    A bvals[V];
+    if (bv) {
+      const Pack<T, W> p = load_pack<T, W>(bv + b * N + c * bs + j0);
+#pragma unroll
+      for (int q = 0; q < V; ++q) bvals[q] = alpha_b * elem_acc<T, W>(p, q);
+    } else {
+#pragma unroll
+      for (int q = 0; q < V; ++q) bvals[q] = A(0);
+    }
+    const T* arow = a ? a + b * M + r * bs : nullptr;
+    T* o = out + (k << (2 * lg_bs)) + j0;
+    for (int ib = i0; ib < bs; ib += kOuterRows * istep) {
+      A av[kOuterRows];
+#pragma unroll
+      for (int q = 0; q < kOuterRows; ++q) {
+        const int i = ib + q * istep;
+        av[q] = arow && i < bs ? to_acc<T>(arow[i]) : A(0);
+      }
+#pragma unroll
+      for (int q = 0; q < kOuterRows; ++q) {
+        const int i = ib + q * istep;
+        if (i >= bs) break;
+        A y[V];
+#pragma unroll
+        for (int t = 0; t < V; ++t) y[t] = av[q] + bvals[t];
+        store_pack<T, W>(o + (static_cast<std::int64_t>(i) << lg_bs), make_pack<T, W>(y));
+      }
     }
   }
 }
@@ -461,6 +554,15 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
     constexpr int W = decltype(wc)::value;
     constexpr std::int64_t V = Pack<T, W>::kLen;
     const std::int64_t bs = l.block_size(), upr = bs / V;
+    if (upr <= 32 && bs * upr >= 32) {
+      const std::int64_t n = l.n_blocks();
+      const unsigned grid = static_cast<unsigned>(
+          std::min<std::int64_t>((n + kWarps - 1) / kWarps, cuda::multiprocessor_count(out.device().index) * 16));
+      outer_warp_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs, log2_exact(upr),
+                                                                 ctx.M, ctx.N, ap, bp, al);
+      TG_CUDA_CHECK_LAST();
+      return;
+    }
     if (kThreads % upr == 0 && bs * upr >= kThreads) {
       const std::int64_t n = l.n_blocks();
       const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, cuda::multiprocessor_count(out.device().index) * 16));

@@ -20,8 +20,12 @@
 // Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
 // data pointers (and the mask's) are 16-byte aligned, else scalar. Math in f32 (f64 for
-// f64); 16-bit forwards take their exponentials through exp2f (their results are rounded
-// to 8 or 11 bits).
+// f64). 16-bit storage is converted in hardware (one shift or cvt per element on load, one
+// cvt per pair on store: tg::bfloat16 / tg::half convert in software, which made the bf16
+// kernels issue-bound at about 17 instructions per element), and 16-bit forwards take
+// their exponentials from one ex2.approx (their results keep 8 or 11 bits).
+// A mask with x's own layout (the common case) sits at x's flat indices: no per-chunk
+// lookup of its block, which put two more dependent loads in front of every mask load.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -39,6 +43,42 @@ using gpu::SumOp;
 
 template <typename T>
 using acc_t = typename acc_type<T>::type;
+
+template <typename T>
+constexpr bool kIs16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+
+// N consecutive elements at p (aligned to N * sizeof(T)) as Acc.
+template <int N, typename T, typename Acc>
+__device__ __forceinline__ void load_vec(const T* p, Acc* out) {
+  if constexpr (kIs16<T>) {
+    if constexpr (N == 1) {
+      out[0] = gpu::to_f32<T>(p[0].bits);
+    } else {
+      const gpu::Pack<std::uint16_t, N> pk = *reinterpret_cast<const gpu::Pack<std::uint16_t, N>*>(p);
+#pragma unroll
+      for (int k = 0; k < N; ++k) out[k] = gpu::to_f32<T>(pk.v[k]);
+    }
+  } else {
+    gpu::load_pack<N>(p, out);
+  }
+}
+
+// N values stored as T at p (aligned to N * sizeof(T)), rounded to nearest even.
+template <int N, typename T, typename Acc>
+__device__ __forceinline__ void store_vec(T* p, const Acc* in) {
+  if constexpr (kIs16<T>) {
+    if constexpr (N == 1) {
+      p[0] = T::from_bits(static_cast<std::uint16_t>(gpu::pack2<T>(in[0], 0.0f)));
+    } else {
+      gpu::Pack<std::uint32_t, N / 2> pk;
+#pragma unroll
+      for (int k = 0; k < N / 2; ++k) pk.v[k] = gpu::pack2<T>(in[2 * k], in[2 * k + 1]);
+      *reinterpret_cast<gpu::Pack<std::uint32_t, N / 2>*>(p) = pk;
+    }
+  } else {
+    gpu::store_pack<N>(p, in);
+  }
+}
 
 constexpr int kWarpRows = 4;  // rows (warps) per block on the warp path
 constexpr std::int64_t kWarpMaxLen = 1024;  // backward plans
@@ -77,6 +117,7 @@ struct MaskGeom {
   const std::int64_t* coords;  // x's block_coords [n, 3]
   const std::int64_t* index;   // the mask layout's block_index [B, Mb, Nb]
   std::int64_t Nb;
+  bool same;                   // the mask has x's layout: its blocks are x's blocks
 };
 
 struct Row {
@@ -106,10 +147,13 @@ __device__ __forceinline__ std::int64_t chunk_at(const Row& row, std::int64_t u,
 // is a multiple of VEC.
 template <int VEC>
 __device__ __forceinline__ unsigned chunk_mask(const MaskGeom& mg, const Row& row, std::int64_t e, int lg_bs) {
-  const std::int64_t k = e >> (2 * lg_bs);
-  const std::int64_t mk = mg.index[row.br * mg.Nb + mg.coords[3 * k + 2]];
-  if (mk < 0) return 0u;
-  const std::uint8_t* p = mg.data + e + ((mk - k) << (2 * lg_bs));
+  const std::uint8_t* p = mg.data + e;
+  if (!mg.same) {
+    const std::int64_t k = e >> (2 * lg_bs);
+    const std::int64_t mk = mg.index[row.br * mg.Nb + mg.coords[3 * k + 2]];
+    if (mk < 0) return 0u;
+    p += (mk - k) << (2 * lg_bs);
+  }
   const gpu::Pack<std::uint8_t, VEC> pk = *reinterpret_cast<const gpu::Pack<std::uint8_t, VEC>*>(p);
   unsigned bits = 0;
 #pragma unroll
@@ -125,11 +169,19 @@ struct MaxNanOp {
 };
 
 // exp(z - m) for a row max m that is not -inf (so z = -inf gives 0 without a test);
-// through exp2f for 16-bit storage, whose results keep 8 or 11 bits.
+// through one ex2.approx for 16-bit storage, whose results keep 8 or 11 bits.
 template <typename T, typename Acc>
 __device__ __forceinline__ Acc exp_shifted(Acc z, Acc m) {
-  if constexpr (sizeof(T) == 2) return exp2f((z - m) * 1.4426950408889634f);
+  if constexpr (kIs16<T>) return gpu::ex2_approx((z - m) * 1.4426950408889634f);
   else return gpu::acc_exp(z - m);
+}
+
+// exp(a - m) with exp(-inf - m) = 0 even when m is -inf too (gpu::exp_sub), the 16-bit
+// way where T is 16-bit.
+template <typename T, typename Acc>
+__device__ __forceinline__ Acc exp_sub_t(Acc a, Acc m) {
+  if constexpr (kIs16<T>) return a == gpu::neg_inf<Acc>() ? Acc(0) : exp_shifted<T>(a, m);
+  else return gpu::exp_sub(a, m);
 }
 
 template <bool WARP, typename V, typename Op>
@@ -179,7 +231,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
     Acc v[P];
 #pragma unroll
     for (int c = 0; c < CH; ++c)
-      if (in(c)) gpu::load_pack<VEC>(x + e(c), v + c * VEC);
+      if (in(c)) load_vec<VEC>(x + e(c), v + c * VEC);
     unsigned excl = 0;  // bit i: element i excluded by the mask
     if constexpr (MASKED) {
 #pragma unroll
@@ -204,7 +256,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
         if (!in(c)) continue;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) v[c * VEC + k] = Acc(0);
-        gpu::store_pack<VEC>(y + e(c), v + c * VEC);
+        store_vec<VEC>(y + e(c), v + c * VEC);
       }
       continue;
     }
@@ -229,7 +281,7 @@ __device__ __forceinline__ void fwd_reg(const T* __restrict__ x, T* __restrict__
         const int i = c * VEC + k;
         v[i] = MASKED && ((excl >> i) & 1u) ? Acc(0) : v[i] * inv;
       }
-      gpu::store_pack<VEC>(y + e(c), v + c * VEC);
+      store_vec<VEC>(y + e(c), v + c * VEC);
     }
   }
 }
@@ -255,8 +307,8 @@ __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __rest
       const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
       if (u < rw.chunks) {
         const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
-        gpu::load_pack<VEC>(y + e, a + c * VEC);
-        gpu::load_pack<VEC>(dy + e, b + c * VEC);
+        load_vec<VEC>(y + e, a + c * VEC);
+        load_vec<VEC>(dy + e, b + c * VEC);
       } else {
 #pragma unroll
         for (int k = 0; k < VEC; ++k) a[c * VEC + k] = b[c * VEC + k] = Acc(0);
@@ -271,7 +323,7 @@ __device__ __forceinline__ void bwd_reg(const T* __restrict__ y, const T* __rest
 #pragma unroll
     for (int c = 0; c < CH; ++c) {
       const std::int64_t u = static_cast<std::int64_t>(c) * nt + tid;
-      if (u < rw.chunks) gpu::store_pack<VEC>(dx + chunk_at<VEC>(rw, u, g.lg_bs), a + c * VEC);
+      if (u < rw.chunks) store_vec<VEC>(dx + chunk_at<VEC>(rw, u, g.lg_bs), a + c * VEC);
     }
   }
 }
@@ -313,7 +365,7 @@ __global__ void __launch_bounds__(kLongThreads)
     for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
       const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
       Acc v[VEC];
-      gpu::load_pack<VEC>(x + e, v);
+      load_vec<VEC>(x + e, v);
       const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
       Acc lm = ninf;
 #pragma unroll
@@ -324,8 +376,8 @@ __global__ void __launch_bounds__(kLongThreads)
       const Acc nm = gpu::nan_max(ms.m, lm);
       Acc ls = 0;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) ls += gpu::exp_sub(v[k], nm);
-      ms.s = ms.s * gpu::exp_sub(ms.m, nm) + ls;
+      for (int k = 0; k < VEC; ++k) ls += exp_sub_t<T>(v[k], nm);
+      ms.s = ms.s * exp_sub_t<T>(ms.m, nm) + ls;
       ms.m = nm;
     }
     ms = gpu::block_allreduce(ms, MaxSumOp{}, smem);
@@ -334,11 +386,11 @@ __global__ void __launch_bounds__(kLongThreads)
     for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
       const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
       Acc v[VEC];
-      gpu::load_pack<VEC>(x + e, v);
+      load_vec<VEC>(x + e, v);
       const unsigned bits = mg.data ? chunk_mask<VEC>(mg, rw, e, g.lg_bs) : 0u;
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) v[k] = (bits >> k) & 1u ? Acc(0) : gpu::exp_sub(v[k] * scale, m) * inv;
-      gpu::store_pack<VEC>(y + e, v);
+      for (int k = 0; k < VEC; ++k) v[k] = (bits >> k) & 1u ? Acc(0) : exp_sub_t<T>(v[k] * scale, m) * inv;
+      store_vec<VEC>(y + e, v);
     }
   }
 }
@@ -355,8 +407,8 @@ __global__ void __launch_bounds__(kLongThreads)
     for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
       const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
       Acc a[VEC], b[VEC];
-      gpu::load_pack<VEC>(y + e, a);
-      gpu::load_pack<VEC>(dy + e, b);
+      load_vec<VEC>(y + e, a);
+      load_vec<VEC>(dy + e, b);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) s += a[k] != Acc(0) ? a[k] * b[k] : Acc(0);
     }
@@ -364,11 +416,11 @@ __global__ void __launch_bounds__(kLongThreads)
     for (std::int64_t u = threadIdx.x; u < rw.chunks; u += blockDim.x) {
       const std::int64_t e = chunk_at<VEC>(rw, u, g.lg_bs);
       Acc a[VEC], b[VEC];
-      gpu::load_pack<VEC>(y + e, a);
-      gpu::load_pack<VEC>(dy + e, b);
+      load_vec<VEC>(y + e, a);
+      load_vec<VEC>(dy + e, b);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) a[k] = a[k] != Acc(0) ? scale * a[k] * (b[k] - s) : Acc(0);
-      gpu::store_pack<VEC>(dx + e, a);
+      store_vec<VEC>(dx + e, a);
     }
   }
 }
@@ -492,11 +544,12 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
   const LayoutTables& tab = l.tables(dev);
   const RowGeom g = row_geom(l, tab);
-  MaskGeom mg{nullptr, nullptr, nullptr, l.block_cols()};
+  MaskGeom mg{nullptr, nullptr, nullptr, l.block_cols(), false};
   if (mask.defined()) {
     mg.data = static_cast<const std::uint8_t*>(mask.data().data_ptr());
     mg.coords = tab.block_coords.data<std::int64_t>();
-    mg.index = mask.layout().tables(dev).block_index.data<std::int64_t>();
+    mg.same = mask.layout() == l;
+    if (!mg.same) mg.index = mask.layout().tables(dev).block_index.data<std::int64_t>();
   }
   const T* xp = static_cast<const T*>(x.data_ptr());
   T* yp = y.data<T>();

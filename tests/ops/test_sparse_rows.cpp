@@ -468,6 +468,84 @@ TEST_CASE("broadcast_add/sub CUDA with narrow loads of b and small blocks match 
   }
 }
 
+TEST_CASE("row_sum / row_max CUDA with a lane group per row match CPU at block sizes 1 to 256",
+          "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // A row is reduced by G lanes, G = the vector units of one segment (at most 32): block
+  // sizes 1 to 256 give G = 1 to 32; rows of more than 8 units per lane take two steps of
+  // the loop; row counts that leave part of the last warp without a row; empty block-rows;
+  // misaligned data (element-wide units, G = min(32, bs)); -inf rows, nans, ties.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 2100;
+  for (const Case& c : {Case{3, 7, 5, 1, 0.5}, Case{2, 3, 9, 4, 0.6}, Case{1, 3, 40, 16, 0.8}, Case{2, 3, 20, 32, 0.9},
+                        Case{3, 1, 20, 64, 0.9}, Case{2, 2, 3, 64, 0.3}, Case{1, 2, 12, 128, 0.7},
+                        Case{1, 1, 5, 256, 0.8}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    const std::int64_t bs = c.bs, n = l.n_blocks() * bs * bs;
+    std::vector<double> vals(at(n));
+    std::uint64_t st = seed;
+    for (double& v : vals) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<double>((st >> 33) % 64) / 16.0 - 2.0;  // few distinct values: ties
+    }
+    if (l.n_blocks() > 1 && bs > 2) {
+      for (std::int64_t k = 0; k < l.n_blocks(); ++k) vals[at(k * bs * bs)] = -kInf;  // in-block row 0 starts -inf
+      for (std::int64_t j = 0; j < bs; ++j) vals[at(bs * bs + j)] = -kInf;            // block 1, row 0: all -inf
+      vals[at((l.n_blocks() - 1) * bs * bs + bs + bs - 1)] = std::nan("");            // a nan at a row's very end
+    }
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+      for (bool misaligned : {false, true}) {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
+        const double rtol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 4e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
+        const double atol = rtol * std::sqrt(static_cast<double>(c.Nb * bs));
+        Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
+        Tensor xg = d.to(Device::cuda());
+        if (misaligned) {
+          xg = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = Device::cuda()}), 1, d.shape());
+          copy_bytes(xg, d.to(Device::cuda()));
+        }
+        Tensor g = rand_seeded({c.B, l.rows()}, ++seed, {.dtype = dt});
+        auto run = [&](const Tensor& x) {
+          Tensor xd = x.detach().requires_grad_();
+          Tensor m = row_max(BlockSparseTensor(xd, l));
+          m.backward(g.to(x.device()));
+          return std::vector<Tensor>{row_sum(BlockSparseTensor(x, l)), m, xd.grad()};
+        };
+        std::vector<Tensor> want = run(d), got = run(xg);
+        tgt::require_close(got[0], want[0], rtol, atol);
+        tgt::require_close(got[1], want[1], 0, 0);
+        tgt::require_close(got[2], want[2], 0, 0);  // the gradient lands on the same element
+      }
+    }
+  }
+}
+
+TEST_CASE("broadcast_add/sub and row_add CUDA at block sizes 16 to 256 match CPU", "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // The warp-per-block broadcast (a block-row of 2 to 32 units: bs 16 to 256 in 16-bit,
+  // up to 128 in f32, 64 in f64), the CUDA-block-per-block one beyond (f32 256, f64 128 and
+  // 256) and the map (bs 4); hardware 16-bit rounding in the stores.
+  std::uint64_t seed = 2200;
+  for (std::int64_t bs : {4, 16, 32, 64, 128, 256}) {
+    const std::int64_t g = bs >= 128 ? 2 : 4;
+    Layout l = random_layout(2, g, g + 1, bs, 0.6, ++seed);
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+      INFO(describe(l) << " dtype " << dtype_name(dt));
+      const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : 1e-6;
+      Tensor a = rand_seeded({2, l.rows()}, ++seed, {.dtype = dt}, -2.0, 2.0);
+      Tensor b = rand_seeded({2, l.cols()}, ++seed, {.dtype = dt}, -2.0, 2.0);
+      Tensor d = rand_seeded({l.n_blocks(), bs, bs}, ++seed, {.dtype = dt}, -2.0, 2.0);
+      Tensor ag = a.to(Device::cuda()), bg = b.to(Device::cuda());
+      tgt::require_close(broadcast_add(ag, bg, l).data(), broadcast_add(a, b, l).data(), tol, tol);
+      tgt::require_close(broadcast_sub(ag, bg, l).data(), broadcast_sub(a, b, l).data(), tol, tol);
+      BlockSparseTensor x(d, l), xg(d.to(Device::cuda()), l);
+      tgt::require_close(row_add(xg, ag).data(), row_add(x, a).data(), tol, tol);
+      Tensor v = rand_seeded({2, l.rows()}, ++seed, {.dtype = dt}, 0.5, 2.0);
+      tgt::require_close(row_div(xg, v.to(Device::cuda())).data(), row_div(x, v).data(), tol, tol);
+    }
+  }
+}
+
 TEST_CASE("row ops with mixed devices throw", "[ops][sparse_rows][cuda]") {
   TG_REQUIRE_CUDA();
   Layout l = full_layout(1, 2, 2, 4);

@@ -562,6 +562,44 @@ TEST_CASE("block-sparse softmax CUDA scalar forward plans (misaligned data or ma
   }
 }
 
+TEST_CASE("masked_softmax CUDA with the mask on x's own layout matches CPU", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  // A mask whose layout equals x's reads its bytes at x's flat indices (no block lookup):
+  // the same Layout object, an equal copy, and (scalar plans) a misaligned mask; block sizes
+  // 1 to 256 and rows for the warp (<= 1024), block and two-pass (> 16384 at bs 256) plans;
+  // an all -inf row, a nan, scale 0.5.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 1700;
+  for (const Case& c : {Case{2, 6, 40, 1, 0.6}, Case{2, 3, 7, 16, 0.7}, Case{1, 2, 24, 64, 0.8},
+                        Case{1, 2, 40, 128, 0.9}, Case{1, 1, 3, 256, 1.0}, Case{1, 1, 72, 256, 1.0}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    Layout copy = tgt::layout_where(c.B, c.Mb, c.Nb, c.bs, [&](auto b, auto r, auto cc) { return l.active(b, r, cc); });
+    REQUIRE(copy == l);
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(l, 30, ++seed, excl);
+    const std::int64_t bs = c.bs, n = l.n_blocks() * bs * bs;
+    const Shape shape{l.n_blocks(), bs, bs};
+    std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
+    for (std::int64_t j = 0; j < bs; ++j) d[at(j)] = -kInf;  // in-block row 0 of block 0: all -inf
+    if (n > 2 * bs) d[at(n - bs / 2 - 1)] = kNan;            // a nan in the last row
+    Tensor mmis = tgt::misaligned_view(zeros({n + 1}, {.dtype = DType::boolean, .device = gpu}), 1, shape);
+    copy_bytes(mmis, mask.data().to(gpu));
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : 1e-5;
+      Tensor xc = from_vector(d, shape).to(dt);
+      Tensor want = masked_softmax(BlockSparseTensor(xc, l), mask, 0.5).data();
+      for (int variant = 0; variant < 3; ++variant) {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << " variant " << variant);
+        // 0: the same Layout object; 1: an equal copy; 2: the mask misaligned
+        BlockSparseTensor mg(variant == 2 ? mmis : mask.data().to(gpu), variant == 1 ? copy : l);
+        Tensor got = masked_softmax(BlockSparseTensor(xc.to(gpu), l), mg, 0.5).data();
+        tgt::require_close(got, want, tol, tol * 1e-2);
+      }
+    }
+  }
+}
+
 TEST_CASE("block-sparse softmax with mixed devices throws", "[ops][sparse_softmax][cuda]") {
   TG_REQUIRE_CUDA();
   Layout l = full_layout(1, 2, 2, 4);
