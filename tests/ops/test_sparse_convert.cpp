@@ -124,3 +124,33 @@ TEST_CASE("to_sparse / to_dense CUDA: every dtype, block size and alignment", "[
     }
   }
 }
+
+// Grids large enough that every CTA of the persistent kernels runs several steps, many
+// tiles per step at small block sizes, block-column counts that are not powers of two (the
+// tile index is split into row and column by a multiply-high), and misaligned data.
+TEST_CASE("to_sparse / to_dense CUDA: several steps per CTA", "[ops][sparse][sparse_convert][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  struct Big { std::int64_t B, Mb, Nb, bs; double density; };
+  for (Big c : {Big{4, 32, 32, 64, 0.25}, Big{4, 32, 32, 64, 1.0}, Big{3, 29, 37, 32, 0.5}, Big{2, 96, 75, 16, 0.4},
+                Big{2, 13, 11, 128, 0.6}, Big{1, 700, 900, 2, 0.5}, Big{1, 1000, 1531, 1, 0.3}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, static_cast<std::uint64_t>(c.bs) + 301);
+    for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i32, DType::boolean}) {
+      for (std::int64_t skip : {0, 1}) {
+        INFO("bs " << c.bs << " grid " << c.Mb << "x" << c.Nb << " blocks " << l.n_blocks() << " "
+                   << dtype_name(dt) << " skip " << skip);
+        const Shape dshape{c.B, c.Mb * c.bs, c.Nb * c.bs};
+        Tensor vals = convert_values(dshape.numel() + skip, dt);
+        Tensor dc = tgt::misaligned_view(vals, skip, dshape);
+        Tensor dg = tgt::misaligned_view(vals.to(Device::cuda()), skip, dshape);
+        BlockSparseTensor sc = to_sparse(dc, l), sg = to_sparse(dg, l);
+        tgt::require_close(sg.data(), sc.data(), 0, 0);
+        const double fill = dt == DType::boolean ? 1.0 : -2.5;
+        tgt::require_close(to_dense(sg, fill), to_dense(sc, fill), 0, 0);
+        Tensor bc = tgt::misaligned_view(vals, skip, {l.n_blocks(), c.bs, c.bs});
+        Tensor bg = tgt::misaligned_view(vals.to(Device::cuda()), skip, {l.n_blocks(), c.bs, c.bs});
+        tgt::require_close(to_dense(BlockSparseTensor(bg, l), 0.0), to_dense(BlockSparseTensor(bc, l), 0.0), 0, 0);
+      }
+    }
+  }
+}

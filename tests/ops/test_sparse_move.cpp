@@ -687,3 +687,62 @@ TEST_CASE("sparse transpose CUDA matches CPU for every dtype, block size and ali
     }
   }
 }
+
+// Grids large enough that every CTA of the persistent kernels runs several steps (and the
+// transpose's register prefetch of the next step is used), at the benchmark's block size
+// and at small blocks that put many blocks into one step; block counts that do not fill the
+// last step; misaligned data on the narrow-unit paths.
+TEST_CASE("sparse data movement CUDA: several steps per CTA", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  struct Big { std::int64_t B, Mb, Nb, bs; Density d; };
+  for (Big c : {Big{4, 32, 32, 64, Density::Holes}, Big{4, 32, 32, 64, Density::Sparse}, Big{2, 16, 24, 128, Density::Holes},
+                Big{4, 64, 64, 32, Density::Sparse}, Big{2, 128, 256, 16, Density::Holes}, Big{2, 512, 512, 2, Density::Sparse},
+                Big{1, 1024, 1536, 1, Density::Holes}}) {
+    Layout l = make_layout(c.B, c.Mb, c.Nb, c.bs, c.d, 201 + static_cast<std::uint64_t>(c.bs));
+    for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i32, DType::boolean}) {
+      for (std::int64_t skip : {0, 1}) {
+        if (skip && c.bs != 64) continue;
+        INFO("bs " << c.bs << " blocks " << l.n_blocks() << " " << dtype_name(dt) << " skip " << skip);
+        const Shape shape{l.n_blocks(), c.bs, c.bs};
+        Tensor base = pattern_values(shape.numel() + skip, dt, 202);
+        BlockSparseTensor xc(tgt::misaligned_view(base, skip, shape), l);
+        BlockSparseTensor xg(tgt::misaligned_view(base.to(Device::cuda()), skip, shape), l);
+        tgt::require_close(transpose(xg).data(), transpose(xc).data(), 0, 0);
+        tgt::require_close(split(xg, 4, -1).data(), split(xc, 4, -1).data(), 0, 0);
+        tgt::require_close(split(xg, 2, 1).data(), split(xc, 2, 1).data(), 0, 0);
+        if (c.B % 2 == 0) tgt::require_close(merge(xg, 2, -1).data(), merge(xc, 2, -1).data(), 0, 0);
+        tgt::require_close(repeat_interleave(xg, 2).data(), repeat_interleave(xc, 2).data(), 0, 0);
+        tgt::require_close(repeat(xg, {1, 2, 1}).data(), repeat(xc, {1, 2, 1}).data(), 0, 0);
+        // gather along each dim with i32 and i64 indices on a layout with holes
+        for (int dim : {0, 1, 2}) {
+          const std::int64_t ext = dim == 0 ? c.B : dim == 1 ? l.rows() : l.cols();
+          for (DType it : {DType::i32, DType::i64}) {
+            if (dim != 2 && it == DType::i64) continue;
+            INFO("gather dim " << dim << " " << dtype_name(it));
+            BlockSparseTensor idx = rand_idx(l, ext, 203 + static_cast<std::uint64_t>(dim), it);
+            tgt::require_close(gather(xg, dim, to_cuda(idx)).data(), gather(xc, dim, idx).data(), 0, 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The backward kernels of the moves on a multi-step grid: the sum over copies and the
+// scatter-add of gather, f32 and bf16.
+TEST_CASE("sparse data movement CUDA backward: several steps per CTA", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  Layout l = make_layout(4, 32, 32, 64, Density::Holes, 211);
+  BlockSparseTensor x = rand_bst(l, 212);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const double tol = dt == DType::bf16 ? 2e-2 : 1e-5;
+    parity("repeat_interleave", x, dt, [](const BlockSparseTensor& v) { return repeat_interleave(v, 2); });
+    parity("split cols", x, dt, [](const BlockSparseTensor& v) { return split(v, 4, -1); });
+    parity("transpose", x, dt, [](const BlockSparseTensor& v) { return transpose(v); });
+    BlockSparseTensor idx = rand_idx(l, l.cols(), 213, DType::i32);
+    parity("gather", x, dt, [&](const BlockSparseTensor& v) {
+      return gather(v, 2, v.device().is_cuda() ? to_cuda(idx) : idx);
+    }, tol);
+  }
+}
