@@ -9,12 +9,13 @@
 // chunk is sized to give the GPU a few CTAs per SM and never less than 256 of k.
 //
 // Paths. bf16/f16 (and f32 when tg::allow_tf32()) take the tensor-core kernel when every
-// operand starts 16-byte aligned (cp.async moves 16-byte chunks); for bf16/f16 at blocks
-// of 32 and 64 that is, where it pays, its grouped variant over 128 x 128 regions of
-// blocks (see path.h and the grouped schedule below); everything else, f64
-// and exact f32 included, takes the SIMT kernel: 256 threads on a TILE x TILE output
-// tile (TILE = min(bs, 64)), each thread accumulating (TILE/16)^2 outputs in registers
-// from k-slices staged in shared memory.
+// operand starts 16-byte aligned (cp.async moves 16-byte chunks). For bf16/f16 that is,
+// at blocks of 64 and 128 on a compute capability 9.0 device, its Hopper form with
+// warpgroup MMAs (wgmma_kernel.cuh, same schedule); elsewhere at blocks of 32 and 64,
+// where it pays, its grouped variant over 128 x 128 regions of blocks (see path.h and the
+// grouped schedule below). Everything else, f64 and exact f32 included, takes the SIMT
+// kernel: 256 threads on a TILE x TILE output tile (TILE = min(bs, 64)), each thread
+// accumulating (TILE/16)^2 outputs in registers from k-slices staged in shared memory.
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -275,10 +276,14 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.trans_a = p.trans_a;
   args.trans_b = p.trans_b;
 
+  bool use_wgmma = false;  // the Hopper per-block kernel instead of the mma.sync one
   if constexpr (k16) {
-    // The grouped path: regions of several blocks in one CTA tile (path.h).
     const spmm::MmaPath choice = spmm::mma_path();
-    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock && p.n_pairs() > 0) {
+    use_wgmma = tensor_cores && (p.bs == 64 || p.bs == 128) &&
+                (choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma) && spmm::wgmma_supported(dev.index);
+    // The grouped path: regions of several blocks in one CTA tile (path.h).
+    if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock &&
+        choice != spmm::MmaPath::Wgmma && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });
@@ -321,7 +326,14 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
 
   if constexpr (!std::is_same_v<T, double>) {
     if (tensor_cores) {
-      spmm::launch_mma<T>(args, n_items, stream);
+      if constexpr (k16) {
+        if (use_wgmma)
+          spmm::launch_wgmma<T>(args, n_items, stream);
+        else
+          spmm::launch_mma<T>(args, n_items, stream);
+      } else {
+        spmm::launch_mma<T>(args, n_items, stream);
+      }
     }
   }
   if (!tensor_cores) {

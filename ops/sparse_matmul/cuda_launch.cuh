@@ -58,6 +58,13 @@ void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream);
 template <typename E>
 void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream);
 
+/// Launches the Hopper per-block kernel (E bf16 or half, args.bs 64 or 128; warpgroup
+/// MMAs, see wgmma_kernel.cuh) on the same items as launch_mma; only on a device of
+/// compute capability 9.0 (wgmma_supported). Defined per dtype in wgmma_<dtype>.cu, the
+/// translation units built for sm_90a.
+template <typename E>
+void launch_wgmma(const KernelArgs& args, int n_items, cudaStream_t stream);
+
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }
 

@@ -9,18 +9,27 @@
 // by the region's blocks. Auto takes the cheapest by an estimate of the products each
 // computes, zeros included, weighted by the speed of its tile; a grouped one only when no
 // region is much longer than the rest (it has no split-K).
+//
+// Wgmma (blocks of 64 and 128, compute capability 9.0 only): the per-block decomposition
+// (same items and split-K) with Hopper warpgroup MMAs on 64 x 64 / 128 x 128 CTA tiles
+// (wgmma_kernel.cuh). Auto takes it wherever it applies, before the others.
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall };
+enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned
-/// operands); elsewhere the per-block one runs.
+/// operands), Wgmma too (block 64 or 128, 16-byte aligned operands, a compute capability
+/// 9.0 device); elsewhere the per-block one runs.
 void set_mma_path(MmaPath path);
 
 /// The decomposition set by set_mma_path (Auto by default).
 MmaPath mma_path();
+
+/// Whether CUDA device `device` (an existing one) can run the Wgmma path: compute
+/// capability exactly 9.0, the only one sm_90a code runs on. False in CPU-only builds.
+bool wgmma_supported(int device);
 
 }  // namespace tg::ops::spmm

@@ -417,6 +417,11 @@ int compute_capability_major(int device) {
   return cached_attribute(cudaDevAttrComputeCapabilityMajor, device, slots);
 }
 
+int compute_capability_minor(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> slots{};
+  return cached_attribute(cudaDevAttrComputeCapabilityMinor, device, slots);
+}
+
 cublasHandle_t cublas_handle(int device) {
   check_index(device, "cublas_handle");
   cublasHandle_t& h = thread_handles().handles[static_cast<std::size_t>(device)];

@@ -32,6 +32,9 @@ int multiprocessor_count(int device);
 /// Major compute capability of `device`, read once per device and cached.
 int compute_capability_major(int device);
 
+/// Minor compute capability of `device`, read once per device and cached.
+int compute_capability_minor(int device);
+
 /// A cuBLAS handle owned by the calling thread for `device`, bound to the thread's current
 /// stream on that device and to a workspace from the caching pool reserved for that
 /// stream. Rebinds on every call, so call it right before each cuBLAS call rather than
