@@ -52,15 +52,14 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
   constexpr std::int64_t kChunk = std::int64_t(kUnroll) * kThreads;
   for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kChunk; base < total;
        base += static_cast<std::int64_t>(gridDim.x) * kChunk) {
-    I b[kUnroll], R[kUnroll], C[kUnroll];
     std::int64_t t0[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       const std::int64_t k = g < total ? g >> shift : 0;
-      b[r] = static_cast<I>(__ldg(coords + 3 * k)), R[r] = static_cast<I>(__ldg(coords + 3 * k + 1)),
-      C[r] = static_cast<I>(__ldg(coords + 3 * k + 2));
-      t0[r] = copies > 0 ? __ldg(oidx + m.dest<I>(b[r], R[r], C[r], 0)) : -1;
+      const I b = static_cast<I>(__ldg(coords + 3 * k)), R = static_cast<I>(__ldg(coords + 3 * k + 1)),
+              C = static_cast<I>(__ldg(coords + 3 * k + 2));
+      t0[r] = __ldg(oidx + m.dest<I>(b, R, C, 0));
     }
     U v[kUnroll];
 #pragma unroll
@@ -73,9 +72,14 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
       if (g >= total) break;
       const std::int64_t u = static_cast<int>(g) & mask;
       if (t0[r] >= 0) store_once(out + ((t0[r] << shift) | u), v[r]);
-      for (I c = 1; c < copies; ++c) {
-        const std::int64_t t = __ldg(oidx + m.dest<I>(b[r], R[r], C[r], c));
-        if (t >= 0) store_once(out + ((t << shift) | u), v[r]);
+      if (copies > 1) {  // repeat: the block's coordinates again (an L1 hit) rather than held in registers
+        const std::int64_t k = g >> shift;
+        const I b = static_cast<I>(__ldg(coords + 3 * k)), R = static_cast<I>(__ldg(coords + 3 * k + 1)),
+                C = static_cast<I>(__ldg(coords + 3 * k + 2));
+        for (I c = 1; c < copies; ++c) {
+          const std::int64_t t = __ldg(oidx + m.dest<I>(b, R, C, c));
+          if (t >= 0) store_once(out + ((t << shift) | u), v[r]);
+        }
       }
     }
   }
