@@ -19,6 +19,7 @@
 #include "runtime/error.h"
 #include "runtime/memory.h"
 #include "runtime/philox.h"
+#include "runtime/profiler.h"
 #include "runtime/stream.h"
 #include "core/block_sparse.h"
 #include "core/layout.h"

@@ -141,6 +141,17 @@ def make_blksprs_attn(pat, T, bs, device):
     return attn
 
 
+def train_step(model, opt, attn, batch, B, T):
+    """One optimisation step on batch [B, T + 1] of token ids; returns the loss tensor."""
+    x, y = batch[:, :-1], batch[:, 1:]
+    loss = F.cross_entropy(model(x, attn).reshape(B * T, -1).float(), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
 def run(args, kind):
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -154,19 +165,23 @@ def run(args, kind):
     for step in range(args.steps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        x, y = data[step, :, :-1], data[step, :, 1:]
-        loss = F.cross_entropy(model(x, attn).reshape(B * T, -1).float(), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss.item()
+        train_step(model, opt, attn, data[step], B, T).item()
         times.append(time.perf_counter() - t0)
     warm = min(10, args.steps // 2)
     med = statistics.median(times[warm:])
     print(f"pytorch {kind:<12} {args.dtype:<5} {args.layers} layers d {args.d_model} ctx {T} batch {B}: "
           f"{B * T / med:10.0f} tokens/s  (median step {med * 1e3:.2f} ms over {len(times) - warm} steps)",
           flush=True)
+    if args.profile > 0 and kind == args.profile_attn:
+        # The same steps again under the PyTorch profiler: device time per kernel, to set
+        # beside tilegrad-train --profile.
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for step in range(args.profile):
+                train_step(model, opt, attn, data[step], B, T)
+            torch.cuda.synchronize()
+        print(f"pytorch {kind} profile of {args.profile} steps (kernels by self device time):")
+        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25), flush=True)
 
 
 def main():
@@ -184,6 +199,8 @@ def main():
     p.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (match tilegrad's setting)")
     p.add_argument("--attn", default="all")
+    p.add_argument("--profile", type=int, default=0, help="profile this many extra steps of --profile-attn")
+    p.add_argument("--profile-attn", default="sdpa-causal")
     args = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <set>
 #include <string>
@@ -25,7 +27,7 @@ struct Args {
   std::string device = "auto";
   std::int64_t steps = -1, batch = -1, ctx = -1, layers = -1, d_model = -1, heads = -1, block = -1;
   double lr = -1, dropout = -1;
-  std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400;
+  std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
   std::string dtype = "auto";
@@ -59,6 +61,8 @@ Usage: tilegrad-train [flags]
   --sample-len N      characters to generate at the end (default 400)
   --prompt TEXT       start of the generated sample (default "The ")
   --seed N            data order and initialisation seed (default 1234)
+  --profile N         time every kernel of N training steps (after 10 warm-up steps)
+                      and print where the time goes, largest first
   --quiet             no progress bar
   --help              this text
 )";
@@ -100,6 +104,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--prompt") a.prompt = need(i);
     else if (f == "--seed") a.seed = std::stoull(need(i));
     else if (f == "--quiet") a.quiet = true;
+    else if (f == "--profile") a.profile = std::stoll(need(i));
     else throw tg::ValueError("tilegrad-train: unknown flag " + f + " (see --help)");
   }
   return a;
@@ -279,7 +284,13 @@ int main(int argc, char** argv) try {
   double ema = 0, val_loss = NAN, tok_s = 0;
   std::vector<double> step_s;  // training step times (loss.item() syncs), evaluation excluded
   std::uint64_t allocs_after_first = 0;
+  // Profiled steps: after ten warm-up steps (or as many as the run has), so that pool
+  // growth and first-call table builds do not count.
+  const std::int64_t prof_begin = std::min(start_step + 10, steps), prof_end = std::min(prof_begin + a.profile, steps);
+  std::unique_ptr<tg::Profiler> profiler;
+  std::optional<tg::Profile> profile;
   for (std::int64_t step = start_step; step < steps; ++step) {
+    if (step == prof_begin && prof_end > prof_begin) profiler = std::make_unique<tg::Profiler>();
     const auto t_step = std::chrono::steady_clock::now();
     double cur_lr = tg::optim::warmup_cosine_lr(step, std::min<std::int64_t>(100, steps / 10), steps, lr, lr * 0.1);
     opt.set_lr(cur_lr);
@@ -295,7 +306,14 @@ int main(int argc, char** argv) try {
     if (step == start_step && gpu) allocs_after_first = tg::memory_stats(dev).device_allocs;
     const auto now = std::chrono::steady_clock::now();
     double elapsed = std::chrono::duration<double>(now - t0).count();
-    step_s.push_back(std::chrono::duration<double>(now - t_step).count());
+    if (profiler) {
+      if (step + 1 == prof_end) {
+        profile = profiler->stop();
+        profiler.reset();
+      }
+    } else {
+      step_s.push_back(std::chrono::duration<double>(now - t_step).count());  // profiled steps excluded
+    }
     tok_s = static_cast<double>((step - start_step + 1) * B * T) / elapsed;
     bool eval_now = (step + 1) % eval_every == 0 || step + 1 == steps;
     if (eval_now) val_loss = evaluate(model, val, B, T, a.eval_batches);
@@ -327,6 +345,10 @@ int main(int argc, char** argv) try {
               << " ms)";
   }
   std::cout << "\n";
+  if (profile) {
+    std::cout << "profile of " << (prof_end - prof_begin) << " training steps (kernels by device time):\n"
+              << profile->table(25);
+  }
   if (gpu) {
     tg::MemoryStats s = tg::memory_stats(dev);
     std::cout << "memory pool: " << s << "\n"

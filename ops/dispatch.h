@@ -6,10 +6,12 @@
 
 #include <array>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/device.h"
 #include "runtime/error.h"
+#include "runtime/profiler.h"
 
 namespace tg::ops {
 
@@ -29,19 +31,42 @@ class KernelSlot {
 const std::vector<const KernelSlot*>& kernel_slots();
 
 template <typename Fn>
-class Kernel final : public KernelSlot {
+class Kernel;
+
+/// A kernel slot of function type R(A...): one implementation per device type.
+template <typename R, typename... A>
+class Kernel<R(A...)> final : public KernelSlot {
  public:
+  using Fn = R(A...);
   using KernelSlot::KernelSlot;
+
+  /// The implementation for one device, callable like the function itself; the call is
+  /// timed when a tg::Profiler runs.
+  class Bound {
+   public:
+    Bound(Fn* fn, const KernelSlot* slot, Device device) : fn_(fn), slot_(slot), device_(device) {}
+    R operator()(A... args) const {
+      if (!runtime::profiling()) return fn_(std::forward<A>(args)...);
+      runtime::KernelTimer timer(slot_->name(), device_);
+      return fn_(std::forward<A>(args)...);
+    }
+
+   private:
+    Fn* fn_;
+    const KernelSlot* slot_;
+    Device device_;
+  };
+
   void set(DeviceType t, Fn* fn) { fns_[static_cast<int>(t)] = fn; }
   bool has(DeviceType t) const override { return fns_[static_cast<int>(t)] != nullptr; }
   /// The implementation for `d`; throws tg::DeviceError naming the kernel when absent.
-  Fn* operator()(Device d) const {
+  Bound operator()(Device d) const {
     Fn* f = fns_[static_cast<int>(d.type)];
     if (!f) {
       TG_THROW(DeviceError, name(), ": no ", device_type_name(d.type), " kernel is registered",
                d.is_cuda() ? " (tilegrad was built without CUDA)" : "");
     }
-    return f;
+    return Bound(f, this, d);
   }
 
  private:

@@ -45,6 +45,21 @@ class Backend {
   /// their workspaces), then empties the pools of every device it has touched. Later
   /// calls re-create what they need. No other thread may use the backend meanwhile.
   virtual void release_resources() {}
+
+  /// Records a timing event on `stream` and returns it, for the profiler; nullptr where the
+  /// backend has no device clock (CPU kernels run synchronously: host time is their time).
+  virtual void* record_timing_event(Stream stream) {
+    (void)stream;
+    return nullptr;
+  }
+  /// Milliseconds from `start` to `end` (both from record_timing_event on one device);
+  /// waits for `end` to complete. Destroys neither.
+  virtual double timing_event_elapsed_ms(void* start, void* end) {
+    (void)start;
+    (void)end;
+    return 0;
+  }
+  virtual void destroy_timing_event(void* event) { (void)event; }
 };
 
 /// The backend of `type`, or nullptr when not built in.

@@ -344,6 +344,22 @@ class CudaBackend final : public runtime::Backend {
       }
     }
   }
+
+  void* record_timing_event(Stream stream) override {
+    check_device(stream.device, "record_timing_event");
+    DeviceGuard g(stream.device.index);
+    cudaEvent_t ev = nullptr;
+    TG_CUDA_CHECK(cudaEventCreate(&ev));
+    TG_CUDA_CHECK(cudaEventRecord(ev, static_cast<cudaStream_t>(stream.handle)));
+    return ev;
+  }
+  double timing_event_elapsed_ms(void* start, void* end) override {
+    TG_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
+    float ms = 0;
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+    return ms;
+  }
+  void destroy_timing_event(void* event) override { TG_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
 };
 
 CudaBackend& backend_instance() {
