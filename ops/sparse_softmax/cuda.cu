@@ -7,6 +7,9 @@
 //
 // Forward (memory-bound only when it spends few instructions per element: the old fused
 // (max, sum) all-reduce cost two exponentials per combine and made it issue-bound):
+//  - block size >= 32 and rows of <= 256 * fwd_max_p<T>() elements: a CUDA block per 32
+//    rows of a block-row, each row taking the fewest threads whose registers hold it, from
+//    its own length (fwd_slice); otherwise:
 //  - rows of <= 32 * P elements: a warp per row, each lane holding P <= fwd_max_p<T>()
 //    elements (64 bytes of storage) in registers; rows of <= 512 * fwd_max_p<T>(): a block
 //    per row, each thread holding fwd_max_p<T>() elements. Either way every load of the row
@@ -15,8 +18,9 @@
 //    instead of one whose combines take exponentials;
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
-// Backward: a warp per row up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to
-// kRegMaxLen, two passes beyond.
+// Backward: at block size >= 32 and rows up to 256 * bwd_slice_p<T>() (4096; f64 and
+// misaligned data 2048), slices of block-rows as in the forward; otherwise a warp per row
+// up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to kRegMaxLen, two passes beyond.
 // Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
 // data pointers (and the mask's) are 16-byte aligned, else scalar. Math in f32 (f64 for
@@ -350,6 +354,167 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
   bwd_reg<T, VEC, P, false>(y, dy, dx, g, scale);
 }
 
+// ---- slices of a block-row: threads per row from the row's own length ------------------
+// All rows of a block-row have the same blocks, so a CUDA block that takes kSliceRows rows
+// of one block-row (bs >= kSliceRows) knows their length before loading anything and
+// gives each row the fewest threads (a power of two) whose P elements hold it: every
+// thread's registers are full whatever the longest row of the layout is. The warp and block
+// plans size the threads for the longest row, which at density 0.25 left half of them
+// idle (rows of ~8 active blocks, the longest ~16), and a row's group is a few lanes of a
+// warp when the row is short. Rows go in waves of kSliceThreads / tr.
+
+constexpr int kSliceThreads = 256;
+constexpr int kSliceRows = 32;
+
+// v reduced over the tr threads (a power of two) of consecutive ids holding one row; every
+// one of them gets the result. tr <= 32: shuffles within the group; else, after the
+// warp's, the tr / 32 warps' results through smem (tr is the same for the whole CUDA block,
+// so its barriers are reached by all threads).
+template <typename V, typename Op>
+__device__ __forceinline__ V group_allreduce(V v, Op op, int tr, V* smem) {
+  for (int o = (tr < 32 ? tr : 32) >> 1; o > 0; o >>= 1) v = op(v, gpu::shfl_xor(v, o));
+  if (tr > 32) {
+    const int warp = static_cast<int>(threadIdx.x) >> 5, nw = tr >> 5, w0 = warp & ~(nw - 1);
+    __syncthreads();  // the previous call's reads of smem are done
+    if ((threadIdx.x & 31) == 0) smem[warp] = v;
+    __syncthreads();
+    v = smem[w0];
+    for (int w = 1; w < nw; ++w) v = op(v, smem[w0 + w]);
+  }
+  return v;
+}
+
+// CUDA block q takes rows [s * kSliceRows, (s + 1) * kSliceRows) of block-row q / slices,
+// s = q % slices (slices = bs / kSliceRows). Same order of work per row as fwd_reg: every
+// load first, max all-reduce, one exp per element, sum all-reduce, stores.
+template <typename T, int VEC, int P, bool MASKED>
+__global__ void __launch_bounds__(kSliceThreads, 4)
+    fwd_slice(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale, int slices) {
+  using Acc = acc_t<T>;
+  constexpr int CH = P / VEC;
+  static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
+  __shared__ Acc smem[kSliceThreads / 32];
+  const Acc ninf = gpu::neg_inf<Acc>();
+  const std::int64_t br = blockIdx.x / slices;
+  const int i_begin = static_cast<int>(blockIdx.x % slices) * kSliceRows;
+  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
+  if (k0 == k1) return;  // no blocks: nothing to write (the whole CUDA block leaves)
+  const std::int64_t chunks = ((k1 - k0) << g.lg_bs) / VEC;
+  int tr = 1;
+  while (static_cast<std::int64_t>(tr) * CH < chunks) tr <<= 1;  // the host checked tr <= kSliceThreads
+  const int tid = static_cast<int>(threadIdx.x) & (tr - 1), grp = static_cast<int>(threadIdx.x) / tr;
+  const int rows_per_wave = kSliceThreads / tr;
+  for (int i0 = i_begin; i0 < i_begin + kSliceRows; i0 += rows_per_wave) {
+    const int i = i0 + grp;
+    // threads past the slice hold no chunks but take part in the all-reductions
+    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + kSliceRows ? chunks : 0};
+    auto in = [&](int c) { return static_cast<std::int64_t>(c) * tr + tid < rw.chunks; };
+    auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * tr + tid, g.lg_bs); };
+    Acc v[P];
+#pragma unroll
+    for (int c = 0; c < CH; ++c)
+      if (in(c)) load_vec<VEC>(x + e(c), v + c * VEC);
+    unsigned excl = 0;  // bit i: element i excluded by the mask
+    if constexpr (MASKED) {
+#pragma unroll
+      for (int c = 0; c < CH; ++c)
+        if (in(c)) excl |= chunk_mask<VEC>(mg, rw, e(c), g.lg_bs) << (c * VEC);
+    }
+    Acc mt = ninf;
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (!in(c)) continue;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int q = c * VEC + k;
+        v[q] = MASKED && ((excl >> q) & 1u) ? ninf : v[q] * scale;
+        mt = gpu::nan_max_fast(mt, v[q]);
+      }
+    }
+    const Acc m = group_allreduce(mt, MaxNanOp{}, tr, smem);
+    Acc st = 0;
+    if (m != ninf) {  // else every element is -inf or excluded: zeros
+#pragma unroll
+      for (int c = 0; c < CH; ++c) {
+        if (!in(c)) continue;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          v[c * VEC + k] = exp_shifted<T>(v[c * VEC + k], m);
+          st += v[c * VEC + k];
+        }
+      }
+    }
+    // s >= 1 unless m is -inf (unused then), +inf or nan (then every included output is nan)
+    const Acc inv = Acc(1) / group_allreduce(st, SumOp{}, tr, smem);
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (!in(c)) continue;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int q = c * VEC + k;
+        v[q] = m == ninf || (MASKED && ((excl >> q) & 1u)) ? Acc(0) : v[q] * inv;
+      }
+      store_vec<VEC>(y + e(c), v + c * VEC);
+    }
+  }
+}
+
+// Backward in slices (same split and thread count rule, P elements of y and of dy per thread).
+template <typename T>
+constexpr int bwd_slice_p() {
+  return sizeof(T) >= 8 ? 8 : 16;
+}
+
+template <typename T, int VEC, int P>
+__global__ void __launch_bounds__(kSliceThreads, 4)
+    bwd_slice(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale,
+              int slices) {
+  using Acc = acc_t<T>;
+  constexpr int CH = P / VEC;
+  static_assert(P % VEC == 0, "P must be a multiple of VEC");
+  __shared__ Acc smem[kSliceThreads / 32];
+  const std::int64_t br = blockIdx.x / slices;
+  const int i_begin = static_cast<int>(blockIdx.x % slices) * kSliceRows;
+  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
+  if (k0 == k1) return;  // the whole CUDA block leaves
+  const std::int64_t chunks = ((k1 - k0) << g.lg_bs) / VEC;
+  int tr = 1;
+  while (static_cast<std::int64_t>(tr) * CH < chunks) tr <<= 1;  // the host checked tr <= kSliceThreads
+  const int tid = static_cast<int>(threadIdx.x) & (tr - 1), grp = static_cast<int>(threadIdx.x) / tr;
+  const int rows_per_wave = kSliceThreads / tr;
+  for (int i0 = i_begin; i0 < i_begin + kSliceRows; i0 += rows_per_wave) {
+    const int i = i0 + grp;
+    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + kSliceRows ? chunks : 0};
+    auto in = [&](int c) { return static_cast<std::int64_t>(c) * tr + tid < rw.chunks; };
+    auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * tr + tid, g.lg_bs); };
+    Acc a[P], b[P];  // y, dy; 0 past the row's end
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (in(c)) {
+        load_vec<VEC>(y + e(c), a + c * VEC);
+        load_vec<VEC>(dy + e(c), b + c * VEC);
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) a[c * VEC + k] = b[c * VEC + k] = Acc(0);
+      }
+    }
+    Acc st = 0;
+#pragma unroll
+    for (int q = 0; q < P; ++q) st += a[q] != Acc(0) ? a[q] * b[q] : Acc(0);
+    const Acc sum = group_allreduce(st, SumOp{}, tr, smem);
+#pragma unroll
+    for (int c = 0; c < CH; ++c) {
+      if (!in(c)) continue;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const int q = c * VEC + k;
+        a[q] = a[q] != Acc(0) ? scale * a[q] * (b[q] - sum) : Acc(0);
+      }
+      store_vec<VEC>(dx + e(c), a + c * VEC);
+    }
+  }
+}
+
 // ---- long rows: a block per row, two passes ----------------------------------------------
 
 template <typename T, int VEC>
@@ -557,7 +722,22 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {xp, yp}) &&
                    (mg.data == nullptr || reinterpret_cast<std::uintptr_t>(mg.data) % 16 == 0);
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = fwd_plan_for<T>(max_row_len(l), vec);
+  const std::int64_t len = max_row_len(l);
+  if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * fwd_max_p<T>(vec)) {
+    const int slices = static_cast<int>(l.block_size() / kSliceRows);
+    const unsigned grid = static_cast<unsigned>(l.batch() * l.block_rows() * slices);
+    constexpr int PV = fwd_max_p<T>(true), PS = fwd_max_p<T>(false), MV = gpu::max_vec<T>();
+    auto launch = [&](auto masked) {
+      constexpr bool M = decltype(masked)::value;
+      if (vec) fwd_slice<T, MV, PV, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, slices);
+      else fwd_slice<T, 1, PS, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, slices);
+    };
+    if (mg.data) launch(std::true_type{});
+    else launch(std::false_type{});
+    TG_CUDA_CHECK_LAST();
+    return;
+  }
+  const Plan plan = fwd_plan_for<T>(len, vec);
   if (mg.data) fwd_launch<T, true>(plan, vec, xp, yp, g, mg, sc, st);
   else fwd_launch<T, false>(plan, vec, xp, yp, g, mg, sc, st);
   TG_CUDA_CHECK_LAST();
@@ -576,7 +756,17 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   T* op = dx.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
   const Acc sc = static_cast<Acc>(scale);
-  const Plan plan = plan_for<T>(max_row_len(l));
+  const std::int64_t len = max_row_len(l);
+  constexpr int PB = bwd_slice_p<T>();
+  if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * (vec ? PB : 8)) {
+    const int slices = static_cast<int>(l.block_size() / kSliceRows);
+    const unsigned grid = static_cast<unsigned>(l.batch() * l.block_rows() * slices);
+    if (vec) bwd_slice<T, MV, PB><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, slices);
+    else bwd_slice<T, 1, 8><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, slices);
+    TG_CUDA_CHECK_LAST();
+    return;
+  }
+  const Plan plan = plan_for<T>(len);
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
     if (vec) bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);

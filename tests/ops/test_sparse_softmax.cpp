@@ -425,7 +425,9 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
   // 17408-long rows at block 128). Backward: warp <= 1024, block <= 4096, two passes
   // beyond. The full layouts sit on the forward's plan edges: 512 and 1024 (the warp's
   // largest P for f32 and 16-bit), 528 (the smallest f32 block: 33 of 64 threads busy),
-  // 16384 (a 512-thread 16-bit block), 16512 (just past it).
+  // 16384 (a 512-thread 16-bit block), 16512 (just past it). At bs >= 32 rows up to 4096
+  // f32 / 8192 16-bit (backward 4096) take the slices of block-rows instead (their own
+  // case below); the warp and block plans stay for smaller blocks and longer rows.
   const std::vector<Case> cases = {
       {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
       {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
@@ -595,6 +597,61 @@ TEST_CASE("masked_softmax CUDA with the mask on x's own layout matches CPU", "[o
         BlockSparseTensor mg(variant == 2 ? mmis : mask.data().to(gpu), variant == 1 ? copy : l);
         Tensor got = masked_softmax(BlockSparseTensor(xc.to(gpu), l), mg, 0.5).data();
         tgt::require_close(got, want, tol, tol * 1e-2);
+      }
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  // At bs >= 32 rows up to 256 * P elements (4096 f32, 8192 bf16/f16, 2048 f64 and for
+  // misaligned data) take a CUDA block per 32 rows of a block-row, with threads per row
+  // from that block-row's own length: 1 block of 32 f32 (2 threads) up to 4096 (256 threads,
+  // across warps through shared memory), varying within one launch (random layouts), empty
+  // block-rows, masked and not, aligned and misaligned, an all -inf row and a nan. The
+  // backward's slices (rows up to 4096, f64 and misaligned 2048) on the CPU's y.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 1900;
+  for (const Case& c : {Case{2, 3, 1, 32, 1.0}, Case{2, 4, 20, 32, 0.4}, Case{1, 2, 128, 32, 1.0},
+                        Case{2, 5, 40, 64, 0.3}, Case{1, 2, 64, 64, 1.0}, Case{1, 3, 48, 64, 0.7},
+                        Case{1, 2, 12, 128, 0.6}, Case{1, 2, 5, 256, 0.8}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed), 30, ++seed, excl);
+    const std::int64_t bs = c.bs, n = l.n_blocks() * bs * bs;
+    const Shape shape{l.n_blocks(), bs, bs};
+    std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
+    for (std::int64_t j = 0; j < bs; ++j) d[at(j)] = -kInf;  // in-block row 0 of block 0: all -inf
+    if (n > 2 * bs) d[at(n - bs / 2 - 1)] = kNan;            // a nan in the last row
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
+      const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
+      Tensor xc = from_vector(d, shape).to(dt);
+      Tensor xmis = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = gpu}), 1, shape);
+      copy_bytes(xmis, xc.to(gpu));
+      for (bool misaligned : {false, true}) {
+        for (bool masked : {false, true}) {
+          INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : "")
+                           << (masked ? " masked" : ""));
+          BlockSparseTensor x(misaligned ? xmis : xc.to(gpu), l), xh(xc, l);
+          Tensor got = masked ? masked_softmax(x, BlockSparseTensor(mask.data().to(gpu), mask.layout()), 0.7).data()
+                              : softmax(x, 0.7).data();
+          Tensor want = masked ? masked_softmax(xh, mask, 0.7).data() : softmax(xh, 0.7).data();
+          tgt::require_close(got, want, tol, tol * 1e-2);
+          if (masked) continue;
+          INFO("softmax_backward on the CPU's y");
+          Tensor dyc = rand_seeded(shape, ++seed, {.dtype = dt}, -1.0, 1.0);
+          auto on_gpu = [&](const Tensor& t) {
+            if (!misaligned) return t.to(gpu);
+            Tensor v = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = gpu}), 1, shape);
+            copy_bytes(v, t.to(gpu));
+            return v;
+          };
+          Tensor dx = softmax_backward(BlockSparseTensor(on_gpu(want), l), BlockSparseTensor(on_gpu(dyc), l), 0.7)
+                          .data();
+          Tensor dxc = softmax_backward(BlockSparseTensor(want, l), BlockSparseTensor(dyc, l), 0.7).data();
+          tgt::require_close(dx, dxc, tol, tol * 1e-1);
+        }
       }
     }
   }
