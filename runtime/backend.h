@@ -60,6 +60,13 @@ class Backend {
     return 0;
   }
   virtual void destroy_timing_event(void* event) { (void)event; }
+
+  /// Compute capability of device `index` as 10 * major + minor (90 for an H100 / H200);
+  /// 0 where the notion does not apply (CPU).
+  virtual int compute_capability(int index) {
+    (void)index;
+    return 0;
+  }
 };
 
 /// The backend of `type`, or nullptr when not built in.

@@ -38,6 +38,15 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+int cuda_compute_capability(int device) {
+  runtime::Backend* b = runtime::find_backend(DeviceType::CUDA);
+  if (!b || device < 0 || device >= b->device_count()) {
+    TG_THROW(DeviceError, "cuda_compute_capability: device cuda:", device, " does not exist (", cuda_device_count(),
+             " CUDA device(s) visible)");
+  }
+  return b->compute_capability(device);
+}
+
 Device default_device() { return cuda_available() ? Device::cuda(0) : Device::cpu(); }
 
 }  // namespace tg

@@ -34,6 +34,9 @@ const char* device_type_name(DeviceType t);
 bool cuda_available();
 /// Number of visible CUDA devices (0 in a CPU-only build or on a machine without a GPU).
 int cuda_device_count();
+/// Compute capability of CUDA device `device` as 10 * major + minor (90 for an H100 or H200).
+/// Throws tg::DeviceError when no such device exists (always in a CPU-only build).
+int cuda_compute_capability(int device);
 /// The device a program should use by default: cuda:0 when available, else the CPU.
 Device default_device();
 

@@ -20,6 +20,7 @@
 #include "ops/attention/cuda/tc_bwd.cuh"
 #include "ops/attention/cuda/tc_fwd.cuh"
 #include "ops/attention/cuda/work_lists.h"
+#include "ops/attention/fwd_kernel.h"
 #include "ops/attention/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -33,6 +34,9 @@ template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+// The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128.
+template <typename T, int D>
+void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 
 namespace {
 
@@ -101,6 +105,14 @@ const T* ptr_or_null(const Tensor& t) {
 }
 
 bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0; }
+
+// Whether the forward of p runs on the Hopper kernel: chosen (fwd_kernel.h), a shape and
+// options it has, and a device its sm_90a code runs on.
+bool use_wgmma_fwd(const AttentionProblem& p, int device) {
+  if (fwd_kernel() != FwdKernel::Wgmma) return false;
+  if (p.d != p.dv || (p.d != 64 && p.d != 128) || is_general(p)) return false;
+  return cuda_compute_capability(device) == 90;
+}
 
 Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   Params r;
@@ -257,6 +269,12 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.v = cptr<T>(va);
       a.o = mptr<T>(oa);
       a.lse = mptr<float>(la);
+      if (use_wgmma_fwd(p, dev.index)) {
+        note_wgmma_fwd_launch();
+        if (p.d == 64) launch_fwd_wgmma<T, 64>(a, work->row_items, st);
+        else launch_fwd_wgmma<T, 128>(a, work->row_items, st);
+        return;
+      }
       with_dims(p.d, p.dv, is_general(p), [&](auto D, auto DV, auto G) {
         launch_fwd<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, work->row_items, st);
       });

@@ -2,9 +2,7 @@
 
 #include <atomic>
 
-#if TG_WITH_CUDA
-#include "runtime/cuda/cuda_backend.h"
-#endif
+#include "runtime/device.h"
 
 namespace tg::ops::spmm {
 
@@ -16,13 +14,6 @@ void set_mma_path(MmaPath path) { g_path.store(path, std::memory_order_relaxed);
 
 MmaPath mma_path() { return g_path.load(std::memory_order_relaxed); }
 
-bool wgmma_supported(int device) {
-#if TG_WITH_CUDA
-  return cuda::compute_capability_major(device) == 9 && cuda::compute_capability_minor(device) == 0;
-#else
-  (void)device;
-  return false;
-#endif
-}
+bool wgmma_supported(int device) { return cuda_compute_capability(device) == 90; }
 
 }  // namespace tg::ops::spmm

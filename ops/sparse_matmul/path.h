@@ -29,7 +29,7 @@ void set_mma_path(MmaPath path);
 MmaPath mma_path();
 
 /// Whether CUDA device `device` (an existing one) can run the Wgmma path: compute
-/// capability exactly 9.0, the only one sm_90a code runs on. False in CPU-only builds.
+/// capability exactly 9.0, the only one sm_90a code runs on.
 bool wgmma_supported(int device);
 
 }  // namespace tg::ops::spmm

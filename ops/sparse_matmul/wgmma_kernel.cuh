@@ -31,7 +31,7 @@
 
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/mma_kernel.cuh"
-#include "ops/sparse_matmul/wgmma_ptx.cuh"
+#include "ops/cuda_wgmma.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
 
@@ -106,15 +106,15 @@ __device__ __forceinline__ void issue(const KernelArgs& args, int2 pr, int step,
 template <bool K_MAJOR>
 __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
   if constexpr (K_MAJOR)
-    return make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, kAtom);
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, kAtom);
   else
-    return make_desc(s + static_cast<std::uint32_t>(j) * 2u * kAtom, kColumn, kAtom);
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2u * kAtom, kColumn, kAtom);
 }
 
 /// item = (output tile, pair begin, pair end, slot): see cuda_launch.cuh.
 template <class C, typename E, bool TA, bool TB>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const KernelArgs args) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if TG_WGMMA_ENABLED
   extern __shared__ __align__(16) unsigned char wg_smem[];
   // The swizzle is a function of the absolute shared address: start the ring on an atom.
   const std::uint32_t base = (static_cast<std::uint32_t>(__cvta_generic_to_shared(wg_smem)) + 1023u) & ~1023u;
@@ -141,19 +141,19 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const
 
   for (int s = 0; s < nsteps; ++s) {
     cp_async_wait<S - 2>();
-    fence_proxy_async();
-    wgmma_wait<0>();
-    fence_acc(acc);
+    ops::wg::fence_proxy_async();
+    ops::wg::wait<0>();
+    ops::wg::fence_regs(acc);
     // Stage s has landed for every thread and is visible to the async proxy; every
     // warpgroup's MMAs of step s-1 are complete, so its slot can be refilled.
     __syncthreads();
     const std::uint32_t sa = base + (s % S) * C::STAGE_BYTES + static_cast<std::uint32_t>(group) * 64u * 128u;
     const std::uint32_t sb = base + (s % S) * C::STAGE_BYTES + C::A_BYTES;
-    wgmma_fence();
+    ops::wg::fence();
 #pragma unroll
     for (int j = 0; j < C::BK / 16; ++j)
-      wgmma<E, C::BN, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
-    wgmma_commit();
+      ops::wg::mma_ss<E, C::BN, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
+    ops::wg::commit();
     const int next = s + S - 1;
     if (next < nsteps) {
       issue<C, E, TA, TB>(args, pending, next, base + (next % S) * C::STAGE_BYTES, ti, tj, tid);
@@ -161,8 +161,8 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const
     }
     cp_async_commit();
   }
-  wgmma_wait<0>();
-  fence_acc(acc);
+  ops::wg::wait<0>();
+  ops::wg::fence_regs(acc);
   cp_async_wait<0>();
 
   // Fragment rows 16 * warp + lane / 4 (+8) of the warpgroup's 64, columns 8j + 2(lane % 4).

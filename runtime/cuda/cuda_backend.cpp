@@ -360,6 +360,11 @@ class CudaBackend final : public runtime::Backend {
     return ms;
   }
   void destroy_timing_event(void* event) override { TG_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
+
+  int compute_capability(int index) override {
+    check_index(index, "compute_capability");
+    return 10 * cuda::compute_capability_major(index) + cuda::compute_capability_minor(index);
+  }
 };
 
 CudaBackend& backend_instance() {

@@ -245,3 +245,13 @@ TEST_CASE("cuda backend: streams and devices are validated", "[runtime][pool][cu
   CHECK(tg::current_stream(dev).handle == nullptr);
   be->destroy_stream(s);
 }
+
+TEST_CASE("cuda_compute_capability: the device's, or DeviceError for a device that does not exist",
+          "[runtime][device]") {
+  CHECK_THROWS_AS(tg::cuda_compute_capability(-1), tg::DeviceError);
+  CHECK_THROWS_AS(tg::cuda_compute_capability(tg::cuda_device_count()), tg::DeviceError);
+  if (!tg::cuda_available()) return;  // on a GPU machine, also a plausible value (sm_50 .. sm_12x)
+  const int cc = tg::cuda_compute_capability(0);
+  CHECK(cc >= 50);
+  CHECK(cc < 130);
+}

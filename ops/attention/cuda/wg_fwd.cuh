@@ -1,0 +1,242 @@
+// Hopper (sm_90a) forward of block-sparse flash attention for bf16 / f16 with D = Dv of 64
+// or 128 and no general transform (bias, soft cap, dropout): the same work items, tile
+// lists, visibility rules, sinks and outputs as the mma.sync forward (tc_fwd.cuh), with
+// warpgroup MMAs.
+//
+// One CTA per (row bh, query tile of 128): two warpgroups of 64 query rows each. Per key
+// tile of 64 (two cp.async stages, the next tile in flight):
+//   S = Q Kᵀ   wgmma m64n64k16, Q and K from shared memory (both K-major),
+//   masking and the online softmax (base 2) on the S registers, as in tc_fwd.cuh,
+//   O += P V   wgmma m64nDk16 with P straight from the S registers (the accumulator fragment
+//              of S is the A operand fragment) and V from shared memory (N-major).
+// A warpgroup whose 64 rows see nothing of a tile skips it (one barrier reduction among its
+// 128 threads). Shared tiles use the 128-byte-swizzled layout the descriptors describe:
+// lines of 64 elements, 8 lines to an atom, chunk c of line r at chunk c ^ (r % 8); a
+// 128-wide row is two 64-element columns, the second after all lines of the first.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/params.cuh"
+#include "ops/attention/cuda/ptx.cuh"
+#include "ops/attention/cuda/tc_fwd.cuh"
+#include "ops/cuda_wgmma.cuh"
+
+namespace tg::ops::attn {
+
+template <int D_>
+struct WgFwdConfig {
+  static constexpr int D = D_, DV = D_, BM = 128, BN = 64, kThreads = 256;
+  static constexpr int kQBytes = BM * D * 2;
+  static constexpr int kKBytes = BN * D * 2;
+  static constexpr int kVBytes = BN * DV * 2;
+  static constexpr int kStageBytes = kKBytes + kVBytes;
+  /// Q, two K/V stages, and one atom of slack: the window is aligned to 1024 in-kernel.
+  static constexpr int kSmem = kQBytes + 2 * kStageBytes + 1024;
+  /// D 64: two CTAs per SM (96 registers a thread); D 128 keeps O in 64 registers.
+  static constexpr int kMinBlocks = D == 64 ? 2 : 1;
+  static_assert(BM == kFwdBM && BN == kFwdBN, "the host's forward tile lists are built for these tiles");
+};
+
+/// Byte offset of 16-byte chunk c (elements 8c .. 8c+7 of the row) of row r in a swizzled
+/// tile of R rows.
+template <int R>
+__device__ __forceinline__ std::uint32_t sw128_offset(int r, int c) {
+  return static_cast<std::uint32_t>((c >> 3) * (R * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+/// Starts copying rows [0, R) of a global tile of C elements per row (rows >= valid become
+/// zeros) into the swizzled shared tile at shared address dst, spread over NT threads.
+template <int R, int C, int NT, typename T>
+__device__ __forceinline__ void load_sw128(std::uint32_t dst, const T* src, int valid, int tid) {
+  constexpr int kChunks = C / 8, kTotal = R * kChunks;
+  static_assert(kTotal % NT == 0, "whole chunks per thread");
+#pragma unroll
+  for (int it = 0; it < kTotal / NT; ++it) {
+    const int idx = tid + it * NT;
+    const int r = idx / kChunks, c = idx % kChunks;
+    const bool ok = r < valid;
+    const T* s = ok ? src + static_cast<std::int64_t>(r) * C + c * 8 : src;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + sw128_offset<R>(r, c)), "l"(s),
+                 "r"(ok ? 16 : 0));
+  }
+}
+
+/// Whether `pred` holds for any of the 128 threads of warpgroup `group` (all of them call).
+__device__ __forceinline__ bool group_any(bool pred, int group) {
+  std::uint32_t r;
+  asm volatile(
+      "{\n.reg .pred pi, po;\nsetp.ne.u32 pi, %1, 0;\nbar.red.or.pred po, %2, 128, pi;\nselp.u32 %0, 1, 0, po;\n}\n"
+      : "=r"(r)
+      : "r"(static_cast<std::uint32_t>(pred)), "r"(group + 1));
+  return r != 0;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
+#if TG_WGMMA_ENABLED
+  using Cfg = WgFwdConfig<D>;
+  constexpr int DV = Cfg::DV, BN = Cfg::BN;
+  constexpr int NTO = DV / 8;  // n-tiles of O
+  extern __shared__ __align__(16) unsigned char smem[];
+  // The swizzle is a function of the absolute shared address: tiles start on atoms.
+  const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
+  const std::uint32_t sKV = sQ + Cfg::kQBytes;  // stage s: K at sKV + s * kStageBytes, V after it
+  const Params& p = a.p;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int group = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int item = a.list.order[blockIdx.x];
+  const int bh = item / a.list.num_m, m = item % a.list.num_m;
+  const int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
+  const int q0 = m * Cfg::BM;
+  const int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
+  const T* kg = a.k + static_cast<std::int64_t>(kv) * p.sk * D;
+  const T* vg = a.v + static_cast<std::int64_t>(kv) * p.sk * DV;
+  const int e0 = a.list.off[item], e1 = a.list.off[item + 1];
+
+  load_sw128<Cfg::BM, D, Cfg::kThreads>(sQ, a.q + (static_cast<std::int64_t>(bh) * p.sq + q0) * D, p.sq - q0, tid);
+  cp_async_commit();
+  auto load_kv = [&](int e, int stage) {
+    const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
+    const std::uint32_t s = sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes;
+    load_sw128<BN, D, Cfg::kThreads>(s, kg + static_cast<std::int64_t>(k0) * D, p.sk - k0, tid);
+    load_sw128<BN, DV, Cfg::kThreads>(s + Cfg::kKBytes, vg + static_cast<std::int64_t>(k0) * DV, p.sk - k0, tid);
+  };
+  if (e0 < e1) load_kv(e0, 0);
+  cp_async_commit();
+
+  float o[DV / 2];
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
+  float row_max[2], row_sum[2];
+  const float sink = p.sinks ? p.sinks[h] * kLog2e : -INFINITY;
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    row_max[hf] = sink;
+    row_sum[hf] = (p.sinks && t == 0) ? 1.f : 0.f;  // the sink's exp(sink - max) = 1, once per row
+  }
+  // Q's descriptors: this warpgroup's 64 rows, k-slice kk of 16 (32 bytes inside a line;
+  // a 128-wide Q has its second column 128 lines on).
+  const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
+
+  for (int e = e0; e < e1; ++e) {
+    const int stage = (e - e0) & 1;
+    if (e + 1 < e1) load_kv(e + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wg::fence_proxy_async();
+    sync_cta();
+
+    const int entry = a.list.entries[e];
+    const int k0 = (entry >> kFlagBits) * BN;
+    const int flags = entry & ((1 << kFlagBits) - 1);
+    std::uint32_t vis = ~0u;
+    bool any = true;
+    if (flags != 0 || p.elem_checks) {
+      vis = tile_bits(p, flags, bh, b, r0, k0 + 2 * t, false, 32);
+      any = group_any(vis != 0, group);
+    }
+    if (any) {
+      const std::uint32_t sK = sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes;
+      const std::uint32_t sV = sK + Cfg::kKBytes;
+      float s[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s[i] = 0.f;
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
+        const std::uint64_t dq = wg::make_desc(q_base + col * (Cfg::BM * 128u) + off, 16u, 1024u);
+        const std::uint64_t dk = wg::make_desc(sK + col * (BN * 128u) + off, 16u, 1024u);
+        wg::mma_ss<T, 64, 0, 0>(s, dq, dk);
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(s);
+
+      // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const bool on = (vis >> (nt * 4 + c)) & 1u;
+          s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
+        }
+      }
+      // online softmax, rows g (hf 0) and g + 8 (hf 1)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
+        mx = fmaxf(mx, shfl_xor(mx, 1));
+        mx = fmaxf(mx, shfl_xor(mx, 2));
+        const float m_new = fmaxf(row_max[hf], mx);
+        const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
+        const float corr = ex2_approx(row_max[hf] - m_use);
+        row_max[hf] = m_new;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 8; ++nt) {
+          const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
+          s[4 * nt + 2 * hf] = p0;
+          s[4 * nt + 2 * hf + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[hf] = row_sum[hf] * corr + sum;
+#pragma unroll
+        for (int nt = 0; nt < NTO; ++nt) {
+          o[4 * nt + 2 * hf] *= corr;
+          o[4 * nt + 2 * hf + 1] *= corr;
+        }
+      }
+      // O += P V: key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
+      std::uint32_t pa[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        // 16 keys = 16 lines = two atoms (stride 1024 along k); 64-wide columns of V 8 KiB apart
+        const std::uint64_t dv = wg::make_desc(sV + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u);
+        wg::mma_rs<T, DV, 1>(o, pa[kk], dv);
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(o);
+    }
+    sync_cta();  // the stage just read is refilled by the next iteration's prefetch
+  }
+  cp_async_wait<0>();
+
+  // O / l and the row log-sum-exp
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float l = row_sum[hf];
+    l += shfl_xor(l, 1);
+    l += shfl_xor(l, 2);
+    const float inv = l > 0.f ? p.drop_scale / l : 0.f;
+    const int i = r0 + hf * 8;
+    if (i < p.sq) {
+      T* orow = a.o + (static_cast<std::int64_t>(bh) * p.sq + i) * DV;
+#pragma unroll
+      for (int nt = 0; nt < NTO; ++nt) {
+        *reinterpret_cast<std::uint32_t*>(orow + nt * 8 + 2 * t) =
+            pack2<T>(o[4 * nt + 2 * hf] * inv, o[4 * nt + 2 * hf + 1] * inv);
+      }
+      if (t == 0) a.lse[static_cast<std::int64_t>(bh) * p.sq + i] = l > 0.f ? (row_max[hf] + log2f(l)) * kLn2 : -INFINITY;
+    }
+  }
+#else
+  __trap();  // never launched: the host takes this path only on compute capability 9.0
+#endif
+}
+
+}  // namespace tg::ops::attn

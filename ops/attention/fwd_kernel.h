@@ -1,0 +1,31 @@
+// Choice of the CUDA kernel behind the bf16 / f16 attention forward, overridable so that
+// tests and benchmarks can run both on the same inputs.
+#pragma once
+
+#include <cstdint>
+
+namespace tg::ops::attn {
+
+/// Mma: the mma.sync kernel (sm_80+, every option). Wgmma: the Hopper warpgroup-MMA kernel
+/// wherever it applies (compute capability 9.0, D = Dv of 64 or 128, no bias, soft cap or
+/// dropout), the mma.sync one elsewhere. Auto: the environment variable TG_ATTENTION_FWD
+/// (`mma` or `wgmma`) when set, else the library's default (kDefaultFwdKernel).
+enum class FwdKernel { Auto, Mma, Wgmma };
+
+/// What Auto means without TG_ATTENTION_FWD.
+constexpr FwdKernel kDefaultFwdKernel = FwdKernel::Mma;
+
+/// Forces the kernel of later forwards (process-wide; Auto restores the default).
+void set_fwd_kernel(FwdKernel k);
+
+/// The choice in effect, Auto resolved: Mma or Wgmma. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD when it holds anything but `mma` or `wgmma`.
+FwdKernel fwd_kernel();
+
+/// Forwards run by the Hopper kernel since the process started (tests check the path ran).
+std::int64_t wgmma_fwd_launches();
+
+/// Counts one launch of the Hopper kernel (called by the CUDA backend).
+void note_wgmma_fwd_launch();
+
+}  // namespace tg::ops::attn
