@@ -15,8 +15,10 @@
 //   first unit holding the lane's maximum, in registers; the position inside that unit is
 //   found once at the end (a per-element arg-max test made it issue-bound; reading the unit
 //   again put a dependent load at the end of every row).
-// - Maps (row broadcasts, the row_max backward): a grid-stride loop over vector units of
-//   the output blocks; each unit finds its (b, r, c) in block_coords.
+// - Row maps (row_add and co.): a warp per output block like the outer broadcasts below,
+//   where the block shape allows; else, and for the row_max backward, a grid-stride loop
+//   over vector units of the output blocks, each unit finding its (b, r, c) in
+//   block_coords.
 // - Outer broadcasts: a warp per output block when a block-row is at most 32 units and the
 //   block at least 32: (b, r, c) read once, each lane keeps its column's b values in
 //   registers and writes its units down the rows, loading the a values of kOuterRows rows
@@ -432,6 +434,62 @@ void launch_map(const Layout& l, const Tensor& out, std::initializer_list<const 
   });
 }
 
+// Rows per step of a lane in the warp-per-block kernels: their loads are issued together.
+constexpr int kOuterRows = 8;
+
+// A warp needs a block of at least 32 units and a block-row of at most 32 (lane t owns
+// column unit t % upr at rows t / upr + multiples of 32 / upr).
+bool warp_per_block(std::int64_t bs, std::int64_t upr) { return upr <= 32 && bs * upr >= 32; }
+
+// The row map by a warp per output block (grid-stride over the blocks), lanes laid out as
+// in outer_warp_kernel: (b, r) read once per block, then kOuterRows units of x and values of
+// v per step. The per-unit map looked up the block of every unit and kept one load in
+// flight per thread.
+template <typename T, int W, RowMapOp Op, bool kHasX>
+__global__ void __launch_bounds__(kThreads)
+    row_map_warp_kernel(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ v, acc_t<T> alpha,
+                        std::int64_t n_blocks, const std::int64_t* __restrict__ coords, int lg_bs, int lg_upr,
+                        std::int64_t M) {
+  using A = acc_t<T>;
+  constexpr int V = Pack<T, W>::kLen;
+  const int bs = 1 << lg_bs;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int j0 = (lane & ((1 << lg_upr) - 1)) * V;
+  const int i0 = lane >> lg_upr, istep = 32 >> lg_upr;
+  const std::int64_t nwarps = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  for (std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; k < n_blocks;
+       k += nwarps) {
+    const T* vrow = v + coords[3 * k] * M + coords[3 * k + 1] * bs;
+    const std::int64_t base = (k << (2 * lg_bs)) + j0;
+    for (int ib = i0; ib < bs; ib += kOuterRows * istep) {
+      A s[kOuterRows];
+      Pack<T, W> xv[kOuterRows];
+#pragma unroll
+      for (int q = 0; q < kOuterRows; ++q) {
+        const int i = ib + q * istep;
+        if (i < bs) {
+          s[q] = alpha * to_acc<T>(vrow[i]);
+          if constexpr (kHasX) xv[q] = load_pack<T, W>(x + base + (static_cast<std::int64_t>(i) << lg_bs));
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kOuterRows; ++q) {
+        const int i = ib + q * istep;
+        if (i >= bs) break;
+        A y[V];
+#pragma unroll
+        for (int t = 0; t < V; ++t) {
+          const A xe = kHasX ? elem_acc<T, W>(xv[q], t) : A(0);
+          if constexpr (Op == RowMapOp::Add) y[t] = xe + s[q];
+          else if constexpr (Op == RowMapOp::Mul) y[t] = xe * s[q];
+          else y[t] = xe / s[q];
+        }
+        store_pack<T, W>(out + base + (static_cast<std::int64_t>(i) << lg_bs), make_pack<T, W>(y));
+      }
+    }
+  }
+}
+
 template <typename T>
 void row_map_t(RowMapOp op, const Tensor& x, const Tensor& v, double alpha, const Layout& l, const Tensor& out) {
   const T* xp = x.defined() ? x.data<T>() : nullptr;
@@ -439,6 +497,23 @@ void row_map_t(RowMapOp op, const Tensor& x, const Tensor& v, double alpha, cons
   const acc_t<T> al = static_cast<acc_t<T>>(alpha);
   launch_map<T>(l, out, {xp}, [&](auto wc, const MapCtx<T>& ctx) {
     constexpr int W = decltype(wc)::value;
+    const std::int64_t bs = l.block_size(), upr = bs / Pack<T, W>::kLen, n = l.n_blocks();
+    if (warp_per_block(bs, upr)) {
+      const unsigned grid = static_cast<unsigned>(
+          std::min<std::int64_t>((n + kWarps - 1) / kWarps, cuda::multiprocessor_count(out.device().index) * 16));
+      auto go = [&](auto kernel) {
+        kernel<<<grid, kThreads, 0, ctx.stream>>>(ctx.out, xp, vp, al, n, ctx.coords, ctx.lg_bs, log2_exact(upr),
+                                                  ctx.M);
+        TG_CUDA_CHECK_LAST();
+      };
+      if (!xp) return go(row_map_warp_kernel<T, W, RowMapOp::Add, false>);
+      switch (op) {
+        case RowMapOp::Add: return go(row_map_warp_kernel<T, W, RowMapOp::Add, true>);
+        case RowMapOp::Mul: return go(row_map_warp_kernel<T, W, RowMapOp::Mul, true>);
+        case RowMapOp::Div: return go(row_map_warp_kernel<T, W, RowMapOp::Div, true>);
+      }
+      return;
+    }
     if (!xp) {
       run_map<T, W>(ctx, RowMapF<T, W, RowMapOp::Add, false>{xp, vp, al});
       return;
@@ -496,7 +571,6 @@ __global__ void __launch_bounds__(kThreads)
 // bs (every lane has rows) and 2^lg_upr <= 32: lane t writes column unit t % upr at rows
 // t / upr + multiples of 32 / upr, kOuterRows of them per step with their a values
 // loaded together.
-constexpr int kOuterRows = 8;
 
 template <typename T, int W>
 __global__ void __launch_bounds__(kThreads)
@@ -554,7 +628,7 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
     constexpr int W = decltype(wc)::value;
     constexpr std::int64_t V = Pack<T, W>::kLen;
     const std::int64_t bs = l.block_size(), upr = bs / V;
-    if (upr <= 32 && bs * upr >= 32) {
+    if (warp_per_block(bs, upr)) {
       const std::int64_t n = l.n_blocks();
       const unsigned grid = static_cast<unsigned>(
           std::min<std::int64_t>((n + kWarps - 1) / kWarps, cuda::multiprocessor_count(out.device().index) * 16));
