@@ -354,17 +354,36 @@ __global__ void __launch_bounds__(kBlockMaxThreads)
   bwd_reg<T, VEC, P, false>(y, dy, dx, g, scale);
 }
 
+int log2_exact(std::int64_t v) {
+  int lg = 0;
+  while ((std::int64_t(1) << lg) < v) ++lg;
+  return lg;
+}
+
 // ---- slices of a block-row: threads per row from the row's own length ------------------
-// All rows of a block-row have the same blocks, so a CUDA block that takes kSliceRows rows
-// of one block-row (bs >= kSliceRows) knows their length before loading anything and
+// All rows of a block-row have the same blocks, so a CUDA block that takes a slice of the
+// rows of one block-row (bs >= kSliceRows) knows their length before loading anything and
 // gives each row the fewest threads (a power of two) whose P elements hold it: every
 // thread's registers are full whatever the longest row of the layout is. The warp and block
 // plans size the threads for the longest row, which at density 0.25 left half of them
 // idle (rows of ~8 active blocks, the longest ~16), and a row's group is a few lanes of a
-// warp when the row is short. Rows go in waves of kSliceThreads / tr.
+// warp when the row is short. Rows go in waves of kSliceThreads / tr. A slice is
+// kSliceRows rows, fewer when that would leave fewer than kSliceBlocksPerSm CUDA blocks per
+// multiprocessor (16 x 512 x 8192 has 8192 rows: 256 blocks of 32 rows would fill half of
+// the H200's resident slots, unevenly).
 
 constexpr int kSliceThreads = 256;
 constexpr int kSliceRows = 32;
+constexpr int kSliceBlocksPerSm = 8;
+
+// log2 of the rows per slice for the layout (block size >= kSliceRows).
+int slice_lg_rows(const Layout& l, int device) {
+  const std::int64_t want = std::int64_t(kSliceBlocksPerSm) * cuda::multiprocessor_count(device);
+  const std::int64_t rows = l.batch() * l.rows();
+  int lg = log2_exact(kSliceRows);
+  while (lg > 0 && (rows >> lg) < want) --lg;
+  return lg;
+}
 
 // v reduced over the tr threads (a power of two) of consecutive ids holding one row; every
 // one of them gets the result. tr <= 32: shuffles within the group; else, after the
@@ -384,19 +403,20 @@ __device__ __forceinline__ V group_allreduce(V v, Op op, int tr, V* smem) {
   return v;
 }
 
-// CUDA block q takes rows [s * kSliceRows, (s + 1) * kSliceRows) of block-row q / slices,
-// s = q % slices (slices = bs / kSliceRows). Same order of work per row as fwd_reg: every
+// CUDA block q takes rows [s * 2^lg_slice, (s + 1) * 2^lg_slice) of block-row q / slices,
+// s = q % slices (slices = bs / 2^lg_slice). Same order of work per row as fwd_reg: every
 // load first, max all-reduce, one exp per element, sum all-reduce, stores.
 template <typename T, int VEC, int P, bool MASKED>
 __global__ void __launch_bounds__(kSliceThreads, 4)
-    fwd_slice(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale, int slices) {
+    fwd_slice(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale, int lg_slice) {
   using Acc = acc_t<T>;
   constexpr int CH = P / VEC;
   static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
   __shared__ Acc smem[kSliceThreads / 32];
   const Acc ninf = gpu::neg_inf<Acc>();
-  const std::int64_t br = blockIdx.x / slices;
-  const int i_begin = static_cast<int>(blockIdx.x % slices) * kSliceRows;
+  const int slice_rows = 1 << lg_slice, lg_slices = g.lg_bs - lg_slice;
+  const std::int64_t br = blockIdx.x >> lg_slices;
+  const int i_begin = static_cast<int>(blockIdx.x & ((1u << lg_slices) - 1)) << lg_slice;
   const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
   if (k0 == k1) return;  // no blocks: nothing to write (the whole CUDA block leaves)
   const std::int64_t chunks = ((k1 - k0) << g.lg_bs) / VEC;
@@ -404,10 +424,10 @@ __global__ void __launch_bounds__(kSliceThreads, 4)
   while (static_cast<std::int64_t>(tr) * CH < chunks) tr <<= 1;  // the host checked tr <= kSliceThreads
   const int tid = static_cast<int>(threadIdx.x) & (tr - 1), grp = static_cast<int>(threadIdx.x) / tr;
   const int rows_per_wave = kSliceThreads / tr;
-  for (int i0 = i_begin; i0 < i_begin + kSliceRows; i0 += rows_per_wave) {
+  for (int i0 = i_begin; i0 < i_begin + slice_rows; i0 += rows_per_wave) {
     const int i = i0 + grp;
     // threads past the slice hold no chunks but take part in the all-reductions
-    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + kSliceRows ? chunks : 0};
+    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + slice_rows ? chunks : 0};
     auto in = [&](int c) { return static_cast<std::int64_t>(c) * tr + tid < rw.chunks; };
     auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * tr + tid, g.lg_bs); };
     Acc v[P];
@@ -468,13 +488,14 @@ constexpr int bwd_slice_p() {
 template <typename T, int VEC, int P>
 __global__ void __launch_bounds__(kSliceThreads, 4)
     bwd_slice(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, RowGeom g, acc_t<T> scale,
-              int slices) {
+              int lg_slice) {
   using Acc = acc_t<T>;
   constexpr int CH = P / VEC;
   static_assert(P % VEC == 0, "P must be a multiple of VEC");
   __shared__ Acc smem[kSliceThreads / 32];
-  const std::int64_t br = blockIdx.x / slices;
-  const int i_begin = static_cast<int>(blockIdx.x % slices) * kSliceRows;
+  const int slice_rows = 1 << lg_slice, lg_slices = g.lg_bs - lg_slice;
+  const std::int64_t br = blockIdx.x >> lg_slices;
+  const int i_begin = static_cast<int>(blockIdx.x & ((1u << lg_slices) - 1)) << lg_slice;
   const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
   if (k0 == k1) return;  // the whole CUDA block leaves
   const std::int64_t chunks = ((k1 - k0) << g.lg_bs) / VEC;
@@ -482,9 +503,9 @@ __global__ void __launch_bounds__(kSliceThreads, 4)
   while (static_cast<std::int64_t>(tr) * CH < chunks) tr <<= 1;  // the host checked tr <= kSliceThreads
   const int tid = static_cast<int>(threadIdx.x) & (tr - 1), grp = static_cast<int>(threadIdx.x) / tr;
   const int rows_per_wave = kSliceThreads / tr;
-  for (int i0 = i_begin; i0 < i_begin + kSliceRows; i0 += rows_per_wave) {
+  for (int i0 = i_begin; i0 < i_begin + slice_rows; i0 += rows_per_wave) {
     const int i = i0 + grp;
-    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + kSliceRows ? chunks : 0};
+    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + slice_rows ? chunks : 0};
     auto in = [&](int c) { return static_cast<std::int64_t>(c) * tr + tid < rw.chunks; };
     auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * tr + tid, g.lg_bs); };
     Acc a[P], b[P];  // y, dy; 0 past the row's end
@@ -591,12 +612,6 @@ __global__ void __launch_bounds__(kLongThreads)
 }
 
 // ---- launch ------------------------------------------------------------------------------
-
-int log2_exact(std::int64_t v) {
-  int lg = 0;
-  while ((std::int64_t(1) << lg) < v) ++lg;
-  return lg;
-}
 
 // Longest logical row of the layout, in elements (from the host CSR table, built once).
 std::int64_t max_row_len(const Layout& l) {
@@ -724,13 +739,13 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
   if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * fwd_max_p<T>(vec)) {
-    const int slices = static_cast<int>(l.block_size() / kSliceRows);
-    const unsigned grid = static_cast<unsigned>(l.batch() * l.block_rows() * slices);
+    const int lg_slice = slice_lg_rows(l, dev.index);
+    const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> lg_slice);
     constexpr int PV = fwd_max_p<T>(true), PS = fwd_max_p<T>(false), MV = gpu::max_vec<T>();
     auto launch = [&](auto masked) {
       constexpr bool M = decltype(masked)::value;
-      if (vec) fwd_slice<T, MV, PV, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, slices);
-      else fwd_slice<T, 1, PS, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, slices);
+      if (vec) fwd_slice<T, MV, PV, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, lg_slice);
+      else fwd_slice<T, 1, PS, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, lg_slice);
     };
     if (mg.data) launch(std::true_type{});
     else launch(std::false_type{});
@@ -759,10 +774,10 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   const std::int64_t len = max_row_len(l);
   constexpr int PB = bwd_slice_p<T>();
   if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * (vec ? PB : 8)) {
-    const int slices = static_cast<int>(l.block_size() / kSliceRows);
-    const unsigned grid = static_cast<unsigned>(l.batch() * l.block_rows() * slices);
-    if (vec) bwd_slice<T, MV, PB><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, slices);
-    else bwd_slice<T, 1, 8><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, slices);
+    const int lg_slice = slice_lg_rows(l, dev.index);
+    const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> lg_slice);
+    if (vec) bwd_slice<T, MV, PB><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, lg_slice);
+    else bwd_slice<T, 1, 8><<<grid, kSliceThreads, 0, st>>>(yp, gp, op, g, sc, lg_slice);
     TG_CUDA_CHECK_LAST();
     return;
   }

@@ -610,12 +610,14 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
   // from that block-row's own length: 1 block of 32 f32 (2 threads) up to 4096 (256 threads,
   // across warps through shared memory), varying within one launch (random layouts), empty
   // block-rows, masked and not, aligned and misaligned, an all -inf row and a nan. The
-  // backward's slices (rows up to 4096, f64 and misaligned 2048) on the CPU's y.
+  // backward's slices (rows up to 4096, f64 and misaligned 2048) on the CPU's y. Slices
+  // hold one row unless there are many rows: the 4608 rows of the last case give 4-row
+  // slices on 132 multiprocessors, two waves of 2 rows each for f32.
   struct Case { std::int64_t B, Mb, Nb, bs; double density; };
   std::uint64_t seed = 1900;
   for (const Case& c : {Case{2, 3, 1, 32, 1.0}, Case{2, 4, 20, 32, 0.4}, Case{1, 2, 128, 32, 1.0},
                         Case{2, 5, 40, 64, 0.3}, Case{1, 2, 64, 64, 1.0}, Case{1, 3, 48, 64, 0.7},
-                        Case{1, 2, 12, 128, 0.6}, Case{1, 2, 5, 256, 0.8}}) {
+                        Case{1, 2, 12, 128, 0.6}, Case{1, 2, 5, 256, 0.8}, Case{2, 36, 20, 64, 0.9}}) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
     std::vector<char> excl;
     BlockSparseTensor mask = random_mask(random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed), 30, ++seed, excl);
