@@ -620,7 +620,8 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
                         Case{1, 2, 12, 128, 0.6}, Case{1, 2, 5, 256, 0.8}, Case{2, 36, 20, 64, 0.9}}) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
     std::vector<char> excl;
-    BlockSparseTensor mask = random_mask(random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed), 30, ++seed, excl);
+    const Layout mask_layout = random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed);
+    BlockSparseTensor mask = random_mask(mask_layout, 30, ++seed, excl);
     const std::int64_t bs = c.bs, n = l.n_blocks() * bs * bs;
     const Shape shape{l.n_blocks(), bs, bs};
     std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
