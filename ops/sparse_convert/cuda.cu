@@ -2,189 +2,122 @@
 #include <cstring>
 
 #include "ops/sparse_convert/kernels.h"
-#include "ops/sparse_move/cuda_util.cuh"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
 namespace tg::ops {
 namespace {
 
-using smove::balanced_grid;
-using smove::load_once;
-using smove::store_once;
-
-// Both directions move bs x bs tiles between the dense tensor and the block array in units
-// U (16 bytes when alignment allows). Units are numbered tile-major (tile, row, unit in
-// row), so consecutive threads take consecutive 16-byte pieces of one tile row (coalesced
-// rows of 256 B for a 64-wide f32 tile). A CTA step covers kUnroll * kThreads consecutive
-// units (16 KiB, one 64x64 f32 tile), and a thread issues all kUnroll loads before its
-// first store: the per-SM bytes in flight are kUnroll times those of a load-store loop.
-// The grid is one resident wave, grid-striding over the steps.
-constexpr int kThreads = 256;
-constexpr int kUnroll = 4;
-constexpr std::int64_t kStep = std::int64_t(kThreads) * kUnroll;
-
-// Unit layout of a tile, all powers of two: units per tile 1 << tile_shift, per tile row
-// 1 << row_shift; `pitch` is a dense row in units.
-struct TileGeometry {
-  int tile_shift, row_shift, lbs;
-  std::int64_t pitch;
-};
-
-// q = n / d for n < 2^63 by a multiply-high (division by a runtime value is a long
-// instruction sequence on the GPU, and the grid's column count need not be a power of two).
-struct FastDiv {
-  std::uint64_t magic = 0;
-  int shift = 0;
-  std::int64_t d = 1;
-};
-FastDiv make_fast_div(std::int64_t d) {
-  FastDiv f;
-  f.d = d;
-  while ((std::int64_t(1) << f.shift) < d) ++f.shift;
-  // magic = floor(2^64 (2^shift - d) / d) + 1
-  const unsigned __int128 num = (static_cast<unsigned __int128>((std::uint64_t(1) << f.shift) - d)) << 64;
-  f.magic = static_cast<std::uint64_t>(num / static_cast<unsigned __int128>(d)) + 1;
-  return f;
-}
-__device__ __forceinline__ std::int64_t divide(std::int64_t n, const FastDiv& f) {
-  const std::uint64_t u = static_cast<std::uint64_t>(n);
-  return static_cast<std::int64_t>((__umul64hi(f.magic, u) + u) >> f.shift);
-}
-
-// dense -> blocks: unit g of block k (its (b, r, c) in coords) is read from dense.
-template <typename U>
-__global__ void __launch_bounds__(kThreads) to_blocks_k(const U* __restrict__ dense, U* __restrict__ blocks,
-                                                        const std::int64_t* __restrict__ coords, std::int64_t total,
-                                                        std::int64_t Mb, TileGeometry geo) {
-  const int umask = (1 << geo.tile_shift) - 1, rmask = (1 << geo.row_shift) - 1;
-  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kStep; base < total;
-       base += static_cast<std::int64_t>(gridDim.x) * kStep) {
-    std::int64_t from[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      const std::int64_t k = g < total ? g >> geo.tile_shift : 0;
-      const int u = static_cast<int>(g) & umask;
-      const std::int64_t b = __ldg(coords + 3 * k), R = __ldg(coords + 3 * k + 1), C = __ldg(coords + 3 * k + 2);
-      const std::int64_t row = ((b * Mb + R) << geo.lbs) + (u >> geo.row_shift);
-      from[r] = row * geo.pitch + (C << geo.row_shift) + (u & rmask);
-    }
-    U v[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      if (base + r * kThreads + threadIdx.x < total) v[r] = load_once(dense + from[r]);
-    }
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g < total) store_once(blocks + g, v[r]);
+// One CUDA block per tile (grid-stride over tiles); threads move VEC-byte units of the
+// tile's rows, so a 64x64 f32 tile is 1024 16-byte moves, coalesced along each row.
+template <typename Vec, bool ToBlocks>
+__global__ void move_blocks_kernel(char* dense, char* blocks, const std::int64_t* coords, std::int64_t n,
+                                   std::int64_t bs, std::int64_t M, std::int64_t N, std::int64_t es) {
+  const std::int64_t units_per_row = bs * es / static_cast<std::int64_t>(sizeof(Vec));
+  const std::int64_t units = bs * units_per_row;
+  for (std::int64_t k = blockIdx.x; k < n; k += gridDim.x) {
+    const std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
+    for (std::int64_t u = threadIdx.x; u < units; u += blockDim.x) {
+      const std::int64_t i = u / units_per_row, j = u % units_per_row;
+      Vec* d = reinterpret_cast<Vec*>(dense + ((b * M + r * bs + i) * N + c * bs) * es) + j;
+      Vec* s = reinterpret_cast<Vec*>(blocks + (k * bs + i) * bs * es) + j;
+      if (ToBlocks) *s = *d;
+      else *d = *s;
     }
   }
 }
 
-// blocks -> dense over every tile t = (b * Mb + r) * Nb + c of the dense tensor: the tile's
-// block when index[t] >= 0, else the fill pattern; each output byte is written once.
-template <typename U>
-__global__ void __launch_bounds__(kThreads) to_dense_k(U* __restrict__ dense, const U* __restrict__ blocks,
-                                                       const std::int64_t* __restrict__ index, std::int64_t total,
-                                                       FastDiv Nb, TileGeometry geo, U fill) {
-  const int umask = (1 << geo.tile_shift) - 1, rmask = (1 << geo.row_shift) - 1;
-  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kStep; base < total;
-       base += static_cast<std::int64_t>(gridDim.x) * kStep) {
-    std::int64_t from[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      const std::int64_t t = g < total ? g >> geo.tile_shift : 0;
-      const std::int64_t k = __ldg(index + t);
-      from[r] = k >= 0 ? (k << geo.tile_shift) + (static_cast<int>(g) & umask) : -1;
-    }
-    U v[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      v[r] = fill;
-      if (from[r] >= 0 && base + r * kThreads + threadIdx.x < total) v[r] = load_once(blocks + from[r]);
-    }
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g >= total) continue;
-      const std::int64_t t = g >> geo.tile_shift, br = divide(t, Nb), c = t - br * Nb.d;
-      const int u = static_cast<int>(g) & umask;
-      const std::int64_t row = (br << geo.lbs) + (u >> geo.row_shift);
-      store_once(dense + row * geo.pitch + (c << geo.row_shift) + (u & rmask), v[r]);
+// One CUDA block per dense tile (b, r, c), grid-stride: copies the tile's block when the
+// layout has it, else writes the fill pattern, so each output byte is written once.
+template <typename Vec>
+__global__ void to_dense_tiles_kernel(char* dense, const char* blocks, const std::int64_t* index, std::int64_t tiles,
+                                      std::int64_t Mb, std::int64_t Nb, std::int64_t bs, std::int64_t es, Vec fill) {
+  const std::int64_t units_per_row = bs * es / static_cast<std::int64_t>(sizeof(Vec));
+  const std::int64_t units = bs * units_per_row;
+  const std::int64_t N = Nb * bs;
+  for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const std::int64_t k = index[t];
+    const std::int64_t c = t % Nb, br = t / Nb;  // br = b * Mb + r
+    for (std::int64_t u = threadIdx.x; u < units; u += blockDim.x) {
+      const std::int64_t i = u / units_per_row, j = u % units_per_row;
+      Vec* d = reinterpret_cast<Vec*>(dense + ((br * bs + i) * N + c * bs) * es) + j;
+      *d = k >= 0 ? reinterpret_cast<const Vec*>(blocks + (k * bs + i) * bs * es)[j] : fill;
     }
   }
 }
 
-// The fill element's bytes repeated over a U (es divides sizeof(U) here).
-template <typename U>
-U fill_pattern(const Tensor& fill, std::int64_t es) {
-  U v;
+// The fill element's bytes repeated over a Vec (es divides sizeof(Vec) here).
+template <typename Vec>
+Vec fill_pattern(const Tensor& fill, std::int64_t es) {
+  Vec v;
   char* p = reinterpret_cast<char*>(&v);
-  for (std::size_t o = 0; o < sizeof(U); o += static_cast<std::size_t>(es)) {
+  for (std::size_t o = 0; o < sizeof(Vec); o += static_cast<std::size_t>(es)) {
     std::memcpy(p + o, fill.data_ptr(), static_cast<std::size_t>(es));
   }
   return v;
 }
 
-TileGeometry geometry(const Layout& layout, std::int64_t es, int w) {
-  const std::int64_t bs = layout.block_size();
-  const int row_shift = smove::log2_exact(bs * es / w);
-  return {row_shift + smove::log2_exact(bs), row_shift, smove::log2_exact(bs), layout.cols() * es / w};
-}
-
-// The widest unit that divides a block row and is aligned in both arrays. Every pointer is
-// aligned to its element size and a row holds whole elements, so w = es always fits.
-int unit_width(const Layout& layout, std::int64_t es, const void* dense, const void* blocks) {
-  const std::int64_t row_bytes = layout.block_size() * es;
-  if (blocks == nullptr) return smove::widest_unit(row_bytes, {dense});
-  return smove::widest_unit(row_bytes, {dense, blocks});
-}
-
 void to_dense_cuda(const Tensor& blocks, const Layout& layout, const Tensor& fill, Tensor& dense) {
-  const std::int64_t es = static_cast<std::int64_t>(dtype_size(dense.dtype()));
-  const std::int64_t tiles = layout.batch() * layout.block_rows() * layout.block_cols();
+  const std::int64_t bs = layout.block_size(), es = static_cast<std::int64_t>(dtype_size(dense.dtype()));
+  const std::int64_t Mb = layout.block_rows(), Nb = layout.block_cols();
+  const std::int64_t tiles = layout.batch() * Mb * Nb;
+  const std::int64_t row_bytes = bs * es;
   const std::int64_t* index = layout.tables(dense.device()).block_index.data<std::int64_t>();
-  const int dev = dense.device().index;
-  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  const void* s = blocks.numel() > 0 ? blocks.data_ptr() : nullptr;
-  // The fill pattern repeats whole elements, so a unit may not be narrower than one.
-  const int w = unit_width(layout, es, dense.data_ptr(), s);
-  TG_CHECK(w >= es, ValueError, "to_dense: block data is not aligned to its ", es, "-byte elements");
-  const TileGeometry geo = geometry(layout, es, w);
-  const std::int64_t total = tiles << geo.tile_shift;
-  const FastDiv nb = make_fast_div(layout.block_cols());
-  smove::dispatch_width(w, [&](auto W) {
-    using U = smove::Chunk<decltype(W)::value>;
-    constexpr auto kernel = &to_dense_k<U>;
-    const unsigned grid = balanced_grid((total + kStep - 1) / kStep, dev, smove::resident_ctas<kernel>(kThreads));
-    kernel<<<grid, kThreads, 0, st>>>(static_cast<U*>(dense.data_ptr()), static_cast<const U*>(s), index, total, nb,
-                                      geo, fill_pattern<U>(fill, es));
-  });
+  cudaStream_t st = tg::cuda::current_cuda_stream(dense.device().index);
+  char* d = static_cast<char*>(dense.data_ptr());
+  const char* s = static_cast<const char*>(blocks.data_ptr());
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(tiles, 65535 * 16));
+  auto aligned = [&](std::int64_t w) {
+    return row_bytes % w == 0 && reinterpret_cast<std::uintptr_t>(d) % w == 0 &&
+           (s == nullptr || reinterpret_cast<std::uintptr_t>(s) % w == 0);
+  };
+  const std::int64_t units = bs * bs * es;
+  const unsigned threads = static_cast<unsigned>(std::min<std::int64_t>(256, std::max<std::int64_t>(32, units / 16)));
+  // The widest unit that is aligned and holds whole elements (the fill pattern repeats
+  // one element). Every pointer is aligned to its element size, so w = es always fits.
+  if (aligned(16) && es <= 16) {
+    to_dense_tiles_kernel<int4><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int4>(fill, es));
+  } else if (aligned(8) && es <= 8) {
+    to_dense_tiles_kernel<int2><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int2>(fill, es));
+  } else if (aligned(4) && es <= 4) {
+    to_dense_tiles_kernel<int><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<int>(fill, es));
+  } else if (aligned(2) && es <= 2) {
+    to_dense_tiles_kernel<short><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<short>(fill, es));
+  } else {
+    TG_CHECK(es == 1, ValueError, "to_dense: block data is not aligned to its ", es, "-byte elements");
+    to_dense_tiles_kernel<char><<<grid, threads, 0, st>>>(d, s, index, tiles, Mb, Nb, bs, es, fill_pattern<char>(fill, es));
+  }
   TG_CUDA_CHECK_LAST();
 }
 
-void to_sparse_cuda(const Tensor& dense, const Layout& layout, Tensor& blocks) {
+template <bool ToBlocks>
+void launch(const Tensor& dense, const Layout& layout, const Tensor& blocks) {
   const std::int64_t n = layout.n_blocks();
   if (n == 0) return;
-  const std::int64_t es = static_cast<std::int64_t>(dtype_size(dense.dtype()));
+  const std::int64_t bs = layout.block_size(), es = static_cast<std::int64_t>(dtype_size(dense.dtype()));
+  const std::int64_t row_bytes = bs * es;
   const std::int64_t* coords = layout.tables(dense.device()).block_coords.data<std::int64_t>();
-  const int dev = dense.device().index;
-  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  const int w = unit_width(layout, es, dense.data_ptr(), blocks.data_ptr());
-  const TileGeometry geo = geometry(layout, es, w);
-  const std::int64_t total = n << geo.tile_shift;
-  smove::dispatch_width(w, [&](auto W) {
-    using U = smove::Chunk<decltype(W)::value>;
-    constexpr auto kernel = &to_blocks_k<U>;
-    const unsigned grid = balanced_grid((total + kStep - 1) / kStep, dev, smove::resident_ctas<kernel>(kThreads));
-    kernel<<<grid, kThreads, 0, st>>>(static_cast<const U*>(dense.data_ptr()), static_cast<U*>(blocks.data_ptr()),
-                                      coords, total, layout.block_rows(), geo);
-  });
+  cudaStream_t st = tg::cuda::current_cuda_stream(dense.device().index);
+  char* d = static_cast<char*>(dense.data_ptr());
+  char* s = static_cast<char*>(blocks.data_ptr());
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(n, 65535 * 16));
+  // Widest unit dividing a block row (and the row pitch, which is a multiple of it).
+  auto aligned = [&](std::int64_t w) {
+    return row_bytes % w == 0 && (layout.cols() * es) % w == 0 && reinterpret_cast<std::uintptr_t>(d) % w == 0 &&
+           reinterpret_cast<std::uintptr_t>(s) % w == 0;
+  };
+  const std::int64_t units = bs * bs * es;
+  const unsigned threads = static_cast<unsigned>(std::min<std::int64_t>(256, std::max<std::int64_t>(32, units / 16)));
+  const std::int64_t M = layout.rows(), N = layout.cols();
+  if (aligned(16)) move_blocks_kernel<int4, ToBlocks><<<grid, threads, 0, st>>>(d, s, coords, n, bs, M, N, es);
+  else if (aligned(8)) move_blocks_kernel<int2, ToBlocks><<<grid, threads, 0, st>>>(d, s, coords, n, bs, M, N, es);
+  else if (aligned(4)) move_blocks_kernel<int, ToBlocks><<<grid, threads, 0, st>>>(d, s, coords, n, bs, M, N, es);
+  else if (aligned(2)) move_blocks_kernel<short, ToBlocks><<<grid, threads, 0, st>>>(d, s, coords, n, bs, M, N, es);
+  else move_blocks_kernel<char, ToBlocks><<<grid, threads, 0, st>>>(d, s, coords, n, bs, M, N, es);
   TG_CUDA_CHECK_LAST();
 }
+
+void to_sparse_cuda(const Tensor& dense, const Layout& layout, Tensor& blocks) { launch<true>(dense, layout, blocks); }
 
 }  // namespace
 

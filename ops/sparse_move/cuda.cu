@@ -37,10 +37,8 @@ bool fits_int(std::int64_t v) { return v < (std::int64_t(1) << 31); }
 // ---- whole-block maps (repeat, repeat_interleave, split, merge) ---------------------------
 
 // Unit g of source block k = g >> shift goes to the same unit of each active destination.
-// A CUDA block moves kUnroll * kThreads consecutive units per step. A thread looks up the
-// first destination of each of its units and issues all its loads before any store, so
-// the table lookups overlap the data loads and kUnroll 16-byte loads per thread are in
-// flight; further copies (repeat) look theirs up after.
+// A CUDA block moves kUnroll * kThreads consecutive units per step, issuing all its loads
+// before any store so that enough bytes are in flight to keep HBM busy.
 constexpr int kUnroll = 4;
 
 template <typename U, typename I>
@@ -48,38 +46,26 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
                                                          const std::int64_t* __restrict__ coords,
                                                          const std::int64_t* __restrict__ oidx, BlockMap m,
                                                          std::int64_t total, int shift, I copies) {
-  const int mask = (1 << shift) - 1;
+  const std::int64_t mask = (std::int64_t(1) << shift) - 1;
   constexpr std::int64_t kChunk = std::int64_t(kUnroll) * kThreads;
   for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kChunk; base < total;
        base += static_cast<std::int64_t>(gridDim.x) * kChunk) {
-    std::int64_t t0[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      const std::int64_t k = g < total ? g >> shift : 0;
-      const I b = static_cast<I>(__ldg(coords + 3 * k)), R = static_cast<I>(__ldg(coords + 3 * k + 1)),
-              C = static_cast<I>(__ldg(coords + 3 * k + 2));
-      t0[r] = __ldg(oidx + m.dest<I>(b, R, C, 0));
-    }
     U v[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
-      if (base + r * kThreads + threadIdx.x < total) v[r] = load_once(src + base + r * kThreads + threadIdx.x);
+      const std::int64_t g = base + r * kThreads + threadIdx.x;
+      if (g < total) v[r] = src[g];
     }
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       if (g >= total) break;
-      const std::int64_t u = static_cast<int>(g) & mask;
-      if (t0[r] >= 0) store_once(out + ((t0[r] << shift) | u), v[r]);
-      if (copies > 1) {  // repeat: the block's coordinates again (an L1 hit) rather than held in registers
-        const std::int64_t k = g >> shift;
-        const I b = static_cast<I>(__ldg(coords + 3 * k)), R = static_cast<I>(__ldg(coords + 3 * k + 1)),
-                C = static_cast<I>(__ldg(coords + 3 * k + 2));
-        for (I c = 1; c < copies; ++c) {
-          const std::int64_t t = __ldg(oidx + m.dest<I>(b, R, C, c));
-          if (t >= 0) store_once(out + ((t << shift) | u), v[r]);
-        }
+      const std::int64_t k = g >> shift;
+      const I b = static_cast<I>(coords[3 * k]), R = static_cast<I>(coords[3 * k + 1]),
+              C = static_cast<I>(coords[3 * k + 2]);
+      for (I c = 0; c < copies; ++c) {
+        const std::int64_t t = oidx[m.dest<I>(b, R, C, c)];
+        if (t >= 0) out[(t << shift) | (g & mask)] = v[r];
       }
     }
   }
@@ -107,15 +93,12 @@ void map_blocks_cuda(const Tensor& src, const Layout& sl, const BlockMap& m, con
     using U = Chunk<decltype(W)::value>;
     const U* s = static_cast<const U*>(src.data_ptr());
     U* o = static_cast<U*>(out.data_ptr());
-    const std::int64_t chunks = (total + std::int64_t(kUnroll) * kThreads - 1) / (std::int64_t(kUnroll) * kThreads);
     if (small) {
-      constexpr auto kernel = &map_blocks_k<U, int>;
-      kernel<<<balanced_grid(chunks, dev, resident_ctas<kernel>(kThreads)), kThreads, 0, st>>>(
-          s, o, coords, oidx, m, total, shift, static_cast<int>(copies));
+      map_blocks_k<U, int><<<chunk_grid(total, dev), kThreads, 0, st>>>(s, o, coords, oidx, m, total, shift,
+                                                                        static_cast<int>(copies));
     } else {
-      constexpr auto kernel = &map_blocks_k<U, std::int64_t>;
-      kernel<<<balanced_grid(chunks, dev, resident_ctas<kernel>(kThreads)), kThreads, 0, st>>>(
-          s, o, coords, oidx, m, total, shift, copies);
+      map_blocks_k<U, std::int64_t><<<chunk_grid(total, dev), kThreads, 0, st>>>(s, o, coords, oidx, m, total, shift,
+                                                                                 copies);
     }
     TG_CUDA_CHECK_LAST();
   });
@@ -260,8 +243,7 @@ __device__ __forceinline__ uint4 column_vector(const unsigned (&w)[16 / ES][4], 
 // elements, one 16-byte vector per row): it loads the micro-tile's EPV source rows as
 // 16-byte vectors (EPV independent loads in flight), transposes them in registers and
 // stores the EPV transposed rows as 16-byte vectors into a shared tile of the output. After
-// a barrier, every output row of the tile is written with coalesced 16-byte stores, while
-// the thread's loads of its next step (issued right after the barrier) are in flight.
+// a barrier, every output row of the tile is written with coalesced 16-byte stores.
 // A step covers S = kThreads / MPT sub-tiles of T x T (4096 * EPV bytes of shared memory),
 // one micro-tile per thread. Sub-tile `it` is (output block t, tile row ti, tile column
 // tj), the transpose of source sub-tile (tj, ti) of block col_blocks[t].
@@ -272,7 +254,7 @@ __device__ __forceinline__ uint4 column_vector(const unsigned (&w)[16 / ES][4], 
 // bank groups) and load 8 consecutive chunks of one row (jv ^ const: distinct), so neither
 // side has bank conflicts when a row has >= 8 chunks (smaller tiles are merely slower).
 template <typename E, int T>
-__global__ void __launch_bounds__(kThreads, sizeof(E) == 2 ? 3 : 4) transpose_micro_k(const E* __restrict__ src, E* __restrict__ out,
+__global__ void __launch_bounds__(kThreads) transpose_micro_k(const E* __restrict__ src, E* __restrict__ out,
                                                               const std::int64_t* __restrict__ col_blocks,
                                                               std::int64_t items, int lbs, int ltiles) {
   constexpr int EPV = 16 / static_cast<int>(sizeof(E));  // elements per 16-byte vector
@@ -286,31 +268,24 @@ __global__ void __launch_bounds__(kThreads, sizeof(E) == 2 ? 3 : 4) transpose_mi
   // This thread's micro-tile: sub-tile q of the step, micro row mr, micro column mc.
   const int q = static_cast<int>(threadIdx.x) / MPT, mr = (static_cast<int>(threadIdx.x) % MPT) / MPC,
             mc = static_cast<int>(threadIdx.x) % MPC;
-  // The micro-tile of step `first`: source rows tj*T + mr*EPV + e, columns ti*T + mc*EPV + f
-  // of sub-tile it = first + q (nothing when it is past the end).
-  unsigned w[EPV][4];
-  auto load_step = [&](std::int64_t first) {
+  for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S; first < items;
+       first += static_cast<std::int64_t>(gridDim.x) * S) {
     const std::int64_t it = first + q;
-    if (it >= items) return;
-    const std::int64_t t = it >> (2 * ltiles), ti = (it >> ltiles) & tmask, tj = it & tmask;
-    const E* sb = src + (__ldg(col_blocks + t) << (2 * lbs)) + ((tj * T + mr * EPV) << lbs) + ti * T + mc * EPV;
+    if (it < items) {
+      const std::int64_t t = it >> (2 * ltiles), ti = (it >> ltiles) & tmask, tj = it & tmask;
+      // Source rows tj*T + mr*EPV + e, columns ti*T + mc*EPV + f.
+      const E* sb = src + (col_blocks[t] << (2 * lbs)) + ((tj * T + mr * EPV) << lbs) + ti * T + mc * EPV;
+      unsigned w[EPV][4];
 #pragma unroll
-    for (int e = 0; e < EPV; ++e) {
-      const uint4 x = load_once(reinterpret_cast<const uint4*>(sb + (std::int64_t(e) << lbs)));
-      w[e][0] = x.x, w[e][1] = x.y, w[e][2] = x.z, w[e][3] = x.w;
-    }
-  };
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * S;
-  load_step(static_cast<std::int64_t>(blockIdx.x) * S);
-  for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * S; first < items; first += stride) {
-    if (first + q < items) {
+      for (int e = 0; e < EPV; ++e) {
+        const uint4 x = *reinterpret_cast<const uint4*>(sb + (std::int64_t(e) << lbs));
+        w[e][0] = x.x, w[e][1] = x.y, w[e][2] = x.z, w[e][3] = x.w;
+      }
       // Output row mc*EPV + f of the sub-tile, columns mr*EPV + e: its chunk mr.
 #pragma unroll
       for (int f = 0; f < EPV; ++f) tile[q][mc * EPV + f][mr ^ (mc & SWM)] = column_vector<sizeof(E)>(w, f);
     }
     __syncthreads();
-    // The registers are free again: the next step's loads fly while this step is stored.
-    load_step(first + stride);
     // S * T * MPC = kThreads * EPV output chunks per step, EPV per thread.
 #pragma unroll
     for (int k = 0; k < EPV; ++k) {
@@ -319,8 +294,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(E) == 2 ? 3 : 4) transpose_mi
       const std::int64_t it2 = first + oq;
       if (it2 < items) {
         const std::int64_t t = it2 >> (2 * ltiles), ti = (it2 >> ltiles) & tmask, tj = it2 & tmask;
-        store_once(reinterpret_cast<uint4*>(out + (t << (2 * lbs)) + ((ti * T + i) << lbs) + tj * T + jv * EPV),
-                   tile[oq][i][jv ^ ((i / EPV) & SWM)]);
+        *reinterpret_cast<uint4*>(out + (t << (2 * lbs)) + ((ti * T + i) << lbs) + tj * T + jv * EPV) =
+            tile[oq][i][jv ^ ((i / EPV) & SWM)];
       }
     }
     __syncthreads();  // the tile is rewritten by the next step
@@ -338,17 +313,14 @@ void launch_transpose_micro(const E* s, E* o, const std::int64_t* col_blocks, st
   const std::int64_t items = n << (2 * ltiles);
   const std::int64_t epv = 16 / static_cast<std::int64_t>(sizeof(E));
   const std::int64_t per_step = std::max<std::int64_t>(1, kThreads / ((T / epv) * (T / epv)));
-  const std::int64_t steps = (items + per_step - 1) / per_step;
-  auto run = [&](auto kernel) {
-    kernel<<<balanced_grid(steps, dev, resident_ctas<decltype(kernel)::value>(kThreads)), kThreads, 0, st>>>(
-        s, o, col_blocks, items, lbs, ltiles);
-  };
+  const unsigned grid = static_cast<unsigned>(
+      std::min<std::int64_t>((items + per_step - 1) / per_step, std::int64_t(cuda::multiprocessor_count(dev)) * 16));
   if (T == 64) {
-    if constexpr (kMaxT >= 64) run(std::integral_constant<decltype(&transpose_micro_k<E, 64>), &transpose_micro_k<E, 64>>{});
+    if constexpr (kMaxT >= 64) transpose_micro_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
   } else if (T == 32) {
-    run(std::integral_constant<decltype(&transpose_micro_k<E, 32>), &transpose_micro_k<E, 32>>{});
+    transpose_micro_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
   } else {
-    run(std::integral_constant<decltype(&transpose_micro_k<E, 16>), &transpose_micro_k<E, 16>>{});
+    transpose_micro_k<E, 16><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
   }
 }
 
@@ -376,14 +348,10 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
         const int T = bs >= 64 ? 64 : 32, ltiles = log2_exact(bs / T);
         const std::int64_t items = n << (2 * ltiles);
         const std::int64_t tpi = std::max<std::int64_t>(1, 16384 / (T * T));
-        const std::int64_t steps = (items + tpi - 1) / tpi;
-        if (T == 64) {
-          constexpr auto kernel = &transpose_tile_k<E, 64>;
-          kernel<<<balanced_grid(steps, dev, resident_ctas<kernel>(kThreads)), kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
-        } else {
-          constexpr auto kernel = &transpose_tile_k<E, 32>;
-          kernel<<<balanced_grid(steps, dev, resident_ctas<kernel>(kThreads)), kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
-        }
+        const unsigned grid =
+            static_cast<unsigned>(std::min<std::int64_t>((items + tpi - 1) / tpi, std::int64_t(cuda::multiprocessor_count(dev)) * 16));
+        if (T == 64) transpose_tile_k<E, 64><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
+        else transpose_tile_k<E, 32><<<grid, kThreads, 0, st>>>(s, o, col_blocks, items, lbs, ltiles);
         TG_CUDA_CHECK_LAST();
         return;
       }
@@ -432,63 +400,29 @@ __device__ __forceinline__ Target locate(int dim, std::int64_t v, std::int64_t e
   return {(v * Mb + R) * Nb + C, i, j};
 }
 
-// A thread takes gather_unroll(V) units per step (8 elements), kThreads units apart, and
-// issues each phase for all of them before the next (index loads, table lookups, source
-// loads, stores), so several dependent-load chains overlap instead of running one after
-// another; 8 elements keep the registers at about 4 resident CTAs per SM.
-constexpr int gather_unroll(int v) { return v >= 8 ? 1 : 8 / v; }
-
 template <typename E, typename I, int V>
-__global__ void __launch_bounds__(kThreads) gather_k(const E* __restrict__ src, E* __restrict__ out,
-                                                     const I* __restrict__ idx, const std::int64_t* __restrict__ coords,
-                                                     const std::int64_t* __restrict__ sidx, std::int64_t sMb,
-                                                     std::int64_t sNb, std::int64_t ext, int dim, int lbs,
-                                                     std::int64_t total, int shift,
-                                                     unsigned long long* __restrict__ range) {
+__global__ void gather_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx,
+                         const std::int64_t* __restrict__ coords, const std::int64_t* __restrict__ sidx,
+                         std::int64_t sMb, std::int64_t sNb, std::int64_t ext, int dim, int lbs, std::int64_t total,
+                         int shift, unsigned long long* __restrict__ range) {
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
-  constexpr int G = gather_unroll(V);
   const std::int64_t umask = (std::int64_t(1) << shift) - 1, bmask = (std::int64_t(1) << lbs) - 1;
   long long lo = LLONG_MAX, hi = LLONG_MIN;
-  constexpr std::int64_t kChunk = std::int64_t(G) * kThreads;
-  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kChunk; base < total;
-       base += static_cast<std::int64_t>(gridDim.x) * kChunk) {
-    IP ip[G];
+  for (std::int64_t g = thread_index(); g < total; g += thread_stride()) {
+    const std::int64_t k = g >> shift, e0 = (g & umask) * V, i = e0 >> lbs, j0 = e0 & bmask;
+    const IP ip = reinterpret_cast<const IP*>(idx)[g];
+    const std::int64_t b = coords[3 * k], R = coords[3 * k + 1], C = coords[3 * k + 2];
+    EP o;
 #pragma unroll
-    for (int r = 0; r < G; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g < total) ip[r] = load_once(reinterpret_cast<const IP*>(idx) + g);
+    for (int e = 0; e < V; ++e) {
+      lo = min(lo, static_cast<long long>(ip.v[e]));
+      hi = max(hi, static_cast<long long>(ip.v[e]));
+      const Target t = locate(dim, static_cast<std::int64_t>(ip.v[e]), ext, b, R, C, i, j0 + e, sMb, sNb, lbs);
+      const std::int64_t s = t.cell >= 0 ? sidx[t.cell] : -1;
+      o.v[e] = s >= 0 ? src[(s << (2 * lbs)) + (t.ri << lbs) + t.ci] : E(0);
     }
-    std::int64_t from[G][V];
-#pragma unroll
-    for (int r = 0; r < G; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g >= total) break;
-      const std::int64_t k = g >> shift, e0 = (g & umask) * V, i = e0 >> lbs, j0 = e0 & bmask;
-      const std::int64_t b = __ldg(coords + 3 * k), R = __ldg(coords + 3 * k + 1), C = __ldg(coords + 3 * k + 2);
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const long long v = static_cast<long long>(ip[r].v[e]);
-        lo = min(lo, v);
-        hi = max(hi, v);
-        const Target t = locate(dim, v, ext, b, R, C, i, j0 + e, sMb, sNb, lbs);
-        const std::int64_t sb = t.cell >= 0 ? __ldg(sidx + t.cell) : -1;
-        from[r][e] = sb >= 0 ? (sb << (2 * lbs)) + (t.ri << lbs) + t.ci : -1;
-      }
-    }
-    EP o[G];
-#pragma unroll
-    for (int r = 0; r < G; ++r) {
-      if (base + r * kThreads + threadIdx.x >= total) break;
-#pragma unroll
-      for (int e = 0; e < V; ++e) o[r].v[e] = from[r][e] >= 0 ? __ldg(src + from[r][e]) : E(0);
-    }
-#pragma unroll
-    for (int r = 0; r < G; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g >= total) break;
-      store_once(reinterpret_cast<EP*>(out) + g, o[r]);
-    }
+    reinterpret_cast<EP*>(out)[g] = o;
   }
   if (range) {
 #pragma unroll
@@ -591,9 +525,7 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
         constexpr int V = decltype(VV)::value;
         const int shift = log2_exact(bs * bs / V);
         const std::int64_t total = n << shift;
-        constexpr auto kernel = &gather_k<E, I, V>;
-        const std::int64_t step = std::int64_t(gather_unroll(V)) * kThreads, chunks = (total + step - 1) / step;
-        kernel<<<balanced_grid(chunks, dev, resident_ctas<kernel>(kThreads)), kThreads, 0, st>>>(
+        gather_k<E, I, V><<<grid_for(total, dev), kThreads, 0, st>>>(
             static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
             coords, sidx, sl.block_rows(), sl.block_cols(), ext, dim, lbs, total, shift, r);
         TG_CUDA_CHECK_LAST();

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "core/dtype.h"
@@ -25,29 +24,6 @@ inline unsigned grid_for(std::int64_t items, int device, int per_sm = 16) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, std::int64_t(cuda::multiprocessor_count(device)) * per_sm)));
 }
 
-/// CTAs of `Kernel` (launched with `threads` threads and no dynamic shared memory) that one
-/// SM holds at once. Cached per kernel: occupancy depends on the architecture only, and
-/// the devices of one process are assumed to share it.
-template <auto Kernel>
-int resident_ctas(int threads) {
-  static const int ctas = [threads] {
-    int c = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&c, Kernel, threads, 0) != cudaSuccess || c < 1) c = 1;
-    return c;
-  }();
-  return ctas;
-}
-
-/// A grid for `chunks` equal work items grid-strided by CTAs of which `per_sm` fit on an
-/// SM: at most one resident wave, sized so that every CTA runs the same number of steps
-/// (give or take one). A second, mostly idle wave would double the time of the last step.
-inline unsigned balanced_grid(std::int64_t chunks, int device, int per_sm) {
-  if (chunks <= 0) return 1;
-  const std::int64_t cap = std::max<std::int64_t>(1, std::int64_t(cuda::multiprocessor_count(device)) * per_sm);
-  const std::int64_t steps = (chunks + cap - 1) / cap;
-  return static_cast<unsigned>((chunks + steps - 1) / steps);
-}
-
 /// An opaque, naturally aligned unit of `Bytes` bytes (1, 2, 4, 8 or 16).
 template <int Bytes> struct ChunkT;
 template <> struct ChunkT<1> { using type = std::uint8_t; };
@@ -56,32 +32,6 @@ template <> struct ChunkT<4> { using type = std::uint32_t; };
 template <> struct ChunkT<8> { using type = uint2; };
 template <> struct ChunkT<16> { using type = uint4; };
 template <int Bytes> using Chunk = typename ChunkT<Bytes>::type;
-
-/// Loads through the read-only path (data the kernel reads and never writes) and
-/// evict-first stores (data written once, not read again by the kernel), for a trivially
-/// copyable T aligned to its size: one access of 1-16 bytes, or 16-byte pieces of a larger T.
-template <typename T>
-__device__ __forceinline__ T load_once(const T* p) {
-  constexpr int kPiece = sizeof(T) < 16 ? static_cast<int>(sizeof(T)) : 16;
-  using C = Chunk<kPiece>;
-  static_assert(sizeof(T) % kPiece == 0 && alignof(T) >= alignof(C), "a naturally aligned unit");
-  C c[sizeof(T) / kPiece];
-#pragma unroll
-  for (int i = 0; i < static_cast<int>(sizeof(T) / kPiece); ++i) c[i] = __ldg(reinterpret_cast<const C*>(p) + i);
-  T t;
-  memcpy(&t, c, sizeof(T));
-  return t;
-}
-template <typename T>
-__device__ __forceinline__ void store_once(T* p, const T& v) {
-  constexpr int kPiece = sizeof(T) < 16 ? static_cast<int>(sizeof(T)) : 16;
-  using C = Chunk<kPiece>;
-  static_assert(sizeof(T) % kPiece == 0 && alignof(T) >= alignof(C), "a naturally aligned unit");
-  C c[sizeof(T) / kPiece];
-  memcpy(c, &v, sizeof(T));
-#pragma unroll
-  for (int i = 0; i < static_cast<int>(sizeof(T) / kPiece); ++i) __stcs(reinterpret_cast<C*>(p) + i, c[i]);
-}
 
 template <typename T>
 __device__ __forceinline__ T zero_chunk() {

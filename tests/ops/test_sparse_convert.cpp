@@ -125,15 +125,14 @@ TEST_CASE("to_sparse / to_dense CUDA: every dtype, block size and alignment", "[
   }
 }
 
-// Grids large enough that every CTA of the persistent kernels runs several steps, many
-// tiles per step at small block sizes, block-column counts that are not powers of two (the
-// tile index is split into row and column by a multiply-high), and misaligned data.
-TEST_CASE("to_sparse / to_dense CUDA: several steps per CTA", "[ops][sparse][sparse_convert][cuda]") {
+// Grids of many blocks at every block size, block-column counts that are not powers of two,
+// and misaligned data (narrow-unit paths), in every storage width.
+TEST_CASE("to_sparse / to_dense CUDA: many blocks, odd grid widths, misaligned data", "[ops][sparse][sparse_convert][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
   struct Big { std::int64_t B, Mb, Nb, bs; double density; };
-  for (Big c : {Big{4, 32, 32, 64, 0.25}, Big{4, 32, 32, 64, 1.0}, Big{3, 29, 37, 32, 0.5}, Big{2, 96, 75, 16, 0.4},
-                Big{2, 13, 11, 128, 0.6}, Big{1, 700, 900, 2, 0.5}, Big{1, 1000, 1531, 1, 0.3}}) {
+  for (Big c : {Big{2, 16, 16, 64, 0.25}, Big{1, 16, 16, 64, 1.0}, Big{3, 13, 37, 32, 0.5}, Big{2, 24, 75, 16, 0.4},
+                Big{2, 5, 11, 128, 0.6}, Big{1, 200, 300, 2, 0.5}, Big{1, 300, 1531, 1, 0.3}}) {
     Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, static_cast<std::uint64_t>(c.bs) + 301);
     for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i32, DType::boolean}) {
       for (std::int64_t skip : {0, 1}) {

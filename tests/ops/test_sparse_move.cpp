@@ -688,17 +688,15 @@ TEST_CASE("sparse transpose CUDA matches CPU for every dtype, block size and ali
   }
 }
 
-// Grids large enough that every CTA of the persistent kernels runs several steps (and the
-// transpose's register prefetch of the next step is used), at the benchmark's block size
-// and at small blocks that put many blocks into one step; block counts that do not fill the
-// last step; misaligned data on the narrow-unit paths.
-TEST_CASE("sparse data movement CUDA: several steps per CTA", "[ops][sparse_move][cuda]") {
+// Grids of many blocks at every block size (many blocks per CUDA block at small ones),
+// block counts that do not fill the last wave, misaligned data on the narrow-unit paths.
+TEST_CASE("sparse data movement CUDA: many blocks, every block size, misaligned data", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
   struct Big { std::int64_t B, Mb, Nb, bs; Density d; };
-  for (Big c : {Big{4, 32, 32, 64, Density::Holes}, Big{4, 32, 32, 64, Density::Sparse}, Big{2, 16, 24, 128, Density::Holes},
-                Big{4, 64, 64, 32, Density::Sparse}, Big{2, 128, 256, 16, Density::Holes}, Big{2, 512, 512, 2, Density::Sparse},
-                Big{1, 1024, 1536, 1, Density::Holes}}) {
+  for (Big c : {Big{2, 16, 16, 64, Density::Holes}, Big{2, 16, 16, 64, Density::Sparse}, Big{2, 6, 10, 128, Density::Holes},
+                Big{2, 32, 32, 32, Density::Sparse}, Big{2, 48, 64, 16, Density::Holes}, Big{2, 256, 256, 2, Density::Sparse},
+                Big{1, 384, 512, 1, Density::Holes}}) {
     Layout l = make_layout(c.B, c.Mb, c.Nb, c.bs, c.d, 201 + static_cast<std::uint64_t>(c.bs));
     for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i32, DType::boolean}) {
       for (std::int64_t skip : {0, 1}) {
@@ -729,11 +727,11 @@ TEST_CASE("sparse data movement CUDA: several steps per CTA", "[ops][sparse_move
   }
 }
 
-// The backward kernels of the moves on a multi-step grid: the sum over copies and the
+// The backward kernels of the moves on a grid of many blocks: the sum over copies and the
 // scatter-add of gather, f32 and bf16.
-TEST_CASE("sparse data movement CUDA backward: several steps per CTA", "[ops][sparse_move][cuda]") {
+TEST_CASE("sparse data movement CUDA backward: many blocks", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
-  Layout l = make_layout(4, 32, 32, 64, Density::Holes, 211);
+  Layout l = make_layout(2, 16, 16, 64, Density::Holes, 211);
   BlockSparseTensor x = rand_bst(l, 212);
   for (DType dt : {DType::f32, DType::bf16}) {
     const double tol = dt == DType::bf16 ? 2e-2 : 1e-5;
