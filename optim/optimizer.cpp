@@ -1,5 +1,6 @@
 #include "optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -137,13 +138,21 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
-  double total = 0;
+  // One running sum of squares per (device, accumulation dtype), kept on its device and read
+  // back once: a read-back per parameter would stall the device queue once per parameter.
+  std::vector<Tensor> partial;
   for (const auto& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    Tensor g32 = g.to(DType::f64 == g.dtype() ? DType::f64 : DType::f32);
-    total += sum(mul(g32, g32)).item<double>();
+    Tensor ga = g.to(g.dtype() == DType::f64 ? DType::f64 : DType::f32);
+    Tensor s = sum(mul(ga, ga));
+    auto same = [&](const Tensor& t) { return t.device() == s.device() && t.dtype() == s.dtype(); };
+    auto it = std::find_if(partial.begin(), partial.end(), same);
+    if (it == partial.end()) partial.push_back(s);
+    else *it = add(*it, s);
   }
+  double total = 0;
+  for (const Tensor& t : partial) total += t.item<double>();
   double norm = std::sqrt(total);
   if (norm > max_norm && norm > 0) {
     double scale = max_norm / (norm + 1e-6);

@@ -80,6 +80,16 @@ TEST_CASE("optimizer state round trip, clipping, schedules and errors", "[optim]
   REQUIRE(norm == Approx(5.0));
   REQUIRE(tgt::values(g1.grad())[0] == Approx(0.6).epsilon(1e-5));
   REQUIRE(tgt::values(g2.grad())[0] == Approx(0.8).epsilon(1e-5));
+  // mixed dtypes (f32 and bf16 sum in f32, f64 in f64) and a parameter without a gradient
+  Tensor h1 = from_vector<float>({1.0f, 2.0f}, {2}).requires_grad_();
+  Tensor h2 = from_vector<double>({2.0}, {1}).requires_grad_();
+  Tensor h3 = from_vector<float>({4.0f}, {1}).to(DType::bf16).detach().requires_grad_();
+  Tensor h4 = from_vector<double>({9.0}, {1}).requires_grad_();
+  sum(h1 * h1 * 0.5).backward();
+  sum(h2 * h2 * 0.5).backward();
+  sum(h3 * h3 * 0.5).backward();
+  REQUIRE(optim::clip_grad_norm({h1, h2, h3, h4}, 100.0) == Approx(5.0));  // sqrt(1 + 4 + 4 + 16)
+  REQUIRE(tgt::values(h1.grad())[1] == 2.0);                                // below max_norm: unchanged
 
   REQUIRE(optim::warmup_cosine_lr(0, 10, 110, 1.0) == Approx(0.1));
   REQUIRE(optim::warmup_cosine_lr(10, 10, 110, 1.0) == Approx(1.0));
