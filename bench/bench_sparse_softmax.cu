@@ -6,11 +6,12 @@
 //   bwd          read y and dy, write dx              3 x data bytes
 //   masked fwd   read x and the mask (1 B/element), write y
 // The CSR table (B * Mb + 1 i64) is not counted. "row" is the longest logical row in
-// elements: it picks the kernel (forward: a warp per row up to 512 f32 / 1024 bf16, a
-// block per row up to 8192 f32 / 16384 bf16, two passes beyond; backward: warp up to
-// 1024, block up to 4096, two passes beyond; see ops/sparse_softmax/cuda.cu). Each timed run issues kInner calls back to back, so the host-side
-// cost of a call (validation, allocation from the pool, launch) shows only where the
-// kernel is shorter than it.
+// elements. At block sizes >= 32 and rows up to 4096 f32 / 8192 16-bit (backward 4096)
+// the kernel runs a CUDA block per slice of rows of one block-row, threads per row from
+// that block-row's length; smaller blocks and longer rows take the warp / block / two-pass
+// plans (see ops/sparse_softmax/cuda.cu). Each timed run issues kInner calls back to
+// back, so the host-side cost of a call (validation, allocation from the pool, launch)
+// shows only where the kernel is shorter than it.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
