@@ -20,7 +20,7 @@
 #include "ops/attention/cuda/tc_bwd.cuh"
 #include "ops/attention/cuda/tc_fwd.cuh"
 #include "ops/attention/cuda/work_lists.h"
-#include "ops/attention/fwd_kernel.h"
+#include "ops/attention/kernel_choice.h"
 #include "ops/attention/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -37,6 +37,9 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128.
 template <typename T, int D>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+// The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64.
+template <typename T>
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 
 namespace {
 
@@ -106,11 +109,18 @@ const T* ptr_or_null(const Tensor& t) {
 
 bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0; }
 
-// Whether the forward of p runs on the Hopper kernel: chosen (fwd_kernel.h), a shape and
+// Whether the forward of p runs on the Hopper kernel: chosen (kernel_choice.h), a shape and
 // options it has, and a device its sm_90a code runs on.
 bool use_wgmma_fwd(const AttentionProblem& p, int device) {
   if (fwd_kernel() != FwdKernel::Wgmma) return false;
   if (p.d != p.dv || (p.d != 64 && p.d != 128) || is_general(p)) return false;
+  return cuda_compute_capability(device) == 90;
+}
+
+// Whether the backward's kv pass of p runs on the Hopper kernel (kernel_choice.h).
+bool use_wgmma_bwd(const AttentionProblem& p, int device) {
+  if (bwd_kernel() != BwdKernel::Wgmma) return false;
+  if (p.d != 64 || p.dv != 64 || is_general(p) || p.deterministic) return false;
   return cuda_compute_capability(device) == 90;
 }
 
@@ -361,9 +371,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.dv = mptr<T>(dva);
       a.dbias = mptr<T>(dba);
       a.atomic_dq = atomic;
-      with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
-        launch_bwd_kv<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, kv_work->col_items, st);
-      });
+      if (use_wgmma_bwd(p, dev.index)) {
+        note_wgmma_bwd_launch();
+        launch_bwd_kv_wgmma<T>(a, kv_work->col_items, st);
+      } else {
+        with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
+          launch_bwd_kv<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, kv_work->col_items, st);
+        });
+      }
       if (atomic) {
         const std::int64_t n = dq_acc.numel();
         const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>((n + kAuxThreads - 1) / kAuxThreads, 65535));

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "ops/attention/attention.h"
-#include "ops/attention/fwd_kernel.h"
+#include "ops/attention/kernel_choice.h"
 #include "util.h"
 
 using namespace tg;
@@ -399,6 +399,77 @@ TEST_CASE("flash_attention CUDA: repeated calls, misaligned inputs, head dims", 
   check_cuda("f32 small head dims", make_inputs(f, 73), AttentionPattern::dense(40, 40, 16), {}, {DType::f32});
 }
 
+namespace {
+
+// The cases the Hopper kernels are checked on at head dim d (D = Dv): patterns dense,
+// causal, windows, random and variable blocks, sinks, lens + segments + element mask, GQA
+// cross-attention with ragged extents, a query block that sees nothing. Returns the number
+// of GPU runs (one forward and one backward each).
+std::int64_t run_hopper_cases(std::int64_t d) {
+  const std::string dn = " D " + std::to_string(d);
+  const std::vector<DType> half_types{DType::bf16, DType::f16};
+  std::int64_t runs = 0;
+  auto check = [&](const std::string& name, const Inputs& in, const AttentionPattern& pat, const AttentionOptions& o,
+                   const std::vector<DType>& dts) {
+    check_cuda(name + dn, in, pat, o, dts);
+    runs += static_cast<std::int64_t>(dts.size());
+  };
+  Shape4 s;
+  s.B = 2;
+  s.Hq = 2;
+  s.Hkv = 2;
+  s.sq = 384;
+  s.sk = 384;
+  s.d = s.dv = d;
+  const Inputs in = make_inputs(s, static_cast<std::uint64_t>(60 + d));
+  const AttentionPattern dense = AttentionPattern::dense(384, 384, 64);
+  check("dense", in, dense, {}, half_types);
+  AttentionOptions o;
+  o.causal = true;
+  check("causal", in, dense, o, half_types);
+  o.window_left = 100;
+  check("causal window", in, dense, o, half_types);
+  o = {};
+  o.window_left = 30;
+  o.window_right = 70;
+  check("two-sided window, random 64-blocks", in, uniform_pattern(4, 384, 384, 64, 64, 30, 61), o, half_types);
+  check("random 32 x 128 blocks", in, uniform_pattern(4, 384, 384, 32, 128, 50, 62), {}, half_types);
+  o = {};
+  o.sinks = tgt::rand64({2}, 63, -1.0, 2.0);
+  o.scale = 0.3;
+  check("sinks, scale", in, uniform_pattern(4, 384, 384, 64, 64, 40, 64), o, half_types);
+  o = {};
+  o.num_heads = 2;
+  o.causal = true;
+  o.q_lens = from_vector(std::vector<std::int64_t>{300, 0}, {2});
+  o.k_lens = from_vector(std::vector<std::int64_t>{200, 384}, {2});
+  o.seg_q = segments(2, 384, 65);
+  o.seg_k = o.seg_q;
+  o.mask = element_mask(1, 384, 384, 16, 66);
+  check("lens, segments, element mask", in, dense, o, {DType::bf16});
+  std::vector<std::int64_t> qz{5, 150, 40, 189}, kz{1, 63, 64, 7, 249};
+  check("variable blocks", in, AttentionPattern::variable(pattern_mask(4, 4, 5, 70, 67), qz, kz), {}, {DType::bf16});
+  Shape4 g;
+  g.B = 1;
+  g.Hq = 4;
+  g.Hkv = 2;
+  g.sq = 200;
+  g.sk = 136;
+  g.d = g.dv = d;
+  o = {};
+  o.causal = true;
+  check("GQA cross-attention, ragged", make_inputs(g, 68), AttentionPattern::dense(200, 136, 64), o, {DType::bf16});
+  std::vector<bool> mv(4 * 3, true);
+  for (int i = 0; i < 3; ++i) mv[static_cast<std::size_t>(i)] = false;  // query block 0 sees nothing
+  o = {};
+  o.sinks = tgt::rand64({4}, 69);
+  check("empty query block, sinks", make_inputs(g, 70),
+        AttentionPattern::variable(from_vector(mv, {1, 4, 3}), {64, 64, 64, 8}, {64, 64, 8}), o, {DType::bf16});
+  return runs;
+}
+
+}  // namespace
+
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_CUDA();
   if (cuda_compute_capability(0) != 90)
@@ -408,67 +479,9 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_fwd_launches();
-  const std::vector<DType> half_types{DType::bf16, DType::f16};
-  for (std::int64_t d : {64, 128}) {
-    const std::string dn = " D " + std::to_string(d);
-    Shape4 s;
-    s.B = 2;
-    s.Hq = 2;
-    s.Hkv = 2;
-    s.sq = 384;
-    s.sk = 384;
-    s.d = s.dv = d;
-    const Inputs in = make_inputs(s, static_cast<std::uint64_t>(60 + d));
-    const AttentionPattern dense = AttentionPattern::dense(384, 384, 64);
-    check_cuda("dense" + dn, in, dense, {}, half_types);
-    AttentionOptions o;
-    o.causal = true;
-    check_cuda("causal" + dn, in, dense, o, half_types);
-    o.window_left = 100;
-    check_cuda("causal window" + dn, in, dense, o, half_types);
-    o = {};
-    o.window_left = 30;
-    o.window_right = 70;
-    check_cuda("two-sided window, random 64-blocks" + dn, in, uniform_pattern(4, 384, 384, 64, 64, 30, 61), o,
-               half_types);
-    check_cuda("random 32 x 128 blocks" + dn, in, uniform_pattern(4, 384, 384, 32, 128, 50, 62), {}, half_types);
-    o = {};
-    o.sinks = tgt::rand64({2}, 63, -1.0, 2.0);
-    o.scale = 0.3;
-    check_cuda("sinks, scale" + dn, in, uniform_pattern(4, 384, 384, 64, 64, 40, 64), o, half_types);
-    o = {};
-    o.num_heads = 2;
-    o.causal = true;
-    o.q_lens = from_vector(std::vector<std::int64_t>{300, 0}, {2});
-    o.k_lens = from_vector(std::vector<std::int64_t>{200, 384}, {2});
-    o.seg_q = segments(2, 384, 65);
-    o.seg_k = o.seg_q;
-    o.mask = element_mask(1, 384, 384, 16, 66);
-    check_cuda("lens, segments, element mask" + dn, in, dense, o, {DType::bf16});
-    std::vector<std::int64_t> qz{5, 150, 40, 189}, kz{1, 63, 64, 7, 249};
-    check_cuda("variable blocks" + dn, in, AttentionPattern::variable(pattern_mask(4, 4, 5, 70, 67), qz, kz), {},
-               {DType::bf16});
-    // GQA, cross-attention with extents that are not multiples of the tiles, empty rows
-    Shape4 g;
-    g.B = 1;
-    g.Hq = 4;
-    g.Hkv = 2;
-    g.sq = 200;
-    g.sk = 136;
-    g.d = g.dv = d;
-    o = {};
-    o.causal = true;
-    check_cuda("GQA cross-attention, ragged" + dn, make_inputs(g, 68), AttentionPattern::dense(200, 136, 64), o,
-               {DType::bf16});
-    std::vector<bool> mv(4 * 3, true);
-    for (int i = 0; i < 3; ++i) mv[static_cast<std::size_t>(i)] = false;  // query block 0 sees nothing
-    o = {};
-    o.sinks = tgt::rand64({4}, 69);
-    check_cuda("empty query block, sinks" + dn, make_inputs(g, 70),
-               AttentionPattern::variable(from_vector(mv, {1, 4, 3}), {64, 64, 64, 8}, {64, 64, 8}), o, {DType::bf16});
-  }
-  // one launch per forward and dtype above: the Hopper kernel ran every time
-  CHECK(ops::attn::wgmma_fwd_launches() - before == 2 * (6 * 2 + 4));
+  std::int64_t runs = 0;
+  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
+  CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
   // options it lacks fall back to the mma.sync kernel under the same setting
   Shape4 s;
   s.sq = s.sk = 128;
@@ -477,4 +490,31 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   o.softcap = 2.0;
   check_cuda("soft cap falls back", make_inputs(s, 71), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
   CHECK(ops::attn::wgmma_fwd_launches() == mid);
+}
+
+TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (cuda_compute_capability(0) != 90)
+    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  struct Restore {
+    ~Restore() { ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto); }
+  } restore;
+  ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
+  const std::int64_t before = ops::attn::wgmma_bwd_launches();
+  const std::int64_t runs = run_hopper_cases(64);
+  CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
+  // D 128, dropout and deterministic mode fall back to the mma.sync kv pass
+  const std::int64_t mid = ops::attn::wgmma_bwd_launches();
+  Shape4 s;
+  s.sq = s.sk = 128;
+  AttentionOptions o;
+  o.dropout_p = 0.2;
+  o.seed = 3;
+  check_cuda("dropout falls back", make_inputs(s, 72), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
+  o = {};
+  o.deterministic = true;
+  check_cuda("deterministic falls back", make_inputs(s, 73), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
+  s.d = s.dv = 128;
+  check_cuda("D 128 falls back", make_inputs(s, 74), AttentionPattern::dense(128, 128, 64), {}, {DType::bf16});
+  CHECK(ops::attn::wgmma_bwd_launches() == mid);
 }

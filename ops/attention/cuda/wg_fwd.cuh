@@ -10,9 +10,7 @@
 //   O += P V   wgmma m64nDk16 with P straight from the S registers (the accumulator fragment
 //              of S is the A operand fragment) and V from shared memory (N-major).
 // A warpgroup whose 64 rows see nothing of a tile skips it (one barrier reduction among its
-// 128 threads). Shared tiles use the 128-byte-swizzled layout the descriptors describe:
-// lines of 64 elements, 8 lines to an atom, chunk c of line r at chunk c ^ (r % 8); a
-// 128-wide row is two 64-element columns, the second after all lines of the first.
+// 128 threads). Shared tiles: see wg_tile.cuh.
 #pragma once
 
 #include <cmath>
@@ -22,6 +20,7 @@
 #include "ops/attention/cuda/params.cuh"
 #include "ops/attention/cuda/ptx.cuh"
 #include "ops/attention/cuda/tc_fwd.cuh"
+#include "ops/attention/cuda/wg_tile.cuh"
 #include "ops/cuda_wgmma.cuh"
 
 namespace tg::ops::attn {
@@ -39,40 +38,6 @@ struct WgFwdConfig {
   static constexpr int kMinBlocks = D == 64 ? 2 : 1;
   static_assert(BM == kFwdBM && BN == kFwdBN, "the host's forward tile lists are built for these tiles");
 };
-
-/// Byte offset of 16-byte chunk c (elements 8c .. 8c+7 of the row) of row r in a swizzled
-/// tile of R rows.
-template <int R>
-__device__ __forceinline__ std::uint32_t sw128_offset(int r, int c) {
-  return static_cast<std::uint32_t>((c >> 3) * (R * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-}
-
-/// Starts copying rows [0, R) of a global tile of C elements per row (rows >= valid become
-/// zeros) into the swizzled shared tile at shared address dst, spread over NT threads.
-template <int R, int C, int NT, typename T>
-__device__ __forceinline__ void load_sw128(std::uint32_t dst, const T* src, int valid, int tid) {
-  constexpr int kChunks = C / 8, kTotal = R * kChunks;
-  static_assert(kTotal % NT == 0, "whole chunks per thread");
-#pragma unroll
-  for (int it = 0; it < kTotal / NT; ++it) {
-    const int idx = tid + it * NT;
-    const int r = idx / kChunks, c = idx % kChunks;
-    const bool ok = r < valid;
-    const T* s = ok ? src + static_cast<std::int64_t>(r) * C + c * 8 : src;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + sw128_offset<R>(r, c)), "l"(s),
-                 "r"(ok ? 16 : 0));
-  }
-}
-
-/// Whether `pred` holds for any of the 128 threads of warpgroup `group` (all of them call).
-__device__ __forceinline__ bool group_any(bool pred, int group) {
-  std::uint32_t r;
-  asm volatile(
-      "{\n.reg .pred pi, po;\nsetp.ne.u32 pi, %1, 0;\nbar.red.or.pred po, %2, 128, pi;\nselp.u32 %0, 1, 0, po;\n}\n"
-      : "=r"(r)
-      : "r"(static_cast<std::uint32_t>(pred)), "r"(group + 1));
-  return r != 0;
-}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {

@@ -1,0 +1,247 @@
+// Hopper (sm_90a) kv pass of the block-sparse flash attention backward for bf16 / f16 with
+// D = Dv = 64, no general transform (bias, soft cap, dropout) and dQ by atomics: the same
+// work items and tile lists as the mma.sync kv pass (tc_bwd.cuh), with warpgroup MMAs.
+//
+// One CTA per (kv row, key tile of 128): two warpgroups of 64 keys each, K and V resident
+// in shared memory, dK and dV in registers. Per query tile of 64 (Q, dO, lse and D in two
+// cp.async stages, the next tile in flight), each warpgroup computes, keys as rows:
+//   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major)
+//   Pᵀ  = 2^(Sᵀ·scale·log2 e - lse), masked as the forward
+//   dV += Pᵀ dO           Pᵀ from registers (the accumulator fragment is the A fragment),
+//                         dO N-major
+//   dPᵀ = V dOᵀ           V and dO K-major
+//   dSᵀ = Pᵀ ⊙ (dPᵀ - D)
+//   dK += dSᵀ Q           dSᵀ from registers, Q N-major
+//   dQ += dS K            dSᵀ through shared memory, read M-major (transposed) as A, K
+//                         N-major; each warpgroup adds its 64 keys' share to the f32
+//                         workspace with atomics
+// dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/params.cuh"
+#include "ops/attention/cuda/ptx.cuh"
+#include "ops/attention/cuda/tc_bwd.cuh"
+#include "ops/attention/cuda/tile.cuh"
+#include "ops/attention/cuda/wg_tile.cuh"
+#include "ops/cuda_wgmma.cuh"
+
+namespace tg::ops::attn {
+
+struct WgBwdConfig {
+  static constexpr int D = 64, DV = 64, BM = 64, BN = 128, kThreads = 256;
+  static_assert(BN == kBwdKvBN && BM == bwd_kv_bm(false), "the host's kv tile lists are built for these tiles");
+  static constexpr int kKBytes = BN * D * 2;   // 16 KiB
+  static constexpr int kVBytes = BN * DV * 2;  // 16 KiB
+  static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage
+  static constexpr int kOBytes = BM * DV * 2;  // 8 KiB a stage
+  static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
+  static constexpr int kTiles = kKBytes + kVBytes + 2 * (kQBytes + kOBytes) + 2 * kSBytes;
+  /// the tiles, lse and D of both stages, one atom of slack for the in-kernel alignment
+  static constexpr int kSmem = kTiles + 2 * 2 * BM * 4 + 1024;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
+#if TG_WGMMA_ENABLED
+  using Cfg = WgBwdConfig;
+  constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
+  unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
+  const std::uint32_t sK = base, sV = sK + Cfg::kKBytes, sQ = sV + Cfg::kVBytes, sO = sQ + 2 * Cfg::kQBytes;
+  const std::uint32_t sS = sO + 2 * Cfg::kOBytes;
+  float* sL = reinterpret_cast<float*>(gen + Cfg::kTiles);  // [2][BM] lse, then [2][BM] D
+  float* sD = sL + 2 * BM;
+
+  const Params& p = a.p;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int group = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int item = a.cols.order[blockIdx.x];
+  const int kv = item / a.cols.num_n, n = item % a.cols.num_n;
+  const int k0 = n * BN;
+  const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
+  const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
+  // this warpgroup's 64 keys in K and V, and its dSᵀ tile
+  const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group) * 64u * 128u;
+  const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group) * 64u * 128u;
+  const std::uint32_t sSg = sS + static_cast<std::uint32_t>(group) * Cfg::kSBytes;
+
+  load_sw128<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
+  load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
+  cp_async_commit();
+  auto load_q = [&](int e, int stage) {
+    const int x = a.cols.entries[e] >> kFlagBits;
+    const int bh = kv * p.group + x / a.cols.num_m, i0 = (x % a.cols.num_m) * BM;
+    const std::int64_t row = static_cast<std::int64_t>(bh) * p.sq + i0;
+    load_sw128<BM, D, NT>(sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes, a.q + row * D, p.sq - i0, tid);
+    load_sw128<BM, DV, NT>(sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes, a.dout + row * DV, p.sq - i0, tid);
+    load_floats<BM, NT>(sL + stage * BM, a.lse + row, p.sq - i0, tid);
+    load_floats<BM, NT>(sD + stage * BM, a.delta + row, p.sq - i0, tid);
+  };
+  if (e0 < e1) load_q(e0, 0);
+  cp_async_commit();
+
+  float acc_dk[D / 2], acc_dv[DV / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) acc_dk[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
+
+  for (int e = e0; e < e1; ++e) {
+    const int stage = (e - e0) & 1;
+    if (e + 1 < e1) load_q(e + 1, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+    wg::fence_proxy_async();
+    sync_cta();
+
+    const int entry = a.cols.entries[e];
+    const int x = entry >> kFlagBits;
+    const int flags = entry & ((1 << kFlagBits) - 1);
+    const int bh = kv * p.group + x / a.cols.num_m, b = bh / p.heads;
+    const int i0 = (x % a.cols.num_m) * BM;
+    const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
+    const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;
+    const float* sLs = sL + stage * BM;
+    const float* sDs = sD + stage * BM;
+
+    // visibility: bit 4·nt + c is (key kr + 8·(c / 2), query i0 + 8·nt + 2t + c % 2)
+    std::uint32_t vis = ~0u;
+    bool any = true;
+    if (flags != 0 || p.elem_checks) {
+      vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
+      any = group_any(vis != 0, group);
+    }
+    if (any) {
+      // Sᵀ = K Qᵀ
+      float st[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = 0.f;
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 32u;
+        wg::mma_ss<T, 64, 0, 0>(st, wg::make_desc(sKg + off, 16u, 1024u), wg::make_desc(sQs + off, 16u, 1024u));
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(st);
+
+      // Pᵀ
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int iq = nt * 8 + 2 * t + (c & 1);
+          const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
+          const bool on = (vis >> (nt * 4 + c)) & 1u;
+          st[4 * nt + c] = ex2_approx((on ? st[4 * nt + c] * p.scale_log2 : -INFINITY) - L);
+        }
+      }
+      std::uint32_t pa[4][4];
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+      }
+      // dV += Pᵀ dO and dPᵀ = V dOᵀ, one group
+      float dp[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) dp[i] = 0.f;
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk)
+        wg::mma_rs<T, DV, 1>(acc_dv, pa[kk], wg::make_desc(sOs + static_cast<std::uint32_t>(kk) * 2048u, 8192u, 1024u));
+#pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk) {
+        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 32u;
+        wg::mma_ss<T, 64, 0, 0>(dp, wg::make_desc(sVg + off, 16u, 1024u), wg::make_desc(sOs + off, 16u, 1024u));
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(acc_dv);
+      wg::fence_regs(dp);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+
+      // dSᵀ = Pᵀ ⊙ (dPᵀ - D), packed as the A operand of dK and stored for dQ
+      std::uint32_t da[4][4];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = st[i] * (dp[i] - sDs[(i >> 2) * 8 + 2 * t + (i & 1)]);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) da[kk][r] = pack2<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+      }
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < BM / 16; ++kk)
+        wg::mma_rs<T, D, 1>(acc_dk, da[kk], wg::make_desc(sQs + static_cast<std::uint32_t>(kk) * 2048u, 8192u, 1024u));
+      wg::commit();
+      // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
+      unsigned char* sSgen = gen + (sSg - base);
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const int r = warp * 16 + g;
+        *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
+        *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
+      }
+      wg::fence_proxy_async();
+      sync_group(group);
+
+      // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major
+      float dq[D / 2];
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+      wg::fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
+        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, 8192u, 1024u));
+      }
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(acc_dk);
+      wg::fence_regs(dq);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int i = i0 + warp * 16 + g + hf * 8;
+        if (i < p.sq) {
+          float* dst = a.dq_acc + (static_cast<std::int64_t>(bh) * p.sq + i) * D + 2 * t;
+#pragma unroll
+          for (int nt = 0; nt < D / 8; ++nt) atomic_add2(dst + nt * 8, dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
+        }
+      }
+    }
+    sync_cta();  // the stage just read (and the dSᵀ tiles) are refilled next
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int j = kr + hf * 8;
+    if (j < p.sk) {
+      T* dkrow = a.dk + (static_cast<std::int64_t>(kv) * p.sk + j) * D;
+      T* dvrow = a.dv + (static_cast<std::int64_t>(kv) * p.sk + j) * DV;
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt)
+        *reinterpret_cast<std::uint32_t*>(dkrow + nt * 8 + 2 * t) =
+            pack2<T>(acc_dk[4 * nt + 2 * hf] * p.scale, acc_dk[4 * nt + 2 * hf + 1] * p.scale);
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<std::uint32_t*>(dvrow + nt * 8 + 2 * t) =
+            pack2<T>(acc_dv[4 * nt + 2 * hf] * p.drop_scale, acc_dv[4 * nt + 2 * hf + 1] * p.drop_scale);
+    }
+  }
+#else
+  __trap();  // never launched: the host takes this path only on compute capability 9.0
+#endif
+}
+
+}  // namespace tg::ops::attn

@@ -1,0 +1,55 @@
+#include "ops/attention/kernel_choice.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "runtime/error.h"
+
+namespace tg::ops::attn {
+namespace {
+
+std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
+std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
+std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_bwd{0};
+
+// An environment variable naming a kernel (`mma` or `wgmma`), read once by each caller's
+// static: 0 when unset, 1 for mma, 2 for wgmma.
+int kernel_from_environment(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  const std::string s(v);
+  if (s == "mma") return 1;
+  if (s == "wgmma") return 2;
+  TG_THROW(ValueError, "flash_attention: environment variable ", name, ": expected mma or wgmma, got '", s, "'");
+}
+
+}  // namespace
+
+void set_fwd_kernel(FwdKernel k) { g_fwd.store(k, std::memory_order_relaxed); }
+
+FwdKernel fwd_kernel() {
+  const FwdKernel k = g_fwd.load(std::memory_order_relaxed);
+  if (k != FwdKernel::Auto) return k;
+  static const int env = kernel_from_environment("TG_ATTENTION_FWD");
+  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : kDefaultFwdKernel;
+}
+
+std::int64_t wgmma_fwd_launches() { return g_wgmma_fwd.load(std::memory_order_relaxed); }
+
+void note_wgmma_fwd_launch() { g_wgmma_fwd.fetch_add(1, std::memory_order_relaxed); }
+
+void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
+
+BwdKernel bwd_kernel() {
+  const BwdKernel k = g_bwd.load(std::memory_order_relaxed);
+  if (k != BwdKernel::Auto) return k;
+  static const int env = kernel_from_environment("TG_ATTENTION_BWD");
+  return env == 1 ? BwdKernel::Mma : env == 2 ? BwdKernel::Wgmma : kDefaultBwdKernel;
+}
+
+std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }
+
+void note_wgmma_bwd_launch() { g_wgmma_bwd.fetch_add(1, std::memory_order_relaxed); }
+
+}  // namespace tg::ops::attn

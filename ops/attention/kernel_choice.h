@@ -1,0 +1,56 @@
+// Choice of the CUDA kernels behind the bf16 / f16 attention forward and backward,
+// overridable so that tests and benchmarks can run both on the same inputs.
+#pragma once
+
+#include <cstdint>
+
+namespace tg::ops::attn {
+
+/// Mma: the mma.sync kernel (sm_80+, every option). Wgmma: the Hopper warpgroup-MMA kernel
+/// wherever it applies (compute capability 9.0, D = Dv of 64 or 128, no bias, soft cap or
+/// dropout), the mma.sync one elsewhere. Auto: the environment variable TG_ATTENTION_FWD
+/// (`mma` or `wgmma`) when set, else the library's default (kDefaultFwdKernel).
+enum class FwdKernel { Auto, Mma, Wgmma };
+
+/// What Auto means without TG_ATTENTION_FWD: the Hopper kernel, 10-44% faster than the
+/// mma.sync one on an H200 (bench_attention, both run in one session).
+constexpr FwdKernel kDefaultFwdKernel = FwdKernel::Wgmma;
+
+/// Forces the kernel of later forwards (process-wide; Auto restores the default).
+void set_fwd_kernel(FwdKernel k);
+
+/// The choice in effect, Auto resolved: Mma or Wgmma. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD when it holds anything but `mma` or `wgmma`.
+FwdKernel fwd_kernel();
+
+/// Forwards run by the Hopper kernel since the process started (tests check the path ran).
+std::int64_t wgmma_fwd_launches();
+
+/// Counts one launch of the Hopper kernel (called by the CUDA backend).
+void note_wgmma_fwd_launch();
+
+/// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
+/// kernel wherever it applies (compute capability 9.0, D = Dv = 64, no bias, soft cap or
+/// dropout, dQ by atomics, i.e. not deterministic), mma.sync elsewhere. Auto: the
+/// environment variable TG_ATTENTION_BWD (`mma` or `wgmma`) when set, else
+/// kDefaultBwdKernel.
+enum class BwdKernel { Auto, Mma, Wgmma };
+
+/// What Auto means without TG_ATTENTION_BWD: mma.sync, until the Hopper kv pass has been
+/// checked on a GPU (it is compiled and tested on the CPU side only so far).
+constexpr BwdKernel kDefaultBwdKernel = BwdKernel::Mma;
+
+/// Forces the kv-pass kernel of later backwards (process-wide; Auto restores the default).
+void set_bwd_kernel(BwdKernel k);
+
+/// The choice in effect, Auto resolved. Throws tg::ValueError naming TG_ATTENTION_BWD when
+/// it holds anything but `mma` or `wgmma`.
+BwdKernel bwd_kernel();
+
+/// Backwards whose kv pass ran the Hopper kernel since the process started.
+std::int64_t wgmma_bwd_launches();
+
+/// Counts one launch of the Hopper kv pass (called by the CUDA backend).
+void note_wgmma_bwd_launch();
+
+}  // namespace tg::ops::attn
