@@ -35,7 +35,7 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128.
-template <typename T, int D>
+template <typename T, int D, bool kGeneral>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64.
 template <typename T>
@@ -113,7 +113,8 @@ bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softca
 // options it has, and a device its sm_90a code runs on.
 bool use_wgmma_fwd(const AttentionProblem& p, int device) {
   if (fwd_kernel() != FwdKernel::Wgmma) return false;
-  if (p.d != p.dv || (p.d != 64 && p.d != 128) || is_general(p)) return false;
+  if (p.d != p.dv || (p.d != 64 && p.d != 128)) return false;
+  if (is_general(p) && !fwd_wgmma_requested()) return false;  // not yet checked on a GPU
   return cuda_compute_capability(device) == 90;
 }
 
@@ -281,8 +282,9 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.lse = mptr<float>(la);
       if (use_wgmma_fwd(p, dev.index)) {
         note_wgmma_fwd_launch();
-        if (p.d == 64) launch_fwd_wgmma<T, 64>(a, work->row_items, st);
-        else launch_fwd_wgmma<T, 128>(a, work->row_items, st);
+        const bool g = is_general(p);
+        if (p.d == 64) (g ? launch_fwd_wgmma<T, 64, true> : launch_fwd_wgmma<T, 64, false>)(a, work->row_items, st);
+        else (g ? launch_fwd_wgmma<T, 128, true> : launch_fwd_wgmma<T, 128, false>)(a, work->row_items, st);
         return;
       }
       with_dims(p.d, p.dv, is_general(p), [&](auto D, auto DV, auto G) {

@@ -28,12 +28,20 @@ int kernel_from_environment(const char* name) {
 
 void set_fwd_kernel(FwdKernel k) { g_fwd.store(k, std::memory_order_relaxed); }
 
-FwdKernel fwd_kernel() {
+// The explicit choice: set_fwd_kernel's, else the environment's, else Auto.
+FwdKernel fwd_request() {
   const FwdKernel k = g_fwd.load(std::memory_order_relaxed);
   if (k != FwdKernel::Auto) return k;
   static const int env = kernel_from_environment("TG_ATTENTION_FWD");
-  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : kDefaultFwdKernel;
+  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : FwdKernel::Auto;
 }
+
+FwdKernel fwd_kernel() {
+  const FwdKernel k = fwd_request();
+  return k == FwdKernel::Auto ? kDefaultFwdKernel : k;
+}
+
+bool fwd_wgmma_requested() { return fwd_request() == FwdKernel::Wgmma; }
 
 std::int64_t wgmma_fwd_launches() { return g_wgmma_fwd.load(std::memory_order_relaxed); }
 

@@ -7,9 +7,11 @@
 namespace tg::ops::attn {
 
 /// Mma: the mma.sync kernel (sm_80+, every option). Wgmma: the Hopper warpgroup-MMA kernel
-/// wherever it applies (compute capability 9.0, D = Dv of 64 or 128, no bias, soft cap or
-/// dropout), the mma.sync one elsewhere. Auto: the environment variable TG_ATTENTION_FWD
-/// (`mma` or `wgmma`) when set, else the library's default (kDefaultFwdKernel).
+/// wherever it applies (compute capability 9.0, D = Dv of 64 or 128), the mma.sync one
+/// elsewhere. Auto: the environment variable TG_ATTENTION_FWD (`mma` or `wgmma`) when set,
+/// else the library's default (kDefaultFwdKernel). Problems with bias, soft cap or dropout
+/// take the Hopper kernel only when Wgmma is asked for explicitly (set_fwd_kernel or the
+/// environment), not by the default: that variant has not run on a GPU yet.
 enum class FwdKernel { Auto, Mma, Wgmma };
 
 /// What Auto means without TG_ATTENTION_FWD: the Hopper kernel, 10-44% faster than the
@@ -22,6 +24,10 @@ void set_fwd_kernel(FwdKernel k);
 /// The choice in effect, Auto resolved: Mma or Wgmma. Throws tg::ValueError naming
 /// TG_ATTENTION_FWD when it holds anything but `mma` or `wgmma`.
 FwdKernel fwd_kernel();
+
+/// Whether Wgmma was asked for explicitly (set_fwd_kernel(Wgmma) or TG_ATTENTION_FWD=wgmma),
+/// not just the default.
+bool fwd_wgmma_requested();
 
 /// Forwards run by the Hopper kernel since the process started (tests check the path ran).
 std::int64_t wgmma_fwd_launches();

@@ -482,13 +482,54 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   std::int64_t runs = 0;
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
-  // options it lacks fall back to the mma.sync kernel under the same setting
+  // asked for explicitly, it also runs bias, soft cap and dropout
+  const std::int64_t B = 2, H = 2, S = 256;
   Shape4 s;
-  s.sq = s.sk = 128;
+  s.B = B;
+  s.Hq = s.Hkv = H;
+  s.sq = s.sk = S;
+  const AttentionPattern sparse = uniform_pattern(B * H, S, S, 64, 64, 60, 75);
+  const AttentionPattern dense = AttentionPattern::dense(S, S, 64);
+  std::int64_t general_runs = 0;
+  for (std::int64_t d : {64, 128}) {
+    s.d = s.dv = d;
+    const Inputs in = make_inputs(s, static_cast<std::uint64_t>(76 + d));
+    AttentionOptions o;
+    o.bias = bias_of(B * H, S, S, 64, 77);
+    check_cuda("bias", in, sparse, o, {DType::bf16, DType::f16});
+    o.bias = bias_of(B * H, S, S, 4, 78);
+    check_cuda("bias, block 4", in, dense, o, {DType::bf16});
+    o = {};
+    o.softcap = 3.0;
+    o.scale = 0.5;
+    check_cuda("softcap", in, dense, o, {DType::bf16});
+    o = {};
+    o.dropout_p = 0.25;
+    o.seed = 123;
+    o.offset = 9;
+    check_cuda("dropout", in, sparse, o, {DType::bf16, DType::f16});
+    o = {};
+    o.num_heads = H;
+    o.causal = true;
+    o.window_left = 50;
+    o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {B});
+    o.seg_q = segments(B, S, 79);
+    o.seg_k = o.seg_q;
+    o.mask = element_mask(1, S, S, 16, 80);
+    o.bias = bias_of(B * H, S, S, 16, 81);
+    o.softcap = 4.0;
+    o.sinks = tgt::rand64({H}, 82);
+    o.dropout_p = 0.1;
+    o.seed = 5;
+    check_cuda("everything at once", in, sparse, o, {DType::bf16});
+    general_runs += 7;
+  }
+  CHECK(ops::attn::wgmma_fwd_launches() - before == runs + general_runs);
+  // the mma.sync kernel when asked for
+  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Mma);
   const std::int64_t mid = ops::attn::wgmma_fwd_launches();
-  AttentionOptions o;
-  o.softcap = 2.0;
-  check_cuda("soft cap falls back", make_inputs(s, 71), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
+  s.d = s.dv = 64;
+  check_cuda("mma.sync when asked", make_inputs(s, 83), dense, {}, {DType::bf16});
   CHECK(ops::attn::wgmma_fwd_launches() == mid);
 }
 

@@ -1,7 +1,7 @@
 // Hopper (sm_90a) forward of block-sparse flash attention for bf16 / f16 with D = Dv of 64
-// or 128 and no general transform (bias, soft cap, dropout): the same work items, tile
-// lists, visibility rules, sinks and outputs as the mma.sync forward (tc_fwd.cuh), with
-// warpgroup MMAs.
+// or 128: the same work items, tile lists, visibility rules, sinks, general transform
+// (bias, soft cap, dropout; kGeneral) and outputs as the mma.sync forward (tc_fwd.cuh),
+// with warpgroup MMAs.
 //
 // One CTA per (row bh, query tile of 128): two warpgroups of 64 query rows each. Per key
 // tile of 64 (two cp.async stages, the next tile in flight):
@@ -39,7 +39,7 @@ struct WgFwdConfig {
   static_assert(BM == kFwdBM && BN == kFwdBN, "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D>
+template <typename T, int D, bool kGeneral>
 __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgFwdConfig<D>;
@@ -127,7 +127,14 @@ __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const bool on = (vis >> (nt * 4 + c)) & 1u;
-          s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
+          if constexpr (kGeneral) {
+            float dsdt;
+            s[4 * nt + c] = on ? general_score_log2<T>(p, s[4 * nt + c], bh, r0 + (c >> 1) * 8,
+                                                       k0 + nt * 8 + 2 * t + (c & 1), dsdt)
+                               : -INFINITY;
+          } else {
+            s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
+          }
         }
       }
       // online softmax, rows g (hf 0) and g + 8 (hf 1)
@@ -155,6 +162,14 @@ __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel
         for (int nt = 0; nt < NTO; ++nt) {
           o[4 * nt + 2 * hf] *= corr;
           o[4 * nt + 2 * hf + 1] *= corr;
+        }
+      }
+      if constexpr (kGeneral) {
+        if (p.dropout) {  // dropped probabilities count in the sum but not in O
+          const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
+#pragma unroll
+          for (int x = 0; x < 32; ++x)
+            if (!((kept >> x) & 1u)) s[x] = 0.f;
         }
       }
       // O += P V: key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
