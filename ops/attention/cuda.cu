@@ -38,7 +38,7 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, bool kGeneral>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64.
-template <typename T>
+template <typename T, bool kGeneral>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 
 namespace {
@@ -121,7 +121,7 @@ bool use_wgmma_fwd(const AttentionProblem& p, int device) {
 // Whether the backward's kv pass of p runs on the Hopper kernel (kernel_choice.h).
 bool use_wgmma_bwd(const AttentionProblem& p, int device) {
   if (bwd_kernel() != BwdKernel::Wgmma) return false;
-  if (p.d != 64 || p.dv != 64 || is_general(p) || p.deterministic) return false;
+  if (p.d != 64 || p.dv != 64 || p.deterministic) return false;
   return cuda_compute_capability(device) == 90;
 }
 
@@ -349,7 +349,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     simt_bwd_q_kernel<<<static_cast<unsigned>(work->row_items), kSimtThreads, 0, st>>>(a);
     TG_CUDA_CHECK_LAST();
   } else {
-    const auto kv_work = device_work(p, bwd_kv_bm(general), kBwdKvBN, true, dev);
+    // the Hopper kv pass takes query tiles of 64 with or without the general transform
+    const bool wgmma_kv = use_wgmma_bwd(p, dev.index);
+    const auto kv_work = device_work(p, wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general), kBwdKvBN, true, dev);
     const bool atomic = !p.deterministic;
     Tensor dq_acc;
     if (atomic) {
@@ -373,9 +375,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.dv = mptr<T>(dva);
       a.dbias = mptr<T>(dba);
       a.atomic_dq = atomic;
-      if (use_wgmma_bwd(p, dev.index)) {
+      if (wgmma_kv) {
         note_wgmma_bwd_launch();
-        launch_bwd_kv_wgmma<T>(a, kv_work->col_items, st);
+        (general ? launch_bwd_kv_wgmma<T, true> : launch_bwd_kv_wgmma<T, false>)(a, kv_work->col_items, st);
       } else {
         with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
           launch_bwd_kv<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, kv_work->col_items, st);

@@ -36,8 +36,8 @@ std::int64_t wgmma_fwd_launches();
 void note_wgmma_fwd_launch();
 
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
-/// kernel wherever it applies (compute capability 9.0, D = Dv = 64, no bias, soft cap or
-/// dropout, dQ by atomics, i.e. not deterministic), mma.sync elsewhere. Auto: the
+/// kernel wherever it applies (compute capability 9.0, D = Dv = 64, dQ by atomics, i.e.
+/// not deterministic), mma.sync elsewhere. Auto: the
 /// environment variable TG_ATTENTION_BWD (`mma` or `wgmma`) when set, else
 /// kDefaultBwdKernel.
 enum class BwdKernel { Auto, Mma, Wgmma };

@@ -544,18 +544,50 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
   const std::int64_t runs = run_hopper_cases(64);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
-  // D 128, dropout and deterministic mode fall back to the mma.sync kv pass
-  const std::int64_t mid = ops::attn::wgmma_bwd_launches();
+  // the general transform: bias (its gradient too), soft cap, dropout, all at once
+  const std::int64_t B = 2, H = 2, S = 256;
   Shape4 s;
-  s.sq = s.sk = 128;
+  s.B = B;
+  s.Hq = s.Hkv = H;
+  s.sq = s.sk = S;
+  const Inputs in = make_inputs(s, 84);
+  const AttentionPattern sparse = uniform_pattern(B * H, S, S, 64, 64, 60, 85);
+  const AttentionPattern dense = AttentionPattern::dense(S, S, 64);
   AttentionOptions o;
-  o.dropout_p = 0.2;
-  o.seed = 3;
-  check_cuda("dropout falls back", make_inputs(s, 72), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
+  o.bias = bias_of(B * H, S, S, 64, 86);
+  check_cuda("bias", in, sparse, o, {DType::bf16, DType::f16});
+  o.bias = bias_of(B * H, S, S, 4, 87);
+  check_cuda("bias, block 4", in, dense, o, {DType::bf16});
+  o = {};
+  o.softcap = 3.0;
+  o.scale = 0.5;
+  check_cuda("softcap", in, dense, o, {DType::bf16});
+  o = {};
+  o.dropout_p = 0.25;
+  o.seed = 123;
+  o.offset = 9;
+  check_cuda("dropout", in, sparse, o, {DType::bf16, DType::f16});
+  o = {};
+  o.num_heads = H;
+  o.causal = true;
+  o.window_left = 50;
+  o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {B});
+  o.seg_q = segments(B, S, 88);
+  o.seg_k = o.seg_q;
+  o.mask = element_mask(1, S, S, 16, 89);
+  o.bias = bias_of(B * H, S, S, 16, 90);
+  o.softcap = 4.0;
+  o.sinks = tgt::rand64({H}, 91);
+  o.dropout_p = 0.1;
+  o.seed = 5;
+  check_cuda("everything at once", in, sparse, o, {DType::bf16});
+  CHECK(ops::attn::wgmma_bwd_launches() - before == runs + 7);
+  // deterministic mode and D 128 keep the mma.sync kv pass
+  const std::int64_t mid = ops::attn::wgmma_bwd_launches();
   o = {};
   o.deterministic = true;
-  check_cuda("deterministic falls back", make_inputs(s, 73), AttentionPattern::dense(128, 128, 64), o, {DType::bf16});
+  check_cuda("deterministic falls back", in, dense, o, {DType::bf16});
   s.d = s.dv = 128;
-  check_cuda("D 128 falls back", make_inputs(s, 74), AttentionPattern::dense(128, 128, 64), {}, {DType::bf16});
+  check_cuda("D 128 falls back", make_inputs(s, 92), dense, {}, {DType::bf16});
   CHECK(ops::attn::wgmma_bwd_launches() == mid);
 }

@@ -1,6 +1,8 @@
 // Hopper (sm_90a) kv pass of the block-sparse flash attention backward for bf16 / f16 with
-// D = Dv = 64, no general transform (bias, soft cap, dropout) and dQ by atomics: the same
-// work items and tile lists as the mma.sync kv pass (tc_bwd.cuh), with warpgroup MMAs.
+// D = Dv = 64 and dQ by atomics: the same work items and tile lists (query tiles of 64,
+// also for the general transform), per-element rules (bias, soft cap, dropout with its
+// sign-bit marking of dropped probabilities; kGeneral) and outputs as the mma.sync kv pass
+// (tc_bwd.cuh), with warpgroup MMAs.
 //
 // One CTA per (kv row, key tile of 128): two warpgroups of 64 keys each, K and V resident
 // in shared memory, dK and dV in registers. Per query tile of 64 (Q, dO, lse and D in two
@@ -44,7 +46,7 @@ struct WgBwdConfig {
   static constexpr int kSmem = kTiles + 2 * 2 * BM * 4 + 1024;
 };
 
-template <typename T>
+template <typename T, bool kGeneral>
 __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig;
@@ -131,22 +133,35 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
       wg::wait<0>();
       wg::fence_regs(st);
 
-      // Pᵀ
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int iq = nt * 8 + 2 * t + (c & 1);
-          const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
-          const bool on = (vis >> (nt * 4 + c)) & 1u;
-          st[4 * nt + c] = ex2_approx((on ? st[4 * nt + c] * p.scale_log2 : -INFINITY) - L);
-        }
+      // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
+      // probability with the sign bit set
+      [[maybe_unused]] float fac[kGeneral ? 32 : 1];
+      std::uint32_t kept = ~0u;
+      if constexpr (kGeneral) {
+        if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
       }
-      std::uint32_t pa[4][4];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
+        const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
+        const bool on = (vis >> i) & 1u;
+        float xs;
+        if constexpr (kGeneral) {
+          float dsdt = 1.f;
+          xs = on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
+          fac[i] = dsdt;
+        } else {
+          xs = on ? st[i] * p.scale_log2 : -INFINITY;
+        }
+        const float pr = ex2_approx(xs - L);
+        st[i] = ((kept >> i) & 1u) ? pr : -pr;
+      }
+      std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
-        for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
+        for (int r = 0; r < 4; ++r)
+          pa[kk][r] = pack2<T>(fmaxf(st[8 * kk + 2 * r], 0.f), fmaxf(st[8 * kk + 2 * r + 1], 0.f));
       }
       // dV += Pᵀ dO and dPᵀ = V dOᵀ, one group
       float dp[32];
@@ -168,10 +183,24 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
 
-      // dSᵀ = Pᵀ ⊙ (dPᵀ - D), packed as the A operand of dK and stored for dQ
+      // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
+      // written before the pass); packed as the A operand of dK and stored for dQ
       std::uint32_t da[4][4];
 #pragma unroll
-      for (int i = 0; i < 32; ++i) st[i] = st[i] * (dp[i] - sDs[(i >> 2) * 8 + 2 * t + (i & 1)]);
+      for (int i = 0; i < 32; ++i) {
+        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
+        const float pr = st[i];
+        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
+        float ds = fabsf(pr) * (dpv - sDs[iq]);
+        if constexpr (kGeneral) {
+          ds *= fac[i];
+          if (a.dbias) {
+            const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + ((i >> 1) & 1) * 8);
+            if (slot >= 0) a.dbias[slot] = T(ds);
+          }
+        }
+        st[i] = ds;
+      }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
