@@ -98,16 +98,24 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
         }
         std::string paths;
-        if (dt == tg::DType::bf16 && (bs == 32 || bs == 64)) {
-          // The forward on each forced decomposition (ops/sparse_matmul/path.h), to check
-          // the automatic choice.
+        if (dt == tg::DType::bf16) {
+          // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
+          // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
+          // 32 and 64), the Hopper kernel and its pipelined variant (blocks 64 and 128).
           using tg::ops::spmm::MmaPath;
           tg::NoGradGuard no_grad;
-          for (auto [path, name] :
-               {std::pair{MmaPath::PerBlock, "per-block"}, std::pair{MmaPath::Grouped, "128x128"},
-                std::pair{MmaPath::GroupedWide, "64x128"}, std::pair{MmaPath::GroupedTall, "128x64"}}) {
+          std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
+          if (bs == 32 || bs == 64) {
+            forced.insert(forced.end(), {{MmaPath::Grouped, "128x128"},
+                                         {MmaPath::GroupedWide, "64x128"},
+                                         {MmaPath::GroupedTall, "128x64"}});
+          }
+          if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
+            forced.insert(forced.end(), {{MmaPath::Wgmma, "wgmma"}, {MmaPath::WgmmaPipelined, "wgmma-pipelined"}});
+          }
+          for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);
-            char buf[48];
+            char buf[64];
             std::snprintf(buf, sizeof buf, "%s%s %.3f", paths.empty() ? "ms: " : ", ", name,
                           tgb::time_ms([&] { forward(); }, kWarmup, kReps));
             paths += buf;

@@ -279,11 +279,13 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   bool use_wgmma = false;  // the Hopper per-block kernel instead of the mma.sync one
   if constexpr (k16) {
     const spmm::MmaPath choice = spmm::mma_path();
-    use_wgmma = tensor_cores && (p.bs == 64 || p.bs == 128) &&
-                (choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma) && spmm::wgmma_supported(dev.index);
+    const bool wgmma_choice = choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma ||
+                              choice == spmm::MmaPath::WgmmaPipelined;
+    use_wgmma = tensor_cores && (p.bs == 64 || p.bs == 128) && wgmma_choice && spmm::wgmma_supported(dev.index);
+    args.wgmma_pipelined = choice == spmm::MmaPath::WgmmaPipelined ? 1 : 0;
     // The grouped path: regions of several blocks in one CTA tile (path.h).
     if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock &&
-        choice != spmm::MmaPath::Wgmma && p.n_pairs() > 0) {
+        choice != spmm::MmaPath::Wgmma && choice != spmm::MmaPath::WgmmaPipelined && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });

@@ -44,6 +44,7 @@ struct KernelArgs {
   int lg_kpp;  ///< log2 of the CTA k-steps per pair (bs / BK); set by the launcher
   int nsub;    ///< CTA tiles per block side (bs / BM); set by the launcher
   int trans_a, trans_b;
+  int wgmma_pipelined;  ///< wgmma path: one step's MMAs stay in flight across the next (path.h)
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with

@@ -13,11 +13,14 @@
 // Wgmma (blocks of 64 and 128, compute capability 9.0 only): the per-block decomposition
 // (same items and split-K) with Hopper warpgroup MMAs on 64 x 64 / 128 x 128 CTA tiles
 // (wgmma_kernel.cuh). Auto takes it wherever it applies, before the others.
+// WgmmaPipelined: the same kernel keeping one k-step's MMAs in flight while the next
+// step's are issued (a second barrier per step instead of a full wait); only when forced,
+// until it has been measured and checked on a GPU.
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma };
+enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma, WgmmaPipelined };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned

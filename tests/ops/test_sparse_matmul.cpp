@@ -631,57 +631,60 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   struct Restore {
     ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
   } restore;
-  ops::spmm::set_mma_path(ops::spmm::MmaPath::Wgmma);
-  std::uint64_t seed = 9900;
-  for (std::int64_t bs : {64, 128}) {
-    const std::vector<Problem> all = problems(bs, seed += 100);
-    const std::int64_t Kb = bs == 64 ? 24 : 12;  // k of 1536: lists cut into pieces
-    std::vector<Problem> ps = {
-        problem(2, 3, 4, 2, bs, 0.6, 0.7, 0.6, seed + 1),  // batch 2, partial layouts
-        problem(1, 2, 3, 3, bs, 1.0, 1.0, 1.0, seed + 2),  // full layouts
-        all[3],                                            // x empty
-        all[4],                                            // output empty
-        all[5],                                            // empty block-rows and -columns
-        all[6],                                            // no overlapping k
-        {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 1, 1, bs)},  // one long list
-        {tgt::layout_where(2, 2, Kb, bs, [](auto b, auto r, auto c) { return r == b || c % 5 == 0; }),
-         full_layout(2, Kb, 2, bs), full_layout(2, 2, 2, bs)}};  // skewed lists, batch 2
-    for (const Problem& p : ps) {
-      for (DType dt : {DType::bf16, DType::f16}) {
-        for (const Mode& m : kModes) {
-          INFO("wgmma " << m.name << " " << describe(p) << " " << dtype_name(dt));
-          compare_cuda_cpu(m, p, dt, ++seed);
+  for (const auto path : {ops::spmm::MmaPath::Wgmma, ops::spmm::MmaPath::WgmmaPipelined}) {
+    ops::spmm::set_mma_path(path);
+    INFO((path == ops::spmm::MmaPath::Wgmma ? "Wgmma" : "WgmmaPipelined"));
+    std::uint64_t seed = 9900;
+    for (std::int64_t bs : {64, 128}) {
+      const std::vector<Problem> all = problems(bs, seed += 100);
+      const std::int64_t Kb = bs == 64 ? 24 : 12;  // k of 1536: lists cut into pieces
+      std::vector<Problem> ps = {
+          problem(2, 3, 4, 2, bs, 0.6, 0.7, 0.6, seed + 1),  // batch 2, partial layouts
+          problem(1, 2, 3, 3, bs, 1.0, 1.0, 1.0, seed + 2),  // full layouts
+          all[3],                                            // x empty
+          all[4],                                            // output empty
+          all[5],                                            // empty block-rows and -columns
+          all[6],                                            // no overlapping k
+          {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 1, 1, bs)},  // one long list
+          {tgt::layout_where(2, 2, Kb, bs, [](auto b, auto r, auto c) { return r == b || c % 5 == 0; }),
+           full_layout(2, Kb, 2, bs), full_layout(2, 2, 2, bs)}};  // skewed lists, batch 2
+      for (const Problem& p : ps) {
+        for (DType dt : {DType::bf16, DType::f16}) {
+          for (const Mode& m : kModes) {
+            INFO("wgmma " << m.name << " " << describe(p) << " " << dtype_name(dt));
+            compare_cuda_cpu(m, p, dt, ++seed);
+          }
         }
       }
-    }
-    // No k-block in common: the output blocks hold exactly 0 (no pairs, nothing added).
-    const Problem& z = all[6];
-    const Inputs zin = inputs(z, ++seed);
-    for (DType dt : {DType::bf16, DType::f16}) {
-      const BlockSparseTensor x(to_sparse(zin.xd, z.lx).data().to(dt).to(Device::cuda()), z.lx);
-      const BlockSparseTensor y(to_sparse(zin.yd, z.ly).data().to(dt).to(Device::cuda()), z.ly);
-      for (const Tensor& out : {matmul(x, y, z.lo).data(), matmul(x, y)}) {
-        INFO("exact zeros bs=" << bs << " " << dtype_name(dt));
-        for (double v : tgt::values(out.to(Device::cpu()).to(DType::f64))) REQUIRE(v == 0.0);
+      // No k-block in common: the output blocks hold exactly 0 (no pairs, nothing added).
+      const Problem& z = all[6];
+      const Inputs zin = inputs(z, ++seed);
+      for (DType dt : {DType::bf16, DType::f16}) {
+        const BlockSparseTensor x(to_sparse(zin.xd, z.lx).data().to(dt).to(Device::cuda()), z.lx);
+        const BlockSparseTensor y(to_sparse(zin.yd, z.ly).data().to(dt).to(Device::cuda()), z.ly);
+        for (const Tensor& out : {matmul(x, y, z.lo).data(), matmul(x, y)}) {
+          INFO("exact zeros bs=" << bs << " " << dtype_name(dt));
+          for (double v : tgt::values(out.to(Device::cpu()).to(DType::f64))) REQUIRE(v == 0.0);
+        }
       }
-    }
-    // Both operands read transposed (no public op does it): a plan over x stored [B, K, M]
-    // (block-sparse) and y stored [B, N, K] (dense), run through the kernel slot on both.
-    const std::int64_t B = 2, Mb = 3, Kbt = 4, Nb = 2;
-    const Layout lxt = random_layout(B, Kbt, Mb, bs, 0.6, ++seed);
-    const ops::OperandDesc a{lxt, B, Kbt * bs, Mb * bs, true}, b{Layout(), B, Nb * bs, Kbt * bs, true},
-        c{Layout(), B, Mb * bs, Nb * bs, false};
-    const auto plan = ops::matmul_plan(a, b, c, bs);
-    for (DType dt : {DType::bf16, DType::f16}) {
-      INFO("both transposed bs=" << bs << " " << dtype_name(dt));
-      const Tensor xt = to_sparse(tgt::rand64({B, Kbt * bs, Mb * bs}, ++seed), lxt).data().to(dt);
-      const Tensor yt = tgt::rand64({B, Nb * bs, Kbt * bs}, ++seed).to(dt);
-      const Tensor want = zeros({B, Mb * bs, Nb * bs}, {.dtype = dt});
-      const Tensor got = zeros({B, Mb * bs, Nb * bs}, {.dtype = dt, .device = Device::cuda()});
-      ops::sparse_matmul_kernel()(Device::cpu())(*plan, xt, yt, want);
-      ops::sparse_matmul_kernel()(Device::cuda())(*plan, xt.to(Device::cuda()), yt.to(Device::cuda()), got);
-      tgt::require_close(got.to(Device::cpu()).to(DType::f64), want.to(DType::f64), rtol_of(dt),
-                         rtol_of(dt) * std::sqrt(static_cast<double>(Kbt * bs)));
+      // Both operands read transposed (no public op does it): a plan over x stored [B, K, M]
+      // (block-sparse) and y stored [B, N, K] (dense), run through the kernel slot on both.
+      const std::int64_t B = 2, Mb = 3, Kbt = 4, Nb = 2;
+      const Layout lxt = random_layout(B, Kbt, Mb, bs, 0.6, ++seed);
+      const ops::OperandDesc a{lxt, B, Kbt * bs, Mb * bs, true}, b{Layout(), B, Nb * bs, Kbt * bs, true},
+          c{Layout(), B, Mb * bs, Nb * bs, false};
+      const auto plan = ops::matmul_plan(a, b, c, bs);
+      for (DType dt : {DType::bf16, DType::f16}) {
+        INFO("both transposed bs=" << bs << " " << dtype_name(dt));
+        const Tensor xt = to_sparse(tgt::rand64({B, Kbt * bs, Mb * bs}, ++seed), lxt).data().to(dt);
+        const Tensor yt = tgt::rand64({B, Nb * bs, Kbt * bs}, ++seed).to(dt);
+        const Tensor want = zeros({B, Mb * bs, Nb * bs}, {.dtype = dt});
+        const Tensor got = zeros({B, Mb * bs, Nb * bs}, {.dtype = dt, .device = Device::cuda()});
+        ops::sparse_matmul_kernel()(Device::cpu())(*plan, xt, yt, want);
+        ops::sparse_matmul_kernel()(Device::cuda())(*plan, xt.to(Device::cuda()), yt.to(Device::cuda()), got);
+        tgt::require_close(got.to(Device::cpu()).to(DType::f64), want.to(DType::f64), rtol_of(dt),
+                           rtol_of(dt) * std::sqrt(static_cast<double>(Kbt * bs)));
+      }
     }
   }
 }
