@@ -1,7 +1,8 @@
 // Block-sparse data movement throughput (transpose, gather, repeat_interleave, split, merge)
 // at 16 x 2048 x 2048, block 64, densities 0.25 / 0.5 / 1.0, f32 and bf16, next to the
 // device copy rate measured in the same run. GB/s counts the fewest bytes the op must read
-// and write; %copy is that rate over the copy rate.
+// and write; %copy is that rate over the copy rate, %size-copy over the rate of a device
+// copy moving the same bytes (the ceiling at that size).
 #include <cstdio>
 #include <cstdint>
 #include <vector>
@@ -16,8 +17,8 @@ double g_copy = 0;
 
 void row(const char* op, double density, tg::DType dt, double ms, double bytes) {
   const double gbs = bytes / ms / 1e6;
-  std::printf("%-22s %-14s %5d %7.2f %-5s %9.3f %9.0f %6.1f%%\n", op, "16x2048x2048", 64, density, tg::dtype_name(dt), ms,
-              gbs, 100 * gbs / g_copy);
+  std::printf("%-22s %-14s %5d %7.2f %-5s %9.3f %9.0f %6.1f%% %9.1f%%\n", op, "16x2048x2048", 64, density,
+              tg::dtype_name(dt), ms, gbs, 100 * gbs / g_copy, 100 * gbs / tgb::same_size_copy_gbps(bytes));
 }
 
 // Indices for gather along dim 2 on layout l: "local" permutes the columns inside each
@@ -47,7 +48,8 @@ tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local) {
 int main() {
   g_copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", g_copy);
-  std::printf("%-22s %-14s %5s %7s %-5s %9s %9s %7s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s", "%copy");
+  std::printf("%-22s %-14s %5s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s", "%copy",
+              "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;
   tg::NoGradGuard ng;
   for (tg::DType dt : {tg::DType::f32, tg::DType::bf16}) {
