@@ -124,11 +124,7 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
 #pragma unroll
       for (int i = 0; i < 32; ++i) st[i] = 0.f;
       wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 32u;
-        wg::mma_ss<T, 64, 0, 0>(st, wg::make_desc(sKg + off, 16u, 1024u), wg::make_desc(sQs + off, 16u, 1024u));
-      }
+      mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(st);
@@ -157,25 +153,14 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
         st[i] = ((kept >> i) & 1u) ? pr : -pr;
       }
       std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-          pa[kk][r] = pack2<T>(fmaxf(st[8 * kk + 2 * r], 0.f), fmaxf(st[8 * kk + 2 * r + 1], 0.f));
-      }
+      acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
       // dV += Pᵀ dO and dPᵀ = V dOᵀ, one group
       float dp[32];
 #pragma unroll
       for (int i = 0; i < 32; ++i) dp[i] = 0.f;
       wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        wg::mma_rs<T, DV, 1>(acc_dv, pa[kk], wg::make_desc(sOs + static_cast<std::uint32_t>(kk) * 2048u, 8192u, 1024u));
-#pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk) {
-        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 32u;
-        wg::mma_ss<T, 64, 0, 0>(dp, wg::make_desc(sVg + off, 16u, 1024u), wg::make_desc(sOs + off, 16u, 1024u));
-      }
+      mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
+      mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(acc_dv);
@@ -201,15 +186,9 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
         }
         st[i] = ds;
       }
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-        for (int r = 0; r < 4; ++r) da[kk][r] = pack2<T>(st[8 * kk + 2 * r], st[8 * kk + 2 * r + 1]);
-      }
+      acc_to_a<T>(st, da);
       wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk)
-        wg::mma_rs<T, D, 1>(acc_dk, da[kk], wg::make_desc(sQs + static_cast<std::uint32_t>(kk) * 2048u, 8192u, 1024u));
+      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
       wg::commit();
       // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
       unsigned char* sSgen = gen + (sSg - base);

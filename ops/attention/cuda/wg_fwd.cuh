@@ -82,8 +82,7 @@ __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel
     row_max[hf] = sink;
     row_sum[hf] = (p.sinks && t == 0) ? 1.f : 0.f;  // the sink's exp(sink - max) = 1, once per row
   }
-  // Q's descriptors: this warpgroup's 64 rows, k-slice kk of 16 (32 bytes inside a line;
-  // a 128-wide Q has its second column 128 lines on).
+  // this warpgroup's 64 rows of Q (a 128-wide Q has its second column 128 lines on)
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   for (int e = e0; e < e1; ++e) {
@@ -110,13 +109,7 @@ __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel
 #pragma unroll
       for (int i = 0; i < 32; ++i) s[i] = 0.f;
       wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
-        const std::uint64_t dq = wg::make_desc(q_base + col * (Cfg::BM * 128u) + off, 16u, 1024u);
-        const std::uint64_t dk = wg::make_desc(sK + col * (BN * 128u) + off, 16u, 1024u);
-        wg::mma_ss<T, 64, 0, 0>(s, dq, dk);
-      }
+      mma_abt<T, D>(s, q_base, Cfg::BM * 128u, sK, BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(s);
@@ -174,20 +167,9 @@ __global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel
       }
       // O += P V: key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
       std::uint32_t pa[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        pa[kk][0] = pack2<T>(s[8 * kk + 0], s[8 * kk + 1]);
-        pa[kk][1] = pack2<T>(s[8 * kk + 2], s[8 * kk + 3]);
-        pa[kk][2] = pack2<T>(s[8 * kk + 4], s[8 * kk + 5]);
-        pa[kk][3] = pack2<T>(s[8 * kk + 6], s[8 * kk + 7]);
-      }
+      acc_to_a<T>(s, pa);
       wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        // 16 keys = 16 lines = two atoms (stride 1024 along k); 64-wide columns of V 8 KiB apart
-        const std::uint64_t dv = wg::make_desc(sV + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u);
-        wg::mma_rs<T, DV, 1>(o, pa[kk], dv);
-      }
+      mma_ab_nmajor<T, DV>(o, pa, sV);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);

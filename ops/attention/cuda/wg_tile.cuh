@@ -2,10 +2,14 @@
 // 128-byte-swizzled layout that wgmma descriptors describe: lines of 64 16-bit elements,
 // 8 lines to a 1024-byte atom, chunk c of line r stored at chunk c ^ (r % 8); a row of 128
 // elements is two 64-element columns, the second after all lines of the first. Also the
-// warpgroup-wide vote and barrier those kernels use.
+// warpgroup-wide vote and barrier those kernels use, the accumulator -> A operand
+// repacking they chain their products with, and the two product shapes they issue.
 #pragma once
 
 #include <cstdint>
+
+#include "ops/attention/cuda/ptx.cuh"
+#include "ops/cuda_wgmma.cuh"
 
 namespace tg::ops::attn {
 
@@ -45,5 +49,46 @@ __device__ __forceinline__ bool group_any(bool pred, int group) {
 
 /// Barrier among the 128 threads of warpgroup `group` (named barrier 1 + group).
 __device__ __forceinline__ void sync_group(int group) { asm volatile("bar.sync %0, 128;\n" ::"r"(group + 1) : "memory"); }
+
+/// The A operand of a product whose k runs over the 64 columns of an m64n64 accumulator s
+/// (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
+/// passed through f and packed in pairs.
+template <typename T, typename F>
+__device__ __forceinline__ void acc_to_a(const float (&s)[32], std::uint32_t (&a)[4][4], F f) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) a[kk][r] = pack2<T>(f(s[8 * kk + 2 * r]), f(s[8 * kk + 2 * r + 1]));
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void acc_to_a(const float (&s)[32], std::uint32_t (&a)[4][4]) {
+  acc_to_a<T>(s, a, [](float x) { return x; });
+}
+
+/// Issues acc[64 x 64] += A Bᵀ over k = 0 .. K-1 (not committed): A and B are 64-row
+/// slices at shared addresses a and b of K-major swizzled tiles whose 64-element columns
+/// lie a_col / b_col bytes apart (rows x 128 of their tiles).
+template <typename T, int K>
+__device__ __forceinline__ void mma_abt(float (&acc)[32], std::uint32_t a, std::uint32_t a_col, std::uint32_t b,
+                                        std::uint32_t b_col) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
+    wg::mma_ss<T, 64, 0, 0>(acc, wg::make_desc(a + col * a_col + off, 16u, 1024u),
+                            wg::make_desc(b + col * b_col + off, 16u, 1024u));
+  }
+}
+
+/// Issues acc[64 x N] += A B over k = 0 .. 63 (not committed): A from registers (acc_to_a),
+/// B the 64 x N tile at shared address b stored with rows along k (N-major: 16 k-rows = two
+/// atoms per slice, 64-wide columns 64 x 128 bytes apart).
+template <typename T, int N>
+__device__ __forceinline__ void mma_ab_nmajor(float (&acc)[N / 2], const std::uint32_t (&a)[4][4], std::uint32_t b) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    wg::mma_rs<T, N, 1>(acc, a[kk], wg::make_desc(b + static_cast<std::uint32_t>(kk) * 2048u, 64u * 128u, 1024u));
+}
 
 }  // namespace tg::ops::attn
