@@ -468,6 +468,63 @@ std::int64_t run_hopper_cases(std::int64_t d) {
   return runs;
 }
 
+// B 2 x H 2, S 256, D = Dv = d: the shape of the general-transform cases below.
+Shape4 general_shape(std::int64_t d) {
+  Shape4 s;
+  s.B = 2;
+  s.Hq = s.Hkv = 2;
+  s.sq = s.sk = 256;
+  s.d = s.dv = d;
+  return s;
+}
+
+// The general transform on the Hopper kernels at head dim d: bias (its gradient too, at
+// blocks 64 and 4), soft cap, dropout, and all of it with causal window, lens, segments,
+// element mask and sinks. Returns the number of GPU runs.
+std::int64_t run_general_cases(std::int64_t d) {
+  const Shape4 s = general_shape(d);
+  const std::int64_t BH = s.B * s.Hq, S = s.sq;
+  const Inputs in = make_inputs(s, static_cast<std::uint64_t>(76 + d));
+  const AttentionPattern sparse = uniform_pattern(BH, S, S, 64, 64, 60, 75);
+  const AttentionPattern dense = AttentionPattern::dense(S, S, 64);
+  const std::string dn = " D " + std::to_string(d);
+  std::int64_t runs = 0;
+  auto check = [&](const std::string& name, const AttentionPattern& pat, const AttentionOptions& o,
+                   const std::vector<DType>& dts) {
+    check_cuda(name + dn, in, pat, o, dts);
+    runs += static_cast<std::int64_t>(dts.size());
+  };
+  AttentionOptions o;
+  o.bias = bias_of(BH, S, S, 64, 77);
+  check("bias", sparse, o, {DType::bf16, DType::f16});
+  o.bias = bias_of(BH, S, S, 4, 78);
+  check("bias, block 4", dense, o, {DType::bf16});
+  o = {};
+  o.softcap = 3.0;
+  o.scale = 0.5;
+  check("softcap", dense, o, {DType::bf16});
+  o = {};
+  o.dropout_p = 0.25;
+  o.seed = 123;
+  o.offset = 9;
+  check("dropout", sparse, o, {DType::bf16, DType::f16});
+  o = {};
+  o.num_heads = s.Hq;
+  o.causal = true;
+  o.window_left = 50;
+  o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {s.B});
+  o.seg_q = segments(s.B, S, 79);
+  o.seg_k = o.seg_q;
+  o.mask = element_mask(1, S, S, 16, 80);
+  o.bias = bias_of(BH, S, S, 16, 81);
+  o.softcap = 4.0;
+  o.sinks = tgt::rand64({s.Hq}, 82);
+  o.dropout_p = 0.1;
+  o.seed = 5;
+  check("everything at once", sparse, o, {DType::bf16});
+  return runs;
+}
+
 }  // namespace
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[ops][attention][cuda]") {
@@ -483,53 +540,13 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
   // asked for explicitly, it also runs bias, soft cap and dropout
-  const std::int64_t B = 2, H = 2, S = 256;
-  Shape4 s;
-  s.B = B;
-  s.Hq = s.Hkv = H;
-  s.sq = s.sk = S;
-  const AttentionPattern sparse = uniform_pattern(B * H, S, S, 64, 64, 60, 75);
-  const AttentionPattern dense = AttentionPattern::dense(S, S, 64);
-  std::int64_t general_runs = 0;
-  for (std::int64_t d : {64, 128}) {
-    s.d = s.dv = d;
-    const Inputs in = make_inputs(s, static_cast<std::uint64_t>(76 + d));
-    AttentionOptions o;
-    o.bias = bias_of(B * H, S, S, 64, 77);
-    check_cuda("bias", in, sparse, o, {DType::bf16, DType::f16});
-    o.bias = bias_of(B * H, S, S, 4, 78);
-    check_cuda("bias, block 4", in, dense, o, {DType::bf16});
-    o = {};
-    o.softcap = 3.0;
-    o.scale = 0.5;
-    check_cuda("softcap", in, dense, o, {DType::bf16});
-    o = {};
-    o.dropout_p = 0.25;
-    o.seed = 123;
-    o.offset = 9;
-    check_cuda("dropout", in, sparse, o, {DType::bf16, DType::f16});
-    o = {};
-    o.num_heads = H;
-    o.causal = true;
-    o.window_left = 50;
-    o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {B});
-    o.seg_q = segments(B, S, 79);
-    o.seg_k = o.seg_q;
-    o.mask = element_mask(1, S, S, 16, 80);
-    o.bias = bias_of(B * H, S, S, 16, 81);
-    o.softcap = 4.0;
-    o.sinks = tgt::rand64({H}, 82);
-    o.dropout_p = 0.1;
-    o.seed = 5;
-    check_cuda("everything at once", in, sparse, o, {DType::bf16});
-    general_runs += 7;
-  }
-  CHECK(ops::attn::wgmma_fwd_launches() - before == runs + general_runs);
+  for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
+  CHECK(ops::attn::wgmma_fwd_launches() - before == runs);
   // the mma.sync kernel when asked for
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Mma);
   const std::int64_t mid = ops::attn::wgmma_fwd_launches();
-  s.d = s.dv = 64;
-  check_cuda("mma.sync when asked", make_inputs(s, 83), dense, {}, {DType::bf16});
+  check_cuda("mma.sync when asked", make_inputs(general_shape(64), 83), AttentionPattern::dense(256, 256, 64), {},
+             {DType::bf16});
   CHECK(ops::attn::wgmma_fwd_launches() == mid);
 }
 
@@ -542,52 +559,17 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
-  const std::int64_t runs = run_hopper_cases(64);
+  std::int64_t runs = run_hopper_cases(64);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
-  const std::int64_t B = 2, H = 2, S = 256;
-  Shape4 s;
-  s.B = B;
-  s.Hq = s.Hkv = H;
-  s.sq = s.sk = S;
-  const Inputs in = make_inputs(s, 84);
-  const AttentionPattern sparse = uniform_pattern(B * H, S, S, 64, 64, 60, 85);
-  const AttentionPattern dense = AttentionPattern::dense(S, S, 64);
-  AttentionOptions o;
-  o.bias = bias_of(B * H, S, S, 64, 86);
-  check_cuda("bias", in, sparse, o, {DType::bf16, DType::f16});
-  o.bias = bias_of(B * H, S, S, 4, 87);
-  check_cuda("bias, block 4", in, dense, o, {DType::bf16});
-  o = {};
-  o.softcap = 3.0;
-  o.scale = 0.5;
-  check_cuda("softcap", in, dense, o, {DType::bf16});
-  o = {};
-  o.dropout_p = 0.25;
-  o.seed = 123;
-  o.offset = 9;
-  check_cuda("dropout", in, sparse, o, {DType::bf16, DType::f16});
-  o = {};
-  o.num_heads = H;
-  o.causal = true;
-  o.window_left = 50;
-  o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {B});
-  o.seg_q = segments(B, S, 88);
-  o.seg_k = o.seg_q;
-  o.mask = element_mask(1, S, S, 16, 89);
-  o.bias = bias_of(B * H, S, S, 16, 90);
-  o.softcap = 4.0;
-  o.sinks = tgt::rand64({H}, 91);
-  o.dropout_p = 0.1;
-  o.seed = 5;
-  check_cuda("everything at once", in, sparse, o, {DType::bf16});
-  CHECK(ops::attn::wgmma_bwd_launches() - before == runs + 7);
+  runs += run_general_cases(64);
+  CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
   // deterministic mode and D 128 keep the mma.sync kv pass
   const std::int64_t mid = ops::attn::wgmma_bwd_launches();
-  o = {};
+  const AttentionPattern dense = AttentionPattern::dense(256, 256, 64);
+  AttentionOptions o;
   o.deterministic = true;
-  check_cuda("deterministic falls back", in, dense, o, {DType::bf16});
-  s.d = s.dv = 128;
-  check_cuda("D 128 falls back", make_inputs(s, 92), dense, {}, {DType::bf16});
+  check_cuda("deterministic falls back", make_inputs(general_shape(64), 84), dense, o, {DType::bf16});
+  check_cuda("D 128 falls back", make_inputs(general_shape(128), 92), dense, {}, {DType::bf16});
   CHECK(ops::attn::wgmma_bwd_launches() == mid);
 }
