@@ -114,7 +114,6 @@ bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softca
 bool use_wgmma_fwd(const AttentionProblem& p, int device) {
   if (fwd_kernel() != FwdKernel::Wgmma) return false;
   if (p.d != p.dv || (p.d != 64 && p.d != 128)) return false;
-  if (is_general(p) && !fwd_wgmma_requested()) return false;  // not yet checked on a GPU
   return cuda_compute_capability(device) == 90;
 }
 

@@ -28,20 +28,12 @@ int kernel_from_environment(const char* name) {
 
 void set_fwd_kernel(FwdKernel k) { g_fwd.store(k, std::memory_order_relaxed); }
 
-// The explicit choice: set_fwd_kernel's, else the environment's, else Auto.
-FwdKernel fwd_request() {
+FwdKernel fwd_kernel() {
   const FwdKernel k = g_fwd.load(std::memory_order_relaxed);
   if (k != FwdKernel::Auto) return k;
   static const int env = kernel_from_environment("TG_ATTENTION_FWD");
-  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : FwdKernel::Auto;
+  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : kDefaultFwdKernel;
 }
-
-FwdKernel fwd_kernel() {
-  const FwdKernel k = fwd_request();
-  return k == FwdKernel::Auto ? kDefaultFwdKernel : k;
-}
-
-bool fwd_wgmma_requested() { return fwd_request() == FwdKernel::Wgmma; }
 
 std::int64_t wgmma_fwd_launches() { return g_wgmma_fwd.load(std::memory_order_relaxed); }
 

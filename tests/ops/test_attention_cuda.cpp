@@ -539,7 +539,7 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   std::int64_t runs = 0;
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
-  // asked for explicitly, it also runs bias, soft cap and dropout
+  // it also runs bias, soft cap and dropout
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);
   // the mma.sync kernel when asked for
@@ -548,6 +548,17 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   check_cuda("mma.sync when asked", make_inputs(general_shape(64), 83), AttentionPattern::dense(256, 256, 64), {},
              {DType::bf16});
   CHECK(ops::attn::wgmma_fwd_launches() == mid);
+  // the default takes the Hopper kernel, with dropout too (the training example's case),
+  // unless the environment says otherwise
+  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
+  if (ops::attn::fwd_kernel() == ops::attn::FwdKernel::Wgmma) {
+    AttentionOptions o;
+    o.dropout_p = 0.1;
+    o.seed = 5;
+    check_cuda("default with dropout", make_inputs(general_shape(64), 84), AttentionPattern::dense(256, 256, 64), o,
+               {DType::bf16});
+    CHECK(ops::attn::wgmma_fwd_launches() > mid);
+  }
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
