@@ -14,6 +14,7 @@
 #include "ops/loss/loss.h"
 #include "ops/reduce/reduce.h"
 #include "ops/shape/shape_ops.h"
+#include "ops/shape/heads.h"
 #include "ops/softmax/softmax.h"
 #include "runtime/device.h"
 #include "runtime/error.h"

@@ -1,6 +1,6 @@
 #include "nn/attention.h"
 
-#include "ops/shape/shape_ops.h"
+#include "ops/shape/heads.h"
 
 namespace tg::nn {
 
@@ -8,16 +8,6 @@ namespace {
 
 // A dropout stream apart from the weight initialisation streams of the same seed.
 constexpr std::uint64_t kDropoutSeedSalt = 0x9e3779b97f4a7c15ull;
-
-// [B, S, h·Dh] -> [B·h, S, Dh]: head j of batch b becomes row b·h + j.
-Tensor split_heads(const Tensor& t, std::int64_t B, std::int64_t S, std::int64_t h, std::int64_t dh) {
-  return transpose(reshape(transpose(t), {B * h, dh, S}));
-}
-
-// [B·h, S, Dh] -> [B, S, h·Dh], the inverse of split_heads.
-Tensor merge_heads(const Tensor& t, std::int64_t B, std::int64_t S, std::int64_t h, std::int64_t dh) {
-  return transpose(reshape(transpose(t), {B, h * dh, S}));
-}
 
 }  // namespace
 
@@ -59,17 +49,17 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
              x.defined() ? x.shape().str() : std::string("an undefined tensor"));
   }
   const std::int64_t B = x.size(0), S = x.size(1), H = num_heads, Hkv = num_kv_heads, dh = head_dim;
-  const std::int64_t kv_dim = Hkv * dh;
   Tensor qh, kh, vh;
   if (qkv) {
-    Tensor y = qkv->forward(x);  // [B, S, d_model + 2·kv_dim]
-    qh = split_heads(slice(y, -1, 0, d_model), B, S, H, dh);
-    kh = split_heads(slice(y, -1, d_model, d_model + kv_dim), B, S, Hkv, dh);
-    vh = split_heads(slice(y, -1, d_model + kv_dim, d_model + 2 * kv_dim), B, S, Hkv, dh);
+    // [B, S, d_model + 2·kv_dim] -> [B·H, S, dh], [B·Hkv, S, dh] twice, one copy each
+    std::vector<Tensor> parts = split_heads(qkv->forward(x), {H, Hkv, Hkv}, dh);
+    qh = parts[0];
+    kh = parts[1];
+    vh = parts[2];
   } else {
-    qh = split_heads(q->forward(x), B, S, H, dh);
-    kh = split_heads(k->forward(x), B, S, Hkv, dh);
-    vh = split_heads(v->forward(x), B, S, Hkv, dh);
+    qh = split_heads(q->forward(x), {H}, dh)[0];
+    kh = split_heads(k->forward(x), {Hkv}, dh)[0];
+    vh = split_heads(v->forward(x), {Hkv}, dh)[0];
   }
   AttentionPattern pat = pattern.defined() ? pattern : options.pattern;
   if (!pat.defined()) {
@@ -86,7 +76,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
     o.offset = dropout_offset_++;
   }
   Tensor out = flash_attention(qh, kh, vh, pat, o);  // [B·H, S, dh]
-  return proj->forward(merge_heads(out, B, S, H, dh));
+  return proj->forward(merge_heads(out, B));
 }
 
 }  // namespace tg::nn

@@ -1,4 +1,5 @@
-// CPU kernels of the shape family: row copies and a cache-blocked transpose.
+// CPU kernels of the shape family: row copies, 4-d strided copies and a cache-blocked
+// transpose.
 #include <algorithm>
 #include <cstring>
 
@@ -13,6 +14,18 @@ void copy_2d_cpu(const Tensor& src, const Tensor& dst, const Copy2dParams& p) {
   for (std::int64_t r = 0; r < p.rows; ++r) {
     std::memcpy(d + r * p.dst_pitch, s + r * p.src_pitch, static_cast<std::size_t>(p.row_bytes));
   }
+}
+
+void copy_4d_cpu(const Tensor& src, const Tensor& dst, const Copy4dParams& p) {
+  const char* s = static_cast<const char*>(src.data_ptr()) + p.src_offset;
+  char* d = static_cast<char*>(dst.data_ptr()) + p.dst_offset;
+  for (std::int64_t a = 0; a < p.n[0]; ++a)
+    for (std::int64_t b = 0; b < p.n[1]; ++b)
+      for (std::int64_t c = 0; c < p.n[2]; ++c) {
+        std::memcpy(d + a * p.dst_stride[0] + b * p.dst_stride[1] + c * p.dst_stride[2],
+                    s + a * p.src_stride[0] + b * p.src_stride[1] + c * p.src_stride[2],
+                    static_cast<std::size_t>(p.n[3]));
+      }
 }
 
 // Moves elements as same-sized unsigned words: a transpose never looks at values. Each
@@ -59,5 +72,6 @@ void transpose_cpu(const Tensor& src, const Tensor& dst, std::int64_t batch, std
 
 TG_REGISTER_KERNEL(shape_copy_2d, CPU, &copy_2d_cpu);
 TG_REGISTER_KERNEL(shape_transpose, CPU, &transpose_cpu);
+TG_REGISTER_KERNEL(shape_copy_4d, CPU, &copy_4d_cpu);
 
 }  // namespace tg::ops

@@ -1,5 +1,7 @@
-// Tests of reshape / transpose / cat / slice (ops/shape): index-mapping references for
-// every dtype, edge cases, gradchecks, bad inputs, and CUDA against the CPU.
+// Tests of reshape / transpose / cat / slice / split_heads / merge_heads (ops/shape):
+// index-mapping references for every dtype, edge cases, gradchecks, bad inputs, and CUDA
+// against the CPU.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -92,6 +94,28 @@ std::vector<double> ref_slice(const Tensor& x, int d, std::int64_t lo, std::int6
     auto idx = unravel(f, os);
     idx[d] += lo;
     out[static_cast<std::size_t>(f)] = v[static_cast<std::size_t>(ravel(idx, x.shape()))];
+  }
+  return out;
+}
+
+// split_heads by its definition: part p, row b·h + j, position s, feature e is x[b, s,
+// col_p + j·dh + e] with col_p the parts' running column offset.
+std::vector<std::vector<double>> ref_split_heads(const Tensor& x, const std::vector<std::int64_t>& heads,
+                                                 std::int64_t dh) {
+  const std::int64_t B = x.size(0), S = x.size(1), W = x.size(2);
+  auto v = x.to_vector<double>();
+  std::vector<std::vector<double>> out;
+  std::int64_t col = 0;
+  for (std::int64_t h : heads) {
+    std::vector<double> o(static_cast<std::size_t>(B * h * S * dh));
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t j = 0; j < h; ++j)
+        for (std::int64_t s = 0; s < S; ++s)
+          for (std::int64_t e = 0; e < dh; ++e)
+            o[static_cast<std::size_t>(((b * h + j) * S + s) * dh + e)] =
+                v[static_cast<std::size_t>((b * S + s) * W + col + j * dh + e)];
+    out.push_back(std::move(o));
+    col += h * dh;
   }
   return out;
 }
@@ -289,6 +313,68 @@ TEST_CASE("slice: gradcheck (zero-padded scatter), and bad inputs", "[ops][shape
   tgt::require_throws<ValueError>([] { slice(Tensor(), 0, 0, 1); }, {"slice", "x", "undefined"});
 }
 
+TEST_CASE("split_heads / merge_heads: the head layout of attention, every dtype, inverse of each other", "[ops][shape]") {
+  for (DType dt : kAllDTypes) {
+    for (auto [B, S, dh] : std::vector<std::array<std::int64_t, 3>>{{2, 5, 4}, {1, 1, 1}, {3, 7, 3}, {2, 0, 2}}) {
+      for (const std::vector<std::int64_t>& heads : std::vector<std::vector<std::int64_t>>{{3}, {4, 2, 2}, {1, 1}}) {
+        std::int64_t total = 0;
+        for (std::int64_t h : heads) total += h;
+        INFO(dt << " B " << B << " S " << S << " dh " << dh << " parts " << heads.size());
+        Tensor x = make({B, S, total * dh}, dt, 110);
+        std::vector<Tensor> parts = split_heads(x, heads, dh);
+        const auto want = ref_split_heads(x, heads, dh);
+        REQUIRE(parts.size() == heads.size());
+        for (std::size_t p = 0; p < heads.size(); ++p) {
+          require_equal(parts[p], want[p], Shape{B * heads[p], S, dh});
+          // merge_heads undoes one part exactly
+          Tensor back = merge_heads(parts[p], B);
+          REQUIRE(back.shape() == (Shape{B, S, heads[p] * dh}));
+          std::int64_t col = 0;
+          for (std::size_t q = 0; q < p; ++q) col += heads[q] * dh;
+          Shape ss;
+          require_equal(back, ref_slice(x, 2, col, col + heads[p] * dh, &ss), ss);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("split_heads / merge_heads: gradcheck, a part without gradient, bad inputs", "[ops][shape][gradcheck]") {
+  Tensor x = tgt::rand64({2, 3, 12}, 111).requires_grad_(true);
+  auto res = autograd::gradcheck(
+      [](const std::vector<Tensor>& in) {
+        auto p = split_heads(in[0], {2, 1, 1}, 3);
+        return cat({reshape(p[0], {-1}), reshape(p[1], {-1}), reshape(mul(p[2], p[2]), {-1})}, 0);
+      },
+      {x});
+  INFO(res.report);
+  REQUIRE(res);
+  Tensor y = tgt::rand64({6, 3, 4}, 112).requires_grad_(true);
+  auto res2 = autograd::gradcheck([](const std::vector<Tensor>& in) { return merge_heads(in[0], 2); }, {y});
+  INFO(res2.report);
+  REQUIRE(res2);
+  {  // only part 1 reaches the loss: the gradient of the other columns is exactly 0
+    Tensor z = tgt::rand64({2, 3, 8}, 113).requires_grad_(true);
+    auto p = split_heads(z, {1, 1}, 4);
+    backward(sum(p[1]));
+    auto g = z.grad().to_vector<double>();
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      INFO("element " << i);
+      CHECK(g[i] == ((i % 8) >= 4 ? 1.0 : 0.0));
+    }
+  }
+  Tensor t = tgt::rand64({2, 3, 12}, 114);
+  tgt::require_throws<ShapeError>([&] { split_heads(t, {2, 2}, 4); }, {"split_heads", "sum of heads", "16", "[2, 3, 12]"});
+  tgt::require_throws<ShapeError>([&] { split_heads(t, {3, 0}, 4); }, {"split_heads", "heads[1]", "positive", "0"});
+  tgt::require_throws<ShapeError>([&] { split_heads(t, {3}, 0); }, {"split_heads", "head_dim", "0"});
+  tgt::require_throws<ShapeError>([&] { split_heads(reshape(t, {-1}), {3}, 4); }, {"split_heads", "3-d", "[72]"});
+  tgt::require_throws<ValueError>([&] { split_heads(t, {}, 4); }, {"split_heads", "heads", "none"});
+  tgt::require_throws<ValueError>([&] { split_heads(Tensor(), {1}, 4); }, {"split_heads", "x"});
+  tgt::require_throws<ShapeError>([&] { merge_heads(t, 4); }, {"merge_heads", "batch", "divide", "2", "4"});
+  tgt::require_throws<ShapeError>([&] { merge_heads(t, 0); }, {"merge_heads", "batch", "0"});
+  tgt::require_throws<ShapeError>([&] { merge_heads(reshape(t, {6, 12}), 2); }, {"merge_heads", "3-d", "[6, 12]"});
+}
+
 // ---- CUDA ---------------------------------------------------------------------------------
 
 TEST_CASE("shape ops [cuda]: forward results equal the CPU's for every dtype", "[ops][shape][cuda]") {
@@ -366,5 +452,38 @@ TEST_CASE("shape ops [cuda]: backward results equal the CPU's for floating dtype
       INFO("output " << i);
       tgt::require_close(gpu[i], cpu[i], 1e-2, 1e-6);
     }
+  }
+}
+
+TEST_CASE("split_heads / merge_heads [cuda]: equal to the CPU, every word width, backward", "[ops][shape][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  for (DType dt : kAllDTypes) {
+    // dh·size 2, 3, ... bytes: every unit width from 1 to 16 bytes; the GPT's shape last
+    for (auto [B, S, dh] : std::vector<std::array<std::int64_t, 3>>{{2, 5, 1}, {3, 7, 3}, {2, 9, 8}, {2, 33, 64}, {4, 256, 64}}) {
+      INFO(dt << " B " << B << " S " << S << " dh " << dh);
+      Tensor x = make({B, S, 8 * dh}, dt, 120);
+      auto cpu = split_heads(x, {4, 2, 2}, dh);
+      auto gpu_parts = split_heads(x.to(gpu), {4, 2, 2}, dh);
+      for (std::size_t p = 0; p < 3; ++p) {
+        require_equal(gpu_parts[p], cpu[p].to_vector<double>(), cpu[p].shape());
+        Tensor m = merge_heads(cpu[p], B);
+        require_equal(merge_heads(gpu_parts[p], B), m.to_vector<double>(), m.shape());
+      }
+    }
+  }
+  // an odd column offset: the second part starts 3 elements in (unaligned), 2-byte words
+  Tensor x = make({2, 4, 9}, DType::bf16, 121);
+  auto c = split_heads(x, {1, 2}, 3), g = split_heads(x.to(gpu), {1, 2}, 3);
+  require_equal(g[1], c[1].to_vector<double>(), c[1].shape());
+  for (DType dt : {DType::f32, DType::bf16}) {
+    auto run = [&](Device dev) {
+      Tensor a = make({2, 16, 96}, dt, 122).to(dev).requires_grad_(true);
+      auto p = split_heads(a, {2, 1, 1}, 24);
+      Tensor y = merge_heads(mul(p[0], p[0]), 2);
+      backward(add(sum(y), sum(p[2])));
+      return a.grad().to(Device::cpu());
+    };
+    tgt::require_close(run(gpu), run(Device::cpu()), 1e-2, 1e-6);
   }
 }
