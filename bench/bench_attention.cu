@@ -113,6 +113,7 @@ int main() {
     tg::Tensor v = tg::rand_seeded({bh, kSeq, d}, 12, bf, -1, 1);
     tg::Tensor dout = tg::rand_seeded({bh, kSeq, d}, 13, bf, -1, 1);
     for (const Case& c : cases()) {
+      if (!tgb::selected(c.name + " " + std::to_string(d))) continue;
       tg::AttentionOptions o = c.options;
       o.num_heads = kHeads;
       const double pairs = attended_pairs(c.pattern, o) * static_cast<double>(bh);

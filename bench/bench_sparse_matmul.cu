@@ -76,6 +76,9 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
     for (std::int64_t bs : {32, 64, 128}) {
       for (double want : {0.1, 0.25, 0.5, 1.0}) {
         const tg::Layout l = tg::random_layout(kB, kS / bs, kS / bs, bs, want, ++seed);
+        if (!tgb::selected(std::string(mode_name(m)) + " " + std::to_string(bs) + " " + std::to_string(want) + " " +
+                           tg::dtype_name(dt)))
+          continue;
         const double density = l.density();
         const double flops = dense_flops * density;  // pairs · 2·bs³ for these modes
         // leaves: the dense operands, or the block data of the sparse one

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -14,6 +16,13 @@
 #include "runtime/cuda/cuda_check.h"
 
 namespace tgb {
+
+/// Whether the case named `label` runs: every case when TG_BENCH_ONLY is unset, else those
+/// whose label contains it (to profile one case, e.g. under ncu).
+inline bool selected(const std::string& label) {
+  static const char* only = std::getenv("TG_BENCH_ONLY");
+  return only == nullptr || label.find(only) != std::string::npos;
+}
 
 /// Median milliseconds of `fn` over `reps` timed runs after `warmup` untimed ones, each
 /// run timed with CUDA events on the legacy default stream.
