@@ -138,28 +138,31 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
-  // One running sum of squares per (device, accumulation dtype), kept on its device and read
-  // back once: a read-back per parameter would stall the device queue once per parameter.
-  std::vector<Tensor> partial;
+  // Per device: one multi-tensor launch sums every gradient's squares into an f64 scalar
+  // on that device, read back once; scaling is one more launch. Per-parameter ops cost
+  // four launches a parameter (77 parameters in the example GPT).
+  std::vector<std::vector<Tensor>> by_device;
   for (const auto& p : params) {
     Tensor g = p.grad();
-    if (!g.defined()) continue;
-    Tensor ga = g.to(g.dtype() == DType::f64 ? DType::f64 : DType::f32);
-    Tensor s = sum(mul(ga, ga));
-    auto same = [&](const Tensor& t) { return t.device() == s.device() && t.dtype() == s.dtype(); };
-    auto it = std::find_if(partial.begin(), partial.end(), same);
-    if (it == partial.end()) partial.push_back(s);
-    else *it = add(*it, s);
+    if (!g.defined() || g.numel() == 0) continue;
+    if (!is_floating(g.dtype())) {
+      TG_THROW(DTypeError, "clip_grad_norm: gradients must be floating, got ", dtype_name(g.dtype()));
+    }
+    auto it = std::find_if(by_device.begin(), by_device.end(),
+                           [&](const std::vector<Tensor>& v) { return v[0].device() == g.device(); });
+    if (it == by_device.end()) by_device.push_back({g});
+    else it->push_back(g);
   }
   double total = 0;
-  for (const Tensor& t : partial) total += t.item<double>();
-  double norm = std::sqrt(total);
+  for (const auto& grads : by_device) {
+    Tensor acc = zeros({1}, {.dtype = DType::f64, .device = grads[0].device()});
+    ops::grad_squares_kernel()(grads[0].device())(grads, acc);
+    total += acc.item<double>();
+  }
+  const double norm = std::sqrt(total);
   if (norm > max_norm && norm > 0) {
-    double scale = max_norm / (norm + 1e-6);
-    for (const auto& p : params) {
-      Tensor g = p.grad();
-      if (g.defined()) p.impl().grad = mul(g, scale).impl_ptr();
-    }
+    const double scale = max_norm / (norm + 1e-6);
+    for (const auto& grads : by_device) ops::grad_scale_kernel()(grads[0].device())(grads, scale);
   }
   return norm;
 }

@@ -62,8 +62,11 @@ class AdamW : public Optimizer {
   std::vector<Tensor> m_, v_;
 };
 
-/// Scales all gradients so that their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping.
+/// Scales all gradients in place so that their global L2 norm is at most `max_norm`
+/// (factor max_norm / (norm + 1e-6) when norm > max_norm); returns the norm before
+/// clipping. Squares are summed in f32 (f64 for f64 gradients) and across tensors in f64;
+/// one read-back per device. Parameters without a gradient are skipped.
+/// Errors: DTypeError (a gradient of an integer dtype).
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 /// Learning rate at `step` (0-based): linear warm-up over `warmup` steps to `peak`, then a

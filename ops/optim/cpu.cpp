@@ -42,9 +42,36 @@ void sgd_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads
   }
 }
 
+
+void grad_squares_cpu(const std::vector<Tensor>& grads, Tensor& out) {
+  double total = 0;
+  for (const Tensor& g : grads) {
+    TG_DISPATCH_FLOATING(g.dtype(), "clip_grad_norm", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      const scalar_t* x = g.data<scalar_t>();
+      A s = 0;
+      for (std::int64_t j = 0; j < g.numel(); ++j) s += A(x[j]) * A(x[j]);
+      total += static_cast<double>(s);
+    });
+  }
+  *out.data<double>() += total;
+}
+
+void grad_scale_cpu(const std::vector<Tensor>& grads, double scale) {
+  for (const Tensor& g : grads) {
+    TG_DISPATCH_FLOATING(g.dtype(), "clip_grad_norm", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      scalar_t* x = g.data<scalar_t>();
+      for (std::int64_t j = 0; j < g.numel(); ++j) x[j] = scalar_t(A(x[j]) * A(scale));
+    });
+  }
+}
+
 }  // namespace
 
 TG_REGISTER_KERNEL(adamw_kernel, CPU, &adamw_cpu);
 TG_REGISTER_KERNEL(sgd_kernel, CPU, &sgd_cpu);
+TG_REGISTER_KERNEL(grad_squares_kernel, CPU, &grad_squares_cpu);
+TG_REGISTER_KERNEL(grad_scale_kernel, CPU, &grad_scale_cpu);
 
 }  // namespace tg::ops

@@ -1,5 +1,5 @@
-// Multi-tensor optimizer updates: one launch per parameter dtype updates every parameter,
-// driven by a chunk table (tensor, start, length) built on the host.
+// Multi-tensor optimizer kernels: one launch per parameter dtype updates (or measures, or
+// scales) every tensor, driven by a chunk table (tensor, start, length) built on the host.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -76,6 +76,46 @@ __global__ void sgd_multi(const TensorRef* refs, const Chunk* chunks, A lr, A mo
   }
 }
 
+// Σ g² of one chunk per CTA, added to *out in f64 (one atomic per CTA).
+template <typename T, typename A, int V>
+__global__ void grad_squares_multi(const TensorRef* refs, const Chunk* chunks, double* out) {
+  const Chunk c = chunks[blockIdx.x];
+  const T* g = static_cast<const T*>(refs[c.tensor].g);
+  const std::int64_t end = c.start + c.len, vec_end = c.start + c.len / V * V;
+  A s = 0;
+  for (std::int64_t j = c.start + threadIdx.x * V; j < vec_end; j += blockDim.x * V) {
+    const Vec<T, V> gv = *reinterpret_cast<const Vec<T, V>*>(g + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) s += A(gv.v[k]) * A(gv.v[k]);
+  }
+  for (std::int64_t j = vec_end + threadIdx.x; j < end; j += blockDim.x) s += A(g[j]) * A(g[j]);
+  __shared__ A warp_sums[32];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    A t = 0;
+    for (unsigned w = 0; w < (blockDim.x + 31) / 32; ++w) t += warp_sums[w];
+    atomicAdd(out, static_cast<double>(t));
+  }
+}
+
+// g *= scale in place, one chunk per CTA.
+template <typename T, typename A, int V>
+__global__ void grad_scale_multi(const TensorRef* refs, const Chunk* chunks, A scale) {
+  const Chunk c = chunks[blockIdx.x];
+  T* g = static_cast<T*>(refs[c.tensor].p);
+  const std::int64_t end = c.start + c.len, vec_end = c.start + c.len / V * V;
+  for (std::int64_t j = c.start + threadIdx.x * V; j < vec_end; j += blockDim.x * V) {
+    Vec<T, V> gv = *reinterpret_cast<const Vec<T, V>*>(g + j);
+#pragma unroll
+    for (int k = 0; k < V; ++k) gv.v[k] = T(A(gv.v[k]) * scale);
+    *reinterpret_cast<Vec<T, V>*>(g + j) = gv;
+  }
+  for (std::int64_t j = vec_end + threadIdx.x; j < end; j += blockDim.x) g[j] = T(A(g[j]) * scale);
+}
+
 // Builds the device-side tables for the parameters of one dtype; `launch` gets them.
 template <typename Launch>
 void for_each_dtype_group(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -150,9 +190,39 @@ void sgd_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& grad
   });
 }
 
+void grad_squares_cuda(const std::vector<Tensor>& grads, Tensor& out) {
+  const std::vector<Tensor> none(grads.size());
+  for_each_dtype_group(grads, grads, none, {}, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
+                                                   unsigned n, bool aligned) {
+    cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+    TG_DISPATCH_FLOATING(dt, "clip_grad_norm", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      if (aligned) grad_squares_multi<scalar_t, A, 4><<<n, 256, 0, st>>>(refs, chunks, out.data<double>());
+      else grad_squares_multi<scalar_t, A, 1><<<n, 256, 0, st>>>(refs, chunks, out.data<double>());
+    });
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
+void grad_scale_cuda(const std::vector<Tensor>& grads, double scale) {
+  const std::vector<Tensor> none(grads.size());
+  for_each_dtype_group(grads, grads, none, {}, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
+                                                   unsigned n, bool aligned) {
+    cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
+    TG_DISPATCH_FLOATING(dt, "clip_grad_norm", [&] {
+      using A = typename acc_type<scalar_t>::type;
+      if (aligned) grad_scale_multi<scalar_t, A, 4><<<n, 256, 0, st>>>(refs, chunks, A(scale));
+      else grad_scale_multi<scalar_t, A, 1><<<n, 256, 0, st>>>(refs, chunks, A(scale));
+    });
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
 }  // namespace
 
 TG_REGISTER_KERNEL(adamw_kernel, CUDA, &adamw_cuda);
 TG_REGISTER_KERNEL(sgd_kernel, CUDA, &sgd_cuda);
+TG_REGISTER_KERNEL(grad_squares_kernel, CUDA, &grad_squares_cuda);
+TG_REGISTER_KERNEL(grad_scale_kernel, CUDA, &grad_scale_cuda);
 
 }  // namespace tg::ops

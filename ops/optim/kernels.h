@@ -1,4 +1,5 @@
-// Fused optimizer update kernels: one call updates every parameter in place.
+// Fused optimizer kernels: one call updates (or measures, or scales) every parameter's
+// tensor.
 #pragma once
 
 #include <cstdint>
@@ -24,5 +25,13 @@ using SgdFn = void(const std::vector<Tensor>& params, const std::vector<Tensor>&
                    const std::vector<Tensor>& bufs, double lr, double momentum, double weight_decay);
 TG_DECLARE_KERNEL(adamw_kernel, AdamWFn);
 TG_DECLARE_KERNEL(sgd_kernel, SgdFn);
+
+/// Adds Σ_i Σ_j grads[i][j]² (f32/bf16/f16/f64, all on out's device; squares summed in f32,
+/// f64 for f64 tensors, partial sums added in f64) to out, an f64 tensor of one element.
+using GradSquaresFn = void(const std::vector<Tensor>& grads, Tensor& out);
+/// grads[i] *= scale in place for every i (floating dtypes, one device).
+using GradScaleFn = void(const std::vector<Tensor>& grads, double scale);
+TG_DECLARE_KERNEL(grad_squares_kernel, GradSquaresFn);
+TG_DECLARE_KERNEL(grad_scale_kernel, GradScaleFn);
 
 }  // namespace tg::ops
