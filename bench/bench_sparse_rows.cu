@@ -11,7 +11,11 @@
 //   exp            read the blocks, write the blocks
 // Each timed run issues kInner calls back to back, so the host-side cost of a call
 // (validation, allocation from the pool, launch) is hidden only where the kernel is longer.
+// TG_SPARSE_ROWS_KERNEL=old runs the previous row_sum / row_max / 16-bit broadcast kernels
+// (temporary, for an A/B against the default lean ones; see ops/sparse_rows/cuda.cu).
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 
 #include "bench_util.h"
@@ -36,6 +40,8 @@ void report(const char* op, double density, tg::DType dt, double bytes, const st
 int main() {
   const double copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
+  const char* variant = std::getenv("TG_SPARSE_ROWS_KERNEL");
+  std::printf("sparse row kernels: %s\n", variant != nullptr && std::strcmp(variant, "old") == 0 ? "old" : "lean");
   std::printf("%-14s %-14s %4s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s",
               "%copy", "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;

@@ -8,6 +8,8 @@
 //   dependent loads per lane and the warp's start-up latency for 1 KB. Each lane keeps a
 //   partial result; shuffles within the G lanes combine them (no atomics, so the result is
 //   the same on every run).
+//   The lean row_reduce_lean_kernel (the default) keeps this layout with a branch-free,
+//   sub-64-register lane for both sum and max, and more lanes per row when rows are long.
 // - Column sums: one CUDA block per block-column, walking the CSC col_blocks; threads
 //   own columns within the block, and a shared-memory pass adds the per-thread parts in
 //   a fixed order.
@@ -29,7 +31,9 @@
 // tg::half's decode are software, several instructions per element.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
+#include <string_view>
 #include <type_traits>
 
 #include "core/dtype.h"
@@ -142,6 +146,17 @@ void with_width(int w, F&& f) {
 }
 
 
+// TG_SPARSE_ROWS_KERNEL=old selects the previous row_sum / row_max kernel and the previous
+// 16-bit broadcast kernel, for an A/B measurement against the lean ones in one session
+// (read once per process). Temporary: to be removed with the old kernels once measured.
+bool old_kernels() {
+  static const bool old = [] {
+    const char* v = std::getenv("TG_SPARSE_ROWS_KERNEL");
+    return v != nullptr && std::string_view(v) == "old";
+  }();
+  return old;
+}
+
 unsigned grid_for(std::int64_t work_items, int device) {
   const std::int64_t want = (work_items + kThreads - 1) / kThreads;
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, cuda::multiprocessor_count(device) * 32)));
@@ -250,6 +265,222 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// ---- row reductions, lean version (the default; see old_kernels()) --------------------
+// The version above spends 80-86 registers on row_max (two CUDA blocks per SM, half the
+// loads in flight of row_sum), branches per unit on the arg-max update and does 64-bit
+// index arithmetic per load. This one keeps every lane branch-free and under 64
+// registers: units past the row's end load a neutral value instead of guarding the
+// consumer; the arg-max update is a select; 16-bit maxima are taken on pairs (max.NaN on
+// bf16x2 / f16x2, exact, so the same value as in f32); addresses are one wide multiply-add
+// off the row's base; the row's position is 32-bit. The host also widens the lane group
+// past one segment's units when rows are long (see lanes_per_row), so that a lane has all
+// loads of a typical row in flight in one round.
+constexpr int kLeanUnroll = 8;  // vector loads in flight per lane
+
+/// The nan-propagating maximum of the two 16-bit values in each half of a and b.
+template <typename T>
+__device__ __forceinline__ std::uint32_t max2_nan(std::uint32_t a, std::uint32_t b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  std::uint32_t r;
+  if constexpr (std::is_same_v<T, half>) asm("max.NaN.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("max.NaN.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+#else
+  const float lo = gpu::nan_max_fast(gpu::to_f32<T>(a & 0xffffu), gpu::to_f32<T>(b & 0xffffu));
+  const float hi = gpu::nan_max_fast(gpu::to_f32<T>(a >> 16), gpu::to_f32<T>(b >> 16));
+  return gpu::pack2<T>(lo, hi);  // exact: both are values of T
+#endif
+}
+
+/// The nan-propagating maximum of the elements of p, in the accumulation type.
+template <typename T, int W>
+__device__ __forceinline__ acc_t<T> unit_max(const Pack<T, W>& p) {
+  if constexpr (kIs16<T> && W >= 4) {
+    const auto* w = reinterpret_cast<const std::uint32_t*>(&p.raw);
+    std::uint32_t c;
+    if constexpr (W == 16) c = max2_nan<T>(max2_nan<T>(w[0], w[1]), max2_nan<T>(w[2], w[3]));
+    else if constexpr (W == 8) c = max2_nan<T>(w[0], w[1]);
+    else c = w[0];
+    return gpu::nan_max_fast(gpu::to_f32<T>(static_cast<std::uint16_t>(c & 0xffffu)),
+                             gpu::to_f32<T>(static_cast<std::uint16_t>(c >> 16)));
+  } else {
+    acc_t<T> m = elem_acc<T, W>(p, 0);
+#pragma unroll
+    for (int t = 1; t < Pack<T, W>::kLen; ++t) m = gpu::nan_max_fast(m, elem_acc<T, W>(p, t));
+    return m;
+  }
+}
+
+/// The sum of the elements of p in the accumulation type, pairwise (a short dependency
+/// chain per unit).
+template <typename T, int W>
+__device__ __forceinline__ acc_t<T> unit_sum(const Pack<T, W>& p) {
+  constexpr int V = Pack<T, W>::kLen;
+  acc_t<T> v[V];
+  if constexpr (std::is_same_v<T, bfloat16> && W >= 4) {
+    const auto* w = reinterpret_cast<const std::uint32_t*>(&p.raw);
+#pragma unroll
+    for (int t = 0; t < W / 4; ++t) {
+      v[2 * t] = __uint_as_float(w[t] << 16);
+      v[2 * t + 1] = __uint_as_float(w[t] & 0xffff0000u);
+    }
+  } else {
+#pragma unroll
+    for (int t = 0; t < V; ++t) v[t] = elem_acc<T, W>(p, t);
+  }
+#pragma unroll
+  for (int step = 1; step < V; step *= 2) {
+#pragma unroll
+    for (int t = 0; t + step < V; t += 2 * step) v[t] += v[t + step];
+  }
+  return v[0];
+}
+
+/// The pack at p when `pred`, else zeros, as one predicated load: a branch around each load
+/// let the compiler move the address arithmetic of every load into its own branch.
+template <typename T, int W>
+__device__ __forceinline__ Pack<T, W> load_pack_if(bool pred, const T* p) {
+  Pack<T, W> v;
+  const int on = pred;
+  if constexpr (W == 16) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    asm("{\n .reg .pred q;\n setp.ne.s32 q, %5, 0;\n @q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}"
+        : "+r"(a), "+r"(b), "+r"(c), "+r"(d)
+        : "l"(p), "r"(on));
+    v.raw = make_uint4(a, b, c, d);
+  } else if constexpr (W == 8) {
+    unsigned a = 0, b = 0;
+    asm("{\n .reg .pred q;\n setp.ne.s32 q, %3, 0;\n @q ld.global.nc.v2.u32 {%0, %1}, [%2];\n}"
+        : "+r"(a), "+r"(b)
+        : "l"(p), "r"(on));
+    v.raw = make_uint2(a, b);
+  } else if constexpr (W == 4) {
+    unsigned a = 0;
+    asm("{\n .reg .pred q;\n setp.ne.s32 q, %2, 0;\n @q ld.global.nc.u32 %0, [%1];\n}" : "+r"(a) : "l"(p), "r"(on));
+    v.raw = a;
+  } else {
+    unsigned short a = 0;
+    asm("{\n .reg .pred q;\n setp.ne.s32 q, %2, 0;\n @q ld.global.nc.u16 %0, [%1];\n}" : "+h"(a) : "l"(p), "r"(on));
+    v.raw = a;
+  }
+  return v;
+}
+
+/// Word-wise p = take ? q : p (a select, not a branch).
+template <typename T, int W>
+__device__ __forceinline__ void select_pack(bool take, Pack<T, W>& p, const Pack<T, W>& q) {
+  if constexpr (W >= 4) {
+    auto* d = reinterpret_cast<std::uint32_t*>(&p.raw);
+    const auto* s = reinterpret_cast<const std::uint32_t*>(&q.raw);
+#pragma unroll
+    for (int t = 0; t < W / 4; ++t) d[t] = take ? s[t] : d[t];
+  } else {
+    p.raw = take ? q.raw : p.raw;
+  }
+}
+
+// Row `row` is taken by the 2^lg_g lanes of global thread ids row * 2^lg_g + [0, 2^lg_g);
+// lane gl of them reduces units gl, gl + 2^lg_g, ... of the row, a unit u lying in block
+// u >> lg_units of the row at unit u & (2^lg_units - 1) of its segment (2^lg_g may exceed
+// the units of a segment: then the lanes of a row span several blocks).
+template <typename T, int W, bool kMax>
+__global__ void __launch_bounds__(kThreads, 4)
+    row_reduce_lean_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
+                           int lg_bs, int lg_units, int lg_g, T* __restrict__ out, std::int64_t* __restrict__ index) {
+  using A = acc_t<T>;
+  using P = Pack<T, W>;
+  constexpr int V = P::kLen;
+  const std::int64_t gtid = static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (((gtid & ~std::int64_t(31)) >> lg_g) >= rows) return;  // whole warps leave together
+  const int g = 1 << lg_g;
+  const int gl = static_cast<int>(threadIdx.x) & (g - 1);
+  const std::int64_t row = gtid >> lg_g;
+  const bool live = row < rows;  // lanes past the last row reduce an empty row
+  // M is a multiple of bs: row >> lg_bs is the global block-row b * Mb + r
+  const std::int64_t br = live ? row >> lg_bs : 0;
+  const int i = static_cast<int>(row) & ((1 << lg_bs) - 1);
+  const std::int64_t k0 = live ? row_off[br] : 0, k1 = live ? row_off[br + 1] : 0;
+  const int total = static_cast<int>(k1 - k0) << lg_units;  // vector units in the row
+  const int umask = (1 << lg_units) - 1;
+  const int bs2 = 1 << (2 * lg_bs);
+  const T* xr = x + (((k0 << lg_bs) + i) << lg_bs);  // row i of block k0
+  auto at = [&](int u) { return xr + static_cast<std::int64_t>(u >> lg_units) * bs2 + (u & umask) * V; };
+
+  A s = 0;
+  A m = -static_cast<A>(INFINITY);  // max: the lane's maximum so far
+  int bu = -1;                      // max: the first of the lane's units holding it
+  P bp{};                           // max: that unit
+  for (int u0 = gl; u0 < total; u0 += kLeanUnroll * g) {
+    P p[kLeanUnroll];
+    // past the end: zeros, which add nothing and are never taken as the maximum below
+#pragma unroll
+    for (int q = 0; q < kLeanUnroll; ++q) p[q] = load_pack_if<T, W>(u0 + q * g < total, at(u0 + q * g));
+#pragma unroll
+    for (int q = 0; q < kLeanUnroll; ++q) {
+      if constexpr (kMax) {
+        const int u = u0 + q * g;
+        const A um = unit_max<T, W>(p[q]);
+        // units come in increasing order: a later unit wins only with a larger value, or a
+        // nan over a number; the first unit is always taken
+        const bool take = (u < total) & ((bu < 0) | (!(um <= m) & (m == m)));
+        m = take ? um : m;
+        bu = take ? u : bu;
+        select_pack<T, W>(take, bp, p[q]);
+      } else {
+        s += unit_sum<T, W>(p[q]);
+      }
+    }
+  }
+
+  if constexpr (kMax) {
+    int pos = -1;  // the position in the row (u * V + element) of the lane's first maximal element
+    if (bu >= 0) {  // the first element of the best unit equal to m (a nan when m is nan)
+      int hit = V - 1;
+      A hv = m;
+#pragma unroll
+      for (int t = V - 1; t >= 0; --t) {
+        const A v = elem_acc<T, W>(bp, t);
+        if (v == m || (v != v && m != m)) {
+          hit = t;
+          hv = v;  // +0 and -0 compare equal: report the element's own value
+        }
+      }
+      pos = bu * V + hit;
+      m = hv;
+    }
+    for (int off = g >> 1; off > 0; off >>= 1) {
+      const A om = __shfl_xor_sync(kFullMask, m, off);
+      const int op = __shfl_xor_sync(kFullMask, pos, off);
+      if (before(om, static_cast<std::int64_t>(op), m, static_cast<std::int64_t>(pos))) {
+        m = om;
+        pos = op;
+      }
+    }
+    if (gl == 0 && live) {
+      out[row] = static_cast<T>(m);
+      // pos = block (within the row) * bs + column, as u * V + t with bs / V units per segment
+      const std::int64_t flat = ((((k0 + (pos >> lg_bs)) << lg_bs) + i) << lg_bs) + (pos & ((1 << lg_bs) - 1));
+      index[row] = pos < 0 ? -1 : flat;
+    }
+  } else {
+    for (int off = g >> 1; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
+    if (gl == 0 && live) out[row] = static_cast<T>(s);
+  }
+}
+
+/// log2 of the lanes per row of row_reduce_lean_kernel: at least one segment's units (at
+/// most 32), widened while an average row would give a lane more than half of
+/// kLeanUnroll units, so that rows up to twice the average load in one round.
+int lanes_per_row(const Layout& l, int lg_units) {
+  int lg_g = std::min(lg_units, 5);
+  const std::int64_t block_rows = l.batch() * l.block_rows();
+  if (block_rows == 0) return lg_g;
+  // average units per row, rounded up: n_blocks * units-per-segment / block rows
+  const std::int64_t avg = ((l.n_blocks() << lg_units) + block_rows - 1) / block_rows;
+  while (lg_g < 5 && avg > (std::int64_t(kLeanUnroll / 2) << lg_g)) ++lg_g;
+  return lg_g;
+}
+
 template <typename T>
 void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Tensor& out, const Tensor& index) {
   const Device dev = out.device();
@@ -260,12 +491,22 @@ void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Ten
   const T* x = static_cast<const T*>(data.data_ptr());
   const std::int64_t* row_off = l.tables(dev).row_offsets.data<std::int64_t>();
   const int w = pick_width(bs * es, es, {x});
-  const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w), lg_g = std::min(lg_units, 5);
+  const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w);
+  const bool lean = !old_kernels();
+  const int lg_g = lean ? lanes_per_row(l, lg_units) : std::min(lg_units, 5);
   const std::int64_t threads = rows << lg_g;
   const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
   with_width<T>(w, [&](auto wc) {
     constexpr int W = decltype(wc)::value;
-    if (kind == RowReduce::Max) {
+    if (lean) {
+      if (kind == RowReduce::Max) {
+        row_reduce_lean_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
+                                                                      out.data<T>(), index.data<std::int64_t>());
+      } else {
+        row_reduce_lean_kernel<T, W, false><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
+                                                                       out.data<T>(), nullptr);
+      }
+    } else if (kind == RowReduce::Max) {
       row_reduce_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
                                                                 lg_units, lg_g, out.data<T>(),
                                                                 index.data<std::int64_t>());
@@ -618,6 +859,77 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The broadcast by a warp per output block, lean version (16-bit default; see
+// old_kernels()): the a values of the block's rows come in one coalesced load per 32 rows
+// (lane l holds row 32 c + l of chunk c) and reach the lane writing a row by a shuffle, so
+// a block waits for one round of loads (a and b together) after its coordinates, and the
+// next block's coordinates are loaded while this one is written. (outer_warp_kernel loads
+// the a values kOuterRows rows at a time between its stores: with a block per warp, three
+// dependent round trips before the last store.) Same lane layout as outer_warp_kernel;
+// needs bs <= 32 * kLeanChunks.
+constexpr int kLeanChunks = 4;
+
+template <typename T, int W>
+__global__ void __launch_bounds__(kThreads)
+    outer_warp_lean_kernel(T* __restrict__ out, std::int64_t n_blocks, const std::int64_t* __restrict__ coords,
+                           int lg_bs, int lg_upr, std::int64_t M, std::int64_t N, const T* __restrict__ a,
+                           const T* __restrict__ bv, acc_t<T> alpha_b) {
+  using A = acc_t<T>;
+  constexpr int V = Pack<T, W>::kLen;
+  const int bs = 1 << lg_bs;
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int j0 = (lane & ((1 << lg_upr) - 1)) * V;  // this lane's column
+  const int i0 = lane >> lg_upr, istep = 32 >> lg_upr;
+  const int chunk_rows = bs < 32 ? bs : 32;  // istep divides it: every lane writes as many rows
+  const std::int64_t nwarps = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  std::int64_t k = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (k >= n_blocks) return;  // whole warps
+  std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
+  while (true) {
+    const std::int64_t kn = k + nwarps;
+    std::int64_t nb = 0, nr = 0, nc = 0;
+    if (kn < n_blocks) {
+      nb = coords[3 * kn];
+      nr = coords[3 * kn + 1];
+      nc = coords[3 * kn + 2];
+    }
+    A av[kLeanChunks];
+    const T* arow = a ? a + b * M + r * bs : nullptr;
+#pragma unroll
+    for (int q = 0; q < kLeanChunks; ++q) {
+      const int i = q * 32 + lane;
+      av[q] = arow && i < bs ? to_acc<T>(arow[i]) : A(0);
+    }
+    A bvals[V];
+    if (bv) {
+      const Pack<T, W> p = load_pack<T, W>(bv + b * N + c * bs + j0);
+#pragma unroll
+      for (int t = 0; t < V; ++t) bvals[t] = alpha_b * elem_acc<T, W>(p, t);
+    } else {
+#pragma unroll
+      for (int t = 0; t < V; ++t) bvals[t] = A(0);
+    }
+    T* o = out + (k << (2 * lg_bs)) + j0;
+#pragma unroll
+    for (int q = 0; q < kLeanChunks; ++q) {
+      if (q * 32 >= bs) break;  // the same for the whole warp
+#pragma unroll 4
+      for (int ii = i0; ii < chunk_rows; ii += istep) {
+        const A ai = __shfl_sync(kFullMask, av[q], ii);
+        A y[V];
+#pragma unroll
+        for (int t = 0; t < V; ++t) y[t] = ai + bvals[t];
+        store_pack<T, W>(o + (static_cast<std::int64_t>(q * 32 + ii) << lg_bs), make_pack<T, W>(y));
+      }
+    }
+    if (kn >= n_blocks) break;
+    k = kn;
+    b = nb;
+    r = nr;
+    c = nc;
+  }
+}
+
 template <typename T>
 void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, const Tensor& out) {
   const T* ap = a.defined() ? a.data<T>() : nullptr;
@@ -634,8 +946,13 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
       const std::int64_t n = l.n_blocks();
       const unsigned grid = static_cast<unsigned>(
           std::min<std::int64_t>((n + kWarps - 1) / kWarps, cuda::multiprocessor_count(out.device().index) * 16));
-      outer_warp_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs, log2_exact(upr),
-                                                                 ctx.M, ctx.N, ap, bp, al);
+      if (!old_kernels() && bs <= 32 * kLeanChunks) {
+        outer_warp_lean_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs,
+                                                                        log2_exact(upr), ctx.M, ctx.N, ap, bp, al);
+      } else {
+        outer_warp_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs,
+                                                                   log2_exact(upr), ctx.M, ctx.N, ap, bp, al);
+      }
       TG_CUDA_CHECK_LAST();
       return;
     }

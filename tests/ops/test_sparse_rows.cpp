@@ -556,3 +556,92 @@ TEST_CASE("row ops with mixed devices throw", "[ops][sparse_rows][cuda]") {
       [&] { broadcast_add(zeros({1, 8}), zeros({1, 8}, {.device = Device::cuda()}), l); },
       {"broadcast_add", "a", "b", "same device"});
 }
+
+TEST_CASE("row_sum / row_max CUDA with lane groups wider than a segment match CPU", "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // Long rows against few units per segment widen the lane group past one block (bs 16 at
+  // 64 block-columns: up to 32 lanes over 16 blocks at once), rows of more than 8 units per
+  // lane take several rounds (bs 64 at 48 full block-columns), one empty block-row per
+  // layout, all -inf in-block rows, nans early and late, ties; misaligned data takes the
+  // element-wide predicated loads; an empty layout gives 0 / -inf / -1.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 2300;
+  for (const Case& c : {Case{2, 3, 64, 16, 0.9}, Case{1, 2, 48, 64, 1.0}, Case{2, 2, 40, 32, 0.25},
+                        Case{1, 2, 20, 128, 0.5}, Case{2, 2, 6, 16, 0.0}}) {
+    Layout base = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    Layout l = tgt::layout_where(c.B, c.Mb, c.Nb, c.bs, [&](auto b, auto r, auto cc) {
+      return !(b == 0 && r == 1) && base.active(b, r, cc);
+    });
+    const std::int64_t bs = c.bs, n = l.n_blocks() * bs * bs;
+    std::vector<double> vals(at(n));
+    std::uint64_t st = seed;
+    for (double& v : vals) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<double>((st >> 33) % 32) / 8.0 - 2.0;
+    }
+    if (l.n_blocks() > 2) {
+      for (std::int64_t k = 0; k < l.n_blocks(); ++k)
+        for (std::int64_t j = 0; j < bs; ++j) vals[at(k * bs * bs + j)] = -kInf;  // in-block row 0: all -inf
+      vals[at(bs + 1)] = std::nan("");                                             // row 1: a nan at the start
+      vals[at((l.n_blocks() - 1) * bs * bs + 2 * bs + bs - 1)] = std::nan("");       // row 2: one at the end
+      vals[at(3 * bs + 2)] = 5.0;                                                 // row 3: a tie for the maximum
+      vals[at((l.n_blocks() - 1) * bs * bs + 3 * bs + 4)] = 5.0;
+    }
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      for (bool misaligned : {false, true}) {
+        if (misaligned && n == 0) continue;
+        INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
+        const double rtol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 4e-3 : 1e-5;
+        const double atol = rtol * std::sqrt(static_cast<double>(c.Nb * bs));
+        Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
+        Tensor xg = d.to(Device::cuda());
+        if (misaligned) {
+          xg = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = Device::cuda()}), 1, d.shape());
+          copy_bytes(xg, d.to(Device::cuda()));
+        }
+        Tensor g = rand_seeded({c.B, l.rows()}, ++seed, {.dtype = dt});
+        auto run = [&](const Tensor& x) {
+          Tensor xd = x.detach().requires_grad_();
+          Tensor m = row_max(BlockSparseTensor(xd, l));
+          m.backward(g.to(x.device()));
+          return std::vector<Tensor>{row_sum(BlockSparseTensor(x, l)), m, xd.grad()};
+        };
+        std::vector<Tensor> want = run(d), got = run(xg);
+        tgt::require_close(got[0], want[0], rtol, atol);
+        tgt::require_close(got[1], want[1], 0, 0);
+        tgt::require_close(got[2], want[2], 0, 0);  // the gradient lands on the same element
+      }
+    }
+  }
+}
+
+TEST_CASE("broadcast_add/sub CUDA in 16-bit with several blocks per warp match CPU", "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // More blocks than the grid has warps (132 SMs x 16 CUDA blocks x 8 warps on an H200),
+  // so warps go on to a second block with coordinates loaded ahead; bs 16 and 32 leave
+  // lanes without an a value to hold; bs 128 uses four 32-row chunks of a; b misaligned
+  // takes element-wide units.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 2400;
+  for (const Case& c : {Case{1, 132, 132, 16, 1.0}, Case{2, 5, 7, 32, 0.6}, Case{2, 3, 5, 64, 0.5},
+                        Case{1, 3, 4, 128, 0.7}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    for (DType dt : {DType::bf16, DType::f16}) {
+      for (bool misaligned : {false, true}) {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned b" : ""));
+        const double tol = dt == DType::bf16 ? 1e-2 : 2e-3;
+        Tensor a = rand_seeded({c.B, l.rows()}, ++seed, {.dtype = dt}, -2.0, 2.0);
+        Tensor b = rand_seeded({c.B, l.cols()}, ++seed, {.dtype = dt}, -2.0, 2.0);
+        Tensor bg = b.to(Device::cuda());
+        if (misaligned) {
+          bg = tgt::misaligned_view(zeros({c.B * l.cols() + 1}, {.dtype = dt, .device = Device::cuda()}), 1,
+                                    b.shape());
+          copy_bytes(bg, b.to(Device::cuda()));
+        }
+        Tensor ag = a.to(Device::cuda());
+        tgt::require_close(broadcast_add(ag, bg, l).data(), broadcast_add(a, b, l).data(), tol, tol);
+        tgt::require_close(broadcast_sub(ag, bg, l).data(), broadcast_sub(a, b, l).data(), tol, tol);
+      }
+    }
+  }
+}
