@@ -7,11 +7,11 @@
 // One CTA per (kv row, key tile of 128): two warpgroups of 64 keys each, K and V resident
 // in shared memory, dK and dV in registers. Per query tile of 64 (Q, dO, lse and D in two
 // cp.async stages, the next tile in flight), each warpgroup computes, keys as rows:
-//   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major)
+//   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major), issued
+//   dPᵀ = V dOᵀ           together with this one (V and dO K-major)
 //   Pᵀ  = 2^(Sᵀ·scale·log2 e - lse), masked as the forward
 //   dV += Pᵀ dO           Pᵀ from registers (the accumulator fragment is the A fragment),
-//                         dO N-major
-//   dPᵀ = V dOᵀ           V and dO K-major
+//                         dO N-major; runs on while dSᵀ is computed and dK, dQ issued
 //   dSᵀ = Pᵀ ⊙ (dPᵀ - D)
 //   dK += dSᵀ Q           dSᵀ from registers, Q N-major
 //   dQ += dS K            dSᵀ through shared memory, read M-major (transposed) as A, K
@@ -119,15 +119,17 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
       any = group_any(vis != 0, group);
     }
     if (any) {
-      // Sᵀ = K Qᵀ
-      float st[32];
+      // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
+      float st[32], dp[32];
 #pragma unroll
-      for (int i = 0; i < 32; ++i) st[i] = 0.f;
+      for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
       wg::fence();
       mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
+      mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(st);
+      wg::fence_regs(dp);
 
       // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
       // probability with the sign bit set
@@ -154,19 +156,10 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
       }
       std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
       acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
-      // dV += Pᵀ dO and dPᵀ = V dOᵀ, one group
-      float dp[32];
-#pragma unroll
-      for (int i = 0; i < 32; ++i) dp[i] = 0.f;
+      // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
       wg::fence();
       mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
-      mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
       wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(acc_dv);
-      wg::fence_regs(dp);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
 
       // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
       // written before the pass); packed as the A operand of dK and stored for dQ
@@ -213,10 +206,14 @@ __global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant
       }
       wg::commit();
       wg::wait<0>();
+      wg::fence_regs(acc_dv);
       wg::fence_regs(acc_dk);
       wg::fence_regs(dq);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+      for (int kk = 0; kk < 4; ++kk) {
+        wg::fence_regs(pa[kk]);
+        wg::fence_regs(da[kk]);
+      }
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int i = i0 + warp * 16 + g + hf * 8;
