@@ -34,8 +34,8 @@ template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
-// The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128.
-template <typename T, int D, bool kGeneral>
+// The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
+template <typename T, int D, bool kGeneral, int BM>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64.
 template <typename T, bool kGeneral>
@@ -250,7 +250,20 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   tg::cuda::DeviceGuard guard(dev.index);
   const cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
   const bool simt = q.dtype() == DType::f32;
-  const auto work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
+  auto work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
+  const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
+  int wg_bm = kFwdBM;
+  if (wgmma) {
+    // 64-row tiles when they visit at most 3/4 of the (row, key tile) pairs that 128-row
+    // tiles make each warpgroup step through: patterns sparse at 64-row granularity
+    // (random blocks), not causal or window ones (within a few percent), where the larger
+    // tile halves the K / V traffic.
+    auto narrow = device_work(p, 64, kFwdBN, false, dev);
+    if (4 * narrow->row_entries.numel() <= 3 * 2 * work->row_entries.numel()) {
+      work = std::move(narrow);
+      wg_bm = 64;
+    }
+  }
   const Params prm = make_params(p, *work, dev);
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
   const Tensor oa = aligned_output(o), la = aligned_output(lse);
@@ -279,11 +292,18 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.v = cptr<T>(va);
       a.o = mptr<T>(oa);
       a.lse = mptr<float>(la);
-      if (use_wgmma_fwd(p, dev.index)) {
-        note_wgmma_fwd_launch();
+      if (wgmma) {
+        note_wgmma_fwd_launch(wg_bm == 64);
         const bool g = is_general(p);
-        if (p.d == 64) (g ? launch_fwd_wgmma<T, 64, true> : launch_fwd_wgmma<T, 64, false>)(a, work->row_items, st);
-        else (g ? launch_fwd_wgmma<T, 128, true> : launch_fwd_wgmma<T, 128, false>)(a, work->row_items, st);
+        auto launch = [&](auto BM) {
+          constexpr int bm = decltype(BM)::value;
+          if (p.d == 64)
+            (g ? launch_fwd_wgmma<T, 64, true, bm> : launch_fwd_wgmma<T, 64, false, bm>)(a, work->row_items, st);
+          else
+            (g ? launch_fwd_wgmma<T, 128, true, bm> : launch_fwd_wgmma<T, 128, false, bm>)(a, work->row_items, st);
+        };
+        if (wg_bm == 64) launch(std::integral_constant<int, 64>{});
+        else launch(std::integral_constant<int, 128>{});
         return;
       }
       with_dims(p.d, p.dv, is_general(p), [&](auto D, auto DV, auto G) {

@@ -1,27 +1,31 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
-// D = Dv of 64 and 128, with and without the general transform. Built for sm_90a on top
+// D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128. Built for sm_90a on top
 // of the library's targets (CMakeLists.txt).
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_fwd.cuh"
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral>
+template <typename T, int D, bool kGeneral, int BM>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral>;
+  using Cfg = WgFwdConfig<D, BM>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM>;
   allow_smem(kernel, Cfg::kSmem);
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
   TG_CUDA_CHECK_LAST();
 }
 
-template void launch_fwd_wgmma<bfloat16, 64, false>(const FwdArgs<bfloat16>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<bfloat16, 64, true>(const FwdArgs<bfloat16>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<bfloat16, 128, false>(const FwdArgs<bfloat16>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<bfloat16, 128, true>(const FwdArgs<bfloat16>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<half, 64, false>(const FwdArgs<half>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<half, 64, true>(const FwdArgs<half>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<half, 128, false>(const FwdArgs<half>&, std::int64_t, cudaStream_t);
-template void launch_fwd_wgmma<half, 128, true>(const FwdArgs<half>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD(T, D, G)                                                                        \
+  template void launch_fwd_wgmma<T, D, G, 64>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, D, G, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+TG_WG_FWD(bfloat16, 64, false)
+TG_WG_FWD(bfloat16, 64, true)
+TG_WG_FWD(bfloat16, 128, false)
+TG_WG_FWD(bfloat16, 128, true)
+TG_WG_FWD(half, 64, false)
+TG_WG_FWD(half, 64, true)
+TG_WG_FWD(half, 128, false)
+TG_WG_FWD(half, 128, true)
+#undef TG_WG_FWD
 
 }  // namespace tg::ops::attn

@@ -11,7 +11,7 @@ namespace {
 
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
-std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_bwd{0};
+std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0};
 
 // An environment variable naming a kernel (`mma` or `wgmma`), read once by each caller's
 // static: 0 when unset, 1 for mma, 2 for wgmma.
@@ -37,7 +37,12 @@ FwdKernel fwd_kernel() {
 
 std::int64_t wgmma_fwd_launches() { return g_wgmma_fwd.load(std::memory_order_relaxed); }
 
-void note_wgmma_fwd_launch() { g_wgmma_fwd.fetch_add(1, std::memory_order_relaxed); }
+std::int64_t wgmma_fwd_narrow_launches() { return g_wgmma_fwd_narrow.load(std::memory_order_relaxed); }
+
+void note_wgmma_fwd_launch(bool narrow) {
+  g_wgmma_fwd.fetch_add(1, std::memory_order_relaxed);
+  if (narrow) g_wgmma_fwd_narrow.fetch_add(1, std::memory_order_relaxed);
+}
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
 

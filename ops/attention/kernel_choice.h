@@ -26,8 +26,12 @@ FwdKernel fwd_kernel();
 /// Forwards run by the Hopper kernel since the process started (tests check the path ran).
 std::int64_t wgmma_fwd_launches();
 
-/// Counts one launch of the Hopper kernel (called by the CUDA backend).
-void note_wgmma_fwd_launch();
+/// Of those, the ones with 64-row query tiles (patterns sparse at that granularity).
+std::int64_t wgmma_fwd_narrow_launches();
+
+/// Counts one launch of the Hopper kernel, `narrow` with 64-row query tiles (called by
+/// the CUDA backend).
+void note_wgmma_fwd_launch(bool narrow);
 
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv = 64, dQ by atomics, i.e.

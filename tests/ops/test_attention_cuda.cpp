@@ -536,9 +536,19 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_fwd_launches();
+  const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
   std::int64_t runs = 0;
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
+  // the random 64-block patterns ran on 64-row query tiles, the others on 128-row ones
+  const std::int64_t narrow = ops::attn::wgmma_fwd_narrow_launches() - narrow_before;
+  CHECK(narrow > 0);
+  CHECK(narrow < runs);
+  const std::int64_t narrow_mid = ops::attn::wgmma_fwd_narrow_launches();
+  check_cuda("dense: 128-row tiles", make_inputs(general_shape(64), 85), AttentionPattern::dense(256, 256, 64), {},
+             {DType::bf16});
+  runs += 1;
+  CHECK(ops::attn::wgmma_fwd_narrow_launches() == narrow_mid);
   // it also runs bias, soft cap and dropout
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);

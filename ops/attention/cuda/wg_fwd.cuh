@@ -3,7 +3,9 @@
 // (bias, soft cap, dropout; kGeneral) and outputs as the mma.sync forward (tc_fwd.cuh),
 // with warpgroup MMAs.
 //
-// One CTA per (row bh, query tile of 128): two warpgroups of 64 query rows each. Per key
+// One CTA per (row bh, query tile of BM): BM / 64 warpgroups of 64 query rows each (BM =
+// 128, or 64 for patterns sparse at 64-row granularity, where a 128-row tile would visit
+// the union of two rows' key tiles with each warpgroup idle for half of them). Per key
 // tile of 64 (two cp.async stages, the next tile in flight):
 //   S = Q Kᵀ   wgmma m64n64k16, Q and K from shared memory (both K-major),
 //   masking and the online softmax (base 2) on the S registers, as in tc_fwd.cuh,
@@ -25,24 +27,26 @@
 
 namespace tg::ops::attn {
 
-template <int D_>
+template <int D_, int BM_>
 struct WgFwdConfig {
-  static constexpr int D = D_, DV = D_, BM = 128, BN = 64, kThreads = 256;
+  static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
   /// Q, two K/V stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + 2 * kStageBytes + 1024;
-  /// D 64: two CTAs per SM (96 registers a thread); D 128 keeps O in 64 registers.
-  static constexpr int kMinBlocks = D == 64 ? 2 : 1;
-  static_assert(BM == kFwdBM && BN == kFwdBN, "the host's forward tile lists are built for these tiles");
+  /// 128-row tiles: D 64 two CTAs per SM, D 128 one (O takes 64 registers); 64-row
+  /// tiles twice as many.
+  static constexpr int kMinBlocks = (D == 64 ? 2 : 1) * (128 / BM);
+  static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D, bool kGeneral>
-__global__ void __launch_bounds__(256, WgFwdConfig<D>::kMinBlocks) wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
+template <typename T, int D, bool kGeneral, int BM>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
+    wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgFwdConfig<D>;
+  using Cfg = WgFwdConfig<D, BM>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
