@@ -1,10 +1,13 @@
-// Block-sparse data movement throughput (transpose, gather, repeat_interleave, split, merge)
+// Block-sparse data movement throughput (transpose, gather along dims 2 and 1,
+// repeat_interleave, split, merge)
 // at 16 x 2048 x 2048, block 64, densities 0.25 / 0.5 / 1.0, f32 and bf16, next to the
 // device copy rate measured in the same run. GB/s counts the fewest bytes the op must read
 // and write; %copy is that rate over the copy rate, %size-copy over the rate of a device
 // copy moving the same bytes (the ceiling at that size).
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #include "bench_util.h"
@@ -22,8 +25,9 @@ void row(const char* op, double density, tg::DType dt, double ms, double bytes) 
 }
 
 // Indices for gather along dim 2 on layout l: "local" permutes the columns inside each
-// block (v = C*bs + ((17 j + i) mod bs)); "row" draws v uniformly from the whole row.
-tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local) {
+// block (v = C*bs + ((17 j + i) mod bs)); "row" draws v uniformly from the whole row. With
+// dim 1 (local only), the rows inside each block: v = R*bs + ((17 i + j) mod bs).
+tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local, int dim = 2) {
   const std::int64_t n = l.n_blocks(), bs = l.block_size(), N = l.cols();
   const auto coords = l.tables(tg::Device::cpu()).block_coords.to_vector<std::int64_t>();
   std::vector<std::int32_t> v(static_cast<std::size_t>(n * bs * bs));
@@ -32,7 +36,9 @@ tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local) {
     for (std::int64_t i = 0; i < bs; ++i)
       for (std::int64_t j = 0; j < bs; ++j) {
         std::int64_t val;
-        if (local) {
+        if (local && dim == 1) {
+          val = coords[static_cast<std::size_t>(3 * k + 1)] * bs + ((17 * i + j) % bs);
+        } else if (local) {
           val = coords[static_cast<std::size_t>(3 * k + 2)] * bs + ((17 * j + i) % bs);
         } else {
           s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -48,6 +54,9 @@ tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local) {
 int main() {
   g_copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", g_copy);
+  const char* gk = std::getenv("TG_GATHER_KERNEL");
+  std::printf("gather kernel: %s (TG_GATHER_KERNEL=old selects the previous one)\n",
+              gk != nullptr && std::string_view(gk) == "old" ? "old" : "new");
   std::printf("%-22s %-14s %5s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s", "%copy",
               "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;
@@ -73,6 +82,24 @@ int main() {
         tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
         ms = tgb::time_ms([&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, nullptr);
+        });
+        row("  kernel only, unchecked", density, dt, ms, bytes);
+        // the kernel with the index range and its readback (waits for the stream), without
+        // the op's validation and allocation
+        std::int64_t range[2];
+        ms = tgb::time_ms([&] {
+          tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, range);
+        });
+        row("  kernel + range check", density, dt, ms, bytes);
+      }
+      {  // dim 1 takes the direct (unstaged) kernel
+        tg::BlockSparseTensor idx = make_idx(l, true, 1);
+        const double bytes = static_cast<double>(idx.data().nbytes()) + 2 * data;
+        ms = tgb::time_ms([&] { tg::gather(x, 1, idx); });
+        row("gather d1 (in-block)", density, dt, ms, bytes);
+        tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
+        ms = tgb::time_ms([&] {
+          tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
         });
         row("  kernel only, unchecked", density, dt, ms, bytes);
       }

@@ -6,15 +6,25 @@
 // block of a unit is a shift away). Consecutive threads take consecutive units of a block,
 // so loads and stores are coalesced. transpose transposes 16-byte micro-tiles in
 // registers and stages up to 64x64 tiles in (swizzled) shared memory so that both its
-// reads and its writes are 16-byte row accesses.
+// reads and its writes are 16-byte row accesses. gather along dim 2 stages the source rows
+// of a block row in shared memory (gather_rows_k), so that scattered indices cost no more
+// memory traffic than a copy; the index range that the op checks is reduced in the kernel
+// and read back through reused pinned memory (RangeLease).
+#include <atomic>
 #include <climits>
-#include <limits>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/op_caches.h"
 
 namespace tg::ops {
 namespace {
@@ -363,18 +373,7 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
   });
 }
 
-// ---- host readback ---------------------------------------------------------------------------
-
-// Decodes the (~min, max) words that the kernels' atomicMax wrote into `words` (an i64 [2]
-// tensor on the device) into lo and hi; waits for the stream.
-void read_range(const Tensor& words, std::int64_t& lo, std::int64_t& hi) {
-  const std::vector<std::int64_t> h = words.to_vector<std::int64_t>();
-  const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
-  lo = unmap(~static_cast<std::uint64_t>(h[0]));
-  hi = unmap(static_cast<std::uint64_t>(h[1]));
-}
-
-// ---- gather / scatter ----------------------------------------------------------------------
+// ---- index range readback --------------------------------------------------------------------
 
 // Signed -> unsigned map that keeps the order, so that both extremes are atomicMax of
 // unsigned values starting from a zeroed buffer: res[0] = max(~map(v)) (the minimum),
@@ -382,6 +381,131 @@ void read_range(const Tensor& words, std::int64_t& lo, std::int64_t& hi) {
 __device__ __forceinline__ unsigned long long order_map(long long v) {
   return static_cast<unsigned long long>(v) ^ 0x8000000000000000ull;
 }
+
+/// Decodes the (~min, max) words of order_map into lo and hi.
+void decode_range(std::uint64_t w0, std::uint64_t w1, std::int64_t& lo, std::int64_t& hi) {
+  const auto unmap = [](std::uint64_t u) { return static_cast<std::int64_t>(u ^ 0x8000000000000000ull); };
+  lo = unmap(~w0);
+  hi = unmap(w1);
+}
+
+// Decodes the (~min, max) words that the kernels' atomicMax wrote into `words` (an i64 [2]
+// tensor on the device) into lo and hi; waits for the stream. Only the old gather path
+// (TG_GATHER_KERNEL=old) still reads back this way.
+void read_range(const Tensor& words, std::int64_t& lo, std::int64_t& hi) {
+  const std::vector<std::int64_t> h = words.to_vector<std::int64_t>();
+  decode_range(static_cast<std::uint64_t>(h[0]), static_cast<std::uint64_t>(h[1]), lo, hi);
+}
+
+/// Where a kernel reports the smallest and largest index it read. `acc` (2 words) and
+/// `count` live on the device and are zero between uses: the last CTA to finish moves the
+/// two words into `host` (mapped pinned memory) and zeroes acc and count again. A reused
+/// sink so needs no memset before the kernel and no copy after it; the host only waits for
+/// the stream. A null `acc` reports nothing.
+struct RangeSink {
+  unsigned long long* acc = nullptr;
+  unsigned int* count = nullptr;
+  unsigned long long* host = nullptr;
+};
+
+/// Folds every thread's (lo, hi) into rs; all threads of the CTA (of kThreads) must call it.
+__device__ __forceinline__ void publish_range(long long lo, long long hi, const RangeSink& rs) {
+  if (rs.acc == nullptr) return;
+  __shared__ long long s_lo[kThreads / 32], s_hi[kThreads / 32];
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off));
+    hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  }
+  if ((threadIdx.x & 31) == 0) s_lo[threadIdx.x >> 5] = lo, s_hi[threadIdx.x >> 5] = hi;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < kThreads / 32; ++w) lo = min(lo, s_lo[w]), hi = max(hi, s_hi[w]);
+  // One atomic per CTA and word, skipped when the word already holds at least as much (it
+  // only grows): most CTAs see the extremes of earlier ones and leave the word alone.
+  const unsigned long long a = ~order_map(lo), b = order_map(hi);
+  if (a > *reinterpret_cast<volatile unsigned long long*>(rs.acc)) atomicMax(rs.acc, a);
+  if (b > *reinterpret_cast<volatile unsigned long long*>(rs.acc + 1)) atomicMax(rs.acc + 1, b);
+  __threadfence();  // this CTA's words are visible before its count is
+  if (atomicAdd(rs.count, 1u) == gridDim.x - 1) {
+    __threadfence();
+    rs.host[0] = atomicExch(rs.acc, 0ull);
+    rs.host[1] = atomicExch(rs.acc + 1, 0ull);
+    atomicExch(rs.count, 0u);
+    __threadfence_system();
+  }
+}
+
+/// A reusable sink of one device: the device words (acc[0], acc[1], count) and two words
+/// of pinned host memory, which kernels write through the host pointer itself (unified
+/// addressing, always on in 64-bit processes, maps every cudaHostAlloc allocation).
+struct RangeSlot {
+  int device = -1;
+  Tensor words;                              // i64 [3]
+  std::shared_ptr<unsigned long long> host;  // pinned, mapped
+};
+
+/// Takes a free slot of `device` from a process-wide pool (or makes one) for one kernel;
+/// read() waits for the stream, decodes the range and gives the slot back. The pool is a
+/// mutex-guarded free list, so concurrent callers (threads, streams) never share a slot
+/// while a kernel may still write it. A lease dropped without read() (an exception between
+/// launch and read) discards its slot, whose words may not be zero any more.
+class RangeLease {
+ public:
+  RangeLease(const Device& device, cudaStream_t st) {
+    auto& pool = runtime::OpCacheList<RangeSlot>::instance();
+    {
+      std::lock_guard<std::mutex> lock(pool.mu);
+      for (auto it = pool.entries.begin(); it != pool.entries.end(); ++it) {
+        if (it->device == device.index) {
+          slot_ = std::move(*it);
+          pool.entries.erase(it);
+          return;
+        }
+      }
+    }
+    tg::cuda::DeviceGuard guard(device.index);
+    slot_.device = device.index;
+    slot_.words = empty({3}, {.dtype = DType::i64, .device = device});
+    // The kernel on `st` that first uses the slot runs after this on the same stream.
+    TG_CUDA_CHECK(cudaMemsetAsync(slot_.words.data_ptr(), 0, 3 * sizeof(std::int64_t), st));
+    void* p = nullptr;
+    TG_CUDA_CHECK(cudaHostAlloc(&p, 2 * sizeof(unsigned long long), cudaHostAllocMapped | cudaHostAllocPortable));
+    slot_.host.reset(static_cast<unsigned long long*>(p), [](unsigned long long* q) { cudaFreeHost(q); });
+  }
+
+  RangeSink sink() const {
+    auto* w = static_cast<unsigned long long*>(slot_.words.data_ptr());
+    return {w, reinterpret_cast<unsigned int*>(w + 2), slot_.host.get()};
+  }
+
+  void read(cudaStream_t st, std::int64_t& lo, std::int64_t& hi) {
+    TG_CUDA_CHECK(cudaStreamSynchronize(st));
+    const volatile unsigned long long* h = slot_.host.get();
+    decode_range(h[0], h[1], lo, hi);
+    auto& pool = runtime::OpCacheList<RangeSlot>::instance();
+    std::lock_guard<std::mutex> lock(pool.mu);
+    pool.entries.push_front(std::move(slot_));
+  }
+
+ private:
+  RangeSlot slot_;
+};
+
+/// TG_GATHER_KERNEL=old selects the gather kernels and readback that this file had before
+/// the row-staged kernel (memset, gather_old_k, pageable copy back), for an A/B measurement
+/// in one build; to be removed after it. index_range_cuda uses RangeLease either way.
+/// Read once per process.
+bool old_gather() {
+  static const bool old = [] {
+    const char* e = std::getenv("TG_GATHER_KERNEL");
+    return e != nullptr && std::string_view(e) == "old";
+  }();
+  return old;
+}
+
+// ---- gather / scatter ----------------------------------------------------------------------
+
 
 
 // Where index value v sends the element (b, R*bs + i, C*bs + j) of a block (R, C) along dim:
@@ -401,7 +525,7 @@ __device__ __forceinline__ Target locate(int dim, std::int64_t v, std::int64_t e
 }
 
 template <typename E, typename I, int V>
-__global__ void gather_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx,
+__global__ void gather_old_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx,
                          const std::int64_t* __restrict__ coords, const std::int64_t* __restrict__ sidx,
                          std::int64_t sMb, std::int64_t sNb, std::int64_t ext, int dim, int lbs, std::int64_t total,
                          int shift, unsigned long long* __restrict__ range) {
@@ -499,11 +623,315 @@ void dispatch_index(DType dt, F&& f) {
 }
 
 std::int64_t extent_of(const Layout& l, int d) { return d == 0 ? l.batch() : d == 1 ? l.rows() : l.cols(); }
+// ---- gather: row-staged and direct kernels ---------------------------------------------------
 
-void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
-                 std::int64_t* range) {
+/// Whether index value v lies in [0, ext) (one unsigned compare, 32-bit for i32).
+template <typename I>
+__device__ __forceinline__ bool in_extent(I v, std::int64_t ext) {
+  if constexpr (sizeof(I) == 4) {
+    return static_cast<unsigned>(v) < static_cast<unsigned>(ext < 0x80000000ll ? ext : 0x80000000ll);
+  } else {
+    return static_cast<unsigned long long>(v) < static_cast<unsigned long long>(ext);
+  }
+}
+
+// Shared memory of one staged work item (h source rows of the full width): 64 KiB lets three
+// CTAs share an SM, so that one stages while the others gather.
+constexpr std::int64_t kStageBytes = 64 * 1024;
+
+/// Elements per unit of the staged kernel: 16-byte output stores and at least 16-byte
+/// index loads, but at most 64 bytes of indices (i64 with 1-byte data: 8-byte stores) so
+/// that two batches of them stay in registers.
+template <typename E, typename I>
+constexpr int rows_vector() {
+  const int v = 16 / sizeof(I) > 16 / sizeof(E) ? static_cast<int>(16 / sizeof(I)) : static_cast<int>(16 / sizeof(E));
+  return v * static_cast<int>(sizeof(I)) > 64 ? 64 / static_cast<int>(sizeof(I)) : v;
+}
+
+constexpr int log2_const(int v) { return v <= 1 ? 0 : 1 + log2_const(v / 2); }
+
+/// 16 bytes from global to shared memory without a register round trip (cp.async, sm_80+);
+/// with `fill` false the 16 bytes are zeroed and nothing is read.
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool fill) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(fill ? 16 : 0) : "memory");
+}
+
+/// Geometry of gather_rows_k.
+struct RowsArgs {
+  const std::int64_t* row_offsets;  // CSR offsets of idx's layout
+  const std::int64_t* sidx;         // block_index of src's layout
+  std::int64_t items;               // idx block rows * (bs / h)
+  std::int64_t ext;                 // src extent along dim 2
+  int iMb, sMb, sNb;
+  int lbs, lh;  // log2 of the block size and of h
+  int lvpc;     // log2 of the 16-byte vectors in h rows of a block
+};
+
+// Gather along dim 2, staged by rows. Output row (b, R*bs + i) reads only source row
+// (b, R*bs + i), so work item (idx block row (b, R), rows i0 .. i0 + h - 1) first copies
+// those h rows of every source block of block row (b, R) into shared memory (absent blocks
+// as zeros; layout [block column][row][column], so each block's h rows are one contiguous
+// run of 16-byte cp.async copies), then writes the same h rows of every idx block of (b, R):
+// coalesced index loads and output stores, each element looked up in shared memory. The
+// source is read from memory once and in whole sectors whatever the index pattern; a
+// direct gather from random columns pays a 32-byte L2 sector per 2- or 4-byte element, and
+// its per-element block lookup is a shift here. The first batch of indices is loaded while
+// the copies land, each later batch while the previous one is written.
+template <typename E, typename I, int V>
+__global__ void __launch_bounds__(kThreads, 3) gather_rows_k(const E* __restrict__ src, E* __restrict__ out,
+                                                             const I* __restrict__ idx, RowsArgs a, RangeSink rs) {
+  using IP = Pack<I, V>;
+  using EP = Pack<E, V>;
+  constexpr int LV = log2_const(V);
+  // Units per batch and thread: 64 bytes of indices in flight.
+  constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
+  extern __shared__ uint4 stage_vec[];
+  const E* stage = reinterpret_cast<const E*>(stage_vec);
+  const int lbs = a.lbs, lh = a.lh, bmask = (1 << lbs) - 1, lgroups = lbs - lh;
+  const int lupb = lh + lbs - LV;  // log2 of the units in h rows of a block
+  const int vmask = (1 << a.lvpc) - 1;
+  const unsigned char* src_bytes = reinterpret_cast<const unsigned char*>(src);
+  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
+  for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
+    const std::int64_t rho = item >> lgroups;
+    const std::int64_t kbeg = __ldg(a.row_offsets + rho);
+    const int nk = static_cast<int>(__ldg(a.row_offsets + rho + 1) - kbeg);
+    if (nk == 0) continue;  // the same for the whole CTA
+    const int i0 = static_cast<int>(item & ((1 << lgroups) - 1)) << lh;
+    const std::int64_t* srow = a.sidx + (rho / a.iMb * a.sMb + rho % a.iMb) * a.sNb;
+    const int nvec = a.sNb << a.lvpc;
+#pragma unroll 4
+    for (int q = threadIdx.x; q < nvec; q += kThreads) {
+      const std::int64_t s = __ldg(srow + (q >> a.lvpc));
+      const std::int64_t off = s >= 0 ? ((s << (2 * lbs)) + (static_cast<std::int64_t>(i0) << lbs)) * std::int64_t(sizeof(E)) +
+                                            (static_cast<std::int64_t>(q & vmask) << 4)
+                                      : 0;
+      copy16_async(stage_vec + q, src_bytes + off, s >= 0);
+    }
+    const int nunits = nk << lupb;
+    // Element offset of unit u in out and idx: block kbeg + u / upb, rows i0.., then the unit.
+    const auto at = [&](int u) {
+      return ((kbeg + (u >> lupb)) << (2 * lbs)) + (static_cast<std::int64_t>(i0) << lbs) +
+             (static_cast<std::int64_t>(u & ((1 << lupb) - 1)) << LV);
+    };
+    IP cur[U];
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const int u = r * kThreads + static_cast<int>(threadIdx.x);
+      if (u < nunits) cur[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+    for (int base = 0; base < nunits; base += U * kThreads) {
+      const bool more = base + U * kThreads < nunits;
+      IP nxt[U];
+      if (more) {
+#pragma unroll
+        for (int r = 0; r < U; ++r) {
+          const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+          if (u < nunits) nxt[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < U; ++r) {
+        const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
+        if (u < nunits) {
+          const int row = ((u & ((1 << lupb) - 1)) << LV) >> lbs;  // row within the item's h rows
+          EP p;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const I v = cur[r].v[e];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            const bool ok = in_extent(v, a.ext);
+            const int c = ok ? static_cast<int>(v) : 0;  // < ext <= 64 Ki here
+            const E x = stage[((c >> lbs) << (lh + lbs)) + (row << lbs) + (c & bmask)];
+            p.v[e] = ok ? x : E(0);
+          }
+          reinterpret_cast<EP*>(out)[at(u) >> LV] = p;
+        }
+      }
+      if (more) {
+#pragma unroll
+        for (int r = 0; r < U; ++r) cur[r] = nxt[r];
+      }
+    }
+    __syncthreads();  // the next item restages
+  }
+  publish_range(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+}
+
+/// Geometry of gather_direct_k.
+struct DirectArgs {
+  std::int64_t units;  // n * bs * bs / V
+  std::int64_t sMb, sNb, ext;
+  int dim, lbs, shift;  // shift: log2 of the units of a block
+};
+
+/// Units per thread and step of gather_direct_k: 8 or 16 elements of loads in flight.
+constexpr int direct_units(int v) { return v >= 8 ? 1 : 2; }
+
+// Gather along any dim, one source element read per output element: the general path
+// (dims 0 and 1, and dim 2 where staging does not fit or does not pay). Offsets are X = int
+// where every count is below 2^30 (half the integer work of int64). Each thread takes U
+// units of V elements and issues all index loads, then all block lookups, then all source
+// loads, then the stores. Consecutive elements that land in the same source block (an
+// in-block permutation, a run of nearby indices) reuse its looked-up index.
+template <typename E, typename I, int V, typename X>
+__global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict__ src, E* __restrict__ out,
+                                                            const I* __restrict__ idx,
+                                                            const std::int64_t* __restrict__ coords,
+                                                            const std::int64_t* __restrict__ sidx, DirectArgs a,
+                                                            RangeSink rs) {
+  using IP = Pack<I, V>;
+  using EP = Pack<E, V>;
+  constexpr int U = direct_units(V);
+  const X units = static_cast<X>(a.units), sMb = static_cast<X>(a.sMb), sNb = static_cast<X>(a.sNb);
+  const int lbs = a.lbs, shift = a.shift, dim = a.dim;
+  const X bmask = (X(1) << lbs) - 1, umask = (X(1) << shift) - 1;
+  // cell = base + key * stride, key = v >> kshift: the source block along dim.
+  const X stride = dim == 2 ? X(1) : dim == 1 ? sNb : sMb * sNb;
+  const int kshift = dim == 0 ? 0 : lbs;
+  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
+  for (X first = static_cast<X>(blockIdx.x) * (U * kThreads); first < units;
+       first += static_cast<X>(gridDim.x) * (U * kThreads)) {
+    IP ip[U];
+    X cbase[U], i[U], j0[U];
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const X g = first + r * kThreads + static_cast<X>(threadIdx.x);
+      if (g >= units) continue;
+      ip[r] = reinterpret_cast<const IP*>(idx)[g];
+      const X k = g >> shift, e0 = (g & umask) * V;
+      const X b = static_cast<X>(coords[3 * k]), R = static_cast<X>(coords[3 * k + 1]), C = static_cast<X>(coords[3 * k + 2]);
+      cbase[r] = dim == 2 ? (b * sMb + R) * sNb : dim == 1 ? b * sMb * sNb + C : R * sNb + C;
+      i[r] = e0 >> lbs;
+      j0[r] = e0 & bmask;
+    }
+    X off[U][V];  // source element, -1 for a zero
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      X prev_cell = -1, prev_s = -1;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        off[r][e] = -1;
+        if (first + r * kThreads + static_cast<X>(threadIdx.x) >= units) continue;
+        const I v = ip[r].v[e];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+        const bool ok = in_extent(v, a.ext);
+        const X key = ok ? static_cast<X>(v >> kshift) : X(0), low = ok ? static_cast<X>(v & static_cast<I>(bmask)) : X(0);
+        const X cell = ok ? cbase[r] + key * stride : X(-1);
+        if (cell != prev_cell) {
+          prev_s = cell >= 0 ? static_cast<X>(sidx[cell]) : X(-1);
+          prev_cell = cell;
+        }
+        const X inb = dim == 2 ? (i[r] << lbs) + low : dim == 1 ? (low << lbs) + j0[r] + e : (i[r] << lbs) + j0[r] + e;
+        off[r][e] = prev_s >= 0 ? (prev_s << (2 * lbs)) + inb : X(-1);
+      }
+    }
+    EP p[U];
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) p[r].v[e] = off[r][e] >= 0 ? src[off[r][e]] : E(0);
+    }
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const X g = first + r * kThreads + static_cast<X>(threadIdx.x);
+      if (g < units) reinterpret_cast<EP*>(out)[g] = p[r];
+    }
+  }
+  publish_range(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+}
+
+/// Sets the shared-memory limits of gather_rows_k<E, I> on `dev` (the current device) once.
+template <typename E, typename I>
+void allow_stage_smem(int dev) {
+  static std::atomic<std::uint64_t> done{0};
+  const std::uint64_t bit = dev < 64 ? std::uint64_t(1) << dev : 0;
+  if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return;
+  const auto k = gather_rows_k<E, I, rows_vector<E, I>()>;
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStageBytes)));
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  done.fetch_or(bit, std::memory_order_release);
+}
+
+/// Launches gather_rows_k for a dim-2 gather; false (nothing launched) where it does not
+/// apply: misaligned data, blocks narrower than a unit, source rows over kStageBytes, or an
+/// idx with fewer than half as many blocks as the source has in the block rows idx covers
+/// (staging reads all of those; a direct gather of a few columns reads less).
+template <typename E, typename I>
+bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
+                 const RangeSink& rs, int dev, cudaStream_t st) {
+  constexpr int V = rows_vector<E, I>();
+  const std::int64_t bs = il.block_size(), es = sizeof(E), row_bytes = sl.cols() * es;
+  const std::int64_t rows = il.batch() * il.block_rows();
+  if (sl.n_blocks() == 0 || bs < V || row_bytes > kStageBytes) return false;
+  const double covered = static_cast<double>(sl.n_blocks()) * static_cast<double>(rows) /
+                         static_cast<double>(sl.batch() * sl.block_rows());
+  if (2.0 * static_cast<double>(il.n_blocks()) < covered) return false;
+  const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
+  if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), V * std::int64_t(sizeof(I))) ||
+      !aligned(out.data_ptr(), V * es)) {
+    return false;
+  }
+  // h: the most rows that fit, fewer while that leaves under ~6 items per SM.
+  std::int64_t h = 1;
+  while (2 * h <= bs && 2 * h * row_bytes <= kStageBytes) h *= 2;
+  const std::int64_t want = 6 * std::int64_t(cuda::multiprocessor_count(dev));
+  while (h > 1 && rows * (bs / h) < want && (h / 2) * bs * es % 16 == 0) h /= 2;
+  if (h * bs * es % 16 != 0 || il.cols() * h >= (std::int64_t(1) << 30)) return false;
+  const int lbs = log2_exact(bs), lh = log2_exact(h);
+  const RowsArgs a{il.tables(idx.device()).row_offsets.data<std::int64_t>(),
+                   sl.tables(src.device()).block_index.data<std::int64_t>(),
+                   rows << (lbs - lh),
+                   sl.cols(),
+                   static_cast<int>(il.block_rows()),
+                   static_cast<int>(sl.block_rows()),
+                   static_cast<int>(sl.block_cols()),
+                   lbs,
+                   lh,
+                   log2_exact(h * bs * es / 16)};
+  allow_stage_smem<E, I>(dev);
+  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(a.items, std::numeric_limits<int>::max()));
+  gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(h * row_bytes), st>>>(
+      static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()), a,
+      rs);
+  TG_CUDA_CHECK_LAST();
+  return true;
+}
+
+/// Launches gather_direct_k (any dim, any alignment).
+template <typename E, typename I>
+void gather_direct(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
+                   const RangeSink& rs, int dev, cudaStream_t st) {
+  const std::int64_t n = il.n_blocks(), bs = il.block_size(), es = sizeof(E);
+  const std::int64_t* coords = il.tables(idx.device()).block_coords.data<std::int64_t>();
+  const std::int64_t* sidx = sl.tables(src.device()).block_index.data<std::int64_t>();
+  const std::int64_t cells = sl.batch() * sl.block_rows() * sl.block_cols();
+  const bool narrow = std::max({n * bs * bs, sl.n_blocks() * bs * bs, cells}) < (std::int64_t(1) << 30);
+  dispatch_v(index_vector<I>(bs, {idx.data_ptr(), out.data_ptr()}, es), [&](auto VV) {
+    constexpr int V = decltype(VV)::value;
+    constexpr int U = direct_units(V);
+    const int shift = log2_exact(bs * bs / V);
+    const DirectArgs a{n << shift, sl.block_rows(), sl.block_cols(), extent_of(sl, dim), dim, log2_exact(bs), shift};
+    const unsigned grid = grid_for((a.units + U - 1) / U, dev, 8);
+    const E* s = static_cast<const E*>(src.data_ptr());
+    E* o = static_cast<E*>(out.data_ptr());
+    const I* x = static_cast<const I*>(idx.data_ptr());
+    if (narrow) gather_direct_k<E, I, V, int><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
+    else gather_direct_k<E, I, V, std::int64_t><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
+    TG_CUDA_CHECK_LAST();
+  });
+}
+
+// The gather as it was before gather_rows_k (TG_GATHER_KERNEL=old): memset, gather_old_k,
+// pageable readback.
+void gather_cuda_old(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
+                     std::int64_t* range) {
   const std::int64_t n = il.n_blocks(), bs = il.block_size();
-  if (n == 0) return;
   const int dev = src.device().index, lbs = log2_exact(bs);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev);
   Tensor res;
@@ -525,7 +953,7 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
         constexpr int V = decltype(VV)::value;
         const int shift = log2_exact(bs * bs / V);
         const std::int64_t total = n << shift;
-        gather_k<E, I, V><<<grid_for(total, dev), kThreads, 0, st>>>(
+        gather_old_k<E, I, V><<<grid_for(total, dev), kThreads, 0, st>>>(
             static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
             coords, sidx, sl.block_rows(), sl.block_cols(), ext, dim, lbs, total, shift, r);
         TG_CUDA_CHECK_LAST();
@@ -533,6 +961,30 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
     });
   });
   if (range) read_range(res, range[0], range[1]);
+}
+
+void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
+                 std::int64_t* range) {
+  if (il.n_blocks() == 0) return;
+  if (old_gather()) {
+    gather_cuda_old(src, sl, dim, idx, il, out, range);
+    return;
+  }
+  const int dev = src.device().index;
+  tg::cuda::DeviceGuard guard(dev);
+  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
+  std::optional<RangeLease> lease;
+  if (range) lease.emplace(src.device(), st);
+  const RangeSink rs = lease ? lease->sink() : RangeSink{};
+  dispatch_index(idx.dtype(), [&](auto ix) {
+    using I = decltype(ix);
+    dispatch_bytes(src.dtype(), [&](auto e) {
+      using E = decltype(e);
+      if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, rs, dev, st)) return;
+      gather_direct<E, I>(src, sl, dim, idx, il, out, rs, dev, st);
+    });
+  });
+  if (lease) lease->read(st, range[0], range[1]);
 }
 
 void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& tl, bool sum,
@@ -576,8 +1028,7 @@ void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& id
 // ---- index range ---------------------------------------------------------------------------
 
 template <typename I, int V>
-__global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ idx, std::int64_t units,
-                                                          unsigned long long* __restrict__ res) {
+__global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ idx, std::int64_t units, RangeSink rs) {
   using P = Pack<I, V>;
   long long lo = LLONG_MAX, hi = LLONG_MIN;
   const P* p = reinterpret_cast<const P*>(idx);
@@ -600,15 +1051,7 @@ __global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ 
       }
     }
   }
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-    hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-  }
-  if ((threadIdx.x & 31) == 0) {
-    atomicMax(res, ~order_map(lo));
-    atomicMax(res + 1, order_map(hi));
-  }
+  publish_range(lo, hi, rs);
 }
 
 void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
@@ -616,11 +1059,11 @@ void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
   lo = std::numeric_limits<std::int64_t>::max();
   hi = std::numeric_limits<std::int64_t>::min();
   if (n == 0) return;
-  Tensor res = empty({2}, {.dtype = DType::i64, .device = idx.device()});
   const int dev = idx.device().index;
+  tg::cuda::DeviceGuard guard(dev);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  auto* r = reinterpret_cast<unsigned long long*>(res.data<std::int64_t>());
-  TG_CUDA_CHECK(cudaMemsetAsync(r, 0, 2 * sizeof(unsigned long long), st));
+  RangeLease lease(idx.device(), st);
+  const RangeSink r = lease.sink();
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     constexpr int VMAX = 16 / sizeof(I);
@@ -633,7 +1076,7 @@ void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
     }
     TG_CUDA_CHECK_LAST();
   });
-  read_range(res, lo, hi);
+  lease.read(st, lo, hi);
 }
 
 // ---- distribution layout -------------------------------------------------------------------

@@ -7,6 +7,8 @@
 #include <functional>
 #include <numeric>
 #include <random>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "util.h"
@@ -742,5 +744,164 @@ TEST_CASE("sparse data movement CUDA backward: many blocks", "[ops][sparse_move]
     parity("gather", x, dt, [&](const BlockSparseTensor& v) {
       return gather(v, 2, v.device().is_cuda() ? to_cuda(idx) : idx);
     }, tol);
+  }
+}
+
+namespace {
+
+// Indices on l for a gather along dim 2 from a source with n_src columns, as dtype dt:
+// `local` permutes the columns inside a block (v = (C mod n_src / bs) * bs + (17 j + i) mod
+// bs, C the idx block's column), otherwise v is uniform over [0, n_src).
+BlockSparseTensor dim2_idx(const Layout& l, std::int64_t n_src, bool local, std::uint64_t seed, DType dt) {
+  const std::int64_t n = l.n_blocks(), bs = l.block_size(), sNb = n_src / bs;
+  const auto coords = l.tables(Device::cpu()).block_coords.to_vector<std::int64_t>();
+  std::mt19937_64 rng(seed);
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n * bs * bs));
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t i = 0; i < bs; ++i)
+      for (std::int64_t j = 0; j < bs; ++j)
+        v[static_cast<std::size_t>((k * bs + i) * bs + j)] =
+            local ? coords[static_cast<std::size_t>(3 * k + 2)] % sNb * bs + (17 * j + i) % bs
+                  : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_src));
+  return BlockSparseTensor(from_vector(v, {n, bs, bs}).to(dt), l);
+}
+
+// gather(src, 2, idx) on the GPU equals the CPU result bit for bit (src of any dtype,
+// pattern values), for in-block and random-row indices of both index dtypes.
+void require_dim2_parity(const Layout& ls, const Layout& li, DType dt, std::uint64_t seed) {
+  const std::int64_t bs = ls.block_size();
+  const Shape shape{ls.n_blocks(), bs, bs};
+  Tensor base = pattern_values(shape.numel(), dt, seed);
+  BlockSparseTensor xc(tgt::misaligned_view(base, 0, shape), ls);
+  BlockSparseTensor xg(tgt::misaligned_view(base.to(Device::cuda()), 0, shape), ls);
+  for (bool local : {true, false}) {
+    for (DType it : {DType::i32, DType::i64}) {
+      INFO((local ? "in-block" : "random-row") << " " << dtype_name(dt) << " idx " << dtype_name(it) << " bs " << bs
+                                               << " src " << ls << " idx " << li);
+      BlockSparseTensor idx = dim2_idx(li, ls.cols(), local, seed + 1, it);
+      BlockSparseTensor og = gather(xg, 2, to_cuda(idx));
+      REQUIRE(og.layout() == li);
+      tgt::require_close(og.data(), gather(xc, 2, idx).data(), 0, 0);
+    }
+  }
+}
+
+}  // namespace
+
+// The row-staged dim-2 gather (source rows staged in shared memory) and its direct
+// fallbacks: every element size, both index dtypes, idx layouts wider / shorter than src,
+// source block rows that are empty where idx has blocks, rows too wide to stage (direct),
+// an idx much sparser than src (direct), and a grid large enough for the tallest stage.
+TEST_CASE("sparse gather CUDA dim 2: staged rows and direct fallbacks match CPU", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  std::uint64_t seed = 300;
+  for (std::int64_t bs : {16, 32, 64, 128}) {
+    const std::int64_t Mb = bs >= 128 ? 2 : 4, Nb = bs >= 128 ? 3 : 6;
+    Layout ls = make_layout(2, Mb, Nb, bs, Density::Holes, seed++);
+    Layout same = ls;
+    Layout wide = make_layout(2, Mb, Nb + 3, bs, Density::Sparse, seed++);  // more columns than src
+    Layout shorter = make_layout(1, Mb - 1, Nb, bs, Density::Full, seed++);  // fewer batches and rows
+    for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i64, DType::boolean}) {
+      require_dim2_parity(ls, same, dt, seed++);
+      require_dim2_parity(ls, wide, dt, seed++);
+      require_dim2_parity(ls, shorter, dt, seed++);
+    }
+  }
+  // src rows of 10240 f64 (80 KiB, over the stage limit) and an idx of one block per
+  // block row under a full src: the direct kernel
+  Layout wide_rows = make_layout(1, 2, 160, 64, Density::Sparse, seed++);
+  require_dim2_parity(wide_rows, wide_rows, DType::f64, seed++);
+  Layout full = make_layout(2, 3, 16, 32, Density::Full, seed++);
+  Layout one_col = layout_where(2, 3, 16, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 5; });
+  require_dim2_parity(full, one_col, DType::f32, seed++);
+  // 128 block rows of 32 blocks of 64 (1 in 8 active): the full stage height of f32 (8 rows
+  // of 2048)
+  Layout big = layout_where(4, 32, 32, 64, [](std::int64_t b, std::int64_t r, std::int64_t c) { return (7 * b + 3 * r + c) % 8 == 0; });
+  require_dim2_parity(big, big, DType::f32, seed++);
+  require_dim2_parity(big, big, DType::bf16, seed++);
+}
+
+// Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
+// scatter_reduce's range pass, with the range of the call itself: the reused device words
+// are clean again after every call, a good call after a bad one passes.
+TEST_CASE("sparse gather CUDA reports each call's index range", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  Layout l = make_layout(2, 4, 8, 32, Density::Holes, 320);  // 256 columns
+  Layout one_col = layout_where(2, 4, 8, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 2; });
+  BlockSparseTensor x = to_cuda(rand_bst(l, 321, DType::f32));
+  for (const Layout& li : {l, one_col}) {  // staged, then direct
+    for (DType it : {DType::i32, DType::i64}) {
+      INFO("idx " << dtype_name(it) << " blocks " << li.n_blocks());
+      const std::int64_t count = li.n_blocks() * 32 * 32;
+      std::vector<std::int64_t> v(static_cast<std::size_t>(count));
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int64_t>((i * 37) % 256);
+      const auto with = [&](std::int64_t at, std::int64_t value) {
+        std::vector<std::int64_t> w = v;
+        w[static_cast<std::size_t>(at)] = value;
+        return to_cuda(BlockSparseTensor(from_vector(w, {li.n_blocks(), 32, 32}).to(it), li));
+      };
+      tgt::require_throws<ValueError>([&] { gather(x, 2, with(count - 1, 256)); }, {"gather", "[0, 256)", "[0, 256]"});
+      REQUIRE(gather(x, 2, with(0, 255)).data().numel() == count);
+      tgt::require_throws<ValueError>([&] { gather(x, 2, with(count / 2, -3)); }, {"gather", "[0, 256)", "[-3, 255]"});
+      tgt::require_throws<ValueError>([&] { gather(x, 2, with(7, std::int64_t(1) << 31 >> (it == DType::i32 ? 1 : 0))); },
+                                      {"gather", std::to_string(std::int64_t(1) << 31 >> (it == DType::i32 ? 1 : 0))});
+      REQUIRE(gather(x, 2, with(0, 0)).data().numel() == count);
+      tgt::require_throws<ValueError>([&] { gather(x, 1, with(3, 128)); }, {"gather", "[0, 128)", "[0, 255]"});
+    }
+  }
+  BlockSparseTensor sx(x.data(), l);
+  const std::int64_t count = l.n_blocks() * 32 * 32;
+  std::vector<std::int32_t> v(static_cast<std::size_t>(count), 5);
+  v[9] = -7;
+  tgt::require_throws<ValueError>(
+      [&] { scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l); },
+      {"scatter_reduce", "[-7, 5]"});
+  v[9] = 5;
+  REQUIRE(scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l)
+              .data()
+              .numel() == count);
+}
+
+// Threads gathering at once each see their own index range (the readback buffers are
+// taken from a pool, never shared between calls in flight).
+TEST_CASE("sparse gather CUDA index ranges of concurrent threads stay apart", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  Layout l = make_layout(1, 4, 4, 16, Density::Full, 330);  // 64 columns
+  BlockSparseTensor x = to_cuda(rand_bst(l, 331, DType::f32));
+  {
+    NoGradGuard ng;  // builds the layout's device tables before the threads share it
+    gather(x, 2, BlockSparseTensor(zeros({l.n_blocks(), 16, 16}, {.dtype = DType::i32, .device = Device::cuda()}), l));
+  }
+  constexpr int kThreadCount = 4, kCalls = 25;
+  std::vector<std::string> failures(kThreadCount);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreadCount; ++t) {
+    threads.emplace_back([&, t] {
+      NoGradGuard ng;
+      const std::int64_t bad = 64 + t;  // each thread's own out-of-range value
+      BlockSparseTensor idx(full({l.n_blocks(), 16, 16}, static_cast<double>(bad), {.dtype = DType::i32, .device = Device::cuda()}), l);
+      BlockSparseTensor ok(full({l.n_blocks(), 16, 16}, static_cast<double>(t), {.dtype = DType::i32, .device = Device::cuda()}), l);
+      const std::string want = "[" + std::to_string(bad) + ", " + std::to_string(bad) + "]";
+      for (int c = 0; c < kCalls && failures[static_cast<std::size_t>(t)].empty(); ++c) {
+        try {
+          gather(x, 2, idx);
+          failures[static_cast<std::size_t>(t)] = "no exception";
+        } catch (const ValueError& e) {
+          if (std::string(e.what()).find(want) == std::string::npos) failures[static_cast<std::size_t>(t)] = e.what();
+        }
+        try {
+          gather(x, 2, ok);
+        } catch (const std::exception& e) {
+          failures[static_cast<std::size_t>(t)] = std::string("good call threw: ") + e.what();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreadCount; ++t) {
+    INFO("thread " << t);
+    REQUIRE(failures[static_cast<std::size_t>(t)].empty());
   }
 }
