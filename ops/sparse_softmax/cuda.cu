@@ -1,15 +1,38 @@
 // CUDA kernels of the block-sparse softmax family.
 //
 // A logical row is one bs-long segment per active block of its block-row (the layout's
-// CSR row_offsets). The kernels walk it in chunks of VEC elements: chunk u starts at row
-// position q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk
-// never straddles two blocks). The plan is chosen from the longest row of the layout.
+// CSR row_offsets); all rows of a block-row have the same blocks.
+//
+// Default plan, "staged rows" (fwd_staged, bwd_staged), for block sizes >= 16 and rows of
+// at most kStageMaxBytes of staged data (forward: x, plus 1 byte per element of a mask;
+// backward: y and dy; so 24576 f32 / 49152 bf16 elements forward, 12288 / 24576
+// backward): a CTA takes R
+// rows of one block-row, copies them (and the mask's bytes) into shared memory with 16-byte
+// cp.async, reduces each row from there (max, then sum of exponentials: two reads of
+// shared memory, no global re-read), and writes the output in memory order. Why not the
+// register plans below: those keep a row in 64 bytes of registers per thread, so the bytes
+// a multiprocessor had in flight were capped by registers, a power-of-two group of threads
+// per row left up to half of them idle on rows just past a power of two (most rows at
+// density 0.25 / 0.5), and a thread loaded nothing while it reduced and wrote; the staged
+// kernels keep up to ~200 KB per multiprocessor in flight with every thread copying.
+// Exponentials are 2^(c * x - m) with c = scale * log2(e): one fma and one ex2.approx.ftz
+// per element (f32 too: its error is a few ulp, like expf's), and without a mask and with
+// c > 0 the max pass reads raw values (16-bit ones as pairs: one max.NaN.bf16x2 per two).
+// Launches use programmatic dependent launch on sm_90.
+//
+// Other plans, and all of them with TG_SPARSE_SOFTMAX_KERNEL=old (an A/B switch for
+// measuring, read once per process, to be removed together with the slice kernels, which
+// the default plan replaces entirely):
+//  - block sizes < 16: the register plans (below); longer rows: the two-pass kernels.
+// The register plans walk a row in chunks of VEC elements: chunk u starts at row position
+// q = u * VEC, i.e. in segment q / bs at offset q % bs (VEC <= bs, so a chunk never
+// straddles two blocks). The plan is chosen from the longest row of the layout.
 //
 // Forward (memory-bound only when it spends few instructions per element: the old fused
 // (max, sum) all-reduce cost two exponentials per combine and made it issue-bound):
-//  - block size >= 32 and rows of <= 256 * fwd_max_p<T>() elements: a CUDA block per 32
-//    rows of a block-row, each row taking the fewest threads whose registers hold it, from
-//    its own length (fwd_slice); otherwise:
+//  - (old only) block size >= 32 and rows of <= 256 * fwd_max_p<T>() elements: a CUDA
+//    block per 32 rows of a block-row, each row taking the fewest threads whose registers
+//    hold it, from its own length (fwd_slice); otherwise:
 //  - rows of <= 32 * P elements: a warp per row, each lane holding P <= fwd_max_p<T>()
 //    elements (64 bytes of storage) in registers; rows of <= 512 * fwd_max_p<T>(): a block
 //    per row, each thread holding fwd_max_p<T>() elements. Either way every load of the row
@@ -18,10 +41,10 @@
 //    instead of one whose combines take exponentials;
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
-// Backward: at block size >= 32 and rows up to 256 * bwd_slice_p<T>() (4096; f64 and
-// misaligned data 2048), slices of block-rows as in the forward; otherwise a warp per row
-// up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to kRegMaxLen, two passes beyond.
-// Shorter rows than the longest leave threads idle, which a memory-bound kernel affords.
+// Backward: (old only) at block size >= 32 and rows up to 256 * bwd_slice_p<T>() (4096;
+// f64 and misaligned data 2048), slices of block-rows as in the forward; otherwise a warp
+// per row up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to kRegMaxLen, two passes
+// beyond. Shorter rows than the longest leave threads idle.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
 // data pointers (and the mask's) are 16-byte aligned, else scalar. Math in f32 (f64 for
 // f64). 16-bit storage is converted in hardware (one shift or cvt per element on load, one
@@ -31,7 +54,11 @@
 // A mask with x's own layout (the common case) sits at x's flat indices: no per-chunk
 // lookup of its block, which put two more dependent loads in front of every mask load.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <string_view>
 #include <type_traits>
 
 #include "ops/reduce/cuda_math.cuh"
@@ -611,6 +638,348 @@ __global__ void __launch_bounds__(kLongThreads)
   }
 }
 
+// ---- staged rows (the default plan) ------------------------------------------------------
+// The rows of one block-row share their blocks, and a slice of R consecutive rows of it is
+// one contiguous piece of R * bs elements per block (pieces bs * bs apart). A CTA takes one
+// such slice: every thread copies 16-byte chunks of it into shared memory with cp.async
+// (the whole slice in flight at once, no thread idle whatever the row length, no
+// registers held), then a group of kStageThreads / R threads per row reduces it from shared
+// memory, and every thread writes 16-byte chunks of the output in the slice's memory order.
+// Shared memory, not registers, bounds the bytes in flight: the register plans above held
+// 64 bytes per thread, half of it idle where a row's length was just past a power of two,
+// and read nothing while they reduced and wrote. Shared memory keeps the pieces in memory
+// order ([block][row][column]); a row's chunk q sits in piece q / (bs / V).
+
+template <typename T>
+constexpr int kLgV = sizeof(T) == 2 ? 3 : sizeof(T) == 4 ? 2 : 1;  // 16-byte chunks: 2^kLgV elements
+
+constexpr int kStageThreads = 256;
+constexpr int kLgStageThreads = 8;
+constexpr int kStageMaxRows = 32;          // rows per CTA at most: a group of >= 8 threads per row
+constexpr std::int64_t kStageMinBs = 16;   // a piece holds whole 16-byte chunks at every dtype
+// Bytes of rows a CTA stages, at most kStageTargetBytes where rows allow (8 CTAs of 256
+// threads fit a multiprocessor), and at most kStageMaxBytes for a single row (longer rows
+// take the two-pass kernels).
+constexpr std::int64_t kStageTargetBytes = 24 << 10;
+constexpr std::int64_t kStageMaxBytes = 96 << 10;
+// CTAs per multiprocessor that registers must allow (32 registers per thread; f64 64), so
+// that shared memory, not registers, bounds them.
+template <typename T>
+constexpr int kStageMinCtas = sizeof(T) >= 8 ? 4 : 8;
+// CTAs per multiprocessor the grid should give at least, when rows allow: several waves, so
+// that the reads of some CTAs overlap the writes of others.
+constexpr std::int64_t kStageCtasPerSm = 16;
+
+// Where a CTA's slice is and how shared memory is split.
+struct StageGeom {
+  const std::int64_t* row_off;  // CSR offsets of the block-rows, [B * Mb + 1]
+  int lg_bs, lg_r;              // block size and rows per CTA, log2 (lg_r <= lg_bs)
+  int buf2;                     // byte offset of the second buffer (mask bytes or dy)
+  int map;                      // byte offset of the mask blocks of the pieces (other layout)
+};
+
+// The CTA's slice: rows i0 .. i0 + R - 1 of block-row br, which holds blocks k0 .. k0 + nb - 1.
+struct Slice {
+  std::int64_t br, k0;
+  std::int64_t g0;  // flat index of its first element (block k0, in-block row i0, column 0)
+  int nb, i0;
+};
+
+// Programmatic dependent launch (sm_90; see launch_staged): wait for the previous grid of
+// the stream before the first global access, and let the next one be scheduled meanwhile.
+__device__ __forceinline__ void pdl_wait_and_allow() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// The slice of this CTA: R = 2^lg_r rows of a block-row per CTA, block-row after block-row.
+__device__ __forceinline__ Slice slice_of(const StageGeom& g) {
+  const int lg_slices = g.lg_bs - g.lg_r;
+  const std::int64_t br = blockIdx.x >> lg_slices;
+  const int i0 = static_cast<int>(blockIdx.x & ((1u << lg_slices) - 1)) << g.lg_r;
+  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
+  return {br, k0, ((k0 << g.lg_bs) + i0) << g.lg_bs, static_cast<int>(k1 - k0), i0};
+}
+
+// Offset from the slice's first element of its element e in memory order (pieces of
+// 2^lg_piece elements, 2^lg_bs2 apart). 32 bits suffice: the offset is below len * bs for
+// staged rows of len <= kStageMaxBytes / 2 elements and bs <= len a power of two, so below
+// 49152 * 32768 < 2^31.
+__device__ __forceinline__ int piece_off(int e, int lg_piece, int lg_bs2) {
+  return ((e >> lg_piece) << lg_bs2) + (e & ((1 << lg_piece) - 1));
+}
+
+// 16 bytes from global to shared memory without a register round trip; zeros where !valid
+// (src is not read then).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+// Waits for this thread's cp.async copies (a barrier then makes every thread's visible).
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Copies the n elements of a slice (n a multiple of 16 / sizeof(E)) into dst, where
+// src(e) is the address of element e or nullptr (zeros: a piece with no mask block).
+// VEC: 16 bytes per cp.async, src(e) 16-byte aligned for every chunk; else one element at a
+// time through registers (misaligned data, not the case to make fast).
+template <bool VEC, typename E, typename Src>
+__device__ __forceinline__ void stage(E* dst, int n, const E* any, Src src) {
+  if constexpr (VEC) {
+    constexpr int V = 16 / static_cast<int>(sizeof(E));
+#pragma unroll 4
+    for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+      const E* p = src(e);
+      cp_async16(dst + e, p ? p : any, p != nullptr);
+    }
+  } else {
+#pragma unroll 4
+    for (int e = static_cast<int>(threadIdx.x); e < n; e += kStageThreads) {
+      const E* p = src(e);
+      dst[e] = p ? *p : E{};
+    }
+  }
+}
+
+// Bit t set when mask byte t of the V at p (V-byte aligned) is non-zero.
+template <int V>
+__device__ __forceinline__ unsigned excl_bits(const std::uint8_t* p) {
+  const gpu::Pack<std::uint8_t, V> pk = *reinterpret_cast<const gpu::Pack<std::uint8_t, V>*>(p);
+  unsigned bits = 0;
+#pragma unroll
+  for (int t = 0; t < V; ++t) bits |= (pk.v[t] != 0 ? 1u : 0u) << t;
+  return bits;
+}
+
+// 2^v: one ex2.approx.ftz for f32 (a few ulp; results under 2^-126, far below any
+// probability that matters, flush to 0), exp2 for f64.
+__device__ __forceinline__ float exp2_acc(float v) { return gpu::ex2_approx(v); }
+__device__ __forceinline__ double exp2_acc(double v) { return exp2(v); }
+__device__ __forceinline__ float fma_acc(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double fma_acc(double a, double b, double c) { return fma(a, b, c); }
+
+// Two maxima of 16-bit pairs in one instruction, a nan on either side giving nan.
+template <typename T>
+__device__ __forceinline__ std::uint32_t max2_nan(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t d;
+  if constexpr (std::is_same_v<T, bfloat16>) asm("max.NaN.bf16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  else asm("max.NaN.f16x2 %0, %1, %2;" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// Running nan-propagating max of unscaled values, 16 bytes at a time: with c > 0 the max of
+// c * x is c times the max of x (rounding is monotonic), so the max pass need not scale.
+// 16-bit storage stays packed: one max.NaN per two elements, converted once at the end.
+template <typename T, bool = kIs16<T>>
+struct RawMax {
+  acc_t<T> v = gpu::neg_inf<acc_t<T>>();
+  __device__ __forceinline__ void add(const T* p) {
+    constexpr int V = 1 << kLgV<T>;
+    acc_t<T> a[V];
+    load_vec<V>(p, a);
+#pragma unroll
+    for (int k = 0; k < V; ++k) v = gpu::nan_max_fast(v, a[k]);
+  }
+  __device__ __forceinline__ acc_t<T> get() const { return v; }
+};
+template <typename T>
+struct RawMax<T, true> {
+  std::uint32_t w = std::is_same_v<T, bfloat16> ? 0xff80ff80u : 0xfc00fc00u;  // (-inf, -inf)
+  __device__ __forceinline__ void add(const T* p) {
+    const uint4 q = *reinterpret_cast<const uint4*>(p);
+    w = max2_nan<T>(w, max2_nan<T>(max2_nan<T>(q.x, q.y), max2_nan<T>(q.z, q.w)));
+  }
+  __device__ __forceinline__ float get() const {
+    return gpu::nan_max_fast(gpu::to_f32<T>(static_cast<std::uint16_t>(w & 0xffffu)),
+                             gpu::to_f32<T>(static_cast<std::uint16_t>(w >> 16)));
+  }
+};
+
+// Row r of the slice as this thread sees it in the reductions: chunks t, t + G, ... of the
+// row, each V elements (16 bytes) of one segment.
+struct RowPart {
+  int r, t, lg_g;  // row, thread in the row's group, group size log2
+  int nq;          // chunks in the row
+  int lg_cps;      // chunks per segment, log2
+  int lg_r, lg_bs;
+  int lg_v;         // elements per chunk, log2
+  // element index in the staged buffer of chunk q of the row
+  __device__ __forceinline__ int at(int q) const {
+    return ((((q >> lg_cps) << lg_r) + r) << lg_bs) + ((q & ((1 << lg_cps) - 1)) << lg_v);
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ RowPart row_part(const StageGeom& g, int nb) {
+  const int lg_g = kLgStageThreads - g.lg_r, tid = static_cast<int>(threadIdx.x);
+  const int lg_cps = g.lg_bs - kLgV<T>;
+  return {tid >> lg_g, tid & ((1 << lg_g) - 1), lg_g, nb << lg_cps, lg_cps, g.lg_r, g.lg_bs, kLgV<T>};
+}
+
+// Forward. x's slice is staged (and the mask's, where MASKED: the mask blocks of the
+// pieces come from the mask layout's block_index unless it is x's layout); per row, the max
+// of c * x over included elements (c = scale * log2(e)), then the sum of 2^(c * x - m), both
+// from shared memory; then y = 2^(c * x - m) / sum in memory order. A row whose max is -inf
+// keeps m = 0 and 1 / sum = 0: its included elements are all -inf (2^-inf * 0 = 0).
+template <typename T, bool VEC, bool MASKED>
+__global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
+    fwd_staged(const T* __restrict__ x, T* __restrict__ y, StageGeom g, MaskGeom mg, bool mvec, acc_t<T> c) {
+  using Acc = acc_t<T>;
+  constexpr int V = 1 << kLgV<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ Acc red[kStageThreads / 32];
+  __shared__ Acc st_m[kStageMaxRows], st_inv[kStageMaxRows];
+  const Acc ninf = gpu::neg_inf<Acc>();
+  pdl_wait_and_allow();
+  const Slice s = slice_of(g);
+  if (s.nb == 0) return;  // no blocks: nothing to write (the whole CTA leaves)
+  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs, n = s.nb << lg_piece;
+  T* xs = reinterpret_cast<T*>(smem);
+  std::uint8_t* ms = smem + g.buf2;
+  const T* xg = x + s.g0;
+  stage<VEC>(xs, n, x, [&](int e) { return xg + piece_off(e, lg_piece, lg_bs2); });
+  if constexpr (MASKED) {
+    std::int64_t* mk = reinterpret_cast<std::int64_t*>(smem + g.map);
+    if (!mg.same) {
+      for (int k = static_cast<int>(threadIdx.x); k < s.nb; k += kStageThreads)
+        mk[k] = mg.index[s.br * mg.Nb + mg.coords[3 * (s.k0 + k) + 2]];
+      __syncthreads();
+    }
+    auto src = [&](int e) -> const std::uint8_t* {
+      const int k = e >> lg_piece;
+      const std::int64_t b = mg.same ? s.k0 + k : mk[k];
+      return b < 0 ? nullptr : mg.data + ((((b << g.lg_bs) + s.i0) << g.lg_bs) + (e & ((1 << lg_piece) - 1)));
+    };
+    if (mvec) stage<true>(ms, n, mg.data, src);
+    else stage<false>(ms, n, mg.data, src);
+  }
+  cp_async_wait_all();
+  __syncthreads();
+
+  const RowPart rp = row_part<T>(g, s.nb);
+  const int G = 1 << rp.lg_g;
+  Acc m = ninf;
+  if (!MASKED && c > Acc(0)) {
+    RawMax<T> rm;
+#pragma unroll 4
+    for (int q = rp.t; q < rp.nq; q += G) rm.add(xs + rp.at(q));
+    m = c * rm.get();
+  } else {
+#pragma unroll 2
+    for (int q = rp.t; q < rp.nq; q += G) {
+      const int e = rp.at(q);
+      Acc a[V];
+      load_vec<V>(xs + e, a);
+      const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+#pragma unroll
+      for (int k = 0; k < V; ++k) m = gpu::nan_max_fast(m, (bits >> k) & 1u ? ninf : a[k] * c);
+    }
+  }
+  m = group_allreduce(m, MaxNanOp{}, G, red);
+  const Acc mz = m == ninf ? Acc(0) : m;
+  Acc sum = 0;
+#pragma unroll 2
+  for (int q = rp.t; q < rp.nq; q += G) {
+    const int e = rp.at(q);
+    Acc a[V];
+    load_vec<V>(xs + e, a);
+    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const Acc p = exp2_acc(fma_acc(a[k], c, -mz));
+      sum += (bits >> k) & 1u ? Acc(0) : p;
+    }
+  }
+  // sum >= 1 (the max gives 2^0) unless m is -inf (unused then), +inf or nan (then every
+  // included output is nan, as on the CPU)
+  sum = group_allreduce(sum, SumOp{}, G, red);
+  if (rp.t == 0) {
+    st_m[rp.r] = mz;
+    st_inv[rp.r] = m == ninf ? Acc(0) : Acc(1) / sum;
+  }
+  __syncthreads();
+
+  T* yg = y + s.g0;
+  const int rmask = (1 << g.lg_r) - 1;
+#pragma unroll 2
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+    const int r = (e >> g.lg_bs) & rmask;
+    const Acc mm = st_m[r], inv = st_inv[r];
+    Acc a[V];
+    load_vec<V>(xs + e, a);
+    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+#pragma unroll
+    for (int k = 0; k < V; ++k) a[k] = (bits >> k) & 1u ? Acc(0) : exp2_acc(fma_acc(a[k], c, -mm)) * inv;
+    T* p = yg + piece_off(e, lg_piece, lg_bs2);
+    if constexpr (VEC) {
+      store_vec<V>(p, a);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
+    }
+  }
+}
+
+// Backward: y's and dy's slices staged; per row ss = scale * sum(y * dy over y != 0) from
+// shared memory; then dx = y * (scale * dy - ss) where y != 0, else 0, in memory order.
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
+    bwd_staged(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, StageGeom g, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  constexpr int V = 1 << kLgV<T>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ Acc red[kStageThreads / 32];
+  __shared__ Acc st_s[kStageMaxRows];
+  pdl_wait_and_allow();
+  const Slice s = slice_of(g);
+  if (s.nb == 0) return;
+  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs, n = s.nb << lg_piece;
+  T* ys = reinterpret_cast<T*>(smem);
+  T* ds = reinterpret_cast<T*>(smem + g.buf2);
+  const T* yg = y + s.g0;
+  const T* dg = dy + s.g0;
+  stage<VEC>(ys, n, y, [&](int e) { return yg + piece_off(e, lg_piece, lg_bs2); });
+  stage<VEC>(ds, n, dy, [&](int e) { return dg + piece_off(e, lg_piece, lg_bs2); });
+  cp_async_wait_all();
+  __syncthreads();
+
+  const RowPart rp = row_part<T>(g, s.nb);
+  const int G = 1 << rp.lg_g;
+  Acc sum = 0;
+#pragma unroll 2
+  for (int q = rp.t; q < rp.nq; q += G) {
+    const int e = rp.at(q);
+    Acc a[V], b[V];
+    load_vec<V>(ys + e, a);
+    load_vec<V>(ds + e, b);
+#pragma unroll
+    for (int k = 0; k < V; ++k) sum = fma_acc(a[k], a[k] != Acc(0) ? b[k] : Acc(0), sum);
+  }
+  sum = group_allreduce(sum, SumOp{}, G, red);
+  if (rp.t == 0) st_s[rp.r] = scale * sum;
+  __syncthreads();
+
+  T* og = dx + s.g0;
+  const int rmask = (1 << g.lg_r) - 1;
+#pragma unroll 2
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+    const Acc ss = st_s[(e >> g.lg_bs) & rmask];
+    Acc a[V], b[V];
+    load_vec<V>(ys + e, a);
+    load_vec<V>(ds + e, b);
+#pragma unroll
+    for (int k = 0; k < V; ++k) a[k] = a[k] != Acc(0) ? a[k] * fma_acc(scale, b[k], -ss) : Acc(0);
+    T* p = og + piece_off(e, lg_piece, lg_bs2);
+    if constexpr (VEC) {
+      store_vec<V>(p, a);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
+    }
+  }
+}
+
 // ---- launch ------------------------------------------------------------------------------
 
 // Longest logical row of the layout, in elements (from the host CSR table, built once).
@@ -681,6 +1050,125 @@ RowGeom row_geom(const Layout& l, const LayoutTables& tab) {
           log2_exact(l.block_size())};
 }
 
+// ---- launch: staged rows -------------------------------------------------------------------
+
+// A/B switch, to be removed once measured: TG_SPARSE_SOFTMAX_KERNEL=old selects the plans
+// that ran before the staged kernels (slices of block-rows, warp / block rows, two passes)
+// for every call; read once per process.
+bool old_kernels() {
+  static const bool old = [] {
+    const char* v = std::getenv("TG_SPARSE_SOFTMAX_KERNEL");
+    return v != nullptr && std::string_view(v) == "old";
+  }();
+  return old;
+}
+
+struct StagePlan {
+  int lg_r;           // rows per CTA, log2; -1: the staged plan does not apply
+  std::int64_t smem;  // dynamic shared memory per CTA, bytes
+};
+
+// The staged plan for rows of at most `len` elements taking `elem_bytes` of shared memory
+// each (plus `extra` per CTA): the most rows per CTA (a power of two, <= bs, <=
+// kStageMaxRows) within kStageTargetBytes that leave kStageCtasPerSm CTAs per
+// multiprocessor; one row per CTA up to kStageMaxBytes; none for blocks under kStageMinBs.
+StagePlan stage_plan(const Layout& l, std::int64_t len, std::int64_t elem_bytes, std::int64_t extra, int device) {
+  const std::int64_t bs = l.block_size(), row = len * elem_bytes, rows = l.batch() * l.rows();
+  if (bs < kStageMinBs || len <= 0 || row + extra > kStageMaxBytes || rows > std::numeric_limits<int>::max())
+    return {-1, 0};
+  const std::int64_t want = kStageCtasPerSm * cuda::multiprocessor_count(device);
+  const std::int64_t max_rows = std::min<std::int64_t>(bs, kStageMaxRows);
+  int lg = 0;
+  while ((std::int64_t(2) << lg) <= max_rows && (row << (lg + 1)) + extra <= kStageTargetBytes &&
+         (rows >> (lg + 1)) >= want)
+    ++lg;
+  return {lg, (row << lg) + extra};
+}
+
+// 16-byte vectors apply where every pointer is 16-byte aligned (bs * sizeof(T) >= 16 keeps
+// every chunk aligned from there).
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// Launches a staged kernel with programmatic stream serialisation where the device has it
+// (sm_90: the launch and the first CTAs overlap the previous kernel's tail; every staged
+// kernel waits for that kernel before touching global memory). Sets, once per device, the
+// kernel's shared memory limit to kStageMaxBytes and asks for the largest carveout, so that
+// as many CTAs fit a multiprocessor as its shared memory allows.
+template <auto Kernel, typename... Args>
+void launch_staged(unsigned grid, std::int64_t smem, cudaStream_t st, int device, Args... args) {
+  static std::atomic<std::uint64_t> ready{0};  // bit d: attributes set on device d
+  const std::uint64_t bit = std::uint64_t(1) << (device & 63);
+  if ((ready.load(std::memory_order_acquire) & bit) == 0) {
+    TG_CUDA_CHECK(
+        cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStageMaxBytes)));
+    TG_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       static_cast<int>(cudaSharedmemCarveoutMaxShared)));
+    ready.fetch_or(bit, std::memory_order_release);
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kStageThreads);
+  cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  if (cuda::compute_capability_major(device) >= 9) {
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Kernel, args...));
+}
+
+// The staged forward where it applies (see stage_plan); false: use the other plans.
+template <typename T>
+bool fwd_staged_launch(const T* xp, T* yp, const Layout& l, const LayoutTables& tab, const MaskGeom& mg,
+                       std::int64_t len, double scale, const Device& dev, cudaStream_t st) {
+  using Acc = acc_t<T>;
+  const bool masked = mg.data != nullptr;
+  // the mask block of every piece of a slice, where the mask has a layout of its own
+  const std::int64_t map = masked && !mg.same ? len / l.block_size() * std::int64_t(sizeof(std::int64_t)) : 0;
+  const StagePlan sp = stage_plan(l, len, std::int64_t(sizeof(T)) + (masked ? 1 : 0), map, dev.index);
+  if (sp.lg_r < 0) return false;
+  const std::int64_t buf = (len << sp.lg_r) * std::int64_t(sizeof(T));
+  const StageGeom g{tab.row_offsets.data<std::int64_t>(), log2_exact(l.block_size()), sp.lg_r, static_cast<int>(buf),
+                    static_cast<int>(buf + (masked ? len << sp.lg_r : 0))};
+  const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> sp.lg_r);
+  const bool vec = aligned16(xp) && aligned16(yp), mvec = masked && aligned16(mg.data);
+  // softmax(scale * x) = 2^(c * x - max) / sum with c = scale * log2(e): one fma and one
+  // ex2 per exponential
+  const Acc c = static_cast<Acc>(scale * 1.4426950408889634074);
+  const int d = dev.index;
+  if (masked) {
+    if (vec) launch_staged<fwd_staged<T, true, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    else launch_staged<fwd_staged<T, false, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+  } else {
+    if (vec) launch_staged<fwd_staged<T, true, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    else launch_staged<fwd_staged<T, false, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+  }
+  TG_CUDA_CHECK_LAST();
+  return true;
+}
+
+// The staged backward where it applies; false: use the other plans.
+template <typename T>
+bool bwd_staged_launch(const T* yp, const T* gp, T* op, const Layout& l, const LayoutTables& tab, std::int64_t len,
+                       double scale, const Device& dev, cudaStream_t st) {
+  const StagePlan sp = stage_plan(l, len, 2 * std::int64_t(sizeof(T)), 0, dev.index);
+  if (sp.lg_r < 0) return false;
+  const std::int64_t buf = (len << sp.lg_r) * std::int64_t(sizeof(T));
+  const StageGeom g{tab.row_offsets.data<std::int64_t>(), log2_exact(l.block_size()), sp.lg_r, static_cast<int>(buf),
+                    static_cast<int>(2 * buf)};
+  const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> sp.lg_r);
+  const acc_t<T> sc = static_cast<acc_t<T>>(scale);
+  if (aligned16(yp) && aligned16(gp) && aligned16(op))
+    launch_staged<bwd_staged<T, true>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
+  else
+    launch_staged<bwd_staged<T, false>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
+  TG_CUDA_CHECK_LAST();
+  return true;
+}
+
 // Launches the forward's plan; MASKED: mg holds an element mask.
 template <typename T, bool MASKED>
 void fwd_launch(const Plan& plan, bool vec, const T* xp, T* yp, const RowGeom& g, const MaskGeom& mg, acc_t<T> sc,
@@ -738,6 +1226,7 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
                    (mg.data == nullptr || reinterpret_cast<std::uintptr_t>(mg.data) % 16 == 0);
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
+  if (!old_kernels() && fwd_staged_launch<T>(xp, yp, l, tab, mg, len, scale, dev, st)) return;
   if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * fwd_max_p<T>(vec)) {
     const int lg_slice = slice_lg_rows(l, dev.index);
     const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> lg_slice);
@@ -765,13 +1254,15 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   const Device dev = y.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
-  const RowGeom g = row_geom(l, l.tables(dev));
+  const LayoutTables& tab = l.tables(dev);
+  const RowGeom g = row_geom(l, tab);
   const T* yp = static_cast<const T*>(y.data_ptr());
   const T* gp = static_cast<const T*>(dy.data_ptr());
   T* op = dx.data<T>();
   const bool vec = gpu::vec_ok(16, l.block_size(), sizeof(T), {yp, gp, op});
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
+  if (!old_kernels() && bwd_staged_launch<T>(yp, gp, op, l, tab, len, scale, dev, st)) return;
   constexpr int PB = bwd_slice_p<T>();
   if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * (vec ? PB : 8)) {
     const int lg_slice = slice_lg_rows(l, dev.index);

@@ -427,7 +427,9 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
   // largest P for f32 and 16-bit), 528 (the smallest f32 block: 33 of 64 threads busy),
   // 16384 (a 512-thread 16-bit block), 16512 (just past it). At bs >= 32 rows up to 4096
   // f32 / 8192 16-bit (backward 4096) take the slices of block-rows instead (their own
-  // case below); the warp and block plans stay for smaller blocks and longer rows.
+  // case below); the warp and block plans stay for smaller blocks and longer rows. Those
+  // are the plans of TG_SPARSE_SOFTMAX_KERNEL=old (run this file with it too); by default
+  // bs >= 16 takes the staged plan (its own case below) up to 96 KiB of staged row data.
   const std::vector<Case> cases = {
       {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
       {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
@@ -612,7 +614,8 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
   // block-rows, masked and not, aligned and misaligned, an all -inf row and a nan. The
   // backward's slices (rows up to 4096, f64 and misaligned 2048) on the CPU's y. Slices
   // hold one row unless there are many rows: the 4608 rows of the last case give 4-row
-  // slices on 132 multiprocessors, two waves of 2 rows each for f32.
+  // slices on 132 multiprocessors, two waves of 2 rows each for f32. (The slices run with
+  // TG_SPARSE_SOFTMAX_KERNEL=old; by default these cases take the staged plan.)
   struct Case { std::int64_t B, Mb, Nb, bs; double density; };
   std::uint64_t seed = 1900;
   for (const Case& c : {Case{2, 3, 1, 32, 1.0}, Case{2, 4, 20, 32, 0.4}, Case{1, 2, 128, 32, 1.0},
@@ -654,6 +657,99 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
                           .data();
           Tensor dxc = softmax_backward(BlockSparseTensor(want, l), BlockSparseTensor(dyc, l), 0.7).data();
           tgt::require_close(dx, dxc, tol, tol * 1e-1);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][sparse_softmax][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda();
+  // The staged plan (block size >= 16, rows up to 96 KiB of staged data) takes R rows of a
+  // block-row per CTA, a group of 256 / R threads per row. On a GPU of 132 multiprocessors
+  // the first five cases take R = 32 (groups of 8 lanes), 8 (a warp), 4, 2 (groups across
+  // warps, through shared memory) and 1 (R shrinks until the grid has 16 CTAs per
+  // multiprocessor; smaller GPUs take larger R). Empty block-rows, rows of different
+  // lengths in one launch, an all -inf row, a nan row and a +inf row. Forward at scale 0.7
+  // (max pass on raw values), -0.6 and 0 (max pass on scaled values); masked, with a mask
+  // on x's layout and one on another layout; the backward on the CPU's y. The small cases
+  // take every dtype and also misaligned x (scalar copies and stores), y, dy and mask; the
+  // large ones f32 and bf16 only, to keep the CPU references short. The last two cases sit
+  // at the plan's row limit: 24576 elements stage the f32 and bf16 forwards, the masked
+  // bf16 forward and the bf16 backward, while the masked f32 forward (5 bytes per element)
+  // and the f32 backward (8) take the two passes; rows of 51200 elements take the two
+  // passes everywhere.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; bool small; };
+  std::uint64_t seed = 2300;
+  for (const Case& c : {Case{2, 1056, 1, 32, 0.5, false}, Case{1, 1056, 6, 16, 0.6, false},
+                        Case{1, 264, 5, 32, 0.7, false}, Case{1, 66, 4, 64, 0.5, false},
+                        Case{2, 3, 7, 128, 0.6, true}, Case{1, 2, 20, 64, 0.8, true},
+                        Case{1, 1, 1536, 16, 1.0, false}, Case{1, 1, 3200, 16, 1.0, false}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    if (l.n_blocks() == 0) continue;
+    std::vector<char> excl;
+    BlockSparseTensor own = random_mask(l, 30, ++seed, excl);
+    const Layout ml = random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, ++seed);
+    BlockSparseTensor other = random_mask(ml, 30, ++seed, excl);
+    const std::int64_t bs = c.bs;
+    const Shape shape{l.n_blocks(), bs, bs};
+    std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
+    {
+      // in-block row 1 of the first non-empty block-row: all -inf; row 2: a nan; row 3: +inf
+      const std::vector<std::int64_t> off = l.tables(Device::cpu()).row_offsets.to_vector<std::int64_t>();
+      std::size_t q = 0;
+      while (off[q + 1] == off[q]) ++q;
+      for (std::int64_t k = off[q]; k < off[q + 1]; ++k)
+        for (std::int64_t j = 0; j < bs; ++j) d[at((k * bs + 1) * bs + j)] = -kInf;
+      d[at((off[q + 1] - 1) * bs * bs + 2 * bs + bs / 2)] = kNan;
+      d[at(off[q] * bs * bs + 3 * bs + 1)] = kInf;
+    }
+    const std::vector<DType> dtypes =
+        c.small ? std::vector<DType>{DType::f32, DType::bf16, DType::f16, DType::f64}
+                : std::vector<DType>{DType::f32, DType::bf16};
+    for (DType dt : dtypes) {
+      const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
+      Tensor xc = from_vector(d, shape).to(dt);
+      auto misaligned = [&](const Tensor& t) {
+        Tensor v = tgt::misaligned_view(zeros({t.numel() + 1}, {.dtype = t.dtype(), .device = gpu}), 1, t.shape());
+        copy_bytes(v, t.to(gpu));
+        return v;
+      };
+      BlockSparseTensor xh(xc, l), xg(xc.to(gpu), l), xm(c.small ? misaligned(xc) : xc.to(gpu), l);
+      for (double scale : {0.7, -0.6, 0.0}) {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << " scale " << scale);
+        Tensor want = softmax(xh, scale).data();
+        tgt::require_close(softmax(xg, scale).data(), want, tol, tol * 1e-2);
+        if (c.small && scale == 0.7) {
+          INFO("misaligned x");
+          tgt::require_close(softmax(xm, scale).data(), want, tol, tol * 1e-2);
+        }
+      }
+      for (const BlockSparseTensor* mask : {&own, &other}) {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << (mask == &own ? " mask on x's layout" : " mask on another"));
+        Tensor want = masked_softmax(xh, *mask, 0.7).data();
+        BlockSparseTensor mg(mask->data().to(gpu), mask->layout());
+        BlockSparseTensor mm(c.small ? misaligned(mask->data()) : mg.data(), mask->layout());
+        tgt::require_close(masked_softmax(xg, mg, 0.7).data(), want, tol, tol * 1e-2);
+        if (c.small) {
+          INFO("misaligned mask, then misaligned x");
+          tgt::require_close(masked_softmax(xg, mm, 0.7).data(), want, tol, tol * 1e-2);
+          tgt::require_close(masked_softmax(xm, mg, 0.7).data(), want, tol, tol * 1e-2);
+        }
+      }
+      {
+        INFO(describe(l) << " dtype " << dtype_name(dt) << " softmax_backward on the CPU's y");
+        Tensor y = softmax(xh, 0.7).data(), dyc = rand_seeded(shape, ++seed, {.dtype = dt}, -1.0, 1.0);
+        Tensor want = softmax_backward(BlockSparseTensor(y, l), BlockSparseTensor(dyc, l), 0.7).data();
+        Tensor got =
+            softmax_backward(BlockSparseTensor(y.to(gpu), l), BlockSparseTensor(dyc.to(gpu), l), 0.7).data();
+        tgt::require_close(got, want, tol, tol * 1e-1);
+        if (c.small) {
+          INFO("misaligned y and dy");
+          got = softmax_backward(BlockSparseTensor(misaligned(y), l), BlockSparseTensor(misaligned(dyc), l), 0.7)
+                    .data();
+          tgt::require_close(got, want, tol, tol * 1e-1);
         }
       }
     }
