@@ -6,8 +6,6 @@
 // copy moving the same bytes (the ceiling at that size).
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <string_view>
 #include <vector>
 
 #include "bench_util.h"
@@ -54,9 +52,6 @@ tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local, int dim = 2) {
 int main() {
   g_copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", g_copy);
-  const char* gk = std::getenv("TG_GATHER_KERNEL");
-  std::printf("gather kernel: %s (TG_GATHER_KERNEL=old selects the previous one)\n",
-              gk != nullptr && std::string_view(gk) == "old" ? "old" : "new");
   std::printf("%-22s %-14s %5s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s", "%copy",
               "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;

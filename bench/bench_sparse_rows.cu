@@ -40,8 +40,6 @@ void report(const char* op, double density, tg::DType dt, double bytes, const st
 int main() {
   const double copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
-  const char* variant = std::getenv("TG_SPARSE_ROWS_KERNEL");
-  std::printf("sparse row kernels: %s\n", variant != nullptr && std::strcmp(variant, "old") == 0 ? "old" : "lean");
   std::printf("%-14s %-14s %4s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s",
               "%copy", "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;

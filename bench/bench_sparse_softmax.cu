@@ -8,18 +8,15 @@
 //   bwd          read y and dy, write dx              3 x data bytes
 //   masked fwd   read x and the mask (1 B/element), write y
 // The CSR table (B * Mb + 1 i64) is not counted. "row" is the longest logical row in
-// elements. Every case here runs the staged plan (block size >= 16, rows up to 96 KiB of
+// elements. Every forward here runs the staged plan (block size >= 16, rows up to 96 KiB of
 // staged data: a CTA per slice of rows of one block-row, copied to shared memory with
-// cp.async; see ops/sparse_softmax/cuda.cu). TG_SPARSE_SOFTMAX_KERNEL=old selects the plans
-// before it (slices of block-rows in registers, warp / block / two-pass) for an A/B
-// comparison: run the benchmark once with it and once without. Each timed run issues
+// cp.async; see ops/sparse_softmax/cuda.cu), every backward too except the f32 one of
+// short rows (the slice kernel, measured faster there). Each timed run issues
 // kInner calls back to back, so the host-side cost of a call (validation, allocation from
 // the pool, launch) shows only where the kernel is shorter than it.
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
-#include <string_view>
 
 #include "bench_util.h"
 #include "ops/sparse_softmax/sparse_softmax.h"
@@ -51,9 +48,7 @@ void report(const char* op, const char* shape, const tg::Layout& l, tg::DType dt
 
 int main() {
   const double copy = tgb::copy_rate_gbps();
-  const char* kernels = std::getenv("TG_SPARSE_SOFTMAX_KERNEL");
-  std::printf("device copy rate: %.0f GB/s (read + write); kernels: %s\n", copy,
-              kernels != nullptr && std::string_view(kernels) == "old" ? "old (TG_SPARSE_SOFTMAX_KERNEL=old)" : "staged");
+  std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
   std::printf("%-11s %-13s %4s %7s %6s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "row", "dtype", "ms",
               "GB/s", "%copy", "%size-copy");
   const tg::Device gpu = tg::Device::cuda();

@@ -18,7 +18,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string_view>
 #include <vector>
 
 #include "ops/sparse_move/cuda_util.cuh"
@@ -389,14 +388,6 @@ void decode_range(std::uint64_t w0, std::uint64_t w1, std::int64_t& lo, std::int
   hi = unmap(w1);
 }
 
-// Decodes the (~min, max) words that the kernels' atomicMax wrote into `words` (an i64 [2]
-// tensor on the device) into lo and hi; waits for the stream. Only the old gather path
-// (TG_GATHER_KERNEL=old) still reads back this way.
-void read_range(const Tensor& words, std::int64_t& lo, std::int64_t& hi) {
-  const std::vector<std::int64_t> h = words.to_vector<std::int64_t>();
-  decode_range(static_cast<std::uint64_t>(h[0]), static_cast<std::uint64_t>(h[1]), lo, hi);
-}
-
 /// Where a kernel reports the smallest and largest index it read. `acc` (2 words) and
 /// `count` live on the device and are zero between uses: the last CTA to finish moves the
 /// two words into `host` (mapped pinned memory) and zeroes acc and count again. A reused
@@ -492,18 +483,6 @@ class RangeLease {
   RangeSlot slot_;
 };
 
-/// TG_GATHER_KERNEL=old selects the gather kernels and readback that this file had before
-/// the row-staged kernel (memset, gather_old_k, pageable copy back), for an A/B measurement
-/// in one build; to be removed after it. index_range_cuda uses RangeLease either way.
-/// Read once per process.
-bool old_gather() {
-  static const bool old = [] {
-    const char* e = std::getenv("TG_GATHER_KERNEL");
-    return e != nullptr && std::string_view(e) == "old";
-  }();
-  return old;
-}
-
 // ---- gather / scatter ----------------------------------------------------------------------
 
 
@@ -522,43 +501,6 @@ __device__ __forceinline__ Target locate(int dim, std::int64_t v, std::int64_t e
   if (dim == 2) return {(b * Mb + R) * Nb + (v >> lbs), i, v & bmask};
   if (dim == 1) return {(b * Mb + (v >> lbs)) * Nb + C, v & bmask, j};
   return {(v * Mb + R) * Nb + C, i, j};
-}
-
-template <typename E, typename I, int V>
-__global__ void gather_old_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx,
-                         const std::int64_t* __restrict__ coords, const std::int64_t* __restrict__ sidx,
-                         std::int64_t sMb, std::int64_t sNb, std::int64_t ext, int dim, int lbs, std::int64_t total,
-                         int shift, unsigned long long* __restrict__ range) {
-  using IP = Pack<I, V>;
-  using EP = Pack<E, V>;
-  const std::int64_t umask = (std::int64_t(1) << shift) - 1, bmask = (std::int64_t(1) << lbs) - 1;
-  long long lo = LLONG_MAX, hi = LLONG_MIN;
-  for (std::int64_t g = thread_index(); g < total; g += thread_stride()) {
-    const std::int64_t k = g >> shift, e0 = (g & umask) * V, i = e0 >> lbs, j0 = e0 & bmask;
-    const IP ip = reinterpret_cast<const IP*>(idx)[g];
-    const std::int64_t b = coords[3 * k], R = coords[3 * k + 1], C = coords[3 * k + 2];
-    EP o;
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      lo = min(lo, static_cast<long long>(ip.v[e]));
-      hi = max(hi, static_cast<long long>(ip.v[e]));
-      const Target t = locate(dim, static_cast<std::int64_t>(ip.v[e]), ext, b, R, C, i, j0 + e, sMb, sNb, lbs);
-      const std::int64_t s = t.cell >= 0 ? sidx[t.cell] : -1;
-      o.v[e] = s >= 0 ? src[(s << (2 * lbs)) + (t.ri << lbs) + t.ci] : E(0);
-    }
-    reinterpret_cast<EP*>(out)[g] = o;
-  }
-  if (range) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-      hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-    }
-    if ((threadIdx.x & 31) == 0) {
-      atomicMax(range, ~order_map(lo));
-      atomicMax(range + 1, order_map(hi));
-    }
-  }
 }
 
 // Sum: out is float/double (A) and src any floating T; None: T = A = the raw element type.
@@ -927,49 +869,9 @@ void gather_direct(const Tensor& src, const Layout& sl, int dim, const Tensor& i
   });
 }
 
-// The gather as it was before gather_rows_k (TG_GATHER_KERNEL=old): memset, gather_old_k,
-// pageable readback.
-void gather_cuda_old(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
-                     std::int64_t* range) {
-  const std::int64_t n = il.n_blocks(), bs = il.block_size();
-  const int dev = src.device().index, lbs = log2_exact(bs);
-  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  Tensor res;
-  unsigned long long* r = nullptr;
-  if (range) {
-    res = empty({2}, {.dtype = DType::i64, .device = src.device()});
-    r = reinterpret_cast<unsigned long long*>(res.data<std::int64_t>());
-    TG_CUDA_CHECK(cudaMemsetAsync(r, 0, 2 * sizeof(unsigned long long), st));
-  }
-  const std::int64_t* coords = il.tables(idx.device()).block_coords.data<std::int64_t>();
-  const std::int64_t* sidx = sl.tables(src.device()).block_index.data<std::int64_t>();
-  const std::int64_t ext = extent_of(sl, dim), es = static_cast<std::int64_t>(dtype_size(src.dtype()));
-  dispatch_index(idx.dtype(), [&](auto ix) {
-    using I = decltype(ix);
-    const int v = index_vector<I>(bs, {idx.data_ptr(), out.data_ptr()}, es);
-    dispatch_bytes(src.dtype(), [&](auto e) {
-      using E = decltype(e);
-      dispatch_v(v, [&](auto VV) {
-        constexpr int V = decltype(VV)::value;
-        const int shift = log2_exact(bs * bs / V);
-        const std::int64_t total = n << shift;
-        gather_old_k<E, I, V><<<grid_for(total, dev), kThreads, 0, st>>>(
-            static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
-            coords, sidx, sl.block_rows(), sl.block_cols(), ext, dim, lbs, total, shift, r);
-        TG_CUDA_CHECK_LAST();
-      });
-    });
-  });
-  if (range) read_range(res, range[0], range[1]);
-}
-
 void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
                  std::int64_t* range) {
   if (il.n_blocks() == 0) return;
-  if (old_gather()) {
-    gather_cuda_old(src, sl, dim, idx, il, out, range);
-    return;
-  }
   const int dev = src.device().index;
   tg::cuda::DeviceGuard guard(dev);
   cudaStream_t st = tg::cuda::current_cuda_stream(dev);

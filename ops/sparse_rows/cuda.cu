@@ -8,8 +8,8 @@
 //   dependent loads per lane and the warp's start-up latency for 1 KB. Each lane keeps a
 //   partial result; shuffles within the G lanes combine them (no atomics, so the result is
 //   the same on every run).
-//   The lean row_reduce_lean_kernel (the default) keeps this layout with a branch-free,
-//   sub-64-register lane for both sum and max, and more lanes per row when rows are long.
+//   The lean row_reduce_lean_kernel keeps this layout with a branch-free, sub-64-register
+//   lane and more lanes per row when rows are long; it runs f32 row_max (see row_reduce_t).
 // - Column sums: one CUDA block per block-column, walking the CSC col_blocks; threads
 //   own columns within the block, and a shared-memory pass adds the per-thread parts in
 //   a fixed order.
@@ -31,9 +31,7 @@
 // tg::half's decode are software, several instructions per element.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <initializer_list>
-#include <string_view>
 #include <type_traits>
 
 #include "core/dtype.h"
@@ -146,17 +144,6 @@ void with_width(int w, F&& f) {
 }
 
 
-// TG_SPARSE_ROWS_KERNEL=old selects the previous row_sum / row_max kernel and the previous
-// 16-bit broadcast kernel, for an A/B measurement against the lean ones in one session
-// (read once per process). Temporary: to be removed with the old kernels once measured.
-bool old_kernels() {
-  static const bool old = [] {
-    const char* v = std::getenv("TG_SPARSE_ROWS_KERNEL");
-    return v != nullptr && std::string_view(v) == "old";
-  }();
-  return old;
-}
-
 unsigned grid_for(std::int64_t work_items, int device) {
   const std::int64_t want = (work_items + kThreads - 1) / kThreads;
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(want, cuda::multiprocessor_count(device) * 32)));
@@ -265,7 +252,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// ---- row reductions, lean version (the default; see old_kernels()) --------------------
+// ---- row reductions, lean version (f32 row_max; see row_reduce_t) -----------------------
 // The version above spends 80-86 registers on row_max (two CUDA blocks per SM, half the
 // loads in flight of row_sum), branches per unit on the arg-max update and does 64-bit
 // index arithmetic per load. This one keeps every lane branch-free and under 64
@@ -492,7 +479,11 @@ void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Ten
   const std::int64_t* row_off = l.tables(dev).row_offsets.data<std::int64_t>();
   const int w = pick_width(bs * es, es, {x});
   const int lg_bs = log2_exact(bs), lg_units = log2_exact(bs * es / w);
-  const bool lean = !old_kernels();
+  // Measured on an H200 (bench_sparse_rows, block 64, density 0.25 / 0.5 / 1.0, % of a
+  // same-size copy): the lean kernel lifts f32 row_max from 62 / 75 / 89 to 65 / 84 / 100
+  // but drops bf16 row_sum (66 -> 38 at 0.25) and row_max (45 -> 22) and is level for f32
+  // row_sum, so it runs f32 row_max only.
+  const bool lean = sizeof(T) == 4 && kind == RowReduce::Max;
   const int lg_g = lean ? lanes_per_row(l, lg_units) : std::min(lg_units, 5);
   const std::int64_t threads = rows << lg_g;
   const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
@@ -859,8 +850,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The broadcast by a warp per output block, lean version (16-bit default; see
-// old_kernels()): the a values of the block's rows come in one coalesced load per 32 rows
+// The broadcast by a warp per output block, lean version (16-bit storage; 1-2 points of
+// copy rate above outer_warp_kernel on an H200): the a values of the block's rows come in one coalesced load per 32 rows
 // (lane l holds row 32 c + l of chunk c) and reach the lane writing a row by a shuffle, so
 // a block waits for one round of loads (a and b together) after its coordinates, and the
 // next block's coordinates are loaded while this one is written. (outer_warp_kernel loads
@@ -946,7 +937,7 @@ void outer_t(const Tensor& a, const Tensor& b, double alpha_b, const Layout& l, 
       const std::int64_t n = l.n_blocks();
       const unsigned grid = static_cast<unsigned>(
           std::min<std::int64_t>((n + kWarps - 1) / kWarps, cuda::multiprocessor_count(out.device().index) * 16));
-      if (!old_kernels() && bs <= 32 * kLeanChunks) {
+      if (bs <= 32 * kLeanChunks) {
         outer_warp_lean_kernel<T, W><<<grid, kThreads, 0, ctx.stream>>>(ctx.out, n, ctx.coords, ctx.lg_bs,
                                                                         log2_exact(upr), ctx.M, ctx.N, ap, bp, al);
       } else {

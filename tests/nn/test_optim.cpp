@@ -155,9 +155,11 @@ TEST_CASE("clip_grad_norm on CUDA matches the CPU: many tensors, mixed dtypes, o
   for (const Tensor& p : cpu_p)
     for (double v : tgt::values(p.grad())) want += v * v;
   want = std::sqrt(want);
+  // squares of f32 / 16-bit tensors summed in f32 over 70001 elements: ~1e-5 relative
   const double nc = optim::clip_grad_norm(cpu_p, 1.0), ng = optim::clip_grad_norm(gpu_p, 1.0);
-  REQUIRE(nc == Approx(want).epsilon(1e-6));
-  REQUIRE(ng == Approx(want).epsilon(1e-6));
+  REQUIRE(nc == Approx(want).epsilon(1e-4));
+  REQUIRE(ng == Approx(want).epsilon(1e-4));
+  REQUIRE(ng == Approx(nc).epsilon(1e-4));
   REQUIRE(want > 10);  // so both clipped
   for (std::size_t i = 0; i < cpu_p.size(); ++i) {
     INFO("parameter " << i << " " << dtype_name(cpu_p[i].dtype()));

@@ -428,8 +428,8 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
   // 16384 (a 512-thread 16-bit block), 16512 (just past it). At bs >= 32 rows up to 4096
   // f32 / 8192 16-bit (backward 4096) take the slices of block-rows instead (their own
   // case below); the warp and block plans stay for smaller blocks and longer rows. Those
-  // are the plans of TG_SPARSE_SOFTMAX_KERNEL=old (run this file with it too); by default
-  // bs >= 16 takes the staged plan (its own case below) up to 96 KiB of staged row data.
+  // were the plans before the staged one, which bs >= 16 now takes (its own case below) up
+  // to 96 KiB of staged row data.
   const std::vector<Case> cases = {
       {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
       {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
@@ -614,8 +614,8 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
   // block-rows, masked and not, aligned and misaligned, an all -inf row and a nan. The
   // backward's slices (rows up to 4096, f64 and misaligned 2048) on the CPU's y. Slices
   // hold one row unless there are many rows: the 4608 rows of the last case give 4-row
-  // slices on 132 multiprocessors, two waves of 2 rows each for f32. (The slices run with
-  // TG_SPARSE_SOFTMAX_KERNEL=old; by default these cases take the staged plan.)
+  // slices on 132 multiprocessors, two waves of 2 rows each for f32. (The f32 backward of
+  // these short rows runs the slices; the forwards and 16-bit backwards the staged plan.)
   struct Case { std::int64_t B, Mb, Nb, bs; double density; };
   std::uint64_t seed = 1900;
   for (const Case& c : {Case{2, 3, 1, 32, 1.0}, Case{2, 4, 20, 32, 0.4}, Case{1, 2, 128, 32, 1.0},
