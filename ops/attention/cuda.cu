@@ -37,9 +37,13 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
 template <typename T, int D, bool kGeneral, int BM>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
-// The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64.
-template <typename T, bool kGeneral>
+// The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64, key tiles
+// of BN.
+template <typename T, bool kGeneral, int BN>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+// The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
+template <typename T, int D, bool kGeneral>
+void launch_bwd_kv_narrow(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 
 namespace {
 
@@ -370,7 +374,19 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
     const bool wgmma_kv = use_wgmma_bwd(p, dev.index);
-    const auto kv_work = device_work(p, wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general), kBwdKvBN, true, dev);
+    const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
+    auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
+    // 64-key tiles when they visit at most 3/4 of the (key tile, query tile) steps that
+    // 128-key tiles make each half of the CTA step through (as in the forward).
+    bool narrow = false;
+    if (p.d == p.dv) {
+      auto nw = device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
+      if (4 * nw->col_entries.numel() <= 3 * 2 * kv_work->col_entries.numel()) {
+        kv_work = std::move(nw);
+        narrow = true;
+      }
+    }
+    if (narrow) note_narrow_kv_launch();
     const bool atomic = !p.deterministic;
     Tensor dq_acc;
     if (atomic) {
@@ -396,10 +412,23 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.atomic_dq = atomic;
       if (wgmma_kv) {
         note_wgmma_bwd_launch();
-        (general ? launch_bwd_kv_wgmma<T, true> : launch_bwd_kv_wgmma<T, false>)(a, kv_work->col_items, st);
+        if (narrow)
+          (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBNNarrow>
+                   : launch_bwd_kv_wgmma<T, false, kBwdKvBNNarrow>)(a, kv_work->col_items, st);
+        else
+          (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBN> : launch_bwd_kv_wgmma<T, false, kBwdKvBN>)(
+              a, kv_work->col_items, st);
       } else {
         with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
-          launch_bwd_kv<T, decltype(D)::value, decltype(DV)::value, decltype(G)::value>(a, kv_work->col_items, st);
+          constexpr int d = decltype(D)::value, dv = decltype(DV)::value;
+          constexpr bool g = decltype(G)::value;
+          if constexpr (d == dv) {
+            if (narrow) {
+              launch_bwd_kv_narrow<T, d, g>(a, kv_work->col_items, st);
+              return;
+            }
+          }
+          launch_bwd_kv<T, d, dv, g>(a, kv_work->col_items, st);
         });
       }
       if (atomic) {

@@ -2,3 +2,4 @@
 #include "ops/attention/cuda/tc_launch.cuh"
 
 TG_ATTN_INSTANTIATE_ALL(launch_bwd_kv, BwdArgs, ::tg::bfloat16)
+TG_ATTN_INSTANTIATE_NARROW_KV(::tg::bfloat16)

@@ -11,7 +11,7 @@ namespace {
 
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
-std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0};
+std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
 
 // An environment variable naming a kernel (`mma` or `wgmma`), read once by each caller's
 // static: 0 when unset, 1 for mma, 2 for wgmma.
@@ -56,5 +56,9 @@ BwdKernel bwd_kernel() {
 std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }
 
 void note_wgmma_bwd_launch() { g_wgmma_bwd.fetch_add(1, std::memory_order_relaxed); }
+
+std::int64_t narrow_kv_launches() { return g_narrow_kv.load(std::memory_order_relaxed); }
+
+void note_narrow_kv_launch() { g_narrow_kv.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace tg::ops::attn

@@ -59,4 +59,11 @@ std::int64_t wgmma_bwd_launches();
 /// Counts one launch of the Hopper kv pass (called by the CUDA backend).
 void note_wgmma_bwd_launch();
 
+/// Backwards whose kv pass (either kernel) ran on 64-key tiles (patterns sparse at that
+/// granularity), since the process started.
+std::int64_t narrow_kv_launches();
+
+/// Counts one such backward (called by the CUDA backend).
+void note_narrow_kv_launch();
+
 }  // namespace tg::ops::attn

@@ -580,11 +580,21 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
+  const std::int64_t narrow_before = ops::attn::narrow_kv_launches();
   std::int64_t runs = run_hopper_cases(64);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
+  // the random 64-block patterns ran on 64-key tiles, the others on 128-key ones
+  const std::int64_t narrow = ops::attn::narrow_kv_launches() - narrow_before;
+  CHECK(narrow > 0);
+  CHECK(narrow < runs);
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
   runs += run_general_cases(64);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
+  // the mma.sync kv pass on 64-key tiles too (D 128, random 64-blocks)
+  const std::int64_t narrow_mid = ops::attn::narrow_kv_launches();
+  check_cuda("mma.sync kv pass, 64-key tiles", make_inputs(general_shape(128), 93),
+             uniform_pattern(4, 256, 256, 64, 64, 30, 94), {}, {DType::bf16});
+  CHECK(ops::attn::narrow_kv_launches() > narrow_mid);
   // deterministic mode and D 128 keep the mma.sync kv pass
   const std::int64_t mid = ops::attn::wgmma_bwd_launches();
   const AttentionPattern dense = AttentionPattern::dense(256, 256, 64);

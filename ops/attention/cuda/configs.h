@@ -16,6 +16,10 @@ constexpr int fwd_warps(int dv) { return kFwdBM / 16 / fwd_slices(dv); }
 /// general path, which keeps ds/dt in registers too).
 constexpr int kBwdKvWarps = 8;
 constexpr int kBwdKvBN = 16 * kBwdKvWarps;
+/// The narrow kv pass: 4 warps x 16 = 64 keys per CTA, for patterns sparse at 64-key
+/// granularity (a 128-key tile steps through the union of two key blocks' query tiles).
+constexpr int kBwdKvWarpsNarrow = 4;
+constexpr int kBwdKvBNNarrow = 16 * kBwdKvWarpsNarrow;
 constexpr int bwd_kv_bm(bool general) { return general ? 32 : 64; }
 
 /// Backward q pass (deterministic dQ): 4 warps x 16 rows = 64 rows, key tiles of 64.

@@ -21,8 +21,8 @@ namespace tg::ops::attn {
 
 template <int D, int DV>
 using FwdCfg = FwdConfig<D, DV, kFwdBN, fwd_warps(DV), fwd_slices(DV)>;
-template <int D, int DV, bool kGeneral>
-using BwdKvCfg = BwdKvConfig<D, DV, bwd_kv_bm(kGeneral), kBwdKvWarps>;
+template <int D, int DV, bool kGeneral, int NW = kBwdKvWarps>
+using BwdKvCfg = BwdKvConfig<D, DV, bwd_kv_bm(kGeneral), NW>;
 template <int D, int DV>
 using BwdQCfg = BwdQConfig<D, DV, kBwdQBN, kBwdQWarps>;
 
@@ -78,6 +78,16 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   TG_CUDA_CHECK_LAST();
 }
 
+// The kv pass with key tiles of 64 (kBwdKvWarpsNarrow warps), for D = Dv.
+template <typename T, int D, bool kGeneral>
+void launch_bwd_kv_narrow(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = BwdKvCfg<D, D, kGeneral, kBwdKvWarpsNarrow>;
+  auto* kernel = bwd_kv_kernel<T, Cfg, kGeneral>;
+  allow_smem(kernel, Cfg::kSmem);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  TG_CUDA_CHECK_LAST();
+}
+
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   using Cfg = BwdQCfg<D, DV>;
@@ -112,3 +122,17 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   TG_ATTN_INSTANTIATE(L, A, T, 128, 64, true) \
   TG_ATTN_INSTANTIATE(L, A, T, 128, 128, false) \
   TG_ATTN_INSTANTIATE(L, A, T, 128, 128, true)
+// ... and of the narrow kv pass (D = Dv).
+#define TG_ATTN_INSTANTIATE_NARROW_KV(T)                                                                          \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 32, false>(const ::tg::ops::attn::BwdArgs<T>&,        \
+                                                                     std::int64_t, cudaStream_t);               \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 32, true>(const ::tg::ops::attn::BwdArgs<T>&,         \
+                                                                    std::int64_t, cudaStream_t);                \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 64, false>(const ::tg::ops::attn::BwdArgs<T>&,        \
+                                                                     std::int64_t, cudaStream_t);               \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 64, true>(const ::tg::ops::attn::BwdArgs<T>&,         \
+                                                                    std::int64_t, cudaStream_t);                \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 128, false>(const ::tg::ops::attn::BwdArgs<T>&,       \
+                                                                      std::int64_t, cudaStream_t);              \
+  template void ::tg::ops::attn::launch_bwd_kv_narrow<T, 128, true>(const ::tg::ops::attn::BwdArgs<T>&,        \
+                                                                     std::int64_t, cudaStream_t);

@@ -4,7 +4,8 @@
 // sign-bit marking of dropped probabilities; kGeneral) and outputs as the mma.sync kv pass
 // (tc_bwd.cuh), with warpgroup MMAs.
 //
-// One CTA per (kv row, key tile of 128): two warpgroups of 64 keys each, K and V resident
+// One CTA per (kv row, key tile of BN = 128, or 64 for patterns sparse at 64-key
+// granularity): BN / 64 warpgroups of 64 keys each, K and V resident
 // in shared memory, dK and dV in registers. Per query tile of 64 (Q, dO, lse and D in two
 // cp.async stages, the next tile in flight), each warpgroup computes, keys as rows:
 //   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major), issued
@@ -33,23 +34,25 @@
 
 namespace tg::ops::attn {
 
+template <int BN_>
 struct WgBwdConfig {
-  static constexpr int D = 64, DV = 64, BM = 64, BN = 128, kThreads = 256;
-  static_assert(BN == kBwdKvBN && BM == bwd_kv_bm(false), "the host's kv tile lists are built for these tiles");
-  static constexpr int kKBytes = BN * D * 2;   // 16 KiB
-  static constexpr int kVBytes = BN * DV * 2;  // 16 KiB
+  static constexpr int D = 64, DV = 64, BM = 64, BN = BN_, kThreads = 2 * BN_;
+  static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
+                "the host's kv tile lists are built for these tiles");
+  static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128
+  static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage
   static constexpr int kOBytes = BM * DV * 2;  // 8 KiB a stage
   static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
-  static constexpr int kTiles = kKBytes + kVBytes + 2 * (kQBytes + kOBytes) + 2 * kSBytes;
+  static constexpr int kTiles = kKBytes + kVBytes + 2 * (kQBytes + kOBytes) + (BN / 64) * kSBytes;
   /// the tiles, lse and D of both stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + 2 * 2 * BM * 4 + 1024;
 };
 
-template <typename T, bool kGeneral>
-__global__ void __launch_bounds__(256, 1) wg_bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
+template <typename T, bool kGeneral, int BN_>
+__global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig;
+  using Cfg = WgBwdConfig<BN_>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
