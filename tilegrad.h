@@ -10,6 +10,7 @@
 #include "ops/copy/copy.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
+#include "ops/linalg/linear.h"
 #include "ops/linalg/matmul.h"
 #include "ops/loss/loss.h"
 #include "ops/reduce/reduce.h"

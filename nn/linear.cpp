@@ -4,6 +4,7 @@
 
 #include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
+#include "ops/linalg/linear.h"
 #include "ops/linalg/matmul.h"
 #include "ops/shape/shape_ops.h"
 #include "ops/sparse_nn/sparse_nn.h"
@@ -28,9 +29,7 @@ Tensor Linear::forward(const Tensor& x) const {
   Shape out_shape = x.shape();
   out_shape.dims().back() = out_features;
   Tensor x2 = reshape(x, {x.numel() / in_features, in_features});
-  Tensor y = matmul(x2, weight, false, /*trans_b=*/true);
-  if (bias.defined()) y = add(y, bias);
-  return reshape(y, out_shape);
+  return reshape(tg::linear(x2, weight, bias), out_shape);
 }
 
 BlockSparseTensor Linear::forward(const BlockSparseTensor& x) const { return linear(x, weight, bias); }

@@ -57,8 +57,14 @@ void gemm_cpu(const Tensor& a, const Tensor& b, const Tensor& out, const GemmPar
   TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { gemm_typed<scalar_t>(a, b, out, p); });
 }
 
+// No fused bias GEMMs on the CPU: the linear op composes the GEMM and the bias there.
+bool linear_fwd_cpu(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { return false; }
+bool linear_wgrad_cpu(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { return false; }
+
 }  // namespace
 
 TG_REGISTER_KERNEL(matmul_gemm, CPU, &gemm_cpu);
+TG_REGISTER_KERNEL(linear_fwd_kernel, CPU, &linear_fwd_cpu);
+TG_REGISTER_KERNEL(linear_wgrad_kernel, CPU, &linear_wgrad_cpu);
 
 }  // namespace tg::ops

@@ -24,4 +24,21 @@ struct GemmParams {
 using GemmFn = void(const Tensor& a, const Tensor& b, const Tensor& out, const GemmParams& p);
 TG_DECLARE_KERNEL(matmul_gemm, GemmFn);
 
+/// out [m, n] = x [m, k] · wᵀ (w stored [n, k]) + bias [n] (added to every row), one GEMM
+/// with the bias in its epilogue; x, w, bias, out of one floating dtype on one device.
+/// Returns false, having done nothing, where the backend has no such fused GEMM for the
+/// dtype / shape (the caller then composes matmul and add).
+using LinearFwdFn = bool(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out);
+/// dw [n, k] = gᵀ · x (g [m, n], x [m, k]) and db [n] = Σ over the m rows of g, one GEMM
+/// with the column sums in its epilogue. Returns false, having done nothing, where the
+/// backend cannot fuse them.
+using LinearWgradFn = bool(const Tensor& g, const Tensor& x, const Tensor& dw, const Tensor& db);
+TG_DECLARE_KERNEL(linear_fwd_kernel, LinearFwdFn);
+TG_DECLARE_KERNEL(linear_wgrad_kernel, LinearWgradFn);
+
+/// Calls of linear whose forward / weight gradient ran fused (a kernel above returned
+/// true), since the process started: tests check the fused paths ran.
+std::int64_t linear_fused_forwards();
+std::int64_t linear_fused_wgrads();
+
 }  // namespace tg::ops

@@ -1,11 +1,12 @@
 // Tests of matmul (ops/linalg): a triple-loop f64 reference for every shape case and trans
 // flag, 16-bit accuracy, empty extents, gradchecks, bad inputs, and CUDA against the CPU.
-#include <cmath>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "ops/linalg/kernels.h"
 #include "util.h"
 
 using namespace tg;
@@ -341,4 +342,82 @@ TEST_CASE("matmul [cuda]: 16-bit dtypes accumulate in f32 on the GPU", "[ops][ma
     const double exact = v * static_cast<double>(k);
     CHECK(std::fabs(matmul(a, b).item<double>() - exact) <= rtol_for(dt) * exact);
   }
+}
+
+// ---- linear ---------------------------------------------------------------------------------
+
+namespace {
+
+// x [m, k] · wᵀ + b in f64 by triple loop.
+Tensor linear_reference(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  const auto xv = x.to_vector<double>(), wv = w.to_vector<double>();
+  const auto bv = b.defined() ? b.to_vector<double>() : std::vector<double>(static_cast<std::size_t>(n), 0.0);
+  std::vector<double> y(static_cast<std::size_t>(m * n));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j) {
+      double s = bv[static_cast<std::size_t>(j)];
+      for (std::int64_t p = 0; p < k; ++p)
+        s += xv[static_cast<std::size_t>(i * k + p)] * wv[static_cast<std::size_t>(j * k + p)];
+      y[static_cast<std::size_t>(i * n + j)] = s;
+    }
+  return from_vector(y, {m, n});
+}
+
+}  // namespace
+
+TEST_CASE("linear: x wᵀ + b against an f64 reference, with and without bias, gradcheck, bad inputs",
+          "[ops][matmul][linear][gradcheck]") {
+  for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{{3, 5, 7}, {1, 1, 1}, {16, 8, 4}, {0, 3, 2}}) {
+    INFO("m " << m << " k " << k << " n " << n);
+    Tensor x = tgt::rand64({m, k}, 300), w = tgt::rand64({n, k}, 301), b = tgt::rand64({n}, 302);
+    tgt::require_close(linear(x, w, b), linear_reference(x, w, b), 1e-12, 1e-12);
+    tgt::require_close(linear(x, w), linear_reference(x, w, Tensor()), 1e-12, 1e-12);
+    tgt::require_close(linear(x.to(DType::f32), w.to(DType::f32), b.to(DType::f32)),
+                       linear_reference(x, w, b), 1e-5, 1e-5);
+  }
+  Tensor x = tgt::rand64({4, 3}, 303).requires_grad_(true), w = tgt::rand64({5, 3}, 304).requires_grad_(true);
+  Tensor b = tgt::rand64({5}, 305).requires_grad_(true);
+  auto res = autograd::gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }, {x, w, b});
+  INFO(res.report);
+  REQUIRE(res);
+  auto res2 = autograd::gradcheck([](const std::vector<Tensor>& in) { return linear(in[0], in[1]); }, {x, w});
+  INFO(res2.report);
+  REQUIRE(res2);
+  Tensor xb = tgt::rand64({2, 3}, 306);
+  tgt::require_throws<ShapeError>([&] { linear(xb, tgt::rand64({4, 2}, 1)); }, {"linear", "k = 3", "k = 2"});
+  tgt::require_throws<ShapeError>([&] { linear(xb, tgt::rand64({4, 3}, 1), tgt::rand64({3}, 2)); },
+                                  {"linear", "b", "[4]", "[3]"});
+  tgt::require_throws<ShapeError>([&] { linear(reshape(xb, {-1}), tgt::rand64({4, 3}, 1)); }, {"linear", "x", "2-d"});
+  tgt::require_throws<DTypeError>([&] { linear(xb.to(DType::f32), tgt::rand64({4, 3}, 1)); }, {"linear"});
+}
+
+TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU", "[ops][matmul][linear][cuda]") {
+  TG_REQUIRE_CUDA();
+  const std::int64_t fwd0 = ops::linear_fused_forwards(), wg0 = ops::linear_fused_wgrads();
+  // the example GPT's shapes first (these must take the fused kernels), then odd ones
+  for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
+           {2048, 384, 1152}, {2048, 1536, 384}, {64, 64, 64}, {3, 5, 7}, {33, 17, 9}}) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      INFO("m " << m << " k " << k << " n " << n << " " << dt);
+      Tensor x = tgt::rand64({m, k}, 310).to(dt), w = tgt::rand64({n, k}, 311).to(dt), b = tgt::rand64({n}, 312).to(dt);
+      Tensor g = tgt::rand64({m, n}, 313).to(dt);
+      auto run = [&](Device dev) {
+        Tensor xd = x.to(dev).requires_grad_(true), wd = w.to(dev).requires_grad_(true), bd = b.to(dev).requires_grad_(true);
+        Tensor y = linear(xd, wd, bd);
+        backward(y, g.to(dev));
+        return std::vector<Tensor>{y.detach().to(Device::cpu()), xd.grad().to(Device::cpu()), wd.grad().to(Device::cpu()),
+                                   bd.grad().to(Device::cpu())};
+      };
+      const auto c = run(Device::cpu()), d = run(Device::cuda());
+      const double tol = dt == DType::f32 ? 1e-4 : 3e-2;
+      for (std::size_t i = 0; i < 4; ++i) {
+        INFO("output " << i << " (y, dx, dw, db)");
+        // sums over up to 2048 terms: relative tolerance on the scale of the sum
+        tgt::require_close(d[i], c[i], tol, tol * std::sqrt(static_cast<double>(std::max(m, k))));
+      }
+    }
+  }
+  CHECK(ops::linear_fused_forwards() - fwd0 >= 6);  // the GPT shapes, every dtype
+  CHECK(ops::linear_fused_wgrads() - wg0 >= 6);
 }
