@@ -403,7 +403,10 @@ TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU",
       Tensor x = tgt::rand64({m, k}, 310).to(dt), w = tgt::rand64({n, k}, 311).to(dt), b = tgt::rand64({n}, 312).to(dt);
       Tensor g = tgt::rand64({m, n}, 313).to(dt);
       auto run = [&](Device dev) {
-        Tensor xd = x.to(dev).requires_grad_(true), wd = w.to(dev).requires_grad_(true), bd = b.to(dev).requires_grad_(true);
+        // detached: on the CPU .to() returns x itself, which must not become the leaf that
+        // the CUDA run's copy then flows its gradient into
+        Tensor xd = x.to(dev).detach().requires_grad_(true), wd = w.to(dev).detach().requires_grad_(true);
+        Tensor bd = b.to(dev).detach().requires_grad_(true);
         Tensor y = linear(xd, wd, bd);
         backward(y, g.to(dev));
         return std::vector<Tensor>{y.detach().to(Device::cpu()), xd.grad().to(Device::cpu()), wd.grad().to(Device::cpu()),
