@@ -30,9 +30,7 @@
 //
 // Forward (memory-bound only when it spends few instructions per element: the old fused
 // (max, sum) all-reduce cost two exponentials per combine and made it issue-bound):
-//  - (old only) block size >= 32 and rows of <= 256 * fwd_max_p<T>() elements: a CUDA
-//    block per 32 rows of a block-row, each row taking the fewest threads whose registers
-//    hold it, from its own length (fwd_slice); otherwise:
+//  (block sizes < 16 and rows beyond the staged plan's 96 KiB:)
 //  - rows of <= 32 * P elements: a warp per row, each lane holding P <= fwd_max_p<T>()
 //    elements (64 bytes of storage) in registers; rows of <= 512 * fwd_max_p<T>(): a block
 //    per row, each thread holding fwd_max_p<T>() elements. Either way every load of the row
@@ -41,8 +39,8 @@
 //    instead of one whose combines take exponentials;
 //  - longer rows: a block per row and two passes over global memory (online max and sum
 //    of exp, then the output), the second pass mostly hitting L2.
-// Backward: (old only) at block size >= 32 and rows up to 256 * bwd_slice_p<T>() (4096;
-// f64 and misaligned data 2048), slices of block-rows as in the forward; otherwise a warp
+// Backward: f32 rows of under ~1.5K elements on average at block size >= 32 (rows up to
+// 256 * bwd_slice_p<T>()): slices of block-rows (bwd_slice); beyond the staged plan a warp
 // per row up to kWarpMaxLen, a block per row (P <= 16, f64 8) up to kRegMaxLen, two passes
 // beyond. Shorter rows than the longest leave threads idle.
 // Loads and stores are 16-byte vectors when bs * sizeof(T) is a multiple of 16 and the
@@ -385,7 +383,7 @@ int log2_exact(std::int64_t v) {
   return lg;
 }
 
-// ---- slices of a block-row: threads per row from the row's own length ------------------
+// ---- slices of a block-row (f32 backward of short rows): threads per row from the row's own length
 // All rows of a block-row have the same blocks, so a CUDA block that takes a slice of the
 // rows of one block-row (bs >= kSliceRows) knows their length before loading anything and
 // gives each row the fewest threads (a power of two) whose P elements hold it: every
@@ -428,83 +426,9 @@ __device__ __forceinline__ V group_allreduce(V v, Op op, int tr, V* smem) {
   return v;
 }
 
-// CUDA block q takes rows [s * 2^lg_slice, (s + 1) * 2^lg_slice) of block-row q / slices,
-// s = q % slices (slices = bs / 2^lg_slice). Same order of work per row as fwd_reg: every
-// load first, max all-reduce, one exp per element, sum all-reduce, stores.
-template <typename T, int VEC, int P, bool MASKED>
-__global__ void __launch_bounds__(kSliceThreads, 4)
-    fwd_slice(const T* __restrict__ x, T* __restrict__ y, RowGeom g, MaskGeom mg, acc_t<T> scale, int lg_slice) {
-  using Acc = acc_t<T>;
-  constexpr int CH = P / VEC;
-  static_assert(P % VEC == 0 && P <= 32, "P must be a multiple of VEC and at most 32 (one mask bit each)");
-  __shared__ Acc smem[kSliceThreads / 32];
-  const Acc ninf = gpu::neg_inf<Acc>();
-  const int slice_rows = 1 << lg_slice, lg_slices = g.lg_bs - lg_slice;
-  const std::int64_t br = blockIdx.x >> lg_slices;
-  const int i_begin = static_cast<int>(blockIdx.x & ((1u << lg_slices) - 1)) << lg_slice;
-  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
-  if (k0 == k1) return;  // no blocks: nothing to write (the whole CUDA block leaves)
-  const std::int64_t chunks = ((k1 - k0) << g.lg_bs) / VEC;
-  int tr = 1;
-  while (static_cast<std::int64_t>(tr) * CH < chunks) tr <<= 1;  // the host checked tr <= kSliceThreads
-  const int tid = static_cast<int>(threadIdx.x) & (tr - 1), grp = static_cast<int>(threadIdx.x) / tr;
-  const int rows_per_wave = kSliceThreads / tr;
-  for (int i0 = i_begin; i0 < i_begin + slice_rows; i0 += rows_per_wave) {
-    const int i = i0 + grp;
-    // threads past the slice hold no chunks but take part in the all-reductions
-    const Row rw{br, ((k0 << g.lg_bs) + i) << g.lg_bs, i < i_begin + slice_rows ? chunks : 0};
-    auto in = [&](int c) { return static_cast<std::int64_t>(c) * tr + tid < rw.chunks; };
-    auto e = [&](int c) { return chunk_at<VEC>(rw, static_cast<std::int64_t>(c) * tr + tid, g.lg_bs); };
-    Acc v[P];
-#pragma unroll
-    for (int c = 0; c < CH; ++c)
-      if (in(c)) load_vec<VEC>(x + e(c), v + c * VEC);
-    unsigned excl = 0;  // bit i: element i excluded by the mask
-    if constexpr (MASKED) {
-#pragma unroll
-      for (int c = 0; c < CH; ++c)
-        if (in(c)) excl |= chunk_mask<VEC>(mg, rw, e(c), g.lg_bs) << (c * VEC);
-    }
-    Acc mt = ninf;
-#pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      if (!in(c)) continue;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const int q = c * VEC + k;
-        v[q] = MASKED && ((excl >> q) & 1u) ? ninf : v[q] * scale;
-        mt = gpu::nan_max_fast(mt, v[q]);
-      }
-    }
-    const Acc m = group_allreduce(mt, MaxNanOp{}, tr, smem);
-    Acc st = 0;
-    if (m != ninf) {  // else every element is -inf or excluded: zeros
-#pragma unroll
-      for (int c = 0; c < CH; ++c) {
-        if (!in(c)) continue;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-          v[c * VEC + k] = exp_shifted<T>(v[c * VEC + k], m);
-          st += v[c * VEC + k];
-        }
-      }
-    }
-    // s >= 1 unless m is -inf (unused then), +inf or nan (then every included output is nan)
-    const Acc inv = Acc(1) / group_allreduce(st, SumOp{}, tr, smem);
-#pragma unroll
-    for (int c = 0; c < CH; ++c) {
-      if (!in(c)) continue;
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const int q = c * VEC + k;
-        v[q] = m == ninf || (MASKED && ((excl >> q) & 1u)) ? Acc(0) : v[q] * inv;
-      }
-      store_vec<VEC>(y + e(c), v + c * VEC);
-    }
-  }
-}
-
-// Backward in slices (same split and thread count rule, P elements of y and of dy per thread).
+// Backward in slices: CUDA block q takes rows [s * 2^lg_slice, (s + 1) * 2^lg_slice) of
+// block-row q / slices, s = q % slices (slices = bs / 2^lg_slice), P elements of y and of
+// dy per thread.
 template <typename T>
 constexpr int bwd_slice_p() {
   return sizeof(T) >= 8 ? 8 : 16;
@@ -1214,20 +1138,6 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
   if (fwd_staged_launch<T>(xp, yp, l, tab, mg, len, scale, dev, st)) return;
-  if (l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * fwd_max_p<T>(vec)) {
-    const int lg_slice = slice_lg_rows(l, dev.index);
-    const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> lg_slice);
-    constexpr int PV = fwd_max_p<T>(true), PS = fwd_max_p<T>(false), MV = gpu::max_vec<T>();
-    auto launch = [&](auto masked) {
-      constexpr bool M = decltype(masked)::value;
-      if (vec) fwd_slice<T, MV, PV, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, lg_slice);
-      else fwd_slice<T, 1, PS, M><<<grid, kSliceThreads, 0, st>>>(xp, yp, g, mg, sc, lg_slice);
-    };
-    if (mg.data) launch(std::true_type{});
-    else launch(std::false_type{});
-    TG_CUDA_CHECK_LAST();
-    return;
-  }
   const Plan plan = fwd_plan_for<T>(len, vec);
   if (mg.data) fwd_launch<T, true>(plan, vec, xp, yp, g, mg, sc, st);
   else fwd_launch<T, false>(plan, vec, xp, yp, g, mg, sc, st);
