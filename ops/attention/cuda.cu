@@ -128,6 +128,14 @@ bool use_wgmma_bwd(const AttentionProblem& p, int device) {
   return cuda_compute_capability(device) == 90;
 }
 
+// Whether tiles of half the height (64 query rows, or 64 keys) pay for a problem whose lists
+// have `narrow` entries at that height and `wide` at 128: each half of a 128-tile CTA steps
+// through all `wide` entries, so the half-height tiles do 2 * wide steps' work in `narrow`
+// steps. They are taken at no more than 3/4 of that: patterns sparse at 64 granularity
+// (random blocks), not causal or window ones (within a few percent), where the larger tile
+// halves the K / V (Q / dO) traffic.
+bool half_tiles_pay(std::int64_t narrow, std::int64_t wide) { return 4 * narrow <= 3 * 2 * wide; }
+
 Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   Params r;
   r.bhq = static_cast<int>(p.bhq);
@@ -258,12 +266,8 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
   int wg_bm = kFwdBM;
   if (wgmma) {
-    // 64-row tiles when they visit at most 3/4 of the (row, key tile) pairs that 128-row
-    // tiles make each warpgroup step through: patterns sparse at 64-row granularity
-    // (random blocks), not causal or window ones (within a few percent), where the larger
-    // tile halves the K / V traffic.
     auto narrow = device_work(p, 64, kFwdBN, false, dev);
-    if (4 * narrow->row_entries.numel() <= 3 * 2 * work->row_entries.numel()) {
+    if (half_tiles_pay(narrow->row_entries.numel(), work->row_entries.numel())) {
       work = std::move(narrow);
       wg_bm = 64;
     }
@@ -376,12 +380,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     const bool wgmma_kv = use_wgmma_bwd(p, dev.index);
     const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
-    // 64-key tiles when they visit at most 3/4 of the (key tile, query tile) steps that
-    // 128-key tiles make each half of the CTA step through (as in the forward).
     bool narrow = false;
-    if (p.d == p.dv) {
+    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
       auto nw = device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
-      if (4 * nw->col_entries.numel() <= 3 * 2 * kv_work->col_entries.numel()) {
+      if (half_tiles_pay(nw->col_entries.numel(), kv_work->col_entries.numel())) {
         kv_work = std::move(nw);
         narrow = true;
       }
