@@ -2,10 +2,8 @@
 
 #include <cmath>
 
-#include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
 #include "ops/linalg/linear.h"
-#include "ops/linalg/matmul.h"
 #include "ops/shape/shape_ops.h"
 #include "ops/sparse_nn/sparse_nn.h"
 

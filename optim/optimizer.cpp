@@ -5,10 +5,8 @@
 #include <string>
 
 #include "autograd/grad_mode.h"
-#include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
 #include "ops/optim/kernels.h"
-#include "ops/reduce/reduce.h"
 
 namespace tg::optim {
 

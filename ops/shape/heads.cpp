@@ -1,8 +1,6 @@
 // split_heads / merge_heads: validation, the strided-copy parameters, autograd.
 #include "ops/shape/heads.h"
 
-#include <string>
-
 #include "autograd/node.h"
 #include "ops/common.h"
 #include "ops/shape/kernels.h"
