@@ -489,15 +489,15 @@ void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Ten
   const unsigned grid = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
   with_width<T>(w, [&](auto wc) {
     constexpr int W = decltype(wc)::value;
-    if (lean) {
-      if (kind == RowReduce::Max) {
+    if constexpr (sizeof(T) == 4) {
+      if (lean) {
         row_reduce_lean_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
                                                                       out.data<T>(), index.data<std::int64_t>());
-      } else {
-        row_reduce_lean_kernel<T, W, false><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
-                                                                       out.data<T>(), nullptr);
+        TG_CUDA_CHECK_LAST();
+        return;
       }
-    } else if (kind == RowReduce::Max) {
+    }
+    if (kind == RowReduce::Max) {
       row_reduce_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, l.rows(), l.block_rows(), lg_bs,
                                                                 lg_units, lg_g, out.data<T>(),
                                                                 index.data<std::int64_t>());
