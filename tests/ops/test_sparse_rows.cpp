@@ -88,6 +88,39 @@ double elem(const Sample& s, const Layout& l, std::int64_t b, std::int64_t i, st
   return s.d[at((b * l.rows() + i) * l.cols() + j)];
 }
 
+// row_sum, row_max and row_max's gradient on the GPU against the CPU for block data `vals`
+// of layout l (Nb block-columns), in each dtype, aligned and one element off (misaligned
+// data takes the element-wide units; an empty layout only aligned).
+void check_row_reductions_cuda(const Layout& l, const std::vector<double>& vals, std::int64_t Nb,
+                               const std::vector<DType>& dtypes, std::uint64_t& seed) {
+  const std::int64_t bs = l.block_size(), n = l.n_blocks() * bs * bs;
+  for (DType dt : dtypes) {
+    for (bool misaligned : {false, true}) {
+      if (misaligned && n == 0) continue;
+      INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
+      const double rtol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 4e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
+      const double atol = rtol * std::sqrt(static_cast<double>(Nb * bs));
+      Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
+      Tensor xg = d.to(Device::cuda());
+      if (misaligned) {
+        xg = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = Device::cuda()}), 1, d.shape());
+        copy_bytes(xg, d.to(Device::cuda()));
+      }
+      Tensor g = rand_seeded({l.batch(), l.rows()}, ++seed, {.dtype = dt});
+      auto run = [&](const Tensor& x) {
+        Tensor xd = x.detach().requires_grad_();
+        Tensor m = row_max(BlockSparseTensor(xd, l));
+        m.backward(g.to(x.device()));
+        return std::vector<Tensor>{row_sum(BlockSparseTensor(x, l)), m, xd.grad()};
+      };
+      std::vector<Tensor> want = run(d), got = run(xg);
+      tgt::require_close(got[0], want[0], rtol, atol);
+      tgt::require_close(got[1], want[1], 0, 0);
+      tgt::require_close(got[2], want[2], 0, 0);  // the gradient lands on the same element
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("row_sum / row_max / col_sum match masked f64 references", "[ops][sparse_rows]") {
@@ -493,30 +526,7 @@ TEST_CASE("row_sum / row_max CUDA with a lane group per row match CPU at block s
       for (std::int64_t j = 0; j < bs; ++j) vals[at(bs * bs + j)] = -kInf;            // block 1, row 0: all -inf
       vals[at((l.n_blocks() - 1) * bs * bs + bs + bs - 1)] = std::nan("");            // a nan at a row's very end
     }
-    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
-      for (bool misaligned : {false, true}) {
-        INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
-        const double rtol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 4e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
-        const double atol = rtol * std::sqrt(static_cast<double>(c.Nb * bs));
-        Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
-        Tensor xg = d.to(Device::cuda());
-        if (misaligned) {
-          xg = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = Device::cuda()}), 1, d.shape());
-          copy_bytes(xg, d.to(Device::cuda()));
-        }
-        Tensor g = rand_seeded({c.B, l.rows()}, ++seed, {.dtype = dt});
-        auto run = [&](const Tensor& x) {
-          Tensor xd = x.detach().requires_grad_();
-          Tensor m = row_max(BlockSparseTensor(xd, l));
-          m.backward(g.to(x.device()));
-          return std::vector<Tensor>{row_sum(BlockSparseTensor(x, l)), m, xd.grad()};
-        };
-        std::vector<Tensor> want = run(d), got = run(xg);
-        tgt::require_close(got[0], want[0], rtol, atol);
-        tgt::require_close(got[1], want[1], 0, 0);
-        tgt::require_close(got[2], want[2], 0, 0);  // the gradient lands on the same element
-      }
-    }
+    check_row_reductions_cuda(l, vals, c.Nb, {DType::f32, DType::bf16, DType::f16, DType::f64}, seed);
   }
 }
 
@@ -587,31 +597,7 @@ TEST_CASE("row_sum / row_max CUDA with lane groups wider than a segment match CP
       vals[at(3 * bs + 2)] = 5.0;                                                 // row 3: a tie for the maximum
       vals[at((l.n_blocks() - 1) * bs * bs + 3 * bs + 4)] = 5.0;
     }
-    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
-      for (bool misaligned : {false, true}) {
-        if (misaligned && n == 0) continue;
-        INFO(describe(l) << " dtype " << dtype_name(dt) << (misaligned ? " misaligned" : ""));
-        const double rtol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 4e-3 : 1e-5;
-        const double atol = rtol * std::sqrt(static_cast<double>(c.Nb * bs));
-        Tensor d = from_vector(vals, {l.n_blocks(), bs, bs}).to(dt);
-        Tensor xg = d.to(Device::cuda());
-        if (misaligned) {
-          xg = tgt::misaligned_view(zeros({n + 1}, {.dtype = dt, .device = Device::cuda()}), 1, d.shape());
-          copy_bytes(xg, d.to(Device::cuda()));
-        }
-        Tensor g = rand_seeded({c.B, l.rows()}, ++seed, {.dtype = dt});
-        auto run = [&](const Tensor& x) {
-          Tensor xd = x.detach().requires_grad_();
-          Tensor m = row_max(BlockSparseTensor(xd, l));
-          m.backward(g.to(x.device()));
-          return std::vector<Tensor>{row_sum(BlockSparseTensor(x, l)), m, xd.grad()};
-        };
-        std::vector<Tensor> want = run(d), got = run(xg);
-        tgt::require_close(got[0], want[0], rtol, atol);
-        tgt::require_close(got[1], want[1], 0, 0);
-        tgt::require_close(got[2], want[2], 0, 0);  // the gradient lands on the same element
-      }
-    }
+    check_row_reductions_cuda(l, vals, c.Nb, {DType::f32, DType::bf16, DType::f16}, seed);
   }
 }
 
