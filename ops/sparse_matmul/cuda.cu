@@ -11,7 +11,8 @@
 // Paths. bf16/f16 (and f32 when tg::allow_tf32()) take the tensor-core kernel when every
 // operand starts 16-byte aligned (cp.async moves 16-byte chunks). For bf16/f16 that is,
 // at blocks of 64 and 128 on a compute capability 9.0 device, its Hopper form with
-// warpgroup MMAs (wgmma_kernel.cuh, same schedule); elsewhere at blocks of 32 and 64,
+// warpgroup MMAs (wgmma_tma_kernel.cuh: TMA loads, warp-specialised, persistent; same
+// items); elsewhere at blocks of 32 and 64,
 // where it pays, its grouped variant over 128 x 128 regions of blocks (see path.h and the
 // grouped schedule below). Everything else, f64 and exact f32 included, takes the SIMT
 // kernel: 256 threads on a TILE x TILE output tile (TILE = min(bs, 64)), each thread
@@ -276,16 +277,20 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.trans_a = p.trans_a;
   args.trans_b = p.trans_b;
 
-  bool use_wgmma = false;  // the Hopper per-block kernel instead of the mma.sync one
+  bool use_wgmma = false, use_tma = false;  // the Hopper kernels instead of the mma.sync one
   if constexpr (k16) {
     const spmm::MmaPath choice = spmm::mma_path();
-    const bool wgmma_choice = choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma ||
-                              choice == spmm::MmaPath::WgmmaPipelined;
+    const bool wgmma_choice =
+        choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma || choice == spmm::MmaPath::WgmmaTma;
     use_wgmma = tensor_cores && (p.bs == 64 || p.bs == 128) && wgmma_choice && spmm::wgmma_supported(dev.index);
-    args.wgmma_pipelined = choice == spmm::MmaPath::WgmmaPipelined ? 1 : 0;
+    // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates).
+    use_tma = use_wgmma && choice != spmm::MmaPath::Wgmma && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
+              a.numel() / p.a.ld < (std::int64_t{1} << 31) && b.numel() / p.b.ld < (std::int64_t{1} << 31);
+    args.rows_a = a.numel() / p.a.ld;
+    args.rows_b = b.numel() / p.b.ld;
     // The grouped path: regions of several blocks in one CTA tile (path.h).
     if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock &&
-        choice != spmm::MmaPath::Wgmma && choice != spmm::MmaPath::WgmmaPipelined && p.n_pairs() > 0) {
+        choice != spmm::MmaPath::Wgmma && choice != spmm::MmaPath::WgmmaTma && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });
@@ -329,7 +334,9 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   if constexpr (!std::is_same_v<T, double>) {
     if (tensor_cores) {
       if constexpr (k16) {
-        if (use_wgmma)
+        if (use_tma)
+          spmm::launch_wgmma_tma<T>(args, n_items, stream);
+        else if (use_wgmma)
           spmm::launch_wgmma<T>(args, n_items, stream);
         else
           spmm::launch_mma<T>(args, n_items, stream);

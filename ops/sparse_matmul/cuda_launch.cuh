@@ -44,7 +44,8 @@ struct KernelArgs {
   int lg_kpp;  ///< log2 of the CTA k-steps per pair (bs / BK); set by the launcher
   int nsub;    ///< CTA tiles per block side (bs / BM); set by the launcher
   int trans_a, trans_b;
-  int wgmma_pipelined;  ///< wgmma path: one step's MMAs stay in flight across the next (path.h)
+  int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
+  long long rows_a, rows_b;   ///< TMA wgmma path: rows of ld elements each operand's storage holds
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with
@@ -65,6 +66,13 @@ void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols,
 /// translation units built for sm_90a.
 template <typename E>
 void launch_wgmma(const KernelArgs& args, int n_items, cudaStream_t stream);
+
+/// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
+/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the same items as
+/// launch_mma; E bf16 or half, args.bs 64 or 128, operands 16-byte aligned with rows of a
+/// multiple of 8 elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.
+template <typename E>
+void launch_wgmma_tma(const KernelArgs& args, int n_items, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

@@ -12,20 +12,19 @@
 //
 // Wgmma (blocks of 64 and 128, compute capability 9.0 only): the per-block decomposition
 // (same items and split-K) with Hopper warpgroup MMAs on 64 x 64 / 128 x 128 CTA tiles
-// (wgmma_kernel.cuh). Auto takes it wherever it applies, before the others.
-// WgmmaPipelined: the same kernel keeping one k-step's MMAs in flight while the next
-// step's are issued (a second barrier per step instead of a full wait); only when forced,
-// until it has been measured and checked on a GPU.
+// (wgmma_kernel.cuh). WgmmaTma: the same items on the warp-specialised kernel (one
+// warpgroup loading with TMA into mbarrier-guarded stages, two multiplying; persistent
+// grid; wgmma_tma_kernel.cuh). Auto takes WgmmaTma wherever it applies, before the others.
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma, WgmmaPipelined };
+enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma, WgmmaTma };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned
-/// operands), Wgmma too (block 64 or 128, 16-byte aligned operands, a compute capability
-/// 9.0 device); elsewhere the per-block one runs.
+/// operands), Wgmma and WgmmaTma too (block 64 or 128, 16-byte aligned operands, a compute
+/// capability 9.0 device); elsewhere the per-block one runs.
 void set_mma_path(MmaPath path);
 
 /// The decomposition set by set_mma_path (Auto by default).

@@ -112,9 +112,7 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
 }
 
 /// item = (output tile, pair begin, pair end, slot): see cuda_launch.cuh.
-/// kPipelined: step s's MMAs are waited for (to one group in flight) after step s+1's
-/// are issued, not before (see MmaPath::WgmmaPipelined).
-template <class C, typename E, bool TA, bool TB, bool kPipelined>
+template <class C, typename E, bool TA, bool TB>
 __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const KernelArgs args) {
 #if TG_WGMMA_ENABLED
   extern __shared__ __align__(16) unsigned char wg_smem[];
@@ -144,10 +142,8 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const
   for (int s = 0; s < nsteps; ++s) {
     cp_async_wait<S - 2>();
     ops::wg::fence_proxy_async();
-    if constexpr (!kPipelined) {
-      ops::wg::wait<0>();
-      ops::wg::fence_regs(acc);
-    }
+    ops::wg::wait<0>();
+    ops::wg::fence_regs(acc);
     // Stage s has landed for every thread and is visible to the async proxy; every
     // warpgroup's MMAs of step s-1 are complete, so its slot can be refilled.
     __syncthreads();
@@ -158,12 +154,6 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const
     for (int j = 0; j < C::BK / 16; ++j)
       ops::wg::mma_ss<E, C::BN, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
     ops::wg::commit();
-    if constexpr (kPipelined) {
-      // Step s-1's MMAs are done once at most this step's group is pending; the barrier
-      // makes that hold for every warpgroup before the slot they read is refilled.
-      ops::wg::wait<1>();
-      __syncthreads();
-    }
     const int next = s + S - 1;
     if (next < nsteps) {
       issue<C, E, TA, TB>(args, pending, next, base + (next % S) * C::STAGE_BYTES, ti, tj, tid);
@@ -200,9 +190,9 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) wgmma_kernel(const
 }
 
 /// Launches the instantiation for (C, E, TA, TB): nsub x nsub CTAs per item.
-template <class C, typename E, bool TA, bool TB, bool kPipelined>
+template <class C, typename E, bool TA, bool TB>
 void launch_wg_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  auto* kernel = &wgmma_kernel<C, E, TA, TB, kPipelined>;
+  auto* kernel = &wgmma_kernel<C, E, TA, TB>;
   // Opting in to more than 48 KiB of dynamic shared memory, once per device.
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
@@ -221,24 +211,16 @@ void launch_wg_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class C, typename E, bool kPipelined>
+template <class C, typename E>
 void launch_wg_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
   if (!args.trans_a && !args.trans_b)
-    launch_wg_cfg<C, E, false, false, kPipelined>(args, n_items, stream);
+    launch_wg_cfg<C, E, false, false>(args, n_items, stream);
   else if (args.trans_a && !args.trans_b)
-    launch_wg_cfg<C, E, true, false, kPipelined>(args, n_items, stream);
+    launch_wg_cfg<C, E, true, false>(args, n_items, stream);
   else if (!args.trans_a)
-    launch_wg_cfg<C, E, false, true, kPipelined>(args, n_items, stream);
+    launch_wg_cfg<C, E, false, true>(args, n_items, stream);
   else
-    launch_wg_cfg<C, E, true, true, kPipelined>(args, n_items, stream);
-}
-
-template <class C, typename E>
-void launch_pipelining(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  if (args.wgmma_pipelined)
-    launch_wg_trans<C, E, true>(args, n_items, stream);
-  else
-    launch_wg_trans<C, E, false>(args, n_items, stream);
+    launch_wg_cfg<C, E, true, true>(args, n_items, stream);
 }
 
 }  // namespace tg::ops::spmm::wg
@@ -249,10 +231,10 @@ template <typename E>
 void launch_wgmma(const KernelArgs& args, int n_items, cudaStream_t stream) {
   switch (args.bs) {
     case 128:
-      wg::launch_pipelining<wg::WgCfg<128>, E>(args, n_items, stream);
+      wg::launch_wg_trans<wg::WgCfg<128>, E>(args, n_items, stream);
       break;
     case 64:
-      wg::launch_pipelining<wg::WgCfg<64>, E>(args, n_items, stream);
+      wg::launch_wg_trans<wg::WgCfg<64>, E>(args, n_items, stream);
       break;
     default:
       TG_THROW(Error, "matmul: internal error: no wgmma tile for block size ", args.bs);

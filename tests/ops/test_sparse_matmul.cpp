@@ -631,9 +631,9 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   struct Restore {
     ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
   } restore;
-  for (const auto path : {ops::spmm::MmaPath::Wgmma, ops::spmm::MmaPath::WgmmaPipelined}) {
+  for (const auto path : {ops::spmm::MmaPath::Wgmma, ops::spmm::MmaPath::WgmmaTma}) {
     ops::spmm::set_mma_path(path);
-    INFO((path == ops::spmm::MmaPath::Wgmma ? "Wgmma" : "WgmmaPipelined"));
+    INFO((path == ops::spmm::MmaPath::Wgmma ? "Wgmma" : "WgmmaTma"));
     std::uint64_t seed = 9900;
     for (std::int64_t bs : {64, 128}) {
       const std::vector<Problem> all = problems(bs, seed += 100);

@@ -1,0 +1,50 @@
+#include "runtime/cuda/tensor_map.h"
+
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+
+#include <mutex>
+
+#include "runtime/cuda/cuda_check.h"
+#include "runtime/error.h"
+
+namespace tg::cuda {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    TG_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &found));
+    if (found == cudaDriverEntryPointSuccess) fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  });
+  if (fn == nullptr) TG_THROW(DeviceError, "TMA: the CUDA driver has no cuTensorMapEncodeTiled (driver too old)");
+  return fn;
+}
+
+}  // namespace
+
+CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
+                                std::uint32_t box_cols, std::uint32_t box_rows) {
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (ld * 2) % 16 != 0 || rows >= (1ull << 31) ||
+      cols >= (1ull << 31) || box_cols > 64 || box_rows > 256 || cols > ld)
+    TG_THROW(DeviceError, "TMA: internal error: unsupported matrix (", rows, " x ", cols, ", ld ", ld, ", box ", box_cols,
+             " x ", box_rows, ")");
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {cols, rows};
+  const cuuint64_t strides[1] = {ld * 2};  // bytes between rows; the innermost stride is the element
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode_fn()(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
+                                 const_cast<void*>(base), dims, strides, box, elem_strides,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    TG_THROW(DeviceError, "TMA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ") for ", rows, " x ",
+             cols, ", ld ", ld, ", box ", box_cols, " x ", box_rows);
+  return map;
+}
+
+}  // namespace tg::cuda
