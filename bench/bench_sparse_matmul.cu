@@ -114,7 +114,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
                                          {MmaPath::GroupedTall, "128x64"}});
           }
           if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
-            forced.insert(forced.end(), {{MmaPath::Wgmma, "wgmma"}, {MmaPath::WgmmaTma, "wgmma-tma"}});
+            forced.insert(forced.end(), {{MmaPath::Wgmma, "wgmma"}, {MmaPath::WgmmaTmaNarrow, "tma-1"}, {MmaPath::WgmmaTmaWide, "tma-wide"}});
           }
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);

@@ -11,13 +11,14 @@
 // Paths. bf16/f16 (and f32 when tg::allow_tf32()) take the tensor-core kernel when every
 // operand starts 16-byte aligned (cp.async moves 16-byte chunks). For bf16/f16 that is,
 // at blocks of 64 and 128 on a compute capability 9.0 device, its Hopper form with
-// warpgroup MMAs (wgmma_tma_kernel.cuh: TMA loads, warp-specialised, persistent; same
-// items); elsewhere at blocks of 32 and 64,
+// warpgroup MMAs (wgmma_tma_kernel.cuh: TMA loads, warp-specialised, persistent, on
+// row groups of output blocks sharing their x tiles); elsewhere at blocks of 32 and 64,
 // where it pays, its grouped variant over 128 x 128 regions of blocks (see path.h and the
 // grouped schedule below). Everything else, f64 and exact f32 included, takes the SIMT
 // kernel: 256 threads on a TILE x TILE output tile (TILE = min(bs, 64)), each thread
 // accumulating (TILE/16)^2 outputs in registers from k-slices staged in shared memory.
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -28,6 +29,7 @@
 #include "ops/sparse_matmul/kernels.h"
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/regions.h"
+#include "ops/sparse_matmul/row_groups.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -236,6 +238,82 @@ __global__ void reduce_kernel(const int* __restrict__ red, const Acc* __restrict
   }
 }
 
+template <typename T, typename Acc>
+void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws, const Tensor& out, const KernelArgs& args,
+                   cudaStream_t stream) {
+  const std::int64_t per_tile = (static_cast<std::int64_t>(args.bs) * args.bs + kSimtThreads - 1) / kSimtThreads;
+  const dim3 grid(static_cast<unsigned>(n_split), static_cast<unsigned>(std::min<std::int64_t>(per_tile, 16)));
+  reduce_kernel<T, Acc><<<grid, kSimtThreads, 0, stream>>>(static_cast<const int*>(reduce.data_ptr()),
+                                                           static_cast<const Acc*>(ws.data_ptr()), out.data<T>(),
+                                                           args.addr_c, args.ldc, args.bs);
+  TG_CUDA_CHECK(cudaGetLastError());
+}
+
+// ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
+// Device copy of a RowGroupSchedule (row_groups.h) of g members.
+struct TmaSchedule {
+  Tensor items, steps, outs, reduce;  // i32 [n_items, 4], [n_steps, 1 + g], [n_groups, g + 1], [n_split, 3]
+  std::int64_t g = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
+};
+
+std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, Device dev) {
+  // Cut lists as the per-block schedule does: a few items per SM, never under 256 of k.
+  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kCtasPerSm;
+  const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
+  const std::int64_t whole = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max()).n_steps;
+  const RowGroupSchedule r = row_group_schedule(p, g, std::max(min_chunk, (whole + target - 1) / target));
+  auto s = std::make_shared<TmaSchedule>();
+  s->g = g;
+  s->n_items = r.n_items;
+  s->n_steps = r.n_steps;
+  s->n_slots = r.n_slots;
+  s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
+  if (r.n_items > 0) {
+    s->items = to_device_i32(r.items, 4, dev);
+    s->outs = to_device_i32(r.outs, g + 1, dev);
+  }
+  if (r.n_steps > 0) s->steps = to_device_i32(r.steps, 1 + g, dev);
+  if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
+  return s;
+}
+
+// Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
+// block product: wider instructions read fewer shared-memory bytes per multiply.
+double tma_speed(std::int64_t bs, std::int64_t g) {
+  const std::int64_t n = bs == 128 ? 128 * g : g == 1 ? 64 : 128;
+  return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
+}
+
+template <typename T>
+void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const std::string& prefix, const Tensor& out,
+             cudaStream_t stream) {
+  const Device dev = out.device();
+  const std::int64_t gmax = p.bs == 128 ? 2 : 4;
+  auto sched = [&](std::int64_t g) -> const TmaSchedule& {
+    return p.cached<TmaSchedule>(prefix + "/tma" + std::to_string(g), [&] { return build_tma_schedule(p, g, dev); });
+  };
+  const TmaSchedule* s = nullptr;
+  if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
+    s = &sched(1);
+  } else if (choice == spmm::MmaPath::WgmmaTmaWide) {
+    s = &sched(gmax);
+  } else {
+    // Block products computed (empty member slots included) over the width's speed.
+    const TmaSchedule &narrow = sched(1), &wide = sched(gmax);
+    const double c1 = static_cast<double>(narrow.n_steps) / tma_speed(p.bs, 1);
+    const double cw = static_cast<double>(wide.n_steps * gmax) / tma_speed(p.bs, gmax);
+    s = cw < c1 ? &wide : &narrow;
+  }
+  Tensor ws;
+  if (s->n_slots > 0) ws = empty({s->n_slots, p.bs, p.bs}, {.dtype = DType::f32, .device = dev});
+  args.items = s->n_items > 0 ? static_cast<const int4*>(s->items.data_ptr()) : nullptr;
+  args.steps = s->n_steps > 0 ? static_cast<const int*>(s->steps.data_ptr()) : nullptr;
+  args.outs = s->n_items > 0 ? static_cast<const int*>(s->outs.data_ptr()) : nullptr;
+  args.ws = ws.defined() ? ws.data_ptr() : nullptr;
+  spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), stream);
+  if (s->n_split > 0) launch_reduce<T, float>(s->reduce, s->n_split, ws, out, args, stream);
+}
+
 // ---- dispatch ----------------------------------------------------------------------------
 DevAddr dev_addr(const TileAddr& a) { return DevAddr{static_cast<unsigned>(a.grid_cols), a.bs * a.ld, a.bs}; }
 
@@ -277,20 +355,26 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.trans_a = p.trans_a;
   args.trans_b = p.trans_b;
 
-  bool use_wgmma = false, use_tma = false;  // the Hopper kernels instead of the mma.sync one
+  bool use_wgmma = false;  // the Hopper per-block kernel instead of the mma.sync one
   if constexpr (k16) {
-    const spmm::MmaPath choice = spmm::mma_path();
-    const bool wgmma_choice =
-        choice == spmm::MmaPath::Auto || choice == spmm::MmaPath::Wgmma || choice == spmm::MmaPath::WgmmaTma;
-    use_wgmma = tensor_cores && (p.bs == 64 || p.bs == 128) && wgmma_choice && spmm::wgmma_supported(dev.index);
+    using spmm::MmaPath;
+    const MmaPath choice = spmm::mma_path();
+    const bool tma_choice = choice == MmaPath::Auto || choice == MmaPath::WgmmaTma ||
+                            choice == MmaPath::WgmmaTmaNarrow || choice == MmaPath::WgmmaTmaWide;
+    const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
+    use_wgmma = hopper && (tma_choice || choice == MmaPath::Wgmma);
     // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates).
-    use_tma = use_wgmma && choice != spmm::MmaPath::Wgmma && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
-              a.numel() / p.a.ld < (std::int64_t{1} << 31) && b.numel() / p.b.ld < (std::int64_t{1} << 31);
-    args.rows_a = a.numel() / p.a.ld;
-    args.rows_b = b.numel() / p.b.ld;
+    const bool tma_ok = p.a.ld % 8 == 0 && p.b.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
+                        b.numel() / p.b.ld < (std::int64_t{1} << 31);
+    if (use_wgmma && tma_choice && tma_ok) {
+      args.rows_a = a.numel() / p.a.ld;
+      args.rows_b = b.numel() / p.b.ld;
+      run_tma<T>(p, args, choice, prefix, out, stream);
+      return;
+    }
     // The grouped path: regions of several blocks in one CTA tile (path.h).
-    if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != spmm::MmaPath::PerBlock &&
-        choice != spmm::MmaPath::Wgmma && choice != spmm::MmaPath::WgmmaTma && p.n_pairs() > 0) {
+    if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock &&
+        !tma_choice && choice != MmaPath::Wgmma && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });
@@ -334,9 +418,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   if constexpr (!std::is_same_v<T, double>) {
     if (tensor_cores) {
       if constexpr (k16) {
-        if (use_tma)
-          spmm::launch_wgmma_tma<T>(args, n_items, stream);
-        else if (use_wgmma)
+        if (use_wgmma)
           spmm::launch_wgmma<T>(args, n_items, stream);
         else
           spmm::launch_mma<T>(args, n_items, stream);
@@ -360,14 +442,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
         TG_THROW(Error, "matmul: internal error: no CUDA tile for block size ", p.bs);
     }
   }
-  if (sched.n_split > 0) {
-    const std::int64_t per_tile = (p.bs * p.bs + kSimtThreads - 1) / kSimtThreads;
-    const dim3 grid(static_cast<unsigned>(sched.n_split), static_cast<unsigned>(std::min<std::int64_t>(per_tile, 16)));
-    reduce_kernel<T, Acc><<<grid, kSimtThreads, 0, stream>>>(static_cast<const int*>(sched.reduce.data_ptr()),
-                                                             static_cast<const Acc*>(ws.data_ptr()), out.data<T>(),
-                                                             args.addr_c, args.ldc, args.bs);
-    TG_CUDA_CHECK(cudaGetLastError());
-  }
+  if (sched.n_split > 0) launch_reduce<T, Acc>(sched.reduce, sched.n_split, ws, out, args, stream);
 }
 
 void matmul_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {

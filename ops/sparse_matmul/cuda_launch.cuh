@@ -68,11 +68,13 @@ template <typename E>
 void launch_wgmma(const KernelArgs& args, int n_items, cudaStream_t stream);
 
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
-/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the same items as
-/// launch_mma; E bf16 or half, args.bs 64 or 128, operands 16-byte aligned with rows of a
-/// multiple of 8 elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.
+/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the items of a row-group
+/// schedule of g members (row_groups.h: args.items, args.steps, args.outs); E bf16 or
+/// half, (args.bs, g) one of (128, 1), (128, 2), (64, 1), (64, 4), operands 16-byte
+/// aligned with rows of a multiple of 8 elements, compute capability 9.0 only. Defined
+/// in wgmma_<dtype>.cu.
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, cudaStream_t stream);
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

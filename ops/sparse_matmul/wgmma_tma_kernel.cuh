@@ -1,36 +1,42 @@
 // The warp-specialised Hopper (sm_90a) kernel of block-sparse matmul for bf16 / f16,
-// blocks of 64 and 128: the per-block items and split-K slots of cuda_launch.cuh, with
-// TMA loads and warpgroup MMAs overlapped through mbarrier-guarded stages.
+// blocks of 64 and 128, on row groups (row_groups.h): up to G output blocks of one
+// block-row that read the same x tiles, computed together so that each x tile is loaded
+// once and multiplied with one wide instruction; split pieces go to workspace slots as
+// in cuda_launch.cuh. TMA loads and warpgroup MMAs overlap through mbarrier-guarded
+// stages.
 //
 // Roles. A CTA has two consumer warpgroups and a producer warp per ring. The producer
 // only loads: its first thread walks the ring's items and k-steps, waits until a stage is
-// free, and starts TMA copies of the step's operand tiles into it (the copies count down
-// the stage's "full" barrier). The consumers only multiply: they wait for a stage to be
-// full, issue its wgmmas, and release it (its "empty" barrier) as soon as the wgmmas
-// reading it have completed, one step later, so that a group is always in flight. Loads thus run up to STAGES steps ahead of the
-// MMAs, across item boundaries too: while the consumers store one output tile, the next
-// one's operands are already arriving.
+// free, and starts TMA copies of the step's x tile and its members' y tiles into it (the
+// copies count down the stage's "full" barrier). The consumers only multiply: they wait
+// for a stage to be full, issue its wgmmas, and release it (its "empty" barrier) once the
+// wgmmas reading it have completed, one step later, so that a group is always in flight.
+// Loads run up to STAGES steps ahead of the MMAs, across items too: while the consumers
+// store one tile, the next one's operands are already arriving.
 //
-// Tiles. Blocks of 128: one ring; both consumers work on the same 128 x 128 output block,
-// 64 rows each (m64 n128 k16 instructions). Blocks of 64: two rings, one per consumer,
-// each with its own item stream and 64 x 64 tiles (m64 n64 k16). k advances BK = 64 a
-// step. The grid is persistent: at most CTAS CTAs an SM, CTA b taking every gridDim.x-th
-// item of each ring.
+// Tiles (CTA tile bs x G bs; k advances BK = 64 a step):
+//   bs 128: one ring, the consumers take 64 rows each, n = 128 G (G 1 or 2);
+//   bs 64, G 4: one ring, the consumers take two members (128 columns) each;
+//   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
+// A member slot without a tile (the last group of a row) is not loaded and not stored;
+// the products on its stale stage bytes land in accumulators nobody reads. The grid is
+// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring.
 //
 // Layout. The tensor maps read boxes with the 128-byte swizzle, which is the layout of
-// wgmma_kernel.cuh: a K-major operand (A stored [m][k], B stored [n][k]) is one box of
-// 64 k x BM lines, an MN-major one (stored with k outermost) BM / 64 boxes of 64 k-rows x
-// 64 elements, 8 KiB apart (the descriptors' leading offset).
+// wgmma_kernel.cuh: a K-major operand (x stored [m][k], y stored [n][k]) is one box of
+// 64 k x bs lines, an MN-major one (stored with k outermost) bs / 64 boxes of 64 k-rows
+// x 64 elements, 8 KiB apart (the descriptors' leading offset). Members' y tiles follow
+// each other (bs x 128 bytes apart), so that G of them read as one n = G bs operand.
 // Include only from the per-dtype wgmma_<dtype>.cu files.
 #pragma once
 
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -45,21 +51,23 @@
 
 namespace tg::ops::spmm::tma_wg {
 
-/// Tile BM x BM (= the block), BK 64, STAGES slots per ring, CTAS CTAs an SM.
-template <int BM_, int CTAS_>
+/// Block size BS, G members per group (see the file comment for the three shapes).
+template <int BS_, int G_>
 struct TmaCfg {
-  static constexpr int BM = BM_, BN = BM_, BK = 64;
-  static constexpr int kRings = BM == 128 ? 1 : 2;
-  /// Two consumer warpgroups, then one producer warp per ring.
-  static constexpr int kThreads = 256 + 32 * kRings;
-  static constexpr int CTAS = CTAS_;
-  static constexpr int STAGES = CTAS == 1 ? 6 : 3;
-  static constexpr int A_BYTES = BM * BK * 2, B_BYTES = BN * BK * 2;
+  static constexpr int BS = BS_, G = G_, BK = 64;
+  static_assert((BS == 128 && (G == 1 || G == 2)) || (BS == 64 && (G == 1 || G == 4)), "tile shapes");
+  static constexpr int kRings = BS == 64 && G == 1 ? 2 : 1;
+  static constexpr bool kSplitRows = BS == 128;  ///< consumers split the rows (else the members)
+  static constexpr int NC = kRings == 2 ? 64 : kSplitRows ? G * BS : G * BS / 2;  ///< a consumer's columns
+  static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring
+  static constexpr int A_BYTES = BS * BK * 2, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
+  static constexpr int STAGES = std::min(8, 200 * 1024 / (kRings * STAGE_BYTES));
   /// Warps that release a stage: both consumers' (one ring) or one consumer's.
   static constexpr int kReleasers = 8 / kRings;
   static constexpr std::size_t SMEM = static_cast<std::size_t>(kRings) * STAGES * STAGE_BYTES + 1024;
-  static_assert(CTAS * (SMEM + 1024) <= 228 * 1024, "fits the shared memory of an SM");
+  static_assert(SMEM <= 227 * 1024, "fits the opt-in shared memory of an SM");
+  static_assert(STAGES >= 3, "a deep enough ring");
   static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "stages and tiles start on swizzle atoms");
 };
 
@@ -70,8 +78,23 @@ __device__ __forceinline__ int2 tile_origin(const DevAddr& a, int id) {
   return make_int2(static_cast<int>((u / a.grid_cols) * a.bs), static_cast<int>((u % a.grid_cols) * a.bs));
 }
 
+/// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
+/// operand `map` at origin o, k offset kk, into shared address dst.
+template <int BS, bool K_MAJOR>
+__device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
+  if constexpr (K_MAJOR) {
+    tma::load_2d(dst, map, bar, o.y + kk, o.x);  // stored [m][k]: one box of bs lines
+  } else {
+#pragma unroll
+    for (int j = 0; j < BS / 64; ++j)  // stored [k][m]: 64-element columns
+      tma::load_2d(dst + j * wg::kColumn, map, bar, o.y + 64 * j, o.x + kk);
+  }
+}
+
+/// items[w] = (group, first step, end step, slot); steps[s] = x tile, G member y tiles;
+/// outs[group] = G member output tiles (-1: none), piece count.
 template <class C, typename E, bool TA, bool TB>
-__global__ void __launch_bounds__(C::kThreads, C::CTAS)
+__global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                const __grid_constant__ CUtensorMap map_b) {
 #if TG_WGMMA_ENABLED
@@ -104,30 +127,26 @@ __global__ void __launch_bounds__(C::kThreads, C::CTAS)
     for (int w = static_cast<int>(blockIdx.x) * C::kRings + ring; w < args.n_items; w += stride) {
       const int4 item = args.items[w];
       const int nsteps = (item.z - item.y) << args.lg_kpp;
-      int2 pr{0, 0};
+      const int* row = nullptr;
       for (int s = 0; s < nsteps; ++s) {
-        if ((s & kmask) == 0) pr = args.pairs[item.y + (s >> args.lg_kpp)];
+        if ((s & kmask) == 0) row = args.steps + static_cast<long long>(item.y + (s >> args.lg_kpp)) * (1 + C::G);
         const int kk = (s & kmask) * C::BK;
+        int ids[1 + C::G];
+#pragma unroll
+        for (int m = 0; m <= C::G; ++m) ids[m] = row[m];
+        std::uint32_t bytes = C::A_BYTES;
+#pragma unroll
+        for (int m = 1; m <= C::G; ++m) bytes += ids[m] >= 0 ? C::B_MEMBER : 0;
         tma::wait(empty(ring, stage), phase ^ 1u);
         const std::uint32_t bar = full(ring, stage);
-        tma::arrive_expect_tx(bar, C::STAGE_BYTES);
+        tma::arrive_expect_tx(bar, bytes);
         const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-        const std::uint32_t sb = sa + C::A_BYTES;
-        const int2 oa = tile_origin(args.addr_a, pr.x), ob = tile_origin(args.addr_b, pr.y);
-        if constexpr (!TA) {
-          tma::load_2d(sa, &map_a, bar, oa.y + kk, oa.x);  // stored [m][k]: one box of BM lines
-        } else {
+        load_tile<C::BS, !TA>(sa, &map_a, bar, tile_origin(args.addr_a, ids[0]), kk);
 #pragma unroll
-          for (int j = 0; j < C::BM / 64; ++j)  // stored [k][m]: 64-element columns
-            tma::load_2d(sa + j * wg::kColumn, &map_a, bar, oa.y + 64 * j, oa.x + kk);
-        }
-        if constexpr (TB) {
-          tma::load_2d(sb, &map_b, bar, ob.y + kk, ob.x);  // stored [n][k]
-        } else {
-#pragma unroll
-          for (int j = 0; j < C::BN / 64; ++j)  // stored [k][n]
-            tma::load_2d(sb + j * wg::kColumn, &map_b, bar, ob.y + 64 * j, ob.x + kk);
-        }
+        for (int m = 0; m < C::G; ++m)
+          if (ids[1 + m] >= 0)
+            load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, &map_b, bar, tile_origin(args.addr_b, ids[1 + m]),
+                                 kk);
         if (++stage == C::STAGES) {
           stage = 0;
           phase ^= 1u;
@@ -140,29 +159,30 @@ __global__ void __launch_bounds__(C::kThreads, C::CTAS)
   // Consumers.
   const int consumer = wg;
   const int ring = C::kRings == 1 ? 0 : consumer;
-  const int rows = C::kRings == 1 ? consumer : 0;  // 64-row half of the tile (one ring)
+  // The consumer's part of the tile: 64 rows from row0_tile (split rows), NC columns from
+  // member m0 on (split members).
+  const int row0_tile = C::kRings == 1 && C::kSplitRows ? consumer * 64 : 0;
+  const int m0 = C::kRings == 1 && !C::kSplitRows ? consumer * (C::NC / C::BS) : 0;
   int stage = 0;
   std::uint32_t phase = 0;
   for (int w = static_cast<int>(blockIdx.x) * C::kRings + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
     const int nsteps = (item.z - item.y) << args.lg_kpp;
-    float acc[C::BN / 2];
+    float acc[C::NC / 2];
 #pragma unroll
-    for (int i = 0; i < C::BN / 2; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
     int prev = -1;
     for (int s = 0; s < nsteps; ++s) {
       tma::wait(full(ring, stage), phase);
-      // A's 64-row half starts 8 KiB in for both layouts: 64 lines of 128 bytes (K-major)
-      // or the second 64-element column (MN-major).
-      const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES) +
-                               static_cast<std::uint32_t>(rows) * 8192u;
-      const std::uint32_t sb = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES) +
-                               C::A_BYTES;
+      // A 64-row half starts 8 KiB in for both layouts: 64 lines of 128 bytes (K-major) or
+      // the second 64-element column (MN-major); members are B_MEMBER apart.
+      const std::uint32_t st = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
+      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * 128u;
+      const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
       ops::wg::fence();
 #pragma unroll
       for (int j = 0; j < C::BK / 16; ++j)
-        ops::wg::mma_ss<E, C::BN, TA ? 1 : 0, TB ? 0 : 1>(acc, wg::slice_desc<!TA>(sa, j),
-                                                           wg::slice_desc<TB>(sb, j));
+        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, wg::slice_desc<!TA>(sa, j), wg::slice_desc<TB>(sb, j));
       ops::wg::commit();
       // The previous step's group has completed once at most this one is pending: its
       // stage can be refilled.
@@ -179,22 +199,33 @@ __global__ void __launch_bounds__(C::kThreads, C::CTAS)
     if (prev >= 0 && lane == 0) tma::arrive(empty(ring, prev));
 
     // Fragment rows 16 * warp + lane / 4 (+8) of the consumer's 64, columns 8j + 2(lane % 4).
-    const long long row0 = static_cast<long long>(rows) * 64 + warp * 16 + (lane >> 2);
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::G + 1);
+    const int pieces = outs[C::G];
+    const long long row0 = row0_tile + warp * 16 + (lane >> 2);
     const long long col0 = 2 * (lane & 3);
-    if (item.w < 0) {
-      E* out = static_cast<E*>(args.c) + args.addr_c.offset(item.x) + row0 * args.ldc + col0;
+    const long long bs = C::BS;
 #pragma unroll
-      for (int j = 0; j < C::BN / 8; ++j) {
-        store2<E>(out + 8 * j, acc[4 * j], acc[4 * j + 1]);
-        store2<E>(out + 8 * args.ldc + 8 * j, acc[4 * j + 2], acc[4 * j + 3]);
-      }
-    } else {
-      const long long bs = args.bs;
-      float* out = static_cast<float*>(args.ws) + static_cast<long long>(item.w) * bs * bs + row0 * bs + col0;
+    for (int mm = 0; mm < C::NC / C::BS; ++mm) {
+      const int o = outs[m0 + mm];
+      if (o < 0) continue;
+      constexpr int J = C::BS / 8;  // 8-column chunks of one member
+      if (item.w < 0) {
+        E* out = static_cast<E*>(args.c) + args.addr_c.offset(o) + row0 * args.ldc + col0;
 #pragma unroll
-      for (int j = 0; j < C::BN / 8; ++j) {
-        store2<float>(out + 8 * j, acc[4 * j], acc[4 * j + 1]);
-        store2<float>(out + 8 * bs + 8 * j, acc[4 * j + 2], acc[4 * j + 3]);
+        for (int j = 0; j < J; ++j) {
+          const int q = 4 * (mm * J + j);
+          store2<E>(out + 8 * j, acc[q], acc[q + 1]);
+          store2<E>(out + 8 * args.ldc + 8 * j, acc[q + 2], acc[q + 3]);
+        }
+      } else {
+        const long long slot = item.w + static_cast<long long>(m0 + mm) * pieces;
+        float* out = static_cast<float*>(args.ws) + slot * bs * bs + row0 * bs + col0;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+          const int q = 4 * (mm * J + j);
+          store2<float>(out + 8 * j, acc[q], acc[q + 1]);
+          store2<float>(out + 8 * bs + 8 * j, acc[q + 2], acc[q + 3]);
+        }
       }
     }
   }
@@ -204,12 +235,12 @@ __global__ void __launch_bounds__(C::kThreads, C::CTAS)
 }
 
 /// The tensor map of an operand stored as rows of ld elements: K-major tiles are read as
-/// one box of 64 x BM, MN-major ones as 64 x 64 boxes.
+/// one box of 64 x bs, MN-major ones as 64 x 64 boxes.
 template <class C, typename E>
 CUtensorMap operand_map(const void* p, long long rows, long long ld, bool k_major) {
   return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows),
                                        static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64,
-                                       k_major ? C::BM : 64);
+                                       k_major ? C::BS : 64);
 }
 
 template <class C, typename E, bool TA, bool TB>
@@ -231,7 +262,7 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   const CUtensorMap ma = operand_map<C, E>(args.a, args.rows_a, args.lda, !TA);
   const CUtensorMap mb = operand_map<C, E>(args.b, args.rows_b, args.ldb, TB);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
-  const int grid = std::max(1, std::min(per_cta, C::CTAS * tg::cuda::multiprocessor_count(dev)));
+  const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
   kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
   TG_CUDA_CHECK(cudaGetLastError());
 }
@@ -253,28 +284,18 @@ void launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
 namespace tg::ops::spmm {
 
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, cudaStream_t stream) {
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
   if (n_items == 0) return;
-  static const bool two = [] {
-    const char* v = std::getenv("TG_SPMM_TMA_CTAS");
-    return v != nullptr && v[0] == '2';
-  }();
-  switch (args.bs) {
-    case 128:
-      if (two)
-        tma_wg::launch_trans<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
-      else
-        tma_wg::launch_trans<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
-      break;
-    case 64:
-      if (two)
-        tma_wg::launch_trans<tma_wg::TmaCfg<64, 2>, E>(args, n_items, stream);
-      else
-        tma_wg::launch_trans<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
-      break;
-    default:
-      TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs);
-  }
+  if (args.bs == 128 && g == 1)
+    tma_wg::launch_trans<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
+  else if (args.bs == 128 && g == 2)
+    tma_wg::launch_trans<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 1)
+    tma_wg::launch_trans<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 4)
+    tma_wg::launch_trans<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
+  else
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, " and groups of ", g);
 }
 
 }  // namespace tg::ops::spmm

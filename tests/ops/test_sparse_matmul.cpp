@@ -14,6 +14,7 @@
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
 #include "ops/sparse_matmul/regions.h"
+#include "ops/sparse_matmul/row_groups.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
 
@@ -407,6 +408,88 @@ TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[op
   }
 }
 
+TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split pieces included", "[ops][sparse_matmul]") {
+  // The schedule of the wide Hopper tiles, checked on the host as the regions are: with
+  // integer tile "values", each output tile must get exactly the sum over its pairs from
+  // its group's steps, summed over the group's pieces (a piece's partial goes to slot
+  // item slot + member * pieces, the slots the reduce entry of that output lists), and
+  // appear in exactly one group; members share a block-row and their x tiles.
+  auto va = [](std::int64_t id) {
+    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 2654435761u) % 97) + 1;
+  };
+  auto vb = [](std::int64_t id) {
+    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 40503u) % 89) + 1;
+  };
+  const std::int64_t bs = 16;
+  std::uint64_t seed = 7300;
+  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed),
+                             problem(1, 4, 9, 7, bs, 1.0, 1.0, 1.0, seed + 5),
+                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
+  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
+  bool grouped_some = false, split_some = false;
+  for (const Problem& p : ps) {
+    for (const Mode& m : kModes) {
+      const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
+      const ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
+      const ops::OperandDesc c{m.out_sparse ? p.lo : Layout(), p.B(), p.M(), p.N(), false};
+      const auto plan = ops::matmul_plan(a, b, c, bs);
+      for (auto [g, chunk] : {std::pair<std::int64_t, std::int64_t>{1, 1000}, {2, 1000}, {4, 1000}, {2, 2}, {4, 3}}) {
+        INFO(m.name << " " << describe(p) << " g " << g << " chunk " << chunk);
+        const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk);
+        REQUIRE(r.items.size() == at(4 * r.n_items));
+        REQUIRE(r.outs.size() == at((g + 1) * r.n_groups));
+        REQUIRE(r.steps.size() == at((1 + g) * r.n_steps));
+        REQUIRE(r.members == plan->n_out);
+        std::vector<std::int64_t> slot_sum(at(r.n_slots), 0), direct(at(plan->n_out), -1);
+        std::vector<int> times(at(plan->n_out), 0);
+        for (std::int64_t t = 0; t < r.n_items; ++t) {
+          const std::int32_t* it = &r.items[at(4 * t)];
+          const std::int32_t* outs = &r.outs[at(it[0] * (g + 1))];
+          const std::int32_t pieces = outs[g];
+          REQUIRE(it[1] <= it[2]);
+          REQUIRE((pieces == 1) == (it[3] < 0));
+          for (std::int64_t mm = 0; mm < g; ++mm) {
+            const std::int32_t o = outs[mm];
+            if (o < 0) continue;
+            REQUIRE(plan->out_coord[at(3 * o)] == plan->out_coord[at(3 * outs[0])]);
+            REQUIRE(plan->out_coord[at(3 * o + 1)] == plan->out_coord[at(3 * outs[0] + 1)]);
+            std::int64_t got = 0;
+            for (std::int32_t st = it[1]; st < it[2]; ++st)
+              got += va(r.steps[at(st * (1 + g))]) * vb(r.steps[at(st * (1 + g) + 1 + mm)]);
+            if (it[3] < 0) {
+              direct[at(o)] = got;
+            } else {
+              slot_sum[at(it[3] + mm * pieces)] += got;
+            }
+          }
+        }
+        for (std::size_t q = 0; q < r.reduce.size(); q += 3) {
+          split_some = true;
+          const std::int32_t o = r.reduce[q];
+          REQUIRE(direct[at(o)] < 0);
+          direct[at(o)] = 0;
+          for (std::int32_t sl = r.reduce[q + 1]; sl < r.reduce[q + 1] + r.reduce[q + 2]; ++sl) direct[at(o)] += slot_sum[at(sl)];
+        }
+        for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+          int n = 0;
+          for (std::int64_t mm = 0; mm < g; ++mm)
+            if (r.outs[at(gr * (g + 1) + mm)] >= 0) ++times[at(r.outs[at(gr * (g + 1) + mm)])], ++n;
+          if (n > 1) grouped_some = true;
+        }
+        for (std::int64_t o = 0; o < plan->n_out; ++o) {
+          REQUIRE(times[at(o)] == 1);
+          std::int64_t want = 0;
+          for (std::int32_t q = plan->pair_begin[at(o)]; q < plan->pair_begin[at(o + 1)]; ++q)
+            want += va(plan->pair_a[at(q)]) * vb(plan->pair_b[at(q)]);
+          REQUIRE(direct[at(o)] == want);
+        }
+      }
+    }
+  }
+  REQUIRE(grouped_some);  // the cases do exercise groups of several tiles and split pieces
+  REQUIRE(split_some);
+}
+
 TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
   const Layout lx = full_layout(2, 3, 4, 16), ly = full_layout(2, 4, 2, 16), lo = full_layout(2, 3, 2, 16);
   const BlockSparseTensor x(zeros({24, 16, 16}), lx), y(zeros({16, 16, 16}), ly);
@@ -631,9 +714,13 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   struct Restore {
     ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
   } restore;
-  for (const auto path : {ops::spmm::MmaPath::Wgmma, ops::spmm::MmaPath::WgmmaTma}) {
+  using ops::spmm::MmaPath;
+  const std::pair<MmaPath, const char*> paths[] = {{MmaPath::Wgmma, "Wgmma (cp.async)"},
+                                                   {MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
+                                                   {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"}};
+  for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
-    INFO((path == ops::spmm::MmaPath::Wgmma ? "Wgmma" : "WgmmaTma"));
+    INFO(path_name);
     std::uint64_t seed = 9900;
     for (std::int64_t bs : {64, 128}) {
       const std::vector<Problem> all = problems(bs, seed += 100);
@@ -647,7 +734,9 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
           all[6],                                            // no overlapping k
           {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 1, 1, bs)},  // one long list
           {tgt::layout_where(2, 2, Kb, bs, [](auto b, auto r, auto c) { return r == b || c % 5 == 0; }),
-           full_layout(2, Kb, 2, bs), full_layout(2, 2, 2, bs)}};  // skewed lists, batch 2
+           full_layout(2, Kb, 2, bs), full_layout(2, 2, 2, bs)},  // skewed lists, batch 2
+          // a row of 5 output blocks with long lists: a full group, a one-member one, split
+          {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 5, bs), full_layout(1, 1, 5, bs)}};
       for (const Problem& p : ps) {
         for (DType dt : {DType::bf16, DType::f16}) {
           for (const Mode& m : kModes) {
