@@ -363,8 +363,9 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
                             choice == MmaPath::WgmmaTmaNarrow || choice == MmaPath::WgmmaTmaWide;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
     use_wgmma = hopper && (tma_choice || choice == MmaPath::Wgmma);
-    // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates).
-    const bool tma_ok = p.a.ld % 8 == 0 && p.b.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
+    // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates);
+    // an empty operand (no pairs: the output is zeros) has no tensor map to describe it.
+    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
                         b.numel() / p.b.ld < (std::int64_t{1} << 31);
     if (use_wgmma && tma_choice && tma_ok) {
       args.rows_a = a.numel() / p.a.ld;
