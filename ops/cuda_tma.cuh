@@ -94,6 +94,19 @@ __device__ __forceinline__ void load_2d(std::uint32_t dst, const CUtensorMap* ma
 #endif
 }
 
+/// Starts fetching the box at (c0, c1) of `map` into the L2 cache only (no shared memory,
+/// no barrier): a later load_2d of it then waits for L2, not DRAM.
+__device__ __forceinline__ void prefetch_l2_2d(const CUtensorMap* map, int c0, int c1) {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(c0), "r"(c1)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
 /// Fetches the tensor map's descriptor into the cache ahead of the first load.
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
 #if TG_TMA_ENABLED

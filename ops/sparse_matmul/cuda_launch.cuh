@@ -46,6 +46,7 @@ struct KernelArgs {
   int trans_a, trans_b;
   int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
   long long rows_a, rows_b;   ///< TMA wgmma path: rows of ld elements each operand's storage holds
+  int prefetch_steps;         ///< TMA wgmma path: k-steps prefetched into L2 ahead of the loads
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with

@@ -37,6 +37,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -79,16 +80,71 @@ __device__ __forceinline__ int2 tile_origin(const DevAddr& a, int id) {
 }
 
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
-/// operand `map` at origin o, k offset kk, into shared address dst.
-template <int BS, bool K_MAJOR>
+/// operand `map` at origin o, k offset kk, into shared address dst; or, with kPrefetch,
+/// only into L2.
+template <int BS, bool K_MAJOR, bool kPrefetch>
 __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
   if constexpr (K_MAJOR) {
-    tma::load_2d(dst, map, bar, o.y + kk, o.x);  // stored [m][k]: one box of bs lines
+    if constexpr (kPrefetch)
+      tma::prefetch_l2_2d(map, o.y + kk, o.x);
+    else
+      tma::load_2d(dst, map, bar, o.y + kk, o.x);  // stored [m][k]: one box of bs lines
   } else {
 #pragma unroll
-    for (int j = 0; j < BS / 64; ++j)  // stored [k][m]: 64-element columns
-      tma::load_2d(dst + j * wg::kColumn, map, bar, o.y + 64 * j, o.x + kk);
+    for (int j = 0; j < BS / 64; ++j) {  // stored [k][m]: 64-element columns
+      if constexpr (kPrefetch)
+        tma::prefetch_l2_2d(map, o.y + 64 * j, o.x + kk);
+      else
+        tma::load_2d(dst + j * wg::kColumn, map, bar, o.y + 64 * j, o.x + kk);
+    }
   }
+}
+
+/// A producer's position in its ring's work: item w (of the CTA's share), k-step s of
+/// its nsteps; items without steps are skipped (their consumers only store zeros).
+struct Cursor {
+  int w, s, nsteps, first;  ///< first: the item's first row of the steps table
+  __device__ __forceinline__ bool valid(const KernelArgs& args) const { return w < args.n_items; }
+  __device__ __forceinline__ void settle(const KernelArgs& args, int stride) {
+    for (; w < args.n_items; w += stride) {
+      const int4 item = args.items[w];
+      nsteps = (item.z - item.y) << args.lg_kpp;
+      first = item.y;
+      if (nsteps > 0) break;
+    }
+    s = 0;
+  }
+  __device__ __forceinline__ void advance(const KernelArgs& args, int stride) {
+    if (++s == nsteps) {
+      w += stride;
+      settle(args, stride);
+    }
+  }
+};
+
+/// Issues the TMA operations of the cursor's step: loads into the stage at sa counted by
+/// bar, or L2 prefetches (kPrefetch).
+template <class C, bool TA, bool TB, bool kPrefetch>
+__device__ __forceinline__ void step_boxes(const KernelArgs& args, const Cursor& c, const CUtensorMap* map_a,
+                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
+  const int kmask = (1 << args.lg_kpp) - 1;
+  const int* row = args.steps + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + C::G);
+  const int kk = (c.s & kmask) * C::BK;
+  int ids[1 + C::G];
+#pragma unroll
+  for (int m = 0; m <= C::G; ++m) ids[m] = row[m];
+  if constexpr (!kPrefetch) {
+    std::uint32_t bytes = C::A_BYTES;
+#pragma unroll
+    for (int m = 1; m <= C::G; ++m) bytes += ids[m] >= 0 ? C::B_MEMBER : 0;
+    tma::arrive_expect_tx(bar, bytes);
+  }
+  load_tile<C::BS, !TA, kPrefetch>(sa, map_a, bar, tile_origin(args.addr_a, ids[0]), kk);
+#pragma unroll
+  for (int m = 0; m < C::G; ++m)
+    if (ids[1 + m] >= 0)
+      load_tile<C::BS, TB, kPrefetch>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, tile_origin(args.addr_b, ids[1 + m]),
+                                      kk);
 }
 
 /// items[w] = (group, first step, end step, slot); steps[s] = x tile, G member y tiles;
@@ -114,7 +170,6 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   }
   __syncthreads();
   const int stride = static_cast<int>(gridDim.x) * C::kRings;
-  const int kmask = (1 << args.lg_kpp) - 1;
 
   if (wg == 2) {
     // Producer: lane 0 of warp 8 + ring.
@@ -122,35 +177,30 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     const int ring = warp;
     tma::prefetch_map(&map_a);
     tma::prefetch_map(&map_b);
+    // Loads wait only for L2: a second cursor runs prefetch_steps ahead of the loads and
+    // prefetches its steps' boxes from DRAM into L2. (A stage completes when its last
+    // byte lands; with the ring's few stages in flight, the DRAM latency of any of its
+    // lines would otherwise stall the consumers.)
+    Cursor ld{static_cast<int>(blockIdx.x) * C::kRings + ring, 0, 0, 0};
+    ld.settle(args, stride);
+    Cursor pf = ld;
+    for (int i = 0; i < args.prefetch_steps && pf.valid(args); ++i) {
+      step_boxes<C, TA, TB, true>(args, pf, &map_a, &map_b, 0, 0);
+      pf.advance(args, stride);
+    }
     int stage = 0;
     std::uint32_t phase = 0;
-    for (int w = static_cast<int>(blockIdx.x) * C::kRings + ring; w < args.n_items; w += stride) {
-      const int4 item = args.items[w];
-      const int nsteps = (item.z - item.y) << args.lg_kpp;
-      const int* row = nullptr;
-      for (int s = 0; s < nsteps; ++s) {
-        if ((s & kmask) == 0) row = args.steps + static_cast<long long>(item.y + (s >> args.lg_kpp)) * (1 + C::G);
-        const int kk = (s & kmask) * C::BK;
-        int ids[1 + C::G];
-#pragma unroll
-        for (int m = 0; m <= C::G; ++m) ids[m] = row[m];
-        std::uint32_t bytes = C::A_BYTES;
-#pragma unroll
-        for (int m = 1; m <= C::G; ++m) bytes += ids[m] >= 0 ? C::B_MEMBER : 0;
-        tma::wait(empty(ring, stage), phase ^ 1u);
-        const std::uint32_t bar = full(ring, stage);
-        tma::arrive_expect_tx(bar, bytes);
-        const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-        load_tile<C::BS, !TA>(sa, &map_a, bar, tile_origin(args.addr_a, ids[0]), kk);
-#pragma unroll
-        for (int m = 0; m < C::G; ++m)
-          if (ids[1 + m] >= 0)
-            load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, &map_b, bar, tile_origin(args.addr_b, ids[1 + m]),
-                                 kk);
-        if (++stage == C::STAGES) {
-          stage = 0;
-          phase ^= 1u;
-        }
+    for (; ld.valid(args); ld.advance(args, stride)) {
+      if (pf.valid(args)) {
+        step_boxes<C, TA, TB, true>(args, pf, &map_a, &map_b, 0, 0);
+        pf.advance(args, stride);
+      }
+      tma::wait(empty(ring, stage), phase ^ 1u);
+      const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
+      step_boxes<C, TA, TB, false>(args, ld, &map_a, &map_b, sa, full(ring, stage));
+      if (++stage == C::STAGES) {
+        stage = 0;
+        phase ^= 1u;
       }
     }
     return;
@@ -259,6 +309,11 @@ void launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.lg_kpp = 0;
   while ((C::BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
+  static const int prefetch = [] {
+    const char* v = std::getenv("TG_SPMM_TMA_PREFETCH");
+    return v != nullptr ? std::atoi(v) : 8;
+  }();
+  a.prefetch_steps = prefetch;
   const CUtensorMap ma = operand_map<C, E>(args.a, args.rows_a, args.lda, !TA);
   const CUtensorMap mb = operand_map<C, E>(args.b, args.rows_b, args.ldb, TB);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
