@@ -252,7 +252,7 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of g members.
 struct TmaSchedule {
-  Tensor items, steps, outs, reduce;  // i32 [n_items, 4], [n_steps, 1 + g], [n_groups, g + 1], [n_split, 3]
+  Tensor items, steps, outs, reduce;  // i32 [n_items, 4], [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
   std::int64_t g = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
 };
 
@@ -272,7 +272,19 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
     s->items = to_device_i32(r.items, 4, dev);
     s->outs = to_device_i32(r.outs, g + 1, dev);
   }
-  if (r.n_steps > 0) s->steps = to_device_i32(r.steps, 1 + g, dev);
+  if (r.n_steps > 0) {
+    // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
+    // TileAddr::offset, split into row and column), so that the kernel's one producer
+    // thread does no division.
+    std::vector<std::int32_t> coords(2 * r.steps.size());
+    for (std::size_t q = 0; q < r.steps.size(); ++q) {
+      const std::int64_t id = r.steps[q];
+      const TileAddr& t = q % static_cast<std::size_t>(1 + g) == 0 ? p.a : p.b;
+      coords[2 * q] = id < 0 ? -1 : static_cast<std::int32_t>((id / t.grid_cols) * t.bs);
+      coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
+    }
+    s->steps = to_device_i32(coords, 2 * (1 + g), dev);
+  }
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
 }
@@ -307,7 +319,7 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   Tensor ws;
   if (s->n_slots > 0) ws = empty({s->n_slots, p.bs, p.bs}, {.dtype = DType::f32, .device = dev});
   args.items = s->n_items > 0 ? static_cast<const int4*>(s->items.data_ptr()) : nullptr;
-  args.steps = s->n_steps > 0 ? static_cast<const int*>(s->steps.data_ptr()) : nullptr;
+  args.coords = s->n_steps > 0 ? static_cast<const int2*>(s->steps.data_ptr()) : nullptr;
   args.outs = s->n_items > 0 ? static_cast<const int*>(s->outs.data_ptr()) : nullptr;
   args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), stream);

@@ -34,6 +34,7 @@ struct KernelArgs {
   const int*
       steps;  ///< grouped path: [n_steps, GM + GN]: a tile ids of the GM block-rows, b tile ids of the GN block-columns
   const int* outs;  ///< grouped path: [n_regions, GM * GN]: output tile ids, row-major (-1: not stored)
+  const int2* coords;  ///< TMA path: [n_steps, 1 + G]: (row, column) origins of x / member y tiles (row -1: none)
   const void* a;
   const void* b;
   void* c;

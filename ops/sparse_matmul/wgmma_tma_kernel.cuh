@@ -72,13 +72,6 @@ struct TmaCfg {
   static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "stages and tiles start on swizzle atoms");
 };
 
-/// The grid coordinates (row, column, in elements) of a tile's (0, 0) in the 2-d view of
-/// its operand (rows of ld elements): see TileAddr in plan.h.
-__device__ __forceinline__ int2 tile_origin(const DevAddr& a, int id) {
-  const unsigned u = static_cast<unsigned>(id);
-  return make_int2(static_cast<int>((u / a.grid_cols) * a.bs), static_cast<int>((u % a.grid_cols) * a.bs));
-}
-
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
 /// operand `map` at origin o, k offset kk, into shared address dst; or, with kPrefetch,
 /// only into L2.
@@ -122,32 +115,40 @@ struct Cursor {
   }
 };
 
-/// Issues the TMA operations of the cursor's step: loads into the stage at sa counted by
-/// bar, or L2 prefetches (kPrefetch).
-template <class C, bool TA, bool TB, bool kPrefetch>
-__device__ __forceinline__ void step_boxes(const KernelArgs& args, const Cursor& c, const CUtensorMap* map_a,
-                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
-  const int kmask = (1 << args.lg_kpp) - 1;
-  const int* row = args.steps + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + C::G);
-  const int kk = (c.s & kmask) * C::BK;
-  int ids[1 + C::G];
+/// What the TMA operations of one k-step need: the tile origins (row, column; row -1:
+/// no tile) of x and the G members' y, and the k offset. Fetched one producer iteration
+/// before its use, so that the load latency hides behind that iteration's waits.
+template <int G>
+struct StepBoxes {
+  int2 o[1 + G];
+  int kk;
+  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor& c) {
+    const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + G);
 #pragma unroll
-  for (int m = 0; m <= C::G; ++m) ids[m] = row[m];
+    for (int m = 0; m <= G; ++m) o[m] = row[m];
+    kk = (c.s & ((1 << args.lg_kpp) - 1)) * 64;
+  }
+};
+
+/// Issues the TMA operations of one step: loads into the stage at sa counted by bar, or
+/// L2 prefetches (kPrefetch).
+template <class C, bool TA, bool TB, bool kPrefetch>
+__device__ __forceinline__ void step_boxes(const StepBoxes<C::G>& st, const CUtensorMap* map_a,
+                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
   if constexpr (!kPrefetch) {
     std::uint32_t bytes = C::A_BYTES;
 #pragma unroll
-    for (int m = 1; m <= C::G; ++m) bytes += ids[m] >= 0 ? C::B_MEMBER : 0;
+    for (int m = 1; m <= C::G; ++m) bytes += st.o[m].x >= 0 ? C::B_MEMBER : 0;
     tma::arrive_expect_tx(bar, bytes);
   }
-  load_tile<C::BS, !TA, kPrefetch>(sa, map_a, bar, tile_origin(args.addr_a, ids[0]), kk);
+  load_tile<C::BS, !TA, kPrefetch>(sa, map_a, bar, st.o[0], st.kk);
 #pragma unroll
   for (int m = 0; m < C::G; ++m)
-    if (ids[1 + m] >= 0)
-      load_tile<C::BS, TB, kPrefetch>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, tile_origin(args.addr_b, ids[1 + m]),
-                                      kk);
+    if (st.o[1 + m].x >= 0) load_tile<C::BS, TB, kPrefetch>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
 }
 
-/// items[w] = (group, first step, end step, slot); steps[s] = x tile, G member y tiles;
+/// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
+/// the G member y tiles (row -1: none);
 /// outs[group] = G member output tiles (-1: none), piece count.
 template <class C, typename E, bool TA, bool TB>
 __global__ void __launch_bounds__(C::kThreads, 1)
@@ -184,20 +185,30 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     Cursor ld{static_cast<int>(blockIdx.x) * C::kRings + ring, 0, 0, 0};
     ld.settle(args, stride);
     Cursor pf = ld;
+    StepBoxes<C::G> next_pf{}, next_ld{};
     for (int i = 0; i < args.prefetch_steps && pf.valid(args); ++i) {
-      step_boxes<C, TA, TB, true>(args, pf, &map_a, &map_b, 0, 0);
+      next_pf.fetch(args, pf);
+      step_boxes<C, TA, TB, true>(next_pf, &map_a, &map_b, 0, 0);
       pf.advance(args, stride);
     }
+    bool pf_valid = pf.valid(args);
+    if (pf_valid) next_pf.fetch(args, pf);
+    if (ld.valid(args)) next_ld.fetch(args, ld);
     int stage = 0;
     std::uint32_t phase = 0;
-    for (; ld.valid(args); ld.advance(args, stride)) {
-      if (pf.valid(args)) {
-        step_boxes<C, TA, TB, true>(args, pf, &map_a, &map_b, 0, 0);
+    while (ld.valid(args)) {
+      const StepBoxes<C::G> cur = next_ld;
+      ld.advance(args, stride);
+      if (ld.valid(args)) next_ld.fetch(args, ld);
+      if (pf_valid) {
+        step_boxes<C, TA, TB, true>(next_pf, &map_a, &map_b, 0, 0);
         pf.advance(args, stride);
+        pf_valid = pf.valid(args);
+        if (pf_valid) next_pf.fetch(args, pf);
       }
       tma::wait(empty(ring, stage), phase ^ 1u);
       const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      step_boxes<C, TA, TB, false>(args, ld, &map_a, &map_b, sa, full(ring, stage));
+      step_boxes<C, TA, TB, false>(cur, &map_a, &map_b, sa, full(ring, stage));
       if (++stage == C::STAGES) {
         stage = 0;
         phase ^= 1u;
