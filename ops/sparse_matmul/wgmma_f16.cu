@@ -6,5 +6,5 @@
 
 namespace tg::ops::spmm {
 template void launch_wgmma<tg::half>(const KernelArgs&, int, cudaStream_t);
-template void launch_wgmma_tma<tg::half>(const KernelArgs&, int, int, bool, cudaStream_t);
+template void launch_wgmma_tma<tg::half>(const KernelArgs&, int, int, cudaStream_t);
 }  // namespace tg::ops::spmm
