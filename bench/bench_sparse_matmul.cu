@@ -104,7 +104,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
         if (dt == tg::DType::bf16) {
           // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
           // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
-          // 32 and 64), the two Hopper kernels, cp.async and TMA (blocks 64 and 128).
+          // 32 and 64), the Hopper TMA kernel one block a tile and on row groups (blocks 64 and 128).
           using tg::ops::spmm::MmaPath;
           tg::NoGradGuard no_grad;
           std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
@@ -114,7 +114,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
                                          {MmaPath::GroupedTall, "128x64"}});
           }
           if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
-            forced.insert(forced.end(), {{MmaPath::Wgmma, "wgmma"}, {MmaPath::WgmmaTmaNarrow, "tma-1"}, {MmaPath::WgmmaTmaWide, "tma-wide"}});
+            forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"}, {MmaPath::WgmmaTmaWide, "tma-wide"}});
           }
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);

@@ -365,27 +365,25 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   args.trans_a = p.trans_a;
   args.trans_b = p.trans_b;
 
-  bool use_wgmma = false;  // the Hopper per-block kernel instead of the mma.sync one
   if constexpr (k16) {
     using spmm::MmaPath;
     const MmaPath choice = spmm::mma_path();
-    const bool tma_choice = choice == MmaPath::Auto || choice == MmaPath::WgmmaTma ||
-                            choice == MmaPath::WgmmaTmaNarrow || choice == MmaPath::WgmmaTmaWide;
+    const bool forced_tma =
+        choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow || choice == MmaPath::WgmmaTmaWide;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
-    use_wgmma = hopper && (tma_choice || choice == MmaPath::Wgmma);
     // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates);
     // an empty operand (no pairs: the output is zeros) has no tensor map to describe it.
-    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
-                        b.numel() / p.b.ld < (std::int64_t{1} << 31);
-    if (use_wgmma && tma_choice && tma_ok) {
+    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
+                        a.numel() / p.a.ld < (std::int64_t{1} << 31) && b.numel() / p.b.ld < (std::int64_t{1} << 31);
+    if (hopper && tma_ok && (choice == MmaPath::Auto || forced_tma)) {
       args.rows_a = a.numel() / p.a.ld;
       args.rows_b = b.numel() / p.b.ld;
       run_tma<T>(p, args, choice, prefix, out, stream);
       return;
     }
     // The grouped path: regions of several blocks in one CTA tile (path.h).
-    if (!use_wgmma && tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock &&
-        !tma_choice && choice != MmaPath::Wgmma && p.n_pairs() > 0) {
+    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock && !forced_tma &&
+        p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });
@@ -428,14 +426,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
 
   if constexpr (!std::is_same_v<T, double>) {
     if (tensor_cores) {
-      if constexpr (k16) {
-        if (use_wgmma)
-          spmm::launch_wgmma<T>(args, n_items, stream);
-        else
-          spmm::launch_mma<T>(args, n_items, stream);
-      } else {
-        spmm::launch_mma<T>(args, n_items, stream);
-      }
+      spmm::launch_mma<T>(args, n_items, stream);
     }
   }
   if (!tensor_cores) {

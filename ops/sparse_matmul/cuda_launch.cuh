@@ -61,13 +61,6 @@ void launch_mma(const KernelArgs& args, int n_items, cudaStream_t stream);
 template <typename E>
 void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream);
 
-/// Launches the Hopper per-block kernel (E bf16 or half, args.bs 64 or 128; warpgroup
-/// MMAs, see wgmma_kernel.cuh) on the same items as launch_mma; only on a device of
-/// compute capability 9.0 (wgmma_supported). Defined per dtype in wgmma_<dtype>.cu, the
-/// translation units built for sm_90a.
-template <typename E>
-void launch_wgmma(const KernelArgs& args, int n_items, cudaStream_t stream);
-
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
 /// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the n_items items of a
 /// row-group schedule of g members (row_groups.h: args.items, args.coords, args.outs);

@@ -10,30 +10,29 @@
 // computes, zeros included, weighted by the speed of its tile; a grouped one only when no
 // region is much longer than the rest (it has no split-K).
 //
-// Wgmma (blocks of 64 and 128, compute capability 9.0 only): the per-block decomposition
-// (same items and split-K) with Hopper warpgroup MMAs on 64 x 64 / 128 x 128 CTA tiles
-// (wgmma_kernel.cuh). WgmmaTma: the warp-specialised kernel (a warp loading with TMA
-// into mbarrier-guarded stages, two warpgroups multiplying; persistent grid;
-// wgmma_tma_kernel.cuh) on groups of output blocks of one block-row that read the same x
-// tiles (row_groups.h), as wide as an estimate of their cost says: one block, or 2 (bs
-// 128) / 4 (bs 64) blocks a tile; WgmmaTmaNarrow / WgmmaTmaWide force one width. Auto
-// takes WgmmaTma wherever it applies, before the others.
+// WgmmaTma (blocks of 64 and 128, compute capability 9.0 only): the Hopper kernel, warp-
+// specialised (a warp loading with TMA into mbarrier-guarded stages, two warpgroups
+// multiplying with wgmma; persistent grid; wgmma_tma_kernel.cuh), on groups of output
+// blocks of one block-row that read the same x tiles (row_groups.h), as wide as an
+// estimate of their cost says: one block, or 2 (bs 128) / 4 (bs 64) blocks a tile, split-K
+// as the per-block schedule; WgmmaTmaNarrow / WgmmaTmaWide force one width. Auto takes it
+// wherever it applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, Wgmma, WgmmaTma, WgmmaTmaNarrow, WgmmaTmaWide };
+enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, WgmmaTma, WgmmaTmaNarrow, WgmmaTmaWide };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned
-/// operands), Wgmma and the WgmmaTma ones too (block 64 or 128, 16-byte aligned operands, a compute
+/// operands), the WgmmaTma ones too (block 64 or 128, 16-byte aligned operands, a compute
 /// capability 9.0 device); elsewhere the per-block one runs.
 void set_mma_path(MmaPath path);
 
 /// The decomposition set by set_mma_path (Auto by default).
 MmaPath mma_path();
 
-/// Whether CUDA device `device` (an existing one) can run the Wgmma path: compute
+/// Whether CUDA device `device` (an existing one) can run the WgmmaTma paths: compute
 /// capability exactly 9.0, the only one sm_90a code runs on.
 bool wgmma_supported(int device);
 

@@ -22,11 +22,16 @@
 // the products on its stale stage bytes land in accumulators nobody reads. The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring.
 //
-// Layout. The tensor maps read boxes with the 128-byte swizzle, which is the layout of
-// wgmma_kernel.cuh: a K-major operand (x stored [m][k], y stored [n][k]) is one box of
-// 64 k x bs lines, an MN-major one (stored with k outermost) bs / 64 boxes of 64 k-rows
-// x 64 elements, 8 KiB apart (the descriptors' leading offset). Members' y tiles follow
-// each other (bs x 128 bytes apart), so that G of them read as one n = G bs operand.
+// Layout. Every operand tile lives in the 128-byte-swizzled layout wgmma reads (and the
+// tensor maps write): lines of 128 bytes (64 elements), 8 lines to a 1024-byte atom, the
+// 16-byte chunk c of line l stored at chunk c ^ (l % 8). A tile stored with rows along k
+// (x not transposed, y transposed) is "K-major": one line per row of m (n), atoms 1024
+// bytes apart along m (n) (the descriptor's stride offset). One stored with k outermost
+// is "MN-major": one line per k-row and 64 elements of m (n); 8 k-rows make an atom, and
+// a column of 64 elements over the BK k-rows is 8 KiB, the next column following it (the
+// leading offset): transposed reads cost nothing, the instruction's transpose bit says
+// which layout it reads. Members' y tiles follow each other (bs x 128 bytes apart), so
+// that G of them read as one n = G bs operand.
 // Include only from the per-dtype wgmma_<dtype>.cu files.
 #pragma once
 
@@ -43,13 +48,25 @@
 #include "ops/cuda_wgmma.cuh"
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/mma_kernel.cuh"
-#include "ops/sparse_matmul/wgmma_kernel.cuh"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/tensor_map.h"
 #include "runtime/error.h"
 
 namespace tg::ops::spmm::tma_wg {
+
+constexpr std::uint32_t kAtom = 1024;     // 8 lines of 128 bytes
+constexpr std::uint32_t kColumn = 8192;   // one MN-major column: 64 elements x BK (64) k-rows
+
+/// Descriptor of k16 slice j (0..3) of a 64 x BK (or N x BK) operand tile at address s:
+/// K-major slices are 32 bytes apart inside each line, MN-major ones 16 k-rows = 2 atoms.
+template <bool K_MAJOR>
+__device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
+  if constexpr (K_MAJOR)
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, kAtom);
+  else
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2u * kAtom, kColumn, kAtom);
+}
 
 /// Block size BS, G members per group (see the file comment for the three shapes).
 template <int BS_, int G_>
@@ -81,7 +98,7 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* 
   for (int b = 0; b < BS / 32; ++b) {
     const int c0 = K_MAJOR ? o.y + kk : o.y + 64 * (b >> 1);
     const int c1 = K_MAJOR ? o.x + 32 * b : o.x + kk + 32 * (b & 1);
-    tma::load_2d(dst + (K_MAJOR ? b * 4096u : (b >> 1) * wg::kColumn + (b & 1) * 4096u), map, bar, c0, c1);
+    tma::load_2d(dst + (K_MAJOR ? b * 4096u : (b >> 1) * kColumn + (b & 1) * 4096u), map, bar, c0, c1);
   }
 }
 
@@ -219,7 +236,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       ops::wg::fence();
 #pragma unroll
       for (int j = 0; j < C::BK / 16; ++j)
-        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, wg::slice_desc<!TA>(sa, j), wg::slice_desc<TB>(sb, j));
+        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
       ops::wg::commit();
       // The previous step's group has completed once at most this one is pending: its
       // stage can be refilled.

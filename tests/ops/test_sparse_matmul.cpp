@@ -715,8 +715,7 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
     ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
   } restore;
   using ops::spmm::MmaPath;
-  const std::pair<MmaPath, const char*> paths[] = {{MmaPath::Wgmma, "Wgmma (cp.async)"},
-                                                   {MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
+  const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
