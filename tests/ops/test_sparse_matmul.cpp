@@ -348,23 +348,37 @@ TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_mat
   }
 }
 
+namespace {
+
+// Integer "values" of x and y tiles by id, for checking on the host that a schedule sums
+// exactly each output's pairs (sums of products of these are exact in i64).
+std::int64_t tile_value_x(std::int64_t id) {
+  return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 2654435761u) % 97) + 1;
+}
+std::int64_t tile_value_y(std::int64_t id) {
+  return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 40503u) % 89) + 1;
+}
+
+// Problems for the host-side schedule checks (block 16): partial, full (with a wide
+// `full_n` block-row) and sparse layouts, then the edge cases of problems().
+std::vector<Problem> schedule_problems(std::uint64_t seed, std::int64_t full_n) {
+  const std::int64_t bs = 16;
+  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed),
+                             problem(1, 4, full_n, full_n - 2, bs, 1.0, 1.0, 1.0, seed + 5),
+                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
+  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
+  return ps;
+}
+
+}  // namespace
+
 TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[ops][sparse_matmul]") {
   // The schedule of the grouped CUDA path, checked on the host: with integer tile "values"
   // va(id), vb(id), every stored output tile must get exactly the sum over its pairs from
   // its region's steps (ids -1 contributing nothing), and appear in exactly one region.
-  auto va = [](std::int64_t id) {
-    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 2654435761u) % 97) + 1;
-  };
-  auto vb = [](std::int64_t id) {
-    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 40503u) % 89) + 1;
-  };
+  const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  std::uint64_t seed = 7100;
-  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed),
-                             problem(1, 4, 5, 4, bs, 1.0, 1.0, 1.0, seed + 5),
-                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
-  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
-  for (const Problem& p : ps) {
+  for (const Problem& p : schedule_problems(7100, 6)) {
     for (const Mode& m : kModes) {
       for (const bool ta : {false, true}) {
         // x read transposed: the same product from x's transposed storage
@@ -414,20 +428,10 @@ TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split piec
   // its group's steps, summed over the group's pieces (a piece's partial goes to slot
   // item slot + member * pieces, the slots the reduce entry of that output lists), and
   // appear in exactly one group; members share a block-row and their x tiles.
-  auto va = [](std::int64_t id) {
-    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 2654435761u) % 97) + 1;
-  };
-  auto vb = [](std::int64_t id) {
-    return static_cast<std::int64_t>((static_cast<std::uint64_t>(id) * 40503u) % 89) + 1;
-  };
+  const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  std::uint64_t seed = 7300;
-  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed),
-                             problem(1, 4, 9, 7, bs, 1.0, 1.0, 1.0, seed + 5),
-                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
-  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
   bool grouped_some = false, split_some = false;
-  for (const Problem& p : ps) {
+  for (const Problem& p : schedule_problems(7300, 9)) {
     for (const Mode& m : kModes) {
       const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
       const ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
