@@ -13,16 +13,32 @@ namespace tg::optim {
 namespace {
 DType state_dtype(const Tensor& p) { return p.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 
-// Parameters (and their gradients / state) that have a gradient this step.
-struct Active {
-  std::vector<Tensor> p, g, a, b;
-};
-
 void check_grad(const Tensor& p, const Tensor& g, std::size_t i) {
   if (g.shape() != p.shape() || g.dtype() != p.dtype() || g.device() != p.device()) {
     TG_THROW(ShapeError, "optimizer step: gradient of parameter ", i, " is ", g.shape(), " ", g.dtype(), " on ",
              g.device(), ", expected ", p.shape(), " ", p.dtype(), " on ", p.device());
   }
+}
+
+// Parameters (and their gradients / state) that have a gradient this step.
+struct Active {
+  std::vector<Tensor> p, g, a, b;
+};
+
+// The parameters with a gradient (checked against the parameter), with their entries of
+// the state lists a and b (an empty list contributes nothing).
+Active active(const std::vector<Tensor>& params, const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  Active r;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Tensor gi = params[i].grad();
+    if (!gi.defined()) continue;
+    check_grad(params[i], gi, i);
+    r.p.push_back(params[i]);
+    r.g.push_back(gi);
+    if (!a.empty()) r.a.push_back(a[i]);
+    if (!b.empty()) r.b.push_back(b[i]);
+  }
+  return r;
 }
 
 Tensor find_state(const std::vector<std::pair<std::string, Tensor>>& st, const std::string& name) {
@@ -63,17 +79,9 @@ SGD::SGD(std::vector<Tensor> params, double lr, double momentum, double weight_d
 
 void SGD::step() {
   NoGradGuard ng;
-  std::vector<Tensor> p, g, b;
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    Tensor gi = params_[i].grad();
-    if (!gi.defined()) continue;
-    check_grad(params_[i], gi, i);
-    p.push_back(params_[i]);
-    g.push_back(gi);
-    b.push_back(bufs_[i]);
-  }
-  if (p.empty()) return;
-  ops::sgd_kernel()(p[0].device())(p, g, b, lr_, momentum_, weight_decay_);
+  Active s = active(params_, bufs_, {});
+  if (s.p.empty()) return;
+  ops::sgd_kernel()(s.p[0].device())(s.p, s.g, s.a, lr_, momentum_, weight_decay_);
 }
 
 std::vector<std::pair<std::string, Tensor>> SGD::state() const {
@@ -100,20 +108,11 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts) : Optimizer(std::mov
 
 void AdamW::step() {
   NoGradGuard ng;
-  std::vector<Tensor> p, g, m, v;
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    Tensor gi = params_[i].grad();
-    if (!gi.defined()) continue;
-    check_grad(params_[i], gi, i);
-    p.push_back(params_[i]);
-    g.push_back(gi);
-    m.push_back(m_[i]);
-    v.push_back(v_[i]);
-  }
-  if (p.empty()) return;
+  Active s = active(params_, m_, v_);
+  if (s.p.empty()) return;
   ++step_;
   ops::AdamWHyper h{lr_, opts_.beta1, opts_.beta2, opts_.eps, opts_.weight_decay, step_};
-  ops::adamw_kernel()(p[0].device())(p, g, m, v, h);
+  ops::adamw_kernel()(s.p[0].device())(s.p, s.g, s.a, s.b, h);
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
