@@ -14,7 +14,9 @@
 // Loads run up to STAGES steps ahead of the MMAs, across items too: while the consumers
 // store one tile, the next one's operands are already arriving.
 //
-// Tiles (CTA tile bs x G bs; k advances BK = 64 a step):
+// Tiles (CTA tile bs x G bs; k advances BK = 64 a step, or 32 with TG_SPMM_TMA_BK=32: twice
+// the stages at half the size, so that less of the ring is held by the MMAs; opt-in until
+// measured):
 //   bs 128: one ring, the consumers take 64 rows each, n = 128 G (G 1 or 2);
 //   bs 64, G 4: one ring, the consumers take two members (128 columns) each;
 //   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
@@ -30,8 +32,9 @@
 // is "MN-major": one line per k-row and 64 elements of m (n); 8 k-rows make an atom, and
 // a column of 64 elements over the BK k-rows is 8 KiB, the next column following it (the
 // leading offset): transposed reads cost nothing, the instruction's transpose bit says
-// which layout it reads. Members' y tiles follow each other (bs x 128 bytes apart), so
-// that G of them read as one n = G bs operand.
+// which layout it reads. Members' y tiles follow each other (bs x BK x 2 bytes apart), so
+// that G of them read as one n = G bs operand. With BK 32, K-major lines are 64 bytes
+// (64-byte swizzle, 512-byte atoms) and MN-major columns 4 KiB.
 // Include only from the per-dtype wgmma_<dtype>.cu files.
 #pragma once
 
@@ -42,6 +45,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -55,23 +60,25 @@
 
 namespace tg::ops::spmm::tma_wg {
 
-constexpr std::uint32_t kAtom = 1024;     // 8 lines of 128 bytes
-constexpr std::uint32_t kColumn = 8192;   // one MN-major column: 64 elements x BK (64) k-rows
-
-/// Descriptor of k16 slice j (0..3) of a 64 x BK (or N x BK) operand tile at address s:
-/// K-major slices are 32 bytes apart inside each line, MN-major ones 16 k-rows = 2 atoms.
-template <bool K_MAJOR>
+/// Descriptor of k16 slice j of a 64 x BK (or N x BK) operand tile at address s. K-major
+/// tiles have lines of BK elements (BK 64: 128 bytes, 128-byte swizzle, 1024-byte atoms;
+/// BK 32: 64 bytes, 64-byte swizzle, 512-byte atoms), slices 32 bytes apart inside each
+/// line. MN-major tiles have 128-byte lines (one k-row of 64 elements), 64-element columns
+/// of BK k-rows (BK x 128 bytes apart), slices 16 k-rows = 2 atoms of 1024 bytes apart.
+template <bool K_MAJOR, int BK>
 __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
   if constexpr (K_MAJOR)
-    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, kAtom);
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, 8u * BK * 2u, BK * 2);
   else
-    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2u * kAtom, kColumn, kAtom);
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2048u, BK * 128u, 1024u);
 }
 
-/// Block size BS, G members per group (see the file comment for the three shapes).
-template <int BS_, int G_>
+/// Block size BS, G members per group (see the file comment for the three shapes), k step
+/// BK (64, or 32: stages half as large, twice as many).
+template <int BS_, int G_, int BK_>
 struct TmaCfg {
-  static constexpr int BS = BS_, G = G_, BK = 64;
+  static constexpr int BS = BS_, G = G_, BK = BK_;
+  static_assert(BK == 32 || BK == 64, "k steps of 32 or 64");
   static_assert((BS == 128 && (G == 1 || G == 2)) || (BS == 64 && (G == 1 || G == 4)), "tile shapes");
   static constexpr int kRings = BS == 64 && G == 1 ? 2 : 1;
   static constexpr bool kSplitRows = BS == 128;  ///< consumers split the rows (else the members)
@@ -79,26 +86,31 @@ struct TmaCfg {
   static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring
   static constexpr int A_BYTES = BS * BK * 2, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-  static constexpr int STAGES = std::min(8, 200 * 1024 / (kRings * STAGE_BYTES));
+  static constexpr int STAGES = std::min(12, 200 * 1024 / (kRings * STAGE_BYTES));
   /// Warps that release a stage: both consumers' (one ring) or one consumer's.
   static constexpr int kReleasers = 8 / kRings;
   static constexpr std::size_t SMEM = static_cast<std::size_t>(kRings) * STAGES * STAGE_BYTES + 1024;
   static_assert(SMEM <= 227 * 1024, "fits the opt-in shared memory of an SM");
   static_assert(STAGES >= 3, "a deep enough ring");
-  static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "stages and tiles start on swizzle atoms");
+  static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0 && (64 * BK * 2) % 1024 == 0,
+                "stages, tiles and 64-row halves start on swizzle atoms");
 };
 
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
 /// operand `map` at origin o, k offset kk, into shared address dst, in boxes of 32 lines
-/// of 128 bytes (4 KiB; measured faster than whole-tile boxes): K-major box b holds rows
-/// 32b.., MN-major box 2j + h the k-rows 32h.. of 64-element column j.
-template <int BS, bool K_MAJOR>
+/// (measured faster than whole-tile boxes): K-major box b holds rows 32b.. (lines of BK
+/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j.
+template <int BS, int BK, bool K_MAJOR>
 __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
+  if constexpr (K_MAJOR) {
 #pragma unroll
-  for (int b = 0; b < BS / 32; ++b) {
-    const int c0 = K_MAJOR ? o.y + kk : o.y + 64 * (b >> 1);
-    const int c1 = K_MAJOR ? o.x + 32 * b : o.x + kk + 32 * (b & 1);
-    tma::load_2d(dst + (K_MAJOR ? b * 4096u : (b >> 1) * kColumn + (b & 1) * 4096u), map, bar, c0, c1);
+    for (int b = 0; b < BS / 32; ++b) tma::load_2d(dst + b * (32u * BK * 2u), map, bar, o.y + kk, o.x + 32 * b);
+  } else {
+#pragma unroll
+    for (int j = 0; j < BS / 64; ++j)
+#pragma unroll
+      for (int h = 0; h < BK / 32; ++h)
+        tma::load_2d(dst + j * (BK * 128u) + h * 4096u, map, bar, o.y + 64 * j, o.x + kk + 32 * h);
   }
 }
 
@@ -127,7 +139,7 @@ struct Cursor {
 /// What the TMA operations of one k-step need: the tile origins (row, column; row -1:
 /// no tile) of x and the G members' y, and the k offset. Fetched one producer iteration
 /// before its use, so that the load latency hides behind that iteration's waits.
-template <int G>
+template <int G, int BK>
 struct StepBoxes {
   int2 o[1 + G];
   int kk;
@@ -135,22 +147,23 @@ struct StepBoxes {
     const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + G);
 #pragma unroll
     for (int m = 0; m <= G; ++m) o[m] = row[m];
-    kk = (c.s & ((1 << args.lg_kpp) - 1)) * 64;
+    kk = (c.s & ((1 << args.lg_kpp) - 1)) * BK;
   }
 };
 
 /// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
 template <class C, bool TA, bool TB>
-__device__ __forceinline__ void step_boxes(const StepBoxes<C::G>& st, const CUtensorMap* map_a,
+__device__ __forceinline__ void step_boxes(const StepBoxes<C::G, C::BK>& st, const CUtensorMap* map_a,
                                            const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
   std::uint32_t bytes = C::A_BYTES;
 #pragma unroll
   for (int m = 1; m <= C::G; ++m) bytes += st.o[m].x >= 0 ? C::B_MEMBER : 0;
   tma::arrive_expect_tx(bar, bytes);
-  load_tile<C::BS, !TA>(sa, map_a, bar, st.o[0], st.kk);
+  load_tile<C::BS, C::BK, !TA>(sa, map_a, bar, st.o[0], st.kk);
 #pragma unroll
   for (int m = 0; m < C::G; ++m)
-    if (st.o[1 + m].x >= 0) load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
+    if (st.o[1 + m].x >= 0)
+      load_tile<C::BS, C::BK, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
 }
 
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
@@ -188,12 +201,12 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     tma::prefetch_map(&map_b);
     Cursor ld{first + ring, 0, 0, 0};
     ld.settle(args, stride);
-    StepBoxes<C::G> next_ld{};
+    StepBoxes<C::G, C::BK> next_ld{};
     if (ld.valid(args)) next_ld.fetch(args, ld);
     int stage = 0;
     std::uint32_t phase = 0;
     while (ld.valid(args)) {
-      const StepBoxes<C::G> cur = next_ld;
+      const StepBoxes<C::G, C::BK> cur = next_ld;
       ld.advance(args, stride);
       if (ld.valid(args)) next_ld.fetch(args, ld);
       tma::wait(empty(ring, stage), phase ^ 1u);
@@ -228,15 +241,16 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     };
     for (int s = 0; s < nsteps; ++s) {
       tma::wait(full(ring, stage), phase);
-      // A 64-row half starts 8 KiB in for both layouts: 64 lines of 128 bytes (K-major) or
-      // the second 64-element column (MN-major); members are B_MEMBER apart.
+      // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
+      // (K-major) or the second 64-element column (MN-major); members are B_MEMBER apart.
       const std::uint32_t st = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * 128u;
+      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * (C::BK * 2u);
       const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
       ops::wg::fence();
 #pragma unroll
       for (int j = 0; j < C::BK / 16; ++j)
-        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
+        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA, C::BK>(sa, j),
+                                                           slice_desc<TB, C::BK>(sb, j));
       ops::wg::commit();
       // The previous step's group has completed once at most this one is pending: its
       // stage can be refilled.
@@ -288,11 +302,14 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 #endif
 }
 
-/// The tensor map of an operand stored as rows of ld elements, read in 64 x 32 boxes.
-template <typename E>
-CUtensorMap operand_map(const void* p, long long rows, long long ld) {
+/// The tensor map of an operand stored as rows of ld elements, read in boxes of 32 rows:
+/// of BK elements when the tile is K-major (64-byte swizzle for BK 32), else of 64.
+template <class C, typename E>
+CUtensorMap operand_map(const void* p, long long rows, long long ld, bool k_major) {
+  const std::uint32_t cols = k_major ? C::BK : 64;
   return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows),
-                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, 32);
+                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), cols, 32,
+                                       static_cast<int>(cols) * 2);
 }
 
 template <class C, typename E, bool TA, bool TB>
@@ -311,8 +328,8 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.lg_kpp = 0;
   while ((C::BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
-  const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
-  const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
+  const CUtensorMap ma = operand_map<C, E>(args.a, args.rows_a, args.lda, !TA);
+  const CUtensorMap mb = operand_map<C, E>(args.b, args.rows_b, args.ldb, TB);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
   const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
   kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
@@ -335,19 +352,32 @@ void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) 
 
 namespace tg::ops::spmm {
 
+template <int BK, typename E>
+void launch_tma_bk(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
+  if (args.bs == 128 && g == 1)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 1, BK>, E>(args, n_items, stream);
+  else if (args.bs == 128 && g == 2)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 2, BK>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 1)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1, BK>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 4)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 4, BK>, E>(args, n_items, stream);
+  else
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, " and groups of ", g);
+}
+
 template <typename E>
 void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
   if (n_items == 0) return;
-  if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
-  else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
+  // k steps of 32 (more, smaller stages) are opt-in until measured (TG_SPMM_TMA_BK=32).
+  static const bool bk32 = [] {
+    const char* v = std::getenv("TG_SPMM_TMA_BK");
+    return v != nullptr && std::string(v) == "32";
+  }();
+  if (bk32)
+    launch_tma_bk<32, E>(args, n_items, g, stream);
   else
-    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, " and groups of ", g);
+    launch_tma_bk<64, E>(args, n_items, g, stream);
 }
 
 }  // namespace tg::ops::spmm

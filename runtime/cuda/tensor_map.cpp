@@ -27,9 +27,10 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 }  // namespace
 
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
-                                std::uint32_t box_cols, std::uint32_t box_rows) {
+                                std::uint32_t box_cols, std::uint32_t box_rows, int swizzle_bytes) {
   if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (ld * 2) % 16 != 0 || rows >= (1ull << 31) ||
-      cols >= (1ull << 31) || box_cols > 64 || box_rows > 256 || cols > ld)
+      cols >= (1ull << 31) || (swizzle_bytes != 64 && swizzle_bytes != 128) ||
+      box_cols * 2 > static_cast<std::uint32_t>(swizzle_bytes) || box_rows > 256 || cols > ld)
     TG_THROW(DeviceError, "TMA: internal error: unsupported matrix (", rows, " x ", cols, ", ld ", ld, ", box ", box_cols,
              " x ", box_rows, ")");
   CUtensorMap map{};
@@ -39,7 +40,8 @@ CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows,
   const cuuint32_t elem_strides[2] = {1, 1};
   const CUresult r = encode_fn()(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
                                  const_cast<void*>(base), dims, strides, box, elem_strides,
-                                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
                                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS)
     TG_THROW(DeviceError, "TMA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ") for ", rows, " x ",
