@@ -22,7 +22,10 @@
 //   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
 // A member slot without a tile (the last group of a row) is not loaded and not stored;
 // the products on its stale stage bytes land in accumulators nobody reads. The grid is
-// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring.
+// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. Opt-in
+// (TG_SPMM_TMA_CLUSTER=1, measured slower with k steps of 64): clusters of two CTAs on
+// item pairs that read the same x or the same y tiles, each CTA loading half of the
+// shared boxes, multicast to both.
 //
 // Layout. Every operand tile lives in the 128-byte-swizzled layout wgmma reads (and the
 // tensor maps write): lines of 128 bytes (64 elements), 8 lines to a 1024-byte atom, the
@@ -59,6 +62,9 @@
 #include "runtime/error.h"
 
 namespace tg::ops::spmm::tma_wg {
+
+/// Which operand the two items of a cluster's work unit share (KernelArgs::modes).
+constexpr int kShareNone = -1, kShareA = 0, kShareB = 1;
 
 /// Descriptor of k16 slice j of a 64 x BK (or N x BK) operand tile at address s. K-major
 /// tiles have lines of BK elements (BK 64: 128 bytes, 128-byte swizzle, 1024-byte atoms;
@@ -99,77 +105,101 @@ struct TmaCfg {
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
 /// operand `map` at origin o, k offset kk, into shared address dst, in boxes of 32 lines
 /// (measured faster than whole-tile boxes): K-major box b holds rows 32b.. (lines of BK
-/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j.
-template <int BS, int BK, bool K_MAJOR>
-__device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
-  if constexpr (K_MAJOR) {
+/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j. kShare: only
+/// the boxes of parity `rank` (in their order), multicast to both CTAs of the cluster (the
+/// other CTA loads the rest).
+template <int BS, int BK, bool K_MAJOR, bool kShare>
+__device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk,
+                                          int rank) {
+  constexpr int H = K_MAJOR ? 1 : BK / 32;  // boxes per 64-element column (MN-major)
 #pragma unroll
-    for (int b = 0; b < BS / 32; ++b) tma::load_2d(dst + b * (32u * BK * 2u), map, bar, o.y + kk, o.x + 32 * b);
-  } else {
-#pragma unroll
-    for (int j = 0; j < BS / 64; ++j)
-#pragma unroll
-      for (int h = 0; h < BK / 32; ++h)
-        tma::load_2d(dst + j * (BK * 128u) + h * 4096u, map, bar, o.y + 64 * j, o.x + kk + 32 * h);
+  for (int b = 0; b < (K_MAJOR ? BS / 32 : (BS / 64) * H); ++b) {
+    if (kShare && (b & 1) != rank) continue;
+    const int j = b / H, h = b % H;
+    const std::uint32_t d = K_MAJOR ? dst + b * (32u * BK * 2u) : dst + j * (BK * 128u) + h * 4096u;
+    const int c0 = K_MAJOR ? o.y + kk : o.y + 64 * j;
+    const int c1 = K_MAJOR ? o.x + 32 * b : o.x + kk + 32 * h;
+    if constexpr (kShare)
+      tma::load_2d_multicast(d, map, bar, c0, c1, 0x3);
+    else
+      tma::load_2d(d, map, bar, c0, c1);
   }
 }
 
-/// A producer's position in its ring's work: item w (of the CTA's share), k-step s of
-/// its nsteps; items without steps are skipped (their consumers only store zeros).
+/// A producer's position in its ring's work: work unit w (of the CTA's share), k-step s
+/// of its nsteps; units without steps are skipped (their consumers only store zeros). A
+/// unit is an item, or with clusters a pair of items (this CTA's is items[2w + rank]).
+template <bool kCluster>
 struct Cursor {
-  int w, s, nsteps, first;  ///< first: the item's first row of the steps table
+  int w, s, nsteps, first, mode;  ///< first: the item's first row of the steps table
   __device__ __forceinline__ bool valid(const KernelArgs& args) const { return w < args.n_items; }
-  __device__ __forceinline__ void settle(const KernelArgs& args, int stride) {
+  __device__ __forceinline__ void settle(const KernelArgs& args, int stride, int rank) {
     for (; w < args.n_items; w += stride) {
-      const int4 item = args.items[w];
+      const int4 item = args.items[kCluster ? 2 * w + rank : w];
       nsteps = (item.z - item.y) << args.lg_kpp;
       first = item.y;
       if (nsteps > 0) break;
     }
+    if (kCluster && w < args.n_items) mode = args.modes[w];
     s = 0;
   }
-  __device__ __forceinline__ void advance(const KernelArgs& args, int stride) {
+  __device__ __forceinline__ void advance(const KernelArgs& args, int stride, int rank) {
     if (++s == nsteps) {
       w += stride;
-      settle(args, stride);
+      settle(args, stride, rank);
     }
   }
 };
 
 /// What the TMA operations of one k-step need: the tile origins (row, column; row -1:
-/// no tile) of x and the G members' y, and the k offset. Fetched one producer iteration
-/// before its use, so that the load latency hides behind that iteration's waits.
+/// no tile) of x and the G members' y, the k offset, and (clusters) which operand the
+/// pair shares. Fetched one producer iteration before its use, so that the load latency
+/// hides behind that iteration's waits.
 template <int G, int BK>
 struct StepBoxes {
   int2 o[1 + G];
-  int kk;
-  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor& c) {
+  int kk, mode;
+  template <bool kCluster>
+  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor<kCluster>& c) {
     const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + G);
 #pragma unroll
     for (int m = 0; m <= G; ++m) o[m] = row[m];
     kk = (c.s & ((1 << args.lg_kpp) - 1)) * BK;
+    mode = kCluster ? c.mode : kShareNone;
   }
 };
 
-/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
-template <class C, bool TA, bool TB>
+/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar:
+/// every box of the operands this CTA does not share, its half of the shared one's.
+template <class C, bool TA, bool TB, bool kCluster>
 __device__ __forceinline__ void step_boxes(const StepBoxes<C::G, C::BK>& st, const CUtensorMap* map_a,
-                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
+                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar, int rank) {
   std::uint32_t bytes = C::A_BYTES;
 #pragma unroll
   for (int m = 1; m <= C::G; ++m) bytes += st.o[m].x >= 0 ? C::B_MEMBER : 0;
-  tma::arrive_expect_tx(bar, bytes);
-  load_tile<C::BS, C::BK, !TA>(sa, map_a, bar, st.o[0], st.kk);
+  tma::arrive_expect_tx(bar, bytes);  // the shared operand's two halves both land here
+  if (kCluster && st.mode == kShareA)
+    load_tile<C::BS, C::BK, !TA, true>(sa, map_a, bar, st.o[0], st.kk, rank);
+  else
+    load_tile<C::BS, C::BK, !TA, false>(sa, map_a, bar, st.o[0], st.kk, rank);
 #pragma unroll
-  for (int m = 0; m < C::G; ++m)
-    if (st.o[1 + m].x >= 0)
-      load_tile<C::BS, C::BK, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
+  for (int m = 0; m < C::G; ++m) {
+    if (st.o[1 + m].x < 0) continue;
+    const std::uint32_t d = sa + C::A_BYTES + m * C::B_MEMBER;
+    if (kCluster && st.mode == kShareB)
+      load_tile<C::BS, C::BK, TB, true>(d, map_b, bar, st.o[1 + m], st.kk, rank);
+    else
+      load_tile<C::BS, C::BK, TB, false>(d, map_b, bar, st.o[1 + m], st.kk, rank);
+  }
 }
 
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
 /// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
-/// piece count.
-template <class C, typename E, bool TA, bool TB>
+/// piece count. kCluster: clusters of two CTAs, work unit w the item pair items[2w],
+/// items[2w + 1] (one per CTA, the same step count) that read the same x tiles
+/// (modes[w] = kShareA) or the same y tiles (kShareB), each CTA loading half of those
+/// boxes for both; a stage is refilled only once both CTAs' consumers have released it.
+template <class C, typename E, bool TA, bool TB, bool kCluster>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                const __grid_constant__ CUtensorMap map_b) {
@@ -178,45 +208,53 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   __shared__ __align__(8) std::uint64_t bars[2 * C::kRings * C::STAGES];  // full, then empty
   const std::uint32_t base = (tma::smem_addr(tma_smem) + 1023u) & ~1023u;
   const int tid = static_cast<int>(threadIdx.x), wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+  const int rank = kCluster ? static_cast<int>(tma::cluster_rank()) : 0;
   auto full = [&](int ring, int s) { return tma::smem_addr(&bars[ring * C::STAGES + s]); };
   auto empty = [&](int ring, int s) { return tma::smem_addr(&bars[(C::kRings + ring) * C::STAGES + s]); };
   if (tid == 0) {
     for (int r = 0; r < C::kRings; ++r)
       for (int s = 0; s < C::STAGES; ++s) {
         tma::init(full(r, s), 1);
-        tma::init(empty(r, s), C::kReleasers);
+        tma::init(empty(r, s), (kCluster ? 2 : 1) * C::kReleasers);
       }
     tma::fence_init();
   }
-  __syncthreads();
-  // Items of this CTA (of its ring): first, first + stride, ...
-  const int first = static_cast<int>(blockIdx.x) * C::kRings;
-  const int stride = static_cast<int>(gridDim.x) * C::kRings;
+  if constexpr (kCluster)
+    tma::cluster_sync();  // the peer's barriers exist before any multicast or remote arrival
+  else
+    __syncthreads();
+  // Work units of this CTA (of its ring): first, first + stride, ...
+  const int units = kCluster ? static_cast<int>(gridDim.x) / 2 : static_cast<int>(gridDim.x);
+  const int first = (kCluster ? static_cast<int>(blockIdx.x) / 2 : static_cast<int>(blockIdx.x)) * C::kRings;
+  const int stride = units * C::kRings;
 
   if (wg == 2) {
     // Producer: lane 0 of warp 8 + ring.
-    if (lane != 0) return;
-    const int ring = warp;
-    tma::prefetch_map(&map_a);
-    tma::prefetch_map(&map_b);
-    Cursor ld{first + ring, 0, 0, 0};
-    ld.settle(args, stride);
-    StepBoxes<C::G, C::BK> next_ld{};
-    if (ld.valid(args)) next_ld.fetch(args, ld);
-    int stage = 0;
-    std::uint32_t phase = 0;
-    while (ld.valid(args)) {
-      const StepBoxes<C::G, C::BK> cur = next_ld;
-      ld.advance(args, stride);
+    if (lane == 0) {
+      const int ring = warp;
+      tma::prefetch_map(&map_a);
+      tma::prefetch_map(&map_b);
+      Cursor<kCluster> ld{first + ring, 0, 0, 0, kShareNone};
+      ld.settle(args, stride, rank);
+      StepBoxes<C::G, C::BK> next_ld{};
       if (ld.valid(args)) next_ld.fetch(args, ld);
-      tma::wait(empty(ring, stage), phase ^ 1u);
-      const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage));
-      if (++stage == C::STAGES) {
-        stage = 0;
-        phase ^= 1u;
+      int stage = 0;
+      std::uint32_t phase = 0;
+      while (ld.valid(args)) {
+        const StepBoxes<C::G, C::BK> cur = next_ld;
+        ld.advance(args, stride, rank);
+        if (ld.valid(args)) next_ld.fetch(args, ld);
+        tma::wait(empty(ring, stage), phase ^ 1u);
+        const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
+        step_boxes<C, TA, TB, kCluster>(cur, &map_a, &map_b, sa, full(ring, stage), rank);
+        if (++stage == C::STAGES) {
+          stage = 0;
+          phase ^= 1u;
+        }
       }
     }
+    // The peer may still multicast into this CTA's stages and arrive on its barriers.
+    if constexpr (kCluster) tma::cluster_sync();
     return;
   }
 
@@ -230,14 +268,19 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   int stage = 0;
   std::uint32_t phase = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
-    const int4 item = args.items[w];
+    const int4 item = args.items[kCluster ? 2 * w + rank : w];
     const int nsteps = (item.z - item.y) << args.lg_kpp;
     float acc[C::NC / 2];
 #pragma unroll
     for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
     int prev = -1;
+    // Releases a stage: to this CTA's producer and, with clusters, the peer's (whose
+    // multicast writes into this CTA's copy of the stage).
     auto release = [&](int st) {
-      if (lane == 0) tma::arrive(empty(ring, st));
+      if (lane == 0) {
+        tma::arrive(empty(ring, st));
+        if constexpr (kCluster) tma::arrive_remote(empty(ring, st), static_cast<std::uint32_t>(rank ^ 1));
+      }
     };
     for (int s = 0; s < nsteps; ++s) {
       tma::wait(full(ring, stage), phase);
@@ -297,6 +340,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       }
     }
   }
+  if constexpr (kCluster) tma::cluster_sync();
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
@@ -312,9 +356,9 @@ CUtensorMap operand_map(const void* p, long long rows, long long ld, bool k_majo
                                        static_cast<int>(cols) * 2);
 }
 
-template <class C, typename E, bool TA, bool TB>
-void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  auto* kernel = &tma_kernel<C, E, TA, TB>;
+template <class C, typename E, bool TA, bool TB, bool kCluster>
+void tma_launch_cfg(const KernelArgs& args, int n_units, cudaStream_t stream) {
+  auto* kernel = &tma_kernel<C, E, TA, TB, kCluster>;
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
   TG_CUDA_CHECK(cudaGetDevice(&dev));
@@ -327,25 +371,50 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.nsub = 1;
   a.lg_kpp = 0;
   while ((C::BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
-  a.n_items = n_items;
+  a.n_items = n_units;
   const CUtensorMap ma = operand_map<C, E>(args.a, args.rows_a, args.lda, !TA);
   const CUtensorMap mb = operand_map<C, E>(args.b, args.rows_b, args.ldb, TB);
-  const int per_cta = (n_items + C::kRings - 1) / C::kRings;
-  const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
-  kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
-  TG_CUDA_CHECK(cudaGetLastError());
+  const int sms = tg::cuda::multiprocessor_count(dev);
+  const int per_cta = (n_units + C::kRings - 1) / C::kRings;
+  if constexpr (kCluster) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(2 * std::max(1, std::min(per_cta, sms / 2))));
+    cfg.blockDim = dim3(C::kThreads);
+    cfg.dynamicSmemBytes = C::SMEM;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 2;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, ma, mb));
+  } else {
+    const int grid = std::max(1, std::min(per_cta, sms));
+    kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
+    TG_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
+template <class C, typename E, bool kCluster>
+void tma_launch_trans(const KernelArgs& args, int n_units, cudaStream_t stream) {
+  if (!args.trans_a && !args.trans_b)
+    tma_launch_cfg<C, E, false, false, kCluster>(args, n_units, stream);
+  else if (args.trans_a && !args.trans_b)
+    tma_launch_cfg<C, E, true, false, kCluster>(args, n_units, stream);
+  else if (!args.trans_a)
+    tma_launch_cfg<C, E, false, true, kCluster>(args, n_units, stream);
+  else
+    tma_launch_cfg<C, E, true, true, kCluster>(args, n_units, stream);
 }
 
 template <class C, typename E>
-void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  if (!args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, false, false>(args, n_items, stream);
-  else if (args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, true, false>(args, n_items, stream);
-  else if (!args.trans_a)
-    tma_launch_cfg<C, E, false, true>(args, n_items, stream);
+void tma_launch_cluster(const KernelArgs& args, int n_units, bool cluster, cudaStream_t stream) {
+  if (cluster)
+    tma_launch_trans<C, E, true>(args, n_units, stream);
   else
-    tma_launch_cfg<C, E, true, true>(args, n_items, stream);
+    tma_launch_trans<C, E, false>(args, n_units, stream);
 }
 
 }  // namespace tg::ops::spmm::tma_wg
@@ -353,31 +422,32 @@ void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) 
 namespace tg::ops::spmm {
 
 template <int BK, typename E>
-void launch_tma_bk(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
+void launch_tma_bk(const KernelArgs& args, int n_units, int g, bool cluster, cudaStream_t stream) {
   if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 1, BK>, E>(args, n_items, stream);
+    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<128, 1, BK>, E>(args, n_units, cluster, stream);
   else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 2, BK>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1, BK>, E>(args, n_items, stream);
+    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<128, 2, BK>, E>(args, n_units, cluster, stream);
+  else if (args.bs == 64 && g == 1 && !cluster)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1, BK>, E, false>(args, n_units, stream);
   else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 4, BK>, E>(args, n_items, stream);
+    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<64, 4, BK>, E>(args, n_units, cluster, stream);
   else
-    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, " and groups of ", g);
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g,
+             cluster ? " in clusters" : "");
 }
 
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
-  if (n_items == 0) return;
+void launch_wgmma_tma(const KernelArgs& args, int n_units, int g, bool cluster, cudaStream_t stream) {
+  if (n_units == 0) return;
   // k steps of 32 (more, smaller stages) are opt-in until measured (TG_SPMM_TMA_BK=32).
   static const bool bk32 = [] {
     const char* v = std::getenv("TG_SPMM_TMA_BK");
     return v != nullptr && std::string(v) == "32";
   }();
   if (bk32)
-    launch_tma_bk<32, E>(args, n_items, g, stream);
+    launch_tma_bk<32, E>(args, n_units, g, cluster, stream);
   else
-    launch_tma_bk<64, E>(args, n_items, g, stream);
+    launch_tma_bk<64, E>(args, n_units, g, cluster, stream);
 }
 
 }  // namespace tg::ops::spmm
