@@ -378,7 +378,6 @@ void tma_launch_cfg(const KernelArgs& args, int n_units, cudaStream_t stream) {
   const int per_cta = (n_units + C::kRings - 1) / C::kRings;
   if constexpr (kCluster) {
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(2 * std::max(1, std::min(per_cta, sms / 2))));
     cfg.blockDim = dim3(C::kThreads);
     cfg.dynamicSmemBytes = C::SMEM;
     cfg.stream = stream;
@@ -389,6 +388,19 @@ void tma_launch_cfg(const KernelArgs& args, int n_units, cudaStream_t stream) {
     attr.val.clusterDim.z = 1;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
+    // A persistent grid must be resident at once: pairs of SMs of one GPC, fewer than
+    // SMs / 2 where a GPC has an odd count (a larger grid would run its last clusters
+    // in a second wave, after everything else).
+    static std::array<std::atomic<int>, 64> resident{};
+    auto& fit = resident[static_cast<std::size_t>(dev & 63)];
+    int clusters = fit.load(std::memory_order_acquire);
+    if (clusters == 0) {
+      cfg.gridDim = dim3(static_cast<unsigned>(2 * (sms / 2)));
+      TG_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+      clusters = std::max(1, clusters);
+      fit.store(clusters, std::memory_order_release);
+    }
+    cfg.gridDim = dim3(static_cast<unsigned>(2 * std::max(1, std::min(per_cta, clusters))));
     TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, ma, mb));
   } else {
     const int grid = std::max(1, std::min(per_cta, sms));
