@@ -115,6 +115,16 @@ void for_each_element(const Layout& l, F&& f) {
         f((k * bs + i) * bs + j, coords[3 * k], coords[3 * k + 1] * bs + i, coords[3 * k + 2] * bs + j);
 }
 
+// Calls f(flat element offset e, b, r, c) for every element of every active block of l,
+// (b, r, c) redirected along dim to the index value id[e] (see redirect).
+template <typename I, typename F>
+void for_each_indexed(const Layout& l, int dim, const I* id, F&& f) {
+  for_each_element(l, [&](std::int64_t e, std::int64_t b, std::int64_t r, std::int64_t c) {
+    redirect(dim, static_cast<std::int64_t>(id[e]), b, r, c);
+    f(e, b, r, c);
+  });
+}
+
 void index_range_cpu(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
 
 void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
@@ -132,8 +142,7 @@ void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx,
       using E = decltype(e);
       const E* s = static_cast<const E*>(src.data_ptr());
       E* o = static_cast<E*>(out.data_ptr());
-      for_each_element(il, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
-        redirect(dim, static_cast<std::int64_t>(id[f]), b, r, c);
+      for_each_indexed(il, dim, id, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
         const std::int64_t blk = loc.block(b, r, c);
         o[f] = blk >= 0 ? s[loc.offset(blk, r, c)] : E(0);
       });
@@ -152,8 +161,7 @@ void scatter_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
         using acc_t = typename acc_type<scalar_t>::type;
         const scalar_t* s = src.data<scalar_t>();
         acc_t* o = out.data<acc_t>();
-        for_each_element(sl, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
-          redirect(dim, static_cast<std::int64_t>(id[f]), b, r, c);
+        for_each_indexed(sl, dim, id, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
           const std::int64_t blk = loc.block(b, r, c);
           if (blk >= 0) o[loc.offset(blk, r, c)] += static_cast<acc_t>(s[f]);
         });
@@ -163,8 +171,7 @@ void scatter_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
         using E = decltype(e);
         const E* s = static_cast<const E*>(src.data_ptr());
         E* o = static_cast<E*>(out.data_ptr());
-        for_each_element(sl, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
-          redirect(dim, static_cast<std::int64_t>(id[f]), b, r, c);
+        for_each_indexed(sl, dim, id, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
           const std::int64_t blk = loc.block(b, r, c);
           if (blk >= 0) o[loc.offset(blk, r, c)] = s[f];
         });
@@ -192,8 +199,7 @@ void distribution_cpu(const Tensor& idx, const Layout& il, int dim, std::int64_t
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     const I* id = static_cast<const I*>(idx.data_ptr());
-    for_each_element(il, [&](std::int64_t f, std::int64_t b, std::int64_t r, std::int64_t c) {
-      redirect(dim, static_cast<std::int64_t>(id[f]), b, r, c);
+    for_each_indexed(il, dim, id, [&](std::int64_t, std::int64_t b, std::int64_t r, std::int64_t c) {
       if (b < 0 || b >= tB || r < 0 || r >= tMb * bs || c < 0 || c >= tNb * bs) return;
       fl[(b * tMb + r / bs) * tNb + c / bs] = true;
     });
