@@ -129,20 +129,10 @@ void unary_fwd_t(const Tensor& x, const Tensor& out, double s) {
   map_cpu<T>(plan, {cptr<T>(x)}, {mptr<T>(out)}, out.numel(), ew::UnaryFwd<OP, acc_t<T>>{static_cast<acc_t<T>>(s)});
 }
 
-template <typename T>
-void unary_fwd_switch(UnaryOp op, const Tensor& x, const Tensor& out, double s) {
-  switch (op) {
-#define TG_CASE(name)                         \
-  case UnaryOp::name:                         \
-    unary_fwd_t<UnaryOp::name, T>(x, out, s); \
-    break;
-    TG_FOR_EACH_UNARY_OP(TG_CASE)
-#undef TG_CASE
-  }
-}
-
 void unary_fwd_cpu(UnaryOp op, const Tensor& x, const Tensor& out, double s) {
-  TG_DISPATCH_FLOATING(out.dtype(), unary_op_name(op), [&] { unary_fwd_switch<scalar_t>(op, x, out, s); });
+  TG_DISPATCH_FLOATING(out.dtype(), unary_op_name(op), [&] {
+    with_op(op, [&](auto o) { unary_fwd_t<decltype(o)::value, scalar_t>(x, out, s); });
+  });
 }
 
 template <UnaryOp OP, typename T>
@@ -153,20 +143,10 @@ void unary_bwd_t(const Tensor& saved, const Tensor& g, const Tensor& gi, double 
              ew::UnaryBwd<OP, acc_t<T>>{static_cast<acc_t<T>>(s)});
 }
 
-template <typename T>
-void unary_bwd_switch(UnaryOp op, const Tensor& saved, const Tensor& g, const Tensor& gi, double s) {
-  switch (op) {
-#define TG_CASE(name)                                \
-  case UnaryOp::name:                                \
-    unary_bwd_t<UnaryOp::name, T>(saved, g, gi, s); \
-    break;
-    TG_FOR_EACH_UNARY_OP(TG_CASE)
-#undef TG_CASE
-  }
-}
-
 void unary_bwd_cpu(UnaryOp op, const Tensor& saved, const Tensor& g, const Tensor& gi, double s) {
-  TG_DISPATCH_FLOATING(gi.dtype(), unary_op_name(op), [&] { unary_bwd_switch<scalar_t>(op, saved, g, gi, s); });
+  TG_DISPATCH_FLOATING(gi.dtype(), unary_op_name(op), [&] {
+    with_op(op, [&](auto o) { unary_bwd_t<decltype(o)::value, scalar_t>(saved, g, gi, s); });
+  });
 }
 
 template <BinaryOp OP, typename T>
@@ -175,20 +155,10 @@ void binary_fwd_t(const Tensor& a, const Tensor& b, const Tensor& out) {
   map_cpu<T>(plan, {cptr<T>(a), cptr<T>(b)}, {mptr<T>(out)}, out.numel(), ew::BinaryFwd<OP, acc_t<T>>{});
 }
 
-template <typename T>
-void binary_fwd_switch(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  switch (op) {
-#define TG_CASE(name)                           \
-  case BinaryOp::name:                          \
-    binary_fwd_t<BinaryOp::name, T>(a, b, out); \
-    break;
-    TG_FOR_EACH_BINARY_OP(TG_CASE)
-#undef TG_CASE
-  }
-}
-
 void binary_fwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  TG_DISPATCH_FLOATING(out.dtype(), binary_op_name(op), [&] { binary_fwd_switch<scalar_t>(op, a, b, out); });
+  TG_DISPATCH_FLOATING(out.dtype(), binary_op_name(op), [&] {
+    with_op(op, [&](auto o) { binary_fwd_t<decltype(o)::value, scalar_t>(a, b, out); });
+  });
 }
 
 template <BinaryOp OP, typename T>
@@ -198,22 +168,11 @@ void binary_bwd_t(const Tensor& a, const Tensor& b, const Tensor& g, const Tenso
              ew::BinaryBwd<OP, acc_t<T>>{});
 }
 
-template <typename T>
-void binary_bwd_switch(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga,
-                       const Tensor& gb) {
-  switch (op) {
-#define TG_CASE(name)                                  \
-  case BinaryOp::name:                                 \
-    binary_bwd_t<BinaryOp::name, T>(a, b, g, ga, gb); \
-    break;
-    TG_FOR_EACH_BINARY_OP(TG_CASE)
-#undef TG_CASE
-  }
-}
-
 void binary_bwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga,
                     const Tensor& gb) {
-  TG_DISPATCH_FLOATING(g.dtype(), binary_op_name(op), [&] { binary_bwd_switch<scalar_t>(op, a, b, g, ga, gb); });
+  TG_DISPATCH_FLOATING(g.dtype(), binary_op_name(op), [&] {
+    with_op(op, [&](auto o) { binary_bwd_t<decltype(o)::value, scalar_t>(a, b, g, ga, gb); });
+  });
 }
 
 void sum_to_cpu(const Tensor& x, const Tensor& out) {
