@@ -45,15 +45,19 @@ struct LtPlan {
   cublasLtMatmulAlgo_t algo{};
 };
 
-// device, rows, cols, k, dtype, epilogue, tf32, alignment of the pointers (bytes)
-using LtKey = std::tuple<int, int, int, int, int, int, bool, int>;
+// device, rows, cols, k, lda, ldb, transposes, dtype, epilogue, compute type, alignment of
+// the pointers (bytes): everything a plan's layouts and algorithm depend on
+using LtKey = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int>;
 
-// The operation: D = op(A) op(B) with f32 accumulation, the epilogue and its vector.
-cublasLtMatmulDesc_t make_desc(DType dt, cublasOperation_t ta, cublasOperation_t tb, cublasLtEpilogue_t epi,
-                               void* vec) {
+// f32 accumulation; f32 operands on TF32 tensor cores when tg::allow_tf32() is set.
+cublasComputeType_t compute_type(DType dt) {
+  return dt == DType::f32 && tg::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
+// The operation: D = op(A) op(B) with the compute type, the epilogue and its vector.
+cublasLtMatmulDesc_t make_desc(DType dt, cublasComputeType_t compute, cublasOperation_t ta, cublasOperation_t tb,
+                               cublasLtEpilogue_t epi, void* vec) {
   cublasLtMatmulDesc_t desc = nullptr;
-  const cublasComputeType_t compute =
-      dt == DType::f32 && tg::allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t t = lt_dtype(dt);
   TG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
   TG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -76,12 +80,13 @@ int alignment(std::initializer_list<const void*> ptrs) {
 // Finds (or builds) the plan of D (rows × cols, ld rows) = op(A) · op(B) over k with the
 // epilogue, for pointers aligned to `align` bytes; nullopt when cuBLASLt offers no
 // algorithm for it.
-std::optional<LtPlan> plan_for(int device, DType dt, cublasOperation_t ta, cublasOperation_t tb, int rows, int cols,
-                               int k, int lda, int ldb, cublasLtEpilogue_t epi, int align) {
+std::optional<LtPlan> plan_for(int device, DType dt, cublasComputeType_t compute, cublasOperation_t ta,
+                               cublasOperation_t tb, int rows, int cols, int k, int lda, int ldb, cublasLtEpilogue_t epi,
+                               int align) {
   static std::mutex mu;
   static std::map<LtKey, std::optional<LtPlan>> plans;
-  const bool tf32 = dt == DType::f32 && tg::allow_tf32();
-  const LtKey key{device, rows, cols, k, static_cast<int>(dt), static_cast<int>(epi), tf32, align};
+  const LtKey key{device, rows, cols, k, lda, ldb, static_cast<int>(ta), static_cast<int>(tb), static_cast<int>(dt),
+                  static_cast<int>(epi), static_cast<int>(compute), align};
   std::lock_guard<std::mutex> lock(mu);
   if (auto it = plans.find(key); it != plans.end()) return it->second;
   const cudaDataType_t t = lt_dtype(dt);
@@ -98,7 +103,7 @@ std::optional<LtPlan> plan_for(int device, DType dt, cublasOperation_t ta, cubla
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     TG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al)));
-  cublasLtMatmulDesc_t desc = make_desc(dt, ta, tb, epi, nullptr);
+  cublasLtMatmulDesc_t desc = make_desc(dt, compute, ta, tb, epi, nullptr);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   auto lt = reinterpret_cast<cublasLtHandle_t>(tg::cuda::cublas_handle(device));
@@ -122,13 +127,14 @@ bool run(int device, DType dt, cublasOperation_t ta, cublasOperation_t tb, std::
   constexpr std::int64_t kMax = 0x7fffffff;
   if (rows <= 0 || cols <= 0 || k <= 0 || rows > kMax || cols > kMax || k > kMax) return false;
   const int align = alignment({A, B, D, vec});
-  const auto plan = plan_for(device, dt, ta, tb, static_cast<int>(rows), static_cast<int>(cols),
+  const cublasComputeType_t compute = compute_type(dt);
+  const auto plan = plan_for(device, dt, compute, ta, tb, static_cast<int>(rows), static_cast<int>(cols),
                              static_cast<int>(k), lda, ldb, epi, align);
   if (!plan) return false;
   tg::cuda::DeviceGuard guard(device);
   const cudaStream_t stream = tg::cuda::current_cuda_stream(device);
   Tensor ws = empty({static_cast<std::int64_t>(kWorkspace)}, {.dtype = DType::boolean, .device = Device::cuda(device)});
-  cublasLtMatmulDesc_t desc = make_desc(dt, ta, tb, epi, vec);
+  cublasLtMatmulDesc_t desc = make_desc(dt, compute, ta, tb, epi, vec);
   const float alpha = 1.0f, beta = 0.0f;
   auto lt = reinterpret_cast<cublasLtHandle_t>(tg::cuda::cublas_handle(device));
   const cublasStatus_t st = cublasLtMatmul(lt, desc, &alpha, A, plan->a, B, plan->b, &beta, D, plan->d, D, plan->d,
