@@ -59,6 +59,13 @@ struct TileList {
   const std::int32_t* entries = nullptr;
   int num_m = 0;  ///< query tiles per head
   int num_n = 0;  ///< key tiles per kv head
+
+  /// Of an entry of a key tile's list (kv head kv, `group` heads per kv head): the query
+  /// row bh (batch · head) and the first query i0 of the query tile of `rows` it names.
+  __device__ __forceinline__ int2 query_tile(int entry, int kv, int group, int rows) const {
+    const int x = entry >> kFlagBits;
+    return make_int2(kv * group + x / num_m, (x % num_m) * rows);
+  }
 };
 
 /// Whether key j is visible to query i of row bh (batch b) under the checks `flags` asks for

@@ -221,11 +221,10 @@ __device__ __forceinline__ void simt_bwd_kv_body(const SimtArgs& a, float* smem,
     float acc_v[kSimtMaxCols] = {0.f, 0.f, 0.f, 0.f};
     for (int e = e0; e < e1; ++e) {
       const int entry = a.cols.entries[e];
-      const int x = entry >> kFlagBits;
       const int flags = entry & ((1 << kFlagBits) - 1);
       const bool check = flags != 0 || p.elem_checks;
-      const int bh = kv * p.group + x / a.cols.num_m, b = bh / p.heads;
-      const int i0 = (x % a.cols.num_m) * kSimtTile;
+      const int2 qt = a.cols.query_tile(entry, kv, p.group, kSimtTile);
+      const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
       const std::int64_t row0 = static_cast<std::int64_t>(bh) * p.sq;
       for (int ic = 0; ic < kSimtTile; ic += 32) {
         const int i = i0 + ic + lane;

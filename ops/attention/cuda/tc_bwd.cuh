@@ -89,8 +89,8 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
   load_tile<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
   cp_async_commit();
   auto load_q = [&](int e, int stage) {
-    const int x = a.cols.entries[e] >> kFlagBits;
-    const int bh = kv * p.group + x / a.cols.num_m, i0 = (x % a.cols.num_m) * BM;
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
+    const int bh = qt.x, i0 = qt.y;
     const std::int64_t row = static_cast<std::int64_t>(bh) * p.sq + i0;
     load_tile<BM, D, NT>(sQ + stage * Cfg::kQBytes, a.q + row * D, p.sq - i0, tid);
     load_tile<BM, DV, NT>(sO + stage * Cfg::kOBytes, a.dout + row * DV, p.sq - i0, tid);
@@ -114,11 +114,10 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
     sync_cta();
 
     const int entry = a.cols.entries[e];
-    const int x = entry >> kFlagBits;
     const int flags = entry & ((1 << kFlagBits) - 1);
     const bool check = flags != 0 || p.elem_checks;
-    const int bh = kv * p.group + x / a.cols.num_m, b = bh / p.heads;
-    const int i0 = (x % a.cols.num_m) * BM;
+    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM);
+    const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
     const char* sQs = sQ + stage * Cfg::kQBytes;
     const char* sOs = sO + stage * Cfg::kOBytes;
     const float* sLs = sL + stage * BM;

@@ -79,8 +79,8 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
   cp_async_commit();
   auto load_q = [&](int e, int stage) {
-    const int x = a.cols.entries[e] >> kFlagBits;
-    const int bh = kv * p.group + x / a.cols.num_m, i0 = (x % a.cols.num_m) * BM;
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
+    const int bh = qt.x, i0 = qt.y;
     const std::int64_t row = static_cast<std::int64_t>(bh) * p.sq + i0;
     load_sw128<BM, D, NT>(sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes, a.q + row * D, p.sq - i0, tid);
     load_sw128<BM, DV, NT>(sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes, a.dout + row * DV, p.sq - i0, tid);
@@ -105,10 +105,9 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     sync_cta();
 
     const int entry = a.cols.entries[e];
-    const int x = entry >> kFlagBits;
     const int flags = entry & ((1 << kFlagBits) - 1);
-    const int bh = kv * p.group + x / a.cols.num_m, b = bh / p.heads;
-    const int i0 = (x % a.cols.num_m) * BM;
+    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM);
+    const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
     const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
     const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;
     const float* sLs = sL + stage * BM;
