@@ -257,70 +257,20 @@ __global__ void __launch_bounds__(kThreads)
 // loads in flight of row_sum), branches per unit on the arg-max update and does 64-bit
 // index arithmetic per load. This one keeps every lane branch-free and under 64
 // registers: units past the row's end load a neutral value instead of guarding the
-// consumer; the arg-max update is a select; 16-bit maxima are taken on pairs (max.NaN on
-// bf16x2 / f16x2, exact, so the same value as in f32); addresses are one wide multiply-add
-// off the row's base; the row's position is 32-bit. The host also widens the lane group
-// past one segment's units when rows are long (see lanes_per_row), so that a lane has all
-// loads of a typical row in flight in one round.
+// consumer; the arg-max update is a select; addresses are one wide multiply-add off the
+// row's base; the row's position is 32-bit. The host also widens the lane group past one
+// segment's units when rows are long (see lanes_per_row), so that a lane has all loads of
+// a typical row in flight in one round. (Sum and 16-bit variants measured slower and were
+// removed: the host runs this kernel for f32 row_max only.)
 constexpr int kLeanUnroll = 8;  // vector loads in flight per lane
-
-/// The nan-propagating maximum of the two 16-bit values in each half of a and b.
-template <typename T>
-__device__ __forceinline__ std::uint32_t max2_nan(std::uint32_t a, std::uint32_t b) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  std::uint32_t r;
-  if constexpr (std::is_same_v<T, half>) asm("max.NaN.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  else asm("max.NaN.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-#else
-  const float lo = gpu::nan_max_fast(gpu::to_f32<T>(a & 0xffffu), gpu::to_f32<T>(b & 0xffffu));
-  const float hi = gpu::nan_max_fast(gpu::to_f32<T>(a >> 16), gpu::to_f32<T>(b >> 16));
-  return gpu::pack2<T>(lo, hi);  // exact: both are values of T
-#endif
-}
 
 /// The nan-propagating maximum of the elements of p, in the accumulation type.
 template <typename T, int W>
 __device__ __forceinline__ acc_t<T> unit_max(const Pack<T, W>& p) {
-  if constexpr (kIs16<T> && W >= 4) {
-    const auto* w = reinterpret_cast<const std::uint32_t*>(&p.raw);
-    std::uint32_t c;
-    if constexpr (W == 16) c = max2_nan<T>(max2_nan<T>(w[0], w[1]), max2_nan<T>(w[2], w[3]));
-    else if constexpr (W == 8) c = max2_nan<T>(w[0], w[1]);
-    else c = w[0];
-    return gpu::nan_max_fast(gpu::to_f32<T>(static_cast<std::uint16_t>(c & 0xffffu)),
-                             gpu::to_f32<T>(static_cast<std::uint16_t>(c >> 16)));
-  } else {
-    acc_t<T> m = elem_acc<T, W>(p, 0);
+  acc_t<T> m = elem_acc<T, W>(p, 0);
 #pragma unroll
-    for (int t = 1; t < Pack<T, W>::kLen; ++t) m = gpu::nan_max_fast(m, elem_acc<T, W>(p, t));
-    return m;
-  }
-}
-
-/// The sum of the elements of p in the accumulation type, pairwise (a short dependency
-/// chain per unit).
-template <typename T, int W>
-__device__ __forceinline__ acc_t<T> unit_sum(const Pack<T, W>& p) {
-  constexpr int V = Pack<T, W>::kLen;
-  acc_t<T> v[V];
-  if constexpr (std::is_same_v<T, bfloat16> && W >= 4) {
-    const auto* w = reinterpret_cast<const std::uint32_t*>(&p.raw);
-#pragma unroll
-    for (int t = 0; t < W / 4; ++t) {
-      v[2 * t] = __uint_as_float(w[t] << 16);
-      v[2 * t + 1] = __uint_as_float(w[t] & 0xffff0000u);
-    }
-  } else {
-#pragma unroll
-    for (int t = 0; t < V; ++t) v[t] = elem_acc<T, W>(p, t);
-  }
-#pragma unroll
-  for (int step = 1; step < V; step *= 2) {
-#pragma unroll
-    for (int t = 0; t + step < V; t += 2 * step) v[t] += v[t + step];
-  }
-  return v[0];
+  for (int t = 1; t < Pack<T, W>::kLen; ++t) m = gpu::nan_max_fast(m, elem_acc<T, W>(p, t));
+  return m;
 }
 
 /// The pack at p when `pred`, else zeros, as one predicated load: a branch around each load
@@ -370,7 +320,7 @@ __device__ __forceinline__ void select_pack(bool take, Pack<T, W>& p, const Pack
 // lane gl of them reduces units gl, gl + 2^lg_g, ... of the row, a unit u lying in block
 // u >> lg_units of the row at unit u & (2^lg_units - 1) of its segment (2^lg_g may exceed
 // the units of a segment: then the lanes of a row span several blocks).
-template <typename T, int W, bool kMax>
+template <typename T, int W>
 __global__ void __launch_bounds__(kThreads, 4)
     row_reduce_lean_kernel(const T* __restrict__ x, const std::int64_t* __restrict__ row_off, std::int64_t rows,
                            int lg_bs, int lg_units, int lg_g, T* __restrict__ out, std::int64_t* __restrict__ index) {
@@ -393,65 +343,55 @@ __global__ void __launch_bounds__(kThreads, 4)
   const T* xr = x + (((k0 << lg_bs) + i) << lg_bs);  // row i of block k0
   auto at = [&](int u) { return xr + static_cast<std::int64_t>(u >> lg_units) * bs2 + (u & umask) * V; };
 
-  A s = 0;
-  A m = -static_cast<A>(INFINITY);  // max: the lane's maximum so far
-  int bu = -1;                      // max: the first of the lane's units holding it
-  P bp{};                           // max: that unit
+  A m = -static_cast<A>(INFINITY);  // the lane's maximum so far
+  int bu = -1;                      // the first of the lane's units holding it
+  P bp{};                           // that unit
   for (int u0 = gl; u0 < total; u0 += kLeanUnroll * g) {
     P p[kLeanUnroll];
-    // past the end: zeros, which add nothing and are never taken as the maximum below
+    // past the end: zeros, which are never taken as the maximum below
 #pragma unroll
     for (int q = 0; q < kLeanUnroll; ++q) p[q] = load_pack_if<T, W>(u0 + q * g < total, at(u0 + q * g));
 #pragma unroll
     for (int q = 0; q < kLeanUnroll; ++q) {
-      if constexpr (kMax) {
-        const int u = u0 + q * g;
-        const A um = unit_max<T, W>(p[q]);
-        // units come in increasing order: a later unit wins only with a larger value, or a
-        // nan over a number; the first unit is always taken
-        const bool take = (u < total) & ((bu < 0) | (!(um <= m) & (m == m)));
-        m = take ? um : m;
-        bu = take ? u : bu;
-        select_pack<T, W>(take, bp, p[q]);
-      } else {
-        s += unit_sum<T, W>(p[q]);
-      }
+      const int u = u0 + q * g;
+      const A um = unit_max<T, W>(p[q]);
+      // units come in increasing order: a later unit wins only with a larger value, or a
+      // nan over a number; the first unit is always taken
+      const bool take = (u < total) & ((bu < 0) | (!(um <= m) & (m == m)));
+      m = take ? um : m;
+      bu = take ? u : bu;
+      select_pack<T, W>(take, bp, p[q]);
     }
   }
 
-  if constexpr (kMax) {
-    int pos = -1;  // the position in the row (u * V + element) of the lane's first maximal element
-    if (bu >= 0) {  // the first element of the best unit equal to m (a nan when m is nan)
-      int hit = V - 1;
-      A hv = m;
+  int pos = -1;  // the position in the row (u * V + element) of the lane's first maximal element
+  if (bu >= 0) {  // the first element of the best unit equal to m (a nan when m is nan)
+    int hit = V - 1;
+    A hv = m;
 #pragma unroll
-      for (int t = V - 1; t >= 0; --t) {
-        const A v = elem_acc<T, W>(bp, t);
-        if (v == m || (v != v && m != m)) {
-          hit = t;
-          hv = v;  // +0 and -0 compare equal: report the element's own value
-        }
-      }
-      pos = bu * V + hit;
-      m = hv;
-    }
-    for (int off = g >> 1; off > 0; off >>= 1) {
-      const A om = __shfl_xor_sync(kFullMask, m, off);
-      const int op = __shfl_xor_sync(kFullMask, pos, off);
-      if (before(om, static_cast<std::int64_t>(op), m, static_cast<std::int64_t>(pos))) {
-        m = om;
-        pos = op;
+    for (int t = V - 1; t >= 0; --t) {
+      const A v = elem_acc<T, W>(bp, t);
+      if (v == m || (v != v && m != m)) {
+        hit = t;
+        hv = v;  // +0 and -0 compare equal: report the element's own value
       }
     }
-    if (gl == 0 && live) {
-      out[row] = static_cast<T>(m);
-      // pos = block (within the row) * bs + column, as u * V + t with bs / V units per segment
-      const std::int64_t flat = ((((k0 + (pos >> lg_bs)) << lg_bs) + i) << lg_bs) + (pos & ((1 << lg_bs) - 1));
-      index[row] = pos < 0 ? -1 : flat;
+    pos = bu * V + hit;
+    m = hv;
+  }
+  for (int off = g >> 1; off > 0; off >>= 1) {
+    const A om = __shfl_xor_sync(kFullMask, m, off);
+    const int op = __shfl_xor_sync(kFullMask, pos, off);
+    if (before(om, static_cast<std::int64_t>(op), m, static_cast<std::int64_t>(pos))) {
+      m = om;
+      pos = op;
     }
-  } else {
-    for (int off = g >> 1; off > 0; off >>= 1) s += __shfl_xor_sync(kFullMask, s, off);
-    if (gl == 0 && live) out[row] = static_cast<T>(s);
+  }
+  if (gl == 0 && live) {
+    out[row] = static_cast<T>(m);
+    // pos = block (within the row) * bs + column, as u * V + t with bs / V units per segment
+    const std::int64_t flat = ((((k0 + (pos >> lg_bs)) << lg_bs) + i) << lg_bs) + (pos & ((1 << lg_bs) - 1));
+    index[row] = pos < 0 ? -1 : flat;
   }
 }
 
@@ -491,7 +431,7 @@ void row_reduce_t(const Tensor& data, const Layout& l, RowReduce kind, const Ten
     constexpr int W = decltype(wc)::value;
     if constexpr (sizeof(T) == 4) {
       if (lean) {
-        row_reduce_lean_kernel<T, W, true><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
+        row_reduce_lean_kernel<T, W><<<grid, kThreads, 0, st>>>(x, row_off, rows, lg_bs, lg_units, lg_g,
                                                                       out.data<T>(), index.data<std::int64_t>());
         TG_CUDA_CHECK_LAST();
         return;
