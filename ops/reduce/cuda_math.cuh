@@ -137,6 +137,27 @@ __device__ __forceinline__ V block_allreduce(V v, Op op, V* smem) {
   return r;
 }
 
+/// Reduces v over the row's threads: a warp (WARP) or the whole 1-d block (see
+/// block_allreduce for smem).
+template <bool WARP, typename V, typename Op>
+__device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
+  if constexpr (WARP) return warp_allreduce(v, op);
+  else return block_allreduce(v, op, smem);
+}
+
+/// First row and row step of this warp (WARP: block = 32 x blockDim.y warps, a row each)
+/// or of this block (1-d block, a row per block), over a grid-stride loop of rows.
+template <bool WARP>
+__device__ __forceinline__ void row_range(std::int64_t& row, std::int64_t& step) {
+  if constexpr (WARP) {
+    row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+    step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  } else {
+    row = blockIdx.x;
+    step = gridDim.x;
+  }
+}
+
 // ---- vector memory access ----------------------------------------------------------------
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {

@@ -51,23 +51,8 @@ constexpr std::int64_t block_max_cols() {
 }
 constexpr int kOnlineThreads = 512;
 
-template <bool WARP, typename V, typename Op>
-__device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
-  if constexpr (WARP) return gpu::warp_allreduce(v, op);
-  else return gpu::block_allreduce(v, op, smem);
-}
-
-// Row and row step of this warp (WARP: block = 32 x kWarpRows) or block (1-d block).
-template <bool WARP>
-__device__ __forceinline__ void row_range(std::int64_t& row, std::int64_t& step) {
-  if constexpr (WARP) {
-    row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-    step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  } else {
-    row = blockIdx.x;
-    step = gridDim.x;
-  }
-}
+using gpu::row_allreduce;
+using gpu::row_range;
 
 // ---- register-resident rows -------------------------------------------------------------
 // Thread `tid` of the row's nt threads owns the VEC-wide chunks starting at

@@ -211,23 +211,8 @@ __device__ __forceinline__ Acc exp_sub_t(Acc a, Acc m) {
   else return gpu::exp_sub(a, m);
 }
 
-template <bool WARP, typename V, typename Op>
-__device__ __forceinline__ V row_allreduce(V v, Op op, V* smem) {
-  if constexpr (WARP) return gpu::warp_allreduce(v, op);
-  else return gpu::block_allreduce(v, op, smem);
-}
-
-// First row and row step of this warp (WARP: block = 32 x kWarpRows) or block (1-d).
-template <bool WARP>
-__device__ __forceinline__ void row_range(std::int64_t& row, std::int64_t& step) {
-  if constexpr (WARP) {
-    row = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-    step = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
-  } else {
-    row = blockIdx.x;
-    step = gridDim.x;
-  }
-}
+using gpu::row_allreduce;
+using gpu::row_range;
 
 // ---- register-resident rows --------------------------------------------------------------
 // Thread `tid` of the row's nt threads owns chunks c * nt + tid for c < P / VEC (a warp's
