@@ -511,9 +511,8 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
     const T* dyr = dy + row * D;
     const T* xr = x + row * D;
     const Acc mu = mean[row], rs = rstd[row];
-    Acc s1 = 0, s2 = 0;
-    for (std::int64_t j = threadIdx.x; j < nvec; j += blockDim.x) {
-      Acc d[VEC], v[VEC];
+    // d = dy * gamma and v = x at vector j (both passes read them again from L1 / L2)
+    auto load = [&](std::int64_t j, Acc(&d)[VEC], Acc(&v)[VEC]) {
       load_pack<T, VEC>(dyr + j * VEC, d);
       load_pack<T, VEC>(xr + j * VEC, v);
       if (gamma) {
@@ -522,6 +521,11 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
 #pragma unroll
         for (int k = 0; k < VEC; ++k) d[k] *= g[k];
       }
+    };
+    Acc s1 = 0, s2 = 0;
+    for (std::int64_t j = threadIdx.x; j < nvec; j += blockDim.x) {
+      Acc d[VEC], v[VEC];
+      load(j, d, v);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         s1 += d[k];
@@ -533,14 +537,7 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
     T* dxr = dx + row * D;
     for (std::int64_t j = threadIdx.x; j < nvec; j += blockDim.x) {
       Acc d[VEC], v[VEC];
-      load_pack<T, VEC>(dyr + j * VEC, d);
-      load_pack<T, VEC>(xr + j * VEC, v);
-      if (gamma) {
-        Acc g[VEC];
-        load_pack<T, VEC>(gamma + j * VEC, g);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) d[k] *= g[k];
-      }
+      load(j, d, v);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) v[k] = rs * (d[k] - m1 - (v[k] - mu) * rs * m2);
       store_pack<T, VEC>(dxr + j * VEC, v);
