@@ -262,7 +262,14 @@ struct TmaSchedule {
 
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, Device dev) {
   // Cut lists as the per-block schedule does: a few items per SM, never under 256 of k.
-  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kCtasPerSm;
+  // (12 and 32 items per SM measured slower than 4; fewer, which saves the workspace
+  // reduction at low densities, is open: TG_SPMM_TMA_ITEMS overrides the 4 to measure.)
+  static const std::int64_t per_sm = [] {
+    const char* v = std::getenv("TG_SPMM_TMA_ITEMS");
+    const long long n = v != nullptr ? std::atoll(v) : 0;
+    return n > 0 ? static_cast<std::int64_t>(n) : std::int64_t{kCtasPerSm};
+  }();
+  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * per_sm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   const std::int64_t whole = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max()).n_steps;
   const RowGroupSchedule r = row_group_schedule(p, g, std::max(min_chunk, (whole + target - 1) / target));
