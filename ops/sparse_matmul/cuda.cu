@@ -256,7 +256,7 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // the rest single (row_groups.h: pair_items).
 struct TmaSchedule {
   Tensor items, pairs, modes;  // i32 [n_single, 4], [n_pairs, 8], [n_pairs]
-  Tensor steps, outs, reduce;  // i32 [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
+  Tensor coords, outs, reduce;  // i32 [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
   std::int64_t g = 1, n_single = 0, n_pairs = 0, n_steps = 0, n_split = 0, n_slots = 0;
 };
 
@@ -271,8 +271,11 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   }();
   const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * per_sm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
-  const std::int64_t whole = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max()).n_steps;
-  const RowGroupSchedule r = row_group_schedule(p, g, std::max(min_chunk, (whole + target - 1) / target));
+  // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
+  // and it is the result itself unless some list is longer than the chunk.
+  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max());
+  const std::int64_t chunk = std::max(min_chunk, (r.n_steps + target - 1) / target);
+  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk);
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
   s->n_steps = r.n_steps;
@@ -308,7 +311,7 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
       coords[2 * q] = id < 0 ? -1 : static_cast<std::int32_t>((id / t.grid_cols) * t.bs);
       coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
     }
-    s->steps = to_device_i32(coords, 2 * (1 + g), dev);
+    s->coords = to_device_i32(coords, 2 * (1 + g), dev);
   }
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
@@ -343,7 +346,7 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   }
   Tensor ws;
   if (s->n_slots > 0) ws = empty({s->n_slots, p.bs, p.bs}, {.dtype = DType::f32, .device = dev});
-  args.coords = s->n_steps > 0 ? static_cast<const int2*>(s->steps.data_ptr()) : nullptr;
+  args.coords = s->n_steps > 0 ? static_cast<const int2*>(s->coords.data_ptr()) : nullptr;
   args.outs = s->outs.defined() ? static_cast<const int*>(s->outs.data_ptr()) : nullptr;
   args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   if (s->n_pairs > 0) {
