@@ -94,53 +94,6 @@ __device__ __forceinline__ void load_2d(std::uint32_t dst, const CUtensorMap* ma
 #endif
 }
 
-/// The same load, multicast: the box lands at the same shared offset `dst` in every CTA
-/// of the cluster named in `mask` (bit r: rank r), each of whose barrier at offset `bar`
-/// counts its bytes.
-__device__ __forceinline__ void load_2d_multicast(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0,
-                                                  int c1, std::uint16_t mask) {
-#if TG_TMA_ENABLED
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, "
-      "%4}], [%2], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "h"(mask)
-      : "memory");
-#else
-  __trap();
-#endif
-}
-
-/// This CTA's rank in its cluster.
-__device__ __forceinline__ std::uint32_t cluster_rank() {
-  std::uint32_t r = 0;
-#if TG_TMA_ENABLED
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-#endif
-  return r;
-}
-
-/// One arrival on the mbarrier at shared offset `bar` of the cluster's CTA `rank`
-/// (release at cluster scope: this thread's earlier reads of the stage are done).
-__device__ __forceinline__ void arrive_remote(std::uint32_t bar, std::uint32_t rank) {
-#if TG_TMA_ENABLED
-  asm volatile(
-      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
-      "r"(rank)
-      : "memory");
-#else
-  __trap();
-#endif
-}
-
-/// Barrier over every non-exited thread of the cluster (release / acquire: shared-memory
-/// writes before it, barrier inits included, are visible to the cluster after it).
-__device__ __forceinline__ void cluster_sync() {
-#if TG_TMA_ENABLED
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-#endif
-}
-
 /// Fetches the tensor map's descriptor into the cache ahead of the first load.
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
 #if TG_TMA_ENABLED

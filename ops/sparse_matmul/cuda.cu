@@ -18,7 +18,6 @@
 // kernel: 256 threads on a TILE x TILE output tile (TILE = min(bs, 64)), each thread
 // accumulating (TILE/16)^2 outputs in registers from k-slices staged in shared memory.
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -252,24 +251,19 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of g members.
-// Items in pairs (clusters of two CTAs sharing one operand's loads) where they can be,
-// the rest single (row_groups.h: pair_items).
 struct TmaSchedule {
-  Tensor items, pairs, modes;  // i32 [n_single, 4], [n_pairs, 8], [n_pairs]
-  Tensor coords, outs, reduce;  // i32 [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
-  std::int64_t g = 1, n_single = 0, n_pairs = 0, n_steps = 0, n_split = 0, n_slots = 0;
+  Tensor items, coords, outs, reduce;  // i32 [n_items, 4], [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
+  std::int64_t g = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
 };
 
+// The Hopper kernel's split target: about this many items per SM (2 measured best: 4 cut
+// every 16-pair list at density 0.1 in two, 0.141 vs 0.098 ms at block 128, and 1, 12 or
+// 32 were no faster anywhere).
+constexpr int kTmaItemsPerSm = 2;
+
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, Device dev) {
-  // Cut lists as the per-block schedule does: a few items per SM, never under 256 of k.
-  // (12 and 32 items per SM measured slower than 4; fewer, which saves the workspace
-  // reduction at low densities, is open: TG_SPMM_TMA_ITEMS overrides the 4 to measure.)
-  static const std::int64_t per_sm = [] {
-    const char* v = std::getenv("TG_SPMM_TMA_ITEMS");
-    const long long n = v != nullptr ? std::atoll(v) : 0;
-    return n > 0 ? static_cast<std::int64_t>(n) : std::int64_t{kCtasPerSm};
-  }();
-  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * per_sm;
+  // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k.
+  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
   // and it is the result itself unless some list is longer than the chunk.
@@ -281,24 +275,8 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->n_steps = r.n_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
-  // Clusters are opt-in until measured faster (TG_SPMM_TMA_CLUSTER=1: slower with k steps
-  // of 64); blocks of 64 one a tile run two item streams per CTA instead.
-  static const bool clusters = [] {
-    const char* v = std::getenv("TG_SPMM_TMA_CLUSTER");
-    return v != nullptr && std::string(v) == "1";
-  }();
-  ItemPairs ip;
-  if (!clusters || (p.bs == 64 && g == 1))
-    ip.single = r.items;
-  else
-    ip = pair_items(r);
-  s->n_pairs = ip.n_pairs();
-  s->n_single = ip.n_single();
-  if (s->n_single > 0) s->items = to_device_i32(ip.single, 4, dev);
-  if (s->n_pairs > 0) {
-    s->pairs = to_device_i32(ip.pairs, 8, dev);
-    s->modes = to_device_i32(ip.modes, 1, dev);
-  }
+  s->n_items = r.n_items;
+  if (s->n_items > 0) s->items = to_device_i32(r.items, 4, dev);
   if (r.n_groups > 0) s->outs = to_device_i32(r.outs, g + 1, dev);
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
@@ -349,15 +327,9 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   args.coords = s->n_steps > 0 ? static_cast<const int2*>(s->coords.data_ptr()) : nullptr;
   args.outs = s->outs.defined() ? static_cast<const int*>(s->outs.data_ptr()) : nullptr;
   args.ws = ws.defined() ? ws.data_ptr() : nullptr;
-  if (s->n_pairs > 0) {
-    KernelArgs pa = args;
-    pa.items = static_cast<const int4*>(s->pairs.data_ptr());
-    pa.modes = static_cast<const int*>(s->modes.data_ptr());
-    spmm::launch_wgmma_tma<T>(pa, static_cast<int>(s->n_pairs), static_cast<int>(s->g), true, stream);
-  }
-  if (s->n_single > 0) {
+  if (s->n_items > 0) {
     args.items = static_cast<const int4*>(s->items.data_ptr());
-    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_single), static_cast<int>(s->g), false, stream);
+    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), stream);
   }
   if (s->n_split > 0) launch_reduce<T, float>(s->reduce, s->n_split, ws, out, args, stream);
 }

@@ -35,7 +35,6 @@ struct KernelArgs {
       steps;  ///< grouped path: [n_steps, GM + GN]: a tile ids of the GM block-rows, b tile ids of the GN block-columns
   const int* outs;  ///< grouped path: [n_regions, GM * GN]: output tile ids, row-major (-1: not stored)
   const int2* coords;  ///< TMA path: [n_steps, 1 + G]: (row, column) origins of x / member y tiles (row -1: none)
-  const int* modes;    ///< TMA path in clusters: per item pair, the operand its items share (0: x, 1: y)
   const void* a;
   const void* b;
   void* c;
@@ -63,14 +62,13 @@ template <typename E>
 void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream);
 
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
-/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on n_units work units of a
-/// row-group schedule of g members (row_groups.h: args.items, args.coords, args.outs);
-/// `cluster`: units are item pairs run by clusters of two CTAs that share one operand's
-/// loads (args.modes; not for bs 64, g 1). E bf16 or half, (args.bs, g) one of (128, 1),
+/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the n_items items of a
+/// row-group schedule of g members (row_groups.h: args.items, args.coords, args.outs).
+/// E bf16 or half, (args.bs, g) one of (128, 1),
 /// (128, 2), (64, 1), (64, 4), operands 16-byte aligned with rows of a multiple of 8
 /// elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_units, int g, bool cluster, cudaStream_t stream);
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <unordered_map>
 
 namespace tg::ops {
 
@@ -55,55 +54,6 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
   s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
   s.n_slots = slots;
   return s;
-}
-
-ItemPairs pair_items(const RowGroupSchedule& s) {
-  ItemPairs out;
-  const auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
-  const std::int64_t w = 1 + s.g;
-  // The ids item u reads at step q: column 0 (x) or columns 1.. (the members' y).
-  auto same = [&](std::int64_t u, std::int64_t v, int mode) {
-    const std::int32_t* iu = &s.items[at(4 * u)];
-    const std::int32_t* iv = &s.items[at(4 * v)];
-    if (iu[2] - iu[1] != iv[2] - iv[1]) return false;
-    for (std::int32_t q = 0; q < iu[2] - iu[1]; ++q) {
-      const std::int32_t* ru = &s.steps[at((iu[1] + q) * w)];
-      const std::int32_t* rv = &s.steps[at((iv[1] + q) * w)];
-      if (mode == 0 ? ru[0] != rv[0] : !std::equal(ru + 1, ru + w, rv + 1)) return false;
-    }
-    return true;
-  };
-  auto key = [&](std::int64_t u, int mode) {
-    const std::int32_t* it = &s.items[at(4 * u)];
-    std::uint64_t h = 1469598103934665603ull ^ static_cast<std::uint64_t>(it[2] - it[1]);
-    for (std::int32_t q = it[1]; q < it[2]; ++q)
-      for (std::int64_t c = mode == 0 ? 0 : 1; c < (mode == 0 ? 1 : w); ++c)
-        h = (h ^ static_cast<std::uint32_t>(s.steps[at(q * w + c)])) * 1099511628211ull;
-    return h;
-  };
-  std::vector<char> paired(at(s.n_items), 0);
-  for (const int mode : {1, 0}) {
-    std::unordered_map<std::uint64_t, std::vector<std::int64_t>> open;  // unpaired items by key
-    for (std::int64_t u = 0; u < s.n_items; ++u) {
-      const std::int32_t* it = &s.items[at(4 * u)];
-      if (paired[at(u)] || it[2] == it[1]) continue;
-      std::vector<std::int64_t>& bucket = open[key(u, mode)];
-      const auto match = std::find_if(bucket.begin(), bucket.end(), [&](std::int64_t v) { return same(u, v, mode); });
-      if (match == bucket.end()) {
-        bucket.push_back(u);
-        continue;
-      }
-      const std::int64_t v = *match;
-      bucket.erase(match);
-      paired[at(u)] = paired[at(v)] = 1;
-      out.pairs.insert(out.pairs.end(), &s.items[at(4 * v)], &s.items[at(4 * v + 4)]);
-      out.pairs.insert(out.pairs.end(), it, it + 4);
-      out.modes.push_back(mode);
-    }
-  }
-  for (std::int64_t u = 0; u < s.n_items; ++u)
-    if (!paired[at(u)]) out.single.insert(out.single.end(), &s.items[at(4 * u)], &s.items[at(4 * u + 4)]);
-  return out;
 }
 
 }  // namespace tg::ops

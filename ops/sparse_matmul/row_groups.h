@@ -26,22 +26,6 @@ struct RowGroupSchedule {
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
 };
 
-/// The schedule's items paired for clusters of two CTAs that share one operand's loads:
-/// two items with the same step count whose steps read the same x tiles (mode 0) or the
-/// same y tiles for every member slot (mode 1). Pairs sharing y are formed first (y is the
-/// larger part of a wide tile), then x; items without a partner, or without steps, stay
-/// single.
-struct ItemPairs {
-  std::vector<std::int32_t> pairs;   ///< 8 per pair: its two items (4 values each, as in items)
-  std::vector<std::int32_t> modes;   ///< per pair: 0 shares x, 1 shares y
-  std::vector<std::int32_t> single;  ///< 4 per unpaired item
-  std::int64_t n_pairs() const { return static_cast<std::int64_t>(modes.size()); }
-  std::int64_t n_single() const { return static_cast<std::int64_t>(single.size()) / 4; }
-};
-
-/// Pairs the items of `s` (see ItemPairs), in the order their second items come.
-ItemPairs pair_items(const RowGroupSchedule& s);
-
 /// The groups of at most g (>= 1) tiles, in output-tile order; a pair list longer than
 /// `chunk` (>= 1) steps is cut into ceil(len / chunk) equal pieces, each with its own
 /// workspace slots.

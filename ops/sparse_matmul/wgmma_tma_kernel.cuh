@@ -14,18 +14,15 @@
 // Loads run up to STAGES steps ahead of the MMAs, across items too: while the consumers
 // store one tile, the next one's operands are already arriving.
 //
-// Tiles (CTA tile bs x G bs; k advances BK = 64 a step, or 32 with TG_SPMM_TMA_BK=32: twice
-// the stages at half the size, so that less of the ring is held by the MMAs; opt-in until
-// measured):
+// Tiles (CTA tile bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
+// stages measured 1.2-1.5x slower):
 //   bs 128: one ring, the consumers take 64 rows each, n = 128 G (G 1 or 2);
 //   bs 64, G 4: one ring, the consumers take two members (128 columns) each;
 //   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
 // A member slot without a tile (the last group of a row) is not loaded and not stored;
 // the products on its stale stage bytes land in accumulators nobody reads. The grid is
-// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. Opt-in
-// (TG_SPMM_TMA_CLUSTER=1, measured slower with k steps of 64): clusters of two CTAs on
-// item pairs that read the same x or the same y tiles, each CTA loading half of the
-// shared boxes, multicast to both.
+// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
+// of two CTAs multicasting the operand two items share measured 1.4-1.9x slower.)
 //
 // Layout. Every operand tile lives in the 128-byte-swizzled layout wgmma reads (and the
 // tensor maps write): lines of 128 bytes (64 elements), 8 lines to a 1024-byte atom, the
@@ -36,8 +33,7 @@
 // a column of 64 elements over the BK k-rows is 8 KiB, the next column following it (the
 // leading offset): transposed reads cost nothing, the instruction's transpose bit says
 // which layout it reads. Members' y tiles follow each other (bs x BK x 2 bytes apart), so
-// that G of them read as one n = G bs operand. With BK 32, K-major lines are 64 bytes
-// (64-byte swizzle, 512-byte atoms) and MN-major columns 4 KiB.
+// that G of them read as one n = G bs operand.
 // Include only from the per-dtype wgmma_<dtype>.cu files.
 #pragma once
 
@@ -48,8 +44,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -63,15 +57,15 @@
 
 namespace tg::ops::spmm::tma_wg {
 
-/// Which operand the two items of a cluster's work unit share (KernelArgs::modes).
-constexpr int kShareNone = -1, kShareA = 0, kShareB = 1;
+/// k step of every tile: one 128-byte swizzled line of 16-bit elements.
+constexpr int BK = 64;
 
 /// Descriptor of k16 slice j of a 64 x BK (or N x BK) operand tile at address s. K-major
-/// tiles have lines of BK elements (BK 64: 128 bytes, 128-byte swizzle, 1024-byte atoms;
-/// BK 32: 64 bytes, 64-byte swizzle, 512-byte atoms), slices 32 bytes apart inside each
-/// line. MN-major tiles have 128-byte lines (one k-row of 64 elements), 64-element columns
-/// of BK k-rows (BK x 128 bytes apart), slices 16 k-rows = 2 atoms of 1024 bytes apart.
-template <bool K_MAJOR, int BK>
+/// tiles have lines of BK elements (128 bytes, 128-byte swizzle, 1024-byte atoms), slices
+/// 32 bytes apart inside each line. MN-major tiles have 128-byte lines (one k-row of 64
+/// elements), 64-element columns of BK k-rows (BK x 128 bytes apart), slices 16 k-rows = 2
+/// atoms of 1024 bytes apart.
+template <bool K_MAJOR>
 __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
   if constexpr (K_MAJOR)
     return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, 8u * BK * 2u, BK * 2);
@@ -79,12 +73,10 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
     return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2048u, BK * 128u, 1024u);
 }
 
-/// Block size BS, G members per group (see the file comment for the three shapes), k step
-/// BK (64, or 32: stages half as large, twice as many).
-template <int BS_, int G_, int BK_>
+/// Block size BS, G members per group (see the file comment for the three shapes).
+template <int BS_, int G_>
 struct TmaCfg {
-  static constexpr int BS = BS_, G = G_, BK = BK_;
-  static_assert(BK == 32 || BK == 64, "k steps of 32 or 64");
+  static constexpr int BS = BS_, G = G_;
   static_assert((BS == 128 && (G == 1 || G == 2)) || (BS == 64 && (G == 1 || G == 4)), "tile shapes");
   static constexpr int kRings = BS == 64 && G == 1 ? 2 : 1;
   static constexpr bool kSplitRows = BS == 128;  ///< consumers split the rows (else the members)
@@ -105,101 +97,77 @@ struct TmaCfg {
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
 /// operand `map` at origin o, k offset kk, into shared address dst, in boxes of 32 lines
 /// (measured faster than whole-tile boxes): K-major box b holds rows 32b.. (lines of BK
-/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j. kShare: only
-/// the boxes of parity `rank` (in their order), multicast to both CTAs of the cluster (the
-/// other CTA loads the rest).
-template <int BS, int BK, bool K_MAJOR, bool kShare>
-__device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk,
-                                          int rank) {
+/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j.
+template <int BS, bool K_MAJOR>
+__device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
   constexpr int H = K_MAJOR ? 1 : BK / 32;  // boxes per 64-element column (MN-major)
 #pragma unroll
   for (int b = 0; b < (K_MAJOR ? BS / 32 : (BS / 64) * H); ++b) {
-    if (kShare && (b & 1) != rank) continue;
     const int j = b / H, h = b % H;
     const std::uint32_t d = K_MAJOR ? dst + b * (32u * BK * 2u) : dst + j * (BK * 128u) + h * 4096u;
     const int c0 = K_MAJOR ? o.y + kk : o.y + 64 * j;
     const int c1 = K_MAJOR ? o.x + 32 * b : o.x + kk + 32 * h;
-    if constexpr (kShare)
-      tma::load_2d_multicast(d, map, bar, c0, c1, 0x3);
-    else
-      tma::load_2d(d, map, bar, c0, c1);
+    tma::load_2d(d, map, bar, c0, c1);
   }
 }
 
-/// A producer's position in its ring's work: work unit w (of the CTA's share), k-step s
-/// of its nsteps; units without steps are skipped (their consumers only store zeros). A
-/// unit is an item, or with clusters a pair of items (this CTA's is items[2w + rank]).
-template <bool kCluster>
+/// A producer's position in its ring's work: item w (of the CTA's share), k-step s of its
+/// nsteps; items without steps are skipped (their consumers only store zeros).
 struct Cursor {
-  int w, s, nsteps, first, mode;  ///< first: the item's first row of the steps table
+  int w, s, nsteps, first;  ///< first: the item's first row of the steps table
   __device__ __forceinline__ bool valid(const KernelArgs& args) const { return w < args.n_items; }
-  __device__ __forceinline__ void settle(const KernelArgs& args, int stride, int rank) {
+  __device__ __forceinline__ void settle(const KernelArgs& args, int stride) {
     for (; w < args.n_items; w += stride) {
-      const int4 item = args.items[kCluster ? 2 * w + rank : w];
+      const int4 item = args.items[w];
       nsteps = (item.z - item.y) << args.lg_kpp;
       first = item.y;
       if (nsteps > 0) break;
     }
-    if (kCluster && w < args.n_items) mode = args.modes[w];
     s = 0;
   }
-  __device__ __forceinline__ void advance(const KernelArgs& args, int stride, int rank) {
+  __device__ __forceinline__ void advance(const KernelArgs& args, int stride) {
     if (++s == nsteps) {
       w += stride;
-      settle(args, stride, rank);
+      settle(args, stride);
     }
   }
 };
 
 /// What the TMA operations of one k-step need: the tile origins (row, column; row -1:
-/// no tile) of x and the G members' y, the k offset, and (clusters) which operand the
-/// pair shares. Fetched one producer iteration before its use, so that the load latency
-/// hides behind that iteration's waits.
-template <int G, int BK>
+/// no tile) of x and the G members' y, and the k offset. Fetched one producer iteration
+/// before its use, so that the load latency hides behind that iteration's waits.
+template <int G>
 struct StepBoxes {
   int2 o[1 + G];
-  int kk, mode;
-  template <bool kCluster>
-  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor<kCluster>& c) {
+  int kk;
+  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor& c) {
     const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + G);
 #pragma unroll
     for (int m = 0; m <= G; ++m) o[m] = row[m];
     kk = (c.s & ((1 << args.lg_kpp) - 1)) * BK;
-    mode = kCluster ? c.mode : kShareNone;
   }
 };
 
-/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar:
-/// every box of the operands this CTA does not share, its half of the shared one's.
-template <class C, bool TA, bool TB, bool kCluster>
-__device__ __forceinline__ void step_boxes(const StepBoxes<C::G, C::BK>& st, const CUtensorMap* map_a,
-                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar, int rank) {
+/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
+template <class C, bool TA, bool TB>
+__device__ __forceinline__ void step_boxes(const StepBoxes<C::G>& st, const CUtensorMap* map_a,
+                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
   std::uint32_t bytes = C::A_BYTES;
 #pragma unroll
   for (int m = 1; m <= C::G; ++m) bytes += st.o[m].x >= 0 ? C::B_MEMBER : 0;
-  tma::arrive_expect_tx(bar, bytes);  // the shared operand's two halves both land here
-  if (kCluster && st.mode == kShareA)
-    load_tile<C::BS, C::BK, !TA, true>(sa, map_a, bar, st.o[0], st.kk, rank);
-  else
-    load_tile<C::BS, C::BK, !TA, false>(sa, map_a, bar, st.o[0], st.kk, rank);
+  tma::arrive_expect_tx(bar, bytes);
+  load_tile<C::BS, !TA>(sa, map_a, bar, st.o[0], st.kk);
 #pragma unroll
   for (int m = 0; m < C::G; ++m) {
     if (st.o[1 + m].x < 0) continue;
-    const std::uint32_t d = sa + C::A_BYTES + m * C::B_MEMBER;
-    if (kCluster && st.mode == kShareB)
-      load_tile<C::BS, C::BK, TB, true>(d, map_b, bar, st.o[1 + m], st.kk, rank);
-    else
-      load_tile<C::BS, C::BK, TB, false>(d, map_b, bar, st.o[1 + m], st.kk, rank);
+    load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
   }
 }
 
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
 /// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
-/// piece count. kCluster: clusters of two CTAs, work unit w the item pair items[2w],
-/// items[2w + 1] (one per CTA, the same step count) that read the same x tiles
-/// (modes[w] = kShareA) or the same y tiles (kShareB), each CTA loading half of those
-/// boxes for both; a stage is refilled only once both CTAs' consumers have released it.
-template <class C, typename E, bool TA, bool TB, bool kCluster>
+/// piece count.
+template <class C, typename E, bool TA, bool TB>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                const __grid_constant__ CUtensorMap map_b) {
@@ -208,25 +176,20 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   __shared__ __align__(8) std::uint64_t bars[2 * C::kRings * C::STAGES];  // full, then empty
   const std::uint32_t base = (tma::smem_addr(tma_smem) + 1023u) & ~1023u;
   const int tid = static_cast<int>(threadIdx.x), wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-  const int rank = kCluster ? static_cast<int>(tma::cluster_rank()) : 0;
   auto full = [&](int ring, int s) { return tma::smem_addr(&bars[ring * C::STAGES + s]); };
   auto empty = [&](int ring, int s) { return tma::smem_addr(&bars[(C::kRings + ring) * C::STAGES + s]); };
   if (tid == 0) {
     for (int r = 0; r < C::kRings; ++r)
       for (int s = 0; s < C::STAGES; ++s) {
         tma::init(full(r, s), 1);
-        tma::init(empty(r, s), (kCluster ? 2 : 1) * C::kReleasers);
+        tma::init(empty(r, s), C::kReleasers);
       }
     tma::fence_init();
   }
-  if constexpr (kCluster)
-    tma::cluster_sync();  // the peer's barriers exist before any multicast or remote arrival
-  else
-    __syncthreads();
-  // Work units of this CTA (of its ring): first, first + stride, ...
-  const int units = kCluster ? static_cast<int>(gridDim.x) / 2 : static_cast<int>(gridDim.x);
-  const int first = (kCluster ? static_cast<int>(blockIdx.x) / 2 : static_cast<int>(blockIdx.x)) * C::kRings;
-  const int stride = units * C::kRings;
+  __syncthreads();
+  // Items of this CTA (of its ring): first, first + stride, ...
+  const int first = static_cast<int>(blockIdx.x) * C::kRings;
+  const int stride = static_cast<int>(gridDim.x) * C::kRings;
 
   if (wg == 2) {
     // Producer: lane 0 of warp 8 + ring.
@@ -234,27 +197,25 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       const int ring = warp;
       tma::prefetch_map(&map_a);
       tma::prefetch_map(&map_b);
-      Cursor<kCluster> ld{first + ring, 0, 0, 0, kShareNone};
-      ld.settle(args, stride, rank);
-      StepBoxes<C::G, C::BK> next_ld{};
+      Cursor ld{first + ring, 0, 0, 0};
+      ld.settle(args, stride);
+      StepBoxes<C::G> next_ld{};
       if (ld.valid(args)) next_ld.fetch(args, ld);
       int stage = 0;
       std::uint32_t phase = 0;
       while (ld.valid(args)) {
-        const StepBoxes<C::G, C::BK> cur = next_ld;
-        ld.advance(args, stride, rank);
+        const StepBoxes<C::G> cur = next_ld;
+        ld.advance(args, stride);
         if (ld.valid(args)) next_ld.fetch(args, ld);
         tma::wait(empty(ring, stage), phase ^ 1u);
         const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-        step_boxes<C, TA, TB, kCluster>(cur, &map_a, &map_b, sa, full(ring, stage), rank);
+        step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage));
         if (++stage == C::STAGES) {
           stage = 0;
           phase ^= 1u;
         }
       }
     }
-    // The peer may still multicast into this CTA's stages and arrive on its barriers.
-    if constexpr (kCluster) tma::cluster_sync();
     return;
   }
 
@@ -268,32 +229,26 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   int stage = 0;
   std::uint32_t phase = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
-    const int4 item = args.items[kCluster ? 2 * w + rank : w];
+    const int4 item = args.items[w];
     const int nsteps = (item.z - item.y) << args.lg_kpp;
     float acc[C::NC / 2];
 #pragma unroll
     for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
     int prev = -1;
-    // Releases a stage: to this CTA's producer and, with clusters, the peer's (whose
-    // multicast writes into this CTA's copy of the stage).
     auto release = [&](int st) {
-      if (lane == 0) {
-        tma::arrive(empty(ring, st));
-        if constexpr (kCluster) tma::arrive_remote(empty(ring, st), static_cast<std::uint32_t>(rank ^ 1));
-      }
+      if (lane == 0) tma::arrive(empty(ring, st));
     };
     for (int s = 0; s < nsteps; ++s) {
       tma::wait(full(ring, stage), phase);
       // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
       // (K-major) or the second 64-element column (MN-major); members are B_MEMBER apart.
       const std::uint32_t st = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * (C::BK * 2u);
+      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * (BK * 2u);
       const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
       ops::wg::fence();
 #pragma unroll
-      for (int j = 0; j < C::BK / 16; ++j)
-        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA, C::BK>(sa, j),
-                                                           slice_desc<TB, C::BK>(sb, j));
+      for (int j = 0; j < BK / 16; ++j)
+        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
       ops::wg::commit();
       // The previous step's group has completed once at most this one is pending: its
       // stage can be refilled.
@@ -340,25 +295,22 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       }
     }
   }
-  if constexpr (kCluster) tma::cluster_sync();
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
 }
 
-/// The tensor map of an operand stored as rows of ld elements, read in boxes of 32 rows:
-/// of BK elements when the tile is K-major (64-byte swizzle for BK 32), else of 64.
-template <class C, typename E>
-CUtensorMap operand_map(const void* p, long long rows, long long ld, bool k_major) {
-  const std::uint32_t cols = k_major ? C::BK : 64;
+/// The tensor map of an operand stored as rows of ld elements, read in boxes of 32 rows
+/// of 64 elements (128-byte swizzle).
+template <typename E>
+CUtensorMap operand_map(const void* p, long long rows, long long ld) {
   return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows),
-                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), cols, 32,
-                                       static_cast<int>(cols) * 2);
+                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, 32, 128);
 }
 
-template <class C, typename E, bool TA, bool TB, bool kCluster>
-void tma_launch_cfg(const KernelArgs& args, int n_units, cudaStream_t stream) {
-  auto* kernel = &tma_kernel<C, E, TA, TB, kCluster>;
+template <class C, typename E, bool TA, bool TB>
+void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
+  auto* kernel = &tma_kernel<C, E, TA, TB>;
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
   TG_CUDA_CHECK(cudaGetDevice(&dev));
@@ -370,96 +322,45 @@ void tma_launch_cfg(const KernelArgs& args, int n_units, cudaStream_t stream) {
   KernelArgs a = args;
   a.nsub = 1;
   a.lg_kpp = 0;
-  while ((C::BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
-  a.n_items = n_units;
-  const CUtensorMap ma = operand_map<C, E>(args.a, args.rows_a, args.lda, !TA);
-  const CUtensorMap mb = operand_map<C, E>(args.b, args.rows_b, args.ldb, TB);
-  const int sms = tg::cuda::multiprocessor_count(dev);
-  const int per_cta = (n_units + C::kRings - 1) / C::kRings;
-  if constexpr (kCluster) {
-    cudaLaunchConfig_t cfg{};
-    cfg.blockDim = dim3(C::kThreads);
-    cfg.dynamicSmemBytes = C::SMEM;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 2;
-    attr.val.clusterDim.y = 1;
-    attr.val.clusterDim.z = 1;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    // A persistent grid must be resident at once: pairs of SMs of one GPC, fewer than
-    // SMs / 2 where a GPC has an odd count (a larger grid would run its last clusters
-    // in a second wave, after everything else).
-    static std::array<std::atomic<int>, 64> resident{};
-    auto& fit = resident[static_cast<std::size_t>(dev & 63)];
-    int clusters = fit.load(std::memory_order_acquire);
-    if (clusters == 0) {
-      cfg.gridDim = dim3(static_cast<unsigned>(2 * (sms / 2)));
-      TG_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
-      clusters = std::max(1, clusters);
-      fit.store(clusters, std::memory_order_release);
-    }
-    cfg.gridDim = dim3(static_cast<unsigned>(2 * std::max(1, std::min(per_cta, clusters))));
-    TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, ma, mb));
-  } else {
-    const int grid = std::max(1, std::min(per_cta, sms));
-    kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
-    TG_CUDA_CHECK(cudaGetLastError());
-  }
-}
-
-template <class C, typename E, bool kCluster>
-void tma_launch_trans(const KernelArgs& args, int n_units, cudaStream_t stream) {
-  if (!args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, false, false, kCluster>(args, n_units, stream);
-  else if (args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, true, false, kCluster>(args, n_units, stream);
-  else if (!args.trans_a)
-    tma_launch_cfg<C, E, false, true, kCluster>(args, n_units, stream);
-  else
-    tma_launch_cfg<C, E, true, true, kCluster>(args, n_units, stream);
+  while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
+  a.n_items = n_items;
+  const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
+  const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
+  const int per_cta = (n_items + C::kRings - 1) / C::kRings;
+  const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
+  kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
+  TG_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class C, typename E>
-void tma_launch_cluster(const KernelArgs& args, int n_units, bool cluster, cudaStream_t stream) {
-  if (cluster)
-    tma_launch_trans<C, E, true>(args, n_units, stream);
+void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
+  if (!args.trans_a && !args.trans_b)
+    tma_launch_cfg<C, E, false, false>(args, n_items, stream);
+  else if (args.trans_a && !args.trans_b)
+    tma_launch_cfg<C, E, true, false>(args, n_items, stream);
+  else if (!args.trans_a)
+    tma_launch_cfg<C, E, false, true>(args, n_items, stream);
   else
-    tma_launch_trans<C, E, false>(args, n_units, stream);
+    tma_launch_cfg<C, E, true, true>(args, n_items, stream);
 }
 
 }  // namespace tg::ops::spmm::tma_wg
 
 namespace tg::ops::spmm {
 
-template <int BK, typename E>
-void launch_tma_bk(const KernelArgs& args, int n_units, int g, bool cluster, cudaStream_t stream) {
-  if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<128, 1, BK>, E>(args, n_units, cluster, stream);
-  else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<128, 2, BK>, E>(args, n_units, cluster, stream);
-  else if (args.bs == 64 && g == 1 && !cluster)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1, BK>, E, false>(args, n_units, stream);
-  else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch_cluster<tma_wg::TmaCfg<64, 4, BK>, E>(args, n_units, cluster, stream);
-  else
-    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g,
-             cluster ? " in clusters" : "");
-}
-
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_units, int g, bool cluster, cudaStream_t stream) {
-  if (n_units == 0) return;
-  // k steps of 32 (more, smaller stages) are opt-in until measured (TG_SPMM_TMA_BK=32).
-  static const bool bk32 = [] {
-    const char* v = std::getenv("TG_SPMM_TMA_BK");
-    return v != nullptr && std::string(v) == "32";
-  }();
-  if (bk32)
-    launch_tma_bk<32, E>(args, n_units, g, cluster, stream);
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
+  if (n_items == 0) return;
+  if (args.bs == 128 && g == 1)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
+  else if (args.bs == 128 && g == 2)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 1)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 4)
+    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
   else
-    launch_tma_bk<64, E>(args, n_units, g, cluster, stream);
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g);
 }
 
 }  // namespace tg::ops::spmm

@@ -8,7 +8,6 @@
 #include <limits>
 #include <string>
 #include <utility>
-#include <set>
 #include <vector>
 
 #include "ops/sparse_matmul/kernels.h"
@@ -493,60 +492,6 @@ TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split piec
   }
   REQUIRE(grouped_some);  // the cases do exercise groups of several tiles and split pieces
   REQUIRE(split_some);
-}
-
-TEST_CASE("sparse matmul: item pairs share what they claim and cover every item once", "[ops][sparse_matmul]") {
-  // The pairing of the (opt-in) cluster launch, on the host: pairs have equal step counts
-  // and read the same x tiles (mode 0) or the same y tiles of every member (mode 1) at
-  // every step; paired and single items together are exactly the schedule's items.
-  const std::int64_t bs = 16;
-  std::uint64_t seed = 7500;
-  std::vector<Problem> ps = {problem(2, 5, 6, 3, bs, 0.5, 0.6, 0.5, seed), problem(2, 4, 9, 7, bs, 1.0, 1.0, 1.0, seed + 5),
-                             problem(2, 7, 4, 6, bs, 0.2, 0.3, 0.25, seed + 10)};
-  for (const Problem& pr : problems(bs, seed + 20)) ps.push_back(pr);
-  std::int64_t shared[2] = {0, 0};
-  for (const Problem& p : ps) {
-    for (const Mode& m : kModes) {
-      const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
-      const ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
-      const ops::OperandDesc c{m.out_sparse ? p.lo : Layout(), p.B(), p.M(), p.N(), false};
-      const auto plan = ops::matmul_plan(a, b, c, bs);
-      for (auto [g, chunk] : {std::pair<std::int64_t, std::int64_t>{1, 1000}, {2, 1000}, {4, 3}}) {
-        INFO(m.name << " " << describe(p) << " g " << g << " chunk " << chunk);
-        const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk);
-        const ops::ItemPairs ip = ops::pair_items(r);
-        REQUIRE(ip.pairs.size() == at(8 * ip.n_pairs()));
-        REQUIRE(2 * ip.n_pairs() + ip.n_single() == r.n_items);
-        std::multiset<std::vector<std::int32_t>> want, got;
-        for (std::int64_t t = 0; t < r.n_items; ++t) want.insert({r.items.begin() + 4 * t, r.items.begin() + 4 * t + 4});
-        for (std::int64_t t = 0; t < ip.n_single(); ++t)
-          got.insert({ip.single.begin() + 4 * t, ip.single.begin() + 4 * t + 4});
-        for (std::int64_t q = 0; q < ip.n_pairs(); ++q) {
-          const std::int32_t* u = &ip.pairs[at(8 * q)];
-          const std::int32_t* v = u + 4;
-          got.insert({u, u + 4});
-          got.insert({v, v + 4});
-          REQUIRE(u[2] - u[1] == v[2] - v[1]);
-          REQUIRE(u[2] > u[1]);
-          const int mode = ip.modes[at(q)];
-          REQUIRE((mode == 0 || mode == 1));
-          ++shared[mode];
-          for (std::int32_t st = 0; st < u[2] - u[1]; ++st) {
-            const std::int32_t* ru = &r.steps[at((u[1] + st) * (1 + g))];
-            const std::int32_t* rv = &r.steps[at((v[1] + st) * (1 + g))];
-            if (mode == 0) {
-              REQUIRE(ru[0] == rv[0]);
-            } else {
-              for (std::int64_t mm = 1; mm <= g; ++mm) REQUIRE(ru[mm] == rv[mm]);
-            }
-          }
-        }
-        REQUIRE(got == want);
-      }
-    }
-  }
-  REQUIRE(shared[0] > 0);  // both kinds of pairs occur in these cases
-  REQUIRE(shared[1] > 0);
 }
 
 TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
