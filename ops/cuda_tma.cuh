@@ -94,6 +94,70 @@ __device__ __forceinline__ void load_2d(std::uint32_t dst, const CUtensorMap* ma
 #endif
 }
 
+/// The same for a 3-d tensor map: the box at element coordinates (c0 innermost, c1, c2).
+__device__ __forceinline__ void load_3d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0, int c1,
+                                        int c2) {
+#if TG_TMA_ENABLED
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::"r"(
+          dst),
+      "l"(reinterpret_cast<std::uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+/// Starts copying `bytes` (a multiple of 16) contiguous bytes from global `src` into shared
+/// address `dst` (both 16-byte aligned); the bytes count down `bar`.
+__device__ __forceinline__ void load_bulk(std::uint32_t dst, const void* src, std::uint32_t bytes, std::uint32_t bar) {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+               "l"(reinterpret_cast<std::uint64_t>(src)), "r"(bytes), "r"(bar)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+/// Starts adding `bytes` (a multiple of 16) of f32 values at shared address `src` to global
+/// `dst` element-wise (atomically per element; both 16-byte aligned), in this thread's
+/// current bulk group. The source must have been written before a fence_proxy_async();
+/// commit the group and wait for it (bulk_wait_read) before writing the source again.
+__device__ __forceinline__ void reduce_add_bulk_f32(float* dst, std::uint32_t src, std::uint32_t bytes) {
+#if TG_TMA_ENABLED
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(dst)),
+               "r"(src), "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+/// Closes this thread's current bulk group (the reductions started since the last one).
+__device__ __forceinline__ void bulk_commit() {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+/// Waits until at most N of this thread's bulk groups still read their shared sources.
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+/// Waits until at most N of this thread's bulk groups are incomplete (their writes done).
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 /// Fetches the tensor map's descriptor into the cache ahead of the first load.
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
 #if TG_TMA_ENABLED

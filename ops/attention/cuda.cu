@@ -40,7 +40,7 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64, key tiles
 // of BN.
 template <typename T, bool kGeneral, int BN>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
 void launch_bwd_kv_narrow(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
@@ -65,8 +65,9 @@ __global__ void __launch_bounds__(kSimtThreads) simt_bwd_kv_kernel(const __grid_
 template <typename T>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
-                 int dv) {
-  delta_body(o, dout, delta, rows, dv, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x));
+                 int dv, const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad) {
+  delta_body(o, dout, delta, rows, dv, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed, sq,
+             sq_pad);
 }
 
 template <typename T>
@@ -338,14 +339,19 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const Tensor dqa = aligned_output(dq), dka = aligned_output(dk), dva = aligned_output(dv);
   const Tensor dba = aligned_output(dbias);
 
-  // D = rowsum(dO ⊙ o)
+  // D = rowsum(dO ⊙ o); for the Hopper kv pass also (lse, D) packed in whole query tiles
   const std::int64_t rows = p.bhq * p.sq;
   Tensor delta = empty({p.bhq, p.sq}, {.dtype = DType::f32, .device = dev});
+  const bool wgmma_kv = !simt && use_wgmma_bwd(p, dev.index);
+  const std::int64_t sq_pad = (p.sq + 63) / 64 * 64;
+  Tensor ld;
+  if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
   const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
-    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
-                                                        static_cast<int>(p.dv));
+    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(
+        cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows, static_cast<int>(p.dv), cptr<float>(lse),
+        ld.defined() ? static_cast<float2*>(ld.data_ptr()) : nullptr, static_cast<int>(p.sq), static_cast<int>(sq_pad));
     TG_CUDA_CHECK_LAST();
   };
   if (q.dtype() == DType::f32) run_delta(float{});
@@ -377,7 +383,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     TG_CUDA_CHECK_LAST();
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
-    const bool wgmma_kv = use_wgmma_bwd(p, dev.index);
     const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
     bool narrow = false;
@@ -414,12 +419,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.atomic_dq = atomic;
       if (wgmma_kv) {
         note_wgmma_bwd_launch();
+        const auto* ldp = static_cast<const float2*>(ld.data_ptr());
+        const int pad = static_cast<int>(sq_pad);
         if (narrow)
           (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBNNarrow>
-                   : launch_bwd_kv_wgmma<T, false, kBwdKvBNNarrow>)(a, kv_work->col_items, st);
+                   : launch_bwd_kv_wgmma<T, false, kBwdKvBNNarrow>)(a, ldp, pad, kv_work->col_items, st);
         else
           (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBN> : launch_bwd_kv_wgmma<T, false, kBwdKvBN>)(
-              a, kv_work->col_items, st);
+              a, ldp, pad, kv_work->col_items, st);
       } else {
         with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
           constexpr int d = decltype(D)::value, dv = decltype(DV)::value;

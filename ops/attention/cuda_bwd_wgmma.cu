@@ -1,23 +1,36 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64, with and without the general transform,
 // key tiles of 128 and 64. Built for sm_90a on top of the library's targets (CMakeLists.txt).
+#include <type_traits>
+
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_bwd.cuh"
+#include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
 template <typename T, bool kGeneral, int BN>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
   using Cfg = WgBwdConfig<BN>;
   auto* kernel = wg_bwd_kv_kernel<T, kGeneral, BN>;
   allow_smem(kernel, Cfg::kSmem);
-  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  WgBwdArgs<T> w;
+  w.a = a;
+  constexpr bool bf16 = std::is_same_v<T, bfloat16>;
+  const auto planes = static_cast<std::uint64_t>(a.p.bhq), rows = static_cast<std::uint64_t>(a.p.sq);
+  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, planes, rows, Cfg::D, Cfg::D, Cfg::BM);
+  w.map_do = tg::cuda::tensor_map_3d_16bit(a.dout, bf16, planes, rows, Cfg::DV, Cfg::DV, Cfg::BM);
+  w.ld = ld;
+  w.sq_pad = sq_pad;
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD(T, G)                                                                                  \
-  template void launch_bwd_kv_wgmma<T, G, kBwdKvBN>(const BwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_bwd_kv_wgmma<T, G, kBwdKvBNNarrow>(const BwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_BWD(T, G)                                                                                    \
+  template void launch_bwd_kv_wgmma<T, G, kBwdKvBN>(const BwdArgs<T>&, const float2*, int, std::int64_t,   \
+                                                    cudaStream_t);                                          \
+  template void launch_bwd_kv_wgmma<T, G, kBwdKvBNNarrow>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
+                                                          cudaStream_t);
 TG_WG_BWD(bfloat16, false)
 TG_WG_BWD(bfloat16, true)
 TG_WG_BWD(half, false)

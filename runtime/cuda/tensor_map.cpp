@@ -24,6 +24,24 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
+// Encodes a rank-`rank` map of 16-bit elements: dims / box innermost first, strides in
+// bytes of dims 1.. (the innermost stride is the element).
+CUtensorMap encode_16bit(const void* base, bool bf16, int rank, const cuuint64_t* dims, const cuuint64_t* strides,
+                         const cuuint32_t* box, int swizzle_bytes) {
+  CUtensorMap map{};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  const CUresult r = encode_fn()(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                                 static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides, box,
+                                 elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                 swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    TG_THROW(DeviceError, "TMA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ") for a rank-", rank,
+             " map of ", dims[rank - 1], " x ... x ", dims[0], ", box ", box[0], " x ", box[1]);
+  }
+  return map;
+}
+
 }  // namespace
 
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
@@ -33,20 +51,22 @@ CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows,
       box_cols * 2 > static_cast<std::uint32_t>(swizzle_bytes) || box_rows > 256 || cols > ld)
     TG_THROW(DeviceError, "TMA: internal error: unsupported matrix (", rows, " x ", cols, ", ld ", ld, ", box ", box_cols,
              " x ", box_rows, ")");
-  CUtensorMap map{};
   const cuuint64_t dims[2] = {cols, rows};
-  const cuuint64_t strides[1] = {ld * 2};  // bytes between rows; the innermost stride is the element
+  const cuuint64_t strides[1] = {ld * 2};
   const cuuint32_t box[2] = {box_cols, box_rows};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = encode_fn()(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2,
-                                 const_cast<void*>(base), dims, strides, box, elem_strides,
-                                 CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                 swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS)
-    TG_THROW(DeviceError, "TMA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ") for ", rows, " x ",
-             cols, ", ld ", ld, ", box ", box_cols, " x ", box_rows);
-  return map;
+  return encode_16bit(base, bf16, 2, dims, strides, box, swizzle_bytes);
+}
+
+CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
+                                std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows) {
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (cols * 2) % 16 != 0 || planes >= (1ull << 31) ||
+      rows >= (1ull << 31) || cols >= (1ull << 31) || box_cols > 64 || box_rows > 256)
+    TG_THROW(DeviceError, "TMA: internal error: unsupported tensor (", planes, " x ", rows, " x ", cols, ", box ",
+             box_cols, " x ", box_rows, ")");
+  const cuuint64_t dims[3] = {cols, rows, planes};
+  const cuuint64_t strides[2] = {cols * 2, rows * cols * 2};
+  const cuuint32_t box[3] = {box_cols, box_rows, 1};
+  return encode_16bit(base, bf16, 3, dims, strides, box, 128);
 }
 
 }  // namespace tg::cuda

@@ -18,4 +18,13 @@ namespace tg::cuda {
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
                                 std::uint32_t box_cols, std::uint32_t box_rows, int swizzle_bytes = 128);
 
+/// The tensor map of `planes` row-major matrices of `rows` x `cols` 16-bit elements stored
+/// one after the other (plane p at base + p * rows * cols), read in boxes of `box_cols` x
+/// `box_rows` of one plane with 128-byte swizzling (box_cols at most 64). Rows past `rows`
+/// of a plane read as zeros, not as the next plane's. Requirements (checked): base 16-byte
+/// aligned, cols * 2 a multiple of 16, every extent below 2^31. Throws tg::DeviceError as
+/// tensor_map_2d_16bit.
+CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
+                                std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows);
+
 }  // namespace tg::cuda

@@ -11,10 +11,12 @@ namespace tg::ops::attn {
 
 constexpr int kAuxThreads = 256;
 
-/// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row.
+/// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row. With `packed` (the
+/// Hopper kv pass's table, rows of sq_pad), also packed[bh · sq_pad + i] = (lse of the row
+/// in log2 units, +inf for -inf, delta) for row = bh · sq + i.
 template <typename T>
 __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* delta, std::int64_t rows, int dv, int tid,
-                                           int block) {
+                                           int block, const float* lse, float2* packed, int sq, int sq_pad) {
   const std::int64_t row = static_cast<std::int64_t>(block) * (kAuxThreads / 32) + (tid >> 5);
   if (row >= rows) return;  // whole warps leave together
   const int lane = tid & 31;
@@ -22,7 +24,13 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
   for (int c = lane; c < dv; c += 32) s += static_cast<float>(o[row * dv + c]) * static_cast<float>(dout[row * dv + c]);
 #pragma unroll
   for (int m = 16; m > 0; m >>= 1) s += shfl_xor(s, m);
-  if (lane == 0) delta[row] = s;
+  if (lane == 0) {
+    delta[row] = s;
+    if (packed != nullptr) {
+      const float l = lse[row];
+      packed[(row / sq) * sq_pad + row % sq] = make_float2(l == -INFINITY ? INFINITY : l * 1.4426950408889634f, s);
+    }
+  }
 }
 
 /// dq[x] = scale · acc[x] rounded to T.

@@ -5,9 +5,8 @@
 // (tc_bwd.cuh), with warpgroup MMAs.
 //
 // One CTA per (kv row, key tile of BN = 128, or 64 for patterns sparse at 64-key
-// granularity): BN / 64 warpgroups of 64 keys each, K and V resident
-// in shared memory, dK and dV in registers. Per query tile of 64 (Q, dO, lse and D in two
-// cp.async stages, the next tile in flight), each warpgroup computes, keys as rows:
+// granularity): BN / 64 warpgroups of 64 keys each, K and V resident in shared memory, dK
+// and dV in registers. Per query tile of 64, each warpgroup computes, keys as rows:
 //   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major), issued
 //   dPᵀ = V dOᵀ           together with this one (V and dO K-major)
 //   Pᵀ  = 2^(Sᵀ·scale·log2 e - lse), masked as the forward
@@ -16,10 +15,18 @@
 //   dSᵀ = Pᵀ ⊙ (dPᵀ - D)
 //   dK += dSᵀ Q           dSᵀ from registers, Q N-major
 //   dQ += dS K            dSᵀ through shared memory, read M-major (transposed) as A, K
-//                         N-major; each warpgroup adds its 64 keys' share to the f32
-//                         workspace with atomics
+//                         N-major; each warpgroup's share goes through shared memory to
+//                         the f32 workspace as bulk reductions (one 256-byte row each)
 // dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
+//
+// Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
+// from the packed table the delta pass writes) arrive in STAGES stages guarded by
+// mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
+// one's softmax work overlaps the other's MMAs. A stage is refilled by whichever
+// warpgroup releases it last (a shared counter decides), with the tile STAGES steps on.
 #pragma once
+
+#include <cuda.h>
 
 #include <cmath>
 #include <cstdint>
@@ -30,37 +37,65 @@
 #include "ops/attention/cuda/tc_bwd.cuh"
 #include "ops/attention/cuda/tile.cuh"
 #include "ops/attention/cuda/wg_tile.cuh"
+#include "ops/cuda_tma.cuh"
 #include "ops/cuda_wgmma.cuh"
 
 namespace tg::ops::attn {
 
+/// The Hopper kv pass's arguments: the common ones plus what its loads need.
+template <typename T>
+struct WgBwdArgs {
+  BwdArgs<T> a;
+  CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][64], boxes of 64 x 64 (128-byte swizzle)
+  const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
+  int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
+};
+
 template <int BN_>
 struct WgBwdConfig {
-  static constexpr int D = 64, DV = 64, BM = 64, BN = BN_, kThreads = 2 * BN_;
+  static constexpr int D = 64, DV = 64, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
                 "the host's kv tile lists are built for these tiles");
+  static constexpr int STAGES = 3;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage
   static constexpr int kOBytes = BM * DV * 2;  // 8 KiB a stage
+  static constexpr int kLdBytes = BM * 8;      // (lse, D) pairs of a stage
   static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
-  static constexpr int kTiles = kKBytes + kVBytes + 2 * (kQBytes + kOBytes) + (BN / 64) * kSBytes;
-  /// the tiles, lse and D of both stages, one atom of slack for the in-kernel alignment
-  static constexpr int kSmem = kTiles + 2 * 2 * BM * 4 + 1024;
+  /// dQ rows of a warpgroup, padded from 256 to 272 bytes so that the accumulator
+  /// fragment's stores hit every bank once per two rows.
+  static constexpr int kDqRow = D * 4 + 16, kDqBytes = 64 * kDqRow;
+  static constexpr int kTiles = kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBytes + kDqBytes);
+  /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
+  static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
 };
 
+/// old = *p; *p += 1 (shared memory, acquire-release at CTA scope).
+__device__ __forceinline__ unsigned atomic_inc_acq_rel(unsigned* p) {
+  unsigned old;
+  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n"
+               : "=r"(old)
+               : "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(p)))
+               : "memory");
+  return old;
+}
+
 template <typename T, bool kGeneral, int BN_>
-__global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ BwdArgs<T> a) {
+__global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<BN_>;
-  constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads;
+  constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
+  __shared__ unsigned released[NS];                // warpgroups done with a stage this round
+  const BwdArgs<T>& a = w.a;
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
-  const std::uint32_t sK = base, sV = sK + Cfg::kKBytes, sQ = sV + Cfg::kVBytes, sO = sQ + 2 * Cfg::kQBytes;
-  const std::uint32_t sS = sO + 2 * Cfg::kOBytes;
-  float* sL = reinterpret_cast<float*>(gen + Cfg::kTiles);  // [2][BM] lse, then [2][BM] D
-  float* sD = sL + 2 * BM;
+  const std::uint32_t sK = base, sV = sK + Cfg::kKBytes, sQ = sV + Cfg::kVBytes, sO = sQ + NS * Cfg::kQBytes;
+  const std::uint32_t sS = sO + NS * Cfg::kOBytes, sDQ = sS + Cfg::NG * Cfg::kSBytes;
+  const std::uint32_t sLD = base + Cfg::kTiles;
+  const float2* ldg = reinterpret_cast<const float2*>(gen + Cfg::kTiles);  // [NS][BM]
 
   const Params& p = a.p;
   const int tid = static_cast<int>(threadIdx.x);
@@ -70,25 +105,36 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   const int k0 = n * BN;
   const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
-  // this warpgroup's 64 keys in K and V, and its dSᵀ tile
+  // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group) * 64u * 128u;
   const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group) * 64u * 128u;
   const std::uint32_t sSg = sS + static_cast<std::uint32_t>(group) * Cfg::kSBytes;
+  const std::uint32_t sDQg = sDQ + static_cast<std::uint32_t>(group) * Cfg::kDqBytes;
+  auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
+  // Starts the loads of entry e's query tile into stage s (one thread).
+  auto issue = [&](int e, int s) {
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
+    tma::arrive_expect_tx(bar(s), Cfg::kQBytes + Cfg::kOBytes + Cfg::kLdBytes);
+    tma::load_3d(sQ + static_cast<std::uint32_t>(s) * Cfg::kQBytes, &w.map_q, bar(s), 0, qt.y, qt.x);
+    tma::load_3d(sO + static_cast<std::uint32_t>(s) * Cfg::kOBytes, &w.map_do, bar(s), 0, qt.y, qt.x);
+    tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
+                   w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
+  };
+  if (tid == 0) {
+    for (int s = 0; s < NS; ++s) {
+      tma::init(bar(s), 1);
+      released[s] = 0;
+    }
+    tma::fence_init();
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
+  }
   load_sw128<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
   load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
   cp_async_commit();
-  auto load_q = [&](int e, int stage) {
-    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
-    const int bh = qt.x, i0 = qt.y;
-    const std::int64_t row = static_cast<std::int64_t>(bh) * p.sq + i0;
-    load_sw128<BM, D, NT>(sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes, a.q + row * D, p.sq - i0, tid);
-    load_sw128<BM, DV, NT>(sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes, a.dout + row * DV, p.sq - i0, tid);
-    load_floats<BM, NT>(sL + stage * BM, a.lse + row, p.sq - i0, tid);
-    load_floats<BM, NT>(sD + stage * BM, a.delta + row, p.sq - i0, tid);
-  };
-  if (e0 < e1) load_q(e0, 0);
-  cp_async_commit();
+  cp_async_wait<0>();
+  wg::fence_proxy_async();
+  __syncthreads();  // K, V and the barriers are ready
 
   float acc_dk[D / 2], acc_dv[DV / 2];
 #pragma unroll
@@ -97,12 +143,8 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
 
   for (int e = e0; e < e1; ++e) {
-    const int stage = (e - e0) & 1;
-    if (e + 1 < e1) load_q(e + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    wg::fence_proxy_async();
-    sync_cta();
+    const int step = e - e0, stage = step % NS;
+    tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
 
     const int entry = a.cols.entries[e];
     const int flags = entry & ((1 << kFlagBits) - 1);
@@ -110,8 +152,17 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
     const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
     const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;
-    const float* sLs = sL + stage * BM;
-    const float* sDs = sD + stage * BM;
+    const float2* lds = ldg + stage * BM;
+
+    // This warpgroup is done with the stage (its MMAs completed, its (lse, D) reads done):
+    // the last of the warpgroups to say so refills it with the tile NS steps on.
+    auto release = [&] {
+      sync_group(group);
+      if ((tid & 127) == 0 && atomic_inc_acq_rel(&released[stage]) == Cfg::NG - 1) {
+        released[stage] = 0;
+        if (e + NS < e1) issue(e + NS, stage);
+      }
+    };
 
     // visibility: bit 4·nt + c is (key kr + 8·(c / 2), query i0 + 8·nt + 2t + c % 2)
     std::uint32_t vis = ~0u;
@@ -120,115 +171,131 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
       any = group_any(vis != 0, group);
     }
-    if (any) {
-      // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
-      float st[32], dp[32];
+    if (!any) {
+      release();
+    } else {
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
+    float st[32], dp[32];
 #pragma unroll
-      for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
-      wg::fence();
-      mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
-      mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
-      wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(st);
-      wg::fence_regs(dp);
+    for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
+    wg::fence();
+    mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
+    mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_regs(st);
+    wg::fence_regs(dp);
 
-      // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
-      // probability with the sign bit set
-      [[maybe_unused]] float fac[kGeneral ? 32 : 1];
-      std::uint32_t kept = ~0u;
-      if constexpr (kGeneral) {
-        if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
-      }
-#pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
-        const float L = lse_log2(sLs[iq], i0 + iq < p.sq);
-        const bool on = (vis >> i) & 1u;
-        float xs;
-        if constexpr (kGeneral) {
-          float dsdt = 1.f;
-          xs = on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
-          fac[i] = dsdt;
-        } else {
-          xs = on ? st[i] * p.scale_log2 : -INFINITY;
-        }
-        const float pr = ex2_approx(xs - L);
-        st[i] = ((kept >> i) & 1u) ? pr : -pr;
-      }
-      std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
-      acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
-      // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
-      wg::fence();
-      mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
-      wg::commit();
-
-      // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
-      // written before the pass); packed as the A operand of dK and stored for dQ
-      std::uint32_t da[4][4];
-#pragma unroll
-      for (int i = 0; i < 32; ++i) {
-        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
-        const float pr = st[i];
-        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
-        float ds = fabsf(pr) * (dpv - sDs[iq]);
-        if constexpr (kGeneral) {
-          ds *= fac[i];
-          if (a.dbias) {
-            const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + ((i >> 1) & 1) * 8);
-            if (slot >= 0) a.dbias[slot] = T(ds);
-          }
-        }
-        st[i] = ds;
-      }
-      acc_to_a<T>(st, da);
-      wg::fence();
-      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
-      wg::commit();
-      // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
-      unsigned char* sSgen = gen + (sSg - base);
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        const int r = warp * 16 + g;
-        *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
-        *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
-      }
-      wg::fence_proxy_async();
-      sync_group(group);
-
-      // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major
-      float dq[D / 2];
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
-      wg::fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
-        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, 8192u, 1024u));
-      }
-      wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(acc_dv);
-      wg::fence_regs(acc_dk);
-      wg::fence_regs(dq);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        wg::fence_regs(pa[kk]);
-        wg::fence_regs(da[kk]);
-      }
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int i = i0 + warp * 16 + g + hf * 8;
-        if (i < p.sq) {
-          float* dst = a.dq_acc + (static_cast<std::int64_t>(bh) * p.sq + i) * D + 2 * t;
-#pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt) atomic_add2(dst + nt * 8, dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
-        }
-      }
+    // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
+    // probability with the sign bit set. Rows past sq: lse +inf (P = 0), D = 0.
+    [[maybe_unused]] float fac[kGeneral ? 32 : 1];
+    std::uint32_t kept = ~0u;
+    if constexpr (kGeneral) {
+      if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
     }
-    sync_cta();  // the stage just read (and the dSᵀ tiles) are refilled next
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
+      const float L = i0 + iq < p.sq ? lds[iq].x : INFINITY;
+      const bool on = (vis >> i) & 1u;
+      float xs;
+      if constexpr (kGeneral) {
+        float dsdt = 1.f;
+        xs = on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
+        fac[i] = dsdt;
+      } else {
+        xs = on ? st[i] * p.scale_log2 : -INFINITY;
+      }
+      const float pr = ex2_approx(xs - L);
+      st[i] = ((kept >> i) & 1u) ? pr : -pr;
+    }
+    std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
+    acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
+    // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
+    wg::fence();
+    mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
+    wg::commit();
+
+    // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
+    // written before the pass); packed as the A operand of dK and stored for dQ
+    std::uint32_t da[4][4];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
+      const float pr = st[i];
+      const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
+      float ds = fabsf(pr) * (dpv - (i0 + iq < p.sq ? lds[iq].y : 0.f));
+      if constexpr (kGeneral) {
+        ds *= fac[i];
+        if (a.dbias) {
+          const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + ((i >> 1) & 1) * 8);
+          if (slot >= 0) a.dbias[slot] = T(ds);
+        }
+      }
+      st[i] = ds;
+    }
+    acc_to_a<T>(st, da);
+    wg::fence();
+    mma_ab_nmajor<T, D>(acc_dk, da, sQs);
+    wg::commit();
+    // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
+    unsigned char* sSgen = gen + (sSg - base);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const int r = warp * 16 + g;
+      *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
+      *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
+    }
+    wg::fence_proxy_async();
+    sync_group(group);
+
+    // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major
+    float dq[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
+      wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, 8192u, 1024u));
+    }
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_regs(acc_dv);
+    wg::fence_regs(acc_dk);
+    wg::fence_regs(dq);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      wg::fence_regs(pa[kk]);
+      wg::fence_regs(da[kk]);
+    }
+    release();
+
+    // dQ rows to shared memory (this warp's 16), once the previous step's reductions have
+    // read them, then one bulk reduction per row into the workspace
+    if (lane < 16) tma::bulk_wait_read<0>();
+    __syncwarp();
+    unsigned char* dqs = gen + (sDQg - base);
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = warp * 16 + g + hf * 8;
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt)
+        *reinterpret_cast<float2*>(dqs + r * Cfg::kDqRow + (nt * 8 + 2 * t) * 4) =
+            make_float2(dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
+    }
+    wg::fence_proxy_async();
+    __syncwarp();
+    if (lane < 16) {
+      const int r = warp * 16 + lane, i = i0 + r;
+      if (i < p.sq)
+        tma::reduce_add_bulk_f32(a.dq_acc + (static_cast<std::int64_t>(bh) * p.sq + i) * D,
+                                 sDQg + static_cast<std::uint32_t>(r * Cfg::kDqRow), D * 4);
+      tma::bulk_commit();
+    }
+    }
   }
-  cp_async_wait<0>();
+  if (lane < 16) tma::bulk_wait<0>();  // the reductions have read their rows before the CTA ends
 
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
