@@ -120,15 +120,16 @@ __device__ __forceinline__ void load_bulk(std::uint32_t dst, const void* src, st
 #endif
 }
 
-/// Starts adding `bytes` (a multiple of 16) of f32 values at shared address `src` to global
-/// `dst` element-wise (atomically per element; both 16-byte aligned), in this thread's
-/// current bulk group. The source must have been written before a fence_proxy_async();
-/// commit the group and wait for it (bulk_wait_read) before writing the source again.
-__device__ __forceinline__ void reduce_add_bulk_f32(float* dst, std::uint32_t src, std::uint32_t bytes) {
+/// Starts adding the box at shared address `src` (laid out as the 3-d tensor map `map`
+/// says) element-wise to the box at element coordinates (c0 innermost, c1, c2) of the
+/// tensor, in this thread's current bulk group; elements outside the tensor are skipped.
+/// The source must have been written before a fence_proxy_async; commit the group and
+/// wait for it (bulk_wait_read) before writing the source again.
+__device__ __forceinline__ void reduce_add_3d(const CUtensorMap* map, std::uint32_t src, int c0, int c1, int c2) {
 #if TG_TMA_ENABLED
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(
-                   reinterpret_cast<std::uint64_t>(dst)),
-               "r"(src), "r"(bytes)
+  asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4}], [%1];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1), "r"(c2)
                : "memory");
 #else
   __trap();

@@ -20,6 +20,7 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   const auto planes = static_cast<std::uint64_t>(a.p.bhq), rows = static_cast<std::uint64_t>(a.p.sq);
   w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, planes, rows, Cfg::D, Cfg::D, Cfg::BM);
   w.map_do = tg::cuda::tensor_map_3d_16bit(a.dout, bf16, planes, rows, Cfg::DV, Cfg::DV, Cfg::BM);
+  w.map_dq = tg::cuda::tensor_map_3d_f32(a.dq_acc, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);

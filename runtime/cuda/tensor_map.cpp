@@ -24,13 +24,17 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
-// Encodes a rank-`rank` map of 16-bit elements: dims / box innermost first, strides in
+CUtensorMapDataType type_16bit(bool bf16) {
+  return bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+}
+
+// Encodes a rank-`rank` map of `type` elements: dims / box innermost first, strides in
 // bytes of dims 1.. (the innermost stride is the element).
-CUtensorMap encode_16bit(const void* base, bool bf16, int rank, const cuuint64_t* dims, const cuuint64_t* strides,
-                         const cuuint32_t* box, int swizzle_bytes) {
+CUtensorMap encode(const void* base, CUtensorMapDataType type, int rank, const cuuint64_t* dims,
+                   const cuuint64_t* strides, const cuuint32_t* box, int swizzle_bytes) {
   CUtensorMap map{};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
-  const CUresult r = encode_fn()(&map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+  const CUresult r = encode_fn()(&map, type,
                                  static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides, box,
                                  elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                                  swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
@@ -54,7 +58,7 @@ CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows,
   const cuuint64_t dims[2] = {cols, rows};
   const cuuint64_t strides[1] = {ld * 2};
   const cuuint32_t box[2] = {box_cols, box_rows};
-  return encode_16bit(base, bf16, 2, dims, strides, box, swizzle_bytes);
+  return encode(base, type_16bit(bf16), 2, dims, strides, box, swizzle_bytes);
 }
 
 CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
@@ -66,7 +70,19 @@ CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t plane
   const cuuint64_t dims[3] = {cols, rows, planes};
   const cuuint64_t strides[2] = {cols * 2, rows * cols * 2};
   const cuuint32_t box[3] = {box_cols, box_rows, 1};
-  return encode_16bit(base, bf16, 3, dims, strides, box, 128);
+  return encode(base, type_16bit(bf16), 3, dims, strides, box, 128);
+}
+
+CUtensorMap tensor_map_3d_f32(void* base, std::uint64_t planes, std::uint64_t rows, std::uint64_t cols,
+                              std::uint32_t box_cols, std::uint32_t box_rows) {
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (cols * 4) % 16 != 0 || planes >= (1ull << 31) ||
+      rows >= (1ull << 31) || cols >= (1ull << 31) || box_cols > 32 || box_rows > 256)
+    TG_THROW(DeviceError, "TMA: internal error: unsupported f32 tensor (", planes, " x ", rows, " x ", cols, ", box ",
+             box_cols, " x ", box_rows, ")");
+  const cuuint64_t dims[3] = {cols, rows, planes};
+  const cuuint64_t strides[2] = {cols * 4, rows * cols * 4};
+  const cuuint32_t box[3] = {box_cols, box_rows, 1};
+  return encode(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, dims, strides, box, 128);
 }
 
 }  // namespace tg::cuda

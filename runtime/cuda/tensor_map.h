@@ -27,4 +27,9 @@ CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows,
 CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
                                 std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows);
 
+/// The same for f32 elements (box_cols at most 32: one 128-byte line), e.g. the target of
+/// TMA reductions; cols * 4 a multiple of 16.
+CUtensorMap tensor_map_3d_f32(void* base, std::uint64_t planes, std::uint64_t rows, std::uint64_t cols,
+                              std::uint32_t box_cols, std::uint32_t box_rows);
+
 }  // namespace tg::cuda

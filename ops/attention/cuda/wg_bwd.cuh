@@ -16,7 +16,7 @@
 //   dK += dSᵀ Q           dSᵀ from registers, Q N-major
 //   dQ += dS K            dSᵀ through shared memory, read M-major (transposed) as A, K
 //                         N-major; each warpgroup's share goes through shared memory to
-//                         the f32 workspace as bulk reductions (one 256-byte row each)
+//                         the f32 workspace as two TMA reductions (32-column halves)
 // dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
 //
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
@@ -47,6 +47,7 @@ template <typename T>
 struct WgBwdArgs {
   BwdArgs<T> a;
   CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][64], boxes of 64 x 64 (128-byte swizzle)
+  CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][64], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
@@ -63,9 +64,8 @@ struct WgBwdConfig {
   static constexpr int kOBytes = BM * DV * 2;  // 8 KiB a stage
   static constexpr int kLdBytes = BM * 8;      // (lse, D) pairs of a stage
   static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
-  /// dQ rows of a warpgroup, padded from 256 to 272 bytes so that the accumulator
-  /// fragment's stores hit every bank once per two rows.
-  static constexpr int kDqRow = D * 4 + 16, kDqBytes = 64 * kDqRow;
+  /// dQ of a warpgroup as two 64 x 32 f32 boxes of 128-byte lines, 128-byte swizzled
+  static constexpr int kDqBox = 64 * 128, kDqBytes = 2 * kDqBox;
   static constexpr int kTiles = kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
@@ -155,12 +155,16 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     const float2* lds = ldg + stage * BM;
 
     // This warpgroup is done with the stage (its MMAs completed, its (lse, D) reads done):
-    // the last of the warpgroups to say so refills it with the tile NS steps on.
-    auto release = [&] {
+    // the last of the warpgroups to say so refills it with the tile NS steps on. `then`
+    // runs on the warpgroup's first thread once every thread has arrived.
+    auto release = [&](auto then) {
       sync_group(group);
-      if ((tid & 127) == 0 && atomic_inc_acq_rel(&released[stage]) == Cfg::NG - 1) {
-        released[stage] = 0;
-        if (e + NS < e1) issue(e + NS, stage);
+      if ((tid & 127) == 0) {
+        then();
+        if (atomic_inc_acq_rel(&released[stage]) == Cfg::NG - 1) {
+          released[stage] = 0;
+          if (e + NS < e1) issue(e + NS, stage);
+        }
       }
     };
 
@@ -172,7 +176,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       any = group_any(vis != 0, group);
     }
     if (!any) {
-      release();
+      release([] {});
     } else {
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
     float st[32], dp[32];
@@ -238,6 +242,8 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     wg::fence();
     mma_ab_nmajor<T, D>(acc_dk, da, sQs);
     wg::commit();
+    // the previous step's dQ reductions have read their source before it is rewritten below
+    if ((tid & 127) == 0) tma::bulk_wait_read<0>();
     // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
     unsigned char* sSgen = gen + (sSg - base);
 #pragma unroll
@@ -269,33 +275,28 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       wg::fence_regs(pa[kk]);
       wg::fence_regs(da[kk]);
     }
-    release();
-
-    // dQ rows to shared memory (this warp's 16), once the previous step's reductions have
-    // read them, then one bulk reduction per row into the workspace
-    if (lane < 16) tma::bulk_wait_read<0>();
-    __syncwarp();
+    // dQ to shared memory (16-byte chunk c of row r of a 32-column half at c ^ (r % 8)),
+    // then, once the whole warpgroup has written it, one thread adds it to the workspace
     unsigned char* dqs = gen + (sDQg - base);
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int r = warp * 16 + g + hf * 8;
 #pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt)
-        *reinterpret_cast<float2*>(dqs + r * Cfg::kDqRow + (nt * 8 + 2 * t) * 4) =
+      for (int nt = 0; nt < D / 8; ++nt) {
+        const int chunk = (nt & 3) * 2 + (t >> 1);
+        *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
             make_float2(dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
+      }
     }
     wg::fence_proxy_async();
-    __syncwarp();
-    if (lane < 16) {
-      const int r = warp * 16 + lane, i = i0 + r;
-      if (i < p.sq)
-        tma::reduce_add_bulk_f32(a.dq_acc + (static_cast<std::int64_t>(bh) * p.sq + i) * D,
-                                 sDQg + static_cast<std::uint32_t>(r * Cfg::kDqRow), D * 4);
+    release([&] {
+      tma::reduce_add_3d(&w.map_dq, sDQg, 0, i0, bh);
+      tma::reduce_add_3d(&w.map_dq, sDQg + Cfg::kDqBox, 32, i0, bh);
       tma::bulk_commit();
-    }
+    });
     }
   }
-  if (lane < 16) tma::bulk_wait<0>();  // the reductions have read their rows before the CTA ends
+  if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
 
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
