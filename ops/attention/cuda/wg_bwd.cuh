@@ -145,6 +145,9 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+    // the previous step's dQ reductions have read their source before this step rewrites
+    // it (after a warpgroup barrier); long done by now, and no MMA is in flight here
+    if ((tid & 127) == 0) tma::bulk_wait_read<0>();
 
     const int entry = a.cols.entries[e];
     const int flags = entry & ((1 << kFlagBits) - 1);
@@ -242,8 +245,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     wg::fence();
     mma_ab_nmajor<T, D>(acc_dk, da, sQs);
     wg::commit();
-    // the previous step's dQ reductions have read their source before it is rewritten below
-    if ((tid & 127) == 0) tma::bulk_wait_read<0>();
     // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
     unsigned char* sSgen = gen + (sSg - base);
 #pragma unroll
