@@ -37,9 +37,9 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
 template <typename T, int D, bool kGeneral, int BM>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
-// The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv = 64, key tiles
+// The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
-template <typename T, bool kGeneral, int BN>
+template <typename T, int D, bool kGeneral, int BN>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -125,7 +125,7 @@ bool use_wgmma_fwd(const AttentionProblem& p, int device) {
 // Whether the backward's kv pass of p runs on the Hopper kernel (kernel_choice.h).
 bool use_wgmma_bwd(const AttentionProblem& p, int device) {
   if (bwd_kernel() != BwdKernel::Wgmma) return false;
-  if (p.d != 64 || p.dv != 64 || p.deterministic) return false;
+  if (p.d != p.dv || (p.d != 64 && p.d != 128) || p.deterministic) return false;
   return cuda_compute_capability(device) == 90;
 }
 
@@ -421,12 +421,17 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         note_wgmma_bwd_launch();
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());
         const int pad = static_cast<int>(sq_pad);
-        if (narrow)
-          (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBNNarrow>
-                   : launch_bwd_kv_wgmma<T, false, kBwdKvBNNarrow>)(a, ldp, pad, kv_work->col_items, st);
-        else
-          (general ? launch_bwd_kv_wgmma<T, true, kBwdKvBN> : launch_bwd_kv_wgmma<T, false, kBwdKvBN>)(
-              a, ldp, pad, kv_work->col_items, st);
+        auto launch = [&](auto D) {
+          constexpr int d = decltype(D)::value;
+          if (narrow)
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow>)(a, ldp, pad, kv_work->col_items, st);
+          else
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN> : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN>)(
+                a, ldp, pad, kv_work->col_items, st);
+        };
+        if (p.d == 64) launch(std::integral_constant<int, 64>{});
+        else launch(std::integral_constant<int, 128>{});
       } else {
         with_dims(p.d, p.dv, general, [&](auto D, auto DV, auto G) {
           constexpr int d = decltype(D)::value, dv = decltype(DV)::value;

@@ -1,6 +1,6 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
-// (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64, with and without the general transform,
-// key tiles of 128 and 64. Built for sm_90a on top of the library's targets (CMakeLists.txt).
+// (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
+// transform, key tiles of 128 and 64. Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -9,17 +9,17 @@
 
 namespace tg::ops::attn {
 
-template <typename T, bool kGeneral, int BN>
+template <typename T, int D, bool kGeneral, int BN>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<BN>;
-  auto* kernel = wg_bwd_kv_kernel<T, kGeneral, BN>;
+  using Cfg = WgBwdConfig<D, BN>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
   constexpr bool bf16 = std::is_same_v<T, bfloat16>;
   const auto planes = static_cast<std::uint64_t>(a.p.bhq), rows = static_cast<std::uint64_t>(a.p.sq);
-  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, planes, rows, Cfg::D, Cfg::D, Cfg::BM);
-  w.map_do = tg::cuda::tensor_map_3d_16bit(a.dout, bf16, planes, rows, Cfg::DV, Cfg::DV, Cfg::BM);
+  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, planes, rows, Cfg::D, 64, Cfg::BM);
+  w.map_do = tg::cuda::tensor_map_3d_16bit(a.dout, bf16, planes, rows, Cfg::DV, 64, Cfg::BM);
   w.map_dq = tg::cuda::tensor_map_3d_f32(a.dq_acc, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
@@ -27,15 +27,19 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD(T, G)                                                                                    \
-  template void launch_bwd_kv_wgmma<T, G, kBwdKvBN>(const BwdArgs<T>&, const float2*, int, std::int64_t,   \
-                                                    cudaStream_t);                                          \
-  template void launch_bwd_kv_wgmma<T, G, kBwdKvBNNarrow>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
-                                                          cudaStream_t);
-TG_WG_BWD(bfloat16, false)
-TG_WG_BWD(bfloat16, true)
-TG_WG_BWD(half, false)
-TG_WG_BWD(half, true)
+#define TG_WG_BWD(T, D, G)                                                                                    \
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBN>(const BwdArgs<T>&, const float2*, int, std::int64_t,   \
+                                                       cudaStream_t);                                          \
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBNNarrow>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
+                                                             cudaStream_t);
+TG_WG_BWD(bfloat16, 64, false)
+TG_WG_BWD(bfloat16, 64, true)
+TG_WG_BWD(half, 64, false)
+TG_WG_BWD(half, 64, true)
+TG_WG_BWD(bfloat16, 128, false)
+TG_WG_BWD(bfloat16, 128, true)
+TG_WG_BWD(half, 128, false)
+TG_WG_BWD(half, 128, true)
 #undef TG_WG_BWD
 
 }  // namespace tg::ops::attn

@@ -34,15 +34,15 @@ std::int64_t wgmma_fwd_narrow_launches();
 void note_wgmma_fwd_launch(bool narrow);
 
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
-/// kernel wherever it applies (compute capability 9.0, D = Dv = 64, dQ by atomics, i.e.
-/// not deterministic), mma.sync elsewhere. Auto: the
+/// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
+/// i.e. not deterministic), mma.sync elsewhere. Auto: the
 /// environment variable TG_ATTENTION_BWD (`mma` or `wgmma`) when set, else
 /// kDefaultBwdKernel.
 enum class BwdKernel { Auto, Mma, Wgmma };
 
-/// What Auto means without TG_ATTENTION_BWD: the Hopper kv pass, 2-6% faster forward +
-/// backward than the mma.sync one at D 64 on an H200 (bench_attention, both in one run);
-/// both accumulate dQ by atomics, so determinism is unchanged (deterministic mode takes
+/// What Auto means without TG_ATTENTION_BWD: the Hopper kv pass (TMA stages, dQ by TMA
+/// reductions), faster forward + backward than the mma.sync one on an H200
+/// (bench/RESULTS.md); both accumulate dQ atomically, so determinism is unchanged (deterministic mode takes
 /// the mma.sync kv pass and the q pass).
 constexpr BwdKernel kDefaultBwdKernel = BwdKernel::Wgmma;
 

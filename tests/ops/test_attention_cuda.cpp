@@ -581,26 +581,31 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
   const std::int64_t narrow_before = ops::attn::narrow_kv_launches();
-  std::int64_t runs = run_hopper_cases(64);
+  std::int64_t runs = 0;
+  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
   // the random 64-block patterns ran on 64-key tiles, the others on 128-key ones
   const std::int64_t narrow = ops::attn::narrow_kv_launches() - narrow_before;
   CHECK(narrow > 0);
   CHECK(narrow < runs);
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
-  runs += run_general_cases(64);
+  for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
-  // the mma.sync kv pass on 64-key tiles too (D 128, random 64-blocks)
+  // the mma.sync kv pass on 64-key tiles too (D 128, random 64-blocks), when chosen
+  ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Mma);
   const std::int64_t narrow_mid = ops::attn::narrow_kv_launches();
+  const std::int64_t mma_mid = ops::attn::wgmma_bwd_launches();
   check_cuda("mma.sync kv pass, 64-key tiles", make_inputs(general_shape(128), 93),
              uniform_pattern(4, 256, 256, 64, 64, 30, 94), {}, {DType::bf16});
   CHECK(ops::attn::narrow_kv_launches() > narrow_mid);
-  // deterministic mode and D 128 keep the mma.sync kv pass
+  CHECK(ops::attn::wgmma_bwd_launches() == mma_mid);
+  ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
+  // deterministic mode keeps the mma.sync kv pass (and the q pass)
   const std::int64_t mid = ops::attn::wgmma_bwd_launches();
   const AttentionPattern dense = AttentionPattern::dense(256, 256, 64);
   AttentionOptions o;
   o.deterministic = true;
   check_cuda("deterministic falls back", make_inputs(general_shape(64), 84), dense, o, {DType::bf16});
-  check_cuda("D 128 falls back", make_inputs(general_shape(128), 92), dense, {}, {DType::bf16});
+  check_cuda("deterministic falls back", make_inputs(general_shape(128), 92), dense, o, {DType::bf16});
   CHECK(ops::attn::wgmma_bwd_launches() == mid);
 }

@@ -1,5 +1,5 @@
 // Hopper (sm_90a) kv pass of the block-sparse flash attention backward for bf16 / f16 with
-// D = Dv = 64 and dQ by atomics: the same work items and tile lists (query tiles of 64,
+// D = Dv of 64 or 128 and dQ by atomics: the same work items and tile lists (query tiles of 64,
 // also for the general transform), per-element rules (bias, soft cap, dropout with its
 // sign-bit marking of dropped probabilities; kGeneral) and outputs as the mma.sync kv pass
 // (tc_bwd.cuh), with warpgroup MMAs.
@@ -16,7 +16,7 @@
 //   dK += dSᵀ Q           dSᵀ from registers, Q N-major
 //   dQ += dS K            dSᵀ through shared memory, read M-major (transposed) as A, K
 //                         N-major; each warpgroup's share goes through shared memory to
-//                         the f32 workspace as two TMA reductions (32-column halves)
+//                         the f32 workspace as TMA reductions (one per 32 columns)
 // dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
 //
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
@@ -46,26 +46,28 @@ namespace tg::ops::attn {
 template <typename T>
 struct WgBwdArgs {
   BwdArgs<T> a;
-  CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][64], boxes of 64 x 64 (128-byte swizzle)
-  CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][64], boxes of 32 x 64 (the same)
+  CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][D], boxes of 64 x 64 (128-byte swizzle)
+  CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int BN_>
+template <int D_, int BN_>
 struct WgBwdConfig {
-  static constexpr int D = 64, DV = 64, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
+  static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
                 "the host's kv tile lists are built for these tiles");
-  static constexpr int STAGES = 3;
-  static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128
+  static_assert(D == 64 || D == 128, "head dims of 64 or 128");
+  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128)
+  static constexpr int STAGES = D == 64 ? 3 : 2;
+  static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
-  static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage
-  static constexpr int kOBytes = BM * DV * 2;  // 8 KiB a stage
+  static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
+  static constexpr int kOBytes = BM * DV * 2;
   static constexpr int kLdBytes = BM * 8;      // (lse, D) pairs of a stage
   static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
-  /// dQ of a warpgroup as two 64 x 32 f32 boxes of 128-byte lines, 128-byte swizzled
-  static constexpr int kDqBox = 64 * 128, kDqBytes = 2 * kDqBox;
+  /// dQ of a warpgroup as D / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
+  static constexpr int kDqBox = 64 * 128, kDqBytes = D / 32 * kDqBox;
   static constexpr int kTiles = kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
@@ -81,10 +83,10 @@ __device__ __forceinline__ unsigned atomic_inc_acq_rel(unsigned* p) {
   return old;
 }
 
-template <typename T, bool kGeneral, int BN_>
+template <typename T, int D_, bool kGeneral, int BN_>
 __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<BN_>;
+  using Cfg = WgBwdConfig<D_, BN_>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -116,8 +118,13 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   auto issue = [&](int e, int s) {
     const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
     tma::arrive_expect_tx(bar(s), Cfg::kQBytes + Cfg::kOBytes + Cfg::kLdBytes);
-    tma::load_3d(sQ + static_cast<std::uint32_t>(s) * Cfg::kQBytes, &w.map_q, bar(s), 0, qt.y, qt.x);
-    tma::load_3d(sO + static_cast<std::uint32_t>(s) * Cfg::kOBytes, &w.map_do, bar(s), 0, qt.y, qt.x);
+    // a row of 128 is two 64-element columns, the second after all BM lines of the first
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h) {
+      const std::uint32_t col = static_cast<std::uint32_t>(h) * BM * 128u;
+      tma::load_3d(sQ + static_cast<std::uint32_t>(s) * Cfg::kQBytes + col, &w.map_q, bar(s), 64 * h, qt.y, qt.x);
+      tma::load_3d(sO + static_cast<std::uint32_t>(s) * Cfg::kOBytes + col, &w.map_do, bar(s), 64 * h, qt.y, qt.x);
+    }
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
@@ -256,7 +263,8 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     wg::fence_proxy_async();
     sync_group(group);
 
-    // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major
+    // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
+    // N-major (its 64-column halves BN lines apart)
     float dq[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
@@ -264,7 +272,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
       const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
-      wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, 8192u, 1024u));
+      wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u));
     }
     wg::commit();
     wg::wait<0>();
@@ -291,8 +299,9 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     }
     wg::fence_proxy_async();
     release([&] {
-      tma::reduce_add_3d(&w.map_dq, sDQg, 0, i0, bh);
-      tma::reduce_add_3d(&w.map_dq, sDQg + Cfg::kDqBox, 32, i0, bh);
+#pragma unroll
+      for (int j = 0; j < D / 32; ++j)
+        tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, 32 * j, i0, bh);
       tma::bulk_commit();
     });
     }
