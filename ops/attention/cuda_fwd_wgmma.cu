@@ -1,8 +1,11 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128. Built for sm_90a on top
 // of the library's targets (CMakeLists.txt).
+#include <type_traits>
+
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_fwd.cuh"
+#include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
@@ -11,7 +14,14 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   using Cfg = WgFwdConfig<D, BM>;
   auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM>;
   allow_smem(kernel, Cfg::kSmem);
-  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(a);
+  WgFwdArgs<T> w;
+  w.a = a;
+  constexpr bool bf16 = std::is_same_v<T, bfloat16>;
+  const auto bhq = static_cast<std::uint64_t>(a.p.bhq), bhkv = static_cast<std::uint64_t>(a.p.bhkv);
+  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
+  w.map_k = tg::cuda::tensor_map_3d_16bit(a.k, bf16, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
+  w.map_v = tg::cuda::tensor_map_3d_16bit(a.v, bf16, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }
 

@@ -73,16 +73,6 @@ struct WgBwdConfig {
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
 };
 
-/// old = *p; *p += 1 (shared memory, acquire-release at CTA scope).
-__device__ __forceinline__ unsigned atomic_inc_acq_rel(unsigned* p) {
-  unsigned old;
-  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n"
-               : "=r"(old)
-               : "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(p)))
-               : "memory");
-  return old;
-}
-
 template <typename T, int D_, bool kGeneral, int BN_>
 __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
@@ -171,8 +161,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       sync_group(group);
       if ((tid & 127) == 0) {
         then();
-        if (atomic_inc_acq_rel(&released[stage]) == Cfg::NG - 1) {
-          released[stage] = 0;
+        if (last_release(&released[stage], Cfg::NG)) {
           if (e + NS < e1) issue(e + NS, stage);
         }
       }

@@ -5,8 +5,12 @@
 //
 // One CTA per (row bh, query tile of BM): BM / 64 warpgroups of 64 query rows each (BM =
 // 128, or 64 for patterns sparse at 64-row granularity, where a 128-row tile would visit
-// the union of two rows' key tiles with each warpgroup idle for half of them). Per key
-// tile of 64 (two cp.async stages, the next tile in flight):
+// the union of two rows' key tiles with each warpgroup idle for half of them). Q arrives
+// once and the key tiles' K and V in STAGES stages, by TMA (3-d tensor maps: rows past sq /
+// sk read as zeros) into mbarrier-guarded stages; there is no CTA-wide barrier in the loop,
+// so the warpgroups drift apart and one's softmax overlaps the other's MMAs (the
+// warpgroup that releases a stage last refills it with the tile STAGES steps on). Per key
+// tile of 64:
 //   S = Q Kᵀ   wgmma m64n64k16, Q and K from shared memory (both K-major),
 //   masking and the online softmax (base 2) on the S registers, as in tc_fwd.cuh,
 //   O += P V   wgmma m64nDk16 with P straight from the S registers (the accumulator fragment
@@ -14,6 +18,8 @@
 // A warpgroup whose 64 rows see nothing of a tile skips it (one barrier reduction among its
 // 128 threads). Shared tiles: see wg_tile.cuh.
 #pragma once
+
+#include <cuda.h>
 
 #include <cmath>
 #include <cstdint>
@@ -23,19 +29,30 @@
 #include "ops/attention/cuda/ptx.cuh"
 #include "ops/attention/cuda/tc_fwd.cuh"
 #include "ops/attention/cuda/wg_tile.cuh"
+#include "ops/cuda_tma.cuh"
 #include "ops/cuda_wgmma.cuh"
 
 namespace tg::ops::attn {
 
+/// The Hopper forward's arguments: the common ones plus the tensor maps of its loads.
+template <typename T>
+struct WgFwdArgs {
+  FwdArgs<T> a;
+  CUtensorMap map_q;         ///< q as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
+  CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
+};
+
 template <int D_, int BM_>
 struct WgFwdConfig {
-  static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, kThreads = 2 * BM_;
+  static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
-  /// Q, two K/V stages, and one atom of slack: the window is aligned to 1024 in-kernel.
-  static constexpr int kSmem = kQBytes + 2 * kStageBytes + 1024;
+  /// K / V stages: 3 where that still lets kMinBlocks CTAs share an SM, else 2.
+  static constexpr int STAGES = D == 64 && BM == 128 ? 3 : 2;
+  /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
+  static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
   /// 128-row tiles: D 64 two CTAs per SM, D 128 one (O takes 64 registers); 64-row
   /// tiles twice as many.
   static constexpr int kMinBlocks = (D == 64 ? 2 : 1) * (128 / BM);
@@ -44,12 +61,15 @@ struct WgFwdConfig {
 
 template <typename T, int D, bool kGeneral, int BM>
 __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
-    wg_fwd_kernel(const __grid_constant__ FwdArgs<T> a) {
+    wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgFwdConfig<D, BM>;
-  constexpr int DV = Cfg::DV, BN = Cfg::BN;
+  constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
+  __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
+  const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
   const std::uint32_t sKV = sQ + Cfg::kQBytes;  // stage s: K at sKV + s * kStageBytes, V after it
@@ -61,20 +81,34 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   const int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
   const int q0 = m * Cfg::BM;
   const int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
-  const T* kg = a.k + static_cast<std::int64_t>(kv) * p.sk * D;
-  const T* vg = a.v + static_cast<std::int64_t>(kv) * p.sk * DV;
   const int e0 = a.list.off[item], e1 = a.list.off[item + 1];
+  auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
-  load_sw128<Cfg::BM, D, Cfg::kThreads>(sQ, a.q + (static_cast<std::int64_t>(bh) * p.sq + q0) * D, p.sq - q0, tid);
-  cp_async_commit();
-  auto load_kv = [&](int e, int stage) {
+  // Starts the loads of entry e's K and V tiles into stage s (one thread); a row of 128 is
+  // two 64-element columns, the second after all lines of the first.
+  auto issue = [&](int e, int s) {
     const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
-    const std::uint32_t s = sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes;
-    load_sw128<BN, D, Cfg::kThreads>(s, kg + static_cast<std::int64_t>(k0) * D, p.sk - k0, tid);
-    load_sw128<BN, DV, Cfg::kThreads>(s + Cfg::kKBytes, vg + static_cast<std::int64_t>(k0) * DV, p.sk - k0, tid);
+    const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes;
+    tma::arrive_expect_tx(bar(s), Cfg::kStageBytes);
+#pragma unroll
+    for (int h = 0; h < D / 64; ++h) {
+      tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_k, bar(s), 64 * h, k0, kv);
+      tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kv);
+    }
   };
-  if (e0 < e1) load_kv(e0, 0);
-  cp_async_commit();
+  if (tid == 0) {
+    for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
+    for (int s = 0; s < NS; ++s) released[s] = 0;
+    tma::fence_init();
+    if (e0 < e1) {  // (a tile without keys only stores zeros)
+      tma::arrive_expect_tx(bar(NS), Cfg::kQBytes);
+#pragma unroll
+      for (int h = 0; h < D / 64; ++h)
+        tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, q0, bh);
+    }
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
+  }
+  __syncthreads();  // the barriers are initialised
 
   float o[DV / 2];
 #pragma unroll
@@ -89,13 +123,18 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   // this warpgroup's 64 rows of Q (a 128-wide Q has its second column 128 lines on)
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
+  if (e0 < e1) tma::wait(bar(NS), 0);
   for (int e = e0; e < e1; ++e) {
-    const int stage = (e - e0) & 1;
-    if (e + 1 < e1) load_kv(e + 1, stage ^ 1);
-    cp_async_commit();
-    cp_async_wait<1>();
-    wg::fence_proxy_async();
-    sync_cta();
+    const int step = e - e0, stage = step % NS;
+    tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+    // This warpgroup is done with the stage (its MMAs have completed): the last of the
+    // warpgroups to say so refills it with the tile NS steps on.
+    auto release = [&] {
+      sync_group(group);
+      if ((tid & 127) == 0 && last_release(&released[stage], Cfg::NG)) {
+        if (e + NS < e1) issue(e + NS, stage);
+      }
+    };
 
     const int entry = a.list.entries[e];
     const int k0 = (entry >> kFlagBits) * BN;
@@ -178,9 +217,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
       wg::wait<0>();
       wg::fence_regs(o);
     }
-    sync_cta();  // the stage just read is refilled by the next iteration's prefetch
+    release();
   }
-  cp_async_wait<0>();
 
   // O / l and the row log-sum-exp
 #pragma unroll

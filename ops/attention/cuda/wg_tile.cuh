@@ -2,8 +2,9 @@
 // 128-byte-swizzled layout that wgmma descriptors describe: lines of 64 16-bit elements,
 // 8 lines to a 1024-byte atom, chunk c of line r stored at chunk c ^ (r % 8); a row of 128
 // elements is two 64-element columns, the second after all lines of the first. Also the
-// warpgroup-wide vote and barrier those kernels use, the accumulator -> A operand
-// repacking they chain their products with, and the two product shapes they issue.
+// warpgroup-wide vote and barrier those kernels use, the release count of their stages,
+// the accumulator -> A operand repacking they chain their products with, and the two
+// product shapes they issue.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,21 @@ __device__ __forceinline__ bool group_any(bool pred, int group) {
 
 /// Barrier among the 128 threads of warpgroup `group` (named barrier 1 + group).
 __device__ __forceinline__ void sync_group(int group) { asm volatile("bar.sync %0, 128;\n" ::"r"(group + 1) : "memory"); }
+
+/// Counts one warpgroup's release of a pipeline stage in *count (shared memory) and says
+/// whether it was the last of `groups`, then resetting the count for the stage's next
+/// round: that caller refills the stage. Acquire-release, so the refill is ordered after
+/// every releasing warpgroup's reads of the stage.
+__device__ __forceinline__ bool last_release(unsigned* count, int groups) {
+  unsigned old;
+  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], 1;\n"
+               : "=r"(old)
+               : "r"(static_cast<std::uint32_t>(__cvta_generic_to_shared(count)))
+               : "memory");
+  if (old != static_cast<unsigned>(groups - 1)) return false;
+  *count = 0;
+  return true;
+}
 
 /// The A operand of a product whose k runs over the 64 columns of an m64n64 accumulator s
 /// (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
