@@ -137,6 +137,20 @@ bool use_wgmma_bwd(const AttentionProblem& p, int device) {
 // halves the K / V (Q / dO) traffic.
 bool half_tiles_pay(std::int64_t narrow, std::int64_t wide) { return 4 * narrow <= 3 * 2 * wide; }
 
+// The device work of p at the half height when the tile-height setting (kernel_choice.h)
+// takes it: forced, or chosen by half_tiles_pay against `full`, the work at height 128;
+// null for the full height. `rows`: query tiles of 64 (forward) rather than key tiles.
+std::shared_ptr<const DeviceWork> half_height_work(const AttentionProblem& p, const DeviceWork& full, bool rows,
+                                                   int kv_bm, Device dev) {
+  const TileHeight h = tile_height();
+  if (h == TileHeight::Full) return nullptr;
+  auto half = rows ? device_work(p, 64, kFwdBN, false, dev) : device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
+  if (h == TileHeight::Half) return half;
+  const std::int64_t n = rows ? half->row_entries.numel() : half->col_entries.numel();
+  const std::int64_t w = rows ? full.row_entries.numel() : full.col_entries.numel();
+  return half_tiles_pay(n, w) ? half : nullptr;
+}
+
 Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   Params r;
   r.bhq = static_cast<int>(p.bhq);
@@ -267,9 +281,8 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
   int wg_bm = kFwdBM;
   if (wgmma) {
-    auto narrow = device_work(p, 64, kFwdBN, false, dev);
-    if (half_tiles_pay(narrow->row_entries.numel(), work->row_entries.numel())) {
-      work = std::move(narrow);
+    if (auto half = half_height_work(p, *work, true, 0, dev)) {
+      work = std::move(half);
       wg_bm = 64;
     }
   }
@@ -387,9 +400,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
     bool narrow = false;
     if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
-      auto nw = device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
-      if (half_tiles_pay(nw->col_entries.numel(), kv_work->col_entries.numel())) {
-        kv_work = std::move(nw);
+      if (auto half = half_height_work(p, *kv_work, false, kv_bm, dev)) {
+        kv_work = std::move(half);
         narrow = true;
       }
     }

@@ -11,18 +11,22 @@ namespace {
 
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
+std::atomic<TileHeight> g_tiles{TileHeight::Auto};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
 
-// An environment variable naming a kernel (`mma` or `wgmma`), read once by each caller's
-// static: 0 when unset, 1 for mma, 2 for wgmma.
-int kernel_from_environment(const char* name) {
+// An environment variable naming one of two choices, read once by each caller's static:
+// 0 when unset, 1 for `first`, 2 for `second`.
+int choice_from_environment(const char* name, const char* first, const char* second) {
   const char* v = std::getenv(name);
   if (v == nullptr || *v == '\0') return 0;
   const std::string s(v);
-  if (s == "mma") return 1;
-  if (s == "wgmma") return 2;
-  TG_THROW(ValueError, "flash_attention: environment variable ", name, ": expected mma or wgmma, got '", s, "'");
+  if (s == first) return 1;
+  if (s == second) return 2;
+  TG_THROW(ValueError, "flash_attention: environment variable ", name, ": expected ", first, " or ", second, ", got '",
+           s, "'");
 }
+
+int kernel_from_environment(const char* name) { return choice_from_environment(name, "mma", "wgmma"); }
 
 }  // namespace
 
@@ -51,6 +55,15 @@ BwdKernel bwd_kernel() {
   if (k != BwdKernel::Auto) return k;
   static const int env = kernel_from_environment("TG_ATTENTION_BWD");
   return env == 1 ? BwdKernel::Mma : env == 2 ? BwdKernel::Wgmma : kDefaultBwdKernel;
+}
+
+void set_tile_height(TileHeight h) { g_tiles.store(h, std::memory_order_relaxed); }
+
+TileHeight tile_height() {
+  const TileHeight h = g_tiles.load(std::memory_order_relaxed);
+  if (h != TileHeight::Auto) return h;
+  static const int env = choice_from_environment("TG_ATTENTION_TILES", "full", "half");
+  return env == 1 ? TileHeight::Full : env == 2 ? TileHeight::Half : TileHeight::Auto;
 }
 
 std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }

@@ -53,6 +53,22 @@ void set_bwd_kernel(BwdKernel k);
 /// it holds anything but `mma` or `wgmma`.
 BwdKernel bwd_kernel();
 
+/// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
+/// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
+/// steps through the union of two blocks' lists). Auto: the environment variable
+/// TG_ATTENTION_TILES (`full` or `half`) when set, else chosen per problem from its tile
+/// lists (Half where its lists hold at most 3/4 of the Full lists' work).
+enum class TileHeight { Auto, Full, Half };
+
+/// Forces the tile height of later calls (process-wide; Auto restores the per-problem
+/// choice). For benchmarks and tests.
+void set_tile_height(TileHeight h);
+
+/// The setting in effect, the environment applied: Full, Half, or Auto (choose per
+/// problem). Throws tg::ValueError naming TG_ATTENTION_TILES when it holds anything but
+/// `full` or `half`.
+TileHeight tile_height();
+
 /// Backwards whose kv pass ran the Hopper kernel since the process started.
 std::int64_t wgmma_bwd_launches();
 

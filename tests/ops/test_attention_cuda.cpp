@@ -532,7 +532,10 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   if (cuda_compute_capability(0) != 90)
     TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
   struct Restore {
-    ~Restore() { ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto); }
+    ~Restore() {
+      ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
+      ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
+    }
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_fwd_launches();
@@ -552,6 +555,20 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   // it also runs bias, soft cap and dropout
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);
+  // forced tile heights: a dense pattern on 64-row tiles, a random 64-block one on 128-row ones
+  for (std::int64_t d : {64, 128}) {
+    ops::attn::set_tile_height(ops::attn::TileHeight::Half);
+    const std::int64_t h0 = ops::attn::wgmma_fwd_narrow_launches();
+    check_cuda("64-row tiles forced", make_inputs(general_shape(d), 86), AttentionPattern::dense(256, 256, 64), {},
+               {DType::bf16});
+    CHECK(ops::attn::wgmma_fwd_narrow_launches() > h0);
+    ops::attn::set_tile_height(ops::attn::TileHeight::Full);
+    const std::int64_t h1 = ops::attn::wgmma_fwd_narrow_launches();
+    check_cuda("128-row tiles forced", make_inputs(general_shape(d), 87), uniform_pattern(4, 256, 256, 64, 64, 30, 88),
+               {}, {DType::bf16});
+    CHECK(ops::attn::wgmma_fwd_narrow_launches() == h1);
+  }
+  ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
   // the mma.sync kernel when asked for
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Mma);
   const std::int64_t mid = ops::attn::wgmma_fwd_launches();
@@ -576,7 +593,10 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   if (cuda_compute_capability(0) != 90)
     TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
   struct Restore {
-    ~Restore() { ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto); }
+    ~Restore() {
+      ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
+      ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
+    }
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
@@ -608,4 +628,15 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   check_cuda("deterministic falls back", make_inputs(general_shape(64), 84), dense, o, {DType::bf16});
   check_cuda("deterministic falls back", make_inputs(general_shape(128), 92), dense, o, {DType::bf16});
   CHECK(ops::attn::wgmma_bwd_launches() == mid);
+  // forced tile heights: a random 64-block pattern on 128-key tiles, a dense one on 64-key ones
+  const AttentionPattern random64 = uniform_pattern(4, 256, 256, 64, 64, 30, 95);
+  for (std::int64_t d : {64, 128}) {
+    ops::attn::set_tile_height(ops::attn::TileHeight::Full);
+    const std::int64_t n0 = ops::attn::narrow_kv_launches();
+    check_cuda("128-key tiles forced", make_inputs(general_shape(d), 96), random64, {}, {DType::bf16});
+    CHECK(ops::attn::narrow_kv_launches() == n0);
+    ops::attn::set_tile_height(ops::attn::TileHeight::Half);
+    check_cuda("64-key tiles forced", make_inputs(general_shape(d), 97), dense, {}, {DType::bf16});
+    CHECK(ops::attn::narrow_kv_launches() > n0);
+  }
 }
