@@ -16,11 +16,12 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
-  constexpr bool bf16 = std::is_same_v<T, bfloat16>;
+  using tg::cuda::TmaElem;
+  constexpr TmaElem elem = std::is_same_v<T, bfloat16> ? TmaElem::bf16 : TmaElem::f16;
   const auto planes = static_cast<std::uint64_t>(a.p.bhq), rows = static_cast<std::uint64_t>(a.p.sq);
-  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, planes, rows, Cfg::D, 64, Cfg::BM);
-  w.map_do = tg::cuda::tensor_map_3d_16bit(a.dout, bf16, planes, rows, Cfg::DV, 64, Cfg::BM);
-  w.map_dq = tg::cuda::tensor_map_3d_f32(a.dq_acc, planes, rows, Cfg::D, 32, Cfg::BM);
+  w.map_q = tg::cuda::tensor_map_3d(a.q, elem, planes, rows, Cfg::D, 64, Cfg::BM);
+  w.map_do = tg::cuda::tensor_map_3d(a.dout, elem, planes, rows, Cfg::DV, 64, Cfg::BM);
+  w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);

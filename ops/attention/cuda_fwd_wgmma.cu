@@ -16,11 +16,12 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
-  constexpr bool bf16 = std::is_same_v<T, bfloat16>;
+  using tg::cuda::TmaElem;
+  constexpr TmaElem elem = std::is_same_v<T, bfloat16> ? TmaElem::bf16 : TmaElem::f16;
   const auto bhq = static_cast<std::uint64_t>(a.p.bhq), bhkv = static_cast<std::uint64_t>(a.p.bhkv);
-  w.map_q = tg::cuda::tensor_map_3d_16bit(a.q, bf16, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
-  w.map_k = tg::cuda::tensor_map_3d_16bit(a.k, bf16, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
-  w.map_v = tg::cuda::tensor_map_3d_16bit(a.v, bf16, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
+  w.map_q = tg::cuda::tensor_map_3d(a.q, elem, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
+  w.map_k = tg::cuda::tensor_map_3d(a.k, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
+  w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }

@@ -61,28 +61,18 @@ CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows,
   return encode(base, type_16bit(bf16), 2, dims, strides, box, swizzle_bytes);
 }
 
-CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
-                                std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows) {
-  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (cols * 2) % 16 != 0 || planes >= (1ull << 31) ||
-      rows >= (1ull << 31) || cols >= (1ull << 31) || box_cols > 64 || box_rows > 256)
-    TG_THROW(DeviceError, "TMA: internal error: unsupported tensor (", planes, " x ", rows, " x ", cols, ", box ",
-             box_cols, " x ", box_rows, ")");
+CUtensorMap tensor_map_3d(const void* base, TmaElem elem, std::uint64_t planes, std::uint64_t rows,
+                          std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows) {
+  const std::uint64_t bytes = elem == TmaElem::f32 ? 4 : 2;
+  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (cols * bytes) % 16 != 0 || planes >= (1ull << 31) ||
+      rows >= (1ull << 31) || cols >= (1ull << 31) || box_cols * bytes > 128 || box_rows > 256)
+    TG_THROW(DeviceError, "TMA: internal error: unsupported tensor (", planes, " x ", rows, " x ", cols, " of ", bytes,
+             "-byte elements, box ", box_cols, " x ", box_rows, ")");
   const cuuint64_t dims[3] = {cols, rows, planes};
-  const cuuint64_t strides[2] = {cols * 2, rows * cols * 2};
+  const cuuint64_t strides[2] = {cols * bytes, rows * cols * bytes};
   const cuuint32_t box[3] = {box_cols, box_rows, 1};
-  return encode(base, type_16bit(bf16), 3, dims, strides, box, 128);
-}
-
-CUtensorMap tensor_map_3d_f32(void* base, std::uint64_t planes, std::uint64_t rows, std::uint64_t cols,
-                              std::uint32_t box_cols, std::uint32_t box_rows) {
-  if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (cols * 4) % 16 != 0 || planes >= (1ull << 31) ||
-      rows >= (1ull << 31) || cols >= (1ull << 31) || box_cols > 32 || box_rows > 256)
-    TG_THROW(DeviceError, "TMA: internal error: unsupported f32 tensor (", planes, " x ", rows, " x ", cols, ", box ",
-             box_cols, " x ", box_rows, ")");
-  const cuuint64_t dims[3] = {cols, rows, planes};
-  const cuuint64_t strides[2] = {cols * 4, rows * cols * 4};
-  const cuuint32_t box[3] = {box_cols, box_rows, 1};
-  return encode(base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, dims, strides, box, 128);
+  const CUtensorMapDataType type = elem == TmaElem::f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : type_16bit(elem == TmaElem::bf16);
+  return encode(base, type, 3, dims, strides, box, 128);
 }
 
 }  // namespace tg::cuda

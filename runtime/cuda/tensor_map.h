@@ -18,18 +18,17 @@ namespace tg::cuda {
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
                                 std::uint32_t box_cols, std::uint32_t box_rows, int swizzle_bytes = 128);
 
-/// The tensor map of `planes` row-major matrices of `rows` x `cols` 16-bit elements stored
-/// one after the other (plane p at base + p * rows * cols), read in boxes of `box_cols` x
-/// `box_rows` of one plane with 128-byte swizzling (box_cols at most 64). Rows past `rows`
-/// of a plane read as zeros, not as the next plane's. Requirements (checked): base 16-byte
-/// aligned, cols * 2 a multiple of 16, every extent below 2^31. Throws tg::DeviceError as
-/// tensor_map_2d_16bit.
-CUtensorMap tensor_map_3d_16bit(const void* base, bool bf16, std::uint64_t planes, std::uint64_t rows,
-                                std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows);
+/// Element types of the 3-d tensor maps.
+enum class TmaElem { bf16, f16, f32 };
 
-/// The same for f32 elements (box_cols at most 32: one 128-byte line), e.g. the target of
-/// TMA reductions; cols * 4 a multiple of 16.
-CUtensorMap tensor_map_3d_f32(void* base, std::uint64_t planes, std::uint64_t rows, std::uint64_t cols,
-                              std::uint32_t box_cols, std::uint32_t box_rows);
+/// The tensor map of `planes` row-major matrices of `rows` x `cols` elements of `elem`
+/// stored one after the other (plane p at base + p * rows * cols), read (or reduced into)
+/// in boxes of `box_cols` x `box_rows` of one plane with 128-byte swizzling (box_cols of at
+/// most one 128-byte line: 64 16-bit or 32 f32 elements). Rows past `rows` of a plane read
+/// as zeros and are skipped by reductions, not taken from the next plane. Requirements
+/// (checked): base 16-byte aligned, a row a multiple of 16 bytes, every extent below 2^31.
+/// Throws tg::DeviceError as tensor_map_2d_16bit.
+CUtensorMap tensor_map_3d(const void* base, TmaElem elem, std::uint64_t planes, std::uint64_t rows,
+                          std::uint64_t cols, std::uint32_t box_cols, std::uint32_t box_rows);
 
 }  // namespace tg::cuda
