@@ -177,6 +177,12 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     if (!any) {
       release([] {});
     } else {
+    // which elements dropout keeps, decided before any MMA of the step is in flight (in
+    // between, the divergent Philox code made ptxas serialise the MMAs)
+    std::uint32_t kept = ~0u;
+    if constexpr (kGeneral) {
+      if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+    }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
     float st[32], dp[32];
 #pragma unroll
@@ -192,10 +198,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
     // probability with the sign bit set. Rows past sq: lse +inf (P = 0), D = 0.
     [[maybe_unused]] float fac[kGeneral ? 32 : 1];
-    std::uint32_t kept = ~0u;
-    if constexpr (kGeneral) {
-      if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
-    }
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
