@@ -187,6 +187,8 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     float st[32], dp[32];
 #pragma unroll
     for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
+    wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
+    wg::fence_regs(dp);
     wg::fence();
     mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
     mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
