@@ -7,7 +7,9 @@
 // Forward: a two-pass softmax with the sink in the denominator, dropout, P·V. Backward: the
 // flash backward, recomputing P from the saved lse. Arithmetic is f32 (f64 for f64); dk/dv
 // are accumulated per kv row over its query heads in a fixed order, so results are
-// deterministic run to run.
+// deterministic run to run. Rows run in parallel over the cores (OpenMP, where the build
+// has it): the forward over batch·head rows, the backward over kv rows, each writing only
+// its own outputs (the sinks' gradient is summed per kv row, then over them in order).
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -123,6 +125,7 @@ class CpuAttention {
     A* lse_out = static_cast<A*>(lse.data_ptr());
     const std::int64_t dv = p_.dv;
     CMap<A> V_all(v_.data(), p_.bhkv * p_.sk, dv);
+#pragma omp parallel for schedule(dynamic)
     for (std::int64_t bh = 0; bh < p_.bhq; ++bh) {
       for_each_chunk(bh, [&](Chunk& c) {
         const A sink = sink_of(c);
@@ -181,11 +184,12 @@ class CpuAttention {
     T* dv_out = static_cast<T*>(dv.data_ptr());
     T* dbias_out = dbias.defined() ? static_cast<T*>(dbias.data_ptr()) : nullptr;
     if (dbias_out) std::fill(dbias_out, dbias_out + dbias.numel(), static_cast<T>(A(0)));
-    std::vector<double> dsink(at(p_.heads), 0.0);
+    std::vector<double> dsink_kv(at(p_.bhkv * p_.heads), 0.0);  // per kv row and head
     const std::int64_t d = p_.d, dvv = p_.dv, sq = p_.sq, sk = p_.sk;
     const A scale = static_cast<A>(p_.scale), cap = static_cast<A>(p_.softcap);
     CMap<A> Q_all(q_.data(), p_.bhq * sq, d), K_all(k_.data(), p_.bhkv * sk, d), V_all(v_.data(), p_.bhkv * sk, dvv);
     CMap<A> O_all(o_w.data(), p_.bhq * sq, dvv), dO_all(do_w.data(), p_.bhq * sq, dvv);
+#pragma omp parallel for schedule(dynamic)
     for (std::int64_t kv = 0; kv < p_.bhkv; ++kv) {
       Mat<A> dK = Mat<A>::Zero(sk, d), dV = Mat<A>::Zero(sk, dvv);
       const std::int64_t kvbase = kv * sk;
@@ -230,7 +234,8 @@ class CpuAttention {
                   }
                 }
               }
-              if (!sinks_.empty() && L != kNegInf) dsink[at(c.h)] -= static_cast<double>(std::exp(sink - L) * D(ii));
+              if (!sinks_.empty() && L != kNegInf)
+                dsink_kv[at(kv * p_.heads + c.h)] -= static_cast<double>(std::exp(sink - L) * D(ii));
             }
             auto Q = Q_all.middleRows(qrow, c.m);
             for (const KeyRange& r : c.ranges) {
@@ -254,6 +259,9 @@ class CpuAttention {
       }
     }
     if (dsinks.defined()) {  // f32, or f64 for f64
+      std::vector<double> dsink(at(p_.heads), 0.0);
+      for (std::int64_t kv = 0; kv < p_.bhkv; ++kv)
+        for (std::int64_t h = 0; h < p_.heads; ++h) dsink[at(h)] += dsink_kv[at(kv * p_.heads + h)];
       for (std::size_t h = 0; h < dsink.size(); ++h) {
         if (dsinks.dtype() == DType::f64) static_cast<double*>(dsinks.data_ptr())[h] = dsink[h];
         else static_cast<float*>(dsinks.data_ptr())[h] = static_cast<float>(dsink[h]);

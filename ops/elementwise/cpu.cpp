@@ -10,6 +10,7 @@
 #include "ops/elementwise/kernels.h"
 #include "ops/elementwise/math.h"
 #include "ops/elementwise/plan.h"
+#include "runtime/parallel.h"
 
 namespace tg::ops {
 namespace {
@@ -33,48 +34,52 @@ std::int64_t common_row_len(const MapPlan<N>& plan) {
   return len;
 }
 
-// out[m][i] = f(in[0][off0(i)], ...) for i in [0, n); a null output is not written.
+// Elements per range of the parallel map: large enough that a range's work outweighs the
+// cost of handing it to a thread, small enough to split a training step's tensors.
+constexpr std::int64_t kMapGrain = 1 << 15;
+
+// out[m][i] = f(in[0][off0(i)], ...) for i in [0, n); a null output is not written. Ranges
+// of the elements run in parallel (runtime/parallel.h).
 template <typename T, typename F>
 void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in, const std::array<T*, F::kOut>& out,
              std::int64_t n, const F& f) {
   using A = acc_t<T>;
   constexpr int N = F::kIn, M = F::kOut;
-  A x[N], y[M];
   std::int64_t row = plan.all_contiguous ? -1 : common_row_len(plan);
   if (row == 0) row = n;  // only scalars broadcast: one "row" of everything
-  if (row > 0 && n % row == 0) {
-    // A bias row or a scalar: walk rows, so that no element needs a division.
-    for (std::int64_t base = 0; base < n; base += row) {
-      for (std::int64_t j = 0; j < row; ++j) {
-        for (int k = 0; k < N; ++k) {
-          const InputMode mode = plan.in[k].mode;
-          x[k] = static_cast<A>(in[k][mode == InputMode::Contiguous ? base + j : mode == InputMode::Row ? j : 0]);
-        }
-        f(x, y);
-        for (int m = 0; m < M; ++m) {
-          if (out[m]) out[m][base + j] = T(y[m]);
-        }
-      }
-    }
-    return;
-  }
-  if (plan.all_contiguous) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][i]);
-      f(x, y);
-      for (int m = 0; m < M; ++m) {
-        if (out[m]) out[m][i] = T(y[m]);
-      }
-    }
-    return;
-  }
-  for (std::int64_t i = 0; i < n; ++i) {
-    for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][plan.offset(k, i)]);
-    f(x, y);
+  auto emit = [&](const A (&y)[M], std::int64_t i) {
     for (int m = 0; m < M; ++m) {
       if (out[m]) out[m][i] = T(y[m]);
     }
-  }
+  };
+  parallel_ranges(n, kMapGrain, [&](std::int64_t i0, std::int64_t i1) {
+    A x[N], y[M];
+    if (row > 0 && n % row == 0) {
+      // A bias row or a scalar: j counts along the row, so that no element needs a division.
+      std::int64_t j = i0 % row;
+      for (std::int64_t i = i0; i < i1; ++i) {
+        for (int k = 0; k < N; ++k) {
+          const InputMode mode = plan.in[k].mode;
+          x[k] = static_cast<A>(in[k][mode == InputMode::Contiguous ? i : mode == InputMode::Row ? j : 0]);
+        }
+        f(x, y);
+        emit(y, i);
+        if (++j == row) j = 0;
+      }
+    } else if (plan.all_contiguous) {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][i]);
+        f(x, y);
+        emit(y, i);
+      }
+    } else {
+      for (std::int64_t i = i0; i < i1; ++i) {
+        for (int k = 0; k < N; ++k) x[k] = static_cast<A>(in[k][plan.offset(k, i)]);
+        f(x, y);
+        emit(y, i);
+      }
+    }
+  });
 }
 
 template <typename T>
@@ -94,14 +99,16 @@ template <UnaryOp OP, typename T>
 bool unary_fwd_vectorised(const Tensor& x, const Tensor& out) {
   if constexpr (std::is_same_v<T, float> && (OP == UnaryOp::Tanh || OP == UnaryOp::GeluTanh)) {
     if (x.numel() != out.numel()) return false;
-    const Eigen::Map<const Eigen::ArrayXf> in(cptr<float>(x), x.numel());
-    Eigen::Map<Eigen::ArrayXf> y(mptr<float>(out), out.numel());
-    if constexpr (OP == UnaryOp::Tanh) {
-      y = in.tanh();
-    } else {
-      const float c = static_cast<float>(ew::kSqrt2OverPi), a = static_cast<float>(ew::kGeluCubic);
-      y = 0.5f * in * (1.0f + (c * (in + a * in.cube())).tanh());
-    }
+    parallel_ranges(out.numel(), kMapGrain, [&](std::int64_t i0, std::int64_t i1) {
+      const Eigen::Map<const Eigen::ArrayXf> in(cptr<float>(x) + i0, i1 - i0);
+      Eigen::Map<Eigen::ArrayXf> y(mptr<float>(out) + i0, i1 - i0);
+      if constexpr (OP == UnaryOp::Tanh) {
+        y = in.tanh();
+      } else {
+        const float c = static_cast<float>(ew::kSqrt2OverPi), a = static_cast<float>(ew::kGeluCubic);
+        y = 0.5f * in * (1.0f + (c * (in + a * in.cube())).tanh());
+      }
+    });
     return true;
   }
   return false;
@@ -110,13 +117,15 @@ bool unary_fwd_vectorised(const Tensor& x, const Tensor& out) {
 template <UnaryOp OP, typename T>
 bool unary_bwd_vectorised(const Tensor& saved, const Tensor& g, const Tensor& gi) {
   if constexpr (std::is_same_v<T, float> && OP == UnaryOp::GeluTanh) {
-    const std::int64_t n = gi.numel();
-    const Eigen::Map<const Eigen::ArrayXf> x(cptr<float>(saved), n), dy(cptr<float>(g), n);
-    const float c = static_cast<float>(ew::kSqrt2OverPi), a = static_cast<float>(ew::kGeluCubic);
-    const Eigen::ArrayXf x2 = x.square();
-    const Eigen::ArrayXf t = (c * x * (1.0f + a * x2)).tanh();
-    Eigen::Map<Eigen::ArrayXf>(mptr<float>(gi), n) =
-        dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t.square()) * (c * (1.0f + 3.0f * a * x2)));
+    parallel_ranges(gi.numel(), kMapGrain, [&](std::int64_t i0, std::int64_t i1) {
+      const std::int64_t n = i1 - i0;
+      const Eigen::Map<const Eigen::ArrayXf> x(cptr<float>(saved) + i0, n), dy(cptr<float>(g) + i0, n);
+      const float c = static_cast<float>(ew::kSqrt2OverPi), a = static_cast<float>(ew::kGeluCubic);
+      const Eigen::ArrayXf x2 = x.square();
+      const Eigen::ArrayXf t = (c * x * (1.0f + a * x2)).tanh();
+      Eigen::Map<Eigen::ArrayXf>(mptr<float>(gi) + i0, n) =
+          dy * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t.square()) * (c * (1.0f + 3.0f * a * x2)));
+    });
     return true;
   }
   return false;

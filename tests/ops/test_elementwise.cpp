@@ -1,5 +1,6 @@
 // Tests of the element-wise ops (ops/elementwise): plain f64 references, broadcasting,
 // edge values, gradchecks, bad inputs, and CUDA against the CPU.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -297,6 +298,46 @@ TEST_CASE("binary ops broadcast NumPy-style and match an f64 reference", "[ops][
         REQUIRE(broadcast_shapes(s.a, s.b) == s.out);
       }
     }
+  }
+}
+
+TEST_CASE("element-wise ops on tensors of many parallel ranges match the f64 reference", "[ops][elementwise]") {
+  // Sizes several times the CPU map's range (2^15 elements), rows that do not divide it
+  // (a range starts mid-row), a column (the strided walk), and the f32 tanh / GELU paths
+  // with their backward.
+  std::uint64_t seed = 2600;
+  const std::vector<BShapes> shapes = {
+      {{257, 1000}, {1000}, {257, 1000}},      // trailing row, ranges start mid-row
+      {{70001}, {1}, {70001}},                 // one element
+      {{3, 333, 101}, {3, 1, 101}, {3, 333, 101}},
+      {{400, 300}, {400, 1}, {400, 300}},      // column: the strided walk
+  };
+  for (const auto& c : binary_cases()) {
+    for (const auto& s : shapes) {
+      for (DType dt : {DType::f32, DType::f64}) {
+        INFO(c.name << " " << s.a << " with " << s.b << " " << dt);
+        Tensor a = rand_dt(s.a, ++seed, dt, -2, 2);
+        Tensor b = rand_dt(s.b, ++seed, dt, 0.5, 2.5);
+        const double tol = tol_for(dt);
+        tgt::require_close(c.op(a, b), ref_binary(a, b, s.out, c.ref), tol, tol);
+      }
+    }
+  }
+  const std::vector<UnaryCase> cases = unary_cases();
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const Tensor x = rand_dt({300, 1001}, ++seed, DType::f32, c.lo, c.hi);
+    const double tol = tol_for(DType::f32);
+    tgt::require_close(c.op(x), ref_unary(x, c.ref), tol, tol);
+  }
+  for (const char* name : {"tanh", "gelu_tanh"}) {
+    INFO(name);
+    const auto it = std::find_if(cases.begin(), cases.end(), [&](const UnaryCase& u) { return u.name == name; });
+    REQUIRE(it != cases.end());
+    Tensor x = rand_dt({300, 1001}, ++seed, DType::f32, it->lo, it->hi).requires_grad_();
+    Tensor y = it->op(x);
+    y.backward(ones(y.shape()));
+    tgt::require_close(x.grad(), ref_unary(x.detach(), it->dref), 1e-5, 1e-5);
   }
 }
 
