@@ -134,20 +134,20 @@ class CpuAttention {
         if (c.nk > 0) {
           for (std::int64_t ii = 0; ii < c.m; ++ii) {
             A* row = &c.S(ii, 0);
-            A mx = sink;
-            for (std::int64_t x = 0; x < c.nk; ++x) mx = std::max(mx, row[x]);
+            Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> r(row, c.nk);
+            const A mx = std::max(sink, r.maxCoeff());
             if (mx == kNegInf) {  // nothing visible and no sink
-              for (std::int64_t x = 0; x < c.nk; ++x) row[x] = A(0);
+              r.setZero();
               lse_out[(bh * p_.sq) + c.i0 + ii] = kNegInf;
               continue;
             }
-            A sum = sinks_.empty() ? A(0) : std::exp(sink - mx);
-            for (std::int64_t x = 0; x < c.nk; ++x) {
-              row[x] = std::exp(row[x] - mx);
-              sum += row[x];
-            }
-            const A inv = A(1) / sum;
-            for (std::int64_t x = 0; x < c.nk; ++x) row[x] *= inv;
+            // Eigen's vectorised exp (libm's scalar one took a sixth of the pass). Hidden keys
+            // (-inf) must give exactly 0: Eigen's f32 packets do; its f64 packets give a
+            // denormal, so f64 selects.
+            if constexpr (std::is_same_v<A, float>) r = (r - mx).exp();
+            else r = (r == kNegInf).select(A(0), (r - mx).exp());
+            const A sum = (sinks_.empty() ? A(0) : std::exp(sink - mx)) + r.sum();
+            r *= A(1) / sum;
             lse_out[bh * p_.sq + c.i0 + ii] = mx + std::log(sum);
             if (p_.dropout_p > 0) {
               const std::uint64_t e0 = static_cast<std::uint64_t>((bh * p_.sq + c.i0 + ii) * p_.sk);
@@ -186,7 +186,7 @@ class CpuAttention {
     if (dbias_out) std::fill(dbias_out, dbias_out + dbias.numel(), static_cast<T>(A(0)));
     std::vector<double> dsink_kv(at(p_.bhkv * p_.heads), 0.0);  // per kv row and head
     const std::int64_t d = p_.d, dvv = p_.dv, sq = p_.sq, sk = p_.sk;
-    const A scale = static_cast<A>(p_.scale), cap = static_cast<A>(p_.softcap);
+    const A scale = static_cast<A>(p_.scale);
     CMap<A> Q_all(q_.data(), p_.bhq * sq, d), K_all(k_.data(), p_.bhkv * sk, d), V_all(v_.data(), p_.bhkv * sk, dvv);
     CMap<A> O_all(o_w.data(), p_.bhq * sq, dvv), dO_all(do_w.data(), p_.bhq * sq, dvv);
 #pragma omp parallel for schedule(dynamic)
@@ -212,28 +212,7 @@ class CpuAttention {
               A* srow = &c.S(ii, 0);  // scores in, dT (gradient of the pre-cap score) out
               A* prow = &Pd(ii, 0);
               const A* dprow = &dP(ii, 0);
-              const std::uint64_t e0 = static_cast<std::uint64_t>((bh * sq + i) * sk);
-              for (const KeyRange& r : c.ranges) {
-                for (std::int64_t j = r.j0; j < r.j1; ++j) {
-                  const std::int64_t x = r.col + j - r.j0;
-                  const A s = srow[x];
-                  if (s == kNegInf || L == kNegInf) {
-                    srow[x] = A(0);
-                    prow[x] = A(0);
-                    continue;
-                  }
-                  const A pr = std::exp(s - L);
-                  const A z = p_.dropout_p > 0 ? (keep(e0 + static_cast<std::uint64_t>(j)) ? drop_scale_ : A(0)) : A(1);
-                  prow[x] = pr * z;
-                  A ds = pr * (z * dprow[x] - D(ii));
-                  if (cap > 0) ds *= A(1) - (s / cap) * (s / cap);
-                  srow[x] = ds;
-                  if (dbias_out) {
-                    const std::int64_t off = bias_.find(bh, i, j);
-                    if (off >= 0) dbias_out[off] = static_cast<T>(ds);
-                  }
-                }
-              }
+              row_grads(c, bh, i, L, D(ii), srow, prow, dprow, keep, dbias_out);
               if (!sinks_.empty() && L != kNegInf)
                 dsink_kv[at(kv * p_.heads + c.h)] -= static_cast<double>(std::exp(sink - L) * D(ii));
             }
@@ -335,6 +314,8 @@ class CpuAttention {
     for (const KeyRange& r : c.ranges)
       c.S.middleCols(r.col, r.j1 - r.j0).noalias() = Q * K.middleRows(r.j0, r.j1 - r.j0).transpose();
     const A scale = static_cast<A>(p_.scale), cap = static_cast<A>(p_.softcap);
+    // Only causal / window rules and the scale: whole runs of keys, which vectorise.
+    const bool plain = !seg_k_ && !mask_data_ && !bias_data_ && !(cap > 0);
     for (std::int64_t ii = 0; ii < c.m; ++ii) {
       const std::int64_t i = c.i0 + ii;
       std::int64_t lo = 0, hi = sk;  // keys visible to row i by causal / window
@@ -343,6 +324,16 @@ class CpuAttention {
       if (p_.window_right >= 0) hi = std::min(hi, i + p_.window_right + 1);
       const std::int64_t seg = seg_q_ ? seg_q_[c.b * sq + i] : 0;
       A* row = &c.S(ii, 0);
+      if (plain) {
+        for (const KeyRange& r : c.ranges) {  // key j's score is row[r.col + j - r.j0]
+          const std::int64_t a = std::clamp(lo, r.j0, r.j1) - r.j0, e = std::clamp(hi, r.j0 + a, r.j1) - r.j0;
+          A* s = row + r.col;
+          for (std::int64_t x = 0; x < a; ++x) s[x] = kNegInf;
+          for (std::int64_t x = a; x < e; ++x) s[x] *= scale;
+          for (std::int64_t x = e; x < r.j1 - r.j0; ++x) s[x] = kNegInf;
+        }
+        continue;
+      }
       for (const KeyRange& r : c.ranges) {
         for (std::int64_t j = r.j0; j < r.j1; ++j) {
           A& s = row[r.col + j - r.j0];
@@ -362,6 +353,44 @@ class CpuAttention {
             if (off >= 0) t += static_cast<A>(bias_data_[off]);
           }
           s = cap > 0 ? cap * std::tanh(t / cap) : t;
+        }
+      }
+    }
+  }
+
+  // One query row i of the backward: P (dropout applied) into prow and dT, the gradient of
+  // the pre-cap score, over srow, which holds the row's scores on entry (-inf: hidden);
+  // dbias where asked. L: the row's lse; Di: its rowsum(dO ⊙ o).
+  void row_grads(const Chunk& c, std::int64_t bh, std::int64_t i, A L, A Di, A* srow, A* prow, const A* dprow,
+                 KeepMask& keep, T* dbias_out) const {
+    const A cap = static_cast<A>(p_.softcap);
+    if (!(p_.dropout_p > 0) && !(cap > 0) && !dbias_out && L != kNegInf) {
+      // whole rows of plain vector ops, with the vectorised exp of the forward
+      Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> sr(srow, c.nk), pr(prow, c.nk);
+      if constexpr (std::is_same_v<A, float>) pr = (sr - L).exp();
+      else pr = (sr == kNegInf).select(A(0), (sr - L).exp());
+      for (std::int64_t x = 0; x < c.nk; ++x) srow[x] = srow[x] == kNegInf ? A(0) : prow[x] * (dprow[x] - Di);
+      return;
+    }
+    const std::uint64_t e0 = static_cast<std::uint64_t>((bh * p_.sq + i) * p_.sk);
+    for (const KeyRange& r : c.ranges) {
+      for (std::int64_t j = r.j0; j < r.j1; ++j) {
+        const std::int64_t x = r.col + j - r.j0;
+        const A s = srow[x];
+        if (s == kNegInf || L == kNegInf) {
+          srow[x] = A(0);
+          prow[x] = A(0);
+          continue;
+        }
+        const A pr = std::exp(s - L);
+        const A z = p_.dropout_p > 0 ? (keep(e0 + static_cast<std::uint64_t>(j)) ? drop_scale_ : A(0)) : A(1);
+        prow[x] = pr * z;
+        A ds = pr * (z * dprow[x] - Di);
+        if (cap > 0) ds *= A(1) - (s / cap) * (s / cap);
+        srow[x] = ds;
+        if (dbias_out) {
+          const std::int64_t off = bias_.find(bh, i, j);
+          if (off >= 0) dbias_out[off] = static_cast<T>(ds);
         }
       }
     }
