@@ -1,5 +1,6 @@
 // CPU kernels of the element-wise family: one generic map loop over the functors of
 // math.h, and a plain sum for sum_to.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <type_traits>
@@ -55,16 +56,33 @@ void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in
   parallel_ranges(n, kMapGrain, [&](std::int64_t i0, std::int64_t i1) {
     A x[N], y[M];
     if (row > 0 && n % row == 0) {
-      // A bias row or a scalar: j counts along the row, so that no element needs a division.
+      // A bias row or a scalar: runs to the end of a row, each input a pointer that steps
+      // by one (contiguous, row) or stays (scalar), so that no element needs a division and
+      // the common all-stepping case vectorises.
       std::int64_t j = i0 % row;
-      for (std::int64_t i = i0; i < i1; ++i) {
+      for (std::int64_t i = i0; i < i1; j = 0) {
+        const std::int64_t run = std::min(i1 - i, row - j);
+        const T* p[N];
+        bool steps = true;
         for (int k = 0; k < N; ++k) {
           const InputMode mode = plan.in[k].mode;
-          x[k] = static_cast<A>(in[k][mode == InputMode::Contiguous ? i : mode == InputMode::Row ? j : 0]);
+          p[k] = in[k] + (mode == InputMode::Contiguous ? i : mode == InputMode::Row ? j : 0);
+          steps = steps && mode != InputMode::Scalar;
         }
-        f(x, y);
-        emit(y, i);
-        if (++j == row) j = 0;
+        if (steps) {
+          for (std::int64_t t = 0; t < run; ++t) {
+            for (int k = 0; k < N; ++k) x[k] = static_cast<A>(p[k][t]);
+            f(x, y);
+            emit(y, i + t);
+          }
+        } else {
+          for (std::int64_t t = 0; t < run; ++t) {
+            for (int k = 0; k < N; ++k) x[k] = static_cast<A>(p[k][plan.in[k].mode == InputMode::Scalar ? 0 : t]);
+            f(x, y);
+            emit(y, i + t);
+          }
+        }
+        i += run;
       }
     } else if (plan.all_contiguous) {
       for (std::int64_t i = i0; i < i1; ++i) {
