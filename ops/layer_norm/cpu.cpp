@@ -2,10 +2,12 @@
 // type (f32; f64 for f64), two passes over each row (mean, then the sum of squared
 // deviations). Row sums use 16 interleaved partial sums combined pairwise: far less
 // rounding error than one running f32 sum over a long row (and they vectorise).
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "ops/layer_norm/kernels.h"
+#include "runtime/parallel.h"
 
 namespace tg::ops {
 namespace {
@@ -35,28 +37,33 @@ void layer_norm_fwd_cpu(const Tensor& x, const Tensor& gamma, const Tensor& beta
     T* py = y.data<T>();
     Acc* pm = mean.data<Acc>();
     Acc* pr = rstd.data<Acc>();
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const T* xr = px + r * D;
-      T* yr = py + r * D;
-      // The row statistics are summed in f64: this backend is the reference the CUDA one
-      // is tested against, and an f32 running sum of ~1000 offset values drifts by ~1e-5.
-      const double mu_d = lane_sum<double>(D, [&](std::int64_t c) { return static_cast<double>(xr[c]); }) /
-                          static_cast<double>(D);
-      const Acc mu = static_cast<Acc>(mu_d);
-      const double q = lane_sum<double>(D, [&](std::int64_t c) {
-        const double d = static_cast<double>(xr[c]) - mu_d;
-        return d * d;
-      });
-      const Acc rs = static_cast<Acc>(1.0 / std::sqrt(q / static_cast<double>(D) + eps));
-      for (std::int64_t c = 0; c < D; ++c) {
-        Acc v = (static_cast<Acc>(xr[c]) - mu) * rs;
-        if (pg) v *= static_cast<Acc>(pg[c]);
-        if (pb) v += static_cast<Acc>(pb[c]);
-        yr[c] = static_cast<T>(v);
-      }
-      pm[r] = mu;
-      pr[r] = rs;
-    }
+    // rows are independent: ranges of them on the cores, ~32K elements each
+    parallel_ranges(rows, std::max<std::int64_t>(1, (std::int64_t{1} << 15) / std::max<std::int64_t>(D, 1)),
+                    [&](std::int64_t r0, std::int64_t r1) {
+                      for (std::int64_t r = r0; r < r1; ++r) {
+                        const T* xr = px + r * D;
+                        T* yr = py + r * D;
+                        // The row statistics are summed in f64: this backend is the reference the CUDA one
+                        // is tested against, and an f32 running sum of ~1000 offset values drifts by ~1e-5.
+                        const double mu_d =
+                            lane_sum<double>(D, [&](std::int64_t c) { return static_cast<double>(xr[c]); }) /
+                            static_cast<double>(D);
+                        const Acc mu = static_cast<Acc>(mu_d);
+                        const double q = lane_sum<double>(D, [&](std::int64_t c) {
+                          const double d = static_cast<double>(xr[c]) - mu_d;
+                          return d * d;
+                        });
+                        const Acc rs = static_cast<Acc>(1.0 / std::sqrt(q / static_cast<double>(D) + eps));
+                        for (std::int64_t c = 0; c < D; ++c) {
+                          Acc v = (static_cast<Acc>(xr[c]) - mu) * rs;
+                          if (pg) v *= static_cast<Acc>(pg[c]);
+                          if (pb) v += static_cast<Acc>(pb[c]);
+                          yr[c] = static_cast<T>(v);
+                        }
+                        pm[r] = mu;
+                        pr[r] = rs;
+                      }
+                    });
   });
 }
 
