@@ -32,13 +32,10 @@ namespace tg::ops::wg {
 /// 32-byte k offset inside one); `lbo` / `sbo` the leading / stride byte offsets. K-major
 /// tiles: sbo = 1024 between 8-line groups along m (n), lbo unused. MN-major tiles (the
 /// instruction's transpose bit set): sbo = 1024 between 8-line groups along k, lbo between
-/// 64-element columns along m (n). `swizzle_bytes` 64 describes the 64-byte-swizzled
-/// layout instead (lines of 64 bytes, atoms of 8 lines x 64 bytes, 512-byte aligned).
-__device__ __forceinline__ std::uint64_t make_desc(std::uint32_t addr, std::uint32_t lbo, std::uint32_t sbo,
-                                                   int swizzle_bytes = 128) {
-  const std::uint64_t layout = swizzle_bytes == 64 ? 2 : 1;  // the descriptor's layout type, bits 62-63
+/// 64-element columns along m (n).
+__device__ __forceinline__ std::uint64_t make_desc(std::uint32_t addr, std::uint32_t lbo, std::uint32_t sbo) {
   return static_cast<std::uint64_t>((addr >> 4) & 0x3FFFu) | (static_cast<std::uint64_t>((lbo >> 4) & 0x3FFFu) << 16) |
-         (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (layout << 62);
+         (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (std::uint64_t{1} << 62);
 }
 
 /// Makes this thread's earlier generic-proxy writes to shared memory (cp.async, stores)

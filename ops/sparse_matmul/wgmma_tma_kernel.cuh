@@ -68,7 +68,7 @@ constexpr int BK = 64;
 template <bool K_MAJOR>
 __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
   if constexpr (K_MAJOR)
-    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, 8u * BK * 2u, BK * 2);
+    return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 32u, 16u, 8u * BK * 2u);
   else
     return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2048u, BK * 128u, 1024u);
 }
@@ -305,7 +305,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 template <typename E>
 CUtensorMap operand_map(const void* p, long long rows, long long ld) {
   return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows),
-                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, 32, 128);
+                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, 32);
 }
 
 template <class C, typename E, bool TA, bool TB>

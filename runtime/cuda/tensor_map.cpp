@@ -28,16 +28,14 @@ CUtensorMapDataType type_16bit(bool bf16) {
   return bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
 }
 
-// Encodes a rank-`rank` map of `type` elements: dims / box innermost first, strides in
-// bytes of dims 1.. (the innermost stride is the element).
+// Encodes a rank-`rank` map of `type` elements with the 128-byte swizzle: dims / box
+// innermost first, strides in bytes of dims 1.. (the innermost stride is the element).
 CUtensorMap encode(const void* base, CUtensorMapDataType type, int rank, const cuuint64_t* dims,
-                   const cuuint64_t* strides, const cuuint32_t* box, int swizzle_bytes) {
+                   const cuuint64_t* strides, const cuuint32_t* box) {
   CUtensorMap map{};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
-  const CUresult r = encode_fn()(&map, type,
-                                 static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides, box,
-                                 elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                 swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B,
+  const CUresult r = encode_fn()(&map, type, static_cast<cuuint32_t>(rank), const_cast<void*>(base), dims, strides,
+                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
     TG_THROW(DeviceError, "TMA: cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ") for a rank-", rank,
@@ -49,16 +47,15 @@ CUtensorMap encode(const void* base, CUtensorMapDataType type, int rank, const c
 }  // namespace
 
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
-                                std::uint32_t box_cols, std::uint32_t box_rows, int swizzle_bytes) {
+                                std::uint32_t box_cols, std::uint32_t box_rows) {
   if (reinterpret_cast<std::uintptr_t>(base) % 16 != 0 || (ld * 2) % 16 != 0 || rows >= (1ull << 31) ||
-      cols >= (1ull << 31) || (swizzle_bytes != 64 && swizzle_bytes != 128) ||
-      box_cols * 2 > static_cast<std::uint32_t>(swizzle_bytes) || box_rows > 256 || cols > ld)
+      cols >= (1ull << 31) || box_cols > 64 || box_rows > 256 || cols > ld)
     TG_THROW(DeviceError, "TMA: internal error: unsupported matrix (", rows, " x ", cols, ", ld ", ld, ", box ", box_cols,
              " x ", box_rows, ")");
   const cuuint64_t dims[2] = {cols, rows};
   const cuuint64_t strides[1] = {ld * 2};
   const cuuint32_t box[2] = {box_cols, box_rows};
-  return encode(base, type_16bit(bf16), 2, dims, strides, box, swizzle_bytes);
+  return encode(base, type_16bit(bf16), 2, dims, strides, box);
 }
 
 CUtensorMap tensor_map_3d(const void* base, TmaElem elem, std::uint64_t planes, std::uint64_t rows,
@@ -72,7 +69,7 @@ CUtensorMap tensor_map_3d(const void* base, TmaElem elem, std::uint64_t planes, 
   const cuuint64_t strides[2] = {cols * bytes, rows * cols * bytes};
   const cuuint32_t box[3] = {box_cols, box_rows, 1};
   const CUtensorMapDataType type = elem == TmaElem::f32 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32 : type_16bit(elem == TmaElem::bf16);
-  return encode(base, type, 3, dims, strides, box, 128);
+  return encode(base, type, 3, dims, strides, box);
 }
 
 }  // namespace tg::cuda

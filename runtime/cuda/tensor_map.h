@@ -11,12 +11,12 @@ namespace tg::cuda {
 
 /// The tensor map of a row-major matrix of `rows` x `cols` 16-bit elements (bf16 when
 /// `bf16`, else f16) at `base`, `ld` elements between rows, read in boxes of `box_cols`
-/// x `box_rows` (at most 256) elements into shared memory with the swizzle wgmma reads:
-/// `swizzle_bytes` 128 (box_cols at most 64: one 128-byte line) or 64 (at most 32).
-/// Requirements (checked): base 16-byte aligned, ld * 2 a multiple of 16, rows and cols
-/// below 2^31. Throws tg::DeviceError when the driver refuses the map or has no TMA support.
+/// (at most 64: one 128-byte line) x `box_rows` (at most 256) elements into shared memory
+/// with the 128-byte swizzle wgmma reads. Requirements (checked): base 16-byte aligned,
+/// ld * 2 a multiple of 16, rows and cols below 2^31. Throws tg::DeviceError when the
+/// driver refuses the map or has no TMA support.
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
-                                std::uint32_t box_cols, std::uint32_t box_rows, int swizzle_bytes = 128);
+                                std::uint32_t box_cols, std::uint32_t box_rows);
 
 /// Element types of the 3-d tensor maps.
 enum class TmaElem { bf16, f16, f32 };

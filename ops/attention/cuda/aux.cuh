@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ops/attention/cuda/params.cuh"
 #include "ops/attention/cuda/ptx.cuh"
 
 namespace tg::ops::attn {
@@ -13,7 +14,7 @@ constexpr int kAuxThreads = 256;
 
 /// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row. With `packed` (the
 /// Hopper kv pass's table, rows of sq_pad), also packed[bh · sq_pad + i] = (lse of the row
-/// in log2 units, +inf for -inf, delta) for row = bh · sq + i.
+/// in log2 units as lse_log2, delta) for row = bh · sq + i.
 template <typename T>
 __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* delta, std::int64_t rows, int dv, int tid,
                                            int block, const float* lse, float2* packed, int sq, int sq_pad) {
@@ -26,10 +27,7 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
   for (int m = 16; m > 0; m >>= 1) s += shfl_xor(s, m);
   if (lane == 0) {
     delta[row] = s;
-    if (packed != nullptr) {
-      const float l = lse[row];
-      packed[(row / sq) * sq_pad + row % sq] = make_float2(l == -INFINITY ? INFINITY : l * 1.4426950408889634f, s);
-    }
+    if (packed != nullptr) packed[(row / sq) * sq_pad + row % sq] = make_float2(lse_log2(lse[row], true), s);
   }
 }
 

@@ -20,6 +20,12 @@ namespace tg::ops::attn {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
+/// lse of a query row in log2 units for P = 2^(x - L): +inf (P = 0) for rows outside the
+/// extent and for rows without probability mass.
+__device__ __forceinline__ float lse_log2(float lse, bool in_range) {
+  return (in_range && lse != -INFINITY) ? lse * kLog2e : INFINITY;
+}
+
 /// Device pointers and scalars of one attention call. Optional pointers are null when absent.
 struct Params {
   int bhq = 0, bhkv = 0, group = 1, heads = 1, sq = 0, sk = 0;

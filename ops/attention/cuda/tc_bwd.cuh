@@ -60,12 +60,6 @@ struct BwdKvConfig {
   static constexpr int kSmem = kKBytes + kVBytes + 2 * (kQBytes + kOBytes) + kSBytes + 2 * 2 * BM * 4;
 };
 
-// lse of a query row in log2 units for P = 2^(x - L): +inf (P = 0) for rows outside the
-// extent and for rows without probability mass.
-__device__ __forceinline__ float lse_log2(float lse, bool in_range) {
-  return (in_range && lse != -INFINITY) ? lse * kLog2e : INFINITY;
-}
-
 template <typename T, typename Cfg, bool kGeneral>
 __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int tid, int block) {
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NW = Cfg::NW, NT = Cfg::kThreads;
