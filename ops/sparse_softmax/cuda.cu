@@ -6,14 +6,10 @@
 // Default plan, "staged rows" (fwd_staged, bwd_staged), for block sizes >= 16 and rows of
 // at most kStageMaxBytes of staged data (forward: x, plus 1 byte per element of a mask;
 // backward: y and dy; so 24576 f32 / 49152 bf16 elements forward, 12288 / 24576
-// backward): a slice is R rows of one block-row; a CTA copies one (and the mask's bytes)
-// into shared memory with 16-byte cp.async, reduces each row from there (max, then sum of
-// exponentials: two reads of shared memory, no global re-read), and writes the output in
-// memory order. The grid is persistent: a CTA takes slice after slice through two buffers,
-// the next slice's copies in flight while it reduces and writes this one (with a CTA per
-// slice, each read nothing while it computed: 71% of a same-size copy for bf16 rows of ~512
-// elements, where the bytes a multiprocessor had in flight, not the DRAM, set the pace;
-// staged_grid.h selects that grid for A/B runs). Why not the
+// backward): a CTA takes R
+// rows of one block-row, copies them (and the mask's bytes) into shared memory with 16-byte
+// cp.async, reduces each row from there (max, then sum of exponentials: two reads of
+// shared memory, no global re-read), and writes the output in memory order. Why not the
 // register plans below: those keep a row in 64 bytes of registers per thread, so the bytes
 // a multiprocessor had in flight were capped by registers, a power-of-two group of threads
 // per row left up to half of them idle on rows just past a power of two (most rows at
@@ -63,7 +59,6 @@
 
 #include "ops/reduce/cuda_math.cuh"
 #include "ops/sparse_softmax/kernels.h"
-#include "ops/sparse_softmax/staged_grid.h"
 #include "runtime/cuda/cuda_backend.h"
 
 namespace tg::ops {
@@ -556,8 +551,7 @@ __global__ void __launch_bounds__(kLongThreads)
 // such slice: every thread copies 16-byte chunks of it into shared memory with cp.async
 // (the whole slice in flight at once, no thread idle whatever the row length, no
 // registers held), then a group of kStageThreads / R threads per row reduces it from shared
-// memory, and every thread writes 16-byte chunks of the output in the slice's memory order
-// (slice_loop overlaps one slice's copies with the previous one's work).
+// memory, and every thread writes 16-byte chunks of the output in the slice's memory order.
 // Shared memory, not registers, bounds the bytes in flight: the register plans above held
 // 64 bytes per thread, half of it idle where a row's length was just past a power of two,
 // and read nothing while they reduced and wrote. Shared memory keeps the pieces in memory
@@ -575,38 +569,27 @@ constexpr std::int64_t kStageMinBs = 16;   // a piece holds whole 16-byte chunks
 // take the two-pass kernels).
 constexpr std::int64_t kStageTargetBytes = 24 << 10;
 constexpr std::int64_t kStageMaxBytes = 96 << 10;
-// CTAs per multiprocessor that registers must allow (32 registers per thread; f64 85), so
+// CTAs per multiprocessor that registers must allow (32 registers per thread; f64 64), so
 // that shared memory, not registers, bounds them.
 template <typename T>
-constexpr int kStageMinCtas = sizeof(T) >= 8 ? 3 : 8;
+constexpr int kStageMinCtas = sizeof(T) >= 8 ? 4 : 8;
 // CTAs per multiprocessor the grid should give at least, when rows allow: several waves, so
 // that the reads of some CTAs overlap the writes of others.
 constexpr std::int64_t kStageCtasPerSm = 16;
 
-// Where the slices are and how shared memory is split. A buffer set (one slice's staged
-// data) is `set` bytes; the persistent grid keeps two (see slice_loop).
+// Where a CTA's slice is and how shared memory is split.
 struct StageGeom {
   const std::int64_t* row_off;  // CSR offsets of the block-rows, [B * Mb + 1]
   int lg_bs, lg_r;              // block size and rows per CTA, log2 (lg_r <= lg_bs)
-  int buf2;                     // byte offset in a set of its second buffer (mask bytes or dy)
-  int map;                      // byte offset in a set of the mask blocks of the pieces (other layout)
-  int set;                      // bytes of a set (a multiple of 16)
-  int slices;                   // B * M / 2^lg_r
+  int buf2;                     // byte offset of the second buffer (mask bytes or dy)
+  int map;                      // byte offset of the mask blocks of the pieces (other layout)
 };
 
-// Slice q: rows i0 .. i0 + R - 1 of block-row br, which holds blocks k0 .. k0 + nb - 1.
-// Only (q, k0, nb) are kept across a CTA's loop (the 32 registers a thread may use are
-// tight); the rest follows from q.
+// The CTA's slice: rows i0 .. i0 + R - 1 of block-row br, which holds blocks k0 .. k0 + nb - 1.
 struct Slice {
-  std::int64_t k0;
-  int q, nb;
-};
-
-// The blocks of a slice's block-row, loaded a slice ahead of their use (the persistent
-// loop), so that their latency does not delay the next slice's copies.
-struct Span {
-  std::int64_t k0;
-  int nb;
+  std::int64_t br, k0;
+  std::int64_t g0;  // flat index of its first element (block k0, in-block row i0, column 0)
+  int nb, i0;
 };
 
 // Programmatic dependent launch (sm_90; see launch_staged): wait for the previous grid of
@@ -618,18 +601,13 @@ __device__ __forceinline__ void pdl_wait_and_allow() {
 #endif
 }
 
-// R = 2^lg_r rows of a block-row per slice, block-row after block-row.
-__device__ __forceinline__ std::int64_t block_row_of(const StageGeom& g, int q) { return q >> (g.lg_bs - g.lg_r); }
-__device__ __forceinline__ int first_row_of(const StageGeom& g, int q) {
-  return (q & ((1 << (g.lg_bs - g.lg_r)) - 1)) << g.lg_r;
-}
-__device__ __forceinline__ Span span_of(const StageGeom& g, int q) {
-  const std::int64_t br = block_row_of(g, q), k0 = g.row_off[br];
-  return {k0, static_cast<int>(g.row_off[br + 1] - k0)};
-}
-// Flat index of the slice's first element (block k0, in-block row i0, column 0).
-__device__ __forceinline__ std::int64_t first_elem_of(const StageGeom& g, const Slice& s) {
-  return ((s.k0 << g.lg_bs) + first_row_of(g, s.q)) << g.lg_bs;
+// The slice of this CTA: R = 2^lg_r rows of a block-row per CTA, block-row after block-row.
+__device__ __forceinline__ Slice slice_of(const StageGeom& g) {
+  const int lg_slices = g.lg_bs - g.lg_r;
+  const std::int64_t br = blockIdx.x >> lg_slices;
+  const int i0 = static_cast<int>(blockIdx.x & ((1u << lg_slices) - 1)) << g.lg_r;
+  const std::int64_t k0 = g.row_off[br], k1 = g.row_off[br + 1];
+  return {br, k0, ((k0 << g.lg_bs) + i0) << g.lg_bs, static_cast<int>(k1 - k0), i0};
 }
 
 // Offset from the slice's first element of its element e in memory order (pieces of
@@ -646,11 +624,8 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
-// Closes this thread's group of cp.async copies issued since the last one.
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most one group of this thread's copies is pending (a barrier then makes
-// every thread's completed copies visible).
-__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+// Waits for this thread's cp.async copies (a barrier then makes every thread's visible).
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Copies the n elements of a slice (n a multiple of 16 / sizeof(E)) into dst, where
 // src(e) is the address of element e or nullptr (zeros: a piece with no mask block).
@@ -749,39 +724,6 @@ __device__ __forceinline__ RowPart row_part(const StageGeom& g, int nb) {
   return {tid >> lg_g, tid & ((1 << lg_g) - 1), lg_g, nb << lg_cps, lg_cps, g.lg_r, g.lg_bs, kLgV<T>};
 }
 
-// The slices of this CTA, slice after slice: blockIdx.x, then every gridDim.x-th. Slice
-// j + 1's copies (load(buffer, slice)) are issued before slice j is reduced and written
-// (process(buffer, slice)), into the other of two buffer sets, so a CTA keeps reading
-// while it computes; its blocks' CSR span is read one slice earlier still. A grid of one
-// CTA per slice runs the body once (and needs one set). load and process are called by
-// every thread (their barriers included); process is skipped for slices with no block.
-template <typename Load, typename Process>
-__device__ __forceinline__ void slice_loop(const StageGeom& g, Load&& load, Process&& process) {
-  int q = static_cast<int>(blockIdx.x);
-  const int step = static_cast<int>(gridDim.x);
-  if (q >= g.slices) return;
-  const Span first = span_of(g, q);
-  Slice cur{first.k0, q, first.nb};
-  load(0, cur);
-  cp_async_commit();
-  Span next{0, 0};
-  if (q + step < g.slices) next = span_of(g, q + step);
-  for (int b = 0; q < g.slices; b ^= 1, q += step) {
-    Slice nx{0, q + step, 0};
-    if (q + step < g.slices) {
-      nx = {next.k0, q + step, next.nb};
-      load(b ^ 1, nx);
-      if (q + 2 * step < g.slices) next = span_of(g, q + 2 * step);
-    }
-    cp_async_commit();
-    cp_async_wait_one();
-    __syncthreads();
-    if (cur.nb > 0) process(b, cur);
-    __syncthreads();  // buffer set b is free for the slice after next
-    cur = nx;
-  }
-}
-
 // Forward. x's slice is staged (and the mask's, where MASKED: the mask blocks of the
 // pieces come from the mask layout's block_index unless it is x's layout); per row, the max
 // of c * x over included elements (c = scale * log2(e)), then the sum of 2^(c * x - m), both
@@ -797,57 +739,40 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   __shared__ Acc st_m[kStageMaxRows], st_inv[kStageMaxRows];
   const Acc ninf = gpu::neg_inf<Acc>();
   pdl_wait_and_allow();
-  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs;
-
-  auto load = [&](int b, const Slice& s) {
-    unsigned char* set = smem + b * g.set;
-    const int n = s.nb << lg_piece;
-    const T* xg = x + first_elem_of(g, s);
-    stage<VEC>(reinterpret_cast<T*>(set), n, x, [&](int e) { return xg + piece_off(e, lg_piece, lg_bs2); });
-    if constexpr (MASKED) {
-      std::int64_t* mk = reinterpret_cast<std::int64_t*>(set + g.map);
-      if (!mg.same) {
-        for (int k = static_cast<int>(threadIdx.x); k < s.nb; k += kStageThreads)
-          mk[k] = mg.index[block_row_of(g, s.q) * mg.Nb + mg.coords[3 * (s.k0 + k) + 2]];
-        __syncthreads();
-      }
-      auto src = [&](int e) -> const std::uint8_t* {
-        const int k = e >> lg_piece;
-        const std::int64_t blk = mg.same ? s.k0 + k : mk[k];
-        return blk < 0 ? nullptr
-                       : mg.data + ((((blk << g.lg_bs) + first_row_of(g, s.q)) << g.lg_bs) + (e & ((1 << lg_piece) - 1)));
-      };
-      if (mvec) stage<true>(set + g.buf2, n, mg.data, src);
-      else stage<false>(set + g.buf2, n, mg.data, src);
+  const Slice s = slice_of(g);
+  if (s.nb == 0) return;  // no blocks: nothing to write (the whole CTA leaves)
+  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs, n = s.nb << lg_piece;
+  T* xs = reinterpret_cast<T*>(smem);
+  std::uint8_t* ms = smem + g.buf2;
+  const T* xg = x + s.g0;
+  stage<VEC>(xs, n, x, [&](int e) { return xg + piece_off(e, lg_piece, lg_bs2); });
+  if constexpr (MASKED) {
+    std::int64_t* mk = reinterpret_cast<std::int64_t*>(smem + g.map);
+    if (!mg.same) {
+      for (int k = static_cast<int>(threadIdx.x); k < s.nb; k += kStageThreads)
+        mk[k] = mg.index[s.br * mg.Nb + mg.coords[3 * (s.k0 + k) + 2]];
+      __syncthreads();
     }
-  };
+    auto src = [&](int e) -> const std::uint8_t* {
+      const int k = e >> lg_piece;
+      const std::int64_t b = mg.same ? s.k0 + k : mk[k];
+      return b < 0 ? nullptr : mg.data + ((((b << g.lg_bs) + s.i0) << g.lg_bs) + (e & ((1 << lg_piece) - 1)));
+    };
+    if (mvec) stage<true>(ms, n, mg.data, src);
+    else stage<false>(ms, n, mg.data, src);
+  }
+  cp_async_wait_all();
+  __syncthreads();
 
-  auto process = [&](int b, const Slice& s) {
-    const T* xs = reinterpret_cast<const T*>(smem + b * g.set);
-    const std::uint8_t* ms = smem + b * g.set + g.buf2;
-    const int n = s.nb << lg_piece;
-    const RowPart rp = row_part<T>(g, s.nb);
-    const int G = 1 << rp.lg_g;
-    Acc m = ninf;
-    if (!MASKED && c > Acc(0)) {
-      RawMax<T> rm;
+  const RowPart rp = row_part<T>(g, s.nb);
+  const int G = 1 << rp.lg_g;
+  Acc m = ninf;
+  if (!MASKED && c > Acc(0)) {
+    RawMax<T> rm;
 #pragma unroll 4
-      for (int q = rp.t; q < rp.nq; q += G) rm.add(xs + rp.at(q));
-      m = c * rm.get();
-    } else {
-#pragma unroll 2
-      for (int q = rp.t; q < rp.nq; q += G) {
-        const int e = rp.at(q);
-        Acc a[V];
-        load_vec<V>(xs + e, a);
-        const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
-#pragma unroll
-        for (int k = 0; k < V; ++k) m = gpu::nan_max_fast(m, (bits >> k) & 1u ? ninf : a[k] * c);
-      }
-    }
-    m = group_allreduce(m, MaxNanOp{}, G, red);
-    const Acc mz = m == ninf ? Acc(0) : m;
-    Acc sum = 0;
+    for (int q = rp.t; q < rp.nq; q += G) rm.add(xs + rp.at(q));
+    m = c * rm.get();
+  } else {
 #pragma unroll 2
     for (int q = rp.t; q < rp.nq; q += G) {
       const int e = rp.at(q);
@@ -855,42 +780,52 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
       load_vec<V>(xs + e, a);
       const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
 #pragma unroll
-      for (int k = 0; k < V; ++k) {
-        const Acc p = exp2_acc(fma_acc(a[k], c, -mz));
-        sum += (bits >> k) & 1u ? Acc(0) : p;
-      }
+      for (int k = 0; k < V; ++k) m = gpu::nan_max_fast(m, (bits >> k) & 1u ? ninf : a[k] * c);
     }
-    // sum >= 1 (the max gives 2^0) unless m is -inf (unused then), +inf or nan (then every
-    // included output is nan, as on the CPU)
-    sum = group_allreduce(sum, SumOp{}, G, red);
-    if (rp.t == 0) {
-      st_m[rp.r] = mz;
-      st_inv[rp.r] = m == ninf ? Acc(0) : Acc(1) / sum;
-    }
-    __syncthreads();
-
-    T* yg = y + first_elem_of(g, s);
-    const int rmask = (1 << g.lg_r) - 1;
+  }
+  m = group_allreduce(m, MaxNanOp{}, G, red);
+  const Acc mz = m == ninf ? Acc(0) : m;
+  Acc sum = 0;
 #pragma unroll 2
-    for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
-      const int r = (e >> g.lg_bs) & rmask;
-      const Acc mm = st_m[r], inv = st_inv[r];
-      Acc a[V];
-      load_vec<V>(xs + e, a);
-      const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+  for (int q = rp.t; q < rp.nq; q += G) {
+    const int e = rp.at(q);
+    Acc a[V];
+    load_vec<V>(xs + e, a);
+    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
 #pragma unroll
-      for (int k = 0; k < V; ++k) a[k] = (bits >> k) & 1u ? Acc(0) : exp2_acc(fma_acc(a[k], c, -mm)) * inv;
-      T* p = yg + piece_off(e, lg_piece, lg_bs2);
-      if constexpr (VEC) {
-        store_vec<V>(p, a);
-      } else {
-#pragma unroll
-        for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
-      }
+    for (int k = 0; k < V; ++k) {
+      const Acc p = exp2_acc(fma_acc(a[k], c, -mz));
+      sum += (bits >> k) & 1u ? Acc(0) : p;
     }
-  };
+  }
+  // sum >= 1 (the max gives 2^0) unless m is -inf (unused then), +inf or nan (then every
+  // included output is nan, as on the CPU)
+  sum = group_allreduce(sum, SumOp{}, G, red);
+  if (rp.t == 0) {
+    st_m[rp.r] = mz;
+    st_inv[rp.r] = m == ninf ? Acc(0) : Acc(1) / sum;
+  }
+  __syncthreads();
 
-  slice_loop(g, load, process);
+  T* yg = y + s.g0;
+  const int rmask = (1 << g.lg_r) - 1;
+#pragma unroll 2
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+    const int r = (e >> g.lg_bs) & rmask;
+    const Acc mm = st_m[r], inv = st_inv[r];
+    Acc a[V];
+    load_vec<V>(xs + e, a);
+    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+#pragma unroll
+    for (int k = 0; k < V; ++k) a[k] = (bits >> k) & 1u ? Acc(0) : exp2_acc(fma_acc(a[k], c, -mm)) * inv;
+    T* p = yg + piece_off(e, lg_piece, lg_bs2);
+    if constexpr (VEC) {
+      store_vec<V>(p, a);
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
+    }
+  }
 }
 
 // Backward: y's and dy's slices staged; per row ss = scale * sum(y * dy over y != 0) from
@@ -904,58 +839,52 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   __shared__ Acc red[kStageThreads / 32];
   __shared__ Acc st_s[kStageMaxRows];
   pdl_wait_and_allow();
-  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs;
+  const Slice s = slice_of(g);
+  if (s.nb == 0) return;
+  const int lg_piece = g.lg_r + g.lg_bs, lg_bs2 = 2 * g.lg_bs, n = s.nb << lg_piece;
+  T* ys = reinterpret_cast<T*>(smem);
+  T* ds = reinterpret_cast<T*>(smem + g.buf2);
+  const T* yg = y + s.g0;
+  const T* dg = dy + s.g0;
+  stage<VEC>(ys, n, y, [&](int e) { return yg + piece_off(e, lg_piece, lg_bs2); });
+  stage<VEC>(ds, n, dy, [&](int e) { return dg + piece_off(e, lg_piece, lg_bs2); });
+  cp_async_wait_all();
+  __syncthreads();
 
-  auto load = [&](int b, const Slice& s) {
-    unsigned char* set = smem + b * g.set;
-    const int n = s.nb << lg_piece;
-    const T* yg = y + first_elem_of(g, s);
-    const T* dg = dy + first_elem_of(g, s);
-    stage<VEC>(reinterpret_cast<T*>(set), n, y, [&](int e) { return yg + piece_off(e, lg_piece, lg_bs2); });
-    stage<VEC>(reinterpret_cast<T*>(set + g.buf2), n, dy, [&](int e) { return dg + piece_off(e, lg_piece, lg_bs2); });
-  };
-
-  auto process = [&](int b, const Slice& s) {
-    const T* ys = reinterpret_cast<const T*>(smem + b * g.set);
-    const T* ds = reinterpret_cast<const T*>(smem + b * g.set + g.buf2);
-    const int n = s.nb << lg_piece;
-    const RowPart rp = row_part<T>(g, s.nb);
-    const int G = 1 << rp.lg_g;
-    Acc sum = 0;
+  const RowPart rp = row_part<T>(g, s.nb);
+  const int G = 1 << rp.lg_g;
+  Acc sum = 0;
 #pragma unroll 2
-    for (int q = rp.t; q < rp.nq; q += G) {
-      const int e = rp.at(q);
-      Acc a[V], d[V];
-      load_vec<V>(ys + e, a);
-      load_vec<V>(ds + e, d);
+  for (int q = rp.t; q < rp.nq; q += G) {
+    const int e = rp.at(q);
+    Acc a[V], b[V];
+    load_vec<V>(ys + e, a);
+    load_vec<V>(ds + e, b);
 #pragma unroll
-      for (int k = 0; k < V; ++k) sum = fma_acc(a[k], a[k] != Acc(0) ? d[k] : Acc(0), sum);
-    }
-    sum = group_allreduce(sum, SumOp{}, G, red);
-    if (rp.t == 0) st_s[rp.r] = scale * sum;
-    __syncthreads();
+    for (int k = 0; k < V; ++k) sum = fma_acc(a[k], a[k] != Acc(0) ? b[k] : Acc(0), sum);
+  }
+  sum = group_allreduce(sum, SumOp{}, G, red);
+  if (rp.t == 0) st_s[rp.r] = scale * sum;
+  __syncthreads();
 
-    T* og = dx + first_elem_of(g, s);
-    const int rmask = (1 << g.lg_r) - 1;
+  T* og = dx + s.g0;
+  const int rmask = (1 << g.lg_r) - 1;
 #pragma unroll 2
-    for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
-      const Acc ss = st_s[(e >> g.lg_bs) & rmask];
-      Acc a[V], d[V];
-      load_vec<V>(ys + e, a);
-      load_vec<V>(ds + e, d);
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+    const Acc ss = st_s[(e >> g.lg_bs) & rmask];
+    Acc a[V], b[V];
+    load_vec<V>(ys + e, a);
+    load_vec<V>(ds + e, b);
 #pragma unroll
-      for (int k = 0; k < V; ++k) a[k] = a[k] != Acc(0) ? a[k] * fma_acc(scale, d[k], -ss) : Acc(0);
-      T* p = og + piece_off(e, lg_piece, lg_bs2);
-      if constexpr (VEC) {
-        store_vec<V>(p, a);
-      } else {
+    for (int k = 0; k < V; ++k) a[k] = a[k] != Acc(0) ? a[k] * fma_acc(scale, b[k], -ss) : Acc(0);
+    T* p = og + piece_off(e, lg_piece, lg_bs2);
+    if constexpr (VEC) {
+      store_vec<V>(p, a);
+    } else {
 #pragma unroll
-        for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
-      }
+      for (int k = 0; k < V; ++k) store_vec<1>(p + k, a + k);
     }
-  };
-
-  slice_loop(g, load, process);
+  }
 }
 
 // ---- launch ------------------------------------------------------------------------------
@@ -1031,14 +960,14 @@ RowGeom row_geom(const Layout& l, const LayoutTables& tab) {
 // ---- launch: staged rows -------------------------------------------------------------------
 
 struct StagePlan {
-  int lg_r;          // rows per slice, log2; -1: the staged plan does not apply
-  std::int64_t set;  // shared memory of one slice's buffers, bytes (a multiple of 16)
+  int lg_r;           // rows per CTA, log2; -1: the staged plan does not apply
+  std::int64_t smem;  // dynamic shared memory per CTA, bytes
 };
 
 // The staged plan for rows of at most `len` elements taking `elem_bytes` of shared memory
-// each (plus `extra` per slice): the most rows per slice (a power of two, <= bs, <=
-// kStageMaxRows) within kStageTargetBytes that leave kStageCtasPerSm slices per
-// multiprocessor; one row per slice up to kStageMaxBytes; none for blocks under kStageMinBs.
+// each (plus `extra` per CTA): the most rows per CTA (a power of two, <= bs, <=
+// kStageMaxRows) within kStageTargetBytes that leave kStageCtasPerSm CTAs per
+// multiprocessor; one row per CTA up to kStageMaxBytes; none for blocks under kStageMinBs.
 StagePlan stage_plan(const Layout& l, std::int64_t len, std::int64_t elem_bytes, std::int64_t extra, int device) {
   const std::int64_t bs = l.block_size(), row = len * elem_bytes, rows = l.batch() * l.rows();
   if (bs < kStageMinBs || len <= 0 || row + extra > kStageMaxBytes || rows > std::numeric_limits<int>::max())
@@ -1049,44 +978,31 @@ StagePlan stage_plan(const Layout& l, std::int64_t len, std::int64_t elem_bytes,
   while ((std::int64_t(2) << lg) <= max_rows && (row << (lg + 1)) + extra <= kStageTargetBytes &&
          (rows >> (lg + 1)) >= want)
     ++lg;
-  return {lg, ((row << lg) + extra + 15) / 16 * 16};
+  return {lg, (row << lg) + extra};
 }
 
 // 16-byte vectors apply where every pointer is 16-byte aligned (bs * sizeof(T) >= 16 keeps
 // every chunk aligned from there).
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
-// Launches a staged kernel over `slices` slices of `set` bytes of buffers each, on the grid
-// staged_grid() asks for: persistent (two sets per CTA, as many CTAs as fit the device at
-// once, at most one per slice and at most staged_grid_max_ctas()) or a CTA per slice (one
-// set). With programmatic stream serialisation where the device has it (sm_90: the launch
-// and the first CTAs overlap the previous kernel's tail; every staged kernel waits for that
-// kernel before touching global memory). Sets, once per device, the kernel's shared memory
-// limit to two sets of kStageMaxBytes and asks for the largest carveout, so that as many
-// CTAs fit a multiprocessor as its shared memory allows.
+// Launches a staged kernel with programmatic stream serialisation where the device has it
+// (sm_90: the launch and the first CTAs overlap the previous kernel's tail; every staged
+// kernel waits for that kernel before touching global memory). Sets, once per device, the
+// kernel's shared memory limit to kStageMaxBytes and asks for the largest carveout, so that
+// as many CTAs fit a multiprocessor as its shared memory allows.
 template <auto Kernel, typename... Args>
-void launch_staged(int slices, std::int64_t set, cudaStream_t st, int device, Args... args) {
+void launch_staged(unsigned grid, std::int64_t smem, cudaStream_t st, int device, Args... args) {
   static std::atomic<std::uint64_t> ready{0};  // bit d: attributes set on device d
   const std::uint64_t bit = std::uint64_t(1) << (device & 63);
   if ((ready.load(std::memory_order_acquire) & bit) == 0) {
-    TG_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(2 * kStageMaxBytes)));
+    TG_CUDA_CHECK(
+        cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStageMaxBytes)));
     TG_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                        static_cast<int>(cudaSharedmemCarveoutMaxShared)));
     ready.fetch_or(bit, std::memory_order_release);
   }
-  std::int64_t grid = slices, smem = set;
-  if (staged_grid() == StagedGrid::Persistent) {
-    smem = 2 * set;
-    int per_sm = 0;
-    TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, kStageThreads,
-                                                                 static_cast<std::size_t>(smem)));
-    std::int64_t ctas = std::int64_t(std::max(per_sm, 1)) * cuda::multiprocessor_count(device);
-    if (const std::int64_t cap = staged_grid_max_ctas(); cap > 0) ctas = std::min(ctas, cap);
-    grid = std::min<std::int64_t>(grid, ctas);
-  }
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(kStageThreads);
   cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
   cfg.stream = st;
@@ -1111,20 +1027,20 @@ bool fwd_staged_launch(const T* xp, T* yp, const Layout& l, const LayoutTables& 
   const StagePlan sp = stage_plan(l, len, std::int64_t(sizeof(T)) + (masked ? 1 : 0), map, dev.index);
   if (sp.lg_r < 0) return false;
   const std::int64_t buf = (len << sp.lg_r) * std::int64_t(sizeof(T));
-  const int slices = static_cast<int>((l.batch() * l.rows()) >> sp.lg_r);
   const StageGeom g{tab.row_offsets.data<std::int64_t>(), log2_exact(l.block_size()), sp.lg_r, static_cast<int>(buf),
-                    static_cast<int>(buf + (masked ? len << sp.lg_r : 0)), static_cast<int>(sp.set), slices};
+                    static_cast<int>(buf + (masked ? len << sp.lg_r : 0))};
+  const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> sp.lg_r);
   const bool vec = aligned16(xp) && aligned16(yp), mvec = masked && aligned16(mg.data);
   // softmax(scale * x) = 2^(c * x - max) / sum with c = scale * log2(e): one fma and one
   // ex2 per exponential
   const Acc c = static_cast<Acc>(scale * 1.4426950408889634074);
   const int d = dev.index;
   if (masked) {
-    if (vec) launch_staged<fwd_staged<T, true, true>>(slices, sp.set, st, d, xp, yp, g, mg, mvec, c);
-    else launch_staged<fwd_staged<T, false, true>>(slices, sp.set, st, d, xp, yp, g, mg, mvec, c);
+    if (vec) launch_staged<fwd_staged<T, true, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    else launch_staged<fwd_staged<T, false, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
   } else {
-    if (vec) launch_staged<fwd_staged<T, true, false>>(slices, sp.set, st, d, xp, yp, g, mg, mvec, c);
-    else launch_staged<fwd_staged<T, false, false>>(slices, sp.set, st, d, xp, yp, g, mg, mvec, c);
+    if (vec) launch_staged<fwd_staged<T, true, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    else launch_staged<fwd_staged<T, false, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
   }
   TG_CUDA_CHECK_LAST();
   return true;
@@ -1137,14 +1053,14 @@ bool bwd_staged_launch(const T* yp, const T* gp, T* op, const Layout& l, const L
   const StagePlan sp = stage_plan(l, len, 2 * std::int64_t(sizeof(T)), 0, dev.index);
   if (sp.lg_r < 0) return false;
   const std::int64_t buf = (len << sp.lg_r) * std::int64_t(sizeof(T));
-  const int slices = static_cast<int>((l.batch() * l.rows()) >> sp.lg_r);
   const StageGeom g{tab.row_offsets.data<std::int64_t>(), log2_exact(l.block_size()), sp.lg_r, static_cast<int>(buf),
-                    static_cast<int>(2 * buf), static_cast<int>(sp.set), slices};
+                    static_cast<int>(2 * buf)};
+  const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> sp.lg_r);
   const acc_t<T> sc = static_cast<acc_t<T>>(scale);
   if (aligned16(yp) && aligned16(gp) && aligned16(op))
-    launch_staged<bwd_staged<T, true>>(slices, sp.set, st, dev.index, yp, gp, op, g, sc);
+    launch_staged<bwd_staged<T, true>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
   else
-    launch_staged<bwd_staged<T, false>>(slices, sp.set, st, dev.index, yp, gp, op, g, sc);
+    launch_staged<bwd_staged<T, false>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
   TG_CUDA_CHECK_LAST();
   return true;
 }

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "ops/sparse_softmax/sparse_softmax.h"
-#include "ops/sparse_softmax/staged_grid.h"
 #include "util.h"
 
 using namespace tg;
@@ -664,28 +663,6 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
   }
 }
 
-// Runs f under each grid of the staged CUDA kernels: persistent as sized for the device,
-// persistent on 3 CTAs (each takes many slices, through both of its buffers), and a CTA
-// per slice. The default is restored however f leaves.
-template <typename F>
-void each_staged_grid(F&& f) {
-  struct Restore {
-    ~Restore() { ops::set_staged_grid(ops::StagedGrid::Auto); }
-  } restore;
-  struct Grid {
-    ops::StagedGrid g;
-    std::int64_t cap;
-    const char* name;
-  };
-  for (const Grid& g : {Grid{ops::StagedGrid::Persistent, 0, "persistent"},
-                        Grid{ops::StagedGrid::Persistent, 3, "persistent on 3 CTAs"},
-                        Grid{ops::StagedGrid::OnePerSlice, 0, "a CTA per slice"}}) {
-    INFO("staged grid: " << g.name);
-    ops::set_staged_grid(g.g, g.cap);
-    f();
-  }
-}
-
 TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][sparse_softmax][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
@@ -702,7 +679,7 @@ TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][s
   // at the plan's row limit: 24576 elements stage the f32 and bf16 forwards, the masked
   // bf16 forward and the bf16 backward, while the masked f32 forward (5 bytes per element)
   // and the f32 backward (8) take the two passes; rows of 51200 elements take the two
-  // passes everywhere. Every GPU call runs on each grid of the staged kernels.
+  // passes everywhere.
   struct Case { std::int64_t B, Mb, Nb, bs; double density; bool small; };
   std::uint64_t seed = 2300;
   for (const Case& c : {Case{2, 1056, 1, 32, 0.5, false}, Case{1, 1056, 6, 16, 0.6, false},
@@ -743,62 +720,40 @@ TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][s
       for (double scale : {0.7, -0.6, 0.0}) {
         INFO(describe(l) << " dtype " << dtype_name(dt) << " scale " << scale);
         Tensor want = softmax(xh, scale).data();
-        each_staged_grid([&] {
-          tgt::require_close(softmax(xg, scale).data(), want, tol, tol * 1e-2);
-          if (c.small && scale == 0.7) {
-            INFO("misaligned x");
-            tgt::require_close(softmax(xm, scale).data(), want, tol, tol * 1e-2);
-          }
-        });
+        tgt::require_close(softmax(xg, scale).data(), want, tol, tol * 1e-2);
+        if (c.small && scale == 0.7) {
+          INFO("misaligned x");
+          tgt::require_close(softmax(xm, scale).data(), want, tol, tol * 1e-2);
+        }
       }
       for (const BlockSparseTensor* mask : {&own, &other}) {
         INFO(describe(l) << " dtype " << dtype_name(dt) << (mask == &own ? " mask on x's layout" : " mask on another"));
         Tensor want = masked_softmax(xh, *mask, 0.7).data();
         BlockSparseTensor mg(mask->data().to(gpu), mask->layout());
         BlockSparseTensor mm(c.small ? misaligned(mask->data()) : mg.data(), mask->layout());
-        each_staged_grid([&] {
-          tgt::require_close(masked_softmax(xg, mg, 0.7).data(), want, tol, tol * 1e-2);
-          if (c.small) {
-            INFO("misaligned mask, then misaligned x");
-            tgt::require_close(masked_softmax(xg, mm, 0.7).data(), want, tol, tol * 1e-2);
-            tgt::require_close(masked_softmax(xm, mg, 0.7).data(), want, tol, tol * 1e-2);
-          }
-        });
+        tgt::require_close(masked_softmax(xg, mg, 0.7).data(), want, tol, tol * 1e-2);
+        if (c.small) {
+          INFO("misaligned mask, then misaligned x");
+          tgt::require_close(masked_softmax(xg, mm, 0.7).data(), want, tol, tol * 1e-2);
+          tgt::require_close(masked_softmax(xm, mg, 0.7).data(), want, tol, tol * 1e-2);
+        }
       }
       {
         INFO(describe(l) << " dtype " << dtype_name(dt) << " softmax_backward on the CPU's y");
         Tensor y = softmax(xh, 0.7).data(), dyc = rand_seeded(shape, ++seed, {.dtype = dt}, -1.0, 1.0);
         Tensor want = softmax_backward(BlockSparseTensor(y, l), BlockSparseTensor(dyc, l), 0.7).data();
-        each_staged_grid([&] {
-          Tensor got =
-              softmax_backward(BlockSparseTensor(y.to(gpu), l), BlockSparseTensor(dyc.to(gpu), l), 0.7).data();
+        Tensor got =
+            softmax_backward(BlockSparseTensor(y.to(gpu), l), BlockSparseTensor(dyc.to(gpu), l), 0.7).data();
+        tgt::require_close(got, want, tol, tol * 1e-1);
+        if (c.small) {
+          INFO("misaligned y and dy");
+          got = softmax_backward(BlockSparseTensor(misaligned(y), l), BlockSparseTensor(misaligned(dyc), l), 0.7)
+                    .data();
           tgt::require_close(got, want, tol, tol * 1e-1);
-          if (c.small) {
-            INFO("misaligned y and dy");
-            got = softmax_backward(BlockSparseTensor(misaligned(y), l), BlockSparseTensor(misaligned(dyc), l), 0.7)
-                      .data();
-            tgt::require_close(got, want, tol, tol * 1e-1);
-          }
-        });
+        }
       }
     }
   }
-}
-
-TEST_CASE("block-sparse softmax: the staged grid setting round-trips", "[ops][sparse_softmax]") {
-  struct Restore {
-    ~Restore() { ops::set_staged_grid(ops::StagedGrid::Auto); }
-  } restore;
-  ops::set_staged_grid(ops::StagedGrid::Persistent, 5);
-  CHECK(ops::staged_grid() == ops::StagedGrid::Persistent);
-  CHECK(ops::staged_grid_max_ctas() == 5);
-  ops::set_staged_grid(ops::StagedGrid::OnePerSlice, 5);  // a cap means nothing there
-  CHECK(ops::staged_grid() == ops::StagedGrid::OnePerSlice);
-  CHECK(ops::staged_grid_max_ctas() == 0);
-  ops::set_staged_grid(ops::StagedGrid::Persistent, -2);
-  CHECK(ops::staged_grid_max_ctas() == 0);
-  ops::set_staged_grid(ops::StagedGrid::Auto);
-  CHECK(ops::staged_grid() != ops::StagedGrid::Auto);
 }
 
 TEST_CASE("block-sparse softmax with mixed devices throws", "[ops][sparse_softmax][cuda]") {
