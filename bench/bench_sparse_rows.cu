@@ -11,8 +11,9 @@
 //   exp            read the blocks, write the blocks
 // Each timed run issues kInner calls back to back, so the host-side cost of a call
 // (validation, allocation from the pool, launch) is hidden only where the kernel is longer.
-// TG_SPARSE_ROWS_KERNEL=old runs the previous row_sum / row_max / 16-bit broadcast kernels
-// (temporary, for an A/B against the default lean ones; see ops/sparse_rows/cuda.cu).
+// The "queued" columns time the same calls queued behind a spin kernel
+// (tgb::time_queued_ms): the GPU time alone, against copies timed that way; the 85% flag
+// is on those. TG_BENCH_ONLY picks cases by label ("row_max d0.25 bf16").
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -26,22 +27,26 @@ constexpr int kInner = 10;
 
 void report(const char* op, double density, tg::DType dt, double bytes, const std::function<void()>& fn,
             double copy) {
-  const double ms = tgb::time_ms([&] {
-                      for (int i = 0; i < kInner; ++i) fn();
-                    }) /
-                    kInner;
-  const double gbs = bytes / ms / 1e6;
-  std::printf("%-14s %-14s %4d %7.2f %-5s %9.4f %9.0f %6.1f%% %9.1f%%%s\n", op, "16x2048x2048", 64, density,
-              tg::dtype_name(dt), ms, gbs, 100 * gbs / copy, 100 * gbs / tgb::same_size_copy_gbps(bytes, kInner),
-              gbs >= 0.85 * copy ? "" : "  (< 85%)");
+  char label[64];
+  std::snprintf(label, sizeof label, "%s d%.2f %s", op, density, tg::dtype_name(dt));
+  if (!tgb::selected(label)) return;
+  const auto calls = [&] {
+    for (int i = 0; i < kInner; ++i) fn();
+  };
+  const double ms = tgb::time_ms(calls) / kInner, qms = tgb::time_queued_ms(calls) / kInner;
+  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
+  std::printf("%-14s %-14s %4d %7.2f %-5s %9.4f %9.0f %6.1f%% %9.1f%% %9.4f %6.1f%% %9.1f%%%s\n", op, "16x2048x2048", 64,
+              density, tg::dtype_name(dt), ms, gbs, 100 * gbs / copy,
+              100 * gbs / tgb::same_size_copy_gbps(bytes, kInner), qms, 100 * qgbs / copy,
+              100 * qgbs / tgb::same_size_copy_gbps(bytes, kInner, true), qgbs >= 0.85 * copy ? "" : "  (< 85%)");
 }
 }  // namespace
 
 int main() {
   const double copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
-  std::printf("%-14s %-14s %4s %7s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms", "GB/s",
-              "%copy", "%size-copy");
+  std::printf("%-14s %-14s %4s %7s %-5s %9s %9s %7s %10s %9s %7s %10s\n", "op", "shape", "bs", "density", "dtype", "ms",
+              "GB/s", "%copy", "%size-copy", "queued ms", "%copy", "%size-copy");
   const std::int64_t B = 16, S = 2048, bs = 64;
   const tg::Device gpu = tg::Device::cuda();
   tg::NoGradGuard no_grad;

@@ -13,7 +13,11 @@
 // cp.async; see ops/sparse_softmax/cuda.cu), every backward too except the f32 one of
 // short rows (the slice kernel, measured faster there). Each timed run issues
 // kInner calls back to back, so the host-side cost of a call (validation, allocation from
-// the pool, launch) shows only where the kernel is shorter than it.
+// the pool, launch) shows only where the kernel is shorter than it. The "queued" columns
+// time the same calls queued behind a spin kernel (tgb::time_queued_ms): the GPU time
+// alone, as in a training loop whose host runs ahead, against copies timed that way; the
+// 85% flag is on those. TG_BENCH_ONLY picks cases by label ("fwd 16x2048x2048 bs64 d0.25
+// bf16").
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -34,23 +38,28 @@ std::int64_t longest_row(const tg::Layout& l) {
 
 void report(const char* op, const char* shape, const tg::Layout& l, tg::DType dt, double bytes,
             const std::function<void()>& fn, double copy) {
-  const double ms = tgb::time_ms([&] {
-                      for (int i = 0; i < kInner; ++i) fn();
-                    }) /
-                    kInner;
-  const double gbs = bytes / ms / 1e6;
-  std::printf("%-11s %-13s %4lld %7.2f %6lld %-5s %9.4f %9.0f %6.1f%% %9.1f%%%s\n", op, shape,
+  char label[96];
+  std::snprintf(label, sizeof label, "%s %s bs%lld d%.2f %s", op, shape, static_cast<long long>(l.block_size()),
+                l.density(), tg::dtype_name(dt));
+  if (!tgb::selected(label)) return;
+  const auto calls = [&] {
+    for (int i = 0; i < kInner; ++i) fn();
+  };
+  const double ms = tgb::time_ms(calls) / kInner, qms = tgb::time_queued_ms(calls) / kInner;
+  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
+  const double qsize = tgb::same_size_copy_gbps(bytes, kInner, true);
+  std::printf("%-11s %-13s %4lld %7.2f %6lld %-5s %9.4f %9.0f %6.1f%% %9.1f%% %9.4f %6.1f%% %9.1f%%%s\n", op, shape,
               static_cast<long long>(l.block_size()), l.density(), static_cast<long long>(longest_row(l)),
-              tg::dtype_name(dt), ms, gbs, 100 * gbs / copy, 100 * gbs / tgb::same_size_copy_gbps(bytes, kInner),
-              gbs >= 0.85 * copy ? "" : "  (< 85%)");
+              tg::dtype_name(dt), ms, gbs, 100 * gbs / copy, 100 * gbs / tgb::same_size_copy_gbps(bytes, kInner), qms,
+              100 * qgbs / copy, 100 * qgbs / qsize, qgbs >= 0.85 * copy ? "" : "  (< 85%)");
 }
 }  // namespace
 
 int main() {
   const double copy = tgb::copy_rate_gbps();
   std::printf("device copy rate: %.0f GB/s (read + write)\n", copy);
-  std::printf("%-11s %-13s %4s %7s %6s %-5s %9s %9s %7s %10s\n", "op", "shape", "bs", "density", "row", "dtype", "ms",
-              "GB/s", "%copy", "%size-copy");
+  std::printf("%-11s %-13s %4s %7s %6s %-5s %9s %9s %7s %10s %9s %7s %10s\n", "op", "shape", "bs", "density", "row",
+              "dtype", "ms", "GB/s", "%copy", "%size-copy", "queued ms", "%copy", "%size-copy");
   const tg::Device gpu = tg::Device::cuda();
   tg::NoGradGuard no_grad;
   struct Shape3 {

@@ -46,6 +46,43 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 10, int reps
   return ms[ms.size() / 2];
 }
 
+/// Holds the stream for `ns` nanoseconds (one thread), so that the host can queue work
+/// behind it.
+template <int = 0>
+__global__ void spin_kernel(long long ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (static_cast<long long>(t - t0) < ns);
+}
+
+/// Like time_ms, but each timed run is queued behind a 2 ms spin kernel, with the first
+/// event after it: the GPU time of `fn` alone, without gaps where the GPU waits for the
+/// host's launches (validation, allocation, dispatch). A training loop sees this time when
+/// its host runs ahead of the GPU; time_ms shows where the host cannot keep up.
+inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50) {
+  for (int i = 0; i < warmup; ++i) fn();
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t a, b;
+  TG_CUDA_CHECK(cudaEventCreate(&a));
+  TG_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ms(static_cast<std::size_t>(reps));
+  for (int i = 0; i < reps; ++i) {
+    spin_kernel<<<1, 1>>>(2000000);
+    TG_CUDA_CHECK(cudaGetLastError());
+    TG_CUDA_CHECK(cudaEventRecord(a));
+    fn();
+    TG_CUDA_CHECK(cudaEventRecord(b));
+    TG_CUDA_CHECK(cudaEventSynchronize(b));
+    TG_CUDA_CHECK(cudaEventElapsedTime(&ms[static_cast<std::size_t>(i)], a, b));
+  }
+  TG_CUDA_CHECK(cudaEventDestroy(a));
+  TG_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 /// Device-to-device copy rate in GB/s (bytes read + written) over a 2 GiB buffer.
 inline double copy_rate_gbps() {
   const std::size_t bytes = std::size_t(2) << 30;
@@ -63,20 +100,20 @@ inline double copy_rate_gbps() {
 /// (bytes / 2 read, as many written), `inner` copies back to back per timed run as the
 /// benchmark times its op: the ceiling at that size, where launch and ramp-up weigh more
 /// than in copy_rate_gbps(). Measured once per (size, inner) and remembered.
-inline double same_size_copy_gbps(double bytes, int inner = 1) {
+/// `queued`: timed with time_queued_ms (the GPU time of the copies alone).
+inline double same_size_copy_gbps(double bytes, int inner = 1, bool queued = false) {
   static std::map<std::pair<std::size_t, int>, double> memo;
   const std::size_t half = (static_cast<std::size_t>(bytes / 2) + 255) & ~std::size_t(255);
-  const auto key = std::pair{half, inner};
+  const auto key = std::pair{half, queued ? -inner : inner};
   if (auto it = memo.find(key); it != memo.end()) return it->second;
   void *src, *dst;
   TG_CUDA_CHECK(cudaMalloc(&src, half));
   TG_CUDA_CHECK(cudaMalloc(&dst, half));
   TG_CUDA_CHECK(cudaMemset(src, 1, half));
-  const double ms = time_ms([&] {
-                      for (int i = 0; i < inner; ++i)
-                        TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, half, cudaMemcpyDeviceToDevice));
-                    }) /
-                    inner;
+  const auto copies = [&] {
+    for (int i = 0; i < inner; ++i) TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, half, cudaMemcpyDeviceToDevice));
+  };
+  const double ms = (queued ? time_queued_ms(copies) : time_ms(copies)) / inner;
   TG_CUDA_CHECK(cudaFree(src));
   TG_CUDA_CHECK(cudaFree(dst));
   return memo[key] = 2.0 * static_cast<double>(half) / ms / 1e6;
