@@ -6,7 +6,8 @@
 // Default plan, "staged rows" (fwd_staged, bwd_staged), for block sizes >= 16 and rows of
 // at most kStageMaxBytes of staged data (forward: x, plus 1 byte per element of a mask;
 // backward: y and dy; so 24576 f32 / 49152 bf16 elements forward, 12288 / 24576
-// backward): a CTA takes R
+// backward): a CTA of 256 threads (128 where that leaves a thread under 32 elements on
+// average; staged_threads.h) takes R
 // rows of one block-row, copies them (and the mask's bytes) into shared memory with 16-byte
 // cp.async, reduces each row from there (max, then sum of exponentials: two reads of
 // shared memory, no global re-read), and writes the output in memory order. Why not the
@@ -59,6 +60,7 @@
 
 #include "ops/reduce/cuda_math.cuh"
 #include "ops/sparse_softmax/kernels.h"
+#include "ops/sparse_softmax/staged_threads.h"
 #include "runtime/cuda/cuda_backend.h"
 
 namespace tg::ops {
@@ -560,9 +562,12 @@ __global__ void __launch_bounds__(kLongThreads)
 template <typename T>
 constexpr int kLgV = sizeof(T) == 2 ? 3 : sizeof(T) == 4 ? 2 : 1;  // 16-byte chunks: 2^kLgV elements
 
+// Threads of a staged CTA: 256, or 128 where a slice holds few elements per thread (the
+// per-CTA start-up, staging setup and reductions are a fixed cost; with 256 threads on
+// slices of ~2K elements, one 16-byte chunk a thread, ncu counted ~52 instructions an
+// element). LG_NT below is log2 of it.
 constexpr int kStageThreads = 256;
-constexpr int kLgStageThreads = 8;
-constexpr int kStageMaxRows = 32;          // rows per CTA at most: a group of >= 8 threads per row
+constexpr int kStageMaxRows = 32;          // rows per CTA at most: a group of >= 8 threads per row (4 at 128)
 constexpr std::int64_t kStageMinBs = 16;   // a piece holds whole 16-byte chunks at every dtype
 // Bytes of rows a CTA stages, at most kStageTargetBytes where rows allow (8 CTAs of 256
 // threads fit a multiprocessor), and at most kStageMaxBytes for a single row (longer rows
@@ -571,8 +576,8 @@ constexpr std::int64_t kStageTargetBytes = 24 << 10;
 constexpr std::int64_t kStageMaxBytes = 96 << 10;
 // CTAs per multiprocessor that registers must allow (32 registers per thread; f64 64), so
 // that shared memory, not registers, bounds them.
-template <typename T>
-constexpr int kStageMinCtas = sizeof(T) >= 8 ? 4 : 8;
+template <typename T, int LG_NT>
+constexpr int kStageMinCtas = (sizeof(T) >= 8 ? 4 : 8) * kStageThreads >> LG_NT;
 // CTAs per multiprocessor the grid should give at least, when rows allow: several waves, so
 // that the reads of some CTAs overlap the writes of others.
 constexpr std::int64_t kStageCtasPerSm = 16;
@@ -631,18 +636,18 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 // src(e) is the address of element e or nullptr (zeros: a piece with no mask block).
 // VEC: 16 bytes per cp.async, src(e) 16-byte aligned for every chunk; else one element at a
 // time through registers (misaligned data, not the case to make fast).
-template <bool VEC, typename E, typename Src>
+template <bool VEC, int NT, typename E, typename Src>
 __device__ __forceinline__ void stage(E* dst, int n, const E* any, Src src) {
   if constexpr (VEC) {
     constexpr int V = 16 / static_cast<int>(sizeof(E));
 #pragma unroll 4
-    for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+    for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += NT * V) {
       const E* p = src(e);
       cp_async16(dst + e, p ? p : any, p != nullptr);
     }
   } else {
 #pragma unroll 4
-    for (int e = static_cast<int>(threadIdx.x); e < n; e += kStageThreads) {
+    for (int e = static_cast<int>(threadIdx.x); e < n; e += NT) {
       const E* p = src(e);
       dst[e] = p ? *p : E{};
     }
@@ -717,9 +722,9 @@ struct RowPart {
   }
 };
 
-template <typename T>
+template <typename T, int LG_NT>
 __device__ __forceinline__ RowPart row_part(const StageGeom& g, int nb) {
-  const int lg_g = kLgStageThreads - g.lg_r, tid = static_cast<int>(threadIdx.x);
+  const int lg_g = LG_NT - g.lg_r, tid = static_cast<int>(threadIdx.x);
   const int lg_cps = g.lg_bs - kLgV<T>;
   return {tid >> lg_g, tid & ((1 << lg_g) - 1), lg_g, nb << lg_cps, lg_cps, g.lg_r, g.lg_bs, kLgV<T>};
 }
@@ -729,13 +734,13 @@ __device__ __forceinline__ RowPart row_part(const StageGeom& g, int nb) {
 // of c * x over included elements (c = scale * log2(e)), then the sum of 2^(c * x - m), both
 // from shared memory; then y = 2^(c * x - m) / sum in memory order. A row whose max is -inf
 // keeps m = 0 and 1 / sum = 0: its included elements are all -inf (2^-inf * 0 = 0).
-template <typename T, bool VEC, bool MASKED>
-__global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
+template <typename T, bool VEC, bool MASKED, int LG_NT>
+__global__ void __launch_bounds__(1 << LG_NT, kStageMinCtas<T, LG_NT>)
     fwd_staged(const T* __restrict__ x, T* __restrict__ y, StageGeom g, MaskGeom mg, bool mvec, acc_t<T> c) {
   using Acc = acc_t<T>;
-  constexpr int V = 1 << kLgV<T>;
+  constexpr int V = 1 << kLgV<T>, NT = 1 << LG_NT;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ Acc red[kStageThreads / 32];
+  __shared__ Acc red[NT / 32];
   __shared__ Acc st_m[kStageMaxRows], st_inv[kStageMaxRows];
   const Acc ninf = gpu::neg_inf<Acc>();
   pdl_wait_and_allow();
@@ -745,11 +750,11 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   T* xs = reinterpret_cast<T*>(smem);
   std::uint8_t* ms = smem + g.buf2;
   const T* xg = x + s.g0;
-  stage<VEC>(xs, n, x, [&](int e) { return xg + piece_off(e, lg_piece, lg_bs2); });
+  stage<VEC, NT>(xs, n, x, [&](int e) { return xg + piece_off(e, lg_piece, lg_bs2); });
   if constexpr (MASKED) {
     std::int64_t* mk = reinterpret_cast<std::int64_t*>(smem + g.map);
     if (!mg.same) {
-      for (int k = static_cast<int>(threadIdx.x); k < s.nb; k += kStageThreads)
+      for (int k = static_cast<int>(threadIdx.x); k < s.nb; k += NT)
         mk[k] = mg.index[s.br * mg.Nb + mg.coords[3 * (s.k0 + k) + 2]];
       __syncthreads();
     }
@@ -758,13 +763,13 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
       const std::int64_t b = mg.same ? s.k0 + k : mk[k];
       return b < 0 ? nullptr : mg.data + ((((b << g.lg_bs) + s.i0) << g.lg_bs) + (e & ((1 << lg_piece) - 1)));
     };
-    if (mvec) stage<true>(ms, n, mg.data, src);
-    else stage<false>(ms, n, mg.data, src);
+    if (mvec) stage<true, NT>(ms, n, mg.data, src);
+    else stage<false, NT>(ms, n, mg.data, src);
   }
   cp_async_wait_all();
   __syncthreads();
 
-  const RowPart rp = row_part<T>(g, s.nb);
+  const RowPart rp = row_part<T, LG_NT>(g, s.nb);
   const int G = 1 << rp.lg_g;
   Acc m = ninf;
   if (!MASKED && c > Acc(0)) {
@@ -810,7 +815,7 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   T* yg = y + s.g0;
   const int rmask = (1 << g.lg_r) - 1;
 #pragma unroll 2
-  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += NT * V) {
     const int r = (e >> g.lg_bs) & rmask;
     const Acc mm = st_m[r], inv = st_inv[r];
     Acc a[V];
@@ -830,13 +835,13 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
 
 // Backward: y's and dy's slices staged; per row ss = scale * sum(y * dy over y != 0) from
 // shared memory; then dx = y * (scale * dy - ss) where y != 0, else 0, in memory order.
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
+template <typename T, bool VEC, int LG_NT>
+__global__ void __launch_bounds__(1 << LG_NT, kStageMinCtas<T, LG_NT>)
     bwd_staged(const T* __restrict__ y, const T* __restrict__ dy, T* __restrict__ dx, StageGeom g, acc_t<T> scale) {
   using Acc = acc_t<T>;
-  constexpr int V = 1 << kLgV<T>;
+  constexpr int V = 1 << kLgV<T>, NT = 1 << LG_NT;
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ Acc red[kStageThreads / 32];
+  __shared__ Acc red[NT / 32];
   __shared__ Acc st_s[kStageMaxRows];
   pdl_wait_and_allow();
   const Slice s = slice_of(g);
@@ -846,12 +851,12 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   T* ds = reinterpret_cast<T*>(smem + g.buf2);
   const T* yg = y + s.g0;
   const T* dg = dy + s.g0;
-  stage<VEC>(ys, n, y, [&](int e) { return yg + piece_off(e, lg_piece, lg_bs2); });
-  stage<VEC>(ds, n, dy, [&](int e) { return dg + piece_off(e, lg_piece, lg_bs2); });
+  stage<VEC, NT>(ys, n, y, [&](int e) { return yg + piece_off(e, lg_piece, lg_bs2); });
+  stage<VEC, NT>(ds, n, dy, [&](int e) { return dg + piece_off(e, lg_piece, lg_bs2); });
   cp_async_wait_all();
   __syncthreads();
 
-  const RowPart rp = row_part<T>(g, s.nb);
+  const RowPart rp = row_part<T, LG_NT>(g, s.nb);
   const int G = 1 << rp.lg_g;
   Acc sum = 0;
 #pragma unroll 2
@@ -870,7 +875,7 @@ __global__ void __launch_bounds__(kStageThreads, kStageMinCtas<T>)
   T* og = dx + s.g0;
   const int rmask = (1 << g.lg_r) - 1;
 #pragma unroll 2
-  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += kStageThreads * V) {
+  for (int e = static_cast<int>(threadIdx.x) * V; e < n; e += NT * V) {
     const Acc ss = st_s[(e >> g.lg_bs) & rmask];
     Acc a[V], b[V];
     load_vec<V>(ys + e, a);
@@ -962,7 +967,12 @@ RowGeom row_geom(const Layout& l, const LayoutTables& tab) {
 struct StagePlan {
   int lg_r;           // rows per CTA, log2; -1: the staged plan does not apply
   std::int64_t smem;  // dynamic shared memory per CTA, bytes
+  int lg_nt;          // threads per CTA, log2 (7 or 8)
 };
+
+// Elements a CTA's thread reduces at least, on average, before the 256-thread CTA pays
+// (staged_threads.h).
+constexpr std::int64_t kStageMinPerThread = 32;
 
 // The staged plan for rows of at most `len` elements taking `elem_bytes` of shared memory
 // each (plus `extra` per CTA): the most rows per CTA (a power of two, <= bs, <=
@@ -971,14 +981,22 @@ struct StagePlan {
 StagePlan stage_plan(const Layout& l, std::int64_t len, std::int64_t elem_bytes, std::int64_t extra, int device) {
   const std::int64_t bs = l.block_size(), row = len * elem_bytes, rows = l.batch() * l.rows();
   if (bs < kStageMinBs || len <= 0 || row + extra > kStageMaxBytes || rows > std::numeric_limits<int>::max())
-    return {-1, 0};
+    return {-1, 0, 8};
   const std::int64_t want = kStageCtasPerSm * cuda::multiprocessor_count(device);
   const std::int64_t max_rows = std::min<std::int64_t>(bs, kStageMaxRows);
   int lg = 0;
   while ((std::int64_t(2) << lg) <= max_rows && (row << (lg + 1)) + extra <= kStageTargetBytes &&
          (rows >> (lg + 1)) >= want)
     ++lg;
-  return {lg, (row << lg) + extra};
+  int lg_nt = 8;
+  if (const int forced = staged_threads(); forced != 0) {
+    lg_nt = forced == 128 ? 7 : 8;
+  } else {
+    // the average row's elements times the slice's rows, per thread of a 256-thread CTA
+    const std::int64_t block_rows = l.batch() * l.block_rows();
+    if (l.n_blocks() * bs << lg < kStageMinPerThread * kStageThreads * block_rows) lg_nt = 7;
+  }
+  return {lg, (row << lg) + extra, lg_nt};
 }
 
 // 16-byte vectors apply where every pointer is 16-byte aligned (bs * sizeof(T) >= 16 keeps
@@ -991,7 +1009,7 @@ bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 
 // kernel's shared memory limit to kStageMaxBytes and asks for the largest carveout, so that
 // as many CTAs fit a multiprocessor as its shared memory allows.
 template <auto Kernel, typename... Args>
-void launch_staged(unsigned grid, std::int64_t smem, cudaStream_t st, int device, Args... args) {
+void launch_staged(unsigned grid, int threads, std::int64_t smem, cudaStream_t st, int device, Args... args) {
   static std::atomic<std::uint64_t> ready{0};  // bit d: attributes set on device d
   const std::uint64_t bit = std::uint64_t(1) << (device & 63);
   if ((ready.load(std::memory_order_acquire) & bit) == 0) {
@@ -1003,7 +1021,7 @@ void launch_staged(unsigned grid, std::int64_t smem, cudaStream_t st, int device
   }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kStageThreads);
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
   cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
   cfg.stream = st;
   cudaLaunchAttribute attr[1];
@@ -1014,6 +1032,13 @@ void launch_staged(unsigned grid, std::int64_t smem, cudaStream_t st, int device
     cfg.numAttrs = 1;
   }
   TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Kernel, args...));
+}
+
+// Calls f(std::integral_constant<int, L>) for log2 of the staged threads, 7 or 8.
+template <typename F>
+void with_lg_nt(int lg_nt, F&& f) {
+  if (lg_nt == 7) f(std::integral_constant<int, 7>{});
+  else f(std::integral_constant<int, 8>{});
 }
 
 // The staged forward where it applies (see stage_plan); false: use the other plans.
@@ -1035,13 +1060,16 @@ bool fwd_staged_launch(const T* xp, T* yp, const Layout& l, const LayoutTables& 
   // ex2 per exponential
   const Acc c = static_cast<Acc>(scale * 1.4426950408889634074);
   const int d = dev.index;
-  if (masked) {
-    if (vec) launch_staged<fwd_staged<T, true, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
-    else launch_staged<fwd_staged<T, false, true>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
-  } else {
-    if (vec) launch_staged<fwd_staged<T, true, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
-    else launch_staged<fwd_staged<T, false, false>>(grid, sp.smem, st, d, xp, yp, g, mg, mvec, c);
-  }
+  with_lg_nt(sp.lg_nt, [&](auto nt) {
+    constexpr int L = decltype(nt)::value;
+    if (masked) {
+      if (vec) launch_staged<fwd_staged<T, true, true, L>>(grid, 1 << L, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+      else launch_staged<fwd_staged<T, false, true, L>>(grid, 1 << L, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    } else {
+      if (vec) launch_staged<fwd_staged<T, true, false, L>>(grid, 1 << L, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+      else launch_staged<fwd_staged<T, false, false, L>>(grid, 1 << L, sp.smem, st, d, xp, yp, g, mg, mvec, c);
+    }
+  });
   TG_CUDA_CHECK_LAST();
   return true;
 }
@@ -1057,10 +1085,12 @@ bool bwd_staged_launch(const T* yp, const T* gp, T* op, const Layout& l, const L
                     static_cast<int>(2 * buf)};
   const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> sp.lg_r);
   const acc_t<T> sc = static_cast<acc_t<T>>(scale);
-  if (aligned16(yp) && aligned16(gp) && aligned16(op))
-    launch_staged<bwd_staged<T, true>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
-  else
-    launch_staged<bwd_staged<T, false>>(grid, sp.smem, st, dev.index, yp, gp, op, g, sc);
+  const bool vec = aligned16(yp) && aligned16(gp) && aligned16(op);
+  with_lg_nt(sp.lg_nt, [&](auto nt) {
+    constexpr int L = decltype(nt)::value;
+    if (vec) launch_staged<bwd_staged<T, true, L>>(grid, 1 << L, sp.smem, st, dev.index, yp, gp, op, g, sc);
+    else launch_staged<bwd_staged<T, false, L>>(grid, 1 << L, sp.smem, st, dev.index, yp, gp, op, g, sc);
+  });
   TG_CUDA_CHECK_LAST();
   return true;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "ops/sparse_softmax/sparse_softmax.h"
+#include "ops/sparse_softmax/staged_threads.h"
 #include "util.h"
 
 using namespace tg;
@@ -663,14 +664,29 @@ TEST_CASE("block-sparse softmax CUDA slices of block-rows (bs >= 32) match CPU",
   }
 }
 
+// Runs f with the staged CUDA kernels on CTAs of 128 and of 256 threads (each size takes
+// other groups of threads per row); the per-call choice is restored however f leaves.
+template <typename F>
+void each_staged_threads(F&& f) {
+  struct Restore {
+    ~Restore() { ops::set_staged_threads(0); }
+  } restore;
+  for (int n : {128, 256}) {
+    INFO("staged CTAs of " << n << " threads");
+    ops::set_staged_threads(n);
+    f();
+  }
+}
+
 TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][sparse_softmax][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
   // The staged plan (block size >= 16, rows up to 96 KiB of staged data) takes R rows of a
-  // block-row per CTA, a group of 256 / R threads per row. On a GPU of 132 multiprocessors
-  // the first five cases take R = 32 (groups of 8 lanes), 8 (a warp), 4, 2 (groups across
-  // warps, through shared memory) and 1 (R shrinks until the grid has 16 CTAs per
-  // multiprocessor; smaller GPUs take larger R). Empty block-rows, rows of different
+  // block-row per CTA, a group of NT / R threads per row, NT = 128 and 256 (every call runs
+  // on both). On a GPU of 132 multiprocessors the first five cases take R = 32 (groups of 8
+  // lanes at 256, 4 at 128), 8 (a warp at 256), 4, 2 (groups across warps, through shared
+  // memory) and 1 (R shrinks until the grid has 16 CTAs per multiprocessor; smaller GPUs
+  // take larger R). Empty block-rows, rows of different
   // lengths in one launch, an all -inf row, a nan row and a +inf row. Forward at scale 0.7
   // (max pass on raw values), -0.6 and 0 (max pass on scaled values); masked, with a mask
   // on x's layout and one on another layout; the backward on the CPU's y. The small cases
@@ -720,40 +736,59 @@ TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][s
       for (double scale : {0.7, -0.6, 0.0}) {
         INFO(describe(l) << " dtype " << dtype_name(dt) << " scale " << scale);
         Tensor want = softmax(xh, scale).data();
-        tgt::require_close(softmax(xg, scale).data(), want, tol, tol * 1e-2);
-        if (c.small && scale == 0.7) {
-          INFO("misaligned x");
-          tgt::require_close(softmax(xm, scale).data(), want, tol, tol * 1e-2);
-        }
+        each_staged_threads([&] {
+          tgt::require_close(softmax(xg, scale).data(), want, tol, tol * 1e-2);
+          if (c.small && scale == 0.7) {
+            INFO("misaligned x");
+            tgt::require_close(softmax(xm, scale).data(), want, tol, tol * 1e-2);
+          }
+        });
       }
       for (const BlockSparseTensor* mask : {&own, &other}) {
         INFO(describe(l) << " dtype " << dtype_name(dt) << (mask == &own ? " mask on x's layout" : " mask on another"));
         Tensor want = masked_softmax(xh, *mask, 0.7).data();
         BlockSparseTensor mg(mask->data().to(gpu), mask->layout());
         BlockSparseTensor mm(c.small ? misaligned(mask->data()) : mg.data(), mask->layout());
-        tgt::require_close(masked_softmax(xg, mg, 0.7).data(), want, tol, tol * 1e-2);
-        if (c.small) {
-          INFO("misaligned mask, then misaligned x");
-          tgt::require_close(masked_softmax(xg, mm, 0.7).data(), want, tol, tol * 1e-2);
-          tgt::require_close(masked_softmax(xm, mg, 0.7).data(), want, tol, tol * 1e-2);
-        }
+        each_staged_threads([&] {
+          tgt::require_close(masked_softmax(xg, mg, 0.7).data(), want, tol, tol * 1e-2);
+          if (c.small) {
+            INFO("misaligned mask, then misaligned x");
+            tgt::require_close(masked_softmax(xg, mm, 0.7).data(), want, tol, tol * 1e-2);
+            tgt::require_close(masked_softmax(xm, mg, 0.7).data(), want, tol, tol * 1e-2);
+          }
+        });
       }
       {
         INFO(describe(l) << " dtype " << dtype_name(dt) << " softmax_backward on the CPU's y");
         Tensor y = softmax(xh, 0.7).data(), dyc = rand_seeded(shape, ++seed, {.dtype = dt}, -1.0, 1.0);
         Tensor want = softmax_backward(BlockSparseTensor(y, l), BlockSparseTensor(dyc, l), 0.7).data();
-        Tensor got =
-            softmax_backward(BlockSparseTensor(y.to(gpu), l), BlockSparseTensor(dyc.to(gpu), l), 0.7).data();
-        tgt::require_close(got, want, tol, tol * 1e-1);
-        if (c.small) {
-          INFO("misaligned y and dy");
-          got = softmax_backward(BlockSparseTensor(misaligned(y), l), BlockSparseTensor(misaligned(dyc), l), 0.7)
-                    .data();
+        each_staged_threads([&] {
+          Tensor got =
+              softmax_backward(BlockSparseTensor(y.to(gpu), l), BlockSparseTensor(dyc.to(gpu), l), 0.7).data();
           tgt::require_close(got, want, tol, tol * 1e-1);
-        }
+          if (c.small) {
+            INFO("misaligned y and dy");
+            got = softmax_backward(BlockSparseTensor(misaligned(y), l), BlockSparseTensor(misaligned(dyc), l), 0.7)
+                      .data();
+            tgt::require_close(got, want, tol, tol * 1e-1);
+          }
+        });
       }
     }
   }
+}
+
+TEST_CASE("block-sparse softmax: the staged thread setting takes 0, 128 or 256", "[ops][sparse_softmax]") {
+  struct Restore {
+    ~Restore() { ops::set_staged_threads(0); }
+  } restore;
+  ops::set_staged_threads(128);
+  CHECK(ops::staged_threads() == 128);
+  ops::set_staged_threads(256);
+  CHECK(ops::staged_threads() == 256);
+  tgt::require_throws<ValueError>([] { ops::set_staged_threads(64); },
+                                  {"set_staged_threads", "argument n", "0, 128 or 256", "64"});
+  CHECK(ops::staged_threads() == 256);  // a refused setting changes nothing
 }
 
 TEST_CASE("block-sparse softmax with mixed devices throws", "[ops][sparse_softmax][cuda]") {
