@@ -6,8 +6,8 @@
 // Default plan, "staged rows" (fwd_staged, bwd_staged), for block sizes >= 16 and rows of
 // at most kStageMaxBytes of staged data (forward: x, plus 1 byte per element of a mask;
 // backward: y and dy; so 24576 f32 / 49152 bf16 elements forward, 12288 / 24576
-// backward): a CTA of 256 threads (128 where that leaves a thread under 32 elements on
-// average; staged_threads.h) takes R
+// backward): a CTA of 256 threads (128 where that leaves a thread under 64 bytes to stage
+// on average; staged_threads.h) takes R
 // rows of one block-row, copies them (and the mask's bytes) into shared memory with 16-byte
 // cp.async, reduces each row from there (max, then sum of exponentials: two reads of
 // shared memory, no global re-read), and writes the output in memory order. Why not the
@@ -562,10 +562,10 @@ __global__ void __launch_bounds__(kLongThreads)
 template <typename T>
 constexpr int kLgV = sizeof(T) == 2 ? 3 : sizeof(T) == 4 ? 2 : 1;  // 16-byte chunks: 2^kLgV elements
 
-// Threads of a staged CTA: 256, or 128 where a slice holds few elements per thread (the
+// Threads of a staged CTA: 256, or 128 where a slice holds few bytes per thread (the
 // per-CTA start-up, staging setup and reductions are a fixed cost; with 256 threads on
 // slices of ~2K elements, one 16-byte chunk a thread, ncu counted ~52 instructions an
-// element). LG_NT below is log2 of it.
+// element and the SMs issuing 3.4 instructions a cycle). LG_NT below is log2 of it.
 constexpr int kStageThreads = 256;
 constexpr int kStageMaxRows = 32;          // rows per CTA at most: a group of >= 8 threads per row (4 at 128)
 constexpr std::int64_t kStageMinBs = 16;   // a piece holds whole 16-byte chunks at every dtype
@@ -970,9 +970,12 @@ struct StagePlan {
   int lg_nt;          // threads per CTA, log2 (7 or 8)
 };
 
-// Elements a CTA's thread reduces at least, on average, before the 256-thread CTA pays
-// (staged_threads.h).
-constexpr std::int64_t kStageMinPerThread = 32;
+// Bytes a thread of a 256-thread CTA stages at least, on average, for that size to be
+// chosen (staged_threads.h). Measured on an H200 over 16 x 2048², 16 x 512 x 8192, blocks
+// 32-128, densities 0.25-1, f32 and bf16, forward, masked forward and backward: below 64
+// bytes (8 f32 or 16 bf16 elements of one stream) 128-thread CTAs ran 5-16 points of copy
+// rate faster; at 64 and above 256 threads ran up to 11 points faster (all but one case).
+constexpr std::int64_t kStageMinBytesPerThread = 64;
 
 // The staged plan for rows of at most `len` elements taking `elem_bytes` of shared memory
 // each (plus `extra` per CTA): the most rows per CTA (a power of two, <= bs, <=
@@ -992,9 +995,9 @@ StagePlan stage_plan(const Layout& l, std::int64_t len, std::int64_t elem_bytes,
   if (const int forced = staged_threads(); forced != 0) {
     lg_nt = forced == 128 ? 7 : 8;
   } else {
-    // the average row's elements times the slice's rows, per thread of a 256-thread CTA
+    // the average row's staged bytes times the slice's rows, per thread of a 256-thread CTA
     const std::int64_t block_rows = l.batch() * l.block_rows();
-    if (l.n_blocks() * bs << lg < kStageMinPerThread * kStageThreads * block_rows) lg_nt = 7;
+    if ((l.n_blocks() * bs * elem_bytes) << lg < kStageMinBytesPerThread * kStageThreads * block_rows) lg_nt = 7;
   }
   return {lg, (row << lg) + extra, lg_nt};
 }

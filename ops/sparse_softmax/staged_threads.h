@@ -6,8 +6,8 @@ namespace tg::ops {
 
 /// Forces the threads per CTA of later staged launches (process-wide): 128 or 256; 0
 /// restores the default, the environment variable TG_SOFTMAX_STAGE_THREADS (128 or 256)
-/// when set, else a choice per call (128 threads where a CTA's slice holds under 32
-/// elements per thread at 256: there the per-CTA fixed cost dominates). Throws
+/// when set, else a choice per call (128 threads where a thread of a 256-thread CTA would
+/// stage under 64 bytes on average: there the per-CTA fixed cost dominates). Throws
 /// tg::ValueError for any other n.
 void set_staged_threads(int n);
 
