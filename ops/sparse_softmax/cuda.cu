@@ -708,6 +708,22 @@ struct RawMax<T, true> {
   }
 };
 
+// Overwrites the elements of the staged 16-byte chunk at p whose bit is set with -inf.
+template <typename T>
+__device__ __forceinline__ void hide_excluded(T* p, unsigned bits) {
+  constexpr int V = 1 << kLgV<T>;
+  using U = std::conditional_t<sizeof(T) == 2, std::uint16_t, std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>;
+  constexpr U kNegInf = sizeof(T) == 8                         ? U(0xfff0000000000000ull)
+                        : sizeof(T) == 4                       ? U(0xff800000u)
+                        : std::is_same_v<T, bfloat16>          ? U(0xff80u)
+                                                               : U(0xfc00u);  // f16
+  auto* q = reinterpret_cast<gpu::Pack<U, V>*>(p);
+  gpu::Pack<U, V> pk = *q;
+#pragma unroll
+  for (int k = 0; k < V; ++k) pk.v[k] = (bits >> k) & 1u ? kNegInf : pk.v[k];
+  *q = pk;
+}
+
 // Row r of the slice as this thread sees it in the reductions: chunks t, t + G, ... of the
 // row, each V elements (16 bytes) of one segment.
 struct RowPart {
@@ -771,11 +787,27 @@ __global__ void __launch_bounds__(1 << LG_NT, kStageMinCtas<T, LG_NT>)
 
   const RowPart rp = row_part<T, LG_NT>(g, s.nb);
   const int G = 1 << rp.lg_g;
+  // With c > 0 a mask is applied once: the max pass overwrites the excluded elements of
+  // its own chunks with -inf (2^(c * -inf - m) = 0), so that the later passes read the row
+  // as an unmasked one (the output pass, by other threads, after a barrier), except in rows
+  // whose max is +inf or nan. Per element the mask test cost as much as the rest of a
+  // pass, three times.
+  const bool hide = MASKED && c > Acc(0);
   Acc m = ninf;
   if (!MASKED && c > Acc(0)) {
     RawMax<T> rm;
 #pragma unroll 4
     for (int q = rp.t; q < rp.nq; q += G) rm.add(xs + rp.at(q));
+    m = c * rm.get();
+  } else if (hide) {
+    RawMax<T> rm;
+#pragma unroll 2
+    for (int q = rp.t; q < rp.nq; q += G) {
+      const int e = rp.at(q);
+      const unsigned bits = excl_bits<V>(ms + e);
+      if (bits != 0u) hide_excluded(xs + e, bits);
+      rm.add(xs + e);
+    }
     m = c * rm.get();
   } else {
 #pragma unroll 2
@@ -796,7 +828,7 @@ __global__ void __launch_bounds__(1 << LG_NT, kStageMinCtas<T, LG_NT>)
     const int e = rp.at(q);
     Acc a[V];
     load_vec<V>(xs + e, a);
-    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+    const unsigned bits = MASKED && !hide ? excl_bits<V>(ms + e) : 0u;
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const Acc p = exp2_acc(fma_acc(a[k], c, -mz));
@@ -820,7 +852,10 @@ __global__ void __launch_bounds__(1 << LG_NT, kStageMinCtas<T, LG_NT>)
     const Acc mm = st_m[r], inv = st_inv[r];
     Acc a[V];
     load_vec<V>(xs + e, a);
-    const unsigned bits = MASKED ? excl_bits<V>(ms + e) : 0u;
+    // a row whose max is +inf or nan has nan outputs, where hidden elements would be nan
+    // too (2^-inf * nan): its excluded elements are found by their bits
+    const bool by_bits = MASKED && (!hide || !(mm <= std::numeric_limits<Acc>::max()));
+    const unsigned bits = by_bits ? excl_bits<V>(ms + e) : 0u;
 #pragma unroll
     for (int k = 0; k < V; ++k) a[k] = (bits >> k) & 1u ? Acc(0) : exp2_acc(fma_acc(a[k], c, -mm)) * inv;
     T* p = yg + piece_off(e, lg_piece, lg_bs2);
