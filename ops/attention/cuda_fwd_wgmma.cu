@@ -4,18 +4,15 @@
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
-#include "ops/attention/kernel_choice.h"
 #include "ops/attention/cuda/wg_fwd.cuh"
 #include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
-namespace {
-
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
-void launch_schedule(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D, BM, kOverlap>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap>;
+template <typename T, int D, bool kGeneral, int BM>
+void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = WgFwdConfig<D, BM>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -27,20 +24,6 @@ void launch_schedule(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
-}
-
-}  // namespace
-
-template <typename T, int D, bool kGeneral, int BM>
-void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  if constexpr (D == 128 && BM == 128 && !kGeneral) {
-    if (fwd_overlap() == FwdOverlap::On) {
-      note_wgmma_fwd_overlap_launch();
-      launch_schedule<T, D, kGeneral, BM, true>(a, items, st);
-      return;
-    }
-  }
-  launch_schedule<T, D, kGeneral, BM, false>(a, items, st);
 }
 
 #define TG_WG_FWD(T, D, G)                                                                        \

@@ -12,8 +12,6 @@ namespace {
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
-std::atomic<FwdOverlap> g_overlap{FwdOverlap::Auto};
-std::atomic<std::int64_t> g_overlap_launches{0};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
 
 // An environment variable naming one of two choices, read once by each caller's static:
@@ -67,19 +65,6 @@ TileHeight tile_height() {
   static const int env = choice_from_environment("TG_ATTENTION_TILES", "full", "half");
   return env == 1 ? TileHeight::Full : env == 2 ? TileHeight::Half : TileHeight::Auto;
 }
-
-void set_fwd_overlap(FwdOverlap o) { g_overlap.store(o, std::memory_order_relaxed); }
-
-FwdOverlap fwd_overlap() {
-  const FwdOverlap o = g_overlap.load(std::memory_order_relaxed);
-  if (o != FwdOverlap::Auto) return o;
-  static const int env = choice_from_environment("TG_ATTENTION_FWD_OVERLAP", "off", "on");
-  return env == 1 ? FwdOverlap::Off : env == 2 ? FwdOverlap::On : kDefaultFwdOverlap;
-}
-
-std::int64_t wgmma_fwd_overlap_launches() { return g_overlap_launches.load(std::memory_order_relaxed); }
-
-void note_wgmma_fwd_overlap_launch() { g_overlap_launches.fetch_add(1, std::memory_order_relaxed); }
 
 std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }
 

@@ -69,29 +69,6 @@ void set_tile_height(TileHeight h);
 /// `full` or `half`.
 TileHeight tile_height();
 
-/// The Hopper forward's schedule where it has a choice (D = Dv = 128, 128-row query tiles,
-/// no bias / soft cap / dropout). On: each key tile's S = Q Kᵀ is issued before the
-/// previous tile's softmax, so the tensor cores compute it meanwhile. Off: product,
-/// softmax, product, one tile after the other. Auto: the environment variable
-/// TG_ATTENTION_FWD_OVERLAP (`off` or `on`) when set, else kDefaultFwdOverlap.
-enum class FwdOverlap { Auto, Off, On };
-
-/// What Auto means without TG_ATTENTION_FWD_OVERLAP.
-constexpr FwdOverlap kDefaultFwdOverlap = FwdOverlap::On;
-
-/// Forces the schedule of later forwards (process-wide; Auto restores the default).
-void set_fwd_overlap(FwdOverlap o);
-
-/// The choice in effect, Auto resolved: Off or On. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_OVERLAP when it holds anything but `off` or `on`.
-FwdOverlap fwd_overlap();
-
-/// Forwards run with the overlapped schedule since the process started.
-std::int64_t wgmma_fwd_overlap_launches();
-
-/// Counts one launch of the overlapped schedule (called by the CUDA backend).
-void note_wgmma_fwd_overlap_launch();
-
 /// Backwards whose kv pass ran the Hopper kernel since the process started.
 std::int64_t wgmma_bwd_launches();
 

@@ -535,23 +535,13 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
     ~Restore() {
       ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
       ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
-      ops::attn::set_fwd_overlap(ops::attn::FwdOverlap::Auto);
     }
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_fwd_launches();
   const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
   std::int64_t runs = 0;
-  // D 128 on 128-row tiles without bias / soft cap / dropout: both schedules
-  for (auto overlap : {ops::attn::FwdOverlap::On, ops::attn::FwdOverlap::Off}) {
-    INFO("forward schedule " << (overlap == ops::attn::FwdOverlap::On ? "overlapped" : "serial"));
-    ops::attn::set_fwd_overlap(overlap);
-    const std::int64_t o0 = ops::attn::wgmma_fwd_overlap_launches();
-    for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
-    if (overlap == ops::attn::FwdOverlap::On) CHECK(ops::attn::wgmma_fwd_overlap_launches() > o0);
-    else CHECK(ops::attn::wgmma_fwd_overlap_launches() == o0);
-  }
-  ops::attn::set_fwd_overlap(ops::attn::FwdOverlap::Auto);
+  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
   // the random 64-block patterns ran on 64-row query tiles, the others on 128-row ones
   const std::int64_t narrow = ops::attn::wgmma_fwd_narrow_launches() - narrow_before;

@@ -17,16 +17,6 @@
 //              of S is the A operand fragment) and V from shared memory (N-major).
 // A warpgroup whose 64 rows see nothing of a tile skips it (one barrier reduction among its
 // 128 threads). Shared tiles: see wg_tile.cuh.
-//
-// kOverlap (D 128, 128-row tiles, no general transform; kernel_choice.h): tile j's
-// S = Q Kᵀ and tile j-1's O += P V are issued together, and tile j's softmax runs while
-// the tensor cores finish O += P V (with two warpgroups an SM, a warpgroup's own chain
-// otherwise left them idle during each softmax); O is rescaled once that product is done.
-// Every wgmma group is waited for within its step (a group in flight across the loop's
-// back edge made ptxas serialise all wgmmas, advisory C7515). A tile's stage is released
-// after its O += P V, one step later than in the serial loop, so the ring has three
-// stages. Every tile's S is computed (no per-warpgroup skip); its S products overwrite the
-// accumulator (scale-d 0 on the first k slice) instead of zeroing it.
 #pragma once
 
 #include <cuda.h>
@@ -52,7 +42,7 @@ struct WgFwdArgs {
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
 };
 
-template <int D_, int BM_, bool kOverlap = false>
+template <int D_, int BM_>
 struct WgFwdConfig {
   static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
@@ -60,22 +50,20 @@ struct WgFwdConfig {
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
   /// K / V stages: 3 where that still lets kMinBlocks CTAs share an SM, else 2.
-  static constexpr int STAGES = (D == 64 && BM == 128) || kOverlap ? 3 : 2;
+  static constexpr int STAGES = D == 64 && BM == 128 ? 3 : 2;
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
   /// 128-row tiles: D 64 two CTAs per SM, D 128 one (O takes 64 registers); 64-row
   /// tiles twice as many.
   static constexpr int kMinBlocks = (D == 64 ? 2 : 1) * (128 / BM);
   static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
-  static_assert(!kOverlap || (D == 128 && BM == 128), "the overlapped schedule is built for D 128, 128-row tiles");
 };
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap = false>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::kMinBlocks)
+template <typename T, int D, bool kGeneral, int BM>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  static_assert(!(kOverlap && kGeneral), "the overlapped schedule has no general transform");
-  using Cfg = WgFwdConfig<D, BM, kOverlap>;
+  using Cfg = WgFwdConfig<D, BM>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
@@ -136,116 +124,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::kMinBloc
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
-  if constexpr (kOverlap) {
-    const int n = e1 - e0;
-    auto sK_of = [&](int stage) { return sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes; };
-    // Waits for tile `step`'s K and V (before the wgmma fence: a wait loop between the
-    // fence and the wgmmas made ptxas inject a second one, C7519).
-    auto wait_stage = [&](int step) { tma::wait(bar(step % NS), static_cast<std::uint32_t>((step / NS) & 1)); };
-    // Tile `step`'s S into s (overwritten): issued, not committed.
-    auto issue_s = [&](float (&s)[32], int step) {
-      mma_abt<T, D, true>(s, q_base, Cfg::BM * 128u, sK_of(step % NS), BN * 128u);
-    };
-    // Masking and the online softmax of tile `step` on its S (registers), P left in s; O is
-    // not touched (its product may be in flight): corr holds its rescale per row half.
-    auto softmax = [&](float (&s)[32], int step, float (&corr)[2]) {
-      const int entry = a.list.entries[e0 + step];
-      const int k0 = (entry >> kFlagBits) * BN;
-      const int flags = entry & ((1 << kFlagBits) - 1);
-      std::uint32_t vis = ~0u;
-      if (flags != 0 || p.elem_checks) vis = tile_bits(p, flags, bh, b, r0, k0 + 2 * t, false, 32);
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const bool on = (vis >> (nt * 4 + c)) & 1u;
-          s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
-        }
-      }
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
-        mx = fmaxf(mx, shfl_xor(mx, 1));
-        mx = fmaxf(mx, shfl_xor(mx, 2));
-        const float m_new = fmaxf(row_max[hf], mx);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;
-        corr[hf] = ex2_approx(row_max[hf] - m_use);
-        row_max[hf] = m_new;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use);
-          const float p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
-          s[4 * nt + 2 * hf] = p0;
-          s[4 * nt + 2 * hf + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[hf] = row_sum[hf] * corr[hf] + sum;
-      }
-    };
-    auto rescale_o = [&](const float (&corr)[2]) {
-#pragma unroll
-      for (int nt = 0; nt < NTO; ++nt) {
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          o[4 * nt + 2 * hf] *= corr[hf];
-          o[4 * nt + 2 * hf + 1] *= corr[hf];
-        }
-      }
-    };
-    std::uint32_t pa[4][4];  // P of the previous tile, the A operand of its O += P V
-    if (n > 0) {
-      float s[32], corr[2];
-      wait_stage(0);
-      wg::fence();
-      issue_s(s, 0);
-      wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(s);
-      softmax(s, 0, corr);
-      rescale_o(corr);
-      acc_to_a<T>(s, pa);
-    }
-    // pins the registers a wgmma is about to read in place before its fence
-    auto pin = [&] {
-      wg::fence_regs(o);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) asm volatile("" : "+r"(pa[i / 4][i % 4])::"memory");
-    };
-    for (int step = 1; step < n; ++step) {
-      const int prev = (step - 1) % NS;
-      float s[32], corr[2];
-      wait_stage(step);
-      pin();
-      wg::fence();
-      issue_s(s, step);
-      wg::commit();
-      mma_ab_nmajor<T, DV>(o, pa, sK_of(prev) + Cfg::kKBytes);  // the previous tile's O += P V
-      wg::commit();
-      wg::wait<1>();  // S (the older group) is done; O += P V runs on during the softmax
-      wg::fence_regs(s);
-      softmax(s, step, corr);
-      wg::wait<0>();
-      wg::fence_regs(o);
-      // the previous tile's stage is consumed: refilled with the tile NS steps after it
-      sync_group(group);
-      if ((tid & 127) == 0 && last_release(&released[prev], Cfg::NG)) {
-        if (step - 1 + NS < n) issue(e0 + step - 1 + NS, prev);
-      }
-      rescale_o(corr);
-      acc_to_a<T>(s, pa);
-    }
-    if (n > 0) {
-      pin();
-      wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, sK_of((n - 1) % NS) + Cfg::kKBytes);
-      wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(o);
-    }
-  } else {
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
@@ -340,7 +218,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::kMinBloc
       wg::fence_regs(o);
     }
     release();
-  }
   }
 
   // O / l and the row log-sum-exp

@@ -85,16 +85,15 @@ __device__ __forceinline__ void acc_to_a(const float (&s)[32], std::uint32_t (&a
 
 /// Issues acc[64 x 64] += A Bᵀ over k = 0 .. K-1 (not committed): A and B are 64-row
 /// slices at shared addresses a and b of K-major swizzled tiles whose 64-element columns
-/// lie a_col / b_col bytes apart (rows x 128 of their tiles). kOverwrite: acc = A Bᵀ, its
-/// old values ignored (the first k slice does not accumulate).
-template <typename T, int K, bool kOverwrite = false>
+/// lie a_col / b_col bytes apart (rows x 128 of their tiles).
+template <typename T, int K>
 __device__ __forceinline__ void mma_abt(float (&acc)[32], std::uint32_t a, std::uint32_t a_col, std::uint32_t b,
                                         std::uint32_t b_col) {
 #pragma unroll
   for (int kk = 0; kk < K / 16; ++kk) {
     const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
     wg::mma_ss<T, 64, 0, 0>(acc, wg::make_desc(a + col * a_col + off, 16u, 1024u),
-                            wg::make_desc(b + col * b_col + off, 16u, 1024u), kOverwrite && kk == 0 ? 0 : 1);
+                            wg::make_desc(b + col * b_col + off, 16u, 1024u));
   }
 }
 
