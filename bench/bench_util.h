@@ -24,28 +24,6 @@ inline bool selected(const std::string& label) {
   return only == nullptr || label.find(only) != std::string::npos;
 }
 
-/// Median milliseconds of `fn` over `reps` timed runs after `warmup` untimed ones, each
-/// run timed with CUDA events on the legacy default stream.
-inline double time_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50) {
-  for (int i = 0; i < warmup; ++i) fn();
-  TG_CUDA_CHECK(cudaDeviceSynchronize());
-  cudaEvent_t a, b;
-  TG_CUDA_CHECK(cudaEventCreate(&a));
-  TG_CUDA_CHECK(cudaEventCreate(&b));
-  std::vector<float> ms(static_cast<std::size_t>(reps));
-  for (int i = 0; i < reps; ++i) {
-    TG_CUDA_CHECK(cudaEventRecord(a));
-    fn();
-    TG_CUDA_CHECK(cudaEventRecord(b));
-    TG_CUDA_CHECK(cudaEventSynchronize(b));
-    TG_CUDA_CHECK(cudaEventElapsedTime(&ms[static_cast<std::size_t>(i)], a, b));
-  }
-  TG_CUDA_CHECK(cudaEventDestroy(a));
-  TG_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 /// Holds the stream for `ns` nanoseconds (one thread), so that the host can queue work
 /// behind it.
 template <int = 0>
@@ -57,11 +35,13 @@ __global__ void spin_kernel(long long ns) {
   } while (static_cast<long long>(t - t0) < ns);
 }
 
-/// Like time_ms, but each timed run is queued behind a 2 ms spin kernel, with the first
-/// event after it: the GPU time of `fn` alone, without gaps where the GPU waits for the
-/// host's launches (validation, allocation, dispatch). A training loop sees this time when
-/// its host runs ahead of the GPU; time_ms shows where the host cannot keep up.
-inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50) {
+/// Median milliseconds of `fn` over `reps` timed runs after `warmup` untimed ones, each
+/// run timed with CUDA events on the legacy default stream. `queued`: each run is queued
+/// behind a 2 ms spin kernel, with the first event after it, so the time is the GPU's
+/// alone, without gaps where it waits for the host's launches (validation, allocation,
+/// dispatch): what a training loop whose host runs ahead of the GPU sees. Unqueued runs
+/// show where the host cannot keep up.
+inline double time_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50, bool queued = false) {
   for (int i = 0; i < warmup; ++i) fn();
   TG_CUDA_CHECK(cudaDeviceSynchronize());
   cudaEvent_t a, b;
@@ -69,8 +49,10 @@ inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, i
   TG_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<float> ms(static_cast<std::size_t>(reps));
   for (int i = 0; i < reps; ++i) {
-    spin_kernel<<<1, 1>>>(2000000);
-    TG_CUDA_CHECK(cudaGetLastError());
+    if (queued) {
+      spin_kernel<<<1, 1>>>(2000000);
+      TG_CUDA_CHECK(cudaGetLastError());
+    }
     TG_CUDA_CHECK(cudaEventRecord(a));
     fn();
     TG_CUDA_CHECK(cudaEventRecord(b));
@@ -81,6 +63,11 @@ inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, i
   TG_CUDA_CHECK(cudaEventDestroy(b));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
+}
+
+/// time_ms with each run queued behind a spin kernel (see there).
+inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50) {
+  return time_ms(fn, warmup, reps, true);
 }
 
 /// Device-to-device copy rate in GB/s (bytes read + written) over a 2 GiB buffer.
@@ -113,7 +100,7 @@ inline double same_size_copy_gbps(double bytes, int inner = 1, bool queued = fal
   const auto copies = [&] {
     for (int i = 0; i < inner; ++i) TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, half, cudaMemcpyDeviceToDevice));
   };
-  const double ms = (queued ? time_queued_ms(copies) : time_ms(copies)) / inner;
+  const double ms = time_ms(copies, 10, 50, queued) / inner;
   TG_CUDA_CHECK(cudaFree(src));
   TG_CUDA_CHECK(cudaFree(dst));
   return memo[key] = 2.0 * static_cast<double>(half) / ms / 1e6;
