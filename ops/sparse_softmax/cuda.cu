@@ -712,11 +712,12 @@ struct RawMax<T, true> {
 template <typename T>
 __device__ __forceinline__ void hide_excluded(T* p, unsigned bits) {
   constexpr int V = 1 << kLgV<T>;
-  using U = std::conditional_t<sizeof(T) == 2, std::uint16_t, std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>;
-  constexpr U kNegInf = sizeof(T) == 8                         ? U(0xfff0000000000000ull)
-                        : sizeof(T) == 4                       ? U(0xff800000u)
-                        : std::is_same_v<T, bfloat16>          ? U(0xff80u)
-                                                               : U(0xfc00u);  // f16
+  using U = std::conditional_t<sizeof(T) == 2, std::uint16_t,
+                               std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>>;
+  constexpr U kNegInf = sizeof(T) == 8                ? U(0xfff0000000000000ull)
+                        : sizeof(T) == 4              ? U(0xff800000u)
+                        : std::is_same_v<T, bfloat16> ? U(0xff80u)
+                                                      : U(0xfc00u);  // f16
   auto* q = reinterpret_cast<gpu::Pack<U, V>*>(p);
   gpu::Pack<U, V> pk = *q;
 #pragma unroll
