@@ -183,6 +183,24 @@ TEST_CASE("sparse matmul: every mode matches a masked f64 reference", "[ops][spa
   }
 }
 
+TEST_CASE("sparse matmul on the CPU: output tiles split over threads match the f64 reference",
+          "[ops][sparse_matmul]") {
+  // block 64 with two k-blocks: ~2^19 multiply-adds a tile, so the CPU kernel cuts the
+  // output tiles into ranges of four (six to eight ranges a call), and the bf16 operands
+  // (98K elements) are widened in two ranges
+  const Problem p = problem(2, 6, 2, 5, 64, 0.8, 0.8, 0.8, 7400);
+  Inputs in = inputs(p, 7500);
+  for (const Mode& m : kModes) {
+    INFO(m.name << " " << describe(p));
+    Tensor out = apply(m, p, input_of(in.xd, p.lx, m.x_sparse), input_of(in.yd, p.ly, m.y_sparse));
+    tgt::require_close(logical(out, p.lo, m.out_sparse), reference(m, p, in.xd, in.yd), 1e-12, 1e-12);
+  }
+  const Mode& sdd = kModes[0];
+  const Tensor xh = in.xd.to(DType::bf16), yh = in.yd.to(DType::bf16);
+  Tensor out = apply(sdd, p, xh, yh).to(DType::f64);
+  tgt::require_close(logical(out, p.lo, true), reference(sdd, p, xh.to(DType::f64), yh.to(DType::f64)), 2e-2, 5e-2);
+}
+
 TEST_CASE("sparse matmul: blocks without a common k are exactly zero", "[ops][sparse_matmul]") {
   for (std::int64_t bs : {1, 16}) {
     const Problem p = problems(bs, 7).back();

@@ -185,6 +185,27 @@ TEST_CASE("block-sparse softmax matches a masked f64 reference", "[ops][sparse_s
   }
 }
 
+TEST_CASE("block-sparse softmax on the CPU: block-rows split over threads match the f64 reference",
+          "[ops][sparse_softmax]") {
+  // 24 block-rows of ~11K elements: the CPU kernels cut them into ranges of ~64K elements
+  // (about five ranges), each with its own scratch; forward, masked forward and backward
+  Layout l = random_layout(2, 12, 4, 64, 0.7, 7300);
+  Sample s = sample(l, 7301);
+  std::vector<char> excl;
+  BlockSparseTensor mask = random_mask(random_layout(2, 12, 4, 64, 0.8, 7302), 30, 7303, excl);
+  tgt::require_close(to_dense(softmax(s.x, 0.8), kNan), reference(l, s.d, {}, 0.8), 1e-12, 1e-15);
+  BlockSparseTensor y = masked_softmax(s.x, mask, 0.8);
+  const Tensor want = reference(l, s.d, excl, 0.8);
+  tgt::require_close(to_dense(y, kNan), want, 1e-12, 1e-15);
+  Tensor g = tgt::rand64({l.batch(), l.rows(), l.cols()}, 7304);
+  BlockSparseTensor dy = to_sparse(g, l);
+  tgt::require_close(to_dense(softmax_backward(y, dy, 0.8), kNan),
+                     reference_grad(l, tgt::values(want), tgt::values(g), 0.8), 1e-11, 1e-14);
+  BlockSparseTensor x32(s.x.data().to(DType::f32), l);
+  tgt::require_close(to_dense(softmax(x32, 0.8), kNan), reference(l, rounded(s.d, DType::f32), {}, 0.8), 1e-5,
+                     1e-7);
+}
+
 TEST_CASE("block-sparse softmax: -inf rows give zeros, nan propagates, empty rows stay unwritten",
           "[ops][sparse_softmax]") {
   // batch 0: block-row 0 has blocks (0,0), (0,2); block-row 1 is empty.
