@@ -1,5 +1,5 @@
 // CPU kernels of the element-wise family: one generic map loop over the functors of
-// math.h, and a plain sum for sum_to.
+// math.h, and a plain sum for sum_to (outputs spread over the cores).
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -204,6 +204,9 @@ void binary_bwd_cpu(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor&
 
 void sum_to_cpu(const Tensor& x, const Tensor& out) {
   const SumToPlan plan = make_sum_to_plan(x.shape(), out.shape(), "sum_to");
+  // Outputs are spread over the cores, each summed by one thread over the reduced
+  // positions in order: the result does not depend on the thread count.
+  const std::int64_t grain = std::max<std::int64_t>(1, kMapGrain / std::max<std::int64_t>(plan.n_red, 1));
   TG_DISPATCH_FLOATING(x.dtype(), "sum_to", [&] {
     // The reference backend sums sequentially, so it accumulates in f64 whatever the dtype
     // (a sequential f32 sum of 10^5 terms would be less accurate than the GPU's tree).
@@ -211,20 +214,25 @@ void sum_to_cpu(const Tensor& x, const Tensor& out) {
     const scalar_t* px = cptr<scalar_t>(x);
     scalar_t* po = mptr<scalar_t>(out);
     if (plan.inner_reduced) {
-      for (std::int64_t k = 0; k < plan.n_out; ++k) {
-        const scalar_t* base = px + plan.koff(k);
-        A acc = 0;
-        for (std::int64_t r = 0; r < plan.n_red; ++r) acc += static_cast<A>(base[plan.roff(r)]);
-        po[k] = scalar_t(acc);
-      }
+      parallel_ranges(plan.n_out, grain, [&](std::int64_t k0, std::int64_t k1) {
+        for (std::int64_t k = k0; k < k1; ++k) {
+          const scalar_t* base = px + plan.koff(k);
+          A acc = 0;
+          for (std::int64_t r = 0; r < plan.n_red; ++r) acc += static_cast<A>(base[plan.roff(r)]);
+          po[k] = scalar_t(acc);
+        }
+      });
     } else {
-      // Kept dims innermost: walk x in memory order, one accumulator per output.
-      std::vector<A> acc(static_cast<std::size_t>(plan.n_out), A(0));
-      for (std::int64_t r = 0; r < plan.n_red; ++r) {
-        const scalar_t* base = px + plan.roff(r);
-        for (std::int64_t k = 0; k < plan.n_out; ++k) acc[static_cast<std::size_t>(k)] += static_cast<A>(base[plan.koff(k)]);
-      }
-      for (std::int64_t k = 0; k < plan.n_out; ++k) po[k] = scalar_t(acc[static_cast<std::size_t>(k)]);
+      // Kept dims innermost: walk x in memory order (within a range of outputs), one
+      // accumulator per output.
+      parallel_ranges(plan.n_out, grain, [&](std::int64_t k0, std::int64_t k1) {
+        std::vector<A> acc(static_cast<std::size_t>(k1 - k0), A(0));
+        for (std::int64_t r = 0; r < plan.n_red; ++r) {
+          const scalar_t* base = px + plan.roff(r);
+          for (std::int64_t k = k0; k < k1; ++k) acc[static_cast<std::size_t>(k - k0)] += static_cast<A>(base[plan.koff(k)]);
+        }
+        for (std::int64_t k = k0; k < k1; ++k) po[k] = scalar_t(acc[static_cast<std::size_t>(k - k0)]);
+      });
     }
   });
 }

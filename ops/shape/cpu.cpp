@@ -1,9 +1,10 @@
-// CPU kernels of the shape family: row copies, 4-d strided copies and a cache-blocked
-// transpose.
+// CPU kernels of the shape family: row copies, 4-d strided copies (rows spread over the
+// cores) and a cache-blocked transpose.
 #include <algorithm>
 #include <cstring>
 
 #include "ops/shape/kernels.h"
+#include "runtime/parallel.h"
 
 namespace tg::ops {
 namespace {
@@ -16,16 +17,23 @@ void copy_2d_cpu(const Tensor& src, const Tensor& dst, const Copy2dParams& p) {
   }
 }
 
+// Bytes a range of the 4-d copy moves at least.
+constexpr std::int64_t kCopyGrainBytes = 1 << 16;
+
 void copy_4d_cpu(const Tensor& src, const Tensor& dst, const Copy4dParams& p) {
   const char* s = static_cast<const char*>(src.data_ptr()) + p.src_offset;
   char* d = static_cast<char*>(dst.data_ptr()) + p.dst_offset;
-  for (std::int64_t a = 0; a < p.n[0]; ++a)
-    for (std::int64_t b = 0; b < p.n[1]; ++b)
-      for (std::int64_t c = 0; c < p.n[2]; ++c) {
-        std::memcpy(d + a * p.dst_stride[0] + b * p.dst_stride[1] + c * p.dst_stride[2],
-                    s + a * p.src_stride[0] + b * p.src_stride[1] + c * p.src_stride[2],
-                    static_cast<std::size_t>(p.n[3]));
-      }
+  // row i (a contiguous run of n[3] bytes) is (a, b, c) = (i / (n1 n2), i / n2 % n1, i % n2)
+  const std::int64_t n12 = p.n[1] * p.n[2], rows = p.n[0] * n12;
+  parallel_ranges(rows, std::max<std::int64_t>(1, kCopyGrainBytes / std::max<std::int64_t>(p.n[3], 1)),
+                  [&](std::int64_t i0, std::int64_t i1) {
+                    for (std::int64_t i = i0; i < i1; ++i) {
+                      const std::int64_t a = i / n12, b = i / p.n[2] % p.n[1], c = i % p.n[2];
+                      std::memcpy(d + a * p.dst_stride[0] + b * p.dst_stride[1] + c * p.dst_stride[2],
+                                  s + a * p.src_stride[0] + b * p.src_stride[1] + c * p.src_stride[2],
+                                  static_cast<std::size_t>(p.n[3]));
+                    }
+                  });
 }
 
 // Moves elements as same-sized unsigned words: a transpose never looks at values. Each

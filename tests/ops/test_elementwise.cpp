@@ -383,6 +383,8 @@ TEST_CASE("sum_to and broadcast_to match plain loops; sum_to accumulates in f32"
       {{2, 3, 4}, {3, 1}}, {{2, 3, 4}, {2, 1, 4}}, {{2, 3, 4}, {1, 4}}, {{2, 3, 4, 5}, {3, 1, 5}},
       {{5}, {1}},          {{4, 1, 3}, {1, 1, 3}}, {{0, 3}, {3}},       {{3, 0}, {3, 1}},
       {{6, 7}, {6, 7}},
+      // outputs the CPU kernel spreads over threads (ranges of ~2^15 / n_red outputs)
+      {{4096, 24}, {24}},  {{24, 4096}, {24, 1}}, {{2, 2048, 40}, {1, 1, 40}},
   };
   std::uint64_t seed = 900;
   for (const auto& c : cases) {
