@@ -1,12 +1,20 @@
+// CPU kernels of the optimizers and gradient clipping. Elements are spread over the cores
+// (parallel_ranges); the sum of squares keeps one partial per range of a fixed grain and
+// adds them in order, so every result is independent of the thread count.
 #include <cmath>
+#include <vector>
 
 #include "ops/optim/kernels.h"
 #include "ops/optim/update_math.h"
+#include "runtime/parallel.h"
 
 namespace tg::ops {
 namespace {
 
 using std::sqrt;
+
+// Elements per range.
+constexpr std::int64_t kGrain = 1 << 15;
 
 void adamw_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& m,
                const std::vector<Tensor>& v, const AdamWHyper& h) {
@@ -19,10 +27,12 @@ void adamw_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
       const scalar_t* g = grads[i].data<scalar_t>();
       A* mm = m[i].data<A>();
       A* vv = v[i].data<A>();
-      for (std::int64_t j = 0; j < params[i].numel(); ++j) {
-        p[j] = scalar_t(adamw_update<A>(A(p[j]), A(g[j]), mm[j], vv[j], A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
-                                        A(h.weight_decay), A(bc1), A(bc2)));
-      }
+      parallel_ranges(params[i].numel(), kGrain, [&](std::int64_t j0, std::int64_t j1) {
+        for (std::int64_t j = j0; j < j1; ++j) {
+          p[j] = scalar_t(adamw_update<A>(A(p[j]), A(g[j]), mm[j], vv[j], A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
+                                          A(h.weight_decay), A(bc1), A(bc2)));
+        }
+      });
     });
   }
 }
@@ -35,13 +45,13 @@ void sgd_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads
       scalar_t* p = params[i].data<scalar_t>();
       const scalar_t* g = grads[i].data<scalar_t>();
       A* b = bufs[i].defined() ? bufs[i].data<A>() : nullptr;
-      for (std::int64_t j = 0; j < params[i].numel(); ++j) {
-        p[j] = scalar_t(sgd_update<A>(A(p[j]), A(g[j]), b ? b + j : nullptr, A(lr), A(momentum), A(wd)));
-      }
+      parallel_ranges(params[i].numel(), kGrain, [&](std::int64_t j0, std::int64_t j1) {
+        for (std::int64_t j = j0; j < j1; ++j)
+          p[j] = scalar_t(sgd_update<A>(A(p[j]), A(g[j]), b ? b + j : nullptr, A(lr), A(momentum), A(wd)));
+      });
     });
   }
 }
-
 
 void grad_squares_cpu(const std::vector<Tensor>& grads, Tensor& out) {
   double total = 0;
@@ -49,9 +59,14 @@ void grad_squares_cpu(const std::vector<Tensor>& grads, Tensor& out) {
     TG_DISPATCH_FLOATING(g.dtype(), "clip_grad_norm", [&] {
       using A = typename acc_type<scalar_t>::type;
       const scalar_t* x = g.data<scalar_t>();
-      A s = 0;
-      for (std::int64_t j = 0; j < g.numel(); ++j) s += A(x[j]) * A(x[j]);
-      total += static_cast<double>(s);
+      const std::int64_t n = g.numel();
+      std::vector<double> part(static_cast<std::size_t>((n + kGrain - 1) / kGrain), 0.0);
+      parallel_ranges(n, kGrain, [&](std::int64_t j0, std::int64_t j1) {
+        A s = 0;
+        for (std::int64_t j = j0; j < j1; ++j) s += A(x[j]) * A(x[j]);
+        part[static_cast<std::size_t>(j0 / kGrain)] = static_cast<double>(s);
+      });
+      for (double s : part) total += s;
     });
   }
   *out.data<double>() += total;
@@ -62,7 +77,9 @@ void grad_scale_cpu(const std::vector<Tensor>& grads, double scale) {
     TG_DISPATCH_FLOATING(g.dtype(), "clip_grad_norm", [&] {
       using A = typename acc_type<scalar_t>::type;
       scalar_t* x = g.data<scalar_t>();
-      for (std::int64_t j = 0; j < g.numel(); ++j) x[j] = scalar_t(A(x[j]) * A(scale));
+      parallel_ranges(g.numel(), kGrain, [&](std::int64_t j0, std::int64_t j1) {
+        for (std::int64_t j = j0; j < j1; ++j) x[j] = scalar_t(A(x[j]) * A(scale));
+      });
     });
   }
 }

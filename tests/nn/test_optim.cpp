@@ -45,6 +45,42 @@ TEST_CASE("AdamW matches an independent reference over several steps", "[optim]"
   REQUIRE(tgt::values(q) != tgt::values(tgt::rand64({2, 3}, 2)));
 }
 
+TEST_CASE("AdamW, SGD and clipping on parameters the CPU splits over threads", "[optim]") {
+  // 100003 elements: the CPU kernels walk them in ranges of 2^15 (four ranges, the last
+  // one short); every element against the reference, the norm against an f64 sum
+  const std::int64_t n = 100003;
+  Tensor p = tgt::rand64({n}, 11).requires_grad_();
+  optim::AdamWOptions o{.lr = 0.05, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.01};
+  optim::AdamW opt({p}, o);
+  std::vector<double> rp = tgt::values(p);
+  RefAdam ref;
+  for (int s = 0; s < 2; ++s) {
+    opt.zero_grad();
+    sum(mul(p, p)).backward();
+    std::vector<double> g(rp.size());
+    for (std::size_t i = 0; i < rp.size(); ++i) g[i] = 2 * rp[i];
+    opt.step();
+    ref.step(rp, g, o);
+    REQUIRE(tgt::max_abs_diff(p, from_vector(rp, {n})) < 1e-12);
+  }
+  Tensor q = tgt::rand64({n}, 12).requires_grad_();
+  optim::SGD sgd({q}, 0.1);
+  std::vector<double> rq = tgt::values(q);
+  sum(mul(q, q)).backward();
+  sgd.step();
+  for (double& x : rq) x -= 0.1 * 2 * x;
+  REQUIRE(tgt::max_abs_diff(q, from_vector(rq, {n})) < 1e-12);
+  // clipping: q's gradient is 2 q (before the step), in f32 too
+  Tensor h = tgt::rand64({n}, 13).to(DType::f32).detach().requires_grad_();
+  sum(mul(h, h) * 0.5).backward();  // grad = h
+  double sq = 0;
+  for (double x : tgt::values(h)) sq += x * x;
+  const double norm = optim::clip_grad_norm({h}, 1.0);
+  REQUIRE(norm == Approx(std::sqrt(sq)).epsilon(1e-5));
+  std::vector<double> hv = tgt::values(h), gv = tgt::values(h.grad());
+  for (std::size_t i = 0; i < hv.size(); ++i) REQUIRE(gv[i] == Approx(hv[i] / norm).epsilon(1e-4).margin(1e-7));
+}
+
 TEST_CASE("SGD with momentum and weight decay", "[optim]") {
   Tensor p = from_vector<double>({1.0, -2.0}, {2}).requires_grad_();
   optim::SGD opt({p}, 0.1, 0.9, 0.01);

@@ -90,6 +90,22 @@ TEST_CASE("cross_entropy matches a plain f64 loop (i64 and i32 targets, ignored 
   }
 }
 
+TEST_CASE("cross_entropy over rows the CPU splits over threads matches a plain f64 loop", "[ops][loss]") {
+  // 5000 rows of 20 classes: the CPU kernels take ranges of 1638 rows (four ranges)
+  const std::int64_t n = 5000, classes = 20;
+  for (DType dt : {DType::f64, DType::f32}) {
+    INFO("dtype " << dt);
+    Tensor logits = rand_t({n, classes}, 5, dt).requires_grad_();
+    auto t = make_targets(n, classes, 7, -100);
+    Tensor loss = cross_entropy(logits, targets(t), -100);
+    auto ref = ref_cross_entropy(logits.detach(), t, -100);
+    const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+    CHECK(loss.item<double>() == Approx(ref.loss).epsilon(tol).margin(tol));
+    loss.backward();
+    tgt::require_close(logits.grad().to(DType::f64), vec_t(ref.grad, {n, classes}), tol, tol * 1e-3);
+  }
+}
+
 TEST_CASE("cross_entropy: all rows ignored gives 0 and zero gradient; no rows gives 0", "[ops][loss]") {
   Tensor logits = rand_t({3, 4}, 1).requires_grad_();
   Tensor loss = cross_entropy(logits, targets({-100, -100, -100}));
