@@ -227,9 +227,17 @@ void sum_to_cpu(const Tensor& x, const Tensor& out) {
       // accumulator per output.
       parallel_ranges(plan.n_out, grain, [&](std::int64_t k0, std::int64_t k1) {
         std::vector<A> acc(static_cast<std::size_t>(k1 - k0), A(0));
+        // one contiguous kept dim (a bias gradient): a plain, vectorisable row add
+        const bool unit = plan.nk == 1 && plan.kstrides[0] == 1;
         for (std::int64_t r = 0; r < plan.n_red; ++r) {
           const scalar_t* base = px + plan.roff(r);
-          for (std::int64_t k = k0; k < k1; ++k) acc[static_cast<std::size_t>(k - k0)] += static_cast<A>(base[plan.koff(k)]);
+          if (unit) {
+            A* a = acc.data();
+            const scalar_t* row = base + k0;
+            for (std::int64_t i = 0; i < k1 - k0; ++i) a[i] += static_cast<A>(row[i]);
+          } else {
+            for (std::int64_t k = k0; k < k1; ++k) acc[static_cast<std::size_t>(k - k0)] += static_cast<A>(base[plan.koff(k)]);
+          }
         }
         for (std::int64_t k = k0; k < k1; ++k) po[k] = scalar_t(acc[static_cast<std::size_t>(k - k0)]);
       });
