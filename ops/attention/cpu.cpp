@@ -7,9 +7,9 @@
 // Forward: a two-pass softmax with the sink in the denominator, dropout, P·V. Backward: the
 // flash backward, recomputing P from the saved lse. Arithmetic is f32 (f64 for f64); dk/dv
 // are accumulated per kv row over its query heads in a fixed order, so results are
-// deterministic run to run. Rows run in parallel over the cores (OpenMP, where the build
-// has it): the forward over batch·head rows, the backward over kv rows, each writing only
-// its own outputs (the sinks' gradient is summed per kv row, then over them in order).
+// deterministic run to run. Rows run in parallel over the cores (parallel_ranges): the
+// forward over batch·head rows, the backward over kv rows, each writing only its own
+// outputs (the sinks' gradient is summed per kv row, then over them in order).
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ops/attention/kernels.h"
+#include "runtime/parallel.h"
 #include "runtime/philox.h"
 
 namespace tg::ops {
@@ -125,54 +126,58 @@ class CpuAttention {
     A* lse_out = static_cast<A*>(lse.data_ptr());
     const std::int64_t dv = p_.dv;
     CMap<A> V_all(v_.data(), p_.bhkv * p_.sk, dv);
-#pragma omp parallel for schedule(dynamic)
-    for (std::int64_t bh = 0; bh < p_.bhq; ++bh) {
-      for_each_chunk(bh, [&](Chunk& c) {
-        const A sink = sink_of(c);
-        KeepMask keep(p_);
-        Mat<A> O = Mat<A>::Zero(c.m, dv);
-        if (c.nk > 0) {
-          for (std::int64_t ii = 0; ii < c.m; ++ii) {
-            A* row = &c.S(ii, 0);
-            Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> r(row, c.nk);
-            const A mx = std::max(sink, r.maxCoeff());
-            if (mx == kNegInf) {  // nothing visible and no sink
-              r.setZero();
-              lse_out[(bh * p_.sq) + c.i0 + ii] = kNegInf;
-              continue;
+    // every bh row does the same work (all its queries): ranges of one row
+    parallel_ranges(p_.bhq, 1, [&](std::int64_t bh0, std::int64_t bh1) {
+      for (std::int64_t bh = bh0; bh < bh1; ++bh) {
+        for_each_chunk(bh, [&](Chunk& c) {
+          const A sink = sink_of(c);
+          KeepMask keep(p_);
+          Mat<A> O = Mat<A>::Zero(c.m, dv);
+          if (c.nk > 0) {
+            for (std::int64_t ii = 0; ii < c.m; ++ii) {
+              A* row = &c.S(ii, 0);
+              Eigen::Map<Eigen::Array<A, Eigen::Dynamic, 1>> r(row, c.nk);
+              const A mx = std::max(sink, r.maxCoeff());
+              if (mx == kNegInf) {  // nothing visible and no sink
+                r.setZero();
+                lse_out[(bh * p_.sq) + c.i0 + ii] = kNegInf;
+                continue;
+              }
+              // Eigen's vectorised exp (libm's scalar one took a sixth of the pass). Hidden keys
+              // (-inf) must give exactly 0: Eigen's f32 packets do; its f64 packets give a
+              // denormal, so f64 selects.
+              if constexpr (std::is_same_v<A, float>)
+                r = (r - mx).exp();
+              else
+                r = (r == kNegInf).select(A(0), (r - mx).exp());
+              const A sum = (sinks_.empty() ? A(0) : std::exp(sink - mx)) + r.sum();
+              r *= A(1) / sum;
+              lse_out[bh * p_.sq + c.i0 + ii] = mx + std::log(sum);
+              if (p_.dropout_p > 0) {
+                const std::uint64_t e0 = static_cast<std::uint64_t>((bh * p_.sq + c.i0 + ii) * p_.sk);
+                for (const KeyRange& r : c.ranges)
+                  for (std::int64_t j = r.j0; j < r.j1; ++j) {
+                    A& pr = row[r.col + j - r.j0];
+                    pr = keep(e0 + static_cast<std::uint64_t>(j)) ? pr * drop_scale_ : A(0);
+                  }
+              }
             }
-            // Eigen's vectorised exp (libm's scalar one took a sixth of the pass). Hidden keys
-            // (-inf) must give exactly 0: Eigen's f32 packets do; its f64 packets give a
-            // denormal, so f64 selects.
-            if constexpr (std::is_same_v<A, float>) r = (r - mx).exp();
-            else r = (r == kNegInf).select(A(0), (r - mx).exp());
-            const A sum = (sinks_.empty() ? A(0) : std::exp(sink - mx)) + r.sum();
-            r *= A(1) / sum;
-            lse_out[bh * p_.sq + c.i0 + ii] = mx + std::log(sum);
-            if (p_.dropout_p > 0) {
-              const std::uint64_t e0 = static_cast<std::uint64_t>((bh * p_.sq + c.i0 + ii) * p_.sk);
-              for (const KeyRange& r : c.ranges)
-                for (std::int64_t j = r.j0; j < r.j1; ++j) {
-                  A& pr = row[r.col + j - r.j0];
-                  pr = keep(e0 + static_cast<std::uint64_t>(j)) ? pr * drop_scale_ : A(0);
-                }
+            const std::int64_t vbase = c.kv * p_.sk;
+            for (const KeyRange& r : c.ranges)
+              O.noalias() += c.S.middleCols(r.col, r.j1 - r.j0) * V_all.middleRows(vbase + r.j0, r.j1 - r.j0);
+          }
+          for (std::int64_t ii = 0; ii < c.rows; ++ii) {
+            T* dst = out + (bh * p_.sq + c.i0 + ii) * dv;
+            if (ii < c.m && c.nk > 0) {
+              for (std::int64_t x = 0; x < dv; ++x) dst[x] = static_cast<T>(O(ii, x));
+            } else {  // a padded query (i >= q_lens) or one without keys
+              for (std::int64_t x = 0; x < dv; ++x) dst[x] = static_cast<T>(A(0));
+              lse_out[bh * p_.sq + c.i0 + ii] = sink;
             }
           }
-          const std::int64_t vbase = c.kv * p_.sk;
-          for (const KeyRange& r : c.ranges)
-            O.noalias() += c.S.middleCols(r.col, r.j1 - r.j0) * V_all.middleRows(vbase + r.j0, r.j1 - r.j0);
-        }
-        for (std::int64_t ii = 0; ii < c.rows; ++ii) {
-          T* dst = out + (bh * p_.sq + c.i0 + ii) * dv;
-          if (ii < c.m && c.nk > 0) {
-            for (std::int64_t x = 0; x < dv; ++x) dst[x] = static_cast<T>(O(ii, x));
-          } else {  // a padded query (i >= q_lens) or one without keys
-            for (std::int64_t x = 0; x < dv; ++x) dst[x] = static_cast<T>(A(0));
-            lse_out[bh * p_.sq + c.i0 + ii] = sink;
-          }
-        }
-      });
-    }
+        });
+      }
+    });
   }
 
   void backward(const Tensor& o, const Tensor& lse, const Tensor& dout, const Tensor& dq, const Tensor& dk,
@@ -189,61 +194,65 @@ class CpuAttention {
     const A scale = static_cast<A>(p_.scale);
     CMap<A> Q_all(q_.data(), p_.bhq * sq, d), K_all(k_.data(), p_.bhkv * sk, d), V_all(v_.data(), p_.bhkv * sk, dvv);
     CMap<A> O_all(o_w.data(), p_.bhq * sq, dvv), dO_all(do_w.data(), p_.bhq * sq, dvv);
-#pragma omp parallel for schedule(dynamic)
-    for (std::int64_t kv = 0; kv < p_.bhkv; ++kv) {
-      Mat<A> dK = Mat<A>::Zero(sk, d), dV = Mat<A>::Zero(sk, dvv);
-      const std::int64_t kvbase = kv * sk;
-      for (std::int64_t bh = kv * group_; bh < (kv + 1) * group_; ++bh) {
-        for_each_chunk(bh, [&](Chunk& c) {
-          const std::int64_t qrow = bh * sq + c.i0;
-          Mat<A> dQ = Mat<A>::Zero(c.rows, d);
-          if (c.m > 0 && c.nk > 0) {
-            auto dO = dO_all.middleRows(qrow, c.m);
-            Eigen::Matrix<A, Eigen::Dynamic, 1> D = dO.cwiseProduct(O_all.middleRows(qrow, c.m)).rowwise().sum();
-            Mat<A> dP(c.m, c.nk), Pd(c.m, c.nk);
-            for (const KeyRange& r : c.ranges)
-              dP.middleCols(r.col, r.j1 - r.j0).noalias() =
-                  dO * V_all.middleRows(kvbase + r.j0, r.j1 - r.j0).transpose();
-            const A sink = sink_of(c);
-            KeepMask keep(p_);
-            for (std::int64_t ii = 0; ii < c.m; ++ii) {
-              const std::int64_t i = c.i0 + ii;
-              const A L = lse_in[bh * sq + i];
-              A* srow = &c.S(ii, 0);  // scores in, dT (gradient of the pre-cap score) out
-              A* prow = &Pd(ii, 0);
-              const A* dprow = &dP(ii, 0);
-              row_grads(c, bh, i, L, D(ii), srow, prow, dprow, keep, dbias_out);
-              if (!sinks_.empty() && L != kNegInf)
-                dsink_kv[at(kv * p_.heads + c.h)] -= static_cast<double>(std::exp(sink - L) * D(ii));
+    // every kv row does the same work (its group of bh rows): ranges of one row
+    parallel_ranges(p_.bhkv, 1, [&](std::int64_t kv0, std::int64_t kv1) {
+      for (std::int64_t kv = kv0; kv < kv1; ++kv) {
+        Mat<A> dK = Mat<A>::Zero(sk, d), dV = Mat<A>::Zero(sk, dvv);
+        const std::int64_t kvbase = kv * sk;
+        for (std::int64_t bh = kv * group_; bh < (kv + 1) * group_; ++bh) {
+          for_each_chunk(bh, [&](Chunk& c) {
+            const std::int64_t qrow = bh * sq + c.i0;
+            Mat<A> dQ = Mat<A>::Zero(c.rows, d);
+            if (c.m > 0 && c.nk > 0) {
+              auto dO = dO_all.middleRows(qrow, c.m);
+              Eigen::Matrix<A, Eigen::Dynamic, 1> D = dO.cwiseProduct(O_all.middleRows(qrow, c.m)).rowwise().sum();
+              Mat<A> dP(c.m, c.nk), Pd(c.m, c.nk);
+              for (const KeyRange& r : c.ranges)
+                dP.middleCols(r.col, r.j1 - r.j0).noalias() =
+                    dO * V_all.middleRows(kvbase + r.j0, r.j1 - r.j0).transpose();
+              const A sink = sink_of(c);
+              KeepMask keep(p_);
+              for (std::int64_t ii = 0; ii < c.m; ++ii) {
+                const std::int64_t i = c.i0 + ii;
+                const A L = lse_in[bh * sq + i];
+                A* srow = &c.S(ii, 0);  // scores in, dT (gradient of the pre-cap score) out
+                A* prow = &Pd(ii, 0);
+                const A* dprow = &dP(ii, 0);
+                row_grads(c, bh, i, L, D(ii), srow, prow, dprow, keep, dbias_out);
+                if (!sinks_.empty() && L != kNegInf)
+                  dsink_kv[at(kv * p_.heads + c.h)] -= static_cast<double>(std::exp(sink - L) * D(ii));
+              }
+              auto Q = Q_all.middleRows(qrow, c.m);
+              for (const KeyRange& r : c.ranges) {
+                const std::int64_t len = r.j1 - r.j0;
+                dQ.topRows(c.m).noalias() += c.S.middleCols(r.col, len) * K_all.middleRows(kvbase + r.j0, len);
+                dK.middleRows(r.j0, len).noalias() += c.S.middleCols(r.col, len).transpose() * Q;
+                dV.middleRows(r.j0, len).noalias() += Pd.middleCols(r.col, len).transpose() * dO;
+              }
             }
-            auto Q = Q_all.middleRows(qrow, c.m);
-            for (const KeyRange& r : c.ranges) {
-              const std::int64_t len = r.j1 - r.j0;
-              dQ.topRows(c.m).noalias() += c.S.middleCols(r.col, len) * K_all.middleRows(kvbase + r.j0, len);
-              dK.middleRows(r.j0, len).noalias() += c.S.middleCols(r.col, len).transpose() * Q;
-              dV.middleRows(r.j0, len).noalias() += Pd.middleCols(r.col, len).transpose() * dO;
+            for (std::int64_t ii = 0; ii < c.rows; ++ii) {
+              T* dst = dq_out + (qrow + ii) * d;
+              for (std::int64_t x = 0; x < d; ++x) dst[x] = static_cast<T>(dQ(ii, x) * scale);
             }
-          }
-          for (std::int64_t ii = 0; ii < c.rows; ++ii) {
-            T* dst = dq_out + (qrow + ii) * d;
-            for (std::int64_t x = 0; x < d; ++x) dst[x] = static_cast<T>(dQ(ii, x) * scale);
-          }
-        });
+          });
+        }
+        for (std::int64_t j = 0; j < sk; ++j) {
+          T* dkr = dk_out + (kvbase + j) * d;
+          T* dvr = dv_out + (kvbase + j) * dvv;
+          for (std::int64_t x = 0; x < d; ++x) dkr[x] = static_cast<T>(dK(j, x) * scale);
+          for (std::int64_t x = 0; x < dvv; ++x) dvr[x] = static_cast<T>(dV(j, x));
+        }
       }
-      for (std::int64_t j = 0; j < sk; ++j) {
-        T* dkr = dk_out + (kvbase + j) * d;
-        T* dvr = dv_out + (kvbase + j) * dvv;
-        for (std::int64_t x = 0; x < d; ++x) dkr[x] = static_cast<T>(dK(j, x) * scale);
-        for (std::int64_t x = 0; x < dvv; ++x) dvr[x] = static_cast<T>(dV(j, x));
-      }
-    }
+    });
     if (dsinks.defined()) {  // f32, or f64 for f64
       std::vector<double> dsink(at(p_.heads), 0.0);
       for (std::int64_t kv = 0; kv < p_.bhkv; ++kv)
         for (std::int64_t h = 0; h < p_.heads; ++h) dsink[at(h)] += dsink_kv[at(kv * p_.heads + h)];
       for (std::size_t h = 0; h < dsink.size(); ++h) {
-        if (dsinks.dtype() == DType::f64) static_cast<double*>(dsinks.data_ptr())[h] = dsink[h];
-        else static_cast<float*>(dsinks.data_ptr())[h] = static_cast<float>(dsink[h]);
+        if (dsinks.dtype() == DType::f64)
+          static_cast<double*>(dsinks.data_ptr())[h] = dsink[h];
+        else
+          static_cast<float*>(dsinks.data_ptr())[h] = static_cast<float>(dsink[h]);
       }
     }
   }
