@@ -1,5 +1,7 @@
 #include "ops/common.h"
 
+#include <cstdlib>
+
 namespace tg::ops {
 
 void check_defined(const char* op, const char* arg, const Tensor& t) {
@@ -48,6 +50,15 @@ void check_ndim_range(const char* op, const char* arg, const Tensor& t, int lo, 
 
 Tensor empty_like(const Tensor& t, const Shape& shape, DType dtype) {
   return empty(shape, {.dtype = dtype, .device = t.device()});
+}
+
+int env_choice(const char* op, const char* name, const char* first, const char* second) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  const std::string s(v);
+  if (s == first) return 1;
+  if (s == second) return 2;
+  TG_THROW(ValueError, op, ": environment variable ", name, ": expected ", first, " or ", second, ", got '", s, "'");
 }
 
 }  // namespace tg::ops

@@ -24,6 +24,11 @@ void check_ndim(const char* op, const char* arg, const Tensor& t, int ndim);
 /// Throws tg::ShapeError unless t.dim() is in [lo, hi].
 void check_ndim_range(const char* op, const char* arg, const Tensor& t, int lo, int hi);
 
+/// The environment variable `name` holding one of two choices: 0 when unset or empty, 1
+/// for `first`, 2 for `second`. Throws tg::ValueError naming `op`, the variable, both
+/// choices and what it holds otherwise. (Kernel-choice knobs read it once, into a static.)
+int env_choice(const char* op, const char* name, const char* first, const char* second);
+
 /// An uninitialised tensor like `t` (same device), with `shape` and `dtype`.
 Tensor empty_like(const Tensor& t, const Shape& shape, DType dtype);
 inline Tensor empty_like(const Tensor& t) { return empty_like(t, t.shape(), t.dtype()); }

@@ -1,10 +1,8 @@
 #include "ops/attention/kernel_choice.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <string>
 
-#include "runtime/error.h"
+#include "ops/common.h"
 
 namespace tg::ops::attn {
 namespace {
@@ -14,19 +12,7 @@ std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
 
-// An environment variable naming one of two choices, read once by each caller's static:
-// 0 when unset, 1 for `first`, 2 for `second`.
-int choice_from_environment(const char* name, const char* first, const char* second) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return 0;
-  const std::string s(v);
-  if (s == first) return 1;
-  if (s == second) return 2;
-  TG_THROW(ValueError, "flash_attention: environment variable ", name, ": expected ", first, " or ", second, ", got '",
-           s, "'");
-}
-
-int kernel_from_environment(const char* name) { return choice_from_environment(name, "mma", "wgmma"); }
+int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
 
 }  // namespace
 
@@ -62,7 +48,7 @@ void set_tile_height(TileHeight h) { g_tiles.store(h, std::memory_order_relaxed)
 TileHeight tile_height() {
   const TileHeight h = g_tiles.load(std::memory_order_relaxed);
   if (h != TileHeight::Auto) return h;
-  static const int env = choice_from_environment("TG_ATTENTION_TILES", "full", "half");
+  static const int env = env_choice("flash_attention", "TG_ATTENTION_TILES", "full", "half");
   return env == 1 ? TileHeight::Full : env == 2 ? TileHeight::Half : TileHeight::Auto;
 }
 

@@ -1,9 +1,8 @@
 #include "ops/sparse_softmax/staged_threads.h"
 
 #include <atomic>
-#include <cstdlib>
-#include <string>
 
+#include "ops/common.h"
 #include "runtime/error.h"
 
 namespace tg::ops {
@@ -12,12 +11,8 @@ namespace {
 std::atomic<int> g_threads{0};
 
 int threads_from_environment() {
-  const char* v = std::getenv("TG_SOFTMAX_STAGE_THREADS");
-  if (v == nullptr || *v == '\0') return 0;
-  const std::string s(v);
-  if (s == "128") return 128;
-  if (s == "256") return 256;
-  TG_THROW(ValueError, "softmax: environment variable TG_SOFTMAX_STAGE_THREADS: expected 128 or 256, got '", s, "'");
+  static constexpr int kThreads[] = {0, 128, 256};
+  return kThreads[env_choice("softmax", "TG_SOFTMAX_STAGE_THREADS", "128", "256")];
 }
 
 }  // namespace
