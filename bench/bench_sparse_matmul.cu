@@ -101,6 +101,14 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
         }
         std::string paths;
+        {
+          // the GPU time alone (runs queued behind a spin kernel): tells the kernels' share
+          // from the host's at small densities
+          tg::NoGradGuard no_grad;
+          char buf[48];
+          std::snprintf(buf, sizeof buf, "queued %.3f ms; ", tgb::time_queued_ms([&] { forward(); }, kWarmup, kReps));
+          paths += buf;
+        }
         if (dt == tg::DType::bf16) {
           // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
           // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
@@ -119,7 +127,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);
             char buf[64];
-            std::snprintf(buf, sizeof buf, "%s%s %.3f", paths.empty() ? "ms: " : ", ", name,
+            std::snprintf(buf, sizeof buf, "%s%s %.3f", paths.find("ms: ") == std::string::npos ? "ms: " : ", ", name,
                           tgb::time_ms([&] { forward(); }, kWarmup, kReps));
             paths += buf;
           }
