@@ -83,9 +83,9 @@ __device__ __forceinline__ void load_vec(const T* p, Acc* out) {
     if constexpr (N == 1) {
       out[0] = gpu::to_f32<T>(p[0].bits);
     } else {
-      const gpu::Pack<std::uint16_t, N> pk = *reinterpret_cast<const gpu::Pack<std::uint16_t, N>*>(p);
+      const gpu::Pack<std::uint32_t, N / 2> pk = *reinterpret_cast<const gpu::Pack<std::uint32_t, N / 2>*>(p);
 #pragma unroll
-      for (int k = 0; k < N; ++k) out[k] = gpu::to_f32<T>(pk.v[k]);
+      for (int k = 0; k < N / 2; ++k) gpu::unpack2<T>(pk.v[k], out[2 * k], out[2 * k + 1]);
     }
   } else {
     gpu::load_pack<N>(p, out);
@@ -703,8 +703,9 @@ struct RawMax<T, true> {
     w = max2_nan<T>(w, max2_nan<T>(max2_nan<T>(q.x, q.y), max2_nan<T>(q.z, q.w)));
   }
   __device__ __forceinline__ float get() const {
-    return gpu::nan_max_fast(gpu::to_f32<T>(static_cast<std::uint16_t>(w & 0xffffu)),
-                             gpu::to_f32<T>(static_cast<std::uint16_t>(w >> 16)));
+    float lo, hi;
+    gpu::unpack2<T>(w, lo, hi);
+    return gpu::nan_max_fast(lo, hi);
   }
 };
 

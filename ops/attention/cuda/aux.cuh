@@ -14,7 +14,7 @@ constexpr int kAuxThreads = 256;
 
 /// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row. With `packed` (the
 /// Hopper kv pass's table, rows of sq_pad), also packed[bh · sq_pad + i] = (lse of the row
-/// in log2 units as lse_log2, delta) for row = bh · sq + i.
+/// in log2 units as lse_log2, delta) for row = bh · sq + i, and (+inf, 0) for i in [sq, sq_pad).
 template <typename T>
 __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* delta, std::int64_t rows, int dv, int tid,
                                            int block, const float* lse, float2* packed, int sq, int sq_pad) {
@@ -28,6 +28,11 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
   if (lane == 0) {
     delta[row] = s;
     if (packed != nullptr) packed[(row / sq) * sq_pad + row % sq] = make_float2(lse_log2(lse[row], true), s);
+  }
+  // The warp of a head's last row fills the head's padding rows [sq, sq_pad) with (+inf, 0):
+  // the kv pass reads whole tiles of the table, and these make P and dS 0 there.
+  if (packed != nullptr && row % sq == sq - 1) {
+    for (int i = sq + lane; i < sq_pad; i += 32) packed[(row / sq) * sq_pad + i] = make_float2(INFINITY, 0.f);
   }
 }
 

@@ -91,7 +91,10 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 
   const Params& p = a.p;
   const int tid = static_cast<int>(threadIdx.x);
-  const int group = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  // At D 64 the warpgroup comes broadcast from lane 0, so that the compiler keeps what
+  // derives from it (tile addresses, wgmma descriptors) in uniform registers: a tenth
+  // fewer instructions a step. (At D 128 that made ptxas spill.)
+  const int group = D_ == 64 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int item = a.cols.order[blockIdx.x];
   const int kv = item / a.cols.num_n, n = item % a.cols.num_n;
   const int k0 = n * BN;
@@ -197,27 +200,37 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     wg::fence_regs(st);
     wg::fence_regs(dp);
 
+    // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is
+    // 8 (i / 4) + 2t + i % 2), one 16-byte load a pair. Rows past sq hold (+inf, 0) (the
+    // delta pass pads the table): P = 0 and dS = 0 there without a check per element.
+    // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill.)
+    auto ld_pair = [&](int i) { return reinterpret_cast<const float4*>(lds)[4 * (i >> 2) + t]; };
+    auto lse_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.z : v.x; };
+    auto delta_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.w : v.y; };
+
     // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
-    // probability with the sign bit set. Rows past sq: lse +inf (P = 0), D = 0.
+    // probability with the sign bit set.
     [[maybe_unused]] float fac[kGeneral ? 32 : 1];
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
-      const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
-      const float L = i0 + iq < p.sq ? lds[iq].x : INFINITY;
       const bool on = (vis >> i) & 1u;
-      float xs;
       if constexpr (kGeneral) {
+        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
         float dsdt = 1.f;
-        xs = on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
+        const float xs =
+            on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
         fac[i] = dsdt;
+        const float pr = ex2_approx(xs - lse_of(i));
+        st[i] = ((kept >> i) & 1u) ? pr : -pr;
       } else {
-        xs = on ? st[i] * p.scale_log2 : -INFINITY;
+        st[i] = on ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
       }
-      const float pr = ex2_approx(xs - L);
-      st[i] = ((kept >> i) & 1u) ? pr : -pr;
     }
     std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
-    acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
+    if constexpr (kGeneral)
+      acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
+    else
+      acc_to_a<T>(st, pa);
     // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
     wg::fence();
     mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
@@ -228,18 +241,19 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     std::uint32_t da[4][4];
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
-      const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
       const float pr = st[i];
-      const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
-      float ds = fabsf(pr) * (dpv - (i0 + iq < p.sq ? lds[iq].y : 0.f));
       if constexpr (kGeneral) {
-        ds *= fac[i];
+        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
+        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
+        const float ds = fabsf(pr) * (dpv - delta_of(i)) * fac[i];
         if (a.dbias) {
           const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + ((i >> 1) & 1) * 8);
           if (slot >= 0) a.dbias[slot] = T(ds);
         }
+        st[i] = ds;
+      } else {
+        st[i] = pr * (dp[i] - delta_of(i));
       }
-      st[i] = ds;
     }
     acc_to_a<T>(st, da);
     wg::fence();
