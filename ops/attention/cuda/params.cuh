@@ -201,9 +201,33 @@ static __device__ __noinline__ std::uint32_t uniform_bits(const Params& p, int f
   return bits;
 }
 
+/// visible_bits for a tile only the causal / window geometry cuts (no pattern, extent or
+/// per-element checks): element x is visible when d = i - j lies in [lo, hi] (causal: d >=
+/// 0, left window: d <= wl, right window: d >= -wr), and d differs from element to element
+/// by constants: one compare a bit, unrolled, where uniform_bits' general loop cost about
+/// as much as the rest of the step.
+__device__ __forceinline__ std::uint32_t geometry_bits(const Params& p, int i0, int j0, bool transposed, int count) {
+  constexpr int kFar = 1 << 30;  // beyond any i - j (extents are below 2^30)
+  int lo = -kFar, hi = kFar;
+  if (p.causal) lo = 0;
+  if (p.wr >= 0) lo = max(lo, -p.wr);
+  if (p.wl >= 0) hi = min(hi, p.wl);
+  const std::uint32_t span = static_cast<std::uint32_t>(hi - lo);
+  const int base = i0 - j0 - lo;
+  std::uint32_t bits = 0;
+#pragma unroll
+  for (int x = 0; x < count; ++x) {
+    int i, j;
+    element_of(x, transposed, 0, 0, i, j);  // offsets from (i0, j0): constants once unrolled
+    bits |= (static_cast<std::uint32_t>(base + i - j) <= span ? 1u : 0u) << x;
+  }
+  return bits;
+}
+
 /// The visibility bits of a thread's elements (see element_of) in a tile with `flags`.
 __device__ __forceinline__ std::uint32_t tile_bits(const Params& p, int flags, int bh, int b, int i0, int j0,
                                                    bool transposed, int count) {
+  if (flags == kCheckGeometry && !p.elem_checks) return geometry_bits(p, i0, j0, transposed, count);
   if (p.q_lg >= 0 && !p.elem_checks) return uniform_bits(p, flags, bh, i0, j0, transposed, count);
   return visible_bits(p, flags, bh, b, i0, j0, transposed, count);
 }

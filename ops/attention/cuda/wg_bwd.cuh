@@ -91,20 +91,23 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 
   const Params& p = a.p;
   const int tid = static_cast<int>(threadIdx.x);
-  // At D 64 the warpgroup comes broadcast from lane 0, so that the compiler keeps what
-  // derives from it (tile addresses, wgmma descriptors) in uniform registers: a tenth
-  // fewer instructions a step. (At D 128 that made ptxas spill.)
-  const int group = D_ == 64 ? __shfl_sync(0xffffffffu, tid >> 7, 0) : tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int group = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  // The warpgroup broadcast from lane 0 for the shared-memory tile addresses and (at D 64)
+  // the warpgroup barriers: the compiler then keeps those, and the wgmma descriptors made
+  // from them, in uniform registers (loop 1393 -> 1014 instructions at D 64, 1733 -> 1426
+  // at D 128 with the changes of the same commit; uniform barrier ids made D 128 spill).
+  const int group_u = __shfl_sync(0xffffffffu, group, 0);
+  const int group_bar = D_ == 64 ? group_u : group;
   const int item = a.cols.order[blockIdx.x];
   const int kv = item / a.cols.num_n, n = item % a.cols.num_n;
   const int k0 = n * BN;
   const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
-  const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group) * 64u * 128u;
-  const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group) * 64u * 128u;
-  const std::uint32_t sSg = sS + static_cast<std::uint32_t>(group) * Cfg::kSBytes;
-  const std::uint32_t sDQg = sDQ + static_cast<std::uint32_t>(group) * Cfg::kDqBytes;
+  const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
+  const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group_u) * 64u * 128u;
+  const std::uint32_t sSg = sS + static_cast<std::uint32_t>(group_u) * Cfg::kSBytes;
+  const std::uint32_t sDQg = sDQ + static_cast<std::uint32_t>(group_u) * Cfg::kDqBytes;
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
   // Starts the loads of entry e's query tile into stage s (one thread).
@@ -161,7 +164,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     // the last of the warpgroups to say so refills it with the tile NS steps on. `then`
     // runs on the warpgroup's first thread once every thread has arrived.
     auto release = [&](auto then) {
-      sync_group(group);
+      sync_group(group_bar);
       if ((tid & 127) == 0) {
         then();
         if (last_release(&released[stage], Cfg::NG)) {
@@ -175,7 +178,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     bool any = true;
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-      any = group_any(vis != 0, group);
+      any = group_any(vis != 0, group_bar);
     }
     if (!any) {
       release([] {});
@@ -268,7 +271,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
     }
     wg::fence_proxy_async();
-    sync_group(group);
+    sync_group(group_bar);
 
     // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
     // N-major (its 64-column halves BN lines apart)
