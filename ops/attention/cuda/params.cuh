@@ -173,38 +173,10 @@ static __device__ __noinline__ std::uint32_t visible_bits(const Params& p, int f
   return bits;
 }
 
-/// visible_bits for uniform pattern blocks and no lens / segments / mask: one pattern
-/// lookup per pair of neighbouring elements (the 8 columns, or rows, of an n-tile lie in one
-/// block) and the causal / window test in registers.
-static __device__ __noinline__ std::uint32_t uniform_bits(const Params& p, int flags, int bh, int i0, int j0,
-                                                          bool transposed, int count) {
-  const std::uint8_t* pat = p.pat + static_cast<std::int64_t>(bh) * p.pat_qb * p.pat_kb;
-  std::uint32_t bits = 0;
-#pragma unroll 1
-  for (int x = 0; x < count; x += 2) {
-    int i, j;
-    element_of(x, transposed, i0, j0, i, j);
-    const int i1 = transposed ? i + 1 : i, j1 = transposed ? j : j + 1;  // element x + 1
-    bool on0 = true, on1 = true;
-    if (flags & kCheckPattern) {
-      const bool blk = i < p.sq && j < p.sk && pat[(i >> p.q_lg) * p.pat_kb + (j >> p.k_lg)];
-      on0 = blk;
-      on1 = blk && i1 < p.sq && j1 < p.sk;
-    }
-    if (flags & kCheckGeometry) {
-      on0 = on0 && !(p.causal && j > i) && !(p.wl >= 0 && j < i - p.wl) && !(p.wr >= 0 && j > i + p.wr);
-      on1 = on1 && !(p.causal && j1 > i1) && !(p.wl >= 0 && j1 < i1 - p.wl) && !(p.wr >= 0 && j1 > i1 + p.wr);
-    }
-    bits |= (on0 ? 1u : 0u) << x;
-    bits |= (on1 ? 1u : 0u) << (x + 1);
-  }
-  return bits;
-}
-
 /// visible_bits for a tile only the causal / window geometry cuts (no pattern, extent or
 /// per-element checks): element x is visible when d = i - j lies in [lo, hi] (causal: d >=
 /// 0, left window: d <= wl, right window: d >= -wr), and d differs from element to element
-/// by constants: one compare a bit, unrolled, where uniform_bits' general loop cost about
+/// by constants: one compare a bit, unrolled, where the general loop cost about
 /// as much as the rest of the step.
 __device__ __forceinline__ std::uint32_t geometry_bits(const Params& p, int i0, int j0, bool transposed, int count) {
   constexpr int kFar = 1 << 30;  // beyond any i - j (extents are below 2^30)
@@ -224,11 +196,41 @@ __device__ __forceinline__ std::uint32_t geometry_bits(const Params& p, int i0, 
   return bits;
 }
 
+/// visible_bits without per-element options (no lens, segments or mask): the geometry by
+/// geometry_bits, the pattern by one block lookup an element, unrolled (uniform blocks by
+/// shifts, variable ones through the position -> block tables). The out-of-line general
+/// loop cost more than the rest of a kernel step on the tiles that need checks. (Out of
+/// line: inlined, its unrolled lookups raised the kernels' register counts by ~10.)
+static __device__ __noinline__ std::uint32_t block_bits(const Params& p, int flags, int bh, int i0, int j0, bool transposed,
+                                                    int count) {
+  std::uint32_t bits = (flags & kCheckGeometry) ? geometry_bits(p, i0, j0, transposed, count) : ~0u;
+  if (flags & kCheckPattern) {
+    const std::uint8_t* pat = p.pat + static_cast<std::int64_t>(bh) * p.pat_qb * p.pat_kb;
+    // element x's block pair, positions past the extents clamped to 0 (and invisible)
+    auto sweep = [&](auto q_block, auto k_block) {
+#pragma unroll
+      for (int x = 0; x < count; ++x) {
+        int i, j;
+        element_of(x, transposed, i0, j0, i, j);
+        const bool in = i < p.sq && j < p.sk;
+        const bool on = in && pat[q_block(in ? i : 0) * p.pat_kb + k_block(in ? j : 0)];
+        if (!on) bits &= ~(1u << x);
+      }
+    };
+    if (p.q_lg >= 0 && p.k_lg >= 0)
+      sweep([&](int i) { return i >> p.q_lg; }, [&](int j) { return j >> p.k_lg; });
+    else
+      sweep([&](int i) { return p.q_blk[i]; }, [&](int j) { return p.k_blk[j]; });
+  }
+  return count >= 32 ? bits : bits & ((1u << count) - 1u);
+}
+
 /// The visibility bits of a thread's elements (see element_of) in a tile with `flags`.
 __device__ __forceinline__ std::uint32_t tile_bits(const Params& p, int flags, int bh, int b, int i0, int j0,
                                                    bool transposed, int count) {
-  if (flags == kCheckGeometry && !p.elem_checks) return geometry_bits(p, i0, j0, transposed, count);
-  if (p.q_lg >= 0 && !p.elem_checks) return uniform_bits(p, flags, bh, i0, j0, transposed, count);
+  if (!p.elem_checks)
+    return flags == kCheckGeometry ? geometry_bits(p, i0, j0, transposed, count)
+                                   : block_bits(p, flags, bh, i0, j0, transposed, count);
   return visible_bits(p, flags, bh, b, i0, j0, transposed, count);
 }
 
