@@ -4,7 +4,6 @@
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
-#include "ops/attention/kernel_choice.h"
 #include "ops/attention/cuda/wg_fwd.cuh"
 #include "runtime/cuda/tensor_map.h"
 
@@ -17,7 +16,6 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
-  w.pingpong = Cfg::NG == 2 && wg_schedule() == WgSchedule::Pingpong;
   using tg::cuda::TmaElem;
   constexpr TmaElem elem = std::is_same_v<T, bfloat16> ? TmaElem::bf16 : TmaElem::f16;
   const auto bhq = static_cast<std::uint64_t>(a.p.bhq), bhkv = static_cast<std::uint64_t>(a.p.bhkv);

@@ -10,7 +10,6 @@ namespace {
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
-std::atomic<WgSchedule> g_schedule{WgSchedule::Auto};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
 
 int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
@@ -51,15 +50,6 @@ TileHeight tile_height() {
   if (h != TileHeight::Auto) return h;
   static const int env = env_choice("flash_attention", "TG_ATTENTION_TILES", "full", "half");
   return env == 1 ? TileHeight::Full : env == 2 ? TileHeight::Half : TileHeight::Auto;
-}
-
-void set_wg_schedule(WgSchedule s) { g_schedule.store(s, std::memory_order_relaxed); }
-
-WgSchedule wg_schedule() {
-  const WgSchedule s = g_schedule.load(std::memory_order_relaxed);
-  if (s != WgSchedule::Auto) return s;
-  static const int env = env_choice("flash_attention", "TG_ATTENTION_SCHEDULE", "pingpong", "free");
-  return env == 1 ? WgSchedule::Pingpong : env == 2 ? WgSchedule::Free : kDefaultWgSchedule;
 }
 
 std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }

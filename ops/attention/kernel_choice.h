@@ -69,25 +69,6 @@ void set_tile_height(TileHeight h);
 /// `full` or `half`.
 TileHeight tile_height();
 
-/// How the two warpgroups of a Hopper attention CTA (forward with 128-row tiles, kv pass with
-/// 128-key tiles) share the tensor cores. Pingpong: they take turns issuing their first
-/// products of a step (named barriers), so that one's softmax runs while the other's
-/// product does. Free: no order (both wait on the same stage loads, so they tend to
-/// multiply at the same time and leave the tensor cores idle together). Auto: the
-/// environment variable TG_ATTENTION_SCHEDULE (`pingpong` or `free`) when set, else
-/// kDefaultWgSchedule.
-enum class WgSchedule { Auto, Pingpong, Free };
-
-/// What Auto means without TG_ATTENTION_SCHEDULE (bench/RESULTS.md, 2026-12-04 afternoon).
-constexpr WgSchedule kDefaultWgSchedule = WgSchedule::Pingpong;
-
-/// Forces the schedule of later calls (process-wide; Auto restores the default).
-void set_wg_schedule(WgSchedule s);
-
-/// The schedule in effect, Auto resolved. Throws tg::ValueError naming
-/// TG_ATTENTION_SCHEDULE when it holds anything but `pingpong` or `free`.
-WgSchedule wg_schedule();
-
 /// Backwards whose kv pass ran the Hopper kernel since the process started.
 std::int64_t wgmma_bwd_launches();
 

@@ -596,7 +596,6 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
     ~Restore() {
       ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
       ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
-      ops::attn::set_wg_schedule(ops::attn::WgSchedule::Auto);
     }
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
@@ -612,14 +611,6 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
-  // the other warpgroup schedule than the default (turns or none), forward and kv pass
-  const auto other = ops::attn::wg_schedule() == ops::attn::WgSchedule::Pingpong ? ops::attn::WgSchedule::Free
-                                                                                  : ops::attn::WgSchedule::Pingpong;
-  ops::attn::set_wg_schedule(other);
-  runs += run_hopper_cases(64);
-  runs += run_general_cases(128);
-  CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
-  ops::attn::set_wg_schedule(ops::attn::WgSchedule::Auto);
   // the mma.sync kv pass on 64-key tiles too (D 128, random 64-blocks), when chosen
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Mma);
   const std::int64_t narrow_mid = ops::attn::narrow_kv_launches();
@@ -648,32 +639,4 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
     check_cuda("64-key tiles forced", make_inputs(general_shape(d), 97), dense, {}, {DType::bf16});
     CHECK(ops::attn::narrow_kv_launches() > n0);
   }
-}
-
-TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
-  struct Restore {
-    ~Restore() {
-      ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
-      ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
-      ops::attn::set_wg_schedule(ops::attn::WgSchedule::Auto);
-    }
-  } restore;
-  for (auto s : {ops::attn::WgSchedule::Free, ops::attn::WgSchedule::Pingpong}) {
-    ops::attn::set_wg_schedule(s);
-    CHECK(ops::attn::wg_schedule() == s);
-  }
-  ops::attn::set_wg_schedule(ops::attn::WgSchedule::Auto);
-  CHECK(ops::attn::wg_schedule() != ops::attn::WgSchedule::Auto);
-  for (auto k : {ops::attn::FwdKernel::Mma, ops::attn::FwdKernel::Wgmma}) {
-    ops::attn::set_fwd_kernel(k);
-    CHECK(ops::attn::fwd_kernel() == k);
-  }
-  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
-  CHECK(ops::attn::fwd_kernel() != ops::attn::FwdKernel::Auto);
-  for (auto k : {ops::attn::BwdKernel::Mma, ops::attn::BwdKernel::Wgmma}) {
-    ops::attn::set_bwd_kernel(k);
-    CHECK(ops::attn::bwd_kernel() == k);
-  }
-  ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
-  CHECK(ops::attn::bwd_kernel() != ops::attn::BwdKernel::Auto);
 }

@@ -50,7 +50,6 @@ struct WgBwdArgs {
   CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
-  bool pingpong = false;       ///< the warpgroups take turns issuing Sᵀ and dPᵀ (two warpgroups only)
 };
 
 template <int D_, int BN_>
@@ -146,10 +145,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 #pragma unroll
   for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
 
-  // Pingpong: warpgroup 0 takes the first turn; each step's turns alternate strictly (a
-  // warpgroup passes after issuing its Sᵀ and dPᵀ products, also on a step it skips)
-  const bool pp = Cfg::NG == 2 && w.pingpong;
-  if (pp && group == 1) turn_pass(group);
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
@@ -185,9 +180,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
       any = group_any(vis != 0, group_bar);
     }
-    if (pp) turn_wait(group);
     if (!any) {
-      if (pp) turn_pass(group);
       release([] {});
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
@@ -206,7 +199,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
     mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
     wg::commit();
-    if (pp) turn_pass(group);
     wg::wait<0>();
     wg::fence_regs(st);
     wg::fence_regs(dp);
@@ -214,20 +206,10 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is
     // 8 (i / 4) + 2t + i % 2), one 16-byte load a pair. Rows past sq hold (+inf, 0) (the
     // delta pass pads the table): P = 0 and dS = 0 there without a check per element.
-    // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill. At
-    // D 128 one value a load: the 16-byte loads made ptxas serialise the MMAs, C7519.)
+    // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill.)
     auto ld_pair = [&](int i) { return reinterpret_cast<const float4*>(lds)[4 * (i >> 2) + t]; };
-    auto ld_one = [&](int i) { return lds[(i >> 2) * 8 + 2 * t + (i & 1)]; };
-    auto lse_of = [&](int i) {
-      if constexpr (D == 128) return ld_one(i).x;
-      const float4 v = ld_pair(i);
-      return (i & 1) ? v.z : v.x;
-    };
-    auto delta_of = [&](int i) {
-      if constexpr (D == 128) return ld_one(i).y;
-      const float4 v = ld_pair(i);
-      return (i & 1) ? v.w : v.y;
-    };
+    auto lse_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.z : v.x; };
+    auto delta_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.w : v.y; };
 
     // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
     // probability with the sign bit set.
@@ -296,7 +278,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     float dq[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
-    wg::fence_regs(dq);  // the zeros are written before the fence (else ptxas serialises, C7519)
     wg::fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
@@ -335,7 +316,6 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
     });
     }
   }
-  if (pp && group == 0) turn_wait(group);  // warpgroup 1's last pass: every arrival is waited for
   if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
 
 #pragma unroll

@@ -40,7 +40,6 @@ struct WgFwdArgs {
   FwdArgs<T> a;
   CUtensorMap map_q;         ///< q as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
-  bool pingpong = false;     ///< the warpgroups take turns issuing S = Q Kᵀ (two warpgroups only)
 };
 
 template <int D_, int BM_>
@@ -125,10 +124,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
-  // Pingpong: warpgroup 0 takes the first turn; each step's turns alternate strictly (a
-  // warpgroup passes after issuing its S product, also on a step it skips)
-  const bool pp = Cfg::NG == 2 && w.pingpong;
-  if (pp && group == 1) turn_pass(group);
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
@@ -150,10 +145,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
       vis = tile_bits(p, flags, bh, b, r0, k0 + 2 * t, false, 32);
       any = group_any(vis != 0, group);
     }
-    if (pp) turn_wait(group);
-    if (!any) {
-      if (pp) turn_pass(group);
-    } else {
+    if (any) {
       const std::uint32_t sK = sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes;
       const std::uint32_t sV = sK + Cfg::kKBytes;
       float s[32];
@@ -162,7 +154,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
       wg::fence();
       mma_abt<T, D>(s, q_base, Cfg::BM * 128u, sK, BN * 128u);
       wg::commit();
-      if (pp) turn_pass(group);
       wg::wait<0>();
       wg::fence_regs(s);
 
@@ -228,7 +219,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
     }
     release();
   }
-  if (pp && group == 0) turn_wait(group);  // warpgroup 1's last pass: every arrival is waited for
 
   // O / l and the row log-sum-exp
 #pragma unroll

@@ -51,13 +51,6 @@ __device__ __forceinline__ bool group_any(bool pred, int group) {
 /// Barrier among the 128 threads of warpgroup `group` (named barrier 1 + group).
 __device__ __forceinline__ void sync_group(int group) { asm volatile("bar.sync %0, 128;\n" ::"r"(group + 1) : "memory"); }
 
-/// The turns of the two warpgroups of a CTA (WgSchedule::Pingpong): named barriers 3 and 4,
-/// one per warpgroup, each completed by its own warpgroup waiting (128 threads) and the
-/// other one signalling (128). turn_wait(g) waits until warpgroup g may issue;
-/// turn_pass(g) lets the other one issue.
-__device__ __forceinline__ void turn_wait(int group) { asm volatile("bar.sync %0, 256;\n" ::"r"(3 + group) : "memory"); }
-__device__ __forceinline__ void turn_pass(int group) { asm volatile("bar.arrive %0, 256;\n" ::"r"(4 - group) : "memory"); }
-
 /// Counts one warpgroup's release of a pipeline stage in *count (shared memory) and says
 /// whether it was the last of `groups`, then resetting the count for the stage's next
 /// round: that caller refills the stage. Acquire-release, so the refill is ordered after
