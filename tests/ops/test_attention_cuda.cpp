@@ -640,3 +640,24 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
     CHECK(ops::attn::narrow_kv_launches() > n0);
   }
 }
+
+TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
+  struct Restore {
+    ~Restore() {
+      ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
+      ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
+    }
+  } restore;
+  for (auto k : {ops::attn::FwdKernel::Mma, ops::attn::FwdKernel::Wgmma}) {
+    ops::attn::set_fwd_kernel(k);
+    CHECK(ops::attn::fwd_kernel() == k);
+  }
+  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
+  CHECK(ops::attn::fwd_kernel() != ops::attn::FwdKernel::Auto);
+  for (auto k : {ops::attn::BwdKernel::Mma, ops::attn::BwdKernel::Wgmma}) {
+    ops::attn::set_bwd_kernel(k);
+    CHECK(ops::attn::bwd_kernel() == k);
+  }
+  ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
+  CHECK(ops::attn::bwd_kernel() != ops::attn::BwdKernel::Auto);
+}
