@@ -88,16 +88,10 @@ __device__ __forceinline__ acc_t<T> to_acc(T v) {
   else return static_cast<acc_t<T>>(v);
 }
 
-// Element t of a pack as the accumulation type (bf16 from its 32-bit word: one
-// instruction for either half, see gpu::unpack2).
+// Element t of a pack as the accumulation type.
 template <typename T, int W>
 __device__ __forceinline__ acc_t<T> elem_acc(const Pack<T, W>& p, int t) {
-  if constexpr (std::is_same_v<T, bfloat16> && W >= 4) {
-    const std::uint32_t w = reinterpret_cast<const std::uint32_t*>(&p.raw)[t >> 1];
-    return __uint_as_float((t & 1) ? (w & 0xffff0000u) : (w << 16));
-  } else {
-    return to_acc<T>(p.get(t));
-  }
+  return to_acc<T>(p.get(t));
 }
 
 // The pack of T holding v[0, kLen), rounded to nearest even.
