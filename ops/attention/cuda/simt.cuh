@@ -208,6 +208,7 @@ __device__ __forceinline__ void simt_bwd_kv_body(const SimtArgs& a, float* smem,
   float* ks = smem + warp * 256;
   float* vs = ks + 128;
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
+  const float inv_m = a.cols.inv_num_m();  // for query_tile, once
 
   for (int r = warp; r < kSimtTile; r += kSimtWarps) {
     const int j = n * kSimtTile + r;
@@ -223,7 +224,7 @@ __device__ __forceinline__ void simt_bwd_kv_body(const SimtArgs& a, float* smem,
       const int entry = a.cols.entries[e];
       const int flags = entry & ((1 << kFlagBits) - 1);
       const bool check = flags != 0 || p.elem_checks;
-      const int2 qt = a.cols.query_tile(entry, kv, p.group, kSimtTile);
+      const int2 qt = a.cols.query_tile(entry, kv, p.group, kSimtTile, inv_m);
       const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
       const std::int64_t row0 = static_cast<std::int64_t>(bh) * p.sq;
       for (int ic = 0; ic < kSimtTile; ic += 32) {

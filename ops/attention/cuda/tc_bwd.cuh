@@ -78,12 +78,13 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
   float* sL = reinterpret_cast<float*>(sS + Cfg::kSBytes);  // [2][BM] lse, then [2][BM] D
   float* sD = sL + 2 * BM;
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
+  const float inv_m = a.cols.inv_num_m();  // for query_tile, once
 
   load_tile<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
   load_tile<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
   cp_async_commit();
   auto load_q = [&](int e, int stage) {
-    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
     const int bh = qt.x, i0 = qt.y;
     const std::int64_t row = static_cast<std::int64_t>(bh) * p.sq + i0;
     load_tile<BM, D, NT>(sQ + stage * Cfg::kQBytes, a.q + row * D, p.sq - i0, tid);
@@ -110,7 +111,7 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
     const int entry = a.cols.entries[e];
     const int flags = entry & ((1 << kFlagBits) - 1);
     const bool check = flags != 0 || p.elem_checks;
-    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM);
+    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM, inv_m);
     const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
     const char* sQs = sQ + stage * Cfg::kQBytes;
     const char* sOs = sO + stage * Cfg::kOBytes;

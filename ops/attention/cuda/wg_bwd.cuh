@@ -103,6 +103,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
   const int k0 = n * BN;
   const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
+  const float inv_m = a.cols.inv_num_m();  // for query_tile, once
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
   const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group_u) * 64u * 128u;
@@ -112,7 +113,7 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 
   // Starts the loads of entry e's query tile into stage s (one thread).
   auto issue = [&](int e, int s) {
-    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM);
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
     tma::arrive_expect_tx(bar(s), Cfg::kQBytes + Cfg::kOBytes + Cfg::kLdBytes);
     // a row of 128 is two 64-element columns, the second after all BM lines of the first
 #pragma unroll
@@ -145,16 +146,19 @@ __global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_cons
 #pragma unroll
   for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
 
+  // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
+  int next_entry = e0 < e1 ? a.cols.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
+    const int entry = next_entry;
+    if (e + 1 < e1) next_entry = a.cols.entries[e + 1];
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
     // the previous step's dQ reductions have read their source before this step rewrites
     // it (after a warpgroup barrier); long done by now, and no MMA is in flight here
     if ((tid & 127) == 0) tma::bulk_wait_read<0>();
 
-    const int entry = a.cols.entries[e];
     const int flags = entry & ((1 << kFlagBits) - 1);
-    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM);
+    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM, inv_m);
     const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
     const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
     const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;

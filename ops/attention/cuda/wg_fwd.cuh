@@ -124,8 +124,12 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
+  // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
+  int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
+    const int entry = next_entry;
+    if (e + 1 < e1) next_entry = a.list.entries[e + 1];
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
     // This warpgroup is done with the stage (its MMAs have completed): the last of the
     // warpgroups to say so refills it with the tile NS steps on.
@@ -136,7 +140,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
       }
     };
 
-    const int entry = a.list.entries[e];
     const int k0 = (entry >> kFlagBits) * BN;
     const int flags = entry & ((1 << kFlagBits) - 1);
     std::uint32_t vis = ~0u;
