@@ -438,6 +438,8 @@ std::int64_t run_hopper_cases(std::int64_t d) {
   o.sinks = tgt::rand64({2}, 63, -1.0, 2.0);
   o.scale = 0.3;
   check("sinks, scale", in, uniform_pattern(4, 384, 384, 64, 64, 40, 64), o, half_types);
+  o.scale = -0.4;  // a negative scale: the forward scales before its row maxima
+  check("sinks, negative scale", in, dense, o, {DType::bf16});
   o = {};
   o.num_heads = 2;
   o.causal = true;
