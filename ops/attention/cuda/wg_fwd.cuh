@@ -113,13 +113,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   float o[DV / 2];
 #pragma unroll
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
-  // Scores stay unscaled where the scale is positive (max(c·s) = c·max(s)), so that a
-  // probability is one FFMA and an ex2, 2^(c·s − c·m); row maxima are in those units. The
-  // general transform and non-positive scales give scores in log2 units (c = 1).
-  const bool prescale = !kGeneral && !(p.scale_log2 > 0.f);
-  const float cs = kGeneral || prescale ? 1.f : p.scale_log2;
   float row_max[2], row_sum[2];
-  const float sink = p.sinks ? p.sinks[h] * kLog2e / cs : -INFINITY;
+  const float sink = p.sinks ? p.sinks[h] * kLog2e : -INFINITY;
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
     row_max[hf] = sink;
@@ -165,11 +160,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
       wg::wait<0>();
       wg::fence_regs(s);
 
-      if (prescale) {
-#pragma unroll
-        for (int i = 0; i < 32; ++i) s[i] *= p.scale_log2;
-      }
-      // scores (units of cs), -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
+      // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
@@ -181,13 +172,11 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
                                                        k0 + nt * 8 + 2 * t + (c & 1), dsdt)
                                : -INFINITY;
           } else {
-            s[4 * nt + c] = on ? s[4 * nt + c] : -INFINITY;
+            s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
           }
         }
       }
       // online softmax, rows g (hf 0) and g + 8 (hf 1)
-      float corr[2];
-      bool moved = false;  // a row maximum of this thread changed: O needs rescaling
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         float mx = -INFINITY;
@@ -197,32 +186,21 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
         mx = fmaxf(mx, shfl_xor(mx, 2));
         const float m_new = fmaxf(row_max[hf], mx);
         const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
-        const float mc = m_use * cs;
-        const bool up = m_new != row_max[hf];
-        corr[hf] = up ? ex2_approx(fmaf(row_max[hf], cs, -mc)) : 1.f;
-        moved |= up;
+        const float corr = ex2_approx(row_max[hf] - m_use);
         row_max[hf] = m_new;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) {
-          const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], cs, -mc));
-          const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], cs, -mc));
+          const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
           s[4 * nt + 2 * hf] = p0;
           s[4 * nt + 2 * hf + 1] = p1;
           sum += p0 + p1;
         }
-        row_sum[hf] = row_sum[hf] * corr[hf] + sum;
-      }
-      // corr is 1 for a row whose maximum stayed: skip the rescale when no row of the warp
-      // moved, the common case once the first tiles have set the maxima
-      if (__any_sync(0xffffffffu, moved)) {
+        row_sum[hf] = row_sum[hf] * corr + sum;
 #pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-#pragma unroll
-          for (int nt = 0; nt < NTO; ++nt) {
-            o[4 * nt + 2 * hf] *= corr[hf];
-            o[4 * nt + 2 * hf + 1] *= corr[hf];
-          }
+        for (int nt = 0; nt < NTO; ++nt) {
+          o[4 * nt + 2 * hf] *= corr;
+          o[4 * nt + 2 * hf + 1] *= corr;
         }
       }
       if constexpr (kGeneral) {
@@ -260,7 +238,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
         *reinterpret_cast<std::uint32_t*>(orow + nt * 8 + 2 * t) =
             pack2<T>(o[4 * nt + 2 * hf] * inv, o[4 * nt + 2 * hf + 1] * inv);
       }
-      if (t == 0) a.lse[static_cast<std::int64_t>(bh) * p.sq + i] = l > 0.f ? (row_max[hf] * cs + log2f(l)) * kLn2 : -INFINITY;
+      if (t == 0) a.lse[static_cast<std::int64_t>(bh) * p.sq + i] = l > 0.f ? (row_max[hf] + log2f(l)) * kLn2 : -INFINITY;
     }
   }
 #else
