@@ -212,8 +212,8 @@ __device__ __forceinline__ std::uint32_t geometry_bits(const Params& p, int i0, 
 /// shifts, variable ones through the position -> block tables). The out-of-line general
 /// loop cost more than the rest of a kernel step on the tiles that need checks. (Out of
 /// line: inlined, its unrolled lookups raised the kernels' register counts by ~10.)
-static __device__ __noinline__ std::uint32_t block_bits(const Params& p, int flags, int bh, int i0, int j0, bool transposed,
-                                                    int count) {
+static __device__ __noinline__ std::uint32_t block_bits(const Params& p, int flags, int bh, int i0, int j0,
+                                                        bool transposed, int count) {
   std::uint32_t bits = (flags & kCheckGeometry) ? geometry_bits(p, i0, j0, transposed, count) : ~0u;
   if (flags & kCheckPattern) {
     const std::uint8_t* pat = p.pat + static_cast<std::int64_t>(bh) * p.pat_qb * p.pat_kb;

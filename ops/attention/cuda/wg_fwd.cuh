@@ -75,7 +75,10 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   const std::uint32_t sKV = sQ + Cfg::kQBytes;  // stage s: K at sKV + s * kStageBytes, V after it
   const Params& p = a.p;
   const int tid = static_cast<int>(threadIdx.x);
-  const int group = __shfl_sync(0xffffffffu, tid >> 7, 0), warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  // the warpgroup broadcast from lane 0: the compiler then keeps the tile addresses and
+  // wgmma descriptors derived from it in uniform registers
+  const int group = __shfl_sync(0xffffffffu, tid >> 7, 0);
+  const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int item = a.list.order[blockIdx.x];
   const int bh = item / a.list.num_m, m = item % a.list.num_m;
   const int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
