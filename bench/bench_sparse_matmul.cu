@@ -106,7 +106,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           // from the host's at small densities
           tg::NoGradGuard no_grad;
           char buf[48];
-          std::snprintf(buf, sizeof buf, "queued %.3f ms; ", tgb::time_queued_ms([&] { forward(); }, kWarmup, kReps));
+          std::snprintf(buf, sizeof buf, "queued %.3f ms", tgb::time_queued_ms([&] { forward(); }, kWarmup, kReps));
           paths += buf;
         }
         if (dt == tg::DType::bf16) {
@@ -127,7 +127,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);
             char buf[64];
-            std::snprintf(buf, sizeof buf, "%s%s %.3f", paths.find("ms: ") == std::string::npos ? "ms: " : ", ", name,
+            std::snprintf(buf, sizeof buf, "%s%s %.3f", path == forced.front().first ? "; ms: " : ", ", name,
                           tgb::time_ms([&] { forward(); }, kWarmup, kReps));
             paths += buf;
           }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -89,9 +90,9 @@ inline double copy_rate_gbps() {
 /// than in copy_rate_gbps(). Measured once per (size, inner) and remembered.
 /// `queued`: timed with time_queued_ms (the GPU time of the copies alone).
 inline double same_size_copy_gbps(double bytes, int inner = 1, bool queued = false) {
-  static std::map<std::pair<std::size_t, int>, double> memo;
+  static std::map<std::tuple<std::size_t, int, bool>, double> memo;
   const std::size_t half = (static_cast<std::size_t>(bytes / 2) + 255) & ~std::size_t(255);
-  const auto key = std::pair{half, queued ? -inner : inner};
+  const auto key = std::tuple{half, inner, queued};
   if (auto it = memo.find(key); it != memo.end()) return it->second;
   void *src, *dst;
   TG_CUDA_CHECK(cudaMalloc(&src, half));
