@@ -42,28 +42,34 @@ struct WgFwdArgs {
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
 };
 
-template <int D_, int BM_>
+template <int D_, int BM_, bool kPipe_ = true>
 struct WgFwdConfig {
   static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
-  /// K / V stages: 3 where that still lets kMinBlocks CTAs share an SM, else 2.
-  static constexpr int STAGES = D == 64 && BM == 128 ? 3 : 2;
-  /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
-  static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
   /// 128-row tiles: D 64 two CTAs per SM, D 128 one (O takes 64 registers); 64-row
   /// tiles twice as many.
   static constexpr int kMinBlocks = (D == 64 ? 2 : 1) * (128 / BM);
+  /// Whether a step's P V product is issued in the next step, after that step's S = Q Kᵀ,
+  /// so that the softmax of one tile runs while the tensor cores multiply the previous
+  /// one's P V (a stage is then held a step longer: only where three or more fit).
+  static constexpr bool kPipe = kPipe_ && BM == 128;
+  /// K / V stages: as many as fit beside Q with kMinBlocks CTAs an SM (4 with the deferred
+  /// product, which holds one stage a step longer), else 2 (64-row tiles).
+  static constexpr int STAGES = !kPipe ? (D == 64 && BM == 128 ? 3 : 2) : 4;
+  /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
+  static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
+  static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
   static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D, bool kGeneral, int BM>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
+template <typename T, int D, bool kGeneral, int BM, bool kPipe = true>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kPipe>::kMinBlocks)
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgFwdConfig<D, BM>;
+  using Cfg = WgFwdConfig<D, BM, kPipe>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
@@ -127,103 +133,162 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::kMinBlocks)
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
+  // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
+  // have completed): the last of the warpgroups to say so refills it with the tile NS
+  // steps on.
+  auto release = [&](int ee, int st) {
+    sync_group(group);
+    if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
+      if (ee + NS < e1) issue(ee + NS, st);
+    }
+  };
+  auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
+  // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
+  auto checked = [&](int entry) { return (entry & ((1 << kFlagBits) - 1)) != 0 || p.elem_checks; };
+  auto tile_vis = [&](int entry, int k0) {
+    return checked(entry) ? tile_bits(p, entry & ((1 << kFlagBits) - 1), bh, b, r0, k0 + 2 * t, false, 32) : ~0u;
+  };
+  // S (scores of rows r0, r0 + 8 against keys k0..) -> P in place: masking, the online
+  // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
+  auto softmax = [&](float (&s)[32], std::uint32_t vis, int k0, float (&corr)[2]) {
+    // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const bool on = (vis >> (nt * 4 + c)) & 1u;
+        if constexpr (kGeneral) {
+          float dsdt;
+          s[4 * nt + c] = on ? general_score_log2<T>(p, s[4 * nt + c], bh, r0 + (c >> 1) * 8,
+                                                     k0 + nt * 8 + 2 * t + (c & 1), dsdt)
+                             : -INFINITY;
+        } else {
+          s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
+        }
+      }
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {  // rows g (hf 0) and g + 8 (hf 1)
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
+      mx = fmaxf(mx, shfl_xor(mx, 1));
+      mx = fmaxf(mx, shfl_xor(mx, 2));
+      const float m_new = fmaxf(row_max[hf], mx);
+      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
+      corr[hf] = ex2_approx(row_max[hf] - m_use);
+      row_max[hf] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+        const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
+        s[4 * nt + 2 * hf] = p0;
+        s[4 * nt + 2 * hf + 1] = p1;
+        sum += p0 + p1;
+      }
+      row_sum[hf] = row_sum[hf] * corr[hf] + sum;
+    }
+    if constexpr (kGeneral) {
+      if (p.dropout) {  // dropped probabilities count in the sum but not in O
+        const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
+#pragma unroll
+        for (int x = 0; x < 32; ++x)
+          if (!((kept >> x) & 1u)) s[x] = 0.f;
+      }
+    }
+  };
+  auto rescale = [&](const float (&corr)[2]) {
+#pragma unroll
+    for (int nt = 0; nt < NTO; ++nt) {
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        o[4 * nt + 2 * hf] *= corr[hf];
+        o[4 * nt + 2 * hf + 1] *= corr[hf];
+      }
+    }
+  };
+
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
   int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
-  for (int e = e0; e < e1; ++e) {
-    const int step = e - e0, stage = step % NS;
-    const int entry = next_entry;
-    if (e + 1 < e1) next_entry = a.list.entries[e + 1];
-    tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
-    // This warpgroup is done with the stage (its MMAs have completed): the last of the
-    // warpgroups to say so refills it with the tile NS steps on.
-    auto release = [&] {
-      sync_group(group);
-      if ((tid & 127) == 0 && last_release(&released[stage], Cfg::NG)) {
-        if (e + NS < e1) issue(e + NS, stage);
-      }
-    };
-
-    const int k0 = (entry >> kFlagBits) * BN;
-    const int flags = entry & ((1 << kFlagBits) - 1);
-    std::uint32_t vis = ~0u;
-    bool any = true;
-    if (flags != 0 || p.elem_checks) {
-      vis = tile_bits(p, flags, bh, b, r0, k0 + 2 * t, false, 32);
-      any = group_any(vis != 0, group);
-    }
-    if (any) {
-      const std::uint32_t sK = sKV + static_cast<std::uint32_t>(stage) * Cfg::kStageBytes;
-      const std::uint32_t sV = sK + Cfg::kKBytes;
+  if constexpr (Cfg::kPipe) {
+    // Step e issues S = Q Kᵀ of its tile, then O += P V of the previous tile (P in pa), and
+    // runs its softmax while the tensor cores work on the latter; O is rescaled once that
+    // product has landed. The first step's "previous" product is P = 0 against its own V
+    // tile, so every step issues both products and no MMA sits in a branch (ptxas then
+    // serialises them). A tile invisible to all of a warpgroup's rows is computed anyway
+    // (P = 0): skipping it would put the MMAs in a branch.
+    std::uint32_t pa[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) pa[i][j] = 0u;
+    int pend_stage = 0;
+    for (int e = e0; e < e1; ++e) {
+      const int step = e - e0, stage = step % NS;
+      const int entry = next_entry;
+      if (e + 1 < e1) next_entry = a.list.entries[e + 1];
+      tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+      const int k0 = (entry >> kFlagBits) * BN;
+      const std::uint32_t vis = tile_vis(entry, k0);
       float s[32];
 #pragma unroll
       for (int i = 0; i < 32; ++i) s[i] = 0.f;
       wg::fence();
-      mma_abt<T, D>(s, q_base, Cfg::BM * 128u, sK, BN * 128u);
+      mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
-      wg::wait<0>();
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(pend_stage) + Cfg::kKBytes);
+      wg::commit();
+      wg::wait<1>();  // S has landed; the P V product may still run
       wg::fence_regs(s);
-
-      // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const bool on = (vis >> (nt * 4 + c)) & 1u;
-          if constexpr (kGeneral) {
-            float dsdt;
-            s[4 * nt + c] = on ? general_score_log2<T>(p, s[4 * nt + c], bh, r0 + (c >> 1) * 8,
-                                                       k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                               : -INFINITY;
-          } else {
-            s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
-          }
-        }
-      }
-      // online softmax, rows g (hf 0) and g + 8 (hf 1)
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
-        mx = fmaxf(mx, shfl_xor(mx, 1));
-        mx = fmaxf(mx, shfl_xor(mx, 2));
-        const float m_new = fmaxf(row_max[hf], mx);
-        const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
-        const float corr = ex2_approx(row_max[hf] - m_use);
-        row_max[hf] = m_new;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
-          s[4 * nt + 2 * hf] = p0;
-          s[4 * nt + 2 * hf + 1] = p1;
-          sum += p0 + p1;
-        }
-        row_sum[hf] = row_sum[hf] * corr + sum;
-#pragma unroll
-        for (int nt = 0; nt < NTO; ++nt) {
-          o[4 * nt + 2 * hf] *= corr;
-          o[4 * nt + 2 * hf + 1] *= corr;
-        }
-      }
-      if constexpr (kGeneral) {
-        if (p.dropout) {  // dropped probabilities count in the sum but not in O
-          const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
-#pragma unroll
-          for (int x = 0; x < 32; ++x)
-            if (!((kept >> x) & 1u)) s[x] = 0.f;
-        }
-      }
-      // O += P V: key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
-      std::uint32_t pa[4][4];
-      acc_to_a<T>(s, pa);
+      float corr[2];
+      softmax(s, vis, k0, corr);
+      wg::wait<0>();
+      wg::fence_regs(o);
+      if (step > 0) release(e - 1, pend_stage);
+      rescale(corr);
+      acc_to_a<T>(s, pa);  // key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
+      pend_stage = stage;
+    }
+    if (e0 < e1) {  // the last tile's product
       wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, sV);
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(pend_stage) + Cfg::kKBytes);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
+      release(e1 - 1, pend_stage);
     }
-    release();
+  } else {
+    for (int e = e0; e < e1; ++e) {
+      const int step = e - e0, stage = step % NS;
+      const int entry = next_entry;
+      if (e + 1 < e1) next_entry = a.list.entries[e + 1];
+      tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+      const int k0 = (entry >> kFlagBits) * BN;
+      const std::uint32_t vis = tile_vis(entry, k0);
+      // a warpgroup whose rows see nothing of the tile skips it
+      const bool any = !checked(entry) || group_any(vis != 0, group);
+      if (any) {
+        float s[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s[i] = 0.f;
+        wg::fence();
+        mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
+        wg::commit();
+        wg::wait<0>();
+        wg::fence_regs(s);
+        float corr[2];
+        softmax(s, vis, k0, corr);
+        rescale(corr);
+        std::uint32_t pa[4][4];
+        acc_to_a<T>(s, pa);
+        wg::fence();
+        mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes);
+        wg::commit();
+        wg::wait<0>();
+        wg::fence_regs(o);
+      }
+      release(e, stage);
+    }
   }
 
   // O / l and the row log-sum-exp
