@@ -1,7 +1,6 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128. Built for sm_90a on top
 // of the library's targets (CMakeLists.txt).
-#include <cstdlib>
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -10,10 +9,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BM, bool kPipe>
-void launch_fwd_wgmma_as(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D, BM, kPipe>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kPipe>;
+template <typename T, int D, bool kGeneral, int BM>
+void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
+  using Cfg = WgFwdConfig<D, BM>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -25,16 +24,6 @@ void launch_fwd_wgmma_as(const FwdArgs<T>& a, std::int64_t items, cudaStream_t s
   w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
-}
-
-template <typename T, int D, bool kGeneral, int BM>
-void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  static const bool pipe = [] {
-    const char* v = std::getenv("TG_ATTENTION_FWD_PIPE");
-    return v == nullptr || v[0] != '0';
-  }();
-  if (pipe) launch_fwd_wgmma_as<T, D, kGeneral, BM, true>(a, items, st);
-  else launch_fwd_wgmma_as<T, D, kGeneral, BM, false>(a, items, st);
 }
 
 #define TG_WG_FWD(T, D, G)                                                                        \

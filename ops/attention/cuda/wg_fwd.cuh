@@ -42,34 +42,33 @@ struct WgFwdArgs {
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
 };
 
-template <int D_, int BM_, bool kPipe_ = true>
+template <int D_, int BM_>
 struct WgFwdConfig {
   static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
-  /// 128-row tiles: D 64 two CTAs per SM, D 128 one (O takes 64 registers); 64-row
-  /// tiles twice as many.
-  static constexpr int kMinBlocks = (D == 64 ? 2 : 1) * (128 / BM);
-  /// Whether a step's P V product is issued in the next step, after that step's S = Q Kᵀ,
-  /// so that the softmax of one tile runs while the tensor cores multiply the previous
-  /// one's P V (a stage is then held a step longer: only where three or more fit).
-  static constexpr bool kPipe = kPipe_ && BM == 128;
-  /// K / V stages: as many as fit beside Q with kMinBlocks CTAs an SM (4 with the deferred
-  /// product, which holds one stage a step longer), else 2 (64-row tiles).
-  static constexpr int STAGES = !kPipe ? (D == 64 && BM == 128 ? 3 : 2) : 4;
+  /// K / V stages: 3 where that still lets min_blocks CTAs share an SM, else 2.
+  static constexpr int STAGES = D == 64 && BM == 128 ? 3 : 2;
+  /// CTAs an SM (each capping the registers, 64 Ki an SM): two of 128-row tiles, four of
+  /// 64-row tiles at D 64, two at D 128 (where shared memory allows no more). The general
+  /// transform at D 128 and 128-row tiles takes one (146 registers; two would spill).
+  /// D 128 with two CTAs an SM, not one, measured 524 against 396 TFLOP/s dense.
+  static constexpr int min_blocks(bool general) {
+    return BM == 64 ? (D == 64 ? 4 : 2) : (D == 128 && general ? 1 : 2);
+  }
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
-  static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
+  static_assert(min_blocks(false) * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
   static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D, bool kGeneral, int BM, bool kPipe = true>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kPipe>::kMinBlocks)
+template <typename T, int D, bool kGeneral, int BM>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgFwdConfig<D, BM, kPipe>;
+  using Cfg = WgFwdConfig<D, BM>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
@@ -210,85 +209,36 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kPipe>::kMinBlocks)
 
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
   int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
-  if constexpr (Cfg::kPipe) {
-    // Step e issues S = Q Kᵀ of its tile, then O += P V of the previous tile (P in pa), and
-    // runs its softmax while the tensor cores work on the latter; O is rescaled once that
-    // product has landed. The first step's "previous" product is P = 0 against its own V
-    // tile, so every step issues both products and no MMA sits in a branch (ptxas then
-    // serialises them). A tile invisible to all of a warpgroup's rows is computed anyway
-    // (P = 0): skipping it would put the MMAs in a branch.
-    std::uint32_t pa[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) pa[i][j] = 0u;
-    int pend_stage = 0;
-    for (int e = e0; e < e1; ++e) {
-      const int step = e - e0, stage = step % NS;
-      const int entry = next_entry;
-      if (e + 1 < e1) next_entry = a.list.entries[e + 1];
-      tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
-      const int k0 = (entry >> kFlagBits) * BN;
-      const std::uint32_t vis = tile_vis(entry, k0);
+  for (int e = e0; e < e1; ++e) {
+    const int step = e - e0, stage = step % NS;
+    const int entry = next_entry;
+    if (e + 1 < e1) next_entry = a.list.entries[e + 1];
+    tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+    const int k0 = (entry >> kFlagBits) * BN;
+    const std::uint32_t vis = tile_vis(entry, k0);
+    // a warpgroup whose rows see nothing of the tile skips it
+    const bool any = !checked(entry) || group_any(vis != 0, group);
+    if (any) {
       float s[32];
 #pragma unroll
       for (int i = 0; i < 32; ++i) s[i] = 0.f;
       wg::fence();
       mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
-      mma_ab_nmajor<T, DV>(o, pa, k_tile(pend_stage) + Cfg::kKBytes);
-      wg::commit();
-      wg::wait<1>();  // S has landed; the P V product may still run
+      wg::wait<0>();
       wg::fence_regs(s);
       float corr[2];
       softmax(s, vis, k0, corr);
-      wg::wait<0>();
-      wg::fence_regs(o);
-      if (step > 0) release(e - 1, pend_stage);
       rescale(corr);
-      acc_to_a<T>(s, pa);  // key slice kk of P is S's columns 16kk .. 16kk + 15, packed in pairs
-      pend_stage = stage;
-    }
-    if (e0 < e1) {  // the last tile's product
+      std::uint32_t pa[4][4];
+      acc_to_a<T>(s, pa);
       wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, k_tile(pend_stage) + Cfg::kKBytes);
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
-      release(e1 - 1, pend_stage);
     }
-  } else {
-    for (int e = e0; e < e1; ++e) {
-      const int step = e - e0, stage = step % NS;
-      const int entry = next_entry;
-      if (e + 1 < e1) next_entry = a.list.entries[e + 1];
-      tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
-      const int k0 = (entry >> kFlagBits) * BN;
-      const std::uint32_t vis = tile_vis(entry, k0);
-      // a warpgroup whose rows see nothing of the tile skips it
-      const bool any = !checked(entry) || group_any(vis != 0, group);
-      if (any) {
-        float s[32];
-#pragma unroll
-        for (int i = 0; i < 32; ++i) s[i] = 0.f;
-        wg::fence();
-        mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
-        wg::commit();
-        wg::wait<0>();
-        wg::fence_regs(s);
-        float corr[2];
-        softmax(s, vis, k0, corr);
-        rescale(corr);
-        std::uint32_t pa[4][4];
-        acc_to_a<T>(s, pa);
-        wg::fence();
-        mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes);
-        wg::commit();
-        wg::wait<0>();
-        wg::fence_regs(o);
-      }
-      release(e, stage);
-    }
+    release(e, stage);
   }
 
   // O / l and the row log-sum-exp
