@@ -11,7 +11,7 @@ namespace tg::ops::attn {
 
 template <typename T, int D, bool kGeneral, int BN>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<D, BN>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral>;
   auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;

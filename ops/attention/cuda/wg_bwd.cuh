@@ -52,14 +52,19 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_>
+template <int D_, int BN_, bool kGeneral_>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
                 "the host's kv tile lists are built for these tiles");
   static_assert(D == 64 || D == 128, "head dims of 64 or 128");
-  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128)
-  static constexpr int STAGES = D == 64 ? 3 : 2;
+  /// Three CTAs an SM for 64-key tiles at D 64 without the general transform (168
+  /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
+  /// latency; the general transform would spill 376 bytes there and takes two.
+  static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
+  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
+  /// where three CTAs share an SM.
+  static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
@@ -71,12 +76,14 @@ struct WgBwdConfig {
   static constexpr int kTiles = kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
+  static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
 template <typename T, int D_, bool kGeneral, int BN_>
-__global__ void __launch_bounds__(2 * BN_, 1) wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
+__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinBlocks)
+    wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
