@@ -602,14 +602,18 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_bwd_launches();
+  // D 64 without the general transform: every pattern on 64-key tiles
   const std::int64_t narrow_before = ops::attn::narrow_kv_launches();
-  std::int64_t runs = 0;
-  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
+  const std::int64_t runs64 = run_hopper_cases(64);
+  CHECK(ops::attn::narrow_kv_launches() - narrow_before == runs64);
+  // D 128: the random 64-block patterns on 64-key tiles, the others on 128-key ones
+  const std::int64_t narrow128_before = ops::attn::narrow_kv_launches();
+  const std::int64_t runs128 = run_hopper_cases(128);
+  const std::int64_t narrow128 = ops::attn::narrow_kv_launches() - narrow128_before;
+  CHECK(narrow128 > 0);
+  CHECK(narrow128 < runs128);
+  std::int64_t runs = runs64 + runs128;
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
-  // the random 64-block patterns ran on 64-key tiles, the others on 128-key ones
-  const std::int64_t narrow = ops::attn::narrow_kv_launches() - narrow_before;
-  CHECK(narrow > 0);
-  CHECK(narrow < runs);
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
   CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
