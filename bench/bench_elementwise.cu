@@ -1,6 +1,7 @@
 // Element-wise throughput on 256M-element tensors next to the device copy rate measured in
 // the same run: tg::add (f32, bf16, and with a broadcast row), tg::mul by a scalar,
-// tg::gelu, tg::mul of two tensors, and their backward through the autograd engine.
+// tg::gelu, tg::mul of two tensors, tg::dropout (also at the training example's activation
+// size, against a same-size copy), and their backward through the autograd engine.
 // Bytes counted: each element read or written once (the fewest that must move).
 #include <cstdio>
 #include <functional>
@@ -64,6 +65,16 @@ int main() {
       report("add row [4096]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::add(m, row); }), 2 * nb);
       report("sum_to [4096]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {4096}); }), nb);
       report("sum_to [65536, 1]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {N / 4096, 1}); }), nb);
+      report("dropout p=0.1", shape, dt, tgb::time_ms([&] { tg::dropout(a, 0.1, 7, 11); }), 2 * nb);
+      // the training example's activation size, against copies of the same bytes (at 12 MiB
+      // a copy itself falls short of the 2 GiB rate)
+      const std::int64_t n_act = 16 * 1024 * 384;
+      Tensor act = tg::slice(a, 0, 0, n_act);
+      const double act_bytes = 2 * es * static_cast<double>(n_act);
+      const double act_ms = tgb::time_ms([&] { tg::dropout(act, 0.1, 7, 11); });
+      std::printf("%-22s %-16s %-5s %9.4f ms %8.0f GB/s %6.1f%% of a same-size copy\n", "dropout p=0.1",
+                  "[16384 x 384]", tg::dtype_name(dt), act_ms, act_bytes / act_ms / 1e6,
+                  100.0 * act_bytes / act_ms / 1e6 / tgb::same_size_copy_gbps(act_bytes));
     }
     // Backward through the engine; leaves' first gradient is taken without a copy, so
     // each run times exactly the op's backward kernels.
