@@ -1,6 +1,8 @@
 // tg::matmul next to a direct cuBLAS call on the same buffers (the ceiling): bf16 8192³,
 // bf16 16 x 2048³ batched, a Linear-like shared weight, and f32 with TF32 off and on;
-// forward and backward (dA + dB). CUDA events, warm-up, median of >= 50 runs.
+// forward and backward (dA + dB); and a Linear layer's weight and bias gradients at the
+// training example's shapes, fused in one cuBLASLt call or as a GEMM and a column sum.
+// CUDA events, warm-up, median of >= 50 runs.
 //
 // FLOPs: 2·B·M·N·K forward, twice that backward. Bytes are not the limit at these sizes
 // (bf16 8192³ moves ~0.4 GB for 1.1 TFLOP), so the ceiling is cuBLAS's own GEMM rate.
@@ -12,6 +14,7 @@
 #include "bench_util.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
+#include "ops/linalg/kernels.h"
 #include "tilegrad.h"
 
 namespace {
@@ -132,6 +135,28 @@ void bench_case(cublasHandle_t h, const std::string& name, tg::DType dt, bool tf
 
 }  // namespace
 
+// The weight and bias gradients of a Linear layer on m tokens (x [m, k], gy [m, n]) at the
+// training example's shapes: the fused cuBLASLt call (bias gradient in the GEMM's epilogue)
+// against tg::matmul(gyᵀ, x) and tg::sum_to(gy) run one after the other. The GEMM's k is
+// the token count, its output small: how the fused call's algorithm handles that decides.
+void bench_wgrad(std::int64_t m, std::int64_t k, std::int64_t n) {
+  const tg::TensorOptions o{.dtype = tg::DType::bf16, .device = tg::Device::cuda()};
+  const tg::Tensor x = tg::rand_seeded({m, k}, 1, o, -1, 1), gy = tg::rand_seeded({m, n}, 2, o, -1, 1);
+  tg::Tensor dw = tg::empty({n, k}, o), db = tg::empty({n}, o);
+  tg::NoGradGuard ng;
+  bool fused_ok = true;
+  const double fused = tgb::time_ms([&] { fused_ok = tg::ops::linear_wgrad_kernel()(gy.device())(gy, x, dw, db); });
+  const double gemm = tgb::time_ms([&] { (void)tg::matmul(gy, x, /*trans_a=*/true); });
+  const double sum = tgb::time_ms([&] { (void)tg::sum_to(gy, tg::Shape{n}); });
+  const double tf = 2.0 * static_cast<double>(m) * k * n / 1e9;
+  char shape[48];
+  std::snprintf(shape, sizeof shape, "%lldx%lldx%lld", static_cast<long long>(m), static_cast<long long>(n),
+                static_cast<long long>(k));
+  std::printf("%-22s %-22s fused %s %.4f ms (%.0f TF/s) | matmul %.4f ms (%.0f TF/s) + sum_to %.4f ms = %.4f ms\n",
+              "linear wgrad + bgrad", shape, fused_ok ? "" : "(unsupported)", fused, tf / fused, gemm, tf / gemm, sum,
+              gemm + sum);
+}
+
 int main() {
   if (!tg::cuda_available()) {
     std::printf("bench_matmul: no CUDA device\n");
@@ -149,6 +174,10 @@ int main() {
   bench_case(h, "linear (shared b)", tg::DType::bf16, false, 16, false, 2048, 2048, 2048, 100);
   bench_case(h, "gemm", tg::DType::f32, false, 0, false, 8192, 8192, 8192, 50);
   bench_case(h, "gemm", tg::DType::f32, true, 0, false, 8192, 8192, 8192, 50);
+  // the example GPT's layers (16 x 1024 tokens, d 384): qkv, output projection, MLP in, out
+  for (auto [k, n] : {std::pair<std::int64_t, std::int64_t>{384, 1152}, {384, 384}, {384, 1536}, {1536, 384}})
+    bench_wgrad(16 * 1024, k, n);
+  bench_wgrad(16 * 1024, 4096, 4096);
   TG_CUBLAS_CHECK(cublasDestroy(h));
   return 0;
 }
