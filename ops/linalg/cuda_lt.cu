@@ -15,7 +15,6 @@
 #include <cublasLt.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <initializer_list>
 #include <map>
 #include <mutex>
@@ -83,7 +82,7 @@ int alignment(std::initializer_list<const void*> ptrs) {
 // algorithm for it.
 std::optional<LtPlan> plan_for(int device, DType dt, cublasComputeType_t compute, cublasOperation_t ta,
                                cublasOperation_t tb, int rows, int cols, int k, int lda, int ldb, cublasLtEpilogue_t epi,
-                               int align, const void* A, const void* B, void* D, void* vec) {
+                               int align) {
   static std::mutex mu;
   static std::map<LtKey, std::optional<LtPlan>> plans;
   const LtKey key{device, rows, cols, k, lda, ldb, static_cast<int>(ta), static_cast<int>(tb), static_cast<int>(dt),
@@ -104,55 +103,20 @@ std::optional<LtPlan> plan_for(int device, DType dt, cublasComputeType_t compute
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     TG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &al, sizeof(al)));
-  static const bool tune = [] {
-    const char* v = std::getenv("TG_LT_TUNE");
-    return v != nullptr && v[0] == '1';
-  }();
-  cublasLtMatmulDesc_t desc = make_desc(dt, compute, ta, tb, epi, vec);
-  constexpr int kCandidates = 8;
-  cublasLtMatmulHeuristicResult_t results[kCandidates]{};
+  cublasLtMatmulDesc_t desc = make_desc(dt, compute, ta, tb, epi, nullptr);
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   auto lt = reinterpret_cast<cublasLtHandle_t>(tg::cuda::cublas_handle(device));
-  const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(lt, desc, p.a, p.b, p.d, p.d, pref, tune ? kCandidates : 1, results, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, desc, p.a, p.b, p.d, p.d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatmulDescDestroy(desc);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    cublasLtMatmulDescDestroy(desc);
     cublasLtMatrixLayoutDestroy(p.a);
     cublasLtMatrixLayoutDestroy(p.b);
     cublasLtMatrixLayoutDestroy(p.d);
     return plans[key] = std::nullopt;
   }
-  int best = 0;
-  if (found > 1) {
-    // time each candidate on the caller's operands (the output is written anyway)
-    tg::cuda::DeviceGuard guard(device);
-    const cudaStream_t stream = tg::cuda::current_cuda_stream(device);
-    Tensor ws = empty({static_cast<std::int64_t>(kWorkspace)}, {.dtype = DType::boolean, .device = Device::cuda(device)});
-    cudaEvent_t e0, e1;
-    TG_CUDA_CHECK(cudaEventCreate(&e0));
-    TG_CUDA_CHECK(cudaEventCreate(&e1));
-    const float alpha = 1.0f, beta = 0.0f;
-    float best_ms = -1;
-    for (int c = 0; c < found; ++c) {
-      auto once = [&] {
-        return cublasLtMatmul(lt, desc, &alpha, A, p.a, B, p.b, &beta, D, p.d, D, p.d, &results[c].algo,
-                              ws.data_ptr(), kWorkspace, stream);
-      };
-      if (once() != CUBLAS_STATUS_SUCCESS) continue;
-      TG_CUDA_CHECK(cudaEventRecord(e0, stream));
-      for (int r = 0; r < 5; ++r) (void)once();
-      TG_CUDA_CHECK(cudaEventRecord(e1, stream));
-      TG_CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0;
-      TG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      if (best_ms < 0 || ms < best_ms) best_ms = ms, best = c;
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-  }
-  cublasLtMatmulDescDestroy(desc);
-  p.algo = results[best].algo;
+  p.algo = result.algo;
   return plans[key] = p;
 }
 
@@ -165,7 +129,7 @@ bool run(int device, DType dt, cublasOperation_t ta, cublasOperation_t tb, std::
   const int align = alignment({A, B, D, vec});
   const cublasComputeType_t compute = compute_type(dt);
   const auto plan = plan_for(device, dt, compute, ta, tb, static_cast<int>(rows), static_cast<int>(cols),
-                             static_cast<int>(k), lda, ldb, epi, align, A, B, D, vec);
+                             static_cast<int>(k), lda, ldb, epi, align);
   if (!plan) return false;
   tg::cuda::DeviceGuard guard(device);
   const cudaStream_t stream = tg::cuda::current_cuda_stream(device);
