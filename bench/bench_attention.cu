@@ -56,6 +56,14 @@ std::vector<Case> cases() {
   tg::AttentionOptions causal;
   causal.causal = true;
   out.push_back({"causal", dense, causal});
+  // the general transform (the training example's case: dropout; a soft cap without the RNG)
+  tg::AttentionOptions drop = causal;
+  drop.dropout_p = 0.1;
+  drop.seed = 3;
+  out.push_back({"causal, dropout 0.1", dense, drop});
+  tg::AttentionOptions cap = causal;
+  cap.softcap = 30;
+  out.push_back({"causal, soft cap 30", dense, cap});
   tg::AttentionOptions window = causal;
   window.window_left = 1024;
   out.push_back({"causal window 1024", dense, window});

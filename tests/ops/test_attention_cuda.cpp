@@ -510,6 +510,15 @@ std::int64_t run_general_cases(std::int64_t d) {
   o.seed = 123;
   o.offset = 9;
   check("dropout", sparse, o, {DType::bf16, DType::f16});
+  {
+    // sk not a multiple of 4: 4 consecutive keys no longer share a Philox block, the
+    // per-element decisions run instead of the warp-shared ones
+    Shape4 r = s;
+    r.sk = 250;
+    check_cuda("dropout, 250 keys" + dn, make_inputs(r, static_cast<std::uint64_t>(90 + d)),
+               AttentionPattern::dense(S, 250, 64), o, {DType::bf16});
+    runs += 1;
+  }
   o = {};
   o.num_heads = s.Hq;
   o.causal = true;

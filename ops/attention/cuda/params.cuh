@@ -53,6 +53,7 @@ struct Params {
   int q_lg = -1, k_lg = -1;  ///< log2 of uniform pattern block sizes (>= 16), -1 when variable
   const float* sinks = nullptr;  ///< [heads]
   bool dropout = false;
+  bool drop_groups = false;  ///< sk % 4 == 0: 4 consecutive keys of a row share a Philox block
   std::uint32_t drop_threshold = 0;
   float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
   std::uint64_t seed = 0, offset = 0;
@@ -262,6 +263,60 @@ static __device__ __noinline__ std::uint32_t keep_bits(const Params& p, int bh, 
     int i, j;
     element_of(x, transposed, i0, j0, i, j);
     if (keep_one(p, bh, i, j)) bits |= 1u << x;
+  }
+  return bits;
+}
+
+/// Shared memory a warp needs for warp_keep_bits: one byte per (row, group of 4 keys) of its
+/// 16 x 64 tile.
+constexpr int kKeepScratch = 256;
+
+/// keep_bits of a warp's 32 lanes at once, for the element layouts of the Hopper kernels,
+/// where p.drop_groups holds. Element (i, j) is decided by word j % 4 of the Philox block of
+/// flat index (bh·sq + i)·sk + j, so 4 consecutive keys of a row share one block; a lane
+/// deciding its 32 elements alone computes 32 blocks and uses one word of each. Here the
+/// warp's 256 (row, 4-key group) blocks are computed 8 a lane, their 4 decisions stored as a
+/// nibble in `scratch` (kKeepScratch bytes of shared memory, this warp's own), and each lane
+/// reads its bits back.
+///  - !transposed (forward): the warp's rows i_base + 0..15 against keys j_base + 0..63; lane
+///    (g, t) holds element 4·nt + c = (row g + 8·(c >> 1), key 8·nt + 2t + (c & 1)).
+///  - transposed (kv pass): keys j_base + 0..15 against query rows i_base + 0..63; lane (g, t)
+///    holds element 4·nt + c = (row 8·nt + 2t + (c & 1), key g + 8·(c >> 1)).
+template <bool kTransposed>
+__device__ __forceinline__ std::uint32_t warp_keep_bits(const Params& p, int bh, int i_base, int j_base, int lane,
+                                                        unsigned char* scratch) {
+  __syncwarp();  // every lane has read the previous step's nibbles
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    const int idx = lane + 32 * m;
+    // block idx: (row ri, key group kg), 16 groups a row (forward) or 4 (kv pass)
+    const int ri = kTransposed ? idx >> 2 : idx >> 4, kg = kTransposed ? idx & 3 : idx & 15;
+    const std::uint64_t e =
+        (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i_base + ri)) *
+            static_cast<std::uint64_t>(p.sk) +
+        static_cast<std::uint64_t>(j_base + 4 * kg);
+    const philox::U32x4 r = philox::block(p.seed, p.offset, e >> 2);
+    scratch[idx] = static_cast<unsigned char>(((r.x >> 8) >= p.drop_threshold ? 1u : 0u) |
+                                              ((r.y >> 8) >= p.drop_threshold ? 2u : 0u) |
+                                              ((r.z >> 8) >= p.drop_threshold ? 4u : 0u) |
+                                              ((r.w >> 8) >= p.drop_threshold ? 8u : 0u));
+  }
+  __syncwarp();
+  const int g = lane >> 2, t = lane & 3;
+  std::uint32_t bits = 0;
+#pragma unroll
+  for (int x = 0; x < 32; ++x) {
+    const int nt = x >> 2, c = x & 3;
+    int ri, kk;  // the element's row in the tile and key in the tile
+    if constexpr (kTransposed) {
+      ri = 8 * nt + 2 * t + (c & 1);
+      kk = g + 8 * (c >> 1);
+    } else {
+      ri = g + 8 * (c >> 1);
+      kk = 8 * nt + 2 * t + (c & 1);
+    }
+    const int idx = kTransposed ? ri * 4 + (kk >> 2) : ri * 16 + (kk >> 2);
+    bits |= ((static_cast<std::uint32_t>(scratch[idx]) >> (kk & 3)) & 1u) << x;
   }
   return bits;
 }

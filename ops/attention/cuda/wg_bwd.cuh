@@ -88,6 +88,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
   __shared__ unsigned released[NS];                // warpgroups done with a stage this round
+  // dropout decisions exchanged within each warp (warp_keep_bits)
+  __shared__ unsigned char keep_scratch[kGeneral ? NT / 32 * kKeepScratch : 1];
   const BwdArgs<T>& a = w.a;
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
@@ -198,7 +200,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     // between, the divergent Philox code made ptxas serialise the MMAs)
     std::uint32_t kept = ~0u;
     if constexpr (kGeneral) {
-      if (p.dropout) kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+      if (p.dropout) {
+        kept = p.drop_groups ? warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch)
+                             : keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+      }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
     float st[32], dp[32];

@@ -74,6 +74,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGenera
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
   __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
+  // dropout decisions exchanged within each warp (warp_keep_bits)
+  __shared__ unsigned char keep_scratch[kGeneral ? 2 * BM / 32 * kKeepScratch : 1];
   const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
@@ -189,7 +191,9 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGenera
     }
     if constexpr (kGeneral) {
       if (p.dropout) {  // dropped probabilities count in the sum but not in O
-        const std::uint32_t kept = keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
+        const std::uint32_t kept =
+            p.drop_groups ? warp_keep_bits<false>(p, bh, r0 - g, k0, lane, keep_scratch + (tid >> 5) * kKeepScratch)
+                          : keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
 #pragma unroll
         for (int x = 0; x < 32; ++x)
           if (!((kept >> x) & 1u)) s[x] = 0.f;
