@@ -1,6 +1,6 @@
 // Scalar device math shared by the CUDA kernels of several op families, light enough to
-// include anywhere (no CUB, no tensors): the NaN-propagating max, 2^x, and the 16-bit
-// <-> f32 conversions, each in one instruction. Include only from .cu files.
+// include anywhere (no CUB, no tensors): the NaN-propagating max, 2^x, tanh, and the 16-bit
+// <-> f32 conversions, each in one or a few instructions. Include only from .cu files.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,6 +38,15 @@ __device__ __forceinline__ float ex2_approx(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+/// tanh x as 1 - 2 / (2^(2x log2 e) + 1): absolute error ~1e-7 everywhere (±1 exactly for
+/// large |x|, NaN for NaN; tiny |x| lose relative, not absolute, accuracy), five
+/// instructions where tanhf's range split and polynomial take ~30. For logit soft caps,
+/// whose scores are later rounded through 16-bit probabilities.
+__device__ __forceinline__ float tanh_approx(float x) {
+  const float e = ex2_approx(x * 2.8853900817779268f);  // e^(2x)
+  return 1.f - __fdividef(2.f, e + 1.f);
 }
 
 /// The f32 value of a T (bfloat16 or half) given by its bits, exactly: bf16 is a shift,

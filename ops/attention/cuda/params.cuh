@@ -143,7 +143,7 @@ __device__ __forceinline__ float general_score(const Params& p, float dot, int b
   if (p.bias_data) t += bias_at<T>(p, bh, i, j);
   dsdt = 1.f;
   if (p.softcap > 0.f) {
-    const float th = tanhf(t * p.inv_softcap);
+    const float th = gpu::tanh_approx(t * p.inv_softcap);
     dsdt = 1.f - th * th;
     t = p.softcap * th;
   }
