@@ -156,6 +156,17 @@ __device__ __forceinline__ float general_score_log2(const Params& p, float dot, 
   return general_score<T>(p, dot, bh, i, j, dsdt) * kLog2e;
 }
 
+/// general_score_log2 for the 32 elements a thread holds (element_of layout from rows i0,
+/// keys j0), in place: -inf where bit x of vis is clear, and ds/dt in dsdt when kDsdt. The
+/// choices that are the same for the whole call (a bias? a soft cap?) are made once for the
+/// 32 elements, not per element: per element they were branches around loads that the
+/// compiler could not flatten (~35 instructions an element where the transform itself is a
+/// few). Bias loads of invisible elements stay in bounds (bias_at checks), so every load is
+/// issued at once.
+template <typename T, bool kTransposed, bool kDsdt>
+__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[32], std::uint32_t vis, int bh, int i0,
+                                                    int j0, float (&dsdt)[kDsdt ? 32 : 1]);
+
 // The elements a thread holds in 8 consecutive n-tiles of an m16n8 accumulator, x = 4·nt + c
 // (nt < 8, c < 4): (row + 8·(c >> 1), col + 8·nt + (c & 1)), given the thread's first
 // row and column. The kernels' S tiles have queries as rows and keys as columns, the
@@ -169,6 +180,34 @@ __device__ __forceinline__ void element_of(int x, bool transposed, int i0, int j
     i = i0 + nt * 8 + (c & 1);
     j = j0 + (c >> 1) * 8;
   }
+}
+
+template <typename T, bool kTransposed, bool kDsdt>
+__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[32], std::uint32_t vis, int bh, int i0,
+                                                    int j0, float (&dsdt)[kDsdt ? 32 : 1]) {
+#pragma unroll
+  for (int x = 0; x < 32; ++x) s[x] *= p.scale;
+  if (p.bias_data) {
+#pragma unroll
+    for (int x = 0; x < 32; ++x) {
+      int i, j;
+      element_of(x, kTransposed, i0, j0, i, j);
+      s[x] += bias_at<T>(p, bh, i, j);
+    }
+  }
+  if (p.softcap > 0.f) {
+#pragma unroll
+    for (int x = 0; x < 32; ++x) {
+      const float th = gpu::tanh_approx(s[x] * p.inv_softcap);
+      if constexpr (kDsdt) dsdt[x] = 1.f - th * th;
+      s[x] = p.softcap * th;
+    }
+  } else if constexpr (kDsdt) {
+#pragma unroll
+    for (int x = 0; x < 32; ++x) dsdt[x] = 1.f;
+  }
+#pragma unroll
+  for (int x = 0; x < 32; ++x) s[x] = (vis >> x) & 1u ? s[x] * kLog2e : -INFINITY;
 }
 
 /// Bit x set when element x < count (see element_of) is visible. Out of line and not unrolled: the

@@ -230,20 +230,16 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
     // probability with the sign bit set.
     [[maybe_unused]] float fac[kGeneral ? 32 : 1];
+    if constexpr (kGeneral) {
+      general_scores_log2<T, true, true>(p, st, vis, bh, i0 + 2 * t, kr, fac);
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const bool on = (vis >> i) & 1u;
-      if constexpr (kGeneral) {
-        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
-        float dsdt = 1.f;
-        const float xs =
-            on ? general_score_log2<T>(p, st[i], bh, i0 + iq, kr + ((i >> 1) & 1) * 8, dsdt) : -INFINITY;
-        fac[i] = dsdt;
-        const float pr = ex2_approx(xs - lse_of(i));
+      for (int i = 0; i < 32; ++i) {
+        const float pr = ex2_approx(st[i] - lse_of(i));
         st[i] = ((kept >> i) & 1u) ? pr : -pr;
-      } else {
-        st[i] = on ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
       }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = (vis >> i) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
     }
     std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
     if constexpr (kGeneral)
@@ -262,16 +258,21 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     for (int i = 0; i < 32; ++i) {
       const float pr = st[i];
       if constexpr (kGeneral) {
-        const int iq = (i >> 2) * 8 + 2 * t + (i & 1);
         const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
-        const float ds = fabsf(pr) * (dpv - delta_of(i)) * fac[i];
-        if (a.dbias) {
-          const std::int64_t slot = bias_slot(p, bh, i0 + iq, kr + ((i >> 1) & 1) * 8);
-          if (slot >= 0) a.dbias[slot] = T(ds);
-        }
-        st[i] = ds;
+        st[i] = fabsf(pr) * (dpv - delta_of(i)) * fac[i];
       } else {
         st[i] = pr * (dp[i] - delta_of(i));
+      }
+    }
+    if constexpr (kGeneral) {
+      if (a.dbias) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          int iq, j;
+          element_of(i, true, i0 + 2 * t, kr, iq, j);
+          const std::int64_t slot = bias_slot(p, bh, iq, j);
+          if (slot >= 0) a.dbias[slot] = T(st[i]);
+        }
       }
     }
     acc_to_a<T>(st, da);

@@ -153,20 +153,12 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGenera
   // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
   auto softmax = [&](float (&s)[32], std::uint32_t vis, int k0, float (&corr)[2]) {
     // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
+    if constexpr (kGeneral) {
+      float unused[1];
+      general_scores_log2<T, false, false>(p, s, vis, bh, r0, k0 + 2 * t, unused);
+    } else {
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const bool on = (vis >> (nt * 4 + c)) & 1u;
-        if constexpr (kGeneral) {
-          float dsdt;
-          s[4 * nt + c] = on ? general_score_log2<T>(p, s[4 * nt + c], bh, r0 + (c >> 1) * 8,
-                                                     k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                             : -INFINITY;
-        } else {
-          s[4 * nt + c] = on ? s[4 * nt + c] * p.scale_log2 : -INFINITY;
-        }
-      }
+      for (int x = 0; x < 32; ++x) s[x] = (vis >> x) & 1u ? s[x] * p.scale_log2 : -INFINITY;
     }
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {  // rows g (hf 0) and g + 8 (hf 1)
