@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "ops/attention/cuda/aux.cuh"
@@ -205,7 +204,7 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   r.sinks = ptr_or_null<float>(p.sinks);
   r.dropout = p.dropout_p > 0.0;
   r.drop_threshold = p.dropout_threshold;
-  r.drop_groups = r.dropout && p.sk % 4 == 0 && std::getenv("TG_ATTENTION_KEEP_ELEM") == nullptr;
+  r.drop_groups = r.dropout && p.sk % 4 == 0;
   r.drop_scale = p.dropout_p > 0.0 ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.f;
   r.seed = p.seed;
   r.offset = p.offset;
