@@ -163,9 +163,9 @@ __device__ __forceinline__ float general_score_log2(const Params& p, float dot, 
 /// compiler could not flatten (~35 instructions an element where the transform itself is a
 /// few). Bias loads of invisible elements stay in bounds (bias_at checks), so every load is
 /// issued at once.
-template <typename T, bool kTransposed, bool kDsdt>
-__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[32], std::uint32_t vis, int bh, int i0,
-                                                    int j0, float (&dsdt)[kDsdt ? 32 : 1]);
+template <typename T, bool kTransposed, bool kDsdt, int N = 32>
+__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[N], std::uint32_t vis, int bh, int i0,
+                                                    int j0, float (&dsdt)[kDsdt ? N : 1]);
 
 // The elements a thread holds in 8 consecutive n-tiles of an m16n8 accumulator, x = 4·nt + c
 // (nt < 8, c < 4): (row + 8·(c >> 1), col + 8·nt + (c & 1)), given the thread's first
@@ -182,14 +182,15 @@ __device__ __forceinline__ void element_of(int x, bool transposed, int i0, int j
   }
 }
 
-template <typename T, bool kTransposed, bool kDsdt>
-__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[32], std::uint32_t vis, int bh, int i0,
-                                                    int j0, float (&dsdt)[kDsdt ? 32 : 1]) {
+template <typename T, bool kTransposed, bool kDsdt, int N>
+__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[N], std::uint32_t vis, int bh, int i0,
+                                                    int j0, float (&dsdt)[kDsdt ? N : 1]) {
+  static_assert(N <= 32, "one 32-bit visibility word");
 #pragma unroll
-  for (int x = 0; x < 32; ++x) s[x] *= p.scale;
+  for (int x = 0; x < N; ++x) s[x] *= p.scale;
   if (p.bias_data) {
 #pragma unroll
-    for (int x = 0; x < 32; ++x) {
+    for (int x = 0; x < N; ++x) {
       int i, j;
       element_of(x, kTransposed, i0, j0, i, j);
       s[x] += bias_at<T>(p, bh, i, j);
@@ -197,17 +198,17 @@ __device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[
   }
   if (p.softcap > 0.f) {
 #pragma unroll
-    for (int x = 0; x < 32; ++x) {
+    for (int x = 0; x < N; ++x) {
       const float th = gpu::tanh_approx(s[x] * p.inv_softcap);
       if constexpr (kDsdt) dsdt[x] = 1.f - th * th;
       s[x] = p.softcap * th;
     }
   } else if constexpr (kDsdt) {
 #pragma unroll
-    for (int x = 0; x < 32; ++x) dsdt[x] = 1.f;
+    for (int x = 0; x < N; ++x) dsdt[x] = 1.f;
   }
 #pragma unroll
-  for (int x = 0; x < 32; ++x) s[x] = (vis >> x) & 1u ? s[x] * kLog2e : -INFINITY;
+  for (int x = 0; x < N; ++x) s[x] = (vis >> x) & 1u ? s[x] * kLog2e : -INFINITY;
 }
 
 /// Bit x set when element x < count (see element_of) is visible. Out of line and not unrolled: the

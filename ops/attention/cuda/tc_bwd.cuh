@@ -159,6 +159,18 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
 
       // Pᵀ; a dropped element keeps its probability with the sign bit set
       [[maybe_unused]] float fac[kGeneral ? NTQ : 1][4];
+      if constexpr (kGeneral) {
+        constexpr int NE = NTQ * 4 < 32 ? NTQ * 4 : 32;  // the elements of one vis word
+#pragma unroll
+        for (int w = 0; w < NWD; ++w) {
+          float x[NE], f[NE];
+#pragma unroll
+          for (int e = 0; e < NE; ++e) x[e] = st[8 * w + (e >> 2)][e & 3];
+          general_scores_log2<T, true, true, NE>(p, x, vis[w], bh, i0 + 64 * w + 2 * t, kr, f);
+#pragma unroll
+          for (int e = 0; e < NE; ++e) st[8 * w + (e >> 2)][e & 3] = x[e], fac[8 * w + (e >> 2)][e & 3] = f[e];
+        }
+      }
 #pragma unroll
       for (int nt = 0; nt < NTQ; ++nt) {
 #pragma unroll
@@ -169,14 +181,11 @@ __device__ __forceinline__ void bwd_kv_body(const BwdArgs<T>& a, char* smem, int
           for (int hf = 0; hf < 2; ++hf) {
             const int c = hf * 2 + cc;
             const int bit = (nt & 7) * 4 + c;
-            const bool on = (vis[nt >> 3] >> bit) & 1u;
             float xs;
             if constexpr (kGeneral) {
-              float dsdt = 1.f;
-              xs = on ? general_score_log2<T>(p, st[nt][c], bh, i0 + iq, kr + hf * 8, dsdt) : -INFINITY;
-              fac[nt][c] = dsdt;
+              xs = st[nt][c];  // transformed above
             } else {
-              xs = on ? st[nt][c] * p.scale_log2 : -INFINITY;
+              xs = (vis[nt >> 3] >> bit) & 1u ? st[nt][c] * p.scale_log2 : -INFINITY;
             }
             const float pr = ex2_approx(xs - L);
             st[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;
@@ -437,20 +446,27 @@ __device__ __forceinline__ void bwd_q_body(const BwdArgs<T>& a, char* smem, int 
 
       // P (sign bit = dropped)
       [[maybe_unused]] float fac[kGeneral ? NTS : 1][4];
+      if constexpr (kGeneral) {
+#pragma unroll
+        for (int w = 0; w < NTS / 8; ++w) {  // 8 n-tiles: the 32 elements of one vis word
+          float x[32], f[32];
+#pragma unroll
+          for (int e = 0; e < 32; ++e) x[e] = s[8 * w + (e >> 2)][e & 3];
+          general_scores_log2<T, false, true>(p, x, vis[w], bh, r0, k0 + 64 * w + 2 * t, f);
+#pragma unroll
+          for (int e = 0; e < 32; ++e) s[8 * w + (e >> 2)][e & 3] = x[e], fac[8 * w + (e >> 2)][e & 3] = f[e];
+        }
+      }
 #pragma unroll
       for (int nt = 0; nt < NTS; ++nt) {
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int bit = (nt & 7) * 4 + c;
-          const bool on = (vis[nt >> 3] >> bit) & 1u;
           float xs;
           if constexpr (kGeneral) {
-            float dsdt = 1.f;
-            xs = on ? general_score_log2<T>(p, s[nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                    : -INFINITY;
-            fac[nt][c] = dsdt;
+            xs = s[nt][c];  // transformed above
           } else {
-            xs = on ? s[nt][c] * p.scale_log2 : -INFINITY;
+            xs = (vis[nt >> 3] >> bit) & 1u ? s[nt][c] * p.scale_log2 : -INFINITY;
           }
           const float pr = ex2_approx(xs - L[c >> 1]);
           s[nt][c] = ((kept[nt >> 3] >> bit) & 1u) ? pr : -pr;

@@ -167,19 +167,20 @@ __device__ __forceinline__ void fwd_tile_body(const FwdArgs<T>& a, char* smem, i
       for (int mt = 0; mt < MT; ++mt) {
         const int r0 = q0 + (warp * MT + mt) * 16 + g;
 #pragma unroll
-        for (int nt = 0; nt < NTS; ++nt) {
+        for (int w = 0; w < NTS / 8; ++w) {  // 8 n-tiles: the 32 elements of one vis word
+          if constexpr (kGeneral) {
+            float x[32], unused[1];
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const bool on = (vis[mt][nt >> 3] >> ((nt & 7) * 4 + c)) & 1u;
-            float x;
-            if constexpr (kGeneral) {
-              float dsdt;
-              x = on ? general_score_log2<T>(p, s[mt][nt][c], bh, r0 + (c >> 1) * 8, k0 + nt * 8 + 2 * t + (c & 1), dsdt)
-                     : -INFINITY;
-            } else {
-              x = on ? s[mt][nt][c] * p.scale_log2 : -INFINITY;
+            for (int e = 0; e < 32; ++e) x[e] = s[mt][8 * w + (e >> 2)][e & 3];
+            general_scores_log2<T, false, false>(p, x, vis[mt][w], bh, r0, k0 + 64 * w + 2 * t, unused);
+#pragma unroll
+            for (int e = 0; e < 32; ++e) s[mt][8 * w + (e >> 2)][e & 3] = x[e];
+          } else {
+#pragma unroll
+            for (int e = 0; e < 32; ++e) {
+              float& x = s[mt][8 * w + (e >> 2)][e & 3];
+              x = (vis[mt][w] >> e) & 1u ? x * p.scale_log2 : -INFINITY;
             }
-            s[mt][nt][c] = x;
           }
         }
       }
