@@ -6,10 +6,12 @@
 // block of a unit is a shift away). Consecutive threads take consecutive units of a block,
 // so loads and stores are coalesced. transpose transposes 16-byte micro-tiles in
 // registers and stages up to 64x64 tiles in (swizzled) shared memory so that both its
-// reads and its writes are 16-byte row accesses. gather along dim 2 stages the source rows
-// of a block row in shared memory (gather_rows_k), so that scattered indices cost no more
-// memory traffic than a copy; the index range that the op checks is reduced in the kernel
-// and read back through reused pinned memory (RangeLease).
+// reads and its writes are 16-byte row accesses. gather along dim 2 stages rows of the
+// active source blocks of a block row in shared memory (gather_rows_k), as many rows at once
+// as the densest source block row allows, so that scattered indices cost no more memory
+// traffic than a copy and sparse sources are not latency-bound; other gathers read each
+// element directly (gather_direct_k). The index range that the op checks is reduced in the
+// kernel and read back through reused pinned memory (RangeLease).
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -577,9 +579,16 @@ __device__ __forceinline__ bool in_extent(I v, std::int64_t ext) {
   }
 }
 
-// Shared memory of one staged work item (h source rows of the full width): 64 KiB lets three
-// CTAs share an SM, so that one stages while the others gather.
+// Shared memory of one staged work item (h rows of each active source block of a block
+// row): 64 KiB lets three CTAs share an SM, so that one stages while the others gather.
 constexpr std::int64_t kStageBytes = 64 * 1024;
+constexpr int kStageCtas = 3;  // CTAs of gather_rows_k an SM holds
+// The slot table (a short per source block column) comes on top of the stage: three CTAs of
+// 64 KiB + table + the 1 KiB reserved per CTA fit in an SM's 228 KiB up to an 8 KiB table
+// (4096 block columns, 64 bytes at 32). Source rows of at most kStageBytes have at most
+// 8192 block columns (a block row is >= 8 bytes), so the table stays <= 16 KiB; only byte
+// data with i64 indices and blocks of 8 goes past 8 KiB (two CTAs an SM).
+constexpr std::int64_t kTableBytes = 16 * 1024;
 
 /// Elements per unit of the staged kernel: 16-byte output stores and at least 16-byte
 /// index loads, but at most 64 bytes of indices (i64 with 1-byte data: 8-byte stores) so
@@ -592,37 +601,49 @@ constexpr int rows_vector() {
 
 constexpr int log2_const(int v) { return v <= 1 ? 0 : 1 + log2_const(v / 2); }
 
-/// 16 bytes from global to shared memory without a register round trip (cp.async, sm_80+);
-/// with `fill` false the 16 bytes are zeroed and nothing is read.
-__device__ __forceinline__ void copy16_async(void* smem, const void* gmem, bool fill) {
+/// 16 bytes from global to shared memory without a register round trip (cp.async, sm_80+).
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem), "r"(fill ? 16 : 0) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(gmem) : "memory");
 }
 
 /// Geometry of gather_rows_k.
 struct RowsArgs {
-  const std::int64_t* row_offsets;  // CSR offsets of idx's layout
-  const std::int64_t* sidx;         // block_index of src's layout
-  std::int64_t items;               // idx block rows * (bs / h)
-  std::int64_t ext;                 // src extent along dim 2
+  const std::int64_t* row_offsets;   // CSR offsets of idx's layout
+  const std::int64_t* srow_offsets;  // CSR offsets of src's layout
+  const std::int64_t* sidx;          // block_index of src's layout
+  std::int64_t items;                // idx block rows * (bs / h)
+  std::int64_t ext;                  // src extent along dim 2
   int iMb, sMb, sNb;
   int lbs, lh;  // log2 of the block size and of h
   int lvpc;     // log2 of the 16-byte vectors in h rows of a block
+  int table;    // offset of the slot table in the dynamic shared memory, in 16-byte vectors
 };
 
 // Gather along dim 2, staged by rows. Output row (b, R*bs + i) reads only source row
 // (b, R*bs + i), so work item (idx block row (b, R), rows i0 .. i0 + h - 1) first copies
-// those h rows of every source block of block row (b, R) into shared memory (absent blocks
-// as zeros; layout [block column][row][column], so each block's h rows are one contiguous
-// run of 16-byte cp.async copies), then writes the same h rows of every idx block of (b, R):
-// coalesced index loads and output stores, each element looked up in shared memory. The
-// source is read from memory once and in whole sectors whatever the index pattern; a
-// direct gather from random columns pays a 32-byte L2 sector per 2- or 4-byte element, and
-// its per-element block lookup is a shift here. The first batch of indices is loaded while
-// the copies land, each later batch while the previous one is written.
+// those h rows of every active source block of block row (b, R) into shared memory, then
+// writes the same h rows of every idx block of (b, R): coalesced index loads and output
+// stores, each element looked up in shared memory. The source is read from memory once and
+// in whole sectors whatever the index pattern; a direct gather from random columns pays a
+// 32-byte L2 sector per 2- or 4-byte element.
+//
+// Only active blocks are staged, layout [slot][row][column] with slot = the block's rank in
+// its block row: those blocks are consecutive in src (compressed order), so the copies need
+// no block lookup, only the row's CSR offset, and each block's h rows are one contiguous run
+// of 16-byte cp.async copies. The host sizes h for the densest source block row the launch
+// reads, so a sparser source gets taller items and fewer of them: an item costs a fixed
+// chain of latencies (offsets, copies, barrier, gather, barrier) however few bytes it
+// moves, and staging zeros for absent blocks made low densities latency-bound. A value v
+// reads slot slot_of[v >> lbs] (-1 for an absent block: 0), a table built per item from the
+// source block_index (L2 hits) while the copies land. A full source block row maps every
+// column to itself: it skips the table and its lookup (a uniform branch per item), the
+// dense case's path. The first batch of indices is loaded while the copies land, each later
+// batch while the previous one is written.
 template <typename E, typename I, int V>
-__global__ void __launch_bounds__(kThreads, 3) gather_rows_k(const E* __restrict__ src, E* __restrict__ out,
-                                                             const I* __restrict__ idx, RowsArgs a, RangeSink rs) {
+__global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* __restrict__ src, E* __restrict__ out,
+                                                                      const I* __restrict__ idx, RowsArgs a,
+                                                                      RangeSink rs) {
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   constexpr int LV = log2_const(V);
@@ -630,26 +651,30 @@ __global__ void __launch_bounds__(kThreads, 3) gather_rows_k(const E* __restrict
   constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
   extern __shared__ uint4 stage_vec[];
   const E* stage = reinterpret_cast<const E*>(stage_vec);
+  short* slot_of = reinterpret_cast<short*>(stage_vec + a.table);
   const int lbs = a.lbs, lh = a.lh, bmask = (1 << lbs) - 1, lgroups = lbs - lh;
   const int lupb = lh + lbs - LV;  // log2 of the units in h rows of a block
+  const int lblock = 2 * lbs + log2_const(static_cast<int>(sizeof(E)));  // log2 of a block's bytes
   const int vmask = (1 << a.lvpc) - 1;
   const unsigned char* src_bytes = reinterpret_cast<const unsigned char*>(src);
   I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
   for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
     const std::int64_t rho = item >> lgroups;
+    const std::int64_t srho = rho / a.iMb * a.sMb + rho % a.iMb;  // the source block row
     const std::int64_t kbeg = __ldg(a.row_offsets + rho);
     const int nk = static_cast<int>(__ldg(a.row_offsets + rho + 1) - kbeg);
+    const std::int64_t sbeg = __ldg(a.srow_offsets + srho);
+    const int ns = static_cast<int>(__ldg(a.srow_offsets + srho + 1) - sbeg);
     if (nk == 0) continue;  // the same for the whole CTA
     const int i0 = static_cast<int>(item & ((1 << lgroups) - 1)) << lh;
-    const std::int64_t* srow = a.sidx + (rho / a.iMb * a.sMb + rho % a.iMb) * a.sNb;
-    const int nvec = a.sNb << a.lvpc;
+    // Vector q: 16 bytes of rows i0.. of source block sbeg + (q >> lvpc).
+    const unsigned char* first =
+        src_bytes + ((sbeg << (2 * lbs)) + (static_cast<std::int64_t>(i0) << lbs)) * std::int64_t(sizeof(E));
+    const int nvec = ns << a.lvpc;
 #pragma unroll 4
     for (int q = threadIdx.x; q < nvec; q += kThreads) {
-      const std::int64_t s = __ldg(srow + (q >> a.lvpc));
-      const std::int64_t off = s >= 0 ? ((s << (2 * lbs)) + (static_cast<std::int64_t>(i0) << lbs)) * std::int64_t(sizeof(E)) +
-                                            (static_cast<std::int64_t>(q & vmask) << 4)
-                                      : 0;
-      copy16_async(stage_vec + q, src_bytes + off, s >= 0);
+      const std::int64_t off = (static_cast<std::int64_t>(q >> a.lvpc) << lblock) + ((q & vmask) << 4);
+      copy16_async(stage_vec + q, first + off);
     }
     const int nunits = nk << lupb;
     // Element offset of unit u in out and idx: block kbeg + u / upb, rows i0.., then the unit.
@@ -663,43 +688,64 @@ __global__ void __launch_bounds__(kThreads, 3) gather_rows_k(const E* __restrict
       const int u = r * kThreads + static_cast<int>(threadIdx.x);
       if (u < nunits) cur[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    __syncthreads();
-    for (int base = 0; base < nunits; base += U * kThreads) {
-      const bool more = base + U * kThreads < nunits;
-      IP nxt[U];
-      if (more) {
-#pragma unroll
-        for (int r = 0; r < U; ++r) {
-          const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
-          if (u < nunits) nxt[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < U; ++r) {
-        const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
-        if (u < nunits) {
-          const int row = ((u & ((1 << lupb) - 1)) << LV) >> lbs;  // row within the item's h rows
-          EP p;
-#pragma unroll
-          for (int e = 0; e < V; ++e) {
-            const I v = cur[r].v[e];
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-            const bool ok = in_extent(v, a.ext);
-            const int c = ok ? static_cast<int>(v) : 0;  // < ext <= 64 Ki here
-            const E x = stage[((c >> lbs) << (lh + lbs)) + (row << lbs) + (c & bmask)];
-            p.v[e] = ok ? x : E(0);
-          }
-          reinterpret_cast<EP*>(out)[at(u) >> LV] = p;
-        }
-      }
-      if (more) {
-#pragma unroll
-        for (int r = 0; r < U; ++r) cur[r] = nxt[r];
+    const bool full = ns == a.sNb;  // the same for the whole CTA
+    if (!full) {
+      const std::int64_t* srow = a.sidx + srho * a.sNb;
+      for (int c = threadIdx.x; c < a.sNb; c += kThreads) {
+        const std::int64_t s = __ldg(srow + c);
+        slot_of[c] = static_cast<short>(s >= 0 ? s - sbeg : -1);
       }
     }
-    __syncthreads();  // the next item restages
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+    // Writes the item's units; Identity: slot = block column (a full source block row).
+    const auto write = [&](auto identity) {
+      constexpr bool Identity = decltype(identity)::value;
+      for (int base = 0; base < nunits; base += U * kThreads) {
+        const bool more = base + U * kThreads < nunits;
+        IP nxt[U];
+        if (more) {
+#pragma unroll
+          for (int r = 0; r < U; ++r) {
+            const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+            if (u < nunits) nxt[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
+          }
+        }
+#pragma unroll
+        for (int r = 0; r < U; ++r) {
+          const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
+          if (u < nunits) {
+            const int row = ((u & ((1 << lupb) - 1)) << LV) >> lbs;  // row within the item's h rows
+            EP p;
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+              const I v = cur[r].v[e];
+              lo = v < lo ? v : lo;
+              hi = v > hi ? v : hi;
+              bool ok = in_extent(v, a.ext);
+              const int c = ok ? static_cast<int>(v) : 0;  // < ext <= 64 Ki here
+              int slot = c >> lbs;
+              if constexpr (!Identity) {
+                // An absent block reads slot 0 (every stage has one) and yields 0.
+                const int t = slot_of[slot];
+                ok = ok && t >= 0;
+                slot = ok ? t : 0;
+              }
+              const E x = stage[(slot << (lh + lbs)) + (row << lbs) + (c & bmask)];
+              p.v[e] = ok ? x : E(0);
+            }
+            reinterpret_cast<EP*>(out)[at(u) >> LV] = p;
+          }
+        }
+        if (more) {
+#pragma unroll
+          for (int r = 0; r < U; ++r) cur[r] = nxt[r];
+        }
+      }
+    };
+    if (full) write(std::true_type{});
+    else write(std::false_type{});
+    __syncthreads();  // the next item restages and rebuilds the table
   }
   publish_range(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
@@ -795,15 +841,35 @@ void allow_stage_smem(int dev) {
   const std::uint64_t bit = dev < 64 ? std::uint64_t(1) << dev : 0;
   if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return;
   const auto k = gather_rows_k<E, I, rows_vector<E, I>()>;
-  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStageBytes)));
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kStageBytes + kTableBytes)));
   TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   done.fetch_or(bit, std::memory_order_release);
 }
 
+/// The most active blocks in a source block row that a block row of idx with blocks reads
+/// (idx block row (b, R) reads source block row (b, R)), from the layouts' host CSR
+/// offsets (built once per layout); O(idx block rows).
+std::int64_t densest_source_row(const Layout& sl, const Layout& il) {
+  const std::int64_t* ioff = il.tables(Device::cpu()).row_offsets.data<std::int64_t>();
+  const std::int64_t* soff = sl.tables(Device::cpu()).row_offsets.data<std::int64_t>();
+  const std::int64_t iMb = il.block_rows(), sMb = sl.block_rows();
+  std::int64_t m = 0;
+  for (std::int64_t b = 0; b < il.batch(); ++b) {
+    for (std::int64_t r = 0; r < iMb; ++r) {
+      const std::int64_t q = b * iMb + r, s = b * sMb + r;
+      if (ioff[q + 1] > ioff[q]) m = std::max(m, soff[s + 1] - soff[s]);
+    }
+  }
+  return m;
+}
+
 /// Launches gather_rows_k for a dim-2 gather; false (nothing launched) where it does not
-/// apply: misaligned data, blocks narrower than a unit, source rows over kStageBytes, or an
-/// idx with fewer than half as many blocks as the source has in the block rows idx covers
-/// (staging reads all of those; a direct gather of a few columns reads less).
+/// apply: misaligned data, blocks narrower than a unit, source rows over kStageBytes (this
+/// bounds the slot table and keeps a column an int; the staged bytes themselves are the
+/// active blocks only), or an idx with fewer than half as many blocks as the source has in
+/// the block rows idx covers (staging reads all of those; a direct gather of a few columns
+/// reads less).
 template <typename E, typename I>
 bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                  const RangeSink& rs, int dev, cudaStream_t st) {
@@ -819,14 +885,22 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
       !aligned(out.data_ptr(), V * es)) {
     return false;
   }
-  // h: the most rows that fit, fewer while that leaves under ~6 items per SM.
+  // Stage slots: the densest source block row read, at least one (an absent block reads
+  // slot 0, masked, so the stage is never empty).
+  const std::int64_t slots = std::max<std::int64_t>(1, densest_source_row(sl, il));
+  // h: the most rows of that many blocks that fit, fewer while that leaves too few items to
+  // give every SM its kStageCtas (a sparser source gets a taller stage).
   std::int64_t h = 1;
-  while (2 * h <= bs && 2 * h * row_bytes <= kStageBytes) h *= 2;
-  const std::int64_t want = 6 * std::int64_t(cuda::multiprocessor_count(dev));
+  while (2 * h <= bs && 2 * h * slots * bs * es <= kStageBytes) h *= 2;
+  const std::int64_t want = kStageCtas * std::int64_t(cuda::multiprocessor_count(dev));
   while (h > 1 && rows * (bs / h) < want && (h / 2) * bs * es % 16 == 0) h /= 2;
   if (h * bs * es % 16 != 0 || il.cols() * h >= (std::int64_t(1) << 30)) return false;
+  const std::int64_t stage_bytes = h * slots * bs * es;  // a multiple of 16
+  const std::int64_t table_bytes = (sl.block_cols() * std::int64_t(sizeof(short)) + 15) / 16 * 16;
+  if (table_bytes > kTableBytes) return false;
   const int lbs = log2_exact(bs), lh = log2_exact(h);
   const RowsArgs a{il.tables(idx.device()).row_offsets.data<std::int64_t>(),
+                   sl.tables(src.device()).row_offsets.data<std::int64_t>(),
                    sl.tables(src.device()).block_index.data<std::int64_t>(),
                    rows << (lbs - lh),
                    sl.cols(),
@@ -835,10 +909,11 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                    static_cast<int>(sl.block_cols()),
                    lbs,
                    lh,
-                   log2_exact(h * bs * es / 16)};
+                   log2_exact(h * bs * es / 16),
+                   static_cast<int>(stage_bytes / 16)};
   allow_stage_smem<E, I>(dev);
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(a.items, std::numeric_limits<int>::max()));
-  gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(h * row_bytes), st>>>(
+  gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
       static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()), a,
       rs);
   TG_CUDA_CHECK_LAST();

@@ -815,11 +815,35 @@ TEST_CASE("sparse gather CUDA dim 2: staged rows and direct fallbacks match CPU"
   Layout full = make_layout(2, 3, 16, 32, Density::Full, seed++);
   Layout one_col = layout_where(2, 3, 16, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 5; });
   require_dim2_parity(full, one_col, DType::f32, seed++);
-  // 128 block rows of 32 blocks of 64 (1 in 8 active): the full stage height of f32 (8 rows
-  // of 2048)
+  // 128 block rows of 32 blocks of 64 (1 in 8 active): a stage of the 4 active blocks, taller
+  // than the 8 rows a full 2048-wide row would allow
   Layout big = layout_where(4, 32, 32, 64, [](std::int64_t b, std::int64_t r, std::int64_t c) { return (7 * b + 3 * r + c) % 8 == 0; });
   require_dim2_parity(big, big, DType::f32, seed++);
   require_dim2_parity(big, big, DType::bf16, seed++);
+}
+
+// The staged dim-2 gather at its tallest stage (h = bs: 512 block rows fill the GPU with one
+// item per block row), full source block rows (every column its own slot) next to one-block
+// rows (the slot table); an idx that skips the full rows (a stage sized for one block); an
+// idx with fewer batches, block rows and block columns than src.
+TEST_CASE("sparse gather CUDA dim 2: tall stages over mixed-density block rows", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  std::uint64_t seed = 400;
+  Layout mixed = layout_where(4, 128, 8, 32, [](std::int64_t b, std::int64_t r, std::int64_t c) {
+    return r % 16 == 0 || c == (b + r) % 8;
+  });
+  Layout skip_full = layout_where(4, 128, 8, 32, [](std::int64_t b, std::int64_t r, std::int64_t c) {
+    return r % 16 != 0 && c == (b + r) % 8;
+  });
+  Layout narrow = layout_where(3, 120, 5, 32, [](std::int64_t b, std::int64_t r, std::int64_t c) {
+    return r % 16 == 0 || c == (b + r) % 5;
+  });
+  for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::boolean}) {
+    require_dim2_parity(mixed, mixed, dt, seed++);
+    require_dim2_parity(mixed, skip_full, dt, seed++);
+    require_dim2_parity(mixed, narrow, dt, seed++);
+  }
 }
 
 // Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
