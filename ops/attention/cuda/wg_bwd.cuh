@@ -5,8 +5,9 @@
 // (tc_bwd.cuh), with warpgroup MMAs.
 //
 // One CTA per (kv row, key tile of BN = 128, or 64 for patterns sparse at 64-key
-// granularity): BN / 64 warpgroups of 64 keys each, K and V resident in shared memory, dK
-// and dV in registers. Per query tile of 64, each warpgroup computes, keys as rows:
+// granularity and at D 64 without the general transform, where three such CTAs share an
+// SM): BN / 64 warpgroups of 64 keys each, K and V resident in shared memory, dK and dV in
+// registers. Per query tile of 64, each warpgroup computes, keys as rows:
 //   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major), issued
 //   dPᵀ = V dOᵀ           together with this one (V and dO K-major)
 //   Pᵀ  = 2^(Sᵀ·scale·log2 e - lse), masked as the forward
