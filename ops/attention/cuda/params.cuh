@@ -156,10 +156,10 @@ __device__ __forceinline__ float general_score_log2(const Params& p, float dot, 
   return general_score<T>(p, dot, bh, i, j, dsdt) * kLog2e;
 }
 
-/// general_score_log2 for the 32 elements a thread holds (element_of layout from rows i0,
-/// keys j0), in place: -inf where bit x of vis is clear, and ds/dt in dsdt when kDsdt. The
-/// choices that are the same for the whole call (a bias? a soft cap?) are made once for the
-/// 32 elements, not per element: per element they were branches around loads that the
+/// general_score_log2 for the N <= 32 elements a thread holds (element_of layout from rows
+/// i0, keys j0), in place: -inf where bit x of vis is clear, and ds/dt in dsdt when kDsdt.
+/// The choices that are the same for the whole call (a bias? a soft cap?) are made once for
+/// the N elements, not per element: per element they were branches around loads that the
 /// compiler could not flatten (~35 instructions an element where the transform itself is a
 /// few). Bias loads of invisible elements stay in bounds (bias_at checks), so every load is
 /// issued at once.
