@@ -150,23 +150,6 @@ __device__ __forceinline__ float general_score(const Params& p, float dot, int b
   return t;
 }
 
-/// The same in log2 units (s · log2 e).
-template <typename T>
-__device__ __forceinline__ float general_score_log2(const Params& p, float dot, int bh, int i, int j, float& dsdt) {
-  return general_score<T>(p, dot, bh, i, j, dsdt) * kLog2e;
-}
-
-/// general_score_log2 for the N <= 32 elements a thread holds (element_of layout from rows
-/// i0, keys j0), in place: -inf where bit x of vis is clear, and ds/dt in dsdt when kDsdt.
-/// The choices that are the same for the whole call (a bias? a soft cap?) are made once for
-/// the N elements, not per element: per element they were branches around loads that the
-/// compiler could not flatten (~35 instructions an element where the transform itself is a
-/// few). Bias loads of invisible elements stay in bounds (bias_at checks), so every load is
-/// issued at once.
-template <typename T, bool kTransposed, bool kDsdt, int N = 32>
-__device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[N], std::uint32_t vis, int bh, int i0,
-                                                    int j0, float (&dsdt)[kDsdt ? N : 1]);
-
 // The elements a thread holds in 8 consecutive n-tiles of an m16n8 accumulator, x = 4·nt + c
 // (nt < 8, c < 4): (row + 8·(c >> 1), col + 8·nt + (c & 1)), given the thread's first
 // row and column. The kernels' S tiles have queries as rows and keys as columns, the
@@ -182,7 +165,14 @@ __device__ __forceinline__ void element_of(int x, bool transposed, int i0, int j
   }
 }
 
-template <typename T, bool kTransposed, bool kDsdt, int N>
+/// general_score in log2 units (s · log2 e) for the N <= 32 elements a thread holds
+/// (element_of layout from rows i0, keys j0), in place: -inf where bit x of vis is clear,
+/// and ds/dt in dsdt when kDsdt. The choices that are the same for the whole call (a bias? a soft cap?) are made once for
+/// the N elements, not per element: per element they were branches around loads that the
+/// compiler could not flatten (~35 instructions an element where the transform itself is a
+/// few). Bias loads of invisible elements stay in bounds (bias_at checks), so every load is
+/// issued at once.
+template <typename T, bool kTransposed, bool kDsdt, int N = 32>
 __device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[N], std::uint32_t vis, int bh, int i0,
                                                     int j0, float (&dsdt)[kDsdt ? N : 1]) {
   static_assert(N <= 32, "one 32-bit visibility word");
