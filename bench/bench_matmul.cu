@@ -12,9 +12,9 @@
 #include <string>
 
 #include "bench_util.h"
+#include "ops/linalg/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
-#include "ops/linalg/kernels.h"
 #include "tilegrad.h"
 
 namespace {
