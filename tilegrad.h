@@ -23,6 +23,7 @@
 #include "runtime/philox.h"
 #include "runtime/profiler.h"
 #include "runtime/stream.h"
+#include "runtime/deferred_checks.h"
 #include "core/block_sparse.h"
 #include "core/layout.h"
 #include "ops/layout/builders.h"

@@ -73,17 +73,22 @@ int main() {
         const double bytes = idx_bytes + 2 * data;
         ms = tgb::time_ms([&] { tg::gather(x, 2, idx); });
         row(local ? "gather (in-block)" : "gather (random row)", density, dt, ms, bytes);
+        // the op waiting for its index check (tg::set_sync_checks(true))
+        tg::set_sync_checks(true);
+        ms = tgb::time_ms([&] { tg::gather(x, 2, idx); });
+        tg::set_sync_checks(false);
+        row("  with sync checks", density, dt, ms, bytes);
         // the kernel without the in-kernel index range and its host round trip
         tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
         ms = tgb::time_ms([&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, nullptr);
         });
         row("  kernel only, unchecked", density, dt, ms, bytes);
-        // the kernel with the index range and its readback (waits for the stream), without
-        // the op's validation and allocation
-        std::int64_t range[2];
+        // the kernel with the index range and its deferred verdict, without the op's
+        // validation and allocation
+        const tg::ops::RangeVerdict verdict = [](std::int64_t, std::int64_t) {};
         ms = tgb::time_ms([&] {
-          tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, range);
+          tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, &verdict);
         });
         row("  kernel + range check", density, dt, ms, bytes);
       }

@@ -61,6 +61,22 @@ class Backend {
   }
   virtual void destroy_timing_event(void* event) { (void)event; }
 
+  /// Marks the end of the work queued on `stream` so far, for checks that read what the
+  /// device writes (runtime/deferred_checks.h); nullptr where work runs synchronously (CPU).
+  virtual void* record_marker(Stream stream) {
+    (void)stream;
+    return nullptr;
+  }
+  /// Whether the work before `marker` (from record_marker) has finished; with `wait`, blocks
+  /// until it has (and returns true). A nullptr marker is always reached.
+  virtual bool marker_reached(void* marker, bool wait) {
+    (void)marker;
+    (void)wait;
+    return true;
+  }
+  /// Gives a marker back for reuse; never throws (also called at thread exit).
+  virtual void release_marker(void* marker) noexcept { (void)marker; }
+
   /// Compute capability of device `index` as 10 * major + minor (90 for an H100 / H200);
   /// 0 where the notion does not apply (CPU).
   virtual int compute_capability(int index) {

@@ -5,6 +5,7 @@
 #include "ops/factory/factory.h"
 #include "ops/sparse_adapt/kernels.h"
 #include "ops/sparse_move/kernels.h"
+#include "runtime/stream.h"
 
 namespace tg {
 
@@ -93,12 +94,16 @@ Layout distribution_layout(const BlockSparseTensor& idx, int dim, const Shape& t
   const std::int64_t tMb = tM / bs, tNb = tN / bs;
   Tensor flags = zeros({tB, tMb, tNb}, {.dtype = DType::boolean, .device = idx.device()});
   if (l.n_blocks() > 0) {
-    std::int64_t lo = 0, hi = 0;
-    ops::sparse_index_range_kernel()(idx.device())(idx.data(), lo, hi);
-    if (lo < 0 || hi >= tgt[d]) {
-      TG_THROW(ValueError, "distribution_layout: idx values must lie in [0, ", tgt[d], ") (the target extent along dim ",
-               d, "), got values in [", lo, ", ", hi, "]");
-    }
+    const std::int64_t limit = tgt[d];
+    ops::sparse_index_range_kernel()(idx.device())(idx.data(), [limit, d](std::int64_t lo, std::int64_t hi) {
+      if (lo < 0 || hi >= limit) {
+        TG_THROW(ValueError, "distribution_layout: idx values must lie in [0, ", limit,
+                 ") (the target extent along dim ", d, "), got values in [", lo, ", ", hi, "]");
+      }
+    });
+    // The layout is built on the host from the flags anyway: wait for the check here so
+    // that the distribution kernel only ever sees valid values.
+    synchronize(current_stream(idx.device()));
     ops::sparse_distribution_kernel()(idx.device())(idx.data(), l, d, bs, tB, tMb, tNb, flags);
   }
   return Layout(flags, bs);

@@ -125,14 +125,16 @@ void for_each_indexed(const Layout& l, int dim, const I* id, F&& f) {
   });
 }
 
-void index_range_cpu(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
+void index_range_of(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
 
 void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
-                std::int64_t* range) {
-  if (range) {
-    index_range_cpu(idx, range[0], range[1]);
+                const RangeVerdict* verdict) {
+  if (verdict) {
+    std::int64_t lo = 0, hi = 0;
+    index_range_of(idx, lo, hi);
+    (*verdict)(lo, hi);
     const std::int64_t ext = dim == 0 ? sl.batch() : dim == 1 ? sl.rows() : sl.cols();
-    if (range[0] < 0 || range[1] >= ext) return;  // the caller throws
+    if (lo < 0 || hi >= ext) return;  // a verdict that let them pass gathers nothing
   }
   Locator loc(sl);
   dispatch_index(idx.dtype(), [&](auto ix) {
@@ -180,7 +182,7 @@ void scatter_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
   });
 }
 
-void index_range_cpu(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
+void index_range_of(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
   lo = std::numeric_limits<std::int64_t>::max();
   hi = std::numeric_limits<std::int64_t>::min();
   dispatch_index(idx.dtype(), [&](auto ix) {
@@ -191,6 +193,12 @@ void index_range_cpu(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
       hi = std::max<std::int64_t>(hi, id[i]);
     }
   });
+}
+
+void index_range_cpu(const Tensor& idx, const RangeVerdict& verdict) {
+  std::int64_t lo = 0, hi = 0;
+  index_range_of(idx, lo, hi);
+  verdict(lo, hi);
 }
 
 void distribution_cpu(const Tensor& idx, const Layout& il, int dim, std::int64_t bs, std::int64_t tB,

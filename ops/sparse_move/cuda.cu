@@ -11,7 +11,8 @@
 // as the densest source block row allows, so that scattered indices cost no more memory
 // traffic than a copy and sparse sources are not latency-bound; other gathers read each
 // element directly (gather_direct_k). The index range that the op checks is reduced in the
-// kernel and read back through reused pinned memory (RangeLease).
+// kernel, read back through reused pinned memory (RangeLease) and judged once the kernel
+// has run (runtime/deferred_checks.h), without the host waiting for it.
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -19,12 +20,12 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <vector>
 
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/deferred_checks.h"
 #include "runtime/op_caches.h"
 
 namespace tg::ops {
@@ -439,10 +440,11 @@ struct RangeSlot {
 };
 
 /// Takes a free slot of `device` from a process-wide pool (or makes one) for one kernel;
-/// read() waits for the stream, decodes the range and gives the slot back. The pool is a
-/// mutex-guarded free list, so concurrent callers (threads, streams) never share a slot
-/// while a kernel may still write it. A lease dropped without read() (an exception between
-/// launch and read) discards its slot, whose words may not be zero any more.
+/// defer() hands the range to a verdict once the kernel has run and gives the slot back.
+/// The pool is a mutex-guarded free list, so concurrent callers (threads, streams) never
+/// share a slot while a kernel may still write it. A lease dropped before its verdict ran
+/// (an exception between launch and defer, or a thread exiting with checks queued)
+/// discards its slot, whose words may not be zero any more.
 class RangeLease {
  public:
   RangeLease(const Device& device, cudaStream_t st) {
@@ -472,8 +474,20 @@ class RangeLease {
     return {w, reinterpret_cast<unsigned int*>(w + 2), slot_.host.get()};
   }
 
-  void read(cudaStream_t st, std::int64_t& lo, std::int64_t& hi) {
-    TG_CUDA_CHECK(cudaStreamSynchronize(st));
+  /// Queues `verdict` on the range the kernels on `stream` since the lease was taken
+  /// write into sink() (runtime::defer_check).
+  static void defer(std::unique_ptr<RangeLease> lease, const Stream& stream, RangeVerdict verdict) {
+    std::shared_ptr<RangeLease> held(std::move(lease));
+    runtime::defer_check(stream, [held, v = std::move(verdict)] {
+      std::int64_t lo = 0, hi = 0;
+      held->take(lo, hi);
+      v(lo, hi);
+    });
+  }
+
+ private:
+  // Reads the range of a finished kernel and gives the slot back.
+  void take(std::int64_t& lo, std::int64_t& hi) {
     const volatile unsigned long long* h = slot_.host.get();
     decode_range(h[0], h[1], lo, hi);
     auto& pool = runtime::OpCacheList<RangeSlot>::instance();
@@ -481,7 +495,6 @@ class RangeLease {
     pool.entries.push_front(std::move(slot_));
   }
 
- private:
   RangeSlot slot_;
 };
 
@@ -945,13 +958,14 @@ void gather_direct(const Tensor& src, const Layout& sl, int dim, const Tensor& i
 }
 
 void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
-                 std::int64_t* range) {
+                 const RangeVerdict* verdict) {
   if (il.n_blocks() == 0) return;
   const int dev = src.device().index;
   tg::cuda::DeviceGuard guard(dev);
-  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  std::optional<RangeLease> lease;
-  if (range) lease.emplace(src.device(), st);
+  const Stream stream = tg::current_stream(src.device());
+  cudaStream_t st = tg::cuda::stream_of(stream);
+  std::unique_ptr<RangeLease> lease;
+  if (verdict) lease = std::make_unique<RangeLease>(src.device(), st);
   const RangeSink rs = lease ? lease->sink() : RangeSink{};
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
@@ -961,7 +975,7 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
       gather_direct<E, I>(src, sl, dim, idx, il, out, rs, dev, st);
     });
   });
-  if (lease) lease->read(st, range[0], range[1]);
+  if (lease) RangeLease::defer(std::move(lease), stream, *verdict);
 }
 
 void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& tl, bool sum,
@@ -1031,16 +1045,15 @@ __global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ 
   publish_range(lo, hi, rs);
 }
 
-void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
+void index_range_cuda(const Tensor& idx, const RangeVerdict& verdict) {
   const std::int64_t n = idx.numel();
-  lo = std::numeric_limits<std::int64_t>::max();
-  hi = std::numeric_limits<std::int64_t>::min();
   if (n == 0) return;
   const int dev = idx.device().index;
   tg::cuda::DeviceGuard guard(dev);
-  cudaStream_t st = tg::cuda::current_cuda_stream(dev);
-  RangeLease lease(idx.device(), st);
-  const RangeSink r = lease.sink();
+  const Stream stream = tg::current_stream(idx.device());
+  cudaStream_t st = tg::cuda::stream_of(stream);
+  auto lease = std::make_unique<RangeLease>(idx.device(), st);
+  const RangeSink r = lease->sink();
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     constexpr int VMAX = 16 / sizeof(I);
@@ -1053,7 +1066,7 @@ void index_range_cuda(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
     }
     TG_CUDA_CHECK_LAST();
   });
-  lease.read(st, lo, hi);
+  RangeLease::defer(std::move(lease), stream, verdict);
 }
 
 // ---- distribution layout -------------------------------------------------------------------

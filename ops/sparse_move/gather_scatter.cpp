@@ -1,5 +1,5 @@
-// gather / scatter_reduce on block-sparse tensors: validation (including the index range,
-// checked before any kernel that uses the indices runs), dispatch and autograd.
+// gather / scatter_reduce on block-sparse tensors: validation (the index range is checked
+// on the indices' device, see range_verdict), dispatch and autograd.
 #include <string>
 
 #include "autograd/node.h"
@@ -8,6 +8,7 @@
 #include "ops/factory/factory.h"
 #include "ops/sparse_move/kernels.h"
 #include "ops/sparse_move/sparse_move.h"
+#include "runtime/deferred_checks.h"
 
 namespace tg {
 namespace ops {
@@ -52,15 +53,27 @@ void check_extents(const char* op, int dim, const char* small_name, const Layout
   }
 }
 
-// Every index must lie in [0, limit). Runs a min/max pass on idx's device.
+// The check that every index lies in [0, limit): throws naming the op and the range seen.
+// On a GPU it usually runs after the op has returned (runtime/deferred_checks.h), and the
+// message says where the error comes from.
+ops::RangeVerdict range_verdict(const char* op, int dim, std::int64_t limit, const char* what, const Device& device) {
+  const char* when = device.is_cuda() && !sync_checks()
+                         ? " (checked on the device after the op returned; TG_SYNC_CHECKS=1 or "
+                           "tg::set_sync_checks(true) makes the op itself throw)"
+                         : "";
+  return [op, dim, limit, what, when](std::int64_t lo, std::int64_t hi) {
+    if (lo < 0 || hi >= limit) {
+      TG_THROW(ValueError, op, ": idx values must lie in [0, ", limit, ") (the extent of ", what, " along dim ", dim,
+               "), got values in [", lo, ", ", hi, "]", when);
+    }
+  };
+}
+
+// Every index must lie in [0, limit): a min/max pass on idx's device, judged by
+// range_verdict.
 void check_index_range(const char* op, const BlockSparseTensor& idx, int dim, std::int64_t limit, const char* what) {
   if (idx.layout().n_blocks() == 0) return;
-  std::int64_t lo = 0, hi = 0;
-  ops::sparse_index_range_kernel()(idx.device())(idx.data(), lo, hi);
-  if (lo < 0 || hi >= limit) {
-    TG_THROW(ValueError, op, ": idx values must lie in [0, ", limit, ") (the extent of ", what, " along dim ", dim,
-             "), got values in [", lo, ", ", hi, "]");
-  }
+  ops::sparse_index_range_kernel()(idx.device())(idx.data(), range_verdict(op, dim, limit, what, idx.device()));
 }
 
 Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, bool checked);
@@ -79,21 +92,16 @@ Tensor scatter_impl(const BlockSparseTensor& src, int dim, const BlockSparseTens
   return out;
 }
 
-// With `checked`, the kernel also reports idx's value range and an index outside src's
-// extent along dim throws (after the kernel, which never reads outside src).
+// With `checked`, the kernel also reports idx's value range, and an index outside src's
+// extent along dim throws (range_verdict; the kernel never reads outside src).
 Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, bool checked) {
   const Layout& lo = idx.layout();
   const std::int64_t bs = lo.block_size();
   Tensor out = ops::empty_like(src.data(), {lo.n_blocks(), bs, bs}, src.dtype());
   if (lo.n_blocks() > 0) {
-    std::int64_t range[2] = {0, 0};
+    const ops::RangeVerdict verdict = range_verdict("gather", dim, extent(src.layout(), dim), "src", src.device());
     ops::sparse_gather_kernel()(src.device())(src.data(), src.layout(), dim, idx.data(), lo, out,
-                                              checked ? range : nullptr);
-    const std::int64_t limit = extent(src.layout(), dim);
-    if (checked && (range[0] < 0 || range[1] >= limit)) {
-      TG_THROW(ValueError, "gather: idx values must lie in [0, ", limit, ") (the extent of src along dim ", dim,
-               "), got values in [", range[0], ", ", range[1], "]");
-    }
+                                              checked ? &verdict : nullptr);
   }
   return out;
 }

@@ -4,12 +4,17 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "core/layout.h"
 #include "ops/dispatch.h"
 #include "ops/sparse_move/block_map.h"
 
 namespace tg::ops {
+
+/// A check of an index tensor's values, given their smallest and largest value once they
+/// are known; throws a tg::Error when they are out of range.
+using RangeVerdict = std::function<void(std::int64_t lo, std::int64_t hi)>;
 
 /// Output block t of the transposed layout is source block col_blocks[t] transposed
 /// (the CSC order of the source is the canonical order of its transpose). Any dtype.
@@ -24,20 +29,22 @@ using ReduceBlocksFn = void(const Tensor& grad, const Layout& out_layout, const 
                             const Layout& src_layout, Tensor& grad_src);
 /// out (layout of idx) = src read at the positions idx names along `dim` (0, 1 or 2);
 /// absent source positions read 0. idx is i32 or i64; any src dtype.
-/// With `range` non-null, also stores the smallest and largest idx value in range[0..1]
-/// (the host waits for them): the index check rides on the kernel's own read of idx instead
-/// of a separate pass. Out-of-range values never touch memory outside src (they read 0, or
-/// on the CPU nothing is gathered); the caller throws.
+/// With `verdict` non-null, the kernel also finds idx's smallest and largest value and
+/// hands them to it: on the CPU before anything is gathered, on CUDA through
+/// runtime::defer_check once the kernel has run (the check rides on the kernel's own read
+/// of idx, and the host does not wait for it). Out-of-range values never touch memory
+/// outside src (they read 0, or on the CPU nothing is gathered).
 using GatherFn = void(const Tensor& src, const Layout& src_layout, int dim, const Tensor& idx,
-                      const Layout& idx_layout, Tensor& out, std::int64_t* range);
+                      const Layout& idx_layout, Tensor& out, const RangeVerdict* verdict);
 /// Writes (sum: adds) each src element to the position idx names along `dim` in the
 /// zero-initialised `out` (target_layout); positions in inactive target blocks are dropped.
 /// Sum: `out` has the accumulation dtype (f32, or f64 for f64) and CUDA uses atomics.
 /// None: `out` has src's dtype; overlapping writes leave one of the values.
 using ScatterFn = void(const Tensor& src, const Layout& src_layout, int dim, const Tensor& idx,
                        const Layout& target_layout, bool sum, Tensor& out);
-/// Smallest and largest value of a non-empty i32/i64 tensor (the host waits for them).
-using IndexRangeFn = void(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
+/// Hands the smallest and largest value of a non-empty i32/i64 tensor to `verdict`: on the
+/// CPU before returning, on CUDA through runtime::defer_check.
+using IndexRangeFn = void(const Tensor& idx, const RangeVerdict& verdict);
 /// Sets flags[(b*tMb + R)*tNb + C] = true (bool, zero-initialised, on idx's device) for
 /// every target block of block size `bs` that an element of idx writes to along `dim`
 /// in a target grid of tB x tMb x tNb blocks. Values were range-checked.

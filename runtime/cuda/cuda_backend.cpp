@@ -15,6 +15,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_check.h"
+#include "runtime/deferred_checks.h"
 #include "runtime/error.h"
 
 namespace tg::cuda {
@@ -261,6 +262,7 @@ class CudaBackend final : public runtime::Backend {
       TG_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, s));
       // The host reads dst as soon as we return.
       TG_CUDA_CHECK(cudaStreamSynchronize(s));
+      runtime::run_deferred_checks(stream.device);
     }
   }
 
@@ -309,12 +311,14 @@ class CudaBackend final : public runtime::Backend {
     check_device(stream.device, "synchronize");
     DeviceGuard g(stream.device.index);
     TG_CUDA_CHECK(cudaStreamSynchronize(stream_of(stream)));
+    runtime::run_deferred_checks(stream.device);
   }
 
   void synchronize_device(Device device) override {
     check_device(device, "synchronize");
     DeviceGuard g(device.index);
     TG_CUDA_CHECK(cudaDeviceSynchronize());
+    runtime::run_deferred_checks(device);
   }
 
   MemoryStats memory_stats(Device device) override {
@@ -361,10 +365,66 @@ class CudaBackend final : public runtime::Backend {
   }
   void destroy_timing_event(void* event) override { TG_CUDA_CHECK(cudaEventDestroy(static_cast<cudaEvent_t>(event))); }
 
+  // Markers are events without timing, reused through a free list (an event is created
+  // once and recorded many times).
+  void* record_marker(Stream stream) override {
+    check_device(stream.device, "record_marker");
+    DeviceGuard g(stream.device.index);
+    Marker* m = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(markers_mu_);
+      auto& free = free_markers_[static_cast<std::size_t>(stream.device.index)];
+      if (!free.empty()) {
+        m = free.back();
+        free.pop_back();
+      }
+    }
+    if (m == nullptr) {
+      cudaEvent_t ev = nullptr;
+      TG_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+      m = new Marker{stream.device.index, ev};
+    }
+    const cudaError_t err = cudaEventRecord(m->event, stream_of(stream));
+    if (err != cudaSuccess) release_marker(m);
+    TG_CUDA_CHECK(err);
+    return m;
+  }
+  bool marker_reached(void* marker, bool wait) override {
+    if (marker == nullptr) return true;
+    const cudaEvent_t ev = static_cast<Marker*>(marker)->event;
+    if (wait) {
+      TG_CUDA_CHECK(cudaEventSynchronize(ev));
+      return true;
+    }
+    const cudaError_t err = cudaEventQuery(ev);
+    if (err == cudaErrorNotReady) return false;
+    TG_CUDA_CHECK(err);
+    return true;
+  }
+  void release_marker(void* marker) noexcept override {
+    if (marker == nullptr) return;
+    auto* m = static_cast<Marker*>(marker);
+    try {
+      std::lock_guard<std::mutex> lock(markers_mu_);
+      free_markers_[static_cast<std::size_t>(m->device)].push_back(m);
+    } catch (...) {
+      // Out of memory growing the free list: the marker's event is leaked, not reused.
+      delete m;
+    }
+  }
+
   int compute_capability(int index) override {
     check_index(index, "compute_capability");
     return 10 * cuda::compute_capability_major(index) + cuda::compute_capability_minor(index);
   }
+
+ private:
+  struct Marker {
+    int device;
+    cudaEvent_t event;
+  };
+  std::mutex markers_mu_;
+  std::array<std::vector<Marker*>, kMaxDevices> free_markers_;
 };
 
 CudaBackend& backend_instance() {

@@ -635,14 +635,100 @@ TEST_CASE("sparse data movement CUDA matches CPU", "[ops][sparse_move][cuda]") {
   }
 }
 
-TEST_CASE("sparse gather CUDA rejects out-of-range indices before running", "[ops][sparse_move][cuda]") {
+namespace {
+
+// Sets tg::set_sync_checks for a scope.
+struct SyncChecksGuard {
+  explicit SyncChecksGuard(bool on) : prev_(sync_checks()) { set_sync_checks(on); }
+  ~SyncChecksGuard() { set_sync_checks(prev_); }
+  SyncChecksGuard(const SyncChecksGuard&) = delete;
+  SyncChecksGuard& operator=(const SyncChecksGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// f, then a synchronisation with the GPU: an index check of f has thrown by then in
+// either mode.
+template <typename F>
+std::function<void()> synced(F f) {
+  return [f] {
+    f();
+    synchronize(Device::cuda());
+  };
+}
+
+}  // namespace
+
+// Without sync checks the op returns, its kernel reads out-of-range indices as 0, and the
+// error comes from the calling thread's next synchronisation (each kind: a copy to the
+// host, a stream, the device), once; with them the op itself throws.
+TEST_CASE("sparse gather CUDA reports out-of-range indices at the next synchronisation", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
+  NoGradGuard ng;
   Layout l = make_layout(2, 2, 4, 16, Density::Full, 81);
   BlockSparseTensor x = to_cuda(rand_bst(l, 82, DType::f32));
-  Tensor bad = full({l.n_blocks(), 16, 16}, 64.0, {.dtype = DType::i32, .device = Device::cuda()});
-  tgt::require_throws<ValueError>([&] { gather(x, 2, BlockSparseTensor(bad, l)); }, {"gather", "[0, 64)", "[64, 64]"});
-  tgt::require_throws<ValueError>([&] { scatter_reduce(x, 1, BlockSparseTensor(bad, l), l); },
-                                  {"scatter_reduce", "[0, 32)", "[64, 64]"});
+  const BlockSparseTensor bad(full({l.n_blocks(), 16, 16}, 64.0, {.dtype = DType::i32, .device = Device::cuda()}), l);
+  synchronize(Device::cuda());
+  const std::vector<std::string> want = {"gather", "[0, 64)", "[64, 64]", "after the op returned", "TG_SYNC_CHECKS"};
+  {
+    SyncChecksGuard mode(false);
+    BlockSparseTensor out;
+    REQUIRE_NOTHROW(out = gather(x, 2, bad));
+    REQUIRE(runtime::pending_deferred_checks() >= 1);
+    tgt::require_throws<ValueError>([&] { (void)out.data().to(Device::cpu()); }, want);
+    REQUIRE(runtime::pending_deferred_checks() == 0);
+    // Reported once; what the kernel wrote is zeros, not memory outside src.
+    Tensor host;
+    REQUIRE_NOTHROW(host = out.data().to(Device::cpu()));
+    REQUIRE(sum(abs(host)).item<double>() == 0.0);
+
+    (void)gather(x, 2, bad);
+    tgt::require_throws<ValueError>([&] { synchronize(current_stream(Device::cuda())); }, want);
+    (void)gather(x, 2, bad);
+    tgt::require_throws<ValueError>([&] { synchronize(Device::cuda()); }, want);
+    REQUIRE_NOTHROW(synchronize(Device::cuda()));
+    (void)scatter_reduce(x, 1, bad, l);
+    tgt::require_throws<ValueError>([&] { synchronize(Device::cuda()); }, {"scatter_reduce", "[0, 32)", "[64, 64]"});
+
+    // Only the thread that queued the check sees its error.
+    (void)gather(x, 2, bad);
+    std::string other;
+    std::thread([&] {
+      try {
+        synchronize(Device::cuda());
+      } catch (const std::exception& e) {
+        other = e.what();
+      }
+    }).join();
+    REQUIRE(other.empty());
+    tgt::require_throws<ValueError>([&] { synchronize(Device::cuda()); }, want);
+
+    // Loops that never synchronise keep the queue short: finished checks are judged by
+    // later calls.
+    BlockSparseTensor ok(zeros({l.n_blocks(), 16, 16}, {.dtype = DType::i32, .device = Device::cuda()}), l);
+    for (int i = 0; i < 300; ++i) (void)gather(x, 2, ok);
+    synchronize(Device::cuda());
+    for (int i = 0; i < 5; ++i) (void)gather(x, 2, ok);
+    REQUIRE(runtime::pending_deferred_checks() <= 5);
+    REQUIRE_NOTHROW(synchronize(Device::cuda()));
+    REQUIRE(runtime::pending_deferred_checks() == 0);
+  }
+  {
+    SyncChecksGuard mode(true);
+    tgt::require_throws<ValueError>([&] { (void)gather(x, 2, bad); }, {"gather", "[0, 64)", "[64, 64]"});
+    tgt::require_throws<ValueError>([&] { (void)scatter_reduce(x, 1, bad, l); },
+                                    {"scatter_reduce", "[0, 32)", "[64, 64]"});
+    REQUIRE(runtime::pending_deferred_checks() == 0);
+    bool threw = false;
+    try {
+      (void)gather(x, 2, bad);
+    } catch (const ValueError& e) {
+      threw = true;
+      REQUIRE(std::string(e.what()).find("after the op returned") == std::string::npos);
+    }
+    REQUIRE(threw);
+  }
 }
 
 namespace {
@@ -855,41 +941,48 @@ TEST_CASE("sparse gather CUDA reports each call's index range", "[ops][sparse_mo
   Layout l = make_layout(2, 4, 8, 32, Density::Holes, 320);  // 256 columns
   Layout one_col = layout_where(2, 4, 8, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 2; });
   BlockSparseTensor x = to_cuda(rand_bst(l, 321, DType::f32));
-  for (const Layout& li : {l, one_col}) {  // staged, then direct
-    for (DType it : {DType::i32, DType::i64}) {
-      INFO("idx " << dtype_name(it) << " blocks " << li.n_blocks());
-      const std::int64_t count = li.n_blocks() * 32 * 32;
-      std::vector<std::int64_t> v(static_cast<std::size_t>(count));
-      for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int64_t>((i * 37) % 256);
-      const auto with = [&](std::int64_t at, std::int64_t value) {
-        std::vector<std::int64_t> w = v;
-        w[static_cast<std::size_t>(at)] = value;
-        return to_cuda(BlockSparseTensor(from_vector(w, {li.n_blocks(), 32, 32}).to(it), li));
-      };
-      tgt::require_throws<ValueError>([&] { gather(x, 2, with(count - 1, 256)); }, {"gather", "[0, 256)", "[0, 256]"});
-      REQUIRE(gather(x, 2, with(0, 255)).data().numel() == count);
-      tgt::require_throws<ValueError>([&] { gather(x, 2, with(count / 2, -3)); }, {"gather", "[0, 256)", "[-3, 255]"});
-      tgt::require_throws<ValueError>([&] { gather(x, 2, with(7, std::int64_t(1) << 31 >> (it == DType::i32 ? 1 : 0))); },
-                                      {"gather", std::to_string(std::int64_t(1) << 31 >> (it == DType::i32 ? 1 : 0))});
-      REQUIRE(gather(x, 2, with(0, 0)).data().numel() == count);
-      tgt::require_throws<ValueError>([&] { gather(x, 1, with(3, 128)); }, {"gather", "[0, 128)", "[0, 255]"});
+  for (bool sync : {false, true}) {
+    SyncChecksGuard mode(sync);
+    for (const Layout& li : {l, one_col}) {  // staged, then direct
+      for (DType it : {DType::i32, DType::i64}) {
+        INFO("sync checks " << sync << " idx " << dtype_name(it) << " blocks " << li.n_blocks());
+        const std::int64_t count = li.n_blocks() * 32 * 32;
+        std::vector<std::int64_t> v(static_cast<std::size_t>(count));
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int64_t>((i * 37) % 256);
+        const auto with = [&](std::int64_t at, std::int64_t value) {
+          std::vector<std::int64_t> w = v;
+          w[static_cast<std::size_t>(at)] = value;
+          return to_cuda(BlockSparseTensor(from_vector(w, {li.n_blocks(), 32, 32}).to(it), li));
+        };
+        const std::int64_t huge = std::int64_t(1) << 31 >> (it == DType::i32 ? 1 : 0);
+        tgt::require_throws<ValueError>(synced([&] { (void)gather(x, 2, with(count - 1, 256)); }),
+                                        {"gather", "[0, 256)", "[0, 256]"});
+        REQUIRE_NOTHROW(synced([&] { (void)gather(x, 2, with(0, 255)); })());
+        tgt::require_throws<ValueError>(synced([&] { (void)gather(x, 2, with(count / 2, -3)); }),
+                                        {"gather", "[0, 256)", "[-3, 255]"});
+        tgt::require_throws<ValueError>(synced([&] { (void)gather(x, 2, with(7, huge)); }),
+                                        {"gather", std::to_string(huge)});
+        REQUIRE_NOTHROW(synced([&] { (void)gather(x, 2, with(0, 0)); })());
+        tgt::require_throws<ValueError>(synced([&] { (void)gather(x, 1, with(3, 128)); }),
+                                        {"gather", "[0, 128)", "[0, 255]"});
+      }
     }
+    BlockSparseTensor sx(x.data(), l);
+    const std::int64_t count = l.n_blocks() * 32 * 32;
+    std::vector<std::int32_t> v(static_cast<std::size_t>(count), 5);
+    v[9] = -7;
+    tgt::require_throws<ValueError>(
+        synced([&] { (void)scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l); }),
+        {"scatter_reduce", "[-7, 5]"});
+    v[9] = 5;
+    REQUIRE_NOTHROW(synced([&] {
+      (void)scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l);
+    })());
   }
-  BlockSparseTensor sx(x.data(), l);
-  const std::int64_t count = l.n_blocks() * 32 * 32;
-  std::vector<std::int32_t> v(static_cast<std::size_t>(count), 5);
-  v[9] = -7;
-  tgt::require_throws<ValueError>(
-      [&] { scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l); },
-      {"scatter_reduce", "[-7, 5]"});
-  v[9] = 5;
-  REQUIRE(scatter_reduce(sx, 2, to_cuda(BlockSparseTensor(from_vector(v, {l.n_blocks(), 32, 32}), l)), l)
-              .data()
-              .numel() == count);
 }
 
 // Threads gathering at once each see their own index range (the readback buffers are
-// taken from a pool, never shared between calls in flight).
+// taken from a pool, never shared between calls in flight) at their own synchronisation.
 TEST_CASE("sparse gather CUDA index ranges of concurrent threads stay apart", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   Layout l = make_layout(1, 4, 4, 16, Density::Full, 330);  // 64 columns
@@ -911,12 +1004,14 @@ TEST_CASE("sparse gather CUDA index ranges of concurrent threads stay apart", "[
       for (int c = 0; c < kCalls && failures[static_cast<std::size_t>(t)].empty(); ++c) {
         try {
           gather(x, 2, idx);
+          synchronize(Device::cuda());  // the check is this thread's, whichever thread waits
           failures[static_cast<std::size_t>(t)] = "no exception";
         } catch (const ValueError& e) {
           if (std::string(e.what()).find(want) == std::string::npos) failures[static_cast<std::size_t>(t)] = e.what();
         }
         try {
           gather(x, 2, ok);
+          synchronize(Device::cuda());
         } catch (const std::exception& e) {
           failures[static_cast<std::size_t>(t)] = std::string("good call threw: ") + e.what();
         }
