@@ -40,10 +40,5 @@ TG_DECLARE_KERNEL(linear_wgrad_kernel, LinearWgradFn);
 /// true), since the process started: tests check the fused paths ran.
 std::int64_t linear_fused_forwards();
 std::int64_t linear_fused_wgrads();
-/// Of those weight gradients, the ones computed as products over chunks of the tokens
-/// (ops/linalg/cuda_lt.cu, split_wgrad).
-std::int64_t linear_split_wgrads();
-/// Counts one split weight gradient (called by the CUDA kernel).
-void count_split_wgrad();
 
 }  // namespace tg::ops

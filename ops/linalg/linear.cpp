@@ -19,13 +19,11 @@ TG_DEFINE_KERNEL(linear_fwd_kernel, LinearFwdFn)
 TG_DEFINE_KERNEL(linear_wgrad_kernel, LinearWgradFn)
 
 namespace {
-std::atomic<std::int64_t> g_fused_fwd{0}, g_fused_wgrad{0}, g_split_wgrad{0};
+std::atomic<std::int64_t> g_fused_fwd{0}, g_fused_wgrad{0};
 }  // namespace
 
 std::int64_t linear_fused_forwards() { return g_fused_fwd.load(std::memory_order_relaxed); }
 std::int64_t linear_fused_wgrads() { return g_fused_wgrad.load(std::memory_order_relaxed); }
-std::int64_t linear_split_wgrads() { return g_split_wgrad.load(std::memory_order_relaxed); }
-void count_split_wgrad() { g_split_wgrad.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace ops
 
 namespace {
