@@ -395,9 +395,10 @@ TEST_CASE("linear: x wᵀ + b against an f64 reference, with and without bias, g
 TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU", "[ops][matmul][linear][cuda]") {
   TG_REQUIRE_CUDA();
   const std::int64_t fwd0 = ops::linear_fused_forwards(), wg0 = ops::linear_fused_wgrads();
-  // the example GPT's shapes first (these must take the fused kernels), then odd ones
+  // a weight of many tiles first (its gradient takes the fused kernel), then the example
+  // GPT's shapes (few tiles: GEMM and column sum) and odd ones
   for (auto [m, k, n] : std::vector<std::array<std::int64_t, 3>>{
-           {2048, 384, 1152}, {2048, 1536, 384}, {64, 64, 64}, {3, 5, 7}, {33, 17, 9}}) {
+           {256, 4096, 4096}, {2048, 384, 1152}, {2048, 1536, 384}, {64, 64, 64}, {3, 5, 7}, {33, 17, 9}}) {
     for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
       INFO("m " << m << " k " << k << " n " << n << " " << dt);
       Tensor x = tgt::rand64({m, k}, 310).to(dt), w = tgt::rand64({n, k}, 311).to(dt), b = tgt::rand64({n}, 312).to(dt);
@@ -421,6 +422,6 @@ TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU",
       }
     }
   }
-  CHECK(ops::linear_fused_forwards() - fwd0 >= 6);  // the GPT shapes, every dtype
-  CHECK(ops::linear_fused_wgrads() - wg0 >= 6);
+  CHECK(ops::linear_fused_forwards() - fwd0 >= 9);  // the first three shapes, every dtype
+  CHECK(ops::linear_fused_wgrads() - wg0 >= 3);      // the first shape, every dtype
 }
