@@ -83,6 +83,27 @@ void require_throws(F&& f, const std::vector<std::string>& parts) {
   }
 }
 
+/// Sets tg::set_sync_checks for a scope.
+struct SyncChecksGuard {
+  explicit SyncChecksGuard(bool on) : prev_(tg::sync_checks()) { tg::set_sync_checks(on); }
+  ~SyncChecksGuard() { tg::set_sync_checks(prev_); }
+  SyncChecksGuard(const SyncChecksGuard&) = delete;
+  SyncChecksGuard& operator=(const SyncChecksGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// f, then a synchronisation with the GPU: a check of device values that f queued has
+/// thrown by then, with sync checks on or off (runtime/deferred_checks.h).
+template <typename F>
+std::function<void()> synced(F f) {
+  return [f] {
+    f();
+    tg::synchronize(tg::Device::cuda());
+  };
+}
+
 /// Random f64 CPU tensor in [lo, hi).
 inline tg::Tensor rand64(const tg::Shape& s, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   return tg::rand_seeded(s, seed, {.dtype = tg::DType::f64}, lo, hi);

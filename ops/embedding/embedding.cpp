@@ -1,4 +1,4 @@
-// embedding: validation (indices checked on the host), output allocation, dispatch,
+// embedding: validation (indices checked on their device, ops/index_check), output allocation, dispatch,
 // autograd recording.
 #include "ops/embedding/embedding.h"
 
@@ -8,6 +8,7 @@
 #include "autograd/node.h"
 #include "ops/common.h"
 #include "ops/embedding/kernels.h"
+#include "ops/index_check/kernels.h"
 #include "ops/factory/factory.h"
 
 namespace tg {
@@ -34,16 +35,21 @@ std::string position_of(std::int64_t flat, const Shape& shape) {
   return os.str();
 }
 
-// Throws tg::ValueError naming the first index outside [0, V). Copies indices to the host.
-void check_indices(const Tensor& indices, std::int64_t V) {
-  const std::vector<std::int64_t> idx = indices.to_vector<std::int64_t>();
-  for (std::size_t i = 0; i < idx.size(); ++i) {
-    if (idx[i] < 0 || idx[i] >= V) {
-      TG_THROW(ValueError, "embedding: indices", position_of(static_cast<std::int64_t>(i), indices.shape()), " = ",
-               idx[i], " is out of range for a weight with V = ", V, " rows (expected 0 <= index < ", V,
-               "; indices has shape ", indices.shape(), ")");
+// The check of the indices' range [lo, hi] against V rows; on failure it names the first
+// index outside [0, V) (reading indices on the host: only then).
+ops::RangeVerdict index_verdict(const Tensor& indices, std::int64_t V) {
+  const char* note = ops::deferred_check_note(indices.device());
+  return [indices, V, note](std::int64_t lo, std::int64_t hi) {
+    if (lo >= 0 && hi < V) return;
+    const std::vector<std::int64_t> idx = indices.to_vector<std::int64_t>();
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+      if (idx[i] < 0 || idx[i] >= V) {
+        TG_THROW(ValueError, "embedding: indices", position_of(static_cast<std::int64_t>(i), indices.shape()), " = ",
+                 idx[i], " is out of range for a weight with V = ", V, " rows (expected 0 <= index < ", V,
+                 "; indices has shape ", indices.shape(), ")", note);
+      }
     }
-  }
+  };
 }
 
 }  // namespace
@@ -56,7 +62,8 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
            "embedding: indices must have dtype i32 or i64, got ", indices.dtype());
   ops::check_same_device("embedding", "weight", weight, "indices", indices);
   const std::int64_t V = weight.size(0), D = weight.size(1), n = indices.numel();
-  if (n > 0) check_indices(indices, V);
+  // Checked on the indices' device (the kernels never read outside weight meanwhile).
+  if (n > 0) ops::index_range_kernel()(indices.device())(indices.detach(), index_verdict(indices.detach(), V));
 
   std::vector<std::int64_t> dims = indices.shape().dims();
   dims.push_back(D);

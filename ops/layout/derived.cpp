@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ops/factory/factory.h"
+#include "ops/index_check/kernels.h"
 #include "ops/sparse_adapt/kernels.h"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/stream.h"
@@ -95,7 +96,7 @@ Layout distribution_layout(const BlockSparseTensor& idx, int dim, const Shape& t
   Tensor flags = zeros({tB, tMb, tNb}, {.dtype = DType::boolean, .device = idx.device()});
   if (l.n_blocks() > 0) {
     const std::int64_t limit = tgt[d];
-    ops::sparse_index_range_kernel()(idx.device())(idx.data(), [limit, d](std::int64_t lo, std::int64_t hi) {
+    ops::index_range_kernel()(idx.device())(idx.data(), [limit, d](std::int64_t lo, std::int64_t hi) {
       if (lo < 0 || hi >= limit) {
         TG_THROW(ValueError, "distribution_layout: idx values must lie in [0, ", limit,
                  ") (the target extent along dim ", d, "), got values in [", lo, ", ", hi, "]");

@@ -29,9 +29,21 @@ void with_target(const Tensor& target, F&& f) {
     f(target.data<std::int32_t>());
 }
 
-void cross_entropy_fwd_cpu(const Tensor& logits, const Tensor& target, std::int64_t ignore_index, std::int64_t count,
-                           const Tensor& out, const Tensor& lse) {
+void cross_entropy_fwd_cpu(const Tensor& logits, const Tensor& target, std::int64_t ignore_index, const Tensor& out,
+                           const Tensor& lse, const Tensor& count_out, const RangeVerdict& verdict) {
   const std::int64_t n = logits.size(0), classes = logits.size(1);
+  std::int64_t count = 0, lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
+  with_target(target, [&](const auto* t) {
+    for (std::int64_t r = 0; r < n; ++r) {
+      const auto v = static_cast<std::int64_t>(t[r]);
+      if (v == ignore_index) continue;
+      ++count;
+      lo = std::min(lo, v);
+      hi = std::max(hi, v);
+    }
+  });
+  verdict(lo, hi);
+  count_out.data<std::int64_t>()[0] = count;
   TG_DISPATCH_FLOATING(logits.dtype(), "cross_entropy", [&] {
     using Acc = typename acc_type<scalar_t>::type;
     constexpr Acc kNegInf = -std::numeric_limits<Acc>::infinity();
@@ -58,8 +70,9 @@ void cross_entropy_fwd_cpu(const Tensor& logits, const Tensor& target, std::int6
 }
 
 void cross_entropy_bwd_cpu(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad,
-                           std::int64_t ignore_index, std::int64_t count, const Tensor& dlogits) {
+                           std::int64_t ignore_index, const Tensor& count_t, const Tensor& dlogits) {
   const std::int64_t n = logits.size(0), classes = logits.size(1);
+  const std::int64_t count = count_t.data<std::int64_t>()[0];
   TG_DISPATCH_FLOATING(logits.dtype(), "cross_entropy backward", [&] {
     using Acc = typename acc_type<scalar_t>::type;
     const scalar_t* x = logits.data<scalar_t>();

@@ -2,11 +2,16 @@
 //
 // cross_entropy: one fused row kernel (online log-sum-exp in one read of the row, then the
 // row's loss) writing the per-row log-sum-exp (kept for backward) and loss; then one block
-// sums the row losses in a fixed order (deterministic) into the mean. mse_loss reduces
-// (a − b)² with cub::DeviceReduce.
+// sums the row losses in a fixed order (deterministic) into the mean, counts the rows that
+// are not ignored (on the device: the host never waits) and reports the range of their
+// targets (ops/index_check). mse_loss reduces (a − b)² with cub::DeviceReduce.
+#include <climits>
+#include <memory>
+
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
 
+#include "ops/index_check/range_report.cuh"
 #include "ops/loss/kernels.h"
 #include "ops/reduce/cuda_math.cuh"
 #include "runtime/cuda/cuda_backend.h"
@@ -59,21 +64,41 @@ __global__ void cross_entropy_rows_kernel(const T* __restrict__ x, const I* __re
       const Acc l = ms.m == ninf ? ninf : ms.m + gpu::acc_log(ms.s);
       lse[row] = l;
       const auto t = static_cast<std::int64_t>(target[row]);
-      // Targets were range-checked on the host; the bound check only guards memory.
+      // An out-of-range target is reported by the range check; here it only must not be
+      // used as an address.
       loss[row] = (t == ignore_index || t < 0 || t >= classes) ? Acc(0) : l - static_cast<Acc>(xr[t]);
     }
   }
 }
 
-// out = Σ loss / count (0 when count == 0), summed by one block in a fixed order.
-template <typename T, typename Acc>
+// One block: count = the rows whose target is not ignore_index, out = Σ loss / count (0
+// when count == 0), summed in a fixed order (deterministic), and the smallest and largest
+// counted target reported for the range check. `summed` rows have a loss (0 when C == 0).
+template <typename T, typename Acc, typename I>
 __global__ void __launch_bounds__(kMeanThreads)
-    mean_kernel(const Acc* __restrict__ loss, std::int64_t n, std::int64_t count, T* __restrict__ out) {
+    mean_kernel(const Acc* __restrict__ loss, std::int64_t summed, const I* __restrict__ target, std::int64_t n,
+                std::int64_t ignore_index, T* __restrict__ out, std::int64_t* __restrict__ count_out,
+                range::RangeSink rs) {
   __shared__ Acc smem[32];
+  __shared__ std::int64_t cnt_smem[32];
   Acc s = 0;
-  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) s += loss[i];
+  for (std::int64_t i = threadIdx.x; i < summed; i += blockDim.x) s += loss[i];
+  std::int64_t cnt = 0;
+  long long lo = LLONG_MAX, hi = LLONG_MIN;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const auto t = static_cast<long long>(target[i]);
+    if (t == ignore_index) continue;
+    ++cnt;
+    lo = min(lo, t);
+    hi = max(hi, t);
+  }
   s = gpu::block_allreduce(s, SumOp{}, smem);
-  if (threadIdx.x == 0) out[0] = static_cast<T>(count > 0 ? s / static_cast<Acc>(count) : Acc(0));
+  cnt = gpu::block_allreduce(cnt, SumOp{}, cnt_smem);
+  range::publish_range<kMeanThreads>(lo, hi, rs);
+  if (threadIdx.x == 0) {
+    out[0] = static_cast<T>(cnt > 0 ? s / static_cast<Acc>(cnt) : Acc(0));
+    count_out[0] = cnt;
+  }
 }
 
 template <typename T, typename I, int VEC>
@@ -91,43 +116,49 @@ void launch_ce_rows(const T* x, const I* t, std::int64_t rows, std::int64_t clas
 }
 
 void cross_entropy_fwd_cuda(const Tensor& logits, const Tensor& target, std::int64_t ignore_index,
-                            std::int64_t count, const Tensor& out, const Tensor& lse) {
+                            const Tensor& out, const Tensor& lse, const Tensor& count, const RangeVerdict& verdict) {
   const Device dev = logits.device();
   tg::cuda::DeviceGuard guard(dev.index);
-  cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
+  const Stream st = tg::current_stream(dev);
+  cudaStream_t stream = tg::cuda::stream_of(st);
   const std::int64_t n = logits.size(0), classes = logits.size(1);
+  auto lease = std::make_unique<range::RangeLease>(dev);
   TG_DISPATCH_FLOATING(logits.dtype(), "cross_entropy", [&] {
     using T = scalar_t;
     using Acc = typename acc_type<T>::type;
     Tensor loss = tg::empty(Shape{n}, {.dtype = dtype_of<Acc>(), .device = dev});
-    std::int64_t summed = n;
-    if (n > 0 && classes > 0) {
-      const T* x = logits.data<T>();
-      const bool vec = gpu::vec_ok(16, classes, sizeof(T), {x});
-      auto rows = [&](const auto* t) {
-        using I = std::remove_cv_t<std::remove_pointer_t<decltype(t)>>;
-        if (vec) launch_ce_rows<T, I, gpu::max_vec<T>()>(x, t, n, classes, ignore_index, lse.data<Acc>(),
-                                                         loss.data<Acc>(), stream);
-        else launch_ce_rows<T, I, 1>(x, t, n, classes, ignore_index, lse.data<Acc>(), loss.data<Acc>(), stream);
-      };
-      if (target.dtype() == DType::i64) rows(target.data<std::int64_t>());
-      else rows(target.data<std::int32_t>());
-    } else {
-      // No class to sum over: every row was ignored (the host check saw to that), so
-      // every row loss is 0 and count is 0.
-      summed = 0;
-    }
-    mean_kernel<T, Acc><<<1, kMeanThreads, 0, stream>>>(loss.data<Acc>(), summed, count, out.data<T>());
-    TG_CUDA_CHECK_LAST();
+    // No class to sum over: every counted row is out of range (the range check reports
+    // it), every loss 0.
+    const std::int64_t summed = classes > 0 ? n : 0;
+    const auto launch = [&](const auto* t) {
+      using I = std::remove_cv_t<std::remove_pointer_t<decltype(t)>>;
+      if (summed > 0) {
+        const T* x = logits.data<T>();
+        if (gpu::vec_ok(16, classes, sizeof(T), {x})) {
+          launch_ce_rows<T, I, gpu::max_vec<T>()>(x, t, n, classes, ignore_index, lse.data<Acc>(), loss.data<Acc>(),
+                                                  stream);
+        } else {
+          launch_ce_rows<T, I, 1>(x, t, n, classes, ignore_index, lse.data<Acc>(), loss.data<Acc>(), stream);
+        }
+      }
+      mean_kernel<T, Acc, I><<<1, kMeanThreads, 0, stream>>>(loss.data<Acc>(), summed, t, n, ignore_index,
+                                                             out.data<T>(), count.data<std::int64_t>(), lease->sink(1));
+      TG_CUDA_CHECK_LAST();
+    };
+    if (target.dtype() == DType::i64) launch(target.data<std::int64_t>());
+    else launch(target.data<std::int32_t>());
   });
+  range::RangeLease::defer(std::move(lease), st, verdict);
 }
 
 template <typename T, typename I>
 __global__ void cross_entropy_bwd_kernel_impl(const T* __restrict__ x, const I* __restrict__ target,
                                               const typename acc_type<T>::type* __restrict__ lse,
                                               const T* __restrict__ grad, std::int64_t rows, std::int64_t classes,
-                                              std::int64_t ignore_index, std::int64_t count, T* __restrict__ dx) {
+                                              std::int64_t ignore_index, const std::int64_t* __restrict__ count_p,
+                                              T* __restrict__ dx) {
   using Acc = typename acc_type<T>::type;
+  const std::int64_t count = *count_p;
   const Acc coef = count > 0 ? static_cast<Acc>(grad[0]) / static_cast<Acc>(count) : Acc(0);
   const std::int64_t n = rows * classes;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
@@ -145,7 +176,8 @@ __global__ void cross_entropy_bwd_kernel_impl(const T* __restrict__ x, const I* 
 }
 
 void cross_entropy_bwd_cuda(const Tensor& logits, const Tensor& target, const Tensor& lse, const Tensor& grad,
-                            std::int64_t ignore_index, std::int64_t count, const Tensor& dlogits) {
+                            std::int64_t ignore_index, const Tensor& count_t, const Tensor& dlogits) {
+  const std::int64_t* count = count_t.data<std::int64_t>();
   const Device dev = logits.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);

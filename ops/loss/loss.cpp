@@ -16,21 +16,23 @@ TG_DEFINE_KERNEL(mse_bwd_kernel, MseBwdFn)
 
 namespace {
 
-// Checks every target on the host (out-of-range indices must never reach a kernel) and
-// returns the number of rows that are not ignored.
-template <typename I>
-std::int64_t count_targets(const I* t, std::int64_t n, std::int64_t classes, std::int64_t ignore_index) {
-  std::int64_t count = 0;
-  for (std::int64_t r = 0; r < n; ++r) {
-    const auto v = static_cast<std::int64_t>(t[r]);
-    if (v == ignore_index) continue;
-    if (v < 0 || v >= classes) {
-      TG_THROW(ValueError, "cross_entropy: target[", r, "] = ", v, " is out of range for C = ", classes,
-               " classes (expected 0 <= target < ", classes, ", or ignore_index = ", ignore_index, ")");
+// The check of the counted targets' range [lo, hi] against C classes; on failure it names
+// the first bad target (reading target on the host: only then).
+ops::RangeVerdict target_verdict(const Tensor& target, std::int64_t classes, std::int64_t ignore_index) {
+  const char* note = ops::deferred_check_note(target.device());
+  return [target, classes, ignore_index, note](std::int64_t lo, std::int64_t hi) {
+    if (lo >= 0 && hi < classes) return;  // also lo > hi: no counted row
+    const std::vector<std::int64_t> t = target.to_vector<std::int64_t>();
+    for (std::size_t r = 0; r < t.size(); ++r) {
+      const std::int64_t v = t[r];
+      if (v != ignore_index && (v < 0 || v >= classes)) {
+        TG_THROW(ValueError, "cross_entropy: target[", r, "] = ", v, " is out of range for C = ", classes,
+                 " classes (expected 0 <= target < ", classes, ", or ignore_index = ", ignore_index, ")", note);
+      }
     }
-    ++count;
-  }
-  return count;
+    TG_THROW(ValueError, "cross_entropy: targets must lie in [0, ", classes, ") or equal ignore_index = ",
+             ignore_index, ", got values in [", lo, ", ", hi, "]", note);
+  };
 }
 
 }  // namespace
@@ -46,26 +48,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, std::int64_t ig
            logits.size(0), "] (one class index per row of logits ", logits.shape(), "), got ", target.shape());
   ops::check_same_device(op, "logits", logits, "target", target);
 
-  const std::int64_t n = logits.size(0), classes = logits.size(1);
-  const Tensor host_target = target.detach().to(Device::cpu());
-  const std::int64_t count =
-      target.dtype() == DType::i64
-          ? count_targets(host_target.data<std::int64_t>(), n, classes, ignore_index)
-          : count_targets(host_target.data<std::int32_t>(), n, classes, ignore_index);
-
+  const std::int64_t n = logits.size(0);
   const DType acc = logits.dtype() == DType::f64 ? DType::f64 : DType::f32;
   Tensor out = ops::empty_like(logits, Shape{}, logits.dtype());
   Tensor lse = ops::empty_like(logits, Shape{n}, acc);
-  ops::cross_entropy_fwd_kernel()(logits.device())(logits, target, ignore_index, count, out, lse);
+  Tensor count = ops::empty_like(logits, Shape{1}, DType::i64);
+  const Tensor td = target.detach();
+  ops::cross_entropy_fwd_kernel()(logits.device())(logits, td, ignore_index, out, lse, count,
+                                                  target_verdict(td, logits.size(1), ignore_index));
   if (autograd::needs_grad({logits})) {
-    autograd::record(op, {logits}, {out},
-                     [ld = logits.detach(), td = target.detach(), lse, ignore_index, count](const std::vector<Tensor>& g) {
-                       Tensor dl = ops::empty_like(ld);
-                       if (dl.numel() > 0) {
-                         ops::cross_entropy_bwd_kernel()(ld.device())(ld, td, lse, g[0], ignore_index, count, dl);
-                       }
-                       return std::vector<Tensor>{dl};
-                     });
+    autograd::record(op, {logits}, {out}, [ld = logits.detach(), td, lse, count, ignore_index](const std::vector<Tensor>& g) {
+      Tensor dl = ops::empty_like(ld);
+      if (dl.numel() > 0) ops::cross_entropy_bwd_kernel()(ld.device())(ld, td, lse, g[0], ignore_index, count, dl);
+      return std::vector<Tensor>{dl};
+    });
   }
   return out;
 }

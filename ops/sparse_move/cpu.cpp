@@ -125,13 +125,11 @@ void for_each_indexed(const Layout& l, int dim, const I* id, F&& f) {
   });
 }
 
-void index_range_of(const Tensor& idx, std::int64_t& lo, std::int64_t& hi);
-
 void gather_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx, const Layout& il, Tensor& out,
                 const RangeVerdict* verdict) {
   if (verdict) {
     std::int64_t lo = 0, hi = 0;
-    index_range_of(idx, lo, hi);
+    index_range_host(idx, lo, hi);
     (*verdict)(lo, hi);
     const std::int64_t ext = dim == 0 ? sl.batch() : dim == 1 ? sl.rows() : sl.cols();
     if (lo < 0 || hi >= ext) return;  // a verdict that let them pass gathers nothing
@@ -182,25 +180,6 @@ void scatter_cpu(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
   });
 }
 
-void index_range_of(const Tensor& idx, std::int64_t& lo, std::int64_t& hi) {
-  lo = std::numeric_limits<std::int64_t>::max();
-  hi = std::numeric_limits<std::int64_t>::min();
-  dispatch_index(idx.dtype(), [&](auto ix) {
-    using I = decltype(ix);
-    const I* id = static_cast<const I*>(idx.data_ptr());
-    for (std::int64_t i = 0; i < idx.numel(); ++i) {
-      lo = std::min<std::int64_t>(lo, id[i]);
-      hi = std::max<std::int64_t>(hi, id[i]);
-    }
-  });
-}
-
-void index_range_cpu(const Tensor& idx, const RangeVerdict& verdict) {
-  std::int64_t lo = 0, hi = 0;
-  index_range_of(idx, lo, hi);
-  verdict(lo, hi);
-}
-
 void distribution_cpu(const Tensor& idx, const Layout& il, int dim, std::int64_t bs, std::int64_t tB,
                       std::int64_t tMb, std::int64_t tNb, Tensor& flags) {
   bool* fl = flags.data<bool>();
@@ -221,7 +200,6 @@ TG_REGISTER_KERNEL(sparse_map_blocks_kernel, CPU, &map_blocks_cpu);
 TG_REGISTER_KERNEL(sparse_reduce_blocks_kernel, CPU, &reduce_blocks_cpu);
 TG_REGISTER_KERNEL(sparse_gather_kernel, CPU, &gather_cpu);
 TG_REGISTER_KERNEL(sparse_scatter_kernel, CPU, &scatter_cpu);
-TG_REGISTER_KERNEL(sparse_index_range_kernel, CPU, &index_range_cpu);
 TG_REGISTER_KERNEL(sparse_distribution_kernel, CPU, &distribution_cpu);
 
 }  // namespace tg::ops

@@ -22,16 +22,20 @@
 #include <mutex>
 #include <vector>
 
+#include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/deferred_checks.h"
 #include "runtime/op_caches.h"
 
 namespace tg::ops {
 namespace {
 
 using namespace smove;
+using range::kMaxRangeCtas;
+using range::publish_range;
+using range::RangeLease;
+using range::RangeSink;
 
 /// V consecutive elements of type T, loaded and stored as one access.
 template <typename T, int V>
@@ -375,112 +379,6 @@ void transpose_cuda(const Tensor& src, const Layout& l, Tensor& out) {
   });
 }
 
-// ---- index range readback --------------------------------------------------------------------
-
-// Signed -> unsigned map that keeps the order, so that both extremes are atomicMax of
-/// The most CTAs a kernel reporting an index range may have (launchers cap their grids).
-constexpr unsigned kMaxRangeCtas = 8192;
-
-/// Where a kernel reports the smallest and largest index it read: CTA c writes its
-/// (lo, hi) to host[2c], host[2c + 1], mapped pinned memory, and the host reduces the
-/// `ctas` pairs once the kernel has completed (an event after it). Plain stores that no
-/// thread waits for: a last-CTA reduction on the device (atomics, then a counter whose
-/// result a thread must wait for) held every gather CTA's shared-memory stage for a round
-/// trip and cost ~5% of the op at density 0.25. A null `host` reports nothing.
-struct RangeSink {
-  long long* host = nullptr;
-};
-
-/// Writes this CTA's (lo, hi) over all its threads' into rs; all threads of the CTA (of
-/// kThreads) must call it.
-__device__ __forceinline__ void publish_range(long long lo, long long hi, const RangeSink& rs) {
-  if (rs.host == nullptr) return;
-  __shared__ long long s_lo[kThreads / 32], s_hi[kThreads / 32];
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off));
-    hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-  }
-  if ((threadIdx.x & 31) == 0) s_lo[threadIdx.x >> 5] = lo, s_hi[threadIdx.x >> 5] = hi;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (int w = 1; w < kThreads / 32; ++w) lo = min(lo, s_lo[w]), hi = max(hi, s_hi[w]);
-  if (blockIdx.x < kMaxRangeCtas) reinterpret_cast<longlong2*>(rs.host)[blockIdx.x] = make_longlong2(lo, hi);
-}
-
-/// A reusable pinned, mapped buffer of kMaxRangeCtas (lo, hi) pairs on one device, which
-/// kernels write through the host pointer itself (unified addressing, always on in 64-bit
-/// processes, maps every cudaHostAlloc allocation).
-struct RangeSlot {
-  int device = -1;
-  std::shared_ptr<long long> host;
-};
-
-/// Takes a free slot of `device` from a process-wide pool (or makes one) for one kernel;
-/// defer() hands the range to a verdict once the kernel has run and gives the slot back.
-/// The pool is a mutex-guarded free list, so concurrent callers (threads, streams) never
-/// share a slot while a kernel may still write it. A lease dropped before its verdict ran
-/// (an exception between launch and defer, or a thread exiting with checks queued) gives
-/// its slot back unused.
-class RangeLease {
- public:
-  explicit RangeLease(const Device& device) {
-    auto& pool = runtime::OpCacheList<RangeSlot>::instance();
-    {
-      std::lock_guard<std::mutex> lock(pool.mu);
-      for (auto it = pool.entries.begin(); it != pool.entries.end(); ++it) {
-        if (it->device == device.index) {
-          slot_ = std::move(*it);
-          pool.entries.erase(it);
-          return;
-        }
-      }
-    }
-    tg::cuda::DeviceGuard guard(device.index);
-    slot_.device = device.index;
-    void* p = nullptr;
-    TG_CUDA_CHECK(cudaHostAlloc(&p, 2 * sizeof(long long) * kMaxRangeCtas, cudaHostAllocMapped | cudaHostAllocPortable));
-    slot_.host.reset(static_cast<long long*>(p), [](long long* q) { cudaFreeHost(q); });
-  }
-  ~RangeLease() {
-    // Only a buffer whose kernel is known to have completed goes back to the pool; any
-    // other is freed (cudaFreeHost waits for the device).
-    if (!judged_) return;
-    auto& pool = runtime::OpCacheList<RangeSlot>::instance();
-    std::lock_guard<std::mutex> lock(pool.mu);
-    pool.entries.push_front(std::move(slot_));
-  }
-  RangeLease(const RangeLease&) = delete;
-  RangeLease& operator=(const RangeLease&) = delete;
-
-  /// The sink of a launch of `ctas` (at most kMaxRangeCtas) CTAs; one launch per lease.
-  RangeSink sink(unsigned ctas) {
-    if (ctas > kMaxRangeCtas) TG_THROW(Error, "index range check: internal error: grid of ", ctas, " CTAs");
-    ctas_ = ctas;
-    return {slot_.host.get()};
-  }
-
-  /// Queues `verdict` on the range the launch given sink() writes (runtime::defer_check).
-  static void defer(std::unique_ptr<RangeLease> lease, const Stream& stream, RangeVerdict verdict) {
-    std::shared_ptr<RangeLease> held(std::move(lease));
-    runtime::defer_check(stream, [held, v = std::move(verdict)] {
-      std::int64_t lo = std::numeric_limits<std::int64_t>::max(), hi = std::numeric_limits<std::int64_t>::min();
-      const volatile long long* h = held->slot_.host.get();
-      for (unsigned c = 0; c < held->ctas_; ++c) {
-        lo = std::min<std::int64_t>(lo, h[2 * c]);
-        hi = std::max<std::int64_t>(hi, h[2 * c + 1]);
-      }
-      held->judged_ = true;
-      v(lo, hi);
-    });
-  }
-
- private:
-  RangeSlot slot_;
-  unsigned ctas_ = 0;
-  bool judged_ = false;
-};
-
 // ---- gather / scatter ----------------------------------------------------------------------
 
 
@@ -743,7 +641,7 @@ __global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* _
     else write(std::false_type{});
     __syncthreads();  // the next item restages and rebuilds the table
   }
-  publish_range(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
 /// Geometry of gather_direct_k.
@@ -827,7 +725,7 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
       if (g < units) reinterpret_cast<EP*>(out)[g] = p[r];
     }
   }
-  publish_range(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
 /// Sets the shared-memory limits of gather_rows_k<E, I> on `dev` (the current device) once.
@@ -1001,60 +899,6 @@ void scatter_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& id
   });
 }
 
-// ---- index range ---------------------------------------------------------------------------
-
-template <typename I, int V>
-__global__ void __launch_bounds__(kThreads) index_range_k(const I* __restrict__ idx, std::int64_t units, RangeSink rs) {
-  using P = Pack<I, V>;
-  long long lo = LLONG_MAX, hi = LLONG_MIN;
-  const P* p = reinterpret_cast<const P*>(idx);
-  constexpr std::int64_t kChunk = std::int64_t(kUnroll) * kThreads;
-  for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kChunk; base < units;
-       base += static_cast<std::int64_t>(gridDim.x) * kChunk) {
-    P x[kUnroll];
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      const std::int64_t g = base + r * kThreads + threadIdx.x;
-      if (g < units) x[r] = p[g];
-    }
-#pragma unroll
-    for (int r = 0; r < kUnroll; ++r) {
-      if (base + r * kThreads + threadIdx.x >= units) break;
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        lo = min(lo, static_cast<long long>(x[r].v[e]));
-        hi = max(hi, static_cast<long long>(x[r].v[e]));
-      }
-    }
-  }
-  publish_range(lo, hi, rs);
-}
-
-void index_range_cuda(const Tensor& idx, const RangeVerdict& verdict) {
-  const std::int64_t n = idx.numel();
-  if (n == 0) return;
-  const int dev = idx.device().index;
-  tg::cuda::DeviceGuard guard(dev);
-  const Stream stream = tg::current_stream(idx.device());
-  cudaStream_t st = tg::cuda::stream_of(stream);
-  auto lease = std::make_unique<RangeLease>(idx.device());
-  dispatch_index(idx.dtype(), [&](auto ix) {
-    using I = decltype(ix);
-    constexpr int VMAX = 16 / sizeof(I);
-    const bool vec = n % VMAX == 0 && reinterpret_cast<std::uintptr_t>(idx.data_ptr()) % 16 == 0;
-    const I* p = static_cast<const I*>(idx.data_ptr());
-    const unsigned grid = std::min(chunk_grid(vec ? n / VMAX : n, dev), kMaxRangeCtas);
-    const RangeSink r = lease->sink(grid);
-    if (vec) {
-      index_range_k<I, VMAX><<<grid, kThreads, 0, st>>>(p, n / VMAX, r);
-    } else {
-      index_range_k<I, 1><<<grid, kThreads, 0, st>>>(p, n, r);
-    }
-    TG_CUDA_CHECK_LAST();
-  });
-  RangeLease::defer(std::move(lease), stream, verdict);
-}
-
 // ---- distribution layout -------------------------------------------------------------------
 
 template <typename I>
@@ -1095,7 +939,6 @@ TG_REGISTER_KERNEL(sparse_map_blocks_kernel, CUDA, &map_blocks_cuda);
 TG_REGISTER_KERNEL(sparse_reduce_blocks_kernel, CUDA, &reduce_blocks_cuda);
 TG_REGISTER_KERNEL(sparse_gather_kernel, CUDA, &gather_cuda);
 TG_REGISTER_KERNEL(sparse_scatter_kernel, CUDA, &scatter_cuda);
-TG_REGISTER_KERNEL(sparse_index_range_kernel, CUDA, &index_range_cuda);
 TG_REGISTER_KERNEL(sparse_distribution_kernel, CUDA, &distribution_cuda);
 
 }  // namespace tg::ops

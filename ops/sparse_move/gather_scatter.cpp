@@ -8,13 +8,11 @@
 #include "ops/factory/factory.h"
 #include "ops/sparse_move/kernels.h"
 #include "ops/sparse_move/sparse_move.h"
-#include "runtime/deferred_checks.h"
 
 namespace tg {
 namespace ops {
 TG_DEFINE_KERNEL(sparse_gather_kernel, GatherFn)
 TG_DEFINE_KERNEL(sparse_scatter_kernel, ScatterFn)
-TG_DEFINE_KERNEL(sparse_index_range_kernel, IndexRangeFn)
 TG_DEFINE_KERNEL(sparse_distribution_kernel, DistributionFn)
 }  // namespace ops
 
@@ -57,10 +55,7 @@ void check_extents(const char* op, int dim, const char* small_name, const Layout
 // On a GPU it usually runs after the op has returned (runtime/deferred_checks.h), and the
 // message says where the error comes from.
 ops::RangeVerdict range_verdict(const char* op, int dim, std::int64_t limit, const char* what, const Device& device) {
-  const char* when = device.is_cuda() && !sync_checks()
-                         ? " (checked on the device after the op returned; TG_SYNC_CHECKS=1 or "
-                           "tg::set_sync_checks(true) makes the op itself throw)"
-                         : "";
+  const char* when = ops::deferred_check_note(device);
   return [op, dim, limit, what, when](std::int64_t lo, std::int64_t hi) {
     if (lo < 0 || hi >= limit) {
       TG_THROW(ValueError, op, ": idx values must lie in [0, ", limit, ") (the extent of ", what, " along dim ", dim,
@@ -73,7 +68,7 @@ ops::RangeVerdict range_verdict(const char* op, int dim, std::int64_t limit, con
 // range_verdict.
 void check_index_range(const char* op, const BlockSparseTensor& idx, int dim, std::int64_t limit, const char* what) {
   if (idx.layout().n_blocks() == 0) return;
-  ops::sparse_index_range_kernel()(idx.device())(idx.data(), range_verdict(op, dim, limit, what, idx.device()));
+  ops::index_range_kernel()(idx.device())(idx.data(), range_verdict(op, dim, limit, what, idx.device()));
 }
 
 Tensor gather_impl(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx, bool checked);

@@ -4,17 +4,13 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 
 #include "core/layout.h"
+#include "ops/index_check/kernels.h"
 #include "ops/dispatch.h"
 #include "ops/sparse_move/block_map.h"
 
 namespace tg::ops {
-
-/// A check of an index tensor's values, given their smallest and largest value once they
-/// are known; throws a tg::Error when they are out of range.
-using RangeVerdict = std::function<void(std::int64_t lo, std::int64_t hi)>;
 
 /// Output block t of the transposed layout is source block col_blocks[t] transposed
 /// (the CSC order of the source is the canonical order of its transpose). Any dtype.
@@ -42,9 +38,6 @@ using GatherFn = void(const Tensor& src, const Layout& src_layout, int dim, cons
 /// None: `out` has src's dtype; overlapping writes leave one of the values.
 using ScatterFn = void(const Tensor& src, const Layout& src_layout, int dim, const Tensor& idx,
                        const Layout& target_layout, bool sum, Tensor& out);
-/// Hands the smallest and largest value of a non-empty i32/i64 tensor to `verdict`: on the
-/// CPU before returning, on CUDA through runtime::defer_check.
-using IndexRangeFn = void(const Tensor& idx, const RangeVerdict& verdict);
 /// Sets flags[(b*tMb + R)*tNb + C] = true (bool, zero-initialised, on idx's device) for
 /// every target block of block size `bs` that an element of idx writes to along `dim`
 /// in a target grid of tB x tMb x tNb blocks. Values were range-checked.
@@ -56,7 +49,6 @@ TG_DECLARE_KERNEL(sparse_map_blocks_kernel, MapBlocksFn);
 TG_DECLARE_KERNEL(sparse_reduce_blocks_kernel, ReduceBlocksFn);
 TG_DECLARE_KERNEL(sparse_gather_kernel, GatherFn);
 TG_DECLARE_KERNEL(sparse_scatter_kernel, ScatterFn);
-TG_DECLARE_KERNEL(sparse_index_range_kernel, IndexRangeFn);
 TG_DECLARE_KERNEL(sparse_distribution_kernel, DistributionFn);
 
 }  // namespace tg::ops

@@ -163,10 +163,26 @@ TEST_CASE("embedding on CUDA matches the CPU, forward and backward", "[ops][embe
       }
     }
   }
-  // Index errors are raised before any kernel, from the host copy of the indices.
+  // Index errors: checked on the GPU, raised at the next synchronisation (the first bad
+  // index named), or by the call with sync checks on; the kernels read zeros meanwhile.
   Tensor w = zeros({4, 2}, {.device = gpu});
-  tgt::require_throws<ValueError>([&] { (void)embedding(w, make_indices({0, 4}, {2}, DType::i64, gpu)); },
-                                  {"embedding", "indices[1]", "4", "V = 4"});
+  for (DType it : {DType::i64, DType::i32}) {
+    INFO("indices " << it);
+    {
+      tgt::SyncChecksGuard mode(false);
+      Tensor out;
+      REQUIRE_NOTHROW(out = embedding(w, make_indices({0, 4, 9, 1}, {2, 2}, it, gpu)));
+      tgt::require_throws<ValueError>([&] { (void)out.to(Device::cpu()); },
+                                      {"embedding", "indices[0, 1]", "= 4", "V = 4", "after the op returned"});
+      REQUIRE_NOTHROW(synchronize(gpu));
+      tgt::require_throws<ValueError>(tgt::synced([&] { (void)embedding(w, make_indices({-2}, {1}, it, gpu)); }),
+                                      {"embedding", "indices[0]", "-2"});
+    }
+    tgt::SyncChecksGuard mode(true);
+    tgt::require_throws<ValueError>([&] { (void)embedding(w, make_indices({0, 4}, {2}, it, gpu)); },
+                                    {"embedding", "indices[1]", "4", "V = 4"});
+    REQUIRE_NOTHROW(embedding(w, make_indices({3, 0}, {2}, it, gpu)));
+  }
   tgt::require_throws<DeviceError>([&] { (void)embedding(w, make_indices({0}, {1}, DType::i64)); },
                                    {"embedding", "same device", "cuda:0", "cpu"});
   REQUIRE(embedding(w, zeros({0}, {.dtype = DType::i64, .device = gpu})).shape() == Shape{0, 2});

@@ -234,8 +234,30 @@ TEST_CASE("CUDA cross_entropy matches the CPU (warp and block rows, every dtype,
   CHECK(cross_entropy(lg, targets({-100, -100, -100}).to(gpu)).item<double>() == 0.0);
   CHECK(cross_entropy(empty({0, 4}, {.dtype = DType::f32, .device = gpu}), targets({}).to(gpu)).item<double>() ==
         0.0);
-  tgt::require_throws<ValueError>([&] { (void)cross_entropy(lg, targets({0, 4, 1}).to(gpu)); },
-                                  {"cross_entropy", "target[1]", "= 4", "C = 4"});
+  // Out-of-range targets: counted on the GPU and raised at the next synchronisation (the
+  // first bad one named), or by the call with sync checks on; ignored rows never count.
+  for (DType tdt : {DType::i64, DType::i32}) {
+    INFO("target " << tdt);
+    {
+      tgt::SyncChecksGuard mode(false);
+      Tensor l;
+      REQUIRE_NOTHROW(l = cross_entropy(lg, targets({0, 4, 7}, tdt).to(gpu)));
+      tgt::require_throws<ValueError>([&] { (void)l.item<double>(); },
+                                      {"cross_entropy", "target[1]", "= 4", "C = 4", "after the op returned"});
+      REQUIRE_NOTHROW(synchronize(gpu));
+      tgt::require_throws<ValueError>(
+          tgt::synced([&] { (void)cross_entropy(lg, targets({-100, -5, 1}, tdt).to(gpu)); }),
+          {"cross_entropy", "target[1]", "= -5"});
+      tgt::require_throws<ValueError>(
+          tgt::synced([&] { (void)cross_entropy(lg, targets({-100, 1, 2}, tdt).to(gpu), 1); }),
+          {"cross_entropy", "target[0]", "= -100"});
+      CHECK(cross_entropy(lg, targets({3, 1, 2}, tdt).to(gpu), 1).item<double>() ==
+            Approx(cross_entropy(lg.to(Device::cpu()), targets({3, 1, 2}, tdt), 1).item<double>()).epsilon(1e-6));
+    }
+    tgt::SyncChecksGuard mode(true);
+    tgt::require_throws<ValueError>([&] { (void)cross_entropy(lg, targets({0, 4, 1}, tdt).to(gpu)); },
+                                    {"cross_entropy", "target[1]", "= 4", "C = 4"});
+  }
   tgt::require_throws<DeviceError>([&] { (void)cross_entropy(lg, targets({0, 1, 1})); },
                                    {"cross_entropy", "same device"});
 }

@@ -635,30 +635,8 @@ TEST_CASE("sparse data movement CUDA matches CPU", "[ops][sparse_move][cuda]") {
   }
 }
 
-namespace {
-
-// Sets tg::set_sync_checks for a scope.
-struct SyncChecksGuard {
-  explicit SyncChecksGuard(bool on) : prev_(sync_checks()) { set_sync_checks(on); }
-  ~SyncChecksGuard() { set_sync_checks(prev_); }
-  SyncChecksGuard(const SyncChecksGuard&) = delete;
-  SyncChecksGuard& operator=(const SyncChecksGuard&) = delete;
-
- private:
-  bool prev_;
-};
-
-// f, then a synchronisation with the GPU: an index check of f has thrown by then in
-// either mode.
-template <typename F>
-std::function<void()> synced(F f) {
-  return [f] {
-    f();
-    synchronize(Device::cuda());
-  };
-}
-
-}  // namespace
+using tgt::SyncChecksGuard;
+using tgt::synced;
 
 // Without sync checks the op returns, its kernel reads out-of-range indices as 0, and the
 // error comes from the calling thread's next synchronisation (each kind: a copy to the
