@@ -58,6 +58,9 @@ int main() {
   tg::NoGradGuard ng;
   for (tg::DType dt : {tg::DType::f32, tg::DType::bf16}) {
     for (double density : {0.25, 0.5, 1.0}) {
+      char set[32];  // TG_BENCH_ONLY selects (dtype, density) sets, e.g. "bf16 d0.25"
+      std::snprintf(set, sizeof set, "%s d%.2f", tg::dtype_name(dt), density);
+      if (!tgb::selected(set)) continue;
       tg::Layout l = tg::random_layout(B, S / bs, S / bs, bs, density, 3);
       tg::BlockSparseTensor x(
           tg::rand_seeded({l.n_blocks(), bs, bs}, 1, {.dtype = dt, .device = tg::Device::cuda()}), l);
