@@ -484,14 +484,13 @@ constexpr int kStageCtas = 3;  // CTAs of gather_rows_k an SM holds
 // data with i64 indices and blocks of 8 goes past 8 KiB (two CTAs an SM).
 constexpr std::int64_t kTableBytes = 16 * 1024;
 
-/// Elements per unit of the staged kernel: one 16-byte index load a thread (the output
-/// stores are then 2-16 bytes, coalesced across the warp all the same). Units of 16-byte
-/// output stores with 32 or 64 bytes of indices (bf16 or bytes) were split into 16-byte
-/// loads that each used half (a quarter) of every sector fetched: ncu counted 33% excess L2
-/// sectors for bf16 with i32 indices.
+/// Elements per unit of the staged kernel: 16-byte output stores and at least 16-byte
+/// index loads, but at most 64 bytes of indices (i64 with 1-byte data: 8-byte stores) so
+/// that two batches of them stay in registers.
 template <typename E, typename I>
 constexpr int rows_vector() {
-  return static_cast<int>(16 / sizeof(I));
+  const int v = 16 / sizeof(I) > 16 / sizeof(E) ? static_cast<int>(16 / sizeof(I)) : static_cast<int>(16 / sizeof(E));
+  return v * static_cast<int>(sizeof(I)) > 64 ? 64 / static_cast<int>(sizeof(I)) : v;
 }
 
 constexpr int log2_const(int v) { return v <= 1 ? 0 : 1 + log2_const(v / 2); }
