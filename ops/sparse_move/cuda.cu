@@ -14,19 +14,15 @@
 // in the kernel, written to reused pinned memory (RangeLease), and reduced and judged on
 // the host once the kernel has run (runtime/deferred_checks.h), without waiting for it.
 #include <atomic>
-#include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/op_caches.h"
 
 namespace tg::ops {
 namespace {
