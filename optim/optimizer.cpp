@@ -5,8 +5,10 @@
 #include <string>
 
 #include "autograd/grad_mode.h"
+#include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
 #include "ops/optim/kernels.h"
+#include "ops/shape/shape_ops.h"
 
 namespace tg::optim {
 
@@ -133,11 +135,12 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
   }
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
   // Per device: one multi-tensor launch sums every gradient's squares into an f64 scalar
-  // on that device, read back once; scaling is one more launch. Per-parameter ops cost
-  // four launches a parameter (77 parameters in the example GPT).
+  // on that device, one more scales them by the factor it computes from that scalar. With
+  // one device the host reads nothing (a read-back per step stalled the training loop
+  // between backward and optimizer); several devices add their sums on the host.
   std::vector<std::vector<Tensor>> by_device;
   for (const auto& p : params) {
     Tensor g = p.grad();
@@ -150,18 +153,28 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     if (it == by_device.end()) by_device.push_back({g});
     else it->push_back(g);
   }
-  double total = 0;
+  if (by_device.empty()) return zeros({}, {.dtype = DType::f64});
+  std::vector<Tensor> sums;
   for (const auto& grads : by_device) {
     Tensor acc = zeros({1}, {.dtype = DType::f64, .device = grads[0].device()});
     ops::grad_squares_kernel()(grads[0].device())(grads, acc);
-    total += acc.item<double>();
+    sums.push_back(acc);
   }
-  const double norm = std::sqrt(total);
-  if (norm > max_norm && norm > 0) {
-    const double scale = max_norm / (norm + 1e-6);
-    for (const auto& grads : by_device) ops::grad_scale_kernel()(grads[0].device())(grads, scale);
+  Tensor total = sums[0];
+  if (by_device.size() > 1) {
+    double t = 0;
+    for (const Tensor& s : sums) t += s.item<double>();
+    total = from_vector(std::vector<double>{t}, {1});
   }
-  return norm;
+  for (const auto& grads : by_device) {
+    const Tensor ss = total.to(grads[0].device());
+    ops::grad_scale_kernel()(grads[0].device())(grads, ss, max_norm);
+  }
+  return tg::reshape(tg::sqrt(total), Shape{});
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  return clip_grad_norm_(params, max_norm).item<double>();
 }
 
 double warmup_cosine_lr(std::int64_t step, std::int64_t warmup, std::int64_t total, double peak, double min_lr) {

@@ -64,9 +64,14 @@ class AdamW : public Optimizer {
 
 /// Scales all gradients in place so that their global L2 norm is at most `max_norm`
 /// (factor max_norm / (norm + 1e-6) when norm > max_norm); returns the norm before
-/// clipping. Squares are summed in f32 (f64 for f64 gradients) and across tensors in f64;
-/// one read-back per device. Parameters without a gradient are skipped.
+/// clipping as a 0-d f64 tensor on the gradients' device (on the CPU when they span
+/// several devices, or none). Squares are summed in f32 (f64 for f64 gradients) and across
+/// tensors in f64. With one device the host waits for nothing: the factor is computed and
+/// applied there. Parameters without a gradient are skipped.
 /// Errors: DTypeError (a gradient of an integer dtype).
+Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);
+
+/// clip_grad_norm_ with the norm read back to the host (waits for the device).
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 
 /// Learning rate at `step` (0-based): linear warm-up over `warmup` steps to `peak`, then a

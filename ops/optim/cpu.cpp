@@ -72,7 +72,9 @@ void grad_squares_cpu(const std::vector<Tensor>& grads, Tensor& out) {
   *out.data<double>() += total;
 }
 
-void grad_scale_cpu(const std::vector<Tensor>& grads, double scale) {
+void grad_scale_cpu(const std::vector<Tensor>& grads, const Tensor& sumsq, double max_norm) {
+  const double scale = clip_factor(sumsq.data<double>()[0], max_norm);
+  if (scale == 1.0) return;
   for (const Tensor& g : grads) {
     TG_DISPATCH_FLOATING(g.dtype(), "clip_grad_norm", [&] {
       using A = typename acc_type<scalar_t>::type;

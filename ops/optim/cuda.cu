@@ -101,9 +101,13 @@ __global__ void grad_squares_multi(const TensorRef* refs, const Chunk* chunks, d
   }
 }
 
-// g *= scale in place, one chunk per CTA.
+// g *= clip_factor(*sumsq, max_norm) in place, one chunk per CTA; the factor is computed
+// from the device's sum of squares by every CTA (a cached load), so the host never reads it.
 template <typename T, typename A, int V>
-__global__ void grad_scale_multi(const TensorRef* refs, const Chunk* chunks, A scale) {
+__global__ void grad_scale_multi(const TensorRef* refs, const Chunk* chunks, const double* sumsq, double max_norm) {
+  const double f = clip_factor(*sumsq, max_norm);
+  if (f == 1.0) return;  // the same for every CTA: nothing to clip
+  const A scale = static_cast<A>(f);
   const Chunk c = chunks[blockIdx.x];
   T* g = static_cast<T*>(refs[c.tensor].p);
   const std::int64_t end = c.start + c.len, vec_end = c.start + c.len / V * V;
@@ -204,15 +208,16 @@ void grad_squares_cuda(const std::vector<Tensor>& grads, Tensor& out) {
   });
 }
 
-void grad_scale_cuda(const std::vector<Tensor>& grads, double scale) {
+void grad_scale_cuda(const std::vector<Tensor>& grads, const Tensor& sumsq, double max_norm) {
+  const double* ss = sumsq.data<double>();
   const std::vector<Tensor> none(grads.size());
   for_each_dtype_group(grads, grads, none, {}, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
                                                    unsigned n, bool aligned) {
     cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
     TG_DISPATCH_FLOATING(dt, "clip_grad_norm", [&] {
       using A = typename acc_type<scalar_t>::type;
-      if (aligned) grad_scale_multi<scalar_t, A, 4><<<n, 256, 0, st>>>(refs, chunks, A(scale));
-      else grad_scale_multi<scalar_t, A, 1><<<n, 256, 0, st>>>(refs, chunks, A(scale));
+      if (aligned) grad_scale_multi<scalar_t, A, 4><<<n, 256, 0, st>>>(refs, chunks, ss, max_norm);
+      else grad_scale_multi<scalar_t, A, 1><<<n, 256, 0, st>>>(refs, chunks, ss, max_norm);
     });
     TG_CUDA_CHECK_LAST();
   });

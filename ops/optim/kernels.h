@@ -2,11 +2,13 @@
 // tensor.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
 #include "ops/dispatch.h"
+#include "runtime/macros.h"
 
 namespace tg::ops {
 
@@ -29,8 +31,16 @@ TG_DECLARE_KERNEL(sgd_kernel, SgdFn);
 /// Adds Σ_i Σ_j grads[i][j]² (f32/bf16/f16/f64, all on out's device; squares summed in f32,
 /// f64 for f64 tensors, partial sums added in f64) to out, an f64 tensor of one element.
 using GradSquaresFn = void(const std::vector<Tensor>& grads, Tensor& out);
-/// grads[i] *= scale in place for every i (floating dtypes, one device).
-using GradScaleFn = void(const std::vector<Tensor>& grads, double scale);
+/// The gradient clipping factor for the global sum of squares `sumsq`: max_norm / (norm +
+/// 1e-6) when norm = sqrt(sumsq) exceeds max_norm (and is positive), else 1.
+TG_HOST_DEVICE inline double clip_factor(double sumsq, double max_norm) {
+  const double norm = ::sqrt(sumsq);  // the C function: host and device
+  return norm > max_norm && norm > 0 ? max_norm / (norm + 1e-6) : 1.0;
+}
+/// grads[i] *= clip_factor(sumsq, max_norm) in place for every i (floating dtypes, one
+/// device); sumsq is an f64 tensor of one element on that device, read there (the host
+/// never waits for it). A factor of 1 writes nothing.
+using GradScaleFn = void(const std::vector<Tensor>& grads, const Tensor& sumsq, double max_norm);
 TG_DECLARE_KERNEL(grad_squares_kernel, GradSquaresFn);
 TG_DECLARE_KERNEL(grad_scale_kernel, GradScaleFn);
 

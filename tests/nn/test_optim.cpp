@@ -126,6 +126,13 @@ TEST_CASE("optimizer state round trip, clipping, schedules and errors", "[optim]
   sum(h3 * h3 * 0.5).backward();
   REQUIRE(optim::clip_grad_norm({h1, h2, h3, h4}, 100.0) == Approx(5.0));  // sqrt(1 + 4 + 4 + 16)
   REQUIRE(tgt::values(h1.grad())[1] == 2.0);                                // below max_norm: unchanged
+  // the tensor form: a 0-d f64 norm; no gradients at all: 0
+  const Tensor n = optim::clip_grad_norm_({h1, h2, h3, h4}, 2.5);
+  REQUIRE(n.dim() == 0);
+  REQUIRE(n.dtype() == DType::f64);
+  REQUIRE(n.item<double>() == Approx(5.0));
+  REQUIRE(tgt::values(h2.grad())[0] == Approx(1.0).epsilon(1e-5));  // 2 * 2.5 / 5
+  REQUIRE(optim::clip_grad_norm_({h4}, 1.0).item<double>() == 0.0);
 
   REQUIRE(optim::warmup_cosine_lr(0, 10, 110, 1.0) == Approx(0.1));
   REQUIRE(optim::warmup_cosine_lr(10, 10, 110, 1.0) == Approx(1.0));
@@ -207,4 +214,13 @@ TEST_CASE("clip_grad_norm on CUDA matches the CPU: many tensors, mixed dtypes, o
   for (const Tensor& p : gpu_p)
     for (double v : tgt::values(p.grad())) after += v * v;
   REQUIRE(std::sqrt(after) == Approx(1.0).epsilon(1e-2));
+  // clip_grad_norm_: the norm stays on the device, the factor is applied there; below
+  // max_norm nothing is written
+  const Tensor n2 = optim::clip_grad_norm_(gpu_p, 0.5);
+  REQUIRE(n2.device() == Device::cuda());
+  REQUIRE(n2.dim() == 0);
+  REQUIRE(n2.item<double>() == Approx(1.0).epsilon(1e-2));
+  const std::vector<double> before = tgt::values(gpu_p[2].grad());
+  REQUIRE(optim::clip_grad_norm_(gpu_p, 10.0).item<double>() == Approx(0.5).epsilon(1e-2));
+  REQUIRE(tgt::values(gpu_p[2].grad()) == before);
 }
