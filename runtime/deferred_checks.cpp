@@ -120,7 +120,7 @@ void run_deferred_checks(Device device) {
   if (first) std::rethrow_exception(first);
 }
 
-std::size_t pending_deferred_checks() { return t_checks.queue.size(); }
+std::size_t pending_deferred_checks() { return t_checks.queue.size() + t_checks.failures.size(); }
 
 }  // namespace runtime
 }  // namespace tg

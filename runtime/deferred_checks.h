@@ -44,7 +44,8 @@ void defer_check(Stream stream, std::function<void()> verdict);
 /// after each synchronisation with the host.
 void run_deferred_checks(Device device);
 
-/// Number of the calling thread's verdicts still queued (all devices), for tests.
+/// Checks of the calling thread (all devices) whose outcome it has not been told yet:
+/// verdicts still queued, and errors waiting for a synchronisation. For tests.
 std::size_t pending_deferred_checks();
 
 }  // namespace runtime
