@@ -98,8 +98,7 @@ void defer_check(Stream stream, std::function<void()> verdict) {
   }
   t_checks.queue.push_back({stream.device, marker, std::move(verdict)});
   if (sync_checks()) {
-    b.synchronize(stream);  // runs the verdicts of the stream's work and throws
-    run_deferred_checks(stream.device);
+    b.synchronize(stream);  // the backend runs the verdicts of the stream's work and throws
     return;
   }
   t_checks.run_ready(stream.device, t_checks.queue.size() > kMaxQueued);

@@ -63,7 +63,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   ops::check_same_device("embedding", "weight", weight, "indices", indices);
   const std::int64_t V = weight.size(0), D = weight.size(1), n = indices.numel();
   // Checked on the indices' device (the kernels never read outside weight meanwhile).
-  if (n > 0) ops::index_range_kernel()(indices.device())(indices.detach(), index_verdict(indices.detach(), V));
+  if (n > 0) {
+    const Tensor id = indices.detach();
+    ops::index_range_kernel()(indices.device())(id, index_verdict(id, V));
+  }
 
   std::vector<std::int64_t> dims = indices.shape().dims();
   dims.push_back(D);
