@@ -47,6 +47,7 @@ struct KernelArgs {
   int trans_a, trans_b;
   int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
   long long rows_a, rows_b;   ///< TMA wgmma path: rows of ld elements each operand's storage holds
+  int c_vec16;                ///< TMA wgmma path: c and ldc allow 16-byte stores; set by the launcher
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with

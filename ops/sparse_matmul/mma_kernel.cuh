@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "core/half.h"
+#include "ops/cuda_fast_math.cuh"
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/error.h"
@@ -213,12 +214,13 @@ __device__ __forceinline__ void load_b(std::uint32_t (&bf)[C::NT][2], const E* s
   }
 }
 
-/// Stores two adjacent output values (rounded to E) at p (4- or 8-byte aligned).
+/// Stores two adjacent output values (rounded to E) at p (4- or 8-byte aligned). 16-bit
+/// values round in hardware (one cvt a pair; the software rounding of tg::bfloat16 took
+/// about seven instructions an element, in an epilogue during which no MMA runs).
 template <typename E>
 __device__ __forceinline__ void store2(E* p, float x, float y) {
   if constexpr (sizeof(E) == 2) {
-    const std::uint32_t v = static_cast<std::uint32_t>(E(x).bits) | (static_cast<std::uint32_t>(E(y).bits) << 16);
-    *reinterpret_cast<std::uint32_t*>(p) = v;
+    *reinterpret_cast<std::uint32_t*>(p) = gpu::pack2<E>(x, y);
   } else {
     *reinterpret_cast<float2*>(p) = make_float2(x, y);
   }

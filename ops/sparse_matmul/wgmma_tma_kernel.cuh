@@ -164,6 +164,31 @@ __device__ __forceinline__ void step_boxes(const StepBoxes<C::G>& st, const CUte
   }
 }
 
+/// A 4 x 4 transpose of 32-bit words across the four lanes of a quad (lanes 4r .. 4r + 3,
+/// q = lane % 4): lane q holds w[j] = the word of lane q for chunk j, and gets o[p] = the
+/// word of lane p for chunk q. Two exchanges of two words each (with lanes q ^ 1, then
+/// q ^ 2), the rest selects on the bits of q: no indexing by a lane-dependent value, which
+/// would put the arrays in local memory.
+__device__ __forceinline__ void quad_transpose(const std::uint32_t (&w)[4], std::uint32_t (&o)[4], int q) {
+  constexpr unsigned kAll = 0xffffffffu;
+  const bool b0 = (q & 1) != 0, b1 = (q & 2) != 0;
+  // The partner q ^ 1 takes the chunks whose bit 0 is its own: after this, lane q holds
+  // chunks b0 and 2 + b0 of lanes q and q ^ 1.
+  const std::uint32_t s0 = __shfl_xor_sync(kAll, b0 ? w[0] : w[1], 1);  // lane q ^ 1, chunk b0
+  const std::uint32_t s1 = __shfl_xor_sync(kAll, b0 ? w[2] : w[3], 1);  // lane q ^ 1, chunk 2 + b0
+  const std::uint32_t m0 = b0 ? w[1] : w[0], m1 = b0 ? w[3] : w[2];     // lane q, chunks b0, 2 + b0
+  // Keep chunk q (= b0 + 2 b1) of lanes q, q ^ 1; send the other chunk to q ^ 2.
+  const std::uint32_t k0 = b1 ? m1 : m0, k1 = b1 ? s1 : s0;
+  const std::uint32_t r0 = __shfl_xor_sync(kAll, b1 ? m0 : m1, 2);  // lane q ^ 2, chunk q
+  const std::uint32_t r1 = __shfl_xor_sync(kAll, b1 ? s0 : s1, 2);  // lane q ^ 3, chunk q
+  // v[d] = the word of lane q ^ d; o[p] = v[p ^ q].
+  const std::uint32_t a0 = b0 ? k1 : k0, a1 = b0 ? k0 : k1, c0 = b0 ? r1 : r0, c1 = b0 ? r0 : r1;
+  o[0] = b1 ? c0 : a0;
+  o[1] = b1 ? c1 : a1;
+  o[2] = b1 ? a0 : c0;
+  o[3] = b1 ? a1 : c1;
+}
+
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
 /// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
 /// piece count.
@@ -231,6 +256,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   for (int w = first + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
     const int nsteps = (item.z - item.y) << args.lg_kpp;
+    // The output tiles are read now, so that their latency passes during the k loop and
+    // not before the stores.
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::G + 1);
+    const int pieces = outs[C::G];
+    int out_tile[C::NC / C::BS];
+#pragma unroll
+    for (int mm = 0; mm < C::NC / C::BS; ++mm) out_tile[mm] = outs[m0 + mm];
     float acc[C::NC / 2];
 #pragma unroll
     for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
@@ -265,17 +297,34 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     if (prev >= 0) release(prev);
 
     // Fragment rows 16 * warp + lane / 4 (+8) of the consumer's 64, columns 8j + 2(lane % 4).
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::G + 1);
-    const int pieces = outs[C::G];
     const long long row0 = row0_tile + warp * 16 + (lane >> 2);
     const long long col0 = 2 * (lane & 3);
     const long long bs = C::BS;
 #pragma unroll
     for (int mm = 0; mm < C::NC / C::BS; ++mm) {
-      const int o = outs[m0 + mm];
+      const int o = out_tile[mm];
       if (o < 0) continue;
       constexpr int J = C::BS / 8;  // 8-column chunks of one member
-      if (item.w < 0) {
+      if (item.w < 0 && args.c_vec16) {
+        // 16-byte stores: a quad's four lanes exchange their pairs so that each holds 8
+        // consecutive columns; a warp then stores 64 bytes of each of 8 rows (whole
+        // sectors). Direct 4-byte stores from the fragments used half of every sector.
+        E* out = static_cast<E*>(args.c) + args.addr_c.offset(o) + row0 * args.ldc + 8 * (lane & 3);
+#pragma unroll
+        for (int t = 0; t < J / 4; ++t) {
+          std::uint32_t top[4], bot[4], ot[4], ob[4];
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            const int q = 4 * (mm * J + 4 * t + jj);
+            top[jj] = gpu::pack2<E>(acc[q], acc[q + 1]);
+            bot[jj] = gpu::pack2<E>(acc[q + 2], acc[q + 3]);
+          }
+          quad_transpose(top, ot, lane & 3);
+          quad_transpose(bot, ob, lane & 3);
+          *reinterpret_cast<uint4*>(out + 32 * t) = make_uint4(ot[0], ot[1], ot[2], ot[3]);
+          *reinterpret_cast<uint4*>(out + 8 * args.ldc + 32 * t) = make_uint4(ob[0], ob[1], ob[2], ob[3]);
+        }
+      } else if (item.w < 0) {
         E* out = static_cast<E*>(args.c) + args.addr_c.offset(o) + row0 * args.ldc + col0;
 #pragma unroll
         for (int j = 0; j < J; ++j) {
@@ -324,6 +373,7 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.lg_kpp = 0;
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
+  a.c_vec16 = reinterpret_cast<std::uintptr_t>(args.c) % 16 == 0 && args.ldc % 8 == 0;
   const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
   const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;

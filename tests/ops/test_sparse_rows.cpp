@@ -601,6 +601,28 @@ TEST_CASE("row_sum / row_max CUDA with lane groups wider than a segment match CP
   }
 }
 
+TEST_CASE("row_sum CUDA with more row groups than resident warps matches CPU", "[ops][sparse_rows][cuda]") {
+  TG_REQUIRE_CUDA();
+  // The streaming sum runs persistent warps (an H200 holds 132 x 5 x 8 of them in 16-bit):
+  // 400 block rows of 64 give 6,400 groups of 4 rows (16-bit) and 12,800 of 2 (f32); 6,000
+  // of 16 put 16 rows, a whole block row, in a 16-bit warp; 120 of 128 give 7,680 groups
+  // of 2 rows in 16-bit. Warps go on to further groups with offsets fetched ahead; random
+  // layouts leave empty block rows in between.
+  struct Case { std::int64_t B, Mb, Nb, bs; double density; };
+  std::uint64_t seed = 2350;
+  for (const Case& c : {Case{2, 200, 3, 64, 0.6}, Case{1, 6000, 2, 16, 0.7}, Case{1, 120, 5, 128, 0.5}}) {
+    Layout l = random_layout(c.B, c.Mb, c.Nb, c.bs, c.density, ++seed);
+    const std::int64_t n = l.n_blocks() * c.bs * c.bs;
+    std::vector<double> vals(at(n));
+    std::uint64_t st = seed;
+    for (double& v : vals) {
+      st = st * 6364136223846793005ull + 1442695040888963407ull;
+      v = static_cast<double>((st >> 33) % 64) / 16.0 - 2.0;
+    }
+    check_row_reductions_cuda(l, vals, c.Nb, {DType::f32, DType::bf16, DType::f16}, seed);
+  }
+}
+
 TEST_CASE("broadcast_add/sub CUDA in 16-bit with several blocks per warp match CPU", "[ops][sparse_rows][cuda]") {
   TG_REQUIRE_CUDA();
   // More blocks than the grid has warps (132 SMs x 16 CUDA blocks x 8 warps on an H200),
