@@ -6,6 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "core/dtype.h"
 #include "core/shape.h"
+#include "core/pending_item.h"
 #include "core/tensor.h"
 #include "ops/copy/copy.h"
 #include "ops/elementwise/elementwise.h"

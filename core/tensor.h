@@ -18,6 +18,7 @@ namespace tg {
 namespace autograd {
 class Node;
 }
+class PendingItem;
 
 /// Device memory owned by one or more tensors; returned to the device allocator when the
 /// last owner goes away.
@@ -98,6 +99,10 @@ class Tensor {
   /// The single element as T (copied to the host). Throws tg::ShapeError when numel != 1.
   template <typename T>
   T item() const;
+  /// The single element, copied to the host without waiting for work queued after this
+  /// call (core/pending_item.h: get<T>() waits for the copy alone). Throws tg::ShapeError
+  /// when numel != 1.
+  PendingItem item_async() const;
   /// All elements as a host vector of T (converted from dtype()).
   template <typename T>
   std::vector<T> to_vector() const;

@@ -32,7 +32,7 @@ struct Args {
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
   std::string dtype = "auto";
   int tf32 = -1;
-  bool resume = false, quiet = false;
+  bool resume = false, quiet = false, sync_loss = false;
 };
 
 const char* kHelp = R"(tilegrad-train: train a character-level GPT with block-sparse attention.
@@ -64,6 +64,8 @@ Usage: tilegrad-train [flags]
   --profile N         time every kernel of N training steps (after 10 warm-up steps)
                       and print where the time goes, largest first
   --quiet             no progress bar
+  --sync-loss         read each step's loss before queuing the next step (loss.item():
+                      the host waits for the GPU every step), to compare with the default
   --help              this text
 )";
 
@@ -104,6 +106,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--prompt") a.prompt = need(i);
     else if (f == "--seed") a.seed = std::stoull(need(i));
     else if (f == "--quiet") a.quiet = true;
+    else if (f == "--sync-loss") a.sync_loss = true;
     else if (f == "--profile") a.profile = std::stoll(need(i));
     else throw tg::ValueError("tilegrad-train: unknown flag " + f + " (see --help)");
   }
@@ -282,16 +285,43 @@ int main(int argc, char** argv) try {
   const bool tty = isatty(2) && !a.quiet;
   auto t0 = std::chrono::steady_clock::now();
   double ema = 0, val_loss = NAN, tok_s = 0;
-  std::vector<double> step_s;  // training step times (loss.item() syncs), evaluation excluded
+  std::vector<double> step_s;  // training step times (between loss reads), evaluation excluded
   std::uint64_t allocs_after_first = 0;
   // Profiled steps: after ten warm-up steps (or as many as the run has), so that pool
   // growth and first-call table builds do not count.
   const std::int64_t prof_begin = std::min(start_step + 10, steps), prof_end = std::min(prof_begin + a.profile, steps);
   std::unique_ptr<tg::Profiler> profiler;
   std::optional<tg::Profile> profile;
+  auto last_read = t0;
+  auto eval_due = [&](std::int64_t s) { return (s + 1) % eval_every == 0 || s + 1 == steps; };
+  // Step s's loss, read once step s + 1 is queued: reading it at once (loss.item()) would
+  // make the host wait for the GPU to finish step s before it queues any of step s + 1,
+  // and the GPU would idle while the first kernels of each step are launched.
+  auto report = [&](std::int64_t s, double l, double s_lr) {
+    ema = s == start_step ? l : 0.95 * ema + 0.05 * l;
+    if (s == start_step && gpu) allocs_after_first = tg::memory_stats(dev).device_allocs;
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed = std::chrono::duration<double>(now - t0).count();
+    if (s < prof_begin || s >= prof_end) step_s.push_back(std::chrono::duration<double>(now - last_read).count());
+    last_read = now;
+    tok_s = static_cast<double>((s - start_step + 1) * B * T) / elapsed;
+    const bool eval_now = eval_due(s);
+    if (eval_now) val_loss = evaluate(model, val, B, T, a.eval_batches);
+    if (eval_now || s == start_step) csv << s + 1 << "," << l << "," << val_loss << "," << s_lr << "," << tok_s << "\n";
+    const double eta = elapsed / static_cast<double>(s - start_step + 1) * static_cast<double>(steps - s - 1);
+    if (!a.quiet && (tty || eval_now)) {
+      int filled = static_cast<int>(30.0 * static_cast<double>(s + 1) / static_cast<double>(steps));
+      std::fprintf(stderr, "%s[%s%s] %lld/%lld loss %.3f val %.3f | %.0f tok/s | ETA %s%s", tty ? "\r" : "",
+                   std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                   std::string(static_cast<std::size_t>(30 - filled), '.').c_str(), (long long)(s + 1), (long long)steps,
+                   ema, val_loss, tok_s, human_time(eta).c_str(), tty ? "   " : "\n");
+    }
+  };
+  tg::PendingItem pending;  // the previous step's loss, on its way to the host
+  bool has_pending = false;
+  double pending_lr = 0;
   for (std::int64_t step = start_step; step < steps; ++step) {
     if (step == prof_begin && prof_end > prof_begin) profiler = std::make_unique<tg::Profiler>();
-    const auto t_step = std::chrono::steady_clock::now();
     double cur_lr = tg::optim::warmup_cosine_lr(step, std::min<std::int64_t>(100, steps / 10), steps, lr, lr * 0.1);
     opt.set_lr(cur_lr);
     tg::Tensor x, y;
@@ -301,32 +331,23 @@ int main(int argc, char** argv) try {
     loss.backward();
     tg::optim::clip_grad_norm_(opt.params(), 1.0);  // the norm stays on the device: no wait
     opt.step();
-    double l = loss.item<double>();
-    ema = step == start_step ? l : 0.95 * ema + 0.05 * l;
-    if (step == start_step && gpu) allocs_after_first = tg::memory_stats(dev).device_allocs;
-    const auto now = std::chrono::steady_clock::now();
-    double elapsed = std::chrono::duration<double>(now - t0).count();
-    if (profiler) {
-      if (step + 1 == prof_end) {
-        profile = profiler->stop();
-        profiler.reset();
-      }
-    } else {
-      step_s.push_back(std::chrono::duration<double>(now - t_step).count());  // profiled steps excluded
+    tg::PendingItem current = loss.item_async();
+    if (profiler && step + 1 == prof_end) {
+      profile = profiler->stop();
+      profiler.reset();
     }
-    tok_s = static_cast<double>((step - start_step + 1) * B * T) / elapsed;
-    bool eval_now = (step + 1) % eval_every == 0 || step + 1 == steps;
-    if (eval_now) val_loss = evaluate(model, val, B, T, a.eval_batches);
-    if (eval_now || step == start_step) csv << step + 1 << "," << l << "," << val_loss << "," << cur_lr << "," << tok_s << "\n";
-    double eta = elapsed / static_cast<double>(step - start_step + 1) * static_cast<double>(steps - step - 1);
-    if (!a.quiet && (tty || eval_now)) {
-      int filled = static_cast<int>(30.0 * static_cast<double>(step + 1) / static_cast<double>(steps));
-      std::fprintf(stderr, "%s[%s%s] %lld/%lld loss %.3f val %.3f | %.0f tok/s | ETA %s%s", tty ? "\r" : "",
-                   std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                   std::string(static_cast<std::size_t>(30 - filled), '.').c_str(), (long long)(step + 1), (long long)steps,
-                   ema, val_loss, tok_s, human_time(eta).c_str(), tty ? "   " : "\n");
+    if (has_pending) report(step - 1, pending.get<double>(), pending_lr);
+    // An evaluation step reads its loss at once: the evaluation must see this step's
+    // weights, not the next step's.
+    has_pending = !eval_due(step) && !a.sync_loss;
+    if (has_pending) {
+      pending = current;
+      pending_lr = cur_lr;
+    } else {
+      report(step, current.get<double>(), cur_lr);
     }
   }
+  if (has_pending) report(steps - 1, pending.get<double>(), pending_lr);
   if (tty) std::fprintf(stderr, "\n");
 
   std::map<std::string, std::string> meta{{"step", std::to_string(steps)}, {"format", "pt"}};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 
 #include "runtime/device.h"
 #include "runtime/memory.h"
@@ -76,6 +77,23 @@ class Backend {
   }
   /// Gives a marker back for reuse; never throws (also called at thread exit).
   virtual void release_marker(void* marker) noexcept { (void)marker; }
+
+  /// Largest copy copy_to_host_slot takes.
+  static constexpr std::size_t kHostSlotBytes = 64;
+  /// Starts copying `nbytes` (at most kHostSlotBytes) from `src` on `src_device` into a
+  /// slot of host memory the backend owns, ordered on `stream`, and returns the slot
+  /// without waiting for the copy: it may be read once a marker recorded after this call is
+  /// reached. Give the slot back with release_host_slot. Here (synchronous work) the copy
+  /// is done on return.
+  virtual void* copy_to_host_slot(const void* src, Device src_device, std::size_t nbytes, Stream stream) {
+    (void)src_device;
+    (void)stream;
+    auto* slot = new unsigned char[kHostSlotBytes];
+    std::memcpy(slot, src, nbytes);
+    return slot;
+  }
+  /// Gives back a slot of copy_to_host_slot whose copy has finished; never throws.
+  virtual void release_host_slot(void* slot) noexcept { delete[] static_cast<unsigned char*>(slot); }
 
   /// Compute capability of device `index` as 10 * major + minor (90 for an H100 / H200);
   /// 0 where the notion does not apply (CPU).

@@ -22,7 +22,11 @@
 // A member slot without a tile (the last group of a row) is not loaded and not stored;
 // the products on its stale stage bytes land in accumulators nobody reads. The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
-// of two CTAs multicasting the operand two items share measured 1.4-1.9x slower.)
+// of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
+// with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
+// then refills only once both CTAs released it, a longer round trip than its MMAs hide.
+// Loading half the y bytes without sharing them, for timing, was 10-17% faster: the
+// operand traffic is the remaining cost at density 1. bench/RESULTS.md, 12-04.)
 //
 // Layout. Every operand tile lives in the 128-byte-swizzled layout wgmma reads (and the
 // tensor maps write): lines of 128 bytes (64 elements), 8 lines to a 1024-byte atom, the

@@ -413,6 +413,33 @@ class CudaBackend final : public runtime::Backend {
     }
   }
 
+  // Host slots live in pinned memory (a device-to-host copy into pageable memory waits for
+  // the stream), taken in pages of kSlotsPerPage from cudaHostAlloc and never returned to
+  // it: a loop reading one loss a step reuses the same few slots.
+  void* copy_to_host_slot(const void* src, Device src_device, std::size_t nbytes, Stream stream) override {
+    if (nbytes > kHostSlotBytes) {
+      TG_THROW(ValueError, "copy_to_host_slot: at most ", kHostSlotBytes, " bytes, got ", nbytes);
+    }
+    if (!src_device.is_cuda()) return runtime::Backend::copy_to_host_slot(src, src_device, nbytes, stream);
+    check_device(src_device, "copy_to_host_slot");
+    if (!stream.device.is_cuda()) stream = Stream{src_device, current_cuda_stream(src_device.index)};
+    DeviceGuard g(stream.device.index);
+    void* slot = take_slot();
+    const cudaError_t err = cudaMemcpyAsync(slot, src, nbytes, cudaMemcpyDeviceToHost, stream_of(stream));
+    if (err != cudaSuccess) release_host_slot(slot);
+    TG_CUDA_CHECK(err);
+    return slot;
+  }
+  void release_host_slot(void* slot) noexcept override {
+    if (slot == nullptr) return;
+    try {
+      std::lock_guard<std::mutex> lock(slots_mu_);
+      free_slots_.push_back(slot);
+    } catch (...) {
+      // Out of memory growing the free list: the slot is not reused.
+    }
+  }
+
   int compute_capability(int index) override {
     check_index(index, "compute_capability");
     return 10 * cuda::compute_capability_major(index) + cuda::compute_capability_minor(index);
@@ -425,6 +452,22 @@ class CudaBackend final : public runtime::Backend {
   };
   std::mutex markers_mu_;
   std::array<std::vector<Marker*>, kMaxDevices> free_markers_;
+
+  static constexpr std::size_t kSlotsPerPage = 64;
+  void* take_slot() {
+    std::lock_guard<std::mutex> lock(slots_mu_);
+    if (free_slots_.empty()) {
+      void* page = nullptr;
+      TG_CUDA_CHECK(cudaHostAlloc(&page, kSlotsPerPage * kHostSlotBytes, cudaHostAllocPortable));
+      free_slots_.reserve(free_slots_.size() + kSlotsPerPage);
+      for (std::size_t i = 0; i < kSlotsPerPage; ++i) free_slots_.push_back(static_cast<unsigned char*>(page) + i * kHostSlotBytes);
+    }
+    void* slot = free_slots_.back();
+    free_slots_.pop_back();
+    return slot;
+  }
+  std::mutex slots_mu_;
+  std::vector<void*> free_slots_;
 };
 
 CudaBackend& backend_instance() {
