@@ -347,6 +347,13 @@ class CudaBackend final : public runtime::Backend {
         p->empty_cache();
       }
     }
+    // Host slot pages, once every slot is back (a live PendingItem keeps them all).
+    std::lock_guard<std::mutex> lock(slots_mu_);
+    if (free_slots_.size() == slot_pages_.size() * kSlotsPerPage) {
+      for (void* page : slot_pages_) TG_CUDA_CHECK(cudaFreeHost(page));
+      slot_pages_.clear();
+      free_slots_.clear();
+    }
   }
 
   void* record_timing_event(Stream stream) override {
@@ -414,8 +421,8 @@ class CudaBackend final : public runtime::Backend {
   }
 
   // Host slots live in pinned memory (a device-to-host copy into pageable memory waits for
-  // the stream), taken in pages of kSlotsPerPage from cudaHostAlloc and never returned to
-  // it: a loop reading one loss a step reuses the same few slots.
+  // the stream), taken in pages of kSlotsPerPage from cudaHostAlloc and kept for reuse (a
+  // loop reading one loss a step reuses the same few slots) until release_resources.
   void* copy_to_host_slot(const void* src, Device src_device, std::size_t nbytes, Stream stream) override {
     if (nbytes > kHostSlotBytes) {
       TG_THROW(ValueError, "copy_to_host_slot: at most ", kHostSlotBytes, " bytes, got ", nbytes);
@@ -459,6 +466,7 @@ class CudaBackend final : public runtime::Backend {
     if (free_slots_.empty()) {
       void* page = nullptr;
       TG_CUDA_CHECK(cudaHostAlloc(&page, kSlotsPerPage * kHostSlotBytes, cudaHostAllocPortable));
+      slot_pages_.push_back(page);
       free_slots_.reserve(free_slots_.size() + kSlotsPerPage);
       for (std::size_t i = 0; i < kSlotsPerPage; ++i) free_slots_.push_back(static_cast<unsigned char*>(page) + i * kHostSlotBytes);
     }
@@ -468,6 +476,7 @@ class CudaBackend final : public runtime::Backend {
   }
   std::mutex slots_mu_;
   std::vector<void*> free_slots_;
+  std::vector<void*> slot_pages_;  // what cudaHostAlloc returned
 };
 
 CudaBackend& backend_instance() {
