@@ -850,6 +850,42 @@ void require_dim2_parity(const Layout& ls, const Layout& li, DType dt, std::uint
   }
 }
 
+// Dim-1 indices for layout l over a source of n_src rows: in-block ones keep each value in
+// the block row its block has (modulo the source's), random ones draw any source row.
+BlockSparseTensor dim1_idx(const Layout& l, std::int64_t n_src, bool local, std::uint64_t seed, DType dt) {
+  const std::int64_t n = l.n_blocks(), bs = l.block_size(), sMb = n_src / bs;
+  const auto coords = l.tables(Device::cpu()).block_coords.to_vector<std::int64_t>();
+  std::mt19937_64 rng(seed);
+  std::vector<std::int64_t> v(static_cast<std::size_t>(n * bs * bs));
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t i = 0; i < bs; ++i)
+      for (std::int64_t j = 0; j < bs; ++j)
+        v[static_cast<std::size_t>((k * bs + i) * bs + j)] =
+            local ? coords[static_cast<std::size_t>(3 * k + 1)] % sMb * bs + (17 * i + j) % bs
+                  : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_src));
+  return BlockSparseTensor(from_vector(v, {n, bs, bs}).to(dt), l);
+}
+
+// gather(src, 1, idx) on the GPU equals the CPU result bit for bit, src data `offset`
+// elements into its buffer (1: misaligned, the direct kernel).
+void require_dim1_parity(const Layout& ls, const Layout& li, DType dt, std::uint64_t seed, std::int64_t offset = 0) {
+  const std::int64_t bs = ls.block_size();
+  const Shape shape{ls.n_blocks(), bs, bs};
+  Tensor base = pattern_values(shape.numel() + offset, dt, seed);
+  BlockSparseTensor xc(tgt::misaligned_view(base, offset, shape), ls);
+  BlockSparseTensor xg(tgt::misaligned_view(base.to(Device::cuda()), offset, shape), ls);
+  for (bool local : {true, false}) {
+    for (DType it : {DType::i32, DType::i64}) {
+      INFO((local ? "in-block" : "random-row") << " " << dtype_name(dt) << " idx " << dtype_name(it) << " bs " << bs
+                                               << " offset " << offset << " src " << ls << " idx " << li);
+      BlockSparseTensor idx = dim1_idx(li, ls.rows(), local, seed + 1, it);
+      BlockSparseTensor og = gather(xg, 1, to_cuda(idx));
+      REQUIRE(og.layout() == li);
+      tgt::require_close(og.data(), gather(xc, 1, idx).data(), 0, 0);
+    }
+  }
+}
+
 }  // namespace
 
 // The row-staged dim-2 gather (source rows staged in shared memory) and its direct
@@ -908,6 +944,48 @@ TEST_CASE("sparse gather CUDA dim 2: tall stages over mixed-density block rows",
     require_dim2_parity(mixed, skip_full, dt, seed++);
     require_dim2_parity(mixed, narrow, dt, seed++);
   }
+}
+
+// The column-staged dim-1 gather (a 32-byte slab of every row of a source block column
+// staged in shared memory) and its direct fallbacks: every element size and block size
+// (blocks of 8 bf16 are one 16-byte row: direct), both index dtypes, idx layouts taller
+// than src and with fewer batches and block columns, source block columns empty where idx
+// has blocks (Holes), misaligned data, source columns too tall to stage, and an idx much
+// sparser than src.
+TEST_CASE("sparse gather CUDA dim 1: staged columns and direct fallbacks match CPU", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  std::uint64_t seed = 500;
+  for (std::int64_t bs : {8, 16, 32, 64, 128}) {
+    const std::int64_t Mb = bs >= 128 ? 3 : 5, Nb = bs >= 128 ? 2 : 4;
+    Layout ls = make_layout(2, Mb, Nb, bs, Density::Holes, seed++);
+    Layout tall = make_layout(2, Mb + 3, Nb, bs, Density::Sparse, seed++);  // more block rows than src
+    Layout narrow = make_layout(1, Mb, Nb - 1, bs, Density::Full, seed++);  // fewer batches and columns
+    for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i64, DType::boolean}) {
+      require_dim1_parity(ls, ls, dt, seed++);
+      require_dim1_parity(ls, tall, dt, seed++);
+      require_dim1_parity(ls, narrow, dt, seed++);
+    }
+    require_dim1_parity(ls, ls, DType::f32, seed++, 1);  // misaligned: direct
+  }
+  // Columns of 2560 rows (80 KiB of f32 slabs, over the stage limit): direct.
+  Layout tall_src = make_layout(1, 40, 2, 64, Density::Full, seed++);
+  require_dim1_parity(tall_src, tall_src, DType::f32, seed++);
+  // One idx block per block column under a full src: direct.
+  Layout full = make_layout(2, 16, 3, 32, Density::Full, seed++);
+  Layout one_row = layout_where(2, 16, 3, 32, [](std::int64_t, std::int64_t r, std::int64_t) { return r == 5; });
+  require_dim1_parity(full, one_row, DType::bf16, seed++);
+  // More items than the grid has CTAs (8192): 64 batches x 40 block columns x 4 slabs.
+  Layout many = make_layout(64, 4, 40, 32, Density::Holes, seed++);
+  require_dim1_parity(many, many, DType::f32, seed++);
+  // Out-of-range rows read 0 and raise at the next synchronisation, with their range.
+  tgt::SyncChecksGuard mode(false);
+  Layout l = make_layout(1, 4, 2, 32, Density::Full, seed++);
+  BlockSparseTensor x(rand_seeded({l.n_blocks(), 32, 32}, seed++, {.device = Device::cuda()}), l);
+  const BlockSparseTensor bad(full({l.n_blocks(), 32, 32}, 128.0, {.dtype = DType::i32, .device = Device::cuda()}), l);
+  BlockSparseTensor out = gather(x, 1, bad);
+  tgt::require_throws<ValueError>([&] { synchronize(Device::cuda()); }, {"gather", "[0, 128)", "[128, 128]"});
+  REQUIRE(sum(abs(out.data())).item<double>() == 0.0);
 }
 
 // Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
