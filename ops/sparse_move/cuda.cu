@@ -726,120 +726,16 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
   publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
-/// Bytes of each row of a block that one work item of gather_cols_k stages: one L2 sector.
-constexpr int kSlabBytes = 32;
-
-/// Geometry of gather_cols_k.
-struct ColsArgs {
-  const std::int64_t* icol_offsets;  // CSC of idx's layout
-  const std::int64_t* icol_blocks;
-  const std::int64_t* scol_offsets;  // CSC of src's layout
-  const std::int64_t* scol_blocks;
-  const std::int64_t* scoords;       // block_coords of src's layout
-  std::int64_t items;                // idx block columns * slabs
-  std::int64_t ext;                  // src extent along dim 1 (rows)
-  int iNb, sNb, sMb;
-  int lbs, lslabs;  // log2 of the block size and of the slabs of a block row
-  int table;        // offset of the tables in the dynamic shared memory, in 16-byte vectors
-};
-
-// Gather along dim 1, staged by column slabs: the symmetric of gather_rows_k. Output column
-// j of block (b, R, C) reads only source column j, from any block of block column (b, C).
-// Work item (idx block column (b, C), slab s: kSlabBytes of every row of a block, the
-// columns s * SE ..) first copies slab s of every active source block of (b, C) into
-// shared memory, [slot][row][SE], slot = the block's rank in the column (CSC order), with
-// a table from source block row to slot (-1: absent, reads 0); then writes slab s of every
-// idx block of (b, C). The source is read once, in whole sectors; the direct kernel reads a
-// 32-byte sector per element here (v's rows differ along a unit), and was L2-bound at
-// 72-81% of a copy.
-template <typename E, typename I, int V>
-__global__ void __launch_bounds__(kThreads, kStageCtas) gather_cols_k(const E* __restrict__ src, E* __restrict__ out,
-                                                                      const I* __restrict__ idx, ColsArgs a,
-                                                                      RangeSink rs) {
-  using IP = Pack<I, V>;
-  using EP = Pack<E, V>;
-  constexpr int SE = kSlabBytes / static_cast<int>(sizeof(E));  // elements of a slab row
-  constexpr int US = SE / V;                                    // units of a slab row
-  static_assert(SE % V == 0 && US >= 1, "units tile a slab row");
-  extern __shared__ uint4 stage_vec[];
-  const E* stage = reinterpret_cast<const E*>(stage_vec);
-  short* slot_of = reinterpret_cast<short*>(stage_vec + a.table);
-  const int lbs = a.lbs, bs = 1 << lbs;
-  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
-  for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
-    const std::int64_t col = item >> a.lslabs;  // b * iNb + C
-    const int s = static_cast<int>(item & ((1 << a.lslabs) - 1));
-    const std::int64_t b = col / a.iNb, C = col - b * a.iNb;
-    const std::int64_t scol = b * a.sNb + C;
-    const std::int64_t kbeg = __ldg(a.icol_offsets + col);
-    const int nk = static_cast<int>(__ldg(a.icol_offsets + col + 1) - kbeg);
-    if (nk == 0) continue;  // the same for the whole CTA
-    const std::int64_t sbeg = __ldg(a.scol_offsets + scol);
-    const int ns = static_cast<int>(__ldg(a.scol_offsets + scol + 1) - sbeg);
-    for (int r = threadIdx.x; r < a.sMb; r += kThreads) slot_of[r] = -1;
-    __syncthreads();
-    // Slab s of source block t: bs rows of kSlabBytes, 16 bytes a copy.
-    for (int q = threadIdx.x; q < (ns << lbs) * 2; q += kThreads) {
-      const int t = q >> (lbs + 1), rr = (q >> 1) & (bs - 1), h = q & 1;
-      const std::int64_t k = __ldg(a.scol_blocks + sbeg + t);
-      if (rr == 0 && h == 0) slot_of[__ldg(a.scoords + 3 * k + 1)] = static_cast<short>(t);
-      const E* from = src + ((k << lbs) + rr) * bs + s * SE + h * (SE / 2);
-      copy16_async(stage_vec + ((static_cast<std::int64_t>(t) << lbs) + rr) * 2 + h, from);
-    }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    __syncthreads();
-    // kUnits units a thread at once: all their index loads in flight before any lookup
-    // (one for 64 bytes of indices a unit: two or four spilled).
-    constexpr int kUnits = V * sizeof(I) <= 32 ? 4 : 1;
-    const int nunits = (nk << lbs) * US;
-    for (int base = threadIdx.x; base < nunits; base += kUnits * kThreads) {
-      std::int64_t at[kUnits];  // element offset of each unit in idx and out
-      IP iv[kUnits];
-      int pp[kUnits];
-#pragma unroll
-      for (int r = 0; r < kUnits; ++r) {
-        const int u = base + r * kThreads;
-        if (u >= nunits) continue;
-        const int t = u / (bs * US), rem = u - t * (bs * US), i = rem / US;
-        pp[r] = rem - i * US;
-        at[r] = ((__ldg(a.icol_blocks + kbeg + t) << lbs) + i) * bs + s * SE + pp[r] * V;
-        iv[r] = *reinterpret_cast<const IP*>(idx + at[r]);
-      }
-#pragma unroll
-      for (int r = 0; r < kUnits; ++r) {
-        if (base + r * kThreads >= nunits) continue;
-        EP ov;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          const I v = iv[r].v[e];
-          lo = v < lo ? v : lo;
-          hi = v > hi ? v : hi;
-          bool ok = in_extent(v, a.ext);
-          const int row = ok ? static_cast<int>(v) : 0;  // < ext < 2^31 here
-          const int t2 = slot_of[row >> lbs];
-          ok = ok && t2 >= 0;
-          const E x = stage[((static_cast<std::int64_t>(ok ? t2 : 0) << lbs) + (row & (bs - 1))) * SE + pp[r] * V + e];
-          ov.v[e] = ok ? x : E(0);
-        }
-        *reinterpret_cast<EP*>(out + at[r]) = ov;
-      }
-    }
-    __syncthreads();  // the next item restages and rebuilds the table
-  }
-  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
-}
-
-/// Sets the shared-memory limits of a staged gather kernel (gather_rows_k, gather_cols_k)
-/// on `dev` (the current device) once per kernel.
-template <auto Kernel>
+/// Sets the shared-memory limits of gather_rows_k<E, I> on `dev` (the current device) once.
+template <typename E, typename I>
 void allow_stage_smem(int dev) {
   static std::atomic<std::uint64_t> done{0};
   const std::uint64_t bit = dev < 64 ? std::uint64_t(1) << dev : 0;
   if (bit != 0 && (done.load(std::memory_order_acquire) & bit) != 0) return;
-  TG_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  const auto k = gather_rows_k<E, I, rows_vector<E, I>()>;
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(kStageBytes + kTableBytes)));
-  TG_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     cudaSharedmemCarveoutMaxShared));
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   done.fetch_or(bit, std::memory_order_release);
 }
 
@@ -907,70 +803,11 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                    lh,
                    log2_exact(h * bs * es / 16),
                    static_cast<int>(stage_bytes / 16)};
-  allow_stage_smem<gather_rows_k<E, I, V>>(dev);
+  allow_stage_smem<E, I>(dev);
   // The CTAs loop over items: more than a few waves of them only cost launches.
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(a.items, kMaxRangeCtas));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
   gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
-      static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()), a,
-      rs);
-  TG_CUDA_CHECK_LAST();
-  return true;
-}
-
-/// Launches gather_cols_k for a dim-1 gather; false (nothing launched) where it does not
-/// apply: rows of a block under one slab or misaligned data, source columns whose staged
-/// slabs exceed kStageBytes, or an idx with fewer than half as many blocks as the source
-/// has in the block columns idx covers (a direct gather of a few blocks reads less).
-template <typename E, typename I>
-bool gather_cols(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
-                 RangeLease* lease, int dev, cudaStream_t st) {
-  constexpr int V = rows_vector<E, I>();
-  const std::int64_t bs = il.block_size(), es = sizeof(E);
-  if (sl.n_blocks() == 0 || bs * es % kSlabBytes != 0 || sl.rows() >= (std::int64_t(1) << 31)) return false;
-  const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
-  if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), V * std::int64_t(sizeof(I))) ||
-      !aligned(out.data_ptr(), V * es)) {
-    return false;
-  }
-  // The densest source block column read and the source blocks staged, from the host CSC
-  // offsets (built once per layout).
-  const std::int64_t* ioff = il.tables(Device::cpu()).col_offsets.data<std::int64_t>();
-  const std::int64_t* soff = sl.tables(Device::cpu()).col_offsets.data<std::int64_t>();
-  const std::int64_t iNb = il.block_cols(), sNb = sl.block_cols();
-  std::int64_t slots = 1, covered = 0;
-  for (std::int64_t b = 0; b < il.batch(); ++b) {
-    for (std::int64_t c = 0; c < iNb; ++c) {
-      if (ioff[b * iNb + c + 1] == ioff[b * iNb + c]) continue;
-      const std::int64_t n = soff[b * sNb + c + 1] - soff[b * sNb + c];
-      slots = std::max(slots, n);
-      covered += n;
-    }
-  }
-  if (2 * il.n_blocks() < covered) return false;
-  const std::int64_t stage_bytes = slots * bs * kSlabBytes;
-  const std::int64_t table_bytes = (sl.block_rows() * std::int64_t(sizeof(short)) + 15) / 16 * 16;
-  if (stage_bytes > kStageBytes || table_bytes > kTableBytes) return false;
-  const LayoutTables& it = il.tables(idx.device());
-  const LayoutTables& stt = sl.tables(src.device());
-  const ColsArgs a{it.col_offsets.data<std::int64_t>(),
-                   it.col_blocks.data<std::int64_t>(),
-                   stt.col_offsets.data<std::int64_t>(),
-                   stt.col_blocks.data<std::int64_t>(),
-                   stt.block_coords.data<std::int64_t>(),
-                   (il.batch() * iNb) << log2_exact(bs * es / kSlabBytes),
-                   sl.rows(),
-                   static_cast<int>(iNb),
-                   static_cast<int>(sNb),
-                   static_cast<int>(sl.block_rows()),
-                   log2_exact(bs),
-                   log2_exact(bs * es / kSlabBytes),
-                   static_cast<int>(stage_bytes / 16)};
-  constexpr auto kernel = gather_cols_k<E, I, V>;
-  allow_stage_smem<kernel>(dev);
-  const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(a.items, kMaxRangeCtas));
-  const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  kernel<<<grid, kThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
       static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()), a,
       rs);
   TG_CUDA_CHECK_LAST();
@@ -1016,7 +853,6 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
     dispatch_bytes(src.dtype(), [&](auto e) {
       using E = decltype(e);
       if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
-      if (dim == 1 && gather_cols<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
       gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
     });
   });

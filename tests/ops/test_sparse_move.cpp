@@ -946,13 +946,13 @@ TEST_CASE("sparse gather CUDA dim 2: tall stages over mixed-density block rows",
   }
 }
 
-// The column-staged dim-1 gather (a 32-byte slab of every row of a source block column
-// staged in shared memory) and its direct fallbacks: every element size and block size
-// (blocks of 8 bf16 are one 16-byte row: direct), both index dtypes, idx layouts taller
-// than src and with fewer batches and block columns, source block columns empty where idx
-// has blocks (Holes), misaligned data, source columns too tall to stage, and an idx much
-// sparser than src.
-TEST_CASE("sparse gather CUDA dim 1: staged columns and direct fallbacks match CPU", "[ops][sparse_move][cuda]") {
+// gather along dim 1 on the GPU against the CPU, bit for bit: every element size and block
+// size, both index dtypes, in-block and random rows, idx layouts taller than src and with
+// fewer batches and block columns, source block columns empty where idx has blocks
+// (Holes), misaligned data, tall source columns, an idx much sparser than src, more work
+// than one wave of the grid, and out-of-range rows. (A column-staged kernel passed these
+// and was dropped as slower, bench/RESULTS.md 12-04.)
+TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layouts, alignment, range", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
   std::uint64_t seed = 500;
@@ -966,16 +966,16 @@ TEST_CASE("sparse gather CUDA dim 1: staged columns and direct fallbacks match C
       require_dim1_parity(ls, tall, dt, seed++);
       require_dim1_parity(ls, narrow, dt, seed++);
     }
-    require_dim1_parity(ls, ls, DType::f32, seed++, 1);  // misaligned: direct
+    require_dim1_parity(ls, ls, DType::f32, seed++, 1);  // misaligned
   }
-  // Columns of 2560 rows (80 KiB of f32 slabs, over the stage limit): direct.
+  // Columns of 2560 rows.
   Layout tall_src = make_layout(1, 40, 2, 64, Density::Full, seed++);
   require_dim1_parity(tall_src, tall_src, DType::f32, seed++);
-  // One idx block per block column under a full src: direct.
-  Layout full = make_layout(2, 16, 3, 32, Density::Full, seed++);
+  // One idx block per block column under a full src.
+  Layout full_src = make_layout(2, 16, 3, 32, Density::Full, seed++);
   Layout one_row = layout_where(2, 16, 3, 32, [](std::int64_t, std::int64_t r, std::int64_t) { return r == 5; });
-  require_dim1_parity(full, one_row, DType::bf16, seed++);
-  // More items than the grid has CTAs (8192): 64 batches x 40 block columns x 4 slabs.
+  require_dim1_parity(full_src, one_row, DType::bf16, seed++);
+  // 10,240 blocks: more than one wave of the grid.
   Layout many = make_layout(64, 4, 40, 32, Density::Holes, seed++);
   require_dim1_parity(many, many, DType::f32, seed++);
   // Out-of-range rows read 0 and raise at the next synchronisation, with their range.
