@@ -15,8 +15,9 @@ namespace tg {
 ///
 /// get() is a synchronisation with the device in the sense of runtime/deferred_checks.h:
 /// it throws the calling thread's pending errors of checks whose work has finished. Cheap
-/// to move; copies share the copy in flight. Destroying a PendingItem whose copy is still
-/// running waits for it.
+/// to move; copies share the copy in flight (use them from one thread: ready() and get()
+/// update the shared state unguarded). Destroying the last PendingItem of a copy that is
+/// still running waits for it.
 class PendingItem {
  public:
   PendingItem() = default;

@@ -414,7 +414,7 @@ int lanes_per_row(const Layout& l, int lg_units) {
 // Row sums where a warp's rows lie in one block row (32 / G rows of G lanes, G = the units
 // of a segment): the warp reads its block row's offsets once (one broadcast load), so every
 // lane has the same block count and no lane diverges; each lane's units are one pointer
-// and constant strides of a block (immediate offsets, no per-load index arithmetic); the
+// and a constant stride of a block (no per-load index arithmetic); the
 // warps are persistent and fetch their next group's offsets while the current group's
 // loads are in flight, so that only the first group waits for them. row_reduce_kernel
 // spent ~80 instructions a 16-byte unit on 64-bit index arithmetic and waited for the

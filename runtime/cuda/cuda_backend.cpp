@@ -427,7 +427,9 @@ class CudaBackend final : public runtime::Backend {
     if (nbytes > kHostSlotBytes) {
       TG_THROW(ValueError, "copy_to_host_slot: at most ", kHostSlotBytes, " bytes, got ", nbytes);
     }
-    if (!src_device.is_cuda()) return runtime::Backend::copy_to_host_slot(src, src_device, nbytes, stream);
+    if (!src_device.is_cuda()) {
+      TG_THROW(DeviceError, "copy_to_host_slot: expected a source on a CUDA device, got ", src_device.str());
+    }
     check_device(src_device, "copy_to_host_slot");
     if (!stream.device.is_cuda()) stream = Stream{src_device, current_cuda_stream(src_device.index)};
     DeviceGuard g(stream.device.index);

@@ -813,62 +813,32 @@ TEST_CASE("sparse data movement CUDA backward: many blocks", "[ops][sparse_move]
 
 namespace {
 
-// Indices on l for a gather along dim 2 from a source with n_src columns, as dtype dt:
-// `local` permutes the columns inside a block (v = (C mod n_src / bs) * bs + (17 j + i) mod
-// bs, C the idx block's column), otherwise v is uniform over [0, n_src).
-BlockSparseTensor dim2_idx(const Layout& l, std::int64_t n_src, bool local, std::uint64_t seed, DType dt) {
-  const std::int64_t n = l.n_blocks(), bs = l.block_size(), sNb = n_src / bs;
+// Indices on l for a gather along `dim` (1 or 2) from a source of extent n_src there, as
+// dtype dt: `local` keeps each value in its block's own block (modulo the source's) and
+// permutes inside it (dim 2: v = (C mod n_src / bs) * bs + (17 j + i) mod bs, C the idx
+// block's column; dim 1 the same with the row R and i, j swapped); otherwise v is uniform
+// over [0, n_src).
+BlockSparseTensor gather_idx(const Layout& l, int dim, std::int64_t n_src, bool local, std::uint64_t seed, DType dt) {
+  const std::int64_t n = l.n_blocks(), bs = l.block_size(), sblocks = n_src / bs;
   const auto coords = l.tables(Device::cpu()).block_coords.to_vector<std::int64_t>();
   std::mt19937_64 rng(seed);
   std::vector<std::int64_t> v(static_cast<std::size_t>(n * bs * bs));
   for (std::int64_t k = 0; k < n; ++k)
     for (std::int64_t i = 0; i < bs; ++i)
-      for (std::int64_t j = 0; j < bs; ++j)
+      for (std::int64_t j = 0; j < bs; ++j) {
+        const std::int64_t block = coords[static_cast<std::size_t>(3 * k + dim)] % sblocks;
+        const std::int64_t inner = dim == 2 ? (17 * j + i) % bs : (17 * i + j) % bs;
         v[static_cast<std::size_t>((k * bs + i) * bs + j)] =
-            local ? coords[static_cast<std::size_t>(3 * k + 2)] % sNb * bs + (17 * j + i) % bs
-                  : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_src));
+            local ? block * bs + inner : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_src));
+      }
   return BlockSparseTensor(from_vector(v, {n, bs, bs}).to(dt), l);
 }
 
-// gather(src, 2, idx) on the GPU equals the CPU result bit for bit (src of any dtype,
-// pattern values), for in-block and random-row indices of both index dtypes.
-void require_dim2_parity(const Layout& ls, const Layout& li, DType dt, std::uint64_t seed) {
-  const std::int64_t bs = ls.block_size();
-  const Shape shape{ls.n_blocks(), bs, bs};
-  Tensor base = pattern_values(shape.numel(), dt, seed);
-  BlockSparseTensor xc(tgt::misaligned_view(base, 0, shape), ls);
-  BlockSparseTensor xg(tgt::misaligned_view(base.to(Device::cuda()), 0, shape), ls);
-  for (bool local : {true, false}) {
-    for (DType it : {DType::i32, DType::i64}) {
-      INFO((local ? "in-block" : "random-row") << " " << dtype_name(dt) << " idx " << dtype_name(it) << " bs " << bs
-                                               << " src " << ls << " idx " << li);
-      BlockSparseTensor idx = dim2_idx(li, ls.cols(), local, seed + 1, it);
-      BlockSparseTensor og = gather(xg, 2, to_cuda(idx));
-      REQUIRE(og.layout() == li);
-      tgt::require_close(og.data(), gather(xc, 2, idx).data(), 0, 0);
-    }
-  }
-}
-
-// Dim-1 indices for layout l over a source of n_src rows: in-block ones keep each value in
-// the block row its block has (modulo the source's), random ones draw any source row.
-BlockSparseTensor dim1_idx(const Layout& l, std::int64_t n_src, bool local, std::uint64_t seed, DType dt) {
-  const std::int64_t n = l.n_blocks(), bs = l.block_size(), sMb = n_src / bs;
-  const auto coords = l.tables(Device::cpu()).block_coords.to_vector<std::int64_t>();
-  std::mt19937_64 rng(seed);
-  std::vector<std::int64_t> v(static_cast<std::size_t>(n * bs * bs));
-  for (std::int64_t k = 0; k < n; ++k)
-    for (std::int64_t i = 0; i < bs; ++i)
-      for (std::int64_t j = 0; j < bs; ++j)
-        v[static_cast<std::size_t>((k * bs + i) * bs + j)] =
-            local ? coords[static_cast<std::size_t>(3 * k + 1)] % sMb * bs + (17 * i + j) % bs
-                  : static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(n_src));
-  return BlockSparseTensor(from_vector(v, {n, bs, bs}).to(dt), l);
-}
-
-// gather(src, 1, idx) on the GPU equals the CPU result bit for bit, src data `offset`
-// elements into its buffer (1: misaligned, the direct kernel).
-void require_dim1_parity(const Layout& ls, const Layout& li, DType dt, std::uint64_t seed, std::int64_t offset = 0) {
+// gather(src, dim, idx) on the GPU equals the CPU result bit for bit (src of any dtype,
+// pattern values, `offset` elements into its buffer: 1 misaligns it), for in-block and
+// random indices of both index dtypes.
+void require_gather_parity(const Layout& ls, const Layout& li, int dim, DType dt, std::uint64_t seed,
+                           std::int64_t offset = 0) {
   const std::int64_t bs = ls.block_size();
   const Shape shape{ls.n_blocks(), bs, bs};
   Tensor base = pattern_values(shape.numel() + offset, dt, seed);
@@ -876,12 +846,12 @@ void require_dim1_parity(const Layout& ls, const Layout& li, DType dt, std::uint
   BlockSparseTensor xg(tgt::misaligned_view(base.to(Device::cuda()), offset, shape), ls);
   for (bool local : {true, false}) {
     for (DType it : {DType::i32, DType::i64}) {
-      INFO((local ? "in-block" : "random-row") << " " << dtype_name(dt) << " idx " << dtype_name(it) << " bs " << bs
-                                               << " offset " << offset << " src " << ls << " idx " << li);
-      BlockSparseTensor idx = dim1_idx(li, ls.rows(), local, seed + 1, it);
-      BlockSparseTensor og = gather(xg, 1, to_cuda(idx));
+      INFO("dim " << dim << (local ? " in-block " : " random ") << dtype_name(dt) << " idx " << dtype_name(it)
+                  << " bs " << bs << " offset " << offset << " src " << ls << " idx " << li);
+      BlockSparseTensor idx = gather_idx(li, dim, dim == 2 ? ls.cols() : ls.rows(), local, seed + 1, it);
+      BlockSparseTensor og = gather(xg, dim, to_cuda(idx));
       REQUIRE(og.layout() == li);
-      tgt::require_close(og.data(), gather(xc, 1, idx).data(), 0, 0);
+      tgt::require_close(og.data(), gather(xc, dim, idx).data(), 0, 0);
     }
   }
 }
@@ -903,23 +873,23 @@ TEST_CASE("sparse gather CUDA dim 2: staged rows and direct fallbacks match CPU"
     Layout wide = make_layout(2, Mb, Nb + 3, bs, Density::Sparse, seed++);  // more columns than src
     Layout shorter = make_layout(1, Mb - 1, Nb, bs, Density::Full, seed++);  // fewer batches and rows
     for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i64, DType::boolean}) {
-      require_dim2_parity(ls, same, dt, seed++);
-      require_dim2_parity(ls, wide, dt, seed++);
-      require_dim2_parity(ls, shorter, dt, seed++);
+      require_gather_parity(ls, same, 2, dt, seed++);
+      require_gather_parity(ls, wide, 2, dt, seed++);
+      require_gather_parity(ls, shorter, 2, dt, seed++);
     }
   }
   // src rows of 10240 f64 (80 KiB, over the stage limit) and an idx of one block per
   // block row under a full src: the direct kernel
   Layout wide_rows = make_layout(1, 2, 160, 64, Density::Sparse, seed++);
-  require_dim2_parity(wide_rows, wide_rows, DType::f64, seed++);
+  require_gather_parity(wide_rows, wide_rows, 2, DType::f64, seed++);
   Layout full = make_layout(2, 3, 16, 32, Density::Full, seed++);
   Layout one_col = layout_where(2, 3, 16, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 5; });
-  require_dim2_parity(full, one_col, DType::f32, seed++);
+  require_gather_parity(full, one_col, 2, DType::f32, seed++);
   // 128 block rows of 32 blocks of 64 (1 in 8 active): a stage of the 4 active blocks, taller
   // than the 8 rows a full 2048-wide row would allow
   Layout big = layout_where(4, 32, 32, 64, [](std::int64_t b, std::int64_t r, std::int64_t c) { return (7 * b + 3 * r + c) % 8 == 0; });
-  require_dim2_parity(big, big, DType::f32, seed++);
-  require_dim2_parity(big, big, DType::bf16, seed++);
+  require_gather_parity(big, big, 2, DType::f32, seed++);
+  require_gather_parity(big, big, 2, DType::bf16, seed++);
 }
 
 // The staged dim-2 gather at its tallest stage (h = bs: 512 block rows fill the GPU with one
@@ -940,9 +910,9 @@ TEST_CASE("sparse gather CUDA dim 2: tall stages over mixed-density block rows",
     return r % 16 == 0 || c == (b + r) % 5;
   });
   for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::boolean}) {
-    require_dim2_parity(mixed, mixed, dt, seed++);
-    require_dim2_parity(mixed, skip_full, dt, seed++);
-    require_dim2_parity(mixed, narrow, dt, seed++);
+    require_gather_parity(mixed, mixed, 2, dt, seed++);
+    require_gather_parity(mixed, skip_full, 2, dt, seed++);
+    require_gather_parity(mixed, narrow, 2, dt, seed++);
   }
 }
 
@@ -962,22 +932,22 @@ TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layout
     Layout tall = make_layout(2, Mb + 3, Nb, bs, Density::Sparse, seed++);  // more block rows than src
     Layout narrow = make_layout(1, Mb, Nb - 1, bs, Density::Full, seed++);  // fewer batches and columns
     for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::i64, DType::boolean}) {
-      require_dim1_parity(ls, ls, dt, seed++);
-      require_dim1_parity(ls, tall, dt, seed++);
-      require_dim1_parity(ls, narrow, dt, seed++);
+      require_gather_parity(ls, ls, 1, dt, seed++);
+      require_gather_parity(ls, tall, 1, dt, seed++);
+      require_gather_parity(ls, narrow, 1, dt, seed++);
     }
-    require_dim1_parity(ls, ls, DType::f32, seed++, 1);  // misaligned
+    require_gather_parity(ls, ls, 1, DType::f32, seed++, 1);  // misaligned
   }
   // Columns of 2560 rows.
   Layout tall_src = make_layout(1, 40, 2, 64, Density::Full, seed++);
-  require_dim1_parity(tall_src, tall_src, DType::f32, seed++);
+  require_gather_parity(tall_src, tall_src, 1, DType::f32, seed++);
   // One idx block per block column under a full src.
   Layout full_src = make_layout(2, 16, 3, 32, Density::Full, seed++);
   Layout one_row = layout_where(2, 16, 3, 32, [](std::int64_t, std::int64_t r, std::int64_t) { return r == 5; });
-  require_dim1_parity(full_src, one_row, DType::bf16, seed++);
+  require_gather_parity(full_src, one_row, 1, DType::bf16, seed++);
   // 10,240 blocks: more than one wave of the grid.
   Layout many = make_layout(64, 4, 40, 32, Density::Holes, seed++);
-  require_dim1_parity(many, many, DType::f32, seed++);
+  require_gather_parity(many, many, 1, DType::f32, seed++);
   // Out-of-range rows read 0 and raise at the next synchronisation, with their range.
   tgt::SyncChecksGuard mode(false);
   Layout l = make_layout(1, 4, 2, 32, Density::Full, seed++);
