@@ -470,9 +470,15 @@ __device__ __forceinline__ bool in_extent(I v, std::int64_t ext) {
 }
 
 // Shared memory of one staged work item (h rows of each active source block of a block
-// row): 64 KiB lets three CTAs share an SM, so that one stages while the others gather.
+// row): at most 64 KiB, so that three CTAs share an SM and one stages while the others
+// gather; where 32 KiB hold a row of the stage, six CTAs of half the threads do (more
+// items' chains of latencies overlap: measured 1-3 points of a copy faster at block 64,
+// bf16 and f32, every density).
 constexpr std::int64_t kStageBytes = 64 * 1024;
-constexpr int kStageCtas = 3;  // CTAs of gather_rows_k an SM holds
+constexpr int kStageCtas = 3;  // CTAs of gather_rows_k an SM holds (256 threads each)
+constexpr std::int64_t kSmallStageBytes = 32 * 1024;
+constexpr int kSmallStageCtas = 6;      // the same with stages of at most kSmallStageBytes
+constexpr int kSmallStageThreads = 128;
 // The slot table (a short per source block column) comes on top of the stage: three CTAs of
 // 64 KiB + table + the 1 KiB reserved per CTA fit in an SM's 228 KiB up to an 8 KiB table
 // (4096 block columns, 64 bytes at 32). Source rows of at most kStageBytes have at most
@@ -532,8 +538,8 @@ struct RowsArgs {
 // column to itself: it skips the table and its lookup (a uniform branch per item), the
 // dense case's path. The first batch of indices is loaded while the copies land, each later
 // batch while the previous one is written.
-template <typename E, typename I, int V>
-__global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* __restrict__ src, E* __restrict__ out,
+template <typename E, typename I, int V, int NT = kThreads, int CTAS = kStageCtas>
+__global__ void __launch_bounds__(NT, CTAS) gather_rows_k(const E* __restrict__ src, E* __restrict__ out,
                                                                       const I* __restrict__ idx, RowsArgs a,
                                                                       RangeSink rs) {
   using IP = Pack<I, V>;
@@ -564,7 +570,7 @@ __global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* _
         src_bytes + ((sbeg << (2 * lbs)) + (static_cast<std::int64_t>(i0) << lbs)) * std::int64_t(sizeof(E));
     const int nvec = ns << a.lvpc;
 #pragma unroll 4
-    for (int q = threadIdx.x; q < nvec; q += kThreads) {
+    for (int q = threadIdx.x; q < nvec; q += NT) {
       const std::int64_t off = (static_cast<std::int64_t>(q >> a.lvpc) << lblock) + ((q & vmask) << 4);
       copy16_async(stage_vec + q, first + off);
     }
@@ -577,13 +583,13 @@ __global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* _
     IP cur[U];
 #pragma unroll
     for (int r = 0; r < U; ++r) {
-      const int u = r * kThreads + static_cast<int>(threadIdx.x);
+      const int u = r * NT + static_cast<int>(threadIdx.x);
       if (u < nunits) cur[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
     }
     const bool full = ns == a.sNb;  // the same for the whole CTA
     if (!full) {
       const std::int64_t* srow = a.sidx + srho * a.sNb;
-      for (int c = threadIdx.x; c < a.sNb; c += kThreads) {
+      for (int c = threadIdx.x; c < a.sNb; c += NT) {
         const std::int64_t s = __ldg(srow + c);
         slot_of[c] = static_cast<short>(s >= 0 ? s - sbeg : -1);
       }
@@ -593,19 +599,19 @@ __global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* _
     // Writes the item's units; Identity: slot = block column (a full source block row).
     const auto write = [&](auto identity) {
       constexpr bool Identity = decltype(identity)::value;
-      for (int base = 0; base < nunits; base += U * kThreads) {
-        const bool more = base + U * kThreads < nunits;
+      for (int base = 0; base < nunits; base += U * NT) {
+        const bool more = base + U * NT < nunits;
         IP nxt[U];
         if (more) {
 #pragma unroll
           for (int r = 0; r < U; ++r) {
-            const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+            const int u = base + (U + r) * NT + static_cast<int>(threadIdx.x);
             if (u < nunits) nxt[r] = reinterpret_cast<const IP*>(idx)[at(u) >> LV];
           }
         }
 #pragma unroll
         for (int r = 0; r < U; ++r) {
-          const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
+          const int u = base + r * NT + static_cast<int>(threadIdx.x);
           if (u < nunits) {
             const int row = ((u & ((1 << lupb) - 1)) << LV) >> lbs;  // row within the item's h rows
             EP p;
@@ -639,7 +645,7 @@ __global__ void __launch_bounds__(kThreads, kStageCtas) gather_rows_k(const E* _
     else write(std::false_type{});
     __syncthreads();  // the next item restages and rebuilds the table
   }
-  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+  publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
 /// Geometry of gather_direct_k.
@@ -736,6 +742,10 @@ void allow_stage_smem(int dev) {
   TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(kStageBytes + kTableBytes)));
   TG_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  const auto k6 = gather_rows_k<E, I, rows_vector<E, I>(), kSmallStageThreads, kSmallStageCtas>;
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k6, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kStageBytes + kTableBytes)));
+  TG_CUDA_CHECK(cudaFuncSetAttribute(k6, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
   done.fetch_or(bit, std::memory_order_release);
 }
 
@@ -780,11 +790,14 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   // Stage slots: the densest source block row read, at least one (an absent block reads
   // slot 0, masked, so the stage is never empty).
   const std::int64_t slots = std::max<std::int64_t>(1, densest_source_row(sl, il));
+  const bool small = slots * bs * es <= kSmallStageBytes;
+  const int ctas = small ? kSmallStageCtas : kStageCtas;
+  const std::int64_t stage_budget = small ? kSmallStageBytes : kStageBytes;
   // h: the most rows of that many blocks that fit, fewer while that leaves too few items to
-  // give every SM its kStageCtas (a sparser source gets a taller stage).
+  // give every SM its CTAs (a sparser source gets a taller stage).
   std::int64_t h = 1;
-  while (2 * h <= bs && 2 * h * slots * bs * es <= kStageBytes) h *= 2;
-  const std::int64_t want = kStageCtas * std::int64_t(cuda::multiprocessor_count(dev));
+  while (2 * h <= bs && 2 * h * slots * bs * es <= stage_budget) h *= 2;
+  const std::int64_t want = ctas * std::int64_t(cuda::multiprocessor_count(dev));
   while (h > 1 && rows * (bs / h) < want && (h / 2) * bs * es % 16 == 0) h /= 2;
   if (h * bs * es % 16 != 0 || il.cols() * h >= (std::int64_t(1) << 30)) return false;
   const std::int64_t stage_bytes = h * slots * bs * es;  // a multiple of 16
@@ -807,9 +820,16 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   // The CTAs loop over items: more than a few waves of them only cost launches.
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>(a.items, kMaxRangeCtas));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
-      static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()), a,
-      rs);
+  if (small) {
+    gather_rows_k<E, I, V, kSmallStageThreads, kSmallStageCtas>
+        <<<grid, kSmallStageThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
+        static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
+        a, rs);
+  } else {
+    gather_rows_k<E, I, V><<<grid, kThreads, static_cast<std::size_t>(stage_bytes + table_bytes), st>>>(
+        static_cast<const E*>(src.data_ptr()), static_cast<E*>(out.data_ptr()), static_cast<const I*>(idx.data_ptr()),
+        a, rs);
+  }
   TG_CUDA_CHECK_LAST();
   return true;
 }

@@ -882,6 +882,9 @@ TEST_CASE("sparse gather CUDA dim 2: staged rows and direct fallbacks match CPU"
   // block row under a full src: the direct kernel
   Layout wide_rows = make_layout(1, 2, 160, 64, Density::Sparse, seed++);
   require_gather_parity(wide_rows, wide_rows, 2, DType::f64, seed++);
+  // Rows of 10240 f32 (40 KiB, over the small stage): three CTAs of 256 threads, h = 1.
+  Layout mid_rows = make_layout(1, 2, 160, 64, Density::Full, seed++);
+  require_gather_parity(mid_rows, mid_rows, 2, DType::f32, seed++);
   Layout full = make_layout(2, 3, 16, 32, Density::Full, seed++);
   Layout one_col = layout_where(2, 3, 16, 32, [](std::int64_t, std::int64_t, std::int64_t c) { return c == 5; });
   require_gather_parity(full, one_col, 2, DType::f32, seed++);
