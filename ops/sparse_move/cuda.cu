@@ -50,7 +50,10 @@ bool fits_int(std::int64_t v) { return v < (std::int64_t(1) << 31); }
 
 // Unit g of source block k = g >> shift goes to the same unit of each active destination.
 // A CUDA block moves kUnroll * kThreads consecutive units per step, issuing all its loads
-// before any store so that enough bytes are in flight to keep HBM busy.
+// before any store so that enough bytes are in flight to keep HBM busy. The units' block
+// coordinates are loaded before their data and the first destination looked up while the
+// data is in flight: the stores wait for the slower of the two chains, not for both in
+// turn.
 constexpr int kUnroll = 4;
 
 template <typename U, typename I>
@@ -62,21 +65,31 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
   constexpr std::int64_t kChunk = std::int64_t(kUnroll) * kThreads;
   for (std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kChunk; base < total;
        base += static_cast<std::int64_t>(gridDim.x) * kChunk) {
+    I b[kUnroll], R[kUnroll], C[kUnroll];
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) {
+      const std::int64_t g = base + r * kThreads + threadIdx.x;
+      const std::int64_t k = (g < total ? g : 0) >> shift;
+      b[r] = static_cast<I>(coords[3 * k]);
+      R[r] = static_cast<I>(coords[3 * k + 1]);
+      C[r] = static_cast<I>(coords[3 * k + 2]);
+    }
     U v[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       if (g < total) v[r] = src[g];
     }
+    std::int64_t first[kUnroll];  // the destination block of copy 0 (-1: none)
+#pragma unroll
+    for (int r = 0; r < kUnroll; ++r) first[r] = copies > 0 ? oidx[m.dest<I>(b[r], R[r], C[r], 0)] : -1;
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       if (g >= total) break;
-      const std::int64_t k = g >> shift;
-      const I b = static_cast<I>(coords[3 * k]), R = static_cast<I>(coords[3 * k + 1]),
-              C = static_cast<I>(coords[3 * k + 2]);
-      for (I c = 0; c < copies; ++c) {
-        const std::int64_t t = oidx[m.dest<I>(b, R, C, c)];
+      if (first[r] >= 0) out[(first[r] << shift) | (g & mask)] = v[r];
+      for (I c = 1; c < copies; ++c) {
+        const std::int64_t t = oidx[m.dest<I>(b[r], R[r], C[r], c)];
         if (t >= 0) out[(t << shift) | (g & mask)] = v[r];
       }
     }
