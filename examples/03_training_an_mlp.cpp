@@ -46,6 +46,9 @@ int main() {
     opt.zero_grad();
     loss.backward();
     opt.step();
+    // item() copies the loss to the host and so waits for the GPU to finish the step. Here
+    // that happens every 50 steps; a loop that reads its loss every step lets the GPU run
+    // ahead with loss.item_async(), read once the next step is queued (examples/train_gpt.cpp).
     if (step % 50 == 0 || step == steps - 1) std::cout << "step " << step << " loss " << loss.item<float>() << "\n";
   }
 
