@@ -32,8 +32,8 @@ void row(const char* op, double density, tg::DType dt, double bytes, const std::
 }
 
 // Indices for gather along dim 2 on layout l: "local" permutes the columns inside each
-// block (v = C*bs + ((17 j + i) mod bs)); "row" draws v uniformly from the whole row. With
-// dim 1 (local only), the rows inside each block: v = R*bs + ((17 i + j) mod bs).
+// block (v = C*bs + ((17 j + i) mod bs)); otherwise v is uniform over the row (dim 1: the column). With
+// dim 1 and local, the rows inside each block: v = R*bs + ((17 i + j) mod bs).
 tg::BlockSparseTensor make_idx(const tg::Layout& l, bool local, int dim = 2) {
   const std::int64_t n = l.n_blocks(), bs = l.block_size(), N = l.cols();
   const auto coords = l.tables(tg::Device::cpu()).block_coords.to_vector<std::int64_t>();
@@ -99,10 +99,12 @@ int main() {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, &verdict);
         });
       }
-      {  // dim 1 takes the direct (unstaged) kernel
-        tg::BlockSparseTensor idx = make_idx(l, true, 1);
+      // dim 1: in-block rows (each idx block reads one source block: staged), random rows
+      // (a span wider than the stage: the direct path)
+      for (bool local : {true, false}) {
+        tg::BlockSparseTensor idx = make_idx(l, local, 1);
         const double bytes = static_cast<double>(idx.data().nbytes()) + 2 * data;
-        row("gather d1 (in-block)", density, dt, bytes, [&] { tg::gather(x, 1, idx); });
+        row(local ? "gather d1 (in-block)" : "gather d1 (random row)", density, dt, bytes, [&] { tg::gather(x, 1, idx); });
         tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
         row("  kernel only, unchecked", density, dt, bytes, [&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);

@@ -961,6 +961,52 @@ TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layout
   REQUIRE(sum(abs(out.data())).item<double>() == 0.0);
 }
 
+// The dim-1 gather stages the source blocks an idx block reads where their span of block rows
+// fits the stage (4 blocks of 8 KiB, 2 of 16 KiB, 1 of 32-64 KiB) and gathers directly
+// otherwise, decided per idx block. Each idx block here reads a window of w block rows
+// (w = 1..5 by block), so one launch mixes staged items of every slot count with direct
+// ones; Holes leave absent source blocks inside staged windows (zeros), and a few
+// elements a block read rows of other windows (a span wider than the stage: the direct
+// path, with the source column's lookup table in shared memory).
+TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct path match CPU", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  std::uint64_t seed = 700;
+  for (std::int64_t bs : {32, 64, 128}) {
+    const std::int64_t Mb = 6, Nb = bs >= 128 ? 2 : 3;
+    Layout ls = make_layout(2, Mb, Nb, bs, Density::Holes, seed++);
+    Layout li = make_layout(2, Mb, Nb, bs, Density::Full, seed++);
+    const auto coords = li.tables(Device::cpu()).block_coords.to_vector<std::int64_t>();
+    for (bool stray : {false, true}) {
+      std::mt19937_64 rng(seed++);
+      std::vector<std::int64_t> v(static_cast<std::size_t>(li.n_blocks() * bs * bs));
+      for (std::int64_t k = 0; k < li.n_blocks(); ++k) {
+        const std::int64_t w = 1 + k % 5, R = coords[static_cast<std::size_t>(3 * k + 1)];
+        const std::int64_t first = std::min(R, Mb - w) * bs;
+        for (std::int64_t e = 0; e < bs * bs; ++e) {
+          const bool far = stray && e % 97 == 5;  // now and then any row of the column
+          v[static_cast<std::size_t>(k * bs * bs + e)] =
+              far ? static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(Mb * bs))
+                  : first + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(w * bs));
+        }
+      }
+      for (DType dt : {DType::f32, DType::bf16, DType::f64, DType::boolean}) {
+        for (DType it : {DType::i32, DType::i64}) {
+          INFO("bs " << bs << " " << dtype_name(dt) << " idx " << dtype_name(it) << (stray ? " with stray rows" : ""));
+          const BlockSparseTensor idx(from_vector(v, {li.n_blocks(), bs, bs}).to(it), li);
+          const BlockSparseTensor xc(reshape(pattern_values(ls.n_blocks() * bs * bs, dt, seed++), {ls.n_blocks(), bs, bs}), ls);
+          const BlockSparseTensor og = gather(to_cuda(xc), 1, to_cuda(idx));
+          tgt::require_close(og.data(), gather(xc, 1, idx).data(), 0, 0);
+        }
+      }
+    }
+  }
+  // Source columns of 600 block rows: over the 512-entry lookup table of a buffer, so the
+  // direct path looks its blocks up in global memory.
+  Layout very_tall = make_layout(1, 600, 1, 32, Density::Holes, seed++);
+  require_gather_parity(very_tall, very_tall, 1, DType::f32, seed++);
+}
+
 // Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
 // scatter_reduce's range pass, with the range of the call itself: the reused device words
 // are clean again after every call, a good call after a bad one passes.
