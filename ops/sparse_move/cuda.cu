@@ -82,9 +82,9 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       if (g < total) v[r] = src[g];
     }
-    std::int64_t first[kUnroll];  // the destination block of copy 0 (-1: none)
+    std::int64_t first[kUnroll];  // the destination block of copy 0 (-1: none; the host launches only with copies > 0)
 #pragma unroll
-    for (int r = 0; r < kUnroll; ++r) first[r] = copies > 0 ? oidx[m.dest<I>(b[r], R[r], C[r], 0)] : -1;
+    for (int r = 0; r < kUnroll; ++r) first[r] = oidx[m.dest<I>(b[r], R[r], C[r], 0)];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) {
       const std::int64_t g = base + r * kThreads + threadIdx.x;
@@ -669,6 +669,24 @@ __global__ void __launch_bounds__(NT, CTAS) gather_rows_k(const E* __restrict__ 
   publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
+/// The second half of a direct gather: loads the U x V source elements at off (-1: a zero),
+/// all of them before any store, then stores pack u at out[slot(u)] where slot(u) >= 0.
+template <typename E, int U, int V, typename X, typename Slot>
+__device__ __forceinline__ void load_then_store(const E* __restrict__ src, const X (&off)[U][V], Pack<E, V>* out,
+                                                Slot slot) {
+  Pack<E, V> p[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) p[u].v[e] = off[u][e] >= 0 ? src[off[u][e]] : E(0);
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const auto g = slot(u);
+    if (g >= 0) out[g] = p[u];
+  }
+}
+
 /// Geometry of gather_direct_k.
 struct DirectArgs {
   std::int64_t units;  // n * bs * bs / V
@@ -738,17 +756,10 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
         off[r][e] = prev_s >= 0 ? (prev_s << (2 * lbs)) + inb : X(-1);
       }
     }
-    EP p[U];
-#pragma unroll
-    for (int r = 0; r < U; ++r) {
-#pragma unroll
-      for (int e = 0; e < V; ++e) p[r].v[e] = off[r][e] >= 0 ? src[off[r][e]] : E(0);
-    }
-#pragma unroll
-    for (int r = 0; r < U; ++r) {
+    load_then_store(src, off, reinterpret_cast<EP*>(out), [&](int r) {
       const X g = first + r * kThreads + static_cast<X>(threadIdx.x);
-      if (g < units) reinterpret_cast<EP*>(out)[g] = p[r];
-    }
+      return g < units ? g : X(-1);
+    });
   }
   publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
@@ -855,7 +866,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>()) gather_span_k(co
   // lookup entries from buffer p: U groups (4 or 8 elements, as registers allow) a thread at
   // once, every lookup, then every load, then the stores, so that U loads are in flight.
   const auto direct_item = [&](const IP* ib, const std::int64_t* table, EP* ob, std::int64_t b, std::int64_t C) {
-    constexpr int U = (span_ctas<E>() >= 4 ? 4 : 8) / P > 0 ? (span_ctas<E>() >= 4 ? 4 : 8) / P : 1;
+    constexpr int U = (span_ctas<E>() >= 4 ? 4 : 8) / P;  // P <= 4
     for (int q0 = threadIdx.x; q0 < ngroups; q0 += U * NT) {
       std::int64_t off[U][P];
 #pragma unroll
@@ -872,16 +883,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>()) gather_span_k(co
                               : std::int64_t(-1);
         }
       }
-      EP o[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-#pragma unroll
-        for (int e = 0; e < P; ++e) o[u].v[e] = off[u][e] >= 0 ? src[off[u][e]] : E(0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (q0 + u * NT < ngroups) ob[q0 + u * NT] = o[u];
-      }
+      load_then_store(src, off, ob, [&](int u) { return q0 + u * NT < ngroups ? q0 + u * NT : -1; });
     }
   };
   // The source block at an idx block's own coordinates (idx may have more batches or block
