@@ -11,9 +11,10 @@
 // as the densest source block row allows, so that scattered indices cost no more memory
 // traffic than a copy and sparse sources are not latency-bound; gather along dim 1 stages
 // the few whole source blocks an idx block reads where it reads few (gather_span_k); other
-// gathers read each element directly (gather_direct_k). The index range that the op checks is reduced per CTA
-// in the kernel, written to reused pinned memory (RangeLease), and reduced and judged on
-// the host once the kernel has run (runtime/deferred_checks.h), without waiting for it.
+// gathers read each element directly (gather_direct_k). The index range that the op
+// checks is reduced per CTA in the kernel, written to reused pinned memory (RangeLease), and
+// reduced and judged on the host once the kernel has run (runtime/deferred_checks.h),
+// without waiting for it.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -82,7 +83,8 @@ __global__ void __launch_bounds__(kThreads) map_blocks_k(const U* __restrict__ s
       const std::int64_t g = base + r * kThreads + threadIdx.x;
       if (g < total) v[r] = src[g];
     }
-    std::int64_t first[kUnroll];  // the destination block of copy 0 (-1: none; the host launches only with copies > 0)
+    // The destination block of copy 0 (-1: none; the host launches only with copies > 0).
+    std::int64_t first[kUnroll];
 #pragma unroll
     for (int r = 0; r < kUnroll; ++r) first[r] = oidx[m.dest<I>(b[r], R[r], C[r], 0)];
 #pragma unroll
@@ -817,15 +819,17 @@ struct SpanArgs {
   std::int64_t ext;            // src rows
   std::int64_t sB, sMb, sNb;
   int lbs;
-  int slots;   // source blocks a stage holds, 1..kSpanSlots
+  int slots;       // source blocks a stage holds, 1..kSpanSlots
   int buffer;      // bytes of a buffer: the item's indices, its stage, its lookup table
   int table;       // offset of the table in a buffer, in 16-byte vectors
   int table_rows;  // entries of the table: src block rows, 0 where over kSpanTableRows
 };
 
+// The dim-1 gather by source-block spans (section comment above); a CTA loops over idx
+// blocks blockIdx.x, + gridDim.x, ..., two in flight on its two buffers.
 template <typename E, typename I>
-__global__ void __launch_bounds__(kSpanThreads, span_ctas<E>()) gather_span_k(const E* __restrict__ src, E* __restrict__ out,
-                                                              const I* __restrict__ idx, SpanArgs a, RangeSink rs) {
+__global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
+    gather_span_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, SpanArgs a, RangeSink rs) {
   constexpr int P = span_group<E>();
   constexpr int NT = kSpanThreads;
   using IP = Pack<I, P>;
@@ -912,7 +916,9 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>()) gather_span_k(co
     issue(kn, p ^ 1, next_spec, nb, nC);
     const std::int64_t kk = kn + gridDim.x;
     std::int64_t kb2 = 0, kR2 = 0, kC2 = 0;
-    if (kk < a.n) kb2 = __ldg(a.coords + 3 * kk), kR2 = __ldg(a.coords + 3 * kk + 1), kC2 = __ldg(a.coords + 3 * kk + 2);
+    if (kk < a.n) {
+      kb2 = __ldg(a.coords + 3 * kk), kR2 = __ldg(a.coords + 3 * kk + 1), kC2 = __ldg(a.coords + 3 * kk + 2);
+    }
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
     __syncthreads();
     const IP* ib = idx_of(p);
@@ -1021,7 +1027,8 @@ void allow_smem(int dev, std::int64_t bytes) {
 template <typename E, typename I>
 void allow_stage_smem(int dev) {
   allow_smem<gather_rows_k<E, I, rows_vector<E, I>()>>(dev, kStageBytes + kTableBytes);
-  allow_smem<gather_rows_k<E, I, rows_vector<E, I>(), kSmallStageThreads, kSmallStageCtas>>(dev, kStageBytes + kTableBytes);
+  allow_smem<gather_rows_k<E, I, rows_vector<E, I>(), kSmallStageThreads, kSmallStageCtas>>(dev,
+                                                                                            kStageBytes + kTableBytes);
 }
 
 /// The most active blocks in a source block row that a block row of idx with blocks reads
@@ -1121,7 +1128,8 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   const std::int64_t idx_bytes = bs * bs * std::int64_t(sizeof(I));
   if (sl.n_blocks() == 0 || bs < P || block_bytes < 4096 || idx_bytes + block_bytes > kSpanBufferBytes) return false;
   const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
-  if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), 16) || !aligned(out.data_ptr(), P * std::int64_t(sizeof(E)))) {
+  if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), 16) ||
+      !aligned(out.data_ptr(), P * std::int64_t(sizeof(E)))) {
     return false;
   }
   const std::int64_t slots = std::clamp<std::int64_t>(
