@@ -791,7 +791,7 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
 // Measured (bench_block_sparse, block 64, in-block rows): 87-98% of a same-size copy against
 // the direct kernel's 73-80%; scattered rows (the direct path here) reach 0.65-0.85x of the
 // direct kernel, which keeps 2048 threads an SM in flight against 768-1024 here.
-constexpr int kSpanSlots = 4;                        // source blocks a stage holds at most
+constexpr int kSpanSlots = 4;  // source blocks a stage holds at most (with 8 KiB stages and blocks of >= 4 KiB: 2)
 constexpr std::int64_t kSpanStageBytes = 8 * 1024;    // a buffer's stage; larger blocks stage one
 constexpr std::int64_t kSpanBufferBytes = 48 * 1024;  // indices + stage (+ table): two CTAs an SM
 constexpr int kSpanThreads = 256;

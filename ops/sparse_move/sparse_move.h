@@ -30,10 +30,10 @@ BlockSparseTensor transpose(const BlockSparseTensor& x);
 /// Errors: DTypeError (idx not i32/i64), LayoutError (block sizes), ShapeError (extents),
 /// ValueError (dim, an index outside [0, src extent along dim)), DeviceError.
 /// Speed on CUDA (block 64): dim 2 runs at 80-99% of a copy for any indices (source rows
-/// are staged); dim 1 at 87-98% where an idx block reads rows of few source blocks of its
-/// column (its own, or a window of up to 4 blocks of 8 KiB). Dim-1 indices scattered over
-/// a long column, and dim-0 indices that differ from element to element, read one memory
-/// sector an element (10-40% of a copy).
+/// are staged); dim 1 at 87-98% where an idx block reads rows of its own source block (also
+/// at block 32 with elements of 4 bytes or more, where two neighbouring blocks may be read).
+/// Dim-1 indices spread wider, and dim-0 indices that differ from element to element, read
+/// one memory sector an element (10-40% of a copy).
 BlockSparseTensor gather(const BlockSparseTensor& src, int dim, const BlockSparseTensor& idx);
 
 /// The inverse of gather: out[b, r, idx[b,r,c]] (+)= src[b,r,c] for dim 2 (torch.scatter

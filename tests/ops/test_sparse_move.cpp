@@ -962,12 +962,13 @@ TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layout
 }
 
 // The dim-1 gather stages the source blocks an idx block reads where their span of block rows
-// fits the stage (4 blocks of 8 KiB, 2 of 16 KiB, 1 of 32-64 KiB) and gathers directly
-// otherwise, decided per idx block. Each idx block here reads a window of w block rows
-// (w = 1..5 by block), so one launch mixes staged items of every slot count with direct
-// ones; Holes leave absent source blocks inside staged windows (zeros), and a few
-// elements a block read rows of other windows (a span wider than the stage: the direct
-// path, with the source column's lookup table in shared memory).
+// fits the stage (8 KiB: two blocks of 4 KiB, else one block; idx and source block at most
+// 48 KiB, so block 128 takes the direct kernel) and gathers directly otherwise, decided per
+// idx block. Each idx block here reads a window of w block rows (w = 1..5 by block), so one
+// launch mixes staged items (one slot, two at 4 KiB blocks) with direct ones; Holes leave
+// absent source blocks inside staged windows (zeros), and a few elements a block read rows
+// of other windows (a span wider than the stage: the direct path, with the source column's
+// lookup table in shared memory).
 TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct path match CPU", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
