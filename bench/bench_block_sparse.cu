@@ -99,12 +99,17 @@ int main() {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, &verdict);
         });
       }
-      // dim 1: in-block rows (each idx block reads one source block: staged), random rows
-      // (a span wider than the stage: the direct path)
-      for (bool local : {true, false}) {
+      // dim 1: in-block rows (each idx block reads one source block: staged), the same with
+      // i64 indices (twice the index bytes, half the CTAs an SM for f32), random rows (a span
+      // wider than the stage: the direct path)
+      for (int variant : {0, 1, 2}) {
+        const bool local = variant < 2;
         tg::BlockSparseTensor idx = make_idx(l, local, 1);
+        if (variant == 1) idx = tg::BlockSparseTensor(idx.data().to(tg::DType::i64), l);
         const double bytes = static_cast<double>(idx.data().nbytes()) + 2 * data;
-        row(local ? "gather d1 (in-block)" : "gather d1 (random row)", density, dt, bytes, [&] { tg::gather(x, 1, idx); });
+        const char* name = variant == 0 ? "gather d1 (in-block)" : variant == 1 ? "gather d1 (in-block, i64)"
+                                                                                : "gather d1 (random row)";
+        row(name, density, dt, bytes, [&] { tg::gather(x, 1, idx); });
         tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
         row("  kernel only, unchecked", density, dt, bytes, [&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
