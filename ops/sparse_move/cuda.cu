@@ -971,19 +971,10 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
     }
     EP* ob = reinterpret_cast<EP*>(out + (k << lblock));
     // Staged, every index in range: element (row v - base, column j) of the stage, with
-    // base the first staged row; slots of absent blocks read 0.
+    // base the first staged row; slots of absent blocks read 0 (no select where every slot
+    // holds a block).
     const int base = static_cast<int>(klo << lbs);
-    if (staged && present + 1 == (1u << span)) {
-#pragma unroll 4
-      for (int q = threadIdx.x; q < ngroups; q += NT) {
-        const IP iv = ib[q];
-        const int j = (q * P) & bmask;
-        EP o;
-#pragma unroll
-        for (int e = 0; e < P; ++e) o.v[e] = stage[((static_cast<int>(iv.v[e]) - base) << lbs) + j + e];
-        ob[q] = o;
-      }
-    } else if (staged) {
+    const auto gather_staged = [&](auto all_present) {
 #pragma unroll 4
       for (int q = threadIdx.x; q < ngroups; q += NT) {
         const IP iv = ib[q];
@@ -993,10 +984,16 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
         for (int e = 0; e < P; ++e) {
           const int r = static_cast<int>(iv.v[e]) - base;
           const E x = stage[(r << lbs) + j + e];
-          o.v[e] = (present >> (r >> lbs)) & 1u ? x : E(0);
+          if constexpr (decltype(all_present)::value) o.v[e] = x;
+          else o.v[e] = (present >> (r >> lbs)) & 1u ? x : E(0);
         }
         ob[q] = o;
       }
+    };
+    if (staged && present + 1 == (1u << span)) {
+      gather_staged(std::true_type{});
+    } else if (staged) {
+      gather_staged(std::false_type{});
     } else {
       direct_item(ib, table_of(p), ob, b, C);
     }
