@@ -21,6 +21,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -254,6 +255,7 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 struct TmaSchedule {
   Tensor items, coords, outs, reduce;  // i32 [n_items, 4], [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
   std::int64_t g = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
+  GroupAxis axis = GroupAxis::Rows;
 };
 
 // The Hopper kernel's split target: about this many items per SM (2 measured best: 4 cut
@@ -261,17 +263,18 @@ struct TmaSchedule {
 // 32 were no faster anywhere).
 constexpr int kTmaItemsPerSm = 2;
 
-std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, Device dev) {
+std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, GroupAxis axis, Device dev) {
   // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k.
   const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
   // and it is the result itself unless some list is longer than the chunk.
-  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max());
+  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis);
   const std::int64_t chunk = std::max(min_chunk, (r.n_steps + target - 1) / target);
-  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk);
+  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis);
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
+  s->axis = axis;
   s->n_steps = r.n_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
@@ -281,11 +284,14 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
     // TileAddr::offset, split into row and column), so that the kernel's one producer
-    // thread does no division.
+    // thread does no division. A step's first tile is the shared one (x of a row group, y
+    // of a column group).
+    const TileAddr& shared = axis == GroupAxis::Rows ? p.a : p.b;
+    const TileAddr& own = axis == GroupAxis::Rows ? p.b : p.a;
     std::vector<std::int32_t> coords(2 * r.steps.size());
     for (std::size_t q = 0; q < r.steps.size(); ++q) {
       const std::int64_t id = r.steps[q];
-      const TileAddr& t = q % static_cast<std::size_t>(1 + g) == 0 ? p.a : p.b;
+      const TileAddr& t = q % static_cast<std::size_t>(1 + g) == 0 ? shared : own;
       coords[2 * q] = id < 0 ? -1 : static_cast<std::int32_t>((id / t.grid_cols) * t.bs);
       coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
     }
@@ -307,20 +313,42 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
              cudaStream_t stream) {
   const Device dev = out.device();
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
-  auto sched = [&](std::int64_t g) -> const TmaSchedule& {
-    return p.cached<TmaSchedule>(prefix + "/tma" + std::to_string(g), [&] { return build_tma_schedule(p, g, dev); });
+  auto sched = [&](std::int64_t g, GroupAxis axis) -> const TmaSchedule& {
+    const std::string key = prefix + "/tma" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
+    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, axis, dev); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
-    s = &sched(1);
+    s = &sched(1, GroupAxis::Rows);
   } else if (choice == spmm::MmaPath::WgmmaTmaWide) {
-    s = &sched(gmax);
+    s = &sched(gmax, GroupAxis::Rows);
+  } else if (choice == spmm::MmaPath::WgmmaTmaWideColumns) {
+    s = &sched(gmax, GroupAxis::Columns);
   } else {
-    // Block products computed (empty member slots included) over the width's speed.
-    const TmaSchedule &narrow = sched(1), &wide = sched(gmax);
-    const double c1 = static_cast<double>(narrow.n_steps) / tma_speed(p.bs, 1);
-    const double cw = static_cast<double>(wide.n_steps * gmax) / tma_speed(p.bs, gmax);
-    s = cw < c1 ? &wide : &narrow;
+    // Block products computed (empty member slots included) over the width's speed; rows
+    // before columns at equal cost (the plain epilogue).
+    s = &sched(1, GroupAxis::Rows);
+    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
+    for (const GroupAxis axis : {GroupAxis::Rows, GroupAxis::Columns}) {
+      const TmaSchedule& w = sched(gmax, axis);
+      const double cost = static_cast<double>(w.n_steps * gmax) / tma_speed(p.bs, gmax);
+      if (cost < best) {
+        best = cost;
+        s = &w;
+      }
+    }
+  }
+  if (s->axis == GroupAxis::Columns) {
+    // The transposed product Cᵀ = op(B)ᵀ op(A)ᵀ: its first operand is the stored y, read
+    // transposed where y was not, and its second the stored x.
+    std::swap(args.a, args.b);
+    std::swap(args.lda, args.ldb);
+    std::swap(args.rows_a, args.rows_b);
+    std::swap(args.addr_a, args.addr_b);
+    const int ta = args.trans_a;
+    args.trans_a = !args.trans_b;
+    args.trans_b = !ta;
+    args.trans_c = 1;
   }
   Tensor ws;
   if (s->n_slots > 0) ws = empty({s->n_slots, p.bs, p.bs}, {.dtype = DType::f32, .device = dev});
@@ -378,8 +406,8 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   if constexpr (k16) {
     using spmm::MmaPath;
     const MmaPath choice = spmm::mma_path();
-    const bool forced_tma =
-        choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow || choice == MmaPath::WgmmaTmaWide;
+    const bool forced_tma = choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow ||
+                            choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
     // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates);
     // an empty operand (no pairs: the output is zeros) has no tensor map to describe it.

@@ -48,6 +48,7 @@ struct KernelArgs {
   int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
   long long rows_a, rows_b;   ///< TMA wgmma path: rows of ld elements each operand's storage holds
   int c_vec16;                ///< TMA wgmma path: c and ldc allow 16-byte stores; set by the launcher
+  int trans_c;                ///< TMA wgmma path: column groups (the items' tiles are stored transposed)
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with
@@ -64,7 +65,9 @@ void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols,
 
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
 /// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the n_items items of a
-/// row-group schedule of g members (row_groups.h: args.items, args.coords, args.outs).
+/// group schedule of g members (row_groups.h: args.items, args.coords, args.outs); with
+/// args.trans_c a column-group schedule, args describing the transposed product (a: the
+/// stored y, b: the stored x, trans flags swapped and negated; c as it is).
 /// E bf16 or half, (args.bs, g) one of (128, 1),
 /// (128, 2), (64, 1), (64, 4), operands 16-byte aligned with rows of a multiple of 8
 /// elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.

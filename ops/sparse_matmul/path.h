@@ -13,15 +13,26 @@
 // WgmmaTma (blocks of 64 and 128, compute capability 9.0 only): the Hopper kernel, warp-
 // specialised (a warp loading with TMA into mbarrier-guarded stages, two warpgroups
 // multiplying with wgmma; persistent grid; wgmma_tma_kernel.cuh), on groups of output
-// blocks of one block-row that read the same x tiles (row_groups.h), as wide as an
-// estimate of their cost says: one block, or 2 (bs 128) / 4 (bs 64) blocks a tile, split-K
-// as the per-block schedule; WgmmaTmaNarrow / WgmmaTmaWide force one width. Auto takes it
-// wherever it applies (operands with fewer than 2^31 rows), before the others.
+// blocks of one block-row that read the same x tiles or of one block-column that read the
+// same y tiles (row_groups.h), as wide as an estimate of their cost says: one block, or
+// 2 (bs 128) / 4 (bs 64) blocks a tile, split-K as the per-block schedule; WgmmaTmaNarrow
+// forces one block a tile, WgmmaTmaWide row groups, WgmmaTmaWideColumns column groups.
+// Auto takes it wherever it applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
 namespace tg::ops::spmm {
 
-enum class MmaPath { Auto, PerBlock, Grouped, GroupedWide, GroupedTall, WgmmaTma, WgmmaTmaNarrow, WgmmaTmaWide };
+enum class MmaPath {
+  Auto,
+  PerBlock,
+  Grouped,
+  GroupedWide,
+  GroupedTall,
+  WgmmaTma,
+  WgmmaTmaNarrow,
+  WgmmaTmaWide,
+  WgmmaTmaWideColumns
+};
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores
 /// the heuristic). Grouped is taken only where it applies (block 32 or 64, 16-byte aligned

@@ -193,10 +193,62 @@ __device__ __forceinline__ void quad_transpose(const std::uint32_t (&w)[4], std:
   o[3] = b1 ? a1 : c1;
 }
 
+/// The 8 x 8 matrix of 16-bit values whose row l / 4, columns 2 (l % 4) and + 1 lane l holds
+/// in v (the fragment layout of mma and ldmatrix), transposed: lane l then holds row l / 4
+/// of the transpose.
+__device__ __forceinline__ std::uint32_t transpose8x8(std::uint32_t v) {
+  std::uint32_t r;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(v));
+  return r;
+}
+
+/// Stores a consumer's accumulators of member mm (its columns mm BS .. of the consumer's
+/// NC) of a column group, whose tile is the transpose of output tile o: accumulator row r
+/// (of the consumer's 64 from row0_tile) is output column row0_tile + r, accumulator column
+/// c output row c. E-typed to c at tile offset `base` (ws_tile null; 8-byte stores, which
+/// c_vec16 allows), else f32 to the workspace tile ws_tile (bs x bs, row-major).
+template <class C, typename E>
+__device__ __forceinline__ void store_member_transposed(const float* acc, int mm, E* base, float* ws_tile,
+                                                        const KernelArgs& args, int row0_tile, int warp, int lane) {
+  constexpr int J = C::BS / 8;  // 8-column chunks of one member = 8-row chunks of its output
+  const int g = lane >> 2, q = lane & 3;
+  const int c0 = row0_tile + 16 * warp;  // this warp's 16 output columns
+  if (ws_tile != nullptr) {
+    // Lanes of one g write 8 consecutive floats of a row: whole sectors.
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const float* a = acc + 4 * (mm * J + j);
+      float* out = ws_tile + static_cast<long long>(8 * j + 2 * q) * C::BS + c0 + g;
+      out[0] = a[0];
+      out[C::BS] = a[1];
+      out[8] = a[2];
+      out[C::BS + 8] = a[3];
+    }
+  } else {
+    // movmatrix turns each 8 x 8 piece of the fragments into its transpose: lane (g, q) then
+    // holds output row 8j + g, columns c0 + 2q, + 1 (top: accumulator rows 0-7) and c0 + 8 +
+    // 2q, + 1 (bottom). One exchange with the lane q ^ 1 gives every lane two adjacent words
+    // (even q: top words q, q + 1; odd q: bottom words q - 1, q), so that a quad stores the
+    // row's 32 bytes whole with 8-byte stores.
+    const bool odd = (q & 1) != 0;
+    const int col = c0 + (odd ? 8 + 2 * (q - 1) : 2 * q);
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const float* a = acc + 4 * (mm * J + j);
+      const std::uint32_t top = transpose8x8(gpu::pack2<E>(a[0], a[1]));
+      const std::uint32_t bot = transpose8x8(gpu::pack2<E>(a[2], a[3]));
+      const std::uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? top : bot, 1);
+      *reinterpret_cast<uint2*>(base + static_cast<long long>(8 * j + g) * args.ldc + col) =
+          odd ? make_uint2(recv, bot) : make_uint2(top, recv);
+    }
+  }
+}
+
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
 /// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
-/// piece count.
-template <class C, typename E, bool TA, bool TB>
+/// piece count. TC: the items are column groups (row_groups.h), operands given as those of
+/// the transposed product; each member's tile is stored transposed.
+template <class C, typename E, bool TA, bool TB, bool TC>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                const __grid_constant__ CUtensorMap map_b) {
@@ -309,7 +361,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       const int o = out_tile[mm];
       if (o < 0) continue;
       constexpr int J = C::BS / 8;  // 8-column chunks of one member
-      if (item.w < 0 && args.c_vec16) {
+      if constexpr (TC) {
+        float* ws_tile = item.w < 0 ? nullptr
+                                    : static_cast<float*>(args.ws) +
+                                          (item.w + static_cast<long long>(m0 + mm) * pieces) * bs * bs;
+        store_member_transposed<C, E>(acc, mm, static_cast<E*>(args.c) + args.addr_c.offset(o), ws_tile, args,
+                                      row0_tile, warp, lane);
+      } else if (item.w < 0 && args.c_vec16) {
         // 16-byte stores: a quad's four lanes exchange their pairs so that each holds 8
         // consecutive columns; a warp then stores 64 bytes of each of 8 rows (whole
         // sectors). Direct 4-byte stores from the fragments used half of every sector.
@@ -361,9 +419,9 @@ CUtensorMap operand_map(const void* p, long long rows, long long ld) {
                                        static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, 32);
 }
 
-template <class C, typename E, bool TA, bool TB>
+template <class C, typename E, bool TA, bool TB, bool TC>
 void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
-  auto* kernel = &tma_kernel<C, E, TA, TB>;
+  auto* kernel = &tma_kernel<C, E, TA, TB, TC>;
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
   TG_CUDA_CHECK(cudaGetDevice(&dev));
@@ -378,6 +436,9 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
   a.c_vec16 = reinterpret_cast<std::uintptr_t>(args.c) % 16 == 0 && args.ldc % 8 == 0;
+  // Always true here (an aligned output, ldc a multiple of bs): the transposed store has no
+  // narrower form.
+  if (TC && !a.c_vec16) TG_THROW(Error, "matmul: internal error: column groups need 16-byte aligned output rows");
   const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
   const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
@@ -386,16 +447,27 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class C, typename E>
+template <class C, typename E, bool TC>
 void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
   if (!args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, false, false>(args, n_items, stream);
+    tma_launch_cfg<C, E, false, false, TC>(args, n_items, stream);
   else if (args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, true, false>(args, n_items, stream);
+    tma_launch_cfg<C, E, true, false, TC>(args, n_items, stream);
   else if (!args.trans_a)
-    tma_launch_cfg<C, E, false, true>(args, n_items, stream);
+    tma_launch_cfg<C, E, false, true, TC>(args, n_items, stream);
   else
-    tma_launch_cfg<C, E, true, true>(args, n_items, stream);
+    tma_launch_cfg<C, E, true, true, TC>(args, n_items, stream);
+}
+
+/// Column groups exist only with several members (g 2 at bs 128, 4 at bs 64).
+template <class C, typename E>
+void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
+  if (!args.trans_c)
+    tma_launch_trans<C, E, false>(args, n_items, stream);
+  else if constexpr (C::G > 1)
+    tma_launch_trans<C, E, true>(args, n_items, stream);
+  else
+    TG_THROW(Error, "matmul: internal error: column groups of one block");
 }
 
 }  // namespace tg::ops::spmm::tma_wg
@@ -406,13 +478,13 @@ template <typename E>
 void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
   if (n_items == 0) return;
   if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
   else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
   else if (args.bs == 64 && g == 1)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
   else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch_trans<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
   else
     TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g);
 }

@@ -440,24 +440,29 @@ TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[op
   }
 }
 
-TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split pieces included", "[ops][sparse_matmul]") {
+TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs, split pieces included",
+          "[ops][sparse_matmul]") {
   // The schedule of the wide Hopper tiles, checked on the host as the regions are: with
   // integer tile "values", each output tile must get exactly the sum over its pairs from
   // its group's steps, summed over the group's pieces (a piece's partial goes to slot
   // item slot + member * pieces, the slots the reduce entry of that output lists), and
-  // appear in exactly one group; members share a block-row and their x tiles.
+  // appear in exactly one group; members share a block-row and their x tiles (row groups)
+  // or a block-column and their y tiles (column groups).
   const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  bool grouped_some = false, split_some = false;
+  bool grouped_some[2] = {false, false}, split_some = false;
+  for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns})
   for (const Problem& p : schedule_problems(7300, 9)) {
+    const bool cols = axis == ops::GroupAxis::Columns;
     for (const Mode& m : kModes) {
       const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
       const ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
       const ops::OperandDesc c{m.out_sparse ? p.lo : Layout(), p.B(), p.M(), p.N(), false};
       const auto plan = ops::matmul_plan(a, b, c, bs);
       for (auto [g, chunk] : {std::pair<std::int64_t, std::int64_t>{1, 1000}, {2, 1000}, {4, 1000}, {2, 2}, {4, 3}}) {
-        INFO(m.name << " " << describe(p) << " g " << g << " chunk " << chunk);
-        const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk);
+        INFO(m.name << " " << describe(p) << " g " << g << " chunk " << chunk << (cols ? " columns" : " rows"));
+        const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis);
+        REQUIRE(r.axis == axis);
         REQUIRE(r.items.size() == at(4 * r.n_items));
         REQUIRE(r.outs.size() == at((g + 1) * r.n_groups));
         REQUIRE(r.steps.size() == at((1 + g) * r.n_steps));
@@ -474,10 +479,13 @@ TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split piec
             const std::int32_t o = outs[mm];
             if (o < 0) continue;
             REQUIRE(plan->out_coord[at(3 * o)] == plan->out_coord[at(3 * outs[0])]);
-            REQUIRE(plan->out_coord[at(3 * o + 1)] == plan->out_coord[at(3 * outs[0] + 1)]);
+            const int line = cols ? 2 : 1;
+            REQUIRE(plan->out_coord[at(3 * o + line)] == plan->out_coord[at(3 * outs[0] + line)]);
             std::int64_t got = 0;
-            for (std::int32_t st = it[1]; st < it[2]; ++st)
-              got += va(r.steps[at(st * (1 + g))]) * vb(r.steps[at(st * (1 + g) + 1 + mm)]);
+            for (std::int32_t st = it[1]; st < it[2]; ++st) {
+              const std::int32_t shared = r.steps[at(st * (1 + g))], own = r.steps[at(st * (1 + g) + 1 + mm)];
+              got += cols ? va(own) * vb(shared) : va(shared) * vb(own);
+            }
             if (it[3] < 0) {
               direct[at(o)] = got;
             } else {
@@ -496,7 +504,7 @@ TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split piec
           int n = 0;
           for (std::int64_t mm = 0; mm < g; ++mm)
             if (r.outs[at(gr * (g + 1) + mm)] >= 0) ++times[at(r.outs[at(gr * (g + 1) + mm)])], ++n;
-          if (n > 1) grouped_some = true;
+          if (n > 1) grouped_some[cols] = true;
         }
         for (std::int64_t o = 0; o < plan->n_out; ++o) {
           REQUIRE(times[at(o)] == 1);
@@ -508,7 +516,9 @@ TEST_CASE("sparse matmul: row groups sum exactly each output's pairs, split piec
       }
     }
   }
-  REQUIRE(grouped_some);  // the cases do exercise groups of several tiles and split pieces
+  // the cases do exercise groups of several tiles along both axes and split pieces
+  REQUIRE(grouped_some[0]);
+  REQUIRE(grouped_some[1]);
   REQUIRE(split_some);
 }
 
@@ -738,7 +748,8 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   } restore;
   using ops::spmm::MmaPath;
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
-                                                   {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"}};
+                                                   {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
+                                                   {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);
@@ -757,7 +768,11 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
           {tgt::layout_where(2, 2, Kb, bs, [](auto b, auto r, auto c) { return r == b || c % 5 == 0; }),
            full_layout(2, Kb, 2, bs), full_layout(2, 2, 2, bs)},  // skewed lists, batch 2
           // a row of 5 output blocks with long lists: a full group, a one-member one, split
-          {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 5, bs), full_layout(1, 1, 5, bs)}};
+          {full_layout(1, 1, Kb, bs), full_layout(1, Kb, 5, bs), full_layout(1, 1, 5, bs)},
+          // the same for a column (column groups)
+          {full_layout(1, 5, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 5, 1, bs)},
+          // y sparse with distinct columns, x dense: DDS lists equal down a column only
+          problem(2, 5, 6, 4, bs, 1.0, 0.4, 1.0, seed + 3)};
       for (const Problem& p : ps) {
         for (DType dt : {DType::bf16, DType::f16}) {
           for (const Mode& m : kModes) {
