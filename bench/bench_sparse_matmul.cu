@@ -112,8 +112,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
         if (dt == tg::DType::bf16) {
           // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
           // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
-          // 32 and 64), the Hopper TMA kernel one block a tile, on row groups and on column groups (blocks 64 and
-          // 128).
+          // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs of row
+          // groups (blocks 64 and 128).
           using tg::ops::spmm::MmaPath;
           tg::NoGradGuard no_grad;
           std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
@@ -125,7 +125,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
             forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
                                          {MmaPath::WgmmaTmaWide, "tma-rows"},
-                                         {MmaPath::WgmmaTmaWideColumns, "tma-cols"}});
+                                         {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
+                                         {MmaPath::WgmmaTmaRowPairs, "tma-2rows"}});
           }
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);

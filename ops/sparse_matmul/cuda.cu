@@ -253,8 +253,9 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of g members.
 struct TmaSchedule {
-  Tensor items, coords, outs, reduce;  // i32 [n_items, 4], [n_steps, 2 (1 + g)], [n_groups, g + 1], [n_split, 3]
-  std::int64_t g = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
+  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
+  Tensor items, coords, outs, reduce;
+  std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -263,39 +264,41 @@ struct TmaSchedule {
 // 32 were no faster anywhere).
 constexpr int kTmaItemsPerSm = 2;
 
-std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, GroupAxis axis, Device dev) {
+std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
+                                                Device dev) {
   // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k.
   const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
   // and it is the result itself unless some list is longer than the chunk.
-  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis);
+  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis, gm);
   const std::int64_t chunk = std::max(min_chunk, (r.n_steps + target - 1) / target);
-  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis);
+  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis, gm);
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
+  s->gm = gm;
   s->axis = axis;
   s->n_steps = r.n_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
   if (s->n_items > 0) s->items = to_device_i32(r.items, 4, dev);
-  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, g + 1, dev);
+  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 1, dev);
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
     // TileAddr::offset, split into row and column), so that the kernel's one producer
-    // thread does no division. A step's first tile is the shared one (x of a row group, y
-    // of a column group).
+    // thread does no division. A step's first gm tiles are the shared ones (x of a row
+    // group, y of a column group).
     const TileAddr& shared = axis == GroupAxis::Rows ? p.a : p.b;
     const TileAddr& own = axis == GroupAxis::Rows ? p.b : p.a;
     std::vector<std::int32_t> coords(2 * r.steps.size());
     for (std::size_t q = 0; q < r.steps.size(); ++q) {
       const std::int64_t id = r.steps[q];
-      const TileAddr& t = q % static_cast<std::size_t>(1 + g) == 0 ? shared : own;
+      const TileAddr& t = q % static_cast<std::size_t>(gm + g) < static_cast<std::size_t>(gm) ? shared : own;
       coords[2 * q] = id < 0 ? -1 : static_cast<std::int32_t>((id / t.grid_cols) * t.bs);
       coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
     }
-    s->coords = to_device_i32(coords, 2 * (1 + g), dev);
+    s->coords = to_device_i32(coords, 2 * (gm + g), dev);
   }
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
@@ -303,8 +306,8 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
 // block product: wider instructions read fewer shared-memory bytes per multiply.
-double tma_speed(std::int64_t bs, std::int64_t g) {
-  const std::int64_t n = bs == 128 ? 128 * g : g == 1 ? 64 : 128;
+double tma_speed(std::int64_t bs, std::int64_t g, std::int64_t gm) {
+  const std::int64_t n = bs == 128 || gm == 2 ? bs * g : g == 1 ? 64 : 128;
   return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
 }
 
@@ -313,25 +316,33 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
              cudaStream_t stream) {
   const Device dev = out.device();
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
-  auto sched = [&](std::int64_t g, GroupAxis axis) -> const TmaSchedule& {
-    const std::string key = prefix + "/tma" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
-    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, axis, dev); });
+  // Groups of two block-rows: at bs 64 only (bs 128 has its 128-row tile already).
+  const std::int64_t gm_max = p.bs == 64 ? 2 : 1;
+  auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaSchedule& {
+    const std::string key =
+        prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
+    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
-    s = &sched(1, GroupAxis::Rows);
+    s = &sched(1, 1, GroupAxis::Rows);
   } else if (choice == spmm::MmaPath::WgmmaTmaWide) {
-    s = &sched(gmax, GroupAxis::Rows);
+    s = &sched(gmax, 1, GroupAxis::Rows);
   } else if (choice == spmm::MmaPath::WgmmaTmaWideColumns) {
-    s = &sched(gmax, GroupAxis::Columns);
+    s = &sched(gmax, 1, GroupAxis::Columns);
+  } else if (choice == spmm::MmaPath::WgmmaTmaRowPairs) {
+    s = &sched(gmax, gm_max, GroupAxis::Rows);
   } else {
-    // Block products computed (empty member slots included) over the width's speed; rows
-    // before columns at equal cost (the plain epilogue).
-    s = &sched(1, GroupAxis::Rows);
-    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
-    for (const GroupAxis axis : {GroupAxis::Rows, GroupAxis::Columns}) {
-      const TmaSchedule& w = sched(gmax, axis);
-      const double cost = static_cast<double>(w.n_steps * gmax) / tma_speed(p.bs, gmax);
+    // Block products computed (empty member slots and lines included) over the tile's
+    // speed; on equal cost the first of: one block, row groups, column groups (the plain
+    // epilogue first), pairs of row groups.
+    s = &sched(1, 1, GroupAxis::Rows);
+    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1, 1);
+    const std::pair<std::int64_t, GroupAxis> wide[] = {
+        {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}};
+    for (const auto& [gm, axis] : wide) {  // (at bs 128 the last is the first again)
+      const TmaSchedule& w = sched(gmax, gm, axis);
+      const double cost = static_cast<double>(w.n_steps * gm * gmax) / tma_speed(p.bs, gmax, gm);
       if (cost < best) {
         best = cost;
         s = &w;
@@ -357,7 +368,8 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   if (s->n_items > 0) {
     args.items = static_cast<const int4*>(s->items.data_ptr());
-    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), stream);
+    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), static_cast<int>(s->gm),
+                              stream);
   }
   if (s->n_split > 0) launch_reduce<T, float>(s->reduce, s->n_split, ws, out, args, stream);
 }
@@ -407,7 +419,8 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     using spmm::MmaPath;
     const MmaPath choice = spmm::mma_path();
     const bool forced_tma = choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow ||
-                            choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns;
+                            choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns ||
+                            choice == MmaPath::WgmmaTmaRowPairs;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
     // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates);
     // an empty operand (no pairs: the output is zeros) has no tensor map to describe it.

@@ -65,14 +65,14 @@ void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols,
 
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
 /// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the n_items items of a
-/// group schedule of g members (row_groups.h: args.items, args.coords, args.outs); with
-/// args.trans_c a column-group schedule, args describing the transposed product (a: the
-/// stored y, b: the stored x, trans flags swapped and negated; c as it is).
-/// E bf16 or half, (args.bs, g) one of (128, 1),
-/// (128, 2), (64, 1), (64, 4), operands 16-byte aligned with rows of a multiple of 8
+/// group schedule of gm lines of g members (row_groups.h: args.items, args.coords,
+/// args.outs); with args.trans_c a column-group schedule, args describing the transposed
+/// product (a: the stored y, b: the stored x, trans flags swapped and negated; c as it is).
+/// E bf16 or half, (args.bs, g, gm) one of (128, 1, 1), (128, 2, 1), (64, 1, 1), (64, 4, 1),
+/// (64, 4, 2) (not with trans_c), operands 16-byte aligned with rows of a multiple of 8
 /// elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream);
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

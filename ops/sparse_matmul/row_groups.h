@@ -10,6 +10,11 @@
 // column group as the transposed product Cᵀ = op(B)ᵀ op(A)ᵀ, whose row groups they are,
 // and stores its tile transposed.
 //
+// Groups of two lines (gm = 2): two row groups of equal column sets and equal k lists
+// (every pair of rows at density 1, and structured layouts), one CTA tile of two rows of
+// tiles (at bs 64: 128 x 256, the shape of bs 128's wide tile). Groups without a partner
+// keep one line; the kernel then leaves half its tile unused.
+//
 // No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
 #pragma once
@@ -26,25 +31,29 @@ namespace tg::ops {
 enum class GroupAxis { Rows, Columns };
 
 struct RowGroupSchedule {
-  std::int64_t g = 1;               ///< tiles per group (the last of a row may have fewer)
+  std::int64_t g = 1;   ///< tiles per line of a group (the last of a row may have fewer)
+  std::int64_t gm = 1;  ///< lines per group (1 or 2)
   GroupAxis axis = GroupAxis::Rows;
   /// 4 per piece: group, first step, end step, slot (-1: direct)
   std::vector<std::int32_t> items;
-  /// 1 + g per step: the shared tile (x tile of a row group, y tile of a column group), then
-  /// each member's own tile (its y tile, its x tile; -1: no member)
+  /// gm + g per step: each line's shared tile (x tile of a row, y tile of a column; -1: no
+  /// line), then each member slot's own tile (its y tile, its x tile; -1: no member)
   std::vector<std::int32_t> steps;
-  std::vector<std::int32_t> outs;   ///< g + 1 per group: member output tiles (-1: none), then its piece count
-  /// 3 per split member: output tile, first slot, slot count (member m of a group cut in P
-  /// pieces has slots s0 + m P .. s0 + m P + P - 1, s0 the slot of the group's first piece).
+  /// gm g + 1 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
+  /// none), then its piece count
+  std::vector<std::int32_t> outs;
+  /// 3 per split member: output tile, first slot, slot count (member i g + m of a group cut
+  /// in P pieces has slots s0 + (i g + m) P .. + P - 1, s0 the slot of the group's first piece).
   std::vector<std::int32_t> reduce;
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
-/// (batch, block-column, block-row) order; a pair list longer than `chunk` (>= 1) steps is
-/// cut into ceil(len / chunk) equal pieces, each with its own workspace slots.
+/// (batch, block-column, block-row) order, paired into groups of two lines where gm is 2
+/// (a paired group sits where its first line was); a pair list longer than `chunk` (>= 1)
+/// steps is cut into ceil(len / chunk) equal pieces, each with its own workspace slots.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
-                                    GroupAxis axis = GroupAxis::Rows);
+                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1);
 
 }  // namespace tg::ops

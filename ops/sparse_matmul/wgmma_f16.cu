@@ -4,5 +4,5 @@
 #include "ops/sparse_matmul/wgmma_tma_kernel.cuh"
 
 namespace tg::ops::spmm {
-template void launch_wgmma_tma<tg::half>(const KernelArgs&, int, int, cudaStream_t);
+template void launch_wgmma_tma<tg::half>(const KernelArgs&, int, int, int, cudaStream_t);
 }  // namespace tg::ops::spmm

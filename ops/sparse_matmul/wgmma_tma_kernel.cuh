@@ -14,13 +14,16 @@
 // Loads run up to STAGES steps ahead of the MMAs, across items too: while the consumers
 // store one tile, the next one's operands are already arriving.
 //
-// Tiles (CTA tile bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
+// Tiles (CTA tile GM bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
 // stages measured 1.2-1.5x slower):
 //   bs 128: one ring, the consumers take 64 rows each, n = 128 G (G 1 or 2);
+//   bs 64, G 4, GM 2 (groups of two block-rows): one ring, the consumers take one
+//     block-row each, n = 256: the smem geometry of bs 128, G 2;
 //   bs 64, G 4: one ring, the consumers take two members (128 columns) each;
 //   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
-// A member slot without a tile (the last group of a row) is not loaded and not stored;
-// the products on its stale stage bytes land in accumulators nobody reads. The grid is
+// A member slot without a tile (the last group of a row) or a second block-row without
+// one (a group that found no partner) is not loaded and not stored; the products on its
+// stale stage bytes land in accumulators nobody reads. The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
 // of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
 // with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
@@ -77,16 +80,20 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
     return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2048u, BK * 128u, 1024u);
 }
 
-/// Block size BS, G members per group (see the file comment for the three shapes).
-template <int BS_, int G_>
+/// Block size BS, G members per block-row of a group, GM block-rows (see the file comment
+/// for the four shapes).
+template <int BS_, int G_, int GM_ = 1>
 struct TmaCfg {
-  static constexpr int BS = BS_, G = G_;
-  static_assert((BS == 128 && (G == 1 || G == 2)) || (BS == 64 && (G == 1 || G == 4)), "tile shapes");
+  static constexpr int BS = BS_, G = G_, GM = GM_;
+  static_assert((BS == 128 && (G == 1 || G == 2) && GM == 1) || (BS == 64 && (G == 1 || G == 4) && GM == 1) ||
+                    (BS == 64 && G == 4 && GM == 2),
+                "tile shapes");
   static constexpr int kRings = BS == 64 && G == 1 ? 2 : 1;
-  static constexpr bool kSplitRows = BS == 128;  ///< consumers split the rows (else the members)
+  static constexpr bool kSplitRows = GM * BS == 128;  ///< consumers split the rows (else the members)
   static constexpr int NC = kRings == 2 ? 64 : kSplitRows ? G * BS : G * BS / 2;  ///< a consumer's columns
   static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring
-  static constexpr int A_BYTES = BS * BK * 2, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
+  static constexpr int A_ROW = BS * BK * 2;  ///< one block-row's x tile
+  static constexpr int A_BYTES = GM * A_ROW, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
   static constexpr int STAGES = std::min(12, 200 * 1024 / (kRings * STAGE_BYTES));
   /// Warps that release a stage: both consumers' (one ring) or one consumer's.
@@ -138,33 +145,40 @@ struct Cursor {
 };
 
 /// What the TMA operations of one k-step need: the tile origins (row, column; row -1:
-/// no tile) of x and the G members' y, and the k offset. Fetched one producer iteration
-/// before its use, so that the load latency hides behind that iteration's waits.
-template <int G>
+/// no tile) of the GM x tiles and the G members' y tiles, and the k offset. Fetched one
+/// producer iteration before its use, so that the load latency hides behind that
+/// iteration's waits.
+template <int N>
 struct StepBoxes {
-  int2 o[1 + G];
+  int2 o[N];
   int kk;
   __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor& c) {
-    const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * (1 + G);
+    const int2* row = args.coords + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * N;
 #pragma unroll
-    for (int m = 0; m <= G; ++m) o[m] = row[m];
+    for (int m = 0; m < N; ++m) o[m] = row[m];
     kk = (c.s & ((1 << args.lg_kpp) - 1)) * BK;
   }
 };
 
 /// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
 template <class C, bool TA, bool TB>
-__device__ __forceinline__ void step_boxes(const StepBoxes<C::G>& st, const CUtensorMap* map_a,
+__device__ __forceinline__ void step_boxes(const StepBoxes<C::GM + C::G>& st, const CUtensorMap* map_a,
                                            const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
-  std::uint32_t bytes = C::A_BYTES;
+  std::uint32_t bytes = 0;
 #pragma unroll
-  for (int m = 1; m <= C::G; ++m) bytes += st.o[m].x >= 0 ? C::B_MEMBER : 0;
+  for (int r = 0; r < C::GM; ++r) bytes += st.o[r].x >= 0 ? C::A_ROW : 0;
+#pragma unroll
+  for (int m = 0; m < C::G; ++m) bytes += st.o[C::GM + m].x >= 0 ? C::B_MEMBER : 0;
   tma::arrive_expect_tx(bar, bytes);
-  load_tile<C::BS, !TA>(sa, map_a, bar, st.o[0], st.kk);
+#pragma unroll
+  for (int r = 0; r < C::GM; ++r) {
+    if (C::GM > 1 && st.o[r].x < 0) continue;
+    load_tile<C::BS, !TA>(sa + r * C::A_ROW, map_a, bar, st.o[r], st.kk);
+  }
 #pragma unroll
   for (int m = 0; m < C::G; ++m) {
-    if (st.o[1 + m].x < 0) continue;
-    load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[1 + m], st.kk);
+    if (st.o[C::GM + m].x < 0) continue;
+    load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
   }
 }
 
@@ -280,12 +294,12 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       tma::prefetch_map(&map_b);
       Cursor ld{first + ring, 0, 0, 0};
       ld.settle(args, stride);
-      StepBoxes<C::G> next_ld{};
+      StepBoxes<C::GM + C::G> next_ld{};
       if (ld.valid(args)) next_ld.fetch(args, ld);
       int stage = 0;
       std::uint32_t phase = 0;
       while (ld.valid(args)) {
-        const StepBoxes<C::G> cur = next_ld;
+        const StepBoxes<C::GM + C::G> cur = next_ld;
         ld.advance(args, stride);
         if (ld.valid(args)) next_ld.fetch(args, ld);
         tma::wait(empty(ring, stage), phase ^ 1u);
@@ -303,9 +317,11 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   // Consumers.
   const int consumer = wg;
   const int ring = C::kRings == 1 ? 0 : consumer;
-  // The consumer's part of the tile: 64 rows from row0_tile (split rows), NC columns from
-  // member m0 on (split members).
-  const int row0_tile = C::kRings == 1 && C::kSplitRows ? consumer * 64 : 0;
+  // The consumer's part of the tile: 64 rows from row0_tile (split rows: of block-row
+  // `line`'s tile, the consumer's own with GM 2), NC columns from member m0 on (split
+  // members).
+  const int row0_tile = C::kRings == 1 && C::kSplitRows && C::GM == 1 ? consumer * 64 : 0;
+  const int line = C::GM == 2 ? consumer : 0;
   const int m0 = C::kRings == 1 && !C::kSplitRows ? consumer * (C::NC / C::BS) : 0;
   int stage = 0;
   std::uint32_t phase = 0;
@@ -314,11 +330,11 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     const int nsteps = (item.z - item.y) << args.lg_kpp;
     // The output tiles are read now, so that their latency passes during the k loop and
     // not before the stores.
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::G + 1);
-    const int pieces = outs[C::G];
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
+    const int pieces = outs[C::GM * C::G];
     int out_tile[C::NC / C::BS];
 #pragma unroll
-    for (int mm = 0; mm < C::NC / C::BS; ++mm) out_tile[mm] = outs[m0 + mm];
+    for (int mm = 0; mm < C::NC / C::BS; ++mm) out_tile[mm] = outs[line * C::G + m0 + mm];
     float acc[C::NC / 2];
 #pragma unroll
     for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
@@ -329,9 +345,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     for (int s = 0; s < nsteps; ++s) {
       tma::wait(full(ring, stage), phase);
       // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
-      // (K-major) or the second 64-element column (MN-major); members are B_MEMBER apart.
+      // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
+      // block-row's tile; members are B_MEMBER apart.
       const std::uint32_t st = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile) * (BK * 2u);
+      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
       const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
       ops::wg::fence();
 #pragma unroll
@@ -364,7 +381,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       if constexpr (TC) {
         float* ws_tile = item.w < 0 ? nullptr
                                     : static_cast<float*>(args.ws) +
-                                          (item.w + static_cast<long long>(m0 + mm) * pieces) * bs * bs;
+                                          (item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces) * bs * bs;
         store_member_transposed<C, E>(acc, mm, static_cast<E*>(args.c) + args.addr_c.offset(o), ws_tile, args,
                                       row0_tile, warp, lane);
       } else if (item.w < 0 && args.c_vec16) {
@@ -395,7 +412,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
           store2<E>(out + 8 * args.ldc + 8 * j, acc[q + 2], acc[q + 3]);
         }
       } else {
-        const long long slot = item.w + static_cast<long long>(m0 + mm) * pieces;
+        const long long slot = item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces;
         float* out = static_cast<float*>(args.ws) + slot * bs * bs + row0 * bs + col0;
 #pragma unroll
         for (int j = 0; j < J; ++j) {
@@ -459,15 +476,15 @@ void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) 
     tma_launch_cfg<C, E, true, true, TC>(args, n_items, stream);
 }
 
-/// Column groups exist only with several members (g 2 at bs 128, 4 at bs 64).
+/// Column groups exist only with several members of one line (g 2 at bs 128, 4 at bs 64).
 template <class C, typename E>
 void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
   if (!args.trans_c)
     tma_launch_trans<C, E, false>(args, n_items, stream);
-  else if constexpr (C::G > 1)
+  else if constexpr (C::G > 1 && C::GM == 1)
     tma_launch_trans<C, E, true>(args, n_items, stream);
   else
-    TG_THROW(Error, "matmul: internal error: column groups of one block");
+    TG_THROW(Error, "matmul: internal error: no column groups of ", C::GM, " x ", C::G, " blocks");
 }
 
 }  // namespace tg::ops::spmm::tma_wg
@@ -475,9 +492,13 @@ void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
 namespace tg::ops::spmm {
 
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, cudaStream_t stream) {
+void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream) {
   if (n_items == 0) return;
-  if (args.bs == 128 && g == 1)
+  if (gm == 2 && args.bs == 64 && g == 4)
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 2>, E>(args, n_items, stream);
+  else if (gm != 1)
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", ", gm, " x ", g);
+  else if (args.bs == 128 && g == 1)
     tma_wg::tma_launch<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
   else if (args.bs == 128 && g == 2)
     tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);

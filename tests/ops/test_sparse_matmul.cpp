@@ -2,6 +2,7 @@
 // masked f64 references written as plain loops, 16-bit and f32 accuracy, exact zeros where
 // no k-block overlaps, empty layouts and extents, backward against masked references,
 // gradchecks, bad inputs, and CUDA against the CPU.
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -446,79 +447,104 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
   // integer tile "values", each output tile must get exactly the sum over its pairs from
   // its group's steps, summed over the group's pieces (a piece's partial goes to slot
   // item slot + member * pieces, the slots the reduce entry of that output lists), and
-  // appear in exactly one group; members share a block-row and their x tiles (row groups)
-  // or a block-column and their y tiles (column groups).
+  // appear in exactly one group; a line's members share a block-row and their x tiles (row
+  // groups) or a block-column and their y tiles (column groups); the two lines of a pair
+  // share the batch and each slot's other coordinate.
   const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  bool grouped_some[2] = {false, false}, split_some = false;
-  for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns})
+  bool grouped_some[2] = {false, false}, paired_some[2] = {false, false}, split_some = false;
   for (const Problem& p : schedule_problems(7300, 9)) {
-    const bool cols = axis == ops::GroupAxis::Columns;
     for (const Mode& m : kModes) {
       const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
       const ops::OperandDesc b{m.y_sparse ? p.ly : Layout(), p.B(), p.K(), p.N(), false};
       const ops::OperandDesc c{m.out_sparse ? p.lo : Layout(), p.B(), p.M(), p.N(), false};
       const auto plan = ops::matmul_plan(a, b, c, bs);
-      for (auto [g, chunk] : {std::pair<std::int64_t, std::int64_t>{1, 1000}, {2, 1000}, {4, 1000}, {2, 2}, {4, 3}}) {
-        INFO(m.name << " " << describe(p) << " g " << g << " chunk " << chunk << (cols ? " columns" : " rows"));
-        const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis);
-        REQUIRE(r.axis == axis);
-        REQUIRE(r.items.size() == at(4 * r.n_items));
-        REQUIRE(r.outs.size() == at((g + 1) * r.n_groups));
-        REQUIRE(r.steps.size() == at((1 + g) * r.n_steps));
-        REQUIRE(r.members == plan->n_out);
-        std::vector<std::int64_t> slot_sum(at(r.n_slots), 0), direct(at(plan->n_out), -1);
-        std::vector<int> times(at(plan->n_out), 0);
-        for (std::int64_t t = 0; t < r.n_items; ++t) {
-          const std::int32_t* it = &r.items[at(4 * t)];
-          const std::int32_t* outs = &r.outs[at(it[0] * (g + 1))];
-          const std::int32_t pieces = outs[g];
-          REQUIRE(it[1] <= it[2]);
-          REQUIRE((pieces == 1) == (it[3] < 0));
-          for (std::int64_t mm = 0; mm < g; ++mm) {
-            const std::int32_t o = outs[mm];
-            if (o < 0) continue;
-            REQUIRE(plan->out_coord[at(3 * o)] == plan->out_coord[at(3 * outs[0])]);
-            const int line = cols ? 2 : 1;
-            REQUIRE(plan->out_coord[at(3 * o + line)] == plan->out_coord[at(3 * outs[0] + line)]);
-            std::int64_t got = 0;
-            for (std::int32_t st = it[1]; st < it[2]; ++st) {
-              const std::int32_t shared = r.steps[at(st * (1 + g))], own = r.steps[at(st * (1 + g) + 1 + mm)];
-              got += cols ? va(own) * vb(shared) : va(shared) * vb(own);
-            }
-            if (it[3] < 0) {
-              direct[at(o)] = got;
-            } else {
-              slot_sum[at(it[3] + mm * pieces)] += got;
-            }
+      for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns}) {
+        const bool cols = axis == ops::GroupAxis::Columns;
+        const int line = cols ? 2 : 1, cross = cols ? 1 : 2;
+        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000}, {2, 1, 1000}, {4, 1, 1000}, {2, 1, 2},
+                                    {4, 1, 3}, {4, 2, 1000}, {2, 2, 3}, {1, 2, 1000}}) {
+          INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk
+                      << (cols ? " columns" : " rows"));
+          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
+          REQUIRE(r.axis == axis);
+          REQUIRE(r.gm == gm);
+          const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
+          REQUIRE(r.items.size() == at(4 * r.n_items));
+          REQUIRE(r.outs.size() == at(no * r.n_groups));
+          REQUIRE(r.steps.size() == at(w * r.n_steps));
+          REQUIRE(r.members == plan->n_out);
+          std::vector<std::int64_t> slot_sum(at(r.n_slots), 0), direct(at(plan->n_out), -1);
+          std::vector<int> times(at(plan->n_out), 0);
+          for (std::int64_t t = 0; t < r.n_items; ++t) {
+            const std::int32_t* it = &r.items[at(4 * t)];
+            const std::int32_t* outs = &r.outs[at(it[0] * no)];
+            const std::int32_t pieces = outs[gm * g];
+            REQUIRE(it[1] <= it[2]);
+            REQUIRE((pieces == 1) == (it[3] < 0));
+            for (std::int64_t i = 0; i < gm; ++i)
+              for (std::int64_t mm = 0; mm < g; ++mm) {
+                const std::int32_t o = outs[i * g + mm];
+                if (o < 0) continue;
+                const std::int32_t first = outs[i * g], top = outs[mm];
+                REQUIRE(first >= 0);
+                REQUIRE(top >= 0);
+                REQUIRE(plan->out_coord[at(3 * o)] == plan->out_coord[at(3 * outs[0])]);
+                REQUIRE(plan->out_coord[at(3 * o + line)] == plan->out_coord[at(3 * first + line)]);
+                REQUIRE(plan->out_coord[at(3 * o + cross)] == plan->out_coord[at(3 * top + cross)]);
+                std::int64_t got = 0;
+                for (std::int32_t st = it[1]; st < it[2]; ++st) {
+                  const std::int32_t shared = r.steps[at(st * w + i)], own = r.steps[at(st * w + gm + mm)];
+                  got += cols ? va(own) * vb(shared) : va(shared) * vb(own);
+                }
+                if (it[3] < 0) {
+                  direct[at(o)] = got;
+                } else {
+                  slot_sum[at(it[3] + (i * g + mm) * pieces)] += got;
+                }
+              }
           }
-        }
-        for (std::size_t q = 0; q < r.reduce.size(); q += 3) {
-          split_some = true;
-          const std::int32_t o = r.reduce[q];
-          REQUIRE(direct[at(o)] < 0);
-          direct[at(o)] = 0;
-          for (std::int32_t sl = r.reduce[q + 1]; sl < r.reduce[q + 1] + r.reduce[q + 2]; ++sl) direct[at(o)] += slot_sum[at(sl)];
-        }
-        for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
-          int n = 0;
-          for (std::int64_t mm = 0; mm < g; ++mm)
-            if (r.outs[at(gr * (g + 1) + mm)] >= 0) ++times[at(r.outs[at(gr * (g + 1) + mm)])], ++n;
-          if (n > 1) grouped_some[cols] = true;
-        }
-        for (std::int64_t o = 0; o < plan->n_out; ++o) {
-          REQUIRE(times[at(o)] == 1);
-          std::int64_t want = 0;
-          for (std::int32_t q = plan->pair_begin[at(o)]; q < plan->pair_begin[at(o + 1)]; ++q)
-            want += va(plan->pair_a[at(q)]) * vb(plan->pair_b[at(q)]);
-          REQUIRE(direct[at(o)] == want);
+          for (std::size_t q = 0; q < r.reduce.size(); q += 3) {
+            split_some = true;
+            const std::int32_t o = r.reduce[q];
+            REQUIRE(direct[at(o)] < 0);
+            direct[at(o)] = 0;
+            for (std::int32_t sl = r.reduce[q + 1]; sl < r.reduce[q + 1] + r.reduce[q + 2]; ++sl)
+              direct[at(o)] += slot_sum[at(sl)];
+          }
+          for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+            int n = 0, lines = 0;
+            for (std::int64_t i = 0; i < gm; ++i) {
+              bool any = false;
+              for (std::int64_t mm = 0; mm < g; ++mm) {
+                const std::int32_t o = r.outs[at(gr * no + i * g + mm)];
+                if (o < 0) continue;
+                ++times[at(o)];
+                ++n;
+                any = true;
+              }
+              lines += any ? 1 : 0;
+            }
+            if (n > lines) grouped_some[cols] = true;
+            if (lines > 1) paired_some[cols] = true;
+          }
+          for (std::int64_t o = 0; o < plan->n_out; ++o) {
+            REQUIRE(times[at(o)] == 1);
+            std::int64_t want = 0;
+            for (std::int32_t q = plan->pair_begin[at(o)]; q < plan->pair_begin[at(o + 1)]; ++q)
+              want += va(plan->pair_a[at(q)]) * vb(plan->pair_b[at(q)]);
+            REQUIRE(direct[at(o)] == want);
+          }
         }
       }
     }
   }
-  // the cases do exercise groups of several tiles along both axes and split pieces
+  // the cases do exercise groups of several tiles and of two lines along both axes, and
+  // split pieces
   REQUIRE(grouped_some[0]);
   REQUIRE(grouped_some[1]);
+  REQUIRE(paired_some[0]);
+  REQUIRE(paired_some[1]);
   REQUIRE(split_some);
 }
 
@@ -749,7 +775,8 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   using ops::spmm::MmaPath;
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
-                                                   {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"}};
+                                                   {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
+                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);
@@ -772,7 +799,11 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
           // the same for a column (column groups)
           {full_layout(1, 5, Kb, bs), full_layout(1, Kb, 1, bs), full_layout(1, 5, 1, bs)},
           // y sparse with distinct columns, x dense: DDS lists equal down a column only
-          problem(2, 5, 6, 4, bs, 1.0, 0.4, 1.0, seed + 3)};
+          problem(2, 5, 6, 4, bs, 1.0, 0.4, 1.0, seed + 3),
+          // pairs of row groups: two rows of long lists (split), groups of 4 and 1 columns
+          {full_layout(1, 2, Kb, bs), full_layout(1, Kb, 5, bs), full_layout(1, 2, 5, bs)},
+          // three rows (one without a partner) of 4 + 2 columns, batch 2
+          {full_layout(2, 3, 4, bs), full_layout(2, 4, 6, bs), full_layout(2, 3, 6, bs)}};
       for (const Problem& p : ps) {
         for (DType dt : {DType::bf16, DType::f16}) {
           for (const Mode& m : kModes) {
