@@ -94,6 +94,21 @@ __device__ __forceinline__ void load_2d(std::uint32_t dst, const CUtensorMap* ma
 #endif
 }
 
+/// Starts the TMA store of the box at shared address `src` (laid out as the 2-d tensor map
+/// `map` says) to element coordinates (c0 innermost, c1) of the tensor, in this thread's
+/// current bulk group. The source must have been written before a fence_proxy_async;
+/// commit the group and wait for it (bulk_wait_read) before writing the source again.
+__device__ __forceinline__ void store_2d(const CUtensorMap* map, std::uint32_t src, int c0, int c1) {
+#if TG_TMA_ENABLED
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
+                   reinterpret_cast<std::uint64_t>(map)),
+               "r"(src), "r"(c0), "r"(c1)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
 /// The same for a 3-d tensor map: the box at element coordinates (c0 innermost, c1, c2).
 __device__ __forceinline__ void load_3d(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int c0, int c1,
                                         int c2) {

@@ -422,13 +422,16 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
                             choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns ||
                             choice == MmaPath::WgmmaTmaRowPairs;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
-    // TMA reads rows of a multiple of 16 bytes and at most 2^31 rows (i32 coordinates);
-    // an empty operand (no pairs: the output is zeros) has no tensor map to describe it.
-    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
-                        a.numel() / p.a.ld < (std::int64_t{1} << 31) && b.numel() / p.b.ld < (std::int64_t{1} << 31);
+    // TMA reads (and writes the output in) rows of a multiple of 16 bytes and at most 2^31
+    // rows (i32 coordinates); an empty operand (no pairs: the output is zeros) has no
+    // tensor map to describe it.
+    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && out.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
+                        p.c.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
+                        b.numel() / p.b.ld < (std::int64_t{1} << 31) && out.numel() / p.c.ld < (std::int64_t{1} << 31);
     if (hopper && tma_ok && (choice == MmaPath::Auto || forced_tma)) {
       args.rows_a = a.numel() / p.a.ld;
       args.rows_b = b.numel() / p.b.ld;
+      args.rows_c = out.numel() / p.c.ld;
       run_tma<T>(p, args, choice, prefix, out, stream);
       return;
     }

@@ -46,8 +46,7 @@ struct KernelArgs {
   int nsub;    ///< CTA tiles per block side (bs / BM); set by the launcher
   int trans_a, trans_b;
   int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
-  long long rows_a, rows_b;   ///< TMA wgmma path: rows of ld elements each operand's storage holds
-  int c_vec16;                ///< TMA wgmma path: c and ldc allow 16-byte stores; set by the launcher
+  long long rows_a, rows_b, rows_c;  ///< TMA wgmma path: rows of ld elements each operand's storage holds
   int trans_c;                ///< TMA wgmma path: column groups (the items' tiles are stored transposed)
 };
 

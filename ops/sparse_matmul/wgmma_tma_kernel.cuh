@@ -14,6 +14,13 @@
 // Loads run up to STAGES steps ahead of the MMAs, across items too: while the consumers
 // store one tile, the next one's operands are already arriving.
 //
+// Epilogue. A consumer writes its part of a finished tile into two shared boxes of 64 x 64
+// in turn (stmatrix, which also transposes the tiles of column groups) and its first
+// thread stores each box with TMA, so that the consumer goes on to the next item's MMAs
+// while the stores drain; per-thread stores kept the tensor cores idle for about a third
+// of the consumer time at density 0.25 (ncu, bench/RESULTS.md 12-04 ninth session). Split
+// pieces write f32 partial tiles to the workspace with plain stores.
+//
 // Tiles (CTA tile GM bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
 // stages measured 1.2-1.5x slower):
 //   bs 128: one ring, the consumers take 64 rows each, n = 128 G (G 1 or 2);
@@ -67,6 +74,13 @@ namespace tg::ops::spmm::tma_wg {
 /// k step of every tile: one 128-byte swizzled line of 16-bit elements.
 constexpr int BK = 64;
 
+/// Shared memory of the store epilogue: two boxes of 64 x 64 16-bit elements a consumer,
+/// used in turn, in the 128-byte-swizzled layout the output's tensor map stores from (row r
+/// at r * 128 bytes, its 16-byte chunk c at chunk c ^ (r % 8): the 8 rows one stmatrix
+/// writes land in 8 different bank groups).
+constexpr int EPI_BOX = 64 * 64 * 2;
+constexpr int EPI_BYTES = 2 * 2 * EPI_BOX;
+
 /// Descriptor of k16 slice j of a 64 x BK (or N x BK) operand tile at address s. K-major
 /// tiles have lines of BK elements (128 bytes, 128-byte swizzle, 1024-byte atoms), slices
 /// 32 bytes apart inside each line. MN-major tiles have 128-byte lines (one k-row of 64
@@ -95,10 +109,11 @@ struct TmaCfg {
   static constexpr int A_ROW = BS * BK * 2;  ///< one block-row's x tile
   static constexpr int A_BYTES = GM * A_ROW, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
-  static constexpr int STAGES = std::min(12, 200 * 1024 / (kRings * STAGE_BYTES));
+  /// As many stages as fit besides the store epilogue's boxes (and 1 KiB of alignment).
+  static constexpr int STAGES = std::min(12, (227 * 1024 - 1024 - EPI_BYTES) / (kRings * STAGE_BYTES));
   /// Warps that release a stage: both consumers' (one ring) or one consumer's.
   static constexpr int kReleasers = 8 / kRings;
-  static constexpr std::size_t SMEM = static_cast<std::size_t>(kRings) * STAGES * STAGE_BYTES + 1024;
+  static constexpr std::size_t SMEM = static_cast<std::size_t>(kRings) * STAGES * STAGE_BYTES + EPI_BYTES + 1024;
   static_assert(SMEM <= 227 * 1024, "fits the opt-in shared memory of an SM");
   static_assert(STAGES >= 3, "a deep enough ring");
   static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0 && (64 * BK * 2) % 1024 == 0,
@@ -182,78 +197,102 @@ __device__ __forceinline__ void step_boxes(const StepBoxes<C::GM + C::G>& st, co
   }
 }
 
-/// A 4 x 4 transpose of 32-bit words across the four lanes of a quad (lanes 4r .. 4r + 3,
-/// q = lane % 4): lane q holds w[j] = the word of lane q for chunk j, and gets o[p] = the
-/// word of lane p for chunk q. Two exchanges of two words each (with lanes q ^ 1, then
-/// q ^ 2), the rest selects on the bits of q: no indexing by a lane-dependent value, which
-/// would put the arrays in local memory.
-__device__ __forceinline__ void quad_transpose(const std::uint32_t (&w)[4], std::uint32_t (&o)[4], int q) {
-  constexpr unsigned kAll = 0xffffffffu;
-  const bool b0 = (q & 1) != 0, b1 = (q & 2) != 0;
-  // The partner q ^ 1 takes the chunks whose bit 0 is its own: after this, lane q holds
-  // chunks b0 and 2 + b0 of lanes q and q ^ 1.
-  const std::uint32_t s0 = __shfl_xor_sync(kAll, b0 ? w[0] : w[1], 1);  // lane q ^ 1, chunk b0
-  const std::uint32_t s1 = __shfl_xor_sync(kAll, b0 ? w[2] : w[3], 1);  // lane q ^ 1, chunk 2 + b0
-  const std::uint32_t m0 = b0 ? w[1] : w[0], m1 = b0 ? w[3] : w[2];     // lane q, chunks b0, 2 + b0
-  // Keep chunk q (= b0 + 2 b1) of lanes q, q ^ 1; send the other chunk to q ^ 2.
-  const std::uint32_t k0 = b1 ? m1 : m0, k1 = b1 ? s1 : s0;
-  const std::uint32_t r0 = __shfl_xor_sync(kAll, b1 ? m0 : m1, 2);  // lane q ^ 2, chunk q
-  const std::uint32_t r1 = __shfl_xor_sync(kAll, b1 ? s0 : s1, 2);  // lane q ^ 3, chunk q
-  // v[d] = the word of lane q ^ d; o[p] = v[p ^ q].
-  const std::uint32_t a0 = b0 ? k1 : k0, a1 = b0 ? k0 : k1, c0 = b0 ? r1 : r0, c1 = b0 ? r0 : r1;
-  o[0] = b1 ? c0 : a0;
-  o[1] = b1 ? c1 : a1;
-  o[2] = b1 ? a0 : c0;
-  o[3] = b1 ? a1 : c1;
+/// Stores four 8 x 8 matrices of 16-bit values held in the mma fragment layout (lane l:
+/// row l / 4, columns 2 (l % 4), + 1 of each) to shared memory, row k of matrix m at the
+/// address lane 8 m + k gives; TRANS stores each matrix transposed.
+template <bool TRANS>
+__device__ __forceinline__ void stmatrix4(std::uint32_t addr, std::uint32_t a, std::uint32_t b, std::uint32_t c,
+                                          std::uint32_t d) {
+  if constexpr (TRANS)
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b),
+                 "r"(c), "r"(d)
+                 : "memory");
+  else
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b),
+                 "r"(c), "r"(d)
+                 : "memory");
 }
 
-/// The 8 x 8 matrix of 16-bit values whose row l / 4, columns 2 (l % 4) and + 1 lane l holds
-/// in v (the fragment layout of mma and ldmatrix), transposed: lane l then holds row l / 4
-/// of the transpose.
-__device__ __forceinline__ std::uint32_t transpose8x8(std::uint32_t v) {
-  std::uint32_t r;
-  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(v));
-  return r;
+/// Synchronises the 128 threads of consumer warpgroup `consumer` (named barrier 1 + consumer).
+__device__ __forceinline__ void sync_consumer(int consumer) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(consumer + 1) : "memory");
 }
 
-/// Stores a consumer's accumulators of member mm (its columns mm BS .. of the consumer's
-/// NC) of a column group, whose tile is the transpose of output tile o: accumulator row r
-/// (of the consumer's 64 from row0_tile) is output column row0_tile + r, accumulator column
-/// c output row c. E-typed to c at tile offset `base` (ws_tile null; 8-byte stores, which
-/// c_vec16 allows), else f32 to the workspace tile ws_tile (bs x bs, row-major).
-template <class C, typename E>
-__device__ __forceinline__ void store_member_transposed(const float* acc, int mm, E* base, float* ws_tile,
-                                                        const KernelArgs& args, int row0_tile, int warp, int lane) {
-  constexpr int J = C::BS / 8;  // 8-column chunks of one member = 8-row chunks of its output
-  const int g = lane >> 2, q = lane & 3;
-  const int c0 = row0_tile + 16 * warp;  // this warp's 16 output columns
-  if (ws_tile != nullptr) {
-    // Lanes of one g write 8 consecutive floats of a row: whole sectors.
+/// Stores a consumer's accumulators (its 64 rows from row0_tile, NC columns) of a direct
+/// item to the output tiles out_tile[] through shared memory and TMA stores, in boxes of 64
+/// x 64: each box is written with stmatrix (TC: transposed, the tile of a column group being
+/// the transpose of the output block), then stored by the consumer's first thread while the
+/// consumer goes on with its next item. n_boxes counts the consumer's boxes (the shared box
+/// used in turn); the store that read a box two boxes ago is waited for before it is
+/// written again.
+template <class C, typename E, bool TC>
+__device__ __forceinline__ void store_boxes(const float* acc, const int* out_tile, const CUtensorMap* map_c,
+                                            const KernelArgs& args, std::uint32_t epi, int row0_tile, int consumer,
+                                            int warp, int lane, unsigned& n_boxes) {
+  constexpr int J = C::BS / 8;  // 8-column chunks of a member
+  const int k = lane & 7, hf = (lane >> 3) & 1, jhi = lane >> 4;  // the row and matrix this lane addresses
+  const bool leader = warp == 0 && lane == 0;
 #pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const float* a = acc + 4 * (mm * J + j);
-      float* out = ws_tile + static_cast<long long>(8 * j + 2 * q) * C::BS + c0 + g;
+  for (int b = 0; b < C::NC / 64; ++b) {
+    const int mm = 64 * b / C::BS, off = 64 * b % C::BS;  // member, its first column in the box
+    const int o = out_tile[mm];
+    if (o < 0) continue;
+    const std::uint32_t box = epi + (n_boxes & 1u) * EPI_BOX;
+    if (leader) tma::bulk_wait_read<1>();
+    sync_consumer(consumer);
+    // Matrices (rows 16 warp + 8 hf .., chunk jj) for jj = 2 jp, 2 jp + 1: the top and
+    // bottom halves of the warp's 16 rows (accumulator pairs 0-1 and 2-3) of two chunks.
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp) {
+      const int q0 = 4 * (mm * J + off / 8 + 2 * jp), q1 = q0 + 4;
+      const std::uint32_t r0 = gpu::pack2<E>(acc[q0], acc[q0 + 1]), r1 = gpu::pack2<E>(acc[q0 + 2], acc[q0 + 3]);
+      const std::uint32_t r2 = gpu::pack2<E>(acc[q1], acc[q1 + 1]), r3 = gpu::pack2<E>(acc[q1 + 2], acc[q1 + 3]);
+      const int jj = 2 * jp + jhi;
+      // Not transposed: box row 16 warp + 8 hf + k, chunk jj. Transposed: box row 8 jj + k
+      // (an accumulator column), chunk 2 warp + hf (eight accumulator rows). Either way the
+      // row is k modulo 8.
+      const std::uint32_t addr = TC ? box + (8 * jj + k) * 128 + (((2 * warp + hf) ^ k) << 4)
+                                    : box + (16 * warp + 8 * hf + k) * 128 + ((jj ^ k) << 4);
+      stmatrix4<TC>(addr, r0, r1, r2, r3);
+    }
+    ops::wg::fence_proxy_async();
+    sync_consumer(consumer);
+    if (leader) {
+      const unsigned u = static_cast<unsigned>(o);
+      const int tile_row = static_cast<int>((u / args.addr_c.grid_cols) * C::BS);
+      const int tile_col = static_cast<int>((u % args.addr_c.grid_cols) * C::BS);
+      if constexpr (TC)
+        tma::store_2d(map_c, box, tile_col + row0_tile, tile_row + off);
+      else
+        tma::store_2d(map_c, box, tile_col + off, tile_row + row0_tile);
+      tma::bulk_commit();
+    }
+    ++n_boxes;
+  }
+}
+
+/// Stores a consumer's accumulators of member mm of a split item, f32, to the workspace
+/// tile ws_tile (bs x bs, row-major); TC: transposed (accumulator row r is tile column
+/// row0_tile + r). Lanes of one quad row write whole sectors either way.
+template <class C, bool TC>
+__device__ __forceinline__ void store_partial(const float* acc, int mm, float* ws_tile, int row0_tile, int warp,
+                                              int lane) {
+  constexpr int J = C::BS / 8;
+  const int g = lane >> 2, q = lane & 3;
+  const int r0 = row0_tile + 16 * warp + g;  // accumulator rows r0, r0 + 8; columns 8j + 2q, + 1
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    const float* a = acc + 4 * (mm * J + j);
+    if constexpr (TC) {
+      float* out = ws_tile + static_cast<long long>(8 * j + 2 * q) * C::BS + r0;
       out[0] = a[0];
       out[C::BS] = a[1];
       out[8] = a[2];
       out[C::BS + 8] = a[3];
-    }
-  } else {
-    // movmatrix turns each 8 x 8 piece of the fragments into its transpose: lane (g, q) then
-    // holds output row 8j + g, columns c0 + 2q, + 1 (top: accumulator rows 0-7) and c0 + 8 +
-    // 2q, + 1 (bottom). One exchange with the lane q ^ 1 gives every lane two adjacent words
-    // (even q: top words q, q + 1; odd q: bottom words q - 1, q), so that a quad stores the
-    // row's 32 bytes whole with 8-byte stores.
-    const bool odd = (q & 1) != 0;
-    const int col = c0 + (odd ? 8 + 2 * (q - 1) : 2 * q);
-#pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const float* a = acc + 4 * (mm * J + j);
-      const std::uint32_t top = transpose8x8(gpu::pack2<E>(a[0], a[1]));
-      const std::uint32_t bot = transpose8x8(gpu::pack2<E>(a[2], a[3]));
-      const std::uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? top : bot, 1);
-      *reinterpret_cast<uint2*>(base + static_cast<long long>(8 * j + g) * args.ldc + col) =
-          odd ? make_uint2(recv, bot) : make_uint2(top, recv);
+    } else {
+      float* out = ws_tile + static_cast<long long>(r0) * C::BS + 8 * j + 2 * q;
+      store2<float>(out, a[0], a[1]);
+      store2<float>(out + 8 * C::BS, a[2], a[3]);
     }
   }
 }
@@ -261,11 +300,12 @@ __device__ __forceinline__ void store_member_transposed(const float* acc, int mm
 /// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
 /// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
 /// piece count. TC: the items are column groups (row_groups.h), operands given as those of
-/// the transposed product; each member's tile is stored transposed.
+/// the transposed product; each member's tile is stored transposed. map_c: the output as
+/// rows of ldc elements, boxes of 64 x 64.
 template <class C, typename E, bool TA, bool TB, bool TC>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
-               const __grid_constant__ CUtensorMap map_b) {
+               const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_c) {
 #if TG_WGMMA_ENABLED
   extern __shared__ __align__(16) unsigned char tma_smem[];
   __shared__ __align__(8) std::uint64_t bars[2 * C::kRings * C::STAGES];  // full, then empty
@@ -325,6 +365,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int m0 = C::kRings == 1 && !C::kSplitRows ? consumer * (C::NC / C::BS) : 0;
   int stage = 0;
   std::uint32_t phase = 0;
+  const std::uint32_t epi = base + static_cast<std::uint32_t>(C::kRings * C::STAGES * C::STAGE_BYTES + consumer * 2 * EPI_BOX);
+  unsigned n_boxes = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
     const int nsteps = (item.z - item.y) << args.lg_kpp;
@@ -369,60 +411,19 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     ops::wg::fence_regs(acc);
     if (prev >= 0) release(prev);
 
-    // Fragment rows 16 * warp + lane / 4 (+8) of the consumer's 64, columns 8j + 2(lane % 4).
-    const long long row0 = row0_tile + warp * 16 + (lane >> 2);
-    const long long col0 = 2 * (lane & 3);
-    const long long bs = C::BS;
+    if (item.w < 0) {
+      store_boxes<C, E, TC>(acc, out_tile, &map_c, args, epi, row0_tile, consumer, warp, lane, n_boxes);
+      continue;
+    }
 #pragma unroll
     for (int mm = 0; mm < C::NC / C::BS; ++mm) {
-      const int o = out_tile[mm];
-      if (o < 0) continue;
-      constexpr int J = C::BS / 8;  // 8-column chunks of one member
-      if constexpr (TC) {
-        float* ws_tile = item.w < 0 ? nullptr
-                                    : static_cast<float*>(args.ws) +
-                                          (item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces) * bs * bs;
-        store_member_transposed<C, E>(acc, mm, static_cast<E*>(args.c) + args.addr_c.offset(o), ws_tile, args,
-                                      row0_tile, warp, lane);
-      } else if (item.w < 0 && args.c_vec16) {
-        // 16-byte stores: a quad's four lanes exchange their pairs so that each holds 8
-        // consecutive columns; a warp then stores 64 bytes of each of 8 rows (whole
-        // sectors). Direct 4-byte stores from the fragments used half of every sector.
-        E* out = static_cast<E*>(args.c) + args.addr_c.offset(o) + row0 * args.ldc + 8 * (lane & 3);
-#pragma unroll
-        for (int t = 0; t < J / 4; ++t) {
-          std::uint32_t top[4], bot[4], ot[4], ob[4];
-#pragma unroll
-          for (int jj = 0; jj < 4; ++jj) {
-            const int q = 4 * (mm * J + 4 * t + jj);
-            top[jj] = gpu::pack2<E>(acc[q], acc[q + 1]);
-            bot[jj] = gpu::pack2<E>(acc[q + 2], acc[q + 3]);
-          }
-          quad_transpose(top, ot, lane & 3);
-          quad_transpose(bot, ob, lane & 3);
-          *reinterpret_cast<uint4*>(out + 32 * t) = make_uint4(ot[0], ot[1], ot[2], ot[3]);
-          *reinterpret_cast<uint4*>(out + 8 * args.ldc + 32 * t) = make_uint4(ob[0], ob[1], ob[2], ob[3]);
-        }
-      } else if (item.w < 0) {
-        E* out = static_cast<E*>(args.c) + args.addr_c.offset(o) + row0 * args.ldc + col0;
-#pragma unroll
-        for (int j = 0; j < J; ++j) {
-          const int q = 4 * (mm * J + j);
-          store2<E>(out + 8 * j, acc[q], acc[q + 1]);
-          store2<E>(out + 8 * args.ldc + 8 * j, acc[q + 2], acc[q + 3]);
-        }
-      } else {
-        const long long slot = item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces;
-        float* out = static_cast<float*>(args.ws) + slot * bs * bs + row0 * bs + col0;
-#pragma unroll
-        for (int j = 0; j < J; ++j) {
-          const int q = 4 * (mm * J + j);
-          store2<float>(out + 8 * j, acc[q], acc[q + 1]);
-          store2<float>(out + 8 * bs + 8 * j, acc[q + 2], acc[q + 3]);
-        }
-      }
+      if (out_tile[mm] < 0) continue;
+      const long long slot = item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces;
+      store_partial<C, TC>(acc, mm, static_cast<float*>(args.ws) + slot * C::BS * C::BS, row0_tile, warp, lane);
     }
   }
+  // The last stores must be done before the CTA (and its shared memory) ends.
+  if (warp == 0 && lane == 0) tma::bulk_wait<0>();
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
@@ -452,15 +453,16 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.lg_kpp = 0;
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
-  a.c_vec16 = reinterpret_cast<std::uintptr_t>(args.c) % 16 == 0 && args.ldc % 8 == 0;
-  // Always true here (an aligned output, ldc a multiple of bs): the transposed store has no
-  // narrower form.
-  if (TC && !a.c_vec16) TG_THROW(Error, "matmul: internal error: column groups need 16-byte aligned output rows");
   const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
   const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
   const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
-  kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb);
+  // The output in boxes of 64 x 64 (the store epilogue's).
+  const CUtensorMap mc = tg::cuda::tensor_map_2d_16bit(args.c, std::is_same_v<E, bfloat16>,
+                                                       static_cast<std::uint64_t>(args.rows_c),
+                                                       static_cast<std::uint64_t>(args.ldc),
+                                                       static_cast<std::uint64_t>(args.ldc), 64, 64);
+  kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb, mc);
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
