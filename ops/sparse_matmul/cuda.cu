@@ -12,7 +12,7 @@
 // operand starts 16-byte aligned (cp.async moves 16-byte chunks). For bf16/f16 that is,
 // at blocks of 64 and 128 on a compute capability 9.0 device, its Hopper form with
 // warpgroup MMAs (wgmma_tma_kernel.cuh: TMA loads, warp-specialised, persistent, on
-// row groups of output blocks sharing their x tiles); elsewhere at blocks of 32 and 64,
+// groups of output blocks sharing their x tiles or their y tiles); elsewhere at blocks of 32 and 64,
 // where it pays, its grouped variant over 128 x 128 regions of blocks (see path.h and the
 // grouped schedule below). Everything else, f64 and exact f32 included, takes the SIMT
 // kernel: 256 threads on a TILE x TILE output tile (TILE = min(bs, 64)), each thread
@@ -251,7 +251,7 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 }
 
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
-// Device copy of a RowGroupSchedule (row_groups.h) of g members.
+// Device copy of a RowGroupSchedule (row_groups.h) of gm lines of g members.
 struct TmaSchedule {
   // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, coords, outs, reduce;

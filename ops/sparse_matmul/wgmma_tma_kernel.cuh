@@ -1,9 +1,10 @@
 // The warp-specialised Hopper (sm_90a) kernel of block-sparse matmul for bf16 / f16,
 // blocks of 64 and 128, on row groups (row_groups.h): up to G output blocks of one
 // block-row that read the same x tiles, computed together so that each x tile is loaded
-// once and multiplied with one wide instruction; split pieces go to workspace slots as
-// in cuda_launch.cuh. TMA loads and warpgroup MMAs overlap through mbarrier-guarded
-// stages.
+// once and multiplied with one wide instruction (at bs 64 also two such rows a tile; a
+// column group runs as the row group of the transposed product, TC); split pieces go to
+// workspace slots as in cuda_launch.cuh. TMA loads and warpgroup MMAs overlap through
+// mbarrier-guarded stages.
 //
 // Roles. A CTA has two consumer warpgroups and a producer warp per ring. The producer
 // only loads: its first thread walks the ring's items and k-steps, waits until a stage is
@@ -17,9 +18,10 @@
 // Epilogue. A consumer writes its part of a finished tile into two shared boxes of 64 x 64
 // in turn (stmatrix, which also transposes the tiles of column groups) and its first
 // thread stores each box with TMA, so that the consumer goes on to the next item's MMAs
-// while the stores drain; per-thread stores kept the tensor cores idle for about a third
-// of the consumer time at density 0.25 (ncu, bench/RESULTS.md 12-04 ninth session). Split
-// pieces write f32 partial tiles to the workspace with plain stores.
+// while the stores drain. Per-thread stores from the fragments (packing, quad shuffles)
+// took a third of the consumer warps' stall samples at density 0.25; this measured 2-5%
+// faster there, 1-2% at density 1 (bench/RESULTS.md, 12-04 ninth session: the operand
+// stream is what remains). Split pieces write f32 partial tiles with plain stores.
 //
 // Tiles (CTA tile GM bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
 // stages measured 1.2-1.5x slower):
@@ -297,11 +299,11 @@ __device__ __forceinline__ void store_partial(const float* acc, int mm, float* w
   }
 }
 
-/// items[w] = (group, first step, end step, slot); coords[s] = origins of the x tile and
-/// the G member y tiles (row -1: none); outs[group] = G member output tiles (-1: none),
-/// piece count. TC: the items are column groups (row_groups.h), operands given as those of
-/// the transposed product; each member's tile is stored transposed. map_c: the output as
-/// rows of ldc elements, boxes of 64 x 64.
+/// items[w] = (group, first step, end step, slot); coords[s] = origins of the GM shared
+/// tiles (x of a row group) and the G members' own tiles (y; row -1: none); outs[group] =
+/// GM x G member output tiles (-1: none), piece count. TC: the items are column groups
+/// (row_groups.h), operands given as those of the transposed product; each member's tile
+/// is stored transposed. map_c: the output as rows of ldc elements, boxes of 64 x 64.
 template <class C, typename E, bool TA, bool TB, bool TC>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
@@ -365,7 +367,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int m0 = C::kRings == 1 && !C::kSplitRows ? consumer * (C::NC / C::BS) : 0;
   int stage = 0;
   std::uint32_t phase = 0;
-  const std::uint32_t epi = base + static_cast<std::uint32_t>(C::kRings * C::STAGES * C::STAGE_BYTES + consumer * 2 * EPI_BOX);
+  const std::uint32_t epi =
+      base + static_cast<std::uint32_t>(C::kRings * C::STAGES * C::STAGE_BYTES + consumer * 2 * EPI_BOX);
   unsigned n_boxes = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
