@@ -88,7 +88,15 @@ Layout::Layout(const Tensor& mask, std::int64_t block_size) {
   impl->host.resize(v.size());
   std::vector<bool> as_bool(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) {
-    bool on = v[i] != 0.0;  // NaN != 0 is true: NaN counts as active
+    // A mask is binary: any other value (2, 0.5, NaN) is more likely a tensor of data passed
+    // by mistake than a mask; layout_of() is the builder that reads non-zero as active.
+    if (v[i] != 0.0 && v[i] != 1.0) {
+      const std::int64_t k = static_cast<std::int64_t>(i), Mb = impl->Mb, Nb = impl->Nb;  // >= 1: i exists
+      TG_THROW(LayoutError, "Layout: mask must hold only 0 / 1 (false / true), got ", v[i], " at block [",
+               k / (Mb * Nb), ", ", k / Nb % Mb, ", ", k % Nb,
+               "] (layout_of(dense, block_size) marks the blocks holding non-zeros)");
+    }
+    const bool on = v[i] != 0.0;
     impl->host[i] = on;
     as_bool[i] = on;
     impl->n += on;

@@ -32,9 +32,10 @@ class Layout {
  public:
   /// An empty 0x0x0 layout (placeholder; `defined() == false`).
   Layout() = default;
-  /// From a bool (or any integer/floating: non-zero = active) mask [B, Mb, Nb] on any
-  /// device, and the block size in elements (a power of two >= 1).
-  /// Throws ShapeError (rank), LayoutError (block size).
+  /// From a binary mask [B, Mb, Nb] (bool, or any integer / floating dtype holding only 0
+  /// and 1; 1 = active) on any device, and the block size in elements (a power of two >= 1).
+  /// Throws ValueError (undefined mask), ShapeError (rank), LayoutError (block size, a mask
+  /// value other than 0 / 1, NaN included: layout_of() reads non-zero as active).
   Layout(const Tensor& mask, std::int64_t block_size);
 
   bool defined() const { return impl_ != nullptr; }

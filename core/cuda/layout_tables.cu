@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cub/cub.cuh>
+#include <limits>
 
 #include "core/layout_tables.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -24,6 +25,15 @@ namespace tg {
 namespace {
 
 constexpr int kThreads = 256;
+
+// CUB's device scans take a 64-bit item count (NumItemsT, 64-bit offsets) in CCCL 3, the
+// version CUDA 13 ships; older releases may narrow it to int. Masks of more blocks than
+// an int counts are refused there rather than scanned wrong.
+#if CUB_VERSION >= 300000
+constexpr std::int64_t kMaxScanItems = std::numeric_limits<std::int64_t>::max();
+#else
+constexpr std::int64_t kMaxScanItems = std::numeric_limits<int>::max();
+#endif
 
 unsigned grid_for(std::int64_t items) {
   return static_cast<unsigned>(std::clamp<std::int64_t>((items + kThreads - 1) / kThreads, 1, 1 << 16));
@@ -89,6 +99,10 @@ LayoutTables build_cuda(const Layout& l, Device device) {
   cudaStream_t st = tg::cuda::current_cuda_stream(device.index);
   const std::int64_t B = l.batch(), Mb = l.block_rows(), Nb = l.block_cols(), n = l.n_blocks();
   const std::int64_t total = B * Mb * Nb;
+  if (total > kMaxScanItems) {
+    TG_THROW(ShapeError, "Layout::tables(", device, "): a mask of at most ", kMaxScanItems,
+             " blocks with this CUB version (CUDA 13 lifts the limit), got ", total, " = [", B, ", ", Mb, ", ", Nb, "]");
+  }
   const TensorOptions i64{.dtype = DType::i64, .device = device};
   LayoutTables t;
   t.block_coords = empty({n, 3}, i64);

@@ -1,5 +1,6 @@
-// Layout builders (no gradient). See OPS.md "Layout builders". The attention pattern
-// builders and matmul/adapted/distribution layouts are still to come.
+// Layout builders (no gradient): full, random, from a dense tensor. See OPS.md "Layout
+// builders"; the attention pattern builders are in patterns.h, the layouts derived from
+// other layouts or data (matmul, adapted, distribution) in derived.h.
 #pragma once
 
 #include <cstdint>

@@ -45,6 +45,12 @@ Layout causal_pattern(std::int64_t bh, std::int64_t sq, std::int64_t sk, std::in
     TG_THROW(ShapeError, "causal_pattern: valid_lengths must have one entry per batch-head (", bh, "), got ",
              valid.size());
   }
+  for (std::size_t b = 0; b < valid.size(); ++b) {
+    if (valid[b] < 0 || valid[b] > std::max(sq, sk)) {
+      TG_THROW(ValueError, "causal_pattern: valid_lengths[", b, "] must be in [0, ", std::max(sq, sk),
+               "] (the longer sequence), got ", valid[b]);
+    }
+  }
   return from_ranges(bh, sq, sk, bs, [&](std::int64_t b, std::int64_t i) -> std::pair<std::int64_t, std::int64_t> {
     std::int64_t len = valid.empty() ? std::max(sq, sk) : valid[static_cast<std::size_t>(b)];
     if (i >= len) return {1, 0};
@@ -104,11 +110,16 @@ Layout global_local_pattern(std::int64_t bh, std::int64_t seq, std::int64_t bs, 
 Layout random_pattern(std::int64_t bh, std::int64_t sq, std::int64_t sk, std::int64_t bs, double density,
                       std::uint64_t seed) {
   check("random_pattern", bh, sq, sk, bs);
+  if (!(density >= 0.0 && density <= 1.0)) TG_THROW(ValueError, "random_pattern: density must be in [0, 1], got ", density);
   return random_layout(bh, cdiv(sq, bs), cdiv(sk, bs), bs, density, seed);
 }
 
 namespace {
 Layout combine(const char* op, const Layout& a, const Layout& b, bool both) {
+  if (!a.defined() || !b.defined()) {
+    TG_THROW(LayoutError, op, ": both layouts must be defined, got ", a.defined() ? "a defined" : "an undefined",
+             " a and ", b.defined() ? "a defined" : "an undefined", " b");
+  }
   if (a.batch() != b.batch() || a.block_rows() != b.block_rows() || a.block_cols() != b.block_cols() ||
       a.block_size() != b.block_size()) {
     TG_THROW(LayoutError, op, ": layouts differ in shape or block size: [", a.batch(), ", ", a.block_rows(), ", ",

@@ -5,6 +5,9 @@
 // blocks count as -inf: they are excluded from every row and are never written, so a row
 // with no active block yields no output. A row whose remaining values are all -inf (after
 // scaling) yields zeros, not nan; a nan anywhere in a row makes the row's outputs nan.
+// Scaling is IEEE arithmetic, so -inf stands for "excluded" only with scale > 0: with
+// scale 0 it scales to nan (0 * -inf) and with scale < 0 to +inf, and the row is nan. To
+// exclude elements under any scale, pass them as masked_softmax's mask instead.
 // Storage dtypes f32, f64, bf16, f16; the math runs in f32 (f64 for f64).
 //
 // Errors (before any kernel runs): tg::ValueError (undefined arguments, non-finite

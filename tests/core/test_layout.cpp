@@ -1,3 +1,4 @@
+#include <limits>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -80,6 +81,15 @@ TEST_CASE("Layout bad inputs", "[core][layout]") {
   tgt::require_throws<LayoutError>([] { layout_of(zeros({1, 6, 4}), 4); }, {"layout_of", "M = 6", "4"});
   tgt::require_throws<ValueError>([] { random_layout(1, 2, 2, 2, 1.5, 0); }, {"random_layout", "density", "1.5"});
   tgt::require_throws<ValueError>([] { full_layout(1, 2, 2, 2).active(0, 2, 0); }, {"Layout::active", "(0, 2, 0)"});
+  // Masks are binary: data passed as a mask raises, naming the value and its block.
+  tgt::require_throws<LayoutError>([] { Layout(from_vector<float>({0, 1, 1, 0, 0, 0.5f}, {1, 2, 3}), 2); },
+                                   {"Layout", "0 / 1", "0.5", "[0, 1, 2]"});
+  tgt::require_throws<LayoutError>([] { Layout(from_vector<std::int32_t>({1, 0, 2, 1}, {2, 1, 2}), 4); },
+                                   {"Layout", "0 / 1", "2", "[1, 0, 0]"});
+  tgt::require_throws<LayoutError>(
+      [] { Layout(from_vector<float>({1, std::numeric_limits<float>::quiet_NaN()}, {1, 1, 2}), 1); },
+      {"Layout", "nan", "[0, 0, 1]"});
+  REQUIRE(Layout(from_vector<std::int32_t>({1, 0, 0, 1}, {1, 2, 2}), 2).n_blocks() == 2);  // 0 / 1 integers are fine
 }
 
 namespace {
