@@ -2,6 +2,7 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <ostream>
 #include <unordered_map>
@@ -17,6 +18,7 @@ struct Layout::Impl {
   std::vector<std::uint8_t> host;  // same, as bytes
   mutable std::mutex mu;
   mutable std::unordered_map<Device, std::unique_ptr<LayoutTables>> tables;
+  mutable std::map<std::string, std::shared_ptr<void>> attached;
 };
 
 namespace {
@@ -156,6 +158,15 @@ const LayoutTables& Layout::tables(Device device) const {
                                                        h.row_offsets.to(device), h.col_offsets.to(device),
                                                        h.col_blocks.to(device)});
   return *i.tables.emplace(device, std::move(t)).first->second;
+}
+
+std::shared_ptr<void> Layout::attachment(const std::string& key,
+                                         const std::function<std::shared_ptr<void>()>& make) const {
+  const Impl& i = impl();
+  std::lock_guard<std::mutex> lock(i.mu);
+  auto it = i.attached.find(key);
+  if (it == i.attached.end()) it = i.attached.emplace(key, make()).first;
+  return it->second;
 }
 
 void register_layout_tables_builder(DeviceType type, LayoutTablesBuilder fn) {

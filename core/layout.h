@@ -6,8 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
+#include <string>
 
 #include "core/tensor.h"
 
@@ -61,6 +63,12 @@ class Layout {
   std::uint64_t hash() const;
   /// The transposed layout [B, Nb, Mb].
   Layout transposed() const;
+  /// Data an op derives from this layout (a block-sparse matmul's plans) and keeps for the
+  /// layout's lifetime, under `key`: the object `make` returns on the first call with that
+  /// key, the same object on every later call from any copy of this layout. `make` runs
+  /// under the layout's lock: it must be cheap (an empty container) and must not touch this
+  /// layout. Thread-safe. An attachment must not hold this layout (a cycle never freed).
+  std::shared_ptr<void> attachment(const std::string& key, const std::function<std::shared_ptr<void>()>& make) const;
 
   /// Equal when shapes, block sizes and masks are equal.
   friend bool operator==(const Layout& a, const Layout& b);

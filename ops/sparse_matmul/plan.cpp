@@ -1,8 +1,10 @@
 #include "ops/sparse_matmul/plan.h"
 
+#include <algorithm>
 #include <climits>
 #include <list>
 #include <mutex>
+#include <vector>
 
 #include "runtime/op_caches.h"
 
@@ -136,39 +138,148 @@ std::shared_ptr<MatmulPlan> build_plan(const OperandDesc& a, const OperandDesc& 
   return p;
 }
 
-bool same_desc(const OperandDesc& x, const OperandDesc& y) {
-  if (x.sparse() != y.sparse() || x.trans != y.trans) return false;
-  if (x.sparse()) return x.layout.hash() == y.layout.hash() && x.layout == y.layout;
-  return x.batch == y.batch && x.rows == y.rows && x.cols == y.cols;
-}
+// A stored operand description that holds no Layout: a plan kept on one layout (below)
+// must not keep another alive, or two layouts each holding the other's plans would never
+// be freed. A sparse operand is remembered by its hash, extents and mask bytes.
+struct DescKey {
+  bool sparse = false, trans = false;
+  std::int64_t batch = 0, rows = 0, cols = 0;        // dense extents
+  std::uint64_t hash = 0;                            // sparse: the layout's
+  std::int64_t B = 0, Mb = 0, Nb = 0, lbs = 0;       // sparse: the layout's extents
+  std::vector<std::uint8_t> mask;                    // sparse: the layout's mask
 
-struct Entry {
-  OperandDesc a, b, c;
-  std::int64_t bs;
-  std::shared_ptr<const MatmulPlan> plan;
+  explicit DescKey(const OperandDesc& d) : sparse(d.sparse()), trans(d.trans) {
+    if (sparse) {
+      hash = d.layout.hash(), B = d.layout.batch(), Mb = d.layout.block_rows(), Nb = d.layout.block_cols();
+      lbs = d.layout.block_size(), mask = d.layout.mask_host();
+    } else {
+      batch = d.batch, rows = d.rows, cols = d.cols;
+    }
+  }
+  bool matches(const OperandDesc& d) const {
+    if (sparse != d.sparse() || trans != d.trans) return false;
+    if (!sparse) return batch == d.batch && rows == d.rows && cols == d.cols;
+    const Layout& l = d.layout;
+    return hash == l.hash() && B == l.batch() && Mb == l.block_rows() && Nb == l.block_cols() &&
+           lbs == l.block_size() && mask == l.mask_host();
+  }
 };
 
-constexpr std::size_t kMaxPlans = 16;
+struct Entry {
+  DescKey a, b, c;
+  std::int64_t bs;
+  std::shared_ptr<const MatmulPlan> plan;
+  bool matches(const OperandDesc& x, const OperandDesc& y, const OperandDesc& z, std::int64_t s) const {
+    return bs == s && a.matches(x) && b.matches(y) && c.matches(z);
+  }
+};
+
+// Plans live in two places:
+//  - on a shelf attached to one sparse operand's layout (the output's, else x's, else
+//    y's), so that a program using more structures than any fixed cache holds (a model
+//    whose layers each have their own layouts) builds each plan once per layout;
+//  - in a small process-wide list matched by value, so that a layout rebuilt equal every
+//    step (a pattern made inside a forward function) finds its plan too.
+// Both hold plans with device tensors: tg::release_device_resources() empties the list and
+// every shelf still alive.
+constexpr std::size_t kMaxShelfPlans = 8;  // per layout: a product's forward and backward use 1-3
+constexpr std::size_t kMaxPlans = 16;      // the value-matched list
+
+struct PlanShelf {
+  std::mutex mu;
+  std::list<Entry> entries;  // most recently used first
+};
+
+// Weak references to every shelf made, for release; pruned of dead shelves as it grows.
+struct ShelfRegistry {
+  std::mutex mu;
+  std::vector<std::weak_ptr<PlanShelf>> shelves;
+  std::size_t prune_at = 64;
+
+  static ShelfRegistry& instance() {
+    static ShelfRegistry* r = [] {
+      auto* reg = new ShelfRegistry;  // never destroyed, like the op caches
+      runtime::register_op_cache([reg] {
+        std::vector<std::shared_ptr<PlanShelf>> live;
+        {
+          std::lock_guard<std::mutex> lock(reg->mu);
+          for (auto& w : reg->shelves)
+            if (auto s = w.lock()) live.push_back(std::move(s));
+        }
+        for (auto& s : live) {
+          std::list<Entry> doomed;  // destroyed outside the shelf's lock
+          std::lock_guard<std::mutex> lock(s->mu);
+          doomed.swap(s->entries);
+        }
+      });
+      return reg;
+    }();
+    return *r;
+  }
+  void add(const std::shared_ptr<PlanShelf>& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    shelves.push_back(s);
+    if (shelves.size() >= prune_at) {
+      std::erase_if(shelves, [](const std::weak_ptr<PlanShelf>& w) { return w.expired(); });
+      prune_at = std::max<std::size_t>(64, 2 * shelves.size());
+    }
+  }
+};
+
+std::shared_ptr<PlanShelf> shelf_of(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c) {
+  const Layout& anchor = c.sparse() ? c.layout : a.sparse() ? a.layout : b.layout;
+  if (!anchor.defined()) return nullptr;  // dense x dense -> dense: not a block-sparse product
+  bool made = false;
+  auto shelf = std::static_pointer_cast<PlanShelf>(anchor.attachment("sparse_matmul.plans", [&] {
+    made = true;
+    return std::make_shared<PlanShelf>();
+  }));
+  if (made) ShelfRegistry::instance().add(shelf);
+  return shelf;
+}
+
+// The entry of `list` matching the operands, moved to the front; null where none does.
+std::shared_ptr<const MatmulPlan> find(std::list<Entry>& list, const OperandDesc& a, const OperandDesc& b,
+                                       const OperandDesc& c, std::int64_t bs) {
+  for (auto it = list.begin(); it != list.end(); ++it) {
+    if (it->matches(a, b, c, bs)) {
+      list.splice(list.begin(), list, it);
+      return list.front().plan;
+    }
+  }
+  return nullptr;
+}
+
+void remember(std::list<Entry>& list, std::size_t cap, const OperandDesc& a, const OperandDesc& b,
+              const OperandDesc& c, std::int64_t bs, const std::shared_ptr<const MatmulPlan>& plan) {
+  list.push_front(Entry{DescKey(a), DescKey(b), DescKey(c), bs, plan});
+  if (list.size() > cap) list.pop_back();
+}
 
 }  // namespace
 
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs) {
-  // Plans hold device tensors: the list is released by tg::release_device_resources().
+  const std::shared_ptr<PlanShelf> shelf = shelf_of(a, b, c);
+  if (shelf) {
+    std::lock_guard<std::mutex> lock(shelf->mu);
+    if (auto plan = find(shelf->entries, a, b, c, bs)) return plan;
+  }
   auto& cache = runtime::OpCacheList<Entry>::instance();
+  std::shared_ptr<const MatmulPlan> plan;
   {
     std::lock_guard<std::mutex> lock(cache.mu);
-    for (auto it = cache.entries.begin(); it != cache.entries.end(); ++it) {
-      if (it->bs == bs && same_desc(it->a, a) && same_desc(it->b, b) && same_desc(it->c, c)) {
-        cache.entries.splice(cache.entries.begin(), cache.entries, it);
-        return cache.entries.front().plan;
-      }
-    }
+    plan = find(cache.entries, a, b, c, bs);
   }
-  std::shared_ptr<const MatmulPlan> plan = build_plan(a, b, c, bs);  // outside the lock: may be slow
-  std::lock_guard<std::mutex> lock(cache.mu);
-  cache.entries.push_front(Entry{a, b, c, bs, plan});
-  if (cache.entries.size() > kMaxPlans) cache.entries.pop_back();
+  if (!plan) {
+    plan = build_plan(a, b, c, bs);  // outside the locks: may be slow
+    std::lock_guard<std::mutex> lock(cache.mu);
+    remember(cache.entries, kMaxPlans, a, b, c, bs, plan);
+  }
+  if (shelf) {
+    std::lock_guard<std::mutex> lock(shelf->mu);
+    if (!find(shelf->entries, a, b, c, bs)) remember(shelf->entries, kMaxShelfPlans, a, b, c, bs, plan);
+  }
   return plan;
 }
 

@@ -76,9 +76,11 @@ struct MatmulPlan {
 };
 
 /// The plan of C = op(A) · op(B) (descs already validated: op(A) is [B, M, K], op(B)
-/// [B, K, N], C [B, M, N], one block size `bs` dividing every extent). The last plans are
-/// remembered and returned again for operands of the same structure. Throws ShapeError
-/// when a tile or pair count exceeds the i32 range.
+/// [B, K, N], C [B, M, N], one block size `bs` dividing every extent). Built once and
+/// returned again for operands of the same structure: kept with the output's layout (else
+/// x's, else y's) for that layout's lifetime, and the last few also by value for equal
+/// layouts rebuilt as new objects. Throws ShapeError when a tile or pair count exceeds the
+/// i32 range.
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs);
 
