@@ -1,3 +1,12 @@
+// Tests of to_sparse / to_dense (ops/sparse_convert): f64 masked references over block
+// sizes 1-64, batches 1-3 and empty / one-block / sparse / full / holed layouts, gradchecks,
+// printing, bad inputs, and CUDA against the CPU.
+#include <cstdint>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
 #include "util.h"
 
 using namespace tg;
@@ -43,6 +52,150 @@ TEST_CASE("to_sparse / to_dense round trip against a masked reference", "[ops][s
   }
 }
 
+namespace {
+
+enum class Density { Empty, One, Sparse, Full, Holes };
+const Density kDensities[] = {Density::Empty, Density::One, Density::Sparse, Density::Full, Density::Holes};
+const char* density_name(Density d) {
+  static const char* names[] = {"empty", "one block", "~30%", "full", "holes"};
+  return names[static_cast<int>(d)];
+}
+
+// A layout of the requested kind (as in test_sparse_move.cpp); Holes: ~70% active with one
+// block-row and one block-column empty in every batch.
+Layout make_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs, Density d, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb), false);
+  const std::int64_t er = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(Mb));
+  const std::int64_t ec = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(Nb));
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    const std::int64_t c = static_cast<std::int64_t>(i) % Nb, r = static_cast<std::int64_t>(i) / Nb % Mb;
+    switch (d) {
+      case Density::Empty:
+      case Density::One:
+        break;
+      case Density::Sparse:
+        m[i] = rng() % 10 < 3;
+        break;
+      case Density::Full:
+        m[i] = true;
+        break;
+      case Density::Holes:
+        m[i] = rng() % 10 < 7 && r != er && c != ec;
+        break;
+    }
+  }
+  if (d == Density::One) m[rng() % m.size()] = true;
+  return Layout(from_vector(m, {B, Mb, Nb}), bs);
+}
+
+struct ConvertCase {
+  std::int64_t B, Mb, Nb, bs;
+  Density d;
+  std::uint64_t seed;
+};
+
+// Block sizes 1, 2, 16, 32, 64 x batches 1, 2, 3 x every density kind; grids of 2-4 blocks a
+// side (2-3 at block 64), at least 2 so that Holes leaves blocks next to its empty row and
+// column.
+std::vector<ConvertCase> convert_cases() {
+  std::vector<ConvertCase> out;
+  std::mt19937_64 rng(17);
+  std::uint64_t seed = 500;
+  for (std::int64_t bs : {1, 2, 16, 32, 64}) {
+    const std::uint64_t extra = bs >= 64 ? 2 : 3;
+    for (std::int64_t B : {1, 2, 3})
+      for (Density d : kDensities)
+        out.push_back({B, 2 + static_cast<std::int64_t>(rng() % extra), 2 + static_cast<std::int64_t>(rng() % extra),
+                       bs, d, seed++});
+  }
+  return out;
+}
+
+// Fill values of to_dense: 0 (the default), -inf (attention masks), and an arbitrary value.
+const double kFills[] = {0.0, -double(INFINITY), 2.5};
+
+}  // namespace
+
+TEST_CASE("to_sparse / to_dense at every block size, batch and density against a masked reference",
+          "[ops][sparse][sparse_convert]") {
+  for (const ConvertCase& c : convert_cases()) {
+    Layout l = make_layout(c.B, c.Mb, c.Nb, c.bs, c.d, c.seed);
+    INFO("B=" << c.B << " Mb=" << c.Mb << " Nb=" << c.Nb << " bs=" << c.bs << " " << density_name(c.d) << " ("
+              << l.n_blocks() << " blocks)");
+    // the kinds are what they claim: none, one, all, and an empty block-row and block-column
+    if (c.d == Density::Empty) REQUIRE(l.n_blocks() == 0);
+    if (c.d == Density::One) REQUIRE(l.n_blocks() == 1);
+    if (c.d == Density::Full) REQUIRE(l.n_blocks() == c.B * c.Mb * c.Nb);
+    if (c.d == Density::Holes) {
+      for (std::int64_t b = 0; b < c.B; ++b) {
+        bool empty_row = false, empty_col = false;
+        for (std::int64_t r = 0; r < c.Mb; ++r) {
+          bool any = false;
+          for (std::int64_t cc = 0; cc < c.Nb; ++cc) any = any || l.active(b, r, cc);
+          empty_row = empty_row || !any;
+        }
+        for (std::int64_t cc = 0; cc < c.Nb; ++cc) {
+          bool any = false;
+          for (std::int64_t r = 0; r < c.Mb; ++r) any = any || l.active(b, r, cc);
+          empty_col = empty_col || !any;
+        }
+        REQUIRE(empty_row);
+        REQUIRE(empty_col);
+      }
+    }
+    const Shape dshape{c.B, c.Mb * c.bs, c.Nb * c.bs};
+    Tensor d = tgt::rand64(dshape, c.seed + 1);
+    const std::vector<double> dv = tgt::values(d);
+    BlockSparseTensor s = to_sparse(d, l);
+    REQUIRE(s.layout() == l);
+    REQUIRE(s.dtype() == DType::f64);
+    REQUIRE(s.data().shape() == Shape{l.n_blocks(), c.bs, c.bs});
+    // block k (in row-major (batch, block-row, block-col) order) holds the dense elements of
+    // its block, found here by walking the mask, independently of the layout's tables
+    std::vector<double> want_blocks;
+    want_blocks.reserve(static_cast<std::size_t>(l.n_blocks() * c.bs * c.bs));
+    for (std::int64_t b = 0; b < c.B; ++b)
+      for (std::int64_t r = 0; r < c.Mb; ++r)
+        for (std::int64_t cc = 0; cc < c.Nb; ++cc) {
+          if (!l.active(b, r, cc)) continue;
+          for (std::int64_t i = 0; i < c.bs; ++i)
+            for (std::int64_t j = 0; j < c.bs; ++j)
+              want_blocks.push_back(
+                  dv[static_cast<std::size_t>((b * dshape[1] + r * c.bs + i) * dshape[2] + cc * c.bs + j)]);
+        }
+    tgt::require_close(s.data(), from_vector(want_blocks, s.data().shape()), 0, 0);
+    for (double fill : kFills) {
+      INFO("fill " << fill);
+      tgt::require_close(to_dense(s, fill), from_vector(masked_reference(dv, l, fill), dshape), 0, 0);
+    }
+    REQUIRE(to_dense(s).shape() == dshape);
+    tgt::require_close(to_dense(s), from_vector(masked_reference(dv, l, 0.0), dshape), 0, 0);  // default fill 0
+  }
+}
+
+TEST_CASE("to_sparse / to_dense backward at every block size against a masked reference",
+          "[ops][sparse][sparse_convert]") {
+  // to_sparse's gradient is the block gradient scattered back (0 outside the layout);
+  // to_dense's is the dense gradient's active blocks, whatever the fill
+  for (const ConvertCase& c : convert_cases()) {
+    Layout l = make_layout(c.B, c.Mb, c.Nb, c.bs, c.d, c.seed);
+    INFO("B=" << c.B << " Mb=" << c.Mb << " Nb=" << c.Nb << " bs=" << c.bs << " " << density_name(c.d));
+    const Shape dshape{c.B, c.Mb * c.bs, c.Nb * c.bs};
+    Tensor d = tgt::rand64(dshape, c.seed + 2).requires_grad_();
+    Tensor gd = tgt::rand64(dshape, c.seed + 3);
+    const std::vector<double> gv = tgt::values(gd);
+    BlockSparseTensor s = to_sparse(d, l);
+    Tensor gblocks = to_sparse(gd, l).data();  // the blocks of gd under l (checked above)
+    s.data().backward(gblocks);
+    tgt::require_close(d.grad(), from_vector(masked_reference(gv, l, 0.0), dshape), 0, 0);
+    Tensor blocks = tgt::rand64({l.n_blocks(), c.bs, c.bs}, c.seed + 4).requires_grad_();
+    to_dense(BlockSparseTensor(blocks, l), -double(INFINITY)).backward(gd);
+    REQUIRE(blocks.grad().shape() == blocks.shape());
+    tgt::require_close(blocks.grad(), gblocks, 0, 0);
+  }
+}
+
 TEST_CASE("to_sparse / to_dense gradcheck", "[ops][sparse][gradcheck]") {
   Layout l = random_layout(2, 3, 2, 2, 0.5, 4);
   Tensor d = tgt::rand64({2, 6, 4}, 8).requires_grad_();
@@ -54,6 +207,64 @@ TEST_CASE("to_sparse / to_dense gradcheck", "[ops][sparse][gradcheck]") {
       [&](const std::vector<Tensor>& in) { return to_dense(BlockSparseTensor(in[0], l), 0.0); }, {blocks});
   INFO(r2.report);
   REQUIRE(r2.ok);
+}
+
+TEST_CASE("to_sparse / to_dense gradcheck at larger blocks, with holes and batches", "[ops][sparse][gradcheck]") {
+  // block 16, 3 batches: an empty block-row and block-column; block 32, a single block out
+  // of four; the to_dense check with a non-zero fill (whose gradient is 0)
+  for (const ConvertCase& c :
+       {ConvertCase{3, 3, 2, 16, Density::Holes, 61}, ConvertCase{1, 2, 2, 32, Density::One, 62}}) {
+    Layout l = make_layout(c.B, c.Mb, c.Nb, c.bs, c.d, c.seed);
+    INFO("B=" << c.B << " bs=" << c.bs << " " << density_name(c.d) << " (" << l.n_blocks() << " blocks)");
+    REQUIRE(l.n_blocks() > 0);
+    Tensor d = tgt::rand64({c.B, c.Mb * c.bs, c.Nb * c.bs}, c.seed + 1).requires_grad_();
+    auto r1 = autograd::gradcheck([&](const std::vector<Tensor>& in) { return to_sparse(in[0], l).data(); }, {d});
+    INFO(r1.report);
+    REQUIRE(r1.ok);
+    Tensor blocks = tgt::rand64({l.n_blocks(), c.bs, c.bs}, c.seed + 2).requires_grad_();
+    auto r2 = autograd::gradcheck(
+        [&](const std::vector<Tensor>& in) { return to_dense(BlockSparseTensor(in[0], l), -3.0); }, {blocks});
+    INFO(r2.report);
+    REQUIRE(r2.ok);
+  }
+}
+
+TEST_CASE("BlockSparseTensor and Layout print their shape, density and block picture",
+          "[ops][sparse][sparse_convert]") {
+  // [1, 4, 6] at block 2: blocks (0, 0), (0, 2) and (1, 1) of a 2x3 grid
+  Layout l =
+      tgt::layout_where(1, 2, 3, 2, [](auto, auto r, auto c) { return (r == 0 && c != 1) || (r == 1 && c == 1); });
+  BlockSparseTensor x(from_vector<double>({0.5, -1.25, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 2, 2}), l);
+  std::ostringstream os;
+  os << x;
+  const std::string s = os.str();
+  INFO(s);
+  for (const char* part : {"BlockSparseTensor(", "shape=[1, 4, 6]", "dtype=f64", "Layout(batch=1, blocks=2x3",
+                           "block_size=2", "active=3", "density=0.5", "batch 0:", "\n  #.#\n  .#.", "data=", "-1.25"}) {
+    INFO("should contain \"" << part << "\"");
+    CHECK(s.find(part) != std::string::npos);
+  }
+  // two batches: a picture per batch
+  Layout l2 = tgt::layout_where(2, 1, 2, 4, [](auto b, auto, auto c) { return c == b; });
+  std::ostringstream os2;
+  os2 << BlockSparseTensor(zeros({2, 4, 4}, {.dtype = DType::f32}), l2);
+  const std::string s2 = os2.str();
+  INFO(s2);
+  for (const char* part : {"shape=[2, 4, 8]", "dtype=f32", "Layout(batch=2, blocks=1x2", "block_size=4", "active=2",
+                           "density=0.5", "batch 0:\n  #.", "batch 1:\n  .#"}) {
+    INFO("should contain \"" << part << "\"");
+    CHECK(s2.find(part) != std::string::npos);
+  }
+  std::ostringstream os3;
+  os3 << BlockSparseTensor() << " " << Layout();
+  CHECK(os3.str() == "BlockSparseTensor(undefined) Layout(undefined)");
+}
+
+TEST_CASE("to_sparse / to_dense: undefined layouts and data", "[ops][sparse][sparse_convert]") {
+  // the layout is checked before its (undefined) shape is read
+  tgt::require_throws<LayoutError>([] { to_sparse(zeros({1, 4, 4}), Layout()); }, {"to_sparse", "layout", "undefined"});
+  tgt::require_throws<Error>([] { to_sparse(Tensor(), full_layout(1, 2, 2, 2)); }, {"to_sparse", "dense"});
+  tgt::require_throws<Error>([] { to_dense(BlockSparseTensor()); }, {"to_dense", "x"});
 }
 
 TEST_CASE("to_sparse / to_dense bad inputs", "[ops][sparse]") {

@@ -18,12 +18,13 @@ std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 const double kNan = std::nan("");
 const double kPi = 3.14159265358979323846;
 
-// Block sizes 1, 2, 16, 32; batch 1-3; empty, one block, ~30%, full, and layouts with an
+// Block sizes 1, 2, 16, 32, 64 (2x2 / 3x2 grids from 16 up, which keeps block 64 at
+// <= 74K elements a layout); batch 1-3; empty, one block, ~30%, full, and layouts with an
 // empty block-row and block-column.
 std::vector<Layout> test_layouts() {
   std::vector<Layout> out;
   std::uint64_t seed = 300;
-  for (std::int64_t bs : {1, 2, 16, 32}) {
+  for (std::int64_t bs : {1, 2, 16, 32, 64}) {
     const std::int64_t g = bs >= 16 ? 2 : 4;
     for (int kind = 0; kind < 5; ++kind) {
       const std::int64_t B = 1 + (kind + bs) % 3, Mb = g + kind % 2, Nb = g;

@@ -18,13 +18,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
-// The layouts every reference test runs over: block sizes 1, 2, 16, 32; batch 1-3; empty,
-// one block, ~30%, full, and ~50% with a whole block-row and block-column left empty.
+// The layouts every reference test runs over: block sizes 1, 2, 16, 32, 64; batch 1-3;
+// empty, one block, ~30%, full, and ~50% with a whole block-row and block-column left empty.
 std::vector<Layout> test_layouts() {
   std::vector<Layout> out;
   std::uint64_t seed = 100;
-  for (std::int64_t bs : {1, 2, 16, 32}) {
-    const std::int64_t g = bs >= 16 ? 3 : 5;  // block grid extent
+  for (std::int64_t bs : {1, 2, 16, 32, 64}) {
+    // block grid extent: 2x2 / 2x3 at block 64 keeps a layout at <= 74K elements
+    const std::int64_t g = bs >= 64 ? 2 : bs >= 16 ? 3 : 5;
     for (int kind = 0; kind < 5; ++kind) {
       const std::int64_t B = 1 + (kind + bs) % 3, Mb = g, Nb = g + 1 - kind % 2;
       ++seed;

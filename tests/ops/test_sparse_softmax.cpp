@@ -22,13 +22,15 @@ const double kNan = std::nan("");
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
-// Block sizes 1, 2, 16, 32, 64; batch 1-3; empty, one block, ~30%, full, and ~60% with a
-// whole block-row and block-column left empty.
+// Block sizes 1, 2, 16, 32, 64, 128; batch 1-3; empty, one block, ~30%, full, and ~60% with
+// a whole block-row and block-column left empty.
 std::vector<Layout> test_layouts() {
   std::vector<Layout> out;
   std::uint64_t seed = 300;
-  for (std::int64_t bs : {1, 2, 16, 32, 64}) {
-    const std::int64_t g = bs >= 64 ? 2 : bs >= 16 ? 3 : 5;  // block grid extent
+  for (std::int64_t bs : {1, 2, 16, 32, 64, 128}) {
+    // block grid extent: 2x2 / 2x3 from block 64 (at 128: at most 3 x 256 x 384 logical
+    // elements, 196K of them in blocks)
+    const std::int64_t g = bs >= 64 ? 2 : bs >= 16 ? 3 : 5;
     for (int kind = 0; kind < 5; ++kind) {
       const std::int64_t B = 1 + (kind + bs) % 3, Mb = g, Nb = g + 1 - kind % 2;
       ++seed;
@@ -392,6 +394,310 @@ TEST_CASE("block-sparse softmax gradcheck", "[ops][sparse_softmax][gradcheck]") 
         [&](const std::vector<Tensor>& in) { return mul(softmax(BlockSparseTensor(in[0], l1)).data(), in[0]); }, {x1});
 }
 
+namespace {
+
+// base + sum_i t_i dirs_i (t: [k], dirs: [k, base.numel()]), differentiable in t.
+Tensor along(const Tensor& base, const Tensor& t, const Tensor& dirs) {
+  return add(base, reshape(matmul(reshape(t, {1, t.numel()}), dirs), base.shape()));
+}
+
+// A layout of Mb x Nb blocks with a block-row and a block-column left empty (when there
+// are three of them) and a hole elsewhere, so rows of one and of several blocks.
+Layout gradcheck_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs) {
+  return tgt::layout_where(B, Mb, Nb, bs, [=](auto b, auto r, auto c) {
+    return !(Mb > 2 && r == 1) && !(Nb > 2 && c == Nb - 1) && !(Mb > 1 && Nb > 1 && r == 0 && c == b % Nb);
+  });
+}
+
+void check_softmax_gradcheck(const std::string& what, const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                             const std::vector<Tensor>& in, autograd::GradcheckOptions opts = {}) {
+  auto r = autograd::gradcheck(f, in, opts);
+  INFO(what << ": " << r.report);
+  REQUIRE(r.ok);
+}
+
+}  // namespace
+
+TEST_CASE("block-sparse softmax gradcheck at blocks 16 and 32, element by element",
+          "[ops][sparse_softmax][gradcheck]") {
+  // softmax at scale 0.7 and masked_softmax (a random mask on another layout) at -1.2; 2x3
+  // blocks of 16 in two batches (rows of one and two blocks), 2x2 of 32 (an element-wise
+  // check at 64 costs two softmax calls on 4096+ elements an element: seconds; the next test
+  // takes 64 and 128)
+  struct Case {
+    std::int64_t B, Mb, Nb, bs;
+  };
+  std::uint64_t seed = 200;
+  for (const Case& c : {Case{2, 2, 3, 16}, Case{1, 2, 2, 32}}) {
+    const Layout l = gradcheck_layout(c.B, c.Mb, c.Nb, c.bs);
+    INFO(describe(l));
+    REQUIRE(l.n_blocks() > 0);
+    Tensor xd = tgt::rand64({l.n_blocks(), c.bs, c.bs}, ++seed, -2.0, 2.0).requires_grad_();
+    check_softmax_gradcheck(
+        "softmax", [&](const std::vector<Tensor>& in) { return softmax(BlockSparseTensor(in[0], l), 0.7).data(); },
+        {xd});
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(random_layout(c.B, c.Mb, c.Nb, c.bs, 0.6, seed + 1), 40, seed + 2, excl);
+    seed += 2;
+    check_softmax_gradcheck(
+        "masked_softmax",
+        [&](const std::vector<Tensor>& in) { return masked_softmax(BlockSparseTensor(in[0], l), mask, -1.2).data(); },
+        {xd});
+  }
+}
+
+TEST_CASE("block-sparse softmax gradcheck at blocks 64 and 128, along random directions",
+          "[ops][sparse_softmax][gradcheck]") {
+  // x = x0 + sum_i t_i D_i for four random directions D over every stored element: the
+  // check compares <dL/dx, D_i> from the backward (every element of dx weighs in) with
+  // central differences, two softmax calls a direction instead of two an element (24K and
+  // 98K elements here). Tighter than the default tolerances (a step of 1e-5: the difference
+  // is off by ~1e-10 times the third derivative), so that an error in a few elements of dx
+  // is not lost in the sum over all of them.
+  autograd::GradcheckOptions opts;
+  opts.eps = 1e-5;
+  opts.rtol = 1e-6;
+  opts.atol = 1e-8;
+  std::uint64_t seed = 250;
+  for (std::int64_t bs : {64, 128}) {
+    const Layout l = gradcheck_layout(2, 2, 2, bs);
+    INFO(describe(l));
+    const Tensor x0 = tgt::rand64({l.n_blocks(), bs, bs}, ++seed, -2.0, 2.0);
+    const Tensor dirs = tgt::rand64({4, x0.numel()}, ++seed);
+    Tensor t = zeros({4}, {.dtype = DType::f64}).requires_grad_();
+    std::vector<char> excl;
+    BlockSparseTensor mask = random_mask(random_layout(2, 2, 2, bs, 0.6, seed + 1), 40, seed + 2, excl);
+    seed += 2;
+    check_softmax_gradcheck(
+        "softmax",
+        [&](const std::vector<Tensor>& in) {
+          return softmax(BlockSparseTensor(along(x0, in[0], dirs), l), 0.7).data();
+        },
+        {t}, opts);
+    check_softmax_gradcheck(
+        "masked_softmax",
+        [&](const std::vector<Tensor>& in) {
+          return masked_softmax(BlockSparseTensor(along(x0, in[0], dirs), l), mask, -1.2).data();
+        },
+        {t}, opts);
+  }
+}
+
+namespace {
+
+// REQUIREs that dx (logical dense f64 [B, M, N], active positions compared) from a forward
+// and backward in a dtype of unit roundoff u matches the f64 reference gradient of the
+// reference output y (from the same rounded x) and the rounded output gradient g, within
+// the error the dtype's roundings allow: the stored y is off by u * y_e (+ `floor`, f16's
+// subnormal spacing), which moves s = sum_j y_j g_j by u * S1 + floor * G1 (S1 = sum_j y_j |g_j|,
+// G1 = sum_j |g_j|), and dx = scale * y * (g - s) is rounded once more. c: a margin.
+void require_grad_within(const Layout& l, const Tensor& got, const std::vector<double>& y, const std::vector<double>& g,
+                         double scale, double u, double floor, double c) {
+  const std::int64_t B = l.batch(), M = l.rows(), N = l.cols();
+  const std::vector<double> want = tgt::values(reference_grad(l, y, g, scale)), v = tgt::values(got);
+  std::size_t bad = 0, first = 0;
+  double worst_ratio = 0;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t i = 0; i < M; ++i) {
+      double s = 0, s1 = 0, g1 = 0;
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        if (!active(l, b, i, j) || y[e] == 0.0) continue;
+        s += y[e] * g[e];
+        s1 += y[e] * std::fabs(g[e]);
+        g1 += std::fabs(g[e]);
+      }
+      for (std::int64_t j = 0; j < N; ++j) {
+        const std::size_t e = at((b * M + i) * N + j);
+        if (!active(l, b, i, j)) continue;
+        const double dy_e = u * y[e] + floor;
+        const double bound = c * (u * std::fabs(want[e]) + floor +
+                                  std::fabs(scale) * (dy_e * std::fabs(g[e] - s) + y[e] * (u * s1 + floor * g1))) +
+                             1e-300;
+        const double err = std::fabs(v[e] - want[e]);
+        worst_ratio = std::max(worst_ratio, err / bound);
+        if (!(err <= bound)) {
+          if (!bad) first = e;
+          ++bad;
+        }
+      }
+    }
+  INFO(bad << " elements outside their bound; first at flat index " << first << ": got " << v[first] << ", expected "
+           << want[first] << ", y " << y[first] << "; worst |error| / bound " << worst_ratio);
+  REQUIRE(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("block-sparse softmax backward in f32, bf16 and f16 matches the f64 reference", "[ops][sparse_softmax]") {
+  // forward and autograd backward in the dtype, masked and not, at every test layout
+  // (block sizes 1 to 128), against the f64 reference of the same rounded x and dy
+  std::uint64_t seed = 400;
+  int q = 0;
+  for (const Layout& l : test_layouts()) {
+    const bool masked = q++ % 2 == 0;
+    const double scale = masked ? -0.9 : 1.3;
+    Sample s = sample(l, ++seed);
+    const std::vector<double> gv = tgt::values(tgt::rand64({l.batch(), l.rows(), l.cols()}, ++seed));
+    std::vector<char> excl;
+    BlockSparseTensor mask;
+    if (masked) {
+      mask = random_mask(random_layout(l.batch(), l.block_rows(), l.block_cols(), l.block_size(), 0.7, seed + 1), 30,
+                         seed + 2, excl);
+      seed += 2;
+    }
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      INFO(describe(l) << (masked ? " masked" : "") << " scale " << scale << " dtype " << dtype_name(dt));
+      // unit roundoff; f16's subnormal spacing (softmax outputs of long rows go below 2^-14)
+      const double u = dt == DType::f32    ? std::ldexp(1.0, -24)
+                       : dt == DType::bf16 ? std::ldexp(1.0, -8)
+                                           : std::ldexp(1.0, -11);
+      const double floor = dt == DType::f16 ? std::ldexp(1.0, -24) : 0.0;
+      const std::vector<double> xr = rounded(s.d, dt), gr = rounded(gv, dt);
+      Tensor xd = s.x.data().to(dt).detach().requires_grad_();
+      BlockSparseTensor x(xd, l);
+      BlockSparseTensor y = masked ? masked_softmax(x, mask, scale) : softmax(x, scale);
+      y.data().backward(to_sparse(from_vector(gr, {l.batch(), l.rows(), l.cols()}), l).data().to(dt));
+      REQUIRE(xd.grad().dtype() == dt);
+      const std::vector<double> yref = tgt::values(reference(l, xr, excl, scale));
+      // f32: the exponentials and sums of the forward add a few ulp of their own (measured:
+      // errors up to ~0.45 of the bound at c = 16; 16-bit ones up to ~0.25 at c = 3)
+      require_grad_within(l, to_dense(BlockSparseTensor(xd.grad().to(DType::f64), l), kNan), yref, gr, scale, u, floor,
+                          dt == DType::f32 ? 16.0 : 3.0);
+    }
+  }
+}
+
+namespace {
+
+// softmax and masked_softmax (a mask excluding nothing) of the [1, 4, 6] values d at block 2
+// (blocks (0, 0), (0, 2) and (1, 1)), forward and autograd backward in f64, f32, bf16 and f16
+// at the given scale: exactly 0 output and gradient at every -inf, and elsewhere the
+// softmax of scale * x over the row's finite elements (with scale > 0, -inf is "excluded"),
+// with its f64 gradient.
+void check_minus_inf(const std::vector<double>& d, double scale) {
+  const std::int64_t bs = 2, M = 4, N = 6;
+  const Layout l =
+      tgt::layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return (r == 0 && c != 1) || (r == 1 && c == 1); });
+  auto finite = [&](std::int64_t i, std::int64_t j) { return active(l, 0, i, j) && std::isfinite(d[at(i * N + j)]); };
+  std::vector<double> yw(at(M * N), kNan);
+  for (std::int64_t i = 0; i < M; ++i) {
+    double m = -kInf, sum = 0;
+    for (std::int64_t j = 0; j < N; ++j)
+      if (finite(i, j)) m = std::max(m, scale * d[at(i * N + j)]);
+    for (std::int64_t j = 0; j < N; ++j)
+      if (finite(i, j)) sum += std::exp(scale * d[at(i * N + j)] - m);
+    for (std::int64_t j = 0; j < N; ++j)
+      if (active(l, 0, i, j)) yw[at(i * N + j)] = finite(i, j) ? std::exp(scale * d[at(i * N + j)] - m) / sum : 0.0;
+  }
+  const std::vector<double> gv = tgt::values(tgt::rand64({1, M, N}, 77));
+  const Tensor dxw = reference_grad(l, yw, gv, scale);
+  for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+    for (bool masked : {false, true}) {
+      INFO("scale " << scale << " dtype " << dtype_name(dt) << (masked ? " masked (nothing excluded)" : ""));
+      Tensor xd = to_sparse(from_vector(d, {1, M, N}), l).data().to(dt).detach().requires_grad_();
+      BlockSparseTensor x(xd, l);
+      const BlockSparseTensor none(zeros({l.n_blocks(), bs, bs}, {.dtype = DType::boolean}), l);
+      BlockSparseTensor y = masked ? masked_softmax(x, none, scale) : softmax(x, scale);
+      y.data().backward(to_sparse(from_vector(gv, {1, M, N}), l).data().to(dt));
+      const Tensor yd = to_dense(BlockSparseTensor(y.data().to(DType::f64), l), kNan);
+      const Tensor gd = to_dense(BlockSparseTensor(xd.grad().to(DType::f64), l), kNan);
+      const std::vector<double> yv = tgt::values(yd), gx = tgt::values(gd);
+      for (std::int64_t i = 0; i < M; ++i)
+        for (std::int64_t j = 0; j < N; ++j) {
+          if (!active(l, 0, i, j) || finite(i, j)) continue;
+          INFO("-inf at (" << i << ", " << j << ")");
+          REQUIRE(yv[at(i * N + j)] == 0.0);
+          REQUIRE(gx[at(i * N + j)] == 0.0);
+        }
+      const double tol = dt == DType::f64 ? 1e-14 : dt == DType::f32 ? 1e-6 : dt == DType::f16 ? 2e-3 : 1e-2;
+      tgt::require_close(yd, from_vector(yw, {1, M, N}), tol, tol * 1e-2);
+      tgt::require_close(gd, dxw, 4 * tol, tol);
+    }
+  }
+}
+
+// [1, 4, 6] values for check_minus_inf: rows 0 (two blocks) and 2 (one block) all -inf,
+// rows 1 and 3 finite; with `mixed`, one -inf among row 1's finite values.
+std::vector<double> minus_inf_rows(bool mixed) {
+  const std::int64_t N = 6;
+  std::vector<double> d(24, 0.0);
+  auto set = [&](std::int64_t i, std::int64_t j, double v) { d[at(i * N + j)] = v; };
+  for (std::int64_t j : {0, 1, 4, 5}) set(0, j, -kInf);
+  set(1, 0, 0.3);
+  set(1, 1, mixed ? -kInf : 0.7);
+  set(1, 4, -1.1);
+  set(1, 5, 2.0);
+  set(2, 2, -kInf);
+  set(2, 3, -kInf);
+  set(3, 2, 0.5);
+  set(3, 3, -0.25);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("block-sparse softmax: rows of -inf give exactly 0 and a 0 gradient at positive scales",
+          "[ops][sparse_softmax]") {
+  // OPS.md: a row whose active values are all -inf yields zeros (not nan).
+  for (double scale : {1.0, 0.37, 2.5}) DYNAMIC_SECTION("scale " << scale) {
+      check_minus_inf(minus_inf_rows(false), scale);
+    }
+}
+
+TEST_CASE("block-sparse softmax: -inf elements among finite ones are excluded at positive scales",
+          "[ops][sparse_softmax]") {
+  // 0 at -inf, the softmax of the row's finite values elsewhere
+  for (double scale : {1.0, 0.37, 2.5}) DYNAMIC_SECTION("scale " << scale) {
+      check_minus_inf(minus_inf_rows(true), scale);
+    }
+}
+
+TEST_CASE("block-sparse softmax: at scale <= 0 a -inf scales to nan or +inf (IEEE), which a mask avoids",
+          "[ops][sparse_softmax]") {
+  // sparse_softmax.h: scaling is IEEE arithmetic, so 0 * -inf = nan and -0.6 * -inf = +inf
+  // make every output of a row holding a -inf nan; rows without one are plain softmaxes.
+  // masked_softmax with those elements excluded gives zeros there and the softmax of the
+  // rest at any scale.
+  const std::int64_t bs = 2, M = 4, N = 6;
+  const Layout l =
+      tgt::layout_where(1, 2, 3, bs, [](auto, auto r, auto c) { return (r == 0 && c != 1) || (r == 1 && c == 1); });
+  const std::vector<double> d = minus_inf_rows(true);
+  std::vector<double> flags(d.size());
+  for (std::size_t e = 0; e < d.size(); ++e) flags[e] = std::isinf(d[e]) ? 1.0 : 0.0;
+  const BlockSparseTensor excl(to_sparse(from_vector(flags, {1, M, N}), l).data().to(DType::boolean), l);
+  for (double scale : {0.0, -0.6}) {
+    for (DType dt : {DType::f64, DType::f32}) {
+      INFO("scale " << scale << " dtype " << dtype_name(dt));
+      const BlockSparseTensor x(to_sparse(from_vector(d, {1, M, N}), l).data().to(dt), l);
+      const std::vector<double> y = tgt::values(to_dense(BlockSparseTensor(softmax(x, scale).data().to(DType::f64), l), kNan));
+      const std::vector<double> ym =
+          tgt::values(to_dense(BlockSparseTensor(masked_softmax(x, excl, scale).data().to(DType::f64), l), kNan));
+      for (std::int64_t i = 0; i < M; ++i) {
+        bool has_inf = false;
+        double m = -kInf, sum = 0;
+        for (std::int64_t j = 0; j < N; ++j) {
+          if (!active(l, 0, i, j)) continue;
+          const double v = d[at(i * N + j)];
+          has_inf = has_inf || std::isinf(v);
+          if (!std::isinf(v)) m = std::max(m, scale * v);
+        }
+        for (std::int64_t j = 0; j < N; ++j)
+          if (active(l, 0, i, j) && !std::isinf(d[at(i * N + j)])) sum += std::exp(scale * d[at(i * N + j)] - m);
+        for (std::int64_t j = 0; j < N; ++j) {
+          if (!active(l, 0, i, j)) continue;
+          INFO("(" << i << ", " << j << ")");
+          const double v = d[at(i * N + j)];
+          const double want = std::isinf(v) ? 0.0 : std::exp(scale * v - m) / sum;
+          if (has_inf) REQUIRE(std::isnan(y[at(i * N + j)]));
+          else REQUIRE(y[at(i * N + j)] == Approx(want).epsilon(1e-6));
+          REQUIRE(ym[at(i * N + j)] == Approx(want).epsilon(1e-6).margin(1e-12));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("block-sparse softmax bad inputs", "[ops][sparse_softmax]") {
   Layout l = full_layout(2, 2, 3, 4);  // [2, 8, 12]
   BlockSparseTensor x(zeros({12, 4, 4}), l);
@@ -441,17 +747,16 @@ TEST_CASE("block-sparse softmax CUDA matches CPU, forward and backward", "[ops][
     double density;
     bool masked;
   };
-  // Row lengths reach every plan of each dtype. Forward: a warp per row up to 32 * P
-  // elements (P = 16 f32, 32 bf16/f16, 8 f64: 512 / 1024 / 256), a block of such threads per
-  // row up to 512 of them (8192 f32, 16384 bf16/f16, 4096 f64), two passes beyond (the
-  // 17408-long rows at block 128). Backward: warp <= 1024, block <= 4096, two passes
-  // beyond. The full layouts sit on the forward's plan edges: 512 and 1024 (the warp's
-  // largest P for f32 and 16-bit), 528 (the smallest f32 block: 33 of 64 threads busy),
-  // 16384 (a 512-thread 16-bit block), 16512 (just past it). At bs >= 32 rows up to 4096
-  // f32 / 8192 16-bit (backward 4096) take the slices of block-rows instead (their own
-  // case below); the warp and block plans stay for smaller blocks and longer rows. Those
-  // were the plans before the staged one, which bs >= 16 now takes (its own case below) up
-  // to 96 KiB of staged row data.
+  // Longest rows from 6 to 17408 elements. At bs >= 16 the staged plan takes rows of up to
+  // 96 KiB of staged data (forward: x, plus a byte per element of a mask; backward: y and
+  // dy), and the f32 backward of short rows at bs >= 32 the slices of block-rows (both have
+  // their own cases below). What these cases leave to the other plans: the warp plans at
+  // bs 1 and 2; the register block plans at bs 8 (rows of ~2200); the two passes over
+  // global memory for the f64 forward of the 16384-, 16512- and 17408-long rows at bs 128
+  // (over 96 KiB of f64), the f32 backward of those rows, and the f64 backward of rows from
+  // 8192 (bs 64) up. Their f32 and 16-bit forwards (masked ones too) and 16-bit backwards
+  // are staged. (The full layouts were written for the edges of the register plans, 512,
+  // 1024, 528, 16384 and 16512 elements, which bs >= 16 no longer takes.)
   const std::vector<Case> cases = {
       {2, 5, 7, 1, 0.5, false},    {2, 4, 9, 2, 0.4, true},      {3, 3, 5, 16, 1.0, false},
       {2, 3, 6, 32, 0.5, true},    {2, 2, 24, 64, 0.7, false},   {1, 2, 20, 128, 0.8, true},
@@ -548,9 +853,11 @@ TEST_CASE("block-sparse softmax CUDA scalar forward plans (misaligned data or ma
           "[ops][sparse_softmax][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
-  // Scalar loads hold 8 elements per thread: rows of 4 blocks at bs 16 (64: warp, P = 2),
-  // 40 (~640: block), 200 (~3200: block), 400 (~6400: two passes); each with and without
-  // a mask, with x misaligned, or x aligned and only the mask misaligned.
+  // Rows of 4, 40, 200 and 400 blocks of 16 (up to ~6400 elements), each with and without a
+  // mask, with x misaligned, or x aligned and only the mask misaligned. Written for the
+  // register plans' scalar loads (warp, block, two passes); at bs 16 these rows (well under
+  // the staged plan's 96 KiB) all take the staged forward now, which stages a misaligned x
+  // or mask element by element instead of in 16-byte copies.
   std::uint64_t seed = 1300;
   for (std::int64_t nb : {4, 40, 200, 400}) {
     const std::int64_t bs = 16;
@@ -592,9 +899,10 @@ TEST_CASE("masked_softmax CUDA with the mask on x's own layout matches CPU", "[o
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
   // A mask whose layout equals x's reads its bytes at x's flat indices (no block lookup):
-  // the same Layout object, an equal copy, and (scalar plans) a misaligned mask; block sizes
-  // 1 to 256 and rows for the warp (<= 1024), block and two-pass (> 16384 at bs 256) plans;
-  // an all -inf row, a nan, scale 0.5.
+  // the same Layout object, an equal copy, and a misaligned mask (staged element by
+  // element); block sizes 1 to 256: the warp plan at bs 1, the staged plan from bs 16, up to
+  // rows of 18432 elements at bs 256 (90 KiB of f32 and mask bytes, inside the staged plan's
+  // 96 KiB: no case here reaches the two-pass kernels); an all -inf row, a nan, scale 0.5.
   struct Case { std::int64_t B, Mb, Nb, bs; double density; };
   std::uint64_t seed = 1700;
   for (const Case& c : {Case{2, 6, 40, 1, 0.6}, Case{2, 3, 7, 16, 0.7}, Case{1, 2, 24, 64, 0.8},
