@@ -61,6 +61,7 @@
 #include "ops/reduce/cuda_math.cuh"
 #include "ops/sparse_softmax/kernels.h"
 #include "ops/sparse_softmax/staged_threads.h"
+#include "ops/sparse_softmax/two_pass.h"
 #include "runtime/cuda/cuda_backend.h"
 
 namespace tg::ops {
@@ -1192,8 +1193,9 @@ void fwd_t(const Tensor& x, const Layout& l, const BlockSparseTensor& mask, doub
                    (mg.data == nullptr || reinterpret_cast<std::uintptr_t>(mg.data) % 16 == 0);
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
-  if (fwd_staged_launch<T>(xp, yp, l, tab, mg, len, scale, dev, st)) return;
-  const Plan plan = fwd_plan_for<T>(len, vec);
+  const bool two_pass = force_two_pass();
+  if (!two_pass && fwd_staged_launch<T>(xp, yp, l, tab, mg, len, scale, dev, st)) return;
+  const Plan plan = two_pass ? Plan{PlanKind::Long, 0, kLongThreads} : fwd_plan_for<T>(len, vec);
   if (mg.data) fwd_launch<T, true>(plan, vec, xp, yp, g, mg, sc, st);
   else fwd_launch<T, false>(plan, vec, xp, yp, g, mg, sc, st);
   TG_CUDA_CHECK_LAST();
@@ -1215,14 +1217,16 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
   const Acc sc = static_cast<Acc>(scale);
   const std::int64_t len = max_row_len(l);
   constexpr int PB = bwd_slice_p<T>();
-  const bool slice = l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * (vec ? PB : 8);
+  const bool two_pass = force_two_pass();
+  const bool slice =
+      !two_pass && l.block_size() >= kSliceRows && len <= std::int64_t(kSliceThreads) * (vec ? PB : 8);
   // f32 rows of under ~1.5K elements on average run faster on the slice kernel: 94-96% of
   // a same-size copy against 86-89% staged on an H200 (16 x 2048², blocks 64 / 128,
   // density 0.25 / 0.5); longer rows, and 16-bit ones everywhere, faster staged.
   const std::int64_t block_rows = l.batch() * l.block_rows();
   const bool short_f32 = std::is_same_v<T, float> && block_rows > 0 &&
                          l.n_blocks() * l.block_size() < 1536 * block_rows;
-  if (!(slice && short_f32) && bwd_staged_launch<T>(yp, gp, op, l, tab, len, scale, dev, st)) return;
+  if (!two_pass && !(slice && short_f32) && bwd_staged_launch<T>(yp, gp, op, l, tab, len, scale, dev, st)) return;
   if (slice) {
     const int lg_slice = slice_lg_rows(l, dev.index);
     const unsigned grid = static_cast<unsigned>((l.batch() * l.rows()) >> lg_slice);
@@ -1231,7 +1235,7 @@ void bwd_t(const Tensor& y, const Tensor& dy, const Layout& l, double scale, con
     TG_CUDA_CHECK_LAST();
     return;
   }
-  const Plan plan = plan_for<T>(len);
+  const Plan plan = two_pass ? Plan{PlanKind::Long, 0, kLongThreads} : plan_for<T>(len);
   if (plan.kind == PlanKind::Long) {
     const unsigned grid = gpu::grid_for(g.rows, 1);
     if (vec) bwd_long<T, MV><<<grid, kLongThreads, 0, st>>>(yp, gp, op, g, sc);
