@@ -92,6 +92,18 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
   return flash_attention_with_lse(q, k, v, pattern, options).out;
 }
 
+BlockSparseTensor attention_mask_from_fn(const AttentionPattern& pattern, std::int64_t bhq,
+                                         const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& fn) {
+  constexpr const char* op = "attention_mask_from_fn";
+  if (!pattern.defined()) TG_THROW(ValueError, op, ": argument pattern: expected a defined pattern, got an undefined one");
+  if (!fn) TG_THROW(ValueError, op, ": argument fn: expected a callable, got an empty std::function");
+  if (bhq < 1) TG_THROW(ValueError, op, ": argument bhq: expected B·Hq >= 1, got ", bhq);
+  if (pattern.count() != 1 && pattern.count() != bhq) {
+    TG_THROW(ShapeError, op, ": argument pattern: expected 1 or bhq = ", bhq, " rows, got ", pattern.count());
+  }
+  return ops::fold_mask(pattern.expanded(bhq), BlockSparseTensor(), fn, bhq);
+}
+
 Tensor flash_attention(const BlockSparseTensor& q, const BlockSparseTensor& k, const BlockSparseTensor& v,
                        const AttentionPattern& pattern, const AttentionOptions& options) {
   for (auto [arg, x] : {std::pair<const char*, const BlockSparseTensor*>{"q", &q}, {"k", &k}, {"v", &v}}) {

@@ -109,7 +109,8 @@ struct AttentionOptions {
   /// block size dividing Sq and Sk, on q's device or the CPU; absent blocks exclude nothing.
   BlockSparseTensor mask{};
   /// A mask callback (bh, i, j) -> excluded, evaluated on the host for the visited pairs
-  /// only and applied like `mask`.
+  /// only, on every call, and applied like `mask` (attention_mask_from_fn builds that mask
+  /// once, to pass as `mask` instead).
   std::function<bool(std::int64_t bh, std::int64_t i, std::int64_t j)> mask_fn{};
   /// Additive bias on the scores (before the soft cap), block-sparse [B·Hq, Sq, Sk] of
   /// q's dtype (or f32), any block size dividing Sq and Sk; absent blocks add 0.
@@ -145,6 +146,17 @@ Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const 
 /// The same, also returning the row log-sum-exp.
 AttentionResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const Tensor& v,
                                          const AttentionPattern& pattern, const AttentionOptions& options = {});
+/// A mask callback evaluated once: the element mask that options.mask_fn = fn stands for,
+/// as a bool block-sparse [B·Hq, Sq, Sk] on the CPU (fn(bh, i, j) == true: excluded),
+/// built over the visited pairs of `pattern` (P = 1 or B·Hq rows, expanded to `bhq` =
+/// B·Hq) only. A CUDA kernel cannot call a host function, so mask_fn is folded like this on
+/// the host on every flash_attention call; build the mask once with this function and pass
+/// it as options.mask (moved to the GPU once) when it does not change between calls.
+/// Errors: ValueError (undefined pattern, empty fn, bhq < 1), ShapeError (pattern rows
+/// neither 1 nor bhq). Each message names attention_mask_from_fn and the argument.
+BlockSparseTensor attention_mask_from_fn(const AttentionPattern& pattern, std::int64_t bhq,
+                                         const std::function<bool(std::int64_t bh, std::int64_t i, std::int64_t j)>& fn);
+
 /// Block-sparse q, k, v with row-striped layouts (see sparse_nn.h): absent rows read as 0
 /// (an absent query row still attends, with scores 0 + bias). Returns the dense output.
 /// Throws LayoutError for layouts that are not row-striped, then as the dense version.

@@ -60,6 +60,8 @@ std::vector<std::int64_t> block_of(const std::vector<std::int64_t>& starts) {
   return blk;
 }
 
+}  // namespace
+
 // The element mask [bhq, sq, sk] (host) that excludes (bh, i, j) when the user's mask does
 // or mask_fn(bh, i, j) is true; both are consulted only inside visited pattern pairs (the
 // only places a kernel looks), and only blocks that exclude something are kept.
@@ -114,8 +116,6 @@ BlockSparseTensor fold_mask(const AttentionPattern& pat, const BlockSparseTensor
   Layout l(from_vector(on, {bhq, Mb, Nb}), bs);
   return BlockSparseTensor(from_vector(data, {l.n_blocks(), bs, bs}), l);
 }
-
-}  // namespace
 
 PreparedAttention prepare_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionPattern& pattern,
                                     const AttentionOptions& o) {
