@@ -196,9 +196,23 @@ TEST_CASE("adapt_layout CUDA matches CPU", "[ops][sparse_adapt][cuda]") {
         ag.data().backward(g.to(Device::cuda()));
         tgt::require_close(xg.grad(), xc.grad(), 0, 0);
         Layout given = tgt::rand_mask_layout(2, ac.layout().block_rows(), ac.layout().block_cols(), bs_to, 50, seed++);
-        NoGradGuard ng;
-        tgt::require_close(adapt_layout(BlockSparseTensor(xg, l), bs_to, given).data(),
-                           adapt_layout(BlockSparseTensor(xc, l), bs_to, given).data(), 0, 0);
+        {
+          NoGradGuard ng;
+          tgt::require_close(adapt_layout(BlockSparseTensor(xg, l), bs_to, given).data(),
+                             adapt_layout(BlockSparseTensor(xc, l), bs_to, given).data(), 0, 0);
+        }
+        // the given layout's backward (the gradient moved back to x's layout), on new leaves
+        INFO("given layout " << given);
+        Tensor xc2 = x64.data().to(dt).detach().requires_grad_();
+        Tensor xg2 = xc2.to(Device::cuda()).detach().requires_grad_();
+        BlockSparseTensor gc = adapt_layout(BlockSparseTensor(xc2, l), bs_to, given);
+        BlockSparseTensor gg = adapt_layout(BlockSparseTensor(xg2, l), bs_to, given);
+        REQUIRE(gg.layout() == given);
+        Tensor g2 = rand_seeded(gc.data().shape(), 52, {.dtype = dt});
+        gc.data().backward(g2);
+        gg.data().backward(g2.to(Device::cuda()));
+        REQUIRE(xg2.grad().device().is_cuda());
+        tgt::require_close(xg2.grad(), xc2.grad(), 0, 0);
       }
     }
   }

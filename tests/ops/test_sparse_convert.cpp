@@ -289,6 +289,17 @@ TEST_CASE("to_sparse / to_dense CUDA matches CPU", "[ops][sparse][cuda]") {
       Tensor g = rand_seeded({l.n_blocks(), bs, bs}, 12, {.dtype = dt});
       to_sparse(dg, l).data().backward(g.to(Device::cuda()));
       tgt::require_close(dg.grad(), to_dense(BlockSparseTensor(g, l)), 0, 0);
+      // to_dense's backward on the GPU (with a fill, whose gradient is 0): the dense
+      // gradient's active blocks, as on the CPU
+      Tensor blocks = rand_seeded({l.n_blocks(), bs, bs}, 13, {.dtype = dt});
+      Tensor bc = blocks.detach().requires_grad_();
+      Tensor bg = blocks.to(Device::cuda()).detach().requires_grad_();
+      Tensor gd = rand_seeded({2, 5 * bs, 3 * bs}, 14, {.dtype = dt});
+      to_dense(BlockSparseTensor(bc, l), -1.5).backward(gd);
+      to_dense(BlockSparseTensor(bg, l), -1.5).backward(gd.to(Device::cuda()));
+      REQUIRE(bg.grad().device().is_cuda());
+      REQUIRE(bg.grad().shape() == bg.shape());
+      tgt::require_close(bg.grad(), bc.grad(), 0, 0);
     }
   }
 }

@@ -920,7 +920,9 @@ double rtol_of(DType dt) {
   }
 }
 
-void compare_cuda_cpu(const Mode& m, const Problem& p, DType dt, std::uint64_t seed) {
+// Runs mode m forward and backward on the CPU and CUDA from the same inputs (dtype dt) and
+// compares; returns the CUDA {out, dx, dy} on the CPU as f64.
+std::vector<Tensor> compare_cuda_cpu(const Mode& m, const Problem& p, DType dt, std::uint64_t seed) {
   const Inputs in = inputs(p, seed);
   Tensor xin = input_of(in.xd, p.lx, m.x_sparse).to(dt), yin = input_of(in.yd, p.ly, m.y_sparse).to(dt);
   Tensor w = input_of(tgt::rand64({p.B(), p.M(), p.N()}, seed + 7), p.lo, m.out_sparse).to(dt);
@@ -934,24 +936,67 @@ void compare_cuda_cpu(const Mode& m, const Problem& p, DType dt, std::uint64_t s
     INFO(names[q]);
     tgt::require_close(gpu[q], cpu[q], rtol, atol);
   }
+  return gpu;
 }
 
 }  // namespace
 
 TEST_CASE("sparse matmul CUDA matches the CPU: every mode, block size and dtype", "[ops][sparse_matmul][cuda]") {
   TG_REQUIRE_CUDA();
+  // Every block size in bf16, f16, exact f32 and TF32, on two random problems, problems()[5]
+  // and the edge kinds of problems() (at 16 and 32) or small_problems() (at 64 and 128, a
+  // cheaper CPU side): an empty x, an empty output, an empty x block-row and y block-column
+  // with an output block left out, k-blocks without overlap. At block 128 bf16 and f16 also
+  // on the per-block path forced (Auto takes the Hopper kernel there where it applies).
+  // Output blocks without a common k-block hold exactly 0 on every path, dtype and block
+  // size, dense output and sparse.
+  using ops::spmm::MmaPath;
+  struct Restore {
+    bool tf32 = allow_tf32();
+    ~Restore() {
+      set_allow_tf32(tf32);
+      ops::spmm::set_mma_path(MmaPath::Auto);
+    }
+  } restore;
+  struct Pass {
+    DType dt;
+    bool tf32;
+    MmaPath path;
+    const char* name;
+  };
   std::uint64_t seed = 9000;
   for (std::int64_t bs : {16, 32, 64, 128}) {
     const std::int64_t g = bs <= 32 ? 4 : bs == 64 ? 3 : 2;  // grid extent
     std::vector<Problem> ps = {problem(2, g, g + 1, g - 1, bs, 0.5, 0.6, 0.5, seed += 10),
                                problem(1, g + 1, g, g, bs, 1.0, 1.0, 1.0, seed += 10), problems(bs, seed += 10)[5]};
-    for (const Problem& p : ps) {
-      for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
+    const std::vector<Problem> edge = bs <= 32 ? problems(bs, seed += 10) : small_problems(bs, seed += 10);
+    // x empty, output empty, empty x block-row and y block-column, no common k (last)
+    for (std::size_t q = 3; q < edge.size(); ++q) ps.push_back(edge[q]);
+    const std::size_t disjoint = ps.size() - 1;
+    std::vector<Pass> passes = {{DType::bf16, false, MmaPath::Auto, "bf16"},
+                                {DType::f16, false, MmaPath::Auto, "f16"},
+                                {DType::f32, false, MmaPath::Auto, "f32 (exact kernel)"},
+                                {DType::f32, true, MmaPath::Auto, "f32 (TF32)"}};
+    if (bs == 128) {
+      passes.push_back({DType::bf16, false, MmaPath::PerBlock, "bf16, per-block path forced"});
+      passes.push_back({DType::f16, false, MmaPath::PerBlock, "f16, per-block path forced"});
+    }
+    for (const Pass& pass : passes) {
+      set_allow_tf32(pass.tf32);
+      ops::spmm::set_mma_path(pass.path);
+      int disjoint_zero_blocks = 0;
+      for (std::size_t q = 0; q < ps.size(); ++q) {
+        const Problem& p = ps[q];
         for (const Mode& m : kModes) {
-          INFO(m.name << " " << describe(p) << " " << dtype_name(dt));
-          compare_cuda_cpu(m, p, dt, ++seed);
+          INFO(m.name << " " << describe(p) << " " << pass.name);
+          const std::vector<Tensor> gpu = compare_cuda_cpu(m, p, pass.dt, ++seed);
+          // any output block without a common k-block is an empty sum: exactly 0
+          const int zero_blocks = require_exact_zeros(m, p, gpu[0]);
+          if (q == disjoint) disjoint_zero_blocks += zero_blocks;
         }
       }
+      INFO("no common k, bs=" << bs << " " << pass.name);
+      REQUIRE(disjoint_zero_blocks > 0);  // SSS and DSS: every output block
     }
   }
 }

@@ -709,6 +709,29 @@ TEST_CASE("sparse gather CUDA reports out-of-range indices at the next synchroni
   }
 }
 
+TEST_CASE("sparse gather / scatter_reduce with src and idx on different devices throw", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  // src on the GPU with idx on the CPU, and the reverse (indices otherwise valid): a
+  // DeviceError naming the op, both arguments and their devices, in that order
+  const Layout l = make_layout(2, 2, 4, 2, Density::Full, 91), lt = make_layout(2, 2, 4, 2, Density::Holes, 92);
+  const BlockSparseTensor x = rand_bst(l, 93, DType::f32), xg = to_cuda(x);
+  for (DType it : {DType::i32, DType::i64}) {
+    INFO(dtype_name(it) << " indices");
+    const BlockSparseTensor idx = rand_idx(l, 8, 94, it), idxg = to_cuda(idx);
+    tgt::require_throws<DeviceError>([&] { gather(xg, 2, idx); },
+                                     {"gather", "src and idx", "same device", "got cuda:0 and cpu"});
+    tgt::require_throws<DeviceError>([&] { gather(x, 2, idxg); },
+                                     {"gather", "src and idx", "same device", "got cpu and cuda:0"});
+    for (Reduce r : {Reduce::Sum, Reduce::None}) {
+      INFO((r == Reduce::Sum ? "reduce = sum" : "reduce = none"));
+      tgt::require_throws<DeviceError>([&] { scatter_reduce(xg, 2, idx, lt, r); },
+                                       {"scatter_reduce", "src and idx", "same device", "got cuda:0 and cpu"});
+      tgt::require_throws<DeviceError>([&] { scatter_reduce(x, 2, idxg, lt, r); },
+                                       {"scatter_reduce", "src and idx", "same device", "got cpu and cuda:0"});
+    }
+  }
+}
+
 namespace {
 
 // count values of dtype dt on the CPU with distinct bit patterns (floats: random; integers:
