@@ -1,6 +1,8 @@
 #include "nn/attention.h"
 
+#include "ops/linalg/linear.h"
 #include "ops/shape/heads.h"
+#include "ops/shape/shape_ops.h"
 
 namespace tg::nn {
 
@@ -48,7 +50,7 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
     TG_THROW(ShapeError, "MultiHeadAttention: x must have shape [B, S, d_model = ", d_model, "], got ",
              x.defined() ? x.shape().str() : std::string("an undefined tensor"));
   }
-  const std::int64_t B = x.size(0), S = x.size(1), H = num_heads, Hkv = num_kv_heads, dh = head_dim;
+  const std::int64_t B = x.size(0), H = num_heads, Hkv = num_kv_heads, dh = head_dim;
   Tensor qh, kh, vh;
   if (qkv) {
     // [B, S, d_model + 2·kv_dim] -> [B·H, S, dh], [B·Hkv, S, dh] twice, one copy each
@@ -61,21 +63,62 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
     kh = split_heads(k->forward(x), {Hkv}, dh)[0];
     vh = split_heads(v->forward(x), {Hkv}, dh)[0];
   }
-  AttentionPattern pat = pattern.defined() ? pattern : options.pattern;
+  return attend(qh, kh, vh, B, pattern.defined() ? pattern : options.pattern, call);
+}
+
+Tensor MultiHeadAttention::forward_cross(const Tensor& x, const Tensor& memory, const AttentionPattern& pattern,
+                                         const AttentionOptions& call) {
+  const auto shape_of = [](const Tensor& t) { return t.defined() ? t.shape().str() : std::string("an undefined tensor"); };
+  if (!x.defined() || x.dim() != 3 || x.size(2) != d_model) {
+    TG_THROW(ShapeError, "MultiHeadAttention::forward_cross: x must have shape [B, Sq, d_model = ", d_model, "], got ",
+             shape_of(x));
+  }
+  if (!memory.defined() || memory.dim() != 3 || memory.size(2) != d_model || memory.size(0) != x.size(0)) {
+    TG_THROW(ShapeError, "MultiHeadAttention::forward_cross: memory must have shape [B = ", x.size(0),
+             ", Sk, d_model = ", d_model, "], got ", shape_of(memory));
+  }
+  const std::int64_t B = x.size(0), H = num_heads, Hkv = num_kv_heads, dh = head_dim;
+  Tensor qh, kh, vh;
+  if (qkv) {
+    // The fused weight's rows [0, d_model) project queries, the rest keys and values.
+    const auto rows = [&](const Tensor& t, std::int64_t a, std::int64_t b) {
+      return t.defined() ? slice(t, 0, a, b) : Tensor();
+    };
+    const std::int64_t n = qkv->weight.size(0);
+    const auto project = [&](const Tensor& in, std::int64_t a, std::int64_t b) {
+      Tensor y = linear(reshape(in, {in.size(0) * in.size(1), d_model}), rows(qkv->weight, a, b), rows(qkv->bias, a, b));
+      return reshape(y, {in.size(0), in.size(1), b - a});
+    };
+    qh = split_heads(project(x, 0, d_model), {H}, dh)[0];
+    std::vector<Tensor> kv = split_heads(project(memory, d_model, n), {Hkv, Hkv}, dh);
+    kh = kv[0];
+    vh = kv[1];
+  } else {
+    qh = split_heads(q->forward(x), {H}, dh)[0];
+    kh = split_heads(k->forward(memory), {Hkv}, dh)[0];
+    vh = split_heads(v->forward(memory), {Hkv}, dh)[0];
+  }
+  return attend(qh, kh, vh, B, pattern, call);
+}
+
+Tensor MultiHeadAttention::attend(const Tensor& qh, const Tensor& kh, const Tensor& vh, std::int64_t B,
+                                  const AttentionPattern& pattern, const AttentionOptions& call) {
+  AttentionPattern pat = pattern;
   if (!pat.defined()) {
     // Kept between calls: the same object lets backends reuse their per-pattern work lists.
-    if (!dense_.defined() || dense_.sq() != S) dense_ = AttentionPattern::dense(S, S, 64);
+    const std::int64_t sq = qh.size(1), sk = kh.size(1);
+    if (!dense_.defined() || dense_.sq() != sq || dense_.sk() != sk) dense_ = AttentionPattern::dense(sq, sk, 64);
     pat = dense_;
   }
   AttentionOptions o = call;
-  o.num_heads = H;
+  o.num_heads = num_heads;
   o.causal = o.causal || options.causal;
   if (is_training() && options.dropout > 0 && o.dropout_p == 0) {
     o.dropout_p = options.dropout;
     o.seed = options.seed ^ kDropoutSeedSalt;
     o.offset = dropout_offset_++;
   }
-  Tensor out = flash_attention(qh, kh, vh, pat, o);  // [B·H, S, dh]
+  Tensor out = flash_attention(qh, kh, vh, pat, o);  // [B·H, Sq, dh]
   return proj->forward(merge_heads(out, B));
 }
 

@@ -1,4 +1,5 @@
-// Multi-head (self-)attention on block-sparse flash attention, with grouped kv heads.
+// Multi-head self- and cross-attention on block-sparse flash attention, with grouped kv
+// heads.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,15 @@ class MultiHeadAttention : public Module {
                     const AttentionOptions& options = {}) {
     return forward(x, pattern, options);
   }
+  /// Cross-attention of queries from x [B, Sq, d_model] over keys and values from memory
+  /// [B, Sk, d_model] (an encoder's output) -> [B, Sq, d_model]: the same weights as
+  /// forward (with fused_qkv, the q rows of the qkv projection read x and its k and v rows
+  /// read memory), `pattern` over [Sq, Sk] (else every pair; the constructor's pattern is
+  /// for self-attention and not used here), options and dropout as in forward. Throws
+  /// ShapeError for x or memory of another shape (batch or d_model), then as
+  /// flash_attention.
+  Tensor forward_cross(const Tensor& x, const Tensor& memory, const AttentionPattern& pattern = AttentionPattern(),
+                       const AttentionOptions& options = {});
 
   std::int64_t d_model, num_heads, num_kv_heads, head_dim;
   MultiHeadAttentionOptions options;
@@ -56,8 +66,13 @@ class MultiHeadAttention : public Module {
   std::shared_ptr<Linear> qkv, q, k, v, proj;
 
  private:
+  /// flash_attention of heads qh [B·H, Sq, Dh], kh / vh [B·Hkv, Sk, Dh] over `pattern`
+  /// (else every pair), the module's options applied, merged and projected: [B, Sq, d_model].
+  Tensor attend(const Tensor& qh, const Tensor& kh, const Tensor& vh, std::int64_t B, const AttentionPattern& pattern,
+                const AttentionOptions& call);
+
   std::uint64_t dropout_offset_ = 0;
-  AttentionPattern dense_;  ///< the all-pairs pattern of the last sequence length
+  AttentionPattern dense_;  ///< the all-pairs pattern of the last (Sq, Sk)
 };
 
 }  // namespace tg::nn
