@@ -26,7 +26,7 @@ struct Args {
   std::string data = "/usr/share/common-licenses";
   std::string device = "auto";
   std::int64_t steps = -1, batch = -1, ctx = -1, layers = -1, d_model = -1, heads = -1, block = -1;
-  double lr = -1, dropout = -1;
+  double lr = -1, dropout = -1, attn_dropout = 0;
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
@@ -48,7 +48,11 @@ Usage: tilegrad-train [flags]
   --heads N           attention heads (default CPU 4, GPU 6)
   --block N           attention block size, 32 or 64 (default 32 on CPU, 64 on GPU)
   --lr X              peak learning rate, warm-up + cosine (default 3e-3 CPU, 1e-3 GPU)
-  --dropout P         dropout probability (default 0 on CPU, 0.1 on GPU)
+  --dropout P         residual dropout: on the attention and MLP outputs before they
+                      join the residual stream (there is no embedding dropout), as in
+                      bench/gpt_torch.py (default 0 on CPU, 0.1 on GPU)
+  --attn-dropout P    dropout on the attention probabilities inside flash attention
+                      (MultiHeadAttention's dropout; default 0 on CPU and GPU)
   --dtype T           parameter and activation dtype: f32 | bf16 (default f32 on CPU,
                       bf16 on GPU, where attention runs on tensor cores; AdamW keeps
                       its moments in f32 either way)
@@ -91,6 +95,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--block") a.block = std::stoll(need(i));
     else if (f == "--lr") a.lr = std::stod(need(i));
     else if (f == "--dropout") a.dropout = std::stod(need(i));
+    else if (f == "--attn-dropout") a.attn_dropout = std::stod(need(i));
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
     else if (f == "--dtype") a.dtype = need(i);
     else if (f == "--tf32") {
@@ -243,6 +248,7 @@ int main(int argc, char** argv) try {
   cfg.heads = pick(a.heads, 4, 6, gpu);
   cfg.block = pick(a.block, 32, 64, gpu);
   cfg.dropout = pick(a.dropout, 0.0, 0.1, gpu);
+  cfg.attn_dropout = a.attn_dropout;
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;
@@ -252,7 +258,33 @@ int main(int argc, char** argv) try {
   const std::int64_t steps = pick(a.steps, 800, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
   const double lr = pick(a.lr, 3e-3, 1e-3, gpu);
   const std::int64_t eval_every = a.eval_every > 0 ? a.eval_every : std::max<std::int64_t>(1, steps / 10);
-  if (cfg.d_model % cfg.heads) throw tg::ValueError("tilegrad-train: --d-model must be divisible by --heads");
+  if (cfg.heads <= 0 || cfg.d_model <= 0 || cfg.d_model % cfg.heads)
+    throw tg::ValueError("tilegrad-train: --d-model must be a positive multiple of --heads, got --d-model " +
+                         std::to_string(cfg.d_model) + " and --heads " + std::to_string(cfg.heads));
+  auto check_p = [](const char* flag, double p) {
+    if (!(p >= 0.0 && p < 1.0)) {
+      std::ostringstream m;
+      m << "tilegrad-train: " << flag << " must be in [0, 1), got " << p;
+      throw tg::ValueError(m.str());
+    }
+  };
+  check_p("--dropout", cfg.dropout);
+  check_p("--attn-dropout", cfg.attn_dropout);
+  if (gpu) {
+    // The CUDA attention kernels (ops/attention/cuda.cu, check_head_dims): 16-bit inputs run
+    // on tensor-core kernels compiled for head dims 32, 64 and 128 only; f32 takes any head
+    // dim up to 128. Said here, with the flags, rather than from deep inside the first step.
+    const std::int64_t hd = cfg.d_model / cfg.heads;
+    const std::string given = "got --d-model " + std::to_string(cfg.d_model) + " / --heads " +
+                              std::to_string(cfg.heads) + " = " + std::to_string(hd);
+    if (cfg.dtype != tg::DType::f32 && hd != 32 && hd != 64 && hd != 128)
+      throw tg::ValueError("tilegrad-train: on CUDA with --dtype " + dtype +
+                           " the attention head dim (--d-model / --heads) must be 32, 64 or 128, " + given +
+                           " (change --d-model or --heads, or use --dtype f32)");
+    if (cfg.dtype == tg::DType::f32 && hd > 128)
+      throw tg::ValueError("tilegrad-train: on CUDA with --dtype f32 the attention head dim (--d-model / --heads) must be "
+                           "at most 128, " + given + " (change --d-model or --heads)");
+  }
   if (static_cast<std::int64_t>(val_data.size()) <= T + 1) throw tg::ValueError("tilegrad-train: corpus too small for --ctx");
 
   gpt::GPT model(cfg);

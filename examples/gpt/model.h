@@ -21,7 +21,8 @@ struct Config {
   std::int64_t block = 32;          ///< attention block size
   std::int64_t window_blocks = 2;   ///< local window, in blocks, besides the diagonal block
   std::int64_t global_blocks = 1;   ///< leading key blocks every query sees
-  double dropout = 0.0;
+  double dropout = 0.0;       ///< residual dropout: attention and MLP outputs before the residual add
+  double attn_dropout = 0.0;  ///< dropout on the attention probabilities (MultiHeadAttention's option)
   tg::DType dtype = tg::DType::f32;
   tg::Device device = tg::Device::cpu();
 };
@@ -40,7 +41,8 @@ class Block : public tg::nn::Module {
     ln1 = register_module("ln1", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
     attn = register_module("attn", std::make_shared<tg::nn::MultiHeadAttention>(
                                         c.d_model, c.heads,
-                                        tg::nn::MultiHeadAttentionOptions{.causal = true, .tensor = o, .seed = seed}));
+                                        tg::nn::MultiHeadAttentionOptions{
+                                            .dropout = c.attn_dropout, .causal = true, .tensor = o, .seed = seed}));
     ln2 = register_module("ln2", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
     fc = register_module("fc", std::make_shared<tg::nn::Linear>(c.d_model, 4 * c.d_model, true, o, seed + 2));
     out = register_module("out", std::make_shared<tg::nn::Linear>(4 * c.d_model, c.d_model, true, o, seed + 3));

@@ -1,9 +1,12 @@
 // nn::MultiHeadAttention: output against a hand-written f64 reference from the module's own
-// weights (fused and separate projections, GQA, causal, patterns), gradcheck, parameter
-// names and shapes, dropout in training / eval mode, and bad arguments.
+// weights (fused and separate projections, GQA, causal, patterns, per-call sinks and
+// lengths), gradchecks (fused and separate projections), the CUDA module against the CPU
+// one with the same weights, parameter names and shapes, dropout in training / eval mode,
+// and bad arguments.
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -57,9 +60,11 @@ Weights weights_of(const nn::MultiHeadAttention& m) {
 }
 
 // Multi-head attention written out for x [B, S, d]: head h of batch b reads kv head
-// h / (H / Hkv); key j is visible to query i iff visible(b·H + h, i, j).
+// h / (H / Hkv); key j is visible to query i iff visible(b·H + h, i, j); with sinks, head
+// h adds exp(sinks[h]) to every softmax denominator.
 Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x,
-                 const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& visible) {
+                 const std::function<bool(std::int64_t, std::int64_t, std::int64_t)>& visible,
+                 const std::vector<double>& sinks = {}) {
   const std::int64_t B = x.size(0), S = x.size(1), d = m.d_model, H = m.num_heads, Hkv = m.num_kv_heads,
                      dh = m.head_dim, kv = Hkv * dh;
   const Weights w = weights_of(m);
@@ -71,7 +76,7 @@ Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x,
       const std::int64_t g = h / (H / Hkv);
       for (std::int64_t i = 0; i < S; ++i) {
         std::vector<double> s(at(S), -std::numeric_limits<double>::infinity());
-        double mx = s[0], z = 0;
+        double mx = sinks.empty() ? s[0] : sinks[at(h)], z = 0;
         for (std::int64_t j = 0; j < S; ++j) {
           if (!visible(b * H + h, i, j)) continue;
           double t = 0;
@@ -80,6 +85,7 @@ Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x,
           mx = std::max(mx, s[at(j)]);
         }
         if (!std::isfinite(mx)) continue;
+        if (!sinks.empty()) z += std::exp(sinks[at(h)] - mx);
         for (std::int64_t j = 0; j < S; ++j) z += std::exp(s[at(j)] - mx);
         for (std::int64_t j = 0; j < S; ++j) {
           const double p = std::exp(s[at(j)] - mx) / z;
@@ -91,6 +97,21 @@ Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x,
 }
 
 bool all_pairs(std::int64_t, std::int64_t, std::int64_t) { return true; }
+
+// |got - want| <= tol · max|want| elementwise (shapes equal).
+void require_near(const std::string& what, const Tensor& got, const Tensor& want, double tol) {
+  INFO(what);
+  REQUIRE(got.shape() == want.shape());
+  const auto g = tgt::values(got), w = tgt::values(want);
+  double scale = 1e-3;
+  for (double v : w) scale = std::max(scale, std::fabs(v));
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < w.size(); ++i)
+    if (!(std::fabs(g[i] - w[i]) <= tol * scale) && bad++ == 0) first = i;
+  INFO(bad << " of " << w.size() << " differ (tolerance " << tol << " x " << scale << "); first at " << first
+            << ": got " << (bad ? g[first] : 0.0) << ", want " << (bad ? w[first] : 0.0));
+  REQUIRE(bad == 0);
+}
 
 }  // namespace
 
@@ -146,6 +167,115 @@ TEST_CASE("MultiHeadAttention gradcheck", "[nn][attention_module][gradcheck]") {
   auto r = autograd::gradcheck(f, inputs);
   INFO(r.report);
   REQUIRE(r.ok);
+}
+
+TEST_CASE("MultiHeadAttention gradcheck, separate projections and per-call options", "[nn][attention_module][gradcheck]") {
+  // fused_qkv = false, GQA (2 query heads on 1 kv head), per-call sinks (differentiable
+  // through the module) and query lengths (batch 1 has a padded query)
+  nn::MultiHeadAttention m(4, 2, {.num_kv_heads = 1, .fused_qkv = false, .tensor = {.dtype = DType::f64}, .seed = 12});
+  REQUIRE(m.q);
+  REQUIRE_FALSE(m.qkv);
+  const Tensor x = tgt::rand64({2, 4, 4}, 13);
+  std::vector<Tensor> inputs{x.detach().requires_grad_()};
+  std::vector<Tensor*> slots{&m.q->weight, &m.q->bias, &m.k->weight, &m.k->bias,
+                             &m.v->weight, &m.v->bias, &m.proj->weight, &m.proj->bias};
+  for (Tensor* t : slots) inputs.push_back(t->detach().requires_grad_());
+  inputs.push_back(tgt::rand64({2}, 14).requires_grad_());
+  const Tensor q_lens = from_vector(std::vector<std::int64_t>{4, 3}, {2});
+  auto f = [&](const std::vector<Tensor>& in) {
+    for (std::size_t i = 0; i < slots.size(); ++i) *slots[i] = in[i + 1];
+    AttentionOptions o;
+    o.sinks = in.back();
+    o.q_lens = q_lens;
+    return m(in[0], AttentionPattern(), o);
+  };
+  auto r = autograd::gradcheck(f, inputs);
+  INFO(r.report);
+  REQUIRE(r.ok);
+}
+
+TEST_CASE("MultiHeadAttention: per-head pattern, GQA and per-call sinks and lengths match the reference",
+          "[nn][attention_module]") {
+  // B = 2, H = 4 on Hkv = 2, S = 12: a per-call pattern per batch·head (blocks of 4, some
+  // query blocks visit nothing), the module's causal flag, per-call sinks, q_lens, k_lens
+  const std::int64_t B = 2, H = 4, S = 12;
+  const Tensor x = tgt::rand64({B, S, 16}, 15);
+  std::mt19937_64 rng(16);
+  std::vector<bool> pm(at(B * H * 3 * 3));
+  for (std::size_t i = 0; i < pm.size(); ++i) pm[i] = rng() % 10 < 6;
+  pm[at((1 * 3 + 1) * 3 + 0)] = pm[at((1 * 3 + 1) * 3 + 1)] = pm[at((1 * 3 + 1) * 3 + 2)] = false;  // bh 1, block 1
+  const AttentionPattern pat = AttentionPattern::uniform(from_vector(pm, {B * H, 3, 3}), 4, 4);
+  const std::vector<std::int64_t> ql{12, 9}, kl{10, 7};
+  const Tensor sinks = tgt::rand64({H}, 17, -1.0, 1.0);
+  AttentionOptions o;
+  o.sinks = sinks;
+  o.q_lens = from_vector(ql, {B});
+  o.k_lens = from_vector(kl, {B});
+  auto vis = [&](std::int64_t bh, std::int64_t i, std::int64_t j) {
+    const std::int64_t b = bh / H;
+    return pat.visited(bh, i / 4, j / 4) && j <= i && i < ql[at(b)] && j < kl[at(b)];
+  };
+  for (bool fused : {true, false}) {
+    INFO("fused_qkv " << fused);
+    nn::MultiHeadAttention m(16, H, {.num_kv_heads = 2, .fused_qkv = fused, .causal = true,
+                                     .tensor = {.dtype = DType::f64}, .seed = 18});
+    const Tensor y = m(x, pat, o);
+    tgt::require_close(y, reference(m, x, vis, tgt::values(sinks)), 1e-12, 1e-12);
+    // the per-call options matter: without the sinks the output differs
+    AttentionOptions no_sinks = o;
+    no_sinks.sinks = Tensor();
+    REQUIRE(tgt::max_abs_diff(m(x, pat, no_sinks), y) > 1e-3);
+    tgt::require_close(m(x, pat, no_sinks), reference(m, x, vis), 1e-12, 1e-12);
+  }
+}
+
+TEST_CASE("MultiHeadAttention on CUDA matches the CPU module with the same weights", "[nn][attention_module][cuda]") {
+  TG_REQUIRE_CUDA();
+  const Device gpu = Device::cuda(), cpu = Device::cpu();
+  // head dim 32 (a tensor-core size for bf16), GQA, causal, a per-call block pattern and sinks
+  const std::int64_t B = 2, S = 64, d = 64, H = 2;
+  const AttentionPattern pat = AttentionPattern::from_layout(causal_pattern(1, S, S, 16));
+  const Tensor x64 = tgt::rand64({B, S, d}, 20), w64 = tgt::rand64({B, S, d}, 21);
+  const Tensor sinks = tgt::rand64({H}, 22).to(DType::f32).to(DType::f64);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    for (bool fused : {true, false}) {
+      INFO(dtype_name(dt) << ", fused_qkv " << fused);
+      const double tol = dt == DType::bf16 ? 3e-2 : 1e-3;
+      auto rounded = [&](const Tensor& t) { return t.to(dt).to(DType::f64); };
+      nn::MultiHeadAttentionOptions base{.num_kv_heads = 1, .fused_qkv = fused, .causal = true};
+      nn::MultiHeadAttentionOptions oc = base, og = base;
+      oc.tensor = {.dtype = DType::f64};
+      oc.seed = 23;
+      og.tensor = {.dtype = dt, .device = gpu};
+      og.seed = 24;  // other initial weights: the copy below makes them equal
+      nn::MultiHeadAttention mc(d, H, oc), mg(d, H, og);
+      const std::vector<Tensor> pc = mc.parameters(), pg = mg.parameters();
+      REQUIRE(pc.size() == pg.size());
+      {
+        NoGradGuard ng;
+        for (std::size_t i = 0; i < pc.size(); ++i) {
+          const Tensor r = rounded(pc[i]);
+          copy_bytes(pc[i], r);
+          copy_bytes(pg[i], r.to(dt).to(gpu));
+        }
+      }
+      AttentionOptions ac, ag;
+      ac.sinks = sinks;
+      ag.sinks = sinks.to(DType::f32).to(gpu);
+      const Tensor x = rounded(x64), w = rounded(w64);
+      const Tensor yc = mc(x, pat, ac), yg = mg(x.to(dt).to(gpu), pat, ag);
+      REQUIRE(yg.device() == gpu);
+      REQUIRE(yg.dtype() == dt);
+      require_near("output", yg.to(cpu).to(DType::f64), yc, tol);
+      sum(mul(yc, w)).backward();
+      sum(mul(yg, w.to(dt).to(gpu))).backward();
+      const auto names = mc.named_parameters();
+      for (std::size_t i = 0; i < pc.size(); ++i) {
+        REQUIRE(pg[i].grad().defined());
+        require_near("gradient of " + names[i].first, pg[i].grad().to(cpu).to(DType::f64), pc[i].grad(), tol);
+      }
+    }
+  }
 }
 
 TEST_CASE("MultiHeadAttention parameters, GQA shapes and gradients", "[nn][attention_module]") {

@@ -293,7 +293,8 @@ TEST_CASE("flash_attention CUDA: GQA, MQA, cross-attention, empty rows", "[ops][
   g.sk = 96;
   AttentionOptions o;
   o.causal = true;
-  check_cuda("GQA causal", make_inputs(g, 40), uniform_pattern(1, 96, 96, 32, 32, 80, 41), o);
+  o.sinks = tgt::rand64({g.Hq}, 49, -1.0, 2.0);  // num_heads from the sinks: B = 2
+  check_cuda("GQA causal sinks", make_inputs(g, 40), uniform_pattern(1, 96, 96, 32, 32, 80, 41), o);
   g.Hkv = 1;
   g.sq = 64;
   g.sk = 160;
@@ -350,8 +351,12 @@ TEST_CASE("flash_attention CUDA deterministic mode is bit-identical run to run",
         {a.out, b.out}, {a.dq, b.dq}, {a.dk, b.dk}, {a.dv, b.dv}, {a.dbias, b.dbias}, {a.dsinks, b.dsinks}};
     for (const auto& [x, y] : pairs) tgt::require_close(x, y, 0, 0);
     const Result want = run(in, pat, oo, DType::f64, Device::cpu());
+    require_near("out", a.out, want.out, tolerance(dt));
     require_near("dq", a.dq, want.dq, 2 * tolerance(dt));
     require_near("dk", a.dk, want.dk, 2 * tolerance(dt));
+    require_near("dv", a.dv, want.dv, 2 * tolerance(dt));
+    require_near("dbias", a.dbias, want.dbias, 2 * tolerance(dt));
+    require_near("dsinks", a.dsinks, want.dsinks, 2 * tolerance(dt));
   }
   check_cuda("deterministic with plain options", master, AttentionPattern::dense(160, 160, 64),
              [] {
