@@ -112,9 +112,11 @@ struct AttentionOptions {
   /// only, on every call, and applied like `mask` (attention_mask_from_fn builds that mask
   /// once, to pass as `mask` instead).
   std::function<bool(std::int64_t bh, std::int64_t i, std::int64_t j)> mask_fn{};
-  /// Additive bias on the scores (before the soft cap), block-sparse [B·Hq, Sq, Sk] of
-  /// q's dtype (or f32), any block size dividing Sq and Sk; absent blocks add 0.
-  /// Differentiable (its gradient has the bias's layout).
+  /// Additive bias on the scores (before the soft cap), block-sparse [P, Sq, Sk] of q's
+  /// dtype (or f32) on q's device, any block size dividing Sq and Sk; absent blocks add 0.
+  /// P = B·Hq (a bias per batch·head), Hq (per head, shared by the batches: row b·Hq + h
+  /// reads h, e.g. relative-position biases) or 1 (shared by every row). Differentiable:
+  /// its gradient has the bias's layout, summed over the rows that share it.
   BlockSparseTensor bias{};
   /// Logits soft cap c > 0: s = c·tanh(t / c). 0: off.
   double softcap = 0.0;
@@ -138,8 +140,8 @@ struct AttentionResult {
 /// Differentiable in q, k, v, options.bias and options.sinks (once: the backward itself
 /// records nothing, so there is no double backward). Errors: ShapeError (ranks,
 /// B·Hq not a multiple of B·Hkv, D/Dv mismatches, pattern extent != Sq x Sk, P not 1 or
-/// B·Hq, lens/segments/mask/bias/sinks shapes), DTypeError, DeviceError, ValueError
-/// (options out of range). Every message names flash_attention, the argument, expected
+/// B·Hq (bias: not 1, Hq or B·Hq), lens/segments/mask/bias/sinks shapes), DTypeError,
+/// DeviceError, ValueError (options out of range). Every message names flash_attention, the argument, expected
 /// and given.
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionPattern& pattern,
                        const AttentionOptions& options = {});

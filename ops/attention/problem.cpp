@@ -224,13 +224,25 @@ PreparedAttention prepare_attention(const Tensor& q, const Tensor& k, const Tens
   // --- bias and sinks (differentiable) ---------------------------------------------------
   PreparedAttention out;
   if (o.bias.defined()) {
-    check_elementwise_operand("options.bias", o.bias, sq, sk, bhq, false, q);
+    check_block_sparse(kOp, "options.bias", o.bias);
+    const Shape bshape = o.bias.shape();
+    const std::int64_t rows = bshape[0];
+    if ((rows != bhq && rows != heads && rows != 1) || bshape[1] != sq || bshape[2] != sk) {
+      TG_THROW(ShapeError, kOp, ": options.bias must have the logical shape [P, Sq, Sk] with P = 1, Hq = ", heads,
+               " or B·Hq = ", bhq, ", Sq = ", sq, ", Sk = ", sk, "; got ", bshape, " (block size ",
+               o.bias.block_size(), ")");
+    }
+    check_same_device(kOp, "q", q, "options.bias", o.bias.data());
     const DType bt = o.bias.dtype();
     if (bt != q.dtype() && bt != DType::f32) {
       TG_THROW(DTypeError, kOp, ": options.bias must have q's dtype (", q.dtype(), ") or f32, got ", bt);
     }
-    out.bias_data = o.bias.data().to(q.dtype());
-    p.bias = BlockSparseTensor(out.bias_data.detach(), o.bias.layout());
+    // A bias shared by every row (P = 1) or by the batches of a head (P = Hq; row b·Hq + h
+    // reads head h) is repeated to B·Hq rows here, differentiably: its gradient is the sum
+    // over the rows that read it. The kernels see one bias row per batch·head.
+    const BlockSparseTensor full = rows == bhq ? o.bias : repeat(o.bias, {bhq / rows, 1, 1});
+    out.bias_data = full.data().to(q.dtype());
+    p.bias = BlockSparseTensor(out.bias_data.detach(), full.layout());
   }
   if (o.sinks.defined()) {
     check_floating(kOp, "options.sinks", o.sinks);

@@ -429,6 +429,71 @@ TEST_CASE("flash_attention gradcheck", "[ops][attention][gradcheck]") {
   check("lens + segments + softcap + sinks", o, false, true);
 }
 
+TEST_CASE("flash_attention gradcheck: variable blocks, element mask, cross-attention", "[ops][attention][gradcheck]") {
+  // B = 2, Hq = 2, Hkv = 1; Sq = 6 in query blocks {1, 3, 2}, Sk = 8 in key blocks {3, 5};
+  // a per-head pattern whose first query block (one row) visits nothing; a per-head element
+  // mask and a bias at block 2 (which straddles the pattern's block boundaries)
+  const std::int64_t B = 2, H = 2, sq = 6, sk = 8, d = 3, dv = 2;
+  const Qkv in = make_qkv(B * H, B, sq, sk, d, dv, 130);
+  const AttentionPattern pat =
+      AttentionPattern::variable(random_pattern_mask(B * H, 3, 2, 80, 131), {1, 3, 2}, {3, 5});
+  REQUIRE(pat.bq() == 0);
+  const BlockSparseTensor mask = random_element_mask(B * H, sq, sk, 2, 132);
+  const BlockSparseTensor bias = random_bias(B * H, sq, sk, 2, 133);
+  const Tensor sinks = tgt::rand64({H}, 134);
+  auto check = [&](const char* what, AttentionOptions base, bool with_sinks) {
+    INFO(what);
+    base.num_heads = H;
+    base.mask = mask;
+    // the forward against the f64 reference, then the gradients against finite differences
+    AttentionOptions fwd = base;
+    fwd.bias = bias;
+    if (with_sinks) fwd.sinks = sinks;
+    check_case(what, in, pat, fwd, {DType::f64});
+    std::vector<Tensor> inputs{in.q.detach().requires_grad_(), in.k.detach().requires_grad_(),
+                               in.v.detach().requires_grad_(), bias.data().detach().requires_grad_()};
+    if (with_sinks) inputs.push_back(sinks.detach().requires_grad_());
+    auto f = [&](const std::vector<Tensor>& x) {
+      AttentionOptions o = base;
+      o.bias = BlockSparseTensor(x[3], bias.layout());
+      if (with_sinks) o.sinks = x[4];
+      return flash_attention(x[0], x[1], x[2], pat, o);
+    };
+    auto res = autograd::gradcheck(f, inputs);
+    INFO(res.report);
+    REQUIRE(res.ok);
+  };
+  check("mask + bias + sinks", {}, true);
+  AttentionOptions o;
+  o.causal = true;
+  o.softcap = 1.5;
+  check("mask + bias + causal + softcap", o, false);
+}
+
+TEST_CASE("flash_attention: Sq, Sk above 128 and not multiples of 128, variable blocks", "[ops][attention]") {
+  // Sq = 200, Sk = 136; query blocks longer than 128 and of one row, per-head random pattern
+  // (query block 0 of every head visits nothing: empty rows), GQA, and padded queries
+  const std::int64_t B = 1, H = 2;
+  std::vector<std::int64_t> qz{5, 130, 1, 64}, kz{70, 1, 65};
+  const AttentionPattern pat = AttentionPattern::variable(random_pattern_mask(B * H, 4, 3, 70, 140), qz, kz);
+  const Qkv in = make_qkv(B * H, B, 200, 136, 16, 16, 141);
+  check_case("variable blocks, Sq 200, Sk 136", in, pat, {});
+  AttentionOptions o;
+  o.num_heads = H;
+  o.q_lens = i64s({190}, {B});
+  o.sinks = tgt::rand64({H}, 142);
+  check_case("variable blocks, Sq 200, Sk 136, q_lens + sinks", in, pat, o, {DType::f64, DType::f32});
+  // the empty rows are exact zeros with lse -inf
+  const AttentionResult r = flash_attention_with_lse(in.q, in.k, in.v, pat);
+  const auto ov = tgt::values(r.out), lv = tgt::values(r.lse);
+  for (std::int64_t bh = 0; bh < B * H; ++bh)
+    for (std::int64_t i = 0; i < qz[0]; ++i) {
+      INFO("bh " << bh << " i " << i);
+      REQUIRE(lv[at(bh * 200 + i)] == -kInf);
+      for (std::int64_t x = 0; x < 16; ++x) REQUIRE(ov[at((bh * 200 + i) * 16 + x)] == 0.0);
+    }
+}
+
 TEST_CASE("flash_attention backward matches a dense composition at larger sizes", "[ops][attention]") {
   // softmax(q kᵀ · scale + additive mask) v with matmul/softmax; every row sees >= 1 key.
   const std::int64_t B = 2, H = 2, sq = 100, sk = 80, d = 8;
@@ -657,9 +722,9 @@ TEST_CASE("flash_attention bad inputs", "[ops][attention]") {
   tgt::require_throws<DTypeError>([&] { fa(q, k, v, pat, o); }, {"flash_attention", "options.mask", "bool", "f32"});
   // bias
   o = {};
-  o.bias = BlockSparseTensor(zeros({0, 16, 16}, {.dtype = DType::f64}), random_layout(1, 2, 3, 16, 0.0, 1));
+  o.bias = BlockSparseTensor(zeros({0, 16, 16}, {.dtype = DType::f64}), random_layout(3, 2, 3, 16, 0.0, 1));
   tgt::require_throws<ShapeError>([&] { fa(q, k, v, pat, o); },
-                                  {"flash_attention", "options.bias", "[B·Hq, Sq, Sk] = [4, 32, 48]", "[1, 32, 48]"});
+                                  {"flash_attention", "options.bias", "B·Hq = 4, Sq = 32, Sk = 48", "[3, 32, 48]"});
   o.bias = BlockSparseTensor(zeros({0, 16, 16}, {.dtype = DType::bf16}), random_layout(4, 2, 3, 16, 0.0, 1));
   tgt::require_throws<DTypeError>([&] { fa(q, k, v, pat, o); }, {"flash_attention", "options.bias", "f64", "or f32", "bf16"});
   // sinks
