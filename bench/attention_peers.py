@@ -6,10 +6,10 @@ backward). The random and variable-block patterns are rebuilt with the same gene
 
 Run on the GPU machine next to bench_attention:  python3 bench/attention_peers.py
 """
-import statistics
-
 import torch
 import torch.nn.functional as F
+
+from peer_timing import time_ms
 
 B, H, S = 4, 16, 4096
 MASK64 = (1 << 64) - 1
@@ -62,21 +62,6 @@ def variable_sizes():
         sizes.append(s)
         left -= s
     return sizes
-
-
-def time_ms(fn, warmup, reps):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def main():

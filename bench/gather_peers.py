@@ -12,26 +12,11 @@ Bytes counted as ours: the indices read, the source elements read once, the outp
 
 Run on the GPU machine:  python3 bench/gather_peers.py
 """
-import statistics
-
 import torch
 
+from peer_timing import time_ms
+
 B, S, BS = 16, 2048, 64
-
-
-def time_ms(fn, warmup=10, reps=50):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def copy_gbps(nbytes):

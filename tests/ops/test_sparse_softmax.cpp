@@ -11,6 +11,7 @@
 
 #include "ops/sparse_softmax/sparse_softmax.h"
 #include "ops/sparse_softmax/staged_threads.h"
+#include "sparse_softmax_cases.h"
 #include "util.h"
 
 using namespace tg;
@@ -1040,16 +1041,7 @@ TEST_CASE("block-sparse softmax CUDA staged rows (bs >= 16) match CPU", "[ops][s
     const std::int64_t bs = c.bs;
     const Shape shape{l.n_blocks(), bs, bs};
     std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
-    {
-      // in-block row 1 of the first non-empty block-row: all -inf; row 2: a nan; row 3: +inf
-      const std::vector<std::int64_t> off = l.tables(Device::cpu()).row_offsets.to_vector<std::int64_t>();
-      std::size_t q = 0;
-      while (off[q + 1] == off[q]) ++q;
-      for (std::int64_t k = off[q]; k < off[q + 1]; ++k)
-        for (std::int64_t j = 0; j < bs; ++j) d[at((k * bs + 1) * bs + j)] = -kInf;
-      d[at((off[q + 1] - 1) * bs * bs + 2 * bs + bs / 2)] = kNan;
-      d[at(off[q] * bs * bs + 3 * bs + 1)] = kInf;
-    }
+    tgt::plant_special_rows(l, d);
     const std::vector<DType> dtypes =
         c.small ? std::vector<DType>{DType::f32, DType::bf16, DType::f16, DType::f64}
                 : std::vector<DType>{DType::f32, DType::bf16};

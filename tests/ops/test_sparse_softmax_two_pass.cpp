@@ -3,21 +3,18 @@
 // layout and on another) and not, scales > 0, < 0 and 0, -inf / nan / +inf rows, aligned
 // and misaligned data, forward and backward, against the CPU on the same inputs. Without
 // the override the two passes run only on rows past the fused kernels' limits.
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <random>
 #include <vector>
 
 #include "ops/sparse_softmax/sparse_softmax.h"
 #include "ops/sparse_softmax/two_pass.h"
+#include "sparse_softmax_cases.h"
 #include "util.h"
 
 using namespace tg;
 
 namespace {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
@@ -68,16 +65,7 @@ TEST_CASE("block-sparse softmax CUDA two-pass kernels forced on every block size
     const BlockSparseTensor own = random_mask(l, 30, ++seed);
     const BlockSparseTensor other = random_mask(random_layout(c.B, c.Mb, c.Nb, bs, 0.6, ++seed), 30, ++seed);
     std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
-    {
-      // in-block row 1 of the first non-empty block-row: all -inf; row 2: a nan; row 3: +inf
-      const std::vector<std::int64_t> off = l.tables(Device::cpu()).row_offsets.to_vector<std::int64_t>();
-      std::size_t q = 0;
-      while (off[q + 1] == off[q]) ++q;
-      for (std::int64_t k = off[q]; k < off[q + 1]; ++k)
-        for (std::int64_t j = 0; j < bs; ++j) d[at((k * bs + 1) * bs + j)] = -kInf;
-      d[at((off[q + 1] - 1) * bs * bs + 2 * bs + bs / 2)] = std::nan("");
-      d[at(off[q] * bs * bs + 3 * bs + 1)] = kInf;
-    }
+    tgt::plant_special_rows(l, d);  // -inf, nan and +inf rows
     for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
       const double tol = dt == DType::bf16 ? 1e-2 : dt == DType::f16 ? 2e-3 : dt == DType::f32 ? 1e-5 : 1e-12;
       const Tensor xc = from_vector(d, shape).to(dt);
