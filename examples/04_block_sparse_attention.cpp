@@ -4,7 +4,8 @@
 // Here it is built from three block-sparse ops: an SDD matmul (dense q times dense kᵀ,
 // computing only the blocks of a layout), a masked softmax over the active elements of each
 // row, and a DSD matmul (block-sparse probabilities times dense v). Then backward, a check
-// against plain dense attention, and the same result from the fused flash_attention.
+// against plain dense attention, and the same result from the fused flash_attention, with
+// the window as an option and as a mask callback.
 // Read top to bottom. Build and run:
 //   cmake --preset release && cmake --build --preset release
 //   build/release/examples/04_block_sparse_attention [cpu|cuda]
@@ -77,7 +78,21 @@ int main(int argc, char** argv) try {
                                          {.causal = true, .window_left = window - 1});
   const double diff_fused = tg::max(tg::abs(fused - out)).item<double>();
   std::cout << "max |flash_attention - by hand| = " << diff_fused << "\n";
-  return diff < 1e-4 && diff_fused < 1e-4 ? 0 : 1;
+
+  // 9. Any other rule is a mask callback (bh, i, j) -> excluded. A GPU kernel cannot call a
+  //    host function, so attention_mask_from_fn evaluates it once, over the pattern's pairs
+  //    only, into an element mask: build it once, pass it as options.mask every step. Here
+  //    the same window as a callback gives the same attention.
+  const std::int64_t w = window;
+  tg::BlockSparseTensor window_mask = tg::attention_mask_from_fn(
+      tg::AttentionPattern::from_layout(pattern), bh,
+      [w](std::int64_t, std::int64_t i, std::int64_t j) { return !(j <= i && j > i - w); });
+  std::cout << "mask from the callback: " << window_mask.layout().n_blocks() << " blocks that exclude something\n";
+  window_mask = tg::BlockSparseTensor(window_mask.data().to(dev), window_mask.layout());  // to the device once
+  tg::Tensor masked = tg::flash_attention(q, k, v, tg::AttentionPattern::from_layout(pattern), {.mask = window_mask});
+  const double diff_mask = tg::max(tg::abs(masked - out)).item<double>();
+  std::cout << "max |flash_attention with the callback's mask - by hand| = " << diff_mask << "\n";
+  return diff < 1e-4 && diff_fused < 1e-4 && diff_mask < 1e-4 ? 0 : 1;
 } catch (const tg::Error& e) {
   std::cerr << "error: " << e.what() << "\n";
   return 1;
