@@ -141,8 +141,8 @@ struct AttentionResult {
 /// records nothing, so there is no double backward). Errors: ShapeError (ranks,
 /// B·Hq not a multiple of B·Hkv, D/Dv mismatches, pattern extent != Sq x Sk, P not 1 or
 /// B·Hq (bias: not 1, Hq or B·Hq), lens/segments/mask/bias/sinks shapes), DTypeError,
-/// DeviceError, ValueError (options out of range). Every message names flash_attention, the argument, expected
-/// and given.
+/// DeviceError, ValueError (options out of range). Every message names flash_attention,
+/// the argument, expected and given.
 Tensor flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionPattern& pattern,
                        const AttentionOptions& options = {});
 /// The same, also returning the row log-sum-exp.
