@@ -1,5 +1,6 @@
 #include "autograd/gradcheck.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -28,6 +29,7 @@ double projected(const Tensor& out, const std::vector<double>& r) {
 
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                           const std::vector<Tensor>& inputs, GradcheckOptions opts) {
+  if (opts.directions < 0) TG_THROW(ValueError, "gradcheck: opts.directions must be >= 0, got ", opts.directions);
   std::vector<Tensor> leaves;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
@@ -75,6 +77,36 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
     std::vector<double> a = analytic.defined() ? analytic.to_vector<double>()
                                                : std::vector<double>(static_cast<std::size_t>(x.numel()), 0.0);
     double* px = x.data<double>();
+    if (opts.directions > 0) {
+      // Along random directions: x moves as a whole, so one pair of calls checks a weighted
+      // sum of every element's gradient.
+      const std::size_t n = static_cast<std::size_t>(x.numel());
+      const std::vector<double> orig(px, px + n);
+      std::vector<double> d(n);
+      for (std::int64_t i = 0; i < opts.directions; ++i) {
+        for (std::size_t j = 0; j < n; ++j) {
+          d[j] = 2.0 * philox::uniform(opts.seed, 1 + k * 1024 + static_cast<std::uint64_t>(i), j) - 1.0;
+        }
+        double analytic_d = 0;
+        for (std::size_t j = 0; j < n; ++j) analytic_d += a[j] * d[j];
+        for (std::size_t j = 0; j < n; ++j) px[j] = orig[j] + opts.eps * d[j];
+        const double lp = projected(f(leaves), r);
+        for (std::size_t j = 0; j < n; ++j) px[j] = orig[j] - opts.eps * d[j];
+        const double lm = projected(f(leaves), r);
+        std::copy(orig.begin(), orig.end(), px);
+        const double numeric = (lp - lm) / (2 * opts.eps);
+        const double err = std::fabs(analytic_d - numeric);
+        if (std::isfinite(err)) res.max_abs_error = std::max(res.max_abs_error, err);
+        if (!(err <= opts.atol + opts.rtol * std::fabs(numeric))) {
+          res.ok = false;
+          if (reported++ < 8) {
+            report << "input " << k << " direction " << i << ": analytic " << analytic_d << ", numeric " << numeric
+                   << ", |diff| " << err << "\n";
+          }
+        }
+      }
+      continue;
+    }
     for (std::int64_t j = 0; j < x.numel(); ++j) {
       double orig = px[j];
       px[j] = orig + opts.eps;

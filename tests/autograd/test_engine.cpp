@@ -124,6 +124,45 @@ TEST_CASE("gradcheck detects a wrong backward", "[autograd][gradcheck]") {
   REQUIRE(ok.ok);
 }
 
+TEST_CASE("gradcheck along random directions", "[autograd][gradcheck]") {
+  // f(x, y) = sum over rows of x * y (a product of two inputs): right and one wrong element
+  auto right = [](const std::vector<Tensor>& in) { return tanh(in[0]) * in[1]; };
+  // a backward wrong by 1e-4 in one element of x's gradient only
+  auto wrong = [&](const std::vector<Tensor>& in) {
+    Tensor out;
+    {
+      NoGradGuard g;
+      out = right(in);
+    }
+    if (autograd::needs_grad({in[0], in[1]})) {
+      const Tensor x = in[0].detach(), y = in[1].detach();
+      autograd::record("wrong_one", {in[0], in[1]}, {out}, [x, y](const std::vector<Tensor>& g) {
+        Tensor t = tanh(x);
+        Tensor dx = g[0] * y * (1.0 - t * t);
+        std::vector<double> v = dx.to_vector<double>();
+        v[5] += 1e-4;
+        return std::vector<Tensor>{from_vector(v, dx.shape()), g[0] * t};
+      });
+    }
+    return out;
+  };
+  Tensor x = tgt::rand64({6, 7}, 11).requires_grad_(), y = tgt::rand64({6, 7}, 12).requires_grad_();
+  autograd::GradcheckOptions opts;
+  opts.directions = 4;
+  opts.atol = 1e-8;
+  opts.rtol = 1e-6;
+  auto ok = autograd::gradcheck(right, {x, y}, opts);
+  INFO(ok.report);
+  REQUIRE(ok.ok);
+  auto bad = autograd::gradcheck(wrong, {x, y}, opts);
+  REQUIRE_FALSE(bad.ok);
+  REQUIRE(bad.report.find("input 0 direction") != std::string::npos);
+  REQUIRE(bad.report.find("input 1") == std::string::npos);  // y's gradient is right
+  opts.directions = -1;
+  tgt::require_throws<ValueError>([&] { autograd::gradcheck(right, {x, y}, opts); },
+                                  {"gradcheck", "directions", "-1"});
+}
+
 TEST_CASE("a gradient of the wrong shape from an op is reported as a bug", "[autograd]") {
   Tensor x = from_vector<double>({1, 2}, {2}).requires_grad_();
   Tensor out;

@@ -451,30 +451,23 @@ Problem gradcheck_problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std:
                             [=](auto, auto r, auto c) { return !(Mb * Nb > 1 && r == Mb - 1 && c == Nb - 1); })};
 }
 
-// base + sum_i t_i dirs_i (t: [k], dirs: [k, base.numel()]), differentiable in t.
-Tensor along(const Tensor& base, const Tensor& t, const Tensor& dirs) {
-  return add(base, reshape(matmul(reshape(t, {1, t.numel()}), dirs), base.shape()));
-}
-
-// autograd::gradcheck of f(x, y) along k random directions per operand instead of every
-// element (two products an element, out of reach from block 32 up): the inputs become
-// x0 + sum_i t_i Dx_i and y0 + sum_i s_i Dy_i for leaves t, s of k zeros and random f64
-// directions D over every stored element, so each check compares <dL/dx, Dx_i> from the
-// backward (every element of dx weighs in) with a central difference. A product is linear
-// in each t_i and s_i alone, so the difference is exact up to rounding at any step: a step
-// of 0.25 and tolerances of 1e-9 leave no room for a wrong gradient element.
+// autograd::gradcheck of f(x, y) in its directional mode, k random directions per operand
+// instead of every element (two products an element, out of reach from block 32 up): each
+// check compares <dL/dx, D_i> from the backward (every element of dx weighs in) with a
+// central difference along D_i. A product is linear in x alone and in y alone, so the
+// difference is exact up to rounding at any step: a step of 0.25 and tolerances of 1e-9
+// leave no room for a wrong gradient element.
 autograd::GradcheckResult directional_gradcheck(const std::function<Tensor(const Tensor&, const Tensor&)>& f,
                                                 const Tensor& x0, const Tensor& y0, std::int64_t k,
                                                 std::uint64_t seed) {
-  const Tensor dx = tgt::rand64({k, x0.numel()}, seed), dy = tgt::rand64({k, y0.numel()}, seed + 1);
-  Tensor t = zeros({k}, {.dtype = DType::f64}).requires_grad_();
-  Tensor s = zeros({k}, {.dtype = DType::f64}).requires_grad_();
   autograd::GradcheckOptions opts;
   opts.eps = 0.25;
   opts.atol = 1e-9;
   opts.rtol = 1e-9;
-  return autograd::gradcheck([&](const std::vector<Tensor>& v) { return f(along(x0, v[0], dx), along(y0, v[1], dy)); },
-                             {t, s}, opts);
+  opts.seed = seed;
+  opts.directions = k;
+  return autograd::gradcheck([&](const std::vector<Tensor>& v) { return f(v[0], v[1]); },
+                             {x0.detach().requires_grad_(), y0.detach().requires_grad_()}, opts);
 }
 
 // directional_gradcheck of mode m.

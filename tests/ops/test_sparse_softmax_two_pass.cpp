@@ -63,7 +63,8 @@ TEST_CASE("block-sparse softmax CUDA two-pass kernels forced on every block size
     const std::int64_t bs = c.bs;
     const Shape shape{l.n_blocks(), bs, bs};
     const BlockSparseTensor own = random_mask(l, 30, ++seed);
-    const BlockSparseTensor other = random_mask(random_layout(c.B, c.Mb, c.Nb, bs, 0.6, ++seed), 30, ++seed);
+    const Layout ml = random_layout(c.B, c.Mb, c.Nb, bs, 0.6, ++seed);
+    const BlockSparseTensor other = random_mask(ml, 30, ++seed);
     std::vector<double> d = tgt::values(tgt::rand64(shape, ++seed, -4.0, 4.0));
     tgt::plant_special_rows(l, d);  // -inf, nan and +inf rows
     for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64}) {
