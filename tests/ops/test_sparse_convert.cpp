@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "layout_cases.h"
 #include "util.h"
 
 using namespace tg;
@@ -54,40 +55,10 @@ TEST_CASE("to_sparse / to_dense round trip against a masked reference", "[ops][s
 
 namespace {
 
-enum class Density { Empty, One, Sparse, Full, Holes };
-const Density kDensities[] = {Density::Empty, Density::One, Density::Sparse, Density::Full, Density::Holes};
-const char* density_name(Density d) {
-  static const char* names[] = {"empty", "one block", "~30%", "full", "holes"};
-  return names[static_cast<int>(d)];
-}
-
-// A layout of the requested kind (as in test_sparse_move.cpp); Holes: ~70% active with one
-// block-row and one block-column empty in every batch.
-Layout make_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int64_t bs, Density d, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<bool> m(static_cast<std::size_t>(B * Mb * Nb), false);
-  const std::int64_t er = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(Mb));
-  const std::int64_t ec = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(Nb));
-  for (std::size_t i = 0; i < m.size(); ++i) {
-    const std::int64_t c = static_cast<std::int64_t>(i) % Nb, r = static_cast<std::int64_t>(i) / Nb % Mb;
-    switch (d) {
-      case Density::Empty:
-      case Density::One:
-        break;
-      case Density::Sparse:
-        m[i] = rng() % 10 < 3;
-        break;
-      case Density::Full:
-        m[i] = true;
-        break;
-      case Density::Holes:
-        m[i] = rng() % 10 < 7 && r != er && c != ec;
-        break;
-    }
-  }
-  if (d == Density::One) m[rng() % m.size()] = true;
-  return Layout(from_vector(m, {B, Mb, Nb}), bs);
-}
+using tgt::Density;
+using tgt::density_name;
+using tgt::kDensities;
+using tgt::make_layout;
 
 struct ConvertCase {
   std::int64_t B, Mb, Nb, bs;
