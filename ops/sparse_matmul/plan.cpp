@@ -156,9 +156,12 @@ struct DescKey {
       batch = d.batch, rows = d.rows, cols = d.cols;
     }
   }
-  bool matches(const OperandDesc& d) const {
+  /// `own`: d's layout is the one whose shelf holds this key, so its structure matches by
+  /// construction and the mask need not be compared (a per-call cost of the hot path).
+  bool matches(const OperandDesc& d, bool own = false) const {
     if (sparse != d.sparse() || trans != d.trans) return false;
     if (!sparse) return batch == d.batch && rows == d.rows && cols == d.cols;
+    if (own) return true;
     const Layout& l = d.layout;
     return hash == l.hash() && B == l.batch() && Mb == l.block_rows() && Nb == l.block_cols() &&
            lbs == l.block_size() && mask == l.mask_host();
@@ -169,8 +172,9 @@ struct Entry {
   DescKey a, b, c;
   std::int64_t bs;
   std::shared_ptr<const MatmulPlan> plan;
-  bool matches(const OperandDesc& x, const OperandDesc& y, const OperandDesc& z, std::int64_t s) const {
-    return bs == s && a.matches(x) && b.matches(y) && c.matches(z);
+  /// `owner`: which operand's layout holds the list (0 x, 1 y, 2 output; -1 none).
+  bool matches(const OperandDesc& x, const OperandDesc& y, const OperandDesc& z, std::int64_t s, int owner) const {
+    return bs == s && a.matches(x, owner == 0) && b.matches(y, owner == 1) && c.matches(z, owner == 2);
   }
 };
 
@@ -226,9 +230,15 @@ struct ShelfRegistry {
   }
 };
 
-std::shared_ptr<PlanShelf> shelf_of(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c) {
-  const Layout& anchor = c.sparse() ? c.layout : a.sparse() ? a.layout : b.layout;
-  if (!anchor.defined()) return nullptr;  // dense x dense -> dense: not a block-sparse product
+// The operand whose layout keeps the product's plans: the output if sparse, else x if
+// sparse, else y (0 x, 1 y, 2 output; -1: dense x dense -> dense, not a block-sparse product).
+int owner_of(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c) {
+  return c.sparse() ? 2 : a.sparse() ? 0 : b.sparse() ? 1 : -1;
+}
+
+std::shared_ptr<PlanShelf> shelf_of(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c, int owner) {
+  if (owner < 0) return nullptr;
+  const Layout& anchor = owner == 2 ? c.layout : owner == 0 ? a.layout : b.layout;
   bool made = false;
   auto shelf = std::static_pointer_cast<PlanShelf>(anchor.attachment("sparse_matmul.plans", [&] {
     made = true;
@@ -239,10 +249,11 @@ std::shared_ptr<PlanShelf> shelf_of(const OperandDesc& a, const OperandDesc& b, 
 }
 
 // The entry of `list` matching the operands, moved to the front; null where none does.
+// `owner`: the operand whose layout holds `list` (-1: the value-matched list).
 std::shared_ptr<const MatmulPlan> find(std::list<Entry>& list, const OperandDesc& a, const OperandDesc& b,
-                                       const OperandDesc& c, std::int64_t bs) {
+                                       const OperandDesc& c, std::int64_t bs, int owner) {
   for (auto it = list.begin(); it != list.end(); ++it) {
-    if (it->matches(a, b, c, bs)) {
+    if (it->matches(a, b, c, bs, owner)) {
       list.splice(list.begin(), list, it);
       return list.front().plan;
     }
@@ -260,16 +271,17 @@ void remember(std::list<Entry>& list, std::size_t cap, const OperandDesc& a, con
 
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs) {
-  const std::shared_ptr<PlanShelf> shelf = shelf_of(a, b, c);
+  const int owner = owner_of(a, b, c);
+  const std::shared_ptr<PlanShelf> shelf = shelf_of(a, b, c, owner);
   if (shelf) {
     std::lock_guard<std::mutex> lock(shelf->mu);
-    if (auto plan = find(shelf->entries, a, b, c, bs)) return plan;
+    if (auto plan = find(shelf->entries, a, b, c, bs, owner)) return plan;
   }
   auto& cache = runtime::OpCacheList<Entry>::instance();
   std::shared_ptr<const MatmulPlan> plan;
   {
     std::lock_guard<std::mutex> lock(cache.mu);
-    plan = find(cache.entries, a, b, c, bs);
+    plan = find(cache.entries, a, b, c, bs, -1);
   }
   if (!plan) {
     plan = build_plan(a, b, c, bs);  // outside the locks: may be slow
@@ -278,7 +290,7 @@ std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const Operan
   }
   if (shelf) {
     std::lock_guard<std::mutex> lock(shelf->mu);
-    if (!find(shelf->entries, a, b, c, bs)) remember(shelf->entries, kMaxShelfPlans, a, b, c, bs, plan);
+    if (!find(shelf->entries, a, b, c, bs, owner)) remember(shelf->entries, kMaxShelfPlans, a, b, c, bs, plan);
   }
   return plan;
 }
