@@ -50,3 +50,4 @@
 #include "ops/sparse_softmax/sparse_softmax.h"
 #include "ops/attention/attention.h"
 #include "nn/attention.h"
+#include "nn/sparse_linear.h"

@@ -301,6 +301,7 @@ void load(Module& module, const std::string& path, bool strict) {
     Tensor src = to_device(to_dtype(it->second, t.dtype()), t.device());
     copy_bytes(t, src);
   }
+  module.on_loaded();
 }
 
 }  // namespace tg::nn

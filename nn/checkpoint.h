@@ -27,7 +27,9 @@ void save(const Module& module, const std::string& path, const std::map<std::str
 /// Loads parameters and buffers in place (keeping each tensor's device and dtype).
 /// With `strict`, a tensor missing from the file or present in the file but not in the
 /// module throws tg::ValueError listing the names; a shape mismatch always throws
-/// tg::ShapeError naming the tensor, the expected and the file's shape.
+/// tg::ShapeError naming the tensor, the expected and the file's shape. Nothing is copied
+/// unless every check passes; then `module.on_loaded()` runs (modules re-derive state kept
+/// in buffers, e.g. a block-sparse layout).
 void load(Module& module, const std::string& path, bool strict = true);
 
 }  // namespace tg::nn

@@ -94,12 +94,17 @@ void Module::zero_grad() {
 void Module::summary_into(std::ostream& os, const std::string& name, int depth) const {
   std::string pad(static_cast<std::size_t>(2 * depth), ' ');
   os << pad << (name.empty() ? "" : name + ": ") << type_name_;
+  if (std::string info = extra_info(); !info.empty()) os << " [" << info << "]";
   std::int64_t own = 0;
   for (const auto& [n, t] : params_) own += t.numel();
   if (own) os << " (" << own << " params)";
   os << "\n";
   for (const auto& [n, t] : params_) os << pad << "  ." << n << " " << t.shape() << " " << t.dtype() << "\n";
   for (const auto& [n, c] : children_) c->summary_into(os, n, depth + 1);
+}
+
+void Module::on_loaded() {
+  for (const auto& [n, c] : children_) c->on_loaded();
 }
 
 std::string Module::summary() const {

@@ -45,7 +45,16 @@ class Module {
   /// A multi-line summary: module tree with parameter shapes and counts.
   std::string summary() const;
 
+  /// Called by nn::load after it copied the file's tensors into this module's parameters
+  /// and buffers: a module whose configuration lives in a buffer (a block-sparse layout)
+  /// re-derives it here. The default forwards to the children.
+  virtual void on_loaded();
+
  protected:
+  /// One line of configuration printed next to the type name by summary() (e.g. "in 64,
+  /// out 32"); empty by default.
+  virtual std::string extra_info() const { return {}; }
+
   /// Registers a parameter (made a leaf requiring grad) and returns a handle to it.
   Tensor register_parameter(std::string name, Tensor t);
   /// Registers a non-trained tensor saved in checkpoints (e.g. running statistics).

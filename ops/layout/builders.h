@@ -18,5 +18,12 @@ Layout random_layout(std::int64_t B, std::int64_t Mb, std::int64_t Nb, std::int6
 /// The layout of the non-zero content of `dense` [B, M, N]: a block is active iff any of
 /// its elements is non-zero (NaN counts as non-zero). M and N must be divisible by block_size.
 Layout layout_of(const Tensor& dense, std::int64_t block_size);
+/// The `density` fraction of blocks of `dense` [B, M, N] with the largest L2 norms, in
+/// each batch matrix: round(density · Mb · Nb) blocks (ties broken by the lower block
+/// index), e.g. to prune a trained weight to a block-sparse one. NaN blocks rank first.
+/// Floating dtypes, any device (read on the host). Errors: ShapeError (rank), LayoutError
+/// (block size not a power of two or not dividing M, N), ValueError (density outside
+/// [0, 1]), DTypeError (non-floating dense).
+Layout magnitude_layout(const Tensor& dense, std::int64_t block_size, double density);
 
 }  // namespace tg

@@ -1,6 +1,8 @@
 // Block-sparse matmul: validation, plan lookup, output allocation, dispatch, autograd.
 #include "ops/sparse_matmul/sparse_matmul.h"
 
+#include <string>
+
 #include "autograd/node.h"
 #include "ops/common.h"
 #include "ops/sparse_matmul/kernels.h"
@@ -28,6 +30,12 @@ struct Side {
     if (sparse()) return {layout, layout.batch(), layout.rows(), layout.cols(), trans};
     return {Layout(), t.size(0), t.size(1), t.size(2), trans};
   }
+  // Extents of op(side): the stored ones, rows and columns swapped when read transposed.
+  std::int64_t op_rows() const { return trans ? desc().cols : desc().rows; }
+  std::int64_t op_cols() const { return trans ? desc().rows : desc().cols; }
+  // The stored dim (1 or 2) holding op(side)'s rows / columns, for messages.
+  int rows_dim() const { return trans ? 2 : 1; }
+  int cols_dim() const { return trans ? 1 : 2; }
 };
 
 // The output of a product: block-sparse with `layout`, or dense [batch, rows, cols].
@@ -42,16 +50,16 @@ ops::OperandDesc target_like(const Side& s) {
   return d;
 }
 
-Side dense_side(const char* arg, const Tensor& t) {
+Side dense_side(const char* arg, const Tensor& t, bool trans) {
   ops::check_floating(kOp, arg, t);
   ops::check_ndim(kOp, arg, t, 3);
-  return {t, Layout(), false};
+  return {t, Layout(), trans};
 }
 
-Side sparse_side(const char* arg, const BlockSparseTensor& x) {
+Side sparse_side(const char* arg, const BlockSparseTensor& x, bool trans) {
   check_block_sparse(kOp, arg, x);
   ops::check_floating(kOp, arg, x.data());
-  return {x.data(), x.layout(), false};
+  return {x.data(), x.layout(), trans};
 }
 
 // Checks x · y (and layout_out when given) and returns the common block size.
@@ -80,14 +88,16 @@ std::int64_t validate(const Side& x, const Side& y, const Layout* layout_out) {
   if (dx.batch != dy.batch) {
     TG_THROW(ShapeError, kOp, ": batch extents differ: x has B=", dx.batch, " but y has B=", dy.batch);
   }
-  if (dx.cols != dy.rows) {
+  // Names an operand as the product reads it.
+  auto op_name = [](const char* arg, const Side& s) { return std::string(arg) + (s.trans ? " (transposed)" : ""); };
+  if (x.op_cols() != y.op_rows()) {
     if (x.sparse() && y.sparse()) {
-      TG_THROW(ShapeError, kOp, ": inner extents differ: layout of x has ", x.layout.block_cols(),
-               " block-columns (K=", dx.cols, ") but layout of y has ", y.layout.block_rows(), " block-rows (K=",
-               dy.rows, ")");
+      TG_THROW(ShapeError, kOp, ": inner extents differ: layout of ", op_name("x", x), " has ",
+               x.op_cols() / x.layout.block_size(), " block-columns (K=", x.op_cols(), ") but layout of ",
+               op_name("y", y), " has ", y.op_rows() / y.layout.block_size(), " block-rows (K=", y.op_rows(), ")");
     }
-    TG_THROW(ShapeError, kOp, ": inner extents differ: x has K=", dx.cols, " (dim 2) but y has K=", dy.rows,
-             " (dim 1)");
+    TG_THROW(ShapeError, kOp, ": inner extents differ: ", op_name("x", x), " has K=", x.op_cols(), " (dim ",
+             x.cols_dim(), ") but ", op_name("y", y), " has K=", y.op_rows(), " (dim ", y.rows_dim(), ")");
   }
   auto divisible = [&](const char* arg, const char* what, int dim, std::int64_t v) {
     if (v % bs != 0) {
@@ -96,19 +106,19 @@ std::int64_t validate(const Side& x, const Side& y, const Layout* layout_out) {
     }
   };
   if (!x.sparse()) {
-    divisible("x", "M", 1, dx.rows);
-    divisible("x", "K", 2, dx.cols);
+    divisible("x", "M", x.rows_dim(), x.op_rows());
+    divisible("x", "K", x.cols_dim(), x.op_cols());
   }
   if (!y.sparse()) {
-    divisible("y", "K", 1, dy.rows);
-    divisible("y", "N", 2, dy.cols);
+    divisible("y", "K", y.rows_dim(), y.op_rows());
+    divisible("y", "N", y.cols_dim(), y.op_cols());
   }
   if (layout_out) {
-    const Shape want{dx.batch, dx.rows / bs, dy.cols / bs};
+    const Shape want{dx.batch, x.op_rows() / bs, y.op_cols() / bs};
     const Shape got{layout_out->batch(), layout_out->block_rows(), layout_out->block_cols()};
     if (want != got) {
       TG_THROW(ShapeError, kOp, ": layout_out must have shape [B, M/bs, N/bs] = ", want, " (B=", dx.batch,
-               ", M=", dx.rows, ", N=", dy.cols, ", bs=", bs, "), got ", got);
+               ", M=", x.op_rows(), ", N=", y.op_cols(), ", bs=", bs, "), got ", got);
     }
   }
   if (x.t.device().is_cuda() && bs < kCudaMinBlock) {
@@ -160,27 +170,34 @@ BlockSparseTensor sparse_out(const Side& x, const Side& y, const Layout& layout_
 
 Tensor dense_out(const Side& x, const Side& y) {
   const std::int64_t bs = validate(x, y, nullptr);
-  return product(x, y, dense_target(x.desc().batch, x.desc().rows, y.desc().cols), bs);
+  return product(x, y, dense_target(x.desc().batch, x.op_rows(), y.op_cols()), bs);
 }
 
 }  // namespace
 
-BlockSparseTensor matmul(const Tensor& x, const Tensor& y, const Layout& layout_out) {
-  return sparse_out(dense_side("x", x), dense_side("y", y), layout_out);
+BlockSparseTensor matmul(const Tensor& x, const Tensor& y, const Layout& layout_out, const MatmulOptions& o) {
+  return sparse_out(dense_side("x", x, o.transpose_x), dense_side("y", y, o.transpose_y), layout_out);
 }
-BlockSparseTensor matmul(const BlockSparseTensor& x, const Tensor& y, const Layout& layout_out) {
-  return sparse_out(sparse_side("x", x), dense_side("y", y), layout_out);
+BlockSparseTensor matmul(const BlockSparseTensor& x, const Tensor& y, const Layout& layout_out,
+                         const MatmulOptions& o) {
+  return sparse_out(sparse_side("x", x, o.transpose_x), dense_side("y", y, o.transpose_y), layout_out);
 }
-BlockSparseTensor matmul(const Tensor& x, const BlockSparseTensor& y, const Layout& layout_out) {
-  return sparse_out(dense_side("x", x), sparse_side("y", y), layout_out);
+BlockSparseTensor matmul(const Tensor& x, const BlockSparseTensor& y, const Layout& layout_out,
+                         const MatmulOptions& o) {
+  return sparse_out(dense_side("x", x, o.transpose_x), sparse_side("y", y, o.transpose_y), layout_out);
 }
-BlockSparseTensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const Layout& layout_out) {
-  return sparse_out(sparse_side("x", x), sparse_side("y", y), layout_out);
+BlockSparseTensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const Layout& layout_out,
+                         const MatmulOptions& o) {
+  return sparse_out(sparse_side("x", x, o.transpose_x), sparse_side("y", y, o.transpose_y), layout_out);
 }
-Tensor matmul(const BlockSparseTensor& x, const Tensor& y) { return dense_out(sparse_side("x", x), dense_side("y", y)); }
-Tensor matmul(const Tensor& x, const BlockSparseTensor& y) { return dense_out(dense_side("x", x), sparse_side("y", y)); }
-Tensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y) {
-  return dense_out(sparse_side("x", x), sparse_side("y", y));
+Tensor matmul(const BlockSparseTensor& x, const Tensor& y, const MatmulOptions& o) {
+  return dense_out(sparse_side("x", x, o.transpose_x), dense_side("y", y, o.transpose_y));
+}
+Tensor matmul(const Tensor& x, const BlockSparseTensor& y, const MatmulOptions& o) {
+  return dense_out(dense_side("x", x, o.transpose_x), sparse_side("y", y, o.transpose_y));
+}
+Tensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const MatmulOptions& o) {
+  return dense_out(sparse_side("x", x, o.transpose_x), sparse_side("y", y, o.transpose_y));
 }
 
 }  // namespace tg

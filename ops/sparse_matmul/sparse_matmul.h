@@ -13,13 +13,19 @@
 // element. On CUDA, bf16/f16 use tensor cores; f32 uses TF32 tensor cores only when
 // tg::allow_tf32() is set, else exact f32 arithmetic.
 //
+// MatmulOptions::transpose_x / transpose_y read an operand transposed, like BLAS op():
+// x is then stored as [B, K, M] (its layout [B, K/bs, M/bs]) and y as [B, N, K], and the
+// product is xᵀ · y, x · yᵀ or xᵀ · yᵀ. No transposed copy is made: the kernels read the
+// stored blocks transposed (the backward passes use the same reads). The gradient of a
+// transposed operand has its stored shape and layout.
+//
 // Differentiable in x and y: dx = dO · yᵀ restricted to x's layout, dy = xᵀ · dO restricted
 // to y's layout (dense operands get dense gradients), computed by the same kernels reading
 // transposed blocks, never by transposed copies.
 //
 // Errors (before any kernel runs), with the op name "matmul", the argument (x, y,
 // layout_out), what was expected and what was given: ShapeError (ranks, batch or inner
-// extents differing, extents not divisible by bs, layout_out of the wrong shape),
+// extents differing (of op(x) and op(y)), extents not divisible by bs, layout_out of the wrong shape),
 // LayoutError (malformed block-sparse operands, undefined layout_out, block sizes
 // differing or below 16 on CUDA), DTypeError (non-floating or mixed dtypes), DeviceError
 // (mixed devices).
@@ -29,25 +35,35 @@
 
 namespace tg {
 
-/// SDD: the blocks of layout_out of x [B, M, K] · y [B, K, N] (both dense).
-BlockSparseTensor matmul(const Tensor& x, const Tensor& y, const Layout& layout_out);
+/// How a block-sparse product reads its operands (see the file comment).
+struct MatmulOptions {
+  bool transpose_x = false;  ///< use xᵀ: x stored [B, K, M]
+  bool transpose_y = false;  ///< use yᵀ: y stored [B, N, K]
+};
 
-/// SSD: the blocks of layout_out of x (block-sparse [B, M, K]) · y (dense [B, K, N]).
-BlockSparseTensor matmul(const BlockSparseTensor& x, const Tensor& y, const Layout& layout_out);
+/// SDD: the blocks of layout_out of op(x) [B, M, K] · op(y) [B, K, N] (both dense).
+BlockSparseTensor matmul(const Tensor& x, const Tensor& y, const Layout& layout_out,
+                         const MatmulOptions& opts = {});
 
-/// SDS: the blocks of layout_out of x (dense [B, M, K]) · y (block-sparse [B, K, N]).
-BlockSparseTensor matmul(const Tensor& x, const BlockSparseTensor& y, const Layout& layout_out);
+/// SSD: the blocks of layout_out of op(x) (block-sparse [B, M, K]) · op(y) (dense [B, K, N]).
+BlockSparseTensor matmul(const BlockSparseTensor& x, const Tensor& y, const Layout& layout_out,
+                         const MatmulOptions& opts = {});
 
-/// SSS: the blocks of layout_out of x · y, both block-sparse.
-BlockSparseTensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const Layout& layout_out);
+/// SDS: the blocks of layout_out of op(x) (dense [B, M, K]) · op(y) (block-sparse [B, K, N]).
+BlockSparseTensor matmul(const Tensor& x, const BlockSparseTensor& y, const Layout& layout_out,
+                         const MatmulOptions& opts = {});
 
-/// DSD: dense [B, M, N] = x (block-sparse [B, M, K]) · y (dense [B, K, N]).
-Tensor matmul(const BlockSparseTensor& x, const Tensor& y);
+/// SSS: the blocks of layout_out of op(x) · op(y), both block-sparse.
+BlockSparseTensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const Layout& layout_out,
+                         const MatmulOptions& opts = {});
 
-/// DDS: dense [B, M, N] = x (dense [B, M, K]) · y (block-sparse [B, K, N]).
-Tensor matmul(const Tensor& x, const BlockSparseTensor& y);
+/// DSD: dense [B, M, N] = op(x) (block-sparse [B, M, K]) · op(y) (dense [B, K, N]).
+Tensor matmul(const BlockSparseTensor& x, const Tensor& y, const MatmulOptions& opts = {});
 
-/// DSS: dense [B, M, N] = x · y, both block-sparse.
-Tensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y);
+/// DDS: dense [B, M, N] = op(x) (dense [B, M, K]) · op(y) (block-sparse [B, K, N]).
+Tensor matmul(const Tensor& x, const BlockSparseTensor& y, const MatmulOptions& opts = {});
+
+/// DSS: dense [B, M, N] = op(x) · op(y), both block-sparse.
+Tensor matmul(const BlockSparseTensor& x, const BlockSparseTensor& y, const MatmulOptions& opts = {});
 
 }  // namespace tg
