@@ -26,7 +26,8 @@ struct Args {
   std::string data = "/usr/share/common-licenses";
   std::string device = "auto";
   std::int64_t steps = -1, batch = -1, ctx = -1, layers = -1, d_model = -1, heads = -1, block = -1;
-  double lr = -1, dropout = -1, attn_dropout = 0;
+  double lr = -1, dropout = -1, attn_dropout = 0, mlp_density = 1;
+  std::int64_t mlp_block = -1;
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
@@ -53,6 +54,11 @@ Usage: tilegrad-train [flags]
                       bench/gpt_torch.py (default 0 on CPU, 0.1 on GPU)
   --attn-dropout P    dropout on the attention probabilities inside flash attention
                       (MultiHeadAttention's dropout; default 0 on CPU and GPU)
+  --mlp-density D     fraction of weight blocks each MLP layer keeps (default 1: dense);
+                      below 1 the MLP is block-sparse (nn::BlockSparseLinear, a random
+                      layout per weight): fewer parameters and FLOPs
+  --mlp-block N       block size of the block-sparse MLP weights (default 32 on CPU,
+                      64 on GPU; divides --d-model)
   --dtype T           parameter and activation dtype: f32 | bf16 (default f32 on CPU,
                       bf16 on GPU, where attention runs on tensor cores; AdamW keeps
                       its moments in f32 either way)
@@ -72,6 +78,26 @@ Usage: tilegrad-train [flags]
                       the host waits for the GPU every step), to compare with the default
   --help              this text
 )";
+
+// The flags that shape the model, as recorded in checkpoints.
+std::string config_flags(const gpt::Config& c, const std::string& dtype) {
+  std::ostringstream os;
+  os << "--layers " << c.layers << " --d-model " << c.d_model << " --heads " << c.heads << " --ctx " << c.ctx
+     << " --block " << c.block << " --mlp-density " << c.mlp_density;
+  if (c.mlp_density < 1.0) os << " --mlp-block " << c.mlp_block;
+  os << " --dtype " << dtype;
+  return os.str();
+}
+
+// "MLP: dense", or the block-sparse MLP's block size and the first layer's kept blocks.
+std::string mlp_summary(const gpt::GPT& model) {
+  if (model.blocks.empty() || !model.blocks[0]->sparse_fc) return "MLP: dense";
+  const tg::Layout& l = model.blocks[0]->sparse_fc->layout();
+  std::ostringstream os;
+  os << "MLP: block-sparse, blocks of " << l.block_size() << "; the first d -> 4d weight keeps " << l.n_blocks()
+     << " of " << l.block_rows() * l.block_cols() << " blocks";
+  return os.str();
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -96,6 +122,8 @@ Args parse(int argc, char** argv) {
     else if (f == "--lr") a.lr = std::stod(need(i));
     else if (f == "--dropout") a.dropout = std::stod(need(i));
     else if (f == "--attn-dropout") a.attn_dropout = std::stod(need(i));
+    else if (f == "--mlp-density") a.mlp_density = std::stod(need(i));
+    else if (f == "--mlp-block") a.mlp_block = std::stoll(need(i));
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
     else if (f == "--dtype") a.dtype = need(i);
     else if (f == "--tf32") {
@@ -249,6 +277,8 @@ int main(int argc, char** argv) try {
   cfg.block = pick(a.block, 32, 64, gpu);
   cfg.dropout = pick(a.dropout, 0.0, 0.1, gpu);
   cfg.attn_dropout = a.attn_dropout;
+  cfg.mlp_density = a.mlp_density;
+  cfg.mlp_block = pick(a.mlp_block, 32, 64, gpu);
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;
@@ -270,6 +300,18 @@ int main(int argc, char** argv) try {
   };
   check_p("--dropout", cfg.dropout);
   check_p("--attn-dropout", cfg.attn_dropout);
+  if (!(cfg.mlp_density > 0.0 && cfg.mlp_density <= 1.0)) {
+    std::ostringstream m;
+    m << "tilegrad-train: --mlp-density must be in (0, 1], got " << cfg.mlp_density;
+    throw tg::ValueError(m.str());
+  }
+  if (cfg.mlp_density < 1.0) {
+    // Block-sparse products tile by powers of two, at least 16 on CUDA (tg::matmul).
+    const std::int64_t mb = cfg.mlp_block;
+    if (mb < 1 || (mb & (mb - 1)) || cfg.d_model % mb || (gpu && mb < 16))
+      throw tg::ValueError("tilegrad-train: --mlp-block must be a power of two" + std::string(gpu ? " >= 16" : "") +
+                           " dividing --d-model " + std::to_string(cfg.d_model) + ", got " + std::to_string(mb));
+  }
   if (gpu) {
     // The CUDA attention kernels (ops/attention/cuda.cu, check_head_dims): 16-bit inputs run
     // on tensor-core kernels compiled for head dims 32, 64 and 128 only; f32 takes any head
@@ -296,7 +338,15 @@ int main(int argc, char** argv) try {
     std::vector<std::pair<std::string, tg::Tensor>> opt_state;
     for (auto& [n, t] : tensors)
       if (n.rfind("optim.", 0) == 0) opt_state.emplace_back(n.substr(6), t);
-    tg::nn::load(model, a.checkpoint, /*strict=*/false);
+    try {
+      tg::nn::load(model, a.checkpoint, /*strict=*/false);
+    } catch (const tg::ShapeError& e) {
+      // The usual cause: other model flags than the run that wrote the checkpoint.
+      const auto it = meta.find("config");
+      throw tg::ValueError(std::string(e.what()) + "; the checkpoint was written with " +
+                           (it != meta.end() ? it->second : std::string("unknown flags")) + ", this run has " +
+                           config_flags(cfg, dtype));
+    }
     opt.load_state(opt_state);
     start_step = std::stoll(meta.at("step"));
     std::cout << "resumed from " << a.checkpoint << " at step " << start_step << "\n";
@@ -308,6 +358,7 @@ int main(int argc, char** argv) try {
             << T << ", " << model.num_parameters() << " parameters, " << tg::dtype_name(cfg.dtype)
             << (gpu && cfg.dtype == tg::DType::f32 && tg::allow_tf32() ? " (TF32 matmuls)" : "") << "\n"
             << "attention pattern (block " << cfg.block << "): " << gpt::attention_pattern(cfg, T) << "\n"
+            << mlp_summary(model) << "\n"
             << "training " << steps << " steps of " << B << " x " << T << " tokens, peak lr " << lr << "\n";
 
   Batcher train{train_data, a.seed}, val{val_data, a.seed + 1};
@@ -382,8 +433,10 @@ int main(int argc, char** argv) try {
   if (has_pending) report(steps - 1, pending.get<double>(), pending_lr);
   if (tty) std::fprintf(stderr, "\n");
 
-  std::map<std::string, std::string> meta{{"step", std::to_string(steps)}, {"format", "pt"}};
+  std::map<std::string, std::string> meta{
+      {"step", std::to_string(steps)}, {"format", "pt"}, {"config", config_flags(cfg, dtype)}};
   auto all_tensors = model.named_parameters();
+  for (auto& b : model.named_buffers()) all_tensors.push_back(b);  // the sparse MLP's layouts
   for (auto& [n, t] : opt.state()) all_tensors.emplace_back("optim." + n, t);
   tg::nn::save_tensors(all_tensors, a.checkpoint, meta);
 

@@ -1,6 +1,7 @@
 #include "nn/sparse_linear.h"
 
 #include <cmath>
+#include <iomanip>
 #include <sstream>
 #include <vector>
 
@@ -119,7 +120,7 @@ void BlockSparseLinear::on_loaded() {
 
 std::string BlockSparseLinear::extra_info() const {
   std::ostringstream os;
-  os << "in " << in_features << ", out " << out_features << ", block " << layout_.block_size() << ", "
+  os << std::setprecision(3) << "in " << in_features << ", out " << out_features << ", block " << layout_.block_size() << ", "
      << layout_.n_blocks() << " of " << layout_.block_rows() * layout_.block_cols() << " blocks ("
      << 100.0 * layout_.density() << "%)";
   return os.str();

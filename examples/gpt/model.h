@@ -1,7 +1,9 @@
 // A small GPT for the training example: token + position embeddings, pre-LayerNorm
 // transformer blocks whose self-attention follows a block-sparse pattern (sliding window
 // + global blocks, built with the pattern builders) through nn::MultiHeadAttention, i.e.
-// block-sparse flash attention that reads only the pattern's blocks, and a linear head.
+// block-sparse flash attention that reads only the pattern's blocks, an MLP that is dense
+// or block-sparse (nn::BlockSparseLinear: only the active weight blocks are stored and
+// multiplied), and a linear head.
 #pragma once
 
 #include <cmath>
@@ -23,6 +25,8 @@ struct Config {
   std::int64_t global_blocks = 1;   ///< leading key blocks every query sees
   double dropout = 0.0;       ///< residual dropout: attention and MLP outputs before the residual add
   double attn_dropout = 0.0;  ///< dropout on the attention probabilities (MultiHeadAttention's option)
+  double mlp_density = 1.0;     ///< below 1: each MLP weight keeps this fraction of its blocks
+  std::int64_t mlp_block = 32;  ///< block size of the block-sparse MLP weights
   tg::DType dtype = tg::DType::f32;
   tg::Device device = tg::Device::cpu();
 };
@@ -44,20 +48,38 @@ class Block : public tg::nn::Module {
                                         tg::nn::MultiHeadAttentionOptions{
                                             .dropout = c.attn_dropout, .causal = true, .tensor = o, .seed = seed}));
     ln2 = register_module("ln2", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
-    fc = register_module("fc", std::make_shared<tg::nn::Linear>(c.d_model, 4 * c.d_model, true, o, seed + 2));
-    out = register_module("out", std::make_shared<tg::nn::Linear>(4 * c.d_model, c.d_model, true, o, seed + 3));
+    if (c.mlp_density < 1.0) {
+      // A random layout per weight (seeded per layer), the same on every device.
+      const std::int64_t d = c.d_model / c.mlp_block, h = 4 * d;
+      sparse_fc = register_module("fc", std::make_shared<tg::nn::BlockSparseLinear>(
+                                            tg::random_layout(1, h, d, c.mlp_block, c.mlp_density, seed + 5), true, o,
+                                            seed + 2));
+      sparse_out = register_module("out", std::make_shared<tg::nn::BlockSparseLinear>(
+                                              tg::random_layout(1, d, h, c.mlp_block, c.mlp_density, seed + 6), true,
+                                              o, seed + 3));
+    } else {
+      fc = register_module("fc", std::make_shared<tg::nn::Linear>(c.d_model, 4 * c.d_model, true, o, seed + 2));
+      out = register_module("out", std::make_shared<tg::nn::Linear>(4 * c.d_model, c.d_model, true, o, seed + 3));
+    }
     drop = register_module("drop", std::make_shared<tg::nn::Dropout>(c.dropout, seed + 4));
   }
 
   /// x [B, T, d] -> [B, T, d]; attention visits the pattern's blocks (causal inside them).
   tg::Tensor forward(const tg::Tensor& x, const tg::AttentionPattern& pattern) {
     tg::Tensor h = x + drop->forward(attn->forward(ln1->forward(x), pattern));
-    return h + drop->forward(out->forward(tg::gelu(fc->forward(ln2->forward(h)), tg::GeluApprox::Tanh)));
+    return h + drop->forward(mlp(ln2->forward(h)));
+  }
+
+  /// The MLP: d -> 4d, GELU, 4d -> d, dense or block-sparse.
+  tg::Tensor mlp(const tg::Tensor& x) {
+    if (sparse_fc) return sparse_out->forward(tg::gelu(sparse_fc->forward(x), tg::GeluApprox::Tanh));
+    return out->forward(tg::gelu(fc->forward(x), tg::GeluApprox::Tanh));
   }
 
   std::shared_ptr<tg::nn::LayerNorm> ln1, ln2;
   std::shared_ptr<tg::nn::MultiHeadAttention> attn;
-  std::shared_ptr<tg::nn::Linear> fc, out;
+  std::shared_ptr<tg::nn::Linear> fc, out;                             ///< dense MLP
+  std::shared_ptr<tg::nn::BlockSparseLinear> sparse_fc, sparse_out;    ///< or block-sparse
   std::shared_ptr<tg::nn::Dropout> drop;
 };
 
