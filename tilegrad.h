@@ -1,6 +1,7 @@
 // tilegrad: the whole public API.
 #pragma once
 
+#include "autograd/activation_checkpoint.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"

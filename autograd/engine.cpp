@@ -37,38 +37,60 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
   leaf.grad = sum.impl_ptr();
 }
 
-}  // namespace
-
-void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+// The gradient a root starts with: `grad` checked against it, or 1 for a one-element root.
+Tensor root_gradient(const Tensor& root, const Tensor& grad) {
   if (!root.defined()) TG_THROW(ValueError, "backward: root is an undefined tensor");
   if (!root.requires_grad()) {
     TG_THROW(ValueError, "backward: the tensor does not require grad and has no grad_fn (did you forget "
                          "requires_grad_() on a leaf, or compute it under NoGradGuard?)");
   }
-  Tensor root_grad = grad;
-  if (!root_grad.defined()) {
+  if (!grad.defined()) {
     if (root.numel() != 1) {
       TG_THROW(ShapeError, "backward: grad can be implicit only for a one-element root, got shape ", root.shape(),
                "; pass grad explicitly");
     }
-    root_grad = ones(root.shape(), {.dtype = root.dtype(), .device = root.device()});
-  } else if (root_grad.shape() != root.shape() || root_grad.dtype() != root.dtype() ||
-             root_grad.device() != root.device()) {
-    TG_THROW(ShapeError, "backward: grad must match root (shape ", root.shape(), ", ", root.dtype(), ", ",
-             root.device(), "), got shape ", root_grad.shape(), ", ", root_grad.dtype(), ", ", root_grad.device());
+    return ones(root.shape(), {.dtype = root.dtype(), .device = root.device()});
   }
+  if (grad.shape() != root.shape() || grad.dtype() != root.dtype() || grad.device() != root.device()) {
+    TG_THROW(ShapeError, "backward: grad must match root (shape ", root.shape(), ", ", root.dtype(), ", ",
+             root.device(), "), got shape ", grad.shape(), ", ", grad.dtype(), ", ", grad.device());
+  }
+  return grad;
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
+  backward(std::vector<Tensor>{root}, std::vector<Tensor>{grad}, retain_graph);
+}
+
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  if (!grads.empty() && grads.size() != roots.size()) {
+    TG_THROW(ValueError, "backward: ", roots.size(), " roots but ", grads.size(), " gradients (give one per root, "
+             "or none)");
+  }
+  std::vector<Tensor> root_grads;
+  for (std::size_t r = 0; r < roots.size(); ++r) root_grads.push_back(root_gradient(roots[r], grads.empty() ? Tensor() : grads[r]));
 
   NoGradGuard no_grad;
-  if (!root.grad_fn()) {  // the root is itself a leaf
-    accumulate_leaf(root.impl(), root_grad);
-    return;
-  }
-
-  // Collect the nodes reachable from the root.
+  // Roots that are leaves take their gradient at once; the others seed the pass.
   std::vector<std::shared_ptr<Node>> nodes;
   std::unordered_set<Node*> seen;
-  std::vector<std::shared_ptr<Node>> stack{root.grad_fn()};
-  seen.insert(root.grad_fn().get());
+  std::vector<std::shared_ptr<Node>> stack;
+  std::unordered_map<Node*, std::vector<Tensor>> pending;
+  for (std::size_t r = 0; r < roots.size(); ++r) {
+    const Tensor& root = roots[r];
+    if (!root.grad_fn()) {
+      accumulate_leaf(root.impl(), root_grads[r]);
+      continue;
+    }
+    auto& slots = pending[root.grad_fn().get()];
+    slots.resize(root.grad_fn()->outputs().size());
+    accumulate(slots[static_cast<std::size_t>(root.impl().output_nr)], root_grads[r]);
+    if (seen.insert(root.grad_fn().get()).second) stack.push_back(root.grad_fn());
+  }
+
+  // Collect the nodes reachable from the roots.
   while (!stack.empty()) {
     auto n = std::move(stack.back());
     stack.pop_back();
@@ -92,10 +114,6 @@ void backward(const Tensor& root, const Tensor& grad, bool retain_graph) {
       }
     }
   }
-
-  std::unordered_map<Node*, std::vector<Tensor>> pending;
-  pending[root.grad_fn().get()].resize(root.grad_fn()->outputs().size());
-  pending[root.grad_fn().get()][static_cast<std::size_t>(root.impl().output_nr)] = root_grad;
 
   for (const auto& node : nodes) {
     auto it = pending.find(node.get());

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
@@ -14,6 +15,11 @@ namespace tg {
 /// `retain_graph`, the graph's saved tensors are freed and a second backward through it
 /// throws tg::ValueError. Throws tg::ValueError when root does not require grad.
 void backward(const Tensor& root, const Tensor& grad = Tensor(), bool retain_graph = false);
+/// The same for several roots in one pass (gradients that meet are summed first, each
+/// node runs once): `grads` empty (every root one-element) or one per root. Throws
+/// tg::ValueError (count mismatch, a root not requiring grad), tg::ShapeError (a grad
+/// not matching its root).
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads = {}, bool retain_graph = false);
 
 namespace autograd {
 

@@ -33,7 +33,7 @@ struct Args {
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
   std::string dtype = "auto";
   int tf32 = -1;
-  bool resume = false, quiet = false, sync_loss = false;
+  bool resume = false, quiet = false, sync_loss = false, recompute = false;
 };
 
 const char* kHelp = R"(tilegrad-train: train a character-level GPT with block-sparse attention.
@@ -59,6 +59,9 @@ Usage: tilegrad-train [flags]
                       layout per weight): fewer parameters and FLOPs
   --mlp-block N       block size of the block-sparse MLP weights (default 32 on CPU,
                       64 on GPU; divides --d-model)
+  --recompute         activation checkpointing: keep only each transformer block's
+                      input for backward and run the block again there (less memory
+                      for one more forward of the blocks per step)
   --dtype T           parameter and activation dtype: f32 | bf16 (default f32 on CPU,
                       bf16 on GPU, where attention runs on tensor cores; AdamW keeps
                       its moments in f32 either way)
@@ -124,6 +127,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--attn-dropout") a.attn_dropout = std::stod(need(i));
     else if (f == "--mlp-density") a.mlp_density = std::stod(need(i));
     else if (f == "--mlp-block") a.mlp_block = std::stoll(need(i));
+    else if (f == "--recompute") a.recompute = true;
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
     else if (f == "--dtype") a.dtype = need(i);
     else if (f == "--tf32") {
@@ -279,6 +283,7 @@ int main(int argc, char** argv) try {
   cfg.attn_dropout = a.attn_dropout;
   cfg.mlp_density = a.mlp_density;
   cfg.mlp_block = pick(a.mlp_block, 32, 64, gpu);
+  cfg.recompute = a.recompute;
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;
@@ -358,7 +363,7 @@ int main(int argc, char** argv) try {
             << T << ", " << model.num_parameters() << " parameters, " << tg::dtype_name(cfg.dtype)
             << (gpu && cfg.dtype == tg::DType::f32 && tg::allow_tf32() ? " (TF32 matmuls)" : "") << "\n"
             << "attention pattern (block " << cfg.block << "): " << gpt::attention_pattern(cfg, T) << "\n"
-            << mlp_summary(model) << "\n"
+            << mlp_summary(model) << (cfg.recompute ? "; activation checkpointing per block" : "") << "\n"
             << "training " << steps << " steps of " << B << " x " << T << " tokens, peak lr " << lr << "\n";
 
   Batcher train{train_data, a.seed}, val{val_data, a.seed + 1};

@@ -3,6 +3,7 @@
 #include "ops/linalg/linear.h"
 #include "ops/shape/heads.h"
 #include "ops/shape/shape_ops.h"
+#include "runtime/rng_replay.h"
 
 namespace tg::nn {
 
@@ -116,7 +117,7 @@ Tensor MultiHeadAttention::attend(const Tensor& qh, const Tensor& kh, const Tens
   if (is_training() && options.dropout > 0 && o.dropout_p == 0) {
     o.dropout_p = options.dropout;
     o.seed = options.seed ^ kDropoutSeedSalt;
-    o.offset = dropout_offset_++;
+    o.offset = next_rng_offset(dropout_offset_);
   }
   Tensor out = flash_attention(qh, kh, vh, pat, o);  // [B·H, Sq, dh]
   return proj->forward(merge_heads(out, B));

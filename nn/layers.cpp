@@ -9,6 +9,7 @@
 #include "ops/factory/factory.h"
 #include "ops/layer_norm/layer_norm.h"
 #include "ops/sparse_nn/sparse_nn.h"
+#include "runtime/rng_replay.h"
 
 namespace tg::nn {
 
@@ -31,12 +32,12 @@ Dropout::Dropout(double p_, std::uint64_t seed) : Module("Dropout"), p(p_), seed
 Tensor Dropout::forward(const Tensor& x) {
   if (!is_training() || p == 0.0) return x;
   // A fresh offset per call: successive calls draw independent masks from the same seed.
-  return dropout(x, p, seed_, offset_++);
+  return dropout(x, p, seed_, next_rng_offset(offset_));
 }
 
 BlockSparseTensor Dropout::forward(const BlockSparseTensor& x) {
   if (!is_training() || p == 0.0) return x;
-  return dropout(x, p, seed_, offset_++);
+  return dropout(x, p, seed_, next_rng_offset(offset_));
 }
 
 Embedding::Embedding(std::int64_t num, std::int64_t dim, TensorOptions opts, std::uint64_t seed) : Module("Embedding") {

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "runtime/macros.h"
+#include "runtime/rng_replay.h"
 
 namespace tg::philox {
 
@@ -90,8 +91,9 @@ class Generator {
     seed_ = seed;
     offset_ = 0;
   }
-  /// Reserves one offset for a draw and returns it.
-  std::uint64_t next_offset() { return offset_++; }
+  /// Reserves one offset for a draw and returns it (a recorded one while an activation
+  /// checkpoint recomputes its forward: runtime/rng_replay.h).
+  std::uint64_t next_offset() { return next_rng_offset(offset_); }
 
  private:
   std::uint64_t seed_;

@@ -27,6 +27,7 @@ struct Config {
   double attn_dropout = 0.0;  ///< dropout on the attention probabilities (MultiHeadAttention's option)
   double mlp_density = 1.0;     ///< below 1: each MLP weight keeps this fraction of its blocks
   std::int64_t mlp_block = 32;  ///< block size of the block-sparse MLP weights
+  bool recompute = false;       ///< activation checkpointing: keep only each block's input for backward
   tg::DType dtype = tg::DType::f32;
   tg::Device device = tg::Device::cpu();
 };
@@ -118,7 +119,15 @@ class GPT : public tg::nn::Module {
       pattern_T_ = T;
     }
     tg::Tensor h = tok->forward(idx) + pos->forward(positions_);
-    for (auto& b : blocks) h = b->forward(h, attn_pattern_);
+    for (auto& b : blocks) {
+      if (cfg.recompute && tg::grad_enabled()) {
+        // Only the block's input is kept; backward runs the block again (same dropout masks).
+        auto fn = [b, pattern = attn_pattern_](const tg::Tensor& t) { return b->forward(t, pattern); };
+        h = tg::activation_checkpoint(fn, h, b->parameters());
+      } else {
+        h = b->forward(h, attn_pattern_);
+      }
+    }
     return head->forward(ln_f->forward(h));
   }
 
