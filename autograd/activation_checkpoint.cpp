@@ -72,37 +72,36 @@ std::vector<Tensor> activation_checkpoint(const CheckpointFn& fn, const std::vec
     need.push_back(t.defined() && t.requires_grad());
   }
   const std::size_t n_params = params.size(), n_outs = outs.size();
-  autograd::record(
-      "activation_checkpoint", all, recorded,
-      [fn, saved, need, offsets, where, n_params, n_outs](const std::vector<Tensor>& grads) {
-        GradModeScope recording(true);
-        RngReplay replay(offsets);
-        std::vector<Tensor> in;
-        for (std::size_t i = 0; i < saved.size(); ++i) {
-          Tensor t = saved[i].defined() ? saved[i].detach() : Tensor();
-          if (need[i]) t.requires_grad_();
-          in.push_back(t);
-        }
-        std::vector<Tensor> again = fn(in);
-        if (again.size() != n_outs) {
-          TG_THROW(Error, "activation_checkpoint: the recomputed fn returned ", again.size(), " tensors, the first run ",
-                   n_outs);
-        }
-        std::vector<Tensor> roots, root_grads;
-        for (std::size_t k = 0; k < where.size(); ++k) {
-          const Tensor& o = again[where[k]];
-          if (o.defined() && o.requires_grad()) {
-            roots.push_back(o);
-            root_grads.push_back(grads[k]);
-          }
-        }
-        // Parameters' gradients accumulate here; the inputs' are read back from the leaves.
-        if (!roots.empty()) backward(roots, root_grads);
-        std::vector<Tensor> result;
-        for (std::size_t i = 0; i < in.size(); ++i) result.push_back(need[i] ? in[i].grad() : Tensor());
-        result.resize(result.size() + n_params);
-        return result;
-      });
+  autograd::record("activation_checkpoint", all, recorded,
+                   [fn, saved, need, offsets, where, n_params, n_outs](const std::vector<Tensor>& grads) {
+                     GradModeScope recording(true);
+                     RngReplay replay(offsets);
+                     std::vector<Tensor> in;
+                     for (std::size_t i = 0; i < saved.size(); ++i) {
+                       Tensor t = saved[i].defined() ? saved[i].detach() : Tensor();
+                       if (need[i]) t.requires_grad_();
+                       in.push_back(t);
+                     }
+                     std::vector<Tensor> again = fn(in);
+                     if (again.size() != n_outs) {
+                       TG_THROW(Error, "activation_checkpoint: the recomputed fn returned ", again.size(),
+                                " tensors, the first run ", n_outs);
+                     }
+                     std::vector<Tensor> roots, root_grads;
+                     for (std::size_t k = 0; k < where.size(); ++k) {
+                       const Tensor& o = again[where[k]];
+                       if (o.defined() && o.requires_grad()) {
+                         roots.push_back(o);
+                         root_grads.push_back(grads[k]);
+                       }
+                     }
+                     // Parameters' gradients accumulate here; the inputs' are read back from the leaves.
+                     if (!roots.empty()) backward(roots, root_grads);
+                     std::vector<Tensor> result;
+                     for (std::size_t i = 0; i < in.size(); ++i) result.push_back(need[i] ? in[i].grad() : Tensor());
+                     result.resize(result.size() + n_params);
+                     return result;
+                   });
   return outs;
 }
 

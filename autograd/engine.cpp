@@ -70,7 +70,9 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
              "or none)");
   }
   std::vector<Tensor> root_grads;
-  for (std::size_t r = 0; r < roots.size(); ++r) root_grads.push_back(root_gradient(roots[r], grads.empty() ? Tensor() : grads[r]));
+  for (std::size_t r = 0; r < roots.size(); ++r) {
+    root_grads.push_back(root_gradient(roots[r], grads.empty() ? Tensor() : grads[r]));
+  }
 
   NoGradGuard no_grad;
   // Roots that are leaves take their gradient at once; the others seed the pass.

@@ -71,8 +71,8 @@ int main() {
   std::printf("# BlockSparseLinear vs nn::Linear, bf16 (queued, median of 50; ratio = sparse / (density x dense))\n");
   std::printf("%-20s %-7s %5s %7s %9s %9s %7s %9s %9s %7s\n", "rows x in -> out", "layer", "block", "density", "fwd ms",
               "TFLOP/s", "ratio", "f+b ms", "TFLOP/s", "ratio");
-  for (const Shape2& s : {Shape2{16384, 384, 1536}, Shape2{16384, 1536, 384}, Shape2{16384, 1024, 4096},
-                          Shape2{16384, 4096, 1024}})
+  for (const Shape2& s :
+       {Shape2{16384, 384, 1536}, Shape2{16384, 1536, 384}, Shape2{16384, 1024, 4096}, Shape2{16384, 4096, 1024}})
     bench_shape(s);
   return 0;
 }

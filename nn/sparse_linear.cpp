@@ -22,8 +22,8 @@ constexpr const char* kName = "BlockSparseLinear";
 void check_layout(const Layout& l) {
   if (!l.defined()) TG_THROW(LayoutError, kName, ": layout is undefined");
   if (l.batch() != 1) {
-    TG_THROW(LayoutError, kName, ": layout must have batch 1 ([1, out/bs, in/bs]), got batch ", l.batch(),
-             " (shape [", l.batch(), ", ", l.block_rows(), ", ", l.block_cols(), "])");
+    TG_THROW(LayoutError, kName, ": layout must have batch 1 ([1, out/bs, in/bs]), got batch ", l.batch(), " (shape [",
+             l.batch(), ", ", l.block_rows(), ", ", l.block_cols(), "])");
   }
 }
 
@@ -32,7 +32,8 @@ std::vector<std::int64_t> row_counts(const Layout& l) {
   std::vector<std::int64_t> c(static_cast<std::size_t>(l.block_rows()), 0);
   const auto& m = l.mask_host();
   for (std::int64_t r = 0; r < l.block_rows(); ++r)
-    for (std::int64_t k = 0; k < l.block_cols(); ++k) c[static_cast<std::size_t>(r)] += m[static_cast<std::size_t>(r * l.block_cols() + k)];
+    for (std::int64_t k = 0; k < l.block_cols(); ++k)
+      c[static_cast<std::size_t>(r)] += m[static_cast<std::size_t>(r * l.block_cols() + k)];
   return c;
 }
 
@@ -53,7 +54,8 @@ BlockSparseLinear::BlockSparseLinear(const Layout& layout, bool with_bias, Tenso
   block_bound.reserve(static_cast<std::size_t>(n));
   for (std::int64_t r = 0; r < layout.block_rows(); ++r)
     for (std::int64_t k = 0; k < per_row[static_cast<std::size_t>(r)]; ++k)
-      block_bound.push_back(static_cast<float>(1.0 / std::sqrt(static_cast<double>(per_row[static_cast<std::size_t>(r)] * bs))));
+      block_bound.push_back(
+          static_cast<float>(1.0 / std::sqrt(static_cast<double>(per_row[static_cast<std::size_t>(r)] * bs))));
   const TensorOptions host{.dtype = DType::f32, .device = Device::cpu()};
   NoGradGuard no_grad;
   Tensor w = rand_seeded({n, bs, bs}, seed * 2 + 1, host, -1.0, 1.0) * from_vector(block_bound, {n, 1, 1});
@@ -120,8 +122,8 @@ void BlockSparseLinear::on_loaded() {
 
 std::string BlockSparseLinear::extra_info() const {
   std::ostringstream os;
-  os << std::setprecision(3) << "in " << in_features << ", out " << out_features << ", block " << layout_.block_size() << ", "
-     << layout_.n_blocks() << " of " << layout_.block_rows() * layout_.block_cols() << " blocks ("
+  os << std::setprecision(3) << "in " << in_features << ", out " << out_features << ", block " << layout_.block_size()
+     << ", " << layout_.n_blocks() << " of " << layout_.block_rows() * layout_.block_cols() << " blocks ("
      << 100.0 * layout_.density() << "%)";
   return os.str();
 }

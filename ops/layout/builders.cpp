@@ -93,7 +93,9 @@ Layout magnitude_layout(const Tensor& dense, std::int64_t block_size, double den
       return a < c;
     };
     std::partial_sort(order.begin(), order.begin() + keep, order.end(), before);
-    for (std::int64_t k = 0; k < keep; ++k) m[static_cast<std::size_t>(b * per + order[static_cast<std::size_t>(k)])] = true;
+    for (std::int64_t k = 0; k < keep; ++k) {
+      m[static_cast<std::size_t>(b * per + order[static_cast<std::size_t>(k)])] = true;
+    }
   }
   return Layout(from_vector(m, {B, Mb, Nb}), block_size);
 }

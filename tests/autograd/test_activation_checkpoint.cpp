@@ -132,7 +132,7 @@ TEST_CASE("activation_checkpoint replays dropout masks and random draws", "[auto
   Tensor after_ck = rand({2}, kF64);
   tgt::require_close(yb, ya, 0.0, 0.0);
   backward(ya, g);
-  tgt::require_close(xb.grad(), xa.grad(), 0.0, 0.0);  // the same noise multiplied back
+  tgt::require_close(xb.grad(), xa.grad(), 0.0, 0.0);   // the same noise multiplied back
   tgt::require_close(after_ck, after_plain, 0.0, 0.0);  // the recomputation drew nothing new
 
   // Attention dropout inside MultiHeadAttention.

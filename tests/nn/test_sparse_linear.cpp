@@ -17,9 +17,7 @@ namespace {
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
 // W [out, in] of a layer as f64 host values, zero outside the layout's blocks.
-std::vector<double> dense_weight(const nn::BlockSparseLinear& m) {
-  return tgt::values(to_dense(m.weight_sparse()));
-}
+std::vector<double> dense_weight(const nn::BlockSparseLinear& m) { return tgt::values(to_dense(m.weight_sparse())); }
 
 // y [R, out] = x [R, in] · Wᵀ + b in f64 loops (W given dense, [out, in]).
 std::vector<double> reference(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b,
@@ -50,7 +48,8 @@ TEST_CASE("BlockSparseLinear: forward and gradients match f64 loops over the mas
     Shape x_shape;
   };
   const std::int64_t bs = 4;
-  Layout holed = tgt::layout_where(1, 3, 4, bs, [](auto, auto r, auto c) { return r != 1 && c != 2 && (r + c) % 3 != 0; });
+  Layout holed =
+      tgt::layout_where(1, 3, 4, bs, [](auto, auto r, auto c) { return r != 1 && c != 2 && (r + c) % 3 != 0; });
   std::vector<Case> cases = {{random_layout(1, 3, 5, bs, 0.5, 7), {2, 6, 20}},
                              {random_layout(1, 4, 2, bs, 0.6, 8), {3, 5, 8}},  // 15 rows: padded to 16
                              {holed, {7, 16}},
@@ -120,7 +119,8 @@ TEST_CASE("BlockSparseLinear gradcheck in x, weight and bias", "[nn][sparse_line
   }
 }
 
-TEST_CASE("BlockSparseLinear: weights drawn within each block-row's fan-in bound, reproducibly", "[nn][sparse_linear]") {
+TEST_CASE("BlockSparseLinear: weights drawn within each block-row's fan-in bound, reproducibly",
+          "[nn][sparse_linear]") {
   const std::int64_t bs = 8;
   // Row 0 has 4 active blocks (fan-in 32), row 1 one (fan-in 8), row 2 none.
   Layout l = tgt::layout_where(1, 3, 4, bs, [](auto, auto r, auto c) { return r == 0 || (r == 1 && c == 2); });
@@ -166,8 +166,9 @@ TEST_CASE("BlockSparseLinear::from_dense keeps a dense layer's blocks (magnitude
   for (std::int64_t o = 0; o < 16; ++o)
     for (std::int64_t k = 0; k < 32; ++k)
       if (!keep.active(0, o / bs, k / bs)) w[at(o * 32 + k)] = 0.0;
-  tgt::require_close((*sparse)(x), from_vector(reference(tgt::values(x), w, tgt::values(dense.bias), 5, 32, 16), {5, 16}),
-                     1e-12, 1e-12);
+  tgt::require_close((*sparse)(x),
+                     from_vector(reference(tgt::values(x), w, tgt::values(dense.bias), 5, 32, 16), {5, 16}), 1e-12,
+                     1e-12);
   // A full layout gives the dense layer itself.
   auto all = nn::BlockSparseLinear::from_dense(dense, full_layout(1, 2, 4, bs));
   tgt::require_close((*all)(x), dense(x), 1e-12, 1e-12);
@@ -219,10 +220,18 @@ TEST_CASE("magnitude_layout keeps the blocks with the largest norms", "[ops][lay
   tgt::require_throws<ValueError>([&] { magnitude_layout(dense, bs, 1.5); }, {"magnitude_layout", "density", "1.5"});
   tgt::require_throws<ValueError>([&] { magnitude_layout(dense, bs, std::nan("")); }, {"magnitude_layout", "density"});
   tgt::require_throws<LayoutError>([&] { magnitude_layout(dense, 3, 0.5); }, {"magnitude_layout", "power of two", "3"});
-  tgt::require_throws<LayoutError>([&] { magnitude_layout(dense, 4, 0.5); }, {"magnitude_layout", "6", "divisible", "4"});
-  tgt::require_throws<ShapeError>([&] { magnitude_layout(zeros({4, 4}), 2, 0.5); }, {"magnitude_layout", "3-d", "[4, 4]"});
-  tgt::require_throws<DTypeError>([&] { magnitude_layout(zeros({1, 4, 4}, {.dtype = DType::i32}), 2, 0.5); },
-                                  {"magnitude_layout", "floating", "i32"});
+  tgt::require_throws<LayoutError>([&] { magnitude_layout(dense, 4, 0.5); },
+                                   {"magnitude_layout", "6", "divisible", "4"});
+  tgt::require_throws<ShapeError>(
+      [&] {
+        magnitude_layout(zeros({4, 4}), 2, 0.5);
+      },
+      {"magnitude_layout", "3-d", "[4, 4]"});
+  tgt::require_throws<DTypeError>(
+      [&] {
+        magnitude_layout(zeros({1, 4, 4}, {.dtype = DType::i32}), 2, 0.5);
+      },
+      {"magnitude_layout", "floating", "i32"});
 }
 
 TEST_CASE("BlockSparseLinear checkpoints restore the saved layout", "[nn][sparse_linear][checkpoint]") {
@@ -251,7 +260,8 @@ TEST_CASE("BlockSparseLinear checkpoints restore the saved layout", "[nn][sparse
   // Another block count fails on the weight's shape before anything is copied.
   nn::BlockSparseLinear c(full_layout(1, 4, 6, bs), true, {}, 3);
   const Tensor before = clone(c.weight);
-  tgt::require_throws<ShapeError>([&] { nn::load(c, path); }, {"weight", Shape{saved_layout.n_blocks(), bs, bs}.str(), "[24, 4, 4]"});
+  tgt::require_throws<ShapeError>([&] { nn::load(c, path); },
+                                  {"weight", Shape{saved_layout.n_blocks(), bs, bs}.str(), "[24, 4, 4]"});
   REQUIRE(tgt::max_abs_diff(c.weight, before) == 0.0);
   REQUIRE(c.layout() == full_layout(1, 4, 6, bs));
   std::filesystem::remove(path);
@@ -264,8 +274,11 @@ TEST_CASE("BlockSparseLinear prints its configuration and rejects bad inputs", "
   CHECK(s.find("BlockSparseLinear [in 64, out 32, block 16, 2 of 8 blocks (25%)] (512 params)") != std::string::npos);
   CHECK(s.find(".weight [2, 16, 16] f32") != std::string::npos);
   tgt::require_throws<ShapeError>([&] { m(zeros({3, 32})); }, {"BlockSparseLinear", "in_features = 64", "[3, 32]"});
-  tgt::require_throws<DTypeError>([&] { m(zeros({3, 64}, {.dtype = DType::f64})); },
-                                  {"BlockSparseLinear", "f32", "f64"});
+  tgt::require_throws<DTypeError>(
+      [&] {
+        m(zeros({3, 64}, {.dtype = DType::f64}));
+      },
+      {"BlockSparseLinear", "f32", "f64"});
   tgt::require_throws<LayoutError>([&] { nn::BlockSparseLinear m2{full_layout(2, 2, 2, 4)}; },
                                    {"BlockSparseLinear", "batch 1", "batch 2"});
   tgt::require_throws<LayoutError>([&] { nn::BlockSparseLinear m2{Layout()}; }, {"BlockSparseLinear", "undefined"});
