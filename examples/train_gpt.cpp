@@ -226,11 +226,21 @@ std::string sample(gpt::GPT& model, const std::vector<unsigned char>& vocab, con
   }
   if (ctx.empty()) ctx.push_back(0);
   std::string out = prompt;
-  for (std::int64_t i = 0; i < n; ++i) {
-    std::int64_t T = std::min<std::int64_t>(static_cast<std::int64_t>(ctx.size()), model.cfg.ctx);
+  // Generation with a KV cache per layer: each new character runs through the model alone
+  // against the cached keys and values. When the context is full, the cache restarts from
+  // the last half of it (positions from 0 again).
+  std::vector<tg::nn::KVCache> caches;
+  std::int64_t cached = 0;  // positions in the caches
+  auto restart = [&](std::int64_t keep) {
+    const auto T = std::min<std::int64_t>(static_cast<std::int64_t>(ctx.size()), std::max<std::int64_t>(1, keep));
+    caches.clear();
+    cached = T;
     std::vector<std::int64_t> window(ctx.end() - T, ctx.end());
     tg::Tensor x = tg::from_vector(window, {1, T}, {.dtype = tg::DType::i64, .device = model.cfg.device});
-    tg::Tensor logits = tg::slice(model.forward(x), 1, T - 1, T);  // [1, 1, V]
+    return tg::slice(model.forward_cached(x, caches), 1, T - 1, T);  // [1, 1, V]
+  };
+  tg::Tensor logits = restart(model.cfg.ctx);
+  for (std::int64_t i = 0; i < n; ++i) {
     std::vector<double> p = tg::softmax(logits, 1.0 / 0.8).to_vector<double>();  // temperature 0.8
     double u = tg::philox::uniform(seed, 7, static_cast<std::uint64_t>(i)), acc = 0;
     std::size_t pick = p.size() - 1;
@@ -243,6 +253,15 @@ std::string sample(gpt::GPT& model, const std::vector<unsigned char>& vocab, con
     }
     ctx.push_back(static_cast<std::int64_t>(pick));
     out += static_cast<char>(vocab[pick]);
+    if (i + 1 == n) break;
+    if (cached >= model.cfg.ctx) {
+      logits = restart(model.cfg.ctx / 2);
+    } else {
+      ++cached;
+      tg::Tensor x = tg::from_vector(std::vector<std::int64_t>{ctx.back()}, {1, 1},
+                                     {.dtype = tg::DType::i64, .device = model.cfg.device});
+      logits = model.forward_cached(x, caches);
+    }
   }
   model.train();
   return out;

@@ -51,20 +51,58 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
     TG_THROW(ShapeError, "MultiHeadAttention: x must have shape [B, S, d_model = ", d_model, "], got ",
              x.defined() ? x.shape().str() : std::string("an undefined tensor"));
   }
-  const std::int64_t B = x.size(0), H = num_heads, Hkv = num_kv_heads, dh = head_dim;
-  Tensor qh, kh, vh;
-  if (qkv) {
-    // [B, S, d_model + 2·kv_dim] -> [B·H, S, dh], [B·Hkv, S, dh] twice, one copy each
-    std::vector<Tensor> parts = split_heads(qkv->forward(x), {H, Hkv, Hkv}, dh);
-    qh = parts[0];
-    kh = parts[1];
-    vh = parts[2];
-  } else {
-    qh = split_heads(q->forward(x), {H}, dh)[0];
-    kh = split_heads(k->forward(x), {Hkv}, dh)[0];
-    vh = split_heads(v->forward(x), {Hkv}, dh)[0];
+  std::vector<Tensor> h = project_heads(x);
+  return attend(h[0], h[1], h[2], x.size(0), pattern.defined() ? pattern : options.pattern, call);
+}
+
+std::vector<Tensor> MultiHeadAttention::project_heads(const Tensor& x) {
+  const std::int64_t H = num_heads, Hkv = num_kv_heads, dh = head_dim;
+  // [B, S, d_model + 2·kv_dim] -> [B·H, S, dh], [B·Hkv, S, dh] twice, one copy each
+  if (qkv) return split_heads(qkv->forward(x), {H, Hkv, Hkv}, dh);
+  return {split_heads(q->forward(x), {H}, dh)[0], split_heads(k->forward(x), {Hkv}, dh)[0],
+          split_heads(v->forward(x), {Hkv}, dh)[0]};
+}
+
+Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, const AttentionPattern& pattern,
+                                          const AttentionOptions& call) {
+  if (!x.defined() || x.dim() != 3 || x.size(2) != d_model || x.size(1) == 0) {
+    TG_THROW(ShapeError, "MultiHeadAttention::forward_cached: x must have shape [B, s >= 1, d_model = ", d_model,
+             "], got ", x.defined() ? x.shape().str() : std::string("an undefined tensor"));
   }
-  return attend(qh, kh, vh, B, pattern.defined() ? pattern : options.pattern, call);
+  const std::int64_t B = x.size(0), s = x.size(1), past = cache.length();
+  if (past > 0 && (cache.k.size(0) != B * num_kv_heads || cache.k.size(2) != head_dim || !cache.v.defined() ||
+                   cache.v.shape() != cache.k.shape())) {
+    TG_THROW(ShapeError, "MultiHeadAttention::forward_cached: the cache holds keys ", cache.k.shape(), " and values ",
+             cache.v.defined() ? cache.v.shape().str() : std::string("none"), ", expected [B·Hkv = ",
+             B * num_kv_heads, ", length, head_dim = ", head_dim, "] for both (a cache of another batch or module?)");
+  }
+  if (past > 0 && (call.window_left >= 0 || call.window_right >= 0)) {
+    TG_THROW(ValueError, "MultiHeadAttention::forward_cached: window_left / window_right are positions of the ",
+             "call's own queries (top-left aligned) and do not shift with the cache (length ", past,
+             "); give the window as the pattern's blocks or a mask_fn instead");
+  }
+  std::vector<Tensor> h = project_heads(x);
+  Tensor kh = past > 0 ? cat({cache.k, h[1]}, 1) : h[1];
+  Tensor vh = past > 0 ? cat({cache.v, h[2]}, 1) : h[2];
+  cache.k = kh.detach();
+  cache.v = vh.detach();
+  AttentionOptions o = call;
+  const bool causal = o.causal || options.causal;
+  o.causal = false;
+  if (causal) {
+    if (past == 0) {
+      o.causal = true;  // square: top-left and bottom-right alignment agree
+    } else if (s > 1) {
+      // New position i (absolute past + i) sees keys j <= past + i. One new position sees
+      // every key, so needs no rule.
+      auto user = call.mask_fn;
+      o.mask_fn = [past, user](std::int64_t bh, std::int64_t i, std::int64_t j) {
+        return j > past + i || (user && user(bh, i, j));
+      };
+    }
+  }
+  // Not the constructor's pattern: that one covers whole sequences, not these rows.
+  return attend(h[0], kh, vh, B, pattern, o, /*module_causal=*/false);
 }
 
 Tensor MultiHeadAttention::forward_cross(const Tensor& x, const Tensor& memory, const AttentionPattern& pattern,
@@ -103,7 +141,7 @@ Tensor MultiHeadAttention::forward_cross(const Tensor& x, const Tensor& memory, 
 }
 
 Tensor MultiHeadAttention::attend(const Tensor& qh, const Tensor& kh, const Tensor& vh, std::int64_t B,
-                                  const AttentionPattern& pattern, const AttentionOptions& call) {
+                                  const AttentionPattern& pattern, const AttentionOptions& call, bool module_causal) {
   AttentionPattern pat = pattern;
   if (!pat.defined()) {
     // Kept between calls: the same object lets backends reuse their per-pattern work lists.
@@ -113,7 +151,7 @@ Tensor MultiHeadAttention::attend(const Tensor& qh, const Tensor& kh, const Tens
   }
   AttentionOptions o = call;
   o.num_heads = num_heads;
-  o.causal = o.causal || options.causal;
+  o.causal = o.causal || (module_causal && options.causal);
   if (is_training() && options.dropout > 0 && o.dropout_p == 0) {
     o.dropout_p = options.dropout;
     o.seed = options.seed ^ kDropoutSeedSalt;

@@ -30,6 +30,14 @@ struct MultiHeadAttentionOptions {
   std::uint64_t seed = 0;
 };
 
+/// Keys and values of the positions a MultiHeadAttention has seen, for incremental
+/// decoding (MultiHeadAttention::forward_cached). Empty at first; one per layer and batch.
+struct KVCache {
+  Tensor k, v;  ///< [B·Hkv, length, head_dim], detached; undefined while empty
+  std::int64_t length() const { return k.defined() ? k.size(1) : 0; }
+  void clear() { k = v = Tensor(); }
+};
+
 class MultiHeadAttention : public Module {
  public:
   /// Head dim Dh = d_model / num_heads. Throws ShapeError when num_heads does not divide
@@ -60,16 +68,33 @@ class MultiHeadAttention : public Module {
   Tensor forward_cross(const Tensor& x, const Tensor& memory, const AttentionPattern& pattern = AttentionPattern(),
                        const AttentionOptions& options = {});
 
+  /// Self-attention of new positions x [B, s, d_model] that follow the cache's `length`
+  /// ones: their keys and values are appended to `cache`, and their queries attend to all
+  /// cached keys over `pattern` (query rows for the s new positions, key columns for all
+  /// length + s: e.g. the last block row of the full pattern, with the last blocks cut
+  /// short; else every pair). With the causal option a new position sees the keys up to
+  /// its own (bottom-right aligned). Row by row the result equals forward() on the whole
+  /// sequence with the matching pattern: generation without recomputing the past. The
+  /// cache is detached (no gradient reaches earlier calls). Throws ShapeError (x, or a
+  /// cache of another batch · kv heads or head dim), ValueError (window options with a
+  /// non-empty cache: they do not shift; use the pattern or mask_fn), then as
+  /// flash_attention.
+  Tensor forward_cached(const Tensor& x, KVCache& cache, const AttentionPattern& pattern = AttentionPattern(),
+                        const AttentionOptions& options = {});
+
   std::int64_t d_model, num_heads, num_kv_heads, head_dim;
   MultiHeadAttentionOptions options;
   /// fused_qkv: qkv set, q/k/v null; otherwise the reverse.
   std::shared_ptr<Linear> qkv, q, k, v, proj;
 
  private:
+  /// The heads of x [B, S, d_model]: q [B·H, S, Dh], k and v [B·Hkv, S, Dh].
+  std::vector<Tensor> project_heads(const Tensor& x);
   /// flash_attention of heads qh [B·H, Sq, Dh], kh / vh [B·Hkv, Sk, Dh] over `pattern`
-  /// (else every pair), the module's options applied, merged and projected: [B, Sq, d_model].
+  /// (else every pair), the module's options applied (its causal flag only when
+  /// `module_causal`), merged and projected: [B, Sq, d_model].
   Tensor attend(const Tensor& qh, const Tensor& kh, const Tensor& vh, std::int64_t B, const AttentionPattern& pattern,
-                const AttentionOptions& call);
+                const AttentionOptions& call, bool module_causal = true);
 
   std::uint64_t dropout_offset_ = 0;
   AttentionPattern dense_;  ///< the all-pairs pattern of the last (Sq, Sk)

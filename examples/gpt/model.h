@@ -39,6 +39,27 @@ inline tg::Layout attention_pattern(const Config& c, std::int64_t T) {
   return tg::pattern_union(local, global);
 }
 
+/// The pattern of queries [a, b) against keys [0, b) cut from the square block layout `l`
+/// (block bs): the block rows and columns those positions touch, the first query block
+/// and the last blocks cut to the range. For decoding with a KV cache: rows_of(l, p, p + 1)
+/// is what position p sees in forward() of the whole sequence.
+inline tg::AttentionPattern pattern_rows(const tg::Layout& l, std::int64_t a, std::int64_t b) {
+  const std::int64_t bs = l.block_size();
+  std::vector<std::int64_t> q_sizes, k_sizes, q_block;
+  for (std::int64_t p = a; p < b;) {
+    const std::int64_t end = std::min(b, (p / bs + 1) * bs);
+    q_sizes.push_back(end - p);
+    q_block.push_back(p / bs);
+    p = end;
+  }
+  for (std::int64_t p = 0; p < b; p += bs) k_sizes.push_back(std::min(bs, b - p));
+  std::vector<bool> m;
+  for (std::int64_t r : q_block)
+    for (std::size_t c = 0; c < k_sizes.size(); ++c) m.push_back(l.active(0, r, static_cast<std::int64_t>(c)));
+  const auto nq = static_cast<std::int64_t>(q_sizes.size()), nk = static_cast<std::int64_t>(k_sizes.size());
+  return tg::AttentionPattern::variable(tg::from_vector(m, {1, nq, nk}), q_sizes, k_sizes);
+}
+
 class Block : public tg::nn::Module {
  public:
   Block(const Config& c, std::uint64_t seed) : Module("Block") {
@@ -68,6 +89,12 @@ class Block : public tg::nn::Module {
   /// x [B, T, d] -> [B, T, d]; attention visits the pattern's blocks (causal inside them).
   tg::Tensor forward(const tg::Tensor& x, const tg::AttentionPattern& pattern) {
     tg::Tensor h = x + drop->forward(attn->forward(ln1->forward(x), pattern));
+    return h + drop->forward(mlp(ln2->forward(h)));
+  }
+
+  /// forward() for new positions that follow those in `cache` (generation, eval mode).
+  tg::Tensor forward_cached(const tg::Tensor& x, const tg::AttentionPattern& pattern, tg::nn::KVCache& cache) {
+    tg::Tensor h = x + drop->forward(attn->forward_cached(ln1->forward(x), cache, pattern));
     return h + drop->forward(mlp(ln2->forward(h)));
   }
 
@@ -131,6 +158,27 @@ class GPT : public tg::nn::Module {
     return head->forward(ln_f->forward(h));
   }
 
+  /// Logits [B, s, vocab] of new tokens idx [B, s] (i64) that follow the caches' positions
+  /// (one KVCache per layer; empty ones start a sequence), the past not recomputed: row by
+  /// row what forward() gives on the whole sequence. The total length must stay <= ctx.
+  tg::Tensor forward_cached(const tg::Tensor& idx, std::vector<tg::nn::KVCache>& caches) {
+    caches.resize(blocks.size());
+    const std::int64_t past = caches.empty() ? 0 : caches[0].length(), end = past + idx.size(1);
+    if (end > cfg.ctx) {
+      throw tg::ValueError("GPT::forward_cached: " + std::to_string(end) + " positions exceed the context " +
+                           std::to_string(cfg.ctx) + " (start a new cache)");
+    }
+    if (!full_pattern_.defined()) {
+      full_pattern_ = attention_pattern(cfg, (cfg.ctx + cfg.block - 1) / cfg.block * cfg.block);
+    }
+    const tg::AttentionPattern rows = pattern_rows(full_pattern_, past, end);
+    tg::Tensor positions = tg::arange(static_cast<double>(past), static_cast<double>(end), 1.0,
+                                      {.dtype = tg::DType::i64, .device = cfg.device});
+    tg::Tensor h = tok->forward(idx) + pos->forward(positions);
+    for (std::size_t l = 0; l < blocks.size(); ++l) h = blocks[l]->forward_cached(h, rows, caches[l]);
+    return head->forward(ln_f->forward(h));
+  }
+
   Config cfg;
   tg::Layout pattern;
   std::shared_ptr<tg::nn::Embedding> tok, pos;
@@ -140,6 +188,7 @@ class GPT : public tg::nn::Module {
 
  private:
   std::int64_t pattern_T_ = -1;
+  tg::Layout full_pattern_;  ///< the pattern of a whole context, rows of which forward_cached uses
   tg::AttentionPattern attn_pattern_;
   tg::Tensor positions_;
 };
