@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_map>
 
 #include "autograd/grad_mode.h"
 #include "ops/elementwise/elementwise.h"
@@ -27,11 +28,13 @@ struct Active {
   std::vector<Tensor> p, g, a, b;
 };
 
-// The parameters with a gradient (checked against the parameter), with their entries of
-// the state lists a and b (an empty list contributes nothing).
-Active active(const std::vector<Tensor>& params, const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+// The parameters [range.first, range.second) with a gradient (checked against the
+// parameter), with their entries of the state lists a and b (an empty list contributes
+// nothing).
+Active active(const std::vector<Tensor>& params, const std::vector<Tensor>& a, const std::vector<Tensor>& b,
+              std::pair<std::size_t, std::size_t> range) {
   Active r;
-  for (std::size_t i = 0; i < params.size(); ++i) {
+  for (std::size_t i = range.first; i < range.second; ++i) {
     Tensor gi = params[i].grad();
     if (!gi.defined()) continue;
     check_grad(params[i], gi, i);
@@ -57,12 +60,39 @@ void restore(Tensor& dst, const Tensor& src, const std::string& name) {
 }
 }  // namespace
 
-Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
-  for (std::size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i];
-    if (!p.defined() || !p.requires_grad() || !p.is_leaf()) {
-      TG_THROW(ValueError, "optimizer: parameter ", i, " must be a leaf tensor requiring grad");
+std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& params, double weight_decay) {
+  ParamGroup decay{.params = {}, .weight_decay = weight_decay}, none{.params = {}, .weight_decay = 0.0};
+  for (const Tensor& p : params) (p.defined() && p.dim() >= 2 ? decay : none).params.push_back(p);
+  std::vector<ParamGroup> groups;
+  for (ParamGroup* g : {&decay, &none})
+    if (!g->params.empty()) groups.push_back(std::move(*g));
+  return groups;
+}
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr)
+    : Optimizer(std::vector<ParamGroup>{ParamGroup{.params = std::move(params)}}, lr) {}
+
+Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::move(groups)), lr_(lr) {
+  begin_.push_back(0);
+  std::unordered_map<const TensorImpl*, std::size_t> seen;
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    const ParamGroup& pg = groups_[g];
+    if (!(pg.lr_scale >= 0)) TG_THROW(ValueError, "optimizer: group ", g, " has lr_scale ", pg.lr_scale, ", expected >= 0");
+    if (pg.weight_decay && !(*pg.weight_decay >= 0)) {
+      TG_THROW(ValueError, "optimizer: group ", g, " has weight_decay ", *pg.weight_decay, ", expected >= 0");
     }
+    for (const Tensor& p : pg.params) {
+      const std::size_t i = params_.size();
+      if (!p.defined() || !p.requires_grad() || !p.is_leaf()) {
+        TG_THROW(ValueError, "optimizer: parameter ", i, " (group ", g, ") must be a leaf tensor requiring grad");
+      }
+      if (auto [it, fresh] = seen.emplace(&p.impl(), i); !fresh) {
+        TG_THROW(ValueError, "optimizer: parameter ", i, " (group ", g, ") is parameter ", it->second,
+                 " again; each may appear once");
+      }
+      params_.push_back(p);
+    }
+    begin_.push_back(params_.size());
   }
   if (!(lr >= 0)) TG_THROW(ValueError, "optimizer: learning rate must be >= 0, got ", lr);
 }
@@ -72,7 +102,10 @@ void Optimizer::zero_grad() {
 }
 
 SGD::SGD(std::vector<Tensor> params, double lr, double momentum, double weight_decay)
-    : Optimizer(std::move(params), lr), momentum_(momentum), weight_decay_(weight_decay) {
+    : SGD(std::vector<ParamGroup>{ParamGroup{.params = std::move(params)}}, lr, momentum, weight_decay) {}
+
+SGD::SGD(std::vector<ParamGroup> groups, double lr, double momentum, double weight_decay)
+    : Optimizer(std::move(groups), lr), momentum_(momentum), weight_decay_(weight_decay) {
   if (momentum < 0) TG_THROW(ValueError, "SGD: momentum must be >= 0, got ", momentum);
   for (auto& p : params_) {
     bufs_.push_back(momentum > 0 ? zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}) : Tensor());
@@ -81,9 +114,13 @@ SGD::SGD(std::vector<Tensor> params, double lr, double momentum, double weight_d
 
 void SGD::step() {
   NoGradGuard ng;
-  Active s = active(params_, bufs_, {});
-  if (s.p.empty()) return;
-  ops::sgd_kernel()(s.p[0].device())(s.p, s.g, s.a, lr_, momentum_, weight_decay_);
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    Active s = active(params_, bufs_, {}, group_range(g));
+    if (s.p.empty()) continue;
+    const ParamGroup& pg = groups_[g];
+    ops::sgd_kernel()(s.p[0].device())(s.p, s.g, s.a, lr_ * pg.lr_scale, momentum_,
+                                       pg.weight_decay.value_or(weight_decay_));
+  }
 }
 
 std::vector<std::pair<std::string, Tensor>> SGD::state() const {
@@ -98,7 +135,10 @@ void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
     if (bufs_[i].defined()) restore(bufs_[i], find_state(st, "momentum." + std::to_string(i)), "momentum." + std::to_string(i));
 }
 
-AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts) : Optimizer(std::move(params), opts.lr), opts_(opts) {
+AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts)
+    : AdamW(std::vector<ParamGroup>{ParamGroup{.params = std::move(params)}}, opts) {}
+
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions opts) : Optimizer(std::move(groups), opts.lr), opts_(opts) {
   if (!(opts.beta1 >= 0 && opts.beta1 < 1 && opts.beta2 >= 0 && opts.beta2 < 1)) {
     TG_THROW(ValueError, "AdamW: betas must be in [0, 1), got (", opts.beta1, ", ", opts.beta2, ")");
   }
@@ -110,11 +150,22 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts) : Optimizer(std::mov
 
 void AdamW::step() {
   NoGradGuard ng;
-  Active s = active(params_, m_, v_);
-  if (s.p.empty()) return;
-  ++step_;
-  ops::AdamWHyper h{lr_, opts_.beta1, opts_.beta2, opts_.eps, opts_.weight_decay, step_};
-  ops::adamw_kernel()(s.p[0].device())(s.p, s.g, s.a, s.b, h);
+  std::vector<Active> per_group;
+  bool any = false;
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    per_group.push_back(active(params_, m_, v_, group_range(g)));
+    any = any || !per_group.back().p.empty();
+  }
+  if (!any) return;
+  ++step_;  // one step for every group: the bias corrections stay in line
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    const Active& s = per_group[g];
+    if (s.p.empty()) continue;
+    const ParamGroup& pg = groups_[g];
+    ops::AdamWHyper h{lr_ * pg.lr_scale, opts_.beta1, opts_.beta2, opts_.eps,
+                      pg.weight_decay.value_or(opts_.weight_decay), step_};
+    ops::adamw_kernel()(s.p[0].device())(s.p, s.g, s.a, s.b, h);
+  }
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state() const {

@@ -2,31 +2,59 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
 
 namespace tg::optim {
 
-/// Base: holds the parameters and the learning rate; `step()` updates every parameter that
-/// has a gradient, in place, with one fused kernel launch per dtype.
+/// Parameters with settings of their own (PyTorch's param groups): a weight decay (unset:
+/// the optimizer's) and a factor on the learning rate (the optimizer's lr, which schedules
+/// set, times lr_scale).
+struct ParamGroup {
+  std::vector<Tensor> params;
+  std::optional<double> weight_decay{};
+  double lr_scale = 1.0;
+};
+
+/// The usual transformer recipe as two groups: tensors of two or more dims (weight
+/// matrices, embeddings, block-sparse weight data) decay by `weight_decay`, the others
+/// (biases, LayerNorm gains) not at all. Groups left empty are dropped.
+std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& params, double weight_decay);
+
+/// Base: holds the parameters (in groups) and the learning rate; `step()` updates every
+/// parameter that has a gradient, in place, with one fused kernel launch per group.
 class Optimizer {
  public:
+  /// One group of every parameter. Throws ValueError (a parameter that is not a leaf
+  /// requiring grad, or listed twice; lr < 0; a group's lr_scale < 0 or weight decay < 0).
   explicit Optimizer(std::vector<Tensor> params, double lr);
+  explicit Optimizer(std::vector<ParamGroup> groups, double lr);
   virtual ~Optimizer() = default;
   virtual void step() = 0;
   /// Drops every parameter's gradient.
   void zero_grad();
   double lr() const { return lr_; }
   void set_lr(double lr) { lr_ = lr; }
+  /// Every parameter, group after group (the order of the state's indices).
   const std::vector<Tensor>& params() const { return params_; }
+  /// The groups' settings; group g holds params()[group_begin(g) .. group_begin(g + 1)).
+  std::size_t num_groups() const { return groups_.size(); }
+  const ParamGroup& group(std::size_t g) const { return groups_.at(g); }
   /// Named state tensors for checkpoints ("m.3", "v.3", "step", ...).
   virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
   /// Restores state saved by `state()`; throws tg::ValueError / ShapeError on mismatch.
   virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& state) = 0;
 
  protected:
+  /// Parameters [begin, end) of params_ belonging to group g.
+  std::pair<std::size_t, std::size_t> group_range(std::size_t g) const { return {begin_[g], begin_[g + 1]}; }
   std::vector<Tensor> params_;
+  std::vector<ParamGroup> groups_;   ///< settings (their params lists mirror params_)
+  std::vector<std::size_t> begin_;  ///< groups_.size() + 1 offsets into params_
   double lr_;
 };
 
@@ -34,6 +62,7 @@ class Optimizer {
 class SGD : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, double lr, double momentum = 0.0, double weight_decay = 0.0);
+  SGD(std::vector<ParamGroup> groups, double lr, double momentum = 0.0, double weight_decay = 0.0);
   void step() override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
   void load_state(const std::vector<std::pair<std::string, Tensor>>& state) override;
@@ -51,6 +80,8 @@ struct AdamWOptions {
 class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, AdamWOptions opts = {});
+  /// Groups with their own weight decay / lr factor (e.g. decay_groups(model.parameters(), 0.1)).
+  AdamW(std::vector<ParamGroup> groups, AdamWOptions opts = {});
   void step() override;
   std::int64_t step_count() const { return step_; }
   std::vector<std::pair<std::string, Tensor>> state() const override;

@@ -224,3 +224,82 @@ TEST_CASE("clip_grad_norm on CUDA matches the CPU: many tensors, mixed dtypes, o
   REQUIRE(optim::clip_grad_norm_(gpu_p, 10.0).item<double>() == Approx(0.5).epsilon(1e-2));
   REQUIRE(tgt::values(gpu_p[2].grad()) == before);
 }
+
+TEST_CASE("parameter groups: their own weight decay and learning-rate factor", "[optim]") {
+  Tensor w = tgt::rand64({3, 4}, 60).requires_grad_(), b = tgt::rand64({4}, 61).requires_grad_();
+  Tensor g = tgt::rand64({5}, 62).requires_grad_();
+  const optim::AdamWOptions o{.lr = 0.05, .beta1 = 0.9, .beta2 = 0.99, .eps = 1e-8, .weight_decay = 0.2};
+  std::vector<optim::ParamGroup> groups = optim::decay_groups({w, b}, 0.3);
+  REQUIRE(groups.size() == 2);
+  REQUIRE(groups[0].params.size() == 1);  // w: two dims
+  REQUIRE(groups[0].weight_decay == 0.3);
+  REQUIRE(groups[1].weight_decay == 0.0);  // b: a bias
+  groups.push_back({.params = {g}, .lr_scale = 0.5});  // the optimizer's decay, half the lr
+  optim::AdamW opt(groups, o);
+  REQUIRE(opt.num_groups() == 3);
+  REQUIRE(opt.params().size() == 3);
+  std::vector<double> rw = tgt::values(w), rb = tgt::values(b), rg = tgt::values(g);
+  RefAdam aw, ab, ag;
+  optim::AdamWOptions ow = o, ob = o, og = o;
+  ow.weight_decay = 0.3;
+  ob.weight_decay = 0.0;
+  og.lr = 0.025;
+  for (int s = 0; s < 3; ++s) {
+    opt.zero_grad();
+    sum(w * w).backward();
+    sum(b * 2.0).backward();
+    sum(g * g * g).backward();
+    std::vector<double> gw(rw.size()), gb(rb.size(), 2.0), gg(rg.size());
+    for (std::size_t i = 0; i < rw.size(); ++i) gw[i] = 2 * rw[i];
+    for (std::size_t i = 0; i < rg.size(); ++i) gg[i] = 3 * rg[i] * rg[i];
+    opt.step();
+    aw.step(rw, gw, ow);
+    ab.step(rb, gb, ob);
+    ag.step(rg, gg, og);
+    REQUIRE(tgt::max_abs_diff(w, from_vector(rw, {3, 4})) < 1e-12);
+    REQUIRE(tgt::max_abs_diff(b, from_vector(rb, {4})) < 1e-12);
+    REQUIRE(tgt::max_abs_diff(g, from_vector(rg, {5})) < 1e-12);
+  }
+  // The state of grouped parameters round-trips under the same names.
+  optim::AdamW other(optim::decay_groups({w, b}, 0.3), o);
+  REQUIRE(other.state().size() == 1 + 2 * 2);
+
+  // SGD: a group without decay and with a tenth of the lr.
+  Tensor p = from_vector<double>({1.0, -2.0}, {2}).requires_grad_(), q = from_vector<double>({3.0}, {1}).requires_grad_();
+  optim::SGD sgd({{.params = {p}}, {.params = {q}, .weight_decay = 0.0, .lr_scale = 0.1}}, 0.5, 0.0, 0.1);
+  sum(p * p).backward();
+  sum(q * q).backward();
+  sgd.step();
+  // p -= 0.5 (2p + 0.1 p); q -= 0.05 · 2q
+  tgt::require_close(p, from_vector<double>({1.0 - 0.5 * 2.1, -2.0 + 0.5 * 4.2}, {2}), 1e-15, 1e-15);
+  tgt::require_close(q, from_vector<double>({3.0 - 0.05 * 6.0}, {1}), 1e-15, 1e-15);
+
+  // Bad groups, each named.
+  tgt::require_throws<ValueError>([&] { optim::AdamW({{.params = {w}}, {.params = {b, w}}}, o); },
+                                  {"parameter 2", "group 1", "parameter 0 again"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({{.params = {w}, .lr_scale = -1.0}}, o); },
+                                  {"group 0", "lr_scale -1"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({{.params = {w}, .weight_decay = -0.1}}, o); },
+                                  {"group 0", "weight_decay -0.1"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({w, w}, o); }, {"parameter 1", "parameter 0 again"});
+}
+
+TEST_CASE("parameter groups on CUDA match the CPU", "[optim][cuda]") {
+  TG_REQUIRE_CUDA();
+  const optim::AdamWOptions o{.lr = 0.01, .weight_decay = 0.1};
+  Tensor wc = rand_seeded({64, 32}, 70).requires_grad_(), bc = rand_seeded({32}, 71).requires_grad_();
+  Tensor wg = to_device(wc, Device::cuda()).requires_grad_(), bg = to_device(bc, Device::cuda()).requires_grad_();
+  optim::AdamW cpu(optim::decay_groups({wc, bc}, 0.5), o), gpu(optim::decay_groups({wg, bg}, 0.5), o);
+  for (int s = 0; s < 3; ++s) {
+    cpu.zero_grad();
+    gpu.zero_grad();
+    sum(wc * wc).backward();
+    sum(bc * bc * bc).backward();
+    sum(wg * wg).backward();
+    sum(bg * bg * bg).backward();
+    cpu.step();
+    gpu.step();
+  }
+  tgt::require_close(to_device(wg, Device::cpu()), wc, 1e-5, 1e-6);
+  tgt::require_close(to_device(bg, Device::cpu()), bc, 1e-5, 1e-6);
+}
