@@ -35,6 +35,7 @@
 #include "nn/sequential.h"
 #include "nn/checkpoint.h"
 #include "optim/optimizer.h"
+#include "optim/grad_scaler.h"
 #include "ops/layout/patterns.h"
 #include "nn/layers.h"
 #include "ops/sparse_rows/sparse_rows.h"

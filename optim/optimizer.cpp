@@ -119,7 +119,7 @@ void SGD::step() {
     if (s.p.empty()) continue;
     const ParamGroup& pg = groups_[g];
     ops::sgd_kernel()(s.p[0].device())(s.p, s.g, s.a, lr_ * pg.lr_scale, momentum_,
-                                       pg.weight_decay.value_or(weight_decay_));
+                                       pg.weight_decay.value_or(weight_decay_), grad_scale_);
   }
 }
 
@@ -163,7 +163,7 @@ void AdamW::step() {
     if (s.p.empty()) continue;
     const ParamGroup& pg = groups_[g];
     ops::AdamWHyper h{lr_ * pg.lr_scale, opts_.beta1, opts_.beta2, opts_.eps,
-                      pg.weight_decay.value_or(opts_.weight_decay), step_};
+                      pg.weight_decay.value_or(opts_.weight_decay), step_, grad_scale_};
     ops::adamw_kernel()(s.p[0].device())(s.p, s.g, s.a, s.b, h);
   }
 }

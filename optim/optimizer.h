@@ -25,6 +25,8 @@ struct ParamGroup {
 /// (biases, LayerNorm gains) not at all. Groups left empty are dropped.
 std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& params, double weight_decay);
 
+class GradScaler;
+
 /// Base: holds the parameters (in groups) and the learning rate; `step()` updates every
 /// parameter that has a gradient, in place, with one fused kernel launch per group.
 class Optimizer {
@@ -56,6 +58,9 @@ class Optimizer {
   std::vector<ParamGroup> groups_;   ///< settings (their params lists mirror params_)
   std::vector<std::size_t> begin_;  ///< groups_.size() + 1 offsets into params_
   double lr_;
+  /// Factor on every gradient as step() reads it (GradScaler sets the loss scale's inverse).
+  double grad_scale_ = 1.0;
+  friend class GradScaler;
 };
 
 /// SGD with optional momentum and (coupled) weight decay.

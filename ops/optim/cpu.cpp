@@ -27,10 +27,11 @@ void adamw_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
       const scalar_t* g = grads[i].data<scalar_t>();
       A* mm = m[i].data<A>();
       A* vv = v[i].data<A>();
+      const A gs = A(h.grad_scale);
       parallel_ranges(params[i].numel(), kGrain, [&](std::int64_t j0, std::int64_t j1) {
         for (std::int64_t j = j0; j < j1; ++j) {
-          p[j] = scalar_t(adamw_update<A>(A(p[j]), A(g[j]), mm[j], vv[j], A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
-                                          A(h.weight_decay), A(bc1), A(bc2)));
+          p[j] = scalar_t(adamw_update<A>(A(p[j]), A(g[j]) * gs, mm[j], vv[j], A(h.lr), A(h.beta1), A(h.beta2),
+                                          A(h.eps), A(h.weight_decay), A(bc1), A(bc2)));
         }
       });
     });
@@ -38,16 +39,17 @@ void adamw_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
 }
 
 void sgd_cpu(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& bufs,
-             double lr, double momentum, double wd) {
+             double lr, double momentum, double wd, double grad_scale) {
   for (std::size_t i = 0; i < params.size(); ++i) {
     TG_DISPATCH_FLOATING(params[i].dtype(), "sgd", [&] {
       using A = typename acc_type<scalar_t>::type;
       scalar_t* p = params[i].data<scalar_t>();
       const scalar_t* g = grads[i].data<scalar_t>();
       A* b = bufs[i].defined() ? bufs[i].data<A>() : nullptr;
+      const A gs = A(grad_scale);
       parallel_ranges(params[i].numel(), kGrain, [&](std::int64_t j0, std::int64_t j1) {
         for (std::int64_t j = j0; j < j1; ++j)
-          p[j] = scalar_t(sgd_update<A>(A(p[j]), A(g[j]), b ? b + j : nullptr, A(lr), A(momentum), A(wd)));
+          p[j] = scalar_t(sgd_update<A>(A(p[j]), A(g[j]) * gs, b ? b + j : nullptr, A(lr), A(momentum), A(wd)));
       });
     });
   }

@@ -34,7 +34,8 @@ struct alignas(sizeof(T) * V) Vec {
 // parameters and gradients, so each thread keeps several wide loads in flight (the scalar
 // loop reached only ~79% of the copy rate). V == 1 is the fallback for unaligned tensors.
 template <typename T, typename A, int V>
-__global__ void adamw_multi(const TensorRef* refs, const Chunk* chunks, A lr, A b1, A b2, A eps, A wd, A bc1, A bc2) {
+__global__ void adamw_multi(const TensorRef* refs, const Chunk* chunks, A lr, A b1, A b2, A eps, A wd, A bc1, A bc2,
+                            A gs) {
   const Chunk c = chunks[blockIdx.x];
   const TensorRef r = refs[c.tensor];
   T* p = static_cast<T*>(r.p);
@@ -50,7 +51,7 @@ __global__ void adamw_multi(const TensorRef* refs, const Chunk* chunks, A lr, A 
     Vec<A, V> vv = *reinterpret_cast<const Vec<A, V>*>(v + j);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
-      pv.v[k] = T(adamw_update<A>(A(pv.v[k]), A(gv.v[k]), mv.v[k], vv.v[k], lr, b1, b2, eps, wd, bc1, bc2));
+      pv.v[k] = T(adamw_update<A>(A(pv.v[k]), A(gv.v[k]) * gs, mv.v[k], vv.v[k], lr, b1, b2, eps, wd, bc1, bc2));
     }
     *reinterpret_cast<Vec<T, V>*>(p + j) = pv;
     *reinterpret_cast<Vec<A, V>*>(m + j) = mv;
@@ -58,21 +59,21 @@ __global__ void adamw_multi(const TensorRef* refs, const Chunk* chunks, A lr, A 
   }
   for (std::int64_t j = vec_end + threadIdx.x; j < end; j += blockDim.x) {
     A mj = m[j], vj = v[j];
-    p[j] = T(adamw_update<A>(A(p[j]), A(g[j]), mj, vj, lr, b1, b2, eps, wd, bc1, bc2));
+    p[j] = T(adamw_update<A>(A(p[j]), A(g[j]) * gs, mj, vj, lr, b1, b2, eps, wd, bc1, bc2));
     m[j] = mj;
     v[j] = vj;
   }
 }
 
 template <typename T, typename A>
-__global__ void sgd_multi(const TensorRef* refs, const Chunk* chunks, A lr, A momentum, A wd) {
+__global__ void sgd_multi(const TensorRef* refs, const Chunk* chunks, A lr, A momentum, A wd, A gs) {
   const Chunk c = chunks[blockIdx.x];
   const TensorRef r = refs[c.tensor];
   T* p = static_cast<T*>(r.p);
   const T* g = static_cast<const T*>(r.g);
   A* buf = static_cast<A*>(r.m);
   for (std::int64_t j = c.start + threadIdx.x; j < c.start + c.len; j += blockDim.x) {
-    p[j] = T(sgd_update<A>(A(p[j]), A(g[j]), buf ? buf + j : nullptr, lr, momentum, wd));
+    p[j] = T(sgd_update<A>(A(p[j]), A(g[j]) * gs, buf ? buf + j : nullptr, lr, momentum, wd));
   }
 }
 
@@ -171,10 +172,10 @@ void adamw_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
       using A = typename acc_type<scalar_t>::type;
       if (aligned && !v.empty()) {
         adamw_multi<scalar_t, A, 4><<<n, 256, 0, st>>>(refs, chunks, A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
-                                                       A(h.weight_decay), A(bc1), A(bc2));
+                                                       A(h.weight_decay), A(bc1), A(bc2), A(h.grad_scale));
       } else {
         adamw_multi<scalar_t, A, 1><<<n, 256, 0, st>>>(refs, chunks, A(h.lr), A(h.beta1), A(h.beta2), A(h.eps),
-                                                       A(h.weight_decay), A(bc1), A(bc2));
+                                                       A(h.weight_decay), A(bc1), A(bc2), A(h.grad_scale));
       }
     });
     TG_CUDA_CHECK_LAST();
@@ -182,13 +183,13 @@ void adamw_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
 }
 
 void sgd_cuda(const std::vector<Tensor>& params, const std::vector<Tensor>& grads, const std::vector<Tensor>& bufs,
-              double lr, double momentum, double wd) {
+              double lr, double momentum, double wd, double grad_scale) {
   for_each_dtype_group(params, grads, bufs, {}, [&](DType dt, Device dev, const TensorRef* refs, const Chunk* chunks,
                                                     unsigned n, bool) {
     cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
     TG_DISPATCH_FLOATING(dt, "sgd", [&] {
       using A = typename acc_type<scalar_t>::type;
-      sgd_multi<scalar_t, A><<<n, 256, 0, st>>>(refs, chunks, A(lr), A(momentum), A(wd));
+      sgd_multi<scalar_t, A><<<n, 256, 0, st>>>(refs, chunks, A(lr), A(momentum), A(wd), A(grad_scale));
     });
     TG_CUDA_CHECK_LAST();
   });

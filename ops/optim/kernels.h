@@ -15,16 +15,22 @@ namespace tg::ops {
 struct AdamWHyper {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
   std::int64_t step = 1;  ///< 1-based step for bias correction
+  /// Gradients are multiplied by it as they are read, in the f32 (f64) arithmetic: a loss
+  /// scale's inverse (optim::GradScaler), applied where a 16-bit gradient divided in place
+  /// would underflow.
+  double grad_scale = 1.0;
 };
 
 /// For each i: params[i] (f32/bf16/f16/f64) -= lr * (m̂ / (√v̂ + eps) + wd * param), with
-/// m, v (f32, f64 for f64 params) updated from grads[i] (same dtype as params[i]).
+/// m, v (f32, f64 for f64 params) updated from grads[i] · grad_scale (grads[i] of
+/// params[i]'s dtype).
 using AdamWFn = void(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                      const std::vector<Tensor>& m, const std::vector<Tensor>& v, const AdamWHyper& h);
-/// For each i: buf = momentum * buf + (g + wd * p) (buf undefined when momentum == 0);
-/// p -= lr * buf (or lr * (g + wd * p) without momentum).
+/// For each i, with g = grads[i] · grad_scale: buf = momentum * buf + (g + wd * p) (buf
+/// undefined when momentum == 0); p -= lr * buf (or lr * (g + wd * p) without momentum).
 using SgdFn = void(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                   const std::vector<Tensor>& bufs, double lr, double momentum, double weight_decay);
+                   const std::vector<Tensor>& bufs, double lr, double momentum, double weight_decay,
+                   double grad_scale);
 TG_DECLARE_KERNEL(adamw_kernel, AdamWFn);
 TG_DECLARE_KERNEL(sgd_kernel, SgdFn);
 
