@@ -62,9 +62,10 @@ Usage: tilegrad-train [flags]
   --recompute         activation checkpointing: keep only each transformer block's
                       input for backward and run the block again there (less memory
                       for one more forward of the blocks per step)
-  --dtype T           parameter and activation dtype: f32 | bf16 (default f32 on CPU,
-                      bf16 on GPU, where attention runs on tensor cores; AdamW keeps
-                      its moments in f32 either way)
+  --dtype T           parameter and activation dtype: f32 | bf16 | f16 (default f32 on
+                      CPU, bf16 on GPU, where attention runs on tensor cores; AdamW
+                      keeps its moments in f32 either way; f16 trains with dynamic loss
+                      scaling, optim::GradScaler, which reads one number a step)
   --tf32 on|off       let f32 matmuls use TF32 tensor cores on the GPU (default on)
   --eval-every N      evaluate on the held-out 10% every N steps (default steps/10)
   --eval-batches N    batches per evaluation (default 8)
@@ -306,8 +307,10 @@ int main(int argc, char** argv) try {
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;
-  if (dtype != "f32" && dtype != "bf16") throw tg::ValueError("tilegrad-train: --dtype takes f32 or bf16, got " + dtype);
-  cfg.dtype = dtype == "bf16" ? tg::DType::bf16 : tg::DType::f32;
+  if (dtype != "f32" && dtype != "bf16" && dtype != "f16") {
+    throw tg::ValueError("tilegrad-train: --dtype takes f32, bf16 or f16, got " + dtype);
+  }
+  cfg.dtype = dtype == "bf16" ? tg::DType::bf16 : dtype == "f16" ? tg::DType::f16 : tg::DType::f32;
   tg::set_allow_tf32(a.tf32 != 0);
   const std::int64_t steps = pick(a.steps, 800, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
   const double lr = pick(a.lr, 3e-3, 1e-3, gpu);
@@ -356,12 +359,15 @@ int main(int argc, char** argv) try {
   gpt::GPT model(cfg);
   tg::optim::AdamW opt(model.parameters(), {.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   std::int64_t start_step = 0;
+  std::vector<std::pair<std::string, tg::Tensor>> scaler_state;  // f16's loss scale, when resumed
   if (a.resume) {
     std::map<std::string, std::string> meta;
     auto tensors = tg::nn::load_tensors(a.checkpoint, &meta);
     std::vector<std::pair<std::string, tg::Tensor>> opt_state;
-    for (auto& [n, t] : tensors)
+    for (auto& [n, t] : tensors) {
       if (n.rfind("optim.", 0) == 0) opt_state.emplace_back(n.substr(6), t);
+      if (n.rfind("scaler.", 0) == 0) scaler_state.emplace_back(n.substr(7), t);
+    }
     try {
       tg::nn::load(model, a.checkpoint, /*strict=*/false);
     } catch (const tg::ShapeError& e) {
@@ -424,6 +430,13 @@ int main(int argc, char** argv) try {
                    ema, val_loss, tok_s, human_time(eta).c_str(), tty ? "   " : "\n");
     }
   };
+  // f16 training needs loss scaling (bf16 and f32 do not).
+  std::unique_ptr<tg::optim::GradScaler> scaler;
+  std::int64_t skipped = 0;
+  if (cfg.dtype == tg::DType::f16) {
+    scaler = std::make_unique<tg::optim::GradScaler>();
+    if (!scaler_state.empty()) scaler->load_state(scaler_state);
+  }
   tg::PendingItem pending;  // the previous step's loss, on its way to the host
   bool has_pending = false;
   double pending_lr = 0;
@@ -435,9 +448,18 @@ int main(int argc, char** argv) try {
     train.next(B, T, dev, x, y);
     tg::Tensor loss = tg::cross_entropy(tg::reshape(model.forward(x), {B * T, cfg.vocab}), y);
     opt.zero_grad();
-    loss.backward();
-    tg::optim::clip_grad_norm_(opt.params(), 1.0);  // the norm stays on the device: no wait
-    opt.step();
+    if (scaler) {
+      // f16: the loss scaled so that small gradients do not underflow; a step with an
+      // overflow is skipped (reading one number back: the host waits for the GPU here).
+      scaler->scale(loss).backward();
+      scaler->clip_grad_norm_(opt, 1.0);
+      skipped += scaler->step(opt) ? 0 : 1;
+      scaler->update();
+    } else {
+      loss.backward();
+      tg::optim::clip_grad_norm_(opt.params(), 1.0);  // the norm stays on the device: no wait
+      opt.step();
+    }
     tg::PendingItem current = loss.item_async();
     if (profiler && step + 1 == prof_end) {
       profile = profiler->stop();
@@ -462,9 +484,15 @@ int main(int argc, char** argv) try {
   auto all_tensors = model.named_parameters();
   for (auto& b : model.named_buffers()) all_tensors.push_back(b);  // the sparse MLP's layouts
   for (auto& [n, t] : opt.state()) all_tensors.emplace_back("optim." + n, t);
+  if (scaler)
+    for (auto& [n, t] : scaler->state()) all_tensors.emplace_back("scaler." + n, t);
   tg::nn::save_tensors(all_tensors, a.checkpoint, meta);
 
   std::cout << "held-out loss: " << val_loss << " nats/char\n";
+  if (scaler) {
+    std::cout << "f16 loss scale " << scaler->get_scale() << ", " << skipped
+              << " step(s) skipped for inf / NaN gradients\n";
+  }
   std::cout << "throughput: " << tok_s << " tokens/s overall";
   if (step_s.size() > 10) {
     // Steady state: the median step after the first ten (pool warm-up, pattern tables).
