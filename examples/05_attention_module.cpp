@@ -105,8 +105,8 @@ int main(int argc, char** argv) try {
   // 8. Generation with a KV cache: forward_cached runs only the new positions and keeps
   //    every position's keys and values, so a decoder does not recompute the past. Prefill
   //    80 positions, then one at a time: the same rows as attending over the whole sequence
-  //    (here every earlier key; a block pattern would be cut to the new rows, see
-  //    examples/gpt/model.h pattern_rows).
+  //    (here every earlier key; with a block pattern over the whole sequence, position p
+  //    passes pattern.slice(p, p + 1, 0, p + 1)).
   double cache_diff = 0;
   {
     tg::NoGradGuard no_grad;

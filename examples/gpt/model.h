@@ -39,27 +39,6 @@ inline tg::Layout attention_pattern(const Config& c, std::int64_t T) {
   return tg::pattern_union(local, global);
 }
 
-/// The pattern of queries [a, b) against keys [0, b) cut from the square block layout `l`
-/// (block bs): the block rows and columns those positions touch, the first query block
-/// and the last blocks cut to the range. For decoding with a KV cache: rows_of(l, p, p + 1)
-/// is what position p sees in forward() of the whole sequence.
-inline tg::AttentionPattern pattern_rows(const tg::Layout& l, std::int64_t a, std::int64_t b) {
-  const std::int64_t bs = l.block_size();
-  std::vector<std::int64_t> q_sizes, k_sizes, q_block;
-  for (std::int64_t p = a; p < b;) {
-    const std::int64_t end = std::min(b, (p / bs + 1) * bs);
-    q_sizes.push_back(end - p);
-    q_block.push_back(p / bs);
-    p = end;
-  }
-  for (std::int64_t p = 0; p < b; p += bs) k_sizes.push_back(std::min(bs, b - p));
-  std::vector<bool> m;
-  for (std::int64_t r : q_block)
-    for (std::size_t c = 0; c < k_sizes.size(); ++c) m.push_back(l.active(0, r, static_cast<std::int64_t>(c)));
-  const auto nq = static_cast<std::int64_t>(q_sizes.size()), nk = static_cast<std::int64_t>(k_sizes.size());
-  return tg::AttentionPattern::variable(tg::from_vector(m, {1, nq, nk}), q_sizes, k_sizes);
-}
-
 class Block : public tg::nn::Module {
  public:
   Block(const Config& c, std::uint64_t seed) : Module("Block") {
@@ -169,9 +148,11 @@ class GPT : public tg::nn::Module {
                            std::to_string(cfg.ctx) + " (start a new cache)");
     }
     if (!full_pattern_.defined()) {
-      full_pattern_ = attention_pattern(cfg, (cfg.ctx + cfg.block - 1) / cfg.block * cfg.block);
+      full_pattern_ = tg::AttentionPattern::from_layout(
+          attention_pattern(cfg, (cfg.ctx + cfg.block - 1) / cfg.block * cfg.block));
     }
-    const tg::AttentionPattern rows = pattern_rows(full_pattern_, past, end);
+    // What the new positions see of the whole context's pattern.
+    const tg::AttentionPattern rows = full_pattern_.slice(past, end, 0, end);
     tg::Tensor positions = tg::arange(static_cast<double>(past), static_cast<double>(end), 1.0,
                                       {.dtype = tg::DType::i64, .device = cfg.device});
     tg::Tensor h = tok->forward(idx) + pos->forward(positions);
@@ -188,7 +169,7 @@ class GPT : public tg::nn::Module {
 
  private:
   std::int64_t pattern_T_ = -1;
-  tg::Layout full_pattern_;  ///< the pattern of a whole context, rows of which forward_cached uses
+  tg::AttentionPattern full_pattern_;  ///< the pattern of a whole context, sliced by forward_cached
   tg::AttentionPattern attn_pattern_;
   tg::Tensor positions_;
 };

@@ -71,6 +71,12 @@ class AttentionPattern {
   /// A process-wide unique number of this pattern (copies share it; 0 when undefined):
   /// a key for caches of per-pattern work lists that cannot be confused with a later one.
   std::uint64_t id() const;
+  /// The part of this pattern that queries [q_begin, q_end) and keys [k_begin, k_end) cover:
+  /// the blocks those ranges touch, the first and last ones cut to the ranges (variable
+  /// block sizes where cut), same P. For decoding with a KV cache, a new position p of a
+  /// self-attention pattern over the whole context sees slice(p, p + 1, 0, p + 1). Throws
+  /// ValueError (undefined pattern, ranges empty or outside [0, sq()] / [0, sk()]).
+  AttentionPattern slice(std::int64_t q_begin, std::int64_t q_end, std::int64_t k_begin, std::int64_t k_end) const;
   /// The pattern with P = `count` rows: itself when count() == count, else a P = 1 pattern
   /// repeated. Remembered, so repeated calls return the same object (same id()). Throws
   /// ShapeError when count() is neither 1 nor `count`.

@@ -1,5 +1,6 @@
 // AttentionPattern: validation of the builders, block boundaries, the host mask, and the
 // remembered P = B·Hq expansion that kernels receive.
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -100,6 +101,34 @@ AttentionPattern AttentionPattern::variable(const Tensor& mask, std::vector<std:
   };
   const std::int64_t bq = all_equal(q_sizes) ? q_sizes.front() : 0, bk = all_equal(k_sizes) ? k_sizes.front() : 0;
   return AttentionPattern(m, std::move(qs), std::move(ks), bq, bk);
+}
+
+AttentionPattern AttentionPattern::slice(std::int64_t q_begin, std::int64_t q_end, std::int64_t k_begin,
+                                         std::int64_t k_end) const {
+  const char* op = "AttentionPattern::slice";
+  if (!defined()) TG_THROW(ValueError, op, ": the pattern is undefined");
+  if (!(0 <= q_begin && q_begin < q_end && q_end <= sq()) || !(0 <= k_begin && k_begin < k_end && k_end <= sk())) {
+    TG_THROW(ValueError, op, ": ranges must be non-empty and inside the pattern: queries [", q_begin, ", ", q_end,
+             ") of [0, ", sq(), "), keys [", k_begin, ", ", k_end, ") of [0, ", sk(), ")");
+  }
+  // The blocks a range touches, and their sizes cut to it.
+  auto cut = [](const std::vector<std::int64_t>& starts, std::int64_t a, std::int64_t b, std::int64_t& first) {
+    first = std::upper_bound(starts.begin(), starts.end(), a) - starts.begin() - 1;
+    std::vector<std::int64_t> sizes;
+    for (auto i = static_cast<std::size_t>(first); starts[i] < b; ++i) {
+      sizes.push_back(std::min(b, starts[i + 1]) - std::max(a, starts[i]));
+    }
+    return sizes;
+  };
+  std::int64_t r0 = 0, c0 = 0;
+  std::vector<std::int64_t> q_sizes = cut(q_starts_, q_begin, q_end, r0), k_sizes = cut(k_starts_, k_begin, k_end, c0);
+  const std::int64_t P = count(), nq = static_cast<std::int64_t>(q_sizes.size()),
+                     nk = static_cast<std::int64_t>(k_sizes.size());
+  std::vector<bool> m(static_cast<std::size_t>(P * nq * nk));
+  for (std::int64_t p = 0; p < P; ++p)
+    for (std::int64_t r = 0; r < nq; ++r)
+      for (std::int64_t c = 0; c < nk; ++c) m[static_cast<std::size_t>((p * nq + r) * nk + c)] = visited(p, r0 + r, c0 + c);
+  return variable(from_vector(m, {P, nq, nk}), std::move(q_sizes), std::move(k_sizes));
 }
 
 AttentionPattern AttentionPattern::dense(std::int64_t sq, std::int64_t sk, std::int64_t block) {

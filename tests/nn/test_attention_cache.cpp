@@ -15,25 +15,9 @@ const TensorOptions kF64{.dtype = DType::f64};
 // Rows [a, b) of x [B, S, d].
 Tensor rows(const Tensor& x, std::int64_t a, std::int64_t b) { return slice(x, 1, a, b); }
 
-// The pattern of queries [a, b) against keys [0, b) cut from a square block layout [1, nb,
-// nb] of block bs: the block rows and columns those positions touch, the first and last
-// blocks cut to the range.
+// The pattern of queries [a, b) against keys [0, b) of a square block layout.
 AttentionPattern rows_of(const Layout& l, std::int64_t a, std::int64_t b) {
-  const std::int64_t bs = l.block_size();
-  std::vector<std::int64_t> q_sizes, k_sizes, q_block;
-  for (std::int64_t p = a; p < b;) {
-    const std::int64_t end = std::min(b, (p / bs + 1) * bs);
-    q_sizes.push_back(end - p);
-    q_block.push_back(p / bs);
-    p = end;
-  }
-  for (std::int64_t p = 0; p < b; p += bs) k_sizes.push_back(std::min(bs, b - p));
-  std::vector<bool> m;
-  for (std::int64_t r : q_block)
-    for (std::size_t c = 0; c < k_sizes.size(); ++c) m.push_back(l.active(0, r, static_cast<std::int64_t>(c)));
-  return AttentionPattern::variable(
-      from_vector(m, {1, static_cast<std::int64_t>(q_sizes.size()), static_cast<std::int64_t>(k_sizes.size())}),
-      q_sizes, k_sizes);
+  return AttentionPattern::from_layout(l).slice(a, b, 0, b);
 }
 
 }  // namespace
