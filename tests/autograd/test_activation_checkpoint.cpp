@@ -42,6 +42,22 @@ void require_same_grads(const nn::Module& got, const nn::Module& want) {
   }
 }
 
+// Runs plain.forward and, checkpointed, ck.forward (modules built alike) on copies of x0,
+// backpropagates g through both and requires equal outputs and gradients (input and
+// parameters). Returns the plain run's input gradient.
+template <typename M>
+Tensor require_same_as_plain(M& plain, M& ck, const Tensor& x0, const Tensor& g, double tol) {
+  Tensor x1 = x0.detach().requires_grad_(), x2 = x0.detach().requires_grad_();
+  Tensor y1 = plain.forward(x1);
+  Tensor y2 = activation_checkpoint([&ck](const Tensor& t) { return ck.forward(t); }, x2, ck.parameters());
+  tgt::require_close(y2, y1, 0.0, 0.0);
+  backward(y1, g);
+  backward(y2, g);
+  tgt::require_close(x2.grad(), x1.grad(), tol, tol);
+  require_same_grads(ck, plain);
+  return x1.grad();
+}
+
 }  // namespace
 
 TEST_CASE("backward over several roots sums where they meet and runs each node once", "[autograd]") {
@@ -63,15 +79,8 @@ TEST_CASE("backward over several roots sums where they meet and runs each node o
 TEST_CASE("activation_checkpoint gives the plain computation's gradients", "[autograd][checkpoint_act]") {
   Mlp plain(0.0), ck(0.0);
   Tensor x0 = tgt::rand64({4, 5, 6}, 10);
-  Tensor x1 = x0.detach().requires_grad_(), x2 = x0.detach().requires_grad_();
   Tensor g = tgt::rand64({4, 5, 6}, 11);
-  Tensor y1 = plain.forward(x1);
-  Tensor y2 = activation_checkpoint([&](const Tensor& t) { return ck.forward(t); }, x2, ck.parameters());
-  tgt::require_close(y2, y1, 0.0, 0.0);
-  backward(y1, g);
-  backward(y2, g);
-  tgt::require_close(x2.grad(), x1.grad(), 1e-13, 1e-13);
-  require_same_grads(ck, plain);
+  const Tensor dx = require_same_as_plain(plain, ck, x0, g, 1e-13);
 
   // retain_graph: a second backward recomputes again and accumulates once more.
   Mlp again(0.0);
@@ -79,7 +88,7 @@ TEST_CASE("activation_checkpoint gives the plain computation's gradients", "[aut
   Tensor y3 = activation_checkpoint([&](const Tensor& t) { return again.forward(t); }, x3, again.parameters());
   backward(y3, g, /*retain_graph=*/true);
   backward(y3, g);
-  tgt::require_close(x3.grad(), x1.grad() * 2.0, 1e-13, 1e-13);
+  tgt::require_close(x3.grad(), dx * 2.0, 1e-13, 1e-13);
 }
 
 TEST_CASE("activation_checkpoint gradcheck", "[autograd][checkpoint_act][gradcheck]") {
@@ -110,14 +119,7 @@ TEST_CASE("activation_checkpoint replays dropout masks and random draws", "[auto
     INFO("step " << step);
     plain.zero_grad();
     ck.zero_grad();
-    Tensor x1 = x0.detach().requires_grad_(), x2 = x0.detach().requires_grad_();
-    Tensor y1 = plain.forward(x1);
-    Tensor y2 = activation_checkpoint([&](const Tensor& t) { return ck.forward(t); }, x2, ck.parameters());
-    tgt::require_close(y2, y1, 0.0, 0.0);
-    backward(y1, g);
-    backward(y2, g);
-    tgt::require_close(x2.grad(), x1.grad(), 1e-13, 1e-13);
-    require_same_grads(ck, plain);
+    require_same_as_plain(plain, ck, x0, g, 1e-13);
   }
 
   // The default generator (tg::rand without a seed).
@@ -138,15 +140,7 @@ TEST_CASE("activation_checkpoint replays dropout masks and random draws", "[auto
   // Attention dropout inside MultiHeadAttention.
   nn::MultiHeadAttentionOptions o{.dropout = 0.3, .causal = true, .tensor = kF64, .seed = 5};
   nn::MultiHeadAttention mp(8, 2, o), mc(8, 2, o);
-  Tensor s0 = tgt::rand64({2, 8, 8}, 40), gs = tgt::rand64({2, 8, 8}, 41);
-  Tensor s1 = s0.detach().requires_grad_(), s2 = s0.detach().requires_grad_();
-  Tensor z1 = mp.forward(s1);
-  Tensor z2 = activation_checkpoint([&](const Tensor& t) { return mc.forward(t); }, s2, mc.parameters());
-  tgt::require_close(z2, z1, 0.0, 0.0);
-  backward(z1, gs);
-  backward(z2, gs);
-  tgt::require_close(s2.grad(), s1.grad(), 1e-12, 1e-12);
-  require_same_grads(mc, mp);
+  require_same_as_plain(mp, mc, tgt::rand64({2, 8, 8}, 40), tgt::rand64({2, 8, 8}, 41), 1e-12);
 }
 
 TEST_CASE("activation_checkpoint: parameters only, several outputs, unused inputs", "[autograd][checkpoint_act]") {
