@@ -24,6 +24,7 @@
 #include "runtime/memory.h"
 #include "runtime/philox.h"
 #include "runtime/profiler.h"
+#include "runtime/progress.h"
 #include "runtime/stream.h"
 #include "runtime/deferred_checks.h"
 #include "core/block_sparse.h"

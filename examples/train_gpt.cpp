@@ -14,7 +14,6 @@
 #include <sstream>
 #include <set>
 #include <string>
-#include <unistd.h>
 
 #include "gpt/model.h"
 
@@ -172,14 +171,6 @@ std::string read_corpus(const std::string& path) {
   }
   if (text.size() < 4096) throw tg::Error("tilegrad-train: the corpus at " + path + " is too small (< 4 KiB)");
   return text;
-}
-
-std::string human_time(double s) {
-  char b[32];
-  if (s >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", int(s / 3600), int(std::fmod(s, 3600) / 60));
-  else if (s >= 60) std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
-  else std::snprintf(b, sizeof b, "%.0fs", s);
-  return b;
 }
 
 // Batches of random windows [B, T+1] from `data` (Philox: reproducible).
@@ -395,7 +386,11 @@ int main(int argc, char** argv) try {
   train.draw = static_cast<std::uint64_t>(start_step);
   std::ofstream csv(a.csv, a.resume ? std::ios::app : std::ios::trunc);
   if (!a.resume) csv << "step,train_loss,val_loss,lr,tokens_per_s\n";
-  const bool tty = isatty(2) && !a.quiet;
+  // The bar redraws in place on a terminal; in a log it prints a line at each evaluation.
+  std::optional<tg::ProgressBar> bar;
+  if (!a.quiet) {
+    bar.emplace(steps, tg::ProgressOptions{.unit = "tok", .units_per_step = static_cast<double>(B * T)});
+  }
   auto t0 = std::chrono::steady_clock::now();
   double ema = 0, val_loss = NAN, tok_s = 0;
   std::vector<double> step_s;  // training step times (between loss reads), evaluation excluded
@@ -421,13 +416,9 @@ int main(int argc, char** argv) try {
     const bool eval_now = eval_due(s);
     if (eval_now) val_loss = evaluate(model, val, B, T, a.eval_batches);
     if (eval_now || s == start_step) csv << s + 1 << "," << l << "," << val_loss << "," << s_lr << "," << tok_s << "\n";
-    const double eta = elapsed / static_cast<double>(s - start_step + 1) * static_cast<double>(steps - s - 1);
-    if (!a.quiet && (tty || eval_now)) {
-      int filled = static_cast<int>(30.0 * static_cast<double>(s + 1) / static_cast<double>(steps));
-      std::fprintf(stderr, "%s[%s%s] %lld/%lld loss %.3f val %.3f | %.0f tok/s | ETA %s%s", tty ? "\r" : "",
-                   std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                   std::string(static_cast<std::size_t>(30 - filled), '.').c_str(), (long long)(s + 1), (long long)steps,
-                   ema, val_loss, tok_s, human_time(eta).c_str(), tty ? "   " : "\n");
+    if (bar) {
+      bar->update(s + 1, {{"loss", ema}, {"val", val_loss}});
+      if (eval_now) bar->print_line();
     }
   };
   // f16 training needs loss scaling (bf16 and f32 do not).
@@ -477,7 +468,7 @@ int main(int argc, char** argv) try {
     }
   }
   if (has_pending) report(steps - 1, pending.get<double>(), pending_lr);
-  if (tty) std::fprintf(stderr, "\n");
+  if (bar) bar->close();
 
   std::map<std::string, std::string> meta{
       {"step", std::to_string(steps)}, {"format", "pt"}, {"config", config_flags(cfg, dtype)}};
