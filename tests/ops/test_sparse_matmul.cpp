@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,152 +16,29 @@
 #include "ops/sparse_matmul/regions.h"
 #include "ops/sparse_matmul/row_groups.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
+#include "sparse_matmul_cases.h"
 #include "util.h"
 
 using namespace tg;
+using namespace mmcases;
 
 namespace {
-
-std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
-const double kNan = std::numeric_limits<double>::quiet_NaN();
-
-// The operand combinations, named (output, x, y).
-struct Mode {
-  const char* name;
-  bool out_sparse, x_sparse, y_sparse;
-};
-const std::vector<Mode> kModes = {{"SDD", true, false, false}, {"SSD", true, true, false},  {"SDS", true, false, true},
-                                  {"SSS", true, true, true},   {"DSD", false, true, false}, {"DDS", false, false, true},
-                                  {"DSS", false, true, true}};
-
-// One problem: x [B, M, K] under lx, y [B, K, N] under ly, output layout lo.
-struct Problem {
-  Layout lx, ly, lo;
-  std::int64_t B() const { return lo.batch(); }
-  std::int64_t M() const { return lo.rows(); }
-  std::int64_t K() const { return lx.cols(); }
-  std::int64_t N() const { return lo.cols(); }
-  std::int64_t bs() const { return lo.block_size(); }
-};
-
-Problem problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t Nb, std::int64_t bs, double dx,
-                double dy, double dout, std::uint64_t seed) {
-  return {random_layout(B, Mb, Kb, bs, dx, seed), random_layout(B, Kb, Nb, bs, dy, seed + 1),
-          random_layout(B, Mb, Nb, bs, dout, seed + 2)};
-}
 
 std::string describe(const Problem& p) {
   return detail::concat("B=", p.B(), " M=", p.M(), " K=", p.K(), " N=", p.N(), " bs=", p.bs(),
                         " blocks x/y/out=", p.lx.n_blocks(), "/", p.ly.n_blocks(), "/", p.lo.n_blocks());
 }
 
-// The op's input for an operand: block data when sparse, else the dense values; a new
-// leaf either way, so that gradients never accumulate across cases.
-Tensor input_of(const Tensor& dense, const Layout& l, bool sparse) {
-  return sparse ? to_sparse(dense, l).data().detach() : dense.detach();
-}
-
-// Calls the overload of `m` on inputs (block data or dense); returns the output block data
-// (sparse output) or the dense output.
+// Calls the overload of `m` on inputs (block data or dense), without options; returns the
+// output block data (sparse output) or the dense output.
 Tensor apply(const Mode& m, const Problem& p, const Tensor& xin, const Tensor& yin) {
-  auto X = [&] { return BlockSparseTensor(xin, p.lx); };
-  auto Y = [&] { return BlockSparseTensor(yin, p.ly); };
-  if (m.out_sparse) {
-    BlockSparseTensor out;
-    if (!m.x_sparse && !m.y_sparse)
-      out = matmul(xin, yin, p.lo);
-    else if (m.x_sparse && !m.y_sparse)
-      out = matmul(X(), yin, p.lo);
-    else if (!m.x_sparse)
-      out = matmul(xin, Y(), p.lo);
-    else
-      out = matmul(X(), Y(), p.lo);
-    REQUIRE(out.layout() == p.lo);
-    return out.data();
-  }
-  if (m.x_sparse && !m.y_sparse) return matmul(X(), yin);
-  if (!m.x_sparse) return matmul(xin, Y());
-  return matmul(X(), Y());
-}
-
-// The logical dense value of an op output (inactive positions of a sparse one: `fill`).
-Tensor logical(const Tensor& out, const Layout& l, bool sparse, double fill = kNan) {
-  return sparse ? to_dense(BlockSparseTensor(out, l), fill) : out;
-}
-
-// Host f64 values of a dense [B, R, C], zeroed outside l's blocks when `mask`.
-std::vector<double> host(const Tensor& dense, const Layout& l, bool mask) {
-  std::vector<double> v = tgt::values(dense);
-  if (!mask) return v;
-  const std::int64_t R = dense.size(1), C = dense.size(2), bs = l.block_size();
-  for (std::int64_t b = 0; b < dense.size(0); ++b)
-    for (std::int64_t i = 0; i < R; ++i)
-      for (std::int64_t j = 0; j < C; ++j)
-        if (!l.active(b, i / bs, j / bs)) v[at((b * R + i) * C + j)] = 0.0;
-  return v;
-}
-
-// [B, M, N] = op(a) · op(b) in f64 with plain loops; a is stored [B, M, K] (or [B, K, M]
-// when ta), b [B, K, N] (or [B, N, K] when tb). Outside `lo`'s blocks (when given): fill.
-Tensor reference_mm(const std::vector<double>& a, const std::vector<double>& b, std::int64_t B, std::int64_t M,
-                    std::int64_t K, std::int64_t N, bool ta, bool tb, const Layout* lo, double fill) {
-  std::vector<double> out(at(B * M * N), fill);
-  // op(a)'s rows and op(b)'s columns copied out contiguous first, so that the sums run over
-  // unit strides in four interleaved partial sums (together ~6x faster at blocks of 128 than
-  // one sum reading op(b) down its columns; the 16-bit tests at 128 spend most of their time
-  // here)
-  std::vector<double> ra(at(M * K)), cb(at(N * K));
-  for (std::int64_t bt = 0; bt < B; ++bt) {
-    const double* pa = a.data() + bt * M * K;
-    const double* pb = b.data() + bt * K * N;
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t k = 0; k < K; ++k) ra[at(i * K + k)] = ta ? pa[k * M + i] : pa[i * K + k];
-    for (std::int64_t j = 0; j < N; ++j)
-      for (std::int64_t k = 0; k < K; ++k) cb[at(j * K + k)] = tb ? pb[j * K + k] : pb[k * N + j];
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t j = 0; j < N; ++j) {
-        if (lo && !lo->active(bt, i / lo->block_size(), j / lo->block_size())) continue;
-        const double* x = ra.data() + i * K;
-        const double* y = cb.data() + j * K;
-        double s[4] = {0, 0, 0, 0};
-        std::int64_t k = 0;
-        for (; k + 4 <= K; k += 4)
-          for (int u = 0; u < 4; ++u) s[u] += x[k + u] * y[k + u];
-        for (; k < K; ++k) s[0] += x[k] * y[k];
-        out[at((bt * M + i) * N + j)] = (s[0] + s[1]) + (s[2] + s[3]);
-      }
-  }
-  return from_vector(out, {B, M, N});
+  return call(m, xin, p.lx, yin, p.ly, p.lo, {});
 }
 
 // The f64 reference of mode m for dense operands (masked by their layouts when sparse).
 Tensor reference(const Mode& m, const Problem& p, const Tensor& xd, const Tensor& yd) {
   return reference_mm(host(xd, p.lx, m.x_sparse), host(yd, p.ly, m.y_sparse), p.B(), p.M(), p.K(), p.N(), false, false,
                       m.out_sparse ? &p.lo : nullptr, kNan);
-}
-
-// Problems at block size bs: non-square, batch 1-3, empty layouts, empty rows and columns,
-// full layouts, and k-dimensions without overlapping blocks.
-std::vector<Problem> problems(std::int64_t bs, std::uint64_t seed) {
-  const std::int64_t g = bs >= 16 ? 1 : 2;  // grid scale: more blocks when blocks are small
-  std::vector<Problem> ps;
-  ps.push_back(problem(2, 2 * g, 3 * g, 2 * g + 1, bs, 0.5, 0.5, 0.6, seed));
-  ps.push_back(problem(1, 3 * g, 2 * g, 2, bs, 1.0, 1.0, 1.0, seed + 10));
-  ps.push_back(problem(3, 2, 2 * g + 1, 3 * g, bs, 0.4, 0.7, 0.5, seed + 20));
-  ps.push_back(problem(2, 2, 3, 2, bs, 0.0, 0.6, 0.7, seed + 30));  // x empty
-  ps.push_back(problem(2, 3, 2, 2, bs, 0.7, 0.6, 0.0, seed + 40));  // output empty
-  // x without blocks in block-row 1, y without blocks in block-column 0, and an output
-  // block-row left out
-  const std::int64_t B = 2, Mb = 3, Kb = 3 * g, Nb = 3;
-  Layout rx = random_layout(B, Mb, Kb, bs, 0.8, seed + 50), ry = random_layout(B, Kb, Nb, bs, 0.8, seed + 51);
-  ps.push_back({tgt::layout_where(B, Mb, Kb, bs, [&](auto b, auto r, auto c) { return r != 1 && rx.active(b, r, c); }),
-                tgt::layout_where(B, Kb, Nb, bs, [&](auto b, auto r, auto c) { return c != 0 && ry.active(b, r, c); }),
-                tgt::layout_where(B, Mb, Nb, bs, [](auto, auto r, auto) { return r != 2; })});
-  // no k-block active in both x and y: every output block is exactly 0
-  ps.push_back({tgt::layout_where(1, 2, 4, bs, [](auto, auto, auto c) { return c % 2 == 0; }),
-                tgt::layout_where(1, 4, 3, bs, [](auto, auto r, auto) { return r % 2 == 1; }),
-                full_layout(1, 2, 3, bs)});
-  return ps;
 }
 
 // The kinds of problems() on grids of one or two blocks a side, for blocks of 64 and 128
@@ -216,8 +92,7 @@ TEST_CASE("sparse matmul: every mode matches a masked f64 reference", "[ops][spa
   }
 }
 
-TEST_CASE("sparse matmul on the CPU: output tiles split over threads match the f64 reference",
-          "[ops][sparse_matmul]") {
+TEST_CASE("sparse matmul on the CPU: output tiles split over threads match the f64 reference", "[ops][sparse_matmul]") {
   // block 64 with two k-blocks: ~2^19 multiply-adds a tile, so the CPU kernel cuts the
   // output tiles into ranges of four (six to eight ranges a call), and the bf16 operands
   // (98K elements) are widened in two ranges
@@ -291,14 +166,6 @@ TEST_CASE("sparse matmul: empty extents", "[ops][sparse_matmul]") {
 }
 
 namespace {
-
-// Tolerances of a product of `inner` terms in dtype dt against the f64 reference of the same
-// rounded inputs: what is left is the f32 accumulation (absolute, growing like sqrt(inner)
-// for random signs) and the one final rounding (relative: bf16 2^-8, f16 2^-11, f32 2^-24).
-double rtol_16(DType dt) { return dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 8e-3 : 1e-3; }
-double atol_16(DType dt, std::int64_t inner) {
-  return (dt == DType::f32 ? 1e-6 : 1e-3) * std::sqrt(static_cast<double>(std::max<std::int64_t>(inner, 1)));
-}
 
 // REQUIREs that every element of an output block with no k-block present in both operands
 // (a dense operand has every block) is exactly 0: such a block is an empty sum, whatever
@@ -438,37 +305,6 @@ TEST_CASE("sparse matmul gradcheck, every mode", "[ops][sparse_matmul][gradcheck
 }
 
 namespace {
-
-// A small problem for the gradchecks at block size bs: x lacks one block of its last
-// block-row (when it has two block-rows and k-blocks), y one block of its first block-column
-// (when it has two k-blocks), the output its last block (when it has two).
-Problem gradcheck_problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t Nb, std::int64_t bs) {
-  return {tgt::layout_where(B, Mb, Kb, bs,
-                            [=](auto b, auto r, auto c) { return !(Mb > 1 && Kb > 1 && r == Mb - 1 && c == b % Kb); }),
-          tgt::layout_where(B, Kb, Nb, bs,
-                            [=](auto b, auto r, auto c) { return !(Kb > 1 && c == 0 && r == (b + 1) % Kb); }),
-          tgt::layout_where(B, Mb, Nb, bs,
-                            [=](auto, auto r, auto c) { return !(Mb * Nb > 1 && r == Mb - 1 && c == Nb - 1); })};
-}
-
-// autograd::gradcheck of f(x, y) in its directional mode, k random directions per operand
-// instead of every element (two products an element, out of reach from block 32 up): each
-// check compares <dL/dx, D_i> from the backward (every element of dx weighs in) with a
-// central difference along D_i. A product is linear in x alone and in y alone, so the
-// difference is exact up to rounding at any step: a step of 0.25 and tolerances of 1e-9
-// leave no room for a wrong gradient element.
-autograd::GradcheckResult directional_gradcheck(const std::function<Tensor(const Tensor&, const Tensor&)>& f,
-                                                const Tensor& x0, const Tensor& y0, std::int64_t k,
-                                                std::uint64_t seed) {
-  autograd::GradcheckOptions opts;
-  opts.eps = 0.25;
-  opts.atol = 1e-9;
-  opts.rtol = 1e-9;
-  opts.seed = seed;
-  opts.directions = k;
-  return autograd::gradcheck([&](const std::vector<Tensor>& v) { return f(v[0], v[1]); },
-                             {x0.detach().requires_grad_(), y0.detach().requires_grad_()}, opts);
-}
 
 // directional_gradcheck of mode m.
 void check_directional(const Mode& m, const Problem& p, const Tensor& x0, const Tensor& y0, std::int64_t k,
@@ -720,8 +556,14 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
       for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns}) {
         const bool cols = axis == ops::GroupAxis::Columns;
         const int line = cols ? 2 : 1, cross = cols ? 1 : 2;
-        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000}, {2, 1, 1000}, {4, 1, 1000}, {2, 1, 2},
-                                    {4, 1, 3}, {4, 2, 1000}, {2, 2, 3}, {1, 2, 1000}}) {
+        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000},
+                                    {2, 1, 1000},
+                                    {4, 1, 1000},
+                                    {2, 1, 2},
+                                    {4, 1, 3},
+                                    {4, 2, 1000},
+                                    {2, 2, 3},
+                                    {1, 2, 1000}}) {
           INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk
                       << (cols ? " columns" : " rows"));
           const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);

@@ -16,30 +16,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <functional>
-#include <limits>
 #include <string>
 #include <vector>
 
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
+#include "sparse_matmul_cases.h"
 #include "util.h"
 
 using namespace tg;
+using namespace mmcases;
 
 namespace {
-
-std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
-const double kNan = std::numeric_limits<double>::quiet_NaN();
-
-// The operand combinations, named (output, x, y).
-struct Mode {
-  const char* name;
-  bool out_sparse, x_sparse, y_sparse;
-};
-const std::vector<Mode> kModes = {{"SDD", true, false, false}, {"SSD", true, true, false},  {"SDS", true, false, true},
-                                  {"SSS", true, true, true},   {"DSD", false, true, false}, {"DDS", false, false, true},
-                                  {"DSS", false, true, true}};
 
 // The transposed combinations of MatmulOptions.
 struct Trans {
@@ -47,23 +35,6 @@ struct Trans {
   const char* name;
 };
 const std::vector<Trans> kTrans = {{true, false, "transpose_x"}, {false, true, "transpose_y"}, {true, true, "both"}};
-
-// A product as the op reads it: op(x) [B, M, K] under lx, op(y) [B, K, N] under ly, the
-// output under lo.
-struct Problem {
-  Layout lx, ly, lo;
-  std::int64_t B() const { return lo.batch(); }
-  std::int64_t M() const { return lo.rows(); }
-  std::int64_t K() const { return lx.cols(); }
-  std::int64_t N() const { return lo.cols(); }
-  std::int64_t bs() const { return lo.block_size(); }
-};
-
-Problem problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t Nb, std::int64_t bs, double dx,
-                double dy, double dout, std::uint64_t seed) {
-  return {random_layout(B, Mb, Kb, bs, dx, seed), random_layout(B, Kb, Nb, bs, dy, seed + 1),
-          random_layout(B, Mb, Nb, bs, dout, seed + 2)};
-}
 
 // A problem with its operands stored as the options say: x [B, K, M] under sx =
 // lx.transposed() when transpose_x (else [B, M, K] under lx), y [B, N, K] under
@@ -110,87 +81,26 @@ std::string describe(const Case& c) {
                         " blocks x/y/out=", c.p.lx.n_blocks(), "/", c.p.ly.n_blocks(), "/", c.p.lo.n_blocks());
 }
 
-// The op's input for an operand stored as `dense`: block data under l when sparse, else
-// the dense values; a new leaf either way.
-Tensor input_of(const Tensor& dense, const Layout& l, bool sparse) {
-  return sparse ? to_sparse(dense, l).data().detach() : dense.detach();
-}
-
-// The overload of mode m on x and y (block data under lx / ly where m takes them sparse,
-// else dense) with options o; returns the output block data (checked to be under lo) or
-// the dense output.
-Tensor call(const Mode& m, const Tensor& x, const Layout& lx, const Tensor& y, const Layout& ly, const Layout& lo,
-            const MatmulOptions& o) {
-  auto X = [&] { return BlockSparseTensor(x, lx); };
-  auto Y = [&] { return BlockSparseTensor(y, ly); };
-  if (m.out_sparse) {
-    BlockSparseTensor out;
-    if (!m.x_sparse && !m.y_sparse)
-      out = matmul(x, y, lo, o);
-    else if (m.x_sparse && !m.y_sparse)
-      out = matmul(X(), y, lo, o);
-    else if (!m.x_sparse)
-      out = matmul(x, Y(), lo, o);
-    else
-      out = matmul(X(), Y(), lo, o);
-    REQUIRE(out.layout() == lo);
-    return out.data();
-  }
-  if (m.x_sparse && !m.y_sparse) return matmul(X(), y, o);
-  if (!m.x_sparse) return matmul(x, Y(), o);
-  return matmul(X(), Y(), o);
-}
-
 // Mode m of case c on its stored inputs, with c's options.
 Tensor apply(const Mode& m, const Case& c, const Tensor& xin, const Tensor& yin) {
   return call(m, xin, c.sx, yin, c.sy, c.p.lo, c.o);
 }
 
-// The logical dense value of a tensor in its stored form (block data under l, or dense);
-// inactive positions of a sparse one: `fill`.
-Tensor logical(const Tensor& t, const Layout& l, bool sparse, double fill = kNan) {
-  return sparse ? to_dense(BlockSparseTensor(t, l), fill) : t;
-}
-
-// Host f64 values of a dense [B, R, C], zeroed outside l's blocks when `mask`.
-std::vector<double> host(const Tensor& dense, const Layout& l, bool mask) {
-  std::vector<double> v = tgt::values(dense);
-  if (!mask) return v;
-  const std::int64_t R = dense.size(1), C = dense.size(2), bs = l.block_size();
-  for (std::int64_t b = 0; b < dense.size(0); ++b)
-    for (std::int64_t i = 0; i < R; ++i)
-      for (std::int64_t j = 0; j < C; ++j)
-        if (!l.active(b, i / bs, j / bs)) v[at((b * R + i) * C + j)] = 0.0;
-  return v;
-}
-
-// [B, M, N] = op(a) · op(b) in f64 with plain loops; a is stored [B, M, K] (or [B, K, M]
-// when ta), b [B, K, N] (or [B, N, K] when tb). Outside `lo`'s blocks (when given): fill.
-Tensor reference_mm(const std::vector<double>& a, const std::vector<double>& b, std::int64_t B, std::int64_t M,
-                    std::int64_t K, std::int64_t N, bool ta, bool tb, const Layout* lo, double fill) {
+// mmcases::reference_mm on stored values, REQUIRing first that they hold B·M·K and B·K·N
+// elements: the stored shapes swap extents when transposed, and a swap in the wrong place
+// here would otherwise read past the values, or the wrong ones, without a word.
+Tensor stored_mm(const std::vector<double>& a, const std::vector<double>& b, std::int64_t B, std::int64_t M,
+                 std::int64_t K, std::int64_t N, bool ta, bool tb, const Layout* lo, double fill) {
   REQUIRE(a.size() == at(B * M * K));
   REQUIRE(b.size() == at(B * K * N));
-  std::vector<double> out(at(B * M * N), fill);
-  for (std::int64_t bt = 0; bt < B; ++bt) {
-    const double* pa = a.data() + bt * M * K;
-    const double* pb = b.data() + bt * K * N;
-    for (std::int64_t i = 0; i < M; ++i)
-      for (std::int64_t j = 0; j < N; ++j) {
-        if (lo && !lo->active(bt, i / lo->block_size(), j / lo->block_size())) continue;
-        double s = 0;
-        for (std::int64_t k = 0; k < K; ++k)
-          s += (ta ? pa[k * M + i] : pa[i * K + k]) * (tb ? pb[j * K + k] : pb[k * N + j]);
-        out[at((bt * M + i) * N + j)] = s;
-      }
-  }
-  return from_vector(out, {B, M, N});
+  return reference_mm(a, b, B, M, K, N, ta, tb, lo, fill);
 }
 
 // The f64 reference of mode m on stored dense values xs, ys (masked by their stored layouts
 // where m takes them sparse): op(x) · op(y), NaN outside lo's blocks for a sparse output.
 Tensor reference(const Mode& m, const Case& c, const Tensor& xs, const Tensor& ys) {
-  return reference_mm(host(xs, c.sx, m.x_sparse), host(ys, c.sy, m.y_sparse), c.B(), c.M(), c.K(), c.N(), c.t.tx,
-                      c.t.ty, m.out_sparse ? &c.p.lo : nullptr, kNan);
+  return stored_mm(host(xs, c.sx, m.x_sparse), host(ys, c.sy, m.y_sparse), c.B(), c.M(), c.K(), c.N(), c.t.tx, c.t.ty,
+                   m.out_sparse ? &c.p.lo : nullptr, kNan);
 }
 
 // The f64 references of the gradients in their stored forms for the upstream gradient w
@@ -206,36 +116,11 @@ std::pair<Tensor, Tensor> reference_grads(const Mode& m, const Case& c, const Te
   const bool tx = c.t.tx, ty = c.t.ty;
   const std::int64_t B = c.B(), M = c.M(), K = c.K(), N = c.N();
   // op(y) is ys read transposed iff ty; op(y)ᵀ is ys read transposed iff !ty (likewise x)
-  Tensor dx = tx ? reference_mm(yv, wv, B, K, N, M, ty, true, mx, 0.0)     // [B, K, M] = op(y) · Gᵀ
-                 : reference_mm(wv, yv, B, M, N, K, false, !ty, mx, 0.0);  // [B, M, K] = G · op(y)ᵀ
-  Tensor dy = ty ? reference_mm(wv, xv, B, N, M, K, true, tx, my, 0.0)     // [B, N, K] = Gᵀ · op(x)
-                 : reference_mm(xv, wv, B, K, M, N, !tx, false, my, 0.0);  // [B, K, N] = op(x)ᵀ · G
+  Tensor dx = tx ? stored_mm(yv, wv, B, K, N, M, ty, true, mx, 0.0)     // [B, K, M] = op(y) · Gᵀ
+                 : stored_mm(wv, yv, B, M, N, K, false, !ty, mx, 0.0);  // [B, M, K] = G · op(y)ᵀ
+  Tensor dy = ty ? stored_mm(wv, xv, B, N, M, K, true, tx, my, 0.0)     // [B, N, K] = Gᵀ · op(x)
+                 : stored_mm(xv, wv, B, K, M, N, !tx, false, my, 0.0);  // [B, K, N] = op(x)ᵀ · G
   return {dx, dy};
-}
-
-// Problems at block size bs (as the op reads them): non-square, batch 1-3, empty layouts,
-// empty rows and columns, full layouts, and k-dimensions without overlapping blocks (last).
-std::vector<Problem> problems(std::int64_t bs, std::uint64_t seed) {
-  const std::int64_t g = bs >= 16 ? 1 : 2;  // grid scale: more blocks when blocks are small
-  std::vector<Problem> ps;
-  ps.push_back(problem(2, 2 * g, 3 * g, 2 * g + 1, bs, 0.5, 0.5, 0.6, seed));
-  ps.push_back(problem(1, 3 * g, 2 * g, 2, bs, 1.0, 1.0, 1.0, seed + 10));
-  ps.push_back(problem(3, 2, 2 * g + 1, 3 * g, bs, 0.4, 0.7, 0.5, seed + 20));
-  ps.push_back(problem(2, 2, 3, 2, bs, 0.0, 0.6, 0.7, seed + 30));  // x empty
-  ps.push_back(problem(2, 3, 2, 2, bs, 0.7, 0.6, 0.0, seed + 40));  // output empty
-  // op(x) without blocks in block-row 1, op(y) without blocks in block-column 0 (stored:
-  // an empty block-column of x, an empty block-row of y, when transposed), and an output
-  // block-row left out
-  const std::int64_t B = 2, Mb = 3, Kb = 3 * g, Nb = 3;
-  Layout rx = random_layout(B, Mb, Kb, bs, 0.8, seed + 50), ry = random_layout(B, Kb, Nb, bs, 0.8, seed + 51);
-  ps.push_back({tgt::layout_where(B, Mb, Kb, bs, [&](auto b, auto r, auto c) { return r != 1 && rx.active(b, r, c); }),
-                tgt::layout_where(B, Kb, Nb, bs, [&](auto b, auto r, auto c) { return c != 0 && ry.active(b, r, c); }),
-                tgt::layout_where(B, Mb, Nb, bs, [](auto, auto r, auto) { return r != 2; })});
-  // no k-block active in both op(x) and op(y): every output block of SSS / DSS is exactly 0
-  ps.push_back({tgt::layout_where(1, 2, 4, bs, [](auto, auto, auto c) { return c % 2 == 0; }),
-                tgt::layout_where(1, 4, 3, bs, [](auto, auto r, auto) { return r % 2 == 1; }),
-                full_layout(1, 2, 3, bs)});
-  return ps;
 }
 
 // Stored f64 inputs of case c: x in its stored shape, y in its, values in [-1, 1).
@@ -244,24 +129,6 @@ struct Inputs {
 };
 Inputs inputs(const Case& c, std::uint64_t seed) {
   return {tgt::rand64(c.x_shape, seed), tgt::rand64(c.y_shape, seed + 1)};
-}
-
-// Tolerances of a product of `inner` terms in dtype dt against the f64 reference of the same
-// rounded inputs (those of test_sparse_matmul.cpp): f32 accumulation, one final rounding.
-double rtol_16(DType dt) { return dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 8e-3 : 1e-3; }
-double atol_16(DType dt, std::int64_t inner) {
-  return (dt == DType::f32 ? 1e-6 : 1e-3) * std::sqrt(static_cast<double>(std::max<std::int64_t>(inner, 1)));
-}
-
-// A small problem for the gradchecks: op(x) lacks one block of its last block-row, op(y)
-// one of its first block-column, the output its last block (each where there are two).
-Problem gradcheck_problem(std::int64_t B, std::int64_t Mb, std::int64_t Kb, std::int64_t Nb, std::int64_t bs) {
-  return {tgt::layout_where(B, Mb, Kb, bs,
-                            [=](auto b, auto r, auto c) { return !(Mb > 1 && Kb > 1 && r == Mb - 1 && c == b % Kb); }),
-          tgt::layout_where(B, Kb, Nb, bs,
-                            [=](auto b, auto r, auto c) { return !(Kb > 1 && c == 0 && r == (b + 1) % Kb); }),
-          tgt::layout_where(B, Mb, Nb, bs,
-                            [=](auto, auto r, auto c) { return !(Mb * Nb > 1 && r == Mb - 1 && c == Nb - 1); })};
 }
 
 }  // namespace
@@ -381,8 +248,8 @@ TEST_CASE("sparse matmul transposed gradcheck at block 16, every mode and combin
           "[ops][sparse_matmul][gradcheck]") {
   // op(x) [2, 32, 48], op(y) [2, 48, 32] with blocks missing. Three random directions per
   // operand; a product is linear in each operand, so a central difference with a large
-  // step is exact up to rounding and the tolerances can be tight (as in
-  // test_sparse_matmul.cpp, whose control shows such a check failing for a wrong gradient).
+  // step is exact up to rounding and the tolerances can be tight: directional_gradcheck,
+  // the same check whose control in test_sparse_matmul.cpp fails for a wrong gradient.
   const Problem p = gradcheck_problem(2, 2, 3, 2, 16);
   std::uint64_t seed = 23500;
   for (const Trans& t : kTrans) {
@@ -390,16 +257,9 @@ TEST_CASE("sparse matmul transposed gradcheck at block 16, every mode and combin
     const Inputs in = inputs(c, seed += 10);
     for (const Mode& m : kModes) {
       INFO(m.name << " " << describe(c));
-      autograd::GradcheckOptions opts;
-      opts.eps = 0.25;
-      opts.atol = 1e-9;
-      opts.rtol = 1e-9;
-      opts.seed = ++seed;
-      opts.directions = 3;
-      const auto r = autograd::gradcheck(
-          [&](const std::vector<Tensor>& v) { return apply(m, c, v[0], v[1]); },
-          {input_of(in.xs, c.sx, m.x_sparse).requires_grad_(), input_of(in.ys, c.sy, m.y_sparse).requires_grad_()},
-          opts);
+      const auto r =
+          directional_gradcheck([&](const Tensor& x, const Tensor& y) { return apply(m, c, x, y); },
+                                input_of(in.xs, c.sx, m.x_sparse), input_of(in.ys, c.sy, m.y_sparse), 3, ++seed);
       INFO(r.report);
       REQUIRE(r.ok);
     }
