@@ -37,6 +37,7 @@
 #include "nn/checkpoint.h"
 #include "optim/optimizer.h"
 #include "optim/grad_scaler.h"
+#include "optim/ema.h"
 #include "ops/layout/patterns.h"
 #include "nn/layers.h"
 #include "ops/sparse_rows/sparse_rows.h"

@@ -25,7 +25,7 @@ struct Args {
   std::string data = "/usr/share/common-licenses";
   std::string device = "auto";
   std::int64_t steps = -1, batch = -1, ctx = -1, layers = -1, d_model = -1, heads = -1, block = -1;
-  double lr = -1, dropout = -1, attn_dropout = 0, mlp_density = 1;
+  double lr = -1, dropout = -1, attn_dropout = 0, mlp_density = 1, ema = 0;
   std::int64_t mlp_block = -1;
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
@@ -61,6 +61,8 @@ Usage: tilegrad-train [flags]
   --recompute         activation checkpointing: keep only each transformer block's
                       input for backward and run the block again there (less memory
                       for one more forward of the blocks per step)
+  --ema DECAY         keep an exponential moving average of the weights (e.g. 0.999)
+                      and report its held-out loss next to the last weights' at the end
   --dtype T           parameter and activation dtype: f32 | bf16 | f16 (default f32 on
                       CPU, bf16 on GPU, where attention runs on tensor cores; AdamW
                       keeps its moments in f32 either way; f16 trains with dynamic loss
@@ -128,6 +130,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--mlp-density") a.mlp_density = std::stod(need(i));
     else if (f == "--mlp-block") a.mlp_block = std::stoll(need(i));
     else if (f == "--recompute") a.recompute = true;
+    else if (f == "--ema") a.ema = std::stod(need(i));
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
     else if (f == "--dtype") a.dtype = need(i);
     else if (f == "--tf32") {
@@ -351,6 +354,7 @@ int main(int argc, char** argv) try {
   tg::optim::AdamW opt(model.parameters(), {.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   std::int64_t start_step = 0;
   std::vector<std::pair<std::string, tg::Tensor>> scaler_state;  // f16's loss scale, when resumed
+  std::vector<std::pair<std::string, tg::Tensor>> ema_state;     // the weights' average, when resumed
   if (a.resume) {
     std::map<std::string, std::string> meta;
     auto tensors = tg::nn::load_tensors(a.checkpoint, &meta);
@@ -358,6 +362,7 @@ int main(int argc, char** argv) try {
     for (auto& [n, t] : tensors) {
       if (n.rfind("optim.", 0) == 0) opt_state.emplace_back(n.substr(6), t);
       if (n.rfind("scaler.", 0) == 0) scaler_state.emplace_back(n.substr(7), t);
+      if (n.rfind("ema.", 0) == 0) ema_state.emplace_back(n.substr(4), t);
     }
     try {
       tg::nn::load(model, a.checkpoint, /*strict=*/false);
@@ -428,6 +433,11 @@ int main(int argc, char** argv) try {
     scaler = std::make_unique<tg::optim::GradScaler>();
     if (!scaler_state.empty()) scaler->load_state(scaler_state);
   }
+  std::unique_ptr<tg::optim::ExponentialMovingAverage> weights_ema;
+  if (a.ema > 0) {
+    weights_ema = std::make_unique<tg::optim::ExponentialMovingAverage>(model.parameters(), a.ema);
+    if (!ema_state.empty()) weights_ema->load_state(ema_state);
+  }
   tg::PendingItem pending;  // the previous step's loss, on its way to the host
   bool has_pending = false;
   double pending_lr = 0;
@@ -451,6 +461,7 @@ int main(int argc, char** argv) try {
       tg::optim::clip_grad_norm_(opt.params(), 1.0);  // the norm stays on the device: no wait
       opt.step();
     }
+    if (weights_ema) weights_ema->update();
     tg::PendingItem current = loss.item_async();
     if (profiler && step + 1 == prof_end) {
       profile = profiler->stop();
@@ -477,9 +488,23 @@ int main(int argc, char** argv) try {
   for (auto& [n, t] : opt.state()) all_tensors.emplace_back("optim." + n, t);
   if (scaler)
     for (auto& [n, t] : scaler->state()) all_tensors.emplace_back("scaler." + n, t);
+  if (weights_ema)
+    for (auto& [n, t] : weights_ema->state()) all_tensors.emplace_back("ema." + n, t);
   tg::nn::save_tensors(all_tensors, a.checkpoint, meta);
 
   std::cout << "held-out loss: " << val_loss << " nats/char\n";
+  if (weights_ema) {
+    // Both on the same held-out batches.
+    Batcher last_val{val_data, a.seed + 2}, ema_val{val_data, a.seed + 2};
+    const double last = evaluate(model, last_val, B, T, a.eval_batches);
+    double averaged;
+    {
+      tg::optim::ExponentialMovingAverage::Swap swap(*weights_ema);
+      averaged = evaluate(model, ema_val, B, T, a.eval_batches);
+    }
+    std::cout << "held-out loss of the weights' moving average (decay " << a.ema << "): " << averaged
+              << " nats/char (last weights on the same batches: " << last << ")\n";
+  }
   if (scaler) {
     std::cout << "f16 loss scale " << scaler->get_scale() << ", " << skipped
               << " step(s) skipped for inf / NaN gradients\n";
