@@ -12,10 +12,24 @@
 #include <limits>
 #include <vector>
 
+#include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
 
 namespace mmcases {
+
+/// Puts back TF32 and the automatic kernel choice when a CUDA test that forces them ends,
+/// however it ends (a failed REQUIRE throws).
+struct CudaSettingsGuard {
+  bool tf32 = tg::allow_tf32();
+  CudaSettingsGuard() = default;
+  CudaSettingsGuard(const CudaSettingsGuard&) = delete;
+  CudaSettingsGuard& operator=(const CudaSettingsGuard&) = delete;
+  ~CudaSettingsGuard() {
+    tg::set_allow_tf32(tf32);
+    tg::ops::spmm::set_mma_path(tg::ops::spmm::MmaPath::Auto);
+  }
+};
 
 inline std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 inline constexpr double kNan = std::numeric_limits<double>::quiet_NaN();

@@ -786,13 +786,7 @@ TEST_CASE("sparse matmul CUDA matches the CPU: every mode, block size and dtype"
   // Output blocks without a common k-block hold exactly 0 on every path, dtype and block
   // size, dense output and sparse.
   using ops::spmm::MmaPath;
-  struct Restore {
-    bool tf32 = allow_tf32();
-    ~Restore() {
-      set_allow_tf32(tf32);
-      ops::spmm::set_mma_path(MmaPath::Auto);
-    }
-  } restore;
+  CudaSettingsGuard restore;
   struct Pass {
     DType dt;
     bool tf32;
@@ -893,9 +887,7 @@ TEST_CASE("sparse matmul CUDA: grouped regions of blocks 32 and 64", "[ops][spar
   // combination), against the CPU: regions cut by the grid edge, regions with only some
   // blocks stored or some operand blocks absent, empty rows and columns, empty operands
   // and outputs, k without overlap, batch > 1. Then the same problems on the per-block path.
-  struct Restore {
-    ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
-  } restore;
+  CudaSettingsGuard restore;
   std::uint64_t seed = 9700;
   using ops::spmm::MmaPath;
   const char* names[] = {"auto", "per-block", "grouped 128x128", "grouped 64x128", "grouped 128x64"};
@@ -931,9 +923,7 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   // plain and transposed as the backward does), bf16 and f16, against the CPU: batch > 1,
   // empty operands, outputs and output rows, k without overlap (exactly 0), pair lists long
   // enough to be split over several CTAs (split-K), and both operands transposed at once.
-  struct Restore {
-    ~Restore() { ops::spmm::set_mma_path(ops::spmm::MmaPath::Auto); }
-  } restore;
+  CudaSettingsGuard restore;
   using ops::spmm::MmaPath;
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},

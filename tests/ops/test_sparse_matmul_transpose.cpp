@@ -459,13 +459,7 @@ TEST_CASE("sparse matmul transposed CUDA matches the CPU: every mode and combina
   // In bf16 at blocks 64 and 128 also each path forced: per-block, the grouped regions
   // (block 64) and every wgmma tiling (compute capability 9.0), against one CPU result.
   using ops::spmm::MmaPath;
-  struct Restore {
-    bool tf32 = allow_tf32();
-    ~Restore() {
-      set_allow_tf32(tf32);
-      ops::spmm::set_mma_path(MmaPath::Auto);
-    }
-  } restore;
+  CudaSettingsGuard restore;
   set_allow_tf32(false);
   const bool hopper = ops::spmm::wgmma_supported(Device::cuda().index);
   std::uint64_t seed = 26000;
