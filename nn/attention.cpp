@@ -84,8 +84,6 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, const
   std::vector<Tensor> h = project_heads(x);
   Tensor kh = past > 0 ? cat({cache.k, h[1]}, 1) : h[1];
   Tensor vh = past > 0 ? cat({cache.v, h[2]}, 1) : h[2];
-  cache.k = kh.detach();
-  cache.v = vh.detach();
   AttentionOptions o = call;
   const bool causal = o.causal || options.causal;
   o.causal = false;
@@ -102,7 +100,11 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, const
     }
   }
   // Not the constructor's pattern: that one covers whole sequences, not these rows.
-  return attend(h[0], kh, vh, B, pattern, o, /*module_causal=*/false);
+  Tensor out = attend(h[0], kh, vh, B, pattern, o, /*module_causal=*/false);
+  // Only now: a call that threw (a pattern of the wrong extent) leaves the cache as it was.
+  cache.k = kh.detach();
+  cache.v = vh.detach();
+  return out;
 }
 
 Tensor MultiHeadAttention::forward_cross(const Tensor& x, const Tensor& memory, const AttentionPattern& pattern,

@@ -93,6 +93,10 @@ TEST_CASE("forward_cached rejects caches and options that do not fit", "[nn][att
         mha.forward_cached(tgt::rand64({2, 1, 16}, 9), cache, {}, o);
       },
       {"forward_cached", "window_left", "length 3"});
+  // A pattern of the wrong extent fails in flash_attention, after the projections.
+  tgt::require_throws<ShapeError>(
+      [&] { mha.forward_cached(tgt::rand64({2, 1, 16}, 10), cache, AttentionPattern::dense(1, 2, 4)); },
+      {"flash_attention", "pattern"});
   REQUIRE(cache.length() == 3);  // nothing appended by the failed calls
   cache.clear();
   REQUIRE(cache.length() == 0);
