@@ -72,7 +72,8 @@ Usage: tilegrad-train [flags]
   --eval-batches N    batches per evaluation (default 8)
   --csv PATH          loss curve output (default train_loss.csv)
   --checkpoint PATH   checkpoint file, safetensors (default gpt.safetensors)
-  --resume            continue from --checkpoint (model, optimizer, step)
+  --resume            continue from --checkpoint (model, optimizer, step); with --steps
+                      at or below the checkpoint's step, only evaluate and sample
   --sample-len N      characters to generate at the end (default 400)
   --prompt TEXT       start of the generated sample (default "The ")
   --seed N            data order and initialisation seed (default 1234)
@@ -481,6 +482,15 @@ int main(int argc, char** argv) try {
   if (has_pending) report(steps - 1, pending.get<double>(), pending_lr);
   if (bar) bar->close();
 
+  if (start_step >= steps) {
+    // Nothing to train (--resume at or past --steps): evaluate and sample the checkpoint.
+    Batcher held_out{val_data, a.seed + 1};
+    std::cout << "the checkpoint is at step " << start_step << " of " << steps
+              << ": no training; held-out loss " << evaluate(model, held_out, B, T, a.eval_batches)
+              << " nats/char\n\n--- sample ---\n"
+              << sample(model, vocab, index, a.prompt, a.sample_len, a.seed) << "\n--------------\n";
+    return 0;
+  }
   std::map<std::string, std::string> meta{
       {"step", std::to_string(steps)}, {"format", "pt"}, {"config", config_flags(cfg, dtype)}};
   auto all_tensors = model.named_parameters();
