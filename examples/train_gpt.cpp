@@ -32,7 +32,7 @@ struct Args {
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
   std::string dtype = "auto";
   int tf32 = -1;
-  bool resume = false, quiet = false, sync_loss = false, recompute = false;
+  bool resume = false, quiet = false, sync_loss = false, recompute = false, master_weights = false;
 };
 
 const char* kHelp = R"(tilegrad-train: train a character-level GPT with block-sparse attention.
@@ -61,6 +61,9 @@ Usage: tilegrad-train [flags]
   --recompute         activation checkpointing: keep only each transformer block's
                       input for backward and run the block again there (less memory
                       for one more forward of the blocks per step)
+  --master-weights    with --dtype bf16 / f16, AdamW updates f32 copies of the weights
+                      (updates below a 16-bit step are not lost); off by default, as in
+                      the PyTorch twin (bench/gpt_torch.py), whose weights are bf16 too
   --ema DECAY         keep an exponential moving average of the weights (e.g. 0.999)
                       and report its held-out loss next to the last weights' at the end
   --dtype T           parameter and activation dtype: f32 | bf16 | f16 (default f32 on
@@ -132,6 +135,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--mlp-block") a.mlp_block = std::stoll(need(i));
     else if (f == "--recompute") a.recompute = true;
     else if (f == "--ema") a.ema = std::stod(need(i));
+    else if (f == "--master-weights") a.master_weights = true;
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
     else if (f == "--dtype") a.dtype = need(i);
     else if (f == "--tf32") {
@@ -352,7 +356,12 @@ int main(int argc, char** argv) try {
   if (static_cast<std::int64_t>(val_data.size()) <= T + 1) throw tg::ValueError("tilegrad-train: corpus too small for --ctx");
 
   gpt::GPT model(cfg);
-  tg::optim::AdamW opt(model.parameters(), {.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+  tg::optim::AdamW opt(model.parameters(), {.lr = lr,
+                                            .beta1 = 0.9,
+                                            .beta2 = 0.95,
+                                            .eps = 1e-8,
+                                            .weight_decay = 0.1,
+                                            .master_weights = a.master_weights});
   std::int64_t start_step = 0;
   std::vector<std::pair<std::string, tg::Tensor>> scaler_state;  // f16's loss scale, when resumed
   std::vector<std::pair<std::string, tg::Tensor>> ema_state;     // the weights' average, when resumed

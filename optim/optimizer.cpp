@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "autograd/grad_mode.h"
+#include "ops/copy/copy.h"
 #include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
 #include "ops/optim/kernels.h"
@@ -142,9 +143,12 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions opts) : Optimizer(std:
   if (!(opts.beta1 >= 0 && opts.beta1 < 1 && opts.beta2 >= 0 && opts.beta2 < 1)) {
     TG_THROW(ValueError, "AdamW: betas must be in [0, 1), got (", opts.beta1, ", ", opts.beta2, ")");
   }
+  NoGradGuard ng;
   for (auto& p : params_) {
     m_.push_back(zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}));
     v_.push_back(zeros(p.shape(), {.dtype = state_dtype(p), .device = p.device()}));
+    const bool half = p.dtype() == DType::bf16 || p.dtype() == DType::f16;
+    master_.push_back(opts.master_weights && half ? to_dtype(p.detach(), DType::f32) : Tensor());
   }
 }
 
@@ -162,9 +166,36 @@ void AdamW::step() {
     const Active& s = per_group[g];
     if (s.p.empty()) continue;
     const ParamGroup& pg = groups_[g];
-    ops::AdamWHyper h{lr_ * pg.lr_scale, opts_.beta1, opts_.beta2, opts_.eps,
-                      pg.weight_decay.value_or(opts_.weight_decay), step_, grad_scale_};
-    ops::adamw_kernel()(s.p[0].device())(s.p, s.g, s.a, s.b, h);
+    const ops::AdamWHyper h{lr_ * pg.lr_scale, opts_.beta1, opts_.beta2, opts_.eps,
+                            pg.weight_decay.value_or(opts_.weight_decay), step_, grad_scale_};
+    // Parameters with master weights step on their f32 copy with f32 gradients (the kernel
+    // takes gradients of its parameters' dtype), then take the copy rounded.
+    Active direct, mastered;
+    std::vector<Tensor> targets;
+    const auto [begin, end] = group_range(g);
+    for (std::size_t k = 0, i = begin; i < end; ++i) {
+      if (k >= s.p.size() || &s.p[k].impl() != &params_[i].impl()) continue;  // no gradient this step
+      Active& into = master_[i].defined() ? mastered : direct;
+      into.p.push_back(master_[i].defined() ? master_[i] : s.p[k]);
+      into.g.push_back(master_[i].defined() ? to_dtype(s.g[k], DType::f32) : s.g[k]);
+      into.a.push_back(s.a[k]);
+      into.b.push_back(s.b[k]);
+      if (master_[i].defined()) targets.push_back(s.p[k]);
+      ++k;
+    }
+    for (const Active* a : {&direct, &mastered}) {
+      if (!a->p.empty()) ops::adamw_kernel()(a->p[0].device())(a->p, a->g, a->a, a->b, h);
+    }
+    for (std::size_t t = 0; t < targets.size(); ++t) {
+      copy_bytes(targets[t], to_dtype(mastered.p[t], targets[t].dtype()));
+    }
+  }
+}
+
+void AdamW::sync_master_weights() {
+  NoGradGuard ng;
+  for (std::size_t i = 0; i < master_.size(); ++i) {
+    if (master_[i].defined()) copy_bytes(master_[i], to_dtype(params_[i].detach(), DType::f32));
   }
 }
 
@@ -174,6 +205,7 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
   for (std::size_t i = 0; i < m_.size(); ++i) {
     s.emplace_back("m." + std::to_string(i), m_[i]);
     s.emplace_back("v." + std::to_string(i), v_[i]);
+    if (master_[i].defined()) s.emplace_back("master." + std::to_string(i), master_[i]);
   }
   return s;
 }
@@ -183,6 +215,15 @@ void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
   for (std::size_t i = 0; i < m_.size(); ++i) {
     restore(m_[i], find_state(st, "m." + std::to_string(i)), "m." + std::to_string(i));
     restore(v_[i], find_state(st, "v." + std::to_string(i)), "v." + std::to_string(i));
+    if (!master_[i].defined()) continue;
+    const std::string name = "master." + std::to_string(i);
+    const bool saved = std::any_of(st.begin(), st.end(), [&](const auto& e) { return e.first == name; });
+    if (saved) {
+      restore(master_[i], find_state(st, name), name);
+    } else {
+      NoGradGuard ng;
+      copy_bytes(master_[i], to_dtype(params_[i].detach(), DType::f32));
+    }
   }
 }
 

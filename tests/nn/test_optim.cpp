@@ -303,3 +303,72 @@ TEST_CASE("parameter groups on CUDA match the CPU", "[optim][cuda]") {
   tgt::require_close(to_device(wg, Device::cpu()), wc, 1e-5, 1e-6);
   tgt::require_close(to_device(bg, Device::cpu()), bc, 1e-5, 1e-6);
 }
+
+TEST_CASE("AdamW master weights keep updates smaller than a bf16 step", "[optim]") {
+  // Updates of ~1e-4 on weights near 1, where bf16 steps by 2^-7: lost without master
+  // weights, accumulated with them exactly as an f32 run accumulates them.
+  const TensorOptions bf{.dtype = DType::bf16};
+  Tensor plain = ones({8}, bf).requires_grad_(), mastered = ones({8}, bf).requires_grad_();
+  Tensor reference = ones({8}).requires_grad_();  // f32, the same gradients
+  const optim::AdamWOptions o{.lr = 1e-4, .weight_decay = 0.0};
+  optim::AdamW a(std::vector<Tensor>{plain}, o), b({mastered}, {.lr = 1e-4, .weight_decay = 0.0, .master_weights = true}),
+      r({reference}, o);
+  for (int s = 0; s < 50; ++s) {
+    for (auto* opt : {&a, &b, &r}) opt->zero_grad();
+    for (Tensor* t : {&plain, &mastered, &reference}) sum(*t * 1.0).backward();
+    a.step();
+    b.step();
+    r.step();
+  }
+  REQUIRE(tgt::max_abs_diff(plain, ones({8}, bf)) == 0.0);  // every update rounded away
+  // The master copy is the f32 run; the parameter its rounding (~0.995 -> 0.99609375).
+  const auto st = b.state();
+  const auto master = std::find_if(st.begin(), st.end(), [](const auto& e) { return e.first == "master.0"; });
+  REQUIRE(master != st.end());
+  tgt::require_close(master->second, reference, 0.0, 0.0);
+  tgt::require_close(mastered, to_dtype(reference, DType::bf16), 0.0, 0.0);
+  REQUIRE(tgt::values(mastered)[0] == 0.99609375);
+
+  // f32 parameters have no master copy; the state round-trips the masters, and a state
+  // without them starts them from the parameters.
+  Tensor f = ones({3}).requires_grad_();
+  optim::AdamW mixed({f, mastered}, {.master_weights = true});
+  REQUIRE(mixed.state().size() == 1 + 2 * 2 + 1);
+  optim::AdamW restored({mastered}, {.lr = 1e-4, .weight_decay = 0.0, .master_weights = true});
+  restored.load_state(st);
+  REQUIRE(restored.state().back().first == "master.0");
+  tgt::require_close(restored.state().back().second, reference, 0.0, 0.0);
+  auto without = st;
+  without.pop_back();  // "master.0" comes last
+  restored.load_state(without);
+  tgt::require_close(restored.state().back().second, to_dtype(mastered, DType::f32), 0.0, 0.0);
+
+  // A value written into the parameter outside the optimizer: sync_master_weights keeps it.
+  {
+    NoGradGuard ng;
+    copy_bytes(mastered, full({8}, 0.5, bf));
+  }
+  b.sync_master_weights();
+  b.zero_grad();
+  sum(mastered * 1.0).backward();
+  b.step();
+  REQUIRE(std::abs(tgt::values(mastered)[0] - 0.5) < 1e-2);
+}
+
+TEST_CASE("AdamW master weights on CUDA match the CPU", "[optim][cuda]") {
+  TG_REQUIRE_CUDA();
+  const TensorOptions bf{.dtype = DType::bf16};
+  Tensor c = rand_seeded({4099}, 5, bf).requires_grad_(), g = to_device(c, Device::cuda()).requires_grad_();
+  const optim::AdamWOptions o{.lr = 1e-3, .weight_decay = 0.1, .master_weights = true};
+  optim::AdamW oc({c}, o), og({g}, o);
+  for (int s = 0; s < 5; ++s) {
+    oc.zero_grad();
+    og.zero_grad();
+    sum(c * c).backward();
+    sum(g * g).backward();
+    oc.step();
+    og.step();
+  }
+  tgt::require_close(to_device(og.state().back().second, Device::cpu()), oc.state().back().second, 1e-5, 1e-6);
+  tgt::require_close(to_device(g, Device::cpu()), c, 1e-2, 1e-2);
+}
