@@ -55,3 +55,4 @@
 #include "ops/attention/attention.h"
 #include "nn/attention.h"
 #include "nn/sparse_linear.h"
+#include "nn/init.h"

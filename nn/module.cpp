@@ -103,6 +103,10 @@ void Module::summary_into(std::ostream& os, const std::string& name, int depth) 
   for (const auto& [n, c] : children_) c->summary_into(os, n, depth + 1);
 }
 
+void Module::requires_grad_(bool on) {
+  for (Tensor t : parameters()) t.requires_grad_(on);
+}
+
 void Module::on_loaded() {
   for (const auto& [n, c] : children_) c->on_loaded();
 }

@@ -40,6 +40,10 @@ class Module {
   void to(DType dtype);
   /// Drops the gradients of every parameter.
   void zero_grad();
+  /// Sets requires_grad on every parameter (children included): false freezes the module,
+  /// so backward computes no gradient for it and optimizers skip its parameters (they step
+  /// only parameters with a gradient); true unfreezes it.
+  void requires_grad_(bool on = true);
 
   const std::string& type_name() const { return type_name_; }
   /// A multi-line summary: module tree with parameter shapes and counts.
