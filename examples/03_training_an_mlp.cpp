@@ -1,8 +1,9 @@
 // Tutorial 03: training an MLP on a synthetic problem.
 //
 // Two interleaved spirals (a classic non-linear classification task). We build a model
-// from nn modules, train it with AdamW and a warm-up + cosine schedule, evaluate, and
-// save / reload a checkpoint.
+// from nn modules, train it with AdamW (weight decay on the weight matrices only) and a
+// warm-up + cosine schedule, keep a moving average of the weights, evaluate, and save /
+// reload a checkpoint.
 #include <cmath>
 #include <iostream>
 
@@ -37,28 +38,42 @@ int main() {
        .add(std::make_shared<tg::nn::GELU>()).add(lin(64, 2, 3));
   std::cout << model << "\n";
 
-  // 3. Train: forward, loss, zero_grad, backward, step.
+  // 3. Train: forward, loss, zero_grad, backward, step. Parameter groups: the weight
+  //    matrices decay, biases do not (decay_groups); a moving average of the weights is
+  //    updated after each step, to evaluate with below.
   const int steps = 300;
-  tg::optim::AdamW opt(model.parameters(), {.lr = 1e-2, .weight_decay = 0.0});
+  tg::optim::AdamW opt(tg::optim::decay_groups(model.parameters(), 1e-4), {.lr = 1e-2});
+  tg::optim::ExponentialMovingAverage ema(model.parameters(), 0.98);
   for (int step = 0; step < steps; ++step) {
     opt.set_lr(tg::optim::warmup_cosine_lr(step, 20, steps, 1e-2, 1e-4));
     tg::Tensor loss = tg::cross_entropy(model(x), y);
     opt.zero_grad();
     loss.backward();
     opt.step();
+    ema.update();
     // item() copies the loss to the host and so waits for the GPU to finish the step. Here
     // that happens every 50 steps; a loop that reads its loss every step lets the GPU run
     // ahead with loss.item_async(), read once the next step is queued (examples/train_gpt.cpp).
     if (step % 50 == 0 || step == steps - 1) std::cout << "step " << step << " loss " << loss.item<float>() << "\n";
   }
 
-  // 4. Evaluate: accuracy of the argmax (computed on the host).
+  // 4. Evaluate: accuracy of the argmax (computed on the host), with the last weights and
+  //    with their moving average (Swap puts the average in the parameters for its scope).
   tg::NoGradGuard no_grad;
-  std::vector<float> logits = model(x).to_vector<float>();
-  int correct = 0;
-  for (int i = 0; i < 2 * n; ++i) correct += (logits[2 * i + 1] > logits[2 * i]) == (ys[static_cast<std::size_t>(i)] == 1);
-  double acc = correct / double(2 * n);
-  std::cout << "accuracy " << acc << "\n";
+  auto accuracy = [&] {
+    std::vector<float> logits = model(x).to_vector<float>();
+    int correct = 0;
+    for (int i = 0; i < 2 * n; ++i)
+      correct += (logits[2 * i + 1] > logits[2 * i]) == (ys[static_cast<std::size_t>(i)] == 1);
+    return correct / double(2 * n);
+  };
+  const double acc = accuracy();
+  double acc_ema = 0;
+  {
+    tg::optim::ExponentialMovingAverage::Swap swap(ema);
+    acc_ema = accuracy();
+  }
+  std::cout << "accuracy " << acc << " (moving average of the weights: " << acc_ema << ")\n";
 
   // 5. Checkpoint: save, perturb, load back.
   tg::nn::save(model, "mlp.safetensors");
