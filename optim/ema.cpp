@@ -5,6 +5,7 @@
 #include "autograd/grad_mode.h"
 #include "ops/copy/copy.h"
 #include "ops/elementwise/elementwise.h"
+#include "optim/state_io.h"
 
 namespace tg::optim {
 
@@ -47,22 +48,12 @@ std::vector<std::pair<std::string, Tensor>> ExponentialMovingAverage::state() co
 }
 
 void ExponentialMovingAverage::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
-  auto find = [&](const std::string& name) {
-    for (const auto& [n, t] : st)
-      if (n == name) return t;
-    TG_THROW(ValueError, "ExponentialMovingAverage::load_state: missing state tensor \"", name, "\"");
-  };
-  NoGradGuard ng;
+  const char* owner = "ExponentialMovingAverage::load_state";
   for (std::size_t i = 0; i < shadows_.size(); ++i) {
     const std::string name = "shadow." + std::to_string(i);
-    const Tensor t = find(name);
-    if (t.shape() != shadows_[i].shape()) {
-      TG_THROW(ShapeError, "ExponentialMovingAverage::load_state: \"", name, "\" has shape ", t.shape(), ", expected ",
-               shadows_[i].shape());
-    }
-    copy_bytes(shadows_[i], to_device(to_dtype(t, shadows_[i].dtype()), shadows_[i].device()));
+    detail::restore_state(shadows_[i], detail::find_state(st, name, owner), name, owner);
   }
-  updates_ = find("num_updates").to_vector<std::int64_t>().at(0);
+  updates_ = detail::find_state(st, "num_updates", owner).to_vector<std::int64_t>().at(0);
 }
 
 ExponentialMovingAverage::Swap::Swap(const ExponentialMovingAverage& ema) : ema_(ema) {

@@ -1,12 +1,11 @@
 #include "optim/grad_scaler.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "autograd/grad_mode.h"
 #include "ops/elementwise/elementwise.h"
-#include "ops/factory/factory.h"
-#include "ops/optim/kernels.h"
+#include "optim/grad_groups.h"
+#include "optim/state_io.h"
 
 namespace tg::optim {
 
@@ -33,23 +32,10 @@ Tensor GradScaler::clip_grad_norm_(Optimizer& opt, double max_norm) const {
 bool GradScaler::step(Optimizer& opt) {
   if (stepped_) TG_THROW(ValueError, "GradScaler::step: already called for this step; call update() first");
   NoGradGuard ng;
-  std::vector<std::vector<Tensor>> by_device;
-  for (const Tensor& p : opt.params()) {
-    Tensor g = p.grad();
-    if (!g.defined() || g.numel() == 0) continue;
-    auto it = std::find_if(by_device.begin(), by_device.end(),
-                           [&](const std::vector<Tensor>& v) { return v[0].device() == g.device(); });
-    if (it == by_device.end())
-      by_device.push_back({g});
-    else
-      it->push_back(g);
-  }
   // inf and NaN survive the sum of squares (as does a square past f32's range).
   bool finite = true;
-  for (const auto& grads : by_device) {
-    Tensor acc = zeros({1}, {.dtype = DType::f64, .device = grads[0].device()});
-    ops::grad_squares_kernel()(grads[0].device())(grads, acc);
-    finite = finite && std::isfinite(acc.item<double>());
+  for (const Tensor& sum : detail::square_sums(detail::grads_by_device(opt.params(), "GradScaler::step"))) {
+    finite = finite && std::isfinite(sum.item<double>());
   }
   skipped_ = !finite;
   stepped_ = true;
@@ -81,13 +67,9 @@ std::vector<std::pair<std::string, Tensor>> GradScaler::state() const {
 }
 
 void GradScaler::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
-  auto find = [&](const char* name) {
-    for (const auto& [n, t] : st)
-      if (n == name) return t;
-    TG_THROW(ValueError, "GradScaler::load_state: missing state tensor \"", name, "\"");
-  };
-  scale_ = find("scale").to_vector<double>().at(0);
-  tracker_ = find("growth_tracker").to_vector<std::int64_t>().at(0);
+  const char* owner = "GradScaler::load_state";
+  scale_ = detail::find_state(st, "scale", owner).to_vector<double>().at(0);
+  tracker_ = detail::find_state(st, "growth_tracker", owner).to_vector<std::int64_t>().at(0);
   stepped_ = false;
 }
 

@@ -10,6 +10,8 @@
 #include "ops/elementwise/elementwise.h"
 #include "ops/factory/factory.h"
 #include "ops/optim/kernels.h"
+#include "optim/grad_groups.h"
+#include "optim/state_io.h"
 #include "ops/shape/shape_ops.h"
 
 namespace tg::optim {
@@ -47,18 +49,8 @@ Active active(const std::vector<Tensor>& params, const std::vector<Tensor>& a, c
   return r;
 }
 
-Tensor find_state(const std::vector<std::pair<std::string, Tensor>>& st, const std::string& name) {
-  for (const auto& [n, t] : st)
-    if (n == name) return t;
-  TG_THROW(ValueError, "optimizer load_state: missing state tensor \"", name, "\"");
-}
+constexpr const char* kLoad = "optimizer load_state";
 
-void restore(Tensor& dst, const Tensor& src, const std::string& name) {
-  if (src.shape() != dst.shape()) {
-    TG_THROW(ShapeError, "optimizer load_state: \"", name, "\" has shape ", src.shape(), ", expected ", dst.shape());
-  }
-  copy_bytes(dst, src.to(dst.dtype()).to(dst.device()));
-}
 }  // namespace
 
 std::vector<ParamGroup> decay_groups(const std::vector<Tensor>& params, double weight_decay) {
@@ -132,8 +124,11 @@ std::vector<std::pair<std::string, Tensor>> SGD::state() const {
 }
 
 void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
-  for (std::size_t i = 0; i < bufs_.size(); ++i)
-    if (bufs_[i].defined()) restore(bufs_[i], find_state(st, "momentum." + std::to_string(i)), "momentum." + std::to_string(i));
+  for (std::size_t i = 0; i < bufs_.size(); ++i) {
+    if (!bufs_[i].defined()) continue;
+    const std::string name = "momentum." + std::to_string(i);
+    detail::restore_state(bufs_[i], detail::find_state(st, name, kLoad), name, kLoad);
+  }
 }
 
 AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opts)
@@ -211,15 +206,17 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
 }
 
 void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& st) {
-  step_ = find_state(st, "step").to_vector<std::int64_t>().at(0);
+  step_ = detail::find_state(st, "step", kLoad).to_vector<std::int64_t>().at(0);
   for (std::size_t i = 0; i < m_.size(); ++i) {
-    restore(m_[i], find_state(st, "m." + std::to_string(i)), "m." + std::to_string(i));
-    restore(v_[i], find_state(st, "v." + std::to_string(i)), "v." + std::to_string(i));
+    for (auto [state, key] : {std::pair{&m_[i], "m."}, std::pair{&v_[i], "v."}}) {
+      const std::string name = key + std::to_string(i);
+      detail::restore_state(*state, detail::find_state(st, name, kLoad), name, kLoad);
+    }
     if (!master_[i].defined()) continue;
     const std::string name = "master." + std::to_string(i);
     const bool saved = std::any_of(st.begin(), st.end(), [&](const auto& e) { return e.first == name; });
     if (saved) {
-      restore(master_[i], find_state(st, name), name);
+      detail::restore_state(master_[i], detail::find_state(st, name, kLoad), name, kLoad);
     } else {
       NoGradGuard ng;
       copy_bytes(master_[i], to_dtype(params_[i].detach(), DType::f32));
@@ -233,25 +230,9 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   // on that device, one more scales them by the factor it computes from that scalar. With
   // one device the host reads nothing (a read-back per step stalled the training loop
   // between backward and optimizer); several devices add their sums on the host.
-  std::vector<std::vector<Tensor>> by_device;
-  for (const auto& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined() || g.numel() == 0) continue;
-    if (!is_floating(g.dtype())) {
-      TG_THROW(DTypeError, "clip_grad_norm: gradients must be floating, got ", dtype_name(g.dtype()));
-    }
-    auto it = std::find_if(by_device.begin(), by_device.end(),
-                           [&](const std::vector<Tensor>& v) { return v[0].device() == g.device(); });
-    if (it == by_device.end()) by_device.push_back({g});
-    else it->push_back(g);
-  }
+  const std::vector<std::vector<Tensor>> by_device = detail::grads_by_device(params, "clip_grad_norm");
   if (by_device.empty()) return zeros({}, {.dtype = DType::f64});
-  std::vector<Tensor> sums;
-  for (const auto& grads : by_device) {
-    Tensor acc = zeros({1}, {.dtype = DType::f64, .device = grads[0].device()});
-    ops::grad_squares_kernel()(grads[0].device())(grads, acc);
-    sums.push_back(acc);
-  }
+  const std::vector<Tensor> sums = detail::square_sums(by_device);
   Tensor total = sums[0];
   if (by_device.size() > 1) {
     double t = 0;

@@ -104,6 +104,21 @@ std::function<void()> synced(F f) {
   };
 }
 
+/// y [n, o] = x [n, c] · Wᵀ + b for W [o, c] (and b [o], or empty), row-major host values,
+/// in f64 loops: the reference of linear layers.
+inline std::vector<double> affine(const std::vector<double>& x, std::int64_t n, std::int64_t c,
+                                  const std::vector<double>& w, const std::vector<double>& b, std::int64_t o) {
+  const auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
+  std::vector<double> y(at(n * o));
+  for (std::int64_t r = 0; r < n; ++r)
+    for (std::int64_t k = 0; k < o; ++k) {
+      double s = b.empty() ? 0.0 : b[at(k)];
+      for (std::int64_t i = 0; i < c; ++i) s += x[at(r * c + i)] * w[at(k * c + i)];
+      y[at(r * o + k)] = s;
+    }
+  return y;
+}
+
 /// Random f64 CPU tensor in [lo, hi).
 inline tg::Tensor rand64(const tg::Shape& s, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   return tg::rand_seeded(s, seed, {.dtype = tg::DType::f64}, lo, hi);

@@ -16,19 +16,6 @@ namespace {
 
 std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 
-// rows x [n, c] -> [n, o] = x Wᵀ + b for W [o, c] given as host values.
-std::vector<double> affine(const std::vector<double>& x, std::int64_t n, std::int64_t c, const std::vector<double>& w,
-                           const std::vector<double>& b, std::int64_t o) {
-  std::vector<double> y(at(n * o));
-  for (std::int64_t r = 0; r < n; ++r)
-    for (std::int64_t k = 0; k < o; ++k) {
-      double s = b.empty() ? 0.0 : b[at(k)];
-      for (std::int64_t i = 0; i < c; ++i) s += x[at(r * c + i)] * w[at(k * c + i)];
-      y[at(r * o + k)] = s;
-    }
-  return y;
-}
-
 // Rows [a, b) of a row-major [*, c] matrix (or of a vector when c == 1).
 std::vector<double> rows(const std::vector<double>& m, std::int64_t c, std::int64_t a, std::int64_t b) {
   return std::vector<double>(m.begin() + a * c, m.begin() + b * c);
@@ -50,7 +37,8 @@ Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x, const Tensor&
     if (m.q->bias.defined()) bq = tgt::values(m.q->bias), bk = tgt::values(m.k->bias), bv = tgt::values(m.v->bias);
   }
   const auto X = tgt::values(x), M = tgt::values(mem);
-  const auto Q = affine(X, B * Sq, d, wq, bq, d), K = affine(M, B * Sk, d, wk, bk, kv), V = affine(M, B * Sk, d, wv, bv, kv);
+  const auto Q = tgt::affine(X, B * Sq, d, wq, bq, d), K = tgt::affine(M, B * Sk, d, wk, bk, kv),
+             V = tgt::affine(M, B * Sk, d, wv, bv, kv);
   std::vector<double> O(at(B * Sq * d), 0.0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t h = 0; h < H; ++h) {
@@ -75,7 +63,7 @@ Tensor reference(const nn::MultiHeadAttention& m, const Tensor& x, const Tensor&
     }
   const auto Wo = tgt::values(m.proj->weight);
   const auto bo = m.proj->bias.defined() ? tgt::values(m.proj->bias) : std::vector<double>();
-  return from_vector(affine(O, B * Sq, d, Wo, bo, d), {B, Sq, d});
+  return from_vector(tgt::affine(O, B * Sq, d, Wo, bo, d), {B, Sq, d});
 }
 
 }  // namespace

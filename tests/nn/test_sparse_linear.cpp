@@ -19,19 +19,6 @@ std::size_t at(std::int64_t i) { return static_cast<std::size_t>(i); }
 // W [out, in] of a layer as f64 host values, zero outside the layout's blocks.
 std::vector<double> dense_weight(const nn::BlockSparseLinear& m) { return tgt::values(to_dense(m.weight_sparse())); }
 
-// y [R, out] = x [R, in] · Wᵀ + b in f64 loops (W given dense, [out, in]).
-std::vector<double> reference(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& b,
-                              std::int64_t R, std::int64_t in, std::int64_t out) {
-  std::vector<double> y(at(R * out));
-  for (std::int64_t r = 0; r < R; ++r)
-    for (std::int64_t o = 0; o < out; ++o) {
-      double s = b.empty() ? 0.0 : b[at(o)];
-      for (std::int64_t k = 0; k < in; ++k) s += x[at(r * in + k)] * w[at(o * in + k)];
-      y[at(r * out + o)] = s;
-    }
-  return y;
-}
-
 std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("tilegrad_test_" + name)).string();
 }
@@ -68,7 +55,7 @@ TEST_CASE("BlockSparseLinear: forward and gradients match f64 loops over the mas
       REQUIRE(y.shape() == want);
       const std::vector<double> xv = tgt::values(x), wv = dense_weight(m);
       const std::vector<double> bv = with_bias ? tgt::values(m.bias) : std::vector<double>{};
-      tgt::require_close(y, from_vector(reference(xv, wv, bv, R, in, out), want), 1e-12, 1e-12);
+      tgt::require_close(y, from_vector(tgt::affine(xv, R, in, wv, bv, out), want), 1e-12, 1e-12);
 
       // Gradients against loops: dx = g · W, dW = gᵀ · x on the layout's blocks, db = Σ g.
       Tensor g = tgt::rand64(want, ++seed);
@@ -167,7 +154,7 @@ TEST_CASE("BlockSparseLinear::from_dense keeps a dense layer's blocks (magnitude
     for (std::int64_t k = 0; k < 32; ++k)
       if (!keep.active(0, o / bs, k / bs)) w[at(o * 32 + k)] = 0.0;
   tgt::require_close((*sparse)(x),
-                     from_vector(reference(tgt::values(x), w, tgt::values(dense.bias), 5, 32, 16), {5, 16}), 1e-12,
+                     from_vector(tgt::affine(tgt::values(x), 5, 32, w, tgt::values(dense.bias), 16), {5, 16}), 1e-12,
                      1e-12);
   // A full layout gives the dense layer itself.
   auto all = nn::BlockSparseLinear::from_dense(dense, full_layout(1, 2, 4, bs));
