@@ -61,4 +61,16 @@ int env_choice(const char* op, const char* name, const char* first, const char* 
   TG_THROW(ValueError, op, ": environment variable ", name, ": expected ", first, " or ", second, ", got '", s, "'");
 }
 
+std::int64_t env_power_of_two(const char* op, const char* name, std::int64_t max) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  if (*end != '\0' || n < 1 || n > max || (n & (n - 1)) != 0) {
+    TG_THROW(ValueError, op, ": environment variable ", name, ": expected a power of two in [1, ", max, "], got '", v,
+             "'");
+  }
+  return n;
+}
+
 }  // namespace tg::ops

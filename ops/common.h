@@ -28,6 +28,10 @@ void check_ndim_range(const char* op, const char* arg, const Tensor& t, int lo, 
 /// for `first`, 2 for `second`. Throws tg::ValueError naming `op`, the variable, both
 /// choices and what it holds otherwise. (Kernel-choice knobs read it once, into a static.)
 int env_choice(const char* op, const char* name, const char* first, const char* second);
+/// The environment variable `name` holding a power of two in [1, max]: 0 when unset or
+/// empty. Throws tg::ValueError naming `op`, the variable, the range and what it holds
+/// otherwise. (A tuning knob to measure a geometry by hand; read it once, into a static.)
+std::int64_t env_power_of_two(const char* op, const char* name, std::int64_t max);
 
 /// An uninitialised tensor like `t` (same device), with `shape` and `dtype`.
 Tensor empty_like(const Tensor& t, const Shape& shape, DType dtype);

@@ -22,6 +22,7 @@
 #include <memory>
 #include <vector>
 
+#include "ops/common.h"
 #include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/kernels.h"
@@ -1078,6 +1079,13 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   while (2 * h <= bs && 2 * h * slots * bs * es <= stage_budget) h *= 2;
   const std::int64_t want = ctas * std::int64_t(cuda::multiprocessor_count(dev));
   while (h > 1 && rows * (bs / h) < want && (h / 2) * bs * es % 16 == 0) h /= 2;
+  // A knob to measure the item height by hand (the rule above trades the fixed latency chain
+  // of an item against the last wave's idle SMs).
+  static const std::int64_t forced_h = env_power_of_two("gather", "TG_GATHER_STAGE_ROWS", 512);
+  if (forced_h > 0) {
+    h = std::min(forced_h, bs);
+    while (h > 1 && h * slots * bs * es > stage_budget) h /= 2;
+  }
   if (h * bs * es % 16 != 0 || il.cols() * h >= (std::int64_t(1) << 30)) return false;
   const std::int64_t stage_bytes = h * slots * bs * es;  // a multiple of 16
   const std::int64_t table_bytes = (sl.block_cols() * std::int64_t(sizeof(short)) + 15) / 16 * 16;
