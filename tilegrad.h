@@ -45,6 +45,7 @@
 #include "ops/shape/flatten.h"
 #include "ops/layer_norm/layer_norm.h"
 #include "ops/dropout/dropout.h"
+#include "ops/rope/rope.h"
 #include "ops/embedding/embedding.h"
 #include "ops/sparse_move/sparse_move.h"
 #include "ops/sparse_adapt/sparse_adapt.h"

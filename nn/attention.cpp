@@ -33,6 +33,19 @@ MultiHeadAttention::MultiHeadAttention(std::int64_t d_model_, std::int64_t num_h
     TG_THROW(ValueError, "MultiHeadAttention: dropout must be in [0, 1), got ", options.dropout);
   }
   head_dim = d_model / num_heads;
+  if (options.rope) {
+    const RopeOptions& r = *options.rope;
+    if (r.offset != 0 || r.positions.defined()) {
+      TG_THROW(ValueError, "MultiHeadAttention: rope.offset and rope.positions are set by the module from the ",
+               "sequence positions; expected 0 and undefined, got offset ", r.offset,
+               r.positions.defined() ? " and a positions tensor" : "");
+    }
+    const std::int64_t rd = r.rotary_dim == 0 ? head_dim : r.rotary_dim;
+    if (rd < 0 || rd > head_dim || rd % 2 != 0) {
+      TG_THROW(ShapeError, "MultiHeadAttention: rope.rotary_dim must be even and in [0, head_dim = ", head_dim,
+               "] (0: all of head_dim), got ", r.rotary_dim);
+    }
+  }
   const std::int64_t kv_dim = num_kv_heads * head_dim;
   const TensorOptions t{.dtype = options.tensor.dtype, .device = options.tensor.device};
   const std::uint64_t s = options.seed * 8;
@@ -51,16 +64,24 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const AttentionPattern& patt
     TG_THROW(ShapeError, "MultiHeadAttention: x must have shape [B, S, d_model = ", d_model, "], got ",
              x.defined() ? x.shape().str() : std::string("an undefined tensor"));
   }
-  std::vector<Tensor> h = project_heads(x);
+  std::vector<Tensor> h = project_heads(x, 0);
   return attend(h[0], h[1], h[2], x.size(0), pattern.defined() ? pattern : options.pattern, call);
 }
 
-std::vector<Tensor> MultiHeadAttention::project_heads(const Tensor& x) {
+std::vector<Tensor> MultiHeadAttention::project_heads(const Tensor& x, std::int64_t first_position) {
   const std::int64_t H = num_heads, Hkv = num_kv_heads, dh = head_dim;
   // [B, S, d_model + 2·kv_dim] -> [B·H, S, dh], [B·Hkv, S, dh] twice, one copy each
-  if (qkv) return split_heads(qkv->forward(x), {H, Hkv, Hkv}, dh);
-  return {split_heads(q->forward(x), {H}, dh)[0], split_heads(k->forward(x), {Hkv}, dh)[0],
-          split_heads(v->forward(x), {Hkv}, dh)[0]};
+  std::vector<Tensor> h = qkv ? split_heads(qkv->forward(x), {H, Hkv, Hkv}, dh)
+                              : std::vector<Tensor>{split_heads(q->forward(x), {H}, dh)[0],
+                                                    split_heads(k->forward(x), {Hkv}, dh)[0],
+                                                    split_heads(v->forward(x), {Hkv}, dh)[0]};
+  if (options.rope) {
+    RopeOptions r = *options.rope;
+    r.offset = first_position;
+    h[0] = rope(h[0], r);
+    h[1] = rope(h[1], r);
+  }
+  return h;
 }
 
 Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, const AttentionPattern& pattern,
@@ -81,7 +102,7 @@ Tensor MultiHeadAttention::forward_cached(const Tensor& x, KVCache& cache, const
              "call's own queries (top-left aligned) and do not shift with the cache (length ", past,
              "); give the window as the pattern's blocks or a mask_fn instead");
   }
-  std::vector<Tensor> h = project_heads(x);
+  std::vector<Tensor> h = project_heads(x, past);
   Tensor kh = past > 0 ? cat({cache.k, h[1]}, 1) : h[1];
   Tensor vh = past > 0 ? cat({cache.v, h[2]}, 1) : h[2];
   AttentionOptions o = call;

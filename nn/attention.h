@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "nn/linear.h"
 #include "nn/module.h"
 #include "ops/attention/attention.h"
+#include "ops/rope/rope.h"
 
 namespace tg::nn {
 
@@ -24,6 +26,12 @@ struct MultiHeadAttentionOptions {
   bool causal = false;
   /// Block pattern used when forward gets none ([1 or B·H, S/bq, S/bk]); undefined: all pairs.
   AttentionPattern pattern = {};
+  /// Rotary position embedding of the queries and keys of each head (tg::rope over head_dim,
+  /// its base, rotary_dim and pair convention), applied after the projections: position s
+  /// of a forward() sequence is s, and forward_cached() continues from the cache's length
+  /// (so the cached keys keep their rotation). Its offset must be 0 and its positions
+  /// undefined (the module sets both). forward_cross() does not rotate.
+  std::optional<RopeOptions> rope{};
   /// dtype / device of the parameters.
   TensorOptions tensor = {};
   /// Seeds the initial weights and the dropout masks.
@@ -89,7 +97,7 @@ class MultiHeadAttention : public Module {
 
  private:
   /// The heads of x [B, S, d_model]: q [B·H, S, Dh], k and v [B·Hkv, S, Dh].
-  std::vector<Tensor> project_heads(const Tensor& x);
+  std::vector<Tensor> project_heads(const Tensor& x, std::int64_t first_position);
   /// flash_attention of heads qh [B·H, Sq, Dh], kh / vh [B·Hkv, Sk, Dh] over `pattern`
   /// (else every pair), the module's options applied (its causal flag only when
   /// `module_causal`), merged and projected: [B, Sq, d_model].

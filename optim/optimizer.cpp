@@ -77,7 +77,14 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::m
     for (const Tensor& p : pg.params) {
       const std::size_t i = params_.size();
       if (!p.defined() || !p.requires_grad() || !p.is_leaf()) {
-        TG_THROW(ValueError, "optimizer: parameter ", i, " (group ", g, ") must be a leaf tensor requiring grad");
+        // Say which of the three, and the usual cause of a non-leaf: a copy (to_device,
+        // to_dtype, an arithmetic op) of a tensor that requires grad records a graph.
+        const char* got = !p.defined()          ? "an undefined tensor"
+                          : !p.requires_grad() ? "a tensor that does not require grad"
+                                               : "a tensor computed from others (not a leaf: detach() it before "
+                                                 "requires_grad_(), e.g. to_device(w.detach(), dev))";
+        TG_THROW(ValueError, "optimizer: parameter ", i, " (group ", g, ") must be a leaf tensor requiring grad, got ",
+                 got);
       }
       if (auto [it, fresh] = seen.emplace(&p.impl(), i); !fresh) {
         TG_THROW(ValueError, "optimizer: parameter ", i, " (group ", g, ") is parameter ", it->second,

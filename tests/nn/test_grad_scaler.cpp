@@ -124,7 +124,7 @@ TEST_CASE("GradScaler on CUDA", "[optim][grad_scaler][cuda]") {
   scaler.update();
   tgt::require_close(to_device(w, Device::cpu()), to_device(x * -1e-3, Device::cpu()), 3e-3, 1.2e-7);
   // AdamW on the GPU with the scaler equals the CPU.
-  Tensor ac = rand_seeded({1000}, 4).requires_grad_(), ag = to_device(ac, Device::cuda()).requires_grad_();
+  Tensor ac = rand_seeded({1000}, 4).requires_grad_(), ag = to_device(ac.detach(), Device::cuda()).requires_grad_();
   optim::AdamW oc({ac}, {.lr = 0.01}), og({ag}, {.lr = 0.01});
   optim::GradScaler sc, sg;
   for (int s = 0; s < 3; ++s) {

@@ -282,13 +282,19 @@ TEST_CASE("parameter groups: their own weight decay and learning-rate factor", "
   tgt::require_throws<ValueError>([&] { optim::AdamW({{.params = {w}, .weight_decay = -0.1}}, o); },
                                   {"group 0", "weight_decay -0.1"});
   tgt::require_throws<ValueError>([&] { optim::AdamW({w, w}, o); }, {"parameter 1", "parameter 0 again"});
+  // Not a leaf requiring grad: each of the three ways says which, the copy names the cure.
+  tgt::require_throws<ValueError>([&] { optim::AdamW({w, Tensor()}, o); }, {"parameter 1", "undefined"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({zeros({2})}, o); }, {"parameter 0", "does not require grad"});
+  tgt::require_throws<ValueError>([&] { optim::AdamW({mul(w, 2.0).requires_grad_()}, o); },
+                                  {"parameter 0", "not a leaf", "detach()"});
 }
 
 TEST_CASE("parameter groups on CUDA match the CPU", "[optim][cuda]") {
   TG_REQUIRE_CUDA();
   const optim::AdamWOptions o{.lr = 0.01, .weight_decay = 0.1};
   Tensor wc = rand_seeded({64, 32}, 70).requires_grad_(), bc = rand_seeded({32}, 71).requires_grad_();
-  Tensor wg = to_device(wc, Device::cuda()).requires_grad_(), bg = to_device(bc, Device::cuda()).requires_grad_();
+  Tensor wg = to_device(wc.detach(), Device::cuda()).requires_grad_();
+  Tensor bg = to_device(bc.detach(), Device::cuda()).requires_grad_();
   optim::AdamW cpu(optim::decay_groups({wc, bc}, 0.5), o), gpu(optim::decay_groups({wg, bg}, 0.5), o);
   for (int s = 0; s < 3; ++s) {
     cpu.zero_grad();
@@ -358,7 +364,7 @@ TEST_CASE("AdamW master weights keep updates smaller than a bf16 step", "[optim]
 TEST_CASE("AdamW master weights on CUDA match the CPU", "[optim][cuda]") {
   TG_REQUIRE_CUDA();
   const TensorOptions bf{.dtype = DType::bf16};
-  Tensor c = rand_seeded({4099}, 5, bf).requires_grad_(), g = to_device(c, Device::cuda()).requires_grad_();
+  Tensor c = rand_seeded({4099}, 5, bf).requires_grad_(), g = to_device(c.detach(), Device::cuda()).requires_grad_();
   const optim::AdamWOptions o{.lr = 1e-3, .weight_decay = 0.1, .master_weights = true};
   optim::AdamW oc({c}, o), og({g}, o);
   for (int s = 0; s < 5; ++s) {
