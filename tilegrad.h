@@ -44,6 +44,7 @@
 #include "ops/sparse_elementwise/sparse_elementwise.h"
 #include "ops/shape/flatten.h"
 #include "ops/layer_norm/layer_norm.h"
+#include "ops/layer_norm/rms_norm.h"
 #include "ops/dropout/dropout.h"
 #include "ops/rope/rope.h"
 #include "ops/embedding/embedding.h"

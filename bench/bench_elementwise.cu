@@ -1,7 +1,8 @@
 // Element-wise throughput on 256M-element tensors next to the device copy rate measured in
 // the same run: tg::add (f32, bf16, and with a broadcast row), tg::mul by a scalar,
 // tg::gelu, tg::mul of two tensors, tg::dropout (also at the training example's activation
-// size, against a same-size copy), and their backward through the autograd engine.
+// size, against a same-size copy), tg::rope on [B·H, 4096, 64 / 128], and their backward
+// through the autograd engine.
 // Bytes counted: each element read or written once (the fewest that must move).
 #include <cstdio>
 #include <functional>
@@ -66,6 +67,12 @@ int main() {
       report("sum_to [4096]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {4096}); }), nb);
       report("sum_to [65536, 1]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {N / 4096, 1}); }), nb);
       report("dropout p=0.1", shape, dt, tgb::time_ms([&] { tg::dropout(a, 0.1, 7, 11); }), 2 * nb);
+      // Rotary embeddings of queries laid out for attention: [B·H, S, head_dim].
+      for (std::int64_t hd : {64, 128}) {
+        Tensor q = tg::alias_with_shape(a, {N / (4096 * hd), 4096, hd});
+        const std::string qs = "[" + std::to_string(N / (4096 * hd)) + ", 4096, " + std::to_string(hd) + "]";
+        report("rope", qs, dt, tgb::time_ms([&] { tg::rope(q); }), 2 * nb);
+      }
       // the training example's activation size, against copies of the same bytes (at 12 MiB
       // a copy itself falls short of the 2 GiB rate)
       const std::int64_t n_act = 16 * 1024 * 384;

@@ -30,7 +30,7 @@ struct Args {
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
-  std::string dtype = "auto";
+  std::string dtype = "auto", pos = "learned", norm = "layer";
   int tf32 = -1;
   bool resume = false, quiet = false, sync_loss = false, recompute = false, master_weights = false;
 };
@@ -58,6 +58,11 @@ Usage: tilegrad-train [flags]
                       layout per weight): fewer parameters and FLOPs
   --mlp-block N       block size of the block-sparse MLP weights (default 32 on CPU,
                       64 on GPU; divides --d-model)
+  --pos KIND          position encoding: learned (a table added to the token
+                      embeddings, as in GPT-2; default) | rope (rotary embeddings of
+                      each head's queries and keys, tg::rope: relative positions)
+  --norm KIND         pre-norm of each block and the final one: layer (LayerNorm;
+                      default) | rms (RMSNorm, as in LLaMA)
   --recompute         activation checkpointing: keep only each transformer block's
                       input for backward and run the block again there (less memory
                       for one more forward of the blocks per step)
@@ -94,6 +99,8 @@ std::string config_flags(const gpt::Config& c, const std::string& dtype) {
   os << "--layers " << c.layers << " --d-model " << c.d_model << " --heads " << c.heads << " --ctx " << c.ctx
      << " --block " << c.block << " --mlp-density " << c.mlp_density;
   if (c.mlp_density < 1.0) os << " --mlp-block " << c.mlp_block;
+  if (c.rope) os << " --pos rope";  // the defaults are left out: older checkpoints still match
+  if (c.rms_norm) os << " --norm rms";
   os << " --dtype " << dtype;
   return os.str();
 }
@@ -134,6 +141,8 @@ Args parse(int argc, char** argv) {
     else if (f == "--mlp-density") a.mlp_density = std::stod(need(i));
     else if (f == "--mlp-block") a.mlp_block = std::stoll(need(i));
     else if (f == "--recompute") a.recompute = true;
+    else if (f == "--pos") a.pos = need(i);
+    else if (f == "--norm") a.norm = need(i);
     else if (f == "--ema") a.ema = std::stod(need(i));
     else if (f == "--master-weights") a.master_weights = true;
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
@@ -303,6 +312,10 @@ int main(int argc, char** argv) try {
   cfg.mlp_density = a.mlp_density;
   cfg.mlp_block = pick(a.mlp_block, 32, 64, gpu);
   cfg.recompute = a.recompute;
+  if (a.pos != "learned" && a.pos != "rope") throw tg::ValueError("tilegrad-train: --pos takes learned or rope, got " + a.pos);
+  if (a.norm != "layer" && a.norm != "rms") throw tg::ValueError("tilegrad-train: --norm takes layer or rms, got " + a.norm);
+  cfg.rope = a.pos == "rope";
+  cfg.rms_norm = a.norm == "rms";
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;

@@ -1,4 +1,4 @@
-// LayerNorm, Dropout and Embedding modules.
+// LayerNorm, RMSNorm, Dropout and Embedding modules.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,20 @@ class LayerNorm : public Module {
   BlockSparseTensor forward(const BlockSparseTensor& x) const;
   BlockSparseTensor operator()(const BlockSparseTensor& x) const { return forward(x); }
   Tensor weight, bias;
+  double eps;
+};
+
+class RMSNorm : public Module {
+ public:
+  /// Normalises by the root mean square over a last dim of size `dim` (tg::rms_norm); with
+  /// elementwise_affine a parameter "weight" [dim] = 1 scales the result, else none.
+  explicit RMSNorm(std::int64_t dim, double eps = 1e-6, bool elementwise_affine = true, TensorOptions opts = {});
+  Tensor forward(const Tensor& x) const;
+  Tensor operator()(const Tensor& x) const { return forward(x); }
+  /// Block-sparse input with a row-striped layout (see tg::rms_norm on block-sparse).
+  BlockSparseTensor forward(const BlockSparseTensor& x) const;
+  BlockSparseTensor operator()(const BlockSparseTensor& x) const { return forward(x); }
+  Tensor weight;  // undefined without elementwise_affine
   double eps;
 };
 

@@ -1,4 +1,5 @@
-// A small GPT for the training example: token + position embeddings, pre-LayerNorm
+// A small GPT for the training example: token + position embeddings (a learned table, or
+// rotary embeddings of the attention's queries and keys), pre-norm (LayerNorm or RMSNorm)
 // transformer blocks whose self-attention follows a block-sparse pattern (sliding window
 // + global blocks, built with the pattern builders) through nn::MultiHeadAttention, i.e.
 // block-sparse flash attention that reads only the pattern's blocks, an MLP that is dense
@@ -7,7 +8,10 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "tilegrad.h"
@@ -28,6 +32,8 @@ struct Config {
   double mlp_density = 1.0;     ///< below 1: each MLP weight keeps this fraction of its blocks
   std::int64_t mlp_block = 32;  ///< block size of the block-sparse MLP weights
   bool recompute = false;       ///< activation checkpointing: keep only each block's input for backward
+  bool rope = false;            ///< rotary position embeddings in attention instead of a learned table
+  bool rms_norm = false;        ///< RMSNorm instead of LayerNorm
   tg::DType dtype = tg::DType::f32;
   tg::Device device = tg::Device::cpu();
 };
@@ -39,16 +45,39 @@ inline tg::Layout attention_pattern(const Config& c, std::int64_t T) {
   return tg::pattern_union(local, global);
 }
 
-class Block : public tg::nn::Module {
+/// A module with pre-norms of the configured kind.
+class WithNorms : public tg::nn::Module {
  public:
-  Block(const Config& c, std::uint64_t seed) : Module("Block") {
+  using Module::Module;
+
+ protected:
+  /// Registers the norm `name`, LayerNorm or RMSNorm (its parameters keep the name either way).
+  std::function<tg::Tensor(const tg::Tensor&)> make_norm(const std::string& name, const Config& c,
+                                                         const tg::TensorOptions& o) {
+    if (c.rms_norm) {
+      auto n = register_module(name, std::make_shared<tg::nn::RMSNorm>(c.d_model, 1e-5, true, o));
+      return [n](const tg::Tensor& x) { return n->forward(x); };
+    }
+    auto n = register_module(name, std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
+    return [n](const tg::Tensor& x) { return n->forward(x); };
+  }
+};
+
+class Block : public WithNorms {
+ public:
+  Block(const Config& c, std::uint64_t seed) : WithNorms("Block") {
     tg::TensorOptions o{.dtype = c.dtype, .device = c.device};
-    ln1 = register_module("ln1", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
+    norm1 = make_norm("ln1", c, o);
     attn = register_module("attn", std::make_shared<tg::nn::MultiHeadAttention>(
                                         c.d_model, c.heads,
                                         tg::nn::MultiHeadAttentionOptions{
-                                            .dropout = c.attn_dropout, .causal = true, .tensor = o, .seed = seed}));
-    ln2 = register_module("ln2", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
+                                            .dropout = c.attn_dropout,
+                                            .causal = true,
+                                            .rope = c.rope ? std::optional<tg::RopeOptions>(tg::RopeOptions{})
+                                                           : std::nullopt,
+                                            .tensor = o,
+                                            .seed = seed}));
+    norm2 = make_norm("ln2", c, o);
     if (c.mlp_density < 1.0) {
       // A random layout per weight (seeded per layer), the same on every device.
       const std::int64_t d = c.d_model / c.mlp_block, h = 4 * d;
@@ -67,14 +96,14 @@ class Block : public tg::nn::Module {
 
   /// x [B, T, d] -> [B, T, d]; attention visits the pattern's blocks (causal inside them).
   tg::Tensor forward(const tg::Tensor& x, const tg::AttentionPattern& pattern) {
-    tg::Tensor h = x + drop->forward(attn->forward(ln1->forward(x), pattern));
-    return h + drop->forward(mlp(ln2->forward(h)));
+    tg::Tensor h = x + drop->forward(attn->forward(norm1(x), pattern));
+    return h + drop->forward(mlp(norm2(h)));
   }
 
   /// forward() for new positions that follow those in `cache` (generation, eval mode).
   tg::Tensor forward_cached(const tg::Tensor& x, const tg::AttentionPattern& pattern, tg::nn::KVCache& cache) {
-    tg::Tensor h = x + drop->forward(attn->forward_cached(ln1->forward(x), cache, pattern));
-    return h + drop->forward(mlp(ln2->forward(h)));
+    tg::Tensor h = x + drop->forward(attn->forward_cached(norm1(x), cache, pattern));
+    return h + drop->forward(mlp(norm2(h)));
   }
 
   /// The MLP: d -> 4d, GELU, 4d -> d, dense or block-sparse.
@@ -83,27 +112,28 @@ class Block : public tg::nn::Module {
     return out->forward(tg::gelu(fc->forward(x), tg::GeluApprox::Tanh));
   }
 
-  std::shared_ptr<tg::nn::LayerNorm> ln1, ln2;
+  std::function<tg::Tensor(const tg::Tensor&)> norm1, norm2;  ///< ln1 / ln2: LayerNorm or RMSNorm
   std::shared_ptr<tg::nn::MultiHeadAttention> attn;
   std::shared_ptr<tg::nn::Linear> fc, out;                             ///< dense MLP
   std::shared_ptr<tg::nn::BlockSparseLinear> sparse_fc, sparse_out;    ///< or block-sparse
   std::shared_ptr<tg::nn::Dropout> drop;
 };
 
-class GPT : public tg::nn::Module {
+class GPT : public WithNorms {
  public:
-  explicit GPT(const Config& c) : Module("GPT"), cfg(c) {
+  explicit GPT(const Config& c) : WithNorms("GPT"), cfg(c) {
     tg::TensorOptions o{.dtype = c.dtype, .device = c.device};
     tok = register_module("tok", std::make_shared<tg::nn::Embedding>(c.vocab, c.d_model, o, 11));
-    pos = register_module("pos", std::make_shared<tg::nn::Embedding>(c.ctx, c.d_model, o, 12));
+    if (!c.rope) pos = register_module("pos", std::make_shared<tg::nn::Embedding>(c.ctx, c.d_model, o, 12));
     for (std::int64_t l = 0; l < c.layers; ++l)
       blocks.push_back(register_module("blocks." + std::to_string(l),
                                        std::make_shared<Block>(c, 100 + 10 * static_cast<std::uint64_t>(l))));
-    ln_f = register_module("ln_f", std::make_shared<tg::nn::LayerNorm>(c.d_model, 1e-5, o));
+    ln_f = make_norm("ln_f", c, o);
     head = register_module("head", std::make_shared<tg::nn::Linear>(c.d_model, c.vocab, false, o, 13));
     // Small embeddings keep the initial logits near uniform.
     tg::NoGradGuard ng;
-    for (auto* e : {&tok->weight, &pos->weight}) tg::copy_bytes(*e, *e * 0.02);
+    tg::copy_bytes(tok->weight, tok->weight * 0.02);
+    if (pos) tg::copy_bytes(pos->weight, pos->weight * 0.02);
   }
 
   /// idx [B, T] (i64, T <= ctx) -> logits [B, T, vocab].
@@ -124,7 +154,7 @@ class GPT : public tg::nn::Module {
       positions_ = tg::arange(T, {.dtype = tg::DType::i64, .device = cfg.device});
       pattern_T_ = T;
     }
-    tg::Tensor h = tok->forward(idx) + pos->forward(positions_);
+    tg::Tensor h = pos ? tok->forward(idx) + pos->forward(positions_) : tok->forward(idx);
     for (auto& b : blocks) {
       if (cfg.recompute && tg::grad_enabled()) {
         // Only the block's input is kept; backward runs the block again (same dropout masks).
@@ -134,7 +164,7 @@ class GPT : public tg::nn::Module {
         h = b->forward(h, attn_pattern_);
       }
     }
-    return head->forward(ln_f->forward(h));
+    return head->forward(ln_f(h));
   }
 
   /// Logits [B, s, vocab] of new tokens idx [B, s] (i64) that follow the caches' positions
@@ -155,16 +185,16 @@ class GPT : public tg::nn::Module {
     const tg::AttentionPattern rows = full_pattern_.slice(past, end, 0, end);
     tg::Tensor positions = tg::arange(static_cast<double>(past), static_cast<double>(end), 1.0,
                                       {.dtype = tg::DType::i64, .device = cfg.device});
-    tg::Tensor h = tok->forward(idx) + pos->forward(positions);
+    tg::Tensor h = pos ? tok->forward(idx) + pos->forward(positions) : tok->forward(idx);
     for (std::size_t l = 0; l < blocks.size(); ++l) h = blocks[l]->forward_cached(h, rows, caches[l]);
-    return head->forward(ln_f->forward(h));
+    return head->forward(ln_f(h));
   }
 
   Config cfg;
   tg::Layout pattern;
-  std::shared_ptr<tg::nn::Embedding> tok, pos;
+  std::shared_ptr<tg::nn::Embedding> tok, pos;  ///< pos: none with rotary embeddings
   std::vector<std::shared_ptr<Block>> blocks;
-  std::shared_ptr<tg::nn::LayerNorm> ln_f;
+  std::function<tg::Tensor(const tg::Tensor&)> ln_f;  ///< LayerNorm or RMSNorm
   std::shared_ptr<tg::nn::Linear> head;
 
  private:

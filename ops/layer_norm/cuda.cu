@@ -10,6 +10,11 @@
 // of a block in a fixed order in shared memory and writes one partial row per block; the
 // block-per-row path gets its partials from a separate column kernel. A second small
 // kernel adds the partial rows in a fixed order: deterministic, no atomics.
+//
+// rms_norm runs the same kernels with the template flag RMS: the mean is 0 (not computed,
+// loaded or stored), there is no beta / dbeta, the statistic is the root mean square (one
+// pass over the registers; the block path sums squares instead of merging Welford states)
+// and the backward drops the mean of g from dx. One set of kernels keeps the tuning shared.
 #include <algorithm>
 #include <initializer_list>
 #include <cstdint>
@@ -218,7 +223,7 @@ __device__ __forceinline__ Welford<Acc> block_welford(Welford<Acc> w, Welford<Ac
 // reduction: a bf16 row of 1024 is only 64 bytes per lane, too little in flight to cover
 // the memory latency on its own. The loaded values stay in their storage type (half the
 // registers for bf16) and are converted where they are used.
-template <typename T, int VEC, int NV, int R>
+template <typename T, int VEC, int NV, int R, bool RMS>
 __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
     ln_fwd_warp(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta, std::int64_t rows,
                 int D, typename acc_type<T>::type eps, T* __restrict__ y, typename acc_type<T>::type* __restrict__ mean,
@@ -244,12 +249,14 @@ __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       mu[r] = 0;
+      if constexpr (!RMS) {
 #pragma unroll
-      for (int j = 0; j < NV; ++j)
+        for (int j = 0; j < NV; ++j)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) mu[r] += elem<T, VEC>(v[r][j], k);  // chunks past D hold zeros
+          for (int k = 0; k < VEC; ++k) mu[r] += elem<T, VEC>(v[r][j], k);  // chunks past D hold zeros
+      }
     }
-    warp_sum_n(mu);
+    if constexpr (!RMS) warp_sum_n(mu);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       mu[r] *= inv_d;
@@ -280,13 +287,16 @@ __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
         b[k] = 0;
       }
       if (gamma) load_pack<T, VEC>(gamma + c, g);
-      if (beta) load_pack<T, VEC>(beta + c, b);
+      if (!RMS && beta) load_pack<T, VEC>(beta + c, b);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r0 + r >= rows) continue;
         Acc o[VEC];
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) o[k] = (elem<T, VEC>(v[r][j], k) - mu[r]) * rs[r] * g[k] + b[k];
+        for (int k = 0; k < VEC; ++k) {
+          if constexpr (RMS) o[k] = elem<T, VEC>(v[r][j], k) * rs[r] * g[k];
+          else o[k] = (elem<T, VEC>(v[r][j], k) - mu[r]) * rs[r] * g[k] + b[k];
+        }
         store_pack<T, VEC>(y + (r0 + r) * D + c, o);
       }
     }
@@ -294,7 +304,7 @@ __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (r0 + r < rows) {
-          mean[r0 + r] = mu[r];
+          if constexpr (!RMS) mean[r0 + r] = mu[r];
           rstd[r0 + r] = rs[r];
         }
       }
@@ -302,15 +312,16 @@ __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
   }
 }
 
-// One block per row (1-d block, a multiple of 32): Welford over the row, then a second
-// pass that writes y.
-template <typename T, int VEC>
+// One block per row (1-d block, a multiple of 32): Welford over the row (RMS: the sum of
+// squares), then a second pass that writes y.
+template <typename T, int VEC, bool RMS>
 __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
                              std::int64_t rows, std::int64_t D, typename acc_type<T>::type eps, T* __restrict__ y,
                              typename acc_type<T>::type* __restrict__ mean,
                              typename acc_type<T>::type* __restrict__ rstd) {
   using Acc = typename acc_type<T>::type;
   __shared__ Welford<Acc> sh[kWarp];
+  __shared__ Acc sq[2][kWarp];  // RMS only
   wait_prior_grid();
   allow_next_grid();
   const std::int64_t nvec = D / VEC;
@@ -322,15 +333,26 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
       load_pack<T, VEC>(xr + j * VEC, v);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        w.n += Acc(1);
-        const Acc d = v[k] - w.mean;
-        w.mean += d / w.n;
-        w.m2 += d * (v[k] - w.mean);
+        if constexpr (RMS) {
+          w.m2 += v[k] * v[k];  // no mean: a plain sum of squares cannot cancel
+        } else {
+          w.n += Acc(1);
+          const Acc d = v[k] - w.mean;
+          w.mean += d / w.n;
+          w.m2 += d * (v[k] - w.mean);
+        }
       }
     }
-    const Welford<Acc> t = block_welford(w, sh);
-    const Acc mu = t.mean;
-    const Acc rs = acc_rsqrt(t.m2 / static_cast<Acc>(D) + eps);
+    Acc mu = 0, ss = w.m2;
+    if constexpr (RMS) {
+      Acc none = 0;
+      block_sum2(ss, none, sq);
+    } else {
+      const Welford<Acc> t = block_welford(w, sh);
+      mu = t.mean;
+      ss = t.m2;
+    }
+    const Acc rs = acc_rsqrt(ss / static_cast<Acc>(D) + eps);
     T* yr = y + row * D;
     for (std::int64_t j = threadIdx.x; j < nvec; j += blockDim.x) {
       Acc v[VEC];
@@ -352,7 +374,7 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
       store_pack<T, VEC>(yr + j * VEC, v);
     }
     if (threadIdx.x == 0) {
-      mean[row] = mu;
+      if constexpr (!RMS) mean[row] = mu;
       rstd[row] = rs;
     }
   }
@@ -376,7 +398,8 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
 // With COLS, each thread also sums dy * xhat and dy over all rows it visits and the block
 // writes them as row blockIdx.x of part_g / part_b ([gridDim.x, D]); every column has
 // exactly one owner thread per block. dx may be null (only the column sums wanted).
-template <typename T, int VEC, int NV, int R, int NW, bool COLS>
+// With RMS there is one row sum (of g * xhat) instead of two and no dbeta partials.
+template <typename T, int VEC, int NV, int R, int NW, bool COLS, bool RMS>
 __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
     ln_bwd_rows(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                 const typename acc_type<T>::type* __restrict__ mean,
@@ -384,7 +407,9 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
                 typename acc_type<T>::type* __restrict__ part_g, typename acc_type<T>::type* __restrict__ part_b) {
   using Acc = typename acc_type<T>::type;
   constexpr int kThreads = NW * kWarp;
-  __shared__ Acc red[2][R][2][NW];  // [buf][row][sum g, sum g * xhat][warp]
+  constexpr int kSums = RMS ? 1 : 2;  // row sums: [sum g,] sum g * xhat (the last)
+  constexpr int kGx = kSums - 1;      // index of sum g * xhat
+  __shared__ Acc red[2][R][kSums][NW];  // [buf][row][sum][warp]
   wait_prior_grid();
   allow_next_grid();
   const int t = threadIdx.x, lane = t % kWarp, warp = t / kWarp;
@@ -410,7 +435,7 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const bool valid = r0 + r < rows;
-      mu[r] = valid ? mean[r0 + r] : Acc(0);
+      mu[r] = !RMS && valid ? mean[r0 + r] : Acc(0);
       rs[r] = valid ? rstd[r0 + r] : Acc(0);
 #pragma unroll
       for (int j = 0; j < NV; ++j) {
@@ -424,10 +449,11 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
         }
       }
     }
-    Acc s[2 * R];  // s[2r]: sum(g), s[2r + 1]: sum(g * xhat) with g = dy * gamma
+    Acc s[kSums * R];  // s[kSums r]: sum(g) (not RMS), s[kSums r + kGx]: sum(g * xhat); g = dy * gamma
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      s[2 * r] = s[2 * r + 1] = 0;
+#pragma unroll
+      for (int i = 0; i < kSums; ++i) s[kSums * r + i] = 0;
 #pragma unroll
       for (int j = 0; j < NV; ++j)
 #pragma unroll
@@ -435,11 +461,11 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
           const Acc d = elem<T, VEC>(dv[r][j], k);
           const Acc xh = (elem<T, VEC>(xv[r][j], k) - mu[r]) * rs[r];  // 0 where dv / xv are padding
           const Acc g = d * gm[j][k];
-          s[2 * r] += g;
-          s[2 * r + 1] += g * xh;
+          if constexpr (!RMS) s[kSums * r] += g;
+          s[kSums * r + kGx] += g * xh;
           if constexpr (COLS) {
             ag[j][k] += d * xh;
-            ab[j][k] += d;
+            if constexpr (!RMS) ab[j][k] += d;
           }
         }
     }
@@ -447,10 +473,9 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
     warp_sum_n(s);
     if (lane == 0) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        red[buf][r][0][warp] = s[2 * r];
-        red[buf][r][1][warp] = s[2 * r + 1];
-      }
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < kSums; ++i) red[buf][r][i][warp] = s[kSums * r + i];
     }
     __syncthreads();
 #pragma unroll
@@ -459,8 +484,8 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
       Acc m1 = 0, m2 = 0;
 #pragma unroll
       for (int w = 0; w < NW; ++w) {  // a fixed order: every thread gets the same values
-        m1 += red[buf][r][0][w];
-        m2 += red[buf][r][1][w];
+        if constexpr (!RMS) m1 += red[buf][r][0][w];
+        m2 += red[buf][r][kGx][w];
       }
       m1 *= inv_d;
       m2 *= inv_d;
@@ -481,7 +506,7 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
   }
   if constexpr (COLS) {
     Acc* pg = part_g + static_cast<std::int64_t>(blockIdx.x) * D;
-    Acc* pb = part_b + static_cast<std::int64_t>(blockIdx.x) * D;
+    Acc* pb = RMS ? nullptr : part_b + static_cast<std::int64_t>(blockIdx.x) * D;
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int c = (j * kThreads + t) * VEC;
@@ -489,14 +514,14 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
         pg[c + k] = ag[j][k];
-        pb[c + k] = ab[j][k];
+        if constexpr (!RMS) pb[c + k] = ab[j][k];
       }
     }
   }
 }
 
 // dx for long rows: one block per row, two passes (the row sums, then dx).
-template <typename T, int VEC>
+template <typename T, int VEC, bool RMS>
 __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
                                 const typename acc_type<T>::type* __restrict__ mean,
                                 const typename acc_type<T>::type* __restrict__ rstd, std::int64_t rows,
@@ -510,7 +535,7 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* dyr = dy + row * D;
     const T* xr = x + row * D;
-    const Acc mu = mean[row], rs = rstd[row];
+    const Acc mu = RMS ? Acc(0) : mean[row], rs = rstd[row];
     // d = dy * gamma and v = x at vector j (both passes read them again from L1 / L2)
     auto load = [&](std::int64_t j, Acc(&d)[VEC], Acc(&v)[VEC]) {
       load_pack<T, VEC>(dyr + j * VEC, d);
@@ -528,7 +553,7 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
       load(j, d, v);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
-        s1 += d[k];
+        if constexpr (!RMS) s1 += d[k];  // stays 0 with RMS: dx subtracts no mean of g
         s2 += d[k] * (v[k] - mu) * rs;
       }
     }
@@ -552,8 +577,8 @@ constexpr int kFinRows = 128;  // threadIdx.y extent of ln_col_finalize (a power
 
 // Partial column sums for long rows: block (32, kColRows) covers columns
 // [blockIdx.x * 32, +32) of rows [blockIdx.y * rows_per_chunk, +rows_per_chunk) and writes
-// row blockIdx.y of part_g / part_b ([gridDim.y, D]).
-template <typename T>
+// row blockIdx.y of part_g / part_b ([gridDim.y, D]; RMS: no mean, no part_b).
+template <typename T, bool RMS>
 __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
                             const typename acc_type<T>::type* __restrict__ mean,
                             const typename acc_type<T>::type* __restrict__ rstd, std::int64_t rows, std::int64_t D,
@@ -570,8 +595,8 @@ __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
   if (c < D) {
     for (std::int64_t r = r0 + threadIdx.y; r < r1; r += kColRows) {
       const Acc d = static_cast<Acc>(dy[r * D + c]);
-      g += d * (static_cast<Acc>(x[r * D + c]) - mean[r]) * rstd[r];
-      b += d;
+      g += d * (static_cast<Acc>(x[r * D + c]) - (RMS ? Acc(0) : mean[r])) * rstd[r];
+      if constexpr (!RMS) b += d;
     }
   }
   sg[threadIdx.y][threadIdx.x] = g;
@@ -583,7 +608,7 @@ __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
       b += sb[i][threadIdx.x];
     }
     part_g[static_cast<std::int64_t>(blockIdx.y) * D + c] = g;
-    part_b[static_cast<std::int64_t>(blockIdx.y) * D + c] = b;
+    if constexpr (!RMS) part_b[static_cast<std::int64_t>(blockIdx.y) * D + c] = b;
   }
 }
 
@@ -591,8 +616,8 @@ __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
 // (kFinCols, kFinRows) covers kFinCols columns: its threads take partial rows
 // ty, ty + kFinRows, ..., then a shared-memory tree adds the kFinRows sums: a fixed order.
 // Narrow column tiles (one 32-byte sector per row) give D / 8 blocks, enough to spread
-// the read of the partials over the SMs.
-template <typename T>
+// the read of the partials over the SMs. RMS: no part_b / dbeta.
+template <typename T, bool RMS>
 __global__ void __launch_bounds__(kFinCols* kFinRows)
     ln_col_finalize(const typename acc_type<T>::type* __restrict__ part_g,
                     const typename acc_type<T>::type* __restrict__ part_b, std::int64_t nparts, std::int64_t D,
@@ -608,7 +633,7 @@ __global__ void __launch_bounds__(kFinCols* kFinRows)
 #pragma unroll 4
     for (std::int64_t p = ty; p < nparts; p += kFinRows) {
       g += part_g[p * D + c];
-      b += part_b[p * D + c];
+      if constexpr (!RMS) b += part_b[p * D + c];
     }
   }
   sg[ty][tx] = g;
@@ -618,13 +643,13 @@ __global__ void __launch_bounds__(kFinCols* kFinRows)
   for (int s = kFinRows / 2; s > 0; s >>= 1) {
     if (ty < s) {
       sg[ty][tx] += sg[ty + s][tx];
-      sb[ty][tx] += sb[ty + s][tx];
+      if constexpr (!RMS) sb[ty][tx] += sb[ty + s][tx];
     }
     __syncthreads();
   }
   if (ty == 0 && c < D) {
     if (dgamma) dgamma[c] = static_cast<T>(sg[0][tx]);
-    if (dbeta) dbeta[c] = static_cast<T>(sb[0][tx]);
+    if (!RMS && dbeta) dbeta[c] = static_cast<T>(sb[0][tx]);
   }
 }
 
@@ -747,7 +772,7 @@ void with_bwd_plan(std::int64_t D, F&& f) {
     if (chunks <= 1024) return f.template operator()<4, 8>();
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool RMS>
 void fwd_launch(const T* x, const T* g, const T* b, std::int64_t rows, std::int64_t D, double eps, T* y,
                 typename acc_type<T>::type* mean, typename acc_type<T>::type* rstd, int device, cudaStream_t stream) {
   using Acc = typename acc_type<T>::type;
@@ -755,23 +780,25 @@ void fwd_launch(const T* x, const T* g, const T* b, std::int64_t rows, std::int6
   if (D <= kWarpMaxD) {
     with_nv<VEC>(D, [&]<int NV>() {
       constexpr int R = fwd_rows<T, VEC, NV>();
-      auto* kernel = &ln_fwd_warp<T, VEC, NV, R>;
+      auto* kernel = &ln_fwd_warp<T, VEC, NV, R, RMS>;
       const unsigned grid = persistent_grid(kernel, kWarp * kFwdWarps, rows, kFwdWarps * R, device);
       launch(kernel, grid, dim3(kWarp, kFwdWarps), 0, stream, device, x, g, b, rows, static_cast<int>(D), e, y, mean,
              rstd);
     });
   } else {
-    launch(&ln_fwd_block<T, VEC>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, x, g, b, rows, D, e,
-           y, mean, rstd);
+    launch(&ln_fwd_block<T, VEC, RMS>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, x, g, b, rows, D,
+           e, y, mean, rstd);
   }
 }
 
-void layer_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, std::int64_t rows, std::int64_t D,
-                         double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+/// The forward of layer_norm, or of rms_norm with RMS (beta and mean then undefined).
+template <bool RMS>
+void norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, std::int64_t rows, std::int64_t D,
+                   double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   const Device dev = x.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
-  TG_DISPATCH_FLOATING(x.dtype(), "layer_norm", [&] {
+  TG_DISPATCH_FLOATING(x.dtype(), RMS ? "rms_norm" : "layer_norm", [&] {
     using T = scalar_t;
     using Acc = typename acc_type<T>::type;
     constexpr int V = static_cast<int>(16 / sizeof(T));
@@ -779,39 +806,40 @@ void layer_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& bet
     const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
     const T* pb = beta.defined() ? beta.data<T>() : nullptr;
     T* py = y.data<T>();
-    Acc* pm = mean.data<Acc>();
+    Acc* pm = mean.defined() ? mean.data<Acc>() : nullptr;
     Acc* pr = rstd.data<Acc>();
-    if (use_vec(D, V, {px, pg, pb, py})) fwd_launch<T, V>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
-    else fwd_launch<T, 1>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
+    if (use_vec(D, V, {px, pg, pb, py})) fwd_launch<T, V, RMS>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
+    else fwd_launch<T, 1, RMS>(px, pg, pb, rows, D, eps, py, pm, pr, dev.index, stream);
   });
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool RMS>
 void bwd_launch(const T* dy, const T* x, const T* g, const typename acc_type<T>::type* mean,
                 const typename acc_type<T>::type* rstd, std::int64_t rows, std::int64_t D, T* dx, T* dgamma, T* dbeta,
                 int device, cudaStream_t stream) {
   using Acc = typename acc_type<T>::type;
   const bool cols = dgamma || dbeta;
-  Tensor part_g, part_b;  // [nparts, D] partial column sums from the caching pool
+  Tensor part_g, part_b;  // [nparts, D] partial column sums from the caching pool (no part_b with RMS)
   std::int64_t nparts = 0;
   auto alloc_parts = [&](std::int64_t n) {
     nparts = n;
     part_g = tg::empty(Shape{n, D}, {.dtype = dtype_of<Acc>(), .device = Device::cuda(device)});
-    part_b = tg::empty(Shape{n, D}, {.dtype = dtype_of<Acc>(), .device = Device::cuda(device)});
+    if (!RMS) part_b = tg::empty(Shape{n, D}, {.dtype = dtype_of<Acc>(), .device = Device::cuda(device)});
   };
+  auto part = [](const Tensor& t) { return t.defined() ? t.data<Acc>() : static_cast<Acc*>(nullptr); };
   if (D <= kWarpMaxD) {
     with_bwd_plan<VEC>(D, [&]<int NW, int NV>() {
       constexpr int R = bwd_rows<T, VEC, NV>();
       const int threads = kWarp * NW;
       if (cols) {
         // One partial row per block (D values each): the grid is at most what runs at once.
-        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, true>;
+        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, true, RMS>;
         const unsigned grid = persistent_grid(kernel, threads, rows, R, device);
         alloc_parts(grid);
         launch(kernel, grid, threads, 0, stream, device, dy, x, g, mean, rstd, rows, static_cast<int>(D), dx,
-               part_g.data<Acc>(), part_b.data<Acc>());
+               part(part_g), part(part_b));
       } else {
-        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, false>;
+        auto* kernel = &ln_bwd_rows<T, VEC, NV, R, NW, false, RMS>;
         const unsigned grid = persistent_grid(kernel, threads, rows, R, device);
         launch(kernel, grid, threads, 0, stream, device, dy, x, g, mean, rstd, rows, static_cast<int>(D), dx,
                static_cast<Acc*>(nullptr), static_cast<Acc*>(nullptr));
@@ -819,53 +847,79 @@ void bwd_launch(const T* dy, const T* x, const T* g, const typename acc_type<T>:
     });
   } else {
     if (dx) {
-      launch(&ln_bwd_block_dx<T, VEC>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, dy, x, g, mean,
-             rstd, rows, D, dx);
+      launch(&ln_bwd_block_dx<T, VEC, RMS>, grid_rows(rows, 1), block_threads(D, VEC), 0, stream, device, dy, x, g,
+             mean, rstd, rows, D, dx);
     }
     if (cols) {
       const std::int64_t col_blocks = (D + kColTile - 1) / kColTile;
       const std::int64_t rows_per_chunk = std::max<std::int64_t>(32, (rows + 255) / 256);
       alloc_parts((rows + rows_per_chunk - 1) / rows_per_chunk);
-      launch(&ln_bwd_cols<T>, dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nparts)),
-             dim3(kColTile, kColRows), 0, stream, device, dy, x, mean, rstd, rows, D, rows_per_chunk,
-             part_g.data<Acc>(), part_b.data<Acc>());
+      launch(&ln_bwd_cols<T, RMS>, dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(nparts)),
+             dim3(kColTile, kColRows), 0, stream, device, dy, x, mean, rstd, rows, D, rows_per_chunk, part(part_g),
+             part(part_b));
     }
   }
   if (cols) {
     const std::int64_t fin_blocks = (D + kFinCols - 1) / kFinCols;
-    launch(&ln_col_finalize<T>, static_cast<unsigned>(fin_blocks), dim3(kFinCols, kFinRows), 0, stream, device,
-           static_cast<const Acc*>(part_g.data<Acc>()), static_cast<const Acc*>(part_b.data<Acc>()), nparts, D, dgamma,
-           dbeta);
+    launch(&ln_col_finalize<T, RMS>, static_cast<unsigned>(fin_blocks), dim3(kFinCols, kFinRows), 0, stream, device,
+           static_cast<const Acc*>(part(part_g)), static_cast<const Acc*>(part(part_b)), nparts, D, dgamma, dbeta);
   }
 }
 
-void layer_norm_bwd_cuda(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
-                         const Tensor& rstd, std::int64_t rows, std::int64_t D, const Tensor& dx, const Tensor& dgamma,
-                         const Tensor& dbeta) {
+/// The backward of layer_norm, or of rms_norm with RMS (mean and dbeta then undefined).
+template <bool RMS>
+void norm_bwd_cuda(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+                   std::int64_t rows, std::int64_t D, const Tensor& dx, const Tensor& dgamma, const Tensor& dbeta) {
   if (!dx.defined() && !dgamma.defined() && !dbeta.defined()) return;
   const Device dev = x.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
-  TG_DISPATCH_FLOATING(x.dtype(), "layer_norm", [&] {
+  TG_DISPATCH_FLOATING(x.dtype(), RMS ? "rms_norm" : "layer_norm", [&] {
     using T = scalar_t;
     using Acc = typename acc_type<T>::type;
     constexpr int V = static_cast<int>(16 / sizeof(T));
     const T* pdy = dy.data<T>();
     const T* px = x.data<T>();
     const T* pg = gamma.defined() ? gamma.data<T>() : nullptr;
-    const Acc* pm = mean.data<Acc>();
+    const Acc* pm = mean.defined() ? mean.data<Acc>() : nullptr;
     const Acc* pr = rstd.data<Acc>();
     T* pdx = dx.defined() ? dx.data<T>() : nullptr;
     T* pdg = dgamma.defined() ? dgamma.data<T>() : nullptr;
     T* pdb = dbeta.defined() ? dbeta.data<T>() : nullptr;
-    if (use_vec(D, V, {pdy, px, pg, pdx})) bwd_launch<T, V>(pdy, px, pg, pm, pr, rows, D, pdx, pdg, pdb, dev.index, stream);
-    else bwd_launch<T, 1>(pdy, px, pg, pm, pr, rows, D, pdx, pdg, pdb, dev.index, stream);
+    if (use_vec(D, V, {pdy, px, pg, pdx})) {
+      bwd_launch<T, V, RMS>(pdy, px, pg, pm, pr, rows, D, pdx, pdg, pdb, dev.index, stream);
+    } else {
+      bwd_launch<T, 1, RMS>(pdy, px, pg, pm, pr, rows, D, pdx, pdg, pdb, dev.index, stream);
+    }
   });
+}
+
+void layer_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, const Tensor& beta, std::int64_t rows, std::int64_t D,
+                         double eps, const Tensor& y, const Tensor& mean, const Tensor& rstd) {
+  norm_fwd_cuda<false>(x, gamma, beta, rows, D, eps, y, mean, rstd);
+}
+
+void layer_norm_bwd_cuda(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& mean,
+                         const Tensor& rstd, std::int64_t rows, std::int64_t D, const Tensor& dx, const Tensor& dgamma,
+                         const Tensor& dbeta) {
+  norm_bwd_cuda<false>(dy, x, gamma, mean, rstd, rows, D, dx, dgamma, dbeta);
+}
+
+void rms_norm_fwd_cuda(const Tensor& x, const Tensor& gamma, std::int64_t rows, std::int64_t D, double eps,
+                       const Tensor& y, const Tensor& rstd) {
+  norm_fwd_cuda<true>(x, gamma, Tensor(), rows, D, eps, y, Tensor(), rstd);
+}
+
+void rms_norm_bwd_cuda(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd, std::int64_t rows,
+                       std::int64_t D, const Tensor& dx, const Tensor& dgamma) {
+  norm_bwd_cuda<true>(dy, x, gamma, Tensor(), rstd, rows, D, dx, dgamma, Tensor());
 }
 
 }  // namespace
 
 TG_REGISTER_KERNEL(layer_norm_fwd_kernel, CUDA, &layer_norm_fwd_cuda);
 TG_REGISTER_KERNEL(layer_norm_bwd_kernel, CUDA, &layer_norm_bwd_cuda);
+TG_REGISTER_KERNEL(rms_norm_fwd_kernel, CUDA, &rms_norm_fwd_cuda);
+TG_REGISTER_KERNEL(rms_norm_bwd_kernel, CUDA, &rms_norm_bwd_cuda);
 
 }  // namespace tg::ops

@@ -1,5 +1,5 @@
-// Kernel slots of the layer_norm family. Every kernel receives validated, allocated,
-// contiguous tensors; x is viewed as [rows, D] with rows > 0 and D > 0.
+// Kernel slots of the layer_norm family (layer_norm and rms_norm). Every kernel receives
+// validated, allocated, contiguous tensors; x is viewed as [rows, D] with rows > 0 and D > 0.
 #pragma once
 
 #include <cstdint>
@@ -27,5 +27,20 @@ using LayerNormBwdFn = void(const Tensor& dy, const Tensor& x, const Tensor& gam
                             const Tensor& rstd, std::int64_t rows, std::int64_t D, const Tensor& dx,
                             const Tensor& dgamma, const Tensor& dbeta);
 TG_DECLARE_KERNEL(layer_norm_bwd_kernel, LayerNormBwdFn);
+
+/// y = x * rstd * gamma per row with rstd = 1 / sqrt(mean_D(x^2) + eps). gamma: [D] of x's
+/// dtype, or undefined (scale 1). Writes y (x's dtype) and rstd ([rows], f32; f64 for f64 x).
+using RmsNormFwdFn = void(const Tensor& x, const Tensor& gamma, std::int64_t rows, std::int64_t D, double eps,
+                          const Tensor& y, const Tensor& rstd);
+TG_DECLARE_KERNEL(rms_norm_fwd_kernel, RmsNormFwdFn);
+
+/// Gradients of rms_norm: layer_norm's with mean = 0 and no beta. dx ([rows, D]) and
+/// dgamma ([D]) may each be undefined when not wanted; gamma may be undefined (scale 1).
+///   xhat = x * rstd,  g = dy * gamma
+///   dx = rstd * (g - xhat * mean_D(g * xhat)),  dgamma = sum_rows(dy * xhat)
+/// The column sum is deterministic (fixed reduction order, no atomics).
+using RmsNormBwdFn = void(const Tensor& dy, const Tensor& x, const Tensor& gamma, const Tensor& rstd,
+                          std::int64_t rows, std::int64_t D, const Tensor& dx, const Tensor& dgamma);
+TG_DECLARE_KERNEL(rms_norm_bwd_kernel, RmsNormBwdFn);
 
 }  // namespace tg::ops
