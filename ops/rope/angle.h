@@ -20,11 +20,13 @@ TG_ROPE_HD double frequency(std::int64_t i, std::int64_t rotary_dim, double log2
   return exp2(-static_cast<double>(2 * i) / static_cast<double>(rotary_dim) * log2_base);
 }
 
-/// p · f reduced to [−π, π] (f64).
+/// p · f reduced to about [−π, π] (f64; a turn more or less where a · (1/2π) rounds across
+/// a half-integer, the same on every backend).
 TG_ROPE_HD double reduced_angle(std::int64_t p, double f) {
   constexpr double kTwoPi = 6.283185307179586476925286766559;
+  constexpr double kInvTwoPi = 0.15915494309189533576888376337251;  // a product, not an f64 division
   const double a = static_cast<double>(p) * f;
-  return fma(-rint(a / kTwoPi), kTwoPi, a);
+  return fma(-rint(a * kInvTwoPi), kTwoPi, a);
 }
 
 }  // namespace tg::ops::rope_math
