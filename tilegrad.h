@@ -57,4 +57,5 @@
 #include "ops/attention/attention.h"
 #include "nn/attention.h"
 #include "nn/sparse_linear.h"
+#include "nn/sampling.h"
 #include "nn/init.h"

@@ -25,7 +25,8 @@ struct Args {
   std::string data = "/usr/share/common-licenses";
   std::string device = "auto";
   std::int64_t steps = -1, batch = -1, ctx = -1, layers = -1, d_model = -1, heads = -1, block = -1;
-  double lr = -1, dropout = -1, attn_dropout = 0, mlp_density = 1, ema = 0;
+  double lr = -1, dropout = -1, attn_dropout = 0, mlp_density = 1, ema = 0, temperature = 0.8, top_p = 1.0;
+  std::int64_t top_k = 0;
   std::int64_t mlp_block = -1;
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
@@ -84,6 +85,10 @@ Usage: tilegrad-train [flags]
                       at or below the checkpoint's step, only evaluate and sample
   --sample-len N      characters to generate at the end (default 400)
   --prompt TEXT       start of the generated sample (default "The ")
+  --temperature T     sampling temperature (default 0.8; 0: always the most likely)
+  --top-k K           sample among the K most likely characters only (default 0: all)
+  --top-p P           nucleus sampling: the fewest most likely characters holding P of
+                      the probability (default 1: all)
   --seed N            data order and initialisation seed (default 1234)
   --profile N         time every kernel of N training steps (after 10 warm-up steps)
                       and print where the time goes, largest first
@@ -158,6 +163,9 @@ Args parse(int argc, char** argv) {
     else if (f == "--resume") a.resume = true;
     else if (f == "--sample-len") a.sample_len = std::stoll(need(i));
     else if (f == "--prompt") a.prompt = need(i);
+    else if (f == "--temperature") a.temperature = std::stod(need(i));
+    else if (f == "--top-k") a.top_k = std::stoll(need(i));
+    else if (f == "--top-p") a.top_p = std::stod(need(i));
     else if (f == "--seed") a.seed = std::stoull(need(i));
     else if (f == "--quiet") a.quiet = true;
     else if (f == "--sync-loss") a.sync_loss = true;
@@ -225,7 +233,7 @@ double evaluate(gpt::GPT& model, Batcher& val, std::int64_t B, std::int64_t T, s
 }
 
 std::string sample(gpt::GPT& model, const std::vector<unsigned char>& vocab, const std::map<unsigned char, std::int64_t>& index,
-                   const std::string& prompt, std::int64_t n, std::uint64_t seed) {
+                   const std::string& prompt, std::int64_t n, tg::nn::SamplingOptions how) {
   tg::NoGradGuard ng;
   model.eval();
   std::vector<std::int64_t> ctx;
@@ -250,16 +258,8 @@ std::string sample(gpt::GPT& model, const std::vector<unsigned char>& vocab, con
   };
   tg::Tensor logits = restart(model.cfg.ctx);
   for (std::int64_t i = 0; i < n; ++i) {
-    std::vector<double> p = tg::softmax(logits, 1.0 / 0.8).to_vector<double>();  // temperature 0.8
-    double u = tg::philox::uniform(seed, 7, static_cast<std::uint64_t>(i)), acc = 0;
-    std::size_t pick = p.size() - 1;
-    for (std::size_t k = 0; k < p.size(); ++k) {
-      acc += p[k];
-      if (u < acc) {
-        pick = k;
-        break;
-      }
-    }
+    how.offset = static_cast<std::uint64_t>(i);
+    const auto pick = static_cast<std::size_t>(tg::nn::sample_tokens(logits, how).item<std::int64_t>());
     ctx.push_back(static_cast<std::int64_t>(pick));
     out += static_cast<char>(vocab[pick]);
     if (i + 1 == n) break;
@@ -326,6 +326,9 @@ int main(int argc, char** argv) try {
   tg::set_allow_tf32(a.tf32 != 0);
   const std::int64_t steps = pick(a.steps, 800, 2000, gpu), B = pick(a.batch, 16, 16, gpu), T = cfg.ctx;
   const double lr = pick(a.lr, 3e-3, 1e-3, gpu);
+  const tg::nn::SamplingOptions sampling{.temperature = a.temperature, .top_k = a.top_k, .top_p = a.top_p,
+                                         .seed = a.seed};
+  (void)tg::nn::sample_tokens(tg::zeros({2}), sampling);  // bad sampling flags fail now, not after training
   const std::int64_t eval_every = a.eval_every > 0 ? a.eval_every : std::max<std::int64_t>(1, steps / 10);
   if (cfg.heads <= 0 || cfg.d_model <= 0 || cfg.d_model % cfg.heads)
     throw tg::ValueError("tilegrad-train: --d-model must be a positive multiple of --heads, got --d-model " +
@@ -510,7 +513,7 @@ int main(int argc, char** argv) try {
     std::cout << "the checkpoint is at step " << start_step << " of " << steps
               << ": no training; held-out loss " << evaluate(model, held_out, B, T, a.eval_batches)
               << " nats/char\n\n--- sample ---\n"
-              << sample(model, vocab, index, a.prompt, a.sample_len, a.seed) << "\n--------------\n";
+              << sample(model, vocab, index, a.prompt, a.sample_len, sampling) << "\n--------------\n";
     return 0;
   }
   std::map<std::string, std::string> meta{
@@ -561,7 +564,7 @@ int main(int argc, char** argv) try {
               << "device allocations after the first step: " << (s.device_allocs - allocs_after_first) << "\n";
   }
   std::cout << "loss curve: " << a.csv << ", checkpoint: " << a.checkpoint << "\n\n--- sample ---\n"
-            << sample(model, vocab, index, a.prompt, a.sample_len, a.seed) << "\n--------------\n";
+            << sample(model, vocab, index, a.prompt, a.sample_len, sampling) << "\n--------------\n";
   return 0;
 } catch (const tg::Error& e) {
   std::cerr << "error: " << e.what() << "\n";
