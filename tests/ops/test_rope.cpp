@@ -68,34 +68,43 @@ Tensor positions_for(const Case& c, int k, std::int64_t& groups, std::vector<std
   return k == 2 ? t.to(DType::i32) : t;
 }
 
-}  // namespace
-
-TEST_CASE("rope matches the f64 definition: conventions, partial rotary, positions", "[ops][rope]") {
+// Calls f(case, k, groups, positions) for every case and positions kind k (see positions_for),
+// the case's options holding those positions.
+template <typename F>
+void for_each_case(F&& f) {
   for (const Case& c0 : cases()) {
     for (int k = 0; k < 3; ++k) {
       Case c = c0;
       std::int64_t groups = 0;
       std::vector<std::int64_t> pos;
       c.opt.positions = positions_for(c, k, groups, pos);
-      const std::int64_t D = c.shape[c.shape.ndim() - 1], S = c.shape[c.shape.ndim() - 2];
-      const std::int64_t N = S == 0 ? 0 : c.shape.numel() / (S * D);
-      const Tensor x64 = tgt::rand64(c.shape, 11 + static_cast<std::uint64_t>(k));
-      const auto ref = reference(tgt::values(x64), N, S, D, c.opt, pos, groups);
-      for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
-        INFO("shape " << c.shape << " interleaved " << c.opt.interleaved << " positions " << k << " dtype " << dt);
-        const Tensor x = x64.to(dt);
-        const Tensor y = rope(x, c.opt);
-        REQUIRE(y.dtype() == dt);
-        // The reference rotates the rounded input, so the tolerance is the output rounding.
-        const auto xr = tgt::values(x);
-        const auto want = reference(xr, N, S, D, c.opt, pos, groups);
-        // f64: angles of ~2.5e5 rad are formed to ~|θ|·2e-16 by either side.
-        const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 2e-6 : dt == DType::bf16 ? 1.6e-2 : 2e-3;
-        tgt::require_close(y, from_vector(want, c.shape), tol, tol);
-        if (dt == DType::f64) tgt::require_close(y, from_vector(ref, c.shape), 1e-10, 1e-10);
-      }
+      f(c, k, groups, pos);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("rope matches the f64 definition: conventions, partial rotary, positions", "[ops][rope]") {
+  for_each_case([](const Case& c, int k, std::int64_t groups, const std::vector<std::int64_t>& pos) {
+    const std::int64_t D = c.shape[c.shape.ndim() - 1], S = c.shape[c.shape.ndim() - 2];
+    const std::int64_t N = S == 0 ? 0 : c.shape.numel() / (S * D);
+    const Tensor x64 = tgt::rand64(c.shape, 11 + static_cast<std::uint64_t>(k));
+    const auto ref = reference(tgt::values(x64), N, S, D, c.opt, pos, groups);
+    for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+      INFO("shape " << c.shape << " interleaved " << c.opt.interleaved << " positions " << k << " dtype " << dt);
+      const Tensor x = x64.to(dt);
+      const Tensor y = rope(x, c.opt);
+      REQUIRE(y.dtype() == dt);
+      // The reference rotates the rounded input, so the tolerance is the output rounding.
+      const auto xr = tgt::values(x);
+      const auto want = reference(xr, N, S, D, c.opt, pos, groups);
+      // f64: angles of ~2.5e5 rad are formed to ~|θ|·2e-16 by either side.
+      const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 2e-6 : dt == DType::bf16 ? 1.6e-2 : 2e-3;
+      tgt::require_close(y, from_vector(want, c.shape), tol, tol);
+      if (dt == DType::f64) tgt::require_close(y, from_vector(ref, c.shape), 1e-10, 1e-10);
+    }
+  });
 }
 
 TEST_CASE("rope keeps norms and makes scores depend on the position difference only", "[ops][rope]") {
@@ -133,16 +142,16 @@ TEST_CASE("rope gradient is the inverse rotation; gradcheck", "[ops][rope]") {
     const auto want = reference(tgt::values(g), 2, 4, 10, o, {}, 0, true);
     tgt::require_close(x.grad(), from_vector(want, Shape{2, 4, 10}), 1e-12, 1e-12);
     // Undoing: the inverse rotation of the rotation is the identity.
-    const auto res = autograd::gradcheck(
-        [o](const std::vector<Tensor>& in) { return rope(in[0], o); }, {tgt::rand64({3, 5, 10}, 8).requires_grad_()});
+    const auto res = autograd::gradcheck([o](const std::vector<Tensor>& in) { return rope(in[0], o); },
+                                         {tgt::rand64({3, 5, 10}, 8).requires_grad_()});
     INFO(res.report);
     REQUIRE(res.ok);
   }
   RopeOptions o;
   o.positions = from_vector(std::vector<std::int64_t>{5, -2, 40}, Shape{3});
-  const auto res = autograd::gradcheck([o](const std::vector<Tensor>& in) { return mul(rope(in[0], o), in[1]); },
-                                       {tgt::rand64({2, 3, 4}, 9).requires_grad_(),
-                                        tgt::rand64({2, 3, 4}, 10).requires_grad_()});
+  const auto res =
+      autograd::gradcheck([o](const std::vector<Tensor>& in) { return mul(rope(in[0], o), in[1]); },
+                          {tgt::rand64({2, 3, 4}, 9).requires_grad_(), tgt::rand64({2, 3, 4}, 10).requires_grad_()});
   INFO(res.report);
   REQUIRE(res.ok);
 }
@@ -170,31 +179,25 @@ TEST_CASE("rope refuses bad inputs with messages naming the argument", "[ops][ro
 TEST_CASE("rope on CUDA matches the CPU", "[ops][rope][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();
-  for (const Case& c0 : cases()) {
-    for (int k = 0; k < 3; ++k) {
-      Case c = c0;
-      std::int64_t groups = 0;
-      std::vector<std::int64_t> pos;
-      c.opt.positions = positions_for(c, k, groups, pos);
-      for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
-        INFO("shape " << c.shape << " interleaved " << c.opt.interleaved << " positions " << k << " dtype " << dt);
-        const Tensor x = tgt::rand64(c.shape, 21).to(dt);
-        Tensor xg = x.to(gpu).requires_grad_();
-        RopeOptions og = c.opt;
-        if (k == 2 && og.positions.defined()) og.positions = og.positions.to(gpu);  // on the GPU; k == 1 stays on the CPU
-        const Tensor yg = rope(xg, og);
-        const Tensor yc = rope(x, c.opt);
-        // sin / cos of the same f64-reduced angle in f32 on both sides: an ulp or two apart.
-        const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 8e-3 : 1e-3;
-        tgt::require_close(yg.to(Device::cpu()), yc, tol, tol);
-        const Tensor g = tgt::rand64(c.shape, 22).to(dt);
-        yg.backward(g.to(gpu));
-        Tensor xc = x.detach().requires_grad_();
-        rope(xc, c.opt).backward(g);
-        tgt::require_close(xg.grad().to(Device::cpu()), xc.grad(), tol, tol);
-      }
+  for_each_case([&](const Case& c, int k, std::int64_t, const std::vector<std::int64_t>&) {
+    for (DType dt : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+      INFO("shape " << c.shape << " interleaved " << c.opt.interleaved << " positions " << k << " dtype " << dt);
+      const Tensor x = tgt::rand64(c.shape, 21).to(dt);
+      Tensor xg = x.to(gpu).requires_grad_();
+      RopeOptions og = c.opt;
+      if (k == 2 && og.positions.defined()) og.positions = og.positions.to(gpu);  // on the GPU; k == 1 stays on the CPU
+      const Tensor yg = rope(xg, og);
+      const Tensor yc = rope(x, c.opt);
+      // sin / cos of the same f64-reduced angle in f32 on both sides: an ulp or two apart.
+      const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-6 : dt == DType::bf16 ? 8e-3 : 1e-3;
+      tgt::require_close(yg.to(Device::cpu()), yc, tol, tol);
+      const Tensor g = tgt::rand64(c.shape, 22).to(dt);
+      yg.backward(g.to(gpu));
+      Tensor xc = x.detach().requires_grad_();
+      rope(xc, c.opt).backward(g);
+      tgt::require_close(xg.grad().to(Device::cpu()), xc.grad(), tol, tol);
     }
-  }
+  });
   // A long sequence: one CTA per run of rows, frequencies staged per CTA.
   const Tensor x = tgt::rand64({4, 4096, 128}, 23).to(DType::bf16);
   tgt::require_close(rope(x.to(gpu), {.rotary_dim = 96, .offset = 17}).to(Device::cpu()),
