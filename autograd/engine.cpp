@@ -1,6 +1,8 @@
 // The backward pass: run the recorded nodes the root depends on in reverse tape order.
 #include "autograd/engine.h"
 
+#include "autograd/hooks.h"
+
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -30,12 +32,23 @@ void check_grad(const Node& node, std::size_t i, const Tensor& g) {
   }
 }
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
-  Tensor cur = leaf.grad ? Tensor(leaf.grad) : Tensor();
-  // A fresh tensor each time: the gradient the user holds from the last step stays valid.
-  Tensor sum = cur.defined() ? add(cur, g) : g.detach();
-  leaf.grad = sum.impl_ptr();
-}
+// The gradients that reach leaves in one pass, summed per leaf (in the order they were
+// first reached) and added to grad() at the end, after the leaf's hooks saw the sum.
+struct LeafGrads {
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, Tensor>> sums;
+  std::unordered_map<TensorImpl*, std::size_t> at;
+  void add_to(const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+    auto [it, fresh] = at.emplace(leaf.get(), sums.size());
+    if (fresh) sums.emplace_back(leaf, Tensor());
+    accumulate(sums[it->second].second, g);
+  }
+  void flush() {
+    for (auto& [leaf, g] : sums) {
+      if (leaf->hooks) g = autograd::run_hooks(*leaf->hooks, g, "a leaf tensor");
+      autograd::accumulate_grad(*leaf, g);
+    }
+  }
+};
 
 // The gradient a root starts with: `grad` checked against it, or 1 for a one-element root.
 Tensor root_gradient(const Tensor& root, const Tensor& grad) {
@@ -80,10 +93,11 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
   std::unordered_set<Node*> seen;
   std::vector<std::shared_ptr<Node>> stack;
   std::unordered_map<Node*, std::vector<Tensor>> pending;
+  LeafGrads leaves;
   for (std::size_t r = 0; r < roots.size(); ++r) {
     const Tensor& root = roots[r];
     if (!root.grad_fn()) {
-      accumulate_leaf(root.impl(), root_grads[r]);
+      leaves.add_to(root.impl_ptr(), root_grads[r]);
       continue;
     }
     auto& slots = pending[root.grad_fn().get()];
@@ -127,6 +141,13 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     pending.erase(it);
     grad_out.resize(node->outputs().size());
     for (std::size_t i = 0; i < grad_out.size(); ++i) {
+      const auto& hooks = node->output_hooks(i);
+      if (hooks && grad_out[i].defined()) {
+        grad_out[i] = autograd::run_hooks(*hooks, grad_out[i], ("output of '" + node->name() + "'").c_str());
+        if (hooks->retain) {
+          if (auto owner = hooks->owner.lock()) autograd::accumulate_grad(*owner, grad_out[i]);
+        }
+      }
       if (!grad_out[i].defined()) {
         const auto& m = node->outputs()[i];
         grad_out[i] = zeros(m.shape, {.dtype = m.dtype, .device = m.device});
@@ -144,7 +165,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       if (!e.valid() || !grad_in[i].defined()) continue;
       check_grad(*node, i, grad_in[i]);
       if (e.leaf) {
-        accumulate_leaf(*e.leaf, grad_in[i]);
+        leaves.add_to(e.leaf, grad_in[i]);
       } else if (useful.count(e.fn.get())) {
         auto& slots = pending[e.fn.get()];
         slots.resize(e.fn->outputs().size());
@@ -152,6 +173,7 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
       }
     }
   }
+  leaves.flush();
 }
 
 }  // namespace tg

@@ -10,7 +10,8 @@
 namespace tg {
 
 /// Accumulates d(root)/d(leaf) into `.grad()` of every leaf requiring grad that `root`
-/// depends on. `grad` is the gradient of `root` (default: 1 for a one-element root; any
+/// depends on (and of non-leaves marked with retain_grad()), each leaf's gradient of the
+/// pass summed first and passed through its hooks (Tensor::register_hook). `grad` is the gradient of `root` (default: 1 for a one-element root; any
 /// other root needs it). Only nodes on a path from `root` to such a leaf run. Unless
 /// `retain_graph`, the graph's saved tensors are freed and a second backward through it
 /// throws tg::ValueError. Throws tg::ValueError when root does not require grad.

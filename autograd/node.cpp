@@ -23,6 +23,16 @@ void Node::release() {
   released_ = true;
 }
 
+const std::shared_ptr<HookList>& Node::output_hooks(std::size_t i) const {
+  static const std::shared_ptr<HookList> kNone;
+  return i < output_hooks_.size() ? output_hooks_[i] : kNone;
+}
+
+void Node::set_output_hooks(int i, std::shared_ptr<HookList> hooks) {
+  if (output_hooks_.size() < outputs_.size()) output_hooks_.resize(outputs_.size());
+  output_hooks_[static_cast<std::size_t>(i)] = std::move(hooks);
+}
+
 bool needs_grad(const std::vector<Tensor>& inputs) {
   if (!grad_enabled()) return false;
   for (const Tensor& t : inputs) {

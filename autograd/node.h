@@ -17,6 +17,8 @@
 
 namespace tg::autograd {
 
+struct HookList;
+
 /// Where the gradient of one op input goes: into another node's output, or into a leaf.
 struct Edge {
   std::shared_ptr<Node> fn;          ///< producer of the input (non-leaf), or null
@@ -49,6 +51,9 @@ class Node {
   std::vector<Tensor> apply(const std::vector<Tensor>& grad_outputs);
   /// Drops the backward function and everything it saved.
   void release();
+  /// The hooks of output i (null when it has none), shared with the tensor.
+  const std::shared_ptr<HookList>& output_hooks(std::size_t i) const;
+  void set_output_hooks(int i, std::shared_ptr<HookList> hooks);
 
  private:
   friend void record(const char*, const std::vector<Tensor>&, const std::vector<Tensor>&, BackwardFn);
@@ -58,6 +63,7 @@ class Node {
   std::vector<TensorMeta> inputs_;
   std::vector<TensorMeta> outputs_;
   BackwardFn backward_;
+  std::vector<std::shared_ptr<HookList>> output_hooks_;  ///< per output; empty until a hook is set
   bool released_ = false;
 };
 

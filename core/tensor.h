@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -17,6 +18,7 @@ namespace tg {
 
 namespace autograd {
 class Node;
+struct HookList;
 }
 class PendingItem;
 
@@ -51,6 +53,7 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;            ///< accumulated gradient (leaves)
   std::shared_ptr<autograd::Node> grad_fn;     ///< the node that produced this tensor
   int output_nr = 0;                           ///< which output of grad_fn this is
+  std::shared_ptr<autograd::HookList> hooks;    ///< gradient hooks, retain_grad (autograd/hooks.h)
   std::string name;                            ///< optional, shown in graph exports
 };
 
@@ -119,6 +122,21 @@ class Tensor {
   void zero_grad();
   bool is_leaf() const { return impl().grad_fn == nullptr; }
   const std::shared_ptr<autograd::Node>& grad_fn() const { return impl().grad_fn; }
+  /// Calls hook(grad) with this tensor's gradient in every backward pass that reaches it:
+  /// for a leaf the pass's whole gradient before it is added to grad(); for a non-leaf its
+  /// whole gradient before it flows on to the op that made it. A hook may return a
+  /// replacement (same shape, dtype and device; it is what flows on or is accumulated) or
+  /// an undefined tensor to leave the gradient as it is; hooks run in registration order,
+  /// with gradients off. Returns an id for remove_hook. Throws ValueError when the tensor
+  /// does not require grad or the hook is empty; backward throws Error when a hook returns
+  /// a gradient of another kind.
+  std::uint64_t register_hook(std::function<Tensor(const Tensor&)> hook);
+  /// Removes the hook `id` of this tensor; false when it has none of that id.
+  bool remove_hook(std::uint64_t id);
+  /// Makes a non-leaf keep its gradient in grad() (accumulated over backward passes like a
+  /// leaf's), e.g. to inspect an activation's gradient; nothing for a leaf. Throws
+  /// ValueError when the tensor does not require grad.
+  Tensor& retain_grad();
   /// Reverse-mode backward from this tensor (see tg::backward).
   void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
   /// A name shown by graph exports and printing.
