@@ -1,9 +1,11 @@
-// CUDA kernel of the rope family. A CTA takes a run of rows; their frequencies and positions
-// are formed once into shared memory (an f64 exp2, or the 64-bit divisions that find a
-// row's sequence, per pair would make the kernel wait on them), and each (row, pair) then
-// costs three f64 operations for the angle, one f32 sincos and the pair's loads and stores,
-// which neighbouring threads make coalesced (pairs i and i + D/2, or 2i and 2i + 1).
-// Columns past rotary_dim are copied.
+// CUDA kernels of the rope family. rope_shared_k (below) forms each (position, pair)
+// item's sine and cosine once per CTA and applies them to many sequences' rows; rope_k is
+// the general path (more than kThreads · kItems pairs a position, grids past its limits):
+// a CTA takes a run of rows, their frequencies and positions formed once into shared memory
+// (an f64 exp2, or the 64-bit divisions that find a row's sequence, per pair would make the
+// kernel wait on them), and each (row, pair) then costs three f64 operations for the angle,
+// one f32 sincos and the pair's loads and stores, which neighbouring threads make coalesced
+// (pairs i and i + D/2, or 2i and 2i + 1). Columns past rotary_dim are copied.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -21,6 +23,7 @@ constexpr int kThreads = 256;
 constexpr int kWorkPerCta = 4096;              // (row, pair) items a CTA takes, at least one row
 constexpr std::int64_t kMaxHalf = 4096;        // pairs whose frequencies fit the shared table (32 KiB)
 constexpr std::int64_t kMaxRowsPerCta = 1024;  // positions staged per CTA (8 KiB)
+constexpr int kItems = 8;                      // (position, pair) items a thread of rope_shared_k holds
 
 template <typename T>
 constexpr bool kIs16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
@@ -89,6 +92,66 @@ __global__ void __launch_bounds__(kThreads) rope_k(const T* __restrict__ x, cons
   }
 }
 
+// The same rotation where a (position, pair) item's sine and cosine serve every sequence:
+// a CTA takes up to kThreads · kItems items (a run of positions, all pairs) of one group of
+// sequences, forms their angles once into registers, then streams that block of rows of
+// each of its sequences (a part of the group: the grid's y) through them. The trig costs
+// ~40 instructions an item, which per element made the row kernel instruction-bound (37%
+// of a copy at bf16); here it is paid once per CTA.
+template <typename T, typename P>
+__global__ void __launch_bounds__(kThreads)
+    rope_shared_k(const T* __restrict__ x, const P* __restrict__ positions, RopeGeometry g, int pos_per_cta, int nsplit,
+                  T* __restrict__ out) {
+  using Acc = typename acc_type<T>::type;
+  const int half = static_cast<int>(g.rotary_dim / 2);
+  const std::int64_t per_group = g.groups > 0 ? g.n / g.groups : g.n;
+  const std::int64_t s0 = static_cast<std::int64_t>(blockIdx.x) * pos_per_cta;
+  const int np = static_cast<int>(min(static_cast<std::int64_t>(pos_per_cta), g.s - s0));
+  const std::int64_t grp = blockIdx.y / nsplit, part = blockIdx.y % nsplit;
+  const std::int64_t chunk = (per_group + nsplit - 1) / nsplit;
+  const std::int64_t n0 = grp * per_group + part * chunk, n1 = min(n0 + chunk, (grp + 1) * per_group);
+  const int items = np * half;
+  Acc cs[kItems], sn[kItems];
+  int ia[kItems], ib[kItems];
+#pragma unroll
+  for (int k = 0; k < kItems; ++k) {
+    const int e = threadIdx.x + k * kThreads;
+    cs[k] = Acc(1), sn[k] = Acc(0), ia[k] = ib[k] = 0;
+    if (e >= items) continue;
+    const int lr = e / half, i = e - lr * half;
+    const std::int64_t s = s0 + lr;
+    const std::int64_t p =
+        positions != nullptr ? static_cast<std::int64_t>(__ldg(positions + grp * g.s + s)) : g.offset + s;
+    sincos_acc<T>(rope_math::reduced_angle(p, rope_math::frequency(i, g.rotary_dim, g.log2_base)), &sn[k], &cs[k]);
+    if (g.inverse) sn[k] = -sn[k];
+    ia[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i : i);
+    ib[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i + 1 : i + half);
+  }
+  const int rest = static_cast<int>(g.d - g.rotary_dim);
+  for (std::int64_t n = n0; n < n1; ++n) {
+    const std::int64_t base = (n * g.s + s0) * g.d;
+    const T* xr = x + base;
+    T* orow = out + base;
+    Acc va[kItems], vb[kItems];
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      if (threadIdx.x + k * kThreads < items) va[k] = load(xr + ia[k]), vb[k] = load(xr + ib[k]);
+    }
+#pragma unroll
+    for (int k = 0; k < kItems; ++k) {
+      if (threadIdx.x + k * kThreads < items) {
+        store(orow + ia[k], va[k] * cs[k] - vb[k] * sn[k]);
+        store(orow + ib[k], va[k] * sn[k] + vb[k] * cs[k]);
+      }
+    }
+    for (int e = threadIdx.x; e < np * rest; e += kThreads) {
+      const int lr = e / rest, j = e - lr * rest;
+      const std::int64_t off = static_cast<std::int64_t>(lr) * g.d + g.rotary_dim + j;
+      orow[off] = xr[off];
+    }
+  }
+}
+
 void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, const Tensor& out) {
   const Device dev = x.device();
   tg::cuda::DeviceGuard guard(dev.index);
@@ -102,11 +165,32 @@ void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, 
   TG_CHECK(grid <= 0x7fffffff, ShapeError, "rope: x ", x.shape(), " has too many rows for one launch");
   const std::size_t smem =
       static_cast<std::size_t>(half) * sizeof(double) + static_cast<std::size_t>(rows_per_cta) * sizeof(std::int64_t);
+  // rope_shared_k where a CTA's items hold every pair of a position and the grid fits.
+  const std::int64_t groups = std::max<std::int64_t>(g.groups, 1), per_group = g.n / groups;
+  const std::int64_t ppc =
+      std::min<std::int64_t>(std::max<std::int64_t>(kThreads * kItems / std::max<std::int64_t>(half, 1), 1), g.s);
+  const std::int64_t ctas_s = (g.s + ppc - 1) / ppc;
+  const std::int64_t want = 8 * std::int64_t(tg::cuda::multiprocessor_count(dev.index));
+  const std::int64_t nsplit = std::clamp<std::int64_t>((want + ctas_s * groups - 1) / (ctas_s * groups), 1, per_group);
+  const bool shared = half <= kThreads * kItems && g.d * ppc < (std::int64_t(1) << 31) && groups * nsplit <= 65535 &&
+                      ctas_s <= 0x7fffffff;
   TG_DISPATCH_FLOATING(x.dtype(), "rope", [&] {
     using T = scalar_t;
     const T* px = x.data<T>();
     T* po = out.data<T>();
-    if (!positions.defined()) {
+    if (shared) {
+      const dim3 grid2(static_cast<unsigned>(ctas_s), static_cast<unsigned>(groups * nsplit));
+      const int pp = static_cast<int>(ppc), ns = static_cast<int>(nsplit);
+      if (!positions.defined()) {
+        rope_shared_k<T, std::int64_t><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
+      } else if (positions.dtype() == DType::i64) {
+        rope_shared_k<T, std::int64_t>
+            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
+      } else {
+        rope_shared_k<T, std::int32_t>
+            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
+      }
+    } else if (!positions.defined()) {
       rope_k<T, std::int64_t>
           <<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(px, nullptr, g, rows_per_cta, po);
     } else if (positions.dtype() == DType::i64) {

@@ -198,7 +198,18 @@ TEST_CASE("rope on CUDA matches the CPU", "[ops][rope][cuda]") {
       tgt::require_close(xg.grad().to(Device::cpu()), xc.grad(), tol, tol);
     }
   });
-  // A long sequence: one CTA per run of rows, frequencies staged per CTA.
+  // More pairs a position than a CTA's items hold: the row kernel, forward and backward.
+  {
+    const Tensor x = tgt::rand64({2, 3, 4100}, 24);
+    Tensor xg = x.to(gpu).requires_grad_();
+    const Tensor yg = rope(xg, {.offset = 5});
+    tgt::require_close(yg.to(Device::cpu()), rope(x, {.offset = 5}), 1e-10, 1e-10);
+    yg.backward(x.to(gpu));
+    Tensor xc = x.detach().requires_grad_();
+    rope(xc, {.offset = 5}).backward(x);
+    tgt::require_close(xg.grad().to(Device::cpu()), xc.grad(), 1e-10, 1e-10);
+  }
+  // A long sequence: runs of positions, their angles shared by many sequences.
   const Tensor x = tgt::rand64({4, 4096, 128}, 23).to(DType::bf16);
   tgt::require_close(rope(x.to(gpu), {.rotary_dim = 96, .offset = 17}).to(Device::cpu()),
                      rope(x, {.rotary_dim = 96, .offset = 17}), 8e-3, 8e-3);
