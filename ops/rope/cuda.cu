@@ -23,9 +23,8 @@ constexpr int kThreads = 256;
 constexpr int kWorkPerCta = 4096;              // (row, pair) items a CTA takes, at least one row
 constexpr std::int64_t kMaxHalf = 4096;        // pairs whose frequencies fit the shared table (32 KiB)
 constexpr std::int64_t kMaxRowsPerCta = 1024;  // positions staged per CTA (8 KiB)
-constexpr int kItems = 8;
-constexpr std::int64_t kMinSequences = 8;  // sequences a CTA of rope_shared_k streams, at least                      //
-                                           // (position, pair) items a thread of rope_shared_k holds
+constexpr int kItems = 8;                      // (position, pair) items a thread of rope_shared_k holds
+constexpr std::int64_t kMinSequences = 8;      // sequences a CTA of rope_shared_k streams, at least
 
 template <typename T>
 constexpr bool kIs16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
@@ -113,10 +112,6 @@ __global__ void __launch_bounds__(kThreads)
   const std::int64_t chunk = (per_group + nsplit - 1) / nsplit;
   const std::int64_t n0 = grp * per_group + part * chunk, n1 = min(n0 + chunk, (grp + 1) * per_group);
   const int items = np * half;
-  // The frequencies once per CTA: an f64 exp2 per item cost more than the rest of the item.
-  extern __shared__ double freq_of[];
-  for (int i = threadIdx.x; i < half; i += kThreads) freq_of[i] = rope_math::frequency(i, g.rotary_dim, g.log2_base);
-  __syncthreads();
   Acc cs[kItems], sn[kItems];
   int ia[kItems], ib[kItems];
 #pragma unroll
@@ -128,7 +123,7 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t s = s0 + lr;
     const std::int64_t p =
         positions != nullptr ? static_cast<std::int64_t>(__ldg(positions + grp * g.s + s)) : g.offset + s;
-    sincos_acc<T>(rope_math::reduced_angle(p, freq_of[i]), &sn[k], &cs[k]);
+    sincos_acc<T>(rope_math::reduced_angle(p, rope_math::frequency(i, g.rotary_dim, g.log2_base)), &sn[k], &cs[k]);
     if (g.inverse) sn[k] = -sn[k];
     ia[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i : i);
     ib[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i + 1 : i + half);
@@ -178,7 +173,9 @@ void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, 
   const std::int64_t ctas_s = (g.s + ppc - 1) / ppc;
   const std::int64_t want = 8 * std::int64_t(tg::cuda::multiprocessor_count(dev.index));
   // Parts of a group: enough CTAs to fill the GPU, but at least kMinSequences sequences a CTA
-  // where the group has them, so that the angles are formed for many rows.
+  // where the group has them: a CTA forms 2048 angles (an f64 exp2 each) before it streams,
+  // and with one or two sequences a CTA (96 of them on 16 runs of positions, the example's
+  // shape) that took 39 us a call.
   const std::int64_t nsplit = std::clamp<std::int64_t>(
       std::min((want + ctas_s * groups - 1) / (ctas_s * groups), per_group / kMinSequences), 1, per_group);
   const bool shared = half <= kThreads * kItems && g.d * ppc < (std::int64_t(1) << 31) && groups * nsplit <= 65535 &&
@@ -190,15 +187,14 @@ void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, 
     if (shared) {
       const dim3 grid2(static_cast<unsigned>(ctas_s), static_cast<unsigned>(groups * nsplit));
       const int pp = static_cast<int>(ppc), ns = static_cast<int>(nsplit);
-      const std::size_t fsmem = static_cast<std::size_t>(half) * sizeof(double);
       if (!positions.defined()) {
-        rope_shared_k<T, std::int64_t><<<grid2, kThreads, fsmem, stream>>>(px, nullptr, g, pp, ns, po);
+        rope_shared_k<T, std::int64_t><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
       } else if (positions.dtype() == DType::i64) {
         rope_shared_k<T, std::int64_t>
-            <<<grid2, kThreads, fsmem, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
+            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
       } else {
         rope_shared_k<T, std::int32_t>
-            <<<grid2, kThreads, fsmem, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
+            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
       }
     } else if (!positions.defined()) {
       rope_k<T, std::int64_t>
