@@ -67,7 +67,18 @@ int main() {
             << tg::max(tg::abs(dm_checkpointed - mc.grad())).item<float>() << "\n";
   w.zero_grad();
 
-  // 10. Errors say which op, which argument, what was expected and what was given.
+  // 10. Hooks see gradients as backward computes them: an intermediate's gradient before it
+  // flows on (here halved: what reaches w halves too), and retain_grad() keeps
+  // one in grad() for a look afterwards (intermediates keep none otherwise).
+  tg::Tensor hidden = tg::tanh(tg::matmul(m, w));
+  hidden.retain_grad();
+  const std::uint64_t halve = hidden.register_hook([](const tg::Tensor& g) { return g * 0.5; });
+  tg::sum(hidden * 5.0).backward();
+  std::cout << "d/dhidden, kept by retain_grad (after the halving hook) = " << hidden.grad() << "\n";
+  hidden.remove_hook(halve);
+  w.zero_grad();
+
+  // 11. Errors say which op, which argument, what was expected and what was given.
   try {
     tg::matmul(tg::zeros({2, 3}), tg::zeros({4, 5}));
   } catch (const tg::Error& e) {
