@@ -58,4 +58,5 @@
 #include "nn/attention.h"
 #include "nn/sparse_linear.h"
 #include "nn/sampling.h"
+#include "nn/swiglu.h"
 #include "nn/init.h"

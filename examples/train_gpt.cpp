@@ -31,7 +31,7 @@ struct Args {
   std::int64_t eval_every = -1, eval_batches = 8, sample_len = 400, profile = 0;
   std::uint64_t seed = 1234;
   std::string csv = "train_loss.csv", checkpoint = "gpt.safetensors", prompt = "The ";
-  std::string dtype = "auto", pos = "learned", norm = "layer";
+  std::string dtype = "auto", pos = "learned", norm = "layer", mlp = "gelu";
   int tf32 = -1;
   bool resume = false, quiet = false, sync_loss = false, recompute = false, master_weights = false;
 };
@@ -64,6 +64,8 @@ Usage: tilegrad-train [flags]
                       each head's queries and keys, tg::rope: relative positions)
   --norm KIND         pre-norm of each block and the final one: layer (LayerNorm;
                       default) | rms (RMSNorm, as in LLaMA)
+  --mlp KIND          gelu (d -> 4d -> d with GELU; default) | swiglu (a gated MLP
+                      of hidden ~8d/3 without biases, nn::SwiGLU, as in LLaMA)
   --recompute         activation checkpointing: keep only each transformer block's
                       input for backward and run the block again there (less memory
                       for one more forward of the blocks per step)
@@ -106,12 +108,15 @@ std::string config_flags(const gpt::Config& c, const std::string& dtype) {
   if (c.mlp_density < 1.0) os << " --mlp-block " << c.mlp_block;
   if (c.rope) os << " --pos rope";  // the defaults are left out: older checkpoints still match
   if (c.rms_norm) os << " --norm rms";
+  if (c.swiglu) os << " --mlp swiglu";
   os << " --dtype " << dtype;
   return os.str();
 }
 
 // "MLP: dense", or the block-sparse MLP's block size and the first layer's kept blocks.
 std::string mlp_summary(const gpt::GPT& model) {
+  if (!model.blocks.empty() && model.blocks[0]->swiglu)
+    return "MLP: SwiGLU, hidden " + std::to_string(model.blocks[0]->swiglu->hidden);
   if (model.blocks.empty() || !model.blocks[0]->sparse_fc) return "MLP: dense";
   const tg::Layout& l = model.blocks[0]->sparse_fc->layout();
   std::ostringstream os;
@@ -148,6 +153,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--recompute") a.recompute = true;
     else if (f == "--pos") a.pos = need(i);
     else if (f == "--norm") a.norm = need(i);
+    else if (f == "--mlp") a.mlp = need(i);
     else if (f == "--ema") a.ema = std::stod(need(i));
     else if (f == "--master-weights") a.master_weights = true;
     else if (f == "--eval-every") a.eval_every = std::stoll(need(i));
@@ -316,6 +322,9 @@ int main(int argc, char** argv) try {
   if (a.norm != "layer" && a.norm != "rms") throw tg::ValueError("tilegrad-train: --norm takes layer or rms, got " + a.norm);
   cfg.rope = a.pos == "rope";
   cfg.rms_norm = a.norm == "rms";
+  if (a.mlp != "gelu" && a.mlp != "swiglu") throw tg::ValueError("tilegrad-train: --mlp takes gelu or swiglu, got " + a.mlp);
+  cfg.swiglu = a.mlp == "swiglu";
+  if (cfg.swiglu && a.mlp_density < 1.0) throw tg::ValueError("tilegrad-train: --mlp swiglu is dense; drop --mlp-density");
   cfg.window_blocks = gpu ? 4 : 2;
   cfg.device = dev;
   const std::string dtype = a.dtype == "auto" ? (gpu ? "bf16" : "f32") : a.dtype;

@@ -34,6 +34,7 @@ struct Config {
   bool recompute = false;       ///< activation checkpointing: keep only each block's input for backward
   bool rope = false;            ///< rotary position embeddings in attention instead of a learned table
   bool rms_norm = false;        ///< RMSNorm instead of LayerNorm
+  bool swiglu = false;          ///< a gated SwiGLU MLP (hidden ~8d/3, no biases) instead of 4d with GELU
   tg::DType dtype = tg::DType::f32;
   tg::Device device = tg::Device::cpu();
 };
@@ -78,7 +79,11 @@ class Block : public WithNorms {
                                             .tensor = o,
                                             .seed = seed}));
     norm2 = make_norm("ln2", c, o);
-    if (c.mlp_density < 1.0) {
+    if (c.swiglu) {
+      // LLaMA's width: 2/3 of 4d (the same parameters as the 4d MLP), rounded up to 32.
+      const std::int64_t hidden = (8 * c.d_model / 3 + 31) / 32 * 32;
+      swiglu = register_module("mlp", std::make_shared<tg::nn::SwiGLU>(c.d_model, hidden, false, o, seed + 2));
+    } else if (c.mlp_density < 1.0) {
       // A random layout per weight (seeded per layer), the same on every device.
       const std::int64_t d = c.d_model / c.mlp_block, h = 4 * d;
       sparse_fc = register_module("fc", std::make_shared<tg::nn::BlockSparseLinear>(
@@ -106,8 +111,9 @@ class Block : public WithNorms {
     return h + drop->forward(mlp(norm2(h)));
   }
 
-  /// The MLP: d -> 4d, GELU, 4d -> d, dense or block-sparse.
+  /// The MLP: d -> 4d, GELU, 4d -> d, dense or block-sparse; or SwiGLU.
   tg::Tensor mlp(const tg::Tensor& x) {
+    if (swiglu) return swiglu->forward(x);
     if (sparse_fc) return sparse_out->forward(tg::gelu(sparse_fc->forward(x), tg::GeluApprox::Tanh));
     return out->forward(tg::gelu(fc->forward(x), tg::GeluApprox::Tanh));
   }
@@ -116,6 +122,7 @@ class Block : public WithNorms {
   std::shared_ptr<tg::nn::MultiHeadAttention> attn;
   std::shared_ptr<tg::nn::Linear> fc, out;                             ///< dense MLP
   std::shared_ptr<tg::nn::BlockSparseLinear> sparse_fc, sparse_out;    ///< or block-sparse
+  std::shared_ptr<tg::nn::SwiGLU> swiglu;                              ///< or gated
   std::shared_ptr<tg::nn::Dropout> drop;
 };
 
