@@ -33,32 +33,25 @@ std::int64_t choose(const double* x, std::int64_t V, const SamplingOptions& o, d
   const double top = x[order[0]];
   if (std::isinf(top)) return order[0];  // +inf (an all -inf row was refused)
   std::vector<double> p(static_cast<std::size_t>(keep));
-  double total = 0;
   for (std::int64_t i = 0; i < keep; ++i) {
     p[static_cast<std::size_t>(i)] = std::exp((x[order[static_cast<std::size_t>(i)]] - top) / o.temperature);
-    total += p[static_cast<std::size_t>(i)];
   }
   // min_p: relative to the most likely token, whose weight is exp(0) = 1.
   while (keep > 1 && p[static_cast<std::size_t>(keep - 1)] < o.min_p) --keep;
+  // cum[i]: the mass of the i + 1 most likely kept tokens, serving top_p and the draw.
+  std::vector<double> cum(static_cast<std::size_t>(keep));
+  std::partial_sum(p.begin(), p.begin() + keep, cum.begin());
   if (o.top_p < 1.0) {
-    double sum = 0, kept_total = 0;
-    for (std::int64_t i = 0; i < keep; ++i) kept_total += p[static_cast<std::size_t>(i)];
+    const double need = o.top_p * cum.back();
     std::int64_t n = 0;
-    while (n < keep) {
-      sum += p[static_cast<std::size_t>(n++)];
-      if (sum >= o.top_p * kept_total) break;
-    }
-    keep = n;
+    while (n + 1 < keep && cum[static_cast<std::size_t>(n)] < need) ++n;
+    keep = n + 1;
   }
-  total = 0;
-  for (std::int64_t i = 0; i < keep; ++i) total += p[static_cast<std::size_t>(i)];
-  const double target = u * total;
-  double acc = 0;
+  const double target = u * cum[static_cast<std::size_t>(keep - 1)];
   for (std::int64_t i = 0; i < keep; ++i) {
-    acc += p[static_cast<std::size_t>(i)];
-    if (target < acc) return order[static_cast<std::size_t>(i)];
+    if (target < cum[static_cast<std::size_t>(i)]) return order[static_cast<std::size_t>(i)];
   }
-  return order[static_cast<std::size_t>(keep - 1)];  // u * total rounded up to the sum
+  return order[static_cast<std::size_t>(keep - 1)];  // u * mass rounded up to the last sum
 }
 
 }  // namespace
