@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "ops/sparse_move/gather_path.h"
 #include "ops/sparse_move/kernels.h"
 #include "tilegrad.h"
 
@@ -99,9 +100,8 @@ int main() {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 2, idx.data(), l, out, &verdict);
         });
       }
-      // dim 1: in-block rows (each idx block reads one source block: staged), the same with
-      // i64 indices (twice the index bytes, half the CTAs an SM for f32), random rows (a span
-      // wider than the stage: the direct path)
+      // dim 1: in-block rows (each idx block reads one source block), the same with i64
+      // indices (twice the index bytes), random rows (each element from another source row)
       for (int variant : {0, 1, 2}) {
         const bool local = variant < 2;
         tg::BlockSparseTensor idx = make_idx(l, local, 1);
@@ -114,6 +114,15 @@ int main() {
         row("  kernel only, unchecked", density, dt, bytes, [&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
         });
+        // the other kernels on the same inputs (the automatic choice stages column strips)
+        for (auto path : {tg::ops::smove::Dim1Path::Span, tg::ops::smove::Dim1Path::Direct}) {
+          tg::ops::smove::set_dim1_path(path);
+          row(path == tg::ops::smove::Dim1Path::Span ? "  span kernel, unchecked" : "  direct kernel, unchecked",
+              density, dt, bytes, [&] {
+                tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
+              });
+        }
+        tg::ops::smove::set_dim1_path(tg::ops::smove::Dim1Path::Auto);
       }
 
       row("repeat_interleave r=2", density, dt, 3 * data, [&] { tg::repeat_interleave(x, 2); });  // read once, write twice

@@ -10,6 +10,7 @@
 // active source blocks of a block row in shared memory (gather_rows_k), as many rows at once
 // as the densest source block row allows, so that scattered indices cost no more memory
 // traffic than a copy and sparse sources are not latency-bound; gather along dim 1 stages
+// 32-byte strips of whole source block columns (gather_strips_k) where a column fits, else
 // the few whole source blocks an idx block reads where it reads few (gather_span_k); other
 // gathers read each element directly (gather_direct_k). The index range that the op
 // checks is reduced per CTA in the kernel, written to reused pinned memory (RangeLease), and
@@ -25,6 +26,7 @@
 #include "ops/common.h"
 #include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
+#include "ops/sparse_move/gather_path.h"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 
@@ -705,8 +707,11 @@ constexpr int direct_units(int v) { return v >= 8 ? 1 : 2; }
 // where every count is below 2^30 (half the integer work of int64). Each thread takes U
 // units of V elements and issues all index loads, then all block lookups, then all source
 // loads, then the stores. Consecutive elements that land in the same source block (an
-// in-block permutation, a run of nearby indices) reuse its looked-up index.
-template <typename E, typename I, int V, typename X>
+// in-block permutation, a run of nearby indices) reuse its looked-up index. Full: the source
+// layout has every block, so a cell's compressed index is the cell itself (row-major order)
+// and the lookup, one dependent load between the index and the source element, is skipped:
+// with scattered rows every element needs its own.
+template <typename E, typename I, int V, typename X, bool Full>
 __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict__ src, E* __restrict__ out,
                                                             const I* __restrict__ idx,
                                                             const std::int64_t* __restrict__ coords,
@@ -740,7 +745,8 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
     X off[U][V];  // source element, -1 for a zero
 #pragma unroll
     for (int r = 0; r < U; ++r) {
-      X prev_cell = -1, prev_s = -1;
+      [[maybe_unused]] X prev_cell = -1;
+      X prev_s = -1;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         off[r][e] = -1;
@@ -751,7 +757,9 @@ __global__ void __launch_bounds__(kThreads) gather_direct_k(const E* __restrict_
         const bool ok = in_extent(v, a.ext);
         const X key = ok ? static_cast<X>(v >> kshift) : X(0), low = ok ? static_cast<X>(v & static_cast<I>(bmask)) : X(0);
         const X cell = ok ? cbase[r] + key * stride : X(-1);
-        if (cell != prev_cell) {
+        if constexpr (Full) {
+          prev_s = cell;
+        } else if (cell != prev_cell) {
           prev_s = cell >= 0 ? static_cast<X>(sidx[cell]) : X(-1);
           prev_cell = cell;
         }
@@ -1009,6 +1017,124 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
   publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
+// ---- gather along dim 1, staged by column strips ----------------------------------------
+
+// A dim-1 gather's element out[b, i, j] reads src[b, v, j]: every index of column j names
+// a row of source column j only. A work item (idx block column (b, C), strip s) copies the
+// 32-byte strip s of every row of source block column (b, C) into shared memory (2 KiB a
+// block of 64 rows; absent blocks are zero-filled there, not read), then writes strip s of
+// every idx block of that column from it: coalesced index loads and output stores, each
+// element one shared-memory load whatever rows the indices name. The source is read once
+// (the strips of a column are consecutive items, so the CTAs running them share each 128-
+// byte line through L2), the indices once and the output written once: the traffic of a
+// copy, for scattered rows as for rows inside a block. The stage holds a whole column, so
+// the kernel applies to sources of up to kStripStageBytes / 32 rows.
+constexpr std::int64_t kStripBytes = 32;                // bytes of a row in a strip: one sector
+constexpr std::int64_t kStripStageBytes = 96 * 1024;    // the most a stage holds (two CTAs an SM)
+constexpr int kStripCtas = 3;                           // CTAs an SM at stages of <= 64 KiB
+
+/// Geometry of gather_strips_k.
+struct StripArgs {
+  const std::int64_t* col_offsets;  // CSC offsets of idx's layout
+  const std::int64_t* col_blocks;   // CSC block lists of idx's layout
+  const std::int64_t* sidx;         // block_index of src's layout
+  std::int64_t items;               // idx block columns * strips of a block column
+  std::int64_t ext;                 // src rows
+  std::int64_t sB, sMb, sNb, iNb;
+  int lbs, lstrips;  // log2 of the block size and of the strips of a block column
+};
+
+// The dim-1 gather by column strips (section comment above). A unit is half a row of a
+// strip: V = 16 bytes of data, V indices. The first batch of indices is loaded while the
+// stage lands, each later batch while the previous one is written.
+template <typename E, typename I>
+__global__ void __launch_bounds__(kThreads, kStripCtas)
+    gather_strips_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, StripArgs a,
+                    RangeSink rs) {
+  constexpr int W = static_cast<int>(kStripBytes / sizeof(E)), V = W / 2;
+  constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
+  using IP = Pack<I, V>;
+  using EP = Pack<E, V>;
+  extern __shared__ uint4 strip_vec[];
+  const E* stage = reinterpret_cast<const E*>(strip_vec);
+  const int lbs = a.lbs, bmask = (1 << lbs) - 1, lunits = lbs + 1;  // two units a row of a block's strip
+  const int nvec = static_cast<int>(a.sMb << lbs) * 2;              // 16-byte vectors of the stage
+  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
+  for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
+    const std::int64_t col = item >> a.lstrips;  // b * iNb + C
+    const int s = static_cast<int>(item & ((1 << a.lstrips) - 1));
+    const std::int64_t cbeg = __ldg(a.col_offsets + col);
+    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
+    if (nk == 0) continue;  // the same for the whole CTA
+    const std::int64_t b = col / a.iNb, C = col % a.iNb;
+    const bool has_src = b < a.sB && C < a.sNb;
+    const std::int64_t* scol = a.sidx + b * a.sMb * a.sNb + C;  // entry of block row r: scol[r * sNb]
+#pragma unroll 4
+    for (int q = threadIdx.x; q < nvec; q += kThreads) {
+      const int row = q >> 1;
+      const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(row >> lbs) * a.sNb) : -1;
+      if (sb >= 0) {
+        copy16_async(strip_vec + q, src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(row & bmask) << lbs) +
+                                        s * W + (q & 1) * V);
+      } else {
+        strip_vec[q] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    const int nunits = nk << lunits;
+    // Element offset of unit u in out and idx: block col_blocks[cbeg + u / units a block],
+    // row (u / 2) mod bs, strip s, half u mod 2.
+    const auto at = [&](int u) {
+      const std::int64_t k = __ldg(a.col_blocks + cbeg + (u >> lunits));
+      return (k << (2 * lbs)) + (static_cast<std::int64_t>((u >> 1) & bmask) << lbs) + s * W + (u & 1) * V;
+    };
+    IP cur[U];
+    std::int64_t cur_at[U];
+#pragma unroll
+    for (int r = 0; r < U; ++r) {
+      const int u = r * kThreads + static_cast<int>(threadIdx.x);
+      if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r] / V];
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+    for (int base = 0; base < nunits; base += U * kThreads) {
+      const bool more = base + U * kThreads < nunits;
+      IP nxt[U];
+      std::int64_t nxt_at[U];
+      if (more) {
+#pragma unroll
+        for (int r = 0; r < U; ++r) {
+          const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+          if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r] / V];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < U; ++r) {
+        const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
+        if (u < nunits) {
+          const int w0 = (u & 1) * V;
+          EP p;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const I v = cur[r].v[e];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            const bool ok = in_extent(v, a.ext);
+            const E x = stage[(ok ? static_cast<int>(v) : 0) * W + w0 + e];
+            p.v[e] = ok ? x : E(0);
+          }
+          reinterpret_cast<EP*>(out)[cur_at[r] / V] = p;
+        }
+      }
+      if (more) {
+#pragma unroll
+        for (int r = 0; r < U; ++r) cur[r] = nxt[r], cur_at[r] = nxt_at[r];
+      }
+    }
+    __syncthreads();  // the next item restages
+  }
+  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+}
+
 /// Raises kernel K's dynamic shared-memory limit to `bytes` and prefers the largest shared
 /// carveout, once per device (the attributes are per device; `dev` is the current one).
 template <auto K>
@@ -1121,6 +1247,59 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   return true;
 }
 
+/// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
+/// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
+/// misaligned data, more than 64 bytes of indices a unit (1-byte data, i64 indices), or a
+/// source that staging would read more of than idx has blocks (each idx block column
+/// stages its whole source column: an idx column of a few blocks over a dense source
+/// reads less by spans or directly; `forced` skips this last rule).
+template <typename E, typename I>
+bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
+                   bool forced, RangeLease* lease, int dev, cudaStream_t st) {
+  constexpr std::int64_t W = kStripBytes / std::int64_t(sizeof(E)), V = W / 2;
+  const std::int64_t bs = il.block_size(), stage_bytes = sl.rows() * kStripBytes;
+  if (sl.n_blocks() == 0 || W < 2 || bs < W || stage_bytes > kStripStageBytes || V * sizeof(I) > 64) return false;
+  const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
+  if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), V * std::int64_t(sizeof(I))) ||
+      !aligned(out.data_ptr(), 16)) {
+    return false;
+  }
+  // Source blocks staged: those of every source column that an idx column with blocks reads.
+  const std::int64_t* ico = il.tables(Device::cpu()).col_offsets.data<std::int64_t>();
+  const std::int64_t* sco = sl.tables(Device::cpu()).col_offsets.data<std::int64_t>();
+  std::int64_t staged = 0;
+  for (std::int64_t b = 0; b < std::min(il.batch(), sl.batch()); ++b) {
+    for (std::int64_t c = 0; c < std::min(il.block_cols(), sl.block_cols()); ++c) {
+      const std::int64_t q = b * il.block_cols() + c, r = b * sl.block_cols() + c;
+      if (ico[q + 1] > ico[q]) staged += sco[r + 1] - sco[r];
+    }
+  }
+  if (!forced && 2 * staged > 3 * il.n_blocks()) return false;
+  const int lstrips = log2_exact(bs / W);
+  const StripArgs a{il.tables(idx.device()).col_offsets.data<std::int64_t>(),
+                    il.tables(idx.device()).col_blocks.data<std::int64_t>(),
+                    sl.tables(src.device()).block_index.data<std::int64_t>(),
+                    (il.batch() * il.block_cols()) << lstrips,
+                    sl.rows(),
+                    sl.batch(),
+                    sl.block_rows(),
+                    sl.block_cols(),
+                    il.block_cols(),
+                    log2_exact(bs),
+                    lstrips};
+  constexpr auto K = gather_strips_k<E, I>;
+  allow_smem<K>(dev, kStripStageBytes);
+  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (stage_bytes + 1024), 1, kStripCtas);
+  const unsigned grid = static_cast<unsigned>(
+      std::min<std::int64_t>({a.items, per_sm * cuda::multiprocessor_count(dev), kMaxRangeCtas}));
+  const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
+  K<<<grid, kThreads, static_cast<std::size_t>(stage_bytes), st>>>(static_cast<const E*>(src.data_ptr()),
+                                                                  static_cast<E*>(out.data_ptr()),
+                                                                  static_cast<const I*>(idx.data_ptr()), a, rs);
+  TG_CUDA_CHECK_LAST();
+  return true;
+}
+
 /// Launches gather_span_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: blocks under 4 KiB (a CTA an item would idle most of its threads), buffers (an
 /// idx block and one source block at least) over kSpanBufferBytes, misaligned data, an
@@ -1187,8 +1366,13 @@ void gather_direct(const Tensor& src, const Layout& sl, int dim, const Tensor& i
     const E* s = static_cast<const E*>(src.data_ptr());
     E* o = static_cast<E*>(out.data_ptr());
     const I* x = static_cast<const I*>(idx.data_ptr());
-    if (narrow) gather_direct_k<E, I, V, int><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
-    else gather_direct_k<E, I, V, std::int64_t><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
+    const auto launch = [&](auto full) {
+      constexpr bool F = decltype(full)::value;
+      if (narrow) gather_direct_k<E, I, V, int, F><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
+      else gather_direct_k<E, I, V, std::int64_t, F><<<grid, kThreads, 0, st>>>(s, o, x, coords, sidx, a, rs);
+    };
+    if (sl.n_blocks() == cells) launch(std::true_type{});
+    else launch(std::false_type{});
     TG_CUDA_CHECK_LAST();
   });
 }
@@ -1202,12 +1386,20 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
   cudaStream_t st = tg::cuda::stream_of(stream);
   std::unique_ptr<RangeLease> lease;
   if (verdict) lease = std::make_unique<RangeLease>(src.device());
+  const Dim1Path dim1 = dim1_path();
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     dispatch_bytes(src.dtype(), [&](auto e) {
       using E = decltype(e);
       if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
-      if (dim == 1 && gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
+      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Strips) &&
+          gather_strips<E, I>(src, sl, idx, il, out, dim1 == Dim1Path::Strips, lease.get(), dev, st)) {
+        return;
+      }
+      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
+          gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {
+        return;
+      }
       gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
     });
   });

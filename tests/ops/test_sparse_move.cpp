@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "layout_cases.h"
+#include "ops/sparse_move/gather_path.h"
 #include "util.h"
 
 using namespace tg;
@@ -860,6 +861,19 @@ void require_gather_parity(const Layout& ls, const Layout& li, int dim, DType dt
   }
 }
 
+// Forces the kernel of CUDA gathers along dim 1 for a scope.
+struct Dim1PathGuard {
+  explicit Dim1PathGuard(ops::smove::Dim1Path p) { ops::smove::set_dim1_path(p); }
+  ~Dim1PathGuard() { ops::smove::set_dim1_path(ops::smove::Dim1Path::Auto); }
+  Dim1PathGuard(const Dim1PathGuard&) = delete;
+  Dim1PathGuard& operator=(const Dim1PathGuard&) = delete;
+};
+
+const char* dim1_path_name(ops::smove::Dim1Path p) {
+  using ops::smove::Dim1Path;
+  return p == Dim1Path::Auto ? "auto" : p == Dim1Path::Strips ? "strips" : p == Dim1Path::Span ? "span" : "direct";
+}
+
 }  // namespace
 
 // The row-staged dim-2 gather (source rows staged in shared memory) and its direct
@@ -929,9 +943,15 @@ TEST_CASE("sparse gather CUDA dim 2: tall stages over mixed-density block rows",
 // (Holes), misaligned data, tall source columns, an idx much sparser than src, more work
 // than one wave of the grid, and out-of-range rows. (A column-staged kernel passed these
 // and was dropped as slower, bench/RESULTS.md 12-04.)
+// Every dim-1 kernel, each forced in turn (a forced staged kernel falls back to the direct
+// one where it does not apply), and the automatic choice.
 TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layouts, alignment, range", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
+  using ops::smove::Dim1Path;
+  const Dim1Path path = GENERATE(Dim1Path::Auto, Dim1Path::Strips, Dim1Path::Span, Dim1Path::Direct);
+  INFO("dim-1 kernel: " << dim1_path_name(path));
+  Dim1PathGuard forced(path);
   std::uint64_t seed = 500;
   for (std::int64_t bs : {8, 16, 32, 64, 128}) {
     const std::int64_t Mb = bs >= 128 ? 3 : 5, Nb = bs >= 128 ? 2 : 4;
@@ -976,6 +996,7 @@ TEST_CASE("sparse gather CUDA dim 1 matches CPU: element and block sizes, layout
 TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct path match CPU", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
+  Dim1PathGuard forced(ops::smove::Dim1Path::Span);
   std::uint64_t seed = 700;
   for (std::int64_t bs : {32, 64, 128}) {
     const std::int64_t Mb = 6, Nb = bs >= 128 ? 2 : 3;
@@ -1010,6 +1031,40 @@ TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct pa
   // direct path looks its blocks up in global memory.
   Layout very_tall = make_layout(1, 600, 1, 32, Density::Holes, seed++);
   require_gather_parity(very_tall, very_tall, 1, DType::f32, seed++);
+}
+
+// The dim-1 gather by column strips (each item stages a 32-byte strip of every row of a
+// source block column): the tallest column a stage holds (3072 rows: 96 KiB, two CTAs an
+// SM) and one row block more (not staged), one strip a block row (f32 at block 8, bf16 at
+// 16) and many (f64 at 128), idx columns and batches beyond src (a zero stage), absent
+// source blocks (zero-filled rows), scattered and in-block rows; under the automatic choice,
+// which takes strips for all but the last case (an idx column of one block over a full
+// source column reads less by spans).
+TEST_CASE("sparse gather CUDA dim 1: column strips match CPU", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  std::uint64_t seed = 900;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    Layout tallest = make_layout(1, 48, 2, 64, Density::Holes, seed++);
+    require_gather_parity(tallest, tallest, 1, dt, seed++);
+    Layout over = make_layout(1, 49, 2, 64, Density::Holes, seed++);
+    require_gather_parity(over, over, 1, dt, seed++);
+  }
+  Layout narrow8 = make_layout(2, 6, 3, 8, Density::Holes, seed++);
+  require_gather_parity(narrow8, narrow8, 1, DType::f32, seed++);
+  Layout narrow16 = make_layout(2, 6, 3, 16, Density::Sparse, seed++);
+  require_gather_parity(narrow16, narrow16, 1, DType::bf16, seed++);
+  Layout wide128 = make_layout(1, 4, 2, 128, Density::Holes, seed++);
+  require_gather_parity(wide128, wide128, 1, DType::f64, seed++);
+  // idx with a batch and a block column more than src: those columns read zeros.
+  Layout src = make_layout(1, 5, 2, 32, Density::Full, seed++);
+  Layout bigger = make_layout(2, 5, 3, 32, Density::Full, seed++);
+  require_gather_parity(src, bigger, 1, DType::bf16, seed++);
+  Layout holes = make_layout(2, 8, 4, 32, Density::Holes, seed++);
+  Layout full = make_layout(2, 8, 4, 32, Density::Full, seed++);
+  require_gather_parity(holes, full, 1, DType::f32, seed++);
+  Layout one_row = layout_where(2, 8, 4, 32, [](std::int64_t, std::int64_t r, std::int64_t) { return r == 3; });
+  require_gather_parity(full, one_row, 1, DType::f32, seed++);
 }
 
 // Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
