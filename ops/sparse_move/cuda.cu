@@ -1021,17 +1021,20 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
 
 // A dim-1 gather's element out[b, i, j] reads src[b, v, j]: every index of column j names
 // a row of source column j only. A work item (idx block column (b, C), strip s) copies the
-// 32-byte strip s of every row of source block column (b, C) into shared memory (2 KiB a
-// block of 64 rows; absent blocks are zero-filled there, not read), then writes strip s of
-// every idx block of that column from it: coalesced index loads and output stores, each
-// element one shared-memory load whatever rows the indices name. The source is read once
-// (the strips of a column are consecutive items, so the CTAs running them share each 128-
-// byte line through L2), the indices once and the output written once: the traffic of a
-// copy, for scattered rows as for rows inside a block. The stage holds a whole column, so
-// the kernel applies to sources of up to kStripStageBytes / 32 rows.
-constexpr std::int64_t kStripBytes = 32;                // bytes of a row in a strip: one sector
-constexpr std::int64_t kStripStageBytes = 96 * 1024;    // the most a stage holds (two CTAs an SM)
-constexpr int kStripCtas = 3;                           // CTAs an SM at stages of <= 64 KiB
+// 16-byte strip s of every row of source block column (b, C) into shared memory (absent
+// blocks are zero-filled there, not read), then writes strip s of every idx block of that
+// column from it: coalesced index loads and output stores, each element one shared-memory
+// load whatever rows the indices name. The source is read once (the strips of a column
+// are consecutive items, so the CTAs running them share each sector through L2), the
+// indices once and the output written once: the traffic of a copy, for scattered rows as
+// for rows inside a block. A CTA stages its next item (cp.async, into a second buffer)
+// while it writes the current one, and reads an item's idx block list from the buffer too
+// (no dependent global load before an index load). The stage holds a whole column, so the
+// kernel applies to sources of up to kStripStageBytes / 16 rows.
+constexpr std::int64_t kStripBytes = 16;              // bytes of a row in a strip
+constexpr std::int64_t kStripStageBytes = 48 * 1024;  // the most a buffer's stage holds
+constexpr std::int64_t kStripListRows = 1024;         // the most idx block rows a list holds
+constexpr int kStripCtas = 3;                         // CTAs an SM at stages of <= 32 KiB
 
 /// Geometry of gather_strips_k.
 struct StripArgs {
@@ -1042,60 +1045,79 @@ struct StripArgs {
   std::int64_t ext;                 // src rows
   std::int64_t sB, sMb, sNb, iNb;
   int lbs, lstrips;  // log2 of the block size and of the strips of a block column
+  int buffer;        // 16-byte vectors of a buffer: the stage, then the item's block list
 };
 
-// The dim-1 gather by column strips (section comment above). A unit is half a row of a
-// strip: V = 16 bytes of data, V indices. The first batch of indices is loaded while the
-// stage lands, each later batch while the previous one is written.
+// The dim-1 gather by column strips (section comment above). A unit is a row of an idx
+// block's strip: V = 16 bytes of data, V indices; each batch of U units is loaded while
+// the previous one is written.
 template <typename E, typename I>
 __global__ void __launch_bounds__(kThreads, kStripCtas)
     gather_strips_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, StripArgs a,
                     RangeSink rs) {
-  constexpr int W = static_cast<int>(kStripBytes / sizeof(E)), V = W / 2;
+  constexpr int V = static_cast<int>(kStripBytes / sizeof(E));
   constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   extern __shared__ uint4 strip_vec[];
-  const E* stage = reinterpret_cast<const E*>(strip_vec);
-  const int lbs = a.lbs, bmask = (1 << lbs) - 1, lunits = lbs + 1;  // two units a row of a block's strip
-  const int nvec = static_cast<int>(a.sMb << lbs) * 2;              // 16-byte vectors of the stage
-  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
-  for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
+  const int lbs = a.lbs, bmask = (1 << lbs) - 1;
+  const int rows = static_cast<int>(a.sMb << lbs);  // vectors of a stage: one a row
+  const std::int64_t smask = (std::int64_t(1) << a.lstrips) - 1;
+  // Copies item `item`'s stage and block list into buffer p (one cp.async group).
+  const auto issue = [&](std::int64_t item, int p) {
     const std::int64_t col = item >> a.lstrips;  // b * iNb + C
-    const int s = static_cast<int>(item & ((1 << a.lstrips) - 1));
-    const std::int64_t cbeg = __ldg(a.col_offsets + col);
-    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
-    if (nk == 0) continue;  // the same for the whole CTA
+    const int s = static_cast<int>(item & smask);
     const std::int64_t b = col / a.iNb, C = col % a.iNb;
     const bool has_src = b < a.sB && C < a.sNb;
     const std::int64_t* scol = a.sidx + b * a.sMb * a.sNb + C;  // entry of block row r: scol[r * sNb]
+    uint4* stage = strip_vec + p * a.buffer;
 #pragma unroll 4
-    for (int q = threadIdx.x; q < nvec; q += kThreads) {
-      const int row = q >> 1;
-      const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(row >> lbs) * a.sNb) : -1;
+    for (int q = threadIdx.x; q < rows; q += kThreads) {
+      const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(q >> lbs) * a.sNb) : -1;
       if (sb >= 0) {
-        copy16_async(strip_vec + q, src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(row & bmask) << lbs) +
-                                        s * W + (q & 1) * V);
+        copy16_async(stage + q, src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(q & bmask) << lbs) + s * V);
       } else {
-        strip_vec[q] = make_uint4(0, 0, 0, 0);
+        stage[q] = make_uint4(0, 0, 0, 0);
       }
     }
-    const int nunits = nk << lunits;
-    // Element offset of unit u in out and idx: block col_blocks[cbeg + u / units a block],
-    // row (u / 2) mod bs, strip s, half u mod 2.
+    const std::int64_t cbeg = __ldg(a.col_offsets + col);
+    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
+    std::int64_t* list = reinterpret_cast<std::int64_t*>(stage + rows);
+    for (int t = threadIdx.x; t < nk; t += kThreads) copy8_async(list + t, a.col_blocks + cbeg + t);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  // The first item from `from` on (a stride of gridDim.x) whose idx block column has blocks.
+  const auto next_item = [&](std::int64_t from) {
+    while (from < a.items && __ldg(a.col_offsets + (from >> a.lstrips) + 1) == __ldg(a.col_offsets + (from >> a.lstrips)))
+      from += gridDim.x;
+    return from;
+  };
+  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
+  std::int64_t item = next_item(blockIdx.x);
+  if (item < a.items) issue(item, 0);
+  for (int p = 0; item < a.items; p ^= 1) {
+    const std::int64_t nxt_item = next_item(item + gridDim.x);
+    if (nxt_item < a.items) issue(nxt_item, p ^ 1);  // buffer p ^ 1 was freed by the last barrier
+    else asm volatile("cp.async.commit_group;\n" ::: "memory");
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+    __syncthreads();
+    const std::int64_t col = item >> a.lstrips;
+    const int s = static_cast<int>(item & smask);
+    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - __ldg(a.col_offsets + col));
+    const E* stage = reinterpret_cast<const E*>(strip_vec + p * a.buffer);
+    const std::int64_t* list = reinterpret_cast<const std::int64_t*>(strip_vec + p * a.buffer + rows);
+    const int nunits = nk << lbs;
+    // Pack offset of unit u in out and idx: block list[u / bs], row u mod bs, strip s.
     const auto at = [&](int u) {
-      const std::int64_t k = __ldg(a.col_blocks + cbeg + (u >> lunits));
-      return (k << (2 * lbs)) + (static_cast<std::int64_t>((u >> 1) & bmask) << lbs) + s * W + (u & 1) * V;
+      return (((list[u >> lbs] << lbs) + (u & bmask)) << (lbs - static_cast<int>(log2_const(V)))) + s;
     };
     IP cur[U];
     std::int64_t cur_at[U];
 #pragma unroll
     for (int r = 0; r < U; ++r) {
       const int u = r * kThreads + static_cast<int>(threadIdx.x);
-      if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r] / V];
+      if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r]];
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
-    __syncthreads();
     for (int base = 0; base < nunits; base += U * kThreads) {
       const bool more = base + U * kThreads < nunits;
       IP nxt[U];
@@ -1104,25 +1126,24 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
 #pragma unroll
         for (int r = 0; r < U; ++r) {
           const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
-          if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r] / V];
+          if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r]];
         }
       }
 #pragma unroll
       for (int r = 0; r < U; ++r) {
         const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
         if (u < nunits) {
-          const int w0 = (u & 1) * V;
-          EP p;
+          EP o;
 #pragma unroll
           for (int e = 0; e < V; ++e) {
             const I v = cur[r].v[e];
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
             const bool ok = in_extent(v, a.ext);
-            const E x = stage[(ok ? static_cast<int>(v) : 0) * W + w0 + e];
-            p.v[e] = ok ? x : E(0);
+            const E x = stage[(ok ? static_cast<int>(v) : 0) * V + e];
+            o.v[e] = ok ? x : E(0);
           }
-          reinterpret_cast<EP*>(out)[cur_at[r] / V] = p;
+          reinterpret_cast<EP*>(out)[cur_at[r]] = o;
         }
       }
       if (more) {
@@ -1130,8 +1151,10 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
         for (int r = 0; r < U; ++r) cur[r] = nxt[r], cur_at[r] = nxt_at[r];
       }
     }
-    __syncthreads();  // the next item restages
+    item = nxt_item;
+    __syncthreads();  // buffer p is restaged two items on
   }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
   publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
@@ -1249,16 +1272,20 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
 
 /// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
-/// misaligned data, more than 64 bytes of indices a unit (1-byte data, i64 indices), or a
-/// source that staging would read more of than idx has blocks (each idx block column
-/// stages its whole source column: an idx column of a few blocks over a dense source
-/// reads less by spans or directly; `forced` skips this last rule).
+/// idx columns of over kStripListRows block rows, misaligned data, more than 64 bytes of
+/// indices a unit (1-byte data, i64 indices), or a source that staging would read more of
+/// than idx has blocks (each idx block column stages its whole source column: an idx column
+/// of a few blocks over a dense source reads less by spans or directly; `forced` skips this
+/// last rule).
 template <typename E, typename I>
 bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                    bool forced, RangeLease* lease, int dev, cudaStream_t st) {
-  constexpr std::int64_t W = kStripBytes / std::int64_t(sizeof(E)), V = W / 2;
+  constexpr std::int64_t V = kStripBytes / std::int64_t(sizeof(E));
   const std::int64_t bs = il.block_size(), stage_bytes = sl.rows() * kStripBytes;
-  if (sl.n_blocks() == 0 || W < 2 || bs < W || stage_bytes > kStripStageBytes || V * sizeof(I) > 64) return false;
+  if (sl.n_blocks() == 0 || V < 2 || bs < V || stage_bytes > kStripStageBytes || V * sizeof(I) > 64 ||
+      il.block_rows() > kStripListRows) {
+    return false;
+  }
   const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
   if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), V * std::int64_t(sizeof(I))) ||
       !aligned(out.data_ptr(), 16)) {
@@ -1275,7 +1302,8 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
     }
   }
   if (!forced && 2 * staged > 3 * il.n_blocks()) return false;
-  const int lstrips = log2_exact(bs / W);
+  const int lstrips = log2_exact(bs / V);
+  const std::int64_t buffer = stage_bytes + (il.block_rows() * 8 + 15) / 16 * 16, smem = 2 * buffer;
   const StripArgs a{il.tables(idx.device()).col_offsets.data<std::int64_t>(),
                     il.tables(idx.device()).col_blocks.data<std::int64_t>(),
                     sl.tables(src.device()).block_index.data<std::int64_t>(),
@@ -1286,16 +1314,17 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
                     sl.block_cols(),
                     il.block_cols(),
                     log2_exact(bs),
-                    lstrips};
+                    lstrips,
+                    static_cast<int>(buffer / 16)};
   constexpr auto K = gather_strips_k<E, I>;
-  allow_smem<K>(dev, kStripStageBytes);
-  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (stage_bytes + 1024), 1, kStripCtas);
+  allow_smem<K>(dev, 2 * (kStripStageBytes + kStripListRows * 8));
+  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, kStripCtas);
   const unsigned grid = static_cast<unsigned>(
       std::min<std::int64_t>({a.items, per_sm * cuda::multiprocessor_count(dev), kMaxRangeCtas}));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  K<<<grid, kThreads, static_cast<std::size_t>(stage_bytes), st>>>(static_cast<const E*>(src.data_ptr()),
-                                                                  static_cast<E*>(out.data_ptr()),
-                                                                  static_cast<const I*>(idx.data_ptr()), a, rs);
+  K<<<grid, kThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
+                                                           static_cast<E*>(out.data_ptr()),
+                                                           static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
   return true;
 }
