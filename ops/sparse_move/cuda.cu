@@ -1021,7 +1021,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
 
 // A dim-1 gather's element out[b, i, j] reads src[b, v, j]: every index of column j names
 // a row of source column j only. A work item (idx block column (b, C), strip s) copies the
-// 16-byte strip s of every row of source block column (b, C) into shared memory (absent
+// 32-byte strip s of every row of source block column (b, C) into shared memory (absent
 // blocks are zero-filled there, not read), then writes strip s of every idx block of that
 // column from it: coalesced index loads and output stores, each element one shared-memory
 // load whatever rows the indices name. The source is read once (the strips of a column
@@ -1029,12 +1029,15 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
 // indices once and the output written once: the traffic of a copy, for scattered rows as
 // for rows inside a block. A CTA stages its next item (cp.async, into a second buffer)
 // while it writes the current one, and reads an item's idx block list from the buffer too
-// (no dependent global load before an index load). The stage holds a whole column, so the
-// kernel applies to sources of up to kStripStageBytes / 16 rows.
-constexpr std::int64_t kStripBytes = 16;              // bytes of a row in a strip
-constexpr std::int64_t kStripStageBytes = 48 * 1024;  // the most a buffer's stage holds
+// (no dependent global load before an index load). Two buffers of a whole column take most
+// of an SM's shared memory, so one CTA of 1024 threads an SM runs, looping over items (a
+// strip of 16 bytes, which would fit three CTAs, measured 35% slower: every index load and
+// output store used half a sector). The kernel applies to sources of up to
+// kStripStageBytes / 32 rows.
+constexpr std::int64_t kStripBytes = 32;              // bytes of a row in a strip: a sector
+constexpr std::int64_t kStripStageBytes = 96 * 1024;  // the most a buffer's stage holds
 constexpr std::int64_t kStripListRows = 1024;         // the most idx block rows a list holds
-constexpr int kStripCtas = 3;                         // CTAs an SM at stages of <= 32 KiB
+constexpr int kStripThreads = 1024;
 
 /// Geometry of gather_strips_k.
 struct StripArgs {
@@ -1048,20 +1051,21 @@ struct StripArgs {
   int buffer;        // 16-byte vectors of a buffer: the stage, then the item's block list
 };
 
-// The dim-1 gather by column strips (section comment above). A unit is a row of an idx
-// block's strip: V = 16 bytes of data, V indices; each batch of U units is loaded while
-// the previous one is written.
+// The dim-1 gather by column strips (section comment above). A unit is half a row of an
+// idx block's strip: V = 16 bytes of data, V indices; each batch of U units is loaded
+// while the previous one is written.
 template <typename E, typename I>
-__global__ void __launch_bounds__(kThreads, kStripCtas)
+__global__ void __launch_bounds__(kStripThreads, 1)
     gather_strips_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, StripArgs a,
                     RangeSink rs) {
-  constexpr int V = static_cast<int>(kStripBytes / sizeof(E));
-  constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
+  constexpr int V = static_cast<int>(kStripBytes / 2 / sizeof(E)), NT = kStripThreads;
+  // Units a batch: 64 bytes of indices, at most 4 units (registers: 64 a thread).
+  constexpr int U = std::clamp(64 / static_cast<int>(V * sizeof(I)), 1, 4);
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   extern __shared__ uint4 strip_vec[];
   const int lbs = a.lbs, bmask = (1 << lbs) - 1;
-  const int rows = static_cast<int>(a.sMb << lbs);  // vectors of a stage: one a row
+  const int rows = static_cast<int>(a.sMb << lbs), nvec = 2 * rows;  // 16-byte vectors of a stage: two a row
   const std::int64_t smask = (std::int64_t(1) << a.lstrips) - 1;
   // Copies item `item`'s stage and block list into buffer p (one cp.async group).
   const auto issue = [&](std::int64_t item, int p) {
@@ -1072,18 +1076,20 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
     const std::int64_t* scol = a.sidx + b * a.sMb * a.sNb + C;  // entry of block row r: scol[r * sNb]
     uint4* stage = strip_vec + p * a.buffer;
 #pragma unroll 4
-    for (int q = threadIdx.x; q < rows; q += kThreads) {
-      const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(q >> lbs) * a.sNb) : -1;
+    for (int q = threadIdx.x; q < nvec; q += NT) {
+      const int row = q >> 1;
+      const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(row >> lbs) * a.sNb) : -1;
       if (sb >= 0) {
-        copy16_async(stage + q, src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(q & bmask) << lbs) + s * V);
+        copy16_async(stage + q,
+                     src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(row & bmask) << lbs) + (2 * s + (q & 1)) * V);
       } else {
         stage[q] = make_uint4(0, 0, 0, 0);
       }
     }
     const std::int64_t cbeg = __ldg(a.col_offsets + col);
     const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
-    std::int64_t* list = reinterpret_cast<std::int64_t*>(stage + rows);
-    for (int t = threadIdx.x; t < nk; t += kThreads) copy8_async(list + t, a.col_blocks + cbeg + t);
+    std::int64_t* list = reinterpret_cast<std::int64_t*>(stage + nvec);
+    for (int t = threadIdx.x; t < nk; t += NT) copy8_async(list + t, a.col_blocks + cbeg + t);
     asm volatile("cp.async.commit_group;\n" ::: "memory");
   };
   // The first item from `from` on (a stride of gridDim.x) whose idx block column has blocks.
@@ -1105,34 +1111,36 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
     const int s = static_cast<int>(item & smask);
     const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - __ldg(a.col_offsets + col));
     const E* stage = reinterpret_cast<const E*>(strip_vec + p * a.buffer);
-    const std::int64_t* list = reinterpret_cast<const std::int64_t*>(strip_vec + p * a.buffer + rows);
-    const int nunits = nk << lbs;
-    // Pack offset of unit u in out and idx: block list[u / bs], row u mod bs, strip s.
+    const std::int64_t* list = reinterpret_cast<const std::int64_t*>(strip_vec + p * a.buffer + nvec);
+    const int nunits = nk << (lbs + 1);
+    // Pack offset of unit u in out and idx: block list[u / 2bs], row (u / 2) mod bs, half
+    // u mod 2 of strip s.
     const auto at = [&](int u) {
-      return (((list[u >> lbs] << lbs) + (u & bmask)) << (lbs - static_cast<int>(log2_const(V)))) + s;
+      return (((list[u >> (lbs + 1)] << lbs) + ((u >> 1) & bmask)) << (lbs - log2_const(V))) + 2 * s + (u & 1);
     };
     IP cur[U];
     std::int64_t cur_at[U];
 #pragma unroll
     for (int r = 0; r < U; ++r) {
-      const int u = r * kThreads + static_cast<int>(threadIdx.x);
+      const int u = r * NT + static_cast<int>(threadIdx.x);
       if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r]];
     }
-    for (int base = 0; base < nunits; base += U * kThreads) {
-      const bool more = base + U * kThreads < nunits;
+    for (int base = 0; base < nunits; base += U * NT) {
+      const bool more = base + U * NT < nunits;
       IP nxt[U];
       std::int64_t nxt_at[U];
       if (more) {
 #pragma unroll
         for (int r = 0; r < U; ++r) {
-          const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+          const int u = base + (U + r) * NT + static_cast<int>(threadIdx.x);
           if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r]];
         }
       }
 #pragma unroll
       for (int r = 0; r < U; ++r) {
-        const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
+        const int u = base + r * NT + static_cast<int>(threadIdx.x);
         if (u < nunits) {
+          const int w0 = (u & 1) * V;
           EP o;
 #pragma unroll
           for (int e = 0; e < V; ++e) {
@@ -1140,7 +1148,7 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
             const bool ok = in_extent(v, a.ext);
-            const E x = stage[(ok ? static_cast<int>(v) : 0) * V + e];
+            const E x = stage[(ok ? static_cast<int>(v) : 0) * (2 * V) + w0 + e];
             o.v[e] = ok ? x : E(0);
           }
           reinterpret_cast<EP*>(out)[cur_at[r]] = o;
@@ -1155,7 +1163,7 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
     __syncthreads();  // buffer p is restaged two items on
   }
   asm volatile("cp.async.wait_all;\n" ::: "memory");
-  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+  publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
 /// Raises kernel K's dynamic shared-memory limit to `bytes` and prefers the largest shared
@@ -1270,20 +1278,25 @@ bool gather_rows(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   return true;
 }
 
+/// Whether gather_strips_k<E, I> exists: at most 64 bytes of indices a unit (not for 1-byte
+/// data with i64 indices).
+template <typename E, typename I>
+constexpr bool strips_kernel_exists() {
+  return kStripBytes / 2 / sizeof(E) * sizeof(I) <= 64;
+}
+
 /// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
-/// idx columns of over kStripListRows block rows, misaligned data, more than 64 bytes of
-/// indices a unit (1-byte data, i64 indices), or a source that staging would read more of
+/// idx columns of over kStripListRows block rows, misaligned data, or a source that staging would read more of
 /// than idx has blocks (each idx block column stages its whole source column: an idx column
 /// of a few blocks over a dense source reads less by spans or directly; `forced` skips this
 /// last rule).
 template <typename E, typename I>
 bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                    bool forced, RangeLease* lease, int dev, cudaStream_t st) {
-  constexpr std::int64_t V = kStripBytes / std::int64_t(sizeof(E));
+  constexpr std::int64_t V = kStripBytes / 2 / std::int64_t(sizeof(E));
   const std::int64_t bs = il.block_size(), stage_bytes = sl.rows() * kStripBytes;
-  if (sl.n_blocks() == 0 || V < 2 || bs < V || stage_bytes > kStripStageBytes || V * sizeof(I) > 64 ||
-      il.block_rows() > kStripListRows) {
+  if (sl.n_blocks() == 0 || bs < 2 * V || stage_bytes > kStripStageBytes || il.block_rows() > kStripListRows) {
     return false;
   }
   const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
@@ -1302,7 +1315,7 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
     }
   }
   if (!forced && 2 * staged > 3 * il.n_blocks()) return false;
-  const int lstrips = log2_exact(bs / V);
+  const int lstrips = log2_exact(bs / (2 * V));
   const std::int64_t buffer = stage_bytes + (il.block_rows() * 8 + 15) / 16 * 16, smem = 2 * buffer;
   const StripArgs a{il.tables(idx.device()).col_offsets.data<std::int64_t>(),
                     il.tables(idx.device()).col_blocks.data<std::int64_t>(),
@@ -1318,11 +1331,10 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
                     static_cast<int>(buffer / 16)};
   constexpr auto K = gather_strips_k<E, I>;
   allow_smem<K>(dev, 2 * (kStripStageBytes + kStripListRows * 8));
-  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, kStripCtas);
   const unsigned grid = static_cast<unsigned>(
-      std::min<std::int64_t>({a.items, per_sm * cuda::multiprocessor_count(dev), kMaxRangeCtas}));
+      std::min<std::int64_t>({a.items, cuda::multiprocessor_count(dev), kMaxRangeCtas}));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  K<<<grid, kThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
+  K<<<grid, kStripThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
                                                            static_cast<E*>(out.data_ptr()),
                                                            static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
@@ -1421,9 +1433,11 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
     dispatch_bytes(src.dtype(), [&](auto e) {
       using E = decltype(e);
       if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
-      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Strips) &&
-          gather_strips<E, I>(src, sl, idx, il, out, dim1 == Dim1Path::Strips, lease.get(), dev, st)) {
-        return;
+      if constexpr (strips_kernel_exists<E, I>()) {
+        if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Strips) &&
+            gather_strips<E, I>(src, sl, idx, il, out, dim1 == Dim1Path::Strips, lease.get(), dev, st)) {
+          return;
+        }
       }
       if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
           gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {

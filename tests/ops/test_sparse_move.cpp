@@ -1033,10 +1033,10 @@ TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct pa
   require_gather_parity(very_tall, very_tall, 1, DType::f32, seed++);
 }
 
-// The dim-1 gather by column strips (each item stages a 16-byte strip of every row of a
-// source block column, double-buffered): the tallest column a stage holds (3072 rows: 48
-// KiB a buffer, two CTAs an SM) and one block row more (not staged), one strip a block row
-// (bf16 at block 8, f32 at 4) and many (f64 at 128), an idx with more block rows than src
+// The dim-1 gather by column strips (each item stages a 32-byte strip of every row of a
+// source block column, double-buffered): the tallest column a stage holds (3072 rows: 96
+// KiB a buffer) and one block row more (not staged), one strip a block row (bf16 at block
+// 16, f32 at 8) and many (f64 at 128), an idx with more block rows than src
 // and fewer batches and columns, absent source blocks (zero-filled rows), idx block columns
 // without blocks (skipped items), scattered and in-block rows; under the automatic choice,
 // which takes strips for all but the last case (an idx column of one block over a full
@@ -1051,10 +1051,10 @@ TEST_CASE("sparse gather CUDA dim 1: column strips match CPU", "[ops][sparse_mov
     Layout over = make_layout(1, 49, 2, 64, Density::Holes, seed++);
     require_gather_parity(over, over, 1, dt, seed++);
   }
-  Layout narrow8 = make_layout(2, 6, 3, 8, Density::Holes, seed++);
-  require_gather_parity(narrow8, narrow8, 1, DType::bf16, seed++);
-  Layout narrow4 = make_layout(2, 6, 3, 4, Density::Sparse, seed++);
-  require_gather_parity(narrow4, narrow4, 1, DType::f32, seed++);
+  Layout narrow16 = make_layout(2, 6, 3, 16, Density::Holes, seed++);
+  require_gather_parity(narrow16, narrow16, 1, DType::bf16, seed++);
+  Layout narrow8 = make_layout(2, 6, 3, 8, Density::Sparse, seed++);
+  require_gather_parity(narrow8, narrow8, 1, DType::f32, seed++);
   Layout wide128 = make_layout(1, 4, 2, 128, Density::Holes, seed++);
   require_gather_parity(wide128, wide128, 1, DType::f64, seed++);
   Layout src = make_layout(2, 5, 3, 32, Density::Holes, seed++);
