@@ -114,10 +114,10 @@ int main() {
         row("  kernel only, unchecked", density, dt, bytes, [&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
         });
-        // the other kernels on the same inputs (the automatic choice stages column strips)
-        for (auto path : {tg::ops::smove::Dim1Path::Span, tg::ops::smove::Dim1Path::Direct}) {
+        // the other kernels on the same inputs (the automatic choice stages source-block spans)
+        for (auto path : {tg::ops::smove::Dim1Path::Strips, tg::ops::smove::Dim1Path::Direct}) {
           tg::ops::smove::set_dim1_path(path);
-          row(path == tg::ops::smove::Dim1Path::Span ? "  span kernel, unchecked" : "  direct kernel, unchecked",
+          row(path == tg::ops::smove::Dim1Path::Strips ? "  strips kernel, unchecked" : "  direct kernel, unchecked",
               density, dt, bytes, [&] {
                 tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
               });

@@ -10,9 +10,9 @@
 // active source blocks of a block row in shared memory (gather_rows_k), as many rows at once
 // as the densest source block row allows, so that scattered indices cost no more memory
 // traffic than a copy and sparse sources are not latency-bound; gather along dim 1 stages
-// 32-byte strips of whole source block columns (gather_strips_k) where a column fits, else
-// the few whole source blocks an idx block reads where it reads few (gather_span_k); other
-// gathers read each element directly (gather_direct_k). The index range that the op
+// the few whole source blocks an idx block reads where it reads few (gather_span_k), or,
+// where that kernel does not apply, 32-byte strips of whole source block columns
+// (gather_strips_k); other gathers read each element directly (gather_direct_k). The index range that the op
 // checks is reduced per CTA in the kernel, written to reused pinned memory (RangeLease), and
 // reduced and judged on the host once the kernel has run (runtime/deferred_checks.h),
 // without waiting for it.
@@ -1021,23 +1021,22 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
 
 // A dim-1 gather's element out[b, i, j] reads src[b, v, j]: every index of column j names
 // a row of source column j only. A work item (idx block column (b, C), strip s) copies the
-// 32-byte strip s of every row of source block column (b, C) into shared memory (absent
-// blocks are zero-filled there, not read), then writes strip s of every idx block of that
-// column from it: coalesced index loads and output stores, each element one shared-memory
-// load whatever rows the indices name. The source is read once (the strips of a column
-// are consecutive items, so the CTAs running them share each sector through L2), the
-// indices once and the output written once: the traffic of a copy, for scattered rows as
-// for rows inside a block. A CTA stages its next item (cp.async, into a second buffer)
-// while it writes the current one, and reads an item's idx block list from the buffer too
-// (no dependent global load before an index load). Two buffers of a whole column take most
-// of an SM's shared memory, so one CTA of 1024 threads an SM runs, looping over items (a
-// strip of 16 bytes, which would fit three CTAs, measured 35% slower: every index load and
-// output store used half a sector). The kernel applies to sources of up to
-// kStripStageBytes / 32 rows.
-constexpr std::int64_t kStripBytes = 32;              // bytes of a row in a strip: a sector
-constexpr std::int64_t kStripStageBytes = 96 * 1024;  // the most a buffer's stage holds
-constexpr std::int64_t kStripListRows = 1024;         // the most idx block rows a list holds
-constexpr int kStripThreads = 1024;
+// 32-byte strip s of every row of source block column (b, C) into shared memory (2 KiB a
+// block of 64 rows; absent blocks are zero-filled there, not read), then writes strip s of
+// every idx block of that column from it: coalesced index loads and output stores, each
+// element one shared-memory load whatever rows the indices name. The source is read once
+// (the strips of a column are consecutive items, so the CTAs running them share each 128-
+// byte line through L2), the indices once and the output written once: the traffic of a
+// copy, for scattered rows as for rows inside a block. The item's idx block list is staged
+// with the source (the later index batches need no dependent global load). The stage holds
+// a whole column, so the kernel applies to sources of up to kStripStageBytes / 32 rows.
+// Measured slower (H100, bf16, density 1): 16-byte strips with two buffers a CTA, three
+// CTAs an SM (every index load and output store used half a sector: 35% slower), and two
+// buffers of 32-byte strips in one CTA of 1024 threads an SM (10% slower).
+constexpr std::int64_t kStripBytes = 32;                // bytes of a row in a strip: one sector
+constexpr std::int64_t kStripStageBytes = 96 * 1024;    // the most a stage holds (two CTAs an SM)
+constexpr std::int64_t kStripListRows = 1024;           // the most idx block rows a list holds
+constexpr int kStripCtas = 3;                           // CTAs an SM at stages of <= 64 KiB
 
 /// Geometry of gather_strips_k.
 struct StripArgs {
@@ -1048,110 +1047,94 @@ struct StripArgs {
   std::int64_t ext;                 // src rows
   std::int64_t sB, sMb, sNb, iNb;
   int lbs, lstrips;  // log2 of the block size and of the strips of a block column
-  int buffer;        // 16-byte vectors of a buffer: the stage, then the item's block list
 };
 
-// The dim-1 gather by column strips (section comment above). A unit is half a row of an
-// idx block's strip: V = 16 bytes of data, V indices; each batch of U units is loaded
-// while the previous one is written.
+// The dim-1 gather by column strips (section comment above). A unit is half a row of a
+// strip: V = 16 bytes of data, V indices. The first batch of indices is loaded while the
+// stage lands (its block numbers from global memory), each later batch while the previous
+// one is written (its block numbers from the staged list).
 template <typename E, typename I>
-__global__ void __launch_bounds__(kStripThreads, 1)
+__global__ void __launch_bounds__(kThreads, kStripCtas)
     gather_strips_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, StripArgs a,
                     RangeSink rs) {
-  constexpr int V = static_cast<int>(kStripBytes / 2 / sizeof(E)), NT = kStripThreads;
-  // Units a batch: 64 bytes of indices, at most 4 units (registers: 64 a thread).
+  constexpr int W = static_cast<int>(kStripBytes / sizeof(E)), V = W / 2;
+  // Units a batch: 64 bytes of indices, at most 4 units (registers).
   constexpr int U = std::clamp(64 / static_cast<int>(V * sizeof(I)), 1, 4);
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   extern __shared__ uint4 strip_vec[];
-  const int lbs = a.lbs, bmask = (1 << lbs) - 1;
-  const int rows = static_cast<int>(a.sMb << lbs), nvec = 2 * rows;  // 16-byte vectors of a stage: two a row
-  const std::int64_t smask = (std::int64_t(1) << a.lstrips) - 1;
-  // Copies item `item`'s stage and block list into buffer p (one cp.async group).
-  const auto issue = [&](std::int64_t item, int p) {
+  const E* stage = reinterpret_cast<const E*>(strip_vec);
+  const int lbs = a.lbs, bmask = (1 << lbs) - 1, lunits = lbs + 1;  // two units a row of a block's strip
+  const int nvec = static_cast<int>(a.sMb << lbs) * 2;              // 16-byte vectors of the stage
+  std::int64_t* list = reinterpret_cast<std::int64_t*>(strip_vec + nvec);
+  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
+  for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
     const std::int64_t col = item >> a.lstrips;  // b * iNb + C
-    const int s = static_cast<int>(item & smask);
+    const int s = static_cast<int>(item & ((1 << a.lstrips) - 1));
+    const std::int64_t cbeg = __ldg(a.col_offsets + col);
+    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
+    if (nk == 0) continue;  // the same for the whole CTA
     const std::int64_t b = col / a.iNb, C = col % a.iNb;
     const bool has_src = b < a.sB && C < a.sNb;
     const std::int64_t* scol = a.sidx + b * a.sMb * a.sNb + C;  // entry of block row r: scol[r * sNb]
-    uint4* stage = strip_vec + p * a.buffer;
 #pragma unroll 4
-    for (int q = threadIdx.x; q < nvec; q += NT) {
+    for (int q = threadIdx.x; q < nvec; q += kThreads) {
       const int row = q >> 1;
       const std::int64_t sb = has_src ? __ldg(scol + static_cast<std::int64_t>(row >> lbs) * a.sNb) : -1;
       if (sb >= 0) {
-        copy16_async(stage + q,
-                     src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(row & bmask) << lbs) + (2 * s + (q & 1)) * V);
+        copy16_async(strip_vec + q, src + (sb << (2 * lbs)) + (static_cast<std::int64_t>(row & bmask) << lbs) +
+                                        s * W + (q & 1) * V);
       } else {
-        stage[q] = make_uint4(0, 0, 0, 0);
+        strip_vec[q] = make_uint4(0, 0, 0, 0);
       }
     }
-    const std::int64_t cbeg = __ldg(a.col_offsets + col);
-    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - cbeg);
-    std::int64_t* list = reinterpret_cast<std::int64_t*>(stage + nvec);
-    for (int t = threadIdx.x; t < nk; t += NT) copy8_async(list + t, a.col_blocks + cbeg + t);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-  };
-  // The first item from `from` on (a stride of gridDim.x) whose idx block column has blocks.
-  const auto next_item = [&](std::int64_t from) {
-    while (from < a.items && __ldg(a.col_offsets + (from >> a.lstrips) + 1) == __ldg(a.col_offsets + (from >> a.lstrips)))
-      from += gridDim.x;
-    return from;
-  };
-  I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
-  std::int64_t item = next_item(blockIdx.x);
-  if (item < a.items) issue(item, 0);
-  for (int p = 0; item < a.items; p ^= 1) {
-    const std::int64_t nxt_item = next_item(item + gridDim.x);
-    if (nxt_item < a.items) issue(nxt_item, p ^ 1);  // buffer p ^ 1 was freed by the last barrier
-    else asm volatile("cp.async.commit_group;\n" ::: "memory");
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-    __syncthreads();
-    const std::int64_t col = item >> a.lstrips;
-    const int s = static_cast<int>(item & smask);
-    const int nk = static_cast<int>(__ldg(a.col_offsets + col + 1) - __ldg(a.col_offsets + col));
-    const E* stage = reinterpret_cast<const E*>(strip_vec + p * a.buffer);
-    const std::int64_t* list = reinterpret_cast<const std::int64_t*>(strip_vec + p * a.buffer + nvec);
-    const int nunits = nk << (lbs + 1);
-    // Pack offset of unit u in out and idx: block list[u / 2bs], row (u / 2) mod bs, half
-    // u mod 2 of strip s.
-    const auto at = [&](int u) {
-      return (((list[u >> (lbs + 1)] << lbs) + ((u >> 1) & bmask)) << (lbs - log2_const(V))) + 2 * s + (u & 1);
+    for (int t = threadIdx.x; t < nk; t += kThreads) copy8_async(list + t, a.col_blocks + cbeg + t);
+    const int nunits = nk << lunits;
+    // Element offset of unit u in out and idx (block k): block list[u / units a block], row
+    // (u / 2) mod bs, strip s, half u mod 2.
+    const auto at_block = [&](std::int64_t k, int u) {
+      return (k << (2 * lbs)) + (static_cast<std::int64_t>((u >> 1) & bmask) << lbs) + s * W + (u & 1) * V;
     };
+    const auto at = [&](int u) { return at_block(list[u >> lunits], u); };
     IP cur[U];
     std::int64_t cur_at[U];
 #pragma unroll
     for (int r = 0; r < U; ++r) {
-      const int u = r * NT + static_cast<int>(threadIdx.x);
-      if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r]];
+      const int u = r * kThreads + static_cast<int>(threadIdx.x);
+      if (u < nunits) {
+        cur_at[r] = at_block(__ldg(a.col_blocks + cbeg + (u >> lunits)), u);
+        cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r] / V];
+      }
     }
-    for (int base = 0; base < nunits; base += U * NT) {
-      const bool more = base + U * NT < nunits;
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+    for (int base = 0; base < nunits; base += U * kThreads) {
+      const bool more = base + U * kThreads < nunits;
       IP nxt[U];
       std::int64_t nxt_at[U];
       if (more) {
 #pragma unroll
         for (int r = 0; r < U; ++r) {
-          const int u = base + (U + r) * NT + static_cast<int>(threadIdx.x);
-          if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r]];
+          const int u = base + (U + r) * kThreads + static_cast<int>(threadIdx.x);
+          if (u < nunits) nxt_at[r] = at(u), nxt[r] = reinterpret_cast<const IP*>(idx)[nxt_at[r] / V];
         }
       }
 #pragma unroll
       for (int r = 0; r < U; ++r) {
-        const int u = base + r * NT + static_cast<int>(threadIdx.x);
+        const int u = base + r * kThreads + static_cast<int>(threadIdx.x);
         if (u < nunits) {
           const int w0 = (u & 1) * V;
-          EP o;
+          EP p;
 #pragma unroll
           for (int e = 0; e < V; ++e) {
             const I v = cur[r].v[e];
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
             const bool ok = in_extent(v, a.ext);
-            const E x = stage[(ok ? static_cast<int>(v) : 0) * (2 * V) + w0 + e];
-            o.v[e] = ok ? x : E(0);
+            const E x = stage[(ok ? static_cast<int>(v) : 0) * W + w0 + e];
+            p.v[e] = ok ? x : E(0);
           }
-          reinterpret_cast<EP*>(out)[cur_at[r]] = o;
+          reinterpret_cast<EP*>(out)[cur_at[r] / V] = p;
         }
       }
       if (more) {
@@ -1159,11 +1142,9 @@ __global__ void __launch_bounds__(kStripThreads, 1)
         for (int r = 0; r < U; ++r) cur[r] = nxt[r], cur_at[r] = nxt_at[r];
       }
     }
-    item = nxt_item;
-    __syncthreads();  // buffer p is restaged two items on
+    __syncthreads();  // the next item restages
   }
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
-  publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
+  publish_range<kThreads>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
 /// Raises kernel K's dynamic shared-memory limit to `bytes` and prefers the largest shared
@@ -1287,16 +1268,16 @@ constexpr bool strips_kernel_exists() {
 
 /// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
-/// idx columns of over kStripListRows block rows, misaligned data, or a source that staging would read more of
-/// than idx has blocks (each idx block column stages its whole source column: an idx column
-/// of a few blocks over a dense source reads less by spans or directly; `forced` skips this
-/// last rule).
+/// idx columns of over kStripListRows block rows, misaligned data, or a source that staging
+/// would read more of than idx has blocks (each idx block column
+/// stages its whole source column: an idx column of a few blocks over a dense source
+/// reads less by spans or directly; `forced` skips this last rule).
 template <typename E, typename I>
 bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                    bool forced, RangeLease* lease, int dev, cudaStream_t st) {
-  constexpr std::int64_t V = kStripBytes / 2 / std::int64_t(sizeof(E));
+  constexpr std::int64_t W = kStripBytes / std::int64_t(sizeof(E)), V = W / 2;
   const std::int64_t bs = il.block_size(), stage_bytes = sl.rows() * kStripBytes;
-  if (sl.n_blocks() == 0 || bs < 2 * V || stage_bytes > kStripStageBytes || il.block_rows() > kStripListRows) {
+  if (sl.n_blocks() == 0 || bs < W || stage_bytes > kStripStageBytes || il.block_rows() > kStripListRows) {
     return false;
   }
   const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
@@ -1315,8 +1296,7 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
     }
   }
   if (!forced && 2 * staged > 3 * il.n_blocks()) return false;
-  const int lstrips = log2_exact(bs / (2 * V));
-  const std::int64_t buffer = stage_bytes + (il.block_rows() * 8 + 15) / 16 * 16, smem = 2 * buffer;
+  const int lstrips = log2_exact(bs / W);
   const StripArgs a{il.tables(idx.device()).col_offsets.data<std::int64_t>(),
                     il.tables(idx.device()).col_blocks.data<std::int64_t>(),
                     sl.tables(src.device()).block_index.data<std::int64_t>(),
@@ -1327,16 +1307,17 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
                     sl.block_cols(),
                     il.block_cols(),
                     log2_exact(bs),
-                    lstrips,
-                    static_cast<int>(buffer / 16)};
+                    lstrips};
+  const std::int64_t smem = stage_bytes + il.block_rows() * 8;
   constexpr auto K = gather_strips_k<E, I>;
-  allow_smem<K>(dev, 2 * (kStripStageBytes + kStripListRows * 8));
+  allow_smem<K>(dev, kStripStageBytes + kStripListRows * 8);
+  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, kStripCtas);
   const unsigned grid = static_cast<unsigned>(
-      std::min<std::int64_t>({a.items, cuda::multiprocessor_count(dev), kMaxRangeCtas}));
+      std::min<std::int64_t>({a.items, per_sm * cuda::multiprocessor_count(dev), kMaxRangeCtas}));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  K<<<grid, kStripThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
-                                                           static_cast<E*>(out.data_ptr()),
-                                                           static_cast<const I*>(idx.data_ptr()), a, rs);
+  K<<<grid, kThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
+                                                                  static_cast<E*>(out.data_ptr()),
+                                                                  static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
   return true;
 }
@@ -1433,15 +1414,15 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
     dispatch_bytes(src.dtype(), [&](auto e) {
       using E = decltype(e);
       if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
+      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
+          gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {
+        return;
+      }
       if constexpr (strips_kernel_exists<E, I>()) {
         if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Strips) &&
             gather_strips<E, I>(src, sl, idx, il, out, dim1 == Dim1Path::Strips, lease.get(), dev, st)) {
           return;
         }
-      }
-      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
-          gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {
-        return;
       }
       gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
     });

@@ -1033,17 +1033,17 @@ TEST_CASE("sparse gather CUDA dim 1: staged source-block spans and the direct pa
   require_gather_parity(very_tall, very_tall, 1, DType::f32, seed++);
 }
 
-// The dim-1 gather by column strips (each item stages a 32-byte strip of every row of a
-// source block column, double-buffered): the tallest column a stage holds (3072 rows: 96
-// KiB a buffer) and one block row more (not staged), one strip a block row (bf16 at block
-// 16, f32 at 8) and many (f64 at 128), an idx with more block rows than src
+// The dim-1 gather by column strips, forced (each item stages a 32-byte strip of every row
+// of a source block column): the tallest column a stage holds (3072 rows: 96 KiB, two CTAs
+// an SM) and one block row more (not staged: the direct kernel), one strip a block row
+// (bf16 at block 16, f32 at 8) and many (f64 at 128), an idx with more block rows than src
 // and fewer batches and columns, absent source blocks (zero-filled rows), idx block columns
-// without blocks (skipped items), scattered and in-block rows; under the automatic choice,
-// which takes strips for all but the last case (an idx column of one block over a full
-// source column reads less by spans).
+// without blocks (skipped items), an idx column of one block over a full source column,
+// scattered and in-block rows.
 TEST_CASE("sparse gather CUDA dim 1: column strips match CPU", "[ops][sparse_move][cuda]") {
   TG_REQUIRE_CUDA();
   NoGradGuard ng;
+  Dim1PathGuard forced(ops::smove::Dim1Path::Strips);
   std::uint64_t seed = 900;
   for (DType dt : {DType::f32, DType::bf16}) {
     Layout tallest = make_layout(1, 48, 2, 64, Density::Holes, seed++);
