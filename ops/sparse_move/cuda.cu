@@ -27,7 +27,6 @@
 #include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/gather_path.h"
-#include "ops/sparse_move/span_history.h"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 
@@ -833,7 +832,6 @@ struct SpanArgs {
   int buffer;      // bytes of a buffer: the item's indices, its stage, its lookup table
   int table;       // offset of the table in a buffer, in 16-byte vectors
   int table_rows;  // entries of the table: src block rows, 0 where over kSpanTableRows
-  int* direct;     // where CTA c writes how many items it gathered directly (null: nowhere)
 };
 
 // The dim-1 gather by source-block spans (section comment above); a CTA loops over idx
@@ -865,7 +863,6 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
   };
   I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
   bool speculate = true;
-  int direct_items = 0;  // the same in every thread
   // Copies item k's indices into buffer p and, where home >= 0, that block into its stage.
   // Every item commits one group (empty past the last item), so that waiting for all but
   // the newest group waits for the current item's.
@@ -1008,7 +1005,6 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
       gather_staged(std::false_type{});
     } else {
       direct_item(ib, table_of(p), ob, b, C);
-      ++direct_items;
     }
     if (in_range) speculate = own;
     // Advance: the next item becomes current, the one after it next.
@@ -1018,7 +1014,6 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
     __syncthreads();  // buffer p and the span bounds are reused two items on
   }
   asm volatile("cp.async.wait_all;\n" ::: "memory");
-  if (a.direct != nullptr && threadIdx.x == 0) a.direct[blockIdx.x] = direct_items;
   publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
@@ -1330,11 +1325,10 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
 /// Launches gather_span_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: blocks under 4 KiB (a CTA an item would idle most of its threads), buffers (an
 /// idx block and one source block at least) over kSpanBufferBytes, misaligned data, an
-/// empty source. With `history`, the launch reports its counts of items gathered directly
-/// there (where the history has room for them).
+/// empty source.
 template <typename E, typename I>
 bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
-                 SpanHistory* history, RangeLease* lease, int dev, cudaStream_t st) {
+                 RangeLease* lease, int dev, cudaStream_t st) {
   constexpr int P = span_group<E>();
   const std::int64_t bs = il.block_size(), block_bytes = bs * bs * std::int64_t(sizeof(E));
   const std::int64_t idx_bytes = bs * bs * std::int64_t(sizeof(I));
@@ -1349,7 +1343,7 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   const std::int64_t table_rows = sl.block_rows() <= kSpanTableRows ? sl.block_rows() : 0;
   const std::int64_t table = idx_bytes + slots * block_bytes;
   const std::int64_t buffer = table + (table_rows * 8 + 15) / 16 * 16, smem = 2 * buffer;
-  SpanArgs a{il.tables(idx.device()).block_coords.data<std::int64_t>(),
+  const SpanArgs a{il.tables(idx.device()).block_coords.data<std::int64_t>(),
                    sl.tables(src.device()).block_index.data<std::int64_t>(),
                    il.n_blocks(),
                    sl.rows(),
@@ -1360,13 +1354,11 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                    static_cast<int>(slots),
                    static_cast<int>(buffer),
                    static_cast<int>(table / 16),
-                   static_cast<int>(table_rows),
-                   nullptr};
+                   static_cast<int>(table_rows)};
   // CTAs an SM by shared memory (228 KiB, 1 KiB reserved each) and registers.
   const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, span_ctas<E>());
   const std::int64_t ctas = std::int64_t(cuda::multiprocessor_count(dev)) * per_sm;
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>({a.n, ctas, kMaxRangeCtas}));
-  a.direct = history ? history->sink(grid) : nullptr;
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
   constexpr auto K = gather_span_k<E, I>;
   allow_smem<K>(dev, 2 * (kSpanBufferBytes + kSpanTableRows * 8));
@@ -1374,7 +1366,6 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                                                                 static_cast<E*>(out.data_ptr()),
                                                                 static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
-  if (a.direct != nullptr) history->launched(st, grid, a.n);
   return true;
 }
 
@@ -1418,43 +1409,24 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
   std::unique_ptr<RangeLease> lease;
   if (verdict) lease = std::make_unique<RangeLease>(src.device());
   const Dim1Path dim1 = dim1_path();
-  // The automatic dim-1 choice follows what the span kernel saw on this idx layout before
-  // (span_history.h); the history's lock is held until the launch is recorded.
-  std::shared_ptr<SpanHistory> history;
-  std::unique_lock<std::mutex> history_lock;
-  bool strips_first = dim1 == Dim1Path::Strips;
-  if (dim == 1 && dim1 == Dim1Path::Auto) {
-    history = SpanHistory::of(il, dev);
-    history_lock = std::unique_lock<std::mutex>(history->mu);
-    strips_first = history->prefer_strips();
-  }
-  Dim1Path ran = Dim1Path::Direct;
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     dispatch_bytes(src.dtype(), [&](auto e) {
       using E = decltype(e);
       if (dim == 2 && gather_rows<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) return;
-      if (dim != 1) return gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
-      const auto strips = [&](bool forced) {
-        if constexpr (strips_kernel_exists<E, I>()) {
-          if (gather_strips<E, I>(src, sl, idx, il, out, forced, lease.get(), dev, st)) {
-            ran = Dim1Path::Strips;
-            return true;
-          }
-        }
-        return false;
-      };
-      if (strips_first && strips(dim1 == Dim1Path::Strips)) return;
-      if ((dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
-          gather_span<E, I>(src, sl, idx, il, out, history.get(), lease.get(), dev, st)) {
-        ran = Dim1Path::Span;
+      if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
+          gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {
         return;
       }
-      if (dim1 == Dim1Path::Auto && strips(false)) return;
+      if constexpr (strips_kernel_exists<E, I>()) {
+        if (dim == 1 && (dim1 == Dim1Path::Auto || dim1 == Dim1Path::Strips) &&
+            gather_strips<E, I>(src, sl, idx, il, out, dim1 == Dim1Path::Strips, lease.get(), dev, st)) {
+          return;
+        }
+      }
       gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
     });
   });
-  if (dim == 1) note_dim1_kernel(ran);
   if (lease) RangeLease::defer(std::move(lease), stream, *verdict);
 }
 
