@@ -6,7 +6,7 @@
 // traffic of a copy whatever rows the indices name (at 16 x 2048 x 2048, blocks of 64, bf16
 // on an H100: 60-73% of a same-size copy for in-block and scattered rows alike). Span
 // (gather_span_k): an idx block stages the few source blocks its indices span (88-98%
-// where they lie in its own block row), else reads each element directly (14-49% for
+// where they lie in its own block row), else reads each element directly (14-52% for
 // scattered rows). Direct (gather_direct_k): each element read from global memory. Auto
 // takes Span where it applies (blocks of 4 KiB up to an idx block and a source block of
 // 48 KiB, aligned data), else Strips where it applies (source columns of at most 3072
