@@ -24,12 +24,9 @@ double g_copy = 0;
 // the 2 GiB copy and over a same-size copy timed the same way. The target is judged on the
 // queued figure against the same-size copy.
 void row(const char* op, double density, tg::DType dt, double bytes, const std::function<void()>& fn) {
-  const double ms = tgb::time_ms(fn), qms = tgb::time_queued_ms(fn);
-  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
-  const double q_size = 100 * qgbs / tgb::same_size_copy_gbps(bytes, 1, true);
-  std::printf("%-24s %5.2f %-5s %8.3f %6.1f%% %9.1f%% %9.3f %6.1f%% %9.1f%%%s\n", op, density, tg::dtype_name(dt), ms,
-              100 * gbs / g_copy, 100 * gbs / tgb::same_size_copy_gbps(bytes), qms, 100 * qgbs / g_copy, q_size,
-              q_size >= 85.0 ? "" : "  (< 85%)");
+  const tgb::CopyRates r = tgb::copy_rates(bytes, g_copy, fn);
+  std::printf("%-24s %5.2f %-5s %8.3f %6.1f%% %9.1f%% %9.3f %6.1f%% %9.1f%%%s\n", op, density, tg::dtype_name(dt), r.ms,
+              r.pct_copy, r.pct_size, r.qms, r.qpct_copy, r.qpct_size, r.qpct_size >= 85.0 ? "" : "  (< 85%)");
 }
 
 // Indices for gather along dim 2 on layout l: "local" permutes the columns inside each

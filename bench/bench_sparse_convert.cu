@@ -14,12 +14,10 @@ namespace {
 double g_copy = 0;
 
 void row(const char* op, double density, tg::DType dt, double bytes, const std::function<void()>& fn) {
-  const double ms = tgb::time_ms(fn), qms = tgb::time_queued_ms(fn);
-  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
-  const double q_size = 100 * qgbs / tgb::same_size_copy_gbps(bytes, 1, true);
+  const tgb::CopyRates r = tgb::copy_rates(bytes, g_copy, fn);
   std::printf("%-10s %-14s %4d %7.2f %-5s %8.3f %6.1f%% %9.1f%% %9.3f %6.1f%% %9.1f%%%s\n", op, "16x2048x2048", 64,
-              density, tg::dtype_name(dt), ms, 100 * gbs / g_copy, 100 * gbs / tgb::same_size_copy_gbps(bytes), qms,
-              100 * qgbs / g_copy, q_size, q_size >= 85.0 ? "" : "  (< 85%)");
+              density, tg::dtype_name(dt), r.ms, r.pct_copy, r.pct_size, r.qms, r.qpct_copy, r.qpct_size,
+              r.qpct_size >= 85.0 ? "" : "  (< 85%)");
 }
 
 }  // namespace

@@ -107,4 +107,17 @@ inline double same_size_copy_gbps(double bytes, int inner = 1, bool queued = fal
   return memo[key] = 2.0 * static_cast<double>(half) / ms / 1e6;
 }
 
+/// A memory-bound op moving `bytes`, timed paced by the host (ms) and queued behind a spin
+/// kernel (qms), each as % of `copy` (the 2 GiB copy rate, GB/s) and of a same-size copy
+/// timed the same way (the queued one is what a target is judged on).
+struct CopyRates {
+  double ms, pct_copy, pct_size, qms, qpct_copy, qpct_size;
+};
+inline CopyRates copy_rates(double bytes, double copy, const std::function<void()>& fn) {
+  const double ms = time_ms(fn), qms = time_queued_ms(fn);
+  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
+  return {ms,  100 * gbs / copy,  100 * gbs / same_size_copy_gbps(bytes),
+          qms, 100 * qgbs / copy, 100 * qgbs / same_size_copy_gbps(bytes, 1, true)};
+}
+
 }  // namespace tgb
