@@ -12,8 +12,9 @@
 // 48 KiB, aligned data), else Strips where it applies (source columns of at most 3072
 // rows, block rows of at least 32 bytes, aligned data, no more than 1.5 source blocks
 // staged an idx block), else Direct: the in-block case, the common one, runs at its best;
-// indices scattered over whole columns run 4-5x faster by Strips, which only a forced
-// choice takes where Span applies (the kernels cannot see the pattern before they run).
+// indices scattered over whole columns run 4-5x faster by Strips, which the automatic
+// choice tries first only when the environment says TG_GATHER_DIM1=strips (the kernels
+// cannot see the pattern before they run).
 #pragma once
 
 namespace tg::ops::smove {
