@@ -30,15 +30,10 @@ void report(const char* op, double density, tg::DType dt, double bytes, const st
   char label[64];
   std::snprintf(label, sizeof label, "%s d%.2f %s", op, density, tg::dtype_name(dt));
   if (!tgb::selected(label)) return;
-  const auto calls = [&] {
-    for (int i = 0; i < kInner; ++i) fn();
-  };
-  const double ms = tgb::time_ms(calls) / kInner, qms = tgb::time_queued_ms(calls) / kInner;
-  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
+  const tgb::CopyRates r = tgb::copy_rates(bytes, copy, fn, kInner);
   std::printf("%-14s %-14s %4d %7.2f %-5s %9.4f %9.0f %6.1f%% %9.1f%% %9.4f %6.1f%% %9.1f%%%s\n", op, "16x2048x2048", 64,
-              density, tg::dtype_name(dt), ms, gbs, 100 * gbs / copy,
-              100 * gbs / tgb::same_size_copy_gbps(bytes, kInner), qms, 100 * qgbs / copy,
-              100 * qgbs / tgb::same_size_copy_gbps(bytes, kInner, true), qgbs >= 0.85 * copy ? "" : "  (< 85%)");
+              density, tg::dtype_name(dt), r.ms, r.gbs, r.pct_copy, r.pct_size, r.qms, r.qpct_copy, r.qpct_size,
+              r.qgbs >= 0.85 * copy ? "" : "  (< 85%)");
 }
 }  // namespace
 

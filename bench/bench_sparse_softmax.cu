@@ -42,16 +42,11 @@ void report(const char* op, const char* shape, const tg::Layout& l, tg::DType dt
   std::snprintf(label, sizeof label, "%s %s bs%lld d%.2f %s", op, shape, static_cast<long long>(l.block_size()),
                 l.density(), tg::dtype_name(dt));
   if (!tgb::selected(label)) return;
-  const auto calls = [&] {
-    for (int i = 0; i < kInner; ++i) fn();
-  };
-  const double ms = tgb::time_ms(calls) / kInner, qms = tgb::time_queued_ms(calls) / kInner;
-  const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
-  const double qsize = tgb::same_size_copy_gbps(bytes, kInner, true);
+  const tgb::CopyRates r = tgb::copy_rates(bytes, copy, fn, kInner);
   std::printf("%-11s %-13s %4lld %7.2f %6lld %-5s %9.4f %9.0f %6.1f%% %9.1f%% %9.4f %6.1f%% %9.1f%%%s\n", op, shape,
               static_cast<long long>(l.block_size()), l.density(), static_cast<long long>(longest_row(l)),
-              tg::dtype_name(dt), ms, gbs, 100 * gbs / copy, 100 * gbs / tgb::same_size_copy_gbps(bytes, kInner), qms,
-              100 * qgbs / copy, 100 * qgbs / qsize, qgbs >= 0.85 * copy ? "" : "  (< 85%)");
+              tg::dtype_name(dt), r.ms, r.gbs, r.pct_copy, r.pct_size, r.qms, r.qpct_copy, r.qpct_size,
+              r.qgbs >= 0.85 * copy ? "" : "  (< 85%)");
 }
 }  // namespace
 

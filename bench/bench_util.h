@@ -107,17 +107,21 @@ inline double same_size_copy_gbps(double bytes, int inner = 1, bool queued = fal
   return memo[key] = 2.0 * static_cast<double>(half) / ms / 1e6;
 }
 
-/// A memory-bound op moving `bytes`, timed paced by the host (ms) and queued behind a spin
-/// kernel (qms), each as % of `copy` (the 2 GiB copy rate, GB/s) and of a same-size copy
+/// A memory-bound op moving `bytes` a call, timed paced by the host (ms) and queued behind a
+/// spin kernel (qms), `inner` calls back to back a timed run (the times are per call), each
+/// as GB/s and as % of `copy` (the 2 GiB copy rate, GB/s) and of `inner` same-size copies
 /// timed the same way (the queued one is what a target is judged on).
 struct CopyRates {
-  double ms, pct_copy, pct_size, qms, qpct_copy, qpct_size;
+  double ms, gbs, pct_copy, pct_size, qms, qgbs, qpct_copy, qpct_size;
 };
-inline CopyRates copy_rates(double bytes, double copy, const std::function<void()>& fn) {
-  const double ms = time_ms(fn), qms = time_queued_ms(fn);
+inline CopyRates copy_rates(double bytes, double copy, const std::function<void()>& fn, int inner = 1) {
+  const auto calls = [&] {
+    for (int i = 0; i < inner; ++i) fn();
+  };
+  const double ms = time_ms(calls) / inner, qms = time_queued_ms(calls) / inner;
   const double gbs = bytes / ms / 1e6, qgbs = bytes / qms / 1e6;
-  return {ms,  100 * gbs / copy,  100 * gbs / same_size_copy_gbps(bytes),
-          qms, 100 * qgbs / copy, 100 * qgbs / same_size_copy_gbps(bytes, 1, true)};
+  return {ms,  gbs,  100 * gbs / copy,  100 * gbs / same_size_copy_gbps(bytes, inner),
+          qms, qgbs, 100 * qgbs / copy, 100 * qgbs / same_size_copy_gbps(bytes, inner, true)};
 }
 
 }  // namespace tgb
