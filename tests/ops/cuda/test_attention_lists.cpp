@@ -1,0 +1,202 @@
+// Host tests of the CUDA attention kernels' tile lists (ops/attention/cuda/work_lists.h):
+// every list against a pair-by-pair reference of the pattern and causal / window rules.
+// Host code only, but compiled with the CUDA backend (tests/CMakeLists.txt).
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ops/attention/cuda/entry.h"
+#include "ops/attention/cuda/work_lists.h"
+#include "util.h"
+
+using namespace tg::ops::attn;
+
+namespace {
+
+// A random problem: extents, a block pattern (uniform or variable block sizes), and
+// causal / window rules; the vectors ListSpec points into live here.
+struct Problem {
+  std::int64_t bhq = 1, bhkv = 1, sq = 1, sk = 1;
+  std::vector<std::int64_t> q_starts, k_starts;
+  std::vector<std::int32_t> q_blk, k_blk;
+  std::vector<std::uint8_t> pattern;
+  bool causal = false;
+  std::int64_t wl = -1, wr = -1;
+
+  ListSpec spec() const {
+    ListSpec s;
+    s.bhq = bhq;
+    s.bhkv = bhkv;
+    s.sq = sq;
+    s.sk = sk;
+    s.pattern = pattern.data();
+    s.qb = static_cast<std::int64_t>(q_starts.size()) - 1;
+    s.kb = static_cast<std::int64_t>(k_starts.size()) - 1;
+    s.q_starts = &q_starts;
+    s.k_starts = &k_starts;
+    s.q_blk = &q_blk;
+    s.k_blk = &k_blk;
+    s.causal = causal;
+    s.wl = wl;
+    s.wr = wr;
+    return s;
+  }
+
+  bool geometric(std::int64_t i, std::int64_t j) const {
+    if (causal && j > i) return false;
+    if (wl >= 0 && j < i - wl) return false;
+    if (wr >= 0 && j > i + wr) return false;
+    return true;
+  }
+  bool on(std::int64_t bh, std::int64_t i, std::int64_t j) const {
+    const std::int64_t qb = static_cast<std::int64_t>(q_starts.size()) - 1;
+    const std::int64_t kb = static_cast<std::int64_t>(k_starts.size()) - 1;
+    return pattern[static_cast<std::size_t>((bh * qb + q_blk[static_cast<std::size_t>(i)]) * kb +
+                                            k_blk[static_cast<std::size_t>(j)])] != 0;
+  }
+};
+
+// Block boundaries of n positions: equal blocks of `size` (the last one short), or random
+// sizes in [1, 2 size] when `variable`.
+std::vector<std::int64_t> starts_of(std::int64_t n, std::int64_t size, bool variable, std::mt19937_64& rng) {
+  std::vector<std::int64_t> s{0};
+  while (s.back() < n) {
+    const std::int64_t step = variable ? 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(2 * size))
+                                       : size;
+    s.push_back(std::min(n, s.back() + step));
+  }
+  return s;
+}
+
+Problem random_problem(std::mt19937_64& rng) {
+  auto pick = [&](std::int64_t lo, std::int64_t hi) {
+    return lo + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(hi - lo + 1));
+  };
+  Problem p;
+  p.bhkv = pick(1, 2);
+  p.bhq = p.bhkv * pick(1, 3);
+  p.sq = pick(1, 420);
+  p.sk = pick(1, 420);
+  const std::int64_t sizes[] = {16, 32, 64, 128};
+  const bool variable = rng() % 4 == 0;
+  p.q_starts = starts_of(p.sq, sizes[rng() % 4], variable, rng);
+  p.k_starts = starts_of(p.sk, sizes[rng() % 4], variable, rng);
+  p.q_blk = block_of_positions(p.q_starts);
+  p.k_blk = block_of_positions(p.k_starts);
+  const std::int64_t qb = static_cast<std::int64_t>(p.q_starts.size()) - 1;
+  const std::int64_t kb = static_cast<std::int64_t>(p.k_starts.size()) - 1;
+  const int percent = static_cast<int>(pick(0, 4)) * 25;  // empty to full patterns
+  p.pattern.resize(static_cast<std::size_t>(p.bhq * qb * kb));
+  for (auto& x : p.pattern) x = static_cast<int>(rng() % 100) < percent ? 1 : 0;
+  p.causal = rng() % 2 == 0;
+  p.wl = rng() % 3 == 0 ? pick(0, 150) : -1;
+  p.wr = rng() % 4 == 0 ? pick(0, 150) : -1;
+  return p;
+}
+
+// The expected entries of row list (bh, m) for tiles of bm x bn, by every pair.
+std::vector<std::int32_t> expected_row(const Problem& p, std::int64_t bh, std::int64_t m, int bm, int bn) {
+  std::vector<std::int32_t> out;
+  const std::int64_t i0 = m * bm, i1 = std::min(p.sq, i0 + bm);
+  for (std::int64_t j0 = 0; j0 < p.sk; j0 += bn) {
+    const std::int64_t j1 = std::min(p.sk, j0 + bn);
+    bool any = false, every_on = true, every_geo = true;
+    for (std::int64_t i = i0; i < i1; ++i)
+      for (std::int64_t j = j0; j < j1; ++j) {
+        const bool on = p.on(bh, i, j), geo = p.geometric(i, j);
+        any = any || (on && geo);
+        every_on = every_on && on;
+        every_geo = every_geo && geo;
+      }
+    if (!any) continue;
+    int flags = 0;
+    if (!every_on || j1 - j0 < bn) flags |= kCheckPattern;
+    if (!every_geo) flags |= kCheckGeometry;
+    out.push_back(static_cast<std::int32_t>(((j0 / bn) << kFlagBits) | flags));
+  }
+  return out;
+}
+
+std::vector<std::int32_t> list_of(const HostList& l, std::int64_t item) {
+  return {l.entries.begin() + l.off[static_cast<std::size_t>(item)],
+          l.entries.begin() + l.off[static_cast<std::size_t>(item) + 1]};
+}
+
+// `order` is a permutation of the items, grouped by item / per_group ascending, longest
+// lists first within a group.
+void check_order(const HostList& l, std::int64_t per_group) {
+  const std::size_t items = l.off.size() - 1;
+  REQUIRE(l.order.size() == items);
+  std::vector<std::int32_t> sorted = l.order;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t x = 0; x < items; ++x) REQUIRE(sorted[x] == static_cast<std::int32_t>(x));
+  for (std::size_t x = 1; x < items; ++x) {
+    const std::int32_t a = l.order[x - 1], b = l.order[x];
+    const std::int64_t ga = a / per_group, gb = b / per_group;
+    REQUIRE(ga <= gb);
+    if (ga == gb) REQUIRE(l.off[static_cast<std::size_t>(a) + 1] - l.off[static_cast<std::size_t>(a)] >=
+                          l.off[static_cast<std::size_t>(b) + 1] - l.off[static_cast<std::size_t>(b)]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("attention tile lists: every tile shape against a pair-by-pair reference", "[ops][attention]") {
+  // the kernels' tile shapes (forward rows x keys, kv pass queries x keys) and odd ones
+  const int shapes[][2] = {{128, 64}, {64, 64}, {128, 128}, {192, 128}, {64, 128}, {32, 128}, {16, 16}, {48, 80}};
+  std::mt19937_64 rng(20261205);
+  int with_entries = 0, with_geometry = 0, with_pattern = 0, clean = 0;
+  for (int trial = 0; trial < 120; ++trial) {
+    const Problem p = random_problem(rng);
+    const ListSpec s = p.spec();
+    for (const auto& shape : shapes) {
+      const int bm = shape[0], bn = shape[1];
+      INFO("trial " << trial << ": sq " << p.sq << ", sk " << p.sk << ", bhq " << p.bhq << ", bhkv " << p.bhkv
+                    << ", causal " << p.causal << ", window " << p.wl << " / " << p.wr << ", tiles " << bm << " x "
+                    << bn);
+      const HostList rows = build_row_lists(s, bm, bn);
+      const std::int64_t num_m = (p.sq + bm - 1) / bm, num_n = (p.sk + bn - 1) / bn;
+      REQUIRE(rows.num_m == num_m);
+      REQUIRE(rows.num_n == num_n);
+      REQUIRE(rows.off.size() == static_cast<std::size_t>(p.bhq * num_m + 1));
+      for (std::int64_t bh = 0; bh < p.bhq; ++bh)
+        for (std::int64_t m = 0; m < num_m; ++m) {
+          const auto got = list_of(rows, bh * num_m + m), want = expected_row(p, bh, m, bm, bn);
+          REQUIRE(got == want);
+          for (std::int32_t e : got) {
+            ++with_entries;
+            if (e & kCheckGeometry) ++with_geometry;
+            if (e & kCheckPattern) ++with_pattern;
+            if ((e & ((1 << kFlagBits) - 1)) == 0) ++clean;
+          }
+        }
+      check_order(rows, num_m);
+
+      // the column lists: per (kv row, key tile), the row entries holding that tile, bh then
+      // m ascending, as ((bh % group) · num_m + m) with the row entry's flags
+      const HostList cols = build_col_lists(rows, p.bhq, p.bhkv);
+      const std::int64_t group = p.bhq / p.bhkv;
+      REQUIRE(cols.off.size() == static_cast<std::size_t>(p.bhkv * num_n + 1));
+      for (std::int64_t kv = 0; kv < p.bhkv; ++kv)
+        for (std::int64_t n = 0; n < num_n; ++n) {
+          std::vector<std::int32_t> want;
+          for (std::int64_t bh = kv * group; bh < (kv + 1) * group; ++bh)
+            for (std::int64_t m = 0; m < num_m; ++m)
+              for (std::int32_t e : list_of(rows, bh * num_m + m))
+                if ((e >> kFlagBits) == n)
+                  want.push_back(static_cast<std::int32_t>((((bh % group) * num_m + m) << kFlagBits) |
+                                                           (e & ((1 << kFlagBits) - 1))));
+          REQUIRE(list_of(cols, kv * num_n + n) == want);
+        }
+      check_order(cols, num_n);
+    }
+  }
+  // the random problems reached every kind of entry
+  CHECK(with_entries > 1000);
+  CHECK(with_geometry > 0);
+  CHECK(with_pattern > 0);
+  CHECK(clean > 0);
+}
