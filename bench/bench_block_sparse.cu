@@ -107,19 +107,27 @@ int main() {
         const char* name = variant == 0 ? "gather d1 (in-block)" : variant == 1 ? "gather d1 (in-block, i64)"
                                                                                 : "gather d1 (random row)";
         row(name, density, dt, bytes, [&] { tg::gather(x, 1, idx); });
+        using tg::ops::smove::Dim1Path;
+        const Dim1Path ran = tg::ops::smove::last_dim1_kernel();
+        std::printf("  (the automatic choice ran the %s kernel)\n", ran == Dim1Path::Span     ? "span"
+                                                                : ran == Dim1Path::Strips ? "strips"
+                                                                                          : "direct");
         tg::Tensor out = tg::empty({l.n_blocks(), bs, bs}, {.dtype = dt, .device = tg::Device::cuda()});
         row("  kernel only, unchecked", density, dt, bytes, [&] {
           tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
         });
-        // the other kernels on the same inputs (the automatic choice stages source-block spans)
-        for (auto path : {tg::ops::smove::Dim1Path::Strips, tg::ops::smove::Dim1Path::Direct}) {
+        // each kernel forced on the same inputs (the automatic choice takes spans, or strips
+        // where the span kernel's last run found most rows scattered)
+        for (Dim1Path path : {Dim1Path::Span, Dim1Path::Strips, Dim1Path::Direct}) {
           tg::ops::smove::set_dim1_path(path);
-          row(path == tg::ops::smove::Dim1Path::Strips ? "  strips kernel, unchecked" : "  direct kernel, unchecked",
+          row(path == Dim1Path::Span     ? "  span kernel, unchecked"
+              : path == Dim1Path::Strips ? "  strips kernel, unchecked"
+                                         : "  direct kernel, unchecked",
               density, dt, bytes, [&] {
                 tg::ops::sparse_gather_kernel()(tg::Device::cuda())(x.data(), l, 1, idx.data(), l, out, nullptr);
               });
         }
-        tg::ops::smove::set_dim1_path(tg::ops::smove::Dim1Path::Auto);
+        tg::ops::smove::set_dim1_path(Dim1Path::Auto);
       }
 
       row("repeat_interleave r=2", density, dt, 3 * data, [&] { tg::repeat_interleave(x, 2); });  // read once, write twice

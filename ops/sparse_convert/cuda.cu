@@ -8,6 +8,11 @@
 namespace tg::ops {
 namespace {
 
+// Units a thread moves per round: all its loads are issued before its stores, so that
+// kUnroll loads are in flight per thread (the compiler cannot reorder a load past a store
+// through char pointers that may alias). At 16 KiB tiles and 256 threads, one round.
+constexpr int kUnroll = 4;
+
 // One CUDA block per tile (grid-stride over tiles); threads move VEC-byte units of the
 // tile's rows, so a 64x64 f32 tile is 1024 16-byte moves, coalesced along each row.
 template <typename Vec, bool ToBlocks>
@@ -15,14 +20,28 @@ __global__ void move_blocks_kernel(char* dense, char* blocks, const std::int64_t
                                    std::int64_t bs, std::int64_t M, std::int64_t N, std::int64_t es) {
   const std::int64_t units_per_row = bs * es / static_cast<std::int64_t>(sizeof(Vec));
   const std::int64_t units = bs * units_per_row;
+  const std::int64_t step = blockDim.x;
   for (std::int64_t k = blockIdx.x; k < n; k += gridDim.x) {
     const std::int64_t b = coords[3 * k], r = coords[3 * k + 1], c = coords[3 * k + 2];
-    for (std::int64_t u = threadIdx.x; u < units; u += blockDim.x) {
-      const std::int64_t i = u / units_per_row, j = u % units_per_row;
-      Vec* d = reinterpret_cast<Vec*>(dense + ((b * M + r * bs + i) * N + c * bs) * es) + j;
-      Vec* s = reinterpret_cast<Vec*>(blocks + (k * bs + i) * bs * es) + j;
-      if (ToBlocks) *s = *d;
-      else *d = *s;
+    char* tile = dense + ((b * M + r * bs) * N + c * bs) * es;
+    char* block = blocks + k * bs * bs * es;
+    for (std::int64_t u0 = threadIdx.x; u0 < units; u0 += kUnroll * step) {
+      Vec v[kUnroll];
+#pragma unroll
+      for (int m = 0; m < kUnroll; ++m) {
+        const std::int64_t u = u0 + m * step;
+        if (u >= units) break;
+        const std::int64_t i = u / units_per_row, j = u % units_per_row;
+        v[m] = ToBlocks ? reinterpret_cast<const Vec*>(tile + i * N * es)[j] : reinterpret_cast<const Vec*>(block)[u];
+      }
+#pragma unroll
+      for (int m = 0; m < kUnroll; ++m) {
+        const std::int64_t u = u0 + m * step;
+        if (u >= units) break;
+        const std::int64_t i = u / units_per_row, j = u % units_per_row;
+        if (ToBlocks) reinterpret_cast<Vec*>(block)[u] = v[m];
+        else reinterpret_cast<Vec*>(tile + i * N * es)[j] = v[m];
+      }
     }
   }
 }
@@ -35,13 +54,27 @@ __global__ void to_dense_tiles_kernel(char* dense, const char* blocks, const std
   const std::int64_t units_per_row = bs * es / static_cast<std::int64_t>(sizeof(Vec));
   const std::int64_t units = bs * units_per_row;
   const std::int64_t N = Nb * bs;
+  const std::int64_t step = blockDim.x;
   for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const std::int64_t k = index[t];
     const std::int64_t c = t % Nb, br = t / Nb;  // br = b * Mb + r
-    for (std::int64_t u = threadIdx.x; u < units; u += blockDim.x) {
-      const std::int64_t i = u / units_per_row, j = u % units_per_row;
-      Vec* d = reinterpret_cast<Vec*>(dense + ((br * bs + i) * N + c * bs) * es) + j;
-      *d = k >= 0 ? reinterpret_cast<const Vec*>(blocks + (k * bs + i) * bs * es)[j] : fill;
+    char* tile = dense + (br * bs * N + c * bs) * es;
+    const Vec* block = k >= 0 ? reinterpret_cast<const Vec*>(blocks + k * bs * bs * es) : nullptr;
+    for (std::int64_t u0 = threadIdx.x; u0 < units; u0 += kUnroll * step) {
+      Vec v[kUnroll];
+#pragma unroll
+      for (int m = 0; m < kUnroll; ++m) {
+        const std::int64_t u = u0 + m * step;
+        if (u >= units) break;
+        v[m] = k >= 0 ? block[u] : fill;
+      }
+#pragma unroll
+      for (int m = 0; m < kUnroll; ++m) {
+        const std::int64_t u = u0 + m * step;
+        if (u >= units) break;
+        const std::int64_t i = u / units_per_row, j = u % units_per_row;
+        reinterpret_cast<Vec*>(tile + i * N * es)[j] = v[m];
+      }
     }
   }
 }

@@ -12,10 +12,10 @@
 // traffic than a copy and sparse sources are not latency-bound; gather along dim 1 stages
 // the few whole source blocks an idx block reads where it reads few (gather_span_k), or,
 // where that kernel does not apply, 32-byte strips of whole source block columns
-// (gather_strips_k); other gathers read each element directly (gather_direct_k). The index
-// range that the op checks is reduced per CTA in the kernel, written to reused pinned
-// memory (RangeLease), and reduced and judged on the host once the kernel has run
-// (runtime/deferred_checks.h), without waiting for it.
+// (gather_strips_k); other gathers read each element directly (gather_direct_k). The index range that the op
+// checks is reduced per CTA in the kernel, written to reused pinned memory (RangeLease), and
+// reduced and judged on the host once the kernel has run (runtime/deferred_checks.h),
+// without waiting for it.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -27,6 +27,7 @@
 #include "ops/index_check/range_report.cuh"
 #include "ops/sparse_move/cuda_util.cuh"
 #include "ops/sparse_move/gather_path.h"
+#include "ops/sparse_move/span_history.h"
 #include "ops/sparse_move/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 
@@ -832,6 +833,7 @@ struct SpanArgs {
   int buffer;      // bytes of a buffer: the item's indices, its stage, its lookup table
   int table;       // offset of the table in a buffer, in 16-byte vectors
   int table_rows;  // entries of the table: src block rows, 0 where over kSpanTableRows
+  int* direct;     // where CTA c writes how many items it gathered directly (null: nowhere)
 };
 
 // The dim-1 gather by source-block spans (section comment above); a CTA loops over idx
@@ -863,6 +865,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
   };
   I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
   bool speculate = true;
+  int direct_items = 0;  // the same in every thread
   // Copies item k's indices into buffer p and, where home >= 0, that block into its stage.
   // Every item commits one group (empty past the last item), so that waiting for all but
   // the newest group waits for the current item's.
@@ -1005,6 +1008,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
       gather_staged(std::false_type{});
     } else {
       direct_item(ib, table_of(p), ob, b, C);
+      ++direct_items;
     }
     if (in_range) speculate = own;
     // Advance: the next item becomes current, the one after it next.
@@ -1014,6 +1018,7 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
     __syncthreads();  // buffer p and the span bounds are reused two items on
   }
   asm volatile("cp.async.wait_all;\n" ::: "memory");
+  if (a.direct != nullptr && threadIdx.x == 0) a.direct[blockIdx.x] = direct_items;
   publish_range<NT>(static_cast<long long>(lo), static_cast<long long>(hi), rs);
 }
 
@@ -1027,13 +1032,15 @@ __global__ void __launch_bounds__(kSpanThreads, span_ctas<E>())
 // element one shared-memory load whatever rows the indices name. The source is read once
 // (the strips of a column are consecutive items, so the CTAs running them share each 128-
 // byte line through L2), the indices once and the output written once: the traffic of a
-// copy, for scattered rows as for rows inside a block. The stage holds a whole column, so
-// the kernel applies to sources of up to kStripStageBytes / 32 rows. Measured slower (H100,
-// bf16, density 1): 16-byte strips with two buffers a CTA, three CTAs an SM (every index
-// load and output store used half a sector: 35% slower), and two buffers of 32-byte strips
-// in one CTA of 1024 threads an SM (10% slower).
+// copy, for scattered rows as for rows inside a block. The item's idx block list is staged
+// with the source (the later index batches need no dependent global load). The stage holds
+// a whole column, so the kernel applies to sources of up to kStripStageBytes / 32 rows.
+// Measured slower (H100, bf16, density 1): 16-byte strips with two buffers a CTA, three
+// CTAs an SM (every index load and output store used half a sector: 35% slower), and two
+// buffers of 32-byte strips in one CTA of 1024 threads an SM (10% slower).
 constexpr std::int64_t kStripBytes = 32;                // bytes of a row in a strip: one sector
 constexpr std::int64_t kStripStageBytes = 96 * 1024;    // the most a stage holds (two CTAs an SM)
+constexpr std::int64_t kStripListRows = 1024;           // the most idx block rows a list holds
 constexpr int kStripCtas = 3;                           // CTAs an SM at stages of <= 64 KiB
 
 /// Geometry of gather_strips_k.
@@ -1049,19 +1056,22 @@ struct StripArgs {
 
 // The dim-1 gather by column strips (section comment above). A unit is half a row of a
 // strip: V = 16 bytes of data, V indices. The first batch of indices is loaded while the
-// stage lands, each later batch while the previous one is written.
+// stage lands (its block numbers from global memory), each later batch while the previous
+// one is written (its block numbers from the staged list).
 template <typename E, typename I>
 __global__ void __launch_bounds__(kThreads, kStripCtas)
     gather_strips_k(const E* __restrict__ src, E* __restrict__ out, const I* __restrict__ idx, StripArgs a,
                     RangeSink rs) {
   constexpr int W = static_cast<int>(kStripBytes / sizeof(E)), V = W / 2;
-  constexpr int U = 64 / static_cast<int>(V * sizeof(I)) > 0 ? 64 / static_cast<int>(V * sizeof(I)) : 1;
+  // Units a batch: 64 bytes of indices, at most 4 units (registers).
+  constexpr int U = std::clamp(64 / static_cast<int>(V * sizeof(I)), 1, 4);
   using IP = Pack<I, V>;
   using EP = Pack<E, V>;
   extern __shared__ uint4 strip_vec[];
   const E* stage = reinterpret_cast<const E*>(strip_vec);
   const int lbs = a.lbs, bmask = (1 << lbs) - 1, lunits = lbs + 1;  // two units a row of a block's strip
   const int nvec = static_cast<int>(a.sMb << lbs) * 2;              // 16-byte vectors of the stage
+  std::int64_t* list = reinterpret_cast<std::int64_t*>(strip_vec + nvec);
   I lo = std::numeric_limits<I>::max(), hi = std::numeric_limits<I>::min();
   for (std::int64_t item = blockIdx.x; item < a.items; item += gridDim.x) {
     const std::int64_t col = item >> a.lstrips;  // b * iNb + C
@@ -1083,19 +1093,23 @@ __global__ void __launch_bounds__(kThreads, kStripCtas)
         strip_vec[q] = make_uint4(0, 0, 0, 0);
       }
     }
+    for (int t = threadIdx.x; t < nk; t += kThreads) copy8_async(list + t, a.col_blocks + cbeg + t);
     const int nunits = nk << lunits;
-    // Element offset of unit u in out and idx: block col_blocks[cbeg + u / units a block],
-    // row (u / 2) mod bs, strip s, half u mod 2.
-    const auto at = [&](int u) {
-      const std::int64_t k = __ldg(a.col_blocks + cbeg + (u >> lunits));
+    // Element offset of unit u in out and idx (block k): block list[u / units a block], row
+    // (u / 2) mod bs, strip s, half u mod 2.
+    const auto at_block = [&](std::int64_t k, int u) {
       return (k << (2 * lbs)) + (static_cast<std::int64_t>((u >> 1) & bmask) << lbs) + s * W + (u & 1) * V;
     };
+    const auto at = [&](int u) { return at_block(list[u >> lunits], u); };
     IP cur[U];
     std::int64_t cur_at[U];
 #pragma unroll
     for (int r = 0; r < U; ++r) {
       const int u = r * kThreads + static_cast<int>(threadIdx.x);
-      if (u < nunits) cur_at[r] = at(u), cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r] / V];
+      if (u < nunits) {
+        cur_at[r] = at_block(__ldg(a.col_blocks + cbeg + (u >> lunits)), u);
+        cur[r] = reinterpret_cast<const IP*>(idx)[cur_at[r] / V];
+      }
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     __syncthreads();
@@ -1259,15 +1273,18 @@ constexpr bool strips_kernel_exists() {
 
 /// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
-/// misaligned data, or a source that staging would read more of than idx has blocks (each
-/// idx block column stages its whole source column: an idx column of a few blocks over a
-/// dense source reads less by spans or directly; `forced` skips this last rule).
+/// idx columns of over kStripListRows block rows, misaligned data, or a source that staging
+/// would read more of than idx has blocks (each idx block column
+/// stages its whole source column: an idx column of a few blocks over a dense source
+/// reads less by spans or directly; `forced` skips this last rule).
 template <typename E, typename I>
 bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                    bool forced, RangeLease* lease, int dev, cudaStream_t st) {
   constexpr std::int64_t W = kStripBytes / std::int64_t(sizeof(E)), V = W / 2;
   const std::int64_t bs = il.block_size(), stage_bytes = sl.rows() * kStripBytes;
-  if (sl.n_blocks() == 0 || bs < W || stage_bytes > kStripStageBytes) return false;
+  if (sl.n_blocks() == 0 || bs < W || stage_bytes > kStripStageBytes || il.block_rows() > kStripListRows) {
+    return false;
+  }
   const auto aligned = [](const void* p, std::int64_t w) { return reinterpret_cast<std::uintptr_t>(p) % w == 0; };
   if (!aligned(src.data_ptr(), 16) || !aligned(idx.data_ptr(), V * std::int64_t(sizeof(I))) ||
       !aligned(out.data_ptr(), 16)) {
@@ -1296,13 +1313,14 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
                     il.block_cols(),
                     log2_exact(bs),
                     lstrips};
+  const std::int64_t smem = stage_bytes + il.block_rows() * 8;
   constexpr auto K = gather_strips_k<E, I>;
-  allow_smem<K>(dev, kStripStageBytes);
-  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (stage_bytes + 1024), 1, kStripCtas);
+  allow_smem<K>(dev, kStripStageBytes + kStripListRows * 8);
+  const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, kStripCtas);
   const unsigned grid = static_cast<unsigned>(
       std::min<std::int64_t>({a.items, per_sm * cuda::multiprocessor_count(dev), kMaxRangeCtas}));
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
-  K<<<grid, kThreads, static_cast<std::size_t>(stage_bytes), st>>>(static_cast<const E*>(src.data_ptr()),
+  K<<<grid, kThreads, static_cast<std::size_t>(smem), st>>>(static_cast<const E*>(src.data_ptr()),
                                                                   static_cast<E*>(out.data_ptr()),
                                                                   static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
@@ -1312,10 +1330,11 @@ bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const
 /// Launches gather_span_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: blocks under 4 KiB (a CTA an item would idle most of its threads), buffers (an
 /// idx block and one source block at least) over kSpanBufferBytes, misaligned data, an
-/// empty source.
+/// empty source. With `history`, the launch reports its counts of items gathered directly
+/// there (where the history has room for them).
 template <typename E, typename I>
 bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
-                 RangeLease* lease, int dev, cudaStream_t st) {
+                 SpanHistory* history, RangeLease* lease, int dev, cudaStream_t st) {
   constexpr int P = span_group<E>();
   const std::int64_t bs = il.block_size(), block_bytes = bs * bs * std::int64_t(sizeof(E));
   const std::int64_t idx_bytes = bs * bs * std::int64_t(sizeof(I));
@@ -1330,7 +1349,7 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
   const std::int64_t table_rows = sl.block_rows() <= kSpanTableRows ? sl.block_rows() : 0;
   const std::int64_t table = idx_bytes + slots * block_bytes;
   const std::int64_t buffer = table + (table_rows * 8 + 15) / 16 * 16, smem = 2 * buffer;
-  const SpanArgs a{il.tables(idx.device()).block_coords.data<std::int64_t>(),
+  SpanArgs a{il.tables(idx.device()).block_coords.data<std::int64_t>(),
                    sl.tables(src.device()).block_index.data<std::int64_t>(),
                    il.n_blocks(),
                    sl.rows(),
@@ -1341,11 +1360,13 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                    static_cast<int>(slots),
                    static_cast<int>(buffer),
                    static_cast<int>(table / 16),
-                   static_cast<int>(table_rows)};
+                   static_cast<int>(table_rows),
+                   nullptr};
   // CTAs an SM by shared memory (228 KiB, 1 KiB reserved each) and registers.
   const std::int64_t per_sm = std::clamp<std::int64_t>(228 * 1024 / (smem + 1024), 1, span_ctas<E>());
   const std::int64_t ctas = std::int64_t(cuda::multiprocessor_count(dev)) * per_sm;
   const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>({a.n, ctas, kMaxRangeCtas}));
+  a.direct = history ? history->sink(grid) : nullptr;
   const RangeSink rs = lease ? lease->sink(grid) : RangeSink{};
   constexpr auto K = gather_span_k<E, I>;
   allow_smem<K>(dev, 2 * (kSpanBufferBytes + kSpanTableRows * 8));
@@ -1353,6 +1374,7 @@ bool gather_span(const Tensor& src, const Layout& sl, const Tensor& idx, const L
                                                                 static_cast<E*>(out.data_ptr()),
                                                                 static_cast<const I*>(idx.data_ptr()), a, rs);
   TG_CUDA_CHECK_LAST();
+  if (a.direct != nullptr) history->launched(st, grid, a.n);
   return true;
 }
 
@@ -1396,10 +1418,19 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
   std::unique_ptr<RangeLease> lease;
   if (verdict) lease = std::make_unique<RangeLease>(src.device());
   const Dim1Path dim1 = dim1_path();
-  // TG_GATHER_DIM1=strips: the automatic choice tries the strip kernel before the span
-  // kernel (for indices that scatter over whole source columns, 4-5x faster).
+  // The automatic dim-1 choice follows what the span kernel saw on this idx layout before
+  // (span_history.h); the history's lock is held until the launch is recorded.
+  // TG_GATHER_DIM1=strips makes the automatic choice try the strip kernel first always.
   static const int dim1_order = env_choice("gather", "TG_GATHER_DIM1", "span", "strips");
-  const bool strips_first = dim1 == Dim1Path::Strips || (dim1 == Dim1Path::Auto && dim1_order == 2);
+  std::shared_ptr<SpanHistory> history;
+  std::unique_lock<std::mutex> history_lock;
+  bool strips_first = dim1 == Dim1Path::Strips;
+  if (dim == 1 && dim1 == Dim1Path::Auto) {
+    history = SpanHistory::of(il, dev);
+    history_lock = std::unique_lock<std::mutex>(history->mu);
+    strips_first = dim1_order == 2 || history->prefer_strips();
+  }
+  Dim1Path ran = Dim1Path::Direct;
   dispatch_index(idx.dtype(), [&](auto ix) {
     using I = decltype(ix);
     dispatch_bytes(src.dtype(), [&](auto e) {
@@ -1408,19 +1439,24 @@ void gather_cuda(const Tensor& src, const Layout& sl, int dim, const Tensor& idx
       if (dim != 1) return gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
       const auto strips = [&](bool forced) {
         if constexpr (strips_kernel_exists<E, I>()) {
-          return gather_strips<E, I>(src, sl, idx, il, out, forced, lease.get(), dev, st);
+          if (gather_strips<E, I>(src, sl, idx, il, out, forced, lease.get(), dev, st)) {
+            ran = Dim1Path::Strips;
+            return true;
+          }
         }
         return false;
       };
       if (strips_first && strips(dim1 == Dim1Path::Strips)) return;
       if ((dim1 == Dim1Path::Auto || dim1 == Dim1Path::Span) &&
-          gather_span<E, I>(src, sl, idx, il, out, lease.get(), dev, st)) {
+          gather_span<E, I>(src, sl, idx, il, out, history.get(), lease.get(), dev, st)) {
+        ran = Dim1Path::Span;
         return;
       }
       if (dim1 == Dim1Path::Auto && !strips_first && strips(false)) return;
       gather_direct<E, I>(src, sl, dim, idx, il, out, lease.get(), dev, st);
     });
   });
+  if (dim == 1) note_dim1_kernel(ran);
   if (lease) RangeLease::defer(std::move(lease), stream, *verdict);
 }
 

@@ -7,14 +7,15 @@
 // on an H100: 60-73% of a same-size copy for in-block and scattered rows alike). Span
 // (gather_span_k): an idx block stages the few source blocks its indices span (88-98%
 // where they lie in its own block row), else reads each element directly (14-52% for
-// scattered rows). Direct (gather_direct_k): each element read from global memory. Auto
-// takes Span where it applies (blocks of 4 KiB up to an idx block and a source block of
+// scattered rows). Direct (gather_direct_k): each element read from global memory.
+//
+// Auto: Span where it applies (blocks of 4 KiB up to an idx block and a source block of
 // 48 KiB, aligned data), else Strips where it applies (source columns of at most 3072
 // rows, block rows of at least 32 bytes, aligned data, no more than 1.5 source blocks
-// staged an idx block), else Direct: the in-block case, the common one, runs at its best;
-// indices scattered over whole columns run 4-5x faster by Strips, which the automatic
-// choice tries first only when the environment says TG_GATHER_DIM1=strips (the kernels
-// cannot see the pattern before they run).
+// staged an idx block), else Direct; except that where the span kernel's last run on the
+// same idx layout gathered more than half of its items directly (scattered rows), Strips
+// runs first, re-measuring by a span run every 128 calls (ops/sparse_move/span_history.h).
+// TG_GATHER_DIM1=strips makes Auto try Strips first always.
 #pragma once
 
 namespace tg::ops::smove {
@@ -28,5 +29,11 @@ void set_dim1_path(Dim1Path path);
 
 /// The kernel choice set by set_dim1_path (Auto by default).
 Dim1Path dim1_path();
+
+/// The kernel the calling thread's last CUDA gather along dim 1 ran (Strips, Span or
+/// Direct; Auto before any): what the automatic choice took, for tests and benchmarks.
+Dim1Path last_dim1_kernel();
+/// Records the kernel a CUDA gather along dim 1 ran (the gather's launcher calls it).
+void note_dim1_kernel(Dim1Path ran);
 
 }  // namespace tg::ops::smove

@@ -3,6 +3,7 @@
 // dense definition applied with loops, the result masked by the expected output layout),
 // over batches 1-3, block sizes 1 to 64 and empty / one-block / sparse / full / holed
 // layouts; gradchecks; bad inputs; CUDA against the CPU.
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <numeric>
@@ -1067,6 +1068,44 @@ TEST_CASE("sparse gather CUDA dim 1: column strips match CPU", "[ops][sparse_mov
   require_gather_parity(holes, full, 1, DType::f32, seed++);
   Layout one_row = layout_where(2, 8, 4, 32, [](std::int64_t, std::int64_t r, std::int64_t) { return r == 3; });
   require_gather_parity(full, one_row, 1, DType::f32, seed++);
+}
+
+// The automatic dim-1 choice follows the index pattern (ops/sparse_move/span_history.h):
+// on a fresh idx layout the span kernel runs and counts the items it gathers directly;
+// where more than half were (rows scattered over whole columns), later calls on that
+// layout run the strip kernel, with a span run every 128th call to re-measure; in-block
+// rows stay on spans. Every call's result equals the CPU's.
+TEST_CASE("sparse gather CUDA dim 1: the automatic kernel choice follows the index pattern", "[ops][sparse_move][cuda]") {
+  TG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  using ops::smove::Dim1Path;
+  using ops::smove::last_dim1_kernel;
+  std::uint64_t seed = 1000;
+  for (bool scattered : {true, false}) {
+    INFO((scattered ? "scattered rows" : "in-block rows"));
+    Layout l = make_layout(2, 32, 3, 64, Density::Full, seed++);
+    const BlockSparseTensor xc(reshape(pattern_values(l.n_blocks() * 64 * 64, DType::f32, seed++), {l.n_blocks(), 64, 64}), l);
+    const BlockSparseTensor xg = to_cuda(xc);
+    const BlockSparseTensor idx = gather_idx(l, 1, l.rows(), !scattered, seed++, DType::i32);
+    const BlockSparseTensor ig = to_cuda(idx);
+    const Tensor want = gather(xc, 1, idx).data();
+    std::vector<Dim1Path> ran;
+    for (int call = 0; call < 131; ++call) {
+      const BlockSparseTensor og = gather(xg, 1, ig);
+      ran.push_back(last_dim1_kernel());
+      synchronize(Device::cuda());  // the counts of a span run are read once it has completed
+      if (call < 3 || call == 130) tgt::require_close(og.data(), want, 0, 0);
+    }
+    REQUIRE(ran[0] == Dim1Path::Span);
+    const auto spans = std::count(ran.begin() + 1, ran.end(), Dim1Path::Span);
+    if (scattered) {
+      REQUIRE(ran[1] == Dim1Path::Strips);
+      REQUIRE(spans == 1);  // the re-probe, 128 calls after the switch
+      REQUIRE(ran[128] == Dim1Path::Span);
+    } else {
+      REQUIRE(spans == 130);
+    }
+  }
 }
 
 // Out-of-range indices raise after the kernel on both gather paths (staged, direct) and in
