@@ -35,7 +35,7 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
@@ -319,12 +319,19 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       if (wgmma) {
         note_wgmma_fwd_launch(wg_bm == 64);
         const bool g = is_general(p);
+        const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
+        if (overlap) note_wgmma_fwd_overlap_launch();
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
-          if (p.d == 64)
-            (g ? launch_fwd_wgmma<T, 64, true, bm> : launch_fwd_wgmma<T, 64, false, bm>)(a, work->row_items, st);
-          else
-            (g ? launch_fwd_wgmma<T, 128, true, bm> : launch_fwd_wgmma<T, 128, false, bm>)(a, work->row_items, st);
+          if (p.d == 64) {
+            (g ? launch_fwd_wgmma<T, 64, true, bm, false>
+               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true>
+                         : launch_fwd_wgmma<T, 64, false, bm, false>)(a, work->row_items, st);
+          } else {
+            (g ? launch_fwd_wgmma<T, 128, true, bm, false>
+               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true>
+                         : launch_fwd_wgmma<T, 128, false, bm, false>)(a, work->row_items, st);
+          }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});
         else launch(std::integral_constant<int, 128>{});

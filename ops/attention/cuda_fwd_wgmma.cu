@@ -1,5 +1,6 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
-// D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128. Built for sm_90a on top
+// D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128, and the
+// overlapped schedule without the general transform. Built for sm_90a on top
 // of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -9,10 +10,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BM>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D, BM>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM>;
+  using Cfg = WgFwdConfig<D, BM, kOverlap>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -26,17 +27,21 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_FWD(T, D, G)                                                                        \
-  template void launch_fwd_wgmma<T, D, G, 64>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, G, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
-TG_WG_FWD(bfloat16, 64, false)
-TG_WG_FWD(bfloat16, 64, true)
-TG_WG_FWD(bfloat16, 128, false)
-TG_WG_FWD(bfloat16, 128, true)
-TG_WG_FWD(half, 64, false)
-TG_WG_FWD(half, 64, true)
-TG_WG_FWD(half, 128, false)
-TG_WG_FWD(half, 128, true)
+#define TG_WG_FWD(T, D, G, O)                                                                        \
+  template void launch_fwd_wgmma<T, D, G, 64, O>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, D, G, 128, O>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+TG_WG_FWD(bfloat16, 64, false, false)
+TG_WG_FWD(bfloat16, 64, false, true)
+TG_WG_FWD(bfloat16, 64, true, false)
+TG_WG_FWD(bfloat16, 128, false, false)
+TG_WG_FWD(bfloat16, 128, false, true)
+TG_WG_FWD(bfloat16, 128, true, false)
+TG_WG_FWD(half, 64, false, false)
+TG_WG_FWD(half, 64, false, true)
+TG_WG_FWD(half, 64, true, false)
+TG_WG_FWD(half, 128, false, false)
+TG_WG_FWD(half, 128, false, true)
+TG_WG_FWD(half, 128, true, false)
 #undef TG_WG_FWD
 
 }  // namespace tg::ops::attn

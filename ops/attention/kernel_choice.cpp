@@ -10,7 +10,9 @@ namespace {
 std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
-std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0};
+std::atomic<FwdSchedule> g_schedule{FwdSchedule::Auto};
+std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
+    g_wgmma_fwd_overlap{0};
 
 int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
 
@@ -33,6 +35,19 @@ void note_wgmma_fwd_launch(bool narrow) {
   g_wgmma_fwd.fetch_add(1, std::memory_order_relaxed);
   if (narrow) g_wgmma_fwd_narrow.fetch_add(1, std::memory_order_relaxed);
 }
+
+void set_fwd_schedule(FwdSchedule s) { g_schedule.store(s, std::memory_order_relaxed); }
+
+FwdSchedule fwd_schedule() {
+  const FwdSchedule s = g_schedule.load(std::memory_order_relaxed);
+  if (s != FwdSchedule::Auto) return s;
+  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap");
+  return env == 1 ? FwdSchedule::Serial : env == 2 ? FwdSchedule::Overlap : kDefaultFwdSchedule;
+}
+
+std::int64_t wgmma_fwd_overlap_launches() { return g_wgmma_fwd_overlap.load(std::memory_order_relaxed); }
+
+void note_wgmma_fwd_overlap_launch() { g_wgmma_fwd_overlap.fetch_add(1, std::memory_order_relaxed); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
 

@@ -33,6 +33,30 @@ std::int64_t wgmma_fwd_narrow_launches();
 /// the CUDA backend).
 void note_wgmma_fwd_launch(bool narrow);
 
+/// Schedule of the Hopper forward's steps (without the general transform). Serial: a
+/// warpgroup computes S = Q Kᵀ, its softmax, then O += P V, each waiting on the one before.
+/// Overlap: tile j's S product and tile j-1's P V are issued together and tile j's softmax
+/// runs while P V is on the tensor cores (two products in flight per warpgroup; at D 128
+/// one CTA an SM, by its registers). Auto: the environment variable
+/// TG_ATTENTION_FWD_SCHEDULE (`serial` or `overlap`) when set, else kDefaultFwdSchedule.
+enum class FwdSchedule { Auto, Serial, Overlap };
+
+/// What Auto means without TG_ATTENTION_FWD_SCHEDULE (the measured faster one).
+constexpr FwdSchedule kDefaultFwdSchedule = FwdSchedule::Serial;
+
+/// Forces the schedule of later Hopper forwards (process-wide; Auto restores the default).
+void set_fwd_schedule(FwdSchedule s);
+
+/// The schedule in effect, Auto resolved: Serial or Overlap. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_SCHEDULE when it holds anything but `serial` or `overlap`.
+FwdSchedule fwd_schedule();
+
+/// Hopper forwards run on the overlapped schedule since the process started.
+std::int64_t wgmma_fwd_overlap_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_fwd_overlap_launch();
+
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the

@@ -604,6 +604,51 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   }
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward on the overlapped schedule matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (cuda_compute_capability(0) != 90)
+    TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
+  struct Restore {
+    ~Restore() {
+      ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
+      ops::attn::set_fwd_schedule(ops::attn::FwdSchedule::Auto);
+    }
+  } restore;
+  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
+  ops::attn::set_fwd_schedule(ops::attn::FwdSchedule::Overlap);
+  const std::int64_t before = ops::attn::wgmma_fwd_overlap_launches();
+  const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
+  // causal and window tiles that one warpgroup of a tile does not see, random blocks on
+  // 64-row tiles, sinks, GQA, lengths, segments: every tile goes through S and P V
+  std::int64_t runs = 0;
+  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
+  CHECK(ops::attn::wgmma_fwd_overlap_launches() - before == runs);
+  CHECK(ops::attn::wgmma_fwd_narrow_launches() > narrow_before);
+  // one key tile only, and a long list (the loop's first and last tiles, stages reused)
+  for (std::int64_t d : {64, 128}) {
+    Shape4 s;
+    s.B = 1;
+    s.Hq = s.Hkv = 2;
+    s.sq = 128;
+    s.sk = 64;
+    s.d = s.dv = d;
+    check_cuda("one key tile D " + std::to_string(d), make_inputs(s, static_cast<std::uint64_t>(90 + d)), AttentionPattern::dense(128, 64, 64), {},
+               {DType::bf16});
+    s.sk = 1000;
+    check_cuda("sixteen key tiles D " + std::to_string(d), make_inputs(s, static_cast<std::uint64_t>(91 + d)), AttentionPattern::dense(128, 1000, 64),
+               {}, {DType::bf16});
+  }
+  CHECK(ops::attn::wgmma_fwd_overlap_launches() - before == runs + 4);
+  // the general transform keeps the serial schedule
+  const std::int64_t mid = ops::attn::wgmma_fwd_overlap_launches();
+  AttentionOptions o;
+  o.softcap = 3.0;
+  check_cuda("softcap keeps the serial schedule", make_inputs(general_shape(64), 92),
+             AttentionPattern::dense(256, 256, 64), o, {DType::bf16});
+  CHECK(ops::attn::wgmma_fwd_overlap_launches() == mid);
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_CUDA();
   if (cuda_compute_capability(0) != 90)

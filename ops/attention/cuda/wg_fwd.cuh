@@ -17,6 +17,10 @@
 //              of S is the A operand fragment) and V from shared memory (N-major).
 // A warpgroup whose 64 rows see nothing of a tile skips it (one barrier reduction among its
 // 128 threads). Shared tiles: see wg_tile.cuh.
+//
+// kOverlap (plain scores only; kernel_choice.h's FwdSchedule): a warpgroup issues tile j's
+// S = Q Kᵀ and tile j-1's O += P V together and runs tile j's softmax while P V is on the
+// tensor cores, O's rescale deferred to just before the next P V. It skips no tile.
 #pragma once
 
 #include <cuda.h>
@@ -42,21 +46,24 @@ struct WgFwdArgs {
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
 };
 
-template <int D_, int BM_>
+template <int D_, int BM_, bool kOverlap_ = false>
 struct WgFwdConfig {
   static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
+  /// The overlapped schedule at D 128 and 128-row tiles: one CTA an SM (O, S and P in
+  /// flight take ~140 registers), so it has the shared memory for four stages.
+  static constexpr bool kSolo = kOverlap_ && D == 128 && BM == 128;
   /// K / V stages: 3 where that still lets min_blocks CTAs share an SM, else 2.
-  static constexpr int STAGES = D == 64 && BM == 128 ? 3 : 2;
+  static constexpr int STAGES = kSolo ? 4 : D == 64 && BM == 128 ? 3 : 2;
   /// CTAs an SM (each capping the registers, 64 Ki an SM): two of 128-row tiles, four of
   /// 64-row tiles at D 64, two at D 128 (where shared memory allows no more). The general
   /// transform at D 128 and 128-row tiles takes one (146 registers; two would spill).
   /// D 128 with two CTAs an SM, not one, measured 524 against 396 TFLOP/s dense.
   static constexpr int min_blocks(bool general) {
-    return BM == 64 ? (D == 64 ? 4 : 2) : (D == 128 && general ? 1 : 2);
+    return BM == 64 ? (D == 64 ? 4 : 2) : (D == 128 && (general || kSolo) ? 1 : 2);
   }
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
@@ -64,11 +71,12 @@ struct WgFwdConfig {
   static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D, bool kGeneral, int BM>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGeneral))
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgFwdConfig<D, BM>;
+  static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
+  using Cfg = WgFwdConfig<D, BM, kOverlap>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
@@ -203,6 +211,65 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGenera
     }
   };
 
+  if constexpr (kOverlap) {
+    // Tile e's S = Q Kᵀ and tile e-1's O += P V go out together; e's softmax runs while
+    // P V is on the tensor cores. No tile is skipped (an invisible one gives P = 0), so
+    // every warpgroup releases every stage in order: a warpgroup waiting on tile e holds
+    // only tile e-1, and tile e's load needs tile e-NS (NS >= 2) released, which it was.
+    if (e0 < e1) {
+      float s[32], corr[2];
+      std::uint32_t pa[4][4];
+      auto scores = [&](int st) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s[i] = 0.f;
+        wg::fence_regs(s);
+        wg::fence();
+        mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(st), BN * 128u);
+        wg::commit();
+      };
+      int entry = a.list.entries[e0];
+      tma::wait(bar(0), 0);
+      scores(0);
+      wg::wait<0>();
+      wg::fence_regs(s);
+      softmax(s, tile_vis(entry, (entry >> kFlagBits) * BN), (entry >> kFlagBits) * BN, corr);
+      acc_to_a<T>(s, pa);
+      int next_entry = e0 + 1 < e1 ? a.list.entries[e0 + 1] : 0;
+      for (int e = e0 + 1; e < e1; ++e) {
+        const int step = e - e0, stage = step % NS, prev = (step - 1) % NS;
+        entry = next_entry;
+        if (e + 1 < e1) next_entry = a.list.entries[e + 1];
+        tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+        scores(stage);
+        rescale(corr);  // O is P V of tiles < e-1, done: rescaled for tile e-1's maximum
+        wg::fence_regs(o);
+        wg::fence();
+        mma_ab_nmajor<T, DV>(o, pa, k_tile(prev) + Cfg::kKBytes);
+        wg::commit();
+        wg::wait<1>();  // S of tile e (the older group) has landed; P V runs on
+        wg::fence_regs(s);
+        const int k0 = (entry >> kFlagBits) * BN;
+        softmax(s, tile_vis(entry, k0), k0, corr);
+        wg::wait<0>();
+        wg::fence_regs(o);
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+        release(e - 1, prev);
+        acc_to_a<T>(s, pa);
+      }
+      const int last = (e1 - 1 - e0) % NS;
+      rescale(corr);
+      wg::fence_regs(o);
+      wg::fence();
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(last) + Cfg::kKBytes);
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(o);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+      release(e1 - 1, last);
+    }
+  } else {
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
   int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
@@ -235,6 +302,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM>::min_blocks(kGenera
       wg::fence_regs(o);
     }
     release(e, stage);
+  }
   }
 
   // O / l and the row log-sum-exp
