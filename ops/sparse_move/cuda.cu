@@ -12,10 +12,10 @@
 // traffic than a copy and sparse sources are not latency-bound; gather along dim 1 stages
 // the few whole source blocks an idx block reads where it reads few (gather_span_k), or,
 // where that kernel does not apply, 32-byte strips of whole source block columns
-// (gather_strips_k); other gathers read each element directly (gather_direct_k). The index range that the op
-// checks is reduced per CTA in the kernel, written to reused pinned memory (RangeLease), and
-// reduced and judged on the host once the kernel has run (runtime/deferred_checks.h),
-// without waiting for it.
+// (gather_strips_k); other gathers read each element directly (gather_direct_k). The index
+// range that the op checks is reduced per CTA in the kernel, written to reused pinned
+// memory (RangeLease), and reduced and judged on the host once the kernel has run
+// (runtime/deferred_checks.h), without waiting for it.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -1274,9 +1274,9 @@ constexpr bool strips_kernel_exists() {
 /// Launches gather_strips_k for a dim-1 gather; false (nothing launched) where it does not
 /// apply: block rows narrower than a strip, a source column over kStripStageBytes of stage,
 /// idx columns of over kStripListRows block rows, misaligned data, or a source that staging
-/// would read more of than idx has blocks (each idx block column
-/// stages its whole source column: an idx column of a few blocks over a dense source
-/// reads less by spans or directly; `forced` skips this last rule).
+/// would read more of than idx has blocks (each idx block column stages its whole source
+/// column: an idx column of a few blocks over a dense source reads less by spans or
+/// directly; `forced` skips this last rule).
 template <typename E, typename I>
 bool gather_strips(const Tensor& src, const Layout& sl, const Tensor& idx, const Layout& il, Tensor& out,
                    bool forced, RangeLease* lease, int dev, cudaStream_t st) {
