@@ -112,8 +112,9 @@ int main() {
   std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
-  std::printf("Hopper forward schedule: %s (TG_ATTENTION_FWD_SCHEDULE)\n",
-              tg::ops::attn::fwd_schedule() == tg::ops::attn::FwdSchedule::Overlap ? "overlap" : "serial");
+  std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS)\n",
+              tg::ops::attn::fwd_schedule() == tg::ops::attn::FwdSchedule::Overlap ? "overlap" : "serial",
+              tg::ops::attn::fwd_keys() == tg::ops::attn::FwdKeys::K128 ? 128 : 64);
   std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s", "fwd+bwd ms",
               "fwd+bwd TF/s", "%ceiling");
   const std::int64_t bh = kBatch * kHeads;

@@ -35,7 +35,7 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
@@ -281,11 +281,14 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const bool simt = q.dtype() == DType::f32;
   auto work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
   const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
-  int wg_bm = kFwdBM;
+  int wg_bm = kFwdBM, wg_bn = kFwdBN;
   if (wgmma) {
     if (auto half = half_height_work(p, *work, true, 0, dev)) {
       work = std::move(half);
       wg_bm = 64;
+    } else if (!is_general(p) && fwd_keys() == FwdKeys::K128) {
+      work = device_work(p, kFwdBM, kFwdWideBN, false, dev);
+      wg_bn = kFwdWideBN;
     }
   }
   const Params prm = make_params(p, *work, dev);
@@ -321,16 +324,27 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const bool g = is_general(p);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_wgmma_fwd_overlap_launch();
+        if (wg_bn == kFwdWideBN) {
+          note_wgmma_fwd_wide_key_launch();
+          if (p.d == 64) {
+            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, 128, false, 128>)(a, work->row_items, st);
+          } else {
+            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 128, false, 128, false, 128>)(a, work->row_items, st);
+          }
+          return;
+        }
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
           if (p.d == 64) {
-            (g ? launch_fwd_wgmma<T, 64, true, bm, false>
-               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true>
-                         : launch_fwd_wgmma<T, 64, false, bm, false>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
           } else {
-            (g ? launch_fwd_wgmma<T, 128, true, bm, false>
-               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true>
-                         : launch_fwd_wgmma<T, 128, false, bm, false>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
           }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});

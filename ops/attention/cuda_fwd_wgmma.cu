@@ -1,6 +1,6 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128, and the
-// overlapped schedule without the general transform. Built for sm_90a on top
+// overlapped schedule and key tiles of 128 (128-row tiles) without the general transform. Built for sm_90a on top
 // of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -10,10 +10,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D, BM, kOverlap>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap>;
+  using Cfg = WgFwdConfig<D, BM, kOverlap, BN>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -27,9 +27,9 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_FWD(T, D, G, O)                                                                        \
-  template void launch_fwd_wgmma<T, D, G, 64, O>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, G, 128, O>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD(T, D, G, O)                                                                           \
+  template void launch_fwd_wgmma<T, D, G, 64, O, 64>(const FwdArgs<T>&, std::int64_t, cudaStream_t);  \
+  template void launch_fwd_wgmma<T, D, G, 128, O, 64>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
 TG_WG_FWD(bfloat16, 64, false, false)
 TG_WG_FWD(bfloat16, 64, false, true)
 TG_WG_FWD(bfloat16, 64, true, false)
@@ -43,5 +43,14 @@ TG_WG_FWD(half, 128, false, false)
 TG_WG_FWD(half, 128, false, true)
 TG_WG_FWD(half, 128, true, false)
 #undef TG_WG_FWD
+// key tiles of 128: plain scores, 128-row tiles, both schedules
+#define TG_WG_FWD_WIDE(T, D)                                                                                 \
+  template void launch_fwd_wgmma<T, D, false, 128, false, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, D, false, 128, true, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+TG_WG_FWD_WIDE(bfloat16, 64)
+TG_WG_FWD_WIDE(bfloat16, 128)
+TG_WG_FWD_WIDE(half, 64)
+TG_WG_FWD_WIDE(half, 128)
+#undef TG_WG_FWD_WIDE
 
 }  // namespace tg::ops::attn

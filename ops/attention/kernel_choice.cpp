@@ -11,8 +11,9 @@ std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
 std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
 std::atomic<FwdSchedule> g_schedule{FwdSchedule::Auto};
+std::atomic<FwdKeys> g_keys{FwdKeys::Auto};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0};
 
 int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
 
@@ -48,6 +49,19 @@ FwdSchedule fwd_schedule() {
 std::int64_t wgmma_fwd_overlap_launches() { return g_wgmma_fwd_overlap.load(std::memory_order_relaxed); }
 
 void note_wgmma_fwd_overlap_launch() { g_wgmma_fwd_overlap.fetch_add(1, std::memory_order_relaxed); }
+
+void set_fwd_keys(FwdKeys k) { g_keys.store(k, std::memory_order_relaxed); }
+
+FwdKeys fwd_keys() {
+  const FwdKeys k = g_keys.load(std::memory_order_relaxed);
+  if (k != FwdKeys::Auto) return k;
+  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_KEYS", "64", "128");
+  return env == 1 ? FwdKeys::K64 : env == 2 ? FwdKeys::K128 : kDefaultFwdKeys;
+}
+
+std::int64_t wgmma_fwd_wide_key_launches() { return g_wgmma_fwd_wide_key.load(std::memory_order_relaxed); }
+
+void note_wgmma_fwd_wide_key_launch() { g_wgmma_fwd_wide_key.fetch_add(1, std::memory_order_relaxed); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
 

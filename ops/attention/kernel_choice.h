@@ -57,6 +57,28 @@ std::int64_t wgmma_fwd_overlap_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_fwd_overlap_launch();
 
+/// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
+/// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
+/// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
+/// when set, else kDefaultFwdKeys.
+enum class FwdKeys { Auto, K64, K128 };
+
+/// What Auto means without TG_ATTENTION_FWD_KEYS (the measured faster one).
+constexpr FwdKeys kDefaultFwdKeys = FwdKeys::K64;
+
+/// Forces the key tiles of later Hopper forwards (process-wide; Auto restores the default).
+void set_fwd_keys(FwdKeys k);
+
+/// The setting in effect, Auto resolved: K64 or K128. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_KEYS when it holds anything but `64` or `128`.
+FwdKeys fwd_keys();
+
+/// Hopper forwards run on key tiles of 128 since the process started.
+std::int64_t wgmma_fwd_wide_key_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_fwd_wide_key_launch();
+
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the

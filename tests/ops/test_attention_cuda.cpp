@@ -604,49 +604,62 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   }
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward on the overlapped schedule matches the CPU",
+TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_CUDA();
   if (cuda_compute_capability(0) != 90)
     TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
+  namespace at = ops::attn;
   struct Restore {
     ~Restore() {
-      ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
-      ops::attn::set_fwd_schedule(ops::attn::FwdSchedule::Auto);
+      at::set_fwd_kernel(at::FwdKernel::Auto);
+      at::set_fwd_schedule(at::FwdSchedule::Auto);
+      at::set_fwd_keys(at::FwdKeys::Auto);
     }
   } restore;
-  ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
-  ops::attn::set_fwd_schedule(ops::attn::FwdSchedule::Overlap);
-  const std::int64_t before = ops::attn::wgmma_fwd_overlap_launches();
-  const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
+  const auto schedule = GENERATE(at::FwdSchedule::Serial, at::FwdSchedule::Overlap);
+  const auto keys = GENERATE(at::FwdKeys::K64, at::FwdKeys::K128);
+  if (schedule == at::FwdSchedule::Serial && keys == at::FwdKeys::K64) return;  // the other test's kernels
+  const bool overlap = schedule == at::FwdSchedule::Overlap, wide = keys == at::FwdKeys::K128;
+  INFO("schedule " << (overlap ? "overlap" : "serial") << ", key tiles of " << (wide ? 128 : 64));
+  at::set_fwd_kernel(at::FwdKernel::Wgmma);
+  at::set_fwd_schedule(schedule);
+  at::set_fwd_keys(keys);
+  const std::int64_t over0 = at::wgmma_fwd_overlap_launches(), wide0 = at::wgmma_fwd_wide_key_launches();
+  const std::int64_t narrow0 = at::wgmma_fwd_narrow_launches();
   // causal and window tiles that one warpgroup of a tile does not see, random blocks on
-  // 64-row tiles, sinks, GQA, lengths, segments: every tile goes through S and P V
+  // 64-row tiles (which keep 64-key tiles), sinks, GQA, lengths, segments
   std::int64_t runs = 0;
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
-  CHECK(ops::attn::wgmma_fwd_overlap_launches() - before == runs);
-  CHECK(ops::attn::wgmma_fwd_narrow_launches() > narrow_before);
-  // one key tile only, and a long list (the loop's first and last tiles, stages reused)
+  const std::int64_t narrow = at::wgmma_fwd_narrow_launches() - narrow0;
+  CHECK(narrow > 0);
+  CHECK(at::wgmma_fwd_overlap_launches() - over0 == (overlap ? runs : 0));
+  CHECK(at::wgmma_fwd_wide_key_launches() - wide0 == (wide ? runs - narrow : 0));
+  // one key tile, part of one, and long lists (the loops' first and last tiles, stages
+  // reused, a last tile of 128 keys half past sk)
   for (std::int64_t d : {64, 128}) {
-    Shape4 s;
-    s.B = 1;
-    s.Hq = s.Hkv = 2;
-    s.sq = 128;
-    s.sk = 64;
-    s.d = s.dv = d;
-    check_cuda("one key tile D " + std::to_string(d), make_inputs(s, static_cast<std::uint64_t>(90 + d)), AttentionPattern::dense(128, 64, 64), {},
-               {DType::bf16});
-    s.sk = 1000;
-    check_cuda("sixteen key tiles D " + std::to_string(d), make_inputs(s, static_cast<std::uint64_t>(91 + d)), AttentionPattern::dense(128, 1000, 64),
-               {}, {DType::bf16});
+    for (std::int64_t sk : {64, 40, 1000, 1090}) {
+      Shape4 s;
+      s.B = 1;
+      s.Hq = s.Hkv = 2;
+      s.sq = 200;
+      s.sk = sk;
+      s.d = s.dv = d;
+      check_cuda("sk " + std::to_string(sk) + " D " + std::to_string(d),
+                 make_inputs(s, static_cast<std::uint64_t>(90 + d + sk)), AttentionPattern::dense(200, sk, 64), {},
+                 {DType::bf16});
+      ++runs;
+    }
   }
-  CHECK(ops::attn::wgmma_fwd_overlap_launches() - before == runs + 4);
-  // the general transform keeps the serial schedule
-  const std::int64_t mid = ops::attn::wgmma_fwd_overlap_launches();
+  CHECK(at::wgmma_fwd_overlap_launches() - over0 == (overlap ? runs : 0));
+  // the general transform keeps the serial schedule and 64-key tiles
+  const std::int64_t over1 = at::wgmma_fwd_overlap_launches(), wide1 = at::wgmma_fwd_wide_key_launches();
   AttentionOptions o;
   o.softcap = 3.0;
   check_cuda("softcap keeps the serial schedule", make_inputs(general_shape(64), 92),
              AttentionPattern::dense(256, 256, 64), o, {DType::bf16});
-  CHECK(ops::attn::wgmma_fwd_overlap_launches() == mid);
+  CHECK(at::wgmma_fwd_overlap_launches() == over1);
+  CHECK(at::wgmma_fwd_wide_key_launches() == wide1);
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {

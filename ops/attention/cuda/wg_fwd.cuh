@@ -21,6 +21,9 @@
 // kOverlap (plain scores only; kernel_choice.h's FwdSchedule): a warpgroup issues tile j's
 // S = Q Kᵀ and tile j-1's O += P V together and runs tile j's softmax while P V is on the
 // tensor cores, O's rescale deferred to just before the next P V. It skips no tile.
+// BN = 128 (plain scores, 128-row tiles; FwdKeys): key tiles of 128, S = Q Kᵀ one m64n128k16
+// product a k-slice and P V over k = 128, half the steps (waits, releases, row reductions)
+// of 64-key tiles; one CTA an SM by its registers.
 #pragma once
 
 #include <cuda.h>
@@ -43,41 +46,60 @@ template <typename T>
 struct WgFwdArgs {
   FwdArgs<T> a;
   CUtensorMap map_q;         ///< q as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
-  CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x 64
+  CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x BN
 };
 
-template <int D_, int BM_, bool kOverlap_ = false>
+template <int D_, int BM_, bool kOverlap_ = false, int BN_ = 64>
 struct WgFwdConfig {
-  static constexpr int D = D_, DV = D_, BM = BM_, BN = 64, NG = BM_ / 64, kThreads = 2 * BM_;
+  static constexpr int D = D_, DV = D_, BM = BM_, BN = BN_, NG = BM_ / 64, kThreads = 2 * BM_;
   static constexpr int kQBytes = BM * D * 2;
   static constexpr int kKBytes = BN * D * 2;
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kStageBytes = kKBytes + kVBytes;
   /// The overlapped schedule at D 128 and 128-row tiles: one CTA an SM (O, S and P in
   /// flight take ~140 registers), so it has the shared memory for four stages.
-  static constexpr bool kSolo = kOverlap_ && D == 128 && BM == 128;
-  /// K / V stages: 3 where that still lets min_blocks CTAs share an SM, else 2.
-  static constexpr int STAGES = kSolo ? 4 : D == 64 && BM == 128 ? 3 : 2;
+  /// Key tiles of 128 (S of a warpgroup in 64 registers a thread): one CTA an SM too.
+  static constexpr bool kSolo = (kOverlap_ && D == 128 && BM == 128) || BN == 128;
+  /// K / V stages: 3 where that still lets min_blocks CTAs share an SM, else 2; a CTA alone
+  /// on its SM takes four of 64 keys, or at D 64 four of 128 keys.
+  static constexpr int STAGES = BN == 128 ? (D == 64 ? 4 : 2) : kSolo ? 4 : D == 64 && BM == 128 ? 3 : 2;
   /// CTAs an SM (each capping the registers, 64 Ki an SM): two of 128-row tiles, four of
   /// 64-row tiles at D 64, two at D 128 (where shared memory allows no more). The general
   /// transform at D 128 and 128-row tiles takes one (146 registers; two would spill).
   /// D 128 with two CTAs an SM, not one, measured 524 against 396 TFLOP/s dense.
   static constexpr int min_blocks(bool general) {
-    return BM == 64 ? (D == 64 ? 4 : 2) : (D == 128 && (general || kSolo) ? 1 : 2);
+    return BM == 64 ? (D == 64 ? 4 : 2) : (kSolo || (D == 128 && general)) ? 1 : 2;
   }
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
   static_assert(min_blocks(false) * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
-  static_assert(BN == kFwdBN && (BM == 64 || BM == 128), "the host's forward tile lists are built for these tiles");
+  static_assert((BN == kFwdBN || (BN == kFwdWideBN && BM == 128)) && (BM == 64 || BM == 128),
+                "the host's forward tile lists are built for these tiles");
 };
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_blocks(kGeneral))
+/// Visibility bits of a thread's scores in a key tile: one word a 64-key half.
+template <int NH>
+struct TileVis {
+  std::uint32_t w[NH];
+  __device__ __forceinline__ bool any() const {
+    std::uint32_t x = 0;
+#pragma unroll
+    for (int h = 0; h < NH; ++h) x |= w[h];
+    return x != 0;
+  }
+};
+
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
-  using Cfg = WgFwdConfig<D, BM, kOverlap>;
+  static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
+  using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
+  constexpr int NH = BN / 64;   // 64-key halves of a key tile (visibility words)
+  constexpr int NS_ = BN / 2;   // S accumulators a thread
+  constexpr int KS = BN / 16;   // k-slices of P V
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
@@ -154,25 +176,32 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
   // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
   auto checked = [&](int entry) { return (entry & ((1 << kFlagBits) - 1)) != 0 || p.elem_checks; };
+  // One word a 64-key half: bit 4·nt + c of word h is (row g + 8·(c / 2), key 64h + 8·nt + 2t + c % 2).
   auto tile_vis = [&](int entry, int k0) {
-    return checked(entry) ? tile_bits(p, entry & ((1 << kFlagBits) - 1), bh, b, r0, k0 + 2 * t, false, 32) : ~0u;
+    TileVis<NH> v;
+#pragma unroll
+    for (int hh = 0; hh < NH; ++hh) {
+      v.w[hh] = checked(entry) ? tile_bits(p, entry & ((1 << kFlagBits) - 1), bh, b, r0, k0 + 64 * hh + 2 * t, false, 32)
+                               : ~0u;
+    }
+    return v;
   };
   // S (scores of rows r0, r0 + 8 against keys k0..) -> P in place: masking, the online
   // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
-  auto softmax = [&](float (&s)[32], std::uint32_t vis, int k0, float (&corr)[2]) {
-    // scores in log2 units, -inf where invisible (bit 4·nt + c: row g + 8·(c / 2), key 8·nt + 2t + c % 2)
+  auto softmax = [&](float (&s)[NS_], const TileVis<NH>& vis, int k0, float (&corr)[2]) {
+    // scores in log2 units, -inf where invisible (element x: bit x % 32 of word x / 32)
     if constexpr (kGeneral) {
       float unused[1];
-      general_scores_log2<T, false, false>(p, s, vis, bh, r0, k0 + 2 * t, unused);
+      general_scores_log2<T, false, false>(p, s, vis.w[0], bh, r0, k0 + 2 * t, unused);
     } else {
 #pragma unroll
-      for (int x = 0; x < 32; ++x) s[x] = (vis >> x) & 1u ? s[x] * p.scale_log2 : -INFINITY;
+      for (int x = 0; x < NS_; ++x) s[x] = (vis.w[x >> 5] >> (x & 31)) & 1u ? s[x] * p.scale_log2 : -INFINITY;
     }
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {  // rows g (hf 0) and g + 8 (hf 1)
       float mx = -INFINITY;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
+      for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
       mx = fmaxf(mx, shfl_xor(mx, 1));
       mx = fmaxf(mx, shfl_xor(mx, 2));
       const float m_new = fmaxf(row_max[hf], mx);
@@ -181,7 +210,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
       row_max[hf] = m_new;
       float sum = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < BN / 8; ++nt) {
         const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
         s[4 * nt + 2 * hf] = p0;
         s[4 * nt + 2 * hf + 1] = p1;
@@ -217,11 +246,11 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
     // every warpgroup releases every stage in order: a warpgroup waiting on tile e holds
     // only tile e-1, and tile e's load needs tile e-NS (NS >= 2) released, which it was.
     if (e0 < e1) {
-      float s[32], corr[2];
-      std::uint32_t pa[4][4];
+      float s[NS_], corr[2];
+      std::uint32_t pa[KS][4];
       auto scores = [&](int st) {
 #pragma unroll
-        for (int i = 0; i < 32; ++i) s[i] = 0.f;
+        for (int i = 0; i < NS_; ++i) s[i] = 0.f;
         wg::fence_regs(s);
         wg::fence();
         mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(st), BN * 128u);
@@ -244,7 +273,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
         rescale(corr);  // O is P V of tiles < e-1, done: rescaled for tile e-1's maximum
         wg::fence_regs(o);
         wg::fence();
-        mma_ab_nmajor<T, DV>(o, pa, k_tile(prev) + Cfg::kKBytes);
+        mma_ab_nmajor<T, DV>(o, pa, k_tile(prev) + Cfg::kKBytes, BN * 128u);
         wg::commit();
         wg::wait<1>();  // S of tile e (the older group) has landed; P V runs on
         wg::fence_regs(s);
@@ -253,7 +282,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
         wg::wait<0>();
         wg::fence_regs(o);
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+        for (int kk = 0; kk < KS; ++kk) wg::fence_regs(pa[kk]);
         release(e - 1, prev);
         acc_to_a<T>(s, pa);
       }
@@ -261,12 +290,12 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
       rescale(corr);
       wg::fence_regs(o);
       wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, k_tile(last) + Cfg::kKBytes);
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(last) + Cfg::kKBytes, BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+      for (int kk = 0; kk < KS; ++kk) wg::fence_regs(pa[kk]);
       release(e1 - 1, last);
     }
   } else {
@@ -278,13 +307,13 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
     if (e + 1 < e1) next_entry = a.list.entries[e + 1];
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
     const int k0 = (entry >> kFlagBits) * BN;
-    const std::uint32_t vis = tile_vis(entry, k0);
+    const TileVis<NH> vis = tile_vis(entry, k0);
     // a warpgroup whose rows see nothing of the tile skips it
-    const bool any = !checked(entry) || group_any(vis != 0, group);
+    const bool any = !checked(entry) || group_any(vis.any(), group);
     if (any) {
-      float s[32];
+      float s[NS_];
 #pragma unroll
-      for (int i = 0; i < 32; ++i) s[i] = 0.f;
+      for (int i = 0; i < NS_; ++i) s[i] = 0.f;
       wg::fence();
       mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
@@ -293,10 +322,10 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap>::min_bloc
       float corr[2];
       softmax(s, vis, k0, corr);
       rescale(corr);
-      std::uint32_t pa[4][4];
+      std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
       wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes);
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes, BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);

@@ -66,45 +66,48 @@ __device__ __forceinline__ bool last_release(unsigned* count, int groups) {
   return true;
 }
 
-/// The A operand of a product whose k runs over the 64 columns of an m64n64 accumulator s
-/// (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
+/// The A operand of a product whose k runs over the N = 8 KS columns of an m64nN accumulator
+/// s (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
 /// passed through f and packed in pairs.
-template <typename T, typename F>
-__device__ __forceinline__ void acc_to_a(const float (&s)[32], std::uint32_t (&a)[4][4], F f) {
+template <typename T, int S, int KS, typename F>
+__device__ __forceinline__ void acc_to_a(const float (&s)[S], std::uint32_t (&a)[KS][4], F f) {
+  static_assert(S == 8 * KS, "an accumulator of 16 KS columns");
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) a[kk][r] = pack2<T>(f(s[8 * kk + 2 * r]), f(s[8 * kk + 2 * r + 1]));
   }
 }
 
-template <typename T>
-__device__ __forceinline__ void acc_to_a(const float (&s)[32], std::uint32_t (&a)[4][4]) {
+template <typename T, int S, int KS>
+__device__ __forceinline__ void acc_to_a(const float (&s)[S], std::uint32_t (&a)[KS][4]) {
   acc_to_a<T>(s, a, [](float x) { return x; });
 }
 
-/// Issues acc[64 x 64] += A Bᵀ over k = 0 .. K-1 (not committed): A and B are 64-row
-/// slices at shared addresses a and b of K-major swizzled tiles whose 64-element columns
-/// lie a_col / b_col bytes apart (rows x 128 of their tiles).
-template <typename T, int K>
-__device__ __forceinline__ void mma_abt(float (&acc)[32], std::uint32_t a, std::uint32_t a_col, std::uint32_t b,
+/// Issues acc[64 x N] += A Bᵀ over k = 0 .. K-1 (not committed), N = 2 NA (64 or 128): A and B
+/// are 64- and N-row slices at shared addresses a and b of K-major swizzled tiles whose
+/// 64-element columns lie a_col / b_col bytes apart (rows x 128 of their tiles).
+template <typename T, int K, int NA>
+__device__ __forceinline__ void mma_abt(float (&acc)[NA], std::uint32_t a, std::uint32_t a_col, std::uint32_t b,
                                         std::uint32_t b_col) {
 #pragma unroll
   for (int kk = 0; kk < K / 16; ++kk) {
     const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
-    wg::mma_ss<T, 64, 0, 0>(acc, wg::make_desc(a + col * a_col + off, 16u, 1024u),
-                            wg::make_desc(b + col * b_col + off, 16u, 1024u));
+    wg::mma_ss<T, 2 * NA, 0, 0>(acc, wg::make_desc(a + col * a_col + off, 16u, 1024u),
+                                wg::make_desc(b + col * b_col + off, 16u, 1024u));
   }
 }
 
-/// Issues acc[64 x N] += A B over k = 0 .. 63 (not committed): A from registers (acc_to_a),
-/// B the 64 x N tile at shared address b stored with rows along k (N-major: 16 k-rows = two
-/// atoms per slice, 64-wide columns 64 x 128 bytes apart).
-template <typename T, int N>
-__device__ __forceinline__ void mma_ab_nmajor(float (&acc)[N / 2], const std::uint32_t (&a)[4][4], std::uint32_t b) {
+/// Issues acc[64 x N] += A B over k = 0 .. 16 KS - 1 (not committed): A from registers
+/// (acc_to_a), B the 16 KS x N tile at shared address b stored with rows along k (N-major:
+/// 16 k-rows = two atoms per slice, 64-wide columns b_col bytes apart, 128 x the tile's
+/// rows).
+template <typename T, int N, int KS>
+__device__ __forceinline__ void mma_ab_nmajor(float (&acc)[N / 2], const std::uint32_t (&a)[KS][4], std::uint32_t b,
+                                              std::uint32_t b_col = 64u * 128u) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
-    wg::mma_rs<T, N, 1>(acc, a[kk], wg::make_desc(b + static_cast<std::uint32_t>(kk) * 2048u, 64u * 128u, 1024u));
+  for (int kk = 0; kk < KS; ++kk)
+    wg::mma_rs<T, N, 1>(acc, a[kk], wg::make_desc(b + static_cast<std::uint32_t>(kk) * 2048u, b_col, 1024u));
 }
 
 }  // namespace tg::ops::attn
