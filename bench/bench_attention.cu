@@ -112,9 +112,11 @@ int main() {
   std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
-  std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS)\n",
-              tg::ops::attn::fwd_schedule() == tg::ops::attn::FwdSchedule::Overlap ? "overlap" : "serial",
-              tg::ops::attn::fwd_keys() == tg::ops::attn::FwdKeys::K128 ? 128 : 64);
+  namespace at = tg::ops::attn;
+  std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
+              "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
+              at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
+              at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
   std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s", "fwd+bwd ms",
               "fwd+bwd TF/s", "%ceiling");
   const std::int64_t bh = kBatch * kHeads;

@@ -287,8 +287,9 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       work = std::move(half);
       wg_bm = 64;
     } else if (!is_general(p) && fwd_keys() == FwdKeys::K128) {
-      work = device_work(p, kFwdBM, kFwdWideBN, false, dev);
       wg_bn = kFwdWideBN;
+      if (p.d == 64 && fwd_rows() == FwdRows::R192) wg_bm = kFwdTallBM;
+      work = device_work(p, wg_bm, kFwdWideBN, false, dev);
     }
   }
   const Params prm = make_params(p, *work, dev);
@@ -326,7 +327,11 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         if (overlap) note_wgmma_fwd_overlap_launch();
         if (wg_bn == kFwdWideBN) {
           note_wgmma_fwd_wide_key_launch();
-          if (p.d == 64) {
+          if (wg_bm == kFwdTallBM) {
+            note_wgmma_fwd_tall_launch();
+            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128>)(a, work->row_items, st);
+          } else if (p.d == 64) {
             (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128>
                      : launch_fwd_wgmma<T, 64, false, 128, false, 128>)(a, work->row_items, st);
           } else {

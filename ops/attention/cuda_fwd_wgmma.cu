@@ -1,7 +1,8 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
-// D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128, and the
-// overlapped schedule and key tiles of 128 (128-row tiles) without the general transform. Built for sm_90a on top
-// of the library's targets (CMakeLists.txt).
+// D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128;
+// without the general transform also the overlapped schedule, key tiles of 128 (128-row
+// tiles) and, at D 64, 192-row tiles with them. Built for sm_90a on top of the library's
+// targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -47,6 +48,13 @@ TG_WG_FWD(half, 128, true, false)
 #define TG_WG_FWD_WIDE(T, D)                                                                                 \
   template void launch_fwd_wgmma<T, D, false, 128, false, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
   template void launch_fwd_wgmma<T, D, false, 128, true, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+// 192-row tiles of those at D 64
+#define TG_WG_FWD_TALL(T)                                                                                   \
+  template void launch_fwd_wgmma<T, 64, false, 192, false, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, 64, false, 192, true, 128>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+TG_WG_FWD_TALL(bfloat16)
+TG_WG_FWD_TALL(half)
+#undef TG_WG_FWD_TALL
 TG_WG_FWD_WIDE(bfloat16, 64)
 TG_WG_FWD_WIDE(bfloat16, 128)
 TG_WG_FWD_WIDE(half, 64)

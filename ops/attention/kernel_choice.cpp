@@ -12,8 +12,9 @@ std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
 std::atomic<TileHeight> g_tiles{TileHeight::Auto};
 std::atomic<FwdSchedule> g_schedule{FwdSchedule::Auto};
 std::atomic<FwdKeys> g_keys{FwdKeys::Auto};
+std::atomic<FwdRows> g_rows{FwdRows::Auto};
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0};
 
 int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
 
@@ -62,6 +63,19 @@ FwdKeys fwd_keys() {
 std::int64_t wgmma_fwd_wide_key_launches() { return g_wgmma_fwd_wide_key.load(std::memory_order_relaxed); }
 
 void note_wgmma_fwd_wide_key_launch() { g_wgmma_fwd_wide_key.fetch_add(1, std::memory_order_relaxed); }
+
+void set_fwd_rows(FwdRows r) { g_rows.store(r, std::memory_order_relaxed); }
+
+FwdRows fwd_rows() {
+  const FwdRows r = g_rows.load(std::memory_order_relaxed);
+  if (r != FwdRows::Auto) return r;
+  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_ROWS", "128", "192");
+  return env == 1 ? FwdRows::R128 : env == 2 ? FwdRows::R192 : kDefaultFwdRows;
+}
+
+std::int64_t wgmma_fwd_tall_launches() { return g_wgmma_fwd_tall.load(std::memory_order_relaxed); }
+
+void note_wgmma_fwd_tall_launch() { g_wgmma_fwd_tall.fetch_add(1, std::memory_order_relaxed); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
 

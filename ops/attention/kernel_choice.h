@@ -79,6 +79,28 @@ std::int64_t wgmma_fwd_wide_key_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_fwd_wide_key_launch();
 
+/// Query tiles of the Hopper forward with key tiles of 128 at D 64 (plain scores): R128 or
+/// R192 (three warpgroups, 12 warps an SM). Auto: the environment variable
+/// TG_ATTENTION_FWD_ROWS (`128` or `192`) when set, else kDefaultFwdRows.
+enum class FwdRows { Auto, R128, R192 };
+
+/// What Auto means without TG_ATTENTION_FWD_ROWS (the measured faster one).
+constexpr FwdRows kDefaultFwdRows = FwdRows::R128;
+
+/// Forces the query tiles of later Hopper forwards with 128-key tiles (process-wide; Auto
+/// restores the default).
+void set_fwd_rows(FwdRows r);
+
+/// The setting in effect, Auto resolved: R128 or R192. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_ROWS when it holds anything but `128` or `192`.
+FwdRows fwd_rows();
+
+/// Hopper forwards run on 192-row query tiles since the process started.
+std::int64_t wgmma_fwd_tall_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_fwd_tall_launch();
+
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the

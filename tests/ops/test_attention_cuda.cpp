@@ -615,17 +615,24 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
       at::set_fwd_kernel(at::FwdKernel::Auto);
       at::set_fwd_schedule(at::FwdSchedule::Auto);
       at::set_fwd_keys(at::FwdKeys::Auto);
+      at::set_fwd_rows(at::FwdRows::Auto);
     }
   } restore;
   const auto schedule = GENERATE(at::FwdSchedule::Serial, at::FwdSchedule::Overlap);
   const auto keys = GENERATE(at::FwdKeys::K64, at::FwdKeys::K128);
+  const auto rows = GENERATE(at::FwdRows::R128, at::FwdRows::R192);
   if (schedule == at::FwdSchedule::Serial && keys == at::FwdKeys::K64) return;  // the other test's kernels
+  if (keys == at::FwdKeys::K64 && rows == at::FwdRows::R192) return;           // 192 rows go with 128 keys
   const bool overlap = schedule == at::FwdSchedule::Overlap, wide = keys == at::FwdKeys::K128;
-  INFO("schedule " << (overlap ? "overlap" : "serial") << ", key tiles of " << (wide ? 128 : 64));
+  const bool tall = rows == at::FwdRows::R192;
+  INFO("schedule " << (overlap ? "overlap" : "serial") << ", key tiles of " << (wide ? 128 : 64) << ", "
+                   << (tall ? 192 : 128) << "-row tiles at D 64");
   at::set_fwd_kernel(at::FwdKernel::Wgmma);
   at::set_fwd_schedule(schedule);
   at::set_fwd_keys(keys);
+  at::set_fwd_rows(rows);
   const std::int64_t over0 = at::wgmma_fwd_overlap_launches(), wide0 = at::wgmma_fwd_wide_key_launches();
+  const std::int64_t tall0 = at::wgmma_fwd_tall_launches();
   const std::int64_t narrow0 = at::wgmma_fwd_narrow_launches();
   // causal and window tiles that one warpgroup of a tile does not see, random blocks on
   // 64-row tiles (which keep 64-key tiles), sinks, GQA, lengths, segments
@@ -635,6 +642,14 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
   CHECK(narrow > 0);
   CHECK(at::wgmma_fwd_overlap_launches() - over0 == (overlap ? runs : 0));
   CHECK(at::wgmma_fwd_wide_key_launches() - wide0 == (wide ? runs - narrow : 0));
+  // 192-row tiles at D 64 only: some of the wide-key launches, not all
+  const std::int64_t tall_runs = at::wgmma_fwd_tall_launches() - tall0;
+  if (tall) {
+    CHECK(tall_runs > 0);
+    CHECK(tall_runs < runs - narrow);
+  } else {
+    CHECK(tall_runs == 0);
+  }
   // one key tile, part of one, and long lists (the loops' first and last tiles, stages
   // reused, a last tile of 128 keys half past sk)
   for (std::int64_t d : {64, 128}) {

@@ -11,6 +11,8 @@ constexpr int kFwdBM = 128;
 constexpr int kFwdBN = 64;
 /// The Hopper forward's wide key tiles (kernel_choice.h's FwdKeys): 128 keys, 128-row tiles.
 constexpr int kFwdWideBN = 128;
+/// With those at D 64, the tall query tiles (FwdRows): 192 rows, three warpgroups.
+constexpr int kFwdTallBM = 192;
 constexpr int fwd_slices(int dv) { return dv <= 64 ? 2 : 1; }
 constexpr int fwd_warps(int dv) { return kFwdBM / 16 / fwd_slices(dv); }
 

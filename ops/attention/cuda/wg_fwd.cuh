@@ -23,7 +23,8 @@
 // tensor cores, O's rescale deferred to just before the next P V. It skips no tile.
 // BN = 128 (plain scores, 128-row tiles; FwdKeys): key tiles of 128, S = Q Kᵀ one m64n128k16
 // product a k-slice and P V over k = 128, half the steps (waits, releases, row reductions)
-// of 64-key tiles; one CTA an SM by its registers.
+// of 64-key tiles; one CTA an SM by its registers. With them at D 64, BM = 192 (FwdRows):
+// three warpgroups, 12 warps an SM.
 #pragma once
 
 #include <cuda.h>
@@ -73,7 +74,8 @@ struct WgFwdConfig {
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
   static_assert(min_blocks(false) * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
-  static_assert((BN == kFwdBN || (BN == kFwdWideBN && BM == 128)) && (BM == 64 || BM == 128),
+  static_assert((BN == kFwdBN && (BM == 64 || BM == 128)) || (BN == kFwdWideBN && BM == 128) ||
+                    (BN == kFwdWideBN && BM == kFwdTallBM && D == 64),
                 "the host's forward tile lists are built for these tiles");
 };
 
