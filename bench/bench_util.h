@@ -19,10 +19,18 @@
 namespace tgb {
 
 /// Whether the case named `label` runs: every case when TG_BENCH_ONLY is unset, else those
-/// whose label contains it (to profile one case, e.g. under ncu).
+/// whose label contains one of its '|'-separated parts (to profile one case, e.g. under
+/// ncu, or to time a few).
 inline bool selected(const std::string& label) {
   static const char* only = std::getenv("TG_BENCH_ONLY");
-  return only == nullptr || label.find(only) != std::string::npos;
+  if (only == nullptr) return true;
+  const std::string parts = only;
+  for (std::size_t b = 0;;) {
+    const std::size_t e = parts.find('|', b);
+    if (label.find(parts.substr(b, e == std::string::npos ? std::string::npos : e - b)) != std::string::npos) return true;
+    if (e == std::string::npos) return false;
+    b = e + 1;
+  }
 }
 
 /// Holds the stream for `ns` nanoseconds (one thread), so that the host can queue work
