@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -24,12 +25,12 @@ namespace tgb {
 inline bool selected(const std::string& label) {
   static const char* only = std::getenv("TG_BENCH_ONLY");
   if (only == nullptr) return true;
-  const std::string parts = only;
-  for (std::size_t b = 0;;) {
-    const std::size_t e = parts.find('|', b);
-    if (label.find(parts.substr(b, e == std::string::npos ? std::string::npos : e - b)) != std::string::npos) return true;
-    if (e == std::string::npos) return false;
-    b = e + 1;
+  std::string_view rest = only;
+  for (;;) {
+    const std::size_t e = rest.find('|');
+    if (std::string_view(label).find(rest.substr(0, e)) != std::string_view::npos) return true;
+    if (e == std::string_view::npos) return false;
+    rest.remove_prefix(e + 1);
   }
 }
 
