@@ -1,106 +1,91 @@
 #include "ops/attention/kernel_choice.h"
 
 #include <atomic>
+#include <mutex>
 
 #include "ops/common.h"
 
 namespace tg::ops::attn {
 namespace {
 
-std::atomic<FwdKernel> g_fwd{FwdKernel::Auto};
-std::atomic<BwdKernel> g_bwd{BwdKernel::Auto};
-std::atomic<TileHeight> g_tiles{TileHeight::Auto};
-std::atomic<FwdSchedule> g_schedule{FwdSchedule::Auto};
-std::atomic<FwdKeys> g_keys{FwdKeys::Auto};
-std::atomic<FwdRows> g_rows{FwdRows::Auto};
+// One knob: a process-wide forced value (Auto: none), else the environment variable's
+// choice of two values (read once), else the default.
+template <typename E>
+class Choice {
+ public:
+  Choice(const char* env, const char* first, const char* second, E v1, E v2, E fallback)
+      : env_(env), first_(first), second_(second), v1_(v1), v2_(v2), fallback_(fallback) {}
+
+  void set(E e) { forced_.store(e, std::memory_order_relaxed); }
+
+  // Throws tg::ValueError naming the variable when it holds neither choice (every call).
+  E get() {
+    const E k = forced_.load(std::memory_order_relaxed);
+    if (k != E::Auto) return k;
+    std::call_once(read_, [this] { from_env_ = env_choice("flash_attention", env_, first_, second_); });
+    return from_env_ == 1 ? v1_ : from_env_ == 2 ? v2_ : fallback_;
+  }
+
+ private:
+  std::atomic<E> forced_{E::Auto};
+  std::once_flag read_;
+  int from_env_ = 0;
+  const char *env_, *first_, *second_;
+  E v1_, v2_, fallback_;
+};
+
+Choice<FwdKernel> g_fwd{"TG_ATTENTION_FWD", "mma", "wgmma", FwdKernel::Mma, FwdKernel::Wgmma, kDefaultFwdKernel};
+Choice<BwdKernel> g_bwd{"TG_ATTENTION_BWD", "mma", "wgmma", BwdKernel::Mma, BwdKernel::Wgmma, kDefaultBwdKernel};
+Choice<TileHeight> g_tiles{"TG_ATTENTION_TILES", "full", "half", TileHeight::Full, TileHeight::Half,
+                           TileHeight::Auto};
+Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap", FwdSchedule::Serial,
+                               FwdSchedule::Overlap, kDefaultFwdSchedule};
+Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128, kDefaultFwdKeys};
+Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192, kDefaultFwdRows};
+
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
     g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0};
 
-int kernel_from_environment(const char* name) { return env_choice("flash_attention", name, "mma", "wgmma"); }
+std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
+void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace
 
-void set_fwd_kernel(FwdKernel k) { g_fwd.store(k, std::memory_order_relaxed); }
+void set_fwd_kernel(FwdKernel k) { g_fwd.set(k); }
+FwdKernel fwd_kernel() { return g_fwd.get(); }
 
-FwdKernel fwd_kernel() {
-  const FwdKernel k = g_fwd.load(std::memory_order_relaxed);
-  if (k != FwdKernel::Auto) return k;
-  static const int env = kernel_from_environment("TG_ATTENTION_FWD");
-  return env == 1 ? FwdKernel::Mma : env == 2 ? FwdKernel::Wgmma : kDefaultFwdKernel;
-}
-
-std::int64_t wgmma_fwd_launches() { return g_wgmma_fwd.load(std::memory_order_relaxed); }
-
-std::int64_t wgmma_fwd_narrow_launches() { return g_wgmma_fwd_narrow.load(std::memory_order_relaxed); }
-
+std::int64_t wgmma_fwd_launches() { return count(g_wgmma_fwd); }
+std::int64_t wgmma_fwd_narrow_launches() { return count(g_wgmma_fwd_narrow); }
 void note_wgmma_fwd_launch(bool narrow) {
-  g_wgmma_fwd.fetch_add(1, std::memory_order_relaxed);
-  if (narrow) g_wgmma_fwd_narrow.fetch_add(1, std::memory_order_relaxed);
+  bump(g_wgmma_fwd);
+  if (narrow) bump(g_wgmma_fwd_narrow);
 }
 
-void set_fwd_schedule(FwdSchedule s) { g_schedule.store(s, std::memory_order_relaxed); }
+void set_fwd_schedule(FwdSchedule s) { g_schedule.set(s); }
+FwdSchedule fwd_schedule() { return g_schedule.get(); }
+std::int64_t wgmma_fwd_overlap_launches() { return count(g_wgmma_fwd_overlap); }
+void note_wgmma_fwd_overlap_launch() { bump(g_wgmma_fwd_overlap); }
 
-FwdSchedule fwd_schedule() {
-  const FwdSchedule s = g_schedule.load(std::memory_order_relaxed);
-  if (s != FwdSchedule::Auto) return s;
-  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap");
-  return env == 1 ? FwdSchedule::Serial : env == 2 ? FwdSchedule::Overlap : kDefaultFwdSchedule;
-}
+void set_fwd_keys(FwdKeys k) { g_keys.set(k); }
+FwdKeys fwd_keys() { return g_keys.get(); }
+std::int64_t wgmma_fwd_wide_key_launches() { return count(g_wgmma_fwd_wide_key); }
+void note_wgmma_fwd_wide_key_launch() { bump(g_wgmma_fwd_wide_key); }
 
-std::int64_t wgmma_fwd_overlap_launches() { return g_wgmma_fwd_overlap.load(std::memory_order_relaxed); }
+void set_fwd_rows(FwdRows r) { g_rows.set(r); }
+FwdRows fwd_rows() { return g_rows.get(); }
+std::int64_t wgmma_fwd_tall_launches() { return count(g_wgmma_fwd_tall); }
+void note_wgmma_fwd_tall_launch() { bump(g_wgmma_fwd_tall); }
 
-void note_wgmma_fwd_overlap_launch() { g_wgmma_fwd_overlap.fetch_add(1, std::memory_order_relaxed); }
+void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
+BwdKernel bwd_kernel() { return g_bwd.get(); }
 
-void set_fwd_keys(FwdKeys k) { g_keys.store(k, std::memory_order_relaxed); }
+void set_tile_height(TileHeight h) { g_tiles.set(h); }
+TileHeight tile_height() { return g_tiles.get(); }
 
-FwdKeys fwd_keys() {
-  const FwdKeys k = g_keys.load(std::memory_order_relaxed);
-  if (k != FwdKeys::Auto) return k;
-  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_KEYS", "64", "128");
-  return env == 1 ? FwdKeys::K64 : env == 2 ? FwdKeys::K128 : kDefaultFwdKeys;
-}
+std::int64_t wgmma_bwd_launches() { return count(g_wgmma_bwd); }
+void note_wgmma_bwd_launch() { bump(g_wgmma_bwd); }
 
-std::int64_t wgmma_fwd_wide_key_launches() { return g_wgmma_fwd_wide_key.load(std::memory_order_relaxed); }
-
-void note_wgmma_fwd_wide_key_launch() { g_wgmma_fwd_wide_key.fetch_add(1, std::memory_order_relaxed); }
-
-void set_fwd_rows(FwdRows r) { g_rows.store(r, std::memory_order_relaxed); }
-
-FwdRows fwd_rows() {
-  const FwdRows r = g_rows.load(std::memory_order_relaxed);
-  if (r != FwdRows::Auto) return r;
-  static const int env = env_choice("flash_attention", "TG_ATTENTION_FWD_ROWS", "128", "192");
-  return env == 1 ? FwdRows::R128 : env == 2 ? FwdRows::R192 : kDefaultFwdRows;
-}
-
-std::int64_t wgmma_fwd_tall_launches() { return g_wgmma_fwd_tall.load(std::memory_order_relaxed); }
-
-void note_wgmma_fwd_tall_launch() { g_wgmma_fwd_tall.fetch_add(1, std::memory_order_relaxed); }
-
-void set_bwd_kernel(BwdKernel k) { g_bwd.store(k, std::memory_order_relaxed); }
-
-BwdKernel bwd_kernel() {
-  const BwdKernel k = g_bwd.load(std::memory_order_relaxed);
-  if (k != BwdKernel::Auto) return k;
-  static const int env = kernel_from_environment("TG_ATTENTION_BWD");
-  return env == 1 ? BwdKernel::Mma : env == 2 ? BwdKernel::Wgmma : kDefaultBwdKernel;
-}
-
-void set_tile_height(TileHeight h) { g_tiles.store(h, std::memory_order_relaxed); }
-
-TileHeight tile_height() {
-  const TileHeight h = g_tiles.load(std::memory_order_relaxed);
-  if (h != TileHeight::Auto) return h;
-  static const int env = env_choice("flash_attention", "TG_ATTENTION_TILES", "full", "half");
-  return env == 1 ? TileHeight::Full : env == 2 ? TileHeight::Half : TileHeight::Auto;
-}
-
-std::int64_t wgmma_bwd_launches() { return g_wgmma_bwd.load(std::memory_order_relaxed); }
-
-void note_wgmma_bwd_launch() { g_wgmma_bwd.fetch_add(1, std::memory_order_relaxed); }
-
-std::int64_t narrow_kv_launches() { return g_narrow_kv.load(std::memory_order_relaxed); }
-
-void note_narrow_kv_launch() { g_narrow_kv.fetch_add(1, std::memory_order_relaxed); }
+std::int64_t narrow_kv_launches() { return count(g_narrow_kv); }
+void note_narrow_kv_launch() { bump(g_narrow_kv); }
 
 }  // namespace tg::ops::attn
