@@ -117,6 +117,8 @@ int main() {
               "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
               at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
               at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
+  std::printf("Hopper kv pass at D 128: dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+              at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
   std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s", "fwd+bwd ms",
               "fwd+bwd TF/s", "%ceiling");
   const std::int64_t bh = kBatch * kHeads;

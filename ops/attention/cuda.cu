@@ -39,7 +39,7 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
-template <typename T, int D, bool kGeneral, int BN>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -467,12 +467,16 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
-          if (narrow)
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow>)(a, ldp, pad, kv_work->col_items, st);
-          else
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN> : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN>)(
+          if (narrow) {
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false>)(a, ldp, pad, kv_work->col_items, st);
+          } else if (d == 128 && !general && bwd_dq() == BwdDq::Columns) {
+            note_wgmma_bwd_dq_columns_launch();
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
+          } else {
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false> : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(
                 a, ldp, pad, kv_work->col_items, st);
+          }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});
         else launch(std::integral_constant<int, 128>{});

@@ -42,9 +42,10 @@ Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap",
                                FwdSchedule::Overlap, kDefaultFwdSchedule};
 Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128, kDefaultFwdKeys};
 Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192, kDefaultFwdRows};
+Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};
 
 std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
 void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
@@ -78,6 +79,11 @@ void note_wgmma_fwd_tall_launch() { bump(g_wgmma_fwd_tall); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
 BwdKernel bwd_kernel() { return g_bwd.get(); }
+
+void set_bwd_dq(BwdDq s) { g_dq.set(s); }
+BwdDq bwd_dq() { return g_dq.get(); }
+std::int64_t wgmma_bwd_dq_columns_launches() { return count(g_wgmma_bwd_dq_columns); }
+void note_wgmma_bwd_dq_columns_launch() { bump(g_wgmma_bwd_dq_columns); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }

@@ -121,6 +121,31 @@ void set_bwd_kernel(BwdKernel k);
 /// it holds anything but `mma` or `wgmma`.
 BwdKernel bwd_kernel();
 
+/// How the Hopper kv pass at D 128 on 128-key tiles (without the general transform) splits
+/// dQ = dS K between its two warpgroups. Keys: each computes all D columns over its own 64
+/// keys (two f32 partials a step reduced into the workspace). Columns: each computes half
+/// the columns over all 128 keys from both warpgroups' dSᵀ (double-buffered, one CTA
+/// barrier a step): half the reduction traffic and 32 fewer accumulator registers. Auto:
+/// the environment variable TG_ATTENTION_BWD_DQ (`keys` or `columns`) when set, else
+/// kDefaultBwdDq.
+enum class BwdDq { Auto, Keys, Columns };
+
+/// What Auto means without TG_ATTENTION_BWD_DQ (the measured one).
+constexpr BwdDq kDefaultBwdDq = BwdDq::Keys;
+
+/// Forces the split of later Hopper kv passes (process-wide; Auto restores the default).
+void set_bwd_dq(BwdDq s);
+
+/// The split in effect, Auto resolved: Keys or Columns. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_DQ when it holds anything but `keys` or `columns`.
+BwdDq bwd_dq();
+
+/// Hopper kv passes run with dQ by columns since the process started.
+std::int64_t wgmma_bwd_dq_columns_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_bwd_dq_columns_launch();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable

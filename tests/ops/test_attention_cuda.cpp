@@ -734,6 +734,51 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   }
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (cuda_compute_capability(0) != 90)
+    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  namespace at = ops::attn;
+  struct Restore {
+    ~Restore() {
+      at::set_bwd_kernel(at::BwdKernel::Auto);
+      at::set_bwd_dq(at::BwdDq::Auto);
+    }
+  } restore;
+  at::set_bwd_kernel(at::BwdKernel::Wgmma);
+  at::set_bwd_dq(at::BwdDq::Columns);
+  const std::int64_t cols0 = at::wgmma_bwd_dq_columns_launches(), narrow0 = at::narrow_kv_launches();
+  // D 128: the 128-key tiles split dQ by columns (key tiles that one warpgroup does not see
+  // included: causal and window diagonals, random 32 x 128 blocks), 64-key tiles keep keys
+  const std::int64_t runs = run_hopper_cases(128);
+  const std::int64_t narrow = at::narrow_kv_launches() - narrow0;
+  CHECK(narrow > 0);
+  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow);
+  // long and short key and query lists (both dSᵀ buffers reused many times, partial tiles)
+  for (std::int64_t sq : {40, 1000}) {
+    Shape4 sh;
+    sh.B = 1;
+    sh.Hq = sh.Hkv = 2;
+    sh.sq = sq;
+    sh.sk = 1090 - sq;
+    sh.d = sh.dv = 128;
+    AttentionOptions o;
+    o.causal = sq > 500;
+    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(95 + sq)),
+               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16});
+  }
+  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow + 2);
+  // D 64 and the general transform keep dQ by keys
+  const std::int64_t mid = at::wgmma_bwd_dq_columns_launches();
+  run_hopper_cases(64);
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps dQ by keys", make_inputs(general_shape(128), 96), AttentionPattern::dense(256, 256, 64),
+             cap, {DType::bf16});
+  CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {

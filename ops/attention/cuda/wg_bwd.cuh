@@ -20,6 +20,13 @@
 //                         the f32 workspace as TMA reductions (one per 32 columns)
 // dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
 //
+// kDqCols (D 128, 128-key tiles; kernel_choice.h's BwdDq): dQ split by columns instead: each
+// warpgroup stores its dSᵀ into this step's buffer of two, one CTA barrier, then warpgroup g
+// computes dQ's columns 64g .. 64g + 63 over all 128 keys (half the f32 reduction traffic,
+// 32 fewer accumulators). No warpgroup skips a step there (an invisible tile gives dS = 0),
+// so both reach every barrier; a buffer is rewritten two steps on, after both warpgroups
+// passed the barrier between, i.e. after their products that read it completed.
+//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -53,7 +60,7 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
@@ -72,19 +79,28 @@ struct WgBwdConfig {
   static constexpr int kOBytes = BM * DV * 2;
   static constexpr int kLdBytes = BM * 8;      // (lse, D) pairs of a stage
   static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
-  /// dQ of a warpgroup as D / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
-  static constexpr int kDqBox = 64 * 128, kDqBytes = D / 32 * kDqBox;
-  static constexpr int kTiles = kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBytes + kDqBytes);
+  /// dQ by columns (kDqCols, D 128 and 128-key tiles): warpgroup g computes dQ's columns
+  /// 64g .. 64g + 63 over all BN keys, from every warpgroup's dSᵀ (two buffers of them,
+  /// alternating by step); by keys (default), dQ's D columns over its own 64 keys.
+  static constexpr bool kDqCols = kDqCols_;
+  static_assert(!kDqCols || (D == 128 && BN == 128), "dQ by columns: D 128, 128-key tiles");
+  static constexpr int kSBuffers = kDqCols ? 2 : 1;
+  static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
+  static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // first of them, a multiple of the warpgroup
+  /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
+  static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
+  static constexpr int kTiles =
+      kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBuffers * kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
-template <typename T, int D_, bool kGeneral, int BN_>
-__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinBlocks)
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false>
+__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -95,7 +111,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
   const std::uint32_t sK = base, sV = sK + Cfg::kKBytes, sQ = sV + Cfg::kVBytes, sO = sQ + NS * Cfg::kQBytes;
-  const std::uint32_t sS = sO + NS * Cfg::kOBytes, sDQ = sS + Cfg::NG * Cfg::kSBytes;
+  const std::uint32_t sS = sO + NS * Cfg::kOBytes, sDQ = sS + Cfg::NG * Cfg::kSBuffers * Cfg::kSBytes;
   const std::uint32_t sLD = base + Cfg::kTiles;
   const float2* ldg = reinterpret_cast<const float2*>(gen + Cfg::kTiles);  // [NS][BM]
 
@@ -192,7 +208,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     bool any = true;
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-      any = group_any(vis != 0, group_bar);
+      // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
+      if constexpr (!kDqCols) any = group_any(vis != 0, group_bar);
     }
     if (!any) {
       release([] {});
@@ -281,7 +298,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     mma_ab_nmajor<T, D>(acc_dk, da, sQs);
     wg::commit();
     // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
-    unsigned char* sSgen = gen + (sSg - base);
+    // (by columns, into this step's buffer: the other warpgroup may still read the last one)
+    const std::uint32_t sSw = kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
+    unsigned char* sSgen = gen + (sSw - base);
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
       const int r = warp * 16 + g;
@@ -289,18 +308,36 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
       *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
     }
     wg::fence_proxy_async();
-    sync_group(group_bar);
+    if constexpr (kDqCols) {
+      sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
+    } else {
+      sync_group(group_bar);
+    }
 
-    // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
-    // N-major (its 64-column halves BN lines apart)
-    float dq[D / 2];
+    constexpr int DQN = Cfg::DQN;
+    float dq[DQN / 2];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+    for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
     wg::fence();
+    if constexpr (kDqCols) {
+      // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
+      // warpgroup that owns keys 16kk .., read M-major; K's 64-column half g, N-major
+      const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
+      const std::uint32_t sKc = sK + static_cast<std::uint32_t>(group_u) * BN * 128u;
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
-      wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u));
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
+        wg::mma_ss<T, DQN, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
+                                 wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u));
+      }
+    } else {
+      // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
+      // N-major (its 64-column halves BN lines apart)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
+        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u));
+      }
     }
     wg::commit();
     wg::wait<0>();
@@ -319,7 +356,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     for (int hf = 0; hf < 2; ++hf) {
       const int r = warp * 16 + g + hf * 8;
 #pragma unroll
-      for (int nt = 0; nt < D / 8; ++nt) {
+      for (int nt = 0; nt < DQN / 8; ++nt) {
         const int chunk = (nt & 3) * 2 + (t >> 1);
         *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
             make_float2(dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
@@ -328,8 +365,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral>::kMinB
     wg::fence_proxy_async();
     release([&] {
 #pragma unroll
-      for (int j = 0; j < D / 32; ++j)
-        tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, 32 * j, i0, bh);
+      for (int j = 0; j < DQN / 32; ++j) {
+        tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * group_u + 32 * j,
+                           i0, bh);
+      }
       tma::bulk_commit();
     });
     }

@@ -48,6 +48,12 @@ __device__ __forceinline__ bool group_any(bool pred, int group) {
   return r != 0;
 }
 
+/// Barrier among the first `count` threads of the CTA on named barrier `id` (ids 1 .. 1 + NG
+/// are the warpgroups' own).
+__device__ __forceinline__ void sync_named(int id, int count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 /// Barrier among the 128 threads of warpgroup `group` (named barrier 1 + group).
 __device__ __forceinline__ void sync_group(int group) { asm volatile("bar.sync %0, 128;\n" ::"r"(group + 1) : "memory"); }
 
