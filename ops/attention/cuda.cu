@@ -474,8 +474,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             note_wgmma_bwd_dq_columns_launch();
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false> : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(
-                a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(a, ldp, pad, kv_work->col_items, st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -9,11 +9,12 @@ namespace tg::ops::attn {
 namespace {
 
 // One knob: a process-wide forced value (Auto: none), else the environment variable's
-// choice of two values (read once), else the default.
+// choice of two values (read once), else the default. Constant-initialised, so usable from
+// other translation units' static initialisers.
 template <typename E>
 class Choice {
  public:
-  Choice(const char* env, const char* first, const char* second, E v1, E v2, E fallback)
+  constexpr Choice(const char* env, const char* first, const char* second, E v1, E v2, E fallback)
       : env_(env), first_(first), second_(second), v1_(v1), v2_(v2), fallback_(fallback) {}
 
   void set(E e) { forced_.store(e, std::memory_order_relaxed); }
@@ -34,15 +35,19 @@ class Choice {
   E v1_, v2_, fallback_;
 };
 
-Choice<FwdKernel> g_fwd{"TG_ATTENTION_FWD", "mma", "wgmma", FwdKernel::Mma, FwdKernel::Wgmma, kDefaultFwdKernel};
-Choice<BwdKernel> g_bwd{"TG_ATTENTION_BWD", "mma", "wgmma", BwdKernel::Mma, BwdKernel::Wgmma, kDefaultBwdKernel};
-Choice<TileHeight> g_tiles{"TG_ATTENTION_TILES", "full", "half", TileHeight::Full, TileHeight::Half,
-                           TileHeight::Auto};
-Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap", FwdSchedule::Serial,
-                               FwdSchedule::Overlap, kDefaultFwdSchedule};
-Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128, kDefaultFwdKeys};
-Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192, kDefaultFwdRows};
-Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
+constinit Choice<FwdKernel> g_fwd{"TG_ATTENTION_FWD", "mma", "wgmma", FwdKernel::Mma, FwdKernel::Wgmma,
+                                  kDefaultFwdKernel};
+constinit Choice<BwdKernel> g_bwd{"TG_ATTENTION_BWD", "mma", "wgmma", BwdKernel::Mma, BwdKernel::Wgmma,
+                                  kDefaultBwdKernel};
+constinit Choice<TileHeight> g_tiles{"TG_ATTENTION_TILES", "full", "half", TileHeight::Full, TileHeight::Half,
+                                     TileHeight::Auto};
+constinit Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap", FwdSchedule::Serial,
+                                         FwdSchedule::Overlap, kDefaultFwdSchedule};
+constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128,
+                                 kDefaultFwdKeys};
+constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
+                                 kDefaultFwdRows};
+constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
     g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};

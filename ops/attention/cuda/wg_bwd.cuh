@@ -299,7 +299,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     wg::commit();
     // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
     // (by columns, into this step's buffer: the other warpgroup may still read the last one)
-    const std::uint32_t sSw = kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
+    const std::uint32_t sSw =
+        kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
     unsigned char* sSgen = gen + (sSw - base);
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
