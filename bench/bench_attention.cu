@@ -8,10 +8,12 @@
 // counted exactly on the host from the pattern and causal / window. The bf16 GEMM rate of
 // tg::matmul (cuBLAS) at 8192³, measured in the same run, is printed as the ceiling.
 // Peers (PyTorch SDPA, FlexAttention) are timed by bench/attention_peers.py with the same
-// shapes and patterns and the same table.
+// shapes and patterns and the same table. TG_ATTENTION_SWEEP=1 times every variant of the
+// Hopper kernels (kernel_choice.h) on each case instead, one after another in one process.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -104,23 +106,90 @@ double gemm_ceiling() {
   return 2.0 * static_cast<double>(n) * n * n / ms / 1e9;
 }
 
+struct Timing {
+  double fwd_ms = 0, both_ms = 0;
+};
+
+// Forward alone (no autograd), then forward + backward, of one case.
+Timing time_case(const tg::Tensor& q, const tg::Tensor& k, const tg::Tensor& v, const tg::Tensor& dout,
+                 const tg::AttentionPattern& pattern, const tg::AttentionOptions& o) {
+  Timing t;
+  {
+    tg::NoGradGuard ng;
+    t.fwd_ms = tgb::time_ms([&] { (void)tg::flash_attention(q, k, v, pattern, o); }, 3, 30);
+  }
+  tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+  t.both_ms = tgb::time_ms(
+      [&] {
+        tg::flash_attention(qg, kg, vg, pattern, o).backward(dout);
+        qg.zero_grad();
+        kg.zero_grad();
+        vg.zero_grad();
+      },
+      2, 20);
+  return t;
+}
+
+namespace at = tg::ops::attn;
+
+// A setting of the Hopper kernels' variant knobs (kernel_choice.h).
+struct Variant {
+  const char* name;
+  at::FwdSchedule schedule;
+  at::FwdKeys keys;
+  at::FwdRows rows;
+  at::BwdDq dq;
+  void apply() const {
+    at::set_fwd_schedule(schedule);
+    at::set_fwd_keys(keys);
+    at::set_fwd_rows(rows);
+    at::set_bwd_dq(dq);
+  }
+};
+
+// TG_ATTENTION_SWEEP=1: every variant on each case in turn, in one process (A/B on the same
+// inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
+const std::vector<Variant>& variants() {
+  using S = at::FwdSchedule;
+  using K = at::FwdKeys;
+  using R = at::FwdRows;
+  using Q = at::BwdDq;
+  static const std::vector<Variant> v{
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns},
+  };
+  return v;
+}
+
 }  // namespace
 
 int main() {
   const tg::Device gpu = tg::Device::cuda();
   const double ceiling = gemm_ceiling();
+  const char* sweep_env = std::getenv("TG_ATTENTION_SWEEP");
+  const bool sweep = sweep_env != nullptr && std::string(sweep_env) == "1";
   std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
-  namespace at = tg::ops::attn;
-  std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
-              "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
-              at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
-              at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
-  std::printf("Hopper kv pass at D 128: dQ by %s (TG_ATTENTION_BWD_DQ)\n",
-              at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
-  std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s", "fwd+bwd ms",
-              "fwd+bwd TF/s", "%ceiling");
+  if (sweep) {
+    std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), ratios to the first\n");
+    std::printf("%-30s %4s %-28s %9s %11s %7s %7s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s", "fwd x",
+                "both x");
+  } else {
+    std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
+                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
+                at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
+                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
+    std::printf("Hopper kv pass at D 128: dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+                at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
+    std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
+                "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
+  }
   const std::int64_t bh = kBatch * kHeads;
   for (std::int64_t d : {64, 128}) {
     const tg::TensorOptions bf{.dtype = tg::DType::bf16, .device = gpu};
@@ -135,25 +204,32 @@ int main() {
       const double pairs = attended_pairs(c.pattern, o) * static_cast<double>(bh);
       const double density = pairs / (static_cast<double>(bh) * kSeq * kSeq);
       const double fwd_flops = 4.0 * static_cast<double>(d) * pairs;
-      double fwd_ms = 0;
-      {
-        tg::NoGradGuard ng;
-        fwd_ms = tgb::time_ms([&] { (void)tg::flash_attention(q, k, v, c.pattern, o); }, 3, 30);
+      if (sweep) {
+        Timing base;
+        for (std::size_t vi = 0; vi < variants().size(); ++vi) {
+          const Variant& var = variants()[vi];
+          var.apply();
+          const Timing t = time_case(q, k, v, dout, c.pattern, o);
+          if (vi == 0) base = t;
+          std::printf("%-30s %4lld %-28s %9.1f %11.1f %7.3f %7.3f\n", c.name.c_str(), static_cast<long long>(d),
+                      var.name, fwd_flops / t.fwd_ms / 1e9, 3.5 * fwd_flops / t.both_ms / 1e9, base.fwd_ms / t.fwd_ms,
+                      base.both_ms / t.both_ms);
+          std::fflush(stdout);
+        }
+        continue;
       }
-      tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
-      const double both_ms = tgb::time_ms(
-          [&] {
-            tg::flash_attention(qg, kg, vg, c.pattern, o).backward(dout);
-            qg.zero_grad();
-            kg.zero_grad();
-            vg.zero_grad();
-          },
-          2, 20);
-      const double fwd_tf = fwd_flops / fwd_ms / 1e9, both_tf = 3.5 * fwd_flops / both_ms / 1e9;
+      const Timing t = time_case(q, k, v, dout, c.pattern, o);
+      const double fwd_tf = fwd_flops / t.fwd_ms / 1e9, both_tf = 3.5 * fwd_flops / t.both_ms / 1e9;
       std::printf("%-30s %4lld %8.3f %9.3f %9.1f %11.3f %11.1f %8.1f%%\n", c.name.c_str(), static_cast<long long>(d),
-                  density, fwd_ms, fwd_tf, both_ms, both_tf, 100.0 * both_tf / ceiling);
+                  density, t.fwd_ms, fwd_tf, t.both_ms, both_tf, 100.0 * both_tf / ceiling);
       std::fflush(stdout);
     }
+  }
+  if (sweep) {
+    at::set_fwd_schedule(at::FwdSchedule::Auto);
+    at::set_fwd_keys(at::FwdKeys::Auto);
+    at::set_fwd_rows(at::FwdRows::Auto);
+    at::set_bwd_dq(at::BwdDq::Auto);
   }
   return 0;
 }
