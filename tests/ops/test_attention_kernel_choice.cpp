@@ -1,0 +1,45 @@
+// Tests of the attention kernel-choice knobs (ops/attention/kernel_choice.h): a forced
+// value wins, Auto goes back to the environment or the default. Host-only.
+#include <cstdlib>
+
+#include "ops/attention/kernel_choice.h"
+#include "util.h"
+
+using namespace tg;
+namespace at = tg::ops::attn;
+
+namespace {
+
+// Forces each of `values` through `set`, checks `get` returns it, then restores Auto and
+// checks the default (where the environment variable `env` is unset, else its choice).
+template <typename E, typename Set, typename Get>
+void check_knob(const char* env, Set set, Get get, std::initializer_list<E> values, E fallback) {
+  INFO(env);
+  for (E v : values) {
+    set(v);
+    CHECK(get() == v);
+  }
+  set(E::Auto);
+  const char* held = std::getenv(env);
+  if (held == nullptr || *held == '\0') CHECK(get() == fallback);
+  CHECK((get() != E::Auto || fallback == E::Auto));  // Auto resolved, except TileHeight's per-problem choice
+}
+
+}  // namespace
+
+TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the default", "[ops][attention]") {
+  check_knob<at::FwdKernel>("TG_ATTENTION_FWD", at::set_fwd_kernel, at::fwd_kernel,
+                            {at::FwdKernel::Mma, at::FwdKernel::Wgmma}, at::kDefaultFwdKernel);
+  check_knob<at::BwdKernel>("TG_ATTENTION_BWD", at::set_bwd_kernel, at::bwd_kernel,
+                            {at::BwdKernel::Mma, at::BwdKernel::Wgmma}, at::kDefaultBwdKernel);
+  check_knob<at::TileHeight>("TG_ATTENTION_TILES", at::set_tile_height, at::tile_height,
+                             {at::TileHeight::Full, at::TileHeight::Half}, at::TileHeight::Auto);
+  check_knob<at::FwdSchedule>("TG_ATTENTION_FWD_SCHEDULE", at::set_fwd_schedule, at::fwd_schedule,
+                              {at::FwdSchedule::Overlap, at::FwdSchedule::Serial}, at::kDefaultFwdSchedule);
+  check_knob<at::FwdKeys>("TG_ATTENTION_FWD_KEYS", at::set_fwd_keys, at::fwd_keys,
+                          {at::FwdKeys::K128, at::FwdKeys::K64}, at::kDefaultFwdKeys);
+  check_knob<at::FwdRows>("TG_ATTENTION_FWD_ROWS", at::set_fwd_rows, at::fwd_rows,
+                          {at::FwdRows::R192, at::FwdRows::R128}, at::kDefaultFwdRows);
+  check_knob<at::BwdDq>("TG_ATTENTION_BWD_DQ", at::set_bwd_dq, at::bwd_dq, {at::BwdDq::Columns, at::BwdDq::Keys},
+                        at::kDefaultBwdDq);
+}
