@@ -86,7 +86,7 @@ struct WgBwdConfig {
   static_assert(!kDqCols || (D == 128 && BN == 128), "dQ by columns: D 128, 128-key tiles");
   static constexpr int kSBuffers = kDqCols ? 2 : 1;
   static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
-  static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // first of them, a multiple of the warpgroup
+  static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
   static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
   static constexpr int kTiles =
