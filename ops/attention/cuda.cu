@@ -39,7 +39,7 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
+template <typename T, int D, bool kGeneral, int BN, int kDq>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -384,7 +384,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const std::int64_t rows = p.bhq * p.sq;
   Tensor delta = empty({p.bhq, p.sq}, {.dtype = DType::f32, .device = dev});
   const bool wgmma_kv = !simt && use_wgmma_bwd(p, dev.index);
-  const std::int64_t sq_pad = (p.sq + 63) / 64 * 64;
+  // the Hopper kv pass on 128-query tiles (kernel_choice.h's BwdRows): D 64, plain scores
+  const bool tall = wgmma_kv && p.d == 64 && !general && bwd_rows() == BwdRows::R128;
+  const std::int64_t kv_rows = tall ? kBwdKvTallBM : 64;  // its query tiles read whole tiles of ld
+  const std::int64_t sq_pad = (p.sq + kv_rows - 1) / kv_rows * kv_rows;
   Tensor ld;
   if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
   const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
@@ -424,10 +427,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     TG_CUDA_CHECK_LAST();
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
-    const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
+    const int kv_bm = tall ? kBwdKvTallBM : wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
     bool narrow = false;
-    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
+    if (p.d == p.dv && !tall) {  // the 64-key instantiations exist for D = Dv
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
@@ -468,14 +471,18 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
           if (narrow) {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false>)(a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, kDqByKeys>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, kDqByKeys>)(a, ldp, pad, kv_work->col_items,
+                                                                                    st);
+          } else if (tall) {
+            note_wgmma_bwd_tall_launch();
+            launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, kDqByRows>(a, ldp, pad, kv_work->col_items, st);
           } else if (d == 128 && !general && bwd_dq() == BwdDq::Columns) {
             note_wgmma_bwd_dq_columns_launch();
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, kDqByColumns>(a, ldp, pad, kv_work->col_items, st);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, kDqByKeys>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, kDqByKeys>)(a, ldp, pad, kv_work->col_items, st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -146,6 +146,31 @@ std::int64_t wgmma_bwd_dq_columns_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_bwd_dq_columns_launch();
 
+/// Query tiles of the Hopper kv pass at D 64 without the general transform. R64: 64 queries
+/// a step (on 64-key tiles, three CTAs an SM). R128: 128 queries a step on 128-key tiles, one
+/// CTA an SM; each warpgroup's Sᵀ and dPᵀ are m64n128 products (half the shared-memory
+/// reads a product of the 64-query ones, which shared memory bounds), and dQ is split by
+/// query rows between the warpgroups from both their dSᵀ. Auto: the environment variable
+/// TG_ATTENTION_BWD_ROWS (`64` or `128`) when set, else kDefaultBwdRows.
+enum class BwdRows { Auto, R64, R128 };
+
+/// What Auto means without TG_ATTENTION_BWD_ROWS (the measured one).
+constexpr BwdRows kDefaultBwdRows = BwdRows::R64;
+
+/// Forces the query tiles of later Hopper kv passes at D 64 (process-wide; Auto restores the
+/// default).
+void set_bwd_rows(BwdRows r);
+
+/// The setting in effect, Auto resolved: R64 or R128. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_ROWS when it holds anything but `64` or `128`.
+BwdRows bwd_rows();
+
+/// Hopper kv passes run on 128-query tiles since the process started.
+std::int64_t wgmma_bwd_tall_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_bwd_tall_launch();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable

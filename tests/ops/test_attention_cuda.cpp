@@ -779,6 +779,50 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass on 128-query tiles matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (cuda_compute_capability(0) != 90)
+    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  namespace at = ops::attn;
+  struct Restore {
+    ~Restore() {
+      at::set_bwd_kernel(at::BwdKernel::Auto);
+      at::set_bwd_rows(at::BwdRows::Auto);
+    }
+  } restore;
+  at::set_bwd_kernel(at::BwdKernel::Wgmma);
+  at::set_bwd_rows(at::BwdRows::R128);
+  const std::int64_t tall0 = at::wgmma_bwd_tall_launches(), narrow0 = at::narrow_kv_launches();
+  // D 64: every Hopper case on 128 x 128 tiles (tiles one warpgroup or one query half does not
+  // see included: causal and window diagonals, random blocks, lengths, segments), none narrow
+  const std::int64_t runs = run_hopper_cases(64);
+  CHECK(at::wgmma_bwd_tall_launches() - tall0 == runs);
+  CHECK(at::narrow_kv_launches() == narrow0);
+  // long and short query lists (both dSᵀ buffers reused many times), query tiles past sq (the
+  // (lse, D) table padded to whole 128-row tiles), a key tile past sk
+  for (std::int64_t sq : {40, 100, 1000}) {
+    Shape4 sh;
+    sh.B = 1;
+    sh.Hq = sh.Hkv = 2;
+    sh.sq = sq;
+    sh.sk = 1090 - sq;
+    sh.d = sh.dv = 64;
+    AttentionOptions o;
+    o.causal = sq > 500;
+    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(97 + sq)),
+               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16, DType::f16});
+  }
+  CHECK(at::wgmma_bwd_tall_launches() - tall0 == runs + 6);
+  // D 128 and the general transform keep 64-query tiles
+  const std::int64_t mid = at::wgmma_bwd_tall_launches();
+  run_hopper_cases(128);
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps 64-query tiles", make_inputs(general_shape(64), 98), AttentionPattern::dense(256, 256, 64),
+             cap, {DType::bf16});
+  CHECK(at::wgmma_bwd_tall_launches() == mid);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {
