@@ -141,6 +141,7 @@ struct Variant {
   at::FwdRows rows;
   at::BwdDq dq;
   at::BwdRows kv_rows;
+  at::FwdQ fwd_q;
   std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
@@ -148,6 +149,7 @@ struct Variant {
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
     at::set_bwd_rows(kv_rows);
+    at::set_fwd_q(fwd_q);
   }
 };
 
@@ -159,15 +161,19 @@ const std::vector<Variant>& variants() {
   using R = at::FwdRows;
   using Q = at::BwdDq;
   using KR = at::BwdRows;
+  using FQ = at::FwdQ;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, KR::R64, 0},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, KR::R64, 0},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, KR::R64, 0},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, KR::R64, 0},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, KR::R64, 64},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, KR::R64, 64},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, KR::R64, 128},
-      {"kv pass on 128-query tiles", S::Serial, K::K64, R::R128, Q::Keys, KR::R128, 64},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, KR::R64, FQ::Smem, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, KR::R64, FQ::Smem, 64},
+      {"Q in registers", S::Serial, K::K64, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
+      {"Q in registers, overlap", S::Overlap, K::K64, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
+      {"Q in registers, keys 128", S::Serial, K::K128, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, KR::R64, FQ::Smem, 128},
+      {"kv pass on 128-query tiles", S::Serial, K::K64, R::R128, Q::Keys, KR::R128, FQ::Smem, 64},
   };
   return v;
 }
@@ -188,9 +194,10 @@ int main() {
                 "both x");
   } else {
     std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
-                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
+                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS), Q in %s at D 64 (TG_ATTENTION_FWD_Q)\n",
                 at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
-                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
+                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128,
+                at::fwd_q() == at::FwdQ::Registers ? "registers" : "shared memory");
     std::printf("Hopper kv pass: dQ by %s at D 128 (TG_ATTENTION_BWD_DQ), query tiles of %d at D 64 "
                 "(TG_ATTENTION_BWD_ROWS)\n",
                 at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys", at::bwd_rows() == at::BwdRows::R128 ? 128 : 64);
@@ -239,6 +246,7 @@ int main() {
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
     at::set_bwd_rows(at::BwdRows::Auto);
+    at::set_fwd_q(at::FwdQ::Auto);
   }
   return 0;
 }

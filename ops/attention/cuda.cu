@@ -35,7 +35,7 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kQRegs>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
@@ -325,31 +325,44 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const bool g = is_general(p);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_wgmma_fwd_overlap_launch();
+        // Q in registers (kernel_choice.h's FwdQ): D 64, plain scores, 128-row tiles
+        const bool qregs = !g && p.d == 64 && wg_bm == kFwdBM && fwd_q() == FwdQ::Registers;
+        if (qregs) note_wgmma_fwd_qregs_launch();
         if (wg_bn == kFwdWideBN) {
           note_wgmma_fwd_wide_key_launch();
           if (wg_bm == kFwdTallBM) {
             note_wgmma_fwd_tall_launch();
-            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128>
-                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128, false>
+                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128, false>)(a, work->row_items, st);
+          } else if (p.d == 64 && qregs) {
+            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128, true>
+                     : launch_fwd_wgmma<T, 64, false, 128, false, 128, true>)(a, work->row_items, st);
           } else if (p.d == 64) {
-            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128>
-                     : launch_fwd_wgmma<T, 64, false, 128, false, 128>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128, false>
+                     : launch_fwd_wgmma<T, 64, false, 128, false, 128, false>)(a, work->row_items, st);
           } else {
-            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128>
-                     : launch_fwd_wgmma<T, 128, false, 128, false, 128>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128, false>
+                     : launch_fwd_wgmma<T, 128, false, 128, false, 128, false>)(a, work->row_items, st);
           }
           return;
         }
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
+          if constexpr (bm == kFwdBM) {
+            if (qregs) {
+              (overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64, true>
+                       : launch_fwd_wgmma<T, 64, false, bm, false, 64, true>)(a, work->row_items, st);
+              return;
+            }
+          }
           if (p.d == 64) {
-            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
-               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
-                         : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64, false>
+               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64, false>
+                         : launch_fwd_wgmma<T, 64, false, bm, false, 64, false>)(a, work->row_items, st);
           } else {
-            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
-               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
-                         : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64, false>
+               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64, false>
+                         : launch_fwd_wgmma<T, 128, false, bm, false, 64, false>)(a, work->row_items, st);
           }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});

@@ -101,6 +101,29 @@ std::int64_t wgmma_fwd_tall_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_fwd_tall_launch();
 
+/// Where the Hopper forward at D 64 (plain scores, 128-row tiles) keeps Q for S = Q Kᵀ. Smem:
+/// both operands from shared memory, whose bandwidth bounds an m64n64k16 product. Registers:
+/// each warpgroup reads its Q into registers once (16 a thread) and the products take A
+/// from there, reading half the bytes of shared memory. Auto: the environment variable
+/// TG_ATTENTION_FWD_Q (`smem` or `regs`) when set, else kDefaultFwdQ.
+enum class FwdQ { Auto, Smem, Registers };
+
+/// What Auto means without TG_ATTENTION_FWD_Q (the measured one).
+constexpr FwdQ kDefaultFwdQ = FwdQ::Smem;
+
+/// Forces where later Hopper forwards keep Q (process-wide; Auto restores the default).
+void set_fwd_q(FwdQ q);
+
+/// The setting in effect, Auto resolved: Smem or Registers. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_Q when it holds anything but `smem` or `regs`.
+FwdQ fwd_q();
+
+/// Hopper forwards run with Q in registers since the process started.
+std::int64_t wgmma_fwd_qregs_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_fwd_qregs_launch();
+
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the
