@@ -132,24 +132,18 @@ Timing time_case(const tg::Tensor& q, const tg::Tensor& k, const tg::Tensor& v, 
 
 namespace at = tg::ops::attn;
 
-// A setting of the Hopper kernels' variant knobs (kernel_choice.h), at head dim `only_d`
-// (where the others would run the default kernels) or every one (0).
+// A setting of the Hopper kernels' variant knobs (kernel_choice.h).
 struct Variant {
   const char* name;
   at::FwdSchedule schedule;
   at::FwdKeys keys;
   at::FwdRows rows;
   at::BwdDq dq;
-  at::BwdRows kv_rows;
-  at::FwdQ fwd_q;
-  std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
-    at::set_bwd_rows(kv_rows);
-    at::set_fwd_q(fwd_q);
   }
 };
 
@@ -160,20 +154,14 @@ const std::vector<Variant>& variants() {
   using K = at::FwdKeys;
   using R = at::FwdRows;
   using Q = at::BwdDq;
-  using KR = at::BwdRows;
-  using FQ = at::FwdQ;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, KR::R64, FQ::Smem, 0},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, KR::R64, FQ::Smem, 64},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, KR::R64, FQ::Smem, 64},
-      {"Q in registers", S::Serial, K::K64, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
-      {"Q in registers, overlap", S::Overlap, K::K64, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
-      {"Q in registers, keys 128", S::Serial, K::K128, R::R128, Q::Keys, KR::R64, FQ::Registers, 64},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, KR::R64, FQ::Smem, 128},
-      {"kv pass on 128-query tiles", S::Serial, K::K64, R::R128, Q::Keys, KR::R128, FQ::Smem, 64},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns},
   };
   return v;
 }
@@ -194,13 +182,11 @@ int main() {
                 "both x");
   } else {
     std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
-                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS), Q in %s at D 64 (TG_ATTENTION_FWD_Q)\n",
+                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
                 at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
-                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128,
-                at::fwd_q() == at::FwdQ::Registers ? "registers" : "shared memory");
-    std::printf("Hopper kv pass: dQ by %s at D 128 (TG_ATTENTION_BWD_DQ), query tiles of %d at D 64 "
-                "(TG_ATTENTION_BWD_ROWS)\n",
-                at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys", at::bwd_rows() == at::BwdRows::R128 ? 128 : 64);
+                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
+    std::printf("Hopper kv pass at D 128: dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+                at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
                 "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
   }
@@ -222,7 +208,6 @@ int main() {
         Timing base;
         for (std::size_t vi = 0; vi < variants().size(); ++vi) {
           const Variant& var = variants()[vi];
-          if (var.only_d != 0 && var.only_d != d) continue;
           var.apply();
           const Timing t = time_case(q, k, v, dout, c.pattern, o);
           if (vi == 0) base = t;
@@ -245,8 +230,6 @@ int main() {
     at::set_fwd_keys(at::FwdKeys::Auto);
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
-    at::set_bwd_rows(at::BwdRows::Auto);
-    at::set_fwd_q(at::FwdQ::Auto);
   }
   return 0;
 }

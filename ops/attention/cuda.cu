@@ -35,11 +35,11 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kQRegs>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
-template <typename T, int D, bool kGeneral, int BN, int kDq>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -325,44 +325,31 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const bool g = is_general(p);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_wgmma_fwd_overlap_launch();
-        // Q in registers (kernel_choice.h's FwdQ): D 64, plain scores, 128-row tiles
-        const bool qregs = !g && p.d == 64 && wg_bm == kFwdBM && fwd_q() == FwdQ::Registers;
-        if (qregs) note_wgmma_fwd_qregs_launch();
         if (wg_bn == kFwdWideBN) {
           note_wgmma_fwd_wide_key_launch();
           if (wg_bm == kFwdTallBM) {
             note_wgmma_fwd_tall_launch();
-            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128, false>
-                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128, false>)(a, work->row_items, st);
-          } else if (p.d == 64 && qregs) {
-            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128, true>
-                     : launch_fwd_wgmma<T, 64, false, 128, false, 128, true>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128>)(a, work->row_items, st);
           } else if (p.d == 64) {
-            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128, false>
-                     : launch_fwd_wgmma<T, 64, false, 128, false, 128, false>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, 128, false, 128>)(a, work->row_items, st);
           } else {
-            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128, false>
-                     : launch_fwd_wgmma<T, 128, false, 128, false, 128, false>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 128, false, 128, false, 128>)(a, work->row_items, st);
           }
           return;
         }
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
-          if constexpr (bm == kFwdBM) {
-            if (qregs) {
-              (overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64, true>
-                       : launch_fwd_wgmma<T, 64, false, bm, false, 64, true>)(a, work->row_items, st);
-              return;
-            }
-          }
           if (p.d == 64) {
-            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64, false>
-               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64, false>
-                         : launch_fwd_wgmma<T, 64, false, bm, false, 64, false>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
           } else {
-            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64, false>
-               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64, false>
-                         : launch_fwd_wgmma<T, 128, false, bm, false, 64, false>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
           }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});
@@ -397,10 +384,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const std::int64_t rows = p.bhq * p.sq;
   Tensor delta = empty({p.bhq, p.sq}, {.dtype = DType::f32, .device = dev});
   const bool wgmma_kv = !simt && use_wgmma_bwd(p, dev.index);
-  // the Hopper kv pass on 128-query tiles (kernel_choice.h's BwdRows): D 64, plain scores
-  const bool tall = wgmma_kv && p.d == 64 && !general && bwd_rows() == BwdRows::R128;
-  const std::int64_t kv_rows = tall ? kBwdKvTallBM : 64;  // its query tiles read whole tiles of ld
-  const std::int64_t sq_pad = (p.sq + kv_rows - 1) / kv_rows * kv_rows;
+  const std::int64_t sq_pad = (p.sq + 63) / 64 * 64;
   Tensor ld;
   if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
   const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
@@ -440,10 +424,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     TG_CUDA_CHECK_LAST();
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
-    const int kv_bm = tall ? kBwdKvTallBM : wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
+    const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
     bool narrow = false;
-    if (p.d == p.dv && !tall) {  // the 64-key instantiations exist for D = Dv
+    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
@@ -484,18 +468,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
           if (narrow) {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, kDqByKeys>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, kDqByKeys>)(a, ldp, pad, kv_work->col_items,
-                                                                                    st);
-          } else if (tall) {
-            note_wgmma_bwd_tall_launch();
-            launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, kDqByRows>(a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false>)(a, ldp, pad, kv_work->col_items, st);
           } else if (d == 128 && !general && bwd_dq() == BwdDq::Columns) {
             note_wgmma_bwd_dq_columns_launch();
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, kDqByColumns>(a, ldp, pad, kv_work->col_items, st);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, kDqByKeys>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, kDqByKeys>)(a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(a, ldp, pad, kv_work->col_items, st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -1,7 +1,7 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
-// transform, key tiles of 128 and 64, dQ split by columns at D 128 and by rows (128-query
-// tiles) at D 64 (both 128-key tiles, plain scores). Built for sm_90a on top of the library's targets (CMakeLists.txt).
+// transform, key tiles of 128 and 64, and dQ split by columns at D 128 (128-key tiles, plain
+// scores). Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -10,10 +10,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, int kDq>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<D, BN, kGeneral, kDq>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDq>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -22,8 +22,7 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   const auto planes = static_cast<std::uint64_t>(a.p.bhq), rows = static_cast<std::uint64_t>(a.p.sq);
   w.map_q = tg::cuda::tensor_map_3d(a.q, elem, planes, rows, Cfg::D, 64, Cfg::BM);
   w.map_do = tg::cuda::tensor_map_3d(a.dout, elem, planes, rows, Cfg::DV, 64, Cfg::BM);
-  // a warpgroup reduces 64 rows of dQ at a time (by rows: half of the query tile)
-  w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, 64);
+  w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
@@ -31,9 +30,9 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
 }
 
 #define TG_WG_BWD(T, D, G)                                                                                    \
-  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBN, kDqByKeys>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBN, false>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
                                                               cudaStream_t);                                          \
-  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBNNarrow, kDqByKeys>(const BwdArgs<T>&, const float2*, int,           \
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBNNarrow, false>(const BwdArgs<T>&, const float2*, int,           \
                                                                     std::int64_t, cudaStream_t);
 TG_WG_BWD(bfloat16, 64, false)
 TG_WG_BWD(bfloat16, 64, true)
@@ -44,15 +43,10 @@ TG_WG_BWD(bfloat16, 128, true)
 TG_WG_BWD(half, 128, false)
 TG_WG_BWD(half, 128, true)
 #undef TG_WG_BWD
-// dQ by columns (D 128) and by rows (D 64, 128-query tiles): 128-key tiles, plain scores
-template void launch_bwd_kv_wgmma<bfloat16, 128, false, kBwdKvBN, kDqByColumns>(const BwdArgs<bfloat16>&,
-                                                                                const float2*, int, std::int64_t,
-                                                                                cudaStream_t);
-template void launch_bwd_kv_wgmma<half, 128, false, kBwdKvBN, kDqByColumns>(const BwdArgs<half>&, const float2*, int,
-                                                                            std::int64_t, cudaStream_t);
-template void launch_bwd_kv_wgmma<bfloat16, 64, false, kBwdKvBN, kDqByRows>(const BwdArgs<bfloat16>&, const float2*,
-                                                                            int, std::int64_t, cudaStream_t);
-template void launch_bwd_kv_wgmma<half, 64, false, kBwdKvBN, kDqByRows>(const BwdArgs<half>&, const float2*, int,
+// dQ by columns: D 128, 128-key tiles, plain scores
+template void launch_bwd_kv_wgmma<bfloat16, 128, false, kBwdKvBN, true>(const BwdArgs<bfloat16>&, const float2*, int,
                                                                         std::int64_t, cudaStream_t);
+template void launch_bwd_kv_wgmma<half, 128, false, kBwdKvBN, true>(const BwdArgs<half>&, const float2*, int,
+                                                                    std::int64_t, cudaStream_t);
 
 }  // namespace tg::ops::attn

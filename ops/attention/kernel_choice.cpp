@@ -47,14 +47,10 @@ constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::
                                  kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
-constinit Choice<FwdQ> g_fwd_q{"TG_ATTENTION_FWD_Q", "smem", "regs", FwdQ::Smem, FwdQ::Registers, kDefaultFwdQ};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
-constinit Choice<BwdRows> g_bwd_rows{"TG_ATTENTION_BWD_ROWS", "64", "128", BwdRows::R64, BwdRows::R128,
-                                     kDefaultBwdRows};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0},
-    g_wgmma_bwd_tall{0}, g_wgmma_fwd_qregs{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};
 
 std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
 void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
@@ -86,11 +82,6 @@ FwdRows fwd_rows() { return g_rows.get(); }
 std::int64_t wgmma_fwd_tall_launches() { return count(g_wgmma_fwd_tall); }
 void note_wgmma_fwd_tall_launch() { bump(g_wgmma_fwd_tall); }
 
-void set_fwd_q(FwdQ q) { g_fwd_q.set(q); }
-FwdQ fwd_q() { return g_fwd_q.get(); }
-std::int64_t wgmma_fwd_qregs_launches() { return count(g_wgmma_fwd_qregs); }
-void note_wgmma_fwd_qregs_launch() { bump(g_wgmma_fwd_qregs); }
-
 void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
 BwdKernel bwd_kernel() { return g_bwd.get(); }
 
@@ -98,11 +89,6 @@ void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
 std::int64_t wgmma_bwd_dq_columns_launches() { return count(g_wgmma_bwd_dq_columns); }
 void note_wgmma_bwd_dq_columns_launch() { bump(g_wgmma_bwd_dq_columns); }
-
-void set_bwd_rows(BwdRows r) { g_bwd_rows.set(r); }
-BwdRows bwd_rows() { return g_bwd_rows.get(); }
-std::int64_t wgmma_bwd_tall_launches() { return count(g_wgmma_bwd_tall); }
-void note_wgmma_bwd_tall_launch() { bump(g_wgmma_bwd_tall); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }

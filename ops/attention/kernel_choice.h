@@ -101,29 +101,6 @@ std::int64_t wgmma_fwd_tall_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_fwd_tall_launch();
 
-/// Where the Hopper forward at D 64 (plain scores, 128-row tiles) keeps Q for S = Q Kᵀ. Smem:
-/// both operands from shared memory, whose bandwidth bounds an m64n64k16 product. Registers:
-/// each warpgroup reads its Q into registers once (16 a thread) and the products take A
-/// from there, reading half the bytes of shared memory. Auto: the environment variable
-/// TG_ATTENTION_FWD_Q (`smem` or `regs`) when set, else kDefaultFwdQ.
-enum class FwdQ { Auto, Smem, Registers };
-
-/// What Auto means without TG_ATTENTION_FWD_Q (the measured one).
-constexpr FwdQ kDefaultFwdQ = FwdQ::Smem;
-
-/// Forces where later Hopper forwards keep Q (process-wide; Auto restores the default).
-void set_fwd_q(FwdQ q);
-
-/// The setting in effect, Auto resolved: Smem or Registers. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_Q when it holds anything but `smem` or `regs`.
-FwdQ fwd_q();
-
-/// Hopper forwards run with Q in registers since the process started.
-std::int64_t wgmma_fwd_qregs_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_fwd_qregs_launch();
-
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the
@@ -168,31 +145,6 @@ std::int64_t wgmma_bwd_dq_columns_launches();
 
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_bwd_dq_columns_launch();
-
-/// Query tiles of the Hopper kv pass at D 64 without the general transform. R64: 64 queries
-/// a step (on 64-key tiles, three CTAs an SM). R128: 128 queries a step on 128-key tiles, one
-/// CTA an SM; each warpgroup's Sᵀ and dPᵀ are m64n128 products (half the shared-memory
-/// reads a product of the 64-query ones, which shared memory bounds), and dQ is split by
-/// query rows between the warpgroups from both their dSᵀ. Auto: the environment variable
-/// TG_ATTENTION_BWD_ROWS (`64` or `128`) when set, else kDefaultBwdRows.
-enum class BwdRows { Auto, R64, R128 };
-
-/// What Auto means without TG_ATTENTION_BWD_ROWS (the measured one).
-constexpr BwdRows kDefaultBwdRows = BwdRows::R64;
-
-/// Forces the query tiles of later Hopper kv passes at D 64 (process-wide; Auto restores the
-/// default).
-void set_bwd_rows(BwdRows r);
-
-/// The setting in effect, Auto resolved: R64 or R128. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_ROWS when it holds anything but `64` or `128`.
-BwdRows bwd_rows();
-
-/// Hopper kv passes run on 128-query tiles since the process started.
-std::int64_t wgmma_bwd_tall_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_bwd_tall_launch();
 
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile

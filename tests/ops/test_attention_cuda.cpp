@@ -677,56 +677,6 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
   CHECK(at::wgmma_fwd_wide_key_launches() == wide1);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward with Q in registers matches the CPU",
-          "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
-  namespace at = ops::attn;
-  struct Restore {
-    ~Restore() {
-      at::set_fwd_kernel(at::FwdKernel::Auto);
-      at::set_fwd_schedule(at::FwdSchedule::Auto);
-      at::set_fwd_keys(at::FwdKeys::Auto);
-      at::set_fwd_q(at::FwdQ::Auto);
-    }
-  } restore;
-  const auto schedule = GENERATE(at::FwdSchedule::Serial, at::FwdSchedule::Overlap);
-  const auto keys = GENERATE(at::FwdKeys::K64, at::FwdKeys::K128);
-  INFO("schedule " << (schedule == at::FwdSchedule::Overlap ? "overlap" : "serial") << ", key tiles of "
-                   << (keys == at::FwdKeys::K128 ? 128 : 64));
-  at::set_fwd_kernel(at::FwdKernel::Wgmma);
-  at::set_fwd_schedule(schedule);
-  at::set_fwd_keys(keys);
-  at::set_fwd_q(at::FwdQ::Registers);
-  const std::int64_t q0 = at::wgmma_fwd_qregs_launches(), narrow0 = at::wgmma_fwd_narrow_launches();
-  // D 64: every Hopper case but the random blocks on 64-row tiles (which keep Q in shared memory)
-  const std::int64_t runs = run_hopper_cases(64);
-  const std::int64_t narrow = at::wgmma_fwd_narrow_launches() - narrow0;
-  CHECK(narrow > 0);
-  CHECK(at::wgmma_fwd_qregs_launches() - q0 == runs - narrow);
-  // query tiles past sq, one key tile, part of one, long key lists
-  for (std::int64_t sk : {64, 40, 1090}) {
-    Shape4 s;
-    s.B = 1;
-    s.Hq = s.Hkv = 2;
-    s.sq = 200;
-    s.sk = sk;
-    s.d = s.dv = 64;
-    check_cuda("sk " + std::to_string(sk), make_inputs(s, static_cast<std::uint64_t>(190 + sk)),
-               AttentionPattern::dense(200, sk, 64), {}, {DType::bf16, DType::f16});
-  }
-  CHECK(at::wgmma_fwd_qregs_launches() - q0 == runs - narrow + 6);
-  // D 128 and the general transform keep Q in shared memory
-  const std::int64_t mid = at::wgmma_fwd_qregs_launches();
-  run_hopper_cases(128);
-  AttentionOptions o;
-  o.softcap = 3.0;
-  check_cuda("softcap keeps Q in shared memory", make_inputs(general_shape(64), 193),
-             AttentionPattern::dense(256, 256, 64), o, {DType::bf16});
-  CHECK(at::wgmma_fwd_qregs_launches() == mid);
-}
-
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_CUDA();
   if (cuda_compute_capability(0) != 90)
@@ -827,50 +777,6 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   check_cuda("softcap keeps dQ by keys", make_inputs(general_shape(128), 96), AttentionPattern::dense(256, 256, 64),
              cap, {DType::bf16});
   CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
-}
-
-TEST_CASE("flash_attention CUDA: the Hopper kv pass on 128-query tiles matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
-  namespace at = ops::attn;
-  struct Restore {
-    ~Restore() {
-      at::set_bwd_kernel(at::BwdKernel::Auto);
-      at::set_bwd_rows(at::BwdRows::Auto);
-    }
-  } restore;
-  at::set_bwd_kernel(at::BwdKernel::Wgmma);
-  at::set_bwd_rows(at::BwdRows::R128);
-  const std::int64_t tall0 = at::wgmma_bwd_tall_launches(), narrow0 = at::narrow_kv_launches();
-  // D 64: every Hopper case on 128 x 128 tiles (tiles one warpgroup or one query half does not
-  // see included: causal and window diagonals, random blocks, lengths, segments), none narrow
-  const std::int64_t runs = run_hopper_cases(64);
-  CHECK(at::wgmma_bwd_tall_launches() - tall0 == runs);
-  CHECK(at::narrow_kv_launches() == narrow0);
-  // long and short query lists (both dSᵀ buffers reused many times), query tiles past sq (the
-  // (lse, D) table padded to whole 128-row tiles), a key tile past sk
-  for (std::int64_t sq : {40, 100, 1000}) {
-    Shape4 sh;
-    sh.B = 1;
-    sh.Hq = sh.Hkv = 2;
-    sh.sq = sq;
-    sh.sk = 1090 - sq;
-    sh.d = sh.dv = 64;
-    AttentionOptions o;
-    o.causal = sq > 500;
-    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(97 + sq)),
-               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16, DType::f16});
-  }
-  CHECK(at::wgmma_bwd_tall_launches() - tall0 == runs + 6);
-  // D 128 and the general transform keep 64-query tiles
-  const std::int64_t mid = at::wgmma_bwd_tall_launches();
-  run_hopper_cases(128);
-  AttentionOptions cap;
-  cap.softcap = 3.0;
-  check_cuda("softcap keeps 64-query tiles", make_inputs(general_shape(64), 98), AttentionPattern::dense(256, 256, 64),
-             cap, {DType::bf16});
-  CHECK(at::wgmma_bwd_tall_launches() == mid);
 }
 
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {

@@ -42,8 +42,4 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::FwdRows::R192, at::FwdRows::R128}, at::kDefaultFwdRows);
   check_knob<at::BwdDq>("TG_ATTENTION_BWD_DQ", at::set_bwd_dq, at::bwd_dq, {at::BwdDq::Columns, at::BwdDq::Keys},
                         at::kDefaultBwdDq);
-  check_knob<at::FwdQ>("TG_ATTENTION_FWD_Q", at::set_fwd_q, at::fwd_q, {at::FwdQ::Registers, at::FwdQ::Smem},
-                       at::kDefaultFwdQ);
-  check_knob<at::BwdRows>("TG_ATTENTION_BWD_ROWS", at::set_bwd_rows, at::bwd_rows,
-                          {at::BwdRows::R128, at::BwdRows::R64}, at::kDefaultBwdRows);
 }

@@ -25,12 +25,6 @@ constexpr int kBwdKvBN = 16 * kBwdKvWarps;
 constexpr int kBwdKvWarpsNarrow = 4;
 constexpr int kBwdKvBNNarrow = 16 * kBwdKvWarpsNarrow;
 constexpr int bwd_kv_bm(bool general) { return general ? 32 : 64; }
-/// The Hopper kv pass's tall query tiles (kernel_choice.h's BwdRows): 128 queries, 128-key
-/// tiles, D 64 without the general transform.
-constexpr int kBwdKvTallBM = 128;
-/// How the Hopper kv pass's warpgroups share dQ = dS K (cuda/wg_bwd.cuh): each over its own
-/// keys, or from both warpgroups' dSᵀ by columns (D 128) or by query rows (tall tiles).
-enum WgDq : int { kDqByKeys = 0, kDqByColumns = 1, kDqByRows = 2 };
 
 /// Backward q pass (deterministic dQ): 4 warps x 16 rows = 64 rows, key tiles of 64.
 constexpr int kBwdQWarps = 4;

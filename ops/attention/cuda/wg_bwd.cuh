@@ -7,8 +7,7 @@
 // One CTA per (kv row, key tile of BN = 128, or 64 for patterns sparse at 64-key
 // granularity and at D 64 without the general transform, where three such CTAs share an
 // SM): BN / 64 warpgroups of 64 keys each, K and V resident in shared memory, dK and dV in
-// registers. Per query tile of 64 (of 128 with kDqByRows, below), each warpgroup computes,
-// keys as rows:
+// registers. Per query tile of 64, each warpgroup computes, keys as rows:
 //   Sᵀ  = K Qᵀ            wgmma, K and Q from shared memory (both K-major), issued
 //   dPᵀ = V dOᵀ           together with this one (V and dO K-major)
 //   Pᵀ  = 2^(Sᵀ·scale·log2 e - lse), masked as the forward
@@ -21,18 +20,12 @@
 //                         the f32 workspace as TMA reductions (one per 32 columns)
 // dK is scaled at the end and dQ by the conversion kernel, as in tc_bwd.cuh.
 //
-// Shared dSᵀ (kernel_choice.h's BwdDq and BwdRows): each warpgroup stores its dSᵀ into this
-// step's buffer of two, one CTA barrier, then every warpgroup computes its share of dQ over
-// all 128 keys from both warpgroups' dSᵀ:
-//  - kDqByColumns (D 128, query tiles of 64): warpgroup g computes dQ's columns 64g .. 64g + 63
-//    (half the f32 reduction traffic, 32 fewer accumulators);
-//  - kDqByRows (D 64, query tiles of 128): warpgroup g computes query rows 64g .. 64g + 63.
-//    Sᵀ and dPᵀ are m64n128 products (a B tile of 128 rows a k-slice: half the shared-memory
-//    reads of two m64n64 ones, which are bound by shared memory, not the tensor cores), and
-//    dV, dK run over k = 128 queries.
-// No warpgroup skips a step there (an invisible tile gives dS = 0), so both reach every
-// barrier; a buffer is rewritten two steps on, after both warpgroups passed the barrier
-// between, i.e. after their products that read it completed.
+// kDqCols (D 128, 128-key tiles; kernel_choice.h's BwdDq): dQ split by columns instead: each
+// warpgroup stores its dSᵀ into this step's buffer of two, one CTA barrier, then warpgroup g
+// computes dQ's columns 64g .. 64g + 63 over all 128 keys (half the f32 reduction traffic,
+// 32 fewer accumulators). No warpgroup skips a step there (an invisible tile gives dS = 0),
+// so both reach every barrier; a buffer is rewritten two steps on, after both warpgroups
+// passed the barrier between, i.e. after their products that read it completed.
 //
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
@@ -61,42 +54,39 @@ namespace tg::ops::attn {
 template <typename T>
 struct WgBwdArgs {
   BwdArgs<T> a;
-  CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
+  CUtensorMap map_q, map_do;   ///< q and dout as [bhq][sq][D], boxes of 64 x 64 (128-byte swizzle)
   CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, int kDq_ = kDqByKeys>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
 struct WgBwdConfig {
-  static constexpr int D = D_, DV = D_, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
-  static constexpr int BM = kDq_ == kDqByRows ? kBwdKvTallBM : bwd_kv_bm(false);
-  static_assert(BN == kBwdKvBN || BN == kBwdKvBNNarrow, "the host's kv tile lists are built for these tiles");
+  static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
+  static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
+                "the host's kv tile lists are built for these tiles");
   static_assert(D == 64 || D == 128, "head dims of 64 or 128");
   /// Three CTAs an SM for 64-key tiles at D 64 without the general transform (168
   /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
   /// latency; the general transform would spill 376 bytes there and takes two.
   static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
   /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
-  /// where three CTAs share an SM, and with 128-query tiles (192 KiB).
-  static constexpr int STAGES = D == 64 && kMinBlocks == 1 && kDq_ != kDqByRows ? 3 : 2;
+  /// where three CTAs share an SM.
+  static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
   static constexpr int kOBytes = BM * DV * 2;
   static constexpr int kLdBytes = BM * 8;      // (lse, D) pairs of a stage
-  static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB (16 at BM 128)
-  /// dQ by columns or rows: every warpgroup's dSᵀ feeds every warpgroup's dQ (two buffers of
-  /// them, alternating by step); by keys (default), dQ's D columns over its own 64 keys.
-  static constexpr int kDq = kDq_;
-  static constexpr bool kShared = kDq != kDqByKeys;
-  static_assert(kDq != kDqByColumns || (D == 128 && BN == 128 && !kGeneral_), "dQ by columns: D 128, 128-key tiles");
-  static_assert(kDq != kDqByRows || (D == 64 && BN == 128 && !kGeneral_), "dQ by rows: D 64, 128-key tiles");
-  static constexpr int kSBuffers = kShared ? 2 : 1;
-  static constexpr int DQN = kDq == kDqByColumns ? D / NG : D;  // dQ columns a warpgroup computes
-  static constexpr int kDqCol0 = kDq == kDqByColumns ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
-  static constexpr int kDqRow0 = kDq == kDqByRows ? 64 : 0;      // and its first query row i0 + kDqRow0 * g
-  static constexpr int KS = BM / 16;  // k-slices of dV and dK (the step's queries)
+  static constexpr int kSBytes = 64 * BM * 2;  // dSᵀ of one warpgroup, 8 KiB
+  /// dQ by columns (kDqCols, D 128 and 128-key tiles): warpgroup g computes dQ's columns
+  /// 64g .. 64g + 63 over all BN keys, from every warpgroup's dSᵀ (two buffers of them,
+  /// alternating by step); by keys (default), dQ's D columns over its own 64 keys.
+  static constexpr bool kDqCols = kDqCols_;
+  static_assert(!kDqCols || (D == 128 && BN == 128), "dQ by columns: D 128, 128-key tiles");
+  static constexpr int kSBuffers = kDqCols ? 2 : 1;
+  static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
+  static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
   static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
   static constexpr int kTiles =
@@ -106,13 +96,11 @@ struct WgBwdConfig {
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
-template <typename T, int D_, bool kGeneral, int BN_, int kDq = kDqByKeys>
-__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::kMinBlocks)
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false>
+__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDq>;
-  constexpr bool kShared = Cfg::kShared;
-  constexpr int KS = Cfg::KS, NW = Cfg::BM / 64;  // NW: 32-bit visibility words
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -216,16 +204,12 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
     };
 
     // visibility: bit 4·nt + c is (key kr + 8·(c / 2), query i0 + 8·nt + 2t + c % 2)
-    // (word wd: queries i0 + 64 wd ..)
-    std::uint32_t vis[NW];
-#pragma unroll
-    for (int wd = 0; wd < NW; ++wd) vis[wd] = ~0u;
+    std::uint32_t vis = ~0u;
     bool any = true;
     if (flags != 0 || p.elem_checks) {
-#pragma unroll
-      for (int wd = 0; wd < NW; ++wd) vis[wd] = tile_bits(p, flags, bh, b, i0 + 64 * wd + 2 * t, kr, true, 32);
-      // shared dSᵀ: every warpgroup's is needed each step, none skips (invisible: dS = 0)
-      if constexpr (!kShared) any = group_any(vis[0] != 0, group_bar);
+      vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
+      // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
+      if constexpr (!kDqCols) any = group_any(vis != 0, group_bar);
     }
     if (!any) {
       release([] {});
@@ -240,9 +224,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
       }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
-    float st[BM / 2], dp[BM / 2];
+    float st[32], dp[32];
 #pragma unroll
-    for (int i = 0; i < BM / 2; ++i) st[i] = dp[i] = 0.f;
+    for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
     wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
     wg::fence_regs(dp);
     wg::fence();
@@ -265,7 +249,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
     // probability with the sign bit set.
     [[maybe_unused]] float fac[kGeneral ? 32 : 1];
     if constexpr (kGeneral) {
-      general_scores_log2<T, true, true>(p, st, vis[0], bh, i0 + 2 * t, kr, fac);
+      general_scores_log2<T, true, true>(p, st, vis, bh, i0 + 2 * t, kr, fac);
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
         const float pr = ex2_approx(st[i] - lse_of(i));
@@ -273,24 +257,23 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
       }
     } else {
 #pragma unroll
-      for (int i = 0; i < BM / 2; ++i)
-        st[i] = (vis[i >> 5] >> (i & 31)) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
+      for (int i = 0; i < 32; ++i) st[i] = (vis >> i) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
     }
-    std::uint32_t pa[KS][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
+    std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
     if constexpr (kGeneral)
       acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
     else
       acc_to_a<T>(st, pa);
     // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
     wg::fence();
-    mma_ab_nmajor<T, DV>(acc_dv, pa, sOs, BM * 128u);
+    mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
     wg::commit();
 
     // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
     // written before the pass); packed as the A operand of dK and stored for dQ
-    std::uint32_t da[KS][4];
+    std::uint32_t da[4][4];
 #pragma unroll
-    for (int i = 0; i < BM / 2; ++i) {
+    for (int i = 0; i < 32; ++i) {
       const float pr = st[i];
       if constexpr (kGeneral) {
         const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
@@ -312,21 +295,21 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
     }
     acc_to_a<T>(st, da);
     wg::fence();
-    mma_ab_nmajor<T, D>(acc_dk, da, sQs, BM * 128u);
+    mma_ab_nmajor<T, D>(acc_dk, da, sQs);
     wg::commit();
     // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
-    // (shared, into this step's buffer: the other warpgroup may still read the last one)
+    // (by columns, into this step's buffer: the other warpgroup may still read the last one)
     const std::uint32_t sSw =
-        kShared ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
+        kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
     unsigned char* sSgen = gen + (sSw - base);
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; ++nt) {
+    for (int nt = 0; nt < 8; ++nt) {
       const int r = warp * 16 + g;
       *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
       *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
     }
     wg::fence_proxy_async();
-    if constexpr (kShared) {
+    if constexpr (kDqCols) {
       sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
     } else {
       sync_group(group_bar);
@@ -337,17 +320,14 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
 #pragma unroll
     for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
     wg::fence();
-    if constexpr (kShared) {
-      // dQ (64 queries x DQN columns) += dS K over all BN keys: A = the dSᵀ of the warpgroup
-      // that owns keys 16kk .., read M-major (by rows: this warpgroup's queries are its
-      // 64-column half g); B = K, N-major (by columns: its 64-column half g)
+    if constexpr (kDqCols) {
+      // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
+      // warpgroup that owns keys 16kk .., read M-major; K's 64-column half g, N-major
       const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
-      const std::uint32_t sKc =
-          sK + (Cfg::kDq == kDqByColumns ? static_cast<std::uint32_t>(group_u) * BN * 128u : 0u);
-      const std::uint32_t a_half = Cfg::kDq == kDqByRows ? static_cast<std::uint32_t>(group_u) * 64u * 128u : 0u;
+      const std::uint32_t sKc = sK + static_cast<std::uint32_t>(group_u) * BN * 128u;
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
-        const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u + a_half;
+        const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
         wg::mma_ss<T, DQN, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
                                  wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u));
       }
@@ -366,7 +346,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
     wg::fence_regs(acc_dk);
     wg::fence_regs(dq);
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) {
+    for (int kk = 0; kk < 4; ++kk) {
       wg::fence_regs(pa[kk]);
       wg::fence_regs(da[kk]);
     }
@@ -388,7 +368,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDq>::
 #pragma unroll
       for (int j = 0; j < DQN / 32; ++j) {
         tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * group_u + 32 * j,
-                           i0 + Cfg::kDqRow0 * group_u, bh);
+                           i0, bh);
       }
       tma::bulk_commit();
     });

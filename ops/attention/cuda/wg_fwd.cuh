@@ -25,11 +25,6 @@
 // product a k-slice and P V over k = 128, half the steps (waits, releases, row reductions)
 // of 64-key tiles; one CTA an SM by its registers. With them at D 64, BM = 192 (FwdRows):
 // three warpgroups, 12 warps an SM.
-// kQRegs (D 64, plain scores, 128-row tiles; FwdQ): each warpgroup reads its Q into
-// registers once (ldmatrix, 16 a thread) and issues S = Q Kᵀ with A from registers: an
-// m64n64k16 product with both operands in shared memory reads 4 KiB of it, as much as
-// shared memory delivers (128 bytes a cycle) while the tensor cores compute it, so it is
-// bound by shared memory; with A in registers it reads half that.
 #pragma once
 
 #include <cuda.h>
@@ -96,12 +91,11 @@ struct TileVis {
   }
 };
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kQRegs = false>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64>
 __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
-  static_assert(!kQRegs || (D == 64 && BM == 128 && !kGeneral), "Q in registers: D 64, 128-row tiles, plain scores");
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
@@ -172,29 +166,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
-  // kQRegs: the warpgroup's Q as A fragments (k-slice kk: ldmatrix matrices (rows 0-7 | 8-15)
-  // x (chunk 2kk | 2kk + 1) of the warp's 16 rows), read once
-  [[maybe_unused]] std::uint32_t qa[kQRegs ? D / 16 : 1][4];
-  if constexpr (kQRegs) {
-    if (e0 < e1) {
-      const int qr = group * 64 + warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-      const unsigned char* gq = smem + (sQ - smem_u32(smem));
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qa[kk], gq + sw128_offset<BM>(qr, 2 * kk + (lane >> 4)));
-    }
-  }
-  // S = Q Kᵀ of the key tile at shared address kt into s (issued, not committed)
-  auto q_kt = [&](float (&s)[NS_], std::uint32_t kt) {
-    if constexpr (kQRegs) {
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const std::uint32_t off = static_cast<std::uint32_t>(kk >> 2) * BN * 128u + static_cast<std::uint32_t>(kk & 3) * 32u;
-        wg::mma_rs<T, BN, 0>(s, qa[kk], wg::make_desc(kt + off, 16u, 1024u));
-      }
-    } else {
-      mma_abt<T, D>(s, q_base, Cfg::BM * 128u, kt, BN * 128u);
-    }
-  };
   // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
   // have completed): the last of the warpgroups to say so refills it with the tile NS
   // steps on.
@@ -284,7 +255,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
         for (int i = 0; i < NS_; ++i) s[i] = 0.f;
         wg::fence_regs(s);
         wg::fence();
-        q_kt(s, k_tile(st));
+        mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(st), BN * 128u);
         wg::commit();
       };
       int entry = a.list.entries[e0];
@@ -346,7 +317,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
 #pragma unroll
       for (int i = 0; i < NS_; ++i) s[i] = 0.f;
       wg::fence();
-      q_kt(s, k_tile(stage));
+      mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(s);
