@@ -132,18 +132,24 @@ Timing time_case(const tg::Tensor& q, const tg::Tensor& k, const tg::Tensor& v, 
 
 namespace at = tg::ops::attn;
 
-// A setting of the Hopper kernels' variant knobs (kernel_choice.h).
+// A setting of the Hopper kernels' variant knobs (kernel_choice.h), timed at head dim
+// `only_d` (where the others would run the default kernels) or every one (0).
 struct Variant {
   const char* name;
   at::FwdSchedule schedule;
   at::FwdKeys keys;
   at::FwdRows rows;
   at::BwdDq dq;
+  at::TileHeight height;
+  at::FwdNarrowCtas narrow_ctas;
+  std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
+    at::set_tile_height(height);
+    at::set_fwd_narrow_ctas(narrow_ctas);
   }
 };
 
@@ -154,14 +160,18 @@ const std::vector<Variant>& variants() {
   using K = at::FwdKeys;
   using R = at::FwdRows;
   using Q = at::BwdDq;
+  using H = at::TileHeight;
+  using C = at::FwdNarrowCtas;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, C::C4, 0},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, C::C4, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, C::C4, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, C::C4, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, C::C4, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, C::C4, 64},
+      {"64-row tiles, 4 CTAs an SM", S::Serial, K::K64, R::R128, Q::Keys, H::Half, C::C4, 64},
+      {"64-row tiles, 5 CTAs an SM", S::Serial, K::K64, R::R128, Q::Keys, H::Half, C::C5, 64},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, C::C4, 128},
   };
   return v;
 }
@@ -208,6 +218,7 @@ int main() {
         Timing base;
         for (std::size_t vi = 0; vi < variants().size(); ++vi) {
           const Variant& var = variants()[vi];
+          if (var.only_d != 0 && var.only_d != d) continue;
           var.apply();
           const Timing t = time_case(q, k, v, dout, c.pattern, o);
           if (vi == 0) base = t;
@@ -230,6 +241,8 @@ int main() {
     at::set_fwd_keys(at::FwdKeys::Auto);
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
+    at::set_tile_height(at::TileHeight::Auto);
+    at::set_fwd_narrow_ctas(at::FwdNarrowCtas::Auto);
   }
   return 0;
 }
