@@ -283,7 +283,12 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
   int wg_bm = kFwdBM, wg_bn = kFwdBN;
   if (wgmma) {
-    if (auto half = half_height_work(p, *work, true, 0, dev)) {
+    // D 64 takes 64-row tiles for every pattern (four CTAs of 4 warps an SM instead of two of
+    // 8, each stage released by one warpgroup): the forward 5-13% faster on dense, causal,
+    // window and variable-block patterns, with or without the general transform (H100, two
+    // runs; bench/RESULTS.md). Not where 128-key tiles are asked for (FwdKeys).
+    const bool always = p.d == 64 && fwd_keys() == FwdKeys::K64;
+    if (auto half = half_height_work(p, *work, true, 0, dev, always)) {
       work = std::move(half);
       wg_bm = 64;
     } else if (!is_general(p) && fwd_keys() == FwdKeys::K128) {

@@ -174,7 +174,9 @@ void note_wgmma_bwd_dq_columns_launch();
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
 /// TG_ATTENTION_TILES (`full` or `half`) when set, else chosen per problem from its tile
-/// lists (Half where its lists hold at most 3/4 of the Full lists' work).
+/// lists (Half where its lists hold at most 3/4 of the Full lists' work), except at D 64
+/// without the general transform (kv pass) and at D 64 with 64-key tiles (Hopper forward),
+/// which take Half for every pattern (measured faster there).
 enum class TileHeight { Auto, Full, Half };
 
 /// Forces the tile height of later calls (process-wide; Auto restores the per-problem

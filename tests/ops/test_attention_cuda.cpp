@@ -555,16 +555,20 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
   const std::int64_t before = ops::attn::wgmma_fwd_launches();
+  // D 64: every pattern on 64-row query tiles
+  const std::int64_t narrow64_before = ops::attn::wgmma_fwd_narrow_launches();
+  std::int64_t runs = run_hopper_cases(64);
+  CHECK(ops::attn::wgmma_fwd_narrow_launches() - narrow64_before == runs);
+  // D 128: the random 64-block patterns on 64-row query tiles, the others on 128-row ones
   const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
-  std::int64_t runs = 0;
-  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
+  const std::int64_t runs128 = run_hopper_cases(128);
+  runs += runs128;
   CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
-  // the random 64-block patterns ran on 64-row query tiles, the others on 128-row ones
   const std::int64_t narrow = ops::attn::wgmma_fwd_narrow_launches() - narrow_before;
   CHECK(narrow > 0);
-  CHECK(narrow < runs);
+  CHECK(narrow < runs128);
   const std::int64_t narrow_mid = ops::attn::wgmma_fwd_narrow_launches();
-  check_cuda("dense: 128-row tiles", make_inputs(general_shape(64), 85), AttentionPattern::dense(256, 256, 64), {},
+  check_cuda("dense: 128-row tiles", make_inputs(general_shape(128), 85), AttentionPattern::dense(256, 256, 64), {},
              {DType::bf16});
   runs += 1;
   CHECK(ops::attn::wgmma_fwd_narrow_launches() == narrow_mid);
@@ -692,13 +696,11 @@ TEST_CASE("flash_attention CUDA: the Hopper forward on 64-row tiles five CTAs an
   } restore;
   at::set_fwd_kernel(at::FwdKernel::Wgmma);
   at::set_fwd_narrow_ctas(at::FwdNarrowCtas::C5);
-  // the random 64-block patterns take 64-row tiles by themselves; forced, every other too
+  // D 64 takes 64-row tiles for every pattern by itself; forced too
   const std::int64_t n0 = at::wgmma_fwd_narrow5_launches(), narrow0 = at::wgmma_fwd_narrow_launches();
   std::int64_t runs = run_hopper_cases(64);
-  const std::int64_t narrow = at::wgmma_fwd_narrow_launches() - narrow0;
-  CHECK(narrow > 0);
-  CHECK(narrow < runs);
-  CHECK(at::wgmma_fwd_narrow5_launches() - n0 == narrow);
+  CHECK(at::wgmma_fwd_narrow_launches() - narrow0 == runs);
+  CHECK(at::wgmma_fwd_narrow5_launches() - n0 == runs);
   at::set_tile_height(at::TileHeight::Half);
   const std::int64_t n1 = at::wgmma_fwd_narrow5_launches();
   runs = run_hopper_cases(64);
