@@ -141,7 +141,6 @@ struct Variant {
   at::FwdRows rows;
   at::BwdDq dq;
   at::TileHeight height;
-  at::FwdNarrowCtas narrow_ctas;
   std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
@@ -149,7 +148,6 @@ struct Variant {
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
     at::set_tile_height(height);
-    at::set_fwd_narrow_ctas(narrow_ctas);
   }
 };
 
@@ -161,17 +159,15 @@ const std::vector<Variant>& variants() {
   using R = at::FwdRows;
   using Q = at::BwdDq;
   using H = at::TileHeight;
-  using C = at::FwdNarrowCtas;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, C::C4, 0},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, C::C4, 0},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, C::C4, 0},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, C::C4, 0},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, C::C4, 64},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, C::C4, 64},
-      {"64-row tiles, 4 CTAs an SM", S::Serial, K::K64, R::R128, Q::Keys, H::Half, C::C4, 64},
-      {"64-row tiles, 5 CTAs an SM", S::Serial, K::K64, R::R128, Q::Keys, H::Half, C::C5, 64},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, C::C4, 128},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, 0},
+      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, 64},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, 64},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, 128},
   };
   return v;
 }
@@ -242,7 +238,6 @@ int main() {
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
     at::set_tile_height(at::TileHeight::Auto);
-    at::set_fwd_narrow_ctas(at::FwdNarrowCtas::Auto);
   }
   return 0;
 }

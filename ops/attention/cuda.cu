@@ -35,7 +35,7 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, int kMinCtas>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
@@ -334,35 +334,27 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           note_wgmma_fwd_wide_key_launch();
           if (wg_bm == kFwdTallBM) {
             note_wgmma_fwd_tall_launch();
-            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128, 0>
-                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128, 0>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128>)(a, work->row_items, st);
           } else if (p.d == 64) {
-            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128, 0>
-                     : launch_fwd_wgmma<T, 64, false, 128, false, 128, 0>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 64, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 64, false, 128, false, 128>)(a, work->row_items, st);
           } else {
-            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128, 0>
-                     : launch_fwd_wgmma<T, 128, false, 128, false, 128, 0>)(a, work->row_items, st);
+            (overlap ? launch_fwd_wgmma<T, 128, false, 128, true, 128>
+                     : launch_fwd_wgmma<T, 128, false, 128, false, 128>)(a, work->row_items, st);
           }
           return;
         }
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
-          if constexpr (bm == 64) {
-            // 64-row tiles at D 64, five CTAs an SM (kernel_choice.h's FwdNarrowCtas)
-            if (p.d == 64 && !g && !overlap && fwd_narrow_ctas() == FwdNarrowCtas::C5) {
-              note_wgmma_fwd_narrow5_launch();
-              launch_fwd_wgmma<T, 64, false, 64, false, 64, 5>(a, work->row_items, st);
-              return;
-            }
-          }
           if (p.d == 64) {
-            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64, 0>
-               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64, 0>
-                         : launch_fwd_wgmma<T, 64, false, bm, false, 64, 0>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
           } else {
-            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64, 0>
-               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64, 0>
-                         : launch_fwd_wgmma<T, 128, false, bm, false, 64, 0>)(a, work->row_items, st);
+            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
+                         : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
           }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});

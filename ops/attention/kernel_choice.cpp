@@ -47,13 +47,10 @@ constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::
                                  kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
-constinit Choice<FwdNarrowCtas> g_narrow_ctas{"TG_ATTENTION_FWD_NARROW_CTAS", "4", "5", FwdNarrowCtas::C4,
-                                               FwdNarrowCtas::C5, kDefaultFwdNarrowCtas};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0},
-    g_wgmma_fwd_narrow5{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};
 
 std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
 void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
@@ -84,11 +81,6 @@ void set_fwd_rows(FwdRows r) { g_rows.set(r); }
 FwdRows fwd_rows() { return g_rows.get(); }
 std::int64_t wgmma_fwd_tall_launches() { return count(g_wgmma_fwd_tall); }
 void note_wgmma_fwd_tall_launch() { bump(g_wgmma_fwd_tall); }
-
-void set_fwd_narrow_ctas(FwdNarrowCtas c) { g_narrow_ctas.set(c); }
-FwdNarrowCtas fwd_narrow_ctas() { return g_narrow_ctas.get(); }
-std::int64_t wgmma_fwd_narrow5_launches() { return count(g_wgmma_fwd_narrow5); }
-void note_wgmma_fwd_narrow5_launch() { bump(g_wgmma_fwd_narrow5); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
 BwdKernel bwd_kernel() { return g_bwd.get(); }

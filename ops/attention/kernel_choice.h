@@ -101,30 +101,6 @@ std::int64_t wgmma_fwd_tall_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_fwd_tall_launch();
 
-/// CTAs an SM of the Hopper forward's 64-row query tiles at D 64 (plain scores, serial
-/// schedule; the tiles of patterns sparse at 64-row granularity, or all with
-/// TG_ATTENTION_TILES=half): C4 (16 warps an SM) or C5 (20 warps: registers capped at 102 a
-/// thread, the shared memory of five). Auto: the environment variable
-/// TG_ATTENTION_FWD_NARROW_CTAS (`4` or `5`) when set, else kDefaultFwdNarrowCtas.
-enum class FwdNarrowCtas { Auto, C4, C5 };
-
-/// What Auto means without TG_ATTENTION_FWD_NARROW_CTAS (the measured one).
-constexpr FwdNarrowCtas kDefaultFwdNarrowCtas = FwdNarrowCtas::C4;
-
-/// Forces the CTAs an SM of later Hopper forwards on 64-row tiles (process-wide; Auto
-/// restores the default).
-void set_fwd_narrow_ctas(FwdNarrowCtas c);
-
-/// The setting in effect, Auto resolved: C4 or C5. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_NARROW_CTAS when it holds anything but `4` or `5`.
-FwdNarrowCtas fwd_narrow_ctas();
-
-/// Hopper forwards run on 64-row tiles five CTAs an SM since the process started.
-std::int64_t wgmma_fwd_narrow5_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_fwd_narrow5_launch();
-
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the

@@ -681,50 +681,6 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
   CHECK(at::wgmma_fwd_wide_key_launches() == wide1);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper forward on 64-row tiles five CTAs an SM matches the CPU",
-          "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
-  namespace at = ops::attn;
-  struct Restore {
-    ~Restore() {
-      at::set_fwd_kernel(at::FwdKernel::Auto);
-      at::set_tile_height(at::TileHeight::Auto);
-      at::set_fwd_narrow_ctas(at::FwdNarrowCtas::Auto);
-    }
-  } restore;
-  at::set_fwd_kernel(at::FwdKernel::Wgmma);
-  at::set_fwd_narrow_ctas(at::FwdNarrowCtas::C5);
-  // D 64 takes 64-row tiles for every pattern by itself; forced too
-  const std::int64_t n0 = at::wgmma_fwd_narrow5_launches(), narrow0 = at::wgmma_fwd_narrow_launches();
-  std::int64_t runs = run_hopper_cases(64);
-  CHECK(at::wgmma_fwd_narrow_launches() - narrow0 == runs);
-  CHECK(at::wgmma_fwd_narrow5_launches() - n0 == runs);
-  at::set_tile_height(at::TileHeight::Half);
-  const std::int64_t n1 = at::wgmma_fwd_narrow5_launches();
-  runs = run_hopper_cases(64);
-  for (std::int64_t sk : {40, 1090}) {  // part of one key tile; long lists, a last tile past sk
-    Shape4 s;
-    s.B = 1;
-    s.Hq = s.Hkv = 2;
-    s.sq = 200;
-    s.sk = sk;
-    s.d = s.dv = 64;
-    check_cuda("sk " + std::to_string(sk), make_inputs(s, static_cast<std::uint64_t>(290 + sk)),
-               AttentionPattern::dense(200, sk, 64), {}, {DType::bf16, DType::f16});
-  }
-  CHECK(at::wgmma_fwd_narrow5_launches() - n1 == runs + 4);
-  // D 128 and the general transform keep four
-  const std::int64_t mid = at::wgmma_fwd_narrow5_launches();
-  run_hopper_cases(128);
-  AttentionOptions o;
-  o.softcap = 3.0;
-  check_cuda("softcap keeps four CTAs", make_inputs(general_shape(64), 293), AttentionPattern::dense(256, 256, 64), o,
-             {DType::bf16});
-  CHECK(at::wgmma_fwd_narrow5_launches() == mid);
-}
-
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_CUDA();
   if (cuda_compute_capability(0) != 90)

@@ -25,8 +25,6 @@
 // product a k-slice and P V over k = 128, half the steps (waits, releases, row reductions)
 // of 64-key tiles; one CTA an SM by its registers. With them at D 64, BM = 192 (FwdRows):
 // three warpgroups, 12 warps an SM.
-// kMinCtas (> 0) overrides the CTAs an SM the registers are capped for: 5 for the 64-row
-// tiles at D 64 (FwdNarrowCtas: 20 warps an SM instead of 16).
 #pragma once
 
 #include <cuda.h>
@@ -93,13 +91,10 @@ struct TileVis {
   }
 };
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, int kMinCtas = 0>
-__global__ void __launch_bounds__(2 * BM, kMinCtas > 0 ? kMinCtas
-                                                       : WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  static_assert(kMinCtas * (WgFwdConfig<D, BM, kOverlap, BN_>::kSmem + 1024) <= 228 * 1024,
-                "the CTAs of an SM fit in its shared memory");
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
