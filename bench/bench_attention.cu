@@ -9,7 +9,10 @@
 // tg::matmul (cuBLAS) at 8192³, measured in the same run, is printed as the ceiling.
 // Peers (PyTorch SDPA, FlexAttention) are timed by bench/attention_peers.py with the same
 // shapes and patterns and the same table. TG_ATTENTION_SWEEP=1 times every variant of the
-// Hopper kernels (kernel_choice.h) on each case instead, one after another in one process.
+// Hopper kernels (kernel_choice.h) on each case instead, in one process: in each of
+// TG_ATTENTION_SWEEP_ROUNDS rounds (default 5) every variant once, each ratio taken against
+// the default's time of the same round, so that the machine's drift between rounds cancels;
+// printed as the median over rounds with its range (the spread one decision must beat).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -172,6 +175,18 @@ const std::vector<Variant>& variants() {
   return v;
 }
 
+double median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  const std::size_t n = x.size();
+  return n == 0 ? 0.0 : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+int sweep_rounds() {
+  const char* e = std::getenv("TG_ATTENTION_SWEEP_ROUNDS");
+  const int r = e != nullptr ? std::atoi(e) : 5;
+  return r > 0 ? r : 5;
+}
+
 }  // namespace
 
 int main() {
@@ -183,9 +198,11 @@ int main() {
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
   if (sweep) {
-    std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), ratios to the first\n");
-    std::printf("%-30s %4s %-28s %9s %11s %7s %7s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s", "fwd x",
-                "both x");
+    std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), %d rounds; TFLOP/s: medians; ratios to the "
+                "first variant's time in the same round: median [min, max]\n",
+                sweep_rounds());
+    std::printf("%-30s %4s %-28s %9s %11s %21s %21s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s",
+                "fwd x [range]", "both x [range]");
   } else {
     std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
                 "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
@@ -211,18 +228,34 @@ int main() {
       const double density = pairs / (static_cast<double>(bh) * kSeq * kSeq);
       const double fwd_flops = 4.0 * static_cast<double>(d) * pairs;
       if (sweep) {
-        Timing base;
-        for (std::size_t vi = 0; vi < variants().size(); ++vi) {
-          const Variant& var = variants()[vi];
-          if (var.only_d != 0 && var.only_d != d) continue;
-          var.apply();
-          const Timing t = time_case(q, k, v, dout, c.pattern, o);
-          if (vi == 0) base = t;
-          std::printf("%-30s %4lld %-28s %9.1f %11.1f %7.3f %7.3f\n", c.name.c_str(), static_cast<long long>(d),
-                      var.name, fwd_flops / t.fwd_ms / 1e9, 3.5 * fwd_flops / t.both_ms / 1e9, base.fwd_ms / t.fwd_ms,
-                      base.both_ms / t.both_ms);
-          std::fflush(stdout);
+        const std::size_t nv = variants().size();
+        std::vector<std::vector<Timing>> runs(nv);
+        for (int round = 0; round < sweep_rounds(); ++round) {
+          for (std::size_t vi = 0; vi < nv; ++vi) {
+            const Variant& var = variants()[vi];
+            if (var.only_d != 0 && var.only_d != d) continue;
+            var.apply();
+            runs[vi].push_back(time_case(q, k, v, dout, c.pattern, o));
+          }
         }
+        for (std::size_t vi = 0; vi < nv; ++vi) {
+          if (runs[vi].empty()) continue;
+          std::vector<double> fwd_tf, both_tf, fwd_x, both_x;
+          for (std::size_t r = 0; r < runs[vi].size(); ++r) {
+            const Timing& t = runs[vi][r];
+            const Timing& base = runs[0][r];
+            fwd_tf.push_back(fwd_flops / t.fwd_ms / 1e9);
+            both_tf.push_back(3.5 * fwd_flops / t.both_ms / 1e9);
+            fwd_x.push_back(base.fwd_ms / t.fwd_ms);
+            both_x.push_back(base.both_ms / t.both_ms);
+          }
+          const auto [fx_lo, fx_hi] = std::minmax_element(fwd_x.begin(), fwd_x.end());
+          const auto [bx_lo, bx_hi] = std::minmax_element(both_x.begin(), both_x.end());
+          std::printf("%-30s %4lld %-28s %9.1f %11.1f   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]\n", c.name.c_str(),
+                      static_cast<long long>(d), variants()[vi].name, median(fwd_tf), median(both_tf), median(fwd_x),
+                      *fx_lo, *fx_hi, median(both_x), *bx_lo, *bx_hi);
+        }
+        std::fflush(stdout);
         continue;
       }
       const Timing t = time_case(q, k, v, dout, c.pattern, o);
