@@ -5,7 +5,8 @@
 //
 // One CTA per (row bh, query tile of BM): BM / 64 warpgroups of 64 query rows each (BM =
 // 128, or 64 for patterns sparse at 64-row granularity, where a 128-row tile would visit
-// the union of two rows' key tiles with each warpgroup idle for half of them). Q arrives
+// the union of two rows' key tiles with each warpgroup idle for half of them, and for every
+// pattern at D 64, where four independent CTAs an SM beat two of two warpgroups). Q arrives
 // once and the key tiles' K and V in STAGES stages, by TMA (3-d tensor maps: rows past sq /
 // sk read as zeros) into mbarrier-guarded stages; there is no CTA-wide barrier in the loop,
 // so the warpgroups drift apart and one's softmax overlaps the other's MMAs (the
