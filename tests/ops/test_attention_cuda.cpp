@@ -783,6 +783,50 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass at D 128 on 64-key tiles with dQ by atomics matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (cuda_compute_capability(0) != 90)
+    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  namespace at = ops::attn;
+  struct Restore {
+    ~Restore() {
+      at::set_bwd_kernel(at::BwdKernel::Auto);
+      at::set_bwd_d128_keys(at::BwdD128Keys::Auto);
+    }
+  } restore;
+  at::set_bwd_kernel(at::BwdKernel::Wgmma);
+  at::set_bwd_d128_keys(at::BwdD128Keys::K64);
+  const std::int64_t a0 = at::wgmma_bwd_dq_atomic_launches(), narrow0 = at::narrow_kv_launches();
+  // D 128: every Hopper case on 64-key tiles (causal and window diagonals, random blocks,
+  // sinks, GQA, lengths, segments)
+  const std::int64_t runs = run_hopper_cases(128);
+  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs);
+  CHECK(at::narrow_kv_launches() - narrow0 == runs);
+  // long and short query lists, query rows past sq (their atomics skipped), a key tile past sk
+  for (std::int64_t sq : {40, 100, 1000}) {
+    Shape4 sh;
+    sh.B = 1;
+    sh.Hq = sh.Hkv = 2;
+    sh.sq = sq;
+    sh.sk = 1090 - sq;
+    sh.d = sh.dv = 128;
+    AttentionOptions o;
+    o.causal = sq > 500;
+    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(397 + sq)),
+               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16, DType::f16});
+  }
+  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs + 6);
+  // D 64 and the general transform keep their kernels
+  const std::int64_t mid = at::wgmma_bwd_dq_atomic_launches();
+  run_hopper_cases(64);
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps dQ through shared memory", make_inputs(general_shape(128), 398),
+             AttentionPattern::dense(256, 256, 64), cap, {DType::bf16});
+  CHECK(at::wgmma_bwd_dq_atomic_launches() == mid);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {
