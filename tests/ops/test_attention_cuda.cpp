@@ -475,6 +475,51 @@ std::int64_t run_hopper_cases(std::int64_t d) {
   return runs;
 }
 
+// Skips the test case unless a compute capability 9.0 device runs the Hopper kernels of `what`
+// (forward or backward).
+#define TG_REQUIRE_HOPPER(what)                                                                              \
+  do {                                                                                                       \
+    TG_REQUIRE_CUDA();                                                                                       \
+    if (cuda_compute_capability(0) != 90)                                                                    \
+      TG_SKIP("not a compute capability 9.0 device: the Hopper attention " what " does not run here");     \
+  } while (0)
+
+// Forces a kernel-choice knob (kernel_choice.h) for its lifetime, then restores Auto.
+template <typename E>
+class ForceKnob {
+ public:
+  ForceKnob(void (*set)(E), E value) : set_(set) { set_(value); }
+  ~ForceKnob() { set_(E::Auto); }
+  ForceKnob(const ForceKnob&) = delete;
+  ForceKnob& operator=(const ForceKnob&) = delete;
+
+ private:
+  void (*set_)(E);
+};
+
+// Dense B 1 x H 2 problems at head dim d with sq from `sqs` and sk = 1090 - sq (short and long
+// query and key lists, partial tiles; causal where sq > 500), inputs seeded from seed + sq, in
+// each of dts. Returns the number of GPU runs.
+std::int64_t check_list_lengths(std::int64_t d, std::initializer_list<std::int64_t> sqs, std::uint64_t seed,
+                                const std::vector<DType>& dts) {
+  std::int64_t runs = 0;
+  for (std::int64_t sq : sqs) {
+    Shape4 sh;
+    sh.B = 1;
+    sh.Hq = sh.Hkv = 2;
+    sh.sq = sq;
+    sh.sk = 1090 - sq;
+    sh.d = sh.dv = d;
+    AttentionOptions o;
+    o.causal = sq > 500;
+    check_cuda("sq " + std::to_string(sq) + " D " + std::to_string(d),
+               make_inputs(sh, seed + static_cast<std::uint64_t>(sq)), AttentionPattern::dense(sh.sq, sh.sk, 64), o,
+               dts);
+    runs += static_cast<std::int64_t>(dts.size());
+  }
+  return runs;
+}
+
 // B 2 x H 2, S 256, D = Dv = d: the shape of the general-transform cases below.
 Shape4 general_shape(std::int64_t d) {
   Shape4 s;
@@ -544,9 +589,7 @@ std::int64_t run_general_cases(std::int64_t d) {
 }  // namespace
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
+  TG_REQUIRE_HOPPER("forward");
   struct Restore {
     ~Restore() {
       ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
@@ -610,9 +653,7 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention forward does not run here");
+  TG_REQUIRE_HOPPER("forward");
   namespace at = ops::attn;
   struct Restore {
     ~Restore() {
@@ -682,9 +723,7 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  TG_REQUIRE_HOPPER("backward");
   struct Restore {
     ~Restore() {
       ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
@@ -740,18 +779,10 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns matches the CPU",
           "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
-  struct Restore {
-    ~Restore() {
-      at::set_bwd_kernel(at::BwdKernel::Auto);
-      at::set_bwd_dq(at::BwdDq::Auto);
-    }
-  } restore;
-  at::set_bwd_kernel(at::BwdKernel::Wgmma);
-  at::set_bwd_dq(at::BwdDq::Columns);
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdDq> split(at::set_bwd_dq, at::BwdDq::Columns);
   const std::int64_t cols0 = at::wgmma_bwd_dq_columns_launches(), narrow0 = at::narrow_kv_launches();
   // D 128: the 128-key tiles split dQ by columns (key tiles that one warpgroup does not see
   // included: causal and window diagonals, random 32 x 128 blocks), 64-key tiles keep keys
@@ -760,19 +791,8 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(narrow > 0);
   CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow);
   // long and short key and query lists (both dSᵀ buffers reused many times, partial tiles)
-  for (std::int64_t sq : {40, 1000}) {
-    Shape4 sh;
-    sh.B = 1;
-    sh.Hq = sh.Hkv = 2;
-    sh.sq = sq;
-    sh.sk = 1090 - sq;
-    sh.d = sh.dv = 128;
-    AttentionOptions o;
-    o.causal = sq > 500;
-    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(95 + sq)),
-               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16});
-  }
-  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow + 2);
+  const std::int64_t lists = check_list_lengths(128, {40, 1000}, 95, {DType::bf16});
+  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow + lists);
   // D 64 and the general transform keep dQ by keys
   const std::int64_t mid = at::wgmma_bwd_dq_columns_launches();
   run_hopper_cases(64);
@@ -785,18 +805,10 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass at D 128 on 64-key tiles with dQ by atomics matches the CPU",
           "[ops][attention][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (cuda_compute_capability(0) != 90)
-    TG_SKIP("not a compute capability 9.0 device: the Hopper attention backward does not run here");
+  TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
-  struct Restore {
-    ~Restore() {
-      at::set_bwd_kernel(at::BwdKernel::Auto);
-      at::set_bwd_d128_keys(at::BwdD128Keys::Auto);
-    }
-  } restore;
-  at::set_bwd_kernel(at::BwdKernel::Wgmma);
-  at::set_bwd_d128_keys(at::BwdD128Keys::K64);
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdD128Keys> keys(at::set_bwd_d128_keys, at::BwdD128Keys::K64);
   const std::int64_t a0 = at::wgmma_bwd_dq_atomic_launches(), narrow0 = at::narrow_kv_launches();
   // D 128: every Hopper case on 64-key tiles (causal and window diagonals, random blocks,
   // sinks, GQA, lengths, segments)
@@ -804,19 +816,9 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass at D 128 on 64-key tiles wit
   CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs);
   CHECK(at::narrow_kv_launches() - narrow0 == runs);
   // long and short query lists, query rows past sq (their atomics skipped), a key tile past sk
-  for (std::int64_t sq : {40, 100, 1000}) {
-    Shape4 sh;
-    sh.B = 1;
-    sh.Hq = sh.Hkv = 2;
-    sh.sq = sq;
-    sh.sk = 1090 - sq;
-    sh.d = sh.dv = 128;
-    AttentionOptions o;
-    o.causal = sq > 500;
-    check_cuda("sq " + std::to_string(sq), make_inputs(sh, static_cast<std::uint64_t>(397 + sq)),
-               AttentionPattern::dense(sh.sq, sh.sk, 64), o, {DType::bf16, DType::f16});
-  }
-  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs + 6);
+  const std::int64_t lists = check_list_lengths(128, {40, 100, 1000}, 397, {DType::bf16, DType::f16});
+  CHECK(lists == 6);
+  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs + lists);
   // D 64 and the general transform keep their kernels
   const std::int64_t mid = at::wgmma_bwd_dq_atomic_launches();
   run_hopper_cases(64);
