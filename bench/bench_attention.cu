@@ -175,6 +175,9 @@ const std::vector<Variant>& variants() {
       {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, DK::K128, 64},
       {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, DK::K128, 128},
       {"kv 64-key tiles, dQ atomics", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, DK::K64, 128},
+      // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
+      // then takes 64-key tiles, one CTA an SM)
+      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, DK::K128, 128},
   };
   return v;
 }
