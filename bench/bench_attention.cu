@@ -201,13 +201,14 @@ int main() {
   const double ceiling = gemm_ceiling();
   const char* sweep_env = std::getenv("TG_ATTENTION_SWEEP");
   const bool sweep = sweep_env != nullptr && std::string(sweep_env) == "1";
+  const int rounds = sweep_rounds();
   std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
   if (sweep) {
     std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), %d rounds; TFLOP/s: medians; ratios to the "
                 "first variant's time in the same round: median [min, max]\n",
-                sweep_rounds());
+                rounds);
     std::printf("%-30s %4s %-28s %9s %11s %21s %21s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s",
                 "fwd x [range]", "both x [range]");
   } else {
@@ -237,7 +238,7 @@ int main() {
       if (sweep) {
         const std::size_t nv = variants().size();
         std::vector<std::vector<Timing>> runs(nv);
-        for (int round = 0; round < sweep_rounds(); ++round) {
+        for (int round = 0; round < rounds; ++round) {
           for (std::size_t vi = 0; vi < nv; ++vi) {
             const Variant& var = variants()[vi];
             if (var.only_d != 0 && var.only_d != d) continue;
