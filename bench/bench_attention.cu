@@ -144,7 +144,6 @@ struct Variant {
   at::FwdRows rows;
   at::BwdDq dq;
   at::TileHeight height;
-  at::BwdD128Keys d128_keys;
   std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
@@ -152,7 +151,6 @@ struct Variant {
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
     at::set_tile_height(height);
-    at::set_bwd_d128_keys(d128_keys);
   }
 };
 
@@ -164,20 +162,18 @@ const std::vector<Variant>& variants() {
   using R = at::FwdRows;
   using Q = at::BwdDq;
   using H = at::TileHeight;
-  using DK = at::BwdD128Keys;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, DK::K128, 0},
-      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, DK::K128, 64},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, DK::K128, 0},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, DK::K128, 0},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, DK::K128, 0},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, DK::K128, 64},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, DK::K128, 64},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, DK::K128, 128},
-      {"kv 64-key tiles, dQ atomics", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, DK::K64, 128},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, 0},
+      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, 64},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, 64},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, 128},
       // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
       // then takes 64-key tiles, one CTA an SM)
-      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, DK::K128, 128},
+      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, 128},
   };
   return v;
 }
@@ -279,7 +275,6 @@ int main() {
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
     at::set_tile_height(at::TileHeight::Auto);
-    at::set_bwd_d128_keys(at::BwdD128Keys::Auto);
   }
   return 0;
 }

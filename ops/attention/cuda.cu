@@ -39,7 +39,7 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kDqAtomic>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -429,7 +429,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     TG_CUDA_CHECK_LAST();
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
-    const bool d128_atomic_dq = bwd_d128_keys() == BwdD128Keys::K64;
     const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
     auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
     bool narrow = false;
@@ -437,9 +436,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
-      // At D 128 64-key tiles for every pattern only when asked (BwdD128Keys: dQ by atomics, two
-      // CTAs an SM).
-      const bool always = wgmma_kv && !general && (p.d == 64 || (p.d == 128 && d128_atomic_dq));
+      const bool always = wgmma_kv && p.d == 64 && !general;
       if (auto half = half_height_work(p, *kv_work, false, kv_bm, dev, always)) {
         kv_work = std::move(half);
         narrow = true;
@@ -476,21 +473,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
           if (narrow) {
-            if (d == 128 && !general && d128_atomic_dq) {
-              note_wgmma_bwd_dq_atomic_launch();
-              launch_bwd_kv_wgmma<T, 128, false, kBwdKvBNNarrow, false, true>(a, ldp, pad, kv_work->col_items, st);
-            } else {
-              (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
-                       : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,
-                                                                                        kv_work->col_items, st);
-            }
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false>)(a, ldp, pad, kv_work->col_items, st);
           } else if (d == 128 && !general && bwd_dq() == BwdDq::Columns) {
             note_wgmma_bwd_dq_columns_launch();
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, false>)(a, ldp, pad, kv_work->col_items,
-                                                                                  st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(a, ldp, pad, kv_work->col_items, st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -1,7 +1,7 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
-// transform, key tiles of 128 and 64, and at D 128 (plain scores) dQ split by columns
-// (128-key tiles) or added by atomics (64-key tiles). Built for sm_90a on top of the library's targets (CMakeLists.txt).
+// transform, key tiles of 128 and 64, and dQ split by columns at D 128 (128-key tiles, plain
+// scores). Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -10,10 +10,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kDqAtomic>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kDqAtomic>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kDqAtomic>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -30,10 +30,10 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
 }
 
 #define TG_WG_BWD(T, D, G)                                                                                    \
-  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBN, false, false>(const BwdArgs<T>&, const float2*, int,       \
-                                                                     std::int64_t, cudaStream_t);                 \
-  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBNNarrow, false, false>(const BwdArgs<T>&, const float2*, int,  \
-                                                                           std::int64_t, cudaStream_t);
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBN, false>(const BwdArgs<T>&, const float2*, int, std::int64_t, \
+                                                              cudaStream_t);                                          \
+  template void launch_bwd_kv_wgmma<T, D, G, kBwdKvBNNarrow, false>(const BwdArgs<T>&, const float2*, int,           \
+                                                                    std::int64_t, cudaStream_t);
 TG_WG_BWD(bfloat16, 64, false)
 TG_WG_BWD(bfloat16, 64, true)
 TG_WG_BWD(half, 64, false)
@@ -44,15 +44,9 @@ TG_WG_BWD(half, 128, false)
 TG_WG_BWD(half, 128, true)
 #undef TG_WG_BWD
 // dQ by columns: D 128, 128-key tiles, plain scores
-template void launch_bwd_kv_wgmma<bfloat16, 128, false, kBwdKvBN, true, false>(const BwdArgs<bfloat16>&, const float2*,
-                                                                               int, std::int64_t, cudaStream_t);
-template void launch_bwd_kv_wgmma<half, 128, false, kBwdKvBN, true, false>(const BwdArgs<half>&, const float2*, int,
-                                                                           std::int64_t, cudaStream_t);
-// dQ by atomics: D 128, 64-key tiles, plain scores (two CTAs an SM)
-template void launch_bwd_kv_wgmma<bfloat16, 128, false, kBwdKvBNNarrow, false, true>(const BwdArgs<bfloat16>&,
-                                                                                     const float2*, int,
-                                                                                     std::int64_t, cudaStream_t);
-template void launch_bwd_kv_wgmma<half, 128, false, kBwdKvBNNarrow, false, true>(const BwdArgs<half>&, const float2*,
-                                                                                 int, std::int64_t, cudaStream_t);
+template void launch_bwd_kv_wgmma<bfloat16, 128, false, kBwdKvBN, true>(const BwdArgs<bfloat16>&, const float2*, int,
+                                                                        std::int64_t, cudaStream_t);
+template void launch_bwd_kv_wgmma<half, 128, false, kBwdKvBN, true>(const BwdArgs<half>&, const float2*, int,
+                                                                    std::int64_t, cudaStream_t);
 
 }  // namespace tg::ops::attn

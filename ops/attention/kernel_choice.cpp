@@ -47,13 +47,10 @@ constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::
                                  kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
-constinit Choice<BwdD128Keys> g_d128_keys{"TG_ATTENTION_BWD_D128_KEYS", "128", "64", BwdD128Keys::K128,
-                                          BwdD128Keys::K64, kDefaultBwdD128Keys};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0},
-    g_wgmma_bwd_dq_atomic{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};
 
 std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
 void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
@@ -92,11 +89,6 @@ void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
 std::int64_t wgmma_bwd_dq_columns_launches() { return count(g_wgmma_bwd_dq_columns); }
 void note_wgmma_bwd_dq_columns_launch() { bump(g_wgmma_bwd_dq_columns); }
-
-void set_bwd_d128_keys(BwdD128Keys k) { g_d128_keys.set(k); }
-BwdD128Keys bwd_d128_keys() { return g_d128_keys.get(); }
-std::int64_t wgmma_bwd_dq_atomic_launches() { return count(g_wgmma_bwd_dq_atomic); }
-void note_wgmma_bwd_dq_atomic_launch() { bump(g_wgmma_bwd_dq_atomic); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }

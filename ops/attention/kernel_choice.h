@@ -151,31 +151,6 @@ std::int64_t wgmma_bwd_dq_columns_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_bwd_dq_columns_launch();
 
-/// Key tiles of the Hopper kv pass at D 128 without the general transform. K128: 128-key tiles
-/// for every pattern but those sparse at 64-key granularity (TileHeight), one CTA of two
-/// warpgroups an SM, dQ through shared memory and TMA reductions. K64: 64-key tiles for every
-/// pattern, dQ added from registers by vector atomics (no 32 KiB staging tile), two
-/// independent CTAs an SM. Auto: the environment variable TG_ATTENTION_BWD_D128_KEYS (`128`
-/// or `64`) when set, else kDefaultBwdD128Keys.
-enum class BwdD128Keys { Auto, K128, K64 };
-
-/// What Auto means without TG_ATTENTION_BWD_D128_KEYS (the measured one).
-constexpr BwdD128Keys kDefaultBwdD128Keys = BwdD128Keys::K128;
-
-/// Forces the key tiles of later Hopper kv passes at D 128 (process-wide; Auto restores the
-/// default).
-void set_bwd_d128_keys(BwdD128Keys k);
-
-/// The setting in effect, Auto resolved: K128 or K64. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_D128_KEYS when it holds anything but `128` or `64`.
-BwdD128Keys bwd_d128_keys();
-
-/// Hopper kv passes run with dQ by atomics (D 128, 64-key tiles) since the process started.
-std::int64_t wgmma_bwd_dq_atomic_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_bwd_dq_atomic_launch();
-
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable

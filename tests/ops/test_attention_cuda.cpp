@@ -803,32 +803,6 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper kv pass at D 128 on 64-key tiles with dQ by atomics matches the CPU",
-          "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("backward");
-  namespace at = ops::attn;
-  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
-  const ForceKnob<at::BwdD128Keys> keys(at::set_bwd_d128_keys, at::BwdD128Keys::K64);
-  const std::int64_t a0 = at::wgmma_bwd_dq_atomic_launches(), narrow0 = at::narrow_kv_launches();
-  // D 128: every Hopper case on 64-key tiles (causal and window diagonals, random blocks,
-  // sinks, GQA, lengths, segments)
-  const std::int64_t runs = run_hopper_cases(128);
-  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs);
-  CHECK(at::narrow_kv_launches() - narrow0 == runs);
-  // long and short query lists, query rows past sq (their atomics skipped), a key tile past sk
-  const std::int64_t lists = check_list_lengths(128, {40, 100, 1000}, 397, {DType::bf16, DType::f16});
-  CHECK(lists == 6);
-  CHECK(at::wgmma_bwd_dq_atomic_launches() - a0 == runs + lists);
-  // D 64 and the general transform keep their kernels
-  const std::int64_t mid = at::wgmma_bwd_dq_atomic_launches();
-  run_hopper_cases(64);
-  AttentionOptions cap;
-  cap.softcap = 3.0;
-  check_cuda("softcap keeps dQ through shared memory", make_inputs(general_shape(128), 398),
-             AttentionPattern::dense(256, 256, 64), cap, {DType::bf16});
-  CHECK(at::wgmma_bwd_dq_atomic_launches() == mid);
-}
-
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {

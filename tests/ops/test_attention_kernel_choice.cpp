@@ -40,8 +40,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::FwdKeys::K128, at::FwdKeys::K64}, at::kDefaultFwdKeys);
   check_knob<at::FwdRows>("TG_ATTENTION_FWD_ROWS", at::set_fwd_rows, at::fwd_rows,
                           {at::FwdRows::R192, at::FwdRows::R128}, at::kDefaultFwdRows);
-  check_knob<at::BwdD128Keys>("TG_ATTENTION_BWD_D128_KEYS", at::set_bwd_d128_keys, at::bwd_d128_keys,
-                              {at::BwdD128Keys::K64, at::BwdD128Keys::K128}, at::kDefaultBwdD128Keys);
   check_knob<at::BwdDq>("TG_ATTENTION_BWD_DQ", at::set_bwd_dq, at::bwd_dq, {at::BwdDq::Columns, at::BwdDq::Keys},
                         at::kDefaultBwdDq);
 }

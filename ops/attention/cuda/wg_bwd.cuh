@@ -27,12 +27,6 @@
 // so both reach every barrier; a buffer is rewritten two steps on, after both warpgroups
 // passed the barrier between, i.e. after their products that read it completed.
 //
-// kDqAtomic (D 128, 64-key tiles, plain scores; kernel_choice.h's BwdD128Keys): dQ goes from
-// the registers straight into the f32 workspace by vector atomics (two floats each),
-// without its 32 KiB shared staging tile, so that two CTAs share an SM (106 KiB each, 255
-// registers a thread: 64 Ki an SM) and two independent 64-key CTAs replace one of two
-// warpgroups whose stages wait for the slower of them.
-//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -66,7 +60,7 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kDqAtomic_ = false>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
@@ -75,7 +69,7 @@ struct WgBwdConfig {
   /// Three CTAs an SM for 64-key tiles at D 64 without the general transform (168
   /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
   /// latency; the general transform would spill 376 bytes there and takes two.
-  static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : kDqAtomic_ ? 2 : 1;
+  static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
   /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
   /// where three CTAs share an SM.
   static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
@@ -94,10 +88,7 @@ struct WgBwdConfig {
   static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
   static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
-  static constexpr bool kDqAtomic = kDqAtomic_;
-  static_assert(!kDqAtomic || (D == 128 && BN == 64 && !kDqCols && !kGeneral_),
-                "dQ by atomics: D 128, 64-key tiles, plain scores");
-  static constexpr int kDqBox = 64 * 128, kDqBytes = kDqAtomic ? 0 : DQN / 32 * kDqBox;
+  static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
   static constexpr int kTiles =
       kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBuffers * kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
@@ -105,11 +96,11 @@ struct WgBwdConfig {
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kDqAtomic = false>
-__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols, kDqAtomic>::kMinBlocks)
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false>
+__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kDqAtomic>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -358,22 +349,6 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     for (int kk = 0; kk < 4; ++kk) {
       wg::fence_regs(pa[kk]);
       wg::fence_regs(da[kk]);
-    }
-    if constexpr (kDqAtomic) {
-      // dQ's rows warp·16 + g (+ 8) into the workspace, two columns a reduction; rows past sq skipped
-      float* dqg = a.dq_acc + (static_cast<std::int64_t>(bh) * p.sq + i0) * D;
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int r = warp * 16 + g + hf * 8;
-        if (i0 + r < p.sq) {
-#pragma unroll
-          for (int nt = 0; nt < DQN / 8; ++nt)
-            atomic_add2(dqg + static_cast<std::int64_t>(r) * D + 8 * nt + 2 * t, dq[4 * nt + 2 * hf],
-                       dq[4 * nt + 2 * hf + 1]);
-        }
-      }
-      release([] {});
-      continue;
     }
     // dQ to shared memory (16-byte chunk c of row r of a 32-column half at c ^ (r % 8)),
     // then, once the whole warpgroup has written it, one thread adds it to the workspace
