@@ -144,6 +144,7 @@ struct Variant {
   at::FwdRows rows;
   at::BwdDq dq;
   at::TileHeight height;
+  at::BwdStep step;
   std::int64_t only_d;
   void apply() const {
     at::set_fwd_schedule(schedule);
@@ -151,6 +152,7 @@ struct Variant {
     at::set_fwd_rows(rows);
     at::set_bwd_dq(dq);
     at::set_tile_height(height);
+    at::set_bwd_step(step);
   }
 };
 
@@ -162,18 +164,20 @@ const std::vector<Variant>& variants() {
   using R = at::FwdRows;
   using Q = at::BwdDq;
   using H = at::TileHeight;
+  constexpr at::BwdStep ser = at::BwdStep::Serial;
   static const std::vector<Variant> v{
-      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, 0},
-      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, 64},
-      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, 0},
-      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, 0},
-      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, 0},
-      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, 64},
-      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, 64},
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, 128},
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, ser, 0},
+      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, ser, 64},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, ser, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, ser, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, ser, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, ser, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, ser, 64},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, ser, 128},
       // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
       // then takes 64-key tiles, one CTA an SM)
-      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, 128},
+      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, ser, 128},
+      {"pipelined kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Pipelined, 0},
   };
   return v;
 }
@@ -212,7 +216,8 @@ int main() {
                 "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
                 at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
                 at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
-    std::printf("Hopper kv pass at D 128: dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+    std::printf("Hopper kv pass: %s step (TG_ATTENTION_BWD_STEP); at D 128 dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+                at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
                 at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
                 "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
@@ -275,6 +280,7 @@ int main() {
     at::set_fwd_rows(at::FwdRows::Auto);
     at::set_bwd_dq(at::BwdDq::Auto);
     at::set_tile_height(at::TileHeight::Auto);
+    at::set_bwd_step(at::BwdStep::Auto);
   }
   return 0;
 }

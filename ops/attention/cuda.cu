@@ -38,8 +38,8 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
-// of BN.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols>
+// of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked.
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -472,15 +472,23 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
-          if (narrow) {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false>)(a, ldp, pad, kv_work->col_items, st);
-          } else if (d == 128 && !general && bwd_dq() == BwdDq::Columns) {
+          // dQ by columns (D 128, 128-key tiles) before the pipelined step: they do not combine
+          const bool cols = !narrow && d == 128 && !general && bwd_dq() == BwdDq::Columns;
+          if (cols) {
             note_wgmma_bwd_dq_columns_launch();
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true>(a, ldp, pad, kv_work->col_items, st);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
+          } else if (!general && bwd_step() == BwdStep::Pipelined) {
+            note_wgmma_bwd_pipelined_launch();
+            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
+          } else if (narrow) {
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,
+                                                                                      kv_work->col_items, st);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false>)(a, ldp, pad, kv_work->col_items, st);
+            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false, false>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, false>)(a, ldp, pad, kv_work->col_items,
+                                                                                  st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -48,9 +48,12 @@ constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
+constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
+                                 kDefaultBwdStep};
 
 std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0};
+    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0},
+    g_wgmma_bwd_pipelined{0};
 
 std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
 void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
@@ -89,6 +92,11 @@ void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
 std::int64_t wgmma_bwd_dq_columns_launches() { return count(g_wgmma_bwd_dq_columns); }
 void note_wgmma_bwd_dq_columns_launch() { bump(g_wgmma_bwd_dq_columns); }
+
+void set_bwd_step(BwdStep s) { g_step.set(s); }
+BwdStep bwd_step() { return g_step.get(); }
+std::int64_t wgmma_bwd_pipelined_launches() { return count(g_wgmma_bwd_pipelined); }
+void note_wgmma_bwd_pipelined_launch() { bump(g_wgmma_bwd_pipelined); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }

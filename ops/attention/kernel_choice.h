@@ -151,6 +151,29 @@ std::int64_t wgmma_bwd_dq_columns_launches();
 /// Counts one such launch (called by the CUDA backend).
 void note_wgmma_bwd_dq_columns_launch();
 
+/// Order of the Hopper kv pass's products within a step (plain scores, dQ by keys). Serial:
+/// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
+/// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
+/// through dQ's stores into the next step. Auto: the environment variable
+/// TG_ATTENTION_BWD_STEP (`serial` or `pipelined`) when set, else kDefaultBwdStep.
+enum class BwdStep { Auto, Serial, Pipelined };
+
+/// What Auto means without TG_ATTENTION_BWD_STEP (the measured one).
+constexpr BwdStep kDefaultBwdStep = BwdStep::Serial;
+
+/// Forces the step order of later Hopper kv passes (process-wide; Auto restores the default).
+void set_bwd_step(BwdStep s);
+
+/// The order in effect, Auto resolved: Serial or Pipelined. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
+BwdStep bwd_step();
+
+/// Hopper kv passes run with the pipelined step since the process started.
+std::int64_t wgmma_bwd_pipelined_launches();
+
+/// Counts one such launch (called by the CUDA backend).
+void note_wgmma_bwd_pipelined_launch();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable

@@ -803,6 +803,40 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+  const std::int64_t p0 = at::wgmma_bwd_pipelined_launches(), narrow0 = at::narrow_kv_launches();
+  // both head dims, both key tiles (invisible steps skipped: causal and window diagonals,
+  // random blocks, a query block that sees nothing; rows past sq; GQA)
+  const std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128);
+  CHECK(at::wgmma_bwd_pipelined_launches() - p0 == runs);
+  CHECK(at::narrow_kv_launches() - narrow0 > 0);
+  {
+    const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
+    CHECK(run_hopper_cases(64) > 0);  // the 128-key tiles at D 64 too
+  }
+  // long and short query lists (every stage reused many times), partial tiles
+  const std::int64_t lists = check_list_lengths(64, {40, 1000}, 195, {DType::bf16, DType::f16}) +
+                             check_list_lengths(128, {100, 1000}, 196, {DType::bf16});
+  CHECK(lists == 6);
+  const std::int64_t mid = at::wgmma_bwd_pipelined_launches();
+  // the general transform and dQ by columns keep their kernels
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps the serial step", make_inputs(general_shape(128), 197), AttentionPattern::dense(256, 256, 64),
+             cap, {DType::bf16});
+  {
+    const ForceKnob<at::BwdDq> cols(at::set_bwd_dq, at::BwdDq::Columns);
+    check_cuda("dQ by columns keeps its kernel", make_inputs(general_shape(128), 198),
+               AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
+  }
+  CHECK(at::wgmma_bwd_pipelined_launches() == mid);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {

@@ -27,6 +27,13 @@
 // so both reach every barrier; a buffer is rewritten two steps on, after both warpgroups
 // passed the barrier between, i.e. after their products that read it completed.
 //
+// kPipe (plain scores, dQ by keys; kernel_choice.h's BwdStep): the step's products reordered so
+// that the tensor cores have work while the warpgroup does its scalar work. Sᵀ and dPᵀ are
+// committed as two groups: Pᵀ is computed, and dV issued, while dPᵀ still runs. dK is issued
+// after dQ and runs while dQ is stored to shared memory; it reads the stage's Q, so it is
+// waited before the stage is released. (Left in flight into the next step, dK made ptxas
+// serialise every wgmma of the loop: it does not follow pending groups across the back edge.)
+//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -96,11 +103,12 @@ struct WgBwdConfig {
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false>
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false>
 __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
+  static_assert(!kPipe || (!kGeneral && !kDqCols), "the pipelined step: plain scores, dQ by keys");
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -223,19 +231,28 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
                              : keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
       }
     }
-    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group: neither depends on the other
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other
+    // (pipelined: the products overwrite st and dp instead of adding to zeros)
     float st[32], dp[32];
+    if constexpr (!kPipe) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
-    wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
-    wg::fence_regs(dp);
+      for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
+      wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
+      wg::fence_regs(dp);
+    }
     wg::fence();
-    mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u);
-    mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u);
+    mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u, kPipe);
+    if constexpr (kPipe) wg::commit();
+    mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
     wg::commit();
-    wg::wait<0>();
-    wg::fence_regs(st);
-    wg::fence_regs(dp);
+    if constexpr (kPipe) {
+      wg::wait<1>();  // Sᵀ done; dPᵀ may still run
+      wg::fence_regs(st);
+    } else {
+      wg::wait<0>();
+      wg::fence_regs(st);
+      wg::fence_regs(dp);
+    }
 
     // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is
     // 8 (i / 4) + 2t + i % 2), one 16-byte load a pair. Rows past sq hold (+inf, 0) (the
@@ -268,6 +285,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     wg::fence();
     mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
     wg::commit();
+    if constexpr (kPipe) {
+      wg::wait<1>();  // dPᵀ done; dV runs on
+      wg::fence_regs(dp);
+    }
 
     // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
     // written before the pass); packed as the A operand of dK and stored for dQ
@@ -294,10 +315,12 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       }
     }
     acc_to_a<T>(st, da);
-    wg::fence();
-    mma_ab_nmajor<T, D>(acc_dk, da, sQs);
-    wg::commit();
-    // dSᵀ [64 keys][64 queries] to shared memory while dK runs: n-tile nt of a row is chunk nt
+    if constexpr (!kPipe) {
+      wg::fence();
+      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
+      wg::commit();
+    }
+    // dSᵀ [64 keys][64 queries] to shared memory while dK (pipelined: dV) runs: n-tile nt of a row is chunk nt
     // (by columns, into this step's buffer: the other warpgroup may still read the last one)
     const std::uint32_t sSw =
         kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
@@ -317,8 +340,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
 
     constexpr int DQN = Cfg::DQN;
     float dq[DQN / 2];
+    if constexpr (!kPipe) {
 #pragma unroll
-    for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
+      for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
+    }
     wg::fence();
     if constexpr (kDqCols) {
       // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
@@ -337,18 +362,29 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
-        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u));
+        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u),
+                               kPipe && kk == 0 ? 0 : 1);
       }
     }
     wg::commit();
-    wg::wait<0>();
-    wg::fence_regs(acc_dv);
-    wg::fence_regs(acc_dk);
-    wg::fence_regs(dq);
+    if constexpr (kPipe) {
+      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
+      wg::commit();
+      wg::wait<1>();  // dV and dQ done; dK runs on through dQ's stores
+      wg::fence_regs(acc_dv);
+      wg::fence_regs(dq);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      wg::fence_regs(pa[kk]);
-      wg::fence_regs(da[kk]);
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+    } else {
+      wg::wait<0>();
+      wg::fence_regs(acc_dv);
+      wg::fence_regs(acc_dk);
+      wg::fence_regs(dq);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        wg::fence_regs(pa[kk]);
+        wg::fence_regs(da[kk]);
+      }
     }
     // dQ to shared memory (16-byte chunk c of row r of a 32-column half at c ^ (r % 8)),
     // then, once the whole warpgroup has written it, one thread adds it to the workspace
@@ -364,6 +400,12 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       }
     }
     wg::fence_proxy_async();
+    if constexpr (kPipe) {
+      wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
+      wg::fence_regs(acc_dk);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+    }
     release([&] {
 #pragma unroll
       for (int j = 0; j < DQN / 32; ++j) {

@@ -92,15 +92,16 @@ __device__ __forceinline__ void acc_to_a(const float (&s)[S], std::uint32_t (&a)
 
 /// Issues acc[64 x N] += A Bᵀ over k = 0 .. K-1 (not committed), N = 2 NA (64 or 128): A and B
 /// are 64- and N-row slices at shared addresses a and b of K-major swizzled tiles whose
-/// 64-element columns lie a_col / b_col bytes apart (rows x 128 of their tiles).
+/// 64-element columns lie a_col / b_col bytes apart (rows x 128 of their tiles). overwrite:
+/// acc = A Bᵀ instead, acc's old values ignored (no instruction zeroes it first).
 template <typename T, int K, int NA>
 __device__ __forceinline__ void mma_abt(float (&acc)[NA], std::uint32_t a, std::uint32_t a_col, std::uint32_t b,
-                                        std::uint32_t b_col) {
+                                        std::uint32_t b_col, bool overwrite = false) {
 #pragma unroll
   for (int kk = 0; kk < K / 16; ++kk) {
     const std::uint32_t col = static_cast<std::uint32_t>(kk >> 2), off = static_cast<std::uint32_t>(kk & 3) * 32u;
     wg::mma_ss<T, 2 * NA, 0, 0>(acc, wg::make_desc(a + col * a_col + off, 16u, 1024u),
-                                wg::make_desc(b + col * b_col + off, 16u, 1024u));
+                                wg::make_desc(b + col * b_col + off, 16u, 1024u), overwrite && kk == 0 ? 0 : 1);
   }
 }
 
