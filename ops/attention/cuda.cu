@@ -137,18 +137,21 @@ bool use_wgmma_bwd(const AttentionProblem& p, int device) {
 // halves the K / V (Q / dO) traffic.
 bool half_tiles_pay(std::int64_t narrow, std::int64_t wide) { return 4 * narrow <= 3 * 2 * wide; }
 
+using WorkPtr = std::shared_ptr<const DeviceWork>;
+
 // The device work of p at the half height when the tile-height setting (kernel_choice.h)
-// takes it: forced, or chosen by half_tiles_pay against `full`, the work at height 128;
-// null for the full height. `rows`: query tiles of 64 (forward) rather than key tiles.
-// `always`: the half height is the better one whatever the lists (set only where measured so).
-std::shared_ptr<const DeviceWork> half_height_work(const AttentionProblem& p, const DeviceWork& full, bool rows,
-                                                   int kv_bm, Device dev, bool always = false) {
+// takes it: forced, or chosen by half_tiles_pay against full(), the work at height 128 (built
+// only when compared: the lists are built, uploaded and cached per problem); null for the
+// full height. `rows`: query tiles of 64 (forward) rather than key tiles. `always`: the half
+// height is the better one whatever the lists (set only where measured so).
+template <typename Full>
+WorkPtr half_height_work(const AttentionProblem& p, Full&& full, bool rows, int kv_bm, Device dev, bool always) {
   const TileHeight h = tile_height();
   if (h == TileHeight::Full) return nullptr;
   auto half = rows ? device_work(p, 64, kFwdBN, false, dev) : device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
   if (h == TileHeight::Half || always) return half;
   const std::int64_t n = rows ? half->row_entries.numel() : half->col_entries.numel();
-  const std::int64_t w = rows ? full.row_entries.numel() : full.col_entries.numel();
+  const std::int64_t w = rows ? full()->row_entries.numel() : full()->col_entries.numel();
   return half_tiles_pay(n, w) ? half : nullptr;
 }
 
@@ -279,7 +282,11 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   tg::cuda::DeviceGuard guard(dev.index);
   const cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
   const bool simt = q.dtype() == DType::f32;
-  auto work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
+  WorkPtr work;  // the lists of the tiles chosen below
+  auto full = [&] {
+    if (!work) work = device_work(p, simt ? kSimtTile : kFwdBM, simt ? kSimtTile : kFwdBN, false, dev);
+    return work;
+  };
   const bool wgmma = !simt && use_wgmma_fwd(p, dev.index);
   int wg_bm = kFwdBM, wg_bn = kFwdBN;
   if (wgmma) {
@@ -288,7 +295,7 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     // window and variable-block patterns, with or without the general transform (H100, two
     // runs; bench/RESULTS.md). Not where 128-key tiles are asked for (FwdKeys).
     const bool always = p.d == 64 && fwd_keys() == FwdKeys::K64;
-    if (auto half = half_height_work(p, *work, true, 0, dev, always)) {
+    if (auto half = half_height_work(p, full, true, 0, dev, always)) {
       work = std::move(half);
       wg_bm = 64;
     } else if (!is_general(p) && fwd_keys() == FwdKeys::K128) {
@@ -297,6 +304,7 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       work = device_work(p, wg_bm, kFwdWideBN, false, dev);
     }
   }
+  if (!work) full();
   const Params prm = make_params(p, *work, dev);
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
   const Tensor oa = aligned_output(o), la = aligned_output(lse);
@@ -430,18 +438,23 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   } else {
     // the Hopper kv pass takes query tiles of 64 with or without the general transform
     const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
-    auto kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
+    WorkPtr kv_work;
+    auto kv_full = [&] {
+      if (!kv_work) kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
+      return kv_work;
+    };
     bool narrow = false;
     if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
       const bool always = wgmma_kv && p.d == 64 && !general;
-      if (auto half = half_height_work(p, *kv_work, false, kv_bm, dev, always)) {
+      if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
         kv_work = std::move(half);
         narrow = true;
       }
     }
+    if (!kv_work) kv_full();
     if (narrow) note_narrow_kv_launch();
     const bool atomic = !p.deterministic;
     Tensor dq_acc;
