@@ -29,7 +29,7 @@
 //
 // kPipe (plain scores, dQ by keys; kernel_choice.h's BwdStep): the step's products reordered so
 // that the tensor cores have work while the warpgroup does its scalar work. Sᵀ and dPᵀ are
-// committed as two groups: Pᵀ is computed, and dV issued, while dPᵀ still runs. dK is issued
+// committed as two groups: Pᵀ is computed while dPᵀ still runs. dK is issued
 // after dQ and runs while dQ is stored to shared memory; it reads the stage's Q, so it is
 // waited before the stage is released. (Left in flight into the next step, dK made ptxas
 // serialise every wgmma of the loop: it does not follow pending groups across the back edge.)
@@ -282,13 +282,16 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     else
       acc_to_a<T>(st, pa);
     // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
+    if constexpr (kPipe) {
+      // dPᵀ waited before dV is issued, not after: ptxas issues dV's last k-slice as a group of
+      // its own at D 128 (its A operand packed after the first fence), so a wait<1> after dV
+      // would wait for most of dV, which should run on while dSᵀ is computed
+      wg::wait<0>();
+      wg::fence_regs(dp);
+    }
     wg::fence();
     mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
     wg::commit();
-    if constexpr (kPipe) {
-      wg::wait<1>();  // dPᵀ done; dV runs on
-      wg::fence_regs(dp);
-    }
 
     // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
     // written before the pass); packed as the A operand of dK and stored for dQ
