@@ -13,6 +13,8 @@
 // TG_ATTENTION_SWEEP_ROUNDS rounds (default 5) every variant once, each ratio taken against
 // the default's time of the same round, so that the machine's drift between rounds cancels;
 // printed as the median over rounds with its range (the spread one decision must beat).
+// TG_ATTENTION_SWEEP_ONLY (parts of variant names, comma-separated) times only those
+// variants against the default.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -188,6 +190,22 @@ double median(std::vector<double> x) {
   return n == 0 ? 0.0 : n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
+// TG_ATTENTION_SWEEP_ONLY: comma-separated parts of variant names to time (the default, the
+// first, always); unset or empty: every variant.
+bool sweep_selected(std::size_t vi) {
+  const char* e = std::getenv("TG_ATTENTION_SWEEP_ONLY");
+  if (vi == 0 || e == nullptr || *e == '\0') return true;
+  const std::string name = variants()[vi].name, list = e;
+  std::size_t from = 0;
+  while (from <= list.size()) {
+    const std::size_t to = std::min(list.find(',', from), list.size());
+    const std::string part = list.substr(from, to - from);
+    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    from = to + 1;
+  }
+  return false;
+}
+
 int sweep_rounds() {
   const char* e = std::getenv("TG_ATTENTION_SWEEP_ROUNDS");
   const int r = e != nullptr ? std::atoi(e) : 5;
@@ -209,8 +227,9 @@ int main() {
     std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), %d rounds; TFLOP/s: medians; ratios to the "
                 "first variant's time in the same round: median [min, max]\n",
                 rounds);
-    std::printf("%-30s %4s %-28s %9s %11s %21s %21s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s",
-                "fwd x [range]", "both x [range]");
+    std::printf("(variants in reverse order in odd rounds; bwd x: the backward's time, fwd+bwd less fwd)\n");
+    std::printf("%-30s %4s %-28s %9s %11s %21s %21s %21s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s",
+                "fwd x [range]", "both x [range]", "bwd x [range]");
   } else {
     std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
                 "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
@@ -240,16 +259,18 @@ int main() {
         const std::size_t nv = variants().size();
         std::vector<std::vector<Timing>> runs(nv);
         for (int round = 0; round < rounds; ++round) {
-          for (std::size_t vi = 0; vi < nv; ++vi) {
+          for (std::size_t slot = 0; slot < nv; ++slot) {
+            // reversed in odd rounds, so that no variant always runs right after the same one
+            const std::size_t vi = round % 2 ? nv - 1 - slot : slot;
             const Variant& var = variants()[vi];
-            if (var.only_d != 0 && var.only_d != d) continue;
+            if ((var.only_d != 0 && var.only_d != d) || !sweep_selected(vi)) continue;
             var.apply();
             runs[vi].push_back(time_case(q, k, v, dout, c.pattern, o));
           }
         }
         for (std::size_t vi = 0; vi < nv; ++vi) {
           if (runs[vi].empty()) continue;
-          std::vector<double> fwd_tf, both_tf, fwd_x, both_x;
+          std::vector<double> fwd_tf, both_tf, fwd_x, both_x, bwd_x;
           for (std::size_t r = 0; r < runs[vi].size(); ++r) {
             const Timing& t = runs[vi][r];
             const Timing& base = runs[0][r];
@@ -257,12 +278,14 @@ int main() {
             both_tf.push_back(3.5 * fwd_flops / t.both_ms / 1e9);
             fwd_x.push_back(base.fwd_ms / t.fwd_ms);
             both_x.push_back(base.both_ms / t.both_ms);
+            bwd_x.push_back((base.both_ms - base.fwd_ms) / (t.both_ms - t.fwd_ms));
           }
           const auto [fx_lo, fx_hi] = std::minmax_element(fwd_x.begin(), fwd_x.end());
           const auto [bx_lo, bx_hi] = std::minmax_element(both_x.begin(), both_x.end());
-          std::printf("%-30s %4lld %-28s %9.1f %11.1f   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]\n", c.name.c_str(),
-                      static_cast<long long>(d), variants()[vi].name, median(fwd_tf), median(both_tf), median(fwd_x),
-                      *fx_lo, *fx_hi, median(both_x), *bx_lo, *bx_hi);
+          const auto [kx_lo, kx_hi] = std::minmax_element(bwd_x.begin(), bwd_x.end());
+          std::printf("%-30s %4lld %-28s %9.1f %11.1f   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]\n",
+                      c.name.c_str(), static_cast<long long>(d), variants()[vi].name, median(fwd_tf), median(both_tf),
+                      median(fwd_x), *fx_lo, *fx_hi, median(both_x), *bx_lo, *bx_hi, median(bwd_x), *kx_lo, *kx_hi);
         }
         std::fflush(stdout);
         continue;
