@@ -334,14 +334,15 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.o = mptr<T>(oa);
       a.lse = mptr<float>(la);
       if (wgmma) {
-        note_wgmma_fwd_launch(wg_bm == 64);
+        note_launch(Path::WgmmaFwd);
+        if (wg_bm == 64) note_launch(Path::WgmmaFwdNarrow);
         const bool g = is_general(p);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
-        if (overlap) note_wgmma_fwd_overlap_launch();
+        if (overlap) note_launch(Path::WgmmaFwdOverlap);
         if (wg_bn == kFwdWideBN) {
-          note_wgmma_fwd_wide_key_launch();
+          note_launch(Path::WgmmaFwdWideKeys);
           if (wg_bm == kFwdTallBM) {
-            note_wgmma_fwd_tall_launch();
+            note_launch(Path::WgmmaFwdTall);
             (overlap ? launch_fwd_wgmma<T, 64, false, kFwdTallBM, true, 128>
                      : launch_fwd_wgmma<T, 64, false, kFwdTallBM, false, 128>)(a, work->row_items, st);
           } else if (p.d == 64) {
@@ -455,7 +456,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       }
     }
     if (!kv_work) kv_full();
-    if (narrow) note_narrow_kv_launch();
+    if (narrow) note_launch(Path::NarrowKv);
     const bool atomic = !p.deterministic;
     Tensor dq_acc;
     if (atomic) {
@@ -480,7 +481,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.dbias = mptr<T>(dba);
       a.atomic_dq = atomic;
       if (wgmma_kv) {
-        note_wgmma_bwd_launch();
+        note_launch(Path::WgmmaBwd);
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {
@@ -488,10 +489,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           // dQ by columns (D 128, 128-key tiles) before the pipelined step: they do not combine
           const bool cols = !narrow && d == 128 && !general && bwd_dq() == BwdDq::Columns;
           if (cols) {
-            note_wgmma_bwd_dq_columns_launch();
+            note_launch(Path::WgmmaBwdDqColumns);
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
-            note_wgmma_bwd_pipelined_launch();
+            note_launch(Path::WgmmaBwdPipelined);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
           } else if (narrow) {

@@ -1,5 +1,6 @@
 #include "ops/attention/kernel_choice.h"
 
+#include <array>
 #include <atomic>
 #include <mutex>
 
@@ -51,60 +52,37 @@ constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Ke
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
 
-std::atomic<std::int64_t> g_wgmma_fwd{0}, g_wgmma_fwd_narrow{0}, g_wgmma_bwd{0}, g_narrow_kv{0},
-    g_wgmma_fwd_overlap{0}, g_wgmma_fwd_wide_key{0}, g_wgmma_fwd_tall{0}, g_wgmma_bwd_dq_columns{0},
-    g_wgmma_bwd_pipelined{0};
-
-std::int64_t count(const std::atomic<std::int64_t>& c) { return c.load(std::memory_order_relaxed); }
-void bump(std::atomic<std::int64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
+std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(Path::kCount)> g_launches{};
 
 }  // namespace
 
 void set_fwd_kernel(FwdKernel k) { g_fwd.set(k); }
 FwdKernel fwd_kernel() { return g_fwd.get(); }
 
-std::int64_t wgmma_fwd_launches() { return count(g_wgmma_fwd); }
-std::int64_t wgmma_fwd_narrow_launches() { return count(g_wgmma_fwd_narrow); }
-void note_wgmma_fwd_launch(bool narrow) {
-  bump(g_wgmma_fwd);
-  if (narrow) bump(g_wgmma_fwd_narrow);
-}
-
 void set_fwd_schedule(FwdSchedule s) { g_schedule.set(s); }
 FwdSchedule fwd_schedule() { return g_schedule.get(); }
-std::int64_t wgmma_fwd_overlap_launches() { return count(g_wgmma_fwd_overlap); }
-void note_wgmma_fwd_overlap_launch() { bump(g_wgmma_fwd_overlap); }
 
 void set_fwd_keys(FwdKeys k) { g_keys.set(k); }
 FwdKeys fwd_keys() { return g_keys.get(); }
-std::int64_t wgmma_fwd_wide_key_launches() { return count(g_wgmma_fwd_wide_key); }
-void note_wgmma_fwd_wide_key_launch() { bump(g_wgmma_fwd_wide_key); }
 
 void set_fwd_rows(FwdRows r) { g_rows.set(r); }
 FwdRows fwd_rows() { return g_rows.get(); }
-std::int64_t wgmma_fwd_tall_launches() { return count(g_wgmma_fwd_tall); }
-void note_wgmma_fwd_tall_launch() { bump(g_wgmma_fwd_tall); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
 BwdKernel bwd_kernel() { return g_bwd.get(); }
 
 void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
-std::int64_t wgmma_bwd_dq_columns_launches() { return count(g_wgmma_bwd_dq_columns); }
-void note_wgmma_bwd_dq_columns_launch() { bump(g_wgmma_bwd_dq_columns); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }
-std::int64_t wgmma_bwd_pipelined_launches() { return count(g_wgmma_bwd_pipelined); }
-void note_wgmma_bwd_pipelined_launch() { bump(g_wgmma_bwd_pipelined); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }
 
-std::int64_t wgmma_bwd_launches() { return count(g_wgmma_bwd); }
-void note_wgmma_bwd_launch() { bump(g_wgmma_bwd); }
-
-std::int64_t narrow_kv_launches() { return count(g_narrow_kv); }
-void note_narrow_kv_launch() { bump(g_narrow_kv); }
+std::int64_t launches(Path path) {
+  return g_launches[static_cast<std::size_t>(path)].load(std::memory_order_relaxed);
+}
+void note_launch(Path path) { g_launches[static_cast<std::size_t>(path)].fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace tg::ops::attn

@@ -23,16 +23,6 @@ void set_fwd_kernel(FwdKernel k);
 /// TG_ATTENTION_FWD when it holds anything but `mma` or `wgmma`.
 FwdKernel fwd_kernel();
 
-/// Forwards run by the Hopper kernel since the process started (tests check the path ran).
-std::int64_t wgmma_fwd_launches();
-
-/// Of those, the ones with 64-row query tiles (patterns sparse at that granularity).
-std::int64_t wgmma_fwd_narrow_launches();
-
-/// Counts one launch of the Hopper kernel, `narrow` with 64-row query tiles (called by
-/// the CUDA backend).
-void note_wgmma_fwd_launch(bool narrow);
-
 /// Schedule of the Hopper forward's steps (without the general transform). Serial: a
 /// warpgroup computes S = Q Kᵀ, its softmax, then O += P V, each waiting on the one before.
 /// Overlap: tile j's S product and tile j-1's P V are issued together and tile j's softmax
@@ -52,12 +42,6 @@ void set_fwd_schedule(FwdSchedule s);
 /// TG_ATTENTION_FWD_SCHEDULE when it holds anything but `serial` or `overlap`.
 FwdSchedule fwd_schedule();
 
-/// Hopper forwards run on the overlapped schedule since the process started.
-std::int64_t wgmma_fwd_overlap_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_fwd_overlap_launch();
-
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
 /// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
@@ -74,12 +58,6 @@ void set_fwd_keys(FwdKeys k);
 /// The setting in effect, Auto resolved: K64 or K128. Throws tg::ValueError naming
 /// TG_ATTENTION_FWD_KEYS when it holds anything but `64` or `128`.
 FwdKeys fwd_keys();
-
-/// Hopper forwards run on key tiles of 128 since the process started.
-std::int64_t wgmma_fwd_wide_key_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_fwd_wide_key_launch();
 
 /// Query tiles of the Hopper forward with key tiles of 128 at D 64 (plain scores): R128 or
 /// R192 (three warpgroups, 12 warps an SM). Auto: the environment variable
@@ -98,12 +76,6 @@ void set_fwd_rows(FwdRows r);
 /// The setting in effect, Auto resolved: R128 or R192. Throws tg::ValueError naming
 /// TG_ATTENTION_FWD_ROWS when it holds anything but `128` or `192`.
 FwdRows fwd_rows();
-
-/// Hopper forwards run on 192-row query tiles since the process started.
-std::int64_t wgmma_fwd_tall_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_fwd_tall_launch();
 
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
@@ -145,12 +117,6 @@ void set_bwd_dq(BwdDq s);
 /// TG_ATTENTION_BWD_DQ when it holds anything but `keys` or `columns`.
 BwdDq bwd_dq();
 
-/// Hopper kv passes run with dQ by columns since the process started.
-std::int64_t wgmma_bwd_dq_columns_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_bwd_dq_columns_launch();
-
 /// Order of the Hopper kv pass's products within a step (plain scores, dQ by keys). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
 /// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
@@ -170,12 +136,6 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
-/// Hopper kv passes run with the pipelined step since the process started.
-std::int64_t wgmma_bwd_pipelined_launches();
-
-/// Counts one such launch (called by the CUDA backend).
-void note_wgmma_bwd_pipelined_launch();
-
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -194,17 +154,24 @@ void set_tile_height(TileHeight h);
 /// `full` or `half`.
 TileHeight tile_height();
 
-/// Backwards whose kv pass ran the Hopper kernel since the process started.
-std::int64_t wgmma_bwd_launches();
+/// Kernel paths the CUDA backend counts as it launches them, so that tests check which one ran.
+enum class Path {
+  WgmmaFwd,           ///< forwards run by the Hopper kernel
+  WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
+  WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
+  WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
+  NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
+  WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
+  WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
+  kCount
+};
 
-/// Counts one launch of the Hopper kv pass (called by the CUDA backend).
-void note_wgmma_bwd_launch();
+/// Launches of `path` since the process started.
+std::int64_t launches(Path path);
 
-/// Backwards whose kv pass (either kernel) ran on 64-key tiles (patterns sparse at that
-/// granularity), since the process started.
-std::int64_t narrow_kv_launches();
-
-/// Counts one such backward (called by the CUDA backend).
-void note_narrow_kv_launch();
+/// Counts one launch of `path` (called by the CUDA backend).
+void note_launch(Path path);
 
 }  // namespace tg::ops::attn

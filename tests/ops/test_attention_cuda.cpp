@@ -597,47 +597,47 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
     }
   } restore;
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Wgmma);
-  const std::int64_t before = ops::attn::wgmma_fwd_launches();
+  const std::int64_t before = ops::attn::launches(ops::attn::Path::WgmmaFwd);
   // D 64: every pattern on 64-row query tiles
-  const std::int64_t narrow64_before = ops::attn::wgmma_fwd_narrow_launches();
+  const std::int64_t narrow64_before = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow);
   std::int64_t runs = run_hopper_cases(64);
-  CHECK(ops::attn::wgmma_fwd_narrow_launches() - narrow64_before == runs);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow) - narrow64_before == runs);
   // D 128: the random 64-block patterns on 64-row query tiles, the others on 128-row ones
-  const std::int64_t narrow_before = ops::attn::wgmma_fwd_narrow_launches();
+  const std::int64_t narrow_before = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow);
   const std::int64_t runs128 = run_hopper_cases(128);
   runs += runs128;
-  CHECK(ops::attn::wgmma_fwd_launches() - before == runs);  // the Hopper kernel ran every time
-  const std::int64_t narrow = ops::attn::wgmma_fwd_narrow_launches() - narrow_before;
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwd) - before == runs);  // the Hopper kernel ran every time
+  const std::int64_t narrow = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow) - narrow_before;
   CHECK(narrow > 0);
   CHECK(narrow < runs128);
-  const std::int64_t narrow_mid = ops::attn::wgmma_fwd_narrow_launches();
+  const std::int64_t narrow_mid = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow);
   check_cuda("dense: 128-row tiles", make_inputs(general_shape(128), 85), AttentionPattern::dense(256, 256, 64), {},
              {DType::bf16});
   runs += 1;
-  CHECK(ops::attn::wgmma_fwd_narrow_launches() == narrow_mid);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow) == narrow_mid);
   // it also runs bias, soft cap and dropout
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
-  CHECK(ops::attn::wgmma_fwd_launches() - before == runs);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwd) - before == runs);
   // forced tile heights: a dense pattern on 64-row tiles, a random 64-block one on 128-row ones
   for (std::int64_t d : {64, 128}) {
     ops::attn::set_tile_height(ops::attn::TileHeight::Half);
-    const std::int64_t h0 = ops::attn::wgmma_fwd_narrow_launches();
+    const std::int64_t h0 = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow);
     check_cuda("64-row tiles forced", make_inputs(general_shape(d), 86), AttentionPattern::dense(256, 256, 64), {},
                {DType::bf16});
-    CHECK(ops::attn::wgmma_fwd_narrow_launches() > h0);
+    CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow) > h0);
     ops::attn::set_tile_height(ops::attn::TileHeight::Full);
-    const std::int64_t h1 = ops::attn::wgmma_fwd_narrow_launches();
+    const std::int64_t h1 = ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow);
     check_cuda("128-row tiles forced", make_inputs(general_shape(d), 87), uniform_pattern(4, 256, 256, 64, 64, 30, 88),
                {}, {DType::bf16});
-    CHECK(ops::attn::wgmma_fwd_narrow_launches() == h1);
+    CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwdNarrow) == h1);
   }
   ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
   // the mma.sync kernel when asked for
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Mma);
-  const std::int64_t mid = ops::attn::wgmma_fwd_launches();
+  const std::int64_t mid = ops::attn::launches(ops::attn::Path::WgmmaFwd);
   check_cuda("mma.sync when asked", make_inputs(general_shape(64), 83), AttentionPattern::dense(256, 256, 64), {},
              {DType::bf16});
-  CHECK(ops::attn::wgmma_fwd_launches() == mid);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwd) == mid);
   // the default takes the Hopper kernel, with dropout too (the training example's case),
   // unless the environment says otherwise
   ops::attn::set_fwd_kernel(ops::attn::FwdKernel::Auto);
@@ -647,7 +647,7 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
     o.seed = 5;
     check_cuda("default with dropout", make_inputs(general_shape(64), 84), AttentionPattern::dense(256, 256, 64), o,
                {DType::bf16});
-    CHECK(ops::attn::wgmma_fwd_launches() > mid);
+    CHECK(ops::attn::launches(ops::attn::Path::WgmmaFwd) > mid);
   }
 }
 
@@ -676,19 +676,19 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
   at::set_fwd_schedule(schedule);
   at::set_fwd_keys(keys);
   at::set_fwd_rows(rows);
-  const std::int64_t over0 = at::wgmma_fwd_overlap_launches(), wide0 = at::wgmma_fwd_wide_key_launches();
-  const std::int64_t tall0 = at::wgmma_fwd_tall_launches();
-  const std::int64_t narrow0 = at::wgmma_fwd_narrow_launches();
+  const std::int64_t over0 = at::launches(at::Path::WgmmaFwdOverlap), wide0 = at::launches(at::Path::WgmmaFwdWideKeys);
+  const std::int64_t tall0 = at::launches(at::Path::WgmmaFwdTall);
+  const std::int64_t narrow0 = at::launches(at::Path::WgmmaFwdNarrow);
   // causal and window tiles that one warpgroup of a tile does not see, random blocks on
   // 64-row tiles (which keep 64-key tiles), sinks, GQA, lengths, segments
   std::int64_t runs = 0;
   for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
-  const std::int64_t narrow = at::wgmma_fwd_narrow_launches() - narrow0;
+  const std::int64_t narrow = at::launches(at::Path::WgmmaFwdNarrow) - narrow0;
   CHECK(narrow > 0);
-  CHECK(at::wgmma_fwd_overlap_launches() - over0 == (overlap ? runs : 0));
-  CHECK(at::wgmma_fwd_wide_key_launches() - wide0 == (wide ? runs - narrow : 0));
+  CHECK(at::launches(at::Path::WgmmaFwdOverlap) - over0 == (overlap ? runs : 0));
+  CHECK(at::launches(at::Path::WgmmaFwdWideKeys) - wide0 == (wide ? runs - narrow : 0));
   // 192-row tiles at D 64 only: some of the wide-key launches, not all
-  const std::int64_t tall_runs = at::wgmma_fwd_tall_launches() - tall0;
+  const std::int64_t tall_runs = at::launches(at::Path::WgmmaFwdTall) - tall0;
   if (tall) {
     CHECK(tall_runs > 0);
     CHECK(tall_runs < runs - narrow);
@@ -711,15 +711,15 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
       ++runs;
     }
   }
-  CHECK(at::wgmma_fwd_overlap_launches() - over0 == (overlap ? runs : 0));
+  CHECK(at::launches(at::Path::WgmmaFwdOverlap) - over0 == (overlap ? runs : 0));
   // the general transform keeps the serial schedule and 64-key tiles
-  const std::int64_t over1 = at::wgmma_fwd_overlap_launches(), wide1 = at::wgmma_fwd_wide_key_launches();
+  const std::int64_t over1 = at::launches(at::Path::WgmmaFwdOverlap), wide1 = at::launches(at::Path::WgmmaFwdWideKeys);
   AttentionOptions o;
   o.softcap = 3.0;
   check_cuda("softcap keeps the serial schedule", make_inputs(general_shape(64), 92),
              AttentionPattern::dense(256, 256, 64), o, {DType::bf16});
-  CHECK(at::wgmma_fwd_overlap_launches() == over1);
-  CHECK(at::wgmma_fwd_wide_key_launches() == wide1);
+  CHECK(at::launches(at::Path::WgmmaFwdOverlap) == over1);
+  CHECK(at::launches(at::Path::WgmmaFwdWideKeys) == wide1);
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the CPU", "[ops][attention][cuda]") {
@@ -731,49 +731,49 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
     }
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
-  const std::int64_t before = ops::attn::wgmma_bwd_launches();
+  const std::int64_t before = ops::attn::launches(ops::attn::Path::WgmmaBwd);
   // D 64 without the general transform: every pattern on 64-key tiles
-  const std::int64_t narrow_before = ops::attn::narrow_kv_launches();
+  const std::int64_t narrow_before = ops::attn::launches(ops::attn::Path::NarrowKv);
   const std::int64_t runs64 = run_hopper_cases(64);
-  CHECK(ops::attn::narrow_kv_launches() - narrow_before == runs64);
+  CHECK(ops::attn::launches(ops::attn::Path::NarrowKv) - narrow_before == runs64);
   // D 128: the random 64-block patterns on 64-key tiles, the others on 128-key ones
-  const std::int64_t narrow128_before = ops::attn::narrow_kv_launches();
+  const std::int64_t narrow128_before = ops::attn::launches(ops::attn::Path::NarrowKv);
   const std::int64_t runs128 = run_hopper_cases(128);
-  const std::int64_t narrow128 = ops::attn::narrow_kv_launches() - narrow128_before;
+  const std::int64_t narrow128 = ops::attn::launches(ops::attn::Path::NarrowKv) - narrow128_before;
   CHECK(narrow128 > 0);
   CHECK(narrow128 < runs128);
   std::int64_t runs = runs64 + runs128;
-  CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaBwd) - before == runs);
   // the general transform: bias (its gradient too), soft cap, dropout, all at once
   for (std::int64_t d : {64, 128}) runs += run_general_cases(d);
-  CHECK(ops::attn::wgmma_bwd_launches() - before == runs);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaBwd) - before == runs);
   // the mma.sync kv pass on 64-key tiles too (D 128, random 64-blocks), when chosen
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Mma);
-  const std::int64_t narrow_mid = ops::attn::narrow_kv_launches();
-  const std::int64_t mma_mid = ops::attn::wgmma_bwd_launches();
+  const std::int64_t narrow_mid = ops::attn::launches(ops::attn::Path::NarrowKv);
+  const std::int64_t mma_mid = ops::attn::launches(ops::attn::Path::WgmmaBwd);
   check_cuda("mma.sync kv pass, 64-key tiles", make_inputs(general_shape(128), 93),
              uniform_pattern(4, 256, 256, 64, 64, 30, 94), {}, {DType::bf16});
-  CHECK(ops::attn::narrow_kv_launches() > narrow_mid);
-  CHECK(ops::attn::wgmma_bwd_launches() == mma_mid);
+  CHECK(ops::attn::launches(ops::attn::Path::NarrowKv) > narrow_mid);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaBwd) == mma_mid);
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   // deterministic mode keeps the mma.sync kv pass (and the q pass)
-  const std::int64_t mid = ops::attn::wgmma_bwd_launches();
+  const std::int64_t mid = ops::attn::launches(ops::attn::Path::WgmmaBwd);
   const AttentionPattern dense = AttentionPattern::dense(256, 256, 64);
   AttentionOptions o;
   o.deterministic = true;
   check_cuda("deterministic falls back", make_inputs(general_shape(64), 84), dense, o, {DType::bf16});
   check_cuda("deterministic falls back", make_inputs(general_shape(128), 92), dense, o, {DType::bf16});
-  CHECK(ops::attn::wgmma_bwd_launches() == mid);
+  CHECK(ops::attn::launches(ops::attn::Path::WgmmaBwd) == mid);
   // forced tile heights: a random 64-block pattern on 128-key tiles, a dense one on 64-key ones
   const AttentionPattern random64 = uniform_pattern(4, 256, 256, 64, 64, 30, 95);
   for (std::int64_t d : {64, 128}) {
     ops::attn::set_tile_height(ops::attn::TileHeight::Full);
-    const std::int64_t n0 = ops::attn::narrow_kv_launches();
+    const std::int64_t n0 = ops::attn::launches(ops::attn::Path::NarrowKv);
     check_cuda("128-key tiles forced", make_inputs(general_shape(d), 96), random64, {}, {DType::bf16});
-    CHECK(ops::attn::narrow_kv_launches() == n0);
+    CHECK(ops::attn::launches(ops::attn::Path::NarrowKv) == n0);
     ops::attn::set_tile_height(ops::attn::TileHeight::Half);
     check_cuda("64-key tiles forced", make_inputs(general_shape(d), 97), dense, {}, {DType::bf16});
-    CHECK(ops::attn::narrow_kv_launches() > n0);
+    CHECK(ops::attn::launches(ops::attn::Path::NarrowKv) > n0);
   }
 }
 
@@ -783,24 +783,24 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdDq> split(at::set_bwd_dq, at::BwdDq::Columns);
-  const std::int64_t cols0 = at::wgmma_bwd_dq_columns_launches(), narrow0 = at::narrow_kv_launches();
+  const std::int64_t cols0 = at::launches(at::Path::WgmmaBwdDqColumns), narrow0 = at::launches(at::Path::NarrowKv);
   // D 128: the 128-key tiles split dQ by columns (key tiles that one warpgroup does not see
   // included: causal and window diagonals, random 32 x 128 blocks), 64-key tiles keep keys
   const std::int64_t runs = run_hopper_cases(128);
-  const std::int64_t narrow = at::narrow_kv_launches() - narrow0;
+  const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
   CHECK(narrow > 0);
-  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow);
+  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) - cols0 == runs - narrow);
   // long and short key and query lists (both dSᵀ buffers reused many times, partial tiles)
   const std::int64_t lists = check_list_lengths(128, {40, 1000}, 95, {DType::bf16});
-  CHECK(at::wgmma_bwd_dq_columns_launches() - cols0 == runs - narrow + lists);
+  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) - cols0 == runs - narrow + lists);
   // D 64 and the general transform keep dQ by keys
-  const std::int64_t mid = at::wgmma_bwd_dq_columns_launches();
+  const std::int64_t mid = at::launches(at::Path::WgmmaBwdDqColumns);
   run_hopper_cases(64);
   AttentionOptions cap;
   cap.softcap = 3.0;
   check_cuda("softcap keeps dQ by keys", make_inputs(general_shape(128), 96), AttentionPattern::dense(256, 256, 64),
              cap, {DType::bf16});
-  CHECK(at::wgmma_bwd_dq_columns_launches() == mid);
+  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) == mid);
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",
@@ -809,12 +809,12 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
-  const std::int64_t p0 = at::wgmma_bwd_pipelined_launches(), narrow0 = at::narrow_kv_launches();
+  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPipelined), narrow0 = at::launches(at::Path::NarrowKv);
   // both head dims, both key tiles (invisible steps skipped: causal and window diagonals,
   // random blocks, a query block that sees nothing; rows past sq; GQA)
   const std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128);
-  CHECK(at::wgmma_bwd_pipelined_launches() - p0 == runs);
-  CHECK(at::narrow_kv_launches() - narrow0 > 0);
+  CHECK(at::launches(at::Path::WgmmaBwdPipelined) - p0 == runs);
+  CHECK(at::launches(at::Path::NarrowKv) - narrow0 > 0);
   {
     const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
     CHECK(run_hopper_cases(64) > 0);  // the 128-key tiles at D 64 too
@@ -823,7 +823,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   const std::int64_t lists = check_list_lengths(64, {40, 1000}, 195, {DType::bf16, DType::f16}) +
                              check_list_lengths(128, {100, 1000}, 196, {DType::bf16});
   CHECK(lists == 6);
-  const std::int64_t mid = at::wgmma_bwd_pipelined_launches();
+  const std::int64_t mid = at::launches(at::Path::WgmmaBwdPipelined);
   // the general transform and dQ by columns keep their kernels
   AttentionOptions cap;
   cap.softcap = 3.0;
@@ -834,7 +834,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
     check_cuda("dQ by columns keeps its kernel", make_inputs(general_shape(128), 198),
                AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
   }
-  CHECK(at::wgmma_bwd_pipelined_launches() == mid);
+  CHECK(at::launches(at::Path::WgmmaBwdPipelined) == mid);
 }
 
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
