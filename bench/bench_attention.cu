@@ -191,19 +191,20 @@ double median(std::vector<double> x) {
 }
 
 // TG_ATTENTION_SWEEP_ONLY: comma-separated parts of variant names to time (the default, the
-// first, always); unset or empty: every variant.
-bool sweep_selected(std::size_t vi) {
+// first, always); unset or empty: every variant. One flag a variant.
+std::vector<bool> sweep_choice() {
   const char* e = std::getenv("TG_ATTENTION_SWEEP_ONLY");
-  if (vi == 0 || e == nullptr || *e == '\0') return true;
-  const std::string name = variants()[vi].name, list = e;
-  std::size_t from = 0;
-  while (from <= list.size()) {
+  const std::string list = e != nullptr ? e : "";
+  std::vector<bool> chosen(variants().size(), list.empty());
+  chosen[0] = true;
+  for (std::size_t from = 0; from < list.size();) {
     const std::size_t to = std::min(list.find(',', from), list.size());
     const std::string part = list.substr(from, to - from);
-    if (!part.empty() && name.find(part) != std::string::npos) return true;
+    for (std::size_t vi = 0; vi < chosen.size() && !part.empty(); ++vi)
+      if (std::string(variants()[vi].name).find(part) != std::string::npos) chosen[vi] = true;
     from = to + 1;
   }
-  return false;
+  return chosen;
 }
 
 int sweep_rounds() {
@@ -220,6 +221,7 @@ int main() {
   const char* sweep_env = std::getenv("TG_ATTENTION_SWEEP");
   const bool sweep = sweep_env != nullptr && std::string(sweep_env) == "1";
   const int rounds = sweep_rounds();
+  const std::vector<bool> chosen = sweep_choice();
   std::printf("bf16 GEMM 8192^3 (tg::matmul, cuBLAS): %.0f TFLOP/s\n", ceiling);
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
@@ -263,7 +265,7 @@ int main() {
             // reversed in odd rounds, so that no variant always runs right after the same one
             const std::size_t vi = round % 2 ? nv - 1 - slot : slot;
             const Variant& var = variants()[vi];
-            if ((var.only_d != 0 && var.only_d != d) || !sweep_selected(vi)) continue;
+            if ((var.only_d != 0 && var.only_d != d) || !chosen[vi]) continue;
             var.apply();
             runs[vi].push_back(time_case(q, k, v, dout, c.pattern, o));
           }
