@@ -837,6 +837,19 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Serial);
+  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPipelined), bwd0 = at::launches(at::Path::WgmmaBwd);
+  // both head dims, both key tiles, long lists: the step the pipelined default replaced
+  const std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128) +
+                            check_list_lengths(128, {100, 1000}, 199, {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwd) - bwd0 == runs);
+  CHECK(at::launches(at::Path::WgmmaBwdPipelined) == p0);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {
