@@ -69,6 +69,9 @@ std::vector<Case> cases() {
   drop.dropout_p = 0.1;
   drop.seed = 3;
   out.push_back({"causal, dropout 0.1", dense, drop});
+  // the backward drawing the decisions again instead of reading the forward's (no mask memory)
+  drop.keep_dropout_mask = false;
+  out.push_back({"causal, dropout 0.1, redrawn", dense, drop});
   tg::AttentionOptions cap = causal;
   cap.softcap = 30;
   out.push_back({"causal, soft cap 30", dense, cap});

@@ -54,26 +54,29 @@ AttentionResult flash_attention_with_lse(const Tensor& q, const Tensor& k, const
   AttentionResult r;
   r.out = ops::empty_like(q, {p.bhq, p.sq, p.dv}, q.dtype());
   r.lse = ops::empty_like(q, {p.bhq, p.sq}, lse_dtype(q.dtype()));
+  const std::vector<Tensor> inputs{q, k, v, prep.bias_data, prep.sinks};
+  const bool grad = autograd::needs_grad(inputs);
+  Tensor keep;  // the forward's dropout decisions, when it kept them for the backward
   if (has_work(p)) {
-    ops::attention_fwd_kernel()(q.device())(q, k, v, p, r.out, r.lse);
+    keep = ops::attention_fwd_kernel()(q.device())(q, k, v, p, r.out, r.lse,
+                                                   grad && p.dropout_p > 0.0 && options.keep_dropout_mask);
   } else if (r.out.numel() > 0) {
     fill_keyless(p, r.out, r.lse);
   }
-  const std::vector<Tensor> inputs{q, k, v, prep.bias_data, prep.sinks};
-  if (autograd::needs_grad(inputs)) {
+  if (grad) {
     const bool need_bias = prep.bias_data.defined() && prep.bias_data.requires_grad();
     const bool need_sinks = prep.sinks.defined() && prep.sinks.requires_grad();
     const std::array<bool, 3> need{q.requires_grad(), k.requires_grad(), v.requires_grad()};
     autograd::record(kOp, inputs, {r.out},
                      [p, need, need_bias, need_sinks, qd = q.detach(), kd = k.detach(), vd = v.detach(),
-                      od = r.out.detach(), lse = r.lse](const std::vector<Tensor>& g) {
+                      od = r.out.detach(), lse = r.lse, keep](const std::vector<Tensor>& g) {
                        Tensor dout = g[0].dtype() == qd.dtype() ? g[0] : g[0].to(qd.dtype());
                        Tensor dq = ops::empty_like(qd), dk = ops::empty_like(kd), dv = ops::empty_like(vd);
                        Tensor dbias = need_bias ? ops::empty_like(p.bias.data()) : Tensor();
                        Tensor dsinks = need_sinks ? ops::empty_like(p.sinks) : Tensor();
                        if (has_work(p)) {
                          ops::attention_bwd_kernel()(qd.device())(qd, kd, vd, od, lse, dout, p, dq, dk, dv, dbias,
-                                                                  dsinks);
+                                                                  dsinks, keep);
                        } else {
                          // No key: the output is constant (0), so every gradient is 0.
                          dq = zeros_as(dq), dk = zeros_as(dk), dv = zeros_as(dv);

@@ -132,6 +132,13 @@ struct AttentionOptions {
   /// Dropout on the probabilities (Philox, same mask on CPU and CUDA); p in [0, 1).
   double dropout_p = 0.0;
   std::uint64_t seed = 0, offset = 0;
+  /// With dropout and a gradient to compute, whether the forward may keep its keep/drop
+  /// decisions for the backward, which then reads them instead of drawing them again (CUDA,
+  /// Hopper kernels, Sk a multiple of 4). They take one bit per element of each head's
+  /// Sq x Sk rectangle (Sq·Sk/8 bytes a head; 2 MiB at S 4096), held until the backward
+  /// runs or the graph is dropped. The gradients are the same either way; false saves the
+  /// memory and draws them again in the backward (slower).
+  bool keep_dropout_mask = true;
   /// Bit-identical gradients run to run (no floating-point atomics in the backward).
   bool deterministic = false;
 };

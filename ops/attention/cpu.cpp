@@ -416,14 +416,16 @@ class CpuAttention {
   A drop_scale_ = 1;
 };
 
-void attention_fwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p, const Tensor& o,
-                       const Tensor& lse) {
+// Keeps no dropout decisions: drawing them again costs the CPU little next to its products.
+Tensor attention_fwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p, const Tensor& o,
+                         const Tensor& lse, bool /*keep_mask*/) {
   TG_DISPATCH_FLOATING(q.dtype(), "flash_attention", [&] { CpuAttention<scalar_t>(q, k, v, p).forward(o, lse); });
+  return {};
 }
 
 void attention_bwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                        const Tensor& dout, const AttentionProblem& p, const Tensor& dq, const Tensor& dk,
-                       const Tensor& dv, const Tensor& dbias, const Tensor& dsinks) {
+                       const Tensor& dv, const Tensor& dbias, const Tensor& dsinks, const Tensor& /*keep*/) {
   TG_DISPATCH_FLOATING(q.dtype(), "flash_attention", [&] {
     CpuAttention<scalar_t>(q, k, v, p).backward(o, lse, dout, dq, dk, dv, dbias, dsinks);
   });

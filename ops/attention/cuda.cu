@@ -275,8 +275,8 @@ T* mptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p, const Tensor& o,
-                        const Tensor& lse) {
+Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p,
+                          const Tensor& o, const Tensor& lse, bool keep_mask) {
   check_head_dims(p, q.dtype());
   const Device dev = q.device();
   tg::cuda::DeviceGuard guard(dev.index);
@@ -305,7 +305,17 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     }
   }
   if (!work) full();
-  const Params prm = make_params(p, *work, dev);
+  Params prm = make_params(p, *work, dev);
+  // The Hopper forward draws dropout's decisions a warp's 16 x 64 tile at a time (where 4 keys
+  // share a Philox block) and can write them out for the kv pass at little cost: the kv
+  // pass then loads 2 bits a query row instead of drawing 8 Philox blocks a lane.
+  Tensor keep;
+  if (keep_mask && wgmma && prm.drop_groups) {
+    prm.keep_words = static_cast<int>((p.sk + 31) / 32);
+    keep = empty({p.bhq, p.sq, prm.keep_words}, {.dtype = DType::i32, .device = dev});
+    prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
+    note_launch(Path::DropoutKept);
+  }
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
   const Tensor oa = aligned_output(o), la = aligned_output(lse);
 
@@ -379,11 +389,12 @@ void attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   }
   finish_output(o, oa);
   finish_output(lse, la);
+  return keep;
 }
 
 void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                         const Tensor& dout, const AttentionProblem& p, const Tensor& dq, const Tensor& dk,
-                        const Tensor& dv, const Tensor& dbias, const Tensor& dsinks) {
+                        const Tensor& dv, const Tensor& dbias, const Tensor& dsinks, const Tensor& keep) {
   check_head_dims(p, q.dtype());
   const Device dev = q.device();
   tg::cuda::DeviceGuard guard(dev.index);
@@ -482,6 +493,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.atomic_dq = atomic;
       if (wgmma_kv) {
         note_launch(Path::WgmmaBwd);
+        if (keep.defined() && a.p.drop_groups) {
+          a.p.keep = static_cast<std::uint32_t*>(keep.data_ptr());
+          a.p.keep_words = static_cast<int>(keep.size(2));
+          note_launch(Path::DropoutRead);
+        }
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {

@@ -38,19 +38,24 @@ struct AttentionProblem {
 };
 
 /// Forward: writes o [bhq, sq, dv] (q's dtype) and lse [bhq, sq] (f32; f64 for f64) as
-/// defined in attention.h. All extents > 0.
-using AttentionFwdFn = void(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p,
-                            const Tensor& o, const Tensor& lse);
+/// defined in attention.h. All extents > 0. With `keep_mask` (dropout on, a backward to
+/// come) a kernel may return the dropout decisions it drew, for the backward to read: i32
+/// [bhq, sq, ceil(sk / 32)] on its device, bit j % 32 of word j / 32 of row (bh, i) set when
+/// element (i, j) is kept; only the bits of visible elements are defined. Otherwise, and
+/// when it keeps nothing, it returns an undefined tensor.
+using AttentionFwdFn = Tensor(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p,
+                              const Tensor& o, const Tensor& lse, bool keep_mask);
 TG_DECLARE_KERNEL(attention_fwd_kernel, AttentionFwdFn);
 
 /// Backward: given o, lse of the forward and do (q's dtype, [bhq, sq, dv]), writes dq
 /// [bhq, sq, d], dk [bhkv, sk, d], dv [bhkv, sk, dv] (q's dtype; dk/dv summed over the
 /// query heads sharing a kv row), and when defined: dbias (bias's dtype, the bias's block
 /// data shape) and dsinks (sinks' dtype: f32, f64 for f64, [Hq]). Every output is fully
-/// overwritten.
+/// overwritten. `keep`: what the forward returned (may be undefined); a kernel may read the
+/// decisions from it instead of drawing them.
 using AttentionBwdFn = void(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                             const Tensor& dout, const AttentionProblem& p, const Tensor& dq, const Tensor& dk,
-                            const Tensor& dv, const Tensor& dbias, const Tensor& dsinks);
+                            const Tensor& dv, const Tensor& dbias, const Tensor& dsinks, const Tensor& keep);
 TG_DECLARE_KERNEL(attention_bwd_kernel, AttentionBwdFn);
 
 }  // namespace tg::ops

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/grad_mode.h"
 #include "ops/attention/attention.h"
 #include "ops/attention/kernel_choice.h"
 #include "util.h"
@@ -848,6 +849,107 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches
                             check_list_lengths(128, {100, 1000}, 199, {DType::bf16});
   CHECK(at::launches(at::Path::WgmmaBwd) - bwd0 == runs);
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == p0);
+}
+
+TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions its forward kept",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::FwdKernel> fwd(at::set_fwd_kernel, at::FwdKernel::Wgmma);
+  const ForceKnob<at::BwdKernel> bwd(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  auto kept = [] { return at::launches(at::Path::DropoutKept); };
+  auto read = [] { return at::launches(at::Path::DropoutRead); };
+  const std::int64_t kept0 = kept(), read0 = read();
+  std::int64_t runs = 0;
+  // The kv pass's dK and dV have no atomics: with the same decisions they are bit-identical
+  // whether the decisions were read or drawn again, which a single differing bit would break.
+  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat, AttentionOptions o,
+                   DType dt) {
+    INFO(name << " in " << dtype_name(dt));
+    check_cuda(name, master, pat, o, {dt});
+    ++runs;
+    const Inputs in = rounded(master, dt);
+    o = options_rounded(o, dt);
+    const Result with = run(in, pat, o, dt, Device::cuda());
+    o.keep_dropout_mask = false;
+    const std::int64_t k = kept(), r = read();
+    const Result without = run(in, pat, o, dt, Device::cuda());
+    CHECK(kept() == k);
+    CHECK(read() == r);
+    tgt::require_close(with.out, without.out, 0, 0);
+    tgt::require_close(with.dk, without.dk, 0, 0);
+    tgt::require_close(with.dv, without.dv, 0, 0);
+    require_near("dq", with.dq, without.dq, 1e-5);
+    ++runs;  // check_cuda's GPU run and `with` kept and read; `without` neither
+  };
+  for (std::int64_t d : {64, 128}) {
+    const std::string dn = " D " + std::to_string(d);
+    // GQA cross-attention, causal, ragged extents: rows past sq, a partial key tile, sk not a
+    // multiple of 32 (the last word of a row half used)
+    Shape4 s;
+    s.B = 2;
+    s.Hq = 4;
+    s.Hkv = 2;
+    s.sq = 200;
+    s.sk = 332;
+    s.d = s.dv = d;
+    AttentionOptions o;
+    o.num_heads = s.Hq;
+    o.causal = true;
+    o.dropout_p = 0.2;
+    o.seed = 11;
+    o.offset = 3;
+    check("GQA, causal, ragged" + dn, make_inputs(s, static_cast<std::uint64_t>(300 + d)),
+          AttentionPattern::dense(s.sq, s.sk, 64), o, DType::bf16);
+    // random blocks (query blocks that see nothing) under a window, f16
+    const Shape4 g = general_shape(d);
+    o = {};
+    o.window_left = 70;
+    o.window_right = 30;
+    o.dropout_p = 0.1;
+    o.seed = 12;
+    check("random blocks, window" + dn, make_inputs(g, static_cast<std::uint64_t>(310 + d)),
+          uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 40, 311), o, DType::f16);
+    // with the rest of the general transform: bias, soft cap, lens, segments, sinks
+    o = {};
+    o.num_heads = g.Hq;
+    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
+    o.seg_q = segments(g.B, g.sq, 312);
+    o.seg_k = o.seg_q;
+    o.bias = bias_of(g.B * g.Hq, g.sq, g.sk, 32, 313);
+    o.softcap = 5.0;
+    o.sinks = tgt::rand64({g.Hq}, 314);
+    o.dropout_p = 0.3;
+    o.seed = 13;
+    check("with bias, soft cap, lens, segments, sinks" + dn, make_inputs(g, static_cast<std::uint64_t>(320 + d)),
+          AttentionPattern::dense(g.sq, g.sk, 64), o, DType::bf16);
+  }
+  CHECK(kept() - kept0 == runs);
+  CHECK(read() - read0 == runs);
+
+  // nothing kept: sk not a multiple of 4 (decisions drawn per element), no gradient to
+  // compute, the mma.sync forward; the backward then draws the decisions itself
+  const std::int64_t k1 = kept(), r1 = read();
+  Shape4 s = general_shape(64);
+  s.sk = 250;
+  AttentionOptions o;
+  o.dropout_p = 0.25;
+  o.seed = 14;
+  check_cuda("250 keys", make_inputs(s, 330), AttentionPattern::dense(s.sq, s.sk, 64), o, {DType::bf16});
+  {
+    NoGradGuard ng;
+    const Inputs in = make_inputs(general_shape(64), 331);
+    auto dev = [](const Tensor& t) { return t.to(DType::bf16).to(Device::cuda()); };
+    const Tensor out = flash_attention(dev(in.q), dev(in.k), dev(in.v), AttentionPattern::dense(256, 256, 64), o);
+    CHECK(out.shape() == Shape{4, 256, 64});
+  }
+  {
+    const ForceKnob<at::FwdKernel> mma(at::set_fwd_kernel, at::FwdKernel::Mma);
+    check_cuda("mma.sync forward", make_inputs(general_shape(64), 332), AttentionPattern::dense(256, 256, 64), o,
+               {DType::bf16});
+  }
+  CHECK(kept() == k1);
+  CHECK(read() == r1);
 }
 
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {

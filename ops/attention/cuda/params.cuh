@@ -57,6 +57,10 @@ struct Params {
   std::uint32_t drop_threshold = 0;
   float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
   std::uint64_t seed = 0, offset = 0;
+  /// Dropout decisions kept for the backward (kernels.h's layout: keep_words words a row of
+  /// [bhq, sq]), or null: the Hopper forward writes them, the Hopper kv pass reads them.
+  std::uint32_t* keep = nullptr;
+  int keep_words = 0;
 };
 
 /// A tile list on the device: item order[x] (a CTA's work) owns entries[off[item] .. off[item + 1]).
@@ -301,6 +305,47 @@ static __device__ __noinline__ std::uint32_t keep_bits(const Params& p, int bh, 
 /// 16 x 64 tile.
 constexpr int kKeepScratch = 256;
 
+/// Writes a forward warp's decisions (warp_keep_bits' scratch: rows i_base + 0..15 against
+/// keys j_base + 0..63, j_base a multiple of 64) to p.keep as two 32-bit words a row: lane
+/// 2r + h packs the 8 nibbles of row r's keys 32h .. 32h + 31. Rows past sq and words past
+/// sk are not written.
+__device__ __forceinline__ void store_keep_words(const Params& p, int bh, int i_base, int j_base, int lane,
+                                                 const unsigned char* scratch) {
+  const int r = lane >> 1, h = lane & 1, row = i_base + r;
+  if (row >= p.sq || j_base + 32 * h >= p.sk) return;
+  // 8 bytes, each a nibble in its low bits, packed into one word (byte b's nibble to bits 4b..)
+  const uint2 nib = *reinterpret_cast<const uint2*>(scratch + 16 * r + 8 * h);
+  auto pack4 = [](std::uint32_t v) {  // 4 nibbles at bytes 0..3 -> bits 0..15
+    v = (v | (v >> 4)) & 0x00FF00FFu;
+    return (v | (v >> 8)) & 0xFFFFu;
+  };
+  p.keep[(static_cast<std::size_t>(bh) * p.sq + row) * p.keep_words + (j_base >> 5) + h] =
+      pack4(nib.x) | (pack4(nib.y) << 16);
+}
+
+/// The kv pass's keep bits (warp_keep_bits<true>'s layout: lane (g, t) holds element 4·nt + c
+/// = (query i_base + 8·nt + 2t + (c & 1), key j_base + g + 8·(c >> 1)), j_base a multiple of
+/// 16) read from p.keep, which the forward wrote: one 32-bit load per query row, two bits
+/// of each. Rows past sq read as dropped (they are invisible).
+__device__ __forceinline__ std::uint32_t kept_keep_bits(const Params& p, int bh, int i_base, int j_base, int lane) {
+  if (j_base >= p.sk) return 0u;  // a partial tile's keys past sk: invisible
+  const int g = lane >> 2, t = lane & 3;
+  const std::uint32_t* words =
+      p.keep + static_cast<std::size_t>(bh) * p.sq * p.keep_words + (j_base >> 5);
+  const int shift = (j_base & 31) + g;  // key g at bit 0, key g + 8 at bit 8
+  std::uint32_t bits = 0;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int row = i_base + 8 * nt + 2 * t + c;
+      const std::uint32_t w = row < p.sq ? __ldg(words + static_cast<std::size_t>(row) * p.keep_words) >> shift : 0u;
+      bits |= ((w & 1u) | ((w >> 6) & 4u)) << (4 * nt + c);
+    }
+  }
+  return bits;
+}
+
 /// keep_bits of a warp's 32 lanes at once, for the element layouts of the Hopper kernels,
 /// where p.drop_groups holds. Element (i, j) is decided by word j % 4 of the Philox block of
 /// flat index (bh·sq + i)·sk + j, so 4 consecutive keys of a row share one block; a lane
@@ -332,6 +377,9 @@ __device__ __forceinline__ std::uint32_t warp_keep_bits(const Params& p, int bh,
                                               ((r.w >> 8) >= p.drop_threshold ? 8u : 0u));
   }
   __syncwarp();
+  if constexpr (!kTransposed) {
+    if (p.keep != nullptr) store_keep_words(p, bh, i_base, j_base, lane, scratch);
+  }
   const int g = lane >> 2, t = lane & 3;
   std::uint32_t bits = 0;
 #pragma unroll

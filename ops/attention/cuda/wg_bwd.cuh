@@ -227,8 +227,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     std::uint32_t kept = ~0u;
     if constexpr (kGeneral) {
       if (p.dropout) {
-        kept = p.drop_groups ? warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch)
-                             : keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+        kept = p.keep != nullptr ? kept_keep_bits(p, bh, i0, kr - g, lane)
+               : p.drop_groups   ? warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch)
+                                 : keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
       }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other
