@@ -307,12 +307,14 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
   if (!work) full();
   Params prm = make_params(p, *work, dev);
   // The Hopper forward draws dropout's decisions a warp's 16 x 64 tile at a time (where 4 keys
-  // share a Philox block) and can write them out for the kv pass at little cost: the kv
-  // pass then loads 2 bits a query row instead of drawing 8 Philox blocks a lane.
+  // share a Philox block) and can write them out for the kv pass at little cost, in units of
+  // the kv pass's warp tile (64 queries x 16 keys): the kv pass then loads one word a lane a
+  // step instead of drawing 8 Philox blocks a lane.
   Tensor keep;
   if (keep_mask && wgmma && prm.drop_groups) {
-    prm.keep_words = static_cast<int>((p.sk + 31) / 32);
-    keep = empty({p.bhq, p.sq, prm.keep_words}, {.dtype = DType::i32, .device = dev});
+    prm.keep_qt = static_cast<int>((p.sq + 63) / 64);
+    prm.keep_kc = static_cast<int>((p.sk + 15) / 16);
+    keep = empty({p.bhq, prm.keep_qt, prm.keep_kc, 32}, {.dtype = DType::i32, .device = dev});
     prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
     note_launch(Path::DropoutKept);
   }
@@ -495,7 +497,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         note_launch(Path::WgmmaBwd);
         if (keep.defined() && a.p.drop_groups) {
           a.p.keep = static_cast<std::uint32_t*>(keep.data_ptr());
-          a.p.keep_words = static_cast<int>(keep.size(2));
+          a.p.keep_qt = static_cast<int>(keep.size(1));
+          a.p.keep_kc = static_cast<int>(keep.size(2));
           note_launch(Path::DropoutRead);
         }
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());

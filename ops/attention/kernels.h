@@ -39,10 +39,10 @@ struct AttentionProblem {
 
 /// Forward: writes o [bhq, sq, dv] (q's dtype) and lse [bhq, sq] (f32; f64 for f64) as
 /// defined in attention.h. All extents > 0. With `keep_mask` (dropout on, a backward to
-/// come) a kernel may return the dropout decisions it drew, for the backward to read: i32
-/// [bhq, sq, ceil(sk / 32)] on its device, bit j % 32 of word j / 32 of row (bh, i) set when
-/// element (i, j) is kept; only the bits of visible elements are defined. Otherwise, and
-/// when it keeps nothing, it returns an undefined tensor.
+/// come) a kernel may return the dropout decisions it drew, for the same backend's backward
+/// to read: a tensor on its device in a layout of the backend's own (about one bit an element
+/// of the Sq x Sk rectangle a row), defined for the visible elements. Otherwise, and when it
+/// keeps nothing, it returns an undefined tensor.
 using AttentionFwdFn = Tensor(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p,
                               const Tensor& o, const Tensor& lse, bool keep_mask);
 TG_DECLARE_KERNEL(attention_fwd_kernel, AttentionFwdFn);

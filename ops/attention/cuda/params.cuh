@@ -57,10 +57,12 @@ struct Params {
   std::uint32_t drop_threshold = 0;
   float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
   std::uint64_t seed = 0, offset = 0;
-  /// Dropout decisions kept for the backward (kernels.h's layout: keep_words words a row of
-  /// [bhq, sq]), or null: the Hopper forward writes them, the Hopper kv pass reads them.
+  /// Dropout decisions kept for the backward, or null: the Hopper forward writes them, the
+  /// Hopper kv pass reads them. Units of 64 query rows x 16 keys, 32 words each (word m: rows
+  /// 2m in bits 0-15 and 2m + 1 in bits 16-31, key k of the unit in bit k of a row's half);
+  /// unit (bh, i / 64, j / 16) at index (bh · keep_qt + i / 64) · keep_kc + j / 16.
   std::uint32_t* keep = nullptr;
-  int keep_words = 0;
+  int keep_qt = 0, keep_kc = 0;
 };
 
 /// A tile list on the device: item order[x] (a CTA's work) owns entries[off[item] .. off[item + 1]).
@@ -306,42 +308,46 @@ static __device__ __noinline__ std::uint32_t keep_bits(const Params& p, int bh, 
 constexpr int kKeepScratch = 256;
 
 /// Writes a forward warp's decisions (warp_keep_bits' scratch: rows i_base + 0..15 against
-/// keys j_base + 0..63, j_base a multiple of 64) to p.keep as two 32-bit words a row: lane
-/// 2r + h packs the 8 nibbles of row r's keys 32h .. 32h + 31. Rows past sq and words past
-/// sk are not written.
-__device__ __forceinline__ void store_keep_words(const Params& p, int bh, int i_base, int j_base, int lane,
+/// keys j_base + 0..63, i_base a multiple of 16, j_base of 64) to p.keep: the warp's quarter
+/// of four units, one word a lane, each unit's 8 words 32 contiguous bytes. Chunks past sk
+/// are not written; rows past sq are (the units are padded to 64 rows).
+__device__ __forceinline__ void store_keep_units(const Params& p, int bh, int i_base, int j_base, int lane,
                                                  const unsigned char* scratch) {
-  const int r = lane >> 1, h = lane & 1, row = i_base + r;
-  if (row >= p.sq || j_base + 32 * h >= p.sk) return;
-  // 8 bytes, each a nibble in its low bits, packed into one word (byte b's nibble to bits 4b..)
-  const uint2 nib = *reinterpret_cast<const uint2*>(scratch + 16 * r + 8 * h);
-  auto pack4 = [](std::uint32_t v) {  // 4 nibbles at bytes 0..3 -> bits 0..15
+  const int kc = lane >> 3, m = lane & 7;  // chunk of 16 keys; word m of the warp's quarter
+  const int chunk = (j_base >> 4) + kc;
+  if (chunk >= p.keep_kc) return;
+  auto pack4 = [](std::uint32_t v) {  // 4 nibbles in bytes 0..3 -> bits 0..15
     v = (v | (v >> 4)) & 0x00FF00FFu;
     return (v | (v >> 8)) & 0xFFFFu;
   };
-  p.keep[(static_cast<std::size_t>(bh) * p.sq + row) * p.keep_words + (j_base >> 5) + h] =
-      pack4(nib.x) | (pack4(nib.y) << 16);
+  // row r's chunk kc: the nibbles of key groups 4kc .. 4kc + 3, scratch bytes 16r + 4kc ..
+  const auto* nib = reinterpret_cast<const std::uint32_t*>(scratch);
+  const std::uint32_t word = pack4(nib[8 * m + kc]) | (pack4(nib[8 * m + 4 + kc]) << 16);
+  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + chunk;
+  p.keep[unit * 32 + 8 * ((i_base & 63) >> 4) + m] = word;
+}
+
+/// Lane `lane`'s word of the unit the kv pass's warp needs (query rows i_base + 0..63, i_base
+/// a multiple of 64; keys j_base + 0..15, j_base of 16): one coalesced 128-byte load a warp,
+/// issued before the step's products and decoded by unit_keep_bits after them. Keys past sk
+/// read as dropped (they are invisible).
+__device__ __forceinline__ std::uint32_t load_keep_unit(const Params& p, int bh, int i_base, int j_base, int lane) {
+  if (j_base >= p.sk) return 0u;
+  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + (j_base >> 4);
+  return __ldg(p.keep + unit * 32 + lane);
 }
 
 /// The kv pass's keep bits (warp_keep_bits<true>'s layout: lane (g, t) holds element 4·nt + c
-/// = (query i_base + 8·nt + 2t + (c & 1), key j_base + g + 8·(c >> 1)), j_base a multiple of
-/// 16) read from p.keep, which the forward wrote: one 32-bit load per query row, two bits
-/// of each. Rows past sq read as dropped (they are invisible).
-__device__ __forceinline__ std::uint32_t kept_keep_bits(const Params& p, int bh, int i_base, int j_base, int lane) {
-  if (j_base >= p.sk) return 0u;  // a partial tile's keys past sk: invisible
+/// = (query 8·nt + 2t + (c & 1), key g + 8·(c >> 1)) of the unit) from the unit's words, one
+/// per lane (load_keep_unit): rows 8·nt + 2t and 8·nt + 2t + 1 are word 4·nt + t.
+__device__ __forceinline__ std::uint32_t unit_keep_bits(std::uint32_t word, int lane) {
   const int g = lane >> 2, t = lane & 3;
-  const std::uint32_t* words =
-      p.keep + static_cast<std::size_t>(bh) * p.sq * p.keep_words + (j_base >> 5);
-  const int shift = (j_base & 31) + g;  // key g at bit 0, key g + 8 at bit 8
   std::uint32_t bits = 0;
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const int row = i_base + 8 * nt + 2 * t + c;
-      const std::uint32_t w = row < p.sq ? __ldg(words + static_cast<std::size_t>(row) * p.keep_words) >> shift : 0u;
-      bits |= ((w & 1u) | ((w >> 6) & 4u)) << (4 * nt + c);
-    }
+    // after the shift: c 0 at bit 0, c 2 at bit 8, c 1 at bit 16, c 3 at bit 24
+    const std::uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * nt + t) >> g;
+    bits |= ((w & 1u) | ((w >> 15) & 2u) | ((w >> 6) & 4u) | ((w >> 21) & 8u)) << (4 * nt);
   }
   return bits;
 }
@@ -378,7 +384,7 @@ __device__ __forceinline__ std::uint32_t warp_keep_bits(const Params& p, int bh,
   }
   __syncwarp();
   if constexpr (!kTransposed) {
-    if (p.keep != nullptr) store_keep_words(p, bh, i_base, j_base, lane, scratch);
+    if (p.keep != nullptr) store_keep_units(p, bh, i_base, j_base, lane, scratch);
   }
   const int g = lane >> 2, t = lane & 3;
   std::uint32_t bits = 0;

@@ -224,12 +224,13 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
-    std::uint32_t kept = ~0u;
+    // (the forward's kept decisions: loaded here, decoded after the products)
+    std::uint32_t kept = ~0u, kept_word = 0u;
     if constexpr (kGeneral) {
       if (p.dropout) {
-        kept = p.keep != nullptr ? kept_keep_bits(p, bh, i0, kr - g, lane)
-               : p.drop_groups   ? warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch)
-                                 : keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+        if (p.keep != nullptr) kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
+        else if (p.drop_groups) kept = warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch);
+        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
       }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other
@@ -253,6 +254,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       wg::wait<0>();
       wg::fence_regs(st);
       wg::fence_regs(dp);
+    }
+    if constexpr (kGeneral) {
+      if (p.dropout && p.keep != nullptr) kept = unit_keep_bits(kept_word, lane);
     }
 
     // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is

@@ -107,8 +107,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
   __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
-  // dropout decisions exchanged within each warp (warp_keep_bits; 8-byte reads when kept)
-  __shared__ __align__(8) unsigned char keep_scratch[kGeneral ? 2 * BM / 32 * kKeepScratch : 1];
+  // dropout decisions exchanged within each warp (warp_keep_bits; read as words when kept)
+  __shared__ __align__(4) unsigned char keep_scratch[kGeneral ? 2 * BM / 32 * kKeepScratch : 1];
   const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
