@@ -275,6 +275,23 @@ T* mptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
+// Draws dropout's decisions (p.dropout_p > 0, sk % 4 == 0) for the pairs of w's row lists
+// (query tiles of bm, key tiles of bn) into a new tensor of keep_units.cuh's layout, and
+// points prm at it.
+Tensor draw_keep_units(const AttentionProblem& p, Params& prm, const DeviceWork& w, int bm, int bn, Device dev,
+                       cudaStream_t st) {
+  prm.keep_qt = static_cast<int>((p.sq + 127) / 128 * 2);
+  prm.keep_kc = static_cast<int>((p.sk + 15) / 16);
+  Tensor keep = empty({p.bhq, prm.keep_qt, prm.keep_kc, 32}, {.dtype = DType::i32, .device = dev});
+  prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
+  note_launch(Path::DropoutDrawn);
+  if (w.row_items > 0) {
+    keep_units_kernel<<<static_cast<unsigned>(w.row_items), kAuxThreads, 0, st>>>(prm, rows_of(w), bm, bn);
+    TG_CUDA_CHECK_LAST();
+  }
+  return keep;
+}
+
 Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionProblem& p,
                           const Tensor& o, const Tensor& lse, bool keep_mask) {
   check_head_dims(p, q.dtype());
@@ -306,17 +323,12 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
   }
   if (!work) full();
   Params prm = make_params(p, *work, dev);
-  // The Hopper forward draws dropout's decisions a warp's 16 x 64 tile at a time (where 4 keys
-  // share a Philox block) and can write them out for the kv pass at little cost, in units of
-  // the kv pass's warp tile (64 queries x 16 keys): the kv pass then loads one word a lane a
-  // step instead of drawing 8 Philox blocks a lane.
+  // The Hopper forward reads dropout's decisions drawn ahead (where 4 keys share a Philox
+  // block), and hands them to the backward when asked.
   Tensor keep;
-  if (keep_mask && wgmma && prm.drop_groups) {
-    prm.keep_qt = static_cast<int>((p.sq + 63) / 64);
-    prm.keep_kc = static_cast<int>((p.sk + 15) / 16);
-    keep = empty({p.bhq, prm.keep_qt, prm.keep_kc, 32}, {.dtype = DType::i32, .device = dev});
-    prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
-    note_launch(Path::DropoutKept);
+  if (wgmma && prm.drop_groups) {
+    keep = draw_keep_units(p, prm, *work, wg_bm, kFwdBN, dev, st);
+    if (keep_mask) note_launch(Path::DropoutKept);
   }
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
   const Tensor oa = aligned_output(o), la = aligned_output(lse);
@@ -391,7 +403,7 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
   }
   finish_output(o, oa);
   finish_output(lse, la);
-  return keep;
+  return keep_mask ? keep : Tensor();
 }
 
 void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
@@ -495,11 +507,15 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.atomic_dq = atomic;
       if (wgmma_kv) {
         note_launch(Path::WgmmaBwd);
-        if (keep.defined() && a.p.drop_groups) {
+        // dropout's decisions: the forward's, else drawn ahead here for this pass alone
+        Tensor drawn;
+        if (a.p.drop_groups && keep.defined()) {
           a.p.keep = static_cast<std::uint32_t*>(keep.data_ptr());
           a.p.keep_qt = static_cast<int>(keep.size(1));
           a.p.keep_kc = static_cast<int>(keep.size(2));
           note_launch(Path::DropoutRead);
+        } else if (a.p.drop_groups) {
+          drawn = draw_keep_units(p, a.p, *device_work(p, 64, kFwdBN, false, dev), 64, kFwdBN, dev, st);
         }
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());
         const int pad = static_cast<int>(sq_pad);

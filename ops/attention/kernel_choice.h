@@ -166,8 +166,9 @@ enum class Path {
   NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
   WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
-  DropoutKept,        ///< Hopper forwards that kept their dropout decisions for the backward
-  DropoutRead,        ///< Hopper kv passes that read those decisions instead of drawing them
+  DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
+  DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
+  DropoutRead,        ///< Hopper kv passes that read the forward's decisions
   kCount
 };
 

@@ -859,6 +859,7 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
   const ForceKnob<at::BwdKernel> bwd(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   auto kept = [] { return at::launches(at::Path::DropoutKept); };
   auto read = [] { return at::launches(at::Path::DropoutRead); };
+  auto drawn = [] { return at::launches(at::Path::DropoutDrawn); };
   const std::int64_t kept0 = kept(), read0 = read();
   std::int64_t runs = 0;
   // The kv pass's dK and dV have no atomics: with the same decisions they are bit-identical
@@ -872,10 +873,11 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
     o = options_rounded(o, dt);
     const Result with = run(in, pat, o, dt, Device::cuda());
     o.keep_dropout_mask = false;
-    const std::int64_t k = kept(), r = read();
+    const std::int64_t k = kept(), r = read(), dr = drawn();
     const Result without = run(in, pat, o, dt, Device::cuda());
     CHECK(kept() == k);
     CHECK(read() == r);
+    CHECK(drawn() - dr == 2);  // the forward's and the backward's own
     tgt::require_close(with.out, without.out, 0, 0);
     tgt::require_close(with.dk, without.dk, 0, 0);
     tgt::require_close(with.dv, without.dv, 0, 0);
@@ -927,26 +929,30 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
   CHECK(kept() - kept0 == runs);
   CHECK(read() - read0 == runs);
 
-  // nothing kept: sk not a multiple of 4 (decisions drawn per element), no gradient to
-  // compute, the mma.sync forward; the backward then draws the decisions itself
-  const std::int64_t k1 = kept(), r1 = read();
+  // nothing kept: sk not a multiple of 4 (decisions drawn in the kernels, per element), no
+  // gradient to compute (drawn ahead for the forward alone), the mma.sync forward (the
+  // backward draws ahead for itself)
+  const std::int64_t k1 = kept(), r1 = read(), d1 = drawn();
   Shape4 s = general_shape(64);
   s.sk = 250;
   AttentionOptions o;
   o.dropout_p = 0.25;
   o.seed = 14;
   check_cuda("250 keys", make_inputs(s, 330), AttentionPattern::dense(s.sq, s.sk, 64), o, {DType::bf16});
+  CHECK(drawn() == d1);
   {
     NoGradGuard ng;
     const Inputs in = make_inputs(general_shape(64), 331);
     auto dev = [](const Tensor& t) { return t.to(DType::bf16).to(Device::cuda()); };
     const Tensor out = flash_attention(dev(in.q), dev(in.k), dev(in.v), AttentionPattern::dense(256, 256, 64), o);
     CHECK(out.shape() == Shape{4, 256, 64});
+    CHECK(drawn() == d1 + 1);
   }
   {
     const ForceKnob<at::FwdKernel> mma(at::set_fwd_kernel, at::FwdKernel::Mma);
     check_cuda("mma.sync forward", make_inputs(general_shape(64), 332), AttentionPattern::dense(256, 256, 64), o,
                {DType::bf16});
+    CHECK(drawn() == d1 + 2);
   }
   CHECK(kept() == k1);
   CHECK(read() == r1);

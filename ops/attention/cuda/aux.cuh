@@ -1,16 +1,36 @@
-// The small passes around the attention backward: D = rowsum(dO ⊙ o), the conversion of
-// the f32 dQ workspace, and the sinks' gradient (a fixed-order reduction per head).
+// The small passes around the attention kernels: D = rowsum(dO ⊙ o), the conversion of
+// the f32 dQ workspace, the sinks' gradient (a fixed-order reduction per head), and
+// dropout's decisions drawn ahead of the Hopper kernels (keep_units.cuh).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 
+#include "ops/attention/cuda/keep_units.cuh"
 #include "ops/attention/cuda/params.cuh"
 #include "ops/attention/cuda/ptx.cuh"
 
 namespace tg::ops::attn {
 
 constexpr int kAuxThreads = 256;
+
+/// The pre-pass: for every (query tile of bm rows, key tile of bn keys) pair of `rows`' lists
+/// (item x: query tile x % num_m of row bh = x / num_m), the units covering it. bm and bn are
+/// multiples of 64 and 16. One CTA an item; its threads share the item's (entry, word) pairs.
+__global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileList rows, int bm, int bn) {
+  const int item = rows.order[blockIdx.x];
+  const int bh = item / rows.num_m, m = item % rows.num_m;
+  const int e0 = rows.off[item], e1 = rows.off[item + 1];
+  const int nq = bm / 64, nc = bn / 16, words = nq * nc * 32;
+  const int total = (e1 - e0) * words;
+  for (int x = static_cast<int>(threadIdx.x); x < total; x += kAuxThreads) {
+    const int e = e0 + x / words, w = x % words, u = w >> 5;
+    const int qu = m * nq + u / nc, chunk = (rows.entries[e] >> kFlagBits) * nc + u % nc;
+    if (qu >= p.keep_qt || chunk >= p.keep_kc) continue;
+    const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + qu) * p.keep_kc + chunk;
+    p.keep[unit * 32 + (w & 31)] = draw_unit_word(p, bh, qu, chunk, w & 31);
+  }
+}
 
 /// delta[row] = Σ_c dout[row, c] · o[row, c], one warp per row. With `packed` (the
 /// Hopper kv pass's table, rows of sq_pad), also packed[bh · sq_pad + i] = (lse of the row

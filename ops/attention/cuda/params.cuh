@@ -57,10 +57,8 @@ struct Params {
   std::uint32_t drop_threshold = 0;
   float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
   std::uint64_t seed = 0, offset = 0;
-  /// Dropout decisions kept for the backward, or null: the Hopper forward writes them, the
-  /// Hopper kv pass reads them. Units of 64 query rows x 16 keys, 32 words each (word m: rows
-  /// 2m in bits 0-15 and 2m + 1 in bits 16-31, key k of the unit in bit k of a row's half);
-  /// unit (bh, i / 64, j / 16) at index (bh · keep_qt + i / 64) · keep_kc + j / 16.
+  /// Dropout's decisions drawn ahead (keep_units.cuh's layout), or null: the Hopper forward
+  /// and kv pass read them instead of drawing Philox blocks themselves.
   std::uint32_t* keep = nullptr;
   int keep_qt = 0, keep_kc = 0;
 };
@@ -299,108 +297,6 @@ static __device__ __noinline__ std::uint32_t keep_bits(const Params& p, int bh, 
     int i, j;
     element_of(x, transposed, i0, j0, i, j);
     if (keep_one(p, bh, i, j)) bits |= 1u << x;
-  }
-  return bits;
-}
-
-/// Shared memory a warp needs for warp_keep_bits: one byte per (row, group of 4 keys) of its
-/// 16 x 64 tile.
-constexpr int kKeepScratch = 256;
-
-/// Writes a forward warp's decisions (warp_keep_bits' scratch: rows i_base + 0..15 against
-/// keys j_base + 0..63, i_base a multiple of 16, j_base of 64) to p.keep: the warp's quarter
-/// of four units, one word a lane, each unit's 8 words 32 contiguous bytes. Chunks past sk
-/// are not written; rows past sq are (the units are padded to 64 rows).
-__device__ __forceinline__ void store_keep_units(const Params& p, int bh, int i_base, int j_base, int lane,
-                                                 const unsigned char* scratch) {
-  const int kc = lane >> 3, m = lane & 7;  // chunk of 16 keys; word m of the warp's quarter
-  const int chunk = (j_base >> 4) + kc;
-  if (chunk >= p.keep_kc) return;
-  auto pack4 = [](std::uint32_t v) {  // 4 nibbles in bytes 0..3 -> bits 0..15
-    v = (v | (v >> 4)) & 0x00FF00FFu;
-    return (v | (v >> 8)) & 0xFFFFu;
-  };
-  // row r's chunk kc: the nibbles of key groups 4kc .. 4kc + 3, scratch bytes 16r + 4kc ..
-  const auto* nib = reinterpret_cast<const std::uint32_t*>(scratch);
-  const std::uint32_t word = pack4(nib[8 * m + kc]) | (pack4(nib[8 * m + 4 + kc]) << 16);
-  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + chunk;
-  p.keep[unit * 32 + 8 * ((i_base & 63) >> 4) + m] = word;
-}
-
-/// Lane `lane`'s word of the unit the kv pass's warp needs (query rows i_base + 0..63, i_base
-/// a multiple of 64; keys j_base + 0..15, j_base of 16): one coalesced 128-byte load a warp,
-/// issued before the step's products and decoded by unit_keep_bits after them. Keys past sk
-/// read as dropped (they are invisible).
-__device__ __forceinline__ std::uint32_t load_keep_unit(const Params& p, int bh, int i_base, int j_base, int lane) {
-  if (j_base >= p.sk) return 0u;
-  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + (j_base >> 4);
-  return __ldg(p.keep + unit * 32 + lane);
-}
-
-/// The kv pass's keep bits (warp_keep_bits<true>'s layout: lane (g, t) holds element 4·nt + c
-/// = (query 8·nt + 2t + (c & 1), key g + 8·(c >> 1)) of the unit) from the unit's words, one
-/// per lane (load_keep_unit): rows 8·nt + 2t and 8·nt + 2t + 1 are word 4·nt + t.
-__device__ __forceinline__ std::uint32_t unit_keep_bits(std::uint32_t word, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-  std::uint32_t bits = 0;
-#pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    // after the shift: c 0 at bit 0, c 2 at bit 8, c 1 at bit 16, c 3 at bit 24
-    const std::uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * nt + t) >> g;
-    bits |= ((w & 1u) | ((w >> 15) & 2u) | ((w >> 6) & 4u) | ((w >> 21) & 8u)) << (4 * nt);
-  }
-  return bits;
-}
-
-/// keep_bits of a warp's 32 lanes at once, for the element layouts of the Hopper kernels,
-/// where p.drop_groups holds. Element (i, j) is decided by word j % 4 of the Philox block of
-/// flat index (bh·sq + i)·sk + j, so 4 consecutive keys of a row share one block; a lane
-/// deciding its 32 elements alone computes 32 blocks and uses one word of each. Here the
-/// warp's 256 (row, 4-key group) blocks are computed 8 a lane, their 4 decisions stored as a
-/// nibble in `scratch` (kKeepScratch bytes of shared memory, this warp's own), and each lane
-/// reads its bits back.
-///  - !transposed (forward): the warp's rows i_base + 0..15 against keys j_base + 0..63; lane
-///    (g, t) holds element 4·nt + c = (row g + 8·(c >> 1), key 8·nt + 2t + (c & 1)).
-///  - transposed (kv pass): keys j_base + 0..15 against query rows i_base + 0..63; lane (g, t)
-///    holds element 4·nt + c = (row 8·nt + 2t + (c & 1), key g + 8·(c >> 1)).
-template <bool kTransposed>
-__device__ __forceinline__ std::uint32_t warp_keep_bits(const Params& p, int bh, int i_base, int j_base, int lane,
-                                                        unsigned char* scratch) {
-  __syncwarp();  // every lane has read the previous step's nibbles
-#pragma unroll
-  for (int m = 0; m < 8; ++m) {
-    const int idx = lane + 32 * m;
-    // block idx: (row ri, key group kg), 16 groups a row (forward) or 4 (kv pass)
-    const int ri = kTransposed ? idx >> 2 : idx >> 4, kg = kTransposed ? idx & 3 : idx & 15;
-    const std::uint64_t e =
-        (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i_base + ri)) *
-            static_cast<std::uint64_t>(p.sk) +
-        static_cast<std::uint64_t>(j_base + 4 * kg);
-    const philox::U32x4 r = philox::block(p.seed, p.offset, e >> 2);
-    scratch[idx] = static_cast<unsigned char>(((r.x >> 8) >= p.drop_threshold ? 1u : 0u) |
-                                              ((r.y >> 8) >= p.drop_threshold ? 2u : 0u) |
-                                              ((r.z >> 8) >= p.drop_threshold ? 4u : 0u) |
-                                              ((r.w >> 8) >= p.drop_threshold ? 8u : 0u));
-  }
-  __syncwarp();
-  if constexpr (!kTransposed) {
-    if (p.keep != nullptr) store_keep_units(p, bh, i_base, j_base, lane, scratch);
-  }
-  const int g = lane >> 2, t = lane & 3;
-  std::uint32_t bits = 0;
-#pragma unroll
-  for (int x = 0; x < 32; ++x) {
-    const int nt = x >> 2, c = x & 3;
-    int ri, kk;  // the element's row in the tile and key in the tile
-    if constexpr (kTransposed) {
-      ri = 8 * nt + 2 * t + (c & 1);
-      kk = g + 8 * (c >> 1);
-    } else {
-      ri = g + 8 * (c >> 1);
-      kk = 8 * nt + 2 * t + (c & 1);
-    }
-    const int idx = kTransposed ? ri * 4 + (kk >> 2) : ri * 16 + (kk >> 2);
-    bits |= ((static_cast<std::uint32_t>(scratch[idx]) >> (kk & 3)) & 1u) << x;
   }
   return bits;
 }

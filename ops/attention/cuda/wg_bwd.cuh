@@ -47,6 +47,7 @@
 #include <cstdint>
 
 #include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/keep_units.cuh"
 #include "ops/attention/cuda/params.cuh"
 #include "ops/attention/cuda/ptx.cuh"
 #include "ops/attention/cuda/tc_bwd.cuh"
@@ -113,8 +114,6 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
   __shared__ unsigned released[NS];                // warpgroups done with a stage this round
-  // dropout decisions exchanged within each warp (warp_keep_bits)
-  __shared__ unsigned char keep_scratch[kGeneral ? NT / 32 * kKeepScratch : 1];
   const BwdArgs<T>& a = w.a;
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
@@ -229,8 +228,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     if constexpr (kGeneral) {
       if (p.dropout) {
         if (p.keep != nullptr) kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
-        else if (p.drop_groups) kept = warp_keep_bits<true>(p, bh, i0, kr - g, lane, keep_scratch + (tid >> 5) * kKeepScratch);
-        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);
+        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 4 != 0: per element
       }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other

@@ -34,6 +34,7 @@
 #include <cstdint>
 
 #include "ops/attention/cuda/configs.h"
+#include "ops/attention/cuda/keep_units.cuh"
 #include "ops/attention/cuda/params.cuh"
 #include "ops/attention/cuda/ptx.cuh"
 #include "ops/attention/cuda/tc_fwd.cuh"
@@ -107,8 +108,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
   __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
-  // dropout decisions exchanged within each warp (warp_keep_bits; read as words when kept)
-  __shared__ __align__(4) unsigned char keep_scratch[kGeneral ? 2 * BM / 32 * kKeepScratch : 1];
   const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
@@ -189,6 +188,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     }
     return v;
   };
+  // dropout's decisions drawn ahead (p.keep): this step's words, loaded while S runs
+  std::uint32_t keep_w[8];
   // S (scores of rows r0, r0 + 8 against keys k0..) -> P in place: masking, the online
   // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
   auto softmax = [&](float (&s)[NS_], const TileVis<NH>& vis, int k0, float (&corr)[2]) {
@@ -224,8 +225,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     if constexpr (kGeneral) {
       if (p.dropout) {  // dropped probabilities count in the sum but not in O
         const std::uint32_t kept =
-            p.drop_groups ? warp_keep_bits<false>(p, bh, r0 - g, k0, lane, keep_scratch + (tid >> 5) * kKeepScratch)
-                          : keep_bits(p, bh, r0, k0 + 2 * t, false, 32);
+            p.keep != nullptr ? fwd_keep_bits(keep_w, lane)
+                              : keep_bits(p, bh, r0, k0 + 2 * t, false, 32);  // sk % 4 != 0: per element
 #pragma unroll
         for (int x = 0; x < 32; ++x)
           if (!((kept >> x) & 1u)) s[x] = 0.f;
@@ -320,6 +321,9 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       wg::fence();
       mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
+      if constexpr (kGeneral) {
+        if (p.dropout && p.keep != nullptr) load_fwd_keep(p, bh, r0 - g, k0, lane, keep_w);
+      }
       wg::wait<0>();
       wg::fence_regs(s);
       float corr[2];

@@ -1,0 +1,102 @@
+// Dropout's decisions drawn ahead of the Hopper kernels. Drawing them inside the forward and
+// the kv pass put 8 Philox blocks a lane a step on each warpgroup's serial chain (the
+// forward ran at 30% of its rate without dropout). A pre-pass draws them at the ALU's full
+// rate into units the kernels load with one or two words a lane a step.
+//
+// Layout (Params::keep): units of 64 query rows x 16 keys, 32 words each. Word m holds rows
+// 2m (bits 0-15) and 2m + 1 (bits 16-31), key k of the unit in bit k of a row's half; set =
+// kept. Unit (bh, i / 64, j / 16) is at index (bh · keep_qt + i / 64) · keep_kc + j / 16;
+// keep_qt covers sq rounded up to 128 (the forward's tiles), keep_kc covers sk in 16s. Only
+// units of tiles in the drawing list are written, so only visible elements are defined.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/attention/cuda/params.cuh"
+
+namespace tg::ops::attn {
+
+/// Word m of unit (bh, qu, chunk): 8 Philox blocks, one per row and group of 4 keys (the
+/// element rule of keep_one, 4 keys of a row sharing a block: p.drop_groups). Rows past sq
+/// and keys past sk read as dropped.
+__device__ __forceinline__ std::uint32_t draw_unit_word(const Params& p, int bh, int qu, int chunk, int m) {
+  std::uint32_t word = 0;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = 64 * qu + 2 * m + r;
+    if (i >= p.sq) continue;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int j = 16 * chunk + 4 * q;
+      if (j >= p.sk) continue;
+      const std::uint64_t e =
+          (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
+              static_cast<std::uint64_t>(p.sk) +
+          static_cast<std::uint64_t>(j);
+      const philox::U32x4 v = philox::block(p.seed, p.offset, e >> 2);
+      const std::uint32_t nib = ((v.x >> 8) >= p.drop_threshold ? 1u : 0u) | ((v.y >> 8) >= p.drop_threshold ? 2u : 0u) |
+                                ((v.z >> 8) >= p.drop_threshold ? 4u : 0u) | ((v.w >> 8) >= p.drop_threshold ? 8u : 0u);
+      word |= nib << (16 * r + 4 * q);
+    }
+  }
+  return word;
+}
+
+/// The forward warp's words (rows i_base + 0..15, i_base a multiple of 16; keys j_base +
+/// 0..63, j_base of 64): for each 16-key chunk c, the words of rows g and g + 8 (lane (g, t)),
+/// in kw[2c] and kw[2c + 1]. Each load of the warp reads one 32-byte sector. Issued while S
+/// runs; fwd_keep_bits decodes them.
+__device__ __forceinline__ void load_fwd_keep(const Params& p, int bh, int i_base, int j_base, int lane,
+                                              std::uint32_t (&kw)[8]) {
+  const int g = lane >> 2;
+  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + (j_base >> 4);
+  const std::uint32_t* w = p.keep + unit * 32 + 8 * ((i_base & 63) >> 4) + (g >> 1);
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const bool in = (j_base >> 4) + c < p.keep_kc;  // chunks past sk: invisible
+    kw[2 * c] = in ? __ldg(w + 32 * c) : 0u;
+    kw[2 * c + 1] = in ? __ldg(w + 32 * c + 4) : 0u;
+  }
+}
+
+/// The forward's keep bits, bit x = 4·nt + c of lane (g, t) for (row g + 8·(c >> 1), key
+/// 8·nt + 2t + (c & 1)) of the warp's tile (the layout of its scores), from load_fwd_keep's
+/// words: chunk c holds nt = 2c and 2c + 1, i.e. bits 8c .. 8c + 7.
+__device__ __forceinline__ std::uint32_t fwd_keep_bits(const std::uint32_t (&kw)[8], int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  const int shift = 16 * (g & 1) + 2 * t;  // the row's half, then keys 2t, 2t + 1 at bits 0, 1 (and 8, 9)
+  std::uint32_t bits = 0;
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const std::uint32_t a = (kw[2 * c] >> shift) & 0x303u, b = (kw[2 * c + 1] >> shift) & 0x303u;
+    bits |= ((a & 3u) | ((b & 3u) << 2) | ((a >> 4) & 0x30u) | ((b >> 2) & 0xC0u)) << (8 * c);
+  }
+  return bits;
+}
+
+/// Lane `lane`'s word of the unit a kv-pass warp needs (query rows i_base + 0..63, i_base a
+/// multiple of 64; keys j_base + 0..15, j_base of 16): one coalesced 128-byte load a warp,
+/// issued before the step's products; unit_keep_bits decodes it after them. Keys past sk
+/// read as dropped (they are invisible).
+__device__ __forceinline__ std::uint32_t load_keep_unit(const Params& p, int bh, int i_base, int j_base, int lane) {
+  if (j_base >= p.sk) return 0u;
+  const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + (i_base >> 6)) * p.keep_kc + (j_base >> 4);
+  return __ldg(p.keep + unit * 32 + lane);
+}
+
+/// The kv pass's keep bits, bit x = 4·nt + c of lane (g, t) for (query 8·nt + 2t + (c & 1),
+/// key g + 8·(c >> 1)) of the unit (the layout of its transposed scores), from the unit's
+/// words, one a lane (load_keep_unit): rows 8·nt + 2t and 8·nt + 2t + 1 are word 4·nt + t.
+__device__ __forceinline__ std::uint32_t unit_keep_bits(std::uint32_t word, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  std::uint32_t bits = 0;
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    // after the shift: c 0 at bit 0, c 2 at bit 8, c 1 at bit 16, c 3 at bit 24
+    const std::uint32_t w = __shfl_sync(0xFFFFFFFFu, word, 4 * nt + t) >> g;
+    bits |= ((w & 1u) | ((w >> 15) & 2u) | ((w >> 6) & 4u) | ((w >> 21) & 8u)) << (4 * nt);
+  }
+  return bits;
+}
+
+}  // namespace tg::ops::attn
