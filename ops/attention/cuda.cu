@@ -286,7 +286,8 @@ Tensor draw_keep_units(const AttentionProblem& p, Params& prm, const DeviceWork&
   prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
   note_launch(Path::DropoutDrawn);
   if (w.row_items > 0) {
-    keep_units_kernel<<<static_cast<unsigned>(w.row_items), kAuxThreads, 0, st>>>(prm, rows_of(w), bm, bn);
+    keep_units_kernel<<<static_cast<unsigned>(w.row_items), kAuxThreads, 0, st>>>(prm, rows_of(w), bm, bn,
+                                                                                  round_keys(p.seed));
     TG_CUDA_CHECK_LAST();
   }
   return keep;

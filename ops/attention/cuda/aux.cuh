@@ -17,7 +17,8 @@ constexpr int kAuxThreads = 256;
 /// The pre-pass: for every (query tile of bm rows, key tile of bn keys) pair of `rows`' lists
 /// (item x: query tile x % num_m of row bh = x / num_m), the units covering it. bm and bn are
 /// multiples of 64 and 16. One CTA an item; its threads share the item's (entry, word) pairs.
-__global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileList rows, int bm, int bn) {
+__global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileList rows, int bm, int bn,
+                                                                 RoundKeys rk) {
   const int item = rows.order[blockIdx.x];
   const int bh = item / rows.num_m, m = item % rows.num_m;
   const int e0 = rows.off[item], e1 = rows.off[item + 1];
@@ -28,7 +29,7 @@ __global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileL
     const int qu = m * nq + u / nc, chunk = (rows.entries[e] >> kFlagBits) * nc + u % nc;
     if (qu >= p.keep_qt || chunk >= p.keep_kc) continue;
     const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + qu) * p.keep_kc + chunk;
-    p.keep[unit * 32 + (w & 31)] = draw_unit_word(p, bh, qu, chunk, w & 31);
+    p.keep[unit * 32 + (w & 31)] = draw_unit_word(p, rk, bh, qu, chunk, w & 31);
   }
 }
 

@@ -16,30 +16,71 @@
 
 namespace tg::ops::attn {
 
+/// Philox-4x32-10's round keys of one seed (philox.h: round r uses seed + r·(W0, W1)), formed
+/// once on the host: the kernel's XORs then read them from the constant bank instead of
+/// adding them up again for every block.
+struct RoundKeys {
+  std::uint32_t k0[10], k1[10];
+};
+
+inline RoundKeys round_keys(std::uint64_t seed) {
+  RoundKeys rk;
+  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    rk.k0[r] = k0;
+    rk.k1[r] = k1;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return rk;
+}
+
+/// philox::block(seed, offset, blk) with seed's round keys `rk` (the same numbers).
+__device__ __forceinline__ philox::U32x4 philox_block(const RoundKeys& rk, std::uint64_t offset, std::uint64_t blk) {
+  std::uint32_t x = static_cast<std::uint32_t>(blk), y = static_cast<std::uint32_t>(blk >> 32);
+  std::uint32_t z = static_cast<std::uint32_t>(offset), w = static_cast<std::uint32_t>(offset >> 32);
+#pragma unroll
+  for (int r = 0; r < 10; ++r) {
+    const std::uint32_t hi0 = __umulhi(0xD2511F53u, x), lo0 = 0xD2511F53u * x;
+    const std::uint32_t hi1 = __umulhi(0xCD9E8D57u, z), lo1 = 0xCD9E8D57u * z;
+    x = hi1 ^ y ^ rk.k0[r];
+    y = lo1;
+    z = hi0 ^ w ^ rk.k1[r];
+    w = lo0;
+  }
+  return {x, y, z, w};
+}
+
 /// Word m of unit (bh, qu, chunk): 8 Philox blocks, one per row and group of 4 keys (the
-/// element rule of keep_one, 4 keys of a row sharing a block: p.drop_groups). Rows past sq
-/// and keys past sk read as dropped.
-__device__ __forceinline__ std::uint32_t draw_unit_word(const Params& p, int bh, int qu, int chunk, int m) {
+/// element rule of keep_one with 4 keys of a row sharing a block: p.drop_groups, sk % 4 ==
+/// 0). Every block is drawn, without branches, and the bits of rows past sq and keys past sk
+/// cleared (they read as dropped).
+__device__ __forceinline__ std::uint32_t draw_unit_word(const Params& p, const RoundKeys& rk, int bh, int qu,
+                                                        int chunk, int m) {
+  const std::uint32_t thr = p.drop_threshold << 8;  // (x >> 8) >= t  <=>  x >= t · 256
   std::uint32_t word = 0;
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int i = 64 * qu + 2 * m + r;
-    if (i >= p.sq) continue;
+    // the block of keys 16·chunk .. + 3 of row i: element index / 4
+    const std::uint64_t blk0 =
+        (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
+            static_cast<std::uint64_t>(p.sk >> 2) +
+        static_cast<std::uint64_t>(4 * chunk);
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
-      const int j = 16 * chunk + 4 * q;
-      if (j >= p.sk) continue;
-      const std::uint64_t e =
-          (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
-              static_cast<std::uint64_t>(p.sk) +
-          static_cast<std::uint64_t>(j);
-      const philox::U32x4 v = philox::block(p.seed, p.offset, e >> 2);
-      const std::uint32_t nib = ((v.x >> 8) >= p.drop_threshold ? 1u : 0u) | ((v.y >> 8) >= p.drop_threshold ? 2u : 0u) |
-                                ((v.z >> 8) >= p.drop_threshold ? 4u : 0u) | ((v.w >> 8) >= p.drop_threshold ? 8u : 0u);
+      const philox::U32x4 v = philox_block(rk, p.offset, blk0 + static_cast<std::uint64_t>(q));
+      const std::uint32_t nib = (v.x >= thr ? 1u : 0u) | (v.y >= thr ? 2u : 0u) | (v.z >= thr ? 4u : 0u) |
+                                (v.w >= thr ? 8u : 0u);
       word |= nib << (16 * r + 4 * q);
     }
   }
-  return word;
+  // keys past sk (the row's last chunk), rows past sq
+  const int keys = p.sk - 16 * chunk;
+  const std::uint32_t cols = keys >= 16 ? 0xFFFFu : (1u << keys) - 1u;
+  const int i0 = 64 * qu + 2 * m;
+  const std::uint32_t rows = (i0 < p.sq ? 0xFFFFu : 0u) | (i0 + 1 < p.sq ? 0xFFFF0000u : 0u);
+  return word & (cols | (cols << 16)) & rows;
 }
 
 /// The forward warp's words (rows i_base + 0..15, i_base a multiple of 16; keys j_base +
