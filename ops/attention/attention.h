@@ -13,7 +13,7 @@
 // causal: j <= i; window: i − left <= j <= i + right (a negative bound is unbounded);
 // i < q_lens[b] and j < k_lens[b] (when given); seg_q[b, i] == seg_k[b, j] (when given);
 // mask_ij is false or absent (when given). keep_ij is Philox dropout (always 1 for p = 0):
-// element index ((bh · Sq + i) · Sk + j), threshold as in ops/dropout.
+// element index ((bh · Sq + i) · Sk + j), 16 random bits a decision (ops/attention/dropout_rule.h).
 #pragma once
 
 #include <cstdint>
@@ -129,12 +129,13 @@ struct AttentionOptions {
   /// Attention sinks: one logit per query head (f32 or q's dtype, [Hq], on q's device)
   /// added to every softmax denominator. Differentiable.
   Tensor sinks{};
-  /// Dropout on the probabilities (Philox, same mask on CPU and CUDA); p in [0, 1).
+  /// Dropout on the probabilities (Philox, same mask on CPU and CUDA; p resolved to 1/65536,
+  /// see the file comment); p in [0, 1).
   double dropout_p = 0.0;
   std::uint64_t seed = 0, offset = 0;
   /// With dropout and a gradient to compute, whether the forward may keep its keep/drop
   /// decisions for the backward, which then reads them instead of drawing them again (CUDA,
-  /// Hopper kernels, Sk a multiple of 4). They take one bit per element of each head's
+  /// Hopper kernels, Sk a multiple of 8). They take one bit per element of each head's
   /// Sq x Sk rectangle (Sq·Sk/8 bytes a head; 2 MiB at S 4096), held until the backward
   /// runs or the graph is dropped. The gradients are the same either way; false saves the
   /// memory and draws them again in the backward (slower).

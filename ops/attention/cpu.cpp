@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/attention/dropout_rule.h"
 #include "ops/attention/kernels.h"
 #include "runtime/parallel.h"
 #include "runtime/philox.h"
@@ -55,18 +56,18 @@ class Widened {
   const A* ptr_ = nullptr;
 };
 
-// Dropout keep decisions (ops/dropout's rule), reusing each Philox block for its four words:
+// Dropout keep decisions (dropout_rule.h), reusing each Philox block for its 8 decisions:
 // consecutive keys of a row are consecutive element indices.
 class KeepMask {
  public:
   explicit KeepMask(const AttentionProblem& p) : seed_(p.seed), offset_(p.offset), threshold_(p.dropout_threshold) {}
   bool operator()(std::uint64_t e) {
-    const std::uint64_t b = e >> 2;
+    const std::uint64_t b = e >> 3;
     if (b != block_) {
       words_ = philox::block(seed_, offset_, b);
       block_ = b;
     }
-    return (philox::word(words_, static_cast<int>(e & 3)) >> 8) >= threshold_;
+    return attention_keep(words_, static_cast<int>(e & 7), threshold_);
   }
 
  private:

@@ -207,7 +207,7 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   r.sinks = ptr_or_null<float>(p.sinks);
   r.dropout = p.dropout_p > 0.0;
   r.drop_threshold = p.dropout_threshold;
-  r.drop_groups = r.dropout && p.sk % 4 == 0;
+  r.drop_groups = r.dropout && p.sk % 8 == 0;
   r.drop_scale = p.dropout_p > 0.0 ? static_cast<float>(1.0 / (1.0 - p.dropout_p)) : 1.f;
   r.seed = p.seed;
   r.offset = p.offset;
@@ -275,18 +275,19 @@ T* mptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-// Draws dropout's decisions (p.dropout_p > 0, sk % 4 == 0) for the pairs of w's row lists
-// (query tiles of bm, key tiles of bn) into a new tensor of keep_units.cuh's layout, and
-// points prm at it.
-Tensor draw_keep_units(const AttentionProblem& p, Params& prm, const DeviceWork& w, int bm, int bn, Device dev,
+// Draws dropout's decisions (p.dropout_p > 0, sk % 8 == 0) for the pairs of w's row lists
+// (query tiles of bm = 64 or 128, key tiles of kFwdBN) into a new tensor of keep_units.cuh's
+// layout, and points prm at it.
+Tensor draw_keep_units(const AttentionProblem& p, Params& prm, const DeviceWork& w, int bm, Device dev,
                        cudaStream_t st) {
+  static_assert(kFwdBN == 64, "keep_units_kernel draws the units of 64-key tiles");
   prm.keep_qt = static_cast<int>((p.sq + 127) / 128 * 2);
   prm.keep_kc = static_cast<int>((p.sk + 15) / 16);
   Tensor keep = empty({p.bhq, prm.keep_qt, prm.keep_kc, 32}, {.dtype = DType::i32, .device = dev});
   prm.keep = static_cast<std::uint32_t*>(keep.data_ptr());
   note_launch(Path::DropoutDrawn);
   if (w.row_items > 0) {
-    keep_units_kernel<<<static_cast<unsigned>(w.row_items), kAuxThreads, 0, st>>>(prm, rows_of(w), bm, bn,
+    keep_units_kernel<<<static_cast<unsigned>(w.row_items), kAuxThreads, 0, st>>>(prm, rows_of(w), bm == 128 ? 1 : 0,
                                                                                   round_keys(p.seed));
     TG_CUDA_CHECK_LAST();
   }
@@ -324,11 +325,11 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
   }
   if (!work) full();
   Params prm = make_params(p, *work, dev);
-  // The Hopper forward reads dropout's decisions drawn ahead (where 4 keys share a Philox
+  // The Hopper forward reads dropout's decisions drawn ahead (where 8 keys share a Philox
   // block), and hands them to the backward when asked.
   Tensor keep;
   if (wgmma && prm.drop_groups) {
-    keep = draw_keep_units(p, prm, *work, wg_bm, kFwdBN, dev, st);
+    keep = draw_keep_units(p, prm, *work, wg_bm, dev, st);
     if (keep_mask) note_launch(Path::DropoutKept);
   }
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v);
@@ -516,7 +517,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           a.p.keep_kc = static_cast<int>(keep.size(2));
           note_launch(Path::DropoutRead);
         } else if (a.p.drop_groups) {
-          drawn = draw_keep_units(p, a.p, *device_work(p, 64, kFwdBN, false, dev), 64, kFwdBN, dev, st);
+          drawn = draw_keep_units(p, a.p, *device_work(p, 64, kFwdBN, false, dev), 64, dev, st);
         }
         const auto* ldp = static_cast<const float2*>(ld.data_ptr());
         const int pad = static_cast<int>(sq_pad);

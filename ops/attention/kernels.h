@@ -32,7 +32,7 @@ struct AttentionProblem {
   BlockSparseTensor bias;
   Tensor sinks;  ///< f32 [Hq] (f64 when q is f64) on the kernel's device, or undefined
   double dropout_p = 0.0;
-  std::uint32_t dropout_threshold = 0;  ///< ops::dropout_threshold(p)
+  std::uint32_t dropout_threshold = 0;  ///< attention_dropout_threshold(p) (dropout_rule.h)
   std::uint64_t seed = 0, offset = 0;
   bool deterministic = false;
 };

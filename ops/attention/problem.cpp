@@ -6,7 +6,7 @@
 
 #include "autograd/grad_mode.h"
 #include "ops/common.h"
-#include "ops/dropout/kernels.h"
+#include "ops/attention/dropout_rule.h"
 #include "ops/sparse_move/sparse_move.h"
 
 namespace tg::ops {
@@ -193,7 +193,7 @@ PreparedAttention prepare_attention(const Tensor& q, const Tensor& k, const Tens
     TG_THROW(ValueError, kOp, ": options.dropout_p must be in [0, 1), got ", o.dropout_p);
   }
   p.dropout_p = o.dropout_p;
-  p.dropout_threshold = dropout_threshold(o.dropout_p);
+  p.dropout_threshold = attention_dropout_threshold(o.dropout_p);
   p.seed = o.seed;
   p.offset = o.offset;
   p.causal = o.causal;

@@ -562,8 +562,8 @@ std::int64_t run_general_cases(std::int64_t d) {
   o.offset = 9;
   check("dropout", sparse, o, {DType::bf16, DType::f16});
   {
-    // sk not a multiple of 4: 4 consecutive keys no longer share a Philox block, the
-    // per-element decisions run instead of the warp-shared ones
+    // sk not a multiple of 8: 8 consecutive keys no longer share a Philox block, the
+    // per-element decisions run instead of the pre-pass
     Shape4 r = s;
     r.sk = 250;
     check_cuda("dropout, 250 keys" + dn, make_inputs(r, static_cast<std::uint64_t>(90 + d)),
@@ -893,7 +893,7 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
     s.Hq = 4;
     s.Hkv = 2;
     s.sq = 200;
-    s.sk = 332;
+    s.sk = 328;
     s.d = s.dv = d;
     AttentionOptions o;
     o.num_heads = s.Hq;
@@ -929,7 +929,7 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
   CHECK(kept() - kept0 == runs);
   CHECK(read() - read0 == runs);
 
-  // nothing kept: sk not a multiple of 4 (decisions drawn in the kernels, per element), no
+  // nothing kept: sk not a multiple of 8 (decisions drawn in the kernels, per element), no
   // gradient to compute (drawn ahead for the forward alone), the mma.sync forward (the
   // backward draws ahead for itself)
   const std::int64_t k1 = kept(), r1 = read(), d1 = drawn();

@@ -14,22 +14,20 @@ namespace tg::ops::attn {
 
 constexpr int kAuxThreads = 256;
 
-/// The pre-pass: for every (query tile of bm rows, key tile of bn keys) pair of `rows`' lists
-/// (item x: query tile x % num_m of row bh = x / num_m), the units covering it. bm and bn are
-/// multiples of 64 and 16. One CTA an item; its threads share the item's (entry, word) pairs.
-__global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileList rows, int bm, int bn,
-                                                                 RoundKeys rk) {
+/// The pre-pass: for every (query tile of 64 << bm_lg rows, key tile of 64 keys) pair of
+/// `rows`' lists (item x: query tile x % num_m of row bh = x / num_m), the units covering it
+/// (keep_units.cuh). One CTA an item; a thread draws word m of a 64-row slice's 4 units.
+__global__ void __launch_bounds__(kAuxThreads) keep_units_kernel(Params p, TileList rows, int bm_lg, RoundKeys rk) {
   const int item = rows.order[blockIdx.x];
   const int bh = item / rows.num_m, m = item % rows.num_m;
   const int e0 = rows.off[item], e1 = rows.off[item + 1];
-  const int nq = bm / 64, nc = bn / 16, words = nq * nc * 32;
-  const int total = (e1 - e0) * words;
+  const int lg = 5 + bm_lg;  // log2 of the threads an entry takes: 32 a slice of 64 rows
+  const int total = (e1 - e0) << lg;
   for (int x = static_cast<int>(threadIdx.x); x < total; x += kAuxThreads) {
-    const int e = e0 + x / words, w = x % words, u = w >> 5;
-    const int qu = m * nq + u / nc, chunk = (rows.entries[e] >> kFlagBits) * nc + u % nc;
-    if (qu >= p.keep_qt || chunk >= p.keep_kc) continue;
-    const std::size_t unit = (static_cast<std::size_t>(bh) * p.keep_qt + qu) * p.keep_kc + chunk;
-    p.keep[unit * 32 + (w & 31)] = draw_unit_word(p, rk, bh, qu, chunk, w & 31);
+    const int e = e0 + (x >> lg), w = x & ((1 << lg) - 1);
+    const int qu = (m << bm_lg) + (w >> 5);
+    if (qu >= p.keep_qt) continue;
+    draw_unit_words(p, rk, bh, qu, rows.entries[e] >> kFlagBits, w & 31);
   }
 }
 

@@ -1,7 +1,7 @@
 // Dropout's decisions drawn ahead of the Hopper kernels. Drawing them inside the forward and
-// the kv pass put 8 Philox blocks a lane a step on each warpgroup's serial chain (the
-// forward ran at 30% of its rate without dropout). A pre-pass draws them at the ALU's full
-// rate into units the kernels load with one or two words a lane a step.
+// the kv pass put Philox blocks on each warpgroup's serial chain (the forward ran at 30% of
+// its rate without dropout). A pre-pass draws them at the integer pipe's full rate into
+// units the kernels load with one or two words a lane a step.
 //
 // Layout (Params::keep): units of 64 query rows x 16 keys, 32 words each. Word m holds rows
 // 2m (bits 0-15) and 2m + 1 (bits 16-31), key k of the unit in bit k of a row's half; set =
@@ -51,36 +51,48 @@ __device__ __forceinline__ philox::U32x4 philox_block(const RoundKeys& rk, std::
   return {x, y, z, w};
 }
 
-/// Word m of unit (bh, qu, chunk): 8 Philox blocks, one per row and group of 4 keys (the
-/// element rule of keep_one with 4 keys of a row sharing a block: p.drop_groups, sk % 4 ==
-/// 0). Every block is drawn, without branches, and the bits of rows past sq and keys past sk
-/// cleared (they read as dropped).
-__device__ __forceinline__ std::uint32_t draw_unit_word(const Params& p, const RoundKeys& rk, int bh, int qu,
-                                                        int chunk, int m) {
-  const std::uint32_t thr = p.drop_threshold << 8;  // (x >> 8) >= t  <=>  x >= t · 256
-  std::uint32_t word = 0;
+/// The 16 decisions of keys 8·b .. 8·b + 15 (blocks b, b + 1 of dropout_rule.h, drawn) as
+/// bits 0..15, key k at bit k; `hi_thr` = T · 2^16.
+__device__ __forceinline__ std::uint32_t draw_16_keys(const RoundKeys& rk, std::uint64_t offset, std::uint64_t b,
+                                                      std::uint32_t thr, std::uint32_t hi_thr) {
+  std::uint32_t bits = 0;
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int i = 64 * qu + 2 * m + r;
-    // the block of keys 16·chunk .. + 3 of row i: element index / 4
-    const std::uint64_t blk0 =
-        (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
-            static_cast<std::uint64_t>(p.sk >> 2) +
-        static_cast<std::uint64_t>(4 * chunk);
+  for (int q = 0; q < 2; ++q) {
+    const philox::U32x4 v = philox_block(rk, offset, b + static_cast<std::uint64_t>(q));
+    const std::uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const philox::U32x4 v = philox_block(rk, p.offset, blk0 + static_cast<std::uint64_t>(q));
-      const std::uint32_t nib = (v.x >= thr ? 1u : 0u) | (v.y >= thr ? 2u : 0u) | (v.z >= thr ? 4u : 0u) |
-                                (v.w >= thr ? 8u : 0u);
-      word |= nib << (16 * r + 4 * q);
+    for (int x = 0; x < 4; ++x) {  // key 8q + 2x: word x's low half; 8q + 2x + 1: its high half
+      bits |= ((w[x] & 0xFFFFu) >= thr ? 1u : 0u) << (8 * q + 2 * x);
+      bits |= (w[x] >= hi_thr ? 1u : 0u) << (8 * q + 2 * x + 1);
     }
   }
-  // keys past sk (the row's last chunk), rows past sq
-  const int keys = p.sk - 16 * chunk;
-  const std::uint32_t cols = keys >= 16 ? 0xFFFFu : (1u << keys) - 1u;
+  return bits;
+}
+
+/// Word m of the 4 units (bh, qu, 4·tile + c) of a 64-key tile, c < 4: rows 64·qu + 2m and
+/// + 1 against 16 keys each, 8 Philox blocks a word (dropout_rule.h; p.drop_groups: sk % 8
+/// == 0, so a block never spans two rows). Drawn without branches; the bits of rows past sq
+/// and keys past sk are cleared (they read as dropped), chunks past sk not written.
+__device__ __forceinline__ void draw_unit_words(const Params& p, const RoundKeys& rk, int bh, int qu, int tile,
+                                                int m) {
+  const std::uint32_t thr = p.drop_threshold, hi_thr = thr << 16;
   const int i0 = 64 * qu + 2 * m;
-  const std::uint32_t rows = (i0 < p.sq ? 0xFFFFu : 0u) | (i0 + 1 < p.sq ? 0xFFFF0000u : 0u);
-  return word & (cols | (cols << 16)) & rows;
+  // T = 2^16 (p within 2^-16 of 1) keeps nothing (and T · 2^16 wraps); rows past sq keep nothing
+  const std::uint32_t live = thr > 0xFFFFu ? 0u : (i0 < p.sq ? 0xFFFFu : 0u) | (i0 + 1 < p.sq ? 0xFFFF0000u : 0u);
+  const std::uint64_t per_row = static_cast<std::uint64_t>(p.sk >> 3);  // blocks a row
+  const std::uint64_t b0 = (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) +
+                            static_cast<std::uint64_t>(i0)) * per_row + static_cast<std::uint64_t>(8 * tile);
+  std::uint32_t* out = p.keep + ((static_cast<std::size_t>(bh) * p.keep_qt + qu) * p.keep_kc + 4 * tile) * 32 + m;
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const int keys = p.sk - 16 * (4 * tile + c);
+    if (keys <= 0) break;
+    const std::uint32_t cols = keys >= 16 ? 0xFFFFu : (1u << keys) - 1u;
+    const std::uint64_t b = b0 + static_cast<std::uint64_t>(2 * c);
+    const std::uint32_t word =
+        draw_16_keys(rk, p.offset, b, thr, hi_thr) | (draw_16_keys(rk, p.offset, b + per_row, thr, hi_thr) << 16);
+    out[32 * c] = word & (cols | (cols << 16)) & live;
+  }
 }
 
 /// The forward warp's words (rows i_base + 0..15, i_base a multiple of 16; keys j_base +

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "ops/attention/cuda/entry.h"
+#include "ops/attention/dropout_rule.h"
 #include "ops/attention/cuda/ptx.cuh"
 #include "runtime/philox.h"
 
@@ -53,7 +54,7 @@ struct Params {
   int q_lg = -1, k_lg = -1;  ///< log2 of uniform pattern block sizes (>= 16), -1 when variable
   const float* sinks = nullptr;  ///< [heads]
   bool dropout = false;
-  bool drop_groups = false;  ///< sk % 4 == 0: 4 consecutive keys of a row share a Philox block
+  bool drop_groups = false;  ///< sk % 8 == 0: 8 consecutive keys of a row share a Philox block
   std::uint32_t drop_threshold = 0;
   float drop_scale = 1.f;  ///< 1 / (1 - p), 1 without dropout
   std::uint64_t seed = 0, offset = 0;
@@ -285,7 +286,7 @@ __device__ __forceinline__ bool keep_one(const Params& p, int bh, int i, int j) 
   const std::uint64_t e = (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i)) *
                               static_cast<std::uint64_t>(p.sk) +
                           static_cast<std::uint64_t>(j);
-  return (philox::bits(p.seed, p.offset, e) >> 8) >= p.drop_threshold;
+  return attention_keep(p.seed, p.offset, e, p.drop_threshold);
 }
 
 /// Bit x set when dropout keeps element x < count (see element_of).

@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     if constexpr (kGeneral) {
       if (p.dropout) {
         if (p.keep != nullptr) kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
-        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 4 != 0: per element
+        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 8 != 0: per element
       }
     }
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other

@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       if (p.dropout) {  // dropped probabilities count in the sum but not in O
         const std::uint32_t kept =
             p.keep != nullptr ? fwd_keep_bits(keep_w, lane)
-                              : keep_bits(p, bh, r0, k0 + 2 * t, false, 32);  // sk % 4 != 0: per element
+                              : keep_bits(p, bh, r0, k0 + 2 * t, false, 32);  // sk % 8 != 0: per element
 #pragma unroll
         for (int x = 0; x < 32; ++x)
           if (!((kept >> x) & 1u)) s[x] = 0.f;
