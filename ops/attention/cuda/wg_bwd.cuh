@@ -223,7 +223,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
-    // (the forward's kept decisions: loaded here, decoded after the products)
+    // (decisions drawn ahead, p.keep: loaded here, decoded after the products)
     std::uint32_t kept = ~0u, kept_word = 0u;
     if constexpr (kGeneral) {
       if (p.dropout) {
