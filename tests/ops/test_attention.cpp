@@ -100,7 +100,8 @@ RefOut reference(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
         if (opt.dropout_p > 0) {
           const auto e = static_cast<std::uint64_t>((bh * sq + i) * sk + j);
           // 16 bits a decision: half e % 2 of word (e / 2) % 4 of block e / 8, read as k / 2^16
-          const std::uint32_t word = philox::word(philox::block(opt.seed, opt.offset, e >> 3), static_cast<int>((e >> 1) & 3));
+          const philox::U32x4 blk = philox::block(opt.seed, opt.offset, e >> 3);
+          const std::uint32_t word = philox::word(blk, static_cast<int>((e >> 1) & 3));
           const double u = static_cast<double>((e & 1) ? word >> 16 : word & 0xFFFFu) / 65536.0;
           w = u >= opt.dropout_p ? w / (1.0 - opt.dropout_p) : 0.0;
         }

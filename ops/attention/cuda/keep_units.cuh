@@ -70,18 +70,18 @@ __device__ __forceinline__ std::uint32_t draw_16_keys(const RoundKeys& rk, std::
 }
 
 /// Word m of the 4 units (bh, qu, 4·tile + c) of a 64-key tile, c < 4: rows 64·qu + 2m and
-/// + 1 against 16 keys each, 8 Philox blocks a word (dropout_rule.h; p.drop_groups: sk % 8
+/// + 1 against 16 keys each, 4 Philox blocks a word (dropout_rule.h; p.drop_groups: sk % 8
 /// == 0, so a block never spans two rows). Drawn without branches; the bits of rows past sq
 /// and keys past sk are cleared (they read as dropped), chunks past sk not written.
-__device__ __forceinline__ void draw_unit_words(const Params& p, const RoundKeys& rk, int bh, int qu, int tile,
-                                                int m) {
+__device__ __forceinline__ void draw_unit_words(const Params& p, const RoundKeys& rk, int bh, int qu, int tile, int m) {
   const std::uint32_t thr = p.drop_threshold, hi_thr = thr << 16;
   const int i0 = 64 * qu + 2 * m;
   // T = 2^16 (p within 2^-16 of 1) keeps nothing (and T · 2^16 wraps); rows past sq keep nothing
   const std::uint32_t live = thr > 0xFFFFu ? 0u : (i0 < p.sq ? 0xFFFFu : 0u) | (i0 + 1 < p.sq ? 0xFFFF0000u : 0u);
   const std::uint64_t per_row = static_cast<std::uint64_t>(p.sk >> 3);  // blocks a row
-  const std::uint64_t b0 = (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) +
-                            static_cast<std::uint64_t>(i0)) * per_row + static_cast<std::uint64_t>(8 * tile);
+  const std::uint64_t b0 =
+      (static_cast<std::uint64_t>(bh) * static_cast<std::uint64_t>(p.sq) + static_cast<std::uint64_t>(i0)) * per_row +
+      static_cast<std::uint64_t>(8 * tile);
   std::uint32_t* out = p.keep + ((static_cast<std::size_t>(bh) * p.keep_qt + qu) * p.keep_kc + 4 * tile) * 32 + m;
 #pragma unroll
   for (int c = 0; c < 4; ++c) {
