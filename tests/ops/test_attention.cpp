@@ -256,6 +256,9 @@ TEST_CASE("flash_attention: each option alone matches the reference", "[ops][att
   o.seed = 77;
   o.offset = 5;
   check_case("dropout", in, dense, o);
+  // p within 2^-16 of 1: no 16-bit draw reaches the threshold 2^16, every element is dropped
+  o.dropout_p = 1.0 - std::ldexp(1.0, -17);
+  check_case("dropout, p within 2^-16 of 1", in, dense, o);
 }
 
 TEST_CASE("flash_attention: GQA, MQA, cross-attention and per-head patterns", "[ops][attention]") {

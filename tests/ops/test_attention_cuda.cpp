@@ -926,6 +926,15 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
     check("with bias, soft cap, lens, segments, sinks" + dn, make_inputs(g, static_cast<std::uint64_t>(320 + d)),
           AttentionPattern::dense(g.sq, g.sk, 64), o, DType::bf16);
   }
+  {
+    // p within 2^-16 of 1: the pre-pass's threshold 2^16 drops every element, as on the CPU
+    AttentionOptions o;
+    o.dropout_p = 1.0 - std::ldexp(1.0, -17);
+    o.seed = 15;
+    check_cuda("p within 2^-16 of 1", make_inputs(general_shape(64), 333), AttentionPattern::dense(256, 256, 64), o,
+               {DType::bf16});
+    ++runs;
+  }
   CHECK(kept() - kept0 == runs);
   CHECK(read() - read0 == runs);
 
