@@ -21,9 +21,11 @@ TG_HOST_DEVICE TG_INLINE void mulhilo(std::uint32_t a, std::uint32_t b, std::uin
   lo = static_cast<std::uint32_t>(p);
 }
 
+/// Philox-4x32's round multipliers (M0, M1) and the key's increments a round (W0, W1).
+inline constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+
 /// Ten rounds of Philox-4x32 on `ctr` with key (k0, k1).
 TG_HOST_DEVICE TG_INLINE U32x4 philox4x32_10(U32x4 ctr, std::uint32_t k0, std::uint32_t k1) {
-  constexpr std::uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
@@ -52,6 +54,16 @@ TG_HOST_DEVICE TG_INLINE std::uint32_t word(const U32x4& v, int i) {
 /// The 32 random bits of element `i`.
 TG_HOST_DEVICE TG_INLINE std::uint32_t bits(std::uint64_t seed, std::uint64_t offset, std::uint64_t i) {
   return word(block(seed, offset, i >> 2), static_cast<int>(i & 3));
+}
+
+/// The threshold T of probability p in [0, 1) for `bits`-bit draws k (bits <= 31): k >= T
+/// exactly when k / 2^bits >= p (T = ceil(p · 2^bits), exact in double). Integer compares
+/// against T decide identically on every backend.
+inline std::uint32_t threshold(double p, int bits) {
+  const double t = std::ldexp(p, bits);
+  auto k = static_cast<std::uint32_t>(t);
+  if (static_cast<double>(k) < t) ++k;  // ceil
+  return k;
 }
 
 /// 24-bit uniform in [0, 1) from 32 random bits (exact in f32).

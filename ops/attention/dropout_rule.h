@@ -15,12 +15,7 @@ namespace tg::ops {
 
 /// The threshold T of drop probability p in [0, 1): keep iff k >= T for the element's 16
 /// bits k, which is exactly k / 2^16 >= p (T = ceil(p · 2^16), exact in double).
-inline std::uint32_t attention_dropout_threshold(double p) {
-  const double t = p * 65536.0;
-  auto k = static_cast<std::uint32_t>(t);
-  if (static_cast<double>(k) < t) ++k;  // ceil
-  return k;
-}
+inline std::uint32_t attention_dropout_threshold(double p) { return philox::threshold(p, 16); }
 
 /// Decision x (0..7: element 8·b + x of block b) of a drawn block with threshold T.
 TG_HOST_DEVICE TG_INLINE bool attention_keep(const philox::U32x4& block, int x, std::uint32_t threshold) {

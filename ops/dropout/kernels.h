@@ -14,12 +14,7 @@ namespace tg::ops {
 /// (philox::bits(seed, offset, i) >> 8) >= threshold, which is exactly
 /// philox::uniform(seed, offset, i) >= p (uniform is k / 2^24 for the 24-bit k, and
 /// p * 2^24 is exact in double). Integer compare: both backends decide identically.
-inline std::uint32_t dropout_threshold(double p) {
-  double t = p * 16777216.0;
-  auto k = static_cast<std::uint32_t>(t);
-  if (static_cast<double>(k) < t) ++k;  // ceil
-  return k;
-}
+inline std::uint32_t dropout_threshold(double p) { return philox::threshold(p, 24); }
 
 /// out[i] = keep(i) ? x[i] * scale : 0 for every i < x.numel() (numel > 0), in the
 /// accumulation type (f32; f64 for f64) and rounded once to x's dtype.

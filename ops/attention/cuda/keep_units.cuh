@@ -29,8 +29,8 @@ inline RoundKeys round_keys(std::uint64_t seed) {
   for (int r = 0; r < 10; ++r) {
     rk.k0[r] = k0;
     rk.k1[r] = k1;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
+    k0 += philox::W0;
+    k1 += philox::W1;
   }
   return rk;
 }
@@ -41,8 +41,8 @@ __device__ __forceinline__ philox::U32x4 philox_block(const RoundKeys& rk, std::
   std::uint32_t z = static_cast<std::uint32_t>(offset), w = static_cast<std::uint32_t>(offset >> 32);
 #pragma unroll
   for (int r = 0; r < 10; ++r) {
-    const std::uint32_t hi0 = __umulhi(0xD2511F53u, x), lo0 = 0xD2511F53u * x;
-    const std::uint32_t hi1 = __umulhi(0xCD9E8D57u, z), lo1 = 0xCD9E8D57u * z;
+    const std::uint32_t hi0 = __umulhi(philox::M0, x), lo0 = philox::M0 * x;
+    const std::uint32_t hi1 = __umulhi(philox::M1, z), lo1 = philox::M1 * z;
     x = hi1 ^ y ^ rk.k0[r];
     y = lo1;
     z = hi0 ^ w ^ rk.k1[r];
