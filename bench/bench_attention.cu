@@ -295,6 +295,13 @@ int main() {
         std::fflush(stdout);
         continue;
       }
+      {
+        tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+        if (tgb::profile_range([&] { tg::flash_attention(qg, kg, vg, c.pattern, o).backward(dout); })) {
+          std::printf("%-30s %4lld profiled (one forward + backward)\n", c.name.c_str(), static_cast<long long>(d));
+          continue;
+        }
+      }
       const Timing t = time_case(q, k, v, dout, c.pattern, o);
       const double fwd_tf = fwd_flops / t.fwd_ms / 1e9, both_tf = 3.5 * fwd_flops / t.both_ms / 1e9;
       std::printf("%-30s %4lld %8.3f %9.3f %9.1f %11.3f %11.1f %8.1f%%\n", c.name.c_str(), static_cast<long long>(d),

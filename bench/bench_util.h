@@ -2,6 +2,7 @@
 // many runs) and the device-to-device copy rate used as the memory ceiling.
 #pragma once
 
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,6 +33,22 @@ inline bool selected(const std::string& label) {
     if (e == std::string_view::npos) return false;
     rest.remove_prefix(e + 1);
   }
+}
+
+/// Runs `fn` once between cudaProfilerStart and cudaProfilerStop when TG_PROFILE_RANGE=1 (a
+/// profiler started with profiling off, as scripts/gpu-check's `times` step does, then sees
+/// only the launches of that one run: a per-kernel breakdown of an op); otherwise nothing.
+/// Returns whether it ran (the caller then skips its timing, which the profiler would slow).
+inline bool profile_range(const std::function<void()>& fn) {
+  static const char* on = std::getenv("TG_PROFILE_RANGE");
+  if (on == nullptr || std::string_view(on) != "1") return false;
+  fn();  // warm: allocations, plans and caches as in a training step
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  TG_CUDA_CHECK(cudaProfilerStart());
+  fn();
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  TG_CUDA_CHECK(cudaProfilerStop());
+  return true;
 }
 
 /// Holds the stream for `ns` nanoseconds (one thread), so that the host can queue work
