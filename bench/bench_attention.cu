@@ -297,7 +297,13 @@ int main() {
       }
       {
         tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
-        if (tgb::profile_range([&] { tg::flash_attention(qg, kg, vg, c.pattern, o).backward(dout); })) {
+        auto step = [&] {
+          tg::flash_attention(qg, kg, vg, c.pattern, o).backward(dout);
+          qg.zero_grad();  // as a training step after its optimizer: the next backward assigns, not adds
+          kg.zero_grad();
+          vg.zero_grad();
+        };
+        if (tgb::profile_range(step)) {
           std::printf("%-30s %4lld profiled (one forward + backward)\n", c.name.c_str(), static_cast<long long>(d));
           continue;
         }

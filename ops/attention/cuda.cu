@@ -70,6 +70,22 @@ __global__ void __launch_bounds__(kAuxThreads)
              sq_pad);
 }
 
+template <typename T, int L>
+__global__ void __launch_bounds__(kAuxThreads)
+    delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
+                     const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad) {
+  delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
+                       sq, sq_pad);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kAuxThreads)
+    dq_convert_vec_kernel(const float* __restrict__ acc, T* __restrict__ dq, std::int64_t n8, float scale) {
+  for (std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * kAuxThreads + threadIdx.x; x < n8;
+       x += static_cast<std::int64_t>(gridDim.x) * kAuxThreads)
+    dq_convert_vec_body(acc, dq, scale, x);
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kAuxThreads)
     dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq, std::int64_t n, float scale) {
@@ -112,7 +128,10 @@ const T* ptr_or_null(const Tensor& t) {
   return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
 }
 
-bool is_general(const AttentionProblem& p) { return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0; }
+// (The plain kernels need scale > 0: the forward takes its row maxima of unscaled scores.)
+bool is_general(const AttentionProblem& p) {
+  return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0 || !(p.scale > 0.0);
+}
 
 // Whether the forward of p runs on the Hopper kernel: chosen (kernel_choice.h), a shape and
 // options it has, and a device its sm_90a code runs on.
@@ -429,11 +448,29 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   Tensor ld;
   if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
   const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
+  float2* const packed = ld.defined() ? static_cast<float2*>(ld.data_ptr()) : nullptr;
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
-    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(
-        cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows, static_cast<int>(p.dv), cptr<float>(lse),
-        ld.defined() ? static_cast<float2*>(ld.data_ptr()) : nullptr, static_cast<int>(p.sq), static_cast<int>(sq_pad));
+    if constexpr (!std::is_same_v<T, float>) {
+      // 16-bit rows of 32, 64 or 128 elements on 16-byte boundaries: dv / 8 lanes a row
+      if ((p.dv == 32 || p.dv == 64 || p.dv == 128) && aligned16(o) && aligned16(dout)) {
+        auto launch = [&](auto lanes) {
+          constexpr int L = decltype(lanes)::value;
+          const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
+          delta_vec_kernel<T, L><<<grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
+                                                               cptr<float>(lse), packed, static_cast<int>(p.sq),
+                                                               static_cast<int>(sq_pad));
+        };
+        if (p.dv == 32) launch(std::integral_constant<int, 4>{});
+        else if (p.dv == 64) launch(std::integral_constant<int, 8>{});
+        else launch(std::integral_constant<int, 16>{});
+        TG_CUDA_CHECK_LAST();
+        return;
+      }
+    }
+    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
+                                                        static_cast<int>(p.dv), cptr<float>(lse), packed,
+                                                        static_cast<int>(p.sq), static_cast<int>(sq_pad));
     TG_CUDA_CHECK_LAST();
   };
   if (q.dtype() == DType::f32) run_delta(float{});
@@ -559,9 +596,16 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       }
       if (atomic) {
         const std::int64_t n = dq_acc.numel();
-        const unsigned grid = static_cast<unsigned>(std::min<std::int64_t>((n + kAuxThreads - 1) / kAuxThreads, 65535));
-        dq_convert_kernel<T><<<grid, kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n,
-                                                           static_cast<float>(p.scale));
+        const float scale = static_cast<float>(p.scale);
+        auto grid_of = [](std::int64_t items) {
+          return static_cast<unsigned>(std::min<std::int64_t>((items + kAuxThreads - 1) / kAuxThreads, 65535));
+        };
+        if (n % 8 == 0) {  // (the workspace is a fresh allocation, dqa 16-byte aligned)
+          dq_convert_vec_kernel<T><<<grid_of(n / 8), kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n / 8,
+                                                                           scale);
+        } else {
+          dq_convert_kernel<T><<<grid_of(n), kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n, scale);
+        }
         TG_CUDA_CHECK_LAST();
       } else {
         const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);

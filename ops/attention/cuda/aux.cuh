@@ -55,10 +55,56 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
   }
 }
 
+/// delta_body for 16-bit T with rows of dv = 8·L elements, 16-byte aligned: L lanes a row,
+/// one 16-byte load of o and of dout each, so 32 / L rows a warp (the scalar body's 2-byte
+/// loads kept it near a third of the copy rate). The same outputs as delta_body.
+template <typename T, int L>
+__device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float* delta, std::int64_t rows, int tid,
+                                               int block, const float* lse, float2* packed, int sq, int sq_pad) {
+  static_assert(L == 4 || L == 8 || L == 16, "rows of 32, 64 or 128 elements");
+  const std::int64_t row = (static_cast<std::int64_t>(block) * kAuxThreads + tid) / L;
+  const int sub = tid % L;
+  const bool valid = row < rows;  // every lane stays for the shuffles
+  float s = 0.f;
+  if (valid) {
+    const uint4 a = reinterpret_cast<const uint4*>(o + row * (8 * L))[sub];
+    const uint4 b = reinterpret_cast<const uint4*>(dout + row * (8 * L))[sub];
+    const std::uint32_t aw[4] = {a.x, a.y, a.z, a.w}, bw[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float a0, a1, b0, b1;
+      gpu::unpack2<T>(aw[i], a0, a1);
+      gpu::unpack2<T>(bw[i], b0, b1);
+      s = fmaf(a0, b0, fmaf(a1, b1, s));
+    }
+  }
+#pragma unroll
+  for (int m = L / 2; m > 0; m >>= 1) s += shfl_xor(s, m);
+  if (!valid) return;
+  if (sub == 0) {
+    delta[row] = s;
+    if (packed != nullptr) packed[(row / sq) * sq_pad + row % sq] = make_float2(lse_log2(lse[row], true), s);
+  }
+  if (packed != nullptr && row % sq == sq - 1) {  // the head's padding rows, as in delta_body
+    for (int i = sq + sub; i < sq_pad; i += L) packed[(row / sq) * sq_pad + i] = make_float2(INFINITY, 0.f);
+  }
+}
+
 /// dq[x] = scale · acc[x] rounded to T.
 template <typename T>
 __device__ __forceinline__ void dq_convert_body(const float* acc, T* dq, std::int64_t n, float scale, std::int64_t x) {
   if (x < n) dq[x] = T(acc[x] * scale);
+}
+
+/// dq_convert_body for eight elements from x8 · 8 (n a multiple of 8, both 16-byte aligned):
+/// two 16-byte loads and one 16-byte store, where the scalar body's 4- and 2-byte accesses
+/// kept it near half the copy rate.
+template <typename T>
+__device__ __forceinline__ void dq_convert_vec_body(const float* acc, T* dq, float scale, std::int64_t x8) {
+  const float4 a = reinterpret_cast<const float4*>(acc)[2 * x8];
+  const float4 b = reinterpret_cast<const float4*>(acc)[2 * x8 + 1];
+  reinterpret_cast<uint4*>(dq)[x8] = make_uint4(pack2<T>(a.x * scale, a.y * scale), pack2<T>(a.z * scale, a.w * scale),
+                                                pack2<T>(b.x * scale, b.y * scale), pack2<T>(b.z * scale, b.w * scale));
 }
 
 /// dsinks[h] = -Σ_{b, i} exp(sink_h - lse[b·heads + h, i]) · delta[b·heads + h, i], one CTA of

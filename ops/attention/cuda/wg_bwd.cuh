@@ -275,9 +275,12 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
         const float pr = ex2_approx(st[i] - lse_of(i));
         st[i] = ((kept >> i) & 1u) ? pr : -pr;
       }
-    } else {
+    } else if (flags != 0 || p.elem_checks) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) st[i] = (vis >> i) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
+    } else {  // a whole tile: no selects
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i)));
     }
     std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
     if constexpr (kGeneral)

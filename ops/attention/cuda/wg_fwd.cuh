@@ -192,15 +192,22 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   std::uint32_t keep_w[8];
   // S (scores of rows r0, r0 + 8 against keys k0..) -> P in place: masking, the online
   // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
-  auto softmax = [&](float (&s)[NS_], const TileVis<NH>& vis, int k0, float (&corr)[2]) {
-    // scores in log2 units, -inf where invisible (element x: bit x % 32 of word x / 32)
+  // `masked`: whether the tile has invisible elements to clear (a constant at each call, so
+  // that the inlined copy for whole tiles has no selects).
+  // Plain scores stay unscaled until the exponent, 2^(s·scale·log2 e - m), one FFMA an
+  // element: the maximum of unscaled scores is the scaled one's for scale > 0, and the host
+  // gives every other scale to the general transform (is_general).
+  auto softmax = [&](float (&s)[NS_], const TileVis<NH>& vis, int k0, float (&corr)[2], bool masked) {
+    // general: scores in log2 units, -inf where invisible (element x: bit x % 32 of word x / 32)
     if constexpr (kGeneral) {
       float unused[1];
       general_scores_log2<T, false, false>(p, s, vis.w[0], bh, r0, k0 + 2 * t, unused);
-    } else {
+    } else if (masked) {
 #pragma unroll
-      for (int x = 0; x < NS_; ++x) s[x] = (vis.w[x >> 5] >> (x & 31)) & 1u ? s[x] * p.scale_log2 : -INFINITY;
+      for (int x = 0; x < NS_; ++x)
+        if (!((vis.w[x >> 5] >> (x & 31)) & 1u)) s[x] = -INFINITY;
     }
+    const float sc = kGeneral ? 1.f : p.scale_log2;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {  // rows g (hf 0) and g + 8 (hf 1)
       float mx = -INFINITY;
@@ -208,14 +215,15 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
       mx = fmaxf(mx, shfl_xor(mx, 1));
       mx = fmaxf(mx, shfl_xor(mx, 2));
-      const float m_new = fmaxf(row_max[hf], mx);
+      const float m_new = fmaxf(row_max[hf], kGeneral ? mx : mx * sc);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
       corr[hf] = ex2_approx(row_max[hf] - m_use);
       row_max[hf] = m_new;
       float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
-        const float p0 = ex2_approx(s[4 * nt + 2 * hf] - m_use), p1 = ex2_approx(s[4 * nt + 2 * hf + 1] - m_use);
+        const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -m_use));
+        const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -m_use));
         s[4 * nt + 2 * hf] = p0;
         s[4 * nt + 2 * hf + 1] = p1;
         sum += p0 + p1;
@@ -265,7 +273,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       scores(0);
       wg::wait<0>();
       wg::fence_regs(s);
-      softmax(s, tile_vis(entry, (entry >> kFlagBits) * BN), (entry >> kFlagBits) * BN, corr);
+      softmax(s, tile_vis(entry, (entry >> kFlagBits) * BN), (entry >> kFlagBits) * BN, corr, true);
       acc_to_a<T>(s, pa);
       int next_entry = e0 + 1 < e1 ? a.list.entries[e0 + 1] : 0;
       for (int e = e0 + 1; e < e1; ++e) {
@@ -282,7 +290,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
         wg::wait<1>();  // S of tile e (the older group) has landed; P V runs on
         wg::fence_regs(s);
         const int k0 = (entry >> kFlagBits) * BN;
-        softmax(s, tile_vis(entry, k0), k0, corr);
+        if (checked(entry)) softmax(s, tile_vis(entry, k0), k0, corr, true);
+        else softmax(s, tile_vis(entry, k0), k0, corr, false);
         wg::wait<0>();
         wg::fence_regs(o);
 #pragma unroll
@@ -327,7 +336,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       wg::wait<0>();
       wg::fence_regs(s);
       float corr[2];
-      softmax(s, vis, k0, corr);
+      if (kGeneral || checked(entry)) softmax(s, vis, k0, corr, true);
+      else softmax(s, vis, k0, corr, false);
       rescale(corr);
       std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
