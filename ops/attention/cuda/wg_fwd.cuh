@@ -93,6 +93,10 @@ struct TileVis {
   }
 };
 
+/// How far (log2 units) a row's scores may exceed the forward's reference maximum before
+/// it moves: probabilities up to 2^8 before the final division.
+constexpr float kMaxSlack = 8.f;
+
 template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64>
 __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
@@ -215,10 +219,15 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
       mx = fmaxf(mx, shfl_xor(mx, 1));
       mx = fmaxf(mx, shfl_xor(mx, 2));
-      const float m_new = fmaxf(row_max[hf], kGeneral ? mx : mx * sc);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // a row with nothing yet: all p = 0
-      corr[hf] = ex2_approx(row_max[hf] - m_use);
-      row_max[hf] = m_new;
+      // The reference maximum moves only when the tile's exceeds it by more than
+      // kMaxSlack: P stays below 2^kMaxSlack (exact enough in f32 sums and 16-bit products
+      // alike, and O / l uses the same reference), and most steps leave O unscaled.
+      const float m_tile = kGeneral ? mx : mx * sc;
+      const bool move = m_tile > row_max[hf] + kMaxSlack;  // (from -inf: any finite maximum)
+      const float m_ref = move ? m_tile : row_max[hf];
+      const float m_use = m_ref == -INFINITY ? 0.f : m_ref;  // a row with nothing yet: all p = 0
+      corr[hf] = move ? ex2_approx(row_max[hf] - m_use) : 1.f;
+      row_max[hf] = m_ref;
       float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
@@ -242,6 +251,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     }
   };
   auto rescale = [&](const float (&corr)[2]) {
+    if (!__any_sync(0xffffffffu, corr[0] != 1.f || corr[1] != 1.f)) return;  // no row of the warp moved
 #pragma unroll
     for (int nt = 0; nt < NTO; ++nt) {
 #pragma unroll
