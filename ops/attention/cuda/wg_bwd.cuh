@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     // the last of the warpgroups to say so refills it with the tile NS steps on. `then`
     // runs on the warpgroup's first thread once every thread has arrived.
     auto release = [&](auto then) {
-      sync_group(group_bar);
+      sync_wg<Cfg::NG>(group_bar);
       if ((tid & 127) == 0) {
         then();
         if (last_release(&released[stage], Cfg::NG)) {
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
       // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
-      if constexpr (!kDqCols) any = group_any(vis != 0, group_bar);
+      if constexpr (!kDqCols) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
       release([] {});
@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     if constexpr (kDqCols) {
       sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
     } else {
-      sync_group(group_bar);
+      sync_wg<Cfg::NG>(group_bar);
     }
 
     constexpr int DQN = Cfg::DQN;
@@ -395,17 +395,24 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
         wg::fence_regs(da[kk]);
       }
     }
-    // dQ to shared memory (16-byte chunk c of row r of a 32-column half at c ^ (r % 8)),
-    // then, once the whole warpgroup has written it, one thread adds it to the workspace
+    // dQ to shared memory (16-byte chunk c of row r of a 32-column box at c ^ (r % 8)),
+    // then, once the whole warpgroup has written it, one thread adds it to the workspace.
+    // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
+    // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
+    // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
     unsigned char* dqs = gen + (sDQg - base);
+    const bool hi = (t & 2) != 0;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int r = warp * 16 + g + hf * 8;
 #pragma unroll
-      for (int nt = 0; nt < DQN / 8; ++nt) {
+      for (int n0 = 0; n0 < DQN / 8; ++n0) {
+        const int nt = hi ? n0 ^ 2 : n0;
         const int chunk = (nt & 3) * 2 + (t >> 1);
+        const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
+        const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
         *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
-            make_float2(dq[4 * nt + 2 * hf], dq[4 * nt + 2 * hf + 1]);
+            make_float2(x0, x1);
       }
     }
     wg::fence_proxy_async();

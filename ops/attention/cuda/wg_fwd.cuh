@@ -66,12 +66,13 @@ struct WgFwdConfig {
   /// K / V stages: 3 where that still lets min_blocks CTAs share an SM, else 2; a CTA alone
   /// on its SM takes four of 64 keys, or at D 64 four of 128 keys.
   static constexpr int STAGES = BN == 128 ? (D == 64 ? 4 : 2) : kSolo ? 4 : D == 64 && BM == 128 ? 3 : 2;
-  /// CTAs an SM (each capping the registers, 64 Ki an SM): two of 128-row tiles, four of
-  /// 64-row tiles at D 64, two at D 128 (where shared memory allows no more). The general
-  /// transform at D 128 and 128-row tiles takes one (146 registers; two would spill).
+  /// CTAs an SM (each capping the registers, 64 Ki an SM): two of 128-row tiles, five of
+  /// 64-row tiles at D 64 (four with the general transform or the overlapped schedule,
+  /// whose registers allow no more), two at D 128 (where shared memory allows no more). The
+  /// general transform at D 128 and 128-row tiles takes one (146 registers; two would spill).
   /// D 128 with two CTAs an SM, not one, measured 524 against 396 TFLOP/s dense.
   static constexpr int min_blocks(bool general) {
-    return BM == 64 ? (D == 64 ? 4 : 2) : (kSolo || (D == 128 && general)) ? 1 : 2;
+    return BM == 64 ? (D == 64 ? (general || kOverlap_ ? 4 : 5) : 2) : (kSolo || (D == 128 && general)) ? 1 : 2;
   }
   /// Q, the stages, and one atom of slack: the window is aligned to 1024 in-kernel.
   static constexpr int kSmem = kQBytes + STAGES * kStageBytes + 1024;
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // have completed): the last of the warpgroups to say so refills it with the tile NS
   // steps on.
   auto release = [&](int ee, int st) {
-    sync_group(group);
+    sync_wg<Cfg::NG>(group);
     if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
       if (ee + NS < e1) issue(ee + NS, st);
     }
@@ -332,7 +333,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     const int k0 = (entry >> kFlagBits) * BN;
     const TileVis<NH> vis = tile_vis(entry, k0);
     // a warpgroup whose rows see nothing of the tile skips it
-    const bool any = !checked(entry) || group_any(vis.any(), group);
+    const bool any = !checked(entry) || any_wg<Cfg::NG>(vis.any(), group);
     if (any) {
       float s[NS_];
 #pragma unroll

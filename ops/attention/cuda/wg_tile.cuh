@@ -57,6 +57,26 @@ __device__ __forceinline__ void sync_named(int id, int count) {
 /// Barrier among the 128 threads of warpgroup `group` (named barrier 1 + group).
 __device__ __forceinline__ void sync_group(int group) { asm volatile("bar.sync %0, 128;\n" ::"r"(group + 1) : "memory"); }
 
+/// sync_group and group_any for kernels of NG warpgroups a CTA: with one warpgroup, the
+/// CTA's barrier 0 by an immediate id. (A barrier id in a register makes ptxas reserve all
+/// 16 named barriers for the CTA, which caps the CTAs an SM at four.)
+template <int NG>
+__device__ __forceinline__ void sync_wg(int group) {
+  if constexpr (NG == 1) {
+    asm volatile("bar.sync 0;\n" ::: "memory");
+  } else {
+    sync_group(group);
+  }
+}
+template <int NG>
+__device__ __forceinline__ bool any_wg(bool pred, int group) {
+  if constexpr (NG == 1) {
+    return __syncthreads_or(pred ? 1 : 0) != 0;
+  } else {
+    return group_any(pred, group);
+  }
+}
+
 /// Counts one warpgroup's release of a pipeline stage in *count (shared memory) and says
 /// whether it was the last of `groups`, then resetting the count for the stage's next
 /// round: that caller refills the stage. Acquire-release, so the refill is ordered after
