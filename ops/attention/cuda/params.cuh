@@ -181,6 +181,15 @@ template <typename T, bool kTransposed, bool kDsdt, int N = 32>
 __device__ __forceinline__ void general_scores_log2(const Params& p, float (&s)[N], std::uint32_t vis, int bh, int i0,
                                                     int j0, float (&dsdt)[kDsdt ? N : 1]) {
   static_assert(N <= 32, "one 32-bit visibility word");
+  if (p.bias_data == nullptr && !(p.softcap > 0.f)) {  // dropout alone: one multiply an element
+#pragma unroll
+    for (int x = 0; x < N; ++x) s[x] = (vis >> x) & 1u ? s[x] * p.scale_log2 : -INFINITY;
+    if constexpr (kDsdt) {
+#pragma unroll
+      for (int x = 0; x < N; ++x) dsdt[x] = 1.f;
+    }
+    return;
+  }
 #pragma unroll
   for (int x = 0; x < N; ++x) s[x] *= p.scale;
   if (p.bias_data) {

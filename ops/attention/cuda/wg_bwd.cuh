@@ -415,13 +415,14 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
             make_float2(x0, x1);
       }
     }
-    wg::fence_proxy_async();
     if constexpr (kPipe) {
       wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
       wg::fence_regs(acc_dk);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
     }
+    // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
+    wg::fence_proxy_async();
     release([&] {
 #pragma unroll
       for (int j = 0; j < DQN / 32; ++j) {
