@@ -78,10 +78,9 @@ struct WgBwdConfig {
   /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
   /// latency; the general transform would spill 376 bytes there and takes two.
   static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
-  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128), but three with
-  /// dQ by columns (whose dQ staging is half as large: 226.5 KiB); two as well where three
-  /// CTAs share an SM.
-  static constexpr int STAGES = (D == 64 && kMinBlocks == 1) || kDqCols_ ? 3 : 2;
+  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
+  /// where three CTAs share an SM.
+  static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
