@@ -388,6 +388,21 @@ TEST_CASE("flash_attention CUDA: repeated calls, misaligned inputs, head dims", 
   Tensor qm = tgt::misaligned_view(big, 3, q.shape());
   copy_bytes(qm, q);
   tgt::require_close(flash_attention(qm, k, v, pat), flash_attention(q, k, v, pat), 0, 0);
+  // a backward whose incoming gradient is not 16-byte aligned: the delta pass's scalar body
+  // (the aligned one reads 16-byte vectors), against the CPU in f64
+  {
+    const Result want = run(in, pat, {}, DType::f64, Device::cpu());
+    Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
+    const Tensor dout = in.dout.to(DType::bf16).to(gpu);
+    Tensor big_dout = empty({dout.numel() + 3}, {.dtype = DType::bf16, .device = gpu});
+    Tensor dm = tgt::misaligned_view(big_dout, 3, dout.shape());
+    copy_bytes(dm, dout);
+    flash_attention(qg, kg, vg, pat).backward(dm);
+    auto host = [](const Tensor& t) { return t.to(Device::cpu()).to(DType::f64); };
+    require_near("dq, misaligned dout", host(qg.grad()), want.dq, tolerance(DType::bf16));
+    require_near("dk, misaligned dout", host(kg.grad()), want.dk, tolerance(DType::bf16));
+    require_near("dv, misaligned dout", host(vg.grad()), want.dv, tolerance(DType::bf16));
+  }
   // head dims without tensor-core kernels
   const Tensor q48 = zeros({2, 64, 48}, {.dtype = DType::bf16, .device = gpu});
   const Tensor k48 = zeros({2, 64, 48}, {.dtype = DType::bf16, .device = gpu});
