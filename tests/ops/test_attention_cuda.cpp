@@ -672,6 +672,55 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   }
 }
 
+// Scores that grow (or shrink) along the keys by `slope` natural-log units a key over a
+// noise of ±1: q near 0.5 everywhere, k a ramp plus noise, so that q·k·scale ramps.
+Inputs ramp_inputs(const Shape4& s, double slope, std::uint64_t seed) {
+  Inputs in = make_inputs(s, seed);
+  std::vector<double> q(at(s.B * s.Hq * s.sq * s.d)), k(at(s.B * s.Hkv * s.sk * s.d));
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  for (double& x : q) x = 0.5 + 0.1 * u(rng);
+  const double per_key = slope / (0.5 * static_cast<double>(s.d)) * std::sqrt(static_cast<double>(s.d));
+  for (std::int64_t r = 0; r < s.B * s.Hkv; ++r)
+    for (std::int64_t j = 0; j < s.sk; ++j)
+      for (std::int64_t c = 0; c < s.d; ++c)
+        k[at((r * s.sk + j) * s.d + c)] = per_key * static_cast<double>(j) + 0.5 * u(rng);
+  in.q = from_vector(q, {s.B * s.Hq, s.sq, s.d});
+  in.k = from_vector(k, {s.B * s.Hkv, s.sk, s.d});
+  return rounded(in, DType::bf16);
+}
+
+TEST_CASE("flash_attention CUDA: the Hopper forward's reference maximum moves within a row", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("forward");
+  const ForceKnob<ops::attn::FwdKernel> kernel(ops::attn::set_fwd_kernel, ops::attn::FwdKernel::Wgmma);
+  // The forward keeps a row's reference maximum until a tile's exceeds it by more than 8
+  // in log2 units (kMaxSlack): scores rising by 0.14 a key (~13 in log2 units a tile of 64)
+  // move it on every tile, O rescaled each time; falling ones never move it after the first
+  // tile; a slope of 0.02 (~1.8 a tile) every four or five tiles, not in every warp at once.
+  // (bf16 on the CPU meets these tolerances on the same inputs.)
+  for (std::int64_t d : {64, 128}) {
+    Shape4 s;
+    s.sq = 200;
+    s.sk = 384;
+    s.d = s.dv = d;
+    for (double slope : {0.14, -0.14, 0.02}) {
+      INFO("D " << d << ", slope " << slope);
+      const Inputs in = ramp_inputs(s, slope, static_cast<std::uint64_t>(300 + d));
+      const AttentionPattern dense = AttentionPattern::dense(200, 384, 64);
+      check_cuda("dense", in, dense, {}, {DType::bf16});
+      AttentionOptions o;
+      o.causal = true;
+      check_cuda("causal", in, dense, o, {DType::bf16});
+      o = {};
+      o.sinks = tgt::rand64({s.Hq}, 310, -1.0, 2.0);
+      check_cuda("sinks", in, dense, o, {DType::bf16});
+      o = {};
+      o.softcap = 50.0;  // the general transform's scores, in range of the soft cap
+      check_cuda("soft cap", in, dense, o, {DType::bf16});
+    }
+  }
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("forward");
