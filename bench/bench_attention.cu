@@ -151,6 +151,7 @@ struct Variant {
   at::TileHeight height;
   at::BwdStep step;
   std::int64_t only_d;
+  at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -158,6 +159,7 @@ struct Variant {
     at::set_bwd_dq(dq);
     at::set_tile_height(height);
     at::set_bwd_step(step);
+    at::set_dropout_kernels(dropout);
   }
 };
 
@@ -183,6 +185,8 @@ const std::vector<Variant>& variants() {
       // then takes 64-key tiles, one CTA an SM)
       {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
       {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0},
+      // dropout on the plain-score kernels (the dropout cases; the others run the defaults)
+      {"plain dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::Plain},
   };
   return v;
 }
@@ -322,6 +326,7 @@ int main() {
     at::set_bwd_dq(at::BwdDq::Auto);
     at::set_tile_height(at::TileHeight::Auto);
     at::set_bwd_step(at::BwdStep::Auto);
+    at::set_dropout_kernels(at::DropoutKernels::Auto);
   }
   return 0;
 }

@@ -35,11 +35,12 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN>
+// kDrop: plain scores with dropout (DropoutKernels::Plain).
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
-// of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe>
+// of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -131,6 +132,13 @@ const T* ptr_or_null(const Tensor& t) {
 // (The plain kernels need scale > 0: the forward takes its row maxima of unscaled scores.)
 bool is_general(const AttentionProblem& p) {
   return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0 || !(p.scale > 0.0);
+}
+
+// Dropout alone on the Hopper plain-score kernels (DropoutKernels::Plain): no bias or soft
+// cap, a positive scale, and decisions drawn ahead (sk a multiple of 8, as Params::drop_groups).
+bool plain_dropout(const AttentionProblem& p) {
+  return dropout_kernels() == DropoutKernels::Plain && p.dropout_p > 0.0 && !p.bias.defined() &&
+         !(p.softcap > 0.0) && p.scale > 0.0 && p.sk % 8 == 0;
 }
 
 // Whether the forward of p runs on the Hopper kernel: chosen (kernel_choice.h), a shape and
@@ -382,6 +390,8 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         note_launch(Path::WgmmaFwd);
         if (wg_bm == 64) note_launch(Path::WgmmaFwdNarrow);
         const bool g = is_general(p);
+        const bool pd = plain_dropout(p);
+        if (pd) note_launch(Path::DropoutPlainFwd);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_launch(Path::WgmmaFwdOverlap);
         if (wg_bn == kFwdWideBN) {
@@ -402,13 +412,15 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
           if (p.d == 64) {
-            (g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
-               : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
-                         : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
+            (pd  ? launch_fwd_wgmma<T, 64, false, bm, false, 64, true>
+             : g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+                 : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
+                           : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
           } else {
-            (g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
-               : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
-                         : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
+            (pd  ? launch_fwd_wgmma<T, 128, false, bm, false, 64, true>
+             : g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+                 : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
+                           : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
           }
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});
@@ -436,6 +448,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const cudaStream_t st = tg::cuda::current_cuda_stream(dev.index);
   const bool simt = q.dtype() == DType::f32;
   const bool general = is_general(p);
+  // dropout alone on the plain-score kv pass (chosen with the Hopper kv pass only)
+  const bool plain_drop = plain_dropout(p);
   const Tensor qa = aligned_input(q), ka = aligned_input(k), va = aligned_input(v), doa = aligned_input(dout);
   const Tensor dqa = aligned_output(dq), dka = aligned_output(dk), dva = aligned_output(dv);
   const Tensor dba = aligned_output(dbias);
@@ -513,7 +527,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
-      const bool always = wgmma_kv && p.d == 64 && !general;
+      const bool always = wgmma_kv && p.d == 64 && (!general || plain_drop);
       if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
         kv_work = std::move(half);
         narrow = true;
@@ -562,7 +576,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           constexpr int d = decltype(D)::value;
           // dQ by columns (D 128, 128-key tiles) before the pipelined step: they do not combine
           const bool cols = !narrow && d == 128 && !general && bwd_dq() == BwdDq::Columns;
-          if (cols) {
+          if (plain_drop) {  // the pipelined step with dropout
+            note_launch(Path::DropoutPlainBwd);
+            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
+                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, true>)(a, ldp, pad, kv_work->col_items,
+                                                                                     st);
+          } else if (cols) {
             note_launch(Path::WgmmaBwdDqColumns);
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {

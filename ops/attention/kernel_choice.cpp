@@ -51,6 +51,8 @@ constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows:
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
+constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
+                                           DropoutKernels::Plain, kDefaultDropoutKernels};
 
 std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(Path::kCount)> g_launches{};
 
@@ -76,6 +78,9 @@ BwdDq bwd_dq() { return g_dq.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }
+
+void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
+DropoutKernels dropout_kernels() { return g_dropout.get(); }
 
 void set_tile_height(TileHeight h) { g_tiles.set(h); }
 TileHeight tile_height() { return g_tiles.get(); }

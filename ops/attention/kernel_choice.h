@@ -137,6 +137,25 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
+/// Which Hopper kernels run dropout without a bias or soft cap (scale > 0, decisions drawn
+/// ahead: sk a multiple of 8). General: the general transform's kernels (every option;
+/// the kv pass on the serial step, two CTAs an SM at D 64). Plain: the plain-score kernels
+/// with dropout compiled in (the forward's whole tiles without selects, the pipelined kv
+/// step, three CTAs an SM at D 64). Auto: the environment variable TG_ATTENTION_DROPOUT
+/// (`general` or `plain`) when set, else kDefaultDropoutKernels.
+enum class DropoutKernels { Auto, General, Plain };
+
+/// What Auto means without TG_ATTENTION_DROPOUT. Plain is not measured yet (staged for a GPU
+/// call), so General stays the default.
+constexpr DropoutKernels kDefaultDropoutKernels = DropoutKernels::General;
+
+/// Forces the kernels of later dropout calls (process-wide; Auto restores the default).
+void set_dropout_kernels(DropoutKernels k);
+
+/// The choice in effect, Auto resolved: General or Plain. Throws tg::ValueError naming
+/// TG_ATTENTION_DROPOUT when it holds anything but `general` or `plain`.
+DropoutKernels dropout_kernels();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -169,6 +188,8 @@ enum class Path {
   DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
   DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
   DropoutRead,        ///< Hopper kv passes that read the forward's decisions
+  DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
+  DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   kCount
 };
 

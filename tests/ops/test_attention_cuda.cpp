@@ -1036,6 +1036,106 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
   CHECK(read() == r1);
 }
 
+TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("forward and backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::FwdKernel> fwd(at::set_fwd_kernel, at::FwdKernel::Wgmma);
+  const ForceKnob<at::BwdKernel> bwd(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::DropoutKernels> plain(at::set_dropout_kernels, at::DropoutKernels::Plain);
+  auto fwd_runs = [] { return at::launches(at::Path::DropoutPlainFwd); };
+  auto bwd_runs = [] { return at::launches(at::Path::DropoutPlainBwd); };
+  const std::int64_t f0 = fwd_runs(), b0 = bwd_runs();
+  std::int64_t runs = 0;
+  // Against the CPU, and dK / dV bit-identical whether the kv pass reads the forward's
+  // decisions or draws its own (no atomics there: one differing decision would show).
+  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat, AttentionOptions o,
+                   DType dt) {
+    INFO(name << " in " << dtype_name(dt));
+    check_cuda(name, master, pat, o, {dt});
+    const Inputs in = rounded(master, dt);
+    o = options_rounded(o, dt);
+    const Result with = run(in, pat, o, dt, Device::cuda());
+    o.keep_dropout_mask = false;
+    const Result without = run(in, pat, o, dt, Device::cuda());
+    tgt::require_close(with.out, without.out, 0, 0);
+    tgt::require_close(with.dk, without.dk, 0, 0);
+    tgt::require_close(with.dv, without.dv, 0, 0);
+    require_near("dq", with.dq, without.dq, 1e-5);
+    runs += 3;
+  };
+  for (std::int64_t d : {64, 128}) {
+    const std::string dn = " D " + std::to_string(d);
+    Shape4 s;
+    s.B = 2;
+    s.Hq = 4;
+    s.Hkv = 2;
+    s.sq = 200;
+    s.sk = 328;
+    s.d = s.dv = d;
+    AttentionOptions o;
+    o.num_heads = s.Hq;
+    o.causal = true;
+    o.dropout_p = 0.2;
+    o.seed = 21;
+    o.offset = 5;
+    check("GQA, causal, ragged" + dn, make_inputs(s, static_cast<std::uint64_t>(400 + d)),
+          AttentionPattern::dense(s.sq, s.sk, 64), o, DType::bf16);
+    const Shape4 g = general_shape(d);
+    o = {};
+    o.window_left = 70;
+    o.window_right = 30;
+    o.dropout_p = 0.1;
+    o.seed = 22;
+    check("random blocks, window" + dn, make_inputs(g, static_cast<std::uint64_t>(410 + d)),
+          uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 40, 411), o, DType::f16);
+    // the per-element options on the plain scores: lens, segments, element mask, sinks
+    o = {};
+    o.num_heads = g.Hq;
+    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
+    o.seg_q = segments(g.B, g.sq, 412);
+    o.seg_k = o.seg_q;
+    o.mask = element_mask(1, g.sq, g.sk, 16, 413);
+    o.sinks = tgt::rand64({g.Hq}, 414);
+    o.dropout_p = 0.3;
+    o.seed = 23;
+    check("lens, segments, mask, sinks" + dn, make_inputs(g, static_cast<std::uint64_t>(420 + d)),
+          AttentionPattern::dense(g.sq, g.sk, 64), o, DType::bf16);
+    // 128-row query tiles and 128-key kv tiles forced (D 64 takes 64 of both by default)
+    {
+      const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
+      o = {};
+      o.causal = true;
+      o.dropout_p = 0.15;
+      o.seed = 24;
+      check("128-row tiles" + dn, make_inputs(g, static_cast<std::uint64_t>(430 + d)),
+            AttentionPattern::dense(g.sq, g.sk, 64), o, DType::bf16);
+    }
+  }
+  CHECK(fwd_runs() - f0 == runs);
+  CHECK(bwd_runs() - b0 == runs);
+  // the general transform's kernels where the plain ones do not apply: with a bias or a soft
+  // cap, sk not a multiple of 8 (no decisions drawn ahead), a negative scale
+  const std::int64_t f1 = fwd_runs(), b1 = bwd_runs();
+  const Shape4 g = general_shape(64);
+  AttentionOptions o;
+  o.dropout_p = 0.2;
+  o.seed = 25;
+  o.softcap = 5.0;
+  check_cuda("soft cap", make_inputs(g, 440), AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
+  o.softcap = 0.0;
+  o.bias = bias_of(g.B * g.Hq, g.sq, g.sk, 64, 441);
+  check_cuda("bias", make_inputs(g, 442), AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
+  o.bias = {};
+  o.scale = -0.3;
+  check_cuda("negative scale", make_inputs(g, 443), AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
+  o.scale = 0.125;
+  Shape4 r = g;
+  r.sk = 250;
+  check_cuda("250 keys", make_inputs(r, 444), AttentionPattern::dense(r.sq, r.sk, 64), o, {DType::bf16});
+  CHECK(fwd_runs() == f1);
+  CHECK(bwd_runs() == b1);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {

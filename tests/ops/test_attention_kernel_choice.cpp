@@ -44,4 +44,7 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                         at::kDefaultBwdDq);
   check_knob<at::BwdStep>("TG_ATTENTION_BWD_STEP", at::set_bwd_step, at::bwd_step,
                           {at::BwdStep::Pipelined, at::BwdStep::Serial}, at::kDefaultBwdStep);
+  check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
+                                 {at::DropoutKernels::Plain, at::DropoutKernels::General},
+                                 at::kDefaultDropoutKernels);
 }

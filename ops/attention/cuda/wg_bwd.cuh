@@ -104,12 +104,16 @@ struct WgBwdConfig {
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false>
+// kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
+// dropped probabilities marked by their sign bit as in the general transform.
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false>
 __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
   static_assert(!kPipe || (!kGeneral && !kDqCols), "the pipelined step: plain scores, dQ by keys");
+  static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
+  constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
@@ -225,7 +229,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     // between, the divergent Philox code made ptxas serialise the MMAs)
     // (decisions drawn ahead, p.keep: loaded here, decoded after the products)
     std::uint32_t kept = ~0u, kept_word = 0u;
-    if constexpr (kGeneral) {
+    if constexpr (kDropout) {
       if (p.dropout) {
         if (p.keep != nullptr) kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
         else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 8 != 0: per element
@@ -253,7 +257,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       wg::fence_regs(st);
       wg::fence_regs(dp);
     }
-    if constexpr (kGeneral) {
+    if constexpr (kDropout) {
       if (p.dropout && p.keep != nullptr) kept = unit_keep_bits(kept_word, lane);
     }
 
@@ -282,8 +286,12 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
 #pragma unroll
       for (int i = 0; i < 32; ++i) st[i] = ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i)));
     }
+    if constexpr (kDrop) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = ((kept >> i) & 1u) ? st[i] : -st[i];
+    }
     std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
-    if constexpr (kGeneral)
+    if constexpr (kDropout)
       acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
     else
       acc_to_a<T>(st, pa);
@@ -308,6 +316,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       if constexpr (kGeneral) {
         const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
         st[i] = fabsf(pr) * (dpv - delta_of(i)) * fac[i];
+      } else if constexpr (kDrop) {
+        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
+        st[i] = fabsf(pr) * (dpv - delta_of(i));
       } else {
         st[i] = pr * (dp[i] - delta_of(i));
       }

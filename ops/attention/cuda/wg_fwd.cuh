@@ -98,12 +98,17 @@ struct TileVis {
 /// it moves: probabilities up to 2^8 before the final division.
 constexpr float kMaxSlack = 8.f;
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral))
+// kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
+// on the serial schedule and 64-key tiles, as many CTAs an SM as the general transform (at
+// D 128 and 128-row tiles two would spill 220 bytes).
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral || kDrop))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
+  static_assert(!kDrop || (!kGeneral && !kOverlap && BN_ == 64), "dropout on plain scores: serial, 64-key tiles");
+  constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
   constexpr int NH = BN / 64;   // 64-key halves of a key tile (visibility words)
@@ -240,7 +245,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       row_sum[hf] = row_sum[hf] * corr[hf] + sum;
     }
-    if constexpr (kGeneral) {
+    if constexpr (kDropout) {
       if (p.dropout) {  // dropped probabilities count in the sum but not in O
         const std::uint32_t kept =
             p.keep != nullptr ? fwd_keep_bits(keep_w, lane)
@@ -341,7 +346,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       wg::fence();
       mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(stage), BN * 128u);
       wg::commit();
-      if constexpr (kGeneral) {
+      if constexpr (kDropout) {
         if (p.dropout && p.keep != nullptr) load_fwd_keep(p, bh, r0 - g, k0, lane, keep_w);
       }
       wg::wait<0>();
