@@ -30,10 +30,10 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP)                                                         \
+#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP)                                                      \
   template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP>(const BwdArgs<T>&, const float2*, int, \
                                                                    std::int64_t, cudaStream_t);
-#define TG_WG_BWD(T, D)                                          \
+#define TG_WG_BWD(T, D)                                           \
   TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false)       \
   TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false) \
   TG_WG_BWD_ONE(T, D, true, kBwdKvBN, false, false, false)        \
