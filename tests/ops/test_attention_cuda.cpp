@@ -920,6 +920,65 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == p0);
 }
 
+namespace {
+
+// A dropout case checked against the CPU, then run twice more on the GPU: the kv pass reading
+// the forward's decisions, and drawing its own (keep_dropout_mask off). dK and dV have no
+// atomics: with the same decisions they are bit-identical, which a single differing bit would
+// break. `drawn_run` runs the second of those (a callable taking a Result() callable), so
+// that a test can count the launches around it. Three GPU runs in all.
+template <typename DrawnRun>
+void check_read_and_drawn(const std::string& name, const Inputs& master, const AttentionPattern& pat,
+                          AttentionOptions o, DType dt, DrawnRun drawn_run) {
+  INFO(name << " in " << dtype_name(dt));
+  check_cuda(name, master, pat, o, {dt});
+  const Inputs in = rounded(master, dt);
+  o = options_rounded(o, dt);
+  const Result with = run(in, pat, o, dt, Device::cuda());
+  o.keep_dropout_mask = false;
+  const Result without = drawn_run([&] { return run(in, pat, o, dt, Device::cuda()); });
+  tgt::require_close(with.out, without.out, 0, 0);
+  tgt::require_close(with.dk, without.dk, 0, 0);
+  tgt::require_close(with.dv, without.dv, 0, 0);
+  require_near("dq", with.dq, without.dq, 1e-5);
+}
+
+// The dropout cases both Hopper dropout tests run at head dim d, through
+// check(name, inputs, pattern, options, dtype): GQA cross-attention, causal, ragged extents
+// (rows past sq, a partial key tile, sk not a multiple of 32: the last word of a row half
+// used), and random blocks (query blocks that see nothing) under a window in f16. Seeds from
+// `seed` (inputs, pattern) and `drop_seed` (dropout).
+template <typename Check>
+void shared_dropout_cases(std::int64_t d, std::uint64_t seed, std::uint64_t drop_seed, Check check) {
+  const std::string dn = " D " + std::to_string(d);
+  const auto ud = static_cast<std::uint64_t>(d);
+  Shape4 s;
+  s.B = 2;
+  s.Hq = 4;
+  s.Hkv = 2;
+  s.sq = 200;
+  s.sk = 328;
+  s.d = s.dv = d;
+  AttentionOptions o;
+  o.num_heads = s.Hq;
+  o.causal = true;
+  o.dropout_p = 0.2;
+  o.seed = drop_seed;
+  o.offset = 3;
+  check("GQA, causal, ragged" + dn, make_inputs(s, seed + ud), AttentionPattern::dense(s.sq, s.sk, 64), o,
+        DType::bf16);
+  const Shape4 g = general_shape(d);
+  o = {};
+  o.window_left = 70;
+  o.window_right = 30;
+  o.dropout_p = 0.1;
+  o.seed = drop_seed + 1;
+  check("random blocks, window" + dn, make_inputs(g, seed + 10 + ud),
+        uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 40, seed + 11), o, DType::f16);
+}
+
+}  // namespace
+
 TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions its forward kept",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
@@ -931,58 +990,26 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
   auto drawn = [] { return at::launches(at::Path::DropoutDrawn); };
   const std::int64_t kept0 = kept(), read0 = read();
   std::int64_t runs = 0;
-  // The kv pass's dK and dV have no atomics: with the same decisions they are bit-identical
-  // whether the decisions were read or drawn again, which a single differing bit would break.
-  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat, AttentionOptions o,
-                   DType dt) {
-    INFO(name << " in " << dtype_name(dt));
-    check_cuda(name, master, pat, o, {dt});
-    ++runs;
-    const Inputs in = rounded(master, dt);
-    o = options_rounded(o, dt);
-    const Result with = run(in, pat, o, dt, Device::cuda());
-    o.keep_dropout_mask = false;
+  // the drawn run neither keeps nor reads; it draws twice (the forward's and the backward's own)
+  auto drawn_run = [&](auto run_without) {
     const std::int64_t k = kept(), r = read(), dr = drawn();
-    const Result without = run(in, pat, o, dt, Device::cuda());
+    Result without = run_without();
     CHECK(kept() == k);
     CHECK(read() == r);
-    CHECK(drawn() - dr == 2);  // the forward's and the backward's own
-    tgt::require_close(with.out, without.out, 0, 0);
-    tgt::require_close(with.dk, without.dk, 0, 0);
-    tgt::require_close(with.dv, without.dv, 0, 0);
-    require_near("dq", with.dq, without.dq, 1e-5);
-    ++runs;  // check_cuda's GPU run and `with` kept and read; `without` neither
+    CHECK(drawn() - dr == 2);
+    return without;
+  };
+  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat,
+                   const AttentionOptions& o, DType dt) {
+    check_read_and_drawn(name, master, pat, o, dt, drawn_run);
+    runs += 2;  // check_cuda's GPU run and `with` kept and read; the drawn run neither
   };
   for (std::int64_t d : {64, 128}) {
     const std::string dn = " D " + std::to_string(d);
-    // GQA cross-attention, causal, ragged extents: rows past sq, a partial key tile, sk not a
-    // multiple of 32 (the last word of a row half used)
-    Shape4 s;
-    s.B = 2;
-    s.Hq = 4;
-    s.Hkv = 2;
-    s.sq = 200;
-    s.sk = 328;
-    s.d = s.dv = d;
-    AttentionOptions o;
-    o.num_heads = s.Hq;
-    o.causal = true;
-    o.dropout_p = 0.2;
-    o.seed = 11;
-    o.offset = 3;
-    check("GQA, causal, ragged" + dn, make_inputs(s, static_cast<std::uint64_t>(300 + d)),
-          AttentionPattern::dense(s.sq, s.sk, 64), o, DType::bf16);
-    // random blocks (query blocks that see nothing) under a window, f16
-    const Shape4 g = general_shape(d);
-    o = {};
-    o.window_left = 70;
-    o.window_right = 30;
-    o.dropout_p = 0.1;
-    o.seed = 12;
-    check("random blocks, window" + dn, make_inputs(g, static_cast<std::uint64_t>(310 + d)),
-          uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 40, 311), o, DType::f16);
+    shared_dropout_cases(d, 300, 11, check);
     // with the rest of the general transform: bias, soft cap, lens, segments, sinks
-    o = {};
+    const Shape4 g = general_shape(d);
+    AttentionOptions o;
     o.num_heads = g.Hq;
     o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
     o.seg_q = segments(g.B, g.sq, 312);
@@ -1046,50 +1073,17 @@ TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels match
   auto bwd_runs = [] { return at::launches(at::Path::DropoutPlainBwd); };
   const std::int64_t f0 = fwd_runs(), b0 = bwd_runs();
   std::int64_t runs = 0;
-  // Against the CPU, and dK / dV bit-identical whether the kv pass reads the forward's
-  // decisions or draws its own (no atomics there: one differing decision would show).
-  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat, AttentionOptions o,
-                   DType dt) {
-    INFO(name << " in " << dtype_name(dt));
-    check_cuda(name, master, pat, o, {dt});
-    const Inputs in = rounded(master, dt);
-    o = options_rounded(o, dt);
-    const Result with = run(in, pat, o, dt, Device::cuda());
-    o.keep_dropout_mask = false;
-    const Result without = run(in, pat, o, dt, Device::cuda());
-    tgt::require_close(with.out, without.out, 0, 0);
-    tgt::require_close(with.dk, without.dk, 0, 0);
-    tgt::require_close(with.dv, without.dv, 0, 0);
-    require_near("dq", with.dq, without.dq, 1e-5);
-    runs += 3;
+  auto check = [&](const std::string& name, const Inputs& master, const AttentionPattern& pat,
+                   const AttentionOptions& o, DType dt) {
+    check_read_and_drawn(name, master, pat, o, dt, [](auto run_without) { return run_without(); });
+    runs += 3;  // each on the plain kernels
   };
   for (std::int64_t d : {64, 128}) {
     const std::string dn = " D " + std::to_string(d);
-    Shape4 s;
-    s.B = 2;
-    s.Hq = 4;
-    s.Hkv = 2;
-    s.sq = 200;
-    s.sk = 328;
-    s.d = s.dv = d;
-    AttentionOptions o;
-    o.num_heads = s.Hq;
-    o.causal = true;
-    o.dropout_p = 0.2;
-    o.seed = 21;
-    o.offset = 5;
-    check("GQA, causal, ragged" + dn, make_inputs(s, static_cast<std::uint64_t>(400 + d)),
-          AttentionPattern::dense(s.sq, s.sk, 64), o, DType::bf16);
-    const Shape4 g = general_shape(d);
-    o = {};
-    o.window_left = 70;
-    o.window_right = 30;
-    o.dropout_p = 0.1;
-    o.seed = 22;
-    check("random blocks, window" + dn, make_inputs(g, static_cast<std::uint64_t>(410 + d)),
-          uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 40, 411), o, DType::f16);
+    shared_dropout_cases(d, 400, 21, check);
     // the per-element options on the plain scores: lens, segments, element mask, sinks
-    o = {};
+    const Shape4 g = general_shape(d);
+    AttentionOptions o;
     o.num_heads = g.Hq;
     o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
     o.seg_q = segments(g.B, g.sq, 412);
