@@ -87,14 +87,6 @@ __global__ void __launch_bounds__(kAuxThreads)
     dq_convert_vec_body(acc, dq, scale, x);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kAuxThreads)
-    dq_convert_kernel(const float* __restrict__ acc, T* __restrict__ dq, std::int64_t n, float scale) {
-  for (std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * kAuxThreads + threadIdx.x; x < n;
-       x += static_cast<std::int64_t>(gridDim.x) * kAuxThreads)
-    dq_convert_body(acc, dq, n, scale, x);
-}
-
 __global__ void __launch_bounds__(kAuxThreads)
     dsinks_kernel(const float* __restrict__ lse, const float* __restrict__ delta, const float* __restrict__ sinks,
                   float* __restrict__ dsinks, int batch, int heads, int sq) {
@@ -614,17 +606,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         });
       }
       if (atomic) {
-        const std::int64_t n = dq_acc.numel();
-        const float scale = static_cast<float>(p.scale);
-        auto grid_of = [](std::int64_t items) {
-          return static_cast<unsigned>(std::min<std::int64_t>((items + kAuxThreads - 1) / kAuxThreads, 65535));
-        };
-        if (n % 8 == 0) {  // (the workspace is a fresh allocation, dqa 16-byte aligned)
-          dq_convert_vec_kernel<T><<<grid_of(n / 8), kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n / 8,
-                                                                           scale);
-        } else {
-          dq_convert_kernel<T><<<grid_of(n), kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n, scale);
-        }
+        // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
+        // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
+        const std::int64_t n8 = dq_acc.numel() / 8;
+        const auto grid = static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
+        dq_convert_vec_kernel<T><<<grid, kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n8,
+                                                               static_cast<float>(p.scale));
         TG_CUDA_CHECK_LAST();
       } else {
         const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);

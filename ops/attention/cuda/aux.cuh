@@ -90,15 +90,9 @@ __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float*
   }
 }
 
-/// dq[x] = scale · acc[x] rounded to T.
-template <typename T>
-__device__ __forceinline__ void dq_convert_body(const float* acc, T* dq, std::int64_t n, float scale, std::int64_t x) {
-  if (x < n) dq[x] = T(acc[x] * scale);
-}
-
-/// dq_convert_body for eight elements from x8 · 8 (n a multiple of 8, both 16-byte aligned):
-/// two 16-byte loads and one 16-byte store, where the scalar body's 4- and 2-byte accesses
-/// kept it near half the copy rate.
+/// dq[x] = scale · acc[x] rounded to T for the eight elements from x8 · 8 (both 16-byte
+/// aligned): two 16-byte loads and one 16-byte store (4- and 2-byte accesses had kept the
+/// conversion near half the copy rate).
 template <typename T>
 __device__ __forceinline__ void dq_convert_vec_body(const float* acc, T* dq, float scale, std::int64_t x8) {
   const float4 a = reinterpret_cast<const float4*>(acc)[2 * x8];
