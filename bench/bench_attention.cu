@@ -185,8 +185,9 @@ const std::vector<Variant>& variants() {
       // then takes 64-key tiles, one CTA an SM)
       {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
       {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0},
-      // dropout on the plain-score kernels (the dropout cases; the others run the defaults)
-      {"plain dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::Plain},
+      // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
+      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::DropoutKernels::General},
   };
   return v;
 }
