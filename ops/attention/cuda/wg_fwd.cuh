@@ -220,9 +220,12 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     const float sc = kGeneral ? 1.f : p.scale_log2;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {  // rows g (hf 0) and g + 8 (hf 1)
-      float mx = -INFINITY;
+      // maxima and sums by halving trees: one instruction fewer than a running value (no
+      // -inf or 0 to start from) and shorter dependency chains
+      float part[BN / 8];
 #pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]));
+      for (int nt = 0; nt < BN / 8; ++nt) part[nt] = fmaxf(s[4 * nt + 2 * hf], s[4 * nt + 2 * hf + 1]);
+      float mx = halving_tree(part, [](float x, float y) { return fmaxf(x, y); });
       mx = fmaxf(mx, shfl_xor(mx, 1));
       mx = fmaxf(mx, shfl_xor(mx, 2));
       // The reference maximum moves only when the tile's exceeds it by more than
@@ -234,16 +237,15 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       const float m_use = m_ref == -INFINITY ? 0.f : m_ref;  // a row with nothing yet: all p = 0
       corr[hf] = move ? ex2_approx(row_max[hf] - m_use) : 1.f;
       row_max[hf] = m_ref;
-      float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
         const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -m_use));
         const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -m_use));
         s[4 * nt + 2 * hf] = p0;
         s[4 * nt + 2 * hf + 1] = p1;
-        sum += p0 + p1;
+        part[nt] = p0 + p1;
       }
-      row_sum[hf] = row_sum[hf] * corr[hf] + sum;
+      row_sum[hf] = row_sum[hf] * corr[hf] + halving_tree(part, [](float x, float y) { return x + y; });
     }
     if constexpr (kDropout) {
       if (p.dropout) {  // dropped probabilities count in the sum but not in O

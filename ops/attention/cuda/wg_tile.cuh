@@ -95,6 +95,23 @@ __device__ __forceinline__ bool last_release(unsigned* count, int groups) {
 /// The A operand of a product whose k runs over the N = 8 KS columns of an m64nN accumulator
 /// s (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
 /// passed through f and packed in pairs.
+/// Reduces the N values of v (a multiple of 8) with op: each run of 8 by halving (N / 8 · 7
+/// operations in chains of 3), then the runs' results in order. v is overwritten.
+template <int N, typename Op>
+__device__ __forceinline__ float halving_tree(float (&v)[N], Op op) {
+  static_assert(N % 8 == 0, "runs of 8");
+#pragma unroll
+  for (int r = 0; r < N; r += 8) {
+#pragma unroll
+    for (int w = 4; w >= 1; w /= 2) {
+#pragma unroll
+      for (int i = 0; i < w; ++i) v[r + i] = op(v[r + i], v[r + i + w]);
+    }
+    if (r > 0) v[0] = op(v[0], v[r]);
+  }
+  return v[0];
+}
+
 template <typename T, int S, int KS, typename F>
 __device__ __forceinline__ void acc_to_a(const float (&s)[S], std::uint32_t (&a)[KS][4], F f) {
   static_assert(S == 8 * KS, "an accumulator of 16 KS columns");
