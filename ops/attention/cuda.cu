@@ -74,9 +74,10 @@ __global__ void __launch_bounds__(kAuxThreads)
 template <typename T, int L>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
-                     const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad) {
+                     const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad,
+                     float* __restrict__ zero) {
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
-                       sq, sq_pad);
+                       sq, sq_pad, zero);
 }
 
 template <typename T>
@@ -455,17 +456,26 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
   const unsigned delta_grid = static_cast<unsigned>((rows + kAuxThreads / 32 - 1) / (kAuxThreads / 32));
   float2* const packed = ld.defined() ? static_cast<float2*>(ld.data_ptr()) : nullptr;
+  // dQ's f32 workspace for the tensor-core kv passes (atomics or TMA reductions into it):
+  // zeroed by the delta pass where it runs its vector body over rows of d = dv (one pass
+  // over the rows instead of a memset after it), else by a memset
+  const bool atomic = !simt && !p.deterministic;
+  Tensor dq_acc;
+  if (atomic) dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
+  bool dq_zeroed = false;
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
       // 16-bit rows of 32, 64 or 128 elements on 16-byte boundaries: dv / 8 lanes a row
       if ((p.dv == 32 || p.dv == 64 || p.dv == 128) && aligned16(o) && aligned16(dout)) {
+        float* const zero = atomic && p.d == p.dv && aligned16(dq_acc) ? mptr<float>(dq_acc) : nullptr;
+        dq_zeroed = zero != nullptr;
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
           delta_vec_kernel<T, L><<<grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
                                                                cptr<float>(lse), packed, static_cast<int>(p.sq),
-                                                               static_cast<int>(sq_pad));
+                                                               static_cast<int>(sq_pad), zero);
         };
         if (p.dv == 32) launch(std::integral_constant<int, 4>{});
         else if (p.dv == 64) launch(std::integral_constant<int, 8>{});
@@ -527,12 +537,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     }
     if (!kv_work) kv_full();
     if (narrow) note_launch(Path::NarrowKv);
-    const bool atomic = !p.deterministic;
-    Tensor dq_acc;
-    if (atomic) {
-      dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
-      TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
-    }
+    if (atomic && !dq_zeroed) TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
     auto run = [&](auto tag) {
       using T = decltype(tag);
       BwdArgs<T> a;

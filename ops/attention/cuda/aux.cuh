@@ -57,10 +57,13 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
 
 /// delta_body for 16-bit T with rows of dv = 8·L elements, 16-byte aligned: L lanes a row,
 /// one 16-byte load of o and of dout each, so 32 / L rows a warp (the scalar body's 2-byte
-/// loads kept it near a third of the copy rate). The same outputs as delta_body.
+/// loads kept it near a third of the copy rate). The same outputs as delta_body; with `zero`
+/// (dQ's f32 workspace, rows of d = dv floats, 16-byte aligned) also zeroes the row's
+/// workspace row, which spares the kv pass's workspace a memset of its own.
 template <typename T, int L>
 __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float* delta, std::int64_t rows, int tid,
-                                               int block, const float* lse, float2* packed, int sq, int sq_pad) {
+                                               int block, const float* lse, float2* packed, int sq, int sq_pad,
+                                               float* zero) {
   static_assert(L == 4 || L == 8 || L == 16, "rows of 32, 64 or 128 elements");
   const std::int64_t row = (static_cast<std::int64_t>(block) * kAuxThreads + tid) / L;
   const int sub = tid % L;
@@ -81,6 +84,11 @@ __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float*
 #pragma unroll
   for (int m = L / 2; m > 0; m >>= 1) s += shfl_xor(s, m);
   if (!valid) return;
+  if (zero != nullptr) {
+    float4* z = reinterpret_cast<float4*>(zero + row * (8 * L)) + 2 * sub;
+    z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+    z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
   if (sub == 0) {
     delta[row] = s;
     if (packed != nullptr) packed[(row / sq) * sq_pad + row % sq] = make_float2(lse_log2(lse[row], true), s);
