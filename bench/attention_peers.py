@@ -4,18 +4,15 @@ in the same table (useful TFLOP/s of attended pairs: 4·D per pair forward, 3.5 
 forward + backward). The random and variable-block patterns are rebuilt with the same
 generator (std::mt19937_64) and seeds as the C++ bench, so both sides time identical work.
 
-blksprs (its block-sparse flash attention on 64-blocks, element masks on the blocks a
-pattern only partly covers) runs where it imports: from BLKSPRS_PATH (the folder holding
-`blksprs/`) or peers/blksprs-src/ of this repository; otherwise its rows are skipped.
+blksprs (bench/blksprs_peer.py: its flash attention on 64-blocks, element masks on the
+blocks a pattern covers in part) runs where it imports; otherwise its rows are skipped.
 
 Run on the GPU machine next to bench_attention:  python3 bench/attention_peers.py
 """
-import os
-import sys
-
 import torch
 import torch.nn.functional as F
 
+import blksprs_peer
 from peer_timing import time_ms
 
 B, H, S = 4, 16, 4096
@@ -71,47 +68,6 @@ def variable_sizes():
     return sizes
 
 
-def import_blksprs():
-    """The blksprs package, or None (with the reason printed) where it does not import."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, os.environ.get("BLKSPRS_PATH", os.path.join(here, "..", "peers", "blksprs-src")))
-    os.environ.setdefault("BLKSPRS_AUTOTUNE", "DEFAULT")  # no autotuning sweep inside the timings
-    try:
-        import blksprs
-        return blksprs
-    except Exception as e:  # noqa: BLE001
-        print(f"peers: blksprs not timed ({e!r})", flush=True)
-        return None
-
-
-def blksprs_attention(bsp, visible, d):
-    """f(q, k, v) -> o on [B, H, S, d] tensors by blksprs.ops.flash_attention: the pattern's
-    64-blocks as its attention layout, True in its (compressed) mask where a block that the
-    pattern covers only in part hides an element. `visible` is the [S, S] bool pattern."""
-    bs, nb, bh = 64, S // 64, B * H
-    blocks = visible.view(nb, bs, nb, bs).permute(0, 2, 1, 3)  # [row block, column block, 64, 64]
-    any_, all_ = blocks.any(-1).any(-1), blocks.all(-1).all(-1)
-    lay = any_.expand(bh, nb, nb).contiguous()
-    part = any_ & ~all_
-    mask_lay = part.expand(bh, nb, nb).contiguous()
-    mask = (~blocks[part]).to(torch.bfloat16).repeat(bh, 1, 1).contiguous()  # non-zero: hidden
-    lay_qkv = torch.ones(bh, nb, d // bs, device=visible.device, dtype=torch.bool)
-    lay_o = bsp.layouting.build_sparsity_layout_matmul(lay, lay_qkv)
-    cache = bsp.ops.flash_attention_build_layout_cache(
-        lay, sparsity_layout_q=lay_qkv, sparsity_layout_k=lay_qkv, sparsity_layout_v=lay_qkv, sparsity_layout_o=lay_o)
-    has_mask = bool(part.any())
-
-    def f(q, k, v):
-        qs, ks, vs = (bsp.ops.to_sparse(t.reshape(bh, S, d), lay_qkv, bs) for t in (q, k, v))
-        o = bsp.ops.flash_attention(qs, lay_qkv, ks, lay_qkv, vs, lay_qkv, lay, bs,
-                                    attention_mask=mask if has_mask else None,
-                                    sparsity_layout_mask=mask_lay if has_mask else None,
-                                    layout_cache=cache, sparsity_layout_o=lay_o)
-        return bsp.ops.to_dense(o, lay_o, bs).reshape(B, H, S, d)
-
-    return f
-
-
 def time_peer(peer, fwd, q, k, v, g, case, flops):
     """One table row: fwd's forward and forward + backward times and TFLOP/s."""
     with torch.no_grad():
@@ -136,7 +92,7 @@ def main():
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, 256)
     flex = torch.compile(flex_attention)
-    bsp = import_blksprs()
+    bsp = blksprs_peer.import_blksprs()
     dev = "cuda"
     pos = torch.arange(S, device=dev)
     blk64 = random_blocks().to(dev)
@@ -179,7 +135,7 @@ def main():
             runs.append(("FlexAttention", lambda q, k, v, bm=block_mask: flex(q, k, v, block_mask=bm)))
             if bsp is not None:
                 try:
-                    runs.append(("blksprs", blksprs_attention(bsp, vis(pos[:, None], pos[None, :]), d)))
+                    runs.append(("blksprs", blksprs_peer.attention(bsp, vis(pos[:, None], pos[None, :]), B * H, d)))
                 except Exception as e:  # noqa: BLE001
                     print(f"peers: blksprs on {name} D {d} not timed ({e!r})", flush=True)
             for peer, fwd in runs:

@@ -22,8 +22,6 @@ Prints one line per variant: tokens/s (median of per-step times after warm-up).
 """
 import argparse
 import math
-import os
-import sys
 import statistics
 import time
 
@@ -111,32 +109,22 @@ def make_attn(kind, T, bs, window_blocks, device):
 
 
 def make_blksprs_attn(pat, T, bs, device):
-    """blksprs.ops.flash_attention on the example's pattern (as in the shared peers script);
-    layouts and blksprs' layout cache are built once per (batch x heads, head dim)."""
-    if os.environ.get("BLKSPRS_PATH"):
-        sys.path.insert(0, os.environ["BLKSPRS_PATH"])
-    os.environ.setdefault("BLKSPRS_AUTOTUNE", "DEFAULT")
-    import blksprs as bsp
+    """blksprs.ops.flash_attention on the example's pattern, causal inside it by element masks on
+    the diagonal blocks (bench/blksprs_peer.py), built once per (batch x heads, head dim)."""
+    import blksprs_peer
 
-    state = {}
+    bsp = blksprs_peer.import_blksprs()
+    if bsp is None:
+        raise RuntimeError("blksprs is not importable (BLKSPRS_PATH)")
+    el = pat.repeat_interleave(bs, 0).repeat_interleave(bs, 1) & torch.ones(T, T, dtype=torch.bool).tril()
+    el = el.to(device)
+    fns = {}
 
     def attn(q, k, v):
         B, H, _, D = q.shape
-        BH = B * H
-        if state.get("key") != (BH, D):
-            lay = pat.to(device).expand(BH, -1, -1).contiguous()
-            lay_qkv = torch.ones(BH, T // bs, D // bs, device=device, dtype=torch.bool)
-            lay_o = bsp.layouting.build_sparsity_layout_matmul(lay, lay_qkv)
-            cache = bsp.ops.flash_attention_build_layout_cache(
-                lay, sparsity_layout_q=lay_qkv, sparsity_layout_k=lay_qkv, sparsity_layout_v=lay_qkv,
-                sparsity_layout_o=lay_o)
-            lengths = torch.full((BH,), T, device=device, dtype=torch.int64)
-            state.update(key=(BH, D), lay=lay, lay_qkv=lay_qkv, lay_o=lay_o, cache=cache, lengths=lengths)
-        lq = state["lay_qkv"]
-        qs, ks, vs = (bsp.ops.to_sparse(t.reshape(BH, T, D), lq, bs) for t in (q, k, v))
-        o = bsp.ops.flash_attention(qs, lq, ks, lq, vs, lq, state["lay"], bs, layout_cache=state["cache"],
-                                    sparsity_layout_o=state["lay_o"], causal_lengths=state["lengths"])
-        return bsp.ops.to_dense(o, state["lay_o"], bs).reshape(B, H, T, D)
+        if (B * H, D) not in fns:
+            fns[(B * H, D)] = blksprs_peer.attention(bsp, el, B * H, D, bs)
+        return fns[(B * H, D)](q, k, v)
 
     return attn
 
