@@ -152,6 +152,7 @@ struct Variant {
   at::BwdStep step;
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
+  at::FwdSoftmax softmax = at::kDefaultFwdSoftmax;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -160,6 +161,7 @@ struct Variant {
     at::set_tile_height(height);
     at::set_bwd_step(step);
     at::set_dropout_kernels(dropout);
+    at::set_fwd_softmax(softmax);
   }
 };
 
@@ -188,6 +190,9 @@ const std::vector<Variant>& variants() {
       // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
       {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
        at::DropoutKernels::General},
+      // the forward's whole tiles bounded by row sums instead of row maxima
+      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
   };
   return v;
 }
@@ -328,6 +333,7 @@ int main() {
     at::set_tile_height(at::TileHeight::Auto);
     at::set_bwd_step(at::BwdStep::Auto);
     at::set_dropout_kernels(at::DropoutKernels::Auto);
+    at::set_fwd_softmax(at::FwdSoftmax::Auto);
   }
   return 0;
 }

@@ -35,8 +35,9 @@ void launch_bwd_kv(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, int DV, bool kGeneral>
 void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
-// kDrop: plain scores with dropout (DropoutKernels::Plain).
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false>
+// kDrop: plain scores with dropout (DropoutKernels::Plain); kSums: plain scores bounded by
+// row sums (FwdSoftmax::Sums).
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false, bool kSums = false>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
@@ -387,6 +388,9 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         if (pd) note_launch(Path::DropoutPlainFwd);
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_launch(Path::WgmmaFwdOverlap);
+        // row sums for the plain serial steps on 64-key tiles
+        const bool sums = !g && !overlap && wg_bn != kFwdWideBN && fwd_softmax() == FwdSoftmax::Sums;
+        if (sums) note_launch(Path::WgmmaFwdSums);
         if (wg_bn == kFwdWideBN) {
           note_launch(Path::WgmmaFwdWideKeys);
           if (wg_bm == kFwdTallBM) {
@@ -405,13 +409,15 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
           if (p.d == 64) {
-            (pd  ? launch_fwd_wgmma<T, 64, false, bm, false, 64, true>
-             : g ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+            (pd     ? launch_fwd_wgmma<T, 64, false, bm, false, 64, true>
+             : g    ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
+             : sums ? launch_fwd_wgmma<T, 64, false, bm, false, 64, false, true>
                  : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
                            : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
           } else {
-            (pd  ? launch_fwd_wgmma<T, 128, false, bm, false, 64, true>
-             : g ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+            (pd     ? launch_fwd_wgmma<T, 128, false, bm, false, 64, true>
+             : g    ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
+             : sums ? launch_fwd_wgmma<T, 128, false, bm, false, 64, false, true>
                  : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
                            : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
           }

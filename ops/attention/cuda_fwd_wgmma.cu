@@ -1,8 +1,9 @@
 // Instantiations of the Hopper (sm_90a) attention forward (cuda/wg_fwd.cuh): bf16 and f16,
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128;
 // without the general transform also the overlapped schedule, key tiles of 128 (128-row
-// tiles) and, at D 64, 192-row tiles with them; plain scores with dropout (serial schedule,
-// 64-key tiles). Built for sm_90a on top of the library's targets (CMakeLists.txt).
+// tiles) and, at D 64, 192-row tiles with them; plain scores with dropout, and plain scores
+// bounded by row sums (both on the serial schedule, 64-key tiles). Built for sm_90a on top of the library's targets
+// (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -11,10 +12,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop, bool kSums>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN, kDrop>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN, kDrop, kSums>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -28,9 +29,9 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_FWD(T, D, G, O)                                                                               \
-  template void launch_fwd_wgmma<T, D, G, 64, O, 64, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, G, 128, O, 64, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD(T, D, G, O)                                                                                      \
+  template void launch_fwd_wgmma<T, D, G, 64, O, 64, false, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, D, G, 128, O, 64, false, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
 TG_WG_FWD(bfloat16, 64, false, false)
 TG_WG_FWD(bfloat16, 64, false, true)
 TG_WG_FWD(bfloat16, 64, true, false)
@@ -45,25 +46,42 @@ TG_WG_FWD(half, 128, false, true)
 TG_WG_FWD(half, 128, true, false)
 #undef TG_WG_FWD
 // key tiles of 128: plain scores, 128-row tiles, both schedules
-#define TG_WG_FWD_WIDE(T, D)                                                                                          \
-  template void launch_fwd_wgmma<T, D, false, 128, false, 128, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, false, 128, true, 128, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD_WIDE(T, D)                                                                                  \
+  template void launch_fwd_wgmma<T, D, false, 128, false, 128, false, false>(const FwdArgs<T>&, std::int64_t, \
+                                                                             cudaStream_t);                   \
+  template void launch_fwd_wgmma<T, D, false, 128, true, 128, false, false>(const FwdArgs<T>&, std::int64_t,  \
+                                                                            cudaStream_t);
 // 192-row tiles of those at D 64
-#define TG_WG_FWD_TALL(T)                                                                                              \
-  template void launch_fwd_wgmma<T, 64, false, 192, false, 128, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, 64, false, 192, true, 128, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD_TALL(T)                                                                                      \
+  template void launch_fwd_wgmma<T, 64, false, 192, false, 128, false, false>(const FwdArgs<T>&, std::int64_t, \
+                                                                              cudaStream_t);                   \
+  template void launch_fwd_wgmma<T, 64, false, 192, true, 128, false, false>(const FwdArgs<T>&, std::int64_t,  \
+                                                                             cudaStream_t);
 TG_WG_FWD_TALL(bfloat16)
 TG_WG_FWD_TALL(half)
 #undef TG_WG_FWD_TALL
 // plain scores with dropout (DropoutKernels::Plain): 64-key tiles, the serial schedule
-#define TG_WG_FWD_DROP(T, D)                                                                                       \
-  template void launch_fwd_wgmma<T, D, false, 64, false, 64, true>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, false, 128, false, 64, true>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD_DROP(T, D)                                                                                \
+  template void launch_fwd_wgmma<T, D, false, 64, false, 64, true, false>(const FwdArgs<T>&, std::int64_t,  \
+                                                                          cudaStream_t);                    \
+  template void launch_fwd_wgmma<T, D, false, 128, false, 64, true, false>(const FwdArgs<T>&, std::int64_t, \
+                                                                           cudaStream_t);
 TG_WG_FWD_DROP(bfloat16, 64)
 TG_WG_FWD_DROP(bfloat16, 128)
 TG_WG_FWD_DROP(half, 64)
 TG_WG_FWD_DROP(half, 128)
 #undef TG_WG_FWD_DROP
+// plain scores bounded by row sums (FwdSoftmax::Sums): 64-key tiles, the serial schedule
+#define TG_WG_FWD_SUMS(T, D)                                                                                \
+  template void launch_fwd_wgmma<T, D, false, 64, false, 64, false, true>(const FwdArgs<T>&, std::int64_t,  \
+                                                                          cudaStream_t);                    \
+  template void launch_fwd_wgmma<T, D, false, 128, false, 64, false, true>(const FwdArgs<T>&, std::int64_t, \
+                                                                           cudaStream_t);
+TG_WG_FWD_SUMS(bfloat16, 64)
+TG_WG_FWD_SUMS(bfloat16, 128)
+TG_WG_FWD_SUMS(half, 64)
+TG_WG_FWD_SUMS(half, 128)
+#undef TG_WG_FWD_SUMS
 TG_WG_FWD_WIDE(bfloat16, 64)
 TG_WG_FWD_WIDE(bfloat16, 128)
 TG_WG_FWD_WIDE(half, 64)

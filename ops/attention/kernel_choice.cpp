@@ -44,6 +44,8 @@ constinit Choice<TileHeight> g_tiles{"TG_ATTENTION_TILES", "full", "half", TileH
                                      TileHeight::Auto};
 constinit Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap", FwdSchedule::Serial,
                                          FwdSchedule::Overlap, kDefaultFwdSchedule};
+constinit Choice<FwdSoftmax> g_softmax{"TG_ATTENTION_FWD_SOFTMAX", "max", "sums", FwdSoftmax::Max, FwdSoftmax::Sums,
+                                        kDefaultFwdSoftmax};
 constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128,
                                  kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
@@ -63,6 +65,9 @@ FwdKernel fwd_kernel() { return g_fwd.get(); }
 
 void set_fwd_schedule(FwdSchedule s) { g_schedule.set(s); }
 FwdSchedule fwd_schedule() { return g_schedule.get(); }
+
+void set_fwd_softmax(FwdSoftmax s) { g_softmax.set(s); }
+FwdSoftmax fwd_softmax() { return g_softmax.get(); }
 
 void set_fwd_keys(FwdKeys k) { g_keys.set(k); }
 FwdKeys fwd_keys() { return g_keys.get(); }

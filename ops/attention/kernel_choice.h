@@ -42,6 +42,26 @@ void set_fwd_schedule(FwdSchedule s);
 /// TG_ATTENTION_FWD_SCHEDULE when it holds anything but `serial` or `overlap`.
 FwdSchedule fwd_schedule();
 
+/// How the Hopper forward's plain serial steps (no general transform, 64-key tiles) bound
+/// their probabilities. Max: each tile's row maxima (the reference moves by more than
+/// kMaxSlack only). Sums: whole tiles take P against the kept references directly and check
+/// each lane's partial row sums instead (at most 2^kMaxSlack: no reference would move); a
+/// warp whose sums exceed it rescales from P, and one whose P overflowed recomputes the
+/// tile's scores (its warpgroup votes at the step's barrier). Masked tiles and a row's first
+/// scores keep the maxima. Auto: the environment variable TG_ATTENTION_FWD_SOFTMAX (`max` or
+/// `sums`) when set, else kDefaultFwdSoftmax.
+enum class FwdSoftmax { Auto, Max, Sums };
+
+/// What Auto means without TG_ATTENTION_FWD_SOFTMAX. Sums is staged (not yet run on a GPU).
+constexpr FwdSoftmax kDefaultFwdSoftmax = FwdSoftmax::Max;
+
+/// Forces the softmax of later Hopper forwards (process-wide; Auto restores the default).
+void set_fwd_softmax(FwdSoftmax s);
+
+/// The choice in effect, Auto resolved: Max or Sums. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
+FwdSoftmax fwd_softmax();
+
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
 /// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
@@ -179,6 +199,7 @@ enum class Path {
   WgmmaFwd,           ///< forwards run by the Hopper kernel
   WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
   WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
   WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
   WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
   WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel

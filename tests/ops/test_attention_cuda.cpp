@@ -33,8 +33,9 @@ struct Inputs {
 };
 
 Inputs make_inputs(const Shape4& s, std::uint64_t seed) {
-  return {s, tgt::rand64({s.B * s.Hq, s.sq, s.d}, seed, -2.0, 2.0), tgt::rand64({s.B * s.Hkv, s.sk, s.d}, seed + 1, -2.0, 2.0),
-          tgt::rand64({s.B * s.Hkv, s.sk, s.dv}, seed + 2), tgt::rand64({s.B * s.Hq, s.sq, s.dv}, seed + 3)};
+  return {s, tgt::rand64({s.B * s.Hq, s.sq, s.d}, seed, -2.0, 2.0),
+          tgt::rand64({s.B * s.Hkv, s.sk, s.d}, seed + 1, -2.0, 2.0), tgt::rand64({s.B * s.Hkv, s.sk, s.dv}, seed + 2),
+          tgt::rand64({s.B * s.Hq, s.sq, s.dv}, seed + 3)};
 }
 
 // A pattern mask [P, Qb, Kb] with each pair visited with probability percent/100.
@@ -102,8 +103,13 @@ Result run(const Inputs& in, const AttentionPattern& pat, const AttentionOptions
   AttentionResult r = flash_attention_with_lse(q, k, v, pat, o);
   r.out.backward(in.dout.to(dt).to(dev));
   auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()).to(DType::f64) : Tensor(); };
-  return {host(r.out), host(r.lse), host(q.grad()), host(k.grad()), host(v.grad()),
-          bias_data.defined() ? host(bias_data.grad()) : Tensor(), sinks.defined() ? host(sinks.grad()) : Tensor()};
+  return {host(r.out),
+          host(r.lse),
+          host(q.grad()),
+          host(k.grad()),
+          host(v.grad()),
+          bias_data.defined() ? host(bias_data.grad()) : Tensor(),
+          sinks.defined() ? host(sinks.grad()) : Tensor()};
 }
 
 // The master inputs rounded to dt (so both devices see the same values).
@@ -135,7 +141,7 @@ void require_near(const char* what, const Tensor& got, const Tensor& want, doubl
     if (!ok && bad++ == 0) first = i;
   }
   INFO(bad << " of " << w.size() << " differ (tolerance " << tol << " x " << scale << "); first at " << first
-            << ": got " << (bad ? g[first] : 0.0) << ", want " << (bad ? w[first] : 0.0));
+           << ": got " << (bad ? g[first] : 0.0) << ", want " << (bad ? w[first] : 0.0));
   REQUIRE(bad == 0);
 }
 
@@ -206,7 +212,8 @@ TEST_CASE("flash_attention CUDA: block sizes, variable blocks and ragged extents
   check_cuda("ragged dense", make_inputs(r, 12), AttentionPattern::dense(200, 136, 64), {});
   r.sq = 17;
   r.sk = 250;
-  check_cuda("ragged uniform 16", make_inputs(r, 13), AttentionPattern::dense(17, 250, 16), {}, {DType::bf16, DType::f32});
+  check_cuda("ragged uniform 16", make_inputs(r, 13), AttentionPattern::dense(17, 250, 16), {},
+             {DType::bf16, DType::f32});
 }
 
 TEST_CASE("flash_attention CUDA: each option matches the CPU", "[ops][attention][cuda]") {
@@ -348,8 +355,8 @@ TEST_CASE("flash_attention CUDA deterministic mode is bit-identical run to run",
     const AttentionOptions oo = options_rounded(o, dt);
     const AttentionPattern pat = uniform_pattern(1, 160, 160, 32, 32, 80, 63);
     const Result a = run(in, pat, oo, dt, Device::cuda()), b = run(in, pat, oo, dt, Device::cuda());
-    const std::vector<std::pair<Tensor, Tensor>> pairs{
-        {a.out, b.out}, {a.dq, b.dq}, {a.dk, b.dk}, {a.dv, b.dv}, {a.dbias, b.dbias}, {a.dsinks, b.dsinks}};
+    const std::vector<std::pair<Tensor, Tensor>> pairs{{a.out, b.out}, {a.dq, b.dq},       {a.dk, b.dk},
+                                                       {a.dv, b.dv},   {a.dbias, b.dbias}, {a.dsinks, b.dsinks}};
     for (const auto& [x, y] : pairs) tgt::require_close(x, y, 0, 0);
     const Result want = run(in, pat, oo, DType::f64, Device::cpu());
     require_near("out", a.out, want.out, tolerance(dt));
@@ -491,11 +498,11 @@ std::int64_t run_hopper_cases(std::int64_t d) {
 
 // Skips the test case unless a compute capability 9.0 device runs the Hopper kernels of `what`
 // (forward or backward).
-#define TG_REQUIRE_HOPPER(what)                                                                              \
-  do {                                                                                                       \
-    TG_REQUIRE_CUDA();                                                                                       \
-    if (cuda_compute_capability(0) != 90)                                                                    \
-      TG_SKIP("not a compute capability 9.0 device: the Hopper attention " what " does not run here");     \
+#define TG_REQUIRE_HOPPER(what)                                                                        \
+  do {                                                                                                 \
+    TG_REQUIRE_CUDA();                                                                                 \
+    if (cuda_compute_capability(0) != 90)                                                              \
+      TG_SKIP("not a compute capability 9.0 device: the Hopper attention " what " does not run here"); \
   } while (0)
 
 // Forces a kernel-choice knob (kernel_choice.h) for its lifetime, then restores Auto.
@@ -672,6 +679,8 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward matches the CPU", "[
   }
 }
 
+namespace {
+
 // Scores that grow (or shrink) along the keys by `slope` natural-log units a key over a
 // noise of ±1: q near 0.5 everywhere, k a ramp plus noise, so that q·k·scale ramps.
 Inputs ramp_inputs(const Shape4& s, double slope, std::uint64_t seed) {
@@ -690,32 +699,27 @@ Inputs ramp_inputs(const Shape4& s, double slope, std::uint64_t seed) {
   return rounded(in, DType::bf16);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper forward's reference maximum moves within a row", "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("forward");
-  const ForceKnob<ops::attn::FwdKernel> kernel(ops::attn::set_fwd_kernel, ops::attn::FwdKernel::Wgmma);
-  // The forward keeps a row's reference maximum until a tile's exceeds it by more than 8
-  // in log2 units (kMaxSlack): scores rising by 0.14 a key (~13 in log2 units a tile of 64)
-  // move it on every tile, O rescaled each time; falling ones never move it after the first
-  // tile; a slope of 0.02 (~1.8 a tile) every four or five tiles, not in every warp at once.
-  // Only the forward is compared: the backward takes the row's log-sum-exp, not the
-  // forward's reference, and its dQ = Σ dS·k sums bf16-rounded dS (Σ dS = 0 per row) against
-  // ramped keys of up to ~13, an error of ~5% of dQ's range from the inputs' conditioning
-  // alone (the backward's kernels have their own tests on well-conditioned inputs).
-  auto check_forward = [](const std::string& name, const Inputs& in, const AttentionPattern& pat,
-                          const AttentionOptions& opt) {
-    INFO(name);
-    auto outputs = [&](DType dt, Device dev) {
-      AttentionOptions o = options_rounded(opt, DType::bf16);
-      if (o.sinks.defined()) o.sinks = o.sinks.to(dt == DType::f64 ? DType::f64 : DType::f32).to(dev);
-      const AttentionResult r = flash_attention_with_lse(in.q.to(dt).to(dev), in.k.to(dt).to(dev),
-                                                         in.v.to(dt).to(dev), pat, o);
-      return std::pair{r.out.to(Device::cpu()).to(DType::f64), r.lse.to(Device::cpu()).to(DType::f64)};
-    };
-    const auto [want_out, want_lse] = outputs(DType::f64, Device::cpu());
-    const auto [got_out, got_lse] = outputs(DType::bf16, Device::cuda());
-    require_near("out", got_out, want_out, tolerance(DType::bf16));
-    require_near("lse", got_lse, want_lse, 1e-4);
+// The forward alone in bf16 on the GPU against the CPU in f64 on the same inputs: out and lse.
+void check_forward(const std::string& name, const Inputs& in, const AttentionPattern& pat,
+                   const AttentionOptions& opt) {
+  INFO(name);
+  auto outputs = [&](DType dt, Device dev) {
+    AttentionOptions o = options_rounded(opt, DType::bf16);
+    if (o.sinks.defined()) o.sinks = o.sinks.to(dt == DType::f64 ? DType::f64 : DType::f32).to(dev);
+    const AttentionResult r =
+        flash_attention_with_lse(in.q.to(dt).to(dev), in.k.to(dt).to(dev), in.v.to(dt).to(dev), pat, o);
+    return std::pair{r.out.to(Device::cpu()).to(DType::f64), r.lse.to(Device::cpu()).to(DType::f64)};
   };
+  const auto [want_out, want_lse] = outputs(DType::f64, Device::cpu());
+  const auto [got_out, got_lse] = outputs(DType::bf16, Device::cuda());
+  require_near("out", got_out, want_out, tolerance(DType::bf16));
+  require_near("lse", got_lse, want_lse, 1e-4);
+}
+
+// The ramp cases: scores rising by 0.14 a key (~13 in log2 units a tile of 64) move a row's
+// reference on every tile, falling ones never after the first tile, a slope of 0.02 (~1.8 a
+// tile) every four or five tiles, not in every warp at once. Forward only (see the test below).
+void ramp_cases() {
   for (std::int64_t d : {64, 128}) {
     Shape4 s;
     s.sq = 200;
@@ -739,6 +743,80 @@ TEST_CASE("flash_attention CUDA: the Hopper forward's reference maximum moves wi
   }
 }
 
+}  // namespace
+
+TEST_CASE("flash_attention CUDA: the Hopper forward's reference maximum moves within a row", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("forward");
+  const ForceKnob<ops::attn::FwdKernel> kernel(ops::attn::set_fwd_kernel, ops::attn::FwdKernel::Wgmma);
+  // The forward keeps a row's reference maximum until a tile's exceeds it by more than 8
+  // in log2 units (kMaxSlack); ramp_cases move it on every tile, never, or every few tiles.
+  // Only the forward is compared: the backward takes the row's log-sum-exp, not the
+  // forward's reference, and its dQ = Σ dS·k sums bf16-rounded dS (Σ dS = 0 per row) against
+  // ramped keys of up to ~13, an error of ~5% of dQ's range from the inputs' conditioning
+  // alone (the backward's kernels have their own tests on well-conditioned inputs).
+  ramp_cases();
+}
+
+TEST_CASE("flash_attention CUDA: the Hopper forward bounding P by row sums matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("forward");
+  namespace at = ops::attn;
+  const ForceKnob<at::FwdKernel> kernel(at::set_fwd_kernel, at::FwdKernel::Wgmma);
+  const ForceKnob<at::FwdSoftmax> sums(at::set_fwd_softmax, at::FwdSoftmax::Sums);
+  const std::int64_t runs0 = at::launches(at::Path::WgmmaFwdSums);
+  // whole tiles without row maxima: the ramps send warps to the fallback (their S again by
+  // mma.sync, then the maxima) on every tile, never, or every few tiles
+  ramp_cases();
+  // scores 128 or more (log2 units) above their row's reference: P overflows and the
+  // fallback recomputes S. Every element of the keys of the last 64-block is 320 / sqrt(D),
+  // against q ≈ 0.5: scores of ≈ 0.5 · 320 = 160 nats (230 in log2 units) above the others.
+  for (std::int64_t d : {64, 128}) {
+    Shape4 s;
+    s.sq = 130;
+    s.sk = 320;
+    s.d = s.dv = d;
+    Inputs in = ramp_inputs(s, -0.02, static_cast<std::uint64_t>(330 + d));
+    std::vector<double> k = tgt::values(in.k);
+    for (std::int64_t r = 0; r < s.B * s.Hkv; ++r)
+      for (std::int64_t j = 256; j < 320; ++j)
+        for (std::int64_t c = 0; c < d; ++c)
+          k[static_cast<std::size_t>((r * s.sk + j) * d + c)] = 320.0 / std::sqrt(static_cast<double>(d));
+    in.k = from_vector(k, {s.B * s.Hkv, s.sk, d});
+    in = rounded(in, DType::bf16);
+    INFO("D " << d << ", a jump of ~160 nats in the last key block");
+    check_forward("dense", in, AttentionPattern::dense(s.sq, s.sk, 64), {});
+    AttentionOptions o;
+    o.sinks = tgt::rand64({s.Hq}, 331, -1.0, 2.0);
+    check_forward("sinks", in, AttentionPattern::dense(s.sq, s.sk, 64), o);
+  }
+  // the usual patterns and options, gradients too (the backward takes the forward's lse)
+  for (std::int64_t d : {64, 128}) {
+    const std::string dn = " D " + std::to_string(d);
+    const Shape4 g = general_shape(d);
+    check_cuda("dense" + dn, make_inputs(g, static_cast<std::uint64_t>(340 + d)),
+               AttentionPattern::dense(g.sq, g.sk, 64), {}, {DType::bf16, DType::f16});
+    AttentionOptions o;
+    o.causal = true;
+    o.window_left = 100;
+    check_cuda("causal window" + dn, make_inputs(g, static_cast<std::uint64_t>(350 + d)),
+               AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
+    o = {};
+    o.num_heads = g.Hq;
+    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
+    o.seg_q = segments(g.B, g.sq, 361);
+    o.seg_k = o.seg_q;
+    o.sinks = tgt::rand64({g.Hq}, 362);
+    check_cuda("lens, segments, sinks" + dn, make_inputs(g, static_cast<std::uint64_t>(360 + d)),
+               uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 60, static_cast<std::uint64_t>(363 + d)), o,
+               {DType::bf16});
+    {  // 128-row tiles (two warpgroups a CTA) at D 64 too
+      const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
+      check_cuda("128-row tiles" + dn, make_inputs(g, static_cast<std::uint64_t>(370 + d)),
+                 AttentionPattern::dense(g.sq, g.sk, 64), {}, {DType::bf16});
+    }
+  }
+  CHECK(at::launches(at::Path::WgmmaFwdSums) > runs0);
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("forward");
@@ -755,7 +833,7 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key 
   const auto keys = GENERATE(at::FwdKeys::K64, at::FwdKeys::K128);
   const auto rows = GENERATE(at::FwdRows::R128, at::FwdRows::R192);
   if (schedule == at::FwdSchedule::Serial && keys == at::FwdKeys::K64) return;  // the other test's kernels
-  if (keys == at::FwdKeys::K64 && rows == at::FwdRows::R192) return;           // 192 rows go with 128 keys
+  if (keys == at::FwdKeys::K64 && rows == at::FwdRows::R192) return;            // 192 rows go with 128 keys
   const bool overlap = schedule == at::FwdSchedule::Overlap, wide = keys == at::FwdKeys::K128;
   const bool tall = rows == at::FwdRows::R192;
   INFO("schedule " << (overlap ? "overlap" : "serial") << ", key tiles of " << (wide ? 128 : 64) << ", "
@@ -915,8 +993,8 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   // the general transform and dQ by columns keep their kernels
   AttentionOptions cap;
   cap.softcap = 3.0;
-  check_cuda("softcap keeps the serial step", make_inputs(general_shape(128), 197), AttentionPattern::dense(256, 256, 64),
-             cap, {DType::bf16});
+  check_cuda("softcap keeps the serial step", make_inputs(general_shape(128), 197),
+             AttentionPattern::dense(256, 256, 64), cap, {DType::bf16});
   {
     const ForceKnob<at::BwdDq> cols(at::set_bwd_dq, at::BwdDq::Columns);
     check_cuda("dQ by columns keeps its kernel", make_inputs(general_shape(128), 198),
@@ -932,8 +1010,8 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches
   const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Serial);
   const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPipelined), bwd0 = at::launches(at::Path::WgmmaBwd);
   // both head dims, both key tiles, long lists: the step the pipelined default replaced
-  const std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128) +
-                            check_list_lengths(128, {100, 1000}, 199, {DType::bf16});
+  const std::int64_t runs =
+      run_hopper_cases(64) + run_hopper_cases(128) + check_list_lengths(128, {100, 1000}, 199, {DType::bf16});
   CHECK(at::launches(at::Path::WgmmaBwd) - bwd0 == runs);
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == p0);
 }
@@ -983,8 +1061,7 @@ void shared_dropout_cases(std::int64_t d, std::uint64_t seed, std::uint64_t drop
   o.dropout_p = 0.2;
   o.seed = drop_seed;
   o.offset = 3;
-  check("GQA, causal, ragged" + dn, make_inputs(s, seed + ud), AttentionPattern::dense(s.sq, s.sk, 64), o,
-        DType::bf16);
+  check("GQA, causal, ragged" + dn, make_inputs(s, seed + ud), AttentionPattern::dense(s.sq, s.sk, 64), o, DType::bf16);
   const Shape4 g = general_shape(d);
   o = {};
   o.window_left = 70;

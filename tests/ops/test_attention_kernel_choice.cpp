@@ -47,4 +47,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
                                  {at::DropoutKernels::Plain, at::DropoutKernels::General},
                                  at::kDefaultDropoutKernels);
+  check_knob<at::FwdSoftmax>("TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, at::fwd_softmax,
+                             {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::kDefaultFwdSoftmax);
 }

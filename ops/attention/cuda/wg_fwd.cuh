@@ -101,13 +101,16 @@ constexpr float kMaxSlack = 8.f;
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // on the serial schedule and 64-key tiles, as many CTAs an SM as the general transform (at
 // D 128 and 128-row tiles two would spill 220 bytes).
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false>
+// kSums: whole tiles bound P by row sums, not maxima (FwdSoftmax::Sums; softmax_sums below).
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false,
+          bool kSums = false>
 __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral || kDrop))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
   static_assert(!kDrop || (!kGeneral && !kOverlap && BN_ == 64), "dropout on plain scores: serial, 64-key tiles");
+  static_assert(!kSums || (!kGeneral && !kOverlap && !kDrop && BN_ == 64), "row sums: plain scores, serial, 64 keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
@@ -179,11 +182,15 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
   // have completed): the last of the warpgroups to say so refills it with the tile NS
   // steps on.
-  auto release = [&](int ee, int st) {
-    sync_wg<Cfg::NG>(group);
+  // (release_synced: the same after a warpgroup barrier the caller has passed)
+  auto release_synced = [&](int ee, int st) {
     if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
       if (ee + NS < e1) issue(ee + NS, st);
     }
+  };
+  auto release = [&](int ee, int st) {
+    sync_wg<Cfg::NG>(group);
+    release_synced(ee, st);
   };
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
   // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
@@ -269,6 +276,67 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
     }
   };
+  // kSums: a whole tile against the kept references, without its row maxima (32 FMNMX, four
+  // shuffles and the reference checks a step): P = 2^(s·scale·log2 e - m) in place. A lane's
+  // partial row sum bounds each of its probabilities, so where every sum of the warp is at most
+  // 2^kMaxSlack no reference would move, and the sums are added as softmax adds them (the same
+  // pairs and halving trees): the result is softmax's. Otherwise (a reference would move, P
+  // overflowed, NaN) it returns true and the warp recomputes its S (warp_scores) for softmax:
+  // rare, as references move after a row's first tiles only where its scores climb by more
+  // than 2^kMaxSlack.
+  // Needs every row of the warp to have a finite reference (a row's first scores take softmax).
+  [[maybe_unused]] auto softmax_sums = [&](float (&s)[NS_]) -> bool {
+    const float sc = p.scale_log2;
+    float sum[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float part[BN / 8];
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -row_max[hf]));
+        const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -row_max[hf]));
+        s[4 * nt + 2 * hf] = p0;
+        s[4 * nt + 2 * hf + 1] = p1;
+        part[nt] = p0 + p1;
+      }
+      sum[hf] = halving_tree(part, [](float x, float y) { return x + y; });
+    }
+    constexpr float kBound = 1 << static_cast<int>(kMaxSlack);
+    if (__all_sync(0xffffffffu, sum[0] <= kBound && sum[1] <= kBound)) {
+      row_sum[0] += sum[0];
+      row_sum[1] += sum[1];
+      return false;
+    }
+    return true;
+  };
+  // kSums: this warp's 16 rows of S = Q Kᵀ for the tile in stage st, by mma.sync from the
+  // swizzled shared tiles (the wgmma accumulator's fragment layout is mma.sync's, n-tile by
+  // n-tile), without the warpgroup: softmax_sums' fallback.
+  [[maybe_unused]] auto warp_scores = [&](float (&s)[NS_], int st) {
+    // byte offset of 16-byte chunk c of line r in a swizzled tile of R lines (wg_tile.cuh)
+    auto at = [](std::uint32_t tile, int lines, int r, int c) {
+      return tile + static_cast<std::uint32_t>((c >> 3) * lines * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+    };
+    // the lane read here, not reused: its address arithmetic stays in this rare path instead
+    // of being hoisted out of the loop into registers the steps need (it spilled there)
+    std::uint32_t ln;
+    asm volatile("mov.u32 %0, %%laneid;\n" : "=r"(ln));
+    const int lane = static_cast<int>(ln);
+#pragma unroll
+    for (int i = 0; i < NS_; ++i) s[i] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      std::uint32_t qa[4];
+      ldsm_x4_at(qa, at(q_base, Cfg::BM, warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        std::uint32_t kb[4];
+        ldsm_x4_at(kb, at(k_tile(st), BN, np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+        mma16816<T>(*reinterpret_cast<float(*)[4]>(&s[8 * np]), qa, kb[0], kb[1]);
+        mma16816<T>(*reinterpret_cast<float(*)[4]>(&s[8 * np + 4]), qa, kb[2], kb[3]);
+      }
+    }
+  };
 
   if constexpr (kOverlap) {
     // Tile e's S = Q Kᵀ and tile e-1's O += P V go out together; e's softmax runs while
@@ -330,6 +398,11 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       release(e1 - 1, last);
     }
   } else {
+  // kSums: whether every row of the warp has a finite reference (softmax_sums' condition)
+  [[maybe_unused]] auto refs_ready = [&] {
+    return __all_sync(0xffffffffu, row_max[0] != -INFINITY && row_max[1] != -INFINITY);
+  };
+  [[maybe_unused]] bool ready = kSums && refs_ready();
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
   int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
@@ -341,8 +414,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     const TileVis<NH> vis = tile_vis(entry, k0);
     // a warpgroup whose rows see nothing of the tile skips it
     const bool any = !checked(entry) || any_wg<Cfg::NG>(vis.any(), group);
-    if (any) {
-      float s[NS_];
+    // S = Q Kᵀ of the stage's tile, waited
+    auto scores = [&](float (&s)[NS_]) {
 #pragma unroll
       for (int i = 0; i < NS_; ++i) s[i] = 0.f;
       wg::fence();
@@ -353,10 +426,9 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       wg::wait<0>();
       wg::fence_regs(s);
-      float corr[2];
-      if (kGeneral || checked(entry)) softmax(s, vis, k0, corr, true);
-      else softmax(s, vis, k0, corr, false);
-      rescale(corr);
+    };
+    // O += P V of the stage's tile, waited
+    auto accumulate = [&](const float (&s)[NS_]) {
       std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
       wg::fence();
@@ -364,6 +436,25 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
+    };
+    if (any) {
+      float s[NS_];
+      scores(s);
+      if (!kGeneral && kSums && ready && !checked(entry)) {
+        if (softmax_sums(s)) {  // a reference moves (or P overflowed): this warp's S again
+          warp_scores(s, stage);
+          float corr[2];
+          softmax(s, vis, k0, corr, false);
+          rescale(corr);
+        }
+      } else {
+        float corr[2];
+        if (kGeneral || checked(entry)) softmax(s, vis, k0, corr, true);
+        else softmax(s, vis, k0, corr, false);
+        rescale(corr);
+        if constexpr (kSums) ready = refs_ready();
+      }
+      accumulate(s);
     }
     release(e, stage);
   }
