@@ -182,15 +182,11 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
   // have completed): the last of the warpgroups to say so refills it with the tile NS
   // steps on.
-  // (release_synced: the same after a warpgroup barrier the caller has passed)
-  auto release_synced = [&](int ee, int st) {
+  auto release = [&](int ee, int st) {
+    sync_wg<Cfg::NG>(group);
     if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
       if (ee + NS < e1) issue(ee + NS, st);
     }
-  };
-  auto release = [&](int ee, int st) {
-    sync_wg<Cfg::NG>(group);
-    release_synced(ee, st);
   };
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
   // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
@@ -414,8 +410,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     const TileVis<NH> vis = tile_vis(entry, k0);
     // a warpgroup whose rows see nothing of the tile skips it
     const bool any = !checked(entry) || any_wg<Cfg::NG>(vis.any(), group);
-    // S = Q Kᵀ of the stage's tile, waited
-    auto scores = [&](float (&s)[NS_]) {
+    if (any) {
+      float s[NS_];
 #pragma unroll
       for (int i = 0; i < NS_; ++i) s[i] = 0.f;
       wg::fence();
@@ -426,20 +422,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       wg::wait<0>();
       wg::fence_regs(s);
-    };
-    // O += P V of the stage's tile, waited
-    auto accumulate = [&](const float (&s)[NS_]) {
-      std::uint32_t pa[KS][4];
-      acc_to_a<T>(s, pa);
-      wg::fence();
-      mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes, BN * 128u);
-      wg::commit();
-      wg::wait<0>();
-      wg::fence_regs(o);
-    };
-    if (any) {
-      float s[NS_];
-      scores(s);
       if (!kGeneral && kSums && ready && !checked(entry)) {
         if (softmax_sums(s)) {  // a reference moves (or P overflowed): this warp's S again
           warp_scores(s, stage);
@@ -454,7 +436,13 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
         rescale(corr);
         if constexpr (kSums) ready = refs_ready();
       }
-      accumulate(s);
+      std::uint32_t pa[KS][4];
+      acc_to_a<T>(s, pa);
+      wg::fence();
+      mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes, BN * 128u);
+      wg::commit();
+      wg::wait<0>();
+      wg::fence_regs(o);
     }
     release(e, stage);
   }
