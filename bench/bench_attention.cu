@@ -153,6 +153,7 @@ struct Variant {
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   at::FwdSoftmax softmax = at::kDefaultFwdSoftmax;
+  at::BwdStages stages = at::kDefaultBwdStages;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -162,6 +163,7 @@ struct Variant {
     at::set_bwd_step(step);
     at::set_dropout_kernels(dropout);
     at::set_fwd_softmax(softmax);
+    at::set_bwd_stages(stages);
   }
 };
 
@@ -193,6 +195,9 @@ const std::vector<Variant>& variants() {
       // the forward's whole tiles bounded by row sums instead of row maxima
       {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
+      // the D 128 kv pass on three Q / dO stages (dSᵀ in the dQ staging)
+      {"three kv stages", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
+       at::kDefaultFwdSoftmax, at::BwdStages::Three},
   };
   return v;
 }
@@ -334,6 +339,7 @@ int main() {
     at::set_bwd_step(at::BwdStep::Auto);
     at::set_dropout_kernels(at::DropoutKernels::Auto);
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
+    at::set_bwd_stages(at::BwdStages::Auto);
   }
   return 0;
 }

@@ -41,7 +41,8 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false>
+// kShare: dSᵀ in the dQ staging and three stages (BwdStages::Three; D 128, 128-key tiles).
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false, bool kShare = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -589,8 +590,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
-            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
+            const bool three = !narrow && d == 128 && bwd_stages() == BwdStages::Three;
+            if (three) note_launch(Path::WgmmaBwdThreeStages);
+            (narrow  ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+             : three ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, false, true, false, true>
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
                      : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,

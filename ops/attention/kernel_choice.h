@@ -157,6 +157,25 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
+/// Stages of Q / dO in the Hopper kv pass at D 128 on 128-key tiles (the pipelined step, dQ
+/// by keys). Two: everything in its own tile (210 KiB). Three: each warpgroup's dSᵀ in the
+/// first 8 KiB of its dQ staging, rewritten a step on only after its reductions have read it
+/// (one more warpgroup barrier a step), which leaves room for a third stage (226.5 KiB); the
+/// profile of the two-stage pass had 8.6% of its stall samples waiting for a stage. Auto: the
+/// environment variable TG_ATTENTION_BWD_D128_STAGES (`2` or `3`) when set, else
+/// kDefaultBwdStages.
+enum class BwdStages { Auto, Two, Three };
+
+/// What Auto means without TG_ATTENTION_BWD_D128_STAGES. Three is staged (not yet run on a GPU).
+constexpr BwdStages kDefaultBwdStages = BwdStages::Two;
+
+/// Forces the stages of later kv passes (process-wide; Auto restores the default).
+void set_bwd_stages(BwdStages s);
+
+/// The choice in effect, Auto resolved: Two or Three. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_D128_STAGES when it holds anything but `2` or `3`.
+BwdStages bwd_stages();
+
 /// Which Hopper kernels run dropout without a bias or soft cap (scale > 0, decisions drawn
 /// ahead: sk a multiple of 8). General: the general transform's kernels (every option;
 /// the kv pass on the serial step, two CTAs an SM at D 64). Plain: the plain-score kernels
@@ -196,21 +215,22 @@ TileHeight tile_height();
 
 /// Kernel paths the CUDA backend counts as it launches them, so that tests check which one ran.
 enum class Path {
-  WgmmaFwd,           ///< forwards run by the Hopper kernel
-  WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
-  WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
-  WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
-  WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
-  WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
-  NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
-  WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
-  WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
-  DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
-  DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
-  DropoutRead,        ///< Hopper kv passes that read the forward's decisions
-  DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
-  DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
+  WgmmaFwd,             ///< forwards run by the Hopper kernel
+  WgmmaFwdNarrow,       ///< of those, the ones with 64-row query tiles
+  WgmmaFwdOverlap,      ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdSums,         ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
+  WgmmaFwdWideKeys,     ///< Hopper forwards on key tiles of 128 (FwdKeys)
+  WgmmaFwdTall,         ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaBwd,             ///< backwards whose kv pass ran the Hopper kernel
+  NarrowKv,             ///< backwards whose kv pass (either kernel) ran on 64-key tiles
+  WgmmaBwdDqColumns,    ///< Hopper kv passes with dQ by columns (BwdDq)
+  WgmmaBwdPipelined,    ///< Hopper kv passes with the pipelined step (BwdStep)
+  WgmmaBwdThreeStages,  ///< Hopper kv passes at D 128 on three stages (BwdStages::Three)
+  DropoutDrawn,         ///< dropout decisions drawn ahead of a Hopper forward or kv pass
+  DropoutKept,          ///< Hopper forwards that handed their decisions to the backward
+  DropoutRead,          ///< Hopper kv passes that read the forward's decisions
+  DropoutPlainFwd,      ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
+  DropoutPlainBwd,      ///< Hopper kv passes with dropout on the plain-score kernel
   kCount
 };
 

@@ -1003,6 +1003,26 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass at D 128 on three stages matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+  const ForceKnob<at::BwdStages> stages(at::set_bwd_stages, at::BwdStages::Three);
+  const std::int64_t t0 = at::launches(at::Path::WgmmaBwdThreeStages);
+  // dSᵀ shares each warpgroup's dQ staging: skipped steps (causal and window diagonals, a
+  // query block that sees nothing), GQA, rows past sq, and long lists that reuse every
+  // stage and staging tile many times
+  CHECK(run_hopper_cases(128) > 0);
+  CHECK(check_list_lengths(128, {100, 1000}, 199, {DType::bf16, DType::f16}) == 4);
+  CHECK(at::launches(at::Path::WgmmaBwdThreeStages) - t0 > 0);
+  // D 64 and the 64-key tiles keep their kernels
+  const std::int64_t t1 = at::launches(at::Path::WgmmaBwdThreeStages);
+  CHECK(run_hopper_cases(64) > 0);
+  CHECK(at::launches(at::Path::WgmmaBwdThreeStages) == t1);
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;

@@ -49,4 +49,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                                  at::kDefaultDropoutKernels);
   check_knob<at::FwdSoftmax>("TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, at::fwd_softmax,
                              {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::kDefaultFwdSoftmax);
+  check_knob<at::BwdStages>("TG_ATTENTION_BWD_D128_STAGES", at::set_bwd_stages, at::bwd_stages,
+                            {at::BwdStages::Three, at::BwdStages::Two}, at::kDefaultBwdStages);
 }
