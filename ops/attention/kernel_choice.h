@@ -45,9 +45,9 @@ FwdSchedule fwd_schedule();
 /// How the Hopper forward's plain serial steps (no general transform, 64-key tiles) bound
 /// their probabilities. Max: each tile's row maxima (the reference moves by more than
 /// kMaxSlack only). Sums: whole tiles take P against the kept references directly and check
-/// each lane's partial row sums instead (at most 2^kMaxSlack: no reference would move); a
-/// warp whose sums exceed it rescales from P, and one whose P overflowed recomputes the
-/// tile's scores (its warpgroup votes at the step's barrier). Masked tiles and a row's first
+/// each lane's partial row sums instead (at most 2^kMaxSlack: no reference would move, and the
+/// result is Max's); a warp whose sums exceed that (a reference would move, P overflowed, NaN)
+/// recomputes its rows' scores by mma.sync and takes the maxima. Masked tiles and a row's first
 /// scores keep the maxima. Auto: the environment variable TG_ATTENTION_FWD_SOFTMAX (`max` or
 /// `sums`) when set, else kDefaultFwdSoftmax.
 enum class FwdSoftmax { Auto, Max, Sums };
