@@ -29,21 +29,22 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_FWD(T, D, G, O)                                                                                      \
-  template void launch_fwd_wgmma<T, D, G, 64, O, 64, false, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
-  template void launch_fwd_wgmma<T, D, G, 128, O, 64, false, false>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
-TG_WG_FWD(bfloat16, 64, false, false)
-TG_WG_FWD(bfloat16, 64, false, true)
-TG_WG_FWD(bfloat16, 64, true, false)
-TG_WG_FWD(bfloat16, 128, false, false)
-TG_WG_FWD(bfloat16, 128, false, true)
-TG_WG_FWD(bfloat16, 128, true, false)
-TG_WG_FWD(half, 64, false, false)
-TG_WG_FWD(half, 64, false, true)
-TG_WG_FWD(half, 64, true, false)
-TG_WG_FWD(half, 128, false, false)
-TG_WG_FWD(half, 128, false, true)
-TG_WG_FWD(half, 128, true, false)
+// 64-key tiles at both query-tile heights (64, 128): G the general transform, O the overlapped
+// schedule, DROP plain scores with dropout, SUMS plain scores bounded by row sums
+#define TG_WG_FWD(T, D, G, O, DROP, SUMS)                                                                        \
+  template void launch_fwd_wgmma<T, D, G, 64, O, 64, DROP, SUMS>(const FwdArgs<T>&, std::int64_t, cudaStream_t); \
+  template void launch_fwd_wgmma<T, D, G, 128, O, 64, DROP, SUMS>(const FwdArgs<T>&, std::int64_t, cudaStream_t);
+#define TG_WG_FWD_EACH(T, D)                  \
+  TG_WG_FWD(T, D, false, false, false, false) \
+  TG_WG_FWD(T, D, false, true, false, false)  \
+  TG_WG_FWD(T, D, true, false, false, false)  \
+  TG_WG_FWD(T, D, false, false, true, false)  \
+  TG_WG_FWD(T, D, false, false, false, true)
+TG_WG_FWD_EACH(bfloat16, 64)
+TG_WG_FWD_EACH(bfloat16, 128)
+TG_WG_FWD_EACH(half, 64)
+TG_WG_FWD_EACH(half, 128)
+#undef TG_WG_FWD_EACH
 #undef TG_WG_FWD
 // key tiles of 128: plain scores, 128-row tiles, both schedules
 #define TG_WG_FWD_WIDE(T, D)                                                                                  \
@@ -60,28 +61,6 @@ TG_WG_FWD(half, 128, true, false)
 TG_WG_FWD_TALL(bfloat16)
 TG_WG_FWD_TALL(half)
 #undef TG_WG_FWD_TALL
-// plain scores with dropout (DropoutKernels::Plain): 64-key tiles, the serial schedule
-#define TG_WG_FWD_DROP(T, D)                                                                                \
-  template void launch_fwd_wgmma<T, D, false, 64, false, 64, true, false>(const FwdArgs<T>&, std::int64_t,  \
-                                                                          cudaStream_t);                    \
-  template void launch_fwd_wgmma<T, D, false, 128, false, 64, true, false>(const FwdArgs<T>&, std::int64_t, \
-                                                                           cudaStream_t);
-TG_WG_FWD_DROP(bfloat16, 64)
-TG_WG_FWD_DROP(bfloat16, 128)
-TG_WG_FWD_DROP(half, 64)
-TG_WG_FWD_DROP(half, 128)
-#undef TG_WG_FWD_DROP
-// plain scores bounded by row sums (FwdSoftmax::Sums): 64-key tiles, the serial schedule
-#define TG_WG_FWD_SUMS(T, D)                                                                                \
-  template void launch_fwd_wgmma<T, D, false, 64, false, 64, false, true>(const FwdArgs<T>&, std::int64_t,  \
-                                                                          cudaStream_t);                    \
-  template void launch_fwd_wgmma<T, D, false, 128, false, 64, false, true>(const FwdArgs<T>&, std::int64_t, \
-                                                                           cudaStream_t);
-TG_WG_FWD_SUMS(bfloat16, 64)
-TG_WG_FWD_SUMS(bfloat16, 128)
-TG_WG_FWD_SUMS(half, 64)
-TG_WG_FWD_SUMS(half, 128)
-#undef TG_WG_FWD_SUMS
 TG_WG_FWD_WIDE(bfloat16, 64)
 TG_WG_FWD_WIDE(bfloat16, 128)
 TG_WG_FWD_WIDE(half, 64)
