@@ -203,6 +203,20 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   };
   // dropout's decisions drawn ahead (p.keep): this step's words, loaded while S runs
   std::uint32_t keep_w[8];
+  // Row hf's P = 2^(s·sc - m) in place; returns the lane's sum of them (pairs, then a halving
+  // tree: softmax and softmax_sums add in the same order, so their sums agree bit for bit).
+  auto exp_row = [&](float (&s)[NS_], int hf, float sc, float m) {
+    float part[BN / 8];
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -m));
+      const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -m));
+      s[4 * nt + 2 * hf] = p0;
+      s[4 * nt + 2 * hf + 1] = p1;
+      part[nt] = p0 + p1;
+    }
+    return halving_tree(part, [](float x, float y) { return x + y; });
+  };
   // S (scores of rows r0, r0 + 8 against keys k0..) -> P in place: masking, the online
   // softmax's running maximum and sum, dropout; corr is O's rescale factor per row.
   // `masked`: whether the tile has invisible elements to clear (a constant at each call, so
@@ -240,15 +254,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       const float m_use = m_ref == -INFINITY ? 0.f : m_ref;  // a row with nothing yet: all p = 0
       corr[hf] = move ? ex2_approx(row_max[hf] - m_use) : 1.f;
       row_max[hf] = m_ref;
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) {
-        const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -m_use));
-        const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -m_use));
-        s[4 * nt + 2 * hf] = p0;
-        s[4 * nt + 2 * hf + 1] = p1;
-        part[nt] = p0 + p1;
-      }
-      row_sum[hf] = row_sum[hf] * corr[hf] + halving_tree(part, [](float x, float y) { return x + y; });
+      row_sum[hf] = row_sum[hf] * corr[hf] + exp_row(s, hf, sc, m_use);
     }
     if constexpr (kDropout) {
       if (p.dropout) {  // dropped probabilities count in the sum but not in O
@@ -275,28 +281,14 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // kSums: a whole tile against the kept references, without its row maxima (32 FMNMX, four
   // shuffles and the reference checks a step): P = 2^(s·scale·log2 e - m) in place. A lane's
   // partial row sum bounds each of its probabilities, so where every sum of the warp is at most
-  // 2^kMaxSlack no reference would move, and the sums are added as softmax adds them (the same
-  // pairs and halving trees): the result is softmax's. Otherwise (a reference would move, P
+  // 2^kMaxSlack no reference would move, and the sums are added as softmax adds them
+  // (exp_row): the result is softmax's. Otherwise (a reference would move, P
   // overflowed, NaN) it returns true and the warp recomputes its S (warp_scores) for softmax:
   // rare, as references move after a row's first tiles only where its scores climb by more
   // than 2^kMaxSlack.
   // Needs every row of the warp to have a finite reference (a row's first scores take softmax).
   [[maybe_unused]] auto softmax_sums = [&](float (&s)[NS_]) -> bool {
-    const float sc = p.scale_log2;
-    float sum[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      float part[BN / 8];
-#pragma unroll
-      for (int nt = 0; nt < BN / 8; ++nt) {
-        const float p0 = ex2_approx(fmaf(s[4 * nt + 2 * hf], sc, -row_max[hf]));
-        const float p1 = ex2_approx(fmaf(s[4 * nt + 2 * hf + 1], sc, -row_max[hf]));
-        s[4 * nt + 2 * hf] = p0;
-        s[4 * nt + 2 * hf + 1] = p1;
-        part[nt] = p0 + p1;
-      }
-      sum[hf] = halving_tree(part, [](float x, float y) { return x + y; });
-    }
+    const float sum[2] = {exp_row(s, 0, p.scale_log2, row_max[0]), exp_row(s, 1, p.scale_log2, row_max[1])};
     constexpr float kBound = 1 << static_cast<int>(kMaxSlack);
     if (__all_sync(0xffffffffu, sum[0] <= kBound && sum[1] <= kBound)) {
       row_sum[0] += sum[0];
@@ -309,10 +301,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // swizzled shared tiles (the wgmma accumulator's fragment layout is mma.sync's, n-tile by
   // n-tile), without the warpgroup: softmax_sums' fallback.
   [[maybe_unused]] auto warp_scores = [&](float (&s)[NS_], int st) {
-    // byte offset of 16-byte chunk c of line r in a swizzled tile of R lines (wg_tile.cuh)
-    auto at = [](std::uint32_t tile, int lines, int r, int c) {
-      return tile + static_cast<std::uint32_t>((c >> 3) * lines * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
-    };
     // the lane read here, not reused: its address arithmetic stays in this rare path instead
     // of being hoisted out of the loop into registers the steps need (it spilled there)
     std::uint32_t ln;
@@ -323,11 +311,12 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       std::uint32_t qa[4];
-      ldsm_x4_at(qa, at(q_base, Cfg::BM, warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+      ldsm_x4_at(qa, q_base + sw128_offset<Cfg::BM>(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
 #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         std::uint32_t kb[4];
-        ldsm_x4_at(kb, at(k_tile(st), BN, np * 16 + ((lane >> 4) << 3) + (lane & 7), 2 * kk + ((lane >> 3) & 1)));
+        const int key = np * 16 + ((lane >> 4) << 3) + (lane & 7);
+        ldsm_x4_at(kb, k_tile(st) + sw128_offset<BN>(key, 2 * kk + ((lane >> 3) & 1)));
         mma16816<T>(*reinterpret_cast<float(*)[4]>(&s[8 * np]), qa, kb[0], kb[1]);
         mma16816<T>(*reinterpret_cast<float(*)[4]>(&s[8 * np + 4]), qa, kb[2], kb[3]);
       }
