@@ -321,12 +321,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       const float pr = st[i];
-      if constexpr (kGeneral) {
-        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
-        st[i] = fabsf(pr) * (dpv - delta_of(i)) * fac[i];
-      } else if constexpr (kDrop) {
+      if constexpr (kDropout) {  // a dropped element (sign bit set) has no dP
         const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
         st[i] = fabsf(pr) * (dpv - delta_of(i));
+        if constexpr (kGeneral) st[i] *= fac[i];
       } else {
         st[i] = pr * (dp[i] - delta_of(i));
       }
