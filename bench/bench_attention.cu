@@ -152,8 +152,7 @@ struct Variant {
   at::BwdStep step;
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
-  at::FwdSoftmax softmax = at::kDefaultFwdSoftmax;
-  at::BwdStages stages = at::kDefaultBwdStages;
+  at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -163,7 +162,6 @@ struct Variant {
     at::set_bwd_step(step);
     at::set_dropout_kernels(dropout);
     at::set_fwd_softmax(softmax);
-    at::set_bwd_stages(stages);
   }
 };
 
@@ -192,12 +190,11 @@ const std::vector<Variant>& variants() {
       // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
       {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
        at::DropoutKernels::General},
-      // the forward's whole tiles bounded by row sums instead of row maxima
-      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+      // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
+      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
-      // the D 128 kv pass on three Q / dO stages (dSᵀ in the dQ staging)
-      {"three kv stages", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
-       at::kDefaultFwdSoftmax, at::BwdStages::Three},
+      {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Max},
   };
   return v;
 }
@@ -339,7 +336,6 @@ int main() {
     at::set_bwd_step(at::BwdStep::Auto);
     at::set_dropout_kernels(at::DropoutKernels::Auto);
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
-    at::set_bwd_stages(at::BwdStages::Auto);
   }
   return 0;
 }

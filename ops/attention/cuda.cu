@@ -41,8 +41,7 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
-// kShare: dSᵀ in the dQ staging and three stages (BwdStages::Three; D 128, 128-key tiles).
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false, bool kShare = false>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -390,7 +389,7 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         const bool overlap = !g && fwd_schedule() == FwdSchedule::Overlap;
         if (overlap) note_launch(Path::WgmmaFwdOverlap);
         // row sums for the plain serial steps on 64-key tiles
-        const bool sums = !g && !overlap && wg_bn != kFwdWideBN && fwd_softmax() == FwdSoftmax::Sums;
+        const bool sums = !g && !overlap && wg_bn != kFwdWideBN && fwd_softmax(p.d) == FwdSoftmax::Sums;
         if (sums) note_launch(Path::WgmmaFwdSums);
         if (wg_bn == kFwdWideBN) {
           note_launch(Path::WgmmaFwdWideKeys);
@@ -590,11 +589,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
-            const bool three = !narrow && d == 128 && bwd_stages() == BwdStages::Three;
-            if (three) note_launch(Path::WgmmaBwdThreeStages);
-            (narrow  ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-             : three ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, false, true, false, true>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
+            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
                      : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,

@@ -45,7 +45,7 @@ constinit Choice<TileHeight> g_tiles{"TG_ATTENTION_TILES", "full", "half", TileH
 constinit Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", "overlap", FwdSchedule::Serial,
                                          FwdSchedule::Overlap, kDefaultFwdSchedule};
 constinit Choice<FwdSoftmax> g_softmax{"TG_ATTENTION_FWD_SOFTMAX", "max", "sums", FwdSoftmax::Max, FwdSoftmax::Sums,
-                                        kDefaultFwdSoftmax};
+                                        FwdSoftmax::Auto};
 constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128,
                                  kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
@@ -53,8 +53,6 @@ constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows:
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
-constinit Choice<BwdStages> g_stages{"TG_ATTENTION_BWD_D128_STAGES", "2", "3", BwdStages::Two, BwdStages::Three,
-                                     kDefaultBwdStages};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -69,7 +67,10 @@ void set_fwd_schedule(FwdSchedule s) { g_schedule.set(s); }
 FwdSchedule fwd_schedule() { return g_schedule.get(); }
 
 void set_fwd_softmax(FwdSoftmax s) { g_softmax.set(s); }
-FwdSoftmax fwd_softmax() { return g_softmax.get(); }
+FwdSoftmax fwd_softmax(std::int64_t d) {
+  const FwdSoftmax s = g_softmax.get();
+  return s == FwdSoftmax::Auto ? default_fwd_softmax(d) : s;
+}
 
 void set_fwd_keys(FwdKeys k) { g_keys.set(k); }
 FwdKeys fwd_keys() { return g_keys.get(); }
@@ -85,9 +86,6 @@ BwdDq bwd_dq() { return g_dq.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }
-
-void set_bwd_stages(BwdStages s) { g_stages.set(s); }
-BwdStages bwd_stages() { return g_stages.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -49,18 +49,20 @@ FwdSchedule fwd_schedule();
 /// result is Max's); a warp whose sums exceed that (a reference would move, P overflowed, NaN)
 /// recomputes its rows' scores by mma.sync and takes the maxima. Masked tiles and a row's first
 /// scores keep the maxima. Auto: the environment variable TG_ATTENTION_FWD_SOFTMAX (`max` or
-/// `sums`) when set, else kDefaultFwdSoftmax.
+/// `sums`) when set, else default_fwd_softmax of the head dim.
 enum class FwdSoftmax { Auto, Max, Sums };
 
-/// What Auto means without TG_ATTENTION_FWD_SOFTMAX. Sums is staged (not yet run on a GPU).
-constexpr FwdSoftmax kDefaultFwdSoftmax = FwdSoftmax::Max;
+/// What Auto means without TG_ATTENTION_FWD_SOFTMAX at head dim d. Sums measured against Max in
+/// one process (H100, 7 rounds, medians): forward 1.04-1.07x at D 64 on every plain pattern;
+/// at D 128 0.94-1.03x (its two-warpgroup kernel spills 68 bytes), so Max there.
+constexpr FwdSoftmax default_fwd_softmax(std::int64_t d) { return d == 64 ? FwdSoftmax::Sums : FwdSoftmax::Max; }
 
 /// Forces the softmax of later Hopper forwards (process-wide; Auto restores the default).
 void set_fwd_softmax(FwdSoftmax s);
 
-/// The choice in effect, Auto resolved: Max or Sums. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
-FwdSoftmax fwd_softmax();
+/// The choice in effect at head dim d, Auto resolved: Max or Sums. Throws tg::ValueError
+/// naming TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
+FwdSoftmax fwd_softmax(std::int64_t d);
 
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
@@ -157,25 +159,6 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
-/// Stages of Q / dO in the Hopper kv pass at D 128 on 128-key tiles (the pipelined step, dQ
-/// by keys). Two: everything in its own tile (210 KiB). Three: each warpgroup's dSᵀ in the
-/// first 8 KiB of its dQ staging, rewritten a step on only after its reductions have read it
-/// (one more warpgroup barrier a step), which leaves room for a third stage (226.5 KiB); the
-/// profile of the two-stage pass had 8.6% of its stall samples waiting for a stage. Auto: the
-/// environment variable TG_ATTENTION_BWD_D128_STAGES (`2` or `3`) when set, else
-/// kDefaultBwdStages.
-enum class BwdStages { Auto, Two, Three };
-
-/// What Auto means without TG_ATTENTION_BWD_D128_STAGES. Three is staged (not yet run on a GPU).
-constexpr BwdStages kDefaultBwdStages = BwdStages::Two;
-
-/// Forces the stages of later kv passes (process-wide; Auto restores the default).
-void set_bwd_stages(BwdStages s);
-
-/// The choice in effect, Auto resolved: Two or Three. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_D128_STAGES when it holds anything but `2` or `3`.
-BwdStages bwd_stages();
-
 /// Which Hopper kernels run dropout without a bias or soft cap (scale > 0, decisions drawn
 /// ahead: sk a multiple of 8). General: the general transform's kernels (every option;
 /// the kv pass on the serial step, two CTAs an SM at D 64). Plain: the plain-score kernels
@@ -215,22 +198,21 @@ TileHeight tile_height();
 
 /// Kernel paths the CUDA backend counts as it launches them, so that tests check which one ran.
 enum class Path {
-  WgmmaFwd,             ///< forwards run by the Hopper kernel
-  WgmmaFwdNarrow,       ///< of those, the ones with 64-row query tiles
-  WgmmaFwdOverlap,      ///< Hopper forwards on the overlapped schedule (FwdSchedule)
-  WgmmaFwdSums,         ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
-  WgmmaFwdWideKeys,     ///< Hopper forwards on key tiles of 128 (FwdKeys)
-  WgmmaFwdTall,         ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaBwd,             ///< backwards whose kv pass ran the Hopper kernel
-  NarrowKv,             ///< backwards whose kv pass (either kernel) ran on 64-key tiles
-  WgmmaBwdDqColumns,    ///< Hopper kv passes with dQ by columns (BwdDq)
-  WgmmaBwdPipelined,    ///< Hopper kv passes with the pipelined step (BwdStep)
-  WgmmaBwdThreeStages,  ///< Hopper kv passes at D 128 on three stages (BwdStages::Three)
-  DropoutDrawn,         ///< dropout decisions drawn ahead of a Hopper forward or kv pass
-  DropoutKept,          ///< Hopper forwards that handed their decisions to the backward
-  DropoutRead,          ///< Hopper kv passes that read the forward's decisions
-  DropoutPlainFwd,      ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
-  DropoutPlainBwd,      ///< Hopper kv passes with dropout on the plain-score kernel
+  WgmmaFwd,           ///< forwards run by the Hopper kernel
+  WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
+  WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
+  WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
+  WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
+  NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
+  WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
+  WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
+  DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
+  DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
+  DropoutRead,        ///< Hopper kv passes that read the forward's decisions
+  DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
+  DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   kCount
 };
 

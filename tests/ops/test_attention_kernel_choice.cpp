@@ -47,8 +47,11 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
                                  {at::DropoutKernels::Plain, at::DropoutKernels::General},
                                  at::kDefaultDropoutKernels);
-  check_knob<at::FwdSoftmax>("TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, at::fwd_softmax,
-                             {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::kDefaultFwdSoftmax);
-  check_knob<at::BwdStages>("TG_ATTENTION_BWD_D128_STAGES", at::set_bwd_stages, at::bwd_stages,
-                            {at::BwdStages::Three, at::BwdStages::Two}, at::kDefaultBwdStages);
+  // the softmax's default depends on the head dim
+  for (std::int64_t d : {64, 128}) {
+    INFO("D " << d);
+    check_knob<at::FwdSoftmax>(
+        "TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, [d] { return at::fwd_softmax(d); },
+        {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));
+  }
 }

@@ -68,7 +68,7 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kShare_ = false>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
@@ -78,14 +78,9 @@ struct WgBwdConfig {
   /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
   /// latency; the general transform would spill 376 bytes there and takes two.
   static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
-  /// kShare (D 128, 128-key tiles, dQ by keys; kernel_choice.h's BwdStages): a warpgroup's dSᵀ
-  /// lives in the first 8 KiB of its dQ staging, which a step rewrites only after dQ's product
-  /// (the dSᵀ reader) has completed. The 16 KiB saved make room for a third Q / dO stage.
-  static constexpr bool kShare = kShare_;
-  static_assert(!kShare || (D == 128 && BN == 128 && !kDqCols_), "shared dS / dQ tiles: D 128, 128 keys, dQ by keys");
-  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128), three with kShare
-  /// (226); two as well where three CTAs share an SM.
-  static constexpr int STAGES = kShare || (D == 64 && kMinBlocks == 1) ? 3 : 2;
+  /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
+  /// where three CTAs share an SM.
+  static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
@@ -103,7 +98,7 @@ struct WgBwdConfig {
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
   static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
   static constexpr int kTiles =
-      kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * ((kShare ? 0 : kSBuffers * kSBytes) + kDqBytes);
+      kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBuffers * kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
@@ -111,13 +106,11 @@ struct WgBwdConfig {
 
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
-// kShare: dSᵀ in the dQ staging, three stages (WgBwdConfig::kShare).
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kShare = false>
-__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols, kShare>::kMinBlocks)
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false>
+__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kShare>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
   static_assert(!kPipe || (!kGeneral && !kDqCols), "the pipelined step: plain scores, dQ by keys");
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
@@ -129,8 +122,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
   const std::uint32_t sK = base, sV = sK + Cfg::kKBytes, sQ = sV + Cfg::kVBytes, sO = sQ + NS * Cfg::kQBytes;
-  const std::uint32_t sS = sO + NS * Cfg::kOBytes;
-  const std::uint32_t sDQ = kShare ? sS : sS + Cfg::NG * Cfg::kSBuffers * Cfg::kSBytes;
+  const std::uint32_t sS = sO + NS * Cfg::kOBytes, sDQ = sS + Cfg::NG * Cfg::kSBuffers * Cfg::kSBytes;
   const std::uint32_t sLD = base + Cfg::kTiles;
   const float2* ldg = reinterpret_cast<const float2*>(gen + Cfg::kTiles);  // [NS][BM]
 
@@ -152,8 +144,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
   const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group_u) * 64u * 128u;
+  const std::uint32_t sSg = sS + static_cast<std::uint32_t>(group_u) * Cfg::kSBytes;
   const std::uint32_t sDQg = sDQ + static_cast<std::uint32_t>(group_u) * Cfg::kDqBytes;
-  const std::uint32_t sSg = kShare ? sDQg : sS + static_cast<std::uint32_t>(group_u) * Cfg::kSBytes;
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
   // Starts the loads of entry e's query tile into stage s (one thread).
@@ -345,12 +337,6 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       wg::fence();
       mma_ab_nmajor<T, D>(acc_dk, da, sQs);
       wg::commit();
-    }
-    if constexpr (kShare) {
-      // dSᵀ goes where the last step's dQ was staged: its reductions have read it (one thread
-      // waits for that) before any thread of the warpgroup writes there
-      if ((tid & 127) == 0) tma::bulk_wait_read<0>();
-      sync_wg<Cfg::NG>(group_bar);
     }
     // dSᵀ [64 keys][64 queries] to shared memory while dK (pipelined: dV) runs: n-tile nt of a row is chunk nt
     // (by columns, into this step's buffer: the other warpgroup may still read the last one)
