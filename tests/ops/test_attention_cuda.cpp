@@ -1005,6 +1005,71 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   CHECK(at::launches(at::Path::WgmmaBwdPipelined) == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass on a persistent grid matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+  const ForceKnob<at::BwdGrid> grid(at::set_bwd_grid, at::BwdGrid::Persistent);
+  struct ForceCtas {
+    explicit ForceCtas(int n) { at::set_bwd_persistent_ctas(n); }
+    ~ForceCtas() { at::set_bwd_persistent_ctas(0); }
+  };
+  // A few CTAs, so that each takes many items in turn: items of every length, empty ones (key
+  // tiles no query sees), ones with fewer steps than stages, kv rows of GQA groups, rows past sk.
+  for (int n : {1, 3, 7}) {
+    INFO(n << " CTAs");
+    const ForceCtas ctas(n);
+    const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPersistent);
+    const std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128);
+    CHECK(at::launches(at::Path::WgmmaBwdPersistent) - p0 == runs);
+    {
+      const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
+      CHECK(run_hopper_cases(64) > 0);  // the 128-key tiles at D 64 too
+    }
+    CHECK(check_list_lengths(64, {40, 1000}, 295, {DType::bf16}) +
+              check_list_lengths(128, {100, 1000}, 296, {DType::bf16}) ==
+          4);
+  }
+}
+
+TEST_CASE("flash_attention CUDA: the Hopper kv pass on a persistent grid matches one CTA an item",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+  const ForceKnob<at::BwdGrid> grid(at::set_bwd_grid, at::BwdGrid::Persistent);
+  // Many more items than CTAs at the default grid: dK and dV bit for bit those of one CTA an item
+  // (the same products per item), dQ (atomics, another order) to rounding.
+  for (std::int64_t d : {64, 128}) {
+    Shape4 s;
+    s.B = 2;
+    s.Hq = 16;
+    s.Hkv = 8;
+    s.sq = s.sk = 2048;
+    s.d = s.dv = d;
+    const Inputs in = rounded(make_inputs(s, static_cast<std::uint64_t>(297 + d)), DType::bf16);
+    AttentionOptions causal;
+    causal.causal = true;
+    const std::pair<AttentionPattern, AttentionOptions> cases[] = {
+        {AttentionPattern::dense(s.sq, s.sk, 64), causal},
+        {uniform_pattern(s.B * s.Hq, s.sq, s.sk, 64, 64, 15, static_cast<std::uint64_t>(298 + d)), {}}};
+    for (const auto& [pat, o] : cases) {
+      INFO("D " << d << (o.causal ? ", causal" : ", random 15% of 64-blocks"));
+      const Result persistent = run(in, pat, o, DType::bf16, Device::cuda());
+      Result items;
+      {
+        const ForceKnob<at::BwdGrid> per_item(at::set_bwd_grid, at::BwdGrid::Items);
+        items = run(in, pat, o, DType::bf16, Device::cuda());
+      }
+      require_near("dk", persistent.dk, items.dk, 0.0);
+      require_near("dv", persistent.dv, items.dv, 0.0);
+      require_near("dq", persistent.dq, items.dq, 1e-2);
+    }
+  }
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
