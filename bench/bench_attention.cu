@@ -153,7 +153,6 @@ struct Variant {
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
-  at::BwdGrid grid = at::kDefaultBwdGrid;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -163,7 +162,6 @@ struct Variant {
     at::set_bwd_step(step);
     at::set_dropout_kernels(dropout);
     at::set_fwd_softmax(softmax);
-    at::set_bwd_grid(grid);
   }
 };
 
@@ -190,15 +188,13 @@ const std::vector<Variant>& variants() {
       {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
       {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0},
       // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
-      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::General},
+      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::DropoutKernels::General},
       // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
-      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Sums},
+      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
       {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Max},
-      // the kv pass on a persistent grid (items claimed in turn, stages running on across them)
-      {"persistent kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdGrid::Persistent},
   };
   return v;
 }
@@ -340,7 +336,6 @@ int main() {
     at::set_bwd_step(at::BwdStep::Auto);
     at::set_dropout_kernels(at::DropoutKernels::Auto);
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
-    at::set_bwd_grid(at::BwdGrid::Auto);
   }
   return 0;
 }

@@ -41,11 +41,8 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
-// kPersist: a grid of kMinBlocks CTAs an SM taking items in turn (BwdGrid), `claim` a zeroed
-// counter (null otherwise).
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false, bool kPersist = false>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, int* claim,
-                         cudaStream_t st);
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false>
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
 void launch_bwd_kv_narrow(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
@@ -586,32 +583,22 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, true>)(a, ldp, pad, kv_work->col_items,
-                                                                                     nullptr, st);
+                                                                                     st);
           } else if (cols) {
             note_launch(Path::WgmmaBwdDqColumns);
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, nullptr, st);
-          } else if (!general && bwd_step() == BwdStep::Pipelined && bwd_grid() == BwdGrid::Persistent) {
-            note_launch(Path::WgmmaBwdPipelined);
-            note_launch(Path::WgmmaBwdPersistent);
-            Tensor claim = empty({1}, {.dtype = DType::i32, .device = dev});
-            TG_CUDA_CHECK(cudaMemsetAsync(claim.data_ptr(), 0, sizeof(std::int32_t), st));
-            auto* c = static_cast<int*>(claim.data_ptr());
-            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, false, true>
-                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, false, true>)(a, ldp, pad,
-                                                                                            kv_work->col_items, c, st);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, nullptr,
-                                                                               st);
+                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad, kv_work->col_items,
-                                                                                       nullptr, st);
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,
+                                                                                      kv_work->col_items, st);
           } else {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false, false>
                      : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, false>)(a, ldp, pad, kv_work->col_items,
-                                                                                 nullptr, st);
+                                                                                  st);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});

@@ -1,23 +1,20 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
-// tiles, with and without dropout, and on a persistent grid without) and, at D 128 on 128-key tiles, dQ split by
-// columns. Built for sm_90a on top of the library's targets (CMakeLists.txt).
+// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns. Built for sm_90a on top of the
+// library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_bwd.cuh"
-#include "ops/attention/kernel_choice.h"
-#include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kPersist>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, int* claim,
-                         cudaStream_t st) {
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop>
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
   using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kPersist>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -29,42 +26,29 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
-  w.items = static_cast<int>(items);
-  w.claim = claim;
-  std::int64_t grid = items;
-  if constexpr (kPersist) {
-    int dev = 0;
-    TG_CUDA_CHECK(cudaGetDevice(&dev));
-    const int forced = bwd_persistent_ctas();
-    grid = std::min<std::int64_t>(
-        items, forced > 0 ? forced : std::int64_t{tg::cuda::multiprocessor_count(dev)} * Cfg::kMinBlocks);
-  }
-  if (grid == 0) return;
-  kernel<<<static_cast<unsigned>(grid), Cfg::kThreads, Cfg::kSmem, st>>>(w);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PERSIST)                                                      \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PERSIST>(const BwdArgs<T>&, const float2*, int, \
-                                                                            std::int64_t, int*, cudaStream_t);
-#define TG_WG_BWD(T, D)                                                  \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false, false)       \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false, false) \
-  TG_WG_BWD_ONE(T, D, true, kBwdKvBN, false, false, false, false)        \
-  TG_WG_BWD_ONE(T, D, true, kBwdKvBNNarrow, false, false, false, false)  \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, false, false)        \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, false, false)  \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, true, false)         \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, true, false)   \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, false, true)         \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, false, true)
+#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP)                                                      \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP>(const BwdArgs<T>&, const float2*, int, \
+                                                                   std::int64_t, cudaStream_t);
+#define TG_WG_BWD(T, D)                                           \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false)       \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false) \
+  TG_WG_BWD_ONE(T, D, true, kBwdKvBN, false, false, false)        \
+  TG_WG_BWD_ONE(T, D, true, kBwdKvBNNarrow, false, false, false)  \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, false)        \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, false)  \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, true)         \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, true)
 TG_WG_BWD(bfloat16, 64)
 TG_WG_BWD(half, 64)
 TG_WG_BWD(bfloat16, 128)
 TG_WG_BWD(half, 128)
 // dQ by columns: D 128, 128-key tiles, plain scores
-TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, false, false, false)
-TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, false, false, false)
+TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, false, false)
+TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, false, false)
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
 

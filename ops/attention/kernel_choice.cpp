@@ -53,13 +53,10 @@ constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows:
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
-constinit Choice<BwdGrid> g_grid{"TG_ATTENTION_BWD_GRID", "items",        "persistent", BwdGrid::Items,
-                                 BwdGrid::Persistent,     kDefaultBwdGrid};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
 std::array<std::atomic<std::int64_t>, static_cast<std::size_t>(Path::kCount)> g_launches{};
-std::atomic<int> g_persistent_ctas{0};
 
 }  // namespace
 
@@ -80,12 +77,6 @@ FwdKeys fwd_keys() { return g_keys.get(); }
 
 void set_fwd_rows(FwdRows r) { g_rows.set(r); }
 FwdRows fwd_rows() { return g_rows.get(); }
-
-void set_bwd_grid(BwdGrid g) { g_grid.set(g); }
-BwdGrid bwd_grid() { return g_grid.get(); }
-
-void set_bwd_persistent_ctas(int n) { g_persistent_ctas.store(n > 0 ? n : 0, std::memory_order_relaxed); }
-int bwd_persistent_ctas() { return g_persistent_ctas.load(std::memory_order_relaxed); }
 
 void set_bwd_kernel(BwdKernel k) { g_bwd.set(k); }
 BwdKernel bwd_kernel() { return g_bwd.get(); }

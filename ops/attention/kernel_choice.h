@@ -159,34 +159,6 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
-/// Grid of the Hopper kv pass on the pipelined step (plain scores, no dropout). Items: one CTA
-/// per key tile, launched by the hardware as SMs free up; each CTA fills its Q / dO pipeline
-/// and loads K / V before its first step, and stores dK / dV after its last, with nothing to
-/// overlap them when one CTA fills an SM (D 128). Persistent: kMinBlocks CTAs an SM, each
-/// claiming item after item (an atomic counter, the same order); the stages run on across
-/// items, so an item's first Q / dO tiles arrive during the previous item's last steps and its
-/// K / V load overlaps the previous dK / dV stores. Auto: the environment variable
-/// TG_ATTENTION_BWD_GRID (`items` or `persistent`) when set, else kDefaultBwdGrid.
-enum class BwdGrid { Auto, Items, Persistent };
-
-/// What Auto means without TG_ATTENTION_BWD_GRID. Persistent is staged (not yet run on a GPU).
-constexpr BwdGrid kDefaultBwdGrid = BwdGrid::Items;
-
-/// Forces the grid of later kv passes (process-wide; Auto restores the default).
-void set_bwd_grid(BwdGrid g);
-
-/// The choice in effect, Auto resolved: Items or Persistent. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_GRID when it holds anything but `items` or `persistent`.
-BwdGrid bwd_grid();
-
-/// Forces the persistent kv pass's grid to n CTAs (n > 0; capped at its item count), so that
-/// tests give each CTA many items on small problems; 0 (the default) restores kMinBlocks CTAs
-/// an SM. Process-wide.
-void set_bwd_persistent_ctas(int n);
-
-/// The forced grid of the persistent kv pass, 0 when none.
-int bwd_persistent_ctas();
-
 /// Which Hopper kernels run dropout without a bias or soft cap (scale > 0, decisions drawn
 /// ahead: sk a multiple of 8). General: the general transform's kernels (every option;
 /// the kv pass on the serial step, two CTAs an SM at D 64). Plain: the plain-score kernels
@@ -226,22 +198,21 @@ TileHeight tile_height();
 
 /// Kernel paths the CUDA backend counts as it launches them, so that tests check which one ran.
 enum class Path {
-  WgmmaFwd,            ///< forwards run by the Hopper kernel
-  WgmmaFwdNarrow,      ///< of those, the ones with 64-row query tiles
-  WgmmaFwdOverlap,     ///< Hopper forwards on the overlapped schedule (FwdSchedule)
-  WgmmaFwdSums,        ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
-  WgmmaFwdWideKeys,    ///< Hopper forwards on key tiles of 128 (FwdKeys)
-  WgmmaFwdTall,        ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaBwd,            ///< backwards whose kv pass ran the Hopper kernel
-  NarrowKv,            ///< backwards whose kv pass (either kernel) ran on 64-key tiles
-  WgmmaBwdDqColumns,   ///< Hopper kv passes with dQ by columns (BwdDq)
-  WgmmaBwdPipelined,   ///< Hopper kv passes with the pipelined step (BwdStep)
-  WgmmaBwdPersistent,  ///< of those, the ones on a persistent grid (BwdGrid)
-  DropoutDrawn,        ///< dropout decisions drawn ahead of a Hopper forward or kv pass
-  DropoutKept,         ///< Hopper forwards that handed their decisions to the backward
-  DropoutRead,         ///< Hopper kv passes that read the forward's decisions
-  DropoutPlainFwd,     ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
-  DropoutPlainBwd,     ///< Hopper kv passes with dropout on the plain-score kernel
+  WgmmaFwd,           ///< forwards run by the Hopper kernel
+  WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
+  WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
+  WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
+  WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
+  NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
+  WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
+  WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
+  DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
+  DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
+  DropoutRead,        ///< Hopper kv passes that read the forward's decisions
+  DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
+  DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   kCount
 };
 

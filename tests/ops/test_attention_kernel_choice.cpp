@@ -47,12 +47,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
                                  {at::DropoutKernels::Plain, at::DropoutKernels::General},
                                  at::kDefaultDropoutKernels);
-  check_knob<at::BwdGrid>("TG_ATTENTION_BWD_GRID", at::set_bwd_grid, at::bwd_grid,
-                          {at::BwdGrid::Persistent, at::BwdGrid::Items}, at::kDefaultBwdGrid);
-  at::set_bwd_persistent_ctas(5);
-  CHECK(at::bwd_persistent_ctas() == 5);
-  at::set_bwd_persistent_ctas(-2);  // not a grid: back to the default
-  CHECK(at::bwd_persistent_ctas() == 0);
   // the softmax's default depends on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);

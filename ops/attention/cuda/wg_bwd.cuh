@@ -34,12 +34,6 @@
 // waited before the stage is released. (Left in flight into the next step, dK made ptxas
 // serialise every wgmma of the loop: it does not follow pending groups across the back edge.)
 //
-// kPersist (kernel_choice.h's BwdGrid): one CTA per kMinBlocks slot of each SM, each taking
-// item after item (claimed by an atomic counter, in the list's order, as the hardware would
-// launch them). The Q / dO pipeline runs on across items: the releases of an item's last
-// steps start the next item's first stages, so only the K / V load of an item is exposed,
-// and it overlaps the previous item's dK / dV stores.
-//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -72,8 +66,6 @@ struct WgBwdArgs {
   CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
-  int items = 0;               ///< items of the column lists (the persistent kernel's work)
-  int* claim = nullptr;        ///< persistent kernel: items claimed past the grid's first, zeroed
 };
 
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
@@ -114,9 +106,7 @@ struct WgBwdConfig {
 
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
-// kPersist: a grid of CTAs that take item after item (see the top of the file).
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kPersist = false>
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false>
 __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
@@ -128,9 +118,6 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
   __shared__ unsigned released[NS];                // warpgroups done with a stage this round
-  // kPersist: the next item's order index (-1: none), kv row, first entry and entry count, and
-  // (thread 0's) the order index of the item after it, claimed an item ahead
-  __shared__ int next_s[kPersist ? 5 : 1];
   const BwdArgs<T>& a = w.a;
   const std::uint32_t base = (smem_u32(smem) + 1023u) & ~1023u;
   unsigned char* gen = smem + (base - smem_u32(smem));  // generic pointer to `base`
@@ -148,17 +135,11 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   // at D 128 with the changes of the same commit; uniform barrier ids made D 128 spill).
   const int group_u = __shfl_sync(0xffffffffu, group, 0);
   const int group_bar = D_ == 64 ? group_u : group;
-  // the current item: its kv row, key tile and entries, and this thread's keys kr and kr + 8
-  int kv = 0, k0 = 0, kr = 0, e0 = 0, e1 = 0;
-  auto enter = [&](int x) {
-    const int item = a.cols.order[x];
-    kv = item / a.cols.num_n;
-    k0 = (item % a.cols.num_n) * BN;
-    kr = k0 + group * 64 + warp * 16 + g;
-    e0 = a.cols.off[item];
-    e1 = a.cols.off[item + 1];
-  };
-  enter(static_cast<int>(blockIdx.x));
+  const int item = a.cols.order[blockIdx.x];
+  const int kv = item / a.cols.num_n, n = item % a.cols.num_n;
+  const int k0 = n * BN;
+  const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
+  const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
   const float inv_m = a.cols.inv_num_m();  // for query_tile, once
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
@@ -167,9 +148,9 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   const std::uint32_t sDQg = sDQ + static_cast<std::uint32_t>(group_u) * Cfg::kDqBytes;
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
-  // Starts the loads of entry e's query tile (of kv row kv_e) into stage s (one thread).
-  auto issue = [&](int e, int kv_e, int s) {
-    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv_e, p.group, BM, inv_m);
+  // Starts the loads of entry e's query tile into stage s (one thread).
+  auto issue = [&](int e, int s) {
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
     tma::arrive_expect_tx(bar(s), Cfg::kQBytes + Cfg::kOBytes + Cfg::kLdBytes);
     // a row of 128 is two 64-element columns, the second after all BM lines of the first
 #pragma unroll
@@ -181,32 +162,13 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
-  // kPersist (thread 0): the next item's description for the refills, from its order index x
-  auto describe_next = [&](int x) {
-    next_s[0] = x;
-    if (x >= 0) {
-      const int item = a.cols.order[x];
-      next_s[1] = item / a.cols.num_n;
-      next_s[2] = a.cols.off[item];
-      next_s[3] = a.cols.off[item + 1] - next_s[2];
-    }
-  };
-  // kPersist (thread 0): the order index of a further item, -1 when none is left
-  auto claim = [&] {
-    const int x = static_cast<int>(gridDim.x) + atomicAdd(w.claim, 1);
-    return x < w.items ? x : -1;
-  };
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       tma::init(bar(s), 1);
       released[s] = 0;
     }
     tma::fence_init();
-    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, kv, s);
-    if constexpr (kPersist) {
-      describe_next(claim());
-      next_s[4] = next_s[0] >= 0 ? claim() : -1;
-    }
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   load_sw128<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
   load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
@@ -215,340 +177,289 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
   wg::fence_proxy_async();
   __syncthreads();  // K, V and the barriers are ready
 
-  // Steps of the items before this one (kPersist): stages and their phases run on across items.
-  int gbase = 0;
-  for (;;) {
-    float acc_dk[D / 2], acc_dv[DV / 2];
+  float acc_dk[D / 2], acc_dv[DV / 2];
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) acc_dk[i] = 0.f;
+  for (int i = 0; i < D / 2; ++i) acc_dk[i] = 0.f;
 #pragma unroll
-    for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
+  for (int i = 0; i < DV / 2; ++i) acc_dv[i] = 0.f;
 
-    // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
-    int next_entry = e0 < e1 ? a.cols.entries[e0] : 0;
-    for (int e = e0; e < e1; ++e) {
-      const int step = e - e0, stage = (gbase + step) % NS;
-      const int entry = next_entry;
-      if (e + 1 < e1) next_entry = a.cols.entries[e + 1];
-      tma::wait(bar(stage), static_cast<std::uint32_t>(((gbase + step) / NS) & 1));
-      // the previous step's dQ reductions have read their source before this step rewrites
-      // it (after a warpgroup barrier); long done by now, and no MMA is in flight here
-      if ((tid & 127) == 0) tma::bulk_wait_read<0>();
+  // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
+  int next_entry = e0 < e1 ? a.cols.entries[e0] : 0;
+  for (int e = e0; e < e1; ++e) {
+    const int step = e - e0, stage = step % NS;
+    const int entry = next_entry;
+    if (e + 1 < e1) next_entry = a.cols.entries[e + 1];
+    tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
+    // the previous step's dQ reductions have read their source before this step rewrites
+    // it (after a warpgroup barrier); long done by now, and no MMA is in flight here
+    if ((tid & 127) == 0) tma::bulk_wait_read<0>();
 
-      const int flags = entry & ((1 << kFlagBits) - 1);
-      const int2 qt = a.cols.query_tile(entry, kv, p.group, BM, inv_m);
-      const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
-      const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
-      const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;
-      const float2* lds = ldg + stage * BM;
+    const int flags = entry & ((1 << kFlagBits) - 1);
+    const int2 qt = a.cols.query_tile(entry, kv, p.group, BM, inv_m);
+    const int bh = qt.x, b = bh / p.heads, i0 = qt.y;
+    const std::uint32_t sQs = sQ + static_cast<std::uint32_t>(stage) * Cfg::kQBytes;
+    const std::uint32_t sOs = sO + static_cast<std::uint32_t>(stage) * Cfg::kOBytes;
+    const float2* lds = ldg + stage * BM;
 
-      // This warpgroup is done with the stage (its MMAs completed, its (lse, D) reads done):
-      // the last of the warpgroups to say so refills it with the tile NS steps on, which
-      // (kPersist) may be one of the next item's first. `then` runs on the warpgroup's first
-      // thread once every thread has arrived.
-      auto release = [&](auto then) {
-        sync_wg<Cfg::NG>(group_bar);
-        if ((tid & 127) == 0) {
-          then();
-          if (last_release(&released[stage], Cfg::NG)) {
-            if (e + NS < e1) {
-              issue(e + NS, kv, stage);
-            } else if constexpr (kPersist) {
-              const int i = e + NS - e1;  // of the next item's entries
-              if (next_s[0] >= 0 && i < next_s[3]) issue(next_s[2] + i, next_s[1], stage);
-            }
-          }
-        }
-      };
-
-      // visibility: bit 4·nt + c is (key kr + 8·(c / 2), query i0 + 8·nt + 2t + c % 2)
-      std::uint32_t vis = ~0u;
-      bool any = true;
-      if (flags != 0 || p.elem_checks) {
-        vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-        // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
-        if constexpr (!kDqCols) any = any_wg<Cfg::NG>(vis != 0, group_bar);
-      }
-      if (!any) {
-        release([] {});
-      } else {
-        // which elements dropout keeps, decided before any MMA of the step is in flight (in
-        // between, the divergent Philox code made ptxas serialise the MMAs)
-        // (decisions drawn ahead, p.keep: loaded here, decoded after the products)
-        std::uint32_t kept = ~0u, kept_word = 0u;
-        if constexpr (kDropout) {
-          if (p.dropout) {
-            if (p.keep != nullptr)
-              kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
-            else
-              kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 8 != 0: per element
-          }
-        }
-        // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other
-        // (pipelined: the products overwrite st and dp instead of adding to zeros)
-        float st[32], dp[32];
-        if constexpr (!kPipe) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
-          wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
-          wg::fence_regs(dp);
-        }
-        wg::fence();
-        mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u, kPipe);
-        if constexpr (kPipe) wg::commit();
-        mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
-        wg::commit();
-        if constexpr (kPipe) {
-          wg::wait<1>();  // Sᵀ done; dPᵀ may still run
-          wg::fence_regs(st);
-        } else {
-          wg::wait<0>();
-          wg::fence_regs(st);
-          wg::fence_regs(dp);
-        }
-        if constexpr (kDropout) {
-          if (p.dropout && p.keep != nullptr) kept = unit_keep_bits(kept_word, lane);
-        }
-
-        // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is
-        // 8 (i / 4) + 2t + i % 2), one 16-byte load a pair. Rows past sq hold (+inf, 0) (the
-        // delta pass pads the table): P = 0 and dS = 0 there without a check per element.
-        // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill.)
-        auto ld_pair = [&](int i) { return reinterpret_cast<const float4*>(lds)[4 * (i >> 2) + t]; };
-        auto lse_of = [&](int i) {
-          const float4 v = ld_pair(i);
-          return (i & 1) ? v.z : v.x;
-        };
-        auto delta_of = [&](int i) {
-          const float4 v = ld_pair(i);
-          return (i & 1) ? v.w : v.y;
-        };
-
-        // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
-        // probability with the sign bit set.
-        [[maybe_unused]] float fac[kGeneral ? 32 : 1];
-        if constexpr (kGeneral) {
-          general_scores_log2<T, true, true>(p, st, vis, bh, i0 + 2 * t, kr, fac);
-#pragma unroll
-          for (int i = 0; i < 32; ++i) {
-            const float pr = ex2_approx(st[i] - lse_of(i));
-            st[i] = ((kept >> i) & 1u) ? pr : -pr;
-          }
-        } else if (flags != 0 || p.elem_checks) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i)
-            st[i] = (vis >> i) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
-        } else {  // a whole tile: no selects
-#pragma unroll
-          for (int i = 0; i < 32; ++i) st[i] = ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i)));
-        }
-        if constexpr (kDrop) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) st[i] = ((kept >> i) & 1u) ? st[i] : -st[i];
-        }
-        std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
-        if constexpr (kDropout)
-          acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
-        else
-          acc_to_a<T>(st, pa);
-        // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
-        if constexpr (kPipe) {
-          // dPᵀ waited before dV is issued, not after: ptxas issues dV's last k-slice as a group of
-          // its own at D 128 (its A operand packed after the first fence), so a wait<1> after dV
-          // would wait for most of dV, which should run on while dSᵀ is computed
-          wg::wait<0>();
-          wg::fence_regs(dp);
-        }
-        wg::fence();
-        mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
-        wg::commit();
-
-        // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
-        // written before the pass); packed as the A operand of dK and stored for dQ
-        std::uint32_t da[4][4];
-#pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          const float pr = st[i];
-          if constexpr (kDropout) {  // a dropped element (sign bit set) has no dP
-            const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
-            st[i] = fabsf(pr) * (dpv - delta_of(i));
-            if constexpr (kGeneral) st[i] *= fac[i];
-          } else {
-            st[i] = pr * (dp[i] - delta_of(i));
-          }
-        }
-        if constexpr (kGeneral) {
-          if (a.dbias) {
-#pragma unroll
-            for (int i = 0; i < 32; ++i) {
-              int iq, j;
-              element_of(i, true, i0 + 2 * t, kr, iq, j);
-              const std::int64_t slot = bias_slot(p, bh, iq, j);
-              if (slot >= 0) a.dbias[slot] = T(st[i]);
-            }
-          }
-        }
-        acc_to_a<T>(st, da);
-        if constexpr (!kPipe) {
-          wg::fence();
-          mma_ab_nmajor<T, D>(acc_dk, da, sQs);
-          wg::commit();
-        }
-        // dSᵀ [64 keys][64 queries] to shared memory while dK (pipelined: dV) runs: n-tile nt of a row is chunk nt
-        // (by columns, into this step's buffer: the other warpgroup may still read the last one)
-        const std::uint32_t sSw =
-            kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
-        unsigned char* sSgen = gen + (sSw - base);
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          const int r = warp * 16 + g;
-          *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
-          *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) =
-              da[nt >> 1][(nt & 1) * 2 + 1];
-        }
-        wg::fence_proxy_async();
-        if constexpr (kDqCols) {
-          sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
-        } else {
-          sync_wg<Cfg::NG>(group_bar);
-        }
-
-        constexpr int DQN = Cfg::DQN;
-        float dq[DQN / 2];
-        if constexpr (!kPipe) {
-#pragma unroll
-          for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
-        }
-        wg::fence();
-        if constexpr (kDqCols) {
-          // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
-          // warpgroup that owns keys 16kk .., read M-major; K's 64-column half g, N-major
-          const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
-          const std::uint32_t sKc = sK + static_cast<std::uint32_t>(group_u) * BN * 128u;
-#pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk) {
-            const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
-            wg::mma_ss<T, DQN, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
-                                     wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u));
-          }
-        } else {
-          // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
-          // N-major (its 64-column halves BN lines apart)
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-            const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
-            wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u),
-                                   wg::make_desc(sKg + off, BN * 128u, 1024u), kPipe && kk == 0 ? 0 : 1);
-          }
-        }
-        wg::commit();
-        if constexpr (kPipe) {
-          mma_ab_nmajor<T, D>(acc_dk, da, sQs);
-          wg::commit();
-          wg::wait<1>();  // dV and dQ done; dK runs on through dQ's stores
-          wg::fence_regs(acc_dv);
-          wg::fence_regs(dq);
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
-        } else {
-          wg::wait<0>();
-          wg::fence_regs(acc_dv);
-          wg::fence_regs(acc_dk);
-          wg::fence_regs(dq);
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) {
-            wg::fence_regs(pa[kk]);
-            wg::fence_regs(da[kk]);
-          }
-        }
-        // dQ to shared memory (16-byte chunk c of row r of a 32-column box at c ^ (r % 8)),
-        // then, once the whole warpgroup has written it, one thread adds it to the workspace.
-        // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
-        // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
-        // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
-        unsigned char* dqs = gen + (sDQg - base);
-        const bool hi = (t & 2) != 0;
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-          const int r = warp * 16 + g + hf * 8;
-#pragma unroll
-          for (int n0 = 0; n0 < DQN / 8; ++n0) {
-            const int nt = hi ? n0 ^ 2 : n0;
-            const int chunk = (nt & 3) * 2 + (t >> 1);
-            const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
-            const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
-            *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) +
-                                       (t & 1) * 8) = make_float2(x0, x1);
-          }
-        }
-        if constexpr (kPipe) {
-          wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
-          wg::fence_regs(acc_dk);
-#pragma unroll
-          for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
-        }
-        // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
-        wg::fence_proxy_async();
-        release([&] {
-#pragma unroll
-          for (int j = 0; j < DQN / 32; ++j) {
-            tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox,
-                               Cfg::kDqCol0 * group_u + 32 * j, i0, bh);
-          }
-          tma::bulk_commit();
-        });
-      }
-    }
-    // dK and dV of the item: keys kr and kr + 8 of the thread
-    auto store_dkdv = [&] {
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int j = kr + hf * 8;
-        if (j < p.sk) {
-          T* dkrow = a.dk + (static_cast<std::int64_t>(kv) * p.sk + j) * D;
-          T* dvrow = a.dv + (static_cast<std::int64_t>(kv) * p.sk + j) * DV;
-#pragma unroll
-          for (int nt = 0; nt < D / 8; ++nt)
-            *reinterpret_cast<std::uint32_t*>(dkrow + nt * 8 + 2 * t) =
-                pack2<T>(acc_dk[4 * nt + 2 * hf] * p.scale, acc_dk[4 * nt + 2 * hf + 1] * p.scale);
-#pragma unroll
-          for (int nt = 0; nt < DV / 8; ++nt)
-            *reinterpret_cast<std::uint32_t*>(dvrow + nt * 8 + 2 * t) =
-                pack2<T>(acc_dv[4 * nt + 2 * hf] * p.drop_scale, acc_dv[4 * nt + 2 * hf + 1] * p.drop_scale);
+    // This warpgroup is done with the stage (its MMAs completed, its (lse, D) reads done):
+    // the last of the warpgroups to say so refills it with the tile NS steps on. `then`
+    // runs on the warpgroup's first thread once every thread has arrived.
+    auto release = [&](auto then) {
+      sync_wg<Cfg::NG>(group_bar);
+      if ((tid & 127) == 0) {
+        then();
+        if (last_release(&released[stage], Cfg::NG)) {
+          if (e + NS < e1) issue(e + NS, stage);
         }
       }
     };
-    if constexpr (!kPersist) {
-      store_dkdv();
-      break;
+
+    // visibility: bit 4·nt + c is (key kr + 8·(c / 2), query i0 + 8·nt + 2t + c % 2)
+    std::uint32_t vis = ~0u;
+    bool any = true;
+    if (flags != 0 || p.elem_checks) {
+      vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
+      // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
+      if constexpr (!kDqCols) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+    }
+    if (!any) {
+      release([] {});
     } else {
-      const int count = e1 - e0;
-      gbase += count;
-      const int nxt = next_s[0];  // read here, not held through the steps; rewritten after the barrier
-      __syncthreads();            // both warpgroups' products, the readers of K and V, have completed
-      // dK and dV stored first: the stores do not hold the threads up, and their 128 accumulators
-      // are free before the K / V loads' addresses are formed (held together, they spilled)
-      store_dkdv();
-      if (nxt < 0) break;
-      enter(nxt);
-      // the next item's K and V load while the stores drain
-      load_sw128<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
-      load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
-      cp_async_commit();
-      if (tid == 0) {
-        // the next item's first stages that this item's releases did not start: the steps NS -
-        // count or fewer past this item's first (their stages' last use ended before the barrier)
-        const int fresh = min(max(NS - count, 0), next_s[3]);
-        for (int i = 0; i < fresh; ++i) issue(next_s[2] + i, next_s[1], (gbase + i) % NS);
-        describe_next(next_s[4]);
-        if (next_s[0] >= 0) next_s[4] = claim();
+    // which elements dropout keeps, decided before any MMA of the step is in flight (in
+    // between, the divergent Philox code made ptxas serialise the MMAs)
+    // (decisions drawn ahead, p.keep: loaded here, decoded after the products)
+    std::uint32_t kept = ~0u, kept_word = 0u;
+    if constexpr (kDropout) {
+      if (p.dropout) {
+        if (p.keep != nullptr) kept_word = load_keep_unit(p, bh, i0, kr - g, lane);
+        else kept = keep_bits(p, bh, i0 + 2 * t, kr, true, 32);  // sk % 8 != 0: per element
       }
-      cp_async_wait<0>();
-      wg::fence_proxy_async();
-      __syncthreads();  // K, V and next_s are ready
+    }
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ, one group (pipelined: two): neither depends on the other
+    // (pipelined: the products overwrite st and dp instead of adding to zeros)
+    float st[32], dp[32];
+    if constexpr (!kPipe) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = dp[i] = 0.f;
+      wg::fence_regs(st);  // the zeros are written before the fence, not sunk between the MMAs
+      wg::fence_regs(dp);
+    }
+    wg::fence();
+    mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u, kPipe);
+    if constexpr (kPipe) wg::commit();
+    mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
+    wg::commit();
+    if constexpr (kPipe) {
+      wg::wait<1>();  // Sᵀ done; dPᵀ may still run
+      wg::fence_regs(st);
+    } else {
+      wg::wait<0>();
+      wg::fence_regs(st);
+      wg::fence_regs(dp);
+    }
+    if constexpr (kDropout) {
+      if (p.dropout && p.keep != nullptr) kept = unit_keep_bits(kept_word, lane);
+    }
+
+    // (lse, D) of the thread's query rows 8 nt + 2t and 8 nt + 2t + 1 (element i's row is
+    // 8 (i / 4) + 2t + i % 2), one 16-byte load a pair. Rows past sq hold (+inf, 0) (the
+    // delta pass pads the table): P = 0 and dS = 0 there without a check per element.
+    // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill.)
+    auto ld_pair = [&](int i) { return reinterpret_cast<const float4*>(lds)[4 * (i >> 2) + t]; };
+    auto lse_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.z : v.x; };
+    auto delta_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.w : v.y; };
+
+    // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
+    // probability with the sign bit set.
+    [[maybe_unused]] float fac[kGeneral ? 32 : 1];
+    if constexpr (kGeneral) {
+      general_scores_log2<T, true, true>(p, st, vis, bh, i0 + 2 * t, kr, fac);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const float pr = ex2_approx(st[i] - lse_of(i));
+        st[i] = ((kept >> i) & 1u) ? pr : -pr;
+      }
+    } else if (flags != 0 || p.elem_checks) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = (vis >> i) & 1u ? ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i))) : 0.f;
+    } else {  // a whole tile: no selects
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = ex2_approx(fmaf(st[i], p.scale_log2, -lse_of(i)));
+    }
+    if constexpr (kDrop) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) st[i] = ((kept >> i) & 1u) ? st[i] : -st[i];
+    }
+    std::uint32_t pa[4][4];  // Pdᵀ: dropped elements 0 (the 1/(1-p) is applied at the end)
+    if constexpr (kDropout)
+      acc_to_a<T>(st, pa, [](float x) { return fmaxf(x, 0.f); });
+    else
+      acc_to_a<T>(st, pa);
+    // dV += Pᵀ dO, left running (pa and acc_dv untouched) until the wait after dQ
+    if constexpr (kPipe) {
+      // dPᵀ waited before dV is issued, not after: ptxas issues dV's last k-slice as a group of
+      // its own at D 128 (its A operand packed after the first fence), so a wait<1> after dV
+      // would wait for most of dV, which should run on while dSᵀ is computed
+      wg::wait<0>();
+      wg::fence_regs(dp);
+    }
+    wg::fence();
+    mma_ab_nmajor<T, DV>(acc_dv, pa, sOs);
+    wg::commit();
+
+    // dTᵀ = Pᵀ ⊙ (dPᵀ - D) · ds/dt, and dbias (invisible elements stay at the zeros
+    // written before the pass); packed as the A operand of dK and stored for dQ
+    std::uint32_t da[4][4];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const float pr = st[i];
+      if constexpr (kDropout) {  // a dropped element (sign bit set) has no dP
+        const float dpv = sign_bit(pr) ? 0.f : dp[i] * p.drop_scale;
+        st[i] = fabsf(pr) * (dpv - delta_of(i));
+        if constexpr (kGeneral) st[i] *= fac[i];
+      } else {
+        st[i] = pr * (dp[i] - delta_of(i));
+      }
+    }
+    if constexpr (kGeneral) {
+      if (a.dbias) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          int iq, j;
+          element_of(i, true, i0 + 2 * t, kr, iq, j);
+          const std::int64_t slot = bias_slot(p, bh, iq, j);
+          if (slot >= 0) a.dbias[slot] = T(st[i]);
+        }
+      }
+    }
+    acc_to_a<T>(st, da);
+    if constexpr (!kPipe) {
+      wg::fence();
+      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
+      wg::commit();
+    }
+    // dSᵀ [64 keys][64 queries] to shared memory while dK (pipelined: dV) runs: n-tile nt of a row is chunk nt
+    // (by columns, into this step's buffer: the other warpgroup may still read the last one)
+    const std::uint32_t sSw =
+        kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
+    unsigned char* sSgen = gen + (sSw - base);
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const int r = warp * 16 + g;
+      *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2];
+      *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
+    }
+    wg::fence_proxy_async();
+    if constexpr (kDqCols) {
+      sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
+    } else {
+      sync_wg<Cfg::NG>(group_bar);
+    }
+
+    constexpr int DQN = Cfg::DQN;
+    float dq[DQN / 2];
+    if constexpr (!kPipe) {
+#pragma unroll
+      for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
+    }
+    wg::fence();
+    if constexpr (kDqCols) {
+      // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
+      // warpgroup that owns keys 16kk .., read M-major; K's 64-column half g, N-major
+      const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
+      const std::uint32_t sKc = sK + static_cast<std::uint32_t>(group_u) * BN * 128u;
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
+        wg::mma_ss<T, DQN, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
+                                 wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u));
+      }
+    } else {
+      // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
+      // N-major (its 64-column halves BN lines apart)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const std::uint32_t off = static_cast<std::uint32_t>(kk) * 2048u;
+        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSg + off, 8192u, 1024u), wg::make_desc(sKg + off, BN * 128u, 1024u),
+                               kPipe && kk == 0 ? 0 : 1);
+      }
+    }
+    wg::commit();
+    if constexpr (kPipe) {
+      mma_ab_nmajor<T, D>(acc_dk, da, sQs);
+      wg::commit();
+      wg::wait<1>();  // dV and dQ done; dK runs on through dQ's stores
+      wg::fence_regs(acc_dv);
+      wg::fence_regs(dq);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
+    } else {
+      wg::wait<0>();
+      wg::fence_regs(acc_dv);
+      wg::fence_regs(acc_dk);
+      wg::fence_regs(dq);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        wg::fence_regs(pa[kk]);
+        wg::fence_regs(da[kk]);
+      }
+    }
+    // dQ to shared memory (16-byte chunk c of row r of a 32-column box at c ^ (r % 8)),
+    // then, once the whole warpgroup has written it, one thread adds it to the workspace.
+    // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
+    // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
+    // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
+    unsigned char* dqs = gen + (sDQg - base);
+    const bool hi = (t & 2) != 0;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = warp * 16 + g + hf * 8;
+#pragma unroll
+      for (int n0 = 0; n0 < DQN / 8; ++n0) {
+        const int nt = hi ? n0 ^ 2 : n0;
+        const int chunk = (nt & 3) * 2 + (t >> 1);
+        const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
+        const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
+        *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
+            make_float2(x0, x1);
+      }
+    }
+    if constexpr (kPipe) {
+      wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
+      wg::fence_regs(acc_dk);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+    }
+    // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
+    wg::fence_proxy_async();
+    release([&] {
+#pragma unroll
+      for (int j = 0; j < DQN / 32; ++j) {
+        tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * group_u + 32 * j,
+                           i0, bh);
+      }
+      tma::bulk_commit();
+    });
     }
   }
   if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int j = kr + hf * 8;
+    if (j < p.sk) {
+      T* dkrow = a.dk + (static_cast<std::int64_t>(kv) * p.sk + j) * D;
+      T* dvrow = a.dv + (static_cast<std::int64_t>(kv) * p.sk + j) * DV;
+#pragma unroll
+      for (int nt = 0; nt < D / 8; ++nt)
+        *reinterpret_cast<std::uint32_t*>(dkrow + nt * 8 + 2 * t) =
+            pack2<T>(acc_dk[4 * nt + 2 * hf] * p.scale, acc_dk[4 * nt + 2 * hf + 1] * p.scale);
+#pragma unroll
+      for (int nt = 0; nt < DV / 8; ++nt)
+        *reinterpret_cast<std::uint32_t*>(dvrow + nt * 8 + 2 * t) =
+            pack2<T>(acc_dv[4 * nt + 2 * hf] * p.drop_scale, acc_dv[4 * nt + 2 * hf + 1] * p.drop_scale);
+    }
+  }
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
