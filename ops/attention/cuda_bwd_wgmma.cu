@@ -1,8 +1,8 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
-// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns. Built for sm_90a on top of the
-// library's targets (CMakeLists.txt).
+// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns.
+// Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"

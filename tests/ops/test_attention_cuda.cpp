@@ -749,7 +749,7 @@ TEST_CASE("flash_attention CUDA: the Hopper forward's reference maximum moves wi
   TG_REQUIRE_HOPPER("forward");
   const ForceKnob<ops::attn::FwdKernel> kernel(ops::attn::set_fwd_kernel, ops::attn::FwdKernel::Wgmma);
   // the tile maxima at both head dims (D 64 takes the row sums by default; they have their own test)
-  const ForceKnob<ops::attn::FwdSoftmax> max(ops::attn::set_fwd_softmax, ops::attn::FwdSoftmax::Max);
+  const ForceKnob<ops::attn::FwdSoftmax> maxima(ops::attn::set_fwd_softmax, ops::attn::FwdSoftmax::Max);
   // The forward keeps a row's reference maximum until a tile's exceeds it by more than 8
   // in log2 units (kMaxSlack); ramp_cases move it on every tile, never, or every few tiles.
   // Only the forward is compared: the backward takes the row's log-sum-exp, not the
