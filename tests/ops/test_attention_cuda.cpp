@@ -551,6 +551,17 @@ Shape4 general_shape(std::int64_t d) {
   return s;
 }
 
+// Options of the general shape with per-row extents: every head's lengths (230 and 100 queries)
+// and one segment-id array (from `seed`) shared by queries and keys.
+AttentionOptions lens_and_segments(const Shape4& g, std::uint64_t seed) {
+  AttentionOptions o;
+  o.num_heads = g.Hq;
+  o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
+  o.seg_q = segments(g.B, g.sq, seed);
+  o.seg_k = o.seg_q;
+  return o;
+}
+
 // The general transform on the Hopper kernels at head dim d: bias (its gradient too, at
 // blocks 64 and 4), soft cap, dropout, a negative scale, and all of it with causal window,
 // lens, segments, element mask and sinks. Returns the number of GPU runs.
@@ -801,11 +812,7 @@ TEST_CASE("flash_attention CUDA: the Hopper forward bounding P by row sums match
     o.window_left = 100;
     check_cuda("causal window" + dn, make_inputs(g, static_cast<std::uint64_t>(350 + d)),
                AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
-    o = {};
-    o.num_heads = g.Hq;
-    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
-    o.seg_q = segments(g.B, g.sq, 361);
-    o.seg_k = o.seg_q;
+    o = lens_and_segments(g, 361);
     o.sinks = tgt::rand64({g.Hq}, 362);
     check_cuda("lens, segments, sinks" + dn, make_inputs(g, static_cast<std::uint64_t>(360 + d)),
                uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 60, static_cast<std::uint64_t>(363 + d)), o,
@@ -1108,11 +1115,7 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
     shared_dropout_cases(d, 300, 11, check);
     // with the rest of the general transform: bias, soft cap, lens, segments, sinks
     const Shape4 g = general_shape(d);
-    AttentionOptions o;
-    o.num_heads = g.Hq;
-    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
-    o.seg_q = segments(g.B, g.sq, 312);
-    o.seg_k = o.seg_q;
+    AttentionOptions o = lens_and_segments(g, 312);
     o.bias = bias_of(g.B * g.Hq, g.sq, g.sk, 32, 313);
     o.softcap = 5.0;
     o.sinks = tgt::rand64({g.Hq}, 314);
@@ -1182,11 +1185,7 @@ TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels match
     shared_dropout_cases(d, 400, 21, check);
     // the per-element options on the plain scores: lens, segments, element mask, sinks
     const Shape4 g = general_shape(d);
-    AttentionOptions o;
-    o.num_heads = g.Hq;
-    o.q_lens = from_vector(std::vector<std::int64_t>{230, 100}, {g.B});
-    o.seg_q = segments(g.B, g.sq, 412);
-    o.seg_k = o.seg_q;
+    AttentionOptions o = lens_and_segments(g, 412);
     o.mask = element_mask(1, g.sq, g.sk, 16, 413);
     o.sinks = tgt::rand64({g.Hq}, 414);
     o.dropout_p = 0.3;
