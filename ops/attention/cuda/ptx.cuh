@@ -19,26 +19,22 @@ __device__ __forceinline__ std::uint32_t smem_u32(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
-/// Four 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8 and gets
-/// elements (l / 4, 2 (l % 4) + {0, 1}) of each matrix in r[0..3].
-__device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], const void* p) {
+/// Four 8x8 b16 matrices; lane l gives the shared-memory address of row l % 8 of matrix l / 8
+/// and gets elements (l / 4, 2 (l % 4) + {0, 1}) of each matrix in r[0..3].
+__device__ __forceinline__ void ldsm_x4_at(std::uint32_t (&r)[4], std::uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
+               : "r"(addr));
 }
+
+/// ldsm_x4_at from a generic pointer to shared memory.
+__device__ __forceinline__ void ldsm_x4(std::uint32_t (&r)[4], const void* p) { ldsm_x4_at(r, smem_u32(p)); }
 
 /// The same, transposed: lane l gets elements (2 (l % 4) + {0, 1}, l / 4) of each matrix.
 __device__ __forceinline__ void ldsm_x4_trans(std::uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_u32(p)));
-}
-
-/// ldsm_x4 from a shared-memory address.
-__device__ __forceinline__ void ldsm_x4_at(std::uint32_t (&r)[4], std::uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
 }
 
 /// d += a (16x16, row-major fragments) * b (16x8, column fragments), f32 accumulation.

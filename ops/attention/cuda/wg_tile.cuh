@@ -92,9 +92,6 @@ __device__ __forceinline__ bool last_release(unsigned* count, int groups) {
   return true;
 }
 
-/// The A operand of a product whose k runs over the N = 8 KS columns of an m64nN accumulator
-/// s (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
-/// passed through f and packed in pairs.
 /// Reduces the N values of v (a multiple of 8) with op: each run of 8 by halving (N / 8 · 7
 /// operations in chains of 3), then the runs' results in order. v is overwritten.
 template <int N, typename Op>
@@ -112,6 +109,9 @@ __device__ __forceinline__ float halving_tree(float (&v)[N], Op op) {
   return v[0];
 }
 
+/// The A operand of a product whose k runs over the N = 8 KS columns of an m64nN accumulator
+/// s (fragments: ops/cuda_wgmma.cuh): k-slice kk is columns 16kk .. 16kk + 15, each value
+/// passed through f and packed in pairs.
 template <typename T, int S, int KS, typename F>
 __device__ __forceinline__ void acc_to_a(const float (&s)[S], std::uint32_t (&a)[KS][4], F f) {
   static_assert(S == 8 * KS, "an accumulator of 16 KS columns");
