@@ -408,19 +408,16 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
         }
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
-          if (p.d == 64) {
-            (pd     ? launch_fwd_wgmma<T, 64, false, bm, false, 64, true>
-             : g    ? launch_fwd_wgmma<T, 64, true, bm, false, 64>
-             : sums ? launch_fwd_wgmma<T, 64, false, bm, false, 64, false, true>
-                 : overlap ? launch_fwd_wgmma<T, 64, false, bm, true, 64>
-                           : launch_fwd_wgmma<T, 64, false, bm, false, 64>)(a, work->row_items, st);
-          } else {
-            (pd     ? launch_fwd_wgmma<T, 128, false, bm, false, 64, true>
-             : g    ? launch_fwd_wgmma<T, 128, true, bm, false, 64>
-             : sums ? launch_fwd_wgmma<T, 128, false, bm, false, 64, false, true>
-                 : overlap ? launch_fwd_wgmma<T, 128, false, bm, true, 64>
-                           : launch_fwd_wgmma<T, 128, false, bm, false, 64>)(a, work->row_items, st);
-          }
+          auto with_d = [&](auto D) {
+            constexpr int d = decltype(D)::value;
+            (pd     ? launch_fwd_wgmma<T, d, false, bm, false, 64, true>
+             : g    ? launch_fwd_wgmma<T, d, true, bm, false, 64>
+             : sums ? launch_fwd_wgmma<T, d, false, bm, false, 64, false, true>
+                 : overlap ? launch_fwd_wgmma<T, d, false, bm, true, 64>
+                           : launch_fwd_wgmma<T, d, false, bm, false, 64>)(a, work->row_items, st);
+          };
+          if (p.d == 64) with_d(std::integral_constant<int, 64>{});
+          else with_d(std::integral_constant<int, 128>{});
         };
         if (wg_bm == 64) launch(std::integral_constant<int, 64>{});
         else launch(std::integral_constant<int, 128>{});
