@@ -153,6 +153,7 @@ struct Variant {
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
+  at::BwdWarps warps = at::kDefaultBwdWarps;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -162,6 +163,7 @@ struct Variant {
     at::set_bwd_step(step);
     at::set_dropout_kernels(dropout);
     at::set_fwd_softmax(softmax);
+    at::set_bwd_warps(warps);
   }
 };
 
@@ -188,13 +190,15 @@ const std::vector<Variant>& variants() {
       {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
       {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0},
       // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
-      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
-       at::DropoutKernels::General},
+      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::General},
       // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
-      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
+      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Sums},
       {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Max},
+      // the kv pass with a producer warpgroup (dQ by columns on the pipelined step)
+      {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer},
   };
   return v;
 }
@@ -252,9 +256,12 @@ int main() {
                 "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
                 at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
                 at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
-    std::printf("Hopper kv pass: %s step (TG_ATTENTION_BWD_STEP); at D 128 dQ by %s (TG_ATTENTION_BWD_DQ)\n",
-                at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
-                at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
+    std::printf(
+        "Hopper kv pass: %s step (TG_ATTENTION_BWD_STEP); at D 128 dQ by %s (TG_ATTENTION_BWD_DQ), %s "
+        "warpgroups (TG_ATTENTION_BWD_WARPS)\n",
+        at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
+        at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys",
+        at::bwd_warps() == at::BwdWarps::Producer ? "with a producer" : "uniform");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
                 "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
   }
@@ -336,6 +343,7 @@ int main() {
     at::set_bwd_step(at::BwdStep::Auto);
     at::set_dropout_kernels(at::DropoutKernels::Auto);
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
+    at::set_bwd_warps(at::BwdWarps::Auto);
   }
   return 0;
 }

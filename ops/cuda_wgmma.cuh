@@ -69,6 +69,26 @@ __device__ __forceinline__ void wait() {
 #endif
 }
 
+/// Lowers (set_max_regs_dec) or raises (set_max_regs_inc) this warpgroup's registers a thread
+/// to N (a multiple of 8 in 24 .. 256), returning the difference to or taking it from the
+/// CTA's pool; every warp of the warpgroup executes it. ptxas honours it only in kernels with
+/// a known entry count (__launch_bounds__ with a minimum of CTAs an SM), and the raises of all
+/// warpgroups must fit what the lowerings freed: a raise waits until they do.
+template <int N>
+__device__ __forceinline__ void set_max_regs_dec() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg takes multiples of 8 in 24 .. 256");
+#if TG_WGMMA_ENABLED
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void set_max_regs_inc() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg takes multiples of 8 in 24 .. 256");
+#if TG_WGMMA_ENABLED
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
 /// Tells the compiler that the registers may change under it (an in-flight wgmma writes
 /// the accumulators or reads the A operand): no access is moved across this point.
 template <int R>

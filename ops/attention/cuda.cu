@@ -40,8 +40,10 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false, bool kSums = false>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
-// of BN; dQ by columns or the pipelined step (kernel_choice.h) where asked; kDrop as above.
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false>
+// of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
+// asked; kDrop as above.
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
+          bool kProducer = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -574,9 +576,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
-          // dQ by columns (D 128, 128-key tiles) before the pipelined step: they do not combine
-          const bool cols = !narrow && d == 128 && !general && bwd_dq() == BwdDq::Columns;
-          if (plain_drop) {  // the pipelined step with dropout
+          // the producer warpgroup (D 128, 128-key tiles, plain scores without dropout; dQ by
+          // columns on the pipelined step) before dQ by columns on the serial step
+          const bool d128_plain = !narrow && d == 128 && !general && !plain_drop;
+          const bool cols = d128_plain && bwd_dq() == BwdDq::Columns;
+          if (d128_plain && bwd_warps() == BwdWarps::Producer) {
+            note_launch(Path::WgmmaBwdProducer);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true, false, true>(a, ldp, pad, kv_work->col_items, st);
+          } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, true>)(a, ldp, pad, kv_work->col_items,

@@ -1,7 +1,8 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
-// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns.
+// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns (on the
+// serial step, and on the pipelined one with the producer warpgroup).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -11,10 +12,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -30,25 +31,27 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP)                                                      \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP>(const BwdArgs<T>&, const float2*, int, \
-                                                                   std::int64_t, cudaStream_t);
-#define TG_WG_BWD(T, D)                                           \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false)       \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false) \
-  TG_WG_BWD_ONE(T, D, true, kBwdKvBN, false, false, false)        \
-  TG_WG_BWD_ONE(T, D, true, kBwdKvBNNarrow, false, false, false)  \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, false)        \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, false)  \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, true)         \
-  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, true)
+#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD)                                                      \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD>(const BwdArgs<T>&, const float2*, int, \
+                                                                         std::int64_t, cudaStream_t);
+#define TG_WG_BWD(T, D)                                                  \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false, false)       \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false, false) \
+  TG_WG_BWD_ONE(T, D, true, kBwdKvBN, false, false, false, false)        \
+  TG_WG_BWD_ONE(T, D, true, kBwdKvBNNarrow, false, false, false, false)  \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, false, false)        \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, false, false)  \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, true, true, false)         \
+  TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, true, true, false)
 TG_WG_BWD(bfloat16, 64)
 TG_WG_BWD(half, 64)
 TG_WG_BWD(bfloat16, 128)
 TG_WG_BWD(half, 128)
-// dQ by columns: D 128, 128-key tiles, plain scores
-TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, false, false)
-TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, false, false)
+// dQ by columns: D 128, 128-key tiles, plain scores; on the pipelined step with the producer warpgroup
+TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, false, false, false)
+TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, false, false, false)
+TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, true, false, true)
+TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, true, false, true)
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
 

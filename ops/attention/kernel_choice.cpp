@@ -51,6 +51,8 @@ constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
+constinit Choice<BwdWarps> g_warps{"TG_ATTENTION_BWD_WARPS", "uniform",          "producer",
+                                   BwdWarps::Uniform,        BwdWarps::Producer, kDefaultBwdWarps};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
@@ -83,6 +85,9 @@ BwdKernel bwd_kernel() { return g_bwd.get(); }
 
 void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
+
+void set_bwd_warps(BwdWarps w) { g_warps.set(w); }
+BwdWarps bwd_warps() { return g_warps.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }

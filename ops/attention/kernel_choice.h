@@ -139,6 +139,27 @@ void set_bwd_dq(BwdDq s);
 /// TG_ATTENTION_BWD_DQ when it holds anything but `keys` or `columns`.
 BwdDq bwd_dq();
 
+/// Who issues the Hopper kv pass's copies at D 128 on 128-key tiles (plain scores without
+/// dropout). Uniform: the two computing warpgroups themselves (255 registers a thread), with
+/// dQ split as BwdDq says. Producer: warp specialisation as in FlashAttention 3: a third
+/// warpgroup at 24 registers refills the query stages and adds the dQ tiles to the workspace
+/// while the computing ones run at 240, dQ split by columns on the pipelined step. Auto: the
+/// environment variable TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else
+/// kDefaultBwdWarps.
+enum class BwdWarps { Auto, Uniform, Producer };
+
+/// What Auto means without TG_ATTENTION_BWD_WARPS. Producer is not measured yet (built without a
+/// GPU; bench/RESULTS.md, twenty-second session).
+constexpr BwdWarps kDefaultBwdWarps = BwdWarps::Uniform;
+
+/// Forces the split of work of later Hopper kv passes at D 128 (process-wide; Auto restores the
+/// default).
+void set_bwd_warps(BwdWarps w);
+
+/// The choice in effect, Auto resolved: Uniform or Producer. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_WARPS when it holds anything but `uniform` or `producer`.
+BwdWarps bwd_warps();
+
 /// Order of the Hopper kv pass's products within a step (plain scores, dQ by keys). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
 /// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
@@ -208,6 +229,7 @@ enum class Path {
   NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
   WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
+  WgmmaBwdProducer,   ///< Hopper kv passes with the producer warpgroup (BwdWarps)
   DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
   DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
   DropoutRead,        ///< Hopper kv passes that read the forward's decisions

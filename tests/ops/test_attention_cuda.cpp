@@ -978,6 +978,38 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   CHECK(at::launches(at::Path::WgmmaBwdDqColumns) == mid);
 }
 
+TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
+  const std::int64_t prod0 = at::launches(at::Path::WgmmaBwdProducer), narrow0 = at::launches(at::Path::NarrowKv);
+  // D 128 on 128-key tiles: every case (masked diagonals, random blocks, a query block that
+  // sees nothing, rows past sq, GQA); 64-key tiles keep their kernel
+  const std::int64_t runs = run_hopper_cases(128);
+  const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
+  CHECK(narrow > 0);
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - prod0 == runs - narrow);
+  // long and short query lists: the stages and both dQ tiles handed back and forth many times
+  // (the mbarriers' phases wrap), partial tiles
+  const std::int64_t lists = check_list_lengths(128, {40, 1000}, 295, {DType::bf16, DType::f16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - prod0 == runs - narrow + lists);
+  // D 64, the general transform and dropout keep their kernels
+  const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
+  run_hopper_cases(64);
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps its kernel", make_inputs(general_shape(128), 296), AttentionPattern::dense(256, 256, 64),
+             cap, {DType::bf16});
+  AttentionOptions drop;
+  drop.dropout_p = 0.1;
+  drop.seed = 7;
+  check_cuda("dropout keeps its kernel", make_inputs(general_shape(128), 297), AttentionPattern::dense(256, 256, 64),
+             drop, {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) == mid);
+}
+
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");

@@ -34,6 +34,14 @@
 // waited before the stage is released. (Left in flight into the next step, dK made ptxas
 // serialise every wgmma of the loop: it does not follow pending groups across the back edge.)
 //
+// kProducer (D 128, 128-key tiles, plain scores, dQ by columns; kernel_choice.h's BwdWarps):
+// warp specialisation. A third warpgroup keeps 24 registers a thread and gives the rest to
+// the two computing ones (240): its first warp refills the stages, its second adds each
+// step's dQ tiles to the workspace, so the computing warpgroups issue no copies and wait
+// for no bulk reads. Hand-offs by mbarriers: `empty` (a stage's 256 consumer threads are
+// done with it), `dq_full` (a warpgroup's dQ tile is in shared memory) and `dq_empty` (its
+// reductions have read it). The warpgroups still meet once a step, for the dSᵀ exchange.
+//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -68,9 +76,16 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false>
 struct WgBwdConfig {
-  static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64, kThreads = 128 * NG;
+  static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64;
+  /// kProducer: a third warpgroup after the NG computing ones issues the loads and the dQ
+  /// reductions (kernel_choice.h's BwdWarps); registers a thread of each kind by setmaxnreg
+  /// (24 + 2 x 240 = 3 x 168, the entry count of 384 threads)
+  static constexpr bool kProducer = kProducer_;
+  static_assert(!kProducer || (kDqCols_ && D == 128 && BN == 128), "the producer warpgroup: D 128, dQ by columns");
+  static constexpr int kConsumers = 128 * NG, kThreads = kConsumers + (kProducer ? 128 : 0);
+  static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
                 "the host's kv tile lists are built for these tiles");
   static_assert(D == 64 || D == 128, "head dims of 64 or 128");
@@ -104,17 +119,28 @@ struct WgBwdConfig {
   static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
+/// The producer warpgroup's mbarriers (kProducer): `empty` per stage, then `dq_full` and
+/// `dq_empty` per computing warpgroup; a function's static, so other kernels lack them.
+template <int NS, int NG>
+__device__ __forceinline__ std::uint64_t* producer_barriers() {
+  __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG];
+  return bars;
+}
+
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
-template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false>
-__global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCols>::kMinBlocks)
+template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
+          bool kProducer = false>
+__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>::kThreads,
+                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols>;
-  static_assert(!kPipe || (!kGeneral && !kDqCols), "the pipelined step: plain scores, dQ by keys");
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>;
+  static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
-  constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::kThreads, NS = Cfg::STAGES;
+  // NC: the computing threads (all but the producer warpgroup's)
+  constexpr int D = Cfg::D, DV = Cfg::DV, BM = Cfg::BM, BN = Cfg::BN, NC = Cfg::kConsumers, NS = Cfg::STAGES;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS];  // a stage's Q, dO and (lse, D) have landed
   __shared__ unsigned released[NS];                // warpgroups done with a stage this round
@@ -162,20 +188,75 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
+  // kProducer: stage s is free again (completion r - 1 before its fill r), warpgroup g's dQ tile
+  // is in place / has been read
+  [[maybe_unused]] auto empty = [](int s) { return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[s]); };
+  [[maybe_unused]] auto dq_full = [](int g) { return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + g]); };
+  [[maybe_unused]] auto dq_empty = [](int g) {
+    return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + Cfg::NG + g]);
+  };
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       tma::init(bar(s), 1);
       released[s] = 0;
     }
+    if constexpr (kProducer) {
+      for (int s = 0; s < NS; ++s) tma::init(empty(s), NC);  // every computing thread releases
+      for (int g = 0; g < Cfg::NG; ++g) {
+        tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
+        tma::init(dq_empty(g), 1);   // the reduction thread
+      }
+    }
     tma::fence_init();
     for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
-  load_sw128<BN, D, NT>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
-  load_sw128<BN, DV, NT>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
-  cp_async_commit();
-  cp_async_wait<0>();
-  wg::fence_proxy_async();
+  if (!kProducer || tid < NC) {
+    load_sw128<BN, D, NC>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
+    load_sw128<BN, DV, NC>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
+    cp_async_commit();
+    cp_async_wait<0>();
+    wg::fence_proxy_async();
+  }
   __syncthreads();  // K, V and the barriers are ready
+
+  if constexpr (kProducer) {
+    if (tid >= NC) {
+      wg::set_max_regs_dec<Cfg::kProducerRegs>();
+      if (warp == 0 && lane == 0) {
+        // the stages' refills: fill r of stage s once the computing threads released fill r - 1
+        for (int e = e0 + NS; e < e1; ++e) {
+          const int step = e - e0;
+          tma::wait(empty(step % NS), static_cast<std::uint32_t>(((step / NS) & 1) ^ 1));
+          issue(e, step % NS);
+        }
+      } else if (warp == 1 && lane == 0) {
+        // each step's dQ tiles (every step has them: dQ by columns skips none) into the
+        // workspace; a tile is handed back once its reduction has read it
+        for (int e = e0; e < e1; ++e) {
+          const int step = e - e0;
+          const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+#pragma unroll
+          for (int g = 0; g < Cfg::NG; ++g) {
+            tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
+#pragma unroll
+            for (int j = 0; j < Cfg::DQN / 32; ++j) {
+              tma::reduce_add_3d(&w.map_dq, sDQ + static_cast<std::uint32_t>(g * Cfg::kDqBytes + j * Cfg::kDqBox),
+                                 Cfg::kDqCol0 * g + 32 * j, qt.y, qt.x);
+            }
+            tma::bulk_commit();
+          }
+          static_assert(Cfg::NG == 2, "two computing warpgroups");
+          tma::bulk_wait_read<1>();
+          tma::arrive(dq_empty(0));
+          tma::bulk_wait_read<0>();
+          tma::arrive(dq_empty(1));
+        }
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+      }
+      return;
+    }
+    wg::set_max_regs_inc<Cfg::kConsumerRegs>();
+  }
 
   float acc_dk[D / 2], acc_dv[DV / 2];
 #pragma unroll
@@ -192,7 +273,10 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
     // the previous step's dQ reductions have read their source before this step rewrites
     // it (after a warpgroup barrier); long done by now, and no MMA is in flight here
-    if ((tid & 127) == 0) tma::bulk_wait_read<0>();
+    // (kProducer: the reduction thread says so through dq_empty)
+    if constexpr (!kProducer) {
+      if ((tid & 127) == 0) tma::bulk_wait_read<0>();
+    }
 
     const int flags = entry & ((1 << kFlagBits) - 1);
     const int2 qt = a.cols.query_tile(entry, kv, p.group, BM, inv_m);
@@ -203,7 +287,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
 
     // This warpgroup is done with the stage (its MMAs completed, its (lse, D) reads done):
     // the last of the warpgroups to say so refills it with the tile NS steps on. `then`
-    // runs on the warpgroup's first thread once every thread has arrived.
+    // runs on the warpgroup's first thread once every thread has arrived. (Not called with the
+    // producer warpgroup, whose stages are released through `empty`.)
     auto release = [&](auto then) {
       sync_wg<Cfg::NG>(group_bar);
       if ((tid & 127) == 0) {
@@ -223,7 +308,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       if constexpr (!kDqCols) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
-      release([] {});
+      if constexpr (!kDqCols) release([] {});  // (dQ by columns skips no step: `any` stays true)
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
@@ -351,7 +436,7 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     }
     wg::fence_proxy_async();
     if constexpr (kDqCols) {
-      sync_named(1 + Cfg::NG, NT);  // every warpgroup's dSᵀ of this step is in place
+      sync_named(1 + Cfg::NG, NC);  // every warpgroup's dSᵀ of this step is in place
     } else {
       sync_wg<Cfg::NG>(group_bar);
     }
@@ -372,7 +457,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
       for (int kk = 0; kk < BN / 16; ++kk) {
         const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
         wg::mma_ss<T, DQN, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
-                                 wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u));
+                                 wg::make_desc(sKc + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u),
+                                 kPipe && kk == 0 ? 0 : 1);
       }
     } else {
       // dQ (64 queries x D) += dS K over this warpgroup's 64 keys: A = dSᵀ read M-major, K
@@ -409,6 +495,8 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
     // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
     // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
     // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
+    // (kProducer: once the reduction thread has read the last step's tile)
+    if constexpr (kProducer) tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((step & 1) ^ 1));
     unsigned char* dqs = gen + (sDQg - base);
     const bool hi = (t & 2) != 0;
 #pragma unroll
@@ -424,25 +512,37 @@ __global__ void __launch_bounds__(2 * BN_, WgBwdConfig<D_, BN_, kGeneral, kDqCol
             make_float2(x0, x1);
       }
     }
+    if constexpr (kProducer) {
+      // the tile goes to the reduction thread at once, while dK runs; each thread's stores
+      // are made visible to the async proxy before its arrival
+      wg::fence_proxy_async();
+      tma::arrive(dq_full(group_u));
+    }
     if constexpr (kPipe) {
       wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
       wg::fence_regs(acc_dk);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
     }
-    // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
-    wg::fence_proxy_async();
-    release([&] {
+    if constexpr (kProducer) {
+      tma::arrive(empty(stage));  // this thread's MMAs and (lse, D) reads of the stage are done
+    } else {
+      // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
+      wg::fence_proxy_async();
+      release([&] {
 #pragma unroll
-      for (int j = 0; j < DQN / 32; ++j) {
-        tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * group_u + 32 * j,
-                           i0, bh);
-      }
-      tma::bulk_commit();
-    });
+        for (int j = 0; j < DQN / 32; ++j) {
+          tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox,
+                             Cfg::kDqCol0 * group_u + 32 * j, i0, bh);
+        }
+        tma::bulk_commit();
+      });
+    }
     }
   }
-  if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+  if constexpr (!kProducer) {
+    if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+  }
 
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
