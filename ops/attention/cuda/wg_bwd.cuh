@@ -94,8 +94,11 @@ struct WgBwdConfig {
   /// latency; the general transform would spill 376 bytes there and takes two.
   static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
   /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
-  /// where three CTAs share an SM.
-  static constexpr int STAGES = D == 64 && kMinBlocks == 1 ? 3 : 2;
+  /// where three CTAs share an SM. With the producer warpgroup three (226.5 KiB: dQ by columns
+  /// stages half the dQ), so that its refills run further ahead. (Without it, three stages of
+  /// dQ by columns measured 0.94-1.02x the default's backward, two 0.88-0.97x, in different
+  /// sessions: bench/RESULTS.md, sixteenth and nineteenth.)
+  static constexpr int STAGES = (D == 64 && kMinBlocks == 1) || kProducer ? 3 : 2;
   static constexpr int kKBytes = BN * D * 2;   // 16 KiB at BN 128, D 64
   static constexpr int kVBytes = BN * DV * 2;
   static constexpr int kQBytes = BM * D * 2;   // 8 KiB a stage at D 64
