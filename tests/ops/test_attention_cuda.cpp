@@ -952,30 +952,41 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   }
 }
 
+namespace {
+
+// For a D 128 kv-pass variant the caller forces: the Hopper cases at D 128 (key tiles that one
+// warpgroup does not see: causal and window diagonals, random 32 x 128 blocks; a query block
+// that sees nothing, rows past sq, GQA) and long and short lists (every stage and staging
+// buffer reused many times, partial tiles; inputs from `seed`, in list_dts), each counted by
+// `path` unless on 64-key tiles, which keep their kernel; then D 64 and a soft cap (seed + 1),
+// which keep theirs too.
+void check_d128_kv_variant(ops::attn::Path path, std::uint64_t seed, const std::vector<DType>& list_dts) {
+  namespace at = ops::attn;
+  const std::int64_t path0 = at::launches(path), narrow0 = at::launches(at::Path::NarrowKv);
+  const std::int64_t runs = run_hopper_cases(128);
+  const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
+  CHECK(narrow > 0);
+  CHECK(at::launches(path) - path0 == runs - narrow);
+  const std::int64_t lists = check_list_lengths(128, {40, 1000}, seed, list_dts);
+  CHECK(at::launches(path) - path0 == runs - narrow + lists);
+  const std::int64_t mid = at::launches(path);
+  run_hopper_cases(64);
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("softcap keeps its kernel", make_inputs(general_shape(128), seed + 1),
+             AttentionPattern::dense(256, 256, 64), cap, {DType::bf16});
+  CHECK(at::launches(path) == mid);
+}
+
+}  // namespace
+
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns matches the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdDq> split(at::set_bwd_dq, at::BwdDq::Columns);
-  const std::int64_t cols0 = at::launches(at::Path::WgmmaBwdDqColumns), narrow0 = at::launches(at::Path::NarrowKv);
-  // D 128: the 128-key tiles split dQ by columns (key tiles that one warpgroup does not see
-  // included: causal and window diagonals, random 32 x 128 blocks), 64-key tiles keep keys
-  const std::int64_t runs = run_hopper_cases(128);
-  const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
-  CHECK(narrow > 0);
-  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) - cols0 == runs - narrow);
-  // long and short key and query lists (both dSᵀ buffers reused many times, partial tiles)
-  const std::int64_t lists = check_list_lengths(128, {40, 1000}, 95, {DType::bf16});
-  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) - cols0 == runs - narrow + lists);
-  // D 64 and the general transform keep dQ by keys
-  const std::int64_t mid = at::launches(at::Path::WgmmaBwdDqColumns);
-  run_hopper_cases(64);
-  AttentionOptions cap;
-  cap.softcap = 3.0;
-  check_cuda("softcap keeps dQ by keys", make_inputs(general_shape(128), 96), AttentionPattern::dense(256, 256, 64),
-             cap, {DType::bf16});
-  CHECK(at::launches(at::Path::WgmmaBwdDqColumns) == mid);
+  check_d128_kv_variant(at::Path::WgmmaBwdDqColumns, 95, {DType::bf16});
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup matches the CPU",
@@ -984,24 +995,9 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
-  const std::int64_t prod0 = at::launches(at::Path::WgmmaBwdProducer), narrow0 = at::launches(at::Path::NarrowKv);
-  // D 128 on 128-key tiles: every case (masked diagonals, random blocks, a query block that
-  // sees nothing, rows past sq, GQA); 64-key tiles keep their kernel
-  const std::int64_t runs = run_hopper_cases(128);
-  const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
-  CHECK(narrow > 0);
-  CHECK(at::launches(at::Path::WgmmaBwdProducer) - prod0 == runs - narrow);
-  // long and short query lists: the stages and both dQ tiles handed back and forth many times
-  // (the mbarriers' phases wrap), partial tiles
-  const std::int64_t lists = check_list_lengths(128, {40, 1000}, 295, {DType::bf16, DType::f16});
-  CHECK(at::launches(at::Path::WgmmaBwdProducer) - prod0 == runs - narrow + lists);
-  // D 64, the general transform and dropout keep their kernels
+  // both types on the long lists: every mbarrier's phase wraps many times
+  check_d128_kv_variant(at::Path::WgmmaBwdProducer, 295, {DType::bf16, DType::f16});
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
-  run_hopper_cases(64);
-  AttentionOptions cap;
-  cap.softcap = 3.0;
-  check_cuda("softcap keeps its kernel", make_inputs(general_shape(128), 296), AttentionPattern::dense(256, 256, 64),
-             cap, {DType::bf16});
   AttentionOptions drop;
   drop.dropout_p = 0.1;
   drop.seed = 7;
