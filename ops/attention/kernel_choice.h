@@ -140,10 +140,11 @@ void set_bwd_dq(BwdDq s);
 BwdDq bwd_dq();
 
 /// Who issues the Hopper kv pass's copies at D 128 on 128-key tiles (plain scores without
-/// dropout). Uniform: the two computing warpgroups themselves (255 registers a thread), with
-/// dQ split as BwdDq says. Producer: warp specialisation as in FlashAttention 3: a third
-/// warpgroup at 24 registers refills the query stages and adds the dQ tiles to the workspace
-/// while the computing ones run at 240, dQ split by columns on the pipelined step. Auto: the
+/// dropout). Uniform: the two computing warpgroups themselves (up to 255 registers a thread),
+/// dQ split as BwdDq says, steps ordered as BwdStep says. Producer: warp specialisation as in
+/// FlashAttention 3: a third warpgroup at 24 registers refills three query stages and adds the
+/// dQ tiles to the workspace while the computing ones run at 240, dQ split by columns on the
+/// pipelined step (BwdDq and BwdStep do not apply: dQ by keys needs 255 registers). Auto: the
 /// environment variable TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else
 /// kDefaultBwdWarps.
 enum class BwdWarps { Auto, Uniform, Producer };
