@@ -184,6 +184,7 @@ const std::vector<Variant>& variants() {
       {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, step, 0},
       {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
       {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
+      // (on the pipelined step, the producer warpgroup's order without the producer)
       {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, step, 128},
       // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
       // then takes 64-key tiles, one CTA an SM)

@@ -577,7 +577,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
           // the producer warpgroup (D 128, 128-key tiles, plain scores without dropout; dQ by
-          // columns on the pipelined step) before dQ by columns on the serial step
+          // columns on the pipelined step) before dQ by columns without it
           const bool d128_plain = !narrow && d == 128 && !general && !plain_drop;
           const bool cols = d128_plain && bwd_dq() == BwdDq::Columns;
           if (d128_plain && bwd_warps() == BwdWarps::Producer) {
@@ -588,9 +588,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, true>)(a, ldp, pad, kv_work->col_items,
                                                                                      st);
-          } else if (cols) {
+          } else if (cols) {  // on either step (counted as dQ by columns only)
             note_launch(Path::WgmmaBwdDqColumns);
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>(a, ldp, pad, kv_work->col_items, st);
+            (bwd_step() == BwdStep::Pipelined
+                 ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true>
+                 : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>

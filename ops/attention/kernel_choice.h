@@ -123,9 +123,9 @@ BwdKernel bwd_kernel();
 /// dQ = dS K between its two warpgroups. Keys: each computes all D columns over its own 64
 /// keys (two f32 partials a step reduced into the workspace). Columns: each computes half
 /// the columns over all 128 keys from both warpgroups' dSᵀ (double-buffered, one CTA
-/// barrier a step): half the reduction traffic and 32 fewer accumulator registers. Auto:
-/// the environment variable TG_ATTENTION_BWD_DQ (`keys` or `columns`) when set, else
-/// kDefaultBwdDq.
+/// barrier a step; on either BwdStep): half the reduction traffic and 32 fewer accumulator
+/// registers. Auto: the environment variable TG_ATTENTION_BWD_DQ (`keys` or `columns`) when
+/// set, else kDefaultBwdDq.
 enum class BwdDq { Auto, Keys, Columns };
 
 /// What Auto means without TG_ATTENTION_BWD_DQ. Columns measured within the run-to-run spread
@@ -161,7 +161,7 @@ void set_bwd_warps(BwdWarps w);
 /// TG_ATTENTION_BWD_WARPS when it holds anything but `uniform` or `producer`.
 BwdWarps bwd_warps();
 
-/// Order of the Hopper kv pass's products within a step (plain scores, dQ by keys). Serial:
+/// Order of the Hopper kv pass's products within a step (plain scores; dQ by keys or columns). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
 /// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
 /// through dQ's stores (waited before the step's stage is released). Auto: the environment variable
@@ -170,8 +170,8 @@ enum class BwdStep { Auto, Serial, Pipelined };
 
 /// What Auto means without TG_ATTENTION_BWD_STEP. Pipelined, measured against Serial in the same
 /// process (H100, 15 rounds, medians): backward 1.02-1.03x (D 64) and 1.04x (D 128) on causal and
-/// window, 1.03x on variable blocks, 1.00-1.02x on dense and random. The general transform
-/// (bias, soft cap, dropout, masks) and dQ by columns keep the serial step.
+/// window, 1.03x on variable blocks, 1.00-1.02x on dense and random (dQ by keys). The general
+/// transform (bias, soft cap, dropout, masks) keeps the serial step.
 constexpr BwdStep kDefaultBwdStep = BwdStep::Pipelined;
 
 /// Forces the step order of later Hopper kv passes (process-wide; Auto restores the default).

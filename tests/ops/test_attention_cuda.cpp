@@ -986,7 +986,12 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdDq> split(at::set_bwd_dq, at::BwdDq::Columns);
-  check_d128_kv_variant(at::Path::WgmmaBwdDqColumns, 95, {DType::bf16});
+  for (const at::BwdStep step : {at::BwdStep::Serial, at::BwdStep::Pipelined}) {
+    const bool serial = step == at::BwdStep::Serial;
+    INFO((serial ? "serial step" : "pipelined step"));
+    const ForceKnob<at::BwdStep> order(at::set_bwd_step, step);
+    check_d128_kv_variant(at::Path::WgmmaBwdDqColumns, serial ? 95 : 395, {DType::bf16});
+  }
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup matches the CPU",
@@ -1027,7 +1032,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
                              check_list_lengths(128, {100, 1000}, 196, {DType::bf16});
   CHECK(lists == 6);
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdPipelined);
-  // the general transform and dQ by columns keep their kernels
+  // the general transform and dQ by columns (counted as such on either step) keep their kernels
   AttentionOptions cap;
   cap.softcap = 3.0;
   check_cuda("softcap keeps the serial step", make_inputs(general_shape(128), 197),
