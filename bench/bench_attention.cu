@@ -153,7 +153,7 @@ struct Variant {
   std::int64_t only_d;
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
-  at::BwdWarps warps = at::kDefaultBwdWarps;
+  at::BwdWarps warps = at::BwdWarps::Auto;        // Auto: by head dim
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -185,11 +185,13 @@ const std::vector<Variant>& variants() {
       {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
       {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
       // (on the pipelined step, the producer warpgroup's order without the producer)
-      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, step, 128},
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, step, 128,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
       // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
       // then takes 64-key tiles, one CTA an SM)
       {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
-      {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0},
+      {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
       // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
       {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::General},
       // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
@@ -197,8 +199,11 @@ const std::vector<Variant>& variants() {
        at::FwdSoftmax::Sums},
       {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Max},
-      // the kv pass with a producer warpgroup (dQ by columns on the pipelined step)
-      {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
+      // the kv pass's warp roles: without the producer warpgroup at D 128 (the default there
+      // before; dQ by keys), with it at D 64 (128-key tiles wherever 64-key ones save no work)
+      {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
+      {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer},
   };
   return v;
@@ -258,11 +263,12 @@ int main() {
                 at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
                 at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
     std::printf(
-        "Hopper kv pass: %s step (TG_ATTENTION_BWD_STEP); at D 128 dQ by %s (TG_ATTENTION_BWD_DQ), %s "
-        "warpgroups (TG_ATTENTION_BWD_WARPS)\n",
+        "Hopper kv pass: warpgroups at D 64 %s, at D 128 %s (TG_ATTENTION_BWD_WARPS); without a producer "
+        "the %s step (TG_ATTENTION_BWD_STEP), at D 128 dQ by %s (TG_ATTENTION_BWD_DQ)\n",
+        at::bwd_warps(64) == at::BwdWarps::Producer ? "with a producer" : "uniform",
+        at::bwd_warps(128) == at::BwdWarps::Producer ? "with a producer" : "uniform",
         at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
-        at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys",
-        at::bwd_warps() == at::BwdWarps::Producer ? "with a producer" : "uniform");
+        at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
                 "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
   }

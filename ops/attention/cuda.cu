@@ -534,7 +534,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
-      const bool always = wgmma_kv && p.d == 64 && (!general || plain_drop);
+      // (With the producer warpgroup, 64-key tiles only where they save work.)
+      const bool always =
+          wgmma_kv && p.d == 64 && (!general || plain_drop) && (plain_drop || bwd_warps(64) == BwdWarps::Uniform);
       if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
         kv_work = std::move(half);
         narrow = true;
@@ -576,13 +578,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         const int pad = static_cast<int>(sq_pad);
         auto launch = [&](auto D) {
           constexpr int d = decltype(D)::value;
-          // the producer warpgroup (D 128, 128-key tiles, plain scores without dropout; dQ by
-          // columns on the pipelined step) before dQ by columns without it
-          const bool d128_plain = !narrow && d == 128 && !general && !plain_drop;
-          const bool cols = d128_plain && bwd_dq() == BwdDq::Columns;
-          if (d128_plain && bwd_warps() == BwdWarps::Producer) {
+          // the producer warpgroup (128-key tiles, plain scores without dropout; the pipelined
+          // step, dQ by columns at D 128) before dQ by columns without it
+          const bool full_plain = !narrow && !general && !plain_drop;
+          const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
+          if (full_plain && bwd_warps(d) == BwdWarps::Producer) {
             note_launch(Path::WgmmaBwdProducer);
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true, false, true>(a, ldp, pad, kv_work->col_items, st);
+            launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
+                                                                                    st);
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>

@@ -1,8 +1,8 @@
 // Instantiations of the Hopper (sm_90a) kv pass of the attention backward
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
-// tiles, with and without dropout) and, at D 128 on 128-key tiles, dQ split by columns (on both
-// steps, and on the pipelined one with the producer warpgroup).
+// tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
+// steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -47,14 +47,16 @@ TG_WG_BWD(bfloat16, 64)
 TG_WG_BWD(half, 64)
 TG_WG_BWD(bfloat16, 128)
 TG_WG_BWD(half, 128)
-// dQ by columns: D 128, 128-key tiles, plain scores, on both steps; on the pipelined one with the
-// producer warpgroup too
+// dQ by columns: D 128, 128-key tiles, plain scores, on both steps
 TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, false, false, false)
 TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, false, false, false)
 TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, true, false, false)
 TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, true, false, false)
+// the producer warpgroup: 128-key tiles, plain scores, the pipelined step
 TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, true, false, true)
 TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, true, false, true)
+TG_WG_BWD_ONE(bfloat16, 64, false, kBwdKvBN, false, true, false, true)
+TG_WG_BWD_ONE(half, 64, false, kBwdKvBN, false, true, false, true)
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
 

@@ -52,7 +52,7 @@ constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows:
                                  kDefaultFwdRows};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdWarps> g_warps{"TG_ATTENTION_BWD_WARPS", "uniform",          "producer",
-                                   BwdWarps::Uniform,        BwdWarps::Producer, kDefaultBwdWarps};
+                                   BwdWarps::Uniform,        BwdWarps::Producer, BwdWarps::Auto};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
@@ -87,7 +87,10 @@ void set_bwd_dq(BwdDq s) { g_dq.set(s); }
 BwdDq bwd_dq() { return g_dq.get(); }
 
 void set_bwd_warps(BwdWarps w) { g_warps.set(w); }
-BwdWarps bwd_warps() { return g_warps.get(); }
+BwdWarps bwd_warps(std::int64_t d) {
+  const BwdWarps w = g_warps.get();
+  return w == BwdWarps::Auto ? default_bwd_warps(d) : w;
+}
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }

@@ -139,27 +139,32 @@ void set_bwd_dq(BwdDq s);
 /// TG_ATTENTION_BWD_DQ when it holds anything but `keys` or `columns`.
 BwdDq bwd_dq();
 
-/// Who issues the Hopper kv pass's copies at D 128 on 128-key tiles (plain scores without
-/// dropout). Uniform: the two computing warpgroups themselves (up to 255 registers a thread),
-/// dQ split as BwdDq says, steps ordered as BwdStep says. Producer: warp specialisation as in
+/// Who issues the Hopper kv pass's copies on 128-key tiles with plain scores (no dropout).
+/// Uniform: the two computing warpgroups themselves (up to 255 registers a thread), dQ split
+/// as BwdDq says, steps ordered as BwdStep says. Producer: warp specialisation as in
 /// FlashAttention 3: a third warpgroup at 24 registers refills three query stages and adds the
-/// dQ tiles to the workspace while the computing ones run at 240, dQ split by columns on the
-/// pipelined step (BwdDq and BwdStep do not apply: dQ by keys needs 255 registers). Auto: the
-/// environment variable TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else
-/// kDefaultBwdWarps.
+/// dQ tiles to the workspace while the computing ones run at 240, on the pipelined step; dQ by
+/// columns at D 128 (dQ by keys needs 255 registers there), by keys at D 64, where the
+/// producer also makes 128-key tiles the choice wherever 64-key tiles save no work (BwdDq and
+/// BwdStep do not apply; TileHeight does). Auto: the environment variable
+/// TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else default_bwd_warps(D).
 enum class BwdWarps { Auto, Uniform, Producer };
 
-/// What Auto means without TG_ATTENTION_BWD_WARPS. Producer is not measured yet (built without a
-/// GPU; bench/RESULTS.md, twenty-second session).
-constexpr BwdWarps kDefaultBwdWarps = BwdWarps::Uniform;
+/// What Auto means without TG_ATTENTION_BWD_WARPS at head dim d. D 128: Producer, measured
+/// against Uniform (dQ by keys, pipelined) in the same process (H100, 7 rounds, medians):
+/// backward 1.13x dense, 1.10x causal, 1.08x window, 1.10x variable blocks; other patterns
+/// keep their kernels (bench/RESULTS.md, twenty-third session). D 64: Uniform (64-key tiles,
+/// three CTAs an SM).
+constexpr BwdWarps default_bwd_warps(std::int64_t d) { return d == 128 ? BwdWarps::Producer : BwdWarps::Uniform; }
 
-/// Forces the split of work of later Hopper kv passes at D 128 (process-wide; Auto restores the
+/// Forces the split of work of later Hopper kv passes (process-wide; Auto restores the
 /// default).
 void set_bwd_warps(BwdWarps w);
 
-/// The choice in effect, Auto resolved: Uniform or Producer. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_WARPS when it holds anything but `uniform` or `producer`.
-BwdWarps bwd_warps();
+/// The choice in effect at head dim d, Auto resolved: Uniform or Producer. Throws
+/// tg::ValueError naming TG_ATTENTION_BWD_WARPS when it holds anything but `uniform` or
+/// `producer`.
+BwdWarps bwd_warps(std::int64_t d);
 
 /// Order of the Hopper kv pass's products within a step (plain scores; dQ by keys or columns). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.

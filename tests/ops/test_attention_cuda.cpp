@@ -6,6 +6,7 @@
 // deterministic mode (bit-identical twice), misaligned inputs and the head-dim restriction.
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <utility>
@@ -954,28 +955,32 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
 
 namespace {
 
-// For a D 128 kv-pass variant the caller forces: the Hopper cases at D 128 (key tiles that one
-// warpgroup does not see: causal and window diagonals, random 32 x 128 blocks; a query block
-// that sees nothing, rows past sq, GQA) and long and short lists (every stage and staging
+// For a kv-pass variant the caller forces at head dim d: the Hopper cases at d (key tiles that
+// one warpgroup does not see: causal and window diagonals, random 32 x 128 blocks; a query
+// block that sees nothing, rows past sq, GQA) and long and short lists (every stage and staging
 // buffer reused many times, partial tiles; inputs from `seed`, in list_dts), each counted by
-// `path` unless on 64-key tiles, which keep their kernel; then D 64 and a soft cap (seed + 1),
-// which keep theirs too.
-void check_d128_kv_variant(ops::attn::Path path, std::uint64_t seed, const std::vector<DType>& list_dts) {
+// `path` unless on 64-key tiles, which keep their kernel.
+void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, const std::vector<DType>& list_dts) {
   namespace at = ops::attn;
+  INFO("D " << d);
   const std::int64_t path0 = at::launches(path), narrow0 = at::launches(at::Path::NarrowKv);
-  const std::int64_t runs = run_hopper_cases(128);
+  const std::int64_t runs = run_hopper_cases(d);
   const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
   CHECK(narrow > 0);
   CHECK(at::launches(path) - path0 == runs - narrow);
-  const std::int64_t lists = check_list_lengths(128, {40, 1000}, seed, list_dts);
+  const std::int64_t lists = check_list_lengths(d, {40, 1000}, seed, list_dts);
   CHECK(at::launches(path) - path0 == runs - narrow + lists);
-  const std::int64_t mid = at::launches(path);
-  run_hopper_cases(64);
+}
+
+// A soft cap (the general transform) keeps its kernel: inputs from `seed`.
+void check_softcap_keeps_kernel(ops::attn::Path path, std::uint64_t seed) {
+  namespace at = ops::attn;
+  const std::int64_t before = at::launches(path);
   AttentionOptions cap;
   cap.softcap = 3.0;
-  check_cuda("softcap keeps its kernel", make_inputs(general_shape(128), seed + 1),
-             AttentionPattern::dense(256, 256, 64), cap, {DType::bf16});
-  CHECK(at::launches(path) == mid);
+  check_cuda("softcap keeps its kernel", make_inputs(general_shape(128), seed), AttentionPattern::dense(256, 256, 64),
+             cap, {DType::bf16});
+  CHECK(at::launches(path) == before);
 }
 
 }  // namespace
@@ -985,12 +990,18 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with dQ split by columns mat
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Uniform);
   const ForceKnob<at::BwdDq> split(at::set_bwd_dq, at::BwdDq::Columns);
   for (const at::BwdStep step : {at::BwdStep::Serial, at::BwdStep::Pipelined}) {
     const bool serial = step == at::BwdStep::Serial;
     INFO((serial ? "serial step" : "pipelined step"));
     const ForceKnob<at::BwdStep> order(at::set_bwd_step, step);
-    check_d128_kv_variant(at::Path::WgmmaBwdDqColumns, serial ? 95 : 395, {DType::bf16});
+    check_kv_variant(at::Path::WgmmaBwdDqColumns, 128, serial ? 95 : 395, {DType::bf16});
+    // D 64 and a soft cap keep their kernels
+    const std::int64_t mid = at::launches(at::Path::WgmmaBwdDqColumns);
+    run_hopper_cases(64);
+    CHECK(at::launches(at::Path::WgmmaBwdDqColumns) == mid);
+    check_softcap_keeps_kernel(at::Path::WgmmaBwdDqColumns, serial ? 96 : 396);
   }
 }
 
@@ -1000,15 +1011,45 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
-  // both types on the long lists: every mbarrier's phase wraps many times
-  check_d128_kv_variant(at::Path::WgmmaBwdProducer, 295, {DType::bf16, DType::f16});
+  // both head dims (dQ by columns at D 128, by keys at D 64); both types on the long lists:
+  // every mbarrier's phase wraps many times
+  check_kv_variant(at::Path::WgmmaBwdProducer, 128, 295, {DType::bf16, DType::f16});
+  check_kv_variant(at::Path::WgmmaBwdProducer, 64, 495, {DType::bf16, DType::f16});
+  check_softcap_keeps_kernel(at::Path::WgmmaBwdProducer, 296);
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
   AttentionOptions drop;
   drop.dropout_p = 0.1;
   drop.seed = 7;
-  check_cuda("dropout keeps its kernel", make_inputs(general_shape(128), 297), AttentionPattern::dense(256, 256, 64),
-             drop, {DType::bf16});
+  for (std::int64_t d : {64, 128}) {
+    check_cuda("dropout keeps its kernel, D " + std::to_string(d), make_inputs(general_shape(d), 297),
+               AttentionPattern::dense(256, 256, 64), drop, {DType::bf16});
+  }
   CHECK(at::launches(at::Path::WgmmaBwdProducer) == mid);
+  {  // 64-key tiles where asked keep theirs
+    const ForceKnob<at::TileHeight> half(at::set_tile_height, at::TileHeight::Half);
+    check_cuda("64-key tiles forced", make_inputs(general_shape(64), 298), AttentionPattern::dense(256, 256, 128), {},
+               {DType::bf16});
+    CHECK(at::launches(at::Path::WgmmaBwdProducer) == mid);
+  }
+}
+
+TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgroup at D 128 only",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Auto);
+  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer), n0 = at::launches(at::Path::NarrowKv);
+  const AttentionPattern dense = AttentionPattern::dense(256, 256, 128);
+  // (the environment's TG_ATTENTION_BWD_WARPS, where set, decides instead of the defaults)
+  const bool held = std::getenv("TG_ATTENTION_BWD_WARPS") != nullptr;
+  const bool prod128 = held ? at::bwd_warps(128) == at::BwdWarps::Producer : true;
+  const bool prod64 = held ? at::bwd_warps(64) == at::BwdWarps::Producer : false;
+  check_cuda("D 128", make_inputs(general_shape(128), 299), dense, {}, {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0));
+  check_cuda("D 64", make_inputs(general_shape(64), 300), dense, {}, {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0) + (prod64 ? 1 : 0));
+  CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1));  // D 64's uniform default: 64-key tiles
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",
@@ -1016,6 +1057,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matc
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Uniform);
   const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
   const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPipelined), narrow0 = at::launches(at::Path::NarrowKv);
   // both head dims, both key tiles (invisible steps skipped: causal and window diagonals,
@@ -1049,6 +1091,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the serial step matches
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Uniform);
   const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Serial);
   const std::int64_t p0 = at::launches(at::Path::WgmmaBwdPipelined), bwd0 = at::launches(at::Path::WgmmaBwd);
   // both head dims, both key tiles, long lists: the step the pipelined default replaced

@@ -42,16 +42,17 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::FwdRows::R192, at::FwdRows::R128}, at::kDefaultFwdRows);
   check_knob<at::BwdDq>("TG_ATTENTION_BWD_DQ", at::set_bwd_dq, at::bwd_dq, {at::BwdDq::Columns, at::BwdDq::Keys},
                         at::kDefaultBwdDq);
-  check_knob<at::BwdWarps>("TG_ATTENTION_BWD_WARPS", at::set_bwd_warps, at::bwd_warps,
-                           {at::BwdWarps::Producer, at::BwdWarps::Uniform}, at::kDefaultBwdWarps);
   check_knob<at::BwdStep>("TG_ATTENTION_BWD_STEP", at::set_bwd_step, at::bwd_step,
                           {at::BwdStep::Pipelined, at::BwdStep::Serial}, at::kDefaultBwdStep);
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
                                  {at::DropoutKernels::Plain, at::DropoutKernels::General},
                                  at::kDefaultDropoutKernels);
-  // the softmax's default depends on the head dim
+  // the softmax's and the kv pass's warp roles' defaults depend on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);
+    check_knob<at::BwdWarps>(
+        "TG_ATTENTION_BWD_WARPS", at::set_bwd_warps, [d] { return at::bwd_warps(d); },
+        {at::BwdWarps::Producer, at::BwdWarps::Uniform}, at::default_bwd_warps(d));
     check_knob<at::FwdSoftmax>(
         "TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, [d] { return at::fwd_softmax(d); },
         {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));

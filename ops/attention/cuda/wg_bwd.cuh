@@ -34,13 +34,15 @@
 // waited before the stage is released. (Left in flight into the next step, dK made ptxas
 // serialise every wgmma of the loop: it does not follow pending groups across the back edge.)
 //
-// kProducer (D 128, 128-key tiles, plain scores, dQ by columns; kernel_choice.h's BwdWarps):
-// warp specialisation. A third warpgroup keeps 24 registers a thread and gives the rest to
-// the two computing ones (240): its first warp refills the stages, its second adds each
-// step's dQ tiles to the workspace, so the computing warpgroups issue no copies and wait
-// for no bulk reads. Hand-offs by mbarriers: `empty` (a stage's 256 consumer threads are
-// done with it), `dq_full` (a warpgroup's dQ tile is in shared memory) and `dq_empty` (its
-// reductions have read it). The warpgroups still meet once a step, for the dSᵀ exchange.
+// kProducer (128-key tiles, plain scores; dQ by columns at D 128, by keys at D 64;
+// kernel_choice.h's BwdWarps): warp specialisation. A third warpgroup keeps 24 registers a
+// thread and gives the rest to the two computing ones (240): its first warp refills the
+// stages, its second adds each step's dQ tiles to the workspace, so the computing warpgroups
+// issue no copies and wait for no bulk reads. Hand-offs by mbarriers: `empty` (a stage's 256
+// consumer threads are done with it), `dq_full` (a warpgroup's dQ tile is in shared memory)
+// and `dq_empty` (its reductions have read it). No warpgroup skips a step (an invisible tile
+// gives dS = 0), so that the reduction thread finds a tile from each every step. At D 128 the
+// warpgroups still meet once a step, for the dSᵀ exchange.
 //
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
@@ -83,7 +85,8 @@ struct WgBwdConfig {
   /// reductions (kernel_choice.h's BwdWarps); registers a thread of each kind by setmaxnreg
   /// (24 + 2 x 240 = 3 x 168, the entry count of 384 threads)
   static constexpr bool kProducer = kProducer_;
-  static_assert(!kProducer || (kDqCols_ && D == 128 && BN == 128), "the producer warpgroup: D 128, dQ by columns");
+  static_assert(!kProducer || (BN == 128 && kDqCols_ == (D == 128) && !kGeneral_),
+                "the producer warpgroup: 128-key tiles, plain scores, dQ by columns at D 128 (by keys at D 64)");
   static constexpr int kConsumers = 128 * NG, kThreads = kConsumers + (kProducer ? 128 : 0);
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
@@ -233,7 +236,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           issue(e, step % NS);
         }
       } else if (warp == 1 && lane == 0) {
-        // each step's dQ tiles (every step has them: dQ by columns skips none) into the
+        // each step's dQ tiles (every step has them: no warpgroup skips one) into the
         // workspace; a tile is handed back once its reduction has read it
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
@@ -307,11 +310,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     bool any = true;
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-      // dQ by columns needs every warpgroup's dSᵀ each step: none skips (invisible: dS = 0)
-      if constexpr (!kDqCols) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+      // dQ by columns needs every warpgroup's dSᵀ each step, the producer's reduction thread
+      // every warpgroup's dQ tile: none skips there (invisible: dS = 0)
+      if constexpr (!kDqCols && !kProducer) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
-      if constexpr (!kDqCols) release([] {});  // (dQ by columns skips no step: `any` stays true)
+      if constexpr (!kDqCols && !kProducer) release([] {});  // (otherwise `any` stays true)
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
