@@ -154,6 +154,7 @@ struct Variant {
   at::DropoutKernels dropout = at::kDefaultDropoutKernels;
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
   at::BwdWarps warps = at::BwdWarps::Auto;        // Auto: by head dim
+  at::BwdOperands operands = at::kDefaultBwdOperands;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -164,6 +165,7 @@ struct Variant {
     at::set_dropout_kernels(dropout);
     at::set_fwd_softmax(softmax);
     at::set_bwd_warps(warps);
+    at::set_bwd_operands(operands);
   }
 };
 
@@ -205,6 +207,9 @@ const std::vector<Variant>& variants() {
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
       {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer},
+      // and with K and V as register operands of Sᵀ and dPᵀ
+      {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
   };
   return v;
 }
@@ -351,6 +356,7 @@ int main() {
     at::set_dropout_kernels(at::DropoutKernels::Auto);
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
     at::set_bwd_warps(at::BwdWarps::Auto);
+    at::set_bwd_operands(at::BwdOperands::Auto);
   }
   return 0;
 }

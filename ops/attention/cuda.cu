@@ -41,9 +41,9 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
-// asked; kDrop as above.
+// asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above.
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false>
+          bool kProducer = false, bool kRegKV = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
@@ -584,8 +584,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
           if (full_plain && bwd_warps(d) == BwdWarps::Producer) {
             note_launch(Path::WgmmaBwdProducer);
-            launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
-                                                                                    st);
+            if (d == 64 && bwd_operands() == BwdOperands::Registers) {
+              note_launch(Path::WgmmaBwdRegKV);
+              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>(a, ldp, pad,
+                                                                                          kv_work->col_items, st);
+            } else {
+              launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
+                                                                                      st);
+            }
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>

@@ -2,7 +2,8 @@
 // (cuda/wg_bwd.cuh): bf16 and f16, D = Dv = 64 and 128, with and without the general
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
 // tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
-// steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64).
+// steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64,
+// there also with K and V as register operands).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -12,10 +13,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
-  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -31,9 +32,11 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   TG_CUDA_CHECK_LAST();
 }
 
-#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD)                                                      \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD>(const BwdArgs<T>&, const float2*, int, \
-                                                                         std::int64_t, cudaStream_t);
+#define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS)                                                 \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS>(const BwdArgs<T>&, const float2*, int, \
+                                                                               std::int64_t, cudaStream_t);
+#define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD) \
+  TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, false)
 #define TG_WG_BWD(T, D)                                                  \
   TG_WG_BWD_ONE(T, D, false, kBwdKvBN, false, false, false, false)       \
   TG_WG_BWD_ONE(T, D, false, kBwdKvBNNarrow, false, false, false, false) \
@@ -57,7 +60,11 @@ TG_WG_BWD_ONE(bfloat16, 128, false, kBwdKvBN, true, true, false, true)
 TG_WG_BWD_ONE(half, 128, false, kBwdKvBN, true, true, false, true)
 TG_WG_BWD_ONE(bfloat16, 64, false, kBwdKvBN, false, true, false, true)
 TG_WG_BWD_ONE(half, 64, false, kBwdKvBN, false, true, false, true)
+// the producer at D 64 with K and V as register operands
+TG_WG_BWD_ONE_REGS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true)
+TG_WG_BWD_ONE_REGS(half, 64, false, kBwdKvBN, false, true, false, true, true)
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
+#undef TG_WG_BWD_ONE_REGS
 
 }  // namespace tg::ops::attn

@@ -53,6 +53,9 @@ constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows:
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdWarps> g_warps{"TG_ATTENTION_BWD_WARPS", "uniform",          "producer",
                                    BwdWarps::Uniform,        BwdWarps::Producer, BwdWarps::Auto};
+constinit Choice<BwdOperands> g_operands{
+    "TG_ATTENTION_BWD_OPERANDS", "shared",           "registers", BwdOperands::Shared,
+    BwdOperands::Registers,      kDefaultBwdOperands};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
@@ -91,6 +94,9 @@ BwdWarps bwd_warps(std::int64_t d) {
   const BwdWarps w = g_warps.get();
   return w == BwdWarps::Auto ? default_bwd_warps(d) : w;
 }
+
+void set_bwd_operands(BwdOperands o) { g_operands.set(o); }
+BwdOperands bwd_operands() { return g_operands.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }

@@ -166,6 +166,22 @@ void set_bwd_warps(BwdWarps w);
 /// `producer`.
 BwdWarps bwd_warps(std::int64_t d);
 
+/// Where the producer warpgroup's kv pass at D 64 reads K and V as the A operands of Sᵀ and dPᵀ.
+/// Shared: shared memory. Registers: fragments loaded once a pass (32 registers a thread), half
+/// those products' shared-memory traffic. Auto: the environment variable TG_ATTENTION_BWD_OPERANDS
+/// (`shared` or `registers`) when set, else kDefaultBwdOperands.
+enum class BwdOperands { Auto, Shared, Registers };
+
+/// What Auto means without TG_ATTENTION_BWD_OPERANDS. Registers is not measured yet.
+constexpr BwdOperands kDefaultBwdOperands = BwdOperands::Shared;
+
+/// Forces the operands of later D 64 producer kv passes (process-wide; Auto restores the default).
+void set_bwd_operands(BwdOperands o);
+
+/// The choice in effect, Auto resolved: Shared or Registers. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_OPERANDS when it holds anything but `shared` or `registers`.
+BwdOperands bwd_operands();
+
 /// Order of the Hopper kv pass's products within a step (plain scores; dQ by keys or columns). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
 /// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
@@ -236,6 +252,7 @@ enum class Path {
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
   WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
   WgmmaBwdProducer,   ///< Hopper kv passes with the producer warpgroup (BwdWarps)
+  WgmmaBwdRegKV,      ///< of those, the ones with K and V as register operands (BwdOperands)
   DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
   DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
   DropoutRead,        ///< Hopper kv passes that read the forward's decisions

@@ -1015,6 +1015,14 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   // every mbarrier's phase wraps many times
   check_kv_variant(at::Path::WgmmaBwdProducer, 128, 295, {DType::bf16, DType::f16});
   check_kv_variant(at::Path::WgmmaBwdProducer, 64, 495, {DType::bf16, DType::f16});
+  {  // at D 64 with K and V as register operands
+    const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+    check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 595, {DType::bf16, DType::f16});
+    const std::int64_t regs_mid = at::launches(at::Path::WgmmaBwdRegKV);
+    check_cuda("D 128 keeps shared operands", make_inputs(general_shape(128), 596),
+               AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
+    CHECK(at::launches(at::Path::WgmmaBwdRegKV) == regs_mid);
+  }
   check_softcap_keeps_kernel(at::Path::WgmmaBwdProducer, 296);
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
   AttentionOptions drop;

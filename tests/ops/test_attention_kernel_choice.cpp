@@ -42,6 +42,8 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::FwdRows::R192, at::FwdRows::R128}, at::kDefaultFwdRows);
   check_knob<at::BwdDq>("TG_ATTENTION_BWD_DQ", at::set_bwd_dq, at::bwd_dq, {at::BwdDq::Columns, at::BwdDq::Keys},
                         at::kDefaultBwdDq);
+  check_knob<at::BwdOperands>("TG_ATTENTION_BWD_OPERANDS", at::set_bwd_operands, at::bwd_operands,
+                              {at::BwdOperands::Registers, at::BwdOperands::Shared}, at::kDefaultBwdOperands);
   check_knob<at::BwdStep>("TG_ATTENTION_BWD_STEP", at::set_bwd_step, at::bwd_step,
                           {at::BwdStep::Pipelined, at::BwdStep::Serial}, at::kDefaultBwdStep);
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,

@@ -44,6 +44,12 @@
 // gives dS = 0), so that the reduction thread finds a tile from each every step. At D 128 the
 // warpgroups still meet once a step, for the dSᵀ exchange.
 //
+// kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
+// its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
+// read only Q and dO from shared memory. At D 64 those are m64n64k16 products, whose two
+// shared operands take the whole 128 bytes a clock of shared-memory bandwidth; from registers
+// they take half.
+//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -78,7 +84,7 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64;
   /// kProducer: a third warpgroup after the NG computing ones issues the loads and the dQ
@@ -87,6 +93,9 @@ struct WgBwdConfig {
   static constexpr bool kProducer = kProducer_;
   static_assert(!kProducer || (BN == 128 && kDqCols_ == (D == 128) && !kGeneral_),
                 "the producer warpgroup: 128-key tiles, plain scores, dQ by columns at D 128 (by keys at D 64)");
+  /// kRegKV: K and V as register A operands of Sᵀ and dPᵀ (the producer at D 64)
+  static constexpr bool kRegKV = kRegKV_;
+  static_assert(!kRegKV || (kProducer && D == 64), "K and V in registers: the producer at D 64");
   static constexpr int kConsumers = 128 * NG, kThreads = kConsumers + (kProducer ? 128 : 0);
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
   static_assert((BN == kBwdKvBN || BN == kBwdKvBNNarrow) && BM == bwd_kv_bm(false),
@@ -136,12 +145,12 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false>
-__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>::kThreads,
-                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>::kMinBlocks)
+          bool kProducer = false, bool kRegKV = false>
+__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kThreads,
+                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>;
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
@@ -264,6 +273,13 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     wg::set_max_regs_inc<Cfg::kConsumerRegs>();
   }
 
+  // kRegKV: this warp's 16 keys of K and V as A fragments, for the whole pass
+  [[maybe_unused]] std::uint32_t ka[kRegKV ? D / 16 : 1][4], va[kRegKV ? DV / 16 : 1][4];
+  if constexpr (kRegKV) {
+    load_a_sw128<BN>(ka, sK, group_u * 64 + warp * 16, lane);
+    load_a_sw128<BN>(va, sV, group_u * 64 + warp * 16, lane);
+  }
+
   float acc_dk[D / 2], acc_dv[DV / 2];
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) acc_dk[i] = 0.f;
@@ -337,9 +353,17 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       wg::fence_regs(dp);
     }
     wg::fence();
-    mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u, kPipe);
+    if constexpr (kRegKV) {
+      mma_abt_rs<T>(st, ka, sQs, kPipe);
+    } else {
+      mma_abt<T, D>(st, sKg, BN * 128u, sQs, BM * 128u, kPipe);
+    }
     if constexpr (kPipe) wg::commit();
-    mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
+    if constexpr (kRegKV) {
+      mma_abt_rs<T>(dp, va, sOs, kPipe);
+    } else {
+      mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
+    }
     wg::commit();
     if constexpr (kPipe) {
       wg::wait<1>();  // Sᵀ done; dPᵀ may still run

@@ -142,6 +142,30 @@ __device__ __forceinline__ void mma_abt(float (&acc)[NA], std::uint32_t a, std::
   }
 }
 
+/// Loads the A operand fragments (k-slices 0 .. KS - 1, KS <= 4) of the warp's 16 rows row0 ..
+/// row0 + 15 of the K-major swizzled tile of R rows at shared address tile, as acc_to_a packs
+/// them: lanes 0-15 point at the rows' first 8 elements of the slice, lanes 16-31 at the next 8.
+template <int R, int KS>
+__device__ __forceinline__ void load_a_sw128(std::uint32_t (&a)[KS][4], std::uint32_t tile, int row0, int lane) {
+  static_assert(KS <= 4, "one 64-element column");
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) ldsm_x4_at(a[kk], tile + sw128_offset<R>(row0 + (lane & 15), 2 * kk + (lane >> 4)));
+}
+
+/// Issues acc[64 x N] += A Bᵀ over k = 0 .. 16 KS - 1 (not committed), as mma_abt with A from
+/// registers (load_a_sw128) and B the N-row slice at shared address b of a K-major swizzled tile
+/// (one 64-element column). overwrite: acc = A Bᵀ.
+template <typename T, int NA, int KS>
+__device__ __forceinline__ void mma_abt_rs(float (&acc)[NA], const std::uint32_t (&a)[KS][4], std::uint32_t b,
+                                           bool overwrite = false) {
+  static_assert(KS <= 4, "one 64-element column");
+#pragma unroll
+  for (int kk = 0; kk < KS; ++kk) {
+    wg::mma_rs<T, 2 * NA, 0>(acc, a[kk], wg::make_desc(b + static_cast<std::uint32_t>(kk) * 32u, 16u, 1024u),
+                             overwrite && kk == 0 ? 0 : 1);
+  }
+}
+
 /// Issues acc[64 x N] += A B over k = 0 .. 16 KS - 1 (not committed): A from registers
 /// (acc_to_a), B the 16 KS x N tile at shared address b stored with rows along k (N-major:
 /// 16 k-rows = two atoms per slice, 64-wide columns b_col bytes apart, 128 x the tile's
