@@ -203,6 +203,16 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
+  // Adds warpgroup g's dQ tile, staged at shared address tile, to the workspace at query rows
+  // i0 .. of plane bh, as one bulk group (one thread).
+  auto reduce_dq = [&](std::uint32_t tile, int g, int i0, int bh) {
+#pragma unroll
+    for (int j = 0; j < Cfg::DQN / 32; ++j) {
+      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * g + 32 * j, i0,
+                         bh);
+    }
+    tma::bulk_commit();
+  };
   // kProducer: stage s is free again (completion r - 1 before its fill r), warpgroup g's dQ tile
   // is in place / has been read
   [[maybe_unused]] auto empty = [](int s) { return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[s]); };
@@ -253,12 +263,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-#pragma unroll
-            for (int j = 0; j < Cfg::DQN / 32; ++j) {
-              tma::reduce_add_3d(&w.map_dq, sDQ + static_cast<std::uint32_t>(g * Cfg::kDqBytes + j * Cfg::kDqBox),
-                                 Cfg::kDqCol0 * g + 32 * j, qt.y, qt.x);
-            }
-            tma::bulk_commit();
+            reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
           tma::bulk_wait_read<1>();
@@ -560,14 +565,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     } else {
       // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
       wg::fence_proxy_async();
-      release([&] {
-#pragma unroll
-        for (int j = 0; j < DQN / 32; ++j) {
-          tma::reduce_add_3d(&w.map_dq, sDQg + static_cast<std::uint32_t>(j) * Cfg::kDqBox,
-                             Cfg::kDqCol0 * group_u + 32 * j, i0, bh);
-        }
-        tma::bulk_commit();
-      });
+      release([&] { reduce_dq(sDQg, group_u, i0, bh); });
     }
     }
   }
