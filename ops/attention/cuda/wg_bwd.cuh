@@ -370,16 +370,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       mma_abt<T, DV>(dp, sVg, BN * 128u, sOs, BM * 128u, kPipe);
     }
     wg::commit();
-    // kProducer: the step's lse values read while Sᵀ and dPᵀ run, not after (the first use of
-    // Sᵀ waited on them); its 240 registers hold them (D as well spilled at D 128)
-    [[maybe_unused]] float2 lse_early[kProducer ? 8 : 1];
-    if constexpr (kProducer) {
-#pragma unroll
-      for (int nt = 0; nt < 8; ++nt) {
-        const float4 v = reinterpret_cast<const float4*>(lds)[4 * nt + t];
-        lse_early[nt] = make_float2(v.x, v.z);
-      }
-    }
     if constexpr (kPipe) {
       wg::wait<1>();  // Sᵀ done; dPᵀ may still run
       wg::fence_regs(st);
@@ -397,11 +387,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     // delta pass pads the table): P = 0 and dS = 0 there without a check per element.
     // (Loaded where used, not kept: 32 registers held across the MMAs made D 128 spill.)
     auto ld_pair = [&](int i) { return reinterpret_cast<const float4*>(lds)[4 * (i >> 2) + t]; };
-    auto lse_of = [&](int i) {
-      if constexpr (kProducer) return (i & 1) ? lse_early[i >> 2].y : lse_early[i >> 2].x;
-      const float4 v = ld_pair(i);
-      return (i & 1) ? v.z : v.x;
-    };
+    auto lse_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.z : v.x; };
     auto delta_of = [&](int i) { const float4 v = ld_pair(i); return (i & 1) ? v.w : v.y; };
 
     // Pᵀ (element i of st is bit i of vis and kept); a dropped element keeps its
