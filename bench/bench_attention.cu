@@ -206,7 +206,7 @@ const std::vector<Variant>& variants() {
       {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
       {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer},
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Shared},
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},

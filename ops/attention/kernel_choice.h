@@ -154,7 +154,8 @@ enum class BwdWarps { Auto, Uniform, Producer };
 /// against Uniform (dQ by keys, pipelined) in the same process (H100, 7 rounds, medians):
 /// backward 1.13x dense, 1.10x causal, 1.08x window, 1.10x variable blocks; other patterns
 /// keep their kernels (bench/RESULTS.md, twenty-third session). D 64: Uniform (64-key tiles,
-/// three CTAs an SM).
+/// three CTAs an SM): the producer (with K and V in registers) was 1.05x on dense and causal
+/// but 0.94-0.95x on window and variable blocks (twenty-fourth session).
 constexpr BwdWarps default_bwd_warps(std::int64_t d) { return d == 128 ? BwdWarps::Producer : BwdWarps::Uniform; }
 
 /// Forces the split of work of later Hopper kv passes (process-wide; Auto restores the
@@ -172,8 +173,11 @@ BwdWarps bwd_warps(std::int64_t d);
 /// (`shared` or `registers`) when set, else kDefaultBwdOperands.
 enum class BwdOperands { Auto, Shared, Registers };
 
-/// What Auto means without TG_ATTENTION_BWD_OPERANDS. Registers is not measured yet.
-constexpr BwdOperands kDefaultBwdOperands = BwdOperands::Shared;
+/// What Auto means without TG_ATTENTION_BWD_OPERANDS: Registers, measured against Shared in the
+/// same rounds (H100, 5 rounds, medians of the backward against the D 64 default): 1.048x
+/// against 1.040x dense, 1.050x against 0.993x causal, 0.950x against 0.912x window, 0.941x
+/// against 0.890x variable blocks (bench/RESULTS.md, twenty-fourth session).
+constexpr BwdOperands kDefaultBwdOperands = BwdOperands::Registers;
 
 /// Forces the operands of later D 64 producer kv passes (process-wide; Auto restores the default).
 void set_bwd_operands(BwdOperands o);

@@ -1014,8 +1014,13 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   // both head dims (dQ by columns at D 128, by keys at D 64); both types on the long lists:
   // every mbarrier's phase wraps many times
   check_kv_variant(at::Path::WgmmaBwdProducer, 128, 295, {DType::bf16, DType::f16});
-  check_kv_variant(at::Path::WgmmaBwdProducer, 64, 495, {DType::bf16, DType::f16});
-  {  // at D 64 with K and V as register operands
+  {  // at D 64 with K and V from shared memory (not the default there)
+    const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
+    const std::int64_t before = at::launches(at::Path::WgmmaBwdRegKV);
+    check_kv_variant(at::Path::WgmmaBwdProducer, 64, 495, {DType::bf16, DType::f16});
+    CHECK(at::launches(at::Path::WgmmaBwdRegKV) == before);
+  }
+  {  // at D 64 with K and V as register operands (the default operands there)
     const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
     check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 595, {DType::bf16, DType::f16});
     const std::int64_t regs_mid = at::launches(at::Path::WgmmaBwdRegKV);
