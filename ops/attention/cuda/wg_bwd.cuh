@@ -92,11 +92,7 @@ struct WgBwdArgs {
 /// The fused dQ conversion's hand-offs, rings of tile indices (-1 ends the pass): from the
 /// reduction thread to the counting thread (a tile per step whose reductions completed), and
 /// from there to the converting warp (the tiles it completed).
-constexpr int kLandedRing = 8, kConvertRing = 4;
-/// Steps a tile's reductions have to complete before the reduction thread waits for them:
-/// a TMA reduction completes in L2 well after its source was read, and waiting for it one step
-/// on held every CTA to one step of reductions in flight (backward 0.73-0.86x at D 64).
-constexpr int kLandedLag = 4;
+constexpr int kLandedRing = 16, kConvertRing = 8;
 
 /// A ring of ints in shared memory between one pushing thread and one popping warp (or thread),
 /// each slot guarded by a `full` and an `empty` mbarrier (barriers full0 + 8r, empty0 + 8r).
@@ -339,10 +335,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         // workspace; a tile is handed back once its reduction has read it
         const bool fused = a.dq_count != nullptr;
         auto landed = landed_ring();
-        auto tile_of = [&](int e) {
-          const int2 t = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
-          return t.x * a.cols.num_m + t.y / BM;
-        };
+        int prev = 0;  // fused: the tile of the step before (bh · num_m + m)
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -356,17 +349,20 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::arrive(dq_empty(0));
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
-          // the reductions of kLandedLag steps before have completed (by now, usually), and the
-          // counting thread takes over from here, so that this thread waits for no fence or
-          // atomic between the computing warpgroups' tiles
-          if (fused && step >= kLandedLag) {
-            tma::bulk_wait<Cfg::NG * kLandedLag>();
-            landed.push(tile_of(e - kLandedLag));
+          if (fused) {
+            // the step before's reductions have completed (long since: a step has passed), and
+            // the counting thread takes over from here, so that this thread never waits for a
+            // fence or an atomic between the computing warpgroups' tiles
+            if (step > 0) {
+              tma::bulk_wait<Cfg::NG>();
+              landed.push(prev);
+            }
+            prev = qt.x * a.cols.num_m + qt.y / BM;
           }
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
         if (fused) {
-          for (int e = max(e0, e1 - kLandedLag); e < e1; ++e) landed.push(tile_of(e));
+          if (e1 > e0) landed.push(prev);
           landed.push(-1);
         }
       } else if (warp == 2 && lane == 0 && a.dq_count != nullptr) {
