@@ -189,7 +189,7 @@ BwdOperands bwd_operands();
 /// Where the producer warpgroup's kv pass turns dQ's f32 workspace into dq. Separate: a
 /// conversion kernel after the pass reads the whole workspace. Fused: the pass counts the
 /// reductions into each 64-row query tile (an atomic counter a tile, zeroed by the delta
-/// pass) and the CTA whose reduction completes a tile converts it with a warp of its
+/// pass) and the CTA whose reduction completes a tile converts it with two warps of its
 /// producer warpgroup, from L2 and while its computing warpgroups go on; rows of tiles no
 /// key tile reaches are zeroed by the delta pass. Auto: the environment variable
 /// TG_ATTENTION_BWD_DQ_CONVERT (`separate` or `fused`) when set, else kDefaultBwdDqConvert.

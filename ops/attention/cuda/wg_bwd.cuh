@@ -43,11 +43,11 @@
 // and `dq_empty` (its reductions have read it). No warpgroup skips a step (an invisible tile
 // gives dS = 0), so that the reduction thread finds a tile from each every step. At D 128 the
 // warpgroups still meet once a step, for the dSᵀ exchange. With the fused conversion
-// (a.dq_count; kernel_choice.h's BwdDqConvert) the reduction thread hands each step's query
-// tile, once its reductions have completed (one step later, so that it never waits for them),
-// to the producer's third warp, which counts them into the tile's device-wide counter and
-// hands a tile whose count reached its row list's length to the fourth warp, which writes it
-// to dq from L2: no conversion kernel reads the whole workspace after the pass.
+// (a.dq_count; kernel_choice.h's BwdDqConvert) the reduction thread also counts each step's
+// reductions into their query tile once they have completed (one step later, so that it never
+// waits for them), and hands a tile whose count reached its row list's length to the
+// producer's last two warps, which write it to dq from L2: no conversion kernel reads the
+// whole workspace after the pass.
 //
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
@@ -89,39 +89,9 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-/// The fused dQ conversion's hand-offs, rings of tile indices (-1 ends the pass): from the
-/// reduction thread to the counting thread (a tile per step whose reductions completed), and
-/// from there to the converting warp (the tiles it completed).
-constexpr int kLandedRing = 16, kConvertRing = 8;
-
-/// A ring of ints in shared memory between one pushing thread and one popping warp (or thread),
-/// each slot guarded by a `full` and an `empty` mbarrier (barriers full0 + 8r, empty0 + 8r).
-/// The slots are read and written by shared-memory atomics: the mbarriers order them, and
-/// the sanitizer's race check, which does not follow mbarrier waits for plain accesses, leaves
-/// atomics alone.
-template <int N>
-struct IntRing {
-  int* slot;
-  std::uint32_t full0, empty0;
-  int count = 0;  // pushes or pops so far, on the calling side
-  __device__ __forceinline__ void push(int v) {
-    const int r = count % N;
-    tma::wait(empty0 + 8u * r, static_cast<std::uint32_t>(((count / N) & 1) ^ 1));
-    atomicExch(&slot[r], v);
-    tma::arrive(full0 + 8u * r);
-    ++count;
-  }
-  /// Every lane of a warp (or one thread, `leader` true) takes the next value.
-  __device__ __forceinline__ int pop(bool leader) {
-    const int r = count % N;
-    tma::wait(full0 + 8u * r, static_cast<std::uint32_t>((count / N) & 1));
-    const int v = atomicAdd(&slot[r], 0);
-    __syncwarp(__activemask());
-    if (leader) tma::arrive(empty0 + 8u * r);
-    ++count;
-    return v;
-  }
-};
+/// The fused dQ conversion's hand-off from the reduction thread to the converting warps: a
+/// ring of tile indices (-1 ends the pass).
+constexpr int kConvertRing = 8;
 
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
 struct WgBwdConfig {
@@ -174,18 +144,18 @@ struct WgBwdConfig {
 };
 
 /// The producer warpgroup's mbarriers (kProducer): `empty` per stage, then `dq_full` and
-/// `dq_empty` per computing warpgroup, then `full` and `empty` per slot of the landed ring
-/// and of the conversion ring; a function's static, so other kernels lack them.
+/// `dq_empty` per computing warpgroup, then `cv_full` and `cv_empty` per slot of the
+/// conversion ring; a function's static, so other kernels lack them.
 template <int NS, int NG>
 __device__ __forceinline__ std::uint64_t* producer_barriers() {
-  __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG + 2 * (kLandedRing + kConvertRing)];
+  __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG + 2 * kConvertRing];
   return bars;
 }
 
-/// The slots of the landed ring, then of the conversion ring (kProducer).
-__device__ __forceinline__ int* ring_slots() {
-  __shared__ int slots[kLandedRing + kConvertRing];
-  return slots;
+/// The conversion ring's slots (kProducer).
+__device__ __forceinline__ int* convert_ring() {
+  __shared__ int ring[kConvertRing];
+  return ring;
 }
 
 /// dq[rows i0 .., all D columns] = scale · the f32 workspace's rows, for the `rows` rows
@@ -283,14 +253,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   [[maybe_unused]] auto dq_empty = [](int g) {
     return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + Cfg::NG + g]);
   };
-  // the fused conversion's rings (kProducer): barriers full, then empty, of each
-  [[maybe_unused]] auto landed_ring = [] {
-    std::uint64_t* b = producer_barriers<NS, Cfg::NG>() + NS + 2 * Cfg::NG;
-    return IntRing<kLandedRing>{ring_slots(), tma::smem_addr(b), tma::smem_addr(b + kLandedRing)};
+  // the conversion ring's slot r holds a tile / has been read
+  [[maybe_unused]] auto cv_full = [](int r) {
+    return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + 2 * Cfg::NG + r]);
   };
-  [[maybe_unused]] auto convert_ring = [] {
-    std::uint64_t* b = producer_barriers<NS, Cfg::NG>() + NS + 2 * Cfg::NG + 2 * kLandedRing;
-    return IntRing<kConvertRing>{ring_slots() + kLandedRing, tma::smem_addr(b), tma::smem_addr(b + kConvertRing)};
+  [[maybe_unused]] auto cv_empty = [](int r) {
+    return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + 2 * Cfg::NG + kConvertRing + r]);
   };
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
@@ -303,10 +271,10 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
         tma::init(dq_empty(g), 1);   // the reduction thread
       }
-      // one pusher and one popping leader each (the reduction thread, the counting thread, the
-      // converting warp's first lane)
-      std::uint64_t* rb = producer_barriers<NS, Cfg::NG>() + NS + 2 * Cfg::NG;
-      for (int r = 0; r < 2 * (kLandedRing + kConvertRing); ++r) tma::init(tma::smem_addr(rb + r), 1);
+      for (int r = 0; r < kConvertRing; ++r) {
+        tma::init(cv_full(r), 1);   // the reduction thread
+        tma::init(cv_empty(r), 2);  // the first lane of each converting warp
+      }
     }
     tma::fence_init();
     for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
@@ -334,8 +302,27 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         // each step's dQ tiles (every step has them: no warpgroup skips one) into the
         // workspace; a tile is handed back once its reduction has read it
         const bool fused = a.dq_count != nullptr;
-        auto landed = landed_ring();
-        int prev = 0;  // fused: the tile of the step before (bh · num_m + m)
+        int pushed = 0;  // tiles handed to the converting warps
+        auto push = [&](int tile) {
+          const int r = pushed % kConvertRing;
+          tma::wait(cv_empty(r), static_cast<std::uint32_t>(((pushed / kConvertRing) & 1) ^ 1));
+          convert_ring()[r] = tile;
+          tma::arrive(cv_full(r));
+          ++pushed;
+        };
+        // The fused conversion: the reductions into tile qt have completed. Counted at device
+        // scope after them (the proxy fence orders the bulk writes before the count), so the
+        // CTA that counts a tile's last reduction sees every CTA's, and converts the tile.
+        auto landed = [&](int tile) {
+          asm volatile("fence.proxy.async.global;\n" ::: "memory");
+          int before;
+          asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;\n"
+                       : "=r"(before)
+                       : "l"(a.dq_count + tile)
+                       : "memory");
+          if (before + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) push(tile);
+        };
+        int prev = 0;  // the tile of the step before (bh · num_m + m)
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -350,50 +337,31 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
           if (fused) {
-            // the step before's reductions have completed (long since: a step has passed), and
-            // the counting thread takes over from here, so that this thread never waits for a
-            // fence or an atomic between the computing warpgroups' tiles
             if (step > 0) {
-              tma::bulk_wait<Cfg::NG>();
-              landed.push(prev);
+              tma::bulk_wait<Cfg::NG>();  // the step before's groups are complete
+              landed(prev);
             }
             prev = qt.x * a.cols.num_m + qt.y / BM;
           }
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
         if (fused) {
-          if (e1 > e0) landed.push(prev);
-          landed.push(-1);
+          if (e1 > e0) landed(prev);
+          push(-1);
         }
-      } else if (warp == 2 && lane == 0 && a.dq_count != nullptr) {
-        // The counting thread: a tile's reductions by this CTA have completed (the reduction
-        // thread saw them complete). Counted at device scope after them (the proxy fence
-        // orders the bulk writes before the count), so that the CTA that counts a tile's last
-        // reduction sees every CTA's, and converts the tile.
-        auto landed = landed_ring();
-        auto convert = convert_ring();
-        for (;;) {
-          const int tile = landed.pop(true);
-          if (tile < 0) break;
-          asm volatile("fence.proxy.async.global;\n" ::: "memory");
-          int before;
-          asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;\n"
-                       : "=r"(before)
-                       : "l"(a.dq_count + tile)
-                       : "memory");
-          if (before + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) convert.push(tile);
-        }
-        convert.push(-1);
-      } else if (warp == 3 && a.dq_count != nullptr) {
-        // the converting warp: each tile the counting thread completed
-        auto convert = convert_ring();
-        for (;;) {
-          const int tile = convert.pop(lane == 0);
+      } else if (warp >= 2 && a.dq_count != nullptr) {
+        // the converting warps: each tile the reduction thread hands over, 64 threads a tile
+        for (int popped = 0;; ++popped) {
+          const int r = popped % kConvertRing;
+          tma::wait(cv_full(r), static_cast<std::uint32_t>((popped / kConvertRing) & 1));
+          const int tile = convert_ring()[r];
+          __syncwarp();
+          if (lane == 0) tma::arrive(cv_empty(r));
           if (tile < 0) break;
           asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
           const int bh = tile / a.cols.num_m, i0 = (tile % a.cols.num_m) * BM;
           convert_dq_rows<T, D>(a.dq_acc, a.dq, (static_cast<std::int64_t>(bh) * p.sq + i0) * D, min(BM, p.sq - i0),
-                                p.scale, lane, 32);
+                                p.scale, (warp - 2) * 32 + lane, 64);
         }
       }
       return;
