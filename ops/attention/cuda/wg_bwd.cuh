@@ -42,12 +42,7 @@
 // consumer threads are done with it), `dq_full` (a warpgroup's dQ tile is in shared memory)
 // and `dq_empty` (its reductions have read it). No warpgroup skips a step (an invisible tile
 // gives dS = 0), so that the reduction thread finds a tile from each every step. At D 128 the
-// warpgroups still meet once a step, for the dSᵀ exchange. With the fused conversion
-// (a.dq_count; kernel_choice.h's BwdDqConvert) the reduction thread also counts each step's
-// reductions into their query tile once they have completed (one step later, so that it never
-// waits for them), and hands a tile whose count reached its row list's length to the
-// producer's last two warps, which write it to dq from L2: no conversion kernel reads the
-// whole workspace after the pass.
+// warpgroups still meet once a step, for the dSᵀ exchange.
 //
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
