@@ -155,7 +155,6 @@ struct Variant {
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
   at::BwdWarps warps = at::BwdWarps::Auto;        // Auto: by head dim
   at::BwdOperands operands = at::kDefaultBwdOperands;
-  at::BwdDqConvert convert = at::kDefaultBwdDqConvert;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -167,7 +166,6 @@ struct Variant {
     at::set_fwd_softmax(softmax);
     at::set_bwd_warps(warps);
     at::set_bwd_operands(operands);
-    at::set_bwd_dq_convert(convert);
   }
 };
 
@@ -212,13 +210,6 @@ const std::vector<Variant>& variants() {
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
-      // dQ converted by the producer kv pass itself (no conversion kernel): the D 128 default's
-      // kv pass, and the D 64 producer with register operands
-      {"fused dQ conversion", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::BwdDqConvert::Fused},
-      {"producer, registers, fused dQ conversion", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers,
-       at::BwdDqConvert::Fused},
   };
   return v;
 }
@@ -366,7 +357,6 @@ int main() {
     at::set_fwd_softmax(at::FwdSoftmax::Auto);
     at::set_bwd_warps(at::BwdWarps::Auto);
     at::set_bwd_operands(at::BwdOperands::Auto);
-    at::set_bwd_dq_convert(at::BwdDqConvert::Auto);
   }
   return 0;
 }

@@ -78,9 +78,9 @@ template <typename T, int L>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
                      const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad,
-                     float* __restrict__ zero, const FusedDqPrep<T> fused) {
+                     float* __restrict__ zero) {
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
-                       sq, sq_pad, zero, fused);
+                       sq, sq_pad, zero);
 }
 
 template <typename T>
@@ -467,38 +467,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const bool atomic = !simt && !p.deterministic;
   Tensor dq_acc;
   if (atomic) dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
-  // The tensor-core kv pass's tiles, chosen before the delta pass, which prepares its fused
-  // dQ conversion. The Hopper kv pass takes query tiles of 64 with or without the general
-  // transform.
-  WorkPtr kv_work;
-  bool narrow = false;
-  if (!simt) {
-    const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
-    auto kv_full = [&] {
-      if (!kv_work) kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
-      return kv_work;
-    };
-    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
-      // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
-      // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
-      // and variable patterns alike, although each query tile is loaded twice as often.
-      // (With the producer warpgroup, 64-key tiles only where they save work.)
-      const bool always =
-          wgmma_kv && p.d == 64 && (!general || plain_drop) && (plain_drop || bwd_warps(64) == BwdWarps::Uniform);
-      if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
-        kv_work = std::move(half);
-        narrow = true;
-      }
-    }
-    if (!kv_work) kv_full();
-  }
-  // the producer warpgroup's kv pass (128-key tiles, plain scores without dropout), and
-  // whether it converts dQ itself (the delta pass must then take its vector body: below)
-  const bool producer = wgmma_kv && !narrow && !general && !plain_drop && bwd_warps(p.d) == BwdWarps::Producer;
-  const bool want_fused = producer && atomic && bwd_dq_convert() == BwdDqConvert::Fused && aligned16(dqa);
-  Tensor dq_count;
-  if (want_fused) dq_count = empty({p.bhq * kv_work->num_m}, {.dtype = DType::i32, .device = dev});
-  bool fused = false;
   bool dq_zeroed = false;
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
@@ -507,20 +475,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       if ((p.dv == 32 || p.dv == 64 || p.dv == 128) && aligned16(o) && aligned16(dout)) {
         float* const zero = atomic && p.d == p.dv && aligned16(dq_acc) ? mptr<float>(dq_acc) : nullptr;
         dq_zeroed = zero != nullptr;
-        FusedDqPrep<T> prep;
-        if (want_fused && zero != nullptr) {
-          fused = true;
-          prep.count = mptr<int>(dq_count);
-          prep.row_off = static_cast<const std::int32_t*>(kv_work->row_off.data_ptr());
-          prep.num_m = kv_work->num_m;
-          prep.dq = mptr<T>(dqa);
-        }
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
           delta_vec_kernel<T, L><<<grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
                                                                cptr<float>(lse), packed, static_cast<int>(p.sq),
-                                                               static_cast<int>(sq_pad), zero, prep);
+                                                               static_cast<int>(sq_pad), zero);
         };
         if (p.dv == 32) launch(std::integral_constant<int, 4>{});
         else if (p.dv == 64) launch(std::integral_constant<int, 8>{});
@@ -562,6 +522,27 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     simt_bwd_q_kernel<<<static_cast<unsigned>(work->row_items), kSimtThreads, 0, st>>>(a);
     TG_CUDA_CHECK_LAST();
   } else {
+    // the Hopper kv pass takes query tiles of 64 with or without the general transform
+    const int kv_bm = wgmma_kv ? bwd_kv_bm(false) : bwd_kv_bm(general);
+    WorkPtr kv_work;
+    auto kv_full = [&] {
+      if (!kv_work) kv_work = device_work(p, kv_bm, kBwdKvBN, true, dev);
+      return kv_work;
+    };
+    bool narrow = false;
+    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
+      // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
+      // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
+      // and variable patterns alike, although each query tile is loaded twice as often.
+      // (With the producer warpgroup, 64-key tiles only where they save work.)
+      const bool always =
+          wgmma_kv && p.d == 64 && (!general || plain_drop) && (plain_drop || bwd_warps(64) == BwdWarps::Uniform);
+      if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
+        kv_work = std::move(half);
+        narrow = true;
+      }
+    }
+    if (!kv_work) kv_full();
     if (narrow) note_launch(Path::NarrowKv);
     if (atomic && !dq_zeroed) TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
     auto run = [&](auto tag) {
@@ -581,11 +562,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       a.dv = mptr<T>(dva);
       a.dbias = mptr<T>(dba);
       a.atomic_dq = atomic;
-      if (fused) {
-        note_launch(Path::WgmmaBwdFusedDq);
-        a.rows = rows_of(*kv_work);
-        a.dq_count = mptr<int>(dq_count);
-      }
       if (wgmma_kv) {
         note_launch(Path::WgmmaBwd);
         // dropout's decisions: the forward's, else drawn ahead here for this pass alone
@@ -604,8 +580,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           constexpr int d = decltype(D)::value;
           // the producer warpgroup (128-key tiles, plain scores without dropout; the pipelined
           // step, dQ by columns at D 128) before dQ by columns without it
-          const bool cols = !narrow && !general && !plain_drop && d == 128 && bwd_dq() == BwdDq::Columns;
-          if (producer) {
+          const bool full_plain = !narrow && !general && !plain_drop;
+          const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
+          if (full_plain && bwd_warps(d) == BwdWarps::Producer) {
             note_launch(Path::WgmmaBwdProducer);
             if (d == 64 && bwd_operands() == BwdOperands::Registers) {
               note_launch(Path::WgmmaBwdRegKV);
@@ -654,9 +631,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           launch_bwd_kv<T, d, dv, g>(a, kv_work->col_items, st);
         });
       }
-      if (fused) {
-        // (the kv pass converted dQ, and the delta pass zeroed the rows it does not reach)
-      } else if (atomic) {
+      if (atomic) {
         // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
         // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
         const std::int64_t n8 = dq_acc.numel() / 8;

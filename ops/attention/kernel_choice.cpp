@@ -56,8 +56,6 @@ constinit Choice<BwdWarps> g_warps{"TG_ATTENTION_BWD_WARPS", "uniform",         
 constinit Choice<BwdOperands> g_operands{
     "TG_ATTENTION_BWD_OPERANDS", "shared",           "registers", BwdOperands::Shared,
     BwdOperands::Registers,      kDefaultBwdOperands};
-constinit Choice<BwdDqConvert> g_convert{"TG_ATTENTION_BWD_DQ_CONVERT", "separate",           "fused",
-                                         BwdDqConvert::Separate,        BwdDqConvert::Fused, kDefaultBwdDqConvert};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
@@ -99,9 +97,6 @@ BwdWarps bwd_warps(std::int64_t d) {
 
 void set_bwd_operands(BwdOperands o) { g_operands.set(o); }
 BwdOperands bwd_operands() { return g_operands.get(); }
-
-void set_bwd_dq_convert(BwdDqConvert c) { g_convert.set(c); }
-BwdDqConvert bwd_dq_convert() { return g_convert.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }

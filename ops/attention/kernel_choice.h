@@ -186,25 +186,6 @@ void set_bwd_operands(BwdOperands o);
 /// TG_ATTENTION_BWD_OPERANDS when it holds anything but `shared` or `registers`.
 BwdOperands bwd_operands();
 
-/// Where the producer warpgroup's kv pass turns dQ's f32 workspace into dq. Separate: a
-/// conversion kernel after the pass reads the whole workspace. Fused: the pass counts the
-/// reductions into each 64-row query tile (an atomic counter a tile, zeroed by the delta
-/// pass) and the CTA whose reduction completes a tile converts it with two warps of its
-/// producer warpgroup, from L2 and while its computing warpgroups go on; rows of tiles no
-/// key tile reaches are zeroed by the delta pass. Auto: the environment variable
-/// TG_ATTENTION_BWD_DQ_CONVERT (`separate` or `fused`) when set, else kDefaultBwdDqConvert.
-enum class BwdDqConvert { Auto, Separate, Fused };
-
-/// What Auto means without TG_ATTENTION_BWD_DQ_CONVERT.
-constexpr BwdDqConvert kDefaultBwdDqConvert = BwdDqConvert::Separate;
-
-/// Forces the dQ conversion of later producer kv passes (process-wide; Auto restores the default).
-void set_bwd_dq_convert(BwdDqConvert c);
-
-/// The choice in effect, Auto resolved: Separate or Fused. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_DQ_CONVERT when it holds anything but `separate` or `fused`.
-BwdDqConvert bwd_dq_convert();
-
 /// Order of the Hopper kv pass's products within a step (plain scores; dQ by keys or columns). Serial:
 /// Sᵀ and dPᵀ waited together, dK issued before dQ, every product waited at the step's end.
 /// Pipelined: Pᵀ computed and dV issued while dPᵀ runs; dK issued after dQ and left running
@@ -276,7 +257,6 @@ enum class Path {
   WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
   WgmmaBwdProducer,   ///< Hopper kv passes with the producer warpgroup (BwdWarps)
   WgmmaBwdRegKV,      ///< of those, the ones with K and V as register operands (BwdOperands)
-  WgmmaBwdFusedDq,    ///< of those, the ones that converted dQ themselves (BwdDqConvert)
   DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
   DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
   DropoutRead,        ///< Hopper kv passes that read the forward's decisions

@@ -1046,32 +1046,6 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   }
 }
 
-TEST_CASE("flash_attention CUDA: the producer kv pass converting dQ itself matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("backward");
-  namespace at = ops::attn;
-  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
-  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
-  const ForceKnob<at::BwdDqConvert> convert(at::set_bwd_dq_convert, at::BwdDqConvert::Fused);
-  // Every producer run converts: tiles no key tile reaches (the empty query block, rows past
-  // a length), ragged last tiles, GQA (several heads' reductions into one CTA's ring), long
-  // lists (the ring wraps; the counters reach hundreds) in both types.
-  check_kv_variant(at::Path::WgmmaBwdFusedDq, 128, 695, {DType::bf16, DType::f16});
-  check_kv_variant(at::Path::WgmmaBwdFusedDq, 64, 795, {DType::bf16, DType::f16});
-  {  // with K and V from shared memory at D 64
-    const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
-    check_kv_variant(at::Path::WgmmaBwdFusedDq, 64, 895, {DType::bf16});
-  }
-  // kernels without the producer warpgroup keep the conversion kernel
-  const std::int64_t mid = at::launches(at::Path::WgmmaBwdFusedDq);
-  check_softcap_keeps_kernel(at::Path::WgmmaBwdFusedDq, 696);
-  {
-    const ForceKnob<at::BwdWarps> uniform(at::set_bwd_warps, at::BwdWarps::Uniform);
-    check_cuda("uniform warpgroups", make_inputs(general_shape(128), 697), AttentionPattern::dense(256, 256, 128), {},
-               {DType::bf16});
-  }
-  CHECK(at::launches(at::Path::WgmmaBwdFusedDq) == mid);
-}
-
 TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgroup at D 128 only",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");

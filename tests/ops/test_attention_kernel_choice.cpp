@@ -44,8 +44,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                         at::kDefaultBwdDq);
   check_knob<at::BwdOperands>("TG_ATTENTION_BWD_OPERANDS", at::set_bwd_operands, at::bwd_operands,
                               {at::BwdOperands::Registers, at::BwdOperands::Shared}, at::kDefaultBwdOperands);
-  check_knob<at::BwdDqConvert>("TG_ATTENTION_BWD_DQ_CONVERT", at::set_bwd_dq_convert, at::bwd_dq_convert,
-                               {at::BwdDqConvert::Fused, at::BwdDqConvert::Separate}, at::kDefaultBwdDqConvert);
   check_knob<at::BwdStep>("TG_ATTENTION_BWD_STEP", at::set_bwd_step, at::bwd_step,
                           {at::BwdStep::Pipelined, at::BwdStep::Serial}, at::kDefaultBwdStep);
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,

@@ -55,27 +55,15 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
   }
 }
 
-/// What the delta pass prepares for a kv pass that converts dQ itself (BwdDqConvert::Fused):
-/// the per-tile counters to zero, and dq's rows in tiles whose row list (query tiles of 64,
-/// `row_off` of num_m tiles a head) is empty, which no reduction and so no conversion reaches.
-template <typename T>
-struct FusedDqPrep {
-  int* count = nullptr;  ///< null: no fused conversion
-  const std::int32_t* row_off = nullptr;
-  int num_m = 0;
-  T* dq = nullptr;  ///< rows of d = dv elements, 16-byte aligned
-};
-
 /// delta_body for 16-bit T with rows of dv = 8·L elements, 16-byte aligned: L lanes a row,
 /// one 16-byte load of o and of dout each, so 32 / L rows a warp (the scalar body's 2-byte
 /// loads kept it near a third of the copy rate). The same outputs as delta_body; with `zero`
 /// (dQ's f32 workspace, rows of d = dv floats, 16-byte aligned) also zeroes the row's
-/// workspace row, which spares the kv pass's workspace a memset of its own; with `fused`
-/// (and `zero`) what FusedDqPrep says.
+/// workspace row, which spares the kv pass's workspace a memset of its own.
 template <typename T, int L>
 __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float* delta, std::int64_t rows, int tid,
                                                int block, const float* lse, float2* packed, int sq, int sq_pad,
-                                               float* zero, const FusedDqPrep<T>& fused) {
+                                               float* zero) {
   static_assert(L == 4 || L == 8 || L == 16, "rows of 32, 64 or 128 elements");
   const std::int64_t row = (static_cast<std::int64_t>(block) * kAuxThreads + tid) / L;
   const int sub = tid % L;
@@ -100,14 +88,6 @@ __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float*
     float4* z = reinterpret_cast<float4*>(zero + row * (8 * L)) + 2 * sub;
     z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
     z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (fused.count != nullptr) {
-      const std::int64_t bh = row / sq;
-      const int i = static_cast<int>(row % sq);
-      const std::int64_t tile = bh * fused.num_m + i / 64;
-      if (i % 64 == 0 && sub == 0) fused.count[tile] = 0;
-      if (fused.row_off[tile + 1] == fused.row_off[tile])
-        reinterpret_cast<uint4*>(fused.dq + row * (8 * L))[sub] = make_uint4(0u, 0u, 0u, 0u);
-    }
   }
   if (sub == 0) {
     delta[row] = s;

@@ -44,11 +44,6 @@ struct BwdArgs {
   T* dv = nullptr;
   T* dbias = nullptr;  ///< bias block data (zeroed before), or null
   bool atomic_dq = true;
-  /// The Hopper producer kv pass with the fused dQ conversion (BwdDqConvert), else null: per
-  /// (bh, query tile m of 64) at bh · cols.num_m + m, the reductions into the tile that have
-  /// landed (zeroed by the delta pass); `rows` then holds the same tiles' row lists, whose
-  /// lengths are the counts that complete them.
-  int* dq_count = nullptr;
 };
 
 template <int D_, int DV_, int BM_, int NW_>

@@ -84,10 +84,6 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-/// The fused dQ conversion's hand-off from the reduction thread to the converting warps: a
-/// ring of tile indices (-1 ends the pass).
-constexpr int kConvertRing = 8;
-
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64;
@@ -139,35 +135,11 @@ struct WgBwdConfig {
 };
 
 /// The producer warpgroup's mbarriers (kProducer): `empty` per stage, then `dq_full` and
-/// `dq_empty` per computing warpgroup, then `cv_full` and `cv_empty` per slot of the
-/// conversion ring; a function's static, so other kernels lack them.
+/// `dq_empty` per computing warpgroup; a function's static, so other kernels lack them.
 template <int NS, int NG>
 __device__ __forceinline__ std::uint64_t* producer_barriers() {
-  __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG + 2 * kConvertRing];
+  __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG];
   return bars;
-}
-
-/// The conversion ring's slots (kProducer).
-__device__ __forceinline__ int* convert_ring() {
-  __shared__ int ring[kConvertRing];
-  return ring;
-}
-
-/// dq[rows i0 .., all D columns] = scale · the f32 workspace's rows, for the `rows` rows
-/// from element offset `at` of both: thread c of n converts eight elements at a time, from L2
-/// (the reductions that filled the workspace went there, past this SM's L1).
-template <typename T, int D>
-__device__ __forceinline__ void convert_dq_rows(const float* acc, T* dq, std::int64_t at, int rows, float scale, int c,
-                                                int n) {
-  const float4* src = reinterpret_cast<const float4*>(acc + at);
-  uint4* dst = reinterpret_cast<uint4*>(dq + at);
-  const int n8 = rows * (D / 8);
-#pragma unroll 2
-  for (int x = c; x < n8; x += n) {
-    const float4 u = __ldcg(src + 2 * x), v = __ldcg(src + 2 * x + 1);
-    dst[x] = make_uint4(pack2<T>(u.x * scale, u.y * scale), pack2<T>(u.z * scale, u.w * scale),
-                        pack2<T>(v.x * scale, v.y * scale), pack2<T>(v.z * scale, v.w * scale));
-  }
 }
 
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
@@ -248,13 +220,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   [[maybe_unused]] auto dq_empty = [](int g) {
     return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + Cfg::NG + g]);
   };
-  // the conversion ring's slot r holds a tile / has been read
-  [[maybe_unused]] auto cv_full = [](int r) {
-    return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + 2 * Cfg::NG + r]);
-  };
-  [[maybe_unused]] auto cv_empty = [](int r) {
-    return tma::smem_addr(&producer_barriers<NS, Cfg::NG>()[NS + 2 * Cfg::NG + kConvertRing + r]);
-  };
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       tma::init(bar(s), 1);
@@ -265,10 +230,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int g = 0; g < Cfg::NG; ++g) {
         tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
         tma::init(dq_empty(g), 1);   // the reduction thread
-      }
-      for (int r = 0; r < kConvertRing; ++r) {
-        tma::init(cv_full(r), 1);   // the reduction thread
-        tma::init(cv_empty(r), 2);  // the first lane of each converting warp
       }
     }
     tma::fence_init();
@@ -296,28 +257,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       } else if (warp == 1 && lane == 0) {
         // each step's dQ tiles (every step has them: no warpgroup skips one) into the
         // workspace; a tile is handed back once its reduction has read it
-        const bool fused = a.dq_count != nullptr;
-        int pushed = 0;  // tiles handed to the converting warps
-        auto push = [&](int tile) {
-          const int r = pushed % kConvertRing;
-          tma::wait(cv_empty(r), static_cast<std::uint32_t>(((pushed / kConvertRing) & 1) ^ 1));
-          convert_ring()[r] = tile;
-          tma::arrive(cv_full(r));
-          ++pushed;
-        };
-        // The fused conversion: the reductions into tile qt have completed. Counted at device
-        // scope after them (the proxy fence orders the bulk writes before the count), so the
-        // CTA that counts a tile's last reduction sees every CTA's, and converts the tile.
-        auto landed = [&](int tile) {
-          asm volatile("fence.proxy.async.global;\n" ::: "memory");
-          int before;
-          asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], 1;\n"
-                       : "=r"(before)
-                       : "l"(a.dq_count + tile)
-                       : "memory");
-          if (before + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) push(tile);
-        };
-        int prev = 0;  // the tile of the step before (bh · num_m + m)
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -331,33 +270,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::arrive(dq_empty(0));
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
-          if (fused) {
-            if (step > 0) {
-              tma::bulk_wait<Cfg::NG>();  // the step before's groups are complete
-              landed(prev);
-            }
-            prev = qt.x * a.cols.num_m + qt.y / BM;
-          }
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
-        if (fused) {
-          if (e1 > e0) landed(prev);
-          push(-1);
-        }
-      } else if (warp >= 2 && a.dq_count != nullptr) {
-        // the converting warps: each tile the reduction thread hands over, 64 threads a tile
-        for (int popped = 0;; ++popped) {
-          const int r = popped % kConvertRing;
-          tma::wait(cv_full(r), static_cast<std::uint32_t>((popped / kConvertRing) & 1));
-          const int tile = convert_ring()[r];
-          __syncwarp();
-          if (lane == 0) tma::arrive(cv_empty(r));
-          if (tile < 0) break;
-          asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
-          const int bh = tile / a.cols.num_m, i0 = (tile % a.cols.num_m) * BM;
-          convert_dq_rows<T, D>(a.dq_acc, a.dq, (static_cast<std::int64_t>(bh) * p.sq + i0) * D, min(BM, p.sq - i0),
-                                p.scale, (warp - 2) * 32 + lane, 64);
-        }
       }
       return;
     }
