@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_cases.h"
 #include "bench_util.h"
 #include "ops/attention/attention.h"
 #include "ops/attention/kernel_choice.h"
@@ -30,79 +31,7 @@
 
 namespace {
 
-constexpr std::int64_t kBatch = 4, kHeads = 16, kSeq = 4096;
-
-struct Case {
-  std::string name;
-  tg::AttentionPattern pattern;
-  tg::AttentionOptions options;
-};
-
-// Attended (query, key) pairs of one head: the visited blocks' pairs that causal / window keep.
-double attended_pairs(const tg::AttentionPattern& pat, const tg::AttentionOptions& o) {
-  const auto& qs = pat.q_starts();
-  const auto& ks = pat.k_starts();
-  double pairs = 0;
-  for (std::int64_t r = 0; r < pat.q_blocks(); ++r)
-    for (std::int64_t c = 0; c < pat.k_blocks(); ++c) {
-      if (!pat.visited(0, r, c)) continue;
-      for (std::int64_t i = qs[static_cast<std::size_t>(r)]; i < qs[static_cast<std::size_t>(r) + 1]; ++i) {
-        std::int64_t lo = ks[static_cast<std::size_t>(c)], hi = ks[static_cast<std::size_t>(c) + 1] - 1;
-        if (o.causal) hi = std::min(hi, i);
-        if (o.window_left >= 0) lo = std::max(lo, i - o.window_left);
-        if (o.window_right >= 0) hi = std::min(hi, i + o.window_right);
-        if (hi >= lo) pairs += static_cast<double>(hi - lo + 1);
-      }
-    }
-  return pairs;
-}
-
-std::vector<Case> cases() {
-  std::vector<Case> out;
-  const tg::AttentionPattern dense = tg::AttentionPattern::dense(kSeq, kSeq, 128);
-  out.push_back({"dense", dense, {}});
-  tg::AttentionOptions causal;
-  causal.causal = true;
-  out.push_back({"causal", dense, causal});
-  // the general transform (the training example's case: dropout; a soft cap without the RNG)
-  tg::AttentionOptions drop = causal;
-  drop.dropout_p = 0.1;
-  drop.seed = 3;
-  out.push_back({"causal, dropout 0.1", dense, drop});
-  // the backward drawing the decisions again instead of reading the forward's (no mask memory)
-  drop.keep_dropout_mask = false;
-  out.push_back({"causal, dropout 0.1, redrawn", dense, drop});
-  tg::AttentionOptions cap = causal;
-  cap.softcap = 30;
-  out.push_back({"causal, soft cap 30", dense, cap});
-  tg::AttentionOptions window = causal;
-  window.window_left = 1024;
-  out.push_back({"causal window 1024", dense, window});
-  {
-    const std::int64_t nb = kSeq / 64;
-    std::mt19937_64 rng(42);
-    std::vector<bool> m(static_cast<std::size_t>(nb * nb));
-    for (std::size_t x = 0; x < m.size(); ++x) m[x] = rng() % 10 == 0;
-    out.push_back({"random 10% of 64-blocks", tg::AttentionPattern::uniform(tg::from_vector(m, {1, nb, nb}), 64, 64), {}});
-  }
-  {
-    // block sizes of 64..512 (multiples of 64) summing to S, visited when block-causal
-    std::mt19937_64 rng(7);
-    std::vector<std::int64_t> sizes;
-    std::int64_t left = kSeq;
-    while (left > 0) {
-      const std::int64_t s = std::min<std::int64_t>(left, 64 * static_cast<std::int64_t>(1 + rng() % 8));
-      sizes.push_back(s);
-      left -= s;
-    }
-    const std::int64_t nb = static_cast<std::int64_t>(sizes.size());
-    std::vector<bool> m(static_cast<std::size_t>(nb * nb));
-    for (std::int64_t r = 0; r < nb; ++r)
-      for (std::int64_t c = 0; c <= r; ++c) m[static_cast<std::size_t>(r * nb + c)] = true;
-    out.push_back({"variable blocks, block-causal", tg::AttentionPattern::variable(tg::from_vector(m, {1, nb, nb}), sizes, sizes), {}});
-  }
-  return out;
-}
+using namespace tg_bench;
 
 double gemm_ceiling() {
   const tg::Device gpu = tg::Device::cuda();
