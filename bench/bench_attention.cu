@@ -139,6 +139,9 @@ const std::vector<Variant>& variants() {
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
+      // that kernel only where producer_pays_at_d64 says so from the lists, the default elsewhere
+      {"producer where the lists say (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Lists, at::BwdOperands::Registers},
   };
   return v;
 }

@@ -530,7 +530,21 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       return kv_work;
     };
     bool narrow = false;
-    if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
+    // BwdWarps::Lists at D 64 with plain scores: the producer where its lists say it pays,
+    // else the uniform kernel on 64-key tiles (Lists is Producer everywhere else)
+    const bool by_lists = wgmma_kv && p.d == 64 && p.dv == 64 && !general && !plain_drop &&
+                          bwd_warps(64) == BwdWarps::Lists && tile_height() == TileHeight::Auto;
+    bool lists_producer = false;
+    if (by_lists) {
+      auto half = device_work(p, kv_bm, kBwdKvBNNarrow, true, dev);
+      const WorkPtr wide = kv_full();
+      lists_producer =
+          producer_pays_at_d64(wide->col_entries.numel(), half->col_entries.numel(), wide->pattern_checked);
+      if (!lists_producer) {
+        kv_work = std::move(half);
+        narrow = true;
+      }
+    } else if (p.d == p.dv) {  // the 64-key instantiations exist for D = Dv
       // The Hopper kv pass at D 64 without the general transform runs three 64-key CTAs an
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
@@ -582,7 +596,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           // step, dQ by columns at D 128) before dQ by columns without it
           const bool full_plain = !narrow && !general && !plain_drop;
           const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
-          if (full_plain && bwd_warps(d) == BwdWarps::Producer) {
+          auto producer = [&] {
+            const BwdWarps w = bwd_warps(d);
+            return w == BwdWarps::Producer || (w == BwdWarps::Lists && (!by_lists || lists_producer));
+          };
+          if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
             if (d == 64 && bwd_operands() == BwdOperands::Registers) {
               note_launch(Path::WgmmaBwdRegKV);

@@ -95,6 +95,11 @@ BwdWarps bwd_warps(std::int64_t d) {
   return w == BwdWarps::Auto ? default_bwd_warps(d) : w;
 }
 
+bool producer_pays_at_d64(std::int64_t wide_entries, std::int64_t narrow_entries, std::int64_t wide_pattern_checked) {
+  // areas in units of 64 x 64: a 128-key entry counts two
+  return narrow_entries > 0 && wide_pattern_checked == 0 && 100 * 2 * wide_entries <= 102 * narrow_entries;
+}
+
 void set_bwd_operands(BwdOperands o) { g_operands.set(o); }
 BwdOperands bwd_operands() { return g_operands.get(); }
 

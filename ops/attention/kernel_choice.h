@@ -147,8 +147,12 @@ BwdDq bwd_dq();
 /// columns at D 128 (dQ by keys needs 255 registers there), by keys at D 64, where the
 /// producer also makes 128-key tiles the choice wherever 64-key tiles save no work (BwdDq and
 /// BwdStep do not apply; TileHeight does). Auto: the environment variable
-/// TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else default_bwd_warps(D).
-enum class BwdWarps { Auto, Uniform, Producer };
+/// TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else default_bwd_warps(D). Lists
+/// (set_bwd_warps only; a candidate default not yet measured as such): Producer at D 128; at D 64
+/// the producer where producer_pays_at_d64 says so from the problem's lists, the uniform kernel
+/// on 64-key tiles elsewhere (with a forced TileHeight, or where the producer does not apply:
+/// as Producer).
+enum class BwdWarps { Auto, Uniform, Producer, Lists };
 
 /// What Auto means without TG_ATTENTION_BWD_WARPS at head dim d. D 128: Producer, measured
 /// against Uniform (dQ by keys, pipelined) in the same process (H100, 7 rounds, medians):
@@ -158,11 +162,20 @@ enum class BwdWarps { Auto, Uniform, Producer };
 /// but 0.94-0.95x on window and variable blocks (twenty-fourth session).
 constexpr BwdWarps default_bwd_warps(std::int64_t d) { return d == 128 ? BwdWarps::Producer : BwdWarps::Uniform; }
 
+/// Whether the producer kv pass at D 64 is expected to beat the uniform one on 64-key tiles, from
+/// the kv lists of both: the 128-key tiles' area (wide_entries x 64 x 128) within 2% of the
+/// 64-key tiles' (narrow_entries x 64 x 64), and no 128-key entry that checks the pattern element
+/// by element (wide_pattern_checked: entries with kCheckPattern; the 64-key tiles may need none
+/// where blocks are multiples of 64 long). Fitted to the bench's patterns (bench/RESULTS.md,
+/// twenty-fifth session): true for dense and causal, false for the causal window (5.9% more
+/// area) and for variable blocks (3% of entries checked). False without entries.
+bool producer_pays_at_d64(std::int64_t wide_entries, std::int64_t narrow_entries, std::int64_t wide_pattern_checked);
+
 /// Forces the split of work of later Hopper kv passes (process-wide; Auto restores the
 /// default).
 void set_bwd_warps(BwdWarps w);
 
-/// The choice in effect at head dim d, Auto resolved: Uniform or Producer. Throws
+/// The choice in effect at head dim d, Auto resolved: Uniform, Producer or (forced) Lists. Throws
 /// tg::ValueError naming TG_ATTENTION_BWD_WARPS when it holds anything but `uniform` or
 /// `producer`.
 BwdWarps bwd_warps(std::int64_t d);

@@ -1046,6 +1046,39 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   }
 }
 
+TEST_CASE("flash_attention CUDA: BwdWarps::Lists takes the D 64 producer where the lists say so",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Lists);
+  const Inputs in = make_inputs(general_shape(64), 901);
+  auto runs = [&](const std::string& name, const AttentionPattern& pat, const AttentionOptions& o, bool producer) {
+    INFO(name);
+    const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer), n0 = at::launches(at::Path::NarrowKv);
+    check_cuda(name, in, pat, o, {DType::bf16});
+    CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (producer ? 1 : 0));
+    CHECK(at::launches(at::Path::NarrowKv) - n0 == (producer ? 0 : 1));
+  };
+  // dense: the same area on either key tile, nothing checked
+  runs("dense", AttentionPattern::dense(256, 256, 128), {}, true);
+  // a short window: the 128-key tiles cover far more than the 64-key ones
+  AttentionOptions window;
+  window.causal = true;
+  window.window_left = 30;
+  runs("window 30", AttentionPattern::dense(256, 256, 128), window, false);
+  // blocks of 192 and 64, block-causal: key tile 128..255 straddles the boundary, so query
+  // rows of the first block check the pattern there (the 64-key tiles need no check)
+  std::vector<bool> m{true, false, true, true};
+  runs("blocks of 192 and 64", AttentionPattern::variable(from_vector(m, {1, 2, 2}), {192, 64}, {192, 64}), {},
+       false);
+  // at D 128, Lists is the producer
+  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer);
+  check_cuda("D 128", make_inputs(general_shape(128), 902), AttentionPattern::dense(256, 256, 128), {},
+             {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == 1);
+}
+
 TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgroup at D 128 only",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");

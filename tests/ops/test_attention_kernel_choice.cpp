@@ -27,6 +27,25 @@ void check_knob(const char* env, Set set, Get get, std::initializer_list<E> valu
 
 }  // namespace
 
+TEST_CASE("attention kernel choice: the D 64 producer's rule from the kv lists", "[ops][attention]") {
+  // the kv lists of one head of bench_attention's patterns (bench/attention_lists): 128-key
+  // entries, 64-key entries, 128-key entries that check the pattern
+  CHECK(at::producer_pays_at_d64(2048, 4096, 0));         // dense: the same area
+  CHECK(at::producer_pays_at_d64(1056, 2080, 0));         // causal: 1.5% more area
+  CHECK_FALSE(at::producer_pays_at_d64(504, 952, 0));     // causal window 1024: 5.9% more
+  CHECK_FALSE(at::producer_pays_at_d64(1135, 2236, 34));  // variable blocks: 1.5% more, 3% checked
+  // the 2% bound itself, and lists without entries
+  CHECK(at::producer_pays_at_d64(51, 100, 0));
+  CHECK_FALSE(at::producer_pays_at_d64(52, 100, 0));
+  CHECK_FALSE(at::producer_pays_at_d64(0, 0, 0));
+  // Lists is reachable by set_bwd_warps only, and Auto restores the default afterwards
+  at::set_bwd_warps(at::BwdWarps::Lists);
+  CHECK(at::bwd_warps(64) == at::BwdWarps::Lists);
+  CHECK(at::bwd_warps(128) == at::BwdWarps::Lists);
+  at::set_bwd_warps(at::BwdWarps::Auto);
+  CHECK(at::bwd_warps(64) != at::BwdWarps::Lists);
+}
+
 TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the default", "[ops][attention]") {
   check_knob<at::FwdKernel>("TG_ATTENTION_FWD", at::set_fwd_kernel, at::fwd_kernel,
                             {at::FwdKernel::Mma, at::FwdKernel::Wgmma}, at::kDefaultFwdKernel);

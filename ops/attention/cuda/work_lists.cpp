@@ -203,6 +203,8 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   w->num_m = rows.num_m;
   w->num_n = rows.num_n;
   w->row_items = static_cast<std::int64_t>(rows.order.size());
+  w->pattern_checked = std::count_if(rows.entries.begin(), rows.entries.end(),
+                                     [](std::int32_t e) { return (e & kCheckPattern) != 0; });
   if (with_cols) {
     const HostList cols = build_col_lists(rows, p.bhq, p.bhkv);
     w->col_order = upload(cols.order, DType::i32, dev);

@@ -56,6 +56,7 @@ struct DeviceWork {
   Tensor col_order, col_off, col_entries;  ///< undefined unless asked for
   int num_m = 0, num_n = 0;
   std::int64_t row_items = 0, col_items = 0;
+  std::int64_t pattern_checked = 0;  ///< entries (rows' and columns' alike) flagged kCheckPattern
 };
 
 /// The device work lists of problem `p` for tiles of bm x bn (and their transpose when
