@@ -58,26 +58,10 @@ int main() {
   for (const tg_bench::Case& c : tg_bench::cases()) {
     if (c.options.dropout_p > 0.0 || c.options.softcap > 0.0) continue;  // the same lists as causal
     const tg::AttentionPattern& pat = c.pattern;
-    std::vector<std::uint8_t> visited(static_cast<std::size_t>(pat.q_blocks() * pat.k_blocks()));
-    for (std::int64_t r = 0; r < pat.q_blocks(); ++r)
-      for (std::int64_t k = 0; k < pat.k_blocks(); ++k)
-        visited[static_cast<std::size_t>(r * pat.k_blocks() + k)] = pat.visited(0, r, k) ? 1 : 0;
     const std::vector<std::int32_t> q_blk = at::block_of_positions(pat.q_starts());
     const std::vector<std::int32_t> k_blk = at::block_of_positions(pat.k_starts());
-    at::ListSpec s;
-    s.bhq = s.bhkv = 1;
-    s.sq = pat.sq();
-    s.sk = pat.sk();
-    s.pattern = visited.data();
-    s.qb = pat.q_blocks();
-    s.kb = pat.k_blocks();
-    s.q_starts = &pat.q_starts();
-    s.k_starts = &pat.k_starts();
-    s.q_blk = &q_blk;
-    s.k_blk = &k_blk;
-    s.causal = c.options.causal;
-    s.wl = c.options.window_left;
-    s.wr = c.options.window_right;
+    const at::ListSpec s =
+        at::list_spec(pat, 1, 1, c.options.causal, c.options.window_left, c.options.window_right, q_blk, k_blk);
     const double kv0 = area(kv_lists(s, 64), 64, 64), fwd0 = area(forward_lists(s, 64), 64, 64);
     for (int bn : {64, 128}) print_stats(c.name.c_str(), "kv", 64, bn, kv_lists(s, bn), kv0);
     for (int bm : {64, 128}) print_stats(c.name.c_str(), "forward", bm, 64, forward_lists(s, bm), fwd0);

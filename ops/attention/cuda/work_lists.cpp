@@ -60,6 +60,26 @@ std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& st
   return blk;
 }
 
+ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t bhkv, bool causal, std::int64_t wl,
+                   std::int64_t wr, const std::vector<std::int32_t>& q_blk, const std::vector<std::int32_t>& k_blk) {
+  ListSpec s;
+  s.bhq = bhq;
+  s.bhkv = bhkv;
+  s.sq = pat.sq();
+  s.sk = pat.sk();
+  s.pattern = pat.mask_host().data();
+  s.qb = pat.q_blocks();
+  s.kb = pat.k_blocks();
+  s.q_starts = &pat.q_starts();
+  s.k_starts = &pat.k_starts();
+  s.q_blk = &q_blk;
+  s.k_blk = &k_blk;
+  s.causal = causal;
+  s.wl = wl;
+  s.wr = wr;
+  return s;
+}
+
 HostList build_row_lists(const ListSpec& s, int bm, int bn) {
   HostList out;
   out.num_m = static_cast<int>((s.sq + bm - 1) / bm);
@@ -176,21 +196,7 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   }
   const std::vector<std::int32_t> q_blk = block_of_positions(p.pattern.q_starts());
   const std::vector<std::int32_t> k_blk = block_of_positions(p.pattern.k_starts());
-  ListSpec s;
-  s.bhq = p.bhq;
-  s.bhkv = p.bhkv;
-  s.sq = p.sq;
-  s.sk = p.sk;
-  s.pattern = p.pattern.mask_host().data();
-  s.qb = p.pattern.q_blocks();
-  s.kb = p.pattern.k_blocks();
-  s.q_starts = &p.pattern.q_starts();
-  s.k_starts = &p.pattern.k_starts();
-  s.q_blk = &q_blk;
-  s.k_blk = &k_blk;
-  s.causal = p.causal;
-  s.wl = p.window_left;
-  s.wr = p.window_right;
+  const ListSpec s = list_spec(p.pattern, p.bhq, p.bhkv, p.causal, p.window_left, p.window_right, q_blk, k_blk);
   const HostList rows = build_row_lists(s, bm, bn);
 
   auto w = std::make_shared<DeviceWork>();

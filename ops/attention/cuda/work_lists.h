@@ -42,6 +42,12 @@ struct HostList {
 /// The block of every position: blk[i] = r for starts[r] <= i < starts[r + 1].
 std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& starts);
 
+/// The spec of pattern `pat` (its host mask, pat.p() >= bhq rows) with causal and the window
+/// bounds wl, wr (< 0: unbounded); q_blk and k_blk are block_of_positions of its starts, kept
+/// alive by the caller as long as the spec.
+ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t bhkv, bool causal, std::int64_t wl,
+                   std::int64_t wr, const std::vector<std::int32_t>& q_blk, const std::vector<std::int32_t>& k_blk);
+
 /// Row lists for query tiles of bm rows and key tiles of bn keys.
 HostList build_row_lists(const ListSpec& s, int bm, int bn);
 
