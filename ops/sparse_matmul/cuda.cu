@@ -256,6 +256,7 @@ struct TmaSchedule {
   // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, coords, outs, reduce;
   std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
+  std::int64_t paired_steps = 0;  ///< steps of groups of two lines
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -279,6 +280,7 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->gm = gm;
   s->axis = axis;
   s->n_steps = r.n_steps;
+  s->paired_steps = r.paired_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
@@ -333,16 +335,18 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   } else if (choice == spmm::MmaPath::WgmmaTmaRowPairs) {
     s = &sched(gmax, gm_max, GroupAxis::Rows);
   } else {
-    // Block products computed (empty member slots and lines included) over the tile's
-    // speed; on equal cost the first of: one block, row groups, column groups (the plain
-    // epilogue first), pairs of row groups.
+    // Block products computed (empty member slots included) over the tile's speed, a
+    // schedule of pairs counting its groups of one line as the one-line tile (the kernel
+    // runs them so); on equal cost the first of: one block, row groups, column groups (the
+    // plain epilogue first), pairs of row groups.
     s = &sched(1, 1, GroupAxis::Rows);
     double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last is the first again)
       const TmaSchedule& w = sched(gmax, gm, axis);
-      const double cost = static_cast<double>(w.n_steps * gm * gmax) / tma_speed(p.bs, gmax, gm);
+      const double cost = static_cast<double>(w.paired_steps * gm * gmax) / tma_speed(p.bs, gmax, gm) +
+                          static_cast<double>((w.n_steps - w.paired_steps) * gmax) / tma_speed(p.bs, gmax, 1);
       if (cost < best) {
         best = cost;
         s = &w;

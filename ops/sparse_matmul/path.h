@@ -15,8 +15,9 @@
 // multiplying with wgmma; persistent grid; wgmma_tma_kernel.cuh), on groups of output
 // blocks of one block-row that read the same x tiles or of one block-column that read the
 // same y tiles (row_groups.h), as wide as an estimate of their cost says: one block, or
-// 2 (bs 128) / 4 (bs 64) blocks a tile, and at bs 64 pairs of row groups of the same
-// columns and k lists (tiles of 2 x 4 blocks), split-K as the per-block schedule;
+// 2 (bs 128) / 4 (bs 64) blocks a tile, and at bs 64 pairs of block-rows on 4 columns both
+// store with equal k lists (tiles of 2 x 4 blocks; the rest as row groups in the same
+// launch), split-K as the per-block schedule;
 // WgmmaTmaNarrow forces one block a tile, WgmmaTmaWide row groups, WgmmaTmaWideColumns
 // column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups). Auto takes
 // it wherever it applies (operands with fewer than 2^31 rows), before the others.

@@ -3,10 +3,102 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <numeric>
 
 namespace tg::ops {
+
+namespace {
+
+/// Partners are looked for among this many later segments of a class, which bounds the
+/// host's work on long layouts (the bench's 32 block-rows a batch are all in reach).
+constexpr std::size_t kPartnerWindow = 64;
+
+/// Forms the groups of two lines, then those of one. Segments of one batch and one k list
+/// (their members' own tiles are the same for the same cross coordinate) are classes; in a
+/// class, each segment in turn is paired with the later one sharing the most cross
+/// coordinates among its unpaired tiles, when they share at least g: the first multiple of
+/// g of those shared become full groups of two lines. A full pair group costs one step of
+/// the 128 x 256 tile for 2 g products, a one-line group about 3/4 of that for g (the
+/// measured 1.30 / 2.0 at density 1, bs 64, RESULTS 12-04), so full groups of two lines
+/// always pay; a partial one (the last few shared) is left to the one-line groups. What is
+/// left of each segment is cut in groups of one line of up to g, in order. A segment's
+/// groups of two lines come first, where it stands; `add` takes (line 0 members, line 1
+/// members or null, count), members as indices into order.
+template <class Add>
+void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
+                   const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
+  auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
+  const auto coord = [&](std::int64_t t, int c) { return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)]; };
+  std::map<std::vector<std::int32_t>, std::vector<std::size_t>> classes;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    const std::int32_t o = order[at(segs[i][0])];
+    std::vector<std::int32_t> key{coord(segs[i][0], 0)};
+    key.insert(key.end(), p.pair_k.begin() + p.pair_begin[at(o)], p.pair_k.begin() + p.pair_begin[at(o + 1)]);
+    classes[key].push_back(i);
+  }
+  std::vector<std::vector<std::int64_t>> left(segs.size());  // unpaired tiles, in cross order
+  for (std::size_t i = 0; i < segs.size(); ++i)
+    for (std::int64_t t = segs[i][0]; t < segs[i][1]; ++t) left[i].push_back(t);
+  std::vector<std::vector<std::int64_t>> lines0(segs.size()), lines1(segs.size());  // paired, g at a time
+  // The tiles of a and b at their shared cross coordinates, in order.
+  auto shared = [&](const std::vector<std::int64_t>& a, const std::vector<std::int64_t>& b,
+                    std::vector<std::int64_t>* ta, std::vector<std::int64_t>* tb) {
+    std::int64_t n = 0;
+    for (std::size_t u = 0, v = 0; u < a.size() && v < b.size();) {
+      const std::int32_t cu = coord(a[u], cross), cv = coord(b[v], cross);
+      if (cu < cv) {
+        ++u;
+      } else if (cv < cu) {
+        ++v;
+      } else {
+        if (ta != nullptr) {
+          ta->push_back(a[u]);
+          tb->push_back(b[v]);
+        }
+        ++n, ++u, ++v;
+      }
+    }
+    return n;
+  };
+  for (const auto& [key, members] : classes) {
+    for (std::size_t ai = 0; ai < members.size(); ++ai) {
+      const std::size_t a = members[ai];
+      if (static_cast<std::int64_t>(left[a].size()) < g) continue;
+      std::int64_t best = g - 1;
+      std::size_t partner = a;
+      for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
+        const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
+        if (n > best) {
+          best = n;
+          partner = members[bi];
+        }
+      }
+      if (partner == a) continue;
+      std::vector<std::int64_t> ta, tb;
+      shared(left[a], left[partner], &ta, &tb);
+      ta.resize(at(best / g * g));
+      tb.resize(ta.size());
+      auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
+        std::vector<std::int64_t> kept;
+        std::set_difference(from.begin(), from.end(), taken.begin(), taken.end(), std::back_inserter(kept));
+        from = std::move(kept);
+      };
+      drop(left[a], ta);
+      drop(left[partner], tb);
+      lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
+      lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
+    }
+  }
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    for (std::size_t t = 0; t < lines0[i].size(); t += at(g)) add(&lines0[i][t], &lines1[i][t], g);
+    for (std::size_t t = 0; t < left[i].size(); t += at(g))
+      add(&left[i][t], nullptr, std::min<std::int64_t>(g, static_cast<std::int64_t>(left[i].size() - t)));
+  }
+}
+
+}  // namespace
 
 RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t chunk, GroupAxis axis,
                                     std::int64_t gm) {
@@ -41,48 +133,44 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     return eu - bu == ev - bv && std::equal(shared.begin() + bu, shared.begin() + eu, shared.begin() + bv);
   };
 
-  // Line groups: runs of at most g tiles of one line with equal lists, as [first, end) of order.
-  std::vector<std::array<std::int64_t, 2>> lines;
+  // Groups, each gm lines of up to g member slots, a member an index into order (-1: none),
+  // members packed from slot 0, a second line only in groups of two lines.
+  std::vector<std::vector<std::int64_t>> groups;
+  auto add_group = [&](const std::int64_t* l0, const std::int64_t* l1, std::int64_t n) {
+    std::vector<std::int64_t> gr(static_cast<std::size_t>(gm * g), -1);
+    for (std::int64_t m = 0; m < n; ++m) {
+      gr[at(m)] = l0[m];
+      if (l1 != nullptr) gr[at(g + m)] = l1[m];
+    }
+    groups.push_back(std::move(gr));
+  };
+  // Segments: maximal runs of tiles of one line with equal lists, as [first, end) of order.
+  std::vector<std::array<std::int64_t, 2>> segs;
   for (std::int64_t t = 0; t < p.n_out;) {
     std::int64_t end = t + 1;
-    while (end < p.n_out && end - t < g && same_line(order[at(t)], order[at(end)]) &&
-           same_list(order[at(t)], order[at(end)]))
-      ++end;
-    lines.push_back({t, end});
+    while (end < p.n_out && same_line(order[at(t)], order[at(end)]) && same_list(order[at(t)], order[at(end)])) ++end;
+    segs.push_back({t, end});
     t = end;
   }
-  // Groups: one line each, or two lines of one batch whose members have the same cross
-  // coordinates (slot by slot) and the same k list, so that their own tiles are the same
-  // (y(k, j) of a row group depends on k and j alone): the second line is taken from a
-  // later one waiting with an equal key.
-  std::vector<std::array<std::int64_t, 2>> groups;  // line indices, -1: none
-  std::map<std::vector<std::int32_t>, std::size_t> waiting;
-  for (std::size_t l = 0; l < lines.size(); ++l) {
-    if (gm < 2) {
-      groups.push_back({static_cast<std::int64_t>(l), -1});
-      continue;
-    }
-    const std::int32_t o = order[at(lines[l][0])];
-    std::vector<std::int32_t> key{coord(o, 0), static_cast<std::int32_t>(lines[l][1] - lines[l][0])};
-    for (std::int64_t t = lines[l][0]; t < lines[l][1]; ++t) key.push_back(coord(order[at(t)], cross));
-    key.insert(key.end(), p.pair_k.begin() + p.pair_begin[at(o)], p.pair_k.begin() + p.pair_begin[at(o + 1)]);
-    const auto it = waiting.find(key);
-    if (it != waiting.end()) {
-      groups[it->second][1] = static_cast<std::int64_t>(l);
-      waiting.erase(it);
-    } else {
-      waiting.emplace(std::move(key), groups.size());
-      groups.push_back({static_cast<std::int64_t>(l), -1});
-    }
+  if (gm < 2) {
+    for (const auto& sg : segs)
+      for (std::int64_t t = sg[0]; t < sg[1]; t += g) {
+        std::vector<std::int64_t> l0(at(std::min(g, sg[1] - t)));
+        std::iota(l0.begin(), l0.end(), t);
+        add_group(l0.data(), nullptr, static_cast<std::int64_t>(l0.size()));
+      }
+  } else {
+    pair_segments(p, order, segs, g, cross, add_group);
   }
 
   std::int32_t slots = 0;
   for (const auto& gr : groups) {
-    const std::array<std::int64_t, 2>& first_line = lines[at(gr[0])];
-    const std::int64_t n = first_line[1] - first_line[0];  // members a line (equal in both)
-    const std::int64_t n_lines = gr[1] >= 0 ? 2 : 1;
+    std::int64_t n = 0;  // members a line (equal in both)
+    while (n < g && gr[at(n)] >= 0) ++n;
+    const std::int64_t n_lines = gm > 1 && gr[at(g)] >= 0 ? 2 : 1;
     auto member = [&](std::int64_t i, std::int64_t m) -> std::int32_t {
-      return i < n_lines && m < n ? order[at(lines[at(gr[i])][0] + m)] : -1;
+      const std::int64_t t = i < gm && m < g ? gr[at(i * g + m)] : -1;
+      return t < 0 ? -1 : order[at(t)];
     };
     const std::int32_t o = member(0, 0);
     const std::int32_t b = p.pair_begin[at(o)];
@@ -113,6 +201,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
     }
     s.members += n_lines * n;
+    if (n_lines == 2) s.paired_steps += len;
   }
   s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
   s.n_slots = slots;

@@ -10,10 +10,12 @@
 // column group as the transposed product Cᵀ = op(B)ᵀ op(A)ᵀ, whose row groups they are,
 // and stores its tile transposed.
 //
-// Groups of two lines (gm = 2): two row groups of equal column sets and equal k lists
-// (every pair of rows at density 1, and structured layouts), one CTA tile of two rows of
-// tiles (at bs 64: 128 x 256, the shape of bs 128's wide tile). Groups without a partner
-// keep one line; the kernel then leaves half its tile unused.
+// Groups of two lines (gm = 2): two block-rows of one batch whose tiles have equal k lists,
+// on g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x 256,
+// the shape of bs 128's wide tile). Each row is paired with the row sharing the most of
+// its unpaired columns (every pair of rows at density 1; about two thirds of the tiles at
+// density 0.5, random layouts); the tiles left form groups of one line in the same
+// schedule, which the kernel computes as the one-line tile.
 //
 // No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
@@ -47,12 +49,14 @@ struct RowGroupSchedule {
   std::vector<std::int32_t> reduce;
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
+  std::int64_t paired_steps = 0;  ///< steps of groups of two lines (the rest have one)
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
-/// (batch, block-column, block-row) order, paired into groups of two lines where gm is 2
-/// (a paired group sits where its first line was); a pair list longer than `chunk` (>= 1)
-/// steps is cut into ceil(len / chunk) equal pieces, each with its own workspace slots.
+/// (batch, block-column, block-row) order; where gm is 2, full groups of two lines of rows
+/// sharing g columns come first where their first line stood, then the one-line groups of
+/// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into
+/// ceil(len / chunk) equal pieces, each with its own workspace slots.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
                                     GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1);
 

@@ -30,9 +30,10 @@
 //     block-row each, n = 256: the smem geometry of bs 128, G 2;
 //   bs 64, G 4: one ring, the consumers take two members (128 columns) each;
 //   bs 64, G 1: two rings, one per consumer, each with its own items and 64 x 64 tiles.
-// A member slot without a tile (the last group of a row) or a second block-row without
-// one (a group that found no partner) is not loaded and not stored; the products on its
-// stale stage bytes land in accumulators nobody reads. The grid is
+// A member slot without a tile (the last group of a row) is not loaded and not stored; the
+// products on its stale stage bytes land in accumulators nobody reads. In the GM 2 kernel a
+// group of one line (tiles that found no partner row) runs as the G 4 tile does, the
+// consumers splitting its members, so one launch mixes both shapes. The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
 // of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
 // with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
@@ -227,7 +228,7 @@ __device__ __forceinline__ void sync_consumer(int consumer) {
 /// consumer goes on with its next item. n_boxes counts the consumer's boxes (the shared box
 /// used in turn); the store that read a box two boxes ago is waited for before it is
 /// written again.
-template <class C, typename E, bool TC>
+template <class C, int NC, typename E, bool TC>
 __device__ __forceinline__ void store_boxes(const float* acc, const int* out_tile, const CUtensorMap* map_c,
                                             const KernelArgs& args, std::uint32_t epi, int row0_tile, int consumer,
                                             int warp, int lane, unsigned& n_boxes) {
@@ -235,7 +236,7 @@ __device__ __forceinline__ void store_boxes(const float* acc, const int* out_til
   const int k = lane & 7, hf = (lane >> 3) & 1, jhi = lane >> 4;  // the row and matrix this lane addresses
   const bool leader = warp == 0 && lane == 0;
 #pragma unroll
-  for (int b = 0; b < C::NC / 64; ++b) {
+  for (int b = 0; b < NC / 64; ++b) {
     const int mm = 64 * b / C::BS, off = 64 * b % C::BS;  // member, its first column in the box
     const int o = out_tile[mm];
     if (o < 0) continue;
@@ -296,6 +297,72 @@ __device__ __forceinline__ void store_partial(const float* acc, int mm, float* w
       store2<float>(out, a[0], a[1]);
       store2<float>(out + 8 * C::BS, a[2], a[3]);
     }
+  }
+}
+
+/// A consumer's position in its ring: the ring's first stage, its full and empty barriers,
+/// the stage it waits for next and that stage's phase.
+struct ConsumerRing {
+  std::uint32_t stages, full, empty;
+  int stage;
+  std::uint32_t phase;
+};
+
+/// One item's k loop and stores for one consumer: 64 rows from row0_tile of block-row
+/// `line`'s tile, NC columns from member m0 on. NC is C::NC, or half of it for a group of
+/// one line in a GM 2 kernel (the consumers then split its members).
+template <class C, int NC, typename E, bool TA, bool TB, bool TC>
+__device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, const int* outs, ConsumerRing& r,
+                                             const CUtensorMap* map_c, std::uint32_t epi, int row0_tile, int line,
+                                             int m0, int consumer, int warp, int lane, unsigned& n_boxes) {
+  const int nsteps = (item.z - item.y) << args.lg_kpp;
+  const int pieces = outs[C::GM * C::G];
+  int out_tile[NC / C::BS];
+#pragma unroll
+  for (int mm = 0; mm < NC / C::BS; ++mm) out_tile[mm] = outs[line * C::G + m0 + mm];
+  float acc[NC / 2];
+#pragma unroll
+  for (int i = 0; i < NC / 2; ++i) acc[i] = 0.0f;
+  int prev = -1;
+  auto release = [&](int st) {
+    if (lane == 0) tma::arrive(r.empty + 8u * static_cast<std::uint32_t>(st));
+  };
+  for (int s = 0; s < nsteps; ++s) {
+    tma::wait(r.full + 8u * static_cast<std::uint32_t>(r.stage), r.phase);
+    // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
+    // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
+    // block-row's tile; members are B_MEMBER apart.
+    const std::uint32_t st = r.stages + static_cast<std::uint32_t>(r.stage * C::STAGE_BYTES);
+    const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
+    const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
+    ops::wg::fence();
+#pragma unroll
+    for (int j = 0; j < BK / 16; ++j)
+      ops::wg::mma_ss<E, NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
+    ops::wg::commit();
+    // The previous step's group has completed once at most this one is pending: its
+    // stage can be refilled.
+    ops::wg::wait<1>();
+    if (prev >= 0) release(prev);
+    prev = r.stage;
+    if (++r.stage == C::STAGES) {
+      r.stage = 0;
+      r.phase ^= 1u;
+    }
+  }
+  ops::wg::wait<0>();
+  ops::wg::fence_regs(acc);
+  if (prev >= 0) release(prev);
+
+  if (item.w < 0) {
+    store_boxes<C, NC, E, TC>(acc, out_tile, map_c, args, epi, row0_tile, consumer, warp, lane, n_boxes);
+    return;
+  }
+#pragma unroll
+  for (int mm = 0; mm < NC / C::BS; ++mm) {
+    if (out_tile[mm] < 0) continue;
+    const long long slot = item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces;
+    store_partial<C, TC>(acc, mm, static_cast<float*>(args.ws) + slot * C::BS * C::BS, row0_tile, warp, lane);
   }
 }
 
@@ -365,65 +432,29 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int row0_tile = C::kRings == 1 && C::kSplitRows && C::GM == 1 ? consumer * 64 : 0;
   const int line = C::GM == 2 ? consumer : 0;
   const int m0 = C::kRings == 1 && !C::kSplitRows ? consumer * (C::NC / C::BS) : 0;
-  int stage = 0;
-  std::uint32_t phase = 0;
+  ConsumerRing ring_state{base + static_cast<std::uint32_t>(ring * C::STAGES * C::STAGE_BYTES),
+                          tma::smem_addr(&bars[ring * C::STAGES]),
+                          tma::smem_addr(&bars[(C::kRings + ring) * C::STAGES]), 0, 0u};
   const std::uint32_t epi =
       base + static_cast<std::uint32_t>(C::kRings * C::STAGES * C::STAGE_BYTES + consumer * 2 * EPI_BOX);
   unsigned n_boxes = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
-    const int nsteps = (item.z - item.y) << args.lg_kpp;
     // The output tiles are read now, so that their latency passes during the k loop and
     // not before the stores.
     const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
-    const int pieces = outs[C::GM * C::G];
-    int out_tile[C::NC / C::BS];
-#pragma unroll
-    for (int mm = 0; mm < C::NC / C::BS; ++mm) out_tile[mm] = outs[line * C::G + m0 + mm];
-    float acc[C::NC / 2];
-#pragma unroll
-    for (int i = 0; i < C::NC / 2; ++i) acc[i] = 0.0f;
-    int prev = -1;
-    auto release = [&](int st) {
-      if (lane == 0) tma::arrive(empty(ring, st));
-    };
-    for (int s = 0; s < nsteps; ++s) {
-      tma::wait(full(ring, stage), phase);
-      // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
-      // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
-      // block-row's tile; members are B_MEMBER apart.
-      const std::uint32_t st = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-      const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
-      const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
-      ops::wg::fence();
-#pragma unroll
-      for (int j = 0; j < BK / 16; ++j)
-        ops::wg::mma_ss<E, C::NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
-      ops::wg::commit();
-      // The previous step's group has completed once at most this one is pending: its
-      // stage can be refilled.
-      ops::wg::wait<1>();
-      if (prev >= 0) release(prev);
-      prev = stage;
-      if (++stage == C::STAGES) {
-        stage = 0;
-        phase ^= 1u;
+    if constexpr (C::GM == 2) {
+      // A group of one line (its second line's first slot empty) is computed as the
+      // one-line tile of G members: the consumers split its members rather than idle on
+      // (or multiply stale bytes for) a missing second line.
+      if (outs[C::G] < 0) {
+        consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, 0, 0,
+                                                  consumer * (C::G / 2), consumer, warp, lane, n_boxes);
+        continue;
       }
     }
-    ops::wg::wait<0>();
-    ops::wg::fence_regs(acc);
-    if (prev >= 0) release(prev);
-
-    if (item.w < 0) {
-      store_boxes<C, E, TC>(acc, out_tile, &map_c, args, epi, row0_tile, consumer, warp, lane, n_boxes);
-      continue;
-    }
-#pragma unroll
-    for (int mm = 0; mm < C::NC / C::BS; ++mm) {
-      if (out_tile[mm] < 0) continue;
-      const long long slot = item.w + static_cast<long long>(line * C::G + m0 + mm) * pieces;
-      store_partial<C, TC>(acc, mm, static_cast<float*>(args.ws) + slot * C::BS * C::BS, row0_tile, warp, lane);
-    }
+    consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, row0_tile, line, m0, consumer,
+                                          warp, lane, n_boxes);
   }
   // The last stores must be done before the CTA (and its shared memory) ends.
   if (warp == 0 && lane == 0) tma::bulk_wait<0>();

@@ -535,6 +535,45 @@ TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[op
   }
 }
 
+TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing most of its columns",
+          "[ops][sparse_matmul]") {
+  // SDD, 4 block-rows x 8 block-columns, groups of 4: row 0 shares 4 columns with rows 2 and
+  // 3 and takes row 2 (the first of equals); row 1 then shares {1, 2, 3, 4} with row 3.
+  const std::int64_t bs = 16;
+  const std::vector<std::vector<int>> rows = {{0, 1, 2, 3, 5}, {1, 2, 3, 4, 6, 7}, {0, 1, 2, 3, 6}, {1, 2, 3, 4, 5}};
+  std::vector<bool> mask(32, false);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (const int j : rows[i]) mask[i * 8 + static_cast<std::size_t>(j)] = true;
+  const Layout lo(from_vector(mask, {1, 4, 8}), bs);
+  const ops::OperandDesc a{Layout(), 1, 4 * bs, 3 * bs, false}, b{Layout(), 1, 3 * bs, 8 * bs, false},
+      c{lo, 1, 4 * bs, 8 * bs, false};
+  const auto plan = ops::matmul_plan(a, b, c, bs);
+  const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
+  // (row, column) of each group's line 0 then line 1 members, (-1, -1) for none
+  auto tile = [&](std::int32_t o) -> std::array<std::int32_t, 2> {
+    if (o < 0) return {-1, -1};
+    return {plan->out_coord[at(3 * o + 1)], plan->out_coord[at(3 * o + 2)]};
+  };
+  std::vector<std::vector<std::array<std::int32_t, 2>>> got;
+  for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+    std::vector<std::array<std::int32_t, 2>> members;
+    for (std::int64_t q = 0; q < 8; ++q) members.push_back(tile(r.outs[at(gr * 9 + q)]));
+    got.push_back(members);
+  }
+  using T = std::array<std::int32_t, 2>;
+  const T none{-1, -1};
+  const std::vector<std::vector<T>> want = {
+      {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {2, 0}, {2, 1}, {2, 2}, {2, 3}},
+      {{0, 5}, none, none, none, none, none, none, none},
+      {{1, 1}, {1, 2}, {1, 3}, {1, 4}, {3, 1}, {3, 2}, {3, 3}, {3, 4}},
+      {{1, 6}, {1, 7}, none, none, none, none, none, none},
+      {{2, 6}, none, none, none, none, none, none, none},
+      {{3, 5}, none, none, none, none, none, none, none}};
+  REQUIRE(got == want);
+  REQUIRE(r.paired_steps == 2 * 3);  // two groups of two lines, 3 k steps each
+  REQUIRE(r.members == plan->n_out);
+}
+
 TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs, split pieces included",
           "[ops][sparse_matmul]") {
   // The schedule of the wide Hopper tiles, checked on the host as the regions are: with
@@ -546,7 +585,7 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
   // share the batch and each slot's other coordinate.
   const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  bool grouped_some[2] = {false, false}, paired_some[2] = {false, false}, split_some = false;
+  bool grouped_some[2] = {false, false}, paired_some[2] = {false, false}, split_some = false, mixed_some = false;
   for (const Problem& p : schedule_problems(7300, 9)) {
     for (const Mode& m : kModes) {
       const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
@@ -612,7 +651,23 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
             for (std::int32_t sl = r.reduce[q + 1]; sl < r.reduce[q + 1] + r.reduce[q + 2]; ++sl)
               direct[at(o)] += slot_sum[at(sl)];
           }
+          std::int64_t paired_steps = 0;
+          for (std::int64_t t = 0; t < r.n_items; ++t) {
+            const std::int32_t* it = &r.items[at(4 * t)];
+            if (gm == 2 && r.outs[at(it[0] * no + g)] >= 0) paired_steps += it[2] - it[1];
+          }
+          REQUIRE(r.paired_steps == paired_steps);
+          if (paired_steps > 0 && paired_steps < r.n_steps) mixed_some = true;
           for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+            // The kernel takes a group whose second line's first slot is empty for one of
+            // one line; groups of two lines are full.
+            if (gm == 2) {
+              const bool two = r.outs[at(gr * no + g)] >= 0;
+              for (std::int64_t mm = 0; mm < g; ++mm) {
+                REQUIRE((r.outs[at(gr * no + g + mm)] >= 0) == two);
+                if (two) REQUIRE(r.outs[at(gr * no + mm)] >= 0);
+              }
+            }
             int n = 0, lines = 0;
             for (std::int64_t i = 0; i < gm; ++i) {
               bool any = false;
@@ -646,6 +701,7 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
   REQUIRE(paired_some[0]);
   REQUIRE(paired_some[1]);
   REQUIRE(split_some);
+  REQUIRE(mixed_some);  // schedules with groups of two lines and of one
 }
 
 TEST_CASE("sparse matmul bad inputs", "[ops][sparse_matmul]") {
@@ -955,7 +1011,11 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
           // pairs of row groups: two rows of long lists (split), groups of 4 and 1 columns
           {full_layout(1, 2, Kb, bs), full_layout(1, Kb, 5, bs), full_layout(1, 2, 5, bs)},
           // three rows (one without a partner) of 4 + 2 columns, batch 2
-          {full_layout(2, 3, 4, bs), full_layout(2, 4, 6, bs), full_layout(2, 3, 6, bs)}};
+          {full_layout(2, 3, 4, bs), full_layout(2, 4, 6, bs), full_layout(2, 3, 6, bs)},
+          // rows paired on some of their columns, the rest in groups of one line of the same
+          // launch: an output at density 0.7 over 8 columns, then with long lists (split)
+          problem(2, 6, 3, 8, bs, 1.0, 1.0, 0.7, seed + 4),
+          problem(1, 4, Kb, 8, bs, 1.0, 1.0, 0.7, seed + 5)};
       for (const Problem& p : ps) {
         for (DType dt : {DType::bf16, DType::f16}) {
           for (const Mode& m : kModes) {
