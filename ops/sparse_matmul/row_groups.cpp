@@ -18,14 +18,14 @@ constexpr std::size_t kPartnerWindow = 64;
 /// Forms the groups of two lines, then those of one. Segments of one batch and one k list
 /// (their members' own tiles are the same for the same cross coordinate) are classes; in a
 /// class, each segment in turn is paired with the later one sharing the most cross
-/// coordinates among its unpaired tiles, when they share at least g: the first multiple of
-/// g of those shared become full groups of two lines. A full pair group costs one step of
-/// the 128 x 256 tile for 2 g products, a one-line group about 3/4 of that for g (the
-/// measured 1.30 / 2.0 at density 1, bs 64, RESULTS 12-04), so full groups of two lines
-/// always pay; a partial one (the last few shared) is left to the one-line groups. What is
-/// left of each segment is cut in groups of one line of up to g, in order. A segment's
-/// groups of two lines come first, where it stands; `add` takes (line 0 members, line 1
-/// members or null, count), members as indices into order.
+/// coordinates among its unpaired tiles. Costs, in steps of the 128 x 256 tile: a group of
+/// two lines 1 whatever its member count, a group of one line about 3/4 (the measured
+/// 1.30 / 2.0 at density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared
+/// tiles go in groups of g, which spare each line one group of one line, and a last few
+/// (fewer than g) only where they spare both lines one (equal rows of fewer than g tiles).
+/// What is left of each segment is cut in groups of one line of up to g, in order. A
+/// segment's groups of two lines come first, where it stands; `add` takes (line 0 members,
+/// line 1 members or null, count), members as indices into order.
 template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
                    const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
@@ -65,8 +65,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   for (const auto& [key, members] : classes) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
-      if (static_cast<std::int64_t>(left[a].size()) < g) continue;
-      std::int64_t best = g - 1;
+      std::int64_t best = 0;
       std::size_t partner = a;
       for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
         const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
@@ -76,9 +75,17 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
         }
       }
       if (partner == a) continue;
+      std::int64_t take = best / g * g;
+      // The rest pays if it spares both lines a group of one line: each keeps, after the
+      // full groups, a partial group of at most that many tiles.
+      const std::int64_t rest = best - take;
+      const std::int64_t ma = (static_cast<std::int64_t>(left[a].size()) - take) % g;
+      const std::int64_t mb = (static_cast<std::int64_t>(left[partner].size()) - take) % g;
+      if (rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest) take += rest;
+      if (take == 0) continue;
       std::vector<std::int64_t> ta, tb;
       shared(left[a], left[partner], &ta, &tb);
-      ta.resize(at(best / g * g));
+      ta.resize(at(take));
       tb.resize(ta.size());
       auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
         std::vector<std::int64_t> kept;
@@ -92,7 +99,8 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     }
   }
   for (std::size_t i = 0; i < segs.size(); ++i) {
-    for (std::size_t t = 0; t < lines0[i].size(); t += at(g)) add(&lines0[i][t], &lines1[i][t], g);
+    for (std::size_t t = 0; t < lines0[i].size(); t += at(g))
+      add(&lines0[i][t], &lines1[i][t], std::min<std::int64_t>(g, static_cast<std::int64_t>(lines0[i].size() - t)));
     for (std::size_t t = 0; t < left[i].size(); t += at(g))
       add(&left[i][t], nullptr, std::min<std::int64_t>(g, static_cast<std::int64_t>(left[i].size() - t)));
   }

@@ -11,10 +11,10 @@
 // and stores its tile transposed.
 //
 // Groups of two lines (gm = 2): two block-rows of one batch whose tiles have equal k lists,
-// on g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x 256,
-// the shape of bs 128's wide tile). Each row is paired with the row sharing the most of
-// its unpaired columns (every pair of rows at density 1; about two thirds of the tiles at
-// density 0.5, random layouts); the tiles left form groups of one line in the same
+// on up to g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x
+// 256, the shape of bs 128's wide tile). Each row is paired with the row sharing the most
+// of its unpaired columns (every pair of rows at density 1; about two thirds of the tiles
+// at density 0.5, random layouts); the tiles left form groups of one line in the same
 // schedule, which the kernel computes as the one-line tile.
 //
 // No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
@@ -53,8 +53,8 @@ struct RowGroupSchedule {
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
-/// (batch, block-column, block-row) order; where gm is 2, full groups of two lines of rows
-/// sharing g columns come first where their first line stood, then the one-line groups of
+/// (batch, block-column, block-row) order; where gm is 2, the groups of two lines of rows
+/// sharing columns come first where their first line stood, then the one-line groups of
 /// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into
 /// ceil(len / chunk) equal pieces, each with its own workspace slots.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
