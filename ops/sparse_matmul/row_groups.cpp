@@ -185,6 +185,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     const std::int64_t len = p.pair_begin[at(o + 1)] - b;
     const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
+    const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : group;  // the items' first entry
     for (std::int64_t i = 0; i < gm; ++i)
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
@@ -196,14 +197,14 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     }
     s.n_steps += len;
     if (pieces == 1) {
-      s.items.insert(s.items.end(), {group, first, first + static_cast<std::int32_t>(len), -1});
+      s.items.insert(s.items.end(), {tag, first, first + static_cast<std::int32_t>(len), -1});
     } else {
       for (std::int64_t i = 0; i < n_lines; ++i)
         for (std::int64_t m = 0; m < n; ++m)
           s.reduce.insert(s.reduce.end(), {member(i, m), static_cast<std::int32_t>(slots + (i * g + m) * pieces),
                                            static_cast<std::int32_t>(pieces)});
       for (std::int64_t q = 0; q < pieces; ++q)
-        s.items.insert(s.items.end(), {group, static_cast<std::int32_t>(first + len * q / pieces),
+        s.items.insert(s.items.end(), {tag, static_cast<std::int32_t>(first + len * q / pieces),
                                        static_cast<std::int32_t>(first + len * (q + 1) / pieces),
                                        static_cast<std::int32_t>(slots + q)});
       slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);

@@ -36,7 +36,9 @@ struct RowGroupSchedule {
   std::int64_t g = 1;   ///< tiles per line of a group (the last of a row may have fewer)
   std::int64_t gm = 1;  ///< lines per group (1 or 2)
   GroupAxis axis = GroupAxis::Rows;
-  /// 4 per piece: group, first step, end step, slot (-1: direct)
+  /// 4 per piece: group (where gm is 2 and the group has one line, -1 - group: the kernel
+  /// learns the tile's shape with the item, not from a later read), first step, end step,
+  /// slot (-1: direct)
   std::vector<std::int32_t> items;
   /// gm + g per step: each line's shared tile (x tile of a row, y tile of a column; -1: no
   /// line), then each member slot's own tile (its y tile, its x tile; -1: no member)

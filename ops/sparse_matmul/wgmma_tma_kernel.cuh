@@ -366,11 +366,12 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   }
 }
 
-/// items[w] = (group, first step, end step, slot); coords[s] = origins of the GM shared
-/// tiles (x of a row group) and the G members' own tiles (y; row -1: none); outs[group] =
-/// GM x G member output tiles (-1: none), piece count. TC: the items are column groups
-/// (row_groups.h), operands given as those of the transposed product; each member's tile
-/// is stored transposed. map_c: the output as rows of ldc elements, boxes of 64 x 64.
+/// items[w] = (group, or -1 - group for one of one line with GM 2; first step, end step,
+/// slot); coords[s] = origins of the GM shared tiles (x of a row group) and the G members'
+/// own tiles (y; row -1: none); outs[group] = GM x G member output tiles (-1: none), piece
+/// count. TC: the items are column groups (row_groups.h), operands given as those of the
+/// transposed product; each member's tile is stored transposed. map_c: the output as rows
+/// of ldc elements, boxes of 64 x 64.
 template <class C, typename E, bool TA, bool TB, bool TC>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
@@ -440,19 +441,20 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   unsigned n_boxes = 0;
   for (int w = first + ring; w < args.n_items; w += stride) {
     const int4 item = args.items[w];
-    // The output tiles are read now, so that their latency passes during the k loop and
-    // not before the stores.
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
+    // The output tiles are read in consume_item before its k loop, so that their latency
+    // passes during the loop and not before the stores.
     if constexpr (C::GM == 2) {
-      // A group of one line (its second line's first slot empty) is computed as the
-      // one-line tile of G members: the consumers split its members rather than idle on
-      // (or multiply stale bytes for) a missing second line.
-      if (outs[C::G] < 0) {
+      // A group of one line (item.x = -1 - group) is computed as the one-line tile of G
+      // members: the consumers split its members rather than idle on (or multiply stale
+      // bytes for) a missing second line.
+      if (item.x < 0) {
+        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 1);
         consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, 0, 0,
                                                   consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
     }
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
     consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, row0_tile, line, m0, consumer,
                                           warp, lane, n_boxes);
   }
