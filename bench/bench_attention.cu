@@ -130,18 +130,16 @@ const std::vector<Variant>& variants() {
        at::FwdSoftmax::Sums},
       {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Max},
-      // the kv pass's warp roles: without the producer warpgroup at D 128 (the default there
-      // before; dQ by keys), with it at D 64 (128-key tiles wherever 64-key ones save no work)
-      {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
+      // the kv pass's warp roles: without the producer warpgroup (the default before: at D 128
+      // dQ by keys, at D 64 64-key tiles everywhere), with it at D 64 wherever 128-key tiles
+      // cost no more work (the default takes it where its lists say so)
+      {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
       {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Shared},
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
-      // that kernel only where producer_pays_at_d64 says so from the lists, the default elsewhere
-      {"producer where the lists say (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Lists, at::BwdOperands::Registers},
   };
   return v;
 }

@@ -530,8 +530,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       return kv_work;
     };
     bool narrow = false;
-    // BwdWarps::Lists at D 64 with plain scores: the producer where its lists say it pays,
-    // else the uniform kernel on 64-key tiles (Lists is Producer everywhere else)
+    // BwdWarps::Lists (D 64's default) with plain scores: the producer where its lists say it
+    // pays, else the uniform kernel on 64-key tiles (as Uniform wherever this is not asked;
+    // Lists is Producer at D 128)
     const bool by_lists = wgmma_kv && p.d == 64 && p.dv == 64 && !general && !plain_drop &&
                           bwd_warps(64) == BwdWarps::Lists && tile_height() == TileHeight::Auto;
     bool lists_producer = false;
@@ -549,8 +550,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       // SM (12 warps, against 8 in one 128-key CTA): 10-15% faster on dense, causal, window
       // and variable patterns alike, although each query tile is loaded twice as often.
       // (With the producer warpgroup, 64-key tiles only where they save work.)
-      const bool always =
-          wgmma_kv && p.d == 64 && (!general || plain_drop) && (plain_drop || bwd_warps(64) == BwdWarps::Uniform);
+      const BwdWarps w64 = bwd_warps(64);
+      const bool always = wgmma_kv && p.d == 64 && (!general || plain_drop) &&
+                          (plain_drop || w64 == BwdWarps::Uniform || w64 == BwdWarps::Lists);
       if (auto half = half_height_work(p, kv_full, false, kv_bm, dev, always)) {
         kv_work = std::move(half);
         narrow = true;
@@ -598,7 +600,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
           auto producer = [&] {
             const BwdWarps w = bwd_warps(d);
-            return w == BwdWarps::Producer || (w == BwdWarps::Lists && (!by_lists || lists_producer));
+            return w == BwdWarps::Producer || (w == BwdWarps::Lists && (d == 128 || lists_producer));
           };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);

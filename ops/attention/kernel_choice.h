@@ -146,21 +146,22 @@ BwdDq bwd_dq();
 /// dQ tiles to the workspace while the computing ones run at 240, on the pipelined step; dQ by
 /// columns at D 128 (dQ by keys needs 255 registers there), by keys at D 64, where the
 /// producer also makes 128-key tiles the choice wherever 64-key tiles save no work (BwdDq and
-/// BwdStep do not apply; TileHeight does). Auto: the environment variable
-/// TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else default_bwd_warps(D). Lists
-/// (set_bwd_warps only; a candidate default not yet measured as such): Producer at D 128; at D 64
-/// the producer where producer_pays_at_d64 says so from the problem's lists, the uniform kernel
-/// on 64-key tiles elsewhere (with a forced TileHeight, or where the producer does not apply:
-/// as Producer).
+/// BwdStep do not apply; TileHeight does). Lists: Producer at D 128; at D 64 the producer where
+/// producer_pays_at_d64 says so from the problem's kv lists, else Uniform (also wherever the
+/// rule is not evaluated: a forced TileHeight, D != Dv, the general transform, dropout). Auto:
+/// the environment variable TG_ATTENTION_BWD_WARPS (`uniform` or `producer`) when set, else
+/// default_bwd_warps(D).
 enum class BwdWarps { Auto, Uniform, Producer, Lists };
 
 /// What Auto means without TG_ATTENTION_BWD_WARPS at head dim d. D 128: Producer, measured
 /// against Uniform (dQ by keys, pipelined) in the same process (H100, 7 rounds, medians):
 /// backward 1.13x dense, 1.10x causal, 1.08x window, 1.10x variable blocks; other patterns
-/// keep their kernels (bench/RESULTS.md, twenty-third session). D 64: Uniform (64-key tiles,
-/// three CTAs an SM): the producer (with K and V in registers) was 1.05x on dense and causal
-/// but 0.94-0.95x on window and variable blocks (twenty-fourth session).
-constexpr BwdWarps default_bwd_warps(std::int64_t d) { return d == 128 ? BwdWarps::Producer : BwdWarps::Uniform; }
+/// keep their kernels (bench/RESULTS.md, twenty-third session). D 64: Lists. The producer
+/// (with K and V in registers) was 1.05x on dense and causal but 0.94-0.95x on window and
+/// variable blocks (twenty-fourth session); Lists took it on dense (backward 1.08x) and causal
+/// (1.06x) and kept the uniform kernel on the window, random blocks and variable blocks (H100,
+/// 7 rounds, twenty-sixth session).
+constexpr BwdWarps default_bwd_warps(std::int64_t d) { return d == 128 ? BwdWarps::Producer : BwdWarps::Lists; }
 
 /// Whether the producer kv pass at D 64 is expected to beat the uniform one on 64-key tiles, from
 /// the kv lists of both: the 128-key tiles' area (wide_entries x 64 x 128) within 2% of the

@@ -904,14 +904,18 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
     ~Restore() {
       ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
       ops::attn::set_tile_height(ops::attn::TileHeight::Auto);
+      ops::attn::set_bwd_warps(ops::attn::BwdWarps::Auto);
     }
   } restore;
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   const std::int64_t before = ops::attn::launches(ops::attn::Path::WgmmaBwd);
-  // D 64 without the general transform: every pattern on 64-key tiles
+  // D 64 without the general transform, the uniform kernel (the default takes the producer
+  // where the lists say; its own tests cover that): every pattern on 64-key tiles
+  ops::attn::set_bwd_warps(ops::attn::BwdWarps::Uniform);
   const std::int64_t narrow_before = ops::attn::launches(ops::attn::Path::NarrowKv);
   const std::int64_t runs64 = run_hopper_cases(64);
   CHECK(ops::attn::launches(ops::attn::Path::NarrowKv) - narrow_before == runs64);
+  ops::attn::set_bwd_warps(ops::attn::BwdWarps::Auto);
   // D 128: the random 64-block patterns on 64-key tiles, the others on 128-key ones
   const std::int64_t narrow128_before = ops::attn::launches(ops::attn::Path::NarrowKv);
   const std::int64_t runs128 = run_hopper_cases(128);
@@ -1046,7 +1050,7 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   }
 }
 
-TEST_CASE("flash_attention CUDA: BwdWarps::Lists takes the D 64 producer where the lists say so",
+TEST_CASE("flash_attention CUDA: BwdWarps::Lists (D 64's default) takes the D 64 producer where the lists say so",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
@@ -1072,14 +1076,20 @@ TEST_CASE("flash_attention CUDA: BwdWarps::Lists takes the D 64 producer where t
   std::vector<bool> m{true, false, true, true};
   runs("blocks of 192 and 64", AttentionPattern::variable(from_vector(m, {1, 2, 2}), {192, 64}, {192, 64}), {},
        false);
+  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer), n0 = at::launches(at::Path::NarrowKv);
+  {  // 128-key tiles forced: the rule is not asked, and Lists is the uniform kernel there
+    const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
+    check_cuda("128-key tiles forced", in, AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
+    CHECK(at::launches(at::Path::WgmmaBwdProducer) == p0);
+    CHECK(at::launches(at::Path::NarrowKv) == n0);
+  }
   // at D 128, Lists is the producer
-  const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer);
   check_cuda("D 128", make_inputs(general_shape(128), 902), AttentionPattern::dense(256, 256, 128), {},
              {DType::bf16});
   CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == 1);
 }
 
-TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgroup at D 128 only",
+TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgroup at D 128, at D 64 by the lists",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
@@ -1087,15 +1097,23 @@ TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgrou
   const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Auto);
   const std::int64_t p0 = at::launches(at::Path::WgmmaBwdProducer), n0 = at::launches(at::Path::NarrowKv);
   const AttentionPattern dense = AttentionPattern::dense(256, 256, 128);
-  // (the environment's TG_ATTENTION_BWD_WARPS, where set, decides instead of the defaults)
+  // (the environment's TG_ATTENTION_BWD_WARPS, where set, decides instead of the defaults;
+  // at D 64 the default, Lists, takes the producer on dense and 64-key tiles on a short window)
   const bool held = std::getenv("TG_ATTENTION_BWD_WARPS") != nullptr;
   const bool prod128 = held ? at::bwd_warps(128) == at::BwdWarps::Producer : true;
-  const bool prod64 = held ? at::bwd_warps(64) == at::BwdWarps::Producer : false;
+  const bool prod64 = held ? at::bwd_warps(64) == at::BwdWarps::Producer : true;
+  const bool window_prod64 = held && prod64;
   check_cuda("D 128", make_inputs(general_shape(128), 299), dense, {}, {DType::bf16});
   CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0));
   check_cuda("D 64", make_inputs(general_shape(64), 300), dense, {}, {DType::bf16});
   CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0) + (prod64 ? 1 : 0));
-  CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1));  // D 64's uniform default: 64-key tiles
+  CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1));
+  AttentionOptions window;
+  window.causal = true;
+  window.window_left = 30;
+  check_cuda("D 64, window 30", make_inputs(general_shape(64), 301), dense, window, {DType::bf16});
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0) + (prod64 ? 1 : 0) + (window_prod64 ? 1 : 0));
+  CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1) + (window_prod64 ? 0 : 1));
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",

@@ -38,12 +38,17 @@ TEST_CASE("attention kernel choice: the D 64 producer's rule from the kv lists",
   CHECK(at::producer_pays_at_d64(51, 100, 0));
   CHECK_FALSE(at::producer_pays_at_d64(52, 100, 0));
   CHECK_FALSE(at::producer_pays_at_d64(0, 0, 0));
-  // Lists is reachable by set_bwd_warps only, and Auto restores the default afterwards
+  // Lists is D 64's default (D 128's is the producer, which Lists also means there); forcing
+  // it holds at both head dims, and Auto restores the defaults afterwards
+  CHECK(at::default_bwd_warps(64) == at::BwdWarps::Lists);
+  CHECK(at::default_bwd_warps(128) == at::BwdWarps::Producer);
   at::set_bwd_warps(at::BwdWarps::Lists);
   CHECK(at::bwd_warps(64) == at::BwdWarps::Lists);
   CHECK(at::bwd_warps(128) == at::BwdWarps::Lists);
+  at::set_bwd_warps(at::BwdWarps::Uniform);
+  CHECK(at::bwd_warps(64) == at::BwdWarps::Uniform);
   at::set_bwd_warps(at::BwdWarps::Auto);
-  CHECK(at::bwd_warps(64) != at::BwdWarps::Lists);
+  if (std::getenv("TG_ATTENTION_BWD_WARPS") == nullptr) CHECK(at::bwd_warps(64) == at::BwdWarps::Lists);
 }
 
 TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the default", "[ops][attention]") {
