@@ -260,10 +260,6 @@ struct TmaSchedule {
   GroupAxis axis = GroupAxis::Rows;
 };
 
-// The origin (row and column) of a zero tile: past any operand's rows and columns (they are
-// under 2^31; a tile's boxes add under 2^8 to it).
-constexpr std::int32_t kOutsideOrigin = std::numeric_limits<std::int32_t>::max() - 1024;
-
 // The Hopper kernel's split target: about this many items per SM (2 measured best: 4 cut
 // every 16-pair list at density 0.1 in two, 0.141 vs 0.098 ms at block 128, and 1, 12 or
 // 32 were no faster anywhere).
@@ -301,11 +297,6 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
     for (std::size_t q = 0; q < r.steps.size(); ++q) {
       const std::int64_t id = r.steps[q];
       const TileAddr& t = q % static_cast<std::size_t>(gm + g) < static_cast<std::size_t>(gm) ? shared : own;
-      if (id == kZeroTile) {
-        // far outside the operand: TMA fills the box with zeros (and reads nothing)
-        coords[2 * q] = coords[2 * q + 1] = kOutsideOrigin;
-        continue;
-      }
       coords[2 * q] = id < 0 ? -1 : static_cast<std::int32_t>((id / t.grid_cols) * t.bs);
       coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
     }
@@ -316,10 +307,9 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
 }
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
-// block product on tiles of one line of g blocks: wider instructions read fewer
-// shared-memory bytes per multiply. (Groups of two lines: kPairStep.)
-double tma_speed(std::int64_t bs, std::int64_t g) {
-  const std::int64_t n = bs == 128 ? bs * g : g == 1 ? 64 : 128;
+// block product: wider instructions read fewer shared-memory bytes per multiply.
+double tma_speed(std::int64_t bs, std::int64_t g, std::int64_t gm) {
+  const std::int64_t n = bs == 128 || gm == 2 ? bs * g : g == 1 ? 64 : 128;
   return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
 }
 
@@ -350,19 +340,16 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     // runs them so); on equal cost the first of: one block, row groups, column groups (the
     // plain epilogue first), pairs of row groups.
     s = &sched(1, 1, GroupAxis::Rows);
-    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
+    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last is the first again)
       const TmaSchedule& w = sched(gmax, gm, axis);
-      // (A step of two lines costs kPairStep of one, as measured; pairs must save 2%: where
-      // a few rows pair, the rest runs on the pair kernel for nothing, measured 0.92-0.94x
-      // at density 0.1, block 64, before its item read moved.)
-      const double one_line = static_cast<double>(gmax) / tma_speed(p.bs, gmax);
-      const double cost = gm == 1 ? static_cast<double>(w.n_steps) * one_line
-                                  : (static_cast<double>(w.paired_steps) * kPairStep +
-                                     static_cast<double>(w.n_steps - w.paired_steps)) *
-                                        one_line * 1.02;
+      // (Pairs must save 2%: where a few rows pair, the rest runs on the pair kernel for
+      // nothing; measured 0.92-0.94x at density 0.1, block 64, before its item read moved.)
+      const double cost = (static_cast<double>(w.paired_steps * gm * gmax) / tma_speed(p.bs, gmax, gm) +
+                           static_cast<double>((w.n_steps - w.paired_steps) * gmax) / tma_speed(p.bs, gmax, 1)) *
+                          (gm == 2 ? 1.02 : 1.0);
       if (cost < best) {
         best = cost;
         s = &w;

@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdint>
 #include <iterator>
-#include <limits>
 #include <map>
 #include <numeric>
 
@@ -12,51 +11,33 @@ namespace tg::ops {
 
 namespace {
 
-/// Partners are looked for among this many later segments of a batch, which bounds the
+/// Partners are looked for among this many later segments of a class, which bounds the
 /// host's work on long layouts (the bench's 32 block-rows a batch are all in reach).
 constexpr std::size_t kPartnerWindow = 64;
 
-/// The union of two increasing k lists' lengths.
-std::int64_t union_size(const std::int32_t* a, std::int64_t na, const std::int32_t* b, std::int64_t nb) {
-  std::int64_t both = 0;
-  for (std::int64_t u = 0, v = 0; u < na && v < nb;) {
-    if (a[u] < b[v]) {
-      ++u;
-    } else if (b[v] < a[u]) {
-      ++v;
-    } else {
-      ++both, ++u, ++v;
-    }
-  }
-  return na + nb - both;
-}
-
-/// Forms the groups of two lines, then those of one. Two segments of one batch can share a
-/// group on the cross coordinates both hold: a slot's own tile at step k is the same for both
-/// lines (y(k, j) of a row group), and the group runs the union of their k lists, a line
-/// reading a zero shared tile where it has no pair. Each segment in turn is paired with the
-/// later one whose groups save the most: a group of two lines costs kPairStep steps of one
-/// line each of its union steps, against the two lines' own steps in groups of one line.
-/// Shared tiles go in groups of g, which spare each line one group of one line, and a last
-/// few (fewer than g) only where they spare both lines one (equal rows of fewer than g
-/// tiles). What is left of each segment is cut in groups of one line of up to g, in order.
-/// A segment's groups of two lines come first, where it stands; `add` takes (line 0
-/// members, line 1 members or null, count), members as indices into order.
+/// Forms the groups of two lines, then those of one. Segments of one batch and one k list
+/// (their members' own tiles are the same for the same cross coordinate) are classes; in a
+/// class, each segment in turn is paired with the later one sharing the most cross
+/// coordinates among its unpaired tiles. Costs, in steps of the 128 x 256 tile: a group of
+/// two lines 1 whatever its member count, a group of one line about 3/4 (the measured
+/// 1.30 / 2.0 at density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared
+/// tiles go in groups of g, which spare each line one group of one line, and a last few
+/// (fewer than g) only where they spare both lines one (equal rows of fewer than g tiles).
+/// What is left of each segment is cut in groups of one line of up to g, in order. A
+/// segment's groups of two lines come first, where it stands; `add` takes (line 0 members,
+/// line 1 members or null, count), members as indices into order.
 template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
                    const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
   auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
-  const auto coord = [&](std::int64_t t, int c) {
-    return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)];
-  };
-  // a segment's k list (its first tile's; the tiles of a segment share it)
-  auto klist = [&](std::size_t i) { return p.pair_k.data() + p.pair_begin[at(order[at(segs[i][0])])]; };
-  auto klen = [&](std::size_t i) {
+  const auto coord = [&](std::int64_t t, int c) { return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)]; };
+  std::map<std::vector<std::int32_t>, std::vector<std::size_t>> classes;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
     const std::int32_t o = order[at(segs[i][0])];
-    return static_cast<std::int64_t>(p.pair_begin[at(o + 1)] - p.pair_begin[at(o)]);
-  };
-  std::map<std::int32_t, std::vector<std::size_t>> batches;
-  for (std::size_t i = 0; i < segs.size(); ++i) batches[coord(segs[i][0], 0)].push_back(i);
+    std::vector<std::int32_t> key{coord(segs[i][0], 0)};
+    key.insert(key.end(), p.pair_k.begin() + p.pair_begin[at(o)], p.pair_k.begin() + p.pair_begin[at(o + 1)]);
+    classes[key].push_back(i);
+  }
   std::vector<std::vector<std::int64_t>> left(segs.size());  // unpaired tiles, in cross order
   for (std::size_t i = 0; i < segs.size(); ++i)
     for (std::int64_t t = segs[i][0]; t < segs[i][1]; ++t) left[i].push_back(t);
@@ -81,48 +62,40 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     }
     return n;
   };
-  // How many of n shared tiles a pair takes: whole groups of g, and the rest where it
-  // spares both lines (of na and nb unpaired tiles) a group of one line.
-  auto taken = [&](std::int64_t n, std::int64_t na, std::int64_t nb) {
-    const std::int64_t full = n / g * g, rest = n - full, ma = (na - full) % g, mb = (nb - full) % g;
-    return rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest ? n : full;
-  };
-  for (const auto& [batch, members] : batches) {
+  for (const auto& [key, members] : classes) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
-      const auto na = static_cast<std::int64_t>(left[a].size());
-      double best = 0;
-      std::int64_t best_take = 0, best_n = 0;
+      std::int64_t best = 0;
       std::size_t partner = a;
       for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
-        const std::size_t b = members[bi];
-        const std::int64_t n = shared(left[a], left[b], nullptr, nullptr);
-        if (n == 0) continue;
-        const std::int64_t take = taken(n, na, static_cast<std::int64_t>(left[b].size()));
-        const double per_group = static_cast<double>(klen(a) + klen(b)) -
-                                 kPairStep * static_cast<double>(union_size(klist(a), klen(a), klist(b), klen(b)));
-        const double gain = per_group * static_cast<double>((take + g - 1) / g);
-        if (take > 0 && per_group > 0 && (gain > best || (gain == best && n > best_n))) {
-          best = gain;
-          best_take = take;
-          best_n = n;
-          partner = b;
+        const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
+        if (n > best) {
+          best = n;
+          partner = members[bi];
         }
       }
       if (partner == a) continue;
+      std::int64_t take = best / g * g;
+      // The rest pays if it spares both lines a group of one line: each keeps, after the
+      // full groups, a partial group of at most that many tiles.
+      const std::int64_t rest = best - take;
+      const std::int64_t ma = (static_cast<std::int64_t>(left[a].size()) - take) % g;
+      const std::int64_t mb = (static_cast<std::int64_t>(left[partner].size()) - take) % g;
+      if (rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest) take += rest;
+      if (take == 0) continue;
       std::vector<std::int64_t> ta, tb;
       shared(left[a], left[partner], &ta, &tb);
-      ta.resize(at(best_take));
+      ta.resize(at(take));
       tb.resize(ta.size());
-      auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& gone) {
+      auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
         std::vector<std::int64_t> kept;
-        std::set_difference(from.begin(), from.end(), gone.begin(), gone.end(), std::back_inserter(kept));
+        std::set_difference(from.begin(), from.end(), taken.begin(), taken.end(), std::back_inserter(kept));
         from = std::move(kept);
       };
       drop(left[a], ta);
       drop(left[partner], tb);
-      lines0[a] = std::move(ta);
-      lines1[a] = std::move(tb);
+      lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
+      lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
     }
   }
   for (std::size_t i = 0; i < segs.size(); ++i) {
@@ -207,22 +180,9 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       const std::int64_t t = i < gm && m < g ? gr[at(i * g + m)] : -1;
       return t < 0 ? -1 : order[at(t)];
     };
-    // The group's steps: the union of its lines' k lists, each as the index of the step's
-    // pair in each line's list (-1: the line has none there). A line's members share a list.
-    std::vector<std::array<std::int32_t, 2>> idx;
-    {
-      const std::int32_t o0 = member(0, 0), o1 = n_lines == 2 ? member(1, 0) : o0;
-      const std::int32_t b0 = p.pair_begin[at(o0)], e0 = p.pair_begin[at(o0 + 1)];
-      const std::int32_t b1 = p.pair_begin[at(o1)], e1 = p.pair_begin[at(o1 + 1)];
-      for (std::int32_t u = b0, v = b1; u < e0 || v < e1;) {
-        constexpr std::int32_t kEnd = std::numeric_limits<std::int32_t>::max();
-        const std::int32_t ku = u < e0 ? p.pair_k[at(u)] : kEnd, kv = v < e1 ? p.pair_k[at(v)] : kEnd;
-        idx.push_back({ku <= kv ? u - b0 : -1, kv <= ku ? v - b1 : -1});
-        if (ku <= kv) ++u;
-        if (kv <= ku) ++v;
-      }
-    }
-    const auto len = static_cast<std::int64_t>(idx.size());
+    const std::int32_t o = member(0, 0);
+    const std::int32_t b = p.pair_begin[at(o)];
+    const std::int64_t len = p.pair_begin[at(o + 1)] - b;
     const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
     const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : group;  // the items' first entry
@@ -230,15 +190,10 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
     const auto first = static_cast<std::int32_t>(s.n_steps);
-    for (const auto& [q0, q1] : idx) {
-      for (std::int64_t i = 0; i < gm; ++i) {
-        const std::int32_t q = i == 0 ? q0 : q1;
-        s.steps.push_back(i >= n_lines ? -1 : q < 0 ? kZeroTile : shared[at(p.pair_begin[at(member(i, 0))] + q)]);
-      }
-      // a slot's own tile is the same for both lines (the step's k, the slot's column)
-      const std::int64_t li = q0 >= 0 ? 0 : 1;
-      const std::int32_t q = q0 >= 0 ? q0 : q1;
-      for (std::int64_t m = 0; m < g; ++m) s.steps.push_back(m < n ? own[at(p.pair_begin[at(member(li, m))] + q)] : -1);
+    for (std::int64_t q = 0; q < len; ++q) {
+      for (std::int64_t i = 0; i < gm; ++i)
+        s.steps.push_back(i < n_lines ? shared[at(p.pair_begin[at(member(i, 0))] + q)] : -1);
+      for (std::int64_t m = 0; m < g; ++m) s.steps.push_back(m < n ? own[at(p.pair_begin[at(member(0, m))] + q)] : -1);
     }
     s.n_steps += len;
     if (pieces == 1) {

@@ -10,16 +10,14 @@
 // column group as the transposed product Cᵀ = op(B)ᵀ op(A)ᵀ, whose row groups they are,
 // and stores its tile transposed.
 //
-// Groups of two lines (gm = 2): two block-rows of one batch on up to g of the columns both
-// store (one CTA tile of two rows of tiles: at bs 64, 128 x 256, the shape of bs 128's wide
-// tile), over the union of their k lists: a row without a pair at a step reads a zero x tile
-// (kZeroTile) there. Each row is paired with the later row whose groups save the most by
-// kPairStep (rows of equal k lists, as every row of an SDD, pair on the most shared columns;
-// rows of different lists, as a DSD's, where their lists overlap enough); the tiles left form
-// groups of one line in the same schedule, which the kernel computes as the one-line tile.
+// Groups of two lines (gm = 2): two block-rows of one batch whose tiles have equal k lists,
+// on up to g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x
+// 256, the shape of bs 128's wide tile). Each row is paired with the row sharing the most
+// of its unpaired columns (every pair of rows at density 1; about two thirds of the tiles
+// at density 0.5, random layouts); the tiles left form groups of one line in the same
+// schedule, which the kernel computes as the one-line tile.
 //
-// Apart from a pair's zero tiles, no zeros are multiplied into a stored tile: a member's
-// products are exactly its pairs.
+// No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
 #pragma once
 
@@ -29,16 +27,6 @@
 #include "ops/sparse_matmul/plan.h"
 
 namespace tg::ops {
-
-/// The cost of a step of a group of two lines in steps of a group of one line, at bs 64 (a
-/// 128 x 256 against a 64 x 256 tile): 1.34, from the forward at density 1 on both (0.49 and
-/// 0.73 ms for the same products, H100, bench/RESULTS.md 12-06).
-constexpr double kPairStep = 1.34;
-
-/// The shared-tile id of a line that has no pair at a step of its group (the other line
-/// has): read as zeros (the kernel loads it from outside the operand, which TMA fills with
-/// zeros).
-constexpr std::int32_t kZeroTile = -2;
 
 /// Which output tiles form a group: tiles of a block-row sharing their x tiles, or of a
 /// block-column sharing their y tiles.
@@ -53,8 +41,7 @@ struct RowGroupSchedule {
   /// slot (-1: direct)
   std::vector<std::int32_t> items;
   /// gm + g per step: each line's shared tile (x tile of a row, y tile of a column; -1: no
-  /// line; kZeroTile: none at this step), then each member slot's own tile (its y tile, its
-  /// x tile; -1: no member)
+  /// line), then each member slot's own tile (its y tile, its x tile; -1: no member)
   std::vector<std::int32_t> steps;
   /// gm g + 1 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
   /// none), then its piece count
