@@ -30,7 +30,9 @@ template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
                    const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
   auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
-  const auto coord = [&](std::int64_t t, int c) { return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)]; };
+  const auto coord = [&](std::int64_t t, int c) {
+    return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)];
+  };
   std::map<std::vector<std::int32_t>, std::vector<std::size_t>> classes;
   for (std::size_t i = 0; i < segs.size(); ++i) {
     const std::int32_t o = order[at(segs[i][0])];

@@ -1112,7 +1112,8 @@ TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgrou
   window.causal = true;
   window.window_left = 30;
   check_cuda("D 64, window 30", make_inputs(general_shape(64), 301), dense, window, {DType::bf16});
-  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 == (prod128 ? 1 : 0) + (prod64 ? 1 : 0) + (window_prod64 ? 1 : 0));
+  CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 ==
+        (prod128 ? 1 : 0) + (prod64 ? 1 : 0) + (window_prod64 ? 1 : 0));
   CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1) + (window_prod64 ? 0 : 1));
 }
 
