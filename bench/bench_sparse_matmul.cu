@@ -126,7 +126,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
             forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
                                          {MmaPath::WgmmaTmaWide, "tma-rows"},
                                          {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
-                                         {MmaPath::WgmmaTmaRowPairs, "tma-2rows"}});
+                                         {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
+                                         {MmaPath::WgmmaTmaRowPairsSeveral, "tma-2rows+"}});
           }
           for (auto [path, name] : forced) {
             tg::ops::spmm::set_mma_path(path);

@@ -18,17 +18,19 @@ constexpr std::size_t kPartnerWindow = 64;
 /// Forms the groups of two lines, then those of one. Segments of one batch and one k list
 /// (their members' own tiles are the same for the same cross coordinate) are classes; in a
 /// class, each segment in turn is paired with the later one sharing the most cross
-/// coordinates among its unpaired tiles. Costs, in steps of the 128 x 256 tile: a group of
-/// two lines 1 whatever its member count, a group of one line about 3/4 (the measured
-/// 1.30 / 2.0 at density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared
-/// tiles go in groups of g, which spare each line one group of one line, and a last few
-/// (fewer than g) only where they spare both lines one (equal rows of fewer than g tiles).
-/// What is left of each segment is cut in groups of one line of up to g, in order. A
-/// segment's groups of two lines come first, where it stands; `add` takes (line 0 members,
-/// line 1 members or null, count), members as indices into order.
+/// coordinates among its unpaired tiles (`several`: then with the next such one among what
+/// is left of it, and so on). Costs, in steps of the 128 x 256 tile: a group of two lines 1
+/// whatever its member count, a group of one line about 3/4 (the measured 1.30 / 2.0 at
+/// density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared tiles go in
+/// groups of g, which spare each line one group of one line, and a last few (fewer than g)
+/// only where they spare both lines one (equal rows of fewer than g tiles). What is left of
+/// each segment is cut in groups of one line of up to g, in order. A segment's groups of two
+/// lines come first, where it stands; `add` takes (line 0 members, line 1 members or null,
+/// count), members as indices into order (-1 past a partner's last tile).
 template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
-                   const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
+                   const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, bool several,
+                   Add&& add) {
   auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
   const auto coord = [&](std::int64_t t, int c) {
     return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)];
@@ -67,37 +69,44 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   for (const auto& [key, members] : classes) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
-      std::int64_t best = 0;
-      std::size_t partner = a;
-      for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
-        const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
-        if (n > best) {
-          best = n;
-          partner = members[bi];
+      for (bool more = true; more; more = several) {  // (several: until no partner is left)
+        std::int64_t best = 0;
+        std::size_t partner = a;
+        for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
+          const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
+          if (n > best) {
+            best = n;
+            partner = members[bi];
+          }
         }
+        if (partner == a) break;
+        std::int64_t take = best / g * g;
+        // The rest pays if it spares both lines a group of one line: each keeps, after the
+        // full groups, a partial group of at most that many tiles.
+        const std::int64_t rest = best - take;
+        const std::int64_t ma = (static_cast<std::int64_t>(left[a].size()) - take) % g;
+        const std::int64_t mb = (static_cast<std::int64_t>(left[partner].size()) - take) % g;
+        if (rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest) take += rest;
+        if (take == 0) break;
+        std::vector<std::int64_t> ta, tb;
+        shared(left[a], left[partner], &ta, &tb);
+        ta.resize(at(take));
+        tb.resize(ta.size());
+        auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
+          std::vector<std::int64_t> kept;
+          std::set_difference(from.begin(), from.end(), taken.begin(), taken.end(), std::back_inserter(kept));
+          from = std::move(kept);
+        };
+        drop(left[a], ta);
+        drop(left[partner], tb);
+        // (each partner's tiles start a new group: pad the last group of the previous one)
+        while (lines0[a].size() % at(g) != 0) {
+          lines0[a].push_back(-1);
+          lines1[a].push_back(-1);
+        }
+        lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
+        lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
       }
-      if (partner == a) continue;
-      std::int64_t take = best / g * g;
-      // The rest pays if it spares both lines a group of one line: each keeps, after the
-      // full groups, a partial group of at most that many tiles.
-      const std::int64_t rest = best - take;
-      const std::int64_t ma = (static_cast<std::int64_t>(left[a].size()) - take) % g;
-      const std::int64_t mb = (static_cast<std::int64_t>(left[partner].size()) - take) % g;
-      if (rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest) take += rest;
-      if (take == 0) continue;
-      std::vector<std::int64_t> ta, tb;
-      shared(left[a], left[partner], &ta, &tb);
-      ta.resize(at(take));
-      tb.resize(ta.size());
-      auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
-        std::vector<std::int64_t> kept;
-        std::set_difference(from.begin(), from.end(), taken.begin(), taken.end(), std::back_inserter(kept));
-        from = std::move(kept);
-      };
-      drop(left[a], ta);
-      drop(left[partner], tb);
-      lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
-      lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
     }
   }
   for (std::size_t i = 0; i < segs.size(); ++i) {
@@ -111,7 +120,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
 }  // namespace
 
 RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t chunk, GroupAxis axis,
-                                    std::int64_t gm) {
+                                    std::int64_t gm, bool several_partners) {
   RowGroupSchedule s;
   s.g = g;
   s.gm = gm;
@@ -170,7 +179,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
         add_group(l0.data(), nullptr, static_cast<std::int64_t>(l0.size()));
       }
   } else {
-    pair_segments(p, order, segs, g, cross, add_group);
+    pair_segments(p, order, segs, g, cross, several_partners, add_group);
   }
 
   std::int32_t slots = 0;

@@ -579,6 +579,40 @@ TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing
   REQUIRE(r.members == plan->n_out);
 }
 
+TEST_CASE("sparse matmul: with several partners a row pairs again on what its first partner left",
+          "[ops][sparse_matmul]") {
+  // SDD, 3 block-rows x 8 block-columns, groups of 4: row 0 shares {0, 1, 2, 3} with row 1
+  // and {4, 5, 6, 7} with row 2. With one partner, row 0 pairs with row 1 only and its other
+  // four tiles run as a group of one line, as do row 2's; with several, it pairs with row 2
+  // too, in a group of its own.
+  const std::int64_t bs = 16;
+  const std::vector<std::vector<int>> rows = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3}, {4, 5, 6, 7}};
+  std::vector<bool> mask(24, false);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    for (const int j : rows[i]) mask[i * 8 + static_cast<std::size_t>(j)] = true;
+  const Layout lo(from_vector(mask, {1, 3, 8}), bs);
+  const ops::OperandDesc a{Layout(), 1, 3 * bs, 2 * bs, false}, b{Layout(), 1, 2 * bs, 8 * bs, false},
+      c{lo, 1, 3 * bs, 8 * bs, false};
+  const auto plan = ops::matmul_plan(a, b, c, bs);
+  auto lines = [&](const ops::RowGroupSchedule& r) {
+    // per group: the block-rows of its two lines (-1: none)
+    std::vector<std::array<std::int32_t, 2>> out;
+    for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+      const std::int32_t l0 = r.outs[at(gr * 9)], l1 = r.outs[at(gr * 9 + 4)];
+      out.push_back({plan->out_coord[at(3 * l0 + 1)], l1 < 0 ? -1 : plan->out_coord[at(3 * l1 + 1)]});
+    }
+    return out;
+  };
+  using L = std::vector<std::array<std::int32_t, 2>>;
+  const ops::RowGroupSchedule one = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2, false);
+  CHECK(lines(one) == L{{0, 1}, {0, -1}, {2, -1}});
+  CHECK(one.paired_steps == 2);
+  const ops::RowGroupSchedule several = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2, true);
+  CHECK(lines(several) == L{{0, 1}, {0, 2}});
+  CHECK(several.paired_steps == 4);
+  CHECK(several.members == plan->n_out);
+}
+
 TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs, split pieces included",
           "[ops][sparse_matmul]") {
   // The schedule of the wide Hopper tiles, checked on the host as the regions are: with
@@ -600,17 +634,20 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
       for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns}) {
         const bool cols = axis == ops::GroupAxis::Columns;
         const int line = cols ? 2 : 1, cross = cols ? 1 : 2;
-        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000},
-                                    {2, 1, 1000},
-                                    {4, 1, 1000},
-                                    {2, 1, 2},
-                                    {4, 1, 3},
-                                    {4, 2, 1000},
-                                    {2, 2, 3},
-                                    {1, 2, 1000}}) {
+        // (g, gm, chunk, several partners)
+        for (auto [g, gm, chunk, several] : {std::array<std::int64_t, 4>{1, 1, 1000, 0},
+                                             {2, 1, 1000, 0},
+                                             {4, 1, 1000, 0},
+                                             {2, 1, 2, 0},
+                                             {4, 1, 3, 0},
+                                             {4, 2, 1000, 0},
+                                             {2, 2, 3, 0},
+                                             {1, 2, 1000, 0},
+                                             {4, 2, 1000, 1},
+                                             {2, 2, 3, 1}}) {
           INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk
-                      << (cols ? " columns" : " rows"));
-          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
+                      << (cols ? " columns" : " rows") << (several ? ", several partners" : ""));
+          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm, several != 0);
           REQUIRE(r.axis == axis);
           REQUIRE(r.gm == gm);
           const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
@@ -990,7 +1027,8 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
                                                    {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
-                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"}};
+                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"},
+                                                   {MmaPath::WgmmaTmaRowPairsSeveral, "WgmmaTma, several partners"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);
