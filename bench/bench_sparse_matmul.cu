@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "bench_util.h"
+#include "matmul_cases.h"
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -26,11 +27,11 @@
 
 namespace {
 
-constexpr std::int64_t kB = 16, kS = 2048;
+constexpr std::int64_t kB = tg_bench::kMatmulB, kS = tg_bench::kMatmulS;
 constexpr int kWarmup = 5, kReps = 20;
 
-enum class Mode { SDD, DSD, DDS };
-const char* mode_name(Mode m) { return m == Mode::SDD ? "SDD" : m == Mode::DSD ? "DSD" : "DDS"; }
+using Mode = tg_bench::MatmulMode;
+using tg_bench::mode_name;
 
 // Row-major C[i] = op(A[i]) · op(B[i]) (all kS x kS, batch kB) as cuBLAS's column-major
 // Cᵀ = op(B)ᵀ · op(A)ᵀ.
@@ -71,90 +72,84 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
   line("cuBLAS", 0, 1.0, dt, "fwd", ref_fwd, dense_flops, ref_fwd, "");
   line("cuBLAS", 0, 1.0, dt, "bwd", ref_bwd, 2 * dense_flops, ref_bwd, "");
 
-  std::uint64_t seed = 10;
-  for (Mode m : {Mode::SDD, Mode::DSD, Mode::DDS}) {
-    for (std::int64_t bs : {32, 64, 128}) {
-      for (double want : {0.1, 0.25, 0.5, 1.0}) {
-        const tg::Layout l = tg::random_layout(kB, kS / bs, kS / bs, bs, want, ++seed);
-        if (!tgb::selected(std::string(mode_name(m)) + " " + std::to_string(bs) + " " + std::to_string(want) + " " +
-                           tg::dtype_name(dt)))
-          continue;
-        const double density = l.density();
-        const double flops = dense_flops * density;  // pairs · 2·bs³ for these modes
-        // leaves: the dense operands, or the block data of the sparse one
-        tg::Tensor xl = m == Mode::DSD ? tg::to_sparse(x, l).data().detach() : x.detach();
-        tg::Tensor yl = m == Mode::DDS ? tg::to_sparse(y, l).data().detach() : y.detach();
-        tg::Tensor gl = m == Mode::SDD ? tg::to_sparse(g, l).data().detach() : g;
-        auto forward = [&]() -> tg::Tensor {
-          switch (m) {
-            case Mode::SDD:
-              return tg::matmul(xl, yl, l).data();
-            case Mode::DSD:
-              return tg::matmul(tg::BlockSparseTensor(xl, l), yl);
-            default:
-              return tg::matmul(xl, tg::BlockSparseTensor(yl, l));
-          }
-        };
-        double fwd;
-        {
-          tg::NoGradGuard no_grad;
-          fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
-        }
-        std::string paths;
-        {
-          // the GPU time alone (runs queued behind a spin kernel): tells the kernels' share
-          // from the host's at small densities
-          tg::NoGradGuard no_grad;
-          char buf[48];
-          std::snprintf(buf, sizeof buf, "queued %.3f ms", tgb::time_queued_ms([&] { forward(); }, kWarmup, kReps));
-          paths += buf;
-        }
-        if (dt == tg::DType::bf16) {
-          // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
-          // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
-          // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs of row
-          // groups (blocks 64 and 128).
-          using tg::ops::spmm::MmaPath;
-          tg::NoGradGuard no_grad;
-          std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
-          if (bs == 32 || bs == 64) {
-            forced.insert(forced.end(), {{MmaPath::Grouped, "128x128"},
-                                         {MmaPath::GroupedWide, "64x128"},
-                                         {MmaPath::GroupedTall, "128x64"}});
-          }
-          if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
-            forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
-                                         {MmaPath::WgmmaTmaWide, "tma-rows"},
-                                         {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
-                                         {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
-                                         {MmaPath::WgmmaTmaRowPairsSeveral, "tma-2rows+"}});
-          }
-          for (auto [path, name] : forced) {
-            tg::ops::spmm::set_mma_path(path);
-            char buf[64];
-            std::snprintf(buf, sizeof buf, "%s%s %.3f", path == forced.front().first ? "; ms: " : ", ", name,
-                          tgb::time_ms([&] { forward(); }, kWarmup, kReps));
-            paths += buf;
-          }
-          tg::ops::spmm::set_mma_path(MmaPath::Auto);
-        }
-        line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, paths);
-        xl.requires_grad_(true);
-        yl.requires_grad_(true);
-        const tg::Tensor out = forward();
-        const double bwd = tgb::time_ms(
-            [&] {
-              xl.zero_grad();
-              yl.zero_grad();
-              tg::backward(out, gl, /*retain_graph=*/true);
-            },
-            kWarmup, kReps);
-        char extra[64];
-        std::snprintf(extra, sizeof extra, "bwd/fwd %.2f", bwd / fwd);
-        line(mode_name(m), bs, density, dt, "bwd", bwd, 2 * flops, ref_bwd, extra);
+  tg_bench::for_each_matmul_case([&](Mode m, std::int64_t bs, double want, const tg::Layout& l) {
+    if (!tgb::selected(std::string(mode_name(m)) + " " + std::to_string(bs) + " " + std::to_string(want) + " " +
+                       tg::dtype_name(dt)))
+      return;
+    const double density = l.density();
+    const double flops = dense_flops * density;  // pairs · 2·bs³ for these modes
+    // leaves: the dense operands, or the block data of the sparse one
+    tg::Tensor xl = m == Mode::DSD ? tg::to_sparse(x, l).data().detach() : x.detach();
+    tg::Tensor yl = m == Mode::DDS ? tg::to_sparse(y, l).data().detach() : y.detach();
+    tg::Tensor gl = m == Mode::SDD ? tg::to_sparse(g, l).data().detach() : g;
+    auto forward = [&]() -> tg::Tensor {
+      switch (m) {
+        case Mode::SDD:
+          return tg::matmul(xl, yl, l).data();
+        case Mode::DSD:
+          return tg::matmul(tg::BlockSparseTensor(xl, l), yl);
+        default:
+          return tg::matmul(xl, tg::BlockSparseTensor(yl, l));
       }
+    };
+    double fwd;
+    {
+      tg::NoGradGuard no_grad;
+      fwd = tgb::time_ms([&] { forward(); }, kWarmup, kReps);
     }
-  }
+    std::string paths;
+    {
+      // the GPU time alone (runs queued behind a spin kernel): tells the kernels' share
+      // from the host's at small densities
+      tg::NoGradGuard no_grad;
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "queued %.3f ms", tgb::time_queued_ms([&] { forward(); }, kWarmup, kReps));
+      paths += buf;
+    }
+    if (dt == tg::DType::bf16) {
+      // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
+      // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
+      // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs of row
+      // groups (blocks 64 and 128).
+      using tg::ops::spmm::MmaPath;
+      tg::NoGradGuard no_grad;
+      std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
+      if (bs == 32 || bs == 64) {
+        forced.insert(
+            forced.end(),
+            {{MmaPath::Grouped, "128x128"}, {MmaPath::GroupedWide, "64x128"}, {MmaPath::GroupedTall, "128x64"}});
+      }
+      if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
+        forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
+                                     {MmaPath::WgmmaTmaWide, "tma-rows"},
+                                     {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
+                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
+                                     {MmaPath::WgmmaTmaRowPairsSeveral, "tma-2rows+"}});
+      }
+      for (auto [path, name] : forced) {
+        tg::ops::spmm::set_mma_path(path);
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s%s %.3f", path == forced.front().first ? "; ms: " : ", ", name,
+                      tgb::time_ms([&] { forward(); }, kWarmup, kReps));
+        paths += buf;
+      }
+      tg::ops::spmm::set_mma_path(MmaPath::Auto);
+    }
+    line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, paths);
+    xl.requires_grad_(true);
+    yl.requires_grad_(true);
+    const tg::Tensor out = forward();
+    const double bwd = tgb::time_ms(
+        [&] {
+          xl.zero_grad();
+          yl.zero_grad();
+          tg::backward(out, gl, /*retain_graph=*/true);
+        },
+        kWarmup, kReps);
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "bwd/fwd %.2f", bwd / fwd);
+    line(mode_name(m), bs, density, dt, "bwd", bwd, 2 * flops, ref_bwd, extra);
+  });
 }
 
 }  // namespace

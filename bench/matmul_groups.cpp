@@ -1,0 +1,75 @@
+// The Hopper matmul kernel's groups (ops/sparse_matmul/row_groups.h) for the forward of each
+// bench_sparse_matmul case at blocks 64 and 128 (matmul_cases.h), built on the host as the
+// CUDA backend builds them, without a GPU: per schedule its steps (k-steps of a CTA tile, the
+// kernel's unit of work: one block a tile, row groups, column groups, and at block 64 pairs of
+// block-rows with one partner or several), and for the pairs the share of output tiles in
+// groups of two lines and the steps in units of a one-line step (a pair step costs about 1.34 of
+// them, bench/RESULTS.md 12-06) against the fewer of the row and column groups' steps: under 1,
+// the pairs should beat the one-line schedules (the pair kernel runs one-line groups 8-10%
+// slower, which this leaves out).
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+
+#include "matmul_cases.h"
+#include "ops/sparse_matmul/plan.h"
+#include "ops/sparse_matmul/row_groups.h"
+
+namespace {
+
+namespace ops = tg::ops;
+using tg_bench::MatmulMode;
+
+constexpr double kPairStep = 1.34;
+
+// Output tiles in groups of two lines.
+double paired_share(const ops::RowGroupSchedule& r, std::int64_t n_out) {
+  std::int64_t paired = 0;
+  const std::int64_t row = r.gm * r.g + 1;
+  for (std::int64_t gr = 0; gr < r.n_groups; ++gr)
+    for (std::int64_t m = 0; m < r.g; ++m) paired += r.outs[static_cast<std::size_t>(gr * row + r.g + m)] >= 0 ? 2 : 0;
+  return n_out > 0 ? static_cast<double>(paired) / static_cast<double>(n_out) : 0.0;
+}
+
+double units(const ops::RowGroupSchedule& r) {
+  return kPairStep * static_cast<double>(r.paired_steps) + static_cast<double>(r.n_steps - r.paired_steps);
+}
+
+}  // namespace
+
+int main() {
+  const std::int64_t B = tg_bench::kMatmulB, S = tg_bench::kMatmulS, whole = std::numeric_limits<std::int64_t>::max();
+  std::printf(
+      "Hopper matmul groups of bench_sparse_matmul's forwards (%lld x %lld^3): steps per schedule; pairs: "
+      "share of tiles paired, steps in one-line units (pair step = %.2f) over the fewer one-line steps\n",
+      static_cast<long long>(B), static_cast<long long>(S), kPairStep);
+  std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s | %7s %7s\n", "mode", "bs", "density", "tiles", "1 block",
+              "rows", "columns", "pairs", "paired", "units", "several", "units");
+  tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
+    if (bs == 32) return;  // no Hopper kernel
+    const tg::Layout none;
+    const ops::OperandDesc a{m == MatmulMode::DSD ? l : none, B, S, S, false};
+    const ops::OperandDesc b{m == MatmulMode::DDS ? l : none, B, S, S, false};
+    const ops::OperandDesc c{m == MatmulMode::SDD ? l : none, B, S, S, false};
+    const auto plan = ops::matmul_plan(a, b, c, bs);
+    const std::int64_t g = bs == 128 ? 2 : 4;
+    const auto one = ops::row_group_schedule(*plan, 1, whole, ops::GroupAxis::Rows, 1);
+    const auto rows = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 1);
+    const auto cols = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Columns, 1);
+    std::printf("%-4s %4lld %7.3f %8lld %8lld %8lld %8lld", tg_bench::mode_name(m), static_cast<long long>(bs),
+                l.density(), static_cast<long long>(plan->n_out), static_cast<long long>(one.n_steps),
+                static_cast<long long>(rows.n_steps), static_cast<long long>(cols.n_steps));
+    if (bs != 64) {
+      std::printf("\n");
+      return;
+    }
+    const double base = static_cast<double>(std::min(rows.n_steps, cols.n_steps));
+    const auto pairs = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 2);
+    const auto several = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 2, true);
+    std::printf(" %8lld | %7.3f %7.3f | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps),
+                paired_share(pairs, plan->n_out), units(pairs) / base, paired_share(several, plan->n_out),
+                units(several) / base);
+  });
+  return 0;
+}
