@@ -320,10 +320,10 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
   // Groups of two block-rows: at bs 64 only (bs 128 has its 128-row tile already).
   const std::int64_t gm_max = p.bs == 64 ? 2 : 1;
-  auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaSchedule& {
-    const std::string key =
-        prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
-    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev); });
+  auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis, bool several = false) -> const TmaSchedule& {
+    const std::string key = prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) +
+                            (axis == GroupAxis::Columns ? "c" : "r") + (several ? "+" : "");
+    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev, several); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
@@ -335,8 +335,7 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   } else if (choice == spmm::MmaPath::WgmmaTmaRowPairs) {
     s = &sched(gmax, gm_max, GroupAxis::Rows);
   } else if (choice == spmm::MmaPath::WgmmaTmaRowPairsSeveral) {
-    s = &p.cached<TmaSchedule>(prefix + "/tma" + std::to_string(gm_max) + "x" + std::to_string(gmax) + "r+",
-                               [&] { return build_tma_schedule(p, gmax, gm_max, GroupAxis::Rows, dev, true); });
+    s = &sched(gmax, gm_max, GroupAxis::Rows, true);
   } else {
     // Block products computed (empty member slots included) over the tile's speed, a
     // schedule of pairs counting its groups of one line as the one-line tile (the kernel

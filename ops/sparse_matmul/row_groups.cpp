@@ -188,7 +188,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     while (n < g && gr[at(n)] >= 0) ++n;
     const std::int64_t n_lines = gm > 1 && gr[at(g)] >= 0 ? 2 : 1;
     auto member = [&](std::int64_t i, std::int64_t m) -> std::int32_t {
-      const std::int64_t t = i < gm && m < g ? gr[at(i * g + m)] : -1;
+      const std::int64_t t = gr[at(i * g + m)];
       return t < 0 ? -1 : order[at(t)];
     };
     const std::int32_t o = member(0, 0);

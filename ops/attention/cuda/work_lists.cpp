@@ -62,22 +62,20 @@ std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& st
 
 ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t bhkv, bool causal, std::int64_t wl,
                    std::int64_t wr, const std::vector<std::int32_t>& q_blk, const std::vector<std::int32_t>& k_blk) {
-  ListSpec s;
-  s.bhq = bhq;
-  s.bhkv = bhkv;
-  s.sq = pat.sq();
-  s.sk = pat.sk();
-  s.pattern = pat.mask_host().data();
-  s.qb = pat.q_blocks();
-  s.kb = pat.k_blocks();
-  s.q_starts = &pat.q_starts();
-  s.k_starts = &pat.k_starts();
-  s.q_blk = &q_blk;
-  s.k_blk = &k_blk;
-  s.causal = causal;
-  s.wl = wl;
-  s.wr = wr;
-  return s;
+  return {.bhq = bhq,
+          .bhkv = bhkv,
+          .sq = pat.sq(),
+          .sk = pat.sk(),
+          .pattern = pat.mask_host().data(),
+          .qb = pat.q_blocks(),
+          .kb = pat.k_blocks(),
+          .q_starts = &pat.q_starts(),
+          .k_starts = &pat.k_starts(),
+          .q_blk = &q_blk,
+          .k_blk = &k_blk,
+          .causal = causal,
+          .wl = wl,
+          .wr = wr};
 }
 
 HostList build_row_lists(const ListSpec& s, int bm, int bn) {

@@ -27,22 +27,20 @@ struct Problem {
   std::int64_t wl = -1, wr = -1;
 
   ListSpec spec() const {
-    ListSpec s;
-    s.bhq = bhq;
-    s.bhkv = bhkv;
-    s.sq = sq;
-    s.sk = sk;
-    s.pattern = pattern.data();
-    s.qb = static_cast<std::int64_t>(q_starts.size()) - 1;
-    s.kb = static_cast<std::int64_t>(k_starts.size()) - 1;
-    s.q_starts = &q_starts;
-    s.k_starts = &k_starts;
-    s.q_blk = &q_blk;
-    s.k_blk = &k_blk;
-    s.causal = causal;
-    s.wl = wl;
-    s.wr = wr;
-    return s;
+    return {.bhq = bhq,
+            .bhkv = bhkv,
+            .sq = sq,
+            .sk = sk,
+            .pattern = pattern.data(),
+            .qb = static_cast<std::int64_t>(q_starts.size()) - 1,
+            .kb = static_cast<std::int64_t>(k_starts.size()) - 1,
+            .q_starts = &q_starts,
+            .k_starts = &k_starts,
+            .q_blk = &q_blk,
+            .k_blk = &k_blk,
+            .causal = causal,
+            .wl = wl,
+            .wr = wr};
   }
 
   bool geometric(std::int64_t i, std::int64_t j) const {
