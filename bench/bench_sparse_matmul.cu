@@ -109,8 +109,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
     if (dt == tg::DType::bf16) {
       // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
       // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
-      // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups, pairs of row
-      // groups and (staged) pairs with several partners a row (blocks 64 and 128).
+      // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs of
+      // row groups (blocks 64 and 128).
       using tg::ops::spmm::MmaPath;
       tg::NoGradGuard no_grad;
       std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
@@ -123,8 +123,7 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
         forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
                                      {MmaPath::WgmmaTmaWide, "tma-rows"},
                                      {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
-                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
-                                     {MmaPath::WgmmaTmaRowPairsSeveral, "tma-2rows+"}});
+                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"}});
       }
       for (auto [path, name] : forced) {
         tg::ops::spmm::set_mma_path(path);

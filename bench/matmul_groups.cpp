@@ -2,7 +2,7 @@
 // bench_sparse_matmul case at blocks 64 and 128 (matmul_cases.h), built on the host as the
 // CUDA backend builds them, without a GPU: per schedule its steps (k-steps of a CTA tile, the
 // kernel's unit of work: one block a tile, row groups, column groups, and at block 64 pairs of
-// block-rows with one partner or several), and for the pairs the share of output tiles in
+// block-rows), and for the pairs the share of output tiles in
 // groups of two lines and the steps in units of a one-line step (a pair step costs about 1.34 of
 // them, bench/RESULTS.md 12-06) against the fewer of the row and column groups' steps: under 1,
 // the pairs should beat the one-line schedules (the pair kernel runs one-line groups 8-10%
@@ -44,8 +44,8 @@ int main() {
       "Hopper matmul groups of bench_sparse_matmul's forwards (%lld x %lld^3): steps per schedule; pairs: "
       "share of tiles paired, steps in one-line units (pair step = %.2f) over the fewer one-line steps\n",
       static_cast<long long>(B), static_cast<long long>(S), kPairStep);
-  std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s | %7s %7s\n", "mode", "bs", "density", "tiles", "1 block",
-              "rows", "columns", "pairs", "paired", "units", "several", "units");
+  std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s\n", "mode", "bs", "density", "tiles", "1 block", "rows",
+              "columns", "pairs", "paired", "units");
   tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
     if (bs == 32) return;  // no Hopper kernel
     const tg::Layout none;
@@ -66,10 +66,8 @@ int main() {
     }
     const double base = static_cast<double>(std::min(rows.n_steps, cols.n_steps));
     const auto pairs = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 2);
-    const auto several = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 2, true);
-    std::printf(" %8lld | %7.3f %7.3f | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps),
-                paired_share(pairs, plan->n_out), units(pairs) / base, paired_share(several, plan->n_out),
-                units(several) / base);
+    std::printf(" %8lld | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps), paired_share(pairs, plan->n_out),
+                units(pairs) / base);
   });
   return 0;
 }

@@ -266,15 +266,15 @@ struct TmaSchedule {
 constexpr int kTmaItemsPerSm = 2;
 
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
-                                                Device dev, bool several = false) {
+                                                Device dev) {
   // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k.
   const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
   // and it is the result itself unless some list is longer than the chunk.
-  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis, gm, several);
+  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis, gm);
   const std::int64_t chunk = std::max(min_chunk, (r.n_steps + target - 1) / target);
-  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis, gm, several);
+  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis, gm);
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
   s->gm = gm;
@@ -320,10 +320,10 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
   // Groups of two block-rows: at bs 64 only (bs 128 has its 128-row tile already).
   const std::int64_t gm_max = p.bs == 64 ? 2 : 1;
-  auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis, bool several = false) -> const TmaSchedule& {
-    const std::string key = prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) +
-                            (axis == GroupAxis::Columns ? "c" : "r") + (several ? "+" : "");
-    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev, several); });
+  auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaSchedule& {
+    const std::string key =
+        prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
+    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
@@ -334,8 +334,6 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     s = &sched(gmax, 1, GroupAxis::Columns);
   } else if (choice == spmm::MmaPath::WgmmaTmaRowPairs) {
     s = &sched(gmax, gm_max, GroupAxis::Rows);
-  } else if (choice == spmm::MmaPath::WgmmaTmaRowPairsSeveral) {
-    s = &sched(gmax, gm_max, GroupAxis::Rows, true);
   } else {
     // Block products computed (empty member slots included) over the tile's speed, a
     // schedule of pairs counting its groups of one line as the one-line tile (the kernel
@@ -429,7 +427,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     const MmaPath choice = spmm::mma_path();
     const bool forced_tma = choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow ||
                             choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns ||
-                            choice == MmaPath::WgmmaTmaRowPairs || choice == MmaPath::WgmmaTmaRowPairsSeveral;
+                            choice == MmaPath::WgmmaTmaRowPairs;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
     // TMA reads (and writes the output in) rows of a multiple of 16 bytes and at most 2^31
     // rows (i32 coordinates); an empty operand (no pairs: the output is zeros) has no

@@ -19,9 +19,7 @@
 // store with equal k lists (tiles of 2 x 4 blocks; the rest as row groups in the same
 // launch), split-K as the per-block schedule;
 // WgmmaTmaNarrow forces one block a tile, WgmmaTmaWide row groups, WgmmaTmaWideColumns
-// column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups),
-// WgmmaTmaRowPairsSeveral those with a row pairing again on what its first partner left
-// (row_groups.h; staged: forced only, not yet measured). Auto takes WgmmaTma wherever it
+// column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups). Auto takes WgmmaTma wherever it
 // applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
@@ -37,8 +35,7 @@ enum class MmaPath {
   WgmmaTmaNarrow,
   WgmmaTmaWide,
   WgmmaTmaWideColumns,
-  WgmmaTmaRowPairs,
-  WgmmaTmaRowPairsSeveral
+  WgmmaTmaRowPairs
 };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores

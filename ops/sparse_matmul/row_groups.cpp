@@ -18,8 +18,8 @@ constexpr std::size_t kPartnerWindow = 64;
 /// Forms the groups of two lines, then those of one. Segments of one batch and one k list
 /// (their members' own tiles are the same for the same cross coordinate) are classes; in a
 /// class, each segment in turn is paired with the later one sharing the most cross
-/// coordinates among its unpaired tiles (`several`: then with the next such one among what
-/// is left of it, and so on). Costs, in steps of the 128 x 256 tile: a group of two lines 1
+/// coordinates among its unpaired tiles, then with the next such one among what is left of
+/// it, and so on. Costs, in steps of the 128 x 256 tile: a group of two lines 1
 /// whatever its member count, a group of one line about 3/4 (the measured 1.30 / 2.0 at
 /// density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared tiles go in
 /// groups of g, which spare each line one group of one line, and a last few (fewer than g)
@@ -29,8 +29,7 @@ constexpr std::size_t kPartnerWindow = 64;
 /// count), members as indices into order (-1 past a partner's last tile).
 template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
-                   const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, bool several,
-                   Add&& add) {
+                   const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
   auto at = [](std::int64_t i) { return static_cast<std::size_t>(i); };
   const auto coord = [&](std::int64_t t, int c) {
     return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)];
@@ -69,7 +68,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   for (const auto& [key, members] : classes) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
-      for (bool more = true; more; more = several) {  // (several: until no partner is left)
+      for (;;) {  // until no partner is left
         std::int64_t best = 0;
         std::size_t partner = a;
         for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
@@ -120,7 +119,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
 }  // namespace
 
 RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t chunk, GroupAxis axis,
-                                    std::int64_t gm, bool several_partners) {
+                                    std::int64_t gm) {
   RowGroupSchedule s;
   s.g = g;
   s.gm = gm;
@@ -179,7 +178,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
         add_group(l0.data(), nullptr, static_cast<std::int64_t>(l0.size()));
       }
   } else {
-    pair_segments(p, order, segs, g, cross, several_partners, add_group);
+    pair_segments(p, order, segs, g, cross, add_group);
   }
 
   std::int32_t slots = 0;

@@ -13,11 +13,11 @@
 // Groups of two lines (gm = 2): two block-rows of one batch whose tiles have equal k lists,
 // on up to g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x
 // 256, the shape of bs 128's wide tile). Each row is paired with the row sharing the most
-// of its unpaired columns (every pair of rows at density 1; about two thirds of the tiles
-// at density 0.5, random layouts); the tiles left form groups of one line in the same
-// schedule, which the kernel computes as the one-line tile. With several partners a row
-// pairs again on what is left of it (about 81% of the tiles at density 0.5 and 53% at 0.25
-// against 69% and 48%, host simulation; staged, not measured).
+// of its unpaired columns, then again with the row sharing the most of what is left of it,
+// and so on (every pair of rows at density 1; on the bench's random layouts 80% of the
+// tiles at density 0.5 and 50% at 0.25, against 69% and 46% with one partner a row, which
+// measured 1.11x slower at both); the tiles left form groups of one line in the same
+// schedule, which the kernel computes as the one-line tile.
 //
 // No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
@@ -59,12 +59,9 @@ struct RowGroupSchedule {
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
 /// (batch, block-column, block-row) order; where gm is 2, the groups of two lines of rows
 /// sharing columns come first where their first line stood, then the one-line groups of
-/// what is left of a line; several_partners: a line pairs with further lines on what is
-/// left of it after its first partner (staged: the forced path WgmmaTmaRowPairsSeveral). A
-/// pair list longer than `chunk` (>= 1) steps is cut into ceil(len / chunk) equal pieces,
+/// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into ceil(len / chunk) equal pieces,
 /// each with its own workspace slots.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
-                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1,
-                                    bool several_partners = false);
+                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1);
 
 }  // namespace tg::ops

@@ -538,9 +538,10 @@ TEST_CASE("sparse matmul: grouped regions sum exactly each output's pairs", "[op
 TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing most of its columns",
           "[ops][sparse_matmul]") {
   // SDD, 7 block-rows x 8 block-columns, groups of 4: row 0 shares 4 columns with rows 2 and
-  // 3 and takes row 2 (the first of equals); row 1 then shares {1, 2, 3, 4} with row 3. Rows
-  // 4 and 5 are equal rows of 2 tiles: one group of two lines of 2 spares each a group.
-  // Row 6 shares 1 of its 2 with row 4, which would spare it nothing.
+  // 3 and takes row 2 (the first of equals), then pairs again with row 3 on its last tile
+  // (column 5, which spares both a group of one line); row 1 then shares {1, 2, 3, 4} with
+  // row 3. Rows 4 and 5 are equal rows of 2 tiles: one group of two lines of 2 spares each a
+  // group. Row 6 shares 1 of its 2 with row 4, which would spare it nothing.
   const std::int64_t bs = 16, mb = 7;
   const std::vector<std::vector<int>> rows = {{0, 1, 2, 3, 5}, {1, 2, 3, 4, 6, 7}, {0, 1, 2, 3, 6}, {1, 2, 3, 4, 5},
                                               {0, 1},          {0, 1},          {1, 7}};
@@ -567,24 +568,22 @@ TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing
   const T none{-1, -1};
   const std::vector<std::vector<T>> want = {
       {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {2, 0}, {2, 1}, {2, 2}, {2, 3}},
-      {{0, 5}, none, none, none, none, none, none, none},
+      {{0, 5}, none, none, none, {3, 5}, none, none, none},
       {{1, 1}, {1, 2}, {1, 3}, {1, 4}, {3, 1}, {3, 2}, {3, 3}, {3, 4}},
       {{1, 6}, {1, 7}, none, none, none, none, none, none},
       {{2, 6}, none, none, none, none, none, none, none},
-      {{3, 5}, none, none, none, none, none, none, none},
       {{4, 0}, {4, 1}, none, none, {5, 0}, {5, 1}, none, none},
       {{6, 1}, {6, 7}, none, none, none, none, none, none}};
   REQUIRE(got == want);
-  REQUIRE(r.paired_steps == 3 * 3);  // three groups of two lines, 3 k steps each
+  REQUIRE(r.paired_steps == 4 * 3);  // four groups of two lines, 3 k steps each
   REQUIRE(r.members == plan->n_out);
 }
 
-TEST_CASE("sparse matmul: with several partners a row pairs again on what its first partner left",
-          "[ops][sparse_matmul]") {
+TEST_CASE("sparse matmul: a row pairs again on what its first partner left", "[ops][sparse_matmul]") {
   // SDD, 3 block-rows x 8 block-columns, groups of 4: row 0 shares {0, 1, 2, 3} with row 1
-  // and {4, 5, 6, 7} with row 2. With one partner, row 0 pairs with row 1 only and its other
-  // four tiles run as a group of one line, as do row 2's; with several, it pairs with row 2
-  // too, in a group of its own.
+  // and {4, 5, 6, 7} with row 2. It pairs with row 1, then with row 2 in a group of its own
+  // (with one partner a row, its other four tiles and row 2's would run as two groups of one
+  // line).
   const std::int64_t bs = 16;
   const std::vector<std::vector<int>> rows = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3}, {4, 5, 6, 7}};
   std::vector<bool> mask(24, false);
@@ -604,13 +603,10 @@ TEST_CASE("sparse matmul: with several partners a row pairs again on what its fi
     return out;
   };
   using L = std::vector<std::array<std::int32_t, 2>>;
-  const ops::RowGroupSchedule one = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2, false);
-  CHECK(lines(one) == L{{0, 1}, {0, -1}, {2, -1}});
-  CHECK(one.paired_steps == 2);
-  const ops::RowGroupSchedule several = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2, true);
-  CHECK(lines(several) == L{{0, 1}, {0, 2}});
-  CHECK(several.paired_steps == 4);
-  CHECK(several.members == plan->n_out);
+  const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
+  CHECK(lines(r) == L{{0, 1}, {0, 2}});
+  CHECK(r.paired_steps == 4);
+  CHECK(r.members == plan->n_out);
 }
 
 TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs, split pieces included",
@@ -634,20 +630,18 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
       for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns}) {
         const bool cols = axis == ops::GroupAxis::Columns;
         const int line = cols ? 2 : 1, cross = cols ? 1 : 2;
-        // (g, gm, chunk, several partners)
-        for (auto [g, gm, chunk, several] : {std::array<std::int64_t, 4>{1, 1, 1000, 0},
-                                             {2, 1, 1000, 0},
-                                             {4, 1, 1000, 0},
-                                             {2, 1, 2, 0},
-                                             {4, 1, 3, 0},
-                                             {4, 2, 1000, 0},
-                                             {2, 2, 3, 0},
-                                             {1, 2, 1000, 0},
-                                             {4, 2, 1000, 1},
-                                             {2, 2, 3, 1}}) {
+        // (g, gm, chunk)
+        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000},
+                                    {2, 1, 1000},
+                                    {4, 1, 1000},
+                                    {2, 1, 2},
+                                    {4, 1, 3},
+                                    {4, 2, 1000},
+                                    {2, 2, 3},
+                                    {1, 2, 1000}}) {
           INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk
-                      << (cols ? " columns" : " rows") << (several ? ", several partners" : ""));
-          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm, several != 0);
+                      << (cols ? " columns" : " rows"));
+          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
           REQUIRE(r.axis == axis);
           REQUIRE(r.gm == gm);
           const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
@@ -1027,8 +1021,7 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
                                                    {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
-                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"},
-                                                   {MmaPath::WgmmaTmaRowPairsSeveral, "WgmmaTma, several partners"}};
+                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);

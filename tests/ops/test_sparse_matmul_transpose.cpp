@@ -485,7 +485,6 @@ TEST_CASE("sparse matmul transposed CUDA matches the CPU: every mode and combina
         paths.push_back({MmaPath::WgmmaTmaWide, "wgmma, row groups"});
         paths.push_back({MmaPath::WgmmaTmaWideColumns, "wgmma, column groups"});
         paths.push_back({MmaPath::WgmmaTmaRowPairs, "wgmma, pairs of row groups"});
-        paths.push_back({MmaPath::WgmmaTmaRowPairsSeveral, "wgmma, several partners"});
       }
     }
     for (const Problem& p : ps) {
