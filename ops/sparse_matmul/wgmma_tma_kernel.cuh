@@ -100,10 +100,9 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
 
 /// Block size BS, G members per block-row of a group, GM block-rows (see the file comment
 /// for the four shapes).
-template <int BS_, int G_, int GM_ = 1, int PAD_ = 0>
+template <int BS_, int G_, int GM_ = 1>
 struct TmaCfg {
   static constexpr int BS = BS_, G = G_, GM = GM_;
-  static constexpr int PAD = PAD_;  ///< (experiment) unused bytes after the x tiles of a stage
   static_assert((BS == 128 && (G == 1 || G == 2) && GM == 1) || (BS == 64 && (G == 1 || G == 4) && GM == 1) ||
                     (BS == 64 && G == 4 && GM == 2),
                 "tile shapes");
@@ -112,7 +111,7 @@ struct TmaCfg {
   static constexpr int NC = kRings == 2 ? 64 : kSplitRows ? G * BS : G * BS / 2;  ///< a consumer's columns
   static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring
   static constexpr int A_ROW = BS * BK * 2;  ///< one block-row's x tile
-  static constexpr int A_BYTES = GM * A_ROW + PAD, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
+  static constexpr int A_BYTES = GM * A_ROW, B_MEMBER = BS * BK * 2, B_BYTES = G * B_MEMBER;
   static constexpr int STAGE_BYTES = A_BYTES + B_BYTES;
   /// As many stages as fit besides the store epilogue's boxes (and 1 KiB of alignment).
   static constexpr int STAGES = std::min(12, (227 * 1024 - 1024 - EPI_BYTES) / (kRings * STAGE_BYTES));
@@ -547,8 +546,6 @@ void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaSt
     tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
   else if (args.bs == 64 && g == 1)
     tma_wg::tma_launch<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 4 && std::getenv("TG_TMA_PAD") != nullptr)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 1, 8192>, E>(args, n_items, stream);
   else if (args.bs == 64 && g == 4)
     tma_wg::tma_launch<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
   else
