@@ -61,7 +61,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -483,9 +482,6 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   auto& flag = ready[static_cast<std::size_t>(dev & 63)];
   if (!flag.load(std::memory_order_acquire)) {
     TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::SMEM)));
-    // (experiment: the shared-memory carveout in percent, to measure what the L1 left beside it is worth)
-    if (const char* c = std::getenv("TG_TMA_CARVEOUT"))
-      TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, std::atoi(c)));
     flag.store(true, std::memory_order_release);
   }
   KernelArgs a = args;
