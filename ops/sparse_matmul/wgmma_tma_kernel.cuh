@@ -61,7 +61,6 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "ops/cuda_tma.cuh"
@@ -100,10 +99,9 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
 
 /// Block size BS, G members per block-row of a group, GM block-rows (see the file comment
 /// for the four shapes).
-template <int BS_, int G_, int GM_ = 1, int BOX_ROWS_ = 32>
+template <int BS_, int G_, int GM_ = 1>
 struct TmaCfg {
   static constexpr int BS = BS_, G = G_, GM = GM_;
-  static constexpr int BOX_ROWS = BOX_ROWS_;  ///< lines of an operand's TMA box (32 or 64)
   static_assert((BS == 128 && (G == 1 || G == 2) && GM == 1) || (BS == 64 && (G == 1 || G == 4) && GM == 1) ||
                     (BS == 64 && G == 4 && GM == 2),
                 "tile shapes");
@@ -125,13 +123,20 @@ struct TmaCfg {
                 "stages, tiles and 64-row halves start on swizzle atoms");
 };
 
+/// Lines of an operand's TMA box. The producer's one thread is what limits a step at
+/// densities 0.25-1: its ~230 instructions a step with boxes of 32 lines (ten copies at bs
+/// 64, each wrapped in a dozen instructions that move its operands to uniform registers)
+/// took about as long as the consumers' MMAs. Boxes of 64 lines halve the copies and
+/// measured 1.07-1.21x faster (bench/RESULTS.md, 12-06 twenty-seventh session).
+constexpr int BOX_ROWS = 64;
+
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
-/// operand `map` at origin o, k offset kk, into shared address dst, in boxes of 32 lines
-/// (measured faster than whole-tile boxes): K-major box b holds rows 32b.. (lines of BK
-/// elements), MN-major box (j, h) the k-rows 32h.. of 64-element column j.
-template <int BS, bool K_MAJOR, int R = 32>
+/// operand `map` at origin o, k offset kk, into shared address dst, in boxes of BOX_ROWS
+/// lines: K-major box b holds rows BOX_ROWS b.. (lines of BK elements), MN-major box (j, h)
+/// the k-rows BOX_ROWS h.. of 64-element column j.
+template <int BS, bool K_MAJOR>
 __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
-  constexpr int H = K_MAJOR ? 1 : BK / R;  // boxes per 64-element column (MN-major)
+  constexpr int R = BOX_ROWS, H = K_MAJOR ? 1 : BK / R;  // boxes per 64-element column (MN-major)
 #pragma unroll
   for (int b = 0; b < (K_MAJOR ? BS / R : (BS / 64) * H); ++b) {
     const int j = b / H, h = b % H;
@@ -193,12 +198,12 @@ __device__ __forceinline__ void step_boxes(const StepBoxes<C::GM + C::G>& st, co
 #pragma unroll
   for (int r = 0; r < C::GM; ++r) {
     if (C::GM > 1 && st.o[r].x < 0) continue;
-    load_tile<C::BS, !TA, C::BOX_ROWS>(sa + r * C::A_ROW, map_a, bar, st.o[r], st.kk);
+    load_tile<C::BS, !TA>(sa + r * C::A_ROW, map_a, bar, st.o[r], st.kk);
   }
 #pragma unroll
   for (int m = 0; m < C::G; ++m) {
     if (st.o[C::GM + m].x < 0) continue;
-    load_tile<C::BS, TB, C::BOX_ROWS>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
+    load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
   }
 }
 
@@ -467,13 +472,12 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 #endif
 }
 
-/// The tensor map of an operand stored as rows of ld elements, read in boxes of 32 rows
-/// of 64 elements (128-byte swizzle).
+/// The tensor map of an operand stored as rows of ld elements, read in boxes of BOX_ROWS
+/// rows of 64 elements (128-byte swizzle).
 template <typename E>
-CUtensorMap operand_map(const void* p, long long rows, long long ld, int box_rows) {
+CUtensorMap operand_map(const void* p, long long rows, long long ld) {
   return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows),
-                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64,
-                                       static_cast<std::uint32_t>(box_rows));
+                                       static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, BOX_ROWS);
 }
 
 template <class C, typename E, bool TA, bool TB, bool TC>
@@ -492,8 +496,8 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
   a.lg_kpp = 0;
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
   a.n_items = n_items;
-  const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda, C::BOX_ROWS);
-  const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb, C::BOX_ROWS);
+  const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
+  const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int per_cta = (n_items + C::kRings - 1) / C::kRings;
   const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
   // The output in boxes of 64 x 64 (the store epilogue's).
@@ -532,32 +536,23 @@ void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
 
 namespace tg::ops::spmm {
 
-template <typename E, int R>
-void launch_wgmma_tma_boxes(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream) {
-  if (gm == 2 && args.bs == 64 && g == 4)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 2, R>, E>(args, n_items, stream);
-  else if (gm != 1)
-    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", ", gm, " x ", g);
-  else if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch<tma_wg::TmaCfg<128, 1, 1, R>, E>(args, n_items, stream);
-  else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch<tma_wg::TmaCfg<128, 2, 1, R>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 1)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 1, 1, R>, E>(args, n_items, stream);
-  else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 1, R>, E>(args, n_items, stream);
-  else
-    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g);
-}
-
 template <typename E>
 void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream) {
   if (n_items == 0) return;
-  // (experiment: TG_TMA_BOX64 loads tiles in boxes of 64 lines, half the producer's copies a step)
-  if (std::getenv("TG_TMA_BOX64") != nullptr)
-    launch_wgmma_tma_boxes<E, 64>(args, n_items, g, gm, stream);
+  if (gm == 2 && args.bs == 64 && g == 4)
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 2>, E>(args, n_items, stream);
+  else if (gm != 1)
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", ", gm, " x ", g);
+  else if (args.bs == 128 && g == 1)
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
+  else if (args.bs == 128 && g == 2)
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 1)
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
+  else if (args.bs == 64 && g == 4)
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
   else
-    launch_wgmma_tma_boxes<E, 32>(args, n_items, g, gm, stream);
+    TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g);
 }
 
 }  // namespace tg::ops::spmm
