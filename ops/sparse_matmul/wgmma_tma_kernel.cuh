@@ -186,25 +186,9 @@ struct StepBoxes {
 };
 
 /// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
-/// A step whose G members all have tiles (all but a row's last group) takes a path without
-/// a test per member: the producer's one thread is what limits a step at bs 64 (see
-/// BOX_ROWS), and the tests and the byte count cost it a third of its instructions.
 template <class C, bool TA, bool TB>
 __device__ __forceinline__ void step_boxes(const StepBoxes<C::GM + C::G>& st, const CUtensorMap* map_a,
                                            const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
-  bool all = true;
-#pragma unroll
-  for (int m = 0; m < C::G; ++m) all = all && st.o[C::GM + m].x >= 0;
-  if (all) {
-    const bool second = C::GM > 1 && st.o[C::GM - 1].x >= 0;  // (the first line always has its tile)
-    tma::arrive_expect_tx(bar, C::A_ROW + (second ? C::A_ROW : 0) + C::B_BYTES);
-    load_tile<C::BS, !TA>(sa, map_a, bar, st.o[0], st.kk);
-    if (second) load_tile<C::BS, !TA>(sa + C::A_ROW, map_a, bar, st.o[1], st.kk);
-#pragma unroll
-    for (int m = 0; m < C::G; ++m)
-      load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
-    return;
-  }
   std::uint32_t bytes = 0;
 #pragma unroll
   for (int r = 0; r < C::GM; ++r) bytes += st.o[r].x >= 0 ? C::A_ROW : 0;
@@ -427,17 +411,14 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       tma::prefetch_map(&map_b);
       Cursor ld{first + ring, 0, 0, 0};
       ld.settle(args, stride);
-      StepBoxes<C::GM + C::G> b0{}, b1{};
-      if (ld.valid(args)) b0.fetch(args, ld);
+      StepBoxes<C::GM + C::G> next_ld{};
+      if (ld.valid(args)) next_ld.fetch(args, ld);
       int stage = 0;
       std::uint32_t phase = 0;
-      // Issues the step in cur and fetches the next one's origins into next; false once the
-      // ring's work is done. Called with the two buffers in turn (the loop below, unrolled
-      // twice), so that no step's origins are copied from one set of registers to another.
-      auto produce = [&](const StepBoxes<C::GM + C::G>& cur, StepBoxes<C::GM + C::G>& next) {
+      while (ld.valid(args)) {
+        const StepBoxes<C::GM + C::G> cur = next_ld;
         ld.advance(args, stride);
-        const bool more = ld.valid(args);
-        if (more) next.fetch(args, ld);
+        if (ld.valid(args)) next_ld.fetch(args, ld);
         tma::wait(empty(ring, stage), phase ^ 1u);
         const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
         step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage));
@@ -445,11 +426,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
           stage = 0;
           phase ^= 1u;
         }
-        return more;
-      };
-      if (ld.valid(args))
-        while (produce(b0, b1) && produce(b1, b0)) {
-        }
+      }
     }
     return;
   }
