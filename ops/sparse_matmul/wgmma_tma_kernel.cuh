@@ -123,11 +123,14 @@ struct TmaCfg {
                 "stages, tiles and 64-row halves start on swizzle atoms");
 };
 
-/// Lines of an operand's TMA box. The producer's one thread is what limits a step at
-/// densities 0.25-1: its ~230 instructions a step with boxes of 32 lines (ten copies at bs
-/// 64, each wrapped in a dozen instructions that move its operands to uniform registers)
-/// took about as long as the consumers' MMAs. Boxes of 64 lines halve the copies and
-/// measured 1.07-1.21x faster (bench/RESULTS.md, 12-06 twenty-seventh session).
+/// Lines of an operand's TMA box. With boxes of 32 lines the producer's one thread limited
+/// a step at densities 0.25-1: ~230 instructions a step (ten copies at bs 64, each wrapped
+/// in a dozen instructions that move its operands to uniform registers) took about as long
+/// as the consumers' MMAs, which waited on full stages while the producer never waited on a
+/// free one. Boxes of 64 lines halve the copies and measured 1.07-1.21x faster. (A fifth
+/// fewer producer instructions again, by a path without per-member tests, gained 4% at
+/// density 1 and lost 2% at 0.5: measured, taken back. bench/RESULTS.md, 12-06 twenty-
+/// seventh session.)
 constexpr int BOX_ROWS = 64;
 
 /// Starts the loads of one bs x BK (K_MAJOR: stored rows along k) or BK x bs tile of the
