@@ -9,13 +9,16 @@
 // The floor is arithmetic: at density d the operands move at most ~0.4 GB (bf16) for
 // d·275 GFLOP, far below the copy rate, so cuBLAS's rate is the ceiling to compare with.
 // Medians of 20 runs after 5 warm-up runs, CUDA events on the default stream. bf16 forward
-// lines at blocks 32 and 64 also time each CUDA decomposition forced (per-block, grouped
-// 128x128 / 64x128 / 128x64 regions), against which to judge the automatic choice.
+// lines at blocks 32 to 128 also time each CUDA decomposition forced (per-block, grouped
+// 128x128 / 64x128 / 128x64 regions, the Hopper kernel's tiles), in three rounds of
+// alternating order, against which to judge the automatic choice.
 #include <cublas_v2.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "bench_util.h"
 #include "matmul_cases.h"
@@ -29,6 +32,7 @@ namespace {
 
 constexpr std::int64_t kB = tg_bench::kMatmulB, kS = tg_bench::kMatmulS;
 constexpr int kWarmup = 5, kReps = 20;
+constexpr int kPathRounds = 3;  // rounds of the forced paths' timings (see there)
 
 using Mode = tg_bench::MatmulMode;
 using tg_bench::mode_name;
@@ -125,14 +129,26 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
                                      {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
                                      {MmaPath::WgmmaTmaRowPairs, "tma-2rows"}});
       }
-      for (auto [path, name] : forced) {
-        tg::ops::spmm::set_mma_path(path);
-        char buf[64];
-        std::snprintf(buf, sizeof buf, "%s%s %.3f", path == forced.front().first ? "; ms: " : ", ", name,
-                      tgb::time_ms([&] { forward(); }, kWarmup, kReps));
-        paths += buf;
+      // In rounds, every other one in reverse order, each path's median printed: in one fixed
+      // order a later column read up to 13% slower than an earlier one on the same schedule
+      // (block 128 at density 1, where the pairs are the row groups: bench/RESULTS.md, 12-06
+      // twenty-seventh session), which a choice between paths a few percent apart cannot use.
+      std::vector<std::vector<double>> times(forced.size());
+      for (int round = 0; round < kPathRounds; ++round) {
+        for (std::size_t i = 0; i < forced.size(); ++i) {
+          const std::size_t k = round % 2 == 0 ? i : forced.size() - 1 - i;
+          tg::ops::spmm::set_mma_path(forced[k].first);
+          times[k].push_back(tgb::time_ms([&] { forward(); }, kWarmup, kReps));
+        }
       }
       tg::ops::spmm::set_mma_path(MmaPath::Auto);
+      for (std::size_t k = 0; k < forced.size(); ++k) {
+        std::sort(times[k].begin(), times[k].end());
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s%s %.3f", k == 0 ? "; ms: " : ", ", forced[k].second,
+                      times[k][times[k].size() / 2]);
+        paths += buf;
+      }
     }
     line(mode_name(m), bs, density, dt, "fwd", fwd, flops, ref_fwd, paths);
     xl.requires_grad_(true);
