@@ -19,8 +19,8 @@
 // store with equal k lists (tiles of 2 x 4 blocks; the rest as row groups in the same
 // launch), split-K as the per-block schedule;
 // WgmmaTmaNarrow forces one block a tile, WgmmaTmaWide row groups, WgmmaTmaWideColumns
-// column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups). Auto takes WgmmaTma wherever it
-// applies (operands with fewer than 2^31 rows), before the others.
+// column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups). Auto takes
+// WgmmaTma wherever it applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
 namespace tg::ops::spmm {
