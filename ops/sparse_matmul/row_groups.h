@@ -59,8 +59,8 @@ struct RowGroupSchedule {
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
 /// (batch, block-column, block-row) order; where gm is 2, the groups of two lines of rows
 /// sharing columns come first where their first line stood, then the one-line groups of
-/// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into ceil(len / chunk) equal pieces,
-/// each with its own workspace slots.
+/// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into
+/// ceil(len / chunk) equal pieces, each with its own workspace slots.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
                                     GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1);
 

@@ -139,7 +139,8 @@ constexpr int BOX_ROWS = 64;
 /// the k-rows BOX_ROWS h.. of 64-element column j.
 template <int BS, bool K_MAJOR>
 __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* map, std::uint32_t bar, int2 o, int kk) {
-  constexpr int R = BOX_ROWS, H = K_MAJOR ? 1 : BK / R;  // boxes per 64-element column (MN-major)
+  constexpr int R = BOX_ROWS;
+  constexpr int H = K_MAJOR ? 1 : BK / R;  // boxes per 64-element column (MN-major)
 #pragma unroll
   for (int b = 0; b < (K_MAJOR ? BS / R : (BS / 64) * H); ++b) {
     const int j = b / H, h = b % H;
