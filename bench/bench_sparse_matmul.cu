@@ -113,8 +113,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
     if (dt == tg::DType::bf16) {
       // The forward on each forced decomposition that applies (ops/sparse_matmul/path.h),
       // to check the automatic choice: per-block mma.sync, the grouped regions (blocks
-      // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs of
-      // row groups (blocks 64 and 128).
+      // 32 and 64), the Hopper TMA kernel one block a tile, on row groups, column groups and pairs
+      // of either (blocks 64 and 128; at 128 the pairs are the groups of one line).
       using tg::ops::spmm::MmaPath;
       tg::NoGradGuard no_grad;
       std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::PerBlock, "per-block"}};
@@ -127,7 +127,8 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
         forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
                                      {MmaPath::WgmmaTmaWide, "tma-rows"},
                                      {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
-                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"}});
+                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
+                                     {MmaPath::WgmmaTmaColumnPairs, "tma-2cols"}});
       }
       // In rounds, every other one in reverse order, each path's median printed: in one fixed
       // order a later column read up to 13% slower than an earlier one on the same schedule

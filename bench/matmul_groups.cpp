@@ -2,10 +2,9 @@
 // bench_sparse_matmul case at blocks 64 and 128 (matmul_cases.h), built on the host as the
 // CUDA backend builds them, without a GPU: per schedule its steps (k-steps of a CTA tile, the
 // kernel's unit of work: one block a tile, row groups, column groups, and at block 64 pairs of
-// block-rows), and for the pairs the share of output tiles in groups of two lines and the steps
-// in units of a one-line step (a pair step costs about 1.26 of them at density 1 since the
-// kernel loads 64-line boxes, bench/RESULTS.md 12-06 twenty-seventh session) against the fewer
-// of the row and column groups' steps: under 1, the pairs should beat the one-line schedules.
+// block-rows, or of block-columns where column groups have fewer steps: "c"), and for the pairs the share of output tiles in groups of two lines and the steps
+// in units of a one-line step (a step both lines have costs ops::kPairStep of them, one a line
+// sits out one) against the fewer of the row and column groups' steps: under 1, the pairs should beat the one-line schedules.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -20,8 +19,6 @@ namespace {
 namespace ops = tg::ops;
 using tg_bench::MatmulMode;
 
-constexpr double kPairStep = 1.26;
-
 // Output tiles in groups of two lines.
 double paired_share(const ops::RowGroupSchedule& r, std::int64_t n_out) {
   std::int64_t paired = 0;
@@ -32,7 +29,7 @@ double paired_share(const ops::RowGroupSchedule& r, std::int64_t n_out) {
 }
 
 double units(const ops::RowGroupSchedule& r) {
-  return kPairStep * static_cast<double>(r.paired_steps) + static_cast<double>(r.n_steps - r.paired_steps);
+  return ops::kPairStep * static_cast<double>(r.paired_steps) + static_cast<double>(r.n_steps - r.paired_steps);
 }
 
 }  // namespace
@@ -42,7 +39,7 @@ int main() {
   std::printf(
       "Hopper matmul groups of bench_sparse_matmul's forwards (%lld x %lld^3): steps per schedule; pairs: "
       "share of tiles paired, steps in one-line units (pair step = %.2f) over the fewer one-line steps\n",
-      static_cast<long long>(B), static_cast<long long>(S), kPairStep);
+      static_cast<long long>(B), static_cast<long long>(S), ops::kPairStep);
   std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s\n", "mode", "bs", "density", "tiles", "1 block", "rows",
               "columns", "pairs", "paired", "units");
   tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
@@ -63,10 +60,13 @@ int main() {
       std::printf("\n");
       return;
     }
-    const double base = static_cast<double>(std::min(rows.n_steps, cols.n_steps));
-    const auto pairs = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 2);
-    std::printf(" %8lld | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps), paired_share(pairs, plan->n_out),
-                units(pairs) / base);
+    // the pairs along the axis whose one-line groups have the fewer steps
+    const bool by_cols = cols.n_steps < rows.n_steps;
+    const double base = static_cast<double>(by_cols ? cols.n_steps : rows.n_steps);
+    const auto pairs =
+        ops::row_group_schedule(*plan, g, whole, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, 2);
+    std::printf(" %8lld%s | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ",
+                paired_share(pairs, plan->n_out), units(pairs) / base);
   });
   return 0;
 }

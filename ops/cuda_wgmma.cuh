@@ -38,6 +38,13 @@ __device__ __forceinline__ std::uint64_t make_desc(std::uint32_t addr, std::uint
          (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (std::uint64_t{1} << 62);
 }
 
+/// Descriptor of an operand of zeros of any shape and layout, read from the 128 bytes of
+/// zeros at `addr` (16-byte aligned): no swizzle, both offsets 0, so that every 8 x 8 core
+/// matrix of the operand is those same bytes.
+__device__ __forceinline__ std::uint64_t zero_desc(std::uint32_t addr) {
+  return static_cast<std::uint64_t>((addr >> 4) & 0x3FFFu);
+}
+
 /// Makes this thread's earlier generic-proxy writes to shared memory (cp.async, stores)
 /// visible to the async proxy that wgmma reads through; call before the barrier that
 /// publishes them.

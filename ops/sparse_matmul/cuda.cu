@@ -256,7 +256,7 @@ struct TmaSchedule {
   // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, coords, outs, reduce;
   std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
-  std::int64_t paired_steps = 0;  ///< steps of groups of two lines
+  std::int64_t paired_steps = 0;  ///< steps where both lines of a group have a tile
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -334,16 +334,19 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     s = &sched(gmax, 1, GroupAxis::Columns);
   } else if (choice == spmm::MmaPath::WgmmaTmaRowPairs) {
     s = &sched(gmax, gm_max, GroupAxis::Rows);
+  } else if (choice == spmm::MmaPath::WgmmaTmaColumnPairs) {
+    s = &sched(gmax, gm_max, GroupAxis::Columns);
   } else {
     // Block products computed (empty member slots included) over the tile's speed, a
     // schedule of pairs counting its groups of one line as the one-line tile (the kernel
-    // runs them so); on equal cost the first of: one block, row groups, column groups (the
-    // plain epilogue first), pairs of row groups.
+    // runs them so, and the steps a line sits out as steps of one line); on equal cost the
+    // first of: one block, row groups, column groups (the plain epilogue first), pairs of
+    // row groups, pairs of column groups.
     s = &sched(1, 1, GroupAxis::Rows);
     double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
-        {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}};
-    for (const auto& [gm, axis] : wide) {  // (at bs 128 the last is the first again)
+        {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
+    for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
       const TmaSchedule& w = sched(gmax, gm, axis);
       // (Pairs must save 2%: where a few rows pair, the rest runs on the pair kernel for
       // nothing; measured 0.92-0.94x at density 0.1, block 64, before its item read moved.)
@@ -427,7 +430,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     const MmaPath choice = spmm::mma_path();
     const bool forced_tma = choice == MmaPath::WgmmaTma || choice == MmaPath::WgmmaTmaNarrow ||
                             choice == MmaPath::WgmmaTmaWide || choice == MmaPath::WgmmaTmaWideColumns ||
-                            choice == MmaPath::WgmmaTmaRowPairs;
+                            choice == MmaPath::WgmmaTmaRowPairs || choice == MmaPath::WgmmaTmaColumnPairs;
     const bool hopper = tensor_cores && (p.bs == 64 || p.bs == 128) && spmm::wgmma_supported(dev.index);
     // TMA reads (and writes the output in) rows of a multiple of 16 bytes and at most 2^31
     // rows (i32 coordinates); an empty operand (no pairs: the output is zeros) has no

@@ -15,12 +15,13 @@
 // multiplying with wgmma; persistent grid; wgmma_tma_kernel.cuh), on groups of output
 // blocks of one block-row that read the same x tiles or of one block-column that read the
 // same y tiles (row_groups.h), as wide as an estimate of their cost says: one block, or
-// 2 (bs 128) / 4 (bs 64) blocks a tile, and at bs 64 pairs of block-rows on 4 columns both
-// store with equal k lists (tiles of 2 x 4 blocks; the rest as row groups in the same
-// launch), split-K as the per-block schedule;
+// 2 (bs 128) / 4 (bs 64) blocks a tile, and at bs 64 pairs of block-rows (block-columns) on
+// 4 columns (rows) both store, over the union of their k lists (tiles of 2 x 4 blocks; the
+// rest as groups of one line in the same launch), split-K as the per-block schedule;
 // WgmmaTmaNarrow forces one block a tile, WgmmaTmaWide row groups, WgmmaTmaWideColumns
-// column groups, WgmmaTmaRowPairs pairs of row groups (at bs 128: row groups). Auto takes
-// WgmmaTma wherever it applies (operands with fewer than 2^31 rows), before the others.
+// column groups, WgmmaTmaRowPairs pairs of row groups, WgmmaTmaColumnPairs pairs of column
+// groups (at bs 128 the pairs are the groups of one line). Auto takes WgmmaTma wherever it
+// applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
 namespace tg::ops::spmm {
@@ -35,7 +36,8 @@ enum class MmaPath {
   WgmmaTmaNarrow,
   WgmmaTmaWide,
   WgmmaTmaWideColumns,
-  WgmmaTmaRowPairs
+  WgmmaTmaRowPairs,
+  WgmmaTmaColumnPairs
 };
 
 /// Forces the CUDA decomposition of later bf16/f16 products (process-wide; Auto restores

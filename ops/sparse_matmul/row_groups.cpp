@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdint>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <numeric>
 
@@ -15,18 +16,37 @@ namespace {
 /// host's work on long layouts (the bench's 32 block-rows a batch are all in reach).
 constexpr std::size_t kPartnerWindow = 64;
 
-/// Forms the groups of two lines, then those of one. Segments of one batch and one k list
-/// (their members' own tiles are the same for the same cross coordinate) are classes; in a
-/// class, each segment in turn is paired with the later one sharing the most cross
-/// coordinates among its unpaired tiles, then with the next such one among what is left of
-/// it, and so on. Costs, in steps of the 128 x 256 tile: a group of two lines 1
-/// whatever its member count, a group of one line about 3/4 (the measured 1.30 / 2.0 at
-/// density 1, bs 64, RESULTS 12-04; the host's model says 0.59). So the shared tiles go in
-/// groups of g, which spare each line one group of one line, and a last few (fewer than g)
-/// only where they spare both lines one (equal rows of fewer than g tiles). What is left of
-/// each segment is cut in groups of one line of up to g, in order. A segment's groups of two
-/// lines come first, where it stands; `add` takes (line 0 members, line 1 members or null,
-/// count), members as indices into order (-1 past a partner's last tile).
+/// The number of k-blocks two increasing k lists share.
+std::int64_t common_k(const std::int32_t* a, std::int64_t na, const std::int32_t* b, std::int64_t nb) {
+  std::int64_t both = 0;
+  for (std::int64_t u = 0, v = 0; u < na && v < nb;) {
+    if (a[u] < b[v]) {
+      ++u;
+    } else if (b[v] < a[u]) {
+      ++v;
+    } else {
+      ++both, ++u, ++v;
+    }
+  }
+  return both;
+}
+
+/// Forms the groups of two lines, then those of one, in two passes. First, segments of one
+/// batch and one k list (their members' own tiles are the same for the same cross
+/// coordinate) are classes; in a class, each segment in turn is paired with the later one
+/// sharing the most cross coordinates among its unpaired tiles, then with the next such one
+/// among what is left of it, and so on. Then segments of one batch with different k lists
+/// pair the same way on what the first pass left, over the union of their lists (a line
+/// without a shared tile at a step sits that step out), the partner chosen by the steps its
+/// groups save: the two lines' own steps against kPairStep a step both have and kLoneStep
+/// a step one has; a pair saving none is not made. Costs, in steps of the 128 x 256 tile: a
+/// group of two lines 1 whatever its member count, a group of one line about 3/4. So the
+/// shared tiles go in groups of g, which spare each line one group of one line, and a last
+/// few (fewer than g) only where they spare both lines one (equal rows of fewer than g
+/// tiles). What is left of each segment is cut in groups of one line of up to g, in order.
+/// A segment's groups of two lines come first, where it stands; `add` takes (line 0
+/// members, line 1 members or null, count), members as indices into order (-1 past a
+/// partner's last tile).
 template <class Add>
 void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
                    const std::vector<std::array<std::int64_t, 2>>& segs, std::int64_t g, int cross, Add&& add) {
@@ -65,49 +85,82 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     }
     return n;
   };
-  for (const auto& [key, members] : classes) {
+  // How many of n shared cross coordinates a pair of segments with na and nb unpaired
+  // tiles takes: whole groups of g, and the rest where it spares both a group of one line
+  // (each keeps, after the full groups, a partial group of at most that many tiles).
+  auto taken = [&](std::int64_t n, std::int64_t na, std::int64_t nb) {
+    const std::int64_t full = n / g * g, rest = n - full, ma = (na - full) % g, mb = (nb - full) % g;
+    return rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest ? n : full;
+  };
+  // Pairs segment a with b on `take` of their shared cross coordinates.
+  auto pair_with = [&](std::size_t a, std::size_t b, std::int64_t take) {
+    std::vector<std::int64_t> ta, tb;
+    shared(left[a], left[b], &ta, &tb);
+    ta.resize(at(take));
+    tb.resize(ta.size());
+    auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& gone) {
+      std::vector<std::int64_t> kept;
+      std::set_difference(from.begin(), from.end(), gone.begin(), gone.end(), std::back_inserter(kept));
+      from = std::move(kept);
+    };
+    drop(left[a], ta);
+    drop(left[b], tb);
+    // (each partner's tiles start a new group: pad the last group of the previous one)
+    while (lines0[a].size() % at(g) != 0) {
+      lines0[a].push_back(-1);
+      lines1[a].push_back(-1);
+    }
+    lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
+    lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
+  };
+  // Each segment of `members` in turn pairs with the later one (within the window) that
+  // `gain` (a, b, shared cross coordinates taken) rates highest above 0, again and again.
+  auto pair_all = [&](const std::vector<std::size_t>& members, auto&& gain) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
       for (;;) {  // until no partner is left
-        std::int64_t best = 0;
+        double best = 0;
+        std::int64_t best_take = 0;
         std::size_t partner = a;
         for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
-          const std::int64_t n = shared(left[a], left[members[bi]], nullptr, nullptr);
-          if (n > best) {
-            best = n;
-            partner = members[bi];
+          const std::size_t b = members[bi];
+          if (left[a].empty()) break;
+          if (left[b].empty()) continue;
+          const std::int64_t take = taken(shared(left[a], left[b], nullptr, nullptr), std::ssize(left[a]),
+                                           std::ssize(left[b]));
+          if (take == 0) continue;
+          const double v = gain(a, b, take);
+          if (v > best) {
+            best = v;
+            best_take = take;
+            partner = b;
           }
         }
         if (partner == a) break;
-        std::int64_t take = best / g * g;
-        // The rest pays if it spares both lines a group of one line: each keeps, after the
-        // full groups, a partial group of at most that many tiles.
-        const std::int64_t rest = best - take;
-        const std::int64_t ma = (static_cast<std::int64_t>(left[a].size()) - take) % g;
-        const std::int64_t mb = (static_cast<std::int64_t>(left[partner].size()) - take) % g;
-        if (rest > 0 && ma > 0 && ma <= rest && mb > 0 && mb <= rest) take += rest;
-        if (take == 0) break;
-        std::vector<std::int64_t> ta, tb;
-        shared(left[a], left[partner], &ta, &tb);
-        ta.resize(at(take));
-        tb.resize(ta.size());
-        auto drop = [](std::vector<std::int64_t>& from, const std::vector<std::int64_t>& taken) {
-          std::vector<std::int64_t> kept;
-          std::set_difference(from.begin(), from.end(), taken.begin(), taken.end(), std::back_inserter(kept));
-          from = std::move(kept);
-        };
-        drop(left[a], ta);
-        drop(left[partner], tb);
-        // (each partner's tiles start a new group: pad the last group of the previous one)
-        while (lines0[a].size() % at(g) != 0) {
-          lines0[a].push_back(-1);
-          lines1[a].push_back(-1);
-        }
-        lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
-        lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
+        pair_with(a, partner, best_take);
       }
     }
-  }
+  };
+  // Equal lists: the most shared cross coordinates (every pair step saves the same).
+  for (const auto& [key, members] : classes)
+    pair_all(members, [](std::size_t, std::size_t, std::int64_t take) { return static_cast<double>(take); });
+  // Different lists, on what is left: the steps saved, in one-line steps.
+  const auto list_of = [&](std::size_t i) {
+    const std::int32_t o = order[at(segs[i][0])];
+    return std::array<std::int64_t, 2>{p.pair_begin[at(o)], p.pair_begin[at(o + 1)]};
+  };
+  std::map<std::int32_t, std::vector<std::size_t>> batches;
+  for (std::size_t i = 0; i < segs.size(); ++i) batches[coord(segs[i][0], 0)].push_back(i);
+  for (const auto& [batch, members] : batches)
+    pair_all(members, [&](std::size_t a, std::size_t b, std::int64_t take) {
+      const auto [ba, ea] = list_of(a);
+      const auto [bb, eb] = list_of(b);
+      const std::int64_t both = common_k(p.pair_k.data() + ba, ea - ba, p.pair_k.data() + bb, eb - bb);
+      const std::int64_t lone = (ea - ba) + (eb - bb) - 2 * both;
+      const double per_group = static_cast<double>(2 * both + lone) - kPairStep * static_cast<double>(both) -
+                               kLoneStep * static_cast<double>(lone);
+      return per_group * static_cast<double>((take + g - 1) / g);
+    });
   for (std::size_t i = 0; i < segs.size(); ++i) {
     for (std::size_t t = 0; t < lines0[i].size(); t += at(g))
       add(&lines0[i][t], &lines1[i][t], std::min<std::int64_t>(g, static_cast<std::int64_t>(lines0[i].size() - t)));
@@ -190,9 +243,22 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       const std::int64_t t = gr[at(i * g + m)];
       return t < 0 ? -1 : order[at(t)];
     };
-    const std::int32_t o = member(0, 0);
-    const std::int32_t b = p.pair_begin[at(o)];
-    const std::int64_t len = p.pair_begin[at(o + 1)] - b;
+    // The group's steps: the union of its lines' k lists (a line's members share one), each
+    // step as the index of its pair in each line's list (-1: the line has none there).
+    std::vector<std::array<std::int32_t, 2>> idx;
+    {
+      const std::int32_t o0 = member(0, 0), o1 = n_lines == 2 ? member(1, 0) : o0;
+      const std::int32_t b0 = p.pair_begin[at(o0)], e0 = p.pair_begin[at(o0 + 1)];
+      const std::int32_t b1 = p.pair_begin[at(o1)], e1 = p.pair_begin[at(o1 + 1)];
+      constexpr std::int32_t kEnd = std::numeric_limits<std::int32_t>::max();
+      for (std::int32_t u = b0, v = b1; u < e0 || v < e1;) {
+        const std::int32_t ku = u < e0 ? p.pair_k[at(u)] : kEnd, kv = v < e1 ? p.pair_k[at(v)] : kEnd;
+        idx.push_back({ku <= kv ? u - b0 : -1, kv <= ku ? v - b1 : -1});
+        if (ku <= kv) ++u;
+        if (kv <= ku) ++v;
+      }
+    }
+    const auto len = static_cast<std::int64_t>(idx.size());
     const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
     const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : group;  // the items' first entry
@@ -200,10 +266,15 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
     const auto first = static_cast<std::int32_t>(s.n_steps);
-    for (std::int64_t q = 0; q < len; ++q) {
+    for (const auto& q : idx) {
       for (std::int64_t i = 0; i < gm; ++i)
-        s.steps.push_back(i < n_lines ? shared[at(p.pair_begin[at(member(i, 0))] + q)] : -1);
-      for (std::int64_t m = 0; m < g; ++m) s.steps.push_back(m < n ? own[at(p.pair_begin[at(member(0, m))] + q)] : -1);
+        s.steps.push_back(i < n_lines && q[at(i)] >= 0 ? shared[at(p.pair_begin[at(member(i, 0))] + q[at(i)])] : -1);
+      // a slot's own tile at a step is the same for both lines (the step's k, the slot's
+      // cross coordinate): taken from a line that has the step
+      const std::int64_t li = q[0] >= 0 ? 0 : 1;
+      for (std::int64_t m = 0; m < g; ++m)
+        s.steps.push_back(m < n ? own[at(p.pair_begin[at(member(li, m))] + q[at(li)])] : -1);
+      if (n_lines == 2 && q[0] >= 0 && q[1] >= 0) ++s.paired_steps;
     }
     s.n_steps += len;
     if (pieces == 1) {
@@ -220,7 +291,6 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
     }
     s.members += n_lines * n;
-    if (n_lines == 2) s.paired_steps += len;
   }
   s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
   s.n_slots = slots;

@@ -10,14 +10,18 @@
 // column group as the transposed product Cᵀ = op(B)ᵀ op(A)ᵀ, whose row groups they are,
 // and stores its tile transposed.
 //
-// Groups of two lines (gm = 2): two block-rows of one batch whose tiles have equal k lists,
-// on up to g of the columns both store (one CTA tile of two rows of tiles: at bs 64, 128 x
-// 256, the shape of bs 128's wide tile). Each row is paired with the row sharing the most
-// of its unpaired columns, then again with the row sharing the most of what is left of it,
-// and so on (every pair of rows at density 1; on the bench's random layouts 80% of the
-// tiles at density 0.5 and 50% at 0.25, against 69% and 46% with one partner a row, which
-// measured 1.11x slower at both); the tiles left form groups of one line in the same
-// schedule, which the kernel computes as the one-line tile.
+// Groups of two lines (gm = 2): two block-rows of one batch on up to g of the columns both
+// store (one CTA tile of two rows of tiles: at bs 64, 128 x 256, the shape of bs 128's wide
+// tile), over the union of their k lists; a line without an x tile at a step sits that step
+// out (the kernel loads nothing for it and skips its products). Rows of equal k lists (every
+// row of an SDD) pair first: each row with the row sharing the most of its unpaired columns,
+// then again with the row sharing the most of what is left of it, and so on (every pair of
+// rows at density 1; on the bench's random layouts 80% of the tiles at density 0.5 and 50%
+// at 0.25, against 69% and 46% with one partner a row, which measured 1.11x slower at both).
+// Then rows of different lists (a DSD's, or the columns of a DDS's column groups) pair the
+// same way on what is left, by the steps a pair saves (kPairStep, kLoneStep). The tiles left
+// form groups of one line in the same schedule, which the kernel computes as the one-line
+// tile.
 //
 // No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
@@ -29,6 +33,16 @@
 #include "ops/sparse_matmul/plan.h"
 
 namespace tg::ops {
+
+/// The cost of a step of a group of two lines where both have an x tile, in steps of a group
+/// of one line (bs 64: a 128 x 256 against a 64 x 256 tile), measured at density 1 (H100,
+/// bench/RESULTS.md 12-06, twenty-seventh session).
+constexpr double kPairStep = 1.26;
+
+/// The cost of a step of a group of two lines where one line has an x tile, in steps of a
+/// group of one line: the same loads and products, one consumer multiplying 256 columns
+/// instead of two 128 each; a little over 1, so that pairs that overlap little are not made.
+constexpr double kLoneStep = 1.05;
 
 /// Which output tiles form a group: tiles of a block-row sharing their x tiles, or of a
 /// block-column sharing their y tiles.
@@ -43,7 +57,8 @@ struct RowGroupSchedule {
   /// slot (-1: direct)
   std::vector<std::int32_t> items;
   /// gm + g per step: each line's shared tile (x tile of a row, y tile of a column; -1: no
-  /// line), then each member slot's own tile (its y tile, its x tile; -1: no member)
+  /// line, or none at this step), then each member slot's own tile (its y tile, its x tile;
+  /// -1: no member)
   std::vector<std::int32_t> steps;
   /// gm g + 1 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
   /// none), then its piece count
@@ -53,7 +68,7 @@ struct RowGroupSchedule {
   std::vector<std::int32_t> reduce;
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
-  std::int64_t paired_steps = 0;  ///< steps of groups of two lines (the rest have one)
+  std::int64_t paired_steps = 0;  ///< steps where both lines of a group have a tile (the rest have one)
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in

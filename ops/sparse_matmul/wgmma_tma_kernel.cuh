@@ -33,7 +33,9 @@
 // A member slot without a tile (the last group of a row) is not loaded and not stored; the
 // products on its stale stage bytes land in accumulators nobody reads. In the GM 2 kernel a
 // group of one line (tiles that found no partner row) runs as the G 4 tile does, the
-// consumers splitting its members, so one launch mixes both shapes. The grid is
+// consumers splitting its members, so one launch mixes both shapes; in a group of two lines
+// over the union of their k lists, the consumer of a line without an x tile at a step
+// waits for the stage and releases it without multiplying. The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
 // of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
 // with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
@@ -324,8 +326,9 @@ struct ConsumerRing {
 /// one line in a GM 2 kernel (the consumers then split its members).
 template <class C, int NC, typename E, bool TA, bool TB, bool TC>
 __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, const int* outs, ConsumerRing& r,
-                                             const CUtensorMap* map_c, std::uint32_t epi, int row0_tile, int line,
-                                             int m0, int consumer, int warp, int lane, unsigned& n_boxes) {
+                                             const CUtensorMap* map_c, std::uint32_t epi, std::uint32_t zeros,
+                                             int row0_tile, int line, int m0, int consumer, int warp, int lane,
+                                             unsigned& n_boxes) {
   const int nsteps = (item.z - item.y) << args.lg_kpp;
   const int pieces = outs[C::GM * C::G];
   int out_tile[NC / C::BS];
@@ -338,7 +341,21 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   auto release = [&](int st) {
     if (lane == 0) tma::arrive(r.empty + 8u * static_cast<std::uint32_t>(st));
   };
+  // In a group of two lines a line without an x tile at a step (origin row -1: the producer
+  // loads none) multiplies zeros there (the 128 bytes at `zeros`), read a step ahead. (A
+  // branch around its wgmmas, or a guard predicate on them, makes ptxas serialise every
+  // wgmma of the kernel: C7520.) The vote makes the test warp-uniform, so that the
+  // descriptor's select stays in uniform registers.
+  constexpr bool kMaySkip = C::GM == 2 && NC == C::NC;
+  constexpr int N = C::GM + C::G;
+  const int2* line_o = args.coords + static_cast<long long>(item.y) * N + line;
+  bool have = !kMaySkip || nsteps == 0 || __all_sync(0xffffffffu, line_o[0].x >= 0);
   for (int s = 0; s < nsteps; ++s) {
+    bool have_next = true;
+    if constexpr (kMaySkip) {
+      if (s + 1 < nsteps)
+        have_next = __all_sync(0xffffffffu, line_o[static_cast<long long>((s + 1) >> args.lg_kpp) * N].x >= 0);
+    }
     tma::wait(r.full + 8u * static_cast<std::uint32_t>(r.stage), r.phase);
     // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
     // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
@@ -349,7 +366,8 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
     ops::wg::fence();
 #pragma unroll
     for (int j = 0; j < BK / 16; ++j)
-      ops::wg::mma_ss<E, NC, TA ? 1 : 0, TB ? 0 : 1>(acc, slice_desc<!TA>(sa, j), slice_desc<TB>(sb, j));
+      ops::wg::mma_ss<E, NC, TA ? 1 : 0, TB ? 0 : 1>(acc, have ? slice_desc<!TA>(sa, j) : ops::wg::zero_desc(zeros),
+                                                     slice_desc<TB>(sb, j));
     ops::wg::commit();
     // The previous step's group has completed once at most this one is pending: its
     // stage can be refilled.
@@ -360,6 +378,7 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
       r.stage = 0;
       r.phase ^= 1u;
     }
+    have = have_next;
   }
   ops::wg::wait<0>();
   ops::wg::fence_regs(acc);
@@ -390,6 +409,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 #if TG_WGMMA_ENABLED
   extern __shared__ __align__(16) unsigned char tma_smem[];
   __shared__ __align__(8) std::uint64_t bars[2 * C::kRings * C::STAGES];  // full, then empty
+  __shared__ __align__(128) std::uint32_t zero_bytes[32];  // the x tile of a line sitting a step out
   const std::uint32_t base = (tma::smem_addr(tma_smem) + 1023u) & ~1023u;
   const int tid = static_cast<int>(threadIdx.x), wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   auto full = [&](int ring, int s) { return tma::smem_addr(&bars[ring * C::STAGES + s]); };
@@ -402,7 +422,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       }
     tma::fence_init();
   }
+  if (tid < 32) zero_bytes[tid] = 0u;
+  ops::wg::fence_proxy_async();  // (the zeros are read by wgmma, through the async proxy)
   __syncthreads();
+  const std::uint32_t zeros = tma::smem_addr(zero_bytes);
   // Items of this CTA (of its ring): first, first + stride, ...
   const int first = static_cast<int>(blockIdx.x) * C::kRings;
   const int stride = static_cast<int>(gridDim.x) * C::kRings;
@@ -460,14 +483,14 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       // bytes for) a missing second line.
       if (item.x < 0) {
         const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 1);
-        consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, 0, 0,
+        consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
                                                   consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
     }
     const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
-    consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, row0_tile, line, m0, consumer,
-                                          warp, lane, n_boxes);
+    consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
+                                          consumer, warp, lane, n_boxes);
   }
   // The last stores must be done before the CTA (and its shared memory) ends.
   if (warp == 0 && lane == 0) tma::bulk_wait<0>();
@@ -525,12 +548,12 @@ void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) 
     tma_launch_cfg<C, E, true, true, TC>(args, n_items, stream);
 }
 
-/// Column groups exist only with several members of one line (g 2 at bs 128, 4 at bs 64).
+/// Column groups exist only with several members a line (g 2 at bs 128, 4 at bs 64).
 template <class C, typename E>
 void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
   if (!args.trans_c)
     tma_launch_trans<C, E, false>(args, n_items, stream);
-  else if constexpr (C::G > 1 && C::GM == 1)
+  else if constexpr (C::G > 1)
     tma_launch_trans<C, E, true>(args, n_items, stream);
   else
     TG_THROW(Error, "matmul: internal error: no column groups of ", C::GM, " x ", C::G, " blocks");

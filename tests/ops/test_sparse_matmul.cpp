@@ -617,10 +617,12 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
   // item slot + member * pieces, the slots the reduce entry of that output lists), and
   // appear in exactly one group; a line's members share a block-row and their x tiles (row
   // groups) or a block-column and their y tiles (column groups); the two lines of a pair
-  // share the batch and each slot's other coordinate.
+  // share the batch and each slot's other coordinate; a line of a pair without a shared tile
+  // at a step (their k lists differ) adds nothing there.
   const auto va = tile_value_x, vb = tile_value_y;
   const std::int64_t bs = 16;
-  bool grouped_some[2] = {false, false}, paired_some[2] = {false, false}, split_some = false, mixed_some = false;
+  bool grouped_some[2] = {false, false}, paired_some[2] = {false, false}, sat_out_some[2] = {false, false};
+  bool split_some = false, mixed_some = false;
   for (const Problem& p : schedule_problems(7300, 9)) {
     for (const Mode& m : kModes) {
       const ops::OperandDesc a{m.x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
@@ -673,6 +675,9 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
                 std::int64_t got = 0;
                 for (std::int32_t st = it[1]; st < it[2]; ++st) {
                   const std::int32_t shared = r.steps[at(st * w + i)], own = r.steps[at(st * w + gm + mm)];
+                  // a line without a shared tile sits the step out (as the kernel does)
+                  if (shared < 0) continue;
+                  REQUIRE(own >= 0);
                   got += cols ? va(own) * vb(shared) : va(shared) * vb(own);
                 }
                 if (it[3] < 0) {
@@ -693,7 +698,17 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
           std::int64_t paired_steps = 0;
           for (std::int64_t t = 0; t < r.n_items; ++t) {
             const std::int32_t* it = &r.items[at(4 * t)];
-            if (gm == 2 && it[0] >= 0) paired_steps += it[2] - it[1];
+            for (std::int32_t st = it[1]; st < it[2]; ++st) {
+              // every step has work for a line; in a group of two lines, for one or both
+              const bool l0 = r.steps[at(st * w)] >= 0, l1 = gm == 2 && it[0] >= 0 && r.steps[at(st * w + 1)] >= 0;
+              REQUIRE((l0 || l1));
+              if (gm == 2 && it[0] >= 0) {
+                paired_steps += l0 && l1 ? 1 : 0;
+                if (!(l0 && l1)) sat_out_some[cols] = true;
+              } else if (gm == 2) {
+                REQUIRE(r.steps[at(st * w + 1)] == -1);
+              }
+            }
           }
           REQUIRE(r.paired_steps == paired_steps);
           if (paired_steps > 0 && paired_steps < r.n_steps) mixed_some = true;
@@ -737,6 +752,8 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
   REQUIRE(grouped_some[1]);
   REQUIRE(paired_some[0]);
   REQUIRE(paired_some[1]);
+  REQUIRE(sat_out_some[0]);  // pairs of lines over the union of different k lists
+  REQUIRE(sat_out_some[1]);
   REQUIRE(split_some);
   REQUIRE(mixed_some);  // schedules with groups of two lines and of one
 }
@@ -1021,7 +1038,8 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
                                                    {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
                                                    {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
-                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"}};
+                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"},
+                                                   {MmaPath::WgmmaTmaColumnPairs, "WgmmaTma, pairs of column groups"}};
   for (const auto& [path, path_name] : paths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);

@@ -485,6 +485,7 @@ TEST_CASE("sparse matmul transposed CUDA matches the CPU: every mode and combina
         paths.push_back({MmaPath::WgmmaTmaWide, "wgmma, row groups"});
         paths.push_back({MmaPath::WgmmaTmaWideColumns, "wgmma, column groups"});
         paths.push_back({MmaPath::WgmmaTmaRowPairs, "wgmma, pairs of row groups"});
+        paths.push_back({MmaPath::WgmmaTmaColumnPairs, "wgmma, pairs of column groups"});
       }
     }
     for (const Problem& p : ps) {
