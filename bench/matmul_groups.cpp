@@ -22,7 +22,7 @@ using tg_bench::MatmulMode;
 // Output tiles in groups of two lines.
 double paired_share(const ops::RowGroupSchedule& r, std::int64_t n_out) {
   std::int64_t paired = 0;
-  const std::int64_t row = r.gm * r.g + 1;
+  const std::int64_t row = r.gm * r.g + 2;
   for (std::int64_t gr = 0; gr < r.n_groups; ++gr)
     for (std::int64_t m = 0; m < r.g; ++m) paired += r.outs[static_cast<std::size_t>(gr * row + r.g + m)] >= 0 ? 2 : 0;
   return n_out > 0 ? static_cast<double>(paired) / static_cast<double>(n_out) : 0.0;

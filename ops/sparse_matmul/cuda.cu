@@ -253,10 +253,10 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of gm lines of g members.
 struct TmaSchedule {
-  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
+  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 2], [n_split, 3]
   Tensor items, coords, outs, reduce;
   std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
-  std::int64_t paired_steps = 0;  ///< steps where both lines of a group have a tile
+  std::int64_t paired_steps = 0;  ///< steps of groups of two lines
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -285,7 +285,7 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
   if (s->n_items > 0) s->items = to_device_i32(r.items, 4, dev);
-  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 1, dev);
+  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 2, dev);
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
     // TileAddr::offset, split into row and column), so that the kernel's one producer
@@ -307,9 +307,10 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
 }
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
-// block product: wider instructions read fewer shared-memory bytes per multiply.
-double tma_speed(std::int64_t bs, std::int64_t g, std::int64_t gm) {
-  const std::int64_t n = bs == 128 || gm == 2 ? bs * g : g == 1 ? 64 : 128;
+// block product in a group of one line of g tiles: wider instructions read fewer shared-memory
+// bytes per multiply. (Groups of two lines are counted by kPairStep.)
+double tma_speed(std::int64_t bs, std::int64_t g) {
+  const std::int64_t n = bs == 128 ? bs * g : g == 1 ? 64 : 128;
   return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
 }
 
@@ -343,16 +344,16 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     // first of: one block, row groups, column groups (the plain epilogue first), pairs of
     // row groups, pairs of column groups.
     s = &sched(1, 1, GroupAxis::Rows);
-    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1, 1);
+    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
       const TmaSchedule& w = sched(gmax, gm, axis);
-      // (Pairs must save 2%: where a few rows pair, the rest runs on the pair kernel for
-      // nothing; measured 0.92-0.94x at density 0.1, block 64, before its item read moved.)
-      const double cost = (static_cast<double>(w.paired_steps * gm * gmax) / tma_speed(p.bs, gmax, gm) +
-                           static_cast<double>((w.n_steps - w.paired_steps) * gmax) / tma_speed(p.bs, gmax, 1)) *
-                          (gm == 2 ? 1.02 : 1.0);
+      // A step of a group of two lines costs kPairStep steps of one (measured); pairs must
+      // save kPairMargin (row_groups.h).
+      const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
+                           kPairStep * static_cast<double>(w.paired_steps)) *
+                          static_cast<double>(gmax) / tma_speed(p.bs, gmax) * (gm == 2 ? kPairMargin : 1.0);
       if (cost < best) {
         best = cost;
         s = &w;

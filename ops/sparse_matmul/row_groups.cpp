@@ -37,9 +37,9 @@ std::int64_t common_k(const std::int32_t* a, std::int64_t na, const std::int32_t
 /// sharing the most cross coordinates among its unpaired tiles, then with the next such one
 /// among what is left of it, and so on. Then segments of one batch with different k lists
 /// pair the same way on what the first pass left, over the union of their lists (a line
-/// without a shared tile at a step sits that step out), the partner chosen by the steps its
-/// groups save: the two lines' own steps against kPairStep a step both have and kLoneStep
-/// a step one has; a pair saving none is not made. Costs, in steps of the 128 x 256 tile: a
+/// without a shared tile at a step multiplies zeros), the partner chosen by the steps its
+/// groups save: the two lines' own steps against kPairStep for each step of the union; a
+/// pair saving less than kPairMargin is not made. Costs, in steps of the 128 x 256 tile: a
 /// group of two lines 1 whatever its member count, a group of one line about 3/4. So the
 /// shared tiles go in groups of g, which spare each line one group of one line, and a last
 /// few (fewer than g) only where they spare both lines one (equal rows of fewer than g
@@ -60,6 +60,12 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     std::vector<std::int32_t> key{coord(segs[i][0], 0)};
     key.insert(key.end(), p.pair_k.begin() + p.pair_begin[at(o)], p.pair_k.begin() + p.pair_begin[at(o + 1)]);
     classes[key].push_back(i);
+  }
+  std::vector<std::size_t> class_of(segs.size());
+  std::size_t n_classes = 0;
+  for (const auto& [key, members] : classes) {
+    for (const std::size_t i : members) class_of[i] = n_classes;
+    ++n_classes;
   }
   std::vector<std::vector<std::int64_t>> left(segs.size());  // unpaired tiles, in cross order
   for (std::size_t i = 0; i < segs.size(); ++i)
@@ -113,38 +119,41 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
     lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
   };
-  // Each segment of `members` in turn pairs with the later one (within the window) that
-  // `gain` (a, b, shared cross coordinates taken) rates highest above 0, again and again.
-  auto pair_all = [&](const std::vector<std::size_t>& members, auto&& gain) {
+  // Each segment of `members` in turn pairs with a later one (within the window), again and
+  // again: of equal lists, with the one sharing the most cross coordinates (the first of
+  // equals), stopping where that one would take none; else with the one that `gain` (a, b,
+  // shared cross coordinates taken) rates highest above 0.
+  auto pair_all = [&](const std::vector<std::size_t>& members, bool equal_lists, auto&& gain) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
-      for (;;) {  // until no partner is left
+      while (!left[a].empty()) {
         double best = 0;
         std::int64_t best_take = 0;
         std::size_t partner = a;
         for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
           const std::size_t b = members[bi];
-          if (left[a].empty()) break;
-          if (left[b].empty()) continue;
-          const std::int64_t take = taken(shared(left[a], left[b], nullptr, nullptr), std::ssize(left[a]),
-                                           std::ssize(left[b]));
-          if (take == 0) continue;
-          const double v = gain(a, b, take);
+          if (!equal_lists && class_of[a] == class_of[b]) continue;  // (the first pass's)
+          const std::int64_t n = shared(left[a], left[b], nullptr, nullptr);
+          if (n == 0) continue;
+          const std::int64_t take = taken(n, std::ssize(left[a]), std::ssize(left[b]));
+          if (!equal_lists && take == 0) continue;
+          const double v = equal_lists ? static_cast<double>(n) : gain(a, b, take);
           if (v > best) {
             best = v;
             best_take = take;
             partner = b;
           }
         }
-        if (partner == a) break;
+        if (partner == a || best_take == 0) break;
         pair_with(a, partner, best_take);
       }
     }
   };
-  // Equal lists: the most shared cross coordinates (every pair step saves the same).
   for (const auto& [key, members] : classes)
-    pair_all(members, [](std::size_t, std::size_t, std::int64_t take) { return static_cast<double>(take); });
-  // Different lists, on what is left: the steps saved, in one-line steps.
+    pair_all(members, true, [](std::size_t, std::size_t, std::int64_t) { return 0.0; });
+  // Different lists, on what is left: the steps a group saves, in one-line steps (a line
+  // multiplies zeros where it sits a step out, so every step of the pair costs kPairStep),
+  // beyond the margin a schedule of pairs must save.
   const auto list_of = [&](std::size_t i) {
     const std::int32_t o = order[at(segs[i][0])];
     return std::array<std::int64_t, 2>{p.pair_begin[at(o)], p.pair_begin[at(o + 1)]};
@@ -152,13 +161,12 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   std::map<std::int32_t, std::vector<std::size_t>> batches;
   for (std::size_t i = 0; i < segs.size(); ++i) batches[coord(segs[i][0], 0)].push_back(i);
   for (const auto& [batch, members] : batches)
-    pair_all(members, [&](std::size_t a, std::size_t b, std::int64_t take) {
+    pair_all(members, false, [&](std::size_t a, std::size_t b, std::int64_t take) {
       const auto [ba, ea] = list_of(a);
       const auto [bb, eb] = list_of(b);
       const std::int64_t both = common_k(p.pair_k.data() + ba, ea - ba, p.pair_k.data() + bb, eb - bb);
-      const std::int64_t lone = (ea - ba) + (eb - bb) - 2 * both;
-      const double per_group = static_cast<double>(2 * both + lone) - kPairStep * static_cast<double>(both) -
-                               kLoneStep * static_cast<double>(lone);
+      const std::int64_t own = (ea - ba) + (eb - bb);
+      const double per_group = static_cast<double>(own) - kPairMargin * kPairStep * static_cast<double>(own - both);
       return per_group * static_cast<double>((take + g - 1) / g);
     });
   for (std::size_t i = 0; i < segs.size(); ++i) {
@@ -265,6 +273,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     for (std::int64_t i = 0; i < gm; ++i)
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
+    s.outs.push_back(std::any_of(idx.begin(), idx.end(), [&](const auto& q) { return q[0] < 0 || q[1] < 0; }) ? 1 : 0);
     const auto first = static_cast<std::int32_t>(s.n_steps);
     for (const auto& q : idx) {
       for (std::int64_t i = 0; i < gm; ++i)
@@ -274,7 +283,6 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       const std::int64_t li = q[0] >= 0 ? 0 : 1;
       for (std::int64_t m = 0; m < g; ++m)
         s.steps.push_back(m < n ? own[at(p.pair_begin[at(member(li, m))] + q[at(li)])] : -1);
-      if (n_lines == 2 && q[0] >= 0 && q[1] >= 0) ++s.paired_steps;
     }
     s.n_steps += len;
     if (pieces == 1) {
@@ -291,6 +299,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
     }
     s.members += n_lines * n;
+    if (n_lines == 2) s.paired_steps += len;
   }
   s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
   s.n_slots = slots;

@@ -13,13 +13,13 @@
 // Groups of two lines (gm = 2): two block-rows of one batch on up to g of the columns both
 // store (one CTA tile of two rows of tiles: at bs 64, 128 x 256, the shape of bs 128's wide
 // tile), over the union of their k lists; a line without an x tile at a step sits that step
-// out (the kernel loads nothing for it and skips its products). Rows of equal k lists (every
+// out (the kernel loads nothing for it and multiplies zeros). Rows of equal k lists (every
 // row of an SDD) pair first: each row with the row sharing the most of its unpaired columns,
 // then again with the row sharing the most of what is left of it, and so on (every pair of
 // rows at density 1; on the bench's random layouts 80% of the tiles at density 0.5 and 50%
 // at 0.25, against 69% and 46% with one partner a row, which measured 1.11x slower at both).
 // Then rows of different lists (a DSD's, or the columns of a DDS's column groups) pair the
-// same way on what is left, by the steps a pair saves (kPairStep, kLoneStep). The tiles left
+// same way on what is left, where a pair saves steps (kPairStep). The tiles left
 // form groups of one line in the same schedule, which the kernel computes as the one-line
 // tile.
 //
@@ -34,15 +34,17 @@
 
 namespace tg::ops {
 
-/// The cost of a step of a group of two lines where both have an x tile, in steps of a group
-/// of one line (bs 64: a 128 x 256 against a 64 x 256 tile), measured at density 1 (H100,
-/// bench/RESULTS.md 12-06, twenty-seventh session).
+/// The cost of a step of a group of two lines in steps of a group of one line (bs 64: a 128
+/// x 256 against a 64 x 256 tile), measured at density 1 (H100, bench/RESULTS.md 12-06,
+/// twenty-seventh session). A line sitting a step out multiplies zeros: the same cost.
 constexpr double kPairStep = 1.26;
 
-/// The cost of a step of a group of two lines where one line has an x tile, in steps of a
-/// group of one line: the same loads and products, one consumer multiplying 256 columns
-/// instead of two 128 each; a little over 1, so that pairs that overlap little are not made.
-constexpr double kLoneStep = 1.05;
+/// How much less a schedule of pairs must cost than one of one-line groups, by kPairStep, to
+/// be taken, and a pair of different k lists, to be made: at block 64, density 0.1, the pairs
+/// measured 1.06x slower than the row groups where kPairStep says 0.96x (the per-item costs
+/// it leaves out weigh with short lists); at 0.25, 0.87x where it says 0.82x (H100,
+/// bench/RESULTS.md 12-06, twenty-seventh and twenty-eighth sessions).
+constexpr double kPairMargin = 1.12;
 
 /// Which output tiles form a group: tiles of a block-row sharing their x tiles, or of a
 /// block-column sharing their y tiles.
@@ -60,15 +62,15 @@ struct RowGroupSchedule {
   /// line, or none at this step), then each member slot's own tile (its y tile, its x tile;
   /// -1: no member)
   std::vector<std::int32_t> steps;
-  /// gm g + 1 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
-  /// none), then its piece count
+  /// gm g + 2 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
+  /// none), its piece count, and 1 where a line sits a step out (else 0)
   std::vector<std::int32_t> outs;
   /// 3 per split member: output tile, first slot, slot count (member i g + m of a group cut
   /// in P pieces has slots s0 + (i g + m) P .. + P - 1, s0 the slot of the group's first piece).
   std::vector<std::int32_t> reduce;
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
-  std::int64_t paired_steps = 0;  ///< steps where both lines of a group have a tile (the rest have one)
+  std::int64_t paired_steps = 0;  ///< steps of groups of two lines (the rest have one)
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in

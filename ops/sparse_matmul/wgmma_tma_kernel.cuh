@@ -342,20 +342,20 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
     if (lane == 0) tma::arrive(r.empty + 8u * static_cast<std::uint32_t>(st));
   };
   // In a group of two lines a line without an x tile at a step (origin row -1: the producer
-  // loads none) multiplies zeros there (the 128 bytes at `zeros`), read a step ahead. (A
-  // branch around its wgmmas, or a guard predicate on them, makes ptxas serialise every
-  // wgmma of the kernel: C7520.) The vote makes the test warp-uniform, so that the
-  // descriptor's select stays in uniform registers.
+  // loads none) multiplies zeros there (the 128 bytes at `zeros`). (A branch around its
+  // wgmmas, or a guard predicate on them, makes ptxas serialise every wgmma of the kernel:
+  // C7520.) Only groups flagged for it read the origins, each a step ahead and tested after
+  // the next stage's wait, so that the load's latency is not waited for; the vote makes the
+  // test warp-uniform, so that the descriptor's select stays in uniform registers. (Reading
+  // every group's origins and testing them at once cost 5% at density 1.)
   constexpr bool kMaySkip = C::GM == 2 && NC == C::NC;
   constexpr int N = C::GM + C::G;
+  const bool sits_out = kMaySkip && outs[C::GM * C::G + 1] != 0;
   const int2* line_o = args.coords + static_cast<long long>(item.y) * N + line;
-  bool have = !kMaySkip || nsteps == 0 || __all_sync(0xffffffffu, line_o[0].x >= 0);
+  int o_next = sits_out && nsteps > 0 ? line_o[0].x : 0;
   for (int s = 0; s < nsteps; ++s) {
-    bool have_next = true;
-    if constexpr (kMaySkip) {
-      if (s + 1 < nsteps)
-        have_next = __all_sync(0xffffffffu, line_o[static_cast<long long>((s + 1) >> args.lg_kpp) * N].x >= 0);
-    }
+    const int o_cur = o_next;
+    if (sits_out && s + 1 < nsteps) o_next = line_o[static_cast<long long>((s + 1) >> args.lg_kpp) * N].x;
     tma::wait(r.full + 8u * static_cast<std::uint32_t>(r.stage), r.phase);
     // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
     // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
@@ -363,6 +363,7 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
     const std::uint32_t st = r.stages + static_cast<std::uint32_t>(r.stage * C::STAGE_BYTES);
     const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
     const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
+    const bool have = !kMaySkip || __all_sync(0xffffffffu, o_cur >= 0);
     ops::wg::fence();
 #pragma unroll
     for (int j = 0; j < BK / 16; ++j)
@@ -378,7 +379,6 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
       r.stage = 0;
       r.phase ^= 1u;
     }
-    have = have_next;
   }
   ops::wg::wait<0>();
   ops::wg::fence_regs(acc);
@@ -482,13 +482,13 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       // members: the consumers split its members rather than idle on (or multiply stale
       // bytes for) a missing second line.
       if (item.x < 0) {
-        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 1);
+        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 2);
         consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
                                                   consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
     }
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 2);
     consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
                                           consumer, warp, lane, n_boxes);
   }

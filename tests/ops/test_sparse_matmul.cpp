@@ -561,7 +561,7 @@ TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing
   std::vector<std::vector<std::array<std::int32_t, 2>>> got;
   for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
     std::vector<std::array<std::int32_t, 2>> members;
-    for (std::int64_t q = 0; q < 8; ++q) members.push_back(tile(r.outs[at(gr * 9 + q)]));
+    for (std::int64_t q = 0; q < 8; ++q) members.push_back(tile(r.outs[at(gr * 10 + q)]));
     got.push_back(members);
   }
   using T = std::array<std::int32_t, 2>;
@@ -597,7 +597,7 @@ TEST_CASE("sparse matmul: a row pairs again on what its first partner left", "[o
     // per group: the block-rows of its two lines (-1: none)
     std::vector<std::array<std::int32_t, 2>> out;
     for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
-      const std::int32_t l0 = r.outs[at(gr * 9)], l1 = r.outs[at(gr * 9 + 4)];
+      const std::int32_t l0 = r.outs[at(gr * 10)], l1 = r.outs[at(gr * 10 + 4)];
       out.push_back({plan->out_coord[at(3 * l0 + 1)], l1 < 0 ? -1 : plan->out_coord[at(3 * l1 + 1)]});
     }
     return out;
@@ -607,6 +607,42 @@ TEST_CASE("sparse matmul: a row pairs again on what its first partner left", "[o
   CHECK(lines(r) == L{{0, 1}, {0, 2}});
   CHECK(r.paired_steps == 4);
   CHECK(r.members == plan->n_out);
+}
+
+TEST_CASE("sparse matmul: rows of different k lists pair over the union of their lists", "[ops][sparse_matmul]") {
+  // DSD, x of 3 block-rows over 7 k-blocks, y dense with 4 block-columns, groups of 4: rows 0
+  // ({0, 1, 2, 3}) and 1 ({0, 1, 2, 4}) share 3 of their k-blocks, so one group of two lines
+  // over the 5 of the union (8 steps alone against 5 x kPairStep x kPairMargin = 7.1) saves
+  // steps; row 2 ({5, 6}) shares none with either and stays alone. Each line of the pair
+  // has no x tile at the other's own k-block.
+  const std::int64_t bs = 16;
+  const std::vector<std::vector<int>> ks = {{0, 1, 2, 3}, {0, 1, 2, 4}, {5, 6}};
+  std::vector<bool> mask(21, false);
+  for (std::size_t i = 0; i < ks.size(); ++i)
+    for (const int k : ks[i]) mask[i * 7 + static_cast<std::size_t>(k)] = true;
+  const Layout lx(from_vector(mask, {1, 3, 7}), bs);
+  const ops::OperandDesc a{lx, 1, 3 * bs, 7 * bs, false}, b{Layout(), 1, 7 * bs, 4 * bs, false},
+      c{Layout(), 1, 3 * bs, 4 * bs, false};
+  const auto plan = ops::matmul_plan(a, b, c, bs);
+  const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
+  REQUIRE(r.n_groups == 2);
+  const std::int64_t no = 2 * 4 + 2, w = 2 + 4;
+  auto row_of = [&](std::int32_t o) { return o < 0 ? -1 : plan->out_coord[at(3 * o + 1)]; };
+  CHECK(row_of(r.outs[0]) == 0);
+  CHECK(row_of(r.outs[4]) == 1);
+  CHECK(r.outs[9] == 1);  // a line sits a step out
+  CHECK(row_of(r.outs[at(no)]) == 2);
+  CHECK(r.outs[at(no + 4)] == -1);
+  CHECK(r.outs[at(no + 9)] == 0);
+  CHECK(r.paired_steps == 5);
+  // the pair's steps: the k-block of each line's x tile (-1: none), k 0 .. 4
+  // (x's tiles are its stored blocks, in row-major order)
+  const std::vector<int> stored_k = {0, 1, 2, 3, 0, 1, 2, 4, 5, 6};
+  auto k_of = [&](std::int32_t tile) { return tile < 0 ? -1 : stored_k[at(tile)]; };
+  std::vector<std::array<int, 2>> got;
+  for (std::int32_t st = r.items[1]; st < r.items[2]; ++st)
+    got.push_back({k_of(r.steps[at(st * w)]), k_of(r.steps[at(st * w + 1)])});
+  CHECK(got == std::vector<std::array<int, 2>>{{0, 0}, {1, 1}, {2, 2}, {3, -1}, {-1, 4}});
 }
 
 TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs, split pieces included",
@@ -646,7 +682,7 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
           const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
           REQUIRE(r.axis == axis);
           REQUIRE(r.gm == gm);
-          const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
+          const std::int64_t w = gm + g, no = gm * g + 2;  // steps and outs entries a row
           REQUIRE(r.items.size() == at(4 * r.n_items));
           REQUIRE(r.outs.size() == at(no * r.n_groups));
           REQUIRE(r.steps.size() == at(w * r.n_steps));
@@ -696,19 +732,23 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
               direct[at(o)] += slot_sum[at(sl)];
           }
           std::int64_t paired_steps = 0;
+          std::vector<int> sits_out(at(r.n_groups), 0);
           for (std::int64_t t = 0; t < r.n_items; ++t) {
             const std::int32_t* it = &r.items[at(4 * t)];
+            const std::int32_t group = it[0] < 0 ? -1 - it[0] : it[0];
+            if (gm == 2 && it[0] >= 0) paired_steps += it[2] - it[1];
             for (std::int32_t st = it[1]; st < it[2]; ++st) {
               // every step has work for a line; in a group of two lines, for one or both
               const bool l0 = r.steps[at(st * w)] >= 0, l1 = gm == 2 && it[0] >= 0 && r.steps[at(st * w + 1)] >= 0;
               REQUIRE((l0 || l1));
-              if (gm == 2 && it[0] >= 0) {
-                paired_steps += l0 && l1 ? 1 : 0;
-                if (!(l0 && l1)) sat_out_some[cols] = true;
-              } else if (gm == 2) {
-                REQUIRE(r.steps[at(st * w + 1)] == -1);
-              }
+              if (gm == 2 && it[0] >= 0 && !(l0 && l1)) sits_out[at(group)] = 1;
+              if (gm == 2 && it[0] < 0) REQUIRE(r.steps[at(st * w + 1)] == -1);
             }
+          }
+          for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
+            // the group's flag says whether a line sits a step out
+            REQUIRE(r.outs[at(gr * no + gm * g + 1)] == sits_out[at(gr)]);
+            if (sits_out[at(gr)] != 0) sat_out_some[cols] = true;
           }
           REQUIRE(r.paired_steps == paired_steps);
           if (paired_steps > 0 && paired_steps < r.n_steps) mixed_some = true;
