@@ -22,14 +22,16 @@ using tg_bench::MatmulMode;
 // Output tiles in groups of two lines.
 double paired_share(const ops::RowGroupSchedule& r, std::int64_t n_out) {
   std::int64_t paired = 0;
-  const std::int64_t row = r.gm * r.g + 2;
+  const std::int64_t row = r.gm * r.g + 1;
   for (std::int64_t gr = 0; gr < r.n_groups; ++gr)
     for (std::int64_t m = 0; m < r.g; ++m) paired += r.outs[static_cast<std::size_t>(gr * row + r.g + m)] >= 0 ? 2 : 0;
   return n_out > 0 ? static_cast<double>(paired) / static_cast<double>(n_out) : 0.0;
 }
 
 double units(const ops::RowGroupSchedule& r) {
-  return ops::kPairStep * static_cast<double>(r.paired_steps) + static_cast<double>(r.n_steps - r.paired_steps);
+  return static_cast<double>(r.n_steps - r.paired_steps) +
+         ops::kPairStep * static_cast<double>(r.paired_steps - r.lone_steps) +
+         ops::kLoneStep * static_cast<double>(r.lone_steps);
 }
 
 }  // namespace
@@ -65,8 +67,10 @@ int main() {
     const double base = static_cast<double>(by_cols ? cols.n_steps : rows.n_steps);
     const auto pairs =
         ops::row_group_schedule(*plan, g, whole, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, 2);
-    std::printf(" %8lld%s | %7.3f %7.3f\n", static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ",
-                paired_share(pairs, plan->n_out), units(pairs) / base);
+    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld\n", static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ",
+                paired_share(pairs, plan->n_out), units(pairs) / base,
+                static_cast<long long>(pairs.n_steps - pairs.paired_steps),
+                static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps));
   });
   return 0;
 }

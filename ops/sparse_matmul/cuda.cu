@@ -253,10 +253,11 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of gm lines of g members.
 struct TmaSchedule {
-  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 2], [n_split, 3]
+  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, coords, outs, reduce;
   std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
   std::int64_t paired_steps = 0;  ///< steps of groups of two lines
+  std::int64_t lone_steps = 0;    ///< steps of groups of two lines that one line sits out
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -281,11 +282,12 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->axis = axis;
   s->n_steps = r.n_steps;
   s->paired_steps = r.paired_steps;
+  s->lone_steps = r.lone_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
   if (s->n_items > 0) s->items = to_device_i32(r.items, 4, dev);
-  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 2, dev);
+  if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 1, dev);
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
     // TileAddr::offset, split into row and column), so that the kernel's one producer
@@ -306,9 +308,17 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   return s;
 }
 
+// The cost of a step of a group of two lines, one that a line sits out, in steps of a group of
+// one line, and the share a schedule of pairs must save to be taken, for the choice between
+// schedules: fitted to the forced paths' times on the bench's block-64 layouts at densities
+// 0.1-0.5 (H100, bench/RESULTS.md 12-06, twenty-eighth session), where a pair step costs more
+// than its 1.26 at density 1 (row_groups.h). They pick the faster of pairs and one-line
+// groups at each of those 12 points but at density 0.25 for a DDS (a tie).
+constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
+
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
 // block product in a group of one line of g tiles: wider instructions read fewer shared-memory
-// bytes per multiply. (Groups of two lines are counted by kPairStep.)
+// bytes per multiply. (Groups of two lines are counted by kPairStepCost.)
 double tma_speed(std::int64_t bs, std::int64_t g) {
   const std::int64_t n = bs == 128 ? bs * g : g == 1 ? 64 : 128;
   return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
@@ -349,10 +359,9 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
       const TmaSchedule& w = sched(gmax, gm, axis);
-      // A step of a group of two lines costs kPairStep steps of one (measured); pairs must
-      // save kPairMargin (row_groups.h).
       const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
-                           kPairStep * static_cast<double>(w.paired_steps)) *
+                           kPairStepCost * static_cast<double>(w.paired_steps - w.lone_steps) +
+                           kLoneStepCost * static_cast<double>(w.lone_steps)) *
                           static_cast<double>(gmax) / tma_speed(p.bs, gmax) * (gm == 2 ? kPairMargin : 1.0);
       if (cost < best) {
         best = cost;

@@ -8,6 +8,8 @@
 #include <map>
 #include <numeric>
 
+#include "runtime/error.h"
+
 namespace tg::ops {
 
 namespace {
@@ -38,8 +40,8 @@ std::int64_t common_k(const std::int32_t* a, std::int64_t na, const std::int32_t
 /// among what is left of it, and so on. Then segments of one batch with different k lists
 /// pair the same way on what the first pass left, over the union of their lists (a line
 /// without a shared tile at a step multiplies zeros), the partner chosen by the steps its
-/// groups save: the two lines' own steps against kPairStep for each step of the union; a
-/// pair saving less than kPairMargin is not made. Costs, in steps of the 128 x 256 tile: a
+/// groups save: the two lines' own steps against kPairStep a step both have and kLoneStep a
+/// step one has; a pair saving none is not made. Costs, in steps of the 128 x 256 tile: a
 /// group of two lines 1 whatever its member count, a group of one line about 3/4. So the
 /// shared tiles go in groups of g, which spare each line one group of one line, and a last
 /// few (fewer than g) only where they spare both lines one (equal rows of fewer than g
@@ -151,9 +153,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   };
   for (const auto& [key, members] : classes)
     pair_all(members, true, [](std::size_t, std::size_t, std::int64_t) { return 0.0; });
-  // Different lists, on what is left: the steps a group saves, in one-line steps (a line
-  // multiplies zeros where it sits a step out, so every step of the pair costs kPairStep),
-  // beyond the margin a schedule of pairs must save.
+  // Different lists, on what is left: the steps a group saves, in one-line steps.
   const auto list_of = [&](std::size_t i) {
     const std::int32_t o = order[at(segs[i][0])];
     return std::array<std::int64_t, 2>{p.pair_begin[at(o)], p.pair_begin[at(o + 1)]};
@@ -165,8 +165,9 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
       const auto [ba, ea] = list_of(a);
       const auto [bb, eb] = list_of(b);
       const std::int64_t both = common_k(p.pair_k.data() + ba, ea - ba, p.pair_k.data() + bb, eb - bb);
-      const std::int64_t own = (ea - ba) + (eb - bb);
-      const double per_group = static_cast<double>(own) - kPairMargin * kPairStep * static_cast<double>(own - both);
+      const std::int64_t lone = (ea - ba) + (eb - bb) - 2 * both;
+      const double per_group = static_cast<double>(2 * both + lone) - kPairStep * static_cast<double>(both) -
+                               kLoneStep * static_cast<double>(lone);
       return per_group * static_cast<double>((take + g - 1) / g);
     });
   for (std::size_t i = 0; i < segs.size(); ++i) {
@@ -269,13 +270,16 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     const auto len = static_cast<std::int64_t>(idx.size());
     const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
-    const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : group;  // the items' first entry
+    if (group >= kSitsOut) TG_THROW(ShapeError, "matmul: more than 2^30 groups of output tiles");
+    const bool sits_out = std::any_of(idx.begin(), idx.end(), [](const auto& q) { return q[0] < 0 || q[1] < 0; });
+    // the items' first entry
+    const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : sits_out ? group + kSitsOut : group;
     for (std::int64_t i = 0; i < gm; ++i)
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
-    s.outs.push_back(std::any_of(idx.begin(), idx.end(), [&](const auto& q) { return q[0] < 0 || q[1] < 0; }) ? 1 : 0);
     const auto first = static_cast<std::int32_t>(s.n_steps);
     for (const auto& q : idx) {
+      if (n_lines == 2 && (q[0] < 0 || q[1] < 0)) ++s.lone_steps;
       for (std::int64_t i = 0; i < gm; ++i)
         s.steps.push_back(i < n_lines && q[at(i)] >= 0 ? shared[at(p.pair_begin[at(member(i, 0))] + q[at(i)])] : -1);
       // a slot's own tile at a step is the same for both lines (the step's k, the slot's

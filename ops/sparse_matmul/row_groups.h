@@ -19,11 +19,12 @@
 // rows at density 1; on the bench's random layouts 80% of the tiles at density 0.5 and 50%
 // at 0.25, against 69% and 46% with one partner a row, which measured 1.11x slower at both).
 // Then rows of different lists (a DSD's, or the columns of a DDS's column groups) pair the
-// same way on what is left, where a pair saves steps (kPairStep). The tiles left
+// same way on what is left, where a pair saves steps (kPairStep, kLoneStep). The tiles left
 // form groups of one line in the same schedule, which the kernel computes as the one-line
 // tile.
 //
-// No zeros are multiplied into a stored tile: a member's products are exactly its pairs.
+// A member's products are exactly its pairs, and the zeros of a line sitting a step out
+// (which add exactly 0).
 // Long lists are cut into pieces (split-K) as in the per-block schedule.
 #pragma once
 
@@ -36,15 +37,18 @@ namespace tg::ops {
 
 /// The cost of a step of a group of two lines in steps of a group of one line (bs 64: a 128
 /// x 256 against a 64 x 256 tile), measured at density 1 (H100, bench/RESULTS.md 12-06,
-/// twenty-seventh session). A line sitting a step out multiplies zeros: the same cost.
+/// twenty-seventh session).
 constexpr double kPairStep = 1.26;
 
-/// How much less a schedule of pairs must cost than one of one-line groups, by kPairStep, to
-/// be taken, and a pair of different k lists, to be made: at block 64, density 0.1, the pairs
-/// measured 1.06x slower than the row groups where kPairStep says 0.96x (the per-item costs
-/// it leaves out weigh with short lists); at 0.25, 0.87x where it says 0.82x (H100,
-/// bench/RESULTS.md 12-06, twenty-seventh and twenty-eighth sessions).
-constexpr double kPairMargin = 1.12;
+/// The cost of a step of a group of two lines that one line sits out (it multiplies zeros),
+/// in steps of a group of one line: the bytes of one line's step, the products of two.
+/// Pairs of DSD rows (DDS columns) made with 1.05 measured 1.08-1.13x faster than the
+/// one-line groups at density 0.5; made only where they saved steps by 1.26, 1.01-1.03x
+/// (H100, bench/RESULTS.md 12-06, twenty-eighth session).
+constexpr double kLoneStep = 1.05;
+
+/// Added to the group of an item whose group of two lines has a step that one line sits out.
+constexpr std::int32_t kSitsOut = std::int32_t{1} << 30;
 
 /// Which output tiles form a group: tiles of a block-row sharing their x tiles, or of a
 /// block-column sharing their y tiles.
@@ -54,16 +58,16 @@ struct RowGroupSchedule {
   std::int64_t g = 1;   ///< tiles per line of a group (the last of a row may have fewer)
   std::int64_t gm = 1;  ///< lines per group (1 or 2)
   GroupAxis axis = GroupAxis::Rows;
-  /// 4 per piece: group (where gm is 2 and the group has one line, -1 - group: the kernel
-  /// learns the tile's shape with the item, not from a later read), first step, end step,
-  /// slot (-1: direct)
+  /// 4 per piece: group (where gm is 2 and the group has one line, -1 - group; where a line
+  /// of a group of two sits a step out, group + kSitsOut: the kernel learns the tile's shape
+  /// with the item, not from a later read), first step, end step, slot (-1: direct)
   std::vector<std::int32_t> items;
   /// gm + g per step: each line's shared tile (x tile of a row, y tile of a column; -1: no
   /// line, or none at this step), then each member slot's own tile (its y tile, its x tile;
   /// -1: no member)
   std::vector<std::int32_t> steps;
-  /// gm g + 2 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
-  /// none), its piece count, and 1 where a line sits a step out (else 0)
+  /// gm g + 1 per group: member output tiles, line-major (line i, slot m at i g + m; -1:
+  /// none), then its piece count
   std::vector<std::int32_t> outs;
   /// 3 per split member: output tile, first slot, slot count (member i g + m of a group cut
   /// in P pieces has slots s0 + (i g + m) P .. + P - 1, s0 the slot of the group's first piece).
@@ -71,6 +75,7 @@ struct RowGroupSchedule {
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
   std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
   std::int64_t paired_steps = 0;  ///< steps of groups of two lines (the rest have one)
+  std::int64_t lone_steps = 0;    ///< steps of groups of two lines that one line sits out
 };
 
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in

@@ -69,6 +69,7 @@
 #include "ops/cuda_wgmma.cuh"
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/mma_kernel.cuh"
+#include "ops/sparse_matmul/row_groups.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 #include "runtime/cuda/tensor_map.h"
@@ -323,8 +324,9 @@ struct ConsumerRing {
 
 /// One item's k loop and stores for one consumer: 64 rows from row0_tile of block-row
 /// `line`'s tile, NC columns from member m0 on. NC is C::NC, or half of it for a group of
-/// one line in a GM 2 kernel (the consumers then split its members).
-template <class C, int NC, typename E, bool TA, bool TB, bool TC>
+/// one line in a GM 2 kernel (the consumers then split its members). SITS_OUT: the item's
+/// group has two lines, one of which has no x tile at some step.
+template <class C, int NC, typename E, bool TA, bool TB, bool TC, bool SITS_OUT = false>
 __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, const int* outs, ConsumerRing& r,
                                              const CUtensorMap* map_c, std::uint32_t epi, std::uint32_t zeros,
                                              int row0_tile, int line, int m0, int consumer, int warp, int lane,
@@ -341,21 +343,22 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   auto release = [&](int st) {
     if (lane == 0) tma::arrive(r.empty + 8u * static_cast<std::uint32_t>(st));
   };
-  // In a group of two lines a line without an x tile at a step (origin row -1: the producer
-  // loads none) multiplies zeros there (the 128 bytes at `zeros`). (A branch around its
-  // wgmmas, or a guard predicate on them, makes ptxas serialise every wgmma of the kernel:
-  // C7520.) Only groups flagged for it read the origins, each a step ahead and tested after
-  // the next stage's wait, so that the load's latency is not waited for; the vote makes the
-  // test warp-uniform, so that the descriptor's select stays in uniform registers. (Reading
-  // every group's origins and testing them at once cost 5% at density 1.)
-  constexpr bool kMaySkip = C::GM == 2 && NC == C::NC;
+  // SITS_OUT: a line without an x tile at a step (origin row -1: the producer loads none)
+  // multiplies zeros there (the 128 bytes at `zeros`). (A branch around its wgmmas, or a
+  // guard predicate on them, makes ptxas serialise every wgmma of the kernel: C7520.) Its
+  // origins are read a step ahead and tested after the next stage's wait, so that the load's
+  // latency is not waited for; the vote makes the test warp-uniform, so that the
+  // descriptor's select stays in uniform registers. (Reading the origins in every item and
+  // testing them at once cost 5% at density 1.)
+  static_assert(!SITS_OUT || (C::GM == 2 && NC == C::NC), "only a group of two lines sits steps out");
   constexpr int N = C::GM + C::G;
-  const bool sits_out = kMaySkip && outs[C::GM * C::G + 1] != 0;
   const int2* line_o = args.coords + static_cast<long long>(item.y) * N + line;
-  int o_next = sits_out && nsteps > 0 ? line_o[0].x : 0;
+  int o_next = SITS_OUT && nsteps > 0 ? line_o[0].x : 0;
   for (int s = 0; s < nsteps; ++s) {
     const int o_cur = o_next;
-    if (sits_out && s + 1 < nsteps) o_next = line_o[static_cast<long long>((s + 1) >> args.lg_kpp) * N].x;
+    if constexpr (SITS_OUT) {
+      if (s + 1 < nsteps) o_next = line_o[static_cast<long long>((s + 1) >> args.lg_kpp) * N].x;
+    }
     tma::wait(r.full + 8u * static_cast<std::uint32_t>(r.stage), r.phase);
     // A 64-row half starts 64 BK 2 bytes in for both layouts: 64 lines of BK elements
     // (K-major) or the second 64-element column (MN-major), where GM 2 puts the second
@@ -363,7 +366,7 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
     const std::uint32_t st = r.stages + static_cast<std::uint32_t>(r.stage * C::STAGE_BYTES);
     const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
     const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
-    const bool have = !kMaySkip || __all_sync(0xffffffffu, o_cur >= 0);
+    const bool have = !SITS_OUT || __all_sync(0xffffffffu, o_cur >= 0);
     ops::wg::fence();
 #pragma unroll
     for (int j = 0; j < BK / 16; ++j)
@@ -396,9 +399,10 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   }
 }
 
-/// items[w] = (group, or -1 - group for one of one line with GM 2; first step, end step,
-/// slot); coords[s] = origins of the GM shared tiles (x of a row group) and the G members'
-/// own tiles (y; row -1: none); outs[group] = GM x G member output tiles (-1: none), piece
+/// items[w] = (group, or -1 - group for one of one line with GM 2, or group + kSitsOut for
+/// one of two lines one of which sits a step out; first step, end step, slot); coords[s] =
+/// origins of the GM shared tiles (x of a row group; row -1: none) and the G members' own
+/// tiles (y; row -1: none); outs[group] = GM x G member output tiles (-1: none), piece
 /// count. TC: the items are column groups (row_groups.h), operands given as those of the
 /// transposed product; each member's tile is stored transposed. map_c: the output as rows
 /// of ldc elements, boxes of 64 x 64.
@@ -482,13 +486,20 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       // members: the consumers split its members rather than idle on (or multiply stale
       // bytes for) a missing second line.
       if (item.x < 0) {
-        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 2);
+        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 1);
         consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
                                                   consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
+      // A group of two lines, one of which sits some step out (row_groups.h).
+      if (item.x >= kSitsOut) {
+        const int* outs = args.outs + static_cast<long long>(item.x - kSitsOut) * (C::GM * C::G + 1);
+        consume_item<C, C::NC, E, TA, TB, TC, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile,
+                                                    line, m0, consumer, warp, lane, n_boxes);
+        continue;
+      }
     }
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 2);
+    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
     consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
                                           consumer, warp, lane, n_boxes);
   }

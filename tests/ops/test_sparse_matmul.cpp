@@ -561,7 +561,7 @@ TEST_CASE("sparse matmul: pairs of row groups pair each row with the row sharing
   std::vector<std::vector<std::array<std::int32_t, 2>>> got;
   for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
     std::vector<std::array<std::int32_t, 2>> members;
-    for (std::int64_t q = 0; q < 8; ++q) members.push_back(tile(r.outs[at(gr * 10 + q)]));
+    for (std::int64_t q = 0; q < 8; ++q) members.push_back(tile(r.outs[at(gr * 9 + q)]));
     got.push_back(members);
   }
   using T = std::array<std::int32_t, 2>;
@@ -597,7 +597,7 @@ TEST_CASE("sparse matmul: a row pairs again on what its first partner left", "[o
     // per group: the block-rows of its two lines (-1: none)
     std::vector<std::array<std::int32_t, 2>> out;
     for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
-      const std::int32_t l0 = r.outs[at(gr * 10)], l1 = r.outs[at(gr * 10 + 4)];
+      const std::int32_t l0 = r.outs[at(gr * 9)], l1 = r.outs[at(gr * 9 + 4)];
       out.push_back({plan->out_coord[at(3 * l0 + 1)], l1 < 0 ? -1 : plan->out_coord[at(3 * l1 + 1)]});
     }
     return out;
@@ -612,9 +612,9 @@ TEST_CASE("sparse matmul: a row pairs again on what its first partner left", "[o
 TEST_CASE("sparse matmul: rows of different k lists pair over the union of their lists", "[ops][sparse_matmul]") {
   // DSD, x of 3 block-rows over 7 k-blocks, y dense with 4 block-columns, groups of 4: rows 0
   // ({0, 1, 2, 3}) and 1 ({0, 1, 2, 4}) share 3 of their k-blocks, so one group of two lines
-  // over the 5 of the union (8 steps alone against 5 x kPairStep x kPairMargin = 7.1) saves
+  // over the 5 of the union (8 steps alone against 3 kPairStep + 2 kLoneStep = 5.9) saves
   // steps; row 2 ({5, 6}) shares none with either and stays alone. Each line of the pair
-  // has no x tile at the other's own k-block.
+  // has no x tile at the other's own k-block, which its item's group says.
   const std::int64_t bs = 16;
   const std::vector<std::vector<int>> ks = {{0, 1, 2, 3}, {0, 1, 2, 4}, {5, 6}};
   std::vector<bool> mask(21, false);
@@ -626,15 +626,17 @@ TEST_CASE("sparse matmul: rows of different k lists pair over the union of their
   const auto plan = ops::matmul_plan(a, b, c, bs);
   const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
   REQUIRE(r.n_groups == 2);
-  const std::int64_t no = 2 * 4 + 2, w = 2 + 4;
+  REQUIRE(r.n_items == 2);
+  const std::int64_t no = 2 * 4 + 1, w = 2 + 4;
   auto row_of = [&](std::int32_t o) { return o < 0 ? -1 : plan->out_coord[at(3 * o + 1)]; };
   CHECK(row_of(r.outs[0]) == 0);
   CHECK(row_of(r.outs[4]) == 1);
-  CHECK(r.outs[9] == 1);  // a line sits a step out
+  CHECK(r.items[0] == 0 + ops::kSitsOut);  // a line sits a step out
   CHECK(row_of(r.outs[at(no)]) == 2);
   CHECK(r.outs[at(no + 4)] == -1);
-  CHECK(r.outs[at(no + 9)] == 0);
+  CHECK(r.items[4] == -1 - 1);  // a group of one line
   CHECK(r.paired_steps == 5);
+  CHECK(r.lone_steps == 2);
   // the pair's steps: the k-block of each line's x tile (-1: none), k 0 .. 4
   // (x's tiles are its stored blocks, in row-major order)
   const std::vector<int> stored_k = {0, 1, 2, 3, 0, 1, 2, 4, 5, 6};
@@ -682,7 +684,7 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
           const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
           REQUIRE(r.axis == axis);
           REQUIRE(r.gm == gm);
-          const std::int64_t w = gm + g, no = gm * g + 2;  // steps and outs entries a row
+          const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
           REQUIRE(r.items.size() == at(4 * r.n_items));
           REQUIRE(r.outs.size() == at(no * r.n_groups));
           REQUIRE(r.steps.size() == at(w * r.n_steps));
@@ -692,7 +694,8 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
           for (std::int64_t t = 0; t < r.n_items; ++t) {
             const std::int32_t* it = &r.items[at(4 * t)];
             // groups of one line where gm is 2 come as -1 - group, those of two as the group
-            const std::int32_t group = it[0] < 0 ? -1 - it[0] : it[0];
+            // (+ kSitsOut where a line sits a step out)
+            const std::int32_t group = it[0] < 0 ? -1 - it[0] : it[0] % ops::kSitsOut;
             REQUIRE((it[0] < 0) == (gm == 2 && r.outs[at(group * no + g)] < 0));
             const std::int32_t* outs = &r.outs[at(group * no)];
             const std::int32_t pieces = outs[gm * g];
@@ -731,26 +734,33 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
             for (std::int32_t sl = r.reduce[q + 1]; sl < r.reduce[q + 1] + r.reduce[q + 2]; ++sl)
               direct[at(o)] += slot_sum[at(sl)];
           }
-          std::int64_t paired_steps = 0;
-          std::vector<int> sits_out(at(r.n_groups), 0);
+          std::int64_t paired_steps = 0, lone_steps = 0;
+          std::vector<int> sits_out(at(r.n_groups), 0), flagged(at(r.n_groups), -1);
           for (std::int64_t t = 0; t < r.n_items; ++t) {
             const std::int32_t* it = &r.items[at(4 * t)];
-            const std::int32_t group = it[0] < 0 ? -1 - it[0] : it[0];
+            const std::int32_t group = it[0] < 0 ? -1 - it[0] : it[0] % ops::kSitsOut;
+            const int flag = it[0] >= ops::kSitsOut ? 1 : 0;
+            REQUIRE((flagged[at(group)] < 0 || flagged[at(group)] == flag));  // the same in every piece
+            flagged[at(group)] = flag;
             if (gm == 2 && it[0] >= 0) paired_steps += it[2] - it[1];
             for (std::int32_t st = it[1]; st < it[2]; ++st) {
               // every step has work for a line; in a group of two lines, for one or both
               const bool l0 = r.steps[at(st * w)] >= 0, l1 = gm == 2 && it[0] >= 0 && r.steps[at(st * w + 1)] >= 0;
               REQUIRE((l0 || l1));
-              if (gm == 2 && it[0] >= 0 && !(l0 && l1)) sits_out[at(group)] = 1;
+              if (gm == 2 && it[0] >= 0 && !(l0 && l1)) {
+                sits_out[at(group)] = 1;
+                ++lone_steps;
+              }
               if (gm == 2 && it[0] < 0) REQUIRE(r.steps[at(st * w + 1)] == -1);
             }
           }
           for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
-            // the group's flag says whether a line sits a step out
-            REQUIRE(r.outs[at(gr * no + gm * g + 1)] == sits_out[at(gr)]);
+            // the items' flag says whether a line of the group sits a step out
+            if (flagged[at(gr)] >= 0) REQUIRE(flagged[at(gr)] == sits_out[at(gr)]);
             if (sits_out[at(gr)] != 0) sat_out_some[cols] = true;
           }
           REQUIRE(r.paired_steps == paired_steps);
+          REQUIRE(r.lone_steps == lone_steps);
           if (paired_steps > 0 && paired_steps < r.n_steps) mixed_some = true;
           for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
             // The kernel takes a group whose second line's first slot is empty for one of
