@@ -1163,16 +1163,12 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
 }
 
 TEST_CASE("sparse matmul CUDA: Hopper pairs of lines over different k lists", "[ops][sparse_matmul][cuda]") {
-  TG_REQUIRE_CUDA();
-  if (!ops::spmm::wgmma_supported(Device::cuda().index))
-    TG_SKIP("the GPU is not of compute capability 9.0: wgmma test skipped");
   // Block-rows of a sparse x (block-columns of a sparse y) pair over the union of their k
   // lists, a line multiplying zeros where it has no tile: forced on every mode, forward and
   // backward, bf16 and f16, against the CPU. Small enough for racecheck.
-  CudaSettingsGuard restore;
-  using ops::spmm::MmaPath;
   const Problem p = problem(2, 8, 8, 8, 64, 0.5, 0.5, 0.5, 4242);
-  // the forced schedules have such steps: rows of a DSD, columns of a DDS
+  // the forced schedules have such steps: rows of a DSD, columns of a DDS (checked on the
+  // host, also without a GPU)
   for (const auto& [x_sparse, axis] : {std::pair{true, ops::GroupAxis::Rows}, {false, ops::GroupAxis::Columns}}) {
     const ops::OperandDesc a{x_sparse ? p.lx : Layout(), p.B(), p.M(), p.K(), false};
     const ops::OperandDesc b{x_sparse ? Layout() : p.ly, p.B(), p.K(), p.N(), false};
@@ -1180,6 +1176,11 @@ TEST_CASE("sparse matmul CUDA: Hopper pairs of lines over different k lists", "[
     const auto plan = ops::matmul_plan(a, b, c, 64);
     REQUIRE(ops::row_group_schedule(*plan, 4, 1000, axis, 2).lone_steps > 0);
   }
+  TG_REQUIRE_CUDA();
+  if (!ops::spmm::wgmma_supported(Device::cuda().index))
+    TG_SKIP("the GPU is not of compute capability 9.0: wgmma test skipped");
+  CudaSettingsGuard restore;
+  using ops::spmm::MmaPath;
   std::uint64_t seed = 4300;
   for (const MmaPath path : {MmaPath::WgmmaTmaRowPairs, MmaPath::WgmmaTmaColumnPairs}) {
     ops::spmm::set_mma_path(path);
