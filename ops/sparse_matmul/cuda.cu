@@ -308,12 +308,13 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   return s;
 }
 
-// The cost of a step of a group of two lines, one that a line sits out, in steps of a group of
-// one line, and the share a schedule of pairs must save to be taken, for the choice between
-// schedules: fitted to the forced paths' times on the bench's block-64 layouts at densities
-// 0.1-0.5 (H100, bench/RESULTS.md 12-06, twenty-eighth session), where a pair step costs more
-// than its 1.26 at density 1 (row_groups.h). They pick the faster of pairs and one-line
-// groups at each of those 12 points but at density 0.25 for a DDS (a tie).
+// The cost of a step of a group of two lines, and of one that a line sits out, in steps of a
+// group of one line, and the share a schedule of pairs must save to be taken, for the choice
+// between schedules: fitted by hand to the forced paths' times on the bench's block-64
+// layouts (H100, bench/RESULTS.md 12-06, twenty-eighth session, calls 1 and 2), where at
+// densities 0.25-0.5 a pair step costs more than its 1.26 at density 1 (row_groups.h). On
+// those 12 points (SDD, DSD, DDS at densities 0.1-1) they pick the faster of the pairs and
+// the one-line groups, DDS at 0.25 being a tie.
 constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
@@ -350,9 +351,9 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   } else {
     // Block products computed (empty member slots included) over the tile's speed, a
     // schedule of pairs counting its groups of one line as the one-line tile (the kernel
-    // runs them so, and the steps a line sits out as steps of one line); on equal cost the
-    // first of: one block, row groups, column groups (the plain epilogue first), pairs of
-    // row groups, pairs of column groups.
+    // runs them so) and its other steps by kPairStepCost and kLoneStepCost; on equal cost
+    // the first of: one block, row groups, column groups (the plain epilogue first), pairs
+    // of row groups, pairs of column groups.
     s = &sched(1, 1, GroupAxis::Rows);
     double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {

@@ -43,8 +43,8 @@ constexpr double kPairStep = 1.26;
 /// The cost of a step of a group of two lines that one line sits out (it multiplies zeros),
 /// in steps of a group of one line: the bytes of one line's step, the products of two.
 /// Pairs of DSD rows (DDS columns) made with 1.05 measured 1.08-1.13x faster than the
-/// one-line groups at density 0.5; made only where they saved steps by 1.26, 1.01-1.03x
-/// (H100, bench/RESULTS.md 12-06, twenty-eighth session).
+/// one-line groups at density 0.5; made only where they saved steps by 1.26 a step, 0.99-
+/// 1.02x (H100, bench/RESULTS.md 12-06, twenty-eighth session).
 constexpr double kLoneStep = 1.05;
 
 /// Added to the group of an item whose group of two lines has a step that one line sits out.

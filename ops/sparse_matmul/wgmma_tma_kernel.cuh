@@ -35,7 +35,7 @@
 // group of one line (tiles that found no partner row) runs as the G 4 tile does, the
 // consumers splitting its members, so one launch mixes both shapes; in a group of two lines
 // over the union of their k lists, the consumer of a line without an x tile at a step
-// waits for the stage and releases it without multiplying. The grid is
+// multiplies zeros there (nothing was loaded for it). The grid is
 // persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
 // of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
 // with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
