@@ -256,8 +256,6 @@ struct TmaSchedule {
   // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, coords, outs, reduce;
   std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
-  std::int64_t paired_steps = 0;  ///< steps of groups of two lines
-  std::int64_t lone_steps = 0;    ///< steps of groups of two lines that one line sits out
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -266,23 +264,21 @@ struct TmaSchedule {
 // 32 were no faster anywhere).
 constexpr int kTmaItemsPerSm = 2;
 
+// The schedule of g x gm groups along `axis`, of n_steps steps in all (its counts'), uploaded.
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
-                                                Device dev) {
-  // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k.
+                                                std::int64_t n_steps, Device dev) {
+  // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k
+  // (splitting changes only the items, not the steps).
   const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
-  // Splitting changes only the items, not the steps: the unsplit schedule gives the total,
-  // and it is the result itself unless some list is longer than the chunk.
-  RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis, gm);
-  const std::int64_t chunk = std::max(min_chunk, (r.n_steps + target - 1) / target);
-  if (chunk < p.max_pairs) r = row_group_schedule(p, g, chunk, axis, gm);
+  const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
+  const std::int64_t chunk = std::max(min_chunk, (n_steps + target - 1) / target);
+  const RowGroupSchedule r = row_group_schedule(p, g, chunk < p.max_pairs ? chunk : whole, axis, gm);
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
   s->gm = gm;
   s->axis = axis;
   s->n_steps = r.n_steps;
-  s->paired_steps = r.paired_steps;
-  s->lone_steps = r.lone_steps;
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
@@ -325,6 +321,12 @@ double tma_speed(std::int64_t bs, std::int64_t g) {
   return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
 }
 
+// The counts of a schedule that the choice between schedules reads (host only: the choice
+// builds and uploads only the schedule it takes).
+struct TmaCounts {
+  std::int64_t n_steps = 0, paired_steps = 0, lone_steps = 0;
+};
+
 template <typename T>
 void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const std::string& prefix, const Tensor& out,
              cudaStream_t stream) {
@@ -332,10 +334,18 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
   // Groups of two block-rows: at bs 64 only (bs 128 has its 128-row tile already).
   const std::int64_t gm_max = p.bs == 64 ? 2 : 1;
+  auto key = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) {
+    return prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
+  };
+  auto counts = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaCounts& {
+    return p.cached<TmaCounts>(key(g, gm, axis) + "/counts", [&] {
+      const RowGroupSchedule r = row_group_schedule(p, g, std::numeric_limits<std::int64_t>::max(), axis, gm, true);
+      return std::make_shared<TmaCounts>(TmaCounts{r.n_steps, r.paired_steps, r.lone_steps});
+    });
+  };
   auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaSchedule& {
-    const std::string key =
-        prefix + "/tma" + std::to_string(gm) + "x" + std::to_string(g) + (axis == GroupAxis::Columns ? "c" : "r");
-    return p.cached<TmaSchedule>(key, [&] { return build_tma_schedule(p, g, gm, axis, dev); });
+    const std::int64_t n_steps = counts(g, gm, axis).n_steps;
+    return p.cached<TmaSchedule>(key(g, gm, axis), [&] { return build_tma_schedule(p, g, gm, axis, n_steps, dev); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {
@@ -353,22 +363,27 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     // schedule of pairs counting its groups of one line as the one-line tile (the kernel
     // runs them so) and its other steps by kPairStepCost and kLoneStepCost; on equal cost
     // the first of: one block, row groups, column groups (the plain epilogue first), pairs
-    // of row groups, pairs of column groups.
-    s = &sched(1, 1, GroupAxis::Rows);
-    double best = static_cast<double>(s->n_steps) / tma_speed(p.bs, 1);
+    // of row groups, pairs of column groups. The estimate reads the schedules' counts; only
+    // the schedule taken is written and uploaded.
+    std::int64_t g_best = 1, gm_best = 1;
+    GroupAxis axis_best = GroupAxis::Rows;
+    double best = static_cast<double>(counts(1, 1, GroupAxis::Rows).n_steps) / tma_speed(p.bs, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
-      const TmaSchedule& w = sched(gmax, gm, axis);
+      const TmaCounts& w = counts(gmax, gm, axis);
       const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
                            kPairStepCost * static_cast<double>(w.paired_steps - w.lone_steps) +
                            kLoneStepCost * static_cast<double>(w.lone_steps)) *
                           static_cast<double>(gmax) / tma_speed(p.bs, gmax) * (gm == 2 ? kPairMargin : 1.0);
       if (cost < best) {
         best = cost;
-        s = &w;
+        g_best = gmax;
+        gm_best = gm;
+        axis_best = axis;
       }
     }
+    s = &sched(g_best, gm_best, axis_best);
   }
   if (s->axis == GroupAxis::Columns) {
     // The transposed product Cᵀ = op(B)ᵀ op(A)ᵀ: its first operand is the stored y, read

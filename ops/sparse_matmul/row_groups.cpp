@@ -181,7 +181,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
 }  // namespace
 
 RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t chunk, GroupAxis axis,
-                                    std::int64_t gm) {
+                                    std::int64_t gm, bool counts_only) {
   RowGroupSchedule s;
   s.g = g;
   s.gm = gm;
@@ -271,15 +271,26 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
     const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
     if (group >= kSitsOut) TG_THROW(ShapeError, "matmul: more than 2^30 groups of output tiles");
-    const bool sits_out = std::any_of(idx.begin(), idx.end(), [](const auto& q) { return q[0] < 0 || q[1] < 0; });
+    // steps one line sits out
+    const auto lone = std::count_if(idx.begin(), idx.end(), [](const auto& q) { return q[0] < 0 || q[1] < 0; });
+    s.members += n_lines * n;
+    if (n_lines == 2) {
+      s.paired_steps += len;
+      s.lone_steps += lone;
+    }
+    if (counts_only) {
+      s.n_steps += len;
+      s.n_items += pieces;
+      if (pieces > 1) slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
+      continue;
+    }
     // the items' first entry
-    const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : sits_out ? group + kSitsOut : group;
+    const std::int32_t tag = gm == 2 && n_lines == 1 ? -1 - group : lone > 0 ? group + kSitsOut : group;
     for (std::int64_t i = 0; i < gm; ++i)
       for (std::int64_t m = 0; m < g; ++m) s.outs.push_back(member(i, m));
     s.outs.push_back(static_cast<std::int32_t>(pieces));
     const auto first = static_cast<std::int32_t>(s.n_steps);
     for (const auto& q : idx) {
-      if (n_lines == 2 && (q[0] < 0 || q[1] < 0)) ++s.lone_steps;
       for (std::int64_t i = 0; i < gm; ++i)
         s.steps.push_back(i < n_lines && q[at(i)] >= 0 ? shared[at(p.pair_begin[at(member(i, 0))] + q[at(i)])] : -1);
       // a slot's own tile at a step is the same for both lines (the step's k, the slot's
@@ -302,10 +313,8 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
                                        static_cast<std::int32_t>(slots + q)});
       slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
     }
-    s.members += n_lines * n;
-    if (n_lines == 2) s.paired_steps += len;
   }
-  s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
+  if (!counts_only) s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;
   s.n_slots = slots;
   return s;
 }

@@ -82,8 +82,10 @@ struct RowGroupSchedule {
 /// (batch, block-column, block-row) order; where gm is 2, the groups of two lines of rows
 /// sharing columns come first where their first line stood, then the one-line groups of
 /// what is left of a line. A pair list longer than `chunk` (>= 1) steps is cut into
-/// ceil(len / chunk) equal pieces, each with its own workspace slots.
+/// ceil(len / chunk) equal pieces, each with its own workspace slots. With `counts_only`,
+/// items, steps, outs and reduce stay empty and only the counts are filled (the same as the
+/// whole schedule's): what a choice between schedules needs, without writing the tables.
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
-                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1);
+                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1, bool counts_only = false);
 
 }  // namespace tg::ops

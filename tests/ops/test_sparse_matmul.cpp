@@ -683,6 +683,16 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
                       << (cols ? " columns" : " rows"));
           const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
           REQUIRE(r.axis == axis);
+          // the counts alone are the whole schedule's, without its tables
+          const ops::RowGroupSchedule rc = ops::row_group_schedule(*plan, g, chunk, axis, gm, true);
+          REQUIRE((rc.items.empty() && rc.steps.empty() && rc.outs.empty() && rc.reduce.empty()));
+          REQUIRE(rc.n_groups == r.n_groups);
+          REQUIRE(rc.n_items == r.n_items);
+          REQUIRE(rc.n_steps == r.n_steps);
+          REQUIRE(rc.n_slots == r.n_slots);
+          REQUIRE(rc.members == r.members);
+          REQUIRE(rc.paired_steps == r.paired_steps);
+          REQUIRE(rc.lone_steps == r.lone_steps);
           REQUIRE(r.gm == gm);
           const std::int64_t w = gm + g, no = gm * g + 1;  // steps and outs entries a row
           REQUIRE(r.items.size() == at(4 * r.n_items));
