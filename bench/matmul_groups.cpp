@@ -2,9 +2,12 @@
 // bench_sparse_matmul case at blocks 64 and 128 (matmul_cases.h), built on the host as the
 // CUDA backend builds them, without a GPU: per schedule its steps (k-steps of a CTA tile, the
 // kernel's unit of work: one block a tile, row groups, column groups, and at block 64 pairs of
-// block-rows, or of block-columns where column groups have fewer steps: "c"), and for the pairs the share of output tiles in groups of two lines and the steps
-// in units of a one-line step (a step both lines have costs ops::kPairStep of them, one a line
-// sits out one) against the fewer of the row and column groups' steps: under 1, the pairs should beat the one-line schedules.
+// block-rows, or of block-columns where column groups have fewer steps: "c"), and for the
+// pairs the share of output tiles in groups of two lines, the steps in units of a one-line
+// step (a step both lines have costs ops::kPairStep of them, one a line sits out
+// ops::kLoneStep) against the fewer of the row and column groups' steps (under 1, the pairs
+// should beat the one-line schedules), and the steps of one line, of both lines and of one
+// line sitting out.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -70,7 +73,8 @@ int main() {
     std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld\n", static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ",
                 paired_share(pairs, plan->n_out), units(pairs) / base,
                 static_cast<long long>(pairs.n_steps - pairs.paired_steps),
-                static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps));
+                static_cast<long long>(pairs.paired_steps - pairs.lone_steps),
+                static_cast<long long>(pairs.lone_steps));
   });
   return 0;
 }

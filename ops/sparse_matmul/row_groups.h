@@ -73,7 +73,7 @@ struct RowGroupSchedule {
   /// in P pieces has slots s0 + (i g + m) P .. + P - 1, s0 the slot of the group's first piece).
   std::vector<std::int32_t> reduce;
   std::int64_t n_groups = 0, n_items = 0, n_steps = 0, n_slots = 0;
-  std::int64_t members = 0;  ///< output tiles covered (all of the plan's)
+  std::int64_t members = 0;       ///< output tiles covered (all of the plan's)
   std::int64_t paired_steps = 0;  ///< steps of groups of two lines (the rest have one)
   std::int64_t lone_steps = 0;    ///< steps of groups of two lines that one line sits out
 };

@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 #if TG_WGMMA_ENABLED
   extern __shared__ __align__(16) unsigned char tma_smem[];
   __shared__ __align__(8) std::uint64_t bars[2 * C::kRings * C::STAGES];  // full, then empty
-  __shared__ __align__(128) std::uint32_t zero_bytes[32];  // the x tile of a line sitting a step out
+  __shared__ __align__(128) std::uint32_t zero_bytes[32];                 // the x tile of a line sitting a step out
   const std::uint32_t base = (tma::smem_addr(tma_smem) + 1023u) & ~1023u;
   const int tid = static_cast<int>(threadIdx.x), wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
   auto full = [&](int ring, int s) { return tma::smem_addr(&bars[ring * C::STAGES + s]); };
@@ -494,8 +494,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       // A group of two lines, one of which sits some step out (row_groups.h).
       if (item.x >= kSitsOut) {
         const int* outs = args.outs + static_cast<long long>(item.x - kSitsOut) * (C::GM * C::G + 1);
-        consume_item<C, C::NC, E, TA, TB, TC, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile,
-                                                    line, m0, consumer, warp, lane, n_boxes);
+        consume_item<C, C::NC, E, TA, TB, TC, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line,
+                                                    m0, consumer, warp, lane, n_boxes);
         continue;
       }
     }
