@@ -56,11 +56,17 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
   const auto coord = [&](std::int64_t t, int c) {
     return p.out_coord[at(3 * static_cast<std::int64_t>(order[at(t)]) + c)];
   };
+  // a segment's k list, as [begin, end) of the plan's pairs (its first tile's: a segment's
+  // tiles share it)
+  const auto list_of = [&](std::size_t i) {
+    const std::int32_t o = order[at(segs[i][0])];
+    return std::array<std::int64_t, 2>{p.pair_begin[at(o)], p.pair_begin[at(o + 1)]};
+  };
   std::map<std::vector<std::int32_t>, std::vector<std::size_t>> classes;
   for (std::size_t i = 0; i < segs.size(); ++i) {
-    const std::int32_t o = order[at(segs[i][0])];
+    const auto [b, e] = list_of(i);
     std::vector<std::int32_t> key{coord(segs[i][0], 0)};
-    key.insert(key.end(), p.pair_k.begin() + p.pair_begin[at(o)], p.pair_k.begin() + p.pair_begin[at(o + 1)]);
+    key.insert(key.end(), p.pair_k.begin() + b, p.pair_k.begin() + e);
     classes[key].push_back(i);
   }
   std::vector<std::size_t> class_of(segs.size());
@@ -121,11 +127,10 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
     lines0[a].insert(lines0[a].end(), ta.begin(), ta.end());
     lines1[a].insert(lines1[a].end(), tb.begin(), tb.end());
   };
-  // Each segment of `members` in turn pairs with a later one (within the window), again and
-  // again: of equal lists, with the one sharing the most cross coordinates (the first of
-  // equals), stopping where that one would take none; else with the one that `gain` (a, b,
-  // shared cross coordinates taken) rates highest above 0.
-  auto pair_all = [&](const std::vector<std::size_t>& members, bool equal_lists, auto&& gain) {
+  // Each segment of `members` in turn pairs with the later one (within the window) that
+  // `gain` (a, b, shared cross coordinates, how many of them a pair takes) rates highest
+  // above 0 (the first of equals), again and again, stopping where that one would take none.
+  auto pair_all = [&](const std::vector<std::size_t>& members, auto&& gain) {
     for (std::size_t ai = 0; ai < members.size(); ++ai) {
       const std::size_t a = members[ai];
       while (!left[a].empty()) {
@@ -134,12 +139,10 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
         std::size_t partner = a;
         for (std::size_t bi = ai + 1; bi < members.size() && bi <= ai + kPartnerWindow; ++bi) {
           const std::size_t b = members[bi];
-          if (!equal_lists && class_of[a] == class_of[b]) continue;  // (the first pass's)
           const std::int64_t n = shared(left[a], left[b], nullptr, nullptr);
           if (n == 0) continue;
           const std::int64_t take = taken(n, std::ssize(left[a]), std::ssize(left[b]));
-          if (!equal_lists && take == 0) continue;
-          const double v = equal_lists ? static_cast<double>(n) : gain(a, b, take);
+          const double v = gain(a, b, n, take);
           if (v > best) {
             best = v;
             best_take = take;
@@ -151,17 +154,16 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
       }
     }
   };
+  // Equal lists: the most shared cross coordinates.
   for (const auto& [key, members] : classes)
-    pair_all(members, true, [](std::size_t, std::size_t, std::int64_t) { return 0.0; });
-  // Different lists, on what is left: the steps a group saves, in one-line steps.
-  const auto list_of = [&](std::size_t i) {
-    const std::int32_t o = order[at(segs[i][0])];
-    return std::array<std::int64_t, 2>{p.pair_begin[at(o)], p.pair_begin[at(o + 1)]};
-  };
+    pair_all(members, [](std::size_t, std::size_t, std::int64_t n, std::int64_t) { return static_cast<double>(n); });
+  // Different lists, on what is left (the first pass paired those of one class): the steps a
+  // group saves, in one-line steps, where a pair takes some.
   std::map<std::int32_t, std::vector<std::size_t>> batches;
   for (std::size_t i = 0; i < segs.size(); ++i) batches[coord(segs[i][0], 0)].push_back(i);
   for (const auto& [batch, members] : batches)
-    pair_all(members, false, [&](std::size_t a, std::size_t b, std::int64_t take) {
+    pair_all(members, [&](std::size_t a, std::size_t b, std::int64_t, std::int64_t take) {
+      if (class_of[a] == class_of[b] || take == 0) return 0.0;
       const auto [ba, ea] = list_of(a);
       const auto [bb, eb] = list_of(b);
       const std::int64_t both = common_k(p.pair_k.data() + ba, ea - ba, p.pair_k.data() + bb, eb - bb);
