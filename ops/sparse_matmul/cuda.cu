@@ -29,6 +29,7 @@
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/kernels.h"
 #include "ops/sparse_matmul/path.h"
+#include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/regions.h"
 #include "ops/sparse_matmul/row_groups.h"
 #include "runtime/cuda/cuda_backend.h"
@@ -44,7 +45,6 @@ constexpr int kSimtThreads = 256;
 constexpr int kSimtBK = 16;
 constexpr std::int64_t kMinChunkK = 256;  // fewest k elements one split piece covers
 constexpr int kCtasPerSm = 4;             // split until about this many CTAs per SM
-
 
 // ---- schedule ----------------------------------------------------------------------------
 struct DevicePairs {
@@ -240,8 +240,8 @@ __global__ void reduce_kernel(const int* __restrict__ red, const Acc* __restrict
 }
 
 template <typename T, typename Acc>
-void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws, const Tensor& out, const KernelArgs& args,
-                   cudaStream_t stream) {
+void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws, const Tensor& out,
+                   const KernelArgs& args, cudaStream_t stream) {
   const std::int64_t per_tile = (static_cast<std::int64_t>(args.bs) * args.bs + kSimtThreads - 1) / kSimtThreads;
   const dim3 grid(static_cast<unsigned>(n_split), static_cast<unsigned>(std::min<std::int64_t>(per_tile, 16)));
   reduce_kernel<T, Acc><<<grid, kSimtThreads, 0, stream>>>(static_cast<const int*>(reduce.data_ptr()),
@@ -253,9 +253,9 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 // ---- row-group schedule of the Hopper TMA kernel ---------------------------------------
 // Device copy of a RowGroupSchedule (row_groups.h) of gm lines of g members.
 struct TmaSchedule {
-  // i32 [n_items, 4], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
-  Tensor items, coords, outs, reduce;
-  std::int64_t g = 1, gm = 1, n_items = 0, n_steps = 0, n_split = 0, n_slots = 0;
+  // i32 [n_items, 4] (queue by queue), [n_queues + 1], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
+  Tensor items, queues, coords, outs, reduce;
+  std::int64_t g = 1, gm = 1, n_items = 0, n_queues = 0, n_steps = 0, n_split = 0, n_slots = 0;
   GroupAxis axis = GroupAxis::Rows;
 };
 
@@ -264,7 +264,22 @@ struct TmaSchedule {
 // 32 were no faster anywhere).
 constexpr int kTmaItemsPerSm = 2;
 
-// The schedule of g x gm groups along `axis`, of n_steps steps in all (its counts'), uploaded.
+// The cost of a step of a group of two lines, and of one that a line sits out, in steps of a
+// group of one line, and the share a schedule of pairs must save to be taken, for the choice
+// between schedules: fitted by hand to the forced paths' times on the bench's block-64
+// layouts (H100, bench/RESULTS.md 12-06, twenty-eighth session, calls 1 and 2), where at
+// densities 0.25-0.5 a pair step costs more than its 1.26 at density 1 (row_groups.h). On
+// those 12 points (SDD, DSD, DDS at densities 0.1-1) they pick the faster of the pairs and
+// the one-line groups, DDS at 0.25 being a tie.
+constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
+
+// An item's cost besides its steps, in steps of a group of one line, for dealing items to the
+// kernel's queues (queues.h): its epilogue's stores and the first stage's wait (a guess; the
+// deal is insensitive to it within 0-3 steps on the bench's layouts).
+constexpr double kItemCost = 2.0;
+
+// The schedule of g x gm groups along `axis`, of n_steps steps in all (its counts'), its items
+// dealt to the queues of the kernel's grid, uploaded.
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
                                                 std::int64_t n_steps, Device dev) {
   // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k
@@ -282,7 +297,20 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->n_slots = r.n_slots;
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
-  if (s->n_items > 0) s->items = to_device_i32(r.items, 4, dev);
+  if (s->n_items > 0) {
+    // One CTA an SM at most, each with tma_rings queues (wgmma_tma_kernel.cuh's grid).
+    const std::int64_t rings = spmm::tma_rings(static_cast<int>(p.bs), static_cast<int>(g));
+    const std::int64_t ctas =
+        std::min<std::int64_t>((r.n_items + rings - 1) / rings, cuda::multiprocessor_count(dev.index));
+    const QueueDeal deal = deal_queues(item_costs(r, kPairStepCost, kLoneStepCost, kItemCost), ctas * rings);
+    std::vector<std::int32_t> items(r.items.size());
+    for (std::size_t j = 0; j < deal.order.size(); ++j)
+      std::copy_n(r.items.begin() + 4 * static_cast<std::ptrdiff_t>(deal.order[j]), 4,
+                  items.begin() + 4 * static_cast<std::ptrdiff_t>(j));
+    s->items = to_device_i32(items, 4, dev);
+    s->n_queues = ctas * rings;
+    s->queues = to_device_i32(deal.off, 1, dev);
+  }
   if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 1, dev);
   if (r.n_steps > 0) {
     // Tile ids as the element coordinates of their origins in the operands' 2-d views (as
@@ -303,15 +331,6 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
 }
-
-// The cost of a step of a group of two lines, and of one that a line sits out, in steps of a
-// group of one line, and the share a schedule of pairs must save to be taken, for the choice
-// between schedules: fitted by hand to the forced paths' times on the bench's block-64
-// layouts (H100, bench/RESULTS.md 12-06, twenty-eighth session, calls 1 and 2), where at
-// densities 0.25-0.5 a pair step costs more than its 1.26 at density 1 (row_groups.h). On
-// those 12 points (SDD, DSD, DDS at densities 0.1-1) they pick the faster of the pairs and
-// the one-line groups, DDS at 0.25 being a tie.
-constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
 // block product in a group of one line of g tiles: wider instructions read fewer shared-memory
@@ -404,7 +423,8 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   args.ws = ws.defined() ? ws.data_ptr() : nullptr;
   if (s->n_items > 0) {
     args.items = static_cast<const int4*>(s->items.data_ptr());
-    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_items), static_cast<int>(s->g), static_cast<int>(s->gm),
+    args.queues = static_cast<const int*>(s->queues.data_ptr());
+    spmm::launch_wgmma_tma<T>(args, static_cast<int>(s->n_queues), static_cast<int>(s->g), static_cast<int>(s->gm),
                               stream);
   }
   if (s->n_split > 0) launch_reduce<T, float>(s->reduce, s->n_split, ws, out, args, stream);
@@ -472,8 +492,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
       return;
     }
     // The grouped path: regions of several blocks in one CTA tile (path.h).
-    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock && !forced_tma &&
-        p.n_pairs() > 0) {
+    if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock && !forced_tma && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
         return p.cached<Grouped>(prefix + "/grouped" + std::to_string(rows) + "x" + std::to_string(cols),
                                  [&] { return build_grouped(p, rows, cols, dev); });

@@ -28,6 +28,11 @@ struct DevAddr {
   }
 };
 
+/// Rings of the Hopper kernel's CTA (wgmma_tma_kernel.cuh) for block size bs and g members a
+/// line: two at bs 64, one member (each consumer with its own queue of items and stages), else
+/// one. Its grid has one CTA per `rings` item queues.
+constexpr int tma_rings(int bs, int g) { return bs == 64 && g == 1 ? 2 : 1; }
+
 struct KernelArgs {
   const int4* items;  ///< [n_items]: out tile, pair begin, pair end, slot (-1: direct)
   const int2* pairs;  ///< [n_pairs]: (a tile id, b tile id)
@@ -45,7 +50,9 @@ struct KernelArgs {
   int lg_kpp;  ///< log2 of the CTA k-steps per pair (bs / BK); set by the launcher
   int nsub;    ///< CTA tiles per block side (bs / BM); set by the launcher
   int trans_a, trans_b;
-  int n_items;                ///< TMA wgmma path: items of the persistent grid; set by the launcher
+  /// TMA wgmma path: [n_queues + 1] offsets into items; queue q (CTA q / rings, ring q %
+  /// rings) runs items queues[q] .. queues[q + 1] - 1 (queues.h)
+  const int* queues;
   long long rows_a, rows_b, rows_c;  ///< TMA wgmma path: rows of ld elements each operand's storage holds
   int trans_c;                ///< TMA wgmma path: column groups (the items' tiles are stored transposed)
 };
@@ -63,15 +70,16 @@ template <typename E>
 void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols, cudaStream_t stream);
 
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
-/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the n_items items of a
-/// group schedule of gm lines of g members (row_groups.h: args.items, args.coords,
-/// args.outs); with args.trans_c a column-group schedule, args describing the transposed
-/// product (a: the stored y, b: the stored x, trans flags swapped and negated; c as it is).
-/// E bf16 or half, (args.bs, g, gm) one of (128, 1, 1), (128, 2, 1), (64, 1, 1), (64, 4, 1),
-/// (64, 4, 2) (not with trans_c), operands 16-byte aligned with rows of a multiple of 8
-/// elements, compute capability 9.0 only. Defined in wgmma_<dtype>.cu.
+/// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the items of a group
+/// schedule of gm lines of g members (row_groups.h: args.items, args.coords, args.outs) dealt
+/// to n_queues queues (args.queues; a multiple of tma_rings(args.bs, g), one CTA per rings);
+/// with args.trans_c a column-group schedule, args describing the transposed product (a: the
+/// stored y, b: the stored x, trans flags swapped and negated; c as it is). E bf16 or half,
+/// (args.bs, g, gm) one of (128, 1, 1), (128, 2, 1), (64, 1, 1), (64, 4, 1), (64, 4, 2);
+/// operands 16-byte aligned with rows of a multiple of 8 elements, compute capability 9.0
+/// only. Defined in wgmma_<dtype>.cu.
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream);
+void launch_wgmma_tma(const KernelArgs& args, int n_queues, int g, int gm, cudaStream_t stream);
 
 /// The CTA tile side the tensor-core kernel uses for block size bs.
 inline int mma_tile(int bs) { return bs >= 128 ? 128 : bs; }

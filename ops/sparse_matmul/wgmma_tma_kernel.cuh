@@ -36,7 +36,8 @@
 // consumers splitting its members, so one launch mixes both shapes; in a group of two lines
 // over the union of their k lists, the consumer of a line without an x tile at a step
 // multiplies zeros there (nothing was loaded for it). The grid is
-// persistent: one CTA an SM, CTA b taking every gridDim.x-th item of each ring. (Clusters
+// persistent: one CTA an SM, each ring running its own queue of items, dealt on the host by
+// their estimated costs (queues.h). (Clusters
 // of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
 // with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
 // then refills only once both CTAs released it, a longer round trip than its MMAs hide.
@@ -108,7 +109,7 @@ struct TmaCfg {
   static_assert((BS == 128 && (G == 1 || G == 2) && GM == 1) || (BS == 64 && (G == 1 || G == 4) && GM == 1) ||
                     (BS == 64 && G == 4 && GM == 2),
                 "tile shapes");
-  static constexpr int kRings = BS == 64 && G == 1 ? 2 : 1;
+  static constexpr int kRings = tma_rings(BS, G);
   static constexpr bool kSplitRows = GM * BS == 128;  ///< consumers split the rows (else the members)
   static constexpr int NC = kRings == 2 ? 64 : kSplitRows ? G * BS : G * BS / 2;  ///< a consumer's columns
   static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring
@@ -154,13 +155,13 @@ __device__ __forceinline__ void load_tile(std::uint32_t dst, const CUtensorMap* 
   }
 }
 
-/// A producer's position in its ring's work: item w (of the CTA's share), k-step s of its
+/// A producer's position in its queue's work: item w (of items w .. end - 1), k-step s of its
 /// nsteps; items without steps are skipped (their consumers only store zeros).
 struct Cursor {
-  int w, s, nsteps, first;  ///< first: the item's first row of the steps table
-  __device__ __forceinline__ bool valid(const KernelArgs& args) const { return w < args.n_items; }
-  __device__ __forceinline__ void settle(const KernelArgs& args, int stride) {
-    for (; w < args.n_items; w += stride) {
+  int w, end, s, nsteps, first;  ///< first: the item's first row of the steps table
+  __device__ __forceinline__ bool valid() const { return w < end; }
+  __device__ __forceinline__ void settle(const KernelArgs& args) {
+    for (; w < end; ++w) {
       const int4 item = args.items[w];
       nsteps = (item.z - item.y) << args.lg_kpp;
       first = item.y;
@@ -168,10 +169,10 @@ struct Cursor {
     }
     s = 0;
   }
-  __device__ __forceinline__ void advance(const KernelArgs& args, int stride) {
+  __device__ __forceinline__ void advance(const KernelArgs& args) {
     if (++s == nsteps) {
-      w += stride;
-      settle(args, stride);
+      ++w;
+      settle(args);
     }
   }
 };
@@ -430,9 +431,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   ops::wg::fence_proxy_async();  // (the zeros are read by wgmma, through the async proxy)
   __syncthreads();
   const std::uint32_t zeros = tma::smem_addr(zero_bytes);
-  // Items of this CTA (of its ring): first, first + stride, ...
-  const int first = static_cast<int>(blockIdx.x) * C::kRings;
-  const int stride = static_cast<int>(gridDim.x) * C::kRings;
+  // The queue of items of each ring of this CTA (queues.h): queue blockIdx.x kRings + ring.
+  const int queue0 = static_cast<int>(blockIdx.x) * C::kRings;
 
   if (wg == 2) {
     // Producer: lane 0 of warp 8 + ring.
@@ -440,16 +440,16 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       const int ring = warp;
       tma::prefetch_map(&map_a);
       tma::prefetch_map(&map_b);
-      Cursor ld{first + ring, 0, 0, 0};
-      ld.settle(args, stride);
+      Cursor ld{args.queues[queue0 + ring], args.queues[queue0 + ring + 1], 0, 0, 0};
+      ld.settle(args);
       StepBoxes<C::GM + C::G> next_ld{};
-      if (ld.valid(args)) next_ld.fetch(args, ld);
+      if (ld.valid()) next_ld.fetch(args, ld);
       int stage = 0;
       std::uint32_t phase = 0;
-      while (ld.valid(args)) {
+      while (ld.valid()) {
         const StepBoxes<C::GM + C::G> cur = next_ld;
-        ld.advance(args, stride);
-        if (ld.valid(args)) next_ld.fetch(args, ld);
+        ld.advance(args);
+        if (ld.valid()) next_ld.fetch(args, ld);
         tma::wait(empty(ring, stage), phase ^ 1u);
         const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
         step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage));
@@ -477,7 +477,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const std::uint32_t epi =
       base + static_cast<std::uint32_t>(C::kRings * C::STAGES * C::STAGE_BYTES + consumer * 2 * EPI_BOX);
   unsigned n_boxes = 0;
-  for (int w = first + ring; w < args.n_items; w += stride) {
+  const int end = args.queues[queue0 + ring + 1];
+  for (int w = args.queues[queue0 + ring]; w < end; ++w) {
     const int4 item = args.items[w];
     // The output tiles are read in consume_item before its k loop, so that their latency
     // passes during the loop and not before the stores.
@@ -519,7 +520,7 @@ CUtensorMap operand_map(const void* p, long long rows, long long ld) {
 }
 
 template <class C, typename E, bool TA, bool TB, bool TC>
-void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
+void tma_launch_cfg(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   auto* kernel = &tma_kernel<C, E, TA, TB, TC>;
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
@@ -529,15 +530,15 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
     TG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::SMEM)));
     flag.store(true, std::memory_order_release);
   }
+  if (n_queues % C::kRings != 0)
+    TG_THROW(Error, "matmul: internal error: ", n_queues, " item queues for CTAs of ", C::kRings, " rings");
   KernelArgs a = args;
   a.nsub = 1;
   a.lg_kpp = 0;
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
-  a.n_items = n_items;
   const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
   const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
-  const int per_cta = (n_items + C::kRings - 1) / C::kRings;
-  const int grid = std::max(1, std::min(per_cta, tg::cuda::multiprocessor_count(dev)));
+  const int grid = n_queues / C::kRings;
   // The output in boxes of 64 x 64 (the store epilogue's).
   const CUtensorMap mc = tg::cuda::tensor_map_2d_16bit(args.c, std::is_same_v<E, bfloat16>,
                                                        static_cast<std::uint64_t>(args.rows_c),
@@ -548,24 +549,24 @@ void tma_launch_cfg(const KernelArgs& args, int n_items, cudaStream_t stream) {
 }
 
 template <class C, typename E, bool TC>
-void tma_launch_trans(const KernelArgs& args, int n_items, cudaStream_t stream) {
+void tma_launch_trans(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   if (!args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, false, false, TC>(args, n_items, stream);
+    tma_launch_cfg<C, E, false, false, TC>(args, n_queues, stream);
   else if (args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, true, false, TC>(args, n_items, stream);
+    tma_launch_cfg<C, E, true, false, TC>(args, n_queues, stream);
   else if (!args.trans_a)
-    tma_launch_cfg<C, E, false, true, TC>(args, n_items, stream);
+    tma_launch_cfg<C, E, false, true, TC>(args, n_queues, stream);
   else
-    tma_launch_cfg<C, E, true, true, TC>(args, n_items, stream);
+    tma_launch_cfg<C, E, true, true, TC>(args, n_queues, stream);
 }
 
 /// Column groups exist only with several members a line (g 2 at bs 128, 4 at bs 64).
 template <class C, typename E>
-void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
+void tma_launch(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   if (!args.trans_c)
-    tma_launch_trans<C, E, false>(args, n_items, stream);
+    tma_launch_trans<C, E, false>(args, n_queues, stream);
   else if constexpr (C::G > 1)
-    tma_launch_trans<C, E, true>(args, n_items, stream);
+    tma_launch_trans<C, E, true>(args, n_queues, stream);
   else
     TG_THROW(Error, "matmul: internal error: no column groups of ", C::GM, " x ", C::G, " blocks");
 }
@@ -575,20 +576,20 @@ void tma_launch(const KernelArgs& args, int n_items, cudaStream_t stream) {
 namespace tg::ops::spmm {
 
 template <typename E>
-void launch_wgmma_tma(const KernelArgs& args, int n_items, int g, int gm, cudaStream_t stream) {
-  if (n_items == 0) return;
+void launch_wgmma_tma(const KernelArgs& args, int n_queues, int g, int gm, cudaStream_t stream) {
+  if (n_queues == 0) return;
   if (gm == 2 && args.bs == 64 && g == 4)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 2>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4, 2>, E>(args, n_queues, stream);
   else if (gm != 1)
     TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", ", gm, " x ", g);
   else if (args.bs == 128 && g == 1)
-    tma_wg::tma_launch<tma_wg::TmaCfg<128, 1>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 1>, E>(args, n_queues, stream);
   else if (args.bs == 128 && g == 2)
-    tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<128, 2>, E>(args, n_queues, stream);
   else if (args.bs == 64 && g == 1)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 1>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 1>, E>(args, n_queues, stream);
   else if (args.bs == 64 && g == 4)
-    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4>, E>(args, n_items, stream);
+    tma_wg::tma_launch<tma_wg::TmaCfg<64, 4>, E>(args, n_queues, stream);
   else
     TG_THROW(Error, "matmul: internal error: no TMA wgmma tile for block size ", args.bs, ", groups of ", g);
 }
