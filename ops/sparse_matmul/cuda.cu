@@ -264,19 +264,16 @@ struct TmaSchedule {
 // 32 were no faster anywhere).
 constexpr int kTmaItemsPerSm = 2;
 
-// The cost of a step of a group of two lines, and of one that a line sits out, in steps of a
-// group of one line, and the share a schedule of pairs must save to be taken, for the choice
-// between schedules: fitted by hand to the forced paths' times on the bench's block-64
-// layouts (H100, bench/RESULTS.md 12-06, twenty-eighth session, calls 1 and 2), where at
-// densities 0.25-0.5 a pair step costs more than its 1.26 at density 1 (row_groups.h). On
-// those 12 points (SDD, DSD, DDS at densities 0.1-1) they pick the faster of the pairs and
-// the one-line groups, DDS at 0.25 being a tie.
-constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
-
-// An item's cost besides its steps, in steps of a group of one line, for dealing items to the
-// kernel's queues (queues.h): its epilogue's stores and the first stage's wait (a guess; the
-// deal is insensitive to it within 0-3 steps on the bench's layouts).
-constexpr double kItemCost = 2.0;
+// The costs that deal items to the kernel's queues (queues.h), in steps of a group of one line
+// of the same kernel. A step of a group of two lines: at density 1 it took 1.26 steps of the
+// one-line kernel (row_groups.h), whose groups run 1.09x faster than the pair kernel's one-line
+// groups (bench/RESULTS.md 12-06, twenty-sixth session), so 1.16. Dealt with the choice's 1.45
+// instead, SDD block 64 at density 0.25 (a third of its items pairs) ran 4% slower than every
+// n-th item a CTA, the other points 1-33% faster (twenty-ninth session). A step one line sits
+// out computes both lines' products and loads one line's x tile. An item's cost besides its
+// steps: its epilogue's stores and its first stage's wait (a guess; the deal moves little
+// with it within 0-8 steps on the bench's layouts).
+constexpr double kDealPairStep = 1.16, kDealLoneStep = 1.1, kItemCost = 2.0;
 
 // The schedule of g x gm groups along `axis`, of n_steps steps in all (its counts'), its items
 // dealt to the queues of the kernel's grid, uploaded.
@@ -302,7 +299,7 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
     const std::int64_t rings = spmm::tma_rings(static_cast<int>(p.bs), static_cast<int>(g));
     const std::int64_t ctas =
         std::min<std::int64_t>((r.n_items + rings - 1) / rings, cuda::multiprocessor_count(dev.index));
-    const QueueDeal deal = deal_queues(item_costs(r, kPairStepCost, kLoneStepCost, kItemCost), ctas * rings);
+    const QueueDeal deal = deal_queues(item_costs(r, kDealPairStep, kDealLoneStep, kItemCost), ctas * rings);
     std::vector<std::int32_t> items(r.items.size());
     for (std::size_t j = 0; j < deal.order.size(); ++j)
       std::copy_n(r.items.begin() + 4 * static_cast<std::ptrdiff_t>(deal.order[j]), 4,
@@ -331,6 +328,15 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
 }
+
+// The cost of a step of a group of two lines, and of one that a line sits out, in steps of a
+// group of one line, and the share a schedule of pairs must save to be taken, for the choice
+// between schedules: fitted by hand to the forced paths' times on the bench's block-64
+// layouts (H100, bench/RESULTS.md 12-06, twenty-eighth session, calls 1 and 2), where at
+// densities 0.25-0.5 a pair step costs more than its 1.26 at density 1 (row_groups.h). On
+// those 12 points (SDD, DSD, DDS at densities 0.1-1) they pick the faster of the pairs and
+// the one-line groups, DDS at 0.25 being a tie.
+constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
 // block product in a group of one line of g tiles: wider instructions read fewer shared-memory
