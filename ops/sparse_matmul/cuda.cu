@@ -280,8 +280,12 @@ constexpr double kDealPairStep = 1.16, kDealLoneStep = 1.1, kItemCost = 2.0;
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
                                                 std::int64_t n_steps, Device dev) {
   // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k
-  // (splitting changes only the items, not the steps).
-  const std::int64_t target = static_cast<std::int64_t>(cuda::multiprocessor_count(dev.index)) * kTmaItemsPerSm;
+  // (splitting changes only the items, not the steps). The grid has one CTA an SM, at most
+  // spmm::tma_max_ctas() where that is set.
+  const int cap = spmm::tma_max_ctas();
+  const std::int64_t sms =
+      cap > 0 ? std::min(cap, cuda::multiprocessor_count(dev.index)) : cuda::multiprocessor_count(dev.index);
+  const std::int64_t target = sms * kTmaItemsPerSm;
   const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
   const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
   const std::int64_t chunk = std::max(min_chunk, (n_steps + target - 1) / target);
@@ -297,8 +301,7 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   if (s->n_items > 0) {
     // One CTA an SM at most, each with tma_rings queues (wgmma_tma_kernel.cuh's grid).
     const std::int64_t rings = spmm::tma_rings(static_cast<int>(p.bs), static_cast<int>(g));
-    const std::int64_t ctas =
-        std::min<std::int64_t>((r.n_items + rings - 1) / rings, cuda::multiprocessor_count(dev.index));
+    const std::int64_t ctas = std::min<std::int64_t>((r.n_items + rings - 1) / rings, sms);
     const QueueDeal deal = deal_queues(item_costs(r, kDealPairStep, kDealLoneStep, kItemCost), ctas * rings);
     std::vector<std::int32_t> items(r.items.size());
     for (std::size_t j = 0; j < deal.order.size(); ++j)
@@ -370,7 +373,9 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
   };
   auto sched = [&](std::int64_t g, std::int64_t gm, GroupAxis axis) -> const TmaSchedule& {
     const std::int64_t n_steps = counts(g, gm, axis).n_steps;
-    return p.cached<TmaSchedule>(key(g, gm, axis), [&] { return build_tma_schedule(p, g, gm, axis, n_steps, dev); });
+    // (its queues depend on the grid's cap)
+    return p.cached<TmaSchedule>(key(g, gm, axis) + "/ctas" + std::to_string(spmm::tma_max_ctas()),
+                                 [&] { return build_tma_schedule(p, g, gm, axis, n_steps, dev); });
   };
   const TmaSchedule* s = nullptr;
   if (choice == spmm::MmaPath::WgmmaTmaNarrow) {

@@ -3,16 +3,25 @@
 #include <atomic>
 
 #include "runtime/device.h"
+#include "runtime/error.h"
 
 namespace tg::ops::spmm {
 
 namespace {
 std::atomic<MmaPath> g_path{MmaPath::Auto};
+std::atomic<int> g_max_ctas{0};
 }  // namespace
 
 void set_mma_path(MmaPath path) { g_path.store(path, std::memory_order_relaxed); }
 
 MmaPath mma_path() { return g_path.load(std::memory_order_relaxed); }
+
+void set_tma_max_ctas(int n) {
+  if (n < 0) TG_THROW(Error, "matmul: set_tma_max_ctas: n must be >= 0 (0: one CTA an SM), got ", n);
+  g_max_ctas.store(n, std::memory_order_relaxed);
+}
+
+int tma_max_ctas() { return g_max_ctas.load(std::memory_order_relaxed); }
 
 bool wgmma_supported(int device) { return cuda_compute_capability(device) == 90; }
 

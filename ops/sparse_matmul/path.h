@@ -49,6 +49,14 @@ void set_mma_path(MmaPath path);
 /// The decomposition set by set_mma_path (Auto by default).
 MmaPath mma_path();
 
+/// Caps the persistent grid of the WgmmaTma paths at n CTAs for later products (process-wide;
+/// 0, the default: one CTA an SM). For tests: with fewer CTAs than items, each CTA runs a
+/// queue of several items (queues.h) on small problems. Throws tg::Error if n < 0.
+void set_tma_max_ctas(int n);
+
+/// The cap set by set_tma_max_ctas (0: none).
+int tma_max_ctas();
+
 /// Whether CUDA device `device` (an existing one) can run the WgmmaTma paths: compute
 /// capability exactly 9.0, the only one sm_90a code runs on.
 bool wgmma_supported(int device);

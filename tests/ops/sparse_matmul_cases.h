@@ -28,6 +28,7 @@ struct CudaSettingsGuard {
   ~CudaSettingsGuard() {
     tg::set_allow_tf32(tf32);
     tg::ops::spmm::set_mma_path(tg::ops::spmm::MmaPath::Auto);
+    tg::ops::spmm::set_tma_max_ctas(0);
   }
 };
 

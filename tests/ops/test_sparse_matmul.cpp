@@ -1203,6 +1203,39 @@ TEST_CASE("sparse matmul CUDA: Hopper pairs of lines over different k lists", "[
   }
 }
 
+TEST_CASE("sparse matmul CUDA: Hopper queues of several items a CTA", "[ops][sparse_matmul][cuda]") {
+  // The grid capped at 3 CTAs, so that each CTA (each ring) runs a queue of several items of
+  // different costs (queues.h), its loads running on across items: every Hopper path, blocks
+  // 64 and 128, every mode, forward and backward, against the CPU; random layouts (lists of
+  // different lengths, empty rows) and long lists cut into pieces. Small enough for racecheck.
+  TG_REQUIRE_CUDA();
+  if (!ops::spmm::wgmma_supported(Device::cuda().index))
+    TG_SKIP("the GPU is not of compute capability 9.0: wgmma test skipped");
+  CudaSettingsGuard restore;
+  using ops::spmm::MmaPath;
+  ops::spmm::set_tma_max_ctas(3);
+  std::uint64_t seed = 5100;
+  for (const MmaPath path : {MmaPath::WgmmaTmaNarrow, MmaPath::WgmmaTmaWide, MmaPath::WgmmaTmaWideColumns,
+                             MmaPath::WgmmaTmaRowPairs, MmaPath::WgmmaTmaColumnPairs}) {
+    ops::spmm::set_mma_path(path);
+    for (std::int64_t bs : {64, 128}) {
+      const std::int64_t Kb = bs == 64 ? 24 : 12;  // k of 1536: lists cut into pieces
+      // random layouts; and one long row of x among rows of one block, whose lists the
+      // schedule cuts into pieces (a third of the steps is more than a list of 3 CTAs' share)
+      const std::vector<Problem> ps = {
+          problem(2, 5, 6, 8, bs, 0.6, 0.5, 0.6, ++seed),
+          {tgt::layout_where(1, 3, Kb, bs, [](auto, auto r, auto c) { return r == 0 || c == r; }),
+           full_layout(1, Kb, 5, bs), full_layout(1, 3, 5, bs)}};
+      for (const Problem& p : ps) {
+        for (const Mode& m : kModes) {
+          INFO("path " << static_cast<int>(path) << " " << m.name << " " << describe(p));
+          compare_cuda_cpu(m, p, DType::bf16, ++seed);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("sparse matmul CUDA bad inputs", "[ops][sparse_matmul][cuda]") {
   TG_REQUIRE_CUDA();
   const Device gpu = Device::cuda();

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
 #include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/row_groups.h"
@@ -104,9 +105,11 @@ TEST_CASE("matmul queues: launch order before the tail, the tail longest first",
   CHECK(before[at(q7)] == *std::min_element(before.begin(), before.end()));
 }
 
-TEST_CASE("matmul queues: bad queue counts raise", "[ops][sparse_matmul]") {
+TEST_CASE("matmul queues: bad queue counts and grid caps raise", "[ops][sparse_matmul]") {
   const std::vector<double> cost{1.0, 2.0};
   tgt::require_throws<Error>([&] { ops::deal_queues(cost, 0); }, {"deal_queues", "n_queues", ">= 1", "0"});
+  tgt::require_throws<Error>([&] { ops::spmm::set_tma_max_ctas(-2); }, {"set_tma_max_ctas", "n", ">= 0", "-2"});
+  CHECK(ops::spmm::tma_max_ctas() == 0);
 }
 
 TEST_CASE("matmul queues: item costs count pair, lone and one-line steps", "[ops][sparse_matmul]") {
