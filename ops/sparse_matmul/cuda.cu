@@ -395,12 +395,20 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     // the first of: one block, row groups, column groups (the plain epilogue first), pairs
     // of row groups, pairs of column groups. The estimate reads the schedules' counts; only
     // the schedule taken is written and uploaded.
+    //
+    // Except at block 128 where output blocks average fewer than 2 pairs: one block a tile
+    // there, which the estimate counts slower (its n = 128 instructions) but which ran
+    // faster on the bench's DSD and DDS at density 0.1 in three sessions, 1.23x on DSD with
+    // the queues (bench/RESULTS.md 12-06, twenty-sixth to twenty-ninth sessions): lists of
+    // 1-2 steps are bound by the stores and the pipeline's start, not by the products.
+    const bool short_lists = p.bs == 128 && p.n_pairs() < 2 * p.n_out;
     std::int64_t g_best = 1, gm_best = 1;
     GroupAxis axis_best = GroupAxis::Rows;
     double best = static_cast<double>(counts(1, 1, GroupAxis::Rows).n_steps) / tma_speed(p.bs, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
     for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
+      if (short_lists) break;
       const TmaCounts& w = counts(gmax, gm, axis);
       const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
                            kPairStepCost * static_cast<double>(w.paired_steps - w.lone_steps) +
