@@ -343,10 +343,13 @@ constexpr double kPairStepCost = 1.45, kLoneStepCost = 1.3, kPairMargin = 1.05;
 
 // Relative speed of the TMA kernel's consumer instruction widths (n = 64, 128, 256) per
 // block product in a group of one line of g tiles: wider instructions read fewer shared-memory
-// bytes per multiply. (Groups of two lines are counted by kPairStepCost.)
+// bytes per multiply. (Groups of two lines are counted by kPairStepCost.) n = 64 (one block
+// a tile at block 64) at 0.55: at 0.6 it was taken for SDD at density 0.1, a tie in the
+// estimate, where row groups ran 6% faster with the queues (bench/RESULTS.md 12-06,
+// twenty-ninth session); it was the fastest path at no block-64 point there.
 double tma_speed(std::int64_t bs, std::int64_t g) {
   const std::int64_t n = bs == 128 ? bs * g : g == 1 ? 64 : 128;
-  return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.6;
+  return n >= 256 ? 1.0 : n == 128 ? 0.85 : 0.55;
 }
 
 // The counts of a schedule that the choice between schedules reads (host only: the choice
