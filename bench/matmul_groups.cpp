@@ -7,7 +7,10 @@
 // step (a step both lines have costs ops::kPairStep of them, one a line sits out
 // ops::kLoneStep) against the fewer of the row and column groups' steps (under 1, the pairs
 // should beat the one-line schedules), and the steps of one line, of both lines and of one
-// line sitting out.
+// line sitting out. Then, for the groups of one line along the axis with the fewer steps (and
+// at block 64 their pairs), the most loaded of an H100's 132 kernel queues over the mean:
+// every 132nd item a queue, then the items dealt as the kernel's host code deals them
+// (queues.h, with the costs of ops/sparse_matmul/cuda.cu).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +18,7 @@
 
 #include "matmul_cases.h"
 #include "ops/sparse_matmul/plan.h"
+#include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/row_groups.h"
 
 namespace {
@@ -35,6 +39,35 @@ double units(const ops::RowGroupSchedule& r) {
   return static_cast<double>(r.n_steps - r.paired_steps) +
          ops::kPairStep * static_cast<double>(r.paired_steps - r.lone_steps) +
          ops::kLoneStep * static_cast<double>(r.lone_steps);
+}
+
+// The most loaded of n queues over the mean: items dealt by deal_queues, and every n-th item a
+// queue (in that order), for the schedule of g x gm groups along axis, its lists cut as the
+// CUDA backend cuts them for n CTAs (two queues a CTA for one block a tile at block 64). The
+// costs are cuda.cu's (a pair step 1.16, a lone step 1.1, an item 2 more).
+std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_t g, std::int64_t gm,
+                                        ops::GroupAxis axis, std::int64_t ctas) {
+  const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
+  const auto counts = ops::row_group_schedule(plan, g, whole, axis, gm, true);
+  const std::int64_t target = ctas * 2, min_chunk = std::max<std::int64_t>(1, 256 / plan.bs);
+  const std::int64_t chunk = std::max(min_chunk, (counts.n_steps + target - 1) / target);
+  const auto r = ops::row_group_schedule(plan, g, chunk < plan.max_pairs ? chunk : whole, axis, gm);
+  const std::vector<double> cost = ops::item_costs(r, 1.16, 1.1, 2.0);
+  const std::int64_t rings = plan.bs == 64 && g == 1 ? 2 : 1;
+  const std::int64_t n = std::min((r.n_items + rings - 1) / rings, ctas) * rings;
+  if (n == 0) return {1.0, 1.0};
+  double total = 0;
+  std::vector<double> every(static_cast<std::size_t>(n), 0.0), dealt(static_cast<std::size_t>(n), 0.0);
+  for (std::size_t i = 0; i < cost.size(); ++i) {
+    every[i % static_cast<std::size_t>(n)] += cost[i];
+    total += cost[i];
+  }
+  const ops::QueueDeal d = ops::deal_queues(cost, n);
+  for (std::int64_t q = 0; q < n; ++q)
+    for (std::int32_t j = d.off[static_cast<std::size_t>(q)]; j < d.off[static_cast<std::size_t>(q + 1)]; ++j)
+      dealt[static_cast<std::size_t>(q)] += cost[static_cast<std::size_t>(d.order[static_cast<std::size_t>(j)])];
+  const double mean = total / static_cast<double>(n);
+  return {*std::max_element(every.begin(), every.end()) / mean, *std::max_element(dealt.begin(), dealt.end()) / mean};
 }
 
 }  // namespace
@@ -61,20 +94,23 @@ int main() {
     std::printf("%-4s %4lld %7.3f %8lld %8lld %8lld %8lld", tg_bench::mode_name(m), static_cast<long long>(bs),
                 l.density(), static_cast<long long>(plan->n_out), static_cast<long long>(one.n_steps),
                 static_cast<long long>(rows.n_steps), static_cast<long long>(cols.n_steps));
+    // the groups (and the pairs) along the axis whose one-line groups have the fewer steps
+    const bool by_cols = cols.n_steps < rows.n_steps;
+    constexpr std::int64_t kSms = 132;  // an H100 SXM
+    const auto groups_q = queue_balance(*plan, g, 1, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, kSms);
     if (bs != 64) {
-      std::printf("\n");
+      std::printf(" | %s queues %.3f -> %.3f\n", by_cols ? "columns" : "rows", groups_q.first, groups_q.second);
       return;
     }
-    // the pairs along the axis whose one-line groups have the fewer steps
-    const bool by_cols = cols.n_steps < rows.n_steps;
     const double base = static_cast<double>(by_cols ? cols.n_steps : rows.n_steps);
     const auto pairs =
         ops::row_group_schedule(*plan, g, whole, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, 2);
-    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld\n", static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ",
-                paired_share(pairs, plan->n_out), units(pairs) / base,
-                static_cast<long long>(pairs.n_steps - pairs.paired_steps),
-                static_cast<long long>(pairs.paired_steps - pairs.lone_steps),
-                static_cast<long long>(pairs.lone_steps));
+    const auto pairs_q = queue_balance(*plan, g, 2, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, kSms);
+    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld | %s queues %.3f -> %.3f, pairs %.3f -> %.3f\n",
+                static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ", paired_share(pairs, plan->n_out),
+                units(pairs) / base, static_cast<long long>(pairs.n_steps - pairs.paired_steps),
+                static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps),
+                by_cols ? "columns" : "rows", groups_q.first, groups_q.second, pairs_q.first, pairs_q.second);
   });
   return 0;
 }

@@ -2,13 +2,16 @@
 // ring) runs which items of a group schedule (row_groups.h), dealt on the host from each
 // item's estimated cost.
 //
-// Why not every n-th item per CTA: the items' costs differ (the k lists of a DSD's rows or a
-// DDS's columns have binomial lengths, groups of two lines cost more steps than groups of
-// one), and a fixed round-robin share left the most loaded CTA 10-24% above the mean on the
-// bench's random layouts at densities 0.25-0.5 (host count, bench/matmul_groups). Dealing
-// each item in launch order to the least loaded queue keeps items near in order near in time
-// (they share operand rows in L2, as under a dynamic scheduler); the last part of the work is
-// dealt longest first, which leaves the most loaded queue 0.5-3% above the mean.
+// Why not every n-th item a CTA: the items' costs differ (the k lists of a DSD's rows or a
+// DDS's columns have binomial lengths, groups of two lines cost more a step than groups of
+// one), and a fixed share left the most loaded CTA 5-21% above the mean on the bench's DSD and
+// DDS layouts at densities 0.1-0.5 (host count by bench/matmul_groups, 132 CTAs). Dealing each
+// item in launch order to the least loaded queue keeps items near in order near in time (they
+// share operand rows in L2, as under a dynamic scheduler); the last part of the work is dealt
+// longest first. That leaves 0.2-2.8% there, and measured 1.04-1.32x faster (H100,
+// bench/RESULTS.md 12-06, twenty-ninth session). Items of equal cost (an SDD at block 128)
+// are dealt as every n-th item a CTA.
+
 #pragma once
 
 #include <cstdint>
