@@ -13,10 +13,26 @@
 #include <vector>
 
 #include "ops/sparse_matmul/path.h"
+#include "ops/sparse_matmul/plan.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
 
 namespace mmcases {
+
+/// The plan of a DSD at block 16 whose x has 3 block-rows over 7 k-blocks with the k lists
+/// {0, 1, 2, 3}, {0, 1, 2, 4} and {5, 6}, y dense with 4 block-columns: rows 0 and 1 pair over
+/// the 5 k-blocks of their union (two of them a step one line sits out), row 2 stays alone.
+inline std::shared_ptr<const tg::ops::MatmulPlan> union_pair_plan() {
+  const std::int64_t bs = 16;
+  const std::vector<std::vector<int>> ks = {{0, 1, 2, 3}, {0, 1, 2, 4}, {5, 6}};
+  std::vector<bool> mask(21, false);
+  for (std::size_t i = 0; i < ks.size(); ++i)
+    for (const int k : ks[i]) mask[i * 7 + static_cast<std::size_t>(k)] = true;
+  const tg::Layout lx(tg::from_vector(mask, {1, 3, 7}), bs);
+  const tg::ops::OperandDesc a{lx, 1, 3 * bs, 7 * bs, false}, b{tg::Layout(), 1, 7 * bs, 4 * bs, false},
+      c{tg::Layout(), 1, 3 * bs, 4 * bs, false};
+  return tg::ops::matmul_plan(a, b, c, bs);
+}
 
 /// Puts back TF32 and the automatic kernel choice when a CUDA test that forces them ends,
 /// however it ends (a failed REQUIRE throws).

@@ -615,15 +615,7 @@ TEST_CASE("sparse matmul: rows of different k lists pair over the union of their
   // over the 5 of the union (8 steps alone against 3 kPairStep + 2 kLoneStep = 5.9) saves
   // steps; row 2 ({5, 6}) shares none with either and stays alone. Each line of the pair
   // has no x tile at the other's own k-block, which its item's group says.
-  const std::int64_t bs = 16;
-  const std::vector<std::vector<int>> ks = {{0, 1, 2, 3}, {0, 1, 2, 4}, {5, 6}};
-  std::vector<bool> mask(21, false);
-  for (std::size_t i = 0; i < ks.size(); ++i)
-    for (const int k : ks[i]) mask[i * 7 + static_cast<std::size_t>(k)] = true;
-  const Layout lx(from_vector(mask, {1, 3, 7}), bs);
-  const ops::OperandDesc a{lx, 1, 3 * bs, 7 * bs, false}, b{Layout(), 1, 7 * bs, 4 * bs, false},
-      c{Layout(), 1, 3 * bs, 4 * bs, false};
-  const auto plan = ops::matmul_plan(a, b, c, bs);
+  const auto plan = union_pair_plan();
   const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
   REQUIRE(r.n_groups == 2);
   REQUIRE(r.n_items == 2);

@@ -11,6 +11,7 @@
 #include "ops/sparse_matmul/plan.h"
 #include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/row_groups.h"
+#include "sparse_matmul_cases.h"
 #include "util.h"
 
 using namespace tg;
@@ -113,18 +114,9 @@ TEST_CASE("matmul queues: bad queue counts and grid caps raise", "[ops][sparse_m
 }
 
 TEST_CASE("matmul queues: item costs count pair, lone and one-line steps", "[ops][sparse_matmul]") {
-  // The union-pair case of test_sparse_matmul.cpp: DSD rows with k lists {0, 1, 2, 3} and
-  // {0, 1, 2, 4} pair over 5 steps (3 both lines have, 2 one sits out), and row {5, 6} stays
-  // alone (2 steps).
-  const std::int64_t bs = 16;
-  const std::vector<std::vector<int>> ks = {{0, 1, 2, 3}, {0, 1, 2, 4}, {5, 6}};
-  std::vector<bool> mask(21, false);
-  for (std::size_t i = 0; i < ks.size(); ++i)
-    for (const int k : ks[i]) mask[i * 7 + static_cast<std::size_t>(k)] = true;
-  const Layout lx(from_vector(mask, {1, 3, 7}), bs);
-  const ops::OperandDesc a{lx, 1, 3 * bs, 7 * bs, false}, b{Layout(), 1, 7 * bs, 4 * bs, false},
-      c{Layout(), 1, 3 * bs, 4 * bs, false};
-  const auto plan = ops::matmul_plan(a, b, c, bs);
+  // The union-pair case (sparse_matmul_cases.h): rows with k lists {0, 1, 2, 3} and {0, 1, 2, 4}
+  // pair over 5 steps (3 both lines have, 2 one sits out), and row {5, 6} stays alone (2 steps).
+  const auto plan = mmcases::union_pair_plan();
   const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 2);
   REQUIRE(r.n_items == 2);
   const std::vector<double> cost = ops::item_costs(r, 1.5, 1.25, 2.0);
