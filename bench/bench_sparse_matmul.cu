@@ -118,10 +118,11 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
       // of either (blocks 64 and 128; at 128 the pairs are the groups of one line).
       using tg::ops::spmm::MmaPath;
       tg::NoGradGuard no_grad;
-      // The automatic choice first, timed in the rounds too: timed alone before them it read
-      // 2-5% slower than the same schedule forced in them (SDD block 128 at density 0.5: 0.234
-      // against 0.225 ms, bench/RESULTS.md 12-06, twenty-ninth session), which made a choice
-      // look worse than the path it took. Its median over the rounds is the line's time.
+      // The automatic choice first, timed in the rounds too, so that it and the paths it
+      // chooses between are timed alike (alone before them it read 2-5% slower than the same
+      // schedule forced in them: SDD block 128 at density 0.5, 0.234 against 0.225 ms; in the
+      // rounds one schedule still spreads 3-6% at block 128, bench/RESULTS.md 12-06,
+      // twenty-ninth session). Its median over the rounds is the line's time.
       std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::Auto, "auto"}, {MmaPath::PerBlock, "per-block"}};
       if (bs == 32 || bs == 64) {
         forced.insert(

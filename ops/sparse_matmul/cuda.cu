@@ -269,7 +269,7 @@ constexpr int kTmaItemsPerSm = 2;
 // one-line kernel (row_groups.h), whose groups run 1.09x faster than the pair kernel's one-line
 // groups (bench/RESULTS.md 12-06, twenty-sixth session), so 1.16. Dealt with the choice's 1.45
 // instead, SDD block 64 at density 0.25 (a third of its items pairs) ran 4% slower than every
-// n-th item a CTA, the other points 1-33% faster (twenty-ninth session). A step one line sits
+// n-th item a CTA, while DSD and DDS gained alike (twenty-ninth session). A step one line sits
 // out computes both lines' products and loads one line's x tile. An item's cost besides its
 // steps: its epilogue's stores and its first stage's wait (a guess; the deal moves little
 // with it within 0-8 steps on the bench's layouts).
@@ -401,27 +401,29 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     //
     // Except at block 128 where output blocks average fewer than 2 pairs: one block a tile
     // there, which the estimate counts slower (its n = 128 instructions) but which ran
-    // faster on the bench's DSD and DDS at density 0.1 in three sessions, 1.23x on DSD with
-    // the queues (bench/RESULTS.md 12-06, twenty-sixth to twenty-ninth sessions): lists of
-    // 1-2 steps are bound by the stores and the pipeline's start, not by the products.
+    // faster on the bench's DSD and DDS at density 0.1 in three sessions, 1.20x on DSD with
+    // the queues (bench/RESULTS.md 12-06, twenty-sixth, twenty-eighth and twenty-ninth
+    // sessions): lists of 1-2 steps are bound by the stores and the pipeline's start, not by
+    // the products.
     const bool short_lists = p.bs == 128 && p.n_pairs() < 2 * p.n_out;
     std::int64_t g_best = 1, gm_best = 1;
     GroupAxis axis_best = GroupAxis::Rows;
     double best = static_cast<double>(counts(1, 1, GroupAxis::Rows).n_steps) / tma_speed(p.bs, 1);
     const std::pair<std::int64_t, GroupAxis> wide[] = {
         {1, GroupAxis::Rows}, {1, GroupAxis::Columns}, {gm_max, GroupAxis::Rows}, {gm_max, GroupAxis::Columns}};
-    for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
-      if (short_lists) break;
-      const TmaCounts& w = counts(gmax, gm, axis);
-      const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
-                           kPairStepCost * static_cast<double>(w.paired_steps - w.lone_steps) +
-                           kLoneStepCost * static_cast<double>(w.lone_steps)) *
-                          static_cast<double>(gmax) / tma_speed(p.bs, gmax) * (gm == 2 ? kPairMargin : 1.0);
-      if (cost < best) {
-        best = cost;
-        g_best = gmax;
-        gm_best = gm;
-        axis_best = axis;
+    if (!short_lists) {
+      for (const auto& [gm, axis] : wide) {  // (at bs 128 the last two are the first two again)
+        const TmaCounts& w = counts(gmax, gm, axis);
+        const double cost = (static_cast<double>(w.n_steps - w.paired_steps) +
+                             kPairStepCost * static_cast<double>(w.paired_steps - w.lone_steps) +
+                             kLoneStepCost * static_cast<double>(w.lone_steps)) *
+                            static_cast<double>(gmax) / tma_speed(p.bs, gmax) * (gm == 2 ? kPairMargin : 1.0);
+        if (cost < best) {
+          best = cost;
+          g_best = gmax;
+          gm_best = gm;
+          axis_best = axis;
+        }
       }
     }
     s = &sched(g_best, gm_best, axis_best);

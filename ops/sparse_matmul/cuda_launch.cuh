@@ -29,8 +29,8 @@ struct DevAddr {
 };
 
 /// Rings of the Hopper kernel's CTA (wgmma_tma_kernel.cuh) for block size bs and g members a
-/// line: two at bs 64, one member (each consumer with its own queue of items and stages), else
-/// one. Its grid has one CTA per `rings` item queues.
+/// line: two where bs is 64 and g is 1 (each consumer with its own queue of items and ring of
+/// stages), else one. Its grid has one CTA per `rings` item queues.
 constexpr int tma_rings(int bs, int g) { return bs == 64 && g == 1 ? 2 : 1; }
 
 struct KernelArgs {

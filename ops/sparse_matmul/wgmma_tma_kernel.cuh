@@ -35,14 +35,13 @@
 // group of one line (tiles that found no partner row) runs as the G 4 tile does, the
 // consumers splitting its members, so one launch mixes both shapes; in a group of two lines
 // over the union of their k lists, the consumer of a line without an x tile at a step
-// multiplies zeros there (nothing was loaded for it). The grid is
-// persistent: one CTA an SM, each ring running its own queue of items, dealt on the host by
-// their estimated costs (queues.h). (Clusters
-// of two CTAs multicasting the operand two items share measured slower, twice: 1.4-1.9x
-// with the first epilogue, 1.04x at block 128 and 1.37x at block 64 with this one; a stage
-// then refills only once both CTAs released it, a longer round trip than its MMAs hide.
-// Loading half the y bytes without sharing them, for timing, was 10-17% faster: the
-// operand traffic is the remaining cost at density 1. bench/RESULTS.md, 12-04.)
+// multiplies zeros there (nothing was loaded for it). The grid is persistent: one CTA an
+// SM, each ring running its own queue of items, dealt on the host by their estimated costs
+// (queues.h). (Clusters of two CTAs multicasting the operand two items share measured
+// slower, twice: 1.4-1.9x with the first epilogue, 1.04x at block 128 and 1.37x at block 64
+// with this one; a stage then refills only once both CTAs released it, a longer round trip
+// than its MMAs hide. Loading half the y bytes without sharing them, for timing, was 10-17%
+// faster: the operand traffic is the remaining cost at density 1. bench/RESULTS.md, 12-04.)
 //
 // Layout. Every operand tile lives in the 128-byte-swizzled layout wgmma reads (and the
 // tensor maps write): lines of 128 bytes (64 elements), 8 lines to a 1024-byte atom, the
