@@ -10,7 +10,7 @@
 // line sitting out. Then, for the groups of one line along the axis with the fewer steps (and
 // at block 64 their pairs), the most loaded of an H100's 132 kernel queues over the mean:
 // every 132nd item a queue, then the items dealt as the kernel's host code deals them
-// (queues.h, with the costs of ops/sparse_matmul/cuda.cu).
+// (ops::tma_queues).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -41,31 +41,27 @@ double units(const ops::RowGroupSchedule& r) {
          ops::kLoneStep * static_cast<double>(r.lone_steps);
 }
 
-// The most loaded of n queues over the mean: items dealt by deal_queues, and every n-th item a
-// queue (in that order), for the schedule of g x gm groups along axis, its lists cut as the
-// CUDA backend cuts them for n CTAs (two queues a CTA for one block a tile at block 64). The
-// costs are cuda.cu's (a pair step 1.16, a lone step 1.1, an item 2 more).
+// The most loaded queue over the mean for the schedule of g x gm groups along axis as the
+// CUDA backend builds it for `ctas` CTAs (ops::tma_queues): every n-th item a queue, and the
+// items as dealt.
 std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_t g, std::int64_t gm,
                                         ops::GroupAxis axis, std::int64_t ctas) {
   const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
-  const auto counts = ops::row_group_schedule(plan, g, whole, axis, gm, true);
-  const std::int64_t target = ctas * 2, min_chunk = std::max<std::int64_t>(1, 256 / plan.bs);
-  const std::int64_t chunk = std::max(min_chunk, (counts.n_steps + target - 1) / target);
-  const auto r = ops::row_group_schedule(plan, g, chunk < plan.max_pairs ? chunk : whole, axis, gm);
-  const std::vector<double> cost = ops::item_costs(r, 1.16, 1.1, 2.0);
-  const std::int64_t rings = plan.bs == 64 && g == 1 ? 2 : 1;
-  const std::int64_t n = std::min((r.n_items + rings - 1) / rings, ctas) * rings;
+  const std::int64_t n_steps = ops::row_group_schedule(plan, g, whole, axis, gm, true).n_steps;
+  const ops::TmaQueues q = ops::tma_queues(plan, g, gm, axis, n_steps, ctas);
+  const std::int64_t n = q.n_queues;
   if (n == 0) return {1.0, 1.0};
+  const std::vector<double> cost =
+      ops::item_costs(q.groups, ops::kDealPairStep, ops::kDealLoneStep, ops::kDealItemCost);
   double total = 0;
   std::vector<double> every(static_cast<std::size_t>(n), 0.0), dealt(static_cast<std::size_t>(n), 0.0);
   for (std::size_t i = 0; i < cost.size(); ++i) {
     every[i % static_cast<std::size_t>(n)] += cost[i];
     total += cost[i];
   }
-  const ops::QueueDeal d = ops::deal_queues(cost, n);
-  for (std::int64_t q = 0; q < n; ++q)
-    for (std::int32_t j = d.off[static_cast<std::size_t>(q)]; j < d.off[static_cast<std::size_t>(q + 1)]; ++j)
-      dealt[static_cast<std::size_t>(q)] += cost[static_cast<std::size_t>(d.order[static_cast<std::size_t>(j)])];
+  for (std::int64_t k = 0; k < n; ++k)
+    for (std::int32_t j = q.deal.off[static_cast<std::size_t>(k)]; j < q.deal.off[static_cast<std::size_t>(k + 1)]; ++j)
+      dealt[static_cast<std::size_t>(k)] += cost[static_cast<std::size_t>(q.deal.order[static_cast<std::size_t>(j)])];
   const double mean = total / static_cast<double>(n);
   return {*std::max_element(every.begin(), every.end()) / mean, *std::max_element(dealt.begin(), dealt.end()) / mean};
 }

@@ -43,8 +43,7 @@ using spmm::KernelArgs;
 
 constexpr int kSimtThreads = 256;
 constexpr int kSimtBK = 16;
-constexpr std::int64_t kMinChunkK = 256;  // fewest k elements one split piece covers
-constexpr int kCtasPerSm = 4;             // split until about this many CTAs per SM
+constexpr int kCtasPerSm = 4;  // split until about this many CTAs per SM
 
 // ---- schedule ----------------------------------------------------------------------------
 struct DevicePairs {
@@ -259,37 +258,15 @@ struct TmaSchedule {
   GroupAxis axis = GroupAxis::Rows;
 };
 
-// The Hopper kernel's split target: about this many items per SM (2 measured best: 4 cut
-// every 16-pair list at density 0.1 in two, 0.141 vs 0.098 ms at block 128, and 1, 12 or
-// 32 were no faster anywhere).
-constexpr int kTmaItemsPerSm = 2;
-
-// The costs that deal items to the kernel's queues (queues.h), in steps of a group of one line
-// of the same kernel. A step of a group of two lines: at density 1 it took 1.26 steps of the
-// one-line kernel (row_groups.h), whose groups run 1.09x faster than the pair kernel's one-line
-// groups (bench/RESULTS.md 12-06, twenty-sixth session), so 1.16. Dealt with the choice's 1.45
-// instead, SDD block 64 at density 0.25 (a third of its items pairs) ran 4% slower than every
-// n-th item a CTA, while DSD and DDS gained alike (twenty-ninth session). A step one line sits
-// out computes both lines' products and loads one line's x tile. An item's cost besides its
-// steps: its epilogue's stores and its first stage's wait (a guess; the deal moves little
-// with it within 0-8 steps on the bench's layouts).
-constexpr double kDealPairStep = 1.16, kDealLoneStep = 1.1, kItemCost = 2.0;
-
 // The schedule of g x gm groups along `axis`, of n_steps steps in all (its counts'), its items
-// dealt to the queues of the kernel's grid, uploaded.
+// dealt to the queues of the kernel's grid (tma_queues: one CTA an SM, at most
+// spmm::tma_max_ctas() where that is set), uploaded.
 std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis,
                                                 std::int64_t n_steps, Device dev) {
-  // Cut lists as the per-block schedule does, to kTmaItemsPerSm, never under 256 of k
-  // (splitting changes only the items, not the steps). The grid has one CTA an SM, at most
-  // spmm::tma_max_ctas() where that is set.
   const int cap = spmm::tma_max_ctas();
-  const std::int64_t sms =
-      cap > 0 ? std::min(cap, cuda::multiprocessor_count(dev.index)) : cuda::multiprocessor_count(dev.index);
-  const std::int64_t target = sms * kTmaItemsPerSm;
-  const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
-  const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
-  const std::int64_t chunk = std::max(min_chunk, (n_steps + target - 1) / target);
-  const RowGroupSchedule r = row_group_schedule(p, g, chunk < p.max_pairs ? chunk : whole, axis, gm);
+  const int sms = cuda::multiprocessor_count(dev.index);
+  const TmaQueues tq = tma_queues(p, g, gm, axis, n_steps, cap > 0 ? std::min(cap, sms) : sms);
+  const RowGroupSchedule& r = tq.groups;
   auto s = std::make_shared<TmaSchedule>();
   s->g = g;
   s->gm = gm;
@@ -299,17 +276,13 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
   s->n_split = static_cast<std::int64_t>(r.reduce.size()) / 3;
   s->n_items = r.n_items;
   if (s->n_items > 0) {
-    // One CTA an SM at most, each with tma_rings queues (wgmma_tma_kernel.cuh's grid).
-    const std::int64_t rings = spmm::tma_rings(static_cast<int>(p.bs), static_cast<int>(g));
-    const std::int64_t ctas = std::min<std::int64_t>((r.n_items + rings - 1) / rings, sms);
-    const QueueDeal deal = deal_queues(item_costs(r, kDealPairStep, kDealLoneStep, kItemCost), ctas * rings);
-    std::vector<std::int32_t> items(r.items.size());
-    for (std::size_t j = 0; j < deal.order.size(); ++j)
-      std::copy_n(r.items.begin() + 4 * static_cast<std::ptrdiff_t>(deal.order[j]), 4,
+    std::vector<std::int32_t> items(r.items.size());  // queue by queue
+    for (std::size_t j = 0; j < tq.deal.order.size(); ++j)
+      std::copy_n(r.items.begin() + 4 * static_cast<std::ptrdiff_t>(tq.deal.order[j]), 4,
                   items.begin() + 4 * static_cast<std::ptrdiff_t>(j));
     s->items = to_device_i32(items, 4, dev);
-    s->n_queues = ctas * rings;
-    s->queues = to_device_i32(deal.off, 1, dev);
+    s->n_queues = tq.n_queues;
+    s->queues = to_device_i32(tq.deal.off, 1, dev);
   }
   if (r.n_groups > 0) s->outs = to_device_i32(r.outs, gm * g + 1, dev);
   if (r.n_steps > 0) {

@@ -28,11 +28,6 @@ struct DevAddr {
   }
 };
 
-/// Rings of the Hopper kernel's CTA (wgmma_tma_kernel.cuh) for block size bs and g members a
-/// line: two where bs is 64 and g is 1 (each consumer with its own queue of items and ring of
-/// stages), else one. Its grid has one CTA per `rings` item queues.
-constexpr int tma_rings(int bs, int g) { return bs == 64 && g == 1 ? 2 : 1; }
-
 struct KernelArgs {
   const int4* items;  ///< [n_items]: out tile, pair begin, pair end, slot (-1: direct)
   const int2* pairs;  ///< [n_pairs]: (a tile id, b tile id)
@@ -72,7 +67,7 @@ void launch_mma_grouped(const KernelArgs& args, int n_items, int rows, int cols,
 /// Launches the warp-specialised Hopper kernel (TMA loads into mbarrier-guarded stages,
 /// warpgroup MMAs, persistent grid; see wgmma_tma_kernel.cuh) on the items of a group
 /// schedule of gm lines of g members (row_groups.h: args.items, args.coords, args.outs) dealt
-/// to n_queues queues (args.queues; a multiple of tma_rings(args.bs, g), one CTA per rings);
+/// to n_queues queues (args.queues; a multiple of ops::tma_rings(args.bs, g), one CTA per rings);
 /// with args.trans_c a column-group schedule, args describing the transposed product (a: the
 /// stored y, b: the stored x, trans flags swapped and negated; c as it is). E bf16 or half,
 /// (args.bs, g, gm) one of (128, 1, 1), (128, 2, 1), (64, 1, 1), (64, 4, 1), (64, 4, 2);

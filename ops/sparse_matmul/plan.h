@@ -75,6 +75,10 @@ struct MatmulPlan {
   mutable std::map<std::string, std::shared_ptr<const void>> cache_;
 };
 
+/// The fewest k elements one split piece of a long pair list covers (split-K in the CUDA
+/// schedules).
+constexpr std::int64_t kMinChunkK = 256;
+
 /// The plan of C = op(A) · op(B) (descs already validated: op(A) is [B, M, K], op(B)
 /// [B, K, N], C [B, M, N], one block size `bs` dividing every extent). Built once and
 /// returned again for operands of the same structure: kept with the output's layout (else

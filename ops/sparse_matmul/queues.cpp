@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <queue>
 #include <utility>
@@ -62,6 +63,22 @@ std::vector<double> item_costs(const RowGroupSchedule& s, double pair_step, doub
     cost[static_cast<std::size_t>(i)] = c;
   }
   return cost;
+}
+
+TmaQueues tma_queues(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis, std::int64_t n_steps,
+                     std::int64_t ctas) {
+  // (splitting changes only the items, not the steps)
+  const std::int64_t target = ctas * kTmaItemsPerCta;
+  const std::int64_t min_chunk = std::max<std::int64_t>(1, kMinChunkK / p.bs);
+  const std::int64_t chunk = std::max(min_chunk, (n_steps + target - 1) / target);
+  TmaQueues q;
+  q.groups = row_group_schedule(p, g, chunk < p.max_pairs ? chunk : std::numeric_limits<std::int64_t>::max(), axis, gm);
+  if (q.groups.n_items > 0) {
+    const std::int64_t rings = tma_rings(p.bs, g);
+    q.n_queues = std::min((q.groups.n_items + rings - 1) / rings, ctas) * rings;
+    q.deal = deal_queues(item_costs(q.groups, kDealPairStep, kDealLoneStep, kDealItemCost), q.n_queues);
+  }
+  return q;
 }
 
 }  // namespace tg::ops

@@ -280,10 +280,12 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       s.paired_steps += len;
       s.lone_steps += lone;
     }
+    // workspace slots of a split group: one per member and piece
+    const auto split_slots = static_cast<std::int32_t>(pieces > 1 ? ((n_lines - 1) * g + n) * pieces : 0);
     if (counts_only) {
       s.n_steps += len;
       s.n_items += pieces;
-      if (pieces > 1) slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
+      slots += split_slots;
       continue;
     }
     // the items' first entry
@@ -313,7 +315,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
         s.items.insert(s.items.end(), {tag, static_cast<std::int32_t>(first + len * q / pieces),
                                        static_cast<std::int32_t>(first + len * (q + 1) / pieces),
                                        static_cast<std::int32_t>(slots + q)});
-      slots += static_cast<std::int32_t>(((n_lines - 1) * g + n) * pieces);
+      slots += split_slots;
     }
   }
   if (!counts_only) s.n_items = static_cast<std::int64_t>(s.items.size()) / 4;

@@ -69,6 +69,7 @@
 #include "ops/cuda_wgmma.cuh"
 #include "ops/sparse_matmul/cuda_launch.cuh"
 #include "ops/sparse_matmul/mma_kernel.cuh"
+#include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/row_groups.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -108,7 +109,7 @@ struct TmaCfg {
   static_assert((BS == 128 && (G == 1 || G == 2) && GM == 1) || (BS == 64 && (G == 1 || G == 4) && GM == 1) ||
                     (BS == 64 && G == 4 && GM == 2),
                 "tile shapes");
-  static constexpr int kRings = tma_rings(BS, G);
+  static constexpr int kRings = ops::tma_rings(BS, G);
   static constexpr bool kSplitRows = GM * BS == 128;  ///< consumers split the rows (else the members)
   static constexpr int NC = kRings == 2 ? 64 : kSplitRows ? G * BS : G * BS / 2;  ///< a consumer's columns
   static constexpr int kThreads = 256 + 32 * kRings;  ///< two consumer warpgroups, a producer warp per ring

@@ -3,6 +3,7 @@
 // dealt longest first; the items' estimated costs from a schedule.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -127,4 +128,37 @@ TEST_CASE("matmul queues: item costs count pair, lone and one-line steps", "[ops
   const ops::RowGroupSchedule one = ops::row_group_schedule(*plan, 4, 1000, ops::GroupAxis::Rows, 1);
   const std::vector<double> c1 = ops::item_costs(one, 1.5, 1.25, 0.0);
   CHECK(std::accumulate(c1.begin(), c1.end(), 0.0) == 4.0 + 4.0 + 2.0);
+}
+
+TEST_CASE("matmul queues: the Hopper schedule's grid, queues and split lists", "[ops][sparse_matmul]") {
+  // DSD at block 64: x of 4 block-rows, row 0 with all 12 k-blocks and the others with one,
+  // y dense with 4 block-columns. Row groups of 4 (one ring a CTA) and one block a tile (two
+  // rings); the grid holds as many CTAs as the items fill, at most `ctas`.
+  const std::int64_t bs = 64, kb = 12;
+  const Layout lx = tgt::layout_where(1, 4, kb, bs, [](auto, auto r, auto c) { return r == 0 || c == r; });
+  const ops::OperandDesc a{lx, 1, 4 * bs, kb * bs, false}, b{Layout(), 1, kb * bs, 4 * bs, false},
+      c{Layout(), 1, 4 * bs, 4 * bs, false};
+  const auto plan = ops::matmul_plan(a, b, c, bs);
+  const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
+  for (const std::int64_t g : {4, 1}) {
+    const std::int64_t rings = ops::tma_rings(bs, g);
+    CHECK(rings == (g == 1 ? 2 : 1));
+    const std::int64_t n_steps = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 1, true).n_steps;
+    for (const std::int64_t ctas : {1, 2, 100}) {
+      CAPTURE(g, ctas);
+      const ops::TmaQueues q = ops::tma_queues(*plan, g, 1, ops::GroupAxis::Rows, n_steps, ctas);
+      const std::int64_t items = q.groups.n_items;
+      CHECK(q.n_queues == std::min((items + rings - 1) / rings, ctas) * rings);
+      std::vector<double> cost(static_cast<std::size_t>(items), 0.0);
+      loads_of(q.deal, cost, q.n_queues);  // every item once
+      // k of 256 at least a piece (4 k-blocks at block 64); row 0's 12-step lists are cut
+      // where a CTA's share of the steps (2 items a CTA) is shorter
+      const std::int64_t chunk = std::max<std::int64_t>(4, (n_steps + 2 * ctas - 1) / (2 * ctas));
+      CHECK((q.groups.n_slots > 0) == (chunk < kb));
+      for (std::int64_t i = 0; i < items; ++i)
+        CHECK(q.groups.items[static_cast<std::size_t>(4 * i + 2)] -
+                  q.groups.items[static_cast<std::size_t>(4 * i + 1)] <=
+              std::min(chunk, kb));
+    }
+  }
 }
