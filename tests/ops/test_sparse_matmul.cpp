@@ -1077,6 +1077,14 @@ TEST_CASE("sparse matmul CUDA: grouped regions of blocks 32 and 64", "[ops][spar
   }
 }
 
+// The Hopper kernel's forced paths, named for the tests' messages.
+const std::pair<ops::spmm::MmaPath, const char*> kHopperPaths[] = {
+    {ops::spmm::MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
+    {ops::spmm::MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
+    {ops::spmm::MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
+    {ops::spmm::MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"},
+    {ops::spmm::MmaPath::WgmmaTmaColumnPairs, "WgmmaTma, pairs of column groups"}};
+
 TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][sparse_matmul][cuda]") {
   TG_REQUIRE_CUDA();
   if (!ops::spmm::wgmma_supported(Device::cuda().index))
@@ -1086,13 +1094,7 @@ TEST_CASE("sparse matmul CUDA: Hopper wgmma path, blocks 64 and 128", "[ops][spa
   // empty operands, outputs and output rows, k without overlap (exactly 0), pair lists long
   // enough to be split over several CTAs (split-K), and both operands transposed at once.
   CudaSettingsGuard restore;
-  using ops::spmm::MmaPath;
-  const std::pair<MmaPath, const char*> paths[] = {{MmaPath::WgmmaTmaNarrow, "WgmmaTma, one block a tile"},
-                                                   {MmaPath::WgmmaTmaWide, "WgmmaTma, row groups"},
-                                                   {MmaPath::WgmmaTmaWideColumns, "WgmmaTma, column groups"},
-                                                   {MmaPath::WgmmaTmaRowPairs, "WgmmaTma, pairs of row groups"},
-                                                   {MmaPath::WgmmaTmaColumnPairs, "WgmmaTma, pairs of column groups"}};
-  for (const auto& [path, path_name] : paths) {
+  for (const auto& [path, path_name] : kHopperPaths) {
     ops::spmm::set_mma_path(path);
     INFO(path_name);
     std::uint64_t seed = 9900;
@@ -1204,11 +1206,9 @@ TEST_CASE("sparse matmul CUDA: Hopper queues of several items a CTA", "[ops][spa
   if (!ops::spmm::wgmma_supported(Device::cuda().index))
     TG_SKIP("the GPU is not of compute capability 9.0: wgmma test skipped");
   CudaSettingsGuard restore;
-  using ops::spmm::MmaPath;
   ops::spmm::set_tma_max_ctas(3);
   std::uint64_t seed = 5100;
-  for (const MmaPath path : {MmaPath::WgmmaTmaNarrow, MmaPath::WgmmaTmaWide, MmaPath::WgmmaTmaWideColumns,
-                             MmaPath::WgmmaTmaRowPairs, MmaPath::WgmmaTmaColumnPairs}) {
+  for (const auto& [path, path_name] : kHopperPaths) {
     ops::spmm::set_mma_path(path);
     for (std::int64_t bs : {64, 128}) {
       const std::int64_t Kb = bs == 64 ? 24 : 12;  // k of 1536: lists cut into pieces
@@ -1220,7 +1220,7 @@ TEST_CASE("sparse matmul CUDA: Hopper queues of several items a CTA", "[ops][spa
            full_layout(1, Kb, 5, bs), full_layout(1, 3, 5, bs)}};
       for (const Problem& p : ps) {
         for (const Mode& m : kModes) {
-          INFO("path " << static_cast<int>(path) << " " << m.name << " " << describe(p));
+          INFO(path_name << " " << m.name << " " << describe(p));
           compare_cuda_cpu(m, p, DType::bf16, ++seed);
         }
       }
