@@ -427,8 +427,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       }
     tma::fence_init();
   }
-  if (tid < 32) zero_bytes[tid] = 0u;
-  ops::wg::fence_proxy_async();  // (the zeros are read by wgmma, through the async proxy)
+  if constexpr (C::GM == 2) {  // only the pair kernel reads the zeros (a line sitting a step out)
+    if (tid < 32) zero_bytes[tid] = 0u;
+    ops::wg::fence_proxy_async();  // (the zeros are read by wgmma, through the async proxy)
+  }
   __syncthreads();
   const std::uint32_t zeros = tma::smem_addr(zero_bytes);
   // The queue of items of each ring of this CTA (queues.h): queue blockIdx.x kRings + ring.
@@ -482,25 +484,26 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     const int4 item = args.items[w];
     // The output tiles are read in consume_item before its k loop, so that their latency
     // passes during the loop and not before the stores.
+    // The item's group: its tag (GM 2: a group of one line, or of two lines one of which
+    // sits some step out, row_groups.h) decoded once.
+    int group = item.x;
+    if constexpr (C::GM == 2) group = item.x < 0 ? -1 - item.x : item.x >= kSitsOut ? item.x - kSitsOut : item.x;
+    const int* outs = args.outs + static_cast<long long>(group) * (C::GM * C::G + 1);
     if constexpr (C::GM == 2) {
-      // A group of one line (item.x = -1 - group) is computed as the one-line tile of G
-      // members: the consumers split its members rather than idle on (or multiply stale
-      // bytes for) a missing second line.
+      // A group of one line is computed as the one-line tile of G members: the consumers
+      // split its members rather than idle on (or multiply stale bytes for) a missing
+      // second line.
       if (item.x < 0) {
-        const int* outs = args.outs + static_cast<long long>(-1 - item.x) * (C::GM * C::G + 1);
         consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
                                                   consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
-      // A group of two lines, one of which sits some step out (row_groups.h).
       if (item.x >= kSitsOut) {
-        const int* outs = args.outs + static_cast<long long>(item.x - kSitsOut) * (C::GM * C::G + 1);
         consume_item<C, C::NC, E, TA, TB, TC, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line,
                                                     m0, consumer, warp, lane, n_boxes);
         continue;
       }
     }
-    const int* outs = args.outs + static_cast<long long>(item.x) * (C::GM * C::G + 1);
     consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
                                           consumer, warp, lane, n_boxes);
   }
