@@ -162,3 +162,48 @@ TEST_CASE("matmul queues: the Hopper schedule's grid, queues and split lists", "
     }
   }
 }
+
+TEST_CASE("matmul queues: a partial last round of equal items is split over the queues", "[ops][sparse_matmul]") {
+  // SDD at block 128 with k of 1024, one block-row of nb output blocks in row groups of 2:
+  // nb / 2 equal groups of 8 steps on 8 CTAs, too few steps a CTA for the lists to be cut
+  // (kTmaItemsPerCta). With 34 blocks (17 groups) the last group would run alone after two
+  // whole rounds: it is cut into pieces (TailSplit) that the deal spreads over the idle
+  // queues. With 32 (two whole rounds) nothing is cut.
+  const std::int64_t bs = 128, kb = 8, ctas = 8;
+  const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
+  for (const std::int64_t nb : {34, 32}) {
+    CAPTURE(nb);
+    const Layout lo = tgt::layout_where(1, 1, nb, bs, [](auto, auto, auto) { return true; });
+    const ops::OperandDesc a{Layout(), 1, bs, kb * bs, false}, b{Layout(), 1, kb * bs, nb * bs, false},
+        c{lo, 1, bs, nb * bs, false};
+    const auto plan = ops::matmul_plan(a, b, c, bs);
+    const ops::RowGroupSchedule unsplit = ops::row_group_schedule(*plan, 2, whole, ops::GroupAxis::Rows, 1);
+    REQUIRE(unsplit.n_groups == nb / 2);
+    REQUIRE(unsplit.n_items == nb / 2);
+    const ops::TmaQueues q = ops::tma_queues(*plan, 2, 1, ops::GroupAxis::Rows, unsplit.n_steps, ctas);
+    const std::vector<double> cost =
+        ops::item_costs(q.groups, ops::kDealPairStep, ops::kDealLoneStep, ops::kDealItemCost);
+    loads_of(q.deal, cost, q.n_queues);  // every item once
+    REQUIRE(q.groups.n_groups == nb / 2);
+    CHECK(q.n_queues == ctas);
+    if (nb == 32) {
+      CHECK(q.tail.first_group == -1);
+      CHECK(q.groups.n_items == nb / 2);
+      CHECK(q.groups.n_slots == 0);
+      continue;
+    }
+    // the last group, in 2-4 pieces of at least 2 steps
+    REQUIRE(q.tail.first_group == 16);
+    CHECK(q.tail.min_steps == 2);
+    const std::int64_t pieces = q.tail.pieces;
+    CHECK((pieces >= 2 && pieces <= 8));
+    const std::int64_t cut = std::min<std::int64_t>(pieces, kb / 2);
+    CHECK(q.groups.n_items == 16 + cut);
+    CHECK(q.groups.n_slots == 2 * cut);       // 2 members, a slot each a piece
+    CHECK(q.groups.reduce.size() == 3 * 2u);  // its 2 members
+    // the most loaded queue runs less than three whole groups
+    const std::vector<double> whole_cost =
+        ops::item_costs(unsplit, ops::kDealPairStep, ops::kDealLoneStep, ops::kDealItemCost);
+    CHECK(ops::deal_makespan(q.deal, cost) < 3 * whole_cost[0]);
+  }
+}
