@@ -10,12 +10,11 @@
 // line sitting out. Then, for the groups of one line along the axis with the fewer steps (and
 // at block 64 their pairs), the most loaded of an H100's 132 kernel queues over the mean:
 // every 132nd item a queue, then the items dealt as the kernel's host code deals them
-// (ops::tma_queues), with ", tail N x P" where it cuts the last N groups into P pieces.
+// (ops::tma_queues).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
-#include <string>
 
 #include "matmul_cases.h"
 #include "ops/sparse_matmul/plan.h"
@@ -45,18 +44,13 @@ double units(const ops::RowGroupSchedule& r) {
 // The most loaded queue over the mean for the schedule of g x gm groups along axis as the
 // CUDA backend builds it for `ctas` CTAs (ops::tma_queues): every n-th item a queue, and the
 // items as dealt.
-struct Balance {
-  double every = 1.0, dealt = 1.0;
-  std::string tail;  // ", tail N x P" where the schedule cuts its last groups (TailSplit)
-};
-
-Balance queue_balance(const ops::MatmulPlan& plan, std::int64_t g, std::int64_t gm, ops::GroupAxis axis,
-                      std::int64_t ctas) {
+std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_t g, std::int64_t gm,
+                                        ops::GroupAxis axis, std::int64_t ctas) {
   const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
   const std::int64_t n_steps = ops::row_group_schedule(plan, g, whole, axis, gm, true).n_steps;
   const ops::TmaQueues q = ops::tma_queues(plan, g, gm, axis, n_steps, ctas);
   const std::int64_t n = q.n_queues;
-  if (n == 0) return {};
+  if (n == 0) return {1.0, 1.0};
   const std::vector<double> cost =
       ops::item_costs(q.groups, ops::kDealPairStep, ops::kDealLoneStep, ops::kDealItemCost);
   double total = 0;
@@ -69,11 +63,7 @@ Balance queue_balance(const ops::MatmulPlan& plan, std::int64_t g, std::int64_t 
     for (std::int32_t j = q.deal.off[static_cast<std::size_t>(k)]; j < q.deal.off[static_cast<std::size_t>(k + 1)]; ++j)
       dealt[static_cast<std::size_t>(k)] += cost[static_cast<std::size_t>(q.deal.order[static_cast<std::size_t>(j)])];
   const double mean = total / static_cast<double>(n);
-  Balance b{*std::max_element(every.begin(), every.end()) / mean, *std::max_element(dealt.begin(), dealt.end()) / mean,
-            ""};
-  if (q.tail.first_group >= 0)
-    b.tail = ", tail " + std::to_string(q.groups.n_groups - q.tail.first_group) + " x " + std::to_string(q.tail.pieces);
-  return b;
+  return {*std::max_element(every.begin(), every.end()) / mean, *std::max_element(dealt.begin(), dealt.end()) / mean};
 }
 
 }  // namespace
@@ -105,20 +95,18 @@ int main() {
     constexpr std::int64_t kSms = 132;  // an H100 SXM
     const auto groups_q = queue_balance(*plan, g, 1, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, kSms);
     if (bs != 64) {
-      std::printf(" | %s queues %.3f -> %.3f%s\n", by_cols ? "columns" : "rows", groups_q.every, groups_q.dealt,
-                  groups_q.tail.c_str());
+      std::printf(" | %s queues %.3f -> %.3f\n", by_cols ? "columns" : "rows", groups_q.first, groups_q.second);
       return;
     }
     const double base = static_cast<double>(by_cols ? cols.n_steps : rows.n_steps);
     const auto pairs =
         ops::row_group_schedule(*plan, g, whole, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, 2);
     const auto pairs_q = queue_balance(*plan, g, 2, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, kSms);
-    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld | %s queues %.3f -> %.3f%s, pairs %.3f -> %.3f%s\n",
+    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld | %s queues %.3f -> %.3f, pairs %.3f -> %.3f\n",
                 static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ", paired_share(pairs, plan->n_out),
                 units(pairs) / base, static_cast<long long>(pairs.n_steps - pairs.paired_steps),
                 static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps),
-                by_cols ? "columns" : "rows", groups_q.every, groups_q.dealt, groups_q.tail.c_str(), pairs_q.every,
-                pairs_q.dealt, pairs_q.tail.c_str());
+                by_cols ? "columns" : "rows", groups_q.first, groups_q.second, pairs_q.first, pairs_q.second);
   });
   return 0;
 }
