@@ -59,33 +59,19 @@ constexpr std::int64_t kTmaItemsPerCta = 2;
 /// stages), else one. Its grid has one CTA per `rings` item queues.
 constexpr int tma_rings(std::int64_t bs, std::int64_t g) { return bs == 64 && g == 1 ? 2 : 1; }
 
-/// The costs of a tail split (TailSplit, tma_queues), in steps of a group of one line at bs g =
-/// 256 (block 128, groups of 2; block 64, groups of 4), scaled to other tiles by the bytes of a
-/// member's f32 tile against a step's products: a piece's stores of its members' partial
-/// tiles (from registers, not by TMA), the reduction's read of each, and its launch. The
-/// split is taken where it saves kTailSplitGain of the estimated time.
-constexpr double kTailMemberStore = 0.5, kTailMemberReduce = 0.015, kTailReduceLaunch = 2.0, kTailSplitGain = 0.03;
-
 /// A schedule of the Hopper kernel as the CUDA backend launches it: the groups, and their
 /// items dealt to the queues of its grid.
 struct TmaQueues {
   RowGroupSchedule groups;
   QueueDeal deal;             ///< over groups.items (empty where there are none)
   std::int64_t n_queues = 0;  ///< CTAs times tma_rings
-  TailSplit tail;             ///< the last groups' split (first_group -1: none)
 };
-
-/// The most loaded queue's cost under deal d of items of costs `cost`.
-double deal_makespan(const QueueDeal& d, const std::vector<double>& cost);
 
 /// The schedule of g x gm groups along `axis` (row_group_schedule) for a grid of at most
 /// `ctas` (>= 1) CTAs, given its unsplit step count n_steps (a counts_only schedule's): lists
 /// cut into pieces of at least kMinChunkK of k so that there are about kTmaItemsPerCta items
-/// a CTA; where none is cut, the last groups cut into pieces where that shortens the estimated
-/// time (the deal's most loaded queue plus the reduction's kTail costs), as stream-K spreads
-/// a partial last round of equal items over every CTA; the grid as many CTAs as hold the
-/// items (tma_rings a CTA), at most `ctas`, and the items dealt to its queues with the kDeal
-/// costs.
+/// a CTA, the grid as many CTAs as hold the items (tma_rings a CTA), at most `ctas`, and the
+/// items dealt to its queues with the kDeal costs.
 TmaQueues tma_queues(const MatmulPlan& p, std::int64_t g, std::int64_t gm, GroupAxis axis, std::int64_t n_steps,
                      std::int64_t ctas);
 

@@ -183,7 +183,7 @@ void pair_segments(const MatmulPlan& p, const std::vector<std::int32_t>& order,
 }  // namespace
 
 RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::int64_t chunk, GroupAxis axis,
-                                    std::int64_t gm, bool counts_only, TailSplit tail) {
+                                    std::int64_t gm, bool counts_only) {
   RowGroupSchedule s;
   s.g = g;
   s.gm = gm;
@@ -270,10 +270,7 @@ RowGroupSchedule row_group_schedule(const MatmulPlan& p, std::int64_t g, std::in
       }
     }
     const auto len = static_cast<std::int64_t>(idx.size());
-    const bool tail_cut = tail.first_group >= 0 && s.n_groups >= tail.first_group;
-    const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk
-                                : tail_cut  ? std::max<std::int64_t>(1, std::min(tail.pieces, len / tail.min_steps))
-                                            : 1;
+    const std::int64_t pieces = len > chunk ? (len + chunk - 1) / chunk : 1;
     const auto group = static_cast<std::int32_t>(s.n_groups++);
     if (group >= kSitsOut) TG_THROW(ShapeError, "matmul: more than 2^30 groups of output tiles");
     // steps one line sits out

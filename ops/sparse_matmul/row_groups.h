@@ -78,16 +78,6 @@ struct RowGroupSchedule {
   std::int64_t lone_steps = 0;    ///< steps of groups of two lines that one line sits out
 };
 
-/// Groups cut into pieces besides the chunk rule: every group from `first_group` on (schedule
-/// order) that the chunk leaves whole is cut into `pieces` pieces of about equal steps, fewer
-/// where a piece would have less than `min_steps` steps (at least one piece). first_group < 0:
-/// none. What spreads the last wave's work over every CTA (queues.h's tma_queues).
-struct TailSplit {
-  std::int64_t first_group = -1;
-  std::int64_t pieces = 1;
-  std::int64_t min_steps = 1;
-};
-
 /// The groups of at most g (>= 1) tiles along `axis`, rows in output-tile order, columns in
 /// (batch, block-column, block-row) order; where gm is 2, the groups of two lines of rows
 /// sharing columns come first where their first line stood, then the one-line groups of
@@ -95,9 +85,7 @@ struct TailSplit {
 /// ceil(len / chunk) equal pieces, each with its own workspace slots. With `counts_only`,
 /// items, steps, outs and reduce stay empty and only the counts are filled (the same as the
 /// whole schedule's): what a choice between schedules needs, without writing the tables.
-/// `tail` cuts the last groups further (TailSplit).
 RowGroupSchedule row_group_schedule(const MatmulPlan& plan, std::int64_t g, std::int64_t chunk,
-                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1, bool counts_only = false,
-                                    TailSplit tail = {});
+                                    GroupAxis axis = GroupAxis::Rows, std::int64_t gm = 1, bool counts_only = false);
 
 }  // namespace tg::ops

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,7 +13,6 @@
 #include "ops/sparse_matmul/kernels.h"
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
-#include "ops/sparse_matmul/queues.h"
 #include "ops/sparse_matmul/regions.h"
 #include "ops/sparse_matmul/row_groups.h"
 #include "ops/sparse_matmul/sparse_matmul.h"
@@ -664,25 +662,21 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
       for (const ops::GroupAxis axis : {ops::GroupAxis::Rows, ops::GroupAxis::Columns}) {
         const bool cols = axis == ops::GroupAxis::Columns;
         const int line = cols ? 2 : 1, cross = cols ? 1 : 2;
-        // (g, gm, chunk, the first group of a tail split in 3 pieces of at least 2 steps: -1 none)
-        for (auto [g, gm, chunk, tail] : {std::array<std::int64_t, 4>{1, 1, 1000, -1},
-                                          {2, 1, 1000, -1},
-                                          {4, 1, 1000, -1},
-                                          {2, 1, 2, -1},
-                                          {4, 1, 3, -1},
-                                          {4, 2, 1000, -1},
-                                          {2, 2, 3, -1},
-                                          {1, 2, 1000, -1},
-                                          {2, 1, 1000, 1},
-                                          {4, 2, 1000, 0},
-                                          {1, 2, 4, 2}}) {
-          INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk << " tail " << tail
+        // (g, gm, chunk)
+        for (auto [g, gm, chunk] : {std::array<std::int64_t, 3>{1, 1, 1000},
+                                    {2, 1, 1000},
+                                    {4, 1, 1000},
+                                    {2, 1, 2},
+                                    {4, 1, 3},
+                                    {4, 2, 1000},
+                                    {2, 2, 3},
+                                    {1, 2, 1000}}) {
+          INFO(m.name << " " << describe(p) << " g " << g << " gm " << gm << " chunk " << chunk
                       << (cols ? " columns" : " rows"));
-          const ops::TailSplit ts{tail, 3, 2};
-          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm, false, ts);
+          const ops::RowGroupSchedule r = ops::row_group_schedule(*plan, g, chunk, axis, gm);
           REQUIRE(r.axis == axis);
           // the counts alone are the whole schedule's, without its tables
-          const ops::RowGroupSchedule rc = ops::row_group_schedule(*plan, g, chunk, axis, gm, true, ts);
+          const ops::RowGroupSchedule rc = ops::row_group_schedule(*plan, g, chunk, axis, gm, true);
           REQUIRE((rc.items.empty() && rc.steps.empty() && rc.outs.empty() && rc.reduce.empty()));
           REQUIRE(rc.n_groups == r.n_groups);
           REQUIRE(rc.n_items == r.n_items);
@@ -697,23 +691,6 @@ TEST_CASE("sparse matmul: row and column groups sum exactly each output's pairs,
           REQUIRE(r.outs.size() == at(no * r.n_groups));
           REQUIRE(r.steps.size() == at(w * r.n_steps));
           REQUIRE(r.members == plan->n_out);
-          {
-            // pieces: a list longer than the chunk in ceil(len / chunk); from the tail's first
-            // group on, the others in min(3, len / 2) (at least 1); before it, whole
-            std::vector<std::int64_t> len(at(r.n_groups), 0);
-            for (std::int64_t t = 0; t < r.n_items; ++t) {
-              const std::int32_t* it = &r.items[at(4 * t)];
-              len[at(it[0] < 0 ? -1 - it[0] : it[0] % ops::kSitsOut)] += it[2] - it[1];
-            }
-            for (std::int64_t gr = 0; gr < r.n_groups; ++gr) {
-              const std::int64_t n = len[at(gr)];
-              const std::int64_t want = n > chunk ? (n + chunk - 1) / chunk
-                                        : tail >= 0 && gr >= tail
-                                            ? std::max<std::int64_t>(1, std::min<std::int64_t>(3, n / 2))
-                                            : 1;
-              REQUIRE(r.outs[at(gr * no + gm * g)] == want);
-            }
-          }
           std::vector<std::int64_t> slot_sum(at(r.n_slots), 0), direct(at(plan->n_out), -1);
           std::vector<int> times(at(plan->n_out), 0);
           for (std::int64_t t = 0; t < r.n_items; ++t) {
@@ -1247,36 +1224,6 @@ TEST_CASE("sparse matmul CUDA: Hopper queues of several items a CTA", "[ops][spa
           compare_cuda_cpu(m, p, DType::bf16, ++seed);
         }
       }
-    }
-  }
-}
-
-TEST_CASE("sparse matmul CUDA: Hopper tail split of a partial last round", "[ops][sparse_matmul][cuda]") {
-  // The host test's case ("a partial last round of equal items ..."): an SDD of 17 equal row
-  // groups on 8 CTAs, whose last group the schedule cuts into pieces (checked here on the host
-  // first), computed by the kernel and the reduction against the CPU, with the automatic choice
-  // and the row groups forced; the other modes on the same layouts for good measure.
-  TG_REQUIRE_CUDA();
-  if (!ops::spmm::wgmma_supported(Device::cuda().index))
-    TG_SKIP("the GPU is not of compute capability 9.0: wgmma test skipped");
-  CudaSettingsGuard restore;
-  const std::int64_t bs = 128, kb = 8, nb = 34, ctas = 8;
-  ops::spmm::set_tma_max_ctas(ctas);
-  const Problem p{full_layout(1, 1, kb, bs), full_layout(1, kb, nb, bs), full_layout(1, 1, nb, bs)};
-  {
-    const ops::OperandDesc a{Layout(), 1, bs, kb * bs, false}, b{Layout(), 1, kb * bs, nb * bs, false},
-        c{p.lo, 1, bs, nb * bs, false};
-    const auto plan = ops::matmul_plan(a, b, c, bs);
-    const std::int64_t whole = std::numeric_limits<std::int64_t>::max();
-    const std::int64_t n_steps = ops::row_group_schedule(*plan, 2, whole, ops::GroupAxis::Rows, 1, true).n_steps;
-    REQUIRE(ops::tma_queues(*plan, 2, 1, ops::GroupAxis::Rows, n_steps, ctas).tail.first_group == 16);
-  }
-  std::uint64_t seed = 5300;
-  for (const ops::spmm::MmaPath path : {ops::spmm::MmaPath::Auto, ops::spmm::MmaPath::WgmmaTmaWide}) {
-    ops::spmm::set_mma_path(path);
-    for (const Mode& m : kModes) {
-      INFO((path == ops::spmm::MmaPath::Auto ? "auto " : "row groups ") << m.name);
-      compare_cuda_cpu(m, p, DType::bf16, ++seed);
     }
   }
 }
