@@ -482,10 +482,10 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int end = args.queues[queue0 + ring + 1];
   for (int w = args.queues[queue0 + ring]; w < end; ++w) {
     const int4 item = args.items[w];
-    // The output tiles are read in consume_item before its k loop, so that their latency
+    // The item's group, its tag decoded once (GM 2: -1 - group for a group of one line, group
+    // + kSitsOut for one of two lines one of which sits some step out; row_groups.h). The
+    // group's output tiles are read in consume_item before its k loop, so that their latency
     // passes during the loop and not before the stores.
-    // The item's group: its tag (GM 2: a group of one line, or of two lines one of which
-    // sits some step out, row_groups.h) decoded once.
     int group = item.x;
     if constexpr (C::GM == 2) group = item.x < 0 ? -1 - item.x : item.x >= kSitsOut ? item.x - kSitsOut : item.x;
     const int* outs = args.outs + static_cast<long long>(group) * (C::GM * C::G + 1);
