@@ -84,6 +84,7 @@ struct Variant {
   at::FwdSoftmax softmax = at::FwdSoftmax::Auto;  // Auto: by head dim
   at::BwdWarps warps = at::BwdWarps::Auto;        // Auto: by head dim
   at::BwdOperands operands = at::kDefaultBwdOperands;
+  at::LaunchOrder order = at::LaunchOrder::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -95,6 +96,7 @@ struct Variant {
     at::set_fwd_softmax(softmax);
     at::set_bwd_warps(warps);
     at::set_bwd_operands(operands);
+    at::set_launch_order(order);
   }
 };
 
@@ -140,6 +142,9 @@ const std::vector<Variant>& variants() {
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
+      // the CTAs' items by row (the order before bands of rows, kernel_choice.h's LaunchOrder)
+      {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows},
   };
   return v;
 }

@@ -58,6 +58,8 @@ constinit Choice<BwdOperands> g_operands{
     BwdOperands::Registers,      kDefaultBwdOperands};
 constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined", BwdStep::Serial, BwdStep::Pipelined,
                                  kDefaultBwdStep};
+constinit Choice<LaunchOrder> g_order{"TG_ATTENTION_ORDER", "rows", "bands", LaunchOrder::Rows, LaunchOrder::Bands,
+                                      kDefaultLaunchOrder};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -105,6 +107,9 @@ BwdOperands bwd_operands() { return g_operands.get(); }
 
 void set_bwd_step(BwdStep s) { g_step.set(s); }
 BwdStep bwd_step() { return g_step.get(); }
+
+void set_launch_order(LaunchOrder o) { g_order.set(o); }
+LaunchOrder launch_order() { return g_order.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

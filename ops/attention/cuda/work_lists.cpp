@@ -10,6 +10,8 @@
 #include <tuple>
 
 #include "ops/attention/cuda/entry.h"
+#include "ops/attention/kernel_choice.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/op_caches.h"
 
 namespace tg::ops::attn {
@@ -37,21 +39,27 @@ struct Geometry {
   }
 };
 
-// Items grouped by `group_of(item)` ascending, longest lists first within a group.
-std::vector<std::int32_t> launch_order(const std::vector<std::int32_t>& off, std::int64_t per_group) {
+}  // namespace
+
+std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group,
+                                     std::int64_t band_items) {
   const std::int64_t items = static_cast<std::int64_t>(off.size()) - 1;
-  std::vector<std::int32_t> order(static_cast<std::size_t>(items));
-  std::iota(order.begin(), order.end(), 0);
+  std::vector<std::int32_t> order(static_cast<std::size_t>(std::max<std::int64_t>(0, items)));
+  if (items <= 0 || per_group <= 0) return order;
+  // Rows of a band: the fewest that hold band_items items. The last band also takes the rows
+  // left over: a short last band would end the grid on a few rows' long lists.
+  const std::int64_t per_band = std::max<std::int64_t>(1, (band_items + per_group - 1) / per_group);
+  const std::int64_t last = std::max<std::int64_t>(0, items / per_group / per_band - 1);
+  auto band = [&](std::int32_t x) { return std::min(last, x / per_group / per_band); };
   auto len = [&](std::int32_t x) { return off[static_cast<std::size_t>(x) + 1] - off[static_cast<std::size_t>(x)]; };
+  std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
-    const std::int64_t ga = a / per_group, gb = b / per_group;
-    if (ga != gb) return ga < gb;
+    const std::int64_t ba = band(a), bb = band(b);
+    if (ba != bb) return ba < bb;
     return len(a) > len(b);
   });
   return order;
 }
-
-}  // namespace
 
 std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& starts) {
   std::vector<std::int32_t> blk(static_cast<std::size_t>(starts.back()));
@@ -78,7 +86,7 @@ ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t b
           .wr = wr};
 }
 
-HostList build_row_lists(const ListSpec& s, int bm, int bn) {
+HostList build_row_lists(const ListSpec& s, int bm, int bn, std::int64_t band_items) {
   HostList out;
   out.num_m = static_cast<int>((s.sq + bm - 1) / bm);
   out.num_n = static_cast<int>((s.sk + bn - 1) / bn);
@@ -121,11 +129,11 @@ HostList build_row_lists(const ListSpec& s, int bm, int bn) {
       out.off.push_back(static_cast<std::int32_t>(out.entries.size()));
     }
   }
-  out.order = launch_order(out.off, out.num_m);
+  out.order = item_order(out.off, out.num_m, band_items);
   return out;
 }
 
-HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv) {
+HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, std::int64_t band_items) {
   HostList out;
   out.num_m = rows.num_m;
   out.num_n = rows.num_n;
@@ -155,7 +163,7 @@ HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bh
             static_cast<std::int32_t>((x << kFlagBits) | (entry & ((1 << kFlagBits) - 1)));
       }
     }
-  out.order = launch_order(out.off, rows.num_n);
+  out.order = item_order(out.off, rows.num_n, band_items);
   return out;
 }
 
@@ -170,7 +178,13 @@ Tensor upload(const V& host, DType dt, Device dev) {
 }
 
 using Key = std::tuple<std::uint64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, std::int64_t,
-                       std::int64_t, int, int, bool, int>;
+                       std::int64_t, int, int, bool, int, std::int64_t>;
+
+// Items a band of the launch order holds on device dev (0: one row a band).
+std::int64_t band_items(Device dev) {
+  if (launch_order() == LaunchOrder::Rows) return 0;
+  return static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index);
+}
 
 using Cache = runtime::OpCacheList<std::pair<Key, std::shared_ptr<const DeviceWork>>>;  // most recent first
 
@@ -181,8 +195,19 @@ constexpr std::size_t kCacheEntries = 64;
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev) {
   // Its device tensors are released by tg::release_device_resources().
   Cache* cache = &Cache::instance();
-  const Key key{p.pattern.id(), p.bhq, p.bhkv, p.sq, p.sk, p.causal, p.window_left < 0 ? -1 : p.window_left,
-                p.window_right < 0 ? -1 : p.window_right, bm, bn, with_cols, dev.index};
+  const Key key{p.pattern.id(),
+                p.bhq,
+                p.bhkv,
+                p.sq,
+                p.sk,
+                p.causal,
+                p.window_left < 0 ? -1 : p.window_left,
+                p.window_right < 0 ? -1 : p.window_right,
+                bm,
+                bn,
+                with_cols,
+                dev.index,
+                band_items(dev)};
   {
     std::lock_guard<std::mutex> lock(cache->mu);
     for (auto it = cache->entries.begin(); it != cache->entries.end(); ++it) {
@@ -195,7 +220,7 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   const std::vector<std::int32_t> q_blk = block_of_positions(p.pattern.q_starts());
   const std::vector<std::int32_t> k_blk = block_of_positions(p.pattern.k_starts());
   const ListSpec s = list_spec(p.pattern, p.bhq, p.bhkv, p.causal, p.window_left, p.window_right, q_blk, k_blk);
-  const HostList rows = build_row_lists(s, bm, bn);
+  const HostList rows = build_row_lists(s, bm, bn, std::get<12>(key));
 
   auto w = std::make_shared<DeviceWork>();
   w->pattern = upload(p.pattern.mask_host(), DType::boolean, dev);
@@ -210,7 +235,7 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   w->pattern_checked = std::count_if(rows.entries.begin(), rows.entries.end(),
                                      [](std::int32_t e) { return (e & kCheckPattern) != 0; });
   if (with_cols) {
-    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv);
+    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv, std::get<12>(key));
     w->col_order = upload(cols.order, DType::i32, dev);
     w->col_off = upload(cols.off, DType::i32, dev);
     w->col_entries = upload(cols.entries, DType::i32, dev);
