@@ -239,22 +239,27 @@ void set_dropout_kernels(DropoutKernels k);
 /// TG_ATTENTION_DROPOUT when it holds anything but `general` or `plain`.
 DropoutKernels dropout_kernels();
 
-/// The order in which the CUDA kernels' CTAs take their items (one item a CTA: a query tile's
-/// key tiles, a key tile's query tiles). Rows: by row (kv row), the longest lists first within
-/// a row, so that a row's tiles run together and share its K / V in L2. Bands: the rows cut
-/// into bands of consecutive rows, each of at least kLaunchBandWaves items per SM, the longest
-/// lists first within a band: where lists differ in length (causal), the last items to start
-/// are the shortest ones of many rows, not one row's, so that the grid ends evenly. Auto: the
-/// environment variable TG_ATTENTION_ORDER (`rows` or `bands`) when set, else kDefaultLaunchOrder.
+/// The order in which the CUDA forwards' CTAs take their items (one item a CTA: a query tile's
+/// key tiles). Rows: by row, the longest lists first within a row, so that a row's tiles run
+/// together and share its K / V in L2. Bands: the rows cut into bands of consecutive rows, each
+/// of at least kLaunchBandWaves items per SM but of no more rows than keep their K and V within
+/// half the L2 cache, the longest lists first within a band: where lists differ in length
+/// (causal), the last items to start are the shortest ones of many rows, not one row's, so
+/// that the grid ends evenly. The kv passes' column lists keep the order by row: bands there
+/// measured 1.28-1.36x slower backwards on causal patterns (their Q, dO and f32 dQ rows
+/// leave L2). Auto: the environment variable TG_ATTENTION_ORDER (`rows` or `bands`) when set,
+/// else kDefaultLaunchOrder.
 enum class LaunchOrder { Auto, Rows, Bands };
 
-/// What Auto means without TG_ATTENTION_ORDER. Under Rows, a greedy list schedule of the
-/// causal forward's items (lengths 2..64 key tiles in every row, 264 CTAs at once at D 128)
-/// ends 1.15x after the mean CTA, against 1.03x on dense; under bands of 8 waves, 1.01x.
+/// What Auto means without TG_ATTENTION_ORDER. Measured against Rows (H100, 5 rounds in one
+/// process, bands of 8 waves without the L2 bound): the forward 1.05-1.09x on causal, window and
+/// variable block-causal patterns, dense even; random 10% at D 128 1.20x slower, its K and V
+/// out of L2 (64 rows of 2 MB in one band), which the L2 bound keeps to 12 rows there.
+/// (A greedy list schedule of the causal forward's items, lengths 2..64 key tiles in every
+/// row, 264 CTAs at once at D 128, ends 1.15x after the mean CTA by rows, 1.03x on dense.)
 constexpr LaunchOrder kDefaultLaunchOrder = LaunchOrder::Bands;
 
-/// Items of a band per SM of the device (Bands): 8 waves of one CTA an SM, at least two waves
-/// of the kernels that run several.
+/// Items of a band per SM of the device (Bands).
 constexpr int kLaunchBandWaves = 8;
 
 /// Forces the launch order of later calls' tile lists (process-wide; Auto restores the default).

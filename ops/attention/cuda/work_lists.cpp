@@ -12,6 +12,7 @@
 #include "ops/attention/cuda/entry.h"
 #include "ops/attention/kernel_choice.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_check.h"
 #include "runtime/op_caches.h"
 
 namespace tg::ops::attn {
@@ -41,20 +42,21 @@ struct Geometry {
 
 }  // namespace
 
-std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group,
-                                     std::int64_t band_items) {
+std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group, LaunchBand band) {
   const std::int64_t items = static_cast<std::int64_t>(off.size()) - 1;
   std::vector<std::int32_t> order(static_cast<std::size_t>(std::max<std::int64_t>(0, items)));
   if (items <= 0 || per_group <= 0) return order;
-  // Rows of a band: the fewest that hold band_items items. The last band also takes the rows
-  // left over: a short last band would end the grid on a few rows' long lists.
-  const std::int64_t per_band = std::max<std::int64_t>(1, (band_items + per_group - 1) / per_group);
+  // Rows of a band: the fewest that hold band.items items, at most band.max_rows. The last
+  // band also takes the rows left over: a short last band would end the grid on a few rows'
+  // long lists.
+  const std::int64_t per_band =
+      std::clamp<std::int64_t>((band.items + per_group - 1) / per_group, 1, std::max<std::int64_t>(1, band.max_rows));
   const std::int64_t last = std::max<std::int64_t>(0, items / per_group / per_band - 1);
-  auto band = [&](std::int32_t x) { return std::min(last, x / per_group / per_band); };
+  auto band_of = [&](std::int32_t x) { return std::min(last, x / per_group / per_band); };
   auto len = [&](std::int32_t x) { return off[static_cast<std::size_t>(x) + 1] - off[static_cast<std::size_t>(x)]; };
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
-    const std::int64_t ba = band(a), bb = band(b);
+    const std::int64_t ba = band_of(a), bb = band_of(b);
     if (ba != bb) return ba < bb;
     return len(a) > len(b);
   });
@@ -86,7 +88,7 @@ ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t b
           .wr = wr};
 }
 
-HostList build_row_lists(const ListSpec& s, int bm, int bn, std::int64_t band_items) {
+HostList build_row_lists(const ListSpec& s, int bm, int bn, LaunchBand band) {
   HostList out;
   out.num_m = static_cast<int>((s.sq + bm - 1) / bm);
   out.num_n = static_cast<int>((s.sk + bn - 1) / bn);
@@ -129,11 +131,11 @@ HostList build_row_lists(const ListSpec& s, int bm, int bn, std::int64_t band_it
       out.off.push_back(static_cast<std::int32_t>(out.entries.size()));
     }
   }
-  out.order = item_order(out.off, out.num_m, band_items);
+  out.order = item_order(out.off, out.num_m, band);
   return out;
 }
 
-HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, std::int64_t band_items) {
+HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, LaunchBand band) {
   HostList out;
   out.num_m = rows.num_m;
   out.num_n = rows.num_n;
@@ -163,7 +165,7 @@ HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bh
             static_cast<std::int32_t>((x << kFlagBits) | (entry & ((1 << kFlagBits) - 1)));
       }
     }
-  out.order = item_order(out.off, rows.num_n, band_items);
+  out.order = item_order(out.off, rows.num_n, band);
   return out;
 }
 
@@ -178,12 +180,18 @@ Tensor upload(const V& host, DType dt, Device dev) {
 }
 
 using Key = std::tuple<std::uint64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, std::int64_t,
-                       std::int64_t, int, int, bool, int, std::int64_t>;
+                       std::int64_t, int, int, bool, int, std::int64_t, std::int64_t>;
 
-// Items a band of the launch order holds on device dev (0: one row a band).
-std::int64_t band_items(Device dev) {
-  if (launch_order() == LaunchOrder::Rows) return 0;
-  return static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index);
+// The row lists' bands on device dev (kernel_choice.h's LaunchOrder): kLaunchBandWaves items
+// an SM, in at most as many rows as keep their K and V within half the L2 cache (K / V of
+// 16-bit elements, sk (d + dv) 2 bytes a row).
+LaunchBand row_band(const AttentionProblem& p, Device dev) {
+  if (launch_order() == LaunchOrder::Rows) return {};
+  int l2 = 0;
+  TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev.index));
+  const std::int64_t kv_row = std::max<std::int64_t>(1, p.sk * (p.d + p.dv) * 2);
+  return {static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index),
+          std::max<std::int64_t>(1, static_cast<std::int64_t>(l2) / 2 / kv_row)};
 }
 
 using Cache = runtime::OpCacheList<std::pair<Key, std::shared_ptr<const DeviceWork>>>;  // most recent first
@@ -195,6 +203,7 @@ constexpr std::size_t kCacheEntries = 64;
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev) {
   // Its device tensors are released by tg::release_device_resources().
   Cache* cache = &Cache::instance();
+  const LaunchBand band = row_band(p, dev);
   const Key key{p.pattern.id(),
                 p.bhq,
                 p.bhkv,
@@ -207,7 +216,8 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
                 bn,
                 with_cols,
                 dev.index,
-                band_items(dev)};
+                band.items,
+                band.max_rows};
   {
     std::lock_guard<std::mutex> lock(cache->mu);
     for (auto it = cache->entries.begin(); it != cache->entries.end(); ++it) {
@@ -220,7 +230,7 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   const std::vector<std::int32_t> q_blk = block_of_positions(p.pattern.q_starts());
   const std::vector<std::int32_t> k_blk = block_of_positions(p.pattern.k_starts());
   const ListSpec s = list_spec(p.pattern, p.bhq, p.bhkv, p.causal, p.window_left, p.window_right, q_blk, k_blk);
-  const HostList rows = build_row_lists(s, bm, bn, std::get<12>(key));
+  const HostList rows = build_row_lists(s, bm, bn, band);
 
   auto w = std::make_shared<DeviceWork>();
   w->pattern = upload(p.pattern.mask_host(), DType::boolean, dev);
@@ -235,7 +245,8 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   w->pattern_checked = std::count_if(rows.entries.begin(), rows.entries.end(),
                                      [](std::int32_t e) { return (e & kCheckPattern) != 0; });
   if (with_cols) {
-    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv, std::get<12>(key));
+    // by row: bands measured 1.28-1.36x slower kv passes on causal patterns (kernel_choice.h)
+    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv);
     w->col_order = upload(cols.order, DType::i32, dev);
     w->col_off = upload(cols.off, DType::i32, dev);
     w->col_entries = upload(cols.entries, DType::i32, dev);

@@ -6,9 +6,9 @@
 // each entry (n << kFlagBits) | flags (kCheckPattern, kCheckGeometry of entry.h).
 // Column lists: per (kv row, key tile n), the entries ((bh % group) · num_m + m) << kFlagBits
 // | flags of the row lists that contain n (their transpose; all query heads of the group).
-// Each list also has an order of its items for the launch (item_order): by bands of rows
-// (kv rows), the longest lists first within a band, so that a band's rows run together (K/V
-// reuse in L2) and the grid ends on short lists of many rows.
+// Each list also has an order of its items for the launch (item_order): by bands of rows,
+// the longest lists first within a band, so that a band's rows run together (K/V reuse in
+// L2) and the grid ends on short lists of many rows.
 #pragma once
 
 #include <cstdint>
@@ -48,20 +48,24 @@ std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& st
 ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t bhkv, bool causal, std::int64_t wl,
                    std::int64_t wr, const std::vector<std::int32_t>& q_blk, const std::vector<std::int32_t>& k_blk);
 
+/// Bands of rows of a launch order (item_order): the fewest rows holding at least `items`
+/// items, at most max_rows rows. The default, one row a band.
+struct LaunchBand {
+  std::int64_t items = 0;
+  std::int64_t max_rows = 1;
+};
+
 /// The launch order of the items whose lists `off` bounds (off.size() - 1 items, in rows of
-/// per_group items: item x in row x / per_group): the rows cut into bands of consecutive rows,
-/// each of the fewest rows holding at least band_items items (the last band also takes the
-/// rows left over, fewer than a band), bands in row order, the longest lists first within a
-/// band, ties in item order. band_items <= per_group: one row a band.
-std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group,
-                                     std::int64_t band_items);
+/// per_group items: item x in row x / per_group): the rows cut into bands of consecutive rows
+/// (`band`; the last band also takes the rows left over, fewer than a band), bands in row
+/// order, the longest lists first within a band, ties in item order.
+std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group, LaunchBand band);
 
-/// Row lists for query tiles of bm rows and key tiles of bn keys, ordered in bands of at
-/// least band_items items (item_order; 0: one row a band).
-HostList build_row_lists(const ListSpec& s, int bm, int bn, std::int64_t band_items = 0);
+/// Row lists for query tiles of bm rows and key tiles of bn keys, ordered in bands (item_order).
+HostList build_row_lists(const ListSpec& s, int bm, int bn, LaunchBand band = {});
 
-/// Column lists (the transpose of `rows`, grouped by kv row), ordered as build_row_lists.
-HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, std::int64_t band_items = 0);
+/// Column lists (the transpose of `rows`, grouped by kv row), ordered in bands (item_order).
+HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, LaunchBand band = {});
 
 /// Tile lists and pattern tables on one device.
 struct DeviceWork {
@@ -75,10 +79,10 @@ struct DeviceWork {
 };
 
 /// The device work lists of problem `p` for tiles of bm x bn (and their transpose when
-/// `with_cols`), in the launch order of kernel_choice.h's launch_order() (bands of
-/// kLaunchBandWaves items per SM of `dev`), built once and cached by the pattern's id, the
-/// extents, causal / window, the tile sizes and the order, so a training loop builds them in
-/// its first step only.
+/// `with_cols`), the row lists in kernel_choice.h's launch_order() (bands of kLaunchBandWaves
+/// items per SM of `dev`, of rows whose K and V fit half its L2 cache), the column lists by
+/// row, built once and cached by the pattern's id, the extents, causal / window, the tile
+/// sizes and the bands, so a training loop builds them in its first step only.
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev);
 
 }  // namespace tg::ops::attn

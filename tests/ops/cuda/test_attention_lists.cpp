@@ -124,16 +124,17 @@ std::vector<std::int32_t> list_of(const HostList& l, std::int64_t item) {
 }
 
 // `order` is a permutation of the items in bands of rows (row = item / per_group): band k
-// holds rows [k r, (k + 1) r) with r = max(1, ceil(band_items / per_group)), the last band
-// every row from its first on; bands ascending, the longest lists first within a band, ties
-// in item order.
-void check_order(const HostList& l, std::int64_t per_group, std::int64_t band_items) {
+// holds rows [k r, (k + 1) r) with r = ceil(band.items / per_group) within [1, max_rows],
+// the last band every row from its first on; bands ascending, the longest lists first
+// within a band, ties in item order.
+void check_order(const HostList& l, std::int64_t per_group, LaunchBand lb) {
   const std::size_t items = l.off.size() - 1;
   REQUIRE(l.order.size() == items);
   std::vector<std::int32_t> sorted = l.order;
   std::sort(sorted.begin(), sorted.end());
   for (std::size_t x = 0; x < items; ++x) REQUIRE(sorted[x] == static_cast<std::int32_t>(x));
-  const std::int64_t rows_a_band = std::max<std::int64_t>(1, (band_items + per_group - 1) / per_group);
+  const std::int64_t rows_a_band = std::min(std::max<std::int64_t>(1, lb.max_rows),
+                                            std::max<std::int64_t>(1, (lb.items + per_group - 1) / per_group));
   const std::int64_t bands = std::max<std::int64_t>(1, static_cast<std::int64_t>(items) / per_group / rows_a_band);
   auto band = [&](std::int32_t x) { return std::min(bands - 1, x / per_group / rows_a_band); };
   auto len = [&](std::int32_t x) {
@@ -181,11 +182,12 @@ TEST_CASE("attention tile lists: every tile shape against a pair-by-pair referen
           }
         }
       // the launch order: one row a band (band_items 0), bands of several rows, one band
-      for (const std::int64_t band_items : {std::int64_t{0}, 3 * num_m - 1, std::int64_t{1} << 30}) {
-        INFO("band_items " << band_items);
-        check_order(build_row_lists(s, bm, bn, band_items), num_m, band_items);
+      for (const LaunchBand band : {LaunchBand{}, LaunchBand{3 * num_m - 1, 1000}, LaunchBand{std::int64_t{1} << 30, 2},
+                                    LaunchBand{std::int64_t{1} << 30, 1000}}) {
+        INFO("band of " << band.items << " items, at most " << band.max_rows << " rows");
+        check_order(build_row_lists(s, bm, bn, band), num_m, band);
       }
-      check_order(rows, num_m, 0);
+      check_order(rows, num_m, {});
 
       // the column lists: per (kv row, key tile), the row entries holding that tile, bh then
       // m ascending, as ((bh % group) · num_m + m) with the row entry's flags
@@ -203,8 +205,8 @@ TEST_CASE("attention tile lists: every tile shape against a pair-by-pair referen
                                                            (e & ((1 << kFlagBits) - 1))));
           REQUIRE(list_of(cols, kv * num_n + n) == want);
         }
-      check_order(cols, num_n, 0);
-      check_order(build_col_lists(rows, p.bhq, p.bhkv, 2 * num_n + 1), num_n, 2 * num_n + 1);
+      check_order(cols, num_n, {});
+      check_order(build_col_lists(rows, p.bhq, p.bhkv, {2 * num_n + 1, 1000}), num_n, {2 * num_n + 1, 1000});
     }
   }
   // the random problems reached every kind of entry
@@ -220,13 +222,18 @@ TEST_CASE("attention launch order: bands of rows, longest lists first", "[ops][a
   const std::vector<std::int32_t> len = {1, 4, 2, 3, 3, 0, 5, 1, 1, 2, 6, 2, 0, 0, 7};
   std::vector<std::int32_t> off(1, 0);
   for (std::int32_t n : len) off.push_back(off.back() + n);
-  // one row a band: the old order by row
-  CHECK(item_order(off, 3, 0) == std::vector<std::int32_t>{1, 2, 0, 3, 4, 5, 6, 7, 8, 10, 9, 11, 14, 12, 13});
-  CHECK(item_order(off, 3, 3) == item_order(off, 3, 0));
+  // one row a band: the order by row
+  CHECK(item_order(off, 3, {}) == std::vector<std::int32_t>{1, 2, 0, 3, 4, 5, 6, 7, 8, 10, 9, 11, 14, 12, 13});
+  CHECK(item_order(off, 3, {3, 1000}) == item_order(off, 3, {}));
+  CHECK(item_order(off, 3, {1000, 1}) == item_order(off, 3, {}));
   // at least 4 items a band: two rows; the fifth row joins the last band (rows 2-4)
-  CHECK(item_order(off, 3, 4) == std::vector<std::int32_t>{1, 3, 4, 2, 0, 5, 14, 10, 6, 9, 11, 7, 8, 12, 13});
+  const std::vector<std::int32_t> two_rows{1, 3, 4, 2, 0, 5, 14, 10, 6, 9, 11, 7, 8, 12, 13};
+  CHECK(item_order(off, 3, {4, 1000}) == two_rows);
+  // as many items as there are, at most two rows: the same bands
+  CHECK(item_order(off, 3, {1000, 2}) == two_rows);
   // one band: longest first over every row
-  CHECK(item_order(off, 3, 1000) == std::vector<std::int32_t>{14, 10, 6, 1, 3, 4, 2, 9, 11, 0, 7, 8, 5, 12, 13});
+  CHECK(item_order(off, 3, {1000, 1000}) ==
+        std::vector<std::int32_t>{14, 10, 6, 1, 3, 4, 2, 9, 11, 0, 7, 8, 5, 12, 13});
   // no items
-  CHECK(item_order(std::vector<std::int32_t>{0}, 3, 4).empty());
+  CHECK(item_order(std::vector<std::int32_t>{0}, 3, {4, 1000}).empty());
 }
