@@ -85,6 +85,7 @@ struct Variant {
   at::BwdWarps warps = at::BwdWarps::Auto;        // Auto: by head dim
   at::BwdOperands operands = at::kDefaultBwdOperands;
   at::LaunchOrder order = at::LaunchOrder::Auto;
+  at::KvOrder kv_order = at::KvOrder::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -97,6 +98,7 @@ struct Variant {
     at::set_bwd_warps(warps);
     at::set_bwd_operands(operands);
     at::set_launch_order(order);
+    at::set_kv_order(kv_order);
   }
 };
 
@@ -145,6 +147,9 @@ const std::vector<Variant>& variants() {
       // the CTAs' items by row (the order before bands of rows, kernel_choice.h's LaunchOrder)
       {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows},
+      // the kv passes' last rows in one band, longest lists first (KvOrder)
+      {"launch order: kv tail", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Tail},
   };
   return v;
 }

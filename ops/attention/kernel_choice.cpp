@@ -60,6 +60,8 @@ constinit Choice<BwdStep> g_step{"TG_ATTENTION_BWD_STEP", "serial", "pipelined",
                                  kDefaultBwdStep};
 constinit Choice<LaunchOrder> g_order{"TG_ATTENTION_ORDER", "rows", "bands", LaunchOrder::Rows, LaunchOrder::Bands,
                                       kDefaultLaunchOrder};
+constinit Choice<KvOrder> g_kv_order{"TG_ATTENTION_KV_ORDER", "rows",        "tail",
+                                     KvOrder::Rows,           KvOrder::Tail, kDefaultKvOrder};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -110,6 +112,9 @@ BwdStep bwd_step() { return g_step.get(); }
 
 void set_launch_order(LaunchOrder o) { g_order.set(o); }
 LaunchOrder launch_order() { return g_order.get(); }
+
+void set_kv_order(KvOrder o) { g_kv_order.set(o); }
+KvOrder kv_order() { return g_kv_order.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -269,6 +269,27 @@ void set_launch_order(LaunchOrder o);
 /// TG_ATTENTION_ORDER when it holds anything but `rows` or `bands`.
 LaunchOrder launch_order();
 
+/// The order of the kv passes' items (a key tile's query tiles). Rows: by kv row, the longest
+/// lists first within a row (LaunchOrder's Rows). Tail: the same, but the last rows holding
+/// kKvTailWaves items per SM in one band, longest lists first, so that the grid ends on short
+/// lists (a greedy list schedule of the causal kv pass, 132 CTAs at once: 1.07x the mean CTA
+/// by rows, 1.02x with the tail). Auto: the environment variable TG_ATTENTION_KV_ORDER (`rows`
+/// or `tail`) when set, else kDefaultKvOrder.
+enum class KvOrder { Auto, Rows, Tail };
+
+/// What Auto means without TG_ATTENTION_KV_ORDER.
+constexpr KvOrder kDefaultKvOrder = KvOrder::Rows;
+
+/// Items of the kv passes' last band per SM of the device (Tail).
+constexpr int kKvTailWaves = 2;
+
+/// Forces the kv passes' order of later calls' tile lists (process-wide; Auto restores the default).
+void set_kv_order(KvOrder o);
+
+/// The order in effect, Auto resolved: Rows or Tail. Throws tg::ValueError naming
+/// TG_ATTENTION_KV_ORDER when it holds anything but `rows` or `tail`.
+KvOrder kv_order();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable

@@ -47,12 +47,14 @@ std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::
   std::vector<std::int32_t> order(static_cast<std::size_t>(std::max<std::int64_t>(0, items)));
   if (items <= 0 || per_group <= 0) return order;
   // Rows of a band: the fewest that hold band.items items, at most band.max_rows. The last
-  // band also takes the rows left over: a short last band would end the grid on a few rows'
-  // long lists.
+  // band also takes the rows left over (a short last band would end the grid on a few rows'
+  // long lists) and as many rows before them as hold band.last_items items.
+  const std::int64_t groups = items / per_group;
   const std::int64_t per_band =
       std::clamp<std::int64_t>((band.items + per_group - 1) / per_group, 1, std::max<std::int64_t>(1, band.max_rows));
-  const std::int64_t last = std::max<std::int64_t>(0, items / per_group / per_band - 1);
-  auto band_of = [&](std::int32_t x) { return std::min(last, x / per_group / per_band); };
+  const std::int64_t tail = std::clamp<std::int64_t>(groups - (band.last_items + per_group - 1) / per_group, 0,
+                                                     std::max<std::int64_t>(0, groups / per_band - 1) * per_band);
+  auto band_of = [&](std::int32_t x) { return std::min(tail, x / per_group) / per_band; };
   auto len = [&](std::int32_t x) { return off[static_cast<std::size_t>(x) + 1] - off[static_cast<std::size_t>(x)]; };
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
@@ -180,7 +182,7 @@ Tensor upload(const V& host, DType dt, Device dev) {
 }
 
 using Key = std::tuple<std::uint64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, std::int64_t,
-                       std::int64_t, int, int, bool, int, std::int64_t, std::int64_t>;
+                       std::int64_t, int, int, bool, int, std::int64_t, std::int64_t, std::int64_t>;
 
 // The row lists' bands on device dev (kernel_choice.h's LaunchOrder): kLaunchBandWaves items
 // an SM, in at most as many rows as keep their K and V within half the L2 cache (K / V of
@@ -190,8 +192,15 @@ LaunchBand row_band(const AttentionProblem& p, Device dev) {
   int l2 = 0;
   TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev.index));
   const std::int64_t kv_row = std::max<std::int64_t>(1, p.sk * (p.d + p.dv) * 2);
-  return {static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index),
-          std::max<std::int64_t>(1, static_cast<std::int64_t>(l2) / 2 / kv_row)};
+  return {.items = static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index),
+          .max_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(l2) / 2 / kv_row)};
+}
+
+// The column lists' bands (KvOrder): one row a band, and with Tail a last band of
+// kKvTailWaves items an SM.
+LaunchBand col_band(Device dev) {
+  if (kv_order() == KvOrder::Rows) return {};
+  return {.last_items = static_cast<std::int64_t>(kKvTailWaves) * tg::cuda::multiprocessor_count(dev.index)};
 }
 
 using Cache = runtime::OpCacheList<std::pair<Key, std::shared_ptr<const DeviceWork>>>;  // most recent first
@@ -203,7 +212,7 @@ constexpr std::size_t kCacheEntries = 64;
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev) {
   // Its device tensors are released by tg::release_device_resources().
   Cache* cache = &Cache::instance();
-  const LaunchBand band = row_band(p, dev);
+  const LaunchBand band = row_band(p, dev), cband = col_band(dev);
   const Key key{p.pattern.id(),
                 p.bhq,
                 p.bhkv,
@@ -217,7 +226,8 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
                 with_cols,
                 dev.index,
                 band.items,
-                band.max_rows};
+                band.max_rows,
+                cband.last_items};
   {
     std::lock_guard<std::mutex> lock(cache->mu);
     for (auto it = cache->entries.begin(); it != cache->entries.end(); ++it) {
@@ -245,8 +255,8 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   w->pattern_checked = std::count_if(rows.entries.begin(), rows.entries.end(),
                                      [](std::int32_t e) { return (e & kCheckPattern) != 0; });
   if (with_cols) {
-    // by row: bands measured 1.28-1.36x slower kv passes on causal patterns (kernel_choice.h)
-    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv);
+    // by row (and a last band): bands measured 1.28-1.36x slower kv passes on causal patterns
+    const HostList cols = build_col_lists(rows, p.bhq, p.bhkv, cband);
     w->col_order = upload(cols.order, DType::i32, dev);
     w->col_off = upload(cols.off, DType::i32, dev);
     w->col_entries = upload(cols.entries, DType::i32, dev);

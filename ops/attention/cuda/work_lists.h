@@ -49,16 +49,19 @@ ListSpec list_spec(const AttentionPattern& pat, std::int64_t bhq, std::int64_t b
                    std::int64_t wr, const std::vector<std::int32_t>& q_blk, const std::vector<std::int32_t>& k_blk);
 
 /// Bands of rows of a launch order (item_order): the fewest rows holding at least `items`
-/// items, at most max_rows rows. The default, one row a band.
+/// items, at most max_rows rows; the last band at least the last rows holding last_items
+/// items. The default, one row a band.
 struct LaunchBand {
   std::int64_t items = 0;
   std::int64_t max_rows = 1;
+  std::int64_t last_items = 0;
 };
 
 /// The launch order of the items whose lists `off` bounds (off.size() - 1 items, in rows of
 /// per_group items: item x in row x / per_group): the rows cut into bands of consecutive rows
-/// (`band`; the last band also takes the rows left over, fewer than a band), bands in row
-/// order, the longest lists first within a band, ties in item order.
+/// (`band`; the last band also takes the rows left over, fewer than a band, and the rows
+/// before them that band.last_items asks for), bands in row order, the longest lists first
+/// within a band, ties in item order.
 std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group, LaunchBand band);
 
 /// Row lists for query tiles of bm rows and key tiles of bn keys, ordered in bands (item_order).
@@ -80,8 +83,8 @@ struct DeviceWork {
 
 /// The device work lists of problem `p` for tiles of bm x bn (and their transpose when
 /// `with_cols`), the row lists in kernel_choice.h's launch_order() (bands of kLaunchBandWaves
-/// items per SM of `dev`, of rows whose K and V fit half its L2 cache), the column lists by
-/// row, built once and cached by the pattern's id, the extents, causal / window, the tile
+/// items per SM of `dev`, of rows whose K and V fit half its L2 cache), the column lists in
+/// its kv_order(), built once and cached by the pattern's id, the extents, causal / window, the tile
 /// sizes and the bands, so a training loop builds them in its first step only.
 std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm, int bn, bool with_cols, Device dev);
 

@@ -125,8 +125,9 @@ std::vector<std::int32_t> list_of(const HostList& l, std::int64_t item) {
 
 // `order` is a permutation of the items in bands of rows (row = item / per_group): band k
 // holds rows [k r, (k + 1) r) with r = ceil(band.items / per_group) within [1, max_rows],
-// the last band every row from its first on; bands ascending, the longest lists first
-// within a band, ties in item order.
+// the last band every row from its first on, and from row t on, t the first of the last
+// rows that hold last_items items (t within [0, the last band's first row]), the band of
+// row t; bands ascending, the longest lists first within a band, ties in item order.
 void check_order(const HostList& l, std::int64_t per_group, LaunchBand lb) {
   const std::size_t items = l.off.size() - 1;
   REQUIRE(l.order.size() == items);
@@ -135,8 +136,11 @@ void check_order(const HostList& l, std::int64_t per_group, LaunchBand lb) {
   for (std::size_t x = 0; x < items; ++x) REQUIRE(sorted[x] == static_cast<std::int32_t>(x));
   const std::int64_t rows_a_band = std::min(std::max<std::int64_t>(1, lb.max_rows),
                                             std::max<std::int64_t>(1, (lb.items + per_group - 1) / per_group));
-  const std::int64_t bands = std::max<std::int64_t>(1, static_cast<std::int64_t>(items) / per_group / rows_a_band);
-  auto band = [&](std::int32_t x) { return std::min(bands - 1, x / per_group / rows_a_band); };
+  const std::int64_t rows = static_cast<std::int64_t>(items) / per_group;
+  const std::int64_t bands = std::max<std::int64_t>(1, rows / rows_a_band);
+  const std::int64_t t =
+      std::clamp<std::int64_t>(rows - (lb.last_items + per_group - 1) / per_group, 0, (bands - 1) * rows_a_band);
+  auto band = [&](std::int32_t x) { return std::min(t, x / per_group) / rows_a_band; };
   auto len = [&](std::int32_t x) {
     return l.off[static_cast<std::size_t>(x) + 1] - l.off[static_cast<std::size_t>(x)];
   };
@@ -207,6 +211,8 @@ TEST_CASE("attention tile lists: every tile shape against a pair-by-pair referen
         }
       check_order(cols, num_n, {});
       check_order(build_col_lists(rows, p.bhq, p.bhkv, {2 * num_n + 1, 1000}), num_n, {2 * num_n + 1, 1000});
+      check_order(build_col_lists(rows, p.bhq, p.bhkv, {.last_items = 3 * num_n - 2}), num_n,
+                  {.last_items = 3 * num_n - 2});
     }
   }
   // the random problems reached every kind of entry
@@ -234,6 +240,11 @@ TEST_CASE("attention launch order: bands of rows, longest lists first", "[ops][a
   // one band: longest first over every row
   CHECK(item_order(off, 3, {1000, 1000}) ==
         std::vector<std::int32_t>{14, 10, 6, 1, 3, 4, 2, 9, 11, 0, 7, 8, 5, 12, 13});
+  // one row a band but the last two rows (at least 4 items) together
+  CHECK(item_order(off, 3, {.last_items = 4}) ==
+        std::vector<std::int32_t>{1, 2, 0, 3, 4, 5, 6, 7, 8, 14, 10, 9, 11, 12, 13});
+  // bands of two rows: a last band of 7 items takes the rows it would have anyway
+  CHECK(item_order(off, 3, {4, 1000, 7}) == two_rows);
   // no items
   CHECK(item_order(std::vector<std::int32_t>{0}, 3, {4, 1000}).empty());
 }
