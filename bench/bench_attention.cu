@@ -147,6 +147,9 @@ const std::vector<Variant>& variants() {
       // the CTAs' items by row (the order before bands of rows, kernel_choice.h's LaunchOrder)
       {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows},
+      // bands within a third of the L2, not a half
+      {"launch order: narrow bands", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::NarrowBands},
       // the kv passes' last rows in one band, longest lists first (KvOrder)
       {"launch order: kv tail", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Tail},

@@ -247,9 +247,10 @@ DropoutKernels dropout_kernels();
 /// (causal), the last items to start are the shortest ones of many rows, not one row's, so
 /// that the grid ends evenly. The kv passes' column lists keep the order by row: bands there
 /// measured 1.28-1.36x slower backwards on causal patterns (their Q, dO and f32 dQ rows
-/// leave L2). Auto: the environment variable TG_ATTENTION_ORDER (`rows` or `bands`) when set,
+/// leave L2). NarrowBands (set_launch_order only, for measurement): bands within a third of the
+/// L2 cache. Auto: the environment variable TG_ATTENTION_ORDER (`rows` or `bands`) when set,
 /// else kDefaultLaunchOrder.
-enum class LaunchOrder { Auto, Rows, Bands };
+enum class LaunchOrder { Auto, Rows, Bands, NarrowBands };
 
 /// What Auto means without TG_ATTENTION_ORDER. Measured against Rows (H100, 5 rounds in one
 /// process, bands of 8 waves without the L2 bound): the forward 1.05-1.09x on causal, window and
@@ -265,8 +266,8 @@ constexpr int kLaunchBandWaves = 8;
 /// Forces the launch order of later calls' tile lists (process-wide; Auto restores the default).
 void set_launch_order(LaunchOrder o);
 
-/// The order in effect, Auto resolved: Rows or Bands. Throws tg::ValueError naming
-/// TG_ATTENTION_ORDER when it holds anything but `rows` or `bands`.
+/// The order in effect, Auto resolved: Rows, Bands, or NarrowBands where forced. Throws
+/// tg::ValueError naming TG_ATTENTION_ORDER when it holds anything but `rows` or `bands`.
 LaunchOrder launch_order();
 
 /// The order of the kv passes' items (a key tile's query tiles). Rows: by kv row, the longest
