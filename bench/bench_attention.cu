@@ -144,15 +144,12 @@ const std::vector<Variant>& variants() {
       // and with K and V as register operands of Sᵀ and dPᵀ
       {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
-      // the CTAs' items by row (the order before bands of rows, kernel_choice.h's LaunchOrder)
+      // every item by row (the order before this: the forwards' LaunchOrder and the kv passes' KvOrder)
       {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows},
-      // bands within a third of the L2, not a half
-      {"launch order: narrow bands", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::NarrowBands},
-      // the kv passes' last rows in one band, longest lists first (KvOrder)
-      {"launch order: kv tail", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Tail},
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows, at::KvOrder::Rows},
+      // the kv passes' items by row to the end (KvOrder)
+      {"launch order: kv rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Rows},
   };
   return v;
 }

@@ -247,17 +247,18 @@ DropoutKernels dropout_kernels();
 /// (causal), the last items to start are the shortest ones of many rows, not one row's, so
 /// that the grid ends evenly. The kv passes' column lists keep the order by row: bands there
 /// measured 1.28-1.36x slower backwards on causal patterns (their Q, dO and f32 dQ rows
-/// leave L2). NarrowBands (set_launch_order only, for measurement): bands within a third of the
-/// L2 cache. Auto: the environment variable TG_ATTENTION_ORDER (`rows` or `bands`) when set,
-/// else kDefaultLaunchOrder.
-enum class LaunchOrder { Auto, Rows, Bands, NarrowBands };
+/// leave L2; their own order is KvOrder). Auto: the environment variable TG_ATTENTION_ORDER
+/// (`rows` or `bands`) when set, else kDefaultLaunchOrder.
+enum class LaunchOrder { Auto, Rows, Bands };
 
-/// What Auto means without TG_ATTENTION_ORDER. Measured against Rows (H100, 5 rounds in one
-/// process, bands of 8 waves without the L2 bound): the forward 1.05-1.09x on causal, window and
-/// variable block-causal patterns, dense even; random 10% at D 128 1.20x slower, its K and V
-/// out of L2 (64 rows of 2 MB in one band), which the L2 bound keeps to 12 rows there.
-/// (A greedy list schedule of the causal forward's items, lengths 2..64 key tiles in every
-/// row, 264 CTAs at once at D 128, ends 1.15x after the mean CTA by rows, 1.03x on dense.)
+/// What Auto means without TG_ATTENTION_ORDER. Measured against Rows (H100, 7 rounds in one
+/// process, bench/RESULTS.md 12-06 thirty-first session): the forward 1.05-1.11x on causal,
+/// window, variable block-causal, dropout and soft-cap patterns at D 64 and 128, dense even,
+/// random 10% 1.02x at D 64 and 0.94-0.96x at D 128 (its rows' K / V reuse in L2 counts more
+/// there than the end of the grid). One band of every row (no L2 bound) lost 16% on random at
+/// D 128; bands within a third of the L2 gained nothing over a half. (A greedy list schedule
+/// of the causal forward's items, lengths 2..64 key tiles in every row, 264 CTAs at once at
+/// D 128, ends 1.15x after the mean CTA by rows, 1.03x on dense, 1.01x in bands.)
 constexpr LaunchOrder kDefaultLaunchOrder = LaunchOrder::Bands;
 
 /// Items of a band per SM of the device (Bands).
@@ -266,8 +267,8 @@ constexpr int kLaunchBandWaves = 8;
 /// Forces the launch order of later calls' tile lists (process-wide; Auto restores the default).
 void set_launch_order(LaunchOrder o);
 
-/// The order in effect, Auto resolved: Rows, Bands, or NarrowBands where forced. Throws
-/// tg::ValueError naming TG_ATTENTION_ORDER when it holds anything but `rows` or `bands`.
+/// The order in effect, Auto resolved: Rows or Bands. Throws tg::ValueError naming
+/// TG_ATTENTION_ORDER when it holds anything but `rows` or `bands`.
 LaunchOrder launch_order();
 
 /// The order of the kv passes' items (a key tile's query tiles). Rows: by kv row, the longest
@@ -278,8 +279,11 @@ LaunchOrder launch_order();
 /// or `tail`) when set, else kDefaultKvOrder.
 enum class KvOrder { Auto, Rows, Tail };
 
-/// What Auto means without TG_ATTENTION_KV_ORDER.
-constexpr KvOrder kDefaultKvOrder = KvOrder::Rows;
+/// What Auto means without TG_ATTENTION_KV_ORDER. Tail measured against Rows (H100, 7 rounds
+/// in one process): the backward 1.03-1.06x on causal, dropout and soft-cap patterns at D 64
+/// and 128, 1.00-1.03x on window, random and variable blocks, dense even; per kernel (ncu),
+/// the causal kv pass 1392 -> 1344 µs at D 128, 872 -> 836 µs at D 64.
+constexpr KvOrder kDefaultKvOrder = KvOrder::Tail;
 
 /// Items of the kv passes' last band per SM of the device (Tail).
 constexpr int kKvTailWaves = 2;

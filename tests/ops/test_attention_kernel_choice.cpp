@@ -73,6 +73,10 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
   check_knob<at::DropoutKernels>("TG_ATTENTION_DROPOUT", at::set_dropout_kernels, at::dropout_kernels,
                                  {at::DropoutKernels::Plain, at::DropoutKernels::General},
                                  at::kDefaultDropoutKernels);
+  check_knob<at::LaunchOrder>("TG_ATTENTION_ORDER", at::set_launch_order, at::launch_order,
+                              {at::LaunchOrder::Rows, at::LaunchOrder::Bands}, at::kDefaultLaunchOrder);
+  check_knob<at::KvOrder>("TG_ATTENTION_KV_ORDER", at::set_kv_order, at::kv_order,
+                          {at::KvOrder::Rows, at::KvOrder::Tail}, at::kDefaultKvOrder);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);
