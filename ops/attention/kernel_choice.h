@@ -258,7 +258,8 @@ enum class LaunchOrder { Auto, Rows, Bands };
 /// there than the end of the grid). One band of every row (no L2 bound) lost 16% on random at
 /// D 128; bands within a third of the L2 gained nothing over a half. (A greedy list schedule
 /// of the causal forward's items, lengths 2..64 key tiles in every row, 264 CTAs at once at
-/// D 128, ends 1.15x after the mean CTA by rows, 1.03x on dense, 1.01x in bands.)
+/// D 128, ends 1.15x after the mean CTA by rows, 1.03x in these bands, as on dense:
+/// bench/attention_lists.)
 constexpr LaunchOrder kDefaultLaunchOrder = LaunchOrder::Bands;
 
 /// Items of a band per SM of the device (Bands).
@@ -275,7 +276,7 @@ LaunchOrder launch_order();
 /// lists first within a row (LaunchOrder's Rows). Tail: the same, but the last rows holding
 /// kKvTailWaves items per SM in one band, longest lists first, so that the grid ends on short
 /// lists (a greedy list schedule of the causal kv pass, 132 CTAs at once: 1.07x the mean CTA
-/// by rows, 1.02x with the tail). Auto: the environment variable TG_ATTENTION_KV_ORDER (`rows`
+/// by rows, 1.01x with the tail; bench/attention_lists). Auto: the environment variable TG_ATTENTION_KV_ORDER (`rows`
 /// or `tail`) when set, else kDefaultKvOrder.
 enum class KvOrder { Auto, Rows, Tail };
 
