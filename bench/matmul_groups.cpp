@@ -11,10 +11,16 @@
 // at block 64 their pairs), the most loaded of an H100's 132 kernel queues over the mean:
 // every 132nd item a queue, then the items dealt as the kernel's host code deals them
 // (ops::tma_queues).
+//
+// Then the operand stream of each schedule: the bytes of the x and y tiles its steps load
+// (every tile a step names, bs x bs 16-bit elements, read from L2), and the time they take at
+// the rate the kernel streams them at density 1 (kL2Rate), beside issue 4's target for the
+// forward (1.2 x density x cuBLAS dense): a floor of the schedule where that rate bounds it.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <string>
 
 #include "matmul_cases.h"
 #include "ops/sparse_matmul/plan.h"
@@ -66,6 +72,17 @@ std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_
   return {*std::max_element(every.begin(), every.end()) / mean, *std::max_element(dealt.begin(), dealt.end()) / mean};
 }
 
+// The operand tiles' rate from L2 the kernel reached at density 1, block 128 (3.15 GB in
+// 0.400 ms; H100, bench/RESULTS.md 12-06 thirtieth session), and cuBLAS's dense time of the
+// bench's product (bf16, 16 x 2048^3: 0.356-0.374 ms in the same runs).
+constexpr double kL2Rate = 7.9e12, kCublasMs = 0.37;
+
+// The bytes of the operand tiles the steps of r load.
+double operand_bytes(const ops::RowGroupSchedule& r, std::int64_t bs) {
+  const auto tiles = std::count_if(r.steps.begin(), r.steps.end(), [](std::int32_t t) { return t >= 0; });
+  return static_cast<double>(tiles) * static_cast<double>(bs * bs * 2);
+}
+
 }  // namespace
 
 int main() {
@@ -107,6 +124,35 @@ int main() {
                 units(pairs) / base, static_cast<long long>(pairs.n_steps - pairs.paired_steps),
                 static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps),
                 by_cols ? "columns" : "rows", groups_q.first, groups_q.second, pairs_q.first, pairs_q.second);
+  });
+
+  std::printf("\noperand stream: GB of x and y tiles loaded, and ms at %.1f TB/s; target: 1.2 x density x %.2f ms\n",
+              kL2Rate / 1e12, kCublasMs);
+  std::printf("%-4s %4s %7s | %15s | %15s | %15s | %9s\n", "mode", "bs", "density", "1 block", "groups", "pairs",
+              "target ms");
+  tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
+    if (bs == 32) return;
+    const tg::Layout none;
+    const ops::OperandDesc a{m == MatmulMode::DSD ? l : none, B, S, S, false};
+    const ops::OperandDesc b{m == MatmulMode::DDS ? l : none, B, S, S, false};
+    const ops::OperandDesc c{m == MatmulMode::SDD ? l : none, B, S, S, false};
+    const auto plan = ops::matmul_plan(a, b, c, bs);
+    const std::int64_t g = bs == 128 ? 2 : 4;
+    const auto rows = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 1, true);
+    const auto cols = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Columns, 1, true);
+    const ops::GroupAxis axis = cols.n_steps < rows.n_steps ? ops::GroupAxis::Columns : ops::GroupAxis::Rows;
+    auto cell = [&](double bytes) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%6.2f %6.3f", bytes / 1e9, bytes / kL2Rate * 1e3);
+      return std::string(buf);
+    };
+    const std::string pairs =
+        bs == 64 ? cell(operand_bytes(ops::row_group_schedule(*plan, g, whole, axis, 2), bs)) : std::string("-");
+    std::printf("%-4s %4lld %7.3f | %15s | %15s | %15s | %9.3f\n", tg_bench::mode_name(m), static_cast<long long>(bs),
+                l.density(),
+                cell(operand_bytes(ops::row_group_schedule(*plan, 1, whole, ops::GroupAxis::Rows, 1), bs)).c_str(),
+                cell(operand_bytes(ops::row_group_schedule(*plan, g, whole, axis, 1), bs)).c_str(), pairs.c_str(),
+                1.2 * l.density() * kCublasMs);
   });
   return 0;
 }
