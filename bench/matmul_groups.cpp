@@ -77,6 +77,16 @@ std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_
 // bench's product (bf16, 16 x 2048^3: 0.356-0.374 ms in the same runs).
 constexpr double kL2Rate = 7.9e12, kCublasMs = 0.37;
 
+// The plan of the bench's forward in mode m (the layout l on its sparse operand).
+std::shared_ptr<const ops::MatmulPlan> forward_plan(MatmulMode m, std::int64_t bs, const tg::Layout& l) {
+  const std::int64_t B = tg_bench::kMatmulB, S = tg_bench::kMatmulS;
+  const tg::Layout none;
+  const ops::OperandDesc a{m == MatmulMode::DSD ? l : none, B, S, S, false};
+  const ops::OperandDesc b{m == MatmulMode::DDS ? l : none, B, S, S, false};
+  const ops::OperandDesc c{m == MatmulMode::SDD ? l : none, B, S, S, false};
+  return ops::matmul_plan(a, b, c, bs);
+}
+
 // The bytes of the operand tiles the steps of r load.
 double operand_bytes(const ops::RowGroupSchedule& r, std::int64_t bs) {
   const auto tiles = std::count_if(r.steps.begin(), r.steps.end(), [](std::int32_t t) { return t >= 0; });
@@ -95,11 +105,7 @@ int main() {
               "columns", "pairs", "paired", "units");
   tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
     if (bs == 32) return;  // no Hopper kernel
-    const tg::Layout none;
-    const ops::OperandDesc a{m == MatmulMode::DSD ? l : none, B, S, S, false};
-    const ops::OperandDesc b{m == MatmulMode::DDS ? l : none, B, S, S, false};
-    const ops::OperandDesc c{m == MatmulMode::SDD ? l : none, B, S, S, false};
-    const auto plan = ops::matmul_plan(a, b, c, bs);
+    const auto plan = forward_plan(m, bs, l);
     const std::int64_t g = bs == 128 ? 2 : 4;
     const auto one = ops::row_group_schedule(*plan, 1, whole, ops::GroupAxis::Rows, 1);
     const auto rows = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 1);
@@ -132,11 +138,7 @@ int main() {
               "target ms");
   tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
     if (bs == 32) return;
-    const tg::Layout none;
-    const ops::OperandDesc a{m == MatmulMode::DSD ? l : none, B, S, S, false};
-    const ops::OperandDesc b{m == MatmulMode::DDS ? l : none, B, S, S, false};
-    const ops::OperandDesc c{m == MatmulMode::SDD ? l : none, B, S, S, false};
-    const auto plan = ops::matmul_plan(a, b, c, bs);
+    const auto plan = forward_plan(m, bs, l);
     const std::int64_t g = bs == 128 ? 2 : 4;
     const auto rows = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Rows, 1, true);
     const auto cols = ops::row_group_schedule(*plan, g, whole, ops::GroupAxis::Columns, 1, true);
