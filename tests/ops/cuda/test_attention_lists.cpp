@@ -185,7 +185,7 @@ TEST_CASE("attention tile lists: every tile shape against a pair-by-pair referen
             if ((e & ((1 << kFlagBits) - 1)) == 0) ++clean;
           }
         }
-      // the launch order: one row a band (band_items 0), bands of several rows, one band
+      // the launch order: one row a band (the default), bands of several rows, one band
       for (const LaunchBand band : {LaunchBand{}, LaunchBand{3 * num_m - 1, 1000}, LaunchBand{std::int64_t{1} << 30, 2},
                                     LaunchBand{std::int64_t{1} << 30, 1000}}) {
         INFO("band of " << band.items << " items, at most " << band.max_rows << " rows");
