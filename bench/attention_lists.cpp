@@ -24,7 +24,6 @@
 #include "attention_cases.h"
 #include "ops/attention/cuda/entry.h"
 #include "ops/attention/cuda/work_lists.h"
-#include "ops/attention/kernel_choice.h"
 
 namespace {
 
@@ -98,13 +97,10 @@ void print_orders(const tg_bench::Case& c, const at::ListSpec& s) {
     return std::pair{makespan(off, at::item_order(off, per_row, {}), ctas),
                      makespan(off, at::item_order(off, per_row, band), ctas)};
   };
-  auto bands = [&](std::int64_t d) {
-    return at::LaunchBand{.items = std::int64_t{at::kLaunchBandWaves} * kSms,
-                          .max_rows = kL2 / 2 / (tg_bench::kSeq * 2 * d * 2)};
-  };
+  auto bands = [&](std::int64_t d) { return at::forward_band(kSms, kL2, tg_bench::kSeq, d, d); };
   const at::HostList f128 = forward_lists(s, 128), f64 = forward_lists(s, 64), kv = kv_lists(s, 128);
   const auto a = model(f128, f128.num_m, bands(128), 2 * kSms), b = model(f64, f64.num_m, bands(64), 5 * kSms);
-  const auto k = model(kv, kv.num_n, {.last_items = std::int64_t{at::kKvTailWaves} * kSms}, kSms);
+  const auto k = model(kv, kv.num_n, at::kv_tail_band(kSms), kSms);
   std::printf("%-30s %7.3f %7.3f | %7.3f %7.3f | %7.3f %7.3f\n", c.name.c_str(), a.first, a.second, b.first, b.second,
               k.first, k.second);
 }

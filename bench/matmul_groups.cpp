@@ -73,8 +73,9 @@ std::pair<double, double> queue_balance(const ops::MatmulPlan& plan, std::int64_
 }
 
 // The operand tiles' rate from L2 the kernel reached at density 1, block 128 (3.15 GB in
-// 0.400 ms; H100, bench/RESULTS.md 12-06 thirtieth session), and cuBLAS's dense time of the
-// bench's product (bf16, 16 x 2048^3: 0.356-0.374 ms in the same runs).
+// 0.400 ms; H100, bench/RESULTS.md 12-06 thirtieth session; this tool counts 3.22 GB there,
+// 8.05 TB/s, so its times run 2% above what that point measured), and cuBLAS's dense time of
+// the bench's product (bf16, 16 x 2048^3: 0.356-0.374 ms in the same runs).
 constexpr double kL2Rate = 7.9e12, kCublasMs = 0.37;
 
 // The plan of the bench's forward in mode m (the layout l on its sparse operand).

@@ -552,6 +552,11 @@ int compute_capability_major(int device) {
   return cached_attribute(cudaDevAttrComputeCapabilityMajor, device, slots);
 }
 
+int l2_cache_bytes(int device) {
+  static std::array<std::atomic<int>, kMaxDevices> slots{};
+  return cached_attribute(cudaDevAttrL2CacheSize, device, slots);
+}
+
 int compute_capability_minor(int device) {
   static std::array<std::atomic<int>, kMaxDevices> slots{};
   return cached_attribute(cudaDevAttrComputeCapabilityMinor, device, slots);

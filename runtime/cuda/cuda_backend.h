@@ -32,6 +32,9 @@ int multiprocessor_count(int device);
 /// Major compute capability of `device`, read once per device and cached.
 int compute_capability_major(int device);
 
+/// L2 cache bytes of `device`, read once per device and cached.
+int l2_cache_bytes(int device);
+
 /// Minor compute capability of `device`, read once per device and cached.
 int compute_capability_minor(int device);
 

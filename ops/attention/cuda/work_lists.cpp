@@ -12,7 +12,6 @@
 #include "ops/attention/cuda/entry.h"
 #include "ops/attention/kernel_choice.h"
 #include "runtime/cuda/cuda_backend.h"
-#include "runtime/cuda/cuda_check.h"
 #include "runtime/op_caches.h"
 
 namespace tg::ops::attn {
@@ -64,6 +63,13 @@ std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::
   });
   return order;
 }
+
+LaunchBand forward_band(int sms, std::int64_t l2_bytes, std::int64_t sk, std::int64_t d, std::int64_t dv) {
+  const std::int64_t kv_row = std::max<std::int64_t>(1, sk * (d + dv) * 2);
+  return {.items = std::int64_t{kLaunchBandWaves} * sms, .max_rows = std::max<std::int64_t>(1, l2_bytes / 2 / kv_row)};
+}
+
+LaunchBand kv_tail_band(int sms) { return {.last_items = std::int64_t{kKvTailWaves} * sms}; }
 
 std::vector<std::int32_t> block_of_positions(const std::vector<std::int64_t>& starts) {
   std::vector<std::int32_t> blk(static_cast<std::size_t>(starts.back()));
@@ -184,23 +190,16 @@ Tensor upload(const V& host, DType dt, Device dev) {
 using Key = std::tuple<std::uint64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool, std::int64_t,
                        std::int64_t, int, int, bool, int, std::int64_t, std::int64_t, std::int64_t>;
 
-// The row lists' bands on device dev (kernel_choice.h's LaunchOrder): kLaunchBandWaves items
-// an SM, in at most as many rows as keep their K and V within half the L2 cache (K / V of
-// 16-bit elements, sk (d + dv) 2 bytes a row).
+// The row lists' bands on device dev (kernel_choice.h's LaunchOrder).
 LaunchBand row_band(const AttentionProblem& p, Device dev) {
   if (launch_order() == LaunchOrder::Rows) return {};
-  int l2 = 0;
-  TG_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev.index));
-  const std::int64_t kv_row = std::max<std::int64_t>(1, p.sk * (p.d + p.dv) * 2);
-  return {.items = static_cast<std::int64_t>(kLaunchBandWaves) * tg::cuda::multiprocessor_count(dev.index),
-          .max_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(l2) / 2 / kv_row)};
+  return forward_band(tg::cuda::multiprocessor_count(dev.index), tg::cuda::l2_cache_bytes(dev.index), p.sk, p.d, p.dv);
 }
 
-// The column lists' bands (KvOrder): one row a band, and with Tail a last band of
-// kKvTailWaves items an SM.
+// The column lists' bands on device dev (KvOrder).
 LaunchBand col_band(Device dev) {
   if (kv_order() == KvOrder::Rows) return {};
-  return {.last_items = static_cast<std::int64_t>(kKvTailWaves) * tg::cuda::multiprocessor_count(dev.index)};
+  return kv_tail_band(tg::cuda::multiprocessor_count(dev.index));
 }
 
 using Cache = runtime::OpCacheList<std::pair<Key, std::shared_ptr<const DeviceWork>>>;  // most recent first

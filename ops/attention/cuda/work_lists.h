@@ -64,6 +64,15 @@ struct LaunchBand {
 /// within a band, ties in item order.
 std::vector<std::int32_t> item_order(const std::vector<std::int32_t>& off, std::int64_t per_group, LaunchBand band);
 
+/// The forwards' bands of kernel_choice.h's LaunchOrder::Bands on a device of `sms` SMs and an
+/// L2 cache of l2_bytes: kLaunchBandWaves items an SM, in no more rows than keep their K and V
+/// (sk keys of d + dv 16-bit elements) within half the L2.
+LaunchBand forward_band(int sms, std::int64_t l2_bytes, std::int64_t sk, std::int64_t d, std::int64_t dv);
+
+/// The kv passes' bands of KvOrder::Tail on a device of `sms` SMs: one row a band, and a last
+/// band of kKvTailWaves items an SM.
+LaunchBand kv_tail_band(int sms);
+
 /// Row lists for query tiles of bm rows and key tiles of bn keys, ordered in bands (item_order).
 HostList build_row_lists(const ListSpec& s, int bm, int bn, LaunchBand band = {});
 

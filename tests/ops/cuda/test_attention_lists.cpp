@@ -248,3 +248,20 @@ TEST_CASE("attention launch order: bands of rows, longest lists first", "[ops][a
   // no items
   CHECK(item_order(std::vector<std::int32_t>{0}, 3, {4, 1000}).empty());
 }
+
+TEST_CASE("attention launch order: the default bands on an H100", "[ops][attention]") {
+  // 132 SMs, 50 MiB of L2: 8 waves of items; at S 4096 K and V take 2 MiB a row at D 128
+  // (12 rows in 25 MiB), 1 MiB at D 64 (25 rows); at least one row however long
+  const std::int64_t l2 = std::int64_t{50} << 20;
+  const LaunchBand d128 = forward_band(132, l2, 4096, 128, 128), d64 = forward_band(132, l2, 4096, 64, 64);
+  CHECK(d128.items == 1056);
+  CHECK(d128.max_rows == 12);
+  CHECK(d128.last_items == 0);
+  CHECK(d64.max_rows == 25);
+  CHECK(forward_band(132, l2, std::int64_t{1} << 24, 128, 128).max_rows == 1);
+  // the kv passes: one row a band, a last band of two waves
+  const LaunchBand tail = kv_tail_band(132);
+  CHECK(tail.items == 0);
+  CHECK(tail.max_rows == 1);
+  CHECK(tail.last_items == 264);
+}
