@@ -45,25 +45,37 @@ double gemm_ceiling() {
 
 struct Timing {
   double fwd_ms = 0, both_ms = 0;
+  // queued behind a spin kernel (the GPU's time alone) and the host's time to return, when asked
+  double fwd_queued_ms = 0, both_queued_ms = 0, fwd_host_ms = 0, both_host_ms = 0;
 };
 
-// Forward alone (no autograd), then forward + backward, of one case.
+// Forward alone (no autograd), then forward + backward, of one case, paced by the host as
+// the peers are timed; `gpu_alone` also times both queued and the host's part of a call,
+// which tell the host's launch path from the kernels' time.
 Timing time_case(const tg::Tensor& q, const tg::Tensor& k, const tg::Tensor& v, const tg::Tensor& dout,
-                 const tg::AttentionPattern& pattern, const tg::AttentionOptions& o) {
+                 const tg::AttentionPattern& pattern, const tg::AttentionOptions& o, bool gpu_alone = false) {
   Timing t;
   {
     tg::NoGradGuard ng;
-    t.fwd_ms = tgb::time_ms([&] { (void)tg::flash_attention(q, k, v, pattern, o); }, 3, 30);
+    const auto fwd = [&] { (void)tg::flash_attention(q, k, v, pattern, o); };
+    t.fwd_ms = tgb::time_ms(fwd, 3, 30);
+    if (gpu_alone) {
+      t.fwd_queued_ms = tgb::time_queued_ms(fwd, 3, 30);
+      t.fwd_host_ms = tgb::host_ms(fwd);
+    }
   }
   tg::Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
-  t.both_ms = tgb::time_ms(
-      [&] {
-        tg::flash_attention(qg, kg, vg, pattern, o).backward(dout);
-        qg.zero_grad();
-        kg.zero_grad();
-        vg.zero_grad();
-      },
-      2, 20);
+  const auto both = [&] {
+    tg::flash_attention(qg, kg, vg, pattern, o).backward(dout);
+    qg.zero_grad();
+    kg.zero_grad();
+    vg.zero_grad();
+  };
+  t.both_ms = tgb::time_ms(both, 2, 20);
+  if (gpu_alone) {
+    t.both_queued_ms = tgb::time_queued_ms(both, 2, 20);
+    t.both_host_ms = tgb::host_ms(both);
+  }
   return t;
 }
 
@@ -214,8 +226,11 @@ int main() {
         at::bwd_warps(128) == at::BwdWarps::Producer ? "with a producer" : "uniform",
         at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
         at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
-    std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s\n", "pattern", "D", "density", "fwd ms", "fwd TF/s",
-                "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling");
+    std::printf("(queued: each run behind a 2 ms spin kernel, the GPU's time alone; host: the time a call takes "
+                "to return, its launch path)\n");
+    std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s %10s %12s %9s %11s\n", "pattern", "D", "density", "fwd ms",
+                "fwd TF/s", "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling", "queued fwd", "queued both", "host fwd",
+                "host both");
   }
   const std::int64_t bh = kBatch * kHeads;
   for (std::int64_t d : {64, 128}) {
@@ -279,10 +294,11 @@ int main() {
           continue;
         }
       }
-      const Timing t = time_case(q, k, v, dout, c.pattern, o);
+      const Timing t = time_case(q, k, v, dout, c.pattern, o, true);
       const double fwd_tf = fwd_flops / t.fwd_ms / 1e9, both_tf = 3.5 * fwd_flops / t.both_ms / 1e9;
-      std::printf("%-30s %4lld %8.3f %9.3f %9.1f %11.3f %11.1f %8.1f%%\n", c.name.c_str(), static_cast<long long>(d),
-                  density, t.fwd_ms, fwd_tf, t.both_ms, both_tf, 100.0 * both_tf / ceiling);
+      std::printf("%-30s %4lld %8.3f %9.3f %9.1f %11.3f %11.1f %8.1f%% %10.3f %12.3f %9.3f %11.3f\n", c.name.c_str(),
+                  static_cast<long long>(d), density, t.fwd_ms, fwd_tf, t.both_ms, both_tf, 100.0 * both_tf / ceiling,
+                  t.fwd_queued_ms, t.both_queued_ms, t.fwd_host_ms, t.both_host_ms);
       std::fflush(stdout);
     }
   }

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -95,6 +96,26 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 10, int reps
 /// time_ms with each run queued behind a spin kernel (see there).
 inline double time_queued_ms(const std::function<void()>& fn, int warmup = 10, int reps = 50) {
   return time_ms(fn, warmup, reps, true);
+}
+
+/// Median host milliseconds one call of `fn` takes to return (its launch path: validation,
+/// dispatch, allocation), each call queued behind a 2 ms spin kernel so that the host never
+/// waits for the GPU unless `fn` synchronises (then the spin shows up in the time).
+inline double host_ms(const std::function<void()>& fn, int warmup = 3, int reps = 20) {
+  for (int i = 0; i < warmup; ++i) fn();
+  TG_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<double> ms(static_cast<std::size_t>(reps));
+  for (int i = 0; i < reps; ++i) {
+    spin_kernel<<<1, 1>>>(2000000);
+    TG_CUDA_CHECK(cudaGetLastError());
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms[static_cast<std::size_t>(i)] =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    TG_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 /// Device-to-device copy rate in GB/s (bytes read + written) over a 2 GiB buffer.
