@@ -9,8 +9,9 @@
 // The floor is arithmetic: at density d the operands move at most ~0.4 GB (bf16) for
 // d·275 GFLOP, far below the copy rate, so cuBLAS's rate is the ceiling to compare with.
 // Medians of 20 runs after 5 warm-up runs, CUDA events on the default stream. bf16 forward
-// lines at blocks 32 to 128 also time each CUDA decomposition forced (per-block, grouped
-// 128x128 / 64x128 / 128x64 regions, the Hopper kernel's tiles), in three rounds of
+// lines also time each CUDA decomposition forced (per-block, grouped 128x128 / 64x128 /
+// 128x64 regions, the Hopper kernel's tiles; at blocks 16 and 32 the product at its own
+// block size and on the 64-blocks covering it, path.h CoarseBlocks), in three rounds of
 // alternating order, against which to judge the automatic choice; those lines' time is the
 // automatic choice's median over the same rounds.
 #include <cublas_v2.h>
@@ -123,18 +124,32 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
       // schedule forced in them: SDD block 128 at density 0.5, 0.234 against 0.225 ms; in the
       // rounds one schedule still spreads 3-6% at block 128, bench/RESULTS.md 12-06,
       // twenty-ninth session). Its median over the rounds is the line's time.
-      std::vector<std::pair<MmaPath, const char*>> forced{{MmaPath::Auto, "auto"}, {MmaPath::PerBlock, "per-block"}};
+      // Below block 64 the forced paths keep the block size (CoarseBlocks::Never), and
+      // "covering 64" takes the 64-blocks covering it (Always), "own" the automatic choice
+      // at its own size.
+      using tg::ops::spmm::CoarseBlocks;
+      struct Forced {
+        MmaPath path;
+        CoarseBlocks coarse;
+        const char* name;
+      };
+      const CoarseBlocks own = bs < 64 ? CoarseBlocks::Never : CoarseBlocks::Auto;
+      std::vector<Forced> forced{{MmaPath::Auto, CoarseBlocks::Auto, "auto"}, {MmaPath::PerBlock, own, "per-block"}};
+      if (bs < 64) {
+        forced.insert(forced.end(), {{MmaPath::Auto, CoarseBlocks::Never, "own"},
+                                     {MmaPath::Auto, CoarseBlocks::Always, "covering 64"}});
+      }
       if (bs == 32 || bs == 64) {
-        forced.insert(
-            forced.end(),
-            {{MmaPath::Grouped, "128x128"}, {MmaPath::GroupedWide, "64x128"}, {MmaPath::GroupedTall, "128x64"}});
+        forced.insert(forced.end(), {{MmaPath::Grouped, own, "128x128"},
+                                     {MmaPath::GroupedWide, own, "64x128"},
+                                     {MmaPath::GroupedTall, own, "128x64"}});
       }
       if ((bs == 64 || bs == 128) && tg::ops::spmm::wgmma_supported(0)) {
-        forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, "tma-1"},
-                                     {MmaPath::WgmmaTmaWide, "tma-rows"},
-                                     {MmaPath::WgmmaTmaWideColumns, "tma-cols"},
-                                     {MmaPath::WgmmaTmaRowPairs, "tma-2rows"},
-                                     {MmaPath::WgmmaTmaColumnPairs, "tma-2cols"}});
+        forced.insert(forced.end(), {{MmaPath::WgmmaTmaNarrow, own, "tma-1"},
+                                     {MmaPath::WgmmaTmaWide, own, "tma-rows"},
+                                     {MmaPath::WgmmaTmaWideColumns, own, "tma-cols"},
+                                     {MmaPath::WgmmaTmaRowPairs, own, "tma-2rows"},
+                                     {MmaPath::WgmmaTmaColumnPairs, own, "tma-2cols"}});
       }
       // In rounds, every other one in reverse order, each path's median printed: in one fixed
       // order a later column read up to 13% slower than an earlier one on the same schedule
@@ -144,20 +159,22 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
       for (int round = 0; round < kPathRounds; ++round) {
         for (std::size_t i = 0; i < forced.size(); ++i) {
           const std::size_t k = round % 2 == 0 ? i : forced.size() - 1 - i;
-          tg::ops::spmm::set_mma_path(forced[k].first);
+          tg::ops::spmm::set_mma_path(forced[k].path);
+          tg::ops::spmm::set_coarse_blocks(forced[k].coarse);
           times[k].push_back(tgb::time_ms([&] { forward(); }, kWarmup, kReps));
         }
       }
       tg::ops::spmm::set_mma_path(MmaPath::Auto);
+      tg::ops::spmm::set_coarse_blocks(CoarseBlocks::Auto);
       for (std::size_t k = 0; k < forced.size(); ++k) {
         std::sort(times[k].begin(), times[k].end());
         const double median = times[k][times[k].size() / 2];
-        if (forced[k].first == MmaPath::Auto) {
+        if (k == 0) {
           fwd = median;
           continue;
         }
         char buf[64];
-        std::snprintf(buf, sizeof buf, "%s%s %.3f", k == 1 ? "; ms: " : ", ", forced[k].second, median);
+        std::snprintf(buf, sizeof buf, "%s%s %.3f", k == 1 ? "; ms: " : ", ", forced[k].name, median);
         paths += buf;
       }
     }

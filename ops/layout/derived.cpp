@@ -43,20 +43,18 @@ Layout matmul_layout(const Layout& lx, const Layout& ly) {
   return Layout(from_vector(std::vector<bool>(out.begin(), out.end()), {B, Mb, Nb}), lx.block_size());
 }
 
-Layout adapted_layout(const BlockSparseTensor& x, std::int64_t bs_to) {
-  check_block_sparse("adapted_layout", "x", x);
-  if (!is_pow2(bs_to)) TG_THROW(LayoutError, "adapted_layout: bs_to must be a power of two >= 1, got ", bs_to);
-  const Layout& l = x.layout();
+namespace {
+
+// The layout at bs_to of the blocks overlapping l's active blocks k with keep(k) (all when
+// keep is empty).
+Layout cover(const Layout& l, std::int64_t bs_to, const std::vector<bool>& keep) {
   const std::int64_t bs = l.block_size(), B = l.batch(), n = l.n_blocks();
   const std::int64_t tMb = (l.rows() + bs_to - 1) / bs_to, tNb = (l.cols() + bs_to - 1) / bs_to;
   std::vector<bool> m(static_cast<std::size_t>(B * tMb * tNb), false);
   if (n > 0) {
-    Tensor flags = empty({n}, {.dtype = DType::boolean, .device = x.device()});
-    ops::sparse_nonzero_blocks_kernel()(x.device())(x.data(), flags);
-    const std::vector<bool> nz = flags.to_vector<bool>();
     const std::int64_t* coords = l.tables(Device::cpu()).block_coords.data<std::int64_t>();
     for (std::int64_t k = 0; k < n; ++k) {
-      if (!nz[static_cast<std::size_t>(k)]) continue;
+      if (!keep.empty() && !keep[static_cast<std::size_t>(k)]) continue;
       const std::int64_t b = coords[3 * k], R = coords[3 * k + 1], C = coords[3 * k + 2];
       // Target blocks overlapping the source block's rows [R*bs, (R+1)*bs) and columns.
       for (std::int64_t tr = R * bs / bs_to; tr <= ((R + 1) * bs - 1) / bs_to; ++tr)
@@ -65,6 +63,27 @@ Layout adapted_layout(const BlockSparseTensor& x, std::int64_t bs_to) {
     }
   }
   return Layout(from_vector(m, {B, tMb, tNb}), bs_to);
+}
+
+}  // namespace
+
+Layout adapted_layout(const BlockSparseTensor& x, std::int64_t bs_to) {
+  check_block_sparse("adapted_layout", "x", x);
+  if (!is_pow2(bs_to)) TG_THROW(LayoutError, "adapted_layout: bs_to must be a power of two >= 1, got ", bs_to);
+  const std::int64_t n = x.layout().n_blocks();
+  std::vector<bool> nz;
+  if (n > 0) {
+    Tensor flags = empty({n}, {.dtype = DType::boolean, .device = x.device()});
+    ops::sparse_nonzero_blocks_kernel()(x.device())(x.data(), flags);
+    nz = flags.to_vector<bool>();
+  }
+  return cover(x.layout(), bs_to, nz);
+}
+
+Layout covering_layout(const Layout& l, std::int64_t bs_to) {
+  if (!l.defined()) TG_THROW(LayoutError, "covering_layout: l must be a defined layout");
+  if (!is_pow2(bs_to)) TG_THROW(LayoutError, "covering_layout: bs_to must be a power of two >= 1, got ", bs_to);
+  return cover(l, bs_to, {});
 }
 
 Layout distribution_layout(const BlockSparseTensor& idx, int dim, const Shape& target_shape, std::int64_t bs) {

@@ -22,6 +22,13 @@ Layout matmul_layout(const Layout& lx, const Layout& ly);
 /// Errors: LayoutError (bs_to).
 Layout adapted_layout(const BlockSparseTensor& x, std::int64_t bs_to);
 
+/// The layout at block size `bs_to` (a power of two >= 1) whose blocks cover l's active
+/// blocks: a target block is active iff it overlaps an active block of l. The grid is
+/// [B, ceil(M / bs_to), ceil(N / bs_to)], as adapted_layout's, which is this layout
+/// narrowed to blocks holding a non-zero; this one reads no data (structure only).
+/// Errors: LayoutError (undefined l, bs_to).
+Layout covering_layout(const Layout& l, std::int64_t bs_to);
+
 /// The target blocks that scatter_reduce(src, dim, idx, ...) writes to: target_shape is
 /// the logical [B, M, N] of the target, bs its block size (M and N divisible by it). An
 /// element of idx at (b, r, c) with value v names (b, r, v) for dim 2, (b, v, c) for dim 1

@@ -10,6 +10,7 @@ namespace tg::ops::spmm {
 namespace {
 std::atomic<MmaPath> g_path{MmaPath::Auto};
 std::atomic<int> g_max_ctas{0};
+std::atomic<CoarseBlocks> g_coarse{CoarseBlocks::Auto};
 }  // namespace
 
 void set_mma_path(MmaPath path) { g_path.store(path, std::memory_order_relaxed); }
@@ -24,5 +25,9 @@ void set_tma_max_ctas(int n) {
 int tma_max_ctas() { return g_max_ctas.load(std::memory_order_relaxed); }
 
 bool wgmma_supported(int device) { return cuda_compute_capability(device) == 90; }
+
+void set_coarse_blocks(CoarseBlocks c) { g_coarse.store(c, std::memory_order_relaxed); }
+
+CoarseBlocks coarse_blocks() { return g_coarse.load(std::memory_order_relaxed); }
 
 }  // namespace tg::ops::spmm

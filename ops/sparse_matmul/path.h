@@ -61,4 +61,23 @@ int tma_max_ctas();
 /// capability exactly 9.0, the only one sm_90a code runs on.
 bool wgmma_supported(int device);
 
+/// Whether products of blocks of 16 or 32 run as products of the 64-blocks covering them
+/// (sparse_matmul.cpp, `coarse_block`): Auto where the Hopper kernel takes 64-blocks
+/// (bf16 / f16 on a device of wgmma_supported) and the covering blocks add at most
+/// kMaxCoarseWork times the products; Never keeps the block size; Always takes 64-blocks
+/// wherever the extents allow, on any device and dtype (tests run it on the CPU).
+enum class CoarseBlocks { Auto, Never, Always };
+
+/// The most work (sum of block products, in multiply-adds) the covering 64-blocks may do,
+/// as a multiple of the fine blocks' own, for Auto to take them. The Hopper kernel ran
+/// 64-blocks 3.3-4.4x faster per multiply-add than the grouped mma.sync kernel ran 32-blocks
+/// at densities 0.1-1 (H100, bench/RESULTS.md 2026-12-06, thirty-second session).
+constexpr double kMaxCoarseWork = 3.0;
+
+/// Sets CoarseBlocks for later products (process-wide; Auto restores the heuristic).
+void set_coarse_blocks(CoarseBlocks c);
+
+/// The setting of set_coarse_blocks (Auto by default).
+CoarseBlocks coarse_blocks();
+
 }  // namespace tg::ops::spmm

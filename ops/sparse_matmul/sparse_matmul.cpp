@@ -5,7 +5,11 @@
 
 #include "autograd/node.h"
 #include "ops/common.h"
+#include "ops/layout/derived.h"
+#include "ops/sparse_adapt/kernels.h"
 #include "ops/sparse_matmul/kernels.h"
+#include "ops/sparse_matmul/path.h"
+#include "ops/sparse_move/layout_memo.h"
 
 namespace tg {
 
@@ -128,10 +132,76 @@ std::int64_t validate(const Side& x, const Side& y, const Layout* layout_out) {
   return bs;
 }
 
+// The block size of the 64-blocks covering a product's blocks of 16 or 32.
+constexpr std::int64_t kCoarseBlock = 64;
+
+// The layout of the cb-blocks covering l's, the same object for the same l (its plans and
+// device tables are built once).
+Layout covering(const Layout& l, std::int64_t cb) {
+  return ops::memo_layout("matmul.covering", {cb}, {l}, [&] { return covering_layout(l, cb); });
+}
+
+// A side at block size cb: a block-sparse one's blocks moved into the covering layout,
+// the fine blocks it lacks as zeros; a dense one as it is.
+Side covering_side(const Side& s, std::int64_t cb) {
+  if (!s.sparse()) return s;
+  const Layout l = covering(s.layout, cb);
+  Tensor t = ops::empty_like(s.t, {l.n_blocks(), cb, cb}, s.t.dtype());
+  if (l.n_blocks() > 0) ops::sparse_adapt_kernel()(s.t.device())(s.t, s.layout, l, t);
+  return {t, l, s.trans};
+}
+
+// The desc of covering_side(s, cb), without moving data.
+ops::OperandDesc covering_desc(const Side& s, std::int64_t cb) {
+  ops::OperandDesc d = s.desc();
+  if (d.sparse()) d.layout = covering(s.layout, cb);
+  return d;
+}
+
+ops::OperandDesc covering_target(const ops::OperandDesc& c, std::int64_t cb) {
+  if (!c.sparse()) return c;
+  return sparse_target(covering(c.layout, cb));
+}
+
+// Whether op(a) · op(b) at block size bs runs on the 64-blocks covering its blocks
+// (spmm::CoarseBlocks): the Hopper kernel multiplies 64-blocks several times faster per
+// multiply-add than the mma.sync kernels multiply blocks of 16 or 32, so it pays wherever
+// the covering blocks add little work (kMaxCoarseWork). The extents must be multiples of 64.
+// A fine block the covering blocks add is zero, so the sums are those of the fine blocks;
+// as on the grouped paths, a non-finite value facing such a zero block gives NaN.
+bool take_coarse(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs,
+                 const ops::MatmulPlan& plan) {
+  using ops::spmm::CoarseBlocks;
+  const CoarseBlocks choice = ops::spmm::coarse_blocks();
+  if (choice == CoarseBlocks::Never || bs >= kCoarseBlock || plan.n_pairs() == 0) return false;
+  for (std::int64_t extent : {a.op_rows(), a.op_cols(), b.op_cols()})
+    if (extent % kCoarseBlock != 0) return false;
+  if (choice == CoarseBlocks::Always) return true;
+  const Device dev = a.t.device();
+  const DType dt = a.t.dtype();
+  if (!dev.is_cuda() || (dt != DType::bf16 && dt != DType::f16) || !ops::spmm::wgmma_supported(dev.index)) return false;
+  // Multiply-adds of each plan: pairs of blocks, bs³ each.
+  const std::shared_ptr<const ops::MatmulPlan> coarse = ops::matmul_plan(
+      covering_desc(a, kCoarseBlock), covering_desc(b, kCoarseBlock), covering_target(c, kCoarseBlock), kCoarseBlock);
+  const auto work = [](const ops::MatmulPlan& p, std::int64_t s) {
+    return static_cast<double>(p.n_pairs()) * static_cast<double>(s * s * s);
+  };
+  const double fine_work = work(plan, bs), coarse_work = work(*coarse, kCoarseBlock);
+  return coarse_work <= ops::spmm::kMaxCoarseWork * fine_work;
+}
+
 // op(a) · op(b) into the output described by c, without autograd.
 Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
   std::shared_ptr<const ops::MatmulPlan> plan = ops::matmul_plan(a.desc(), b.desc(), c, bs);
   const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
+  if (plan->n_out > 0 && take_coarse(a, b, c, bs, *plan)) {
+    const ops::OperandDesc cc = covering_target(c, kCoarseBlock);
+    Tensor wide = run(covering_side(a, kCoarseBlock), covering_side(b, kCoarseBlock), cc, kCoarseBlock);
+    if (!c.sparse()) return wide;
+    Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
+    if (c.layout.n_blocks() > 0) ops::sparse_adapt_kernel()(a.t.device())(wide, cc.layout, c.layout, out);
+    return out;
+  }
   Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
   if (plan->n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(*plan, a.t, b.t, out);
   return out;

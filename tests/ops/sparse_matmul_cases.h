@@ -34,7 +34,7 @@ inline std::shared_ptr<const tg::ops::MatmulPlan> union_pair_plan() {
   return tg::ops::matmul_plan(a, b, c, bs);
 }
 
-/// Puts back TF32 and the automatic kernel choice when a CUDA test that forces them ends,
+/// Puts back TF32 and the automatic kernel and block choices when a CUDA test that forces them ends,
 /// however it ends (a failed REQUIRE throws).
 struct CudaSettingsGuard {
   bool tf32 = tg::allow_tf32();
@@ -45,6 +45,7 @@ struct CudaSettingsGuard {
     tg::set_allow_tf32(tf32);
     tg::ops::spmm::set_mma_path(tg::ops::spmm::MmaPath::Auto);
     tg::ops::spmm::set_tma_max_ctas(0);
+    tg::ops::spmm::set_coarse_blocks(tg::ops::spmm::CoarseBlocks::Auto);
   }
 };
 

@@ -1050,6 +1050,7 @@ TEST_CASE("sparse matmul CUDA: grouped regions of blocks 32 and 64", "[ops][spar
   // blocks stored or some operand blocks absent, empty rows and columns, empty operands
   // and outputs, k without overlap, batch > 1. Then the same problems on the per-block path.
   CudaSettingsGuard restore;
+  ops::spmm::set_coarse_blocks(ops::spmm::CoarseBlocks::Never);  // blocks of 32 as they are
   std::uint64_t seed = 9700;
   using ops::spmm::MmaPath;
   const char* names[] = {"auto", "per-block", "grouped 128x128", "grouped 64x128", "grouped 128x64"};
