@@ -24,6 +24,8 @@
 // applies (operands with fewer than 2^31 rows), before the others.
 #pragma once
 
+#include <cstdint>
+
 namespace tg::ops::spmm {
 
 enum class MmaPath {
@@ -62,17 +64,19 @@ int tma_max_ctas();
 bool wgmma_supported(int device);
 
 /// Whether products of blocks of 16 or 32 run as products of the 64-blocks covering them
-/// (sparse_matmul.cpp, `coarse_block`): Auto where the Hopper kernel takes 64-blocks
-/// (bf16 / f16 on a device of wgmma_supported) and the covering blocks add at most
-/// kMaxCoarseWork times the products; Never keeps the block size; Always takes 64-blocks
-/// wherever the extents allow, on any device and dtype (tests run it on the CPU).
+/// (sparse_matmul.cpp, `take_coarse`): Auto where the Hopper kernel takes 64-blocks (bf16 /
+/// f16 on a device of wgmma_supported) and the covering blocks do at most
+/// max_coarse_work(bs) times the fine blocks' work; Never keeps the block size; Always takes
+/// 64-blocks wherever the extents allow, on any device and dtype (tests run it on the CPU).
 enum class CoarseBlocks { Auto, Never, Always };
 
-/// The most work (sum of block products, in multiply-adds) the covering 64-blocks may do,
-/// as a multiple of the fine blocks' own, for Auto to take them. The Hopper kernel ran
-/// 64-blocks 3.3-4.4x faster per multiply-add than the grouped mma.sync kernel ran 32-blocks
-/// at densities 0.1-1 (H100, bench/RESULTS.md 2026-12-06, thirty-second session).
-constexpr double kMaxCoarseWork = 3.0;
+/// The most work (sum of block products, in multiply-adds) the covering 64-blocks may do, as
+/// a multiple of that of the blocks of `bs` (16 or 32) they cover, for Auto to take them.
+/// Measured (H100, 16 x 2048³ bf16, random layouts, bench/RESULTS.md 2026-12-06,
+/// thirty-second session): at block 32 the covering blocks doing 3.4x the work took 0.58 of
+/// the time (1.9-2.7x the work: 0.35-0.50); at block 16, 8.1x the work 0.32-0.43 of the
+/// time, 4x the work 0.16-0.20. The limits stay below where those ratios reach 1.
+constexpr double max_coarse_work(std::int64_t bs) { return bs <= 16 ? 10.0 : 4.0; }
 
 /// Sets CoarseBlocks for later products (process-wide; Auto restores the heuristic).
 void set_coarse_blocks(CoarseBlocks c);

@@ -165,8 +165,8 @@ ops::OperandDesc covering_target(const ops::OperandDesc& c, std::int64_t cb) {
 
 // Whether op(a) · op(b) at block size bs runs on the 64-blocks covering its blocks
 // (spmm::CoarseBlocks): the Hopper kernel multiplies 64-blocks several times faster per
-// multiply-add than the mma.sync kernels multiply blocks of 16 or 32, so it pays wherever
-// the covering blocks add little work (kMaxCoarseWork). The extents must be multiples of 64.
+// multiply-add than the mma.sync kernels multiply blocks of 16 or 32, so it pays unless the
+// covering blocks add much work (max_coarse_work). The extents must be multiples of 64.
 // A fine block the covering blocks add is zero, so the sums are those of the fine blocks;
 // as on the grouped paths, a non-finite value facing such a zero block gives NaN.
 bool take_coarse(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs,
@@ -187,7 +187,7 @@ bool take_coarse(const Side& a, const Side& b, const ops::OperandDesc& c, std::i
     return static_cast<double>(p.n_pairs()) * static_cast<double>(s * s * s);
   };
   const double fine_work = work(plan, bs), coarse_work = work(*coarse, kCoarseBlock);
-  return coarse_work <= ops::spmm::kMaxCoarseWork * fine_work;
+  return coarse_work <= ops::spmm::max_coarse_work(bs) * fine_work;
 }
 
 // op(a) · op(b) into the output described by c, without autograd.

@@ -11,7 +11,11 @@
 // dense extent; on CUDA bs >= 16. dtypes f32, f64, bf16, f16, the same for x and y and
 // kept by the output; products accumulate in f32 (f64 for f64) and round once per output
 // element. On CUDA, bf16/f16 use tensor cores; f32 uses TF32 tensor cores only when
-// tg::allow_tf32() is set, else exact f32 arithmetic.
+// tg::allow_tf32() is set, else exact f32 arithmetic. On a Hopper GPU a bf16/f16 product
+// at block size 16 or 32 whose extents are multiples of 64 may run on the 64-blocks
+// covering its blocks (covering_layout), the blocks they add read as zeros: the same sums,
+// except that a non-finite value facing such a zero block gives NaN (ops/sparse_matmul/path.h
+// CoarseBlocks says when, and turns it off).
 //
 // MatmulOptions::transpose_x / transpose_y read an operand transposed, like BLAS op():
 // x is then stored as [B, K, M] (its layout [B, K/bs, M/bs]) and y as [B, N, K], and the

@@ -197,7 +197,7 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks matches the CPU", "[ops][spa
   if (!ops::spmm::wgmma_supported(Device::cuda().index)) TG_SKIP("not a compute capability 9.0 GPU: test skipped");
   CudaSettingsGuard restore;
   // Auto on CUDA takes the covering blocks for bf16 / f16 where they add at most
-  // kMaxCoarseWork times the work: x with 3 of the 4 blocks of 32 of its one 64-block
+  // max_coarse_work(32) times the work: x with 3 of the 4 blocks of 32 of its one 64-block (4/3)
   CHECK(nan_reaches_output(DType::bf16, Device::cuda()));
   CHECK(nan_reaches_output(DType::f16, Device::cuda()));
   // not for f32 (no Hopper kernel), nor when forced off
