@@ -1,7 +1,9 @@
 #include "ops/sparse_matmul/path.h"
 
 #include <atomic>
+#include <mutex>
 
+#include "ops/common.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 
@@ -28,6 +30,13 @@ bool wgmma_supported(int device) { return cuda_compute_capability(device) == 90;
 
 void set_coarse_blocks(CoarseBlocks c) { g_coarse.store(c, std::memory_order_relaxed); }
 
-CoarseBlocks coarse_blocks() { return g_coarse.load(std::memory_order_relaxed); }
+CoarseBlocks coarse_blocks() {
+  const CoarseBlocks c = g_coarse.load(std::memory_order_relaxed);
+  if (c != CoarseBlocks::Auto) return c;
+  static std::once_flag read;
+  static int from_env = 0;
+  std::call_once(read, [] { from_env = env_choice("matmul", "TG_MATMUL_COARSE", "never", "always"); });
+  return from_env == 1 ? CoarseBlocks::Never : from_env == 2 ? CoarseBlocks::Always : CoarseBlocks::Auto;
+}
 
 }  // namespace tg::ops::spmm

@@ -73,15 +73,17 @@ enum class CoarseBlocks { Auto, Never, Always };
 /// The most work (sum of block products, in multiply-adds) the covering 64-blocks may do, as
 /// a multiple of that of the blocks of `bs` (16 or 32) they cover, for Auto to take them.
 /// Measured (H100, 16 x 2048³ bf16, random layouts, bench/RESULTS.md 2026-12-06,
-/// thirty-second session): at block 32 the covering blocks doing 3.4x the work took 0.58 of
-/// the time (1.9-2.7x the work: 0.35-0.50); at block 16, 8.1x the work 0.32-0.43 of the
+/// thirty-second session): at block 32 the covering blocks doing 3.4x the work took 0.58-0.68
+/// of the time (1.9-2.7x the work: 0.35-0.52); at block 16, 8.1x the work 0.33-0.43 of the
 /// time, 4x the work 0.16-0.20. The limits stay below where those ratios reach 1.
 constexpr double max_coarse_work(std::int64_t bs) { return bs <= 16 ? 10.0 : 4.0; }
 
-/// Sets CoarseBlocks for later products (process-wide; Auto restores the heuristic).
+/// Sets CoarseBlocks for later products (process-wide; Auto restores the heuristic, or the
+/// environment's TG_MATMUL_COARSE where set).
 void set_coarse_blocks(CoarseBlocks c);
 
-/// The setting of set_coarse_blocks (Auto by default).
+/// The setting of set_coarse_blocks; under Auto, TG_MATMUL_COARSE=never|always where set (read
+/// once), else Auto. Throws tg::ValueError naming the variable when it holds anything else.
 CoarseBlocks coarse_blocks();
 
 }  // namespace tg::ops::spmm
