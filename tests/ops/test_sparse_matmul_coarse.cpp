@@ -5,7 +5,7 @@
 //  - on the CPU with the covering blocks forced (CoarseBlocks::Always), every mode and
 //    transpose combination at blocks 16 and 32, forward against the f64 reference and
 //    forward and gradients against the block size's own products, on random layouts, empty
-//    ones, empty rows and columns and k-blocks without overlap;
+//    ones, empty rows and columns and k-blocks without overlap; gradchecks of every mode;
 //  - that the covering blocks were used: a NaN of y facing a block absent from x reaches
 //    the output only through a covering block's zeros;
 //  - on CUDA (Hopper), the automatic choice against the CPU, where it takes the covering
@@ -174,6 +174,23 @@ TEST_CASE("sparse matmul on covering 64-blocks matches the block size's own prod
           tgt::require_close(wide.dy, own.dy, 1e-12, 1e-12);
         }
       }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul on covering 64-blocks: gradcheck along random directions (CPU)",
+          "[ops][sparse_matmul][gradcheck]") {
+  CoarseGuard always(CoarseBlocks::Always);
+  std::uint64_t seed = 31500;
+  for (std::int64_t bs : {16, 32}) {
+    const Problem p = coarse_problems(bs, seed += 100)[0];  // random layouts, batch 2, non-square
+    for (const Mode& m : kModes) {
+      const Tensor x0 = input_of(tgt::rand64({p.B(), p.M(), p.K()}, ++seed), p.lx, m.x_sparse);
+      const Tensor y0 = input_of(tgt::rand64({p.B(), p.K(), p.N()}, ++seed), p.ly, m.y_sparse);
+      const auto r = directional_gradcheck(
+          [&](const Tensor& x, const Tensor& y) { return call(m, x, p.lx, y, p.ly, p.lo, {}); }, x0, y0, 4, ++seed);
+      INFO(m.name << " bs=" << bs << ": " << r.report);
+      REQUIRE(r.ok);
     }
   }
 }
