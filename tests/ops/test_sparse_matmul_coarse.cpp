@@ -58,17 +58,19 @@ Result run_mode(const Mode& m, const Problem& p, const MatmulOptions& o, const T
 // block-column of y; k-blocks of x and y that never meet.
 std::vector<Problem> coarse_problems(std::int64_t bs, std::uint64_t seed) {
   const std::int64_t f = 64 / bs;  // blocks a 64-block spans along each side
-  std::vector<Problem> ps = {problem(2, 2 * f, 3 * f, f, bs, 0.4, 0.5, 0.6, seed),
-                             problem(1, f, 2 * f, 2 * f, bs, 0.8, 0.9, 1.0, seed + 10),
-                             problem(1, f, f, f, bs, 0.0, 0.7, 0.7, seed + 20),
-                             problem(2, f, 2 * f, f, bs, 0.7, 0.7, 0.0, seed + 30)};
-  const Layout rx = random_layout(1, 2 * f, 2 * f, bs, 0.8, seed + 40), ry = random_layout(1, 2 * f, f, bs, 0.8, seed + 41);
-  ps.push_back({tgt::layout_where(1, 2 * f, 2 * f, bs, [&](auto b, auto r, auto c) { return r != 1 && rx.active(b, r, c); }),
-                tgt::layout_where(1, 2 * f, f, bs, [&](auto b, auto r, auto c) { return c != 0 && ry.active(b, r, c); }),
-                tgt::layout_where(1, 2 * f, f, bs, [](auto, auto r, auto) { return r != 0; })});
+  std::vector<Problem> ps = {
+      problem(2, 2 * f, 3 * f, f, bs, 0.4, 0.5, 0.6, seed), problem(1, f, 2 * f, 2 * f, bs, 0.8, 0.9, 1.0, seed + 10),
+      problem(1, f, f, f, bs, 0.0, 0.7, 0.7, seed + 20), problem(2, f, 2 * f, f, bs, 0.7, 0.7, 0.0, seed + 30)};
+  const Layout rx = random_layout(1, 2 * f, 2 * f, bs, 0.8, seed + 40),
+               ry = random_layout(1, 2 * f, f, bs, 0.8, seed + 41);
+  ps.push_back(
+      {tgt::layout_where(1, 2 * f, 2 * f, bs, [&](auto b, auto r, auto c) { return r != 1 && rx.active(b, r, c); }),
+       tgt::layout_where(1, 2 * f, f, bs, [&](auto b, auto r, auto c) { return c != 0 && ry.active(b, r, c); }),
+       tgt::layout_where(1, 2 * f, f, bs, [](auto, auto r, auto) { return r != 0; })});
   // even k-blocks in x, odd ones in y: every output block of SSS / DSS is an empty sum
   ps.push_back({tgt::layout_where(1, f, 2 * f, bs, [](auto, auto, auto c) { return c % 2 == 0; }),
-                tgt::layout_where(1, 2 * f, f, bs, [](auto, auto r, auto) { return r % 2 == 1; }), full_layout(1, f, f, bs)});
+                tgt::layout_where(1, 2 * f, f, bs, [](auto, auto r, auto) { return r % 2 == 1; }),
+                full_layout(1, f, f, bs)});
   return ps;
 }
 
@@ -110,9 +112,8 @@ bool nan_reaches_output(DType dt, Device dev) {
 
 TEST_CASE("covering_layout: the blocks covering a layout's at another block size", "[ops][layout]") {
   // 1 x 4 x 6 blocks of 32 -> 1 x 2 x 3 blocks of 64
-  const Layout l = tgt::layout_where(1, 4, 6, 32, [](auto, auto r, auto c) {
-    return (r == 0 && c == 0) || (r == 3 && c == 3) || (r == 2 && c == 5);
-  });
+  const Layout l = tgt::layout_where(
+      1, 4, 6, 32, [](auto, auto r, auto c) { return (r == 0 && c == 0) || (r == 3 && c == 3) || (r == 2 && c == 5); });
   const Layout c = covering_layout(l, 64);
   CHECK(c.block_size() == 64);
   CHECK(c.block_rows() == 2);
@@ -120,7 +121,8 @@ TEST_CASE("covering_layout: the blocks covering a layout's at another block size
   const std::vector<std::uint8_t> want = {1, 0, 0, 0, 1, 1};
   CHECK(c.mask_host() == want);
   // a grid that 64 does not divide is padded: 3 x 3 blocks of 32 -> 2 x 2 of 64
-  const Layout odd = tgt::layout_where(2, 3, 3, 32, [](auto b, auto r, auto c2) { return b == 1 && r == 2 && c2 == 2; });
+  const Layout odd =
+      tgt::layout_where(2, 3, 3, 32, [](auto b, auto r, auto c2) { return b == 1 && r == 2 && c2 == 2; });
   const Layout oc = covering_layout(odd, 64);
   CHECK(oc.batch() == 2);
   CHECK(oc.block_rows() == 2);
@@ -195,7 +197,8 @@ TEST_CASE("sparse matmul on covering 64-blocks: gradcheck along random direction
   }
 }
 
-TEST_CASE("sparse matmul on covering 64-blocks: a NaN facing an added zero block shows the path", "[ops][sparse_matmul]") {
+TEST_CASE("sparse matmul on covering 64-blocks: a NaN facing an added zero block shows the path",
+          "[ops][sparse_matmul]") {
   {
     CoarseGuard never(CoarseBlocks::Never);
     CHECK_FALSE(nan_reaches_output(DType::f64, Device::cpu()));
