@@ -63,6 +63,12 @@ __global__ void spin_kernel(long long ns) {
   } while (static_cast<long long>(t - t0) < ns);
 }
 
+/// Holds the legacy default stream for 2 ms, so that the host queues what follows behind it.
+inline void hold_stream() {
+  spin_kernel<<<1, 1>>>(2000000);
+  TG_CUDA_CHECK(cudaGetLastError());
+}
+
 /// Median milliseconds of `fn` over `reps` timed runs after `warmup` untimed ones, each
 /// run timed with CUDA events on the legacy default stream. `queued`: each run is queued
 /// behind a 2 ms spin kernel, with the first event after it, so the time is the GPU's
@@ -77,10 +83,7 @@ inline double time_ms(const std::function<void()>& fn, int warmup = 10, int reps
   TG_CUDA_CHECK(cudaEventCreate(&b));
   std::vector<float> ms(static_cast<std::size_t>(reps));
   for (int i = 0; i < reps; ++i) {
-    if (queued) {
-      spin_kernel<<<1, 1>>>(2000000);
-      TG_CUDA_CHECK(cudaGetLastError());
-    }
+    if (queued) hold_stream();
     TG_CUDA_CHECK(cudaEventRecord(a));
     fn();
     TG_CUDA_CHECK(cudaEventRecord(b));
@@ -106,8 +109,7 @@ inline double host_ms(const std::function<void()>& fn, int warmup = 3, int reps 
   TG_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<double> ms(static_cast<std::size_t>(reps));
   for (int i = 0; i < reps; ++i) {
-    spin_kernel<<<1, 1>>>(2000000);
-    TG_CUDA_CHECK(cudaGetLastError());
+    hold_stream();
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     ms[static_cast<std::size_t>(i)] =

@@ -64,7 +64,7 @@ int tma_max_ctas();
 bool wgmma_supported(int device);
 
 /// Whether products of blocks of 16 or 32 run as products of the 64-blocks covering them
-/// (sparse_matmul.cpp, `take_coarse`): Auto where the Hopper kernel takes 64-blocks (bf16 /
+/// (sparse_matmul.cpp, `covering_route`): Auto where the Hopper kernel takes 64-blocks (bf16 /
 /// f16 on a device of wgmma_supported) and the covering blocks do at most
 /// max_coarse_work(bs) times the fine blocks' work; Never keeps the block size; Always takes
 /// 64-blocks wherever the extents allow, on any device and dtype (tests run it on the CPU).

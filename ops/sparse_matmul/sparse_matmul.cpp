@@ -1,6 +1,7 @@
 // Block-sparse matmul: validation, plan lookup, output allocation, dispatch, autograd.
 #include "ops/sparse_matmul/sparse_matmul.h"
 
+#include <optional>
 #include <string>
 
 #include "autograd/node.h"
@@ -141,17 +142,7 @@ Layout covering(const Layout& l, std::int64_t cb) {
   return ops::memo_layout("matmul.covering", {cb}, {l}, [&] { return covering_layout(l, cb); });
 }
 
-// A side at block size cb: a block-sparse one's blocks moved into the covering layout,
-// the fine blocks it lacks as zeros; a dense one as it is.
-Side covering_side(const Side& s, std::int64_t cb) {
-  if (!s.sparse()) return s;
-  const Layout l = covering(s.layout, cb);
-  Tensor t = ops::empty_like(s.t, {l.n_blocks(), cb, cb}, s.t.dtype());
-  if (l.n_blocks() > 0) ops::sparse_adapt_kernel()(s.t.device())(s.t, s.layout, l, t);
-  return {t, l, s.trans};
-}
-
-// The desc of covering_side(s, cb), without moving data.
+// The desc of side s at block size cb: a block-sparse one under the covering layout.
 ops::OperandDesc covering_desc(const Side& s, std::int64_t cb) {
   ops::OperandDesc d = s.desc();
   if (d.sparse()) d.layout = covering(s.layout, cb);
@@ -163,44 +154,63 @@ ops::OperandDesc covering_target(const ops::OperandDesc& c, std::int64_t cb) {
   return sparse_target(covering(c.layout, cb));
 }
 
-// Whether op(a) · op(b) at block size bs runs on the 64-blocks covering its blocks
-// (spmm::CoarseBlocks): the Hopper kernel multiplies 64-blocks several times faster per
-// multiply-add than the mma.sync kernels multiply blocks of 16 or 32, so it pays unless the
-// covering blocks add much work (max_coarse_work). The extents must be multiples of 64.
-// A fine block the covering blocks add is zero, so the sums are those of the fine blocks;
-// as on the grouped paths, a non-finite value facing such a zero block gives NaN.
-bool take_coarse(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs,
-                 const ops::MatmulPlan& plan) {
+// Side s at the block size of d (its covering_desc): a block-sparse one's blocks moved into
+// d's layout, the fine blocks it lacks as zeros; a dense one as it is.
+Side covering_side(const Side& s, const ops::OperandDesc& d) {
+  if (!s.sparse()) return s;
+  const std::int64_t cb = d.layout.block_size();
+  Tensor t = ops::empty_like(s.t, {d.layout.n_blocks(), cb, cb}, s.t.dtype());
+  if (d.layout.n_blocks() > 0) ops::sparse_adapt_kernel()(s.t.device())(s.t, s.layout, d.layout, t);
+  return {t, d.layout, s.trans};
+}
+
+// A product's operands and output at kCoarseBlock.
+struct Covering {
+  ops::OperandDesc a, b, c;
+};
+
+// The covering descs when op(a) · op(b) at block size bs runs on the 64-blocks covering its
+// blocks (spmm::CoarseBlocks), else none: the Hopper kernel multiplies 64-blocks several
+// times faster per multiply-add than the mma.sync kernels multiply blocks of 16 or 32, so it
+// pays unless the covering blocks add much work (max_coarse_work). The extents must be
+// multiples of 64. A fine block the covering blocks add is zero, so the sums are those of
+// the fine blocks; as on the grouped paths, a non-finite value facing such a zero block
+// gives NaN.
+std::optional<Covering> covering_route(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs,
+                                       const ops::MatmulPlan& plan) {
   using ops::spmm::CoarseBlocks;
   const CoarseBlocks choice = ops::spmm::coarse_blocks();
-  if (choice == CoarseBlocks::Never || bs >= kCoarseBlock || plan.n_pairs() == 0) return false;
+  if (choice == CoarseBlocks::Never || bs >= kCoarseBlock || plan.n_pairs() == 0) return std::nullopt;
   for (std::int64_t extent : {a.op_rows(), a.op_cols(), b.op_cols()})
-    if (extent % kCoarseBlock != 0) return false;
-  if (choice == CoarseBlocks::Always) return true;
+    if (extent % kCoarseBlock != 0) return std::nullopt;
   const Device dev = a.t.device();
   const DType dt = a.t.dtype();
-  if (!dev.is_cuda() || (dt != DType::bf16 && dt != DType::f16) || !ops::spmm::wgmma_supported(dev.index)) return false;
+  if (choice == CoarseBlocks::Auto &&
+      (!dev.is_cuda() || (dt != DType::bf16 && dt != DType::f16) || !ops::spmm::wgmma_supported(dev.index)))
+    return std::nullopt;
+  Covering cov{covering_desc(a, kCoarseBlock), covering_desc(b, kCoarseBlock), covering_target(c, kCoarseBlock)};
+  if (choice == CoarseBlocks::Always) return cov;
   // Multiply-adds of each plan: pairs of blocks, bs³ each.
-  const std::shared_ptr<const ops::MatmulPlan> coarse = ops::matmul_plan(
-      covering_desc(a, kCoarseBlock), covering_desc(b, kCoarseBlock), covering_target(c, kCoarseBlock), kCoarseBlock);
+  const std::shared_ptr<const ops::MatmulPlan> coarse = ops::matmul_plan(cov.a, cov.b, cov.c, kCoarseBlock);
   const auto work = [](const ops::MatmulPlan& p, std::int64_t s) {
     return static_cast<double>(p.n_pairs()) * static_cast<double>(s * s * s);
   };
-  const double fine_work = work(plan, bs), coarse_work = work(*coarse, kCoarseBlock);
-  return coarse_work <= ops::spmm::max_coarse_work(bs) * fine_work;
+  if (work(*coarse, kCoarseBlock) > ops::spmm::max_coarse_work(bs) * work(plan, bs)) return std::nullopt;
+  return cov;
 }
 
 // op(a) · op(b) into the output described by c, without autograd.
 Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
   std::shared_ptr<const ops::MatmulPlan> plan = ops::matmul_plan(a.desc(), b.desc(), c, bs);
   const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
-  if (plan->n_out > 0 && take_coarse(a, b, c, bs, *plan)) {
-    const ops::OperandDesc cc = covering_target(c, kCoarseBlock);
-    Tensor wide = run(covering_side(a, kCoarseBlock), covering_side(b, kCoarseBlock), cc, kCoarseBlock);
-    if (!c.sparse()) return wide;
-    Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
-    if (c.layout.n_blocks() > 0) ops::sparse_adapt_kernel()(a.t.device())(wide, cc.layout, c.layout, out);
-    return out;
+  if (plan->n_out > 0) {
+    if (const std::optional<Covering> cov = covering_route(a, b, c, bs, *plan)) {
+      Tensor wide = run(covering_side(a, cov->a), covering_side(b, cov->b), cov->c, kCoarseBlock);
+      if (!c.sparse()) return wide;
+      Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
+      if (c.layout.n_blocks() > 0) ops::sparse_adapt_kernel()(a.t.device())(wide, cov->c.layout, c.layout, out);
+      return out;
+    }
   }
   Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
   if (plan->n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(*plan, a.t, b.t, out);

@@ -1,5 +1,5 @@
 // Tests of products of blocks of 16 and 32 taken on the 64-blocks covering them
-// (ops/sparse_matmul/sparse_matmul.cpp `take_coarse`, path.h CoarseBlocks):
+// (ops/sparse_matmul/sparse_matmul.cpp `covering_route`, path.h CoarseBlocks):
 //  - covering_layout (ops/layout/derived.h) on small layouts, padded grids, finer targets,
 //    against adapted_layout on non-zero data, and its bad inputs;
 //  - on the CPU with the covering blocks forced (CoarseBlocks::Always), every mode and
