@@ -223,18 +223,27 @@ void launch_simt(KernelArgs args, int n_items, cudaStream_t stream) {
 
 // ---- split-K reduction -------------------------------------------------------------------
 // Output tile red[3r] = the sum of slots red[3r+1] .. red[3r+1] + red[3r+2] - 1, in order.
+// With fine stores (fine_c, KernelArgs) element (i, j) of the tile goes to its fine block.
 template <typename T, typename Acc>
 __global__ void reduce_kernel(const int* __restrict__ red, const Acc* __restrict__ ws, T* __restrict__ c,
-                              DevAddr addr_c, long long ldc, int bs) {
+                              DevAddr addr_c, long long ldc, int bs, const int* __restrict__ fine_c, int fine_bs) {
   const int r = static_cast<int>(blockIdx.x);
   const int o = red[3 * r], s0 = red[3 * r + 1], ns = red[3 * r + 2];
   const long long bs2 = static_cast<long long>(bs) * bs;
-  T* base = c + addr_c.offset(o);
+  T* base = fine_c != nullptr ? c : c + addr_c.offset(o);
   for (long long e = static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x; e < bs2;
        e += static_cast<long long>(gridDim.y) * blockDim.x) {
     Acc s = Acc(0);
     for (int q = 0; q < ns; ++q) s += ws[(s0 + q) * bs2 + e];
-    base[(e / bs) * ldc + e % bs] = static_cast<T>(s);
+    const long long i = e / bs, j = e % bs;
+    if (fine_c != nullptr) {
+      const int per = bs / fine_bs;
+      const int id = fine_c[static_cast<long long>(o) * per * per + (i / fine_bs) * per + j / fine_bs];
+      if (id >= 0)
+        base[(static_cast<long long>(id) * fine_bs + i % fine_bs) * fine_bs + j % fine_bs] = static_cast<T>(s);
+    } else {
+      base[i * ldc + j] = static_cast<T>(s);
+    }
   }
 }
 
@@ -245,7 +254,7 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
   const dim3 grid(static_cast<unsigned>(n_split), static_cast<unsigned>(std::min<std::int64_t>(per_tile, 16)));
   reduce_kernel<T, Acc><<<grid, kSimtThreads, 0, stream>>>(static_cast<const int*>(reduce.data_ptr()),
                                                            static_cast<const Acc*>(ws.data_ptr()), out.data<T>(),
-                                                           args.addr_c, args.ldc, args.bs);
+                                                           args.addr_c, args.ldc, args.bs, args.fine_c, args.fine_bs);
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -432,14 +441,43 @@ DevAddr dev_addr(const TileAddr& a) { return DevAddr{static_cast<unsigned>(a.gri
 
 bool aligned16(const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
 
+// The ids of the fine blocks (of `fine`'s block size) each output tile of p covers, (bs /
+// fbs)² a tile, row-major in the tile, -1 where `fine` has no block: the table of fine
+// stores (KernelArgs::fine_c), on `dev`.
+struct FineIds {
+  Tensor ids;
+};
+std::shared_ptr<FineIds> build_fine_ids(const MatmulPlan& p, const Layout& fine, Device dev) {
+  const std::int64_t fbs = fine.block_size(), per = p.bs / fbs;
+  const std::int64_t rows = fine.block_rows(), cols = fine.block_cols();
+  const std::vector<std::uint8_t>& mask = fine.mask_host();
+  std::vector<std::int32_t> index(mask.size(), -1);  // fine block (b, i, j) -> its id
+  std::int32_t n = 0;
+  for (std::size_t q = 0; q < mask.size(); ++q)
+    if (mask[q]) index[q] = n++;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(p.n_out * per * per), -1);
+  for (std::int64_t o = 0; o < p.n_out; ++o) {
+    const std::int64_t bb = p.out_coord[3 * o], i0 = p.out_coord[3 * o + 1] * per, j0 = p.out_coord[3 * o + 2] * per;
+    for (std::int64_t di = 0; di < per; ++di)
+      for (std::int64_t dj = 0; dj < per; ++dj)
+        ids[static_cast<std::size_t>((o * per + di) * per + dj)] =
+            index[static_cast<std::size_t>((bb * rows + i0 + di) * cols + j0 + dj)];
+  }
+  return std::make_shared<FineIds>(FineIds{to_device_i32(ids, per * per, dev)});
+}
+
+// With `fine` (fine stores, sparse_matmul_fine_kernel): out holds fine's blocks and the
+// product is stored into them, on the Hopper path only; returns false (having done
+// nothing) where that path would not run. Without: always runs, returns true.
 template <typename T>
-void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
+bool matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const Layout* fine) {
   using Acc = typename acc_type<T>::type;
+  constexpr bool k16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
+  if (!k16 && fine != nullptr) return false;
   const Device dev = out.device();
   tg::cuda::DeviceGuard guard(dev.index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(dev.index);
 
-  constexpr bool k16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
   const bool tensor_cores =
       (k16 || (std::is_same_v<T, float> && allow_tf32())) && aligned16(a) && aligned16(b) && aligned16(out);
   const std::int64_t tile = tensor_cores ? spmm::mma_tile(static_cast<int>(p.bs)) : std::min<std::int64_t>(p.bs, 64);
@@ -478,16 +516,27 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     // TMA reads (and writes the output in) rows of a multiple of 16 bytes and at most 2^31
     // rows (i32 coordinates); an empty operand (no pairs: the output is zeros) has no
     // tensor map to describe it.
+    // (fine stores: rows of the fine block size)
+    const std::int64_t ldc = fine != nullptr ? fine->block_size() : p.c.ld;
     const bool tma_ok = a.numel() > 0 && b.numel() > 0 && out.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
-                        p.c.ld % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
-                        b.numel() / p.b.ld < (std::int64_t{1} << 31) && out.numel() / p.c.ld < (std::int64_t{1} << 31);
-    if (hopper && tma_ok && (choice == MmaPath::Auto || forced_tma)) {
+                        ldc % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
+                        b.numel() / p.b.ld < (std::int64_t{1} << 31) && out.numel() / ldc < (std::int64_t{1} << 31);
+    const bool fine_ok = fine == nullptr || (p.bs == 64 && (fine->block_size() == 16 || fine->block_size() == 32));
+    if (hopper && tma_ok && fine_ok && (choice == MmaPath::Auto || forced_tma)) {
       args.rows_a = a.numel() / p.a.ld;
       args.rows_b = b.numel() / p.b.ld;
-      args.rows_c = out.numel() / p.c.ld;
+      args.rows_c = out.numel() / ldc;
+      if (fine != nullptr) {
+        const std::string key =
+            prefix + "/fine" + std::to_string(fine->block_size()) + "/" + std::to_string(fine->hash());
+        const FineIds& f = p.cached<FineIds>(key, [&] { return build_fine_ids(p, *fine, dev); });
+        args.fine_c = static_cast<const int*>(f.ids.data_ptr());
+        args.fine_bs = static_cast<int>(fine->block_size());
+      }
       run_tma<T>(p, args, choice, prefix, out, stream);
-      return;
+      return true;
     }
+    if (fine != nullptr) return false;
     // The grouped path: regions of several blocks in one CTA tile (path.h).
     if (tensor_cores && (p.bs == 32 || p.bs == 64) && choice != MmaPath::PerBlock && !forced_tma && p.n_pairs() > 0) {
       auto grouped = [&](int rows, int cols) -> const Grouped& {
@@ -518,7 +567,7 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
         ga.steps = g->steps.defined() ? static_cast<const int*>(g->steps.data_ptr()) : nullptr;
         ga.outs = static_cast<const int*>(g->outs.data_ptr());
         spmm::launch_mma_grouped<T>(ga, static_cast<int>(g->n_items), g->rows, g->cols, stream);
-        return;
+        return true;
       }
     }
   }
@@ -551,14 +600,22 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     }
   }
   if (sched.n_split > 0) launch_reduce<T, Acc>(sched.reduce, sched.n_split, ws, out, args, stream);
+  return true;
 }
 
 void matmul_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
-  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out); });
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out, nullptr); });
+}
+
+bool matmul_fine_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Layout& fine, const Tensor& out) {
+  bool done = false;
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { done = matmul_t<scalar_t>(p, a, b, out, &fine); });
+  return done;
 }
 
 }  // namespace
 
 TG_REGISTER_KERNEL(sparse_matmul_kernel, CUDA, &matmul_cuda);
+TG_REGISTER_KERNEL(sparse_matmul_fine_kernel, CUDA, &matmul_fine_cuda);
 
 }  // namespace tg::ops

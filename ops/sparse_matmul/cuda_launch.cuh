@@ -50,6 +50,12 @@ struct KernelArgs {
   const int* queues;
   long long rows_a, rows_b, rows_c;  ///< TMA wgmma path: rows of ld elements each operand's storage holds
   int trans_c;                ///< TMA wgmma path: column groups (the items' tiles are stored transposed)
+  /// TMA wgmma path at bs 64, fine stores (sparse_matmul_fine_kernel): [n output tiles, (64 /
+  /// fine_bs)²] the ids of the fine blocks each output tile covers, row-major in the tile
+  /// (-1: not stored); c then holds the fine blocks, rows_c = their rows (n fine_bs), and
+  /// the split reduction stores through it too. Null: the tiles are stored as they are.
+  const int* fine_c;
+  int fine_bs;  ///< 16 or 32 with fine_c
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with

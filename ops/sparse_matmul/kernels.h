@@ -14,4 +14,15 @@ namespace tg::ops {
 using SparseMatmulFn = void(const MatmulPlan& plan, const Tensor& a, const Tensor& b, const Tensor& out);
 TG_DECLARE_KERNEL(sparse_matmul_kernel, SparseMatmulFn);
 
+/// The product of `plan` (block size 64: the covering route's, sparse_matmul.cpp) stored
+/// straight into the blocks of `fine` (block size 16 or 32, covered by plan's output layout,
+/// as covering_layout(fine, 64) covers it): out is [fine.n_blocks(), fbs, fbs], each fine
+/// block the part of its 64-block's product it covers. Returns false without touching
+/// anything where the backend has no such store for this call (CUDA: outside the Hopper
+/// kernel's path, e.g. f32 or another compute capability); the caller then computes the
+/// 64-blocks and moves them. a, b and out as for sparse_matmul_kernel; plan.n_out > 0.
+using SparseMatmulFineFn = bool(const MatmulPlan& plan, const Tensor& a, const Tensor& b, const Layout& fine,
+                                const Tensor& out);
+TG_DECLARE_KERNEL(sparse_matmul_fine_kernel, SparseMatmulFineFn);
+
 }  // namespace tg::ops

@@ -13,6 +13,7 @@ namespace {
 std::atomic<MmaPath> g_path{MmaPath::Auto};
 std::atomic<int> g_max_ctas{0};
 std::atomic<CoarseBlocks> g_coarse{CoarseBlocks::Auto};
+std::atomic<bool> g_fine_stores{true};
 }  // namespace
 
 void set_mma_path(MmaPath path) { g_path.store(path, std::memory_order_relaxed); }
@@ -37,6 +38,16 @@ CoarseBlocks coarse_blocks() {
   static int from_env = 0;
   std::call_once(read, [] { from_env = env_choice("matmul", "TG_MATMUL_COARSE", "never", "always"); });
   return from_env == 1 ? CoarseBlocks::Never : from_env == 2 ? CoarseBlocks::Always : CoarseBlocks::Auto;
+}
+
+void set_fine_stores(bool on) { g_fine_stores.store(on, std::memory_order_relaxed); }
+
+bool fine_stores() {
+  if (!g_fine_stores.load(std::memory_order_relaxed)) return false;
+  static std::once_flag read;
+  static int from_env = 0;
+  std::call_once(read, [] { from_env = env_choice("matmul", "TG_MATMUL_FINE_STORES", "on", "off"); });
+  return from_env != 2;
 }
 
 }  // namespace tg::ops::spmm

@@ -16,6 +16,7 @@ namespace tg {
 
 namespace ops {
 TG_DEFINE_KERNEL(sparse_matmul_kernel, SparseMatmulFn)
+TG_DEFINE_KERNEL(sparse_matmul_fine_kernel, SparseMatmulFineFn)
 }  // namespace ops
 
 namespace {
@@ -205,10 +206,18 @@ Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t
   const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
   if (plan->n_out > 0) {
     if (const std::optional<Covering> cov = covering_route(a, b, c, bs, *plan)) {
-      Tensor wide = run(covering_side(a, cov->a), covering_side(b, cov->b), cov->c, kCoarseBlock);
-      if (!c.sparse()) return wide;
+      const Side wa = covering_side(a, cov->a), wb = covering_side(b, cov->b);
+      if (!c.sparse()) return run(wa, wb, cov->c, kCoarseBlock);
       Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
-      if (c.layout.n_blocks() > 0) ops::sparse_adapt_kernel()(a.t.device())(wide, cov->c.layout, c.layout, out);
+      // (plan->n_out > 0: the fine layout has blocks, and so has the covering one)
+      const Device dev = a.t.device();
+      if (ops::spmm::fine_stores() && ops::sparse_matmul_fine_kernel().has(dev.type)) {
+        const std::shared_ptr<const ops::MatmulPlan> wide =
+            ops::matmul_plan(wa.desc(), wb.desc(), cov->c, kCoarseBlock);
+        if (ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, c.layout, out)) return out;
+      }
+      Tensor wide = run(wa, wb, cov->c, kCoarseBlock);
+      ops::sparse_adapt_kernel()(dev)(wide, cov->c.layout, c.layout, out);
       return out;
     }
   }

@@ -231,9 +231,28 @@ __device__ __forceinline__ void stmatrix4(std::uint32_t addr, std::uint32_t a, s
                  : "memory");
 }
 
+/// Starts moving the line holding p into L1.
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p)); }
+
 /// Synchronises the 128 threads of consumer warpgroup `consumer` (named barrier 1 + consumer).
 __device__ __forceinline__ void sync_consumer(int consumer) {
   asm volatile("bar.sync %0, 128;\n" ::"r"(consumer + 1) : "memory");
+}
+
+/// Fine stores (args.fine_c): the shared address of 16-byte chunk `chunk` (0-7) of row
+/// `row` (0-63) of a 64 x 64 box laid out as the (64 / fb)² fine blocks of fb x fb it covers
+/// (row-major, fb² 2 bytes each), each in the layout its tensor map stores from: lines of 2
+/// fb bytes with the swizzle of that span (chunk c of line r at chunk c ^ the line's address
+/// bits 7..; the blocks start on the swizzle's period, so the box offset adds nothing). A
+/// fine block's 8 consecutive lines then fall in 8 different bank groups, as in the 64-wide
+/// box.
+__device__ __forceinline__ std::uint32_t fine_chunk(std::uint32_t box, int row, int chunk, int fb) {
+  const int lg = fb == 32 ? 5 : 4;  // log2 fb
+  const int cpl = fb / 8;           // chunks a line
+  const int sub = ((row >> lg) << (6 - lg)) + chunk / cpl;
+  const int r = row & (fb - 1), c = chunk & (cpl - 1);
+  const int sw = ((r * 2 * fb) >> 7) & (cpl - 1);
+  return box + static_cast<std::uint32_t>(sub * fb * fb * 2 + r * 2 * fb + ((c ^ sw) << 4));
 }
 
 /// Stores a consumer's accumulators (its 64 rows from row0_tile, NC columns) of a direct
@@ -242,7 +261,9 @@ __device__ __forceinline__ void sync_consumer(int consumer) {
 /// the transpose of the output block), then stored by the consumer's first thread while the
 /// consumer goes on with its next item. n_boxes counts the consumer's boxes (the shared box
 /// used in turn); the store that read a box two boxes ago is waited for before it is
-/// written again.
+/// written again. Fine stores (args.fine_c, bs 64: a box is a whole output tile): the box
+/// holds the tile's fine blocks (fine_chunk), each stored by its own TMA store, those of
+/// id -1 not at all.
 template <class C, int NC, typename E, bool TC>
 __device__ __forceinline__ void store_boxes(const float* acc, const int* out_tile, const CUtensorMap* map_c,
                                             const KernelArgs& args, std::uint32_t epi, int row0_tile, int consumer,
@@ -269,13 +290,22 @@ __device__ __forceinline__ void store_boxes(const float* acc, const int* out_til
       // Not transposed: box row 16 warp + 8 hf + k, chunk jj. Transposed: box row 8 jj + k
       // (an accumulator column), chunk 2 warp + hf (eight accumulator rows). Either way the
       // row is k modulo 8.
-      const std::uint32_t addr = TC ? box + (8 * jj + k) * 128 + (((2 * warp + hf) ^ k) << 4)
-                                    : box + (16 * warp + 8 * hf + k) * 128 + ((jj ^ k) << 4);
+      const int row = TC ? 8 * jj + k : 16 * warp + 8 * hf + k, chunk = TC ? 2 * warp + hf : jj;
+      const std::uint32_t addr =
+          args.fine_c != nullptr ? fine_chunk(box, row, chunk, args.fine_bs) : box + row * 128 + ((chunk ^ k) << 4);
       stmatrix4<TC>(addr, r0, r1, r2, r3);
     }
     ops::wg::fence_proxy_async();
     sync_consumer(consumer);
-    if (leader) {
+    if (leader && args.fine_c != nullptr) {
+      const int fb = args.fine_bs, per = 64 / fb;
+      const int* ids = args.fine_c + static_cast<long long>(o) * per * per;
+      for (int q = 0; q < per * per; ++q) {
+        const int id = ids[q];
+        if (id >= 0) tma::store_2d(map_c, box + static_cast<std::uint32_t>(q * fb * fb * 2), 0, id * fb);
+      }
+      tma::bulk_commit();
+    } else if (leader) {
       const unsigned u = static_cast<unsigned>(o);
       const int tile_row = static_cast<int>((u / args.addr_c.grid_cols) * C::BS);
       const int tile_col = static_cast<int>((u % args.addr_c.grid_cols) * C::BS);
@@ -337,6 +367,14 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   int out_tile[NC / C::BS];
 #pragma unroll
   for (int mm = 0; mm < NC / C::BS; ++mm) out_tile[mm] = outs[line * C::G + m0 + mm];
+  // Fine stores: the tiles' fine block ids reach L1 during the k loop (the store after it
+  // waits for them while the consumer's next MMAs wait for the store's thread).
+  if (args.fine_c != nullptr && warp == 0 && lane == 0) {
+    const int per = 64 / args.fine_bs;
+#pragma unroll
+    for (int mm = 0; mm < NC / C::BS; ++mm)
+      if (out_tile[mm] >= 0) prefetch_l1(args.fine_c + static_cast<long long>(out_tile[mm]) * per * per);
+  }
   float acc[NC / 2];
 #pragma unroll
   for (int i = 0; i < NC / 2; ++i) acc[i] = 0.0f;
@@ -542,11 +580,13 @@ void tma_launch_cfg(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
   const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int grid = n_queues / C::kRings;
-  // The output in boxes of 64 x 64 (the store epilogue's).
+  // The output in boxes of 64 x 64 (the store epilogue's), or with fine stores its fine
+  // blocks as rows of fine_bs elements, in boxes of one block.
+  const std::uint64_t ldc =
+      args.fine_c != nullptr ? static_cast<std::uint64_t>(args.fine_bs) : static_cast<std::uint64_t>(args.ldc);
+  const std::uint32_t box_c = args.fine_c != nullptr ? static_cast<std::uint32_t>(args.fine_bs) : 64u;
   const CUtensorMap mc = tg::cuda::tensor_map_2d_16bit(args.c, std::is_same_v<E, bfloat16>,
-                                                       static_cast<std::uint64_t>(args.rows_c),
-                                                       static_cast<std::uint64_t>(args.ldc),
-                                                       static_cast<std::uint64_t>(args.ldc), 64, 64);
+                                                       static_cast<std::uint64_t>(args.rows_c), ldc, ldc, box_c, box_c);
   kernel<<<grid, C::kThreads, C::SMEM, stream>>>(a, ma, mb, mc);
   TG_CUDA_CHECK(cudaGetLastError());
 }

@@ -10,11 +10,12 @@
 namespace tg::cuda {
 
 /// The tensor map of a row-major matrix of `rows` x `cols` 16-bit elements (bf16 when
-/// `bf16`, else f16) at `base`, `ld` elements between rows, read in boxes of `box_cols`
-/// (at most 64: one 128-byte line) x `box_rows` (at most 256) elements into shared memory
-/// with the 128-byte swizzle wgmma reads. Requirements (checked): base 16-byte aligned,
-/// ld * 2 a multiple of 16, rows and cols below 2^31. Throws tg::DeviceError when the
-/// driver refuses the map or has no TMA support.
+/// `bf16`, else f16) at `base`, `ld` elements between rows, read (or stored) in boxes of
+/// `box_cols` x `box_rows` (at most 256) elements, in shared memory with the swizzle whose
+/// span is a box line: box_cols 64 (128-byte lines: the swizzle wgmma reads), 32 (64-byte
+/// swizzle) or 16 (32-byte). Requirements (checked): base 16-byte aligned, ld * 2 a
+/// multiple of 16, rows and cols below 2^31, box_cols one of those. Throws tg::DeviceError
+/// when the driver refuses the map or has no TMA support.
 CUtensorMap tensor_map_2d_16bit(const void* base, bool bf16, std::uint64_t rows, std::uint64_t cols, std::uint64_t ld,
                                 std::uint32_t box_cols, std::uint32_t box_rows);
 

@@ -46,6 +46,7 @@ struct CudaSettingsGuard {
     tg::ops::spmm::set_mma_path(tg::ops::spmm::MmaPath::Auto);
     tg::ops::spmm::set_tma_max_ctas(0);
     tg::ops::spmm::set_coarse_blocks(tg::ops::spmm::CoarseBlocks::Auto);
+    tg::ops::spmm::set_fine_stores(true);
   }
 };
 

@@ -9,7 +9,10 @@
 //  - that the covering blocks were used: a NaN of y facing a block absent from x reaches
 //    the output only through a covering block's zeros;
 //  - on CUDA (Hopper), the automatic choice against the CPU, where it takes the covering
-//    blocks and where it declines them (too much added work, extents not multiples of 64).
+//    blocks and where it declines them (too much added work, extents not multiples of 64);
+//  - on CUDA, a block-sparse output stored straight into its fine blocks (fine stores)
+//    bit for bit equal to the 64-blocks moved out, on every Hopper schedule and with split
+//    k lists, and against the CPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -269,5 +272,54 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks matches the CPU", "[ops][spa
     tgt::require_close(gpu.out, cpu.out, 1.6e-2, 0.2);
     tgt::require_close(gpu.dx, cpu.dx, 1.6e-2, 0.2);
     tgt::require_close(gpu.dy, cpu.dy, 1.6e-2, 0.2);
+  }
+}
+
+TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine stores equal the moved 64-blocks",
+          "[ops][sparse_matmul][cuda]") {
+  TG_REQUIRE_CUDA();
+  if (!ops::spmm::wgmma_supported(Device::cuda().index)) TG_SKIP("not a compute capability 9.0 GPU: test skipped");
+  CudaSettingsGuard restore;
+  CoarseGuard always(CoarseBlocks::Always);
+  using ops::spmm::MmaPath;
+  // every schedule of the Hopper kernel: one block a tile (two rings), row groups, column
+  // groups (tiles stored transposed), pairs of row groups and of column groups
+  const MmaPath paths[] = {MmaPath::Auto,
+                           MmaPath::WgmmaTmaNarrow,
+                           MmaPath::WgmmaTmaWide,
+                           MmaPath::WgmmaTmaWideColumns,
+                           MmaPath::WgmmaTmaRowPairs,
+                           MmaPath::WgmmaTmaColumnPairs};
+  std::uint64_t seed = 33000;
+  for (std::int64_t bs : {16, 32}) {
+    const std::int64_t f = 64 / bs;
+    std::vector<Problem> ps = coarse_problems(bs, seed += 100);
+    // k of 1024 over two output 64-blocks: the lists are cut into pieces that the split
+    // reduction sums into the fine blocks
+    ps.push_back(problem(1, f, 16 * f, 2 * f, bs, 0.7, 0.7, 0.6, seed + 50));
+    for (const Problem& p : ps) {
+      for (const MatmulOptions& o : kOptions) {
+        const Stored v = stored_values(p, o, ++seed);
+        for (const Mode& m : kModes) {
+          const DType dt = seed % 2 == 0 ? DType::bf16 : DType::f16;
+          const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
+          for (MmaPath path : paths) {
+            INFO(describe(m, p, o) << " " << dtype_name(dt) << " path " << static_cast<int>(path));
+            ops::spmm::set_mma_path(path);
+            ops::spmm::set_fine_stores(true);
+            const Result fine = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+            ops::spmm::set_fine_stores(false);
+            const Result moved = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+            tgt::require_close(fine.out, moved.out, 0.0, 0.0);
+            tgt::require_close(fine.dx, moved.dx, 0.0, 0.0);
+            tgt::require_close(fine.dy, moved.dy, 0.0, 0.0);
+            const double atol = 1.6e-2 * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
+            tgt::require_close(fine.out, cpu.out, 1.6e-2, atol);
+            tgt::require_close(fine.dx, cpu.dx, 1.6e-2, atol);
+            tgt::require_close(fine.dy, cpu.dy, 1.6e-2, atol);
+          }
+        }
+      }
+    }
   }
 }
