@@ -262,8 +262,9 @@ __device__ __forceinline__ std::uint32_t fine_chunk(std::uint32_t box, int row, 
 /// consumer goes on with its next item. n_boxes counts the consumer's boxes (the shared box
 /// used in turn); the store that read a box two boxes ago is waited for before it is
 /// written again. Fine stores (args.fine_c, bs 64: a box is a whole output tile): the box
-/// holds the tile's fine blocks (fine_chunk), each stored by its own TMA store, those of
-/// id -1 not at all.
+/// holds the tile's fine blocks (fine_chunk), lane q of the first warp storing block q (id
+/// -1: none) with its own TMA store, so that the 4 or 16 stores go out as one instruction
+/// (one thread issuing 16 made block 16 slower than moving the blocks afterwards).
 template <class C, int NC, typename E, bool TC>
 __device__ __forceinline__ void store_boxes(const float* acc, const int* out_tile, const CUtensorMap* map_c,
                                             const KernelArgs& args, std::uint32_t epi, int row0_tile, int consumer,
@@ -271,13 +272,17 @@ __device__ __forceinline__ void store_boxes(const float* acc, const int* out_til
   constexpr int J = C::BS / 8;  // 8-column chunks of a member
   const int k = lane & 7, hf = (lane >> 3) & 1, jhi = lane >> 4;  // the row and matrix this lane addresses
   const bool leader = warp == 0 && lane == 0;
+  const bool fine = args.fine_c != nullptr;
+  const int per = fine ? 64 / args.fine_bs : 1;  // fine blocks a side of the tile
+  // the threads that store (and wait for the stores of) a box
+  const bool storer = warp == 0 && lane < per * per;
 #pragma unroll
   for (int b = 0; b < NC / 64; ++b) {
     const int mm = 64 * b / C::BS, off = 64 * b % C::BS;  // member, its first column in the box
     const int o = out_tile[mm];
     if (o < 0) continue;
     const std::uint32_t box = epi + (n_boxes & 1u) * EPI_BOX;
-    if (leader) tma::bulk_wait_read<1>();
+    if (storer) tma::bulk_wait_read<1>();
     sync_consumer(consumer);
     // Matrices (rows 16 warp + 8 hf .., chunk jj) for jj = 2 jp, 2 jp + 1: the top and
     // bottom halves of the warp's 16 rows (accumulator pairs 0-1 and 2-3) of two chunks.
@@ -292,19 +297,18 @@ __device__ __forceinline__ void store_boxes(const float* acc, const int* out_til
       // row is k modulo 8.
       const int row = TC ? 8 * jj + k : 16 * warp + 8 * hf + k, chunk = TC ? 2 * warp + hf : jj;
       const std::uint32_t addr =
-          args.fine_c != nullptr ? fine_chunk(box, row, chunk, args.fine_bs) : box + row * 128 + ((chunk ^ k) << 4);
+          fine ? fine_chunk(box, row, chunk, args.fine_bs) : box + row * 128 + ((chunk ^ k) << 4);
       stmatrix4<TC>(addr, r0, r1, r2, r3);
     }
     ops::wg::fence_proxy_async();
     sync_consumer(consumer);
-    if (leader && args.fine_c != nullptr) {
-      const int fb = args.fine_bs, per = 64 / fb;
-      const int* ids = args.fine_c + static_cast<long long>(o) * per * per;
-      for (int q = 0; q < per * per; ++q) {
-        const int id = ids[q];
-        if (id >= 0) tma::store_2d(map_c, box + static_cast<std::uint32_t>(q * fb * fb * 2), 0, id * fb);
+    if (fine) {
+      if (storer) {
+        const int fb = args.fine_bs;
+        const int id = args.fine_c[static_cast<long long>(o) * per * per + lane];
+        if (id >= 0) tma::store_2d(map_c, box + static_cast<std::uint32_t>(lane * fb * fb * 2), 0, id * fb);
+        tma::bulk_commit();  // (a group, empty or not, a box: bulk_wait_read counts them)
       }
-      tma::bulk_commit();
     } else if (leader) {
       const unsigned u = static_cast<unsigned>(o);
       const int tile_row = static_cast<int>((u / args.addr_c.grid_cols) * C::BS);
@@ -545,8 +549,9 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
                                           consumer, warp, lane, n_boxes);
   }
-  // The last stores must be done before the CTA (and its shared memory) ends.
-  if (warp == 0 && lane == 0) tma::bulk_wait<0>();
+  // The last stores must be done before the CTA (and its shared memory) ends (fine stores:
+  // every lane's of the first warp).
+  if (warp == 0) tma::bulk_wait<0>();
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
