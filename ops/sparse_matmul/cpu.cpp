@@ -164,8 +164,10 @@ const A* as_acc(const Tensor& t, std::vector<A>& buf) {
   }
 }
 
+// fine (fine stores): out holds the blocks of fbs that fine_block_ids names, tile by tile.
 template <typename T>
-void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const PanelPlan& pp) {
+void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const PanelPlan& pp,
+              const std::int32_t* fine = nullptr, std::int64_t fbs = 0) {
   using A = typename acc_type<T>::type;
   using Idx = Eigen::Index;
   std::vector<A> wa, wb;
@@ -209,8 +211,21 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
           acc.noalias() += tx.transpose() * ty.transpose();
       }
       for (std::int32_t m = 0; m < pn.n; ++m) {
-        T* c = pc + p.c.offset(pp.members[static_cast<std::size_t>(pn.first + m)]);
+        const std::int32_t o = pp.members[static_cast<std::size_t>(pn.first + m)];
         const Idx r0 = pp.columns ? static_cast<Idx>(m) * bs : 0, c0 = pp.columns ? 0 : static_cast<Idx>(m) * bs;
+        if (fine != nullptr) {
+          const Idx f = static_cast<Idx>(fbs), per = bs / f;
+          const std::int32_t* ids = fine + static_cast<std::ptrdiff_t>(o) * per * per;
+          for (Idx q = 0; q < per * per; ++q) {
+            if (ids[q] < 0) continue;
+            T* c = pc + static_cast<std::ptrdiff_t>(ids[q]) * f * f;
+            const Idx i0 = r0 + (q / per) * f, j0 = c0 + (q % per) * f;
+            for (Idx i = 0; i < f; ++i)
+              for (Idx j = 0; j < f; ++j) c[i * f + j] = static_cast<T>(acc(i0 + i, j0 + j));
+          }
+          continue;
+        }
+        T* c = pc + p.c.offset(o);
         for (Idx i = 0; i < bs; ++i)
           for (Idx j = 0; j < bs; ++j) c[i * p.c.ld + j] = static_cast<T>(acc(r0 + i, c0 + j));
       }
@@ -218,16 +233,38 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   });
 }
 
-void matmul_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
+const PanelPlan& panels(const MatmulPlan& p) {
   // A dense operand's tile grid has more than one tile column (ld > bs) or is a block
   // matrix of one column; block data has ld == bs and grid_cols == 1.
   const bool x_dense = p.a.grid_cols > 1 || p.a.ld > p.bs, y_dense = p.b.grid_cols > 1 || p.b.ld > p.bs;
-  const PanelPlan& pp = p.cached<PanelPlan>("cpu_panels", [&] { return build_panels(p, x_dense, y_dense); });
+  return p.cached<PanelPlan>("cpu_panels", [&] { return build_panels(p, x_dense, y_dense); });
+}
+
+void matmul_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const PanelPlan& pp = panels(p);
   TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out, pp); });
+}
+
+// The table of fine_block_ids, kept with the plan.
+struct FineIds {
+  std::vector<std::int32_t> ids;
+};
+
+// Fine stores on the CPU: each panel's tiles written straight into the fine blocks (always
+// taken: the CPU has no other reason to decline).
+bool matmul_fine_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Layout& fine, const Tensor& out) {
+  const PanelPlan& pp = panels(p);
+  const FineIds& f =
+      p.cached<FineIds>("cpu_fine/" + std::to_string(fine.block_size()) + "/" + std::to_string(fine.hash()),
+                        [&] { return std::make_shared<FineIds>(FineIds{fine_block_ids(p, fine)}); });
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul",
+                       [&] { matmul_t<scalar_t>(p, a, b, out, pp, f.ids.data(), fine.block_size()); });
+  return true;
 }
 
 }  // namespace
 
 TG_REGISTER_KERNEL(sparse_matmul_kernel, CPU, &matmul_cpu);
+TG_REGISTER_KERNEL(sparse_matmul_fine_kernel, CPU, &matmul_fine_cpu);
 
 }  // namespace tg::ops

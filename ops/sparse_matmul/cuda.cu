@@ -441,30 +441,10 @@ DevAddr dev_addr(const TileAddr& a) { return DevAddr{static_cast<unsigned>(a.gri
 
 bool aligned16(const Tensor& t) { return reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-// The ids of the fine blocks (of `fine`'s block size) each output tile of p covers, (bs /
-// fbs)² a tile, row-major in the tile, -1 where `fine` has no block: the table of fine
-// stores (KernelArgs::fine_c), on `dev`.
+// The table of fine stores (KernelArgs::fine_c) on the device: fine_block_ids (plan.h).
 struct FineIds {
   Tensor ids;
 };
-std::shared_ptr<FineIds> build_fine_ids(const MatmulPlan& p, const Layout& fine, Device dev) {
-  const std::int64_t fbs = fine.block_size(), per = p.bs / fbs;
-  const std::int64_t rows = fine.block_rows(), cols = fine.block_cols();
-  const std::vector<std::uint8_t>& mask = fine.mask_host();
-  std::vector<std::int32_t> index(mask.size(), -1);  // fine block (b, i, j) -> its id
-  std::int32_t n = 0;
-  for (std::size_t q = 0; q < mask.size(); ++q)
-    if (mask[q]) index[q] = n++;
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(p.n_out * per * per), -1);
-  for (std::int64_t o = 0; o < p.n_out; ++o) {
-    const std::int64_t bb = p.out_coord[3 * o], i0 = p.out_coord[3 * o + 1] * per, j0 = p.out_coord[3 * o + 2] * per;
-    for (std::int64_t di = 0; di < per; ++di)
-      for (std::int64_t dj = 0; dj < per; ++dj)
-        ids[static_cast<std::size_t>((o * per + di) * per + dj)] =
-            index[static_cast<std::size_t>((bb * rows + i0 + di) * cols + j0 + dj)];
-  }
-  return std::make_shared<FineIds>(FineIds{to_device_i32(ids, per * per, dev)});
-}
 
 // With `fine` (fine stores, sparse_matmul_fine_kernel): out holds fine's blocks and the
 // product is stored into them, on the Hopper path only; returns false (having done
@@ -529,7 +509,10 @@ bool matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
       if (fine != nullptr) {
         const std::string key =
             prefix + "/fine" + std::to_string(fine->block_size()) + "/" + std::to_string(fine->hash());
-        const FineIds& f = p.cached<FineIds>(key, [&] { return build_fine_ids(p, *fine, dev); });
+        const FineIds& f = p.cached<FineIds>(key, [&] {
+          return std::make_shared<FineIds>(FineIds{
+              to_device_i32(fine_block_ids(p, *fine), (p.bs / fine->block_size()) * (p.bs / fine->block_size()), dev)});
+        });
         args.fine_c = static_cast<const int*>(f.ids.data_ptr());
         args.fine_bs = static_cast<int>(fine->block_size());
       }

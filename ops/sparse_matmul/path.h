@@ -86,11 +86,12 @@ void set_coarse_blocks(CoarseBlocks c);
 /// once), else Auto. Throws tg::ValueError naming the variable when it holds anything else.
 CoarseBlocks coarse_blocks();
 
-/// Whether a block-sparse output of the covering route is stored by the Hopper kernel
-/// straight into its blocks of 16 or 32 (each 64-block's finished tile split into the fine
-/// blocks it covers and stored by TMA, `sparse_matmul_fine_kernel`), not computed as
-/// 64-blocks and moved out afterwards. On by default; off (set_fine_stores(false) or
-/// TG_MATMUL_FINE_STORES=off) keeps the move, for comparison.
+/// Whether a block-sparse output of the covering route is stored straight into its blocks of
+/// 16 or 32 (`sparse_matmul_fine_kernel`: each 64-block's finished tile split into the fine
+/// blocks it covers: on a Hopper GPU by the kernel's TMA stores, on the CPU by its tile
+/// loop; the other CUDA paths keep the move), not computed as 64-blocks and moved out
+/// afterwards. On by default; off
+/// (set_fine_stores(false) or TG_MATMUL_FINE_STORES=off) keeps the move, for comparison.
 void set_fine_stores(bool on);
 
 /// The setting of set_fine_stores, and TG_MATMUL_FINE_STORES=on|off where set (read once;

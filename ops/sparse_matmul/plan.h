@@ -88,4 +88,10 @@ constexpr std::int64_t kMinChunkK = 256;
 std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const OperandDesc& b, const OperandDesc& c,
                                               std::int64_t bs);
 
+/// For fine stores (kernels.h, sparse_matmul_fine_kernel): the ids of the blocks of `fine`
+/// (block size fbs dividing plan.bs) that each output tile of `plan` covers, (bs / fbs)² a
+/// tile, row-major within it, -1 where `fine` has no block; tile o's at o (bs / fbs)². The
+/// tiles' grid must be fine's coarsened by bs / fbs (plan.c's layout covering fine's).
+std::vector<std::int32_t> fine_block_ids(const MatmulPlan& plan, const Layout& fine);
+
 }  // namespace tg::ops

@@ -10,9 +10,9 @@
 //    the output only through a covering block's zeros;
 //  - on CUDA (Hopper), the automatic choice against the CPU, where it takes the covering
 //    blocks and where it declines them (too much added work, extents not multiples of 64);
-//  - on CUDA, a block-sparse output stored straight into its fine blocks (fine stores)
-//    bit for bit equal to the 64-blocks moved out, on every Hopper schedule and with split
-//    k lists, and against the CPU.
+//  - a block-sparse output stored straight into its fine blocks (fine stores) bit for bit
+//    equal to the 64-blocks moved out: on the CPU, and on CUDA on every Hopper schedule and
+//    with split k lists (and against the CPU).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -177,6 +177,31 @@ TEST_CASE("sparse matmul on covering 64-blocks matches the block size's own prod
           tgt::require_close(wide.out, own.out, 1e-12, 1e-12);
           tgt::require_close(wide.dx, own.dx, 1e-12, 1e-12);
           tgt::require_close(wide.dy, own.dy, 1e-12, 1e-12);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("sparse matmul on covering 64-blocks: fine stores equal the moved 64-blocks (CPU)", "[ops][sparse_matmul]") {
+  CoarseGuard always(CoarseBlocks::Always);
+  struct FineGuard {
+    ~FineGuard() { ops::spmm::set_fine_stores(true); }
+  } restore;
+  std::uint64_t seed = 34000;
+  for (std::int64_t bs : {16, 32}) {
+    for (const Problem& p : coarse_problems(bs, seed += 100)) {
+      for (const MatmulOptions& o : kOptions) {
+        const Stored v = stored_values(p, o, ++seed);
+        for (const Mode& m : kModes) {
+          INFO(describe(m, p, o));
+          ops::spmm::set_fine_stores(true);
+          const Result fine = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+          ops::spmm::set_fine_stores(false);
+          const Result moved = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+          tgt::require_close(fine.out, moved.out, 0.0, 0.0);
+          tgt::require_close(fine.dx, moved.dx, 0.0, 0.0);
+          tgt::require_close(fine.dy, moved.dy, 0.0, 0.0);
         }
       }
     }
