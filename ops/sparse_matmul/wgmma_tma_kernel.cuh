@@ -21,7 +21,9 @@
 // while the stores drain. Per-thread stores from the fragments (packing, quad shuffles)
 // took a third of the consumer warps' stall samples at density 0.25; this measured 2-5%
 // faster there, 1-2% at density 1 (bench/RESULTS.md, 12-04 ninth session: the operand
-// stream is what remains). Split pieces write f32 partial tiles with plain stores.
+// stream is what remains). Split pieces write f32 partial tiles with plain stores. With
+// fine stores (KernelArgs::fine_c: the covering route's block-sparse output of blocks of 16
+// or 32) the box holds the fine blocks a tile covers, each stored by one lane.
 //
 // Tiles (CTA tile GM bs x G bs; k advances BK = 64 a step; k steps of 32 with twice the
 // stages measured 1.2-1.5x slower):
