@@ -94,6 +94,25 @@ Stored stored_values(const Problem& p, const MatmulOptions& o, std::uint64_t see
   return {tgt::rand64(xs, seed), tgt::rand64(ys, seed + 1), tgt::rand64({p.B(), p.M(), p.N()}, seed + 2)};
 }
 
+// Output and gradients bit for bit equal.
+void require_identical(const Result& a, const Result& b) {
+  tgt::require_close(a.out, b.out, 0.0, 0.0);
+  tgt::require_close(a.dx, b.dx, 0.0, 0.0);
+  tgt::require_close(a.dy, b.dy, 0.0, 0.0);
+}
+
+// Calls f(p, o, v, m) for every problem of ps, option set of kOptions and mode, the stored
+// values v of each (problem, options) pair drawn from ++seed.
+template <typename F>
+void for_each_case(const std::vector<Problem>& ps, std::uint64_t& seed, F&& f) {
+  for (const Problem& p : ps) {
+    for (const MatmulOptions& o : kOptions) {
+      const Stored v = stored_values(p, o, ++seed);
+      for (const Mode& m : kModes) f(p, o, v, m);
+    }
+  }
+}
+
 // x (DSD) whose block (0, 0, 1) is absent at block 32 while (0, 0, 0) is stored, and y with
 // a NaN in k-block 1 (row 40, column 3): the block size's own product never reads it (no
 // block of x meets k-block 1 in block-row 0), the covering 64-block of x reads it against
@@ -154,10 +173,9 @@ TEST_CASE("covering_layout: the blocks covering a layout's at another block size
 TEST_CASE("sparse matmul on covering 64-blocks matches the block size's own products (CPU)", "[ops][sparse_matmul]") {
   std::uint64_t seed = 31000;
   for (std::int64_t bs : {16, 32}) {
-    for (const Problem& p : coarse_problems(bs, seed += 100)) {
-      for (const MatmulOptions& o : kOptions) {
-        const Stored v = stored_values(p, o, ++seed);
-        for (const Mode& m : kModes) {
+    for_each_case(
+        coarse_problems(bs, seed += 100), seed,
+        [](const Problem& p, const MatmulOptions& o, const Stored& v, const Mode& m) {
           INFO(describe(m, p, o));
           Result own, wide;
           {
@@ -177,9 +195,7 @@ TEST_CASE("sparse matmul on covering 64-blocks matches the block size's own prod
           tgt::require_close(wide.out, own.out, 1e-12, 1e-12);
           tgt::require_close(wide.dx, own.dx, 1e-12, 1e-12);
           tgt::require_close(wide.dy, own.dy, 1e-12, 1e-12);
-        }
-      }
-    }
+        });
   }
 }
 
@@ -190,21 +206,15 @@ TEST_CASE("sparse matmul on covering 64-blocks: fine stores equal the moved 64-b
   } restore;
   std::uint64_t seed = 34000;
   for (std::int64_t bs : {16, 32}) {
-    for (const Problem& p : coarse_problems(bs, seed += 100)) {
-      for (const MatmulOptions& o : kOptions) {
-        const Stored v = stored_values(p, o, ++seed);
-        for (const Mode& m : kModes) {
-          INFO(describe(m, p, o));
-          ops::spmm::set_fine_stores(true);
-          const Result fine = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
-          ops::spmm::set_fine_stores(false);
-          const Result moved = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
-          tgt::require_close(fine.out, moved.out, 0.0, 0.0);
-          tgt::require_close(fine.dx, moved.dx, 0.0, 0.0);
-          tgt::require_close(fine.dy, moved.dy, 0.0, 0.0);
-        }
-      }
-    }
+    for_each_case(coarse_problems(bs, seed += 100), seed,
+                  [](const Problem& p, const MatmulOptions& o, const Stored& v, const Mode& m) {
+                    INFO(describe(m, p, o));
+                    ops::spmm::set_fine_stores(true);
+                    const Result fine = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+                    ops::spmm::set_fine_stores(false);
+                    const Result moved = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+                    require_identical(fine, moved);
+                  });
   }
 }
 
@@ -258,24 +268,20 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks matches the CPU", "[ops][spa
   // (the CPU never takes covering blocks under Auto), Auto and Always (f32 too)
   std::uint64_t seed = 32000;
   for (std::int64_t bs : {16, 32}) {
-    for (const Problem& p : coarse_problems(bs, seed += 100)) {
-      for (const MatmulOptions& o : kOptions) {
-        const Stored v = stored_values(p, o, ++seed);
-        for (const Mode& m : kModes) {
-          for (DType dt : {DType::bf16, DType::f32}) {
-            INFO(describe(m, p, o) << " " << dtype_name(dt));
-            const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
-            CoarseGuard choice(dt == DType::f32 ? CoarseBlocks::Always : CoarseBlocks::Auto);
-            const Result gpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
-            const double rtol = dt == DType::bf16 ? 1.6e-2 : 1e-5;
-            const double atol = rtol * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
-            tgt::require_close(gpu.out, cpu.out, rtol, atol);
-            tgt::require_close(gpu.dx, cpu.dx, rtol, atol);
-            tgt::require_close(gpu.dy, cpu.dy, rtol, atol);
-          }
-        }
-      }
-    }
+    for_each_case(coarse_problems(bs, seed += 100), seed,
+                  [](const Problem& p, const MatmulOptions& o, const Stored& v, const Mode& m) {
+                    for (DType dt : {DType::bf16, DType::f32}) {
+                      INFO(describe(m, p, o) << " " << dtype_name(dt));
+                      const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
+                      CoarseGuard choice(dt == DType::f32 ? CoarseBlocks::Always : CoarseBlocks::Auto);
+                      const Result gpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+                      const double rtol = dt == DType::bf16 ? 1.6e-2 : 1e-5;
+                      const double atol = rtol * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
+                      tgt::require_close(gpu.out, cpu.out, rtol, atol);
+                      tgt::require_close(gpu.dx, cpu.dx, rtol, atol);
+                      tgt::require_close(gpu.dy, cpu.dy, rtol, atol);
+                    }
+                  });
   }
   // Auto declines where the covering blocks would add too much work: one block of 16 in each
   // 64-block of x (16 times the work), and extents that are not multiples of 64
@@ -323,35 +329,26 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine stores equal the moved
     return b;
   }();
   std::uint64_t seed = 33000 + static_cast<std::uint64_t>(bs) * 100;
-  {
-    const std::int64_t f = 64 / bs;
-    std::vector<Problem> ps = coarse_problems(bs, seed += 100);
-    // k of 1024 over two output 64-blocks: the lists are cut into pieces that the split
-    // reduction sums into the fine blocks
-    ps.push_back(problem(1, f, 16 * f, 2 * f, bs, 0.7, 0.7, 0.6, seed + 50));
-    for (const Problem& p : ps) {
-      for (const MatmulOptions& o : kOptions) {
-        const Stored v = stored_values(p, o, ++seed);
-        for (const Mode& m : kModes) {
-          const DType dt = seed % 2 == 0 ? DType::bf16 : DType::f16;
-          const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
-          for (MmaPath path : paths) {
-            INFO(describe(m, p, o) << " " << dtype_name(dt) << " path " << static_cast<int>(path));
-            ops::spmm::set_mma_path(path);
-            ops::spmm::set_fine_stores(true);
-            const Result fine = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
-            ops::spmm::set_fine_stores(false);
-            const Result moved = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
-            tgt::require_close(fine.out, moved.out, 0.0, 0.0);
-            tgt::require_close(fine.dx, moved.dx, 0.0, 0.0);
-            tgt::require_close(fine.dy, moved.dy, 0.0, 0.0);
-            const double atol = 1.6e-2 * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
-            tgt::require_close(fine.out, cpu.out, 1.6e-2, atol);
-            tgt::require_close(fine.dx, cpu.dx, 1.6e-2, atol);
-            tgt::require_close(fine.dy, cpu.dy, 1.6e-2, atol);
-          }
-        }
-      }
+  const std::int64_t f = 64 / bs;
+  std::vector<Problem> ps = coarse_problems(bs, seed += 100);
+  // k of 1024 over two output 64-blocks: the lists are cut into pieces that the split
+  // reduction sums into the fine blocks
+  ps.push_back(problem(1, f, 16 * f, 2 * f, bs, 0.7, 0.7, 0.6, seed + 50));
+  for_each_case(ps, seed, [&](const Problem& p, const MatmulOptions& o, const Stored& v, const Mode& m) {
+    const DType dt = seed % 2 == 0 ? DType::bf16 : DType::f16;
+    const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
+    for (MmaPath path : paths) {
+      INFO(describe(m, p, o) << " " << dtype_name(dt) << " path " << static_cast<int>(path));
+      ops::spmm::set_mma_path(path);
+      ops::spmm::set_fine_stores(true);
+      const Result fine = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+      ops::spmm::set_fine_stores(false);
+      const Result moved = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+      require_identical(fine, moved);
+      const double atol = 1.6e-2 * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
+      tgt::require_close(fine.out, cpu.out, 1.6e-2, atol);
+      tgt::require_close(fine.dx, cpu.dx, 1.6e-2, atol);
+      tgt::require_close(fine.dy, cpu.dy, 1.6e-2, atol);
     }
-  }
+  });
 }
