@@ -298,11 +298,8 @@ std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const Operan
 std::vector<std::int32_t> fine_block_ids(const MatmulPlan& p, const Layout& fine) {
   const std::int64_t per = p.bs / fine.block_size();
   const std::int64_t rows = fine.block_rows(), cols = fine.block_cols();
-  const std::vector<std::uint8_t>& mask = fine.mask_host();
-  std::vector<std::int32_t> index(mask.size(), -1);  // fine block (b, i, j) -> its id
-  std::int32_t n = 0;
-  for (std::size_t q = 0; q < mask.size(); ++q)
-    if (mask[q]) index[q] = n++;
+  // fine block (b, i, j) -> its id, or -1
+  const std::int64_t* index = fine.tables(Device::cpu()).block_index.data<std::int64_t>();
   std::vector<std::int32_t> ids(static_cast<std::size_t>(p.n_out * per * per), -1);
   for (std::int64_t o = 0; o < p.n_out; ++o) {
     const auto at = [&](int c) { return static_cast<std::int64_t>(p.out_coord[static_cast<std::size_t>(3 * o + c)]); };
@@ -310,7 +307,7 @@ std::vector<std::int32_t> fine_block_ids(const MatmulPlan& p, const Layout& fine
     for (std::int64_t di = 0; di < per; ++di)
       for (std::int64_t dj = 0; dj < per; ++dj)
         ids[static_cast<std::size_t>((o * per + di) * per + dj)] =
-            index[static_cast<std::size_t>((bb * rows + i0 + di) * cols + j0 + dj)];
+            static_cast<std::int32_t>(index[(bb * rows + i0 + di) * cols + j0 + dj]);
   }
   return ids;
 }

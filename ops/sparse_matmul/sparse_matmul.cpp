@@ -211,7 +211,7 @@ Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t
       Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
       // (plan->n_out > 0: the fine layout has blocks, and so has the covering one)
       const Device dev = a.t.device();
-      if (ops::spmm::fine_stores() && ops::sparse_matmul_fine_kernel().has(dev.type)) {
+      if (ops::spmm::fine_stores()) {
         const std::shared_ptr<const ops::MatmulPlan> wide =
             ops::matmul_plan(wa.desc(), wb.desc(), cov->c, kCoarseBlock);
         if (ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, c.layout, out)) return out;
