@@ -126,22 +126,21 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
       // twenty-ninth session). Its median over the rounds is the line's time.
       // Below block 64 the forced paths keep the block size (CoarseBlocks::Never), and
       // "covering 64" takes the 64-blocks covering it (Always), "own" the automatic choice
-      // at its own size; "covering 64 moved" moves the fine blocks of the sparse operands into
-      // 64-blocks and the output's out of them instead of reading and storing them in place
-      // (path.h set_fine_loads, set_fine_stores).
+      // at its own size; for SDD "covering 64 moved" stores the 64-blocks and moves the fine
+      // ones out of them instead of storing those straight (path.h set_fine_stores).
       using tg::ops::spmm::CoarseBlocks;
       struct Forced {
         MmaPath path;
         CoarseBlocks coarse;
         const char* name;
-        bool fine = true;  // fine loads and stores
+        bool fine_stores = true;
       };
       const CoarseBlocks own = bs < 64 ? CoarseBlocks::Never : CoarseBlocks::Auto;
       std::vector<Forced> forced{{MmaPath::Auto, CoarseBlocks::Auto, "auto"}, {MmaPath::PerBlock, own, "per-block"}};
       if (bs < 64) {
         forced.insert(forced.end(), {{MmaPath::Auto, CoarseBlocks::Never, "own"},
                                      {MmaPath::Auto, CoarseBlocks::Always, "covering 64"}});
-        forced.push_back({MmaPath::Auto, CoarseBlocks::Always, "covering 64 moved", false});
+        if (m == Mode::SDD) forced.push_back({MmaPath::Auto, CoarseBlocks::Always, "covering 64 moved", false});
       }
       if (bs == 32 || bs == 64) {
         forced.insert(forced.end(), {{MmaPath::Grouped, own, "128x128"},
@@ -165,15 +164,13 @@ void bench_dtype(cublasHandle_t h, tg::DType dt) {
           const std::size_t k = round % 2 == 0 ? i : forced.size() - 1 - i;
           tg::ops::spmm::set_mma_path(forced[k].path);
           tg::ops::spmm::set_coarse_blocks(forced[k].coarse);
-          tg::ops::spmm::set_fine_stores(forced[k].fine);
-          tg::ops::spmm::set_fine_loads(forced[k].fine);
+          tg::ops::spmm::set_fine_stores(forced[k].fine_stores);
           times[k].push_back(tgb::time_ms([&] { forward(); }, kWarmup, kReps));
         }
       }
       tg::ops::spmm::set_mma_path(MmaPath::Auto);
       tg::ops::spmm::set_coarse_blocks(CoarseBlocks::Auto);
       tg::ops::spmm::set_fine_stores(true);
-      tg::ops::spmm::set_fine_loads(true);
       for (std::size_t k = 0; k < forced.size(); ++k) {
         std::sort(times[k].begin(), times[k].end());
         const double median = times[k][times[k].size() / 2];

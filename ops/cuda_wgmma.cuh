@@ -38,19 +38,6 @@ __device__ __forceinline__ std::uint64_t make_desc(std::uint32_t addr, std::uint
          (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (std::uint64_t{1} << 62);
 }
 
-/// Descriptor of an operand tile in the 64- or 32-byte-swizzled layout (`span` 64 or 32: the
-/// bytes of a line, its 16-byte chunks permuted within 8-line atoms of 8 span bytes), with
-/// `addr`, `lbo` and `sbo` as for make_desc: K-major, sbo = 8 span between 8-line groups along
-/// m (n); MN-major, sbo = 8 span between 8-line groups along k, lbo between columns of span / 2
-/// elements along m (n). The layouts that TMA boxes of 32 or 16 16-bit columns load with the
-/// swizzle of their line (CU_TENSOR_MAP_SWIZZLE_64B / 32B).
-__device__ __forceinline__ std::uint64_t make_desc_narrow(std::uint32_t addr, std::uint32_t lbo, std::uint32_t sbo,
-                                                          int span) {
-  const std::uint64_t layout = span == 64 ? 2 : 3;  // the descriptor's swizzle field: 1 128 B, 2 64 B, 3 32 B
-  return static_cast<std::uint64_t>((addr >> 4) & 0x3FFFu) | (static_cast<std::uint64_t>((lbo >> 4) & 0x3FFFu) << 16) |
-         (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (layout << 62);
-}
-
 /// Descriptor of an operand of zeros of any shape and layout, read from the 128 bytes of
 /// zeros at `addr` (16-byte aligned): no swizzle, both offsets 0, so that every 8 x 8 core
 /// matrix of the operand is those same bytes.

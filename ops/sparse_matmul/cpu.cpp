@@ -164,36 +164,15 @@ const A* as_acc(const Tensor& t, std::vector<A>& buf) {
   }
 }
 
-// Fine loads: the 64-blocks of `cover` (cbs) as A, read from t's blocks of `fine` (their
-// covered_block_ids `ids`), zeros where fine has none: the same values moving the blocks to
-// cover's layout and widening them gives.
-template <typename T, typename A>
-const A* as_acc_covering(const Tensor& t, const Layout& fine, const Layout& cover, const std::vector<std::int32_t>& ids,
-                         std::vector<A>& buf) {
-  const std::int64_t cbs = cover.block_size(), fbs = fine.block_size(), per = cbs / fbs;
-  buf.assign(static_cast<std::size_t>(cover.n_blocks() * cbs * cbs), A(0));
-  const T* src = t.data<T>();
-  parallel_ranges(cover.n_blocks(), std::max<std::int64_t>(1, kWidenGrain / (cbs * cbs)),
-                  [&](std::int64_t k0, std::int64_t k1) {
-                    for (std::int64_t k = k0; k < k1; ++k)
-                      for (std::int64_t q = 0; q < per * per; ++q) {
-                        const std::int32_t id = ids[static_cast<std::size_t>(k * per * per + q)];
-                        if (id < 0) continue;
-                        const T* f = src + static_cast<std::int64_t>(id) * fbs * fbs;
-                        A* d = buf.data() + k * cbs * cbs + (q / per) * fbs * cbs + (q % per) * fbs;
-                        for (std::int64_t i = 0; i < fbs; ++i)
-                          for (std::int64_t j = 0; j < fbs; ++j) d[i * cbs + j] = static_cast<A>(f[i * fbs + j]);
-                      }
-                  });
-  return buf.data();
-}
-
-// pa, pb: the operands as A, laid out as the plan says. fine (fine stores): out holds the
-// blocks of fbs that fine_block_ids names, tile by tile.
-template <typename T, typename A>
-void matmul_t(const MatmulPlan& p, const A* pa, const A* pb, const Tensor& out, const PanelPlan& pp,
+// fine (fine stores): out holds the blocks of fbs that fine_block_ids names, tile by tile.
+template <typename T>
+void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const PanelPlan& pp,
               const std::int32_t* fine = nullptr, std::int64_t fbs = 0) {
+  using A = typename acc_type<T>::type;
   using Idx = Eigen::Index;
+  std::vector<A> wa, wb;
+  const A* pa = as_acc<T, A>(a, wa);
+  const A* pb = as_acc<T, A>(b, wb);
   T* pc = out.data<T>();
   const Idx bs = static_cast<Idx>(p.bs);
   // panels per range: about kTileWork multiply-adds at the plan's average pairs a tile
@@ -263,42 +242,23 @@ const PanelPlan& panels(const MatmulPlan& p) {
 
 void matmul_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out) {
   const PanelPlan& pp = panels(p);
-  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] {
-    using A = typename acc_type<scalar_t>::type;
-    std::vector<A> wa, wb;
-    matmul_t<scalar_t>(p, as_acc<scalar_t, A>(a, wa), as_acc<scalar_t, A>(b, wb), out, pp);
-  });
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out, pp); });
 }
 
-// A table of ids (fine_block_ids, covered_block_ids), kept with the plan.
+// The table of fine_block_ids, kept with the plan.
 struct FineIds {
   std::vector<std::int32_t> ids;
 };
 
-// Fine blocks on the CPU: a fine operand gathered into its 64-blocks as it is widened, each
-// panel's tiles written straight into the fine blocks of a fine output (always taken: the CPU
-// has no other reason to decline).
-bool matmul_fine_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const FineBlocks& fine) {
+// Fine stores on the CPU: each panel's tiles written straight into the fine blocks (always
+// taken: the CPU has no other reason to decline).
+bool matmul_fine_cpu(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Layout& fine, const Tensor& out) {
   const PanelPlan& pp = panels(p);
-  auto ids = [&](const std::string& key, auto build) -> const std::vector<std::int32_t>& {
-    return p.cached<FineIds>(key, [&] { return std::make_shared<FineIds>(FineIds{build()}); }).ids;
-  };
-  auto hash = [](const Layout& l) { return std::to_string(l.block_size()) + "/" + std::to_string(l.hash()); };
-  const std::int32_t* fine_c = nullptr;
-  if (fine.c.defined()) fine_c = ids("cpu_fine/" + hash(fine.c), [&] { return fine_block_ids(p, fine.c); }).data();
-  TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] {
-    using A = typename acc_type<scalar_t>::type;
-    std::vector<A> wa, wb;
-    auto operand = [&](const Tensor& t, const Layout& f, const Layout& cover, std::vector<A>& buf) {
-      if (!f.defined()) return as_acc<scalar_t, A>(t, buf);
-      const std::vector<std::int32_t>& cov =
-          ids("cpu_covered/" + hash(f) + "/" + hash(cover), [&] { return covered_block_ids(cover, f); });
-      return as_acc_covering<scalar_t, A>(t, f, cover, cov, buf);
-    };
-    const A* pa = operand(a, fine.a, fine.a_cover, wa);
-    const A* pb = operand(b, fine.b, fine.b_cover, wb);
-    matmul_t<scalar_t>(p, pa, pb, out, pp, fine_c, fine.c.defined() ? fine.c.block_size() : 0);
-  });
+  const FineIds& f =
+      p.cached<FineIds>("cpu_fine/" + std::to_string(fine.block_size()) + "/" + std::to_string(fine.hash()),
+                        [&] { return std::make_shared<FineIds>(FineIds{fine_block_ids(p, fine)}); });
+  TG_DISPATCH_FLOATING(out.dtype(), "matmul",
+                       [&] { matmul_t<scalar_t>(p, a, b, out, pp, f.ids.data(), fine.block_size()); });
   return true;
 }
 

@@ -263,7 +263,6 @@ void launch_reduce(const Tensor& reduce, std::int64_t n_split, const Tensor& ws,
 struct TmaSchedule {
   // i32 [n_items, 4] (queue by queue), [n_queues + 1], [n_steps, 2 (gm + g)], [n_groups, gm g + 1], [n_split, 3]
   Tensor items, queues, coords, outs, reduce;
-  std::vector<std::int32_t> steps;  // [n_steps, gm + g] the steps' tile ids (RowGroupSchedule::steps), on the host
   std::int64_t g = 1, gm = 1, n_items = 0, n_queues = 0, n_steps = 0, n_split = 0, n_slots = 0;
   GroupAxis axis = GroupAxis::Rows;
 };
@@ -310,7 +309,6 @@ std::shared_ptr<TmaSchedule> build_tma_schedule(const MatmulPlan& p, std::int64_
       coords[2 * q + 1] = id < 0 ? -1 : static_cast<std::int32_t>((id % t.grid_cols) * t.bs);
     }
     s->coords = to_device_i32(coords, 2 * (gm + g), dev);
-    s->steps = r.steps;
   }
   if (s->n_split > 0) s->reduce = to_device_i32(r.reduce, 3, dev);
   return s;
@@ -342,49 +340,9 @@ struct TmaCounts {
   std::int64_t n_steps = 0, paired_steps = 0, lone_steps = 0;
 };
 
-// Fine loads: what the Hopper kernel needs of the fine operands (FineBlocks): per operand
-// (x, y as stored), covered_block_ids of its plan layout and fine layout (null: not fine),
-// and a key naming them.
-struct FineLoads {
-  const std::vector<std::int32_t>*x = nullptr, *y = nullptr;
-  int fbs = 0;
-  std::string key;
-};
-
-// The table KernelArgs::fine_steps for schedule s, its kernel operands being x, y (row groups)
-// or y, x (column groups).
-struct FineSteps {
-  Tensor ids;  // i32 [n_steps, w]
-  int w = 0;
-};
-
-std::shared_ptr<FineSteps> build_fine_steps(const TmaSchedule& s, const FineLoads& f, Device dev) {
-  const std::vector<std::int32_t>* shared = s.axis == GroupAxis::Rows ? f.x : f.y;
-  const std::vector<std::int32_t>* own = s.axis == GroupAxis::Rows ? f.y : f.x;
-  const std::int64_t per2 = (64 / f.fbs) * (64 / f.fbs), n = s.gm + s.g;
-  const std::int64_t w = ((shared != nullptr ? s.gm : 0) + (own != nullptr ? s.g : 0)) * per2;
-  auto t = std::make_shared<FineSteps>();
-  t->w = static_cast<int>(w);
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(s.n_steps * w), -1);
-  for (std::int64_t q = 0; q < s.n_steps; ++q) {
-    std::int64_t k = 0;  // the step's fine tiles so far
-    for (std::int64_t i = 0; i < n; ++i) {
-      const std::vector<std::int32_t>* cover = i < s.gm ? shared : own;
-      if (cover == nullptr) continue;
-      const std::int32_t tile = s.steps[static_cast<std::size_t>(q * n + i)];
-      if (tile >= 0)
-        std::copy_n(cover->begin() + static_cast<std::ptrdiff_t>(tile * per2), per2,
-                    ids.begin() + static_cast<std::ptrdiff_t>(q * w + k * per2));
-      ++k;
-    }
-  }
-  if (s.n_steps > 0 && w > 0) t->ids = to_device_i32(ids, w, dev);
-  return t;
-}
-
 template <typename T>
 void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const std::string& prefix, const Tensor& out,
-             cudaStream_t stream, const FineLoads* fine_loads) {
+             cudaStream_t stream) {
   const Device dev = out.device();
   const std::int64_t gmax = p.bs == 128 ? 2 : 4;
   // Groups of two block-rows: at bs 64 only (bs 128 has its 128-row tile already).
@@ -464,18 +422,6 @@ void run_tma(const MatmulPlan& p, KernelArgs args, spmm::MmaPath choice, const s
     args.trans_b = !ta;
     args.trans_c = 1;
   }
-  if (fine_loads != nullptr) {
-    const bool fa = (s->axis == GroupAxis::Rows ? fine_loads->x : fine_loads->y) != nullptr;
-    const bool fb = (s->axis == GroupAxis::Rows ? fine_loads->y : fine_loads->x) != nullptr;
-    const FineSteps& f = p.cached<FineSteps>(
-        key(s->g, s->gm, s->axis) + "/ctas" + std::to_string(spmm::tma_max_ctas()) + "/" + fine_loads->key,
-        [&] { return build_fine_steps(*s, *fine_loads, dev); });
-    args.fine_a = fa;
-    args.fine_b = fb;
-    args.fine_bs = fine_loads->fbs;
-    args.fine_steps = f.ids.defined() ? static_cast<const int*>(f.ids.data_ptr()) : nullptr;
-    args.fine_w = f.w;
-  }
   Tensor ws;
   if (s->n_slots > 0) ws = empty({s->n_slots, p.bs, p.bs}, {.dtype = DType::f32, .device = dev});
   args.coords = s->n_steps > 0 ? static_cast<const int2*>(s->coords.data_ptr()) : nullptr;
@@ -500,16 +446,11 @@ struct FineIds {
   Tensor ids;
 };
 
-// The covered_block_ids table of a fine operand, kept with the plan.
-struct CoveredIds {
-  std::vector<std::int32_t> ids;
-};
-
-// With `fine` (sparse_matmul_fine_kernel): a, b and out hold the fine blocks it names, read
-// and written in place on the Hopper path only; returns false (having done nothing) where
-// that path would not run. Without: always runs, returns true.
+// With `fine` (fine stores, sparse_matmul_fine_kernel): out holds fine's blocks and the
+// product is stored into them, on the Hopper path only; returns false (having done
+// nothing) where that path would not run. Without: always runs, returns true.
 template <typename T>
-bool matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const FineBlocks* fine) {
+bool matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out, const Layout* fine) {
   using Acc = typename acc_type<T>::type;
   constexpr bool k16 = std::is_same_v<T, bfloat16> || std::is_same_v<T, half>;
   if (!k16 && fine != nullptr) return false;
@@ -555,46 +496,27 @@ bool matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
     // TMA reads (and writes the output in) rows of a multiple of 16 bytes and at most 2^31
     // rows (i32 coordinates); an empty operand (no pairs: the output is zeros) has no
     // tensor map to describe it.
-    // (fine blocks: rows of the fine block size)
-    auto ld_of = [&](const Layout* f, std::int64_t ld) { return f != nullptr && f->defined() ? f->block_size() : ld; };
-    const std::int64_t lda = ld_of(fine ? &fine->a : nullptr, p.a.ld), ldb = ld_of(fine ? &fine->b : nullptr, p.b.ld);
-    const std::int64_t ldc = ld_of(fine ? &fine->c : nullptr, p.c.ld);
-    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && out.numel() > 0 && lda % 8 == 0 && ldb % 8 == 0 &&
-                        ldc % 8 == 0 && a.numel() / lda < (std::int64_t{1} << 31) &&
-                        b.numel() / ldb < (std::int64_t{1} << 31) && out.numel() / ldc < (std::int64_t{1} << 31);
-    bool fine_ok = true;
-    if (fine != nullptr)
-      for (const Layout* f : {&fine->a, &fine->b, &fine->c})
-        if (f->defined()) fine_ok = fine_ok && p.bs == 64 && (f->block_size() == 16 || f->block_size() == 32);
+    // (fine stores: rows of the fine block size)
+    const std::int64_t ldc = fine != nullptr ? fine->block_size() : p.c.ld;
+    const bool tma_ok = a.numel() > 0 && b.numel() > 0 && out.numel() > 0 && p.a.ld % 8 == 0 && p.b.ld % 8 == 0 &&
+                        ldc % 8 == 0 && a.numel() / p.a.ld < (std::int64_t{1} << 31) &&
+                        b.numel() / p.b.ld < (std::int64_t{1} << 31) && out.numel() / ldc < (std::int64_t{1} << 31);
+    const bool fine_ok = fine == nullptr || (p.bs == 64 && (fine->block_size() == 16 || fine->block_size() == 32));
     if (hopper && tma_ok && fine_ok && (choice == MmaPath::Auto || forced_tma)) {
-      args.rows_a = a.numel() / lda;
-      args.rows_b = b.numel() / ldb;
+      args.rows_a = a.numel() / p.a.ld;
+      args.rows_b = b.numel() / p.b.ld;
       args.rows_c = out.numel() / ldc;
-      if (fine != nullptr && fine->c.defined()) {
-        const Layout& fc = fine->c;
-        const std::string key = prefix + "/fine" + std::to_string(fc.block_size()) + "/" + std::to_string(fc.hash());
+      if (fine != nullptr) {
+        const std::string key =
+            prefix + "/fine" + std::to_string(fine->block_size()) + "/" + std::to_string(fine->hash());
         const FineIds& f = p.cached<FineIds>(key, [&] {
-          return std::make_shared<FineIds>(
-              FineIds{to_device_i32(fine_block_ids(p, fc), (p.bs / fc.block_size()) * (p.bs / fc.block_size()), dev)});
+          return std::make_shared<FineIds>(FineIds{
+              to_device_i32(fine_block_ids(p, *fine), (p.bs / fine->block_size()) * (p.bs / fine->block_size()), dev)});
         });
         args.fine_c = static_cast<const int*>(f.ids.data_ptr());
-        args.fine_bs = static_cast<int>(fc.block_size());
+        args.fine_bs = static_cast<int>(fine->block_size());
       }
-      FineLoads loads;
-      if (fine != nullptr && (fine->a.defined() || fine->b.defined())) {
-        auto covered = [&](const Layout& f, const Layout& cover) -> const std::vector<std::int32_t>& {
-          return p
-              .cached<CoveredIds>("covered/" + std::to_string(f.hash()) + "/" + std::to_string(cover.hash()),
-                                  [&] { return std::make_shared<CoveredIds>(CoveredIds{covered_block_ids(cover, f)}); })
-              .ids;
-        };
-        if (fine->a.defined()) loads.x = &covered(fine->a, fine->a_cover);
-        if (fine->b.defined()) loads.y = &covered(fine->b, fine->b_cover);
-        loads.fbs = static_cast<int>((fine->a.defined() ? fine->a : fine->b).block_size());
-        loads.key = "fineload/" + std::to_string(fine->a.defined() ? fine->a.hash() : 0) + "/" +
-                    std::to_string(fine->b.defined() ? fine->b.hash() : 0);
-      }
-      run_tma<T>(p, args, choice, prefix, out, stream, loads.fbs > 0 ? &loads : nullptr);
+      run_tma<T>(p, args, choice, prefix, out, stream);
       return true;
     }
     if (fine != nullptr) return false;
@@ -668,8 +590,7 @@ void matmul_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Te
   TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { matmul_t<scalar_t>(p, a, b, out, nullptr); });
 }
 
-bool matmul_fine_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tensor& out,
-                      const FineBlocks& fine) {
+bool matmul_fine_cuda(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Layout& fine, const Tensor& out) {
   bool done = false;
   TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { done = matmul_t<scalar_t>(p, a, b, out, &fine); });
   return done;

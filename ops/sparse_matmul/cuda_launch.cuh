@@ -55,16 +55,7 @@ struct KernelArgs {
   /// (-1: not stored); c then holds the fine blocks, rows_c = their rows (n fine_bs), and
   /// the split reduction stores through it too. Null: the tiles are stored as they are.
   const int* fine_c;
-  int fine_bs;  ///< 16 or 32 with fine_c, fine_a or fine_b
-  /// TMA wgmma path at bs 64, fine loads: a (b) holds blocks of fine_bs (rows of fine_bs
-  /// elements, rows_a (rows_b) of them), and each of its 64-tiles a step reads is loaded as the
-  /// (64 / fine_bs)² fine blocks it covers, absent ones as zeros. fine_a / fine_b say which
-  /// operand (as the kernel sees them: swapped for column groups); fine_steps[s] holds, for
-  /// step s, the fine block ids (-1: none) of its fine tiles, the x tiles' first then the
-  /// members', (64 / fine_bs)² a tile row-major; fine_w ints a step.
-  int fine_a, fine_b;
-  const int* fine_steps;
-  int fine_w;
+  int fine_bs;  ///< 16 or 32 with fine_c
 };
 
 /// Launches the tensor-core kernel for element type E (bf16, half, or float as TF32) with

@@ -14,15 +14,6 @@ std::atomic<MmaPath> g_path{MmaPath::Auto};
 std::atomic<int> g_max_ctas{0};
 std::atomic<CoarseBlocks> g_coarse{CoarseBlocks::Auto};
 std::atomic<bool> g_fine_stores{true};
-std::atomic<bool> g_fine_loads{true};
-
-// A switch that is on unless set off or its variable (read once, by the caller's once flag)
-// says off.
-bool switch_on(const std::atomic<bool>& set, std::once_flag& read, int& from_env, const char* var) {
-  if (!set.load(std::memory_order_relaxed)) return false;
-  std::call_once(read, [&] { from_env = env_choice("matmul", var, "on", "off"); });
-  return from_env != 2;
-}
 }  // namespace
 
 void set_mma_path(MmaPath path) { g_path.store(path, std::memory_order_relaxed); }
@@ -52,17 +43,11 @@ CoarseBlocks coarse_blocks() {
 void set_fine_stores(bool on) { g_fine_stores.store(on, std::memory_order_relaxed); }
 
 bool fine_stores() {
+  if (!g_fine_stores.load(std::memory_order_relaxed)) return false;
   static std::once_flag read;
   static int from_env = 0;
-  return switch_on(g_fine_stores, read, from_env, "TG_MATMUL_FINE_STORES");
-}
-
-void set_fine_loads(bool on) { g_fine_loads.store(on, std::memory_order_relaxed); }
-
-bool fine_loads() {
-  static std::once_flag read;
-  static int from_env = 0;
-  return switch_on(g_fine_loads, read, from_env, "TG_MATMUL_FINE_LOADS");
+  std::call_once(read, [] { from_env = env_choice("matmul", "TG_MATMUL_FINE_STORES", "on", "off"); });
+  return from_env != 2;
 }
 
 }  // namespace tg::ops::spmm

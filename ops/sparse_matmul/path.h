@@ -99,17 +99,4 @@ void set_fine_stores(bool on);
 /// anything else.
 bool fine_stores();
 
-/// Whether a block-sparse operand of the covering route is read straight from its blocks of
-/// 16 or 32 (`sparse_matmul_fine_kernel`: on a Hopper GPU each 64-tile loaded as the fine
-/// blocks it covers, one TMA box each, absent ones as zeros; on the CPU gathered as it is
-/// widened; the other CUDA paths keep the move), not moved into 64-blocks first. On by
-/// default; off (set_fine_loads(false) or TG_MATMUL_FINE_LOADS=off) keeps the move, for
-/// comparison.
-void set_fine_loads(bool on);
-
-/// The setting of set_fine_loads, and TG_MATMUL_FINE_LOADS=on|off where set (read once;
-/// set_fine_loads(false) wins). Throws tg::ValueError naming the variable when it holds
-/// anything else.
-bool fine_loads();
-
 }  // namespace tg::ops::spmm

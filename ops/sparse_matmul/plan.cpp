@@ -312,21 +312,4 @@ std::vector<std::int32_t> fine_block_ids(const MatmulPlan& p, const Layout& fine
   return ids;
 }
 
-std::vector<std::int32_t> covered_block_ids(const Layout& coarse, const Layout& fine) {
-  const std::int64_t per = coarse.block_size() / fine.block_size();
-  const std::int64_t rows = fine.block_rows(), cols = fine.block_cols();
-  const std::int64_t* index = fine.tables(Device::cpu()).block_index.data<std::int64_t>();
-  const std::int64_t* coords = coarse.tables(Device::cpu()).block_coords.data<std::int64_t>();
-  const std::int64_t n = coarse.n_blocks();
-  std::vector<std::int32_t> ids(static_cast<std::size_t>(n * per * per), -1);
-  for (std::int64_t k = 0; k < n; ++k) {
-    const std::int64_t bb = coords[3 * k], i0 = coords[3 * k + 1] * per, j0 = coords[3 * k + 2] * per;
-    for (std::int64_t di = 0; di < per; ++di)
-      for (std::int64_t dj = 0; dj < per; ++dj)
-        ids[static_cast<std::size_t>((k * per + di) * per + dj)] =
-            static_cast<std::int32_t>(index[(bb * rows + i0 + di) * cols + j0 + dj]);
-  }
-  return ids;
-}
-
 }  // namespace tg::ops

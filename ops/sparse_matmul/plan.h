@@ -94,9 +94,4 @@ std::shared_ptr<const MatmulPlan> matmul_plan(const OperandDesc& a, const Operan
 /// tiles' grid must be fine's coarsened by bs / fbs (plan.c's layout covering fine's).
 std::vector<std::int32_t> fine_block_ids(const MatmulPlan& plan, const Layout& fine);
 
-/// For fine loads (kernels.h, FineBlocks): the ids of the blocks of `fine` that each block of
-/// `coarse` covers, (cbs / fbs)² a block, row-major within it, -1 where `fine` has none;
-/// block k's at k (cbs / fbs)². coarse's grid must be fine's coarsened by cbs / fbs.
-std::vector<std::int32_t> covered_block_ids(const Layout& coarse, const Layout& fine);
-
 }  // namespace tg::ops

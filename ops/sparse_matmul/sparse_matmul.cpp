@@ -200,57 +200,29 @@ std::optional<Covering> covering_route(const Side& a, const Side& b, const ops::
   return cov;
 }
 
-// The covering route of op(a) · op(b) (bs 16 or 32 on the 64-blocks of cov): the fine blocks
-// read and written in place where the backend can (fine loads and stores, path.h), else
-// moved to and from 64-blocks.
-Tensor run_covering(const Side& a, const Side& b, const ops::OperandDesc& c, const Covering& cov, const Shape& shape);
-
 // op(a) · op(b) into the output described by c, without autograd.
 Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
   std::shared_ptr<const ops::MatmulPlan> plan = ops::matmul_plan(a.desc(), b.desc(), c, bs);
   const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
   if (plan->n_out > 0) {
-    if (const std::optional<Covering> cov = covering_route(a, b, c, bs, *plan))
-      return run_covering(a, b, c, *cov, shape);
+    if (const std::optional<Covering> cov = covering_route(a, b, c, bs, *plan)) {
+      const Side wa = covering_side(a, cov->a), wb = covering_side(b, cov->b);
+      if (!c.sparse()) return run(wa, wb, cov->c, kCoarseBlock);
+      Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
+      // (plan->n_out > 0: the fine layout has blocks, and so has the covering one)
+      const Device dev = a.t.device();
+      if (ops::spmm::fine_stores()) {
+        const std::shared_ptr<const ops::MatmulPlan> wide =
+            ops::matmul_plan(wa.desc(), wb.desc(), cov->c, kCoarseBlock);
+        if (ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, c.layout, out)) return out;
+      }
+      Tensor wide = run(wa, wb, cov->c, kCoarseBlock);
+      ops::sparse_adapt_kernel()(dev)(wide, cov->c.layout, c.layout, out);
+      return out;
+    }
   }
   Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
   if (plan->n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(*plan, a.t, b.t, out);
-  return out;
-}
-
-Tensor run_covering(const Side& a, const Side& b, const ops::OperandDesc& c, const Covering& cov, const Shape& shape) {
-  const Device dev = a.t.device();
-  // (the fine product has pairs: the fine layouts have blocks, and so have the covering ones)
-  const std::shared_ptr<const ops::MatmulPlan> wide = ops::matmul_plan(cov.a, cov.b, cov.c, kCoarseBlock);
-  Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
-  auto coarse_out = [&] {
-    return ops::empty_like(a.t, {cov.c.layout.n_blocks(), kCoarseBlock, kCoarseBlock}, a.t.dtype());
-  };
-  ops::FineBlocks fine;
-  if (ops::spmm::fine_loads()) {
-    if (a.sparse()) {
-      fine.a = a.layout;
-      fine.a_cover = cov.a.layout;
-    }
-    if (b.sparse()) {
-      fine.b = b.layout;
-      fine.b_cover = cov.b.layout;
-    }
-  }
-  if (c.sparse() && ops::spmm::fine_stores()) fine.c = c.layout;
-  // The product's target: out, or the 64-blocks of a block-sparse output not stored in place.
-  Tensor target = c.sparse() && !fine.c.defined() ? coarse_out() : out;
-  const bool loads = fine.a.defined() || fine.b.defined();
-  if (!loads || !ops::sparse_matmul_fine_kernel()(dev)(*wide, a.t, b.t, target, fine)) {
-    const Side wa = covering_side(a, cov.a), wb = covering_side(b, cov.b);
-    ops::FineBlocks stores;  // the output's alone
-    stores.c = fine.c;
-    if (!stores.c.defined() || !ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, target, stores)) {
-      if (stores.c.defined()) target = coarse_out();
-      ops::sparse_matmul_kernel()(dev)(*wide, wa.t, wb.t, target);
-    }
-  }
-  if (c.sparse() && !target.is_same(out)) ops::sparse_adapt_kernel()(dev)(target, cov.c.layout, c.layout, out);
   return out;
 }
 

@@ -103,33 +103,6 @@ __device__ __forceinline__ std::uint64_t slice_desc(std::uint32_t s, int j) {
     return ops::wg::make_desc(s + static_cast<std::uint32_t>(j) * 2048u, BK * 128u, 1024u);
 }
 
-/// Fine loads (KernelArgs::fine_a / fine_b): a 64-tile of an operand held as blocks of fb
-/// (16 or 32) is loaded one fine block a TMA box, each box's lines of 2 fb bytes swizzled
-/// over that span, so that the tile lies in chunks of fb stored columns: chunk c at c
-/// chunk_stride, its 64 stored rows 2 fb bytes apart (fine block (r, c) of the tile at
-/// fine_box). K-major, the chunks run along k; MN-major, along m (n), every member's tile
-/// being 64 / fb chunks. The x tile and MN-major member tiles have chunks 128 fb bytes apart
-/// (64 rows of 2 fb); K-major member tiles are interleaved (chunk c of member m at c G 128 fb
-/// + m 128 fb), so that a chunk's rows over the G members are one n = G 64 operand.
-__device__ __forceinline__ std::uint32_t fine_box(int r, int c, int fb, std::uint32_t chunk_stride) {
-  return static_cast<std::uint32_t>(c) * chunk_stride + static_cast<std::uint32_t>(r * 2 * fb * fb);
-}
-
-/// Descriptor of k16 slice j of a fine-loaded tile at s (fine_box's layout). K-major: the
-/// slice lies in chunk 16 j / fb, 2 (16 j mod fb) bytes into its lines, 8-line groups 16 fb
-/// bytes apart. MN-major: 16 k-rows of 2 fb bytes a slice, chunks (lbo) chunk_stride apart.
-template <bool K_MAJOR>
-__device__ __forceinline__ std::uint64_t fine_desc(std::uint32_t s, int j, int fb, std::uint32_t chunk_stride) {
-  const int k = 16 * j;
-  const auto sbo = static_cast<std::uint32_t>(16 * fb);
-  if constexpr (K_MAJOR)
-    return ops::wg::make_desc_narrow(
-        s + static_cast<std::uint32_t>(k / fb) * chunk_stride + static_cast<std::uint32_t>((k % fb) * 2), 16u, sbo,
-        2 * fb);
-  else
-    return ops::wg::make_desc_narrow(s + static_cast<std::uint32_t>(k * 2 * fb), chunk_stride, sbo, 2 * fb);
-}
-
 /// Block size BS, G members per block-row of a group, GM block-rows (see the file comment
 /// for the four shapes).
 template <int BS_, int G_, int GM_ = 1>
@@ -222,86 +195,25 @@ struct StepBoxes {
   }
 };
 
-/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar (the
-/// bytes of every tile; with fine loads, the fine operands' tiles are left to fine_boxes).
-template <class C, bool TA, bool TB, bool FINE = false>
+/// Issues the TMA loads of one step into the stage at sa, counted by its barrier bar.
+template <class C, bool TA, bool TB>
 __device__ __forceinline__ void step_boxes(const StepBoxes<C::GM + C::G>& st, const CUtensorMap* map_a,
-                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar,
-                                           const KernelArgs& args) {
+                                           const CUtensorMap* map_b, std::uint32_t sa, std::uint32_t bar) {
   std::uint32_t bytes = 0;
 #pragma unroll
   for (int r = 0; r < C::GM; ++r) bytes += st.o[r].x >= 0 ? C::A_ROW : 0;
 #pragma unroll
   for (int m = 0; m < C::G; ++m) bytes += st.o[C::GM + m].x >= 0 ? C::B_MEMBER : 0;
   tma::arrive_expect_tx(bar, bytes);
-  if (!FINE || !args.fine_a) {
 #pragma unroll
-    for (int r = 0; r < C::GM; ++r) {
-      if (C::GM > 1 && st.o[r].x < 0) continue;
-      load_tile<C::BS, !TA>(sa + r * C::A_ROW, map_a, bar, st.o[r], st.kk);
-    }
+  for (int r = 0; r < C::GM; ++r) {
+    if (C::GM > 1 && st.o[r].x < 0) continue;
+    load_tile<C::BS, !TA>(sa + r * C::A_ROW, map_a, bar, st.o[r], st.kk);
   }
-  if (!FINE || !args.fine_b) {
 #pragma unroll
-    for (int m = 0; m < C::G; ++m) {
-      if (st.o[C::GM + m].x < 0) continue;
-      load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
-    }
-  }
-}
-
-/// Fine loads: the fine block ids of lane l's boxes of one step, box l of each fine tile
-/// (lanes l < (64 / fine_bs)²; slots as StepBoxes': GM x tiles, then G members), fetched a
-/// producer iteration before their use, as StepBoxes.
-template <int GM, int G>
-struct FineStep {
-  int id[GM + G];
-  __device__ __forceinline__ void fetch(const KernelArgs& args, const Cursor& c, int lane) {
-    const int per2 = (64 / args.fine_bs) * (64 / args.fine_bs);
-    const int* row = args.fine_steps + static_cast<long long>(c.first + (c.s >> args.lg_kpp)) * args.fine_w;
-    const int skip_a = args.fine_a ? GM : 0;  // the fine tiles before the first member's
-#pragma unroll
-    for (int i = 0; i < GM + G; ++i) {
-      const bool fine = i < GM ? args.fine_a != 0 : args.fine_b != 0;
-      const int k = i < GM ? i : skip_a + i - GM;
-      id[i] = fine && lane < per2 ? row[k * per2 + lane] : -1;
-    }
-  }
-};
-
-/// Fine loads: lane l (< (64 / fine_bs)²) of the producer warp starts the load of fine block
-/// l of each fine tile of the step (row-major in the tile: r = l / per, c = l % per) into its
-/// place in the stage at sa (fine_box), an absent block (id -1) from beyond the operand's
-/// last row, which TMA fills with zeros. The stage's barrier already expects these bytes
-/// (step_boxes counts every tile).
-template <class C, bool TB>
-__device__ __forceinline__ void fine_boxes(const StepBoxes<C::GM + C::G>& st, const FineStep<C::GM, C::G>& f,
-                                           const KernelArgs& args, const CUtensorMap* map_a, const CUtensorMap* map_b,
-                                           std::uint32_t sa, std::uint32_t bar, int lane) {
-  static_assert(C::BS == 64, "fine loads: 64-tiles");
-  const int fb = args.fine_bs, per = 64 / fb;
-  if (lane >= per * per) return;
-  const int r = lane / per, c = lane % per;
-  const auto chunk = static_cast<std::uint32_t>(128 * fb);  // 64 stored rows of 2 fb bytes
-  if (args.fine_a) {
-#pragma unroll
-    for (int l = 0; l < C::GM; ++l) {
-      if (st.o[l].x < 0) continue;
-      const int row = f.id[l] >= 0 ? f.id[l] * fb : static_cast<int>(args.rows_a);
-      tma::load_2d(sa + static_cast<std::uint32_t>(l * C::A_ROW) + fine_box(r, c, fb, chunk), map_a, bar, 0, row);
-    }
-  }
-  if (args.fine_b) {
-#pragma unroll
-    for (int m = 0; m < C::G; ++m) {
-      if (st.o[C::GM + m].x < 0) continue;
-      const int row = f.id[C::GM + m] >= 0 ? f.id[C::GM + m] * fb : static_cast<int>(args.rows_b);
-      // K-major (TB) members interleave their chunks (fine_box's comment)
-      const std::uint32_t dst =
-          TB ? sa + C::A_BYTES + static_cast<std::uint32_t>(m) * chunk + fine_box(r, c, fb, C::G * chunk)
-             : sa + C::A_BYTES + static_cast<std::uint32_t>(m * C::B_MEMBER) + fine_box(r, c, fb, chunk);
-      tma::load_2d(dst, map_b, bar, 0, row);
-    }
+  for (int m = 0; m < C::G; ++m) {
+    if (st.o[C::GM + m].x < 0) continue;
+    load_tile<C::BS, TB>(sa + C::A_BYTES + m * C::B_MEMBER, map_b, bar, st.o[C::GM + m], st.kk);
   }
 }
 
@@ -451,7 +363,7 @@ struct ConsumerRing {
 /// `line`'s tile, NC columns from member m0 on. NC is C::NC, or half of it for a group of
 /// one line in a GM 2 kernel (the consumers then split its members). SITS_OUT: the item's
 /// group has two lines, one of which has no x tile at some step.
-template <class C, int NC, typename E, bool TA, bool TB, bool TC, bool FINE, bool SITS_OUT = false>
+template <class C, int NC, typename E, bool TA, bool TB, bool TC, bool SITS_OUT = false>
 __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, const int* outs, ConsumerRing& r,
                                              const CUtensorMap* map_c, std::uint32_t epi, std::uint32_t zeros,
                                              int row0_tile, int line, int m0, int consumer, int warp, int lane,
@@ -487,10 +399,6 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
   constexpr int N = C::GM + C::G;
   const int2* line_o = args.coords + static_cast<long long>(item.y) * N + line;
   int o_next = SITS_OUT && nsteps > 0 ? line_o[0].x : 0;
-  // Fine loads: the operands' layouts (fine_box), the same every step.
-  [[maybe_unused]] const int fb = FINE ? args.fine_bs : 0;
-  [[maybe_unused]] const bool fine_a = FINE && args.fine_a, fine_b = FINE && args.fine_b;
-  [[maybe_unused]] const auto chunk = static_cast<std::uint32_t>(128 * fb);
   for (int s = 0; s < nsteps; ++s) {
     const int o_cur = o_next;
     if constexpr (SITS_OUT) {
@@ -502,19 +410,13 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
     // block-row's tile; members are B_MEMBER apart.
     const std::uint32_t st = r.stages + static_cast<std::uint32_t>(r.stage * C::STAGE_BYTES);
     const std::uint32_t sa = st + static_cast<std::uint32_t>(row0_tile + 64 * line) * (BK * 2u);
-    const std::uint32_t sb =
-        st + C::A_BYTES + static_cast<std::uint32_t>(m0) * (FINE && TB && fine_b ? chunk : C::B_MEMBER);
+    const std::uint32_t sb = st + C::A_BYTES + static_cast<std::uint32_t>(m0) * C::B_MEMBER;
     const bool have = !SITS_OUT || __all_sync(0xffffffffu, o_cur >= 0);
     ops::wg::fence();
 #pragma unroll
-    for (int j = 0; j < BK / 16; ++j) {
-      std::uint64_t da = slice_desc<!TA>(sa, j), db = slice_desc<TB>(sb, j);
-      if constexpr (FINE) {
-        da = fine_a ? fine_desc<!TA>(sa, j, fb, chunk) : da;
-        db = fine_b ? fine_desc<TB>(sb, j, fb, TB ? C::G * chunk : chunk) : db;
-      }
-      ops::wg::mma_ss<E, NC, TA ? 1 : 0, TB ? 0 : 1>(acc, have ? da : ops::wg::zero_desc(zeros), db);
-    }
+    for (int j = 0; j < BK / 16; ++j)
+      ops::wg::mma_ss<E, NC, TA ? 1 : 0, TB ? 0 : 1>(acc, have ? slice_desc<!TA>(sa, j) : ops::wg::zero_desc(zeros),
+                                                     slice_desc<TB>(sb, j));
     ops::wg::commit();
     // The previous step's group has completed once at most this one is pending: its
     // stage can be refilled.
@@ -549,7 +451,7 @@ __device__ __forceinline__ void consume_item(const KernelArgs& args, int4 item, 
 /// count. TC: the items are column groups (row_groups.h), operands given as those of the
 /// transposed product; each member's tile is stored transposed. map_c: the output as rows
 /// of ldc elements, boxes of 64 x 64.
-template <class C, typename E, bool TA, bool TB, bool TC, bool FINE>
+template <class C, typename E, bool TA, bool TB, bool TC>
 __global__ void __launch_bounds__(C::kThreads, 1)
     tma_kernel(const KernelArgs args, const __grid_constant__ CUtensorMap map_a,
                const __grid_constant__ CUtensorMap map_b, const __grid_constant__ CUtensorMap map_c) {
@@ -579,42 +481,24 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int queue0 = static_cast<int>(blockIdx.x) * C::kRings;
 
   if (wg == 2) {
-    // Producer: lane 0 of warp 8 + ring (fine loads: the whole warp, its lanes loading the
-    // fine blocks).
-    if (lane == 0 || FINE) {
+    // Producer: lane 0 of warp 8 + ring.
+    if (lane == 0) {
       const int ring = warp;
-      if (lane == 0) {
-        tma::prefetch_map(&map_a);
-        tma::prefetch_map(&map_b);
-      }
+      tma::prefetch_map(&map_a);
+      tma::prefetch_map(&map_b);
       Cursor ld{args.queues[queue0 + ring], args.queues[queue0 + ring + 1], 0, 0, 0};
       ld.settle(args);
       StepBoxes<C::GM + C::G> next_ld{};
-      [[maybe_unused]] FineStep<C::GM, C::G> next_f{};
-      if (ld.valid()) {
-        next_ld.fetch(args, ld);
-        if constexpr (FINE) next_f.fetch(args, ld, lane);
-      }
+      if (ld.valid()) next_ld.fetch(args, ld);
       int stage = 0;
       std::uint32_t phase = 0;
       while (ld.valid()) {
         const StepBoxes<C::GM + C::G> cur = next_ld;
-        [[maybe_unused]] const FineStep<C::GM, C::G> cur_f = next_f;
         ld.advance(args);
-        if (ld.valid()) {
-          next_ld.fetch(args, ld);
-          if constexpr (FINE) next_f.fetch(args, ld, lane);
-        }
+        if (ld.valid()) next_ld.fetch(args, ld);
         tma::wait(empty(ring, stage), phase ^ 1u);
         const std::uint32_t sa = base + static_cast<std::uint32_t>((ring * C::STAGES + stage) * C::STAGE_BYTES);
-        if constexpr (FINE) {
-          // (the stage's expected bytes are set before any of its copies starts)
-          if (lane == 0) step_boxes<C, TA, TB, true>(cur, &map_a, &map_b, sa, full(ring, stage), args);
-          __syncwarp();
-          fine_boxes<C, TB>(cur, cur_f, args, &map_a, &map_b, sa, full(ring, stage), lane);
-        } else {
-          step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage), args);
-        }
+        step_boxes<C, TA, TB>(cur, &map_a, &map_b, sa, full(ring, stage));
         if (++stage == C::STAGES) {
           stage = 0;
           phase ^= 1u;
@@ -654,18 +538,18 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       // split its members rather than idle on (or multiply stale bytes for) a missing
       // second line.
       if (item.x < 0) {
-        consume_item<C, C::NC / 2, E, TA, TB, TC, FINE>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
-                                                        consumer * (C::G / 2), consumer, warp, lane, n_boxes);
+        consume_item<C, C::NC / 2, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, 0, 0,
+                                                  consumer * (C::G / 2), consumer, warp, lane, n_boxes);
         continue;
       }
       if (item.x >= kSitsOut) {
-        consume_item<C, C::NC, E, TA, TB, TC, FINE, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile,
-                                                          line, m0, consumer, warp, lane, n_boxes);
+        consume_item<C, C::NC, E, TA, TB, TC, true>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line,
+                                                    m0, consumer, warp, lane, n_boxes);
         continue;
       }
     }
-    consume_item<C, C::NC, E, TA, TB, TC, FINE>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
-                                                consumer, warp, lane, n_boxes);
+    consume_item<C, C::NC, E, TA, TB, TC>(args, item, outs, ring_state, &map_c, epi, zeros, row0_tile, line, m0,
+                                          consumer, warp, lane, n_boxes);
   }
   // The last stores must be done before the CTA (and its shared memory) ends (fine stores:
   // every lane's of the first warp).
@@ -683,18 +567,9 @@ CUtensorMap operand_map(const void* p, long long rows, long long ld) {
                                        static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(ld), 64, BOX_ROWS);
 }
 
-/// The tensor map of an operand held as fine blocks of fb (fine loads): rows of fb elements,
-/// boxes of one block, swizzled over their 2 fb-byte lines.
-template <typename E>
-CUtensorMap fine_operand_map(const void* p, long long rows, int fb) {
-  const auto f = static_cast<std::uint64_t>(fb);
-  return tg::cuda::tensor_map_2d_16bit(p, std::is_same_v<E, bfloat16>, static_cast<std::uint64_t>(rows), f, f,
-                                       static_cast<std::uint32_t>(fb), static_cast<std::uint32_t>(fb));
-}
-
-template <class C, typename E, bool TA, bool TB, bool TC, bool FINE>
+template <class C, typename E, bool TA, bool TB, bool TC>
 void tma_launch_cfg(const KernelArgs& args, int n_queues, cudaStream_t stream) {
-  auto* kernel = &tma_kernel<C, E, TA, TB, TC, FINE>;
+  auto* kernel = &tma_kernel<C, E, TA, TB, TC>;
   static std::array<std::atomic<bool>, 64> ready{};
   int dev = 0;
   TG_CUDA_CHECK(cudaGetDevice(&dev));
@@ -709,10 +584,8 @@ void tma_launch_cfg(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   a.nsub = 1;
   a.lg_kpp = 0;
   while ((BK << a.lg_kpp) < args.bs) ++a.lg_kpp;
-  const CUtensorMap ma = args.fine_a ? fine_operand_map<E>(args.a, args.rows_a, args.fine_bs)
-                                     : operand_map<E>(args.a, args.rows_a, args.lda);
-  const CUtensorMap mb = args.fine_b ? fine_operand_map<E>(args.b, args.rows_b, args.fine_bs)
-                                     : operand_map<E>(args.b, args.rows_b, args.ldb);
+  const CUtensorMap ma = operand_map<E>(args.a, args.rows_a, args.lda);
+  const CUtensorMap mb = operand_map<E>(args.b, args.rows_b, args.ldb);
   const int grid = n_queues / C::kRings;
   // The output in boxes of 64 x 64 (the store epilogue's), or with fine stores its fine
   // blocks as rows of fine_bs elements, in boxes of one block.
@@ -725,36 +598,25 @@ void tma_launch_cfg(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   TG_CUDA_CHECK(cudaGetLastError());
 }
 
-template <class C, typename E, bool TC, bool FINE>
+template <class C, typename E, bool TC>
 void tma_launch_trans(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   if (!args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, false, false, TC, FINE>(args, n_queues, stream);
+    tma_launch_cfg<C, E, false, false, TC>(args, n_queues, stream);
   else if (args.trans_a && !args.trans_b)
-    tma_launch_cfg<C, E, true, false, TC, FINE>(args, n_queues, stream);
+    tma_launch_cfg<C, E, true, false, TC>(args, n_queues, stream);
   else if (!args.trans_a)
-    tma_launch_cfg<C, E, false, true, TC, FINE>(args, n_queues, stream);
+    tma_launch_cfg<C, E, false, true, TC>(args, n_queues, stream);
   else
-    tma_launch_cfg<C, E, true, true, TC, FINE>(args, n_queues, stream);
-}
-
-/// Fine loads exist only at block 64 (the covering route's 64-tiles).
-template <class C, typename E, bool TC>
-void tma_launch_fine(const KernelArgs& args, int n_queues, cudaStream_t stream) {
-  if (!args.fine_a && !args.fine_b)
-    tma_launch_trans<C, E, TC, false>(args, n_queues, stream);
-  else if constexpr (C::BS == 64)
-    tma_launch_trans<C, E, TC, true>(args, n_queues, stream);
-  else
-    TG_THROW(Error, "matmul: internal error: fine loads into tiles of ", C::BS);
+    tma_launch_cfg<C, E, true, true, TC>(args, n_queues, stream);
 }
 
 /// Column groups exist only with several members a line (g 2 at bs 128, 4 at bs 64).
 template <class C, typename E>
 void tma_launch(const KernelArgs& args, int n_queues, cudaStream_t stream) {
   if (!args.trans_c)
-    tma_launch_fine<C, E, false>(args, n_queues, stream);
+    tma_launch_trans<C, E, false>(args, n_queues, stream);
   else if constexpr (C::G > 1)
-    tma_launch_fine<C, E, true>(args, n_queues, stream);
+    tma_launch_trans<C, E, true>(args, n_queues, stream);
   else
     TG_THROW(Error, "matmul: internal error: no column groups of ", C::GM, " x ", C::G, " blocks");
 }

@@ -47,7 +47,6 @@ struct CudaSettingsGuard {
     tg::ops::spmm::set_tma_max_ctas(0);
     tg::ops::spmm::set_coarse_blocks(tg::ops::spmm::CoarseBlocks::Auto);
     tg::ops::spmm::set_fine_stores(true);
-    tg::ops::spmm::set_fine_loads(true);
   }
 };
 

@@ -10,10 +10,9 @@
 //    the output only through a covering block's zeros;
 //  - on CUDA (Hopper), the automatic choice against the CPU, where it takes the covering
 //    blocks and where it declines them (too much added work, extents not multiples of 64);
-//  - block-sparse operands read straight from their fine blocks (fine loads) and a
-//    block-sparse output stored straight into them (fine stores), each alone and together,
-//    bit for bit equal to the blocks moved to and from 64-blocks: on the CPU, and on CUDA on
-//    every Hopper schedule and with split k lists (and against the CPU).
+//  - a block-sparse output stored straight into its fine blocks (fine stores) bit for bit
+//    equal to the 64-blocks moved out: on the CPU, and on CUDA on every Hopper schedule and
+//    with split k lists (and against the CPU).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -101,23 +100,6 @@ void require_identical(const Result& a, const Result& b) {
   tgt::require_close(a.dx, b.dx, 0.0, 0.0);
   tgt::require_close(a.dy, b.dy, 0.0, 0.0);
 }
-
-// Sets fine loads and stores (path.h) for a scope and turns both back on however it ends.
-struct FineGuard {
-  FineGuard(bool loads, bool stores) {
-    ops::spmm::set_fine_loads(loads);
-    ops::spmm::set_fine_stores(stores);
-  }
-  FineGuard(const FineGuard&) = delete;
-  FineGuard& operator=(const FineGuard&) = delete;
-  ~FineGuard() {
-    ops::spmm::set_fine_loads(true);
-    ops::spmm::set_fine_stores(true);
-  }
-};
-
-// Fine loads and stores as (loads, stores): both, each alone; the last case moves every block.
-constexpr bool kFineSettings[][2] = {{true, true}, {true, false}, {false, true}};
 
 // Calls f(p, o, v, m) for every problem of ps, option set of kOptions and mode, the stored
 // values v of each (problem, options) pair drawn from ++seed.
@@ -217,23 +199,21 @@ TEST_CASE("sparse matmul on covering 64-blocks matches the block size's own prod
   }
 }
 
-TEST_CASE("sparse matmul on covering 64-blocks: fine loads and stores equal the moved blocks (CPU)",
-          "[ops][sparse_matmul]") {
+TEST_CASE("sparse matmul on covering 64-blocks: fine stores equal the moved 64-blocks (CPU)", "[ops][sparse_matmul]") {
   CoarseGuard always(CoarseBlocks::Always);
+  struct FineGuard {
+    ~FineGuard() { ops::spmm::set_fine_stores(true); }
+  } restore;
   std::uint64_t seed = 34000;
   for (std::int64_t bs : {16, 32}) {
     for_each_case(coarse_problems(bs, seed += 100), seed,
                   [](const Problem& p, const MatmulOptions& o, const Stored& v, const Mode& m) {
-                    Result moved;
-                    {
-                      FineGuard none(false, false);
-                      moved = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
-                    }
-                    for (const auto& [loads, stores] : kFineSettings) {
-                      INFO(describe(m, p, o) << " fine loads " << loads << " stores " << stores);
-                      FineGuard set(loads, stores);
-                      require_identical(run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu()), moved);
-                    }
+                    INFO(describe(m, p, o));
+                    ops::spmm::set_fine_stores(true);
+                    const Result fine = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+                    ops::spmm::set_fine_stores(false);
+                    const Result moved = run_mode(m, p, o, v.x, v.y, v.w, DType::f32, Device::cpu());
+                    require_identical(fine, moved);
                   });
   }
 }
@@ -326,7 +306,7 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks matches the CPU", "[ops][spa
   }
 }
 
-TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine loads and stores equal the moved blocks",
+TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine stores equal the moved 64-blocks",
           "[ops][sparse_matmul][cuda]") {
   TG_REQUIRE_CUDA();
   if (!ops::spmm::wgmma_supported(Device::cuda().index)) TG_SKIP("not a compute capability 9.0 GPU: test skipped");
@@ -358,23 +338,17 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine loads and stores equal
     const DType dt = seed % 2 == 0 ? DType::bf16 : DType::f16;
     const Result cpu = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cpu());
     for (MmaPath path : paths) {
+      INFO(describe(m, p, o) << " " << dtype_name(dt) << " path " << static_cast<int>(path));
       ops::spmm::set_mma_path(path);
-      Result moved;
-      {
-        FineGuard none(false, false);
-        moved = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
-      }
-      for (const auto& [loads, stores] : kFineSettings) {
-        INFO(describe(m, p, o) << " " << dtype_name(dt) << " path " << static_cast<int>(path) << " fine loads " << loads
-                               << " stores " << stores);
-        FineGuard set(loads, stores);
-        const Result fine = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
-        require_identical(fine, moved);
-        const double atol = 1.6e-2 * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
-        tgt::require_close(fine.out, cpu.out, 1.6e-2, atol);
-        tgt::require_close(fine.dx, cpu.dx, 1.6e-2, atol);
-        tgt::require_close(fine.dy, cpu.dy, 1.6e-2, atol);
-      }
+      ops::spmm::set_fine_stores(true);
+      const Result fine = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+      ops::spmm::set_fine_stores(false);
+      const Result moved = run_mode(m, p, o, v.x, v.y, v.w, dt, Device::cuda());
+      require_identical(fine, moved);
+      const double atol = 1.6e-2 * std::sqrt(static_cast<double>(std::max({p.M(), p.K(), p.N()})));
+      tgt::require_close(fine.out, cpu.out, 1.6e-2, atol);
+      tgt::require_close(fine.dx, cpu.dx, 1.6e-2, atol);
+      tgt::require_close(fine.dy, cpu.dy, 1.6e-2, atol);
     }
   });
 }
