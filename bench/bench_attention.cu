@@ -98,6 +98,7 @@ struct Variant {
   at::BwdOperands operands = at::kDefaultBwdOperands;
   at::LaunchOrder order = at::LaunchOrder::Auto;
   at::KvOrder kv_order = at::KvOrder::Auto;
+  at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -111,11 +112,14 @@ struct Variant {
     at::set_bwd_operands(operands);
     at::set_launch_order(order);
     at::set_kv_order(kv_order);
+    at::set_launch_overlap(overlap);
   }
 };
 
 // TG_ATTENTION_SWEEP=1: every variant on each case in turn, in one process (A/B on the same
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
+constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
+
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
   using K = at::FwdKeys;
@@ -162,6 +166,11 @@ const std::vector<Variant>& variants() {
       // the kv passes' items by row to the end (KvOrder)
       {"launch order: kv rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
        at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Rows},
+      // the backward's kernels launched the other way (LaunchOverlap)
+      {kDefaultPlainLaunches ? "programmatic launches (backward)" : "plain launches (backward)", S::Serial, K::K64,
+       R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
+       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
+       kDefaultPlainLaunches ? at::LaunchOverlap::Programmatic : at::LaunchOverlap::Plain},
   };
   return v;
 }

@@ -22,6 +22,7 @@
 #include "ops/attention/cuda/work_lists.h"
 #include "ops/attention/kernel_choice.h"
 #include "ops/attention/kernels.h"
+#include "ops/cuda_pdl.cuh"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
 
@@ -41,10 +42,12 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
-// asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above.
+// asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above;
+// `programmatic`: a programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
           bool kProducer = false, bool kRegKV = false>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st);
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
+                         bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
 template <typename T, int D, bool kGeneral>
 void launch_bwd_kv_narrow(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
@@ -70,6 +73,8 @@ template <typename T>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
                  int dv, const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad) {
+  gpu::pdl_wait();  // (launched programmatically or not: see LaunchOverlap)
+  gpu::pdl_allow();
   delta_body(o, dout, delta, rows, dv, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed, sq,
              sq_pad);
 }
@@ -79,6 +84,8 @@ __global__ void __launch_bounds__(kAuxThreads)
     delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
                      const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad,
                      float* __restrict__ zero) {
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
                        sq, sq_pad, zero);
 }
@@ -86,6 +93,8 @@ __global__ void __launch_bounds__(kAuxThreads)
 template <typename T>
 __global__ void __launch_bounds__(kAuxThreads)
     dq_convert_vec_kernel(const float* __restrict__ acc, T* __restrict__ dq, std::int64_t n8, float scale) {
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   for (std::int64_t x = static_cast<std::int64_t>(blockIdx.x) * kAuxThreads + threadIdx.x; x < n8;
        x += static_cast<std::int64_t>(gridDim.x) * kAuxThreads)
     dq_convert_vec_body(acc, dq, scale, x);
@@ -456,6 +465,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   const std::int64_t rows = p.bhq * p.sq;
   Tensor delta = empty({p.bhq, p.sq}, {.dtype = DType::f32, .device = dev});
   const bool wgmma_kv = !simt && use_wgmma_bwd(p, dev.index);
+  // the delta pass, the Hopper kv pass and the dQ conversion launched programmatically
+  const bool pdl = wgmma_kv && launch_overlap() == LaunchOverlap::Programmatic;
+  if (pdl) note_launch(Path::ProgrammaticBwd);
   const std::int64_t sq_pad = (p.sq + 63) / 64 * 64;
   Tensor ld;
   if (wgmma_kv) ld = empty({p.bhq, sq_pad, 2}, {.dtype = DType::f32, .device = dev});
@@ -478,21 +490,20 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
-          delta_vec_kernel<T, L><<<grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
-                                                               cptr<float>(lse), packed, static_cast<int>(p.sq),
-                                                               static_cast<int>(sq_pad), zero);
+          gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
+                          cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
+                          static_cast<int>(sq_pad), zero);
         };
         if (p.dv == 32) launch(std::integral_constant<int, 4>{});
         else if (p.dv == 64) launch(std::integral_constant<int, 8>{});
-        else launch(std::integral_constant<int, 16>{});
-        TG_CUDA_CHECK_LAST();
+        else
+          launch(std::integral_constant<int, 16>{});
         return;
       }
     }
-    delta_kernel<T><<<delta_grid, kAuxThreads, 0, st>>>(cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows,
-                                                        static_cast<int>(p.dv), cptr<float>(lse), packed,
-                                                        static_cast<int>(p.sq), static_cast<int>(sq_pad));
-    TG_CUDA_CHECK_LAST();
+    gpu::launch_pdl(pdl, delta_kernel<T>, dim3(delta_grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
+                    cptr<T>(dout), mptr<float>(delta), rows, static_cast<int>(p.dv), cptr<float>(lse), packed,
+                    static_cast<int>(p.sq), static_cast<int>(sq_pad));
   };
   if (q.dtype() == DType::f32) run_delta(float{});
   else if (q.dtype() == DType::bf16) run_delta(bfloat16{});
@@ -607,33 +618,34 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             if (d == 64 && bwd_operands() == BwdOperands::Registers) {
               note_launch(Path::WgmmaBwdRegKV);
               launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>(a, ldp, pad,
-                                                                                          kv_work->col_items, st);
+                                                                                          kv_work->col_items, st, pdl);
             } else {
               launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
-                                                                                      st);
+                                                                                      st, pdl);
             }
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true, true>)(a, ldp, pad, kv_work->col_items,
-                                                                                     st);
+                                                                                     st, pdl);
           } else if (cols) {  // on either step (counted as dQ by columns only)
             note_launch(Path::WgmmaBwdDqColumns);
             (bwd_step() == BwdStep::Pipelined
                  ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true>
-                 : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st);
+                 : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
-            (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-                    : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st);
+            (narrow
+                 ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+                 : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad,
-                                                                                      kv_work->col_items, st);
+                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad, kv_work->col_items,
+                                                                                       st, pdl);
           } else {
-            (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false, false>
-                     : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, false>)(a, ldp, pad, kv_work->col_items,
-                                                                                  st);
+            (general
+                 ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBN, false, false>
+                 : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
           }
         };
         if (p.d == 64) launch(std::integral_constant<int, 64>{});
@@ -656,9 +668,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
         const std::int64_t n8 = dq_acc.numel() / 8;
         const auto grid = static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
-        dq_convert_vec_kernel<T><<<grid, kAuxThreads, 0, st>>>(cptr<float>(dq_acc), mptr<T>(dqa), n8,
-                                                               static_cast<float>(p.scale));
-        TG_CUDA_CHECK_LAST();
+        gpu::launch_pdl(pdl, dq_convert_vec_kernel<T>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
+                        cptr<float>(dq_acc), mptr<T>(dqa), n8, static_cast<float>(p.scale));
       } else {
         const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);
         a.p = make_params(p, *q_work, dev);

@@ -9,12 +9,14 @@
 
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_bwd.cuh"
+#include "ops/cuda_pdl.cuh"
 #include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV>
-void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st) {
+void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
+                         bool programmatic) {
   using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV>;
   auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV>;
   allow_smem(kernel, Cfg::kSmem);
@@ -28,13 +30,15 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
-  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
-  TG_CUDA_CHECK_LAST();
+  int device = 0;
+  if (programmatic) TG_CUDA_CHECK(cudaGetDevice(&device));
+  gpu::launch_pdl(programmatic, kernel, dim3(static_cast<unsigned>(items)), dim3(Cfg::kThreads), Cfg::kSmem, st, device,
+                  w);
 }
 
 #define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS)                                                 \
   template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS>(const BwdArgs<T>&, const float2*, int, \
-                                                                               std::int64_t, cudaStream_t);
+                                                                               std::int64_t, cudaStream_t, bool);
 #define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD) \
   TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, false)
 #define TG_WG_BWD(T, D)                                                  \

@@ -62,6 +62,8 @@ constinit Choice<LaunchOrder> g_order{"TG_ATTENTION_ORDER", "rows", "bands", Lau
                                       kDefaultLaunchOrder};
 constinit Choice<KvOrder> g_kv_order{"TG_ATTENTION_KV_ORDER", "rows",        "tail",
                                      KvOrder::Rows,           KvOrder::Tail, kDefaultKvOrder};
+constinit Choice<LaunchOverlap> g_overlap{
+    "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -115,6 +117,9 @@ LaunchOrder launch_order() { return g_order.get(); }
 
 void set_kv_order(KvOrder o) { g_kv_order.set(o); }
 KvOrder kv_order() { return g_kv_order.get(); }
+
+void set_launch_overlap(LaunchOverlap o) { g_overlap.set(o); }
+LaunchOverlap launch_overlap() { return g_overlap.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -296,6 +296,23 @@ void set_kv_order(KvOrder o);
 /// TG_ATTENTION_KV_ORDER when it holds anything but `rows` or `tail`.
 KvOrder kv_order();
 
+/// How the backward's kernels follow each other: the delta pass, the Hopper kv pass and the dQ
+/// conversion. Programmatic: programmatic dependent launches (ops/cuda_pdl.cuh), so that each is
+/// dispatched onto the SMs the previous one's last CTAs leave, the kv pass loading its K and V
+/// before it waits for the delta pass's outputs. Plain: ordinary launches. Auto: the environment
+/// variable TG_ATTENTION_PDL (`off` or `on`) when set, else kDefaultLaunchOverlap.
+enum class LaunchOverlap { Auto, Plain, Programmatic };
+
+/// What Auto means without TG_ATTENTION_PDL: not yet measured against Plain on a GPU.
+constexpr LaunchOverlap kDefaultLaunchOverlap = LaunchOverlap::Plain;
+
+/// Forces how later backward calls launch (process-wide; Auto restores the default).
+void set_launch_overlap(LaunchOverlap o);
+
+/// The setting in effect, Auto resolved: Plain or Programmatic. Throws tg::ValueError naming
+/// TG_ATTENTION_PDL when it holds anything but `off` or `on`.
+LaunchOverlap launch_overlap();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -333,6 +350,7 @@ enum class Path {
   DropoutRead,        ///< Hopper kv passes that read the forward's decisions
   DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
   DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
+  ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
   kCount
 };
 

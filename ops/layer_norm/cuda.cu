@@ -16,11 +16,12 @@
 // pass over the registers; the block path sums squares instead of merging Welford states)
 // and the backward drops the mean of g from dx. One set of kernels keeps the tuning shared.
 #include <algorithm>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "ops/cuda_fast_math.cuh"
+#include "ops/cuda_pdl.cuh"
 #include "ops/layer_norm/kernels.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -124,23 +125,10 @@ __device__ __forceinline__ void store_pack(T* p, const Acc (&in)[VEC]) {
 __device__ __forceinline__ float acc_rsqrt(float v) { return rsqrtf(v); }
 __device__ __forceinline__ double acc_rsqrt(double v) { return rsqrt(v); }
 
-// Programmatic dependent launch (sm_90): every kernel here is launched with
-// programmatic stream serialisation, so it may be scheduled while the previous kernel of
-// the stream is still finishing. wait_prior_grid() must therefore come before the first
-// global memory access (read or write) of every kernel: it returns once the previous grid
-// has completed and its writes are visible, which keeps the usual stream order while the
-// launch and block dispatch overlap the previous kernel's tail. allow_next_grid() lets the
-// next kernel be scheduled early (it still waits for our completion before touching memory).
-__device__ __forceinline__ void wait_prior_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void allow_next_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (ops/cuda_pdl.cuh): every kernel here is launched with
+// programmatic stream serialisation and calls gpu::pdl_wait() before its first global memory
+// access, so that its launch and block dispatch overlap the previous kernel's tail while the
+// stream order holds; gpu::pdl_allow() lets the next kernel be dispatched early in turn.
 
 /// Butterfly sum: IEEE addition is commutative, so every lane ends with the same value.
 template <typename Acc>
@@ -229,8 +217,8 @@ __global__ void __launch_bounds__(kWarp* kFwdWarps, kFwdMinBlocks)
                 int D, typename acc_type<T>::type eps, T* __restrict__ y, typename acc_type<T>::type* __restrict__ mean,
                 typename acc_type<T>::type* __restrict__ rstd) {
   using Acc = typename acc_type<T>::type;
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const int lane = threadIdx.x;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
   const std::int64_t step = static_cast<std::int64_t>(gridDim.x) * blockDim.y * R;
@@ -322,8 +310,8 @@ __global__ void ln_fwd_block(const T* __restrict__ x, const T* __restrict__ gamm
   using Acc = typename acc_type<T>::type;
   __shared__ Welford<Acc> sh[kWarp];
   __shared__ Acc sq[2][kWarp];  // RMS only
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const std::int64_t nvec = D / VEC;
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * D;
@@ -410,8 +398,8 @@ __global__ void __launch_bounds__(kWarp* NW, kBwdMinWarps / NW)
   constexpr int kSums = RMS ? 1 : 2;  // row sums: [sum g,] sum g * xhat (the last)
   constexpr int kGx = kSums - 1;      // index of sum g * xhat
   __shared__ Acc red[2][R][kSums][NW];  // [buf][row][sum][warp]
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const int t = threadIdx.x, lane = t % kWarp, warp = t / kWarp;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
   Acc gm[NV][VEC];
@@ -528,8 +516,8 @@ __global__ void ln_bwd_block_dx(const T* __restrict__ dy, const T* __restrict__ 
                                 std::int64_t D, T* __restrict__ dx) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sh[2][kWarp];
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const std::int64_t nvec = D / VEC;
   const Acc inv_d = Acc(1) / static_cast<Acc>(D);
   for (std::int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -586,8 +574,8 @@ __global__ void ln_bwd_cols(const T* __restrict__ dy, const T* __restrict__ x,
                             typename acc_type<T>::type* __restrict__ part_b) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sg[kColRows][kColTile + 1], sb[kColRows][kColTile + 1];
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kColTile + threadIdx.x;
   const std::int64_t r0 = static_cast<std::int64_t>(blockIdx.y) * rows_per_chunk;
   const std::int64_t r1 = std::min(rows, r0 + rows_per_chunk);
@@ -624,8 +612,8 @@ __global__ void __launch_bounds__(kFinCols* kFinRows)
                     T* __restrict__ dgamma, T* __restrict__ dbeta) {
   using Acc = typename acc_type<T>::type;
   __shared__ Acc sg[kFinRows][kFinCols], sb[kFinRows][kFinCols];
-  wait_prior_grid();
-  allow_next_grid();
+  gpu::pdl_wait();
+  gpu::pdl_allow();
   const int tx = threadIdx.x, ty = threadIdx.y;
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * kFinCols + tx;
   Acc g = 0, b = 0;
@@ -666,28 +654,12 @@ bool use_vec(std::int64_t D, int vec, std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-/// Programmatic dependent launch needs sm_90 (older devices get plain launches).
-bool pdl_supported(int device) { return cuda::compute_capability_major(device) >= 9; }
-
-/// Launches `kernel` with programmatic stream serialisation where the device has it. Every
-/// kernel in this file calls wait_prior_grid() before touching global memory, which is what
-/// makes that safe (see wait_prior_grid).
+/// Launches `kernel` programmatically where the device allows (every kernel here follows
+/// gpu::pdl_wait()'s rule).
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, cudaStream_t stream, int device,
             Args... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  if (pdl_supported(device)) {
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
-  TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+  gpu::launch_pdl(true, kernel, grid, block, smem, stream, device, args...);
 }
 
 /// Most co-resident blocks of `kernel` on the device (at least one per SM).

@@ -58,6 +58,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "ops/cuda_pdl.cuh"
 #include "ops/reduce/cuda_math.cuh"
 #include "ops/sparse_softmax/kernels.h"
 #include "ops/sparse_softmax/staged_threads.h"
@@ -598,13 +599,11 @@ struct Slice {
   int nb, i0;
 };
 
-// Programmatic dependent launch (sm_90; see launch_staged): wait for the previous grid of
-// the stream before the first global access, and let the next one be scheduled meanwhile.
+// Programmatic dependent launch (ops/cuda_pdl.cuh; see launch_staged): wait for the previous
+// grid of the stream before the first global access, and let the next one be scheduled meanwhile.
 __device__ __forceinline__ void pdl_wait_and_allow() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+  gpu::pdl_wait();
+  gpu::pdl_allow();
 }
 
 // The slice of this CTA: R = 2^lg_r rows of a block-row per CTA, block-row after block-row.
@@ -1060,19 +1059,8 @@ void launch_staged(unsigned grid, int threads, std::int64_t smem, cudaStream_t s
                                        static_cast<int>(cudaSharedmemCarveoutMaxShared)));
     ready.fetch_or(bit, std::memory_order_release);
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(static_cast<unsigned>(threads));
-  cfg.dynamicSmemBytes = static_cast<std::size_t>(smem);
-  cfg.stream = st;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  if (cuda::compute_capability_major(device) >= 9) {
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
-  TG_CUDA_CHECK(cudaLaunchKernelEx(&cfg, Kernel, args...));
+  gpu::launch_pdl(true, Kernel, dim3(grid), dim3(static_cast<unsigned>(threads)), static_cast<std::size_t>(smem), st,
+                  device, args...);
 }
 
 // Calls f(std::integral_constant<int, L>) for log2 of the staged threads, 7 or 8.

@@ -4,6 +4,7 @@
 // head-dim pair and the f32 kernels, uniform and variable block sizes, every option,
 // GQA / MQA / cross-attention, empty rows, extents that are not multiples of the tiles,
 // deterministic mode (bit-identical twice), misaligned inputs and the head-dim restriction.
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -1115,6 +1116,58 @@ TEST_CASE("flash_attention CUDA: the default kv pass takes the producer warpgrou
   CHECK(at::launches(at::Path::WgmmaBwdProducer) - p0 ==
         (prod128 ? 1 : 0) + (prod64 ? 1 : 0) + (window_prod64 ? 1 : 0));
   CHECK(at::launches(at::Path::NarrowKv) - n0 == (prod64 ? 0 : 1) + (window_prod64 ? 0 : 1));
+}
+
+TEST_CASE("flash_attention CUDA: the backward's programmatic launches match the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::LaunchOverlap> overlap(at::set_launch_overlap, at::LaunchOverlap::Programmatic);
+  const std::int64_t p0 = at::launches(at::Path::ProgrammaticBwd);
+  // every Hopper case at both head dims on the default kv passes (the producer at D 128, at
+  // D 64 by the lists), then on the uniform warpgroups with the pipelined step
+  std::int64_t runs = run_hopper_cases(64) + run_hopper_cases(128);
+  {
+    const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Uniform);
+    const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+    runs += run_hopper_cases(64) + run_hopper_cases(128);
+  }
+  // long lists, and dropout (its decisions drawn between the delta pass and the kv pass)
+  runs += check_list_lengths(64, {1000}, 911, {DType::bf16}) + check_list_lengths(128, {1000}, 912, {DType::f16});
+  AttentionOptions drop;
+  drop.dropout_p = 0.1;
+  drop.seed = 9;
+  check_cuda("dropout", make_inputs(general_shape(128), 913), AttentionPattern::dense(256, 256, 64), drop,
+             {DType::bf16});
+  ++runs;
+  CHECK(at::launches(at::Path::ProgrammaticBwd) - p0 == runs);
+
+  // Two layers, so that the second backward's kernels follow the first's in the stream with no
+  // host synchronisation between: o2 = attn(attn(q, k, v), k, v), causal, against the CPU in f64.
+  const Inputs master = make_inputs({.B = 2, .Hq = 2, .Hkv = 2, .sq = 320, .sk = 320, .d = 64, .dv = 64}, 914);
+  const AttentionPattern pat = AttentionPattern::dense(320, 320, 64);
+  AttentionOptions causal;
+  causal.causal = true;
+  for (DType dt : {DType::bf16, DType::f16}) {
+    INFO("two layers in " << dtype_name(dt));
+    const Inputs in = rounded(master, dt);
+    auto grads = [&](DType t, Device dev) {
+      auto leaf = [&](const Tensor& x) { return x.to(t).to(dev).detach().requires_grad_(); };
+      Tensor q = leaf(in.q), k = leaf(in.k), v = leaf(in.v);
+      const Tensor o1 = flash_attention(q, k, v, pat, causal);
+      flash_attention(o1, k, v, pat, causal).backward(in.dout.to(t).to(dev));
+      auto host = [](const Tensor& x) { return x.to(Device::cpu()).to(DType::f64); };
+      return std::array<Tensor, 3>{host(q.grad()), host(k.grad()), host(v.grad())};
+    };
+    const std::int64_t before = at::launches(at::Path::ProgrammaticBwd);
+    const auto got = grads(dt, Device::cuda());
+    CHECK(at::launches(at::Path::ProgrammaticBwd) - before == 2);
+    const auto want = grads(DType::f64, Device::cpu());
+    const double tol = 4 * tolerance(dt);  // two layers of rounding
+    require_near("dq", got[0], want[0], tol);
+    require_near("dk", got[1], want[1], tol);
+    require_near("dv", got[2], want[2], tol);
+  }
 }
 
 TEST_CASE("flash_attention CUDA: the Hopper kv pass with the pipelined step matches the CPU",

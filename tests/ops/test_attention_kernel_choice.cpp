@@ -77,6 +77,8 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                               {at::LaunchOrder::Rows, at::LaunchOrder::Bands}, at::kDefaultLaunchOrder);
   check_knob<at::KvOrder>("TG_ATTENTION_KV_ORDER", at::set_kv_order, at::kv_order,
                           {at::KvOrder::Rows, at::KvOrder::Tail}, at::kDefaultKvOrder);
+  check_knob<at::LaunchOverlap>("TG_ATTENTION_PDL", at::set_launch_overlap, at::launch_overlap,
+                                {at::LaunchOverlap::Programmatic, at::LaunchOverlap::Plain}, at::kDefaultLaunchOverlap);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);

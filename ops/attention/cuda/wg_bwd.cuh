@@ -69,6 +69,7 @@
 #include "ops/attention/cuda/tc_bwd.cuh"
 #include "ops/attention/cuda/tile.cuh"
 #include "ops/attention/cuda/wg_tile.cuh"
+#include "ops/cuda_pdl.cuh"
 #include "ops/cuda_tma.cuh"
 #include "ops/cuda_wgmma.cuh"
 
@@ -233,12 +234,21 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       }
     }
     tma::fence_init();
-    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   if (!kProducer || tid < NC) {
     load_sw128<BN, D, NC>(sK, a.k + (static_cast<std::int64_t>(kv) * p.sk + k0) * D, p.sk - k0, tid);
     load_sw128<BN, DV, NC>(sV, a.v + (static_cast<std::int64_t>(kv) * p.sk + k0) * DV, p.sk - k0, tid);
     cp_async_commit();
+  }
+  // Launched programmatically (LaunchOverlap), this CTA may start while the delta pass ends:
+  // K, V and the lists predate that kernel, but its outputs (the (lse, D) table, the zeroed dQ
+  // workspace) and this pass's outputs (memory the allocator may have handed on) wait for it.
+  gpu::pdl_wait();
+  gpu::pdl_allow();
+  if (tid == 0) {
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
+  }
+  if (!kProducer || tid < NC) {
     cp_async_wait<0>();
     wg::fence_proxy_async();
   }
