@@ -200,29 +200,29 @@ std::optional<Covering> covering_route(const Side& a, const Side& b, const ops::
   return cov;
 }
 
-// op(a) · op(b) into the output described by c, without autograd.
+// op(a) · op(b) by `plan` into a new output of c's form, without autograd.
+Tensor run_plan(const ops::MatmulPlan& plan, const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
+  const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
+  Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
+  if (plan.n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(plan, a.t, b.t, out);
+  return out;
+}
+
+// op(a) · op(b) into the output described by c, without autograd: on the 64-blocks covering
+// blocks of 16 or 32 where covering_route says so, else by the product's own plan.
 Tensor run(const Side& a, const Side& b, const ops::OperandDesc& c, std::int64_t bs) {
   std::shared_ptr<const ops::MatmulPlan> plan = ops::matmul_plan(a.desc(), b.desc(), c, bs);
-  const Shape shape = c.sparse() ? Shape{c.layout.n_blocks(), bs, bs} : Shape{c.batch, c.rows, c.cols};
-  if (plan->n_out > 0) {
-    if (const std::optional<Covering> cov = covering_route(a, b, c, bs, *plan)) {
-      const Side wa = covering_side(a, cov->a), wb = covering_side(b, cov->b);
-      if (!c.sparse()) return run(wa, wb, cov->c, kCoarseBlock);
-      Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
-      // (plan->n_out > 0: the fine layout has blocks, and so has the covering one)
-      const Device dev = a.t.device();
-      if (ops::spmm::fine_stores()) {
-        const std::shared_ptr<const ops::MatmulPlan> wide =
-            ops::matmul_plan(wa.desc(), wb.desc(), cov->c, kCoarseBlock);
-        if (ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, c.layout, out)) return out;
-      }
-      Tensor wide = run(wa, wb, cov->c, kCoarseBlock);
-      ops::sparse_adapt_kernel()(dev)(wide, cov->c.layout, c.layout, out);
-      return out;
-    }
-  }
-  Tensor out = ops::empty_like(a.t, shape, a.t.dtype());
-  if (plan->n_out > 0) ops::sparse_matmul_kernel()(a.t.device())(*plan, a.t, b.t, out);
+  const std::optional<Covering> cov = plan->n_out > 0 ? covering_route(a, b, c, bs, *plan) : std::nullopt;
+  if (!cov) return run_plan(*plan, a, b, c, bs);
+  const Side wa = covering_side(a, cov->a), wb = covering_side(b, cov->b);
+  const std::shared_ptr<const ops::MatmulPlan> wide = ops::matmul_plan(wa.desc(), wb.desc(), cov->c, kCoarseBlock);
+  if (!c.sparse()) return run_plan(*wide, wa, wb, cov->c, kCoarseBlock);
+  // (plan->n_out > 0: the fine layout has blocks, and so has the covering one)
+  Tensor out = ops::empty_like(a.t, {c.layout.n_blocks(), bs, bs}, a.t.dtype());
+  const Device dev = a.t.device();
+  if (ops::spmm::fine_stores() && ops::sparse_matmul_fine_kernel()(dev)(*wide, wa.t, wb.t, c.layout, out)) return out;
+  const Tensor moved = run_plan(*wide, wa, wb, cov->c, kCoarseBlock);
+  ops::sparse_adapt_kernel()(dev)(moved, cov->c.layout, c.layout, out);
   return out;
 }
 
