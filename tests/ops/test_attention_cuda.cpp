@@ -1141,6 +1141,12 @@ TEST_CASE("flash_attention CUDA: the backward's programmatic launches match the 
              {DType::bf16});
   ++runs;
   CHECK(at::launches(at::Path::ProgrammaticBwd) - p0 == runs);
+  {  // plain launches where asked: the same kernels, not counted
+    const ForceKnob<at::LaunchOverlap> plain(at::set_launch_overlap, at::LaunchOverlap::Plain);
+    check_cuda("plain launches", make_inputs(general_shape(128), 915), AttentionPattern::dense(256, 256, 64), {},
+               {DType::bf16});
+    CHECK(at::launches(at::Path::ProgrammaticBwd) - p0 == runs);
+  }
 
   // Two layers, so that the second backward's kernels follow the first's in the stream with no
   // host synchronisation between: o2 = attn(attn(q, k, v), k, v), causal, against the CPU in f64.
