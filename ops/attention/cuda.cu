@@ -8,7 +8,8 @@
 //   device per pattern (cuda/work_lists.h).
 // - Backward: D = rowsum(dO ⊙ o), then the kv pass (dK, dV, dbias; dQ by f32 atomics into a
 //   workspace), then either the dQ conversion or, in deterministic mode, the q pass; the
-//   sinks' gradient is a fixed-order reduction per head.
+//   sinks' gradient is a fixed-order reduction per head. With the Hopper kv pass the first three
+//   launch programmatically (kernel_choice.h's LaunchOverlap, ops/cuda_pdl.cuh).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -494,11 +495,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
                           cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
                           static_cast<int>(sq_pad), zero);
         };
-        if (p.dv == 32) launch(std::integral_constant<int, 4>{});
-        else if (p.dv == 64) launch(std::integral_constant<int, 8>{});
-        else
-          launch(std::integral_constant<int, 16>{});
-        return;
+        if (p.dv == 32) return launch(std::integral_constant<int, 4>{});
+        if (p.dv == 64) return launch(std::integral_constant<int, 8>{});
+        return launch(std::integral_constant<int, 16>{});
       }
     }
     gpu::launch_pdl(pdl, delta_kernel<T>, dim3(delta_grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
