@@ -99,6 +99,7 @@ struct Variant {
   at::LaunchOrder order = at::LaunchOrder::Auto;
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
+  at::ProducerSkip skip = at::ProducerSkip::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -113,12 +114,14 @@ struct Variant {
     at::set_launch_order(order);
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
+    at::set_producer_skip(skip);
   }
 };
 
 // TG_ATTENTION_SWEEP=1: every variant on each case in turn, in one process (A/B on the same
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
+constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -171,6 +174,11 @@ const std::vector<Variant>& variants() {
        R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
        at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
        kDefaultPlainLaunches ? at::LaunchOverlap::Programmatic : at::LaunchOverlap::Plain},
+      // the D 64 producer kv pass the other way on its warpgroups' empty steps (ProducerSkip)
+      {kDefaultComputeEmpty ? "producer skips empty steps (kv pass)" : "producer computes empty steps (kv pass)",
+       S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
+       at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
+       kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
   };
   return v;
 }

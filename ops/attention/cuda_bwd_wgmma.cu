@@ -9,6 +9,7 @@
 
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_bwd.cuh"
+#include "ops/attention/kernel_choice.h"
 #include "ops/cuda_pdl.cuh"
 #include "runtime/cuda/tensor_map.h"
 
@@ -30,6 +31,10 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
+  if constexpr (kProducer && !kDqCols) {
+    w.skip_empty = producer_skip() == ProducerSkip::Skip;
+    if (w.skip_empty) note_launch(Path::ProducerSkips);
+  }
   int device = 0;
   if (programmatic) TG_CUDA_CHECK(cudaGetDevice(&device));
   gpu::launch_pdl(programmatic, kernel, dim3(static_cast<unsigned>(items)), dim3(Cfg::kThreads), Cfg::kSmem, st, device,

@@ -64,6 +64,8 @@ constinit Choice<KvOrder> g_kv_order{"TG_ATTENTION_KV_ORDER", "rows",        "ta
                                      KvOrder::Rows,           KvOrder::Tail, kDefaultKvOrder};
 constinit Choice<LaunchOverlap> g_overlap{
     "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
+constinit Choice<ProducerSkip> g_skip{"TG_ATTENTION_BWD_SKIP", "off", "on", ProducerSkip::Compute, ProducerSkip::Skip,
+                                      kDefaultProducerSkip};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -120,6 +122,9 @@ KvOrder kv_order() { return g_kv_order.get(); }
 
 void set_launch_overlap(LaunchOverlap o) { g_overlap.set(o); }
 LaunchOverlap launch_overlap() { return g_overlap.get(); }
+
+void set_producer_skip(ProducerSkip s) { g_skip.set(s); }
+ProducerSkip producer_skip() { return g_skip.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -316,6 +316,24 @@ void set_launch_overlap(LaunchOverlap o);
 /// TG_ATTENTION_PDL when it holds anything but `off` or `on`.
 LaunchOverlap launch_overlap();
 
+/// Whether the producer kv pass at D 64 (BwdWarps) skips the steps its warpgroups' 64 keys see
+/// nothing of (causal patterns: one warpgroup of the diagonal tile; the uniform kv passes always
+/// skip them). Compute: every warpgroup computes every step (an invisible tile gives dS = 0).
+/// Skip: such a warpgroup issues no products and hands the reduction thread an empty dQ tile.
+/// Auto: the environment variable TG_ATTENTION_BWD_SKIP (`off` or `on`) when set, else
+/// kDefaultProducerSkip.
+enum class ProducerSkip { Auto, Compute, Skip };
+
+/// What Auto means without TG_ATTENTION_BWD_SKIP: Compute until Skip is measured faster.
+constexpr ProducerSkip kDefaultProducerSkip = ProducerSkip::Compute;
+
+/// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
+void set_producer_skip(ProducerSkip s);
+
+/// The setting in effect, Auto resolved: Compute or Skip. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_SKIP when it holds anything but `off` or `on`.
+ProducerSkip producer_skip();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -354,6 +372,7 @@ enum class Path {
   DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
   DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
+  ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
   kCount
 };
 

@@ -1033,6 +1033,28 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
                AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
     CHECK(at::launches(at::Path::WgmmaBwdRegKV) == regs_mid);
   }
+  {  // at D 64 with the warpgroups skipping the steps their keys see nothing of (the causal
+     // cases' diagonal tiles, the windows' edges), on both operands; D 128 computes every step
+    const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
+    const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
+    {
+      const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+      check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 695, {DType::bf16, DType::f16});
+    }
+    const std::int64_t s1 = at::launches(at::Path::ProducerSkips);
+    CHECK(s1 - s0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
+    {
+      const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
+      check_kv_variant(at::Path::WgmmaBwdProducer, 64, 795, {DType::bf16});
+    }
+    const std::int64_t s2 = at::launches(at::Path::ProducerSkips);
+    CHECK(s2 > s1);
+    AttentionOptions causal;
+    causal.causal = true;
+    check_cuda("D 128 computes every step", make_inputs(general_shape(128), 696), AttentionPattern::dense(256, 256, 64),
+               causal, {DType::bf16});
+    CHECK(at::launches(at::Path::ProducerSkips) == s2);
+  }
   check_softcap_keeps_kernel(at::Path::WgmmaBwdProducer, 296);
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
   AttentionOptions drop;

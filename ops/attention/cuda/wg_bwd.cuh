@@ -40,9 +40,12 @@
 // stages, its second adds each step's dQ tiles to the workspace, so the computing warpgroups
 // issue no copies and wait for no bulk reads. Hand-offs by mbarriers: `empty` (a stage's 256
 // consumer threads are done with it), `dq_full` (a warpgroup's dQ tile is in shared memory)
-// and `dq_empty` (its reductions have read it). No warpgroup skips a step (an invisible tile
-// gives dS = 0), so that the reduction thread finds a tile from each every step. At D 128 the
-// warpgroups still meet once a step, for the dSᵀ exchange.
+// and `dq_empty` (its reductions have read it). At D 64 a warpgroup whose 64 keys see none of a
+// step's queries (causal patterns: the tile on the diagonal) skips its products and hands the
+// reduction thread an empty tile: it arrives as for a full one, with the step in its skip word
+// (kernel_choice.h's ProducerSkip; WgBwdArgs::skip_empty).
+// At D 128 none skips (an invisible tile gives dS = 0): the warpgroups meet once a step, for the
+// dSᵀ exchange.
 //
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
@@ -83,6 +86,8 @@ struct WgBwdArgs {
   CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
+  /// kProducer at D 64: a warpgroup skips the steps its keys see nothing of (ProducerSkip)
+  bool skip_empty = false;
 };
 
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
@@ -141,6 +146,16 @@ template <int NS, int NG>
 __device__ __forceinline__ std::uint64_t* producer_barriers() {
   __shared__ __align__(8) std::uint64_t bars[NS + 2 * NG];
   return bars;
+}
+
+/// The producer kv pass's skip words (kProducer, dQ by keys): word g holds the last step whose
+/// dQ tile warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
+/// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
+/// barrier completes (the arrival releases, the wait acquires).
+template <int NG>
+__device__ __forceinline__ volatile int* producer_skips() {
+  __shared__ int skips[NG];
+  return skips;
 }
 
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
@@ -231,6 +246,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int g = 0; g < Cfg::NG; ++g) {
         tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
         tma::init(dq_empty(g), 1);   // the reduction thread
+        producer_skips<Cfg::NG>()[g] = -1;
       }
     }
     tma::fence_init();
@@ -265,19 +281,26 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           issue(e, step % NS);
         }
       } else if (warp == 1 && lane == 0) {
-        // each step's dQ tiles (every step has them: no warpgroup skips one) into the
-        // workspace; a tile is handed back once its reduction has read it
+        // each step's dQ tiles into the workspace, but those handed over empty (a skipped
+        // step); a tile is handed back once its reduction has read it
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+          bool sent[Cfg::NG];
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-            reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
+            sent[g] = kDqCols || producer_skips<Cfg::NG>()[g] != step;
+            if (sent[g]) reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
-          tma::bulk_wait_read<1>();
-          tma::arrive(dq_empty(0));
+          if (sent[0] && sent[1]) {  // the groups complete in order
+            tma::bulk_wait_read<1>();
+            tma::arrive(dq_empty(0));
+          } else {
+            tma::bulk_wait_read<0>();
+            tma::arrive(dq_empty(0));
+          }
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
         }
@@ -341,12 +364,21 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     bool any = true;
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-      // dQ by columns needs every warpgroup's dSᵀ each step, the producer's reduction thread
-      // every warpgroup's dQ tile: none skips there (invisible: dS = 0)
-      if constexpr (!kDqCols && !kProducer) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+      // dQ by columns needs every warpgroup's dSᵀ each step: none skips there (invisible: dS = 0)
+      if constexpr (!kDqCols) {
+        if (!kProducer || w.skip_empty) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+      }
     }
     if (!any) {
-      if constexpr (!kDqCols && !kProducer) release([] {});  // (otherwise `any` stays true)
+      if constexpr (kProducer) {
+        // an empty dQ tile for the reduction thread, in the same hand-off as a full one
+        tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((step & 1) ^ 1));
+        if ((tid & 127) == 0) producer_skips<Cfg::NG>()[group_u] = step;
+        tma::arrive(dq_full(group_u));
+        tma::arrive(empty(stage));
+      } else if constexpr (!kDqCols) {
+        release([] {});
+      }  // (otherwise `any` stays true)
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
