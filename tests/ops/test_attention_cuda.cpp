@@ -1033,28 +1033,6 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
                AttentionPattern::dense(256, 256, 128), {}, {DType::bf16});
     CHECK(at::launches(at::Path::WgmmaBwdRegKV) == regs_mid);
   }
-  {  // at D 64 with the warpgroups skipping the steps their keys see nothing of (the causal
-     // cases' diagonal tiles, the windows' edges), on both operands; D 128 computes every step
-    const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
-    const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
-    {
-      const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
-      check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 695, {DType::bf16, DType::f16});
-    }
-    const std::int64_t s1 = at::launches(at::Path::ProducerSkips);
-    CHECK(s1 - s0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
-    {
-      const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
-      check_kv_variant(at::Path::WgmmaBwdProducer, 64, 795, {DType::bf16});
-    }
-    const std::int64_t s2 = at::launches(at::Path::ProducerSkips);
-    CHECK(s2 > s1);
-    AttentionOptions causal;
-    causal.causal = true;
-    check_cuda("D 128 computes every step", make_inputs(general_shape(128), 696), AttentionPattern::dense(256, 256, 64),
-               causal, {DType::bf16});
-    CHECK(at::launches(at::Path::ProducerSkips) == s2);
-  }
   check_softcap_keeps_kernel(at::Path::WgmmaBwdProducer, 296);
   const std::int64_t mid = at::launches(at::Path::WgmmaBwdProducer);
   AttentionOptions drop;
@@ -1071,6 +1049,35 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
                {DType::bf16});
     CHECK(at::launches(at::Path::WgmmaBwdProducer) == mid);
   }
+}
+
+TEST_CASE("flash_attention CUDA: the D 64 producer kv pass skipping empty steps matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
+  // the warpgroups skip the steps their keys see nothing of (the causal cases' diagonal tiles,
+  // the windows' edges), on both operands; D 128 computes every step
+  const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
+  const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
+  {
+    const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+    check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 695, {DType::bf16, DType::f16});
+  }
+  const std::int64_t s1 = at::launches(at::Path::ProducerSkips);
+  CHECK(s1 - s0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
+  {
+    const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
+    check_kv_variant(at::Path::WgmmaBwdProducer, 64, 795, {DType::bf16});
+  }
+  const std::int64_t s2 = at::launches(at::Path::ProducerSkips);
+  CHECK(s2 > s1);
+  AttentionOptions causal;
+  causal.causal = true;
+  check_cuda("D 128 computes every step", make_inputs(general_shape(128), 696), AttentionPattern::dense(256, 256, 64),
+             causal, {DType::bf16});
+  CHECK(at::launches(at::Path::ProducerSkips) == s2);
 }
 
 TEST_CASE("flash_attention CUDA: BwdWarps::Lists (D 64's default) takes the D 64 producer where the lists say so",
