@@ -64,6 +64,23 @@ void set_fwd_softmax(FwdSoftmax s);
 /// naming TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
 FwdSoftmax fwd_softmax(std::int64_t d);
 
+/// When the Hopper forward's serial steps hand a stage's K back for its refill. Whole: with its
+/// V, once the step's P V has completed. Split: as soon as S = Q Kᵀ no longer needs it (the
+/// K and V of a stage land and are waited for apart either way), so that the next tile's K
+/// loads while this one's softmax and P V run. Auto: the environment variable
+/// TG_ATTENTION_FWD_RELEASE (`whole` or `split`) when set, else kDefaultFwdRelease.
+enum class FwdRelease { Auto, Whole, Split };
+
+/// What Auto means without TG_ATTENTION_FWD_RELEASE: Whole until Split is measured faster.
+constexpr FwdRelease kDefaultFwdRelease = FwdRelease::Whole;
+
+/// Forces the setting of later Hopper forwards (process-wide; Auto restores the default).
+void set_fwd_release(FwdRelease r);
+
+/// The setting in effect, Auto resolved: Whole or Split. Throws tg::ValueError naming
+/// TG_ATTENTION_FWD_RELEASE when it holds anything but `whole` or `split`.
+FwdRelease fwd_release();
+
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
 /// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
@@ -324,8 +341,11 @@ LaunchOverlap launch_overlap();
 /// kDefaultProducerSkip.
 enum class ProducerSkip { Auto, Compute, Skip };
 
-/// What Auto means without TG_ATTENTION_BWD_SKIP: Compute until Skip is measured faster.
-constexpr ProducerSkip kDefaultProducerSkip = ProducerSkip::Compute;
+/// What Auto means without TG_ATTENTION_BWD_SKIP: Skip, measured against Compute in one process
+/// (H100, bench/RESULTS.md 12-07 thirty-sixth session): the backward 1.009x (15 rounds) and
+/// 1.006x (45 rounds, medians) on the causal pattern at D 64; 0.998-1.002x on dense and variable
+/// blocks (no empty steps, or the uniform kv pass).
+constexpr ProducerSkip kDefaultProducerSkip = ProducerSkip::Skip;
 
 /// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
 void set_producer_skip(ProducerSkip s);
@@ -360,6 +380,7 @@ enum class Path {
   WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
   WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
   WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaFwdSplit,      ///< Hopper forwards on the serial schedule releasing K before V (FwdRelease)
   WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
   NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
