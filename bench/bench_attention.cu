@@ -124,7 +124,6 @@ struct Variant {
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
-constexpr bool kDefaultWholeRelease = at::kDefaultFwdRelease == at::FwdRelease::Whole;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -182,11 +181,15 @@ const std::vector<Variant>& variants() {
        S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
        at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
-      // the forward's stages handing K back the other way (FwdRelease)
-      {kDefaultWholeRelease ? "K released before V (forward)" : "K released with V (forward)", S::Serial, K::K64,
-       R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
-       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-       at::ProducerSkip::Auto, kDefaultWholeRelease ? at::FwdRelease::Split : at::FwdRelease::Whole},
+      // the forward's stages handing K back with V (FwdRelease: the default at D 64) or before it
+      // (the default at D 128), each forced everywhere
+      {"K released with V (forward)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
+       at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Whole},
+      {"K released before V (forward)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto,
+       at::FwdRelease::Split},
   };
   return v;
 }

@@ -27,7 +27,7 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   w.map_k = tg::cuda::tensor_map_3d(a.k, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
   w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
   if constexpr (!kOverlap && !kSums) {
-    w.split_release = fwd_release() == FwdRelease::Split;
+    w.split_release = fwd_release(D) == FwdRelease::Split;
     if (w.split_release) note_launch(Path::WgmmaFwdSplit);
   }
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);

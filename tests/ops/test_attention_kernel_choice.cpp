@@ -79,8 +79,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::KvOrder::Rows, at::KvOrder::Tail}, at::kDefaultKvOrder);
   check_knob<at::LaunchOverlap>("TG_ATTENTION_PDL", at::set_launch_overlap, at::launch_overlap,
                                 {at::LaunchOverlap::Programmatic, at::LaunchOverlap::Plain}, at::kDefaultLaunchOverlap);
-  check_knob<at::FwdRelease>("TG_ATTENTION_FWD_RELEASE", at::set_fwd_release, at::fwd_release,
-                             {at::FwdRelease::Whole, at::FwdRelease::Split}, at::kDefaultFwdRelease);
   check_knob<at::ProducerSkip>("TG_ATTENTION_BWD_SKIP", at::set_producer_skip, at::producer_skip,
                                {at::ProducerSkip::Compute, at::ProducerSkip::Skip}, at::kDefaultProducerSkip);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim
@@ -92,5 +90,8 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
     check_knob<at::FwdSoftmax>(
         "TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, [d] { return at::fwd_softmax(d); },
         {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));
+    check_knob<at::FwdRelease>(
+        "TG_ATTENTION_FWD_RELEASE", at::set_fwd_release, [d] { return at::fwd_release(d); },
+        {at::FwdRelease::Whole, at::FwdRelease::Split}, at::default_fwd_release(d));
   }
 }
