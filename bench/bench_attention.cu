@@ -100,7 +100,6 @@ struct Variant {
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerSkip skip = at::ProducerSkip::Auto;
-  at::FwdRelease release = at::FwdRelease::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -116,7 +115,6 @@ struct Variant {
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
     at::set_producer_skip(skip);
-    at::set_fwd_release(release);
   }
 };
 
@@ -181,15 +179,6 @@ const std::vector<Variant>& variants() {
        S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
        at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
-      // the forward's stages handing K back with V (FwdRelease: the default at D 64) or before it
-      // (the default at D 128), each forced everywhere
-      {"K released with V (forward)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
-       at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Whole},
-      {"K released before V (forward)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto,
-       at::FwdRelease::Split},
   };
   return v;
 }

@@ -8,7 +8,6 @@
 
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_fwd.cuh"
-#include "ops/attention/kernel_choice.h"
 #include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
@@ -26,10 +25,6 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) 
   w.map_q = tg::cuda::tensor_map_3d(a.q, elem, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
   w.map_k = tg::cuda::tensor_map_3d(a.k, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
   w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
-  if constexpr (!kOverlap && !kSums) {
-    w.split_release = fwd_release(D) == FwdRelease::Split;
-    if (w.split_release) note_launch(Path::WgmmaFwdSplit);
-  }
   kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }

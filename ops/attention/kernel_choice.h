@@ -64,28 +64,6 @@ void set_fwd_softmax(FwdSoftmax s);
 /// naming TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
 FwdSoftmax fwd_softmax(std::int64_t d);
 
-/// When the Hopper forward's serial steps hand a stage's K back for its refill. Whole: with its
-/// V, once the step's P V has completed. Split: as soon as S = Q Kᵀ no longer needs it (the
-/// K and V of a stage land and are waited for apart either way), so that the next tile's K
-/// loads while this one's softmax and P V run. Auto: the environment variable
-/// TG_ATTENTION_FWD_RELEASE (`whole` or `split`) when set, else default_fwd_release of the head
-/// dim.
-enum class FwdRelease { Auto, Whole, Split };
-
-/// What Auto means without TG_ATTENTION_FWD_RELEASE at head dim d. Split measured against Whole
-/// in one process (H100, bench/RESULTS.md 12-07 thirty-sixth session), forward medians: at D 128
-/// 1.020x causal and window, 1.003x dense, 1.006x variable blocks (35 rounds), 1.016-1.018x
-/// dropout, 1.088x soft cap (15 rounds; two stages, one CTA an SM there); at D 64 (five CTAs an
-/// SM, D 64's plain default bounds P by row sums and keeps K with V) 0.990-1.004x: Whole there.
-constexpr FwdRelease default_fwd_release(std::int64_t d) { return d == 128 ? FwdRelease::Split : FwdRelease::Whole; }
-
-/// Forces the setting of later Hopper forwards (process-wide; Auto restores the default).
-void set_fwd_release(FwdRelease r);
-
-/// The setting in effect at head dim d, Auto resolved: Whole or Split. Throws tg::ValueError
-/// naming TG_ATTENTION_FWD_RELEASE when it holds anything but `whole` or `split`.
-FwdRelease fwd_release(std::int64_t d);
-
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
 /// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
@@ -385,7 +363,6 @@ enum class Path {
   WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
   WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
   WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaFwdSplit,      ///< Hopper forwards on the serial schedule releasing K before V (FwdRelease)
   WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
   NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)

@@ -828,38 +828,6 @@ TEST_CASE("flash_attention CUDA: the Hopper forward bounding P by row sums match
   CHECK(at::launches(at::Path::WgmmaFwdSums) > runs0);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper forward releasing K before V matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("forward");
-  namespace at = ops::attn;
-  const ForceKnob<at::FwdKernel> kernel(at::set_fwd_kernel, at::FwdKernel::Wgmma);
-  const ForceKnob<at::FwdRelease> split(at::set_fwd_release, at::FwdRelease::Split);
-  const std::int64_t s0 = at::launches(at::Path::WgmmaFwdSplit);
-  // every Hopper case at both head dims (64- and 128-row tiles, skipped tiles), the general
-  // transform, dropout, and long lists (each stage's two barriers wrap many times)
-  std::int64_t runs = 0;
-  for (std::int64_t d : {64, 128}) {
-    runs += run_hopper_cases(d) + run_general_cases(d);
-    runs += check_list_lengths(d, {40, 1000}, static_cast<std::uint64_t>(980 + d), {DType::bf16});
-    const ForceKnob<at::TileHeight> full(at::set_tile_height, at::TileHeight::Full);
-    check_cuda("128-row tiles D " + std::to_string(d),
-               make_inputs(general_shape(d), static_cast<std::uint64_t>(990 + d)),
-               AttentionPattern::dense(256, 256, 64), {}, {DType::bf16});
-    ++runs;
-  }
-  // D 64's default bounds P by row sums, whose fallback reads K again: it keeps K with V
-  const std::int64_t split64 = at::launches(at::Path::WgmmaFwdSplit) - s0;
-  CHECK(split64 > 0);
-  CHECK(split64 < runs);
-  // tile maxima everywhere: every launch releases K early, also on ramps that move the
-  // references on every tile, never, or every few tiles
-  const ForceKnob<at::FwdSoftmax> maxima(at::set_fwd_softmax, at::FwdSoftmax::Max);
-  const std::int64_t s1 = at::launches(at::Path::WgmmaFwdSplit);
-  const std::int64_t runs64 = run_hopper_cases(64);
-  CHECK(at::launches(at::Path::WgmmaFwdSplit) - s1 == runs64);
-  ramp_cases();
-  CHECK(at::launches(at::Path::WgmmaFwdSplit) - s1 > runs64);
-}
-
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("forward");

@@ -90,8 +90,5 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
     check_knob<at::FwdSoftmax>(
         "TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, [d] { return at::fwd_softmax(d); },
         {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));
-    check_knob<at::FwdRelease>(
-        "TG_ATTENTION_FWD_RELEASE", at::set_fwd_release, [d] { return at::fwd_release(d); },
-        {at::FwdRelease::Whole, at::FwdRelease::Split}, at::default_fwd_release(d));
   }
 }

@@ -50,9 +50,6 @@ struct WgFwdArgs {
   FwdArgs<T> a;
   CUtensorMap map_q;         ///< q as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x BN
-  /// A stage's K is handed back once the step's S = Q Kᵀ no longer needs it, before its V
-  /// (kernel_choice.h's FwdRelease; the serial steps without kSums); else both after P V.
-  bool split_release = false;
 };
 
 template <int D_, int BM_, bool kOverlap_ = false, int BN_ = 64>
@@ -122,10 +119,8 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   constexpr int KS = BN / 16;   // k-slices of P V
   constexpr int NTO = DV / 8;  // n-tiles of O
   extern __shared__ __align__(16) unsigned char smem[];
-  // a stage's K (and [NS]: Q) / its V have landed; K and V apart, so that each is waited for
-  // where it is read and refilled once no warpgroup reads it (split_release)
-  __shared__ __align__(8) std::uint64_t full[NS + 1], full_v[NS];
-  __shared__ unsigned released[NS], released_v[NS];  // warpgroups done with a stage's K / V this round
+  __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
+  __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
   const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
@@ -142,37 +137,23 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   const int q0 = m * Cfg::BM;
   const int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
   const int e0 = a.list.off[item], e1 = a.list.off[item + 1];
-  // V on a barrier of its own (not with kSums, where the extra wait made the D 64 default spill)
-  constexpr bool kVBar = !kSums;
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
-  auto bar_v = [&](int s) { return tma::smem_addr(&full_v[s]); };
 
-  // Start the loads of entry e's K (V) tile into stage s (one thread); a row of 128 is two
-  // 64-element columns, the second after all lines of the first.
-  auto issue_k = [&](int e, int s) {
+  // Starts the loads of entry e's K and V tiles into stage s (one thread); a row of 128 is
+  // two 64-element columns, the second after all lines of the first.
+  auto issue = [&](int e, int s) {
     const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
     const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes;
-    tma::arrive_expect_tx(bar(s), kVBar ? Cfg::kKBytes : Cfg::kStageBytes);
+    tma::arrive_expect_tx(bar(s), Cfg::kStageBytes);
 #pragma unroll
-    for (int h = 0; h < D / 64; ++h)
+    for (int h = 0; h < D / 64; ++h) {
       tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_k, bar(s), 64 * h, k0, kv);
-  };
-  // (without kVBar only after issue_k, on the K barrier, in the same thread)
-  auto issue_v = [&](int e, int s) {
-    const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
-    const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes + Cfg::kKBytes;
-    const std::uint32_t b = kVBar ? bar_v(s) : bar(s);
-    if constexpr (kVBar) tma::arrive_expect_tx(b, Cfg::kVBytes);
-#pragma unroll
-    for (int h = 0; h < DV / 64; ++h)
-      tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, b, 64 * h, k0, kv);
+      tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kv);
+    }
   };
   if (tid == 0) {
     for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
-    for (int s = 0; s < NS; ++s) {
-      tma::init(bar_v(s), 1);
-      released[s] = released_v[s] = 0;
-    }
+    for (int s = 0; s < NS; ++s) released[s] = 0;
     tma::fence_init();
     if (e0 < e1) {  // (a tile without keys only stores zeros)
       tma::arrive_expect_tx(bar(NS), Cfg::kQBytes);
@@ -180,10 +161,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       for (int h = 0; h < D / 64; ++h)
         tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, q0, bh);
     }
-    for (int s = 0; s < NS && e0 + s < e1; ++s) {
-      issue_k(e0 + s, s);
-      issue_v(e0 + s, s);
-    }
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   __syncthreads();  // the barriers are initialised
 
@@ -201,22 +179,15 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
   if (e0 < e1) tma::wait(bar(NS), 0);
-  // This warpgroup is done with stage st's K (k) and / or V (v), entry ee's tiles (its MMAs
-  // on them have completed): the last of the warpgroups to say so refills it with the tile
-  // NS steps on.
-  auto release_kv = [&](int ee, int st, bool k, bool v) {
+  // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
+  // have completed): the last of the warpgroups to say so refills it with the tile NS
+  // steps on.
+  auto release = [&](int ee, int st) {
     sync_wg<Cfg::NG>(group);
-    if ((tid & 127) == 0 && ee + NS < e1) {
-      if constexpr (kVBar) {
-        if (k && last_release(&released[st], Cfg::NG)) issue_k(ee + NS, st);
-        if (v && last_release(&released_v[st], Cfg::NG)) issue_v(ee + NS, st);
-      } else if (last_release(&released[st], Cfg::NG)) {  // K and V together
-        issue_k(ee + NS, st);
-        issue_v(ee + NS, st);
-      }
+    if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
+      if (ee + NS < e1) issue(ee + NS, st);
     }
   };
-  auto release = [&](int ee, int st) { release_kv(ee, st, true, true); };
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
   // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
   auto checked = [&](int entry) { return (entry & ((1 << kFlagBits) - 1)) != 0 || p.elem_checks; };
@@ -383,7 +354,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
         tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
         scores(stage);
         rescale(corr);  // O is P V of tiles < e-1, done: rescaled for tile e-1's maximum
-        tma::wait(bar_v(prev), static_cast<std::uint32_t>(((step - 1) / NS) & 1));
         wg::fence_regs(o);
         wg::fence();
         mma_ab_nmajor<T, DV>(o, pa, k_tile(prev) + Cfg::kKBytes, BN * 128u);
@@ -402,7 +372,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       const int last = (e1 - 1 - e0) % NS;
       rescale(corr);
-      tma::wait(bar_v(last), static_cast<std::uint32_t>(((e1 - 1 - e0) / NS) & 1));
       wg::fence_regs(o);
       wg::fence();
       mma_ab_nmajor<T, DV>(o, pa, k_tile(last) + Cfg::kKBytes, BN * 128u);
@@ -430,8 +399,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     const TileVis<NH> vis = tile_vis(entry, k0);
     // a warpgroup whose rows see nothing of the tile skips it
     const bool any = !checked(entry) || any_wg<Cfg::NG>(vis.any(), group);
-    const std::uint32_t parity = static_cast<std::uint32_t>((step / NS) & 1);
-    bool k_held = true;  // this warpgroup has not released the stage's K
     if (any) {
       float s[NS_];
 #pragma unroll
@@ -444,14 +411,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       wg::wait<0>();
       wg::fence_regs(s);
-      // K is read no more once S has landed (not with kSums, whose fallback reads it again:
-      // there the flag is not read, so that the D 64 default's registers stay as they were)
-      if constexpr (!kSums) {
-        if (w.split_release) {
-          release_kv(e, stage, true, false);
-          k_held = false;
-        }
-      }
       if (!kGeneral && kSums && ready && !checked(entry)) {
         if (softmax_sums(s)) {  // a reference moves (or P overflowed): this warp's S again
           warp_scores(s, stage);
@@ -468,18 +427,13 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
-      if constexpr (kVBar) tma::wait(bar_v(stage), parity);
       wg::fence();
       mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes, BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
-    } else if constexpr (kVBar) {
-      // (a skipped V is still waited for: the last release refills its buffer, which must
-      // not have a copy in flight)
-      tma::wait(bar_v(stage), parity);
     }
-    release_kv(e, stage, k_held, true);
+    release(e, stage);
   }
   }
 
