@@ -46,7 +46,7 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above;
 // `programmatic`: a programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -614,10 +614,17 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
+            const bool skip = d == 64 && producer_skip() == ProducerSkip::Skip;
+            if (skip) note_launch(Path::ProducerSkips);
             if (d == 64 && bwd_operands() == BwdOperands::Registers) {
               note_launch(Path::WgmmaBwdRegKV);
-              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>(a, ldp, pad,
-                                                                                          kv_work->col_items, st, pdl);
+              (skip ? launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true, true>
+                    : launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>)(a, ldp, pad,
+                                                                                                   kv_work->col_items,
+                                                                                                   st, pdl);
+            } else if (skip) {
+              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, false, true>(
+                  a, ldp, pad, kv_work->col_items, st, pdl);
             } else {
               launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
                                                                                       st, pdl);

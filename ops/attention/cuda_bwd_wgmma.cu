@@ -3,23 +3,24 @@
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
 // tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
 // steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64,
-// there also with K and V as register operands).
+// there also with K and V as register operands, and skipping the steps a warpgroup's keys see
+// nothing of).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
 #include "ops/attention/cuda/wg_bwd.cuh"
-#include "ops/attention/kernel_choice.h"
 #include "ops/cuda_pdl.cuh"
 #include "runtime/cuda/tensor_map.h"
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV>
+template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV,
+          bool kSkip>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic) {
   using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kSkip>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -31,19 +32,17 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
   w.map_dq = tg::cuda::tensor_map_3d(a.dq_acc, TmaElem::f32, planes, rows, Cfg::D, 32, Cfg::BM);
   w.ld = ld;
   w.sq_pad = sq_pad;
-  if constexpr (kProducer && !kDqCols) {
-    w.skip_empty = producer_skip() == ProducerSkip::Skip;
-    if (w.skip_empty) note_launch(Path::ProducerSkips);
-  }
   int device = 0;
   if (programmatic) TG_CUDA_CHECK(cudaGetDevice(&device));
   gpu::launch_pdl(programmatic, kernel, dim3(static_cast<unsigned>(items)), dim3(Cfg::kThreads), Cfg::kSmem, st, device,
                   w);
 }
 
-#define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS)                                                 \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS>(const BwdArgs<T>&, const float2*, int, \
-                                                                               std::int64_t, cudaStream_t, bool);
+#define TG_WG_BWD_ONE_SKIP(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP)           \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP>( \
+      const BwdArgs<T>&, const float2*, int, std::int64_t, cudaStream_t, bool);
+#define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS) \
+  TG_WG_BWD_ONE_SKIP(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, false)
 #define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD) \
   TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, false)
 #define TG_WG_BWD(T, D)                                                  \
@@ -72,6 +71,12 @@ TG_WG_BWD_ONE(half, 64, false, kBwdKvBN, false, true, false, true)
 // the producer at D 64 with K and V as register operands
 TG_WG_BWD_ONE_REGS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true)
 TG_WG_BWD_ONE_REGS(half, 64, false, kBwdKvBN, false, true, false, true, true)
+// ... and skipping the steps a warpgroup's keys see nothing of, on either operand
+TG_WG_BWD_ONE_SKIP(bfloat16, 64, false, kBwdKvBN, false, true, false, true, false, true)
+TG_WG_BWD_ONE_SKIP(half, 64, false, kBwdKvBN, false, true, false, true, false, true)
+TG_WG_BWD_ONE_SKIP(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, true)
+TG_WG_BWD_ONE_SKIP(half, 64, false, kBwdKvBN, false, true, false, true, true, true)
+#undef TG_WG_BWD_ONE_SKIP
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
 #undef TG_WG_BWD_ONE_REGS

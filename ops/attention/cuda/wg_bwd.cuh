@@ -43,7 +43,7 @@
 // and `dq_empty` (its reductions have read it). At D 64 a warpgroup whose 64 keys see none of a
 // step's queries (causal patterns: the tile on the diagonal) skips its products and hands the
 // reduction thread an empty tile: it arrives as for a full one, with the step in its skip word
-// (kernel_choice.h's ProducerSkip; WgBwdArgs::skip_empty).
+// (kSkip; kernel_choice.h's ProducerSkip; without it the kernel is the one before skipping).
 // At D 128 none skips (an invisible tile gives dS = 0): the warpgroups meet once a step, for the
 // dSᵀ exchange.
 //
@@ -86,8 +86,6 @@ struct WgBwdArgs {
   CUtensorMap map_dq;          ///< the f32 dQ workspace as [bhq][sq][D], boxes of 32 x 64 (the same)
   const float2* ld = nullptr;  ///< [bhq][sq_pad]: (lse in log2 units, D) of each query row
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
-  /// kProducer at D 64: a warpgroup skips the steps its keys see nothing of (ProducerSkip)
-  bool skip_empty = false;
 };
 
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
@@ -148,7 +146,7 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
   return bars;
 }
 
-/// The producer kv pass's skip words (kProducer, dQ by keys): word g holds the last step whose
+/// The producer kv pass's skip words (kProducer with kSkip, dQ by keys): word g holds the last step whose
 /// dQ tile warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
 /// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
 /// barrier completes (the arrival releases, the wait acquires).
@@ -160,14 +158,17 @@ __device__ __forceinline__ volatile int* producer_skips() {
 
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
+// kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
+// keys see nothing of, see kProducer above.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false>
 __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kThreads,
                                   WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>;
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
+  static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   // NC: the computing threads (all but the producer warpgroup's)
@@ -246,7 +247,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int g = 0; g < Cfg::NG; ++g) {
         tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
         tma::init(dq_empty(g), 1);   // the reduction thread
-        producer_skips<Cfg::NG>()[g] = -1;
+        if constexpr (kSkip) producer_skips<Cfg::NG>()[g] = -1;
       }
     }
     tma::fence_init();
@@ -281,8 +282,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           issue(e, step % NS);
         }
       } else if (warp == 1 && lane == 0) {
-        // each step's dQ tiles into the workspace, but those handed over empty (a skipped
-        // step); a tile is handed back once its reduction has read it
+        // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
+        // skipped step); a tile is handed back once its reduction has read it
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -290,11 +291,11 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-            sent[g] = kDqCols || producer_skips<Cfg::NG>()[g] != step;
+            sent[g] = !kSkip || producer_skips<Cfg::NG>()[g] != step;
             if (sent[g]) reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
-          if (sent[0] && sent[1]) {  // the groups complete in order
+          if (!kSkip || (sent[0] && sent[1])) {  // the groups complete in order
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(0));
           } else {
@@ -364,13 +365,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     bool any = true;
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
-      // dQ by columns needs every warpgroup's dSᵀ each step: none skips there (invisible: dS = 0)
-      if constexpr (!kDqCols) {
-        if (!kProducer || w.skip_empty) any = any_wg<Cfg::NG>(vis != 0, group_bar);
-      }
+      // dQ by columns needs every warpgroup's dSᵀ each step, the producer's reduction thread
+      // every warpgroup's dQ tile (but with kSkip): none skips there (invisible: dS = 0)
+      if constexpr (!kDqCols && (!kProducer || kSkip)) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
-      if constexpr (kProducer) {
+      if constexpr (kSkip) {
         // an empty dQ tile for the reduction thread, in the same hand-off as a full one
         tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((step & 1) ^ 1));
         if ((tid & 127) == 0) producer_skips<Cfg::NG>()[group_u] = step;
