@@ -146,8 +146,8 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
   return bars;
 }
 
-/// The producer kv pass's skip words (kProducer with kSkip, dQ by keys): word g holds the last step whose
-/// dQ tile warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
+/// The producer kv pass's skip words (kSkip): word g holds the last step whose dQ tile
+/// warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
 /// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
 /// barrier completes (the arrival releases, the wait acquires).
 template <int NG>
