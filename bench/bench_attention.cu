@@ -100,6 +100,7 @@ struct Variant {
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerSkip skip = at::ProducerSkip::Auto;
+  at::FwdRelease release = at::FwdRelease::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -115,6 +116,7 @@ struct Variant {
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
     at::set_producer_skip(skip);
+    at::set_fwd_release(release);
   }
 };
 
@@ -122,6 +124,7 @@ struct Variant {
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
+constexpr bool kDefaultWholeRelease = at::kDefaultFwdRelease == at::FwdRelease::Whole;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -179,6 +182,11 @@ const std::vector<Variant>& variants() {
        S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
        at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
+      // the D 128 forward handing K back the other way (FwdRelease)
+      {kDefaultWholeRelease ? "K released before V (forward)" : "K released with V (forward)", S::Serial, K::K64,
+       R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
+       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
+       at::ProducerSkip::Auto, kDefaultWholeRelease ? at::FwdRelease::Split : at::FwdRelease::Whole},
   };
   return v;
 }
