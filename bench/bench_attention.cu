@@ -101,6 +101,7 @@ struct Variant {
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerSkip skip = at::ProducerSkip::Auto;
   at::FwdRelease release = at::FwdRelease::Auto;
+  at::ProducerDq turns = at::ProducerDq::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -117,6 +118,7 @@ struct Variant {
     at::set_launch_overlap(overlap);
     at::set_producer_skip(skip);
     at::set_fwd_release(release);
+    at::set_producer_dq(turns);
   }
 };
 
@@ -125,6 +127,7 @@ struct Variant {
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
 constexpr bool kDefaultWholeRelease = at::kDefaultFwdRelease == at::FwdRelease::Whole;
+constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -187,6 +190,11 @@ const std::vector<Variant>& variants() {
        R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
        at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        at::ProducerSkip::Auto, kDefaultWholeRelease ? at::FwdRelease::Split : at::FwdRelease::Whole},
+      // the D 64 producer kv pass's dQ the other way (ProducerDq)
+      {kDefaultDqByKeys ? "dQ in turns (kv pass)" : "dQ by keys (kv pass)", S::Serial, K::K64, R::R128, Q::Keys,
+       H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
+       kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
   };
   return v;
 }

@@ -47,7 +47,7 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above;
 // `programmatic`: a programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -625,9 +625,17 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
-            const bool skip = d == 64 && producer_skip() == ProducerSkip::Skip;
+            // dQ in turns (with K and V in registers) needs every warpgroup every step: no skips
+            const bool regs = d == 64 && bwd_operands() == BwdOperands::Registers;
+            const bool turns = regs && producer_dq() == ProducerDq::Turns;
+            const bool skip = d == 64 && !turns && producer_skip() == ProducerSkip::Skip;
             if (skip) note_launch(Path::ProducerSkips);
-            if (d == 64 && bwd_operands() == BwdOperands::Registers) {
+            if (turns) {
+              note_launch(Path::WgmmaBwdRegKV);
+              note_launch(Path::ProducerDqTurns);
+              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true, false, true>(
+                  a, ldp, pad, kv_work->col_items, st, pdl);
+            } else if (regs) {
               note_launch(Path::WgmmaBwdRegKV);
               (skip ? launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true, true>
                     : launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>)(a, ldp, pad,

@@ -68,6 +68,8 @@ constinit Choice<LaunchOverlap> g_overlap{
     "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
 constinit Choice<ProducerSkip> g_skip{"TG_ATTENTION_BWD_SKIP", "off", "on", ProducerSkip::Compute, ProducerSkip::Skip,
                                       kDefaultProducerSkip};
+constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
+                                     kDefaultProducerDq};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -130,6 +132,9 @@ LaunchOverlap launch_overlap() { return g_overlap.get(); }
 
 void set_producer_skip(ProducerSkip s) { g_skip.set(s); }
 ProducerSkip producer_skip() { return g_skip.get(); }
+
+void set_producer_dq(ProducerDq s) { g_turns.set(s); }
+ProducerDq producer_dq() { return g_turns.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -359,6 +359,27 @@ void set_producer_skip(ProducerSkip s);
 /// TG_ATTENTION_BWD_SKIP when it holds anything but `off` or `on`.
 ProducerSkip producer_skip();
 
+/// How the producer kv pass at D 64 (BwdWarps) computes dQ = dS K. Keys: each computing
+/// warpgroup computes all 64 columns over its own 64 keys and hands its f32 tile to the
+/// reduction thread every step (two 16 KiB reductions a step). Turns: the warpgroups store
+/// their dSᵀ into a buffer of two (one barrier between them a step) and take turns computing
+/// the whole dQ over all 128 keys, the one of step s's parity on step s: one reduction a step,
+/// half the L2 traffic of the dQ stream, which made that kernel L2-bound (bench/RESULTS.md,
+/// thirty-sixth session: L2 throughput 70.8%). No warpgroup skips a step in turns
+/// (ProducerSkip then does not apply). Auto: the environment variable TG_ATTENTION_BWD_DQ_TURNS
+/// (`off` or `on`) when set, else kDefaultProducerDq.
+enum class ProducerDq { Auto, Keys, Turns };
+
+/// What Auto means without TG_ATTENTION_BWD_DQ_TURNS: Keys, until Turns has run against it on a GPU.
+constexpr ProducerDq kDefaultProducerDq = ProducerDq::Keys;
+
+/// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
+void set_producer_dq(ProducerDq s);
+
+/// The setting in effect, Auto resolved: Keys or Turns. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_DQ_TURNS when it holds anything but `off` or `on`.
+ProducerDq producer_dq();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -399,6 +420,7 @@ enum class Path {
   DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
   ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
+  ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
   kCount
 };
 

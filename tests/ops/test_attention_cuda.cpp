@@ -1110,6 +1110,37 @@ TEST_CASE("flash_attention CUDA: the D 64 producer kv pass skipping empty steps 
   CHECK(at::launches(at::Path::ProducerSkips) == s2);
 }
 
+TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
+  const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+  // the warpgroups take turns at dQ over all 128 keys (the long lists: each warpgroup's
+  // dq_full / dq_empty phases wrap many times); a skip asked for as well does not apply
+  const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
+  const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
+  const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
+  const std::int64_t t0 = at::launches(at::Path::ProducerDqTurns);
+  check_kv_variant(at::Path::ProducerDqTurns, 64, 1095, {DType::bf16, DType::f16});
+  CHECK(at::launches(at::Path::ProducerDqTurns) - t0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
+  CHECK(at::launches(at::Path::ProducerSkips) == s0);
+  {  // K and V from shared memory keep dQ by keys
+    const std::int64_t t1 = at::launches(at::Path::ProducerDqTurns);
+    const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
+    AttentionOptions causal;
+    causal.causal = true;
+    check_cuda("shared operands keep dQ by keys", make_inputs(general_shape(64), 1096),
+               AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
+    CHECK(at::launches(at::Path::ProducerDqTurns) == t1);
+  }
+  // D 128 keeps dQ by columns
+  const std::int64_t t2 = at::launches(at::Path::ProducerDqTurns);
+  run_hopper_cases(128);
+  CHECK(at::launches(at::Path::ProducerDqTurns) == t2);
+}
+
 TEST_CASE("flash_attention CUDA: BwdWarps::Lists (D 64's default) takes the D 64 producer where the lists say so",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");

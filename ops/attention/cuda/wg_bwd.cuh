@@ -47,6 +47,13 @@
 // At D 128 none skips (an invisible tile gives dS = 0): the warpgroups meet once a step, for the
 // dSᵀ exchange.
 //
+// kTurns (the producer at D 64; kernel_choice.h's ProducerDq): dQ in turns. Both warpgroups
+// store their dSᵀ into this step's buffer of two and meet at one barrier a step, as with dQ by
+// columns; then the warpgroup of the step's parity alone computes dQ's 64 columns over all 128
+// keys (m64n64, k = 128) and hands that one tile to the reduction thread: one f32 reduction a
+// step instead of two, at the same shared-memory reads as dQ by keys. Its n-th turn (step 2n + g)
+// is phase n of its dq_full / dq_empty. No warpgroup skips a step (an invisible tile gives dS = 0).
+//
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
 // read only Q and dO from shared memory. At D 64 those are m64n64k16 products, whose two
@@ -88,7 +95,8 @@ struct WgBwdArgs {
   int sq_pad = 0;              ///< sq rounded up to a multiple of 64 (whole tiles of ld)
 };
 
-template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false>
+template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false,
+          bool kTurns_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64;
   /// kProducer: a third warpgroup after the NG computing ones issues the loads and the dQ
@@ -126,7 +134,11 @@ struct WgBwdConfig {
   /// alternating by step); by keys (default), dQ's D columns over its own 64 keys.
   static constexpr bool kDqCols = kDqCols_;
   static_assert(!kDqCols || (D == 128 && BN == 128), "dQ by columns: D 128, 128-key tiles");
-  static constexpr int kSBuffers = kDqCols ? 2 : 1;
+  /// kTurns (the producer at D 64): dQ over all BN keys by one warpgroup a step, from both
+  /// warpgroups' dSᵀ (double-buffered like dQ by columns)
+  static constexpr bool kTurns = kTurns_;
+  static_assert(!kTurns || (kProducer && D == 64 && BN == 128), "dQ in turns: the producer at D 64");
+  static constexpr int kSBuffers = kDqCols || kTurns ? 2 : 1;
   static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
   static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
@@ -160,15 +172,19 @@ __device__ __forceinline__ volatile int* producer_skips() {
 // dropped probabilities marked by their sign bit as in the general transform.
 // kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
 // keys see nothing of, see kProducer above.
+// kTurns (the producer at D 64, not with kSkip; kernel_choice.h's ProducerDq): dQ in turns, see above.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false>
-__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kThreads,
-                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>::kMinBlocks)
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
+__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
+                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
+  static_assert(!kTurns || (kPipe && !kSkip && !kDqCols), "dQ in turns: the producer's pipelined step, no skips");
+  // whether a step needs every warpgroup's dSᵀ (so that none skips it)
+  constexpr bool kSharedDs = kDqCols || kTurns;
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   // NC: the computing threads (all but the producer warpgroup's)
@@ -281,7 +297,21 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::wait(empty(step % NS), static_cast<std::uint32_t>(((step / NS) & 1) ^ 1));
           issue(e, step % NS);
         }
-      } else if (warp == 1 && lane == 0) {
+      } else if (kTurns && warp == 1 && lane == 0) {
+        // each step's one dQ tile, warpgroup (step % 2)'s turn n = step / 2; a tile is handed
+        // back once its reduction has read it, the last step's reduction still running
+        for (int e = e0; e < e1; ++e) {
+          const int step = e - e0, g = step & 1;
+          const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+          tma::wait(dq_full(g), static_cast<std::uint32_t>((step >> 1) & 1));
+          reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, 0, qt.y, qt.x);
+          if (step > 0) {
+            tma::bulk_wait_read<1>();
+            tma::arrive(dq_empty(g ^ 1));
+          }
+        }
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+      } else if (!kTurns && warp == 1 && lane == 0) {
         // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
         // skipped step); a tile is handed back once its reduction has read it
         for (int e = e0; e < e1; ++e) {
@@ -367,7 +397,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
       // dQ by columns needs every warpgroup's dSᵀ each step, the producer's reduction thread
       // every warpgroup's dQ tile (but with kSkip): none skips there (invisible: dS = 0)
-      if constexpr (!kDqCols && (!kProducer || kSkip)) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+      if constexpr (!kSharedDs && (!kProducer || kSkip)) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
       if constexpr (kSkip) {
@@ -376,7 +406,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         if ((tid & 127) == 0) producer_skips<Cfg::NG>()[group_u] = step;
         tma::arrive(dq_full(group_u));
         tma::arrive(empty(stage));
-      } else if constexpr (!kDqCols) {
+      } else if constexpr (!kSharedDs) {
         release([] {});
       }  // (otherwise `any` stays true)
     } else {
@@ -502,9 +532,9 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       wg::commit();
     }
     // dSᵀ [64 keys][64 queries] to shared memory while dK (pipelined: dV) runs: n-tile nt of a row is chunk nt
-    // (by columns, into this step's buffer: the other warpgroup may still read the last one)
+    // (by columns or in turns, into this step's buffer: the other warpgroup may still read the last one)
     const std::uint32_t sSw =
-        kDqCols ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
+        kSharedDs ? sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG + group_u) * Cfg::kSBytes : sSg;
     unsigned char* sSgen = gen + (sSw - base);
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
@@ -513,20 +543,39 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       *reinterpret_cast<std::uint32_t*>(sSgen + sw128_offset<64>(r + 8, nt) + 4 * t) = da[nt >> 1][(nt & 1) * 2 + 1];
     }
     wg::fence_proxy_async();
-    if constexpr (kDqCols) {
+    if constexpr (kSharedDs) {
       sync_named(1 + Cfg::NG, NC);  // every warpgroup's dSᵀ of this step is in place
     } else {
       sync_wg<Cfg::NG>(group_bar);
     }
 
     constexpr int DQN = Cfg::DQN;
+    // whether this warpgroup computes dQ this step (kTurns: on the steps of its parity)
+    const bool turn = !kTurns || (step & 1) == group_u;
     float dq[DQN / 2];
     if constexpr (!kPipe) {
 #pragma unroll
       for (int i = 0; i < DQN / 2; ++i) dq[i] = 0.f;
     }
-    wg::fence();
-    if constexpr (kDqCols) {
+    // (kTurns: a fence in each branch, before its first product; one before the branch alone
+    // made ptxas inject two, C7519)
+    if constexpr (!kTurns) wg::fence();
+    if (!turn) {
+      // (dK below is the step's last product)
+    } else if constexpr (kTurns) {
+      // dQ (64 queries x D) += dS K over all 128 keys: A = the dSᵀ of the warpgroup that owns
+      // keys 16kk .., read M-major; K's 128 lines N-major
+      wg::fence();
+      const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const std::uint32_t a_off = static_cast<std::uint32_t>(kk >> 2) * Cfg::kSBytes + (kk & 3) * 2048u;
+        wg::mma_ss<T, D, 1, 1>(dq, wg::make_desc(sSs + a_off, 8192u, 1024u),
+                               wg::make_desc(sK + static_cast<std::uint32_t>(kk) * 2048u, BN * 128u, 1024u),
+                               kk == 0 ? 0 : 1);
+      }
+      wg::commit();
+    } else if constexpr (kDqCols) {
       // dQ (64 queries x columns 64g ..) += dS K over all BN keys: A = the dSᵀ of the
       // warpgroup that owns keys 16kk .., read M-major; K's 64-column half g, N-major
       const std::uint32_t sSs = sS + static_cast<std::uint32_t>((step & 1) * Cfg::NG) * Cfg::kSBytes;
@@ -548,13 +597,14 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
                                kPipe && kk == 0 ? 0 : 1);
       }
     }
-    wg::commit();
+    if constexpr (!kTurns) wg::commit();
     if constexpr (kPipe) {
+      if constexpr (kTurns) wg::fence();
       mma_ab_nmajor<T, D>(acc_dk, da, sQs);
       wg::commit();
       wg::wait<1>();  // dV and dQ done; dK runs on through dQ's stores
       wg::fence_regs(acc_dv);
-      wg::fence_regs(dq);
+      if (turn) wg::fence_regs(dq);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) wg::fence_regs(pa[kk]);
     } else {
@@ -573,10 +623,14 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
     // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
     // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
-    // (kProducer: once the reduction thread has read the last step's tile)
-    if constexpr (kProducer) tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((step & 1) ^ 1));
-    unsigned char* dqs = gen + (sDQg - base);
-    const bool hi = (t & 2) != 0;
+    // (kProducer: once the reduction thread has read the last step's tile; kTurns: the last turn's)
+    if (turn) {
+      if constexpr (kProducer) {
+        const int handoff = kTurns ? step >> 1 : step;
+        tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((handoff & 1) ^ 1));
+      }
+      unsigned char* dqs = gen + (sDQg - base);
+      const bool hi = (t & 2) != 0;
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int r = warp * 16 + g + hf * 8;
@@ -595,6 +649,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       // are made visible to the async proxy before its arrival
       wg::fence_proxy_async();
       tma::arrive(dq_full(group_u));
+    }
     }
     if constexpr (kPipe) {
       wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
