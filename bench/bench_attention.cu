@@ -102,6 +102,7 @@ struct Variant {
   at::ProducerSkip skip = at::ProducerSkip::Auto;
   at::FwdRelease release = at::FwdRelease::Auto;
   at::ProducerDq turns = at::ProducerDq::Auto;
+  at::DqConvert convert = at::DqConvert::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -119,6 +120,7 @@ struct Variant {
     at::set_producer_skip(skip);
     at::set_fwd_release(release);
     at::set_producer_dq(turns);
+    at::set_dq_convert(convert);
   }
 };
 
@@ -128,6 +130,7 @@ constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOv
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
 constexpr bool kDefaultWholeRelease = at::kDefaultFwdRelease == at::FwdRelease::Whole;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
+constexpr bool kDefaultConvertPass = at::kDefaultDqConvert == at::DqConvert::Pass;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -195,6 +198,17 @@ const std::vector<Variant>& variants() {
        H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
        at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
        kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
+      // where dQ is converted after a producer kv pass (DqConvert)
+      {kDefaultConvertPass ? "dQ converted in the kv pass" : "dQ converted after the kv pass", S::Serial, K::K64,
+       R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
+       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
+       at::ProducerSkip::Auto, at::FwdRelease::Auto, at::ProducerDq::Auto,
+       kDefaultConvertPass ? at::DqConvert::KvPass : at::DqConvert::Pass},
+      // dQ in turns and converted in the kv pass (D 64)
+      {"dQ in turns, converted in the kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
+       at::ProducerDq::Turns, at::DqConvert::KvPass},
   };
   return v;
 }

@@ -174,6 +174,14 @@ __device__ __forceinline__ void bulk_wait() {
 #endif
 }
 
+/// Orders this thread's completed bulk writes to global memory (the async proxy's) before its
+/// later generic accesses, e.g. the release that tells another CTA to read them.
+__device__ __forceinline__ void fence_proxy_async_global() {
+#if TG_TMA_ENABLED
+  asm volatile("fence.proxy.async.global;\n" ::: "memory");
+#endif
+}
+
 /// Fetches the tensor map's descriptor into the cache ahead of the first load.
 __device__ __forceinline__ void prefetch_map(const CUtensorMap* map) {
 #if TG_TMA_ENABLED

@@ -47,7 +47,7 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above;
 // `programmatic`: a programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -85,11 +85,11 @@ template <typename T, int L>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
                      const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad,
-                     float* __restrict__ zero) {
+                     float* __restrict__ zero, int* __restrict__ count) {
   gpu::pdl_wait();
   gpu::pdl_allow();
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
-                       sq, sq_pad, zero);
+                       sq, sq_pad, zero, count);
 }
 
 template <typename T>
@@ -492,6 +492,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   Tensor dq_acc;
   if (atomic) dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
   bool dq_zeroed = false;
+  // DqConvert::KvPass: a counter a query tile of 64 for a producer kv pass that converts dQ
+  // itself (zeroed by the delta pass, or a memset; unused where another kv pass runs)
+  Tensor dq_count;
+  if (atomic && wgmma_kv && p.d == p.dv && dq_convert() == DqConvert::KvPass)
+    dq_count = empty({p.bhq, sq_pad / 64}, {.dtype = DType::i32, .device = dev});
+  bool count_zeroed = false;
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
@@ -499,12 +505,14 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       if ((p.dv == 32 || p.dv == 64 || p.dv == 128) && aligned16(o) && aligned16(dout)) {
         float* const zero = atomic && p.d == p.dv && aligned16(dq_acc) ? mptr<float>(dq_acc) : nullptr;
         dq_zeroed = zero != nullptr;
+        int* const count = dq_count.defined() ? mptr<int>(dq_count) : nullptr;
+        count_zeroed = count != nullptr;
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
           gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
                           cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
-                          static_cast<int>(sq_pad), zero);
+                          static_cast<int>(sq_pad), zero, count);
         };
         if (p.dv == 32) return launch(std::integral_constant<int, 4>{});
         if (p.dv == 64) return launch(std::integral_constant<int, 8>{});
@@ -582,6 +590,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     if (!kv_work) kv_full();
     if (narrow) note_launch(Path::NarrowKv);
     if (atomic && !dq_zeroed) TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
+    if (dq_count.defined() && !count_zeroed)
+      TG_CUDA_CHECK(cudaMemsetAsync(dq_count.data_ptr(), 0, dq_count.nbytes(), st));
+    bool dq_converted = false;  // by the kv pass (DqConvert::KvPass)
     auto run = [&](auto tag) {
       using T = decltype(tag);
       BwdArgs<T> a;
@@ -629,24 +640,40 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             const bool regs = d == 64 && bwd_operands() == BwdOperands::Registers;
             const bool turns = regs && producer_dq() == ProducerDq::Turns;
             const bool skip = d == 64 && !turns && producer_skip() == ProducerSkip::Skip;
+            // dQ converted by the pass (not with skips; not built for D 64's shared operands)
+            const bool finish = dq_count.defined() && !skip && (d == 128 || regs);
             if (skip) note_launch(Path::ProducerSkips);
-            if (turns) {
-              note_launch(Path::WgmmaBwdRegKV);
-              note_launch(Path::ProducerDqTurns);
-              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true, false, true>(
-                  a, ldp, pad, kv_work->col_items, st, pdl);
+            if (regs) note_launch(Path::WgmmaBwdRegKV);
+            if (turns) note_launch(Path::ProducerDqTurns);
+            if (finish) {
+              note_launch(Path::DqConvertedInKv);
+              a.rows = rows_of(*kv_work);
+              a.dq_count = mptr<int>(dq_count);
+              dq_converted = true;
+            }
+            auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };
+            constexpr int bn = kBwdKvBN;
+            if constexpr (d == 128) {
+              if (finish)
+                go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true, false, false, false, true>);
+              else
+                go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true>);
+            } else if (turns) {
+              if (finish)
+                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true, true>);
+              else
+                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true>);
             } else if (regs) {
-              note_launch(Path::WgmmaBwdRegKV);
-              (skip ? launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true, true>
-                    : launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, true>)(a, ldp, pad,
-                                                                                                   kv_work->col_items,
-                                                                                                   st, pdl);
+              if (finish)
+                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, false, true>);
+              else if (skip)
+                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, true>);
+              else
+                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true>);
             } else if (skip) {
-              launch_bwd_kv_wgmma<T, 64, false, kBwdKvBN, false, true, false, true, false, true>(
-                  a, ldp, pad, kv_work->col_items, st, pdl);
+              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, false, true>);
             } else {
-              launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, d == 128, true, false, true>(a, ldp, pad, kv_work->col_items,
-                                                                                      st, pdl);
+              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true>);
             }
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
@@ -688,7 +715,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           launch_bwd_kv<T, d, dv, g>(a, kv_work->col_items, st);
         });
       }
-      if (atomic) {
+      if (atomic && !dq_converted) {
         // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
         // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
         const std::int64_t n8 = dq_acc.numel() / 8;

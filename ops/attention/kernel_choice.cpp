@@ -70,6 +70,8 @@ constinit Choice<ProducerSkip> g_skip{"TG_ATTENTION_BWD_SKIP", "off", "on", Prod
                                       kDefaultProducerSkip};
 constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
                                      kDefaultProducerDq};
+constinit Choice<DqConvert> g_convert{"TG_ATTENTION_DQ_CONVERT", "pass",           "kv", DqConvert::Pass,
+                                      DqConvert::KvPass,         kDefaultDqConvert};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -135,6 +137,9 @@ ProducerSkip producer_skip() { return g_skip.get(); }
 
 void set_producer_dq(ProducerDq s) { g_turns.set(s); }
 ProducerDq producer_dq() { return g_turns.get(); }
+
+void set_dq_convert(DqConvert c) { g_convert.set(c); }
+DqConvert dq_convert() { return g_convert.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -380,6 +380,26 @@ void set_producer_dq(ProducerDq s);
 /// TG_ATTENTION_BWD_DQ_TURNS when it holds anything but `off` or `on`.
 ProducerDq producer_dq();
 
+/// Where the atomic backward's f32 dQ workspace becomes dQ (bf16 / f16, times the scale) after a
+/// producer kv pass (BwdWarps; not with ProducerSkip's skips). Pass: a conversion kernel after the
+/// kv pass reads the whole workspace. KvPass: the kv pass itself, each query tile as soon as its
+/// last step's reductions have completed (a counter a tile), by the producer warpgroup's idle
+/// warps while the other CTAs still compute: the conversion kernel's time (2.6% of a causal
+/// fwd+bwd at D 128, bench/RESULTS.md thirty-fifth session) hidden behind the pass. Other kv
+/// passes keep the conversion kernel. Auto: the environment variable TG_ATTENTION_DQ_CONVERT
+/// (`pass` or `kv`) when set, else kDefaultDqConvert.
+enum class DqConvert { Auto, Pass, KvPass };
+
+/// What Auto means without TG_ATTENTION_DQ_CONVERT: Pass, until KvPass has run against it on a GPU.
+constexpr DqConvert kDefaultDqConvert = DqConvert::Pass;
+
+/// Forces the setting of later backwards (process-wide; Auto restores the default).
+void set_dq_convert(DqConvert c);
+
+/// The setting in effect, Auto resolved: Pass or KvPass. Throws tg::ValueError naming
+/// TG_ATTENTION_DQ_CONVERT when it holds anything but `pass` or `kv`.
+DqConvert dq_convert();
+
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -421,6 +441,7 @@ enum class Path {
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
   ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
   ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
+  DqConvertedInKv,    ///< producer kv passes that converted dQ themselves (DqConvert)
   kCount
 };
 

@@ -1141,6 +1141,40 @@ TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matc
   CHECK(at::launches(at::Path::ProducerDqTurns) == t2);
 }
 
+TEST_CASE("flash_attention CUDA: the producer kv pass converting dQ itself matches the CPU", "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
+  const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+  // every Hopper case (a query block that sees nothing: its dQ rows written as zeros by the
+  // pass; GQA: tiles finished by several kv heads' steps) and the long lists (a tile's count
+  // reached by one of tens of CTAs), at both head dims; at D 64 dQ by keys and in turns
+  const ForceKnob<at::DqConvert> convert(at::set_dq_convert, at::DqConvert::KvPass);
+  check_kv_variant(at::Path::DqConvertedInKv, 128, 1195, {DType::bf16, DType::f16});
+  check_kv_variant(at::Path::DqConvertedInKv, 64, 1196, {DType::bf16, DType::f16});
+  {
+    const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
+    check_kv_variant(at::Path::DqConvertedInKv, 64, 1197, {DType::bf16});
+  }
+  AttentionOptions causal;
+  causal.causal = true;
+  {  // skipped steps keep the conversion kernel
+    const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
+    const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv);
+    check_cuda("skips keep the conversion kernel", make_inputs(general_shape(64), 1198),
+               AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
+    CHECK(at::launches(at::Path::DqConvertedInKv) == c0);
+  }
+  {  // and so do the uniform kv passes
+    const ForceKnob<at::BwdWarps> uniform(at::set_bwd_warps, at::BwdWarps::Uniform);
+    const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv);
+    check_cuda("the uniform kv pass keeps the conversion kernel", make_inputs(general_shape(128), 1199),
+               AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
+    CHECK(at::launches(at::Path::DqConvertedInKv) == c0);
+  }
+}
+
 TEST_CASE("flash_attention CUDA: BwdWarps::Lists (D 64's default) takes the D 64 producer where the lists say so",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");

@@ -44,6 +44,10 @@ struct BwdArgs {
   T* dv = nullptr;
   T* dbias = nullptr;  ///< bias block data (zeroed before), or null
   bool atomic_dq = true;
+  /// the producer kv pass converting dQ itself (wg_bwd.cuh's kFinish): per query tile of 64 rows
+  /// (row item bh · num_m + m of `rows`, then the kv lists' row lists, whose lengths are the
+  /// steps each tile gets), the steps done with it; zeroed before the pass
+  int* dq_count = nullptr;
 };
 
 template <int D_, int DV_, int BM_, int NW_>

@@ -54,6 +54,15 @@
 // step instead of two, at the same shared-memory reads as dQ by keys. Its n-th turn (step 2n + g)
 // is phase n of its dq_full / dq_empty. No warpgroup skips a step (an invisible tile gives dS = 0).
 //
+// kFinish (the producer, not with kSkip; kernel_choice.h's DqConvert): the pass converts dQ itself
+// instead of the conversion kernel after it. The reduction thread counts each step's query tile
+// done once that step's reductions have completed (one step behind, so as not to wait on them):
+// an atomic add on the tile's counter, after a proxy fence and a release fence. The step that
+// brings the count to the tile's list length (a.rows) hands the tile to the producer warpgroup's
+// last two warps through a ring of shared slots; they read its f32 rows from L2 and write
+// dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
+// share of them a CTA), which the conversion kernel did by converting the zeroed workspace.
+//
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
 // read only Q and dO from shared memory. At D 64 those are m64n64k16 products, whose two
@@ -158,6 +167,19 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
   return bars;
 }
 
+/// kFinish's ring of query tiles handed to the converting warps: `full` and `empty` barriers per
+/// slot, then the slots' tile numbers (-1: the pass is done); function statics, so that other
+/// kernels lack them.
+constexpr int kFinishSlots = 4;
+__device__ __forceinline__ std::uint64_t* finish_barriers() {
+  __shared__ __align__(8) std::uint64_t bars[2 * kFinishSlots];
+  return bars;
+}
+__device__ __forceinline__ volatile int* finish_tiles() {
+  __shared__ int tiles[kFinishSlots];
+  return tiles;
+}
+
 /// The producer kv pass's skip words (kSkip): word g holds the last step whose dQ tile
 /// warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
 /// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
@@ -173,8 +195,9 @@ __device__ __forceinline__ volatile int* producer_skips() {
 // kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
 // keys see nothing of, see kProducer above.
 // kTurns (the producer at D 64, not with kSkip; kernel_choice.h's ProducerDq): dQ in turns, see above.
+// kFinish (the producer, not with kSkip; kernel_choice.h's DqConvert): dQ converted here, see above.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
 __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
                                   WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
@@ -183,6 +206,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
   static_assert(!kTurns || (kPipe && !kSkip && !kDqCols), "dQ in turns: the producer's pipelined step, no skips");
+  static_assert(!kFinish || (kProducer && !kSkip), "dQ converted in the pass: the producer, no skips");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
   constexpr bool kSharedDs = kDqCols || kTurns;
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
@@ -265,6 +289,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::init(dq_empty(g), 1);   // the reduction thread
         if constexpr (kSkip) producer_skips<Cfg::NG>()[g] = -1;
       }
+      if constexpr (kFinish) {
+        for (int r = 0; r < kFinishSlots; ++r) {
+          tma::init(tma::smem_addr(&finish_barriers()[r]), 1);                  // the reduction thread
+          tma::init(tma::smem_addr(&finish_barriers()[kFinishSlots + r]), 64);  // every converting thread
+        }
+      }
     }
     tma::fence_init();
   }
@@ -290,6 +320,26 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   if constexpr (kProducer) {
     if (tid >= NC) {
       wg::set_max_regs_dec<Cfg::kProducerRegs>();
+      // kFinish: query tile qt's step done (its reductions complete): counted, and the tile handed
+      // to the converting warps by the step that completes it (the reduction thread; `handed`
+      // counts its hand-offs, the ring's phases)
+      [[maybe_unused]] auto hand = [&](int tile, int& handed) {
+        const int slot = handed % kFinishSlots;
+        tma::wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
+                  static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1));
+        finish_tiles()[slot] = tile;
+        tma::arrive(tma::smem_addr(&finish_barriers()[slot]));
+        ++handed;
+      };
+      [[maybe_unused]] auto step_done = [&](int2 qt, int& handed) {
+        const int tile = qt.x * a.rows.num_m + qt.y / BM;
+        tma::fence_proxy_async_global();
+        __threadfence();  // the reductions before the count (release)
+        if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
+          __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
+          hand(tile, handed);
+        }
+      };
       if (warp == 0 && lane == 0) {
         // the stages' refills: fill r of stage s once the computing threads released fill r - 1
         for (int e = e0 + NS; e < e1; ++e) {
@@ -300,6 +350,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       } else if (kTurns && warp == 1 && lane == 0) {
         // each step's one dQ tile, warpgroup (step % 2)'s turn n = step / 2; a tile is handed
         // back once its reduction has read it, the last step's reduction still running
+        [[maybe_unused]] int2 prev = make_int2(0, 0);
+        [[maybe_unused]] int handed = 0;
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0, g = step & 1;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -309,11 +361,24 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
           }
+          if constexpr (kFinish) {
+            if (step > 0) {
+              tma::bulk_wait<1>();  // the last step's reduction is complete
+              step_done(prev, handed);
+            }
+            prev = qt;
+          }
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+        if constexpr (kFinish) {
+          if (e1 > e0) step_done(prev, handed);
+          hand(-1, handed);
+        }
       } else if (!kTurns && warp == 1 && lane == 0) {
         // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
         // skipped step); a tile is handed back once its reduction has read it
+        [[maybe_unused]] int2 prev = make_int2(0, 0);
+        [[maybe_unused]] int handed = 0;
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -334,8 +399,49 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           }
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
+          if constexpr (kFinish) {
+            if (step > 0) {
+              tma::bulk_wait<Cfg::NG>();  // the last step's reductions are complete
+              step_done(prev, handed);
+            }
+            prev = qt;
+          }
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+        if constexpr (kFinish) {
+          if (e1 > e0) step_done(prev, handed);
+          hand(-1, handed);
+        }
+      } else if (kFinish && warp >= 2) {
+        // the converting warps: zeros for dQ of the tiles no step adds to (this CTA's share of
+        // them), then the tiles handed over until the end mark
+        const int ct = tid - NC - 64;  // 0 .. 63
+        const int num_m = a.rows.num_m, tiles = p.bhq * num_m;
+        auto rows_of_tile = [&](int tile) { return min(BM, p.sq - (tile % num_m) * BM); };
+        auto first = [&](int tile) {  // element offset of the tile's first row
+          return (static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D;
+        };
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+          if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
+          uint4* out = reinterpret_cast<uint4*>(a.dq + first(tile));
+          for (int x = ct; x < rows_of_tile(tile) * D / 8; x += 64) out[x] = make_uint4(0u, 0u, 0u, 0u);
+        }
+        for (int k = 0;; ++k) {
+          const int slot = k % kFinishSlots;
+          tma::wait(tma::smem_addr(&finish_barriers()[slot]), static_cast<std::uint32_t>((k / kFinishSlots) & 1));
+          const int tile = finish_tiles()[slot];
+          if (tile < 0) break;
+          __threadfence();
+          const float4* acc = reinterpret_cast<const float4*>(a.dq_acc + first(tile));
+          uint4* out = reinterpret_cast<uint4*>(a.dq + first(tile));
+          const float sc = p.scale;
+          for (int x = ct; x < rows_of_tile(tile) * D / 8; x += 64) {
+            const float4 u = __ldcg(acc + 2 * x), v = __ldcg(acc + 2 * x + 1);
+            out[x] = make_uint4(pack2<T>(u.x * sc, u.y * sc), pack2<T>(u.z * sc, u.w * sc),
+                                pack2<T>(v.x * sc, v.y * sc), pack2<T>(v.z * sc, v.w * sc));
+          }
+          tma::arrive(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]));
+        }
       }
       return;
     }
