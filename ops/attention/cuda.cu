@@ -85,7 +85,20 @@ template <typename T, int L>
 __global__ void __launch_bounds__(kAuxThreads)
     delta_vec_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta, std::int64_t rows,
                      const float* __restrict__ lse, float2* __restrict__ packed, int sq, int sq_pad,
-                     float* __restrict__ zero, int* __restrict__ count) {
+                     float* __restrict__ zero) {
+  gpu::pdl_wait();
+  gpu::pdl_allow();
+  delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
+                       sq, sq_pad, zero, nullptr);
+}
+
+// delta_vec_kernel that also zeroes the kv pass's counters a query tile (DqConvert::KvPass): a
+// kernel of its own, so that the one without them is the kernel before them.
+template <typename T, int L>
+__global__ void __launch_bounds__(kAuxThreads)
+    delta_vec_count_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta,
+                           std::int64_t rows, const float* __restrict__ lse, float2* __restrict__ packed, int sq,
+                           int sq_pad, float* __restrict__ zero, int* __restrict__ count) {
   gpu::pdl_wait();
   gpu::pdl_allow();
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
@@ -510,9 +523,15 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
-          gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
-                          cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
-                          static_cast<int>(sq_pad), zero, count);
+          if (count != nullptr) {
+            gpu::launch_pdl(pdl, delta_vec_count_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
+                            cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed,
+                            static_cast<int>(p.sq), static_cast<int>(sq_pad), zero, count);
+          } else {
+            gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
+                            cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
+                            static_cast<int>(sq_pad), zero);
+          }
         };
         if (p.dv == 32) return launch(std::integral_constant<int, 4>{});
         if (p.dv == 64) return launch(std::integral_constant<int, 8>{});
