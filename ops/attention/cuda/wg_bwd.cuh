@@ -80,6 +80,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/attention/cuda/configs.h"
 #include "ops/attention/cuda/keep_units.cuh"
@@ -340,6 +341,27 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           hand(tile, handed);
         }
       };
+      // the reduction thread, after issuing step `step`'s reductions (kPending bulk groups a
+      // step): the step before has completed, so its tile's count goes up (kFinish); at the end,
+      // the last step's and the end mark
+      [[maybe_unused]] int2 prev = make_int2(0, 0);
+      [[maybe_unused]] int handed = 0;
+      [[maybe_unused]] auto finish_step = [&](auto pending, int step, int2 qt) {
+        if constexpr (kFinish) {
+          if (step > 0) {
+            tma::bulk_wait<decltype(pending)::value>();
+            step_done(prev, handed);
+          }
+          prev = qt;
+        }
+      };
+      auto finish_pass = [&] {
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
+        if constexpr (kFinish) {
+          if (e1 > e0) step_done(prev, handed);
+          hand(-1, handed);
+        }
+      };
       if (warp == 0 && lane == 0) {
         // the stages' refills: fill r of stage s once the computing threads released fill r - 1
         for (int e = e0 + NS; e < e1; ++e) {
@@ -350,8 +372,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       } else if (kTurns && warp == 1 && lane == 0) {
         // each step's one dQ tile, warpgroup (step % 2)'s turn n = step / 2; a tile is handed
         // back once its reduction has read it, the last step's reduction still running
-        [[maybe_unused]] int2 prev = make_int2(0, 0);
-        [[maybe_unused]] int handed = 0;
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0, g = step & 1;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -361,24 +381,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
           }
-          if constexpr (kFinish) {
-            if (step > 0) {
-              tma::bulk_wait<1>();  // the last step's reduction is complete
-              step_done(prev, handed);
-            }
-            prev = qt;
-          }
+          finish_step(std::integral_constant<int, 1>{}, step, qt);
         }
-        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
-        if constexpr (kFinish) {
-          if (e1 > e0) step_done(prev, handed);
-          hand(-1, handed);
-        }
+        finish_pass();
       } else if (!kTurns && warp == 1 && lane == 0) {
         // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
         // skipped step); a tile is handed back once its reduction has read it
-        [[maybe_unused]] int2 prev = make_int2(0, 0);
-        [[maybe_unused]] int handed = 0;
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
@@ -399,19 +407,9 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           }
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
-          if constexpr (kFinish) {
-            if (step > 0) {
-              tma::bulk_wait<Cfg::NG>();  // the last step's reductions are complete
-              step_done(prev, handed);
-            }
-            prev = qt;
-          }
+          finish_step(std::integral_constant<int, Cfg::NG>{}, step, qt);
         }
-        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
-        if constexpr (kFinish) {
-          if (e1 > e0) step_done(prev, handed);
-          hand(-1, handed);
-        }
+        finish_pass();
       } else if (kFinish && warp >= 2) {
         // the converting warps: zeros for dQ of the tiles no step adds to (this CTA's share of
         // them), then the tiles handed over until the end mark
