@@ -44,8 +44,10 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
-// asked, the latter at D 64 with K and V as register operands (kRegKV) where asked; kDrop as above;
-// `programmatic`: a programmatic dependent launch (LaunchOverlap).
+// asked, the latter at D 64 with K and V as register operands (kRegKV), skipping empty steps
+// (kSkip) or with dQ in turns (kTurns) where asked, and converting dQ itself (kFinish: a.rows and
+// a.dq_count set, no conversion kernel after it) where asked; kDrop as above; `programmatic`: a
+// programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
           bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
