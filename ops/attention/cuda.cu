@@ -614,6 +614,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     if (dq_count.defined() && !count_zeroed)
       TG_CUDA_CHECK(cudaMemsetAsync(dq_count.data_ptr(), 0, dq_count.nbytes(), st));
     bool dq_converted = false;  // by the kv pass (DqConvert::KvPass)
+    Tensor dq_defer;            // its tiles left to each CTA's end, a slot an entry of the kv lists
+    if (dq_count.defined()) dq_defer = empty({kv_work->col_entries.numel() + 1}, {.dtype = DType::i32, .device = dev});
     auto run = [&](auto tag) {
       using T = decltype(tag);
       BwdArgs<T> a;
@@ -670,6 +672,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
               note_launch(Path::DqConvertedInKv);
               a.rows = rows_of(*kv_work);
               a.dq_count = mptr<int>(dq_count);
+              a.dq_defer = mptr<int>(dq_defer);
               dq_converted = true;
             }
             auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };

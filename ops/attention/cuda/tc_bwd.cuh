@@ -48,6 +48,10 @@ struct BwdArgs {
   /// (row item bh · num_m + m of `rows`, then the kv lists' row lists, whose lengths are the
   /// steps each tile gets), the steps done with it; zeroed before the pass
   int* dq_count = nullptr;
+  /// with dq_count: per entry of `cols`, the query tiles a CTA's last steps completed while its
+  /// converting warps were busy, left for the whole CTA after its last step (entries e0 .. of
+  /// its list; no zeroing needed)
+  int* dq_defer = nullptr;
 };
 
 template <int D_, int DV_, int BM_, int NW_>

@@ -62,6 +62,9 @@
 // last two warps through a ring of shared slots; they read its f32 rows from L2 and write
 // dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
 // share of them a CTA), which the conversion kernel did by converting the zeroed workspace.
+// A tile completed while the ring is full goes to a per-entry list in global memory instead, for
+// the computing threads after their last step (on causal patterns key tile 0 reaches nearly every
+// tile of its head last: two 24-register warps, ~8 µs a tile, would hold its 1-µs steps back).
 //
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
@@ -169,15 +172,16 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
 }
 
 /// kFinish's ring of query tiles handed to the converting warps: `full` and `empty` barriers per
-/// slot, then the slots' tile numbers (-1: the pass is done); function statics, so that other
-/// kernels lack them.
+/// slot and one that says the reduction thread is done (`deferred`), then the slots' tile numbers
+/// (-1: the pass is done) and the count of tiles deferred to the CTA's end; function statics,
+/// so that other kernels lack them.
 constexpr int kFinishSlots = 4;
 __device__ __forceinline__ std::uint64_t* finish_barriers() {
-  __shared__ __align__(8) std::uint64_t bars[2 * kFinishSlots];
+  __shared__ __align__(8) std::uint64_t bars[2 * kFinishSlots + 1];
   return bars;
 }
 __device__ __forceinline__ volatile int* finish_tiles() {
-  __shared__ int tiles[kFinishSlots];
+  __shared__ int tiles[kFinishSlots + 1];
   return tiles;
 }
 
@@ -295,6 +299,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::init(tma::smem_addr(&finish_barriers()[r]), 1);                  // the reduction thread
           tma::init(tma::smem_addr(&finish_barriers()[kFinishSlots + r]), 64);  // every converting thread
         }
+        tma::init(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 1);  // the reduction thread, at its end
       }
     }
     tma::fence_init();
@@ -332,13 +337,22 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::arrive(tma::smem_addr(&finish_barriers()[slot]));
         ++handed;
       };
+      // A tile goes to the converting warps while the ring has room, else to the CTA's end (where
+      // key tile 0 of a causal head, last at nearly every tile, would otherwise wait on them).
+      [[maybe_unused]] int deferred = 0;
       [[maybe_unused]] auto step_done = [&](int2 qt, int& handed) {
         const int tile = qt.x * a.rows.num_m + qt.y / BM;
         tma::fence_proxy_async_global();
         __threadfence();  // the reductions before the count (release)
         if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
           __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
-          hand(tile, handed);
+          const int slot = handed % kFinishSlots;
+          if (tma::test_wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
+                             static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1))) {
+            hand(tile, handed);
+          } else {
+            a.dq_defer[e0 + deferred++] = tile;
+          }
         }
       };
       // the reduction thread, after issuing step `step`'s reductions (kPending bulk groups a
@@ -359,6 +373,9 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
         if constexpr (kFinish) {
           if (e1 > e0) step_done(prev, handed);
+          // the deferred tiles to the computing threads (the release orders the list before it)
+          finish_tiles()[kFinishSlots] = deferred;
+          tma::arrive(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]));
           hand(-1, handed);
         }
       };
@@ -788,6 +805,43 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int nt = 0; nt < DV / 8; ++nt)
         *reinterpret_cast<std::uint32_t*>(dvrow + nt * 8 + 2 * t) =
             pack2<T>(acc_dv[4 * nt + 2 * hf] * p.drop_scale, acc_dv[4 * nt + 2 * hf + 1] * p.drop_scale);
+    }
+  }
+  if constexpr (kFinish) {
+    // the tiles the reduction thread deferred (their reductions complete and acquired by it),
+    // by the computing threads: eight chunks of eight elements a thread in flight at a time
+    tma::wait(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 0);
+    const int count = finish_tiles()[kFinishSlots];
+    if (count > 0) {
+      __threadfence();
+      constexpr int kChunks = BM * D / 8, kUnroll = 8;  // chunks of eight elements a tile
+      const float sc = p.scale;
+      const int num_m = a.rows.num_m;
+      for (int base = 0; base < count * kChunks; base += NC * kUnroll) {
+        float4 u[kUnroll], v[kUnroll];
+        std::int64_t at[kUnroll];
+#pragma unroll
+        for (int j = 0; j < kUnroll; ++j) {
+          const int c = base + j * NC + tid, k = c / kChunks, x = c % kChunks;
+          at[j] = -1;
+          if (k < count) {
+            const int tile = __ldcg(a.dq_defer + e0 + k), i0 = (tile % num_m) * BM;
+            if (i0 + x / (D / 8) < p.sq) at[j] = (static_cast<std::int64_t>(tile / num_m) * p.sq + i0) * D + 8 * x;
+          }
+          if (at[j] >= 0) {
+            u[j] = __ldcg(reinterpret_cast<const float4*>(a.dq_acc + at[j]));
+            v[j] = __ldcg(reinterpret_cast<const float4*>(a.dq_acc + at[j]) + 1);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < kUnroll; ++j) {
+          if (at[j] >= 0) {
+            *reinterpret_cast<uint4*>(a.dq + at[j]) =
+                make_uint4(pack2<T>(u[j].x * sc, u[j].y * sc), pack2<T>(u[j].z * sc, u[j].w * sc),
+                           pack2<T>(v[j].x * sc, v[j].y * sc), pack2<T>(v[j].z * sc, v[j].w * sc));
+          }
+        }
+      }
     }
   }
 #else
