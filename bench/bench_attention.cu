@@ -204,6 +204,11 @@ const std::vector<Variant>& variants() {
        at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        at::ProducerSkip::Auto, at::FwdRelease::Auto, at::ProducerDq::Auto,
        kDefaultConvertPass ? at::DqConvert::KvPass : at::DqConvert::Pass},
+      // every tile converted at the end of the kv pass's CTA that completes it (DqConvert::KvPassEnd)
+      {"dQ converted at the kv CTAs' end", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
+       at::ProducerDq::Auto, at::DqConvert::KvPassEnd},
       // dQ in turns and converted in the kv pass (D 64)
       {"dQ in turns, converted in the kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,

@@ -510,7 +510,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   // DqConvert::KvPass: a counter a query tile of 64 for a producer kv pass that converts dQ
   // itself (zeroed by the delta pass, or a memset; unused where another kv pass runs)
   Tensor dq_count;
-  if (atomic && wgmma_kv && p.d == p.dv && dq_convert() == DqConvert::KvPass)
+  if (atomic && wgmma_kv && p.d == p.dv && dq_convert() != DqConvert::Pass)
     dq_count = empty({p.bhq, sq_pad / 64}, {.dtype = DType::i32, .device = dev});
   bool count_zeroed = false;
   auto run_delta = [&](auto tag) {
@@ -673,6 +673,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
               a.rows = rows_of(*kv_work);
               a.dq_count = mptr<int>(dq_count);
               a.dq_defer = mptr<int>(dq_defer);
+              a.defer_all = dq_convert() == DqConvert::KvPassEnd;
               dq_converted = true;
             }
             auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };

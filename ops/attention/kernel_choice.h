@@ -386,9 +386,11 @@ ProducerDq producer_dq();
 /// last step's reductions have completed (a counter a tile), by the producer warpgroup's idle
 /// warps while the other CTAs still compute: the conversion kernel's time (2.6% of a causal
 /// fwd+bwd at D 128, bench/RESULTS.md thirty-fifth session) hidden behind the pass. Other kv
-/// passes keep the conversion kernel. Auto: the environment variable TG_ATTENTION_DQ_CONVERT
+/// passes keep the conversion kernel. KvPassEnd (set_dq_convert only): the same with every tile
+/// left to the end of the CTA that completes it (the converting warps idle), for the tests of that
+/// path and to measure it against the two. Auto: the environment variable TG_ATTENTION_DQ_CONVERT
 /// (`pass` or `kv`) when set, else kDefaultDqConvert.
-enum class DqConvert { Auto, Pass, KvPass };
+enum class DqConvert { Auto, Pass, KvPass, KvPassEnd };
 
 /// What Auto means without TG_ATTENTION_DQ_CONVERT: Pass, until KvPass has run against it on a GPU.
 constexpr DqConvert kDefaultDqConvert = DqConvert::Pass;
@@ -396,8 +398,8 @@ constexpr DqConvert kDefaultDqConvert = DqConvert::Pass;
 /// Forces the setting of later backwards (process-wide; Auto restores the default).
 void set_dq_convert(DqConvert c);
 
-/// The setting in effect, Auto resolved: Pass or KvPass. Throws tg::ValueError naming
-/// TG_ATTENTION_DQ_CONVERT when it holds anything but `pass` or `kv`.
+/// The setting in effect, Auto resolved: Pass, KvPass, or KvPassEnd where forced. Throws
+/// tg::ValueError naming TG_ATTENTION_DQ_CONVERT when it holds anything but `pass` or `kv`.
 DqConvert dq_convert();
 
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv

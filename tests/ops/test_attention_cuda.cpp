@@ -1157,6 +1157,12 @@ TEST_CASE("flash_attention CUDA: the producer kv pass converting dQ itself match
     const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
     check_kv_variant(at::Path::DqConvertedInKv, 64, 1197, {DType::bf16});
   }
+  {  // every tile converted at its CTA's end (above, the long lists' few CTAs leave tiles there
+     // whenever their converting warps are busy, which timing decides)
+    const ForceKnob<at::DqConvert> end(at::set_dq_convert, at::DqConvert::KvPassEnd);
+    check_kv_variant(at::Path::DqConvertedInKv, 128, 1200, {DType::bf16});
+    check_kv_variant(at::Path::DqConvertedInKv, 64, 1201, {DType::f16});
+  }
   AttentionOptions causal;
   causal.causal = true;
   {  // skipped steps keep the conversion kernel

@@ -86,7 +86,8 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
   check_knob<at::ProducerDq>("TG_ATTENTION_BWD_DQ_TURNS", at::set_producer_dq, at::producer_dq,
                              {at::ProducerDq::Keys, at::ProducerDq::Turns}, at::kDefaultProducerDq);
   check_knob<at::DqConvert>("TG_ATTENTION_DQ_CONVERT", at::set_dq_convert, at::dq_convert,
-                            {at::DqConvert::Pass, at::DqConvert::KvPass}, at::kDefaultDqConvert);
+                            {at::DqConvert::Pass, at::DqConvert::KvPass, at::DqConvert::KvPassEnd},
+                            at::kDefaultDqConvert);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);

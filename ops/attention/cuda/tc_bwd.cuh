@@ -52,6 +52,7 @@ struct BwdArgs {
   /// converting warps were busy, left for the whole CTA after its last step (entries e0 .. of
   /// its list; no zeroing needed)
   int* dq_defer = nullptr;
+  bool defer_all = false;  ///< every completed tile to dq_defer (DqConvert::KvPassEnd)
 };
 
 template <int D_, int DV_, int BM_, int NW_>

@@ -347,8 +347,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
           __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
           const int slot = handed % kFinishSlots;
-          if (tma::test_wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
-                             static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1))) {
+          if (!a.defer_all && tma::test_wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
+                                             static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1))) {
             hand(tile, handed);
           } else {
             a.dq_defer[e0 + deferred++] = tile;
