@@ -712,9 +712,21 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
                  : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
-            (narrow
-                 ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-                 : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st, pdl);
+            if (dq_count.defined()) {  // dQ converted at the CTAs' ends (DqConvert)
+              note_launch(Path::DqConvertedInKv);
+              a.rows = rows_of(*kv_work);
+              a.dq_count = mptr<int>(dq_count);
+              a.dq_defer = mptr<int>(dq_defer);
+              dq_converted = true;
+              constexpr bool f = false, t = true;
+              (narrow ? launch_bwd_kv_wgmma<T, d, f, kBwdKvBNNarrow, f, t, f, f, f, f, f, t>
+                      : launch_bwd_kv_wgmma<T, d, f, kBwdKvBN, f, t, f, f, f, f, f, t>)(a, ldp, pad, kv_work->col_items,
+                                                                                        st, pdl);
+            } else {
+              (narrow
+                   ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+                   : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st, pdl);
+            }
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
                      : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad, kv_work->col_items,

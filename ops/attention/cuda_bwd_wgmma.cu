@@ -90,6 +90,15 @@ TG_WG_BWD_ONE_FINISH(bfloat16, 64, false, kBwdKvBN, false, true, false, true, tr
 TG_WG_BWD_ONE_FINISH(half, 64, false, kBwdKvBN, false, true, false, true, true, false, false, true)
 TG_WG_BWD_ONE_FINISH(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, false, true, true)
 TG_WG_BWD_ONE_FINISH(half, 64, false, kBwdKvBN, false, true, false, true, true, false, true, true)
+// ... and without the producer: the pipelined step on both key tiles, at both head dims
+#define TG_WG_BWD_FINISH_UNIFORM(T, D)                                                              \
+  TG_WG_BWD_ONE_FINISH(T, D, false, kBwdKvBN, false, true, false, false, false, false, false, true) \
+  TG_WG_BWD_ONE_FINISH(T, D, false, kBwdKvBNNarrow, false, true, false, false, false, false, false, true)
+TG_WG_BWD_FINISH_UNIFORM(bfloat16, 64)
+TG_WG_BWD_FINISH_UNIFORM(half, 64)
+TG_WG_BWD_FINISH_UNIFORM(bfloat16, 128)
+TG_WG_BWD_FINISH_UNIFORM(half, 128)
+#undef TG_WG_BWD_FINISH_UNIFORM
 #undef TG_WG_BWD_ONE_FINISH
 #undef TG_WG_BWD_ONE_TURNS
 #undef TG_WG_BWD_ONE_SKIP

@@ -381,15 +381,16 @@ void set_producer_dq(ProducerDq s);
 ProducerDq producer_dq();
 
 /// Where the atomic backward's f32 dQ workspace becomes dQ (bf16 / f16, times the scale) after a
-/// producer kv pass (BwdWarps; not with ProducerSkip's skips). Pass: a conversion kernel after the
-/// kv pass reads the whole workspace. KvPass: the kv pass itself, each query tile as soon as its
-/// last step's reductions have completed (a counter a tile), by the producer warpgroup's idle
-/// warps while the other CTAs still compute: the conversion kernel's time (2.6% of a causal
-/// fwd+bwd at D 128, bench/RESULTS.md thirty-fifth session) hidden behind the pass. Other kv
-/// passes keep the conversion kernel. KvPassEnd (set_dq_convert only): the same with every tile
-/// left to the end of the CTA that completes it (the converting warps idle), for the tests of that
-/// path and to measure it against the two. Auto: the environment variable TG_ATTENTION_DQ_CONVERT
-/// (`pass` or `kv`) when set, else kDefaultDqConvert.
+/// Hopper kv pass with plain scores on the pipelined step (the producer kernels without
+/// ProducerSkip's skips, and the uniform ones on either key tile). Pass: a conversion kernel after
+/// the kv pass reads the whole workspace. KvPass: the kv pass itself, each query tile once its
+/// last step's reductions have completed (a counter a tile): the producer kernels by their idle
+/// warps while the CTA computes on (or, while those are busy, after its last step), the uniform
+/// ones after their last step; the conversion kernel's time (2.6% of a causal fwd+bwd at D 128,
+/// bench/RESULTS.md thirty-fifth session) spread over the pass. The general transform and dropout
+/// keep the conversion kernel. KvPassEnd (set_dq_convert only): every tile left to the end of the
+/// CTA that completes it, for the tests of that path and to measure it against the two. Auto: the
+/// environment variable TG_ATTENTION_DQ_CONVERT (`pass` or `kv`) when set, else kDefaultDqConvert.
 enum class DqConvert { Auto, Pass, KvPass, KvPassEnd };
 
 /// What Auto means without TG_ATTENTION_DQ_CONVERT: Pass, until KvPass has run against it on a GPU.

@@ -1141,7 +1141,7 @@ TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matc
   CHECK(at::launches(at::Path::ProducerDqTurns) == t2);
 }
 
-TEST_CASE("flash_attention CUDA: the producer kv pass converting dQ itself matches the CPU", "[ops][attention][cuda]") {
+TEST_CASE("flash_attention CUDA: the kv pass converting dQ itself matches the CPU", "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
@@ -1172,12 +1172,17 @@ TEST_CASE("flash_attention CUDA: the producer kv pass converting dQ itself match
                AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
     CHECK(at::launches(at::Path::DqConvertedInKv) == c0);
   }
-  {  // and so do the uniform kv passes
+  {  // the uniform kv passes (pipelined step, both key tiles) convert at their CTAs' ends, both head
+     // dims; the general transform keeps the conversion kernel
     const ForceKnob<at::BwdWarps> uniform(at::set_bwd_warps, at::BwdWarps::Uniform);
-    const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv);
-    check_cuda("the uniform kv pass keeps the conversion kernel", make_inputs(general_shape(128), 1199),
-               AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
-    CHECK(at::launches(at::Path::DqConvertedInKv) == c0);
+    for (std::int64_t d : {64, 128}) {
+      const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv), n0 = at::launches(at::Path::NarrowKv);
+      run_hopper_cases(d);
+      CHECK(at::launches(at::Path::DqConvertedInKv) > c0);
+      CHECK(at::launches(at::Path::NarrowKv) > n0);  // 64-key tiles among them
+      check_list_lengths(d, {40, 1000}, 1202 + static_cast<std::uint64_t>(d), {DType::bf16});
+    }
+    check_softcap_keeps_kernel(at::Path::DqConvertedInKv, 1203);
   }
 }
 

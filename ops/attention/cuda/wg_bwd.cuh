@@ -54,9 +54,12 @@
 // step instead of two, at the same shared-memory reads as dQ by keys. Its n-th turn (step 2n + g)
 // is phase n of its dq_full / dq_empty. No warpgroup skips a step (an invisible tile gives dS = 0).
 //
-// kFinish (the producer, not with kSkip; kernel_choice.h's DqConvert): the pass converts dQ itself
-// instead of the conversion kernel after it. The reduction thread counts each step's query tile
-// done once that step's reductions have completed (one step behind, so as not to wait on them):
+// kFinish (plain scores on the pipelined step, not with kSkip; kernel_choice.h's DqConvert): the
+// pass converts dQ itself instead of the conversion kernel after it. Without the producer: after
+// its last step the CTA counts each of its steps (its reductions complete), converts the tiles it
+// completes and writes the zeros named below. With the producer: the reduction thread counts each
+// step's query tile done once that step's reductions have completed (one step behind, so as not
+// to wait on them):
 // an atomic add on the tile's counter, after a proxy fence and a release fence. The step that
 // brings the count to the tile's list length (a.rows) hands the tile to the producer warpgroup's
 // last two warps through a ring of shared slots; they read its f32 rows from L2 and write
@@ -200,7 +203,7 @@ __device__ __forceinline__ volatile int* producer_skips() {
 // kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
 // keys see nothing of, see kProducer above.
 // kTurns (the producer at D 64, not with kSkip; kernel_choice.h's ProducerDq): dQ in turns, see above.
-// kFinish (the producer, not with kSkip; kernel_choice.h's DqConvert): dQ converted here, see above.
+// kFinish (plain scores, pipelined step, not with kSkip; kernel_choice.h's DqConvert): dQ converted here.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
           bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
 __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
@@ -211,7 +214,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
   static_assert(!kTurns || (kPipe && !kSkip && !kDqCols), "dQ in turns: the producer's pipelined step, no skips");
-  static_assert(!kFinish || (kProducer && !kSkip), "dQ converted in the pass: the producer, no skips");
+  static_assert(!kFinish || (!kSkip && !kGeneral && !kDrop && kPipe),
+                "dQ converted in the pass: plain scores on the pipelined step, no skips");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
   constexpr bool kSharedDs = kDqCols || kTurns;
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
@@ -302,6 +306,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::init(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 1);  // the reduction thread, at its end
       }
     }
+    if constexpr (kFinish && !kProducer) finish_tiles()[kFinishSlots] = 0;  // tiles this CTA completes
     tma::fence_init();
   }
   if (!kProducer || tid < NC) {
@@ -808,15 +813,41 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     }
   }
   if constexpr (kFinish) {
-    // the tiles the reduction thread deferred (their reductions complete and acquired by it),
-    // by the computing threads: eight chunks of eight elements a thread in flight at a time
-    tma::wait(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 0);
+    const int num_m = a.rows.num_m;
+    if constexpr (kProducer) {
+      // the tiles the reduction thread deferred (their reductions complete and acquired by it)
+      tma::wait(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 0);
+    } else {
+      // without a producer: every step of the CTA counted here, its reductions complete (each
+      // warpgroup's first thread waited for its own above), the tiles it completes listed; and
+      // zeros for dQ of the tiles no step adds to (a strided share of them a CTA)
+      if ((tid & 127) == 0) tma::fence_proxy_async_global();
+      __syncthreads();
+      for (int tile = blockIdx.x; tile < p.bhq * num_m; tile += gridDim.x) {
+        if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
+        const int rows = min(BM, p.sq - (tile % num_m) * BM);
+        uint4* out =
+            reinterpret_cast<uint4*>(a.dq + (static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D);
+        for (int x = tid; x < rows * D / 8; x += NC) out[x] = make_uint4(0u, 0u, 0u, 0u);
+      }
+      for (int e = e0 + tid; e < e1; e += NC) {
+        const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+        const int tile = qt.x * num_m + qt.y / BM;
+        __threadfence();  // the CTA's reductions before the count (release)
+        if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
+          __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
+          a.dq_defer[e0 + atomicAdd(const_cast<int*>(&finish_tiles()[kFinishSlots]), 1)] = tile;
+        }
+      }
+      __syncthreads();
+    }
+    // the listed tiles by the computing threads: eight chunks of eight elements a thread in
+    // flight at a time
     const int count = finish_tiles()[kFinishSlots];
     if (count > 0) {
       __threadfence();
       constexpr int kChunks = BM * D / 8, kUnroll = 8;  // chunks of eight elements a tile
       const float sc = p.scale;
-      const int num_m = a.rows.num_m;
       for (int base = 0; base < count * kChunks; base += NC * kUnroll) {
         float4 u[kUnroll], v[kUnroll];
         std::int64_t at[kUnroll];
