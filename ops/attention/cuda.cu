@@ -507,8 +507,8 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   Tensor dq_acc;
   if (atomic) dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
   bool dq_zeroed = false;
-  // DqConvert::KvPass: a counter a query tile of 64 for a producer kv pass that converts dQ
-  // itself (zeroed by the delta pass, or a memset; unused where another kv pass runs)
+  // DqConvert::KvPass: a counter a query tile of 64 for a kv pass that converts dQ itself
+  // (zeroed by the delta pass, or a memset; unused where a kv pass without kFinish runs)
   Tensor dq_count;
   if (atomic && wgmma_kv && p.d == p.dv && dq_convert() != DqConvert::Pass)
     dq_count = empty({p.bhq, sq_pad / 64}, {.dtype = DType::i32, .device = dev});
@@ -657,6 +657,16 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             const BwdWarps w = bwd_warps(d);
             return w == BwdWarps::Producer || (w == BwdWarps::Lists && (d == 128 || lists_producer));
           };
+          // the kv pass about to launch converts dQ itself (kFinish): its arguments, and no
+          // conversion kernel after it
+          auto convert_in_pass = [&] {
+            note_launch(Path::DqConvertedInKv);
+            a.rows = rows_of(*kv_work);
+            a.dq_count = mptr<int>(dq_count);
+            a.dq_defer = mptr<int>(dq_defer);
+            a.defer_all = dq_convert() == DqConvert::KvPassEnd;
+            dq_converted = true;
+          };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
             // dQ in turns (with K and V in registers) needs every warpgroup every step: no skips
@@ -668,14 +678,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             if (skip) note_launch(Path::ProducerSkips);
             if (regs) note_launch(Path::WgmmaBwdRegKV);
             if (turns) note_launch(Path::ProducerDqTurns);
-            if (finish) {
-              note_launch(Path::DqConvertedInKv);
-              a.rows = rows_of(*kv_work);
-              a.dq_count = mptr<int>(dq_count);
-              a.dq_defer = mptr<int>(dq_defer);
-              a.defer_all = dq_convert() == DqConvert::KvPassEnd;
-              dq_converted = true;
-            }
+            if (finish) convert_in_pass();
             auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };
             constexpr int bn = kBwdKvBN;
             if constexpr (d == 128) {
@@ -713,11 +716,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
             if (dq_count.defined()) {  // dQ converted at the CTAs' ends (DqConvert)
-              note_launch(Path::DqConvertedInKv);
-              a.rows = rows_of(*kv_work);
-              a.dq_count = mptr<int>(dq_count);
-              a.dq_defer = mptr<int>(dq_defer);
-              dq_converted = true;
+              convert_in_pass();
               constexpr bool f = false, t = true;
               (narrow ? launch_bwd_kv_wgmma<T, d, f, kBwdKvBNNarrow, f, t, f, f, f, f, f, t>
                       : launch_bwd_kv_wgmma<T, d, f, kBwdKvBN, f, t, f, f, f, f, f, t>)(a, ldp, pad, kv_work->col_items,

@@ -59,11 +59,10 @@
 // its last step the CTA counts each of its steps (its reductions complete), converts the tiles it
 // completes and writes the zeros named below. With the producer: the reduction thread counts each
 // step's query tile done once that step's reductions have completed (one step behind, so as not
-// to wait on them):
-// an atomic add on the tile's counter, after a proxy fence and a release fence. The step that
-// brings the count to the tile's list length (a.rows) hands the tile to the producer warpgroup's
-// last two warps through a ring of shared slots; they read its f32 rows from L2 and write
-// dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
+// to wait on them): an atomic add on the tile's counter, after a proxy fence and a release
+// fence. The step that brings the count to the tile's list length (a.rows) hands the tile to the
+// producer warpgroup's last two warps through a ring of shared slots; they read its f32 rows from
+// L2 and write dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
 // share of them a CTA), which the conversion kernel did by converting the zeroed workspace.
 // A tile completed while the ring is full goes to a per-entry list in global memory instead, for
 // the computing threads after their last step (on causal patterns key tile 0 reaches nearly every
@@ -186,6 +185,48 @@ __device__ __forceinline__ std::uint64_t* finish_barriers() {
 __device__ __forceinline__ volatile int* finish_tiles() {
   __shared__ int tiles[kFinishSlots + 1];
   return tiles;
+}
+
+/// kFinish: query tile `tile` (row item bh · num_m + m of a.rows, tiles of BM rows) in dQ and its
+/// f32 workspace: the first element, and the tile's chunks of eight elements (rows past sq left out).
+template <int D, int BM>
+struct DqTile {
+  std::int64_t first;
+  int chunks;
+  __device__ __forceinline__ DqTile(const Params& p, int num_m, int tile)
+      : first((static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D),
+        chunks(min(BM, p.sq - (tile % num_m) * BM) * (D / 8)) {}
+};
+
+/// kFinish: one step of query tile `tile` done, its reductions complete (the caller's async-proxy
+/// fence before): counted; whether it was the tile's last step anywhere in the grid, in which case
+/// the other CTAs' reductions of the tile are acquired.
+template <typename T>
+__device__ __forceinline__ bool dq_tile_step_done(const BwdArgs<T>& a, int tile) {
+  __threadfence();  // the reductions before the count (release)
+  if (atomicAdd(&a.dq_count[tile], 1) + 1 != a.rows.off[tile + 1] - a.rows.off[tile]) return false;
+  __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
+  return true;
+}
+
+/// kFinish: zeros for dQ of the tiles no step adds to (which the conversion kernel gave by
+/// converting the zeroed workspace), a strided share of them a CTA, by threads x0 .. of nx.
+template <typename T, int D, int BM>
+__device__ __forceinline__ void zero_unreached_dq_tiles(const BwdArgs<T>& a, int x0, int nx) {
+  const int num_m = a.rows.num_m;
+  for (int tile = static_cast<int>(blockIdx.x); tile < a.p.bhq * num_m; tile += static_cast<int>(gridDim.x)) {
+    if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
+    const DqTile<D, BM> q(a.p, num_m, tile);
+    uint4* out = reinterpret_cast<uint4*>(a.dq + q.first);
+    for (int x = x0; x < q.chunks; x += nx) out[x] = make_uint4(0u, 0u, 0u, 0u);
+  }
+}
+
+/// kFinish: eight f32 elements of the workspace (u, v) times `sc`, stored as T at dst.
+template <typename T>
+__device__ __forceinline__ void store_dq8(T* dst, const float4& u, const float4& v, float sc) {
+  *reinterpret_cast<uint4*>(dst) = make_uint4(pack2<T>(u.x * sc, u.y * sc), pack2<T>(u.z * sc, u.w * sc),
+                                              pack2<T>(v.x * sc, v.y * sc), pack2<T>(v.z * sc, v.w * sc));
 }
 
 /// The producer kv pass's skip words (kSkip): word g holds the last step whose dQ tile
@@ -334,12 +375,17 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       // kFinish: query tile qt's step done (its reductions complete): counted, and the tile handed
       // to the converting warps by the step that completes it (the reduction thread; `handed`
       // counts its hand-offs, the ring's phases)
+      // hand-off n's slot is free once the phase before it of the slot's `empty` barrier completed
+      [[maybe_unused]] auto slot_empty = [](int n) {
+        return tma::smem_addr(&finish_barriers()[kFinishSlots + n % kFinishSlots]);
+      };
+      [[maybe_unused]] auto slot_parity = [](int n) {
+        return static_cast<std::uint32_t>(((n / kFinishSlots) & 1) ^ 1);
+      };
       [[maybe_unused]] auto hand = [&](int tile, int& handed) {
-        const int slot = handed % kFinishSlots;
-        tma::wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
-                  static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1));
-        finish_tiles()[slot] = tile;
-        tma::arrive(tma::smem_addr(&finish_barriers()[slot]));
+        tma::wait(slot_empty(handed), slot_parity(handed));
+        finish_tiles()[handed % kFinishSlots] = tile;
+        tma::arrive(tma::smem_addr(&finish_barriers()[handed % kFinishSlots]));
         ++handed;
       };
       // A tile goes to the converting warps while the ring has room, else to the CTA's end (where
@@ -348,12 +394,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       [[maybe_unused]] auto step_done = [&](int2 qt, int& handed) {
         const int tile = qt.x * a.rows.num_m + qt.y / BM;
         tma::fence_proxy_async_global();
-        __threadfence();  // the reductions before the count (release)
-        if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
-          __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
-          const int slot = handed % kFinishSlots;
-          if (!a.defer_all && tma::test_wait(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]),
-                                             static_cast<std::uint32_t>(((handed / kFinishSlots) & 1) ^ 1))) {
+        if (dq_tile_step_done(a, tile)) {
+          if (!a.defer_all && tma::test_wait(slot_empty(handed), slot_parity(handed))) {
             hand(tile, handed);
           } else {
             a.dq_defer[e0 + deferred++] = tile;
@@ -436,30 +478,17 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         // the converting warps: zeros for dQ of the tiles no step adds to (this CTA's share of
         // them), then the tiles handed over until the end mark
         const int ct = tid - NC - 64;  // 0 .. 63
-        const int num_m = a.rows.num_m, tiles = p.bhq * num_m;
-        auto rows_of_tile = [&](int tile) { return min(BM, p.sq - (tile % num_m) * BM); };
-        auto first = [&](int tile) {  // element offset of the tile's first row
-          return (static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D;
-        };
-        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-          if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
-          uint4* out = reinterpret_cast<uint4*>(a.dq + first(tile));
-          for (int x = ct; x < rows_of_tile(tile) * D / 8; x += 64) out[x] = make_uint4(0u, 0u, 0u, 0u);
-        }
+        zero_unreached_dq_tiles<T, D, BM>(a, ct, 64);
         for (int k = 0;; ++k) {
           const int slot = k % kFinishSlots;
           tma::wait(tma::smem_addr(&finish_barriers()[slot]), static_cast<std::uint32_t>((k / kFinishSlots) & 1));
           const int tile = finish_tiles()[slot];
           if (tile < 0) break;
           __threadfence();
-          const float4* acc = reinterpret_cast<const float4*>(a.dq_acc + first(tile));
-          uint4* out = reinterpret_cast<uint4*>(a.dq + first(tile));
-          const float sc = p.scale;
-          for (int x = ct; x < rows_of_tile(tile) * D / 8; x += 64) {
-            const float4 u = __ldcg(acc + 2 * x), v = __ldcg(acc + 2 * x + 1);
-            out[x] = make_uint4(pack2<T>(u.x * sc, u.y * sc), pack2<T>(u.z * sc, u.w * sc),
-                                pack2<T>(v.x * sc, v.y * sc), pack2<T>(v.z * sc, v.w * sc));
-          }
+          const DqTile<D, BM> q(p, a.rows.num_m, tile);
+          const float4* acc = reinterpret_cast<const float4*>(a.dq_acc + q.first);
+          for (int x = ct; x < q.chunks; x += 64)
+            store_dq8(a.dq + q.first + 8 * x, __ldcg(acc + 2 * x), __ldcg(acc + 2 * x + 1), p.scale);
           tma::arrive(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]));
         }
       }
@@ -823,21 +852,12 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       // zeros for dQ of the tiles no step adds to (a strided share of them a CTA)
       if ((tid & 127) == 0) tma::fence_proxy_async_global();
       __syncthreads();
-      for (int tile = blockIdx.x; tile < p.bhq * num_m; tile += gridDim.x) {
-        if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
-        const int rows = min(BM, p.sq - (tile % num_m) * BM);
-        uint4* out =
-            reinterpret_cast<uint4*>(a.dq + (static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D);
-        for (int x = tid; x < rows * D / 8; x += NC) out[x] = make_uint4(0u, 0u, 0u, 0u);
-      }
+      zero_unreached_dq_tiles<T, D, BM>(a, tid, NC);
       for (int e = e0 + tid; e < e1; e += NC) {
         const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
         const int tile = qt.x * num_m + qt.y / BM;
-        __threadfence();  // the CTA's reductions before the count (release)
-        if (atomicAdd(&a.dq_count[tile], 1) + 1 == a.rows.off[tile + 1] - a.rows.off[tile]) {
-          __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
+        if (dq_tile_step_done(a, tile))
           a.dq_defer[e0 + atomicAdd(const_cast<int*>(&finish_tiles()[kFinishSlots]), 1)] = tile;
-        }
       }
       __syncthreads();
     }
@@ -856,8 +876,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           const int c = base + j * NC + tid, k = c / kChunks, x = c % kChunks;
           at[j] = -1;
           if (k < count) {
-            const int tile = __ldcg(a.dq_defer + e0 + k), i0 = (tile % num_m) * BM;
-            if (i0 + x / (D / 8) < p.sq) at[j] = (static_cast<std::int64_t>(tile / num_m) * p.sq + i0) * D + 8 * x;
+            const DqTile<D, BM> q(p, num_m, __ldcg(a.dq_defer + e0 + k));
+            if (x < q.chunks) at[j] = q.first + 8 * x;
           }
           if (at[j] >= 0) {
             u[j] = __ldcg(reinterpret_cast<const float4*>(a.dq_acc + at[j]));
@@ -866,11 +886,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         }
 #pragma unroll
         for (int j = 0; j < kUnroll; ++j) {
-          if (at[j] >= 0) {
-            *reinterpret_cast<uint4*>(a.dq + at[j]) =
-                make_uint4(pack2<T>(u[j].x * sc, u[j].y * sc), pack2<T>(u[j].z * sc, u[j].w * sc),
-                           pack2<T>(v[j].x * sc, v[j].y * sc), pack2<T>(v[j].z * sc, v[j].w * sc));
-          }
+          if (at[j] >= 0) store_dq8(a.dq + at[j], u[j], v[j], sc);
         }
       }
     }
