@@ -665,6 +665,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             a.dq_count = mptr<int>(dq_count);
             a.dq_defer = mptr<int>(dq_defer);
             a.defer_all = dq_convert() == DqConvert::KvPassEnd;
+            a.dq_lag = dq_lag();
             dq_converted = true;
           };
           if (full_plain && producer()) {

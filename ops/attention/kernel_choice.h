@@ -370,8 +370,10 @@ ProducerSkip producer_skip();
 /// (`off` or `on`) when set, else kDefaultProducerDq.
 enum class ProducerDq { Auto, Keys, Turns };
 
-/// What Auto means without TG_ATTENTION_BWD_DQ_TURNS: Keys, until Turns has run against it on a GPU.
-constexpr ProducerDq kDefaultProducerDq = ProducerDq::Keys;
+/// What Auto means without TG_ATTENTION_BWD_DQ_TURNS: Turns (H100, thirty-eighth session, 17
+/// rounds: backward 1.037x dense, 1.021x causal, 1.012x block-causal, 1.009x window at D 64, where
+/// the producer runs; ncu: the causal kv pass 988 µs against 1.06 ms, L2 throughput 53% against 71%).
+constexpr ProducerDq kDefaultProducerDq = ProducerDq::Turns;
 
 /// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
 void set_producer_dq(ProducerDq s);
@@ -402,6 +404,22 @@ void set_dq_convert(DqConvert c);
 /// The setting in effect, Auto resolved: Pass, KvPass, or KvPassEnd where forced. Throws
 /// tg::ValueError naming TG_ATTENTION_DQ_CONVERT when it holds anything but `pass` or `kv`.
 DqConvert dq_convert();
+
+/// How many steps a producer kv pass converting dQ itself (DqConvert::KvPass) counts a query
+/// tile's step after that step's dQ reductions were issued: the count first waits for those
+/// reductions to complete, which under a full pass's load takes longer than a step (with the
+/// count one step behind, the thirty-eighth session measured the backward 1.8-2.2x slower). A
+/// power of two, 1 to 8. 0 (Auto): the environment variable TG_ATTENTION_DQ_LAG when set, else
+/// kDefaultDqLag.
+constexpr int kDefaultDqLag = 4;
+
+/// Forces the lag of later backwards (process-wide; 0 restores the default). Throws
+/// tg::ValueError naming the argument unless 0 or a power of two up to 8.
+void set_dq_lag(int steps);
+
+/// The lag in effect. Throws tg::ValueError naming TG_ATTENTION_DQ_LAG when it holds anything but
+/// a power of two from 1 to 8.
+int dq_lag();
 
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile

@@ -53,6 +53,7 @@ struct BwdArgs {
   /// for); entries e0 .. of its list, no zeroing needed
   int* dq_defer = nullptr;
   bool defer_all = false;  ///< every completed tile to dq_defer (DqConvert::KvPassEnd)
+  int dq_lag = 1;          ///< steps a tile's count trails its reductions (kernel_choice.h's dq_lag)
 };
 
 template <int D_, int DV_, int BM_, int NW_>

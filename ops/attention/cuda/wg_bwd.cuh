@@ -209,6 +209,26 @@ __device__ __forceinline__ bool dq_tile_step_done(const BwdArgs<T>& a, int tile)
   return true;
 }
 
+/// kFinish: waits until this thread's bulk groups of the last `lag` steps (P a step) are all that
+/// may still be incomplete; lag a power of two up to 8 (the wait takes an immediate).
+template <int P>
+__device__ __forceinline__ void bulk_wait_steps(int lag) {
+  switch (lag) {
+    case 1:
+      tma::bulk_wait<P>();
+      break;
+    case 2:
+      tma::bulk_wait<2 * P>();
+      break;
+    case 4:
+      tma::bulk_wait<4 * P>();
+      break;
+    default:
+      tma::bulk_wait<8 * P>();
+      break;
+  }
+}
+
 /// kFinish: zeros for dQ of the tiles no step adds to (which the conversion kernel gave by
 /// converting the zeroed workspace), a strided share of them a CTA, by threads x0 .. of nx.
 template <typename T, int D, int BM>
@@ -402,24 +422,26 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           }
         }
       };
-      // the reduction thread, after issuing step `step`'s reductions (kPending bulk groups a
-      // step): the step before has completed, so its tile's count goes up (kFinish); at the end,
-      // the last step's and the end mark
-      [[maybe_unused]] int2 prev = make_int2(0, 0);
+      // the reduction thread, after issuing step `step`'s reductions (`pending` bulk groups a
+      // step): step - a.dq_lag has completed, so its tile's count goes up (kFinish); the lag
+      // keeps the wait for completion off each step's path. At the end, the last steps' counts
+      // and the end mark.
       [[maybe_unused]] int handed = 0;
-      [[maybe_unused]] auto finish_step = [&](auto pending, int step, int2 qt) {
+      [[maybe_unused]] auto lagged_tile = [&](int e) {
+        return a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+      };
+      [[maybe_unused]] auto finish_step = [&](auto pending, int step) {
         if constexpr (kFinish) {
-          if (step > 0) {
-            tma::bulk_wait<decltype(pending)::value>();
-            step_done(prev, handed);
+          if (step >= a.dq_lag) {
+            bulk_wait_steps<decltype(pending)::value>(a.dq_lag);
+            step_done(lagged_tile(e0 + step - a.dq_lag), handed);
           }
-          prev = qt;
         }
       };
       auto finish_pass = [&] {
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
         if constexpr (kFinish) {
-          if (e1 > e0) step_done(prev, handed);
+          for (int e = max(e0, e1 - a.dq_lag); e < e1; ++e) step_done(lagged_tile(e), handed);
           // the deferred tiles to the computing threads (the release orders the list before it)
           finish_tiles()[kFinishSlots] = deferred;
           tma::arrive(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]));
@@ -445,7 +467,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
           }
-          finish_step(std::integral_constant<int, 1>{}, step, qt);
+          finish_step(std::integral_constant<int, 1>{}, step);
         }
         finish_pass();
       } else if (!kTurns && warp == 1 && lane == 0) {
@@ -471,7 +493,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           }
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
-          finish_step(std::integral_constant<int, Cfg::NG>{}, step, qt);
+          finish_step(std::integral_constant<int, Cfg::NG>{}, step);
         }
         finish_pass();
       } else if (kFinish && warp >= 2) {
