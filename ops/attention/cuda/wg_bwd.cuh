@@ -200,13 +200,17 @@ struct DqTile {
 
 /// kFinish: one step of query tile `tile` done, its reductions complete (the caller's async-proxy
 /// fence before): counted; whether it was the tile's last step anywhere in the grid, in which case
-/// the other CTAs' reductions of the tile are acquired.
+/// the other CTAs' reductions of the tile are acquired. The add releases this CTA's reductions
+/// and acquires the others' itself: __threadfence() on either side is a sequentially consistent
+/// fence (MEMBAR.SC.GPU), which under the pass's reduction traffic took microseconds a count (on
+/// the reduction thread's path every step: the backward 1.8-2.2x slower, thirty-eighth session).
+/// Threads that read the tile after this one (the converting warps through the ring's mbarrier,
+/// the CTA through a barrier) are ordered after the acquire by that synchronisation.
 template <typename T>
 __device__ __forceinline__ bool dq_tile_step_done(const BwdArgs<T>& a, int tile) {
-  __threadfence();  // the reductions before the count (release)
-  if (atomicAdd(&a.dq_count[tile], 1) + 1 != a.rows.off[tile + 1] - a.rows.off[tile]) return false;
-  __threadfence();  // every other CTA's reductions of the tile before its reads (acquire)
-  return true;
+  int before;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(a.dq_count + tile) : "memory");
+  return before + 1 == a.rows.off[tile + 1] - a.rows.off[tile];
 }
 
 /// kFinish: waits until this thread's bulk groups of the last `lag` steps (P a step) are all that
@@ -505,8 +509,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           const int slot = k % kFinishSlots;
           tma::wait(tma::smem_addr(&finish_barriers()[slot]), static_cast<std::uint32_t>((k / kFinishSlots) & 1));
           const int tile = finish_tiles()[slot];
-          if (tile < 0) break;
-          __threadfence();
+          if (tile < 0) break;  // (the tile's reductions: acquired by the count, then the slot)
           const DqTile<D, BM> q(p, a.rows.num_m, tile);
           const float4* acc = reinterpret_cast<const float4*>(a.dq_acc + q.first);
           for (int x = ct; x < q.chunks; x += 64)
@@ -886,8 +889,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     // the listed tiles by the computing threads: eight chunks of eight elements a thread in
     // flight at a time
     const int count = finish_tiles()[kFinishSlots];
-    if (count > 0) {
-      __threadfence();
+    if (count > 0) {  // (their reductions: acquired by the counts, then the barrier above)
       constexpr int kChunks = BM * D / 8, kUnroll = 8;  // chunks of eight elements a tile
       const float sc = p.scale;
       for (int base = 0; base < count * kChunks; base += NC * kUnroll) {
