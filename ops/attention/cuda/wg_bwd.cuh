@@ -201,9 +201,9 @@ struct DqTile {
 /// kFinish: one step of query tile `tile` done, its reductions complete (the caller's async-proxy
 /// fence before): counted; whether it was the tile's last step anywhere in the grid, in which case
 /// the other CTAs' reductions of the tile are acquired. The add releases this CTA's reductions
-/// and acquires the others' itself: __threadfence() on either side is a sequentially consistent
-/// fence (MEMBAR.SC.GPU), which under the pass's reduction traffic took microseconds a count (on
-/// the reduction thread's path every step: the backward 1.8-2.2x slower, thirty-eighth session).
+/// and acquires the others' itself: __threadfence() on either side compiles to a sequentially
+/// consistent fence (MEMBAR.SC.GPU); with two of them a count on the reduction thread's path every
+/// step (and the count one step behind), the backward measured 1.8-2.2x slower (thirty-eighth session).
 /// Threads that read the tile after this one (the converting warps through the ring's mbarrier,
 /// the CTA through a barrier) are ordered after the acquire by that synchronisation.
 template <typename T>
