@@ -100,7 +100,6 @@ struct Variant {
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerSkip skip = at::ProducerSkip::Auto;
-  at::FwdRelease release = at::FwdRelease::Auto;
   at::ProducerDq turns = at::ProducerDq::Auto;
   at::DqConvert convert = at::DqConvert::Auto;
   void apply() const {
@@ -118,7 +117,6 @@ struct Variant {
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
     at::set_producer_skip(skip);
-    at::set_fwd_release(release);
     at::set_producer_dq(turns);
     at::set_dq_convert(convert);
   }
@@ -128,7 +126,6 @@ struct Variant {
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
-constexpr bool kDefaultWholeRelease = at::kDefaultFwdRelease == at::FwdRelease::Whole;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
 constexpr bool kDefaultConvertPass = at::kDefaultDqConvert == at::DqConvert::Pass;
 
@@ -188,32 +185,26 @@ const std::vector<Variant>& variants() {
        S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
        at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
-      // the D 128 forward handing K back the other way (FwdRelease)
-      {kDefaultWholeRelease ? "K released before V (forward)" : "K released with V (forward)", S::Serial, K::K64,
-       R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
-       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-       at::ProducerSkip::Auto, kDefaultWholeRelease ? at::FwdRelease::Split : at::FwdRelease::Whole},
       // the D 64 producer kv pass's dQ the other way (ProducerDq)
       {kDefaultDqByKeys ? "dQ in turns (kv pass)" : "dQ by keys (kv pass)", S::Serial, K::K64, R::R128, Q::Keys,
        H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto,
        kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
       // where dQ is converted after a producer kv pass (DqConvert)
       {kDefaultConvertPass ? "dQ converted in the kv pass" : "dQ converted after the kv pass", S::Serial, K::K64,
        R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
        at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-       at::ProducerSkip::Auto, at::FwdRelease::Auto, at::ProducerDq::Auto,
-       kDefaultConvertPass ? at::DqConvert::KvPass : at::DqConvert::Pass},
+       at::ProducerSkip::Auto, at::ProducerDq::Auto, kDefaultConvertPass ? at::DqConvert::KvPass : at::DqConvert::Pass},
       // every tile converted at the end of the kv pass's CTA that completes it (DqConvert::KvPassEnd)
       {"dQ converted at the kv CTAs' end", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
-       at::ProducerDq::Auto, at::DqConvert::KvPassEnd},
-      // dQ in turns and converted in the kv pass (D 64)
-      {"dQ in turns, converted in the kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::ProducerDq::Auto,
+       at::DqConvert::KvPassEnd},
+      // dQ by keys and converted in the kv pass (D 64; the variant above converts with the default, turns)
+      {"dQ by keys, converted in the kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
        at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::FwdRelease::Auto,
-       at::ProducerDq::Turns, at::DqConvert::KvPass},
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::ProducerDq::Keys,
+       at::DqConvert::KvPass},
   };
   return v;
 }

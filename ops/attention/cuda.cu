@@ -39,8 +39,7 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper forward (cuda_fwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, query tiles of BM.
 // kDrop: plain scores with dropout (DropoutKernels::Plain); kSums: plain scores bounded by
 // row sums (FwdSoftmax::Sums).
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false, bool kSums = false,
-          bool kSplit = false>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false, bool kSums = false>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
@@ -438,16 +437,6 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
           constexpr int bm = decltype(BM)::value;
           auto with_d = [&](auto D) {
             constexpr int d = decltype(D)::value;
-            if constexpr (d == 128 && bm == 128) {
-              // K handed back before V where asked (the serial steps without row sums)
-              if (!overlap && !sums && fwd_release() == FwdRelease::Split) {
-                note_launch(Path::WgmmaFwdSplit);
-                (pd  ? launch_fwd_wgmma<T, 128, false, 128, false, 64, true, false, true>
-                 : g ? launch_fwd_wgmma<T, 128, true, 128, false, 64, false, false, true>
-                     : launch_fwd_wgmma<T, 128, false, 128, false, 64, false, false, true>)(a, work->row_items, st);
-                return;
-              }
-            }
             (pd     ? launch_fwd_wgmma<T, d, false, bm, false, 64, true>
              : g    ? launch_fwd_wgmma<T, d, true, bm, false, 64>
              : sums ? launch_fwd_wgmma<T, d, false, bm, false, 64, false, true>

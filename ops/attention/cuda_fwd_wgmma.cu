@@ -2,9 +2,8 @@
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128;
 // without the general transform also the overlapped schedule, key tiles of 128 (128-row
 // tiles) and, at D 64, 192-row tiles with them; plain scores with dropout, and plain scores
-// bounded by row sums (both on the serial schedule, 64-key tiles); at D 128 on 128-row tiles also
-// K handed back before V (serial plain, dropout and general). Built for sm_90a on top of the
-// library's targets (CMakeLists.txt).
+// bounded by row sums (both on the serial schedule, 64-key tiles). Built for sm_90a on top of the library's targets
+// (CMakeLists.txt).
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -13,10 +12,10 @@
 
 namespace tg::ops::attn {
 
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop, bool kSums, bool kSplit = false>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop, bool kSums>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN>;
-  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN, kDrop, kSums, kSplit>;
+  auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN, kDrop, kSums>;
   allow_smem(kernel, Cfg::kSmem);
   WgFwdArgs<T> w;
   w.a = a;
@@ -67,17 +66,5 @@ TG_WG_FWD_WIDE(bfloat16, 128)
 TG_WG_FWD_WIDE(half, 64)
 TG_WG_FWD_WIDE(half, 128)
 #undef TG_WG_FWD_WIDE
-// K handed back before V (kSplit): D 128, 128-row tiles, serial, plain scores (also with dropout)
-// and the general transform
-#define TG_WG_FWD_SPLIT(T)                                                                                           \
-  template void launch_fwd_wgmma<T, 128, false, 128, false, 64, false, false, true>(const FwdArgs<T>&, std::int64_t, \
-                                                                                    cudaStream_t);                   \
-  template void launch_fwd_wgmma<T, 128, false, 128, false, 64, true, false, true>(const FwdArgs<T>&, std::int64_t,  \
-                                                                                   cudaStream_t);                    \
-  template void launch_fwd_wgmma<T, 128, true, 128, false, 64, false, false, true>(const FwdArgs<T>&, std::int64_t,  \
-                                                                                   cudaStream_t);
-TG_WG_FWD_SPLIT(bfloat16)
-TG_WG_FWD_SPLIT(half)
-#undef TG_WG_FWD_SPLIT
 
 }  // namespace tg::ops::attn

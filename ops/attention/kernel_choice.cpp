@@ -46,10 +46,7 @@ constinit Choice<FwdSchedule> g_schedule{"TG_ATTENTION_FWD_SCHEDULE", "serial", 
                                          FwdSchedule::Overlap, kDefaultFwdSchedule};
 constinit Choice<FwdSoftmax> g_softmax{"TG_ATTENTION_FWD_SOFTMAX", "max", "sums", FwdSoftmax::Max, FwdSoftmax::Sums,
                                         FwdSoftmax::Auto};
-constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128,
-                                 kDefaultFwdKeys};
-constinit Choice<FwdRelease> g_release{"TG_ATTENTION_FWD_RELEASE", "whole",           "split",
-                                       FwdRelease::Whole,          FwdRelease::Split, kDefaultFwdRelease};
+constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128, kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
@@ -93,9 +90,6 @@ FwdSoftmax fwd_softmax(std::int64_t d) {
 
 void set_fwd_keys(FwdKeys k) { g_keys.set(k); }
 FwdKeys fwd_keys() { return g_keys.get(); }
-
-void set_fwd_release(FwdRelease r) { g_release.set(r); }
-FwdRelease fwd_release() { return g_release.get(); }
 
 void set_fwd_rows(FwdRows r) { g_rows.set(r); }
 FwdRows fwd_rows() { return g_rows.get(); }

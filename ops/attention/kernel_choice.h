@@ -64,27 +64,6 @@ void set_fwd_softmax(FwdSoftmax s);
 /// naming TG_ATTENTION_FWD_SOFTMAX when it holds anything but `max` or `sums`.
 FwdSoftmax fwd_softmax(std::int64_t d);
 
-/// When the Hopper forward's serial steps at D 128 on 128-row tiles (plain scores, dropout, the
-/// general transform; not the overlapped schedule) hand a stage's K back for its refill. Whole:
-/// with its V, once the step's P V has completed (one barrier a stage). Split: as soon as S =
-/// Q Kᵀ has landed (K and V on barriers of their own), so that the next tile's K loads while
-/// this one's softmax and P V run. Auto: the environment variable TG_ATTENTION_FWD_RELEASE
-/// (`whole` or `split`) when set, else kDefaultFwdRelease.
-enum class FwdRelease { Auto, Whole, Split };
-
-/// What Auto means without TG_ATTENTION_FWD_RELEASE: Whole. Split as a runtime setting of one
-/// kernel measured 1.003-1.020x Whole's forward (1.088x with a soft cap), but that kernel was 9-12%
-/// slower than the one before it (bench/RESULTS.md 12-07, thirty-sixth session); as a kernel of
-/// its own (Whole is the kernel before) it has not run on a GPU yet.
-constexpr FwdRelease kDefaultFwdRelease = FwdRelease::Whole;
-
-/// Forces the setting of later Hopper forwards (process-wide; Auto restores the default).
-void set_fwd_release(FwdRelease r);
-
-/// The setting in effect, Auto resolved: Whole or Split. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_RELEASE when it holds anything but `whole` or `split`.
-FwdRelease fwd_release();
-
 /// Key tiles of the Hopper forward's 128-row query tiles (without the general transform):
 /// K64 (64 keys) or K128 (one m64n128 S product a warpgroup, half the steps; one CTA an SM
 /// by its registers). Auto: the environment variable TG_ATTENTION_FWD_KEYS (`64` or `128`)
@@ -447,7 +426,6 @@ enum class Path {
   WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
   WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
   WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaFwdSplit,      ///< Hopper forwards handing K back before V (FwdRelease)
   WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
   NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
   WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)

@@ -828,36 +828,6 @@ TEST_CASE("flash_attention CUDA: the Hopper forward bounding P by row sums match
   CHECK(at::launches(at::Path::WgmmaFwdSums) > runs0);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper forward handing K back before V matches the CPU",
-          "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("forward");
-  namespace at = ops::attn;
-  const ForceKnob<at::FwdKernel> kernel(at::set_fwd_kernel, at::FwdKernel::Wgmma);
-  const ForceKnob<at::FwdRelease> split(at::set_fwd_release, at::FwdRelease::Split);
-  // D 128: every Hopper case (128-row tiles but on the random 64-block patterns; tiles a
-  // warpgroup skips), the general transform and dropout, and long lists (each stage's two
-  // barriers wrap many times), against the CPU in f64
-  const std::int64_t s0 = at::launches(at::Path::WgmmaFwdSplit), n0 = at::launches(at::Path::WgmmaFwdNarrow);
-  const std::int64_t runs = run_hopper_cases(128) + run_general_cases(128) +
-                            check_list_lengths(128, {40, 1000}, 986, {DType::bf16, DType::f16});
-  const std::int64_t narrow = at::launches(at::Path::WgmmaFwdNarrow) - n0;
-  CHECK(narrow > 0);
-  CHECK(at::launches(at::Path::WgmmaFwdSplit) - s0 == runs - narrow);
-  // D 64 and the overlapped schedule keep theirs (the early release is built at D 128, serial steps only)
-  const std::int64_t s1 = at::launches(at::Path::WgmmaFwdSplit);
-  run_hopper_cases(64);
-  {
-    const ForceKnob<at::FwdSchedule> overlap(at::set_fwd_schedule, at::FwdSchedule::Overlap);
-    check_cuda("overlapped schedule D 128", make_inputs(general_shape(128), 987), AttentionPattern::dense(256, 256, 64),
-               {}, {DType::bf16});
-  }
-  CHECK(at::launches(at::Path::WgmmaFwdSplit) == s1);
-  // tile maxima on ramps that move the references on every tile, never, or every few tiles
-  const ForceKnob<at::FwdSoftmax> maxima(at::set_fwd_softmax, at::FwdSoftmax::Max);
-  ramp_cases();
-  CHECK(at::launches(at::Path::WgmmaFwdSplit) > s1);
-}
-
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("forward");

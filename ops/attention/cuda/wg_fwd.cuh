@@ -98,29 +98,11 @@ struct TileVis {
 /// it moves: probabilities up to 2^8 before the final division.
 constexpr float kMaxSlack = 8.f;
 
-/// kSplit's barriers of the stages' V tiles and their release counts (function statics, so that
-/// kernels without kSplit lack them).
-template <int NS>
-__device__ __forceinline__ std::uint64_t* fwd_v_full() {
-  __shared__ __align__(8) std::uint64_t bars[NS];
-  return bars;
-}
-template <int NS>
-__device__ __forceinline__ unsigned* fwd_v_released() {
-  __shared__ unsigned count[NS];
-  return count;
-}
-
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // on the serial schedule and 64-key tiles, as many CTAs an SM as the general transform (at
 // D 128 and 128-row tiles two would spill 220 bytes).
 // kSums: whole tiles bound P by row sums, not maxima (FwdSoftmax::Sums; softmax_sums below).
-// kSplit (serial steps without kSums; kernel_choice.h's FwdRelease): a stage's K and V land on
-// barriers of their own, each waited for where it is read, and K is handed back for its refill
-// once S = Q Kᵀ has landed, not after P V, so that the next tile's K loads while this one's
-// softmax and P V run. Without it the kernel is the one before the flag.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false, bool kSums = false,
-          bool kSplit = false>
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false, bool kSums = false>
 __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral || kDrop))
     wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
@@ -128,7 +110,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
   static_assert(!kDrop || (!kGeneral && !kOverlap && BN_ == 64), "dropout on plain scores: serial, 64-key tiles");
   static_assert(!kSums || (!kGeneral && !kOverlap && !kDrop && BN_ == 64), "row sums: plain scores, serial, 64 keys");
-  static_assert(!kSplit || (!kSums && !kOverlap), "K handed back early: the serial steps without row sums");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
@@ -169,26 +150,9 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kv);
     }
   };
-  // kSplit: V's barrier of stage s, and the loads of entry e's K (v false) or V alone into stage s
-  [[maybe_unused]] auto bar_v = [&](int s) { return tma::smem_addr(&fwd_v_full<NS>()[s]); };
-  [[maybe_unused]] auto issue_part = [&](int e, int s, bool v) {
-    const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
-    const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes + (v ? Cfg::kKBytes : 0u);
-    const std::uint32_t b = v ? bar_v(s) : bar(s);
-    tma::arrive_expect_tx(b, v ? Cfg::kVBytes : Cfg::kKBytes);
-#pragma unroll
-    for (int h = 0; h < D / 64; ++h)
-      tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, v ? &w.map_v : &w.map_k, b, 64 * h, k0, kv);
-  };
   if (tid == 0) {
     for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
     for (int s = 0; s < NS; ++s) released[s] = 0;
-    if constexpr (kSplit) {
-      for (int s = 0; s < NS; ++s) {
-        tma::init(bar_v(s), 1);
-        fwd_v_released<NS>()[s] = 0;
-      }
-    }
     tma::fence_init();
     if (e0 < e1) {  // (a tile without keys only stores zeros)
       tma::arrive_expect_tx(bar(NS), Cfg::kQBytes);
@@ -196,14 +160,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       for (int h = 0; h < D / 64; ++h)
         tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, q0, bh);
     }
-    for (int s = 0; s < NS && e0 + s < e1; ++s) {
-      if constexpr (kSplit) {
-        issue_part(e0 + s, s, false);
-        issue_part(e0 + s, s, true);
-      } else {
-        issue(e0 + s, s);
-      }
-    }
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   __syncthreads();  // the barriers are initialised
 
@@ -228,14 +185,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
     sync_wg<Cfg::NG>(group);
     if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
       if (ee + NS < e1) issue(ee + NS, st);
-    }
-  };
-  // kSplit: the same for stage st's K (k) and / or V (v) alone
-  [[maybe_unused]] auto release_part = [&](int ee, int st, bool k, bool v) {
-    sync_wg<Cfg::NG>(group);
-    if ((tid & 127) == 0) {
-      if (k && last_release(&released[st], Cfg::NG) && ee + NS < e1) issue_part(ee + NS, st, false);
-      if (v && last_release(&fwd_v_released<NS>()[st], Cfg::NG) && ee + NS < e1) issue_part(ee + NS, st, true);
     }
   };
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
@@ -461,7 +410,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       wg::wait<0>();
       wg::fence_regs(s);
-      if constexpr (kSplit) release_part(e, stage, true, false);  // S has landed: K is read no more
       if (!kGeneral && kSums && ready && !checked(entry)) {
         if (softmax_sums(s)) {  // a reference moves (or P overflowed): this warp's S again
           warp_scores(s, stage);
@@ -478,21 +426,13 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       }
       std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
-      if constexpr (kSplit) tma::wait(bar_v(stage), static_cast<std::uint32_t>((step / NS) & 1));
       wg::fence();
       mma_ab_nmajor<T, DV>(o, pa, k_tile(stage) + Cfg::kKBytes, BN * 128u);
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
     }
-    if constexpr (kSplit) {
-      // a skipped tile's V is waited for too: the last release refills its buffer, which must
-      // have no copy in flight; its K goes back here
-      if (!any) tma::wait(bar_v(stage), static_cast<std::uint32_t>((step / NS) & 1));
-      release_part(e, stage, !any, true);
-    } else {
-      release(e, stage);
-    }
+    release(e, stage);
   }
   }
 
