@@ -325,10 +325,10 @@ LaunchOverlap launch_overlap();
 enum class ProducerSkip { Auto, Compute, Skip };
 
 /// What Auto means without TG_ATTENTION_BWD_SKIP: Compute. Skip measured against Compute in one
-/// process (H100, bench/RESULTS.md 12-07 thirty-sixth session, with the skip a runtime flag of one
-/// kernel): the backward 1.009x (15 rounds) and 1.006x (45 rounds, medians) on the causal pattern
-/// at D 64, 0.998-1.002x on dense and variable blocks. Its kernel of its own (kSkip, so that
-/// Compute is the kernel before) has not run on a GPU yet: Skip becomes the default once it has.
+/// process (H100, bench/RESULTS.md 12-07): as a runtime flag of one kernel (thirty-sixth session)
+/// the causal D 64 backward 1.006-1.009x; as its own kernel (kSkip, thirty-eighth session, 17
+/// rounds) 0.957x, every round below 1. It applies only with dQ by keys (ProducerDq), no longer
+/// the default.
 constexpr ProducerSkip kDefaultProducerSkip = ProducerSkip::Compute;
 
 /// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
