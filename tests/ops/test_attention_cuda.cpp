@@ -1137,6 +1137,9 @@ TEST_CASE("flash_attention CUDA: the kv pass converting dQ itself matches the CP
   }
   // the counts trailing the reductions by one step and by eight (the default is between): the
   // lists shorter and longer than the lag
+  struct DefaultLagAfter {  // (a failed REQUIRE inside leaves no forced lag behind)
+    ~DefaultLagAfter() { ops::attn::set_dq_lag(0); }
+  } restore_lag;
   for (int lag : {1, 8}) {
     INFO("lag " << lag);
     at::set_dq_lag(lag);
@@ -1144,7 +1147,7 @@ TEST_CASE("flash_attention CUDA: the kv pass converting dQ itself matches the CP
     const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
     check_kv_variant(at::Path::DqConvertedInKv, 64, 1214 + static_cast<std::uint64_t>(lag), {DType::f16}, true);
   }
-  at::set_dq_lag(0);
+  at::set_dq_lag(0);  // the default for the rest
   AttentionOptions causal;
   causal.causal = true;
   {  // skipped steps (dQ by keys) keep the conversion kernel
