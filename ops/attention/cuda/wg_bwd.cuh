@@ -58,9 +58,9 @@
 // pass converts dQ itself instead of the conversion kernel after it. Without the producer: after
 // its last step the CTA counts each of its steps (its reductions complete), converts the tiles it
 // completes and writes the zeros named below. With the producer: the reduction thread counts each
-// step's query tile done once that step's reductions have completed (one step behind, so as not
-// to wait on them): an atomic add on the tile's counter, after a proxy fence and a release
-// fence. The step that brings the count to the tile's list length (a.rows) hands the tile to the
+// step's query tile done once that step's reductions have completed (a.dq_lag steps behind, so as
+// not to wait on them): a proxy fence, then one acquire-release add on the tile's counter
+// (dq_tile_step_done). The step that brings the count to the tile's list length (a.rows) hands the tile to the
 // producer warpgroup's last two warps through a ring of shared slots; they read its f32 rows from
 // L2 and write dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
 // share of them a CTA), which the conversion kernel did by converting the zeroed workspace.
@@ -313,6 +313,11 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
   const float inv_m = a.cols.inv_num_m();  // for query_tile, once
+  // kFinish: the query tile of entry e (row item bh · num_m + m of a.rows)
+  [[maybe_unused]] auto dq_tile_of = [&](int e) {
+    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
+    return qt.x * a.rows.num_m + qt.y / BM;
+  };
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
   const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group_u) * 64u * 128u;
@@ -415,8 +420,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       // A tile goes to the converting warps while the ring has room, else to the CTA's end (where
       // key tile 0 of a causal head, last at nearly every tile, would otherwise wait on them).
       [[maybe_unused]] int deferred = 0;
-      [[maybe_unused]] auto step_done = [&](int2 qt, int& handed) {
-        const int tile = qt.x * a.rows.num_m + qt.y / BM;
+      [[maybe_unused]] auto step_done = [&](int tile, int& handed) {
         tma::fence_proxy_async_global();
         if (dq_tile_step_done(a, tile)) {
           if (!a.defer_all && tma::test_wait(slot_empty(handed), slot_parity(handed))) {
@@ -431,21 +435,18 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       // keeps the wait for completion off each step's path. At the end, the last steps' counts
       // and the end mark.
       [[maybe_unused]] int handed = 0;
-      [[maybe_unused]] auto lagged_tile = [&](int e) {
-        return a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
-      };
       [[maybe_unused]] auto finish_step = [&](auto pending, int step) {
         if constexpr (kFinish) {
           if (step >= a.dq_lag) {
             bulk_wait_steps<decltype(pending)::value>(a.dq_lag);
-            step_done(lagged_tile(e0 + step - a.dq_lag), handed);
+            step_done(dq_tile_of(e0 + step - a.dq_lag), handed);
           }
         }
       };
       auto finish_pass = [&] {
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
         if constexpr (kFinish) {
-          for (int e = max(e0, e1 - a.dq_lag); e < e1; ++e) step_done(lagged_tile(e), handed);
+          for (int e = max(e0, e1 - a.dq_lag); e < e1; ++e) step_done(dq_tile_of(e), handed);
           // the deferred tiles to the computing threads (the release orders the list before it)
           finish_tiles()[kFinishSlots] = deferred;
           tma::arrive(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]));
@@ -879,8 +880,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       __syncthreads();
       zero_unreached_dq_tiles<T, D, BM>(a, tid, NC);
       for (int e = e0 + tid; e < e1; e += NC) {
-        const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
-        const int tile = qt.x * num_m + qt.y / BM;
+        const int tile = dq_tile_of(e);
         if (dq_tile_step_done(a, tile))
           a.dq_defer[e0 + atomicAdd(const_cast<int*>(&finish_tiles()[kFinishSlots]), 1)] = tile;
       }
