@@ -741,14 +741,19 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           launch_bwd_kv<T, d, dv, g>(a, kv_work->col_items, st);
         });
       }
-      if (atomic && !dq_converted) {
-        // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
-        // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
-        const std::int64_t n8 = dq_acc.numel() / 8;
-        const auto grid = static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
-        gpu::launch_pdl(pdl, dq_convert_vec_kernel<T>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
-                        cptr<float>(dq_acc), mptr<T>(dqa), n8, static_cast<float>(p.scale));
+      if (atomic) {
+        // (a kv pass that converted dQ itself needs neither this nor the dQ pass below)
+        if (!dq_converted) {
+          // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
+          // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
+          const std::int64_t n8 = dq_acc.numel() / 8;
+          const auto grid =
+              static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
+          gpu::launch_pdl(pdl, dq_convert_vec_kernel<T>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
+                          cptr<float>(dq_acc), mptr<T>(dqa), n8, static_cast<float>(p.scale));
+        }
       } else {
+        note_launch(Path::DqPass);
         const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);
         a.p = make_params(p, *q_work, dev);
         a.rows = rows_of(*q_work);

@@ -441,6 +441,7 @@ enum class Path {
   ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
   ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
   DqConvertedInKv,    ///< producer kv passes that converted dQ themselves (DqConvert)
+  DqPass,             ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
   kCount
 };
 

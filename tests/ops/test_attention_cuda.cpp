@@ -939,12 +939,14 @@ TEST_CASE("flash_attention CUDA: the Hopper (wgmma) backward kv pass matches the
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Wgmma);
   // deterministic mode keeps the mma.sync kv pass (and the q pass)
   const std::int64_t mid = ops::attn::launches(ops::attn::Path::WgmmaBwd);
+  const std::int64_t q_pass_mid = ops::attn::launches(ops::attn::Path::DqPass);
   const AttentionPattern dense = AttentionPattern::dense(256, 256, 64);
   AttentionOptions o;
   o.deterministic = true;
   check_cuda("deterministic falls back", make_inputs(general_shape(64), 84), dense, o, {DType::bf16});
   check_cuda("deterministic falls back", make_inputs(general_shape(128), 92), dense, o, {DType::bf16});
   CHECK(ops::attn::launches(ops::attn::Path::WgmmaBwd) == mid);
+  CHECK(ops::attn::launches(ops::attn::Path::DqPass) > q_pass_mid);
   // forced tile heights: a random 64-block pattern on 128-key tiles, a dense one on 64-key ones
   const AttentionPattern random64 = uniform_pattern(4, 256, 256, 64, 64, 30, 95);
   for (std::int64_t d : {64, 128}) {
@@ -970,6 +972,7 @@ void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, 
   namespace at = ops::attn;
   INFO("D " << d);
   const std::int64_t path0 = at::launches(path), narrow0 = at::launches(at::Path::NarrowKv);
+  const std::int64_t dq_pass0 = at::launches(at::Path::DqPass);
   const std::int64_t runs = run_hopper_cases(d);
   const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
   CHECK(narrow > 0);
@@ -977,6 +980,8 @@ void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, 
   CHECK(at::launches(path) - path0 == counted);
   const std::int64_t lists = check_list_lengths(d, {40, 1000}, seed, list_dts);
   CHECK(at::launches(path) - path0 == counted + lists);
+  // every Hopper kv pass adds dQ by atomics: no case may run the dQ pass besides it
+  CHECK(at::launches(at::Path::DqPass) == dq_pass0);
 }
 
 // A soft cap (the general transform) keeps its kernel: inputs from `seed`.
