@@ -101,7 +101,6 @@ struct Variant {
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerSkip skip = at::ProducerSkip::Auto;
   at::ProducerDq turns = at::ProducerDq::Auto;
-  at::DqConvert convert = at::DqConvert::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -118,7 +117,6 @@ struct Variant {
     at::set_launch_overlap(overlap);
     at::set_producer_skip(skip);
     at::set_producer_dq(turns);
-    at::set_dq_convert(convert);
   }
 };
 
@@ -127,7 +125,6 @@ struct Variant {
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
-constexpr bool kDefaultConvertPass = at::kDefaultDqConvert == at::DqConvert::Pass;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -190,21 +187,6 @@ const std::vector<Variant>& variants() {
        H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
        at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto,
        kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
-      // where dQ is converted after a producer kv pass (DqConvert)
-      {kDefaultConvertPass ? "dQ converted in the kv pass" : "dQ converted after the kv pass", S::Serial, K::K64,
-       R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
-       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-       at::ProducerSkip::Auto, at::ProducerDq::Auto, kDefaultConvertPass ? at::DqConvert::KvPass : at::DqConvert::Pass},
-      // every tile converted at the end of the kv pass's CTA that completes it (DqConvert::KvPassEnd)
-      {"dQ converted at the kv CTAs' end", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::ProducerDq::Auto,
-       at::DqConvert::KvPassEnd},
-      // dQ by keys and converted in the kv pass (D 64; the variant above converts with the default, turns)
-      {"dQ by keys, converted in the kv pass", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto, at::ProducerDq::Keys,
-       at::DqConvert::KvPass},
   };
   return v;
 }

@@ -79,21 +79,6 @@ __device__ __forceinline__ void wait(std::uint32_t bar, std::uint32_t parity) {
 #endif
 }
 
-/// Whether the phase of `bar` with parity `parity` has completed, without waiting.
-__device__ __forceinline__ bool test_wait(std::uint32_t bar, std::uint32_t parity) {
-#if TG_TMA_ENABLED
-  std::uint32_t done = 0;
-  asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-               : "=r"(done)
-               : "r"(bar), "r"(parity)
-               : "memory");
-  return done != 0;
-#else
-  __trap();
-  return false;
-#endif
-}
-
 /// Starts the TMA load of the box at element coordinates (c0 innermost, c1) of the tensor
 /// `map` (a __grid_constant__ kernel parameter) into shared address `dst` (aligned as the
 /// map's swizzle needs: 1024 bytes for 128-byte swizzling); its bytes count down `bar`.
@@ -186,14 +171,6 @@ template <int N>
 __device__ __forceinline__ void bulk_wait() {
 #if TG_TMA_ENABLED
   asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
-/// Orders this thread's completed bulk writes to global memory (the async proxy's) before its
-/// later generic accesses, e.g. the release that tells another CTA to read them.
-__device__ __forceinline__ void fence_proxy_async_global() {
-#if TG_TMA_ENABLED
-  asm volatile("fence.proxy.async.global;\n" ::: "memory");
 #endif
 }
 

@@ -44,11 +44,10 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
 // asked, the latter at D 64 with K and V as register operands (kRegKV), skipping empty steps
-// (kSkip) or with dQ in turns (kTurns) where asked, and converting dQ itself (kFinish: a.rows and
-// a.dq_count set, no conversion kernel after it) where asked; kDrop as above; `programmatic`: a
+// (kSkip) or with dQ in turns (kTurns) where asked; kDrop as above; `programmatic`: a
 // programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -90,20 +89,7 @@ __global__ void __launch_bounds__(kAuxThreads)
   gpu::pdl_wait();
   gpu::pdl_allow();
   delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
-                       sq, sq_pad, zero, nullptr);
-}
-
-// delta_vec_kernel that also zeroes the kv pass's counters a query tile (DqConvert::KvPass): a
-// kernel of its own, so that the one without them is the kernel before them.
-template <typename T, int L>
-__global__ void __launch_bounds__(kAuxThreads)
-    delta_vec_count_kernel(const T* __restrict__ o, const T* __restrict__ dout, float* __restrict__ delta,
-                           std::int64_t rows, const float* __restrict__ lse, float2* __restrict__ packed, int sq,
-                           int sq_pad, float* __restrict__ zero, int* __restrict__ count) {
-  gpu::pdl_wait();
-  gpu::pdl_allow();
-  delta_vec_body<T, L>(o, dout, delta, rows, static_cast<int>(threadIdx.x), static_cast<int>(blockIdx.x), lse, packed,
-                       sq, sq_pad, zero, count);
+                       sq, sq_pad, zero);
 }
 
 template <typename T>
@@ -496,12 +482,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
   Tensor dq_acc;
   if (atomic) dq_acc = empty({p.bhq, p.sq, p.d}, {.dtype = DType::f32, .device = dev});
   bool dq_zeroed = false;
-  // DqConvert::KvPass: a counter a query tile of 64 for a kv pass that converts dQ itself
-  // (zeroed by the delta pass, or a memset; unused where a kv pass without kFinish runs)
-  Tensor dq_count;
-  if (atomic && wgmma_kv && p.d == p.dv && dq_convert() != DqConvert::Pass)
-    dq_count = empty({p.bhq, sq_pad / 64}, {.dtype = DType::i32, .device = dev});
-  bool count_zeroed = false;
   auto run_delta = [&](auto tag) {
     using T = decltype(tag);
     if constexpr (!std::is_same_v<T, float>) {
@@ -509,20 +489,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
       if ((p.dv == 32 || p.dv == 64 || p.dv == 128) && aligned16(o) && aligned16(dout)) {
         float* const zero = atomic && p.d == p.dv && aligned16(dq_acc) ? mptr<float>(dq_acc) : nullptr;
         dq_zeroed = zero != nullptr;
-        int* const count = dq_count.defined() ? mptr<int>(dq_count) : nullptr;
-        count_zeroed = count != nullptr;
         auto launch = [&](auto lanes) {
           constexpr int L = decltype(lanes)::value;
           const auto grid = static_cast<unsigned>((rows * L + kAuxThreads - 1) / kAuxThreads);
-          if (count != nullptr) {
-            gpu::launch_pdl(pdl, delta_vec_count_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
-                            cptr<T>(o), cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed,
-                            static_cast<int>(p.sq), static_cast<int>(sq_pad), zero, count);
-          } else {
-            gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
-                            cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
-                            static_cast<int>(sq_pad), zero);
-          }
+          gpu::launch_pdl(pdl, delta_vec_kernel<T, L>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index, cptr<T>(o),
+                          cptr<T>(dout), mptr<float>(delta), rows, cptr<float>(lse), packed, static_cast<int>(p.sq),
+                          static_cast<int>(sq_pad), zero);
         };
         if (p.dv == 32) return launch(std::integral_constant<int, 4>{});
         if (p.dv == 64) return launch(std::integral_constant<int, 8>{});
@@ -600,11 +572,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
     if (!kv_work) kv_full();
     if (narrow) note_launch(Path::NarrowKv);
     if (atomic && !dq_zeroed) TG_CUDA_CHECK(cudaMemsetAsync(dq_acc.data_ptr(), 0, dq_acc.nbytes(), st));
-    if (dq_count.defined() && !count_zeroed)
-      TG_CUDA_CHECK(cudaMemsetAsync(dq_count.data_ptr(), 0, dq_count.nbytes(), st));
-    bool dq_converted = false;  // by the kv pass (DqConvert::KvPass)
-    Tensor dq_defer;            // its tiles left to each CTA's end, a slot an entry of the kv lists
-    if (dq_count.defined()) dq_defer = empty({kv_work->col_entries.numel() + 1}, {.dtype = DType::i32, .device = dev});
     auto run = [&](auto tag) {
       using T = decltype(tag);
       BwdArgs<T> a;
@@ -646,45 +613,23 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             const BwdWarps w = bwd_warps(d);
             return w == BwdWarps::Producer || (w == BwdWarps::Lists && (d == 128 || lists_producer));
           };
-          // the kv pass about to launch converts dQ itself (kFinish): its arguments, and no
-          // conversion kernel after it
-          auto convert_in_pass = [&] {
-            note_launch(Path::DqConvertedInKv);
-            a.rows = rows_of(*kv_work);
-            a.dq_count = mptr<int>(dq_count);
-            a.dq_defer = mptr<int>(dq_defer);
-            a.defer_all = dq_convert() == DqConvert::KvPassEnd;
-            a.dq_lag = dq_lag();
-            dq_converted = true;
-          };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
             // dQ in turns (with K and V in registers) needs every warpgroup every step: no skips
             const bool regs = d == 64 && bwd_operands() == BwdOperands::Registers;
             const bool turns = regs && producer_dq() == ProducerDq::Turns;
             const bool skip = d == 64 && !turns && producer_skip() == ProducerSkip::Skip;
-            // dQ converted by the pass (not with skips; not built for D 64's shared operands)
-            const bool finish = dq_count.defined() && !skip && (d == 128 || regs);
             if (skip) note_launch(Path::ProducerSkips);
             if (regs) note_launch(Path::WgmmaBwdRegKV);
             if (turns) note_launch(Path::ProducerDqTurns);
-            if (finish) convert_in_pass();
             auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };
             constexpr int bn = kBwdKvBN;
             if constexpr (d == 128) {
-              if (finish)
-                go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true, false, false, false, true>);
-              else
-                go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true>);
+              go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true>);
             } else if (turns) {
-              if (finish)
-                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true, true>);
-              else
-                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true>);
+              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true>);
             } else if (regs) {
-              if (finish)
-                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, false, true>);
-              else if (skip)
+              if (skip)
                 go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, true>);
               else
                 go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true>);
@@ -705,17 +650,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
                  : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
-            if (dq_count.defined()) {  // dQ converted at the CTAs' ends (DqConvert)
-              convert_in_pass();
-              constexpr bool f = false, t = true;
-              (narrow ? launch_bwd_kv_wgmma<T, d, f, kBwdKvBNNarrow, f, t, f, f, f, f, f, t>
-                      : launch_bwd_kv_wgmma<T, d, f, kBwdKvBN, f, t, f, f, f, f, f, t>)(a, ldp, pad, kv_work->col_items,
-                                                                                        st, pdl);
-            } else {
-              (narrow
-                   ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
-                   : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st, pdl);
-            }
+            (narrow
+                 ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true>
+                 : launch_bwd_kv_wgmma<T, d, false, kBwdKvBN, false, true>)(a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (narrow) {
             (general ? launch_bwd_kv_wgmma<T, d, true, kBwdKvBNNarrow, false, false>
                      : launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, false>)(a, ldp, pad, kv_work->col_items,
@@ -742,16 +679,12 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
         });
       }
       if (atomic) {
-        // (a kv pass that converted dQ itself needs neither this nor the dQ pass below)
-        if (!dq_converted) {
-          // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
-          // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
-          const std::int64_t n8 = dq_acc.numel() / 8;
-          const auto grid =
-              static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
-          gpu::launch_pdl(pdl, dq_convert_vec_kernel<T>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
-                          cptr<float>(dq_acc), mptr<T>(dqa), n8, static_cast<float>(p.scale));
-        }
+        // eight elements a thread: the tensor-core head dims (32, 64, 128; check_head_dims) make
+        // the count a multiple of 8; the workspace is a fresh allocation and dqa 16-byte aligned
+        const std::int64_t n8 = dq_acc.numel() / 8;
+        const auto grid = static_cast<unsigned>(std::min<std::int64_t>((n8 + kAuxThreads - 1) / kAuxThreads, 65535));
+        gpu::launch_pdl(pdl, dq_convert_vec_kernel<T>, dim3(grid), dim3(kAuxThreads), 0, st, dev.index,
+                        cptr<float>(dq_acc), mptr<T>(dqa), n8, static_cast<float>(p.scale));
       } else {
         note_launch(Path::DqPass);
         const auto q_work = device_work(p, kBwdQBM, kBwdQBN, false, dev);

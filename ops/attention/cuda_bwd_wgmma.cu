@@ -4,7 +4,7 @@
 // tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
 // steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64,
 // there also with K and V as register operands, skipping the steps a warpgroup's keys see
-// nothing of, with dQ in turns, and converting dQ itself).
+// nothing of, and with dQ in turns).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -16,11 +16,11 @@
 namespace tg::ops::attn {
 
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV,
-          bool kSkip, bool kTurns, bool kFinish>
+          bool kSkip, bool kTurns>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic) {
   using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kSkip, kTurns, kFinish>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kSkip, kTurns>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -38,11 +38,9 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
                   w);
 }
 
-#define TG_WG_BWD_ONE_FINISH(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS, FINISH)         \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS, FINISH>( \
+#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS)          \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS>( \
       const BwdArgs<T>&, const float2*, int, std::int64_t, cudaStream_t, bool);
-#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS) \
-  TG_WG_BWD_ONE_FINISH(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS, false)
 #define TG_WG_BWD_ONE_SKIP(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP) \
   TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, false)
 #define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS) \
@@ -83,23 +81,6 @@ TG_WG_BWD_ONE_SKIP(half, 64, false, kBwdKvBN, false, true, false, true, true, tr
 // ... and with dQ in turns (K and V in registers, the default operands)
 TG_WG_BWD_ONE_TURNS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, false, true)
 TG_WG_BWD_ONE_TURNS(half, 64, false, kBwdKvBN, false, true, false, true, true, false, true)
-// the producer converting dQ itself: D 128; D 64 with K and V in registers, dQ by keys or in turns
-TG_WG_BWD_ONE_FINISH(bfloat16, 128, false, kBwdKvBN, true, true, false, true, false, false, false, true)
-TG_WG_BWD_ONE_FINISH(half, 128, false, kBwdKvBN, true, true, false, true, false, false, false, true)
-TG_WG_BWD_ONE_FINISH(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, false, false, true)
-TG_WG_BWD_ONE_FINISH(half, 64, false, kBwdKvBN, false, true, false, true, true, false, false, true)
-TG_WG_BWD_ONE_FINISH(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, false, true, true)
-TG_WG_BWD_ONE_FINISH(half, 64, false, kBwdKvBN, false, true, false, true, true, false, true, true)
-// ... and without the producer: the pipelined step on both key tiles, at both head dims
-#define TG_WG_BWD_FINISH_UNIFORM(T, D)                                                              \
-  TG_WG_BWD_ONE_FINISH(T, D, false, kBwdKvBN, false, true, false, false, false, false, false, true) \
-  TG_WG_BWD_ONE_FINISH(T, D, false, kBwdKvBNNarrow, false, true, false, false, false, false, false, true)
-TG_WG_BWD_FINISH_UNIFORM(bfloat16, 64)
-TG_WG_BWD_FINISH_UNIFORM(half, 64)
-TG_WG_BWD_FINISH_UNIFORM(bfloat16, 128)
-TG_WG_BWD_FINISH_UNIFORM(half, 128)
-#undef TG_WG_BWD_FINISH_UNIFORM
-#undef TG_WG_BWD_ONE_FINISH
 #undef TG_WG_BWD_ONE_TURNS
 #undef TG_WG_BWD_ONE_SKIP
 #undef TG_WG_BWD

@@ -67,8 +67,6 @@ constinit Choice<ProducerSkip> g_skip{"TG_ATTENTION_BWD_SKIP", "off", "on", Prod
                                       kDefaultProducerSkip};
 constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
                                      kDefaultProducerDq};
-constinit Choice<DqConvert> g_convert{"TG_ATTENTION_DQ_CONVERT", "pass",           "kv", DqConvert::Pass,
-                                      DqConvert::KvPass,         kDefaultDqConvert};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -131,26 +129,6 @@ ProducerSkip producer_skip() { return g_skip.get(); }
 
 void set_producer_dq(ProducerDq s) { g_turns.set(s); }
 ProducerDq producer_dq() { return g_turns.get(); }
-
-void set_dq_convert(DqConvert c) { g_convert.set(c); }
-DqConvert dq_convert() { return g_convert.get(); }
-
-namespace {
-std::atomic<int> g_dq_lag{0};
-}  // namespace
-
-void set_dq_lag(int steps) {
-  if (steps < 0 || steps > 8 || (steps & (steps - 1)) != 0)
-    TG_THROW(ValueError, "set_dq_lag: argument steps: expected 0 or a power of two up to 8, got ", steps);
-  g_dq_lag.store(steps, std::memory_order_relaxed);
-}
-
-int dq_lag() {
-  const int forced = g_dq_lag.load(std::memory_order_relaxed);
-  if (forced != 0) return forced;
-  static const int from_env = static_cast<int>(env_power_of_two("flash_attention", "TG_ATTENTION_DQ_LAG", 8));
-  return from_env != 0 ? from_env : kDefaultDqLag;
-}
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -361,45 +361,6 @@ void set_producer_dq(ProducerDq s);
 /// TG_ATTENTION_BWD_DQ_TURNS when it holds anything but `off` or `on`.
 ProducerDq producer_dq();
 
-/// Where the atomic backward's f32 dQ workspace becomes dQ (bf16 / f16, times the scale) after a
-/// Hopper kv pass with plain scores on the pipelined step (the producer kernels without
-/// ProducerSkip's skips, and the uniform ones on either key tile). Pass: a conversion kernel after
-/// the kv pass reads the whole workspace. KvPass: the kv pass itself, each query tile once its
-/// last step's reductions have completed (a counter a tile): the producer kernels by their idle
-/// warps while the CTA computes on (or, while those are busy, after its last step), the uniform
-/// ones after their last step; the conversion kernel's time (2.6% of a causal fwd+bwd at D 128,
-/// bench/RESULTS.md thirty-fifth session) spread over the pass. The general transform and dropout
-/// keep the conversion kernel. KvPassEnd (set_dq_convert only): every tile left to the end of the
-/// CTA that completes it, for the tests of that path and to measure it against the two. Auto: the
-/// environment variable TG_ATTENTION_DQ_CONVERT (`pass` or `kv`) when set, else kDefaultDqConvert.
-enum class DqConvert { Auto, Pass, KvPass, KvPassEnd };
-
-/// What Auto means without TG_ATTENTION_DQ_CONVERT: Pass, until KvPass has run against it on a GPU.
-constexpr DqConvert kDefaultDqConvert = DqConvert::Pass;
-
-/// Forces the setting of later backwards (process-wide; Auto restores the default).
-void set_dq_convert(DqConvert c);
-
-/// The setting in effect, Auto resolved: Pass, KvPass, or KvPassEnd where forced. Throws
-/// tg::ValueError naming TG_ATTENTION_DQ_CONVERT when it holds anything but `pass` or `kv`.
-DqConvert dq_convert();
-
-/// How many steps a producer kv pass converting dQ itself (DqConvert::KvPass) counts a query
-/// tile's step after that step's dQ reductions were issued: the count first waits for those
-/// reductions to complete, which under a full pass's load takes longer than a step (with the
-/// count one step behind, the thirty-eighth session measured the backward 1.8-2.2x slower). A
-/// power of two, 1 to 8. 0 (Auto): the environment variable TG_ATTENTION_DQ_LAG when set, else
-/// kDefaultDqLag.
-constexpr int kDefaultDqLag = 4;
-
-/// Forces the lag of later backwards (process-wide; 0 restores the default). Throws
-/// tg::ValueError naming the argument unless 0 or a power of two up to 8.
-void set_dq_lag(int steps);
-
-/// The lag in effect. Throws tg::ValueError naming TG_ATTENTION_DQ_LAG when it holds anything but
-/// a power of two from 1 to 8.
-int dq_lag();
-
 /// Heights of the tensor-core kernels' tiles: the Hopper forward's query tiles and the kv
 /// passes' key tiles, 128 (Full) or 64 (Half, patterns sparse at 64 granularity: a 128 tile
 /// steps through the union of two blocks' lists). Auto: the environment variable
@@ -440,7 +401,6 @@ enum class Path {
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
   ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
   ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
-  DqConvertedInKv,    ///< producer kv passes that converted dQ themselves (DqConvert)
   DqPass,             ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
   kCount
 };

@@ -966,9 +966,8 @@ namespace {
 // one warpgroup does not see: causal and window diagonals, random 32 x 128 blocks; a query
 // block that sees nothing, rows past sq, GQA) and long and short lists (every stage and staging
 // buffer reused many times, partial tiles; inputs from `seed`, in list_dts), each counted by
-// `path` unless on 64-key tiles, which keep their kernel (or, narrow_counted, count too).
-void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, const std::vector<DType>& list_dts,
-                      bool narrow_counted = false) {
+// `path` unless on 64-key tiles, which keep their kernel.
+void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, const std::vector<DType>& list_dts) {
   namespace at = ops::attn;
   INFO("D " << d);
   const std::int64_t path0 = at::launches(path), narrow0 = at::launches(at::Path::NarrowKv);
@@ -976,10 +975,9 @@ void check_kv_variant(ops::attn::Path path, std::int64_t d, std::uint64_t seed, 
   const std::int64_t runs = run_hopper_cases(d);
   const std::int64_t narrow = at::launches(at::Path::NarrowKv) - narrow0;
   CHECK(narrow > 0);
-  const std::int64_t counted = narrow_counted ? runs : runs - narrow;
-  CHECK(at::launches(path) - path0 == counted);
+  CHECK(at::launches(path) - path0 == runs - narrow);
   const std::int64_t lists = check_list_lengths(d, {40, 1000}, seed, list_dts);
-  CHECK(at::launches(path) - path0 == counted + lists);
+  CHECK(at::launches(path) - path0 == runs - narrow + lists);
   // every Hopper kv pass adds dQ by atomics: no case may run the dQ pass besides it
   CHECK(at::launches(at::Path::DqPass) == dq_pass0);
 }
@@ -1118,69 +1116,6 @@ TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matc
   const std::int64_t t2 = at::launches(at::Path::ProducerDqTurns);
   run_hopper_cases(128);
   CHECK(at::launches(at::Path::ProducerDqTurns) == t2);
-}
-
-TEST_CASE("flash_attention CUDA: the kv pass converting dQ itself matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("backward");
-  namespace at = ops::attn;
-  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
-  const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
-  const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
-  // every Hopper case (a query block that sees nothing: its dQ rows written as zeros by the
-  // pass; GQA: tiles finished by several kv heads' steps) and the long lists (a tile's count
-  // reached by one of tens of CTAs), at both head dims; at D 64 dQ by keys and in turns. The
-  // 64-key tiles among them take the uniform kv pass, which converts at its CTAs' ends.
-  const ForceKnob<at::DqConvert> convert(at::set_dq_convert, at::DqConvert::KvPass);
-  check_kv_variant(at::Path::DqConvertedInKv, 128, 1195, {DType::bf16, DType::f16}, true);
-  {
-    const ForceKnob<at::ProducerDq> keys(at::set_producer_dq, at::ProducerDq::Keys);
-    check_kv_variant(at::Path::DqConvertedInKv, 64, 1196, {DType::bf16, DType::f16}, true);
-  }
-  {
-    const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
-    check_kv_variant(at::Path::DqConvertedInKv, 64, 1197, {DType::bf16}, true);
-  }
-  // the counts trailing the reductions by one step and by eight (the default is between): the
-  // lists shorter and longer than the lag
-  struct DefaultLagAfter {  // (a failed REQUIRE inside leaves no forced lag behind)
-    ~DefaultLagAfter() { ops::attn::set_dq_lag(0); }
-  } restore_lag;
-  for (int lag : {1, 8}) {
-    INFO("lag " << lag);
-    at::set_dq_lag(lag);
-    check_kv_variant(at::Path::DqConvertedInKv, 128, 1204 + static_cast<std::uint64_t>(lag), {DType::bf16}, true);
-    const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
-    check_kv_variant(at::Path::DqConvertedInKv, 64, 1214 + static_cast<std::uint64_t>(lag), {DType::f16}, true);
-  }
-  at::set_dq_lag(0);  // the default for the rest
-  AttentionOptions causal;
-  causal.causal = true;
-  {  // skipped steps (dQ by keys) keep the conversion kernel
-    const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
-    const ForceKnob<at::ProducerDq> keys(at::set_producer_dq, at::ProducerDq::Keys);
-    const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv);
-    check_cuda("skips keep the conversion kernel", make_inputs(general_shape(64), 1198),
-               AttentionPattern::dense(256, 256, 64), causal, {DType::bf16});
-    CHECK(at::launches(at::Path::DqConvertedInKv) == c0);
-  }
-  {  // the uniform kv passes (pipelined step, both key tiles) convert at their CTAs' ends, both head
-     // dims; the general transform keeps the conversion kernel
-    const ForceKnob<at::BwdWarps> uniform(at::set_bwd_warps, at::BwdWarps::Uniform);
-    for (std::int64_t d : {64, 128}) {
-      const std::int64_t c0 = at::launches(at::Path::DqConvertedInKv), n0 = at::launches(at::Path::NarrowKv);
-      run_hopper_cases(d);
-      CHECK(at::launches(at::Path::DqConvertedInKv) > c0);
-      CHECK(at::launches(at::Path::NarrowKv) > n0);  // 64-key tiles among them
-      check_list_lengths(d, {40, 1000}, 1202 + static_cast<std::uint64_t>(d), {DType::bf16});
-    }
-    check_softcap_keeps_kernel(at::Path::DqConvertedInKv, 1203);
-  }
-  // every tile converted at its CTA's end (above, the long lists' few CTAs leave tiles there
-  // whenever their converting warps are busy, which timing decides); last, as its knob's end
-  // restores the default
-  const ForceKnob<at::DqConvert> end(at::set_dq_convert, at::DqConvert::KvPassEnd);
-  check_kv_variant(at::Path::DqConvertedInKv, 128, 1200, {DType::bf16}, true);
-  check_kv_variant(at::Path::DqConvertedInKv, 64, 1201, {DType::f16}, true);
 }
 
 TEST_CASE("flash_attention CUDA: BwdWarps::Lists (D 64's default) takes the D 64 producer where the lists say so",

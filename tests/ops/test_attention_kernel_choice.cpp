@@ -1,7 +1,6 @@
 // Tests of the attention kernel-choice knobs (ops/attention/kernel_choice.h): a forced
 // value wins, Auto goes back to the environment or the default. Host-only.
 #include <cstdlib>
-#include <string>
 
 #include "ops/attention/kernel_choice.h"
 #include "util.h"
@@ -84,9 +83,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                                {at::ProducerSkip::Compute, at::ProducerSkip::Skip}, at::kDefaultProducerSkip);
   check_knob<at::ProducerDq>("TG_ATTENTION_BWD_DQ_TURNS", at::set_producer_dq, at::producer_dq,
                              {at::ProducerDq::Keys, at::ProducerDq::Turns}, at::kDefaultProducerDq);
-  check_knob<at::DqConvert>("TG_ATTENTION_DQ_CONVERT", at::set_dq_convert, at::dq_convert,
-                            {at::DqConvert::Pass, at::DqConvert::KvPass, at::DqConvert::KvPassEnd},
-                            at::kDefaultDqConvert);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim
   for (std::int64_t d : {64, 128}) {
     INFO("D " << d);
@@ -97,21 +93,4 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
         "TG_ATTENTION_FWD_SOFTMAX", at::set_fwd_softmax, [d] { return at::fwd_softmax(d); },
         {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));
   }
-}
-
-TEST_CASE("attention kernel choice: dQ's count lag", "[ops][attention]") {
-  for (int lag : {1, 2, 4, 8}) {
-    at::set_dq_lag(lag);
-    CHECK(at::dq_lag() == lag);
-  }
-  // a bad lag names the setter, its argument and what it takes, and leaves the lag as it was
-  for (int bad : {-1, 3, 16}) {
-    INFO("lag " << bad);
-    tgt::require_throws<ValueError>([&] { at::set_dq_lag(bad); },
-                                    {"set_dq_lag", "argument steps", "power of two up to 8", std::to_string(bad)});
-    CHECK(at::dq_lag() == 8);
-  }
-  at::set_dq_lag(0);
-  const char* held = std::getenv("TG_ATTENTION_DQ_LAG");
-  if (held == nullptr || *held == '\0') CHECK(at::dq_lag() == at::kDefaultDqLag);
 }

@@ -59,13 +59,11 @@ __device__ __forceinline__ void delta_body(const T* o, const T* dout, float* del
 /// one 16-byte load of o and of dout each, so 32 / L rows a warp (the scalar body's 2-byte
 /// loads kept it near a third of the copy rate). The same outputs as delta_body; with `zero`
 /// (dQ's f32 workspace, rows of d = dv floats, 16-byte aligned) also zeroes the row's
-/// workspace row, which spares the kv pass's workspace a memset of its own; with `count`
-/// (a counter per query tile of 64 rows, [bhq][sq_pad / 64]) also zeroes its tile's counter
-/// from the tile's first row.
+/// workspace row, which spares the kv pass's workspace a memset of its own.
 template <typename T, int L>
 __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float* delta, std::int64_t rows, int tid,
                                                int block, const float* lse, float2* packed, int sq, int sq_pad,
-                                               float* zero, int* count) {
+                                               float* zero) {
   static_assert(L == 4 || L == 8 || L == 16, "rows of 32, 64 or 128 elements");
   const std::int64_t row = (static_cast<std::int64_t>(block) * kAuxThreads + tid) / L;
   const int sub = tid % L;
@@ -91,7 +89,6 @@ __device__ __forceinline__ void delta_vec_body(const T* o, const T* dout, float*
     z[0] = make_float4(0.f, 0.f, 0.f, 0.f);
     z[1] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  if (count != nullptr && sub == 0 && row % sq % 64 == 0) count[((row / sq) * sq_pad + row % sq) / 64] = 0;
   if (sub == 0) {
     delta[row] = s;
     if (packed != nullptr) packed[(row / sq) * sq_pad + row % sq] = make_float2(lse_log2(lse[row], true), s);

@@ -44,16 +44,6 @@ struct BwdArgs {
   T* dv = nullptr;
   T* dbias = nullptr;  ///< bias block data (zeroed before), or null
   bool atomic_dq = true;
-  /// a Hopper kv pass converting dQ itself (wg_bwd.cuh's kFinish): per query tile of 64 rows
-  /// (row item bh · num_m + m of `rows`, then the kv lists' row lists, whose lengths are the
-  /// steps each tile gets), the steps done with it; zeroed before the pass
-  int* dq_count = nullptr;
-  /// with dq_count: per entry of `cols`, the query tiles a CTA's steps completed that the whole
-  /// CTA converts after its last step (the producer's: those its converting warps were too busy
-  /// for); entries e0 .. of its list, no zeroing needed
-  int* dq_defer = nullptr;
-  bool defer_all = false;  ///< every completed tile to dq_defer (DqConvert::KvPassEnd)
-  int dq_lag = 1;          ///< steps a tile's count trails its reductions (kernel_choice.h's dq_lag)
 };
 
 template <int D_, int DV_, int BM_, int NW_>

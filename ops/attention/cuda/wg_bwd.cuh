@@ -54,20 +54,6 @@
 // step instead of two, at the same shared-memory reads as dQ by keys. Its n-th turn (step 2n + g)
 // is phase n of its dq_full / dq_empty. No warpgroup skips a step (an invisible tile gives dS = 0).
 //
-// kFinish (plain scores on the pipelined step, not with kSkip; kernel_choice.h's DqConvert): the
-// pass converts dQ itself instead of the conversion kernel after it. Without the producer: after
-// its last step the CTA counts each of its steps (its reductions complete), converts the tiles it
-// completes and writes the zeros named below. With the producer: the reduction thread counts each
-// step's query tile done once that step's reductions have completed (a.dq_lag steps behind, so as
-// not to wait on them): a proxy fence, then one acquire-release add on the tile's counter
-// (dq_tile_step_done). The step that brings the count to the tile's list length (a.rows) hands the tile to the
-// producer warpgroup's last two warps through a ring of shared slots; they read its f32 rows from
-// L2 and write dQ · scale as T. Before that they write zeros to dQ of the tiles no step adds to (a strided
-// share of them a CTA), which the conversion kernel did by converting the zeroed workspace.
-// A tile completed while the ring is full goes to a per-entry list in global memory instead, for
-// the computing threads after their last step (on causal patterns key tile 0 reaches nearly every
-// tile of its head last: two 24-register warps, ~8 µs a tile, would hold its 1-µs steps back).
-//
 // kRegKV (the producer at D 64; kernel_choice.h's BwdOperands): each computing warpgroup keeps
 // its 64 keys of K and V as A operand fragments in registers (32 a thread), so that Sᵀ and dPᵀ
 // read only Q and dO from shared memory. At D 64 those are m64n64k16 products, whose two
@@ -85,7 +71,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 #include "ops/attention/cuda/configs.h"
 #include "ops/attention/cuda/keep_units.cuh"
@@ -173,86 +158,6 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
   return bars;
 }
 
-/// kFinish's ring of query tiles handed to the converting warps: `full` and `empty` barriers per
-/// slot and one that says the reduction thread is done (`deferred`), then the slots' tile numbers
-/// (-1: the pass is done) and the count of tiles deferred to the CTA's end; function statics,
-/// so that other kernels lack them.
-constexpr int kFinishSlots = 4;
-__device__ __forceinline__ std::uint64_t* finish_barriers() {
-  __shared__ __align__(8) std::uint64_t bars[2 * kFinishSlots + 1];
-  return bars;
-}
-__device__ __forceinline__ volatile int* finish_tiles() {
-  __shared__ int tiles[kFinishSlots + 1];
-  return tiles;
-}
-
-/// kFinish: query tile `tile` (row item bh · num_m + m of a.rows, tiles of BM rows) in dQ and its
-/// f32 workspace: the first element, and the tile's chunks of eight elements (rows past sq left out).
-template <int D, int BM>
-struct DqTile {
-  std::int64_t first;
-  int chunks;
-  __device__ __forceinline__ DqTile(const Params& p, int num_m, int tile)
-      : first((static_cast<std::int64_t>(tile / num_m) * p.sq + (tile % num_m) * BM) * D),
-        chunks(min(BM, p.sq - (tile % num_m) * BM) * (D / 8)) {}
-};
-
-/// kFinish: one step of query tile `tile` done, its reductions complete (the caller's async-proxy
-/// fence before): counted; whether it was the tile's last step anywhere in the grid, in which case
-/// the other CTAs' reductions of the tile are acquired. The add releases this CTA's reductions
-/// and acquires the others' itself: __threadfence() on either side compiles to a sequentially
-/// consistent fence (MEMBAR.SC.GPU); with two of them a count on the reduction thread's path every
-/// step (and the count one step behind), the backward measured 1.8-2.2x slower (thirty-eighth session).
-/// Threads that read the tile after this one (the converting warps through the ring's mbarrier,
-/// the CTA through a barrier) are ordered after the acquire by that synchronisation.
-template <typename T>
-__device__ __forceinline__ bool dq_tile_step_done(const BwdArgs<T>& a, int tile) {
-  int before;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n" : "=r"(before) : "l"(a.dq_count + tile) : "memory");
-  return before + 1 == a.rows.off[tile + 1] - a.rows.off[tile];
-}
-
-/// kFinish: waits until this thread's bulk groups of the last `lag` steps (P a step) are all that
-/// may still be incomplete; lag a power of two up to 8 (the wait takes an immediate).
-template <int P>
-__device__ __forceinline__ void bulk_wait_steps(int lag) {
-  switch (lag) {
-    case 1:
-      tma::bulk_wait<P>();
-      break;
-    case 2:
-      tma::bulk_wait<2 * P>();
-      break;
-    case 4:
-      tma::bulk_wait<4 * P>();
-      break;
-    default:
-      tma::bulk_wait<8 * P>();
-      break;
-  }
-}
-
-/// kFinish: zeros for dQ of the tiles no step adds to (which the conversion kernel gave by
-/// converting the zeroed workspace), a strided share of them a CTA, by threads x0 .. of nx.
-template <typename T, int D, int BM>
-__device__ __forceinline__ void zero_unreached_dq_tiles(const BwdArgs<T>& a, int x0, int nx) {
-  const int num_m = a.rows.num_m;
-  for (int tile = static_cast<int>(blockIdx.x); tile < a.p.bhq * num_m; tile += static_cast<int>(gridDim.x)) {
-    if (a.rows.off[tile + 1] != a.rows.off[tile]) continue;
-    const DqTile<D, BM> q(a.p, num_m, tile);
-    uint4* out = reinterpret_cast<uint4*>(a.dq + q.first);
-    for (int x = x0; x < q.chunks; x += nx) out[x] = make_uint4(0u, 0u, 0u, 0u);
-  }
-}
-
-/// kFinish: eight f32 elements of the workspace (u, v) times `sc`, stored as T at dst.
-template <typename T>
-__device__ __forceinline__ void store_dq8(T* dst, const float4& u, const float4& v, float sc) {
-  *reinterpret_cast<uint4*>(dst) = make_uint4(pack2<T>(u.x * sc, u.y * sc), pack2<T>(u.z * sc, u.w * sc),
-                                              pack2<T>(v.x * sc, v.y * sc), pack2<T>(v.z * sc, v.w * sc));
-}
-
 /// The producer kv pass's skip words (kSkip): word g holds the last step whose dQ tile
 /// warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
 /// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
@@ -268,9 +173,8 @@ __device__ __forceinline__ volatile int* producer_skips() {
 // kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
 // keys see nothing of, see kProducer above.
 // kTurns (the producer at D 64, not with kSkip; kernel_choice.h's ProducerDq): dQ in turns, see above.
-// kFinish (plain scores, pipelined step, not with kSkip; kernel_choice.h's DqConvert): dQ converted here.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false, bool kFinish = false>
+          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
 __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
                                   WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
@@ -279,8 +183,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
   static_assert(!kTurns || (kPipe && !kSkip && !kDqCols), "dQ in turns: the producer's pipelined step, no skips");
-  static_assert(!kFinish || (!kSkip && !kGeneral && !kDrop && kPipe),
-                "dQ converted in the pass: plain scores on the pipelined step, no skips");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
   constexpr bool kSharedDs = kDqCols || kTurns;
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
@@ -313,11 +215,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   const int kr = k0 + group * 64 + warp * 16 + g;  // this thread's keys: kr and kr + 8
   const int e0 = a.cols.off[item], e1 = a.cols.off[item + 1];
   const float inv_m = a.cols.inv_num_m();  // for query_tile, once
-  // kFinish: the query tile of entry e (row item bh · num_m + m of a.rows)
-  [[maybe_unused]] auto dq_tile_of = [&](int e) {
-    const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
-    return qt.x * a.rows.num_m + qt.y / BM;
-  };
   // this warpgroup's 64 keys in K and V, its dSᵀ tile and its dQ rows
   const std::uint32_t sKg = sK + static_cast<std::uint32_t>(group_u) * 64u * 128u;
   const std::uint32_t sVg = sV + static_cast<std::uint32_t>(group_u) * 64u * 128u;
@@ -368,15 +265,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         tma::init(dq_empty(g), 1);   // the reduction thread
         if constexpr (kSkip) producer_skips<Cfg::NG>()[g] = -1;
       }
-      if constexpr (kFinish) {
-        for (int r = 0; r < kFinishSlots; ++r) {
-          tma::init(tma::smem_addr(&finish_barriers()[r]), 1);                  // the reduction thread
-          tma::init(tma::smem_addr(&finish_barriers()[kFinishSlots + r]), 64);  // every converting thread
-        }
-        tma::init(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 1);  // the reduction thread, at its end
-      }
     }
-    if constexpr (kFinish && !kProducer) finish_tiles()[kFinishSlots] = 0;  // tiles this CTA completes
     tma::fence_init();
   }
   if (!kProducer || tid < NC) {
@@ -401,58 +290,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
   if constexpr (kProducer) {
     if (tid >= NC) {
       wg::set_max_regs_dec<Cfg::kProducerRegs>();
-      // kFinish: query tile qt's step done (its reductions complete): counted, and the tile handed
-      // to the converting warps by the step that completes it (the reduction thread; `handed`
-      // counts its hand-offs, the ring's phases)
-      // hand-off n's slot is free once the phase before it of the slot's `empty` barrier completed
-      [[maybe_unused]] auto slot_empty = [](int n) {
-        return tma::smem_addr(&finish_barriers()[kFinishSlots + n % kFinishSlots]);
-      };
-      [[maybe_unused]] auto slot_parity = [](int n) {
-        return static_cast<std::uint32_t>(((n / kFinishSlots) & 1) ^ 1);
-      };
-      [[maybe_unused]] auto hand = [&](int tile, int& handed) {
-        tma::wait(slot_empty(handed), slot_parity(handed));
-        finish_tiles()[handed % kFinishSlots] = tile;
-        tma::arrive(tma::smem_addr(&finish_barriers()[handed % kFinishSlots]));
-        ++handed;
-      };
-      // A tile goes to the converting warps while the ring has room, else to the CTA's end (where
-      // key tile 0 of a causal head, last at nearly every tile, would otherwise wait on them).
-      [[maybe_unused]] int deferred = 0;
-      [[maybe_unused]] auto step_done = [&](int tile, int& handed) {
-        tma::fence_proxy_async_global();
-        if (dq_tile_step_done(a, tile)) {
-          if (!a.defer_all && tma::test_wait(slot_empty(handed), slot_parity(handed))) {
-            hand(tile, handed);
-          } else {
-            a.dq_defer[e0 + deferred++] = tile;
-          }
-        }
-      };
-      // the reduction thread, after issuing step `step`'s reductions (`pending` bulk groups a
-      // step): step - a.dq_lag has completed, so its tile's count goes up (kFinish); the lag
-      // keeps the wait for completion off each step's path. At the end, the last steps' counts
-      // and the end mark.
-      [[maybe_unused]] int handed = 0;
-      [[maybe_unused]] auto finish_step = [&](auto pending, int step) {
-        if constexpr (kFinish) {
-          if (step >= a.dq_lag) {
-            bulk_wait_steps<decltype(pending)::value>(a.dq_lag);
-            step_done(dq_tile_of(e0 + step - a.dq_lag), handed);
-          }
-        }
-      };
-      auto finish_pass = [&] {
-        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
-        if constexpr (kFinish) {
-          for (int e = max(e0, e1 - a.dq_lag); e < e1; ++e) step_done(dq_tile_of(e), handed);
-          // the deferred tiles to the computing threads (the release orders the list before it)
-          finish_tiles()[kFinishSlots] = deferred;
-          tma::arrive(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]));
-          hand(-1, handed);
-        }
-      };
       if (warp == 0 && lane == 0) {
         // the stages' refills: fill r of stage s once the computing threads released fill r - 1
         for (int e = e0 + NS; e < e1; ++e) {
@@ -472,9 +309,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
           }
-          finish_step(std::integral_constant<int, 1>{}, step);
         }
-        finish_pass();
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
       } else if (!kTurns && warp == 1 && lane == 0) {
         // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
         // skipped step); a tile is handed back once its reduction has read it
@@ -498,25 +334,8 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           }
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
-          finish_step(std::integral_constant<int, Cfg::NG>{}, step);
         }
-        finish_pass();
-      } else if (kFinish && warp >= 2) {
-        // the converting warps: zeros for dQ of the tiles no step adds to (this CTA's share of
-        // them), then the tiles handed over until the end mark
-        const int ct = tid - NC - 64;  // 0 .. 63
-        zero_unreached_dq_tiles<T, D, BM>(a, ct, 64);
-        for (int k = 0;; ++k) {
-          const int slot = k % kFinishSlots;
-          tma::wait(tma::smem_addr(&finish_barriers()[slot]), static_cast<std::uint32_t>((k / kFinishSlots) & 1));
-          const int tile = finish_tiles()[slot];
-          if (tile < 0) break;  // (the tile's reductions: acquired by the count, then the slot)
-          const DqTile<D, BM> q(p, a.rows.num_m, tile);
-          const float4* acc = reinterpret_cast<const float4*>(a.dq_acc + q.first);
-          for (int x = ct; x < q.chunks; x += 64)
-            store_dq8(a.dq + q.first + 8 * x, __ldcg(acc + 2 * x), __ldcg(acc + 2 * x + 1), p.scale);
-          tma::arrive(tma::smem_addr(&finish_barriers()[kFinishSlots + slot]));
-        }
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
       }
       return;
     }
@@ -865,54 +684,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int nt = 0; nt < DV / 8; ++nt)
         *reinterpret_cast<std::uint32_t*>(dvrow + nt * 8 + 2 * t) =
             pack2<T>(acc_dv[4 * nt + 2 * hf] * p.drop_scale, acc_dv[4 * nt + 2 * hf + 1] * p.drop_scale);
-    }
-  }
-  if constexpr (kFinish) {
-    const int num_m = a.rows.num_m;
-    if constexpr (kProducer) {
-      // the tiles the reduction thread deferred (their reductions complete and acquired by it)
-      tma::wait(tma::smem_addr(&finish_barriers()[2 * kFinishSlots]), 0);
-    } else {
-      // without a producer: every step of the CTA counted here, its reductions complete (each
-      // warpgroup's first thread waited for its own above), the tiles it completes listed; and
-      // zeros for dQ of the tiles no step adds to (a strided share of them a CTA)
-      if ((tid & 127) == 0) tma::fence_proxy_async_global();
-      __syncthreads();
-      zero_unreached_dq_tiles<T, D, BM>(a, tid, NC);
-      for (int e = e0 + tid; e < e1; e += NC) {
-        const int tile = dq_tile_of(e);
-        if (dq_tile_step_done(a, tile))
-          a.dq_defer[e0 + atomicAdd(const_cast<int*>(&finish_tiles()[kFinishSlots]), 1)] = tile;
-      }
-      __syncthreads();
-    }
-    // the listed tiles by the computing threads: eight chunks of eight elements a thread in
-    // flight at a time
-    const int count = finish_tiles()[kFinishSlots];
-    if (count > 0) {  // (their reductions: acquired by the counts, then the barrier above)
-      constexpr int kChunks = BM * D / 8, kUnroll = 8;  // chunks of eight elements a tile
-      const float sc = p.scale;
-      for (int base = 0; base < count * kChunks; base += NC * kUnroll) {
-        float4 u[kUnroll], v[kUnroll];
-        std::int64_t at[kUnroll];
-#pragma unroll
-        for (int j = 0; j < kUnroll; ++j) {
-          const int c = base + j * NC + tid, k = c / kChunks, x = c % kChunks;
-          at[j] = -1;
-          if (k < count) {
-            const DqTile<D, BM> q(p, num_m, __ldcg(a.dq_defer + e0 + k));
-            if (x < q.chunks) at[j] = q.first + 8 * x;
-          }
-          if (at[j] >= 0) {
-            u[j] = __ldcg(reinterpret_cast<const float4*>(a.dq_acc + at[j]));
-            v[j] = __ldcg(reinterpret_cast<const float4*>(a.dq_acc + at[j]) + 1);
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < kUnroll; ++j) {
-          if (at[j] >= 0) store_dq8(a.dq + at[j], u[j], v[j], sc);
-        }
-      }
     }
   }
 #else
