@@ -99,7 +99,6 @@ struct Variant {
   at::LaunchOrder order = at::LaunchOrder::Auto;
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
-  at::ProducerSkip skip = at::ProducerSkip::Auto;
   at::ProducerDq turns = at::ProducerDq::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
@@ -115,7 +114,6 @@ struct Variant {
     at::set_launch_order(order);
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
-    at::set_producer_skip(skip);
     at::set_producer_dq(turns);
   }
 };
@@ -123,7 +121,6 @@ struct Variant {
 // TG_ATTENTION_SWEEP=1: every variant on each case in turn, in one process (A/B on the same
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
-constexpr bool kDefaultComputeEmpty = at::kDefaultProducerSkip == at::ProducerSkip::Compute;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
 
 const std::vector<Variant>& variants() {
@@ -177,15 +174,10 @@ const std::vector<Variant>& variants() {
        R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
        at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
        kDefaultPlainLaunches ? at::LaunchOverlap::Programmatic : at::LaunchOverlap::Plain},
-      // the D 64 producer kv pass the other way on its warpgroups' empty steps (ProducerSkip)
-      {kDefaultComputeEmpty ? "producer skips empty steps (kv pass)" : "producer computes empty steps (kv pass)",
-       S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto,
-       at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-       kDefaultComputeEmpty ? at::ProducerSkip::Skip : at::ProducerSkip::Compute},
       // the D 64 producer kv pass's dQ the other way (ProducerDq)
       {kDefaultDqByKeys ? "dQ in turns (kv pass)" : "dQ by keys (kv pass)", S::Serial, K::K64, R::R128, Q::Keys,
        H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerSkip::Auto,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
   };
   return v;

@@ -43,11 +43,11 @@ template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool 
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
-// asked, the latter at D 64 with K and V as register operands (kRegKV), skipping empty steps
-// (kSkip) or with dQ in turns (kTurns) where asked; kDrop as above; `programmatic`: a
-// programmatic dependent launch (LaunchOverlap).
+// asked, the latter at D 64 with K and V as register operands (kRegKV) or with dQ in turns
+// (kTurns) where asked; kDrop as above; `programmatic`: a programmatic dependent launch
+// (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
+          bool kProducer = false, bool kRegKV = false, bool kTurns = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -615,11 +615,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           };
           if (full_plain && producer()) {
             note_launch(Path::WgmmaBwdProducer);
-            // dQ in turns (with K and V in registers) needs every warpgroup every step: no skips
+            // dQ in turns with K and V in registers (the D 64 defaults)
             const bool regs = d == 64 && bwd_operands() == BwdOperands::Registers;
             const bool turns = regs && producer_dq() == ProducerDq::Turns;
-            const bool skip = d == 64 && !turns && producer_skip() == ProducerSkip::Skip;
-            if (skip) note_launch(Path::ProducerSkips);
             if (regs) note_launch(Path::WgmmaBwdRegKV);
             if (turns) note_launch(Path::ProducerDqTurns);
             auto go = [&](auto kernel) { kernel(a, ldp, pad, kv_work->col_items, st, pdl); };
@@ -627,14 +625,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             if constexpr (d == 128) {
               go(launch_bwd_kv_wgmma<T, 128, false, bn, true, true, false, true>);
             } else if (turns) {
-              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, false, true>);
+              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, true>);
             } else if (regs) {
-              if (skip)
-                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true, true>);
-              else
-                go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true>);
-            } else if (skip) {
-              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, false, true>);
+              go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true, true>);
             } else {
               go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true>);
             }

@@ -3,8 +3,7 @@
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
 // tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
 // steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64,
-// there also with K and V as register operands, skipping the steps a warpgroup's keys see
-// nothing of, and with dQ in turns).
+// there also with K and V as register operands and with dQ in turns).
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -16,11 +15,11 @@
 namespace tg::ops::attn {
 
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV,
-          bool kSkip, bool kTurns>
+          bool kTurns>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic) {
   using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kSkip, kTurns>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kTurns>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -38,13 +37,11 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
                   w);
 }
 
-#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS)          \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, TURNS>( \
+#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS)          \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS>( \
       const BwdArgs<T>&, const float2*, int, std::int64_t, cudaStream_t, bool);
-#define TG_WG_BWD_ONE_SKIP(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP) \
-  TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, SKIP, false)
 #define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS) \
-  TG_WG_BWD_ONE_SKIP(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, false)
+  TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, false)
 #define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD) \
   TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, false)
 #define TG_WG_BWD(T, D)                                                  \
@@ -73,16 +70,10 @@ TG_WG_BWD_ONE(half, 64, false, kBwdKvBN, false, true, false, true)
 // the producer at D 64 with K and V as register operands
 TG_WG_BWD_ONE_REGS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true)
 TG_WG_BWD_ONE_REGS(half, 64, false, kBwdKvBN, false, true, false, true, true)
-// ... and skipping the steps a warpgroup's keys see nothing of, on either operand
-TG_WG_BWD_ONE_SKIP(bfloat16, 64, false, kBwdKvBN, false, true, false, true, false, true)
-TG_WG_BWD_ONE_SKIP(half, 64, false, kBwdKvBN, false, true, false, true, false, true)
-TG_WG_BWD_ONE_SKIP(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, true)
-TG_WG_BWD_ONE_SKIP(half, 64, false, kBwdKvBN, false, true, false, true, true, true)
 // ... and with dQ in turns (K and V in registers, the default operands)
-TG_WG_BWD_ONE_TURNS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, false, true)
-TG_WG_BWD_ONE_TURNS(half, 64, false, kBwdKvBN, false, true, false, true, true, false, true)
+TG_WG_BWD_ONE_TURNS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, true)
+TG_WG_BWD_ONE_TURNS(half, 64, false, kBwdKvBN, false, true, false, true, true, true)
 #undef TG_WG_BWD_ONE_TURNS
-#undef TG_WG_BWD_ONE_SKIP
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE
 #undef TG_WG_BWD_ONE_REGS

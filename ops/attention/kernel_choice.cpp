@@ -63,8 +63,6 @@ constinit Choice<KvOrder> g_kv_order{"TG_ATTENTION_KV_ORDER", "rows",        "ta
                                      KvOrder::Rows,           KvOrder::Tail, kDefaultKvOrder};
 constinit Choice<LaunchOverlap> g_overlap{
     "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
-constinit Choice<ProducerSkip> g_skip{"TG_ATTENTION_BWD_SKIP", "off", "on", ProducerSkip::Compute, ProducerSkip::Skip,
-                                      kDefaultProducerSkip};
 constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
                                      kDefaultProducerDq};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
@@ -123,9 +121,6 @@ KvOrder kv_order() { return g_kv_order.get(); }
 
 void set_launch_overlap(LaunchOverlap o) { g_overlap.set(o); }
 LaunchOverlap launch_overlap() { return g_overlap.get(); }
-
-void set_producer_skip(ProducerSkip s) { g_skip.set(s); }
-ProducerSkip producer_skip() { return g_skip.get(); }
 
 void set_producer_dq(ProducerDq s) { g_turns.set(s); }
 ProducerDq producer_dq() { return g_turns.get(); }

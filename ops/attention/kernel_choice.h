@@ -316,37 +316,14 @@ void set_launch_overlap(LaunchOverlap o);
 /// TG_ATTENTION_PDL when it holds anything but `off` or `on`.
 LaunchOverlap launch_overlap();
 
-/// Whether the producer kv pass at D 64 (BwdWarps) skips the steps its warpgroups' 64 keys see
-/// nothing of (causal patterns: one warpgroup of the diagonal tile; the uniform kv passes always
-/// skip them). Compute: every warpgroup computes every step (an invisible tile gives dS = 0).
-/// Skip: such a warpgroup issues no products and hands the reduction thread an empty dQ tile.
-/// Auto: the environment variable TG_ATTENTION_BWD_SKIP (`off` or `on`) when set, else
-/// kDefaultProducerSkip.
-enum class ProducerSkip { Auto, Compute, Skip };
-
-/// What Auto means without TG_ATTENTION_BWD_SKIP: Compute. Skip measured against Compute in one
-/// process (H100, bench/RESULTS.md 12-07): as a runtime flag of one kernel (thirty-sixth session)
-/// the causal D 64 backward 1.006-1.009x; as its own kernel (kSkip, thirty-eighth session, 17
-/// rounds) 0.957x, every round below 1. It applies only with dQ by keys (ProducerDq), no longer
-/// the default.
-constexpr ProducerSkip kDefaultProducerSkip = ProducerSkip::Compute;
-
-/// Forces the setting of later D 64 producer kv passes (process-wide; Auto restores the default).
-void set_producer_skip(ProducerSkip s);
-
-/// The setting in effect, Auto resolved: Compute or Skip. Throws tg::ValueError naming
-/// TG_ATTENTION_BWD_SKIP when it holds anything but `off` or `on`.
-ProducerSkip producer_skip();
-
 /// How the producer kv pass at D 64 (BwdWarps) computes dQ = dS K. Keys: each computing
 /// warpgroup computes all 64 columns over its own 64 keys and hands its f32 tile to the
 /// reduction thread every step (two 16 KiB reductions a step). Turns: the warpgroups store
 /// their dSᵀ into a buffer of two (one barrier between them a step) and take turns computing
 /// the whole dQ over all 128 keys, the one of step s's parity on step s: one reduction a step,
 /// half the L2 traffic of the dQ stream, which made that kernel L2-bound (bench/RESULTS.md,
-/// thirty-sixth session: L2 throughput 70.8%). No warpgroup skips a step in turns
-/// (ProducerSkip then does not apply). Auto: the environment variable TG_ATTENTION_BWD_DQ_TURNS
-/// (`off` or `on`) when set, else kDefaultProducerDq.
+/// thirty-sixth session: L2 throughput 70.8%). Auto: the environment variable
+/// TG_ATTENTION_BWD_DQ_TURNS (`off` or `on`) when set, else kDefaultProducerDq.
 enum class ProducerDq { Auto, Keys, Turns };
 
 /// What Auto means without TG_ATTENTION_BWD_DQ_TURNS: Turns (H100, thirty-eighth session, 17
@@ -399,7 +376,6 @@ enum class Path {
   DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
   DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
-  ProducerSkips,      ///< D 64 producer kv passes that skip their warpgroups' empty steps (ProducerSkip)
   ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
   DqPass,             ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
   kCount

@@ -1056,35 +1056,19 @@ TEST_CASE("flash_attention CUDA: the Hopper kv pass with the producer warpgroup 
   }
 }
 
-TEST_CASE("flash_attention CUDA: the D 64 producer kv pass skipping empty steps matches the CPU",
+TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ by keys and K, V in registers matches the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("backward");
   namespace at = ops::attn;
   const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
   const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
-  // the warpgroups skip the steps their keys see nothing of (the causal cases' diagonal tiles,
-  // the windows' edges), on both operands, with dQ by keys (turns need every warpgroup every
-  // step); D 128 computes every step
-  const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
+  const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
+  // each warpgroup hands its own dQ tile over every step (not the default, turns): every Hopper
+  // case and the long lists, both types
   const ForceKnob<at::ProducerDq> keys(at::set_producer_dq, at::ProducerDq::Keys);
-  const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
-  {
-    const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
-    check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 695, {DType::bf16, DType::f16});
-  }
-  const std::int64_t s1 = at::launches(at::Path::ProducerSkips);
-  CHECK(s1 - s0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
-  {
-    const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);
-    check_kv_variant(at::Path::WgmmaBwdProducer, 64, 795, {DType::bf16});
-  }
-  const std::int64_t s2 = at::launches(at::Path::ProducerSkips);
-  CHECK(s2 > s1);
-  AttentionOptions causal;
-  causal.causal = true;
-  check_cuda("D 128 computes every step", make_inputs(general_shape(128), 696), AttentionPattern::dense(256, 256, 64),
-             causal, {DType::bf16});
-  CHECK(at::launches(at::Path::ProducerSkips) == s2);
+  const std::int64_t t0 = at::launches(at::Path::ProducerDqTurns);
+  check_kv_variant(at::Path::WgmmaBwdRegKV, 64, 695, {DType::bf16, DType::f16});
+  CHECK(at::launches(at::Path::ProducerDqTurns) == t0);
 }
 
 TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matches the CPU",
@@ -1095,14 +1079,12 @@ TEST_CASE("flash_attention CUDA: the D 64 producer kv pass with dQ in turns matc
   const ForceKnob<at::BwdWarps> warps(at::set_bwd_warps, at::BwdWarps::Producer);
   const ForceKnob<at::BwdOperands> regs(at::set_bwd_operands, at::BwdOperands::Registers);
   // the warpgroups take turns at dQ over all 128 keys (the long lists: each warpgroup's
-  // dq_full / dq_empty phases wrap many times); a skip asked for as well does not apply
+  // dq_full / dq_empty phases wrap many times)
   const ForceKnob<at::ProducerDq> turns(at::set_producer_dq, at::ProducerDq::Turns);
-  const ForceKnob<at::ProducerSkip> skip(at::set_producer_skip, at::ProducerSkip::Skip);
-  const std::int64_t s0 = at::launches(at::Path::ProducerSkips), r0 = at::launches(at::Path::WgmmaBwdRegKV);
+  const std::int64_t r0 = at::launches(at::Path::WgmmaBwdRegKV);
   const std::int64_t t0 = at::launches(at::Path::ProducerDqTurns);
   check_kv_variant(at::Path::ProducerDqTurns, 64, 1095, {DType::bf16, DType::f16});
   CHECK(at::launches(at::Path::ProducerDqTurns) - t0 == at::launches(at::Path::WgmmaBwdRegKV) - r0);
-  CHECK(at::launches(at::Path::ProducerSkips) == s0);
   {  // K and V from shared memory keep dQ by keys
     const std::int64_t t1 = at::launches(at::Path::ProducerDqTurns);
     const ForceKnob<at::BwdOperands> shared(at::set_bwd_operands, at::BwdOperands::Shared);

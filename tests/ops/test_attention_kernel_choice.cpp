@@ -79,8 +79,6 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
                           {at::KvOrder::Rows, at::KvOrder::Tail}, at::kDefaultKvOrder);
   check_knob<at::LaunchOverlap>("TG_ATTENTION_PDL", at::set_launch_overlap, at::launch_overlap,
                                 {at::LaunchOverlap::Programmatic, at::LaunchOverlap::Plain}, at::kDefaultLaunchOverlap);
-  check_knob<at::ProducerSkip>("TG_ATTENTION_BWD_SKIP", at::set_producer_skip, at::producer_skip,
-                               {at::ProducerSkip::Compute, at::ProducerSkip::Skip}, at::kDefaultProducerSkip);
   check_knob<at::ProducerDq>("TG_ATTENTION_BWD_DQ_TURNS", at::set_producer_dq, at::producer_dq,
                              {at::ProducerDq::Keys, at::ProducerDq::Turns}, at::kDefaultProducerDq);
   // the softmax's and the kv pass's warp roles' defaults depend on the head dim

@@ -40,12 +40,12 @@
 // stages, its second adds each step's dQ tiles to the workspace, so the computing warpgroups
 // issue no copies and wait for no bulk reads. Hand-offs by mbarriers: `empty` (a stage's 256
 // consumer threads are done with it), `dq_full` (a warpgroup's dQ tile is in shared memory)
-// and `dq_empty` (its reductions have read it). At D 64 a warpgroup whose 64 keys see none of a
-// step's queries (causal patterns: the tile on the diagonal) skips its products and hands the
-// reduction thread an empty tile: it arrives as for a full one, with the step in its skip word
-// (kSkip; kernel_choice.h's ProducerSkip; without it the kernel is the one before skipping).
-// At D 128 none skips (an invisible tile gives dS = 0): the warpgroups meet once a step, for the
-// dSᵀ exchange.
+// and `dq_empty` (its reductions have read it). No warpgroup skips a step (an invisible tile
+// gives dS = 0): the reduction thread takes every warpgroup's tile every step, and at D 128 the
+// warpgroups meet once a step, for the dSᵀ exchange. (Skipping the steps a warpgroup's keys see
+// nothing of, the diagonal tiles of causal patterns, measured 0.96-1.01x the backward at D 64
+// with dQ by keys and did not combine with dQ in turns: bench/RESULTS.md, thirty-sixth and
+// thirty-eighth sessions.)
 //
 // kTurns (the producer at D 64; kernel_choice.h's ProducerDq): dQ in turns. Both warpgroups
 // store their dSᵀ into this step's buffer of two and meet at one barrier a step, as with dQ by
@@ -158,31 +158,18 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
   return bars;
 }
 
-/// The producer kv pass's skip words (kSkip): word g holds the last step whose dQ tile
-/// warpgroup g handed over empty (it skipped the step), -1 before any. Written by the
-/// warpgroup's first thread before its dq_full arrival, read by the reduction thread after that
-/// barrier completes (the arrival releases, the wait acquires).
-template <int NG>
-__device__ __forceinline__ volatile int* producer_skips() {
-  __shared__ int skips[NG];
-  return skips;
-}
-
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
-// kSkip (the producer at D 64; kernel_choice.h's ProducerSkip): a warpgroup skips the steps its
-// keys see nothing of, see kProducer above.
-// kTurns (the producer at D 64, not with kSkip; kernel_choice.h's ProducerDq): dQ in turns, see above.
+// kTurns (the producer at D 64; kernel_choice.h's ProducerDq): dQ in turns, see above.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kSkip = false, bool kTurns = false>
+          bool kProducer = false, bool kRegKV = false, bool kTurns = false>
 __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
                                   WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
-  static_assert(!kSkip || (kProducer && !kDqCols), "skipped steps: the producer with dQ by keys (D 64)");
-  static_assert(!kTurns || (kPipe && !kSkip && !kDqCols), "dQ in turns: the producer's pipelined step, no skips");
+  static_assert(!kTurns || (kPipe && !kDqCols), "dQ in turns: the producer's pipelined step");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
   constexpr bool kSharedDs = kDqCols || kTurns;
   static_assert(!kDrop || (!kGeneral && !kDqCols), "dropout on plain scores: dQ by keys");
@@ -263,7 +250,6 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
       for (int g = 0; g < Cfg::NG; ++g) {
         tma::init(dq_full(g), 128);  // every thread of the warpgroup has stored its part
         tma::init(dq_empty(g), 1);   // the reduction thread
-        if constexpr (kSkip) producer_skips<Cfg::NG>()[g] = -1;
       }
     }
     tma::fence_init();
@@ -312,26 +298,19 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
         }
         tma::bulk_wait<0>();  // the reductions are done before the CTA ends
       } else if (!kTurns && warp == 1 && lane == 0) {
-        // each step's dQ tiles into the workspace (kSkip: but those handed over empty, of a
-        // skipped step); a tile is handed back once its reduction has read it
+        // each step's dQ tiles (every step has them: no warpgroup skips one) into the
+        // workspace; a tile is handed back once its reduction has read it
         for (int e = e0; e < e1; ++e) {
           const int step = e - e0;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
-          bool sent[Cfg::NG];
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-            sent[g] = !kSkip || producer_skips<Cfg::NG>()[g] != step;
-            if (sent[g]) reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
+            reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
-          if (!kSkip || (sent[0] && sent[1])) {  // the groups complete in order
-            tma::bulk_wait_read<1>();
-            tma::arrive(dq_empty(0));
-          } else {
-            tma::bulk_wait_read<0>();
-            tma::arrive(dq_empty(0));
-          }
+          tma::bulk_wait_read<1>();
+          tma::arrive(dq_empty(0));
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
         }
@@ -396,19 +375,11 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     if (flags != 0 || p.elem_checks) {
       vis = tile_bits(p, flags, bh, b, i0 + 2 * t, kr, true, 32);
       // dQ by columns needs every warpgroup's dSᵀ each step, the producer's reduction thread
-      // every warpgroup's dQ tile (but with kSkip): none skips there (invisible: dS = 0)
-      if constexpr (!kSharedDs && (!kProducer || kSkip)) any = any_wg<Cfg::NG>(vis != 0, group_bar);
+      // every warpgroup's dQ tile: none skips there (invisible: dS = 0)
+      if constexpr (!kSharedDs && !kProducer) any = any_wg<Cfg::NG>(vis != 0, group_bar);
     }
     if (!any) {
-      if constexpr (kSkip) {
-        // an empty dQ tile for the reduction thread, in the same hand-off as a full one
-        tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((step & 1) ^ 1));
-        if ((tid & 127) == 0) producer_skips<Cfg::NG>()[group_u] = step;
-        tma::arrive(dq_full(group_u));
-        tma::arrive(empty(stage));
-      } else if constexpr (!kSharedDs) {
-        release([] {});
-      }  // (otherwise `any` stays true)
+      if constexpr (!kSharedDs && !kProducer) release([] {});  // (otherwise `any` stays true)
     } else {
     // which elements dropout keeps, decided before any MMA of the step is in flight (in
     // between, the divergent Philox code made ptxas serialise the MMAs)
