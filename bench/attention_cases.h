@@ -1,12 +1,16 @@
 // The attention benchmarks' shape and patterns, shared by bench_attention (timings) and
 // attention_lists (the tile lists those patterns give): batch 4 x 16 heads x S 4096; dense,
 // causal, causal with dropout or a soft cap, causal window 1024, random 10% of 64-blocks, and a
-// pattern of variable block sizes (block-causal).
+// pattern of variable block sizes (block-causal). TG_BENCH_WINDOWS adds causal windows of other
+// sizes (see extra_windows).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -42,6 +46,31 @@ inline double attended_pairs(const tg::AttentionPattern& pat, const tg::Attentio
   return pairs;
 }
 
+/// TG_BENCH_WINDOWS (comma-separated sizes, e.g. "256,512,2048"): causal-window cases besides
+/// the 1024 one, whose items (query and key tiles) see proportionally many tiles: timed side by
+/// side, a kernel's time against its items' length gives its fixed cost an item (the intercept).
+/// Entries that are not whole numbers from 1 to kSeq are skipped with a message (once).
+inline const std::vector<std::int64_t>& extra_windows() {
+  static const std::vector<std::int64_t> sizes = [] {
+    std::vector<std::int64_t> out;
+    const char* env = std::getenv("TG_BENCH_WINDOWS");
+    if (env == nullptr) return out;
+    std::stringstream list(env);
+    for (std::string item; std::getline(list, item, ',');) {
+      char* end = nullptr;
+      const long long w = std::strtoll(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || w < 1 || w > kSeq) {
+        std::fprintf(stderr, "TG_BENCH_WINDOWS: skipped '%s' (expected a whole number from 1 to %lld)\n", item.c_str(),
+                     static_cast<long long>(kSeq));
+        continue;
+      }
+      out.push_back(w);
+    }
+    return out;
+  }();
+  return sizes;
+}
+
 /// The cases in the order the benchmarks print them.
 inline std::vector<Case> cases() {
   std::vector<Case> out;
@@ -64,6 +93,10 @@ inline std::vector<Case> cases() {
   tg::AttentionOptions window = causal;
   window.window_left = 1024;
   out.push_back({"causal window 1024", dense, window});
+  for (const std::int64_t w : extra_windows()) {
+    window.window_left = w;
+    out.push_back({"causal window " + std::to_string(w), dense, window});
+  }
   {
     const std::int64_t nb = kSeq / 64;
     std::mt19937_64 rng(42);
