@@ -2,7 +2,7 @@
 // attention_lists (the tile lists those patterns give): batch 4 x 16 heads x S 4096; dense,
 // causal, causal with dropout or a soft cap, causal window 1024, random 10% of 64-blocks, and a
 // pattern of variable block sizes (block-causal). TG_BENCH_WINDOWS adds causal windows of other
-// sizes (see extra_windows).
+// sizes (see extra_windows), TG_BENCH_BANDS bands of whole blocks (see bands).
 #pragma once
 
 #include <algorithm>
@@ -46,28 +46,41 @@ inline double attended_pairs(const tg::AttentionPattern& pat, const tg::Attentio
   return pairs;
 }
 
-/// TG_BENCH_WINDOWS (comma-separated sizes, e.g. "256,512,2048"): causal-window cases besides
-/// the 1024 one, whose items (query and key tiles) see proportionally many tiles: timed side by
-/// side, a kernel's time against its items' length gives its fixed cost an item (the intercept).
-/// Entries that are not whole numbers from 1 to kSeq are skipped with a message (once).
-inline const std::vector<std::int64_t>& extra_windows() {
-  static const std::vector<std::int64_t> sizes = [] {
-    std::vector<std::int64_t> out;
-    const char* env = std::getenv("TG_BENCH_WINDOWS");
-    if (env == nullptr) return out;
-    std::stringstream list(env);
-    for (std::string item; std::getline(list, item, ',');) {
-      char* end = nullptr;
-      const long long w = std::strtoll(item.c_str(), &end, 10);
-      if (item.empty() || *end != '\0' || w < 1 || w > kSeq) {
-        std::fprintf(stderr, "TG_BENCH_WINDOWS: skipped '%s' (expected a whole number from 1 to %lld)\n", item.c_str(),
-                     static_cast<long long>(kSeq));
-        continue;
-      }
-      out.push_back(w);
+/// Whole numbers from 1 to max listed in the environment variable `var` (comma-separated, e.g.
+/// "256,512,2048"); other entries are skipped with a message.
+inline std::vector<std::int64_t> env_sizes(const char* var, std::int64_t max) {
+  std::vector<std::int64_t> out;
+  const char* env = std::getenv(var);
+  if (env == nullptr) return out;
+  std::stringstream list(env);
+  for (std::string item; std::getline(list, item, ',');) {
+    char* end = nullptr;
+    const long long w = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || w < 1 || w > max) {
+      std::fprintf(stderr, "%s: skipped '%s' (expected a whole number from 1 to %lld)\n", var, item.c_str(),
+                   static_cast<long long>(max));
+      continue;
     }
-    return out;
-  }();
+    out.push_back(w);
+  }
+  return out;
+}
+
+/// TG_BENCH_WINDOWS (e.g. "256,512,2048"): causal-window cases besides the 1024 one, whose items
+/// (query and key tiles) see proportionally many tiles: timed side by side, a kernel's time
+/// against its items' length gives its fixed cost an item (the intercept).
+inline const std::vector<std::int64_t>& extra_windows() {
+  static const std::vector<std::int64_t> sizes = env_sizes("TG_BENCH_WINDOWS", kSeq);
+  return sizes;
+}
+
+/// TG_BENCH_BANDS (e.g. "5,9,17,33"): "band N of 64-blocks" cases, query block r visiting key
+/// blocks r-N+1..r, whole blocks without causal or window options: the causal window of 64·(N-1)
+/// keys has as many tiles an item, but two of them checked element by element (the diagonal and the
+/// window's edge). Side by side, the difference is the checked tiles' extra cost, and the bands'
+/// times against N the fixed cost an item without it.
+inline const std::vector<std::int64_t>& bands() {
+  static const std::vector<std::int64_t> sizes = env_sizes("TG_BENCH_BANDS", kSeq / 64);
   return sizes;
 }
 
@@ -96,6 +109,16 @@ inline std::vector<Case> cases() {
   for (const std::int64_t w : extra_windows()) {
     window.window_left = w;
     out.push_back({"causal window " + std::to_string(w), dense, window});
+  }
+  for (const std::int64_t n : bands()) {
+    const std::int64_t nb = kSeq / 64;
+    std::vector<bool> m(static_cast<std::size_t>(nb * nb));
+    for (std::int64_t r = 0; r < nb; ++r)
+      for (std::int64_t c = std::max<std::int64_t>(0, r - n + 1); c <= r; ++c)
+        m[static_cast<std::size_t>(r * nb + c)] = true;
+    out.push_back({"band " + std::to_string(n) + " of 64-blocks",
+                   tg::AttentionPattern::uniform(tg::from_vector(m, {1, nb, nb}), 64, 64),
+                   {}});
   }
   {
     const std::int64_t nb = kSeq / 64;
