@@ -100,7 +100,6 @@ struct Variant {
   at::KvOrder kv_order = at::KvOrder::Auto;
   at::LaunchOverlap overlap = at::LaunchOverlap::Auto;
   at::ProducerDq turns = at::ProducerDq::Auto;
-  at::FwdGrid grid = at::FwdGrid::Auto;
   void apply() const {
     at::set_fwd_schedule(schedule);
     at::set_fwd_keys(keys);
@@ -116,7 +115,6 @@ struct Variant {
     at::set_kv_order(kv_order);
     at::set_launch_overlap(overlap);
     at::set_producer_dq(turns);
-    at::set_fwd_grid(grid);
   }
 };
 
@@ -124,7 +122,6 @@ struct Variant {
 // inputs and GPU state), TFLOP/s and the ratio to the first (the measured defaults).
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
-constexpr bool kDefaultItemsGrid = at::kDefaultFwdGrid == at::FwdGrid::Items;
 
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
@@ -182,11 +179,6 @@ const std::vector<Variant>& variants() {
        H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
        at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
        kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
-      // the forward's CTAs walking the items (FwdGrid; plain scores, serial, 64-key tiles)
-      {kDefaultItemsGrid ? "persistent forward" : "a CTA an item (forward)", S::Serial, K::K64, R::R128, Q::Keys,
-       H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
-       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto, at::ProducerDq::Auto,
-       kDefaultItemsGrid ? at::FwdGrid::Persistent : at::FwdGrid::Items},
   };
   return v;
 }

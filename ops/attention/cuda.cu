@@ -41,10 +41,6 @@ void launch_bwd_q(const BwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // row sums (FwdSoftmax::Sums).
 template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop = false, bool kSums = false>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
-// The same on the persistent grid (FwdGrid): plain scores on the serial schedule and 64-key tiles,
-// at most max_ctas CTAs where max_ctas > 0.
-template <typename T, int D, int BM, bool kSums>
-void launch_fwd_wgmma_persistent(const FwdArgs<T>& a, std::int64_t items, int max_ctas, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
 // asked, the latter at D 64 with K and V as register operands (kRegKV) or with dQ in turns
@@ -423,17 +419,10 @@ Tensor attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, con
           }
           return;
         }
-        const bool persistent = !g && !pd && !overlap && fwd_grid() == FwdGrid::Persistent;
-        if (persistent) note_launch(Path::WgmmaFwdPersistent);
         auto launch = [&](auto BM) {
           constexpr int bm = decltype(BM)::value;
           auto with_d = [&](auto D) {
             constexpr int d = decltype(D)::value;
-            if (persistent) {
-              (sums ? launch_fwd_wgmma_persistent<T, d, bm, true>
-                    : launch_fwd_wgmma_persistent<T, d, bm, false>)(a, work->row_items, fwd_persistent_ctas(), st);
-              return;
-            }
             (pd     ? launch_fwd_wgmma<T, d, false, bm, false, 64, true>
              : g    ? launch_fwd_wgmma<T, d, true, bm, false, 64>
              : sums ? launch_fwd_wgmma<T, d, false, bm, false, 64, false, true>

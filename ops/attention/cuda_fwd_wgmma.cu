@@ -2,10 +2,8 @@
 // D = Dv of 64 and 128, with and without the general transform, query tiles of 64 and 128;
 // without the general transform also the overlapped schedule, key tiles of 128 (128-row
 // tiles) and, at D 64, 192-row tiles with them; plain scores with dropout, and plain scores
-// bounded by row sums (both on the serial schedule, 64-key tiles); the persistent grid for plain
-// scores with and without row sums. Built for sm_90a on top of the library's targets
+// bounded by row sums (both on the serial schedule, 64-key tiles). Built for sm_90a on top of the library's targets
 // (CMakeLists.txt).
-#include <algorithm>
 #include <type_traits>
 
 #include "ops/attention/cuda/tc_launch.cuh"
@@ -14,47 +12,20 @@
 
 namespace tg::ops::attn {
 
-namespace {
-
-// The kernel's arguments: a and the tensor maps of q (boxes of 64 x BM), k and v (64 x BN).
-template <typename T, int D, int BM, int BN>
-WgFwdArgs<T> wg_fwd_args(const FwdArgs<T>& a, std::int64_t items) {
-  WgFwdArgs<T> w;
-  w.a = a;
-  w.items = static_cast<int>(items);
-  using tg::cuda::TmaElem;
-  constexpr TmaElem elem = std::is_same_v<T, bfloat16> ? TmaElem::bf16 : TmaElem::f16;
-  const auto bhq = static_cast<std::uint64_t>(a.p.bhq), bhkv = static_cast<std::uint64_t>(a.p.bhkv);
-  w.map_q = tg::cuda::tensor_map_3d(a.q, elem, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
-  w.map_k = tg::cuda::tensor_map_3d(a.k, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, BN);
-  w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, BN);
-  return w;
-}
-
-}  // namespace
-
 template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN, bool kDrop, bool kSums>
 void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st) {
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN>;
   auto* kernel = wg_fwd_kernel<T, D, kGeneral, BM, kOverlap, BN, kDrop, kSums>;
   allow_smem(kernel, Cfg::kSmem);
-  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(wg_fwd_args<T, D, BM, Cfg::BN>(a, items));
-  TG_CUDA_CHECK_LAST();
-}
-
-template <typename T, int D, int BM, bool kSums>
-void launch_fwd_wgmma_persistent(const FwdArgs<T>& a, std::int64_t items, int max_ctas, cudaStream_t st) {
-  using Cfg = WgFwdConfig<D, BM, false, 64>;
-  auto* kernel = wg_fwd_persistent_kernel<T, D, false, BM, 64, false, kSums>;
-  allow_smem(kernel, Cfg::kSmem);
-  int dev = 0, sms = 0, per_sm = 0;
-  TG_CUDA_CHECK(cudaGetDevice(&dev));
-  TG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Cfg::kThreads, Cfg::kSmem));
-  std::int64_t ctas = std::min<std::int64_t>(items, static_cast<std::int64_t>(std::max(per_sm, 1)) * sms);
-  if (max_ctas > 0) ctas = std::min<std::int64_t>(ctas, max_ctas);
-  if (ctas == 0) return;
-  kernel<<<static_cast<unsigned>(ctas), Cfg::kThreads, Cfg::kSmem, st>>>(wg_fwd_args<T, D, BM, 64>(a, items));
+  WgFwdArgs<T> w;
+  w.a = a;
+  using tg::cuda::TmaElem;
+  constexpr TmaElem elem = std::is_same_v<T, bfloat16> ? TmaElem::bf16 : TmaElem::f16;
+  const auto bhq = static_cast<std::uint64_t>(a.p.bhq), bhkv = static_cast<std::uint64_t>(a.p.bhkv);
+  w.map_q = tg::cuda::tensor_map_3d(a.q, elem, bhq, static_cast<std::uint64_t>(a.p.sq), D, 64, BM);
+  w.map_k = tg::cuda::tensor_map_3d(a.k, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), D, 64, Cfg::BN);
+  w.map_v = tg::cuda::tensor_map_3d(a.v, elem, bhkv, static_cast<std::uint64_t>(a.p.sk), Cfg::DV, 64, Cfg::BN);
+  kernel<<<static_cast<unsigned>(items), Cfg::kThreads, Cfg::kSmem, st>>>(w);
   TG_CUDA_CHECK_LAST();
 }
 
@@ -95,16 +66,5 @@ TG_WG_FWD_WIDE(bfloat16, 128)
 TG_WG_FWD_WIDE(half, 64)
 TG_WG_FWD_WIDE(half, 128)
 #undef TG_WG_FWD_WIDE
-// the persistent grid: plain scores with and without row sums, both query-tile heights
-#define TG_WG_FWD_PERSISTENT(T, D)                                                                                 \
-  template void launch_fwd_wgmma_persistent<T, D, 64, false>(const FwdArgs<T>&, std::int64_t, int, cudaStream_t);  \
-  template void launch_fwd_wgmma_persistent<T, D, 64, true>(const FwdArgs<T>&, std::int64_t, int, cudaStream_t);   \
-  template void launch_fwd_wgmma_persistent<T, D, 128, false>(const FwdArgs<T>&, std::int64_t, int, cudaStream_t); \
-  template void launch_fwd_wgmma_persistent<T, D, 128, true>(const FwdArgs<T>&, std::int64_t, int, cudaStream_t);
-TG_WG_FWD_PERSISTENT(bfloat16, 64)
-TG_WG_FWD_PERSISTENT(bfloat16, 128)
-TG_WG_FWD_PERSISTENT(half, 64)
-TG_WG_FWD_PERSISTENT(half, 128)
-#undef TG_WG_FWD_PERSISTENT
 
 }  // namespace tg::ops::attn

@@ -49,9 +49,6 @@ constinit Choice<FwdSoftmax> g_softmax{"TG_ATTENTION_FWD_SOFTMAX", "max", "sums"
 constinit Choice<FwdKeys> g_keys{"TG_ATTENTION_FWD_KEYS", "64", "128", FwdKeys::K64, FwdKeys::K128, kDefaultFwdKeys};
 constinit Choice<FwdRows> g_rows{"TG_ATTENTION_FWD_ROWS", "128", "192", FwdRows::R128, FwdRows::R192,
                                  kDefaultFwdRows};
-constinit Choice<FwdGrid> g_grid{"TG_ATTENTION_FWD_GRID", "items",        "persistent", FwdGrid::Items,
-                                 FwdGrid::Persistent,     kDefaultFwdGrid};
-std::atomic<int> g_persistent_ctas{0};
 constinit Choice<BwdDq> g_dq{"TG_ATTENTION_BWD_DQ", "keys", "columns", BwdDq::Keys, BwdDq::Columns, kDefaultBwdDq};
 constinit Choice<BwdWarps> g_warps{"TG_ATTENTION_BWD_WARPS", "uniform",          "producer",
                                    BwdWarps::Uniform,        BwdWarps::Producer, BwdWarps::Auto};
@@ -80,16 +77,6 @@ FwdKernel fwd_kernel() { return g_fwd.get(); }
 
 void set_fwd_schedule(FwdSchedule s) { g_schedule.set(s); }
 FwdSchedule fwd_schedule() { return g_schedule.get(); }
-
-void set_fwd_grid(FwdGrid g) { g_grid.set(g); }
-FwdGrid fwd_grid() { return g_grid.get(); }
-
-void set_fwd_persistent_ctas(int n) {
-  if (n < 0)
-    TG_THROW(ValueError, "set_fwd_persistent_ctas: argument n: expected a count >= 0 (0: as many as fit), got ", n);
-  g_persistent_ctas.store(n, std::memory_order_relaxed);
-}
-int fwd_persistent_ctas() { return g_persistent_ctas.load(std::memory_order_relaxed); }
 
 void set_fwd_softmax(FwdSoftmax s) { g_softmax.set(s); }
 FwdSoftmax fwd_softmax(std::int64_t d) {

@@ -99,31 +99,6 @@ void set_fwd_rows(FwdRows r);
 /// TG_ATTENTION_FWD_ROWS when it holds anything but `128` or `192`.
 FwdRows fwd_rows();
 
-/// The Hopper forward's grid on the serial schedule with 64-key tiles (plain scores, with or
-/// without row sums). Items: one CTA an item of the tile list. Persistent: as many CTAs as the
-/// SMs hold (set_fwd_persistent_ctas caps them), each walking items c, c + CTAs, ... of the
-/// launch order, its next item's K, V and Q loaded while the current one finishes. Other forwards
-/// keep one CTA an item. Auto: the environment variable TG_ATTENTION_FWD_GRID (`items` or
-/// `persistent`) when set, else kDefaultFwdGrid.
-enum class FwdGrid { Auto, Items, Persistent };
-
-/// What Auto means without TG_ATTENTION_FWD_GRID.
-constexpr FwdGrid kDefaultFwdGrid = FwdGrid::Items;
-
-/// Forces the grid of later Hopper forwards (process-wide; Auto restores the default).
-void set_fwd_grid(FwdGrid g);
-
-/// The grid in effect, Auto resolved: Items or Persistent. Throws tg::ValueError naming
-/// TG_ATTENTION_FWD_GRID when it holds anything but `items` or `persistent`.
-FwdGrid fwd_grid();
-
-/// Caps the persistent forward's CTAs at n (process-wide; 0, the default: as many as the SMs
-/// hold), so that tests walk many items a CTA on small problems. Throws tg::ValueError if n < 0.
-void set_fwd_persistent_ctas(int n);
-
-/// The cap in effect (0: none).
-int fwd_persistent_ctas();
-
 /// The backward's kv pass. Mma: the mma.sync kernel (every option). Wgmma: the Hopper
 /// kernel wherever it applies (compute capability 9.0, D = Dv of 64 or 128, dQ by atomics,
 /// i.e. not deterministic), mma.sync elsewhere. Auto: the
@@ -383,27 +358,26 @@ TileHeight tile_height();
 
 /// Kernel paths the CUDA backend counts as it launches them, so that tests check which one ran.
 enum class Path {
-  WgmmaFwd,            ///< forwards run by the Hopper kernel
-  WgmmaFwdNarrow,      ///< of those, the ones with 64-row query tiles
-  WgmmaFwdOverlap,     ///< Hopper forwards on the overlapped schedule (FwdSchedule)
-  WgmmaFwdSums,        ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
-  WgmmaFwdWideKeys,    ///< Hopper forwards on key tiles of 128 (FwdKeys)
-  WgmmaFwdTall,        ///< Hopper forwards on 192-row query tiles (FwdRows)
-  WgmmaFwdPersistent,  ///< Hopper forwards on the persistent grid (FwdGrid)
-  WgmmaBwd,            ///< backwards whose kv pass ran the Hopper kernel
-  NarrowKv,            ///< backwards whose kv pass (either kernel) ran on 64-key tiles
-  WgmmaBwdDqColumns,   ///< Hopper kv passes with dQ by columns (BwdDq)
-  WgmmaBwdPipelined,   ///< Hopper kv passes with the pipelined step (BwdStep)
-  WgmmaBwdProducer,    ///< Hopper kv passes with the producer warpgroup (BwdWarps)
-  WgmmaBwdRegKV,       ///< of those, the ones with K and V as register operands (BwdOperands)
-  DropoutDrawn,        ///< dropout decisions drawn ahead of a Hopper forward or kv pass
-  DropoutKept,         ///< Hopper forwards that handed their decisions to the backward
-  DropoutRead,         ///< Hopper kv passes that read the forward's decisions
-  DropoutPlainFwd,     ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
-  DropoutPlainBwd,     ///< Hopper kv passes with dropout on the plain-score kernel
-  ProgrammaticBwd,     ///< backwards launched programmatically (LaunchOverlap)
-  ProducerDqTurns,     ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
-  DqPass,              ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
+  WgmmaFwd,           ///< forwards run by the Hopper kernel
+  WgmmaFwdNarrow,     ///< of those, the ones with 64-row query tiles
+  WgmmaFwdOverlap,    ///< Hopper forwards on the overlapped schedule (FwdSchedule)
+  WgmmaFwdSums,       ///< Hopper forwards bounding P by row sums (FwdSoftmax::Sums)
+  WgmmaFwdWideKeys,   ///< Hopper forwards on key tiles of 128 (FwdKeys)
+  WgmmaFwdTall,       ///< Hopper forwards on 192-row query tiles (FwdRows)
+  WgmmaBwd,           ///< backwards whose kv pass ran the Hopper kernel
+  NarrowKv,           ///< backwards whose kv pass (either kernel) ran on 64-key tiles
+  WgmmaBwdDqColumns,  ///< Hopper kv passes with dQ by columns (BwdDq)
+  WgmmaBwdPipelined,  ///< Hopper kv passes with the pipelined step (BwdStep)
+  WgmmaBwdProducer,   ///< Hopper kv passes with the producer warpgroup (BwdWarps)
+  WgmmaBwdRegKV,      ///< of those, the ones with K and V as register operands (BwdOperands)
+  DropoutDrawn,       ///< dropout decisions drawn ahead of a Hopper forward or kv pass
+  DropoutKept,        ///< Hopper forwards that handed their decisions to the backward
+  DropoutRead,        ///< Hopper kv passes that read the forward's decisions
+  DropoutPlainFwd,    ///< Hopper forwards with dropout on the plain-score kernel (DropoutKernels)
+  DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
+  ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
+  ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
+  DqPass,             ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
   kCount
 };
 

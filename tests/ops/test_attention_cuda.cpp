@@ -828,61 +828,6 @@ TEST_CASE("flash_attention CUDA: the Hopper forward bounding P by row sums match
   CHECK(at::launches(at::Path::WgmmaFwdSums) > runs0);
 }
 
-TEST_CASE("flash_attention CUDA: the Hopper forward on the persistent grid matches the CPU", "[ops][attention][cuda]") {
-  TG_REQUIRE_HOPPER("forward");
-  namespace at = ops::attn;
-  const ForceKnob<at::FwdKernel> kernel(at::set_fwd_kernel, at::FwdKernel::Wgmma);
-  const ForceKnob<at::FwdGrid> grid(at::set_fwd_grid, at::FwdGrid::Persistent);
-  struct Uncap {
-    ~Uncap() { at::set_fwd_persistent_ctas(0); }
-  } uncap;
-  // One CTA walking the whole list, five walking items of every kind each (the stream of key
-  // tiles running from one item into the next, items without keys among them), and as many as
-  // fit (one item each on these small problems); row maxima and row sums at both head dims.
-  const int ctas = GENERATE(1, 5, 0);
-  const auto softmax = GENERATE(at::FwdSoftmax::Max, at::FwdSoftmax::Sums);
-  INFO((ctas == 0 ? std::string("as many CTAs as fit") : std::to_string(ctas) + " CTAs")
-       << ", " << (softmax == at::FwdSoftmax::Sums ? "row sums" : "row maxima"));
-  at::set_fwd_persistent_ctas(ctas);
-  const ForceKnob<at::FwdSoftmax> sm(at::set_fwd_softmax, softmax);
-  const std::int64_t p0 = at::launches(at::Path::WgmmaFwdPersistent);
-  // causal and window tiles, random blocks on 64-row tiles, sinks, GQA, lengths, segments
-  std::int64_t runs = 0;
-  for (std::int64_t d : {64, 128}) runs += run_hopper_cases(d);
-  for (std::int64_t d : {64, 128}) {
-    const std::string dn = " D " + std::to_string(d);
-    const Shape4 g = general_shape(d);
-    // rows of no key tile and of one, fewer than the stages: the first loads run across items
-    check_cuda("10% of 64-blocks" + dn, make_inputs(g, static_cast<std::uint64_t>(380 + d)),
-               uniform_pattern(g.B * g.Hq, g.sq, g.sk, 64, 64, 10, static_cast<std::uint64_t>(381 + d)), {},
-               {DType::bf16, DType::f16});
-    runs += 2;
-    // both tile heights forced (two warpgroups handing Q over at D 64, one at D 128)
-    const ForceKnob<at::TileHeight> full(at::set_tile_height, d == 64 ? at::TileHeight::Full : at::TileHeight::Half);
-    AttentionOptions o;
-    o.causal = true;
-    o.window_left = 70;
-    check_cuda("causal window, other tile height" + dn, make_inputs(g, static_cast<std::uint64_t>(390 + d)),
-               AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
-    runs += 1;
-  }
-  CHECK(at::launches(at::Path::WgmmaFwdPersistent) - p0 == runs);
-  // the sums' fallback (S again from the shared Q, before the next item's Q may replace it)
-  if (softmax == at::FwdSoftmax::Sums) ramp_cases();
-  // the general transform keeps one CTA an item
-  const std::int64_t p1 = at::launches(at::Path::WgmmaFwdPersistent);
-  AttentionOptions o;
-  o.softcap = 3.0;
-  check_cuda("soft cap", make_inputs(general_shape(64), 393), AttentionPattern::dense(256, 256, 64), o, {DType::bf16});
-  CHECK(at::launches(at::Path::WgmmaFwdPersistent) == p1);
-}
-
-TEST_CASE("flash_attention: the persistent forward's CTA cap rejects a negative count", "[ops][attention]") {
-  tgt::require_throws<ValueError>([] { ops::attn::set_fwd_persistent_ctas(-1); },
-                                  {"set_fwd_persistent_ctas", "n", ">= 0", "-1"});
-  CHECK(ops::attn::fwd_persistent_ctas() == 0);
-}
-
 TEST_CASE("flash_attention CUDA: the Hopper (wgmma) forward's schedules and key tiles match the CPU",
           "[ops][attention][cuda]") {
   TG_REQUIRE_HOPPER("forward");

@@ -50,7 +50,6 @@ struct WgFwdArgs {
   FwdArgs<T> a;
   CUtensorMap map_q;         ///< q as [bhq][sq][D], boxes of 64 x BM (128-byte swizzle)
   CUtensorMap map_k, map_v;  ///< k, v as [bhkv][sk][D], boxes of 64 x BN
-  int items = 0;             ///< the list's items (the persistent kernel's CTAs walk them)
 };
 
 template <int D_, int BM_, bool kOverlap_ = false, int BN_ = 64>
@@ -103,19 +102,14 @@ constexpr float kMaxSlack = 8.f;
 // on the serial schedule and 64-key tiles, as many CTAs an SM as the general transform (at
 // D 128 and 128-row tiles two would spill 220 bytes).
 // kSums: whole tiles bound P by row sums, not maxima (FwdSoftmax::Sums; softmax_sums below).
-// kPersist (wg_fwd_persistent_kernel; serial schedule): CTA c walks the items order[c],
-// order[c + gridDim.x], ...: the stages' refills run on into the next items' key tiles (a
-// cursor NS steps ahead, kept by each warpgroup's first thread), and the next item's Q is loaded
-// once every warpgroup's last S of the current item (and its softmax, whose fallback rereads Q) is
-// done, so that a CTA's loads for its next item overlap the current one's last step and its
-// stores, where a CTA an item starts each item on empty stages.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_, bool kDrop, bool kSums, bool kPersist>
-__device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
+template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false, bool kSums = false>
+__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral || kDrop))
+    wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
+#if TG_WGMMA_ENABLED
   static_assert(!(kOverlap && kGeneral), "the overlapped schedule is built for the plain scores only");
   static_assert(BN_ == 64 || !kGeneral, "key tiles of 128 are built for the plain scores only");
   static_assert(!kDrop || (!kGeneral && !kOverlap && BN_ == 64), "dropout on plain scores: serial, 64-key tiles");
   static_assert(!kSums || (!kGeneral && !kOverlap && !kDrop && BN_ == 64), "row sums: plain scores, serial, 64 keys");
-  static_assert(!kPersist || (!kOverlap && BN_ == 64), "the persistent forward: the serial schedule, 64-key tiles");
   constexpr bool kDropout = kGeneral || kDrop;  // whether dropout's code is compiled in
   using Cfg = WgFwdConfig<D, BM, kOverlap, BN_>;
   constexpr int DV = Cfg::DV, BN = Cfg::BN, NS = Cfg::STAGES;
@@ -123,10 +117,9 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
   constexpr int NS_ = BN / 2;   // S accumulators a thread
   constexpr int KS = BN / 16;   // k-slices of P V
   constexpr int NTO = DV / 8;  // n-tiles of O
-  extern __shared__ __align__(16) char smem[];
+  extern __shared__ __align__(16) unsigned char smem[];
   __shared__ __align__(8) std::uint64_t full[NS + 1];  // the stages' K and V have landed; [NS]: Q
-  // warpgroups done with a stage this round; kPersist: [NS] those done with the item's Q
-  __shared__ unsigned released[NS + (kPersist ? 1 : 0)];
+  __shared__ unsigned released[NS];                    // warpgroups done with a stage this round
   const FwdArgs<T>& a = w.a;
   // The swizzle is a function of the absolute shared address: tiles start on atoms.
   const std::uint32_t sQ = (smem_u32(smem) + 1023u) & ~1023u;
@@ -137,116 +130,41 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
   // wgmma descriptors derived from it in uniform registers
   const int group = __shfl_sync(0xffffffffu, tid >> 7, 0);
   const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  // the item (kPersist: the current one; order index k_it)
-  int k_it = static_cast<int>(blockIdx.x);
-  int item = a.list.order[blockIdx.x];
-  int bh = item / a.list.num_m, m = item % a.list.num_m;
-  int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
-  int q0 = m * Cfg::BM;
-  int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
-  int e0 = a.list.off[item], e1 = a.list.off[item + 1];
+  const int item = a.list.order[blockIdx.x];
+  const int bh = item / a.list.num_m, m = item % a.list.num_m;
+  const int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
+  const int q0 = m * Cfg::BM;
+  const int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
+  const int e0 = a.list.off[item], e1 = a.list.off[item + 1];
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
-  // Starts the loads of entry e's K and V tiles (kv head kvh) into stage s (one thread); a row
-  // of 128 is two 64-element columns, the second after all lines of the first.
-  auto issue = [&](int e, int s, int kvh) {
+  // Starts the loads of entry e's K and V tiles into stage s (one thread); a row of 128 is
+  // two 64-element columns, the second after all lines of the first.
+  auto issue = [&](int e, int s) {
     const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
     const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes;
     tma::arrive_expect_tx(bar(s), Cfg::kStageBytes);
 #pragma unroll
     for (int h = 0; h < D / 64; ++h) {
-      tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_k, bar(s), 64 * h, k0, kvh);
-      tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kvh);
+      tma::load_3d(st + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_k, bar(s), 64 * h, k0, kv);
+      tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kv);
     }
   };
-  // Starts the load of the Q tile of row bhq from query qr0 (one thread).
-  auto load_q = [&](int qr0, int bhq) {
-    tma::arrive_expect_tx(bar(NS), Cfg::kQBytes);
-#pragma unroll
-    for (int h = 0; h < D / 64; ++h)
-      tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, qr0, bhq);
-  };
-  // Item it's (the persistent kernel's next items).
-  [[maybe_unused]] auto load_q_of = [&](int it) { load_q((it % a.list.num_m) * Cfg::BM, it / a.list.num_m); };
-  // kPersist: the refill cursor (each warpgroup's first thread), the step NS ahead of the one
-  // being released in the stream of this CTA's items' entries: order index c_k, entry c_e of
-  // [c_e, c_e1), kv head c_kv; past the last item, c_e == c_e1. settle() moves it past used-up
-  // and empty items.
-  [[maybe_unused]] int c_k = k_it, c_e = e0, c_e1 = e1, c_kv = kv;
-  [[maybe_unused]] auto settle = [&] {
-    while (c_e >= c_e1) {
-      c_k += static_cast<int>(gridDim.x);
-      if (c_k >= w.items) return;
-      const int it = a.list.order[c_k];
-      c_e = a.list.off[it];
-      c_e1 = a.list.off[it + 1];
-      c_kv = it / a.list.num_m / p.group;
-    }
-  };
-  if constexpr (kPersist) {
-    if ((tid & 127) == 0) {
-      settle();
-      if (tid == 0) {
-        for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
-        for (int s = 0; s < NS; ++s) released[s] = 0;
-        released[NS] = 0;
-        tma::fence_init();
-        if (c_e < c_e1) load_q_of(a.list.order[c_k]);  // the first item with keys
-      }
-      for (int s = 0; s < NS && c_e < c_e1; ++s) {
-        if (tid == 0) issue(c_e, s, c_kv);
-        ++c_e;
-        settle();
-      }
-    }
-  } else if (tid == 0) {
+  if (tid == 0) {
     for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
     for (int s = 0; s < NS; ++s) released[s] = 0;
     tma::fence_init();
-    if (e0 < e1) load_q(q0, bh);  // (a tile without keys only stores zeros)
-    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s, kv);
+    if (e0 < e1) {  // (a tile without keys only stores zeros)
+      tma::arrive_expect_tx(bar(NS), Cfg::kQBytes);
+#pragma unroll
+      for (int h = 0; h < D / 64; ++h)
+        tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, q0, bh);
+    }
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   __syncthreads();  // the barriers are initialised
 
-  // this warpgroup's 64 rows of Q (a 128-wide Q has its second column 128 lines on)
-  const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
-  // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
-  // have completed): the last of the warpgroups to say so refills it with the tile NS
-  // steps on.
-  auto release = [&](int ee, int st) {
-    sync_wg<Cfg::NG>(group);
-    if constexpr (kPersist) {
-      if ((tid & 127) == 0) {
-        const bool last = last_release(&released[st], Cfg::NG);
-        if (c_e < c_e1) {  // every warpgroup's cursor moves; the last one's loads
-          if (last) issue(c_e, st, c_kv);
-          ++c_e;
-          settle();
-        }
-      }
-    } else if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
-      if (ee + NS < e1) issue(ee + NS, st, kv);
-    }
-  };
-  // kPersist: this warpgroup's last S of the item (and its softmax) is done: the last
-  // warpgroup to say so loads the next item with keys' Q.
-  [[maybe_unused]] auto q_handoff = [&] {
-    sync_wg<Cfg::NG>(group);
-    if ((tid & 127) == 0 && last_release(&released[NS], Cfg::NG)) {
-      for (int k2 = k_it + static_cast<int>(gridDim.x); k2 < w.items; k2 += static_cast<int>(gridDim.x)) {
-        const int it = a.list.order[k2];
-        if (a.list.off[it] < a.list.off[it + 1]) {
-          load_q_of(it);
-          break;
-        }
-      }
-    }
-  };
-  [[maybe_unused]] int q_phase = 0;  // kPersist: Q loads waited for so far
-  [[maybe_unused]] int step0 = 0;    // kPersist: the stream's steps before this item's
-  for (;;) {                         // the items (one unless kPersist)
-
-    float o[DV / 2];
+  float o[DV / 2];
 #pragma unroll
   for (int i = 0; i < DV / 2; ++i) o[i] = 0.f;
   float row_max[2], row_sum[2];
@@ -256,12 +174,19 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
     row_max[hf] = sink;
     row_sum[hf] = (p.sinks && t == 0) ? 1.f : 0.f;  // the sink's exp(sink - max) = 1, once per row
   }
+  // this warpgroup's 64 rows of Q (a 128-wide Q has its second column 128 lines on)
+  const std::uint32_t q_base = sQ + static_cast<std::uint32_t>(group) * 64u * 128u;
 
-  if constexpr (kPersist) {
-    if (e0 < e1) tma::wait(bar(NS), static_cast<std::uint32_t>(q_phase++ & 1));
-  } else {
-    if (e0 < e1) tma::wait(bar(NS), 0);
-  }
+  if (e0 < e1) tma::wait(bar(NS), 0);
+  // This warpgroup is done with stage st, which held entry ee's tiles (its MMAs on them
+  // have completed): the last of the warpgroups to say so refills it with the tile NS
+  // steps on.
+  auto release = [&](int ee, int st) {
+    sync_wg<Cfg::NG>(group);
+    if ((tid & 127) == 0 && last_release(&released[st], Cfg::NG)) {
+      if (ee + NS < e1) issue(ee + NS, st);
+    }
+  };
   auto k_tile = [&](int st) { return sKV + static_cast<std::uint32_t>(st) * Cfg::kStageBytes; };
   // Whether the tile needs visibility checks (the same for the whole CTA), and its bits.
   auto checked = [&](int entry) { return (entry & ((1 << kFlagBits) - 1)) != 0 || p.elem_checks; };
@@ -465,7 +390,7 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
   int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
-    const int step = (kPersist ? step0 : 0) + e - e0, stage = step % NS;
+    const int step = e - e0, stage = step % NS;
     const int entry = next_entry;
     if (e + 1 < e1) next_entry = a.list.entries[e + 1];
     tma::wait(bar(stage), static_cast<std::uint32_t>((step / NS) & 1));
@@ -499,9 +424,6 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
         rescale(corr);
         if constexpr (kSums) ready = refs_ready();
       }
-      if constexpr (kPersist) {
-        if (e == e1 - 1) q_handoff();
-      }
       std::uint32_t pa[KS][4];
       acc_to_a<T>(s, pa);
       wg::fence();
@@ -509,8 +431,6 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
       wg::commit();
       wg::wait<0>();
       wg::fence_regs(o);
-    } else if constexpr (kPersist) {
-      if (e == e1 - 1) q_handoff();
     }
     release(e, stage);
   }
@@ -534,44 +454,6 @@ __device__ __forceinline__ void wg_fwd_body(const WgFwdArgs<T>& w) {
       if (t == 0) a.lse[static_cast<std::int64_t>(bh) * p.sq + i] = l > 0.f ? (row_max[hf] + log2f(l)) * kLn2 : -INFINITY;
     }
   }
-  if constexpr (!kPersist) {
-    break;
-  } else {
-    step0 += e1 - e0;
-    k_it += static_cast<int>(gridDim.x);
-    if (k_it >= w.items) break;
-    item = a.list.order[k_it];
-    bh = item / a.list.num_m;
-    m = item % a.list.num_m;
-    kv = bh / p.group;
-    b = bh / p.heads;
-    h = bh % p.heads;
-    q0 = m * Cfg::BM;
-    r0 = q0 + group * 64 + warp * 16 + g;
-    e0 = a.list.off[item];
-    e1 = a.list.off[item + 1];
-  }
-  }  // the items
-}
-
-/// One CTA an item of the list (the default grid): see the file comment.
-template <typename T, int D, bool kGeneral, int BM, bool kOverlap, int BN_ = 64, bool kDrop = false, bool kSums = false>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min_blocks(kGeneral || kDrop))
-    wg_fwd_kernel(const __grid_constant__ WgFwdArgs<T> w) {
-#if TG_WGMMA_ENABLED
-  wg_fwd_body<T, D, kGeneral, BM, kOverlap, BN_, kDrop, kSums, false>(w);
-#else
-  __trap();  // never launched: the host takes this path only on compute capability 9.0
-#endif
-}
-
-/// Persistent: gridDim.x CTAs (as many as the SMs hold) walk the list's w.items items (see
-/// wg_fwd_body's kPersist). The serial schedule on 64-key tiles.
-template <typename T, int D, bool kGeneral, int BM, int BN_ = 64, bool kDrop = false, bool kSums = false>
-__global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, false, BN_>::min_blocks(kGeneral || kDrop))
-    wg_fwd_persistent_kernel(const __grid_constant__ WgFwdArgs<T> w) {
-#if TG_WGMMA_ENABLED
-  wg_fwd_body<T, D, kGeneral, BM, false, BN_, kDrop, kSums, true>(w);
 #else
   __trap();  // never launched: the host takes this path only on compute capability 9.0
 #endif
