@@ -60,12 +60,6 @@
 // shared operands take the whole 128 bytes a clock of shared-memory bandwidth; from registers
 // they take half.
 //
-// The CTA's end waits for its dQ reductions to have read their shared-memory tiles only, not for their
-// additions to land: the workspace is read by later kernels alone, and a kernel boundary (or
-// griddepcontrol.wait in a programmatic launch) waits for this grid's memory operations, asynchronous
-// bulk ones included. (Waiting for the additions held each CTA's end, and the start of the next
-// CTA in its slot, for the last reduction's round trip to L2.)
-//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -302,7 +296,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
             tma::arrive(dq_empty(g ^ 1));
           }
         }
-        tma::bulk_wait_read<0>();  // the reductions' reads of shared memory, before the CTA ends (see the file comment)
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
       } else if (!kTurns && warp == 1 && lane == 0) {
         // each step's dQ tiles (every step has them: no warpgroup skips one) into the
         // workspace; a tile is handed back once its reduction has read it
@@ -320,7 +314,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           tma::bulk_wait_read<0>();
           tma::arrive(dq_empty(1));
         }
-        tma::bulk_wait_read<0>();  // the reductions' reads of shared memory, before the CTA ends (see the file comment)
+        tma::bulk_wait<0>();  // the reductions are done before the CTA ends
       }
       return;
     }
@@ -644,7 +638,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     }
   }
   if constexpr (!kProducer) {
-    if ((tid & 127) == 0) tma::bulk_wait_read<0>();  // the reductions' reads (see the file comment)
+    if ((tid & 127) == 0) tma::bulk_wait<0>();  // the reductions are done before the CTA ends
   }
 
 #pragma unroll
