@@ -1,5 +1,5 @@
 // Element-wise throughput on 256M-element tensors next to the device copy rate measured in
-// the same run: tg::add (f32, bf16, and with a broadcast row), tg::mul by a scalar,
+// the same run: tg::add (f32, bf16, and with a broadcast row or column), tg::mul by a scalar,
 // tg::gelu, tg::mul of two tensors, tg::dropout (also at the training example's activation
 // size, against a same-size copy), tg::rope on [B·H, 4096, 64 / 128], and their backward
 // through the autograd engine.
@@ -64,6 +64,9 @@ int main() {
       Tensor m = tg::alias_with_shape(a, {N / 4096, 4096});
       Tensor row = tg::rand_seeded({4096}, 4, {.dtype = dt, .device = gpu}, 0.5, 1.5);
       report("add row [4096]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::add(m, row); }), 2 * nb);
+      // A column vector broadcast over the trailing dim (the strided, general map path).
+      Tensor col = tg::rand_seeded({N / 4096, 1}, 5, {.dtype = dt, .device = gpu}, 0.5, 1.5);
+      report("add column [65536, 1]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::add(m, col); }), 2 * nb);
       report("sum_to [4096]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {4096}); }), nb);
       report("sum_to [65536, 1]", "[65536, 4096]", dt, tgb::time_ms([&] { tg::sum_to(m, {N / 4096, 1}); }), nb);
       report("dropout p=0.1", shape, dt, tgb::time_ms([&] { tg::dropout(a, 0.1, 7, 11); }), 2 * nb);

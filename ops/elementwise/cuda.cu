@@ -157,9 +157,19 @@ __global__ void __launch_bounds__(kThreads)
           const A sv = static_cast<A>(p.in[k][0]);
 #pragma unroll
           for (int j = 0; j < V; ++j) x[k][j] = sv;
-        } else {
+        } else if (K == MapKind::General && plan.in[k].mode == InputMode::Strided) {
+          // One index unravelling a chunk, not one an element: the host vectorises General
+          // maps only when the innermost coalesced extent is a multiple of V, so the chunk's
+          // elements are one innermost stride apart (keeps the 52 General kernels' code, and
+          // their compile time, near the others').
+          const std::int64_t base = plan.offset(k, e);
+          const std::int64_t step = plan.in[k].strides[plan.ndim - 1];
 #pragma unroll
-          for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(p.in[k][input_offset<K>(plan, k, e + j)]);
+          for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(p.in[k][base + j * step]);
+        } else {  // a Row input that is not 16-byte readable (never Strided: handled above)
+          constexpr MapKind KR = K == MapKind::General ? MapKind::Simple : K;
+#pragma unroll
+          for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(p.in[k][input_offset<KR>(plan, k, e + j)]);
         }
       }
       A y[M][V];
@@ -224,6 +234,8 @@ void launch_map(Device device, const MapPlan<F::kIn>& plan, const std::array<con
     p.out[m] = out[static_cast<std::size_t>(m)];
     if (p.out[m]) p.vec_ok = p.vec_ok && aligned16(p.out[m]);
   }
+  // A chunk of V elements must not cross an innermost-dim boundary of the strided inputs.
+  if (strided && (plan.ndim == 0 || plan.sizes[plan.ndim - 1] % V != 0)) p.vec_ok = false;
   const unsigned blocks = map_blocks<T>(n, p.vec_ok);
   tg::cuda::DeviceGuard guard(device.index);
   cudaStream_t stream = tg::cuda::current_cuda_stream(device.index);

@@ -47,6 +47,7 @@ struct MapPlan {
       default: break;
     }
     std::int64_t off = 0;
+    TG_DEVICE_NO_UNROLL
     for (int d = ndim - 1; d >= 0; --d) {
       const std::int64_t q = ((i | sizes[d]) >> 32) == 0
                                  ? static_cast<std::uint32_t>(i) / static_cast<std::uint32_t>(sizes[d])

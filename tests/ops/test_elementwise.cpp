@@ -517,6 +517,11 @@ TEST_CASE("element-wise ops on CUDA match the CPU, forward and backward", "[ops]
       cases.push_back({{301, 1003}, {1003}, {301, 1003}});
       cases.push_back({{300, 1024}, {1024}, {300, 1024}});  // row path with vector loads
       cases.push_back({{301, 1003}, {301, 1}, {301, 1003}});
+      // Strided inputs whose innermost extent is a multiple of every chunk length: the
+      // general path's 16-byte chunks (one index unravelling a chunk).
+      cases.push_back({{300, 1024}, {300, 1}, {300, 1024}});
+      cases.push_back({{6, 1, 136}, {1, 40, 136}, {6, 40, 136}});
+      cases.push_back({{2, 1, 3, 16}, {5, 1, 16}, {2, 5, 3, 16}});
       cases.push_back({{77, 1, 130}, {1, 55, 130}, {77, 55, 130}});
       cases.push_back({{1}, {301, 1003}, {301, 1003}});
       for (const auto& s : cases) {
