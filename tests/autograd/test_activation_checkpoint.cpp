@@ -7,6 +7,8 @@
 
 #include "util.h"
 
+namespace test_activation_checkpoint {
+
 using namespace tg;
 
 namespace {
@@ -251,3 +253,5 @@ TEST_CASE("activation_checkpoint on CUDA gives the plain computation's gradients
     for (std::size_t i = 0; i < pc.size(); ++i) tgt::require_close(pc[i].grad(), pp[i].grad(), tol, tol);
   }
 }
+
+}  // namespace test_activation_checkpoint

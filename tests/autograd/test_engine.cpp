@@ -2,6 +2,8 @@
 
 #include "util.h"
 
+namespace test_engine {
+
 using namespace tg;
 
 TEST_CASE("backward accumulates into leaves", "[autograd]") {
@@ -175,3 +177,5 @@ TEST_CASE("a gradient of the wrong shape from an op is reported as a bug", "[aut
   });
   tgt::require_throws<Error>([&] { sum(out).backward(); }, {"broken", "input 0"});
 }
+
+}  // namespace test_engine

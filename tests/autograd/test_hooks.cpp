@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_hooks {
+
 using namespace tg;
 
 TEST_CASE("register_hook on a leaf sees the pass's summed gradient before it is accumulated", "[autograd][hooks]") {
@@ -96,3 +98,5 @@ TEST_CASE("hooks: errors name the problem", "[autograd][hooks]") {
   h.register_hook([](const Tensor& g) { return g.to(DType::f64); });
   tgt::require_throws<Error>([&] { sum(h).backward(); }, {"hook 1", "output of 'mul", "f64", "f32"});
 }
+
+}  // namespace test_hooks

@@ -3,6 +3,8 @@
 #include "core/eigen.h"
 #include "util.h"
 
+namespace test_eigen {
+
 using namespace tg;
 
 TEST_CASE("Eigen matrices convert to and from tensors", "[core][eigen]") {
@@ -19,3 +21,5 @@ TEST_CASE("Eigen matrices convert to and from tensors", "[core][eigen]") {
   REQUIRE((back - ref).cwiseAbs().maxCoeff() < 1e-12);
   tgt::require_throws<ShapeError>([] { to_eigen(zeros({2, 2, 2})); }, {"to_eigen", "[2, 2, 2]"});
 }
+
+}  // namespace test_eigen

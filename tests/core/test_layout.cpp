@@ -6,6 +6,8 @@
 #include "core/layout_tables.h"
 #include "util.h"
 
+namespace test_layout {
+
 using namespace tg;
 
 TEST_CASE("Layout counts, tables and equality", "[core][layout]") {
@@ -165,3 +167,5 @@ TEST_CASE("Layout tables built on the GPU equal the CPU ones", "[core][layout][c
     require_same_tables(build(l, gpu), l.tables(Device::cpu()));
   }
 }
+
+}  // namespace test_layout

@@ -10,6 +10,8 @@
 #include "runtime/deferred_checks.h"
 #include "util.h"
 
+namespace test_pending_item {
+
 using namespace tg;
 
 namespace {
@@ -74,3 +76,5 @@ TEST_CASE("item_async on CUDA reports errors of finished deferred checks from ge
   REQUIRE(runtime::pending_deferred_checks() == 0);
   REQUIRE(p.get<double>() == 1.0);  // reported once
 }
+
+}  // namespace test_pending_item

@@ -4,6 +4,8 @@
 #include "runtime/backend.h"
 #include "util.h"
 
+namespace test_tensor {
+
 using namespace tg;
 
 TEST_CASE("shapes and dtypes", "[core]") {
@@ -115,3 +117,5 @@ TEST_CASE("every kernel slot has a CPU kernel, and a CUDA one in CUDA builds", "
     if (cuda_built) CHECK(s->has(DeviceType::CUDA));
   }
 }
+
+}  // namespace test_tensor

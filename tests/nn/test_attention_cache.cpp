@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_attention_cache {
+
 using namespace tg;
 
 namespace {
@@ -121,3 +123,5 @@ TEST_CASE("forward_cached on CUDA matches forward", "[nn][attention][kv_cache][c
     tgt::require_close(mha.forward_cached(rows(x, 110, S), cache), rows(full, 110, S), tol, tol);
   }
 }
+
+}  // namespace test_attention_cache

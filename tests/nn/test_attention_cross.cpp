@@ -10,6 +10,8 @@
 #include "nn/attention.h"
 #include "util.h"
 
+namespace test_attention_cross {
+
 using namespace tg;
 
 namespace {
@@ -119,3 +121,5 @@ TEST_CASE("MultiHeadAttention cross-attention bad shapes", "[nn][attention_modul
                                   {"forward_cross", "memory", "d_model = 16", "[2, 6, 8]"});
   tgt::require_throws<ShapeError>([&] { m.forward_cross(zeros({2, 6}), x); }, {"forward_cross", "x", "[2, 6]"});
 }
+
+}  // namespace test_attention_cross

@@ -13,6 +13,8 @@
 #include "nn/attention.h"
 #include "util.h"
 
+namespace test_attention_module {
+
 using namespace tg;
 
 namespace {
@@ -336,3 +338,5 @@ TEST_CASE("MultiHeadAttention bad arguments", "[nn][attention_module]") {
   tgt::require_throws<ShapeError>([&] { (void)m(zeros({2, 5, 16}), AttentionPattern::dense(8, 8, 4)); },
                                   {"flash_attention", "pattern", "5 x 5", "8 x 8"});
 }
+
+}  // namespace test_attention_module

@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_attention_rope {
+
 using namespace tg;
 
 namespace {
@@ -82,3 +84,5 @@ TEST_CASE("MultiHeadAttention rope on CUDA matches the CPU", "[nn][attention][ro
   sum(mul(yg, yg)).backward();
   tgt::require_close(xg.grad().to(cpu), xc.grad(), 1e-3, 1e-3);
 }
+
+}  // namespace test_attention_rope

@@ -7,6 +7,8 @@
 #include "nn/checkpoint.h"
 #include "util.h"
 
+namespace test_checkpoint {
+
 using namespace tg;
 
 namespace {
@@ -102,3 +104,5 @@ TEST_CASE("Python's safetensors reads our file with identical values", "[nn][che
   std::remove(path.c_str());
   std::remove(out.c_str());
 }
+
+}  // namespace test_checkpoint

@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_ema {
+
 using namespace tg;
 
 TEST_CASE("ExponentialMovingAverage follows its recurrence", "[optim][ema]") {
@@ -87,3 +89,5 @@ TEST_CASE("ExponentialMovingAverage on CUDA matches the CPU", "[optim][ema][cuda
   }
   tgt::require_close(to_device(eg.shadow(0), Device::cpu()), ec.shadow(0), 1e-6, 1e-6);
 }
+
+}  // namespace test_ema

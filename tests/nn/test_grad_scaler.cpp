@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_grad_scaler {
+
 using namespace tg;
 
 namespace {
@@ -145,3 +147,5 @@ TEST_CASE("GradScaler on CUDA", "[optim][grad_scaler][cuda]") {
   scaler.update();
   REQUIRE(scaler.get_scale() == 16384.0);
 }
+
+}  // namespace test_grad_scaler

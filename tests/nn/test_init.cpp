@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_init {
+
 using namespace tg;
 
 namespace {
@@ -94,3 +96,5 @@ TEST_CASE("Module::requires_grad_ freezes and unfreezes", "[nn][init]") {
   sum(b(gelu(a(x)))).backward();
   REQUIRE(a.weight.grad().defined());
 }
+
+}  // namespace test_init

@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_layers {
+
 using namespace tg;
 
 TEST_CASE("LayerNorm module: ones / zeros parameters, forward = layer_norm", "[nn][layers]") {
@@ -159,3 +161,5 @@ TEST_CASE("nn layers on CUDA match the CPU", "[nn][layers][cuda]") {
     tgt::require_close(eg(idx.to(gpu)).to(Device::cpu()), embedding(eg.weight.to(Device::cpu()).detach(), idx), 0, 0);
   }
 }
+
+}  // namespace test_layers

@@ -1,5 +1,7 @@
 #include "util.h"
 
+namespace test_module {
+
 using namespace tg;
 
 namespace {
@@ -82,3 +84,5 @@ TEST_CASE("Module::to(cuda) moves parameters in place", "[nn][module][cuda]") {
   for (auto& p : m.parameters()) REQUIRE(p.device() == Device::cuda());
   tgt::require_close(m.forward(x.to(Device::cuda())), ref, 1e-10, 1e-12);
 }
+
+}  // namespace test_module

@@ -2,6 +2,8 @@
 
 #include "util.h"
 
+namespace test_optim {
+
 using namespace tg;
 
 namespace {
@@ -378,3 +380,5 @@ TEST_CASE("AdamW master weights on CUDA match the CPU", "[optim][cuda]") {
   tgt::require_close(to_device(og.state().back().second, Device::cpu()), oc.state().back().second, 1e-5, 1e-6);
   tgt::require_close(to_device(g, Device::cpu()), c, 1e-2, 1e-2);
 }
+
+}  // namespace test_optim

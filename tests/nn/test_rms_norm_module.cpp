@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_rms_norm_module {
+
 using namespace tg;
 
 TEST_CASE("RMSNorm module: ones weight, forward = rms_norm", "[nn][layers][rms_norm]") {
@@ -92,3 +94,5 @@ TEST_CASE("RMSNorm module on CUDA matches the CPU", "[nn][layers][rms_norm][cuda
     tgt::require_close(rc(x.to(gpu)).to(Device::cpu()), yg.to(Device::cpu()), 0, 0);
   }
 }
+
+}  // namespace test_rms_norm_module

@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_sampling {
+
 using namespace tg;
 using nn::SamplingOptions;
 
@@ -130,3 +132,5 @@ TEST_CASE("sample_tokens on CUDA gives the CPU's picks, on the GPU", "[nn][sampl
   REQUIRE(g.device() == Device::cuda());
   tgt::require_close(g.to(Device::cpu()), nn::sample_tokens(batch, o), 0, 0);
 }
+
+}  // namespace test_sampling

@@ -10,6 +10,8 @@
 
 #include "util.h"
 
+namespace test_sparse_linear {
+
 using namespace tg;
 
 namespace {
@@ -294,3 +296,5 @@ TEST_CASE("BlockSparseLinear CUDA matches the CPU", "[nn][sparse_linear][cuda]")
     }
   }
 }
+
+}  // namespace test_sparse_linear

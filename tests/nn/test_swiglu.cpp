@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_swiglu {
+
 using namespace tg;
 
 namespace {
@@ -99,3 +101,5 @@ TEST_CASE("SwiGLU on CUDA matches the CPU", "[nn][swiglu][cuda]") {
   const Tensor x = tgt::rand64({16, 64}, 9).to(DType::f32);
   tgt::require_close(g(x.to(Device::cuda())).to(Device::cpu()), c(x), 1e-3, 1e-3);
 }
+
+}  // namespace test_swiglu

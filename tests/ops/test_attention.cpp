@@ -15,6 +15,8 @@
 #include "ops/sparse_nn/sparse_nn.h"
 #include "util.h"
 
+namespace test_attention {
+
 using namespace tg;
 
 namespace {
@@ -780,3 +782,5 @@ TEST_CASE("flash_attention mixed devices throw; any pattern block size runs on C
   o = {};
   REQUIRE(flash_attention(q, k, v, pat, o).device() == gpu);
 }
+
+}  // namespace test_attention

@@ -8,6 +8,8 @@
 #include "ops/attention/attention.h"
 #include "util.h"
 
+namespace test_attention_bias_shared {
+
 using namespace tg;
 
 namespace {
@@ -119,3 +121,5 @@ TEST_CASE("flash_attention CUDA with a per-head bias matches the CPU", "[ops][at
     tgt::require_close(gpu.dbias_dense, cpu.dbias_dense, 2 * tol, 2 * tol);
   }
 }
+
+}  // namespace test_attention_bias_shared

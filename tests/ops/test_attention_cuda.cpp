@@ -18,6 +18,8 @@
 #include "ops/attention/kernel_choice.h"
 #include "util.h"
 
+namespace test_attention_cuda {
+
 using namespace tg;
 
 namespace {
@@ -1497,3 +1499,5 @@ TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
   CHECK(ops::attn::bwd_kernel() != ops::attn::BwdKernel::Auto);
 }
+
+}  // namespace test_attention_cuda

@@ -5,6 +5,8 @@
 #include "ops/attention/kernel_choice.h"
 #include "util.h"
 
+namespace test_attention_kernel_choice {
+
 using namespace tg;
 namespace at = tg::ops::attn;
 
@@ -92,3 +94,5 @@ TEST_CASE("attention kernel-choice knobs: forced values win, Auto restores the d
         {at::FwdSoftmax::Max, at::FwdSoftmax::Sums}, at::default_fwd_softmax(d));
   }
 }
+
+}  // namespace test_attention_kernel_choice

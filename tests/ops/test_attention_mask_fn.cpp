@@ -8,6 +8,8 @@
 #include "ops/attention/attention.h"
 #include "util.h"
 
+namespace test_attention_mask_fn {
+
 using namespace tg;
 
 namespace {
@@ -104,3 +106,5 @@ TEST_CASE("flash_attention CUDA with attention_mask_from_fn's mask equals it wit
   with_mask.mask = BlockSparseTensor(m.data().to(gpu), m.layout());
   tgt::require_close(flash_attention(q, k, v, pattern, with_mask), flash_attention(q, k, v, pattern, with_fn), 0, 0);
 }
+
+}  // namespace test_attention_mask_fn

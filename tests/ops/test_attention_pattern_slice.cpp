@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_attention_pattern_slice {
+
 using namespace tg;
 
 namespace {
@@ -67,3 +69,5 @@ TEST_CASE("AttentionPattern::slice keeps every element pair of its ranges", "[op
   tgt::require_throws<ValueError>([] { AttentionPattern().slice(0, 1, 0, 1); },
                                   {"AttentionPattern::slice", "undefined"});
 }
+
+}  // namespace test_attention_pattern_slice

@@ -7,6 +7,8 @@
 
 #include "util.h"
 
+namespace test_copy {
+
 using namespace tg;
 
 namespace {
@@ -206,3 +208,5 @@ TEST_CASE("copy ops on CUDA: round trips, casts match the CPU, gradients flow ba
   INFO(r.report);
   REQUIRE(r);
 }
+
+}  // namespace test_copy

@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_dropout {
+
 using namespace tg;
 
 namespace {
@@ -175,3 +177,5 @@ TEST_CASE("dropout on CUDA uses the same mask as the CPU, bit for bit", "[ops][d
   for (std::size_t i = 0; i < v.size(); ++i) REQUIRE((v[i] != 0.0) == keep[i]);
   REQUIRE(dropout(zeros({0}, {.device = gpu}), 0.5, 1, 1).numel() == 0);
 }
+
+}  // namespace test_dropout

@@ -11,6 +11,8 @@
 
 #include "util.h"
 
+namespace test_elementwise {
+
 using namespace tg;
 
 namespace {
@@ -707,3 +709,5 @@ TEST_CASE("CUDA bias-row adds and column sums (16-bit vector paths) match the CP
     }
   }
 }
+
+}  // namespace test_elementwise

@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_embedding {
+
 using namespace tg;
 
 namespace {
@@ -187,3 +189,5 @@ TEST_CASE("embedding on CUDA matches the CPU, forward and backward", "[ops][embe
                                    {"embedding", "same device", "cuda:0", "cpu"});
   REQUIRE(embedding(w, zeros({0}, {.dtype = DType::i64, .device = gpu})).shape() == Shape{0, 2});
 }
+
+}  // namespace test_embedding

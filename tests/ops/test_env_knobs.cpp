@@ -5,6 +5,8 @@
 #include "ops/common.h"
 #include "util.h"
 
+namespace test_env_knobs {
+
 using namespace tg;
 
 namespace {
@@ -69,3 +71,5 @@ TEST_CASE("env_choice reads one of two words and refuses the rest", "[ops][env]"
   tgt::require_throws<ValueError>([] { (void)ops::env_choice("flash_attention", kVar, "mma", "wgmma"); },
                                   {"flash_attention", kVar, "mma or wgmma", "'tma'"});
 }
+
+}  // namespace test_env_knobs

@@ -7,6 +7,8 @@
 
 #include "util.h"
 
+namespace test_factory {
+
 using namespace tg;
 
 namespace {
@@ -275,3 +277,5 @@ TEST_CASE("factories on CUDA: the same numbers as the CPU", "[ops][factory][cuda
   REQUIRE(p.requires_grad());
   REQUIRE(p.device() == g);
 }
+
+}  // namespace test_factory

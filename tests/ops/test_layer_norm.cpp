@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_layer_norm {
+
 using namespace tg;
 
 namespace {
@@ -303,3 +305,5 @@ TEST_CASE("layer_norm on CUDA matches the CPU, forward and backward", "[ops][lay
   tgt::require_throws<DeviceError>([&] { (void)layer_norm(zeros({2, 3}, {.device = gpu}), zeros({3}), Tensor()); },
                                    {"layer_norm", "gamma", "same device", "cuda:0", "cpu"});
 }
+
+}  // namespace test_layer_norm

@@ -7,6 +7,8 @@
 
 #include "util.h"
 
+namespace test_layout_derived {
+
 using namespace tg;
 
 namespace {
@@ -157,3 +159,5 @@ TEST_CASE("derived layouts CUDA match CPU", "[ops][layout][cuda]") {
     }
   }
 }
+
+}  // namespace test_layout_derived

@@ -7,6 +7,8 @@
 
 #include "util.h"
 
+namespace test_loss {
+
 using namespace tg;
 
 namespace {
@@ -285,3 +287,5 @@ TEST_CASE("CUDA mse_loss matches the CPU", "[ops][loss][cuda]") {
                             empty({0}, {.dtype = DType::f32, .device = gpu}))
                        .item<double>()));
 }
+
+}  // namespace test_loss

@@ -9,6 +9,8 @@
 #include "ops/linalg/kernels.h"
 #include "util.h"
 
+namespace test_matmul {
+
 using namespace tg;
 
 namespace {
@@ -425,3 +427,5 @@ TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU",
   CHECK(ops::linear_fused_forwards() - fwd0 >= 9);  // the first three shapes, every dtype
   CHECK(ops::linear_fused_wgrads() - wg0 >= 3);      // the first shape, every dtype
 }
+
+}  // namespace test_matmul

@@ -12,6 +12,8 @@
 
 #include "util.h"
 
+namespace test_patterns {
+
 using namespace tg;
 
 namespace {
@@ -294,3 +296,5 @@ TEST_CASE("pattern builders reject bad arguments", "[ops][patterns]") {
   tgt::require_throws<LayoutError>([] { pattern_intersection(causal_pattern(2, 8, 8, 4), causal_pattern(1, 8, 8, 4)); },
                                    {"pattern_intersection", "[2, 2, 2]", "[1, 2, 2]"});
 }
+
+}  // namespace test_patterns

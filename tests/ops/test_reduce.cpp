@@ -9,6 +9,8 @@
 
 #include "util.h"
 
+namespace test_reduce {
+
 using namespace tg;
 
 namespace {
@@ -321,3 +323,5 @@ TEST_CASE("CUDA 16-bit row sums: many rows and misaligned views", "[ops][reduce]
     tgt::require_close(sum(xm, -1).to(Device::cpu()), sum(xm.to(Device::cpu()), -1), 1e-2, 0.1);
   }
 }
+
+}  // namespace test_reduce

@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_rms_norm {
+
 using namespace tg;
 
 namespace {
@@ -338,3 +340,5 @@ TEST_CASE("rms_norm on CUDA matches the CPU, forward and backward", "[ops][rms_n
       },
       {"rms_norm", "gamma", "same device", "cuda:0", "cpu"});
 }
+
+}  // namespace test_rms_norm

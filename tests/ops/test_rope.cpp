@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_rope {
+
 using namespace tg;
 
 namespace {
@@ -214,3 +216,5 @@ TEST_CASE("rope on CUDA matches the CPU", "[ops][rope][cuda]") {
   tgt::require_close(rope(x.to(gpu), {.rotary_dim = 96, .offset = 17}).to(Device::cpu()),
                      rope(x, {.rotary_dim = 96, .offset = 17}), 8e-3, 8e-3);
 }
+
+}  // namespace test_rope

@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_shape_ops {
+
 using namespace tg;
 
 namespace {
@@ -489,3 +491,5 @@ TEST_CASE("split_heads / merge_heads [cuda]: equal to the CPU, every word width,
     tgt::require_close(run(gpu), run(Device::cpu()), 1e-2, 1e-6);
   }
 }
+
+}  // namespace test_shape_ops

@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_softmax {
+
 using namespace tg;
 
 namespace {
@@ -285,3 +287,5 @@ TEST_CASE("CUDA 16-bit softmax: packed warp rows with many rows, negative scales
     }
   }
 }
+
+}  // namespace test_softmax

@@ -8,6 +8,8 @@
 
 #include "util.h"
 
+namespace test_sparse_adapt {
+
 using namespace tg;
 
 namespace {
@@ -217,3 +219,5 @@ TEST_CASE("adapt_layout CUDA matches CPU", "[ops][sparse_adapt][cuda]") {
     }
   }
 }
+
+}  // namespace test_sparse_adapt

@@ -10,6 +10,8 @@
 #include "layout_cases.h"
 #include "util.h"
 
+namespace test_sparse_convert {
+
 using namespace tg;
 
 namespace {
@@ -346,3 +348,5 @@ TEST_CASE("to_sparse / to_dense CUDA: many blocks, odd grid widths, misaligned d
     }
   }
 }
+
+}  // namespace test_sparse_convert

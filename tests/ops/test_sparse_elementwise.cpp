@@ -10,6 +10,8 @@
 
 #include "util.h"
 
+namespace test_sparse_elementwise {
+
 using namespace tg;
 
 namespace {
@@ -338,3 +340,5 @@ TEST_CASE("flatten_to_3d / unflatten", "[ops][sparse_elementwise][flatten]") {
                                   {"unflatten", "batch 6", "[2, 3, 4, 5]", "[5, 4, 5]"});
   tgt::require_throws<ShapeError>([&] { unflatten(zeros({1, 4, 5}), Shape{5}); }, {"unflatten", "original_shape"});
 }
+
+}  // namespace test_sparse_elementwise

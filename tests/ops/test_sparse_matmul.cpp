@@ -19,6 +19,8 @@
 #include "sparse_matmul_cases.h"
 #include "util.h"
 
+namespace test_sparse_matmul {
+
 using namespace tg;
 using namespace mmcases;
 
@@ -1245,3 +1247,5 @@ TEST_CASE("sparse matmul CUDA bad inputs", "[ops][sparse_matmul][cuda]") {
       },
       {"matmul", "x", "y", "same device"});
 }
+
+}  // namespace test_sparse_matmul

@@ -25,6 +25,8 @@
 #include "sparse_matmul_cases.h"
 #include "util.h"
 
+namespace test_sparse_matmul_coarse {
+
 using namespace tg;
 using namespace mmcases;
 using ops::spmm::CoarseBlocks;
@@ -352,3 +354,5 @@ TEST_CASE("sparse matmul CUDA on covering 64-blocks: fine stores equal the moved
     }
   });
 }
+
+}  // namespace test_sparse_matmul_coarse

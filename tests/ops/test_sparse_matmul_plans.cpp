@@ -8,6 +8,8 @@
 #include "ops/sparse_matmul/plan.h"
 #include "util.h"
 
+namespace test_sparse_matmul_plans {
+
 using namespace tg;
 
 namespace {
@@ -88,3 +90,5 @@ TEST_CASE("sparse matmul plans: release_device_resources drops the plans kept on
   REQUIRE(p->n_out == 2 * 3 * 2);
   REQUIRE(plan_of(dsd(lx)) == p);
 }
+
+}  // namespace test_sparse_matmul_plans

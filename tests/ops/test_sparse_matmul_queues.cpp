@@ -15,6 +15,8 @@
 #include "sparse_matmul_cases.h"
 #include "util.h"
 
+namespace test_sparse_matmul_queues {
+
 using namespace tg;
 
 namespace {
@@ -162,3 +164,5 @@ TEST_CASE("matmul queues: the Hopper schedule's grid, queues and split lists", "
     }
   }
 }
+
+}  // namespace test_sparse_matmul_queues

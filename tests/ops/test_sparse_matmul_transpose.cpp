@@ -24,6 +24,8 @@
 #include "sparse_matmul_cases.h"
 #include "util.h"
 
+namespace test_sparse_matmul_transpose {
+
 using namespace tg;
 using namespace mmcases;
 
@@ -520,3 +522,5 @@ TEST_CASE("sparse matmul transposed CUDA matches the CPU: every mode and combina
     }
   }
 }
+
+}  // namespace test_sparse_matmul_transpose

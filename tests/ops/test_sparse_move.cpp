@@ -16,6 +16,8 @@
 #include "ops/sparse_move/gather_path.h"
 #include "util.h"
 
+namespace test_sparse_move {
+
 using namespace tg;
 
 namespace {
@@ -1200,3 +1202,5 @@ TEST_CASE("sparse gather CUDA index ranges of concurrent threads stay apart", "[
     REQUIRE(failures[static_cast<std::size_t>(t)].empty());
   }
 }
+
+}  // namespace test_sparse_move

@@ -2,6 +2,8 @@
 
 #include "util.h"
 
+namespace test_sparse_nn {
+
 using namespace tg;
 
 namespace {
@@ -89,3 +91,5 @@ TEST_CASE("nn modules accept block-sparse input", "[ops][sparse_nn][nn]") {
   sum(lin(ln(x)).data()).backward();
   REQUIRE(lin.weight.grad().defined());
 }
+
+}  // namespace test_sparse_nn

@@ -10,6 +10,8 @@
 
 #include "util.h"
 
+namespace test_sparse_rows {
+
 using namespace tg;
 
 namespace {
@@ -654,3 +656,5 @@ TEST_CASE("broadcast_add/sub CUDA in 16-bit with several blocks per warp match C
     }
   }
 }
+
+}  // namespace test_sparse_rows

@@ -14,6 +14,8 @@
 #include "sparse_softmax_cases.h"
 #include "util.h"
 
+namespace test_sparse_softmax {
+
 using namespace tg;
 
 namespace {
@@ -1111,3 +1113,5 @@ TEST_CASE("block-sparse softmax with mixed devices throws", "[ops][sparse_softma
   BlockSparseTensor dy(zeros({4, 4, 4}, {.device = Device::cuda()}), l);
   tgt::require_throws<DeviceError>([&] { softmax_backward(x, dy); }, {"softmax_backward", "y", "dy", "same device"});
 }
+
+}  // namespace test_sparse_softmax

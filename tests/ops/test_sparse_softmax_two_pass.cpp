@@ -12,6 +12,8 @@
 #include "sparse_softmax_cases.h"
 #include "util.h"
 
+namespace test_sparse_softmax_two_pass {
+
 using namespace tg;
 
 namespace {
@@ -106,3 +108,5 @@ TEST_CASE("block-sparse softmax CUDA two-pass kernels forced on every block size
     }
   }
 }
+
+}  // namespace test_sparse_softmax_two_pass

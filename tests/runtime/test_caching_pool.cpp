@@ -13,6 +13,8 @@
 #include "runtime/caching_pool.h"
 #include "runtime/error.h"
 
+namespace test_caching_pool {
+
 using tg::runtime::CachingPool;
 using tg::runtime::RawDeviceApi;
 
@@ -748,3 +750,5 @@ TEST_CASE("caching pool: helpers", "[runtime][pool]") {
   CHECK(format_bytes(std::size_t{40} << 30) == "40.00 GiB");
   CHECK(format_bytes(std::size_t{1} << 50) == "1.00 PiB");
 }
+
+}  // namespace test_caching_pool

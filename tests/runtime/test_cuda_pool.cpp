@@ -13,6 +13,8 @@
 #include "runtime/memory.h"
 #include "runtime/stream.h"
 
+namespace test_cuda_pool {
+
 namespace {
 
 constexpr std::size_t MiB = std::size_t{1} << 20;
@@ -255,3 +257,5 @@ TEST_CASE("cuda_compute_capability: the device's, or DeviceError for a device th
   CHECK(cc >= 50);
   CHECK(cc < 130);
 }
+
+}  // namespace test_cuda_pool

@@ -9,6 +9,8 @@
 #include "catch.h"
 #include "runtime/error.h"
 
+namespace test_deferred_checks {
+
 using namespace tg;
 
 TEST_CASE("deferred checks run at once on the CPU and throw from the call", "[runtime][deferred_checks]") {
@@ -35,3 +37,5 @@ TEST_CASE("deferred checks run at once on the CPU and throw from the call", "[ru
   }
   set_sync_checks(prev);
 }
+
+}  // namespace test_deferred_checks

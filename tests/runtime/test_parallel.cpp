@@ -7,6 +7,8 @@
 #include "runtime/parallel.h"
 #include "util.h"
 
+namespace test_parallel {
+
 TEST_CASE("parallel_ranges covers [0, n) exactly once in ranges of at most the grain", "[runtime]") {
   for (std::int64_t grain : {1, 7, 64, 1 << 15}) {
     for (std::int64_t n : {std::int64_t{0}, std::int64_t{1}, grain - 1, grain, grain + 1, 5 * grain + 3, 40 * grain}) {
@@ -27,3 +29,5 @@ TEST_CASE("parallel_ranges covers [0, n) exactly once in ranges of at most the g
     }
   }
 }
+
+}  // namespace test_parallel

@@ -4,6 +4,8 @@
 
 #include "catch.h"
 
+namespace test_philox {
+
 using namespace tg;
 
 TEST_CASE("Philox-4x32-10 matches the published known-answer vectors", "[runtime][philox]") {
@@ -54,3 +56,5 @@ TEST_CASE("Generator advances its offset per draw", "[runtime][philox]") {
   REQUIRE(g.seed() == 3);
   REQUIRE(g.next_offset() == 0);
 }
+
+}  // namespace test_philox

@@ -5,6 +5,8 @@
 
 #include "util.h"
 
+namespace test_profiler {
+
 using namespace tg;
 
 namespace {
@@ -148,3 +150,5 @@ TEST_CASE("Profiler times CUDA kernels with device events", "[runtime][profiler]
   REQUIRE(p.find("matmul_gemm", DeviceType::CUDA) != nullptr);
   CHECK(p.find("matmul_gemm", DeviceType::CUDA)->device_ms > 0);
 }
+
+}  // namespace test_profiler

@@ -6,6 +6,8 @@
 
 #include "util.h"
 
+namespace test_progress {
+
 using namespace tg;
 
 TEST_CASE("ProgressBar renders the bar, the count, the values, the rate and the ETA", "[runtime][progress]") {
@@ -58,3 +60,5 @@ TEST_CASE("ProgressBar redraws in place or prints lines", "[runtime][progress]")
   tgt::require_throws<ValueError>([] { ProgressBar bar(0); }, {"ProgressBar", "total", "0"});
   tgt::require_throws<ValueError>([] { ProgressBar bar(3, {.width = 0}); }, {"ProgressBar", "width"});
 }
+
+}  // namespace test_progress

@@ -7,6 +7,8 @@
 #include "ops/sparse_matmul/sparse_matmul.h"
 #include "util.h"
 
+namespace test_release {
+
 using namespace tg;
 
 namespace {
@@ -64,3 +66,5 @@ TEST_CASE("release_device_resources frees cached device memory; ops rebuild what
   CHECK(after.bytes_reserved <= held.bytes_reserved);
   require_identical(before, run_all(gpu, DType::bf16));
 }
+
+}  // namespace test_release

@@ -12,6 +12,8 @@
 #include "ops/attention/cuda/work_lists.h"
 #include "util.h"
 
+namespace test_attention_lists {
+
 using namespace tg::ops::attn;
 
 namespace {
@@ -265,3 +267,5 @@ TEST_CASE("attention launch order: the default bands on an H100", "[ops][attenti
   CHECK(tail.max_rows == 1);
   CHECK(tail.last_items == 264);
 }
+
+}  // namespace test_attention_lists
