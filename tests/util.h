@@ -1,4 +1,8 @@
 // Shared helpers for the test suite.
+//
+// The test files compile in batches of several files each (a unity build, tests/CMakeLists.txt):
+// a test file puts everything after its includes in a namespace named for the file
+// (`namespace test_reduce { ... }`), so that its helpers cannot clash with another file's.
 #pragma once
 
 #include <cmath>
