@@ -250,8 +250,7 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
 
 TileList rows_of(const DeviceWork& w) {
   return {static_cast<const std::int32_t*>(w.row_order.data_ptr()), static_cast<const std::int32_t*>(w.row_off.data_ptr()),
-          static_cast<const std::int32_t*>(w.row_entries.data_ptr()), w.num_m, w.num_n,
-          static_cast<const int4*>(w.row_launch.data_ptr())};
+          static_cast<const std::int32_t*>(w.row_entries.data_ptr()), w.num_m, w.num_n};
 }
 
 TileList cols_of(const DeviceWork& w) {

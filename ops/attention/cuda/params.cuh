@@ -71,10 +71,6 @@ struct TileList {
   const std::int32_t* entries = nullptr;
   int num_m = 0;  ///< query tiles per head
   int num_n = 0;  ///< key tiles per kv head
-  /// Per launch position x: {order[x], off[order[x]], off[order[x] + 1], its first entry or 0}
-  /// (work_lists.h's launch_records; row lists only): the Hopper forward reads its work in one
-  /// load. (The kv pass's first tile waits on the delta pass anyway, its lists read before.)
-  const int4* launch = nullptr;
 
   /// 1 / num_m for query_tile: compute it once, outside a kernel's loop.
   __device__ __forceinline__ float inv_num_m() const { return __frcp_rn(static_cast<float>(num_m)); }

@@ -130,19 +130,18 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   // wgmma descriptors derived from it in uniform registers
   const int group = __shfl_sync(0xffffffffu, tid >> 7, 0);
   const int warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  // the CTA's item, its entries' bounds and its first entry, in one load (launch_records)
-  const int4 work = a.list.launch[blockIdx.x];
-  const int item = work.x, e0 = work.y, e1 = work.z, first_entry = work.w;
+  const int item = a.list.order[blockIdx.x];
   const int bh = item / a.list.num_m, m = item % a.list.num_m;
   const int kv = bh / p.group, b = bh / p.heads, h = bh % p.heads;
   const int q0 = m * Cfg::BM;
   const int r0 = q0 + group * 64 + warp * 16 + g;  // this thread's rows: r0 and r0 + 8
+  const int e0 = a.list.off[item], e1 = a.list.off[item + 1];
   auto bar = [&](int s) { return tma::smem_addr(&full[s]); };
 
-  // Starts the loads of list entry `entry`'s K and V tiles into stage s (one thread); a row of
-  // 128 is two 64-element columns, the second after all lines of the first.
-  auto issue_entry = [&](int entry, int s) {
-    const int k0 = (entry >> kFlagBits) * BN;
+  // Starts the loads of entry e's K and V tiles into stage s (one thread); a row of 128 is
+  // two 64-element columns, the second after all lines of the first.
+  auto issue = [&](int e, int s) {
+    const int k0 = (a.list.entries[e] >> kFlagBits) * BN;
     const std::uint32_t st = sKV + static_cast<std::uint32_t>(s) * Cfg::kStageBytes;
     tma::arrive_expect_tx(bar(s), Cfg::kStageBytes);
 #pragma unroll
@@ -151,7 +150,6 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       tma::load_3d(st + Cfg::kKBytes + static_cast<std::uint32_t>(h) * BN * 128u, &w.map_v, bar(s), 64 * h, k0, kv);
     }
   };
-  auto issue = [&](int e, int s) { issue_entry(a.list.entries[e], s); };  // entry e of the list
   if (tid == 0) {
     for (int s = 0; s <= NS; ++s) tma::init(bar(s), 1);
     for (int s = 0; s < NS; ++s) released[s] = 0;
@@ -162,8 +160,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
       for (int h = 0; h < D / 64; ++h)
         tma::load_3d(sQ + static_cast<std::uint32_t>(h) * Cfg::BM * 128u, &w.map_q, bar(NS), 64 * h, q0, bh);
     }
-    if (e0 < e1) issue_entry(first_entry, 0);
-    for (int s = 1; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
+    for (int s = 0; s < NS && e0 + s < e1; ++s) issue(e0 + s, s);
   }
   __syncthreads();  // the barriers are initialised
 
@@ -341,7 +338,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
         mma_abt<T, D>(s, q_base, Cfg::BM * 128u, k_tile(st), BN * 128u);
         wg::commit();
       };
-      int entry = first_entry;
+      int entry = a.list.entries[e0];
       tma::wait(bar(0), 0);
       scores(0);
       wg::wait<0>();
@@ -391,7 +388,7 @@ __global__ void __launch_bounds__(2 * BM, WgFwdConfig<D, BM, kOverlap, BN_>::min
   };
   [[maybe_unused]] bool ready = kSums && refs_ready();
   // each step's list entry is loaded one step ahead (it heads the step's dependency chain)
-  int next_entry = first_entry;
+  int next_entry = e0 < e1 ? a.list.entries[e0] : 0;
   for (int e = e0; e < e1; ++e) {
     const int step = e - e0, stage = step % NS;
     const int entry = next_entry;

@@ -143,16 +143,6 @@ HostList build_row_lists(const ListSpec& s, int bm, int bn, LaunchBand band) {
   return out;
 }
 
-std::vector<std::int32_t> launch_records(const HostList& l) {
-  std::vector<std::int32_t> r;
-  r.reserve(4 * l.order.size());
-  for (const std::int32_t item : l.order) {
-    const std::int32_t e0 = l.off[static_cast<std::size_t>(item)], e1 = l.off[static_cast<std::size_t>(item) + 1];
-    r.insert(r.end(), {item, e0, e1, e0 < e1 ? l.entries[static_cast<std::size_t>(e0)] : 0});
-  }
-  return r;
-}
-
 HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, LaunchBand band) {
   HostList out;
   out.num_m = rows.num_m;
@@ -258,7 +248,6 @@ std::shared_ptr<const DeviceWork> device_work(const AttentionProblem& p, int bm,
   w->row_order = upload(rows.order, DType::i32, dev);
   w->row_off = upload(rows.off, DType::i32, dev);
   w->row_entries = upload(rows.entries, DType::i32, dev);
-  w->row_launch = upload(launch_records(rows), DType::i32, dev);
   w->num_m = rows.num_m;
   w->num_n = rows.num_n;
   w->row_items = static_cast<std::int64_t>(rows.order.size());

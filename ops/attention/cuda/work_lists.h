@@ -79,18 +79,11 @@ HostList build_row_lists(const ListSpec& s, int bm, int bn, LaunchBand band = {}
 /// Column lists (the transpose of `rows`, grouped by kv row), ordered in bands (item_order).
 HostList build_col_lists(const HostList& rows, std::int64_t bhq, std::int64_t bhkv, LaunchBand band = {});
 
-/// A record of four i32 per launch position x of `l`: {item, its first entry's index, one past
-/// its last, its first entry (0 when it has none)}, item = l.order[x]. The Hopper forward reads
-/// its work from it in one 16-byte load, where order -> off -> entries were three dependent
-/// loads on each CTA's way to its first key tile.
-std::vector<std::int32_t> launch_records(const HostList& l);
-
 /// Tile lists and pattern tables on one device.
 struct DeviceWork {
   Tensor pattern;       ///< bool [bhq, qb, kb]
   Tensor q_blk, k_blk;  ///< i32 [sq], [sk]
   Tensor row_order, row_off, row_entries;
-  Tensor row_launch;  ///< launch_records of the row lists (the Hopper forward's)
   Tensor col_order, col_off, col_entries;  ///< undefined unless asked for
   int num_m = 0, num_n = 0;
   std::int64_t row_items = 0, col_items = 0;
