@@ -53,6 +53,10 @@ __device__ TG_INLINE void store_chunk(T* p, const Chunk<T>& c) {
   *reinterpret_cast<uint4*>(p) = c.raw;
 }
 
+__host__ __device__ TG_INLINE bool aligned16(const void* ptr) {
+  return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0;
+}
+
 // Chunk <-> arithmetic-type conversions. 16-bit types use the hardware converts
 // (cvt.rn.{bf16x2,f16x2}.f32: two elements per instruction, round to nearest even like
 // core/half.h; only a NaN's payload may differ), where the portable conversions cost ~5
@@ -164,8 +168,17 @@ __global__ void __launch_bounds__(kThreads)
           // their compile time, near the others').
           const std::int64_t base = plan.offset(k, e);
           const std::int64_t step = plan.in[k].strides[plan.ndim - 1];
+          const T* src = p.in[k] + base;
+          if (step == 0) {  // broadcast along the innermost dim (a column): one load
+            const A v = static_cast<A>(*src);
 #pragma unroll
-          for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(p.in[k][base + j * step]);
+            for (int j = 0; j < V; ++j) x[k][j] = v;
+          } else if (step == 1 && aligned16(src)) {  // an innermost run of the input itself
+            chunk_to_acc(load_chunk(src), x[k]);
+          } else {
+#pragma unroll
+            for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(src[j * step]);
+          }
         } else {  // a Row input that is not 16-byte readable (never Strided: handled above)
           constexpr MapKind KR = K == MapKind::General ? MapKind::Simple : K;
 #pragma unroll
@@ -204,7 +217,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
 
 // Blocks for map_kernel over n elements: one grid step covers everything (a grid-stride
 // loop covers sizes beyond the cap).

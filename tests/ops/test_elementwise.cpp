@@ -580,6 +580,10 @@ TEST_CASE("element-wise ops on CUDA match the CPU, forward and backward", "[ops]
       tgt::require_close(gelu(a).to(Device::cpu()), gelu(ah), tol(dt), tol(dt));
       Tensor row = tgt::misaligned_view(base_b, 1, {37});
       tgt::require_close((a + row).to(Device::cpu()), ah + row.to(Device::cpu()), tol(dt), tol(dt));
+      // a broadcast (strided) input whose innermost runs are not 16-byte aligned
+      Tensor s3 = tgt::misaligned_view(base_a, 3, {100, 1, 40});
+      Tensor big = rand_dt({100, 6, 40}, ++seed, dt, -2, 2, g);
+      tgt::require_close((s3 * big).to(Device::cpu()), s3.to(Device::cpu()) * big.to(Device::cpu()), tol(dt), tol(dt));
     }
   }
   // Mixed devices.
