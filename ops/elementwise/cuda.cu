@@ -116,6 +116,34 @@ __device__ TG_INLINE bool chunk_readable(const MapPtrs<T, N, M>& p, const MapPla
          (plan.in[k].mode == InputMode::Row && p.row_vec[k]);
 }
 
+// A General map's Strided input k is read into a chunk like the others, with the chunk's
+// other loads (before any math, so that its latency overlaps theirs): one index unravelling
+// a chunk, not one an element (keeps the 52 General kernels' code, and their compile time,
+// near the others'). The host vectorises General maps only when the innermost coalesced
+// extent is a multiple of the chunk length, so the chunk's elements are one innermost stride
+// apart: one load for a column broadcast (stride 0), one 16-byte load for an aligned run.
+template <MapKind K, int N>
+__device__ TG_INLINE bool gathered(const MapPlan<N>& plan, int k) {
+  return K == MapKind::General && plan.in[k].mode == InputMode::Strided;
+}
+
+template <typename T, int N>
+__device__ TG_INLINE Chunk<T> gather_chunk(const T* in, const MapPlan<N>& plan, int k, std::int64_t e) {
+  const T* src = in + plan.offset(k, e);
+  const std::int64_t step = plan.in[k].strides[plan.ndim - 1];
+  if (step == 1 && aligned16(src)) return load_chunk(src);
+  Chunk<T> c;
+  if (step == 0) {
+    const T v = *src;
+#pragma unroll
+    for (int j = 0; j < Chunk<T>::kLen; ++j) c.set(j, v);
+  } else {
+#pragma unroll
+    for (int j = 0; j < Chunk<T>::kLen; ++j) c.set(j, src[j * step]);
+  }
+  return c;
+}
+
 // 16-byte chunks per thread per grid step: 2 for 16-bit types (both loaded before any
 // math, so a thread keeps 32 bytes per input in flight while it computes: bf16 does twice
 // the math per byte of f32), 1 for the rest (already at the copy rate).
@@ -145,6 +173,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int k = 0; k < N; ++k) {
           if (chunk_readable<K>(p, plan, k)) raw[u][k] = load_chunk(p.in[k] + input_offset<K>(plan, k, e));
+          else if (gathered<K>(plan, k)) raw[u][k] = gather_chunk(p.in[k], plan, k, e);
         }
       }
     }
@@ -155,31 +184,13 @@ __global__ void __launch_bounds__(kThreads)
       A x[N][V];
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        if (chunk_readable<K>(p, plan, k)) {
+        if (chunk_readable<K>(p, plan, k) || gathered<K>(plan, k)) {
           chunk_to_acc(raw[u][k], x[k]);
         } else if (plan.in[k].mode == InputMode::Scalar) {
           const A sv = static_cast<A>(p.in[k][0]);
 #pragma unroll
           for (int j = 0; j < V; ++j) x[k][j] = sv;
-        } else if (K == MapKind::General && plan.in[k].mode == InputMode::Strided) {
-          // One index unravelling a chunk, not one an element: the host vectorises General
-          // maps only when the innermost coalesced extent is a multiple of V, so the chunk's
-          // elements are one innermost stride apart (keeps the 52 General kernels' code, and
-          // their compile time, near the others').
-          const std::int64_t base = plan.offset(k, e);
-          const std::int64_t step = plan.in[k].strides[plan.ndim - 1];
-          const T* src = p.in[k] + base;
-          if (step == 0) {  // broadcast along the innermost dim (a column): one load
-            const A v = static_cast<A>(*src);
-#pragma unroll
-            for (int j = 0; j < V; ++j) x[k][j] = v;
-          } else if (step == 1 && aligned16(src)) {  // an innermost run of the input itself
-            chunk_to_acc(load_chunk(src), x[k]);
-          } else {
-#pragma unroll
-            for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(src[j * step]);
-          }
-        } else {  // a Row input that is not 16-byte readable (never Strided: handled above)
+        } else {  // a Row input that is not 16-byte readable (Strided ones are gathered)
           constexpr MapKind KR = K == MapKind::General ? MapKind::Simple : K;
 #pragma unroll
           for (int j = 0; j < V; ++j) x[k][j] = static_cast<A>(p.in[k][input_offset<KR>(plan, k, e + j)]);
