@@ -172,8 +172,11 @@ __global__ void __launch_bounds__(kThreads)
       if (u == 0 || e < nvec * V) {  // chunk 0 is in range (v0 < nvec)
 #pragma unroll
         for (int k = 0; k < N; ++k) {
-          if (chunk_readable<K>(p, plan, k)) raw[u][k] = load_chunk(p.in[k] + input_offset<K>(plan, k, e));
-          else if (gathered<K>(plan, k)) raw[u][k] = gather_chunk(p.in[k], plan, k, e);
+          if (chunk_readable<K>(p, plan, k)) {
+            raw[u][k] = load_chunk(p.in[k] + input_offset<K>(plan, k, e));
+          } else if (gathered<K>(plan, k)) {
+            raw[u][k] = gather_chunk(p.in[k], plan, k, e);
+          }
         }
       }
     }
@@ -227,7 +230,6 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 }
-
 
 // Blocks for map_kernel over n elements: one grid step covers everything (a grid-stride
 // loop covers sizes beyond the cap).
