@@ -1,6 +1,7 @@
 // CUDA kernels of the element-wise family: one generic map kernel over the functors of
-// math.h (16-byte vector loads/stores on contiguous operands and rows, per-element
-// broadcast reads otherwise; a GPU-only fast GELU for 16-bit types), and a two-phase
+// math.h (16-byte vector loads/stores on contiguous operands and rows, strided broadcast
+// inputs gathered a 16-byte chunk at a time, per-element reads on the unaligned rest; a
+// GPU-only fast GELU for 16-bit types), and a two-phase
 // deterministic sum for sum_to (16-byte column loads for 16-bit types).
 #include <algorithm>
 #include <array>
