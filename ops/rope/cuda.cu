@@ -98,33 +98,45 @@ __global__ void __launch_bounds__(kThreads) rope_k(const T* __restrict__ x, cons
 // sequences, forms their angles once into registers, then streams that block of rows of
 // each of its sequences (a part of the group: the grid's y) through them. The trig costs
 // ~40 instructions an item, which per element made the row kernel instruction-bound (37%
-// of a copy at bf16); here it is paid once per CTA.
-template <typename T, typename P>
+// of a copy at bf16); here it is paid once per CTA. With V > 1 a thread's items are runs of
+// V neighbouring pairs (split halves only), each half of a run one 16-byte access: one load
+// of 2 bytes per element kept the bf16 kernel at ~70% of a copy.
+template <typename T, typename P, int V>
 __global__ void __launch_bounds__(kThreads)
     rope_shared_k(const T* __restrict__ x, const P* __restrict__ positions, RopeGeometry g, int pos_per_cta, int nsplit,
                   T* __restrict__ out) {
   using Acc = typename acc_type<T>::type;
-  const int half = static_cast<int>(g.rotary_dim / 2);
+  struct alignas(sizeof(T) * V) Run {
+    T v[V];
+  };
+  constexpr int K = kItems / V;  // runs a thread holds
+  const int half = static_cast<int>(g.rotary_dim / 2), runs = half / V;
   const std::int64_t per_group = g.groups > 0 ? g.n / g.groups : g.n;
   const std::int64_t s0 = static_cast<std::int64_t>(blockIdx.x) * pos_per_cta;
   const int np = static_cast<int>(min(static_cast<std::int64_t>(pos_per_cta), g.s - s0));
   const std::int64_t grp = blockIdx.y / nsplit, part = blockIdx.y % nsplit;
   const std::int64_t chunk = (per_group + nsplit - 1) / nsplit;
   const std::int64_t n0 = grp * per_group + part * chunk, n1 = min(n0 + chunk, (grp + 1) * per_group);
-  const int items = np * half;
-  Acc cs[kItems], sn[kItems];
-  int ia[kItems], ib[kItems];
+  const int items = np * runs;
+  Acc cs[K][V], sn[K][V];
+  int ia[K], ib[K];
 #pragma unroll
-  for (int k = 0; k < kItems; ++k) {
+  for (int k = 0; k < K; ++k) {
     const int e = threadIdx.x + k * kThreads;
-    cs[k] = Acc(1), sn[k] = Acc(0), ia[k] = ib[k] = 0;
+    ia[k] = ib[k] = 0;
+#pragma unroll
+    for (int j = 0; j < V; ++j) cs[k][j] = Acc(1), sn[k][j] = Acc(0);
     if (e >= items) continue;
-    const int lr = e / half, i = e - lr * half;
+    const int lr = e / runs, i = (e - lr * runs) * V;
     const std::int64_t s = s0 + lr;
     const std::int64_t p =
         positions != nullptr ? static_cast<std::int64_t>(__ldg(positions + grp * g.s + s)) : g.offset + s;
-    sincos_acc<T>(rope_math::reduced_angle(p, rope_math::frequency(i, g.rotary_dim, g.log2_base)), &sn[k], &cs[k]);
-    if (g.inverse) sn[k] = -sn[k];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      sincos_acc<T>(rope_math::reduced_angle(p, rope_math::frequency(i + j, g.rotary_dim, g.log2_base)), &sn[k][j],
+                    &cs[k][j]);
+      if (g.inverse) sn[k][j] = -sn[k][j];
+    }
     ia[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i : i);
     ib[k] = lr * static_cast<int>(g.d) + (g.interleaved ? 2 * i + 1 : i + half);
   }
@@ -133,16 +145,26 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t base = (n * g.s + s0) * g.d;
     const T* xr = x + base;
     T* orow = out + base;
-    Acc va[kItems], vb[kItems];
+    Run ra[K], rb[K];
 #pragma unroll
-    for (int k = 0; k < kItems; ++k) {
-      if (threadIdx.x + k * kThreads < items) va[k] = load(xr + ia[k]), vb[k] = load(xr + ib[k]);
+    for (int k = 0; k < K; ++k) {
+      if (threadIdx.x + k * kThreads < items) {
+        ra[k] = *reinterpret_cast<const Run*>(xr + ia[k]);
+        rb[k] = *reinterpret_cast<const Run*>(xr + ib[k]);
+      }
     }
 #pragma unroll
-    for (int k = 0; k < kItems; ++k) {
+    for (int k = 0; k < K; ++k) {
       if (threadIdx.x + k * kThreads < items) {
-        store(orow + ia[k], va[k] * cs[k] - vb[k] * sn[k]);
-        store(orow + ib[k], va[k] * sn[k] + vb[k] * cs[k]);
+        Run oa, ob;
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          const Acc va = load(&ra[k].v[j]), vb = load(&rb[k].v[j]);
+          store(&oa.v[j], va * cs[k][j] - vb * sn[k][j]);
+          store(&ob.v[j], va * sn[k][j] + vb * cs[k][j]);
+        }
+        *reinterpret_cast<Run*>(orow + ia[k]) = oa;
+        *reinterpret_cast<Run*>(orow + ib[k]) = ob;
       }
     }
     for (int e = threadIdx.x; e < np * rest; e += kThreads) {
@@ -151,6 +173,18 @@ __global__ void __launch_bounds__(kThreads)
       orow[off] = xr[off];
     }
   }
+}
+
+// Pairs a run of rope_shared_k's vector path holds: 16 bytes of a half, at most kItems.
+template <typename T>
+constexpr int kRun = static_cast<int>(16 / sizeof(T)) < kItems ? static_cast<int>(16 / sizeof(T)) : kItems;
+
+// Whether rope_shared_k can take runs of kRun<T> pairs: split halves, every row and half a
+// whole number of runs, both tensors aligned to a run.
+template <typename T>
+bool rope_runs_fit(const RopeGeometry& g, const void* x, const void* out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % (kRun<T> * sizeof(T)) == 0; };
+  return !g.interleaved && (g.rotary_dim / 2) % kRun<T> == 0 && g.d % kRun<T> == 0 && aligned(x) && aligned(out);
 }
 
 void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, const Tensor& out) {
@@ -187,15 +221,21 @@ void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, 
     if (shared) {
       const dim3 grid2(static_cast<unsigned>(ctas_s), static_cast<unsigned>(groups * nsplit));
       const int pp = static_cast<int>(ppc), ns = static_cast<int>(nsplit);
-      if (!positions.defined()) {
-        rope_shared_k<T, std::int64_t><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
-      } else if (positions.dtype() == DType::i64) {
-        rope_shared_k<T, std::int64_t>
-            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
-      } else {
-        rope_shared_k<T, std::int32_t>
-            <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
-      }
+      const auto launch = [&]<int V>() {
+        if (!positions.defined()) {
+          rope_shared_k<T, std::int64_t, V><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
+        } else if (positions.dtype() == DType::i64) {
+          rope_shared_k<T, std::int64_t, V>
+              <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
+        } else {
+          rope_shared_k<T, std::int32_t, V>
+              <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
+        }
+      };
+      if (rope_runs_fit<T>(g, px, po))
+        launch.template operator()<kRun<T>>();
+      else
+        launch.template operator()<1>();
     } else if (!positions.defined()) {
       rope_k<T, std::int64_t>
           <<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(px, nullptr, g, rows_per_cta, po);
