@@ -123,6 +123,14 @@ inline std::vector<double> affine(const std::vector<double>& x, std::int64_t n, 
   return y;
 }
 
+/// Options of an f64 CPU tensor (the dtype of the references).
+inline const tg::TensorOptions kF64{.dtype = tg::DType::f64};
+
+/// CPU tensor of shape s holding the f64 values v (row-major), converted to dt.
+inline tg::Tensor vec_t(const std::vector<double>& v, const tg::Shape& s, tg::DType dt = tg::DType::f64) {
+  return tg::from_vector<double>(v, s).to(dt);
+}
+
 /// Random f64 CPU tensor in [lo, hi).
 inline tg::Tensor rand64(const tg::Shape& s, std::uint64_t seed, double lo = -1.0, double hi = 1.0) {
   return tg::rand_seeded(s, seed, {.dtype = tg::DType::f64}, lo, hi);

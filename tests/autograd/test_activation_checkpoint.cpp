@@ -13,7 +13,7 @@ using namespace tg;
 
 namespace {
 
-const TensorOptions kF64{.dtype = DType::f64};
+using tgt::kF64;
 
 // A two-layer MLP with dropout between the layers (f64).
 struct Mlp : nn::Module {

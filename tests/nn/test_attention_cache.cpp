@@ -12,7 +12,7 @@ using namespace tg;
 
 namespace {
 
-const TensorOptions kF64{.dtype = DType::f64};
+using tgt::kF64;
 
 // Rows [a, b) of x [B, S, d].
 Tensor rows(const Tensor& x, std::int64_t a, std::int64_t b) { return slice(x, 1, a, b); }

@@ -11,7 +11,7 @@ using namespace tg;
 
 namespace {
 
-const TensorOptions kF64{.dtype = DType::f64};
+using tgt::kF64;
 
 }  // namespace
 

@@ -25,7 +25,7 @@ std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("tilegrad_test_" + name)).string();
 }
 
-const TensorOptions kF64{.dtype = DType::f64};
+using tgt::kF64;
 
 }  // namespace
 

@@ -11,7 +11,7 @@ using namespace tg;
 
 namespace {
 
-const TensorOptions kF64{.dtype = DType::f64};
+using tgt::kF64;
 
 // down(silu(gate·x) ⊙ (up·x)) for rows of x [n, d], gate/up the halves of W1 [2h, d].
 std::vector<double> reference(const std::vector<double>& x, std::int64_t n, std::int64_t d, std::int64_t h,

@@ -18,9 +18,7 @@ Tensor rand_t(const Shape& s, std::uint64_t seed, DType dt = DType::f64, Device 
   return tgt::rand64(s, seed, lo, hi).to(dt).to(dev);
 }
 
-Tensor vec_t(const std::vector<double>& v, const Shape& s, DType dt = DType::f64) {
-  return from_vector<double>(v, s).to(dt);
-}
+using tgt::vec_t;
 
 Tensor targets(const std::vector<std::int64_t>& t, DType dt = DType::i64) {
   return from_vector<std::int64_t>(t, {static_cast<std::int64_t>(t.size())}).to(dt);

@@ -54,9 +54,7 @@ RowRef row_ref(const std::vector<double>& v, std::int64_t rows, std::int64_t col
   return r;
 }
 
-Tensor vec_t(const std::vector<double>& v, const Shape& s, DType dt = DType::f64) {
-  return from_vector<double>(v, s).to(dt);
-}
+using tgt::vec_t;
 
 }  // namespace
 

@@ -21,9 +21,7 @@ Tensor rand_t(const Shape& s, std::uint64_t seed, DType dt = DType::f64, Device 
   return tgt::rand64(s, seed, lo, hi).to(dt).to(dev);
 }
 
-Tensor vec_t(const std::vector<double>& v, const Shape& s, DType dt = DType::f64) {
-  return from_vector<double>(v, s).to(dt);
-}
+using tgt::vec_t;
 
 std::int64_t cols_of(const Tensor& t) { return t.dim() == 0 ? 1 : t.size(-1); }
 
