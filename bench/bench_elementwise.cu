@@ -1,8 +1,8 @@
 // Element-wise throughput on 256M-element tensors next to the device copy rate measured in
 // the same run: tg::add (f32, bf16, and with a broadcast row or column), tg::mul by a scalar,
 // tg::gelu, tg::mul of two tensors, tg::dropout (also at the training example's activation
-// size, against a same-size copy), tg::rope on [B·H, 4096, 64 / 128], and their backward
-// through the autograd engine.
+// size, against a same-size copy), tg::rope on [B·H, 4096, 64 / 128] (split halves and
+// interleaved pairs), and their backward through the autograd engine.
 // Bytes counted: each element read or written once (the fewest that must move).
 #include <cstdio>
 #include <functional>
@@ -75,6 +75,7 @@ int main() {
         Tensor q = tg::alias_with_shape(a, {N / (4096 * hd), 4096, hd});
         const std::string qs = "[" + std::to_string(N / (4096 * hd)) + ", 4096, " + std::to_string(hd) + "]";
         report("rope", qs, dt, tgb::time_ms([&] { tg::rope(q); }), 2 * nb);
+        report("rope interleaved", qs, dt, tgb::time_ms([&] { tg::rope(q, {.interleaved = true}); }), 2 * nb);
       }
       // the training example's activation size, against copies of the same bytes (at 12 MiB
       // a copy itself falls short of the 2 GiB rate)

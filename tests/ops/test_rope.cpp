@@ -213,11 +213,14 @@ TEST_CASE("rope on CUDA matches the CPU", "[ops][rope][cuda]") {
   }
   // A view one element past an aligned start: the same layouts without 16-byte runs.
   for (DType dt : {DType::f32, DType::bf16}) {
-    INFO("misaligned " << dt);
-    const Tensor base = tgt::rand64({3 * 17 * 64 + 1}, 25).to(dt).to(gpu);
-    const Tensor xm = tgt::misaligned_view(base, 1, {3, 17, 64});
-    const double tol = dt == DType::f32 ? 1e-6 : 8e-3;
-    tgt::require_close(rope(xm, {.offset = 3}).to(Device::cpu()), rope(xm.to(Device::cpu()), {.offset = 3}), tol, tol);
+    for (bool inter : {false, true}) {
+      INFO("misaligned " << dt << " interleaved " << inter);
+      const Tensor base = tgt::rand64({3 * 17 * 64 + 1}, 25).to(dt).to(gpu);
+      const Tensor xm = tgt::misaligned_view(base, 1, {3, 17, 64});
+      const RopeOptions o{.interleaved = inter, .offset = 3};
+      const double tol = dt == DType::f32 ? 1e-6 : 8e-3;
+      tgt::require_close(rope(xm, o).to(Device::cpu()), rope(xm.to(Device::cpu()), o), tol, tol);
+    }
   }
   // A long sequence: runs of positions, their angles shared by many sequences.
   const Tensor x = tgt::rand64({4, 4096, 128}, 23).to(DType::bf16);
