@@ -73,7 +73,9 @@ int main() {
       // Rotary embeddings of queries laid out for attention: [B·H, S, head_dim].
       for (std::int64_t hd : {64, 128}) {
         Tensor q = tg::alias_with_shape(a, {N / (4096 * hd), 4096, hd});
-        const std::string qs = "[" + std::to_string(N / (4096 * hd)) + ", 4096, " + std::to_string(hd) + "]";
+        char qs[48];  // (not "[" + std::to_string(...): GCC 12 warns falsely inside that concatenation)
+        std::snprintf(qs, sizeof qs, "[%lld, 4096, %lld]", static_cast<long long>(N / (4096 * hd)),
+                      static_cast<long long>(hd));
         report("rope", qs, dt, tgb::time_ms([&] { tg::rope(q); }), 2 * nb);
         report("rope interleaved", qs, dt, tgb::time_ms([&] { tg::rope(q, {.interleaved = true}); }), 2 * nb);
       }
