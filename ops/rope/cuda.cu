@@ -98,16 +98,21 @@ __global__ void __launch_bounds__(kThreads) rope_k(const T* __restrict__ x, cons
 // sequences, forms their angles once into registers, then streams that block of rows of
 // each of its sequences (a part of the group: the grid's y) through them. The trig costs
 // ~40 instructions an item, which per element made the row kernel instruction-bound (37%
-// of a copy at bf16); here it is paid once per CTA. With V > 1 a thread's items are runs of
-// V neighbouring pairs (split halves only), each half of a run one 16-byte access: one load
-// of 2 bytes per element kept the bf16 kernel at ~70% of a copy.
-template <typename T, typename P, int V>
+// of a copy at bf16); here it is paid once per CTA. A thread's items are runs of V
+// neighbouring pairs: with split halves each half of a run is one access, with INTER (pairs
+// interleaved) the run's 2V elements are one; the host picks V so that an access is 16 bytes
+// where the layout allows (one load of 2 bytes per element kept the bf16 kernel at ~70% of a
+// copy), else V = 1 (then g.interleaved decides the layout).
+template <typename T, typename P, int V, bool INTER>
 __global__ void __launch_bounds__(kThreads)
     rope_shared_k(const T* __restrict__ x, const P* __restrict__ positions, RopeGeometry g, int pos_per_cta, int nsplit,
                   T* __restrict__ out) {
   using Acc = typename acc_type<T>::type;
-  struct alignas(sizeof(T) * V) Run {
+  struct alignas(sizeof(T) * V) Run {  // V elements of a half
     T v[V];
+  };
+  struct alignas(sizeof(T) * 2 * V) Pairs {  // V interleaved pairs
+    T v[2 * V];
   };
   constexpr int K = kItems / V;  // runs a thread holds
   const int half = static_cast<int>(g.rotary_dim / 2), runs = half / V;
@@ -145,26 +150,46 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t base = (n * g.s + s0) * g.d;
     const T* xr = x + base;
     T* orow = out + base;
-    Run ra[K], rb[K];
+    if constexpr (INTER) {
+      Pairs r[K];
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      if (threadIdx.x + k * kThreads < items) {
-        ra[k] = *reinterpret_cast<const Run*>(xr + ia[k]);
-        rb[k] = *reinterpret_cast<const Run*>(xr + ib[k]);
-      }
-    }
+      for (int k = 0; k < K; ++k)
+        if (threadIdx.x + k * kThreads < items) r[k] = *reinterpret_cast<const Pairs*>(xr + ia[k]);
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      if (threadIdx.x + k * kThreads < items) {
-        Run oa, ob;
+      for (int k = 0; k < K; ++k) {
+        if (threadIdx.x + k * kThreads < items) {
+          Pairs o;
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const Acc va = load(&ra[k].v[j]), vb = load(&rb[k].v[j]);
-          store(&oa.v[j], va * cs[k][j] - vb * sn[k][j]);
-          store(&ob.v[j], va * sn[k][j] + vb * cs[k][j]);
+          for (int j = 0; j < V; ++j) {
+            const Acc va = load(&r[k].v[2 * j]), vb = load(&r[k].v[2 * j + 1]);
+            store(&o.v[2 * j], va * cs[k][j] - vb * sn[k][j]);
+            store(&o.v[2 * j + 1], va * sn[k][j] + vb * cs[k][j]);
+          }
+          *reinterpret_cast<Pairs*>(orow + ia[k]) = o;
         }
-        *reinterpret_cast<Run*>(orow + ia[k]) = oa;
-        *reinterpret_cast<Run*>(orow + ib[k]) = ob;
+      }
+    } else {
+      Run ra[K], rb[K];
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        if (threadIdx.x + k * kThreads < items) {
+          ra[k] = *reinterpret_cast<const Run*>(xr + ia[k]);
+          rb[k] = *reinterpret_cast<const Run*>(xr + ib[k]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        if (threadIdx.x + k * kThreads < items) {
+          Run oa, ob;
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            const Acc va = load(&ra[k].v[j]), vb = load(&rb[k].v[j]);
+            store(&oa.v[j], va * cs[k][j] - vb * sn[k][j]);
+            store(&ob.v[j], va * sn[k][j] + vb * cs[k][j]);
+          }
+          *reinterpret_cast<Run*>(orow + ia[k]) = oa;
+          *reinterpret_cast<Run*>(orow + ib[k]) = ob;
+        }
       }
     }
     for (int e = threadIdx.x; e < np * rest; e += kThreads) {
@@ -175,16 +200,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Pairs a run of rope_shared_k's vector path holds: 16 bytes of a half, at most kItems.
+// Elements of one 16-byte access, at most kItems.
 template <typename T>
 constexpr int kRun = static_cast<int>(16 / sizeof(T)) < kItems ? static_cast<int>(16 / sizeof(T)) : kItems;
 
-// Whether rope_shared_k can take runs of kRun<T> pairs: split halves, every row and half a
-// whole number of runs, both tensors aligned to a run.
+// Whether rope_shared_k can take runs of whole 16-byte accesses (kRun<T> pairs of split halves,
+// kRun<T> / 2 interleaved pairs): every row and every half a whole number of runs, both tensors
+// aligned to an access.
 template <typename T>
 bool rope_runs_fit(const RopeGeometry& g, const void* x, const void* out) {
   const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % (kRun<T> * sizeof(T)) == 0; };
-  return !g.interleaved && (g.rotary_dim / 2) % kRun<T> == 0 && g.d % kRun<T> == 0 && aligned(x) && aligned(out);
+  const int pairs = g.interleaved ? kRun<T> / 2 : kRun<T>;
+  return (g.rotary_dim / 2) % pairs == 0 && g.d % kRun<T> == 0 && aligned(x) && aligned(out);
 }
 
 void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, const Tensor& out) {
@@ -221,21 +248,23 @@ void rope_cuda(const Tensor& x, const Tensor& positions, const RopeGeometry& g, 
     if (shared) {
       const dim3 grid2(static_cast<unsigned>(ctas_s), static_cast<unsigned>(groups * nsplit));
       const int pp = static_cast<int>(ppc), ns = static_cast<int>(nsplit);
-      const auto launch = [&]<int V>() {
+      const auto launch = [&]<int V, bool INTER>() {
         if (!positions.defined()) {
-          rope_shared_k<T, std::int64_t, V><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
+          rope_shared_k<T, std::int64_t, V, INTER><<<grid2, kThreads, 0, stream>>>(px, nullptr, g, pp, ns, po);
         } else if (positions.dtype() == DType::i64) {
-          rope_shared_k<T, std::int64_t, V>
+          rope_shared_k<T, std::int64_t, V, INTER>
               <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int64_t>(), g, pp, ns, po);
         } else {
-          rope_shared_k<T, std::int32_t, V>
+          rope_shared_k<T, std::int32_t, V, INTER>
               <<<grid2, kThreads, 0, stream>>>(px, positions.data<std::int32_t>(), g, pp, ns, po);
         }
       };
-      if (rope_runs_fit<T>(g, px, po))
-        launch.template operator()<kRun<T>>();
+      if (!rope_runs_fit<T>(g, px, po))
+        launch.template operator()<1, false>();
+      else if (g.interleaved)
+        launch.template operator()<kRun<T> / 2, true>();
       else
-        launch.template operator()<1>();
+        launch.template operator()<kRun<T>, false>();
     } else if (!positions.defined()) {
       rope_k<T, std::int64_t>
           <<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(px, nullptr, g, rows_per_cta, po);
