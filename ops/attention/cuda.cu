@@ -23,6 +23,7 @@
 #include "ops/attention/cuda/work_lists.h"
 #include "ops/attention/kernel_choice.h"
 #include "ops/attention/kernels.h"
+#include "ops/common.h"
 #include "ops/cuda_pdl.cuh"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_check.h"
@@ -131,11 +132,6 @@ int log2_of(std::int64_t v) {
   return lg;
 }
 
-template <typename T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-
 // (The plain kernels need scale > 0: the forward takes its row maxima of unscaled scores.)
 bool is_general(const AttentionProblem& p) {
   return p.bias.defined() || p.softcap > 0.0 || p.dropout_p > 0.0 || !(p.scale > 0.0);
@@ -206,10 +202,10 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   const std::int64_t far = p.sq + p.sk;
   r.wl = p.window_left < 0 ? -1 : static_cast<int>(std::min(p.window_left, far));
   r.wr = p.window_right < 0 ? -1 : static_cast<int>(std::min(p.window_right, far));
-  r.q_lens = ptr_or_null<std::int64_t>(p.q_lens);
-  r.k_lens = ptr_or_null<std::int64_t>(p.k_lens);
-  r.seg_q = ptr_or_null<std::int64_t>(p.seg_q);
-  r.seg_k = ptr_or_null<std::int64_t>(p.seg_k);
+  r.q_lens = cptr<std::int64_t>(p.q_lens);
+  r.k_lens = cptr<std::int64_t>(p.k_lens);
+  r.seg_q = cptr<std::int64_t>(p.seg_q);
+  r.seg_k = cptr<std::int64_t>(p.seg_k);
   if (p.mask.defined()) {
     const Layout& l = p.mask.layout();
     r.mask_index = static_cast<const std::int64_t*>(l.tables(dev).block_index.data_ptr());
@@ -238,7 +234,7 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
     r.q_lg = lg_of_block(p.pattern.bq());
     r.k_lg = lg_of_block(p.pattern.bk());
   }
-  r.sinks = ptr_or_null<float>(p.sinks);
+  r.sinks = cptr<float>(p.sinks);
   r.dropout = p.dropout_p > 0.0;
   r.drop_threshold = p.dropout_threshold;
   r.drop_groups = r.dropout && p.sk % 8 == 0;
@@ -298,15 +294,6 @@ void with_dims(std::int64_t d, std::int64_t dv, bool general, F&& f) {
     case 64: with_dv(std::integral_constant<int, 64>{}); return;
     default: with_dv(std::integral_constant<int, 128>{}); return;
   }
-}
-
-template <typename T>
-const T* cptr(const Tensor& t) {
-  return static_cast<const T*>(t.data_ptr());
-}
-template <typename T>
-T* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
 // Draws dropout's decisions (p.dropout_p > 0, sk % 8 == 0) for the pairs of w's row lists

@@ -8,6 +8,7 @@
 
 #include <Eigen/Core>
 
+#include "ops/common.h"
 #include "ops/elementwise/kernels.h"
 #include "ops/elementwise/math.h"
 #include "ops/elementwise/plan.h"
@@ -98,15 +99,6 @@ void map_cpu(const MapPlan<F::kIn>& plan, const std::array<const T*, F::kIn>& in
       }
     }
   });
-}
-
-template <typename T>
-const T* cptr(const Tensor& t) {
-  return static_cast<const T*>(t.data_ptr());
-}
-template <typename T>
-T* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
 // tanh and the tanh form of GELU on f32 through Eigen's vectorised tanh (a rational

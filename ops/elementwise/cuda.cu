@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "core/half.h"
+#include "ops/common.h"
 #include "ops/cuda_fast_math.cuh"
 #include "ops/elementwise/kernels.h"
 #include "ops/elementwise/math.h"
@@ -384,15 +385,6 @@ struct UnaryFunctors<UnaryOp::GeluErf, T> {
   using Fwd = GeluErfFastFwd;
   using Bwd = GeluErfFastBwd;
 };
-
-template <typename T>
-const T* cptr(const Tensor& t) {
-  return static_cast<const T*>(t.data_ptr());
-}
-template <typename T>
-T* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 template <UnaryOp OP, typename T>
 void unary_fwd_t(const Tensor& x, const Tensor& out, double s) {
