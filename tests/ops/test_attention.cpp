@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/attention/attention.h"
+#include "attention_cases.h"
 #include "ops/sparse_nn/sparse_nn.h"
 #include "util.h"
 
@@ -153,21 +154,6 @@ Tensor random_pattern_mask(std::int64_t P, std::int64_t Qb, std::int64_t Kb, int
   return from_vector(m, {P, Qb, Kb});
 }
 
-// A bool element mask [P, sq, sk] at block size bs with random blocks holding ~30% true.
-BlockSparseTensor random_element_mask(std::int64_t P, std::int64_t sq, std::int64_t sk, std::int64_t bs,
-                                      std::uint64_t seed) {
-  Layout l = random_layout(P, sq / bs, sk / bs, bs, 0.6, seed);
-  std::mt19937_64 rng(seed + 1);
-  std::vector<bool> d(at(l.n_blocks() * bs * bs));
-  for (std::size_t i = 0; i < d.size(); ++i) d[i] = rng() % 10 < 3;
-  return BlockSparseTensor(from_vector(d, {l.n_blocks(), bs, bs}), l);
-}
-
-BlockSparseTensor random_bias(std::int64_t bhq, std::int64_t sq, std::int64_t sk, std::int64_t bs, std::uint64_t seed) {
-  Layout l = random_layout(bhq, sq / bs, sk / bs, bs, 0.7, seed);
-  return BlockSparseTensor(tgt::rand64({l.n_blocks(), bs, bs}, seed + 1, -2.0, 2.0), l);
-}
-
 Tensor i64s(const std::vector<std::int64_t>& v, const Shape& s) { return from_vector(v, s); }
 
 // Segment ids [B, S]: runs of random lengths.
@@ -229,17 +215,17 @@ TEST_CASE("flash_attention: each option alone matches the reference", "[ops][att
   o.window_left = 7;
   check_case("window left only", in, dense, o);
   o = {};
-  o.mask = random_element_mask(1, sq, sk, 8, 21);
+  o.mask = tgt::random_element_mask(1, sq, sk, 8, 21);
   check_case("shared element mask", in, dense, o);
-  o.mask = random_element_mask(B * H, sq, sk, 16, 22);
+  o.mask = tgt::random_element_mask(B * H, sq, sk, 16, 22);
   check_case("per-head element mask", in, dense, o);
   o = {};
   o.mask_fn = [](std::int64_t bh, std::int64_t i, std::int64_t j) { return (i * 7 + j * 3 + bh) % 5 == 0; };
   check_case("mask_fn", in, dense, o);
   o = {};
-  o.bias = random_bias(B * H, sq, sk, 16, 23);
+  o.bias = tgt::random_bias(B * H, sq, sk, 16, 23);
   check_case("bias", in, dense, o);
-  o.bias = random_bias(B * H, sq, sk, 8, 24);
+  o.bias = tgt::random_bias(B * H, sq, sk, 8, 24);
   check_case("bias, block 8", in, dense, o);
   o = {};
   o.softcap = 1.5;
@@ -311,10 +297,10 @@ TEST_CASE("flash_attention: option combinations match the reference", "[ops][att
   // element mask + bias (+ mask_fn on top of the mask)
   {
     AttentionOptions o;
-    o.mask = random_element_mask(B * H, 32, 48, 16, 45);
-    o.bias = random_bias(B * H, 32, 48, 8, 46);
+    o.mask = tgt::random_element_mask(B * H, 32, 48, 16, 45);
+    o.bias = tgt::random_bias(B * H, 32, 48, 8, 46);
     check_case("mask + bias", make_qkv(B * H, B * H, 32, 48, 8, 8, 47), AttentionPattern::dense(32, 48, 16), o);
-    o.mask = random_element_mask(1, 32, 48, 8, 48);
+    o.mask = tgt::random_element_mask(1, 32, 48, 8, 48);
     o.mask_fn = [](std::int64_t, std::int64_t i, std::int64_t j) { return (i + j) % 3 == 0; };
     check_case("mask + mask_fn + bias", make_qkv(B * H, B * H, 32, 48, 8, 8, 47), AttentionPattern::dense(32, 48, 16),
                o);
@@ -342,8 +328,8 @@ TEST_CASE("flash_attention: option combinations match the reference", "[ops][att
     o.k_lens = i64s({40, 48}, {B});
     o.seg_q = segments(B, 48, 52);
     o.seg_k = segments(B, 48, 57);
-    o.mask = random_element_mask(1, 48, 48, 16, 53);
-    o.bias = random_bias(B * H, 48, 48, 16, 54);
+    o.mask = tgt::random_element_mask(1, 48, 48, 16, 53);
+    o.bias = tgt::random_bias(B * H, 48, 48, 16, 54);
     o.softcap = 3.0;
     o.sinks = tgt::rand64({H}, 55);
     o.dropout_p = 0.1;
@@ -395,7 +381,7 @@ TEST_CASE("flash_attention gradcheck", "[ops][attention][gradcheck]") {
   const std::int64_t B = 2, H = 2, sq = 6, sk = 8, d = 3, dv = 2;
   const Qkv in = make_qkv(B * H, B, sq, sk, d, dv, 70);
   const AttentionPattern pat = AttentionPattern::uniform(random_pattern_mask(B * H, 3, 4, 75, 71), 2, 2);
-  const BlockSparseTensor bias = random_bias(B * H, sq, sk, 2, 72);
+  const BlockSparseTensor bias = tgt::random_bias(B * H, sq, sk, 2, 72);
   const Tensor sinks = tgt::rand64({H}, 73);
   auto check = [&](const char* what, const AttentionOptions& base, bool with_bias, bool with_sinks) {
     INFO(what);
@@ -447,8 +433,8 @@ TEST_CASE("flash_attention gradcheck: variable blocks, element mask, cross-atten
   const AttentionPattern pat =
       AttentionPattern::variable(random_pattern_mask(B * H, 3, 2, 80, 131), {1, 3, 2}, {3, 5});
   REQUIRE(pat.bq() == 0);
-  const BlockSparseTensor mask = random_element_mask(B * H, sq, sk, 2, 132);
-  const BlockSparseTensor bias = random_bias(B * H, sq, sk, 2, 133);
+  const BlockSparseTensor mask = tgt::random_element_mask(B * H, sq, sk, 2, 132);
+  const BlockSparseTensor bias = tgt::random_bias(B * H, sq, sk, 2, 133);
   const Tensor sinks = tgt::rand64({H}, 134);
   auto check = [&](const char* what, AttentionOptions base, bool with_sinks) {
     INFO(what);
@@ -544,7 +530,7 @@ TEST_CASE("flash_attention: deterministic gradients and lower-precision backward
   o.causal = true;
   o.deterministic = true;
   o.sinks = tgt::rand64({H}, 91).to(DType::f32);
-  const BlockSparseTensor b64 = random_bias(B * H, 48, 48, 16, 92);
+  const BlockSparseTensor b64 = tgt::random_bias(B * H, 48, 48, 16, 92);
   o.bias = BlockSparseTensor(b64.data().to(DType::f32), b64.layout());
   Tensor w = tgt::rand64({B * H, 48, 16}, 93);
   auto grads = [&](DType dt) {
@@ -774,9 +760,9 @@ TEST_CASE("flash_attention mixed devices throw; any pattern block size runs on C
                                    {"flash_attention", "options.sinks", "same device"});
   o = {};
   o.q_lens = zeros({1}, {.dtype = DType::i64});  // the CPU is fine for lens and the mask
-  o.mask = random_element_mask(1, 32, 32, 16, 121);
+  o.mask = tgt::random_element_mask(1, 32, 32, 16, 121);
   REQUIRE(flash_attention(q, k, v, pat, o).device() == gpu);
-  o.bias = random_bias(2, 32, 32, 16, 122);
+  o.bias = tgt::random_bias(2, 32, 32, 16, 122);
   tgt::require_throws<DeviceError>([&] { (void)flash_attention(q, k, v, pat, o); },
                                    {"flash_attention", "options.bias", "same device"});
   o = {};

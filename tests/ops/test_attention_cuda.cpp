@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "attention_cases.h"
 #include "autograd/grad_mode.h"
 #include "ops/attention/attention.h"
 #include "ops/attention/kernel_choice.h"
@@ -53,19 +54,6 @@ Tensor pattern_mask(std::int64_t P, std::int64_t Qb, std::int64_t Kb, int percen
 AttentionPattern uniform_pattern(std::int64_t P, std::int64_t sq, std::int64_t sk, std::int64_t bq, std::int64_t bk,
                                  int percent, std::uint64_t seed) {
   return AttentionPattern::uniform(pattern_mask(P, sq / bq, sk / bk, percent, seed), bq, bk);
-}
-
-BlockSparseTensor element_mask(std::int64_t P, std::int64_t sq, std::int64_t sk, std::int64_t bs, std::uint64_t seed) {
-  Layout l = random_layout(P, sq / bs, sk / bs, bs, 0.6, seed);
-  std::mt19937_64 rng(seed + 1);
-  std::vector<bool> d(at(l.n_blocks() * bs * bs));
-  for (std::size_t i = 0; i < d.size(); ++i) d[i] = rng() % 10 < 3;
-  return BlockSparseTensor(from_vector(d, {l.n_blocks(), bs, bs}), l);
-}
-
-BlockSparseTensor bias_of(std::int64_t bhq, std::int64_t sq, std::int64_t sk, std::int64_t bs, std::uint64_t seed) {
-  Layout l = random_layout(bhq, sq / bs, sk / bs, bs, 0.7, seed);
-  return BlockSparseTensor(tgt::rand64({l.n_blocks(), bs, bs}, seed + 1, -2.0, 2.0), l);
 }
 
 Tensor segments(std::int64_t B, std::int64_t S, std::uint64_t seed) {
@@ -255,17 +243,17 @@ TEST_CASE("flash_attention CUDA: each option matches the CPU", "[ops][attention]
   o.seg_k = o.seg_q;
   check_cuda("segments", in, sparse, o, both);
   o = {};
-  o.mask = element_mask(1, S, S, 16, 23);
+  o.mask = tgt::random_element_mask(1, S, S, 16, 23);
   check_cuda("shared element mask", in, dense, o, both);
-  o.mask = element_mask(B * H, S, S, 8, 24);
+  o.mask = tgt::random_element_mask(B * H, S, S, 8, 24);
   check_cuda("per-head element mask", in, sparse, o, both);
   o = {};
   o.mask_fn = [](std::int64_t bh, std::int64_t i, std::int64_t j) { return (i * 7 + j * 3 + bh) % 5 == 0; };
   check_cuda("mask_fn", in, dense, o, both);
   o = {};
-  o.bias = bias_of(B * H, S, S, 32, 25);
+  o.bias = tgt::random_bias(B * H, S, S, 32, 25);
   check_cuda("bias", in, sparse, o);
-  o.bias = bias_of(B * H, S, S, 4, 26);
+  o.bias = tgt::random_bias(B * H, S, S, 4, 26);
   check_cuda("bias, block 4", in, dense, o, both);
   o = {};
   o.softcap = 3.0;
@@ -286,8 +274,8 @@ TEST_CASE("flash_attention CUDA: each option matches the CPU", "[ops][attention]
   o.q_lens = from_vector(std::vector<std::int64_t>{120, 64}, {B});
   o.seg_q = segments(B, S, 28);
   o.seg_k = o.seg_q;
-  o.mask = element_mask(1, S, S, 16, 29);
-  o.bias = bias_of(B * H, S, S, 16, 30);
+  o.mask = tgt::random_element_mask(1, S, S, 16, 29);
+  o.bias = tgt::random_bias(B * H, S, S, 16, 30);
   o.softcap = 4.0;
   o.sinks = tgt::rand64({H}, 31);
   o.dropout_p = 0.1;
@@ -352,7 +340,7 @@ TEST_CASE("flash_attention CUDA deterministic mode is bit-identical run to run",
   o.causal = true;
   o.deterministic = true;
   o.sinks = tgt::rand64({4}, 61);
-  o.bias = bias_of(8, 160, 160, 32, 62);
+  o.bias = tgt::random_bias(8, 160, 160, 32, 62);
   for (DType dt : {DType::bf16, DType::f16, DType::f32}) {
     INFO(dtype_name(dt));
     const Inputs in = rounded(master, dt);
@@ -477,7 +465,7 @@ std::int64_t run_hopper_cases(std::int64_t d) {
   o.k_lens = from_vector(std::vector<std::int64_t>{200, 384}, {2});
   o.seg_q = segments(2, 384, 65);
   o.seg_k = o.seg_q;
-  o.mask = element_mask(1, 384, 384, 16, 66);
+  o.mask = tgt::random_element_mask(1, 384, 384, 16, 66);
   check("lens, segments, element mask", in, dense, o, {DType::bf16});
   std::vector<std::int64_t> qz{5, 150, 40, 189}, kz{1, 63, 64, 7, 249};
   check("variable blocks", in, AttentionPattern::variable(pattern_mask(4, 4, 5, 70, 67), qz, kz), {}, {DType::bf16});
@@ -583,9 +571,9 @@ std::int64_t run_general_cases(std::int64_t d) {
     runs += static_cast<std::int64_t>(dts.size());
   };
   AttentionOptions o;
-  o.bias = bias_of(BH, S, S, 64, 77);
+  o.bias = tgt::random_bias(BH, S, S, 64, 77);
   check("bias", sparse, o, {DType::bf16, DType::f16});
-  o.bias = bias_of(BH, S, S, 4, 78);
+  o.bias = tgt::random_bias(BH, S, S, 4, 78);
   check("bias, block 4", dense, o, {DType::bf16});
   o = {};
   o.softcap = 3.0;
@@ -619,8 +607,8 @@ std::int64_t run_general_cases(std::int64_t d) {
   o.q_lens = from_vector(std::vector<std::int64_t>{220, 64}, {s.B});
   o.seg_q = segments(s.B, S, 79);
   o.seg_k = o.seg_q;
-  o.mask = element_mask(1, S, S, 16, 80);
-  o.bias = bias_of(BH, S, S, 16, 81);
+  o.mask = tgt::random_element_mask(1, S, S, 16, 80);
+  o.bias = tgt::random_bias(BH, S, S, 16, 81);
   o.softcap = 4.0;
   o.sinks = tgt::rand64({s.Hq}, 82);
   o.dropout_p = 0.1;
@@ -1367,7 +1355,7 @@ TEST_CASE("flash_attention CUDA: the Hopper backward reads the dropout decisions
     // with the rest of the general transform: bias, soft cap, lens, segments, sinks
     const Shape4 g = general_shape(d);
     AttentionOptions o = lens_and_segments(g, 312);
-    o.bias = bias_of(g.B * g.Hq, g.sq, g.sk, 32, 313);
+    o.bias = tgt::random_bias(g.B * g.Hq, g.sq, g.sk, 32, 313);
     o.softcap = 5.0;
     o.sinks = tgt::rand64({g.Hq}, 314);
     o.dropout_p = 0.3;
@@ -1437,7 +1425,7 @@ TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels match
     // the per-element options on the plain scores: lens, segments, element mask, sinks
     const Shape4 g = general_shape(d);
     AttentionOptions o = lens_and_segments(g, 412);
-    o.mask = element_mask(1, g.sq, g.sk, 16, 413);
+    o.mask = tgt::random_element_mask(1, g.sq, g.sk, 16, 413);
     o.sinks = tgt::rand64({g.Hq}, 414);
     o.dropout_p = 0.3;
     o.seed = 23;
@@ -1466,7 +1454,7 @@ TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels match
   o.softcap = 5.0;
   check_cuda("soft cap", make_inputs(g, 440), AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
   o.softcap = 0.0;
-  o.bias = bias_of(g.B * g.Hq, g.sq, g.sk, 64, 441);
+  o.bias = tgt::random_bias(g.B * g.Hq, g.sq, g.sk, 64, 441);
   check_cuda("bias", make_inputs(g, 442), AttentionPattern::dense(g.sq, g.sk, 64), o, {DType::bf16});
   o.bias = {};
   o.scale = -0.3;
