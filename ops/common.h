@@ -37,14 +37,19 @@ std::int64_t env_power_of_two(const char* op, const char* name, std::int64_t max
 Tensor empty_like(const Tensor& t, const Shape& shape, DType dtype);
 inline Tensor empty_like(const Tensor& t) { return empty_like(t, t.shape(), t.dtype()); }
 
-/// Element 0 of `t` as T, or null where `t` is undefined (an optional argument). No dtype
-/// check, unlike Tensor::data: the caller has dispatched on t.dtype(), maybe to a device type
-/// of the same layout (e.g. a CUDA 16-bit type for tg::bfloat16).
+/// Element 0 of `t` as T; throws tg::ValueError where `t` is undefined. No dtype check,
+/// unlike Tensor::data: the caller has dispatched on t.dtype(), maybe to a device type of the
+/// same layout (e.g. a CUDA 16-bit type for tg::bfloat16).
 template <typename T>
 const T* cptr(const Tensor& t) {
+  return static_cast<const T*>(t.data_ptr());
+}
+/// As cptr, but null where `t` is undefined (an optional input).
+template <typename T>
+const T* cptr_or_null(const Tensor& t) {
   return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
 }
-/// As cptr, writable.
+/// Writable element 0 of `t` as T, or null where `t` is undefined (an output not asked for).
 template <typename T>
 T* mptr(const Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;

@@ -202,10 +202,10 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
   const std::int64_t far = p.sq + p.sk;
   r.wl = p.window_left < 0 ? -1 : static_cast<int>(std::min(p.window_left, far));
   r.wr = p.window_right < 0 ? -1 : static_cast<int>(std::min(p.window_right, far));
-  r.q_lens = cptr<std::int64_t>(p.q_lens);
-  r.k_lens = cptr<std::int64_t>(p.k_lens);
-  r.seg_q = cptr<std::int64_t>(p.seg_q);
-  r.seg_k = cptr<std::int64_t>(p.seg_k);
+  r.q_lens = cptr_or_null<std::int64_t>(p.q_lens);
+  r.k_lens = cptr_or_null<std::int64_t>(p.k_lens);
+  r.seg_q = cptr_or_null<std::int64_t>(p.seg_q);
+  r.seg_k = cptr_or_null<std::int64_t>(p.seg_k);
   if (p.mask.defined()) {
     const Layout& l = p.mask.layout();
     r.mask_index = static_cast<const std::int64_t*>(l.tables(dev).block_index.data_ptr());
@@ -234,7 +234,7 @@ Params make_params(const AttentionProblem& p, const DeviceWork& w, Device dev) {
     r.q_lg = lg_of_block(p.pattern.bq());
     r.k_lg = lg_of_block(p.pattern.bk());
   }
-  r.sinks = cptr<float>(p.sinks);
+  r.sinks = cptr_or_null<float>(p.sinks);
   r.dropout = p.dropout_p > 0.0;
   r.drop_threshold = p.dropout_threshold;
   r.drop_groups = r.dropout && p.sk % 8 == 0;
