@@ -10,7 +10,9 @@
 // line sitting out. Then, for the groups of one line along the axis with the fewer steps (and
 // at block 64 their pairs), the most loaded of an H100's 132 kernel queues over the mean:
 // every 132nd item a queue, then the items dealt as the kernel's host code deals them
-// (ops::tma_queues).
+// (ops::tma_queues). "packed": the units if every block product sat in a full group of two
+// lines (2 g tiles, the kernel's cheapest work a product), over the pairs' units: the time a
+// perfect packing of the layout would take at the kernel's rate a unit, as a fraction.
 //
 // Then the operand stream of each schedule: the bytes of the x and y tiles its steps load
 // (every tile a step names, bs x bs 16-bit elements, read from L2), and the time they take at
@@ -102,8 +104,8 @@ int main() {
       "Hopper matmul groups of bench_sparse_matmul's forwards (%lld x %lld^3): steps per schedule; pairs: "
       "share of tiles paired, steps in one-line units (pair step = %.2f) over the fewer one-line steps\n",
       static_cast<long long>(B), static_cast<long long>(S), ops::kPairStep);
-  std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s\n", "mode", "bs", "density", "tiles", "1 block", "rows",
-              "columns", "pairs", "paired", "units");
+  std::printf("%-4s %4s %7s %8s %8s %8s %8s %8s | %7s %7s %7s\n", "mode", "bs", "density", "tiles", "1 block", "rows",
+              "columns", "pairs", "paired", "units", "packed");
   tg_bench::for_each_matmul_case([&](MatmulMode m, std::int64_t bs, double, const tg::Layout& l) {
     if (bs < 64) return;  // no Hopper kernel
     const auto plan = forward_plan(m, bs, l);
@@ -126,9 +128,10 @@ int main() {
     const auto pairs =
         ops::row_group_schedule(*plan, g, whole, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, 2);
     const auto pairs_q = queue_balance(*plan, g, 2, by_cols ? ops::GroupAxis::Columns : ops::GroupAxis::Rows, kSms);
-    std::printf(" %8lld%s | %7.3f %7.3f | %lld %lld %lld | %s queues %.3f -> %.3f, pairs %.3f -> %.3f\n",
+    const double packed = static_cast<double>(one.n_steps) / static_cast<double>(2 * g) * ops::kPairStep;
+    std::printf(" %8lld%s | %7.3f %7.3f %7.3f | %lld %lld %lld | %s queues %.3f -> %.3f, pairs %.3f -> %.3f\n",
                 static_cast<long long>(pairs.n_steps), by_cols ? "c" : " ", paired_share(pairs, plan->n_out),
-                units(pairs) / base, static_cast<long long>(pairs.n_steps - pairs.paired_steps),
+                units(pairs) / base, packed / units(pairs), static_cast<long long>(pairs.n_steps - pairs.paired_steps),
                 static_cast<long long>(pairs.paired_steps - pairs.lone_steps), static_cast<long long>(pairs.lone_steps),
                 by_cols ? "columns" : "rows", groups_q.first, groups_q.second, pairs_q.first, pairs_q.second);
   });
