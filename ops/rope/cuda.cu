@@ -53,6 +53,16 @@ __device__ __forceinline__ void sincos_acc(double angle, typename acc_type<T>::t
     sincosf(static_cast<float>(angle), s, c);
 }
 
+// Rotates the pair (a, b) by the angle of cosine c and sine sn into (oa, ob); both are read
+// before either is written, so the output may be the input.
+template <typename T>
+__device__ __forceinline__ void rotate(const T* a, const T* b, typename acc_type<T>::type c,
+                                       typename acc_type<T>::type sn, T* oa, T* ob) {
+  const auto va = load(a), vb = load(b);
+  store(oa, va * c - vb * sn);
+  store(ob, va * sn + vb * c);
+}
+
 template <typename T, typename P>
 __global__ void __launch_bounds__(kThreads) rope_k(const T* __restrict__ x, const P* __restrict__ positions,
                                                    RopeGeometry g, int rows_per_cta, T* __restrict__ out) {
@@ -79,9 +89,7 @@ __global__ void __launch_bounds__(kThreads) rope_k(const T* __restrict__ x, cons
     if (g.inverse) sn = -sn;
     const int ia = g.interleaved ? 2 * i : i, ib = g.interleaved ? 2 * i + 1 : i + half;
     const std::int64_t row = (r0 + lr) * g.d;
-    const Acc va = load(x + row + ia), vb = load(x + row + ib);
-    store(out + row + ia, va * c - vb * sn);
-    store(out + row + ib, va * sn + vb * c);
+    rotate(x + row + ia, x + row + ib, c, sn, out + row + ia, out + row + ib);
   }
   const int rest = static_cast<int>(g.d - g.rotary_dim);
   if (rest > 0) {
@@ -160,11 +168,8 @@ __global__ void __launch_bounds__(kThreads)
         if (threadIdx.x + k * kThreads < items) {
           Pairs o;
 #pragma unroll
-          for (int j = 0; j < V; ++j) {
-            const Acc va = load(&r[k].v[2 * j]), vb = load(&r[k].v[2 * j + 1]);
-            store(&o.v[2 * j], va * cs[k][j] - vb * sn[k][j]);
-            store(&o.v[2 * j + 1], va * sn[k][j] + vb * cs[k][j]);
-          }
+          for (int j = 0; j < V; ++j)
+            rotate(&r[k].v[2 * j], &r[k].v[2 * j + 1], cs[k][j], sn[k][j], &o.v[2 * j], &o.v[2 * j + 1]);
           *reinterpret_cast<Pairs*>(orow + ia[k]) = o;
         }
       }
@@ -182,11 +187,7 @@ __global__ void __launch_bounds__(kThreads)
         if (threadIdx.x + k * kThreads < items) {
           Run oa, ob;
 #pragma unroll
-          for (int j = 0; j < V; ++j) {
-            const Acc va = load(&ra[k].v[j]), vb = load(&rb[k].v[j]);
-            store(&oa.v[j], va * cs[k][j] - vb * sn[k][j]);
-            store(&ob.v[j], va * sn[k][j] + vb * cs[k][j]);
-          }
+          for (int j = 0; j < V; ++j) rotate(&ra[k].v[j], &rb[k].v[j], cs[k][j], sn[k][j], &oa.v[j], &ob.v[j]);
           *reinterpret_cast<Run*>(orow + ia[k]) = oa;
           *reinterpret_cast<Run*>(orow + ib[k]) = ob;
         }
