@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "ops/attention/attention.h"
 #include "attention_cases.h"
+#include "ops/attention/attention.h"
 #include "ops/sparse_nn/sparse_nn.h"
 #include "util.h"
 
