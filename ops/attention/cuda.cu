@@ -45,10 +45,10 @@ void launch_fwd_wgmma(const FwdArgs<T>& a, std::int64_t items, cudaStream_t st);
 // The Hopper kv pass of the backward (cuda_bwd_wgmma.cu, sm_90a), D = Dv of 64 or 128, key tiles
 // of BN; dQ by columns, the pipelined step or the producer warpgroup (kernel_choice.h) where
 // asked, the latter at D 64 with K and V as register operands (kRegKV) or with dQ in turns
-// (kTurns) where asked; kDrop as above; `programmatic`: a programmatic dependent launch
-// (LaunchOverlap).
+// (kTurns) where asked; kDrop as above; at D 128 on 64-key tiles dQ staged in the step's stage
+// (kDqInStage) where asked; `programmatic`: a programmatic dependent launch (LaunchOverlap).
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kTurns = false>
+          bool kProducer = false, bool kRegKV = false, bool kTurns = false, bool kDqInStage = false>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic);
 // The mma.sync kv pass with key tiles of 64 (cuda_bwd_kv_*.cu), D = Dv.
@@ -596,6 +596,10 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           // step, dQ by columns at D 128) before dQ by columns without it
           const bool full_plain = !narrow && !general && !plain_drop;
           const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
+          // dQ staged in the step's stage (D 128, 64-key tiles, plain scores with or without dropout;
+          // the latter always on the pipelined step)
+          const bool in_stage = d == 128 && narrow && !general && (plain_drop || bwd_step() == BwdStep::Pipelined) &&
+                                bwd_dq_staging() == BwdDqStaging::Stage;
           auto producer = [&] {
             const BwdWarps w = bwd_warps(d);
             return w == BwdWarps::Producer || (w == BwdWarps::Lists && (d == 128 || lists_producer));
@@ -618,6 +622,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             } else {
               go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true>);
             }
+          } else if (plain_drop && in_stage) {  // the pipelined step with dropout, dQ staged in the stage
+            note_launch(Path::DropoutPlainBwd);
+            note_launch(Path::WgmmaBwdDqInStage);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true>(
+                a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
@@ -628,6 +637,11 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             (bwd_step() == BwdStep::Pipelined
                  ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true>
                  : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
+          } else if (!general && bwd_step() == BwdStep::Pipelined && in_stage) {
+            note_launch(Path::WgmmaBwdPipelined);
+            note_launch(Path::WgmmaBwdDqInStage);
+            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true>(
+                a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (!general && bwd_step() == BwdStep::Pipelined) {
             note_launch(Path::WgmmaBwdPipelined);
             (narrow

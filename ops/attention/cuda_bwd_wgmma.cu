@@ -3,7 +3,8 @@
 // transform, key tiles of 128 and 64; with plain scores also the pipelined step (both key
 // tiles, with and without dropout), at D 128 on 128-key tiles dQ split by columns (on both
 // steps), and on 128-key tiles the producer warpgroup (dQ by columns at D 128, by keys at D 64,
-// there also with K and V as register operands and with dQ in turns).
+// there also with K and V as register operands and with dQ in turns); at D 128 on 64-key tiles
+// the pipelined step with dQ staged in the step's stage.
 // Built for sm_90a on top of the library's targets (CMakeLists.txt).
 #include <type_traits>
 
@@ -15,11 +16,11 @@
 namespace tg::ops::attn {
 
 template <typename T, int D, bool kGeneral, int BN, bool kDqCols, bool kPipe, bool kDrop, bool kProducer, bool kRegKV,
-          bool kTurns>
+          bool kTurns, bool kDqInStage>
 void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std::int64_t items, cudaStream_t st,
                          bool programmatic) {
-  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
-  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kTurns>;
+  using Cfg = WgBwdConfig<D, BN, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>;
+  auto* kernel = wg_bwd_kv_kernel<T, D, kGeneral, BN, kDqCols, kPipe, kDrop, kProducer, kRegKV, kTurns, kDqInStage>;
   allow_smem(kernel, Cfg::kSmem);
   WgBwdArgs<T> w;
   w.a = a;
@@ -37,9 +38,11 @@ void launch_bwd_kv_wgmma(const BwdArgs<T>& a, const float2* ld, int sq_pad, std:
                   w);
 }
 
-#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS)          \
-  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS>( \
+#define TG_WG_BWD_ONE_STAGE(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS, STAGE)          \
+  template void launch_bwd_kv_wgmma<T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS, STAGE>( \
       const BwdArgs<T>&, const float2*, int, std::int64_t, cudaStream_t, bool);
+#define TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS) \
+  TG_WG_BWD_ONE_STAGE(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, TURNS, false)
 #define TG_WG_BWD_ONE_REGS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS) \
   TG_WG_BWD_ONE_TURNS(T, D, G, BN, COLS, PIPE, DROP, PROD, REGS, false)
 #define TG_WG_BWD_ONE(T, D, G, BN, COLS, PIPE, DROP, PROD) \
@@ -73,6 +76,12 @@ TG_WG_BWD_ONE_REGS(half, 64, false, kBwdKvBN, false, true, false, true, true)
 // ... and with dQ in turns (K and V in registers, the default operands)
 TG_WG_BWD_ONE_TURNS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, true)
 TG_WG_BWD_ONE_TURNS(half, 64, false, kBwdKvBN, false, true, false, true, true, true)
+// D 128 on 64-key tiles with dQ staged in the step's stage: the pipelined step, with and without dropout
+TG_WG_BWD_ONE_STAGE(bfloat16, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true)
+TG_WG_BWD_ONE_STAGE(half, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true)
+TG_WG_BWD_ONE_STAGE(bfloat16, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true)
+TG_WG_BWD_ONE_STAGE(half, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true)
+#undef TG_WG_BWD_ONE_STAGE
 #undef TG_WG_BWD_ONE_TURNS
 #undef TG_WG_BWD
 #undef TG_WG_BWD_ONE

@@ -65,6 +65,8 @@ constinit Choice<LaunchOverlap> g_overlap{
     "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
 constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
                                      kDefaultProducerDq};
+constinit Choice<BwdDqStaging> g_staging{"TG_ATTENTION_BWD_DQ_STAGING", "tile",           "stage",
+                                         BwdDqStaging::Tile,            BwdDqStaging::Stage, kDefaultBwdDqStaging};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 
@@ -124,6 +126,9 @@ LaunchOverlap launch_overlap() { return g_overlap.get(); }
 
 void set_producer_dq(ProducerDq s) { g_turns.set(s); }
 ProducerDq producer_dq() { return g_turns.get(); }
+
+void set_bwd_dq_staging(BwdDqStaging s) { g_staging.set(s); }
+BwdDqStaging bwd_dq_staging() { return g_staging.get(); }
 
 void set_dropout_kernels(DropoutKernels k) { g_dropout.set(k); }
 DropoutKernels dropout_kernels() { return g_dropout.get(); }

@@ -220,6 +220,25 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
+/// Where the Hopper kv pass at D 128 on 64-key tiles (plain scores, the pipelined step, with or
+/// without dropout) stages each step's dQ for its TMA reductions into the f32 workspace. Tile: a
+/// 32 KiB tile of its own (138 KiB a CTA: one CTA of four warps an SM). Stage: the step's Q and dO
+/// tiles once the products that read them are done (106 KiB: two CTAs an SM, so that one's scalar
+/// work, waits and start-up run under the other's products); the stage is then refilled only after
+/// the reductions have read it. Auto: the environment variable TG_ATTENTION_BWD_DQ_STAGING (`tile`
+/// or `stage`) when set, else kDefaultBwdDqStaging.
+enum class BwdDqStaging { Auto, Tile, Stage };
+
+/// What Auto means without TG_ATTENTION_BWD_DQ_STAGING.
+constexpr BwdDqStaging kDefaultBwdDqStaging = BwdDqStaging::Tile;
+
+/// Forces the staging of later D 128 64-key kv passes (process-wide; Auto restores the default).
+void set_bwd_dq_staging(BwdDqStaging s);
+
+/// The staging in effect, Auto resolved: Tile or Stage. Throws tg::ValueError naming
+/// TG_ATTENTION_BWD_DQ_STAGING when it holds anything but `tile` or `stage`.
+BwdDqStaging bwd_dq_staging();
+
 /// Which Hopper kernels run dropout without a bias or soft cap (scale > 0, decisions drawn
 /// ahead: sk a multiple of 8). General: the general transform's kernels (every option;
 /// the kv pass on the serial step, two CTAs an SM at D 64). Plain: the plain-score kernels
@@ -377,6 +396,7 @@ enum class Path {
   DropoutPlainBwd,    ///< Hopper kv passes with dropout on the plain-score kernel
   ProgrammaticBwd,    ///< backwards launched programmatically (LaunchOverlap)
   ProducerDqTurns,    ///< D 64 producer kv passes whose warpgroups take turns at dQ (ProducerDq)
+  WgmmaBwdDqInStage,  ///< D 128 64-key Hopper kv passes staging dQ in the step's stage (BwdDqStaging)
   DqPass,             ///< backwards whose dQ ran as a pass of its own (no atomics: deterministic, f32, ...)
   kCount
 };

@@ -1467,6 +1467,61 @@ TEST_CASE("flash_attention CUDA: dropout on the plain-score Hopper kernels match
   CHECK(bwd_runs() == b1);
 }
 
+TEST_CASE("flash_attention CUDA: the D 128 kv pass on 64-key tiles with dQ staged in the stage matches the CPU",
+          "[ops][attention][cuda]") {
+  TG_REQUIRE_HOPPER("backward");
+  namespace at = ops::attn;
+  const ForceKnob<at::FwdKernel> fwd(at::set_fwd_kernel, at::FwdKernel::Wgmma);
+  const ForceKnob<at::BwdKernel> kernel(at::set_bwd_kernel, at::BwdKernel::Wgmma);
+  const ForceKnob<at::BwdStep> step(at::set_bwd_step, at::BwdStep::Pipelined);
+  const ForceKnob<at::BwdDqStaging> staging(at::set_bwd_dq_staging, at::BwdDqStaging::Stage);
+  // every pattern on 64-key tiles: causal and window diagonals, random blocks, a query block that
+  // sees nothing, rows past sq, GQA (all with plain scores)
+  const ForceKnob<at::TileHeight> half(at::set_tile_height, at::TileHeight::Half);
+  auto staged = [] { return at::launches(at::Path::WgmmaBwdDqInStage); };
+  const std::int64_t s0 = staged(), p0 = at::launches(at::Path::WgmmaBwdPipelined);
+  const std::int64_t n0 = at::launches(at::Path::NarrowKv);
+  const std::int64_t runs = run_hopper_cases(128);
+  CHECK(staged() - s0 == runs);
+  CHECK(at::launches(at::Path::WgmmaBwdPipelined) - p0 == runs);
+  CHECK(at::launches(at::Path::NarrowKv) - n0 == runs);
+  // long and short query lists: each stage refilled many times, each time after the reductions of
+  // the dQ staged in it have read it; partial tiles
+  const std::int64_t s1 = staged();
+  const std::int64_t lists = check_list_lengths(128, {40, 1000}, 1301, {DType::bf16, DType::f16});
+  CHECK(staged() - s1 == lists);
+  // dropout on the plain scores, decisions read from the forward and drawn by the kv pass
+  {
+    const ForceKnob<at::DropoutKernels> plain(at::set_dropout_kernels, at::DropoutKernels::Plain);
+    const std::int64_t s2 = staged(), d2 = at::launches(at::Path::DropoutPlainBwd);
+    std::int64_t drop_runs = 0;
+    shared_dropout_cases(128, 1310, 27, [&](const std::string& name, const Inputs& master, const AttentionPattern& pat,
+                                            const AttentionOptions& o, DType dt) {
+      check_read_and_drawn(name, master, pat, o, dt, [](auto run_without) { return run_without(); });
+      drop_runs += 3;
+    });
+    CHECK(drop_runs > 0);
+    CHECK(staged() - s2 == drop_runs);
+    CHECK(at::launches(at::Path::DropoutPlainBwd) - d2 == drop_runs);
+  }
+  // D 64, the general transform, the serial step and the tile of its own (the default) keep their kernels
+  const std::int64_t s3 = staged();
+  const AttentionPattern random64 = uniform_pattern(4, 256, 256, 64, 64, 30, 1320);
+  check_cuda("D 64", make_inputs(general_shape(64), 1321), random64, {}, {DType::bf16});
+  AttentionOptions cap;
+  cap.softcap = 3.0;
+  check_cuda("soft cap", make_inputs(general_shape(128), 1324), random64, cap, {DType::bf16});
+  {
+    const ForceKnob<at::BwdStep> serial(at::set_bwd_step, at::BwdStep::Serial);
+    check_cuda("serial step", make_inputs(general_shape(128), 1322), random64, {}, {DType::bf16});
+  }
+  {
+    const ForceKnob<at::BwdDqStaging> tile(at::set_bwd_dq_staging, at::BwdDqStaging::Tile);
+    check_cuda("own tile", make_inputs(general_shape(128), 1323), random64, {}, {DType::bf16});
+  }
+  CHECK(staged() == s3);
+}
+
 TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to a kernel", "[ops][attention]") {
   struct Restore {
     ~Restore() {
@@ -1486,6 +1541,12 @@ TEST_CASE("flash_attention kernel choices: a forced value wins, Auto resolves to
   }
   ops::attn::set_bwd_kernel(ops::attn::BwdKernel::Auto);
   CHECK(ops::attn::bwd_kernel() != ops::attn::BwdKernel::Auto);
+  for (auto k : {ops::attn::BwdDqStaging::Tile, ops::attn::BwdDqStaging::Stage}) {
+    ops::attn::set_bwd_dq_staging(k);
+    CHECK(ops::attn::bwd_dq_staging() == k);
+  }
+  ops::attn::set_bwd_dq_staging(ops::attn::BwdDqStaging::Auto);
+  CHECK(ops::attn::bwd_dq_staging() != ops::attn::BwdDqStaging::Auto);
 }
 
 }  // namespace test_attention_cuda

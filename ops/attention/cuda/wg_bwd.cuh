@@ -60,6 +60,12 @@
 // shared operands take the whole 128 bytes a clock of shared-memory bandwidth; from registers
 // they take half.
 //
+// kDqInStage (D 128 on 64-key tiles, the pipelined step; kernel_choice.h's BwdDqStaging): dQ is
+// staged for its reductions in the step's own stage, boxes 2 and 3 in the dO tile once dV is done
+// (while dK runs), boxes 0 and 1 in the Q tile once dK is; the thread that issues the reductions
+// waits for them to have read the stage before it refills it. Without the 32 KiB tile a CTA takes
+// 106 KiB, and two share an SM (four warps each, 255 registers a thread).
+//
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
 // mbarriers; there is no CTA-wide barrier in the loop, so the warpgroups drift apart and
@@ -96,7 +102,7 @@ struct WgBwdArgs {
 };
 
 template <int D_, int BN_, bool kGeneral_, bool kDqCols_ = false, bool kProducer_ = false, bool kRegKV_ = false,
-          bool kTurns_ = false>
+          bool kTurns_ = false, bool kDqInStage_ = false>
 struct WgBwdConfig {
   static constexpr int D = D_, DV = D_, BM = 64, BN = BN_, NG = BN_ / 64;
   /// kProducer: a third warpgroup after the NG computing ones issues the loads and the dQ
@@ -116,7 +122,13 @@ struct WgBwdConfig {
   /// Three CTAs an SM for 64-key tiles at D 64 without the general transform (168
   /// registers a thread, 32 bytes spilled), so that 12 warps, not 8, hide each other's
   /// latency; the general transform would spill 376 bytes there and takes two.
-  static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : 1;
+  /// kDqInStage (D 128 on 64-key tiles, plain scores; kernel_choice.h's BwdDqStaging): dQ staged
+  /// for its reductions in the step's own Q and dO tiles once the step's products are done, not in
+  /// a 32 KiB tile of its own, so that two CTAs share an SM (106 KiB each)
+  static constexpr bool kDqInStage = kDqInStage_;
+  static_assert(!kDqInStage || (D == 128 && BN == 64 && !kGeneral_ && !kProducer_),
+                "dQ staged in the stage: D 128, 64-key tiles, plain scores");
+  static constexpr int kMinBlocks = D == 64 && BN == 64 && !kGeneral_ ? 3 : kDqInStage ? 2 : 1;
   /// D 128: two stages, so that everything fits in 227 KiB (210 at BN 128); two as well
   /// where three CTAs share an SM. With the producer warpgroup three (226.5 KiB: dQ by columns
   /// stages half the dQ), so that its refills run further ahead. (Without it, three stages of
@@ -142,12 +154,15 @@ struct WgBwdConfig {
   static constexpr int DQN = kDqCols ? D / NG : D;  // dQ columns a warpgroup computes
   static constexpr int kDqCol0 = kDqCols ? DQN : 0;  // warpgroup g's first dQ column is kDqCol0 * g
   /// dQ of a warpgroup as DQN / 32 boxes of 64 x 32 f32 (128-byte lines, 128-byte swizzled)
-  static constexpr int kDqBox = 64 * 128, kDqBytes = DQN / 32 * kDqBox;
+  static constexpr int kDqBox = 64 * 128, kDqBytes = kDqInStage ? 0 : DQN / 32 * kDqBox;
+  static_assert(!kDqInStage || (kQBytes == 2 * kDqBox && kOBytes == 2 * kDqBox), "a stage holds dQ's four boxes");
   static constexpr int kTiles =
       kKBytes + kVBytes + STAGES * (kQBytes + kOBytes) + NG * (kSBuffers * kSBytes + kDqBytes);
   /// the tiles, the (lse, D) stages, one atom of slack for the in-kernel alignment
   static constexpr int kSmem = kTiles + STAGES * kLdBytes + 1024;
-  static_assert(kMinBlocks * (kSmem + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
+  /// the CTAs of an SM: dynamic shared memory, the static barriers (at most 128 bytes) and the 1 KiB
+  /// the hardware reserves per CTA
+  static_assert(kMinBlocks * (kSmem + 128 + 1024) <= 228 * 1024, "the CTAs of an SM fit in its shared memory");
 };
 
 /// The producer warpgroup's mbarriers (kProducer): `empty` per stage, then `dq_full` and
@@ -161,13 +176,17 @@ __device__ __forceinline__ std::uint64_t* producer_barriers() {
 // kDrop: plain scores with dropout (DropoutKernels::Plain; decisions drawn ahead, p.keep),
 // dropped probabilities marked by their sign bit as in the general transform.
 // kTurns (the producer at D 64; kernel_choice.h's ProducerDq): dQ in turns, see above.
+// kDqInStage (D 128 on 64-key tiles, the pipelined step; kernel_choice.h's BwdDqStaging): dQ staged in
+// the step's stage, see WgBwdConfig.
 template <typename T, int D_, bool kGeneral, int BN_, bool kDqCols = false, bool kPipe = false, bool kDrop = false,
-          bool kProducer = false, bool kRegKV = false, bool kTurns = false>
-__global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kThreads,
-                                  WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>::kMinBlocks)
+          bool kProducer = false, bool kRegKV = false, bool kTurns = false, bool kDqInStage = false>
+__global__ void __launch_bounds__(
+    WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>::kThreads,
+    WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>::kMinBlocks)
     wg_bwd_kv_kernel(const __grid_constant__ WgBwdArgs<T> w) {
 #if TG_WGMMA_ENABLED
-  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns>;
+  using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>;
+  static_assert(!kDqInStage || kPipe, "dQ staged in the stage: the pipelined step");
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kTurns || (kPipe && !kDqCols), "dQ in turns: the producer's pipelined step");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
@@ -223,15 +242,19 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
-  // Adds warpgroup g's dQ tile, staged at shared address tile, to the workspace at query rows
-  // i0 .. of plane bh, as one bulk group (one thread).
-  auto reduce_dq = [&](std::uint32_t tile, int g, int i0, int bh) {
+  // Adds warpgroup g's dQ tile to the workspace at query rows i0 .. of plane bh, as one bulk group
+  // (one thread): its boxes 0 and 1 staged at shared address lo, any further ones at hi (the
+  // tile's own staging: hi = lo + 2 boxes; kDqInStage: the stage's Q and dO tiles).
+  auto reduce_dq = [&](std::uint32_t lo, std::uint32_t hi, int g, int i0, int bh) {
 #pragma unroll
     for (int j = 0; j < Cfg::DQN / 32; ++j) {
-      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * g + 32 * j, i0,
-                         bh);
+      const std::uint32_t box = (j < 2 ? lo : hi - 2u * Cfg::kDqBox) + static_cast<std::uint32_t>(j) * Cfg::kDqBox;
+      tma::reduce_add_3d(&w.map_dq, box, Cfg::kDqCol0 * g + 32 * j, i0, bh);
     }
     tma::bulk_commit();
+  };
+  auto reduce_dq_tile = [&](std::uint32_t tile, int g, int i0, int bh) {
+    reduce_dq(tile, tile + 2u * Cfg::kDqBox, g, i0, bh);
   };
   // kProducer: stage s is free again (completion r - 1 before its fill r), warpgroup g's dQ tile
   // is in place / has been read
@@ -290,7 +313,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
           const int step = e - e0, g = step & 1;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
           tma::wait(dq_full(g), static_cast<std::uint32_t>((step >> 1) & 1));
-          reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, 0, qt.y, qt.x);
+          reduce_dq_tile(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, 0, qt.y, qt.x);
           if (step > 0) {
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
@@ -306,7 +329,7 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-            reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
+            reduce_dq_tile(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
           tma::bulk_wait_read<1>();
@@ -594,35 +617,53 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
     // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
     // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
+    // store_box(bx, at): dQ's columns 32 bx .. 32 bx + 31 (n-tiles 4 bx ..) as the box at `at`.
+    auto store_box = [&](int bx, std::uint32_t at) {
+      unsigned char* dqs = gen + (at - base);
+      const bool hi = (t & 2) != 0;
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        const int r = warp * 16 + g + hf * 8;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int n0 = 4 * bx + q;
+          const int nt = hi ? n0 ^ 2 : n0;
+          const int chunk = (nt & 3) * 2 + (t >> 1);
+          const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
+          const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
+          *reinterpret_cast<float2*>(dqs + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) = make_float2(x0, x1);
+        }
+      }
+    };
     // (kProducer: once the reduction thread has read the last step's tile; kTurns: the last turn's)
     if (turn) {
       if constexpr (kProducer) {
         const int handoff = kTurns ? step >> 1 : step;
         tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((handoff & 1) ^ 1));
       }
-      unsigned char* dqs = gen + (sDQg - base);
-      const bool hi = (t & 2) != 0;
+      if constexpr (Cfg::kDqInStage) {
+        // boxes 2 and 3 into the stage's dO tile, whose last reader (dV) is done, while dK runs;
+        // boxes 0 and 1 into its Q tile once dK, the Q tile's last reader, is done too
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int r = warp * 16 + g + hf * 8;
+        for (int bx = 2; bx < 4; ++bx) store_box(bx, sOs + static_cast<std::uint32_t>(bx - 2) * Cfg::kDqBox);
+        wg::wait<0>();
+        wg::fence_regs(acc_dk);
 #pragma unroll
-      for (int n0 = 0; n0 < DQN / 8; ++n0) {
-        const int nt = hi ? n0 ^ 2 : n0;
-        const int chunk = (nt & 3) * 2 + (t >> 1);
-        const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
-        const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
-        *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
-            make_float2(x0, x1);
+        for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+#pragma unroll
+        for (int bx = 0; bx < 2; ++bx) store_box(bx, sQs + static_cast<std::uint32_t>(bx) * Cfg::kDqBox);
+      } else {
+#pragma unroll
+        for (int bx = 0; bx < DQN / 32; ++bx) store_box(bx, sDQg + static_cast<std::uint32_t>(bx) * Cfg::kDqBox);
+      }
+      if constexpr (kProducer) {
+        // the tile goes to the reduction thread at once, while dK runs; each thread's stores
+        // are made visible to the async proxy before its arrival
+        wg::fence_proxy_async();
+        tma::arrive(dq_full(group_u));
       }
     }
-    if constexpr (kProducer) {
-      // the tile goes to the reduction thread at once, while dK runs; each thread's stores
-      // are made visible to the async proxy before its arrival
-      wg::fence_proxy_async();
-      tma::arrive(dq_full(group_u));
-    }
-    }
-    if constexpr (kPipe) {
+    if constexpr (kPipe && !Cfg::kDqInStage) {
       wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
       wg::fence_regs(acc_dk);
 #pragma unroll
@@ -633,7 +674,14 @@ __global__ void __launch_bounds__(WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProdu
     } else {
       // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
       wg::fence_proxy_async();
-      release([&] { reduce_dq(sDQg, group_u, i0, bh); });
+      release([&] {
+        if constexpr (Cfg::kDqInStage) {
+          reduce_dq(sQs, sOs, group_u, i0, bh);
+          tma::bulk_wait_read<0>();  // the refill release may issue overwrites what the reductions read
+        } else {
+          reduce_dq_tile(sDQg, group_u, i0, bh);
+        }
+      });
     }
     }
   }
