@@ -125,6 +125,21 @@ struct Variant {
 constexpr bool kDefaultPlainLaunches = at::kDefaultLaunchOverlap == at::LaunchOverlap::Plain;
 constexpr bool kDefaultDqByKeys = at::kDefaultProducerDq == at::ProducerDq::Keys;
 
+// The D 128 kv pass on 64-key tiles with dQ staged the other way (BwdDqStaging), appended to v:
+// where the default takes those tiles (random 64-blocks), and on every pattern with them forced.
+std::vector<Variant> with_staging(std::vector<Variant> v) {
+  constexpr bool tile = at::kDefaultBwdDqStaging == at::BwdDqStaging::Tile;
+  Variant staged = v.front();
+  staged.name = tile ? "dQ staged in the stage (kv pass)" : "dQ staged in a tile (kv pass)";
+  staged.only_d = 128;
+  staged.staging = tile ? at::BwdDqStaging::Stage : at::BwdDqStaging::Tile;
+  v.push_back(staged);
+  staged.name = tile ? "64-key tiles forced, dQ in the stage" : "64-key tiles forced, dQ in a tile";
+  staged.height = at::TileHeight::Half;
+  v.push_back(staged);
+  return v;
+}
+
 const std::vector<Variant>& variants() {
   using S = at::FwdSchedule;
   using K = at::FwdKeys;
@@ -132,70 +147,56 @@ const std::vector<Variant>& variants() {
   using Q = at::BwdDq;
   using H = at::TileHeight;
   constexpr at::BwdStep step = at::kDefaultBwdStep;  // the kv step every other variant keeps
-  static const std::vector<Variant> v = [] {
-    std::vector<Variant> v{
-        {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0},
-        {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, step, 64},
-        {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, step, 0},
-        {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, step, 0},
-        {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, step, 0},
-        {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
-        {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
-        // (on the pipelined step, the producer warpgroup's order without the producer)
-        {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, step, 128,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
-        // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
-        // then takes 64-key tiles, one CTA an SM)
-        {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
-        {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
-        // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
-        {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::General},
-        // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
-        {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Sums},
-        {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
-         at::FwdSoftmax::Max},
-        // the kv pass's warp roles: without the producer warpgroup (the default before: at D 128
-        // dQ by keys, at D 64 64-key tiles everywhere), with it at D 64 wherever 128-key tiles
-        // cost no more work (the default takes it where its lists say so)
-        {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
-        {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Shared},
-        // and with K and V as register operands of Sᵀ and dPᵀ
-        {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
-         at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
-        // every item by row (the order before this: the forwards' LaunchOrder and the kv passes' KvOrder)
-        {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-         at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows, at::KvOrder::Rows},
-        // the kv passes' items by row to the end (KvOrder)
-        {"launch order: kv rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
-         at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Rows},
-        // the backward's kernels launched the other way (LaunchOverlap)
-        {kDefaultPlainLaunches ? "programmatic launches (backward)" : "plain launches (backward)", S::Serial, K::K64,
-         R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
-         at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
-         kDefaultPlainLaunches ? at::LaunchOverlap::Programmatic : at::LaunchOverlap::Plain},
-        // the D 64 producer kv pass's dQ the other way (ProducerDq)
-        {kDefaultDqByKeys ? "dQ in turns (kv pass)" : "dQ by keys (kv pass)", S::Serial, K::K64, R::R128, Q::Keys,
-         H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
-         at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
-         kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
-    };
-    // the D 128 kv pass on 64-key tiles with dQ staged the other way (BwdDqStaging): where the
-    // default takes those tiles (random 64-blocks), and on every pattern with them forced
-    constexpr bool tile = at::kDefaultBwdDqStaging == at::BwdDqStaging::Tile;
-    Variant staged = v[0];
-    staged.name = tile ? "dQ staged in the stage (kv pass)" : "dQ staged in a tile (kv pass)";
-    staged.only_d = 128;
-    staged.staging = tile ? at::BwdDqStaging::Stage : at::BwdDqStaging::Tile;
-    v.push_back(staged);
-    staged.name = tile ? "64-key tiles forced, dQ in the stage" : "64-key tiles forced, dQ in a tile";
-    staged.height = H::Half;
-    v.push_back(staged);
-    return v;
-  }();
+  static const std::vector<Variant> v = with_staging({
+      {"serial, keys 64 (default)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0},
+      {"128-row tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Full, step, 64},
+      {"overlap", S::Overlap, K::K64, R::R128, Q::Keys, H::Auto, step, 0},
+      {"keys 128", S::Serial, K::K128, R::R128, Q::Keys, H::Auto, step, 0},
+      {"keys 128, overlap", S::Overlap, K::K128, R::R128, Q::Keys, H::Auto, step, 0},
+      {"keys 128, rows 192", S::Serial, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
+      {"keys 128, rows 192, overlap", S::Overlap, K::K128, R::R192, Q::Keys, H::Auto, step, 64},
+      // (on the pipelined step, the producer warpgroup's order without the producer)
+      {"dQ by columns (kv pass)", S::Serial, K::K64, R::R128, Q::Columns, H::Auto, step, 128,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
+      // the forward column answers whether D 128 gains from 64-row tiles as D 64 did (the kv pass
+      // then takes 64-key tiles, one CTA an SM)
+      {"64-row / 64-key tiles forced", S::Serial, K::K64, R::R128, Q::Keys, H::Half, step, 128},
+      {"serial kv step", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, at::BwdStep::Serial, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
+      // dropout on the general transform's kernels (the dropout cases; the others run the defaults)
+      {"general dropout kernels", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::DropoutKernels::General},
+      // the forward's whole tiles bounded by row sums (the default at D 64) or by tile maxima (at D 128)
+      {"row sums (no tile maxima)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 128, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Sums},
+      {"tile maxima", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Max},
+      // the kv pass's warp roles: without the producer warpgroup (the default before: at D 128
+      // dQ by keys, at D 64 64-key tiles everywhere), with it at D 64 wherever 128-key tiles
+      // cost no more work (the default takes it where its lists say so)
+      {"uniform warpgroups (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Uniform},
+      {"producer warpgroup (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Shared},
+      // and with K and V as register operands of Sᵀ and dPᵀ
+      {"producer, K and V in registers (kv pass)", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 64,
+       at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Producer, at::BwdOperands::Registers},
+      // every item by row (the order before this: the forwards' LaunchOrder and the kv passes' KvOrder)
+      {"launch order by rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Rows, at::KvOrder::Rows},
+      // the kv passes' items by row to the end (KvOrder)
+      {"launch order: kv rows", S::Serial, K::K64, R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels,
+       at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Rows},
+      // the backward's kernels launched the other way (LaunchOverlap)
+      {kDefaultPlainLaunches ? "programmatic launches (backward)" : "plain launches (backward)", S::Serial, K::K64,
+       R::R128, Q::Keys, H::Auto, step, 0, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto,
+       at::kDefaultBwdOperands, at::LaunchOrder::Auto, at::KvOrder::Auto,
+       kDefaultPlainLaunches ? at::LaunchOverlap::Programmatic : at::LaunchOverlap::Plain},
+      // the D 64 producer kv pass's dQ the other way (ProducerDq)
+      {kDefaultDqByKeys ? "dQ in turns (kv pass)" : "dQ by keys (kv pass)", S::Serial, K::K64, R::R128, Q::Keys,
+       H::Auto, step, 64, at::kDefaultDropoutKernels, at::FwdSoftmax::Auto, at::BwdWarps::Auto, at::kDefaultBwdOperands,
+       at::LaunchOrder::Auto, at::KvOrder::Auto, at::LaunchOverlap::Auto,
+       kDefaultDqByKeys ? at::ProducerDq::Turns : at::ProducerDq::Keys},
+  });
   return v;
 }
 
@@ -241,19 +242,17 @@ int main() {
   std::printf("flash attention bf16, B %lld x H %lld, S %lld; TFLOP/s of attended pairs only\n",
               static_cast<long long>(kBatch), static_cast<long long>(kHeads), static_cast<long long>(kSeq));
   if (sweep) {
-    std::printf(
-        "every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), %d rounds; TFLOP/s: medians; ratios to the "
-        "first variant's time in the same round: median [min, max]\n",
-        rounds);
+    std::printf("every variant of the Hopper kernels (TG_ATTENTION_SWEEP=1), %d rounds; TFLOP/s: medians; ratios to the "
+                "first variant's time in the same round: median [min, max]\n",
+                rounds);
     std::printf("(variants in reverse order in odd rounds; bwd x: the backward's time, fwd+bwd less fwd)\n");
     std::printf("%-30s %4s %-28s %9s %11s %21s %21s %21s\n", "pattern", "D", "variant", "fwd TF/s", "fwd+bwd TF/s",
                 "fwd x [range]", "both x [range]", "bwd x [range]");
   } else {
-    std::printf(
-        "Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
-        "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
-        at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
-        at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
+    std::printf("Hopper forward: %s schedule (TG_ATTENTION_FWD_SCHEDULE), key tiles of %d (TG_ATTENTION_FWD_KEYS), "
+                "%d-row tiles with them at D 64 (TG_ATTENTION_FWD_ROWS)\n",
+                at::fwd_schedule() == at::FwdSchedule::Overlap ? "overlap" : "serial",
+                at::fwd_keys() == at::FwdKeys::K128 ? 128 : 64, at::fwd_rows() == at::FwdRows::R192 ? 192 : 128);
     std::printf(
         "Hopper kv pass: warpgroups at D 64 %s, at D 128 %s (TG_ATTENTION_BWD_WARPS); without a producer "
         "the %s step (TG_ATTENTION_BWD_STEP), at D 128 dQ by %s (TG_ATTENTION_BWD_DQ)\n",
@@ -261,9 +260,8 @@ int main() {
         at::bwd_warps(128) == at::BwdWarps::Producer ? "with a producer" : "uniform",
         at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
         at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
-    std::printf(
-        "(queued: each run behind a 2 ms spin kernel, the GPU's time alone; host: the time a call takes "
-        "to return, its launch path)\n");
+    std::printf("(queued: each run behind a 2 ms spin kernel, the GPU's time alone; host: the time a call takes "
+                "to return, its launch path)\n");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s %10s %12s %9s %11s\n", "pattern", "D", "density", "fwd ms",
                 "fwd TF/s", "fwd+bwd ms", "fwd+bwd TF/s", "%ceiling", "queued fwd", "queued both", "host fwd",
                 "host both");
@@ -310,10 +308,9 @@ int main() {
           const auto [fx_lo, fx_hi] = std::minmax_element(fwd_x.begin(), fwd_x.end());
           const auto [bx_lo, bx_hi] = std::minmax_element(both_x.begin(), both_x.end());
           const auto [kx_lo, kx_hi] = std::minmax_element(bwd_x.begin(), bwd_x.end());
-          std::printf(
-              "%-30s %4lld %-28s %9.1f %11.1f   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]\n",
-              c.name.c_str(), static_cast<long long>(d), variants()[vi].name, median(fwd_tf), median(both_tf),
-              median(fwd_x), *fx_lo, *fx_hi, median(both_x), *bx_lo, *bx_hi, median(bwd_x), *kx_lo, *kx_hi);
+          std::printf("%-30s %4lld %-28s %9.1f %11.1f   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]   %5.3f [%5.3f, %5.3f]\n",
+                      c.name.c_str(), static_cast<long long>(d), variants()[vi].name, median(fwd_tf), median(both_tf),
+                      median(fwd_x), *fx_lo, *fx_hi, median(both_x), *bx_lo, *bx_hi, median(bwd_x), *kx_lo, *kx_hi);
         }
         std::fflush(stdout);
         continue;

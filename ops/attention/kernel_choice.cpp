@@ -65,8 +65,8 @@ constinit Choice<LaunchOverlap> g_overlap{
     "TG_ATTENTION_PDL", "off", "on", LaunchOverlap::Plain, LaunchOverlap::Programmatic, kDefaultLaunchOverlap};
 constinit Choice<ProducerDq> g_turns{"TG_ATTENTION_BWD_DQ_TURNS", "off", "on", ProducerDq::Keys, ProducerDq::Turns,
                                      kDefaultProducerDq};
-constinit Choice<BwdDqStaging> g_staging{"TG_ATTENTION_BWD_DQ_STAGING", "tile",           "stage",
-                                         BwdDqStaging::Tile,            BwdDqStaging::Stage, kDefaultBwdDqStaging};
+constinit Choice<BwdDqStaging> g_staging{
+    "TG_ATTENTION_BWD_DQ_STAGING", "tile", "stage", BwdDqStaging::Tile, BwdDqStaging::Stage, kDefaultBwdDqStaging};
 constinit Choice<DropoutKernels> g_dropout{"TG_ATTENTION_DROPOUT", "general", "plain", DropoutKernels::General,
                                            DropoutKernels::Plain, kDefaultDropoutKernels};
 

@@ -1495,11 +1495,13 @@ TEST_CASE("flash_attention CUDA: the D 128 kv pass on 64-key tiles with dQ stage
     const ForceKnob<at::DropoutKernels> plain(at::set_dropout_kernels, at::DropoutKernels::Plain);
     const std::int64_t s2 = staged(), d2 = at::launches(at::Path::DropoutPlainBwd);
     std::int64_t drop_runs = 0;
-    shared_dropout_cases(128, 1310, 27, [&](const std::string& name, const Inputs& master, const AttentionPattern& pat,
-                                            const AttentionOptions& o, DType dt) {
-      check_read_and_drawn(name, master, pat, o, dt, [](auto run_without) { return run_without(); });
-      drop_runs += 3;
-    });
+    shared_dropout_cases(128, 1310, 27,
+                         [&](const std::string& name, const Inputs& master, const AttentionPattern& pat,
+                             const AttentionOptions& o, DType dt) {
+                           check_read_and_drawn(name, master, pat, o, dt,
+                                                [](auto run_without) { return run_without(); });
+                           drop_runs += 3;
+                         });
     CHECK(drop_runs > 0);
     CHECK(staged() - s2 == drop_runs);
     CHECK(at::launches(at::Path::DropoutPlainBwd) - d2 == drop_runs);
