@@ -242,19 +242,20 @@ __global__ void __launch_bounds__(
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
-  // Adds warpgroup g's dQ tile to the workspace at query rows i0 .. of plane bh, as one bulk group
-  // (one thread): its boxes 0 and 1 staged at shared address lo, any further ones at hi (the
-  // tile's own staging: hi = lo + 2 boxes; kDqInStage: the stage's Q and dO tiles).
-  auto reduce_dq = [&](std::uint32_t lo, std::uint32_t hi, int g, int i0, int bh) {
+  // Starts the additions of warpgroup g's dQ boxes j0 .. j1 - 1 (columns 32 j ..), staged from shared
+  // address tile on, to the workspace at query rows i0 .. of plane bh (one thread; no commit).
+  auto reduce_boxes = [&](std::uint32_t tile, int g, int i0, int bh, int j0, int j1) {
 #pragma unroll
-    for (int j = 0; j < Cfg::DQN / 32; ++j) {
-      const std::uint32_t box = (j < 2 ? lo : hi - 2u * Cfg::kDqBox) + static_cast<std::uint32_t>(j) * Cfg::kDqBox;
-      tma::reduce_add_3d(&w.map_dq, box, Cfg::kDqCol0 * g + 32 * j, i0, bh);
+    for (int j = j0; j < j1; ++j) {
+      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j - j0) * Cfg::kDqBox,
+                         Cfg::kDqCol0 * g + 32 * j, i0, bh);
     }
-    tma::bulk_commit();
   };
-  auto reduce_dq_tile = [&](std::uint32_t tile, int g, int i0, int bh) {
-    reduce_dq(tile, tile + 2u * Cfg::kDqBox, g, i0, bh);
+  // Adds warpgroup g's dQ tile, staged at shared address tile, to the workspace at query rows
+  // i0 .. of plane bh, as one bulk group (one thread).
+  auto reduce_dq = [&](std::uint32_t tile, int g, int i0, int bh) {
+    reduce_boxes(tile, g, i0, bh, 0, Cfg::DQN / 32);
+    tma::bulk_commit();
   };
   // kProducer: stage s is free again (completion r - 1 before its fill r), warpgroup g's dQ tile
   // is in place / has been read
@@ -313,7 +314,7 @@ __global__ void __launch_bounds__(
           const int step = e - e0, g = step & 1;
           const int2 qt = a.cols.query_tile(a.cols.entries[e], kv, p.group, BM, inv_m);
           tma::wait(dq_full(g), static_cast<std::uint32_t>((step >> 1) & 1));
-          reduce_dq_tile(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, 0, qt.y, qt.x);
+          reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, 0, qt.y, qt.x);
           if (step > 0) {
             tma::bulk_wait_read<1>();
             tma::arrive(dq_empty(g ^ 1));
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(
 #pragma unroll
           for (int g = 0; g < Cfg::NG; ++g) {
             tma::wait(dq_full(g), static_cast<std::uint32_t>(step & 1));
-            reduce_dq_tile(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
+            reduce_dq(sDQ + static_cast<std::uint32_t>(g) * Cfg::kDqBytes, g, qt.y, qt.x);
           }
           static_assert(Cfg::NG == 2, "two computing warpgroups");
           tma::bulk_wait_read<1>();
@@ -617,21 +618,21 @@ __global__ void __launch_bounds__(
     // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
     // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
     // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
-    // store_box(bx, at): dQ's columns 32 bx .. 32 bx + 31 (n-tiles 4 bx ..) as the box at `at`.
-    auto store_box = [&](int bx, std::uint32_t at) {
+    // store_dq(b0, b1, at): dQ's boxes b0 .. b1 - 1 (columns 32 b ..), box b at at + (b - b0) boxes.
+    auto store_dq = [&](int b0, int b1, std::uint32_t at) {
       unsigned char* dqs = gen + (at - base);
       const bool hi = (t & 2) != 0;
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) {
         const int r = warp * 16 + g + hf * 8;
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int n0 = 4 * bx + q;
+        for (int n0 = 4 * b0; n0 < 4 * b1; ++n0) {
           const int nt = hi ? n0 ^ 2 : n0;
           const int chunk = (nt & 3) * 2 + (t >> 1);
           const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
           const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
-          *reinterpret_cast<float2*>(dqs + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) = make_float2(x0, x1);
+          *reinterpret_cast<float2*>(dqs + ((nt >> 2) - b0) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) +
+                                     (t & 1) * 8) = make_float2(x0, x1);
         }
       }
     };
@@ -644,17 +645,14 @@ __global__ void __launch_bounds__(
       if constexpr (Cfg::kDqInStage) {
         // boxes 2 and 3 into the stage's dO tile, whose last reader (dV) is done, while dK runs;
         // boxes 0 and 1 into its Q tile once dK, the Q tile's last reader, is done too
-#pragma unroll
-        for (int bx = 2; bx < 4; ++bx) store_box(bx, sOs + static_cast<std::uint32_t>(bx - 2) * Cfg::kDqBox);
+        store_dq(2, 4, sOs);
         wg::wait<0>();
         wg::fence_regs(acc_dk);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
-#pragma unroll
-        for (int bx = 0; bx < 2; ++bx) store_box(bx, sQs + static_cast<std::uint32_t>(bx) * Cfg::kDqBox);
+        store_dq(0, 2, sQs);
       } else {
-#pragma unroll
-        for (int bx = 0; bx < DQN / 32; ++bx) store_box(bx, sDQg + static_cast<std::uint32_t>(bx) * Cfg::kDqBox);
+        store_dq(0, DQN / 32, sDQg);
       }
       if constexpr (kProducer) {
         // the tile goes to the reduction thread at once, while dK runs; each thread's stores
@@ -676,10 +674,12 @@ __global__ void __launch_bounds__(
       wg::fence_proxy_async();
       release([&] {
         if constexpr (Cfg::kDqInStage) {
-          reduce_dq(sQs, sOs, group_u, i0, bh);
+          reduce_boxes(sQs, group_u, i0, bh, 0, 2);
+          reduce_boxes(sOs, group_u, i0, bh, 2, 4);
+          tma::bulk_commit();
           tma::bulk_wait_read<0>();  // the refill release may issue overwrites what the reductions read
         } else {
-          reduce_dq_tile(sDQg, group_u, i0, bh);
+          reduce_dq(sDQg, group_u, i0, bh);
         }
       });
     }
