@@ -247,8 +247,8 @@ __global__ void __launch_bounds__(
   auto reduce_boxes = [&](std::uint32_t tile, int g, int i0, int bh, int j0, int j1) {
 #pragma unroll
     for (int j = j0; j < j1; ++j) {
-      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j - j0) * Cfg::kDqBox,
-                         Cfg::kDqCol0 * g + 32 * j, i0, bh);
+      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j - j0) * Cfg::kDqBox, Cfg::kDqCol0 * g + 32 * j,
+                         i0, bh);
     }
   };
   // Adds warpgroup g's dQ tile, staged at shared address tile, to the workspace at query rows
