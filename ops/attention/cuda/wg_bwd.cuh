@@ -187,6 +187,7 @@ __global__ void __launch_bounds__(
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>;
   static_assert(!kDqInStage || kPipe, "dQ staged in the stage: the pipelined step");
+
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kTurns || (kPipe && !kDqCols), "dQ in turns: the producer's pipelined step");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
@@ -242,19 +243,14 @@ __global__ void __launch_bounds__(
     tma::load_bulk(sLD + static_cast<std::uint32_t>(s) * Cfg::kLdBytes,
                    w.ld + static_cast<std::int64_t>(qt.x) * w.sq_pad + qt.y, Cfg::kLdBytes, bar(s));
   };
-  // Starts the additions of warpgroup g's dQ boxes j0 .. j1 - 1 (columns 32 j ..), staged from shared
-  // address tile on, to the workspace at query rows i0 .. of plane bh (one thread; no commit).
-  auto reduce_boxes = [&](std::uint32_t tile, int g, int i0, int bh, int j0, int j1) {
-#pragma unroll
-    for (int j = j0; j < j1; ++j) {
-      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j - j0) * Cfg::kDqBox, Cfg::kDqCol0 * g + 32 * j,
-                         i0, bh);
-    }
-  };
   // Adds warpgroup g's dQ tile, staged at shared address tile, to the workspace at query rows
   // i0 .. of plane bh, as one bulk group (one thread).
   auto reduce_dq = [&](std::uint32_t tile, int g, int i0, int bh) {
-    reduce_boxes(tile, g, i0, bh, 0, Cfg::DQN / 32);
+#pragma unroll
+    for (int j = 0; j < Cfg::DQN / 32; ++j) {
+      tma::reduce_add_3d(&w.map_dq, tile + static_cast<std::uint32_t>(j) * Cfg::kDqBox, Cfg::kDqCol0 * g + 32 * j, i0,
+                         bh);
+    }
     tma::bulk_commit();
   };
   // kProducer: stage s is free again (completion r - 1 before its fill r), warpgroup g's dQ tile
@@ -613,55 +609,80 @@ __global__ void __launch_bounds__(
         wg::fence_regs(da[kk]);
       }
     }
+    if constexpr (Cfg::kDqInStage) {
+      // dQ into the stage as dQ's boxes (the layout below): boxes 2 and 3 into its dO tile, whose
+      // last reader (dV) is done, while dK runs; boxes 0 and 1 into its Q tile once dK, the Q
+      // tile's last reader, is done too. The thread that adds them to the workspace waits for
+      // the reductions to have read the stage before release refills it.
+      unsigned char* dqs[2] = {gen + (sQs - base), gen + (sOs - base)};
+      const bool hi = (t & 2) != 0;
+#pragma unroll
+      for (int half = 1; half >= 0; --half) {
+        if (half == 0) {
+          wg::wait<0>();
+          wg::fence_regs(acc_dk);
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
+        }
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          const int r = warp * 16 + g + hf * 8;
+#pragma unroll
+          for (int n0 = 8 * half; n0 < 8 * half + 8; ++n0) {
+            const int nt = hi ? n0 ^ 2 : n0;
+            const int chunk = (nt & 3) * 2 + (t >> 1);
+            const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
+            const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
+            *reinterpret_cast<float2*>(dqs[half] + ((nt >> 2) & 1) * Cfg::kDqBox + r * 128 +
+                                       ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) = make_float2(x0, x1);
+          }
+        }
+      }
+      wg::fence_proxy_async();
+      release([&] {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const std::uint32_t box = (j < 2 ? sQs : sOs) + static_cast<std::uint32_t>(j & 1) * Cfg::kDqBox;
+          tma::reduce_add_3d(&w.map_dq, box, 32 * j, i0, bh);
+        }
+        tma::bulk_commit();
+        tma::bulk_wait_read<0>();  // the refill release may issue overwrites what the reductions read
+      });
+    } else {
     // dQ to shared memory (16-byte chunk c of row r of a 32-column box at c ^ (r % 8)),
     // then, once the whole warpgroup has written it, one thread adds it to the workspace.
     // In one store, lanes t < 2 write n-tile nt and lanes t >= 2 n-tile nt ^ 2: an 8-byte
     // store is served a half-warp (rows g of one parity group of 4) at a time, whose chunks
     // c ^ (r % 8) then fall in both groups of four chunks, not one (no 2-way conflict).
-    // store_dq(b0, b1, at): dQ's boxes b0 .. b1 - 1 (columns 32 b ..), box b at at + (b - b0) boxes.
-    auto store_dq = [&](int b0, int b1, std::uint32_t at) {
-      unsigned char* dqs = gen + (at - base);
-      const bool hi = (t & 2) != 0;
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int r = warp * 16 + g + hf * 8;
-#pragma unroll
-        for (int n0 = 4 * b0; n0 < 4 * b1; ++n0) {
-          const int nt = hi ? n0 ^ 2 : n0;
-          const int chunk = (nt & 3) * 2 + (t >> 1);
-          const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
-          const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
-          *reinterpret_cast<float2*>(dqs + ((nt >> 2) - b0) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) +
-                                     (t & 1) * 8) = make_float2(x0, x1);
-        }
-      }
-    };
     // (kProducer: once the reduction thread has read the last step's tile; kTurns: the last turn's)
     if (turn) {
       if constexpr (kProducer) {
         const int handoff = kTurns ? step >> 1 : step;
         tma::wait(dq_empty(group_u), static_cast<std::uint32_t>((handoff & 1) ^ 1));
       }
-      if constexpr (Cfg::kDqInStage) {
-        // boxes 2 and 3 into the stage's dO tile, whose last reader (dV) is done, while dK runs;
-        // boxes 0 and 1 into its Q tile once dK, the Q tile's last reader, is done too
-        store_dq(2, 4, sOs);
-        wg::wait<0>();
-        wg::fence_regs(acc_dk);
+      unsigned char* dqs = gen + (sDQg - base);
+      const bool hi = (t & 2) != 0;
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) wg::fence_regs(da[kk]);
-        store_dq(0, 2, sQs);
-      } else {
-        store_dq(0, DQN / 32, sDQg);
-      }
-      if constexpr (kProducer) {
-        // the tile goes to the reduction thread at once, while dK runs; each thread's stores
-        // are made visible to the async proxy before its arrival
-        wg::fence_proxy_async();
-        tma::arrive(dq_full(group_u));
+    for (int hf = 0; hf < 2; ++hf) {
+      const int r = warp * 16 + g + hf * 8;
+#pragma unroll
+      for (int n0 = 0; n0 < DQN / 8; ++n0) {
+        const int nt = hi ? n0 ^ 2 : n0;
+        const int chunk = (nt & 3) * 2 + (t >> 1);
+        const float x0 = hi ? dq[4 * (n0 ^ 2) + 2 * hf] : dq[4 * n0 + 2 * hf];
+        const float x1 = hi ? dq[4 * (n0 ^ 2) + 2 * hf + 1] : dq[4 * n0 + 2 * hf + 1];
+        *reinterpret_cast<float2*>(dqs + (nt >> 2) * Cfg::kDqBox + r * 128 + ((chunk ^ (r & 7)) << 4) + (t & 1) * 8) =
+            make_float2(x0, x1);
       }
     }
-    if constexpr (kPipe && !Cfg::kDqInStage) {
+    if constexpr (kProducer) {
+      // the tile goes to the reduction thread at once, while dK runs; each thread's stores
+      // are made visible to the async proxy before its arrival
+      wg::fence_proxy_async();
+      tma::arrive(dq_full(group_u));
+    }
+    }
+    if constexpr (kPipe) {
       wg::wait<0>();  // dK, which reads the stage's Q, before the release lets the stage be refilled
       wg::fence_regs(acc_dk);
 #pragma unroll
@@ -672,16 +693,8 @@ __global__ void __launch_bounds__(
     } else {
       // (after dK's wait, so that the stores drain while dK runs, not before it is waited)
       wg::fence_proxy_async();
-      release([&] {
-        if constexpr (Cfg::kDqInStage) {
-          reduce_boxes(sQs, group_u, i0, bh, 0, 2);
-          reduce_boxes(sOs, group_u, i0, bh, 2, 4);
-          tma::bulk_commit();
-          tma::bulk_wait_read<0>();  // the refill release may issue overwrites what the reductions read
-        } else {
-          reduce_dq(sDQg, group_u, i0, bh);
-        }
-      });
+      release([&] { reduce_dq(sDQg, group_u, i0, bh); });
+    }
     }
     }
   }
