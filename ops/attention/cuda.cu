@@ -596,9 +596,9 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
           // step, dQ by columns at D 128) before dQ by columns without it
           const bool full_plain = !narrow && !general && !plain_drop;
           const bool cols = full_plain && d == 128 && bwd_dq() == BwdDq::Columns;
-          // dQ staged in the step's stage (D 128, 64-key tiles, plain scores with or without dropout;
-          // the latter always on the pipelined step)
-          const bool in_stage = d == 128 && narrow && !general && (plain_drop || bwd_step() == BwdStep::Pipelined) &&
+          // dQ staged in the step's stage (D 128, 64-key tiles, plain scores without dropout, the
+          // pipelined step; dropout keeps the tile of its own: not yet run on a GPU staged)
+          const bool in_stage = d == 128 && narrow && !general && bwd_step() == BwdStep::Pipelined &&
                                 bwd_dq_staging() == BwdDqStaging::Stage;
           auto producer = [&] {
             const BwdWarps w = bwd_warps(d);
@@ -622,11 +622,6 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             } else {
               go(launch_bwd_kv_wgmma<T, 64, false, bn, false, true, false, true>);
             }
-          } else if (plain_drop && in_stage) {  // the pipelined step with dropout, dQ staged in the stage
-            note_launch(Path::DropoutPlainBwd);
-            note_launch(Path::WgmmaBwdDqInStage);
-            launch_bwd_kv_wgmma<T, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true>(
-                a, ldp, pad, kv_work->col_items, st, pdl);
           } else if (plain_drop) {  // the pipelined step with dropout
             note_launch(Path::DropoutPlainBwd);
             (narrow ? launch_bwd_kv_wgmma<T, d, false, kBwdKvBNNarrow, false, true, true>
@@ -637,7 +632,7 @@ void attention_bwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const
             (bwd_step() == BwdStep::Pipelined
                  ? launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, true>
                  : launch_bwd_kv_wgmma<T, 128, false, kBwdKvBN, true, false>)(a, ldp, pad, kv_work->col_items, st, pdl);
-          } else if (!general && bwd_step() == BwdStep::Pipelined && in_stage) {
+          } else if (in_stage) {
             note_launch(Path::WgmmaBwdPipelined);
             note_launch(Path::WgmmaBwdDqInStage);
             launch_bwd_kv_wgmma<T, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true>(

@@ -76,11 +76,9 @@ TG_WG_BWD_ONE_REGS(half, 64, false, kBwdKvBN, false, true, false, true, true)
 // ... and with dQ in turns (K and V in registers, the default operands)
 TG_WG_BWD_ONE_TURNS(bfloat16, 64, false, kBwdKvBN, false, true, false, true, true, true)
 TG_WG_BWD_ONE_TURNS(half, 64, false, kBwdKvBN, false, true, false, true, true, true)
-// D 128 on 64-key tiles with dQ staged in the step's stage: the pipelined step, with and without dropout
+// D 128 on 64-key tiles with dQ staged in the step's stage: the pipelined step, plain scores
 TG_WG_BWD_ONE_STAGE(bfloat16, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true)
 TG_WG_BWD_ONE_STAGE(half, 128, false, kBwdKvBNNarrow, false, true, false, false, false, false, true)
-TG_WG_BWD_ONE_STAGE(bfloat16, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true)
-TG_WG_BWD_ONE_STAGE(half, 128, false, kBwdKvBNNarrow, false, true, true, false, false, false, true)
 #undef TG_WG_BWD_ONE_STAGE
 #undef TG_WG_BWD_ONE_TURNS
 #undef TG_WG_BWD

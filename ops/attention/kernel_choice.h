@@ -220,17 +220,21 @@ void set_bwd_step(BwdStep s);
 /// TG_ATTENTION_BWD_STEP when it holds anything but `serial` or `pipelined`.
 BwdStep bwd_step();
 
-/// Where the Hopper kv pass at D 128 on 64-key tiles (plain scores, the pipelined step, with or
-/// without dropout) stages each step's dQ for its TMA reductions into the f32 workspace. Tile: a
-/// 32 KiB tile of its own (138 KiB a CTA: one CTA of four warps an SM). Stage: the step's Q and dO
-/// tiles once the products that read them are done (106 KiB: two CTAs an SM, so that one's scalar
-/// work, waits and start-up run under the other's products); the stage is then refilled only after
-/// the reductions have read it. Auto: the environment variable TG_ATTENTION_BWD_DQ_STAGING (`tile`
-/// or `stage`) when set, else kDefaultBwdDqStaging.
+/// Where the Hopper kv pass at D 128 on 64-key tiles (plain scores without dropout, the pipelined
+/// step) stages each step's dQ for its TMA reductions into the f32 workspace. Tile: a 32 KiB tile of
+/// its own (138 KiB a CTA: one CTA of four warps an SM). Stage: the step's Q and dO tiles once the
+/// products that read them are done (106 KiB: two CTAs an SM, so that one's scalar work, waits and
+/// start-up run under the other's products); the stage is then refilled only after the reductions
+/// have read it. Dropout keeps the tile (its staged kernel has not run on a GPU yet). Auto: the
+/// environment variable TG_ATTENTION_BWD_DQ_STAGING (`tile` or `stage`) when set, else
+/// kDefaultBwdDqStaging.
 enum class BwdDqStaging { Auto, Tile, Stage };
 
-/// What Auto means without TG_ATTENTION_BWD_DQ_STAGING.
-constexpr BwdDqStaging kDefaultBwdDqStaging = BwdDqStaging::Tile;
+/// What Auto means without TG_ATTENTION_BWD_DQ_STAGING: Stage, measured against Tile in the same
+/// process (H100, 5 rounds): random 10% of 64-blocks at D 128 fwd+bwd 1.155x [1.132, 1.173], the
+/// kv pass 583 -> 458 µs (ncu); the patterns on 128-key tiles do not run it (bench/RESULTS.md,
+/// forty-fourth session).
+constexpr BwdDqStaging kDefaultBwdDqStaging = BwdDqStaging::Stage;
 
 /// Forces the staging of later D 128 64-key kv passes (process-wide; Auto restores the default).
 void set_bwd_dq_staging(BwdDqStaging s);

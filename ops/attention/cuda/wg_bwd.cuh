@@ -64,7 +64,8 @@
 // staged for its reductions in the step's own stage, boxes 2 and 3 in the dO tile once dV is done
 // (while dK runs), boxes 0 and 1 in the Q tile once dK is; the thread that issues the reductions
 // waits for them to have read the stage before it refills it. Without the 32 KiB tile a CTA takes
-// 106 KiB, and two share an SM (four warps each, 255 registers a thread).
+// 106 KiB, and two share an SM (four warps each, 255 registers a thread). The default for plain scores
+// (kernel_choice.h); with dropout compiled in it is instantiated nowhere yet.
 //
 // Pipeline. Q, dO (TMA, 128-byte swizzled) and the query rows' (lse, D) pairs (a bulk copy
 // from the packed table the delta pass writes) arrive in STAGES stages guarded by
