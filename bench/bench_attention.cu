@@ -260,6 +260,8 @@ int main() {
         at::bwd_warps(128) == at::BwdWarps::Producer ? "with a producer" : "uniform",
         at::bwd_step() == at::BwdStep::Pipelined ? "pipelined" : "serial",
         at::bwd_dq() == at::BwdDq::Columns ? "columns" : "keys");
+    std::printf("Hopper kv pass at D 128 on 64-key tiles: dQ staged in %s (TG_ATTENTION_BWD_DQ_STAGING)\n",
+                at::bwd_dq_staging() == at::BwdDqStaging::Stage ? "the step's stage" : "a tile of its own");
     std::printf("(queued: each run behind a 2 ms spin kernel, the GPU's time alone; host: the time a call takes "
                 "to return, its launch path)\n");
     std::printf("%-30s %4s %8s %9s %9s %11s %11s %9s %10s %12s %9s %11s\n", "pattern", "D", "density", "fwd ms",
