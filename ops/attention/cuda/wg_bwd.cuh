@@ -188,7 +188,6 @@ __global__ void __launch_bounds__(
 #if TG_WGMMA_ENABLED
   using Cfg = WgBwdConfig<D_, BN_, kGeneral, kDqCols, kProducer, kRegKV, kTurns, kDqInStage>;
   static_assert(!kDqInStage || kPipe, "dQ staged in the stage: the pipelined step");
-
   static_assert(!kPipe || !kGeneral, "the pipelined step: plain scores");
   static_assert(!kTurns || (kPipe && !kDqCols), "dQ in turns: the producer's pipelined step");
   // whether a step needs every warpgroup's dSᵀ (so that none skips it)
