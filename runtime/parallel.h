@@ -14,4 +14,8 @@ namespace tg {
 /// concurrently on disjoint ranges and must not throw.
 void parallel_ranges(std::int64_t n, std::int64_t grain, const std::function<void(std::int64_t, std::int64_t)>& f);
 
+/// How many threads parallel_ranges spreads over (OpenMP's maximum; 1 without OpenMP), for
+/// kernels that cut their work into a multiple of it.
+int parallel_threads();
+
 }  // namespace tg

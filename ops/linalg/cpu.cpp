@@ -1,13 +1,24 @@
-// CPU GEMM through Eigen. 16-bit dtypes are widened to f32 one matrix at a time, multiplied
-// with Eigen's f32 GEMM (f32 accumulation) and rounded once when stored.
+// CPU GEMM: f32 products on the packed GEMM (cpu_packed_gemm.h) where cpu_gemm_choice.h takes
+// it, else through Eigen, as are f64 ones. 16-bit dtypes are widened to f32 one matrix at a
+// time, multiplied in f32 (f32 accumulation) and rounded once when stored.
 #include <Eigen/Dense>
 #include <type_traits>
 #include <vector>
 
+#include "ops/linalg/cpu_gemm_choice.h"
+#include "ops/linalg/cpu_packed_gemm.h"
 #include "ops/linalg/kernels.h"
 
 namespace tg::ops {
 namespace {
+
+// Whether Eigen's products here use 16-lane AVX-512 kernels (the build's target): the packed
+// GEMM's 8-lane tile is then not taken by default.
+#ifdef EIGEN_VECTORIZE_AVX512
+constexpr bool kEigenAvx512 = true;
+#else
+constexpr bool kEigenAvx512 = false;
+#endif
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -17,6 +28,12 @@ template <typename T>
 void gemm_one(const T* a, const T* b, T* c, const GemmParams& p) {
   using Idx = Eigen::Index;
   const Idx m = p.m, n = p.n, k = p.k;
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_packed_gemm(m, n, k, kEigenAvx512)) {
+      packed_sgemm(a, b, c, m, n, k, p.trans_a, p.trans_b);
+      return;
+    }
+  }
   Eigen::Map<const RowMat<T>> A(a, p.trans_a ? k : m, p.trans_a ? m : k);
   Eigen::Map<const RowMat<T>> B(b, p.trans_b ? n : k, p.trans_b ? k : n);
   Eigen::Map<RowMat<T>> C(c, m, n);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/linalg/cpu_gemm_choice.h"
+#include "ops/linalg/cpu_packed_gemm.h"
 #include "ops/linalg/kernels.h"
 #include "util.h"
 
@@ -246,6 +248,76 @@ TEST_CASE("matmul: allow_tf32 is a switch, off by default", "[ops][matmul]") {
   CHECK(allow_tf32());
   set_allow_tf32(false);
   CHECK_FALSE(allow_tf32());
+}
+
+// ---- the CPU's packed f32 GEMM ---------------------------------------------------------------
+
+namespace {
+
+// Forces the CPU's f32 GEMM for a scope, then restores the automatic choice.
+struct ForceCpuGemm {
+  explicit ForceCpuGemm(ops::CpuGemm g) { ops::set_cpu_gemm(g); }
+  ~ForceCpuGemm() { ops::set_cpu_gemm(ops::CpuGemm::Auto); }
+  ForceCpuGemm(const ForceCpuGemm&) = delete;
+  ForceCpuGemm& operator=(const ForceCpuGemm&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("matmul: the packed CPU GEMM matches the f64 reference across its tile, block and panel edges",
+          "[ops][matmul]") {
+  if (!ops::packed_sgemm_available()) TG_SKIP("this CPU lacks AVX2 or FMA: the packed GEMM cannot run here");
+  const ForceCpuGemm packed(ops::CpuGemm::Packed);
+  // m: one row, partial / whole / one-past 6-row tiles, A blocks of unequal height (121 rows:
+  // 66 + 55), seven blocks; n: partial / whole / one-past 16-column slivers, 4100 columns
+  // crossing the 4096-column panel; k: one, the 256-deep step's edges, several steps.
+  const std::vector<std::array<std::int64_t, 3>> sizes = {{1, 1, 1},      {5, 15, 255},  {6, 16, 256},
+                                                          {7, 17, 257},   {121, 33, 40}, {13, 300, 600},
+                                                          {250, 47, 300}, {3, 4100, 3},  {721, 20, 8}};
+  for (const auto& [m, n, k] : sizes) {
+    for (int t = 0; t < 4; ++t) {
+      const Case c{false, 1, false, m, k, n, (t & 1) != 0, (t & 2) != 0};
+      INFO(describe(c));
+      Tensor a = tgt::rand64(a_shape(c), 41).to(DType::f32), b = tgt::rand64(b_shape(c), 42).to(DType::f32);
+      // one f32 rounding of each product and partial sum: k ulps of the terms at the most
+      tgt::require_close(matmul(a, b, c.ta, c.tb), reference(a, b, c), 1e-5, 2.5e-7 * static_cast<double>(k));
+    }
+  }
+  // batched and shared operands (the backend's loop over the batch), and bf16 / f16 widened to f32
+  for (const Case& c : all_cases(37, 70, 45, 3)) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      INFO(describe(c) << " dtype " << dt);
+      Tensor a = tgt::rand64(a_shape(c), 43).to(dt), b = tgt::rand64(b_shape(c), 44).to(dt);
+      Tensor out = matmul(a, b, c.ta, c.tb);
+      REQUIRE(out.dtype() == dt);
+      tgt::require_close(out, reference(a, b, c), rtol_for(dt), dt == DType::f32 ? 1e-4 : 1e-3);
+    }
+  }
+}
+
+TEST_CASE("matmul: the CPU GEMM choice: forced either way, else the packed one for large products on AVX2 CPUs",
+          "[ops][matmul]") {
+  {
+    const ForceCpuGemm eigen(ops::CpuGemm::Eigen);
+    CHECK(ops::cpu_gemm() == ops::CpuGemm::Eigen);
+    CHECK_FALSE(ops::use_packed_gemm(4096, 4096, 4096, false));
+  }
+  {
+    const ForceCpuGemm packed(ops::CpuGemm::Packed);
+    CHECK(ops::cpu_gemm() == ops::CpuGemm::Packed);
+    if (ops::packed_sgemm_available()) {
+      CHECK(ops::use_packed_gemm(1, 1, 1, true));
+    } else {
+      tgt::require_throws<ValueError>([] { ops::use_packed_gemm(1, 1, 1, true); },
+                                      {"matmul", "TG_CPU_GEMM", "AVX2", "FMA"});
+    }
+  }
+  // the automatic choice (unless the environment forces one for this process)
+  if (ops::cpu_gemm() == ops::CpuGemm::Auto) {
+    CHECK_FALSE(ops::use_packed_gemm(64, 64, 64, false));  // 2^18 multiply-adds: Eigen's fixed cost is lower
+    CHECK(ops::use_packed_gemm(128, 128, 64, false) == ops::packed_sgemm_available());
+    CHECK_FALSE(ops::use_packed_gemm(2048, 2048, 2048, true));  // Eigen on AVX-512 keeps its products
+  }
 }
 
 // ---- CUDA ---------------------------------------------------------------------------------

@@ -1,0 +1,44 @@
+#include "ops/linalg/cpu_gemm_choice.h"
+
+#include <atomic>
+#include <mutex>
+
+#include "ops/common.h"
+#include "ops/linalg/cpu_packed_gemm.h"
+
+namespace tg::ops {
+namespace {
+
+std::atomic<CpuGemm> g_forced{CpuGemm::Auto};
+
+// Smallest product (multiply-adds) the automatic choice gives the packed GEMM.
+constexpr std::int64_t kPackedMinWork = std::int64_t{1} << 20;
+
+}  // namespace
+
+void set_cpu_gemm(CpuGemm g) { g_forced.store(g, std::memory_order_relaxed); }
+
+CpuGemm cpu_gemm() {
+  const CpuGemm forced = g_forced.load(std::memory_order_relaxed);
+  if (forced != CpuGemm::Auto) return forced;
+  static std::once_flag once;
+  static int from_env = 0;
+  std::call_once(once, [] { from_env = env_choice("matmul", "TG_CPU_GEMM", "eigen", "packed"); });
+  return from_env == 1 ? CpuGemm::Eigen : from_env == 2 ? CpuGemm::Packed : CpuGemm::Auto;
+}
+
+bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k, bool eigen_avx512) {
+  const CpuGemm g = cpu_gemm();
+  if (g == CpuGemm::Eigen) return false;
+  if (g == CpuGemm::Packed) {
+    if (!packed_sgemm_available()) {
+      TG_THROW(ValueError,
+               "matmul: the packed CPU GEMM (TG_CPU_GEMM=packed or set_cpu_gemm) needs a CPU with AVX2 "
+               "and FMA; this one lacks at least one of them");
+    }
+    return true;
+  }
+  return packed_sgemm_available() && !eigen_avx512 && m * n * k >= kPackedMinWork;
+}
+
+}  // namespace tg::ops
