@@ -1,7 +1,9 @@
 // The CPU's f32 GEMM: Eigen's products against the packed GEMM (ops/linalg/cpu_packed_gemm.h)
 // through tg::matmul, on the example GPT's products (the CPU main job's defaults: 2,048 rows
 // of width 128, MLP 512, QKV 384, vocabulary 86; forward, input and weight gradients) and a
-// few squares, next to the machine's FMA ceiling measured in the same run.
+// few squares, next to the machine's FMA ceiling measured in the same run; then the example's
+// block-sparse MLP products (nn::BlockSparseLinear at density 0.5, blocks of 32), whose
+// panels run on either GEMM the same way.
 //
 // Each case alternates the two GEMMs for several rounds (the same inputs, each round the
 // median of its repetitions) and prints the median round: GFLOP/s, the ratio, and the share
@@ -10,6 +12,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <random>
 #include <vector>
 
 #include "ops/linalg/cpu_gemm_choice.h"
@@ -119,6 +123,54 @@ int main() {
     std::printf("%-14s %5ld %5ld %5ld %3d %3d | %8.1f %8.1f | %5.2fx | %6.1f%%\n", s.what, static_cast<long>(s.m),
                 static_cast<long>(s.n), static_cast<long>(s.k), s.ta, s.tb, ge, gp, packed ? gp / ge : 0.0,
                 ceiling > 0 ? 100 * std::max(ge, gp) * 1e9 / ceiling : 0.0);
+  }
+  // DDS as nn::BlockSparseLinear runs it (x [2048, 128] · Wᵀ, W [512, 128] of 32-blocks at
+  // density 0.5), and its input gradient (dY [2048, 512] · W) and the weight's (SDD)
+  std::printf("\nblock-sparse (blocks of 32, density 0.5; useful GFLOP/s)\n");
+  std::mt19937_64 rng(7);
+  std::bernoulli_distribution keep(0.5);
+  const tg::Tensor mask = [&] {
+    std::vector<double> v(16 * 4);
+    for (double& e : v) e = keep(rng) ? 1 : 0;
+    return tg::from_vector(v, tg::Shape{1, 16, 4}).to(tg::DType::boolean);
+  }();
+  const tg::Layout lw(mask, 32);  // W [512, 128]
+  const double active = static_cast<double>(lw.n_blocks()) / 64;
+  const tg::BlockSparseTensor w = tg::to_sparse(tg::randn(tg::Shape{1, 512, 128}), lw);
+  const tg::Tensor x = tg::randn(tg::Shape{1, 2048, 128}), dy = tg::randn(tg::Shape{1, 2048, 512});
+  struct SparseCase {
+    const char* what;
+    std::function<void()> run;
+    double flop;
+  };
+  const std::vector<SparseCase> cases = {
+      {"x W^T (DDS)", [&] { (void)tg::matmul(x, w, {.transpose_y = true}); }, 2.0 * 2048 * 512 * 128 * active},
+      {"dY W (DDS)", [&] { (void)tg::matmul(dy, w); }, 2.0 * 2048 * 512 * 128 * active},
+      {"dY^T x (SDD)", [&] { (void)tg::matmul(dy, x, lw, {.transpose_x = true}); }, 2.0 * 2048 * 512 * 128 * active},
+  };
+  std::printf("%-16s | %8s %8s | %6s\n", "product", "Eigen", "packed", "ratio");
+  for (const SparseCase& c : cases) {
+    auto median = [&](CpuGemm g) {
+      tg::ops::set_cpu_gemm(g);
+      std::vector<double> t;
+      for (int r = 0; r < 31; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        c.run();
+        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
+    std::vector<double> te, tp;
+    for (int r = 0; r < kRounds; ++r) {
+      te.push_back(median(CpuGemm::Eigen));
+      if (packed) tp.push_back(median(CpuGemm::Packed));
+    }
+    tg::ops::set_cpu_gemm(CpuGemm::Auto);
+    std::sort(te.begin(), te.end());
+    std::sort(tp.begin(), tp.end());
+    const double ge = c.flop / te[kRounds / 2] * 1e-9, gp = packed ? c.flop / tp[kRounds / 2] * 1e-9 : 0;
+    std::printf("%-16s | %8.1f %8.1f | %5.2fx\n", c.what, ge, gp, packed ? gp / ge : 0.0);
   }
   return 0;
 }

@@ -12,14 +12,6 @@
 namespace tg::ops {
 namespace {
 
-// Whether Eigen's products here use 16-lane AVX-512 kernels (the build's target): the packed
-// GEMM's 8-lane tile is then not taken by default.
-#ifdef EIGEN_VECTORIZE_AVX512
-constexpr bool kEigenAvx512 = true;
-#else
-constexpr bool kEigenAvx512 = false;
-#endif
-
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -29,7 +21,7 @@ void gemm_one(const T* a, const T* b, T* c, const GemmParams& p) {
   using Idx = Eigen::Index;
   const Idx m = p.m, n = p.n, k = p.k;
   if constexpr (std::is_same_v<T, float>) {
-    if (use_packed_gemm(m, n, k, kEigenAvx512)) {
+    if (use_packed_gemm(m, n, k)) {
       packed_sgemm(a, b, c, m, n, k, p.trans_a, p.trans_b);
       return;
     }

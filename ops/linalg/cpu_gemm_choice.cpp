@@ -1,5 +1,6 @@
 #include "ops/linalg/cpu_gemm_choice.h"
 
+#include <Eigen/Core>
 #include <atomic>
 #include <mutex>
 
@@ -10,6 +11,13 @@ namespace tg::ops {
 namespace {
 
 std::atomic<CpuGemm> g_forced{CpuGemm::Auto};
+
+// Whether Eigen's products in this build use its 16-lane AVX-512 kernels (the build's target).
+#ifdef EIGEN_VECTORIZE_AVX512
+constexpr bool kEigenAvx512 = true;
+#else
+constexpr bool kEigenAvx512 = false;
+#endif
 
 // Smallest product (multiply-adds) the automatic choice gives the packed GEMM.
 constexpr std::int64_t kPackedMinWork = std::int64_t{1} << 20;
@@ -40,5 +48,7 @@ bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k, bool eigen_
   }
   return packed_sgemm_available() && !eigen_avx512 && m * n * k >= kPackedMinWork;
 }
+
+bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k) { return use_packed_gemm(m, n, k, kEigenAvx512); }
 
 }  // namespace tg::ops

@@ -25,4 +25,7 @@ CpuGemm cpu_gemm();
 /// Throws tg::ValueError when the packed GEMM is forced on a CPU without AVX2 and FMA.
 bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k, bool eigen_avx512);
 
+/// use_packed_gemm for this build: `eigen_avx512` true where Eigen is compiled with AVX-512.
+bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k);
+
 }  // namespace tg::ops

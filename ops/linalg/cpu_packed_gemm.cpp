@@ -33,23 +33,33 @@ float* scratch(std::vector<float>& v, Index n) {
   return reinterpret_cast<float*>((p + 31) & ~std::uintptr_t{31});
 }
 
+// Where the register tile reads its kMR rows of op(A): row i's k step p at a + off[i] + p * step
+// (a packed sliver: off = 0..5, step kMR; or the operand in place).
+struct ARows {
+  const float* a;
+  Index off[kMR];
+  Index step;
+};
+
 #if defined(__x86_64__)
 
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
-#define TG_GEMM_ROW(i)                              \
-  {                                                 \
-    const __m256 av = _mm256_broadcast_ss(a + (i)); \
-    c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);     \
-    c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);     \
+#define TG_GEMM_ROW(i)                               \
+  {                                                  \
+    const __m256 av = _mm256_broadcast_ss(a + o##i); \
+    c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);      \
+    c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);      \
   }
 
-// c (mr x nr of a kMR x kNR tile, row stride ldc) = (accumulate ? c : 0) + the product of an
-// A sliver (kc x kMR, k-major) and a B sliver (kc x kNR). Named accumulators, not arrays, and
+// c (mr x nr of a kMR x kNR tile, row stride ldc) = (accumulate ? c : 0) + the product of kc
+// steps of A rows and a B sliver (kc x kNR, k-major). Named accumulators, not arrays, and
 // kept out of line: an array of vectors left in memory by the optimiser costs 3x here.
-__attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const float* __restrict a,
-                                                             const float* __restrict b, float* c, Index ldc,
-                                                             bool accumulate, int mr, int nr) {
+__attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARows& ar, const float* __restrict b,
+                                                             float* c, Index ldc, bool accumulate, int mr, int nr) {
+  const float* a = ar.a;
+  const Index o0 = ar.off[0], o1 = ar.off[1], o2 = ar.off[2], o3 = ar.off[3], o4 = ar.off[4], o5 = ar.off[5];
+  const Index step = ar.step;
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #pragma GCC unroll 4
@@ -62,7 +72,7 @@ __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const flo
     TG_GEMM_ROW(3);
     TG_GEMM_ROW(4);
     TG_GEMM_ROW(5);
-    a += kMR;
+    a += step;
     b += kNR;
   }
   alignas(32) float t[kMR][kNR];
@@ -91,62 +101,147 @@ __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const flo
 
 bool cpu_has_avx2_fma() { return false; }
 // Never called: packed_sgemm_available() is false off x86-64.
-void tile_6x16(Index, const float*, const float*, float*, Index, bool, int, int) {}
+void tile_6x16(Index, const ARows&, const float*, float*, Index, bool, int, int) {}
 
 #endif
+
+// One operand as the packing reads it: op(X) with its k extent cut into pieces of `seg`, piece
+// q at ptrs[q] (row-major, leading dimension ld; transposed when trans).
+struct View {
+  const float* const* ptrs;
+  Index seg, ld;
+  bool trans;
+};
+
+// Calls f(piece base, first k of the piece, k offset in [p0, p0 + kc), length) for the
+// pieces of `v` that the k range [p0, p0 + kc) crosses, in order.
+template <typename F>
+void for_pieces(const View& v, Index p0, Index kc, F&& f) {
+  for (Index p = p0; p < p0 + kc;) {
+    const Index q = p / v.seg, local = p - q * v.seg, len = std::min(v.seg - local, p0 + kc - p);
+    f(v.ptrs[q], local, p - p0, len);
+    p += len;
+  }
+}
 
 // Rows [i0, i0 + mc) and columns [p0, p0 + kc) of op(A) into slivers of kMR rows, each k-major
 // (kc x kMR), rows past mc zero. Stored [k, m] (trans), a row of a holds one k step of every
 // sliver: read once, in order.
-void pack_a(const float* a, Index lda, bool trans, Index i0, Index mc, Index p0, Index kc, float* out) {
-  const Index whole = mc / kMR * kMR;
-  if (trans) {
-    for (Index p = 0; p < kc; ++p) {
-      const float* src = a + (p0 + p) * lda + i0;
+void pack_a(const View& v, Index i0, Index mc, Index p0, Index kc, float* out) {
+  const Index whole = mc / kMR * kMR, ld = v.ld;
+  for_pieces(v, p0, kc, [&](const float* a, Index l0, Index off, Index len) {
+    if (v.trans) {
+      for (Index p = 0; p < len; ++p) {
+        const float* src = a + (l0 + p) * ld + i0;
+        for (Index s = 0; s < whole; s += kMR) {
+          float* op = out + s * kc + (off + p) * kMR;
+          for (int q = 0; q < kMR; ++q) op[q] = src[s + q];
+        }
+      }
+    } else {
       for (Index s = 0; s < whole; s += kMR) {
-        float* op = out + s * kc + p * kMR;
-        for (int q = 0; q < kMR; ++q) op[q] = src[s + q];
+        float* o = out + s * kc + off * kMR;
+        for (Index p = 0; p < len; ++p)
+          for (int q = 0; q < kMR; ++q) o[p * kMR + q] = a[(i0 + s + q) * ld + l0 + p];
       }
     }
-  } else {
-    for (Index s = 0; s < whole; s += kMR) {
-      float* o = out + s * kc;
-      for (Index p = 0; p < kc; ++p)
-        for (int q = 0; q < kMR; ++q) o[p * kMR + q] = a[(i0 + s + q) * lda + p0 + p];
+    if (whole < mc) {  // the last, partial sliver
+      const int r = static_cast<int>(mc - whole);
+      float* o = out + whole * kc + off * kMR;
+      for (Index p = 0; p < len; ++p) {
+        for (int q = 0; q < kMR; ++q) {
+          const Index row = i0 + whole + q;
+          o[p * kMR + q] = q >= r ? 0.f : v.trans ? a[(l0 + p) * ld + row] : a[row * ld + l0 + p];
+        }
+      }
     }
+  });
+}
+
+// Columns [j0, j0 + kNR) (those below n) and rows [0, k) of op(B) into one sliver (k x kNR,
+// k-major), columns at or past n zero.
+void pack_b(const View& v, Index n, Index j0, Index k, float* out) {
+  const int w = static_cast<int>(std::min<Index>(kNR, n - j0));
+  const Index ld = v.ld;
+  for_pieces(v, 0, k, [&](const float* b, Index l0, Index off, Index len) {
+    float* o = out + off * kNR;
+    if (v.trans) {  // b is [n, k]: each column of op(B) is a contiguous row of b
+      for (int q = 0; q < w; ++q) {
+        const float* src = b + (j0 + q) * ld + l0;
+        for (Index p = 0; p < len; ++p) o[p * kNR + q] = src[p];
+      }
+      for (int q = w; q < kNR; ++q)
+        for (Index p = 0; p < len; ++p) o[p * kNR + q] = 0.f;
+    } else {
+      for (Index p = 0; p < len; ++p) {
+        const float* src = b + (l0 + p) * ld + j0;
+        float* op = o + p * kNR;
+        for (int q = 0; q < w; ++q) op[q] = src[q];
+        for (int q = w; q < kNR; ++q) op[q] = 0.f;
+      }
+    }
+  });
+}
+
+// The shape of one product and where its operands and output are.
+struct Product {
+  View a, b;
+  float* c;
+  Index ldc, m, n, k;
+  bool accumulate;  // c += the product (else c = it)
+  // op(A) read in place rather than packed: where few B slivers share each A element, packing
+  // it costs about as much as its products
+  bool a_in_place;
+};
+
+// Whether a product of n columns reads op(A) in place (two slivers or fewer).
+bool a_in_place(Index n) { return n <= 2 * kNR; }
+
+// Rows [i0, i0 + rows) of c against slivers [s0, s1) of the B panel at column j0 (packed over
+// all of k in bp), all of k; `ap` holds an A block (unless A is read in place). Every element's
+// sum over k runs in k's order, whatever the threads and blocks.
+void block_product(const Product& x, const float* bp, Index j0, Index s0, Index s1, Index i0, Index rows, float* ap) {
+  if (x.a_in_place) {
+    for (Index i = 0; i < rows; i += kMR) {
+      const int mr = static_cast<int>(std::min<Index>(kMR, rows - i));
+      for (Index s = s0; s < s1; ++s) {
+        const Index j = j0 + s * kNR;
+        const int nr = static_cast<int>(std::min<Index>(kNR, x.n - j));
+        for_pieces(x.a, 0, x.k, [&](const float* a, Index l0, Index off, Index len) {
+          ARows ar{};
+          ar.a = x.a.trans ? a + l0 * x.a.ld : a + l0;
+          ar.step = x.a.trans ? x.a.ld : 1;
+          for (int q = 0; q < kMR; ++q) {
+            const Index row = i0 + i + (q < mr ? q : 0);  // rows past the tile repeat its first
+            ar.off[q] = x.a.trans ? row : row * x.a.ld;
+          }
+          tile_6x16(len, ar, bp + s * kNR * x.k + off * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, x.accumulate || off > 0,
+                    mr, nr);
+        });
+      }
+    }
+    return;
   }
-  if (whole < mc) {  // the last, partial sliver
-    const int r = static_cast<int>(mc - whole);
-    float* o = out + whole * kc;
-    for (Index p = 0; p < kc; ++p) {
-      for (int q = 0; q < kMR; ++q) {
-        const Index row = i0 + whole + q;
-        o[p * kMR + q] = q >= r ? 0.f : trans ? a[(p0 + p) * lda + row] : a[row * lda + p0 + p];
+  for (Index p0 = 0; p0 < x.k; p0 += kKC) {
+    const Index kc = std::min(kKC, x.k - p0);
+    pack_a(x.a, i0, rows, p0, kc, ap);
+    for (Index s = s0; s < s1; ++s) {
+      const Index j = j0 + s * kNR;
+      const int nr = static_cast<int>(std::min<Index>(kNR, x.n - j));
+      for (Index i = 0; i < rows; i += kMR) {
+        const int mr = static_cast<int>(std::min<Index>(kMR, rows - i));
+        const ARows ar{ap + i * kc, {0, 1, 2, 3, 4, 5}, kMR};
+        tile_6x16(kc, ar, bp + s * kNR * x.k + p0 * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, x.accumulate || p0 > 0, mr,
+                  nr);
       }
     }
   }
 }
 
-// Columns [j0, j0 + kNR) (those below n) and rows [p0, p0 + kc) of op(B) into one sliver
-// (kc x kNR, k-major), columns at or past n zero.
-void pack_b(const float* b, Index ldb, bool trans, Index n, Index j0, Index p0, Index kc, float* out) {
-  const int w = static_cast<int>(std::min<Index>(kNR, n - j0));
-  if (trans) {  // b is [n, k]: each column of op(B) is a contiguous row of b
-    for (int q = 0; q < w; ++q) {
-      const float* src = b + (j0 + q) * ldb + p0;
-      for (Index p = 0; p < kc; ++p) out[p * kNR + q] = src[p];
-    }
-    for (int q = w; q < kNR; ++q)
-      for (Index p = 0; p < kc; ++p) out[p * kNR + q] = 0.f;
-  } else {
-    for (Index p = 0; p < kc; ++p) {
-      const float* src = b + (p0 + p) * ldb + j0;
-      float* op = out + p * kNR;
-      for (int q = 0; q < w; ++q) op[q] = src[q];
-      for (int q = w; q < kNR; ++q) op[q] = 0.f;
-    }
-  }
-}
+// The B panels of x: whole slivers over all of k, at most kPanelFloats (or one sliver).
+Index panel_columns(Index k) { return std::max<Index>(kNR, kPanelFloats / k / kNR * kNR); }
+
+thread_local std::vector<float> t_b_store, t_a_store;
 
 }  // namespace
 
@@ -156,21 +251,22 @@ bool packed_sgemm_available() {
 }
 
 void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, Index k, bool trans_a, bool trans_b) {
-  const Index lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  const float* const pa[1] = {a};
+  const float* const pb[1] = {b};
+  const Product x{
+      {pa, k, trans_a ? m : k, trans_a}, {pb, k, trans_b ? k : n, trans_b}, c, n, m, n, k, false, a_in_place(n)};
   // A blocks of equal height (a multiple of kMR, at most kMaxMC), as many as a multiple of the
   // threads where m allows, so that whole blocks share out evenly
   const Index threads = parallel_threads(), slivers_m = (m + kMR - 1) / kMR;
   Index mblocks = (m + kMaxMC - 1) / kMaxMC;
   mblocks = std::min(slivers_m, (mblocks + threads - 1) / threads * threads);
   const Index mc = ((m + mblocks - 1) / mblocks + kMR - 1) / kMR * kMR;
-  // B panels of whole slivers over all of k, at most kPanelFloats (or one sliver)
-  const Index panel = std::max<Index>(kNR, kPanelFloats / k / kNR * kNR);
-  thread_local std::vector<float> b_store;
+  const Index panel = panel_columns(k);
   for (Index j0 = 0; j0 < n; j0 += panel) {
     const Index slivers = (std::min(panel, n - j0) + kNR - 1) / kNR;
-    float* bp = scratch(b_store, slivers * kNR * k);
+    float* bp = scratch(t_b_store, slivers * kNR * k);
     parallel_ranges(slivers, 1, [&](Index s0, Index s1) {
-      for (Index s = s0; s < s1; ++s) pack_b(b, ldb, trans_b, n, j0 + s * kNR, 0, k, bp + s * kNR * k);
+      for (Index s = s0; s < s1; ++s) pack_b(x.b, n, j0 + s * kNR, k, bp + s * kNR * k);
     });
     // A task is one A block against a run of the panel's slivers: all of them where there are
     // two blocks a thread, else runs that make about that many tasks (each task packs its A
@@ -178,28 +274,27 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
     const Index want = std::min(slivers, mblocks >= 2 * threads ? 1 : (2 * threads + mblocks - 1) / mblocks);
     const Index run = (slivers + want - 1) / want, runs = (slivers + run - 1) / run;
     parallel_ranges(mblocks * runs, 1, [&](Index t0, Index t1) {
-      thread_local std::vector<float> a_store;
-      float* ap = scratch(a_store, mc * kKC);
+      float* ap = scratch(t_a_store, mc * kKC);
       for (Index t = t0; t < t1; ++t) {
         const Index i0 = t / runs * mc, rows = std::min(mc, m - i0);
-        const Index s0 = t % runs * run, s1 = std::min(slivers, s0 + run);
-        if (rows <= 0) continue;
-        // p0 in order, each tile owned by one task: every element's sum over k has one order
-        // whatever the threads
-        for (Index p0 = 0; p0 < k; p0 += kKC) {
-          const Index kc = std::min(kKC, k - p0);
-          pack_a(a, lda, trans_a, i0, rows, p0, kc, ap);
-          for (Index s = s0; s < s1; ++s) {
-            const Index j = j0 + s * kNR;
-            const int nr = static_cast<int>(std::min<Index>(kNR, n - j));
-            for (Index i = 0; i < rows; i += kMR) {
-              const int mr = static_cast<int>(std::min<Index>(kMR, rows - i));
-              tile_6x16(kc, ap + i * kc, bp + s * kNR * k + p0 * kNR, c + (i0 + i) * n + j, n, p0 > 0, mr, nr);
-            }
-          }
-        }
+        const Index s0 = t % runs * run;
+        if (rows > 0) block_product(x, bp, j0, s0, std::min(slivers, s0 + run), i0, rows, ap);
       }
     });
+  }
+}
+
+void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c, Index m, Index n, bool accumulate) {
+  const Index k = a.pieces * a.seg;
+  const Product x{
+      {a.ptrs, a.seg, a.ld, a.trans}, {b.ptrs, b.seg, b.ld, b.trans}, c, n, m, n, k, accumulate, a_in_place(n)};
+  const Index panel = panel_columns(k);
+  float* ap = scratch(t_a_store, kMaxMC * kKC);
+  for (Index j0 = 0; j0 < n; j0 += panel) {
+    const Index slivers = (std::min(panel, n - j0) + kNR - 1) / kNR;
+    float* bp = scratch(t_b_store, slivers * kNR * k);
+    for (Index s = 0; s < slivers; ++s) pack_b(x.b, n, j0 + s * kNR, k, bp + s * kNR * k);
+    for (Index i0 = 0; i0 < m; i0 += kMaxMC) block_product(x, bp, j0, 0, slivers, i0, std::min(kMaxMC, m - i0), ap);
   }
 }
 

@@ -18,4 +18,20 @@ bool packed_sgemm_available();
 void packed_sgemm(const float* a, const float* b, float* c, std::int64_t m, std::int64_t n, std::int64_t k,
                   bool trans_a, bool trans_b);
 
+/// One operand of packed_sgemm_pieces: op(X) whose k extent is `pieces` runs of `seg` (>= 1),
+/// run q read from ptrs[q]: row-major with leading dimension `ld`, op(X) = X, or the
+/// transpose of what is stored when `trans` (as packed_sgemm's trans_a / trans_b).
+struct PackedPieces {
+  const float* const* ptrs;
+  std::int64_t pieces, seg, ld;
+  bool trans;
+};
+
+/// c [m, n] (row-major, contiguous) = (accumulate ? c : 0) + Σ_q op(a_q) · op(b_q) over the
+/// pieces (a.pieces == b.pieces >= 1, a.seg == b.seg): one product over the concatenated k,
+/// on the calling thread (for kernels that spread their own products over the cores), each
+/// element summed over k in order. Precondition: packed_sgemm_available().
+void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c, std::int64_t m, std::int64_t n,
+                         bool accumulate);
+
 }  // namespace tg::ops

@@ -1,8 +1,9 @@
-// CPU kernel of block-sparse matmul: Eigen GEMMs accumulated in f32 (f64) and rounded once
-// into the output. 16-bit operands are widened to f32 once per call, so every product runs
-// in Eigen's f32 GEMM. Output tiles are spread over the cores (parallel_ranges); each is
-// computed by one thread in the plan's pair order, so results do not depend on the thread
-// count.
+// CPU kernel of block-sparse matmul: GEMMs accumulated in f32 (f64) and rounded once into the
+// output. 16-bit operands are widened to f32 once per call, so every product runs in f32.
+// Output tiles are spread over the cores (parallel_ranges); each is computed by one thread in
+// the plan's pair order, so results do not depend on the thread count. In f32 a panel's pairs
+// run as one packed GEMM over their concatenated k where cpu_gemm_choice.h takes it (its
+// registers hold the sum over every pair), else each pair is an Eigen GEMM added to the panel.
 //
 // A bs x bs x bs product is small for a GEMM (packing and call overhead weigh as much as
 // the arithmetic at bs 16-32), so output tiles that read the same tiles of one operand and
@@ -20,6 +21,8 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "ops/linalg/cpu_gemm_choice.h"
+#include "ops/linalg/cpu_packed_gemm.h"
 #include "ops/sparse_matmul/kernels.h"
 #include "runtime/parallel.h"
 
@@ -184,32 +187,9 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
   const std::int64_t grain = std::max<std::int64_t>(1, kTileWork / (tile_work * tiles_per_panel));
   parallel_ranges(n_panels, grain, [&](std::int64_t g0, std::int64_t g1) {
     RowMat<A> acc;
-    for (std::int64_t g = g0; g < g1; ++g) {
-      const Panel& pn = pp.panels[static_cast<std::size_t>(g)];
-      const std::int32_t head = pp.members[static_cast<std::size_t>(pn.first)];
-      const Idx w = static_cast<Idx>(pn.n) * bs;  // the panel's extent along its axis
-      // columns: acc [n·bs, bs] = x slab · y tile; rows: acc [bs, n·bs] = x tile · y slab
-      if (pp.columns)
-        acc.setZero(w, bs);
-      else
-        acc.setZero(bs, w);
-      for (std::int32_t q = p.pair_begin[static_cast<std::size_t>(head)];
-           q < p.pair_begin[static_cast<std::size_t>(head) + 1]; ++q) {
-        const A* xa = pa + p.a.offset(p.pair_a[static_cast<std::size_t>(q)]);
-        const A* yb = pb + p.b.offset(p.pair_b[static_cast<std::size_t>(q)]);
-        // op(x) is [rows_x, bs] (or [bs, ...]) and op(y) likewise, as stored or transposed.
-        const Idx xr = pp.columns ? w : bs, yc = pp.columns ? bs : w;
-        TileMap<A> tx(xa, p.trans_a ? bs : xr, p.trans_a ? xr : bs, Eigen::OuterStride<>(p.a.ld));
-        TileMap<A> ty(yb, p.trans_b ? yc : bs, p.trans_b ? bs : yc, Eigen::OuterStride<>(p.b.ld));
-        if (!p.trans_a && !p.trans_b)
-          acc.noalias() += tx * ty;
-        else if (p.trans_a && !p.trans_b)
-          acc.noalias() += tx.transpose() * ty;
-        else if (!p.trans_a && p.trans_b)
-          acc.noalias() += tx * ty.transpose();
-        else
-          acc.noalias() += tx.transpose() * ty.transpose();
-      }
+    std::vector<const A*> xs, ys;
+    // acc's tiles into the output (rounded to T once), or into the fine blocks they cover
+    auto store = [&](const Panel& pn) {
       for (std::int32_t m = 0; m < pn.n; ++m) {
         const std::int32_t o = pp.members[static_cast<std::size_t>(pn.first + m)];
         const Idx r0 = pp.columns ? static_cast<Idx>(m) * bs : 0, c0 = pp.columns ? 0 : static_cast<Idx>(m) * bs;
@@ -229,6 +209,49 @@ void matmul_t(const MatmulPlan& p, const Tensor& a, const Tensor& b, const Tenso
         for (Idx i = 0; i < bs; ++i)
           for (Idx j = 0; j < bs; ++j) c[i * p.c.ld + j] = static_cast<T>(acc(r0 + i, c0 + j));
       }
+    };
+    for (std::int64_t g = g0; g < g1; ++g) {
+      const Panel& pn = pp.panels[static_cast<std::size_t>(g)];
+      const std::int32_t head = pp.members[static_cast<std::size_t>(pn.first)];
+      const Idx w = static_cast<Idx>(pn.n) * bs;  // the panel's extent along its axis
+      // columns: acc [n·bs, bs] = x slab · y tile; rows: acc [bs, n·bs] = x tile · y slab
+      const Idx rows = pp.columns ? w : bs, cols = pp.columns ? bs : w;
+      const std::int32_t q0 = p.pair_begin[static_cast<std::size_t>(head)];
+      const std::int32_t q1 = p.pair_begin[static_cast<std::size_t>(head) + 1];
+      if constexpr (std::is_same_v<A, float>) {
+        // the pairs' products as one packed GEMM over their concatenated k (cpu_packed_gemm.h)
+        if (q1 > q0 && use_packed_gemm(rows, cols, (q1 - q0) * bs)) {
+          xs.clear();
+          ys.clear();
+          for (std::int32_t q = q0; q < q1; ++q) {
+            xs.push_back(pa + p.a.offset(p.pair_a[static_cast<std::size_t>(q)]));
+            ys.push_back(pb + p.b.offset(p.pair_b[static_cast<std::size_t>(q)]));
+          }
+          acc.resize(rows, cols);
+          packed_sgemm_pieces({xs.data(), q1 - q0, bs, p.a.ld, p.trans_a}, {ys.data(), q1 - q0, bs, p.b.ld, p.trans_b},
+                              acc.data(), rows, cols, false);
+          store(pn);
+          continue;
+        }
+      }
+      acc.setZero(rows, cols);
+      for (std::int32_t q = q0; q < q1; ++q) {
+        const A* xa = pa + p.a.offset(p.pair_a[static_cast<std::size_t>(q)]);
+        const A* yb = pb + p.b.offset(p.pair_b[static_cast<std::size_t>(q)]);
+        // op(x) is [rows_x, bs] (or [bs, ...]) and op(y) likewise, as stored or transposed.
+        const Idx xr = pp.columns ? w : bs, yc = pp.columns ? bs : w;
+        TileMap<A> tx(xa, p.trans_a ? bs : xr, p.trans_a ? xr : bs, Eigen::OuterStride<>(p.a.ld));
+        TileMap<A> ty(yb, p.trans_b ? yc : bs, p.trans_b ? bs : yc, Eigen::OuterStride<>(p.b.ld));
+        if (!p.trans_a && !p.trans_b)
+          acc.noalias() += tx * ty;
+        else if (p.trans_a && !p.trans_b)
+          acc.noalias() += tx.transpose() * ty;
+        else if (!p.trans_a && p.trans_b)
+          acc.noalias() += tx * ty.transpose();
+        else
+          acc.noalias() += tx.transpose() * ty.transpose();
+      }
+      store(pn);
     }
   });
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "force_cpu_gemm.h"
 #include "ops/linalg/cpu_gemm_choice.h"
 #include "ops/linalg/cpu_packed_gemm.h"
 #include "ops/linalg/kernels.h"
@@ -252,22 +253,10 @@ TEST_CASE("matmul: allow_tf32 is a switch, off by default", "[ops][matmul]") {
 
 // ---- the CPU's packed f32 GEMM ---------------------------------------------------------------
 
-namespace {
-
-// Forces the CPU's f32 GEMM for a scope, then restores the automatic choice.
-struct ForceCpuGemm {
-  explicit ForceCpuGemm(ops::CpuGemm g) { ops::set_cpu_gemm(g); }
-  ~ForceCpuGemm() { ops::set_cpu_gemm(ops::CpuGemm::Auto); }
-  ForceCpuGemm(const ForceCpuGemm&) = delete;
-  ForceCpuGemm& operator=(const ForceCpuGemm&) = delete;
-};
-
-}  // namespace
-
 TEST_CASE("matmul: the packed CPU GEMM matches the f64 reference across its tile, block and panel edges",
           "[ops][matmul]") {
   if (!ops::packed_sgemm_available()) TG_SKIP("this CPU lacks AVX2 or FMA: the packed GEMM cannot run here");
-  const ForceCpuGemm packed(ops::CpuGemm::Packed);
+  const tgt::ForceCpuGemm packed(ops::CpuGemm::Packed);
   // m: one row, partial / whole / one-past 6-row tiles, A blocks of unequal height (121 rows:
   // 66 + 55), seven blocks; n: partial / whole / one-past 16-column slivers, 4100 columns
   // crossing the 4096-column panel; k: one, the 256-deep step's edges, several steps.
@@ -298,12 +287,12 @@ TEST_CASE("matmul: the packed CPU GEMM matches the f64 reference across its tile
 TEST_CASE("matmul: the CPU GEMM choice: forced either way, else the packed one for large products on AVX2 CPUs",
           "[ops][matmul]") {
   {
-    const ForceCpuGemm eigen(ops::CpuGemm::Eigen);
+    const tgt::ForceCpuGemm eigen(ops::CpuGemm::Eigen);
     CHECK(ops::cpu_gemm() == ops::CpuGemm::Eigen);
     CHECK_FALSE(ops::use_packed_gemm(4096, 4096, 4096, false));
   }
   {
-    const ForceCpuGemm packed(ops::CpuGemm::Packed);
+    const tgt::ForceCpuGemm packed(ops::CpuGemm::Packed);
     CHECK(ops::cpu_gemm() == ops::CpuGemm::Packed);
     if (ops::packed_sgemm_available()) {
       CHECK(ops::use_packed_gemm(1, 1, 1, true));

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "force_cpu_gemm.h"
+#include "ops/linalg/cpu_packed_gemm.h"
 #include "ops/sparse_matmul/kernels.h"
 #include "ops/sparse_matmul/path.h"
 #include "ops/sparse_matmul/plan.h"
@@ -434,6 +436,28 @@ TEST_CASE("sparse matmul: f32, bf16 and f16 gradients match masked f64 reference
 TEST_CASE("sparse matmul: f32, bf16 and f16 gradients match masked f64 references at block 128",
           "[ops][sparse_matmul]") {
   check_dtype_backward(small_problems(128, 6700), 6750);
+}
+
+TEST_CASE("sparse matmul on the CPU: panels on the packed GEMM match the f64 references, forward and gradients",
+          "[ops][sparse_matmul]") {
+  // every problem kind at blocks 2 to 128 with the packed GEMM forced (the automatic choice
+  // gives it only panels of 2^20 multiply-adds): panels of one tile and of many, op(A) packed
+  // and read in place, f32 and the widened bf16 / f16
+  if (!ops::packed_sgemm_available()) TG_SKIP("this CPU lacks AVX2 or FMA: the packed GEMM cannot run here");
+  const tgt::ForceCpuGemm packed(ops::CpuGemm::Packed);
+  std::uint64_t seed = 7800;
+  int zero_blocks = 0;
+  for (std::int64_t bs : {2, 16, 32}) {
+    seed += 100;
+    zero_blocks += check_dtype_forward(problems(bs, seed), seed + 50);
+    check_dtype_backward(problems(bs, seed + 60), seed + 70);
+  }
+  for (std::int64_t bs : {64, 128}) {
+    seed += 100;
+    zero_blocks += check_dtype_forward(small_problems(bs, seed), seed + 50);
+    check_dtype_backward(small_problems(bs, seed + 60), seed + 70);
+  }
+  REQUIRE(zero_blocks > 0);
 }
 
 TEST_CASE("sparse matmul: plans are built once per structure", "[ops][sparse_matmul]") {
