@@ -158,25 +158,31 @@ void pack_a(const View& v, Index i0, Index mc, Index p0, Index kc, float* out) {
   });
 }
 
-// Columns [j0, j0 + kNR) (those below n) and rows [0, k) of op(B) into one sliver (k x kNR,
-// k-major), columns at or past n zero.
-void pack_b(const View& v, Index n, Index j0, Index k, float* out) {
-  const int w = static_cast<int>(std::min<Index>(kNR, n - j0));
+// Rows [p0, p1) of op(B)'s columns [j0, j0 + slivers * kNR) (those below n) into the slivers
+// of a panel (sliver s at out + s * k * kNR, k-major), columns at or past n zero. Stored
+// [n, k] (trans), each sliver column is a contiguous row of b; stored [k, n], each row of b
+// feeds every sliver: read once, in order.
+void pack_b(const View& v, Index n, Index j0, Index slivers, Index k, Index p0, Index p1, float* out) {
   const Index ld = v.ld;
-  for_pieces(v, 0, k, [&](const float* b, Index l0, Index off, Index len) {
-    float* o = out + off * kNR;
-    if (v.trans) {  // b is [n, k]: each column of op(B) is a contiguous row of b
+  for_pieces(v, p0, p1 - p0, [&](const float* b, Index l0, Index off, Index len) {
+    const Index kp = p0 + off;  // the piece's first k step in the panel
+    for (Index s = 0; s < slivers && v.trans; ++s) {
+      const Index j = j0 + s * kNR;
+      const int w = static_cast<int>(std::min<Index>(kNR, n - j));
+      float* o = out + s * k * kNR + kp * kNR;
       for (int q = 0; q < w; ++q) {
-        const float* src = b + (j0 + q) * ld + l0;
+        const float* src = b + (j + q) * ld + l0;
         for (Index p = 0; p < len; ++p) o[p * kNR + q] = src[p];
       }
       for (int q = w; q < kNR; ++q)
         for (Index p = 0; p < len; ++p) o[p * kNR + q] = 0.f;
-    } else {
-      for (Index p = 0; p < len; ++p) {
-        const float* src = b + (l0 + p) * ld + j0;
-        float* op = o + p * kNR;
-        for (int q = 0; q < w; ++q) op[q] = src[q];
+    }
+    for (Index p = 0; p < len && !v.trans; ++p) {
+      const float* src = b + (l0 + p) * ld + j0;
+      for (Index s = 0; s < slivers; ++s) {
+        const int w = static_cast<int>(std::min<Index>(kNR, n - j0 - s * kNR));
+        float* op = out + s * k * kNR + (kp + p) * kNR;
+        for (int q = 0; q < w; ++q) op[q] = src[s * kNR + q];
         for (int q = w; q < kNR; ++q) op[q] = 0.f;
       }
     }
@@ -265,9 +271,8 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
   for (Index j0 = 0; j0 < n; j0 += panel) {
     const Index slivers = (std::min(panel, n - j0) + kNR - 1) / kNR;
     float* bp = scratch(t_b_store, slivers * kNR * k);
-    parallel_ranges(slivers, 1, [&](Index s0, Index s1) {
-      for (Index s = s0; s < s1; ++s) pack_b(x.b, n, j0 + s * kNR, k, bp + s * kNR * k);
-    });
+    // the panel packed over k ranges (kKC steps) in parallel
+    parallel_ranges(k, kKC, [&](Index p0, Index p1) { pack_b(x.b, n, j0, slivers, k, p0, p1, bp); });
     // A task is one A block against a run of the panel's slivers: all of them where there are
     // two blocks a thread, else runs that make about that many tasks (each task packs its A
     // block again)
@@ -293,7 +298,7 @@ void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c,
   for (Index j0 = 0; j0 < n; j0 += panel) {
     const Index slivers = (std::min(panel, n - j0) + kNR - 1) / kNR;
     float* bp = scratch(t_b_store, slivers * kNR * k);
-    for (Index s = 0; s < slivers; ++s) pack_b(x.b, n, j0 + s * kNR, k, bp + s * kNR * k);
+    pack_b(x.b, n, j0, slivers, k, 0, k, bp);
     for (Index i0 = 0; i0 < m; i0 += kMaxMC) block_product(x, bp, j0, 0, slivers, i0, std::min(kMaxMC, m - i0), ap);
   }
 }
