@@ -66,8 +66,16 @@ void gemm_cpu(const Tensor& a, const Tensor& b, const Tensor& out, const GemmPar
   TG_DISPATCH_FLOATING(out.dtype(), "matmul", [&] { gemm_typed<scalar_t>(a, b, out, p); });
 }
 
-// No fused bias GEMMs on the CPU: the linear op composes the GEMM and the bias there.
-bool linear_fwd_cpu(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { return false; }
+// f32 on the packed GEMM adds the bias as it stores its first sums (no pass over out of its
+// own); elsewhere the linear op composes the GEMM and the bias.
+bool linear_fwd_cpu(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out) {
+  const std::int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (x.dtype() != DType::f32 || !use_packed_gemm(m, n, k)) return false;
+  packed_sgemm(x.data<float>(), w.data<float>(), out.data<float>(), m, n, k, false, true, bias.data<float>());
+  return true;
+}
+
+// No fused bias gradient on the CPU: the linear op sums it apart.
 bool linear_wgrad_cpu(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { return false; }
 
 }  // namespace

@@ -53,10 +53,12 @@ bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu
   }
 
 // c (mr x nr of a kMR x kNR tile, row stride ldc) = (accumulate ? c : 0) + the product of kc
-// steps of A rows and a B sliver (kc x kNR, k-major). Named accumulators, not arrays, and
+// steps of A rows and a B sliver (kc x kNR, k-major), + bias[0, nr) on every row where bias is
+// not null. Named accumulators, not arrays, and
 // kept out of line: an array of vectors left in memory by the optimiser costs 3x here.
 __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARows& ar, const float* __restrict b,
-                                                             float* c, Index ldc, bool accumulate, int mr, int nr) {
+                                                             float* c, Index ldc, bool accumulate, const float* bias,
+                                                             int mr, int nr) {
   const float* a = ar.a;
   const Index o0 = ar.off[0], o1 = ar.off[1], o2 = ar.off[2], o3 = ar.off[3], o4 = ar.off[4], o5 = ar.off[5];
   const Index step = ar.step;
@@ -88,10 +90,17 @@ __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARo
         x0 = _mm256_add_ps(x0, _mm256_loadu_ps(ci));
         x1 = _mm256_add_ps(x1, _mm256_loadu_ps(ci + 8));
       }
+      if (bias != nullptr) {
+        x0 = _mm256_add_ps(x0, _mm256_loadu_ps(bias));
+        x1 = _mm256_add_ps(x1, _mm256_loadu_ps(bias + 8));
+      }
       _mm256_storeu_ps(ci, x0);
       _mm256_storeu_ps(ci + 8, x1);
     } else {
-      for (int j = 0; j < nr; ++j) ci[j] = accumulate ? ci[j] + t[i][j] : t[i][j];
+      for (int j = 0; j < nr; ++j) {
+        const float v = accumulate ? ci[j] + t[i][j] : t[i][j];
+        ci[j] = bias != nullptr ? v + bias[j] : v;
+      }
     }
   }
 }
@@ -101,7 +110,7 @@ __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARo
 
 bool cpu_has_avx2_fma() { return false; }
 // Never called: packed_sgemm_available() is false off x86-64.
-void tile_6x16(Index, const ARows&, const float*, float*, Index, bool, int, int) {}
+void tile_6x16(Index, const ARows&, const float*, float*, Index, bool, const float*, int, int) {}
 
 #endif
 
@@ -194,7 +203,8 @@ struct Product {
   View a, b;
   float* c;
   Index ldc, m, n, k;
-  bool accumulate;  // c += the product (else c = it)
+  bool accumulate;    // c += the product (else c = it)
+  const float* bias;  // [n] added to every row with the first k steps (or null)
   // op(A) read in place rather than packed: where few B slivers share each A element, packing
   // it costs about as much as its products
   bool a_in_place;
@@ -221,8 +231,9 @@ void block_product(const Product& x, const float* bp, Index j0, Index s0, Index 
             const Index row = i0 + i + (q < mr ? q : 0);  // rows past the tile repeat its first
             ar.off[q] = x.a.trans ? row : row * x.a.ld;
           }
-          tile_6x16(len, ar, bp + s * kNR * x.k + off * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, x.accumulate || off > 0,
-                    mr, nr);
+          const bool first = !x.accumulate && off == 0;
+          tile_6x16(len, ar, bp + s * kNR * x.k + off * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, !first,
+                    first && x.bias != nullptr ? x.bias + j : nullptr, mr, nr);
         });
       }
     }
@@ -237,8 +248,9 @@ void block_product(const Product& x, const float* bp, Index j0, Index s0, Index 
       for (Index i = 0; i < rows; i += kMR) {
         const int mr = static_cast<int>(std::min<Index>(kMR, rows - i));
         const ARows ar{ap + i * kc, {0, 1, 2, 3, 4, 5}, kMR};
-        tile_6x16(kc, ar, bp + s * kNR * x.k + p0 * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, x.accumulate || p0 > 0, mr,
-                  nr);
+        const bool first = !x.accumulate && p0 == 0;
+        tile_6x16(kc, ar, bp + s * kNR * x.k + p0 * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, !first,
+                  first && x.bias != nullptr ? x.bias + j : nullptr, mr, nr);
       }
     }
   }
@@ -256,11 +268,12 @@ bool packed_sgemm_available() {
   return ok;
 }
 
-void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, Index k, bool trans_a, bool trans_b) {
+void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, Index k, bool trans_a, bool trans_b,
+                  const float* bias) {
   const float* const pa[1] = {a};
   const float* const pb[1] = {b};
   const Product x{
-      {pa, k, trans_a ? m : k, trans_a}, {pb, k, trans_b ? k : n, trans_b}, c, n, m, n, k, false, a_in_place(n)};
+      {pa, k, trans_a ? m : k, trans_a}, {pb, k, trans_b ? k : n, trans_b}, c, n, m, n, k, false, bias, a_in_place(n)};
   // A blocks of equal height (a multiple of kMR, at most kMaxMC), as many as a multiple of the
   // threads where m allows, so that whole blocks share out evenly
   const Index threads = parallel_threads(), slivers_m = (m + kMR - 1) / kMR;
@@ -291,8 +304,16 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
 
 void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c, Index m, Index n, bool accumulate) {
   const Index k = a.pieces * a.seg;
-  const Product x{
-      {a.ptrs, a.seg, a.ld, a.trans}, {b.ptrs, b.seg, b.ld, b.trans}, c, n, m, n, k, accumulate, a_in_place(n)};
+  const Product x{{a.ptrs, a.seg, a.ld, a.trans},
+                  {b.ptrs, b.seg, b.ld, b.trans},
+                  c,
+                  n,
+                  m,
+                  n,
+                  k,
+                  accumulate,
+                  nullptr,
+                  a_in_place(n)};
   const Index panel = panel_columns(k);
   float* ap = scratch(t_a_store, kMaxMC * kKC);
   for (Index j0 = 0; j0 < n; j0 += panel) {

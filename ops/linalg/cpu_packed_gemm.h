@@ -10,13 +10,14 @@ namespace tg::ops {
 /// kernel is compiled for those instructions whatever the build's target).
 bool packed_sgemm_available();
 
-/// c [m, n] (row-major, contiguous) = op(a) · op(b), all f32: op(a) is a [m, k] (row-major),
-/// or its transpose when a is stored [k, m] (`trans_a`); likewise op(b) from b [k, n] or
-/// [n, k]. m, n, k >= 1; c must not overlap a or b. Every element of c is summed over k in
-/// the same order whatever the number of threads, so results do not depend on it.
+/// c [m, n] (row-major, contiguous) = op(a) · op(b) (+ bias [n] on every row where bias is not
+/// null, added to the sums of the first 256 k steps), all f32: op(a) is a [m, k] (row-major), or its
+/// transpose when a is stored [k, m] (`trans_a`); likewise op(b) from b [k, n] or [n, k].
+/// m, n, k >= 1; c must not overlap a, b or bias. Every element of c is summed over k in the
+/// same order whatever the number of threads, so results do not depend on it.
 /// Precondition: packed_sgemm_available() (the caller checks).
 void packed_sgemm(const float* a, const float* b, float* c, std::int64_t m, std::int64_t n, std::int64_t k,
-                  bool trans_a, bool trans_b);
+                  bool trans_a, bool trans_b, const float* bias = nullptr);
 
 /// One operand of packed_sgemm_pieces: op(X) whose k extent is `pieces` runs of `seg` (>= 1),
 /// run q read from ptrs[q]: row-major with leading dimension `ld`, op(X) = X, or the

@@ -455,6 +455,27 @@ TEST_CASE("linear: x wᵀ + b against an f64 reference, with and without bias, g
   tgt::require_throws<DTypeError>([&] { linear(xb.to(DType::f32), tgt::rand64({4, 3}, 1)); }, {"linear"});
 }
 
+TEST_CASE("linear on the CPU: the packed GEMM adds the bias as it stores, f32 only", "[ops][matmul][linear]") {
+  if (!ops::packed_sgemm_available()) TG_SKIP("this CPU lacks AVX2 or FMA: the packed GEMM cannot run here");
+  const tgt::ForceCpuGemm packed(ops::CpuGemm::Packed);
+  // partial and whole tiles and slivers, k of one and of several 256-deep steps
+  for (auto [m, k, n] :
+       std::vector<std::array<std::int64_t, 3>>{{1, 1, 1}, {7, 300, 17}, {130, 64, 48}, {13, 600, 5}}) {
+    INFO("m " << m << " k " << k << " n " << n);
+    Tensor x = tgt::rand64({m, k}, 310), w = tgt::rand64({n, k}, 311), b = tgt::rand64({n}, 312);
+    const std::int64_t fused = ops::linear_fused_forwards();
+    Tensor out = linear(x.to(DType::f32), w.to(DType::f32), b.to(DType::f32));
+    CHECK(ops::linear_fused_forwards() == fused + 1);
+    tgt::require_close(out, linear_reference(x, w, b), 1e-5, 2.5e-7 * static_cast<double>(k) + 1e-6);
+    // without a bias, and in f64 or bf16, the composition
+    tgt::require_close(linear(x.to(DType::f32), w.to(DType::f32)), linear_reference(x, w, Tensor()), 1e-5,
+                       2.5e-7 * static_cast<double>(k) + 1e-6);
+    (void)linear(x, w, b);
+    (void)linear(x.to(DType::bf16), w.to(DType::bf16), b.to(DType::bf16));
+    CHECK(ops::linear_fused_forwards() == fused + 1);
+  }
+}
+
 TEST_CASE("linear [cuda]: fused bias GEMM and bias-gradient GEMM match the CPU", "[ops][matmul][linear][cuda]") {
   TG_REQUIRE_CUDA();
   const std::int64_t fwd0 = ops::linear_fused_forwards(), wg0 = ops::linear_fused_wgrads();
