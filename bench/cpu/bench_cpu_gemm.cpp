@@ -70,16 +70,33 @@ struct Shape3 {
   bool ta, tb;
 };
 
-// Seconds of one product: the median of `reps` calls.
-double time_one(const tg::Tensor& a, const tg::Tensor& b, const Shape3& s, int reps) {
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    tg::Tensor c = tg::matmul(a, b, s.ta, s.tb);
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+// GFLOP/s of `run` on each GEMM: rounds alternating Eigen and the packed GEMM (when `packed`),
+// each round the median of `reps` calls, then the median round. Leaves the automatic choice.
+struct Rates {
+  double eigen = 0, packed = 0;
+};
+Rates alternate(const std::function<void()>& run, double flop, int reps, bool packed) {
+  constexpr int kRounds = 7;
+  auto round = [&](CpuGemm g) {
+    tg::ops::set_cpu_gemm(g);
+    std::vector<double> t;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run();
+      t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  std::vector<double> te, tp;
+  for (int r = 0; r < kRounds; ++r) {
+    te.push_back(round(CpuGemm::Eigen));
+    if (packed) tp.push_back(round(CpuGemm::Packed));
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  tg::ops::set_cpu_gemm(CpuGemm::Auto);
+  std::sort(te.begin(), te.end());
+  std::sort(tp.begin(), tp.end());
+  return {flop / te[kRounds / 2] * 1e-9, packed ? flop / tp[kRounds / 2] * 1e-9 : 0};
 }
 
 }  // namespace
@@ -100,26 +117,13 @@ int main() {
   };
   std::printf("%-14s %5s %5s %5s %3s %3s | %8s %8s | %6s | %7s\n", "product", "m", "n", "k", "ta", "tb", "Eigen",
               "packed", "ratio", "ceiling");
-  constexpr int kRounds = 7;
   for (const Shape3& s : shapes) {
     const tg::Tensor a = tg::randn(s.ta ? tg::Shape{s.k, s.m} : tg::Shape{s.m, s.k});
     const tg::Tensor b = tg::randn(s.tb ? tg::Shape{s.n, s.k} : tg::Shape{s.k, s.n});
     const double flop = 2.0 * static_cast<double>(s.m * s.n * s.k);
     const int reps = std::clamp(static_cast<int>(2e8 / flop), 3, 200);
-    std::vector<double> te, tp;
-    for (int r = 0; r < kRounds; ++r) {
-      tg::ops::set_cpu_gemm(CpuGemm::Eigen);
-      te.push_back(time_one(a, b, s, reps));
-      if (packed) {
-        tg::ops::set_cpu_gemm(CpuGemm::Packed);
-        tp.push_back(time_one(a, b, s, reps));
-      }
-    }
-    tg::ops::set_cpu_gemm(CpuGemm::Auto);
-    std::sort(te.begin(), te.end());
-    std::sort(tp.begin(), tp.end());
-    const double ge = flop / te[kRounds / 2] * 1e-9;
-    const double gp = packed ? flop / tp[kRounds / 2] * 1e-9 : 0;
+    const Rates r = alternate([&] { (void)tg::matmul(a, b, s.ta, s.tb); }, flop, reps, packed);
+    const double ge = r.eigen, gp = r.packed;
     std::printf("%-14s %5ld %5ld %5ld %3d %3d | %8.1f %8.1f | %5.2fx | %6.1f%%\n", s.what, static_cast<long>(s.m),
                 static_cast<long>(s.n), static_cast<long>(s.k), s.ta, s.tb, ge, gp, packed ? gp / ge : 0.0,
                 ceiling > 0 ? 100 * std::max(ge, gp) * 1e9 / ceiling : 0.0);
@@ -150,26 +154,8 @@ int main() {
   };
   std::printf("%-16s | %8s %8s | %6s\n", "product", "Eigen", "packed", "ratio");
   for (const SparseCase& c : cases) {
-    auto median = [&](CpuGemm g) {
-      tg::ops::set_cpu_gemm(g);
-      std::vector<double> t;
-      for (int r = 0; r < 31; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        c.run();
-        t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      }
-      std::sort(t.begin(), t.end());
-      return t[t.size() / 2];
-    };
-    std::vector<double> te, tp;
-    for (int r = 0; r < kRounds; ++r) {
-      te.push_back(median(CpuGemm::Eigen));
-      if (packed) tp.push_back(median(CpuGemm::Packed));
-    }
-    tg::ops::set_cpu_gemm(CpuGemm::Auto);
-    std::sort(te.begin(), te.end());
-    std::sort(tp.begin(), tp.end());
-    const double ge = c.flop / te[kRounds / 2] * 1e-9, gp = packed ? c.flop / tp[kRounds / 2] * 1e-9 : 0;
+    const Rates r = alternate(c.run, c.flop, 31, packed);
+    const double ge = r.eigen, gp = r.packed;
     std::printf("%-16s | %8.1f %8.1f | %5.2fx\n", c.what, ge, gp, packed ? gp / ge : 0.0);
   }
   return 0;

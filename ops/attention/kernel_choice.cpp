@@ -5,35 +5,16 @@
 #include <mutex>
 
 #include "ops/common.h"
+#include "ops/knob.h"
 
 namespace tg::ops::attn {
 namespace {
 
-// One knob: a process-wide forced value (Auto: none), else the environment variable's
-// choice of two values (read once), else the default. Constant-initialised, so usable from
-// other translation units' static initialisers.
+// The attention knobs (ops/knob.h), their errors naming flash_attention.
 template <typename E>
-class Choice {
- public:
+struct Choice : Knob<E> {
   constexpr Choice(const char* env, const char* first, const char* second, E v1, E v2, E fallback)
-      : env_(env), first_(first), second_(second), v1_(v1), v2_(v2), fallback_(fallback) {}
-
-  void set(E e) { forced_.store(e, std::memory_order_relaxed); }
-
-  // Throws tg::ValueError naming the variable when it holds neither choice (every call).
-  E get() {
-    const E k = forced_.load(std::memory_order_relaxed);
-    if (k != E::Auto) return k;
-    std::call_once(read_, [this] { from_env_ = env_choice("flash_attention", env_, first_, second_); });
-    return from_env_ == 1 ? v1_ : from_env_ == 2 ? v2_ : fallback_;
-  }
-
- private:
-  std::atomic<E> forced_{E::Auto};
-  std::once_flag read_;
-  int from_env_ = 0;
-  const char *env_, *first_, *second_;
-  E v1_, v2_, fallback_;
+      : Knob<E>("flash_attention", env, first, second, v1, v2, fallback) {}
 };
 
 constinit Choice<FwdKernel> g_fwd{"TG_ATTENTION_FWD", "mma", "wgmma", FwdKernel::Mma, FwdKernel::Wgmma,

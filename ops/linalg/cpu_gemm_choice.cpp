@@ -1,16 +1,16 @@
 #include "ops/linalg/cpu_gemm_choice.h"
 
 #include <Eigen/Core>
-#include <atomic>
-#include <mutex>
 
 #include "ops/common.h"
+#include "ops/knob.h"
 #include "ops/linalg/cpu_packed_gemm.h"
 
 namespace tg::ops {
 namespace {
 
-std::atomic<CpuGemm> g_forced{CpuGemm::Auto};
+constinit Knob<CpuGemm> g_gemm{"matmul",       "TG_CPU_GEMM",   "eigen",      "packed",
+                               CpuGemm::Eigen, CpuGemm::Packed, CpuGemm::Auto};
 
 // Whether Eigen's products in this build use its 16-lane AVX-512 kernels (the build's target).
 #ifdef EIGEN_VECTORIZE_AVX512
@@ -24,16 +24,9 @@ constexpr std::int64_t kPackedMinWork = std::int64_t{1} << 20;
 
 }  // namespace
 
-void set_cpu_gemm(CpuGemm g) { g_forced.store(g, std::memory_order_relaxed); }
+void set_cpu_gemm(CpuGemm g) { g_gemm.set(g); }
 
-CpuGemm cpu_gemm() {
-  const CpuGemm forced = g_forced.load(std::memory_order_relaxed);
-  if (forced != CpuGemm::Auto) return forced;
-  static std::once_flag once;
-  static int from_env = 0;
-  std::call_once(once, [] { from_env = env_choice("matmul", "TG_CPU_GEMM", "eigen", "packed"); });
-  return from_env == 1 ? CpuGemm::Eigen : from_env == 2 ? CpuGemm::Packed : CpuGemm::Auto;
-}
+CpuGemm cpu_gemm() { return g_gemm.get(); }
 
 bool use_packed_gemm(std::int64_t m, std::int64_t n, std::int64_t k, bool eigen_avx512) {
   const CpuGemm g = cpu_gemm();

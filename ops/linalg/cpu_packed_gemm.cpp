@@ -54,8 +54,8 @@ bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu
 
 // c (mr x nr of a kMR x kNR tile, row stride ldc) = (accumulate ? c : 0) + the product of kc
 // steps of A rows and a B sliver (kc x kNR, k-major), + bias[0, nr) on every row where bias is
-// not null. Named accumulators, not arrays, and
-// kept out of line: an array of vectors left in memory by the optimiser costs 3x here.
+// not null. Named accumulators, not arrays, and kept out of line: an array of vectors left in
+// memory by the optimiser costs 3x here.
 __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARows& ar, const float* __restrict b,
                                                              float* c, Index ldc, bool accumulate, const float* bias,
                                                              int mr, int nr) {
@@ -78,10 +78,18 @@ __attribute__((target("avx2,fma"), noinline)) void tile_6x16(Index kc, const ARo
     b += kNR;
   }
   alignas(32) float t[kMR][kNR];
-  _mm256_store_ps(t[0], c00), _mm256_store_ps(t[0] + 8, c01), _mm256_store_ps(t[1], c10);
-  _mm256_store_ps(t[1] + 8, c11), _mm256_store_ps(t[2], c20), _mm256_store_ps(t[2] + 8, c21);
-  _mm256_store_ps(t[3], c30), _mm256_store_ps(t[3] + 8, c31), _mm256_store_ps(t[4], c40);
-  _mm256_store_ps(t[4] + 8, c41), _mm256_store_ps(t[5], c50), _mm256_store_ps(t[5] + 8, c51);
+  _mm256_store_ps(t[0], c00);
+  _mm256_store_ps(t[0] + 8, c01);
+  _mm256_store_ps(t[1], c10);
+  _mm256_store_ps(t[1] + 8, c11);
+  _mm256_store_ps(t[2], c20);
+  _mm256_store_ps(t[2] + 8, c21);
+  _mm256_store_ps(t[3], c30);
+  _mm256_store_ps(t[3] + 8, c31);
+  _mm256_store_ps(t[4], c40);
+  _mm256_store_ps(t[4] + 8, c41);
+  _mm256_store_ps(t[5], c50);
+  _mm256_store_ps(t[5] + 8, c51);
   for (int i = 0; i < mr; ++i) {
     float* ci = c + i * ldc;
     if (nr == kNR) {
@@ -175,18 +183,21 @@ void pack_b(const View& v, Index n, Index j0, Index slivers, Index k, Index p0, 
   const Index ld = v.ld;
   for_pieces(v, p0, p1 - p0, [&](const float* b, Index l0, Index off, Index len) {
     const Index kp = p0 + off;  // the piece's first k step in the panel
-    for (Index s = 0; s < slivers && v.trans; ++s) {
-      const Index j = j0 + s * kNR;
-      const int w = static_cast<int>(std::min<Index>(kNR, n - j));
-      float* o = out + s * k * kNR + kp * kNR;
-      for (int q = 0; q < w; ++q) {
-        const float* src = b + (j + q) * ld + l0;
-        for (Index p = 0; p < len; ++p) o[p * kNR + q] = src[p];
+    if (v.trans) {
+      for (Index s = 0; s < slivers; ++s) {
+        const Index j = j0 + s * kNR;
+        const int w = static_cast<int>(std::min<Index>(kNR, n - j));
+        float* o = out + s * k * kNR + kp * kNR;
+        for (int q = 0; q < w; ++q) {
+          const float* src = b + (j + q) * ld + l0;
+          for (Index p = 0; p < len; ++p) o[p * kNR + q] = src[p];
+        }
+        for (int q = w; q < kNR; ++q)
+          for (Index p = 0; p < len; ++p) o[p * kNR + q] = 0.f;
       }
-      for (int q = w; q < kNR; ++q)
-        for (Index p = 0; p < len; ++p) o[p * kNR + q] = 0.f;
+      return;
     }
-    for (Index p = 0; p < len && !v.trans; ++p) {
+    for (Index p = 0; p < len; ++p) {
       const float* src = b + (l0 + p) * ld + j0;
       for (Index s = 0; s < slivers; ++s) {
         const int w = static_cast<int>(std::min<Index>(kNR, n - j0 - s * kNR));
@@ -272,8 +283,16 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
                   const float* bias) {
   const float* const pa[1] = {a};
   const float* const pb[1] = {b};
-  const Product x{
-      {pa, k, trans_a ? m : k, trans_a}, {pb, k, trans_b ? k : n, trans_b}, c, n, m, n, k, false, bias, a_in_place(n)};
+  const Product x{.a = {pa, k, trans_a ? m : k, trans_a},
+                  .b = {pb, k, trans_b ? k : n, trans_b},
+                  .c = c,
+                  .ldc = n,
+                  .m = m,
+                  .n = n,
+                  .k = k,
+                  .accumulate = false,
+                  .bias = bias,
+                  .a_in_place = a_in_place(n)};
   // A blocks of equal height (a multiple of kMR, at most kMaxMC), as many as a multiple of the
   // threads where m allows, so that whole blocks share out evenly
   const Index threads = parallel_threads(), slivers_m = (m + kMR - 1) / kMR;
@@ -304,16 +323,16 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
 
 void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c, Index m, Index n, bool accumulate) {
   const Index k = a.pieces * a.seg;
-  const Product x{{a.ptrs, a.seg, a.ld, a.trans},
-                  {b.ptrs, b.seg, b.ld, b.trans},
-                  c,
-                  n,
-                  m,
-                  n,
-                  k,
-                  accumulate,
-                  nullptr,
-                  a_in_place(n)};
+  const Product x{.a = {a.ptrs, a.seg, a.ld, a.trans},
+                  .b = {b.ptrs, b.seg, b.ld, b.trans},
+                  .c = c,
+                  .ldc = n,
+                  .m = m,
+                  .n = n,
+                  .k = k,
+                  .accumulate = accumulate,
+                  .bias = nullptr,
+                  .a_in_place = a_in_place(n)};
   const Index panel = panel_columns(k);
   float* ap = scratch(t_a_store, kMaxMC * kKC);
   for (Index j0 = 0; j0 < n; j0 += panel) {

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "ops/common.h"
+#include "ops/knob.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
 
@@ -12,7 +13,8 @@ namespace tg::ops::spmm {
 namespace {
 std::atomic<MmaPath> g_path{MmaPath::Auto};
 std::atomic<int> g_max_ctas{0};
-std::atomic<CoarseBlocks> g_coarse{CoarseBlocks::Auto};
+constinit Knob<CoarseBlocks> g_coarse{
+    "matmul", "TG_MATMUL_COARSE", "never", "always", CoarseBlocks::Never, CoarseBlocks::Always, CoarseBlocks::Auto};
 std::atomic<bool> g_fine_stores{true};
 }  // namespace
 
@@ -29,16 +31,9 @@ int tma_max_ctas() { return g_max_ctas.load(std::memory_order_relaxed); }
 
 bool wgmma_supported(int device) { return cuda_compute_capability(device) == 90; }
 
-void set_coarse_blocks(CoarseBlocks c) { g_coarse.store(c, std::memory_order_relaxed); }
+void set_coarse_blocks(CoarseBlocks c) { g_coarse.set(c); }
 
-CoarseBlocks coarse_blocks() {
-  const CoarseBlocks c = g_coarse.load(std::memory_order_relaxed);
-  if (c != CoarseBlocks::Auto) return c;
-  static std::once_flag read;
-  static int from_env = 0;
-  std::call_once(read, [] { from_env = env_choice("matmul", "TG_MATMUL_COARSE", "never", "always"); });
-  return from_env == 1 ? CoarseBlocks::Never : from_env == 2 ? CoarseBlocks::Always : CoarseBlocks::Auto;
-}
+CoarseBlocks coarse_blocks() { return g_coarse.get(); }
 
 void set_fine_stores(bool on) { g_fine_stores.store(on, std::memory_order_relaxed); }
 
