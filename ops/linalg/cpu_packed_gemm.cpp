@@ -212,8 +212,8 @@ void pack_b(const View& v, Index n, Index j0, Index slivers, Index k, Index p0, 
 // The shape of one product and where its operands and output are.
 struct Product {
   View a, b;
-  float* c;
-  Index ldc, m, n, k;
+  float* c;  // row-major, n columns
+  Index n, k;
   bool accumulate;    // c += the product (else c = it)
   const float* bias;  // [n] added to every row with the first k steps (or null)
   // op(A) read in place rather than packed: where few B slivers share each A element, packing
@@ -243,7 +243,7 @@ void block_product(const Product& x, const float* bp, Index j0, Index s0, Index 
             ar.off[q] = x.a.trans ? row : row * x.a.ld;
           }
           const bool first = !x.accumulate && off == 0;
-          tile_6x16(len, ar, bp + s * kNR * x.k + off * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, !first,
+          tile_6x16(len, ar, bp + s * kNR * x.k + off * kNR, x.c + (i0 + i) * x.n + j, x.n, !first,
                     first && x.bias != nullptr ? x.bias + j : nullptr, mr, nr);
         });
       }
@@ -260,7 +260,7 @@ void block_product(const Product& x, const float* bp, Index j0, Index s0, Index 
         const int mr = static_cast<int>(std::min<Index>(kMR, rows - i));
         const ARows ar{ap + i * kc, {0, 1, 2, 3, 4, 5}, kMR};
         const bool first = !x.accumulate && p0 == 0;
-        tile_6x16(kc, ar, bp + s * kNR * x.k + p0 * kNR, x.c + (i0 + i) * x.ldc + j, x.ldc, !first,
+        tile_6x16(kc, ar, bp + s * kNR * x.k + p0 * kNR, x.c + (i0 + i) * x.n + j, x.n, !first,
                   first && x.bias != nullptr ? x.bias + j : nullptr, mr, nr);
       }
     }
@@ -286,8 +286,6 @@ void packed_sgemm(const float* a, const float* b, float* c, Index m, Index n, In
   const Product x{.a = {pa, k, trans_a ? m : k, trans_a},
                   .b = {pb, k, trans_b ? k : n, trans_b},
                   .c = c,
-                  .ldc = n,
-                  .m = m,
                   .n = n,
                   .k = k,
                   .accumulate = false,
@@ -326,8 +324,6 @@ void packed_sgemm_pieces(const PackedPieces& a, const PackedPieces& b, float* c,
   const Product x{.a = {a.ptrs, a.seg, a.ld, a.trans},
                   .b = {b.ptrs, b.seg, b.ld, b.trans},
                   .c = c,
-                  .ldc = n,
-                  .m = m,
                   .n = n,
                   .k = k,
                   .accumulate = accumulate,
